@@ -1,0 +1,436 @@
+package main
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/features/synth"
+	"github.com/streamscore/streamscore/stream"
+	"github.com/streamscore/streamscore/stream/local"
+)
+
+type demoConfig struct {
+	duration    time.Duration
+	rate        float64
+	cards       int
+	terminals   int
+	txPerDay    float64
+	history     time.Duration
+	fraudRate   float64
+	labelDelay  time.Duration
+	badRate     float64
+	seed        int64
+	partitions  int
+	workers     int
+	maxBatch    int
+	maxDelay    time.Duration
+	metricsAddr string
+	quiet       bool
+}
+
+// cmdDemo runs the whole system in one process: an embedded Kafka-protocol
+// broker and NATS server, the generator producing transactions and delayed
+// labels into Kafka, and the engine scoring them.
+func cmdDemo(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	var c demoConfig
+	fs.DurationVar(&c.duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
+	fs.Float64Var(&c.rate, "rate", 2000, "transactions produced per second (wall clock)")
+	fs.IntVar(&c.cards, "cards", 10000, "cards in the synthetic population")
+	fs.IntVar(&c.terminals, "terminals", 2000, "terminals in the synthetic population")
+	fs.Float64Var(&c.txPerDay, "tx-per-card-day", 3, "transactions per card per day of event time; with --rate and --cards it sets how fast event time runs")
+	fs.DurationVar(&c.history, "history", 30*24*time.Hour, "event time starts this long before now and runs towards now (never past it)")
+	fs.Float64Var(&c.fraudRate, "fraud-rate", synth.DefaultFraudRate, "fraction of generated transactions that are fraud")
+	fs.DurationVar(&c.labelDelay, "label-delay", 3*24*time.Hour, "mean delay, in event time, before a fraud label (chargeback) is published")
+	fs.Float64Var(&c.badRate, "bad-rate", 0.001, "fraction of malformed messages injected to show the dead-letter path")
+	fs.Int64Var(&c.seed, "seed", 1, "generator seed")
+	fs.IntVar(&c.partitions, "partitions", 4, "partitions of the transactions topic")
+	fs.IntVar(&c.workers, "workers", 2, "engine partition workers")
+	fs.IntVar(&c.maxBatch, "max-batch", 256, "engine micro-batch size")
+	fs.DurationVar(&c.maxDelay, "max-delay", 5*time.Millisecond, "engine micro-batch max delay")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:0", "address of /metrics (port 0: any free port)")
+	fs.BoolVar(&c.quiet, "quiet", false, "no live status line, only the summary")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if c.rate <= 0 || c.txPerDay <= 0 || c.partitions < 1 || c.history <= 0 {
+		return errors.New("demo: --rate, --tx-per-card-day, --partitions and --history must be positive")
+	}
+	// Engine logs go to stderr at warn level so the status line stays readable.
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	out := os.Stdout
+
+	kfk, err := local.StartKafka(map[string]int{
+		"transactions": c.partitions, "labels": 1, "scores": c.partitions, "alerts": 1, "audit": c.partitions, "deadletter": 1,
+	})
+	if err != nil {
+		return err
+	}
+	defer kfk.Close()
+	ns, err := local.StartNATS("")
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	if err := demoStreams(ctx, ns.URL()); err != nil {
+		return err
+	}
+	brokers := kfk.Brokers()
+	fmt.Fprintf(out, "demo: Kafka broker %s (topics transactions, labels, scores, alerts, audit, deadletter)\n", brokers[0])
+	fmt.Fprintf(out, "demo: NATS server %s (subjects streamscore.scores, streamscore.alerts; JetStream streams SCORES, ALERTS)\n", ns.URL())
+
+	reg := newRegistry()
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	maddr, mwait, err := serveMetrics(mctx, c.metricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	defer mwait()
+	fmt.Fprintf(out, "demo: metrics http://%s/metrics\n", maddr)
+
+	lat, window := newLatencyHist(), newLatencyHist()
+	ecfg := engineConfig{
+		Brokers: brokers[0], Group: "streamscore-demo", Topic: "transactions", LabelsTopic: "labels",
+		NATS: ns.URL(), ScoresSubject: "streamscore.scores", AlertsSubject: "streamscore.alerts",
+		ScoresTopic: "scores", AlertsTopic: "alerts", AuditTopic: "audit", DeadLetterTopic: "deadletter",
+		MaxBatch: c.maxBatch, MaxDelay: c.maxDelay, Workers: c.workers, InFlight: 4,
+		DrainTimeout: 30 * time.Second, MaxFutureSkew: 5 * time.Minute,
+	}
+	eng, err := buildEngine(&ecfg, reg, log, stream.WithLatencyObserver(window.Observe))
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	for _, m := range eng.models {
+		fmt.Fprintf(out, "demo: model %s = %s\n", m.Name(), m.Ident())
+	}
+
+	truth := &groundTruth{fraud: map[string]bool{}}
+	nc, err := local.Connect(ns.URL(), "streamscore-demo-observer")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	sub, err := nc.Subscribe("streamscore.alerts", truth.onAlert)
+	if err != nil {
+		return fmt.Errorf("subscribe to alerts: %w", err)
+	}
+	sub.SetPendingLimits(-1, -1)
+
+	gen, err := synth.New(synth.Config{Seed: c.seed, Cards: c.cards, Terminals: c.terminals,
+		FraudRate: c.fraudRate, LabelDelay: c.labelDelay})
+	if err != nil {
+		return err
+	}
+	speed := c.rate * 86400 / (float64(c.cards) * c.txPerDay)
+	fmt.Fprintf(out, "demo: %d cards, %d terminals, %.0f tx/s; event time starts %s ago and runs %.0fx real time\n",
+		c.cards, c.terminals, c.rate, c.history, speed)
+
+	runCtx := ctx
+	if c.duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, c.duration)
+		defer cancel()
+	}
+
+	// The engine runs until the producer is done and has caught up.
+	engCtx, engStop := context.WithCancel(context.Background())
+	defer engStop()
+	engDone := make(chan error, 1)
+	go func() { engDone <- eng.pipeline.Run(engCtx) }()
+
+	prod := &demoProducer{cfg: c, gen: gen, truth: truth, speed: speed, brokers: brokers, seed: c.seed}
+	prodDone := make(chan error, 1)
+	go func() { prodDone <- prod.run(runCtx) }()
+
+	// Status line every second until the run ends.
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastScored, lastAlerts int64
+	status := func() {
+		st := eng.pipeline.Stats()
+		scored, alerts := st.Scored.Load(), st.Alerts.Load()
+		sec := newLatencyHist()
+		window.SwapInto(sec)
+		lat.Merge(sec)
+		if !c.quiet {
+			fmt.Fprintf(out, "demo: %5.0fs  event time %s  %6d events/s  p50 %6.2f ms  p99 %6.2f ms  %4d alerts/s  dead letters %d  labels %d\n",
+				time.Since(start).Seconds(), prod.clock().Format("2006-01-02 15:04"), scored-lastScored,
+				ms(sec.Quantile(0.5)), ms(sec.Quantile(0.99)), alerts-lastAlerts, st.DeadLettered.Load(), prod.labels.Load())
+		}
+		lastScored, lastAlerts = scored, alerts
+	}
+	var prodErr error
+loop:
+	for {
+		select {
+		case <-tick.C:
+			status()
+		case prodErr = <-prodDone:
+			break loop
+		case err := <-engDone:
+			return fmt.Errorf("engine stopped: %w", err)
+		}
+	}
+	if prodErr != nil {
+		engStop()
+		<-engDone
+		return prodErr
+	}
+	// Let the engine catch up with everything produced, then drain it.
+	produced := prod.produced.Load()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := eng.pipeline.Stats()
+		if st.Scored.Load()+st.DeadLettered.Load() >= produced || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-tick.C:
+			status()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	engStop()
+	if err := <-engDone; err != nil {
+		return fmt.Errorf("engine drain: %w", err)
+	}
+	status()
+	nc.Flush()
+	sub.Drain()
+	time.Sleep(100 * time.Millisecond) // let the alert handler finish the last messages
+
+	st := eng.pipeline.Stats()
+	tp, alerts, frauds := truth.counts()
+	precision, recall := ratio(tp, alerts), ratio(tp, frauds)
+	fmt.Fprintf(out, "demo: scored %d events, %d alerts, precision %.3f, recall %.3f, p99 latency %.2f ms\n",
+		st.Scored.Load(), st.Alerts.Load(), precision, recall, ms(lat.Quantile(0.99)))
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func ratio(a, b int64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// demoStreams creates the JetStream streams that capture the output subjects,
+// so the NATS sink publishes with acks and server-side dedupe. They keep at
+// most 256 MiB each in memory, dropping the oldest records.
+func demoStreams(ctx context.Context, url string) error {
+	nc, err := local.Connect(url, "streamscore-demo-setup")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	for name, subj := range map[string]string{"SCORES": "streamscore.scores", "ALERTS": "streamscore.alerts"} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: name, Subjects: []string{subj}, Storage: jetstream.MemoryStorage,
+			MaxBytes: 256 << 20, Discard: jetstream.DiscardOld, Duplicates: 2 * time.Minute,
+		}); err != nil {
+			return fmt.Errorf("create stream %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// groundTruth joins the alerts the engine publishes with the generator's
+// knowledge of which transactions were fraud. Only fraud ids are kept, so
+// memory grows with the fraud count, not the event count.
+type groundTruth struct {
+	mu      sync.Mutex
+	fraud   map[string]bool // tx id -> alerted
+	frauds  int64
+	alerts  int64
+	truePos int64
+}
+
+func (g *groundTruth) addFraud(txID string) {
+	g.mu.Lock()
+	if _, ok := g.fraud[txID]; !ok {
+		g.fraud[txID] = false
+		g.frauds++
+	}
+	g.mu.Unlock()
+}
+
+func (g *groundTruth) onAlert(m *nats.Msg) {
+	var r struct {
+		TxID string `json:"tx_id"`
+	}
+	if json.Unmarshal(m.Data, &r) != nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.alerts++
+	if alerted, ok := g.fraud[r.TxID]; ok && !alerted {
+		g.fraud[r.TxID] = true
+		g.truePos++
+	}
+}
+
+func (g *groundTruth) counts() (tp, alerts, frauds int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.truePos, g.alerts, g.frauds
+}
+
+// demoProducer produces generated transactions at a fixed wall-clock rate,
+// with event time running speed times faster than the wall clock from
+// now-history (capped at now), and publishes each label once event time
+// passes its timestamp.
+type demoProducer struct {
+	cfg      demoConfig
+	gen      *synth.Generator
+	truth    *groundTruth
+	speed    float64
+	brokers  []string
+	seed     int64
+	produced atomic.Int64
+	labels   atomic.Int64
+	simNanos atomic.Int64
+
+	pending labelHeap
+}
+
+func (p *demoProducer) clock() time.Time { return time.Unix(0, p.simNanos.Load()).UTC() }
+
+func (p *demoProducer) run(ctx context.Context) error {
+	w := &kafka.Writer{Addr: kafka.TCP(p.brokers...), Topic: "transactions", Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	lw := &kafka.Writer{Addr: kafka.TCP(p.brokers...), Topic: "labels", Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	defer lw.Close()
+	rng := rand.New(rand.NewPCG(uint64(p.seed), 99))
+	start := time.Now()
+	simStart := start.Add(-p.cfg.history)
+	p.simNanos.Store(simStart.UnixNano())
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var msgs, labels []kafka.Message
+	var buf []byte
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		now := time.Now()
+		elapsed := now.Sub(start)
+		due := int64(elapsed.Seconds() * p.cfg.rate)
+		n := due - p.produced.Load()
+		if n <= 0 {
+			continue
+		}
+		n = min(n, int64(p.cfg.rate)) // never more than a second's worth at once
+		sim := simStart.Add(time.Duration(float64(elapsed) * p.speed))
+		if sim.After(now) {
+			sim = now
+		}
+		prev := p.clock()
+		step := sim.Sub(prev) / time.Duration(n)
+		msgs, buf = msgs[:0], buf[:0]
+		spans := make([][2]int, 0, n)
+		for i := range n {
+			ts := prev.Add(step * time.Duration(i+1))
+			if rng.Float64() < p.cfg.badRate {
+				start := len(buf)
+				buf = append(buf, badDemoEvent(rng, ts)...)
+				spans = append(spans, [2]int{start, len(buf)})
+				msgs = append(msgs, kafka.Message{Key: []byte("bad")})
+				continue
+			}
+			tx := p.gen.Next(ts)
+			if tx.Fraud {
+				p.truth.addFraud(tx.Event.TxID)
+			}
+			if l, ok := p.gen.LabelFor(tx); ok {
+				heap.Push(&p.pending, l)
+			}
+			start := len(buf)
+			buf = tx.Event.AppendJSON(buf)
+			spans = append(spans, [2]int{start, len(buf)})
+			msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID)})
+		}
+		for i := range msgs {
+			msgs[i].Value = buf[spans[i][0]:spans[i][1]]
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("produce transactions: %w", err)
+		}
+		p.produced.Add(int64(len(msgs)))
+		p.simNanos.Store(sim.UnixNano())
+
+		labels = labels[:0]
+		for len(p.pending) > 0 && !p.pending[0].TS.After(sim) {
+			l := heap.Pop(&p.pending).(features.Label)
+			labels = append(labels, kafka.Message{Key: []byte(l.CardID), Value: l.AppendJSON(nil)})
+		}
+		if len(labels) > 0 {
+			if err := lw.WriteMessages(ctx, labels...); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("produce labels: %w", err)
+			}
+			p.labels.Add(int64(len(labels)))
+		}
+	}
+}
+
+// badDemoEvent returns one of a few kinds of malformed input.
+func badDemoEvent(rng *rand.Rand, ts time.Time) []byte {
+	t := ts.Format(time.RFC3339Nano)
+	switch rng.IntN(4) {
+	case 0:
+		return []byte(`{"tx_id":"bad","ts":"` + t + `","card_id":"c-1","terminal_id":"m-1","amount":-12.5}`)
+	case 1:
+		return []byte(`{"tx_id":"bad","ts":"` + t + `","card_id":"c-1","terminal_id":"m-1","amount":12.5`)
+	case 2:
+		return []byte(`{"tx_id":"bad","ts":"not a time","card_id":"c-1","terminal_id":"m-1","amount":3}`)
+	default:
+		return []byte(`{"tx_id":"bad","ts":"` + t + `","card_id":"c-1","amount":3}`)
+	}
+}
+
+// labelHeap orders pending labels by their timestamp.
+type labelHeap []features.Label
+
+func (h labelHeap) Len() int           { return len(h) }
+func (h labelHeap) Less(i, j int) bool { return h[i].TS.Before(h[j].TS) }
+func (h labelHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *labelHeap) Push(x any)        { *h = append(*h, x.(features.Label)) }
+func (h *labelHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/train"
+)
+
+// errReplayDone stops features.Replay once the events pass the last range.
+var errReplayDone = errors.New("replay done")
+
+// cmdTrain fits a model on a time range of recorded or generated history.
+//
+// It replays every event before the end of the last range through the
+// stream's own feature code (features.Replay: labels are applied when their
+// chargeback time has passed, exactly as in the stream), keeps the rows of
+// events with TS in [--from, --to) as training data and, with --eval-to,
+// the rows in [--to, --eval-to) as a later, untouched evaluation range whose
+// metrics are recorded in the model's training metadata.
+//
+// Targets: for logistic and mlp, the fraud label as known at the end of the
+// labels file (an unlabelled transaction is genuine). For linear (the "risk"
+// model), the transaction's loss: its amount if fraud, else 0; the model is a
+// regression of loss, and its score an expected loss in currency units.
+func cmdTrain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	eventsPath := fs.String("events", "", "events JSONL file (required)")
+	labelsPath := fs.String("labels", "", "labels JSONL file (required)")
+	fromS := fs.String("from", "", "start of the training range, RFC 3339 or YYYY-MM-DD (default: first event)")
+	toS := fs.String("to", "", "end (exclusive) of the training range (default: after the last event)")
+	evalToS := fs.String("eval-to", "", "end (exclusive) of an evaluation range starting at --to (default: no evaluation)")
+	kind := fs.String("kind", "mlp", "model family: logistic, mlp or linear")
+	name := fs.String("name", "", "model name, the key in score records (default: fraud for mlp, fraud_lr for logistic, risk for linear)")
+	version := fs.Int("version", 1, "model version (>= 1)")
+	out := fs.String("out", "", "output model file (required)")
+	seed := fs.Int64("seed", 1, "random seed (initial weights, batch order)")
+	hidden := fs.String("hidden", "32,16", "mlp: hidden layer widths, comma separated")
+	epochs := fs.Int("epochs", 40, "mlp: maximum epochs (early stopping usually ends sooner)")
+	holdout := fs.Float64("holdout", 0.2, "fraction of the training rows, the latest, held out for early stopping and thresholds")
+	quiet := fs.Bool("quiet", false, "no progress bars")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *eventsPath == "" || *labelsPath == "" || *out == "" {
+		return errors.New("train: --events, --labels and --out are required")
+	}
+	from, err := parseTime(*fromS, time.Time{})
+	if err != nil {
+		return fmt.Errorf("parse --from: %w", err)
+	}
+	maxTime := time.Unix(1<<62, 0)
+	to, err := parseTime(*toS, maxTime)
+	if err != nil {
+		return fmt.Errorf("parse --to: %w", err)
+	}
+	end := to
+	evalTo := time.Time{}
+	if *evalToS != "" {
+		if evalTo, err = parseTime(*evalToS, maxTime); err != nil {
+			return fmt.Errorf("parse --eval-to: %w", err)
+		}
+		if !evalTo.After(to) {
+			return fmt.Errorf("train: --eval-to %s must be after --to %s", *evalToS, *toS)
+		}
+		end = evalTo
+	}
+	if !to.After(from) {
+		return fmt.Errorf("train: --to must be after --from")
+	}
+	var opts []train.Option
+	switch *kind {
+	case models.FamilyMLP:
+		var widths []int
+		for _, s := range strings.Split(*hidden, ",") {
+			w, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("parse --hidden: %w", err)
+			}
+			widths = append(widths, w)
+		}
+		opts = append(opts, train.WithHidden(widths...), train.WithEpochs(*epochs))
+		if *name == "" {
+			*name = "fraud"
+		}
+	case models.FamilyLogistic:
+		if *name == "" {
+			*name = "fraud_lr"
+		}
+	case models.FamilyLinear:
+		if *name == "" {
+			*name = "risk"
+		}
+	default:
+		return fmt.Errorf("train: --kind %q: want logistic, mlp or linear", *kind)
+	}
+
+	// Read history. Generated files run on a simulated clock: no future check.
+	dec := features.NewDecoder(features.WithMaxFutureSkew(-1))
+	events, err := readJSONL(*eventsPath, func(f *os.File) ([]features.Event, error) { return features.ReadEvents(f, dec) })
+	if err != nil {
+		return err
+	}
+	labels, err := readJSONL(*labelsPath, func(f *os.File) ([]features.Label, error) { return features.ReadLabels(f, dec) })
+	if err != nil {
+		return err
+	}
+	fraud := make(map[string]bool, len(labels))
+	for i := range labels {
+		if labels[i].Fraud {
+			fraud[labels[i].TxID] = true
+		}
+	}
+	slog.Info("train: history read", "events", len(events), "labels", len(labels), "fraud_labels", len(fraud))
+
+	// Replay through the stream's feature code.
+	names := features.Names()
+	trainSet := &train.Dataset{Names: names}
+	evalSet := &train.Dataset{Names: names}
+	var first, last time.Time
+	bar := newBar(int64(len(events)), "replay", *quiet)
+	n := 0
+	err = features.Replay(events, labels, nil, func(e *features.Event, row []float32) error {
+		if n++; n%4096 == 0 {
+			_ = bar.Set(n)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if !e.TS.Before(end) {
+			return errReplayDone
+		}
+		var y float32
+		isFraud := fraud[e.TxID]
+		switch {
+		case *kind == models.FamilyLinear && isFraud:
+			y = float32(e.Amount)
+		case *kind != models.FamilyLinear && isFraud:
+			y = 1
+		}
+		switch {
+		case !e.TS.Before(from) && e.TS.Before(to):
+			if first.IsZero() {
+				first = e.TS
+			}
+			last = e.TS
+			trainSet.Append(row, y)
+		case !e.TS.Before(to) && e.TS.Before(evalTo):
+			evalSet.Append(row, y)
+		}
+		return nil
+	})
+	_ = bar.Finish()
+	if err != nil && !errors.Is(err, errReplayDone) {
+		return fmt.Errorf("replay history: %w", err)
+	}
+	if trainSet.Rows() == 0 {
+		return fmt.Errorf("train: no events in [%s, %s)", *fromS, *toS)
+	}
+	slog.Info("train: rows built", "train_rows", trainSet.Rows(), "eval_rows", evalSet.Rows(),
+		"train_first", first.Format(time.RFC3339), "train_last", last.Format(time.RFC3339))
+
+	// Fit.
+	md := map[string]any{
+		"command":      "streamscore train " + strings.Join(args, " "),
+		"events_file":  filepath.Base(*eventsPath),
+		"labels_file":  filepath.Base(*labelsPath),
+		"train_from":   first.Format(time.RFC3339Nano),
+		"train_to":     last.Format(time.RFC3339Nano),
+		"range":        fmt.Sprintf("[%s, %s)", orOpen(*fromS), orOpen(*toS)),
+		"features":     len(names),
+		"target":       "fraud label known at the end of the labels file (unlabelled = genuine)",
+		"feature_code": "features.Replay (labels applied at their chargeback time)",
+	}
+	if *kind == models.FamilyLinear {
+		md["target"] = "loss: amount if fraud (label known at end of file) else 0; score = expected loss in currency units"
+	}
+	trainBar := newBar(1, "fit "+*kind, *quiet)
+	opts = append(opts, train.WithSeed(*seed), train.WithHoldout(*holdout), train.WithMetadata(md),
+		train.WithProgress(func(done, total int) {
+			trainBar.ChangeMax(total)
+			_ = trainBar.Set(done)
+		}))
+	start := time.Now()
+	var f *models.File
+	switch *kind {
+	case models.FamilyMLP:
+		f, err = train.MLP(*name, *version, trainSet, opts...)
+	case models.FamilyLogistic:
+		f, err = train.Logistic(*name, *version, trainSet, opts...)
+	case models.FamilyLinear:
+		f, err = train.Linear(*name, *version, trainSet, opts...)
+	}
+	_ = trainBar.Finish()
+	if err != nil {
+		return fmt.Errorf("fit model: %w", err)
+	}
+	slog.Info("train: fitted", "kind", *kind, "seconds", math.Round(time.Since(start).Seconds()*10)/10,
+		"validation", f.Training["validation"])
+
+	// Evaluate on the later range, with the model exactly as it will be loaded.
+	if evalSet.Rows() > 0 {
+		b, err := f.Encode()
+		if err != nil {
+			return fmt.Errorf("encode model: %w", err)
+		}
+		m, err := models.Parse(b)
+		if err != nil {
+			return fmt.Errorf("parse model: %w", err)
+		}
+		mt, err := train.Evaluate(m, evalSet)
+		if err != nil {
+			return fmt.Errorf("evaluate model: %w", err)
+		}
+		ev := mt.Map()
+		ev["range"] = fmt.Sprintf("[%s, %s)", orOpen(*toS), *evalToS)
+		f.Training["evaluation"] = ev
+		slog.Info("train: evaluated", "range", ev["range"], "auc", ev["auc"],
+			"precision_at_alert", ev["precision_at_alert"], "recall_at_alert", ev["recall_at_alert"])
+	}
+
+	b, err := f.Encode()
+	if err != nil {
+		return fmt.Errorf("encode model: %w", err)
+	}
+	if err := writeFileAtomic(*out, b); err != nil {
+		return err
+	}
+	m, err := models.Parse(b)
+	if err != nil {
+		return fmt.Errorf("parse written model: %w", err)
+	}
+	review, alert := m.Thresholds()
+	slog.Info("train: model written", "path", *out, "model", m.Ident(), "review", review, "alert", alert)
+	return nil
+}
+
+// parseTime parses RFC 3339 or YYYY-MM-DD (UTC); "" gives def.
+func parseTime(s string, def time.Time) (time.Time, error) {
+	if s == "" {
+		return def, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time %q: want RFC 3339 or YYYY-MM-DD", s)
+	}
+	return t, nil
+}
+
+func orOpen(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func readJSONL[T any](path string, read func(*os.File) ([]T, error)) ([]T, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open history: %w", err)
+	}
+	defer f.Close()
+	v, err := read(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return v, nil
+}
+
+func newBar(max int64, desc string, quiet bool) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(max,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionSetVisibility(!quiet),
+		progressbar.OptionShowCount(),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+// writeFileAtomic writes b to path through a temporary file and a rename,
+// so a reader (hot reload) never sees a half-written model.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".model-*.json")
+	if err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write model: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream"
+)
+
+// engineConfig is the process configuration of the scoring engine, shared
+// by `run` (from flags, environment and YAML) and `demo` (filled in from the
+// embedded servers). It is translated into package options by build; it is
+// never passed down into packages.
+type engineConfig struct {
+	Brokers         string
+	Group           string
+	Topic           string
+	LabelsTopic     string
+	NATS            string
+	ScoresSubject   string
+	AlertsSubject   string
+	ScoresTopic     string
+	AlertsTopic     string
+	AuditTopic      string
+	DeadLetterTopic string
+	Models          listFlag
+	MaxBatch        int
+	MaxDelay        time.Duration
+	Workers         int
+	InFlight        int
+	DrainTimeout    time.Duration
+	MaxFutureSkew   time.Duration
+	MetricsAddr     string
+	StartAtEnd      bool
+}
+
+// register defines the engine flags on fs.
+func (c *engineConfig) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.Brokers, "brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
+	fs.StringVar(&c.Group, "group", "streamscore", "Kafka consumer group of the engine (labels use <group>.labels)")
+	fs.StringVar(&c.Topic, "topic", "transactions", "Kafka topic of transaction events (key = card_id)")
+	fs.StringVar(&c.LabelsTopic, "labels-topic", "labels", "Kafka topic of delayed fraud labels; empty disables label feedback")
+	fs.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS server URL(s); empty disables the NATS sink")
+	fs.StringVar(&c.ScoresSubject, "scores-subject", "streamscore.scores", "NATS subject for every score record; empty disables")
+	fs.StringVar(&c.AlertsSubject, "alerts-subject", "streamscore.alerts", "NATS subject for alert records; empty disables")
+	fs.StringVar(&c.ScoresTopic, "scores-topic", "scores", "Kafka topic for every score record; empty disables")
+	fs.StringVar(&c.AlertsTopic, "alerts-topic", "alerts", "Kafka topic for alert records; empty disables")
+	fs.StringVar(&c.AuditTopic, "audit-topic", "audit", "Kafka topic for audit records (features and thresholds); empty disables")
+	fs.StringVar(&c.DeadLetterTopic, "deadletter-topic", "deadletter", "Kafka topic for dead letters; empty disables (bad events are then only counted in metrics)")
+	fs.Var(&c.Models, "model", "model file to score with (repeatable; default: the models shipped in the binary)")
+	fs.IntVar(&c.MaxBatch, "max-batch", 256, "close a micro-batch at this many events")
+	fs.DurationVar(&c.MaxDelay, "max-delay", 5*time.Millisecond, "close a micro-batch this long after its first event")
+	fs.IntVar(&c.Workers, "workers", 2, "partition workers (partition p goes to worker p mod workers)")
+	fs.IntVar(&c.InFlight, "in-flight", 4, "closed batches per worker waiting for sink acks before intake pauses")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, time allowed to publish and commit in-flight batches")
+	fs.DurationVar(&c.MaxFutureSkew, "max-future-skew", 5*time.Minute, "events timestamped further than this in the future are dead-lettered")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
+	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
+}
+
+// Validate checks the configuration as a whole.
+func (c *engineConfig) Validate() error {
+	var errs []error
+	if len(splitList(c.Brokers)) == 0 {
+		errs = append(errs, errors.New("--brokers is empty"))
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("--group is empty"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("--topic is empty"))
+	}
+	if c.NATS == "" && c.ScoresTopic == "" && c.AlertsTopic == "" && c.AuditTopic == "" {
+		errs = append(errs, errors.New("every sink is disabled: set --nats or a Kafka output topic"))
+	}
+	if c.NATS != "" && c.ScoresSubject == "" && c.AlertsSubject == "" {
+		errs = append(errs, errors.New("--nats is set but both --scores-subject and --alerts-subject are empty"))
+	}
+	if c.MaxBatch < 1 || c.MaxBatch > 1<<16 {
+		errs = append(errs, fmt.Errorf("--max-batch %d out of range [1, 65536]", c.MaxBatch))
+	}
+	if c.MaxDelay <= 0 {
+		errs = append(errs, fmt.Errorf("--max-delay %v must be positive", c.MaxDelay))
+	}
+	if c.Workers < 1 {
+		errs = append(errs, fmt.Errorf("--workers %d must be at least 1", c.Workers))
+	}
+	if c.MaxFutureSkew < 0 {
+		errs = append(errs, fmt.Errorf("--max-future-skew %v must not be negative", c.MaxFutureSkew))
+	}
+	return errors.Join(errs...)
+}
+
+// loadModels returns the models named by --model, or the shipped ones.
+func (c *engineConfig) loadModels() ([]*models.Model, error) {
+	if len(c.Models) == 0 {
+		return models.Shipped()
+	}
+	var ms []*models.Model
+	for _, path := range c.Models {
+		m, err := models.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// engine is a built pipeline with the resources it owns.
+type engine struct {
+	pipeline *stream.Pipeline
+	sink     *sinks.Fanout
+	nc       *nats.Conn
+	models   []*models.Model
+}
+
+func (e *engine) Close() {
+	if e.sink != nil {
+		e.sink.Close()
+	}
+	if e.nc != nil {
+		e.nc.Close()
+	}
+}
+
+// buildEngine connects the sinks and builds the pipeline.
+func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, extra ...stream.Option) (*engine, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	ms, err := c.loadModels()
+	if err != nil {
+		return nil, fmt.Errorf("load models: %w", err)
+	}
+	for _, m := range ms {
+		log.Info("model loaded", "name", m.Name(), "ident", m.Ident(), "inputs", len(m.Inputs()))
+	}
+	e := &engine{models: ms}
+	var ss []sinks.Sink
+	if c.NATS != "" {
+		nc, err := nats.Connect(c.NATS, nats.Name("streamscore"), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250*time.Millisecond), nats.ReconnectBufSize(64<<20))
+		if err != nil {
+			return nil, fmt.Errorf("connect to nats %s: %w", c.NATS, err)
+		}
+		e.nc = nc
+		var opts []sinks.NATSOption
+		if c.ScoresSubject != "" {
+			opts = append(opts, sinks.WithNATSSubject(sinks.KindScore, c.ScoresSubject))
+		}
+		if c.AlertsSubject != "" {
+			opts = append(opts, sinks.WithNATSSubject(sinks.KindAlert, c.AlertsSubject))
+		}
+		ns, err := sinks.NewNATS(nc, opts...)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		ss = append(ss, ns)
+	}
+	var kopts []sinks.KafkaOption
+	for kind, topic := range map[sinks.Kind]string{sinks.KindScore: c.ScoresTopic, sinks.KindAlert: c.AlertsTopic,
+		sinks.KindAudit: c.AuditTopic, sinks.KindDeadLetter: c.DeadLetterTopic} {
+		if topic != "" {
+			kopts = append(kopts, sinks.WithKafkaTopic(kind, topic))
+		}
+	}
+	if len(kopts) > 0 {
+		ks, err := sinks.NewKafka(splitList(c.Brokers), kopts...)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		ss = append(ss, ks)
+	}
+	e.sink = sinks.NewFanout(ss, sinks.WithFanoutRegisterer(reg))
+	opts := []stream.Option{
+		stream.WithRegisterer(reg),
+		stream.WithLogger(log),
+		stream.WithWorkers(c.Workers),
+		stream.WithMaxBatch(c.MaxBatch),
+		stream.WithMaxDelay(c.MaxDelay),
+		stream.WithInFlight(c.InFlight),
+		stream.WithDrainTimeout(c.DrainTimeout),
+		stream.WithLabelsTopic(c.LabelsTopic),
+		stream.WithAudit(c.AuditTopic != ""),
+		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
+	}
+	if c.StartAtEnd {
+		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))
+	}
+	p, err := stream.New(splitList(c.Brokers), c.Group, c.Topic, ms, e.sink, append(opts, extra...)...)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.pipeline = p
+	return e, nil
+}
+
+// newRegistry returns the process registry with Go runtime and process
+// collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveMetrics serves /metrics and /healthz on addr until ctx is done. It
+// returns the bound address (useful with port 0) and a function that waits
+// for the server to stop.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (string, func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	})
+	wait := func() {
+		stop()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-done
+	}
+	return ln.Addr().String(), wait, nil
+}

@@ -1,0 +1,269 @@
+package features
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The default windows. Card and terminal windows end at the event's time
+// and include the event; the two lagged terminal windows end 7 days before
+// it (delayed fraud feedback).
+var (
+	windowSuffixes  = [...]string{"1h", "1d", "7d", "30d"}
+	cardWindows     = []window{{0, hourNs}, {0, dayNs}, {0, 7 * dayNs}, {0, 30 * dayNs}}
+	terminalWindows = []window{
+		{0, hourNs}, {0, dayNs}, {0, 7 * dayNs}, {0, 30 * dayNs},
+		{7 * dayNs, 7 * dayNs}, {7 * dayNs, 30 * dayNs},
+	}
+)
+
+const (
+	nWindows = 4 // offset-0 windows, same for cards and terminals
+
+	// Row layout.
+	offAmount       = 0
+	offCardCount    = 1
+	offCardSum      = offCardCount + nWindows
+	offCardMean     = offCardSum + nWindows
+	offCardSince    = offCardMean + nWindows
+	offCardRatio    = offCardSince + 1
+	offCardZ        = offCardRatio + 1
+	offCardCountry  = offCardZ + 1
+	offCardVelocity = offCardCountry + 1
+	offTerminal     = offCardVelocity + 1
+	terminalWidth   = 2*nWindows + 4
+	offCalendar     = offTerminal + terminalWidth
+	width           = offCalendar + 4
+)
+
+// SinceFirstSeen is the value of card_secs_since_prev_log1p for a card's
+// first transaction (no previous transaction known).
+const SinceFirstSeen = -1
+
+// defaultNames is built once and never modified; Names returns copies.
+var defaultNames = func() []string {
+	n := make([]string, width)
+	n[offAmount] = "amount_log1p"
+	for k, s := range windowSuffixes {
+		n[offCardCount+k] = "card_tx_count_" + s
+		n[offCardSum+k] = "card_amount_sum_" + s
+		n[offCardMean+k] = "card_amount_mean_" + s
+		n[offTerminal+k] = "terminal_tx_count_" + s
+		n[offTerminal+nWindows+k] = "terminal_amount_mean_" + s
+	}
+	n[offCardSince] = "card_secs_since_prev_log1p"
+	n[offCardRatio] = "card_amount_ratio_30d"
+	n[offCardZ] = "card_amount_zscore_30d"
+	n[offCardCountry] = "card_country_changed"
+	n[offCardVelocity] = "card_geo_velocity_kmh"
+	t := offTerminal + 2*nWindows
+	n[t+0] = "terminal_fraud_count_7d_lag7d"
+	n[t+1] = "terminal_fraud_rate_7d_lag7d"
+	n[t+2] = "terminal_fraud_count_30d_lag7d"
+	n[t+3] = "terminal_fraud_rate_30d_lag7d"
+	n[offCalendar+0] = "hour_sin"
+	n[offCalendar+1] = "hour_cos"
+	n[offCalendar+2] = "is_weekend"
+	n[offCalendar+3] = "is_night"
+	return n
+}()
+
+// Names returns the default feature names, in row order (a default
+// Builder's Names).
+func Names() []string { return slices.Clone(defaultNames) }
+
+// Builder applies events to entity state and assembles feature rows. Card
+// state is owned by the Builder; terminal state lives in the Shared it was
+// created with. A Builder is NOT safe for concurrent use: give each worker
+// (which owns a set of partitions, hence of cards) its own.
+type Builder struct {
+	shared   *Shared
+	cards    expiryMap[*cardState]
+	wins     []window
+	lateness int64
+	retain   int64
+	n        uint64 // events applied, paces Shared sweeps
+}
+
+// NewBuilder returns a Builder whose terminal features come from s (a nil s
+// gets a private Shared built from opts). Options: WithTTL, WithMaxLateness.
+// It panics if an option is invalid.
+func NewBuilder(s *Shared, opts ...Option) *Builder {
+	cfg := newConfig(opts)
+	if s == nil {
+		s = NewShared(opts...)
+	}
+	b := &Builder{
+		shared:   s,
+		cards:    newExpiryMap[*cardState](int64(cfg.ttl)),
+		wins:     cardWindows,
+		lateness: int64(cfg.lateness),
+	}
+	b.retain = maxSpan(b.wins) + b.lateness
+	return b
+}
+
+// Names returns the feature names, in row order.
+func (b *Builder) Names() []string { return slices.Clone(defaultNames) }
+
+// Width returns the number of features in a row.
+func (b *Builder) Width() int { return width }
+
+// Cards returns the number of card states held (live, or idle and awaiting
+// release by the TTL rotation).
+func (b *Builder) Cards() int { return b.cards.len() }
+
+// Update applies e to the card and terminal state and writes e's feature
+// row to row[:Width()]. Every value written is finite. It panics if
+// len(row) < Width().
+//
+// Window features are computed at e's own event time and include e. An
+// event more than the max lateness behind its card's (or terminal's) newest
+// event is scored against the retained state but not inserted. A negative or
+// non-finite Amount is treated as 0 (the Decoder never produces one).
+func (b *Builder) Update(e *Event, row []float32) {
+	row = row[:width]
+	t := nanos(e.TS)
+	amt := e.Amount
+	if !(amt >= 0) || amt > math.MaxFloat64 {
+		amt = 0
+	}
+
+	b.cards.tick(t)
+	c, ok := b.cards.get(e.CardID)
+	if !ok {
+		c = &cardState{}
+		b.cards.put(e.CardID, c)
+	}
+	first := !c.s.has()
+	prevTS := c.s.maxTS
+	idx := c.s.add(t, amt, b.wins, b.lateness, b.retain)
+	inserted := idx >= 0
+	inOrder := first || t >= prevTS
+
+	row[offAmount] = f32(math.Log1p(amt))
+	var a30 agg
+	for k, w := range b.wins {
+		a := c.s.at(k, w, t)
+		if !inserted {
+			a.add(amt)
+		}
+		row[offCardCount+k] = float32(a.n)
+		row[offCardSum+k] = f32(a.sum)
+		row[offCardMean+k] = f32(a.mean())
+		a30 = a
+	}
+
+	// Seconds since the card's previous transaction in event time.
+	since := float64(SinceFirstSeen)
+	switch {
+	case first:
+	case inOrder:
+		since = math.Log1p(float64(t-prevTS) / 1e9)
+	default:
+		j := idx - 1 // the point before e
+		if !inserted {
+			j = c.s.upper(t) - 1
+		}
+		if j >= c.s.off {
+			since = math.Log1p(float64(t-c.s.pts[j].ts) / 1e9)
+		}
+	}
+	row[offCardSince] = f32(since)
+
+	// Amount against the card's own 30-day history before this event.
+	ratio, z := 1.0, 0.0
+	if n0 := a30.n - 1; n0 >= 1 {
+		mean0 := (a30.sum - amt) / float64(n0)
+		ratio = amt / max(mean0, minStd)
+		if n0 >= 2 {
+			v := (a30.sq-amt*amt)/float64(n0) - mean0*mean0
+			z = (amt - mean0) / max(math.Sqrt(max(v, 0)), minStd)
+		}
+	}
+	row[offCardRatio] = f32(ratio)
+	row[offCardZ] = f32(z)
+
+	// Country change and geo velocity against the previous transaction.
+	changed, kmh := 0.0, 0.0
+	if inOrder {
+		if !first {
+			if c.country != "" && e.Country != "" && c.country != e.Country {
+				changed = 1
+			}
+			if c.hasGeo && e.HasGeo {
+				secs := max(float64(t-prevTS)/1e9, 1)
+				kmh = haversineKm(c.lat, c.lon, e.Lat, e.Lon) / (secs / 3600)
+			}
+		}
+		if c.country != e.Country {
+			c.country = strings.Clone(e.Country)
+		}
+		c.lat, c.lon, c.hasGeo = e.Lat, e.Lon, e.HasGeo
+	}
+	row[offCardCountry] = float32(changed)
+	row[offCardVelocity] = f32(kmh)
+
+	b.shared.observe(e.TerminalID, t, amt, row[offTerminal:offTerminal+terminalWidth])
+	if b.n++; b.n%sweepEvery == 0 {
+		b.shared.sweep(b.n/sweepEvery, b.cards.clock)
+	}
+
+	u := e.TS.UTC()
+	h, m, s := u.Clock()
+	hour := float64(h) + float64(m)/60 + float64(s)/3600
+	row[offCalendar+0] = float32(math.Sin(2 * math.Pi * hour / 24))
+	row[offCalendar+1] = float32(math.Cos(2 * math.Pi * hour / 24))
+	row[offCalendar+2] = flag(u.Weekday() == time.Saturday || u.Weekday() == time.Sunday)
+	row[offCalendar+3] = flag(h <= 6)
+}
+
+// minStd floors the standard deviation and mean used as denominators (one
+// cent), so that constant or zero histories give large but finite values.
+const minStd = 0.01
+
+func flag(b bool) float32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// f32 converts to float32, mapping NaN to 0 and clamping to the finite range.
+func f32(v float64) float32 {
+	switch {
+	case v != v:
+		return 0
+	case v > math.MaxFloat32:
+		return math.MaxFloat32
+	case v < -math.MaxFloat32:
+		return -math.MaxFloat32
+	}
+	return float32(v)
+}
+
+// nanos returns t as Unix nanoseconds, clamped to the supported event-time
+// range [1970-01-01, 2262-01-01).
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(minEventTime):
+		return 0
+	case !t.Before(maxEventTime):
+		return maxEventTime.UnixNano() - 1
+	}
+	return t.UnixNano()
+}
+
+const earthRadiusKm = 6371.0088
+
+// haversineKm returns the great-circle distance between two points.
+func haversineKm(lat1, lon1, lat2, lon2 float64) float64 {
+	const rad = math.Pi / 180
+	dlat := (lat2 - lat1) * rad
+	dlon := (lon2 - lon1) * rad
+	s1, s2 := math.Sin(dlat/2), math.Sin(dlon/2)
+	h := s1*s1 + math.Cos(lat1*rad)*math.Cos(lat2*rad)*s2*s2
+	return 2 * earthRadiusKm * math.Asin(math.Sqrt(min(h, 1)))
+}

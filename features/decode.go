@@ -1,0 +1,580 @@
+package features
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Stable machine-readable reason codes for dead letters.
+const (
+	ReasonEmpty          = "empty_message"
+	ReasonInvalidUTF8    = "invalid_utf8"
+	ReasonMalformedJSON  = "malformed_json" // syntax error, truncated, not an object
+	ReasonTrailingData   = "trailing_data"
+	ReasonWrongType      = "wrong_type"
+	ReasonMissingField   = "missing_field"
+	ReasonEmptyField     = "empty_field"
+	ReasonDuplicateField = "duplicate_field"
+	ReasonInvalidAmount  = "invalid_amount" // negative, non-finite, overflowing
+	ReasonInvalidTime    = "invalid_timestamp"
+	ReasonFutureTime     = "future_timestamp"
+	ReasonInvalidGeo     = "invalid_geo" // lat/lon out of range
+)
+
+// DecodeError is returned by Decode and DecodeLabel for bad input. Reason is
+// one of the Reason* codes; Field names the offending top-level field, or is
+// empty when the message as a whole is bad.
+type DecodeError struct {
+	Reason, Field string
+	Err           error
+}
+
+// Error returns "features: decode event: <field>: <text>" (without the field
+// part when Field is empty).
+func (e *DecodeError) Error() string {
+	text := e.Reason
+	if e.Err != nil {
+		text = e.Err.Error()
+	}
+	if e.Field == "" {
+		return "features: decode event: " + text
+	}
+	return "features: decode event: " + e.Field + ": " + text
+}
+
+// Unwrap returns the underlying error.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// DecoderOption tunes a Decoder.
+type DecoderOption func(*decoderConfig) error
+
+type decoderConfig struct {
+	maxSkew time.Duration
+	clock   func() time.Time
+}
+
+// WithMaxFutureSkew sets how far ahead of the decoder's clock an event or
+// label timestamp may be before it is rejected with ReasonFutureTime.
+// Default 5m. A negative d disables the check: use that when decoding
+// generated or historical files whose simulated clock runs ahead of the wall
+// clock (the trap: with the default, such files dead-letter every event).
+func WithMaxFutureSkew(d time.Duration) DecoderOption {
+	return func(c *decoderConfig) error {
+		c.maxSkew = d
+		return nil
+	}
+}
+
+// WithClock sets the clock the future-skew check compares against. Default
+// time.Now. fn must be safe for concurrent use if the Decoder is shared.
+func WithClock(fn func() time.Time) DecoderOption {
+	return func(c *decoderConfig) error {
+		if fn == nil {
+			return fmt.Errorf("%w: nil clock", ErrInvalidOption)
+		}
+		c.clock = fn
+		return nil
+	}
+}
+
+// Decoder is a strict decoder of events and labels. It holds only its
+// configuration: it is safe for concurrent use.
+type Decoder struct {
+	cfg decoderConfig
+}
+
+// NewDecoder returns a Decoder. It panics if an option is invalid.
+func NewDecoder(opts ...DecoderOption) *Decoder {
+	c := decoderConfig{maxSkew: 5 * time.Minute, clock: time.Now}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&c); err != nil {
+			panic(fmt.Errorf("apply decoder option: %w", err))
+		}
+	}
+	return &Decoder{cfg: c}
+}
+
+// Field indexes. The string fields come first so their spans index p.str.
+const (
+	fTxID = iota
+	fCardID
+	fTerminalID
+	fCurrency
+	fMCC
+	fChannel
+	fCountry
+	nStrFields
+	fTS = iota - 1
+	fAmount
+	fLat
+	fLon
+	fFraud
+)
+
+var fieldNames = [...]string{
+	fTxID: "tx_id", fCardID: "card_id", fTerminalID: "terminal_id",
+	fCurrency: "currency", fMCC: "mcc", fChannel: "channel", fCountry: "country",
+	fTS: "ts", fAmount: "amount", fLat: "lat", fLon: "lon", fFraud: "fraud",
+}
+
+const (
+	eventRequired = 1<<fTxID | 1<<fCardID | 1<<fTerminalID | 1<<fTS | 1<<fAmount
+	labelRequired = 1<<fTxID | 1<<fCardID | 1<<fTerminalID | 1<<fTS | 1<<fFraud
+)
+
+// requiredOrder is the order missing fields are reported in.
+var requiredOrder = [...]int{fTxID, fTS, fCardID, fTerminalID, fAmount, fFraud}
+
+func eventField(key []byte) int {
+	switch string(key) {
+	case "tx_id":
+		return fTxID
+	case "ts":
+		return fTS
+	case "card_id":
+		return fCardID
+	case "terminal_id":
+		return fTerminalID
+	case "amount":
+		return fAmount
+	case "currency":
+		return fCurrency
+	case "mcc":
+		return fMCC
+	case "channel":
+		return fChannel
+	case "country":
+		return fCountry
+	case "lat":
+		return fLat
+	case "lon":
+		return fLon
+	}
+	return -1
+}
+
+func labelField(key []byte) int {
+	switch string(key) {
+	case "tx_id":
+		return fTxID
+	case "ts":
+		return fTS
+	case "card_id":
+		return fCardID
+	case "terminal_id":
+		return fTerminalID
+	case "fraud":
+		return fFraud
+	}
+	return -1
+}
+
+type strSpan struct {
+	start, end int
+	esc        bool
+}
+
+// maxUnknownKeys is how many distinct unknown top-level keys are tracked for
+// duplicate detection; further unknown keys are skipped unchecked.
+const maxUnknownKeys = 16
+
+// parse holds the result of scanning one object.
+type parse struct {
+	s        scanner
+	label    bool
+	required uint32
+	seen     uint32 // keys seen (duplicate detection)
+	present  uint32 // fields with a non-null value
+	str      [nStrFields]strSpan
+	ts       time.Time
+	amount   float64
+	lat, lon float64
+	fraud    bool
+	unknown  [maxUnknownKeys]strSpan
+	nUnknown int
+	// first semantic error
+	semReason, semField, semMsg string
+}
+
+func (p *parse) sem(reason string, f int, msg string) {
+	if p.semReason == "" {
+		p.semReason, p.semField, p.semMsg = reason, fieldNames[f], msg
+	}
+}
+
+// run scans the whole message; it returns a *DecodeError or nil.
+func (p *parse) run() error {
+	b := p.s.b
+	if len(b) == 0 {
+		return &DecodeError{Reason: ReasonEmpty, Err: errors.New("empty message")}
+	}
+	s := &p.s
+	s.ws()
+	if s.i == len(b) {
+		return &DecodeError{Reason: ReasonEmpty, Err: errors.New("message is only whitespace")}
+	}
+	if !p.object() {
+		return p.fail()
+	}
+	s.ws()
+	if s.i < len(b) {
+		if !utf8.Valid(b) {
+			return invalidUTF8()
+		}
+		return &DecodeError{Reason: ReasonTrailingData, Err: fmt.Errorf("trailing data at byte %d", s.i)}
+	}
+	if p.semReason != "" {
+		return &DecodeError{Reason: p.semReason, Field: p.semField, Err: errors.New(p.semMsg)}
+	}
+	if missing := p.required &^ p.present; missing != 0 {
+		for _, f := range requiredOrder {
+			if missing&(1<<f) != 0 {
+				return &DecodeError{Reason: ReasonMissingField, Field: fieldNames[f], Err: errors.New("missing required field")}
+			}
+		}
+	}
+	return nil
+}
+
+func invalidUTF8() error {
+	return &DecodeError{Reason: ReasonInvalidUTF8, Err: errors.New("invalid UTF-8")}
+}
+
+func (p *parse) fail() error {
+	s := &p.s
+	if s.reason != ReasonInvalidUTF8 && !utf8.Valid(s.b) {
+		return invalidUTF8()
+	}
+	if s.i >= len(s.b) && s.reason == ReasonMalformedJSON {
+		return &DecodeError{Reason: ReasonMalformedJSON, Err: fmt.Errorf("%s: truncated at byte %d", s.msg, s.pos)}
+	}
+	return &DecodeError{Reason: s.reason, Err: fmt.Errorf("%s at byte %d", s.msg, s.pos)}
+}
+
+func (p *parse) object() bool {
+	s := &p.s
+	if s.peek() != '{' {
+		return s.fail(ReasonMalformedJSON, "not a JSON object")
+	}
+	s.i++
+	s.ws()
+	if s.peek() == '}' {
+		s.i++
+		return true
+	}
+	var keyBuf [32]byte
+	for {
+		s.ws()
+		ks, ke, kesc, ok := s.str()
+		if !ok {
+			return false
+		}
+		key := s.b[ks:ke]
+		if kesc {
+			key = appendUnescaped(keyBuf[:0], key)
+		}
+		s.ws()
+		if s.peek() != ':' {
+			return s.fail(ReasonMalformedJSON, "expected ':'")
+		}
+		s.i++
+		s.ws()
+		var f int
+		if p.label {
+			f = labelField(key)
+		} else {
+			f = eventField(key)
+		}
+		if f < 0 {
+			if !kesc {
+				for _, u := range p.unknown[:p.nUnknown] {
+					if string(s.b[u.start:u.end]) == string(key) {
+						if p.semReason == "" {
+							p.semReason, p.semField, p.semMsg = ReasonDuplicateField, string(key), "duplicate key"
+						}
+						break
+					}
+				}
+				if p.nUnknown < maxUnknownKeys {
+					p.unknown[p.nUnknown] = strSpan{start: ks, end: ke}
+					p.nUnknown++
+				}
+			}
+			if !s.skipValue(0) {
+				return false
+			}
+		} else if !p.value(f) {
+			return false
+		}
+		s.ws()
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return true
+		default:
+			if s.i >= len(s.b) {
+				return s.fail(ReasonMalformedJSON, "unexpected end of input")
+			}
+			return s.fail(ReasonMalformedJSON, "expected ',' or '}'")
+		}
+	}
+}
+
+// value scans the value of known field f.
+func (p *parse) value(f int) bool {
+	s := &p.s
+	bit := uint32(1) << f
+	if p.seen&bit != 0 {
+		p.sem(ReasonDuplicateField, f, "duplicate key")
+		return s.skipValue(0)
+	}
+	p.seen |= bit
+	required := p.required&bit != 0
+	c := s.peek()
+	if c == 'n' { // null
+		if !s.literal("null") {
+			return false
+		}
+		if required {
+			p.sem(ReasonWrongType, f, "null for required field")
+		}
+		return true // optional null: treated as absent
+	}
+	switch {
+	case f < nStrFields:
+		if c != '"' {
+			p.sem(ReasonWrongType, f, "expected a string")
+			return s.skipValue(0)
+		}
+		start, end, esc, ok := s.str()
+		if !ok {
+			return false
+		}
+		p.str[f] = strSpan{start, end, esc}
+		p.present |= bit
+		if required && start == end {
+			p.sem(ReasonEmptyField, f, "empty required string")
+		}
+		return true
+	case f == fTS:
+		return p.timestamp()
+	case f == fFraud:
+		switch c {
+		case 't':
+			p.fraud = true
+			p.present |= bit
+			return s.literal("true")
+		case 'f':
+			p.fraud = false
+			p.present |= bit
+			return s.literal("false")
+		}
+		p.sem(ReasonWrongType, f, "expected a boolean")
+		return s.skipValue(0)
+	default: // amount, lat, lon
+		if c != '-' && (c < '0' || c > '9') {
+			p.sem(ReasonWrongType, f, "expected a number")
+			return s.skipValue(0)
+		}
+		start, end, _, ok := s.num()
+		if !ok {
+			return false
+		}
+		v, err := strconv.ParseFloat(string(s.b[start:end]), 64)
+		reason := ReasonInvalidGeo
+		if f == fAmount {
+			reason = ReasonInvalidAmount
+		}
+		if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+			p.sem(reason, f, "number out of range")
+			return true
+		}
+		if v == 0 {
+			v = 0 // fold -0
+		}
+		switch f {
+		case fAmount:
+			if v < 0 {
+				p.sem(reason, f, "negative amount")
+				return true
+			}
+			p.amount = v
+		case fLat:
+			if v < -90 || v > 90 {
+				p.sem(reason, f, "latitude outside [-90, 90]")
+				return true
+			}
+			p.lat = v
+		case fLon:
+			if v < -180 || v > 180 {
+				p.sem(reason, f, "longitude outside [-180, 180]")
+				return true
+			}
+			p.lon = v
+		}
+		p.present |= bit
+		return true
+	}
+}
+
+func (p *parse) timestamp() bool {
+	s := &p.s
+	switch c := s.peek(); {
+	case c == '"':
+		start, end, esc, ok := s.str()
+		if !ok {
+			return false
+		}
+		raw := s.b[start:end]
+		if esc {
+			var buf [40]byte
+			raw = appendUnescaped(buf[:0], raw)
+		}
+		t, ok := parseRFC3339(raw)
+		if !ok {
+			p.sem(ReasonInvalidTime, fTS, "not an RFC 3339 timestamp")
+			return true
+		}
+		if t.Before(minEventTime) || !t.Before(maxEventTime) {
+			p.sem(ReasonInvalidTime, fTS, "timestamp outside [1970, 2262)")
+			return true
+		}
+		p.ts = t
+	case c == '-' || (c >= '0' && c <= '9'):
+		start, end, isInt, ok := s.num()
+		if !ok {
+			return false
+		}
+		raw := s.b[start:end]
+		if !isInt || raw[0] == '-' || len(raw) > 16 {
+			p.sem(ReasonInvalidTime, fTS, "epoch milliseconds must be a non-negative integer")
+			return true
+		}
+		ms, _ := digits(raw)
+		if ms >= maxEpochMillis {
+			p.sem(ReasonInvalidTime, fTS, "timestamp outside [1970, 2262)")
+			return true
+		}
+		p.ts = time.UnixMilli(int64(ms)).UTC()
+	default:
+		p.sem(ReasonWrongType, fTS, "expected an RFC 3339 string or epoch milliseconds")
+		return s.skipValue(0)
+	}
+	p.present |= 1 << fTS
+	return true
+}
+
+// checkTime applies the future-skew check to the decoded timestamp.
+func (d *Decoder) checkTime(t time.Time) error {
+	if d.cfg.maxSkew < 0 {
+		return nil
+	}
+	if now := d.cfg.clock(); t.After(now.Add(d.cfg.maxSkew)) {
+		return &DecodeError{Reason: ReasonFutureTime, Field: "ts",
+			Err: fmt.Errorf("timestamp %s is more than %v ahead of %s", t.Format(time.RFC3339Nano), d.cfg.maxSkew, now.UTC().Format(time.RFC3339Nano))}
+	}
+	return nil
+}
+
+// strings materializes the present string fields with one allocation: all
+// of them share one backing string.
+func (p *parse) strings(out [nStrFields]*string) {
+	total := 0
+	for f := range p.str {
+		total += p.str[f].end - p.str[f].start
+	}
+	var sb strings.Builder
+	sb.Grow(total)
+	var bounds [nStrFields][2]int
+	for f, sp := range p.str {
+		if out[f] == nil {
+			continue
+		}
+		bounds[f][0] = sb.Len()
+		if sp.esc {
+			writeUnescaped(&sb, p.s.b[sp.start:sp.end])
+		} else {
+			sb.Write(p.s.b[sp.start:sp.end])
+		}
+		bounds[f][1] = sb.Len()
+	}
+	all := sb.String()
+	for f, o := range out {
+		if o != nil {
+			*o = all[bounds[f][0]:bounds[f][1]]
+		}
+	}
+}
+
+// Decode decodes one event from b into *e. For bad input it returns a
+// *DecodeError carrying one of the Reason* codes and leaves *e unchanged.
+// Strict: invalid UTF-8 anywhere, duplicate top-level keys, trailing data and
+// null or mistyped required fields are errors; keys are case-sensitive;
+// unknown fields are validated and skipped (duplicates among the first 16
+// distinct unknown keys spelled without escapes are detected); a null
+// optional field counts as absent. Decode allocates once on success (the
+// backing string shared by all string fields) and never panics.
+func (d *Decoder) Decode(b []byte, e *Event) error {
+	p := parse{s: scanner{b: b}, required: eventRequired}
+	if err := p.run(); err != nil {
+		return err
+	}
+	hasLat, hasLon := p.present&(1<<fLat) != 0, p.present&(1<<fLon) != 0
+	if hasLat != hasLon {
+		f := "lat"
+		if hasLat {
+			f = "lon"
+		}
+		return &DecodeError{Reason: ReasonInvalidGeo, Field: f, Err: errors.New("lat and lon must be given together")}
+	}
+	if err := d.checkTime(p.ts); err != nil {
+		return err
+	}
+	var ev Event
+	var out [nStrFields]*string
+	out[fTxID], out[fCardID], out[fTerminalID] = &ev.TxID, &ev.CardID, &ev.TerminalID
+	for f, dst := range [...]*string{fCurrency: &ev.Currency, fMCC: &ev.MCC, fChannel: &ev.Channel, fCountry: &ev.Country} {
+		if f >= fCurrency && p.present&(1<<f) != 0 && p.str[f].end > p.str[f].start {
+			out[f] = dst
+		}
+	}
+	p.strings(out)
+	ev.TS = p.ts
+	ev.Amount = p.amount
+	if hasLat {
+		ev.Lat, ev.Lon, ev.HasGeo = p.lat, p.lon, true
+	}
+	*e = ev
+	return nil
+}
+
+// DecodeLabel decodes one label from b into *l, with the same strictness as
+// Decode. tx_id, card_id, terminal_id, ts and fraud (a JSON boolean) are
+// required; errors are *DecodeError.
+func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
+	p := parse{s: scanner{b: b}, required: labelRequired, label: true}
+	if err := p.run(); err != nil {
+		return err
+	}
+	if err := d.checkTime(p.ts); err != nil {
+		return err
+	}
+	var lb Label
+	var out [nStrFields]*string
+	out[fTxID], out[fCardID], out[fTerminalID] = &lb.TxID, &lb.CardID, &lb.TerminalID
+	p.strings(out)
+	lb.TS = p.ts
+	lb.Fraud = p.fraud
+	*l = lb
+	return nil
+}

@@ -1,0 +1,321 @@
+package features
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testNow = time.Date(2026, 11, 28, 15, 10, 0, 0, time.UTC)
+
+func testDecoder() *Decoder {
+	return NewDecoder(WithClock(func() time.Time { return testNow }))
+}
+
+const validEvent = `{"tx_id":"t-1","ts":"2026-11-28T15:04:05.123Z","card_id":"c-42","terminal_id":"m-7","amount":57.20,"currency":"EUR","mcc":"5411","channel":"pos","country":"FR","lat":48.85,"lon":2.35}`
+
+func TestDecodeValid(t *testing.T) {
+	want := Event{
+		TxID: "t-1", CardID: "c-42", TerminalID: "m-7",
+		TS:     time.Date(2026, 11, 28, 15, 4, 5, 123e6, time.UTC),
+		Amount: 57.20, Currency: "EUR", MCC: "5411", Channel: "pos", Country: "FR",
+		Lat: 48.85, Lon: 2.35, HasGeo: true,
+	}
+	tests := []struct {
+		name string
+		in   string
+		want Event
+	}{
+		{"contract example", validEvent, want},
+		{"minimal", `{"tx_id":"t","ts":"2026-11-28T15:04:05Z","card_id":"c","terminal_id":"m","amount":0}`,
+			Event{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC)}},
+		{"epoch millis", `{"tx_id":"t","ts":1795878245123,"card_id":"c","terminal_id":"m","amount":1}`,
+			Event{TxID: "t", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245123).UTC(), Amount: 1}},
+		{"offset zone and whitespace", " \n{ \"amount\" : 1e2 , \"terminal_id\":\"m\",\"card_id\":\"c\",\"ts\":\"2026-11-28T16:04:05.5+01:00\",\"tx_id\":\"t\"}\r\n",
+			Event{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 5e8, time.UTC), Amount: 100}},
+		{"escapes and surrogate pair", `{"tx_id":"t\u002d\"1\"\\\/\n","ts":"2026-11-28T15:04:05Z","card_id":"c\ud83d\ude00é","terminal_id":"m","amount":1,"country":"\u00e9"}`,
+			Event{TxID: "t-\"1\"\\/\n", CardID: "c😀é", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC), Amount: 1, Country: "é"}},
+		{"escaped key", `{"tx\u005fid":"t","ts":"2026-11-28T15:04:05Z","card_id":"c","terminal_id":"m","amount":1}`,
+			Event{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC), Amount: 1}},
+		{"unknown nested fields skipped", `{"x":{"a":[1,2,{"b":null}],"c":"}"},"tx_id":"t","y":[],"z":{},"ts":"2026-11-28T15:04:05Z","card_id":"c","terminal_id":"m","amount":1,"w":true,"v":-1.5e-3}`,
+			Event{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC), Amount: 1}},
+		{"null optional fields are absent", `{"tx_id":"t","ts":"2026-11-28T15:04:05Z","card_id":"c","terminal_id":"m","amount":1,"currency":null,"lat":null,"lon":null}`,
+			Event{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC), Amount: 1}},
+		{"negative zero amount", `{"tx_id":"t","ts":"2026-11-28T15:04:05Z","card_id":"c","terminal_id":"m","amount":-0.0}`,
+			Event{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC)}},
+		{"within future skew", `{"tx_id":"t","ts":"2026-11-28T15:14:59Z","card_id":"c","terminal_id":"m","amount":1}`,
+			Event{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 14, 59, 0, time.UTC), Amount: 1}},
+	}
+	d := testDecoder()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got Event
+			if err := d.Decode([]byte(tc.in), &got); err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if !eventsEqual(got, tc.want) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func eventsEqual(a, b Event) bool {
+	at, bt := a.TS, b.TS
+	a.TS, b.TS = time.Time{}, time.Time{}
+	return a == b && at.Equal(bt) && at.Location() == time.UTC
+}
+
+func TestDecodeReasons(t *testing.T) {
+	ev := func(repl ...string) string { return strings.NewReplacer(repl...).Replace(validEvent) }
+	tests := []struct {
+		name   string
+		in     string
+		reason string
+		field  string
+	}{
+		{"empty", ``, ReasonEmpty, ""},
+		{"whitespace only", " \n\t", ReasonEmpty, ""},
+		{"invalid utf8 in value", ev(`"c-42"`, "\"c-\xff\""), ReasonInvalidUTF8, ""},
+		{"invalid utf8 in unknown key", "{\"\xc3\x28\":1," + validEvent[1:], ReasonInvalidUTF8, ""},
+		{"invalid utf8 after syntax error", "{\"tx_id\" 1 \xff", ReasonInvalidUTF8, ""},
+		{"invalid utf8 in trailing data", validEvent + "\xff", ReasonInvalidUTF8, ""},
+		{"lone low surrogate", ev(`"c-42"`, `"\udc00"`), ReasonInvalidUTF8, ""},
+		{"unpaired high surrogate", ev(`"c-42"`, `"\ud83dx"`), ReasonInvalidUTF8, ""},
+		{"not an object", `["tx_id"]`, ReasonMalformedJSON, ""},
+		{"bare string", `"x"`, ReasonMalformedJSON, ""},
+		{"truncated", validEvent[:40], ReasonMalformedJSON, ""},
+		{"truncated after brace", `{`, ReasonMalformedJSON, ""},
+		{"missing colon", `{"tx_id" "t"}`, ReasonMalformedJSON, ""},
+		{"trailing comma", ev(`,"lon":2.35}`, `,"lon":2.35,}`), ReasonMalformedJSON, ""},
+		{"single quotes", `{'tx_id':'t'}`, ReasonMalformedJSON, ""},
+		{"bad escape", ev(`"c-42"`, `"c\x"`), ReasonMalformedJSON, ""},
+		{"raw control char", ev(`"c-42"`, "\"c\t\""), ReasonMalformedJSON, ""},
+		{"bad number", ev(`57.20`, `57.`), ReasonMalformedJSON, ""},
+		{"leading zero", ev(`57.20`, `057.2`), ReasonMalformedJSON, ""},
+		{"NaN literal", ev(`57.20`, `NaN`), ReasonMalformedJSON, ""},
+		{"bad nested", `{"x":[1,}` + validEvent[1:], ReasonMalformedJSON, ""},
+		{"too deep", `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + validEvent[1:], ReasonMalformedJSON, ""},
+		{"trailing object", validEvent + `{}`, ReasonTrailingData, ""},
+		{"trailing garbage", validEvent + ` x`, ReasonTrailingData, ""},
+		{"amount as string", ev(`57.20`, `"57.20"`), ReasonWrongType, "amount"},
+		{"tx_id as number", ev(`"t-1"`, `1`), ReasonWrongType, "tx_id"},
+		{"null required", ev(`"m-7"`, `null`), ReasonWrongType, "terminal_id"},
+		{"ts as bool", ev(`"2026-11-28T15:04:05.123Z"`, `true`), ReasonWrongType, "ts"},
+		{"lat as string", ev(`48.85`, `"48.85"`), ReasonWrongType, "lat"},
+		{"country as object", ev(`"FR"`, `{}`), ReasonWrongType, "country"},
+		{"missing tx_id", ev(`"tx_id":"t-1",`, ``), ReasonMissingField, "tx_id"},
+		{"missing ts", ev(`"ts":"2026-11-28T15:04:05.123Z",`, ``), ReasonMissingField, "ts"},
+		{"missing amount", ev(`"amount":57.20,`, ``), ReasonMissingField, "amount"},
+		{"empty object", `{}`, ReasonMissingField, "tx_id"},
+		{"empty card_id", ev(`"c-42"`, `""`), ReasonEmptyField, "card_id"},
+		{"duplicate known key", ev(`"mcc":"5411"`, `"mcc":"5411","mcc":"5412"`), ReasonDuplicateField, "mcc"},
+		{"duplicate tx_id escaped", ev(`"mcc":"5411"`, `"tx\u005fid":"t-2"`), ReasonDuplicateField, "tx_id"},
+		{"duplicate unknown key", `{"x":1,"x":2,` + validEvent[1:], ReasonDuplicateField, "x"},
+		{"negative amount", ev(`57.20`, `-0.01`), ReasonInvalidAmount, "amount"},
+		{"overflowing amount", ev(`57.20`, `1e400`), ReasonInvalidAmount, "amount"},
+		{"bad timestamp", ev(`2026-11-28T15:04:05.123Z`, `2026-11-28 15:04`), ReasonInvalidTime, "ts"},
+		{"bad day", ev(`2026-11-28T15:04:05.123Z`, `2026-02-29T15:04:05Z`), ReasonInvalidTime, "ts"},
+		{"leap second", ev(`2026-11-28T15:04:05.123Z`, `2026-11-28T15:04:60Z`), ReasonInvalidTime, "ts"},
+		{"no zone", ev(`2026-11-28T15:04:05.123Z`, `2026-11-28T15:04:05`), ReasonInvalidTime, "ts"},
+		{"fractional epoch", ev(`"2026-11-28T15:04:05.123Z"`, `1795878245123.5`), ReasonInvalidTime, "ts"},
+		{"negative epoch", ev(`"2026-11-28T15:04:05.123Z"`, `-1`), ReasonInvalidTime, "ts"},
+		{"before 1970", ev(`2026-11-28T15:04:05.123Z`, `1969-12-31T23:59:59Z`), ReasonInvalidTime, "ts"},
+		{"future", ev(`2026-11-28T15:04:05.123Z`, `2026-11-28T15:15:01Z`), ReasonFutureTime, "ts"},
+		{"future epoch", ev(`"2026-11-28T15:04:05.123Z"`, `1895878245123`), ReasonFutureTime, "ts"},
+		{"lat out of range", ev(`48.85`, `90.5`), ReasonInvalidGeo, "lat"},
+		{"lon out of range", ev(`2.35`, `-180.01`), ReasonInvalidGeo, "lon"},
+		{"lat overflow", ev(`48.85`, `1e999`), ReasonInvalidGeo, "lat"},
+		{"lat only", ev(`,"lon":2.35`, ``), ReasonInvalidGeo, "lon"},
+		{"lon only", ev(`"lat":48.85,`, ``), ReasonInvalidGeo, "lat"},
+		{"syntax beats semantics", `{"amount":-1,"tx_id":`, ReasonMalformedJSON, ""},
+	}
+	d := testDecoder()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := Event{TxID: "keep"}
+			err := d.Decode([]byte(tc.in), &e)
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				t.Fatalf("Decode(%q) = %v, want *DecodeError", tc.in, err)
+			}
+			if de.Reason != tc.reason || de.Field != tc.field {
+				t.Errorf("got reason %q field %q (%v), want %q %q", de.Reason, de.Field, err, tc.reason, tc.field)
+			}
+			if !strings.HasPrefix(err.Error(), "features: decode event: ") {
+				t.Errorf("error text %q lacks prefix", err)
+			}
+			if errors.Unwrap(err) == nil {
+				t.Errorf("DecodeError %v does not wrap a cause", err)
+			}
+			if e.TxID != "keep" {
+				t.Errorf("event modified on error: %+v", e)
+			}
+		})
+	}
+}
+
+func TestDecodeFutureSkewDisabled(t *testing.T) {
+	d := NewDecoder(WithMaxFutureSkew(-1), WithClock(func() time.Time { return testNow }))
+	in := strings.Replace(validEvent, "2026-11-28", "2030-01-01", 1)
+	var e Event
+	if err := d.Decode([]byte(in), &e); err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+}
+
+func TestDecodeLabel(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     string
+		want   Label
+		reason string
+		field  string
+	}{
+		{name: "valid", in: `{"tx_id":"t-1","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":true,"extra":[1]}`,
+			want: Label{TxID: "t-1", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC), Fraud: true}},
+		{name: "genuine", in: `{"tx_id":"t-1","card_id":"c","terminal_id":"m","ts":1795878245000,"fraud":false}`,
+			want: Label{TxID: "t-1", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245000).UTC()}},
+		{name: "amount ignored", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":true,"amount":"x"}`,
+			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC), Fraud: true}},
+		{name: "fraud as string", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":"true"}`, reason: ReasonWrongType, field: "fraud"},
+		{name: "fraud as number", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":1}`, reason: ReasonWrongType, field: "fraud"},
+		{name: "fraud null", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":null}`, reason: ReasonWrongType, field: "fraud"},
+		{name: "missing fraud", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z"}`, reason: ReasonMissingField, field: "fraud"},
+		{name: "missing terminal", in: `{"tx_id":"t","card_id":"c","ts":"2026-11-28T15:04:05Z","fraud":true}`, reason: ReasonMissingField, field: "terminal_id"},
+		{name: "duplicate fraud", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":true,"fraud":false}`, reason: ReasonDuplicateField, field: "fraud"},
+		{name: "bad literal", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":tru}`, reason: ReasonMalformedJSON},
+		{name: "future", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2027-11-28T15:04:05Z","fraud":true}`, reason: ReasonFutureTime, field: "ts"},
+		{name: "trailing", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":true}]`, reason: ReasonTrailingData},
+	}
+	d := testDecoder()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got Label
+			err := d.DecodeLabel([]byte(tc.in), &got)
+			if tc.reason == "" {
+				if err != nil {
+					t.Fatalf("DecodeLabel: %v", err)
+				}
+				if got.TxID != tc.want.TxID || got.CardID != tc.want.CardID || got.TerminalID != tc.want.TerminalID ||
+					!got.TS.Equal(tc.want.TS) || got.Fraud != tc.want.Fraud {
+					t.Errorf("got %+v, want %+v", got, tc.want)
+				}
+				return
+			}
+			var de *DecodeError
+			if !errors.As(err, &de) || de.Reason != tc.reason || de.Field != tc.field {
+				t.Errorf("got %v, want reason %q field %q", err, tc.reason, tc.field)
+			}
+		})
+	}
+}
+
+func TestAppendJSONRoundTrip(t *testing.T) {
+	d := NewDecoder(WithMaxFutureSkew(-1))
+	events := []Event{
+		{TxID: "t-1", CardID: "c\"\\\n\x01😀", TerminalID: "m", TS: time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC), Amount: 1e-7},
+		{TxID: "t-2", CardID: "c", TerminalID: "m", TS: time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600)), Amount: 123456.78,
+			Currency: "EUR", MCC: "5411", Channel: "pos", Country: "FR", Lat: -33.9, Lon: 151.2, HasGeo: true},
+		{TxID: "t-3", CardID: "c", TerminalID: "m", TS: time.Unix(0, 0), Amount: 1.7976931348623157e308, Lat: 0, Lon: 0, HasGeo: true},
+	}
+	for _, e := range events {
+		b := e.AppendJSON(nil)
+		var got Event
+		if err := d.Decode(b, &got); err != nil {
+			t.Fatalf("Decode(%s): %v", b, err)
+		}
+		want := e
+		want.TS = e.TS.UTC()
+		if !eventsEqual(got, want) {
+			t.Errorf("round trip of %s: got %+v, want %+v", b, got, want)
+		}
+	}
+	l := Label{TxID: "t\u2028", CardID: "c", TerminalID: "m", TS: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Fraud: true}
+	b := l.AppendJSON(nil)
+	var got Label
+	if err := d.DecodeLabel(b, &got); err != nil {
+		t.Fatalf("DecodeLabel(%s): %v", b, err)
+	}
+	if got.TxID != l.TxID || !got.TS.Equal(l.TS) || !got.Fraud || got.CardID != l.CardID || got.TerminalID != l.TerminalID {
+		t.Errorf("label round trip: got %+v, want %+v", got, l)
+	}
+	if s := string((&Event{TxID: "\xff"}).AppendJSON(nil)); !strings.Contains(s, `"tx_id":"\ufffd"`) {
+		t.Errorf("invalid UTF-8 not replaced: %s", s)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(validEvent))
+	f.Add([]byte(`{"tx_id":"t","ts":1795878245123,"card_id":"c\ud83d\ude00","terminal_id":"m","amount":0,"x":[{"y":null}]}`))
+	f.Add([]byte(`{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05+01:00","fraud":true}`))
+	f.Add([]byte(`{"amount":1e400}`))
+	f.Add([]byte("{\"tx_id\":\"\xff\"}"))
+	d := NewDecoder(WithClock(func() time.Time { return testNow }))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var e Event
+		if err := d.Decode(b, &e); err == nil {
+			out := e.AppendJSON(nil)
+			var again Event
+			if err := d.Decode(out, &again); err != nil {
+				t.Fatalf("re-decode of %s (from %q): %v", out, b, err)
+			}
+			if !eventsEqual(e, again) {
+				t.Fatalf("round trip: %+v != %+v", e, again)
+			}
+		} else {
+			var de *DecodeError
+			if !errors.As(err, &de) || de.Reason == "" {
+				t.Fatalf("error %v is not a *DecodeError with a reason", err)
+			}
+		}
+		var l Label
+		if err := d.DecodeLabel(b, &l); err == nil {
+			var again Label
+			if err := d.DecodeLabel(l.AppendJSON(nil), &again); err != nil || again != l && !(again.TS.Equal(l.TS) && again.TxID == l.TxID && again.Fraud == l.Fraud) {
+				t.Fatalf("label round trip: %+v -> %+v (%v)", l, again, err)
+			}
+		}
+	})
+}
+
+// BenchmarkDecode measures Decode against encoding/json (the reference,
+// measured in the same run) on the contract's example event.
+func BenchmarkDecode(b *testing.B) {
+	msg := []byte(strings.Replace(validEvent, "2026-11-28T15:04:05.123Z", "2026-11-28T10:04:05.123Z", 1))
+	b.Run("strict", func(b *testing.B) {
+		d := NewDecoder()
+		var e Event
+		b.SetBytes(int64(len(msg)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := d.Decode(msg, &e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding_json", func(b *testing.B) {
+		var v struct {
+			TxID       string    `json:"tx_id"`
+			TS         time.Time `json:"ts"`
+			CardID     string    `json:"card_id"`
+			TerminalID string    `json:"terminal_id"`
+			Amount     float64   `json:"amount"`
+			Currency   string    `json:"currency"`
+			MCC        string    `json:"mcc"`
+			Channel    string    `json:"channel"`
+			Country    string    `json:"country"`
+			Lat        *float64  `json:"lat"`
+			Lon        *float64  `json:"lon"`
+		}
+		b.SetBytes(int64(len(msg)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := json.Unmarshal(msg, &v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

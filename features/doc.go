@@ -1,0 +1,99 @@
+// Package features turns raw transaction events into point-in-time feature
+// rows: it decodes events and labels strictly, keeps windowed per-card and
+// per-terminal state in event time, and assembles one float32 row per event,
+// the same way in the stream and in offline replay.
+//
+// # Concepts
+//
+// Event and Label are the input contracts (JSON; one message each). A
+// Decoder decodes them with a hand-written single-pass scanner that is
+// stricter than encoding/json: invalid UTF-8 anywhere, duplicate keys,
+// trailing data, mistyped or null required fields are rejected, each with a
+// stable machine-readable reason (the Reason* constants, carried by
+// *DecodeError) for the dead-letter record. A successful Decode allocates
+// once. AppendJSON writes both types back in the same layout.
+//
+// State is kept per entity as a series: a time-ordered deque of (event time,
+// amount) covering the longest window plus the lateness allowance, with a
+// running aggregate (count, sum, sum of squares) per window and head indexes,
+// so an in-order event costs O(1) amortized per window. Windows are event-time
+// intervals (t-offset-length, t-offset] relative to each event's own time t:
+// the default ones are 1h, 1d, 7d and 30d ending at t (and including the
+// event), and for terminals 7d and 30d ending 7 days before t. Aggregates are
+// exact (they equal a recomputation from scratch, up to float64 rounding):
+// there are no sketches or approximations. An out-of-order event up to
+// WithMaxLateness (default 1h) behind its entity's newest event is inserted
+// at its event time and its own windows are answered by a short scan; a
+// later one is scored against the retained state and not inserted, so it
+// cannot corrupt the state. Idle entities expire after WithTTL (default 35
+// days of event time), by rotating two generations of maps (Go maps never
+// shrink).
+//
+// Card state is owned by one Builder (one per worker, which owns the
+// partitions, hence the cards, it is fed); terminal state, which every worker
+// touches, lives in a Shared behind striped locks (WithStripes, default 64).
+// Labels (delayed fraud feedback) are applied to the Shared with ApplyLabel
+// and feed the terminal fraud features.
+//
+// Replay runs the same code over files (ReadEvents, ReadLabels: JSON Lines)
+// to produce training rows: events in time order, each label applied as soon
+// as its TS is at or before the next event's.
+//
+// # Features
+//
+// Names returns the default features in row order; names are stable. All
+// values are float32 and always finite (non-finite intermediates are clamped
+// to ±MaxFloat32, NaN becomes 0).
+//
+//	amount_log1p                      log1p(amount)
+//	card_tx_count_{1h,1d,7d,30d}      card transactions in the window, this one included
+//	card_amount_sum_{1h,1d,7d,30d}    sum of their amounts
+//	card_amount_mean_{1h,1d,7d,30d}   mean of their amounts
+//	card_secs_since_prev_log1p        log1p(seconds since the card's previous transaction in
+//	                                  event time); SinceFirstSeen (-1) when none is known
+//	card_amount_ratio_30d             amount / mean of the card's other transactions of the
+//	                                  last 30d (mean floored at 0.01); 1 when there are none
+//	card_amount_zscore_30d            (amount - mean) / std over the card's other transactions
+//	                                  of the last 30d (population std floored at 0.01); 0 with
+//	                                  fewer than 2
+//	card_country_changed              1 when country differs from the previous transaction's
+//	                                  (both present), else 0
+//	card_geo_velocity_kmh             great-circle km from the previous transaction / hours
+//	                                  between them (at least 1 s); 0 unless both have lat/lon
+//	terminal_tx_count_{1h,...,30d}    terminal transactions in the window, this one included
+//	terminal_amount_mean_{1h,...,30d} mean of their amounts
+//	terminal_fraud_count_7d_lag7d     fraud labels of the terminal with label TS in
+//	                                  (t-14d, t-7d]
+//	terminal_fraud_rate_7d_lag7d      that count / terminal transactions in (t-14d, t-7d],
+//	                                  capped at 1; 0 without transactions
+//	terminal_fraud_count_30d_lag7d    the same over (t-37d, t-7d]
+//	terminal_fraud_rate_30d_lag7d
+//	hour_sin, hour_cos                hour of day (UTC, fractional) on the unit circle
+//	is_weekend                        1 on Saturday and Sunday (UTC)
+//	is_night                          1 when the UTC hour is <= 6
+//
+// Country change and geo velocity compare against the card's newest
+// transaction; for an out-of-order event they are 0.
+//
+// Label timing: a Label carries the time the label became known (TS), not the
+// transaction's time, and fraud labels are placed in the terminal's windows at
+// that label time. Since the lagged windows of an event at t end at t-7d,
+// only labels with TS <= t-7d < t can count: features are point-in-time
+// correct whatever order labels are applied in (a label from the future of an
+// event is never visible to it). The rate divides label-time counts by
+// transaction-time counts over the same interval: an estimate, not a ratio of
+// the same transactions. A repeated fraud label (same tx_id) counts once; a
+// non-fraud label for a tx_id labelled fraud withdraws it.
+//
+// # Concurrency
+//
+// Decoder and Shared are safe for concurrent use. Builder is not: use one
+// per worker; Builders of one process share one Shared. Replay is safe to
+// call concurrently with itself (each call has its own state).
+//
+// # Metrics
+//
+// The package exports no metrics: it does no I/O, and its callers (the
+// stream workers) count decoded events, dead letters by reason and feature
+// latency around it. Builder.Cards reports the card states held for a gauge.
+package features

@@ -1,0 +1,133 @@
+package features
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Event is one payment transaction, as decoded from the transactions topic.
+type Event struct {
+	TxID, CardID, TerminalID string
+	TS                       time.Time // event time, UTC
+	Amount                   float64
+	Currency, MCC, Channel   string // optional, "" when absent
+	Country                  string // optional, "" when absent
+	Lat, Lon                 float64
+	HasGeo                   bool // lat and lon both present
+}
+
+// Label is delayed feedback about one transaction.
+type Label struct {
+	TxID, CardID, TerminalID string
+	TS                       time.Time // when the label became known (chargeback time), NOT the tx time
+	Fraud                    bool
+}
+
+// AppendJSON appends e as one JSON object in the input contract's layout
+// (ts as RFC 3339 with nanoseconds in UTC; optional fields only when set;
+// lat/lon only when HasGeo) and returns the extended buffer. Decoding the
+// result with a Decoder yields e again. Invalid UTF-8 in e's strings is
+// written as U+FFFD; a non-finite Amount, Lat or Lon is written as 0.
+func (e *Event) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"tx_id":`...)
+	dst = appendJSONString(dst, e.TxID)
+	dst = append(dst, `,"ts":"`...)
+	dst = e.TS.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, `","card_id":`...)
+	dst = appendJSONString(dst, e.CardID)
+	dst = append(dst, `,"terminal_id":`...)
+	dst = appendJSONString(dst, e.TerminalID)
+	dst = append(dst, `,"amount":`...)
+	dst = appendJSONFloat(dst, e.Amount)
+	for _, f := range [...]struct{ k, v string }{
+		{`,"currency":`, e.Currency},
+		{`,"mcc":`, e.MCC},
+		{`,"channel":`, e.Channel},
+		{`,"country":`, e.Country},
+	} {
+		if f.v != "" {
+			dst = append(dst, f.k...)
+			dst = appendJSONString(dst, f.v)
+		}
+	}
+	if e.HasGeo {
+		dst = append(dst, `,"lat":`...)
+		dst = appendJSONFloat(dst, e.Lat)
+		dst = append(dst, `,"lon":`...)
+		dst = appendJSONFloat(dst, e.Lon)
+	}
+	return append(dst, '}')
+}
+
+// AppendJSON appends l as one JSON object in the label contract's layout and
+// returns the extended buffer.
+func (l *Label) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"tx_id":`...)
+	dst = appendJSONString(dst, l.TxID)
+	dst = append(dst, `,"card_id":`...)
+	dst = appendJSONString(dst, l.CardID)
+	dst = append(dst, `,"terminal_id":`...)
+	dst = appendJSONString(dst, l.TerminalID)
+	dst = append(dst, `,"ts":"`...)
+	dst = l.TS.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, `","fraud":`...)
+	dst = strconv.AppendBool(dst, l.Fraud)
+	return append(dst, '}')
+}
+
+func appendJSONFloat(dst []byte, f float64) []byte {
+	if f != f || f > maxFloat64 || f < -maxFloat64 {
+		f = 0
+	}
+	if f == 0 {
+		return append(dst, '0') // also folds -0
+	}
+	return strconv.AppendFloat(dst, f, 'g', -1, 64)
+}
+
+const maxFloat64 = 1.79769313486231570814527423731704356798070e+308
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string literal.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

@@ -1,0 +1,87 @@
+package features
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrInvalidOption is wrapped by the panic value of NewShared, NewBuilder and
+// NewDecoder when an option is out of range (a programmer error).
+var ErrInvalidOption = errors.New("features: invalid option")
+
+// Option tunes a Shared or a Builder. The same options may be passed to both
+// (Replay does); each uses the settings that concern it.
+type Option func(*config) error
+
+type config struct {
+	ttl      time.Duration
+	lateness time.Duration
+	stripes  int
+}
+
+func defaultConfig() config {
+	return config{
+		ttl:      35 * 24 * time.Hour,
+		lateness: time.Hour,
+		stripes:  64,
+	}
+}
+
+func newConfig(opts []Option) config {
+	c := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&c); err != nil {
+			panic(fmt.Errorf("apply option: %w", err))
+		}
+	}
+	return c
+}
+
+// WithTTL sets how long, in event time, an idle card or terminal keeps its
+// state. Default 35 days. An entity idle for longer than the TTL is forgotten
+// (its next event starts from empty state); memory of idle entities is
+// released between one and two TTLs after their last event. The trap: a TTL
+// shorter than the longest window (30 days, 37 for the lagged terminal fraud
+// windows) truncates those windows for entities that pause longer than the
+// TTL. d must be > 0.
+func WithTTL(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: ttl %v must be > 0", ErrInvalidOption, d)
+		}
+		c.ttl = d
+		return nil
+	}
+}
+
+// WithMaxLateness sets how far behind an entity's newest event an
+// out-of-order event may arrive and still be inserted into that entity's
+// windows. Default 1h. Later events are still scored (against the state that
+// is retained) but leave the state untouched. State retains this much extra
+// history beyond the longest window, so a large value costs memory. d >= 0.
+func WithMaxLateness(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: max lateness %v must be >= 0", ErrInvalidOption, d)
+		}
+		c.lateness = d
+		return nil
+	}
+}
+
+// WithStripes sets the number of lock stripes of a Shared (terminal state).
+// Default 64. n must be a power of two in [1, 4096]. More stripes mean less
+// contention between workers and a slightly larger fixed footprint.
+func WithStripes(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 4096 || n&(n-1) != 0 {
+			return fmt.Errorf("%w: stripes %d must be a power of two in [1, 4096]", ErrInvalidOption, n)
+		}
+		c.stripes = n
+		return nil
+	}
+}

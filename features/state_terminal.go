@@ -1,0 +1,223 @@
+package features
+
+import (
+	"hash/maphash"
+	"slices"
+	"sync"
+	"time"
+)
+
+const (
+	hourNs = int64(time.Hour)
+	dayNs  = 24 * hourNs
+)
+
+// labelPoint is one fraud label of a terminal, timestamped by the label's
+// own time (Label.TS, when the fraud became known).
+type labelPoint struct {
+	ts int64  // Label.TS, Unix ns
+	tx uint64 // hash of the tx id, for duplicate and correction handling
+}
+
+// terminalState is the state of one terminal: its transaction history and
+// the fraud labels attributed to it.
+type terminalState struct {
+	s      series
+	labels []labelPoint // sorted by ts
+	seen   int64        // newest event or label time
+}
+
+func (t *terminalState) lastSeen() int64 { return t.seen }
+
+// fraudIn counts the labels with ts in (from, to].
+func (t *terminalState) fraudIn(from, to int64) int64 {
+	up := func(x int64) int {
+		i, _ := slices.BinarySearchFunc(t.labels, x, func(p labelPoint, x int64) int {
+			if p.ts <= x {
+				return -1
+			}
+			return 1
+		})
+		return i
+	}
+	return int64(up(to) - up(from))
+}
+
+// evictLabels drops labels at or before seen-retain.
+func (t *terminalState) evictLabels(retain int64) {
+	horizon := t.seen - retain
+	n := 0
+	for n < len(t.labels) && t.labels[n].ts <= horizon {
+		n++
+	}
+	if n > 0 {
+		t.labels = slices.Delete(t.labels, 0, n)
+		if cap(t.labels) > 16 && len(t.labels) < cap(t.labels)/4 {
+			t.labels = slices.Clip(slices.Clone(t.labels))
+		}
+	}
+}
+
+// stripe is one lock stripe of Shared. The padding keeps two stripes' locks
+// off one cache line.
+type stripe struct {
+	mu sync.Mutex
+	m  expiryMap[*terminalState]
+	_  [64]byte
+}
+
+// Shared holds the terminal state of one process, shared by all its
+// workers' Builders and the label feed. It is safe for concurrent use: a
+// terminal's state lives in one of N stripes (maps behind a mutex each,
+// chosen by a hash of the terminal id), so workers contend only when they
+// touch terminals of the same stripe at the same moment.
+type Shared struct {
+	cfg      config
+	wins     []window // terminalWindows
+	lateness int64
+	retain   int64
+	seed     maphash.Seed
+	stripes  []stripe
+}
+
+// sweepEvery is how many events a Builder applies between two sweeps, each
+// of which advances one stripe's expiry clock to the Builder's event-time
+// clock: stripes that see no traffic still release their idle terminals.
+const sweepEvery = 64
+
+// sweep advances stripe i's expiry clock to now.
+func (s *Shared) sweep(i uint64, now int64) {
+	st := &s.stripes[i&uint64(len(s.stripes)-1)]
+	st.mu.Lock()
+	st.m.tick(now)
+	st.mu.Unlock()
+}
+
+// NewShared returns empty terminal state. Options: WithTTL, WithMaxLateness,
+// WithStripes. It panics if an option is invalid.
+func NewShared(opts ...Option) *Shared {
+	cfg := newConfig(opts)
+	s := &Shared{
+		cfg:      cfg,
+		wins:     terminalWindows,
+		lateness: int64(cfg.lateness),
+		seed:     maphash.MakeSeed(),
+		stripes:  make([]stripe, cfg.stripes),
+	}
+	s.retain = maxSpan(s.wins) + s.lateness
+	for i := range s.stripes {
+		s.stripes[i].m = newExpiryMap[*terminalState](int64(cfg.ttl))
+	}
+	return s
+}
+
+func maxSpan(wins []window) int64 {
+	var m int64
+	for _, w := range wins {
+		m = max(m, w.offset+w.length)
+	}
+	return m
+}
+
+func (s *Shared) stripe(id string) *stripe {
+	return &s.stripes[maphash.String(s.seed, id)&uint64(len(s.stripes)-1)]
+}
+
+// ApplyLabel records a label. It is safe for concurrent use.
+//
+// A fraud label counts in the terminal's lagged fraud windows at its own
+// time l.TS (when the fraud became known), not at the transaction's time
+// (which a label does not carry). Feature windows for an event at time t end
+// at t-7d, so only labels with TS <= t-7d < t are ever visible to it: the
+// features are point-in-time correct whatever order labels are applied in.
+// A repeated fraud label for the same tx_id (at-least-once delivery) counts
+// once while it is retained; a non-fraud label for a tx_id previously
+// labelled fraud withdraws that label (a correction); other non-fraud labels
+// change nothing. Labels without a terminal_id are ignored.
+func (s *Shared) ApplyLabel(l *Label) {
+	if l.TerminalID == "" {
+		return
+	}
+	t := nanos(l.TS)
+	h := maphash.String(s.seed, l.TxID)
+	st := s.stripe(l.TerminalID)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.m.tick(t)
+	ts, ok := st.m.get(l.TerminalID)
+	if !ok {
+		if !l.Fraud {
+			return
+		}
+		ts = &terminalState{seen: t}
+		st.m.put(l.TerminalID, ts)
+	}
+	i := slices.IndexFunc(ts.labels, func(p labelPoint) bool { return p.tx == h })
+	switch {
+	case !l.Fraud:
+		if i >= 0 {
+			ts.labels = slices.Delete(ts.labels, i, i+1)
+		}
+		return
+	case i >= 0:
+		return
+	}
+	at, _ := slices.BinarySearchFunc(ts.labels, t, func(p labelPoint, x int64) int {
+		if p.ts <= x {
+			return -1
+		}
+		return 1
+	})
+	ts.labels = slices.Insert(ts.labels, at, labelPoint{ts: t, tx: h})
+	ts.seen = max(ts.seen, t)
+	ts.evictLabels(s.retain)
+}
+
+// observe applies a transaction to its terminal and writes the terminal
+// features (terminalWidth values) to out.
+func (s *Shared) observe(id string, t int64, amt float64, out []float32) {
+	st := s.stripe(id)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.m.tick(t)
+	ts, ok := st.m.get(id)
+	if !ok {
+		ts = &terminalState{seen: t}
+		st.m.put(id, ts)
+	}
+	ts.seen = max(ts.seen, t)
+	inserted := ts.s.add(t, amt, s.wins, s.lateness, s.retain) >= 0
+	for k := range nWindows {
+		a := ts.s.at(k, s.wins[k], t)
+		if !inserted {
+			a.add(amt)
+		}
+		out[k] = float32(a.n)
+		out[nWindows+k] = f32(a.mean())
+	}
+	for j := range 2 {
+		k := nWindows + j
+		w := s.wins[k]
+		tx := ts.s.at(k, w, t).n
+		fraud := ts.fraudIn(t-w.offset-w.length, t-w.offset)
+		rate := 0.0
+		if tx > 0 {
+			rate = min(float64(fraud)/float64(tx), 1)
+		}
+		out[2*nWindows+2*j] = float32(fraud)
+		out[2*nWindows+2*j+1] = f32(rate)
+	}
+	ts.evictLabels(s.retain)
+}
+
+// terminals returns the number of terminal states held (for tests).
+func (s *Shared) terminals() int {
+	n := 0
+	for i := range s.stripes {
+		st := &s.stripes[i]
+		st.mu.Lock()
+		n += st.m.len()
+		st.mu.Unlock()
+	}
+	return n
+}

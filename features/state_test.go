@@ -1,0 +1,512 @@
+package features
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"regexp"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func col(name string) int {
+	for i, n := range defaultNames {
+		if n == name {
+			return i
+		}
+	}
+	panic("no feature " + name)
+}
+
+func TestNames(t *testing.T) {
+	names := Names()
+	if len(names) != NewBuilder(nil).Width() {
+		t.Fatalf("len(Names()) = %d, want Width %d", len(names), width)
+	}
+	seen := map[string]bool{}
+	re := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+	for _, n := range names {
+		if !re.MatchString(n) || seen[n] {
+			t.Errorf("bad or duplicate name %q", n)
+		}
+		seen[n] = true
+	}
+	names[0] = "mutated"
+	if Names()[0] == "mutated" {
+		t.Error("Names returns shared slice")
+	}
+}
+
+// refPoint is a point the brute-force reference knows was inserted.
+type refEntity struct {
+	pts   []point
+	maxTS int64
+	init  bool
+}
+
+// ref computes a window aggregate by brute force over the points the state
+// should retain: inserted, and newer than maxTS-retain.
+func (r *refEntity) agg(w window, t, retain int64) agg {
+	var a agg
+	for _, p := range r.pts {
+		if p.ts > t-w.offset-w.length && p.ts <= t-w.offset && p.ts > r.maxTS-retain {
+			a.add(p.amt)
+		}
+	}
+	return a
+}
+
+// observe mirrors series.add's insertion rule; it reports whether the
+// point is inserted.
+func (r *refEntity) observe(ts int64, amt float64, lateness int64) bool {
+	if r.init && ts < r.maxTS-lateness {
+		return false
+	}
+	if !r.init || ts > r.maxTS {
+		r.maxTS = ts
+		r.init = true
+	}
+	r.pts = append(r.pts, point{ts, amt})
+	return true
+}
+
+func near(got float32, want float64) bool {
+	w := float32(want)
+	return math.Abs(float64(got-w)) <= 1e-5*math.Max(1, math.Abs(float64(w)))
+}
+
+// randomStream returns events for a few cards and terminals over ~100 days,
+// roughly in time order with some out of order (a few beyond the lateness).
+func randomStream(rng *rand.Rand, n, cards, terminals int) []Event {
+	evs := make([]Event, n)
+	now := t0
+	for i := range evs {
+		// Bursty gaps: mostly minutes, sometimes hours or days.
+		var gap time.Duration
+		switch r := rng.Float64(); {
+		case r < 0.6:
+			gap = time.Duration(rng.Int64N(int64(10 * time.Minute)))
+		case r < 0.95:
+			gap = time.Duration(rng.Int64N(int64(6 * time.Hour)))
+		default:
+			gap = time.Duration(rng.Int64N(int64(5 * 24 * time.Hour)))
+		}
+		now = now.Add(gap)
+		ts := now
+		if rng.Float64() < 0.15 { // out of order, sometimes beyond the 1h lateness
+			ts = ts.Add(-time.Duration(rng.Int64N(int64(90 * time.Minute))))
+		}
+		amt := math.Round(rng.ExpFloat64()*5000) / 100
+		if rng.Float64() < 0.05 {
+			amt = 0
+		}
+		evs[i] = Event{
+			TxID:       fmt.Sprintf("t-%d", i),
+			CardID:     fmt.Sprintf("c-%d", rng.IntN(cards)),
+			TerminalID: fmt.Sprintf("m-%d", rng.IntN(terminals)),
+			TS:         ts,
+			Amount:     amt,
+		}
+	}
+	return evs
+}
+
+func TestWindowsMatchBruteForce(t *testing.T) {
+	n := 6000
+	if raceEnabled {
+		n = 2000
+	}
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			evs := randomStream(rng, n, 4, 3)
+			b := NewBuilder(NewShared())
+			lateness := int64(time.Hour)
+			cardRetain := maxSpan(cardWindows) + lateness
+			termRetain := maxSpan(terminalWindows) + lateness
+			cards := map[string]*refEntity{}
+			terms := map[string]*refEntity{}
+			row := make([]float32, b.Width())
+			late, tooLate := 0, 0
+			for i := range evs {
+				e := &evs[i]
+				tn := e.TS.UnixNano()
+				c := cards[e.CardID]
+				if c == nil {
+					c = &refEntity{}
+					cards[e.CardID] = c
+				}
+				m := terms[e.TerminalID]
+				if m == nil {
+					m = &refEntity{}
+					terms[e.TerminalID] = m
+				}
+				if c.init && tn < c.maxTS {
+					late++
+				}
+				cIns := c.observe(tn, e.Amount, lateness)
+				mIns := m.observe(tn, e.Amount, lateness)
+				if !cIns {
+					tooLate++
+				}
+				b.Update(e, row)
+				for k, w := range cardWindows {
+					a := c.agg(w, tn, cardRetain)
+					if !cIns {
+						a.add(e.Amount)
+					}
+					sfx := windowSuffixes[k]
+					check(t, i, row, "card_tx_count_"+sfx, float64(a.n))
+					check(t, i, row, "card_amount_sum_"+sfx, a.sum)
+					check(t, i, row, "card_amount_mean_"+sfx, a.mean())
+				}
+				for k := range nWindows {
+					a := m.agg(terminalWindows[k], tn, termRetain)
+					if !mIns {
+						a.add(e.Amount)
+					}
+					sfx := windowSuffixes[k]
+					check(t, i, row, "terminal_tx_count_"+sfx, float64(a.n))
+					check(t, i, row, "terminal_amount_mean_"+sfx, a.mean())
+				}
+				for k := nWindows; k < len(terminalWindows); k++ { // lagged tx counts
+					a := m.agg(terminalWindows[k], tn, termRetain)
+					if got := b.shared.lagTxCount(e.TerminalID, k, tn); got != a.n {
+						t.Fatalf("event %d: lagged window %d tx count %d, want %d", i, k, got, a.n)
+					}
+				}
+				if t.Failed() {
+					t.FailNow()
+				}
+			}
+			if late == 0 || tooLate == 0 {
+				t.Fatalf("stream exercised late=%d tooLate=%d", late, tooLate)
+			}
+			t.Logf("%d events, %d out of order, %d beyond lateness", n, late, tooLate)
+		})
+	}
+}
+
+func check(t *testing.T, i int, row []float32, name string, want float64) {
+	t.Helper()
+	if got := row[col(name)]; !near(got, want) {
+		t.Errorf("event %d: %s = %v, want %v", i, name, got, want)
+	}
+}
+
+// lagTxCount returns the number of transactions of terminal id in terminal
+// window k at time t (test hook).
+func (s *Shared) lagTxCount(id string, k int, t int64) int64 {
+	st := s.stripe(id)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ts, ok := st.m.cur[id]
+	if !ok {
+		ts = st.m.old[id]
+	}
+	return ts.s.at(k, s.wins[k], t).n
+}
+
+func TestCardFeatures(t *testing.T) {
+	b := NewBuilder(nil)
+	row := make([]float32, b.Width())
+	ev := func(d time.Duration, amt float64, country string, geo ...float64) {
+		e := Event{TxID: "t", CardID: "c", TerminalID: "m", TS: t0.Add(d), Amount: amt, Country: country}
+		if len(geo) == 2 {
+			e.Lat, e.Lon, e.HasGeo = geo[0], geo[1], true
+		}
+		b.Update(&e, row)
+	}
+	ev(0, 10, "FR", 48.8566, 2.3522) // Paris, Thursday 00:00 UTC
+	if got := row[col("card_secs_since_prev_log1p")]; got != SinceFirstSeen {
+		t.Errorf("first seen: since = %v, want %v", got, SinceFirstSeen)
+	}
+	if got := row[col("card_amount_ratio_30d")]; got != 1 {
+		t.Errorf("first seen: ratio = %v, want 1", got)
+	}
+	if row[col("is_night")] != 1 || row[col("is_weekend")] != 0 || row[col("hour_sin")] != 0 || row[col("hour_cos")] != 1 {
+		t.Errorf("calendar at Thursday midnight: %v", row[col("hour_sin"):])
+	}
+	ev(time.Hour, 30, "GB", 51.5074, -0.1278) // London, 1h later
+	if got, want := row[col("card_secs_since_prev_log1p")], float32(math.Log1p(3600)); got != want {
+		t.Errorf("since = %v, want %v", got, want)
+	}
+	if row[col("card_country_changed")] != 1 {
+		t.Error("country change not flagged")
+	}
+	if v := row[col("card_geo_velocity_kmh")]; v < 330 || v > 350 { // Paris-London ≈ 344 km
+		t.Errorf("velocity = %v km/h, want ≈ 344", v)
+	}
+	if got := row[col("card_amount_ratio_30d")]; got != 3 {
+		t.Errorf("ratio = %v, want 3", got)
+	}
+	ev(2*time.Hour, 20, "GB")
+	// prior amounts 10, 30: mean 20, std 10
+	if got := row[col("card_amount_zscore_30d")]; got != 0 {
+		t.Errorf("zscore = %v, want 0", got)
+	}
+	if row[col("card_country_changed")] != 0 || row[col("card_geo_velocity_kmh")] != 0 {
+		t.Error("no change expected")
+	}
+	ev(3*time.Hour, 40, "GB")
+	// prior 10, 30, 20: mean 20, population std sqrt(200/3)
+	if got, want := row[col("card_amount_zscore_30d")], float32(20/math.Sqrt(200.0/3)); !near(got, float64(want)) {
+		t.Errorf("zscore = %v, want %v", got, want)
+	}
+	ev(2*24*time.Hour+7*time.Hour, 1e308, "") // Saturday 07:00
+	for i, v := range row {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Errorf("%s = %v not finite", defaultNames[i], v)
+		}
+	}
+	if row[col("is_weekend")] != 1 || row[col("is_night")] != 0 {
+		t.Errorf("calendar at Saturday 07:00: weekend %v night %v", row[col("is_weekend")], row[col("is_night")])
+	}
+}
+
+func TestLabelsPointInTime(t *testing.T) {
+	s := NewShared()
+	b := NewBuilder(s)
+	row := make([]float32, b.Width())
+	day := 24 * time.Hour
+	// One transaction a day at the terminal for 20 days.
+	for d := range 20 {
+		b.Update(&Event{TxID: fmt.Sprint("t", d), CardID: fmt.Sprint("c", d), TerminalID: "m", TS: t0.Add(time.Duration(d) * day), Amount: 1}, row)
+	}
+	label := func(tx string, at time.Time, fraud bool) {
+		s.ApplyLabel(&Label{TxID: tx, CardID: "c", TerminalID: "m", TS: at, Fraud: fraud})
+	}
+	score := func(at time.Time) (c7, r7, c30, r30 float32) {
+		b.Update(&Event{TxID: "probe", CardID: "probe", TerminalID: "m", TS: at, Amount: 1}, row)
+		i := col("terminal_fraud_count_7d_lag7d")
+		return row[i], row[i+1], row[i+2], row[i+3]
+	}
+	evt := t0.Add(20 * day)                            // event time of the probe
+	label("t1", evt.Add(-7*day), true)                 // exactly at the window end: visible
+	label("t2", evt.Add(-7*day+time.Nanosecond), true) // after the lagged window end
+	label("t3", evt.Add(time.Second), true)            // after the event itself: never visible
+	label("t4", evt.Add(-10*day), true)                // inside both windows
+	label("t4", evt.Add(-10*day), true)                // duplicate delivery
+	label("t5", evt.Add(-20*day), true)                // inside 30d lag window only
+	label("t6", evt.Add(-9*day), false)                // genuine: ignored
+	c7, r7, c30, r30 := score(evt)
+	if c7 != 2 || c30 != 3 {
+		t.Errorf("fraud counts 7d=%v 30d=%v, want 2 and 3", c7, c30)
+	}
+	// tx in (evt-14d, evt-7d]: days 7..13 -> 7 txs; (evt-37d, evt-7d]: days 0..13 -> 14.
+	if !near(r7, 2.0/7) || !near(r30, 3.0/14) {
+		t.Errorf("fraud rates 7d=%v 30d=%v, want %v and %v", r7, r30, 2.0/7, 3.0/14)
+	}
+	label("t4", evt.Add(-6*day), false) // correction withdraws t4
+	if c7, _, c30, _ := score(evt); c7 != 1 || c30 != 2 {
+		t.Errorf("after correction: fraud counts 7d=%v 30d=%v, want 1 and 2", c7, c30)
+	}
+	// A week later, t2 and t3 have become visible, t1 has left the 7d window.
+	// A week later t2 is in the 7d window, t1 has left it, t3 (after evt) not yet.
+	if c7, _, c30, _ := score(evt.Add(7 * day)); c7 != 1 || c30 != 3 {
+		t.Errorf("a week later: fraud counts 7d=%v 30d=%v, want 1 and 3", c7, c30)
+	}
+	// Eight days later t3 has become visible.
+	if c7, _, c30, _ := score(evt.Add(8 * day)); c7 != 1 || c30 != 4 {
+		t.Errorf("eight days later: fraud counts 7d=%v 30d=%v, want 1 and 4", c7, c30)
+	}
+}
+
+func TestTTLExpiry(t *testing.T) {
+	day := 24 * time.Hour
+	b := NewBuilder(nil, WithTTL(35*day), WithStripes(4))
+	row := make([]float32, b.Width())
+	up := func(card string, at time.Duration) {
+		b.Update(&Event{TxID: "t", CardID: card, TerminalID: "m-" + card, TS: t0.Add(at), Amount: 5}, row)
+	}
+	for i := range 1000 {
+		up(fmt.Sprint("idle-", i), 0)
+	}
+	up("a", 0)
+	up("b", 0)
+	up("a", 34*day) // idle 34d < TTL: remembered
+	if got := row[col("card_secs_since_prev_log1p")]; !near(got, math.Log1p(34*86400)) {
+		t.Errorf("card idle 34d: since = %v, want log1p(34d)", got)
+	}
+	up("b", 36*day) // idle 36d > TTL: forgotten
+	if got := row[col("card_secs_since_prev_log1p")]; got != SinceFirstSeen {
+		t.Errorf("card idle 36d: since = %v, want first seen", got)
+	}
+	if got := b.Cards(); got != 1002 {
+		t.Errorf("after first rotation: %d cards held, want 1002 (idle ones awaiting release)", got)
+	}
+	for i := range 300 {
+		up("b", 72*day+time.Duration(i)*time.Second)
+	}
+	if got := b.Cards(); got != 1 {
+		t.Errorf("after second rotation: %d cards held, want 1 (idle ones released)", got)
+	}
+	if got := b.shared.terminals(); got > 2 {
+		t.Errorf("after second rotation: %d terminals held, want <= 2", got)
+	}
+}
+
+func TestSharedConcurrent(t *testing.T) {
+	s := NewShared(WithStripes(4))
+	const workers = 4
+	n := 5000
+	if raceEnabled {
+		n = 1500
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := NewBuilder(s)
+			row := make([]float32, b.Width())
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for _, e := range randomStream(rng, n, 50, 20) {
+				e.CardID = fmt.Sprint(w, e.CardID) // cards are partitioned by worker
+				b.Update(&e, row)
+				for i, v := range row {
+					if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+						t.Errorf("%s not finite", defaultNames[i])
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			s.ApplyLabel(&Label{TxID: fmt.Sprint("t-", i), TerminalID: fmt.Sprint("m-", i%20), TS: t0.Add(time.Duration(i) * time.Hour), Fraud: i%3 != 0})
+		}
+	}()
+	wg.Wait()
+	if got := s.terminals(); got != 20 {
+		t.Errorf("terminals = %d, want 20", got)
+	}
+}
+
+// memPerCard applies events events to each of cards cards (spread over one
+// terminal per 50 cards) and returns the heap bytes held per card: in total,
+// and the part held by the terminal state (every event is also a point of its
+// terminal's series), measured by a second run of the terminal side alone.
+func memPerCard(cards, events int) (total, terminal float64) {
+	ids := make([]string, cards)
+	terms := make([]string, cards)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("card-%08d", i)
+		terms[i] = fmt.Sprintf("term-%06d", i/50)
+	}
+	row := make([]float32, width)
+	measure := func(apply func(e *Event)) float64 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		e := Event{TxID: "t", Amount: 12.5}
+		for j := range events {
+			for i, id := range ids {
+				e.CardID, e.TerminalID = id, terms[i]
+				e.TS = t0.Add(time.Duration(j)*time.Hour + time.Duration(i)*time.Microsecond)
+				apply(&e)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		return float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(cards)
+	}
+	b := NewBuilder(nil)
+	total = measure(func(e *Event) { b.Update(e, row) })
+	runtime.KeepAlive(b)
+	b = nil
+	s := NewShared()
+	terminal = measure(func(e *Event) { s.observe(e.TerminalID, nanos(e.TS), e.Amount, row[offTerminal:]) })
+	runtime.KeepAlive(s)
+	return total, terminal
+}
+
+func TestMemoryPerCard(t *testing.T) {
+	cards := 20000
+	if raceEnabled {
+		t.Skip("memory figures are meaningless under the race detector")
+	}
+	total, term := memPerCard(cards, 20)
+	t.Logf("%.0f bytes per card (%d cards, 20 events each), of which %.0f terminal state", total, cards, term)
+	if total-term > 1000 {
+		t.Errorf("card state: %.0f bytes per card, want <= 1000", total-term)
+	}
+}
+
+func BenchmarkMemoryPerCard(b *testing.B) {
+	for b.Loop() {
+		total, term := memPerCard(100000, 20)
+		b.ReportMetric(total, "bytes/card")
+		b.ReportMetric(total-term, "card-state-bytes/card")
+	}
+}
+
+// BenchmarkBuilderUpdate measures Update on one core, for a cache-resident
+// population and a large one (random card and terminal per event, about one
+// event per second of event time, with country and geo).
+func BenchmarkBuilderUpdate(b *testing.B) {
+	for _, size := range []struct{ cards, terminals int }{{1000, 100}, {100000, 10000}} {
+		b.Run(fmt.Sprintf("cards=%d", size.cards), func(b *testing.B) {
+			benchUpdate(b, size.cards, size.terminals)
+		})
+	}
+}
+
+func benchUpdate(b *testing.B, cards, terminals int) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n = 1 << 16
+	evs := make([]Event, n)
+	now := t0
+	for i := range evs {
+		now = now.Add(time.Duration(rng.Int64N(int64(2 * time.Second))))
+		evs[i] = Event{TxID: "t", CardID: fmt.Sprint("c-", rng.IntN(cards)), TerminalID: fmt.Sprint("m-", rng.IntN(terminals)),
+			TS: now, Amount: rng.ExpFloat64() * 50, Country: "FR", Lat: 48.8, Lon: 2.3, HasGeo: true}
+	}
+	span := now.Sub(t0) + time.Second
+	bld := NewBuilder(NewShared())
+	row := make([]float32, bld.Width())
+	b.ReportAllocs()
+	i := 0
+	start := time.Now()
+	for b.Loop() {
+		if i > 0 && i%n == 0 { // next lap: shift time forward
+			for j := range evs {
+				evs[j].TS = evs[j].TS.Add(span)
+			}
+		}
+		bld.Update(&evs[i%n], row)
+		i++
+	}
+	b.ReportMetric(float64(i)/time.Since(start).Seconds(), "events/s")
+}
+
+func TestInvalidOptionsPanic(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   func()
+	}{
+		{"zero ttl", func() { NewShared(WithTTL(0)) }},
+		{"negative lateness", func() { NewBuilder(nil, WithMaxLateness(-time.Second)) }},
+		{"stripes not a power of two", func() { NewShared(WithStripes(3)) }},
+		{"nil clock", func() { NewDecoder(WithClock(nil)) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				err, _ := recover().(error)
+				if !errors.Is(err, ErrInvalidOption) {
+					t.Errorf("got panic %v, want one wrapping ErrInvalidOption", err)
+				}
+			}()
+			tc.fn()
+		})
+	}
+}

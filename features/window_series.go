@@ -1,0 +1,256 @@
+package features
+
+import "math"
+
+// window is an event-time window relative to a reference time t: it covers
+// the half-open interval (t-offset-length, t-offset]. Offset 0 windows end at
+// (and include) t; lagged windows (offset > 0) serve delayed-feedback
+// features such as "fraud over the 7 days ending 7 days ago".
+type window struct {
+	offset, length int64 // nanoseconds
+}
+
+// agg is the aggregate of the amounts in one window.
+type agg struct {
+	n   int64
+	sum float64
+	sq  float64 // sum of squares
+}
+
+func (a *agg) add(v float64) { a.n++; a.sum += v; a.sq += v * v }
+
+func (a *agg) mean() float64 {
+	if a.n == 0 {
+		return 0
+	}
+	return a.sum / float64(a.n)
+}
+
+// point is one event of an entity: its event time and amount.
+type point struct {
+	ts  int64 // Unix nanoseconds
+	amt float64
+}
+
+// winState is the running state of one window relative to the series' newest
+// event time: pts[start:end] are the points inside the window (so their
+// count is end-start), sum and sq their running sum and sum of squares.
+type winState struct {
+	start, end int32
+	sum, sq    float64
+}
+
+func (w *winState) agg() agg { return agg{n: int64(w.end - w.start), sum: w.sum, sq: w.sq} }
+
+// series is the time-ordered history of one entity (a deque of points
+// covering the longest window plus the lateness allowance), with a running
+// aggregate per window relative to the newest event time (maxTS). In-order
+// events cost O(1) amortized per window; an out-of-order event is inserted at
+// its event time and its own windows are answered by a short scan (the
+// cheaper of the window itself or the correction from the running sums).
+//
+// Running sums are float64; to keep them equal to a fresh summation they are
+// recomputed exactly once the number of subtractions since the last
+// recomputation exceeds the number of live points (amortized O(1)), and reset
+// to zero whenever a window empties.
+//
+// Not safe for concurrent use.
+type series struct {
+	pts   []point // live points are pts[off:], sorted by ts (stable)
+	off   int32
+	subs  int32 // subtractions since the last exact recomputation
+	maxTS int64 // newest event time; valid when len(pts) > off or ever set
+	ws    []winState
+}
+
+// has reports whether the series ever received a point.
+func (s *series) has() bool { return s.ws != nil }
+
+// upper returns the absolute index of the first live point with ts > t.
+func (s *series) upper(t int64) int32 {
+	lo, hi := s.off, int32(len(s.pts))
+	for lo < hi {
+		m := int32(uint32(lo+hi) >> 1)
+		if s.pts[m].ts <= t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// sumRange adds the points [i, j) to a.
+func (s *series) sumRange(a *agg, i, j int32) {
+	for _, p := range s.pts[i:j] {
+		a.add(p.amt)
+	}
+}
+
+// add inserts a point. Points more than lateness behind maxTS are not
+// inserted (add returns -1); otherwise add returns the absolute index the
+// point was inserted at (valid until the next call). retain is the history
+// kept behind maxTS: the longest window span plus lateness.
+func (s *series) add(ts int64, amt float64, wins []window, lateness, retain int64) int32 {
+	if s.ws == nil {
+		s.ws = make([]winState, len(wins))
+		s.maxTS = ts
+	}
+	s.grow()
+	if ts >= s.maxTS || len(s.pts) == int(s.off) {
+		s.pts = append(s.pts, point{ts, amt})
+		idx := int32(len(s.pts) - 1)
+		if ts > s.maxTS {
+			s.maxTS = ts
+		}
+		s.advance(wins)
+		return idx - s.evict(retain)
+	}
+	if ts < s.maxTS-lateness {
+		return -1
+	}
+	i := s.upper(ts)
+	s.pts = append(s.pts, point{})
+	copy(s.pts[i+1:], s.pts[i:])
+	s.pts[i] = point{ts, amt}
+	for k, w := range wins {
+		st := &s.ws[k]
+		end := s.maxTS - w.offset
+		switch {
+		case ts <= end-w.length: // before the window
+			st.start++
+			st.end++
+		case ts <= end: // inside
+			st.end++
+			st.sum += amt
+			st.sq += amt * amt
+		}
+	}
+	return i
+}
+
+// grow makes room for one more point: by dropping the evicted prefix when it
+// is at least a quarter of the array, else by growing 1.5x from 4 rather
+// than append's 2x (most entities hold few points, and memory per card
+// matters more than the occasional extra copy).
+func (s *series) grow() {
+	if len(s.pts) < cap(s.pts) {
+		return
+	}
+	if s.off > 0 && int(s.off) >= len(s.pts)/4 {
+		s.compact(false)
+		return
+	}
+	pts := make([]point, len(s.pts), max(4, cap(s.pts)+cap(s.pts)/2))
+	copy(pts, s.pts)
+	s.pts = pts
+}
+
+// advance moves every window to the current maxTS.
+func (s *series) advance(wins []window) {
+	n := int32(len(s.pts))
+	for k, w := range wins {
+		st := &s.ws[k]
+		end := s.maxTS - w.offset
+		for st.end < n && s.pts[st.end].ts <= end {
+			v := s.pts[st.end].amt
+			st.sum += v
+			st.sq += v * v
+			st.end++
+		}
+		start := end - w.length
+		removed := false
+		for st.start < st.end && s.pts[st.start].ts <= start {
+			v := s.pts[st.start].amt
+			st.sum -= v
+			st.sq -= v * v
+			st.start++
+			s.subs++
+			removed = true
+		}
+		if removed {
+			if st.start == st.end {
+				st.sum, st.sq = 0, 0
+			} else if math.IsInf(st.sum, 0) || math.IsNaN(st.sum) || math.IsInf(st.sq, 0) || math.IsNaN(st.sq) {
+				s.subs = math.MaxInt32
+			}
+		}
+	}
+	if s.subs > 64 && s.subs > n-s.off {
+		s.resum()
+	}
+}
+
+// resum recomputes every running aggregate exactly.
+func (s *series) resum() {
+	for k := range s.ws {
+		st := &s.ws[k]
+		var a agg
+		s.sumRange(&a, st.start, st.end)
+		st.sum, st.sq = a.sum, a.sq
+	}
+	s.subs = 0
+}
+
+// evict drops points at or before maxTS-retain, and compacts the deque once
+// the dropped prefix is as long as the live part; it returns how far
+// absolute indexes moved down.
+func (s *series) evict(retain int64) int32 {
+	horizon := s.maxTS - retain
+	for s.off < int32(len(s.pts)) && s.pts[s.off].ts <= horizon {
+		s.off++
+	}
+	if s.off < 16 || s.off < int32(len(s.pts))-s.off {
+		return 0
+	}
+	return s.compact(true)
+}
+
+// compact moves the live points to the front (into a smaller array when
+// shrink is set and they fill under a quarter of it) and returns the shift.
+func (s *series) compact(shrink bool) int32 {
+	shift := s.off
+	n := int32(len(s.pts)) - shift
+	if c := cap(s.pts); shrink && c > 32 && int(n) < c/4 {
+		pts := make([]point, n, max(2*int(n), 8))
+		copy(pts, s.pts[shift:])
+		s.pts = pts
+	} else {
+		copy(s.pts, s.pts[shift:])
+		s.pts = s.pts[:n]
+	}
+	s.off = 0
+	for k := range s.ws {
+		s.ws[k].start -= shift
+		s.ws[k].end -= shift
+	}
+	return shift
+}
+
+// at returns the aggregate of window k relative to time t (t <= maxTS).
+// Points older than the retained history are not counted, so the result is
+// exact whenever t >= maxTS - lateness.
+func (s *series) at(k int, w window, t int64) agg {
+	st := &s.ws[k]
+	if t == s.maxTS {
+		return st.agg()
+	}
+	lo := s.upper(t - w.offset - w.length)
+	hi := s.upper(t - w.offset)
+	var a agg
+	if t < s.maxTS && (st.end-hi)+(st.start-lo) < hi-lo {
+		// correction from the running aggregate: remove (t-offset, maxTS-offset],
+		// add back (t-offset-length, maxTS-offset-length].
+		var rm, ad agg
+		s.sumRange(&rm, hi, st.end)
+		s.sumRange(&ad, lo, st.start)
+		a = st.agg()
+		a = agg{n: a.n - rm.n + ad.n, sum: a.sum - rm.sum + ad.sum, sq: a.sq - rm.sq + ad.sq}
+		if a.n == 0 {
+			a = agg{}
+		}
+		return a
+	}
+	s.sumRange(&a, lo, hi)
+	return a
+}

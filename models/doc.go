@@ -1,0 +1,49 @@
+// Package models loads, verifies and runs the scoring models of streamscore:
+// the native model file format, the model families (logistic, mlp, linear),
+// batch scoring on the GEMM kernel, decisions and reason codes.
+//
+// # Concepts
+//
+// A model file is JSON, versioned and self-verifying:
+//
+//	{"format":"streamscore-model","format_version":1,"name":"fraud","family":"mlp","version":3,
+//	 "output":"probability",
+//	 "inputs":[{"name":"card_amount_sum_1h","mean":120.5,"std":88.1}, ...],
+//	 "layers":[{"in":30,"out":32,"activation":"relu","weights":[...row-major in×out...],"bias":[...]}, ...],
+//	 "thresholds":{"review":0.12,"alert":0.55},
+//	 "training":{...free metadata: data range, rows, metrics, seed, command...},
+//	 "digest":"sha256:<64 hex>"}
+//
+// [File] is that document as a Go value; [File.Encode] validates it and fills
+// the digest (sha256 of the canonical encoding with an empty digest field, see
+// File). [Parse] refuses unknown formats or versions ([ErrFormat]), digest
+// mismatches ([ErrDigest]) and malformed content ([ErrInvalidModel]: shape
+// mismatches between inputs and layers, non-finite weights or means, std <= 0,
+// review > alert, unknown family or activation), with an error naming the
+// field or layer.
+//
+// Families: "logistic" (one sigmoid layer) and "mlp" (hidden layers and a
+// sigmoid output) output a fraud probability; "linear" (one identity layer)
+// outputs a value, e.g. the "risk" model's expected loss in currency units.
+// Every input is standardised, z = (x − mean)/std, with the statistics stored
+// in the file.
+//
+// A [Model] is immutable; its weights are packed once at load into the column
+// panels the kernel reads. [Model.Bind] maps the model's inputs onto a
+// stream's feature layout and returns a [Scorer], which gathers and
+// standardises the needed columns of a batch into one contiguous matrix and
+// runs each layer as one GEMM with bias and activation fused. [Scorer.Decide]
+// turns a score into allow/review/alert; [Scorer.Reasons] explains a row (see
+// its doc for the attribution units). [Shipped] returns the models built into
+// the binary (models/shipped, re-created as described in its README.md).
+//
+// # Concurrency
+//
+// Model values are safe for concurrent use. A Scorer is not: it owns scratch
+// memory, so each worker binds its own. Parse, Load and Shipped may be called
+// concurrently.
+//
+// # Metrics
+//
+// None; the stream package observes scoring latency and decisions per model.
+package models

@@ -1,0 +1,9 @@
+//go:build !amd64 || !gc || noasm
+
+package kernel
+
+// gemm runs the pure-Go kernel on platforms without assembly kernels and
+// under the noasm build tag.
+func gemm(m, k, n int, a []float32, lda int, w *Packed, bias []float32, act Activation, c []float32, ldc int, accumulate bool) {
+	gemmGeneric(m, k, n, a, lda, w, bias, act, c, ldc, accumulate)
+}

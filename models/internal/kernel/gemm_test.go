@@ -1,0 +1,246 @@
+package kernel
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+const guard = float32(-7777) // sentinel written around every output
+
+// naive is the reference loop from the Gemm doc, in float64.
+func naive(m, k, n int, a []float32, lda int, w []float32, bias []float32, act Activation, c []float32, ldc int, accumulate bool) {
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float64
+			if accumulate {
+				s = float64(c[i*ldc+j])
+			}
+			for l := 0; l < k; l++ {
+				s += float64(a[i*lda+l]) * float64(w[l*n+j])
+			}
+			if bias != nil {
+				s += float64(bias[j])
+			}
+			c[i*ldc+j] = float32(apply64(act, s))
+		}
+	}
+}
+
+func apply64(act Activation, s float64) float64 {
+	switch act {
+	case ReLU:
+		return math.Max(s, 0)
+	case Sigmoid:
+		return 1 / (1 + math.Exp(-s))
+	case Tanh:
+		return math.Tanh(s)
+	}
+	return s
+}
+
+func randSlice(r *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(r.NormFloat64())
+	}
+	return s
+}
+
+// checkShape runs Gemm on an m×k×n problem with padded strides, an unaligned
+// offset and guard values, and compares against the naive loop and (for the
+// identity activation without accumulation) gonum's blas32.Gemm.
+func checkShape(t *testing.T, r *rand.Rand, m, k, n int, act Activation, accumulate, withBias bool) {
+	t.Helper()
+	const off = 3 // unaligned start of A and C
+	lda, ldc := k+2, n+5
+	a := randSlice(r, off+m*lda+1)
+	w := randSlice(r, k*n)
+	var bias []float32
+	if withBias {
+		bias = randSlice(r, n)
+	}
+	cInit := randSlice(r, off+m*ldc+1)
+	for i := range cInit {
+		if i < off || i >= off+m*ldc || (i-off)%ldc >= n {
+			cInit[i] = guard
+		}
+	}
+	got := append([]float32(nil), cInit...)
+	want := append([]float32(nil), cInit...)
+	Gemm(m, k, n, a[off:], lda, Pack(k, n, w), bias, act, got[off:], ldc, accumulate)
+	naive(m, k, n, a[off:], lda, w, bias, act, want[off:], ldc, accumulate)
+	tol := 1e-5 * float64(k+2)
+	for i := range got {
+		if cInit[i] == guard {
+			if got[i] != guard {
+				t.Fatalf("m=%d k=%d n=%d: guard at %d overwritten: %v", m, k, n, i, got[i])
+			}
+			continue
+		}
+		if d := math.Abs(float64(got[i] - want[i])); d > tol*math.Max(1, math.Abs(float64(want[i]))) {
+			t.Fatalf("m=%d k=%d n=%d act=%v acc=%v bias=%v: c[%d] got %v, want %v",
+				m, k, n, act, accumulate, withBias, i, got[i], want[i])
+		}
+	}
+	if act != Identity || accumulate || withBias || m == 0 || n == 0 || k == 0 {
+		return
+	}
+	ref := append([]float32(nil), cInit...)
+	blas32.Gemm(blas.NoTrans, blas.NoTrans, 1,
+		blas32.General{Rows: m, Cols: k, Stride: lda, Data: a[off : off+(m-1)*lda+k]},
+		blas32.General{Rows: k, Cols: n, Stride: n, Data: w},
+		0, blas32.General{Rows: m, Cols: n, Stride: ldc, Data: ref[off : off+(m-1)*ldc+n]})
+	for i := range got {
+		if d := math.Abs(float64(got[i] - ref[i])); d > tol*math.Max(1, math.Abs(float64(ref[i]))) {
+			t.Fatalf("m=%d k=%d n=%d: c[%d] got %v, gonum %v", m, k, n, i, got[i], ref[i])
+		}
+	}
+}
+
+func TestGemmAllSmallShapes(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for m := 0; m <= 12; m++ {
+		for k := 0; k <= 12; k++ {
+			for n := 0; n <= 12; n++ {
+				checkShape(t, r, m, k, n, Identity, false, false)
+				checkShape(t, r, m, k, n, Activation((m+k+n)%4), (m+n)%2 == 0, true)
+			}
+		}
+	}
+}
+
+func TestGemmRandomShapes(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	sizes := []int{1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 130}
+	for it := 0; it < 200; it++ {
+		m := sizes[r.IntN(len(sizes))] + r.IntN(3)
+		k := sizes[r.IntN(len(sizes))]
+		n := sizes[r.IntN(len(sizes))]
+		checkShape(t, r, m, k, n, Activation(r.IntN(4)), r.IntN(2) == 0, r.IntN(2) == 0)
+	}
+	checkShape(t, r, 256, 64, 128, Identity, false, false)
+}
+
+func TestActivationAccuracy(t *testing.T) {
+	xs := []float32{-1e30, -100, -88.7, -20, -5, -1, -0.5, -1e-7, 0, 1e-7, 0.5, 1, 5, 20, 88.7, 100, 1e30}
+	for act := Identity; act <= Tanh; act++ {
+		t.Run(act.String(), func(t *testing.T) {
+			c := append([]float32(nil), xs...)
+			one := Pack(1, 1, []float32{1})
+			for i := range c {
+				// 1×1×1 GEMM of x·1 with the activation fused.
+				Gemm(1, 1, 1, xs[i:i+1], 1, one, nil, act, c[i:i+1], 1, false)
+			}
+			for i, x := range xs {
+				want := float32(apply64(act, float64(x)))
+				if got := c[i]; math.Abs(float64(got-want)) > 1e-7*math.Max(1, math.Abs(float64(want))) || math.IsNaN(float64(got)) {
+					t.Errorf("%v(%v) = %v, want %v", act, x, got, want)
+				}
+			}
+		})
+	}
+	if s := sigmoid32(-1e30); s != 0 {
+		t.Errorf("sigmoid(-1e30) = %v, want 0", s)
+	}
+}
+
+func TestPackLayout(t *testing.T) {
+	k, n := 3, 18
+	w := make([]float32, k*n)
+	for i := range w {
+		w[i] = float32(i + 1)
+	}
+	p := Pack(k, n, w)
+	if got, want := len(p.data), 2*k*PanelWidth; got != want {
+		t.Fatalf("len(data) = %d, want %d", got, want)
+	}
+	for l := 0; l < k; l++ {
+		for j := 0; j < 2*PanelWidth; j++ {
+			got := p.data[(j/PanelWidth)*k*PanelWidth+l*PanelWidth+j%PanelWidth]
+			var want float32
+			if j < n {
+				want = w[l*n+j]
+			}
+			if got != want {
+				t.Fatalf("(%d,%d) = %v, want %v", l, j, got, want)
+			}
+		}
+	}
+}
+
+func TestGemmPanics(t *testing.T) {
+	p := Pack(2, 3, make([]float32, 6))
+	a := make([]float32, 8)
+	c := make([]float32, 12)
+	tests := []struct {
+		name string
+		f    func()
+	}{
+		{"shape mismatch", func() { Gemm(2, 3, 3, a, 3, p, nil, Identity, c, 3, false) }},
+		{"lda too small", func() { Gemm(2, 2, 3, a, 1, p, nil, Identity, c, 3, false) }},
+		{"ldc too small", func() { Gemm(2, 2, 3, a, 2, p, nil, Identity, c, 2, false) }},
+		{"a too short", func() { Gemm(5, 2, 3, a, 2, p, nil, Identity, c, 3, false) }},
+		{"c too short", func() { Gemm(4, 2, 3, a, 2, p, nil, Identity, c[:5], 3, false) }},
+		{"bias too short", func() { Gemm(2, 2, 3, a, 2, p, []float32{1}, Identity, c, 3, false) }},
+		{"bad activation", func() { Gemm(2, 2, 3, a, 2, p, nil, Activation(9), c, 3, false) }},
+		{"nil packed", func() { Gemm(2, 2, 3, a, 2, nil, nil, Identity, c, 3, false) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("got no panic, want one")
+				}
+			}()
+			tc.f()
+		})
+	}
+}
+
+func TestGemmNoAlloc(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	a, w, c := randSlice(r, 64*32), Pack(32, 48, randSlice(r, 32*48)), make([]float32, 64*48)
+	bias := randSlice(r, 48)
+	if n := testing.AllocsPerRun(10, func() { Gemm(64, 32, 48, a, 32, w, bias, ReLU, c, 48, false) }); n != 0 {
+		t.Errorf("allocs per call = %v, want 0", n)
+	}
+}
+
+// BenchmarkGemm reports GFLOP/s (2·M·K·N per call) for the kernel and, beside
+// it, gonum's blas32.Gemm on the same shape.
+func BenchmarkGemm(b *testing.B) {
+	shapes := []struct{ m, k, n int }{
+		{1, 64, 128}, {16, 64, 128}, {256, 24, 32}, {256, 32, 16}, {256, 64, 128}, {256, 32, 64}, {256, 128, 128}, {1024, 256, 256},
+	}
+	for _, s := range shapes {
+		r := rand.New(rand.NewPCG(7, 8))
+		a, wRaw, c := randSlice(r, s.m*s.k), randSlice(r, s.k*s.n), make([]float32, s.m*s.n)
+		w := Pack(s.k, s.n, wRaw)
+		flops := 2 * float64(s.m*s.k*s.n)
+		name := fmt.Sprintf("%dx%dx%d", s.m, s.k, s.n)
+		b.Run("generic_"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(4 * (s.m*s.k + s.m*s.n)))
+			for b.Loop() {
+				Gemm(s.m, s.k, s.n, a, s.k, w, nil, Identity, c, s.n, false)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run("gonum_"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(4 * (s.m*s.k + s.m*s.n)))
+			ga := blas32.General{Rows: s.m, Cols: s.k, Stride: s.k, Data: a}
+			gw := blas32.General{Rows: s.k, Cols: s.n, Stride: s.n, Data: wRaw}
+			gc := blas32.General{Rows: s.m, Cols: s.n, Stride: s.n, Data: c}
+			for b.Loop() {
+				blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, ga, gw, 0, gc)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

@@ -1,0 +1,192 @@
+package models
+
+import (
+	"embed"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+
+	"github.com/streamscore/streamscore/models/internal/kernel"
+)
+
+// Model is a parsed, validated model with its weights packed for the GEMM
+// kernel. It is immutable after [Parse] and safe for concurrent use; score
+// with a [Scorer] per goroutine ([Model.Bind]).
+type Model struct {
+	name, family, output string
+	version              int
+	digest, ident        string
+	inputs               []string
+	mean, invStd         []float32
+	layers               []layer
+	review, alert        float32
+	training             map[string]any
+}
+
+// layer is one dense layer: packed for scoring, raw (float64) for reasons.
+type layer struct {
+	in, out int
+	act     kernel.Activation
+	packed  *kernel.Packed
+	bias    []float32
+	w64     []float64 // row-major in×out
+	b64     []float64
+}
+
+func parseActivation(s string) (kernel.Activation, bool) {
+	switch s {
+	case "identity":
+		return kernel.Identity, true
+	case "relu":
+		return kernel.ReLU, true
+	case "sigmoid":
+		return kernel.Sigmoid, true
+	case "tanh":
+		return kernel.Tanh, true
+	}
+	return 0, false
+}
+
+// Parse decodes a native model file, verifies its format, version and
+// digest, validates shapes and values, and packs the weights. Errors name the
+// offending field or layer and wrap [ErrFormat], [ErrDigest] or
+// [ErrInvalidModel].
+func Parse(b []byte) (*Model, error) {
+	var f File
+	if err := decodeStrict(b, &f); err != nil {
+		return nil, fmt.Errorf("parse model: %w: %w", ErrInvalidModel, err)
+	}
+	if f.Format != FormatName {
+		return nil, fmt.Errorf("parse model: format %q, want %q: %w", f.Format, FormatName, ErrFormat)
+	}
+	if f.FormatVersion != FormatVersion {
+		return nil, fmt.Errorf("parse model %q: format_version %d, this build reads %d: %w", f.Name, f.FormatVersion, FormatVersion, ErrFormat)
+	}
+	if f.Digest == "" {
+		return nil, fmt.Errorf("parse model %q: digest: missing: %w", f.Name, ErrDigest)
+	}
+	want, err := f.digest()
+	if err != nil {
+		return nil, fmt.Errorf("parse model %q: %w", f.Name, err)
+	}
+	if f.Digest != want {
+		return nil, fmt.Errorf("parse model %q: digest %s, content hashes to %s: %w", f.Name, f.Digest, want, ErrDigest)
+	}
+	if err := f.validate(); err != nil {
+		return nil, fmt.Errorf("parse model %q: %w", f.Name, err)
+	}
+	return newModel(&f), nil
+}
+
+// Load reads and parses the model file at path.
+func Load(path string) (*Model, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
+	m, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", path, err)
+	}
+	return m, nil
+}
+
+//go:embed shipped/*.json
+var shipped embed.FS
+
+// Shipped parses and returns the models embedded in the binary
+// (models/shipped/*.json), sorted by file name. Each call parses afresh.
+func Shipped() ([]*Model, error) {
+	ents, err := shipped.ReadDir("shipped")
+	if err != nil {
+		return nil, fmt.Errorf("read shipped models: %w", err)
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if !e.IsDir() && path.Ext(e.Name()) == ".json" {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	out := make([]*Model, 0, len(names))
+	for _, n := range names {
+		b, err := shipped.ReadFile("shipped/" + n)
+		if err != nil {
+			return nil, fmt.Errorf("read shipped model %s: %w", n, err)
+		}
+		m, err := Parse(b)
+		if err != nil {
+			return nil, fmt.Errorf("shipped model %s: %w", n, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func newModel(f *File) *Model {
+	m := &Model{
+		name:     f.Name,
+		family:   f.Family,
+		output:   f.Output,
+		version:  f.Version,
+		digest:   f.Digest,
+		review:   float32(f.Thresholds.Review),
+		alert:    float32(f.Thresholds.Alert),
+		training: f.Training,
+	}
+	m.ident = fmt.Sprintf("%s-%s@%d %s", f.Name, f.Family, f.Version, f.Digest[:len("sha256:")+12])
+	for _, in := range f.Inputs {
+		m.inputs = append(m.inputs, in.Name)
+		m.mean = append(m.mean, float32(in.Mean))
+		m.invStd = append(m.invStd, float32(1/in.Std))
+	}
+	for _, l := range f.Layers {
+		act, _ := parseActivation(l.Activation)
+		ly := layer{
+			in: l.In, out: l.Out, act: act,
+			packed: kernel.Pack(l.In, l.Out, l.Weights),
+			bias:   append([]float32(nil), l.Bias...),
+			w64:    make([]float64, len(l.Weights)),
+			b64:    make([]float64, len(l.Bias)),
+		}
+		for i, w := range l.Weights {
+			ly.w64[i] = float64(w)
+		}
+		for i, b := range l.Bias {
+			ly.b64[i] = float64(b)
+		}
+		m.layers = append(m.layers, ly)
+	}
+	return m
+}
+
+// Name returns the model name, the key in score records ("fraud", "risk").
+func (m *Model) Name() string { return m.name }
+
+// Family returns FamilyLogistic, FamilyMLP or FamilyLinear.
+func (m *Model) Family() string { return m.family }
+
+// Version returns the model version.
+func (m *Model) Version() int { return m.version }
+
+// Output returns OutputProbability or OutputValue.
+func (m *Model) Output() string { return m.output }
+
+// Ident returns "<name>-<family>@<version> sha256:<first 12 hex of digest>",
+// e.g. "fraud-mlp@3 sha256:ab12cd34ef56".
+func (m *Model) Ident() string { return m.ident }
+
+// Digest returns "sha256:<64 hex>", the digest of the model file.
+func (m *Model) Digest() string { return m.digest }
+
+// Inputs returns the names of the features the model reads, in its order.
+// The slice is a copy.
+func (m *Model) Inputs() []string { return append([]string(nil), m.inputs...) }
+
+// Thresholds returns the review and alert cut-offs on the output.
+func (m *Model) Thresholds() (review, alert float32) { return m.review, m.alert }
+
+// Training returns the free training metadata of the model file (data
+// range, rows, metrics, seed, command). The caller must not modify it.
+func (m *Model) Training() map[string]any { return m.training }

@@ -1,0 +1,258 @@
+package models
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/streamscore/streamscore/models/internal/kernel"
+)
+
+// Scorer scores batches of feature rows laid out as one stream's feature
+// vector. It owns scratch memory (the standardised input matrix, layer
+// outputs, attribution buffers), so it is NOT safe for concurrent use: make
+// one per worker with [Model.Bind]. After its buffers have grown to the
+// largest batch, Score, Decide and Reasons do not allocate.
+type Scorer struct {
+	m     *Model
+	width int   // len of the stream's feature vector
+	cols  []int // cols[i] = column of model input i in the stream's row
+
+	xs   []float32    // rows × len(inputs), standardised
+	bufs [2][]float32 // ping-pong outputs of hidden layers
+
+	// Reasons scratch, one row at a time, float64.
+	acts    [][]float64 // acts[0] = z, acts[l+1] = output of layer l
+	pres    [][]float64 // pre-activation of layer l
+	grad    []float64
+	grad2   []float64
+	contrib []float64
+	order   []int
+}
+
+// Bind maps the model's inputs to the columns of a stream's feature layout
+// (features[j] is the name of column j) and returns a Scorer for rows of
+// len(features) values. The error names every model input missing from
+// features and wraps [ErrMissingInput].
+func (m *Model) Bind(features []string) (*Scorer, error) {
+	pos := make(map[string]int, len(features))
+	for j, f := range features {
+		if _, dup := pos[f]; !dup {
+			pos[f] = j
+		}
+	}
+	s := &Scorer{m: m, width: len(features), cols: make([]int, len(m.inputs))}
+	var missing []string
+	for i, in := range m.inputs {
+		j, ok := pos[in]
+		if !ok {
+			missing = append(missing, in)
+			continue
+		}
+		s.cols[i] = j
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("bind model %s: inputs %q not in the %d stream features: %w", m.ident, missing, len(features), ErrMissingInput)
+	}
+	n := len(m.inputs)
+	s.acts = append(s.acts, make([]float64, n))
+	for _, l := range m.layers {
+		s.pres = append(s.pres, make([]float64, l.out))
+		s.acts = append(s.acts, make([]float64, l.out))
+		n = max(n, l.out)
+	}
+	s.grad = make([]float64, n)
+	s.grad2 = make([]float64, n)
+	s.contrib = make([]float64, len(m.inputs))
+	s.order = make([]int, len(m.inputs))
+	return s, nil
+}
+
+// Model returns the model the scorer runs.
+func (s *Scorer) Model() *Model { return s.m }
+
+// Thresholds returns the model's review and alert cut-offs.
+func (s *Scorer) Thresholds() (review, alert float32) { return s.m.review, s.m.alert }
+
+// Decide maps a score to a decision: score >= alert is DecisionAlert,
+// score >= review DecisionReview, anything lower DecisionAllow. A NaN score
+// (a non-finite feature reached the model) is DecisionReview, so that it is
+// looked at rather than silently allowed.
+func (s *Scorer) Decide(score float32) Decision {
+	switch {
+	case score >= s.m.alert:
+		return DecisionAlert
+	case score >= s.m.review:
+		return DecisionReview
+	case score != score:
+		return DecisionReview
+	}
+	return DecisionAllow
+}
+
+// grow returns buf with length n, reallocating only when it is too small.
+func grow(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n, n+n/4)
+	}
+	return buf[:n]
+}
+
+// Score scores rows feature rows: x is rows × width row-major (width =
+// len(features) given to Bind), out receives one score per row. It gathers
+// and standardises the model's inputs into a contiguous rows × inputs
+// matrix, then runs each layer through the GEMM kernel with its activation
+// fused; the last layer writes out directly. It panics if x or out is too
+// short (a programmer error).
+func (s *Scorer) Score(x []float32, rows int, out []float32) {
+	if rows < 0 || len(x) < rows*s.width || len(out) < rows {
+		panic(fmt.Sprintf("models: Score: %d rows need len(x) >= %d and len(out) >= %d, got %d and %d",
+			rows, rows*s.width, rows, len(x), len(out)))
+	}
+	if rows == 0 {
+		return
+	}
+	m := s.m
+	in := len(m.inputs)
+	s.xs = grow(s.xs, rows*in)
+	xs, cols, mean, inv := s.xs, s.cols, m.mean[:in], m.invStd[:in]
+	for r := 0; r < rows; r++ {
+		src := x[r*s.width : (r+1)*s.width]
+		dst := xs[r*in : (r+1)*in]
+		for i, c := range cols {
+			dst[i] = (src[c] - mean[i]) * inv[i]
+		}
+	}
+	a, lda := xs, in
+	for li := range m.layers {
+		l := &m.layers[li]
+		var c []float32
+		if li == len(m.layers)-1 {
+			c = out[:rows] // out == 1
+		} else {
+			b := &s.bufs[li%2]
+			*b = grow(*b, rows*l.out)
+			c = *b
+		}
+		kernel.Gemm(rows, l.in, l.out, a, lda, l.packed, l.bias, l.act, c, l.out, false)
+		a, lda = c, l.out
+	}
+}
+
+// Reasons appends to dst the k inputs with the largest |contribution| to the
+// score of row row of x (laid out as for Score), largest first, and returns
+// the extended slice. Contributions are attributions of the model's
+// pre-activation output, relative to the input means (z = 0):
+//
+//   - linear: w_i·(x_i−mean_i)/std_i, in output units; they sum exactly to
+//     value − bias.
+//   - logistic: the same, in logit units (log-odds); they sum exactly to
+//     logit(score) − bias, the base logit of an average transaction.
+//   - mlp: gradient × input, z_i·∂logit/∂z_i at the row, in logit units: a
+//     first-order attribution (exact for a locally linear model, not
+//     additive in general). Integrated gradients arrive with the
+//     model-families issue.
+//
+// k <= 0 appends nothing; k > inputs appends all. It panics if row is out of
+// range of x.
+func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
+	if row < 0 || len(x) < (row+1)*s.width {
+		panic(fmt.Sprintf("models: Reasons: row %d out of range of x (len %d, width %d)", row, len(x), s.width))
+	}
+	if k <= 0 {
+		return dst
+	}
+	m := s.m
+	src := x[row*s.width : (row+1)*s.width]
+	z := s.acts[0]
+	for i, c := range s.cols {
+		z[i] = float64((src[c] - m.mean[i]) * m.invStd[i])
+	}
+	// Forward pass in float64, keeping pre-activations.
+	for li := range m.layers {
+		l := &m.layers[li]
+		h, pre, next := s.acts[li], s.pres[li], s.acts[li+1]
+		copy(pre, l.b64)
+		for i, v := range h[:l.in] {
+			if v == 0 {
+				continue
+			}
+			w := l.w64[i*l.out : (i+1)*l.out]
+			for j := range pre {
+				pre[j] += v * w[j]
+			}
+		}
+		for j, p := range pre {
+			next[j] = act64(l.act, p)
+		}
+	}
+	// Backward: g = ∂(pre-activation of the output)/∂(input of layer l).
+	g := s.grad[:1]
+	g[0] = 1
+	for li := len(m.layers) - 1; li >= 0; li-- {
+		l := &m.layers[li]
+		if li < len(m.layers)-1 { // through the activation of layer li
+			for j := range g {
+				g[j] *= dact64(l.act, s.pres[li][j], s.acts[li+1][j])
+			}
+		}
+		gi := s.grad2[:l.in]
+		for i := range gi {
+			w := l.w64[i*l.out : (i+1)*l.out]
+			var sum float64
+			for j, gj := range g {
+				sum += w[j] * gj
+			}
+			gi[i] = sum
+		}
+		s.grad, s.grad2 = s.grad2, s.grad
+		g = gi
+	}
+	for i := range s.contrib {
+		s.contrib[i] = g[i] * z[i]
+		s.order[i] = i
+	}
+	slices.SortStableFunc(s.order, func(a, b int) int {
+		ca, cb := math.Abs(s.contrib[a]), math.Abs(s.contrib[b])
+		switch {
+		case ca > cb:
+			return -1
+		case ca < cb:
+			return 1
+		}
+		return 0
+	})
+	for _, i := range s.order[:min(k, len(s.order))] {
+		dst = append(dst, Reason{Feature: m.inputs[i], Contribution: float32(s.contrib[i])})
+	}
+	return dst
+}
+
+func act64(a kernel.Activation, x float64) float64 {
+	switch a {
+	case kernel.ReLU:
+		return math.Max(x, 0)
+	case kernel.Sigmoid:
+		return 1 / (1 + math.Exp(-x))
+	case kernel.Tanh:
+		return math.Tanh(x)
+	}
+	return x
+}
+
+// dact64 is the derivative of the activation at pre-activation x with
+// output y.
+func dact64(a kernel.Activation, x, y float64) float64 {
+	switch a {
+	case kernel.ReLU:
+		if x > 0 {
+			return 1
+		}
+		return 0
+	case kernel.Sigmoid:
+		return y * (1 - y)
+	case kernel.Tanh:
+		return 1 - y*y
+	}
+	return 1
+}

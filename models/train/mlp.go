@@ -1,0 +1,299 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/streamscore/streamscore/models"
+)
+
+// MLP fits a multi-layer perceptron (ReLU hidden layers of WithHidden
+// widths, sigmoid output) with mini-batch Adam on the class-weighted log
+// loss of the head of d, stopping early when the loss on the held-out tail
+// has not improved for WithPatience epochs and keeping the best epoch's
+// weights. Weights start from He initialisation. Everything random comes from
+// WithSeed and runs on one goroutine, so the result is deterministic.
+// Targets are 0/1.
+func MLP(name string, version int, d *Dataset, opts ...Option) (*models.File, error) {
+	c, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if !c.l2Set {
+		c.l2 = 1e-5
+	}
+	if err := d.check(true); err != nil {
+		return nil, fmt.Errorf("train mlp: %w", err)
+	}
+	nt, err := split(d, &c)
+	if err != nil {
+		return nil, fmt.Errorf("train mlp: %w", err)
+	}
+	pos := countPositives(d.Y[:nt])
+	if pos == 0 || pos == nt {
+		return nil, fmt.Errorf("train mlp: %d positives in %d training rows, need both classes: %w", pos, nt, ErrData)
+	}
+	cw := c.classWeight
+	if cw == 0 {
+		cw = math.Sqrt(float64(nt-pos) / float64(pos))
+	}
+	in := standardize(d, nt)
+	w := len(d.Names)
+	zt := zRows(d, in, 0, nt, false)
+	zv := zRows(d, in, nt, d.Rows(), false)
+
+	rng := rand.New(rand.NewPCG(uint64(c.seed), 0x5eed))
+	widths := append([]int{w}, c.hidden...)
+	widths = append(widths, 1)
+	net := newNet(widths, rng)
+	base := float64(pos) / float64(nt)
+	// Start the output at the weighted base rate's logit.
+	net.b[len(net.b)-1][0] = math.Log(base * cw / (1 - base))
+
+	best := net.clone()
+	bestLoss, bestEpoch := math.Inf(1), 0
+	perm := make([]int, nt)
+	for i := range perm {
+		perm[i] = i
+	}
+	opt := newAdam(net, c.lr)
+	g := net.zeroLike()
+	sc := net.scratch()
+	epochs := 0
+	for epoch := 1; epoch <= c.epochs; epoch++ {
+		epochs = epoch
+		rng.Shuffle(nt, func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+		for s := 0; s < nt; s += c.batch {
+			e := min(s+c.batch, nt)
+			g.zero()
+			var wsum float64
+			for _, r := range perm[s:e] {
+				y := float64(d.Y[r])
+				sw := 1.0
+				if y > 0.5 {
+					sw = cw
+				}
+				wsum += sw
+				net.backprop(zt[r*w:(r+1)*w], y, sw, sc, g)
+			}
+			opt.step(net, g, 1/wsum, c.l2)
+		}
+		loss := net.loss(zv, w, d.Y[nt:], cw, sc)
+		c.report(epoch, c.epochs)
+		if loss < bestLoss-1e-6 {
+			bestLoss, bestEpoch = loss, epoch
+			best.copyFrom(net)
+		} else if epoch-bestEpoch >= c.patience {
+			break
+		}
+	}
+	// Undo the prior shift of the class weight: logit_true = logit_weighted − log(cw).
+	best.b[len(best.b)-1][0] -= math.Log(cw)
+
+	f := &models.File{
+		Name: name, Family: models.FamilyMLP, Version: version, Output: models.OutputProbability,
+		Inputs: in,
+	}
+	for l := range best.w {
+		act := "relu"
+		if l == len(best.w)-1 {
+			act = "sigmoid"
+		}
+		ly := models.Layer{In: widths[l], Out: widths[l+1], Activation: act}
+		for _, v := range best.w[l] {
+			ly.Weights = append(ly.Weights, float32(v))
+		}
+		for _, v := range best.b[l] {
+			ly.Bias = append(ly.Bias, float32(v))
+		}
+		f.Layers = append(f.Layers, ly)
+	}
+	md := map[string]any{
+		"algorithm":             "mlp, relu hidden layers, sigmoid output, mini-batch adam, early stopping",
+		"hidden":                c.hidden,
+		"l2":                    c.l2,
+		"learning_rate":         c.lr,
+		"batch_size":            c.batch,
+		"epochs_run":            epochs,
+		"best_epoch":            bestEpoch,
+		"patience":              c.patience,
+		"class_weight":          cw,
+		"validation_loss_wtd":   bestLoss,
+		"class_ratio":           base,
+		"class_weight_bias_fix": "output bias shifted by -log(class_weight) after training",
+	}
+	return finish(f, d, nt, &c, md)
+}
+
+// net is a dense ReLU network with a single sigmoid output, float64.
+type net struct {
+	widths []int
+	w, b   [][]float64 // w[l] row-major widths[l]×widths[l+1]
+}
+
+func newNet(widths []int, rng *rand.Rand) *net {
+	n := &net{widths: widths}
+	for l := 0; l+1 < len(widths); l++ {
+		fan := float64(widths[l])
+		w := make([]float64, widths[l]*widths[l+1])
+		for i := range w {
+			w[i] = rng.NormFloat64() * math.Sqrt(2/fan)
+		}
+		n.w = append(n.w, w)
+		n.b = append(n.b, make([]float64, widths[l+1]))
+	}
+	return n
+}
+
+func (n *net) zeroLike() *net {
+	z := &net{widths: n.widths}
+	for l := range n.w {
+		z.w = append(z.w, make([]float64, len(n.w[l])))
+		z.b = append(z.b, make([]float64, len(n.b[l])))
+	}
+	return z
+}
+
+func (n *net) clone() *net { c := n.zeroLike(); c.copyFrom(n); return c }
+
+func (n *net) copyFrom(o *net) {
+	for l := range n.w {
+		copy(n.w[l], o.w[l])
+		copy(n.b[l], o.b[l])
+	}
+}
+
+func (n *net) zero() {
+	for l := range n.w {
+		clear(n.w[l])
+		clear(n.b[l])
+	}
+}
+
+// scratch holds per-row activations and deltas.
+type scratch struct{ h, delta [][]float64 }
+
+func (n *net) scratch() *scratch {
+	s := &scratch{}
+	for _, w := range n.widths {
+		s.h = append(s.h, make([]float64, w))
+		s.delta = append(s.delta, make([]float64, w))
+	}
+	return s
+}
+
+// forward returns the output logit for z, leaving activations in s.h.
+func (n *net) forward(z []float64, s *scratch) float64 {
+	copy(s.h[0], z)
+	last := len(n.w) - 1
+	for l := range n.w {
+		out := s.h[l+1]
+		copy(out, n.b[l])
+		no := len(out)
+		for i, v := range s.h[l] {
+			if v == 0 {
+				continue
+			}
+			w := n.w[l][i*no : (i+1)*no]
+			for j := range out {
+				out[j] += v * w[j]
+			}
+		}
+		if l < last {
+			for j, v := range out {
+				if v < 0 {
+					out[j] = 0
+				}
+			}
+		}
+	}
+	return s.h[len(s.h)-1][0]
+}
+
+// backprop adds the gradient of sw·logloss(y, sigmoid(logit)) to g.
+func (n *net) backprop(z []float64, y, sw float64, s *scratch, g *net) {
+	logit := n.forward(z, s)
+	L := len(n.w)
+	s.delta[L][0] = sw * (sigmoid(logit) - y)
+	for l := L - 1; l >= 0; l-- {
+		dout := s.delta[l+1]
+		no := len(dout)
+		hin := s.h[l]
+		for j, dv := range dout {
+			g.b[l][j] += dv
+		}
+		din := s.delta[l]
+		for i, v := range hin {
+			w := n.w[l][i*no : (i+1)*no]
+			gw := g.w[l][i*no : (i+1)*no]
+			var sum float64
+			for j, dv := range dout {
+				gw[j] += v * dv
+				sum += w[j] * dv
+			}
+			if l > 0 && v <= 0 { // ReLU: zero output, zero gradient
+				sum = 0
+			}
+			din[i] = sum
+		}
+	}
+}
+
+// loss returns the class-weighted mean log loss over the rows of z.
+func (n *net) loss(z []float64, w int, y []float32, cw float64, s *scratch) float64 {
+	var sum, wsum float64
+	for r := range y {
+		logit := n.forward(z[r*w:(r+1)*w], s)
+		sw := 1.0
+		var l float64
+		if y[r] > 0.5 {
+			sw = cw
+			l = softplus(-logit)
+		} else {
+			l = softplus(logit)
+		}
+		sum += sw * l
+		wsum += sw
+	}
+	return sum / wsum
+}
+
+// softplus(x) = log(1 + e^x), stable.
+func softplus(x float64) float64 {
+	if x > 30 {
+		return x
+	}
+	return math.Log1p(math.Exp(x))
+}
+
+// adam holds Adam's moment estimates.
+type adam struct {
+	lr     float64
+	t      int
+	m, v   *net
+	b1, b2 float64
+}
+
+func newAdam(n *net, lr float64) *adam {
+	return &adam{lr: lr, m: n.zeroLike(), v: n.zeroLike(), b1: 0.9, b2: 0.999}
+}
+
+// step applies one Adam update with gradient g·scale plus L2 on weights.
+func (a *adam) step(n, g *net, scale, l2 float64) {
+	a.t++
+	c1 := 1 - math.Pow(a.b1, float64(a.t))
+	c2 := 1 - math.Pow(a.b2, float64(a.t))
+	upd := func(p, gr, m, v []float64, decay float64) {
+		for i := range p {
+			gi := gr[i]*scale + decay*p[i]
+			m[i] = a.b1*m[i] + (1-a.b1)*gi
+			v[i] = a.b2*v[i] + (1-a.b2)*gi*gi
+			p[i] -= a.lr * (m[i] / c1) / (math.Sqrt(v[i]/c2) + 1e-8)
+		}
+	}
+	for l := range n.w {
+		upd(n.w[l], g.w[l], a.m.w[l], a.v.w[l], l2)
+		upd(n.b[l], g.b[l], a.m.b[l], a.v.b[l], 0)
+	}
+}

@@ -1,0 +1,209 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Option configures a trainer. Options that do not apply to a family (for
+// example WithHidden for Logistic) are ignored.
+type Option func(*config) error
+
+type config struct {
+	seed         int64
+	holdout      float64
+	l2           float64
+	l2Set        bool
+	hidden       []int
+	epochs       int
+	batch        int
+	lr           float64
+	patience     int
+	classWeight  float64
+	reviewQ      float64
+	alertQ       float64
+	progress     func(done, total int)
+	metadata     map[string]any
+	maxIter      int
+	minValidRows int
+}
+
+func defaultConfig() config {
+	return config{
+		seed:         1,
+		holdout:      0.2,
+		hidden:       []int{32, 16},
+		epochs:       40,
+		batch:        256,
+		lr:           1e-3,
+		patience:     4,
+		reviewQ:      0.95,
+		alertQ:       0.99,
+		maxIter:      30,
+		minValidRows: 10,
+	}
+}
+
+func newConfig(opts []Option) (config, error) {
+	c := defaultConfig()
+	for _, o := range opts {
+		if err := o(&c); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// WithSeed sets the seed of every random choice (initial weights, mini-batch
+// order). Default 1. Training is deterministic for a given seed, data and
+// options: same bytes out.
+func WithSeed(seed int64) Option {
+	return func(c *config) error { c.seed = seed; return nil }
+}
+
+// WithHoldout sets the fraction of rows, taken from the END of the dataset
+// (the latest rows when rows are in time order), held out for early
+// stopping, threshold selection and the validation metrics recorded in the
+// model. Default 0.2; must be in (0, 0.9]. The trap: rows not in time order
+// make the held-out tail a random sample and the validation optimistic.
+func WithHoldout(frac float64) Option {
+	return func(c *config) error {
+		if !(frac > 0 && frac <= 0.9) {
+			return fmt.Errorf("train: holdout %v outside (0, 0.9]", frac)
+		}
+		c.holdout = frac
+		return nil
+	}
+}
+
+// WithL2 sets the L2 penalty on weights (never on biases), per row, in
+// standardised units. Defaults: Logistic 1e-4, Linear 1e-4, MLP 1e-5. Too
+// large a value shrinks scores towards the base rate.
+func WithL2(lambda float64) Option {
+	return func(c *config) error {
+		if !(lambda >= 0) || math.IsInf(lambda, 0) {
+			return fmt.Errorf("train: l2 %v must be finite and >= 0", lambda)
+		}
+		c.l2, c.l2Set = lambda, true
+		return nil
+	}
+}
+
+// WithHidden sets the widths of the MLP's hidden ReLU layers. Default
+// [32 16]. At least one layer.
+func WithHidden(widths ...int) Option {
+	return func(c *config) error {
+		if len(widths) == 0 {
+			return errors.New("train: hidden: at least one layer")
+		}
+		for _, w := range widths {
+			if w < 1 || w > 4096 {
+				return fmt.Errorf("train: hidden width %d outside [1, 4096]", w)
+			}
+		}
+		c.hidden = append([]int(nil), widths...)
+		return nil
+	}
+}
+
+// WithEpochs sets the maximum number of MLP epochs. Default 40; early
+// stopping usually ends sooner.
+func WithEpochs(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("train: epochs %d must be >= 1", n)
+		}
+		c.epochs = n
+		return nil
+	}
+}
+
+// WithBatchSize sets the MLP mini-batch size. Default 256.
+func WithBatchSize(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("train: batch size %d must be >= 1", n)
+		}
+		c.batch = n
+		return nil
+	}
+}
+
+// WithLearningRate sets Adam's step size for the MLP. Default 1e-3.
+func WithLearningRate(lr float64) Option {
+	return func(c *config) error {
+		if !(lr > 0 && lr < 1) {
+			return fmt.Errorf("train: learning rate %v outside (0, 1)", lr)
+		}
+		c.lr = lr
+		return nil
+	}
+}
+
+// WithPatience sets how many epochs without a better validation loss end
+// MLP training (the best epoch's weights are kept). Default 4.
+func WithPatience(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("train: patience %d must be >= 1", n)
+		}
+		c.patience = n
+		return nil
+	}
+}
+
+// WithClassWeight sets the weight of positive rows in the MLP loss. Default
+// 0 = automatic, sqrt(negatives/positives). The output bias is shifted by
+// −log(weight) after training, which undoes the prior shift the weight
+// causes, so scores stay calibrated probabilities.
+func WithClassWeight(w float64) Option {
+	return func(c *config) error {
+		if !(w >= 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("train: class weight %v must be finite and >= 0", w)
+		}
+		c.classWeight = w
+		return nil
+	}
+}
+
+// WithValueQuantiles sets the quantiles of the validation predictions used
+// as review and alert thresholds of value models (Linear). Default 0.95 and
+// 0.99: about 5% of transactions go to review or above, 1% alert.
+func WithValueQuantiles(review, alert float64) Option {
+	return func(c *config) error {
+		if !(review >= 0 && review <= alert && alert <= 1) {
+			return fmt.Errorf("train: value quantiles %v, %v: want 0 <= review <= alert <= 1", review, alert)
+		}
+		c.reviewQ, c.alertQ = review, alert
+		return nil
+	}
+}
+
+// WithProgress sets a callback called after each unit of work (an epoch for
+// the MLP, a Newton step for Logistic) with the units done and the maximum
+// total. It runs on the training goroutine; keep it short.
+func WithProgress(fn func(done, total int)) Option {
+	return func(c *config) error { c.progress = fn; return nil }
+}
+
+// WithMetadata adds entries to the model's free "training" metadata (data
+// range, source files, command line). Values must encode as JSON. Keys the
+// trainer writes itself (rows, validation, ...) win on conflict.
+func WithMetadata(md map[string]any) Option {
+	return func(c *config) error {
+		if c.metadata == nil {
+			c.metadata = make(map[string]any, len(md))
+		}
+		for k, v := range md {
+			c.metadata[k] = v
+		}
+		return nil
+	}
+}
+
+func (c *config) report(done, total int) {
+	if c.progress != nil {
+		c.progress(done, total)
+	}
+}

@@ -1,0 +1,293 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Fanout writes every batch to several sinks concurrently and is itself a
+// Sink. It is also the metrics wrapper of the package: each sink's publish
+// latency, errors and acked messages are observed here, once, whatever the
+// sink (wrap a single sink in a one-element Fanout to get its metrics).
+//
+// A failing sink is retried with capped exponential backoff (with jitter)
+// until it acknowledges or ctx ends; when it reports which messages failed
+// (*BatchError), only those are retried. A sink that is down therefore
+// blocks WriteBatch — backpressure — and never loses a record. Other sinks
+// of the batch are not held back by it, but the call returns only when all
+// are done.
+type Fanout struct {
+	sinks   []Sink
+	cfg     fanoutConfig
+	metrics []*sinkMetrics // per sink, nil without a registerer
+	quit    chan struct{}
+	once    sync.Once
+	err     error
+}
+
+// FanoutOption configures NewFanout.
+type FanoutOption func(*fanoutConfig)
+
+type fanoutConfig struct {
+	min, max time.Duration
+	reg      prometheus.Registerer
+	log      *slog.Logger
+}
+
+// WithFanoutBackoff sets the first and the largest wait between retries of
+// a failing sink (default 10ms and 5s; the wait doubles, with jitter). A
+// min <= 0 or max < min keeps the defaults. The trap: a large max delays
+// recovery after a short outage by up to max.
+func WithFanoutBackoff(min, max time.Duration) FanoutOption {
+	return func(c *fanoutConfig) {
+		if min > 0 && max >= min {
+			c.min, c.max = min, max
+		}
+	}
+}
+
+// WithFanoutRegisterer registers the sink metrics (streamscore_sinks_publish_seconds,
+// streamscore_sinks_publish_errors_total, streamscore_sinks_messages_total)
+// with reg. Default: no metrics. Sinks must have distinct names, which
+// become the sink label. NewFanout panics if reg refuses the metrics for a
+// reason other than their being already registered (a wiring bug).
+func WithFanoutRegisterer(reg prometheus.Registerer) FanoutOption {
+	return func(c *fanoutConfig) { c.reg = reg }
+}
+
+// WithFanoutLogger logs each failed sink write at Warn level (default: no
+// logging). Failures are otherwise visible only in the metrics, since
+// WriteBatch retries them.
+func WithFanoutLogger(l *slog.Logger) FanoutOption {
+	return func(c *fanoutConfig) { c.log = l }
+}
+
+// NewFanout returns a Fanout over sinks, which it owns: Close closes them.
+func NewFanout(sinks []Sink, opts ...FanoutOption) *Fanout {
+	cfg := fanoutConfig{min: 10 * time.Millisecond, max: 5 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	f := &Fanout{sinks: append([]Sink(nil), sinks...), cfg: cfg, quit: make(chan struct{})}
+	if cfg.reg != nil {
+		fm := newFanoutMetrics(cfg.reg)
+		f.metrics = make([]*sinkMetrics, len(f.sinks))
+		for i, s := range f.sinks {
+			f.metrics[i] = fm.forSink(s)
+		}
+	}
+	return f
+}
+
+// Name returns "fanout".
+func (f *Fanout) Name() string { return "fanout" }
+
+// WriteBatch writes msgs to every sink concurrently and returns nil once all
+// have acknowledged every routed message. It returns ctx's error if ctx ends
+// first (some sinks may then hold part of the batch; replaying it is safe
+// thanks to the IDs), and ErrClosed if the Fanout or a sink is closed. It
+// starts one goroutine per sink beyond the first and joins them all before
+// returning. Safe for concurrent use if the sinks are.
+func (f *Fanout) WriteBatch(ctx context.Context, msgs []Message) error {
+	select {
+	case <-f.quit:
+		return ErrClosed
+	default:
+	}
+	if len(msgs) == 0 || len(f.sinks) == 0 {
+		return nil
+	}
+	if len(f.sinks) == 1 {
+		return f.write(ctx, 0, msgs)
+	}
+	errs := make([]error, len(f.sinks))
+	var wg sync.WaitGroup
+	for i := 1; i < len(f.sinks); i++ {
+		wg.Go(func() { errs[i] = f.write(ctx, i, msgs) })
+	}
+	errs[0] = f.write(ctx, 0, msgs)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write writes msgs to sink i, retrying until it acks, ctx ends or the
+// Fanout is closed.
+func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
+	s, m := f.sinks[i], (*sinkMetrics)(nil)
+	if f.metrics != nil {
+		m = f.metrics[i]
+	}
+	wait := f.cfg.min
+	for {
+		start := time.Now()
+		err := s.WriteBatch(ctx, msgs)
+		if m != nil {
+			m.seconds.Observe(time.Since(start).Seconds())
+		}
+		if err == nil {
+			m.acked(msgs, nil)
+			return nil
+		}
+		if m != nil {
+			m.errors.Inc()
+		}
+		if f.cfg.log != nil {
+			f.cfg.log.Warn("sink write failed", "sink", s.Name(), "messages", len(msgs),
+				"retryable", IsRetryable(err), "retry_in", wait, "err", err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, ErrClosed) {
+			return fmt.Errorf("write to sink %s: %w", s.Name(), err)
+		}
+		var be *BatchError
+		if errors.As(err, &be) && validIndices(be.Indices, len(msgs)) {
+			m.acked(msgs, be.Indices)
+			retry := make([]Message, len(be.Indices))
+			for j, k := range be.Indices {
+				retry[j] = msgs[k]
+			}
+			msgs = retry
+		}
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-f.quit:
+			t.Stop()
+			return ErrClosed
+		}
+		wait = min(2*wait, f.cfg.max)
+	}
+}
+
+// validIndices reports whether idx is a non-empty, strictly increasing list
+// of indices below n (so a BatchError can narrow the retry to them).
+func validIndices(idx []int, n int) bool {
+	if len(idx) == 0 {
+		return false
+	}
+	prev := -1
+	for _, i := range idx {
+		if i <= prev || i >= n {
+			return false
+		}
+		prev = i
+	}
+	return true
+}
+
+// Close closes every sink (once; later calls return the same result) and
+// makes retry loops in progress return ErrClosed.
+func (f *Fanout) Close() error {
+	f.once.Do(func() {
+		close(f.quit)
+		var errs []error
+		for _, s := range f.sinks {
+			if err := s.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close sink %s: %w", s.Name(), err))
+			}
+		}
+		f.err = errors.Join(errs...)
+	})
+	return f.err
+}
+
+type fanoutMetrics struct {
+	seconds  *prometheus.HistogramVec
+	errors   *prometheus.CounterVec
+	messages *prometheus.CounterVec
+}
+
+func newFanoutMetrics(reg prometheus.Registerer) *fanoutMetrics {
+	m := &fanoutMetrics{
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "streamscore_sinks_publish_seconds",
+			Help:    "Duration of one WriteBatch attempt on a sink, until every message is acknowledged or the attempt fails.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16), // 0.2ms .. 6.5s
+		}, []string{"sink"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_sinks_publish_errors_total",
+			Help: "Failed WriteBatch attempts on a sink (each is retried).",
+		}, []string{"sink"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_sinks_messages_total",
+			Help: "Messages acknowledged by a sink, by kind (unrouted kinds are not counted).",
+		}, []string{"sink", "kind"}),
+	}
+	var err error
+	if m.seconds, err = register(reg, m.seconds); err != nil {
+		panic(err)
+	}
+	if m.errors, err = register(reg, m.errors); err != nil {
+		panic(err)
+	}
+	if m.messages, err = register(reg, m.messages); err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// sinkMetrics holds one sink's children of the fanout metrics.
+type sinkMetrics struct {
+	seconds prometheus.Observer
+	errors  prometheus.Counter
+	kinds   [numKinds]prometheus.Counter // nil for kinds the sink does not route
+}
+
+// router is implemented by the sinks of this package; other sinks are
+// assumed to route every kind.
+type router interface{ routes(Kind) bool }
+
+func (fm *fanoutMetrics) forSink(s Sink) *sinkMetrics {
+	name := s.Name()
+	m := &sinkMetrics{
+		seconds: fm.seconds.WithLabelValues(name),
+		errors:  fm.errors.WithLabelValues(name),
+	}
+	r, _ := s.(router)
+	for k := range Kind(numKinds) {
+		if r == nil || r.routes(k) {
+			m.kinds[k] = fm.messages.WithLabelValues(name, k.String())
+		}
+	}
+	return m
+}
+
+// acked counts msgs as acknowledged, except those at the indices in failed
+// (sorted). It is a no-op on a nil receiver.
+func (m *sinkMetrics) acked(msgs []Message, failed []int) {
+	if m == nil {
+		return
+	}
+	var n [numKinds]int
+	for i := range msgs {
+		if len(failed) > 0 && failed[0] == i {
+			failed = failed[1:]
+			continue
+		}
+		if k := msgs[i].Kind; int(k) < numKinds {
+			n[k]++
+		}
+	}
+	for k, c := range n {
+		if c > 0 && m.kinds[k] != nil {
+			m.kinds[k].Add(float64(c))
+		}
+	}
+}

@@ -1,0 +1,311 @@
+package sinks_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/sinktest"
+)
+
+// flaky is a fake sink: it fails the first fails calls (with a BatchError
+// for the indices in partial, if set, else with a plain error), then
+// succeeds, recording every message it accepted.
+type flaky struct {
+	name    string
+	fails   int
+	partial []int
+	delay   time.Duration
+
+	mu       sync.Mutex
+	calls    int
+	inflight atomic.Int32
+	batches  [][]sinks.Message
+	got      []sinks.Message
+	closed   int
+}
+
+var errDown = errors.New("fake: down")
+
+func (f *flaky) Name() string { return f.name }
+
+func (f *flaky) WriteBatch(ctx context.Context, msgs []sinks.Message) error {
+	f.inflight.Add(1)
+	defer f.inflight.Add(-1)
+	if f.delay > 0 {
+		select {
+		case <-time.After(f.delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	f.batches = append(f.batches, append([]sinks.Message(nil), msgs...))
+	if f.calls <= f.fails {
+		if f.partial == nil {
+			return fmt.Errorf("write: %w", errDown)
+		}
+		be := &sinks.BatchError{Sink: f.name}
+		ok := map[int]bool{}
+		for _, i := range f.partial {
+			if i < len(msgs) {
+				be.Indices = append(be.Indices, i)
+				be.Errs = append(be.Errs, errDown)
+				ok[i] = true
+			}
+		}
+		for i, m := range msgs {
+			if !ok[i] {
+				f.got = append(f.got, m)
+			}
+		}
+		return be
+	}
+	f.got = append(f.got, msgs...)
+	return nil
+}
+
+func (f *flaky) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed++
+	return nil
+}
+
+func (f *flaky) received() []sinktest.Received {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]sinktest.Received, len(f.got))
+	for i, m := range f.got {
+		out[i] = sinktest.Received{Kind: m.Kind, Key: m.Key, Value: m.Value, ID: m.ID}
+	}
+	return out
+}
+
+var allRouted = map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true, sinks.KindAudit: true, sinks.KindDeadLetter: true}
+
+func fastBackoff() sinks.FanoutOption {
+	return sinks.WithFanoutBackoff(time.Millisecond, 5*time.Millisecond)
+}
+
+func TestFanoutRetriesUntilAcked(t *testing.T) {
+	tests := []struct {
+		name      string
+		fails     int
+		partial   []int
+		wantCalls int
+		wantLast  int // messages in the last call
+	}{
+		{"healthy", 0, nil, 1, 40},
+		{"down three times", 3, nil, 4, 40},
+		{"partial failure retries only the failed", 2, []int{1, 7, 39}, 3, 1}, // call 2 gets 3, fails its index 1
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			healthy := &flaky{name: "healthy"}
+			sick := &flaky{name: "sick", fails: tc.fails, partial: tc.partial}
+			reg := prometheus.NewPedanticRegistry()
+			f := sinks.NewFanout([]sinks.Sink{healthy, sick}, fastBackoff(), sinks.WithFanoutRegisterer(reg))
+			defer f.Close()
+			msgs, _ := sinktest.Batch("fo", 40, allRouted)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := f.WriteBatch(ctx, msgs); err != nil {
+				t.Fatalf("WriteBatch: %v", err)
+			}
+			sinktest.Check(t, msgs, allRouted, healthy.received(), true)
+			sinktest.Check(t, msgs, allRouted, sick.received(), true)
+			if sick.calls != tc.wantCalls || len(sick.batches[len(sick.batches)-1]) != tc.wantLast {
+				t.Errorf("sick sink: %d calls, last of %d messages; want %d, %d", sick.calls, len(sick.batches[len(sick.batches)-1]), tc.wantCalls, tc.wantLast)
+			}
+			sickL := map[string]string{"sink": "sick"}
+			if got := metricValue(t, reg, "streamscore_sinks_publish_errors_total", sickL); got != float64(tc.fails) {
+				t.Errorf("publish_errors_total{sick} = %v, want %d", got, tc.fails)
+			}
+			if got := metricValue(t, reg, "streamscore_sinks_publish_seconds", sickL); got != float64(tc.wantCalls) {
+				t.Errorf("publish_seconds{sick} count = %v, want %d", got, tc.wantCalls)
+			}
+			for _, s := range []string{"healthy", "sick"} {
+				if got := metricValue(t, reg, "streamscore_sinks_messages_total", map[string]string{"sink": s, "kind": "alert"}); got != 10 {
+					t.Errorf("messages_total{%s,alert} = %v, want 10", s, got)
+				}
+			}
+			lint(t, reg)
+		})
+	}
+}
+
+func TestFanoutContextCancel(t *testing.T) {
+	down := &flaky{name: "down", fails: 1 << 30}
+	healthy := &flaky{name: "healthy"}
+	f := sinks.NewFanout([]sinks.Sink{down, healthy}, fastBackoff())
+	defer f.Close()
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	msgs, _ := sinktest.Batch("cancel", 8, allRouted)
+	start := time.Now()
+	err := f.WriteBatch(ctx, msgs)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("returned %v after the deadline", d)
+	}
+	if down.calls < 2 {
+		t.Errorf("down sink tried %d times, want retries", down.calls)
+	}
+	if down.inflight.Load() != 0 || healthy.inflight.Load() != 0 {
+		t.Error("a sink write is still running after WriteBatch returned")
+	}
+	after := runtime.NumGoroutine()
+	for deadline := time.Now().Add(time.Second); after > before && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // unrelated goroutines may still be exiting
+		after = runtime.NumGoroutine()
+	}
+	if after > before {
+		t.Errorf("goroutines: %d before, %d after", before, after)
+	}
+}
+
+// barrier is a fake sink whose WriteBatch returns only once all its
+// siblings have entered theirs: the Fanout must call them concurrently.
+type barrier struct {
+	name    string
+	arrived *sync.WaitGroup
+	all     chan struct{}
+	timeout atomic.Bool
+}
+
+func (b *barrier) Name() string { return b.name }
+func (b *barrier) Close() error { return nil }
+func (b *barrier) WriteBatch(ctx context.Context, _ []sinks.Message) error {
+	b.arrived.Done()
+	select {
+	case <-b.all:
+		return nil
+	case <-time.After(5 * time.Second):
+		b.timeout.Store(true)
+		return ctx.Err()
+	}
+}
+
+func TestFanoutConcurrentSinks(t *testing.T) {
+	var arrived sync.WaitGroup
+	all := make(chan struct{})
+	bs := make([]*barrier, 3)
+	ss := make([]sinks.Sink, len(bs))
+	arrived.Add(len(bs))
+	for i := range bs {
+		bs[i] = &barrier{name: fmt.Sprint("s", i), arrived: &arrived, all: all}
+		ss[i] = bs[i]
+	}
+	go func() { arrived.Wait(); close(all) }()
+	f := sinks.NewFanout(ss)
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.WriteBatch(ctx, []sinks.Message{{ID: "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		if b.timeout.Load() {
+			t.Errorf("sink %s waited for its siblings: sinks were not written concurrently", b.name)
+		}
+	}
+}
+
+func TestFanoutClose(t *testing.T) {
+	a, b := &flaky{name: "a"}, &flaky{name: "b"}
+	f := sinks.NewFanout([]sinks.Sink{a, b})
+	for range 3 {
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.closed != 1 || b.closed != 1 {
+		t.Errorf("sinks closed %d and %d times, want once", a.closed, b.closed)
+	}
+	if err := f.WriteBatch(context.Background(), []sinks.Message{{ID: "x"}}); !errors.Is(err, sinks.ErrClosed) {
+		t.Errorf("WriteBatch after Close: got %v, want ErrClosed", err)
+	}
+}
+
+func TestFanoutCloseStopsRetrying(t *testing.T) {
+	down := &flaky{name: "down", fails: 1 << 30}
+	f := sinks.NewFanout([]sinks.Sink{down}, sinks.WithFanoutBackoff(10*time.Millisecond, 10*time.Millisecond))
+	done := make(chan error, 1)
+	go func() { done <- f.WriteBatch(context.Background(), []sinks.Message{{ID: "x"}}) }()
+	time.Sleep(30 * time.Millisecond)
+	f.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sinks.ErrClosed) {
+			t.Errorf("got %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WriteBatch still retrying after Close")
+	}
+}
+
+// TestFanoutConformance runs the suite over a Fanout of one NATS and one
+// Kafka sink, reading back from Kafka: the fan-out is a Sink too.
+func TestFanoutConformance(t *testing.T) {
+	sinktest.Run(t, func(t *testing.T) sinktest.Target {
+		k := kafkaTarget(t)
+		n := coreTarget(t)
+		f := sinks.NewFanout([]sinks.Sink{n.Sink, k.Sink}, sinks.WithFanoutRegisterer(prometheus.NewPedanticRegistry()))
+		k.Sink = f
+		k.Routed = []sinks.Kind{sinks.KindScore, sinks.KindAlert, sinks.KindAudit}
+		return k
+	})
+}
+
+func TestIsRetryable(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"closed", sinks.ErrClosed, false},
+		{"canceled", context.Canceled, false},
+		{"wrapped deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), false},
+		{"batch of retryable", &sinks.BatchError{Indices: []int{0}, Errs: []error{fmt.Errorf("x: %w", errors.Join(errDown, context.DeadlineExceeded))}}, false},
+		{"plain", errDown, false},
+		{"nats disconnected", fmt.Errorf("await pub ack: %w", nats.ErrDisconnected), true},
+		{"ack timeout", jetstream.ErrAsyncPublishTimeout, true},
+		{"stalled", jetstream.ErrTooManyStalledMsgs, true},
+		{"nats closed", nats.ErrConnectionClosed, false},
+		{"max payload", nats.ErrMaxPayload, false},
+		{"kafka leader", kafka.LeaderNotAvailable, true},
+		{"kafka too large", kafka.MessageSizeTooLarge, false},
+		{"kafka write errors mixed", kafka.WriteErrors{nil, kafka.LeaderNotAvailable, kafka.MessageSizeTooLarge}, false},
+		{"kafka write errors retryable", kafka.WriteErrors{nil, kafka.NotLeaderForPartition}, true},
+		{"batch all retryable", &sinks.BatchError{Indices: []int{0, 1}, Errs: []error{nats.ErrTimeout, kafka.RequestTimedOut}}, true},
+		{"batch one permanent", &sinks.BatchError{Indices: []int{0, 1}, Errs: []error{nats.ErrTimeout, nats.ErrMaxPayload}}, false},
+		{"conn refused", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := sinks.IsRetryable(tc.err); got != tc.want {
+				t.Errorf("IsRetryable(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,395 @@
+package sinks_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/sinktest"
+)
+
+// startNATS starts an embedded server on a free port; port > 0 and dir
+// reuse a previous server's port and JetStream store (restart).
+func startNATS(t *testing.T, jetStream bool, port int, dir string) *server.Server {
+	t.Helper()
+	if port == 0 {
+		port = -1
+	}
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: port, JetStream: jetStream, StoreDir: dir, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatalf("new nats server: %v", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+func connectB(t testing.TB, ns *server.Server, opts ...nats.Option) *nats.Conn {
+	return connect(t, ns, opts...)
+}
+
+func connect(t testing.TB, ns *server.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+var natsSubjects = map[sinks.Kind]string{sinks.KindScore: "out.scores", sinks.KindAlert: "out.alerts"}
+
+func natsOptions(extra ...sinks.NATSOption) []sinks.NATSOption {
+	opts := []sinks.NATSOption{
+		sinks.WithNATSSubject(sinks.KindScore, natsSubjects[sinks.KindScore]),
+		sinks.WithNATSSubject(sinks.KindAlert, natsSubjects[sinks.KindAlert]),
+	}
+	return append(opts, extra...)
+}
+
+func kindOfSubject(subj string) sinks.Kind {
+	for k, s := range natsSubjects {
+		if s == subj {
+			return k
+		}
+	}
+	return sinks.Kind(255)
+}
+
+// coreTarget: a server without JetStream and a subscriber on every subject.
+func coreTarget(t *testing.T) sinktest.Target {
+	ns := startNATS(t, false, 0, "")
+	sub := connect(t, ns)
+	ch := make(chan *nats.Msg, 10000)
+	s, err := sub.ChanSubscribe("out.>", ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Unsubscribe() })
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := sinks.NewNATS(connect(t, ns), natsOptions()...)
+	if err != nil {
+		t.Fatalf("NewNATS: %v", err)
+	}
+	for k := range natsSubjects {
+		if st := sink.Stream(k); st != "" {
+			t.Fatalf("kind %s: stream %q on a server without JetStream", k, st)
+		}
+	}
+	var got []sinktest.Received
+	return sinktest.Target{
+		Sink:   sink,
+		Routed: []sinks.Kind{sinks.KindScore, sinks.KindAlert},
+		Collect: func(t *testing.T, n int, timeout time.Duration) []sinktest.Received {
+			deadline := time.After(timeout)
+			for len(got) < n {
+				select {
+				case m := <-ch:
+					got = append(got, sinktest.Received{
+						Kind: kindOfSubject(m.Subject), Value: m.Data, ID: m.Header.Get(sinks.HeaderID),
+					})
+				case <-deadline:
+					return got
+				}
+			}
+			return got
+		},
+	}
+}
+
+// jetStreamTarget: a stream capturing every output subject, read back with
+// an ordered consumer.
+func jetStreamTarget(t *testing.T) sinktest.Target {
+	ns := startNATS(t, true, 0, "")
+	_, stream := createStream(t, connect(t, ns))
+	sink, err := sinks.NewNATS(connect(t, ns), natsOptions()...)
+	if err != nil {
+		t.Fatalf("NewNATS: %v", err)
+	}
+	for k := range natsSubjects {
+		if st := sink.Stream(k); st != "OUT" {
+			t.Fatalf("kind %s: stream %q, want OUT", k, st)
+		}
+	}
+	var got []sinktest.Received
+	var cons jetstream.Consumer
+	return sinktest.Target{
+		Sink:   sink,
+		Routed: []sinks.Kind{sinks.KindScore, sinks.KindAlert},
+		Collect: func(t *testing.T, n int, timeout time.Duration) []sinktest.Received {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			if cons == nil {
+				var err error
+				if cons, err = stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{}); err != nil {
+					t.Fatalf("ordered consumer: %v", err)
+				}
+			}
+			for len(got) < n && ctx.Err() == nil {
+				batch, err := cons.Fetch(n-len(got), jetstream.FetchMaxWait(min(time.Until(deadlineOf(ctx)), time.Second)))
+				if err != nil {
+					break
+				}
+				for m := range batch.Messages() {
+					if m.Headers().Get(jetstream.MsgIDHeader) != m.Headers().Get(sinks.HeaderID) {
+						t.Errorf("Nats-Msg-Id %q != %s %q", m.Headers().Get(jetstream.MsgIDHeader), sinks.HeaderID, m.Headers().Get(sinks.HeaderID))
+					}
+					got = append(got, sinktest.Received{
+						Kind: kindOfSubject(m.Subject()), Value: m.Data(), ID: m.Headers().Get(sinks.HeaderID),
+					})
+				}
+			}
+			return got
+		},
+	}
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+func createStreamB(t testing.TB, nc *nats.Conn) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUT", Subjects: []string{"out.>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+}
+
+func createStream(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "OUT", Subjects: []string{"out.>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	return js, s
+}
+
+func TestNATSCoreConformance(t *testing.T)      { sinktest.Run(t, coreTarget) }
+func TestNATSJetStreamConformance(t *testing.T) { sinktest.Run(t, jetStreamTarget) }
+
+func streamMsgs(t *testing.T, s jetstream.Stream) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestNATSJetStreamDedupe(t *testing.T) {
+	ns := startNATS(t, true, 0, "")
+	_, stream := createStream(t, connect(t, ns))
+	reg := prometheus.NewPedanticRegistry()
+	sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSRegisterer(reg))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	routed := map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true}
+	msgs, want := sinktest.Batch("dup", 3000, routed) // more than the in-flight window
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 2 {
+		if err := sink.WriteBatch(ctx, msgs); err != nil {
+			t.Fatalf("WriteBatch #%d: %v", i, err)
+		}
+	}
+	if got := streamMsgs(t, stream); got != uint64(want) {
+		t.Errorf("stream holds %d messages, want %d (each ID once)", got, want)
+	}
+	dups := metricValue(t, reg, "streamscore_sinks_nats_duplicates_total", map[string]string{"sink": "nats"})
+	if dups != float64(want) {
+		t.Errorf("duplicates_total = %v, want %d", dups, want)
+	}
+	lint(t, reg)
+}
+
+func TestNATSMixedRouting(t *testing.T) {
+	ns := startNATS(t, true, 0, "")
+	nc := connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCORES", Subjects: []string{"out.scores"}}); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *nats.Msg, 100)
+	sub, err := nc.ChanSubscribe("out.alerts", ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := sinks.NewNATS(connect(t, ns), natsOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	if sink.Stream(sinks.KindScore) != "SCORES" || sink.Stream(sinks.KindAlert) != "" || sink.Stream(sinks.KindAudit) != "" {
+		t.Fatalf("streams: score %q alert %q audit %q", sink.Stream(sinks.KindScore), sink.Stream(sinks.KindAlert), sink.Stream(sinks.KindAudit))
+	}
+	msgs := []sinks.Message{
+		{Kind: sinks.KindScore, Value: []byte("s1"), ID: "s1"},
+		{Kind: sinks.KindAlert, Value: []byte("a1"), ID: "a1"},
+		{Kind: sinks.KindAudit, Value: []byte("x1"), ID: "x1"},
+	}
+	if err := sink.WriteBatch(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := js.Stream(ctx, "SCORES")
+	if got := streamMsgs(t, s); got != 1 {
+		t.Errorf("SCORES holds %d, want 1", got)
+	}
+	select {
+	case m := <-ch:
+		if string(m.Data) != "a1" || m.Header.Get(sinks.HeaderID) != "a1" || m.Header.Get(jetstream.MsgIDHeader) != "a1" {
+			t.Errorf("alert: got %q headers %v", m.Data, m.Header)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("alert not delivered")
+	}
+}
+
+// TestNATSJetStreamServerRestart kills the server while a large batch is in
+// flight and restarts it on the same port and store: the Fanout keeps
+// retrying, the sink republishes with the same Msg-Ids, and the stream ends
+// up with every message exactly once.
+func TestNATSJetStreamServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	ns := startNATS(t, true, 0, dir)
+	tcpPort := ns.Addr().(*net.TCPAddr).Port
+	_, stream := createStream(t, connect(t, ns))
+	nc := connect(t, ns, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1), nats.ReconnectJitter(0, 0))
+	reg := prometheus.NewPedanticRegistry()
+	sink, err := sinks.NewNATS(nc, natsOptions(sinks.WithNATSAckTimeout(time.Second),
+		sinks.WithNATSRetries(2, 20*time.Millisecond), sinks.WithNATSRegisterer(reg))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := sinks.NewFanout([]sinks.Sink{sink}, sinks.WithFanoutBackoff(20*time.Millisecond, 200*time.Millisecond),
+		sinks.WithFanoutRegisterer(reg))
+	defer f.Close()
+
+	routed := map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true}
+	msgs, want := sinktest.Batch("restart", 20000, routed)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f.WriteBatch(ctx, msgs) }()
+	for streamMsgs(t, stream) == 0 { // kill the server mid-batch
+		time.Sleep(time.Millisecond)
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	time.Sleep(100 * time.Millisecond)
+	ns2 := startNATS(t, true, tcpPort, dir)
+	if err := <-done; err != nil {
+		t.Fatalf("WriteBatch across a restart: %v", err)
+	}
+	js, err := jetstream.New(connect(t, ns2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "OUT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := streamMsgs(t, s); got != uint64(want) {
+		t.Errorf("stream holds %d messages, want %d", got, want)
+	}
+	sink1 := map[string]string{"sink": "nats"}
+	ackErrs := metricValue(t, reg, "streamscore_sinks_nats_ack_errors_total", sink1)
+	republished := metricValue(t, reg, "streamscore_sinks_nats_republishes_total", sink1)
+	attempts := metricValue(t, reg, "streamscore_sinks_publish_seconds", sink1)
+	t.Logf("ack errors %v, republished %v, fanout attempts %v, duplicates %v", ackErrs, republished, attempts,
+		metricValue(t, reg, "streamscore_sinks_nats_duplicates_total", sink1))
+	if ackErrs <= 0 && attempts <= 1 {
+		t.Error("the restart did not disturb the batch: the test proves nothing")
+	}
+	if acked := metricValue(t, reg, "streamscore_sinks_messages_total", map[string]string{"sink": "nats", "kind": "score"}); acked != float64(want/2) {
+		t.Errorf("messages_total{kind=score} = %v, want %d", acked, want/2)
+	}
+	lint(t, reg)
+}
+
+func TestNATSOptions(t *testing.T) {
+	ns := startNATS(t, false, 0, "")
+	nc := connect(t, ns)
+	tests := []struct {
+		name string
+		opt  sinks.NATSOption
+	}{
+		{"wildcard subject", sinks.WithNATSSubject(sinks.KindScore, "out.*")},
+		{"empty subject", sinks.WithNATSSubject(sinks.KindScore, "")},
+		{"unknown kind", sinks.WithNATSSubject(sinks.Kind(9), "x")},
+		{"window too large", sinks.WithNATSMaxInFlight(4000)},
+		{"zero timeout", sinks.WithNATSAckTimeout(0)},
+		{"empty name", sinks.WithNATSName("")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := sinks.NewNATS(nc, tc.opt); err == nil {
+				t.Error("got nil error")
+			}
+		})
+	}
+	if _, err := sinks.NewNATS(nil); err == nil {
+		t.Error("nil conn: got nil error")
+	}
+}
+
+func TestNATSClosedConnection(t *testing.T) {
+	ns := startNATS(t, false, 0, "")
+	nc := connect(t, ns)
+	sink, err := sinks.NewNATS(nc, natsOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	err = sink.WriteBatch(context.Background(), []sinks.Message{{Kind: sinks.KindScore, Value: []byte("x"), ID: "x"}})
+	var be *sinks.BatchError
+	if !errors.As(err, &be) || be.Failed(0) == nil || !errors.Is(err, nats.ErrConnectionClosed) || sinks.IsRetryable(err) {
+		t.Errorf("got %v (retryable %v), want a non-retryable BatchError for index 0", err, sinks.IsRetryable(err))
+	}
+}

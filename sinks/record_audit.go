@@ -1,0 +1,61 @@
+package sinks
+
+// Threshold holds the decision thresholds of one model:
+// "thresholds":{"<Name>":{"review":<Review>,"alert":<Alert>}}.
+type Threshold struct {
+	Name          string
+	Review, Alert float64
+}
+
+// AuditRecord is a score record plus the feature vector and the thresholds
+// that produced its decision, for compliance and model monitoring:
+//
+//	{...score record members...,
+//	 "features":{"card_amount_sum_1h":512.5,"card_tx_count_1h":3},
+//	 "thresholds":{"fraud":{"review":0.5,"alert":0.8}}}
+//
+// FeatureNames and Features are parallel slices (the Builder's names and one
+// row); if their lengths differ only the common prefix is written. Feature
+// values are float32 and printed with the shortest representation that
+// round-trips a float32 (0.1, not 0.10000000149011612). Non-finite numbers
+// are written as null.
+type AuditRecord struct {
+	ScoreRecord
+	FeatureNames []string
+	Features     []float32
+	Thresholds   []Threshold
+}
+
+// AppendJSON appends the record as one JSON object (no trailing newline) and
+// returns the extended slice. It does not allocate when dst has capacity.
+func (r *AuditRecord) AppendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	dst = r.ScoreRecord.appendFields(dst)
+	dst = appendKey(dst, "features", false)
+	dst = append(dst, '{')
+	n := min(len(r.FeatureNames), len(r.Features))
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, r.FeatureNames[i])
+		dst = append(dst, ':')
+		dst = appendFloat(dst, float64(r.Features[i]), 32)
+	}
+	dst = append(dst, '}')
+	dst = appendKey(dst, "thresholds", false)
+	dst = append(dst, '{')
+	for i := range r.Thresholds {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, r.Thresholds[i].Name)
+		dst = append(dst, `:{"review":`...)
+		dst = appendFloat(dst, r.Thresholds[i].Review, 64)
+		dst = append(dst, `,"alert":`...)
+		dst = appendFloat(dst, r.Thresholds[i].Alert, 64)
+		dst = append(dst, '}')
+	}
+	dst = append(dst, '}')
+	return append(dst, '}')
+}

@@ -1,0 +1,106 @@
+package sinks
+
+import "time"
+
+// NamedScore is one model's score: "scores":{"<Name>":<Value>,...}.
+type NamedScore struct {
+	Name  string
+	Value float64
+}
+
+// NamedModel names the model behind a score: "models":{"<Name>":"<Ident>"}.
+type NamedModel struct {
+	Name  string // key in the record, the same as NamedScore.Name
+	Ident string // "fraud-mlp@3 sha256:ab12cd34ef56"
+}
+
+// Reason is one feature's contribution to the decision.
+type Reason struct {
+	Feature      string
+	Contribution float64
+}
+
+// ScoreRecord is the output record of one scored event, published to NATS
+// and Kafka alike:
+//
+//	{"tx_id":"t-000001","card_id":"c-42","ts":"2026-11-28T15:04:05.123Z",
+//	 "scored_at":"2026-11-28T15:04:05.1252Z","scores":{"fraud":0.93,"risk":118.4},
+//	 "decision":"alert","models":{"fraud":"fraud-mlp@3 sha256:ab12cd34ef56"},
+//	 "reasons":[{"feature":"card_amount_sum_1h","contribution":1.84}],
+//	 "latency_ms":2.1}
+//
+// Times are RFC 3339 in UTC with up to nanosecond precision. Numbers use the
+// shortest representation that round-trips (strconv 'g'); a non-finite score,
+// contribution or latency is written as null, since JSON has no NaN or
+// infinity. Scores, models and reasons keep their slice order; empty or nil
+// slices are written as {} or []. Key order is fixed as above. Names within
+// Scores (and within Models) must be distinct: they become object keys and
+// are not checked.
+type ScoreRecord struct {
+	TxID, CardID string
+	TS, ScoredAt time.Time
+	Scores       []NamedScore
+	Decision     string
+	Models       []NamedModel
+	Reasons      []Reason
+	LatencyMS    float64
+}
+
+// AppendJSON appends the record as one JSON object (no trailing newline) and
+// returns the extended slice. It does not allocate when dst has capacity.
+func (r *ScoreRecord) AppendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	dst = r.appendFields(dst)
+	return append(dst, '}')
+}
+
+// appendFields appends the members of r without the enclosing braces.
+func (r *ScoreRecord) appendFields(dst []byte) []byte {
+	dst = appendKey(dst, "tx_id", true)
+	dst = appendString(dst, r.TxID)
+	dst = appendKey(dst, "card_id", false)
+	dst = appendString(dst, r.CardID)
+	dst = appendKey(dst, "ts", false)
+	dst = appendTime(dst, r.TS)
+	dst = appendKey(dst, "scored_at", false)
+	dst = appendTime(dst, r.ScoredAt)
+	dst = appendKey(dst, "scores", false)
+	dst = append(dst, '{')
+	for i := range r.Scores {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, r.Scores[i].Name)
+		dst = append(dst, ':')
+		dst = appendFloat(dst, r.Scores[i].Value, 64)
+	}
+	dst = append(dst, '}')
+	dst = appendKey(dst, "decision", false)
+	dst = appendString(dst, r.Decision)
+	dst = appendKey(dst, "models", false)
+	dst = append(dst, '{')
+	for i := range r.Models {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, r.Models[i].Name)
+		dst = append(dst, ':')
+		dst = appendString(dst, r.Models[i].Ident)
+	}
+	dst = append(dst, '}')
+	dst = appendKey(dst, "reasons", false)
+	dst = append(dst, '[')
+	for i := range r.Reasons {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"feature":`...)
+		dst = appendString(dst, r.Reasons[i].Feature)
+		dst = appendKey(dst, "contribution", false)
+		dst = appendFloat(dst, r.Reasons[i].Contribution, 64)
+		dst = append(dst, '}')
+	}
+	dst = append(dst, ']')
+	dst = appendKey(dst, "latency_ms", false)
+	return appendFloat(dst, r.LatencyMS, 64)
+}

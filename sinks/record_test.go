@@ -1,0 +1,451 @@
+package sinks
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+var (
+	testTS       = time.Date(2026, 11, 28, 15, 4, 5, 123000000, time.UTC)
+	testScoredAt = time.Date(2026, 11, 28, 16, 4, 5, 125200000, time.FixedZone("CET", 3600)) // printed in UTC
+)
+
+func sampleScore() ScoreRecord {
+	return ScoreRecord{
+		TxID: "t-000001", CardID: "c-42", TS: testTS, ScoredAt: testScoredAt,
+		Scores:    []NamedScore{{"fraud", 0.93}, {"risk", 118.4}},
+		Decision:  "alert",
+		Models:    []NamedModel{{"fraud", "fraud-mlp@3 sha256:ab12cd34ef56"}, {"risk", "risk-linear@1 sha256:0011223344ff"}},
+		Reasons:   []Reason{{"card_amount_sum_1h", 1.84}, {"term_fraud_rate_7d", -0.25}},
+		LatencyMS: 2.1,
+	}
+}
+
+func sampleAudit() AuditRecord {
+	return AuditRecord{
+		ScoreRecord:  sampleScore(),
+		FeatureNames: []string{"card_amount_sum_1h", "card_tx_count_1h", "amount"},
+		Features:     []float32{512.5, 3, 0.1},
+		Thresholds:   []Threshold{{"fraud", 0.5, 0.8}, {"risk", 50, 100}},
+	}
+}
+
+func sampleDeadLetter() DeadLetterRecord {
+	return DeadLetterRecord{
+		Topic: "transactions", Partition: 3, Offset: 1042,
+		Key:    []byte("c-\xff42"),
+		Value:  []byte("{\"tx_id\":\"t-1\",\x00\xfe"),
+		Reason: "malformed_json", Error: "features: decode event: \"amount\": unexpected end\n",
+		At: testTS,
+	}
+}
+
+// jsonScore mirrors the score record for decoding with encoding/json.
+type jsonScore struct {
+	TxID     string             `json:"tx_id"`
+	CardID   string             `json:"card_id"`
+	TS       time.Time          `json:"ts"`
+	ScoredAt time.Time          `json:"scored_at"`
+	Scores   map[string]float64 `json:"scores"`
+	Decision string             `json:"decision"`
+	Models   map[string]string  `json:"models"`
+	Reasons  []struct {
+		Feature      string  `json:"feature"`
+		Contribution float64 `json:"contribution"`
+	} `json:"reasons"`
+	LatencyMS *float64 `json:"latency_ms"`
+}
+
+type jsonAudit struct {
+	jsonScore
+	Features   map[string]float32 `json:"features"`
+	Thresholds map[string]struct {
+		Review float64 `json:"review"`
+		Alert  float64 `json:"alert"`
+	} `json:"thresholds"`
+}
+
+type jsonDeadLetter struct {
+	Topic     string    `json:"topic"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Key       string    `json:"key"`
+	KeyB64    []byte    `json:"key_b64"` // encoding/json decodes std base64 into []byte
+	Reason    string    `json:"reason"`
+	Error     string    `json:"error"`
+	ValueB64  []byte    `json:"value_b64"`
+	At        time.Time `json:"dead_lettered_at"`
+}
+
+func decodeStrict(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if !json.Valid(b) {
+		t.Fatalf("invalid JSON: %s", b)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+}
+
+func checkScore(t *testing.T, r *ScoreRecord, got *jsonScore) {
+	t.Helper()
+	if got.TxID != r.TxID || got.CardID != r.CardID || got.Decision != r.Decision {
+		t.Errorf("ids/decision: got %q %q %q, want %q %q %q", got.TxID, got.CardID, got.Decision, r.TxID, r.CardID, r.Decision)
+	}
+	if !got.TS.Equal(r.TS) || !got.ScoredAt.Equal(r.ScoredAt) || got.ScoredAt.Location() != time.UTC {
+		t.Errorf("times: got %v %v, want %v %v (UTC)", got.TS, got.ScoredAt, r.TS, r.ScoredAt)
+	}
+	if len(got.Scores) != len(r.Scores) || len(got.Models) != len(r.Models) || len(got.Reasons) != len(r.Reasons) {
+		t.Fatalf("lengths: got %d %d %d", len(got.Scores), len(got.Models), len(got.Reasons))
+	}
+	for _, s := range r.Scores {
+		if got.Scores[s.Name] != s.Value {
+			t.Errorf("score %s: got %v, want %v", s.Name, got.Scores[s.Name], s.Value)
+		}
+	}
+	for _, m := range r.Models {
+		if got.Models[m.Name] != m.Ident {
+			t.Errorf("model %s: got %q, want %q", m.Name, got.Models[m.Name], m.Ident)
+		}
+	}
+	for i, re := range r.Reasons {
+		if got.Reasons[i].Feature != re.Feature || got.Reasons[i].Contribution != re.Contribution {
+			t.Errorf("reason %d: got %+v, want %+v", i, got.Reasons[i], re)
+		}
+	}
+	if got.LatencyMS == nil || *got.LatencyMS != r.LatencyMS {
+		t.Errorf("latency_ms: got %v, want %v", got.LatencyMS, r.LatencyMS)
+	}
+}
+
+func TestScoreRecordRoundTrip(t *testing.T) {
+	r := sampleScore()
+	b := r.AppendJSON(nil)
+	var got jsonScore
+	decodeStrict(t, b, &got)
+	checkScore(t, &r, &got)
+
+	var m map[string]any
+	decodeStrict(t, b, &m)
+	want := []string{"tx_id", "card_id", "ts", "scored_at", "scores", "decision", "models", "reasons", "latency_ms"}
+	if len(m) != len(want) {
+		t.Errorf("got %d members, want %d: %v", len(m), len(want), m)
+	}
+	for _, k := range want {
+		if _, ok := m[k]; !ok {
+			t.Errorf("member %q missing", k)
+		}
+	}
+	if m["ts"] != "2026-11-28T15:04:05.123Z" || m["scored_at"] != "2026-11-28T15:04:05.1252Z" {
+		t.Errorf("times: got %v %v", m["ts"], m["scored_at"])
+	}
+}
+
+func TestAuditRecordRoundTrip(t *testing.T) {
+	r := sampleAudit()
+	b := r.AppendJSON(nil)
+	var got jsonAudit
+	decodeStrict(t, b, &got)
+	checkScore(t, &r.ScoreRecord, &got.jsonScore)
+	if len(got.Features) != len(r.Features) {
+		t.Fatalf("features: got %v", got.Features)
+	}
+	for i, n := range r.FeatureNames {
+		if got.Features[n] != r.Features[i] {
+			t.Errorf("feature %s: got %v, want %v", n, got.Features[n], r.Features[i])
+		}
+	}
+	for _, th := range r.Thresholds {
+		g := got.Thresholds[th.Name]
+		if g.Review != th.Review || g.Alert != th.Alert {
+			t.Errorf("threshold %s: got %+v, want %+v", th.Name, g, th)
+		}
+	}
+	var m map[string]any
+	decodeStrict(t, b, &m)
+	if f := m["features"].(map[string]any); f["amount"] != 0.1 { // float32 printed shortest
+		t.Errorf("features.amount: got %v, want 0.1", f["amount"])
+	}
+}
+
+func TestDeadLetterRecordRoundTrip(t *testing.T) {
+	r := sampleDeadLetter()
+	b := r.AppendJSON(nil)
+	var got jsonDeadLetter
+	decodeStrict(t, b, &got)
+	if got.Topic != r.Topic || got.Partition != r.Partition || got.Offset != r.Offset ||
+		got.Reason != r.Reason || got.Error != r.Error || !got.At.Equal(r.At) {
+		t.Errorf("got %+v, want %+v", got, r)
+	}
+	if !bytes.Equal(got.KeyB64, r.Key) || !bytes.Equal(got.ValueB64, r.Value) {
+		t.Errorf("bytes: got key %q value %q, want %q %q", got.KeyB64, got.ValueB64, r.Key, r.Value)
+	}
+	if want := "c-\ufffd42"; got.Key != want {
+		t.Errorf("key: got %q, want %q", got.Key, want)
+	}
+	var m map[string]any
+	decodeStrict(t, b, &m)
+	if len(m) != 9 {
+		t.Errorf("got %d members, want 9: %v", len(m), m)
+	}
+
+	empty := DeadLetterRecord{}
+	decodeStrict(t, empty.AppendJSON(nil), &got)
+	if got.Key != "" || len(got.KeyB64) != 0 || len(got.ValueB64) != 0 {
+		t.Errorf("empty record: got %+v", got)
+	}
+}
+
+func TestRecordGolden(t *testing.T) {
+	score, audit, dl := sampleScore(), sampleAudit(), sampleDeadLetter()
+	tests := []struct {
+		name string
+		got  []byte
+	}{
+		{"score", score.AppendJSON(nil)},
+		{"audit", audit.AppendJSON(nil)},
+		{"deadletter", dl.AppendJSON(nil)},
+		{"score_empty", (&ScoreRecord{}).AppendJSON(nil)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join("testdata", tc.name+".golden.json")
+			got := append(tc.got, '\n')
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("read golden (run with -update to create): %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("got\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestScoreRecordExactLayout(t *testing.T) {
+	r := ScoreRecord{
+		TxID: "t-000001", CardID: "c-42", TS: testTS, ScoredAt: testTS,
+		Scores: []NamedScore{{"fraud", 0.93}, {"risk", 118.4}}, Decision: "alert",
+		Models:  []NamedModel{{"fraud", "fraud-mlp@3 sha256:ab12"}},
+		Reasons: []Reason{{"card_amount_sum_1h", 1.84}}, LatencyMS: 2.1,
+	}
+	want := `{"tx_id":"t-000001","card_id":"c-42","ts":"2026-11-28T15:04:05.123Z","scored_at":"2026-11-28T15:04:05.123Z",` +
+		`"scores":{"fraud":0.93,"risk":118.4},"decision":"alert","models":{"fraud":"fraud-mlp@3 sha256:ab12"},` +
+		`"reasons":[{"feature":"card_amount_sum_1h","contribution":1.84}],"latency_ms":2.1}`
+	if got := string(r.AppendJSON(nil)); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	prefix := []byte("prefix ")
+	if got := r.AppendJSON(prefix); string(got) != "prefix "+want {
+		t.Errorf("append to prefix: got %s", got)
+	}
+}
+
+func TestNonFiniteIsNull(t *testing.T) {
+	r := AuditRecord{
+		ScoreRecord: ScoreRecord{
+			Scores:    []NamedScore{{"a", math.NaN()}, {"b", math.Inf(1)}, {"c", math.Inf(-1)}},
+			Reasons:   []Reason{{"x", math.NaN()}},
+			LatencyMS: math.Inf(1),
+		},
+		FeatureNames: []string{"f"},
+		Features:     []float32{float32(math.NaN())},
+		Thresholds:   []Threshold{{"a", math.NaN(), math.Inf(1)}},
+	}
+	b := r.AppendJSON(nil)
+	var m map[string]any
+	decodeStrict(t, b, &m)
+	if s := m["scores"].(map[string]any); s["a"] != nil || s["b"] != nil || s["c"] != nil {
+		t.Errorf("scores: got %v, want nulls", s)
+	}
+	if m["latency_ms"] != nil || m["features"].(map[string]any)["f"] != nil {
+		t.Errorf("latency/features: got %v %v", m["latency_ms"], m["features"])
+	}
+}
+
+func TestFloatFormat(t *testing.T) {
+	tests := []struct {
+		name string
+		in   float64
+		bits int
+		want string
+	}{
+		{"simple", 0.93, 64, "0.93"},
+		{"integer", 3, 64, "3"},
+		{"negative", -1.5, 64, "-1.5"},
+		{"zero", 0, 64, "0"},
+		{"large", 1e21, 64, "1e+21"},
+		{"small", 1e-7, 64, "1e-07"},
+		{"float32 tenth", float64(float32(0.1)), 32, "0.1"},
+		{"max", math.MaxFloat64, 64, "1.7976931348623157e+308"},
+		{"nan", math.NaN(), 64, "null"},
+		{"-inf", math.Inf(-1), 32, "null"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := string(appendFloat(nil, tc.in, tc.bits))
+			if got != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Errorf("%s is not valid JSON", got)
+			}
+		})
+	}
+}
+
+func TestAppendString(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"plain", "abc", `"abc"`},
+		{"empty", "", `""`},
+		{"quote and backslash", `a"b\c`, `"a\"b\\c"`},
+		{"short escapes", "\n\r\t\b\f", `"\n\r\t\b\f"`},
+		{"control", "\x00\x01\x1f", `"\u0000\u0001\u001f"`},
+		{"del passes", "\x7f", "\"\x7f\""},
+		{"html passes", "<a&b>", `"<a&b>"`},
+		{"utf8", "café ✓ 😀", `"café ✓ 😀"`},
+		{"line separators", "a\u2028b\u2029", `"a\u2028b\u2029"`},
+		{"invalid byte", "a\xffb", `"a\ufffdb"`},
+		{"truncated rune", "\xe2\x9c", `"\ufffd\ufffd"`},
+		{"surrogate half", "\xed\xa0\x80", `"\ufffd\ufffd\ufffd"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(appendString(nil, tc.in)); got != tc.want {
+				t.Errorf("string: got %s, want %s", got, tc.want)
+			}
+			if got := string(appendString(nil, []byte(tc.in))); got != tc.want {
+				t.Errorf("bytes: got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzAppendString checks the escaper against encoding/json: the output is
+// valid JSON and decodes to what encoding/json's own encoding decodes to.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "abc", "\x00\n\"\\", "a\xffb", "\u2028", "😀\xf0\x9f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := appendString(nil, s)
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%q -> %s: %v", s, b, err)
+		}
+		ref, _ := json.Marshal(s)
+		var want string
+		if err := json.Unmarshal(ref, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("%q: got %q, want %q", s, got, want)
+		}
+		if utf8.ValidString(s) && got != s {
+			t.Fatalf("valid %q changed to %q", s, got)
+		}
+	})
+}
+
+func TestAppendJSONNoAllocs(t *testing.T) {
+	score, audit, dl := sampleScore(), sampleAudit(), sampleDeadLetter()
+	buf := make([]byte, 0, 4096)
+	tests := []struct {
+		name string
+		fn   func()
+	}{
+		{"score", func() { buf = score.AppendJSON(buf[:0]) }},
+		{"audit", func() { buf = audit.AppendJSON(buf[:0]) }},
+		{"deadletter", func() { buf = dl.AppendJSON(buf[:0]) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if n := testing.AllocsPerRun(100, tc.fn); n != 0 {
+				t.Errorf("got %v allocs per AppendJSON, want 0", n)
+			}
+		})
+	}
+}
+
+func TestRecordStructsMatchMirror(t *testing.T) {
+	// Guards the mirrors above: a field added to a record must be encoded.
+	for _, tc := range []struct {
+		name   string
+		record any
+		fields int
+	}{
+		{"score", ScoreRecord{}, 9},
+		{"audit", AuditRecord{}, 4},
+		{"deadletter", DeadLetterRecord{}, 8},
+	} {
+		if n := reflect.TypeOf(tc.record).NumField(); n != tc.fields {
+			t.Errorf("%s has %d fields, the encoder knows %d: update AppendJSON and the tests", tc.name, n, tc.fields)
+		}
+	}
+}
+
+// scoreStd is what the record looks like to encoding/json, as a baseline.
+type scoreStd struct {
+	TxID     string             `json:"tx_id"`
+	CardID   string             `json:"card_id"`
+	TS       time.Time          `json:"ts"`
+	ScoredAt time.Time          `json:"scored_at"`
+	Scores   map[string]float64 `json:"scores"`
+	Decision string             `json:"decision"`
+	Models   map[string]string  `json:"models"`
+	Reasons  []struct {
+		Feature      string  `json:"feature"`
+		Contribution float64 `json:"contribution"`
+	} `json:"reasons"`
+	LatencyMS float64 `json:"latency_ms"`
+}
+
+func BenchmarkRecordAppendJSON(b *testing.B) {
+	score, audit, dl := sampleScore(), sampleAudit(), sampleDeadLetter()
+	var std scoreStd
+	decodeStrictB(b, score.AppendJSON(nil), &std)
+	buf := make([]byte, 0, 4096)
+	for _, bc := range []struct {
+		name string
+		fn   func() []byte
+	}{
+		{"score", func() []byte { return score.AppendJSON(buf[:0]) }},
+		{"audit", func() []byte { return audit.AppendJSON(buf[:0]) }},
+		{"deadletter", func() []byte { return dl.AppendJSON(buf[:0]) }},
+		{"score_encoding_json", func() []byte { out, _ := json.Marshal(&std); return out }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.fn())))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = bc.fn()
+			}
+		})
+	}
+}
+
+func decodeStrictB(b *testing.B, data []byte, v any) {
+	b.Helper()
+	if err := json.Unmarshal(data, v); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -1,0 +1,65 @@
+// Package stream runs the scoring pipeline: a Kafka consumer-group source,
+// partition workers that decode, build features and score micro-batches, a
+// sink stage that publishes the records, and a commit tracker that commits an
+// offset only when everything at or below it is published.
+//
+// # Concepts
+//
+// A Pipeline is one member of a Kafka consumer group reading the
+// transactions topic (kafka-go FetchMessage; offsets are committed explicitly,
+// never by the reader). Partition p is owned by worker p mod W: the worker
+// owns the card state of the keys in its partitions (the topic is keyed by
+// card_id), so the hot path takes no lock; terminal state is shared by the
+// workers of the process behind striped locks (package features).
+//
+// A worker decodes each message strictly. A message that is not a valid
+// event becomes a dead-letter record carrying the original bytes and a
+// machine-readable reason; a valid one updates the feature state and appends
+// its row to the worker's micro-batch, one contiguous float32 matrix reused
+// from a pool. A batch closes at the max batch size or the max delay after
+// its first message, whichever comes first. Every model scores the whole
+// batch; the final decision of an event is the most severe of its models'
+// decisions, and its reason codes come from the model that drove it.
+//
+// Closed batches go, in order, to the worker's sender, which writes all their
+// records (scores, alerts, audit, dead letters) to the sink and waits for its
+// acks. Only then are the batch's offsets acked to the commit tracker, and
+// the committer commits the contiguous acked prefix of each partition every
+// commit interval. Delivery is at-least-once: every input offset ends as
+// score records or a dead-letter record before it is committed; after a crash
+// the uncommitted suffix is re-delivered and re-scored, with the same record
+// ids (kind:topic/partition/offset), which JetStream deduplicates and other
+// consumers can use to.
+//
+// Shutdown has two phases. Cancelling the context given to Run stops intake;
+// open batches are flushed, published and committed within the drain timeout
+// (soft). If that expires, or Abort is called, sink writes are cancelled and
+// nothing more is committed (hard).
+//
+// With WithLabelsTopic, delayed fraud labels are consumed (group
+// "<group>.labels") and applied to the shared feature state; bad labels are
+// dead-lettered like bad events.
+//
+// # Concurrency
+//
+// Run may be called once; Abort, Stats and FeatureNames are safe for
+// concurrent use. A pipeline starts, per worker, one batching goroutine and
+// one sender goroutine, plus a committer and an optional label consumer; Run
+// joins all of them before it returns.
+//
+// # Metrics
+//
+// Registered with the Registerer of WithRegisterer:
+//
+//	streamscore_stream_events_consumed_total{topic}        messages fetched
+//	streamscore_stream_events_deadlettered_total{reason}   dead letters by reason code
+//	streamscore_stream_batch_size_events                   histogram of messages per batch
+//	streamscore_stream_batch_score_seconds{model}          histogram of batch scoring time per model
+//	streamscore_stream_end_to_end_latency_seconds          histogram, Kafka append time to last sink ack
+//	streamscore_stream_commit_lag_events{partition}        fetched messages not yet acked by the sinks
+//	streamscore_stream_commits_total{outcome}              offset commits (ok, error)
+//	streamscore_stream_alerts_total{model}                 events in a model's alert band
+//	streamscore_stream_decisions_total{outcome}            final decisions (allow, review, alert)
+//	streamscore_stream_labels_total{outcome}               labels applied or dead-lettered
+//	streamscore_stream_partition_resets_total              re-deliveries from an earlier offset
+package stream

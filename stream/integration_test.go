@@ -1,0 +1,442 @@
+package stream_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/features/synth"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream"
+	"github.com/streamscore/streamscore/stream/local"
+)
+
+const (
+	txTopic      = "transactions"
+	labelsTopic  = "labels"
+	scoresTopic  = "scores"
+	alertsTopic  = "alerts"
+	auditTopic   = "audit"
+	deadTopic    = "deadletter"
+	scoresSubj   = "streamscore.scores"
+	alertsSubj   = "streamscore.alerts"
+	jsStreamName = "SCORES"
+)
+
+// env is one embedded Kafka cluster and NATS server with the topics and the
+// JetStream stream of the tests.
+type env struct {
+	kafka   *local.Kafka
+	nats    *local.NATS
+	brokers []string
+	js      jetstream.JetStream
+	nc      *nats.Conn
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	k, err := local.StartKafka(map[string]int{
+		txTopic: 4, labelsTopic: 1, scoresTopic: 2, alertsTopic: 1, auditTopic: 1, deadTopic: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	n, err := local.StartNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	nc, err := local.Connect(n.URL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: jsStreamName, Subjects: []string{scoresSubj, alertsSubj}, Storage: jetstream.MemoryStorage,
+		Duplicates: 10 * time.Minute,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return &env{kafka: k, nats: n, brokers: k.Brokers(), js: js, nc: nc}
+}
+
+// newPipeline builds a pipeline with NATS and Kafka sinks behind a fan-out.
+func (e *env) newPipeline(t *testing.T, group string, reg prometheus.Registerer, opts ...stream.Option) *stream.Pipeline {
+	t.Helper()
+	ms, err := models.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := local.Connect(e.nats.URL(), "sink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, scoresSubj), sinks.WithNATSSubject(sinks.KindAlert, alertsSubj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := sinks.NewKafka(e.brokers,
+		sinks.WithKafkaTopic(sinks.KindScore, scoresTopic), sinks.WithKafkaTopic(sinks.KindAlert, alertsTopic),
+		sinks.WithKafkaTopic(sinks.KindAudit, auditTopic), sinks.WithKafkaTopic(sinks.KindDeadLetter, deadTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fan := sinks.NewFanout([]sinks.Sink{ns, ks}, sinks.WithFanoutRegisterer(reg))
+	t.Cleanup(func() { fan.Close() })
+	opts = append([]stream.Option{
+		stream.WithRegisterer(reg), stream.WithMaxBatch(64), stream.WithMaxDelay(5 * time.Millisecond),
+		stream.WithCommitInterval(50 * time.Millisecond), stream.WithLabelsTopic(labelsTopic),
+	}, opts...)
+	p, err := stream.New(e.brokers, group, txTopic, ms, fan, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// badEvents are invalid inputs and the dead-letter reason each must get.
+func badEvents(now time.Time) []struct{ value, reason string } {
+	ts := now.Add(-time.Hour).UTC().Format(time.RFC3339Nano)
+	future := now.Add(24 * time.Hour).UTC().Format(time.RFC3339Nano)
+	good := func(s string) string { return strings.ReplaceAll(s, "TS", ts) }
+	return []struct{ value, reason string }{
+		{"", features.ReasonEmpty},
+		{good(`{"tx_id":"b1","ts":"TS","card_id":"c","terminal_id":"t","amount":1`), features.ReasonMalformedJSON},
+		{good(`{"tx_id":"b2","ts":"TS","card_id":"c","terminal_id":"t","amount":1} {}`), features.ReasonTrailingData},
+		{good(`{"tx_id":"b3","ts":"TS","card_id":"c","terminal_id":"t","amount":"12"}`), features.ReasonWrongType},
+		{good(`{"tx_id":"b4","ts":"TS","card_id":"c","amount":1}`), features.ReasonMissingField},
+		{good(`{"tx_id":"","ts":"TS","card_id":"c","terminal_id":"t","amount":1}`), features.ReasonEmptyField},
+		{good(`{"tx_id":"b6","ts":"TS","card_id":"c","terminal_id":"t","amount":-5}`), features.ReasonInvalidAmount},
+		{good(`{"tx_id":"b7","ts":"TS","card_id":"c","terminal_id":"t","amount":1e400}`), features.ReasonInvalidAmount},
+		{`{"tx_id":"b8","ts":"yesterday","card_id":"c","terminal_id":"t","amount":1}`, features.ReasonInvalidTime},
+		{`{"tx_id":"b9","ts":"` + future + `","card_id":"c","terminal_id":"t","amount":1}`, features.ReasonFutureTime},
+		{good("{\"tx_id\":\"b10\",\"ts\":\"TS\",\"card_id\":\"c\xff\",\"terminal_id\":\"t\",\"amount\":1}"), features.ReasonInvalidUTF8},
+		{good(`{"tx_id":"b11","tx_id":"b11","ts":"TS","card_id":"c","terminal_id":"t","amount":1}`), features.ReasonDuplicateField},
+		{`[1,2,3]`, features.ReasonMalformedJSON},
+		{`null`, features.ReasonMalformedJSON},
+	}
+}
+
+type input struct {
+	good map[string]bool   // tx ids of valid events
+	bad  map[string]string // original bytes -> expected reason
+	n    int
+}
+
+// produceInput writes n generated events (event time in the last hours) and
+// the bad events, interleaved, to the transactions topic.
+func (e *env) produceInput(t *testing.T, n int) input {
+	t.Helper()
+	g, err := synth.New(synth.Config{Seed: 7, Cards: 300, Terminals: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	in := input{good: map[string]bool{}, bad: map[string]string{}}
+	var msgs []kafka.Message
+	bad := badEvents(now)
+	start := now.Add(-3 * time.Hour)
+	for i := range n {
+		tx := g.Next(start.Add(time.Duration(i) * 3 * time.Hour / time.Duration(n)))
+		in.good[tx.Event.TxID] = true
+		msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
+		if i%(n/len(bad)+1) == 0 && len(bad) > 0 {
+			b := bad[0]
+			bad = bad[1:]
+			in.bad[b.value] = b.reason
+			msgs = append(msgs, kafka.Message{Key: []byte(fmt.Sprintf("bad-%d", i)), Value: []byte(b.value)})
+		}
+	}
+	for _, b := range bad {
+		in.bad[b.value] = b.reason
+		msgs = append(msgs, kafka.Message{Value: []byte(b.value)})
+	}
+	in.n = len(msgs)
+	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: txTopic, Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, BatchSize: 500, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func (e *env) committedAtEnd(t *testing.T, group string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ends, err := local.EndOffsets(ctx, e.brokers, txTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := local.CommittedOffsets(ctx, e.brokers, group, txTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, end := range ends {
+		if got[p] != end {
+			return false
+		}
+	}
+	return true
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type outputs struct {
+	scores   map[string]int // tx_id -> count in the Kafka scores topic
+	alerts   map[string]int
+	audit    map[string]int
+	dead     map[string]string // original bytes -> reason
+	deadN    int
+	natsScr  map[string]int // tx_id -> count in the JetStream stream (scores subject)
+	natsAlrt map[string]int
+}
+
+func (e *env) readOutputs(t *testing.T) outputs {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	o := outputs{scores: map[string]int{}, alerts: map[string]int{}, audit: map[string]int{},
+		dead: map[string]string{}, natsScr: map[string]int{}, natsAlrt: map[string]int{}}
+	txID := func(b []byte) string {
+		var r struct {
+			TxID     string             `json:"tx_id"`
+			Scores   map[string]float64 `json:"scores"`
+			Decision string             `json:"decision"`
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("output record is not JSON: %v: %q", err, b)
+		}
+		if r.TxID == "" || len(r.Scores) == 0 || r.Decision == "" {
+			t.Fatalf("incomplete score record %s", b)
+		}
+		return r.TxID
+	}
+	for topic, into := range map[string]map[string]int{scoresTopic: o.scores, alertsTopic: o.alerts, auditTopic: o.audit} {
+		msgs, err := local.ReadAll(ctx, e.brokers, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			into[txID(m.Value)]++
+		}
+	}
+	msgs, err := local.ReadAll(ctx, e.brokers, deadTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		var d struct {
+			Topic    string `json:"topic"`
+			Reason   string `json:"reason"`
+			Error    string `json:"error"`
+			ValueB64 string `json:"value_b64"`
+		}
+		if err := json.Unmarshal(m.Value, &d); err != nil {
+			t.Fatalf("dead letter is not JSON: %v", err)
+		}
+		v, err := base64.StdEncoding.DecodeString(d.ValueB64)
+		if err != nil {
+			t.Fatalf("dead letter value_b64: %v", err)
+		}
+		if d.Topic != txTopic || d.Error == "" {
+			t.Errorf("dead letter without topic or error: %s", m.Value)
+		}
+		o.dead[string(v)] = d.Reason
+		o.deadN++
+	}
+	st, err := e.js.Stream(ctx, jsStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get stream message %d: %v", seq, err)
+		}
+		switch m.Subject {
+		case scoresSubj:
+			o.natsScr[txID(m.Data)]++
+		case alertsSubj:
+			o.natsAlrt[txID(m.Data)]++
+		}
+	}
+	return o
+}
+
+// TestEndToEnd feeds good and bad events through the real protocols and
+// checks the delivery contract: one score record per good event on each
+// sink, one dead letter with the right reason per bad one, committed offsets
+// at the end of the input, and nothing emitted by a second run of the group.
+func TestEndToEnd(t *testing.T) {
+	e := newEnv(t)
+	in := e.produceInput(t, 3000)
+	reg := prometheus.NewPedanticRegistry()
+	p := e.newPipeline(t, "e2e", reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitFor(t, 60*time.Second*timeScale, "every offset committed", func() bool {
+		return p.Stats().Scored.Load()+p.Stats().DeadLettered.Load() >= int64(in.n) && e.committedAtEnd(t, "e2e")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after soft stop: %v", err)
+	}
+
+	o := e.readOutputs(t)
+	for id := range in.good {
+		if o.scores[id] != 1 || o.natsScr[id] != 1 || o.audit[id] != 1 {
+			t.Fatalf("tx %s: %d Kafka score records, %d NATS, %d audit; want 1 each", id, o.scores[id], o.natsScr[id], o.audit[id])
+		}
+	}
+	if len(o.scores) != len(in.good) || len(o.natsScr) != len(in.good) {
+		t.Fatalf("score records for %d (Kafka) and %d (NATS) tx ids, want %d", len(o.scores), len(o.natsScr), len(in.good))
+	}
+	if o.deadN != len(in.bad) {
+		t.Errorf("%d dead letters, want %d", o.deadN, len(in.bad))
+	}
+	for v, want := range in.bad {
+		if got, ok := o.dead[v]; !ok || got != want {
+			t.Errorf("bad event %q: dead-letter reason %q (present %v), want %q", v, got, ok, want)
+		}
+	}
+	if len(o.alerts) != len(o.natsAlrt) {
+		t.Errorf("alerts: %d on Kafka, %d on NATS", len(o.alerts), len(o.natsAlrt))
+	}
+	for id, n := range o.alerts {
+		if n != 1 || o.natsAlrt[id] != 1 {
+			t.Errorf("alert %s: %d on Kafka, %d on NATS, want 1 each", id, n, o.natsAlrt[id])
+		}
+	}
+	if got := testutil.ToFloat64(mustCounter(t, reg, "streamscore_stream_events_consumed_total")); int(got) != in.n {
+		t.Errorf("events consumed metric %v, want %d", got, in.n)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("metrics lint: %v %v", err, problems)
+	}
+
+	// A second run of the same group must find nothing to do.
+	reg2 := prometheus.NewRegistry()
+	p2 := e.newPipeline(t, "e2e", reg2)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := p2.Run(ctx2); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if n := p2.Stats().Consumed.Load(); n != 0 {
+		t.Errorf("second run consumed %d messages, want 0", n)
+	}
+	o2 := e.readOutputs(t)
+	if len(o2.scores) != len(o.scores) || o2.deadN != o.deadN || len(o2.natsScr) != len(o.natsScr) {
+		t.Errorf("second run emitted records: scores %d->%d, dead %d->%d", len(o.scores), len(o2.scores), o.deadN, o2.deadN)
+	}
+}
+
+// TestKillRestart stops the engine hard in mid-stream (no drain, no final
+// commit) and restarts it in the same group: every event still ends as a
+// score or dead-letter record.
+func TestKillRestart(t *testing.T) {
+	e := newEnv(t)
+	in := e.produceInput(t, 6000)
+	p := e.newPipeline(t, "kill", prometheus.NewRegistry(), stream.WithMaxBatch(32))
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+	waitFor(t, 60*time.Second*timeScale, "first events scored", func() bool { return p.Stats().Scored.Load() > 1500 })
+	p.Abort()
+	if err := <-done; !errors.Is(err, stream.ErrAborted) {
+		t.Fatalf("Run after Abort: %v, want ErrAborted", err)
+	}
+	first := p.Stats().Scored.Load() + p.Stats().DeadLettered.Load()
+	if first >= int64(in.n) {
+		t.Fatalf("first run handled all %d events before the kill; the test needs a mid-stream kill", in.n)
+	}
+
+	p2 := e.newPipeline(t, "kill", prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	done2 := make(chan error, 1)
+	go func() { done2 <- p2.Run(ctx) }()
+	waitFor(t, 60*time.Second*timeScale, "restarted run committed every offset", func() bool { return e.committedAtEnd(t, "kill") })
+	cancel()
+	if err := <-done2; err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+	o := e.readOutputs(t)
+	var dup int
+	for id := range in.good {
+		if o.scores[id] < 1 {
+			t.Fatalf("tx %s has no score record on Kafka after the restart", id)
+		}
+		if o.natsScr[id] != 1 {
+			t.Fatalf("tx %s: %d records in the JetStream stream, want exactly 1 (server dedupe)", id, o.natsScr[id])
+		}
+		dup += o.scores[id] - 1
+	}
+	for v := range in.bad {
+		if _, ok := o.dead[v]; !ok {
+			t.Errorf("bad event %q has no dead letter after the restart", v)
+		}
+	}
+	t.Logf("first run handled %d of %d; %d Kafka score records re-emitted after the kill (at-least-once)", first, in.n, dup)
+}
+
+var gatherMu sync.Mutex
+
+func mustCounter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	gatherMu.Lock()
+	defer gatherMu.Unlock()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var sum float64
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sum"})
+			c.Add(sum)
+			return c
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return nil
+}

@@ -1,0 +1,225 @@
+// Package local starts an in-process Kafka-protocol broker (franz-go's kfake)
+// and a NATS server with JetStream, both on loopback, for `streamscore demo`
+// and for tests that need the real protocols without installed servers.
+//
+// # Concepts
+//
+// Kafka is a kfake cluster: it speaks the Kafka wire protocol, so kafka-go,
+// kcat and librdkafka clients talk to it as to a broker; it keeps everything
+// in memory. NATS is a real nats-server (the Go module) with JetStream on a
+// temporary store directory. Neither is meant for production data.
+//
+// # Concurrency
+//
+// The returned values are safe for concurrent use; Close is idempotent.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Kafka is an in-process Kafka-protocol cluster.
+type Kafka struct {
+	cluster *kfake.Cluster
+	once    sync.Once
+}
+
+// StartKafka starts a one-broker kfake cluster on a random loopback port with
+// the given topics (name -> partitions) created.
+func StartKafka(topics map[string]int) (*Kafka, error) {
+	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	byCount := map[int][]string{}
+	for t, n := range topics {
+		if n < 1 {
+			return nil, fmt.Errorf("local: topic %q: %d partitions", t, n)
+		}
+		byCount[n] = append(byCount[n], t)
+	}
+	counts := make([]int, 0, len(byCount))
+	for n := range byCount {
+		counts = append(counts, n)
+	}
+	sort.Ints(counts)
+	for _, n := range counts {
+		opts = append(opts, kfake.SeedTopics(int32(n), byCount[n]...))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start kfake cluster: %w", err)
+	}
+	return &Kafka{cluster: c}, nil
+}
+
+// Brokers returns the host:port addresses of the cluster.
+func (k *Kafka) Brokers() []string { return k.cluster.ListenAddrs() }
+
+// Close shuts the cluster down. It is idempotent.
+func (k *Kafka) Close() { k.once.Do(k.cluster.Close) }
+
+// NATS is an in-process NATS server with JetStream.
+type NATS struct {
+	srv   *server.Server
+	dir   string
+	owned bool
+	once  sync.Once
+}
+
+// StartNATS starts a NATS server with JetStream on a random loopback port.
+// storeDir holds JetStream's files; if empty, a temporary directory is made
+// and removed by Close.
+func StartNATS(storeDir string) (*NATS, error) {
+	n := &NATS{dir: storeDir}
+	if storeDir == "" {
+		d, err := os.MkdirTemp("", "streamscore-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("make nats store dir: %w", err)
+		}
+		n.dir, n.owned = d, true
+	}
+	srv, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  n.dir,
+		NoSigs:    true,
+		NoLog:     true,
+	})
+	if err != nil {
+		n.cleanup()
+		return nil, fmt.Errorf("create nats server: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		n.cleanup()
+		return nil, errors.New("local: nats server not ready after 10s")
+	}
+	n.srv = srv
+	return n, nil
+}
+
+// URL returns the client URL of the server (nats://127.0.0.1:port).
+func (n *NATS) URL() string { return n.srv.ClientURL() }
+
+// Close shuts the server down and removes a temporary store. Idempotent.
+func (n *NATS) Close() {
+	n.once.Do(func() {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+		n.cleanup()
+	})
+}
+
+func (n *NATS) cleanup() {
+	if n.owned {
+		os.RemoveAll(n.dir)
+	}
+}
+
+// EndOffsets returns the end offset (one past the last message) of every
+// partition of topic.
+func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("fetch metadata: %w", err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		return nil, fmt.Errorf("fetch metadata of %q: %v", topic, md.Topics)
+	}
+	var reqs []kafka.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	}
+	res, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("list offsets: %w", err)
+	}
+	out := map[int]int64{}
+	for _, po := range res.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po.LastOffset
+	}
+	return out, nil
+}
+
+// CommittedOffsets returns the offsets group has committed for every
+// partition of topic (-1 where none).
+func CommittedOffsets(ctx context.Context, brokers []string, group, topic string) (map[int]int64, error) {
+	ends, err := EndOffsets(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]int, 0, len(ends))
+	for p := range ends {
+		parts = append(parts, p)
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return nil, fmt.Errorf("fetch committed offsets: %w", err)
+	}
+	if res.Error != nil {
+		return nil, fmt.Errorf("fetch committed offsets: %w", res.Error)
+	}
+	out := map[int]int64{}
+	for _, po := range res.Topics[topic] {
+		out[po.Partition] = po.CommittedOffset
+	}
+	return out, nil
+}
+
+// ReadAll reads every message of topic present when it is called, from all
+// partitions, without a consumer group.
+func ReadAll(ctx context.Context, brokers []string, topic string) ([]kafka.Message, error) {
+	ends, err := EndOffsets(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	var out []kafka.Message
+	for p, end := range ends {
+		if end == 0 {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers: brokers, Topic: topic, Partition: p,
+			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond,
+		})
+		for {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				r.Close()
+				return nil, fmt.Errorf("read %s/%d: %w", topic, p, err)
+			}
+			out = append(out, m)
+			if m.Offset+1 >= end {
+				break
+			}
+		}
+		r.Close()
+	}
+	return out, nil
+}
+
+// Connect connects a NATS client to url with settings suited to a sink:
+// unlimited reconnects and a large reconnect buffer.
+func Connect(url, name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	return nc, nil
+}

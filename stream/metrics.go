@@ -1,0 +1,83 @@
+package stream
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	consumed     *prometheus.CounterVec   // topic
+	deadLettered *prometheus.CounterVec   // reason
+	batchSize    prometheus.Histogram     //
+	scoreSeconds *prometheus.HistogramVec // model
+	latency      prometheus.Histogram
+	commitLag    *prometheus.GaugeVec   // partition
+	committed    *prometheus.CounterVec // outcome
+	alerts       *prometheus.CounterVec // model
+	decisions    *prometheus.CounterVec // outcome
+	labels       *prometheus.CounterVec // outcome
+	resets       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_events_consumed_total",
+			Help: "Kafka messages fetched from the input topics.",
+		}, []string{"topic"}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_events_deadlettered_total",
+			Help: "Input messages sent to the dead-letter destination, by reason code.",
+		}, []string{"reason"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "streamscore_stream_batch_size_events",
+			Help:    "Input messages per closed micro-batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		scoreSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "streamscore_stream_batch_score_seconds",
+			Help:    "Time to score one micro-batch, per model.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 2.5, 14),
+		}, []string{"model"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "streamscore_stream_end_to_end_latency_seconds",
+			Help:    "From the Kafka append time of an event to the ack of its last output by every sink.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 1.6, 22),
+		}),
+		commitLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "streamscore_stream_commit_lag_events",
+			Help: "Fetched messages per partition not yet covered by a committed offset.",
+		}, []string{"partition"}),
+		committed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_commits_total",
+			Help: "Offset commits, by outcome (ok, error).",
+		}, []string{"outcome"}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_alerts_total",
+			Help: "Events a model's thresholds put in the alert band, per model.",
+		}, []string{"model"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_decisions_total",
+			Help: "Final decisions of score records (allow, review, alert).",
+		}, []string{"outcome"}),
+		labels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_labels_total",
+			Help: "Fraud feedback labels consumed, by outcome (applied, deadlettered).",
+		}, []string{"outcome"}),
+		resets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_partition_resets_total",
+			Help: "Times a partition was re-delivered from an earlier offset (rebalance or retry).",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
+		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register stream metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,229 @@
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
+)
+
+// Option configures a Pipeline.
+type Option func(*config) error
+
+type config struct {
+	workers        int
+	maxBatch       int
+	maxDelay       time.Duration
+	inFlight       int
+	queueDepth     int
+	drainTimeout   time.Duration
+	commitInterval time.Duration
+	labelsTopic    string
+	reasons        int
+	audit          bool
+	reg            prometheus.Registerer
+	log            *slog.Logger
+	decoderOpts    []features.DecoderOption
+	featureOpts    []features.Option
+	dialer         *kafka.Dialer
+	observe        func(time.Duration)
+	startOffset    int64
+}
+
+func defaultConfig() config {
+	return config{
+		workers:        2,
+		maxBatch:       256,
+		maxDelay:       5 * time.Millisecond,
+		inFlight:       4,
+		queueDepth:     4096,
+		drainTimeout:   30 * time.Second,
+		commitInterval: 200 * time.Millisecond,
+		reasons:        3,
+		audit:          true,
+		log:            slog.Default(),
+		startOffset:    kafka.FirstOffset,
+	}
+}
+
+// WithWorkers sets the number of partition workers (default 2). Partition p is
+// owned by worker p mod n, which owns the card state of its keys. More workers
+// than assigned partitions leaves the extra ones idle.
+func WithWorkers(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 1024 {
+			return fmt.Errorf("stream: workers %d out of range [1, 1024]", n)
+		}
+		c.workers = n
+		return nil
+	}
+}
+
+// WithMaxBatch sets the number of input messages at which a worker closes its
+// micro-batch (default 256). Larger batches score more efficiently; a batch
+// also closes after the max delay, so small values only matter under load.
+func WithMaxBatch(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 1<<16 {
+			return fmt.Errorf("stream: max batch %d out of range [1, 65536]", n)
+		}
+		c.maxBatch = n
+		return nil
+	}
+}
+
+// WithMaxDelay sets how long a micro-batch stays open after its first message
+// (default 5ms). It bounds the latency that batching adds when traffic is low.
+func WithMaxDelay(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 || d > time.Minute {
+			return fmt.Errorf("stream: max delay %v out of range (0, 1m]", d)
+		}
+		c.maxDelay = d
+		return nil
+	}
+}
+
+// WithInFlight sets how many closed batches per worker may wait for sink acks
+// at once (default 4). When all are in flight the worker stops taking input:
+// a slow or down sink applies backpressure up to the Kafka fetch.
+func WithInFlight(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 64 {
+			return fmt.Errorf("stream: in-flight batches %d out of range [1, 64]", n)
+		}
+		c.inFlight = n
+		return nil
+	}
+}
+
+// WithDrainTimeout bounds the soft shutdown (default 30s): after the context
+// passed to Run is done, in-flight batches get this long to be acked and
+// committed before the pipeline is stopped hard and Run returns
+// ErrDrainTimeout. Uncommitted events are re-delivered on restart.
+func WithDrainTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return errors.New("stream: drain timeout must be positive")
+		}
+		c.drainTimeout = d
+		return nil
+	}
+}
+
+// WithCommitInterval sets how often acked offsets are committed (default
+// 200ms). Shorter intervals shrink the re-delivery after a crash and cost one
+// OffsetCommit request per interval.
+func WithCommitInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return errors.New("stream: commit interval must be positive")
+		}
+		c.commitInterval = d
+		return nil
+	}
+}
+
+// WithLabelsTopic makes the pipeline consume delayed fraud labels from topic
+// (consumer group "<group>.labels") and feed them to the feature state. Empty
+// (the default) disables label feedback.
+func WithLabelsTopic(topic string) Option {
+	return func(c *config) error {
+		c.labelsTopic = topic
+		return nil
+	}
+}
+
+// WithReasons sets how many reason codes a score record carries (default 3; 0
+// disables them).
+func WithReasons(k int) Option {
+	return func(c *config) error {
+		if k < 0 || k > 64 {
+			return fmt.Errorf("stream: reasons %d out of range [0, 64]", k)
+		}
+		c.reasons = k
+		return nil
+	}
+}
+
+// WithAudit enables or disables audit records (default on). Audit records
+// carry the feature vector and are only published by sinks with an audit
+// destination; turning them off saves their encoding cost.
+func WithAudit(on bool) Option {
+	return func(c *config) error {
+		c.audit = on
+		return nil
+	}
+}
+
+// WithRegisterer registers the pipeline's metrics with reg (default: none).
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(c *config) error {
+		c.reg = reg
+		return nil
+	}
+}
+
+// WithLogger sets the structured logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("stream: nil logger")
+		}
+		c.log = l
+		return nil
+	}
+}
+
+// WithDecoderOptions passes options to the event decoder (e.g. the allowed
+// future clock skew).
+func WithDecoderOptions(opts ...features.DecoderOption) Option {
+	return func(c *config) error {
+		c.decoderOpts = append(c.decoderOpts, opts...)
+		return nil
+	}
+}
+
+// WithFeatureOptions passes options to the feature state.
+func WithFeatureOptions(opts ...features.Option) Option {
+	return func(c *config) error {
+		c.featureOpts = append(c.featureOpts, opts...)
+		return nil
+	}
+}
+
+// WithDialer sets the kafka-go dialer of the consumers (TLS, SASL, timeouts).
+func WithDialer(d *kafka.Dialer) Option {
+	return func(c *config) error {
+		c.dialer = d
+		return nil
+	}
+}
+
+// WithLatencyObserver calls fn with the end-to-end latency of every scored or
+// dead-lettered event: from the Kafka message timestamp (append time) to the
+// moment every sink acked it. fn is called from sender goroutines and must be
+// safe for concurrent use and fast.
+func WithLatencyObserver(fn func(time.Duration)) Option {
+	return func(c *config) error {
+		c.observe = fn
+		return nil
+	}
+}
+
+// WithStartOffset sets where a consumer group without committed offsets
+// starts: kafka.FirstOffset (the default: score the whole retained topic) or
+// kafka.LastOffset (only new events).
+func WithStartOffset(off int64) Option {
+	return func(c *config) error {
+		if off != kafka.FirstOffset && off != kafka.LastOffset {
+			return errors.New("stream: start offset must be kafka.FirstOffset or kafka.LastOffset")
+		}
+		c.startOffset = off
+		return nil
+	}
+}

@@ -1,0 +1,327 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream/internal/commit"
+)
+
+var (
+	// ErrDrainTimeout is returned by Run when the soft shutdown did not finish
+	// within the drain timeout; uncommitted events are re-delivered on restart.
+	ErrDrainTimeout = errors.New("stream: drain timeout exceeded")
+	// ErrAborted is returned by Run after Abort.
+	ErrAborted = errors.New("stream: aborted")
+	// ErrClosed is returned by Run when it is called twice.
+	ErrClosed = errors.New("stream: pipeline already ran")
+)
+
+// Pipeline consumes transactions from one Kafka topic as a member of a
+// consumer group, scores them in micro-batches and publishes the records to
+// a sink. See the package documentation for the delivery contract.
+type Pipeline struct {
+	cfg     config
+	brokers []string
+	group   string
+	topic   string
+	models  []*models.Model
+	sink    sinks.Sink
+	names   []string
+
+	shared  *features.Shared
+	tracker *commit.Tracker
+	met     *metrics
+	log     *slog.Logger
+
+	started atomic.Bool
+	hard    context.Context // cancelled on Abort or when the drain times out
+	cancel  context.CancelCauseFunc
+
+	stats Stats
+}
+
+// Stats are running totals of a pipeline, safe to read while it runs.
+type Stats struct {
+	Consumed     atomic.Int64 // input messages fetched
+	Scored       atomic.Int64 // events whose score records every sink acked
+	DeadLettered atomic.Int64 // messages whose dead-letter records every sink acked
+	Alerts       atomic.Int64 // score records with decision alert, acked
+	Committed    atomic.Int64 // successful offset commits
+}
+
+// New returns a pipeline that reads topic as member of group on brokers,
+// scores every event with each of ms and writes the records to sink (usually
+// a sinks.Fanout). The models must all bind to the feature layout; New fails
+// naming the first input a model needs that the features do not provide.
+func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.Sink, opts ...Option) (*Pipeline, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case len(brokers) == 0:
+		return nil, errors.New("stream: no brokers")
+	case group == "":
+		return nil, errors.New("stream: empty consumer group")
+	case topic == "":
+		return nil, errors.New("stream: empty topic")
+	case len(ms) == 0:
+		return nil, errors.New("stream: no models")
+	case sink == nil:
+		return nil, errors.New("stream: nil sink")
+	}
+	met, err := newMetrics(cfg.reg)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{
+		cfg: cfg, brokers: brokers, group: group, topic: topic, models: ms, sink: sink,
+		shared:  features.NewShared(cfg.featureOpts...),
+		tracker: commit.New(),
+		met:     met,
+		log:     cfg.log.With("component", "stream", "topic", topic, "group", group),
+	}
+	// Bind once here so a layout mismatch fails at start-up, not in a worker.
+	p.names = features.NewBuilder(p.shared, cfg.featureOpts...).Names()
+	seen := map[string]bool{}
+	for _, m := range ms {
+		if seen[m.Name()] {
+			return nil, fmt.Errorf("stream: two models named %q", m.Name())
+		}
+		seen[m.Name()] = true
+		if _, err := m.Bind(p.names); err != nil {
+			return nil, fmt.Errorf("stream: bind model %s: %w", m.Ident(), err)
+		}
+	}
+	p.hard, p.cancel = context.WithCancelCause(context.Background())
+	return p, nil
+}
+
+// Stats returns the pipeline's running totals.
+func (p *Pipeline) Stats() *Stats { return &p.stats }
+
+// FeatureNames returns the feature layout of the rows the models score.
+func (p *Pipeline) FeatureNames() []string { return p.names }
+
+// Abort stops the pipeline hard: intake and sink writes are cancelled and no
+// further offset is committed, as if the process had been killed. Events not
+// yet committed are re-delivered to the next member of the group.
+func (p *Pipeline) Abort() { p.cancel(ErrAborted) }
+
+// Run consumes, scores and publishes until ctx is done, then shuts down
+// softly: it stops fetching, drains in-flight batches through the sinks,
+// commits their offsets and returns nil. It returns ErrDrainTimeout if the
+// drain takes longer than the drain timeout, ErrAborted after Abort, or the
+// error that stopped the pipeline. Run may be called once.
+func (p *Pipeline) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	defer p.cancel(nil)
+
+	dialer := p.cfg.dialer
+	if dialer == nil {
+		dialer = &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
+	}
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:        p.brokers,
+		GroupID:        p.group,
+		Topic:          p.topic,
+		Dialer:         dialer,
+		MinBytes:       1,
+		MaxBytes:       16 << 20,
+		MaxWait:        100 * time.Millisecond,
+		QueueCapacity:  p.cfg.maxBatch * 4,
+		CommitInterval: 0, // synchronous commits, issued by our committer only
+		StartOffset:    p.cfg.startOffset,
+		ReadLagInterval: -1,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			p.log.Warn("kafka reader: " + fmt.Sprintf(msg, args...))
+		}),
+	})
+
+	var labels *labelConsumer
+	if p.cfg.labelsTopic != "" {
+		labels = newLabelConsumer(p, dialer)
+	}
+
+	workers := make([]*worker, p.cfg.workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w, err := newWorker(p, i)
+		if err != nil {
+			reader.Close()
+			return err
+		}
+		workers[i] = w
+	}
+	for _, w := range workers {
+		wg.Add(2)
+		go func() { defer wg.Done(); w.run() }()
+		go func() { defer wg.Done(); w.send() }()
+	}
+
+	// The committer runs until every worker and sender is done, then makes
+	// the final commit (unless stopped hard).
+	committerDone := make(chan struct{})
+	stopCommitter := make(chan struct{})
+	go func() {
+		defer close(committerDone)
+		p.commitLoop(reader, stopCommitter)
+	}()
+
+	var labelsDone chan struct{}
+	if labels != nil {
+		labelsDone = make(chan struct{})
+		go func() {
+			defer close(labelsDone)
+			labels.run(ctx)
+		}()
+	}
+
+	p.log.Info("pipeline started", "workers", p.cfg.workers, "max_batch", p.cfg.maxBatch,
+		"max_delay", p.cfg.maxDelay, "models", len(p.models), "features", len(p.names))
+
+	fetchErr := p.fetchLoop(ctx, reader, workers)
+
+	// Soft phase: intake stopped, workers flush their open batches and the
+	// senders wait for sink acks. Bounded by the drain timeout.
+	for _, w := range workers {
+		close(w.in)
+	}
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	timer := time.NewTimer(p.cfg.drainTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-drained:
+	case <-p.hard.Done():
+		<-drained
+	case <-timer.C:
+		p.cancel(ErrDrainTimeout)
+		<-drained
+	}
+	close(stopCommitter)
+	<-committerDone
+	if labelsDone != nil {
+		<-labelsDone
+	}
+	if cerr := reader.Close(); cerr != nil && p.hard.Err() == nil {
+		p.log.Warn("close kafka reader", "err", cerr)
+	}
+	if cause := context.Cause(p.hard); p.hard.Err() != nil && cause != nil {
+		err = cause
+	}
+	if fetchErr != nil && err == nil {
+		err = fetchErr
+	}
+	p.log.Info("pipeline stopped", "consumed", p.stats.Consumed.Load(), "scored", p.stats.Scored.Load(),
+		"deadlettered", p.stats.DeadLettered.Load(), "err", err)
+	return err
+}
+
+// fetchLoop fetches until ctx or the hard context is done and hands every
+// message to the worker that owns its partition. It returns an error only if
+// the reader fails for good.
+func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers []*worker) error {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(p.hard, cancel)
+	defer stop()
+	consumed := p.met.consumed.WithLabelValues(p.topic)
+	backoff := 100 * time.Millisecond
+	for {
+		m, err := reader.FetchMessage(fctx)
+		if err != nil {
+			if fctx.Err() != nil {
+				return nil
+			}
+			// kafka-go retries connection errors itself; what reaches us is
+			// worth a log line and a pause, not the end of the pipeline.
+			p.log.Warn("fetch failed, retrying", "err", err, "backoff", backoff)
+			select {
+			case <-fctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if p.tracker.Track(m.Partition, m.Offset) {
+			p.met.resets.Inc()
+			p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
+		}
+		consumed.Inc()
+		p.stats.Consumed.Add(1)
+		w := workers[m.Partition%len(workers)]
+		select {
+		case w.in <- m:
+		case <-p.hard.Done():
+			return nil
+		}
+	}
+}
+
+// commitLoop commits the acked prefix of every partition each commit
+// interval, and once more when stop is closed (unless stopped hard).
+func (p *Pipeline) commitLoop(reader *kafka.Reader, stop <-chan struct{}) {
+	t := time.NewTicker(p.cfg.commitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.commitOnce(p.hard, reader)
+		case <-stop:
+			if p.hard.Err() == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				p.commitOnce(ctx, reader)
+				cancel()
+			}
+			return
+		case <-p.hard.Done():
+			return
+		}
+	}
+}
+
+func (p *Pipeline) commitOnce(ctx context.Context, reader *kafka.Reader) {
+	cs := p.tracker.Committable()
+	if len(cs) > 0 {
+		msgs := make([]kafka.Message, len(cs))
+		for i, c := range cs {
+			// kafka-go commits Offset+1.
+			msgs[i] = kafka.Message{Topic: p.topic, Partition: c.Partition, Offset: c.Next - 1}
+		}
+		if err := reader.CommitMessages(ctx, msgs...); err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("commit offsets", "err", err, "commits", fmt.Sprint(cs))
+			}
+			p.met.committed.WithLabelValues("error").Inc()
+		} else {
+			for _, c := range cs {
+				p.tracker.MarkCommitted(c)
+			}
+			p.met.committed.WithLabelValues("ok").Inc()
+			p.stats.Committed.Add(1)
+		}
+	}
+	for _, part := range p.tracker.Partitions() {
+		pending, _ := p.tracker.Pending(part)
+		p.met.commitLag.WithLabelValues(strconv.Itoa(part)).Set(float64(pending))
+	}
+}

@@ -1,0 +1,333 @@
+package stream
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/sinks"
+)
+
+// reasonUndecodable is the dead-letter reason for a decode error that does
+// not carry a reason code of its own (a decoder bug; never expected).
+const reasonUndecodable = "undecodable"
+
+// worker owns the partitions p with p mod workers == id: their card state
+// (a features.Builder), one Scorer per model, and a pool of batches. run
+// builds and scores batches; send publishes them and acks their offsets.
+type worker struct {
+	p       *Pipeline
+	id      int
+	in      chan kafka.Message
+	out     chan *batch // closed batches waiting for sink acks
+	free    chan *batch // batch pool: inFlight+1 batches per worker
+	dec     *features.Decoder
+	build   *features.Builder
+	scorers []*models.Scorer
+	width   int
+
+	scoreObs []prometheus.Observer
+	alerts   []prometheus.Counter
+	rec      sinks.ScoreRecord
+	audit    sinks.AuditRecord
+	dl       sinks.DeadLetterRecord
+	reasons  []models.Reason
+}
+
+// batch is one micro-batch: the input messages, the feature matrix of the
+// decodable ones, and the encoded output records.
+type batch struct {
+	msgs   []kafka.Message
+	events []features.Event
+	rowMsg []int // row -> index in msgs
+	dead   []deadEntry
+	x      []float32   // rows × width, row-major, contiguous
+	scores [][]float32 // per model, per row
+	buf    []byte      // encoded records
+	spans  []span
+	out    []sinks.Message
+	opened time.Time
+
+	alerts int
+}
+
+type deadEntry struct {
+	msg    int
+	reason string
+	err    string
+}
+
+type span struct {
+	kind       sinks.Kind
+	msg        int
+	start, end int
+}
+
+func newWorker(p *Pipeline, id int) (*worker, error) {
+	w := &worker{
+		p:     p,
+		id:    id,
+		in:    make(chan kafka.Message, max(p.cfg.maxBatch, 64)),
+		out:   make(chan *batch, p.cfg.inFlight),
+		free:  make(chan *batch, p.cfg.inFlight+1),
+		dec:   features.NewDecoder(p.cfg.decoderOpts...),
+		build: features.NewBuilder(p.shared, p.cfg.featureOpts...),
+	}
+	w.width = w.build.Width()
+	for _, m := range p.models {
+		s, err := m.Bind(w.build.Names())
+		if err != nil {
+			return nil, err
+		}
+		w.scorers = append(w.scorers, s)
+		w.scoreObs = append(w.scoreObs, p.met.scoreSeconds.WithLabelValues(m.Name()))
+		w.alerts = append(w.alerts, p.met.alerts.WithLabelValues(m.Name()))
+	}
+	for range p.cfg.inFlight + 1 {
+		b := &batch{
+			x:      make([]float32, p.cfg.maxBatch*w.width),
+			scores: make([][]float32, len(w.scorers)),
+		}
+		for j := range b.scores {
+			b.scores[j] = make([]float32, p.cfg.maxBatch)
+		}
+		w.free <- b
+	}
+	w.rec.Scores = make([]sinks.NamedScore, len(w.scorers))
+	w.rec.Models = make([]sinks.NamedModel, len(w.scorers))
+	for j, s := range w.scorers {
+		w.rec.Scores[j].Name = s.Model().Name()
+		w.rec.Models[j] = sinks.NamedModel{Name: s.Model().Name(), Ident: s.Model().Ident()}
+	}
+	w.audit.FeatureNames = w.build.Names()
+	w.audit.Thresholds = make([]sinks.Threshold, len(w.scorers))
+	for j, s := range w.scorers {
+		r, a := s.Thresholds()
+		w.audit.Thresholds[j] = sinks.Threshold{Name: s.Model().Name(), Review: float64(r), Alert: float64(a)}
+	}
+	return w, nil
+}
+
+func (b *batch) reset() {
+	b.msgs = b.msgs[:0]
+	b.events = b.events[:0]
+	b.rowMsg = b.rowMsg[:0]
+	b.dead = b.dead[:0]
+	b.buf = b.buf[:0]
+	b.spans = b.spans[:0]
+	clear(b.out) // drop references to record bytes and keys
+	b.out = b.out[:0]
+	b.alerts = 0
+}
+
+// run is the worker's batching loop. It returns when its input is closed
+// (after flushing the open batch) or when the pipeline is stopped hard.
+func (w *worker) run() {
+	defer close(w.out)
+	hard := w.p.hard.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var cur *batch
+	for {
+		select {
+		case m, ok := <-w.in:
+			if !ok {
+				if cur != nil {
+					w.flush(cur)
+				}
+				return
+			}
+			if cur == nil {
+				select {
+				case cur = <-w.free: // blocks while every batch is in flight: backpressure
+				case <-hard:
+					return
+				}
+				cur.opened = time.Now()
+				timer.Reset(w.p.cfg.maxDelay)
+			}
+			w.add(cur, m)
+			if len(cur.msgs) >= w.p.cfg.maxBatch {
+				timer.Stop()
+				w.flush(cur)
+				cur = nil
+			}
+		case <-timer.C:
+			if cur != nil {
+				w.flush(cur)
+				cur = nil
+			}
+		case <-hard:
+			return
+		}
+	}
+}
+
+// add decodes m and, if it is a valid event, applies it to the feature state
+// and appends its row to the batch matrix; otherwise it records a dead letter.
+func (w *worker) add(b *batch, m kafka.Message) {
+	i := len(b.msgs)
+	b.msgs = append(b.msgs, m)
+	b.events = append(b.events, features.Event{})
+	ev := &b.events[len(b.events)-1]
+	if err := w.dec.Decode(m.Value, ev); err != nil {
+		b.events = b.events[:len(b.events)-1]
+		reason := reasonUndecodable
+		var de *features.DecodeError
+		if errors.As(err, &de) {
+			reason = de.Reason
+		}
+		b.dead = append(b.dead, deadEntry{msg: i, reason: reason, err: err.Error()})
+		return
+	}
+	rows := len(b.rowMsg)
+	w.build.Update(ev, b.x[rows*w.width:(rows+1)*w.width])
+	b.rowMsg = append(b.rowMsg, i)
+}
+
+// flush scores the batch with every model, encodes its records and hands it
+// to the sender.
+func (w *worker) flush(b *batch) {
+	rows := len(b.rowMsg)
+	w.p.met.batchSize.Observe(float64(len(b.msgs)))
+	if rows > 0 {
+		x := b.x[:rows*w.width]
+		for j, s := range w.scorers {
+			t0 := time.Now()
+			s.Score(x, rows, b.scores[j][:rows])
+			w.scoreObs[j].Observe(time.Since(t0).Seconds())
+		}
+	}
+	now := time.Now()
+	for r := range rows {
+		w.encodeScore(b, r, now)
+	}
+	for _, d := range b.dead {
+		w.encodeDead(b, d, now)
+	}
+	for _, sp := range b.spans {
+		m := &b.msgs[sp.msg]
+		b.out = append(b.out, sinks.Message{
+			Kind:  sp.kind,
+			Key:   m.Key,
+			Value: b.buf[sp.start:sp.end:sp.end],
+			ID:    messageID(sp.kind, m),
+		})
+	}
+	select {
+	case w.out <- b:
+	case <-w.p.hard.Done():
+	}
+}
+
+func (w *worker) encodeScore(b *batch, r int, now time.Time) {
+	mi := b.rowMsg[r]
+	m := &b.msgs[mi]
+	ev := &b.events[r]
+	decision, driver := models.DecisionAllow, 0
+	for j, s := range w.scorers {
+		v := b.scores[j][r]
+		w.rec.Scores[j].Value = float64(v)
+		d := s.Decide(v)
+		if d == models.DecisionAlert {
+			w.alerts[j].Inc()
+		}
+		if d > decision {
+			decision, driver = d, j
+		}
+	}
+	rec := &w.rec
+	rec.TxID, rec.CardID, rec.TS, rec.ScoredAt = ev.TxID, ev.CardID, ev.TS, now
+	rec.Decision = decision.String()
+	rec.LatencyMS = float64(now.Sub(m.Time).Microseconds()) / 1000
+	rec.Reasons = rec.Reasons[:0]
+	if k := w.p.cfg.reasons; k > 0 {
+		w.reasons = w.scorers[driver].Reasons(b.x[:len(b.rowMsg)*w.width], r, k, w.reasons[:0])
+		for _, rs := range w.reasons {
+			rec.Reasons = append(rec.Reasons, sinks.Reason{Feature: rs.Feature, Contribution: float64(rs.Contribution)})
+		}
+	}
+	w.p.met.decisions.WithLabelValues(rec.Decision).Inc()
+
+	start := len(b.buf)
+	b.buf = rec.AppendJSON(b.buf)
+	b.spans = append(b.spans, span{kind: sinks.KindScore, msg: mi, start: start, end: len(b.buf)})
+	if decision == models.DecisionAlert {
+		b.spans = append(b.spans, span{kind: sinks.KindAlert, msg: mi, start: start, end: len(b.buf)})
+		b.alerts++
+	}
+	if w.p.cfg.audit {
+		w.audit.ScoreRecord = *rec
+		w.audit.Features = b.x[r*w.width : (r+1)*w.width]
+		start := len(b.buf)
+		b.buf = w.audit.AppendJSON(b.buf)
+		b.spans = append(b.spans, span{kind: sinks.KindAudit, msg: mi, start: start, end: len(b.buf)})
+	}
+}
+
+func (w *worker) encodeDead(b *batch, d deadEntry, now time.Time) {
+	m := &b.msgs[d.msg]
+	w.dl = sinks.DeadLetterRecord{
+		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+		Key: m.Key, Value: m.Value, Reason: d.reason, Error: d.err, At: now,
+	}
+	w.p.met.deadLettered.WithLabelValues(d.reason).Inc()
+	start := len(b.buf)
+	b.buf = w.dl.AppendJSON(b.buf)
+	b.spans = append(b.spans, span{kind: sinks.KindDeadLetter, msg: d.msg, start: start, end: len(b.buf)})
+}
+
+// messageID is the deduplication id of an output record: its kind and the
+// input position it came from, so a re-delivered event yields the same ids
+// (JetStream drops the duplicates inside its dedupe window).
+func messageID(k sinks.Kind, m *kafka.Message) string {
+	var buf [96]byte
+	b := append(buf[:0], k.String()...)
+	b = append(b, ':')
+	b = append(b, m.Topic...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(m.Partition), 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, m.Offset, 10)
+	return string(b)
+}
+
+// send publishes closed batches in order and acks their offsets once every
+// sink accepted them. It returns when run closed the out channel.
+func (w *worker) send() {
+	for b := range w.out {
+		if w.p.hard.Err() == nil {
+			err := w.p.sink.WriteBatch(w.p.hard, b.out)
+			if err == nil {
+				w.ack(b)
+			} else if w.p.hard.Err() == nil {
+				// The sink (a Fanout) retries until the context ends, so an
+				// error here is the end of the pipeline, not of the batch.
+				w.p.log.Error("sink write failed; stopping", "err", err)
+				w.p.cancel(err)
+			}
+		}
+		b.reset()
+		w.free <- b
+	}
+}
+
+func (w *worker) ack(b *batch) {
+	now := time.Now()
+	for i := range b.msgs {
+		m := &b.msgs[i]
+		w.p.tracker.Ack(m.Partition, m.Offset)
+		lat := now.Sub(m.Time)
+		w.p.met.latency.Observe(lat.Seconds())
+		if w.p.cfg.observe != nil {
+			w.p.cfg.observe(lat)
+		}
+	}
+	w.p.stats.Scored.Add(int64(len(b.rowMsg)))
+	w.p.stats.DeadLettered.Add(int64(len(b.dead)))
+	w.p.stats.Alerts.Add(int64(b.alerts))
+}
