@@ -89,8 +89,10 @@ type Thresholds struct {
 	Alert  float64 `json:"alert"`
 }
 
-// Encode validates f, sets f.Digest and returns the indented JSON of the
-// file, ending with a newline. The result parses with [Parse].
+// Encode fills an empty Format and FormatVersion with the current ones,
+// validates f (the checks of [Parse]), sets f.Digest and returns the
+// indented JSON of the file, ending with a newline. The result parses with
+// [Parse]. Encoding the same File twice gives the same bytes.
 func (f *File) Encode() ([]byte, error) {
 	if f.Format == "" {
 		f.Format = FormatName

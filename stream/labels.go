@@ -31,7 +31,7 @@ func newLabelConsumer(p *Pipeline, dialer *kafka.Dialer) *labelConsumer {
 			Dialer:          dialer,
 			MinBytes:        1,
 			MaxBytes:        4 << 20,
-			MaxWait:         250 * time.Millisecond,
+			MaxWait:         2 * time.Second,
 			CommitInterval:  0,
 			StartOffset:     kafka.FirstOffset,
 			ReadLagInterval: -1,

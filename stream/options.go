@@ -30,7 +30,7 @@ type config struct {
 	decoderOpts    []features.DecoderOption
 	featureOpts    []features.Option
 	dialer         *kafka.Dialer
-	observe        func(time.Duration)
+	observe        func(appended time.Time, latency time.Duration)
 	startOffset    int64
 }
 
@@ -204,11 +204,11 @@ func WithDialer(d *kafka.Dialer) Option {
 	}
 }
 
-// WithLatencyObserver calls fn with the end-to-end latency of every scored or
-// dead-lettered event: from the Kafka message timestamp (append time) to the
-// moment every sink acked it. fn is called from sender goroutines and must be
-// safe for concurrent use and fast.
-func WithLatencyObserver(fn func(time.Duration)) Option {
+// WithLatencyObserver calls fn with the Kafka message timestamp (append
+// time) and the end-to-end latency of every scored or dead-lettered event:
+// from that timestamp to the moment every sink acked it. fn is called from
+// sender goroutines and must be safe for concurrent use and fast.
+func WithLatencyObserver(fn func(appended time.Time, latency time.Duration)) Option {
 	return func(c *config) error {
 		c.observe = fn
 		return nil

@@ -324,7 +324,7 @@ func (w *worker) ack(b *batch) {
 		lat := now.Sub(m.Time)
 		w.p.met.latency.Observe(lat.Seconds())
 		if w.p.cfg.observe != nil {
-			w.p.cfg.observe(lat)
+			w.p.cfg.observe(m.Time, lat)
 		}
 	}
 	w.p.stats.Scored.Add(int64(len(b.rowMsg)))

@@ -36,6 +36,7 @@ type genConfig struct {
 	eventsPerDay float64
 	outEvents    string
 	outLabels    string
+	labelsUntil  string
 	progress     bool
 
 	// Kafka mode.
@@ -51,6 +52,7 @@ type genConfig struct {
 	// Derived by Validate.
 	kafkaMode      bool
 	fromT, toT     time.Time
+	labelsUntilT   time.Time // zero: no cut
 	brokerList     []string
 	perSecond      float64
 	effectiveDelay time.Duration
@@ -77,6 +79,7 @@ func (c *genConfig) flags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.eventsPerDay, "events-per-day", 0, "file mode: mean events per simulated day (default 100000; or give --rate)")
 	fs.StringVar(&c.outEvents, "out-events", "", `file mode: write events as JSONL to this file ("-": stdout)`)
 	fs.StringVar(&c.outLabels, "out-labels", "", "file mode: write labels as JSONL to this file, sorted by label ts (all labels, also those after --to)")
+	fs.StringVar(&c.labelsUntil, "labels-until", "", `file mode: leave out labels whose ts is at or after this time ("to": --to, i.e. labels known when the range ends; default: all labels)`)
 	fs.BoolVar(&c.progress, "progress", true, "file mode: show a progress bar on stderr")
 
 	fs.Var(&c.brokers, "brokers", "Kafka bootstrap brokers, comma-separated or repeated; selects Kafka mode (real time, ts = wall clock)")
@@ -106,8 +109,8 @@ func (c *genConfig) Validate(now time.Time) error {
 	}
 	c.effectiveDelay = c.labelDelay
 	if c.kafkaMode {
-		if c.from != "" || c.to != "" || c.eventsPerDay != 0 {
-			return errors.New("gen: --from, --to and --events-per-day are for file mode; Kafka mode runs in real time")
+		if c.from != "" || c.to != "" || c.eventsPerDay != 0 || c.labelsUntil != "" {
+			return errors.New("gen: --from, --to, --events-per-day and --labels-until are for file mode; Kafka mode runs in real time")
 		}
 		if c.topic == "" {
 			return errors.New("gen: --topic must not be empty")
@@ -138,6 +141,15 @@ func (c *genConfig) Validate(now time.Time) error {
 	if c.from != "" {
 		if c.fromT, err = parseGenTime(c.from); err != nil {
 			return fmt.Errorf("gen: --from: %w", err)
+		}
+	}
+	switch c.labelsUntil {
+	case "":
+	case "to":
+		c.labelsUntilT = c.toT
+	default:
+		if c.labelsUntilT, err = parseGenTime(c.labelsUntil); err != nil {
+			return fmt.Errorf("gen: --labels-until: %w", err)
 		}
 	}
 	if !c.toT.After(c.fromT) {
@@ -292,7 +304,7 @@ func genFiles(ctx context.Context, c *genConfig, g *synth.Generator) error {
 			return fmt.Errorf("write events: %w", err)
 		}
 		if c.outLabels != "" {
-			if l, ok := g.LabelFor(tx); ok {
+			if l, ok := g.LabelFor(tx); ok && (c.labelsUntilT.IsZero() || l.TS.Before(c.labelsUntilT)) {
 				labels = append(labels, l)
 			}
 		}

@@ -198,11 +198,11 @@ func cmdTrain(ctx context.Context, args []string) error {
 	var f *models.File
 	switch *kind {
 	case models.FamilyMLP:
-		f, err = train.MLP(*name, *version, trainSet, opts...)
+		f, err = train.MLP(ctx, *name, *version, trainSet, opts...)
 	case models.FamilyLogistic:
-		f, err = train.Logistic(*name, *version, trainSet, opts...)
+		f, err = train.Logistic(ctx, *name, *version, trainSet, opts...)
 	case models.FamilyLinear:
-		f, err = train.Linear(*name, *version, trainSet, opts...)
+		f, err = train.Linear(ctx, *name, *version, trainSet, opts...)
 	}
 	_ = trainBar.Finish()
 	if err != nil {

@@ -44,6 +44,7 @@ type engineConfig struct {
 	InFlight        int
 	DrainTimeout    time.Duration
 	MaxFutureSkew   time.Duration
+	MaxLateness     time.Duration
 	MetricsAddr     string
 	StartAtEnd      bool
 }
@@ -68,6 +69,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.InFlight, "in-flight", 4, "closed batches per worker waiting for sink acks before intake pauses")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, time allowed to publish and commit in-flight batches")
 	fs.DurationVar(&c.MaxFutureSkew, "max-future-skew", 5*time.Minute, "events timestamped further than this in the future are dead-lettered")
+	fs.DurationVar(&c.MaxLateness, "max-lateness", time.Hour, "an event this far behind its card's or terminal's newest event still updates the windows at its own time; later ones are scored but leave the state alone")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
 }
@@ -98,6 +100,9 @@ func (c *engineConfig) Validate() error {
 	}
 	if c.Workers < 1 {
 		errs = append(errs, fmt.Errorf("--workers %d must be at least 1", c.Workers))
+	}
+	if c.MaxLateness < 0 {
+		errs = append(errs, fmt.Errorf("--max-lateness %v must not be negative", c.MaxLateness))
 	}
 	if c.MaxFutureSkew < 0 {
 		errs = append(errs, fmt.Errorf("--max-future-skew %v must not be negative", c.MaxFutureSkew))
@@ -200,6 +205,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithLabelsTopic(c.LabelsTopic),
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
+		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness)),
 	}
 	if c.StartAtEnd {
 		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))

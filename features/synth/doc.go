@@ -35,8 +35,8 @@
 // (at the caller's time) once it is due.
 //
 //   - ScenarioCompromisedTerminal: a popular shop terminal is compromised
-//     for 1-7 days. Cards used there are skimmed (half of them, up to 5-20
-//     cards); each skimmed card is defrauded 1-3 times, 2 minutes to 3 days
+//     for 1-4 weeks. Cards used there are skimmed (half of them, up to 5-20
+//     cards, paced over the period); each skimmed card is defrauded 1-3 times, 2 minutes to 3 days
 //     later (log-uniform), half of them at night: 60% at the compromised terminal itself (so the
 //     terminal's label-based fraud rate predicts), the rest at web shops or
 //     cloned in another country. Amounts 1.5-5× the usual.

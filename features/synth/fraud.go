@@ -30,7 +30,7 @@ var meanSize = [numScenarios]float64{
 }
 
 // maxCampaigns bounds the terminal compromises active at once.
-const maxCampaigns = 32
+const maxCampaigns = 512
 
 const (
 	minuteMS = 60 * 1000
@@ -70,6 +70,7 @@ func (h *pendingHeap) Pop() any {
 type campaign struct {
 	term         int32
 	start, until int64
+	maxCards     int     // most cards it skims, spread over its window
 	capacity     float64 // most fraud transactions it plans
 	planned      float64 // fraud transactions planned so far
 	captured     []int32
@@ -86,6 +87,8 @@ func (g *Generator) initFraud() {
 		g.rate[s] = g.cfg.FraudRate * shares[s] / total
 		g.need[s] = meanSize[s] * (0.5 + g.rng.Float64())
 	}
+	g.compromised = make([]bool, len(g.terms))
+	g.nextExpiry = math.MaxInt64
 }
 
 // advanceFraud accrues fraud credit for one transaction and starts an
@@ -93,13 +96,18 @@ func (g *Generator) initFraud() {
 // Episodes deduct the transactions they plan, so the realised fraud rate
 // tracks FraudRate without a fixed period.
 func (g *Generator) advanceFraud(ms int64) {
-	for i := 0; i < len(g.campaigns); {
-		c := &g.campaigns[i]
-		if ms >= c.until || c.planned >= c.capacity {
-			g.campaigns = slices.Delete(g.campaigns, i, i+1)
-			continue
+	if ms >= g.nextExpiry {
+		g.nextExpiry = math.MaxInt64
+		for i := 0; i < len(g.campaigns); {
+			c := &g.campaigns[i]
+			if ms >= c.until {
+				g.compromised[c.term] = false
+				g.campaigns = slices.Delete(g.campaigns, i, i+1)
+				continue
+			}
+			g.nextExpiry = min(g.nextExpiry, c.until)
+			i++
 		}
-		i++
 	}
 	for s := range numScenarios {
 		if g.rate[s] == 0 {
@@ -113,9 +121,12 @@ func (g *Generator) advanceFraud(ms int64) {
 }
 
 // outstanding is the fraud that active episodes of scenario s are still
-// expected to plan. Only terminal compromises plan lazily (as cards are
-// skimmed); their expectation fades linearly over the campaign's window, so a
-// campaign at a quiet terminal does not block the next one for long.
+// expected to plan; it only gates new episodes, the credit itself is charged
+// as transactions are planned. Only terminal compromises plan lazily (as
+// cards are skimmed); their expectation fades quadratically over the
+// campaign's window, which lets campaigns overlap from the start of a run
+// (shorter warm-up) and keeps a campaign at a quiet terminal from blocking
+// the next one for long.
 func (g *Generator) outstanding(s int, ms int64) float64 {
 	if s != scCompromised {
 		return 0
@@ -124,7 +135,8 @@ func (g *Generator) outstanding(s int, ms int64) float64 {
 	for i := range g.campaigns {
 		c := &g.campaigns[i]
 		if left := c.capacity - c.planned; left > 0 && ms < c.until {
-			o += left * float64(c.until-ms) / float64(c.until-c.start)
+			f := float64(c.until-ms) / float64(c.until-c.start)
+			o += left * f * f
 		}
 	}
 	return o
@@ -174,19 +186,20 @@ func (g *Generator) start(s int, ms int64) bool {
 			return false
 		}
 		t := g.homePOS.sample(r)
-		for _, c := range g.campaigns {
-			if c.term == t {
-				return false
-			}
+		if g.compromised[t] {
+			return false
 		}
 		maxCards := 5 + r.IntN(16)
-		c := campaign{
+		g.compromised[t] = true
+		until := ms + 7*dayMS + r.Int64N(21*dayMS)
+		g.nextExpiry = min(g.nextExpiry, until)
+		g.campaigns = append(g.campaigns, campaign{
 			term:     t,
 			start:    ms,
-			until:    ms + dayMS + r.Int64N(6*dayMS),
+			until:    until,
+			maxCards: maxCards,
 			capacity: float64(maxCards) * 2,
-		}
-		g.campaigns = append(g.campaigns, c)
+		})
 
 	case scTakeover:
 		ci := int32(r.IntN(len(g.cards)))
@@ -264,14 +277,21 @@ var collusionAmounts = []float64{250, 299, 450, 499, 500, 750, 900, 950, 990, 99
 // captureSkim skims card ci if terminal ti is compromised, planning later
 // fraudulent uses of the card: at the terminal itself (so its label-based
 // fraud rate rises), at web shops, or cloned in another country.
+// Skimming is paced over the campaign's window (at most its share of
+// maxCards so far, plus one), so fraud at the terminal goes on long enough
+// for its delayed labels to matter.
 func (g *Generator) captureSkim(ci, ti int32, ms int64) {
+	if !g.compromised[ti] {
+		return
+	}
 	for i := range g.campaigns {
 		c := &g.campaigns[i]
 		if c.term != ti || ms >= c.until || c.planned >= c.capacity {
 			continue
 		}
 		r := g.rng
-		if r.Float64() >= 0.5 || slices.Contains(c.captured, ci) {
+		paced := float64(c.maxCards)*float64(ms-c.start)/float64(c.until-c.start) + 1
+		if float64(len(c.captured)) >= paced || r.Float64() >= 0.5 || slices.Contains(c.captured, ci) {
 			return
 		}
 		c.captured = append(c.captured, ci)

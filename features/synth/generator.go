@@ -41,13 +41,15 @@ type Generator struct {
 	chronoCards                                [3]*alias
 
 	// Fraud machinery (fraud.go).
-	pending   pendingHeap
-	planSeq   uint64
-	credit    [numScenarios]float64
-	need      [numScenarios]float64
-	rate      [numScenarios]float64
-	campaigns []campaign
-	scratch   []float64
+	pending     pendingHeap
+	planSeq     uint64
+	credit      [numScenarios]float64
+	need        [numScenarios]float64
+	rate        [numScenarios]float64
+	campaigns   []campaign
+	nextExpiry  int64  // earliest end of an active campaign
+	compromised []bool // by terminal: under an active campaign
+	scratch     []float64
 }
 
 // New builds the population described by cfg.

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"fmt"
 
 	"gonum.org/v1/gonum/mat"
@@ -15,7 +16,7 @@ import (
 // WithValueQuantiles). For the shipped "risk" model the target is the loss
 // of the transaction (its amount if fraud, else 0), so the score is an
 // expected loss in currency units.
-func Linear(name string, version int, d *Dataset, opts ...Option) (*models.File, error) {
+func Linear(ctx context.Context, name string, version int, d *Dataset, opts ...Option) (*models.File, error) {
 	c, err := newConfig(opts)
 	if err != nil {
 		return nil, err
@@ -28,6 +29,9 @@ func Linear(name string, version int, d *Dataset, opts ...Option) (*models.File,
 	}
 	nt, err := split(d, &c)
 	if err != nil {
+		return nil, fmt.Errorf("train linear: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("train linear: %w", err)
 	}
 	in := standardize(d, nt)

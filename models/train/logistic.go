@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -14,8 +15,9 @@ import (
 // on the head of d and returns the model file (family "logistic"), with
 // thresholds and validation metrics from the held-out tail. Targets are 0/1.
 // Rows are not class-weighted: maximum likelihood keeps the scores
-// calibrated probabilities. Call File.Encode to get the bytes.
-func Logistic(name string, version int, d *Dataset, opts ...Option) (*models.File, error) {
+// calibrated probabilities. Call File.Encode to get the bytes. Cancelling
+// ctx stops the fit between Newton steps.
+func Logistic(ctx context.Context, name string, version int, d *Dataset, opts ...Option) (*models.File, error) {
 	c, err := newConfig(opts)
 	if err != nil {
 		return nil, err
@@ -49,6 +51,9 @@ func Logistic(name string, version int, d *Dataset, opts ...Option) (*models.Fil
 	trial := make([]float64, p)
 	iters := 0
 	for iters < c.maxIter {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("train logistic: %w", err)
+		}
 		iters++
 		clear(grad)
 		for r := 0; r < nt; r++ {

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -14,8 +15,8 @@ import (
 // has not improved for WithPatience epochs and keeping the best epoch's
 // weights. Weights start from He initialisation. Everything random comes from
 // WithSeed and runs on one goroutine, so the result is deterministic.
-// Targets are 0/1.
-func MLP(name string, version int, d *Dataset, opts ...Option) (*models.File, error) {
+// Targets are 0/1. Cancelling ctx stops the fit within 64 mini-batches.
+func MLP(ctx context.Context, name string, version int, d *Dataset, opts ...Option) (*models.File, error) {
 	c, err := newConfig(opts)
 	if err != nil {
 		return nil, err
@@ -65,6 +66,11 @@ func MLP(name string, version int, d *Dataset, opts ...Option) (*models.File, er
 		epochs = epoch
 		rng.Shuffle(nt, func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
 		for s := 0; s < nt; s += c.batch {
+			if (s/c.batch)%64 == 0 {
+				if err := ctx.Err(); err != nil {
+					return nil, fmt.Errorf("train mlp: %w", err)
+				}
+			}
 			e := min(s+c.batch, nt)
 			g.zero()
 			var wsum float64

@@ -2,8 +2,8 @@ package train
 
 import (
 	"bytes"
+	"context"
 	"errors"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -63,14 +63,15 @@ func encodeParse(t *testing.T, f *models.File) (*models.Model, []byte) {
 }
 
 func TestClassifiersLearnSeparable(t *testing.T) {
+	ctx := context.Background()
 	train, test := separable(20000, 1), separable(5000, 2)
 	tests := []struct {
 		name string
 		fit  func() (*models.File, error)
 	}{
-		{"logistic", func() (*models.File, error) { return Logistic("fraud_lr", 1, train, WithSeed(3)) }},
+		{"logistic", func() (*models.File, error) { return Logistic(ctx, "fraud_lr", 1, train, WithSeed(3)) }},
 		{"mlp", func() (*models.File, error) {
-			return MLP("fraud", 1, train, WithSeed(3), WithHidden(16, 8), WithEpochs(15))
+			return MLP(ctx, "fraud", 1, train, WithSeed(3), WithHidden(16, 8), WithEpochs(15))
 		}},
 	}
 	for _, tc := range tests {
@@ -114,8 +115,9 @@ func TestClassifiersLearnSeparable(t *testing.T) {
 }
 
 func TestMLPLearnsNonLinear(t *testing.T) {
+	ctx := context.Background()
 	train, test := xor(20000, 3), xor(5000, 4)
-	f, err := MLP("fraud", 1, train, WithSeed(5), WithHidden(16, 8), WithEpochs(20))
+	f, err := MLP(ctx, "fraud", 1, train, WithSeed(5), WithHidden(16, 8), WithEpochs(20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func TestMLPLearnsNonLinear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lf, err := Logistic("lr", 1, train)
+	lf, err := Logistic(ctx, "lr", 1, train)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,15 +138,16 @@ func TestMLPLearnsNonLinear(t *testing.T) {
 }
 
 func TestDeterministic(t *testing.T) {
+	ctx := context.Background()
 	d := separable(4000, 6)
 	fits := []struct {
 		name string
 		fit  func(seed int64) (*models.File, error)
 	}{
 		{"mlp", func(seed int64) (*models.File, error) {
-			return MLP("fraud", 1, d, WithSeed(seed), WithHidden(8), WithEpochs(3))
+			return MLP(ctx, "fraud", 1, d, WithSeed(seed), WithHidden(8), WithEpochs(3))
 		}},
-		{"logistic", func(seed int64) (*models.File, error) { return Logistic("lr", 1, d, WithSeed(seed)) }},
+		{"logistic", func(seed int64) (*models.File, error) { return Logistic(ctx, "lr", 1, d, WithSeed(seed)) }},
 	}
 	for _, tc := range fits {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,6 +176,7 @@ func TestDeterministic(t *testing.T) {
 }
 
 func TestLinearRecoversCoefficients(t *testing.T) {
+	ctx := context.Background()
 	r := rand.New(rand.NewPCG(9, 9))
 	beta := []float64{2, -1.5, 0, 0.25}
 	const intercept = 3.0
@@ -185,7 +189,7 @@ func TestLinearRecoversCoefficients(t *testing.T) {
 		}
 		d.Append(row, float32(y+r.NormFloat64()*0.01))
 	}
-	f, err := Linear("risk", 1, d, WithL2(0))
+	f, err := Linear(ctx, "risk", 1, d, WithL2(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,21 +243,22 @@ func TestAUC(t *testing.T) {
 }
 
 func TestDataErrors(t *testing.T) {
+	ctx := context.Background()
 	tests := []struct {
 		name string
 		d    *Dataset
 		fit  func(d *Dataset) error
 	}{
 		{"one class", &Dataset{Names: []string{"a"}, X: make([]float32, 100), Y: make([]float32, 100)},
-			func(d *Dataset) error { _, err := Logistic("x", 1, d); return err }},
+			func(d *Dataset) error { _, err := Logistic(ctx, "x", 1, d); return err }},
 		{"non binary", &Dataset{Names: []string{"a"}, X: make([]float32, 100), Y: append(make([]float32, 99), 2)},
-			func(d *Dataset) error { _, err := MLP("x", 1, d); return err }},
+			func(d *Dataset) error { _, err := MLP(ctx, "x", 1, d); return err }},
 		{"ragged", &Dataset{Names: []string{"a", "b"}, X: make([]float32, 99), Y: make([]float32, 50)},
-			func(d *Dataset) error { _, err := Linear("x", 1, d); return err }},
+			func(d *Dataset) error { _, err := Linear(ctx, "x", 1, d); return err }},
 		{"nan", &Dataset{Names: []string{"a"}, X: append(make([]float32, 99), float32(math.NaN())), Y: make([]float32, 100)},
-			func(d *Dataset) error { _, err := Linear("x", 1, d); return err }},
+			func(d *Dataset) error { _, err := Linear(ctx, "x", 1, d); return err }},
 		{"too few", &Dataset{Names: []string{"a"}, X: make([]float32, 5), Y: make([]float32, 5)},
-			func(d *Dataset) error { _, err := Linear("x", 1, d); return err }},
+			func(d *Dataset) error { _, err := Linear(ctx, "x", 1, d); return err }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,18 +267,33 @@ func TestDataErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := MLP("x", 1, separable(100, 1), WithHidden(0)); err == nil {
+	if _, err := MLP(ctx, "x", 1, separable(100, 1), WithHidden(0)); err == nil {
 		t.Errorf("WithHidden(0): got nil error")
 	}
 }
 
 func BenchmarkMLPEpoch(b *testing.B) {
+	ctx := context.Background()
 	d := separable(10000, 1)
 	for b.Loop() {
-		if _, err := MLP("fraud", 1, d, WithHidden(32, 16), WithEpochs(1)); err != nil {
+		if _, err := MLP(ctx, "fraud", 1, d, WithHidden(32, 16), WithEpochs(1)); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*8000), "ns/row")
-	_ = fmt.Sprint()
+}
+
+func TestCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d := separable(2000, 1)
+	for name, fit := range map[string]func() error{
+		"logistic": func() error { _, err := Logistic(ctx, "x", 1, d); return err },
+		"linear":   func() error { _, err := Linear(ctx, "x", 1, d); return err },
+		"mlp":      func() error { _, err := MLP(ctx, "x", 1, d); return err },
+	} {
+		if err := fit(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s: got %v, want context.Canceled", name, err)
+		}
+	}
 }

@@ -188,9 +188,9 @@ func epilogue(m, n int, bias []float32, act Activation, c []float32, ldc int) {
 		switch act {
 		case ReLU:
 			for j, v := range row {
-				if v < 0 { // NaN stays NaN: bad input remains visible
-					row[j] = 0
-				}
+				// Branch-free (a data-dependent branch mispredicts on half
+				// the activations); NaN stays NaN so bad input stays visible.
+				row[j] = max(v, 0)
 			}
 		case Sigmoid:
 			for j, v := range row {
