@@ -95,6 +95,12 @@ func Load(path string) (*Model, error) {
 //go:embed shipped/*.json
 var shipped embed.FS
 
+// ShippedDecisionModel is the name of the shipped model whose thresholds make
+// decisions when the shipped set is used as a whole: the MLP. The logistic
+// baseline (fraud_lr) and the expected-loss model (risk) are scored, published
+// and audited beside it.
+const ShippedDecisionModel = "fraud"
+
 // Shipped parses and returns the models embedded in the binary
 // (models/shipped/*.json), sorted by file name. Each call parses afresh.
 func Shipped() ([]*Model, error) {

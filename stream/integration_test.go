@@ -226,7 +226,7 @@ type outputs struct {
 
 func (e *env) readOutputs(t *testing.T) outputs {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second*timeScale)
 	defer cancel()
 	o := outputs{scores: map[string]int{}, alerts: map[string]int{}, audit: map[string]int{},
 		dead: map[string]string{}, natsScr: map[string]int{}, natsAlrt: map[string]int{}}

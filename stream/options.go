@@ -32,6 +32,7 @@ type config struct {
 	dialer         *kafka.Dialer
 	observe        func(appended time.Time, latency time.Duration)
 	startOffset    int64
+	deciders       []string
 }
 
 func defaultConfig() config {
@@ -224,6 +225,17 @@ func WithStartOffset(off int64) Option {
 			return errors.New("stream: start offset must be kafka.FirstOffset or kafka.LastOffset")
 		}
 		c.startOffset = off
+		return nil
+	}
+}
+
+// WithDecisionModels names the models whose thresholds make an event's
+// decision (default: every model). The decision is the most severe among
+// them; the other models are still scored, published and audited, but only
+// inform. New fails if a name matches no model.
+func WithDecisionModels(names ...string) Option {
+	return func(c *config) error {
+		c.deciders = append(c.deciders, names...)
 		return nil
 	}
 }

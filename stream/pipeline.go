@@ -38,6 +38,7 @@ type Pipeline struct {
 	models  []*models.Model
 	sink    sinks.Sink
 	names   []string
+	decides []bool // per model: its thresholds count in the decision
 
 	shared  *features.Shared
 	tracker *commit.Tracker
@@ -104,6 +105,21 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 		seen[m.Name()] = true
 		if _, err := m.Bind(p.names); err != nil {
 			return nil, fmt.Errorf("stream: bind model %s: %w", m.Ident(), err)
+		}
+	}
+	p.decides = make([]bool, len(ms))
+	for i := range ms {
+		p.decides[i] = len(cfg.deciders) == 0
+	}
+	for _, name := range cfg.deciders {
+		found := false
+		for i, m := range ms {
+			if m.Name() == name {
+				p.decides[i], found = true, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("stream: decision model %q is not among the loaded models", name)
 		}
 	}
 	p.hard, p.cancel = context.WithCancelCause(context.Background())

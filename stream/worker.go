@@ -36,6 +36,8 @@ type worker struct {
 	audit    sinks.AuditRecord
 	dl       sinks.DeadLetterRecord
 	reasons  []models.Reason
+
+	firstDecider int // reasons come from it when every decision is allow
 }
 
 // batch is one micro-batch: the input messages, the feature matrix of the
@@ -78,6 +80,12 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		build: features.NewBuilder(p.shared, p.cfg.featureOpts...),
 	}
 	w.width = w.build.Width()
+	for j, d := range p.decides {
+		if d {
+			w.firstDecider = j
+			break
+		}
+	}
 	for _, m := range p.models {
 		s, err := m.Bind(w.build.Names())
 		if err != nil {
@@ -228,7 +236,7 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 	mi := b.rowMsg[r]
 	m := &b.msgs[mi]
 	ev := &b.events[r]
-	decision, driver := models.DecisionAllow, 0
+	decision, driver := models.DecisionAllow, w.firstDecider
 	for j, s := range w.scorers {
 		v := b.scores[j][r]
 		w.rec.Scores[j].Value = float64(v)
@@ -236,7 +244,7 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 		if d == models.DecisionAlert {
 			w.alerts[j].Inc()
 		}
-		if d > decision {
+		if w.p.decides[j] && d > decision {
 			decision, driver = d, j
 		}
 	}

@@ -38,6 +38,7 @@ type engineConfig struct {
 	AuditTopic      string
 	DeadLetterTopic string
 	Models          listFlag
+	DecisionModels  string
 	MaxBatch        int
 	MaxDelay        time.Duration
 	Workers         int
@@ -63,6 +64,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.AuditTopic, "audit-topic", "audit", "Kafka topic for audit records (features and thresholds); empty disables")
 	fs.StringVar(&c.DeadLetterTopic, "deadletter-topic", "deadletter", "Kafka topic for dead letters; empty disables (bad events are then only counted in metrics)")
 	fs.Var(&c.Models, "model", "model file to score with (repeatable; default: the models shipped in the binary)")
+	fs.StringVar(&c.DecisionModels, "decision-models", "", "comma-separated names of the models whose thresholds decide allow/review/alert; the others are scored and published but only inform (default: every model given with --model; with the shipped models, \"fraud\")")
 	fs.IntVar(&c.MaxBatch, "max-batch", 256, "close a micro-batch at this many events")
 	fs.DurationVar(&c.MaxDelay, "max-delay", 5*time.Millisecond, "close a micro-batch this long after its first event")
 	fs.IntVar(&c.Workers, "workers", 2, "partition workers (partition p goes to worker p mod workers)")
@@ -210,6 +212,13 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	if c.StartAtEnd {
 		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))
 	}
+	deciders := splitList(c.DecisionModels)
+	if len(deciders) == 0 && len(c.Models) == 0 {
+		// The shipped set: the MLP decides; the logistic baseline and the
+		// expected-loss model are scored and audited.
+		deciders = []string{models.ShippedDecisionModel}
+	}
+	opts = append(opts, stream.WithDecisionModels(deciders...))
 	p, err := stream.New(splitList(c.Brokers), c.Group, c.Topic, ms, e.sink, append(opts, extra...)...)
 	if err != nil {
 		e.Close()

@@ -196,7 +196,7 @@ func ReadAll(ctx context.Context, brokers []string, topic string) ([]kafka.Messa
 		}
 		r := kafka.NewReader(kafka.ReaderConfig{
 			Brokers: brokers, Topic: topic, Partition: p,
-			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond,
+			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 2 * time.Second,
 		})
 		for {
 			m, err := r.ReadMessage(ctx)
