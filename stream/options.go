@@ -139,8 +139,10 @@ func WithLabelsTopic(topic string) Option {
 	}
 }
 
-// WithReasons sets how many reason codes a score record carries (default 3; 0
-// disables them).
+// WithReasons sets how many reason codes a score record with a review or
+// alert decision carries (default 3; 0 disables them). Records of allowed
+// events carry none: attribution costs as much as scoring for neural models,
+// and fraud operations read the reasons of the events they must act on.
 func WithReasons(k int) Option {
 	return func(c *config) error {
 		if k < 0 || k > 64 {

@@ -253,7 +253,7 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 	rec.Decision = decision.String()
 	rec.LatencyMS = float64(now.Sub(m.Time).Microseconds()) / 1000
 	rec.Reasons = rec.Reasons[:0]
-	if k := w.p.cfg.reasons; k > 0 {
+	if k := w.p.cfg.reasons; k > 0 && decision != models.DecisionAllow {
 		w.reasons = w.scorers[driver].Reasons(b.x[:len(b.rowMsg)*w.width], r, k, w.reasons[:0])
 		for _, rs := range w.reasons {
 			rec.Reasons = append(rec.Reasons, sinks.Reason{Feature: rs.Feature, Contribution: float64(rs.Contribution)})

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,7 @@ type demoConfig struct {
 	maxDelay    time.Duration
 	metricsAddr string
 	quiet       bool
+	cpuProfile  string
 }
 
 // cmdDemo runs the whole system in one process: an embedded Kafka-protocol
@@ -66,6 +68,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 	fs.DurationVar(&c.maxDelay, "max-delay", 5*time.Millisecond, "engine micro-batch max delay")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:0", "address of /metrics (port 0: any free port)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no live status line, only the summary")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole demo to this file (go tool pprof)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -75,13 +78,24 @@ func cmdDemo(ctx context.Context, args []string) error {
 	if c.warmup < 0 || c.warmup >= c.history {
 		return errors.New("demo: --warmup must be in [0, --history)")
 	}
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("create cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	// Engine logs go to stderr at warn level so the status line stays readable.
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	out := os.Stdout
 
 	kfk, err := local.StartKafka(map[string]int{
 		"transactions": c.partitions, "labels": 1, "scores": c.partitions, "alerts": 1, "audit": c.partitions, "deadletter": 1,
-	})
+	}, local.WithRetentionBytes(128<<20)) // the demo runs for hours in bounded memory
 	if err != nil {
 		return err
 	}

@@ -188,6 +188,10 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		}
 	}
 	if len(kopts) > 0 {
+		// kafka-go allocates a batch of BatchSize messages per partition and
+		// write; size it to our micro-batches, not its default of 100 (or
+		// 1000), so a write does not zero megabytes it never fills.
+		kopts = append(kopts, sinks.WithKafkaBatch(c.MaxBatch, time.Millisecond))
 		ks, err := sinks.NewKafka(splitList(c.Brokers), kopts...)
 		if err != nil {
 			e.Close()

@@ -33,12 +33,42 @@ import (
 type Kafka struct {
 	cluster *kfake.Cluster
 	once    sync.Once
+	quit    chan struct{}
+	wg      sync.WaitGroup
 }
+
+// KafkaOption configures StartKafka.
+type KafkaOption func(*kafkaConfig)
+
+type kafkaConfig struct {
+	retentionBytes int64
+	every          time.Duration
+}
+
+// WithRetentionBytes bounds the memory of the cluster: every 5s, the oldest
+// records of each partition beyond n bytes are deleted (Kafka's
+// log.retention.bytes, enforced by segment). Default: keep everything.
+func WithRetentionBytes(n int64) KafkaOption {
+	return func(c *kafkaConfig) { c.retentionBytes, c.every = n, 5*time.Second }
+}
+
+// segmentBytes is the log segment size of the embedded broker. kfake keeps
+// segments in growing in-memory buffers, so the 100 MiB default costs
+// gigabytes of copying under load; small segments also let retention work.
+const segmentBytes = 8 << 20
 
 // StartKafka starts a one-broker kfake cluster on a random loopback port with
 // the given topics (name -> partitions) created.
-func StartKafka(topics map[string]int) (*Kafka, error) {
-	opts := []kfake.Opt{kfake.NumBrokers(1)}
+func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
+	var kc kafkaConfig
+	for _, o := range kopts {
+		o(&kc)
+	}
+	bcfg := map[string]string{"log.segment.bytes": fmt.Sprint(segmentBytes)}
+	if kc.retentionBytes > 0 {
+		bcfg["log.retention.bytes"] = fmt.Sprint(kc.retentionBytes)
+	}
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.BrokerConfigs(bcfg)}
 	byCount := map[int][]string{}
 	for t, n := range topics {
 		if n < 1 {
@@ -58,14 +88,37 @@ func StartKafka(topics map[string]int) (*Kafka, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start kfake cluster: %w", err)
 	}
-	return &Kafka{cluster: c}, nil
+	k := &Kafka{cluster: c, quit: make(chan struct{})}
+	if kc.every > 0 {
+		k.wg.Add(1)
+		go func() {
+			defer k.wg.Done()
+			t := time.NewTicker(kc.every)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					c.ApplyRetention()
+				case <-k.quit:
+					return
+				}
+			}
+		}()
+	}
+	return k, nil
 }
 
 // Brokers returns the host:port addresses of the cluster.
 func (k *Kafka) Brokers() []string { return k.cluster.ListenAddrs() }
 
 // Close shuts the cluster down. It is idempotent.
-func (k *Kafka) Close() { k.once.Do(k.cluster.Close) }
+func (k *Kafka) Close() {
+	k.once.Do(func() {
+		close(k.quit)
+		k.wg.Wait()
+		k.cluster.Close()
+	})
+}
 
 // NATS is an in-process NATS server with JetStream.
 type NATS struct {

@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features/synth"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream"
+	"github.com/streamscore/streamscore/stream/local"
+)
+
+// benchEvents is the number of transactions each iteration of the end-to-end
+// benchmarks moves through Kafka.
+const benchEvents = 100_000
+
+// world is an embedded broker and NATS server with benchEvents generated
+// transactions (10,000 cards, 2 per card and day, ending now) preloaded into a
+// 4-partition topic.
+type world struct {
+	kafka   *local.Kafka
+	nats    *local.NATS
+	brokers []string
+}
+
+var (
+	worldOnce sync.Once
+	theWorld  *world
+	worldErr  error
+)
+
+func getWorld(b *testing.B) *world {
+	b.Helper()
+	worldOnce.Do(func() { theWorld, worldErr = newWorld() })
+	if worldErr != nil {
+		b.Fatal(worldErr)
+	}
+	return theWorld
+}
+
+func newWorld() (*world, error) {
+	k, err := local.StartKafka(map[string]int{"transactions": 4, "scores": 4, "alerts": 1, "audit": 4, "deadletter": 1})
+	if err != nil {
+		return nil, err
+	}
+	n, err := local.StartNATS("")
+	if err != nil {
+		k.Close()
+		return nil, err
+	}
+	w := &world{kafka: k, nats: n, brokers: k.Brokers()}
+	nc, err := local.Connect(n.URL(), "bench-setup")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCORES", Subjects: []string{"streamscore.scores", "streamscore.alerts"},
+		Storage: jetstream.MemoryStorage, MaxBytes: 512 << 20, Discard: jetstream.DiscardOld}); err != nil {
+		return nil, err
+	}
+	g, err := synth.New(synth.Config{Seed: 1, Cards: 10_000, Terminals: 2_000})
+	if err != nil {
+		return nil, err
+	}
+	end := time.Now().Add(-time.Minute)
+	start := end.Add(-time.Duration(benchEvents/20_000*24) * time.Hour)
+	wr := &kafka.Writer{Addr: kafka.TCP(w.brokers...), Topic: "transactions", Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll}
+	defer wr.Close()
+	msgs := make([]kafka.Message, 0, 1000)
+	var produced int
+	err = g.Simulate(start, end, float64(benchEvents)/end.Sub(start).Seconds(), func(tx synth.Tx) error {
+		msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
+		if len(msgs) == cap(msgs) {
+			produced += len(msgs)
+			err := wr.WriteMessages(ctx, msgs...)
+			msgs = msgs[:0]
+			return err
+		}
+		return nil
+	})
+	if err == nil && len(msgs) > 0 {
+		produced += len(msgs)
+		err = wr.WriteMessages(ctx, msgs...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("preload transactions: %w", err)
+	}
+	return w, nil
+}
+
+func (w *world) total(b *testing.B) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := local.EndOffsets(ctx, w.brokers, "transactions")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n int64
+	for _, e := range ends {
+		n += e
+	}
+	return n
+}
+
+var groupSeq int
+
+func nextGroup(prefix string) string {
+	groupSeq++
+	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano(), groupSeq)
+}
+
+// BenchmarkEndToEnd moves the preloaded transactions through a fresh
+// consumer group per iteration and reports events/s, for:
+//
+//   - impl=kafka-read: the raw read path, kafka-go FetchMessage in a consumer
+//     group with a commit per 1000 messages (the reference);
+//   - impl=streamscore: the whole engine with the shipped models, publishing
+//     score and alert records to NATS JetStream (acked, deduplicated) and
+//     score, alert and audit records to Kafka (acks=all), committing after
+//     the acks.
+//
+// The ratio streamscore/kafka-read is the figure to compare across machines.
+func BenchmarkEndToEnd(b *testing.B) {
+	w := getWorld(b)
+	total := w.total(b)
+	b.Run("impl=kafka-read", func(b *testing.B) {
+		for b.Loop() {
+			start := time.Now()
+			rawRead(b, w, total)
+			b.ReportMetric(float64(total)/time.Since(start).Seconds(), "events/s")
+		}
+	})
+	b.Run("impl=streamscore", func(b *testing.B) {
+		for b.Loop() {
+			start := time.Now()
+			runPipeline(b, w, total)
+			b.ReportMetric(float64(total)/time.Since(start).Seconds(), "events/s")
+		}
+	})
+}
+
+func rawRead(b *testing.B, w *world, total int64) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: w.brokers, GroupID: nextGroup("raw"), Topic: "transactions",
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 2 * time.Second, StartOffset: kafka.FirstOffset, ReadLagInterval: -1,
+		QueueCapacity: 1024})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var n int64
+	var last kafka.Message
+	for n < total {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n++
+		last = m
+		if n%1000 == 0 {
+			if err := r.CommitMessages(ctx, m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := r.CommitMessages(ctx, last); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func runPipeline(b *testing.B, w *world, total int64) {
+	ms, err := models.Shipped()
+	if err != nil {
+		b.Fatal(err)
+	}
+	nc, err := local.Connect(w.nats.URL(), "bench-sink")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
+		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
+		sinks.WithKafkaBatch(256, time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fan := sinks.NewFanout([]sinks.Sink{ns, ks})
+	defer fan.Close()
+	p, err := stream.New(w.brokers, nextGroup("streamscore"), "transactions", ms, fan,
+		stream.WithRegisterer(prometheus.NewRegistry()), stream.WithMaxBatch(256),
+		stream.WithDecisionModels(models.ShippedDecisionModel))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Minute)
+	for p.Stats().Scored.Load()+p.Stats().DeadLettered.Load() < total {
+		if time.Now().After(deadline) {
+			b.Fatalf("pipeline scored %d of %d events in 5 minutes", p.Stats().Scored.Load(), total)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	if dl := p.Stats().DeadLettered.Load(); dl != 0 {
+		b.Fatalf("%d generated events dead-lettered", dl)
+	}
+}

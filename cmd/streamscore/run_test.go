@@ -1,0 +1,510 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features/synth"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream/local"
+)
+
+// The run test gives each setting a non-default value from exactly one
+// source, so that where the output lands proves which source was used.
+const (
+	runTxTopic     = "transactions"
+	runLabelsTopic = "labels"
+	runScoresTopic = "scores.yaml"     // --config
+	runAlertsTopic = "alerts.yaml"     // --config
+	runAuditYAML   = "audit.yaml"      // --config, overridden by the environment
+	runAuditTopic  = "audit.env"       // STREAMSCORE_AUDIT_TOPIC
+	runDeadTopic   = "deadletter.env"  // STREAMSCORE_DEADLETTER_TOPIC
+	runScoresSubj  = "test.env.scores" // STREAMSCORE_SCORES_SUBJECT
+	runAlertsSubj  = "test.env.alerts" // STREAMSCORE_ALERTS_SUBJECT
+	runGroup       = "group-flag"      // --group, also set in env and YAML
+	runDrain       = 20 * time.Second  // --config drain-timeout
+)
+
+// runBadEvents are invalid inputs with the dead-letter reason each must get.
+var runBadEvents = []struct{ value, reason string }{
+	{"", "empty_message"},
+	{`{"tx_id":"bad-1","ts":"2026-01-01T00:00:00Z","card_id":"c","terminal_id":"m","amount":1`, "malformed_json"},
+	{`{"tx_id":"bad-2","ts":"2026-01-01T00:00:00Z","card_id":"c","terminal_id":"m","amount":-3}`, "invalid_amount"},
+	{`{"tx_id":"bad-3","ts":"yesterday","card_id":"c","terminal_id":"m","amount":1}`, "invalid_timestamp"},
+	{`{"tx_id":"bad-4","ts":"2026-01-01T00:00:00Z","card_id":"c","amount":1}`, "missing_field"},
+}
+
+// TestRunSubprocess runs `streamscore run` against an embedded broker and
+// NATS server, configured through flags, environment and a YAML file; lets
+// it consume a first load fully, then sends SIGTERM while a second load is
+// being produced, and checks the exit code and the commit contract.
+func TestRunSubprocess(t *testing.T) {
+	bin := streamscoreBinary(t)
+
+	k, err := local.StartKafka(map[string]int{
+		runTxTopic: 4, runLabelsTopic: 1, runScoresTopic: 2, runAlertsTopic: 1,
+		runAuditYAML: 1, runAuditTopic: 1, runDeadTopic: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	brokers := k.Brokers()
+	ns, err := local.StartNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Close)
+	nc, err := local.Connect(ns.URL(), "run-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second*timeScale)
+	defer cancel()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "SCORES", Subjects: []string{runScoresSubj, runAlertsSubj},
+		Storage: jetstream.MemoryStorage, Duplicates: 10 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// First load: 2000 generated events over the last three hours, with the
+	// bad events spread among them.
+	g, err := synth.New(synth.Config{Seed: 11, Cards: 300, Terminals: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: runTxTopic, Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, BatchSize: 500, RequiredAcks: kafka.RequireAll}
+	t.Cleanup(func() { w.Close() })
+	now := time.Now()
+	const first = 2000
+	var msgs []kafka.Message
+	start := now.Add(-3 * time.Hour)
+	for i := range first {
+		tx := g.Next(start.Add(time.Duration(i) * 2 * time.Hour / first))
+		msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
+		if i%(first/len(runBadEvents)) == 7 {
+			b := runBadEvents[i/(first/len(runBadEvents))]
+			msgs = append(msgs, kafka.Message{Key: []byte(fmt.Sprintf("bad-%d", i)), Value: []byte(b.value)})
+		}
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	firstTotal := int64(len(msgs))
+
+	// Config: every source used, with overrides to check the precedence.
+	cfgPath := filepath.Join(t.TempDir(), "streamscore.yaml")
+	yaml := fmt.Sprintf(`# streamscore run test
+brokers: 127.0.0.1:1          # overridden by --brokers
+group: group-yaml             # overridden by env and --group
+topic: %s
+labels-topic: %s
+scores-topic: %s
+alerts-topic: %s
+audit-topic: %s               # overridden by STREAMSCORE_AUDIT_TOPIC
+max-delay: 5ms
+drain-timeout: %s
+workers: 2
+`, runTxTopic, runLabelsTopic, runScoresTopic, runAlertsTopic, runAuditYAML, runDrain)
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run",
+		"--config", cfgPath,
+		"--brokers", strings.Join(brokers, ","),
+		"--nats", ns.URL(),
+		"--group", runGroup,
+		"--metrics-addr", "127.0.0.1:0",
+	)
+	cmd.Env = cleanEnv(
+		"STREAMSCORE_GROUP=group-env",
+		"STREAMSCORE_AUDIT_TOPIC="+runAuditTopic,
+		"STREAMSCORE_DEADLETTER_TOPIC="+runDeadTopic,
+		"STREAMSCORE_SCORES_SUBJECT="+runScoresSubj,
+		"STREAMSCORE_ALERTS_SUBJECT="+runAlertsSubj,
+		"STREAMSCORE_MAX_BATCH=64",
+	)
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	running := true
+	t.Cleanup(func() {
+		if running {
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	defer func() {
+		if t.Failed() {
+			t.Logf("streamscore stderr:\n%s", stderr.String())
+		}
+	}()
+	// failIfExited fails the test if the subprocess has stopped early.
+	failIfExited := func() {
+		select {
+		case err := <-exited:
+			running = false
+			t.Fatalf("streamscore run exited early: %v", err)
+		default:
+		}
+	}
+
+	committed := func() map[int]int64 {
+		t.Helper()
+		c, err := local.CommittedOffsets(ctx, brokers, runGroup, runTxTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ends := func(topic string) map[int]int64 {
+		t.Helper()
+		e, err := local.EndOffsets(ctx, brokers, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	sum := func(m map[int]int64) (s int64) {
+		for _, v := range m {
+			s += max(v, 0)
+		}
+		return s
+	}
+
+	// The metrics endpoint, from the log line.
+	metricsRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+	var metricsURL string
+	poll(t, 30*time.Second*timeScale, "the metrics listening log line", func() bool {
+		failIfExited()
+		if m := metricsRE.FindStringSubmatch(stderr.String()); m != nil {
+			metricsURL = m[1]
+			return true
+		}
+		return false
+	})
+
+	// Wait for the first load to be committed in full.
+	firstEnds := ends(runTxTopic)
+	if got := sum(firstEnds); got != firstTotal {
+		t.Fatalf("transactions topic holds %d messages, want %d", got, firstTotal)
+	}
+	poll(t, 60*time.Second*timeScale, "the first load committed", func() bool {
+		failIfExited()
+		c := committed()
+		for p, end := range firstEnds {
+			if c[p] != end {
+				return false
+			}
+		}
+		return true
+	})
+
+	body := fetch(t, ctx, metricsURL)
+	for _, name := range []string{
+		"streamscore_stream_events_consumed_total",
+		"streamscore_stream_events_deadlettered_total",
+		"streamscore_stream_batch_size_events",
+		"streamscore_stream_commits_total",
+		"streamscore_sinks_messages_total",
+		"streamscore_sinks_publish_seconds",
+		"go_goroutines",
+	} {
+		if !regexp.MustCompile(`(?m)^` + name + `[ {_]`).MatchString(body) {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
+	if m := regexp.MustCompile(`(?m)^streamscore_stream_events_consumed_total\{topic="transactions"\} (\S+)$`).FindStringSubmatch(body); m == nil {
+		t.Errorf("/metrics has no events_consumed_total for topic transactions")
+	} else if v, _ := strconv.ParseFloat(m[1], 64); int64(v) != firstTotal {
+		t.Errorf("events_consumed_total = %v after the first load, want %d", v, firstTotal)
+	}
+
+	// Second load: produced in small batches while the engine is stopped.
+	var (
+		prodWG   sync.WaitGroup
+		prodErr  error
+		produced int64
+	)
+	stopProd := make(chan struct{})
+	prodWG.Add(1)
+	go func() {
+		defer prodWG.Done()
+		start := now.Add(-time.Hour)
+		for i := 0; i < 4000; i += 50 {
+			select {
+			case <-stopProd:
+				return
+			default:
+			}
+			batch := make([]kafka.Message, 0, 50)
+			for j := i; j < i+50; j++ {
+				tx := g.Next(start.Add(time.Duration(j) * 50 * time.Minute / 4000))
+				batch = append(batch, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
+			}
+			if err := w.WriteMessages(ctx, batch...); err != nil {
+				prodErr = err
+				return
+			}
+			produced += int64(len(batch))
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	stopProducer := func() {
+		select {
+		case <-stopProd:
+		default:
+			close(stopProd)
+		}
+		prodWG.Wait()
+	}
+	defer stopProducer()
+
+	// SIGTERM once the engine has committed part of the second load.
+	poll(t, 60*time.Second*timeScale, "part of the second load committed", func() bool {
+		failIfExited()
+		return sum(committed()) > firstTotal
+	})
+	sigAt := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	select {
+	case exitErr = <-exited:
+		running = false
+	case <-time.After(runDrain + 15*time.Second*timeScale):
+		t.Fatalf("streamscore run did not exit within %v of SIGTERM", runDrain+15*time.Second*timeScale)
+	}
+	stopProducer()
+	if prodErr != nil {
+		t.Fatalf("produce the second load: %v", prodErr)
+	}
+	if exitErr != nil {
+		t.Fatalf("streamscore run exited with %v after SIGTERM, want exit 0", exitErr)
+	}
+	t.Logf("exit %v after SIGTERM; %d events produced in the second load", time.Since(sigAt).Round(time.Millisecond), produced)
+
+	// What the engine consumed, from its final log line.
+	m := regexp.MustCompile(`msg="run finished" .*consumed=(\d+) scored=(\d+) deadlettered=(\d+)`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no run finished log line with the counts")
+	}
+	consumed, _ := strconv.ParseInt(m[1], 10, 64)
+	scored, _ := strconv.ParseInt(m[2], 10, 64)
+	deadlettered, _ := strconv.ParseInt(m[3], 10, 64)
+	if scored+deadlettered != consumed {
+		t.Errorf("run finished: scored %d + dead-lettered %d != consumed %d", scored, deadlettered, consumed)
+	}
+
+	// Contract: committed offsets cover exactly what was consumed (one
+	// process, group starting at the beginning), never beyond the end, and
+	// every committed offset has its score or dead-letter record.
+	final := committed()
+	endsNow := ends(runTxTopic)
+	for p, end := range endsNow {
+		if final[p] < firstEnds[p] || final[p] > end {
+			t.Errorf("partition %d: committed %d, want in [%d, %d]", p, final[p], firstEnds[p], end)
+		}
+	}
+	if got := sum(final); got != consumed {
+		t.Errorf("committed offsets sum to %d, but the engine consumed %d: a drain that exits 0 must commit everything it consumed", got, consumed)
+	}
+	if sum(endsNow) > sum(final) {
+		t.Logf("%d of %d events were produced after intake stopped and stay uncommitted", sum(endsNow)-sum(final), sum(endsNow))
+	}
+
+	covered := map[int]map[int64]string{} // partition -> offset -> kind
+	mark := func(topic, kind string) int {
+		recs, err := local.ReadAll(ctx, brokers, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			id := header(r, sinks.HeaderID)
+			rest, ok := strings.CutPrefix(id, kind+":"+runTxTopic+"/")
+			if !ok {
+				t.Fatalf("%s record with id %q, want %s:%s/<partition>/<offset>", topic, id, kind, runTxTopic)
+			}
+			ps, offs, _ := strings.Cut(rest, "/")
+			p, err1 := strconv.Atoi(ps)
+			o, err2 := strconv.ParseInt(offs, 10, 64)
+			if err1 != nil || err2 != nil {
+				t.Fatalf("%s record with id %q", topic, id)
+			}
+			if covered[p] == nil {
+				covered[p] = map[int64]string{}
+			}
+			if prev, dup := covered[p][o]; dup && prev != kind {
+				t.Errorf("offset %d/%d has both a %s and a %s record", p, o, prev, kind)
+			}
+			covered[p][o] = kind
+		}
+		return len(recs)
+	}
+	nScores := mark(runScoresTopic, "score")
+	nDead := mark(runDeadTopic, "dead_letter")
+	for p, c := range final {
+		for o := range c {
+			if _, ok := covered[p][o]; !ok {
+				t.Fatalf("offset %d/%d is committed but has no score or dead-letter record", p, o)
+			}
+		}
+	}
+	if int64(nDead) != deadlettered || nDead != len(runBadEvents) {
+		t.Errorf("%d dead-letter records, engine dead-lettered %d, want %d", nDead, deadlettered, len(runBadEvents))
+	}
+	if int64(nScores) < scored {
+		t.Errorf("%d score records on Kafka, engine scored %d", nScores, scored)
+	}
+
+	// Dead letters carry the right reasons.
+	dls, err := local.ReadAll(ctx, brokers, runDeadTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]int{}
+	for _, r := range dls {
+		var d struct {
+			Topic  string `json:"topic"`
+			Reason string `json:"reason"`
+		}
+		if err := json.Unmarshal(r.Value, &d); err != nil || d.Topic != runTxTopic {
+			t.Errorf("dead letter %s: %v", r.Value, err)
+		}
+		reasons[d.Reason]++
+	}
+	for _, b := range runBadEvents {
+		if reasons[b.reason] == 0 {
+			t.Errorf("no dead letter with reason %q", b.reason)
+		}
+	}
+
+	// The other sinks: audit from the environment (not the YAML value),
+	// alerts topic from the YAML file, NATS subjects from the environment.
+	if n := sum(ends(runAuditTopic)); n < scored {
+		t.Errorf("%s holds %d audit records, want at least %d (one per scored event)", runAuditTopic, n, scored)
+	}
+	if n := sum(ends(runAuditYAML)); n != 0 {
+		t.Errorf("%s (YAML value overridden by the environment) holds %d records, want 0", runAuditYAML, n)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var natsScores, natsAlerts int64
+	for subj, n := range subjectCounts(t, ctx, st, info.State.LastSeq) {
+		switch subj {
+		case runScoresSubj:
+			natsScores = n
+		case runAlertsSubj:
+			natsAlerts = n
+		}
+	}
+	if natsScores != scored {
+		t.Errorf("JetStream holds %d score records, engine scored %d", natsScores, scored)
+	}
+	if n := sum(ends(runAlertsTopic)); natsAlerts != n {
+		t.Errorf("%d alerts on NATS, %d on Kafka topic %s", natsAlerts, n, runAlertsTopic)
+	}
+
+	// The group came from the flag, not from the environment or the file.
+	for _, g := range []string{"group-env", "group-yaml"} {
+		c, err := local.CommittedOffsets(ctx, brokers, g, runTxTopic)
+		if err == nil && sum(c) != 0 {
+			t.Errorf("group %s has committed offsets %v; --group should have won", g, c)
+		}
+	}
+	t.Logf("consumed %d (first load %d), scored %d, dead-lettered %d, NATS alerts %d", consumed, firstTotal, scored, deadlettered, natsAlerts)
+}
+
+// subjectCounts counts the messages of a JetStream stream by subject.
+func subjectCounts(t *testing.T, ctx context.Context, st jetstream.Stream, last uint64) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for seq := uint64(1); seq <= last; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("get stream message %d: %v", seq, err)
+		}
+		out[m.Subject]++
+	}
+	return out
+}
+
+func header(m kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// fetch GETs url and returns the body; it fails the test on any error or a
+// status other than 200.
+func fetch(t *testing.T, ctx context.Context, url string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second*timeScale)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	return string(b)
+}
+
+// poll calls cond every 50ms until it returns true, and fails the test after d.
+func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
