@@ -128,12 +128,17 @@ func nextGroup(prefix string) string {
 //
 //   - impl=kafka-read: the raw read path, kafka-go FetchMessage in a consumer
 //     group with a commit per 1000 messages (the reference);
+//   - impl=passthrough: the naive forwarder with the engine's outputs and
+//     guarantees but no work: batches of 256 read messages published as they
+//     are to JetStream (acked) and to the Kafka scores and audit topics
+//     (acks=all), then committed — what moving the bytes costs here;
 //   - impl=streamscore: the whole engine with the shipped models, publishing
 //     score and alert records to NATS JetStream (acked, deduplicated) and
 //     score, alert and audit records to Kafka (acks=all), committing after
 //     the acks.
 //
-// The ratio streamscore/kafka-read is the figure to compare across machines.
+// The ratios streamscore/kafka-read and streamscore/passthrough are the
+// figures to compare across machines.
 func BenchmarkEndToEnd(b *testing.B) {
 	w := getWorld(b)
 	total := w.total(b)
@@ -141,6 +146,13 @@ func BenchmarkEndToEnd(b *testing.B) {
 		for b.Loop() {
 			start := time.Now()
 			rawRead(b, w, total)
+			b.ReportMetric(float64(total)/time.Since(start).Seconds(), "events/s")
+		}
+	})
+	b.Run("impl=passthrough", func(b *testing.B) {
+		for b.Loop() {
+			start := time.Now()
+			passthrough(b, w, total)
 			b.ReportMetric(float64(total)/time.Since(start).Seconds(), "events/s")
 		}
 	})
@@ -200,10 +212,11 @@ func runPipeline(b *testing.B, w *world, total int64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fan := sinks.NewFanout([]sinks.Sink{ns, ks})
+	reg := prometheus.NewRegistry()
+	fan := sinks.NewFanout([]sinks.Sink{ns, ks}, sinks.WithFanoutRegisterer(reg))
 	defer fan.Close()
 	p, err := stream.New(w.brokers, nextGroup("streamscore"), "transactions", ms, fan,
-		stream.WithRegisterer(prometheus.NewRegistry()), stream.WithMaxBatch(256),
+		stream.WithRegisterer(reg), stream.WithMaxBatch(256),
 		stream.WithDecisionModels(models.ShippedDecisionModel))
 	if err != nil {
 		b.Fatal(err)
@@ -224,5 +237,83 @@ func runPipeline(b *testing.B, w *world, total int64) {
 	}
 	if dl := p.Stats().DeadLettered.Load(); dl != 0 {
 		b.Fatalf("%d generated events dead-lettered", dl)
+	}
+	reportPublishMeans(b, reg)
+}
+
+// reportPublishMeans reports the mean time of one batch write per sink, from
+// the fan-out's histogram.
+func reportPublishMeans(b *testing.B, reg *prometheus.Registry) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "streamscore_sinks_publish_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if h.GetSampleCount() == 0 {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "sink" {
+					b.ReportMetric(1000*h.GetSampleSum()/float64(h.GetSampleCount()), l.GetValue()+"-ms/batch")
+				}
+			}
+		}
+	}
+}
+
+func passthrough(b *testing.B, w *world, total int64) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: w.brokers, GroupID: nextGroup("pass"), Topic: "transactions",
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 2 * time.Second, StartOffset: kafka.FirstOffset, ReadLagInterval: -1,
+		QueueCapacity: 1024})
+	defer r.Close()
+	nc, err := local.Connect(w.nats.URL(), "bench-pass")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAudit, "audit"),
+		sinks.WithKafkaBatch(256, time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fan := sinks.NewFanout([]sinks.Sink{ns, ks})
+	defer fan.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var n int64
+	batch := make([]kafka.Message, 0, 256)
+	out := make([]sinks.Message, 0, 512)
+	for n < total {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n++
+		batch = append(batch, m)
+		if len(batch) < cap(batch) && n < total {
+			continue
+		}
+		out = out[:0]
+		for i := range batch {
+			id := fmt.Sprintf("%d/%d", batch[i].Partition, batch[i].Offset)
+			out = append(out, sinks.Message{Kind: sinks.KindScore, Key: batch[i].Key, Value: batch[i].Value, ID: "s" + id},
+				sinks.Message{Kind: sinks.KindAudit, Key: batch[i].Key, Value: batch[i].Value, ID: "a" + id})
+		}
+		if err := fan.WriteBatch(ctx, out); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.CommitMessages(ctx, batch...); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
 	}
 }

@@ -89,9 +89,13 @@ func WithMaxDelay(d time.Duration) Option {
 	}
 }
 
-// WithInFlight sets how many closed batches per worker may wait for sink acks
-// at once (default 4). When all are in flight the worker stops taking input:
-// a slow or down sink applies backpressure up to the Kafka fetch.
+// WithInFlight sets how many closed batches per worker may be published at
+// once (default 4): each worker runs that many senders, so sink round trips
+// overlap. When all are busy the worker stops taking input, so a slow or down
+// sink applies backpressure up to the Kafka fetch. Offsets are still
+// committed in order (only over the contiguous acked prefix), but the records
+// of different batches may reach a sink in a different order than their
+// events; with 1, each worker publishes its batches strictly in order.
 func WithInFlight(n int) Option {
 	return func(c *config) error {
 		if n < 1 || n > 64 {

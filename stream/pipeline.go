@@ -185,9 +185,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		workers[i] = w
 	}
 	for _, w := range workers {
-		wg.Add(2)
+		wg.Add(1)
 		go func() { defer wg.Done(); w.run() }()
-		go func() { defer wg.Done(); w.send() }()
+		for range p.cfg.inFlight {
+			wg.Add(1)
+			go func() { defer wg.Done(); w.send() }()
+		}
 	}
 
 	// The committer runs until every worker and sender is done, then makes

@@ -304,8 +304,9 @@ func messageID(k sinks.Kind, m *kafka.Message) string {
 	return string(b)
 }
 
-// send publishes closed batches in order and acks their offsets once every
-// sink accepted them. It returns when run closed the out channel.
+// send publishes closed batches and acks their offsets once every sink
+// accepted them. Each worker runs inFlight senders. It returns when run
+// closed the out channel.
 func (w *worker) send() {
 	for b := range w.out {
 		if w.p.hard.Err() == nil {

@@ -339,7 +339,7 @@ workers: 2
 		t.Errorf("committed offsets sum to %d, but the engine consumed %d: a drain that exits 0 must commit everything it consumed", got, consumed)
 	}
 	if sum(endsNow) > sum(final) {
-		t.Logf("%d of %d events were produced after intake stopped and stay uncommitted", sum(endsNow)-sum(final), sum(endsNow))
+		t.Logf("%d of %d events were not consumed before intake stopped and stay uncommitted", sum(endsNow)-sum(final), sum(endsNow))
 	}
 
 	covered := map[int]map[int64]string{} // partition -> offset -> kind

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemoSubprocess runs a short `streamscore demo` end to end: embedded
+// broker and NATS, a one-day warm-up, 20 s of live traffic, and the summary.
+func TestDemoSubprocess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo for 20 s; skipped with -short")
+	}
+	bin := streamscoreBinary(t)
+	const duration = 20 * time.Second
+	cmd := exec.Command(bin, "demo",
+		"--duration", duration.String(), "--warmup", "24h", "--history", "48h",
+		"--rate", "1000", "--cards", "2000", "--terminals", "200", "--quiet")
+	cmd.Env = cleanEnv()
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	limit := duration + 60*time.Second*timeScale
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(limit):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("demo did not exit within %v\nstdout:\n%s\nstderr:\n%s", limit, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	if err != nil {
+		t.Fatalf("demo exited with %v, want 0\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+	}
+	t.Logf("demo ran %v", time.Since(start).Round(time.Millisecond))
+
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	last := lines[len(lines)-1]
+	summary := regexp.MustCompile(`^demo: scored \d+ events, \d+ alerts, precision [0-9.]+, recall [0-9.]+, p99 latency [0-9.]+ ms$`)
+	if !summary.MatchString(last) {
+		t.Errorf("last line %q does not match %v\nstdout:\n%s", last, summary, out)
+	}
+	for _, re := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^demo: Kafka broker 127\.0\.0\.1:\d+ \(`),
+		regexp.MustCompile(`(?m)^demo: NATS server nats://127\.0\.0\.1:\d+ \(`),
+	} {
+		if !re.MatchString(out) {
+			t.Errorf("stdout has no line matching %v\nstdout:\n%s", re, out)
+		}
+	}
+	if strings.Contains(out, "stopped during the warm-up") {
+		t.Errorf("demo never left the warm-up in %v; the summary covers the warm-up only", duration)
+	}
+	t.Logf("%s", last)
+}
