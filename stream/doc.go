@@ -21,9 +21,10 @@
 // batch; the final decision of an event is the most severe of its models'
 // decisions, and its reason codes come from the model that drove it.
 //
-// Closed batches go, in order, to the worker's sender, which writes all their
-// records (scores, alerts, audit, dead letters) to the sink and waits for its
-// acks. Only then are the batch's offsets acked to the commit tracker, and
+// Closed batches go to the worker's senders (WithInFlight of them, so sink
+// round trips overlap), each of which writes all the records of a batch
+// (scores, alerts, audit, dead letters) to the sink and waits for its acks.
+// Only then are the batch's offsets acked to the commit tracker, and
 // the committer commits the contiguous acked prefix of each partition every
 // commit interval. Delivery is at-least-once: every input offset ends as
 // score records or a dead-letter record before it is committed; after a crash
@@ -44,8 +45,8 @@
 //
 // Run may be called once; Abort, Stats and FeatureNames are safe for
 // concurrent use. A pipeline starts, per worker, one batching goroutine and
-// one sender goroutine, plus a committer and an optional label consumer; Run
-// joins all of them before it returns.
+// WithInFlight sender goroutines, plus a committer and an optional label
+// consumer; Run joins all of them before it returns.
 //
 // # Metrics
 //

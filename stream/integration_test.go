@@ -92,13 +92,15 @@ func (e *env) newPipeline(t *testing.T, group string, reg prometheus.Registerer,
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, scoresSubj), sinks.WithNATSSubject(sinks.KindAlert, alertsSubj))
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, scoresSubj), sinks.WithNATSSubject(sinks.KindAlert, alertsSubj),
+		sinks.WithNATSRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ks, err := sinks.NewKafka(e.brokers,
 		sinks.WithKafkaTopic(sinks.KindScore, scoresTopic), sinks.WithKafkaTopic(sinks.KindAlert, alertsTopic),
-		sinks.WithKafkaTopic(sinks.KindAudit, auditTopic), sinks.WithKafkaTopic(sinks.KindDeadLetter, deadTopic))
+		sinks.WithKafkaTopic(sinks.KindAudit, auditTopic), sinks.WithKafkaTopic(sinks.KindDeadLetter, deadTopic),
+		sinks.WithKafkaRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}

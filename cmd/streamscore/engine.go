@@ -166,7 +166,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			return nil, fmt.Errorf("connect to nats %s: %w", c.NATS, err)
 		}
 		e.nc = nc
-		var opts []sinks.NATSOption
+		opts := []sinks.NATSOption{sinks.WithNATSRegisterer(reg)}
 		if c.ScoresSubject != "" {
 			opts = append(opts, sinks.WithNATSSubject(sinks.KindScore, c.ScoresSubject))
 		}
@@ -180,14 +180,14 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		}
 		ss = append(ss, ns)
 	}
-	var kopts []sinks.KafkaOption
+	kopts := []sinks.KafkaOption{sinks.WithKafkaRegisterer(reg)}
 	for kind, topic := range map[sinks.Kind]string{sinks.KindScore: c.ScoresTopic, sinks.KindAlert: c.AlertsTopic,
 		sinks.KindAudit: c.AuditTopic, sinks.KindDeadLetter: c.DeadLetterTopic} {
 		if topic != "" {
 			kopts = append(kopts, sinks.WithKafkaTopic(kind, topic))
 		}
 	}
-	if len(kopts) > 0 {
+	if len(kopts) > 1 {
 		// kafka-go allocates a batch of BatchSize messages per partition and
 		// write; size it to our micro-batches, not its default of 100 (or
 		// 1000), so a write does not zero megabytes it never fills.
