@@ -24,6 +24,51 @@ type AuditRecord struct {
 	FeatureNames []string
 	Features     []float32
 	Thresholds   []Threshold
+
+	keys featureKeys // encoded `"name":` prefixes of FeatureNames
+}
+
+// featureKeys caches the encoded keys of a feature-name slice, which a worker
+// reuses for every record; rebuilt when the names change.
+type featureKeys struct {
+	buf   []byte
+	ends  []int
+	first *string
+	names []string
+}
+
+// featureKeys returns the encoded keys of FeatureNames, building them when
+// the names are not the ones cached.
+func (r *AuditRecord) featureKeys() ([]byte, []int) {
+	k := &r.keys
+	if len(r.FeatureNames) == 0 {
+		return nil, nil
+	}
+	if k.first == &r.FeatureNames[0] && equalStrings(k.names, r.FeatureNames) {
+		return k.buf, k.ends
+	}
+	k.buf, k.ends = k.buf[:0], k.ends[:0]
+	for _, name := range r.FeatureNames {
+		k.buf = appendString(k.buf, name)
+		k.buf = append(k.buf, ':')
+		k.ends = append(k.ends, len(k.buf))
+	}
+	k.first = &r.FeatureNames[0]
+	k.names = append(k.names[:0], r.FeatureNames...)
+	return k.buf, k.ends
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		// Same backing string: pointer-equal, so this is cheap.
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
@@ -34,12 +79,14 @@ func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 	dst = appendKey(dst, "features", false)
 	dst = append(dst, '{')
 	n := min(len(r.FeatureNames), len(r.Features))
+	keys, ends := r.featureKeys()
+	start := 0
 	for i := 0; i < n; i++ {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, r.FeatureNames[i])
-		dst = append(dst, ':')
+		dst = append(dst, keys[start:ends[i]]...)
+		start = ends[i]
 		dst = appendFloat(dst, float64(r.Features[i]), 32)
 	}
 	dst = append(dst, '}')

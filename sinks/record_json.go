@@ -79,11 +79,20 @@ func appendString[S string | []byte](dst []byte, s S) []byte {
 
 // appendFloat appends f in strconv 'g' format with the shortest
 // representation that round-trips at the given bit size (32 for float32
-// values, so 0.1f prints as 0.1). JSON has no NaN or infinity: non-finite
-// values are written as null.
+// values, so 0.1f prints as 0.1). A float64 that holds a float32 value
+// exactly (the model scores and features, widened) is printed as that
+// float32: 0.93, not 0.9300000071525574; parsed back as float32 it is the
+// same number. Integers below 1e6 take a fast path with the same output.
+// JSON has no NaN or infinity: non-finite values are written as null.
 func appendFloat(dst []byte, f float64, bitSize int) []byte {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return append(dst, "null"...)
+	}
+	if f > -1e6 && f < 1e6 && f == math.Trunc(f) && (f != 0 || !math.Signbit(f)) {
+		return strconv.AppendInt(dst, int64(f), 10)
+	}
+	if bitSize == 64 && float64(float32(f)) == f {
+		bitSize = 32
 	}
 	return strconv.AppendFloat(dst, f, 'g', -1, bitSize)
 }

@@ -397,7 +397,13 @@ func TestRecordStructsMatchMirror(t *testing.T) {
 		{"audit", AuditRecord{}, 4},
 		{"deadletter", DeadLetterRecord{}, 8},
 	} {
-		if n := reflect.TypeOf(tc.record).NumField(); n != tc.fields {
+		n := 0
+		for _, f := range reflect.VisibleFields(reflect.TypeOf(tc.record)) {
+			if f.IsExported() && len(f.Index) == 1 {
+				n++
+			}
+		}
+		if n != tc.fields {
 			t.Errorf("%s has %d fields, the encoder knows %d: update AppendJSON and the tests", tc.name, n, tc.fields)
 		}
 	}

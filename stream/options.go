@@ -245,3 +245,18 @@ func WithDecisionModels(names ...string) Option {
 		return nil
 	}
 }
+
+// WithQueueDepth sets how many fetched messages may wait for each worker
+// (default 4096). The fetch loop hands messages to the worker owning their
+// partition and blocks when that worker's queue is full; a deep queue lets it
+// run ahead through a long run of one partition's messages while the other
+// workers still have work. Memory is bounded by depth × workers messages.
+func WithQueueDepth(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 1<<20 {
+			return fmt.Errorf("stream: queue depth %d out of range [1, 1048576]", n)
+		}
+		c.queueDepth = n
+		return nil
+	}
+}

@@ -73,7 +73,7 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 	w := &worker{
 		p:     p,
 		id:    id,
-		in:    make(chan kafka.Message, max(p.cfg.maxBatch, 64)),
+		in:    make(chan kafka.Message, p.cfg.queueDepth),
 		out:   make(chan *batch, p.cfg.inFlight),
 		free:  make(chan *batch, p.cfg.inFlight+1),
 		dec:   features.NewDecoder(p.cfg.decoderOpts...),

@@ -335,7 +335,14 @@ workers: 2
 			t.Errorf("partition %d: committed %d, want in [%d, %d]", p, final[p], firstEnds[p], end)
 		}
 	}
-	if got := sum(final); got != consumed {
+	switch got := sum(final); {
+	case strings.Contains(stderr.String(), "partition re-delivered"):
+		// A rebalance re-fetched from the last commit, so consumed counts
+		// some offsets twice; only the upper bound holds.
+		if got > consumed {
+			t.Errorf("committed offsets sum to %d, more than the %d events consumed", got, consumed)
+		}
+	case got != consumed:
 		t.Errorf("committed offsets sum to %d, but the engine consumed %d: a drain that exits 0 must commit everything it consumed", got, consumed)
 	}
 	if sum(endsNow) > sum(final) {
@@ -343,7 +350,11 @@ workers: 2
 	}
 
 	covered := map[int]map[int64]string{} // partition -> offset -> kind
+	// mark records the input offsets the records of topic stand for and
+	// returns how many distinct ones there are (a retried Kafka write may
+	// store a record twice).
 	mark := func(topic, kind string) int {
+		ids := map[string]bool{}
 		recs, err := local.ReadAll(ctx, brokers, topic)
 		if err != nil {
 			t.Fatal(err)
@@ -360,6 +371,10 @@ workers: 2
 			if err1 != nil || err2 != nil {
 				t.Fatalf("%s record with id %q", topic, id)
 			}
+			ids[id] = true
+			if kind == "alert" {
+				continue // alerts repeat score records; coverage is scores and dead letters
+			}
 			if covered[p] == nil {
 				covered[p] = map[int64]string{}
 			}
@@ -368,7 +383,7 @@ workers: 2
 			}
 			covered[p][o] = kind
 		}
-		return len(recs)
+		return len(ids)
 	}
 	nScores := mark(runScoresTopic, "score")
 	nDead := mark(runDeadTopic, "dead_letter")
@@ -432,7 +447,7 @@ workers: 2
 	if natsScores != scored {
 		t.Errorf("JetStream holds %d score records, engine scored %d", natsScores, scored)
 	}
-	if n := sum(ends(runAlertsTopic)); natsAlerts != n {
+	if n := int64(mark(runAlertsTopic, "alert")); natsAlerts != n {
 		t.Errorf("%d alerts on NATS, %d on Kafka topic %s", natsAlerts, n, runAlertsTopic)
 	}
 
