@@ -171,8 +171,10 @@ func cmdDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	meanRate := float64(c.cards) * c.txPerDay / 86400 // transactions per second of event time
-	fmt.Fprintf(out, "demo: %d cards, %d terminals, %.0f tx/s; event time starts %s ago and runs about %.0fx real time\n",
-		c.cards, c.terminals, c.rate, c.history, c.rate/meanRate)
+	speed := c.rate / meanRate
+	liveFor := time.Duration(float64(c.history-c.warmup) / speed).Round(time.Second)
+	fmt.Fprintf(out, "demo: %d cards, %d terminals, %.0f tx/s; event time starts %s ago and runs about %.0fx real time; the live phase can last %s\n",
+		c.cards, c.terminals, c.rate, c.history, speed, liveFor)
 
 	runCtx := ctx
 	if c.duration > 0 {
@@ -242,6 +244,9 @@ loop:
 		engStop()
 		<-engDone
 		return prodErr
+	}
+	if prod.reachedNow.Load() {
+		fmt.Fprintln(out, "demo: event time reached the present; stopping (raise --history or lower --rate for a longer run)")
 	}
 	// Let the engine catch up with everything produced, then drain it.
 	produced := prod.produced.Load()
@@ -376,6 +381,7 @@ type demoProducer struct {
 	produced     atomic.Int64
 	warmProduced atomic.Int64
 	live         atomic.Bool
+	reachedNow   atomic.Bool
 	labels       atomic.Int64
 	simNanos     atomic.Int64
 
@@ -435,6 +441,13 @@ func (p *demoProducer) run(ctx context.Context) error {
 			return err
 		}
 		sent += n
+		if !p.clock().Before(now) {
+			// Event time caught up with the wall clock: going on would
+			// squeeze the whole rate into real time and make every card
+			// look like a burst. The demo ends here.
+			p.reachedNow.Store(true)
+			return nil
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -65,7 +66,13 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return fmt.Errorf("parse config %s: %w", path, err)
 	}
-	for key, raw := range doc {
+	keys := make([]string, 0, len(doc))
+	for key := range doc {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys) // errors in a stable order
+	for _, key := range keys {
+		raw := doc[key]
 		f := fs.Lookup(key)
 		if f == nil || key == "config" {
 			errs = append(errs, fmt.Errorf("config %s: unknown key %q", path, key))
@@ -74,15 +81,28 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if set[key] {
 			continue
 		}
+		_, repeatable := f.Value.(*listFlag)
 		var vals []string
 		switch v := raw.(type) {
 		case []any:
+			if !repeatable {
+				errs = append(errs, fmt.Errorf("config %s: key %q takes one value, not a list", path, key))
+				continue
+			}
 			for _, e := range v {
+				if !isScalar(e) {
+					errs = append(errs, fmt.Errorf("config %s: key %q: list items must be plain values", path, key))
+					continue
+				}
 				vals = append(vals, fmt.Sprint(e))
 			}
 		case nil:
 			continue
 		default:
+			if !isScalar(v) {
+				errs = append(errs, fmt.Errorf("config %s: key %q takes a plain value, not a mapping", path, key))
+				continue
+			}
 			vals = []string{fmt.Sprint(v)}
 		}
 		for _, v := range vals {
@@ -92,6 +112,16 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// isScalar reports whether a decoded YAML value is a plain value (string,
+// number, bool or time), not a mapping or a sequence.
+func isScalar(v any) bool {
+	switch v.(type) {
+	case map[string]any, map[any]any, []any:
+		return false
+	}
+	return true
 }
 
 func envName(flagName string) string {

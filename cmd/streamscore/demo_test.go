@@ -17,7 +17,7 @@ func TestDemoSubprocess(t *testing.T) {
 	bin := streamscoreBinary(t)
 	const duration = 20 * time.Second
 	cmd := exec.Command(bin, "demo",
-		"--duration", duration.String(), "--warmup", "24h", "--history", "48h",
+		"--duration", duration.String(), "--warmup", "24h", "--history", "240h",
 		"--rate", "1000", "--cards", "2000", "--terminals", "200", "--quiet")
 	cmd.Env = cleanEnv()
 	var stdout, stderr syncBuffer

@@ -97,11 +97,17 @@ func (c *engineConfig) Validate() error {
 	if c.MaxBatch < 1 || c.MaxBatch > 1<<16 {
 		errs = append(errs, fmt.Errorf("--max-batch %d out of range [1, 65536]", c.MaxBatch))
 	}
-	if c.MaxDelay <= 0 {
-		errs = append(errs, fmt.Errorf("--max-delay %v must be positive", c.MaxDelay))
+	if c.MaxDelay <= 0 || c.MaxDelay > time.Minute {
+		errs = append(errs, fmt.Errorf("--max-delay %v out of range (0, 1m]", c.MaxDelay))
 	}
-	if c.Workers < 1 {
-		errs = append(errs, fmt.Errorf("--workers %d must be at least 1", c.Workers))
+	if c.Workers < 1 || c.Workers > 1024 {
+		errs = append(errs, fmt.Errorf("--workers %d out of range [1, 1024]", c.Workers))
+	}
+	if c.InFlight < 1 || c.InFlight > 64 {
+		errs = append(errs, fmt.Errorf("--in-flight %d out of range [1, 64]", c.InFlight))
+	}
+	if c.DrainTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--drain-timeout %v must be positive", c.DrainTimeout))
 	}
 	if c.MaxLateness < 0 {
 		errs = append(errs, fmt.Errorf("--max-lateness %v must not be negative", c.MaxLateness))
