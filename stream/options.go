@@ -39,7 +39,7 @@ func defaultConfig() config {
 	return config{
 		workers:        2,
 		maxBatch:       256,
-		maxDelay:       5 * time.Millisecond,
+		maxDelay:       2 * time.Millisecond,
 		inFlight:       4,
 		queueDepth:     4096,
 		drainTimeout:   30 * time.Second,
@@ -78,7 +78,7 @@ func WithMaxBatch(n int) Option {
 }
 
 // WithMaxDelay sets how long a micro-batch stays open after its first message
-// (default 5ms). It bounds the latency that batching adds when traffic is low.
+// (default 2ms). It bounds the latency that batching adds when traffic is low.
 func WithMaxDelay(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 || d > time.Minute {

@@ -65,7 +65,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 	fs.IntVar(&c.partitions, "partitions", 4, "partitions of the transactions topic")
 	fs.IntVar(&c.workers, "workers", 2, "engine partition workers")
 	fs.IntVar(&c.maxBatch, "max-batch", 256, "engine micro-batch size")
-	fs.DurationVar(&c.maxDelay, "max-delay", 5*time.Millisecond, "engine micro-batch max delay")
+	fs.DurationVar(&c.maxDelay, "max-delay", 2*time.Millisecond, "engine micro-batch max delay")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:0", "address of /metrics (port 0: any free port)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no live status line, only the summary")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole demo to this file (go tool pprof)")
@@ -222,9 +222,13 @@ func cmdDemo(ctx context.Context, args []string) error {
 		}
 		lat.Merge(sec)
 		if !c.quiet {
-			fmt.Fprintf(out, "demo: %5.0fs %-7s event time %s  %6d events/s  p50 %7.2f ms  p99 %7.2f ms  %4d alerts/s  dead letters %d  labels %d\n",
+			lat := "p50       -     p99       -   " // not measured while catching up
+			if sec.Count() > 0 {
+				lat = fmt.Sprintf("p50 %7.2f ms  p99 %7.2f ms", ms(sec.Quantile(0.5)), ms(sec.Quantile(0.99)))
+			}
+			fmt.Fprintf(out, "demo: %5.0fs %-7s event time %s  %6d events/s  %s  %4d alerts/s  dead letters %d  labels %d\n",
 				time.Since(start).Seconds(), phase, prod.clock().Format("2006-01-02 15:04"), scored-lastScored,
-				ms(sec.Quantile(0.5)), ms(sec.Quantile(0.99)), alerts-lastAlerts, st.DeadLettered.Load(), prod.labels.Load())
+				lat, alerts-lastAlerts, st.DeadLettered.Load(), prod.labels.Load())
 		}
 		lastScored, lastAlerts = scored, alerts
 	}

@@ -66,7 +66,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.Models, "model", "model file to score with (repeatable; default: the models shipped in the binary)")
 	fs.StringVar(&c.DecisionModels, "decision-models", "", "comma-separated names of the models whose thresholds decide allow/review/alert; the others are scored and published but only inform (default: every model given with --model; with the shipped models, \"fraud\")")
 	fs.IntVar(&c.MaxBatch, "max-batch", 256, "close a micro-batch at this many events")
-	fs.DurationVar(&c.MaxDelay, "max-delay", 5*time.Millisecond, "close a micro-batch this long after its first event")
+	fs.DurationVar(&c.MaxDelay, "max-delay", 2*time.Millisecond, "close a micro-batch this long after its first event")
 	fs.IntVar(&c.Workers, "workers", 2, "partition workers (partition p goes to worker p mod workers)")
 	fs.IntVar(&c.InFlight, "in-flight", 4, "closed batches per worker waiting for sink acks before intake pauses")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, time allowed to publish and commit in-flight batches")
