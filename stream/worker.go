@@ -32,12 +32,9 @@ type worker struct {
 
 	scoreObs []prometheus.Observer
 	alerts   []prometheus.Counter
-	rec      sinks.ScoreRecord
+	rc       *recorder
 	audit    sinks.AuditRecord
 	dl       sinks.DeadLetterRecord
-	reasons  []models.Reason
-
-	firstDecider int // reasons come from it when every decision is allow
 }
 
 // batch is one micro-batch: the input messages, the feature matrix of the
@@ -80,12 +77,6 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		build: features.NewBuilder(p.shared, p.cfg.featureOpts...),
 	}
 	w.width = w.build.Width()
-	for j, d := range p.decides {
-		if d {
-			w.firstDecider = j
-			break
-		}
-	}
 	for _, m := range p.models {
 		s, err := m.Bind(w.build.Names())
 		if err != nil {
@@ -105,12 +96,7 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		}
 		w.free <- b
 	}
-	w.rec.Scores = make([]sinks.NamedScore, len(w.scorers))
-	w.rec.Models = make([]sinks.NamedModel, len(w.scorers))
-	for j, s := range w.scorers {
-		w.rec.Scores[j].Name = s.Model().Name()
-		w.rec.Models[j] = sinks.NamedModel{Name: s.Model().Name(), Ident: s.Model().Ident()}
-	}
+	w.rc = newRecorder(w.scorers, p.decides, p.cfg.reasons)
 	w.audit.FeatureNames = w.build.Names()
 	w.audit.Thresholds = make([]sinks.Threshold, len(w.scorers))
 	for j, s := range w.scorers {
@@ -235,30 +221,14 @@ func (w *worker) flush(b *batch) {
 func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 	mi := b.rowMsg[r]
 	m := &b.msgs[mi]
-	ev := &b.events[r]
-	decision, driver := models.DecisionAllow, w.firstDecider
-	for j, s := range w.scorers {
-		v := b.scores[j][r]
-		w.rec.Scores[j].Value = float64(v)
-		d := s.Decide(v)
+	rows := len(b.rowMsg)
+	decision := w.rc.fill(&b.events[r], b.x[:rows*w.width], r, b.scores, now, float64(now.Sub(m.Time).Microseconds())/1000)
+	for j, d := range w.rc.decisions {
 		if d == models.DecisionAlert {
 			w.alerts[j].Inc()
 		}
-		if w.p.decides[j] && d > decision {
-			decision, driver = d, j
-		}
 	}
-	rec := &w.rec
-	rec.TxID, rec.CardID, rec.TS, rec.ScoredAt = ev.TxID, ev.CardID, ev.TS, now
-	rec.Decision = decision.String()
-	rec.LatencyMS = float64(now.Sub(m.Time).Microseconds()) / 1000
-	rec.Reasons = rec.Reasons[:0]
-	if k := w.p.cfg.reasons; k > 0 && decision != models.DecisionAllow {
-		w.reasons = w.scorers[driver].Reasons(b.x[:len(b.rowMsg)*w.width], r, k, w.reasons[:0])
-		for _, rs := range w.reasons {
-			rec.Reasons = append(rec.Reasons, sinks.Reason{Feature: rs.Feature, Contribution: float64(rs.Contribution)})
-		}
-	}
+	rec := &w.rc.rec
 	w.p.met.decisions.WithLabelValues(rec.Decision).Inc()
 
 	start := len(b.buf)

@@ -24,6 +24,7 @@ var commands = map[string]command{
 	"run":   {cmdRun, "the scoring daemon against an existing Kafka cluster and NATS server"},
 	"gen":   {cmdGen, "synthetic transactions and delayed fraud labels, to files or Kafka"},
 	"train": {cmdTrain, "fit a model on generated or recorded history with the stream's feature code"},
+	"score": {cmdScore, "replay history and write the score records the stream would publish for a time range"},
 }
 
 func usage() {

@@ -1,0 +1,116 @@
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/sinks"
+)
+
+// replayBatch is the number of rows Replay scores at once.
+const replayBatch = 256
+
+// Replay scores recorded history exactly as the stream would have: every
+// event before to goes through the same feature code in event-time order
+// (features.Replay: labels are applied once their own timestamp has passed),
+// and each event with a timestamp in [from, to) is scored by ms and turned
+// into the score record the pipeline publishes, with the same decision rule
+// and reasons (WithDecisionModels, WithReasons and WithFeatureOptions apply;
+// the other options do not). fn receives the records in event-time order; the
+// record is reused after fn returns. A record's scored_at is the event's own
+// time and its latency_ms is 0: offline, the moment of scoring is the moment
+// of the event.
+//
+// Scores equal the stream's for the same event and the same feature state:
+// the kernels compute each row independently of the batch it is in. They
+// differ where the stream's state did: labels the stream received at another
+// point of its input than their timestamp, or events a worker applied out of
+// event-time order beyond the allowed lateness.
+func Replay(events []features.Event, labels []features.Label, ms []*models.Model, from, to time.Time,
+	fn func(*sinks.ScoreRecord) error, opts ...Option) error {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return err
+		}
+	}
+	if len(ms) == 0 {
+		return errors.New("stream: replay: no models")
+	}
+	if !to.After(from) {
+		return fmt.Errorf("stream: replay: empty range [%v, %v)", from, to)
+	}
+	names := features.NewBuilder(features.NewShared(cfg.featureOpts...), cfg.featureOpts...).Names()
+	width := len(names)
+	scorers := make([]*models.Scorer, len(ms))
+	decides := make([]bool, len(ms))
+	for i, m := range ms {
+		s, err := m.Bind(names)
+		if err != nil {
+			return fmt.Errorf("stream: replay: bind model %s: %w", m.Ident(), err)
+		}
+		scorers[i] = s
+		decides[i] = len(cfg.deciders) == 0
+	}
+	for _, name := range cfg.deciders {
+		found := false
+		for i, m := range ms {
+			if m.Name() == name {
+				decides[i], found = true, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("stream: replay: decision model %q is not among the loaded models", name)
+		}
+	}
+	rc := newRecorder(scorers, decides, cfg.reasons)
+
+	// Only history before `to` matters; features.Replay sorts what it gets.
+	hist := make([]features.Event, 0, len(events))
+	for i := range events {
+		if events[i].TS.Before(to) {
+			hist = append(hist, events[i])
+		}
+	}
+	x := make([]float32, replayBatch*width)
+	scores := make([][]float32, len(ms))
+	for j := range scores {
+		scores[j] = make([]float32, replayBatch)
+	}
+	evs := make([]features.Event, 0, replayBatch)
+	flush := func() error {
+		rows := len(evs)
+		if rows == 0 {
+			return nil
+		}
+		for j, s := range scorers {
+			s.Score(x[:rows*width], rows, scores[j][:rows])
+		}
+		for r := range rows {
+			rc.fill(&evs[r], x[:rows*width], r, scores, evs[r].TS, 0)
+			if err := fn(&rc.rec); err != nil {
+				return err
+			}
+		}
+		evs = evs[:0]
+		return nil
+	}
+	err := features.Replay(hist, labels, cfg.featureOpts, func(e *features.Event, row []float32) error {
+		if e.TS.Before(from) {
+			return nil
+		}
+		copy(x[len(evs)*width:(len(evs)+1)*width], row)
+		evs = append(evs, *e)
+		if len(evs) == replayBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
