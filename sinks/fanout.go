@@ -92,7 +92,9 @@ func (f *Fanout) Name() string { return "fanout" }
 // WriteBatch writes msgs to every sink concurrently and returns nil once all
 // have acknowledged every routed message. It returns ctx's error if ctx ends
 // first (some sinks may then hold part of the batch; replaying it is safe
-// thanks to the IDs), and ErrClosed if the Fanout or a sink is closed. It
+// thanks to the IDs), ErrClosed if the Fanout or a sink is closed, and the
+// sink's error if it rejected a message for good (IsPermanent); every other
+// error is retried with backoff, without end. It
 // starts one goroutine per sink beyond the first and joins them all before
 // returning. Safe for concurrent use if the sinks are.
 func (f *Fanout) WriteBatch(ctx context.Context, msgs []Message) error {
@@ -152,6 +154,9 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		}
 		if errors.Is(err, ErrClosed) {
 			return fmt.Errorf("write to sink %s: %w", s.Name(), err)
+		}
+		if IsPermanent(err) {
+			return fmt.Errorf("write to sink %s: rejected for good: %w", s.Name(), err)
 		}
 		var be *BatchError
 		if errors.As(err, &be) && validIndices(be.Indices, len(msgs)) {

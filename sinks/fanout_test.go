@@ -309,3 +309,31 @@ func TestIsRetryable(t *testing.T) {
 		})
 	}
 }
+
+// rejecting fails every write with a permanent Kafka error.
+type rejecting struct{ calls int }
+
+func (r *rejecting) Name() string { return "rejecting" }
+func (r *rejecting) WriteBatch(context.Context, []sinks.Message) error {
+	r.calls++
+	return kafka.MessageSizeTooLarge
+}
+func (r *rejecting) Close() error { return nil }
+
+func TestFanoutStopsOnPermanentError(t *testing.T) {
+	r := &rejecting{}
+	f := sinks.NewFanout([]sinks.Sink{r}, sinks.WithFanoutBackoff(time.Millisecond, time.Millisecond))
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := f.WriteBatch(ctx, []sinks.Message{{Kind: sinks.KindScore, Value: []byte("x")}})
+	if err == nil || !errors.Is(err, kafka.MessageSizeTooLarge) || ctx.Err() != nil {
+		t.Fatalf("got %v (ctx %v), want the permanent error at once", err, ctx.Err())
+	}
+	if r.calls != 1 {
+		t.Fatalf("%d calls, want 1 (no retry of a permanent rejection)", r.calls)
+	}
+	if !sinks.IsPermanent(kafka.MessageSizeTooLarge) || sinks.IsPermanent(kafka.LeaderNotAvailable) || sinks.IsPermanent(errors.New("weird")) {
+		t.Fatal("IsPermanent misclassifies")
+	}
+}

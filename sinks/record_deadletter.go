@@ -1,9 +1,19 @@
 package sinks
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"time"
 )
+
+// MaxDeadLetterValue is the largest original value a dead-letter record
+// carries whole (512 KiB, 683 KiB in base64, under Kafka's default 1 MiB
+// message limit). A longer value is cut to this many bytes and the record
+// adds "value_truncated":true, "value_size" (the original length) and
+// "value_sha256" (of the whole original), so an oversized poison message can
+// never make its own dead letter unpublishable.
+const MaxDeadLetterValue = 512 << 10
 
 // DeadLetterRecord describes an input message that could not be processed,
 // with its original bytes, so it can be inspected and replayed:
@@ -48,7 +58,17 @@ func (r *DeadLetterRecord) AppendJSON(dst []byte) []byte {
 	dst = appendKey(dst, "error", false)
 	dst = appendString(dst, r.Error)
 	dst = appendKey(dst, "value_b64", false)
-	dst = appendBase64(dst, r.Value)
+	if len(r.Value) > MaxDeadLetterValue {
+		dst = appendBase64(dst, r.Value[:MaxDeadLetterValue])
+		sum := sha256.Sum256(r.Value)
+		dst = append(dst, `,"value_truncated":true,"value_size":`...)
+		dst = strconv.AppendInt(dst, int64(len(r.Value)), 10)
+		dst = append(dst, `,"value_sha256":"`...)
+		dst = hex.AppendEncode(dst, sum[:])
+		dst = append(dst, '"')
+	} else {
+		dst = appendBase64(dst, r.Value)
+	}
 	dst = appendKey(dst, "dead_lettered_at", false)
 	dst = appendTime(dst, r.At)
 	return append(dst, '}')

@@ -2,6 +2,9 @@ package sinks
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"math"
@@ -453,5 +456,27 @@ func decodeStrictB(b *testing.B, data []byte, v any) {
 	b.Helper()
 	if err := json.Unmarshal(data, v); err != nil {
 		b.Fatal(err)
+	}
+}
+
+func TestDeadLetterTruncatesHugeValues(t *testing.T) {
+	v := bytes.Repeat([]byte("x"), MaxDeadLetterValue+100)
+	r := DeadLetterRecord{Topic: "t", Value: v, Reason: "malformed_json", Error: "e"}
+	var got struct {
+		ValueB64  string `json:"value_b64"`
+		Truncated bool   `json:"value_truncated"`
+		Size      int    `json:"value_size"`
+		SHA       string `json:"value_sha256"`
+	}
+	if err := json.Unmarshal(r.AppendJSON(nil), &got); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(got.ValueB64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(v)
+	if !got.Truncated || got.Size != len(v) || len(raw) != MaxDeadLetterValue || got.SHA != hex.EncodeToString(sum[:]) {
+		t.Fatalf("truncated=%v size=%d kept=%d sha=%s", got.Truncated, got.Size, len(raw), got.SHA)
 	}
 }

@@ -21,7 +21,7 @@ type Kind uint8
 // The kinds of output records.
 const (
 	KindScore      Kind = iota // a score record (every scored event)
-	KindAlert                  // a score record whose decision is review or alert
+	KindAlert                  // a score record whose decision is alert
 	KindAudit                  // an audit record (score + features + thresholds)
 	KindDeadLetter             // a dead-letter record (undecodable input)
 
@@ -174,6 +174,47 @@ func IsRetryable(err error) bool {
 	}
 	var oe *net.OpError
 	return errors.As(err, &oe)
+}
+
+// IsPermanent reports whether err is a rejection that retrying cannot fix:
+// the server refused the message itself (too large, bad subject, not
+// authorized, or any Kafka error code that is not temporary). A Fanout stops
+// retrying such errors and returns them, so a poison record stops the
+// pipeline with a clear error instead of blocking it forever. Unknown errors
+// are not permanent: they are retried (a down sink applies backpressure).
+func IsPermanent(err error) bool {
+	if err == nil {
+		return false
+	}
+	var be *BatchError
+	if errors.As(err, &be) && len(be.Errs) > 0 {
+		for _, e := range be.Errs {
+			if IsPermanent(e) {
+				return true
+			}
+		}
+		return false
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && IsPermanent(e) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, nats.ErrBadSubject), errors.Is(err, nats.ErrAuthorization):
+		return true
+	}
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		return !ke.Temporary() && ke != kafka.UnknownTopicOrPartition && ke != kafka.LeaderNotAvailable &&
+			ke != kafka.NotLeaderForPartition && ke != kafka.RequestTimedOut && ke != kafka.NotEnoughReplicas &&
+			ke != kafka.NotEnoughReplicasAfterAppend
+	}
+	return false
 }
 
 // route maps kinds to destinations ("" = not routed).

@@ -162,6 +162,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		MaxWait:         2 * time.Second, // the broker answers as soon as MinBytes arrive; kafka-go keeps a quarter as RTT margin
 		QueueCapacity:   p.cfg.maxBatch * 4,
 		CommitInterval:  0, // synchronous commits, issued by our committer only
+		IsolationLevel:  kafka.ReadCommitted,
 		StartOffset:     p.cfg.startOffset,
 		ReadLagInterval: -1,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
@@ -214,31 +215,44 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.log.Info("pipeline started", "workers", p.cfg.workers, "max_batch", p.cfg.maxBatch,
 		"max_delay", p.cfg.maxDelay, "models", len(p.models), "features", len(p.names))
 
+	// The drain deadline starts when ctx is done: from then on, everything
+	// still blocked (a full worker queue, a sink that is down, a commit
+	// during a rebalance, a label's dead letter) has drainTimeout to finish
+	// before the pipeline is stopped hard.
+	drainDone := make(chan struct{})
+	deadlineDone := make(chan struct{})
+	go func() {
+		defer close(deadlineDone)
+		select {
+		case <-ctx.Done():
+		case <-drainDone:
+			return
+		}
+		t := time.NewTimer(p.cfg.drainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			p.cancel(ErrDrainTimeout)
+		case <-drainDone:
+		}
+	}()
+	defer func() { close(drainDone); <-deadlineDone }()
+
 	fetchErr := p.fetchLoop(ctx, reader, workers)
 
 	// Soft phase: intake stopped, workers flush their open batches and the
-	// senders wait for sink acks. Bounded by the drain timeout.
+	// senders wait for sink acks; then the final commit. A hard stop (Abort,
+	// or the drain deadline) cancels whatever is still waiting.
 	for _, w := range workers {
 		close(w.in)
 	}
-	drained := make(chan struct{})
-	go func() { wg.Wait(); close(drained) }()
-	timer := time.NewTimer(p.cfg.drainTimeout)
-	defer timer.Stop()
-	var err error
-	select {
-	case <-drained:
-	case <-p.hard.Done():
-		<-drained
-	case <-timer.C:
-		p.cancel(ErrDrainTimeout)
-		<-drained
-	}
+	wg.Wait()
 	close(stopCommitter)
 	<-committerDone
 	if labelsDone != nil {
 		<-labelsDone
 	}
+	var err error
 	if cerr := reader.Close(); cerr != nil && p.hard.Err() == nil {
 		p.log.Warn("close kafka reader", "err", cerr)
 	}
@@ -290,7 +304,9 @@ func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers 
 		w := workers[m.Partition%len(workers)]
 		select {
 		case w.in <- m:
-		case <-p.hard.Done():
+		case <-fctx.Done():
+			// Stopping while the worker's queue is full (a slow or down
+			// sink): m stays tracked and unacked, so no commit passes it.
 			return nil
 		}
 	}
@@ -304,12 +320,17 @@ func (p *Pipeline) commitLoop(reader *kafka.Reader, stop <-chan struct{}) {
 	for {
 		select {
 		case <-t.C:
-			p.commitOnce(p.hard, reader)
-		case <-stop:
 			if p.hard.Err() == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				p.commitOnce(ctx, reader)
-				cancel()
+				p.commitOnce(reader)
+			}
+		case <-stop:
+			// Final commit: retried until it succeeds or the pipeline is
+			// stopped hard (Abort or the drain deadline).
+			for p.hard.Err() == nil && !p.commitOnce(reader) {
+				select {
+				case <-time.After(p.cfg.commitInterval):
+				case <-p.hard.Done():
+				}
 			}
 			return
 		case <-p.hard.Done():
@@ -318,7 +339,13 @@ func (p *Pipeline) commitLoop(reader *kafka.Reader, stop <-chan struct{}) {
 	}
 }
 
-func (p *Pipeline) commitOnce(ctx context.Context, reader *kafka.Reader) {
+// commitTimeout bounds one commit request: kafka-go's synchronous commit
+// waits for the group's commit loop, which never runs while the group cannot
+// rejoin (a coordinator outage, a long rebalance).
+const commitTimeout = 5 * time.Second
+
+func (p *Pipeline) commitOnce(reader *kafka.Reader) (ok bool) {
+	ok = true
 	cs := p.tracker.Committable()
 	if len(cs) > 0 {
 		msgs := make([]kafka.Message, len(cs))
@@ -326,8 +353,12 @@ func (p *Pipeline) commitOnce(ctx context.Context, reader *kafka.Reader) {
 			// kafka-go commits Offset+1.
 			msgs[i] = kafka.Message{Topic: p.topic, Partition: c.Partition, Offset: c.Next - 1}
 		}
-		if err := reader.CommitMessages(ctx, msgs...); err != nil {
-			if ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(p.hard, commitTimeout)
+		err := reader.CommitMessages(ctx, msgs...)
+		cancel()
+		if err != nil {
+			ok = false
+			if p.hard.Err() == nil {
 				p.log.Warn("commit offsets", "err", err, "commits", fmt.Sprint(cs))
 			}
 			p.met.committed.WithLabelValues("error").Inc()
@@ -343,4 +374,5 @@ func (p *Pipeline) commitOnce(ctx context.Context, reader *kafka.Reader) {
 		pending, _ := p.tracker.Pending(part)
 		p.met.commitLag.WithLabelValues(strconv.Itoa(part)).Set(float64(pending))
 	}
+	return ok
 }

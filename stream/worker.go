@@ -87,14 +87,7 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		w.alerts = append(w.alerts, p.met.alerts.WithLabelValues(m.Name()))
 	}
 	for range p.cfg.inFlight + 1 {
-		b := &batch{
-			x:      make([]float32, p.cfg.maxBatch*w.width),
-			scores: make([][]float32, len(w.scorers)),
-		}
-		for j := range b.scores {
-			b.scores[j] = make([]float32, p.cfg.maxBatch)
-		}
-		w.free <- b
+		w.free <- w.newBatch()
 	}
 	w.rc = newRecorder(w.scorers, p.decides, p.cfg.reasons)
 	w.audit.FeatureNames = w.build.Names()
@@ -104,6 +97,17 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		w.audit.Thresholds[j] = sinks.Threshold{Name: s.Model().Name(), Review: float64(r), Alert: float64(a)}
 	}
 	return w, nil
+}
+
+func (w *worker) newBatch() *batch {
+	b := &batch{
+		x:      make([]float32, w.p.cfg.maxBatch*w.width),
+		scores: make([][]float32, len(w.scorers)),
+	}
+	for j := range b.scores {
+		b.scores[j] = make([]float32, w.p.cfg.maxBatch)
+	}
+	return b
 }
 
 func (b *batch) reset() {
@@ -127,6 +131,9 @@ func (w *worker) run() {
 	timer.Stop()
 	var cur *batch
 	for {
+		if w.p.hard.Err() != nil { // select picks at random among ready cases
+			return
+		}
 		select {
 		case m, ok := <-w.in:
 			if !ok {
@@ -283,15 +290,23 @@ func (w *worker) send() {
 			err := w.p.sink.WriteBatch(w.p.hard, b.out)
 			if err == nil {
 				w.ack(b)
-			} else if w.p.hard.Err() == nil {
-				// The sink (a Fanout) retries until the context ends, so an
-				// error here is the end of the pipeline, not of the batch.
+				b.reset()
+				w.free <- b
+				continue
+			}
+			if w.p.hard.Err() == nil {
+				// The sink (a Fanout) retries everything but a permanent
+				// rejection until the context ends, so an error here is the
+				// end of the pipeline, not of the batch.
 				w.p.log.Error("sink write failed; stopping", "err", err)
 				w.p.cancel(err)
 			}
 		}
-		b.reset()
-		w.free <- b
+		// After a failed or cancelled write a client may still hold the
+		// batch's bytes (kafka-go keeps a queued batch, JetStream retries
+		// from a timer): never reuse them. A fresh batch keeps the pool
+		// full for the workers still draining.
+		w.free <- w.newBatch()
 	}
 }
 

@@ -24,6 +24,7 @@ var commands = map[string]command{
 	"run":   {cmdRun, "the scoring daemon against an existing Kafka cluster and NATS server"},
 	"gen":   {cmdGen, "synthetic transactions and delayed fraud labels, to files or Kafka"},
 	"train": {cmdTrain, "fit a model on generated or recorded history with the stream's feature code"},
+	"eval":  {cmdEval, "measure a model's scores against labels: AUC, AP, precision/recall at thresholds, card precision@k, plots"},
 	"score": {cmdScore, "replay history and write the score records the stream would publish for a time range"},
 }
 
@@ -59,6 +60,9 @@ func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts the graceful stop; a second one kills the
+	// process (the default action once NotifyContext lets go).
+	context.AfterFunc(ctx, stop)
 	if err := cmd.run(ctx, os.Args[2:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
