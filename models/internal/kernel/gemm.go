@@ -1,6 +1,11 @@
 package kernel
 
-import "fmt"
+import (
+	"fmt"
+	"unsafe"
+)
+
+//go:generate go run -C _asm . -out ../gemm_amd64.s -stubs ../gemm_stub_amd64.go -pkg kernel -tiles ../gemm_tiles_amd64.go
 
 // PanelWidth is the number of columns of W in one packed panel. It matches
 // one 512-bit vector of float32 (or two 256-bit ones), the width the SIMD
@@ -67,7 +72,7 @@ func Pack(k, n int, w []float32) *Packed {
 		panic("kernel: len(w) < k*n")
 	}
 	panels := (n + PanelWidth - 1) / PanelWidth
-	p := &Packed{k: k, n: n, data: make([]float32, panels*k*PanelWidth)}
+	p := &Packed{k: k, n: n, data: alignedFloats(panels * k * PanelWidth)}
 	for pi := 0; pi < panels; pi++ {
 		j0 := pi * PanelWidth
 		nw := min(PanelWidth, n-j0)
@@ -78,6 +83,24 @@ func Pack(k, n int, w []float32) *Packed {
 	}
 	return p
 }
+
+// alignedFloats returns n zeroed float32s starting on a 64-byte boundary, so
+// that every panel row is one aligned 512-bit load (a load that splits two
+// cache lines costs twice).
+func alignedFloats(n int) []float32 {
+	if n == 0 {
+		return nil
+	}
+	buf := make([]float32, n+15)
+	off := int((-uintptr(unsafe.Pointer(unsafe.SliceData(buf))) & 63) / 4)
+	return buf[off : off+n : off+n]
+}
+
+// Path returns the GEMM implementation chosen at start-up for this CPU and
+// build: "avx512" (AVX-512F), "avx2" (AVX2+FMA) or "generic" (pure Go: other
+// CPUs, other architectures and the noasm build tag). It never changes after
+// init, so callers may log it once and export it as a metric.
+func Path() string { return path() }
 
 // Gemm computes, for i < m and j < n,
 //

@@ -1,0 +1,59 @@
+package bench
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/streamscore/streamscore/models"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// gemmShapes are the micro-batch shapes of the GEMM contract (M, K, N).
+var gemmShapes = [][3]int{
+	{1, 64, 128}, {16, 64, 128}, {64, 64, 128}, {256, 64, 128}, {1024, 64, 128},
+	{256, 32, 64}, {256, 256, 256}, {256, 128, 512},
+}
+
+// BenchmarkGEMM measures C = A·W (identity, no bias) in GFLOP/s (2·M·K·N
+// per call) for the streamscore kernel, weights packed before the timer,
+// and for gonum's blas32.Gemm on the same data, in the same run.
+func BenchmarkGEMM(b *testing.B) {
+	b.Logf("kernel path: %s", models.KernelPath())
+	for _, s := range gemmShapes {
+		m, k, n := s[0], s[1], s[2]
+		r := rand.New(rand.NewPCG(uint64(m), uint64(k*n)))
+		a, w, c := randFloats(r, m*k), randFloats(r, k*n), make([]float32, m*n)
+		flops := 2 * float64(m) * float64(k) * float64(n)
+		name := fmt.Sprintf("M=%d,K=%d,N=%d", m, k, n)
+		b.Run(name+"/impl=streamscore", func(b *testing.B) {
+			d := models.PackDense(k, n, w)
+			b.SetBytes(int64(4 * (m*k + m*n)))
+			b.ReportAllocs()
+			for b.Loop() {
+				d.Gemm(m, a, k, nil, models.ActIdentity, c, n, false)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(name+"/impl=gonum", func(b *testing.B) {
+			ga := blas32.General{Rows: m, Cols: k, Stride: k, Data: a}
+			gw := blas32.General{Rows: k, Cols: n, Stride: n, Data: w}
+			gc := blas32.General{Rows: m, Cols: n, Stride: n, Data: c}
+			b.SetBytes(int64(4 * (m*k + m*n)))
+			b.ReportAllocs()
+			for b.Loop() {
+				blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, ga, gw, 0, gc)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+func randFloats(r *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(r.NormFloat64())
+	}
+	return s
+}
