@@ -123,13 +123,13 @@ func (b *Builder) Cards() int { return b.cards.len() }
 // event more than the max lateness behind its card's (or terminal's) newest
 // event is scored against the retained state but not inserted. A negative or
 // non-finite Amount is treated as 0 (the Decoder never produces one).
+//
+// Update must be called once per event: for an event that may already have
+// been applied (a re-delivery), use Peek.
 func (b *Builder) Update(e *Event, row []float32) {
 	row = row[:width]
 	t := nanos(e.TS)
-	amt := e.Amount
-	if !(amt >= 0) || amt > math.MaxFloat64 {
-		amt = 0
-	}
+	amt := amount(e)
 
 	b.cards.tick(t)
 	c, ok := b.cards.get(e.CardID)
@@ -144,17 +144,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 	inOrder := first || t >= prevTS
 
 	row[offAmount] = f32(math.Log1p(amt))
-	var a30 agg
-	for k, w := range b.wins {
-		a := c.s.at(k, w, t)
-		if !inserted {
-			a.add(amt)
-		}
-		row[offCardCount+k] = float32(a.n)
-		row[offCardSum+k] = f32(a.sum)
-		row[offCardMean+k] = f32(a.mean())
-		a30 = a
-	}
+	a30 := b.cardWindows(&c.s, t, amt, inserted, row)
 
 	// Seconds since the card's previous transaction in event time.
 	since := float64(SinceFirstSeen)
@@ -167,13 +157,173 @@ func (b *Builder) Update(e *Event, row []float32) {
 		if !inserted {
 			j = c.s.upper(t) - 1
 		}
-		if j >= c.s.off {
-			since = math.Log1p(float64(t-c.s.pts[j].ts) / 1e9)
-		}
+		since = sinceBefore(&c.s, j, t)
 	}
 	row[offCardSince] = f32(since)
 
-	// Amount against the card's own 30-day history before this event.
+	ratioZ(a30, amt, row)
+
+	// Country change and geo velocity against the previous transaction.
+	changed, kmh := 0.0, 0.0
+	if inOrder {
+		if !first {
+			changed, kmh = c.compare(e, t, prevTS)
+		}
+		if c.country != e.Country {
+			c.country = strings.Clone(e.Country)
+		}
+		c.lat, c.lon, c.hasGeo = e.Lat, e.Lon, e.HasGeo
+	}
+	row[offCardCountry] = float32(changed)
+	row[offCardVelocity] = f32(kmh)
+	if inOrder { // e is the new head: remember what it got, for Peek
+		c.headSince, c.headChanged, c.headKmh = row[offCardSince], changed != 0, row[offCardVelocity]
+	}
+
+	b.shared.observe(e.TerminalID, t, amt, row[offTerminal:offTerminal+terminalWidth])
+	if b.n++; b.n%sweepEvery == 0 {
+		b.shared.sweep(b.n/sweepEvery, b.cards.clock)
+	}
+
+	calendar(e.TS, row)
+}
+
+// Peek writes e's feature row to row[:Width()] as Update did when it applied
+// e, for an event that is already in the state (a re-delivery after a
+// consumer-group rebalance), without changing any state: no card, terminal,
+// expiry clock, TTL generation or sweep counter is touched, so Peek may be
+// called any number of times. Terminal state is read under its stripe lock
+// (Peek is as safe against other Builders and ApplyLabel as Update); like
+// Update, a Builder's Peek must not run concurrently with its other methods.
+// It panics if len(row) < Width().
+//
+// An event is taken to be in a card's (terminal's) state when that state
+// holds a point at e's time with e's amount (states keep no event ids: a
+// different event with the same card or terminal, time and amount is
+// indistinguishable from e). The card and the terminal are looked at
+// separately, and a state Update would find expired at e's time counts as
+// absent.
+//
+// When e is in the state, its windows at e's time are read as they are (e
+// counted once); card_secs_since_prev_log1p is the gap to the point before
+// e's own; the 30-day ratio and z-score exclude e once; the terminal fraud
+// features count the labels applied so far. The row equals Update's row for e
+// whenever no other event with a time <= e.TS reached the same card or
+// terminal since e (nor a fraud label with a time <= e.TS-7d its terminal),
+// and e.TS is within the max lateness of the entity's newest event (older
+// points may have been evicted since). Country change and geo velocity are
+// Update's values when e is still its card's newest in-order event (the
+// card remembers them); for any other event already in the state they are 0,
+// because the previous transaction's country and position are not kept.
+// card_secs_since_prev_log1p is SinceFirstSeen when no point before e's is
+// retained and e is not the card's newest event.
+//
+// When e is not in the state (never applied, beyond the lateness, evicted or
+// expired), Peek scores it like Update's "scored but not inserted" path: its
+// amount is added to the windows read from the state, and the other features
+// are those Update would write if it applied e now (including country change
+// and velocity against the card's newest event when e is not older than it).
+// The row then equals Update's up to float64 rounding of the window sums.
+func (b *Builder) Peek(e *Event, row []float32) {
+	row = row[:width]
+	t := nanos(e.TS)
+	amt := amount(e)
+
+	c, ok := b.cards.peek(e.CardID, t)
+	if !ok {
+		var empty cardState // what Update would start from; not stored
+		c = &empty
+	}
+	idx := c.s.find(t, amt)
+	counted := idx >= 0
+
+	row[offAmount] = f32(math.Log1p(amt))
+	a30 := b.cardWindows(&c.s, t, amt, counted, row)
+
+	if c.isHead(e, t, amt) { // still the newest: Update's values, remembered
+		row[offCardSince] = c.headSince
+		row[offCardCountry] = flag(c.headChanged)
+		row[offCardVelocity] = c.headKmh
+	} else {
+		since := float64(SinceFirstSeen)
+		changed, kmh := 0.0, 0.0
+		switch {
+		case !c.s.has(): // new card
+		case counted: // in the state, not the newest
+			since = sinceBefore(&c.s, idx-1, t)
+		case t >= c.s.maxTS: // Update would apply e in order
+			since = math.Log1p(float64(t-c.s.maxTS) / 1e9)
+			changed, kmh = c.compare(e, t, c.s.maxTS)
+		default: // out of order
+			since = sinceBefore(&c.s, c.s.upper(t)-1, t)
+		}
+		row[offCardSince] = f32(since)
+		row[offCardCountry] = float32(changed)
+		row[offCardVelocity] = f32(kmh)
+	}
+
+	ratioZ(a30, amt, row)
+
+	b.shared.peek(e.TerminalID, t, amt, row[offTerminal:offTerminal+terminalWidth])
+
+	calendar(e.TS, row)
+}
+
+// amount returns e's amount, with a negative or non-finite one as 0.
+func amount(e *Event) float64 {
+	amt := e.Amount
+	if !(amt >= 0) || amt > math.MaxFloat64 {
+		amt = 0
+	}
+	return amt
+}
+
+// cardWindows writes the card window features at t and returns the 30-day
+// aggregate; counted reports whether s already holds the transaction (else
+// amt is added). Read-only.
+func (b *Builder) cardWindows(s *series, t int64, amt float64, counted bool, row []float32) agg {
+	var a30 agg
+	for k, w := range b.wins {
+		var a agg
+		if s.has() {
+			a = s.at(k, w, t)
+		}
+		if !counted {
+			a.add(amt)
+		}
+		row[offCardCount+k] = float32(a.n)
+		row[offCardSum+k] = f32(a.sum)
+		row[offCardMean+k] = f32(a.mean())
+		a30 = a
+	}
+	return a30
+}
+
+// sinceBefore returns log1p of the seconds from the point j (absolute index)
+// to t, or SinceFirstSeen when j is not a live point.
+func sinceBefore(s *series, j int32, t int64) float64 {
+	if j >= s.off && j < int32(len(s.pts)) {
+		return math.Log1p(float64(t-s.pts[j].ts) / 1e9)
+	}
+	return SinceFirstSeen
+}
+
+// compare returns the country change and geo velocity of e (at t) against
+// the card's head (at prevTS).
+func (c *cardState) compare(e *Event, t, prevTS int64) (changed, kmh float64) {
+	if c.country != "" && e.Country != "" && c.country != e.Country {
+		changed = 1
+	}
+	if c.hasGeo && e.HasGeo {
+		secs := max(float64(t-prevTS)/1e9, 1)
+		kmh = haversineKm(c.lat, c.lon, e.Lat, e.Lon) / (secs / 3600)
+	}
+	return changed, kmh
+}
+
+// ratioZ writes the amount ratio and z-score against the card's other
+// transactions of the 30-day aggregate a30 (which includes amt once).
+func ratioZ(a30 agg, amt float64, row []float32) {
 	ratio, z := 1.0, 0.0
 	if n0 := a30.n - 1; n0 >= 1 {
 		mean0 := (a30.sum - amt) / float64(n0)
@@ -185,33 +335,11 @@ func (b *Builder) Update(e *Event, row []float32) {
 	}
 	row[offCardRatio] = f32(ratio)
 	row[offCardZ] = f32(z)
+}
 
-	// Country change and geo velocity against the previous transaction.
-	changed, kmh := 0.0, 0.0
-	if inOrder {
-		if !first {
-			if c.country != "" && e.Country != "" && c.country != e.Country {
-				changed = 1
-			}
-			if c.hasGeo && e.HasGeo {
-				secs := max(float64(t-prevTS)/1e9, 1)
-				kmh = haversineKm(c.lat, c.lon, e.Lat, e.Lon) / (secs / 3600)
-			}
-		}
-		if c.country != e.Country {
-			c.country = strings.Clone(e.Country)
-		}
-		c.lat, c.lon, c.hasGeo = e.Lat, e.Lon, e.HasGeo
-	}
-	row[offCardCountry] = float32(changed)
-	row[offCardVelocity] = f32(kmh)
-
-	b.shared.observe(e.TerminalID, t, amt, row[offTerminal:offTerminal+terminalWidth])
-	if b.n++; b.n%sweepEvery == 0 {
-		b.shared.sweep(b.n/sweepEvery, b.cards.clock)
-	}
-
-	u := e.TS.UTC()
+// calendar writes the calendar features of ts.
+func calendar(ts time.Time, row []float32) {
+	u := ts.UTC()
 	h, m, s := u.Clock()
 	hour := float64(h) + float64(m)/60 + float64(s)/3600
 	row[offCalendar+0] = float32(math.Sin(2 * math.Pi * hour / 24))

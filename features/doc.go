@@ -35,6 +35,25 @@
 // Labels (delayed fraud feedback) are applied to the Shared with ApplyLabel
 // and feed the terminal fraud features.
 //
+// Update applies an event exactly once. For an event that may already have
+// been applied (a re-delivery after a consumer-group rebalance, of messages
+// applied but not yet committed; the stream remembers the highest offset it
+// applied per partition), call Peek instead: it writes the row Update wrote
+// for the event without changing any state (no window, expiry clock, TTL
+// generation, label or sweep counter), reading terminals under their stripe
+// lock. An event counts as already applied to its card (terminal) when the
+// state holds a point at its time with its amount (states keep no event ids);
+// it is then read from the state as it is, counted once. The row equals
+// Update's whenever no other event at or before its time has reached the same
+// card or terminal since, and the event is within the max lateness of the
+// entity's newest; window sums and means may then differ from Update's by
+// float64 rounding, except right after Update (bit-identical). Country change
+// and geo velocity are reproduced for a card's newest event only (the card
+// remembers them); for an older re-delivered one they are 0. An event not in
+// the state (never applied, beyond the lateness, evicted or expired) is
+// scored as Update's "scored but not inserted" path does, so Peek is always
+// safe.
+//
 // Replay runs the same code over files (ReadEvents, ReadLabels: JSON Lines)
 // to produce training rows: events in time order, each label applied as soon
 // as its TS is at or before the next event's.
@@ -73,7 +92,8 @@
 //	is_night                          1 when the UTC hour is <= 6
 //
 // Country change and geo velocity compare against the card's newest
-// transaction; for an out-of-order event they are 0.
+// transaction; for an out-of-order event they are 0 (and for Peek of an
+// applied event other than the card's newest).
 //
 // Label timing: a Label carries the time the label became known (TS), not the
 // transaction's time, and fraud labels are placed in the terminal's windows at

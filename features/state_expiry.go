@@ -77,6 +77,25 @@ func (m *expiryMap[V]) get(key string) (v V, ok bool) {
 	return zero, false
 }
 
+// peek is a read-only get: it returns the state get would return after
+// tick(now), without advancing the clock, rotating, or moving or deleting
+// entries. (A state get would drop, because a rotation due at now would
+// discard its generation, is always one idle for more than ttl at now.)
+func (m *expiryMap[V]) peek(key string, now int64) (v V, ok bool) {
+	clock := now
+	if m.started {
+		clock = max(m.clock, now)
+	}
+	if v, ok = m.cur[key]; !ok {
+		v, ok = m.old[key]
+	}
+	if !ok || clock-v.lastSeen() > m.ttl {
+		var zero V
+		return zero, false
+	}
+	return v, true
+}
+
 // put stores a new state under a copy of key (keys of decoded events share
 // one backing string with the rest of the event; storing them as-is would pin
 // it).

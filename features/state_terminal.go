@@ -187,9 +187,40 @@ func (s *Shared) observe(id string, t int64, amt float64, out []float32) {
 	}
 	ts.seen = max(ts.seen, t)
 	inserted := ts.s.add(t, amt, s.wins, s.lateness, s.retain) >= 0
+	s.features(ts, t, amt, inserted, out)
+	ts.evictLabels(s.retain)
+}
+
+// peek writes the terminal features of a transaction as observe does,
+// without changing anything (a read-only path under the stripe lock, for
+// Builder.Peek): when the terminal's series holds a point at t with amount
+// amt, the transaction is taken to be that point (already applied) and its
+// windows are read as they are; otherwise amt is added to them, as observe
+// does for a transaction it does not insert. The stripe's expiry clock is
+// not advanced: a state observe would find expired at t is treated as absent.
+func (s *Shared) peek(id string, t int64, amt float64, out []float32) {
+	st := s.stripe(id)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ts, ok := st.m.peek(id, t)
+	if !ok {
+		var empty terminalState // what observe would start from; not stored
+		ts = &empty
+	}
+	s.features(ts, t, amt, ts.s.find(t, amt) >= 0, out)
+}
+
+// features writes the terminal features (terminalWidth values) of a
+// transaction at t with amount amt to out; counted reports whether ts's
+// series already holds it (else amt is added to the offset-0 windows).
+// Read-only; the caller holds the stripe lock.
+func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool, out []float32) {
 	for k := range nWindows {
-		a := ts.s.at(k, s.wins[k], t)
-		if !inserted {
+		var a agg
+		if ts.s.has() {
+			a = ts.s.at(k, s.wins[k], t)
+		}
+		if !counted {
 			a.add(amt)
 		}
 		out[k] = float32(a.n)
@@ -198,7 +229,10 @@ func (s *Shared) observe(id string, t int64, amt float64, out []float32) {
 	for j := range 2 {
 		k := nWindows + j
 		w := s.wins[k]
-		tx := ts.s.at(k, w, t).n
+		var tx int64
+		if ts.s.has() {
+			tx = ts.s.at(k, w, t).n
+		}
 		fraud := ts.fraudIn(t-w.offset-w.length, t-w.offset)
 		rate := 0.0
 		if tx > 0 {
@@ -207,7 +241,6 @@ func (s *Shared) observe(id string, t int64, amt float64, out []float32) {
 		out[2*nWindows+2*j] = float32(fraud)
 		out[2*nWindows+2*j+1] = f32(rate)
 	}
-	ts.evictLabels(s.retain)
 }
 
 // terminals returns the number of terminal states held (for tests).

@@ -80,6 +80,20 @@ func (s *series) upper(t int64) int32 {
 	return lo
 }
 
+// find returns the absolute index of the last live point at ts with amount
+// amt, or -1 when there is none. Read-only.
+func (s *series) find(ts int64, amt float64) int32 {
+	if !s.has() {
+		return -1
+	}
+	for i := s.upper(ts) - 1; i >= s.off && s.pts[i].ts == ts; i-- {
+		if s.pts[i].amt == amt {
+			return i
+		}
+	}
+	return -1
+}
+
 // sumRange adds the points [i, j) to a.
 func (s *series) sumRange(a *agg, i, j int32) {
 	for _, p := range s.pts[i:j] {

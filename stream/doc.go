@@ -32,6 +32,12 @@
 // ids (kind:topic/partition/offset), which JetStream deduplicates and other
 // consumers can use to.
 //
+// A consumer-group rebalance restarts every assigned partition at its
+// committed offset, so a worker may see events it already applied to its
+// feature state. It remembers the highest offset it applied per partition and
+// scores such events with features.Builder.Peek, against the state as it is,
+// instead of applying them twice.
+//
 // Shutdown has two phases. Cancelling the context given to Run stops intake;
 // open batches are flushed, published and committed within the drain timeout
 // (soft). If that expires, or Abort is called, sink writes are cancelled and
@@ -63,4 +69,5 @@
 //	streamscore_stream_decisions_total{outcome}            final decisions (allow, review, alert)
 //	streamscore_stream_labels_total{outcome}               labels applied or dead-lettered
 //	streamscore_stream_partition_resets_total              re-deliveries from an earlier offset
+//	streamscore_stream_events_redelivered_total            re-delivered events scored without re-applying them
 package stream

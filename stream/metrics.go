@@ -18,6 +18,7 @@ type metrics struct {
 	decisions    *prometheus.CounterVec // outcome
 	labels       *prometheus.CounterVec // outcome
 	resets       prometheus.Counter
+	redelivered  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -65,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamscore_stream_labels_total",
 			Help: "Fraud feedback labels consumed, by outcome (applied, deadlettered).",
 		}, []string{"outcome"}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_events_redelivered_total",
+			Help: "Events delivered again after they were applied to the feature state (scored without applying them twice).",
+		}),
 		resets: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "streamscore_stream_partition_resets_total",
 			Help: "Times a partition was re-delivered from an earlier offset (rebalance or retry).",
@@ -74,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
-		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets} {
+		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

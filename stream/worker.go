@@ -33,6 +33,7 @@ type worker struct {
 	scoreObs []prometheus.Observer
 	alerts   []prometheus.Counter
 	rc       *recorder
+	applied  map[int]int64 // partition -> highest offset applied to the state
 	audit    sinks.AuditRecord
 	dl       sinks.DeadLetterRecord
 }
@@ -68,13 +69,14 @@ type span struct {
 
 func newWorker(p *Pipeline, id int) (*worker, error) {
 	w := &worker{
-		p:     p,
-		id:    id,
-		in:    make(chan kafka.Message, p.cfg.queueDepth),
-		out:   make(chan *batch, p.cfg.inFlight),
-		free:  make(chan *batch, p.cfg.inFlight+1),
-		dec:   features.NewDecoder(p.cfg.decoderOpts...),
-		build: features.NewBuilder(p.shared, p.cfg.featureOpts...),
+		p:       p,
+		id:      id,
+		in:      make(chan kafka.Message, p.cfg.queueDepth),
+		out:     make(chan *batch, p.cfg.inFlight),
+		free:    make(chan *batch, p.cfg.inFlight+1),
+		dec:     features.NewDecoder(p.cfg.decoderOpts...),
+		build:   features.NewBuilder(p.shared, p.cfg.featureOpts...),
+		applied: make(map[int]int64),
 	}
 	w.width = w.build.Width()
 	for _, m := range p.models {
@@ -186,7 +188,17 @@ func (w *worker) add(b *batch, m kafka.Message) {
 		return
 	}
 	rows := len(b.rowMsg)
-	w.build.Update(ev, b.x[rows*w.width:(rows+1)*w.width])
+	row := b.x[rows*w.width : (rows+1)*w.width]
+	if last, ok := w.applied[m.Partition]; ok && m.Offset <= last {
+		// Re-delivered (a rebalance restarts partitions at the committed
+		// offset): the event is already in the windows, so score it
+		// against them without applying it twice.
+		w.build.Peek(ev, row)
+		w.p.met.redelivered.Inc()
+	} else {
+		w.build.Update(ev, row)
+		w.applied[m.Partition] = m.Offset
+	}
 	b.rowMsg = append(b.rowMsg, i)
 }
 
