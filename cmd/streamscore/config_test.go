@@ -86,7 +86,7 @@ start-at-end: true
 			name: "defaults",
 			check: func(t *testing.T, c *engineConfig) {
 				if c.Brokers != "127.0.0.1:9092" || c.Group != "streamscore" || c.MaxBatch != 256 ||
-					c.MaxDelay != 5*time.Millisecond || c.StartAtEnd || len(c.Models) != 0 {
+					c.MaxDelay != 2*time.Millisecond || c.StartAtEnd || len(c.Models) != 0 {
 					t.Errorf("got %+v, want the defaults", *c)
 				}
 			},
