@@ -20,12 +20,13 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"demo":  {cmdDemo, "embedded Kafka broker + NATS server, generated traffic, the engine, live status"},
-	"run":   {cmdRun, "the scoring daemon against an existing Kafka cluster and NATS server"},
-	"gen":   {cmdGen, "synthetic transactions and delayed fraud labels, to files or Kafka"},
-	"train": {cmdTrain, "fit a model on generated or recorded history with the stream's feature code"},
-	"eval":  {cmdEval, "measure a model's scores against labels: AUC, AP, precision/recall at thresholds, card precision@k, plots"},
-	"score": {cmdScore, "replay history and write the score records the stream would publish for a time range"},
+	"demo":     {cmdDemo, "embedded Kafka broker + NATS server, generated traffic, the engine, live status"},
+	"run":      {cmdRun, "the scoring daemon against an existing Kafka cluster and NATS server"},
+	"gen":      {cmdGen, "synthetic transactions and delayed fraud labels, to files or Kafka"},
+	"train":    {cmdTrain, "fit a model on generated or recorded history with the stream's feature code"},
+	"eval":     {cmdEval, "measure a model's scores against labels: AUC, AP, precision/recall at thresholds, card precision@k, plots"},
+	"features": {cmdFeatures, "replay history and write point-in-time feature rows (training data) as CSV"},
+	"score":    {cmdScore, "replay history and write the score records the stream would publish for a time range"},
 }
 
 func usage() {
