@@ -102,3 +102,91 @@ func TestFeaturesCSV(t *testing.T) {
 		t.Fatalf("compared %d rows of %d", i-1, len(recs)-1)
 	}
 }
+
+// TestFeaturesNoFutureLeak: the feature columns of the rows in [T1, T2) are
+// the same whether the files stop at T2 or go on for days after it (events
+// and labels alike); only the label column, the truth as known at the end
+// of the file, may differ.
+func TestFeaturesNoFutureLeak(t *testing.T) {
+	dir := t.TempDir()
+	g, err := synth.New(synth.Config{Seed: 9, Cards: 300, Terminals: 25, FraudRate: 0.05, LabelDelay: 36 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	t2 := start.Add(10 * 24 * time.Hour)
+	paths := func(name string) (string, string) {
+		return filepath.Join(dir, name+"-ev.jsonl"), filepath.Join(dir, name+"-lab.jsonl")
+	}
+	fullEv, fullLab := paths("full")
+	pastEv, pastLab := paths("past") // only what was known before t2
+	files := map[string]*bufio.Writer{}
+	var closers []*os.File
+	for _, p := range []string{fullEv, fullLab, pastEv, pastLab} {
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closers = append(closers, f)
+		files[p] = bufio.NewWriter(f)
+	}
+	if err := g.Simulate(start, t2.Add(5*24*time.Hour), 0.03, func(tx synth.Tx) error {
+		line := append(tx.Event.AppendJSON(nil), '\n')
+		files[fullEv].Write(line)
+		if tx.Event.TS.Before(t2) {
+			files[pastEv].Write(line)
+		}
+		if l, ok := g.LabelFor(tx); ok {
+			line := append(l.AppendJSON(nil), '\n')
+			files[fullLab].Write(line)
+			if l.TS.Before(t2) {
+				files[pastLab].Write(line)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range files {
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range closers {
+		f.Close()
+	}
+	rows := func(ev, lab string) [][]string {
+		out := filepath.Join(dir, filepath.Base(ev)+".csv")
+		if err := cmdFeatures(context.Background(), []string{"--events", ev, "--labels", lab,
+			"--from", "2026-06-08", "--to", t2.Format(time.RFC3339), "--out", out}); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		recs, err := csv.NewReader(f).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	full, past := rows(fullEv, fullLab), rows(pastEv, pastLab)
+	if len(full) != len(past) || len(full) < 100 {
+		t.Fatalf("%d rows with the future, %d without", len(full)-1, len(past)-1)
+	}
+	labelsDiffer := 0
+	for i := range full {
+		if full[i][2] != past[i][2] {
+			labelsDiffer++
+		}
+		full[i][2], past[i][2] = "", ""
+		for j := range full[i] {
+			if full[i][j] != past[i][j] {
+				t.Fatalf("row %d column %s: %q with the future in the files, %q without", i, full[0][j], full[i][j], past[i][j])
+			}
+		}
+	}
+	t.Logf("%d rows identical without the future; %d labels only known later", len(full)-1, labelsDiffer)
+}
