@@ -1,6 +1,7 @@
 package features
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -84,12 +85,14 @@ type Builder struct {
 	wins     []window
 	lateness int64
 	retain   int64
-	n        uint64 // events applied, paces Shared sweeps
+	n        uint64       // events applied, paces Shared sweeps
+	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
 }
 
 // NewBuilder returns a Builder whose terminal features come from s (a nil s
-// gets a private Shared built from opts). Options: WithTTL, WithMaxLateness.
-// It panics if an option is invalid.
+// gets a private Shared built from opts). Options: WithTTL, WithMaxLateness,
+// WithSpec. It panics if an option is invalid, or if the Builder's spec
+// (WithSpec, or none) is not s's.
 func NewBuilder(s *Shared, opts ...Option) *Builder {
 	cfg := newConfig(opts)
 	if s == nil {
@@ -102,18 +105,43 @@ func NewBuilder(s *Shared, opts ...Option) *Builder {
 		lateness: int64(cfg.lateness),
 	}
 	b.retain = maxSpan(b.wins) + b.lateness
+	var sharedSpec *compiledSpec
+	if s.sp != nil {
+		sharedSpec = s.sp.cs
+	}
+	if !sameSpec(cfg.spec, sharedSpec) {
+		panic(fmt.Errorf("%w: the Builder's spec (WithSpec) differs from its Shared's: pass the same WithSpec to NewShared", ErrInvalidOption))
+	}
+	if cfg.spec != nil {
+		b.sp = newSpecBuilder(cfg.spec, cfg)
+	}
 	return b
 }
 
 // Names returns the feature names, in row order.
-func (b *Builder) Names() []string { return slices.Clone(defaultNames) }
+func (b *Builder) Names() []string {
+	if b.sp != nil {
+		return slices.Clone(b.sp.cs.names)
+	}
+	return slices.Clone(defaultNames)
+}
 
 // Width returns the number of features in a row.
-func (b *Builder) Width() int { return width }
+func (b *Builder) Width() int {
+	if b.sp != nil {
+		return len(b.sp.cs.feats)
+	}
+	return width
+}
 
 // Cards returns the number of card states held (live, or idle and awaiting
 // release by the TTL rotation).
-func (b *Builder) Cards() int { return b.cards.len() }
+func (b *Builder) Cards() int {
+	if b.sp != nil {
+		return b.sp.loc.len()
+	}
+	return b.cards.len()
+}
 
 // Update applies e to the card and terminal state and writes e's feature
 // row to row[:Width()]. Every value written is finite. It panics if
@@ -127,6 +155,10 @@ func (b *Builder) Cards() int { return b.cards.len() }
 // Update must be called once per event: for an event that may already have
 // been applied (a re-delivery), use Peek.
 func (b *Builder) Update(e *Event, row []float32) {
+	if b.sp != nil {
+		b.updateSpec(e, row)
+		return
+	}
 	row = row[:width]
 	t := nanos(e.TS)
 	amt := amount(e)
@@ -225,6 +257,10 @@ func (b *Builder) Update(e *Event, row []float32) {
 // and velocity against the card's newest event when e is not older than it).
 // The row then equals Update's up to float64 rounding of the window sums.
 func (b *Builder) Peek(e *Event, row []float32) {
+	if b.sp != nil {
+		b.peekSpec(e, row)
+		return
+	}
 	row = row[:width]
 	t := nanos(e.TS)
 	amt := amount(e)

@@ -54,6 +54,24 @@
 // scored as Update's "scored but not inserted" path does, so Peek is always
 // safe.
 //
+// Features can also be declared: a Spec (YAML, ParseSpec; the embedded
+// DefaultSpec describes the default features below) lists the row's features,
+// each an aggregation (count, sum, mean, min, max, std, distinct, last,
+// since_prev, ratio, zscore, changed, geo_velocity, fraud_count, fraud_rate,
+// value and calendar flags) of an input field over an event-time window
+// (t-offset-length, t-offset] per entity key (card_id, terminal_id, currency,
+// mcc, channel or country). WithSpec makes a Builder compute a spec with the
+// spec-driven engine (builder_spec.go), with the same lateness, expiry,
+// label and Peek rules. Card state stays in the Builder, and the state of
+// every other entity and all labels stays in the Shared. Window aggregates
+// are exact. A distinct count is exact up to its cap, then a k-minimum-values
+// sketch (relative standard error <= 1/sqrt(cap-2)). The hand-written
+// Builder is the engine's specialisation for DefaultSpec: it runs without
+// WithSpec, and for a spec equal to DefaultSpec. On random streams its rows
+// are bit-identical to the engine's for Update and Peek
+// (TestSpecDefaultMatchesBuilder). The format, with an example per
+// aggregation, is in docs/features.md.
+//
 // Replay runs the same code over files (ReadEvents, ReadLabels: JSON Lines)
 // to produce training rows: events in time order, each label applied as soon
 // as its TS is at or before the next event's.

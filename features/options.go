@@ -3,6 +3,8 @@ package features
 import (
 	"errors"
 	"fmt"
+	"reflect"
+	"sync"
 	"time"
 )
 
@@ -18,6 +20,7 @@ type config struct {
 	ttl      time.Duration
 	lateness time.Duration
 	stripes  int
+	spec     *compiledSpec // nil: the hand-written default features
 }
 
 func defaultConfig() config {
@@ -85,3 +88,47 @@ func WithStripes(n int) Option {
 		return nil
 	}
 }
+
+// WithSpec makes a Builder compute the features of spec (see ParseSpec,
+// DefaultSpec and docs/features.md) with the spec-driven engine. Default:
+// none, which means the hand-written default features that DefaultSpec
+// describes. The spec is validated and compiled
+// once, when WithSpec is called; an invalid one makes NewShared and
+// NewBuilder panic with an error wrapping ErrInvalidOption and
+// ErrInvalidSpec (call spec.Validate, or use ParseSpec, to get the error
+// instead). The trap: pass the same WithSpec to NewShared and to every
+// NewBuilder of that Shared (stream.WithFeatureOptions and Replay do): a
+// Builder whose spec differs from its Shared's panics.
+//
+// A spec equal to DefaultSpec(), with defaults such as night_hour spelled
+// out or left out, runs on the hand-written Builder, its specialised
+// implementation: TestSpecDefaultMatchesBuilder checks that
+// both write bit-identical rows (Update and Peek) and keep the same state.
+// That test is the differential check for the fast path, like a generic
+// kernel against its assembly.
+func WithSpec(spec *Spec) Option { return withSpec(spec, false) }
+
+// withSpec is WithSpec; generic forces the spec-driven engine even for the
+// default spec (the test hook of the differential test).
+func withSpec(spec *Spec, generic bool) Option {
+	cs, err := compileSpec(spec)
+	if err == nil && !generic && reflect.DeepEqual(cs.spec, defaultCompiled().spec) {
+		cs = nil // the hand-written Builder
+	}
+	return func(c *config) error {
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		c.spec = cs
+		return nil
+	}
+}
+
+// defaultCompiled is DefaultSpec, compiled once.
+var defaultCompiled = sync.OnceValue(func() *compiledSpec {
+	cs, err := compileSpec(DefaultSpec())
+	if err != nil {
+		panic(fmt.Errorf("compile embedded default spec: %w", err))
+	}
+	return cs
+})

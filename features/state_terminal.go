@@ -63,7 +63,10 @@ func (t *terminalState) evictLabels(retain int64) {
 type stripe struct {
 	mu sync.Mutex
 	m  expiryMap[*terminalState]
-	_  [64]byte
+	// spec holds the entity states of a spec Shared, one map per
+	// compiledSpec.smaps entry; nil without a spec.
+	spec []expiryMap[*entState]
+	_    [64]byte
 }
 
 // Shared holds the terminal state of one process, shared by all its
@@ -78,6 +81,7 @@ type Shared struct {
 	retain   int64
 	seed     maphash.Seed
 	stripes  []stripe
+	sp       *specShared // WithSpec, else nil
 }
 
 // sweepEvery is how many events a Builder applies between two sweeps, each
@@ -90,11 +94,16 @@ func (s *Shared) sweep(i uint64, now int64) {
 	st := &s.stripes[i&uint64(len(s.stripes)-1)]
 	st.mu.Lock()
 	st.m.tick(now)
+	for k := range st.spec {
+		st.spec[k].tick(now)
+	}
 	st.mu.Unlock()
 }
 
 // NewShared returns empty terminal state. Options: WithTTL, WithMaxLateness,
-// WithStripes. It panics if an option is invalid.
+// WithStripes, WithSpec (then it holds the state of the spec's entities other
+// than card_id, and the fraud labels of its labelled entities). It panics if
+// an option is invalid.
 func NewShared(opts ...Option) *Shared {
 	cfg := newConfig(opts)
 	s := &Shared{
@@ -107,6 +116,16 @@ func NewShared(opts ...Option) *Shared {
 	s.retain = maxSpan(s.wins) + s.lateness
 	for i := range s.stripes {
 		s.stripes[i].m = newExpiryMap[*terminalState](int64(cfg.ttl))
+	}
+	if cfg.spec != nil {
+		s.sp = newSpecShared(cfg.spec, s.lateness)
+		for i := range s.stripes {
+			st := &s.stripes[i]
+			st.spec = make([]expiryMap[*entState], len(cfg.spec.smaps))
+			for k := range st.spec {
+				st.spec[k] = newExpiryMap[*entState](int64(cfg.ttl))
+			}
+		}
 	}
 	return s
 }
@@ -133,8 +152,14 @@ func (s *Shared) stripe(id string) *stripe {
 // A repeated fraud label for the same tx_id (at-least-once delivery) counts
 // once while it is retained; a non-fraud label for a tx_id previously
 // labelled fraud withdraws that label (a correction); other non-fraud labels
-// change nothing. Labels without a terminal_id are ignored.
+// change nothing. Labels without a terminal_id are ignored. With WithSpec,
+// the same rules apply to the labels of each entity (card_id, terminal_id)
+// that has fraud features, keyed by the label's card_id or terminal_id.
 func (s *Shared) ApplyLabel(l *Label) {
+	if s.sp != nil {
+		s.applyLabelSpec(l)
+		return
+	}
 	if l.TerminalID == "" {
 		return
 	}

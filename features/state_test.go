@@ -460,7 +460,9 @@ func BenchmarkBuilderUpdate(b *testing.B) {
 	}
 }
 
-func benchUpdate(b *testing.B, cards, terminals int) {
+func benchUpdate(b *testing.B, cards, terminals int) { benchUpdateOpts(b, cards, terminals) }
+
+func benchUpdateOpts(b *testing.B, cards, terminals int, opts ...Option) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const n = 1 << 16
 	evs := make([]Event, n)
@@ -471,7 +473,7 @@ func benchUpdate(b *testing.B, cards, terminals int) {
 			TS: now, Amount: rng.ExpFloat64() * 50, Country: "FR", Lat: 48.8, Lon: 2.3, HasGeo: true}
 	}
 	span := now.Sub(t0) + time.Second
-	bld := NewBuilder(NewShared())
+	bld := NewBuilder(NewShared(opts...), opts...)
 	row := make([]float32, bld.Width())
 	b.ReportAllocs()
 	i := 0

@@ -37,6 +37,13 @@
 // its doc for the attribution units). [Shipped] returns the models built into
 // the binary (models/shipped, re-created as described in its README.md).
 //
+// Hot reload: a Model never changes, so a new version of a model file is
+// parsed and verified ([Load], [Parse]: format, digest, shapes) beside the one
+// serving, and bound ([Model.Bind]: every input must be a stream feature)
+// before anything switches to it. The stream package swaps whole model sets
+// between batches (stream.Pipeline.SetModels); cmd/streamscore watches the
+// files (--models-dir, SIGHUP, POST /-/reload).
+//
 // # Concurrency
 //
 // Model values are safe for concurrent use. A Scorer is not: it owns scratch

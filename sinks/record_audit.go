@@ -12,7 +12,17 @@ type Threshold struct {
 //
 //	{...score record members...,
 //	 "features":{"card_amount_sum_1h":512.5,"card_tx_count_1h":3},
-//	 "thresholds":{"fraud":{"review":0.5,"alert":0.8}}}
+//	 "thresholds":{"fraud":{"review":0.5,"alert":0.8}},
+//	 "shadow":{"fraud":0.41},
+//	 "shadow_models":{"fraud":"fraud-mlp@4 sha256:9f00aa11bb22"}}
+//
+// Shadow holds the scores of shadow (challenger) models, which score the
+// same event but never take part in the decision; they appear only in audit
+// records, never in score or alert records. ShadowModels names the model
+// behind each shadow score, like Models does for the scores. The two members
+// are written only when Shadow is not empty, so an audit record without
+// shadow models is unchanged. A shadow model may have the name of a scoring
+// model (a challenger for it): the keys live in their own objects.
 //
 // FeatureNames and Features are parallel slices (the Builder's names and one
 // row); if their lengths differ only the common prefix is written. Feature
@@ -24,6 +34,8 @@ type AuditRecord struct {
 	FeatureNames []string
 	Features     []float32
 	Thresholds   []Threshold
+	Shadow       []NamedScore // shadow model scores; "shadow":{...}, omitted when empty
+	ShadowModels []NamedModel // the shadow models' idents; "shadow_models":{...}
 
 	keys featureKeys // encoded `"name":` prefixes of FeatureNames
 }
@@ -104,5 +116,29 @@ func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 		dst = append(dst, '}')
 	}
 	dst = append(dst, '}')
+	if len(r.Shadow) > 0 {
+		dst = appendKey(dst, "shadow", false)
+		dst = append(dst, '{')
+		for i := range r.Shadow {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, r.Shadow[i].Name)
+			dst = append(dst, ':')
+			dst = appendFloat(dst, r.Shadow[i].Value, 64)
+		}
+		dst = append(dst, '}')
+		dst = appendKey(dst, "shadow_models", false)
+		dst = append(dst, '{')
+		for i := range r.ShadowModels {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, r.ShadowModels[i].Name)
+			dst = append(dst, ':')
+			dst = appendString(dst, r.ShadowModels[i].Ident)
+		}
+		dst = append(dst, '}')
+	}
 	return append(dst, '}')
 }

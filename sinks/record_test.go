@@ -76,6 +76,8 @@ type jsonAudit struct {
 		Review float64 `json:"review"`
 		Alert  float64 `json:"alert"`
 	} `json:"thresholds"`
+	Shadow       map[string]float64 `json:"shadow"`
+	ShadowModels map[string]string  `json:"shadow_models"`
 }
 
 type jsonDeadLetter struct {
@@ -370,7 +372,7 @@ func FuzzAppendString(f *testing.F) {
 }
 
 func TestAppendJSONNoAllocs(t *testing.T) {
-	score, audit, dl := sampleScore(), sampleAudit(), sampleDeadLetter()
+	score, audit, shadow, dl := sampleScore(), sampleAudit(), sampleShadowAudit(), sampleDeadLetter()
 	buf := make([]byte, 0, 4096)
 	tests := []struct {
 		name string
@@ -378,6 +380,7 @@ func TestAppendJSONNoAllocs(t *testing.T) {
 	}{
 		{"score", func() { buf = score.AppendJSON(buf[:0]) }},
 		{"audit", func() { buf = audit.AppendJSON(buf[:0]) }},
+		{"audit_shadow", func() { buf = shadow.AppendJSON(buf[:0]) }},
 		{"deadletter", func() { buf = dl.AppendJSON(buf[:0]) }},
 	}
 	for _, tc := range tests {
@@ -397,7 +400,7 @@ func TestRecordStructsMatchMirror(t *testing.T) {
 		fields int
 	}{
 		{"score", ScoreRecord{}, 9},
-		{"audit", AuditRecord{}, 4},
+		{"audit", AuditRecord{}, 6},
 		{"deadletter", DeadLetterRecord{}, 8},
 	} {
 		n := 0

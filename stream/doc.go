@@ -43,14 +43,32 @@
 // (soft). If that expires, or Abort is called, sink writes are cancelled and
 // nothing more is committed (hard).
 //
+// The models can be replaced while the pipeline runs (hot reload).
+// SetModels (or Reload, which also counts a failed load) validates the new
+// set off the hot path — every model must bind to the feature layout, names
+// must be distinct, the WithDecisionModels names must still resolve — binds
+// one set of Scorers per worker and publishes the immutable set atomically.
+// Each worker picks up the newest set when it opens its next batch, so the
+// swap happens between batches: every record of a batch (scores, decision,
+// reasons, model idents, audit thresholds) comes from one set, and no event
+// is lost or scored twice by the swap. A set that fails validation leaves the
+// active one serving; the failure is logged and counted. Watching files and
+// signals is the caller's business (cmd/streamscore).
+//
+// Shadow (challenger) models (WithShadowModels) score the same batches, but
+// their scores go only to the audit records ("shadow", "shadow_models"),
+// never into decisions, score or alert records. Each one's decision at its own
+// thresholds is compared with the scoring model of the same name (or, if
+// none, the final decision) and counted as agree or disagree.
+//
 // With WithLabelsTopic, delayed fraud labels are consumed (group
 // "<group>.labels") and applied to the shared feature state; bad labels are
 // dead-lettered like bad events.
 //
 // # Concurrency
 //
-// Run may be called once; Abort, Stats and FeatureNames are safe for
-// concurrent use. A pipeline starts, per worker, one batching goroutine and
+// Run may be called once; Abort, Stats, FeatureNames, Models, ShadowModels,
+// SetModels and Reload are safe for concurrent use (reloads are serialised). A pipeline starts, per worker, one batching goroutine and
 // WithInFlight sender goroutines, plus a committer and an optional label
 // consumer; Run joins all of them before it returns.
 //
@@ -70,4 +88,8 @@
 //	streamscore_stream_labels_total{outcome}               labels applied or dead-lettered
 //	streamscore_stream_partition_resets_total              re-deliveries from an earlier offset
 //	streamscore_stream_events_redelivered_total            re-delivered events scored without re-applying them
+//	streamscore_stream_model_reloads_total{outcome}        model set replacements (ok, failed: the active set kept serving)
+//	streamscore_stream_model_active_info{model,model_version,digest,role}  1 per model of the active set (role scoring or shadow)
+//	streamscore_stream_shadow_score_seconds{model}         histogram of batch scoring time per shadow model
+//	streamscore_stream_shadow_agreement_total{model,outcome}  shadow decisions that agree or disagree with the scoring model
 package stream

@@ -19,6 +19,11 @@ type metrics struct {
 	labels       *prometheus.CounterVec // outcome
 	resets       prometheus.Counter
 	redelivered  prometheus.Counter
+
+	reloads         *prometheus.CounterVec   // outcome
+	activeInfo      *prometheus.GaugeVec     // model, model_version, digest, role
+	shadowSeconds   *prometheus.HistogramVec // model
+	shadowAgreement *prometheus.CounterVec   // model, outcome
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -74,12 +79,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamscore_stream_partition_resets_total",
 			Help: "Times a partition was re-delivered from an earlier offset (rebalance or retry).",
 		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_model_reloads_total",
+			Help: "Attempts to replace the scoring models while running, by outcome (ok, failed: the active models kept serving).",
+		}, []string{"outcome"}),
+		activeInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "streamscore_stream_model_active_info",
+			Help: "1 for every model of the active set, by name, version, file digest and role (scoring, shadow).",
+		}, []string{"model", "model_version", "digest", "role"}),
+		shadowSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "streamscore_stream_shadow_score_seconds",
+			Help:    "Time to score one micro-batch, per shadow model.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 2.5, 14),
+		}, []string{"model"}),
+		shadowAgreement: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_shadow_agreement_total",
+			Help: "Events whose shadow-model decision (at its own thresholds) agrees or disagrees with the scoring model of the same name, or with the final decision.",
+		}, []string{"model", "outcome"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
-		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered} {
+		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered,
+		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

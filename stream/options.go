@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/models"
 )
 
 // Option configures a Pipeline.
@@ -33,6 +34,7 @@ type config struct {
 	observe        func(appended time.Time, latency time.Duration)
 	startOffset    int64
 	deciders       []string
+	shadows        []*models.Model
 }
 
 func defaultConfig() config {
@@ -257,6 +259,30 @@ func WithQueueDepth(n int) Option {
 			return fmt.Errorf("stream: queue depth %d out of range [1, 1048576]", n)
 		}
 		c.queueDepth = n
+		return nil
+	}
+}
+
+// WithShadowModels adds shadow (challenger) models (default: none). They
+// score the same batches as the scoring models, bound to the same features,
+// but their scores go only to audit records ("shadow" and "shadow_models"
+// members), never into decisions, score or alert records. Each shadow
+// model's decision at its own thresholds is compared with the scoring model
+// of the same name (a challenger for it) or, if there is none, with the
+// event's final decision, and counted in
+// streamscore_stream_shadow_agreement_total{model,outcome}. Shadow models
+// cost scoring time on the hot path like any model (see
+// streamscore_stream_shadow_score_seconds) and their names must be distinct
+// from each other; they are kept across SetModels. With WithAudit(false) they
+// are still scored and counted, but their scores are published nowhere.
+func WithShadowModels(ms ...*models.Model) Option {
+	return func(c *config) error {
+		for _, m := range ms {
+			if m == nil {
+				return errors.New("stream: nil shadow model")
+			}
+		}
+		c.shadows = append(c.shadows, ms...)
 		return nil
 	}
 }

@@ -35,10 +35,15 @@ type Pipeline struct {
 	brokers []string
 	group   string
 	topic   string
-	models  []*models.Model
 	sink    sinks.Sink
 	names   []string
-	decides []bool // per model: its thresholds count in the decision
+
+	// set is the active model set; workers load it when they open a batch.
+	// setMu serialises reloads; activeLabels are the label values of the
+	// active-model gauge (guarded by setMu).
+	set          atomic.Pointer[modelSet]
+	setMu        sync.Mutex
+	activeLabels [][4]string
 
 	shared  *features.Shared
 	tracker *commit.Tracker
@@ -65,6 +70,7 @@ type Stats struct {
 // scores every event with each of ms and writes the records to sink (usually
 // a sinks.Fanout). The models must all bind to the feature layout; New fails
 // naming the first input a model needs that the features do not provide.
+// SetModels and Reload replace the models while the pipeline runs.
 func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.Sink, opts ...Option) (*Pipeline, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -89,39 +95,19 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 		return nil, err
 	}
 	p := &Pipeline{
-		cfg: cfg, brokers: brokers, group: group, topic: topic, models: ms, sink: sink,
+		cfg: cfg, brokers: brokers, group: group, topic: topic, sink: sink,
 		shared:  features.NewShared(cfg.featureOpts...),
 		tracker: commit.New(),
 		met:     met,
 		log:     cfg.log.With("component", "stream", "topic", topic, "group", group),
 	}
-	// Bind once here so a layout mismatch fails at start-up, not in a worker.
+	// Bind here so a layout mismatch fails at start-up, not in a worker.
 	p.names = features.NewBuilder(p.shared, cfg.featureOpts...).Names()
-	seen := map[string]bool{}
-	for _, m := range ms {
-		if seen[m.Name()] {
-			return nil, fmt.Errorf("stream: two models named %q", m.Name())
-		}
-		seen[m.Name()] = true
-		if _, err := m.Bind(p.names); err != nil {
-			return nil, fmt.Errorf("stream: bind model %s: %w", m.Ident(), err)
-		}
+	set, err := p.newModelSet(ms, cfg.shadows)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidModelSet, err)
 	}
-	p.decides = make([]bool, len(ms))
-	for i := range ms {
-		p.decides[i] = len(cfg.deciders) == 0
-	}
-	for _, name := range cfg.deciders {
-		found := false
-		for i, m := range ms {
-			if m.Name() == name {
-				p.decides[i], found = true, true
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("stream: decision model %q is not among the loaded models", name)
-		}
-	}
+	p.publish(set)
 	p.hard, p.cancel = context.WithCancelCause(context.Background())
 	return p, nil
 }
@@ -213,7 +199,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 
 	p.log.Info("pipeline started", "workers", p.cfg.workers, "max_batch", p.cfg.maxBatch,
-		"max_delay", p.cfg.maxDelay, "models", len(p.models), "features", len(p.names))
+		"max_delay", p.cfg.maxDelay, "models", p.activeIdents(), "shadow_models", len(p.cfg.shadows), "features", len(p.names))
 
 	// The drain deadline starts when ctx is done: from then on, everything
 	// still blocked (a full worker queue, a sink that is down, a commit

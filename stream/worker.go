@@ -2,10 +2,10 @@ package stream
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
@@ -17,25 +17,24 @@ import (
 const reasonUndecodable = "undecodable"
 
 // worker owns the partitions p with p mod workers == id: their card state
-// (a features.Builder), one Scorer per model, and a pool of batches. run
-// builds and scores batches; send publishes them and acks their offsets.
+// (a features.Builder), its scorers of the active model set, and a pool of
+// batches. run builds and scores batches; send publishes them and acks their
+// offsets.
 type worker struct {
-	p       *Pipeline
-	id      int
-	in      chan kafka.Message
-	out     chan *batch // closed batches waiting for sink acks
-	free    chan *batch // batch pool: inFlight+1 batches per worker
-	dec     *features.Decoder
-	build   *features.Builder
-	scorers []*models.Scorer
-	width   int
+	p     *Pipeline
+	id    int
+	in    chan kafka.Message
+	out   chan *batch // closed batches waiting for sink acks
+	free  chan *batch // batch pool: inFlight+1 batches per worker
+	dec   *features.Decoder
+	build *features.Builder
+	width int
 
-	scoreObs []prometheus.Observer
-	alerts   []prometheus.Counter
-	rc       *recorder
-	applied  map[int]int64 // partition -> highest offset applied to the state
-	audit    sinks.AuditRecord
-	dl       sinks.DeadLetterRecord
+	set     *modelSet     // the model set of the open batch
+	m       *workerModels // this worker's scorers of set
+	applied map[int]int64 // partition -> highest offset applied to the state
+	audit   sinks.AuditRecord
+	dl      sinks.DeadLetterRecord
 }
 
 // batch is one micro-batch: the input messages, the feature matrix of the
@@ -47,6 +46,7 @@ type batch struct {
 	dead   []deadEntry
 	x      []float32   // rows × width, row-major, contiguous
 	scores [][]float32 // per model, per row
+	shadow [][]float32 // per shadow model, per row
 	buf    []byte      // encoded records
 	spans  []span
 	out    []sinks.Message
@@ -79,37 +79,45 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		applied: make(map[int]int64),
 	}
 	w.width = w.build.Width()
-	for _, m := range p.models {
-		s, err := m.Bind(w.build.Names())
-		if err != nil {
-			return nil, err
-		}
-		w.scorers = append(w.scorers, s)
-		w.scoreObs = append(w.scoreObs, p.met.scoreSeconds.WithLabelValues(m.Name()))
-		w.alerts = append(w.alerts, p.met.alerts.WithLabelValues(m.Name()))
+	if w.width != len(p.names) {
+		return nil, fmt.Errorf("stream: worker %d has %d features, the pipeline %d", id, w.width, len(p.names))
 	}
+	w.audit.FeatureNames = w.build.Names()
+	w.adopt(p.set.Load())
 	for range p.cfg.inFlight + 1 {
 		w.free <- w.newBatch()
-	}
-	w.rc = newRecorder(w.scorers, p.decides, p.cfg.reasons)
-	w.audit.FeatureNames = w.build.Names()
-	w.audit.Thresholds = make([]sinks.Threshold, len(w.scorers))
-	for j, s := range w.scorers {
-		r, a := s.Thresholds()
-		w.audit.Thresholds[j] = sinks.Threshold{Name: s.Model().Name(), Review: float64(r), Alert: float64(a)}
 	}
 	return w, nil
 }
 
+// adopt switches the worker to model set s. It is called between batches
+// only: when the worker opens a batch (and at start).
+func (w *worker) adopt(s *modelSet) {
+	if w.set != nil {
+		w.p.log.Debug("worker switched model set", "worker", w.id, "from", w.set.gen, "to", s.gen)
+	}
+	w.set, w.m = s, s.workers[w.id]
+	w.audit.Thresholds = w.m.thresholds
+	w.audit.Shadow = w.m.shadowRec
+	w.audit.ShadowModels = w.m.shadowIDs
+}
+
+// newBatch returns an empty batch. Senders call it too, so it must not
+// read the worker's model set: run sizes the score slices (fit) when it opens
+// the batch.
 func (w *worker) newBatch() *batch {
-	b := &batch{
-		x:      make([]float32, w.p.cfg.maxBatch*w.width),
-		scores: make([][]float32, len(w.scorers)),
+	return &batch{x: make([]float32, w.p.cfg.maxBatch*w.width)}
+}
+
+// fit makes room for the scores of n models and k shadow models; a batch
+// from the pool may have been made for a model set of another size.
+func (b *batch) fit(n, k, maxBatch int) {
+	for len(b.scores) < n {
+		b.scores = append(b.scores, make([]float32, maxBatch))
 	}
-	for j := range b.scores {
-		b.scores[j] = make([]float32, w.p.cfg.maxBatch)
+	for len(b.shadow) < k {
+		b.shadow = append(b.shadow, make([]float32, maxBatch))
 	}
-	return b
 }
 
 func (b *batch) reset() {
@@ -152,6 +160,11 @@ func (w *worker) run() {
 				}
 				cur.opened = time.Now()
 				timer.Reset(w.p.cfg.maxDelay)
+				// Between batches: pick up a newly published model set.
+				if s := w.p.set.Load(); s != w.set {
+					w.adopt(s)
+				}
+				cur.fit(len(w.m.scorers), len(w.m.shadows), w.p.cfg.maxBatch)
 			}
 			w.add(cur, m)
 			if len(cur.msgs) >= w.p.cfg.maxBatch {
@@ -207,12 +220,18 @@ func (w *worker) add(b *batch, m kafka.Message) {
 func (w *worker) flush(b *batch) {
 	rows := len(b.rowMsg)
 	w.p.met.batchSize.Observe(float64(len(b.msgs)))
+	wm := w.m
 	if rows > 0 {
 		x := b.x[:rows*w.width]
-		for j, s := range w.scorers {
+		for j, s := range wm.scorers {
 			t0 := time.Now()
 			s.Score(x, rows, b.scores[j][:rows])
-			w.scoreObs[j].Observe(time.Since(t0).Seconds())
+			wm.scoreObs[j].Observe(time.Since(t0).Seconds())
+		}
+		for j, s := range wm.shadows {
+			t0 := time.Now()
+			s.Score(x, rows, b.shadow[j][:rows])
+			wm.shadowObs[j].Observe(time.Since(t0).Seconds())
 		}
 	}
 	now := time.Now()
@@ -241,13 +260,30 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 	mi := b.rowMsg[r]
 	m := &b.msgs[mi]
 	rows := len(b.rowMsg)
-	decision := w.rc.fill(&b.events[r], b.x[:rows*w.width], r, b.scores, now, float64(now.Sub(m.Time).Microseconds())/1000)
-	for j, d := range w.rc.decisions {
+	wm := w.m
+	decision := wm.rc.fill(&b.events[r], b.x[:rows*w.width], r, b.scores, now, float64(now.Sub(m.Time).Microseconds())/1000)
+	for j, d := range wm.rc.decisions {
 		if d == models.DecisionAlert {
-			w.alerts[j].Inc()
+			wm.alerts[j].Inc()
 		}
 	}
-	rec := &w.rc.rec
+	// Shadow models: their decision at their own thresholds against the
+	// scoring model of the same name (or the final decision); their scores
+	// go to the audit record only.
+	for j, s := range wm.shadows {
+		v := b.shadow[j][r]
+		wm.shadowRec[j].Value = float64(v)
+		want := decision
+		if peer := wm.shadowPeer[j]; peer >= 0 {
+			want = wm.rc.decisions[peer]
+		}
+		if s.Decide(v) == want {
+			wm.agree[j].Inc()
+		} else {
+			wm.disagree[j].Inc()
+		}
+	}
+	rec := &wm.rc.rec
 	w.p.met.decisions.WithLabelValues(rec.Decision).Inc()
 
 	start := len(b.buf)

@@ -4,6 +4,10 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -30,18 +34,34 @@ func cmdRun(ctx context.Context, args []string) error {
 	if cfg.DeadLetterTopic == "" {
 		log.Warn("dead-letter topic disabled: bad events are only counted in streamscore_stream_events_deadlettered_total")
 	}
+
+	// Hot reload: --models-dir polling, SIGHUP and POST /-/reload re-read
+	// the model files; the pipeline verifies and swaps them between batches.
+	// The reloader stops (and is joined) once the pipeline has stopped.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	rl := newReloader(e.pipeline, cfg.modelSource(), e.modelState, cfg.ModelsPoll, hup, log)
+	rctx, rcancel := context.WithCancel(context.Background())
+	var rwg sync.WaitGroup
+	rwg.Add(1)
+	go func() { defer rwg.Done(); rl.Run(rctx) }()
+	defer rwg.Wait()
+	defer rcancel()
+
 	mctx, mcancel := context.WithCancel(context.Background())
 	defer mcancel()
 	if cfg.MetricsAddr != "" {
-		addr, wait, err := serveMetrics(mctx, cfg.MetricsAddr, reg, log)
+		addr, wait, err := serveMetrics(mctx, cfg.MetricsAddr, reg, log, route{"/-/reload", rl})
 		if err != nil {
 			return err
 		}
 		defer wait()
-		log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
+		log.Info("metrics listening", "addr", "http://"+addr+"/metrics", "reload", "POST http://"+addr+"/-/reload")
 	}
 	start := time.Now()
 	err = e.pipeline.Run(ctx)
+	rcancel()
 	st := e.pipeline.Stats()
 	log.Info("run finished", "uptime", time.Since(start).Round(time.Millisecond), "consumed", st.Consumed.Load(),
 		"scored", st.Scored.Load(), "deadlettered", st.DeadLettered.Load(), "alerts", st.Alerts.Load())

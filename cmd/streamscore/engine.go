@@ -38,6 +38,9 @@ type engineConfig struct {
 	AuditTopic      string
 	DeadLetterTopic string
 	Models          listFlag
+	ModelsDir       string
+	ModelsPoll      time.Duration
+	ShadowModels    listFlag
 	DecisionModels  string
 	MaxBatch        int
 	MaxDelay        time.Duration
@@ -63,7 +66,10 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.AlertsTopic, "alerts-topic", "alerts", "Kafka topic for alert records; empty disables")
 	fs.StringVar(&c.AuditTopic, "audit-topic", "audit", "Kafka topic for audit records (features and thresholds); empty disables")
 	fs.StringVar(&c.DeadLetterTopic, "deadletter-topic", "deadletter", "Kafka topic for dead letters; empty disables (bad events are then only counted in metrics)")
-	fs.Var(&c.Models, "model", "model file to score with (repeatable; default: the models shipped in the binary)")
+	fs.Var(&c.Models, "model", "model file to score with (repeatable; default: the models shipped in the binary); re-read on SIGHUP and POST /-/reload")
+	fs.StringVar(&c.ModelsDir, "models-dir", "", "directory whose *.json files are the model set, watched for changes (instead of --model); new versions are verified and swapped in between batches, a bad one leaves the old set serving")
+	fs.DurationVar(&c.ModelsPoll, "models-poll", 2*time.Second, "how often --models-dir is checked for changed files (name, size, mtime, then sha256)")
+	fs.Var(&c.ShadowModels, "shadow-model", "shadow (challenger) model file (repeatable): scored beside the models, its scores go only to audit records and to the agreement metric, never into decisions")
 	fs.StringVar(&c.DecisionModels, "decision-models", "", "comma-separated names of the models whose thresholds decide allow/review/alert; the others are scored and published but only inform (default: every model given with --model; with the shipped models, \"fraud\")")
 	fs.IntVar(&c.MaxBatch, "max-batch", 256, "close a micro-batch at this many events")
 	fs.DurationVar(&c.MaxDelay, "max-delay", 2*time.Millisecond, "close a micro-batch this long after its first event")
@@ -112,22 +118,38 @@ func (c *engineConfig) Validate() error {
 	if c.MaxLateness < 0 {
 		errs = append(errs, fmt.Errorf("--max-lateness %v must not be negative", c.MaxLateness))
 	}
+	if c.ModelsDir != "" && len(c.Models) > 0 {
+		errs = append(errs, errors.New("--models-dir and --model are exclusive: the directory is the whole model set"))
+	}
+	if c.ModelsDir != "" && c.ModelsPoll <= 0 {
+		errs = append(errs, fmt.Errorf("--models-poll %v must be positive", c.ModelsPoll))
+	}
 	if c.MaxFutureSkew < 0 {
 		errs = append(errs, fmt.Errorf("--max-future-skew %v must not be negative", c.MaxFutureSkew))
 	}
 	return errors.Join(errs...)
 }
 
-// loadModels returns the models named by --model, or the shipped ones.
+// modelSource returns where the scoring models come from: --models-dir,
+// --model files, or the shipped models.
+func (c *engineConfig) modelSource() modelSource {
+	return modelSource{dir: c.ModelsDir, files: c.Models}
+}
+
+// loadModels returns the models of --models-dir or --model, or the shipped
+// ones.
 func (c *engineConfig) loadModels() ([]*models.Model, error) {
-	if len(c.Models) == 0 {
-		return models.Shipped()
-	}
+	ms, _, err := c.modelSource().load()
+	return ms, err
+}
+
+// loadShadowModels returns the models of --shadow-model.
+func (c *engineConfig) loadShadowModels() ([]*models.Model, error) {
 	var ms []*models.Model
-	for _, path := range c.Models {
+	for _, path := range c.ShadowModels {
 		m, err := models.Load(path)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("shadow model: %w", err)
 		}
 		ms = append(ms, m)
 	}
@@ -140,6 +162,9 @@ type engine struct {
 	sink     *sinks.Fanout
 	nc       *nats.Conn
 	models   []*models.Model
+	// modelState is the state of --models-dir the models were loaded from
+	// (nil without it): the reloader's starting point.
+	modelState dirState
 }
 
 func (e *engine) Close() {
@@ -156,14 +181,21 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	ms, err := c.loadModels()
+	ms, state, err := c.modelSource().load()
 	if err != nil {
 		return nil, fmt.Errorf("load models: %w", err)
 	}
 	for _, m := range ms {
 		log.Info("model loaded", "name", m.Name(), "ident", m.Ident(), "inputs", len(m.Inputs()))
 	}
-	e := &engine{models: ms}
+	shadows, err := c.loadShadowModels()
+	if err != nil {
+		return nil, fmt.Errorf("load models: %w", err)
+	}
+	for _, m := range shadows {
+		log.Info("shadow model loaded", "name", m.Name(), "ident", m.Ident(), "inputs", len(m.Inputs()))
+	}
+	e := &engine{models: ms, modelState: state}
 	var ss []sinks.Sink
 	if c.NATS != "" {
 		nc, err := nats.Connect(c.NATS, nats.Name("streamscore"), nats.MaxReconnects(-1),
@@ -223,12 +255,15 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))
 	}
 	deciders := splitList(c.DecisionModels)
-	if len(deciders) == 0 && len(c.Models) == 0 {
+	if len(deciders) == 0 && len(c.Models) == 0 && c.ModelsDir == "" {
 		// The shipped set: the MLP decides; the logistic baseline and the
 		// expected-loss model are scored and audited.
 		deciders = []string{models.ShippedDecisionModel}
 	}
 	opts = append(opts, stream.WithDecisionModels(deciders...))
+	if len(shadows) > 0 {
+		opts = append(opts, stream.WithShadowModels(shadows...))
+	}
 	p, err := stream.New(splitList(c.Brokers), c.Group, c.Topic, ms, e.sink, append(opts, extra...)...)
 	if err != nil {
 		e.Close()
@@ -246,10 +281,16 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// serveMetrics serves /metrics and /healthz on addr until ctx is done. It
-// returns the bound address (useful with port 0) and a function that waits
-// for the server to stop.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (string, func(), error) {
+// route is an extra handler of the metrics server, e.g. POST /-/reload.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// serveMetrics serves /metrics, /healthz and the extra routes on addr until
+// ctx is done. It returns the bound address (useful with port 0) and a
+// function that waits for the server to stop.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger, routes ...route) (string, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
@@ -257,6 +298,9 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	for _, r := range routes {
+		mux.Handle(r.pattern, r.handler)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

@@ -49,8 +49,9 @@ func gemm(m, k, n int, a []float32, lda int, w *Packed, bias []float32, act Acti
 // the 1×128 AVX-512 tile per 128 columns, with no blocking at all.
 //
 // Sigmoid and tanh run as a second vectorised pass (actTile*) over each
-// tile right after it is stored, while it is in L1; identity, bias, ReLU
-// and accumulation are fused into the tile kernel's epilogue.
+// strip of C right after the tile call that wrote it (r·nblk rows × up to
+// 128 columns, still in L1/L2); identity, bias, ReLU and accumulation are
+// fused into the tile kernel's epilogue.
 func gemmTiles(avx512 bool, m, k, n int, a []float32, lda int, w *Packed, bias []float32, act Activation, c []float32, ldc int, accumulate bool) {
 	rows, maxP := rowsAVX2, maxPanelsAVX2[:]
 	if avx512 {
@@ -94,17 +95,22 @@ func gemmTiles(avx512 bool, m, k, n int, a []float32, lda int, w *Packed, bias [
 			}
 			j0 := p * PanelWidth
 			cols := min(np*PanelWidth, n-j0)
-			if !logistic {
-				tile(avx512, r, np, k, &a[i*lda], lda, &w.data[p*ps], &c[i*ldc+j0], ldc, bp, tail, flags, nblk)
-				continue
-			}
-			for b := 0; b < nblk; b++ {
-				ib := i + b*r
-				tile(avx512, r, np, k, &a[ib*lda], lda, &w.data[p*ps], &c[ib*ldc+j0], ldc, bp, tail, flags, 1)
+			tile(avx512, r, np, k, &a[i*lda], lda, &w.data[p*ps], &c[i*ldc+j0], ldc, bp, tail, flags, nblk)
+			if logistic {
+				// Over the strip just written (r·nblk rows × cols), hot in
+				// L1/L2.
+				// A strip that is contiguous (narrow C, ldc = cols: the
+				// N = 1 output layer) is one flat row, so that no vector
+				// load overlaps the masked store of the row before it
+				// (which would stall it until that store commits).
+				rs, cs := r*nblk, cols
+				if cols == ldc {
+					rs, cs = 1, r*nblk*cols
+				}
 				if avx512 {
-					actTileAVX512(&c[ib*ldc+j0], ldc, r, cols, ng, alpha, beta)
+					actTileAVX512(&c[i*ldc+j0], ldc, rs, cs, ng, alpha, beta)
 				} else {
-					actTileAVX2(&c[ib*ldc+j0], ldc, r, cols, ng, alpha, beta)
+					actTileAVX2(&c[i*ldc+j0], ldc, rs, cs, ng, alpha, beta)
 				}
 			}
 		}
@@ -116,6 +122,8 @@ func gemmTiles(avx512 bool, m, k, n int, a []float32, lda int, w *Packed, bias [
 // 6×16): the most accumulators the registers hold, 24 of 32 Z and 12 of 16 Y.
 const rowsAVX512, rowsAVX2 = 12, 6
 
+// tile runs the r×16p tile kernel of the chosen family over nblk stacked
+// blocks (see the generated tileAVX512 and tileAVX2 switches).
 func tile(avx512 bool, r, p int, k int, a *float32, lda int, w *float32, c *float32, ldc int, bias *float32, tail int, flags int, nblk int) {
 	if avx512 {
 		tileAVX512(r, p, k, a, lda, w, c, ldc, bias, tail, flags, nblk)

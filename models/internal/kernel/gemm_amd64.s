@@ -341,8 +341,18 @@ relu:
 	VMAXPS Z0, Z1, Z0
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R10
+	CMPQ    R10, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R9
 	ADDQ   R9, CX
@@ -457,9 +467,20 @@ relu:
 	VMAXPS Z1, Z2, Z1
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R10
 	ADDQ   R10, CX
@@ -585,10 +606,22 @@ relu:
 	VMAXPS Z2, Z3, Z2
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R10
 	ADDQ   R10, CX
@@ -729,11 +762,24 @@ relu:
 	VMAXPS Z3, Z4, Z3
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
 	VMOVUPS Z3, K1, 192(R10)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R10
 	ADDQ   R10, CX
@@ -885,12 +931,26 @@ relu:
 	VMAXPS Z4, Z5, Z4
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
 	VMOVUPS Z3, 192(R10)
 	VMOVUPS Z4, K1, 256(R10)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R10
 	ADDQ   R10, CX
@@ -1053,13 +1113,28 @@ relu:
 	VMAXPS Z5, Z6, Z5
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
 	VMOVUPS Z3, 192(R10)
 	VMOVUPS Z4, 256(R10)
 	VMOVUPS Z5, K1, 320(R10)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R10
 	ADDQ   R10, CX
@@ -1237,6 +1312,11 @@ relu:
 	VMAXPS Z6, Z7, Z6
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -1244,7 +1324,18 @@ store:
 	VMOVUPS Z4, 256(R10)
 	VMOVUPS Z5, 320(R10)
 	VMOVUPS Z6, K1, 384(R10)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+	VMOVUPS Z6, 384(R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R10
 	ADDQ   R10, CX
@@ -1433,6 +1524,11 @@ relu:
 	VMAXPS Z7, Z8, Z7
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -1441,7 +1537,19 @@ store:
 	VMOVUPS Z5, 320(R10)
 	VMOVUPS Z6, 384(R10)
 	VMOVUPS Z7, K1, 448(R10)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+	VMOVUPS Z6, 384(R10)
+	VMOVUPS Z7, 448(R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R10
 	ADDQ   R10, CX
@@ -1565,9 +1673,20 @@ relu:
 	VMAXPS Z1, Z2, Z1
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R10
+	CMPQ    R10, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R9
 	ADDQ   R9, CX
@@ -1717,11 +1836,24 @@ relu:
 	VMAXPS Z3, Z4, Z3
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
 	VMOVUPS Z3, K1, 64(R10)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R10
 	ADDQ   R10, CX
@@ -1897,13 +2029,28 @@ relu:
 	VMAXPS Z5, Z6, Z5
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
 	VMOVUPS Z3, (R10)(R9*1)
 	VMOVUPS Z4, 64(R10)(R9*1)
 	VMOVUPS Z5, K1, 128(R10)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, (R10)(R9*1)
+	VMOVUPS Z4, 64(R10)(R9*1)
+	VMOVUPS Z5, 128(R10)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R10
 	ADDQ   R10, CX
@@ -2109,6 +2256,11 @@ relu:
 	VMAXPS Z7, Z8, Z7
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -2117,7 +2269,19 @@ store:
 	VMOVUPS Z5, 64(R10)(R9*1)
 	VMOVUPS Z6, 128(R10)(R9*1)
 	VMOVUPS Z7, K1, 192(R10)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, (R10)(R9*1)
+	VMOVUPS Z5, 64(R10)(R9*1)
+	VMOVUPS Z6, 128(R10)(R9*1)
+	VMOVUPS Z7, 192(R10)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R10
 	ADDQ   R10, CX
@@ -2349,6 +2513,11 @@ relu:
 	VMAXPS Z9, Z10, Z9
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -2359,7 +2528,21 @@ store:
 	VMOVUPS Z7, 128(R10)(R9*1)
 	VMOVUPS Z8, 192(R10)(R9*1)
 	VMOVUPS Z9, K1, 256(R10)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, (R10)(R9*1)
+	VMOVUPS Z6, 64(R10)(R9*1)
+	VMOVUPS Z7, 128(R10)(R9*1)
+	VMOVUPS Z8, 192(R10)(R9*1)
+	VMOVUPS Z9, 256(R10)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R10
 	ADDQ   R10, CX
@@ -2617,6 +2800,11 @@ relu:
 	VMAXPS Z11, Z12, Z11
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -2629,7 +2817,23 @@ store:
 	VMOVUPS Z9, 192(R10)(R9*1)
 	VMOVUPS Z10, 256(R10)(R9*1)
 	VMOVUPS Z11, K1, 320(R10)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+	VMOVUPS Z6, (R10)(R9*1)
+	VMOVUPS Z7, 64(R10)(R9*1)
+	VMOVUPS Z8, 128(R10)(R9*1)
+	VMOVUPS Z9, 192(R10)(R9*1)
+	VMOVUPS Z10, 256(R10)(R9*1)
+	VMOVUPS Z11, 320(R10)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R10
 	ADDQ   R10, CX
@@ -2917,6 +3121,11 @@ relu:
 	VMAXPS Z13, Z14, Z13
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -2931,7 +3140,25 @@ store:
 	VMOVUPS Z11, 256(R10)(R9*1)
 	VMOVUPS Z12, 320(R10)(R9*1)
 	VMOVUPS Z13, K1, 384(R10)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+	VMOVUPS Z6, 384(R10)
+	VMOVUPS Z7, (R10)(R9*1)
+	VMOVUPS Z8, 64(R10)(R9*1)
+	VMOVUPS Z9, 128(R10)(R9*1)
+	VMOVUPS Z10, 192(R10)(R9*1)
+	VMOVUPS Z11, 256(R10)(R9*1)
+	VMOVUPS Z12, 320(R10)(R9*1)
+	VMOVUPS Z13, 384(R10)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R10
 	ADDQ   R10, CX
@@ -3245,6 +3472,11 @@ relu:
 	VMAXPS Z15, Z16, Z15
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -3261,7 +3493,27 @@ store:
 	VMOVUPS Z13, 320(R10)(R9*1)
 	VMOVUPS Z14, 384(R10)(R9*1)
 	VMOVUPS Z15, K1, 448(R10)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+	VMOVUPS Z6, 384(R10)
+	VMOVUPS Z7, 448(R10)
+	VMOVUPS Z8, (R10)(R9*1)
+	VMOVUPS Z9, 64(R10)(R9*1)
+	VMOVUPS Z10, 128(R10)(R9*1)
+	VMOVUPS Z11, 192(R10)(R9*1)
+	VMOVUPS Z12, 256(R10)(R9*1)
+	VMOVUPS Z13, 320(R10)(R9*1)
+	VMOVUPS Z14, 384(R10)(R9*1)
+	VMOVUPS Z15, 448(R10)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R10
 	ADDQ   R10, CX
@@ -3400,10 +3652,22 @@ relu:
 	VMAXPS Z2, Z3, Z2
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R10
+	CMPQ    R10, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000003, DX, R9
 	ADDQ   R9, CX
@@ -3578,13 +3842,28 @@ relu:
 	VMAXPS Z5, Z6, Z5
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
 	VMOVUPS Z3, K1, 64(R10)(R9*1)
 	VMOVUPS Z4, (R10)(R9*2)
 	VMOVUPS Z5, K1, 64(R10)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000003, DX, R10
 	ADDQ   R10, CX
@@ -3795,6 +4074,11 @@ relu:
 	VMAXPS Z8, Z9, Z8
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
@@ -3804,7 +4088,20 @@ store:
 	VMOVUPS Z6, (R10)(R9*2)
 	VMOVUPS Z7, 64(R10)(R9*2)
 	VMOVUPS Z8, K1, 128(R10)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, (R10)(R9*1)
+	VMOVUPS Z4, 64(R10)(R9*1)
+	VMOVUPS Z5, 128(R10)(R9*1)
+	VMOVUPS Z6, (R10)(R9*2)
+	VMOVUPS Z7, 64(R10)(R9*2)
+	VMOVUPS Z8, 128(R10)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000003, DX, R10
 	ADDQ   R10, CX
@@ -4055,6 +4352,11 @@ relu:
 	VMAXPS Z11, Z12, Z11
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -4067,7 +4369,23 @@ store:
 	VMOVUPS Z9, 64(R10)(R9*2)
 	VMOVUPS Z10, 128(R10)(R9*2)
 	VMOVUPS Z11, K1, 192(R10)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, (R10)(R9*1)
+	VMOVUPS Z5, 64(R10)(R9*1)
+	VMOVUPS Z6, 128(R10)(R9*1)
+	VMOVUPS Z7, 192(R10)(R9*1)
+	VMOVUPS Z8, (R10)(R9*2)
+	VMOVUPS Z9, 64(R10)(R9*2)
+	VMOVUPS Z10, 128(R10)(R9*2)
+	VMOVUPS Z11, 192(R10)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000003, DX, R10
 	ADDQ   R10, CX
@@ -4354,6 +4672,11 @@ relu:
 	VMAXPS Z14, Z15, Z14
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -4369,7 +4692,26 @@ store:
 	VMOVUPS Z12, 128(R10)(R9*2)
 	VMOVUPS Z13, 192(R10)(R9*2)
 	VMOVUPS Z14, K1, 256(R10)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, (R10)(R9*1)
+	VMOVUPS Z6, 64(R10)(R9*1)
+	VMOVUPS Z7, 128(R10)(R9*1)
+	VMOVUPS Z8, 192(R10)(R9*1)
+	VMOVUPS Z9, 256(R10)(R9*1)
+	VMOVUPS Z10, (R10)(R9*2)
+	VMOVUPS Z11, 64(R10)(R9*2)
+	VMOVUPS Z12, 128(R10)(R9*2)
+	VMOVUPS Z13, 192(R10)(R9*2)
+	VMOVUPS Z14, 256(R10)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000003, DX, R10
 	ADDQ   R10, CX
@@ -4692,6 +5034,11 @@ relu:
 	VMAXPS Z17, Z18, Z17
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -4710,7 +5057,29 @@ store:
 	VMOVUPS Z15, 192(R10)(R9*2)
 	VMOVUPS Z16, 256(R10)(R9*2)
 	VMOVUPS Z17, K1, 320(R10)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+	VMOVUPS Z6, (R10)(R9*1)
+	VMOVUPS Z7, 64(R10)(R9*1)
+	VMOVUPS Z8, 128(R10)(R9*1)
+	VMOVUPS Z9, 192(R10)(R9*1)
+	VMOVUPS Z10, 256(R10)(R9*1)
+	VMOVUPS Z11, 320(R10)(R9*1)
+	VMOVUPS Z12, (R10)(R9*2)
+	VMOVUPS Z13, 64(R10)(R9*2)
+	VMOVUPS Z14, 128(R10)(R9*2)
+	VMOVUPS Z15, 192(R10)(R9*2)
+	VMOVUPS Z16, 256(R10)(R9*2)
+	VMOVUPS Z17, 320(R10)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000003, DX, R10
 	ADDQ   R10, CX
@@ -5073,6 +5442,11 @@ relu:
 	VMAXPS Z20, Z21, Z20
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -5094,7 +5468,32 @@ store:
 	VMOVUPS Z18, 256(R10)(R9*2)
 	VMOVUPS Z19, 320(R10)(R9*2)
 	VMOVUPS Z20, K1, 384(R10)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+	VMOVUPS Z6, 384(R10)
+	VMOVUPS Z7, (R10)(R9*1)
+	VMOVUPS Z8, 64(R10)(R9*1)
+	VMOVUPS Z9, 128(R10)(R9*1)
+	VMOVUPS Z10, 192(R10)(R9*1)
+	VMOVUPS Z11, 256(R10)(R9*1)
+	VMOVUPS Z12, 320(R10)(R9*1)
+	VMOVUPS Z13, 384(R10)(R9*1)
+	VMOVUPS Z14, (R10)(R9*2)
+	VMOVUPS Z15, 64(R10)(R9*2)
+	VMOVUPS Z16, 128(R10)(R9*2)
+	VMOVUPS Z17, 192(R10)(R9*2)
+	VMOVUPS Z18, 256(R10)(R9*2)
+	VMOVUPS Z19, 320(R10)(R9*2)
+	VMOVUPS Z20, 384(R10)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000003, DX, R10
 	ADDQ   R10, CX
@@ -5254,11 +5653,24 @@ relu:
 	VMAXPS Z3, Z4, Z3
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
 	VMOVUPS Z3, K1, (R10)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000004, DX, R9
 	ADDQ   R9, CX
@@ -5464,6 +5876,11 @@ relu:
 	VMAXPS Z7, Z8, Z7
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -5472,7 +5889,19 @@ store:
 	VMOVUPS Z5, K1, 64(R10)(R9*2)
 	VMOVUPS Z6, (R11)
 	VMOVUPS Z7, K1, 64(R11)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000004, DX, R10
 	ADDQ   R10, CX
@@ -5724,6 +6153,11 @@ relu:
 	VMAXPS Z11, Z12, Z11
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
@@ -5736,7 +6170,23 @@ store:
 	VMOVUPS Z9, (R11)
 	VMOVUPS Z10, 64(R11)
 	VMOVUPS Z11, K1, 128(R11)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, (R10)(R9*1)
+	VMOVUPS Z4, 64(R10)(R9*1)
+	VMOVUPS Z5, 128(R10)(R9*1)
+	VMOVUPS Z6, (R10)(R9*2)
+	VMOVUPS Z7, 64(R10)(R9*2)
+	VMOVUPS Z8, 128(R10)(R9*2)
+	VMOVUPS Z9, (R11)
+	VMOVUPS Z10, 64(R11)
+	VMOVUPS Z11, 128(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000004, DX, R10
 	ADDQ   R10, CX
@@ -6038,6 +6488,11 @@ relu:
 	VMAXPS Z15, Z16, Z15
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -6054,7 +6509,27 @@ store:
 	VMOVUPS Z13, 64(R11)
 	VMOVUPS Z14, 128(R11)
 	VMOVUPS Z15, K1, 192(R11)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, (R10)(R9*1)
+	VMOVUPS Z5, 64(R10)(R9*1)
+	VMOVUPS Z6, 128(R10)(R9*1)
+	VMOVUPS Z7, 192(R10)(R9*1)
+	VMOVUPS Z8, (R10)(R9*2)
+	VMOVUPS Z9, 64(R10)(R9*2)
+	VMOVUPS Z10, 128(R10)(R9*2)
+	VMOVUPS Z11, 192(R10)(R9*2)
+	VMOVUPS Z12, (R11)
+	VMOVUPS Z13, 64(R11)
+	VMOVUPS Z14, 128(R11)
+	VMOVUPS Z15, 192(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000004, DX, R10
 	ADDQ   R10, CX
@@ -6402,6 +6877,11 @@ relu:
 	VMAXPS Z19, Z20, Z19
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -6422,7 +6902,31 @@ store:
 	VMOVUPS Z17, 128(R11)
 	VMOVUPS Z18, 192(R11)
 	VMOVUPS Z19, K1, 256(R11)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, (R10)(R9*1)
+	VMOVUPS Z6, 64(R10)(R9*1)
+	VMOVUPS Z7, 128(R10)(R9*1)
+	VMOVUPS Z8, 192(R10)(R9*1)
+	VMOVUPS Z9, 256(R10)(R9*1)
+	VMOVUPS Z10, (R10)(R9*2)
+	VMOVUPS Z11, 64(R10)(R9*2)
+	VMOVUPS Z12, 128(R10)(R9*2)
+	VMOVUPS Z13, 192(R10)(R9*2)
+	VMOVUPS Z14, 256(R10)(R9*2)
+	VMOVUPS Z15, (R11)
+	VMOVUPS Z16, 64(R11)
+	VMOVUPS Z17, 128(R11)
+	VMOVUPS Z18, 192(R11)
+	VMOVUPS Z19, 256(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000004, DX, R10
 	ADDQ   R10, CX
@@ -6816,6 +7320,11 @@ relu:
 	VMAXPS Z23, Z24, Z23
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -6840,7 +7349,35 @@ store:
 	VMOVUPS Z21, 192(R11)
 	VMOVUPS Z22, 256(R11)
 	VMOVUPS Z23, K1, 320(R11)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, 320(R10)
+	VMOVUPS Z6, (R10)(R9*1)
+	VMOVUPS Z7, 64(R10)(R9*1)
+	VMOVUPS Z8, 128(R10)(R9*1)
+	VMOVUPS Z9, 192(R10)(R9*1)
+	VMOVUPS Z10, 256(R10)(R9*1)
+	VMOVUPS Z11, 320(R10)(R9*1)
+	VMOVUPS Z12, (R10)(R9*2)
+	VMOVUPS Z13, 64(R10)(R9*2)
+	VMOVUPS Z14, 128(R10)(R9*2)
+	VMOVUPS Z15, 192(R10)(R9*2)
+	VMOVUPS Z16, 256(R10)(R9*2)
+	VMOVUPS Z17, 320(R10)(R9*2)
+	VMOVUPS Z18, (R11)
+	VMOVUPS Z19, 64(R11)
+	VMOVUPS Z20, 128(R11)
+	VMOVUPS Z21, 192(R11)
+	VMOVUPS Z22, 256(R11)
+	VMOVUPS Z23, 320(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000004, DX, R10
 	ADDQ   R10, CX
@@ -7015,12 +7552,26 @@ relu:
 	VMAXPS Z4, Z5, Z4
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
 	VMOVUPS Z3, K1, (R10)
 	VMOVUPS Z4, K1, (R10)(R8*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+	VMOVUPS Z4, (R10)(R8*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000005, DX, R9
 	ADDQ   R9, CX
@@ -7251,6 +7802,11 @@ relu:
 	VMAXPS Z9, Z10, Z9
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -7261,7 +7817,21 @@ store:
 	VMOVUPS Z7, K1, 64(R11)
 	VMOVUPS Z8, (R11)(R9*1)
 	VMOVUPS Z9, K1, 64(R11)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+	VMOVUPS Z8, (R11)(R9*1)
+	VMOVUPS Z9, 64(R11)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000005, DX, R10
 	ADDQ   R10, CX
@@ -7548,6 +8118,11 @@ relu:
 	VMAXPS Z14, Z15, Z14
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
@@ -7563,7 +8138,26 @@ store:
 	VMOVUPS Z12, (R11)(R9*1)
 	VMOVUPS Z13, 64(R11)(R9*1)
 	VMOVUPS Z14, K1, 128(R11)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, (R10)(R9*1)
+	VMOVUPS Z4, 64(R10)(R9*1)
+	VMOVUPS Z5, 128(R10)(R9*1)
+	VMOVUPS Z6, (R10)(R9*2)
+	VMOVUPS Z7, 64(R10)(R9*2)
+	VMOVUPS Z8, 128(R10)(R9*2)
+	VMOVUPS Z9, (R11)
+	VMOVUPS Z10, 64(R11)
+	VMOVUPS Z11, 128(R11)
+	VMOVUPS Z12, (R11)(R9*1)
+	VMOVUPS Z13, 64(R11)(R9*1)
+	VMOVUPS Z14, 128(R11)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000005, DX, R10
 	ADDQ   R10, CX
@@ -7910,6 +8504,11 @@ relu:
 	VMAXPS Z19, Z20, Z19
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -7930,7 +8529,31 @@ store:
 	VMOVUPS Z17, 64(R11)(R9*1)
 	VMOVUPS Z18, 128(R11)(R9*1)
 	VMOVUPS Z19, K1, 192(R11)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, (R10)(R9*1)
+	VMOVUPS Z5, 64(R10)(R9*1)
+	VMOVUPS Z6, 128(R10)(R9*1)
+	VMOVUPS Z7, 192(R10)(R9*1)
+	VMOVUPS Z8, (R10)(R9*2)
+	VMOVUPS Z9, 64(R10)(R9*2)
+	VMOVUPS Z10, 128(R10)(R9*2)
+	VMOVUPS Z11, 192(R10)(R9*2)
+	VMOVUPS Z12, (R11)
+	VMOVUPS Z13, 64(R11)
+	VMOVUPS Z14, 128(R11)
+	VMOVUPS Z15, 192(R11)
+	VMOVUPS Z16, (R11)(R9*1)
+	VMOVUPS Z17, 64(R11)(R9*1)
+	VMOVUPS Z18, 128(R11)(R9*1)
+	VMOVUPS Z19, 192(R11)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000005, DX, R10
 	ADDQ   R10, CX
@@ -8333,6 +8956,11 @@ relu:
 	VMAXPS Z24, Z25, Z24
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -8358,7 +8986,36 @@ store:
 	VMOVUPS Z22, 128(R11)(R9*1)
 	VMOVUPS Z23, 192(R11)(R9*1)
 	VMOVUPS Z24, K1, 256(R11)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, 256(R10)
+	VMOVUPS Z5, (R10)(R9*1)
+	VMOVUPS Z6, 64(R10)(R9*1)
+	VMOVUPS Z7, 128(R10)(R9*1)
+	VMOVUPS Z8, 192(R10)(R9*1)
+	VMOVUPS Z9, 256(R10)(R9*1)
+	VMOVUPS Z10, (R10)(R9*2)
+	VMOVUPS Z11, 64(R10)(R9*2)
+	VMOVUPS Z12, 128(R10)(R9*2)
+	VMOVUPS Z13, 192(R10)(R9*2)
+	VMOVUPS Z14, 256(R10)(R9*2)
+	VMOVUPS Z15, (R11)
+	VMOVUPS Z16, 64(R11)
+	VMOVUPS Z17, 128(R11)
+	VMOVUPS Z18, 192(R11)
+	VMOVUPS Z19, 256(R11)
+	VMOVUPS Z20, (R11)(R9*1)
+	VMOVUPS Z21, 64(R11)(R9*1)
+	VMOVUPS Z22, 128(R11)(R9*1)
+	VMOVUPS Z23, 192(R11)(R9*1)
+	VMOVUPS Z24, 256(R11)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000005, DX, R10
 	ADDQ   R10, CX
@@ -8548,13 +9205,28 @@ relu:
 	VMAXPS Z5, Z6, Z5
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R11
+	CMPQ    R11, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
 	VMOVUPS Z3, K1, (R10)
 	VMOVUPS Z4, K1, (R10)(R8*1)
 	VMOVUPS Z5, K1, (R10)(R8*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+	VMOVUPS Z4, (R10)(R8*1)
+	VMOVUPS Z5, (R10)(R8*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000006, DX, R9
 	ADDQ   R9, CX
@@ -8810,6 +9482,11 @@ relu:
 	VMAXPS Z11, Z12, Z11
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -8822,7 +9499,23 @@ store:
 	VMOVUPS Z9, K1, 64(R11)(R9*1)
 	VMOVUPS Z10, (R11)(R9*2)
 	VMOVUPS Z11, K1, 64(R11)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+	VMOVUPS Z8, (R11)(R9*1)
+	VMOVUPS Z9, 64(R11)(R9*1)
+	VMOVUPS Z10, (R11)(R9*2)
+	VMOVUPS Z11, 64(R11)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000006, DX, R10
 	ADDQ   R10, CX
@@ -9144,6 +9837,11 @@ relu:
 	VMAXPS Z17, Z18, Z17
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
@@ -9162,7 +9860,29 @@ store:
 	VMOVUPS Z15, (R11)(R9*2)
 	VMOVUPS Z16, 64(R11)(R9*2)
 	VMOVUPS Z17, K1, 128(R11)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, (R10)(R9*1)
+	VMOVUPS Z4, 64(R10)(R9*1)
+	VMOVUPS Z5, 128(R10)(R9*1)
+	VMOVUPS Z6, (R10)(R9*2)
+	VMOVUPS Z7, 64(R10)(R9*2)
+	VMOVUPS Z8, 128(R10)(R9*2)
+	VMOVUPS Z9, (R11)
+	VMOVUPS Z10, 64(R11)
+	VMOVUPS Z11, 128(R11)
+	VMOVUPS Z12, (R11)(R9*1)
+	VMOVUPS Z13, 64(R11)(R9*1)
+	VMOVUPS Z14, 128(R11)(R9*1)
+	VMOVUPS Z15, (R11)(R9*2)
+	VMOVUPS Z16, 64(R11)(R9*2)
+	VMOVUPS Z17, 128(R11)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000006, DX, R10
 	ADDQ   R10, CX
@@ -9554,6 +10274,11 @@ relu:
 	VMAXPS Z23, Z24, Z23
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, 128(R10)
@@ -9578,7 +10303,35 @@ store:
 	VMOVUPS Z21, 64(R11)(R9*2)
 	VMOVUPS Z22, 128(R11)(R9*2)
 	VMOVUPS Z23, K1, 192(R11)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z4, (R10)(R9*1)
+	VMOVUPS Z5, 64(R10)(R9*1)
+	VMOVUPS Z6, 128(R10)(R9*1)
+	VMOVUPS Z7, 192(R10)(R9*1)
+	VMOVUPS Z8, (R10)(R9*2)
+	VMOVUPS Z9, 64(R10)(R9*2)
+	VMOVUPS Z10, 128(R10)(R9*2)
+	VMOVUPS Z11, 192(R10)(R9*2)
+	VMOVUPS Z12, (R11)
+	VMOVUPS Z13, 64(R11)
+	VMOVUPS Z14, 128(R11)
+	VMOVUPS Z15, 192(R11)
+	VMOVUPS Z16, (R11)(R9*1)
+	VMOVUPS Z17, 64(R11)(R9*1)
+	VMOVUPS Z18, 128(R11)(R9*1)
+	VMOVUPS Z19, 192(R11)(R9*1)
+	VMOVUPS Z20, (R11)(R9*2)
+	VMOVUPS Z21, 64(R11)(R9*2)
+	VMOVUPS Z22, 128(R11)(R9*2)
+	VMOVUPS Z23, 192(R11)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000006, DX, R10
 	ADDQ   R10, CX
@@ -9789,6 +10542,11 @@ relu:
 	VMAXPS Z6, Z7, Z6
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
@@ -9796,7 +10554,18 @@ store:
 	VMOVUPS Z4, K1, (R10)(R8*1)
 	VMOVUPS Z5, K1, (R10)(R8*2)
 	VMOVUPS Z6, K1, (R11)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+	VMOVUPS Z4, (R10)(R8*1)
+	VMOVUPS Z5, (R10)(R8*2)
+	VMOVUPS Z6, (R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000007, DX, R9
 	ADDQ   R9, CX
@@ -10083,6 +10852,11 @@ relu:
 	VMAXPS Z13, Z14, Z13
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -10097,7 +10871,25 @@ store:
 	VMOVUPS Z11, K1, 64(R11)(R9*2)
 	VMOVUPS Z12, (R12)
 	VMOVUPS Z13, K1, 64(R12)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+	VMOVUPS Z8, (R11)(R9*1)
+	VMOVUPS Z9, 64(R11)(R9*1)
+	VMOVUPS Z10, (R11)(R9*2)
+	VMOVUPS Z11, 64(R11)(R9*2)
+	VMOVUPS Z12, (R12)
+	VMOVUPS Z13, 64(R12)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000007, DX, R10
 	ADDQ   R10, CX
@@ -10460,6 +11252,11 @@ relu:
 	VMAXPS Z20, Z21, Z20
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
@@ -10481,7 +11278,32 @@ store:
 	VMOVUPS Z18, (R12)
 	VMOVUPS Z19, 64(R12)
 	VMOVUPS Z20, K1, 128(R12)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, (R10)(R9*1)
+	VMOVUPS Z4, 64(R10)(R9*1)
+	VMOVUPS Z5, 128(R10)(R9*1)
+	VMOVUPS Z6, (R10)(R9*2)
+	VMOVUPS Z7, 64(R10)(R9*2)
+	VMOVUPS Z8, 128(R10)(R9*2)
+	VMOVUPS Z9, (R11)
+	VMOVUPS Z10, 64(R11)
+	VMOVUPS Z11, 128(R11)
+	VMOVUPS Z12, (R11)(R9*1)
+	VMOVUPS Z13, 64(R11)(R9*1)
+	VMOVUPS Z14, 128(R11)(R9*1)
+	VMOVUPS Z15, (R11)(R9*2)
+	VMOVUPS Z16, 64(R11)(R9*2)
+	VMOVUPS Z17, 128(R11)(R9*2)
+	VMOVUPS Z18, (R12)
+	VMOVUPS Z19, 64(R12)
+	VMOVUPS Z20, 128(R12)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000007, DX, R10
 	ADDQ   R10, CX
@@ -10707,6 +11529,11 @@ relu:
 	VMAXPS Z7, Z8, Z7
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
@@ -10715,7 +11542,19 @@ store:
 	VMOVUPS Z5, K1, (R10)(R8*2)
 	VMOVUPS Z6, K1, (R11)
 	VMOVUPS Z7, K1, (R11)(R8*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+	VMOVUPS Z4, (R10)(R8*1)
+	VMOVUPS Z5, (R10)(R8*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, (R11)(R8*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000008, DX, R9
 	ADDQ   R9, CX
@@ -11027,6 +11866,11 @@ relu:
 	VMAXPS Z15, Z16, Z15
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -11043,7 +11887,27 @@ store:
 	VMOVUPS Z13, K1, 64(R12)
 	VMOVUPS Z14, (R12)(R9*1)
 	VMOVUPS Z15, K1, 64(R12)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+	VMOVUPS Z8, (R11)(R9*1)
+	VMOVUPS Z9, 64(R11)(R9*1)
+	VMOVUPS Z10, (R11)(R9*2)
+	VMOVUPS Z11, 64(R11)(R9*2)
+	VMOVUPS Z12, (R12)
+	VMOVUPS Z13, 64(R12)
+	VMOVUPS Z14, (R12)(R9*1)
+	VMOVUPS Z15, 64(R12)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000008, DX, R10
 	ADDQ   R10, CX
@@ -11441,6 +12305,11 @@ relu:
 	VMAXPS Z23, Z24, Z23
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
@@ -11465,7 +12334,35 @@ store:
 	VMOVUPS Z21, (R12)(R9*1)
 	VMOVUPS Z22, 64(R12)(R9*1)
 	VMOVUPS Z23, K1, 128(R12)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, (R10)(R9*1)
+	VMOVUPS Z4, 64(R10)(R9*1)
+	VMOVUPS Z5, 128(R10)(R9*1)
+	VMOVUPS Z6, (R10)(R9*2)
+	VMOVUPS Z7, 64(R10)(R9*2)
+	VMOVUPS Z8, 128(R10)(R9*2)
+	VMOVUPS Z9, (R11)
+	VMOVUPS Z10, 64(R11)
+	VMOVUPS Z11, 128(R11)
+	VMOVUPS Z12, (R11)(R9*1)
+	VMOVUPS Z13, 64(R11)(R9*1)
+	VMOVUPS Z14, 128(R11)(R9*1)
+	VMOVUPS Z15, (R11)(R9*2)
+	VMOVUPS Z16, 64(R11)(R9*2)
+	VMOVUPS Z17, 128(R11)(R9*2)
+	VMOVUPS Z18, (R12)
+	VMOVUPS Z19, 64(R12)
+	VMOVUPS Z20, 128(R12)
+	VMOVUPS Z21, (R12)(R9*1)
+	VMOVUPS Z22, 64(R12)(R9*1)
+	VMOVUPS Z23, 128(R12)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000008, DX, R10
 	ADDQ   R10, CX
@@ -11706,6 +12603,11 @@ relu:
 	VMAXPS Z8, Z9, Z8
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R12
+	CMPQ    R12, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
@@ -11715,7 +12617,20 @@ store:
 	VMOVUPS Z6, K1, (R11)
 	VMOVUPS Z7, K1, (R11)(R8*1)
 	VMOVUPS Z8, K1, (R11)(R8*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+	VMOVUPS Z4, (R10)(R8*1)
+	VMOVUPS Z5, (R10)(R8*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, (R11)(R8*1)
+	VMOVUPS Z8, (R11)(R8*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000009, DX, R9
 	ADDQ   R9, CX
@@ -12052,6 +12967,11 @@ relu:
 	VMAXPS Z17, Z18, Z17
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -12070,7 +12990,29 @@ store:
 	VMOVUPS Z15, K1, 64(R12)(R9*1)
 	VMOVUPS Z16, (R12)(R9*2)
 	VMOVUPS Z17, K1, 64(R12)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+	VMOVUPS Z8, (R11)(R9*1)
+	VMOVUPS Z9, 64(R11)(R9*1)
+	VMOVUPS Z10, (R11)(R9*2)
+	VMOVUPS Z11, 64(R11)(R9*2)
+	VMOVUPS Z12, (R12)
+	VMOVUPS Z13, 64(R12)
+	VMOVUPS Z14, (R12)(R9*1)
+	VMOVUPS Z15, 64(R12)(R9*1)
+	VMOVUPS Z16, (R12)(R9*2)
+	VMOVUPS Z17, 64(R12)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000009, DX, R10
 	ADDQ   R10, CX
@@ -12503,6 +13445,11 @@ relu:
 	VMAXPS Z26, Z27, Z26
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	VMOVUPS Z2, K1, 128(R10)
@@ -12530,7 +13477,38 @@ store:
 	VMOVUPS Z24, (R12)(R9*2)
 	VMOVUPS Z25, 64(R12)(R9*2)
 	VMOVUPS Z26, K1, 128(R12)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, (R10)(R9*1)
+	VMOVUPS Z4, 64(R10)(R9*1)
+	VMOVUPS Z5, 128(R10)(R9*1)
+	VMOVUPS Z6, (R10)(R9*2)
+	VMOVUPS Z7, 64(R10)(R9*2)
+	VMOVUPS Z8, 128(R10)(R9*2)
+	VMOVUPS Z9, (R11)
+	VMOVUPS Z10, 64(R11)
+	VMOVUPS Z11, 128(R11)
+	VMOVUPS Z12, (R11)(R9*1)
+	VMOVUPS Z13, 64(R11)(R9*1)
+	VMOVUPS Z14, 128(R11)(R9*1)
+	VMOVUPS Z15, (R11)(R9*2)
+	VMOVUPS Z16, 64(R11)(R9*2)
+	VMOVUPS Z17, 128(R11)(R9*2)
+	VMOVUPS Z18, (R12)
+	VMOVUPS Z19, 64(R12)
+	VMOVUPS Z20, 128(R12)
+	VMOVUPS Z21, (R12)(R9*1)
+	VMOVUPS Z22, 64(R12)(R9*1)
+	VMOVUPS Z23, 128(R12)(R9*1)
+	VMOVUPS Z24, (R12)(R9*2)
+	VMOVUPS Z25, 64(R12)(R9*2)
+	VMOVUPS Z26, 128(R12)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000009, DX, R10
 	ADDQ   R10, CX
@@ -12792,6 +13770,11 @@ relu:
 	VMAXPS Z9, Z10, Z9
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
@@ -12802,7 +13785,21 @@ store:
 	VMOVUPS Z7, K1, (R11)(R8*1)
 	VMOVUPS Z8, K1, (R11)(R8*2)
 	VMOVUPS Z9, K1, (R12)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+	VMOVUPS Z4, (R10)(R8*1)
+	VMOVUPS Z5, (R10)(R8*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, (R11)(R8*1)
+	VMOVUPS Z8, (R11)(R8*2)
+	VMOVUPS Z9, (R12)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x0000000a, DX, R9
 	ADDQ   R9, CX
@@ -13170,6 +14167,11 @@ relu:
 	VMAXPS Z19, Z20, Z19
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R14
+	CMPQ    R14, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -13190,7 +14192,31 @@ store:
 	VMOVUPS Z17, K1, 64(R12)(R9*2)
 	VMOVUPS Z18, (R13)
 	VMOVUPS Z19, K1, 64(R13)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+	VMOVUPS Z8, (R11)(R9*1)
+	VMOVUPS Z9, 64(R11)(R9*1)
+	VMOVUPS Z10, (R11)(R9*2)
+	VMOVUPS Z11, 64(R11)(R9*2)
+	VMOVUPS Z12, (R12)
+	VMOVUPS Z13, 64(R12)
+	VMOVUPS Z14, (R12)(R9*1)
+	VMOVUPS Z15, 64(R12)(R9*1)
+	VMOVUPS Z16, (R12)(R9*2)
+	VMOVUPS Z17, 64(R12)(R9*2)
+	VMOVUPS Z18, (R13)
+	VMOVUPS Z19, 64(R13)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x0000000a, DX, R10
 	ADDQ   R10, CX
@@ -13467,6 +14493,11 @@ relu:
 	VMAXPS Z10, Z11, Z10
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
@@ -13478,7 +14509,22 @@ store:
 	VMOVUPS Z8, K1, (R11)(R8*2)
 	VMOVUPS Z9, K1, (R12)
 	VMOVUPS Z10, K1, (R12)(R8*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+	VMOVUPS Z4, (R10)(R8*1)
+	VMOVUPS Z5, (R10)(R8*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, (R11)(R8*1)
+	VMOVUPS Z8, (R11)(R8*2)
+	VMOVUPS Z9, (R12)
+	VMOVUPS Z10, (R12)(R8*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x0000000b, DX, R9
 	ADDQ   R9, CX
@@ -13871,6 +14917,11 @@ relu:
 	VMAXPS Z21, Z22, Z21
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R14
+	CMPQ    R14, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -13893,7 +14944,33 @@ store:
 	VMOVUPS Z19, K1, 64(R13)
 	VMOVUPS Z20, (R13)(R9*1)
 	VMOVUPS Z21, K1, 64(R13)(R9*1)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+	VMOVUPS Z8, (R11)(R9*1)
+	VMOVUPS Z9, 64(R11)(R9*1)
+	VMOVUPS Z10, (R11)(R9*2)
+	VMOVUPS Z11, 64(R11)(R9*2)
+	VMOVUPS Z12, (R12)
+	VMOVUPS Z13, 64(R12)
+	VMOVUPS Z14, (R12)(R9*1)
+	VMOVUPS Z15, 64(R12)(R9*1)
+	VMOVUPS Z16, (R12)(R9*2)
+	VMOVUPS Z17, 64(R12)(R9*2)
+	VMOVUPS Z18, (R13)
+	VMOVUPS Z19, 64(R13)
+	VMOVUPS Z20, (R13)(R9*1)
+	VMOVUPS Z21, 64(R13)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x0000000b, DX, R10
 	ADDQ   R10, CX
@@ -14185,6 +15262,11 @@ relu:
 	VMAXPS Z11, Z12, Z11
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R13
+	CMPQ    R13, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, K1, (R9)
 	VMOVUPS Z1, K1, (R9)(R8*1)
 	VMOVUPS Z2, K1, (R9)(R8*2)
@@ -14197,7 +15279,23 @@ store:
 	VMOVUPS Z9, K1, (R12)
 	VMOVUPS Z10, K1, (R12)(R8*1)
 	VMOVUPS Z11, K1, (R12)(R8*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R9)
+	VMOVUPS Z1, (R9)(R8*1)
+	VMOVUPS Z2, (R9)(R8*2)
+	VMOVUPS Z3, (R10)
+	VMOVUPS Z4, (R10)(R8*1)
+	VMOVUPS Z5, (R10)(R8*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, (R11)(R8*1)
+	VMOVUPS Z8, (R11)(R8*2)
+	VMOVUPS Z9, (R12)
+	VMOVUPS Z10, (R12)(R8*1)
+	VMOVUPS Z11, (R12)(R8*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x0000000c, DX, R9
 	ADDQ   R9, CX
@@ -14615,6 +15713,11 @@ relu:
 	VMAXPS Z23, Z24, Z23
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ    tail+56(FP), R14
+	CMPQ    R14, $0x00000010
+	JE      storefull
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, K1, 64(R10)
 	VMOVUPS Z2, (R10)(R9*1)
@@ -14639,7 +15742,35 @@ store:
 	VMOVUPS Z21, K1, 64(R13)(R9*1)
 	VMOVUPS Z22, (R13)(R9*2)
 	VMOVUPS Z23, K1, 64(R13)(R9*2)
+	JMP     next
 
+storefull:
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, (R10)(R9*1)
+	VMOVUPS Z3, 64(R10)(R9*1)
+	VMOVUPS Z4, (R10)(R9*2)
+	VMOVUPS Z5, 64(R10)(R9*2)
+	VMOVUPS Z6, (R11)
+	VMOVUPS Z7, 64(R11)
+	VMOVUPS Z8, (R11)(R9*1)
+	VMOVUPS Z9, 64(R11)(R9*1)
+	VMOVUPS Z10, (R11)(R9*2)
+	VMOVUPS Z11, 64(R11)(R9*2)
+	VMOVUPS Z12, (R12)
+	VMOVUPS Z13, 64(R12)
+	VMOVUPS Z14, (R12)(R9*1)
+	VMOVUPS Z15, 64(R12)(R9*1)
+	VMOVUPS Z16, (R12)(R9*2)
+	VMOVUPS Z17, 64(R12)(R9*2)
+	VMOVUPS Z18, (R13)
+	VMOVUPS Z19, 64(R13)
+	VMOVUPS Z20, (R13)(R9*1)
+	VMOVUPS Z21, 64(R13)(R9*1)
+	VMOVUPS Z22, (R13)(R9*2)
+	VMOVUPS Z23, 64(R13)(R9*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x0000000c, DX, R10
 	ADDQ   R10, CX
@@ -14651,7 +15782,7 @@ store:
 	RET
 
 // func actTileAVX512(c *float32, ldc int, rows int, cols int, ng float32, alpha float32, beta float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·actTileAVX512(SB), NOSPLIT, $0-44
 	MOVQ         c+0(FP), AX
 	MOVQ         ldc+8(FP), CX
@@ -14661,12 +15792,9 @@ TEXT ·actTileAVX512(SB), NOSPLIT, $0-44
 	MOVQ         BX, SI
 	SHRQ         $0x04, SI
 	ANDQ         $0x0000000f, BX
-	MOVSS        ng+32(FP), X0
-	VBROADCASTSS X0, Z0
-	MOVSS        alpha+36(FP), X1
-	VBROADCASTSS X1, Z1
-	MOVSS        beta+40(FP), X2
-	VBROADCASTSS X2, Z2
+	VBROADCASTSS ng+32(FP), Z0
+	VBROADCASTSS alpha+36(FP), Z1
+	VBROADCASTSS beta+40(FP), Z2
 	VMOVUPS      expc<>+704(SB), Z3
 	VMOVUPS      expc<>+768(SB), Z4
 	VMOVUPS      expc<>+640(SB), Z5
@@ -14876,9 +16004,20 @@ relu:
 	VMAXPS Y1, Y4, Y1
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R11
+	CMPQ       R11, $0x00000010
+	JE         storefull
 	VMASKMOVPS Y0, Y2, (R10)
 	VMASKMOVPS Y1, Y3, 32(R10)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R10)
+	VMOVUPS Y1, 32(R10)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R10
 	ADDQ   R10, CX
@@ -15016,11 +16155,24 @@ relu:
 	VMAXPS Y3, Y6, Y3
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMOVUPS    Y0, (R11)
 	VMOVUPS    Y1, 32(R11)
 	VMASKMOVPS Y2, Y4, 64(R11)
 	VMASKMOVPS Y3, Y5, 96(R11)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	VMOVUPS Y2, 64(R11)
+	VMOVUPS Y3, 96(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R11
 	ADDQ   R11, CX
@@ -15180,13 +16332,28 @@ relu:
 	VMAXPS Y5, Y8, Y5
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMOVUPS    Y0, (R11)
 	VMOVUPS    Y1, 32(R11)
 	VMOVUPS    Y2, 64(R11)
 	VMOVUPS    Y3, 96(R11)
 	VMASKMOVPS Y4, Y6, 128(R11)
 	VMASKMOVPS Y5, Y7, 160(R11)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	VMOVUPS Y2, 64(R11)
+	VMOVUPS Y3, 96(R11)
+	VMOVUPS Y4, 128(R11)
+	VMOVUPS Y5, 160(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R11
 	ADDQ   R11, CX
@@ -15372,6 +16539,11 @@ relu:
 	VMAXPS Y7, Y10, Y7
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMOVUPS    Y0, (R11)
 	VMOVUPS    Y1, 32(R11)
 	VMOVUPS    Y2, 64(R11)
@@ -15380,7 +16552,19 @@ store:
 	VMOVUPS    Y5, 160(R11)
 	VMASKMOVPS Y6, Y8, 192(R11)
 	VMASKMOVPS Y7, Y9, 224(R11)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	VMOVUPS Y2, 64(R11)
+	VMOVUPS Y3, 96(R11)
+	VMOVUPS Y4, 128(R11)
+	VMOVUPS Y5, 160(R11)
+	VMOVUPS Y6, 192(R11)
+	VMOVUPS Y7, 224(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R11
 	ADDQ   R11, CX
@@ -15588,6 +16772,11 @@ relu:
 	VMAXPS Y9, Y12, Y9
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMOVUPS    Y0, (R11)
 	VMOVUPS    Y1, 32(R11)
 	VMOVUPS    Y2, 64(R11)
@@ -15598,7 +16787,21 @@ store:
 	VMOVUPS    Y7, 224(R11)
 	VMASKMOVPS Y8, Y10, 256(R11)
 	VMASKMOVPS Y9, Y11, 288(R11)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	VMOVUPS Y2, 64(R11)
+	VMOVUPS Y3, 96(R11)
+	VMOVUPS Y4, 128(R11)
+	VMOVUPS Y5, 160(R11)
+	VMOVUPS Y6, 192(R11)
+	VMOVUPS Y7, 224(R11)
+	VMOVUPS Y8, 256(R11)
+	VMOVUPS Y9, 288(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R11
 	ADDQ   R11, CX
@@ -15828,6 +17031,11 @@ relu:
 	VMAXPS Y11, Y14, Y11
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMOVUPS    Y0, (R11)
 	VMOVUPS    Y1, 32(R11)
 	VMOVUPS    Y2, 64(R11)
@@ -15840,7 +17048,23 @@ store:
 	VMOVUPS    Y9, 288(R11)
 	VMASKMOVPS Y10, Y12, 320(R11)
 	VMASKMOVPS Y11, Y13, 352(R11)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	VMOVUPS Y2, 64(R11)
+	VMOVUPS Y3, 96(R11)
+	VMOVUPS Y4, 128(R11)
+	VMOVUPS Y5, 160(R11)
+	VMOVUPS Y6, 192(R11)
+	VMOVUPS Y7, 224(R11)
+	VMOVUPS Y8, 256(R11)
+	VMOVUPS Y9, 288(R11)
+	VMOVUPS Y10, 320(R11)
+	VMOVUPS Y11, 352(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000001, DX, R11
 	ADDQ   R11, CX
@@ -15991,11 +17215,24 @@ relu:
 	VMAXPS Y3, Y6, Y3
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R11
+	CMPQ       R11, $0x00000010
+	JE         storefull
 	VMASKMOVPS Y0, Y4, (R10)
 	VMASKMOVPS Y1, Y5, 32(R10)
 	VMASKMOVPS Y2, Y4, (R10)(R8*1)
 	VMASKMOVPS Y3, Y5, 32(R10)(R8*1)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R10)
+	VMOVUPS Y1, 32(R10)
+	VMOVUPS Y2, (R10)(R8*1)
+	VMOVUPS Y3, 32(R10)(R8*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R10
 	ADDQ   R10, CX
@@ -16198,6 +17435,11 @@ relu:
 	VMAXPS Y7, Y10, Y7
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMOVUPS    Y0, (R11)
 	VMOVUPS    Y1, 32(R11)
 	VMASKMOVPS Y2, Y8, 64(R11)
@@ -16206,7 +17448,19 @@ store:
 	VMOVUPS    Y5, 32(R11)(R9*1)
 	VMASKMOVPS Y6, Y8, 64(R11)(R9*1)
 	VMASKMOVPS Y7, Y9, 96(R11)(R9*1)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	VMOVUPS Y2, 64(R11)
+	VMOVUPS Y3, 96(R11)
+	VMOVUPS Y4, (R11)(R9*1)
+	VMOVUPS Y5, 32(R11)(R9*1)
+	VMOVUPS Y6, 64(R11)(R9*1)
+	VMOVUPS Y7, 96(R11)(R9*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000002, DX, R11
 	ADDQ   R11, CX
@@ -16382,13 +17636,28 @@ relu:
 	VMAXPS Y5, Y8, Y5
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R11
+	CMPQ       R11, $0x00000010
+	JE         storefull
 	VMASKMOVPS Y0, Y6, (R10)
 	VMASKMOVPS Y1, Y7, 32(R10)
 	VMASKMOVPS Y2, Y6, (R10)(R8*1)
 	VMASKMOVPS Y3, Y7, 32(R10)(R8*1)
 	VMASKMOVPS Y4, Y6, (R10)(R8*2)
 	VMASKMOVPS Y5, Y7, 32(R10)(R8*2)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R10)
+	VMOVUPS Y1, 32(R10)
+	VMOVUPS Y2, (R10)(R8*1)
+	VMOVUPS Y3, 32(R10)(R8*1)
+	VMOVUPS Y4, (R10)(R8*2)
+	VMOVUPS Y5, 32(R10)(R8*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000003, DX, R10
 	ADDQ   R10, CX
@@ -16595,6 +17864,11 @@ relu:
 	VMAXPS Y7, Y10, Y7
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMASKMOVPS Y0, Y8, (R10)
 	VMASKMOVPS Y1, Y9, 32(R10)
 	VMASKMOVPS Y2, Y8, (R10)(R8*1)
@@ -16603,7 +17877,19 @@ store:
 	VMASKMOVPS Y5, Y9, 32(R10)(R8*2)
 	VMASKMOVPS Y6, Y8, (R11)
 	VMASKMOVPS Y7, Y9, 32(R11)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R10)
+	VMOVUPS Y1, 32(R10)
+	VMOVUPS Y2, (R10)(R8*1)
+	VMOVUPS Y3, 32(R10)(R8*1)
+	VMOVUPS Y4, (R10)(R8*2)
+	VMOVUPS Y5, 32(R10)(R8*2)
+	VMOVUPS Y6, (R11)
+	VMOVUPS Y7, 32(R11)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000004, DX, R10
 	ADDQ   R10, CX
@@ -16835,6 +18121,11 @@ relu:
 	VMAXPS Y9, Y12, Y9
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMASKMOVPS Y0, Y10, (R10)
 	VMASKMOVPS Y1, Y11, 32(R10)
 	VMASKMOVPS Y2, Y10, (R10)(R8*1)
@@ -16845,7 +18136,21 @@ store:
 	VMASKMOVPS Y7, Y11, 32(R11)
 	VMASKMOVPS Y8, Y10, (R11)(R8*1)
 	VMASKMOVPS Y9, Y11, 32(R11)(R8*1)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R10)
+	VMOVUPS Y1, 32(R10)
+	VMOVUPS Y2, (R10)(R8*1)
+	VMOVUPS Y3, 32(R10)(R8*1)
+	VMOVUPS Y4, (R10)(R8*2)
+	VMOVUPS Y5, 32(R10)(R8*2)
+	VMOVUPS Y6, (R11)
+	VMOVUPS Y7, 32(R11)
+	VMOVUPS Y8, (R11)(R8*1)
+	VMOVUPS Y9, 32(R11)(R8*1)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000005, DX, R10
 	ADDQ   R10, CX
@@ -17102,6 +18407,11 @@ relu:
 	VMAXPS Y11, Y14, Y11
 
 store:
+	// masked stores only for a partial last panel: a load from a masked
+	// store cannot be forwarded, and the activation pass reloads the tile
+	MOVQ       tail+56(FP), R12
+	CMPQ       R12, $0x00000010
+	JE         storefull
 	VMASKMOVPS Y0, Y12, (R10)
 	VMASKMOVPS Y1, Y13, 32(R10)
 	VMASKMOVPS Y2, Y12, (R10)(R8*1)
@@ -17114,7 +18424,23 @@ store:
 	VMASKMOVPS Y9, Y13, 32(R11)(R8*1)
 	VMASKMOVPS Y10, Y12, (R11)(R8*2)
 	VMASKMOVPS Y11, Y13, 32(R11)(R8*2)
+	JMP        next
 
+storefull:
+	VMOVUPS Y0, (R10)
+	VMOVUPS Y1, 32(R10)
+	VMOVUPS Y2, (R10)(R8*1)
+	VMOVUPS Y3, 32(R10)(R8*1)
+	VMOVUPS Y4, (R10)(R8*2)
+	VMOVUPS Y5, 32(R10)(R8*2)
+	VMOVUPS Y6, (R11)
+	VMOVUPS Y7, 32(R11)
+	VMOVUPS Y8, (R11)(R8*1)
+	VMOVUPS Y9, 32(R11)(R8*1)
+	VMOVUPS Y10, (R11)(R8*2)
+	VMOVUPS Y11, 32(R11)(R8*2)
+
+next:
 	// next block: a += r·lda, c += r·ldc
 	IMUL3Q $0x00000006, DX, R10
 	ADDQ   R10, CX
@@ -17126,7 +18452,7 @@ store:
 	RET
 
 // func actTileAVX2(c *float32, ldc int, rows int, cols int, ng float32, alpha float32, beta float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, AVX2, FMA3
 TEXT ·actTileAVX2(SB), NOSPLIT, $0-44
 	MOVQ         c+0(FP), AX
 	MOVQ         ldc+8(FP), CX
@@ -17136,12 +18462,9 @@ TEXT ·actTileAVX2(SB), NOSPLIT, $0-44
 	MOVQ         BX, SI
 	SHRQ         $0x03, SI
 	ANDQ         $0x00000007, BX
-	MOVSS        ng+32(FP), X0
-	VBROADCASTSS X0, Y0
-	MOVSS        alpha+36(FP), X1
-	VBROADCASTSS X1, Y1
-	MOVSS        beta+40(FP), X2
-	VBROADCASTSS X2, Y2
+	VBROADCASTSS ng+32(FP), Y0
+	VBROADCASTSS alpha+36(FP), Y1
+	VBROADCASTSS beta+40(FP), Y2
 	VMOVUPS      expc<>+704(SB), Y3
 	VMOVUPS      expc<>+768(SB), Y4
 	VMOVUPS      expc<>+640(SB), Y5

@@ -57,8 +57,13 @@ func randSlice(r *rand.Rand, n int) []float32 {
 // identity activation without accumulation) gonum's blas32.Gemm.
 func checkShape(t *testing.T, r *rand.Rand, m, k, n int, act Activation, accumulate, withBias bool) {
 	t.Helper()
+	checkShapeLd(t, r, m, k, n, act, accumulate, withBias, k+2, n+5)
+}
+
+// checkShapeLd is checkShape with the given leading dimensions.
+func checkShapeLd(t *testing.T, r *rand.Rand, m, k, n int, act Activation, accumulate, withBias bool, lda, ldc int) {
+	t.Helper()
 	const off = 3 // unaligned start of A and C
-	lda, ldc := k+2, n+5
 	a := randSlice(r, off+m*lda+1)
 	w := randSlice(r, k*n)
 	var bias []float32
@@ -144,6 +149,15 @@ func TestGemmRandomShapes(t *testing.T) {
 			n := sizes[r.IntN(len(sizes))]
 			checkShape(t, r, m, k, n, Activation(r.IntN(4)), r.IntN(2) == 0, r.IntN(2) == 0)
 		}
+		// Tight leading dimensions (lda = k, ldc = n): narrow outputs are
+		// then contiguous, and the activation pass runs over them flat.
+		for _, n := range []int{1, 2, 3, 7, 15, 16, 17, 33} {
+			for _, m := range []int{1, 5, 12, 13, 25, 40, 256} {
+				for act := Identity; act <= Tanh; act++ {
+					checkShapeLd(t, r, m, 34, n, act, m%2 == 0, true, 34, n)
+				}
+			}
+		}
 		// The benchmark shapes.
 		for _, s := range [][3]int{{1, 64, 128}, {16, 64, 128}, {64, 64, 128}, {256, 64, 128}, {1024, 64, 128}, {256, 32, 64}, {256, 256, 256}, {256, 128, 512}} {
 			for act := Identity; act <= Tanh; act++ {
@@ -157,28 +171,23 @@ func TestGemmRandomShapes(t *testing.T) {
 // sigmoid and tanh (measured maximum: see TestActivationAccuracy).
 const actMaxErr = 1e-6
 
-// activationInputs returns special values and a sweep of the float32 bit
-// patterns with the given stride, both signs, ±0, ±Inf, NaN, denormals,
-// huge magnitudes.
-func activationInputs(stride uint64) []float32 {
-	xs := []float32{
-		0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
-		math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, -math.SmallestNonzeroFloat32,
-		-1e30, -100, -88.7, -88.3, -87.3, -44.15, -43.65, -20, -9, -5, -1, -0.5, -1e-7,
-		1e-7, 0.5, 1, 5, 9, 20, 43.65, 44.15, 87.3, 88.3, 88.7, 100, 1e30,
-	}
-	for b := uint64(0); b < 1<<32; b += stride {
-		xs = append(xs, math.Float32frombits(uint32(b)))
-	}
-	return xs
+// activationSpecials are the inputs every activation test includes: both
+// zeros, ±Inf, NaN, the extremes of float32, denormals, the clamp points of
+// the exponential and of tanh's 2x, and ordinary values.
+var activationSpecials = []float32{
+	0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
+	math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, -math.SmallestNonzeroFloat32,
+	-1e30, -100, -88.7, -88.3, -87.3, -44.15, -43.65, -20, -9, -5, -1, -0.5, -1e-7,
+	1e-7, 0.5, 1, 5, 9, 20, 43.65, 44.15, 87.3, 88.3, 88.7, 100, 1e30,
 }
 
-// TestActivationAccuracy runs every activation through Gemm (x·1 with the
-// activation fused, so C = act(x) exactly up to the activation's error) on
-// every path, over a sweep of the whole float32 range, and checks the error
-// against float64 math: at most actMaxErr absolute for sigmoid and tanh,
-// exact for identity and ReLU, NaN in gives NaN out. Set
-// STREAMSCORE_EXHAUSTIVE=1 to sweep all 2^32 inputs.
+// TestActivationAccuracy runs every activation through Gemm on every path
+// (C = act(0·1 + bias) with bias = x, which is exactly act(x)) over the
+// specials and a sweep of the float32 bit patterns (every 997th: 4.3 M
+// values of both signs, denormals, huge magnitudes, Inf and NaN patterns),
+// and checks the error against float64 math: at most actMaxErr absolute for
+// sigmoid and tanh, exact for identity and ReLU, NaN in gives NaN out. Set
+// STREAMSCORE_EXHAUSTIVE=1 to sweep all 2^32 inputs (minutes per path).
 func TestActivationAccuracy(t *testing.T) {
 	stride := uint64(997)
 	if raceEnabled || testing.Short() {
@@ -189,22 +198,22 @@ func TestActivationAccuracy(t *testing.T) {
 	}
 	forEachPath(t, func(t *testing.T) {
 		const chunk = 1 << 16
-		xs := activationInputs(stride)
-		packs := map[int]*Packed{}
+		xs := make([]float32, 0, chunk)
 		c := make([]float32, chunk)
+		packs := map[int]*Packed{}
 		zero := []float32{0}
 		for act := Identity; act <= Tanh; act++ {
 			var worst float64
 			var worstX float32
-			for lo := 0; lo < len(xs); lo += chunk {
-				part := xs[lo:min(lo+chunk, len(xs))]
+			count := 0
+			check := func(part []float32) {
 				w := packs[len(part)]
 				if w == nil {
 					w = Pack(1, len(part), ones(len(part)))
 					packs[len(part)] = w
 				}
-				// C = act(0·1 + bias) with bias = x: exactly act(x).
 				Gemm(1, 1, len(part), zero, 1, w, part, act, c, len(part), false)
+				count += len(part)
 				for i, x := range part {
 					got := c[i]
 					want := apply64(act, float64(x))
@@ -214,22 +223,33 @@ func TestActivationAccuracy(t *testing.T) {
 						}
 						continue
 					}
-					d := math.Abs(float64(got) - want)
 					if act == Identity || act == ReLU {
 						if float32(want) != got {
 							t.Fatalf("%v(%v) = %v, want %v", act, x, got, want)
 						}
 						continue
 					}
-					if d > worst || math.IsNaN(d) {
+					if d := math.Abs(float64(got) - want); d > worst || math.IsNaN(d) {
 						worst, worstX = d, x
 					}
 				}
 			}
+			check(activationSpecials)
+			for b := uint64(0); b < 1<<32; b += stride {
+				xs = append(xs, math.Float32frombits(uint32(b)))
+				if len(xs) == chunk {
+					check(xs)
+					xs = xs[:0]
+				}
+			}
+			if len(xs) > 0 {
+				check(xs)
+				xs = xs[:0]
+			}
 			if worst > actMaxErr || math.IsNaN(worst) {
 				t.Errorf("%v: max |error| %.3g at x = %v, want <= %g", act, worst, worstX, actMaxErr)
 			}
-			t.Logf("%v: max |error| %.3g at x = %v over %d inputs", act, worst, worstX, len(xs))
+			t.Logf("%v: max |error| %.3g at x = %v over %d inputs", act, worst, worstX, count)
 		}
 	})
 	if s := sigmoid32(-1e30); s != 0 {
@@ -307,8 +327,10 @@ func TestGemmNoAlloc(t *testing.T) {
 	}
 }
 
-// BenchmarkGemm reports GFLOP/s (2·M·K·N per call) for the kernel and, beside
-// it, gonum's blas32.Gemm on the same shape.
+// BenchmarkGemm reports GFLOP/s (2·M·K·N per call) for each path this CPU
+// runs and, beside them, gonum's blas32.Gemm on the same shape. The GEMM
+// contract benchmark (BenchmarkGEMM in bench/) runs the shapes of the issue
+// through the exported API; this one covers the paths and activations.
 func BenchmarkGemm(b *testing.B) {
 	shapes := []struct{ m, k, n int }{
 		{1, 64, 128}, {16, 64, 128}, {256, 24, 32}, {256, 32, 16}, {256, 64, 128}, {256, 32, 64}, {256, 128, 128}, {1024, 256, 256},
@@ -316,17 +338,23 @@ func BenchmarkGemm(b *testing.B) {
 	for _, s := range shapes {
 		r := rand.New(rand.NewPCG(7, 8))
 		a, wRaw, c := randSlice(r, s.m*s.k), randSlice(r, s.k*s.n), make([]float32, s.m*s.n)
+		bias := randSlice(r, s.n)
 		w := Pack(s.k, s.n, wRaw)
 		flops := 2 * float64(s.m*s.k*s.n)
 		name := fmt.Sprintf("%dx%dx%d", s.m, s.k, s.n)
-		b.Run("generic_"+name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(4 * (s.m*s.k + s.m*s.n)))
-			for b.Loop() {
-				Gemm(s.m, s.k, s.n, a, s.k, w, nil, Identity, c, s.n, false)
+		for _, p := range availablePaths() {
+			for _, act := range []Activation{Identity, Sigmoid} {
+				b.Run(p+"_"+act.String()+"_"+name, func(b *testing.B) {
+					forcePath(b, p)
+					b.ReportAllocs()
+					b.SetBytes(int64(4 * (s.m*s.k + s.m*s.n)))
+					for b.Loop() {
+						Gemm(s.m, s.k, s.n, a, s.k, w, bias, act, c, s.n, false)
+					}
+					b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
 			}
-			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-		})
+		}
 		b.Run("gonum_"+name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(4 * (s.m*s.k + s.m*s.n)))

@@ -362,6 +362,10 @@ func tile(ar isa, r, p int) {
 		}
 	}
 	Label("store")
+	Comment("masked stores only for a partial last panel: a load from a masked",
+		"store cannot be forwarded, and the activation pass reloads the tile")
+	CMPQ(loadGP("tail"), U32(panelWidth))
+	JE(LabelRef("storefull"))
 	for i := 0; i < r; i++ {
 		for v := 0; v < nv; v++ {
 			switch {
@@ -374,6 +378,14 @@ func tile(ar isa, r, p int) {
 			}
 		}
 	}
+	JMP(LabelRef("next"))
+	Label("storefull")
+	for i := 0; i < r; i++ {
+		for v := 0; v < nv; v++ {
+			VMOVUPS(acc[i][v], cAt(i, v))
+		}
+	}
+	Label("next")
 	Comment("next block: a += r·lda, c += r·ldc")
 	t := GP64()
 	IMUL3Q(U32(r), lda, t)
@@ -415,9 +427,14 @@ func actTile(ar isa) {
 	ANDQ(U32(ar.width-1), tail)
 
 	bcast := func(name string) VecVirtual {
-		x := Load(Param(name), XMM())
+		// Broadcast straight from the argument slot: a legacy-SSE MOVSS
+		// here would mix SSE and AVX encodings.
+		b, err := Param(name).Resolve()
+		if err != nil {
+			log.Fatal(err)
+		}
 		v := ar.vec()
-		VBROADCASTSS(x, v)
+		VBROADCASTSS(b.Addr, v)
 		return v
 	}
 	ng, alpha, beta := bcast("ng"), bcast("alpha"), bcast("beta")

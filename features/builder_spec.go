@@ -1,0 +1,843 @@
+package features
+
+import (
+	"hash/maphash"
+	"math"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+)
+
+// This file is the spec-driven engine (WithSpec): a compiled Spec, the
+// per-entity state it keeps, and the Update, Peek and ApplyLabel paths over
+// it. Its windowed state is xseries, a copy of series, and its feature
+// formulas are those of builder.go, so that DefaultSpec produces the
+// hand-written Builder's rows bit for bit (TestSpecDefaultMatchesBuilder).
+
+// fieldID names a string field of Event.
+type fieldID uint8
+
+const (
+	sfCard fieldID = iota
+	sfTerminal
+	sfCurrency
+	sfMCC
+	sfChannel
+	sfCountry
+)
+
+func fieldIDOf(name string) fieldID {
+	return fieldID(slices.Index(stringFields, name))
+}
+
+func (f fieldID) of(e *Event) string {
+	switch f {
+	case sfCard:
+		return e.CardID
+	case sfTerminal:
+		return e.TerminalID
+	case sfCurrency:
+		return e.Currency
+	case sfMCC:
+		return e.MCC
+	case sfChannel:
+		return e.Channel
+	default:
+		return e.Country
+	}
+}
+
+// required reports whether the Decoder guarantees the field is non-empty.
+func (f fieldID) required() bool { return f == sfCard || f == sfTerminal }
+
+type featKind uint8
+
+const (
+	kValue featKind = iota
+	kCount
+	kSum
+	kMean
+	kMin
+	kMax
+	kStd
+	kDistinct
+	kLast
+	kSince
+	kRatio
+	kZScore
+	kChanged
+	kGeo
+	kFraudCount
+	kFraudRate
+	kHourSin
+	kHourCos
+	kWeekend
+	kNight
+)
+
+var kinds = map[string]featKind{
+	AggValue: kValue, AggCount: kCount, AggSum: kSum, AggMean: kMean, AggMin: kMin, AggMax: kMax,
+	AggStd: kStd, AggDistinct: kDistinct, AggLast: kLast, AggSincePrev: kSince, AggRatio: kRatio,
+	AggZScore: kZScore, AggChanged: kChanged, AggGeoVelocity: kGeo, AggFraudCount: kFraudCount,
+	AggFraudRate: kFraudRate, AggHourSin: kHourSin, AggHourCos: kHourCos, AggWeekend: kWeekend, AggNight: kNight,
+}
+
+// cfeat is one compiled feature.
+type cfeat struct {
+	kind  featKind
+	ent   int // index in compiledSpec.ents, -1 for value and calendar features
+	win   int // index in the entity's wins, -1 when not windowed
+	w     window
+	log1p bool
+	cap   int
+	field fieldID // changed
+	slot  int     // changed: index in entState.strs
+	head  int     // since, changed, geo: index in entState.headVals; else -1
+	night int
+}
+
+// cent is one compiled entity: a field keying state, the windows of its
+// features (distinct, in order of first use: the running aggregates of its
+// xseries) and where its state lives.
+type cent struct {
+	field  fieldID
+	local  bool // card_id: state owned by the Builder; else in the Shared
+	wins   []window
+	span   int64 // longest offset+length
+	hasOf  bool
+	of     fieldID
+	feats  []int // its features, in row order
+	chg    []int // its changed features
+	heads  []int // its since, changed and geo features
+	nStrs  int   // changed features
+	nHead  int   // since, changed and geo features
+	geo    bool
+	labels bool // has fraud features
+	smap   int  // index of its map in the Shared (non-local entities), else -1
+	lmap   int  // index of the Shared map holding its labels, else -1
+}
+
+// smapDef is one map of entity states per stripe of a Shared: a non-local
+// entity's states (series and labels), or the labels of the local (card)
+// entity.
+type smapDef struct {
+	ent    int // the entity whose states (or labels, for the local one) it holds
+	field  fieldID
+	span   int64
+	labels bool
+}
+
+// compiledSpec is a validated Spec ready to run. Immutable.
+type compiledSpec struct {
+	spec  Spec
+	names []string
+	feats []cfeat
+	ents  []cent
+	local int // index of the card_id entity, -1 if none
+	smaps []smapDef
+	nWins int // most windows of any entity
+}
+
+func compileSpec(s *Spec) (*compiledSpec, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	cs := &compiledSpec{spec: Spec{Features: slices.Clone(s.Features)}, names: s.Names(), local: -1}
+	for i := range cs.spec.Features { // spell out defaults, so that equal specs compare equal
+		f := &cs.spec.Features[i]
+		if f.Agg == AggNight && f.NightHour == nil {
+			v := DefaultNightHour
+			f.NightHour = &v
+		}
+		if f.Agg == AggDistinct && f.Cap == nil {
+			v := DefaultDistinctCap
+			f.Cap = &v
+		}
+	}
+	entOf := map[fieldID]int{}
+	for i, f := range s.Features {
+		cf := cfeat{kind: kinds[f.Agg], ent: -1, win: -1, head: -1, log1p: f.Transform == "log1p", night: DefaultNightHour}
+		if f.NightHour != nil {
+			cf.night = *f.NightHour
+		}
+		if f.Entity != "" {
+			id := fieldIDOf(f.Entity)
+			ei, ok := entOf[id]
+			if !ok {
+				ei = len(cs.ents)
+				entOf[id] = ei
+				cs.ents = append(cs.ents, cent{field: id, local: id == sfCard, smap: -1, lmap: -1})
+				if id == sfCard {
+					cs.local = ei
+				}
+			}
+			cf.ent = ei
+			en := &cs.ents[ei]
+			en.feats = append(en.feats, i)
+			if f.Window > 0 {
+				cf.w = window{offset: int64(f.Offset), length: int64(f.Window)}
+				cf.win = slices.Index(en.wins, cf.w)
+				if cf.win < 0 {
+					cf.win = len(en.wins)
+					en.wins = append(en.wins, cf.w)
+				}
+			}
+			switch cf.kind {
+			case kDistinct:
+				en.hasOf, en.of = true, fieldIDOf(f.Of)
+				cf.cap = DefaultDistinctCap
+				if f.Cap != nil {
+					cf.cap = *f.Cap
+				}
+			case kChanged:
+				cf.field = fieldIDOf(f.Field)
+				cf.slot = en.nStrs
+				en.chg = append(en.chg, i)
+				en.nStrs++
+			case kGeo:
+				en.geo = true
+			case kFraudCount, kFraudRate:
+				en.labels = true
+			}
+			if cf.kind == kSince || cf.kind == kChanged || cf.kind == kGeo {
+				cf.head = en.nHead
+				en.nHead++
+				en.heads = append(en.heads, i)
+			}
+		}
+		cs.feats = append(cs.feats, cf)
+	}
+	for i := range cs.ents {
+		en := &cs.ents[i]
+		en.span = maxSpan(en.wins)
+		cs.nWins = max(cs.nWins, len(en.wins))
+		if !en.local {
+			en.smap = len(cs.smaps)
+			en.lmap = -1
+			if en.labels {
+				en.lmap = en.smap
+			}
+			cs.smaps = append(cs.smaps, smapDef{ent: i, field: en.field, span: en.span, labels: en.labels})
+		} else if en.labels {
+			en.lmap = len(cs.smaps)
+			cs.smaps = append(cs.smaps, smapDef{ent: i, field: en.field, span: en.span, labels: true})
+		}
+	}
+	return cs, nil
+}
+
+func sameSpec(a, b *compiledSpec) bool {
+	return a == b || (a != nil && b != nil && reflect.DeepEqual(a.spec, b.spec))
+}
+
+// entState is the state of one entity of a spec: its xseries, its fraud
+// labels (by label time), and its head (newest in-order event): the values
+// of its changed fields and position, and the head-dependent features
+// Update wrote for it (for Peek).
+type entState struct {
+	s        xseries
+	labels   []labelPoint // sorted by ts
+	seen     int64        // newest event time (local) or event or label time (shared)
+	strs     []string
+	headVals []float32
+	lat, lon float64
+	hasGeo   bool
+	// Inline backing for strs and headVals in the common case (one changed
+	// feature, up to four head features): no extra allocation, and no
+	// extra cache miss per event.
+	strBuf  [1]string
+	headBuf [4]float32
+}
+
+func (st *entState) lastSeen() int64 { return st.seen }
+
+func (st *entState) fraudIn(from, to int64) int64 {
+	return labelsUpTo(st.labels, to) - labelsUpTo(st.labels, from)
+}
+
+func labelsUpTo(ls []labelPoint, x int64) int64 {
+	i, _ := slices.BinarySearchFunc(ls, x, func(p labelPoint, x int64) int {
+		if p.ts <= x {
+			return -1
+		}
+		return 1
+	})
+	return int64(i)
+}
+
+// evictLabels is terminalState.evictLabels.
+func (st *entState) evictLabels(retain int64) {
+	horizon := st.seen - retain
+	n := 0
+	for n < len(st.labels) && st.labels[n].ts <= horizon {
+		n++
+	}
+	if n > 0 {
+		st.labels = slices.Delete(st.labels, 0, n)
+		if cap(st.labels) > 16 && len(st.labels) < cap(st.labels)/4 {
+			st.labels = slices.Clip(slices.Clone(st.labels))
+		}
+	}
+}
+
+// headCtx carries the head-dependent values of one event for one entity.
+type headCtx struct {
+	counted bool  // the entity's state holds the event (at idx)
+	idx     int32 // absolute index of the event's point, when counted
+	since   float64
+	changed []float64 // per changed slot
+	kmh     float64
+	useHead bool // Peek of the head: take the remembered values
+}
+
+// specShared is the Shared's part for a spec.
+type specShared struct {
+	cs     *compiledSpec
+	retain []int64 // per smap
+}
+
+func newSpecShared(cs *compiledSpec, lateness int64) *specShared {
+	ss := &specShared{cs: cs, retain: make([]int64, len(cs.smaps))}
+	for i, m := range cs.smaps {
+		ss.retain[i] = m.span + lateness
+	}
+	return ss
+}
+
+// applyLabelSpec is ApplyLabel for a spec Shared: the same rules, for the
+// label states of each labelled entity (card_id, terminal_id).
+func (s *Shared) applyLabelSpec(l *Label) {
+	for mi, m := range s.sp.cs.smaps {
+		if !m.labels {
+			continue
+		}
+		id := l.TerminalID
+		if m.field == sfCard {
+			id = l.CardID
+		}
+		if id == "" {
+			continue
+		}
+		t := nanos(l.TS)
+		h := hashLabelTx(s, l.TxID)
+		st := s.stripe(id)
+		st.mu.Lock()
+		mp := &st.spec[mi]
+		mp.tick(t)
+		es, ok := mp.get(id)
+		if !ok {
+			if !l.Fraud {
+				st.mu.Unlock()
+				continue
+			}
+			es = newEntState(&s.sp.cs.ents[m.ent]) // as an event would create it
+			es.seen = t
+			mp.put(id, es)
+		}
+		i := slices.IndexFunc(es.labels, func(p labelPoint) bool { return p.tx == h })
+		switch {
+		case !l.Fraud:
+			if i >= 0 {
+				es.labels = slices.Delete(es.labels, i, i+1)
+			}
+		case i < 0:
+			at := labelsUpTo(es.labels, t)
+			es.labels = slices.Insert(es.labels, int(at), labelPoint{ts: t, tx: h})
+			es.seen = max(es.seen, t)
+			es.evictLabels(s.sp.retain[mi])
+		}
+		st.mu.Unlock()
+	}
+}
+
+// specBuilder is the Builder's part for a spec.
+type specBuilder struct {
+	cs     *compiledSpec
+	loc    expiryMap[*entState] // local (card_id) entity states
+	retain int64                // of the local entity
+	aggs   []agg                // scratch, per window
+	kmv    []uint64             // scratch, distinct
+	chg    []float64            // scratch, changed values
+	empty  entState             // scratch: state of an entity not stored
+}
+
+func newSpecBuilder(cs *compiledSpec, cfg config) *specBuilder {
+	sb := &specBuilder{cs: cs, loc: newExpiryMap[*entState](int64(cfg.ttl)), aggs: make([]agg, cs.nWins)}
+	if cs.local >= 0 {
+		sb.retain = cs.ents[cs.local].span + int64(cfg.lateness)
+	}
+	return sb
+}
+
+func (b *Builder) updateSpec(e *Event, row []float32) {
+	sb := b.sp
+	cs := sb.cs
+	row = row[:len(cs.feats)]
+	t := nanos(e.TS)
+	amt := amount(e)
+	sb.loc.tick(t)
+	for ei := range cs.ents {
+		en := &cs.ents[ei]
+		id := en.field.of(e)
+		if en.local {
+			st, ok := sb.loc.get(id)
+			if !ok {
+				st = newEntState(en)
+				sb.loc.put(id, st)
+			}
+			b.applyEnt(en, st, e, t, amt, b.lateness, sb.retain, row)
+			st.seen = st.s.maxTS
+			continue
+		}
+		if id == "" && !en.field.required() {
+			b.peekEnt(en, nil, e, t, amt, row)
+			continue
+		}
+		st := b.shared.stripe(id)
+		st.mu.Lock()
+		mp := &st.spec[en.smap]
+		mp.tick(t)
+		es, ok := mp.get(id)
+		if !ok {
+			es = newEntState(en)
+			es.seen = t
+			mp.put(id, es)
+		}
+		es.seen = max(es.seen, t)
+		retain := b.shared.sp.retain[en.smap]
+		b.applyEnt(en, es, e, t, amt, b.shared.lateness, retain, row)
+		es.evictLabels(retain)
+		st.mu.Unlock()
+	}
+	if b.n++; b.n%sweepEvery == 0 {
+		b.shared.sweep(b.n/sweepEvery, sb.loc.clock)
+	}
+	b.globalSpec(e, amt, row)
+}
+
+func newEntState(en *cent) *entState {
+	st := &entState{}
+	st.s.tagged = en.hasOf
+	switch {
+	case en.nStrs > len(st.strBuf):
+		st.strs = make([]string, en.nStrs)
+	case en.nStrs > 0:
+		st.strs = st.strBuf[:en.nStrs]
+	}
+	switch {
+	case en.nHead > len(st.headBuf):
+		st.headVals = make([]float32, en.nHead)
+	case en.nHead > 0:
+		st.headVals = st.headBuf[:en.nHead]
+	}
+	return st
+}
+
+// applyEnt inserts e into the entity's state and writes its features; the
+// same steps as Update's for a card.
+func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float64, lateness, retain int64, row []float32) {
+	first := !st.s.has()
+	prevTS := st.s.maxTS
+	var tag uint64
+	if en.hasOf {
+		tag = hashString(en.of.of(e))
+	}
+	idx := st.s.add(point{ts: t, amt: amt}, tag, en.wins, lateness, retain)
+	inserted := idx >= 0
+	inOrder := first || t >= prevTS
+
+	hc := headCtx{counted: inserted, idx: idx, since: SinceFirstSeen, changed: b.sp.chg[:0]}
+	switch {
+	case first:
+	case inOrder:
+		hc.since = float64(t-prevTS) / 1e9
+	default:
+		j := idx - 1
+		if !inserted {
+			j = st.s.upper(t) - 1
+		}
+		hc.since = secsSince(&st.s, j, t)
+	}
+	for range en.nStrs {
+		hc.changed = append(hc.changed, 0)
+	}
+	if inOrder && !first {
+		for _, fi := range en.chg {
+			f := &b.sp.cs.feats[fi]
+			hc.changed[f.slot] = changedFlag(st.strs[f.slot], f.field.of(e))
+		}
+		if en.geo && st.hasGeo && e.HasGeo {
+			secs := max(float64(t-prevTS)/1e9, 1)
+			hc.kmh = haversineKm(st.lat, st.lon, e.Lat, e.Lon) / (secs / 3600)
+		}
+	}
+	b.evalEnt(en, st, e, t, amt, &hc, row)
+	b.sp.chg = hc.changed[:0]
+	if inOrder {
+		for _, fi := range en.chg {
+			f := &b.sp.cs.feats[fi]
+			if v := f.field.of(e); st.strs[f.slot] != v {
+				st.strs[f.slot] = strings.Clone(v)
+			}
+		}
+		for _, fi := range en.heads {
+			st.headVals[b.sp.cs.feats[fi].head] = row[fi]
+		}
+		if en.geo {
+			st.lat, st.lon, st.hasGeo = e.Lat, e.Lon, e.HasGeo
+		}
+	}
+}
+
+func changedFlag(prev, cur string) float64 {
+	if prev != "" && cur != "" && prev != cur {
+		return 1
+	}
+	return 0
+}
+
+// secsSince returns the seconds from point j (absolute index) to t, or
+// SinceFirstSeen when j is not a live point.
+func secsSince(s *xseries, j int32, t int64) float64 {
+	if j >= s.off && j < int32(len(s.pts)) {
+		return float64(t-s.pts[j].ts) / 1e9
+	}
+	return SinceFirstSeen
+}
+
+// peekSpec is Peek for a spec: the rules of Peek, per entity.
+func (b *Builder) peekSpec(e *Event, row []float32) {
+	sb := b.sp
+	cs := sb.cs
+	row = row[:len(cs.feats)]
+	t := nanos(e.TS)
+	amt := amount(e)
+	for ei := range cs.ents {
+		en := &cs.ents[ei]
+		id := en.field.of(e)
+		if en.local {
+			st, _ := sb.loc.peek(id, t)
+			b.peekEnt(en, st, e, t, amt, row)
+			continue
+		}
+		if id == "" && !en.field.required() {
+			b.peekEnt(en, nil, e, t, amt, row)
+			continue
+		}
+		st := b.shared.stripe(id)
+		st.mu.Lock()
+		es, _ := st.spec[en.smap].peek(id, t)
+		b.peekEnt(en, es, e, t, amt, row)
+		st.mu.Unlock()
+	}
+	b.globalSpec(e, amt, row)
+}
+
+// peekEnt writes the entity's features of e without changing st (nil: an
+// entity with no state).
+func (b *Builder) peekEnt(en *cent, st *entState, e *Event, t int64, amt float64, row []float32) {
+	if st == nil {
+		b.sp.empty = entState{}
+		st = &b.sp.empty
+	}
+	idx := st.s.find(t, amt)
+	hc := headCtx{counted: idx >= 0, idx: idx, since: SinceFirstSeen, changed: b.sp.chg[:0]}
+	for range en.nStrs {
+		hc.changed = append(hc.changed, 0)
+	}
+	switch {
+	case st.isHead(b.sp.cs, en, e, t, amt):
+		hc.useHead = true
+	case !st.s.has():
+	case hc.counted:
+		hc.since = secsSince(&st.s, idx-1, t)
+	case t >= st.s.maxTS:
+		hc.since = float64(t-st.s.maxTS) / 1e9
+		for _, fi := range en.chg {
+			f := &b.sp.cs.feats[fi]
+			hc.changed[f.slot] = changedFlag(st.strs[f.slot], f.field.of(e))
+		}
+		if en.geo && st.hasGeo && e.HasGeo {
+			secs := max(float64(t-st.s.maxTS)/1e9, 1)
+			hc.kmh = haversineKm(st.lat, st.lon, e.Lat, e.Lon) / (secs / 3600)
+		}
+	default:
+		hc.since = secsSince(&st.s, st.s.upper(t)-1, t)
+	}
+	b.evalEnt(en, st, e, t, amt, &hc, row)
+	b.sp.chg = hc.changed[:0]
+}
+
+// isHead reports whether e is the entity's head (cardState.isHead): the
+// newest in-order event, with e's time, amount, changed fields and position.
+func (st *entState) isHead(cs *compiledSpec, en *cent, e *Event, t int64, amt float64) bool {
+	s := &st.s
+	n := int32(len(s.pts))
+	if !s.has() || n <= s.off || t != s.maxTS || s.pts[n-1].ts != t || s.pts[n-1].amt != amt {
+		return false
+	}
+	if en.geo && (e.HasGeo != st.hasGeo || !sameFloat(e.Lat, st.lat) || !sameFloat(e.Lon, st.lon)) {
+		return false
+	}
+	for _, fi := range en.chg {
+		if f := &cs.feats[fi]; st.strs[f.slot] != f.field.of(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// evalEnt writes the features of entity en for e (at t, amount amt) from
+// st, read-only; hc says whether st holds e and carries the head-dependent
+// values.
+func (b *Builder) evalEnt(en *cent, st *entState, e *Event, t int64, amt float64, hc *headCtx, row []float32) {
+	sb := b.sp
+	aggs := sb.aggs[:len(en.wins)]
+	for k, w := range en.wins {
+		var a agg
+		if st.s.has() {
+			a = st.s.at(k, w, t)
+		}
+		if !hc.counted && w.offset == 0 {
+			a.add(amt)
+		}
+		aggs[k] = a
+	}
+	for _, fi := range en.feats {
+		f := &sb.cs.feats[fi]
+		var a agg
+		if f.win >= 0 {
+			a = aggs[f.win]
+		}
+		cur := !hc.counted && f.w.offset == 0 // e is not in st but is in the window
+		if hc.useHead && f.head >= 0 {
+			row[fi] = st.headVals[f.head]
+			continue
+		}
+		var v float32
+		switch f.kind {
+		case kCount:
+			v = float32(a.n)
+		case kSum:
+			v = f32(a.sum)
+		case kMean:
+			v = f32(a.mean())
+		case kStd:
+			if a.n > 0 {
+				m := a.mean()
+				v = f32(math.Sqrt(max(a.sq/float64(a.n)-m*m, 0)))
+			}
+		case kMin, kMax:
+			lo, hi := st.s.window(f.w, t)
+			have := cur
+			m := amt
+			for _, p := range st.s.pts[lo:hi] {
+				if !have || (f.kind == kMin && p.amt < m) || (f.kind == kMax && p.amt > m) {
+					m, have = p.amt, true
+				}
+			}
+			if have {
+				v = f32(m)
+			}
+		case kLast:
+			lo, hi := st.s.window(f.w, t)
+			j := hi - 1
+			if hc.counted && j == hc.idx {
+				j--
+			}
+			if j >= lo {
+				v = f32(st.s.pts[j].amt)
+			}
+		case kDistinct:
+			lo, hi := st.s.window(f.w, t)
+			d := newKMV(sb.kmv, f.cap)
+			for _, h := range st.s.tags[lo:hi] {
+				d.add(h)
+			}
+			if cur {
+				d.add(hashString(en.of.of(e)))
+			}
+			v = f32(d.count())
+			sb.kmv = d.h[:0]
+		case kSince:
+			s := hc.since
+			if s != SinceFirstSeen && f.log1p {
+				s = math.Log1p(s)
+			}
+			v = f32(s)
+		case kRatio, kZScore:
+			r, z := ratioZValues(a, amt, f.w.offset == 0)
+			if f.kind == kRatio {
+				v = f32(r)
+			} else {
+				v = f32(z)
+			}
+		case kChanged:
+			v = float32(hc.changed[f.slot])
+		case kGeo:
+			v = f32(hc.kmh)
+		case kFraudCount, kFraudRate:
+			fraud := b.fraudIn(en, st, e, t-f.w.offset-f.w.length, t-f.w.offset)
+			if f.kind == kFraudCount {
+				v = float32(fraud)
+			} else {
+				rate := 0.0
+				if a.n > 0 {
+					rate = min(float64(fraud)/float64(a.n), 1)
+				}
+				v = f32(rate)
+			}
+		}
+		row[fi] = v
+	}
+}
+
+// window returns the absolute index range of the live points in w at t.
+func (s *xseries) window(w window, t int64) (lo, hi int32) {
+	if !s.has() {
+		return 0, 0
+	}
+	return s.upper(t - w.offset - w.length), s.upper(t - w.offset)
+}
+
+// fraudIn counts the entity's fraud labels with TS in (from, to]. A
+// shared entity holds its own labels (the caller holds its stripe lock); a
+// local one's are in the Shared.
+func (b *Builder) fraudIn(en *cent, st *entState, e *Event, from, to int64) int64 {
+	if !en.local {
+		return st.fraudIn(from, to)
+	}
+	id := en.field.of(e)
+	s := b.shared.stripe(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ls, ok := s.spec[en.lmap].peek(id, nanos(e.TS))
+	if !ok {
+		return 0
+	}
+	return ls.fraudIn(from, to)
+}
+
+// ratioZValues returns the ratio and z-score of amt against the events of
+// aggregate a other than the current one (a includes it once when withCur):
+// ratioZ's formulas.
+func ratioZValues(a agg, amt float64, withCur bool) (ratio, z float64) {
+	ratio = 1
+	n0, sum0, sq0 := a.n, a.sum, a.sq
+	if withCur {
+		n0 = a.n - 1
+	}
+	if n0 >= 1 {
+		var mean0 float64
+		if withCur {
+			mean0 = (a.sum - amt) / float64(n0)
+		} else {
+			mean0 = sum0 / float64(n0)
+		}
+		ratio = amt / max(mean0, minStd)
+		if n0 >= 2 {
+			var v float64
+			if withCur {
+				v = (a.sq-amt*amt)/float64(n0) - mean0*mean0
+			} else {
+				v = sq0/float64(n0) - mean0*mean0
+			}
+			z = (amt - mean0) / max(math.Sqrt(max(v, 0)), minStd)
+		}
+	}
+	return ratio, z
+}
+
+// globalSpec writes the features without an entity: value and calendar.
+func (b *Builder) globalSpec(e *Event, amt float64, row []float32) {
+	var u time.Time
+	var h int
+	var hour float64
+	cal := false
+	for fi := range b.sp.cs.feats {
+		f := &b.sp.cs.feats[fi]
+		if f.ent >= 0 {
+			continue
+		}
+		if f.kind != kValue && !cal {
+			u = e.TS.UTC()
+			hh, m, s := u.Clock()
+			h = hh
+			hour = float64(hh) + float64(m)/60 + float64(s)/3600
+			cal = true
+		}
+		switch f.kind {
+		case kValue:
+			v := amt
+			if f.log1p {
+				v = math.Log1p(v)
+			}
+			row[fi] = f32(v)
+		case kHourSin:
+			row[fi] = float32(math.Sin(2 * math.Pi * hour / 24))
+		case kHourCos:
+			row[fi] = float32(math.Cos(2 * math.Pi * hour / 24))
+		case kWeekend:
+			row[fi] = flag(u.Weekday() == time.Saturday || u.Weekday() == time.Sunday)
+		case kNight:
+			row[fi] = flag(h <= f.night)
+		}
+	}
+}
+
+// hashString is a fixed (process-independent) 64-bit hash: FNV-1a, then
+// the splitmix64 finalizer so that every bit is uniform (the distinct
+// sketch needs uniform values).
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
+
+// hashLabelTx is the tx-id hash ApplyLabel uses for duplicates and corrections.
+func hashLabelTx(s *Shared, tx string) uint64 { return maphash.String(s.seed, tx) }
+
+// kmv counts distinct hashes: exactly while there are at most k, then with
+// a k-minimum-values sketch: it keeps the k smallest distinct hashes, and
+// estimates n ≈ (k-1)·2^64/h_k, h_k the largest kept. The estimate is
+// unbiased with relative standard error ≤ 1/sqrt(k-2) (about 3% for the
+// default k = 1024). Deterministic for a given input (fixed hash).
+type kmv struct {
+	h        []uint64 // sorted, distinct
+	k        int
+	overflow bool
+}
+
+func newKMV(buf []uint64, k int) kmv { return kmv{h: buf[:0], k: k} }
+
+func (d *kmv) add(x uint64) {
+	i, found := slices.BinarySearch(d.h, x)
+	switch {
+	case found:
+	case len(d.h) < d.k:
+		d.h = slices.Insert(d.h, i, x)
+	case i < len(d.h):
+		d.overflow = true
+		copy(d.h[i+1:], d.h[i:len(d.h)-1])
+		d.h[i] = x
+	default:
+		d.overflow = true
+	}
+}
+
+func (d *kmv) count() float64 {
+	if !d.overflow {
+		return float64(len(d.h))
+	}
+	hk := d.h[len(d.h)-1] // the k-th smallest; hk+1 avoids a zero denominator
+	return float64(d.k-1) * 0x1p64 / (float64(hk) + 1)
+}
