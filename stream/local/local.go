@@ -225,10 +225,17 @@ func CommittedOffsets(ctx context.Context, brokers []string, group, topic string
 	if err != nil {
 		return nil, fmt.Errorf("fetch committed offsets: %w", err)
 	}
+	out := map[int]int64{}
+	if errors.Is(res.Error, kafka.GroupIdNotFound) {
+		// A group that never committed (or has not joined yet) has no offsets.
+		for _, p := range parts {
+			out[p] = -1
+		}
+		return out, nil
+	}
 	if res.Error != nil {
 		return nil, fmt.Errorf("fetch committed offsets: %w", res.Error)
 	}
-	out := map[int]int64{}
 	for _, po := range res.Topics[topic] {
 		out[po.Partition] = po.CommittedOffset
 	}

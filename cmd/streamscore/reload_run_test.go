@@ -1,0 +1,140 @@
+//go:build unix
+
+package main
+
+import (
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/stream/local"
+)
+
+// TestRunReloadSubprocess runs `streamscore run --models-dir` and reloads
+// its models the three ways: a changed file in the directory, SIGHUP (which
+// must not stop the process) and POST /-/reload; then a tampered file is
+// refused and the process still exits 0 on SIGTERM.
+func TestRunReloadSubprocess(t *testing.T) {
+	bin := streamscoreBinary(t)
+	k, err := local.StartKafka(map[string]int{"transactions": 2, "scores": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	dir := t.TempDir()
+	for _, name := range []string{"fraud.json", "fraud_lr.json", "risk.json"} {
+		writeFile(t, filepath.Join(dir, name), shippedFile(t, name, nil))
+	}
+	cmd := exec.Command(bin, "run", "--brokers", strings.Join(k.Brokers(), ","), "--nats", "",
+		"--labels-topic", "", "--alerts-topic", "", "--audit-topic", "", "--deadletter-topic", "",
+		"--models-dir", dir, "--models-poll", "50ms", "--decision-models", "fraud",
+		"--metrics-addr", "127.0.0.1:0", "--group", "reload-run")
+	cmd.Env = cleanEnv()
+	var stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	running := true
+	t.Cleanup(func() {
+		if running {
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	defer func() {
+		if t.Failed() {
+			t.Logf("streamscore stderr:\n%s", stderr.String())
+		}
+	}()
+	alive := func() {
+		select {
+		case err := <-exited:
+			running = false
+			t.Fatalf("streamscore run exited: %v", err)
+		default:
+		}
+	}
+	metricsRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+	var metricsURL string
+	poll(t, 30*time.Second*timeScale, "the metrics listening log line", func() bool {
+		alive()
+		if m := metricsRE.FindStringSubmatch(stderr.String()); m != nil {
+			metricsURL = m[1]
+			return true
+		}
+		return false
+	})
+	reloadURL := strings.TrimSuffix(metricsURL, "/metrics") + "/-/reload"
+	metrics := func() string {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitMetric := func(what string, want ...string) {
+		t.Helper()
+		poll(t, 20*time.Second*timeScale, what, func() bool {
+			alive()
+			m := metrics()
+			for _, w := range want {
+				if !strings.Contains(m, w) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	writeFile(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 2 }))
+	waitMetric("the directory reload", `streamscore_stream_model_reloads_total{outcome="ok"} 1`,
+		`model="fraud",model_version="2",role="scoring"} 1`)
+
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric("the SIGHUP reload", `streamscore_stream_model_reloads_total{outcome="ok"} 2`)
+
+	resp, err := http.Post(reloadURL, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /-/reload: %d", resp.StatusCode)
+	}
+	waitMetric("the HTTP reload", `streamscore_stream_model_reloads_total{outcome="ok"} 3`)
+
+	v3 := string(shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 3 }))
+	writeFile(t, filepath.Join(dir, "fraud.json"), []byte(strings.Replace(v3, `"version": 3`, `"version": 4`, 1)))
+	waitMetric("the refused reload", `streamscore_stream_model_reloads_total{outcome="failed"} 1`,
+		`model="fraud",model_version="2",role="scoring"} 1`)
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		running = false
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want 0", err)
+		}
+	case <-time.After(40 * time.Second * timeScale):
+		t.Fatal("streamscore run did not exit after SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), "digest mismatch") {
+		t.Errorf("the refused reload is not logged with its cause")
+	}
+}
