@@ -25,6 +25,7 @@ func cmdFeatures(ctx context.Context, args []string) error {
 	toS := fs.String("to", "", "end (exclusive) of the range (default: after the last event)")
 	out := fs.String("out", "-", "output CSV file (- for stdout)")
 	maxLateness := fs.Duration("max-lateness", time.Hour, "as the engine's --max-lateness")
+	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec; format in docs/features.md)")
 	fs.Usage = func() {
 		fs.Output().Write([]byte("usage: streamscore features --events F [--labels F] [--from T1] [--to T2] [--out rows.csv]\n\n" +
 			"Replays all history before T2 through the stream's feature code and writes one CSV row per\n" +
@@ -48,6 +49,16 @@ func cmdFeatures(ctx context.Context, args []string) error {
 	}
 	if !to.After(from) {
 		return errors.New("features: --to must be after --from")
+	}
+	fopts := []features.Option{features.WithMaxLateness(*maxLateness)}
+	names := features.Names()
+	if *specPath != "" {
+		spec, err := loadSpec(*specPath)
+		if err != nil {
+			return err
+		}
+		fopts = append(fopts, features.WithSpec(spec))
+		names = spec.Names()
 	}
 	dec := features.NewDecoder(features.WithMaxFutureSkew(-1))
 	events, err := readJSONL(*eventsPath, func(f *os.File) ([]features.Event, error) { return features.ReadEvents(f, dec) })
@@ -83,13 +94,13 @@ func cmdFeatures(ctx context.Context, args []string) error {
 	}
 	bw := bufio.NewWriterSize(w, 1<<20)
 	line := []byte("tx_id,ts,label")
-	for _, n := range features.Names() {
+	for _, n := range names {
 		line = append(line, ',')
 		line = append(line, n...)
 	}
 	bw.Write(append(line, '\n'))
 	var rows, frauds int
-	err = features.Replay(hist, labels, []features.Option{features.WithMaxLateness(*maxLateness)}, func(e *features.Event, row []float32) error {
+	err = features.Replay(hist, labels, fopts, func(e *features.Event, row []float32) error {
 		if e.TS.Before(from) {
 			return nil
 		}
@@ -122,7 +133,7 @@ func cmdFeatures(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("features written", "rows", rows, "fraud", frauds, "columns", 3+len(features.Names()), "out", *out)
+	slog.Info("features written", "rows", rows, "fraud", frauds, "columns", 3+len(names), "out", *out)
 	return nil
 }
 
@@ -146,4 +157,17 @@ func appendCSVField(dst []byte, s string) []byte {
 		dst = append(dst, s[i])
 	}
 	return append(dst, '"')
+}
+
+// loadSpec reads and validates a feature spec file.
+func loadSpec(path string) (*features.Spec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read feature spec: %w", err)
+	}
+	spec, err := features.ParseSpec(b)
+	if err != nil {
+		return nil, fmt.Errorf("feature spec %s: %w", path, err)
+	}
+	return spec, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,4 +190,31 @@ func TestFeaturesNoFutureLeak(t *testing.T) {
 		}
 	}
 	t.Logf("%d rows identical without the future; %d labels only known later", len(full)-1, labelsDiffer)
+}
+
+func TestFeaturesCustomSpec(t *testing.T) {
+	dir := t.TempDir()
+	ev := filepath.Join(dir, "ev.jsonl")
+	if err := os.WriteFile(ev, []byte(`{"tx_id":"a","ts":"2026-05-01T10:00:00Z","card_id":"c","terminal_id":"m1","amount":10}
+{"tx_id":"b","ts":"2026-05-01T11:00:00Z","card_id":"c","terminal_id":"m2","amount":30}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := filepath.Join(dir, "spec.yaml")
+	os.WriteFile(spec, []byte("features:\n  - {name: n_1d, agg: count, entity: card_id, window: 1d}\n  - {name: terms_1d, agg: distinct, entity: card_id, of: terminal_id, window: 1d}\n"), 0o644)
+	out := filepath.Join(dir, "rows.csv")
+	if err := cmdFeatures(context.Background(), []string{"--events", ev, "--features", spec, "--out", out}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	want := "tx_id,ts,label,n_1d,terms_1d\na,2026-05-01T10:00:00Z,0,1,1\nb,2026-05-01T11:00:00Z,0,2,2\n"
+	if string(b) != want {
+		t.Fatalf("got\n%s\nwant\n%s", b, want)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("features:\n  - {name: x, agg: median, entity: card_id, window: 1d}\n"), 0o644)
+	err := cmdFeatures(context.Background(), []string{"--events", ev, "--features", bad, "--out", out})
+	if err == nil || !strings.Contains(err.Error(), `feature "x"`) || !strings.Contains(err.Error(), "median") {
+		t.Fatalf("bad spec: %v, want an error naming the feature and the aggregation", err)
+	}
 }
