@@ -75,8 +75,8 @@ func TestSoftStopWithSinkDown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	waitFor(t, 30*time.Second*timeScale, "intake to back up", func() bool { return p.Stats().Consumed.Load() > 40 })
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, 30*time.Second*timeScale, "intake to start", func() bool { return p.Stats().Consumed.Load() > 10 })
+	time.Sleep(500 * time.Millisecond) // let the queues fill behind the down sink
 	cancel()
 	select {
 	case err := <-done:
