@@ -61,9 +61,11 @@
 // thresholds is compared with the scoring model of the same name (or, if
 // none, the final decision) and counted as agree or disagree.
 //
-// With WithLabelsTopic, delayed fraud labels are consumed (group
-// "<group>.labels") and applied to the shared feature state; bad labels are
-// dead-lettered like bad events.
+// With WithLabelsTopic, delayed fraud labels are read from every partition of
+// the labels topic, from the start of its retention and without a consumer
+// group (the feature state is per process and in memory, so every process
+// needs every label, again after a restart), and applied to the shared
+// feature state; bad labels are dead-lettered like bad events.
 //
 // # Concurrency
 //

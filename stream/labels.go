@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -12,63 +13,115 @@ import (
 )
 
 // labelConsumer feeds delayed fraud labels (chargebacks, analyst verdicts)
-// into the shared feature state. Labels are few, so it works one message at a
-// time: decode, apply (or dead-letter), commit.
+// into the shared feature state.
+//
+// The feature state is per process and in memory, so every process needs
+// every label, and needs them again after a restart: the consumer reads all
+// partitions of the labels topic from the start of their retention, without
+// a consumer group and without commits. Labels are few, so it works one
+// message at a time per partition: decode, then apply or dead-letter. A bad
+// label is dead-lettered again after each restart, with the same record id
+// (kind:topic/partition/offset) for consumers to deduplicate. Partitions
+// added to the topic while the pipeline runs are read after a restart.
 type labelConsumer struct {
 	p      *Pipeline
-	reader *kafka.Reader
-	dec    *features.Decoder
+	dialer *kafka.Dialer
 }
 
 func newLabelConsumer(p *Pipeline, dialer *kafka.Dialer) *labelConsumer {
-	return &labelConsumer{
-		p:   p,
-		dec: features.NewDecoder(p.cfg.decoderOpts...),
-		reader: kafka.NewReader(kafka.ReaderConfig{
-			Brokers:         p.brokers,
-			GroupID:         p.group + ".labels",
-			Topic:           p.cfg.labelsTopic,
-			Dialer:          dialer,
-			MinBytes:        1,
-			MaxBytes:        4 << 20,
-			MaxWait:         2 * time.Second,
-			CommitInterval:  0,
-			StartOffset:     kafka.FirstOffset,
-			ReadLagInterval: -1,
-			ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-				p.log.Warn("kafka labels reader: " + fmt.Sprintf(msg, args...))
-			}),
-		}),
+	return &labelConsumer{p: p, dialer: dialer}
+}
+
+// partitions looks the labels topic's partitions up on the first broker that
+// answers, retrying until ctx is done.
+func (lc *labelConsumer) partitions(ctx context.Context) ([]int, error) {
+	topic := lc.p.cfg.labelsTopic
+	for {
+		var lastErr error
+		for _, b := range lc.p.brokers {
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			ps, err := lc.dialer.LookupPartitions(lctx, "tcp", b, topic)
+			cancel()
+			if err == nil && len(ps) > 0 {
+				out := make([]int, len(ps))
+				for i, p := range ps {
+					out[i] = p.ID
+				}
+				return out, nil
+			}
+			if err == nil {
+				err = fmt.Errorf("topic %q has no partitions", topic)
+			}
+			lastErr = err
+		}
+		lc.p.log.Warn("look up labels topic, retrying", "topic", topic, "err", lastErr)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
 	}
 }
 
 // run consumes labels until ctx or the pipeline's hard context is done.
 func (lc *labelConsumer) run(ctx context.Context) {
-	defer lc.reader.Close()
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(lc.p.hard, cancel)
 	defer stop()
+	parts, err := lc.partitions(fctx)
+	if err != nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, part := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lc.runPartition(fctx, part)
+		}()
+	}
+	wg.Wait()
+}
+
+func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:         lc.p.brokers,
+		Topic:           lc.p.cfg.labelsTopic,
+		Partition:       part,
+		Dialer:          lc.dialer,
+		MinBytes:        1,
+		MaxBytes:        4 << 20,
+		MaxWait:         2 * time.Second,
+		StartOffset:     kafka.FirstOffset,
+		ReadLagInterval: -1,
+		IsolationLevel:  kafka.ReadCommitted,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			lc.p.log.Warn("kafka labels reader: " + fmt.Sprintf(msg, args...))
+		}),
+	})
+	defer r.Close()
 	applied := lc.p.met.labels.WithLabelValues("applied")
 	dead := lc.p.met.labels.WithLabelValues("deadlettered")
 	consumed := lc.p.met.consumed.WithLabelValues(lc.p.cfg.labelsTopic)
+	dec := features.NewDecoder(lc.p.cfg.decoderOpts...)
 	var l features.Label
 	for {
-		m, err := lc.reader.FetchMessage(fctx)
+		m, err := r.FetchMessage(ctx)
 		if err != nil {
-			if fctx.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
-			lc.p.log.Warn("fetch label failed, retrying", "err", err)
+			lc.p.log.Warn("fetch label failed, retrying", "partition", part, "err", err)
 			select {
-			case <-fctx.Done():
+			case <-ctx.Done():
 				return
 			case <-time.After(time.Second):
 			}
 			continue
 		}
 		consumed.Inc()
-		if err := lc.dec.DecodeLabel(m.Value, &l); err != nil {
+		if err := dec.DecodeLabel(m.Value, &l); err != nil {
 			reason := reasonUndecodable
 			var de *features.DecodeError
 			if errors.As(err, &de) {
@@ -81,18 +134,13 @@ func (lc *labelConsumer) run(ctx context.Context) {
 			msg := sinks.Message{Kind: sinks.KindDeadLetter, Key: m.Key, Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, &m)}
 			// Publish under the hard context: a soft stop still finishes this one.
 			if err := lc.p.sink.WriteBatch(lc.p.hard, []sinks.Message{msg}); err != nil {
-				return // stopped hard: the label is re-delivered on restart
+				return // stopped hard: the label is read again on restart
 			}
 			lc.p.met.deadLettered.WithLabelValues(reason).Inc()
 			dead.Inc()
-		} else {
-			lc.p.shared.ApplyLabel(&l)
-			applied.Inc()
+			continue
 		}
-		cctx, ccancel := context.WithTimeout(lc.p.hard, 10*time.Second)
-		if err := lc.reader.CommitMessages(cctx, m); err != nil && lc.p.hard.Err() == nil {
-			lc.p.log.Warn("commit label offset", "err", err)
-		}
-		ccancel()
+		lc.p.shared.ApplyLabel(&l)
+		applied.Inc()
 	}
 }

@@ -135,8 +135,9 @@ func WithCommitInterval(d time.Duration) Option {
 	}
 }
 
-// WithLabelsTopic makes the pipeline consume delayed fraud labels from topic
-// (consumer group "<group>.labels") and feed them to the feature state. Empty
+// WithLabelsTopic makes the pipeline read delayed fraud labels from every
+// partition of topic, from the start of its retention, and feed them to the
+// feature state (no consumer group: each process needs all labels). Empty
 // (the default) disables label feedback.
 func WithLabelsTopic(topic string) Option {
 	return func(c *config) error {

@@ -56,7 +56,7 @@ type engineConfig struct {
 // register defines the engine flags on fs.
 func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Brokers, "brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
-	fs.StringVar(&c.Group, "group", "streamscore", "Kafka consumer group of the engine (labels use <group>.labels)")
+	fs.StringVar(&c.Group, "group", "streamscore", "Kafka consumer group of the engine (labels are read by every process, outside the group)")
 	fs.StringVar(&c.Topic, "topic", "transactions", "Kafka topic of transaction events (key = card_id)")
 	fs.StringVar(&c.LabelsTopic, "labels-topic", "labels", "Kafka topic of delayed fraud labels; empty disables label feedback")
 	fs.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS server URL(s); empty disables the NATS sink")
