@@ -270,7 +270,14 @@ func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers 
 				return nil
 			}
 			// kafka-go retries connection errors itself; what reaches us is
-			// worth a log line and a pause, not the end of the pipeline.
+			// worth a log line and a pause, not the end of the pipeline,
+			// unless the cluster refused us for good.
+			if isFatalFetch(err) {
+				// Stop intake; Run drains and commits what is in flight and
+				// returns this error.
+				p.log.Error("fetch refused, stopping", "err", err)
+				return fmt.Errorf("stream: fetch: %w", err)
+			}
 			p.log.Warn("fetch failed, retrying", "err", err, "backoff", backoff)
 			select {
 			case <-fctx.Done():
@@ -296,6 +303,22 @@ func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers 
 			return nil
 		}
 	}
+}
+
+// isFatalFetch reports whether a fetch error is a refusal retrying cannot fix
+// (authentication or authorization): the pipeline stops with it rather than
+// logging it forever.
+func isFatalFetch(err error) bool {
+	var ke kafka.Error
+	if !errors.As(err, &ke) {
+		return false
+	}
+	switch ke {
+	case kafka.TopicAuthorizationFailed, kafka.GroupAuthorizationFailed, kafka.ClusterAuthorizationFailed,
+		kafka.SASLAuthenticationFailed, kafka.UnsupportedSASLMechanism, kafka.IllegalSASLState:
+		return true
+	}
+	return false
 }
 
 // commitLoop commits the acked prefix of every partition each commit
