@@ -86,6 +86,7 @@ type Builder struct {
 	lateness int64
 	retain   int64
 	n        uint64       // events applied, paces Shared sweeps
+	late     uint64       // events not inserted into some state (too late)
 	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
 }
 
@@ -143,13 +144,22 @@ func (b *Builder) Cards() int {
 	return b.cards.len()
 }
 
+// Late returns the number of events Update scored but did not insert into
+// at least one of their states (card, terminal, or with WithSpec any keyed
+// entity) because they were more than the max lateness (WithMaxLateness)
+// behind that entity's newest event. An event late for several entities
+// counts once. Peek never counts. The count is monotonic over the Builder's
+// life: export it as a counter. Like Update, not safe for concurrent use;
+// read it from the Builder's goroutine.
+func (b *Builder) Late() uint64 { return b.late }
+
 // Update applies e to the card and terminal state and writes e's feature
 // row to row[:Width()]. Every value written is finite. It panics if
 // len(row) < Width().
 //
 // Window features are computed at e's own event time and include e. An
 // event more than the max lateness behind its card's (or terminal's) newest
-// event is scored against the retained state but not inserted. A negative or
+// event is scored against the retained state but not inserted (see Late). A negative or
 // non-finite Amount is treated as 0 (the Decoder never produces one).
 //
 // Update must be called once per event: for an event that may already have
@@ -212,7 +222,9 @@ func (b *Builder) Update(e *Event, row []float32) {
 		c.headSince, c.headChanged, c.headKmh = row[offCardSince], changed != 0, row[offCardVelocity]
 	}
 
-	b.shared.observe(e.TerminalID, t, amt, row[offTerminal:offTerminal+terminalWidth])
+	if !b.shared.observe(e.TerminalID, t, amt, row[offTerminal:offTerminal+terminalWidth]) || !inserted {
+		b.late++
+	}
 	if b.n++; b.n%sweepEvery == 0 {
 		b.shared.sweep(b.n/sweepEvery, b.cards.clock)
 	}

@@ -94,6 +94,7 @@ type cfeat struct {
 	field fieldID // changed
 	slot  int     // changed: index in entState.strs
 	head  int     // since, changed, geo: index in entState.headVals; else -1
+	tile  int     // tiled window: index in the entity's tiled; else -1
 	night int
 }
 
@@ -104,7 +105,9 @@ type cent struct {
 	field  fieldID
 	local  bool // card_id: state owned by the Builder; else in the Shared
 	wins   []window
-	span   int64 // longest offset+length
+	tiled  []tileDef // tiled windows (features with tiles), distinct
+	span   int64     // longest offset+length, tiled windows included
+	pspan  int64     // longest offset+length of wins: the history its xseries keeps
 	hasOf  bool
 	of     fieldID
 	feats  []int // its features, in row order
@@ -130,13 +133,14 @@ type smapDef struct {
 
 // compiledSpec is a validated Spec ready to run. Immutable.
 type compiledSpec struct {
-	spec  Spec
-	names []string
-	feats []cfeat
-	ents  []cent
-	local int // index of the card_id entity, -1 if none
-	smaps []smapDef
-	nWins int // most windows of any entity
+	spec   Spec
+	names  []string
+	feats  []cfeat
+	ents   []cent
+	local  int // index of the card_id entity, -1 if none
+	smaps  []smapDef
+	nWins  int // most windows of any entity
+	nTiled int // most tiled windows of any entity
 }
 
 func compileSpec(s *Spec) (*compiledSpec, error) {
@@ -157,7 +161,7 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 	}
 	entOf := map[fieldID]int{}
 	for i, f := range s.Features {
-		cf := cfeat{kind: kinds[f.Agg], ent: -1, win: -1, head: -1, log1p: f.Transform == "log1p", night: DefaultNightHour}
+		cf := cfeat{kind: kinds[f.Agg], ent: -1, win: -1, head: -1, tile: -1, log1p: f.Transform == "log1p", night: DefaultNightHour}
 		if f.NightHour != nil {
 			cf.night = *f.NightHour
 		}
@@ -175,7 +179,15 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 			cf.ent = ei
 			en := &cs.ents[ei]
 			en.feats = append(en.feats, i)
-			if f.Window > 0 {
+			if f.Window > 0 && f.Tiles > 0 {
+				cf.w = window{offset: int64(f.Offset), length: int64(f.Window)}
+				td := tileDef{w: cf.w, n: f.Tiles, width: int64(f.Window) / int64(f.Tiles)}
+				cf.tile = slices.Index(en.tiled, td)
+				if cf.tile < 0 {
+					cf.tile = len(en.tiled)
+					en.tiled = append(en.tiled, td)
+				}
+			} else if f.Window > 0 {
 				cf.w = window{offset: int64(f.Offset), length: int64(f.Window)}
 				cf.win = slices.Index(en.wins, cf.w)
 				if cf.win < 0 {
@@ -210,8 +222,13 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 	}
 	for i := range cs.ents {
 		en := &cs.ents[i]
-		en.span = maxSpan(en.wins)
+		en.pspan = maxSpan(en.wins)
+		en.span = en.pspan
+		for _, td := range en.tiled {
+			en.span = max(en.span, td.w.offset+td.w.length)
+		}
 		cs.nWins = max(cs.nWins, len(en.wins))
+		cs.nTiled = max(cs.nTiled, len(en.tiled))
 		if !en.local {
 			en.smap = len(cs.smaps)
 			en.lmap = -1
@@ -227,6 +244,12 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 	return cs, nil
 }
 
+// ptsRetain is the history the entity's xseries keeps behind its newest
+// event: its exact windows plus the lateness, and at least 1ns so that the
+// newest point stays (Peek finds it; since_prev reads it) when every
+// windowed feature is tiled.
+func (en *cent) ptsRetain(lateness int64) int64 { return max(en.pspan+lateness, 1) }
+
 func sameSpec(a, b *compiledSpec) bool {
 	return a == b || (a != nil && b != nil && reflect.DeepEqual(a.spec, b.spec))
 }
@@ -237,6 +260,7 @@ func sameSpec(a, b *compiledSpec) bool {
 // Update wrote for it (for Peek).
 type entState struct {
 	s        xseries
+	tl       []tiles      // per tiled window of the entity
 	labels   []labelPoint // sorted by ts
 	seen     int64        // newest event time (local) or event or label time (shared)
 	strs     []string
@@ -294,13 +318,15 @@ type headCtx struct {
 // specShared is the Shared's part for a spec.
 type specShared struct {
 	cs     *compiledSpec
-	retain []int64 // per smap
+	retain []int64 // per smap: history kept behind the newest event (labels)
+	pts    []int64 // per smap: history its xseries keeps (pspan + lateness)
 }
 
 func newSpecShared(cs *compiledSpec, lateness int64) *specShared {
-	ss := &specShared{cs: cs, retain: make([]int64, len(cs.smaps))}
+	ss := &specShared{cs: cs, retain: make([]int64, len(cs.smaps)), pts: make([]int64, len(cs.smaps))}
 	for i, m := range cs.smaps {
 		ss.retain[i] = m.span + lateness
+		ss.pts[i] = cs.ents[m.ent].ptsRetain(lateness)
 	}
 	return ss
 }
@@ -355,17 +381,18 @@ func (s *Shared) applyLabelSpec(l *Label) {
 type specBuilder struct {
 	cs     *compiledSpec
 	loc    expiryMap[*entState] // local (card_id) entity states
-	retain int64                // of the local entity
+	retain int64                // of the local entity's xseries
 	aggs   []agg                // scratch, per window
+	taggs  []tileAgg            // scratch, per tiled window
 	kmv    []uint64             // scratch, distinct
 	chg    []float64            // scratch, changed values
 	empty  entState             // scratch: state of an entity not stored
 }
 
 func newSpecBuilder(cs *compiledSpec, cfg config) *specBuilder {
-	sb := &specBuilder{cs: cs, loc: newExpiryMap[*entState](int64(cfg.ttl)), aggs: make([]agg, cs.nWins)}
+	sb := &specBuilder{cs: cs, loc: newExpiryMap[*entState](int64(cfg.ttl)), aggs: make([]agg, cs.nWins), taggs: make([]tileAgg, cs.nTiled)}
 	if cs.local >= 0 {
-		sb.retain = cs.ents[cs.local].span + int64(cfg.lateness)
+		sb.retain = cs.ents[cs.local].ptsRetain(int64(cfg.lateness))
 	}
 	return sb
 }
@@ -377,6 +404,7 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 	t := nanos(e.TS)
 	amt := amount(e)
 	sb.loc.tick(t)
+	late := false
 	for ei := range cs.ents {
 		en := &cs.ents[ei]
 		id := en.field.of(e)
@@ -386,7 +414,7 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 				st = newEntState(en)
 				sb.loc.put(id, st)
 			}
-			b.applyEnt(en, st, e, t, amt, b.lateness, sb.retain, row)
+			late = !b.applyEnt(en, st, e, t, amt, b.lateness, sb.retain, row) || late
 			st.seen = st.s.maxTS
 			continue
 		}
@@ -405,10 +433,12 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 			mp.put(id, es)
 		}
 		es.seen = max(es.seen, t)
-		retain := b.shared.sp.retain[en.smap]
-		b.applyEnt(en, es, e, t, amt, b.shared.lateness, retain, row)
-		es.evictLabels(retain)
+		late = !b.applyEnt(en, es, e, t, amt, b.shared.lateness, b.shared.sp.pts[en.smap], row) || late
+		es.evictLabels(b.shared.sp.retain[en.smap])
 		st.mu.Unlock()
+	}
+	if late {
+		b.late++
 	}
 	if b.n++; b.n%sweepEvery == 0 {
 		b.shared.sweep(b.n/sweepEvery, sb.loc.clock)
@@ -419,6 +449,9 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 func newEntState(en *cent) *entState {
 	st := &entState{}
 	st.s.tagged = en.hasOf
+	if len(en.tiled) > 0 {
+		st.tl = make([]tiles, len(en.tiled))
+	}
 	switch {
 	case en.nStrs > len(st.strBuf):
 		st.strs = make([]string, en.nStrs)
@@ -435,8 +468,9 @@ func newEntState(en *cent) *entState {
 }
 
 // applyEnt inserts e into the entity's state and writes its features; the
-// same steps as Update's for a card.
-func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float64, lateness, retain int64, row []float32) {
+// same steps as Update's for a card. It reports whether e was inserted
+// (false: more than the lateness behind the entity's newest event).
+func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float64, lateness, retain int64, row []float32) bool {
 	first := !st.s.has()
 	prevTS := st.s.maxTS
 	var tag uint64
@@ -446,6 +480,11 @@ func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float6
 	idx := st.s.add(point{ts: t, amt: amt}, tag, en.wins, lateness, retain)
 	inserted := idx >= 0
 	inOrder := first || t >= prevTS
+	if inserted {
+		for k := range en.tiled {
+			st.tl[k].add(&en.tiled[k], t, amt, st.s.maxTS, lateness)
+		}
+	}
 
 	hc := headCtx{counted: inserted, idx: idx, since: SinceFirstSeen, changed: b.sp.chg[:0]}
 	switch {
@@ -488,6 +527,7 @@ func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float6
 			st.lat, st.lon, st.hasGeo = e.Lat, e.Lon, e.HasGeo
 		}
 	}
+	return inserted
 }
 
 func changedFlag(prev, cur string) float64 {
@@ -604,11 +644,25 @@ func (b *Builder) evalEnt(en *cent, st *entState, e *Event, t int64, amt float64
 		}
 		aggs[k] = a
 	}
+	taggs := sb.taggs[:len(en.tiled)]
+	for k := range en.tiled {
+		var a tileAgg
+		if st.tl != nil {
+			a = st.tl[k].at(&en.tiled[k], t)
+		}
+		if !hc.counted && en.tiled[k].w.offset == 0 {
+			a.addValue(amt)
+		}
+		taggs[k] = a
+	}
 	for _, fi := range en.feats {
 		f := &sb.cs.feats[fi]
 		var a agg
-		if f.win >= 0 {
+		switch {
+		case f.win >= 0:
 			a = aggs[f.win]
+		case f.tile >= 0:
+			a = taggs[f.tile].agg
 		}
 		cur := !hc.counted && f.w.offset == 0 // e is not in st but is in the window
 		if hc.useHead && f.head >= 0 {
@@ -629,6 +683,15 @@ func (b *Builder) evalEnt(en *cent, st *entState, e *Event, t int64, amt float64
 				v = f32(math.Sqrt(max(a.sq/float64(a.n)-m*m, 0)))
 			}
 		case kMin, kMax:
+			if f.tile >= 0 {
+				if ta := &taggs[f.tile]; ta.n > 0 {
+					v = f32(ta.min)
+					if f.kind == kMax {
+						v = f32(ta.max)
+					}
+				}
+				break
+			}
 			lo, hi := st.s.window(f.w, t)
 			have := cur
 			m := amt

@@ -25,7 +25,7 @@
 // WithMaxLateness (default 1h) behind its entity's newest event is inserted
 // at its event time and its own windows are answered by a short scan; a
 // later one is scored against the retained state and not inserted, so it
-// cannot corrupt the state. Idle entities expire after WithTTL (default 35
+// cannot corrupt the state; Builder.Late counts such events. Idle entities expire after WithTTL (default 35
 // days of event time), by rotating two generations of maps (Go maps never
 // shrink).
 //
@@ -64,7 +64,13 @@
 // spec-driven engine (builder_spec.go), with the same lateness, expiry,
 // label and Peek rules. Card state stays in the Builder, and the state of
 // every other entity and all labels stays in the Shared. Window aggregates
-// are exact. A distinct count is exact up to its cap, then a k-minimum-values
+// are exact, except for a feature with `tiles: N` (count, sum, mean, std,
+// min, max, fraud_count, fraud_rate): it keeps N epoch-aligned time tiles of
+// width window/N per entity, not every event (memory O(N) whatever the
+// traffic), and answers from the tiles overlapping the window, each whole;
+// a count over-counts by at most the events of the oldest tile (and, for an
+// offset window or an out-of-order event, of the newest), about 1/N
+// relative under uniform arrival (TestTilesBound, window_tiles.go). A distinct count is exact up to its cap, then a k-minimum-values
 // sketch (relative standard error <= 1/sqrt(cap-2)). The hand-written
 // Builder is the engine's specialisation for DefaultSpec: it runs without
 // WithSpec, and for a spec equal to DefaultSpec. On random streams its rows
@@ -133,5 +139,6 @@
 //
 // The package exports no metrics: it does no I/O, and its callers (the
 // stream workers) count decoded events, dead letters by reason and feature
-// latency around it. Builder.Cards reports the card states held for a gauge.
+// latency around it. Builder.Cards reports the card states held for a gauge,
+// and Builder.Late the events not inserted for lateness, for a counter.
 package features

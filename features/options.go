@@ -64,7 +64,7 @@ func WithTTL(d time.Duration) Option {
 // WithMaxLateness sets how far behind an entity's newest event an
 // out-of-order event may arrive and still be inserted into that entity's
 // windows. Default 1h. Later events are still scored (against the state that
-// is retained) but leave the state untouched. State retains this much extra
+// is retained) but leave the state untouched; Builder.Late counts them. State retains this much extra
 // history beyond the longest window, so a large value costs memory. d >= 0.
 func WithMaxLateness(d time.Duration) Option {
 	return func(c *config) error {

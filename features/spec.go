@@ -35,7 +35,16 @@ type FeatureSpec struct {
 	Cap       *int     `yaml:"cap,omitempty"`       // distinct: exact up to cap distinct values (default 1024)
 	Transform string   `yaml:"transform,omitempty"` // "" or "log1p" (value, since_prev)
 	NightHour *int     `yaml:"night_hour,omitempty"`
+	// Tiles, when set (>= 2), makes a count, sum, mean, std, min, max,
+	// fraud_count or fraud_rate feature keep Tiles fixed-size time tiles of
+	// width window/Tiles per entity instead of every event: memory O(Tiles)
+	// per entity, and an approximation with a documented bound (see
+	// docs/features.md, "Tiled windows"). 0: exact.
+	Tiles int `yaml:"tiles,omitempty"`
 }
+
+// MaxTiles is the largest tiles value a feature may set.
+const MaxTiles = 4096
 
 // Aggregations.
 const (
@@ -295,6 +304,19 @@ func (f *FeatureSpec) validate() error {
 		}
 	default:
 		return fmt.Errorf("unknown transform %q (only log1p)", f.Transform)
+	}
+	if f.Tiles != 0 {
+		switch f.Agg {
+		case AggCount, AggSum, AggMean, AggStd, AggMin, AggMax, AggFraudCount, AggFraudRate:
+		default:
+			return fmt.Errorf("agg %s takes no tiles (only count, sum, mean, std, min, max, fraud_count, fraud_rate)", f.Agg)
+		}
+		switch {
+		case f.Tiles < 2 || f.Tiles > MaxTiles:
+			return fmt.Errorf("tiles %d must be in [2, %d]", f.Tiles, MaxTiles)
+		case int64(f.Window)%int64(f.Tiles) != 0:
+			return fmt.Errorf("window %v is not a whole number of nanoseconds per tile (%d tiles)", time.Duration(f.Window), f.Tiles)
+		}
 	}
 	if f.NightHour != nil {
 		if f.Agg != AggNight {

@@ -199,8 +199,9 @@ func (s *Shared) ApplyLabel(l *Label) {
 }
 
 // observe applies a transaction to its terminal and writes the terminal
-// features (terminalWidth values) to out.
-func (s *Shared) observe(id string, t int64, amt float64, out []float32) {
+// features (terminalWidth values) to out. It reports whether the transaction
+// was inserted (false: beyond the max lateness).
+func (s *Shared) observe(id string, t int64, amt float64, out []float32) bool {
 	st := s.stripe(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -214,6 +215,7 @@ func (s *Shared) observe(id string, t int64, amt float64, out []float32) {
 	inserted := ts.s.add(t, amt, s.wins, s.lateness, s.retain) >= 0
 	s.features(ts, t, amt, inserted, out)
 	ts.evictLabels(s.retain)
+	return inserted
 }
 
 // peek writes the terminal features of a transaction as observe does,
