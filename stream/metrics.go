@@ -19,6 +19,7 @@ type metrics struct {
 	labels       *prometheus.CounterVec // outcome
 	resets       prometheus.Counter
 	redelivered  prometheus.Counter
+	late         prometheus.Counter
 
 	reloads         *prometheus.CounterVec   // outcome
 	activeInfo      *prometheus.GaugeVec     // model, model_version, digest, role
@@ -71,6 +72,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamscore_stream_labels_total",
 			Help: "Fraud feedback labels consumed, by outcome (applied, deadlettered).",
 		}, []string{"outcome"}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_events_late_total",
+			Help: "Events beyond the max lateness behind their card's or terminal's newest event: scored against the state, not applied to it.",
+		}),
 		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "streamscore_stream_events_redelivered_total",
 			Help: "Events delivered again after they were applied to the feature state (scored without applying them twice).",
@@ -101,7 +106,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
-		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered,
+		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)

@@ -33,6 +33,7 @@ type worker struct {
 	set     *modelSet     // the model set of the open batch
 	m       *workerModels // this worker's scorers of set
 	applied map[int]int64 // partition -> highest offset applied to the state
+	late    uint64        // the Builder's Late() already added to the metric
 	audit   sinks.AuditRecord
 	dl      sinks.DeadLetterRecord
 }
@@ -220,6 +221,10 @@ func (w *worker) add(b *batch, m kafka.Message) {
 func (w *worker) flush(b *batch) {
 	rows := len(b.rowMsg)
 	w.p.met.batchSize.Observe(float64(len(b.msgs)))
+	if late := w.build.Late(); late > w.late {
+		w.p.met.late.Add(float64(late - w.late))
+		w.late = late
+	}
 	wm := w.m
 	if rows > 0 {
 		x := b.x[:rows*w.width]
