@@ -30,6 +30,7 @@ func cmdScore(ctx context.Context, args []string) error {
 	out := fs.String("out", "-", "output JSONL file of score records (- for stdout)")
 	decision := fs.String("decision-models", "", "comma-separated models whose thresholds decide (default: every model; with the shipped models, \"fraud\")")
 	maxLateness := fs.Duration("max-lateness", time.Hour, "as the engine's --max-lateness (it only matters for out-of-order input)")
+	specPath := fs.String("features", "", "feature spec YAML, as the engine's --features (default: the embedded default spec)")
 	fs.Usage = func() {
 		fs.Output().Write([]byte("usage: streamscore score --events F [--labels F] [--model M ...] [--from T1] [--to T2] [--out F]\n\n" +
 			"Replays the history before T2 through the stream's feature code and writes the score record the\n" +
@@ -63,6 +64,14 @@ func cmdScore(ctx context.Context, args []string) error {
 		deciders = []string{models.ShippedDecisionModel}
 	}
 
+	fopts := []features.Option{features.WithMaxLateness(*maxLateness)}
+	if *specPath != "" {
+		spec, err := loadSpec(*specPath)
+		if err != nil {
+			return err
+		}
+		fopts = append(fopts, features.WithSpec(spec))
+	}
 	start := time.Now()
 	dec := features.NewDecoder(features.WithMaxFutureSkew(-1)) // files may run ahead of the wall clock
 	events, err := readJSONL(*eventsPath, func(f *os.File) ([]features.Event, error) { return features.ReadEvents(f, dec) })
@@ -105,7 +114,7 @@ func cmdScore(ctx context.Context, args []string) error {
 			bar.Add(1024)
 		}
 		return nil
-	}, stream.WithDecisionModels(deciders...), stream.WithFeatureOptions(features.WithMaxLateness(*maxLateness)))
+	}, stream.WithDecisionModels(deciders...), stream.WithFeatureOptions(fopts...))
 	bar.Finish()
 	if err == nil {
 		err = bw.Flush()

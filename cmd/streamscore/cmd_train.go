@@ -52,6 +52,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	epochs := fs.Int("epochs", 40, "mlp: maximum epochs (early stopping usually ends sooner)")
 	holdout := fs.Float64("holdout", 0.2, "fraction of the training rows, the latest, held out for early stopping and thresholds")
 	quiet := fs.Bool("quiet", false, "no progress bars")
+	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec); the stream must run the same spec")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -128,12 +129,20 @@ func cmdTrain(ctx context.Context, args []string) error {
 
 	// Replay through the stream's feature code.
 	names := features.Names()
+	var fopts []features.Option
+	if *specPath != "" {
+		spec, err := loadSpec(*specPath)
+		if err != nil {
+			return err
+		}
+		names, fopts = spec.Names(), []features.Option{features.WithSpec(spec)}
+	}
 	trainSet := &train.Dataset{Names: names}
 	evalSet := &train.Dataset{Names: names}
 	var first, last time.Time
 	bar := newBar(int64(len(events)), "replay", *quiet)
 	n := 0
-	err = features.Replay(events, labels, nil, func(e *features.Event, row []float32) error {
+	err = features.Replay(events, labels, fopts, func(e *features.Event, row []float32) error {
 		if n++; n%4096 == 0 {
 			_ = bar.Set(n)
 			if err := ctx.Err(); err != nil {
@@ -184,6 +193,9 @@ func cmdTrain(ctx context.Context, args []string) error {
 		"features":     len(names),
 		"target":       "fraud label known at the end of the labels file (unlabelled = genuine)",
 		"feature_code": "features.Replay (labels applied at their chargeback time)",
+	}
+	if *specPath != "" {
+		md["feature_spec"] = filepath.Base(*specPath)
 	}
 	if *kind == models.FamilyLinear {
 		md["target"] = "loss: amount if fraud (label known at end of file) else 0; score = expected loss in currency units"

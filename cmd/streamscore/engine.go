@@ -49,6 +49,7 @@ type engineConfig struct {
 	DrainTimeout    time.Duration
 	MaxFutureSkew   time.Duration
 	MaxLateness     time.Duration
+	FeatureSpec     string
 	MetricsAddr     string
 	StartAtEnd      bool
 }
@@ -77,6 +78,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.InFlight, "in-flight", 4, "closed batches per worker waiting for sink acks before intake pauses")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, time allowed to publish and commit in-flight batches")
 	fs.DurationVar(&c.MaxFutureSkew, "max-future-skew", 5*time.Minute, "events timestamped further than this in the future are dead-lettered")
+	fs.StringVar(&c.FeatureSpec, "features", "", "feature spec YAML (default: the embedded default spec, docs/features.md); the models must be trained on the same spec")
 	fs.DurationVar(&c.MaxLateness, "max-lateness", time.Hour, "an event this far behind its card's or terminal's newest event still updates the windows at its own time; later ones are scored but leave the state alone")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
@@ -250,6 +252,14 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
 		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness)),
+	}
+	if c.FeatureSpec != "" {
+		spec, err := loadSpec(c.FeatureSpec)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		opts = append(opts, stream.WithFeatureOptions(features.WithSpec(spec)))
 	}
 	if c.StartAtEnd {
 		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))
