@@ -50,7 +50,7 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 	for i, m := range ms {
 		s, err := m.Bind(names)
 		if err != nil {
-			return fmt.Errorf("stream: replay: bind model %s: %w", m.Ident(), err)
+			return fmt.Errorf("stream: replay: %w", err) // names the model and its missing inputs
 		}
 		scorers[i] = s
 		decides[i] = len(cfg.deciders) == 0
