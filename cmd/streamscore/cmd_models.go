@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/streamscore/streamscore/models"
+)
+
+// cmdModels groups the model-file tools: inspect and predict.
+func cmdModels(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(os.Stderr, "usage: streamscore models <inspect|predict> [flags]\n\n"+
+			"  inspect MODEL         verify a model file and print what is inside\n"+
+			"  predict --model M --input rows.csv --out scores.csv\n"+
+			"                        score feature rows from a CSV with a header of feature names\n")
+		if len(args) == 0 {
+			return errors.New("models: missing subcommand")
+		}
+		return nil
+	}
+	switch args[0] {
+	case "inspect":
+		return modelsInspect(os.Stdout, args[1:])
+	case "predict":
+		return modelsPredict(ctx, args[1:])
+	default:
+		return fmt.Errorf("models: unknown subcommand %q (want inspect or predict)", args[0])
+	}
+}
+
+// modelsInspect verifies a model file (digest, shapes, values) and prints
+// its identity, inputs, layers, thresholds and training metadata.
+func modelsInspect(w io.Writer, args []string) error {
+	fs := flag.NewFlagSet("models inspect", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the training metadata as indented JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("models inspect: want exactly one model file")
+	}
+	path := fs.Arg(0)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read model: %w", err)
+	}
+	m, err := models.Parse(b)
+	if err != nil {
+		return fmt.Errorf("model %s: %w", path, err)
+	}
+	var f models.File
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("model %s: %w", path, err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	review, alert := m.Thresholds()
+	fmt.Fprintf(tw, "model\t%s\n", m.Ident())
+	fmt.Fprintf(tw, "digest\t%s (verified)\n", m.Digest())
+	fmt.Fprintf(tw, "family\t%s, output %s\n", m.Family(), m.Output())
+	fmt.Fprintf(tw, "thresholds\treview >= %g, alert >= %g\n", review, alert)
+	fmt.Fprintf(tw, "inputs\t%d\n", len(f.Inputs))
+	for _, in := range f.Inputs {
+		fmt.Fprintf(tw, "  %s\tmean %.6g, std %.6g\n", in.Name, in.Mean, in.Std)
+	}
+	params := 0
+	for i, l := range f.Layers {
+		params += len(l.Weights) + len(l.Bias)
+		fmt.Fprintf(tw, "layer %d\t%d -> %d, %s\n", i, l.In, l.Out, l.Activation)
+	}
+	fmt.Fprintf(tw, "parameters\t%d\n", params)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(f.Training) == 0 {
+		return nil
+	}
+	if *asJSON {
+		out, err := json.MarshalIndent(f.Training, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "training\n%s\n", out)
+		return nil
+	}
+	keys := make([]string, 0, len(f.Training))
+	for k := range f.Training {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintln(w, "training")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, k := range keys {
+		v, _ := json.Marshal(f.Training[k])
+		fmt.Fprintf(tw, "  %s\t%s\n", k, v)
+	}
+	return tw.Flush()
+}
+
+// predictBatch is the number of CSV rows scored at once.
+const predictBatch = 256
+
+// modelsPredict scores the rows of a CSV whose header names feature columns
+// (in any order; columns the model does not read, like ts or label, are
+// ignored) and writes id, score and decision. The CSV of `streamscore
+// features` is a valid input.
+func modelsPredict(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("models predict", flag.ContinueOnError)
+	modelPath := fs.String("model", "", "model file (required)")
+	input := fs.String("input", "", "CSV of feature rows with a header (required; - for stdin)")
+	out := fs.String("out", "-", "output CSV: id, score, decision (- for stdout)")
+	idCol := fs.String("id", "tx_id", "column copied to the output as the row id (if present)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *modelPath == "" || *input == "" {
+		return errors.New("models predict: --model and --input are required")
+	}
+	m, err := models.Load(*modelPath)
+	if err != nil {
+		return err
+	}
+	var in io.Reader = os.Stdin
+	if *input != "-" {
+		f, err := os.Open(*input)
+		if err != nil {
+			return fmt.Errorf("open input: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	r := csv.NewReader(bufio.NewReaderSize(in, 1<<20))
+	r.ReuseRecord = true
+	header, err := r.Read()
+	if err != nil {
+		return fmt.Errorf("read CSV header: %w", err)
+	}
+	header = append([]string(nil), header...)
+	// Only the model's inputs are parsed; other columns (ts, label, ...)
+	// are ignored.
+	needed := map[string]bool{}
+	for _, in := range m.Inputs() {
+		needed[in] = true
+	}
+	id := -1
+	var cols []int // CSV column of each input the model reads
+	var names []string
+	for i, h := range header {
+		h = strings.TrimSpace(h)
+		switch {
+		case h == *idCol:
+			id = i
+		case needed[h]:
+			cols = append(cols, i)
+			names = append(names, h)
+		}
+	}
+	sc, err := m.Bind(names)
+	if err != nil {
+		return err
+	}
+	w, closeOut, err := createOut(*out)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	fmt.Fprintf(bw, "%s,%s,decision\n", *idCol, m.Name())
+
+	width := len(names)
+	x := make([]float32, predictBatch*width)
+	scores := make([]float32, predictBatch)
+	ids := make([]string, 0, predictBatch)
+	line := 1
+	flush := func() error {
+		rows := len(ids)
+		if rows == 0 {
+			return nil
+		}
+		sc.Score(x[:rows*width], rows, scores[:rows])
+		for i := range rows {
+			rec := appendCSVField(nil, ids[i])
+			rec = append(rec, ',')
+			rec = strconv.AppendFloat(rec, float64(scores[i]), 'g', -1, 32)
+			rec = append(rec, ',')
+			rec = append(rec, sc.Decide(scores[i]).String()...)
+			if _, err := bw.Write(append(rec, '\n')); err != nil {
+				return fmt.Errorf("write scores: %w", err)
+			}
+		}
+		ids = ids[:0]
+		return nil
+	}
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		line++
+		if err != nil {
+			return fmt.Errorf("read CSV line %d: %w", line, err)
+		}
+		if line%8192 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		row := x[len(ids)*width : (len(ids)+1)*width]
+		for j, c := range cols {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rec[c]), 32)
+			if err != nil {
+				return fmt.Errorf("CSV line %d, column %s: %q is not a number", line, names[j], rec[c])
+			}
+			row[j] = float32(v)
+		}
+		rowID := strconv.Itoa(line - 1)
+		if id >= 0 {
+			rowID = rec[id]
+		}
+		ids = append(ids, rowID)
+		if len(ids) == predictBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return closeOut()
+}
