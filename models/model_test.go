@@ -368,7 +368,11 @@ func TestLogisticReasonsSumToLogit(t *testing.T) {
 	}
 }
 
-func TestMLPReasonsFiniteDifferences(t *testing.T) {
+// TestMLPReasonsIntegratedGradients checks the MLP attributions against
+// integrated gradients computed independently with central finite
+// differences of the float64 reference along the same path, and their
+// completeness: they sum to logit(z) − logit(0).
+func TestMLPReasonsIntegratedGradients(t *testing.T) {
 	f := testFile(FamilyMLP, 8, []int{12, 6}, 8)
 	f.Layers[1].Activation = "tanh"
 	m := mustParse(t, f)
@@ -378,23 +382,39 @@ func TestMLPReasonsFiniteDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	const h = 1e-5
+	zero := make([]float64, len(f.Inputs))
+	_, base := reference(f, zero)
 	for r := 0; r < 20; r++ {
 		rs := s.Reasons(x, r, len(f.Inputs), nil)
 		got := make(map[string]float64)
+		var sum float64
 		for _, rr := range rs {
 			got[rr.Feature] = float64(rr.Contribution)
+			sum += float64(rr.Contribution)
 		}
 		for i, in := range f.Inputs {
-			zp := append([]float64(nil), z[r]...)
-			zm := append([]float64(nil), z[r]...)
-			zp[i] += h
-			zm[i] -= h
-			_, lp := reference(f, zp)
-			_, lm := reference(f, zm)
-			want := z[r][i] * (lp - lm) / (2 * h)
-			if d := math.Abs(got[in.Name] - want); d > 1e-3*math.Max(1, math.Abs(want)) {
-				t.Errorf("row %d %s: gradient×input %v, finite difference %v", r, in.Name, got[in.Name], want)
+			var avg float64
+			for st := range igSteps {
+				a := (float64(st) + 0.5) / igSteps
+				zp, zm := make([]float64, len(z[r])), make([]float64, len(z[r]))
+				for j := range z[r] {
+					zp[j], zm[j] = a*z[r][j], a*z[r][j]
+				}
+				zp[i] += h
+				zm[i] -= h
+				_, lp := reference(f, zp)
+				_, lm := reference(f, zm)
+				avg += (lp - lm) / (2 * h)
 			}
+			want := z[r][i] * avg / igSteps
+			if d := math.Abs(got[in.Name] - want); d > 1e-3*math.Max(1, math.Abs(want)) {
+				t.Errorf("row %d %s: integrated gradients %v, by finite differences %v", r, in.Name, got[in.Name], want)
+			}
+		}
+		_, logit := reference(f, z[r])
+		// Completeness up to the midpoint rule's error at ReLU kinks.
+		if d := math.Abs(sum - (logit - base)); d > 0.05*math.Max(1, math.Abs(logit-base)) {
+			t.Errorf("row %d: Σ contributions %v, logit(z) − logit(0) = %v", r, sum, logit-base)
 		}
 	}
 }
