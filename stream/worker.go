@@ -6,10 +6,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream/internal/commit"
 )
 
 // reasonUndecodable is the dead-letter reason for a decode error that does
@@ -34,8 +36,11 @@ type worker struct {
 	m       *workerModels // this worker's scorers of set
 	applied map[int]int64 // partition -> highest offset applied to the state
 	late    uint64        // the Builder's Late() already added to the metric
-	audit   sinks.AuditRecord
-	dl      sinks.DeadLetterRecord
+
+	decisions [models.DecisionAlert + 1]prometheus.Counter // by decision, resolved once
+	acks      []commit.Ack                                 // scratch for one batch's offsets
+	audit     sinks.AuditRecord
+	dl        sinks.DeadLetterRecord
 }
 
 // batch is one micro-batch: the input messages, the feature matrix of the
@@ -84,6 +89,9 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		return nil, fmt.Errorf("stream: worker %d has %d features, the pipeline %d", id, w.width, len(p.names))
 	}
 	w.audit.FeatureNames = w.build.Names()
+	for d := range w.decisions {
+		w.decisions[d] = p.met.decisions.WithLabelValues(models.Decision(d).String())
+	}
 	w.adopt(p.set.Load())
 	for range p.cfg.inFlight + 1 {
 		w.free <- w.newBatch()
@@ -289,7 +297,7 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 		}
 	}
 	rec := &wm.rc.rec
-	w.p.met.decisions.WithLabelValues(rec.Decision).Inc()
+	w.decisions[decision].Inc()
 
 	start := len(b.buf)
 	b.buf = rec.AppendJSON(b.buf)
@@ -365,9 +373,13 @@ func (w *worker) send() {
 
 func (w *worker) ack(b *batch) {
 	now := time.Now()
+	w.acks = w.acks[:0]
+	for i := range b.msgs {
+		w.acks = append(w.acks, commit.Ack{Partition: b.msgs[i].Partition, Offset: b.msgs[i].Offset})
+	}
+	w.p.tracker.AckAll(w.acks) // one lock per batch, not per message
 	for i := range b.msgs {
 		m := &b.msgs[i]
-		w.p.tracker.Ack(m.Partition, m.Offset)
 		lat := now.Sub(m.Time)
 		w.p.met.latency.Observe(lat.Seconds())
 		if w.p.cfg.observe != nil {

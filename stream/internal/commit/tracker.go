@@ -85,6 +85,25 @@ func (t *Tracker) Track(p int, offset int64) (reset bool) {
 func (t *Tracker) Ack(p int, offset int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.ack(p, offset)
+}
+
+// Ack is one acknowledged offset, for AckAll.
+type Ack struct {
+	Partition int
+	Offset    int64
+}
+
+// AckAll acks every offset of acks under one lock (a batch's worth).
+func (t *Tracker) AckAll(acks []Ack) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, a := range acks {
+		t.ack(a.Partition, a.Offset)
+	}
+}
+
+func (t *Tracker) ack(p int, offset int64) bool {
 	pp := t.parts[p]
 	if pp == nil {
 		return false

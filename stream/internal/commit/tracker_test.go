@@ -109,3 +109,16 @@ func TestTrackerRandom(t *testing.T) {
 		t.Fatalf("final: got %v, want next %d", got, offs[n-1]+1)
 	}
 }
+
+func TestTrackerAckAll(t *testing.T) {
+	tr := New()
+	for o := int64(0); o < 5; o++ {
+		tr.Track(0, o)
+		tr.Track(1, o)
+	}
+	tr.AckAll([]Ack{{0, 1}, {0, 0}, {1, 0}, {0, 3}, {7, 0}})
+	got := tr.Committable()
+	if len(got) != 2 || got[0] != (Commit{0, 2}) || got[1] != (Commit{1, 1}) {
+		t.Fatalf("got %v, want [p0@2 p1@1]", got)
+	}
+}
