@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -19,13 +18,9 @@ import (
 // that cannot see the future.
 func cmdFeatures(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("features", flag.ContinueOnError)
-	eventsPath := fs.String("events", "", "events JSONL file (required)")
-	labelsPath := fs.String("labels", "", "labels JSONL file (label column and label-derived features; optional)")
-	fromS := fs.String("from", "", "start of the range, RFC 3339 or YYYY-MM-DD (default: first event)")
-	toS := fs.String("to", "", "end (exclusive) of the range (default: after the last event)")
+	var hf historyFlags
+	hf.register(fs, "labels JSONL file (label column and label-derived features; optional)")
 	out := fs.String("out", "-", "output CSV file (- for stdout)")
-	maxLateness := fs.Duration("max-lateness", time.Hour, "as the engine's --max-lateness")
-	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec; format in docs/features.md)")
 	fs.Usage = func() {
 		fs.Output().Write([]byte("usage: streamscore features --events F [--labels F] [--from T1] [--to T2] [--out rows.csv]\n\n" +
 			"Replays all history before T2 through the stream's feature code and writes one CSV row per\n" +
@@ -36,52 +31,12 @@ func cmdFeatures(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *eventsPath == "" {
-		return errors.New("features: --events is required")
-	}
-	from, err := parseTime(*fromS, time.Unix(0, 0).UTC())
-	if err != nil {
-		return fmt.Errorf("parse --from: %w", err)
-	}
-	to, err := parseTime(*toS, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
-	if err != nil {
-		return fmt.Errorf("parse --to: %w", err)
-	}
-	if !to.After(from) {
-		return errors.New("features: --to must be after --from")
-	}
-	fopts := []features.Option{features.WithMaxLateness(*maxLateness)}
-	names := features.Names()
-	if *specPath != "" {
-		spec, err := loadSpec(*specPath)
-		if err != nil {
-			return err
-		}
-		fopts = append(fopts, features.WithSpec(spec))
-		names = spec.Names()
-	}
-	dec := features.NewDecoder(features.WithMaxFutureSkew(-1))
-	events, err := readJSONL(*eventsPath, func(f *os.File) ([]features.Event, error) { return features.ReadEvents(f, dec) })
+	h, err := hf.load("features")
 	if err != nil {
 		return err
 	}
-	var labels []features.Label
-	if *labelsPath != "" {
-		if labels, err = readJSONL(*labelsPath, func(f *os.File) ([]features.Label, error) { return features.ReadLabels(f, dec) }); err != nil {
-			return err
-		}
-	}
-	// The label as known at the end of the file: the latest label of a tx wins.
-	type known struct {
-		ts    time.Time
-		fraud bool
-	}
-	truth := make(map[string]known, len(labels))
-	for _, l := range labels {
-		if k, ok := truth[l.TxID]; !ok || !l.TS.Before(k.ts) {
-			truth[l.TxID] = known{l.TS, l.Fraud}
-		}
-	}
+	events, labels, from, to, names := h.events, h.labels, h.from, h.to, h.names
+	truth := knownFraud(labels)
 	hist := events[:0:0]
 	for _, e := range events {
 		if e.TS.Before(to) {
@@ -100,7 +55,7 @@ func cmdFeatures(ctx context.Context, args []string) error {
 	}
 	bw.Write(append(line, '\n'))
 	var rows, frauds int
-	err = features.Replay(hist, labels, fopts, func(e *features.Event, row []float32) error {
+	err = features.Replay(hist, labels, h.opts, func(e *features.Event, row []float32) error {
 		if e.TS.Before(from) {
 			return nil
 		}
@@ -111,7 +66,7 @@ func cmdFeatures(ctx context.Context, args []string) error {
 		line = append(line, ',')
 		line = e.TS.UTC().AppendFormat(line, time.RFC3339Nano)
 		label := byte('0')
-		if truth[e.TxID].fraud {
+		if truth[e.TxID] {
 			label = '1'
 			frauds++
 		}

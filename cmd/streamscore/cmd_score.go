@@ -3,14 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
-	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
@@ -21,16 +18,12 @@ import (
 // [from, to): what the stream would have published for it.
 func cmdScore(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("score", flag.ContinueOnError)
-	eventsPath := fs.String("events", "", "events JSONL file (required)")
-	labelsPath := fs.String("labels", "", "labels JSONL file (feeds the label-derived features at their own time; optional)")
+	var hf historyFlags
+	hf.register(fs, "labels JSONL file (feeds the label-derived features at their own time; optional)")
 	var modelPaths listFlag
 	fs.Var(&modelPaths, "model", "model file (repeatable; default: the shipped models)")
-	fromS := fs.String("from", "", "start of the range to score, RFC 3339 or YYYY-MM-DD (default: first event)")
-	toS := fs.String("to", "", "end (exclusive) of the range to score (default: after the last event)")
 	out := fs.String("out", "-", "output JSONL file of score records (- for stdout)")
 	decision := fs.String("decision-models", "", "comma-separated models whose thresholds decide (default: every model; with the shipped models, \"fraud\")")
-	maxLateness := fs.Duration("max-lateness", time.Hour, "as the engine's --max-lateness (it only matters for out-of-order input)")
-	specPath := fs.String("features", "", "feature spec YAML, as the engine's --features (default: the embedded default spec)")
 	fs.Usage = func() {
 		fs.Output().Write([]byte("usage: streamscore score --events F [--labels F] [--model M ...] [--from T1] [--to T2] [--out F]\n\n" +
 			"Replays the history before T2 through the stream's feature code and writes the score record the\n" +
@@ -40,50 +33,18 @@ func cmdScore(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *eventsPath == "" {
-		return errors.New("score: --events is required")
-	}
-	from, err := parseTime(*fromS, time.Unix(0, 0).UTC())
-	if err != nil {
-		return fmt.Errorf("parse --from: %w", err)
-	}
-	to, err := parseTime(*toS, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
-	if err != nil {
-		return fmt.Errorf("parse --to: %w", err)
-	}
-	if !to.After(from) {
-		return errors.New("score: --to must be after --from")
-	}
 	cfg := engineConfig{Models: modelPaths}
 	ms, err := cfg.loadModels()
 	if err != nil {
 		return fmt.Errorf("load models: %w", err)
 	}
-	deciders := splitList(*decision)
-	if len(deciders) == 0 && len(modelPaths) == 0 {
-		deciders = []string{models.ShippedDecisionModel}
-	}
-
-	fopts := []features.Option{features.WithMaxLateness(*maxLateness)}
-	if *specPath != "" {
-		spec, err := loadSpec(*specPath)
-		if err != nil {
-			return err
-		}
-		fopts = append(fopts, features.WithSpec(spec))
-	}
+	deciders := decisionModels(*decision, len(modelPaths) == 0)
 	start := time.Now()
-	dec := features.NewDecoder(features.WithMaxFutureSkew(-1)) // files may run ahead of the wall clock
-	events, err := readJSONL(*eventsPath, func(f *os.File) ([]features.Event, error) { return features.ReadEvents(f, dec) })
+	h, err := hf.load("score")
 	if err != nil {
 		return err
 	}
-	var labels []features.Label
-	if *labelsPath != "" {
-		if labels, err = readJSONL(*labelsPath, func(f *os.File) ([]features.Label, error) { return features.ReadLabels(f, dec) }); err != nil {
-			return err
-		}
-	}
+	events, labels, from, to := h.events, h.labels, h.from, h.to
 	w, closeOut, err := createOut(*out)
 	if err != nil {
 		return err
@@ -114,7 +75,7 @@ func cmdScore(ctx context.Context, args []string) error {
 			bar.Add(1024)
 		}
 		return nil
-	}, stream.WithDecisionModels(deciders...), stream.WithFeatureOptions(fopts...))
+	}, stream.WithDecisionModels(deciders...), stream.WithFeatureOptions(h.opts...))
 	bar.Finish()
 	if err == nil {
 		err = bw.Flush()

@@ -109,22 +109,12 @@ func cmdTrain(ctx context.Context, args []string) error {
 		return fmt.Errorf("train: --kind %q: want logistic, mlp or linear", *kind)
 	}
 
-	// Read history. Generated files run on a simulated clock: no future check.
-	dec := features.NewDecoder(features.WithMaxFutureSkew(-1))
-	events, err := readJSONL(*eventsPath, func(f *os.File) ([]features.Event, error) { return features.ReadEvents(f, dec) })
+	// Read history; the target is the label as known at the end of the file.
+	events, labels, err := readHistory(*eventsPath, *labelsPath)
 	if err != nil {
 		return err
 	}
-	labels, err := readJSONL(*labelsPath, func(f *os.File) ([]features.Label, error) { return features.ReadLabels(f, dec) })
-	if err != nil {
-		return err
-	}
-	fraud := make(map[string]bool, len(labels))
-	for i := range labels {
-		if labels[i].Fraud {
-			fraud[labels[i].TxID] = true
-		}
-	}
+	fraud := knownFraud(labels)
 	slog.Info("train: history read", "events", len(events), "labels", len(labels), "fraud_labels", len(fraud))
 
 	// Replay through the stream's feature code.

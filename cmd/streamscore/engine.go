@@ -264,12 +264,9 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	if c.StartAtEnd {
 		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))
 	}
-	deciders := splitList(c.DecisionModels)
-	if len(deciders) == 0 && len(c.Models) == 0 && c.ModelsDir == "" {
-		// The shipped set: the MLP decides; the logistic baseline and the
-		// expected-loss model are scored and audited.
-		deciders = []string{models.ShippedDecisionModel}
-	}
+	// With the shipped set, the MLP decides; the logistic baseline and the
+	// expected-loss model are scored and audited.
+	deciders := decisionModels(c.DecisionModels, len(c.Models) == 0 && c.ModelsDir == "")
 	opts = append(opts, stream.WithDecisionModels(deciders...))
 	if len(shadows) > 0 {
 		opts = append(opts, stream.WithShadowModels(shadows...))
