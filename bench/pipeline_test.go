@@ -144,50 +144,27 @@ func nextGroup(prefix string) string {
 func BenchmarkEndToEnd(b *testing.B) {
 	w := getWorld(b)
 	total := w.total(b)
-	b.Run("impl=kafka-read", func(b *testing.B) {
-		var busy time.Duration
-		var n int
-		for b.Loop() {
-			n++
-			start := time.Now()
-			rawRead(b, w, total)
-			busy += time.Since(start)
-		}
-		b.ReportMetric(float64(total)*float64(n)/busy.Seconds(), "events/s") // mean over the iterations
-	})
-	b.Run("impl=passthrough", func(b *testing.B) {
-		var busy time.Duration
-		var n int
-		for b.Loop() {
-			n++
-			start := time.Now()
-			passthrough(b, w, total)
-			busy += time.Since(start)
-		}
-		b.ReportMetric(float64(total)*float64(n)/busy.Seconds(), "events/s") // mean over the iterations
-	})
-	b.Run("impl=streamscore-discard", func(b *testing.B) {
-		var busy time.Duration
-		var n int
-		for b.Loop() {
-			n++
-			start := time.Now()
-			runPipeline(b, w, total, discard{})
-			busy += time.Since(start)
-		}
-		b.ReportMetric(float64(total)*float64(n)/busy.Seconds(), "events/s") // mean over the iterations
-	})
-	b.Run("impl=streamscore", func(b *testing.B) {
-		var busy time.Duration
-		var n int
-		for b.Loop() {
-			n++
-			start := time.Now()
-			runPipeline(b, w, total, nil)
-			busy += time.Since(start)
-		}
-		b.ReportMetric(float64(total)*float64(n)/busy.Seconds(), "events/s") // mean over the iterations
-	})
+	for _, impl := range []struct {
+		name string
+		run  func(*testing.B)
+	}{
+		{"kafka-read", func(b *testing.B) { rawRead(b, w, total) }},
+		{"passthrough", func(b *testing.B) { passthrough(b, w, total) }},
+		{"streamscore-discard", func(b *testing.B) { runPipeline(b, w, total, discard{}) }},
+		{"streamscore", func(b *testing.B) { runPipeline(b, w, total, nil) }},
+	} {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			var busy time.Duration
+			var n int
+			for b.Loop() {
+				n++
+				start := time.Now()
+				impl.run(b)
+				busy += time.Since(start)
+			}
+			b.ReportMetric(float64(total)*float64(n)/busy.Seconds(), "events/s") // mean over the iterations
+		})
+	}
 }
 
 func rawRead(b *testing.B, w *world, total int64) {
