@@ -118,27 +118,9 @@ func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '}')
 	if len(r.Shadow) > 0 {
 		dst = appendKey(dst, "shadow", false)
-		dst = append(dst, '{')
-		for i := range r.Shadow {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendString(dst, r.Shadow[i].Name)
-			dst = append(dst, ':')
-			dst = appendFloat(dst, r.Shadow[i].Value, 64)
-		}
-		dst = append(dst, '}')
+		dst = appendScoreMap(dst, r.Shadow)
 		dst = appendKey(dst, "shadow_models", false)
-		dst = append(dst, '{')
-		for i := range r.ShadowModels {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendString(dst, r.ShadowModels[i].Name)
-			dst = append(dst, ':')
-			dst = appendString(dst, r.ShadowModels[i].Ident)
-		}
-		dst = append(dst, '}')
+		dst = appendModelMap(dst, r.ShadowModels)
 	}
 	return append(dst, '}')
 }

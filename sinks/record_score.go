@@ -65,29 +65,11 @@ func (r *ScoreRecord) appendFields(dst []byte) []byte {
 	dst = appendKey(dst, "scored_at", false)
 	dst = appendTime(dst, r.ScoredAt)
 	dst = appendKey(dst, "scores", false)
-	dst = append(dst, '{')
-	for i := range r.Scores {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendString(dst, r.Scores[i].Name)
-		dst = append(dst, ':')
-		dst = appendFloat(dst, r.Scores[i].Value, 64)
-	}
-	dst = append(dst, '}')
+	dst = appendScoreMap(dst, r.Scores)
 	dst = appendKey(dst, "decision", false)
 	dst = appendString(dst, r.Decision)
 	dst = appendKey(dst, "models", false)
-	dst = append(dst, '{')
-	for i := range r.Models {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendString(dst, r.Models[i].Name)
-		dst = append(dst, ':')
-		dst = appendString(dst, r.Models[i].Ident)
-	}
-	dst = append(dst, '}')
+	dst = appendModelMap(dst, r.Models)
 	dst = appendKey(dst, "reasons", false)
 	dst = append(dst, '[')
 	for i := range r.Reasons {
@@ -103,4 +85,32 @@ func (r *ScoreRecord) appendFields(dst []byte) []byte {
 	dst = append(dst, ']')
 	dst = appendKey(dst, "latency_ms", false)
 	return appendFloat(dst, r.LatencyMS, 64)
+}
+
+// appendScoreMap appends {"name":value,...}.
+func appendScoreMap(dst []byte, scores []NamedScore) []byte {
+	dst = append(dst, '{')
+	for i := range scores {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, scores[i].Name)
+		dst = append(dst, ':')
+		dst = appendFloat(dst, scores[i].Value, 64)
+	}
+	return append(dst, '}')
+}
+
+// appendModelMap appends {"name":"ident",...}.
+func appendModelMap(dst []byte, ms []NamedModel) []byte {
+	dst = append(dst, '{')
+	for i := range ms {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, ms[i].Name)
+		dst = append(dst, ':')
+		dst = appendString(dst, ms[i].Ident)
+	}
+	return append(dst, '}')
 }
