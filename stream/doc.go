@@ -69,7 +69,7 @@
 //
 // # Concurrency
 //
-// Run may be called once; Abort, Stats, FeatureNames, Models, ShadowModels,
+// Run may be called once; Abort, Stats, Models, ShadowModels,
 // SetModels and Reload are safe for concurrent use (reloads are serialised). A pipeline starts, per worker, one batching goroutine and
 // WithInFlight sender goroutines, plus a committer and an optional label
 // consumer; Run joins all of them before it returns.

@@ -115,9 +115,6 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 // Stats returns the pipeline's running totals.
 func (p *Pipeline) Stats() *Stats { return &p.stats }
 
-// FeatureNames returns the feature layout of the rows the models score.
-func (p *Pipeline) FeatureNames() []string { return p.names }
-
 // Abort stops the pipeline hard: intake and sink writes are cancelled and no
 // further offset is committed, as if the process had been killed. Events not
 // yet committed are re-delivered to the next member of the group.
