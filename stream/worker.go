@@ -54,6 +54,8 @@ type batch struct {
 	scores [][]float32 // per model, per row
 	shadow [][]float32 // per shadow model, per row
 	buf    []byte      // encoded records
+	ids    []byte      // record ids, back to back
+	idEnds []int       // end of each span's id in ids
 	spans  []span
 	out    []sinks.Message
 	opened time.Time
@@ -254,14 +256,24 @@ func (w *worker) flush(b *batch) {
 	for _, d := range b.dead {
 		w.encodeDead(b, d, now)
 	}
+	// Every record's id is written into one buffer and turned into one
+	// string per batch; the ids are substrings of it (no allocation per
+	// record).
+	b.ids, b.idEnds = b.ids[:0], b.idEnds[:0]
 	for _, sp := range b.spans {
+		b.ids = appendMessageID(b.ids, sp.kind, &b.msgs[sp.msg])
+		b.idEnds = append(b.idEnds, len(b.ids))
+	}
+	ids, start := string(b.ids), 0
+	for i, sp := range b.spans {
 		m := &b.msgs[sp.msg]
 		b.out = append(b.out, sinks.Message{
 			Kind:  sp.kind,
 			Key:   m.Key,
 			Value: b.buf[sp.start:sp.end:sp.end],
-			ID:    messageID(sp.kind, m),
+			ID:    ids[start:b.idEnds[i]],
 		})
+		start = b.idEnds[i]
 	}
 	select {
 	case w.out <- b:
@@ -332,14 +344,17 @@ func (w *worker) encodeDead(b *batch, d deadEntry, now time.Time) {
 // (JetStream drops the duplicates inside its dedupe window).
 func messageID(k sinks.Kind, m *kafka.Message) string {
 	var buf [96]byte
-	b := append(buf[:0], k.String()...)
+	return string(appendMessageID(buf[:0], k, m))
+}
+
+func appendMessageID(b []byte, k sinks.Kind, m *kafka.Message) []byte {
+	b = append(b, k.String()...)
 	b = append(b, ':')
 	b = append(b, m.Topic...)
 	b = append(b, '/')
 	b = strconv.AppendInt(b, int64(m.Partition), 10)
 	b = append(b, '/')
-	b = strconv.AppendInt(b, m.Offset, 10)
-	return string(b)
+	return strconv.AppendInt(b, m.Offset, 10)
 }
 
 // send publishes closed batches and acks their offsets once every sink
