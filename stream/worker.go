@@ -38,7 +38,6 @@ type worker struct {
 	late    uint64        // the Builder's Late() already added to the metric
 
 	decisions [models.DecisionAlert + 1]prometheus.Counter // by decision, resolved once
-	acks      []commit.Ack                                 // scratch for one batch's offsets
 	audit     sinks.AuditRecord
 	dl        sinks.DeadLetterRecord
 }
@@ -50,12 +49,13 @@ type batch struct {
 	events []features.Event
 	rowMsg []int // row -> index in msgs
 	dead   []deadEntry
-	x      []float32   // rows × width, row-major, contiguous
-	scores [][]float32 // per model, per row
-	shadow [][]float32 // per shadow model, per row
-	buf    []byte      // encoded records
-	ids    []byte      // record ids, back to back
-	idEnds []int       // end of each span's id in ids
+	x      []float32    // rows × width, row-major, contiguous
+	scores [][]float32  // per model, per row
+	shadow [][]float32  // per shadow model, per row
+	buf    []byte       // encoded records
+	ids    []byte       // record ids, back to back
+	acks   []commit.Ack // the batch's offsets, for the tracker
+	idEnds []int        // end of each span's id in ids
 	spans  []span
 	out    []sinks.Message
 	opened time.Time
@@ -388,11 +388,11 @@ func (w *worker) send() {
 
 func (w *worker) ack(b *batch) {
 	now := time.Now()
-	w.acks = w.acks[:0]
+	b.acks = b.acks[:0] // on the batch: a worker's senders ack concurrently
 	for i := range b.msgs {
-		w.acks = append(w.acks, commit.Ack{Partition: b.msgs[i].Partition, Offset: b.msgs[i].Offset})
+		b.acks = append(b.acks, commit.Ack{Partition: b.msgs[i].Partition, Offset: b.msgs[i].Offset})
 	}
-	w.p.tracker.AckAll(w.acks) // one lock per batch, not per message
+	w.p.tracker.AckAll(b.acks) // one lock per batch, not per message
 	for i := range b.msgs {
 		m := &b.msgs[i]
 		lat := now.Sub(m.Time)
