@@ -24,6 +24,21 @@ const (
 	FamilyLogistic = "logistic" // one sigmoid layer; output "probability"
 	FamilyMLP      = "mlp"      // hidden layers, sigmoid output; output "probability"
 	FamilyLinear   = "linear"   // one identity layer; output "value"
+
+	// Sequence families: a per-entity (card) state and a dense head.
+	FamilyCNN  = "cnn"  // 1-D convolution over the card's last Conv.Window transactions
+	FamilyGRU  = "gru"  // GRU cell, hidden state kept per card, one step per event
+	FamilyLSTM = "lstm" // LSTM cell, hidden and cell state kept per card
+)
+
+// Sequence families' constants.
+const (
+	PoolMax = "max" // Conv.Pool: maximum over each pooling window
+	PoolAvg = "avg" // Conv.Pool: mean over each pooling window
+
+	// MaxWindow bounds Conv.Window (the state a CNN keeps per card is
+	// (Window-1) standardised input rows).
+	MaxWindow = 256
 )
 
 // Outputs.
@@ -55,11 +70,13 @@ type File struct {
 	Format        string         `json:"format"`         // always FormatName
 	FormatVersion int            `json:"format_version"` // 1
 	Name          string         `json:"name"`           // key in score records, e.g. "fraud"
-	Family        string         `json:"family"`         // FamilyLogistic, FamilyMLP or FamilyLinear
+	Family        string         `json:"family"`         // FamilyLogistic, FamilyMLP, FamilyLinear, FamilyCNN, FamilyGRU or FamilyLSTM
 	Version       int            `json:"version"`        // >= 1
 	Output        string         `json:"output"`         // OutputProbability or OutputValue
 	Inputs        []Input        `json:"inputs"`         // standardisation, in the order of layer 0's rows
-	Layers        []Layer        `json:"layers"`         // applied in order
+	Conv          *Conv          `json:"conv,omitempty"`      // FamilyCNN only: the convolution before Layers
+	Recurrent     *Recurrent     `json:"recurrent,omitempty"` // FamilyGRU and FamilyLSTM only: the cell before Layers
+	Layers        []Layer        `json:"layers"`              // dense layers applied in order (the head, for sequence families)
 	Thresholds    Thresholds     `json:"thresholds"`     // decision cut-offs on the output
 	Training      map[string]any `json:"training,omitempty"`
 	Digest        string         `json:"digest"` // "sha256:<64 hex>"
@@ -80,6 +97,62 @@ type Layer struct {
 	Activation string    `json:"activation"` // "identity", "relu", "sigmoid", "tanh"
 	Weights    []float32 `json:"weights"`    // len In*Out, row-major (row = input)
 	Bias       []float32 `json:"bias"`       // len Out
+}
+
+// Conv is the 1-D convolution of a FamilyCNN model over the card's last
+// Window transactions, oldest first and the current one last, each a row of
+// the model's standardised inputs (a card with fewer transactions is padded
+// at the front with zero rows, i.e. inputs at their training mean — the
+// left zero padding of the training sequences). With In inputs, C = Channels
+// and L = Window-Kernel+1 output positions (stride 1, no padding, no
+// dilation):
+//
+//	conv[l][c] = act(Bias[c] + Σ_{k<Kernel} Σ_{i<In} x[l+k][i] · Weights[(k·In+i)·C + c])
+//
+// then pooling over time with PoolSize and PoolStride gives P =
+// (L-PoolSize)/PoolStride+1 positions per channel, flattened channel-major
+// (index c·P + p, PyTorch's Flatten of an (C, P) tensor) into the In of
+// Layers[0], which must be C·P. PoolSize = L, PoolStride = 1 is global
+// pooling.
+type Conv struct {
+	Window     int       `json:"window"`   // transactions seen, the current one included; Kernel <= Window <= MaxWindow
+	Kernel     int       `json:"kernel"`   // taps in time
+	Channels   int       `json:"channels"` // output channels C
+	Activation string    `json:"activation"`
+	Weights    []float32 `json:"weights"` // len Kernel·In·C, row (k·In+i), column c
+	Bias       []float32 `json:"bias"`    // len C
+	Pool       string    `json:"pool"`    // PoolMax or PoolAvg
+	PoolSize   int       `json:"pool_size"`
+	PoolStride int       `json:"pool_stride"`
+}
+
+// Recurrent is the cell of a FamilyGRU or FamilyLSTM model. It advances one
+// step per event of a card, from the card's state (zero for a new card),
+// and Layers (the head) read its new hidden state h'. Gates are column
+// blocks of H = Hidden in PyTorch's order: GRU r, z, n; LSTM i, f, g, o.
+// With a = x·Wx + Bx and b = h·Wh + Bh (G·H columns each):
+//
+//	GRU:  r = σ(a_r + b_r), z = σ(a_z + b_z), n = tanh(a_n + r ⊙ b_n),
+//	      h' = (1−z) ⊙ n + z ⊙ h   (PyTorch; ONNX linear_before_reset=1)
+//	LSTM: i = σ(a_i+b_i), f = σ(a_f+b_f), g = tanh(a_g+b_g), o = σ(a_o+b_o),
+//	      c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c')
+//
+// The state per card is h (GRU, H values) or h then c (LSTM, 2H values).
+type Recurrent struct {
+	Cell   string    `json:"cell"`   // FamilyGRU or FamilyLSTM, as Family
+	Hidden int       `json:"hidden"` // H
+	Wx     []float32 `json:"wx"`     // In × G·H row-major (G = 3 for GRU, 4 for LSTM)
+	Wh     []float32 `json:"wh"`     // H × G·H row-major
+	Bx     []float32 `json:"bx"`     // G·H
+	Bh     []float32 `json:"bh"`     // G·H
+}
+
+// gates returns G for a cell: 3 for GRU, 4 for LSTM.
+func gates(cell string) int {
+	if cell == FamilyLSTM {
+		return 4
+	}
+	return 3
 }
 
 // Thresholds are the decision cut-offs on the model output:
@@ -153,6 +226,90 @@ func decodeStrict(b []byte, f *File) error {
 	return nil
 }
 
+// validateSequence checks Conv and Recurrent against the family and returns
+// the width the first dense layer reads and its description.
+func (f *File) validateSequence() (int, string, error) {
+	in := len(f.Inputs)
+	seq := f.Family == FamilyCNN || f.Family == FamilyGRU || f.Family == FamilyLSTM
+	if f.Conv != nil && f.Family != FamilyCNN {
+		return 0, "", invalid("conv: only family cnn has a convolution, family is %s", f.Family)
+	}
+	if f.Recurrent != nil && f.Family != FamilyGRU && f.Family != FamilyLSTM {
+		return 0, "", invalid("recurrent: only families gru and lstm have a cell, family is %s", f.Family)
+	}
+	if !seq {
+		return in, fmt.Sprintf("%d inputs", in), nil
+	}
+	if c := f.Conv; f.Family == FamilyCNN {
+		if c == nil {
+			return 0, "", invalid("conv: missing (family cnn)")
+		}
+		switch {
+		case c.Kernel < 1 || c.Window < c.Kernel || c.Window > MaxWindow:
+			return 0, "", invalid("conv: kernel %d and window %d: want 1 <= kernel <= window <= %d", c.Kernel, c.Window, MaxWindow)
+		case c.Channels < 1 || c.Channels > 1<<14:
+			return 0, "", invalid("conv: channels %d: want 1..%d", c.Channels, 1<<14)
+		case c.Pool != PoolMax && c.Pool != PoolAvg:
+			return 0, "", invalid("conv: pool %q: want %q or %q", c.Pool, PoolMax, PoolAvg)
+		}
+		if _, ok := parseActivation(c.Activation); !ok {
+			return 0, "", invalid("conv: activation %q: unknown (want identity, relu, sigmoid or tanh)", c.Activation)
+		}
+		l := c.Window - c.Kernel + 1
+		if c.PoolSize < 1 || c.PoolSize > l || c.PoolStride < 1 {
+			return 0, "", invalid("conv: pool_size %d / pool_stride %d: want 1 <= pool_size <= %d positions and stride >= 1", c.PoolSize, c.PoolStride, l)
+		}
+		if err := checkParams("conv: weights", c.Weights, c.Kernel*in*c.Channels, fmt.Sprintf("kernel×inputs×channels = %d×%d×%d", c.Kernel, in, c.Channels)); err != nil {
+			return 0, "", err
+		}
+		if err := checkParams("conv: bias", c.Bias, c.Channels, "channels"); err != nil {
+			return 0, "", err
+		}
+		p := (l-c.PoolSize)/c.PoolStride + 1
+		return c.Channels * p, fmt.Sprintf("conv channels×pooled positions (%d×%d)", c.Channels, p), nil
+	}
+	r := f.Recurrent
+	if r == nil {
+		return 0, "", invalid("recurrent: missing (family %s)", f.Family)
+	}
+	if r.Cell != f.Family {
+		return 0, "", invalid("recurrent: cell %q, family %s", r.Cell, f.Family)
+	}
+	if r.Hidden < 1 || r.Hidden > 1<<12 {
+		return 0, "", invalid("recurrent: hidden %d: want 1..%d", r.Hidden, 1<<12)
+	}
+	gh := gates(r.Cell) * r.Hidden
+	for _, p := range []struct {
+		name string
+		v    []float32
+		n    int
+		what string
+	}{
+		{"recurrent: wx", r.Wx, in * gh, fmt.Sprintf("inputs×gates·hidden = %d×%d", in, gh)},
+		{"recurrent: wh", r.Wh, r.Hidden * gh, fmt.Sprintf("hidden×gates·hidden = %d×%d", r.Hidden, gh)},
+		{"recurrent: bx", r.Bx, gh, "gates·hidden"},
+		{"recurrent: bh", r.Bh, gh, "gates·hidden"},
+	} {
+		if err := checkParams(p.name, p.v, p.n, p.what); err != nil {
+			return 0, "", err
+		}
+	}
+	return r.Hidden, fmt.Sprintf("recurrent hidden (%d)", r.Hidden), nil
+}
+
+// checkParams checks a parameter array's length and that its values are finite.
+func checkParams(name string, v []float32, n int, what string) error {
+	if len(v) != n {
+		return invalid("%s: %d values, want %s = %d", name, len(v), what, n)
+	}
+	for j, w := range v {
+		if !finite(float64(w)) {
+			return invalid("%s[%d] = %v is not finite", name, j, w)
+		}
+	}
+	return nil
+}
+
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // invalid wraps ErrInvalidModel with a message naming the field.
@@ -180,8 +337,19 @@ func (f *File) validate() error {
 		wantOut, lastAct = OutputProbability, "sigmoid"
 	case FamilyLinear:
 		wantOut, lastAct = OutputValue, "identity"
+	case FamilyCNN, FamilyGRU, FamilyLSTM:
+		// A sequence model is a fraud probability (sigmoid output) or a
+		// value (identity output).
+		switch f.Output {
+		case OutputProbability:
+			wantOut, lastAct = OutputProbability, "sigmoid"
+		case OutputValue:
+			wantOut, lastAct = OutputValue, "identity"
+		default:
+			return invalid("output %q: want %q or %q", f.Output, OutputProbability, OutputValue)
+		}
 	default:
-		return invalid("family %q: unknown (want logistic, mlp or linear)", f.Family)
+		return invalid("family %q: unknown (want logistic, mlp, linear, cnn, gru or lstm)", f.Family)
 	}
 	if f.Output != wantOut {
 		return invalid("output %q: family %s has output %q", f.Output, f.Family, wantOut)
@@ -211,9 +379,13 @@ func (f *File) validate() error {
 	if (f.Family == FamilyLogistic || f.Family == FamilyLinear) && len(f.Layers) != 1 {
 		return invalid("layers: family %s has exactly 1 layer, got %d", f.Family, len(f.Layers))
 	}
+	headIn, headFrom, err := f.validateSequence()
+	if err != nil {
+		return err
+	}
 	for i, l := range f.Layers {
-		wantIn := len(f.Inputs)
-		from := fmt.Sprintf("%d inputs", wantIn)
+		wantIn := headIn
+		from := headFrom
 		if i > 0 {
 			wantIn = f.Layers[i-1].Out
 			from = fmt.Sprintf("layer %d out", i-1)
