@@ -67,17 +67,17 @@ var (
 // free Training map are canonical). Whitespace and indentation of the stored
 // file do not matter; any change of a value does.
 type File struct {
-	Format        string         `json:"format"`         // always FormatName
-	FormatVersion int            `json:"format_version"` // 1
-	Name          string         `json:"name"`           // key in score records, e.g. "fraud"
-	Family        string         `json:"family"`         // FamilyLogistic, FamilyMLP, FamilyLinear, FamilyCNN, FamilyGRU or FamilyLSTM
-	Version       int            `json:"version"`        // >= 1
-	Output        string         `json:"output"`         // OutputProbability or OutputValue
-	Inputs        []Input        `json:"inputs"`         // standardisation, in the order of layer 0's rows
+	Format        string         `json:"format"`              // always FormatName
+	FormatVersion int            `json:"format_version"`      // 1
+	Name          string         `json:"name"`                // key in score records, e.g. "fraud"
+	Family        string         `json:"family"`              // FamilyLogistic, FamilyMLP, FamilyLinear, FamilyCNN, FamilyGRU or FamilyLSTM
+	Version       int            `json:"version"`             // >= 1
+	Output        string         `json:"output"`              // OutputProbability or OutputValue
+	Inputs        []Input        `json:"inputs"`              // standardisation, in the order of layer 0's rows
 	Conv          *Conv          `json:"conv,omitempty"`      // FamilyCNN only: the convolution before Layers
 	Recurrent     *Recurrent     `json:"recurrent,omitempty"` // FamilyGRU and FamilyLSTM only: the cell before Layers
 	Layers        []Layer        `json:"layers"`              // dense layers applied in order (the head, for sequence families)
-	Thresholds    Thresholds     `json:"thresholds"`     // decision cut-offs on the output
+	Thresholds    Thresholds     `json:"thresholds"`          // decision cut-offs on the output
 	Training      map[string]any `json:"training,omitempty"`
 	Digest        string         `json:"digest"` // "sha256:<64 hex>"
 }
