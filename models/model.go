@@ -20,6 +20,8 @@ type Model struct {
 	inputs               []string
 	mean, invStd         []float32
 	layers               []layer
+	conv                 *convLayer // FamilyCNN
+	rec                  *recLayer  // FamilyGRU, FamilyLSTM
 	review, alert        float32
 	training             map[string]any
 }
@@ -147,6 +149,12 @@ func newModel(f *File) *Model {
 		m.mean = append(m.mean, float32(in.Mean))
 		m.invStd = append(m.invStd, float32(1/in.Std))
 	}
+	if f.Conv != nil {
+		m.conv = newConvLayer(f.Conv, len(f.Inputs))
+	}
+	if f.Recurrent != nil {
+		m.rec = newRecLayer(f.Recurrent, len(f.Inputs))
+	}
 	for _, l := range f.Layers {
 		act, _ := parseActivation(l.Activation)
 		ly := layer{
@@ -170,7 +178,8 @@ func newModel(f *File) *Model {
 // Name returns the model name, the key in score records ("fraud", "risk").
 func (m *Model) Name() string { return m.name }
 
-// Family returns FamilyLogistic, FamilyMLP or FamilyLinear.
+// Family returns the model family (FamilyLogistic, FamilyMLP, FamilyLinear,
+// FamilyCNN, FamilyGRU or FamilyLSTM).
 func (m *Model) Family() string { return m.family }
 
 // Version returns the model version.

@@ -29,6 +29,23 @@ type Scorer struct {
 	grad2   []float64
 	contrib []float64
 	order   []int
+
+	// Sequence families (seq.go).
+	prev     []float32 // rows × StateSize: each row's state before its step
+	prevRows int
+	zeros    []float32
+	col      []float32 // CNN im2col: rows·L × Kernel·In
+	convOut  []float32 // rows·L × C
+	headIn   []float32 // rows × head input
+	gx       []float32 // rows × G·H: input part of the gates
+	g        []float32 // wave rows × G·H
+	hp       []float32 // wave rows × StateSize
+	bn       []float32 // wave rows × H
+	tc       []float32 // wave rows × H
+	wave     map[*float32]int
+	waveOf   []int
+	idx      []int
+	seq      *seqGrad
 }
 
 // Bind maps the model's inputs to the columns of a stream's feature layout
@@ -55,7 +72,10 @@ func (m *Model) Bind(features []string) (*Scorer, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("bind model %s: inputs %q not in the %d stream features: %w", m.ident, missing, len(features), ErrMissingInput)
 	}
-	n := len(m.inputs)
+	n := max(len(m.inputs), m.layers[0].in)
+	if m.rec != nil {
+		n = max(n, m.rec.gates*m.rec.hidden)
+	}
 	s.acts = append(s.acts, make([]float64, n))
 	for _, l := range m.layers {
 		s.pres = append(s.pres, make([]float64, l.out))
@@ -111,9 +131,19 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 		panic(fmt.Sprintf("models: Score: %d rows need len(x) >= %d and len(out) >= %d, got %d and %d",
 			rows, rows*s.width, rows, len(x), len(out)))
 	}
+	if s.m.Sequential() {
+		panic(fmt.Sprintf("models: Score: model %s is sequential (family %s): use ScoreSeq with the entities' states", s.m.ident, s.m.family))
+	}
 	if rows == 0 {
 		return
 	}
+	s.standardise(x, rows)
+	s.runLayers(s.xs, rows, out)
+}
+
+// standardise gathers and standardises the model's inputs of rows rows of x
+// into s.xs (rows × inputs).
+func (s *Scorer) standardise(x []float32, rows int) {
 	m := s.m
 	in := len(m.inputs)
 	s.xs = grow(s.xs, rows*in)
@@ -125,7 +155,13 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 			dst[i] = (src[c] - mean[i]) * inv[i]
 		}
 	}
-	a, lda := xs, in
+}
+
+// runLayers runs the dense layers on a (rows × layers[0].in) through the
+// GEMM kernel, each with its activation fused; the last writes out.
+func (s *Scorer) runLayers(a []float32, rows int, out []float32) {
+	m := s.m
+	lda := m.layers[0].in
 	for li := range m.layers {
 		l := &m.layers[li]
 		var c []float32
@@ -158,6 +194,13 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 //     invariance, and cost 32 forward and backward passes of one row, which
 //     is why the stream only asks for the reasons of review and alert
 //     decisions.
+//   - cnn, gru, lstm: integrated gradients of the same kind over the
+//     current transaction's inputs, with the entity's history held fixed
+//     (the state before this row's step, kept by the last [Scorer.ScoreSeq]):
+//     the baseline is this card with an average transaction now. They
+//     attribute what this transaction changes given the card's past, sum
+//     to logit(score) − logit(baseline) up to the quadrature error, and need
+//     Reasons to be called for rows of the batch that ScoreSeq scored last.
 //
 // k <= 0 appends nothing; k > inputs appends all. It panics if row is out of
 // range of x.
@@ -174,7 +217,24 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 	for i, c := range s.cols {
 		z[i] = float64((src[c] - m.mean[i]) * m.invStd[i])
 	}
-	if len(m.layers) == 1 {
+	if m.Sequential() {
+		if row >= s.prevRows {
+			panic(fmt.Sprintf("models: Reasons: row %d of a sequential model was not scored by the last ScoreSeq (%d rows)", row, s.prevRows))
+		}
+		ss := m.StateSize()
+		prev := s.prev[row*ss : (row+1)*ss]
+		clear(s.contrib)
+		for st := range igSteps {
+			g := s.seqGradAt(z, (float64(st)+0.5)/igSteps, prev)
+			for i := range s.contrib {
+				s.contrib[i] += g[i]
+			}
+		}
+		for i := range s.contrib {
+			s.contrib[i] *= z[i] / igSteps
+			s.order[i] = i
+		}
+	} else if len(m.layers) == 1 {
 		// Linear in z: the gradient is the weights, and w·z is exact.
 		g := s.gradAt(z, 1)
 		for i := range s.contrib {
@@ -221,11 +281,18 @@ const igSteps = 32
 // gradAt returns ∂(output pre-activation)/∂z at the point alpha·z (in
 // float64), in a scratch slice valid until the next call.
 func (s *Scorer) gradAt(z []float64, alpha float64) []float64 {
-	m := s.m
 	in := s.acts[0]
 	for i, v := range z {
 		in[i] = alpha * v
 	}
+	return s.headGrad()
+}
+
+// headGrad runs the dense layers forward from s.acts[0][:layers[0].in] and
+// returns ∂(output pre-activation)/∂(that input), in a scratch slice valid
+// until the next call.
+func (s *Scorer) headGrad() []float64 {
+	m := s.m
 	for li := range m.layers {
 		l := &m.layers[li]
 		h, pre, next := s.acts[li], s.pres[li], s.acts[li+1]

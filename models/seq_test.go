@@ -1,0 +1,415 @@
+package models
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// seqFile returns a random valid model of a sequence family with in inputs.
+func seqFile(family string, in int, seed uint64) *File {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	rnd := func(n int, scale float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * scale)
+		}
+		return v
+	}
+	f := &File{Name: "seq", Family: family, Version: 1, Output: OutputProbability,
+		Thresholds: Thresholds{Review: 0.5, Alert: 0.9}}
+	for i := range in {
+		f.Inputs = append(f.Inputs, Input{Name: fmt.Sprintf("f%d", i), Mean: rng.NormFloat64(), Std: 0.5 + rng.Float64()})
+	}
+	var headIn int
+	switch family {
+	case FamilyCNN:
+		c := &Conv{Window: 6, Kernel: 3, Channels: 5, Activation: "relu", Pool: PoolMax, PoolSize: 2, PoolStride: 2}
+		if seed%2 == 1 {
+			c.Activation, c.Pool, c.PoolSize, c.PoolStride = "tanh", PoolAvg, 4, 1
+		}
+		c.Weights, c.Bias = rnd(c.Kernel*in*c.Channels, 0.5), rnd(c.Channels, 0.2)
+		f.Conv = c
+		l := c.Window - c.Kernel + 1
+		headIn = c.Channels * ((l-c.PoolSize)/c.PoolStride + 1)
+	default:
+		h := 4
+		g := gates(family)
+		f.Recurrent = &Recurrent{Cell: family, Hidden: h, Wx: rnd(in*g*h, 0.6), Wh: rnd(h*g*h, 0.6), Bx: rnd(g*h, 0.3), Bh: rnd(g*h, 0.3)}
+		headIn = h
+	}
+	f.Layers = []Layer{
+		{In: headIn, Out: 3, Activation: "tanh", Weights: rnd(headIn*3, 0.7), Bias: rnd(3, 0.2)},
+		{In: 3, Out: 1, Activation: "sigmoid", Weights: rnd(3, 1), Bias: rnd(1, 0.2)},
+	}
+	return f
+}
+
+func sig(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
+
+func act(a string, x float64) float64 {
+	switch a {
+	case "relu":
+		return math.Max(x, 0)
+	case "tanh":
+		return math.Tanh(x)
+	case "sigmoid":
+		return sig(x)
+	}
+	return x
+}
+
+// refStep is the streaming semantics of the sequence families written
+// straight from the File documentation, in float64: the logit of the score
+// of the current standardised row z given the entity's state, and the new
+// state. hist holds the CNN's previous rows (oldest first), the recurrent
+// state otherwise.
+func refStep(f *File, hist []float64, z []float64) (float64, []float64) {
+	in := len(f.Inputs)
+	var head []float64
+	var next []float64
+	if c := f.Conv; c != nil {
+		win := append(append([]float64(nil), hist...), z...)
+		l := c.Window - c.Kernel + 1
+		y := make([][]float64, l)
+		for p := range l {
+			y[p] = make([]float64, c.Channels)
+			for ch := range c.Channels {
+				s := float64(c.Bias[ch])
+				for k := range c.Kernel {
+					for i := range in {
+						s += win[(p+k)*in+i] * float64(c.Weights[(k*in+i)*c.Channels+ch])
+					}
+				}
+				y[p][ch] = act(c.Activation, s)
+			}
+		}
+		np := (l-c.PoolSize)/c.PoolStride + 1
+		head = make([]float64, c.Channels*np)
+		for ch := range c.Channels {
+			for p := range np {
+				var v float64
+				if c.Pool == PoolMax {
+					v = math.Inf(-1)
+				}
+				for q := p * c.PoolStride; q < p*c.PoolStride+c.PoolSize; q++ {
+					if c.Pool == PoolMax {
+						v = math.Max(v, y[q][ch])
+					} else {
+						v += y[q][ch] / float64(c.PoolSize)
+					}
+				}
+				head[ch*np+p] = v
+			}
+		}
+		next = win[in:]
+	} else {
+		r := f.Recurrent
+		h, gh := r.Hidden, gates(r.Cell)*r.Hidden
+		a, b := make([]float64, gh), make([]float64, gh)
+		for j := range gh {
+			a[j], b[j] = float64(r.Bx[j]), float64(r.Bh[j])
+			for i := range in {
+				a[j] += z[i] * float64(r.Wx[i*gh+j])
+			}
+			for i := range h {
+				b[j] += hist[i] * float64(r.Wh[i*gh+j])
+			}
+		}
+		head = make([]float64, h)
+		next = make([]float64, len(hist))
+		for j := range h {
+			if r.Cell == FamilyGRU {
+				rg, zg := sig(a[j]+b[j]), sig(a[h+j]+b[h+j])
+				n := math.Tanh(a[2*h+j] + rg*b[2*h+j])
+				head[j] = (1-zg)*n + zg*hist[j]
+				next[j] = head[j]
+				continue
+			}
+			ig, fg := sig(a[j]+b[j]), sig(a[h+j]+b[h+j])
+			gg, og := math.Tanh(a[2*h+j]+b[2*h+j]), sig(a[3*h+j]+b[3*h+j])
+			c := fg*hist[h+j] + ig*gg
+			head[j] = og * math.Tanh(c)
+			next[j], next[h+j] = head[j], c
+		}
+	}
+	for li, l := range f.Layers {
+		out := make([]float64, l.Out)
+		for j := range l.Out {
+			s := float64(l.Bias[j])
+			for i := range l.In {
+				s += head[i] * float64(l.Weights[i*l.Out+j])
+			}
+			if li < len(f.Layers)-1 {
+				s = act(l.Activation, s)
+			}
+			out[j] = s
+		}
+		head = out
+	}
+	return head[0], next
+}
+
+func parseFile(t testing.TB, f *File) *Model {
+	t.Helper()
+	b, err := f.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestScoreSeqMatchesReference streams interleaved entities through
+// ScoreSeq in batches (an entity several times in one batch, re-delivered
+// rows that must not advance the state) and compares every score with the
+// float64 reference of the documented semantics.
+func TestScoreSeqMatchesReference(t *testing.T) {
+	for _, fam := range []string{FamilyCNN, FamilyGRU, FamilyLSTM} {
+		for seed := uint64(1); seed <= 2; seed++ {
+			t.Run(fmt.Sprintf("%s/%d", fam, seed), func(t *testing.T) {
+				const in, entities, events = 5, 7, 400
+				f := seqFile(fam, in, seed)
+				m := parseFile(t, f)
+				if !m.Sequential() {
+					t.Fatal("not sequential")
+				}
+				names := []string{"extra"}
+				for _, x := range f.Inputs {
+					names = append(names, x.Name)
+				}
+				// The stream's row is wider than the model's inputs and in another order.
+				names[0], names[in] = names[in], names[0]
+				s, err := m.Bind(names)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ss := m.StateSize()
+				states := make([][]float32, entities)
+				ref := make([][]float64, entities)
+				for e := range states {
+					states[e] = make([]float32, ss)
+					ref[e] = make([]float64, ss)
+				}
+				rng := rand.New(rand.NewPCG(seed, 99))
+				var worst float64
+				for done := 0; done < events; {
+					rows := 1 + rng.IntN(24)
+					x := make([]float32, rows*len(names))
+					st := make([][]float32, rows)
+					advance := make([]bool, rows)
+					ents := make([]int, rows)
+					for r := range rows {
+						ents[r] = rng.IntN(entities)
+						st[r] = states[ents[r]]
+						advance[r] = rng.IntN(8) != 0
+						for j := range names {
+							x[r*len(names)+j] = float32(rng.NormFloat64() * 2)
+						}
+					}
+					out := make([]float32, rows)
+					s.ScoreSeq(x, rows, st, advance, out)
+					for r := range rows {
+						z := make([]float64, in)
+						for i, c := range s.cols {
+							z[i] = float64((x[r*len(names)+c] - float32(f.Inputs[i].Mean)) * float32(1/f.Inputs[i].Std))
+						}
+						logit, next := refStep(f, ref[ents[r]], z)
+						if advance[r] {
+							ref[ents[r]] = next
+						}
+						d := math.Abs(float64(out[r]) - sig(logit))
+						worst = max(worst, d)
+						if d > 2e-5 {
+							t.Fatalf("event %d row %d entity %d: score %v, reference %v", done, r, ents[r], out[r], sig(logit))
+						}
+					}
+					done += rows
+				}
+				for e := range states {
+					for i := range states[e] {
+						if d := math.Abs(float64(states[e][i]) - ref[e][i]); d > 1e-4 {
+							t.Fatalf("entity %d state[%d] %v, reference %v", e, i, states[e][i], ref[e][i])
+						}
+					}
+				}
+				t.Logf("max |score − reference| %.2g over %d events", worst, events)
+			})
+		}
+	}
+}
+
+// TestSeqReasons checks the integrated gradients of the sequence families
+// against integrated gradients computed with finite differences of the
+// float64 reference, and their completeness.
+func TestSeqReasons(t *testing.T) {
+	for _, fam := range []string{FamilyCNN, FamilyGRU, FamilyLSTM} {
+		for seed := uint64(1); seed <= 2; seed++ {
+			t.Run(fmt.Sprintf("%s/%d", fam, seed), func(t *testing.T) {
+				const in = 5
+				f := seqFile(fam, in, seed)
+				m := parseFile(t, f)
+				names := m.Inputs()
+				s, _ := m.Bind(names)
+				rng := rand.New(rand.NewPCG(seed, 5))
+				state := make([]float32, m.StateSize())
+				hist := make([]float64, m.StateSize())
+				row := make([]float32, in)
+				// Build a history of a few events, then explain the next one.
+				for step := range 5 {
+					for i := range row {
+						row[i] = float32(rng.NormFloat64())
+					}
+					out := make([]float32, 1)
+					s.ScoreSeq(row, 1, [][]float32{state}, nil, out)
+					z := make([]float64, in)
+					for i := range z {
+						z[i] = float64((row[i] - float32(f.Inputs[i].Mean)) * float32(1/f.Inputs[i].Std))
+					}
+					if step < 4 {
+						_, hist = refStep(f, hist, z)
+						continue
+					}
+					rs := s.Reasons(row, 0, in, nil)
+					// Finite-difference integrated gradients (same midpoints).
+					want := make([]float64, in)
+					for st := range igSteps {
+						a := (float64(st) + 0.5) / igSteps
+						for i := range in {
+							const eps = 1e-5
+							zp, zm := make([]float64, in), make([]float64, in)
+							for j := range in {
+								zp[j], zm[j] = a*z[j], a*z[j]
+							}
+							zp[i] += eps
+							zm[i] -= eps
+							lp, _ := refStep(f, hist, zp)
+							lm, _ := refStep(f, hist, zm)
+							want[i] += (lp - lm) / (2 * eps) * z[i] / igSteps
+						}
+					}
+					var sum float64
+					for _, r := range rs {
+						i := indexOf(names, r.Feature)
+						sum += float64(r.Contribution)
+						if d := math.Abs(float64(r.Contribution) - want[i]); d > 1e-4+1e-3*math.Abs(want[i]) {
+							t.Errorf("%s: contribution %v, finite-difference IG %v", r.Feature, r.Contribution, want[i])
+						}
+					}
+					full, _ := refStep(f, hist, z)
+					base, _ := refStep(f, hist, make([]float64, in))
+					if d := math.Abs(sum - (full - base)); d > 0.05*math.Abs(full-base)+1e-3 {
+						t.Errorf("completeness: contributions sum to %v, logit difference %v", sum, full-base)
+					}
+				}
+			})
+		}
+	}
+}
+
+func indexOf(v []string, s string) int {
+	for i, x := range v {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestSeqFileErrors checks that malformed sequence models are refused with
+// an error naming the problem.
+func TestSeqFileErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(f *File)
+		want string
+	}{
+		{"conv missing", func(f *File) { f.Conv = nil }, "conv: missing"},
+		{"window < kernel", func(f *File) { f.Conv.Window = 2 }, "kernel 3 and window 2"},
+		{"pool", func(f *File) { f.Conv.Pool = "sum" }, `pool "sum"`},
+		{"pool size", func(f *File) { f.Conv.PoolSize = 9 }, "pool_size 9"},
+		{"conv weights", func(f *File) { f.Conv.Weights = f.Conv.Weights[1:] }, "conv: weights"},
+		{"conv nan", func(f *File) { f.Conv.Bias[0] = float32(math.NaN()) }, "conv: bias[0]"},
+		{"head in", func(f *File) { f.Layers[0].In++ }, "conv channels×pooled positions"},
+		{"conv on mlp", func(f *File) { f.Family = FamilyMLP }, "only family cnn"},
+		{"recurrent on cnn", func(f *File) { f.Recurrent = &Recurrent{} }, "only families gru and lstm"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := seqFile(FamilyCNN, 4, 2)
+			c.edit(f)
+			_, err := f.Encode()
+			if err == nil || !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want ErrInvalidModel naming %q", err, c.want)
+			}
+		})
+	}
+	rcases := []struct {
+		name string
+		edit func(f *File)
+		want string
+	}{
+		{"cell", func(f *File) { f.Recurrent.Cell = FamilyLSTM }, `cell "lstm", family gru`},
+		{"wh", func(f *File) { f.Recurrent.Wh = f.Recurrent.Wh[:3] }, "recurrent: wh: 3 values"},
+		{"inf", func(f *File) { f.Recurrent.Wx[2] = float32(math.Inf(1)) }, "recurrent: wx[2]"},
+		{"hidden", func(f *File) { f.Recurrent.Hidden = 0 }, "hidden 0"},
+		{"head", func(f *File) { f.Layers[0].In = 5 }, "recurrent hidden (4)"},
+		{"output", func(f *File) { f.Output = "class" }, `output "class"`},
+		{"value output needs identity", func(f *File) { f.Output = OutputValue }, "wants \"identity\""},
+	}
+	for _, c := range rcases {
+		t.Run(c.name, func(t *testing.T) {
+			f := seqFile(FamilyGRU, 4, 3)
+			c.edit(f)
+			_, err := f.Encode()
+			if err == nil || !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want ErrInvalidModel naming %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestScoreOnSequentialPanics: Score cannot silently ignore the state.
+func TestScoreOnSequentialPanics(t *testing.T) {
+	m := parseFile(t, seqFile(FamilyGRU, 3, 1))
+	s, _ := m.Bind(m.Inputs())
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Score on a GRU did not panic")
+		}
+	}()
+	s.Score(make([]float32, 3), 1, make([]float32, 1))
+}
+
+func BenchmarkScoreSeq(b *testing.B) {
+	for _, fam := range []string{FamilyCNN, FamilyGRU, FamilyLSTM} {
+		for _, rows := range []int{1, 256} {
+			b.Run(fmt.Sprintf("family=%s/batch=%d", fam, rows), func(b *testing.B) {
+				const in = 34
+				f := seqFile(fam, in, 1)
+				m := parseFile(b, f)
+				s, _ := m.Bind(m.Inputs())
+				states := make([][]float32, rows)
+				for r := range states {
+					states[r] = make([]float32, m.StateSize())
+				}
+				x := make([]float32, rows*in)
+				for i := range x {
+					x[i] = float32(i%7) - 3
+				}
+				out := make([]float32, rows)
+				b.ResetTimer()
+				for b.Loop() {
+					s.ScoreSeq(x, rows, states, nil, out)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rows), "ns/event")
+			})
+		}
+	}
+}
