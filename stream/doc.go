@@ -95,4 +95,5 @@
 //	streamscore_stream_model_active_info{model,model_version,digest,role}  1 per model of the active set (role scoring or shadow)
 //	streamscore_stream_shadow_score_seconds{model}         histogram of batch scoring time per shadow model
 //	streamscore_stream_shadow_agreement_total{model,outcome}  shadow decisions that agree or disagree with the scoring model
+//	streamscore_stream_model_state_resets_total{model}     cards whose sequential-model state restarted (a reload changed its shape)
 package stream

@@ -25,6 +25,7 @@ type metrics struct {
 	activeInfo      *prometheus.GaugeVec     // model, model_version, digest, role
 	shadowSeconds   *prometheus.HistogramVec // model
 	shadowAgreement *prometheus.CounterVec   // model, outcome
+	stateResets     *prometheus.CounterVec   // model
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -101,13 +102,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamscore_stream_shadow_agreement_total",
 			Help: "Events whose shadow-model decision (at its own thresholds) agrees or disagrees with the scoring model of the same name, or with the final decision.",
 		}, []string{"model", "outcome"}),
+		stateResets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_model_state_resets_total",
+			Help: "Cards whose state of a sequential model (cnn, gru, lstm) restarted from zero because a reload changed the model's state shape.",
+		}, []string{"model"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
 		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
-		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement} {
+		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

@@ -67,6 +67,11 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 		}
 	}
 	rc := newRecorder(scorers, decides, cfg.reasons)
+	seq := newSeqStates(features.TTL(cfg.featureOpts...), nil, nil)
+	slotOf, _ := seq.setModels(scorers, nil)
+	var cards []*cardSeq
+	var emit []bool
+	var states [][]float32
 
 	// Only history before `to` matters; features.Replay sorts what it gets.
 	hist := make([]features.Event, 0, len(events))
@@ -87,21 +92,43 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 			return nil
 		}
 		for j, s := range scorers {
-			s.Score(x[:rows*width], rows, scores[j][:rows])
+			if slotOf[j] < 0 {
+				s.Score(x[:rows*width], rows, scores[j][:rows])
+				continue
+			}
+			states = states[:0]
+			for r := range rows {
+				states = append(states, seq.state(cards[r], slotOf[j]))
+			}
+			s.ScoreSeq(x[:rows*width], rows, states, nil, scores[j][:rows])
+		}
+		if seq.stateful() {
+			seq.sweep(rows)
 		}
 		for r := range rows {
+			if !emit[r] {
+				continue
+			}
 			rc.fill(&evs[r], x[:rows*width], r, scores, evs[r].TS, 0)
 			if err := fn(&rc.rec); err != nil {
 				return err
 			}
 		}
-		evs = evs[:0]
+		evs, cards, emit = evs[:0], cards[:0], emit[:0]
 		return nil
 	}
 	err := features.Replay(hist, labels, cfg.featureOpts, func(e *features.Event, row []float32) error {
-		if e.TS.Before(from) {
+		before := e.TS.Before(from)
+		if before && !seq.stateful() {
 			return nil
 		}
+		// With a sequential model, history before from is scored too (and
+		// its records dropped): each event advances its card's state, as
+		// in the stream.
+		if seq.stateful() {
+			cards = append(cards, seq.card(e.CardID, e.TS.UnixNano()))
+		}
+		emit = append(emit, !before)
 		copy(x[len(evs)*width:(len(evs)+1)*width], row)
 		evs = append(evs, *e)
 		if len(evs) == replayBatch {

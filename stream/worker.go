@@ -37,6 +37,10 @@ type worker struct {
 	applied map[int]int64 // partition -> highest offset applied to the state
 	late    uint64        // the Builder's Late() already added to the metric
 
+	seq          *seqStates // per-card state of the sequential models
+	slotOf       []int      // per scorer: its state slot, or -1 (stateless)
+	shadowSlotOf []int      // per shadow: its state slot, or -1
+
 	decisions [models.DecisionAlert + 1]prometheus.Counter // by decision, resolved once
 	audit     sinks.AuditRecord
 	dl        sinks.DeadLetterRecord
@@ -55,6 +59,9 @@ type batch struct {
 	buf    []byte       // encoded records
 	ids    []byte       // record ids, back to back
 	acks   []commit.Ack // the batch's offsets, for the tracker
+	cards  []*cardSeq   // row -> its card's sequential-model state (when a model is sequential)
+	adv    []bool       // row -> the event was applied (not re-delivered): its step advances the state
+	states [][]float32  // scratch: row -> one model's state
 	idEnds []int        // end of each span's id in ids
 	spans  []span
 	out    []sinks.Message
@@ -85,6 +92,7 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		dec:     features.NewDecoder(p.cfg.decoderOpts...),
 		build:   features.NewBuilder(p.shared, p.cfg.featureOpts...),
 		applied: make(map[int]int64),
+		seq:     newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 	}
 	w.width = w.build.Width()
 	if w.width != len(p.names) {
@@ -108,6 +116,7 @@ func (w *worker) adopt(s *modelSet) {
 		w.p.log.Debug("worker switched model set", "worker", w.id, "from", w.set.gen, "to", s.gen)
 	}
 	w.set, w.m = s, s.workers[w.id]
+	w.slotOf, w.shadowSlotOf = w.seq.setModels(w.m.scorers, w.m.shadows)
 	w.audit.Thresholds = w.m.thresholds
 	w.audit.Shadow = w.m.shadowRec
 	w.audit.ShadowModels = w.m.shadowIDs
@@ -135,6 +144,9 @@ func (b *batch) reset() {
 	b.msgs = b.msgs[:0]
 	b.events = b.events[:0]
 	b.rowMsg = b.rowMsg[:0]
+	clear(b.cards)
+	b.cards = b.cards[:0]
+	b.adv = b.adv[:0]
 	b.dead = b.dead[:0]
 	b.buf = b.buf[:0]
 	b.spans = b.spans[:0]
@@ -213,15 +225,21 @@ func (w *worker) add(b *batch, m kafka.Message) {
 	}
 	rows := len(b.rowMsg)
 	row := b.x[rows*w.width : (rows+1)*w.width]
+	applied := true
 	if last, ok := w.applied[m.Partition]; ok && m.Offset <= last {
 		// Re-delivered (a rebalance restarts partitions at the committed
 		// offset): the event is already in the windows, so score it
 		// against them without applying it twice.
 		w.build.Peek(ev, row)
 		w.p.met.redelivered.Inc()
+		applied = false
 	} else {
 		w.build.Update(ev, row)
 		w.applied[m.Partition] = m.Offset
+	}
+	if w.seq.stateful() {
+		b.cards = append(b.cards, w.seq.card(ev.CardID, ev.TS.UnixNano()))
+		b.adv = append(b.adv, applied)
 	}
 	b.rowMsg = append(b.rowMsg, i)
 }
@@ -240,13 +258,16 @@ func (w *worker) flush(b *batch) {
 		x := b.x[:rows*w.width]
 		for j, s := range wm.scorers {
 			t0 := time.Now()
-			s.Score(x, rows, b.scores[j][:rows])
+			w.score(b, s, w.slotOf[j], x, rows, b.scores[j][:rows])
 			wm.scoreObs[j].Observe(time.Since(t0).Seconds())
 		}
 		for j, s := range wm.shadows {
 			t0 := time.Now()
-			s.Score(x, rows, b.shadow[j][:rows])
+			w.score(b, s, w.shadowSlotOf[j], x, rows, b.shadow[j][:rows])
 			wm.shadowObs[j].Observe(time.Since(t0).Seconds())
+		}
+		if w.seq.stateful() {
+			w.seq.sweep(rows)
 		}
 	}
 	now := time.Now()
@@ -279,6 +300,22 @@ func (w *worker) flush(b *batch) {
 	case w.out <- b:
 	case <-w.p.hard.Done():
 	}
+}
+
+// score runs one model over the batch: a stateless model on the rows
+// alone, a sequential one (slot >= 0) on the rows and their cards' states,
+// which it advances for the events applied to the feature state.
+func (w *worker) score(b *batch, s *models.Scorer, slot int, x []float32, rows int, out []float32) {
+	if slot < 0 {
+		s.Score(x, rows, out)
+		return
+	}
+	b.states = b.states[:0]
+	for r := range rows {
+		b.states = append(b.states, w.seq.state(b.cards[r], slot))
+	}
+	s.ScoreSeq(x, rows, b.states, b.adv, out)
+	clear(b.states)
 }
 
 func (w *worker) encodeScore(b *batch, r int, now time.Time) {

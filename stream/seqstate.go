@@ -1,0 +1,157 @@
+package stream
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/streamscore/streamscore/models"
+)
+
+// seqSweepEvery is the number of events between two sweeps of idle cards.
+const seqSweepEvery = 1 << 14
+
+// seqSlot is one sequential model's part of a card's state.
+type seqSlot struct {
+	name  string // model name
+	key   string // role and model name: "score:fraud_gru", "shadow:fraud_gru"
+	shape string // models.Model.StateShape
+	off   int
+	size  int
+}
+
+// seqLayout places the states of a model set's sequential models in one
+// slice per card.
+type seqLayout struct {
+	slots []seqSlot
+	size  int
+}
+
+func (l *seqLayout) find(key string) *seqSlot {
+	for i := range l.slots {
+		if l.slots[i].key == key {
+			return &l.slots[i]
+		}
+	}
+	return nil
+}
+
+// cardSeq is one card's model state: the recurrent state (GRU/LSTM) or the
+// previous input rows (CNN) of every sequential model, laid out by layout.
+type cardSeq struct {
+	last   int64 // newest event time seen, Unix ns
+	layout *seqLayout
+	data   []float32
+}
+
+// seqStates keeps the per-card state of the sequential models (families
+// cnn, gru, lstm) for the cards of one worker's partitions, beside the
+// worker's feature state and with the same TTL: a card idle for longer
+// than the TTL (in event time) loses it, as it loses its windows. When a
+// reload changes the model set, a card's state moves to the new layout the
+// next time the card is seen: a model's state is kept when the new model of
+// the same name and role has the same state shape, and reset to zero
+// (counted per model, logged once per reload) when it does not.
+// A seqStates is not safe for concurrent use.
+type seqStates struct {
+	ttl    int64
+	clock  int64
+	n      int
+	cards  map[string]*cardSeq
+	layout *seqLayout
+	resets *prometheus.CounterVec // by model; may be nil
+	log    *slog.Logger
+}
+
+func newSeqStates(ttl time.Duration, resets *prometheus.CounterVec, log *slog.Logger) *seqStates {
+	return &seqStates{ttl: int64(ttl), cards: make(map[string]*cardSeq), layout: &seqLayout{}, resets: resets, log: log}
+}
+
+// setModels lays out the states of the sequential models among scorers and
+// shadows. It returns, per scorer and per shadow, the slot index in the new
+// layout or -1 for a stateless model.
+func (ss *seqStates) setModels(scorers, shadows []*models.Scorer) (slotOf, shadowSlotOf []int) {
+	old := ss.layout
+	l := &seqLayout{}
+	add := func(role string, s *models.Scorer) int {
+		m := s.Model()
+		if !m.Sequential() {
+			return -1
+		}
+		sl := seqSlot{name: m.Name(), key: role + ":" + m.Name(), shape: m.StateShape(), off: l.size, size: m.StateSize()}
+		if o := old.find(sl.key); o != nil && o.shape != sl.shape && ss.log != nil {
+			ss.log.Warn("model state shape changed: each card's state of this model restarts from zero",
+				"model", m.Name(), "role", role, "old_shape", o.shape, "new_shape", sl.shape)
+		}
+		l.slots = append(l.slots, sl)
+		l.size += sl.size
+		return len(l.slots) - 1
+	}
+	for _, s := range scorers {
+		slotOf = append(slotOf, add("score", s))
+	}
+	for _, s := range shadows {
+		shadowSlotOf = append(shadowSlotOf, add("shadow", s))
+	}
+	ss.layout = l
+	return slotOf, shadowSlotOf
+}
+
+// stateful reports whether the current layout keeps any state.
+func (ss *seqStates) stateful() bool { return ss.layout.size > 0 }
+
+// card returns the state of card id, seen at Unix ns t, in the current
+// layout.
+func (ss *seqStates) card(id string, t int64) *cardSeq {
+	ss.clock = max(ss.clock, t)
+	c, ok := ss.cards[id]
+	if !ok {
+		c = &cardSeq{last: t, layout: ss.layout, data: make([]float32, ss.layout.size)}
+		ss.cards[id] = c
+		return c
+	}
+	c.last = max(c.last, t)
+	if c.layout != ss.layout {
+		ss.migrate(c)
+	}
+	return c
+}
+
+// migrate moves c to the current layout.
+func (ss *seqStates) migrate(c *cardSeq) {
+	l := ss.layout
+	data := make([]float32, l.size)
+	for _, sl := range l.slots {
+		o := c.layout.find(sl.key)
+		switch {
+		case o == nil: // a model new to this card: zero
+		case o.shape == sl.shape:
+			copy(data[sl.off:sl.off+sl.size], c.data[o.off:o.off+o.size])
+		default:
+			if ss.resets != nil {
+				ss.resets.WithLabelValues(sl.name).Inc()
+			}
+		}
+	}
+	c.layout, c.data = l, data
+}
+
+// state returns the part of c's state of the slot with index slot.
+func (ss *seqStates) state(c *cardSeq, slot int) []float32 {
+	sl := &ss.layout.slots[slot]
+	return c.data[sl.off : sl.off+sl.size : sl.off+sl.size]
+}
+
+// sweep drops the cards idle for longer than the TTL, every seqSweepEvery
+// calls. Call it between batches only.
+func (ss *seqStates) sweep(events int) {
+	if ss.n += events; ss.n < seqSweepEvery {
+		return
+	}
+	ss.n = 0
+	for id, c := range ss.cards {
+		if ss.clock-c.last > ss.ttl {
+			delete(ss.cards, id)
+		}
+	}
+}
