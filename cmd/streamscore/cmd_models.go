@@ -75,6 +75,19 @@ func modelsInspect(w io.Writer, args []string) error {
 		fmt.Fprintf(tw, "  %s\tmean %.6g, std %.6g\n", in.Name, in.Mean, in.Std)
 	}
 	params := 0
+	if c := f.Conv; c != nil {
+		params += len(c.Weights) + len(c.Bias)
+		l := c.Window - c.Kernel + 1
+		fmt.Fprintf(tw, "conv\twindow %d transactions, kernel %d, %d channels, %s, %s pool %d stride %d -> %d×%d\n",
+			c.Window, c.Kernel, c.Channels, c.Activation, c.Pool, c.PoolSize, c.PoolStride, c.Channels, (l-c.PoolSize)/c.PoolStride+1)
+	}
+	if r := f.Recurrent; r != nil {
+		params += len(r.Wx) + len(r.Wh) + len(r.Bx) + len(r.Bh)
+		fmt.Fprintf(tw, "recurrent\t%s cell, hidden %d, one step per event of a card\n", r.Cell, r.Hidden)
+	}
+	if m.Sequential() {
+		fmt.Fprintf(tw, "state\t%d float32 per card (%s)\n", m.StateSize(), m.StateShape())
+	}
 	for i, l := range f.Layers {
 		params += len(l.Weights) + len(l.Bias)
 		fmt.Fprintf(tw, "layer %d\t%d -> %d, %s\n", i, l.In, l.Out, l.Activation)
@@ -121,6 +134,7 @@ func modelsPredict(ctx context.Context, args []string) error {
 	input := fs.String("input", "", "CSV of feature rows with a header (required; - for stdin)")
 	out := fs.String("out", "-", "output CSV: id, score, decision (- for stdout)")
 	idCol := fs.String("id", "tx_id", "column copied to the output as the row id (if present)")
+	seqCol := fs.String("seq", "card_id", "sequence models (cnn, gru, lstm): the column naming each row's sequence (its card); rows are scored in file order, each advancing its sequence's state")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -153,12 +167,14 @@ func modelsPredict(ctx context.Context, args []string) error {
 	for _, in := range m.Inputs() {
 		needed[in] = true
 	}
-	id := -1
+	id, seq := -1, -1
 	var cols []int // CSV column of each input the model reads
 	var names []string
 	for i, h := range header {
 		h = strings.TrimSpace(h)
 		switch {
+		case h == *seqCol && m.Sequential():
+			seq = i
 		case h == *idCol:
 			id = i
 		case needed[h]:
@@ -170,6 +186,12 @@ func modelsPredict(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if m.Sequential() && seq < 0 {
+		return fmt.Errorf("models predict: model %s is a sequence model (%s): the input needs a sequence column %q (set --seq)", m.Ident(), m.Family(), *seqCol)
+	}
+	// Sequence models: the state of each sequence, advanced row by row.
+	seqState := map[string][]float32{}
+	var states [][]float32
 	w, closeOut, err := createOut(*out)
 	if err != nil {
 		return err
@@ -187,7 +209,13 @@ func modelsPredict(ctx context.Context, args []string) error {
 		if rows == 0 {
 			return nil
 		}
-		sc.Score(x[:rows*width], rows, scores[:rows])
+		if m.Sequential() {
+			sc.ScoreSeq(x[:rows*width], rows, states, nil, scores[:rows])
+			clear(states)
+			states = states[:0]
+		} else {
+			sc.Score(x[:rows*width], rows, scores[:rows])
+		}
 		for i := range rows {
 			rec := appendCSVField(nil, ids[i])
 			rec = append(rec, ',')
@@ -226,6 +254,14 @@ func modelsPredict(ctx context.Context, args []string) error {
 			rowID = rec[id]
 		}
 		ids = append(ids, rowID)
+		if seq >= 0 {
+			st, ok := seqState[rec[seq]]
+			if !ok {
+				st = make([]float32, m.StateSize())
+				seqState[strings.Clone(rec[seq])] = st
+			}
+			states = append(states, st)
+		}
 		if len(ids) == predictBatch {
 			if err := flush(); err != nil {
 				return err
