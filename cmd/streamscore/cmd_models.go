@@ -18,10 +18,12 @@ import (
 	"github.com/streamscore/streamscore/models"
 )
 
-// cmdModels groups the model-file tools: inspect and predict.
+// cmdModels groups the model-file tools: import, inspect and predict.
 func cmdModels(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(os.Stderr, "usage: streamscore models <inspect|predict> [flags]\n\n"+
+		fmt.Fprint(os.Stderr, "usage: streamscore models <import|inspect|predict> [flags]\n\n"+
+			"  import --onnx FILE --inputs NAMES --name NAME --out MODEL\n"+
+			"                        convert a PyTorch ONNX export into a native model file\n"+
 			"  inspect MODEL         verify a model file and print what is inside\n"+
 			"  predict --model M --input rows.csv --out scores.csv\n"+
 			"                        score feature rows from a CSV with a header of feature names\n")
@@ -31,12 +33,14 @@ func cmdModels(ctx context.Context, args []string) error {
 		return nil
 	}
 	switch args[0] {
+	case "import":
+		return cmdModelsImport(ctx, args[1:])
 	case "inspect":
 		return modelsInspect(os.Stdout, args[1:])
 	case "predict":
 		return modelsPredict(ctx, args[1:])
 	default:
-		return fmt.Errorf("models: unknown subcommand %q (want inspect or predict)", args[0])
+		return fmt.Errorf("models: unknown subcommand %q (want import, inspect or predict)", args[0])
 	}
 }
 

@@ -25,7 +25,7 @@ var commands = map[string]command{
 	"gen":      {cmdGen, "synthetic transactions and delayed fraud labels, to files or Kafka"},
 	"train":    {cmdTrain, "fit a model on generated or recorded history with the stream's feature code"},
 	"eval":     {cmdEval, "measure a model's scores against labels: AUC, AP, precision/recall at thresholds, card precision@k, plots"},
-	"models":   {cmdModels, "model files: inspect (verify and describe), predict (score rows from a CSV)"},
+	"models":   {cmdModels, "model files: import (ONNX to native), inspect (verify and describe), predict (score rows from a CSV)"},
 	"features": {cmdFeatures, "replay history and write point-in-time feature rows (training data) as CSV"},
 	"score":    {cmdScore, "replay history and write the score records the stream would publish for a time range"},
 }

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/onnx"
+)
+
+// cmdModelsImport converts an ONNX graph (PyTorch's torch.onnx.export) into
+// a native model file, verifies it by parsing it back and writes it
+// atomically.
+func cmdModelsImport(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("models import", flag.ContinueOnError)
+	src := fs.String("onnx", "", "ONNX model file (required)")
+	inputs := fs.String("inputs", "", "comma-separated feature names, in the order of the graph input's feature axis (required)")
+	name := fs.String("name", "", "model name, the key in score records, e.g. fraud (required)")
+	out := fs.String("out", "", "native model file to write (required)")
+	version := fs.Int("version", 1, "model version (>= 1)")
+	window := fs.Int("window", 0, "CNN window (transactions) when the graph's sequence length is dynamic; 0: from the graph")
+	review := fs.Float64("review", 0, "review threshold (default 0.5 for a probability, never for a value)")
+	alert := fs.Float64("alert", 0, "alert threshold (default 0.9 for a probability, never for a value)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *src == "" || *inputs == "" || *name == "" || *out == "" {
+		return errors.New("models import: --onnx, --inputs, --name and --out are required")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var names []string
+	for _, n := range strings.Split(*inputs, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	opts := []onnx.Option{
+		onnx.WithVersion(*version),
+		onnx.WithTraining(map[string]any{
+			"command":   "streamscore models import " + strings.Join(args, " "),
+			"onnx_file": filepath.Base(*src),
+		}),
+	}
+	if *window != 0 {
+		opts = append(opts, onnx.WithWindow(*window))
+	}
+	switch {
+	case set["review"] && set["alert"]:
+		opts = append(opts, onnx.WithThresholds(*review, *alert))
+	case set["review"] || set["alert"]:
+		return errors.New("models import: give both --review and --alert, or neither")
+	}
+	b, err := os.ReadFile(*src)
+	if err != nil {
+		return fmt.Errorf("read onnx model: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := onnx.Import(b, *name, names, opts...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *src, err)
+	}
+	enc, err := f.Encode()
+	if err != nil {
+		return fmt.Errorf("encode model: %w", err)
+	}
+	m, err := models.Parse(enc)
+	if err != nil {
+		return fmt.Errorf("parse imported model: %w", err)
+	}
+	if err := writeFileAtomic(*out, enc); err != nil {
+		return err
+	}
+	slog.Info("models import: model written", "path", *out, "model", m.Ident(),
+		"inputs", len(names), "review", f.Thresholds.Review, "alert", f.Thresholds.Alert)
+	return nil
+}
