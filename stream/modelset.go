@@ -174,7 +174,8 @@ func (p *Pipeline) ShadowModels() []*models.Model {
 // published atomically; each worker switches to it when it opens its next
 // batch, so a batch is scored, decided and recorded by one set and no event
 // is lost or scored twice by the switch. A worker with no traffic switches
-// when its next event arrives. The shadow models stay as they are.
+// when its next event arrives. The shadow models stay as they are (see
+// ReloadSets to replace them too).
 //
 // SetModels is safe for concurrent use; concurrent calls are serialised and
 // the last one wins.
@@ -191,14 +192,28 @@ func (p *Pipeline) SetModels(ms []*models.Model) error {
 // set. load runs with the reload lock held: it must not call SetModels or
 // Reload.
 func (p *Pipeline) Reload(load func() ([]*models.Model, error)) error {
+	return p.ReloadSets(func() ([]*models.Model, []*models.Model, error) {
+		ms, err := load()
+		return ms, nil, err
+	})
+}
+
+// ReloadSets is Reload for the scoring models and the shadow models
+// together: load returns both, and a nil shadows keeps the active shadow
+// models (an empty non-nil slice removes them). The two sets are validated
+// together and published as one: a failure of either leaves both serving.
+func (p *Pipeline) ReloadSets(load func() (ms, shadows []*models.Model, err error)) error {
 	p.setMu.Lock()
 	defer p.setMu.Unlock()
-	ms, err := load()
+	ms, shadows, err := load()
 	if err != nil {
 		err = fmt.Errorf("stream: load models: %w", err)
 	} else {
+		if shadows == nil {
+			shadows = p.set.Load().shadows
+		}
 		var s *modelSet
-		s, err = p.newModelSet(ms, p.set.Load().shadows)
+		s, err = p.newModelSet(ms, shadows)
 		if err == nil {
 			s.gen = p.set.Load().gen + 1
 			p.publish(s)
@@ -207,7 +222,11 @@ func (p *Pipeline) Reload(load func() ([]*models.Model, error)) error {
 			for i, m := range ms {
 				idents[i] = m.Ident()
 			}
-			p.log.Info("model set published", "generation", s.gen, "models", idents)
+			sh := make([]string, len(shadows))
+			for i, m := range shadows {
+				sh[i] = m.Ident()
+			}
+			p.log.Info("model set published", "generation", s.gen, "models", idents, "shadow_models", sh)
 			return nil
 		}
 		err = fmt.Errorf("%w: %w", ErrInvalidModelSet, err)

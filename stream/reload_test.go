@@ -557,3 +557,45 @@ func TestShadowModels(t *testing.T) {
 	}
 	t.Logf("%d events; disagreements: %v", len(ids), disagree)
 }
+
+// TestReloadSetsShadows: ReloadSets replaces the shadow models with the
+// scoring ones (a nil shadow set keeps them, an empty one removes them), and
+// a set whose shadow fails to bind leaves both sets serving.
+func TestReloadSetsShadows(t *testing.T) {
+	ms, err := models.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	p, err := stream.New([]string{"127.0.0.1:1"}, "g", "tx", ms, &captureSink{},
+		stream.WithRegisterer(reg), stream.WithDecisionModels("fraud"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	challenger := shippedVariant(t, "fraud.json", func(f *models.File) { f.Version = 2 })
+	bad := shippedVariant(t, "fraud.json", func(f *models.File) { f.Version = 3; f.Inputs[0].Name = "no_such_feature" })
+	steps := []struct {
+		name    string
+		shadows []*models.Model
+		wantErr bool
+		want    []*models.Model
+	}{
+		{"add a challenger", []*models.Model{challenger}, false, []*models.Model{challenger}},
+		{"nil keeps it", nil, false, []*models.Model{challenger}},
+		{"unbindable shadow refused", []*models.Model{bad}, true, []*models.Model{challenger}},
+		{"empty removes it", []*models.Model{}, false, nil},
+	}
+	for _, st := range steps {
+		err := p.ReloadSets(func() ([]*models.Model, []*models.Model, error) { return ms, st.shadows, nil })
+		if (err != nil) != st.wantErr {
+			t.Fatalf("%s: error %v, want error %v", st.name, err, st.wantErr)
+		}
+		got := p.ShadowModels()
+		if len(got) != len(st.want) || (len(got) == 1 && got[0] != st.want[0]) {
+			t.Fatalf("%s: shadows %v, want %v", st.name, got, st.want)
+		}
+	}
+	if v := metricValue(t, reg, "streamscore_stream_model_active_info", "model", "fraud", "model_version", "2", "role", "shadow"); v != 0 {
+		t.Errorf("removed shadow still in the active-model gauge: %v", v)
+	}
+}

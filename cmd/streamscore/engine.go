@@ -68,7 +68,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.AuditTopic, "audit-topic", "audit", "Kafka topic for audit records (features and thresholds); empty disables")
 	fs.StringVar(&c.DeadLetterTopic, "deadletter-topic", "deadletter", "Kafka topic for dead letters; empty disables (bad events are then only counted in metrics)")
 	fs.Var(&c.Models, "model", "model file to score with (repeatable; default: the models shipped in the binary); re-read on SIGHUP and POST /-/reload")
-	fs.StringVar(&c.ModelsDir, "models-dir", "", "directory whose *.json files are the model set, watched for changes (instead of --model); new versions are verified and swapped in between batches, a bad one leaves the old set serving")
+	fs.StringVar(&c.ModelsDir, "models-dir", "", "directory whose *.json files are the model set, watched for changes (instead of --model); new versions are verified and swapped in between batches, a bad one leaves the old set serving; its shadow/ subdirectory, if present, holds the shadow models, reloaded with them")
 	fs.DurationVar(&c.ModelsPoll, "models-poll", 2*time.Second, "how often --models-dir is checked for changed files (name, size, mtime, then sha256)")
 	fs.Var(&c.ShadowModels, "shadow-model", "shadow (challenger) model file (repeatable): scored beside the models, its scores go only to audit records and to the agreement metric, never into decisions")
 	fs.StringVar(&c.DecisionModels, "decision-models", "", "comma-separated names of the models whose thresholds decide allow/review/alert; the others are scored and published but only inform (default: every model given with --model; with the shipped models, \"fraud\")")
@@ -141,7 +141,7 @@ func (c *engineConfig) modelSource() modelSource {
 // loadModels returns the models of --models-dir or --model, or the shipped
 // ones.
 func (c *engineConfig) loadModels() ([]*models.Model, error) {
-	ms, _, err := c.modelSource().load()
+	ms, _, _, err := c.modelSource().load()
 	return ms, err
 }
 
@@ -183,7 +183,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	ms, state, err := c.modelSource().load()
+	ms, dirShadows, state, err := c.modelSource().load()
 	if err != nil {
 		return nil, fmt.Errorf("load models: %w", err)
 	}
@@ -193,6 +193,12 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	shadows, err := c.loadShadowModels()
 	if err != nil {
 		return nil, fmt.Errorf("load models: %w", err)
+	}
+	if dirShadows != nil {
+		if len(shadows) > 0 {
+			return nil, fmt.Errorf("shadow models: both --shadow-model and %s/%s/ are set: use one", c.ModelsDir, shadowSubdir)
+		}
+		shadows = dirShadows
 	}
 	for _, m := range shadows {
 		log.Info("shadow model loaded", "name", m.Name(), "ident", m.Ident(), "inputs", len(m.Inputs()))

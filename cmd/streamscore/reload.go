@@ -22,7 +22,7 @@ import (
 // validates and publishes what it returns, and counts and logs a failure
 // (the active models keep serving).
 type modelTarget interface {
-	Reload(load func() ([]*models.Model, error)) error
+	ReloadSets(load func() (ms, shadows []*models.Model, err error)) error
 }
 
 // The pipeline is the target in `run`.
@@ -30,7 +30,9 @@ var _ modelTarget = (*stream.Pipeline)(nil)
 
 // modelSource says where the engine's scoring models come from: a watched
 // directory (every *.json in it), a list of files, or, with neither, the
-// models shipped in the binary.
+// models shipped in the binary. A watched directory may hold a "shadow"
+// subdirectory: its *.json files are the shadow (challenger) models, reloaded
+// with the scoring models.
 type modelSource struct {
 	dir   string
 	files []string
@@ -39,23 +41,36 @@ type modelSource struct {
 // load reads and verifies the models of the source. For a directory it also
 // returns the state of the files it read (nil otherwise), even when a model
 // fails to parse, so a bad file is not retried until it changes.
-func (s modelSource) load() ([]*models.Model, dirState, error) {
+//
+// shadows is nil unless the directory has a shadow subdirectory (then it is
+// its models, possibly none).
+func (s modelSource) load() (ms, shadows []*models.Model, st dirState, err error) {
 	switch {
 	case s.dir != "":
 		return loadModelDir(s.dir)
 	case len(s.files) == 0:
 		ms, err := models.Shipped()
-		return ms, nil, err
+		return ms, nil, nil, err
 	}
-	ms := make([]*models.Model, 0, len(s.files))
+	ms = make([]*models.Model, 0, len(s.files))
 	for _, path := range s.files {
 		m, err := models.Load(path)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		ms = append(ms, m)
 	}
-	return ms, nil, nil
+	return ms, nil, nil, nil
+}
+
+// shadowSubdir is the subdirectory of a models dir that holds the shadow
+// models.
+const shadowSubdir = "shadow"
+
+// hasShadowDir reports whether dir has a shadow subdirectory.
+func hasShadowDir(dir string) bool {
+	fi, err := os.Stat(filepath.Join(dir, shadowSubdir))
+	return err == nil && fi.IsDir()
 }
 
 // fileStamp is what the directory poller remembers of one model file.
@@ -106,9 +121,18 @@ func scanModelDir(dir string, prev dirState) (dirState, error) {
 	if err != nil {
 		return nil, err
 	}
+	if hasShadowDir(dir) {
+		sh, err := modelFiles(filepath.Join(dir, shadowSubdir))
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range sh {
+			names = append(names, shadowSubdir+"/"+n)
+		}
+	}
 	st := make(dirState, len(names))
 	for _, name := range names {
-		path := filepath.Join(dir, name)
+		path := filepath.Join(dir, filepath.FromSlash(name))
 		fi, err := os.Stat(path)
 		if err != nil {
 			return nil, fmt.Errorf("stat model file: %w", err)
@@ -127,41 +151,60 @@ func scanModelDir(dir string, prev dirState) (dirState, error) {
 }
 
 // loadModelDir parses every *.json file of dir (in name order) as a model:
-// the whole directory is the model set. It returns the state of the files
-// as read (the bytes parsed are the bytes hashed), also when a model fails.
-func loadModelDir(dir string) ([]*models.Model, dirState, error) {
+// the whole directory is the model set; and those of dir/shadow, if it
+// exists, as the shadow set. It returns the state of the files as read (the
+// bytes parsed are the bytes hashed), also when a model fails.
+func loadModelDir(dir string) (ms, shadows []*models.Model, st dirState, err error) {
 	names, err := modelFiles(dir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if len(names) == 0 {
-		return nil, dirState{}, fmt.Errorf("models dir %s: no *.json model files", dir)
+		return nil, nil, dirState{}, fmt.Errorf("models dir %s: no *.json model files", dir)
 	}
-	st := make(dirState, len(names))
-	ms := make([]*models.Model, 0, len(names))
+	st = make(dirState, len(names))
 	var errs []error
-	for _, name := range names {
-		path := filepath.Join(dir, name)
+	read := func(name string) *models.Model {
+		path := filepath.Join(dir, filepath.FromSlash(name))
 		fi, err := os.Stat(path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("stat model file: %w", err)
+			errs = append(errs, fmt.Errorf("stat model file: %w", err))
+			return nil
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read model file: %w", err)
+			errs = append(errs, fmt.Errorf("read model file: %w", err))
+			return nil
 		}
 		st[name] = fileStamp{size: fi.Size(), mtime: fi.ModTime(), sum: sha256.Sum256(b)}
 		m, err := models.Parse(b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("load model %s: %w", path, err))
-			continue
+			return nil
 		}
-		ms = append(ms, m)
+		return m
+	}
+	for _, name := range names {
+		if m := read(name); m != nil {
+			ms = append(ms, m)
+		}
+	}
+	if hasShadowDir(dir) {
+		sh, err := modelFiles(filepath.Join(dir, shadowSubdir))
+		if err != nil {
+			return nil, nil, st, err
+		}
+		shadows = []*models.Model{}
+		for _, name := range sh {
+			if m := read(shadowSubdir + "/" + name); m != nil {
+				shadows = append(shadows, m)
+			}
+		}
 	}
 	if len(errs) > 0 {
-		return nil, st, errors.Join(errs...)
+		return nil, nil, st, errors.Join(errs...)
 	}
-	return ms, st, nil
+	return ms, shadows, st, nil
 }
 
 // reloader re-reads the engine's models and hands them to the pipeline,
@@ -259,15 +302,18 @@ func (r *reloader) pollDir() {
 // reload loads the source's models and hands them to the target.
 func (r *reloader) reload(trigger string) reloadResult {
 	var idents []string
-	err := r.target.Reload(func() ([]*models.Model, error) {
-		ms, st, err := r.src.load()
+	err := r.target.ReloadSets(func() ([]*models.Model, []*models.Model, error) {
+		ms, shadows, st, err := r.src.load()
 		if st != nil {
 			r.state = st
 		}
 		for _, m := range ms {
 			idents = append(idents, m.Ident())
 		}
-		return ms, err
+		for _, m := range shadows {
+			idents = append(idents, "shadow "+m.Ident())
+		}
+		return ms, shadows, err
 	})
 	if err != nil {
 		// The target logged and counted it.

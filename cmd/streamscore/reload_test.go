@@ -23,6 +23,7 @@ import (
 type fakeTarget struct {
 	mu      sync.Mutex
 	active  []string // idents of the last good set
+	shadows []string // idents of the last good shadow set (nil: kept)
 	ok      int
 	failed  int
 	lastErr error
@@ -32,8 +33,8 @@ type fakeTarget struct {
 
 func newFakeTarget() *fakeTarget { return &fakeTarget{changed: make(chan struct{}, 100)} }
 
-func (f *fakeTarget) Reload(load func() ([]*models.Model, error)) error {
-	ms, err := load()
+func (f *fakeTarget) ReloadSets(load func() ([]*models.Model, []*models.Model, error)) error {
+	ms, shadows, err := load()
 	f.mu.Lock()
 	defer func() {
 		f.mu.Unlock()
@@ -51,6 +52,12 @@ func (f *fakeTarget) Reload(load func() ([]*models.Model, error)) error {
 	f.active = f.active[:0]
 	for _, m := range ms {
 		f.active = append(f.active, m.Ident())
+	}
+	if shadows != nil {
+		f.shadows = []string{}
+		for _, m := range shadows {
+			f.shadows = append(f.shadows, m.Ident())
+		}
 	}
 	return nil
 }
@@ -150,12 +157,12 @@ func TestReloaderModelsDir(t *testing.T) {
 	writeFile(t, risk, shippedFile(t, "risk.json", nil))
 	writeFile(t, filepath.Join(dir, "README.md"), []byte("not a model"))
 
-	ms, state, err := loadModelDir(dir)
+	ms, shadows, state, err := loadModelDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != 2 || ms[0].Name() != "fraud" || ms[1].Name() != "risk" {
-		t.Fatalf("loadModelDir: got %d models", len(ms))
+	if len(ms) != 2 || ms[0].Name() != "fraud" || ms[1].Name() != "risk" || shadows != nil {
+		t.Fatalf("loadModelDir: got %d models, shadows %v", len(ms), shadows)
 	}
 	target := newFakeTarget()
 	hup := make(chan os.Signal, 1)
@@ -219,6 +226,42 @@ func TestReloaderModelsDir(t *testing.T) {
 	target.noReload(t, 100*time.Millisecond, "refused set unchanged")
 	if active, _, _, _ = target.snapshot(); active[0] != identOf(t, v3) {
 		t.Fatalf("a refused set replaced the active one: %v", active)
+	}
+}
+
+// TestReloaderShadowDir: the shadow subdirectory of a models dir is the
+// shadow set, reloaded with the scoring models when a file in it changes.
+func TestReloaderShadowDir(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", nil))
+	if err := os.Mkdir(filepath.Join(dir, shadowSubdir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ms, shadows, state, err := loadModelDir(dir)
+	if err != nil || len(ms) != 1 || shadows == nil || len(shadows) != 0 {
+		t.Fatalf("empty shadow dir: %d models, shadows %v, err %v", len(ms), shadows, err)
+	}
+	target := newFakeTarget()
+	r := newReloader(target, modelSource{dir: dir}, state, 10*time.Millisecond, nil, quietLog())
+	startReloader(t, r)
+	challenger := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 9 })
+	writeFile(t, filepath.Join(dir, shadowSubdir, "fraud.json"), challenger)
+	target.waitReload(t, "shadow written")
+	target.mu.Lock()
+	got := append([]string(nil), target.shadows...)
+	target.mu.Unlock()
+	if len(got) != 1 || got[0] != identOf(t, challenger) {
+		t.Fatalf("shadows after the write: %v, want [%s]", got, identOf(t, challenger))
+	}
+	if err := os.Remove(filepath.Join(dir, shadowSubdir, "fraud.json")); err != nil {
+		t.Fatal(err)
+	}
+	target.waitReload(t, "shadow removed")
+	target.mu.Lock()
+	got = append([]string(nil), target.shadows...)
+	target.mu.Unlock()
+	if len(got) != 0 {
+		t.Fatalf("shadows after the removal: %v, want none", got)
 	}
 }
 
