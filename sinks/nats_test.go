@@ -312,7 +312,7 @@ func TestNATSJetStreamServerRestart(t *testing.T) {
 	defer f.Close()
 
 	routed := map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true}
-	msgs, want := sinktest.Batch("restart", 20000, routed)
+	msgs, want := sinktest.Batch("restart", 60000, routed) // large enough that the kill always lands mid-batch
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

@@ -44,6 +44,11 @@ type ScoreRecord struct {
 	Models       []NamedModel
 	Reasons      []Reason
 	LatencyMS    float64
+	// Late marks an event older than its card's or terminal's newest event
+	// by more than the allowed lateness: it was scored against the state
+	// but not applied to it. Written as "late":true after latency_ms, and
+	// only then (in-time records have no "late" member).
+	Late bool
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
@@ -84,7 +89,12 @@ func (r *ScoreRecord) appendFields(dst []byte) []byte {
 	}
 	dst = append(dst, ']')
 	dst = appendKey(dst, "latency_ms", false)
-	return appendFloat(dst, r.LatencyMS, 64)
+	dst = appendFloat(dst, r.LatencyMS, 64)
+	if r.Late {
+		dst = appendKey(dst, "late", false)
+		dst = append(dst, "true"...)
+	}
+	return dst
 }
 
 // appendScoreMap appends {"name":value,...}.

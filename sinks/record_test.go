@@ -153,6 +153,13 @@ func TestScoreRecordRoundTrip(t *testing.T) {
 			t.Errorf("member %q missing", k)
 		}
 	}
+	// A late event's record ends with "late":true.
+	late := r
+	late.Late = true
+	lb := late.AppendJSON(nil)
+	if !bytes.HasSuffix(lb, []byte(`,"late":true}`)) || !bytes.Equal(lb[:len(b)-1], b[:len(b)-1]) {
+		t.Errorf("late record %s, want the in-time record %s plus \"late\":true", lb, b)
+	}
 	if m["ts"] != "2026-11-28T15:04:05.123Z" || m["scored_at"] != "2026-11-28T15:04:05.1252Z" {
 		t.Errorf("times: got %v %v", m["ts"], m["scored_at"])
 	}
@@ -399,7 +406,7 @@ func TestRecordStructsMatchMirror(t *testing.T) {
 		record any
 		fields int
 	}{
-		{"score", ScoreRecord{}, 9},
+		{"score", ScoreRecord{}, 10},
 		{"audit", AuditRecord{}, 6},
 		{"deadletter", DeadLetterRecord{}, 8},
 	} {
