@@ -139,6 +139,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 		// the workers' event-time clocks drift days apart while they catch
 		// up: allow that much lateness on the shared terminal windows.
 		MaxLateness: 7 * 24 * time.Hour,
+		TTL:         35 * 24 * time.Hour,
 	}
 	eng, err := buildEngine(&ecfg, reg, log, stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
 		if t := caughtUp.Load(); t != 0 && appended.UnixNano() >= t {

@@ -49,6 +49,7 @@ type engineConfig struct {
 	DrainTimeout    time.Duration
 	MaxFutureSkew   time.Duration
 	MaxLateness     time.Duration
+	TTL             time.Duration
 	FeatureSpec     string
 	MetricsAddr     string
 	StartAtEnd      bool
@@ -79,6 +80,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, time allowed to publish and commit in-flight batches")
 	fs.DurationVar(&c.MaxFutureSkew, "max-future-skew", 5*time.Minute, "events timestamped further than this in the future are dead-lettered")
 	fs.StringVar(&c.FeatureSpec, "features", "", "feature spec YAML (default: the embedded default spec, docs/features.md); the models must be trained on the same spec")
+	fs.DurationVar(&c.TTL, "ttl", 35*24*time.Hour, "a card or terminal idle this long (in event time) loses its state: windows and sequence-model state")
 	fs.DurationVar(&c.MaxLateness, "max-lateness", time.Hour, "an event this far behind its card's or terminal's newest event still updates the windows at its own time; later ones are scored but leave the state alone")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
@@ -116,6 +118,9 @@ func (c *engineConfig) Validate() error {
 	}
 	if c.DrainTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--drain-timeout %v must be positive", c.DrainTimeout))
+	}
+	if c.TTL <= 0 {
+		errs = append(errs, fmt.Errorf("--ttl %v must be positive", c.TTL))
 	}
 	if c.MaxLateness < 0 {
 		errs = append(errs, fmt.Errorf("--max-lateness %v must not be negative", c.MaxLateness))
@@ -257,7 +262,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithLabelsTopic(c.LabelsTopic),
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
-		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness)),
+		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness), features.WithTTL(c.TTL)),
 	}
 	if c.FeatureSpec != "" {
 		spec, err := loadSpec(c.FeatureSpec)
