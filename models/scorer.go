@@ -223,12 +223,9 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 		}
 		ss := m.StateSize()
 		prev := s.prev[row*ss : (row+1)*ss]
-		clear(s.contrib)
-		for st := range igSteps {
-			g := s.seqGradAt(z, (float64(st)+0.5)/igSteps, prev)
-			for i := range s.contrib {
-				s.contrib[i] += g[i]
-			}
+		g := s.seqGradSum(z, prev)
+		for i := range s.contrib {
+			s.contrib[i] = g[i]
 		}
 		for i := range s.contrib {
 			s.contrib[i] *= z[i] / igSteps

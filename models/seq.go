@@ -341,29 +341,33 @@ func (s *Scorer) recForward(rows int, states [][]float32, advance []bool) []floa
 
 // seqGrad is the float64 scratch of Reasons for the sequence families.
 type seqGrad struct {
-	win, pre, y, dy []float64 // CNN: window W·In; L·C each
-	arg             []int     // CNN max pooling: argmax position per pooled output
-	a, b, da        []float64 // GRU/LSTM: G·H each
-	hp              []float64 // state, float64
-	dz              []float64 // In
+	hist, cur, y, dy, sum []float64 // CNN: L·C each
+	arg                   []int     // CNN max pooling: argmax position per pooled output
+	zw, a, b, da          []float64 // GRU/LSTM: G·H each (sum: summed da)
+	hp                    []float64 // state, float64
+	dz                    []float64 // In
 }
 
-// seqGradAt returns ∂(output pre-activation)/∂z at the current input
-// alpha·z of a sequential model, the entity's state before the step held at
-// prev, in a scratch slice valid until the next call.
-func (s *Scorer) seqGradAt(z []float64, alpha float64, prev []float32) []float64 {
+// seqGradSum returns the sum over the igSteps midpoints alpha of
+// ∂(output pre-activation)/∂z at the current input alpha·z of a sequential
+// model, the entity's state before the step held at prev, in a scratch
+// slice valid until the next call. What does not depend on alpha (the
+// history's part of the convolution, the recurrent part of the gates) is
+// computed once; the input part is linear in alpha; and because the
+// gradient's last step (back through the input weights) is linear too, the
+// per-step gradients are summed before it.
+func (s *Scorer) seqGradSum(z []float64, prev []float32) []float64 {
 	m := s.m
 	in := len(m.inputs)
 	if s.seq == nil {
 		sg := &seqGrad{dz: make([]float64, in), hp: make([]float64, m.StateSize())}
 		if c := m.conv; c != nil {
-			sg.win = make([]float64, c.window*in)
 			n := c.positions * c.channels
-			sg.pre, sg.y, sg.dy = make([]float64, n), make([]float64, n), make([]float64, n)
+			sg.hist, sg.cur, sg.y, sg.dy, sg.sum = make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 			sg.arg = make([]int, c.channels*c.pooled)
 		} else {
 			gh := m.rec.gates * m.rec.hidden
-			sg.a, sg.b, sg.da = make([]float64, gh), make([]float64, gh), make([]float64, gh)
+			sg.zw, sg.a, sg.b, sg.da, sg.sum = make([]float64, gh), make([]float64, gh), make([]float64, gh), make([]float64, gh), make([]float64, gh)
 		}
 		s.seq = sg
 	}
@@ -373,60 +377,74 @@ func (s *Scorer) seqGradAt(z []float64, alpha float64, prev []float32) []float64
 	}
 	dz := sg.dz
 	clear(dz)
+	clear(sg.sum)
 	if c := m.conv; c != nil {
-		copy(sg.win, sg.hp)
-		cur := sg.win[(c.window-1)*in:]
-		for i, v := range z {
-			cur[i] = alpha * v
-		}
 		C := c.channels
+		// The history's part (rows before the current one) and the current
+		// row's part of every pre-activation.
 		for l := range c.positions {
 			for ch := range C {
-				p := c.b64[ch]
+				h, cu := c.b64[ch], 0.0
 				for k := range c.kernel {
-					row := sg.win[(l+k)*in : (l+k+1)*in]
-					for i, v := range row {
-						p += v * c.w64[(k*in+i)*C+ch]
+					t := l + k
+					if t == c.window-1 {
+						for i, v := range z {
+							cu += v * c.w64[(k*in+i)*C+ch]
+						}
+						continue
+					}
+					for i, v := range sg.hp[t*in : (t+1)*in] {
+						h += v * c.w64[(k*in+i)*C+ch]
 					}
 				}
-				sg.pre[l*C+ch] = p
-				sg.y[l*C+ch] = act64(c.act, p)
+				sg.hist[l*C+ch], sg.cur[l*C+ch] = h, cu
 			}
 		}
 		head := s.acts[0]
-		for ch := range C {
-			for p := range c.pooled {
-				l0 := p * c.poolStride
-				if c.max {
-					best := l0
-					for l := l0 + 1; l < l0+c.poolSize; l++ {
-						if sg.y[l*C+ch] > sg.y[best*C+ch] {
-							best = l
+		for st := range igSteps {
+			alpha := (float64(st) + 0.5) / igSteps
+			for j := range sg.y {
+				sg.y[j] = act64(c.act, sg.hist[j]+alpha*sg.cur[j])
+			}
+			for ch := range C {
+				for p := range c.pooled {
+					l0 := p * c.poolStride
+					if c.max {
+						best := l0
+						for l := l0 + 1; l < l0+c.poolSize; l++ {
+							if sg.y[l*C+ch] > sg.y[best*C+ch] {
+								best = l
+							}
 						}
+						sg.arg[ch*c.pooled+p] = best
+						head[ch*c.pooled+p] = sg.y[best*C+ch]
+					} else {
+						var sum float64
+						for l := l0; l < l0+c.poolSize; l++ {
+							sum += sg.y[l*C+ch]
+						}
+						head[ch*c.pooled+p] = sum / float64(c.poolSize)
 					}
-					sg.arg[ch*c.pooled+p] = best
-					head[ch*c.pooled+p] = sg.y[best*C+ch]
-				} else {
-					var sum float64
-					for l := l0; l < l0+c.poolSize; l++ {
-						sum += sg.y[l*C+ch]
-					}
-					head[ch*c.pooled+p] = sum / float64(c.poolSize)
 				}
 			}
-		}
-		gh := s.headGrad()
-		clear(sg.dy)
-		for ch := range C {
-			for p := range c.pooled {
-				g := gh[ch*c.pooled+p]
-				if c.max {
-					sg.dy[sg.arg[ch*c.pooled+p]*C+ch] += g
-					continue
+			gh := s.headGrad()
+			clear(sg.dy)
+			for ch := range C {
+				for p := range c.pooled {
+					g := gh[ch*c.pooled+p]
+					if c.max {
+						sg.dy[sg.arg[ch*c.pooled+p]*C+ch] += g
+						continue
+					}
+					l0 := p * c.poolStride
+					for l := l0; l < l0+c.poolSize; l++ {
+						sg.dy[l*C+ch] += g / float64(c.poolSize)
+					}
 				}
-				l0 := p * c.poolStride
-				for l := l0; l < l0+c.poolSize; l++ {
-					sg.dy[l*C+ch] += g / float64(c.poolSize)
+			}
+			for j, d := range sg.dy {
+				if d != 0 {
+					sg.sum[j] += d * dact64(c.act, sg.hist[j]+alpha*sg.cur[j], sg.y[j])
 				}
 			}
 		}
@@ -436,7 +454,7 @@ func (s *Scorer) seqGradAt(z []float64, alpha float64, prev []float32) []float64
 				continue
 			}
 			for ch := range C {
-				d := sg.dy[l*C+ch] * dact64(c.act, sg.pre[l*C+ch], sg.y[l*C+ch])
+				d := sg.sum[l*C+ch]
 				if d == 0 {
 					continue
 				}
@@ -450,16 +468,15 @@ func (s *Scorer) seqGradAt(z []float64, alpha float64, prev []float32) []float64
 	rc := m.rec
 	h := rc.hidden
 	gh := rc.gates * h
-	a, b := sg.a, sg.b
-	copy(a, rc.bx64)
+	zw, a, b, da := sg.zw, sg.a, sg.b, sg.da
+	clear(zw)
 	for i, v := range z {
-		v *= alpha
 		if v == 0 {
 			continue
 		}
 		w := rc.wx64[i*gh : (i+1)*gh]
-		for j := range a {
-			a[j] += v * w[j]
+		for j := range zw {
+			zw[j] += v * w[j]
 		}
 	}
 	copy(b, rc.bh64)
@@ -474,45 +491,53 @@ func (s *Scorer) seqGradAt(z []float64, alpha float64, prev []float32) []float64
 		}
 	}
 	head := s.acts[0][:h]
-	da := sg.da
-	if rc.lstm {
-		cp := sg.hp[h:]
-		for j := range h {
-			ig, fg := sigmoid64(a[j]+b[j]), sigmoid64(a[h+j]+b[h+j])
-			gg, og := act64(kernel.Tanh, a[2*h+j]+b[2*h+j]), sigmoid64(a[3*h+j]+b[3*h+j])
-			head[j] = og * act64(kernel.Tanh, fg*cp[j]+ig*gg)
+	for st := range igSteps {
+		alpha := (float64(st) + 0.5) / igSteps
+		for j := range a {
+			a[j] = rc.bx64[j] + alpha*zw[j]
 		}
-		g := s.headGrad()
-		for j := range h {
-			ig, fg := sigmoid64(a[j]+b[j]), sigmoid64(a[h+j]+b[h+j])
-			gg, og := act64(kernel.Tanh, a[2*h+j]+b[2*h+j]), sigmoid64(a[3*h+j]+b[3*h+j])
-			tc := act64(kernel.Tanh, fg*cp[j]+ig*gg)
-			dc := g[j] * og * (1 - tc*tc)
-			da[j] = dc * gg * ig * (1 - ig)
-			da[h+j] = dc * cp[j] * fg * (1 - fg)
-			da[2*h+j] = dc * ig * (1 - gg*gg)
-			da[3*h+j] = g[j] * tc * og * (1 - og)
+		if rc.lstm {
+			cp := sg.hp[h:]
+			for j := range h {
+				ig, fg := sigmoid64(a[j]+b[j]), sigmoid64(a[h+j]+b[h+j])
+				gg, og := act64(kernel.Tanh, a[2*h+j]+b[2*h+j]), sigmoid64(a[3*h+j]+b[3*h+j])
+				head[j] = og * act64(kernel.Tanh, fg*cp[j]+ig*gg)
+			}
+			g := s.headGrad()
+			for j := range h {
+				ig, fg := sigmoid64(a[j]+b[j]), sigmoid64(a[h+j]+b[h+j])
+				gg, og := act64(kernel.Tanh, a[2*h+j]+b[2*h+j]), sigmoid64(a[3*h+j]+b[3*h+j])
+				tc := act64(kernel.Tanh, fg*cp[j]+ig*gg)
+				dc := g[j] * og * (1 - tc*tc)
+				da[j] = dc * gg * ig * (1 - ig)
+				da[h+j] = dc * cp[j] * fg * (1 - fg)
+				da[2*h+j] = dc * ig * (1 - gg*gg)
+				da[3*h+j] = g[j] * tc * og * (1 - og)
+			}
+		} else {
+			for j := range h {
+				r, zg := sigmoid64(a[j]+b[j]), sigmoid64(a[h+j]+b[h+j])
+				n := act64(kernel.Tanh, a[2*h+j]+r*b[2*h+j])
+				head[j] = (1-zg)*n + zg*hp[j]
+			}
+			g := s.headGrad()
+			for j := range h {
+				r, zg := sigmoid64(a[j]+b[j]), sigmoid64(a[h+j]+b[h+j])
+				n := act64(kernel.Tanh, a[2*h+j]+r*b[2*h+j])
+				dpn := g[j] * (1 - zg) * (1 - n*n)
+				da[2*h+j] = dpn
+				da[j] = dpn * b[2*h+j] * r * (1 - r)
+				da[h+j] = g[j] * (hp[j] - n) * zg * (1 - zg)
+			}
 		}
-	} else {
-		for j := range h {
-			r, zg := sigmoid64(a[j]+b[j]), sigmoid64(a[h+j]+b[h+j])
-			n := act64(kernel.Tanh, a[2*h+j]+r*b[2*h+j])
-			head[j] = (1-zg)*n + zg*hp[j]
-		}
-		g := s.headGrad()
-		for j := range h {
-			r, zg := sigmoid64(a[j]+b[j]), sigmoid64(a[h+j]+b[h+j])
-			n := act64(kernel.Tanh, a[2*h+j]+r*b[2*h+j])
-			dpn := g[j] * (1 - zg) * (1 - n*n)
-			da[2*h+j] = dpn
-			da[j] = dpn * b[2*h+j] * r * (1 - r)
-			da[h+j] = g[j] * (hp[j] - n) * zg * (1 - zg)
+		for j, d := range da {
+			sg.sum[j] += d
 		}
 	}
 	for i := range dz {
 		w := rc.wx64[i*gh : (i+1)*gh]
 		var sum float64
-		for j, d := range da {
+		for j, d := range sg.sum {
 			sum += w[j] * d
 		}
 		dz[i] = sum

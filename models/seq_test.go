@@ -387,13 +387,51 @@ func TestScoreOnSequentialPanics(t *testing.T) {
 	s.Score(make([]float32, 3), 1, make([]float32, 1))
 }
 
-func BenchmarkScoreSeq(b *testing.B) {
-	for _, fam := range []string{FamilyCNN, FamilyGRU, FamilyLSTM} {
+// familyFile returns a model of each family at the sizes `streamscore
+// train` uses by default, over in inputs: linear and logistic; MLP 32×16;
+// CNN window 8, kernel 3, 16 channels, global max pool, head 16→1; GRU and
+// LSTM hidden 16, head 16→1.
+func familyFile(family string, in int) *File {
+	rng := rand.New(rand.NewPCG(1, 2))
+	rnd := func(n int, scale float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * scale)
+		}
+		return v
+	}
+	switch family {
+	case FamilyLinear, FamilyLogistic:
+		return testFile(family, in, nil, 3)
+	case FamilyMLP:
+		return testFile(family, in, []int{32, 16}, 3)
+	}
+	f := &File{Name: "seq", Family: family, Version: 1, Output: OutputProbability, Thresholds: Thresholds{Review: 0.5, Alert: 0.9}}
+	for i := range in {
+		f.Inputs = append(f.Inputs, Input{Name: fmt.Sprintf("f%d", i), Mean: 0, Std: 1})
+	}
+	const h = 16
+	if family == FamilyCNN {
+		f.Conv = &Conv{Window: 8, Kernel: 3, Channels: h, Activation: "relu", Pool: PoolMax, PoolSize: 6, PoolStride: 1,
+			Weights: rnd(3*in*h, 0.2), Bias: rnd(h, 0.1)}
+	} else {
+		g := gates(family)
+		f.Recurrent = &Recurrent{Cell: family, Hidden: h, Wx: rnd(in*g*h, 0.2), Wh: rnd(h*g*h, 0.2), Bx: rnd(g*h, 0.1), Bh: rnd(g*h, 0.1)}
+	}
+	f.Layers = []Layer{{In: h, Out: 1, Activation: "sigmoid", Weights: rnd(h, 0.5), Bias: []float32{0}}}
+	return f
+}
+
+// BenchmarkFamilies measures the scoring cost per event of every family at
+// batch 1 (a synchronous score) and 256 (a full micro-batch), over 39
+// inputs (the default feature spec), and the cost of one row's reasons.
+// Sequence families step 256 distinct cards' states (no repeats).
+func BenchmarkFamilies(b *testing.B) {
+	const in = 39
+	for _, fam := range []string{FamilyLinear, FamilyLogistic, FamilyMLP, FamilyCNN, FamilyGRU, FamilyLSTM} {
+		m := parseFile(b, familyFile(fam, in))
 		for _, rows := range []int{1, 256} {
 			b.Run(fmt.Sprintf("family=%s/batch=%d", fam, rows), func(b *testing.B) {
-				const in = 34
-				f := seqFile(fam, in, 1)
-				m := parseFile(b, f)
 				s, _ := m.Bind(m.Inputs())
 				states := make([][]float32, rows)
 				for r := range states {
@@ -404,6 +442,8 @@ func BenchmarkScoreSeq(b *testing.B) {
 					x[i] = float32(i%7) - 3
 				}
 				out := make([]float32, rows)
+				s.ScoreSeq(x, rows, states, nil, out)
+				b.ReportAllocs()
 				b.ResetTimer()
 				for b.Loop() {
 					s.ScoreSeq(x, rows, states, nil, out)
@@ -411,5 +451,19 @@ func BenchmarkScoreSeq(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rows), "ns/event")
 			})
 		}
+		b.Run(fmt.Sprintf("family=%s/reasons", fam), func(b *testing.B) {
+			s, _ := m.Bind(m.Inputs())
+			x := make([]float32, in)
+			for i := range x {
+				x[i] = float32(i%5) - 2
+			}
+			st := [][]float32{make([]float32, m.StateSize())}
+			out := make([]float32, 1)
+			s.ScoreSeq(x, 1, st, nil, out)
+			var rs []Reason
+			for b.Loop() {
+				rs = s.Reasons(x, 0, 3, rs[:0])
+			}
+		})
 	}
 }
