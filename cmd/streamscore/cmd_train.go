@@ -36,6 +36,13 @@ var errReplayDone = errors.New("replay done")
 // labels file (an unlabelled transaction is genuine). For linear (the "risk"
 // model), the transaction's loss: its amount if fraud, else 0; the model is a
 // regression of loss, and its score an expected loss in currency units.
+//
+// Sequence families (cnn, gru, lstm) keep every row before --to with its
+// card, in event-time order, so that each card's state (GRU/LSTM) or window
+// (CNN) at --from is warmed up by its earlier history exactly as in the
+// stream; only rows in [--from, --to) count in the loss. Their evaluation
+// on [--to, --eval-to) runs the trainer's own float64 forward pass over each
+// card's whole history (train.EvaluateSeq), not the runtime.
 func cmdTrain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	eventsPath := fs.String("events", "", "events JSONL file (required)")
@@ -43,13 +50,19 @@ func cmdTrain(ctx context.Context, args []string) error {
 	fromS := fs.String("from", "", "start of the training range, RFC 3339 or YYYY-MM-DD (default: first event)")
 	toS := fs.String("to", "", "end (exclusive) of the training range (default: after the last event)")
 	evalToS := fs.String("eval-to", "", "end (exclusive) of an evaluation range starting at --to (default: no evaluation)")
-	kind := fs.String("kind", "mlp", "model family: logistic, mlp or linear")
-	name := fs.String("name", "", "model name, the key in score records (default: fraud for mlp, fraud_lr for logistic, risk for linear)")
+	kind := fs.String("kind", "mlp", "model family: logistic, mlp, linear, cnn, gru or lstm")
+	name := fs.String("name", "", "model name, the key in score records (default: fraud for mlp, fraud_lr for logistic, risk for linear, fraud_<kind> for cnn, gru and lstm)")
 	version := fs.Int("version", 1, "model version (>= 1)")
 	out := fs.String("out", "", "output model file (required)")
 	seed := fs.Int64("seed", 1, "random seed (initial weights, batch order)")
-	hidden := fs.String("hidden", "32,16", "mlp: hidden layer widths, comma separated")
-	epochs := fs.Int("epochs", 40, "mlp: maximum epochs (early stopping usually ends sooner)")
+	hidden := fs.String("hidden", "32,16", "mlp: hidden layer widths, comma separated; gru/lstm: hidden size then the head's hidden widths (default 16,8); cnn: the head's hidden widths (default none)")
+	epochs := fs.Int("epochs", 40, "mlp: maximum epochs (early stopping usually ends sooner); cnn/gru/lstm default 8")
+	window := fs.Int("window", 8, "cnn: transactions of the card seen, the current one included")
+	kernel := fs.Int("kernel", 3, "cnn: convolution taps in time")
+	channels := fs.Int("channels", 16, "cnn: convolution channels")
+	pool := fs.String("pool", "max", "cnn: pooling over time, max or avg")
+	poolSize := fs.Int("pool-size", 1, "cnn: pooling window in conv positions (1: no pooling; 0: global, one value per channel)")
+	chunk := fs.Int("chunk", 32, "cnn/gru/lstm: rows per card chunk (gru/lstm: truncated BPTT length)")
 	holdout := fs.Float64("holdout", 0.2, "fraction of the training rows, the latest, held out for early stopping and thresholds")
 	quiet := fs.Bool("quiet", false, "no progress bars")
 	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec); the stream must run the same spec")
@@ -82,20 +95,53 @@ func cmdTrain(ctx context.Context, args []string) error {
 	if !to.After(from) {
 		return fmt.Errorf("train: --to must be after --from")
 	}
-	var opts []train.Option
-	switch *kind {
-	case models.FamilyMLP:
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	parseWidths := func() ([]int, error) {
 		var widths []int
 		for _, s := range strings.Split(*hidden, ",") {
 			w, err := strconv.Atoi(strings.TrimSpace(s))
 			if err != nil {
-				return fmt.Errorf("parse --hidden: %w", err)
+				return nil, fmt.Errorf("parse --hidden: %w", err)
 			}
 			widths = append(widths, w)
+		}
+		return widths, nil
+	}
+	var opts []train.Option
+	seq := false
+	switch *kind {
+	case models.FamilyMLP:
+		widths, err := parseWidths()
+		if err != nil {
+			return err
 		}
 		opts = append(opts, train.WithHidden(widths...), train.WithEpochs(*epochs))
 		if *name == "" {
 			*name = "fraud"
+		}
+	case models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM:
+		seq = true
+		if set["hidden"] {
+			widths, err := parseWidths()
+			if err != nil {
+				return err
+			}
+			opts = append(opts, train.WithHidden(widths...))
+		}
+		if set["epochs"] {
+			opts = append(opts, train.WithEpochs(*epochs))
+		}
+		opts = append(opts, train.WithChunkLength(*chunk))
+		if *kind == models.FamilyCNN {
+			if *kernel > *window {
+				return fmt.Errorf("train: --kernel %d must not exceed --window %d", *kernel, *window)
+			}
+			opts = append(opts, train.WithWindow(*window), train.WithKernel(*kernel), train.WithChannels(*channels),
+				train.WithPool(*pool, *poolSize, 1))
+		}
+		if *name == "" {
+			*name = "fraud_" + *kind
 		}
 	case models.FamilyLogistic:
 		if *name == "" {
@@ -106,7 +152,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 			*name = "risk"
 		}
 	default:
-		return fmt.Errorf("train: --kind %q: want logistic, mlp or linear", *kind)
+		return fmt.Errorf("train: --kind %q: want logistic, mlp, linear, cnn, gru or lstm", *kind)
 	}
 
 	// Read history; the target is the label as known at the end of the file.
@@ -129,6 +175,13 @@ func cmdTrain(ctx context.Context, args []string) error {
 	}
 	trainSet := &train.Dataset{Names: names}
 	evalSet := &train.Dataset{Names: names}
+	// Sequence families: every row before the end with its card, in time
+	// order; seqSet.Loss marks [from, to), evalLoss [to, eval-to), and
+	// nBefore counts the rows before --to (the training prefix).
+	seqSet := &train.SeqDataset{Names: names}
+	var evalLoss []bool
+	nBefore, nEval := 0, 0
+	cards := map[string]int32{}
 	var first, last time.Time
 	bar := newBar(int64(len(events)), "replay", *quiet)
 	n := 0
@@ -150,14 +203,34 @@ func cmdTrain(ctx context.Context, args []string) error {
 		case *kind != models.FamilyLinear && isFraud:
 			y = 1
 		}
-		switch {
-		case !e.TS.Before(from) && e.TS.Before(to):
+		inTrain := !e.TS.Before(from) && e.TS.Before(to)
+		inEval := !e.TS.Before(to) && e.TS.Before(evalTo)
+		if inTrain {
 			if first.IsZero() {
 				first = e.TS
 			}
 			last = e.TS
+		}
+		if seq {
+			id, ok := cards[e.CardID]
+			if !ok {
+				id = int32(len(cards))
+				cards[e.CardID] = id
+			}
+			seqSet.Append(id, row, y, inTrain)
+			evalLoss = append(evalLoss, inEval)
+			if e.TS.Before(to) {
+				nBefore++
+			}
+			if inEval {
+				nEval++
+			}
+			return nil
+		}
+		switch {
+		case inTrain:
 			trainSet.Append(row, y)
-		case !e.TS.Before(to) && e.TS.Before(evalTo):
+		case inEval:
 			evalSet.Append(row, y)
 		}
 		return nil
@@ -166,11 +239,20 @@ func cmdTrain(ctx context.Context, args []string) error {
 	if err != nil && !errors.Is(err, errReplayDone) {
 		return fmt.Errorf("replay history: %w", err)
 	}
-	if trainSet.Rows() == 0 {
+	if first.IsZero() {
 		return fmt.Errorf("train: no events in [%s, %s)", *fromS, *toS)
 	}
-	slog.Info("train: rows built", "train_rows", trainSet.Rows(), "eval_rows", evalSet.Rows(),
-		"train_first", first.Format(time.RFC3339), "train_last", last.Format(time.RFC3339))
+	// The sequence training set is the prefix of rows before --to (rows are
+	// in time order): nothing after the training range reaches the trainer.
+	seqTrain := &train.SeqDataset{Names: names, X: seqSet.X[:nBefore*len(names)], Y: seqSet.Y[:nBefore],
+		Seq: seqSet.Seq[:nBefore], Loss: seqSet.Loss[:nBefore]}
+	if seq {
+		slog.Info("train: sequence rows built", "rows_before_to", nBefore, "cards", len(cards),
+			"eval_rows", nEval, "train_first", first.Format(time.RFC3339), "train_last", last.Format(time.RFC3339))
+	} else {
+		slog.Info("train: rows built", "train_rows", trainSet.Rows(), "eval_rows", evalSet.Rows(),
+			"train_first", first.Format(time.RFC3339), "train_last", last.Format(time.RFC3339))
+	}
 
 	// Fit.
 	md := map[string]any{
@@ -205,6 +287,12 @@ func cmdTrain(ctx context.Context, args []string) error {
 		f, err = train.Logistic(ctx, *name, *version, trainSet, opts...)
 	case models.FamilyLinear:
 		f, err = train.Linear(ctx, *name, *version, trainSet, opts...)
+	case models.FamilyCNN:
+		f, err = train.CNN(ctx, *name, *version, seqTrain, opts...)
+	case models.FamilyGRU:
+		f, err = train.GRU(ctx, *name, *version, seqTrain, opts...)
+	case models.FamilyLSTM:
+		f, err = train.LSTM(ctx, *name, *version, seqTrain, opts...)
 	}
 	_ = trainBar.Finish()
 	if err != nil {
@@ -213,8 +301,25 @@ func cmdTrain(ctx context.Context, args []string) error {
 	slog.Info("train: fitted", "kind", *kind, "seconds", math.Round(time.Since(start).Seconds()*10)/10,
 		"validation", f.Training["validation"])
 
+	// Sequence models: evaluate on the later range with the trainer's float64
+	// forward pass over each card's whole history (the file's float32
+	// weights); the stateless runtime Score does not apply to them.
+	if seq && nEval > 0 {
+		evalSet := &train.SeqDataset{Names: names, X: seqSet.X, Y: seqSet.Y, Seq: seqSet.Seq, Loss: evalLoss}
+		mt, err := train.EvaluateSeq(f, evalSet)
+		if err != nil {
+			return fmt.Errorf("evaluate model: %w", err)
+		}
+		ev := mt.Map()
+		ev["range"] = fmt.Sprintf("[%s, %s)", orOpen(*toS), *evalToS)
+		ev["scored_by"] = "train.EvaluateSeq: float64 forward over each card's history, float32 weights"
+		f.Training["evaluation"] = ev
+		slog.Info("train: evaluated", "range", ev["range"], "auc", ev["auc"],
+			"precision_at_alert", ev["precision_at_alert"], "recall_at_alert", ev["recall_at_alert"])
+	}
+
 	// Evaluate on the later range, with the model exactly as it will be loaded.
-	if evalSet.Rows() > 0 {
+	if !seq && evalSet.Rows() > 0 {
 		b, err := f.Encode()
 		if err != nil {
 			return fmt.Errorf("encode model: %w", err)

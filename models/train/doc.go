@@ -19,6 +19,29 @@
 //     the bias shifted back afterwards so scores stay calibrated), early
 //     stopping on the held-out tail. Deterministic for a seed.
 //
+// Sequence families read a [SeqDataset]: every event of each card in time
+// order, the rows in the training range marked Loss, the earlier ones only
+// warming up the card's state. They fit exactly the models.Recurrent and
+// models.Conv math the stream runs, in float64, and write float32 weights.
+//
+//   - [GRU], [LSTM]: one cell step per event of a card from a zero state,
+//     a dense head on the new hidden state (default hidden 16, head H→8
+//     ReLU→1 sigmoid). Mini-batches of card chunks (WithChunkLength, 32 rows;
+//     WithBatchSize, 32 chunks), truncated backpropagation through time
+//     with the state carried across chunks.
+//   - [CNN]: ReLU convolution over the card's last WithWindow (8) rows,
+//     zero-padded in front, kernel 3, 16 channels, no pooling (global
+//     pooling hides which transaction looked suspicious), head C·L→1
+//     sigmoid. Each convolution position is computed once per
+//     chunk and shared by the overlapping windows.
+//
+// Both use Adam (learning rate 3e-3), the MLP's class weighting and bias
+// fix, at most 8 epochs with patience 2 on the held-out last 20% of the
+// loss rows in time, and compute each mini-batch's gradient in 4 fixed
+// parts on up to 4 goroutines, summed in order, so that a seed gives the
+// same bytes on any machine. [PredictSeq] and [EvaluateSeq] score a
+// SeqDataset with a sequence model file in the same float64 arithmetic.
+//
 // Thresholds of probability models: alert at the validation score that
 // maximises F1; review at the threshold at or below it that maximises F2
 // (recall weighted more than precision: more fraud goes to a human, fewer
@@ -31,8 +54,10 @@
 //
 // # Concurrency
 //
-// Trainers run on the calling goroutine and start none; concurrent calls on
-// different datasets are safe. A Dataset must not be modified during a call.
+// Logistic, Linear and MLP run on the calling goroutine and start none;
+// the sequence trainers and PredictSeq start up to 4 goroutines per
+// mini-batch (or pass) and wait for them before returning. Concurrent calls
+// on different datasets are safe. A Dataset must not be modified during a call.
 //
 // # Metrics
 //

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/streamscore/streamscore/models"
 )
 
 // Option configures a trainer. Options that do not apply to a family (for
@@ -27,6 +29,18 @@ type config struct {
 	metadata     map[string]any
 	maxIter      int
 	minValidRows int
+
+	// Set flags: sequence families have their own defaults for these.
+	hiddenSet, epochsSet, batchSet, lrSet, patienceSet bool
+
+	// Sequence families (CNN, GRU, LSTM).
+	chunk      int    // rows per sequence chunk (truncated BPTT length)
+	window     int    // CNN window
+	kernel     int    // CNN kernel
+	channels   int    // CNN channels
+	pool       string // CNN pooling
+	poolSize   int    // 0 = global (window-kernel+1)
+	poolStride int
 }
 
 func defaultConfig() config {
@@ -42,6 +56,13 @@ func defaultConfig() config {
 		alertQ:       0.99,
 		maxIter:      30,
 		minValidRows: 10,
+		chunk:        32,
+		window:       8,
+		kernel:       3,
+		channels:     16,
+		pool:         models.PoolMax,
+		poolSize:     1,
+		poolStride:   1,
 	}
 }
 
@@ -78,8 +99,8 @@ func WithHoldout(frac float64) Option {
 }
 
 // WithL2 sets the L2 penalty on weights (never on biases), per row, in
-// standardised units. Defaults: Logistic 1e-4, Linear 1e-4, MLP 1e-5. Too
-// large a value shrinks scores towards the base rate.
+// standardised units. Defaults: Logistic 1e-4, Linear 1e-4, MLP, CNN, GRU
+// and LSTM 1e-5. Too large a value shrinks scores towards the base rate.
 func WithL2(lambda float64) Option {
 	return func(c *config) error {
 		if !(lambda >= 0) || math.IsInf(lambda, 0) {
@@ -92,6 +113,11 @@ func WithL2(lambda float64) Option {
 
 // WithHidden sets the widths of the MLP's hidden ReLU layers. Default
 // [32 16]. At least one layer.
+//
+// For GRU and LSTM the first width is the cell's hidden size H and any
+// further widths are hidden ReLU layers of the dense head (default [16 8]:
+// H = 16, head H→8 ReLU→1 sigmoid; [16] gives a linear head). For CNN the
+// widths are the head's hidden ReLU layers (default none: head →1 sigmoid).
 func WithHidden(widths ...int) Option {
 	return func(c *config) error {
 		if len(widths) == 0 {
@@ -103,52 +129,63 @@ func WithHidden(widths ...int) Option {
 			}
 		}
 		c.hidden = append([]int(nil), widths...)
+		c.hiddenSet = true
 		return nil
 	}
 }
 
 // WithEpochs sets the maximum number of MLP epochs. Default 40; early
-// stopping usually ends sooner.
+// stopping usually ends sooner. Sequence families (CNN, GRU, LSTM) default
+// to 8: an epoch over a few million events takes several seconds, and the
+// held-out loss rarely improves after that.
 func WithEpochs(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("train: epochs %d must be >= 1", n)
 		}
 		c.epochs = n
+		c.epochsSet = true
 		return nil
 	}
 }
 
-// WithBatchSize sets the MLP mini-batch size. Default 256.
+// WithBatchSize sets the MLP mini-batch size in rows. Default 256. For the
+// sequence families it is the number of sequence chunks (see
+// WithChunkLength) per mini-batch, default 32, i.e. up to 32×32 rows.
 func WithBatchSize(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("train: batch size %d must be >= 1", n)
 		}
 		c.batch = n
+		c.batchSet = true
 		return nil
 	}
 }
 
-// WithLearningRate sets Adam's step size for the MLP. Default 1e-3.
+// WithLearningRate sets Adam's step size for the MLP. Default 1e-3; 3e-3
+// for the sequence families (larger mini-batches, fewer epochs).
 func WithLearningRate(lr float64) Option {
 	return func(c *config) error {
 		if !(lr > 0 && lr < 1) {
 			return fmt.Errorf("train: learning rate %v outside (0, 1)", lr)
 		}
 		c.lr = lr
+		c.lrSet = true
 		return nil
 	}
 }
 
 // WithPatience sets how many epochs without a better validation loss end
-// MLP training (the best epoch's weights are kept). Default 4.
+// MLP and sequence training (the best epoch's weights are kept). Default 4;
+// 2 for the sequence families.
 func WithPatience(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("train: patience %d must be >= 1", n)
 		}
 		c.patience = n
+		c.patienceSet = true
 		return nil
 	}
 }
@@ -198,6 +235,79 @@ func WithMetadata(md map[string]any) Option {
 		for k, v := range md {
 			c.metadata[k] = v
 		}
+		return nil
+	}
+}
+
+// WithChunkLength sets the rows per sequence chunk of the sequence
+// families, default 32: a card's history is cut into chunks of this many
+// consecutive events, and a mini-batch is WithBatchSize chunks of different
+// cards. For GRU and LSTM it is the truncated-BPTT length: the state is
+// carried from one chunk to the next of the same card (so every row sees
+// its whole history, as in the stream) but gradients stop at chunk borders,
+// so dependencies longer than a chunk are learned only through the forward
+// state. For CNN it only groups windows (the gradient is exact).
+func WithChunkLength(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 4096 {
+			return fmt.Errorf("train: chunk length %d outside [1, 4096]", n)
+		}
+		c.chunk = n
+		return nil
+	}
+}
+
+// WithWindow sets the CNN's window, the card's last transactions seen (the
+// current one included). Default 8; at most models.MaxWindow. The runtime
+// keeps Window-1 standardised rows per card, so memory grows with it.
+func WithWindow(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > models.MaxWindow {
+			return fmt.Errorf("train: window %d outside [1, %d]", n, models.MaxWindow)
+		}
+		c.window = n
+		return nil
+	}
+}
+
+// WithKernel sets the CNN's kernel length in time (taps). Default 3; must
+// not exceed the window.
+func WithKernel(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > models.MaxWindow {
+			return fmt.Errorf("train: kernel %d outside [1, %d]", n, models.MaxWindow)
+		}
+		c.kernel = n
+		return nil
+	}
+}
+
+// WithChannels sets the CNN's output channels (ReLU). Default 16.
+func WithChannels(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 1<<12 {
+			return fmt.Errorf("train: channels %d outside [1, %d]", n, 1<<12)
+		}
+		c.channels = n
+		return nil
+	}
+}
+
+// WithPool sets the CNN's pooling over time: kind models.PoolMax (default)
+// or models.PoolAvg, window size in conv positions (default 1: no pooling,
+// the head reads channels × (window−kernel+1) values; 0 = all positions:
+// global pooling, one value per channel) and stride (default 1). The trap:
+// global pooling forgets which position (the current transaction or an
+// older one) produced a value, which costs much accuracy on fraud data.
+func WithPool(kind string, size, stride int) Option {
+	return func(c *config) error {
+		if kind != models.PoolMax && kind != models.PoolAvg {
+			return fmt.Errorf("train: pool %q: want %q or %q", kind, models.PoolMax, models.PoolAvg)
+		}
+		if size < 0 || stride < 1 {
+			return fmt.Errorf("train: pool size %d / stride %d: want size >= 0 (0 = global), stride >= 1", size, stride)
+		}
+		c.pool, c.poolSize, c.poolStride = kind, size, stride
 		return nil
 	}
 }
