@@ -9,15 +9,23 @@ import (
 )
 
 // The default windows. Card and terminal windows end at the event's time
-// and include the event; the two lagged terminal windows end 7 days before
-// it (delayed fraud feedback).
+// and include the event; the three lagged terminal windows end 7 days
+// before it (delayed fraud feedback). The terminal windows are in the order
+// the spec engine gives DefaultSpec's (windows with running sums first, each
+// group in order of first use), so that both keep the same running
+// aggregates: the first terminalSummed windows keep running sums (for the
+// means), the lagged ones only counts (their features need no sums).
 var (
 	windowSuffixes  = [...]string{"1h", "1d", "7d", "30d"}
 	cardWindows     = []window{{0, hourNs}, {0, dayNs}, {0, 7 * dayNs}, {0, 30 * dayNs}}
 	terminalWindows = []window{
 		{0, hourNs}, {0, dayNs}, {0, 7 * dayNs}, {0, 30 * dayNs},
-		{7 * dayNs, 7 * dayNs}, {7 * dayNs, 30 * dayNs},
+		{lagNs, 7 * dayNs}, {lagNs, 30 * dayNs}, {lagNs, dayNs},
 	}
+	// lagWindows are the indexes in terminalWindows of the lagged windows,
+	// in the order of the lagged block of the row (1d, 7d, 30d).
+	lagWindows  = [nLagged]int{6, 4, 5}
+	lagSuffixes = [nLagged]string{"1d_lag7d", "7d_lag7d", "30d_lag7d"}
 )
 
 const (
@@ -36,7 +44,13 @@ const (
 	offTerminal     = offCardVelocity + 1
 	terminalWidth   = 2*nWindows + 4
 	offCalendar     = offTerminal + terminalWidth
-	width           = offCalendar + 4
+	offLagged       = offCalendar + 4 // added after the calendar: names bind models, not positions
+	laggedWidth     = nLagged + 2
+	width           = offLagged + laggedWidth
+
+	lagNs          = 7 * dayNs // offset of the lagged terminal windows
+	nLagged        = 3         // lagged terminal windows
+	terminalSummed = nWindows  // terminal windows with running sums
 )
 
 // SinceFirstSeen is the value of card_secs_since_prev_log1p for a card's
@@ -68,6 +82,11 @@ var defaultNames = func() []string {
 	n[offCalendar+1] = "hour_cos"
 	n[offCalendar+2] = "is_weekend"
 	n[offCalendar+3] = "is_night"
+	for j, s := range lagSuffixes {
+		n[offLagged+j] = "terminal_tx_count_" + s
+	}
+	n[offLagged+nLagged+0] = "terminal_fraud_count_1d_lag7d"
+	n[offLagged+nLagged+1] = "terminal_fraud_rate_1d_lag7d"
 	return n
 }()
 
@@ -87,6 +106,7 @@ type Builder struct {
 	retain   int64
 	n        uint64       // events applied, paces Shared sweeps
 	late     uint64       // events not inserted into some state (too late)
+	lastLate bool         // the last event Update or Peek was given was late
 	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
 }
 
@@ -153,14 +173,26 @@ func (b *Builder) Cards() int {
 // read it from the Builder's goroutine.
 func (b *Builder) Late() uint64 { return b.late }
 
+// LastLate reports whether the event of the last Update or Peek call was
+// late: for Update, that it was scored but not inserted into at least one
+// of its states because it was more than the max lateness behind that
+// entity's newest event (the events Late counts); for Peek, that it is not
+// in one of its states and Update would now find it too late to insert
+// there (so Peek scored it on the "not inserted" path, as Update did for a
+// late event). It is false before the first call. Like Update, not safe for
+// concurrent use: read it from the Builder's goroutine, after the call and
+// before the next.
+func (b *Builder) LastLate() bool { return b.lastLate }
+
 // Update applies e to the card and terminal state and writes e's feature
 // row to row[:Width()]. Every value written is finite. It panics if
 // len(row) < Width().
 //
 // Window features are computed at e's own event time and include e. An
 // event more than the max lateness behind its card's (or terminal's) newest
-// event is scored against the retained state but not inserted (see Late). A negative or
-// non-finite Amount is treated as 0 (the Decoder never produces one).
+// event is scored against the retained state but not inserted (see Late and
+// LastLate). A negative or non-finite Amount is treated as 0 (the Decoder
+// never produces one).
 //
 // Update must be called once per event: for an event that may already have
 // been applied (a re-delivery), use Peek.
@@ -181,7 +213,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 	}
 	first := !c.s.has()
 	prevTS := c.s.maxTS
-	idx := c.s.add(t, amt, b.wins, b.lateness, b.retain)
+	idx := c.s.add(t, amt, b.wins, len(b.wins), b.lateness, b.retain)
 	inserted := idx >= 0
 	inOrder := first || t >= prevTS
 
@@ -222,9 +254,11 @@ func (b *Builder) Update(e *Event, row []float32) {
 		c.headSince, c.headChanged, c.headKmh = row[offCardSince], changed != 0, row[offCardVelocity]
 	}
 
-	if !b.shared.observe(e.TerminalID, t, amt, row[offTerminal:offTerminal+terminalWidth]) || !inserted {
+	late := !b.shared.observe(e.TerminalID, t, amt, row) || !inserted
+	if late {
 		b.late++
 	}
+	b.lastLate = late
 	if b.n++; b.n%sweepEvery == 0 {
 		b.shared.sweep(b.n/sweepEvery, b.cards.clock)
 	}
@@ -268,6 +302,8 @@ func (b *Builder) Update(e *Event, row []float32) {
 // are those Update would write if it applied e now (including country change
 // and velocity against the card's newest event when e is not older than it).
 // The row then equals Update's up to float64 rounding of the window sums.
+// LastLate then reports whether e was scored on that path because it is
+// more than the max lateness behind its card's or terminal's newest event.
 func (b *Builder) Peek(e *Event, row []float32) {
 	if b.sp != nil {
 		b.peekSpec(e, row)
@@ -312,7 +348,8 @@ func (b *Builder) Peek(e *Event, row []float32) {
 
 	ratioZ(a30, amt, row)
 
-	b.shared.peek(e.TerminalID, t, amt, row[offTerminal:offTerminal+terminalWidth])
+	termLate := b.shared.peek(e.TerminalID, t, amt, row)
+	b.lastLate = termLate || (!counted && c.s.tooLate(t, b.lateness))
 
 	calendar(e.TS, row)
 }

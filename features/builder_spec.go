@@ -11,9 +11,11 @@ import (
 
 // This file is the spec-driven engine (WithSpec): a compiled Spec, the
 // per-entity state it keeps, and the Update, Peek and ApplyLabel paths over
-// it. Its windowed state is xseries, a copy of series, and its feature
-// formulas are those of builder.go, so that DefaultSpec produces the
-// hand-written Builder's rows bit for bit (TestSpecDefaultMatchesBuilder).
+// it. Its windowed state is xseries (series, plus a tag per point for
+// distinct counts: the same code), its windows are ordered as the hand-written
+// Builder's (orderWindows), and its feature formulas are those of builder.go,
+// so that DefaultSpec produces the hand-written Builder's rows bit for bit
+// (TestSpecDefaultMatchesBuilder).
 
 // fieldID names a string field of Event.
 type fieldID uint8
@@ -105,6 +107,7 @@ type cent struct {
 	field  fieldID
 	local  bool // card_id: state owned by the Builder; else in the Shared
 	wins   []window
+	nSum   int       // wins[:nSum] keep running sums; the others only counts
 	tiled  []tileDef // tiled windows (features with tiles), distinct
 	span   int64     // longest offset+length, tiled windows included
 	pspan  int64     // longest offset+length of wins: the history its xseries keeps
@@ -222,6 +225,7 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 	}
 	for i := range cs.ents {
 		en := &cs.ents[i]
+		en.orderWindows(cs.feats)
 		en.pspan = maxSpan(en.wins)
 		en.span = en.pspan
 		for _, td := range en.tiled {
@@ -242,6 +246,49 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 		}
 	}
 	return cs, nil
+}
+
+// needsSums reports whether a feature of kind k reads its window's running
+// sums (else only the count, or a scan of the window's points).
+func (k featKind) needsSums() bool {
+	return k == kSum || k == kMean || k == kStd || k == kRatio || k == kZScore
+}
+
+// orderWindows puts the entity's windows whose running sums a feature reads
+// first and sets nSum: the other windows keep only counts (series). Each
+// group stays in order of first use, so the default spec's terminal windows
+// are the hand-written Builder's (terminalWindows). Its features' win
+// indexes follow.
+func (en *cent) orderWindows(feats []cfeat) {
+	summed := make([]bool, len(en.wins))
+	for _, fi := range en.feats {
+		if f := &feats[fi]; f.win >= 0 && f.kind.needsSums() {
+			summed[f.win] = true
+		}
+	}
+	order := make([]int, 0, len(en.wins)) // new position -> old index
+	for _, want := range []bool{true, false} {
+		for k, sum := range summed {
+			if sum == want {
+				order = append(order, k)
+			}
+		}
+		if want {
+			en.nSum = len(order)
+		}
+	}
+	wins := make([]window, len(en.wins))
+	moved := make([]int, len(en.wins)) // old index -> new position
+	for nk, k := range order {
+		wins[nk] = en.wins[k]
+		moved[k] = nk
+	}
+	en.wins = wins
+	for _, fi := range en.feats {
+		if f := &feats[fi]; f.win >= 0 {
+			f.win = moved[f.win]
+		}
+	}
 }
 
 // ptsRetain is the history the entity's xseries keeps behind its newest
@@ -280,14 +327,20 @@ func (st *entState) fraudIn(from, to int64) int64 {
 	return labelsUpTo(st.labels, to) - labelsUpTo(st.labels, from)
 }
 
+// labelsUpTo returns the number of labels with ts <= x (ls sorted by ts):
+// a binary search written out, so that it inlines (most terminals have no
+// labels, and the default features search three times per event).
 func labelsUpTo(ls []labelPoint, x int64) int64 {
-	i, _ := slices.BinarySearchFunc(ls, x, func(p labelPoint, x int64) int {
-		if p.ts <= x {
-			return -1
+	lo, hi := 0, len(ls)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if ls[m].ts <= x {
+			lo = m + 1
+		} else {
+			hi = m
 		}
-		return 1
-	})
-	return int64(i)
+	}
+	return int64(lo)
 }
 
 // evictLabels is terminalState.evictLabels.
@@ -419,7 +472,7 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 			continue
 		}
 		if id == "" && !en.field.required() {
-			b.peekEnt(en, nil, e, t, amt, row)
+			b.peekEnt(en, nil, e, t, amt, 0, row)
 			continue
 		}
 		st := b.shared.stripe(id)
@@ -440,6 +493,7 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 	if late {
 		b.late++
 	}
+	b.lastLate = late
 	if b.n++; b.n%sweepEvery == 0 {
 		b.shared.sweep(b.n/sweepEvery, sb.loc.clock)
 	}
@@ -477,7 +531,7 @@ func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float6
 	if en.hasOf {
 		tag = hashString(en.of.of(e))
 	}
-	idx := st.s.add(point{ts: t, amt: amt}, tag, en.wins, lateness, retain)
+	idx := st.s.add(point{ts: t, amt: amt}, tag, en.wins, en.nSum, lateness, retain)
 	inserted := idx >= 0
 	inOrder := first || t >= prevTS
 	if inserted {
@@ -553,30 +607,33 @@ func (b *Builder) peekSpec(e *Event, row []float32) {
 	row = row[:len(cs.feats)]
 	t := nanos(e.TS)
 	amt := amount(e)
+	late := false
 	for ei := range cs.ents {
 		en := &cs.ents[ei]
 		id := en.field.of(e)
 		if en.local {
 			st, _ := sb.loc.peek(id, t)
-			b.peekEnt(en, st, e, t, amt, row)
+			late = b.peekEnt(en, st, e, t, amt, b.lateness, row) || late
 			continue
 		}
 		if id == "" && !en.field.required() {
-			b.peekEnt(en, nil, e, t, amt, row)
+			b.peekEnt(en, nil, e, t, amt, 0, row)
 			continue
 		}
 		st := b.shared.stripe(id)
 		st.mu.Lock()
 		es, _ := st.spec[en.smap].peek(id, t)
-		b.peekEnt(en, es, e, t, amt, row)
+		late = b.peekEnt(en, es, e, t, amt, b.shared.lateness, row) || late
 		st.mu.Unlock()
 	}
+	b.lastLate = late
 	b.globalSpec(e, amt, row)
 }
 
 // peekEnt writes the entity's features of e without changing st (nil: an
-// entity with no state).
-func (b *Builder) peekEnt(en *cent, st *entState, e *Event, t int64, amt float64, row []float32) {
+// entity with no state). It reports whether e is not in st and is more than
+// lateness behind st's newest event (applyEnt would not insert it now).
+func (b *Builder) peekEnt(en *cent, st *entState, e *Event, t int64, amt float64, lateness int64, row []float32) (late bool) {
 	if st == nil {
 		b.sp.empty = entState{}
 		st = &b.sp.empty
@@ -607,6 +664,7 @@ func (b *Builder) peekEnt(en *cent, st *entState, e *Event, t int64, amt float64
 	}
 	b.evalEnt(en, st, e, t, amt, &hc, row)
 	b.sp.chg = hc.changed[:0]
+	return !hc.counted && st.s.tooLate(t, lateness)
 }
 
 // isHead reports whether e is the entity's head (cardState.isHead): the

@@ -19,15 +19,16 @@
 // so an in-order event costs O(1) amortized per window. Windows are event-time
 // intervals (t-offset-length, t-offset] relative to each event's own time t:
 // the default ones are 1h, 1d, 7d and 30d ending at t (and including the
-// event), and for terminals 7d and 30d ending 7 days before t. Aggregates are
+// event), and for terminals 1d, 7d and 30d ending 7 days before t. Aggregates are
 // exact (they equal a recomputation from scratch, up to float64 rounding):
 // there are no sketches or approximations. An out-of-order event up to
 // WithMaxLateness (default 1h) behind its entity's newest event is inserted
 // at its event time and its own windows are answered by a short scan; a
 // later one is scored against the retained state and not inserted, so it
-// cannot corrupt the state; Builder.Late counts such events. Idle entities expire after WithTTL (default 35
-// days of event time), by rotating two generations of maps (Go maps never
-// shrink).
+// cannot corrupt the state; Builder.Late counts such events, and
+// Builder.LastLate tells whether the event just updated (or peeked) was one.
+// Idle entities expire after WithTTL (default 35 days of event time), by
+// rotating two generations of maps (Go maps never shrink).
 //
 // Card state is owned by one Builder (one per worker, which owns the
 // partitions, hence the cards, it is fed); terminal state, which every worker
@@ -114,6 +115,17 @@
 //	hour_sin, hour_cos                hour of day (UTC, fractional) on the unit circle
 //	is_weekend                        1 on Saturday and Sunday (UTC)
 //	is_night                          1 when the UTC hour is <= 6
+//	terminal_tx_count_1d_lag7d        terminal transactions in (t-8d, t-7d]
+//	terminal_tx_count_7d_lag7d        terminal transactions in (t-14d, t-7d]
+//	terminal_tx_count_30d_lag7d       terminal transactions in (t-37d, t-7d]
+//	terminal_fraud_count_1d_lag7d     fraud labels of the terminal with label TS in
+//	                                  (t-8d, t-7d]
+//	terminal_fraud_rate_1d_lag7d      that count / terminal_tx_count_1d_lag7d, capped at 1;
+//	                                  0 without transactions
+//
+// The last five were added after the calendar features: new features are
+// appended, and models bind their inputs by name, so existing positions and
+// names never change.
 //
 // Country change and geo velocity compare against the card's newest
 // transaction; for an out-of-order event they are 0 (and for Peek of an
@@ -140,5 +152,6 @@
 // The package exports no metrics: it does no I/O, and its callers (the
 // stream workers) count decoded events, dead letters by reason and feature
 // latency around it. Builder.Cards reports the card states held for a gauge,
-// and Builder.Late the events not inserted for lateness, for a counter.
+// Builder.Late the events not inserted for lateness, for a counter, and
+// Builder.LastLate whether the last event was one of them (for its record).
 package features

@@ -422,7 +422,7 @@ func TestPeekConcurrent(t *testing.T) {
 				evs[i].CardID = fmt.Sprint(w, evs[i].CardID)
 				b.Update(&evs[i], row)
 				b.Peek(&evs[i], peek)
-				if !slices.Equal(peek[:offTerminal], row[:offTerminal]) || !slices.Equal(peek[offCalendar:], row[offCalendar:]) {
+				if !slices.Equal(peek[:offTerminal], row[:offTerminal]) || !slices.Equal(peek[offCalendar:offLagged], row[offCalendar:offLagged]) {
 					t.Errorf("worker %d event %d: Peek card features differ:%s", w, i, diffRow(peek, row))
 					return
 				}
@@ -457,5 +457,62 @@ func BenchmarkBuilderPeek(b *testing.B) {
 	for b.Loop() {
 		bld.Peek(&evs[len(evs)-1-i%256], row)
 		i++
+	}
+}
+
+// TestLastLate: LastLate reports, per call, whether Update's event was not
+// inserted into its card or its terminal (the events Late counts) and
+// whether Peek's event is not in its state and beyond the lateness, on the
+// hand-written Builder and on the spec engine.
+func TestLastLate(t *testing.T) {
+	for _, generic := range []bool{false, true} {
+		t.Run(fmt.Sprint("generic=", generic), func(t *testing.T) {
+			opts := []Option{WithMaxLateness(time.Hour), withSpec(DefaultSpec(), generic)}
+			b := NewBuilder(NewShared(opts...), opts...)
+			if (b.sp != nil) != generic {
+				t.Fatal("wrong engine")
+			}
+			if b.LastLate() {
+				t.Error("LastLate before any call")
+			}
+			row := make([]float32, b.Width())
+			ev := func(card, term string, at time.Duration, amt float64) *Event {
+				return &Event{TxID: "t", CardID: card, TerminalID: term, TS: t0.Add(at), Amount: amt}
+			}
+			steps := []struct {
+				name string
+				peek bool
+				e    *Event
+				want bool
+				late uint64 // Late() after the step
+			}{
+				{"first", false, ev("c", "m", 10*time.Hour, 1), false, 0},
+				{"within lateness", false, ev("c", "m", 9*time.Hour+30*time.Minute, 2), false, 0},
+				{"late for card and terminal", false, ev("c", "m", 8*time.Hour, 3), true, 1},
+				{"late for terminal only", false, ev("c2", "m", 8*time.Hour, 4), true, 2},
+				{"late for card only", false, ev("c", "m2", 8*time.Hour, 5), true, 3},
+				{"new card and terminal", false, ev("c3", "m3", 0, 6), false, 3},
+				{"in order after late", false, ev("c", "m", 11*time.Hour, 7), false, 3},
+				{"peek applied", true, ev("c", "m", 9*time.Hour+30*time.Minute, 2), false, 3},
+				{"peek late event", true, ev("c", "m", 8*time.Hour, 3), true, 3},
+				{"peek late for terminal only", true, ev("c3", "m", 0, 6), true, 3},
+				{"peek new, within lateness", true, ev("c", "m", 10*time.Hour+30*time.Minute, 8), false, 3},
+				{"peek new entities", true, ev("c9", "m9", 0, 9), false, 3},
+				{"update after peek", false, ev("c", "m", 12*time.Hour, 10), false, 3},
+			}
+			for _, st := range steps {
+				if st.peek {
+					b.Peek(st.e, row)
+				} else {
+					b.Update(st.e, row)
+				}
+				if got := b.LastLate(); got != st.want {
+					t.Errorf("%s: LastLate = %v, want %v", st.name, got, st.want)
+				}
+				if got := b.Late(); got != st.late {
+					t.Errorf("%s: Late = %d, want %d", st.name, got, st.late)
+				}
+			}
+		})
 	}
 }

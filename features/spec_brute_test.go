@@ -93,211 +93,255 @@ func TestSpecMatchesBruteForce(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 99))
 			spec := randomSpec(rng)
 			lateness := []time.Duration{0, time.Hour, 3 * time.Hour}[rng.IntN(3)]
-			b := NewBuilder(nil, WithSpec(spec), WithMaxLateness(lateness), WithTTL(10000*24*time.Hour))
-			cs := b.sp.cs
-			row := make([]float32, b.Width())
-			evs := bruteStream(rng, n)
-			ref := map[string]*bruteEnt{}
-			get := func(field, id string) *bruteEnt {
-				k := field + "\x00" + id
-				if ref[k] == nil {
-					ref[k] = &bruteEnt{labels: map[string]int64{}}
-				}
-				return ref[k]
-			}
-			retainOf := func(field string) int64 {
-				return cs.ents[slices.IndexFunc(cs.ents, func(c cent) bool { return stringFields[c.field] == field })].span + int64(lateness)
-			}
-			checked := 0
-			for i := range evs {
-				e := &evs[i]
-				te := nanos(e.TS)
-				if rng.Float64() < 0.3 { // a fraud label (or a correction) about an earlier tx, known around now
-					j := rng.IntN(i + 1)
-					l := Label{TxID: evs[j].TxID, CardID: evs[j].CardID, TerminalID: evs[j].TerminalID,
-						TS: e.TS.Add(time.Duration(rng.Int64N(int64(4*time.Hour))) - 2*time.Hour), Fraud: rng.Float64() < 0.85}
-					b.shared.ApplyLabel(&l)
-					for _, en := range cs.ents {
-						if !en.labels {
-							continue
-						}
-						field := stringFields[en.field]
-						id := l.TerminalID
-						if field == "card_id" {
-							id = l.CardID
-						}
-						r := get(field, id)
-						lt := nanos(l.TS)
-						_, had := r.labels[l.TxID]
-						switch {
-						case !l.Fraud:
-							delete(r.labels, l.TxID)
-						case !had:
-							r.labels[l.TxID] = lt
-							r.seen = max(r.seen, lt)
-							if !en.local && len(r.pts) == 0 && !r.init {
-								r.seen = lt
-							}
-							for tx, ts := range r.labels { // eviction
-								if ts <= r.seen-retainOf(field) {
-									delete(r.labels, tx)
-								}
-							}
-						}
-					}
-				}
-				b.Update(e, row)
-				for _, en := range cs.ents {
-					field := stringFields[en.field]
-					id := en.field.of(e)
-					retain := retainOf(field)
-					r := &bruteEnt{}
-					stored := id != "" || en.field.required()
-					if stored {
-						r = get(field, id)
-					}
-					inserted := false
-					if stored && (!r.init || te >= r.maxTS-int64(lateness)) {
-						inserted = true
-						r.pts = append(r.pts, bpoint{te, amount(e), en.field.of(e), i})
-						if en.hasOf {
-							r.pts[len(r.pts)-1].of = en.of.of(e)
-						}
-						if !r.init || te > r.maxTS {
-							r.maxTS, r.init = te, true
-						}
-					}
-					if stored && !en.local {
-						r.seen = max(r.seen, te)
-						for tx, ts := range r.labels {
-							if ts <= r.seen-retain {
-								delete(r.labels, tx)
-							}
-						}
-					}
-					for _, fi := range en.feats {
-						f := &cs.feats[fi]
-						lo, hi := te-f.w.offset-f.w.length, te-f.w.offset
-						var win []bpoint
-						for _, p := range r.pts {
-							if p.ts > lo && p.ts <= hi && p.ts > r.maxTS-retain {
-								win = append(win, p)
-							}
-						}
-						cur := !inserted && f.w.offset == 0
-						all := slices.Clone(win)
-						if cur {
-							all = append(all, bpoint{te, amount(e), "", i})
-							if en.hasOf {
-								all[len(all)-1].of = en.of.of(e)
-							}
-						}
-						var a agg
-						for _, p := range all {
-							a.add(p.amt)
-						}
-						name := cs.names[fi]
-						got := row[fi]
-						exact := func(want float64) {
-							if got != f32(want) {
-								t.Fatalf("event %d (%s %q, %d points in window): %s = %v, want %v", i, field, id, len(all), name, got, want)
-							}
-						}
-						approx := func(want float64) {
-							if !near(got, want) && math.Abs(float64(got)-want) > 1e-3 {
-								t.Fatalf("event %d: %s = %v, want %v", i, name, got, want)
-							}
-						}
-						switch f.kind {
-						case kCount:
-							exact(float64(a.n))
-						case kSum:
-							approx(a.sum)
-						case kMean:
-							approx(a.mean())
-						case kStd:
-							var v float64
-							for _, p := range all {
-								v += (p.amt - a.mean()) * (p.amt - a.mean())
-							}
-							if a.n > 0 {
-								v = math.Sqrt(v / float64(a.n))
-							}
-							approx(v)
-						case kMin, kMax:
-							var m float64
-							for k, p := range all {
-								if k == 0 || (f.kind == kMin && p.amt < m) || (f.kind == kMax && p.amt > m) {
-									m = p.amt
-								}
-							}
-							exact(m)
-						case kLast:
-							var last *bpoint
-							for k := range win {
-								if p := &win[k]; p.ev != i && (last == nil || p.ts >= last.ts) {
-									last = p
-								}
-							}
-							want := 0.0
-							if last != nil {
-								want = last.amt
-							}
-							exact(want)
-						case kDistinct:
-							d := map[string]bool{}
-							for _, p := range all {
-								d[p.of] = true
-							}
-							exact(float64(len(d)))
-						case kRatio, kZScore:
-							var o agg // the other events
-							for _, p := range all {
-								if !(p.ev == i) {
-									o.add(p.amt)
-								}
-							}
-							amt := amount(e)
-							ratio, z := 1.0, 0.0
-							if o.n >= 1 {
-								ratio = amt / max(o.mean(), minStd)
-							}
-							if o.n >= 2 {
-								var v float64
-								for _, p := range all {
-									if p.ev != i {
-										v += (p.amt - o.mean()) * (p.amt - o.mean())
-									}
-								}
-								z = (amt - o.mean()) / max(math.Sqrt(v/float64(o.n)), minStd)
-							}
-							if f.kind == kRatio {
-								approx(ratio)
-							} else if o.n < 2 || math.Sqrt(o.sq/float64(o.n)-o.mean()*o.mean()) > 1 {
-								approx(z) // (skip near-constant histories: the floor amplifies rounding)
-							}
-						case kFraudCount, kFraudRate:
-							fraud := 0
-							for _, ts := range r.labels {
-								if ts > lo && ts <= hi {
-									fraud++
-								}
-							}
-							if f.kind == kFraudCount {
-								exact(float64(fraud))
-							} else {
-								rate := 0.0
-								if a.n > 0 {
-									rate = min(float64(fraud)/float64(a.n), 1)
-								}
-								approx(rate)
-							}
-						}
-						checked++
-					}
-				}
-			}
-			t.Logf("%d features, lateness %v: %d values checked", len(spec.Features), lateness, checked)
+			bruteCheck(t, rng, spec, lateness, n, false)
 		})
 	}
+}
+
+// TestDefaultSpecMatchesBruteForce is TestSpecMatchesBruteForce for the
+// default spec's windowed and fraud features, on the hand-written Builder
+// and on the spec engine: among them the lagged terminal transaction counts
+// and fraud counts and rates over (t-7d-w, t-7d].
+func TestDefaultSpecMatchesBruteForce(t *testing.T) {
+	n := 3000
+	if raceEnabled {
+		n = 1000
+	}
+	for _, generic := range []bool{false, true} {
+		for seed := range uint64(3) {
+			t.Run(fmt.Sprintf("generic=%v/seed%d", generic, seed), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(seed, 98))
+				lateness := []time.Duration{0, time.Hour, 3 * time.Hour}[seed]
+				lagged, fraud := bruteCheck(t, rng, DefaultSpec(), lateness, n, generic)
+				if lagged == 0 || fraud == 0 {
+					t.Fatalf("lagged windows with events: %d values, fraud labels: %d values", lagged, fraud)
+				}
+			})
+		}
+	}
+}
+
+// bruteCheck runs a Builder computing spec (forced onto the spec engine
+// when generic is set; DefaultSpec otherwise runs on the hand-written
+// Builder) over a random stream with labels, and checks every windowed and
+// fraud feature of every row against a recomputation from the raw events.
+// It returns how many values of offset windows holding events, and of fraud
+// features with labels in their window, it checked.
+func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration, n int, generic bool) (lagged, fraudSeen int) {
+	t.Helper()
+	b := NewBuilder(nil, withSpec(spec, generic), WithMaxLateness(lateness), WithTTL(10000*24*time.Hour))
+	cs := defaultCompiled()
+	if b.sp != nil {
+		cs = b.sp.cs
+	}
+	row := make([]float32, b.Width())
+	evs := bruteStream(rng, n)
+	ref := map[string]*bruteEnt{}
+	get := func(field, id string) *bruteEnt {
+		k := field + "\x00" + id
+		if ref[k] == nil {
+			ref[k] = &bruteEnt{labels: map[string]int64{}}
+		}
+		return ref[k]
+	}
+	retainOf := func(field string) int64 {
+		return cs.ents[slices.IndexFunc(cs.ents, func(c cent) bool { return stringFields[c.field] == field })].span + int64(lateness)
+	}
+	checked := 0
+	for i := range evs {
+		e := &evs[i]
+		te := nanos(e.TS)
+		if rng.Float64() < 0.3 { // a fraud label (or a correction) about an earlier tx, known around now
+			j := rng.IntN(i + 1)
+			l := Label{TxID: evs[j].TxID, CardID: evs[j].CardID, TerminalID: evs[j].TerminalID,
+				TS: e.TS.Add(time.Duration(rng.Int64N(int64(4*time.Hour))) - 2*time.Hour), Fraud: rng.Float64() < 0.85}
+			b.shared.ApplyLabel(&l)
+			for _, en := range cs.ents {
+				if !en.labels {
+					continue
+				}
+				field := stringFields[en.field]
+				id := l.TerminalID
+				if field == "card_id" {
+					id = l.CardID
+				}
+				r := get(field, id)
+				lt := nanos(l.TS)
+				_, had := r.labels[l.TxID]
+				switch {
+				case !l.Fraud:
+					delete(r.labels, l.TxID)
+				case !had:
+					r.labels[l.TxID] = lt
+					r.seen = max(r.seen, lt)
+					if !en.local && len(r.pts) == 0 && !r.init {
+						r.seen = lt
+					}
+					for tx, ts := range r.labels { // eviction
+						if ts <= r.seen-retainOf(field) {
+							delete(r.labels, tx)
+						}
+					}
+				}
+			}
+		}
+		b.Update(e, row)
+		for _, en := range cs.ents {
+			field := stringFields[en.field]
+			id := en.field.of(e)
+			retain := retainOf(field)
+			r := &bruteEnt{}
+			stored := id != "" || en.field.required()
+			if stored {
+				r = get(field, id)
+			}
+			inserted := false
+			if stored && (!r.init || te >= r.maxTS-int64(lateness)) {
+				inserted = true
+				r.pts = append(r.pts, bpoint{te, amount(e), en.field.of(e), i})
+				if en.hasOf {
+					r.pts[len(r.pts)-1].of = en.of.of(e)
+				}
+				if !r.init || te > r.maxTS {
+					r.maxTS, r.init = te, true
+				}
+			}
+			if stored && !en.local {
+				r.seen = max(r.seen, te)
+				for tx, ts := range r.labels {
+					if ts <= r.seen-retain {
+						delete(r.labels, tx)
+					}
+				}
+			}
+			for _, fi := range en.feats {
+				f := &cs.feats[fi]
+				lo, hi := te-f.w.offset-f.w.length, te-f.w.offset
+				var win []bpoint
+				for _, p := range r.pts {
+					if p.ts > lo && p.ts <= hi && p.ts > r.maxTS-retain {
+						win = append(win, p)
+					}
+				}
+				cur := !inserted && f.w.offset == 0
+				if f.w.offset > 0 && len(win) > 0 {
+					lagged++
+				}
+				all := slices.Clone(win)
+				if cur {
+					all = append(all, bpoint{te, amount(e), "", i})
+					if en.hasOf {
+						all[len(all)-1].of = en.of.of(e)
+					}
+				}
+				var a agg
+				for _, p := range all {
+					a.add(p.amt)
+				}
+				name := cs.names[fi]
+				got := row[fi]
+				exact := func(want float64) {
+					if got != f32(want) {
+						t.Fatalf("event %d (%s %q, %d points in window): %s = %v, want %v", i, field, id, len(all), name, got, want)
+					}
+				}
+				approx := func(want float64) {
+					if !near(got, want) && math.Abs(float64(got)-want) > 1e-3 {
+						t.Fatalf("event %d: %s = %v, want %v", i, name, got, want)
+					}
+				}
+				switch f.kind {
+				case kCount:
+					exact(float64(a.n))
+				case kSum:
+					approx(a.sum)
+				case kMean:
+					approx(a.mean())
+				case kStd:
+					var v float64
+					for _, p := range all {
+						v += (p.amt - a.mean()) * (p.amt - a.mean())
+					}
+					if a.n > 0 {
+						v = math.Sqrt(v / float64(a.n))
+					}
+					approx(v)
+				case kMin, kMax:
+					var m float64
+					for k, p := range all {
+						if k == 0 || (f.kind == kMin && p.amt < m) || (f.kind == kMax && p.amt > m) {
+							m = p.amt
+						}
+					}
+					exact(m)
+				case kLast:
+					var last *bpoint
+					for k := range win {
+						if p := &win[k]; p.ev != i && (last == nil || p.ts >= last.ts) {
+							last = p
+						}
+					}
+					want := 0.0
+					if last != nil {
+						want = last.amt
+					}
+					exact(want)
+				case kDistinct:
+					d := map[string]bool{}
+					for _, p := range all {
+						d[p.of] = true
+					}
+					exact(float64(len(d)))
+				case kRatio, kZScore:
+					var o agg // the other events
+					for _, p := range all {
+						if !(p.ev == i) {
+							o.add(p.amt)
+						}
+					}
+					amt := amount(e)
+					ratio, z := 1.0, 0.0
+					if o.n >= 1 {
+						ratio = amt / max(o.mean(), minStd)
+					}
+					if o.n >= 2 {
+						var v float64
+						for _, p := range all {
+							if p.ev != i {
+								v += (p.amt - o.mean()) * (p.amt - o.mean())
+							}
+						}
+						z = (amt - o.mean()) / max(math.Sqrt(v/float64(o.n)), minStd)
+					}
+					if f.kind == kRatio {
+						approx(ratio)
+					} else if o.n < 2 || math.Sqrt(o.sq/float64(o.n)-o.mean()*o.mean()) > 1 {
+						approx(z) // (skip near-constant histories: the floor amplifies rounding)
+					}
+				case kFraudCount, kFraudRate:
+					fraud := 0
+					for _, ts := range r.labels {
+						if ts > lo && ts <= hi {
+							fraud++
+						}
+					}
+					if fraud > 0 {
+						fraudSeen++
+					}
+					if f.kind == kFraudCount {
+						exact(float64(fraud))
+					} else {
+						rate := 0.0
+						if a.n > 0 {
+							rate = min(float64(fraud)/float64(a.n), 1)
+						}
+						approx(rate)
+					}
+				}
+				checked++
+			}
+		}
+	}
+	t.Logf("%d features, lateness %v: %d values checked", len(spec.Features), lateness, checked)
+	return lagged, fraudSeen
 }

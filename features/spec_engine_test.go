@@ -46,7 +46,7 @@ func TestSpecDefaultMatchesBuilder(t *testing.T) {
 				}
 				ra, rb := make([]float32, ba.Width()), make([]float32, bb.Width())
 				pa, pb := make([]float32, ba.Width()), make([]float32, bb.Width())
-				fraud, changed, kmh := 0, 0, 0
+				fraud, changed, kmh, lagged, late, peekLate := 0, 0, 0, 0, 0, 0
 				for i := range evs {
 					e := &evs[i]
 					if rng.Float64() < 0.3 { // a label about an earlier tx
@@ -60,9 +60,17 @@ func TestSpecDefaultMatchesBuilder(t *testing.T) {
 							sb.ApplyLabel(&l)
 						}
 					}
+					lateBefore := ba.Late()
 					ba.Update(e, ra)
 					bb.Update(e, rb)
-					fraud += int(ra[col("terminal_fraud_count_30d_lag7d")])
+					if ba.LastLate() != bb.LastLate() || ba.LastLate() != (ba.Late() > lateBefore) {
+						t.Fatalf("event %d: LastLate %v, spec %v, Late %d -> %d", i, ba.LastLate(), bb.LastLate(), lateBefore, ba.Late())
+					}
+					if ba.LastLate() {
+						late++
+					}
+					fraud += int(ra[col("terminal_fraud_count_30d_lag7d")]) + int(ra[col("terminal_fraud_count_1d_lag7d")])
+					lagged += int(ra[col("terminal_tx_count_1d_lag7d")])
 					changed += int(ra[col("card_country_changed")])
 					if ra[col("card_geo_velocity_kmh")] > 0 {
 						kmh++
@@ -76,9 +84,15 @@ func TestSpecDefaultMatchesBuilder(t *testing.T) {
 					if d := bitDiff(pa, pb); d != "" {
 						t.Fatalf("event %d: Peek of %+v differs: %s", i, *k, d)
 					}
+					if ba.LastLate() != bb.LastLate() {
+						t.Fatalf("event %d: Peek of %+v: LastLate %v, spec %v", i, *k, ba.LastLate(), bb.LastLate())
+					}
+					if ba.LastLate() {
+						peekLate++
+					}
 				}
-				if fraud == 0 || changed == 0 || kmh == 0 {
-					t.Fatalf("stream did not exercise labels, country or geo: %d %d %d", fraud, changed, kmh)
+				if fraud == 0 || changed == 0 || kmh == 0 || lagged == 0 || (late == 0 || peekLate == 0) && tc.name != "long lateness" {
+					t.Fatalf("stream did not exercise labels, country, geo, lagged windows or lateness: %d %d %d %d %d %d", fraud, changed, kmh, lagged, late, peekLate)
 				}
 				if ba.Cards() != bb.Cards() {
 					t.Errorf("Cards %d, spec %d", ba.Cards(), bb.Cards())
@@ -146,5 +160,22 @@ func TestReplayWithDefaultSpec(t *testing.T) {
 	}
 	if fraud == 0 {
 		t.Error("no fraud feature exercised")
+	}
+}
+
+// TestDefaultSpecWindows: the spec engine keeps the default spec's windows
+// in the hand-written Builder's order, with running sums for the same ones
+// (else their running sums, recomputed at different times, would differ in
+// the last bits).
+func TestDefaultSpecWindows(t *testing.T) {
+	cs := defaultCompiled()
+	for _, en := range cs.ents {
+		want, wantSum := cardWindows, len(cardWindows)
+		if en.field == sfTerminal {
+			want, wantSum = terminalWindows, terminalSummed
+		}
+		if !slices.Equal(en.wins, want) || en.nSum != wantSum {
+			t.Errorf("%s: windows %v (%d summed), want %v (%d summed)", stringFields[en.field], en.wins, en.nSum, want, wantSum)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -283,11 +284,12 @@ features:
 func TestWithSpecDispatch(t *testing.T) {
 	reordered := DefaultSpec()
 	reordered.Features[0], reordered.Features[1] = reordered.Features[1], reordered.Features[0]
+	isNight := slices.IndexFunc(DefaultSpec().Features, func(f FeatureSpec) bool { return f.Name == "is_night" })
 	night5 := DefaultSpec()
 	h := 5
-	night5.Features[len(night5.Features)-1].NightHour = &h
+	night5.Features[isNight].NightHour = &h
 	implicit := DefaultSpec()
-	implicit.Features[len(implicit.Features)-1].NightHour = nil
+	implicit.Features[isNight].NightHour = nil
 	tests := []struct {
 		name        string
 		opts        []Option

@@ -29,20 +29,6 @@ type terminalState struct {
 
 func (t *terminalState) lastSeen() int64 { return t.seen }
 
-// fraudIn counts the labels with ts in (from, to].
-func (t *terminalState) fraudIn(from, to int64) int64 {
-	up := func(x int64) int {
-		i, _ := slices.BinarySearchFunc(t.labels, x, func(p labelPoint, x int64) int {
-			if p.ts <= x {
-				return -1
-			}
-			return 1
-		})
-		return i
-	}
-	return int64(up(to) - up(from))
-}
-
 // evictLabels drops labels at or before seen-retain.
 func (t *terminalState) evictLabels(retain int64) {
 	horizon := t.seen - retain
@@ -199,9 +185,10 @@ func (s *Shared) ApplyLabel(l *Label) {
 }
 
 // observe applies a transaction to its terminal and writes the terminal
-// features (terminalWidth values) to out. It reports whether the transaction
-// was inserted (false: beyond the max lateness).
-func (s *Shared) observe(id string, t int64, amt float64, out []float32) bool {
+// features to row (a full default row: the terminal block and the lagged
+// block). It reports whether the transaction was inserted (false: beyond
+// the max lateness).
+func (s *Shared) observe(id string, t int64, amt float64, row []float32) bool {
 	st := s.stripe(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -212,8 +199,8 @@ func (s *Shared) observe(id string, t int64, amt float64, out []float32) bool {
 		st.m.put(id, ts)
 	}
 	ts.seen = max(ts.seen, t)
-	inserted := ts.s.add(t, amt, s.wins, s.lateness, s.retain) >= 0
-	s.features(ts, t, amt, inserted, out)
+	inserted := ts.s.add(t, amt, s.wins, terminalSummed, s.lateness, s.retain) >= 0
+	s.features(ts, t, amt, inserted, row)
 	ts.evictLabels(s.retain)
 	return inserted
 }
@@ -225,7 +212,9 @@ func (s *Shared) observe(id string, t int64, amt float64, out []float32) bool {
 // windows are read as they are; otherwise amt is added to them, as observe
 // does for a transaction it does not insert. The stripe's expiry clock is
 // not advanced: a state observe would find expired at t is treated as absent.
-func (s *Shared) peek(id string, t int64, amt float64, out []float32) {
+// It reports whether observe would now find the transaction too late to
+// insert (not in the series, and beyond the max lateness).
+func (s *Shared) peek(id string, t int64, amt float64, row []float32) (late bool) {
 	st := s.stripe(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -234,14 +223,21 @@ func (s *Shared) peek(id string, t int64, amt float64, out []float32) {
 		var empty terminalState // what observe would start from; not stored
 		ts = &empty
 	}
-	s.features(ts, t, amt, ts.s.find(t, amt) >= 0, out)
+	counted := ts.s.find(t, amt) >= 0
+	s.features(ts, t, amt, counted, row)
+	return !counted && ts.s.tooLate(t, s.lateness)
 }
 
-// features writes the terminal features (terminalWidth values) of a
-// transaction at t with amount amt to out; counted reports whether ts's
-// series already holds it (else amt is added to the offset-0 windows).
-// Read-only; the caller holds the stripe lock.
-func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool, out []float32) {
+// fraudCols are the row columns of the fraud count of each lagged window
+// (lagWindows order); its rate is the next column.
+var fraudCols = [nLagged]int{offLagged + nLagged, offTerminal + 2*nWindows, offTerminal + 2*nWindows + 2}
+
+// features writes the terminal features of a transaction at t with amount
+// amt to row (the terminal block and the lagged block); counted reports
+// whether ts's series already holds it (else amt is added to the offset-0
+// windows). Read-only; the caller holds the stripe lock.
+func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool, row []float32) {
+	out := row[offTerminal : offTerminal+terminalWidth]
 	for k := range nWindows {
 		var a agg
 		if ts.s.has() {
@@ -253,20 +249,24 @@ func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool,
 		out[k] = float32(a.n)
 		out[nWindows+k] = f32(a.mean())
 	}
-	for j := range 2 {
-		k := nWindows + j
+	// The lagged windows (t-7d-length, t-7d]: transactions from the same
+	// series, fraud labels by label time; all end at t-7d.
+	to := t - lagNs
+	upTo := labelsUpTo(ts.labels, to)
+	for j, k := range lagWindows {
 		w := s.wins[k]
 		var tx int64
 		if ts.s.has() {
 			tx = ts.s.at(k, w, t).n
 		}
-		fraud := ts.fraudIn(t-w.offset-w.length, t-w.offset)
+		fraud := upTo - labelsUpTo(ts.labels, to-w.length)
 		rate := 0.0
 		if tx > 0 {
 			rate = min(float64(fraud)/float64(tx), 1)
 		}
-		out[2*nWindows+2*j] = float32(fraud)
-		out[2*nWindows+2*j+1] = f32(rate)
+		row[offLagged+j] = float32(tx)
+		row[fraudCols[j]] = float32(fraud)
+		row[fraudCols[j]+1] = f32(rate)
 	}
 }
 

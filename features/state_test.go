@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -132,7 +133,7 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 			cards := map[string]*refEntity{}
 			terms := map[string]*refEntity{}
 			row := make([]float32, b.Width())
-			late, tooLate := 0, 0
+			late, tooLate, lagged := 0, 0, 0
 			for i := range evs {
 				e := &evs[i]
 				tn := e.TS.UnixNano()
@@ -174,8 +175,12 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 					check(t, i, row, "terminal_tx_count_"+sfx, float64(a.n))
 					check(t, i, row, "terminal_amount_mean_"+sfx, a.mean())
 				}
-				for k := nWindows; k < len(terminalWindows); k++ { // lagged tx counts
+				for j, k := range lagWindows { // lagged tx counts: the event is never in them
 					a := m.agg(terminalWindows[k], tn, termRetain)
+					if a.n > 0 {
+						lagged++
+					}
+					check(t, i, row, "terminal_tx_count_"+lagSuffixes[j], float64(a.n))
 					if got := b.shared.lagTxCount(e.TerminalID, k, tn); got != a.n {
 						t.Fatalf("event %d: lagged window %d tx count %d, want %d", i, k, got, a.n)
 					}
@@ -184,8 +189,8 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 					t.FailNow()
 				}
 			}
-			if late == 0 || tooLate == 0 {
-				t.Fatalf("stream exercised late=%d tooLate=%d", late, tooLate)
+			if late == 0 || tooLate == 0 || lagged == 0 {
+				t.Fatalf("stream exercised late=%d tooLate=%d lagged=%d", late, tooLate, lagged)
 			}
 			t.Logf("%d events, %d out of order, %d beyond lateness", n, late, tooLate)
 		})
@@ -294,6 +299,20 @@ func TestLabelsPointInTime(t *testing.T) {
 	label("t4", evt.Add(-10*day), true)                // duplicate delivery
 	label("t5", evt.Add(-20*day), true)                // inside 30d lag window only
 	label("t6", evt.Add(-9*day), false)                // genuine: ignored
+	// lag1d checks the 1-day lagged window (t-8d, t-7d] and the lagged
+	// transaction counts of the last score.
+	lag1d := func(when string, tx1, tx7, tx30, fraud1 float32) {
+		t.Helper()
+		rate1 := float32(0)
+		if tx1 > 0 {
+			rate1 = min(fraud1/tx1, 1)
+		}
+		got := []float32{row[col("terminal_tx_count_1d_lag7d")], row[col("terminal_tx_count_7d_lag7d")], row[col("terminal_tx_count_30d_lag7d")],
+			row[col("terminal_fraud_count_1d_lag7d")], row[col("terminal_fraud_rate_1d_lag7d")]}
+		if want := []float32{tx1, tx7, tx30, fraud1, rate1}; !slices.Equal(got, want) {
+			t.Errorf("%s: lagged tx counts 1d, 7d, 30d, 1d fraud count and rate %v, want %v", when, got, want)
+		}
+	}
 	c7, r7, c30, r30 := score(evt)
 	if c7 != 2 || c30 != 3 {
 		t.Errorf("fraud counts 7d=%v 30d=%v, want 2 and 3", c7, c30)
@@ -302,19 +321,26 @@ func TestLabelsPointInTime(t *testing.T) {
 	if !near(r7, 2.0/7) || !near(r30, 3.0/14) {
 		t.Errorf("fraud rates 7d=%v 30d=%v, want %v and %v", r7, r30, 2.0/7, 3.0/14)
 	}
+	lag1d("probe", 1, 7, 14, 1)         // (evt-8d, evt-7d]: day 13's tx, and t1 at its end
 	label("t4", evt.Add(-6*day), false) // correction withdraws t4
 	if c7, _, c30, _ := score(evt); c7 != 1 || c30 != 2 {
 		t.Errorf("after correction: fraud counts 7d=%v 30d=%v, want 1 and 2", c7, c30)
 	}
-	// A week later, t2 and t3 have become visible, t1 has left the 7d window.
+	lag1d("after correction", 1, 7, 14, 1)
 	// A week later t2 is in the 7d window, t1 has left it, t3 (after evt) not yet.
 	if c7, _, c30, _ := score(evt.Add(7 * day)); c7 != 1 || c30 != 3 {
 		t.Errorf("a week later: fraud counts 7d=%v 30d=%v, want 1 and 3", c7, c30)
 	}
+	// (day 19, day 20]: the two probes at day 20, no label; (day 13, day 20]:
+	// days 14..19 and the probes; (day -10, day 20]: days 0..19 and the probes.
+	lag1d("a week later", 2, 8, 22, 0)
 	// Eight days later t3 has become visible.
 	if c7, _, c30, _ := score(evt.Add(8 * day)); c7 != 1 || c30 != 4 {
 		t.Errorf("eight days later: fraud counts 7d=%v 30d=%v, want 1 and 4", c7, c30)
 	}
+	// (day 20, day 21]: t3 but no transaction (rate 0); (day 14, day 21]:
+	// days 15..19 and the probes; (day -9, day 21]: days 0..19 and the probes.
+	lag1d("eight days later", 0, 7, 22, 1)
 }
 
 func TestTTLExpiry(t *testing.T) {
@@ -424,7 +450,7 @@ func memPerCard(cards, events int) (total, terminal float64) {
 	runtime.KeepAlive(b)
 	b = nil
 	s := NewShared()
-	terminal = measure(func(e *Event) { s.observe(e.TerminalID, nanos(e.TS), e.Amount, row[offTerminal:]) })
+	terminal = measure(func(e *Event) { s.observe(e.TerminalID, nanos(e.TS), e.Amount, row) })
 	runtime.KeepAlive(s)
 	return total, terminal
 }
@@ -476,8 +502,11 @@ func benchUpdateOpts(b *testing.B, cards, terminals int, opts ...Option) {
 	bld := NewBuilder(NewShared(opts...), opts...)
 	row := make([]float32, bld.Width())
 	b.ReportAllocs()
+	runtime.LockOSThread() // for threadCPU
+	defer runtime.UnlockOSThread()
 	i := 0
 	start := time.Now()
+	cpu0, cpuOK := threadCPU()
 	for b.Loop() {
 		if i > 0 && i%n == 0 { // next lap: shift time forward
 			for j := range evs {
@@ -488,6 +517,11 @@ func benchUpdateOpts(b *testing.B, cards, terminals int, opts ...Option) {
 		i++
 	}
 	b.ReportMetric(float64(i)/time.Since(start).Seconds(), "events/s")
+	if cpu1, ok := threadCPU(); ok && cpuOK && cpu1 > cpu0 {
+		// per second of this thread's CPU time: steadier than events/s on a
+		// shared machine (GC work on other threads is not counted)
+		b.ReportMetric(float64(i)/(cpu1-cpu0).Seconds(), "events/cpu-s")
+	}
 }
 
 func TestInvalidOptionsPanic(t *testing.T) {

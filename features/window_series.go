@@ -54,6 +54,12 @@ func (w *winState) agg() agg { return agg{n: int64(w.end - w.start), sum: w.sum,
 // recomputation exceeds the number of live points (amortized O(1)), and reset
 // to zero whenever a window empties.
 //
+// Only the first summed windows of a series keep running sums: the others
+// (wins[summed:], windows whose features read only the count, such as the
+// lagged terminal windows of the fraud rates) keep their bounds, cost no
+// float work, and never make a recomputation come sooner. Their aggregates
+// have a meaningful n only.
+//
 // Not safe for concurrent use.
 type series struct {
 	pts   []point // live points are pts[off:], sorted by ts (stable)
@@ -94,6 +100,12 @@ func (s *series) find(ts int64, amt float64) int32 {
 	return -1
 }
 
+// tooLate reports whether add would refuse a point at ts: there are live
+// points, and ts is more than lateness behind the newest. Read-only.
+func (s *series) tooLate(ts, lateness int64) bool {
+	return int(s.off) < len(s.pts) && ts < s.maxTS-lateness
+}
+
 // sumRange adds the points [i, j) to a.
 func (s *series) sumRange(a *agg, i, j int32) {
 	for _, p := range s.pts[i:j] {
@@ -104,21 +116,31 @@ func (s *series) sumRange(a *agg, i, j int32) {
 // add inserts a point. Points more than lateness behind maxTS are not
 // inserted (add returns -1); otherwise add returns the absolute index the
 // point was inserted at (valid until the next call). retain is the history
-// kept behind maxTS: the longest window span plus lateness.
-func (s *series) add(ts int64, amt float64, wins []window, lateness, retain int64) int32 {
+// kept behind maxTS: the longest window span plus lateness. wins[:summed]
+// keep running sums, the others only their counts.
+func (s *series) add(ts int64, amt float64, wins []window, summed int, lateness, retain int64) int32 {
+	return s.addTagged(ts, amt, 0, nil, wins, summed, lateness, retain)
+}
+
+// addTagged is add; when tags is not nil, it keeps *tags parallel to pts
+// (same length, same absolute indexes), with tag at the new point's index.
+func (s *series) addTagged(ts int64, amt float64, tag uint64, tags *[]uint64, wins []window, summed int, lateness, retain int64) int32 {
 	if s.ws == nil {
 		s.ws = make([]winState, len(wins))
 		s.maxTS = ts
 	}
-	s.grow()
+	s.grow(tags)
 	if ts >= s.maxTS || len(s.pts) == int(s.off) {
 		s.pts = append(s.pts, point{ts, amt})
+		if tags != nil {
+			*tags = append(*tags, tag)
+		}
 		idx := int32(len(s.pts) - 1)
 		if ts > s.maxTS {
 			s.maxTS = ts
 		}
-		s.advance(wins)
-		return idx - s.evict(retain)
+		s.advance(wins, summed)
+		return idx - s.evict(retain, tags)
 	}
 	if ts < s.maxTS-lateness {
 		return -1
@@ -127,6 +149,12 @@ func (s *series) add(ts int64, amt float64, wins []window, lateness, retain int6
 	s.pts = append(s.pts, point{})
 	copy(s.pts[i+1:], s.pts[i:])
 	s.pts[i] = point{ts, amt}
+	if tags != nil {
+		t := append(*tags, 0)
+		copy(t[i+1:], t[i:])
+		t[i] = tag
+		*tags = t
+	}
 	for k, w := range wins {
 		st := &s.ws[k]
 		end := s.maxTS - w.offset
@@ -136,8 +164,10 @@ func (s *series) add(ts int64, amt float64, wins []window, lateness, retain int6
 			st.end++
 		case ts <= end: // inside
 			st.end++
-			st.sum += amt
-			st.sq += amt * amt
+			if k < summed {
+				st.sum += amt
+				st.sq += amt * amt
+			}
 		}
 	}
 	return i
@@ -146,24 +176,40 @@ func (s *series) add(ts int64, amt float64, wins []window, lateness, retain int6
 // grow makes room for one more point: by dropping the evicted prefix when it
 // is at least a quarter of the array, else by growing 1.5x from 4 rather
 // than append's 2x (most entities hold few points, and memory per card
-// matters more than the occasional extra copy).
-func (s *series) grow() {
+// matters more than the occasional extra copy). Tags (when not nil) follow.
+func (s *series) grow(tags *[]uint64) {
 	if len(s.pts) < cap(s.pts) {
 		return
 	}
 	if s.off > 0 && int(s.off) >= len(s.pts)/4 {
-		s.compact(false)
+		s.compact(false, tags)
 		return
 	}
 	pts := make([]point, len(s.pts), max(4, cap(s.pts)+cap(s.pts)/2))
 	copy(pts, s.pts)
 	s.pts = pts
+	if tags != nil {
+		t := make([]uint64, len(*tags), cap(pts))
+		copy(t, *tags)
+		*tags = t
+	}
 }
 
 // advance moves every window to the current maxTS.
-func (s *series) advance(wins []window) {
+func (s *series) advance(wins []window, summed int) {
 	n := int32(len(s.pts))
-	for k, w := range wins {
+	for k, w := range wins[summed:] { // count only
+		st := &s.ws[summed+k]
+		end := s.maxTS - w.offset
+		for st.end < n && s.pts[st.end].ts <= end {
+			st.end++
+		}
+		start := end - w.length
+		for st.start < st.end && s.pts[st.start].ts <= start {
+			st.start++
+		}
+	}
+	for k, w := range wins[:summed] {
 		st := &s.ws[k]
 		end := s.maxTS - w.offset
 		for st.end < n && s.pts[st.end].ts <= end {
@@ -191,13 +237,13 @@ func (s *series) advance(wins []window) {
 		}
 	}
 	if s.subs > 64 && s.subs > n-s.off {
-		s.resum()
+		s.resum(summed)
 	}
 }
 
-// resum recomputes every running aggregate exactly.
-func (s *series) resum() {
-	for k := range s.ws {
+// resum recomputes the running aggregates of the summed windows exactly.
+func (s *series) resum(summed int) {
+	for k := range s.ws[:summed] {
 		st := &s.ws[k]
 		var a agg
 		s.sumRange(&a, st.start, st.end)
@@ -208,8 +254,8 @@ func (s *series) resum() {
 
 // evict drops points at or before maxTS-retain, and compacts the deque once
 // the dropped prefix is as long as the live part; it returns how far
-// absolute indexes moved down.
-func (s *series) evict(retain int64) int32 {
+// absolute indexes moved down. Tags (when not nil) follow.
+func (s *series) evict(retain int64, tags *[]uint64) int32 {
 	horizon := s.maxTS - retain
 	for s.off < int32(len(s.pts)) && s.pts[s.off].ts <= horizon {
 		s.off++
@@ -217,21 +263,31 @@ func (s *series) evict(retain int64) int32 {
 	if s.off < 16 || s.off < int32(len(s.pts))-s.off {
 		return 0
 	}
-	return s.compact(true)
+	return s.compact(true, tags)
 }
 
 // compact moves the live points to the front (into a smaller array when
 // shrink is set and they fill under a quarter of it) and returns the shift.
-func (s *series) compact(shrink bool) int32 {
+// Tags (when not nil) follow.
+func (s *series) compact(shrink bool, tags *[]uint64) int32 {
 	shift := s.off
 	n := int32(len(s.pts)) - shift
 	if c := cap(s.pts); shrink && c > 32 && int(n) < c/4 {
 		pts := make([]point, n, max(2*int(n), 8))
 		copy(pts, s.pts[shift:])
 		s.pts = pts
+		if tags != nil {
+			t := make([]uint64, n, cap(pts))
+			copy(t, (*tags)[shift:])
+			*tags = t
+		}
 	} else {
 		copy(s.pts, s.pts[shift:])
 		s.pts = s.pts[:n]
+		if tags != nil {
+			copy(*tags, (*tags)[shift:])
+			*tags = (*tags)[:n]
+		}
 	}
 	s.off = 0
 	for k := range s.ws {
@@ -243,7 +299,8 @@ func (s *series) compact(shrink bool) int32 {
 
 // at returns the aggregate of window k relative to time t (t <= maxTS).
 // Points older than the retained history are not counted, so the result is
-// exact whenever t >= maxTS - lateness.
+// exact whenever t >= maxTS - lateness. For a window that keeps no running
+// sums only the count is meaningful.
 func (s *series) at(k int, w window, t int64) agg {
 	st := &s.ws[k]
 	if t == s.maxTS {

@@ -60,7 +60,8 @@ type batch struct {
 	ids    []byte       // record ids, back to back
 	acks   []commit.Ack // the batch's offsets, for the tracker
 	cards  []*cardSeq   // row -> its card's sequential-model state (when a model is sequential)
-	adv    []bool       // row -> the event was applied (not re-delivered): its step advances the state
+	adv    []bool       // row -> the event was applied (not re-delivered, not late): its step advances the state
+	late   []bool       // row -> the event was beyond the allowed lateness (scored, not applied)
 	states [][]float32  // scratch: row -> one model's state
 	idEnds []int        // end of each span's id in ids
 	spans  []span
@@ -147,6 +148,7 @@ func (b *batch) reset() {
 	clear(b.cards)
 	b.cards = b.cards[:0]
 	b.adv = b.adv[:0]
+	b.late = b.late[:0]
 	b.dead = b.dead[:0]
 	b.buf = b.buf[:0]
 	b.spans = b.spans[:0]
@@ -237,9 +239,13 @@ func (w *worker) add(b *batch, m kafka.Message) {
 		w.build.Update(ev, row)
 		w.applied[m.Partition] = m.Offset
 	}
+	late := w.build.LastLate()
+	b.late = append(b.late, late)
 	if w.seq.stateful() {
+		// A late event is not applied to the windows; it does not advance
+		// the sequential models' state either.
 		b.cards = append(b.cards, w.seq.card(ev.CardID, ev.TS.UnixNano()))
-		b.adv = append(b.adv, applied)
+		b.adv = append(b.adv, applied && !late)
 	}
 	b.rowMsg = append(b.rowMsg, i)
 }
@@ -324,6 +330,7 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 	rows := len(b.rowMsg)
 	wm := w.m
 	decision := wm.rc.fill(&b.events[r], b.x[:rows*w.width], r, b.scores, now, float64(now.Sub(m.Time).Microseconds())/1000)
+	wm.rc.rec.Late = b.late[r]
 	for j, d := range wm.rc.decisions {
 		if d == models.DecisionAlert {
 			wm.alerts[j].Inc()
