@@ -11,7 +11,9 @@
 // validation metrics in the file's "training" metadata.
 //
 //   - [Logistic]: L2-regularised logistic regression by Newton's method
-//     (IRLS), solved with gonum mat. Unweighted, so scores are calibrated.
+//     with a backtracking line search (gonum optimize; the Hessian built
+//     with gonum mat in blocks of rows). Unweighted, so scores are
+//     calibrated.
 //   - [Linear]: ridge regression via the normal equations (gonum mat). Used
 //     for the "risk" model, whose target is the loss of a transaction.
 //   - [MLP]: ReLU hidden layers and a sigmoid output, mini-batch Adam on a

@@ -11,11 +11,14 @@ import (
 
 // Metrics are a model's quality on a dataset. For probability models the
 // positives are rows with Y = 1; for value models they are rows with Y > 0
-// (a loss), so AUC measures how well the value ranks lossy transactions.
+// (a loss), so AUC and AP measure how well the value ranks lossy
+// transactions.
 type Metrics struct {
 	Rows      int     `json:"rows"`
 	Positives int     `json:"positives"`
 	AUC       float64 `json:"auc"`
+	// AP is the average precision (see AveragePrecision).
+	AP float64 `json:"ap"`
 	// At the model's alert threshold: precision and recall of the alerts,
 	// and the share of rows alerted. The same at the review threshold
 	// (review or alert).
@@ -36,7 +39,7 @@ type Metrics struct {
 // Map returns the metrics as a JSON-ready map for model metadata.
 func (m Metrics) Map() map[string]any {
 	out := map[string]any{
-		"rows": m.Rows, "positives": m.Positives, "auc": round(m.AUC),
+		"rows": m.Rows, "positives": m.Positives, "auc": round(m.AUC), "ap": round(m.AP),
 		"precision_at_alert": round(m.PrecisionAtAlert), "recall_at_alert": round(m.RecallAtAlert), "alert_rate": round(m.AlertRate),
 		"precision_at_review": round(m.PrecisionAtReview), "recall_at_review": round(m.RecallAtReview), "review_rate": round(m.ReviewRate),
 	}
@@ -131,6 +134,7 @@ func metrics(scores, y []float32, review, alert float64, prob bool) Metrics {
 		return mt
 	}
 	mt.AUC = AUC(scores, y, !prob)
+	mt.AP = AveragePrecision(scores, y, !prob)
 	mt.PrecisionAtAlert = ratio(tpA, tpA+fpA)
 	mt.RecallAtAlert = ratio(tpA, mt.Positives)
 	mt.AlertRate = float64(tpA+fpA) / n
@@ -186,6 +190,47 @@ func AUC(scores, y []float32, anyPositive bool) float64 {
 		return math.NaN()
 	}
 	return (rankSum - float64(npos)*float64(npos+1)/2) / (float64(npos) * float64(nneg))
+}
+
+// AveragePrecision returns Σ (R_n − R_{n−1}) · P_n over the distinct scores
+// from the highest down (R_0 = 0), where R_n and P_n are the recall and
+// precision of alerting at score >= the n-th: the area under the
+// precision-recall curve as scikit-learn's average_precision_score, with
+// equal scores taken as one threshold. Positives are the rows with y > 0.5,
+// or y > 0 if anyPositive. It returns NaN without positives.
+func AveragePrecision(scores, y []float32, anyPositive bool) float64 {
+	idx := make([]int, len(scores))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] > scores[idx[b]] })
+	npos := 0
+	for _, v := range y {
+		if (anyPositive && v > 0) || (!anyPositive && v > 0.5) {
+			npos++
+		}
+	}
+	if npos == 0 {
+		return math.NaN()
+	}
+	var ap float64
+	tp, fp, prevTP := 0, 0, 0
+	for i := 0; i < len(idx); {
+		j := i
+		for ; j < len(idx) && scores[idx[j]] == scores[idx[i]]; j++ {
+			if v := y[idx[j]]; (anyPositive && v > 0) || (!anyPositive && v > 0.5) {
+				tp++
+			} else {
+				fp++
+			}
+		}
+		if tp > prevTP {
+			ap += float64(tp-prevTP) / float64(npos) * float64(tp) / float64(tp+fp)
+			prevTP = tp
+		}
+		i = j
+	}
+	return ap
 }
 
 // probabilityThresholds picks the cut-offs from validation scores:
