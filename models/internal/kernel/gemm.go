@@ -99,7 +99,7 @@ func alignedFloats(n int) []float32 {
 }
 
 // Path returns the GEMM implementation chosen at start-up for this CPU and
-// build: "avx512" (AVX-512F), "avx2" (AVX2+FMA) or "generic" (pure Go: other
+// build: "avx512" (AVX-512F+DQ), "avx2" (AVX2+FMA) or "generic" (pure Go: other
 // CPUs, other architectures and the noasm build tag). It never changes after
 // init, so callers may log it once and export it as a metric.
 func Path() string { return path() }

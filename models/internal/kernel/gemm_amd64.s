@@ -4,215 +4,327 @@
 
 #include "textflag.h"
 
-DATA expc<>+0(SB)/4, $0x3fb8aa3b
-DATA expc<>+4(SB)/4, $0x3fb8aa3b
-DATA expc<>+8(SB)/4, $0x3fb8aa3b
-DATA expc<>+12(SB)/4, $0x3fb8aa3b
-DATA expc<>+16(SB)/4, $0x3fb8aa3b
-DATA expc<>+20(SB)/4, $0x3fb8aa3b
-DATA expc<>+24(SB)/4, $0x3fb8aa3b
-DATA expc<>+28(SB)/4, $0x3fb8aa3b
-DATA expc<>+32(SB)/4, $0x3fb8aa3b
-DATA expc<>+36(SB)/4, $0x3fb8aa3b
-DATA expc<>+40(SB)/4, $0x3fb8aa3b
-DATA expc<>+44(SB)/4, $0x3fb8aa3b
-DATA expc<>+48(SB)/4, $0x3fb8aa3b
-DATA expc<>+52(SB)/4, $0x3fb8aa3b
-DATA expc<>+56(SB)/4, $0x3fb8aa3b
-DATA expc<>+60(SB)/4, $0x3fb8aa3b
-DATA expc<>+64(SB)/4, $0x4b40007f
-DATA expc<>+68(SB)/4, $0x4b40007f
-DATA expc<>+72(SB)/4, $0x4b40007f
-DATA expc<>+76(SB)/4, $0x4b40007f
-DATA expc<>+80(SB)/4, $0x4b40007f
-DATA expc<>+84(SB)/4, $0x4b40007f
-DATA expc<>+88(SB)/4, $0x4b40007f
-DATA expc<>+92(SB)/4, $0x4b40007f
-DATA expc<>+96(SB)/4, $0x4b40007f
-DATA expc<>+100(SB)/4, $0x4b40007f
-DATA expc<>+104(SB)/4, $0x4b40007f
-DATA expc<>+108(SB)/4, $0x4b40007f
-DATA expc<>+112(SB)/4, $0x4b40007f
-DATA expc<>+116(SB)/4, $0x4b40007f
-DATA expc<>+120(SB)/4, $0x4b40007f
-DATA expc<>+124(SB)/4, $0x4b40007f
-DATA expc<>+128(SB)/4, $0x3f318000
-DATA expc<>+132(SB)/4, $0x3f318000
-DATA expc<>+136(SB)/4, $0x3f318000
-DATA expc<>+140(SB)/4, $0x3f318000
-DATA expc<>+144(SB)/4, $0x3f318000
-DATA expc<>+148(SB)/4, $0x3f318000
-DATA expc<>+152(SB)/4, $0x3f318000
-DATA expc<>+156(SB)/4, $0x3f318000
-DATA expc<>+160(SB)/4, $0x3f318000
-DATA expc<>+164(SB)/4, $0x3f318000
-DATA expc<>+168(SB)/4, $0x3f318000
-DATA expc<>+172(SB)/4, $0x3f318000
-DATA expc<>+176(SB)/4, $0x3f318000
-DATA expc<>+180(SB)/4, $0x3f318000
-DATA expc<>+184(SB)/4, $0x3f318000
-DATA expc<>+188(SB)/4, $0x3f318000
-DATA expc<>+192(SB)/4, $0xb95e8083
-DATA expc<>+196(SB)/4, $0xb95e8083
-DATA expc<>+200(SB)/4, $0xb95e8083
-DATA expc<>+204(SB)/4, $0xb95e8083
-DATA expc<>+208(SB)/4, $0xb95e8083
-DATA expc<>+212(SB)/4, $0xb95e8083
-DATA expc<>+216(SB)/4, $0xb95e8083
-DATA expc<>+220(SB)/4, $0xb95e8083
-DATA expc<>+224(SB)/4, $0xb95e8083
-DATA expc<>+228(SB)/4, $0xb95e8083
-DATA expc<>+232(SB)/4, $0xb95e8083
-DATA expc<>+236(SB)/4, $0xb95e8083
-DATA expc<>+240(SB)/4, $0xb95e8083
-DATA expc<>+244(SB)/4, $0xb95e8083
-DATA expc<>+248(SB)/4, $0xb95e8083
-DATA expc<>+252(SB)/4, $0xb95e8083
-DATA expc<>+256(SB)/4, $0x39506967
-DATA expc<>+260(SB)/4, $0x39506967
-DATA expc<>+264(SB)/4, $0x39506967
-DATA expc<>+268(SB)/4, $0x39506967
-DATA expc<>+272(SB)/4, $0x39506967
-DATA expc<>+276(SB)/4, $0x39506967
-DATA expc<>+280(SB)/4, $0x39506967
-DATA expc<>+284(SB)/4, $0x39506967
-DATA expc<>+288(SB)/4, $0x39506967
-DATA expc<>+292(SB)/4, $0x39506967
-DATA expc<>+296(SB)/4, $0x39506967
-DATA expc<>+300(SB)/4, $0x39506967
-DATA expc<>+304(SB)/4, $0x39506967
-DATA expc<>+308(SB)/4, $0x39506967
-DATA expc<>+312(SB)/4, $0x39506967
-DATA expc<>+316(SB)/4, $0x39506967
-DATA expc<>+320(SB)/4, $0x3ab743ce
-DATA expc<>+324(SB)/4, $0x3ab743ce
-DATA expc<>+328(SB)/4, $0x3ab743ce
-DATA expc<>+332(SB)/4, $0x3ab743ce
-DATA expc<>+336(SB)/4, $0x3ab743ce
-DATA expc<>+340(SB)/4, $0x3ab743ce
-DATA expc<>+344(SB)/4, $0x3ab743ce
-DATA expc<>+348(SB)/4, $0x3ab743ce
-DATA expc<>+352(SB)/4, $0x3ab743ce
-DATA expc<>+356(SB)/4, $0x3ab743ce
-DATA expc<>+360(SB)/4, $0x3ab743ce
-DATA expc<>+364(SB)/4, $0x3ab743ce
-DATA expc<>+368(SB)/4, $0x3ab743ce
-DATA expc<>+372(SB)/4, $0x3ab743ce
-DATA expc<>+376(SB)/4, $0x3ab743ce
-DATA expc<>+380(SB)/4, $0x3ab743ce
-DATA expc<>+384(SB)/4, $0x3c088908
-DATA expc<>+388(SB)/4, $0x3c088908
-DATA expc<>+392(SB)/4, $0x3c088908
-DATA expc<>+396(SB)/4, $0x3c088908
-DATA expc<>+400(SB)/4, $0x3c088908
-DATA expc<>+404(SB)/4, $0x3c088908
-DATA expc<>+408(SB)/4, $0x3c088908
-DATA expc<>+412(SB)/4, $0x3c088908
-DATA expc<>+416(SB)/4, $0x3c088908
-DATA expc<>+420(SB)/4, $0x3c088908
-DATA expc<>+424(SB)/4, $0x3c088908
-DATA expc<>+428(SB)/4, $0x3c088908
-DATA expc<>+432(SB)/4, $0x3c088908
-DATA expc<>+436(SB)/4, $0x3c088908
-DATA expc<>+440(SB)/4, $0x3c088908
-DATA expc<>+444(SB)/4, $0x3c088908
-DATA expc<>+448(SB)/4, $0x3d2aa9c1
-DATA expc<>+452(SB)/4, $0x3d2aa9c1
-DATA expc<>+456(SB)/4, $0x3d2aa9c1
-DATA expc<>+460(SB)/4, $0x3d2aa9c1
-DATA expc<>+464(SB)/4, $0x3d2aa9c1
-DATA expc<>+468(SB)/4, $0x3d2aa9c1
-DATA expc<>+472(SB)/4, $0x3d2aa9c1
-DATA expc<>+476(SB)/4, $0x3d2aa9c1
-DATA expc<>+480(SB)/4, $0x3d2aa9c1
-DATA expc<>+484(SB)/4, $0x3d2aa9c1
-DATA expc<>+488(SB)/4, $0x3d2aa9c1
-DATA expc<>+492(SB)/4, $0x3d2aa9c1
-DATA expc<>+496(SB)/4, $0x3d2aa9c1
-DATA expc<>+500(SB)/4, $0x3d2aa9c1
-DATA expc<>+504(SB)/4, $0x3d2aa9c1
-DATA expc<>+508(SB)/4, $0x3d2aa9c1
-DATA expc<>+512(SB)/4, $0x3e2aaaaa
-DATA expc<>+516(SB)/4, $0x3e2aaaaa
-DATA expc<>+520(SB)/4, $0x3e2aaaaa
-DATA expc<>+524(SB)/4, $0x3e2aaaaa
-DATA expc<>+528(SB)/4, $0x3e2aaaaa
-DATA expc<>+532(SB)/4, $0x3e2aaaaa
-DATA expc<>+536(SB)/4, $0x3e2aaaaa
-DATA expc<>+540(SB)/4, $0x3e2aaaaa
-DATA expc<>+544(SB)/4, $0x3e2aaaaa
-DATA expc<>+548(SB)/4, $0x3e2aaaaa
-DATA expc<>+552(SB)/4, $0x3e2aaaaa
-DATA expc<>+556(SB)/4, $0x3e2aaaaa
-DATA expc<>+560(SB)/4, $0x3e2aaaaa
-DATA expc<>+564(SB)/4, $0x3e2aaaaa
-DATA expc<>+568(SB)/4, $0x3e2aaaaa
-DATA expc<>+572(SB)/4, $0x3e2aaaaa
-DATA expc<>+576(SB)/4, $0x3f000000
-DATA expc<>+580(SB)/4, $0x3f000000
-DATA expc<>+584(SB)/4, $0x3f000000
-DATA expc<>+588(SB)/4, $0x3f000000
-DATA expc<>+592(SB)/4, $0x3f000000
-DATA expc<>+596(SB)/4, $0x3f000000
-DATA expc<>+600(SB)/4, $0x3f000000
-DATA expc<>+604(SB)/4, $0x3f000000
-DATA expc<>+608(SB)/4, $0x3f000000
-DATA expc<>+612(SB)/4, $0x3f000000
-DATA expc<>+616(SB)/4, $0x3f000000
-DATA expc<>+620(SB)/4, $0x3f000000
-DATA expc<>+624(SB)/4, $0x3f000000
-DATA expc<>+628(SB)/4, $0x3f000000
-DATA expc<>+632(SB)/4, $0x3f000000
-DATA expc<>+636(SB)/4, $0x3f000000
-DATA expc<>+640(SB)/4, $0x3f800000
-DATA expc<>+644(SB)/4, $0x3f800000
-DATA expc<>+648(SB)/4, $0x3f800000
-DATA expc<>+652(SB)/4, $0x3f800000
-DATA expc<>+656(SB)/4, $0x3f800000
-DATA expc<>+660(SB)/4, $0x3f800000
-DATA expc<>+664(SB)/4, $0x3f800000
-DATA expc<>+668(SB)/4, $0x3f800000
-DATA expc<>+672(SB)/4, $0x3f800000
-DATA expc<>+676(SB)/4, $0x3f800000
-DATA expc<>+680(SB)/4, $0x3f800000
-DATA expc<>+684(SB)/4, $0x3f800000
-DATA expc<>+688(SB)/4, $0x3f800000
-DATA expc<>+692(SB)/4, $0x3f800000
-DATA expc<>+696(SB)/4, $0x3f800000
-DATA expc<>+700(SB)/4, $0x3f800000
-DATA expc<>+704(SB)/4, $0xc2ae999a
-DATA expc<>+708(SB)/4, $0xc2ae999a
-DATA expc<>+712(SB)/4, $0xc2ae999a
-DATA expc<>+716(SB)/4, $0xc2ae999a
-DATA expc<>+720(SB)/4, $0xc2ae999a
-DATA expc<>+724(SB)/4, $0xc2ae999a
-DATA expc<>+728(SB)/4, $0xc2ae999a
-DATA expc<>+732(SB)/4, $0xc2ae999a
-DATA expc<>+736(SB)/4, $0xc2ae999a
-DATA expc<>+740(SB)/4, $0xc2ae999a
-DATA expc<>+744(SB)/4, $0xc2ae999a
-DATA expc<>+748(SB)/4, $0xc2ae999a
-DATA expc<>+752(SB)/4, $0xc2ae999a
-DATA expc<>+756(SB)/4, $0xc2ae999a
-DATA expc<>+760(SB)/4, $0xc2ae999a
-DATA expc<>+764(SB)/4, $0xc2ae999a
-DATA expc<>+768(SB)/4, $0x42b0999a
-DATA expc<>+772(SB)/4, $0x42b0999a
-DATA expc<>+776(SB)/4, $0x42b0999a
-DATA expc<>+780(SB)/4, $0x42b0999a
-DATA expc<>+784(SB)/4, $0x42b0999a
-DATA expc<>+788(SB)/4, $0x42b0999a
-DATA expc<>+792(SB)/4, $0x42b0999a
-DATA expc<>+796(SB)/4, $0x42b0999a
-DATA expc<>+800(SB)/4, $0x42b0999a
-DATA expc<>+804(SB)/4, $0x42b0999a
-DATA expc<>+808(SB)/4, $0x42b0999a
-DATA expc<>+812(SB)/4, $0x42b0999a
-DATA expc<>+816(SB)/4, $0x42b0999a
-DATA expc<>+820(SB)/4, $0x42b0999a
-DATA expc<>+824(SB)/4, $0x42b0999a
-DATA expc<>+828(SB)/4, $0x42b0999a
-GLOBL expc<>(SB), RODATA|NOPTR, $832
+DATA expc<>+0(SB)/4, $0xc2800000
+DATA expc<>+4(SB)/4, $0xc2800000
+DATA expc<>+8(SB)/4, $0xc2800000
+DATA expc<>+12(SB)/4, $0xc2800000
+DATA expc<>+16(SB)/4, $0xc2800000
+DATA expc<>+20(SB)/4, $0xc2800000
+DATA expc<>+24(SB)/4, $0xc2800000
+DATA expc<>+28(SB)/4, $0xc2800000
+DATA expc<>+32(SB)/4, $0xc2800000
+DATA expc<>+36(SB)/4, $0xc2800000
+DATA expc<>+40(SB)/4, $0xc2800000
+DATA expc<>+44(SB)/4, $0xc2800000
+DATA expc<>+48(SB)/4, $0xc2800000
+DATA expc<>+52(SB)/4, $0xc2800000
+DATA expc<>+56(SB)/4, $0xc2800000
+DATA expc<>+60(SB)/4, $0xc2800000
+DATA expc<>+64(SB)/4, $0x42800000
+DATA expc<>+68(SB)/4, $0x42800000
+DATA expc<>+72(SB)/4, $0x42800000
+DATA expc<>+76(SB)/4, $0x42800000
+DATA expc<>+80(SB)/4, $0x42800000
+DATA expc<>+84(SB)/4, $0x42800000
+DATA expc<>+88(SB)/4, $0x42800000
+DATA expc<>+92(SB)/4, $0x42800000
+DATA expc<>+96(SB)/4, $0x42800000
+DATA expc<>+100(SB)/4, $0x42800000
+DATA expc<>+104(SB)/4, $0x42800000
+DATA expc<>+108(SB)/4, $0x42800000
+DATA expc<>+112(SB)/4, $0x42800000
+DATA expc<>+116(SB)/4, $0x42800000
+DATA expc<>+120(SB)/4, $0x42800000
+DATA expc<>+124(SB)/4, $0x42800000
+DATA expc<>+128(SB)/4, $0x4b40007f
+DATA expc<>+132(SB)/4, $0x4b40007f
+DATA expc<>+136(SB)/4, $0x4b40007f
+DATA expc<>+140(SB)/4, $0x4b40007f
+DATA expc<>+144(SB)/4, $0x4b40007f
+DATA expc<>+148(SB)/4, $0x4b40007f
+DATA expc<>+152(SB)/4, $0x4b40007f
+DATA expc<>+156(SB)/4, $0x4b40007f
+DATA expc<>+160(SB)/4, $0x4b40007f
+DATA expc<>+164(SB)/4, $0x4b40007f
+DATA expc<>+168(SB)/4, $0x4b40007f
+DATA expc<>+172(SB)/4, $0x4b40007f
+DATA expc<>+176(SB)/4, $0x4b40007f
+DATA expc<>+180(SB)/4, $0x4b40007f
+DATA expc<>+184(SB)/4, $0x4b40007f
+DATA expc<>+188(SB)/4, $0x4b40007f
+DATA expc<>+192(SB)/4, $0x3f800000
+DATA expc<>+196(SB)/4, $0x3f800000
+DATA expc<>+200(SB)/4, $0x3f800000
+DATA expc<>+204(SB)/4, $0x3f800000
+DATA expc<>+208(SB)/4, $0x3f800000
+DATA expc<>+212(SB)/4, $0x3f800000
+DATA expc<>+216(SB)/4, $0x3f800000
+DATA expc<>+220(SB)/4, $0x3f800000
+DATA expc<>+224(SB)/4, $0x3f800000
+DATA expc<>+228(SB)/4, $0x3f800000
+DATA expc<>+232(SB)/4, $0x3f800000
+DATA expc<>+236(SB)/4, $0x3f800000
+DATA expc<>+240(SB)/4, $0x3f800000
+DATA expc<>+244(SB)/4, $0x3f800000
+DATA expc<>+248(SB)/4, $0x3f800000
+DATA expc<>+252(SB)/4, $0x3f800000
+DATA expc<>+256(SB)/4, $0x40000000
+DATA expc<>+260(SB)/4, $0x40000000
+DATA expc<>+264(SB)/4, $0x40000000
+DATA expc<>+268(SB)/4, $0x40000000
+DATA expc<>+272(SB)/4, $0x40000000
+DATA expc<>+276(SB)/4, $0x40000000
+DATA expc<>+280(SB)/4, $0x40000000
+DATA expc<>+284(SB)/4, $0x40000000
+DATA expc<>+288(SB)/4, $0x40000000
+DATA expc<>+292(SB)/4, $0x40000000
+DATA expc<>+296(SB)/4, $0x40000000
+DATA expc<>+300(SB)/4, $0x40000000
+DATA expc<>+304(SB)/4, $0x40000000
+DATA expc<>+308(SB)/4, $0x40000000
+DATA expc<>+312(SB)/4, $0x40000000
+DATA expc<>+316(SB)/4, $0x40000000
+DATA expc<>+320(SB)/4, $0xbf800000
+DATA expc<>+324(SB)/4, $0xbf800000
+DATA expc<>+328(SB)/4, $0xbf800000
+DATA expc<>+332(SB)/4, $0xbf800000
+DATA expc<>+336(SB)/4, $0xbf800000
+DATA expc<>+340(SB)/4, $0xbf800000
+DATA expc<>+344(SB)/4, $0xbf800000
+DATA expc<>+348(SB)/4, $0xbf800000
+DATA expc<>+352(SB)/4, $0xbf800000
+DATA expc<>+356(SB)/4, $0xbf800000
+DATA expc<>+360(SB)/4, $0xbf800000
+DATA expc<>+364(SB)/4, $0xbf800000
+DATA expc<>+368(SB)/4, $0xbf800000
+DATA expc<>+372(SB)/4, $0xbf800000
+DATA expc<>+376(SB)/4, $0xbf800000
+DATA expc<>+380(SB)/4, $0xbf800000
+DATA expc<>+384(SB)/4, $0xbfb8aa3b
+DATA expc<>+388(SB)/4, $0xbfb8aa3b
+DATA expc<>+392(SB)/4, $0xbfb8aa3b
+DATA expc<>+396(SB)/4, $0xbfb8aa3b
+DATA expc<>+400(SB)/4, $0xbfb8aa3b
+DATA expc<>+404(SB)/4, $0xbfb8aa3b
+DATA expc<>+408(SB)/4, $0xbfb8aa3b
+DATA expc<>+412(SB)/4, $0xbfb8aa3b
+DATA expc<>+416(SB)/4, $0xbfb8aa3b
+DATA expc<>+420(SB)/4, $0xbfb8aa3b
+DATA expc<>+424(SB)/4, $0xbfb8aa3b
+DATA expc<>+428(SB)/4, $0xbfb8aa3b
+DATA expc<>+432(SB)/4, $0xbfb8aa3b
+DATA expc<>+436(SB)/4, $0xbfb8aa3b
+DATA expc<>+440(SB)/4, $0xbfb8aa3b
+DATA expc<>+444(SB)/4, $0xbfb8aa3b
+DATA expc<>+448(SB)/4, $0xc038aa3b
+DATA expc<>+452(SB)/4, $0xc038aa3b
+DATA expc<>+456(SB)/4, $0xc038aa3b
+DATA expc<>+460(SB)/4, $0xc038aa3b
+DATA expc<>+464(SB)/4, $0xc038aa3b
+DATA expc<>+468(SB)/4, $0xc038aa3b
+DATA expc<>+472(SB)/4, $0xc038aa3b
+DATA expc<>+476(SB)/4, $0xc038aa3b
+DATA expc<>+480(SB)/4, $0xc038aa3b
+DATA expc<>+484(SB)/4, $0xc038aa3b
+DATA expc<>+488(SB)/4, $0xc038aa3b
+DATA expc<>+492(SB)/4, $0xc038aa3b
+DATA expc<>+496(SB)/4, $0xc038aa3b
+DATA expc<>+500(SB)/4, $0xc038aa3b
+DATA expc<>+504(SB)/4, $0xc038aa3b
+DATA expc<>+508(SB)/4, $0xc038aa3b
+DATA expc<>+512(SB)/4, $0x3f7fffff
+DATA expc<>+516(SB)/4, $0x3f7fffff
+DATA expc<>+520(SB)/4, $0x3f7fffff
+DATA expc<>+524(SB)/4, $0x3f7fffff
+DATA expc<>+528(SB)/4, $0x3f7fffff
+DATA expc<>+532(SB)/4, $0x3f7fffff
+DATA expc<>+536(SB)/4, $0x3f7fffff
+DATA expc<>+540(SB)/4, $0x3f7fffff
+DATA expc<>+544(SB)/4, $0x3f7fffff
+DATA expc<>+548(SB)/4, $0x3f7fffff
+DATA expc<>+552(SB)/4, $0x3f7fffff
+DATA expc<>+556(SB)/4, $0x3f7fffff
+DATA expc<>+560(SB)/4, $0x3f7fffff
+DATA expc<>+564(SB)/4, $0x3f7fffff
+DATA expc<>+568(SB)/4, $0x3f7fffff
+DATA expc<>+572(SB)/4, $0x3f7fffff
+DATA expc<>+576(SB)/4, $0x3f31727b
+DATA expc<>+580(SB)/4, $0x3f31727b
+DATA expc<>+584(SB)/4, $0x3f31727b
+DATA expc<>+588(SB)/4, $0x3f31727b
+DATA expc<>+592(SB)/4, $0x3f31727b
+DATA expc<>+596(SB)/4, $0x3f31727b
+DATA expc<>+600(SB)/4, $0x3f31727b
+DATA expc<>+604(SB)/4, $0x3f31727b
+DATA expc<>+608(SB)/4, $0x3f31727b
+DATA expc<>+612(SB)/4, $0x3f31727b
+DATA expc<>+616(SB)/4, $0x3f31727b
+DATA expc<>+620(SB)/4, $0x3f31727b
+DATA expc<>+624(SB)/4, $0x3f31727b
+DATA expc<>+628(SB)/4, $0x3f31727b
+DATA expc<>+632(SB)/4, $0x3f31727b
+DATA expc<>+636(SB)/4, $0x3f31727b
+DATA expc<>+640(SB)/4, $0x3e75ead4
+DATA expc<>+644(SB)/4, $0x3e75ead4
+DATA expc<>+648(SB)/4, $0x3e75ead4
+DATA expc<>+652(SB)/4, $0x3e75ead4
+DATA expc<>+656(SB)/4, $0x3e75ead4
+DATA expc<>+660(SB)/4, $0x3e75ead4
+DATA expc<>+664(SB)/4, $0x3e75ead4
+DATA expc<>+668(SB)/4, $0x3e75ead4
+DATA expc<>+672(SB)/4, $0x3e75ead4
+DATA expc<>+676(SB)/4, $0x3e75ead4
+DATA expc<>+680(SB)/4, $0x3e75ead4
+DATA expc<>+684(SB)/4, $0x3e75ead4
+DATA expc<>+688(SB)/4, $0x3e75ead4
+DATA expc<>+692(SB)/4, $0x3e75ead4
+DATA expc<>+696(SB)/4, $0x3e75ead4
+DATA expc<>+700(SB)/4, $0x3e75ead4
+DATA expc<>+704(SB)/4, $0x3d64aa23
+DATA expc<>+708(SB)/4, $0x3d64aa23
+DATA expc<>+712(SB)/4, $0x3d64aa23
+DATA expc<>+716(SB)/4, $0x3d64aa23
+DATA expc<>+720(SB)/4, $0x3d64aa23
+DATA expc<>+724(SB)/4, $0x3d64aa23
+DATA expc<>+728(SB)/4, $0x3d64aa23
+DATA expc<>+732(SB)/4, $0x3d64aa23
+DATA expc<>+736(SB)/4, $0x3d64aa23
+DATA expc<>+740(SB)/4, $0x3d64aa23
+DATA expc<>+744(SB)/4, $0x3d64aa23
+DATA expc<>+748(SB)/4, $0x3d64aa23
+DATA expc<>+752(SB)/4, $0x3d64aa23
+DATA expc<>+756(SB)/4, $0x3d64aa23
+DATA expc<>+760(SB)/4, $0x3d64aa23
+DATA expc<>+764(SB)/4, $0x3d64aa23
+DATA expc<>+768(SB)/4, $0x3c134806
+DATA expc<>+772(SB)/4, $0x3c134806
+DATA expc<>+776(SB)/4, $0x3c134806
+DATA expc<>+780(SB)/4, $0x3c134806
+DATA expc<>+784(SB)/4, $0x3c134806
+DATA expc<>+788(SB)/4, $0x3c134806
+DATA expc<>+792(SB)/4, $0x3c134806
+DATA expc<>+796(SB)/4, $0x3c134806
+DATA expc<>+800(SB)/4, $0x3c134806
+DATA expc<>+804(SB)/4, $0x3c134806
+DATA expc<>+808(SB)/4, $0x3c134806
+DATA expc<>+812(SB)/4, $0x3c134806
+DATA expc<>+816(SB)/4, $0x3c134806
+DATA expc<>+820(SB)/4, $0x3c134806
+DATA expc<>+824(SB)/4, $0x3c134806
+DATA expc<>+828(SB)/4, $0x3c134806
+DATA expc<>+832(SB)/4, $0x3af61905
+DATA expc<>+836(SB)/4, $0x3af61905
+DATA expc<>+840(SB)/4, $0x3af61905
+DATA expc<>+844(SB)/4, $0x3af61905
+DATA expc<>+848(SB)/4, $0x3af61905
+DATA expc<>+852(SB)/4, $0x3af61905
+DATA expc<>+856(SB)/4, $0x3af61905
+DATA expc<>+860(SB)/4, $0x3af61905
+DATA expc<>+864(SB)/4, $0x3af61905
+DATA expc<>+868(SB)/4, $0x3af61905
+DATA expc<>+872(SB)/4, $0x3af61905
+DATA expc<>+876(SB)/4, $0x3af61905
+DATA expc<>+880(SB)/4, $0x3af61905
+DATA expc<>+884(SB)/4, $0x3af61905
+DATA expc<>+888(SB)/4, $0x3af61905
+DATA expc<>+892(SB)/4, $0x3af61905
+DATA expc<>+896(SB)/4, $0x3f800001
+DATA expc<>+900(SB)/4, $0x3f800001
+DATA expc<>+904(SB)/4, $0x3f800001
+DATA expc<>+908(SB)/4, $0x3f800001
+DATA expc<>+912(SB)/4, $0x3f800001
+DATA expc<>+916(SB)/4, $0x3f800001
+DATA expc<>+920(SB)/4, $0x3f800001
+DATA expc<>+924(SB)/4, $0x3f800001
+DATA expc<>+928(SB)/4, $0x3f800001
+DATA expc<>+932(SB)/4, $0x3f800001
+DATA expc<>+936(SB)/4, $0x3f800001
+DATA expc<>+940(SB)/4, $0x3f800001
+DATA expc<>+944(SB)/4, $0x3f800001
+DATA expc<>+948(SB)/4, $0x3f800001
+DATA expc<>+952(SB)/4, $0x3f800001
+DATA expc<>+956(SB)/4, $0x3f800001
+DATA expc<>+960(SB)/4, $0x3f317214
+DATA expc<>+964(SB)/4, $0x3f317214
+DATA expc<>+968(SB)/4, $0x3f317214
+DATA expc<>+972(SB)/4, $0x3f317214
+DATA expc<>+976(SB)/4, $0x3f317214
+DATA expc<>+980(SB)/4, $0x3f317214
+DATA expc<>+984(SB)/4, $0x3f317214
+DATA expc<>+988(SB)/4, $0x3f317214
+DATA expc<>+992(SB)/4, $0x3f317214
+DATA expc<>+996(SB)/4, $0x3f317214
+DATA expc<>+1000(SB)/4, $0x3f317214
+DATA expc<>+1004(SB)/4, $0x3f317214
+DATA expc<>+1008(SB)/4, $0x3f317214
+DATA expc<>+1012(SB)/4, $0x3f317214
+DATA expc<>+1016(SB)/4, $0x3f317214
+DATA expc<>+1020(SB)/4, $0x3f317214
+DATA expc<>+1024(SB)/4, $0x3e75fc8c
+DATA expc<>+1028(SB)/4, $0x3e75fc8c
+DATA expc<>+1032(SB)/4, $0x3e75fc8c
+DATA expc<>+1036(SB)/4, $0x3e75fc8c
+DATA expc<>+1040(SB)/4, $0x3e75fc8c
+DATA expc<>+1044(SB)/4, $0x3e75fc8c
+DATA expc<>+1048(SB)/4, $0x3e75fc8c
+DATA expc<>+1052(SB)/4, $0x3e75fc8c
+DATA expc<>+1056(SB)/4, $0x3e75fc8c
+DATA expc<>+1060(SB)/4, $0x3e75fc8c
+DATA expc<>+1064(SB)/4, $0x3e75fc8c
+DATA expc<>+1068(SB)/4, $0x3e75fc8c
+DATA expc<>+1072(SB)/4, $0x3e75fc8c
+DATA expc<>+1076(SB)/4, $0x3e75fc8c
+DATA expc<>+1080(SB)/4, $0x3e75fc8c
+DATA expc<>+1084(SB)/4, $0x3e75fc8c
+DATA expc<>+1088(SB)/4, $0x3d635b72
+DATA expc<>+1092(SB)/4, $0x3d635b72
+DATA expc<>+1096(SB)/4, $0x3d635b72
+DATA expc<>+1100(SB)/4, $0x3d635b72
+DATA expc<>+1104(SB)/4, $0x3d635b72
+DATA expc<>+1108(SB)/4, $0x3d635b72
+DATA expc<>+1112(SB)/4, $0x3d635b72
+DATA expc<>+1116(SB)/4, $0x3d635b72
+DATA expc<>+1120(SB)/4, $0x3d635b72
+DATA expc<>+1124(SB)/4, $0x3d635b72
+DATA expc<>+1128(SB)/4, $0x3d635b72
+DATA expc<>+1132(SB)/4, $0x3d635b72
+DATA expc<>+1136(SB)/4, $0x3d635b72
+DATA expc<>+1140(SB)/4, $0x3d635b72
+DATA expc<>+1144(SB)/4, $0x3d635b72
+DATA expc<>+1148(SB)/4, $0x3d635b72
+DATA expc<>+1152(SB)/4, $0x3c1e8629
+DATA expc<>+1156(SB)/4, $0x3c1e8629
+DATA expc<>+1160(SB)/4, $0x3c1e8629
+DATA expc<>+1164(SB)/4, $0x3c1e8629
+DATA expc<>+1168(SB)/4, $0x3c1e8629
+DATA expc<>+1172(SB)/4, $0x3c1e8629
+DATA expc<>+1176(SB)/4, $0x3c1e8629
+DATA expc<>+1180(SB)/4, $0x3c1e8629
+DATA expc<>+1184(SB)/4, $0x3c1e8629
+DATA expc<>+1188(SB)/4, $0x3c1e8629
+DATA expc<>+1192(SB)/4, $0x3c1e8629
+DATA expc<>+1196(SB)/4, $0x3c1e8629
+DATA expc<>+1200(SB)/4, $0x3c1e8629
+DATA expc<>+1204(SB)/4, $0x3c1e8629
+DATA expc<>+1208(SB)/4, $0x3c1e8629
+DATA expc<>+1212(SB)/4, $0x3c1e8629
+DATA expc<>+1216(SB)/4, $0x3aae0473
+DATA expc<>+1220(SB)/4, $0x3aae0473
+DATA expc<>+1224(SB)/4, $0x3aae0473
+DATA expc<>+1228(SB)/4, $0x3aae0473
+DATA expc<>+1232(SB)/4, $0x3aae0473
+DATA expc<>+1236(SB)/4, $0x3aae0473
+DATA expc<>+1240(SB)/4, $0x3aae0473
+DATA expc<>+1244(SB)/4, $0x3aae0473
+DATA expc<>+1248(SB)/4, $0x3aae0473
+DATA expc<>+1252(SB)/4, $0x3aae0473
+DATA expc<>+1256(SB)/4, $0x3aae0473
+DATA expc<>+1260(SB)/4, $0x3aae0473
+DATA expc<>+1264(SB)/4, $0x3aae0473
+DATA expc<>+1268(SB)/4, $0x3aae0473
+DATA expc<>+1272(SB)/4, $0x3aae0473
+DATA expc<>+1276(SB)/4, $0x3aae0473
+GLOBL expc<>(SB), RODATA|NOPTR, $1280
 
 DATA masks<>+0(SB)/4, $0xffffffff
 DATA masks<>+4(SB)/4, $0xffffffff
@@ -15781,121 +15893,808 @@ next:
 	VZEROUPPER
 	RET
 
-// func actTileAVX512(c *float32, ldc int, rows int, cols int, ng float32, alpha float32, beta float32)
-// Requires: AVX, AVX512F, BMI2
-TEXT ·actTileAVX512(SB), NOSPLIT, $0-44
-	MOVQ         c+0(FP), AX
-	MOVQ         ldc+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         rows+16(FP), DX
-	MOVQ         cols+24(FP), BX
-	MOVQ         BX, SI
-	SHRQ         $0x04, SI
-	ANDQ         $0x0000000f, BX
-	VBROADCASTSS ng+32(FP), Z0
-	VBROADCASTSS alpha+36(FP), Z1
-	VBROADCASTSS beta+40(FP), Z2
-	VMOVUPS      expc<>+704(SB), Z3
-	VMOVUPS      expc<>+768(SB), Z4
-	VMOVUPS      expc<>+640(SB), Z5
-	MOVL         $0x00000001, DI
-	SHLXL        BX, DI, DI
-	DECL         DI
-	KMOVW        DI, K1
+// func sigmoidTileAVX512(c *float32, ldc int, rows int, cols int)
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
+TEXT ·sigmoidTileAVX512(SB), NOSPLIT, $0-32
+	MOVQ    c+0(FP), AX
+	MOVQ    ldc+8(FP), CX
+	SHLQ    $0x02, CX
+	MOVQ    rows+16(FP), DX
+	MOVQ    cols+24(FP), BX
+	MOVQ    BX, SI
+	ANDQ    $0x0000000f, SI
+	VMOVUPS expc<>+384(SB), Z0
+	VMOVUPS expc<>+64(SB), Z1
+	VMOVUPS expc<>+512(SB), Z2
+	VMOVUPS expc<>+576(SB), Z3
+	VMOVUPS expc<>+640(SB), Z4
+	VMOVUPS expc<>+704(SB), Z5
+	VMOVUPS expc<>+768(SB), Z6
+	VMOVUPS expc<>+832(SB), Z7
+	VMOVUPS expc<>+192(SB), Z8
+	MOVL    $0x00000001, DI
+	SHLXL   SI, DI, DI
+	DECL    DI
+	KMOVW   DI, K1
 
-row:
+pair:
+	CMPQ DX, $0x02
+	JL   single
 	MOVQ AX, DI
-	MOVQ SI, R8
+	LEAQ (AX)(CX*1), R8
+	MOVQ BX, R9
+	SHRQ $0x04, R9
 
-vec:
-	TESTQ   R8, R8
-	JZ      tail
-	VMOVUPS (DI), Z6
+pairvecs:
+	CMPQ    R9, $0x02
+	JL      pairvec1
+	VMOVUPS (DI), Z9
+	VMOVUPS 64(DI), Z10
+	VMOVUPS (R8), Z11
+	VMOVUPS 64(R8), Z12
 
-	// z = clamp(ng·x, lo, hi)
-	VMULPS Z0, Z6, Z6
-	VMAXPS Z6, Z3, Z6
-	VMINPS Z6, Z4, Z6
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z9, Z13
+	VMULPS    Z0, Z10, Z15
+	VMULPS    Z0, Z11, Z17
+	VMULPS    Z0, Z12, Z19
+	VREDUCEPS $0x09, Z13, Z9
+	VREDUCEPS $0x09, Z15, Z10
+	VREDUCEPS $0x09, Z17, Z11
+	VREDUCEPS $0x09, Z19, Z12
 
-	// t = z·log2e + shifter; n = t - shifter = round(z·log2e)
-	VMOVUPS     expc<>+64(SB), Z7
-	VFMADD231PS expc<>+0(SB), Z6, Z7
-	VSUBPS      expc<>+64(SB), Z7, Z8
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z13, Z13
+	VRANGEPS $0x02, Z1, Z15, Z15
+	VRANGEPS $0x02, Z1, Z17, Z17
+	VRANGEPS $0x02, Z1, Z19, Z19
 
-	// r = z - n·ln2 (in two parts)
-	VFNMADD231PS expc<>+128(SB), Z8, Z6
-	VFNMADD231PS expc<>+192(SB), Z8, Z6
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z14
+	VMOVAPS     Z7, Z16
+	VMOVAPS     Z7, Z18
+	VMOVAPS     Z7, Z20
+	VFMADD213PS Z6, Z9, Z14
+	VFMADD213PS Z6, Z10, Z16
+	VFMADD213PS Z6, Z11, Z18
+	VFMADD213PS Z6, Z12, Z20
+	VFMADD213PS Z5, Z9, Z14
+	VFMADD213PS Z5, Z10, Z16
+	VFMADD213PS Z5, Z11, Z18
+	VFMADD213PS Z5, Z12, Z20
+	VFMADD213PS Z4, Z9, Z14
+	VFMADD213PS Z4, Z10, Z16
+	VFMADD213PS Z4, Z11, Z18
+	VFMADD213PS Z4, Z12, Z20
+	VFMADD213PS Z3, Z9, Z14
+	VFMADD213PS Z3, Z10, Z16
+	VFMADD213PS Z3, Z11, Z18
+	VFMADD213PS Z3, Z12, Z20
+	VFMADD213PS Z2, Z9, Z14
+	VFMADD213PS Z2, Z10, Z16
+	VFMADD213PS Z2, Z11, Z18
+	VFMADD213PS Z2, Z12, Z20
 
-	// e^r = 1 + r + r²·P(r)
-	VMOVUPS     expc<>+256(SB), Z9
-	VFMADD213PS expc<>+320(SB), Z6, Z9
-	VFMADD213PS expc<>+384(SB), Z6, Z9
-	VFMADD213PS expc<>+448(SB), Z6, Z9
-	VFMADD213PS expc<>+512(SB), Z6, Z9
-	VFMADD213PS expc<>+576(SB), Z6, Z9
-	VMULPS      Z6, Z6, Z8
-	VFMADD213PS Z6, Z8, Z9
-	VADDPS      Z5, Z9, Z9
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z13, Z14, Z14
+	VSCALEFPS Z15, Z16, Z16
+	VSCALEFPS Z17, Z18, Z18
+	VSCALEFPS Z19, Z20, Z20
+	VADDPS    Z8, Z14, Z14
+	VADDPS    Z8, Z16, Z16
+	VADDPS    Z8, Z18, Z18
+	VADDPS    Z8, Z20, Z20
 
-	// e^z = e^r · 2^n, 2^n = (n+127) << 23 from the low bits of t
-	VPSLLD $0x17, Z7, Z7
-	VMULPS Z7, Z9, Z9
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z14, Z9
+	VRCP14PS Z16, Z10
+	VRCP14PS Z18, Z11
+	VRCP14PS Z20, Z12
 
-	// x = alpha / (1 + e^z) + beta
-	VADDPS      Z5, Z9, Z9
-	VDIVPS      Z9, Z5, Z9
-	VFMADD213PS Z2, Z1, Z9
-	VMOVUPS     Z9, Z6
-	VMOVUPS     Z6, (DI)
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z8, Z9, Z14
+	VFNMADD213PS Z8, Z10, Z16
+	VFNMADD213PS Z8, Z11, Z18
+	VFNMADD213PS Z8, Z12, Z20
+	VFMADD213PS  Z9, Z14, Z9
+	VFMADD213PS  Z10, Z16, Z10
+	VFMADD213PS  Z11, Z18, Z11
+	VFMADD213PS  Z12, Z20, Z12
+	VMOVUPS      Z9, (DI)
+	VMOVUPS      Z10, 64(DI)
+	VMOVUPS      Z11, (R8)
+	VMOVUPS      Z12, 64(R8)
+	ADDQ         $0x00000080, DI
+	ADDQ         $0x00000080, R8
+	SUBQ         $0x02, R9
+	JMP          pairvecs
+
+pairvec1:
+	TESTQ   R9, R9
+	JZ      pairtail
+	VMOVUPS (DI), Z9
+	VMOVUPS (R8), Z10
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z9, Z11
+	VMULPS    Z0, Z10, Z13
+	VREDUCEPS $0x09, Z11, Z9
+	VREDUCEPS $0x09, Z13, Z10
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z11, Z11
+	VRANGEPS $0x02, Z1, Z13, Z13
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z12
+	VMOVAPS     Z7, Z14
+	VFMADD213PS Z6, Z9, Z12
+	VFMADD213PS Z6, Z10, Z14
+	VFMADD213PS Z5, Z9, Z12
+	VFMADD213PS Z5, Z10, Z14
+	VFMADD213PS Z4, Z9, Z12
+	VFMADD213PS Z4, Z10, Z14
+	VFMADD213PS Z3, Z9, Z12
+	VFMADD213PS Z3, Z10, Z14
+	VFMADD213PS Z2, Z9, Z12
+	VFMADD213PS Z2, Z10, Z14
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z11, Z12, Z12
+	VSCALEFPS Z13, Z14, Z14
+	VADDPS    Z8, Z12, Z12
+	VADDPS    Z8, Z14, Z14
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z12, Z9
+	VRCP14PS Z14, Z10
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z8, Z9, Z12
+	VFNMADD213PS Z8, Z10, Z14
+	VFMADD213PS  Z9, Z12, Z9
+	VFMADD213PS  Z10, Z14, Z10
+	VMOVUPS      Z9, (DI)
+	ADDQ         $0x00000040, DI
+	VMOVUPS      Z10, (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R9
+	JMP          pairvec1
+
+pairtail:
+	TESTQ     SI, SI
+	JZ        pairdone
+	VMOVUPS.Z (DI), K1, Z9
+	VMOVUPS.Z (R8), K1, Z10
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z9, Z11
+	VMULPS    Z0, Z10, Z13
+	VREDUCEPS $0x09, Z11, Z9
+	VREDUCEPS $0x09, Z13, Z10
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z11, Z11
+	VRANGEPS $0x02, Z1, Z13, Z13
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z12
+	VMOVAPS     Z7, Z14
+	VFMADD213PS Z6, Z9, Z12
+	VFMADD213PS Z6, Z10, Z14
+	VFMADD213PS Z5, Z9, Z12
+	VFMADD213PS Z5, Z10, Z14
+	VFMADD213PS Z4, Z9, Z12
+	VFMADD213PS Z4, Z10, Z14
+	VFMADD213PS Z3, Z9, Z12
+	VFMADD213PS Z3, Z10, Z14
+	VFMADD213PS Z2, Z9, Z12
+	VFMADD213PS Z2, Z10, Z14
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z11, Z12, Z12
+	VSCALEFPS Z13, Z14, Z14
+	VADDPS    Z8, Z12, Z12
+	VADDPS    Z8, Z14, Z14
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z12, Z9
+	VRCP14PS Z14, Z10
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z8, Z9, Z12
+	VFNMADD213PS Z8, Z10, Z14
+	VFMADD213PS  Z9, Z12, Z9
+	VFMADD213PS  Z10, Z14, Z10
+	VMOVUPS      Z9, K1, (DI)
+	VMOVUPS      Z10, K1, (R8)
+
+pairdone:
+	LEAQ (AX)(CX*2), AX
+	SUBQ $0x02, DX
+	JMP  pair
+
+single:
+	TESTQ DX, DX
+	JZ    ret
+	MOVQ  BX, CX
+	SHRQ  $0x04, CX
+
+singlevecs:
+	CMPQ    CX, $0x04
+	JL      singlevec1
+	VMOVUPS (AX), Z9
+	VMOVUPS 64(AX), Z10
+	VMOVUPS 128(AX), Z11
+	VMOVUPS 192(AX), Z12
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z9, Z13
+	VMULPS    Z0, Z10, Z15
+	VMULPS    Z0, Z11, Z17
+	VMULPS    Z0, Z12, Z19
+	VREDUCEPS $0x09, Z13, Z9
+	VREDUCEPS $0x09, Z15, Z10
+	VREDUCEPS $0x09, Z17, Z11
+	VREDUCEPS $0x09, Z19, Z12
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z13, Z13
+	VRANGEPS $0x02, Z1, Z15, Z15
+	VRANGEPS $0x02, Z1, Z17, Z17
+	VRANGEPS $0x02, Z1, Z19, Z19
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z14
+	VMOVAPS     Z7, Z16
+	VMOVAPS     Z7, Z18
+	VMOVAPS     Z7, Z20
+	VFMADD213PS Z6, Z9, Z14
+	VFMADD213PS Z6, Z10, Z16
+	VFMADD213PS Z6, Z11, Z18
+	VFMADD213PS Z6, Z12, Z20
+	VFMADD213PS Z5, Z9, Z14
+	VFMADD213PS Z5, Z10, Z16
+	VFMADD213PS Z5, Z11, Z18
+	VFMADD213PS Z5, Z12, Z20
+	VFMADD213PS Z4, Z9, Z14
+	VFMADD213PS Z4, Z10, Z16
+	VFMADD213PS Z4, Z11, Z18
+	VFMADD213PS Z4, Z12, Z20
+	VFMADD213PS Z3, Z9, Z14
+	VFMADD213PS Z3, Z10, Z16
+	VFMADD213PS Z3, Z11, Z18
+	VFMADD213PS Z3, Z12, Z20
+	VFMADD213PS Z2, Z9, Z14
+	VFMADD213PS Z2, Z10, Z16
+	VFMADD213PS Z2, Z11, Z18
+	VFMADD213PS Z2, Z12, Z20
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z13, Z14, Z14
+	VSCALEFPS Z15, Z16, Z16
+	VSCALEFPS Z17, Z18, Z18
+	VSCALEFPS Z19, Z20, Z20
+	VADDPS    Z8, Z14, Z14
+	VADDPS    Z8, Z16, Z16
+	VADDPS    Z8, Z18, Z18
+	VADDPS    Z8, Z20, Z20
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z14, Z9
+	VRCP14PS Z16, Z10
+	VRCP14PS Z18, Z11
+	VRCP14PS Z20, Z12
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z8, Z9, Z14
+	VFNMADD213PS Z8, Z10, Z16
+	VFNMADD213PS Z8, Z11, Z18
+	VFNMADD213PS Z8, Z12, Z20
+	VFMADD213PS  Z9, Z14, Z9
+	VFMADD213PS  Z10, Z16, Z10
+	VFMADD213PS  Z11, Z18, Z11
+	VFMADD213PS  Z12, Z20, Z12
+	VMOVUPS      Z9, (AX)
+	VMOVUPS      Z10, 64(AX)
+	VMOVUPS      Z11, 128(AX)
+	VMOVUPS      Z12, 192(AX)
+	ADDQ         $0x00000100, AX
+	SUBQ         $0x04, CX
+	JMP          singlevecs
+
+singlevec1:
+	TESTQ   CX, CX
+	JZ      singletail
+	VMOVUPS (AX), Z9
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z9, Z10
+	VREDUCEPS $0x09, Z10, Z9
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z10, Z10
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z11
+	VFMADD213PS Z6, Z9, Z11
+	VFMADD213PS Z5, Z9, Z11
+	VFMADD213PS Z4, Z9, Z11
+	VFMADD213PS Z3, Z9, Z11
+	VFMADD213PS Z2, Z9, Z11
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z10, Z11, Z11
+	VADDPS    Z8, Z11, Z11
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z11, Z9
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z8, Z9, Z11
+	VFMADD213PS  Z9, Z11, Z9
+	VMOVUPS      Z9, (AX)
+	ADDQ         $0x00000040, AX
+	DECQ         CX
+	JMP          singlevec1
+
+singletail:
+	TESTQ     SI, SI
+	JZ        singledone
+	VMOVUPS.Z (AX), K1, Z9
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z9, Z0
+	VREDUCEPS $0x09, Z0, Z9
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z0, Z0
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z1
+	VFMADD213PS Z6, Z9, Z1
+	VFMADD213PS Z5, Z9, Z1
+	VFMADD213PS Z4, Z9, Z1
+	VFMADD213PS Z3, Z9, Z1
+	VFMADD213PS Z2, Z9, Z1
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z0, Z1, Z1
+	VADDPS    Z8, Z1, Z1
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z1, Z9
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z8, Z9, Z1
+	VFMADD213PS  Z9, Z1, Z9
+	VMOVUPS      Z9, K1, (AX)
+
+singledone:
+ret:
+	VZEROUPPER
+	RET
+
+// func tanhTileAVX512(c *float32, ldc int, rows int, cols int)
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
+TEXT ·tanhTileAVX512(SB), NOSPLIT, $0-32
+	MOVQ    c+0(FP), AX
+	MOVQ    ldc+8(FP), CX
+	SHLQ    $0x02, CX
+	MOVQ    rows+16(FP), DX
+	MOVQ    cols+24(FP), BX
+	MOVQ    BX, SI
+	ANDQ    $0x0000000f, SI
+	VMOVUPS expc<>+384(SB), Z0
+	VMOVUPS expc<>+448(SB), Z0
+	VMOVUPS expc<>+64(SB), Z1
+	VMOVUPS expc<>+512(SB), Z2
+	VMOVUPS expc<>+576(SB), Z3
+	VMOVUPS expc<>+640(SB), Z4
+	VMOVUPS expc<>+704(SB), Z5
+	VMOVUPS expc<>+768(SB), Z6
+	VMOVUPS expc<>+832(SB), Z7
+	VMOVUPS expc<>+320(SB), Z8
+	VMOVUPS expc<>+192(SB), Z9
+	VMOVUPS expc<>+256(SB), Z10
+	MOVL    $0x00000001, DI
+	SHLXL   SI, DI, DI
+	DECL    DI
+	KMOVW   DI, K1
+
+pair:
+	CMPQ DX, $0x02
+	JL   single
+	MOVQ AX, DI
+	LEAQ (AX)(CX*1), R8
+	MOVQ BX, R9
+	SHRQ $0x04, R9
+
+pairvecs:
+	CMPQ    R9, $0x02
+	JL      pairvec1
+	VMOVUPS (DI), Z11
+	VMOVUPS 64(DI), Z12
+	VMOVUPS (R8), Z13
+	VMOVUPS 64(R8), Z14
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z11, Z15
+	VMULPS    Z0, Z12, Z17
+	VMULPS    Z0, Z13, Z19
+	VMULPS    Z0, Z14, Z21
+	VREDUCEPS $0x09, Z15, Z11
+	VREDUCEPS $0x09, Z17, Z12
+	VREDUCEPS $0x09, Z19, Z13
+	VREDUCEPS $0x09, Z21, Z14
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z15, Z15
+	VRANGEPS $0x02, Z1, Z17, Z17
+	VRANGEPS $0x02, Z1, Z19, Z19
+	VRANGEPS $0x02, Z1, Z21, Z21
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z16
+	VMOVAPS     Z7, Z18
+	VMOVAPS     Z7, Z20
+	VMOVAPS     Z7, Z22
+	VFMADD213PS Z6, Z11, Z16
+	VFMADD213PS Z6, Z12, Z18
+	VFMADD213PS Z6, Z13, Z20
+	VFMADD213PS Z6, Z14, Z22
+	VFMADD213PS Z5, Z11, Z16
+	VFMADD213PS Z5, Z12, Z18
+	VFMADD213PS Z5, Z13, Z20
+	VFMADD213PS Z5, Z14, Z22
+	VFMADD213PS Z4, Z11, Z16
+	VFMADD213PS Z4, Z12, Z18
+	VFMADD213PS Z4, Z13, Z20
+	VFMADD213PS Z4, Z14, Z22
+	VFMADD213PS Z3, Z11, Z16
+	VFMADD213PS Z3, Z12, Z18
+	VFMADD213PS Z3, Z13, Z20
+	VFMADD213PS Z3, Z14, Z22
+	VFMADD213PS Z2, Z11, Z16
+	VFMADD213PS Z2, Z12, Z18
+	VFMADD213PS Z2, Z13, Z20
+	VFMADD213PS Z2, Z14, Z22
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z15, Z16, Z16
+	VSCALEFPS Z17, Z18, Z18
+	VSCALEFPS Z19, Z20, Z20
+	VSCALEFPS Z21, Z22, Z22
+	VADDPS    Z9, Z16, Z16
+	VADDPS    Z9, Z18, Z18
+	VADDPS    Z9, Z20, Z20
+	VADDPS    Z9, Z22, Z22
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z16, Z11
+	VRCP14PS Z18, Z12
+	VRCP14PS Z20, Z13
+	VRCP14PS Z22, Z14
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z9, Z11, Z16
+	VFNMADD213PS Z9, Z12, Z18
+	VFNMADD213PS Z9, Z13, Z20
+	VFNMADD213PS Z9, Z14, Z22
+	VFMADD213PS  Z11, Z16, Z11
+	VFMADD213PS  Z12, Z18, Z12
+	VFMADD213PS  Z13, Z20, Z13
+	VFMADD213PS  Z14, Z22, Z14
+
+	// x = 2x - 1
+	VFMADD213PS Z8, Z10, Z11
+	VFMADD213PS Z8, Z10, Z12
+	VFMADD213PS Z8, Z10, Z13
+	VFMADD213PS Z8, Z10, Z14
+	VMOVUPS     Z11, (DI)
+	VMOVUPS     Z12, 64(DI)
+	VMOVUPS     Z13, (R8)
+	VMOVUPS     Z14, 64(R8)
+	ADDQ        $0x00000080, DI
+	ADDQ        $0x00000080, R8
+	SUBQ        $0x02, R9
+	JMP         pairvecs
+
+pairvec1:
+	TESTQ   R9, R9
+	JZ      pairtail
+	VMOVUPS (DI), Z11
+	VMOVUPS (R8), Z12
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z11, Z13
+	VMULPS    Z0, Z12, Z15
+	VREDUCEPS $0x09, Z13, Z11
+	VREDUCEPS $0x09, Z15, Z12
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z13, Z13
+	VRANGEPS $0x02, Z1, Z15, Z15
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z14
+	VMOVAPS     Z7, Z16
+	VFMADD213PS Z6, Z11, Z14
+	VFMADD213PS Z6, Z12, Z16
+	VFMADD213PS Z5, Z11, Z14
+	VFMADD213PS Z5, Z12, Z16
+	VFMADD213PS Z4, Z11, Z14
+	VFMADD213PS Z4, Z12, Z16
+	VFMADD213PS Z3, Z11, Z14
+	VFMADD213PS Z3, Z12, Z16
+	VFMADD213PS Z2, Z11, Z14
+	VFMADD213PS Z2, Z12, Z16
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z13, Z14, Z14
+	VSCALEFPS Z15, Z16, Z16
+	VADDPS    Z9, Z14, Z14
+	VADDPS    Z9, Z16, Z16
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z14, Z11
+	VRCP14PS Z16, Z12
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z9, Z11, Z14
+	VFNMADD213PS Z9, Z12, Z16
+	VFMADD213PS  Z11, Z14, Z11
+	VFMADD213PS  Z12, Z16, Z12
+
+	// x = 2x - 1
+	VFMADD213PS Z8, Z10, Z11
+	VFMADD213PS Z8, Z10, Z12
+	VMOVUPS     Z11, (DI)
 	ADDQ        $0x00000040, DI
-	DECQ        R8
-	JMP         vec
+	VMOVUPS     Z12, (R8)
+	ADDQ        $0x00000040, R8
+	DECQ        R9
+	JMP         pairvec1
 
-tail:
-	TESTQ     BX, BX
-	JZ        next
-	VMOVUPS.Z (DI), K1, Z6
+pairtail:
+	TESTQ     SI, SI
+	JZ        pairdone
+	VMOVUPS.Z (DI), K1, Z11
+	VMOVUPS.Z (R8), K1, Z12
 
-	// z = clamp(ng·x, lo, hi)
-	VMULPS Z0, Z6, Z6
-	VMAXPS Z6, Z3, Z6
-	VMINPS Z6, Z4, Z6
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z11, Z13
+	VMULPS    Z0, Z12, Z15
+	VREDUCEPS $0x09, Z13, Z11
+	VREDUCEPS $0x09, Z15, Z12
 
-	// t = z·log2e + shifter; n = t - shifter = round(z·log2e)
-	VMOVUPS     expc<>+64(SB), Z7
-	VFMADD231PS expc<>+0(SB), Z6, Z7
-	VSUBPS      expc<>+64(SB), Z7, Z8
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z13, Z13
+	VRANGEPS $0x02, Z1, Z15, Z15
 
-	// r = z - n·ln2 (in two parts)
-	VFNMADD231PS expc<>+128(SB), Z8, Z6
-	VFNMADD231PS expc<>+192(SB), Z8, Z6
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z14
+	VMOVAPS     Z7, Z16
+	VFMADD213PS Z6, Z11, Z14
+	VFMADD213PS Z6, Z12, Z16
+	VFMADD213PS Z5, Z11, Z14
+	VFMADD213PS Z5, Z12, Z16
+	VFMADD213PS Z4, Z11, Z14
+	VFMADD213PS Z4, Z12, Z16
+	VFMADD213PS Z3, Z11, Z14
+	VFMADD213PS Z3, Z12, Z16
+	VFMADD213PS Z2, Z11, Z14
+	VFMADD213PS Z2, Z12, Z16
 
-	// e^r = 1 + r + r²·P(r)
-	VMOVUPS     expc<>+256(SB), Z9
-	VFMADD213PS expc<>+320(SB), Z6, Z9
-	VFMADD213PS expc<>+384(SB), Z6, Z9
-	VFMADD213PS expc<>+448(SB), Z6, Z9
-	VFMADD213PS expc<>+512(SB), Z6, Z9
-	VFMADD213PS expc<>+576(SB), Z6, Z9
-	VMULPS      Z6, Z6, Z8
-	VFMADD213PS Z6, Z8, Z9
-	VADDPS      Z5, Z9, Z9
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z13, Z14, Z14
+	VSCALEFPS Z15, Z16, Z16
+	VADDPS    Z9, Z14, Z14
+	VADDPS    Z9, Z16, Z16
 
-	// e^z = e^r · 2^n, 2^n = (n+127) << 23 from the low bits of t
-	VPSLLD $0x17, Z7, Z7
-	VMULPS Z7, Z9, Z9
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z14, Z11
+	VRCP14PS Z16, Z12
 
-	// x = alpha / (1 + e^z) + beta
-	VADDPS      Z5, Z9, Z9
-	VDIVPS      Z9, Z5, Z9
-	VFMADD213PS Z2, Z1, Z9
-	VMOVUPS     Z9, Z6
-	VMOVUPS     Z6, K1, (DI)
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z9, Z11, Z14
+	VFNMADD213PS Z9, Z12, Z16
+	VFMADD213PS  Z11, Z14, Z11
+	VFMADD213PS  Z12, Z16, Z12
 
-next:
-	ADDQ CX, AX
-	DECQ DX
-	JNZ  row
+	// x = 2x - 1
+	VFMADD213PS Z8, Z10, Z11
+	VFMADD213PS Z8, Z10, Z12
+	VMOVUPS     Z11, K1, (DI)
+	VMOVUPS     Z12, K1, (R8)
+
+pairdone:
+	LEAQ (AX)(CX*2), AX
+	SUBQ $0x02, DX
+	JMP  pair
+
+single:
+	TESTQ DX, DX
+	JZ    ret
+	MOVQ  BX, CX
+	SHRQ  $0x04, CX
+
+singlevecs:
+	CMPQ    CX, $0x04
+	JL      singlevec1
+	VMOVUPS (AX), Z11
+	VMOVUPS 64(AX), Z12
+	VMOVUPS 128(AX), Z13
+	VMOVUPS 192(AX), Z14
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z11, Z15
+	VMULPS    Z0, Z12, Z17
+	VMULPS    Z0, Z13, Z19
+	VMULPS    Z0, Z14, Z21
+	VREDUCEPS $0x09, Z15, Z11
+	VREDUCEPS $0x09, Z17, Z12
+	VREDUCEPS $0x09, Z19, Z13
+	VREDUCEPS $0x09, Z21, Z14
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z15, Z15
+	VRANGEPS $0x02, Z1, Z17, Z17
+	VRANGEPS $0x02, Z1, Z19, Z19
+	VRANGEPS $0x02, Z1, Z21, Z21
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z16
+	VMOVAPS     Z7, Z18
+	VMOVAPS     Z7, Z20
+	VMOVAPS     Z7, Z22
+	VFMADD213PS Z6, Z11, Z16
+	VFMADD213PS Z6, Z12, Z18
+	VFMADD213PS Z6, Z13, Z20
+	VFMADD213PS Z6, Z14, Z22
+	VFMADD213PS Z5, Z11, Z16
+	VFMADD213PS Z5, Z12, Z18
+	VFMADD213PS Z5, Z13, Z20
+	VFMADD213PS Z5, Z14, Z22
+	VFMADD213PS Z4, Z11, Z16
+	VFMADD213PS Z4, Z12, Z18
+	VFMADD213PS Z4, Z13, Z20
+	VFMADD213PS Z4, Z14, Z22
+	VFMADD213PS Z3, Z11, Z16
+	VFMADD213PS Z3, Z12, Z18
+	VFMADD213PS Z3, Z13, Z20
+	VFMADD213PS Z3, Z14, Z22
+	VFMADD213PS Z2, Z11, Z16
+	VFMADD213PS Z2, Z12, Z18
+	VFMADD213PS Z2, Z13, Z20
+	VFMADD213PS Z2, Z14, Z22
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z15, Z16, Z16
+	VSCALEFPS Z17, Z18, Z18
+	VSCALEFPS Z19, Z20, Z20
+	VSCALEFPS Z21, Z22, Z22
+	VADDPS    Z9, Z16, Z16
+	VADDPS    Z9, Z18, Z18
+	VADDPS    Z9, Z20, Z20
+	VADDPS    Z9, Z22, Z22
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z16, Z11
+	VRCP14PS Z18, Z12
+	VRCP14PS Z20, Z13
+	VRCP14PS Z22, Z14
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z9, Z11, Z16
+	VFNMADD213PS Z9, Z12, Z18
+	VFNMADD213PS Z9, Z13, Z20
+	VFNMADD213PS Z9, Z14, Z22
+	VFMADD213PS  Z11, Z16, Z11
+	VFMADD213PS  Z12, Z18, Z12
+	VFMADD213PS  Z13, Z20, Z13
+	VFMADD213PS  Z14, Z22, Z14
+
+	// x = 2x - 1
+	VFMADD213PS Z8, Z10, Z11
+	VFMADD213PS Z8, Z10, Z12
+	VFMADD213PS Z8, Z10, Z13
+	VFMADD213PS Z8, Z10, Z14
+	VMOVUPS     Z11, (AX)
+	VMOVUPS     Z12, 64(AX)
+	VMOVUPS     Z13, 128(AX)
+	VMOVUPS     Z14, 192(AX)
+	ADDQ        $0x00000100, AX
+	SUBQ        $0x04, CX
+	JMP         singlevecs
+
+singlevec1:
+	TESTQ   CX, CX
+	JZ      singletail
+	VMOVUPS (AX), Z11
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z11, Z12
+	VREDUCEPS $0x09, Z12, Z11
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z12, Z12
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z13
+	VFMADD213PS Z6, Z11, Z13
+	VFMADD213PS Z5, Z11, Z13
+	VFMADD213PS Z4, Z11, Z13
+	VFMADD213PS Z3, Z11, Z13
+	VFMADD213PS Z2, Z11, Z13
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z12, Z13, Z13
+	VADDPS    Z9, Z13, Z13
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z13, Z11
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z9, Z11, Z13
+	VFMADD213PS  Z11, Z13, Z11
+
+	// x = 2x - 1
+	VFMADD213PS Z8, Z10, Z11
+	VMOVUPS     Z11, (AX)
+	ADDQ        $0x00000040, AX
+	DECQ        CX
+	JMP         singlevec1
+
+singletail:
+	TESTQ     SI, SI
+	JZ        singledone
+	VMOVUPS.Z (AX), K1, Z11
+
+	// t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN
+	VMULPS    Z0, Z11, Z0
+	VREDUCEPS $0x09, Z0, Z11
+
+	// t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:
+	// f carries the NaN)
+	VRANGEPS $0x02, Z1, Z0, Z0
+
+	// p = 2^f = F0 + F1 f + … + F5 f^5
+	VMOVAPS     Z7, Z1
+	VFMADD213PS Z6, Z11, Z1
+	VFMADD213PS Z5, Z11, Z1
+	VFMADD213PS Z4, Z11, Z1
+	VFMADD213PS Z3, Z11, Z1
+	VFMADD213PS Z2, Z11, Z1
+
+	// d = 1 + 2^t = 1 + p·2^floor(t)
+	VSCALEFPS Z0, Z1, Z1
+	VADDPS    Z9, Z1, Z1
+
+	// r ≈ 1/d (14 bits)
+	VRCP14PS Z1, Z11
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Z9, Z11, Z1
+	VFMADD213PS  Z11, Z1, Z11
+
+	// x = 2x - 1
+	VFMADD213PS Z8, Z10, Z11
+	VMOVUPS     Z11, K1, (AX)
+
+singledone:
+ret:
 	VZEROUPPER
 	RET
 
@@ -18451,121 +19250,611 @@ next:
 	VZEROUPPER
 	RET
 
-// func actTileAVX2(c *float32, ldc int, rows int, cols int, ng float32, alpha float32, beta float32)
+// func sigmoidTileAVX2(c *float32, ldc int, rows int, cols int)
 // Requires: AVX, AVX2, FMA3
-TEXT ·actTileAVX2(SB), NOSPLIT, $0-44
-	MOVQ         c+0(FP), AX
-	MOVQ         ldc+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         rows+16(FP), DX
-	MOVQ         cols+24(FP), BX
-	MOVQ         BX, SI
-	SHRQ         $0x03, SI
-	ANDQ         $0x00000007, BX
-	VBROADCASTSS ng+32(FP), Y0
-	VBROADCASTSS alpha+36(FP), Y1
-	VBROADCASTSS beta+40(FP), Y2
-	VMOVUPS      expc<>+704(SB), Y3
-	VMOVUPS      expc<>+768(SB), Y4
-	VMOVUPS      expc<>+640(SB), Y5
-	LEAQ         masks<>+64(SB), DI
-	MOVQ         BX, R8
-	SHLQ         $0x02, R8
-	SUBQ         R8, DI
-	VMOVUPS      (DI), Y6
+TEXT ·sigmoidTileAVX2(SB), NOSPLIT, $0-32
+	MOVQ    c+0(FP), AX
+	MOVQ    ldc+8(FP), CX
+	SHLQ    $0x02, CX
+	MOVQ    rows+16(FP), DX
+	MOVQ    cols+24(FP), BX
+	MOVQ    BX, SI
+	ANDQ    $0x00000007, SI
+	VMOVUPS expc<>+192(SB), Y0
+	VMOVUPS expc<>+0(SB), Y1
+	VMOVUPS expc<>+64(SB), Y2
+	LEAQ    masks<>+64(SB), DI
+	MOVQ    SI, R8
+	SHLQ    $0x02, R8
+	SUBQ    R8, DI
+	VMOVUPS (DI), Y3
 
-row:
+pair:
+	CMPQ DX, $0x02
+	JL   single
 	MOVQ AX, DI
-	MOVQ SI, R8
+	LEAQ (AX)(CX*1), R8
+	MOVQ BX, R9
+	SHRQ $0x03, R9
 
-vec:
-	TESTQ   R8, R8
-	JZ      tail
-	VMOVUPS (DI), Y7
+pairvecs:
+	CMPQ    R9, $0x01
+	JL      pairvec1
+	VMOVUPS (DI), Y4
+	VMOVUPS (R8), Y5
 
-	// z = clamp(ng·x, lo, hi)
-	VMULPS Y0, Y7, Y7
-	VMAXPS Y7, Y3, Y7
-	VMINPS Y7, Y4, Y7
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+384(SB), Y4, Y6
+	VMULPS expc<>+384(SB), Y5, Y8
+	VMAXPS Y6, Y1, Y6
+	VMAXPS Y8, Y1, Y8
+	VMINPS Y6, Y2, Y6
+	VMINPS Y8, Y2, Y8
 
-	// t = z·log2e + shifter; n = t - shifter = round(z·log2e)
-	VMOVUPS     expc<>+64(SB), Y8
-	VFMADD231PS expc<>+0(SB), Y7, Y8
-	VSUBPS      expc<>+64(SB), Y8, Y9
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y6, Y4
+	VADDPS expc<>+128(SB), Y8, Y5
+	VSUBPS expc<>+128(SB), Y4, Y7
+	VSUBPS expc<>+128(SB), Y5, Y9
+	VSUBPS Y7, Y6, Y6
+	VSUBPS Y9, Y8, Y8
 
-	// r = z - n·ln2 (in two parts)
-	VFNMADD231PS expc<>+128(SB), Y9, Y7
-	VFNMADD231PS expc<>+192(SB), Y9, Y7
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y4, Y4
+	VPSLLD $0x17, Y5, Y5
 
-	// e^r = 1 + r + r²·P(r)
-	VMOVUPS     expc<>+256(SB), Y10
-	VFMADD213PS expc<>+320(SB), Y7, Y10
-	VFMADD213PS expc<>+384(SB), Y7, Y10
-	VFMADD213PS expc<>+448(SB), Y7, Y10
-	VFMADD213PS expc<>+512(SB), Y7, Y10
-	VFMADD213PS expc<>+576(SB), Y7, Y10
-	VMULPS      Y7, Y7, Y9
-	VFMADD213PS Y7, Y9, Y10
-	VADDPS      Y5, Y10, Y10
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y7
+	VMOVUPS     expc<>+1216(SB), Y9
+	VFMADD213PS expc<>+1152(SB), Y6, Y7
+	VFMADD213PS expc<>+1152(SB), Y8, Y9
+	VFMADD213PS expc<>+1088(SB), Y6, Y7
+	VFMADD213PS expc<>+1088(SB), Y8, Y9
+	VFMADD213PS expc<>+1024(SB), Y6, Y7
+	VFMADD213PS expc<>+1024(SB), Y8, Y9
+	VFMADD213PS expc<>+960(SB), Y6, Y7
+	VFMADD213PS expc<>+960(SB), Y8, Y9
+	VFMADD213PS expc<>+896(SB), Y6, Y7
+	VFMADD213PS expc<>+896(SB), Y8, Y9
 
-	// e^z = e^r · 2^n, 2^n = (n+127) << 23 from the low bits of t
-	VPSLLD $0x17, Y8, Y8
-	VMULPS Y8, Y10, Y10
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y4, Y7
+	VFMADD213PS Y0, Y5, Y9
 
-	// x = alpha / (1 + e^z) + beta
-	VADDPS      Y5, Y10, Y10
-	VDIVPS      Y10, Y5, Y10
-	VFMADD213PS Y2, Y1, Y10
-	VMOVUPS     Y10, Y7
-	VMOVUPS     Y7, (DI)
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y7, Y4
+	VRCPPS Y9, Y5
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y4, Y7
+	VFNMADD213PS Y0, Y5, Y9
+	VFMADD213PS  Y4, Y7, Y4
+	VFMADD213PS  Y5, Y9, Y5
+	VMOVUPS      Y4, (DI)
+	VMOVUPS      Y5, (R8)
+	ADDQ         $0x00000020, DI
+	ADDQ         $0x00000020, R8
+	SUBQ         $0x01, R9
+	JMP          pairvecs
+
+pairvec1:
+	TESTQ      SI, SI
+	JZ         pairdone
+	VMASKMOVPS (DI), Y3, Y4
+	VMASKMOVPS (R8), Y3, Y5
+
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+384(SB), Y4, Y6
+	VMULPS expc<>+384(SB), Y5, Y8
+	VMAXPS Y6, Y1, Y6
+	VMAXPS Y8, Y1, Y8
+	VMINPS Y6, Y2, Y6
+	VMINPS Y8, Y2, Y8
+
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y6, Y4
+	VADDPS expc<>+128(SB), Y8, Y5
+	VSUBPS expc<>+128(SB), Y4, Y7
+	VSUBPS expc<>+128(SB), Y5, Y9
+	VSUBPS Y7, Y6, Y6
+	VSUBPS Y9, Y8, Y8
+
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y4, Y4
+	VPSLLD $0x17, Y5, Y5
+
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y7
+	VMOVUPS     expc<>+1216(SB), Y9
+	VFMADD213PS expc<>+1152(SB), Y6, Y7
+	VFMADD213PS expc<>+1152(SB), Y8, Y9
+	VFMADD213PS expc<>+1088(SB), Y6, Y7
+	VFMADD213PS expc<>+1088(SB), Y8, Y9
+	VFMADD213PS expc<>+1024(SB), Y6, Y7
+	VFMADD213PS expc<>+1024(SB), Y8, Y9
+	VFMADD213PS expc<>+960(SB), Y6, Y7
+	VFMADD213PS expc<>+960(SB), Y8, Y9
+	VFMADD213PS expc<>+896(SB), Y6, Y7
+	VFMADD213PS expc<>+896(SB), Y8, Y9
+
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y4, Y7
+	VFMADD213PS Y0, Y5, Y9
+
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y7, Y4
+	VRCPPS Y9, Y5
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y4, Y7
+	VFNMADD213PS Y0, Y5, Y9
+	VFMADD213PS  Y4, Y7, Y4
+	VFMADD213PS  Y5, Y9, Y5
+	VMASKMOVPS   Y4, Y3, (DI)
+	VMASKMOVPS   Y5, Y3, (R8)
+
+pairdone:
+	LEAQ (AX)(CX*2), AX
+	SUBQ $0x02, DX
+	JMP  pair
+
+single:
+	TESTQ DX, DX
+	JZ    ret
+	MOVQ  BX, CX
+	SHRQ  $0x03, CX
+
+singlevecs:
+	CMPQ    CX, $0x02
+	JL      singlevec1
+	VMOVUPS (AX), Y4
+	VMOVUPS 32(AX), Y5
+
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+384(SB), Y4, Y6
+	VMULPS expc<>+384(SB), Y5, Y8
+	VMAXPS Y6, Y1, Y6
+	VMAXPS Y8, Y1, Y8
+	VMINPS Y6, Y2, Y6
+	VMINPS Y8, Y2, Y8
+
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y6, Y4
+	VADDPS expc<>+128(SB), Y8, Y5
+	VSUBPS expc<>+128(SB), Y4, Y7
+	VSUBPS expc<>+128(SB), Y5, Y9
+	VSUBPS Y7, Y6, Y6
+	VSUBPS Y9, Y8, Y8
+
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y4, Y4
+	VPSLLD $0x17, Y5, Y5
+
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y7
+	VMOVUPS     expc<>+1216(SB), Y9
+	VFMADD213PS expc<>+1152(SB), Y6, Y7
+	VFMADD213PS expc<>+1152(SB), Y8, Y9
+	VFMADD213PS expc<>+1088(SB), Y6, Y7
+	VFMADD213PS expc<>+1088(SB), Y8, Y9
+	VFMADD213PS expc<>+1024(SB), Y6, Y7
+	VFMADD213PS expc<>+1024(SB), Y8, Y9
+	VFMADD213PS expc<>+960(SB), Y6, Y7
+	VFMADD213PS expc<>+960(SB), Y8, Y9
+	VFMADD213PS expc<>+896(SB), Y6, Y7
+	VFMADD213PS expc<>+896(SB), Y8, Y9
+
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y4, Y7
+	VFMADD213PS Y0, Y5, Y9
+
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y7, Y4
+	VRCPPS Y9, Y5
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y4, Y7
+	VFNMADD213PS Y0, Y5, Y9
+	VFMADD213PS  Y4, Y7, Y4
+	VFMADD213PS  Y5, Y9, Y5
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	ADDQ         $0x00000040, AX
+	SUBQ         $0x02, CX
+	JMP          singlevecs
+
+singlevec1:
+	TESTQ   CX, CX
+	JZ      singletail
+	VMOVUPS (AX), Y4
+
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+384(SB), Y4, Y5
+	VMAXPS Y5, Y1, Y5
+	VMINPS Y5, Y2, Y5
+
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y5, Y4
+	VSUBPS expc<>+128(SB), Y4, Y6
+	VSUBPS Y6, Y5, Y5
+
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y4, Y4
+
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y6
+	VFMADD213PS expc<>+1152(SB), Y5, Y6
+	VFMADD213PS expc<>+1088(SB), Y5, Y6
+	VFMADD213PS expc<>+1024(SB), Y5, Y6
+	VFMADD213PS expc<>+960(SB), Y5, Y6
+	VFMADD213PS expc<>+896(SB), Y5, Y6
+
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y4, Y6
+
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y6, Y4
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y4, Y6
+	VFMADD213PS  Y4, Y6, Y4
+	VMOVUPS      Y4, (AX)
+	ADDQ         $0x00000020, AX
+	DECQ         CX
+	JMP          singlevec1
+
+singletail:
+	TESTQ      SI, SI
+	JZ         singledone
+	VMASKMOVPS (AX), Y3, Y4
+
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+384(SB), Y4, Y5
+	VMAXPS Y5, Y1, Y5
+	VMINPS Y5, Y2, Y5
+
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y5, Y4
+	VSUBPS expc<>+128(SB), Y4, Y1
+	VSUBPS Y1, Y5, Y5
+
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y4, Y4
+
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y1
+	VFMADD213PS expc<>+1152(SB), Y5, Y1
+	VFMADD213PS expc<>+1088(SB), Y5, Y1
+	VFMADD213PS expc<>+1024(SB), Y5, Y1
+	VFMADD213PS expc<>+960(SB), Y5, Y1
+	VFMADD213PS expc<>+896(SB), Y5, Y1
+
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y4, Y1
+
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y1, Y4
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y4, Y1
+	VFMADD213PS  Y4, Y1, Y4
+	VMASKMOVPS   Y4, Y3, (AX)
+
+singledone:
+ret:
+	VZEROUPPER
+	RET
+
+// func tanhTileAVX2(c *float32, ldc int, rows int, cols int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·tanhTileAVX2(SB), NOSPLIT, $0-32
+	MOVQ    c+0(FP), AX
+	MOVQ    ldc+8(FP), CX
+	SHLQ    $0x02, CX
+	MOVQ    rows+16(FP), DX
+	MOVQ    cols+24(FP), BX
+	MOVQ    BX, SI
+	ANDQ    $0x00000007, SI
+	VMOVUPS expc<>+192(SB), Y0
+	VMOVUPS expc<>+256(SB), Y1
+	VMOVUPS expc<>+0(SB), Y2
+	VMOVUPS expc<>+64(SB), Y3
+	LEAQ    masks<>+64(SB), DI
+	MOVQ    SI, R8
+	SHLQ    $0x02, R8
+	SUBQ    R8, DI
+	VMOVUPS (DI), Y4
+
+pair:
+	CMPQ DX, $0x02
+	JL   single
+	MOVQ AX, DI
+	LEAQ (AX)(CX*1), R8
+	MOVQ BX, R9
+	SHRQ $0x03, R9
+
+pairvecs:
+	CMPQ    R9, $0x01
+	JL      pairvec1
+	VMOVUPS (DI), Y5
+	VMOVUPS (R8), Y6
+
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+448(SB), Y5, Y7
+	VMULPS expc<>+448(SB), Y6, Y9
+	VMAXPS Y7, Y2, Y7
+	VMAXPS Y9, Y2, Y9
+	VMINPS Y7, Y3, Y7
+	VMINPS Y9, Y3, Y9
+
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y7, Y5
+	VADDPS expc<>+128(SB), Y9, Y6
+	VSUBPS expc<>+128(SB), Y5, Y8
+	VSUBPS expc<>+128(SB), Y6, Y10
+	VSUBPS Y8, Y7, Y7
+	VSUBPS Y10, Y9, Y9
+
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y5, Y5
+	VPSLLD $0x17, Y6, Y6
+
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y8
+	VMOVUPS     expc<>+1216(SB), Y10
+	VFMADD213PS expc<>+1152(SB), Y7, Y8
+	VFMADD213PS expc<>+1152(SB), Y9, Y10
+	VFMADD213PS expc<>+1088(SB), Y7, Y8
+	VFMADD213PS expc<>+1088(SB), Y9, Y10
+	VFMADD213PS expc<>+1024(SB), Y7, Y8
+	VFMADD213PS expc<>+1024(SB), Y9, Y10
+	VFMADD213PS expc<>+960(SB), Y7, Y8
+	VFMADD213PS expc<>+960(SB), Y9, Y10
+	VFMADD213PS expc<>+896(SB), Y7, Y8
+	VFMADD213PS expc<>+896(SB), Y9, Y10
+
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y5, Y8
+	VFMADD213PS Y0, Y6, Y10
+
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y8, Y5
+	VRCPPS Y10, Y6
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y5, Y8
+	VFNMADD213PS Y0, Y6, Y10
+	VFMADD213PS  Y5, Y8, Y5
+	VFMADD213PS  Y6, Y10, Y6
+
+	// x = 2x - 1
+	VFMADD213PS expc<>+320(SB), Y1, Y5
+	VFMADD213PS expc<>+320(SB), Y1, Y6
+	VMOVUPS     Y5, (DI)
+	VMOVUPS     Y6, (R8)
 	ADDQ        $0x00000020, DI
-	DECQ        R8
-	JMP         vec
+	ADDQ        $0x00000020, R8
+	SUBQ        $0x01, R9
+	JMP         pairvecs
 
-tail:
-	TESTQ      BX, BX
-	JZ         next
-	VMASKMOVPS (DI), Y6, Y7
+pairvec1:
+	TESTQ      SI, SI
+	JZ         pairdone
+	VMASKMOVPS (DI), Y4, Y5
+	VMASKMOVPS (R8), Y4, Y6
 
-	// z = clamp(ng·x, lo, hi)
-	VMULPS Y0, Y7, Y7
-	VMAXPS Y7, Y3, Y7
-	VMINPS Y7, Y4, Y7
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+448(SB), Y5, Y7
+	VMULPS expc<>+448(SB), Y6, Y9
+	VMAXPS Y7, Y2, Y7
+	VMAXPS Y9, Y2, Y9
+	VMINPS Y7, Y3, Y7
+	VMINPS Y9, Y3, Y9
 
-	// t = z·log2e + shifter; n = t - shifter = round(z·log2e)
-	VMOVUPS     expc<>+64(SB), Y8
-	VFMADD231PS expc<>+0(SB), Y7, Y8
-	VSUBPS      expc<>+64(SB), Y8, Y9
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y7, Y5
+	VADDPS expc<>+128(SB), Y9, Y6
+	VSUBPS expc<>+128(SB), Y5, Y8
+	VSUBPS expc<>+128(SB), Y6, Y10
+	VSUBPS Y8, Y7, Y7
+	VSUBPS Y10, Y9, Y9
 
-	// r = z - n·ln2 (in two parts)
-	VFNMADD231PS expc<>+128(SB), Y9, Y7
-	VFNMADD231PS expc<>+192(SB), Y9, Y7
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y5, Y5
+	VPSLLD $0x17, Y6, Y6
 
-	// e^r = 1 + r + r²·P(r)
-	VMOVUPS     expc<>+256(SB), Y10
-	VFMADD213PS expc<>+320(SB), Y7, Y10
-	VFMADD213PS expc<>+384(SB), Y7, Y10
-	VFMADD213PS expc<>+448(SB), Y7, Y10
-	VFMADD213PS expc<>+512(SB), Y7, Y10
-	VFMADD213PS expc<>+576(SB), Y7, Y10
-	VMULPS      Y7, Y7, Y9
-	VFMADD213PS Y7, Y9, Y10
-	VADDPS      Y5, Y10, Y10
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y8
+	VMOVUPS     expc<>+1216(SB), Y10
+	VFMADD213PS expc<>+1152(SB), Y7, Y8
+	VFMADD213PS expc<>+1152(SB), Y9, Y10
+	VFMADD213PS expc<>+1088(SB), Y7, Y8
+	VFMADD213PS expc<>+1088(SB), Y9, Y10
+	VFMADD213PS expc<>+1024(SB), Y7, Y8
+	VFMADD213PS expc<>+1024(SB), Y9, Y10
+	VFMADD213PS expc<>+960(SB), Y7, Y8
+	VFMADD213PS expc<>+960(SB), Y9, Y10
+	VFMADD213PS expc<>+896(SB), Y7, Y8
+	VFMADD213PS expc<>+896(SB), Y9, Y10
 
-	// e^z = e^r · 2^n, 2^n = (n+127) << 23 from the low bits of t
-	VPSLLD $0x17, Y8, Y8
-	VMULPS Y8, Y10, Y10
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y5, Y8
+	VFMADD213PS Y0, Y6, Y10
 
-	// x = alpha / (1 + e^z) + beta
-	VADDPS      Y5, Y10, Y10
-	VDIVPS      Y10, Y5, Y10
-	VFMADD213PS Y2, Y1, Y10
-	VMOVUPS     Y10, Y7
-	VMASKMOVPS  Y7, Y6, (DI)
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y8, Y5
+	VRCPPS Y10, Y6
 
-next:
-	ADDQ CX, AX
-	DECQ DX
-	JNZ  row
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y5, Y8
+	VFNMADD213PS Y0, Y6, Y10
+	VFMADD213PS  Y5, Y8, Y5
+	VFMADD213PS  Y6, Y10, Y6
+
+	// x = 2x - 1
+	VFMADD213PS expc<>+320(SB), Y1, Y5
+	VFMADD213PS expc<>+320(SB), Y1, Y6
+	VMASKMOVPS  Y5, Y4, (DI)
+	VMASKMOVPS  Y6, Y4, (R8)
+
+pairdone:
+	LEAQ (AX)(CX*2), AX
+	SUBQ $0x02, DX
+	JMP  pair
+
+single:
+	TESTQ DX, DX
+	JZ    ret
+	MOVQ  BX, CX
+	SHRQ  $0x03, CX
+
+singlevecs:
+	CMPQ    CX, $0x02
+	JL      singlevec1
+	VMOVUPS (AX), Y5
+	VMOVUPS 32(AX), Y6
+
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+448(SB), Y5, Y7
+	VMULPS expc<>+448(SB), Y6, Y9
+	VMAXPS Y7, Y2, Y7
+	VMAXPS Y9, Y2, Y9
+	VMINPS Y7, Y3, Y7
+	VMINPS Y9, Y3, Y9
+
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y7, Y5
+	VADDPS expc<>+128(SB), Y9, Y6
+	VSUBPS expc<>+128(SB), Y5, Y8
+	VSUBPS expc<>+128(SB), Y6, Y10
+	VSUBPS Y8, Y7, Y7
+	VSUBPS Y10, Y9, Y9
+
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y5, Y5
+	VPSLLD $0x17, Y6, Y6
+
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y8
+	VMOVUPS     expc<>+1216(SB), Y10
+	VFMADD213PS expc<>+1152(SB), Y7, Y8
+	VFMADD213PS expc<>+1152(SB), Y9, Y10
+	VFMADD213PS expc<>+1088(SB), Y7, Y8
+	VFMADD213PS expc<>+1088(SB), Y9, Y10
+	VFMADD213PS expc<>+1024(SB), Y7, Y8
+	VFMADD213PS expc<>+1024(SB), Y9, Y10
+	VFMADD213PS expc<>+960(SB), Y7, Y8
+	VFMADD213PS expc<>+960(SB), Y9, Y10
+	VFMADD213PS expc<>+896(SB), Y7, Y8
+	VFMADD213PS expc<>+896(SB), Y9, Y10
+
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y5, Y8
+	VFMADD213PS Y0, Y6, Y10
+
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y8, Y5
+	VRCPPS Y10, Y6
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y5, Y8
+	VFNMADD213PS Y0, Y6, Y10
+	VFMADD213PS  Y5, Y8, Y5
+	VFMADD213PS  Y6, Y10, Y6
+
+	// x = 2x - 1
+	VFMADD213PS expc<>+320(SB), Y1, Y5
+	VFMADD213PS expc<>+320(SB), Y1, Y6
+	VMOVUPS     Y5, (AX)
+	VMOVUPS     Y6, 32(AX)
+	ADDQ        $0x00000040, AX
+	SUBQ        $0x02, CX
+	JMP         singlevecs
+
+singlevec1:
+	TESTQ   CX, CX
+	JZ      singletail
+	VMOVUPS (AX), Y5
+
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+448(SB), Y5, Y6
+	VMAXPS Y6, Y2, Y6
+	VMINPS Y6, Y3, Y6
+
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y6, Y5
+	VSUBPS expc<>+128(SB), Y5, Y7
+	VSUBPS Y7, Y6, Y6
+
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y5, Y5
+
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y7
+	VFMADD213PS expc<>+1152(SB), Y6, Y7
+	VFMADD213PS expc<>+1088(SB), Y6, Y7
+	VFMADD213PS expc<>+1024(SB), Y6, Y7
+	VFMADD213PS expc<>+960(SB), Y6, Y7
+	VFMADD213PS expc<>+896(SB), Y6, Y7
+
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y5, Y7
+
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y7, Y5
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y5, Y7
+	VFMADD213PS  Y5, Y7, Y5
+
+	// x = 2x - 1
+	VFMADD213PS expc<>+320(SB), Y1, Y5
+	VMOVUPS     Y5, (AX)
+	ADDQ        $0x00000020, AX
+	DECQ        CX
+	JMP         singlevec1
+
+singletail:
+	TESTQ      SI, SI
+	JZ         singledone
+	VMASKMOVPS (AX), Y4, Y5
+
+	// t = scale·x clamped to [-64, 64]
+	VMULPS expc<>+448(SB), Y5, Y6
+	VMAXPS Y6, Y2, Y6
+	VMINPS Y6, Y3, Y6
+
+	// s = t + shifter; n = s - shifter = round(t); f = t - n
+	VADDPS expc<>+128(SB), Y6, Y5
+	VSUBPS expc<>+128(SB), Y5, Y2
+	VSUBPS Y2, Y6, Y6
+
+	// 2^n = (n+127) << 23 from the low bits of s
+	VPSLLD $0x17, Y5, Y5
+
+	// p = 2^f = H0 + H1 f + … + H5 f^5
+	VMOVUPS     expc<>+1216(SB), Y2
+	VFMADD213PS expc<>+1152(SB), Y6, Y2
+	VFMADD213PS expc<>+1088(SB), Y6, Y2
+	VFMADD213PS expc<>+1024(SB), Y6, Y2
+	VFMADD213PS expc<>+960(SB), Y6, Y2
+	VFMADD213PS expc<>+896(SB), Y6, Y2
+
+	// d = 1 + 2^t = 1 + p·2^n
+	VFMADD213PS Y0, Y5, Y2
+
+	// r ≈ 1/d (12 bits)
+	VRCPPS Y2, Y5
+
+	// x = r + r·(1 - d·r)
+	VFNMADD213PS Y0, Y5, Y2
+	VFMADD213PS  Y5, Y2, Y5
+
+	// x = 2x - 1
+	VFMADD213PS expc<>+320(SB), Y1, Y5
+	VMASKMOVPS  Y5, Y4, (AX)
+
+singledone:
+ret:
 	VZEROUPPER
 	RET

@@ -14,7 +14,7 @@ func availablePaths() []string {
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		ps = append(ps, "avx2")
 	}
-	if cpu.X86.HasAVX512F && cpu.X86.HasBMI2 {
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasBMI2 {
 		ps = append(ps, "avx512")
 	}
 	return ps

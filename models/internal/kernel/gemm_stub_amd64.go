@@ -746,12 +746,17 @@ func gemm12x16AVX512(k int, a *float32, lda int, w *float32, c *float32, ldc int
 //go:noescape
 func gemm12x32AVX512(k int, a *float32, lda int, w *float32, c *float32, ldc int, bias *float32, tail int, flags int, nblk int)
 
-// actTileAVX512 applies x = alpha/(1+exp(ng·x)) + beta in place to the rows×cols
-// block of c (leading dimension ldc elements): sigmoid with (-1, 1, 0), tanh
-// with (-2, 2, -1). rows >= 1, cols >= 1.
+// sigmoidTileAVX512 applies sigmoid in place to the rows×cols block of c (leading
+// dimension ldc elements); rows >= 1, cols >= 1.
 //
 //go:noescape
-func actTileAVX512(c *float32, ldc int, rows int, cols int, ng float32, alpha float32, beta float32)
+func sigmoidTileAVX512(c *float32, ldc int, rows int, cols int)
+
+// tanhTileAVX512 applies tanh in place to the rows×cols block of c (leading
+// dimension ldc elements); rows >= 1, cols >= 1.
+//
+//go:noescape
+func tanhTileAVX512(c *float32, ldc int, rows int, cols int)
 
 // gemm1x16AVX2 computes nblk vertically stacked 1×16 tiles of C = act(C0 + A·W + bias),
 // reading 1 rows of A per tile and 1 packed panels of W (panel stride k·16
@@ -921,9 +926,14 @@ func gemm5x16AVX2(k int, a *float32, lda int, w *float32, c *float32, ldc int, b
 //go:noescape
 func gemm6x16AVX2(k int, a *float32, lda int, w *float32, c *float32, ldc int, bias *float32, tail int, flags int, nblk int)
 
-// actTileAVX2 applies x = alpha/(1+exp(ng·x)) + beta in place to the rows×cols
-// block of c (leading dimension ldc elements): sigmoid with (-1, 1, 0), tanh
-// with (-2, 2, -1). rows >= 1, cols >= 1.
+// sigmoidTileAVX2 applies sigmoid in place to the rows×cols block of c (leading
+// dimension ldc elements); rows >= 1, cols >= 1.
 //
 //go:noescape
-func actTileAVX2(c *float32, ldc int, rows int, cols int, ng float32, alpha float32, beta float32)
+func sigmoidTileAVX2(c *float32, ldc int, rows int, cols int)
+
+// tanhTileAVX2 applies tanh in place to the rows×cols block of c (leading
+// dimension ldc elements); rows >= 1, cols >= 1.
+//
+//go:noescape
+func tanhTileAVX2(c *float32, ldc int, rows int, cols int)

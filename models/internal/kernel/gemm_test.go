@@ -5,7 +5,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"testing"
+	"time"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -343,7 +345,7 @@ func BenchmarkGemm(b *testing.B) {
 		flops := 2 * float64(s.m*s.k*s.n)
 		name := fmt.Sprintf("%dx%dx%d", s.m, s.k, s.n)
 		for _, p := range availablePaths() {
-			for _, act := range []Activation{Identity, Sigmoid} {
+			for _, act := range []Activation{Identity, Sigmoid, Tanh} {
 				b.Run(p+"_"+act.String()+"_"+name, func(b *testing.B) {
 					forcePath(b, p)
 					b.ReportAllocs()
@@ -366,5 +368,46 @@ func BenchmarkGemm(b *testing.B) {
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
+	}
+}
+
+// BenchmarkActivationCost measures what sigmoid and tanh add to a GEMM, as
+// a fraction of the identity GEMM on the same shape and path. Each round
+// times a batch of identity, sigmoid and tanh calls back to back (rotating
+// the order); the metrics sigmoid_extra and tanh_extra are the medians over
+// the rounds of act/identity − 1. Neighbours on a shared machine slow whole
+// seconds at a time, so separate benchmarks of each activation disagree by
+// more than the effect; adjacent batches see the same conditions.
+func BenchmarkActivationCost(b *testing.B) {
+	for _, s := range []struct{ m, k, n int }{{256, 64, 128}, {1, 64, 128}} {
+		r := rand.New(rand.NewPCG(7, 8))
+		a, wRaw, c := randSlice(r, s.m*s.k), randSlice(r, s.k*s.n), make([]float32, s.m*s.n)
+		bias := randSlice(r, s.n)
+		w := Pack(s.k, s.n, wRaw)
+		reps := max(1, 32768/(s.m*s.n)) // ≥ 32768 outputs per batch
+		for _, p := range availablePaths() {
+			b.Run(fmt.Sprintf("%s_%dx%dx%d", p, s.m, s.k, s.n), func(b *testing.B) {
+				forcePath(b, p)
+				acts := [3]Activation{Identity, Sigmoid, Tanh}
+				var extra [2][]float64
+				for round := 0; b.Loop(); round++ {
+					var ns [3]time.Duration
+					for j := range acts {
+						v := (j + round) % 3
+						t0 := time.Now()
+						for range reps {
+							Gemm(s.m, s.k, s.n, a, s.k, w, bias, acts[v], c, s.n, false)
+						}
+						ns[v] = time.Since(t0)
+					}
+					extra[0] = append(extra[0], float64(ns[1])/float64(ns[0])-1)
+					extra[1] = append(extra[1], float64(ns[2])/float64(ns[0])-1)
+				}
+				for i, unit := range []string{"sigmoid_extra", "tanh_extra"} {
+					slices.Sort(extra[i])
+					b.ReportMetric(extra[i][len(extra[i])/2], unit)
+				}
+			})
+		}
 	}
 }

@@ -76,7 +76,8 @@ func main() {
 				tileList = append(tileList, [3]any{ar, r, p})
 			}
 		}
-		actTile(ar)
+		actTile(ar, "sigmoid")
+		actTile(ar, "tanh")
 	}
 	Generate()
 	if *tiles != "" {
@@ -84,46 +85,65 @@ func main() {
 	}
 }
 
-// Constant tables. expc holds each constant of the exponential replicated 16
-// times (64 bytes), so that any lane width can use it as a memory operand.
+// Constant tables. expc holds each constant of the activation pass
+// replicated 16 times (64 bytes), so that any lane width can use it as a
+// memory operand.
 var (
 	expc  Mem
 	masks Mem
 )
 
 const (
-	cLog2e = iota
-	cShift
-	cLn2Hi
-	cLn2Lo
-	cP5
-	cP4
-	cP3
-	cP2
-	cP1
-	cP0
-	cOne
-	cLo
-	cHi
+	cLo       = iota // clamp of t = log2(e^z): 2^t stays normal, 1/(1+2^t) too
+	cHi              //
+	cShift           // AVX2: 1.5·2^23 + 127 rounds t to an integer n and keeps n+127 in the low bits
+	cOne             //
+	cTwo             //
+	cMinusOne        //
+	cSigmoid         // −log2 e: σ(x) = 1/(1 + 2^t), t = −x·log2 e
+	cTanh            // −2·log2 e: tanh(x) = 2/(1 + 2^t) − 1, t = −2x·log2 e
+	cF0              // AVX-512: 2^f ≈ F0 + F1 f + … + F5 f^5 on [0, 1)
+	cF1
+	cF2
+	cF3
+	cF4
+	cF5
+	cH0 // AVX2: 2^f ≈ H0 + H1 f + … + H5 f^5 on [-1/2, 1/2]
+	cH1
+	cH2
+	cH3
+	cH4
+	cH5
 	nConst
 )
 
 func constants() {
 	vals := [nConst]float32{
-		cLog2e: 1.44269504088896341,
-		cShift: 12582912 + 127, // 1.5·2^23 + bias: rounds to an integer and keeps n+127 in the low bits
-		cLn2Hi: 0.693359375,
-		cLn2Lo: -2.12194440e-4,
-		// Cephes expf: e^r ≈ 1 + r + r²·(P0 + P1 r + … + P5 r^5), |r| <= ln2/2.
-		cP5:  1.9875691500e-4,
-		cP4:  1.3981999507e-3,
-		cP3:  8.3334519073e-3,
-		cP2:  4.1665795894e-2,
-		cP1:  1.6666665459e-1,
-		cP0:  5.0000001201e-1,
-		cOne: 1,
-		cLo:  -87.3, // 2^n stays normal: n >= -126
-		cHi:  88.3,  // n <= 127
+		// |t| <= 64 keeps 2^t, 1+2^t and its reciprocal normal, and costs
+		// nothing in accuracy: σ(±44.4) is within 5.5e-20 of 0 or 1.
+		cLo:       -64,
+		cHi:       64,
+		cShift:    12582912 + 127,
+		cOne:      1,
+		cTwo:      2,
+		cMinusOne: -1,
+		cSigmoid:  -math.Log2E,
+		cTanh:     -2 * math.Log2E,
+		// Minimax fits of the relative error of 2^f (Remez, float64; the
+		// error of the float32 coefficients in float32 Horner steps is
+		// 1.5e-7 on [0, 1) and 2.1e-7 on [-1/2, 1/2]).
+		cF0: 9.9999992506e-01,
+		cF1: 6.9315307320e-01,
+		cF2: 2.4015361704e-01,
+		cF3: 5.5826318053e-02,
+		cF4: 8.9893400905e-03,
+		cF5: 1.8775766752e-03,
+		cH0: 1.0000000717e+00,
+		cH1: 6.9314696706e-01,
+		cH2: 2.4022119724e-01,
+		cH3: 5.5507132735e-02,
+		cH4: 9.6755413344e-03,
+		cH5: 1.3276471993e-03,
 	}
 	expc = GLOBL("expc", RODATA|NOPTR)
 	for i, v := range vals {
@@ -398,54 +418,95 @@ func tile(ar isa, r, p int) {
 	RET()
 }
 
-// actTile generates the in-place logistic pass over a rows×cols tile of C:
+// actTile generates the in-place sigmoid or tanh pass over a rows×cols tile
+// of C (sigmoidTile*, tanhTile*):
 //
-//	for each x: s := 1 / (1 + exp(ng·x)); x = alpha·s + beta
+//	sigmoid: x = 1 / (1 + 2^t),     t = −x·log2 e
+//	tanh:    x = 2 / (1 + 2^t) − 1, t = −2x·log2 e (tanh(x) = 2σ(2x) − 1)
 //
-// sigmoid is (ng, alpha, beta) = (-1, 1, 0) and tanh(x) = 2σ(2x) − 1 is
-// (-2, 2, -1). exp(z) clamps z to [-87.3, 88.3], splits z = n·ln2 + r with
-// n = round(z·log2e) (by the 1.5·2^23 shifter) and |r| <= ln2/2, evaluates
-// the Cephes degree-5 polynomial for e^r, and scales by 2^n built from n's
-// bits. NaN propagates: the clamps return their second operand on NaN.
-func actTile(ar isa) {
-	name := "actTile" + ar.name
-	TEXT(name, NOSPLIT, "func(c *float32, ldc int, rows int, cols int, ng float32, alpha float32, beta float32)")
+// With t clamped to ±64 and t = n + f (n an integer), 2^t = 2^n · P(f)
+// with P a degree-5 minimax polynomial, and the quotient is a reciprocal
+// estimate refined by one Newton-Raphson step (VDIVPS measured 20% slower
+// than the estimate and its refinement):
+//
+//   - AVX-512: f = t − ⌊t⌋ by VREDUCEPS (on the unclamped t: 0 for ±Inf,
+//     NaN for NaN), t clamped by one VRANGEPS (sign of t, min of |t| and
+//     64; 64 for NaN, which f carries on), P fitted on [0, 1), 2^n·P by
+//     VSCALEFPS (which takes ⌊t⌋ itself), 1/(1+2^t) from VRCP14PS (relative
+//     error 2^−14): 13 vector operations per 16 outputs for sigmoid, 14 for
+//     tanh. Every constant is held in a register: as memory operands they
+//     cost a load per operation and made the pass 35% slower.
+//   - AVX2: t clamped by VMAXPS/VMINPS (which return t when it is NaN),
+//     n = round(t) by the 1.5·2^23 shifter (which also leaves n+127 in the
+//     low bits, shifted into the exponent of 2^n), P fitted on [−1/2, 1/2],
+//     VRCPPS (1.5·2^−12): 16 operations per 8 outputs for sigmoid, 17 for
+//     tanh, constants as memory operands (16 Y registers).
+//
+// The Newton step r' = r + r·(1 − d·r) squares the estimate's relative
+// error (≤ 1.4e-7 after it), and NaN stays NaN through every step.
+func actTile(ar isa, act string) {
+	name := act + "Tile" + ar.name
+	tanh := act == "tanh"
+	TEXT(name, NOSPLIT, "func(c *float32, ldc int, rows int, cols int)")
 	Pragma("noescape")
-	Doc(name+" applies x = alpha/(1+exp(ng·x)) + beta in place to the rows×cols",
-		"block of c (leading dimension ldc elements): sigmoid with (-1, 1, 0), tanh",
-		"with (-2, 2, -1). rows >= 1, cols >= 1.")
+	Doc(fmt.Sprintf("%s applies %s in place to the rows×cols block of c (leading", name, act),
+		"dimension ldc elements); rows >= 1, cols >= 1.")
+	avx512 := ar.name == "AVX512"
 	cRow := loadGP("c")
 	ldc := loadGP("ldc")
 	SHLQ(Imm(2), ldc)
 	rows := loadGP("rows")
 	cols := loadGP("cols")
-	nfull := GP64()
-	MOVQ(cols, nfull)
-	SHRQ(Imm(uint64(bitsOf(ar.width))), nfull)
 	tail := GP64()
 	MOVQ(cols, tail)
 	ANDQ(U32(ar.width-1), tail)
 
-	bcast := func(name string) VecVirtual {
-		// Broadcast straight from the argument slot: a legacy-SSE MOVSS
-		// here would mix SSE and AVX encodings.
-		b, err := Param(name).Resolve()
-		if err != nil {
-			log.Fatal(err)
+	// kc returns constant i as an operand: on AVX-512 a register loaded
+	// once here (its 32 registers hold every constant beside four vectors
+	// in flight, and memory operands cost a load each per vector), on AVX2
+	// a memory operand.
+	kregs := map[int]VecVirtual{}
+	kc := func(i int) Op {
+		if !avx512 {
+			return cst(i)
 		}
-		v := ar.vec()
-		VBROADCASTSS(b.Addr, v)
-		return v
+		if r, ok := kregs[i]; ok {
+			return r
+		}
+		r := ar.vec()
+		VMOVUPS(cst(i), r)
+		kregs[i] = r
+		return r
 	}
-	ng, alpha, beta := bcast("ng"), bcast("alpha"), bcast("beta")
-	lo, hi, one := ar.vec(), ar.vec(), ar.vec()
-	VMOVUPS(cst(cLo), lo)
-	VMOVUPS(cst(cHi), hi)
+	scale := kc(cSigmoid)
+	if tanh {
+		scale = kc(cTanh)
+	}
+	if avx512 {
+		for _, c := range []int{cHi, cF0, cF1, cF2, cF3, cF4, cF5} {
+			kc(c)
+		}
+		if tanh {
+			kc(cMinusOne)
+		}
+	}
+	one := ar.vec()
 	VMOVUPS(cst(cOne), one)
+	var two VecVirtual
+	if tanh {
+		two = ar.vec()
+		VMOVUPS(cst(cTwo), two)
+	}
+	var lo, hi VecVirtual
+	if !avx512 {
+		lo, hi = ar.vec(), ar.vec()
+		VMOVUPS(cst(cLo), lo)
+		VMOVUPS(cst(cHi), hi)
+	}
 
 	var kreg Register
 	var vmask VecVirtual
-	if ar.name == "AVX512" {
+	if avx512 {
 		m := GP32()
 		MOVL(U32(1), m)
 		SHLXL(tail.As32(), m, m)
@@ -463,71 +524,160 @@ func actTile(ar isa) {
 		VMOVUPS(Mem{Base: addr}, vmask)
 	}
 
-	f := func(x VecVirtual) {
-		Comment("z = clamp(ng·x, lo, hi)")
-		z := ar.vec()
-		VMULPS(ng, x, z)
-		VMAXPS(z, lo, z)
-		VMINPS(z, hi, z)
-		Comment("t = z·log2e + shifter; n = t - shifter = round(z·log2e)")
-		t, n := ar.vec(), ar.vec()
-		VMOVUPS(cst(cShift), t)
-		VFMADD231PS(cst(cLog2e), z, t)
-		VSUBPS(cst(cShift), t, n)
-		Comment("r = z - n·ln2 (in two parts)")
-		VFNMADD231PS(cst(cLn2Hi), n, z)
-		VFNMADD231PS(cst(cLn2Lo), n, z)
-		Comment("e^r = 1 + r + r²·P(r)")
-		pp := ar.vec()
-		VMOVUPS(cst(cP5), pp)
-		for _, c := range []int{cP4, cP3, cP2, cP1, cP0} {
-			VFMADD213PS(cst(c), z, pp)
+	// f applies the function to the vectors xs in place, interleaving
+	// their independent chains step by step.
+	f := func(xs []VecVirtual) {
+		each := func(g func(i int, x VecVirtual)) {
+			for i, x := range xs {
+				g(i, x)
+			}
 		}
-		VMULPS(z, z, n)
-		VFMADD213PS(z, n, pp)
-		VADDPS(one, pp, pp)
-		Comment("e^z = e^r · 2^n, 2^n = (n+127) << 23 from the low bits of t")
-		VPSLLD(Imm(23), t, t)
-		VMULPS(t, pp, pp)
-		Comment("x = alpha / (1 + e^z) + beta")
-		VADDPS(one, pp, pp)
-		VDIVPS(pp, one, pp)
-		VFMADD213PS(beta, alpha, pp)
-		VMOVUPS(pp, x)
+		ts := make([]VecVirtual, len(xs))
+		ps := make([]VecVirtual, len(xs))
+		for i := range xs {
+			ts[i], ps[i] = ar.vec(), ar.vec()
+		}
+		if avx512 {
+			Comment("t = scale·x; f = t - floor(t) in [0, 1), 0 for ±Inf, NaN for NaN")
+			each(func(i int, x VecVirtual) { VMULPS(scale, x, ts[i]) })
+			each(func(i int, x VecVirtual) { VREDUCEPS(Imm(0b1001), ts[i], x) })
+			Comment("t clamped to [-64, 64]: sign of t, min(|t|, 64) (64 for NaN:",
+				"f carries the NaN)")
+			each(func(i int, x VecVirtual) { VRANGEPS(Imm(0b0010), kc(cHi), ts[i], ts[i]) })
+			Comment("p = 2^f = F0 + F1 f + … + F5 f^5")
+			each(func(i int, x VecVirtual) { VMOVAPS(kc(cF5), ps[i]) })
+			for _, c := range []int{cF4, cF3, cF2, cF1, cF0} {
+				each(func(i int, x VecVirtual) { VFMADD213PS(kc(c), x, ps[i]) })
+			}
+			Comment("d = 1 + 2^t = 1 + p·2^floor(t)")
+			each(func(i int, x VecVirtual) { VSCALEFPS(ts[i], ps[i], ps[i]) })
+			each(func(i int, x VecVirtual) { VADDPS(one, ps[i], ps[i]) })
+			Comment("r ≈ 1/d (14 bits)")
+			each(func(i int, x VecVirtual) { VRCP14PS(ps[i], x) })
+		} else {
+			Comment("t = scale·x clamped to [-64, 64]")
+			each(func(i int, x VecVirtual) { VMULPS(scale, x, ts[i]) })
+			each(func(i int, x VecVirtual) { VMAXPS(ts[i], lo, ts[i]) })
+			each(func(i int, x VecVirtual) { VMINPS(ts[i], hi, ts[i]) })
+			Comment("s = t + shifter; n = s - shifter = round(t); f = t - n")
+			each(func(i int, x VecVirtual) { VADDPS(cst(cShift), ts[i], x) })
+			each(func(i int, x VecVirtual) { VSUBPS(cst(cShift), x, ps[i]) })
+			each(func(i int, x VecVirtual) { VSUBPS(ps[i], ts[i], ts[i]) })
+			Comment("2^n = (n+127) << 23 from the low bits of s")
+			each(func(i int, x VecVirtual) { VPSLLD(Imm(23), x, x) })
+			Comment("p = 2^f = H0 + H1 f + … + H5 f^5")
+			each(func(i int, x VecVirtual) { VMOVUPS(cst(cH5), ps[i]) })
+			for _, c := range []int{cH4, cH3, cH2, cH1, cH0} {
+				each(func(i int, x VecVirtual) { VFMADD213PS(cst(c), ts[i], ps[i]) })
+			}
+			Comment("d = 1 + 2^t = 1 + p·2^n")
+			each(func(i int, x VecVirtual) { VFMADD213PS(one, x, ps[i]) })
+			Comment("r ≈ 1/d (12 bits)")
+			each(func(i int, x VecVirtual) { VRCPPS(ps[i], x) })
+		}
+		Comment("x = r + r·(1 - d·r)")
+		each(func(i int, x VecVirtual) { VFNMADD213PS(one, x, ps[i]) })
+		each(func(i int, x VecVirtual) { VFMADD213PS(x, ps[i], x) })
+		if tanh {
+			Comment("x = 2x - 1")
+			each(func(i int, x VecVirtual) { VFMADD213PS(kc(cMinusOne), two, x) })
+		}
 	}
 
-	Label("row")
+	// Rows go in pairs, so that the short rows of a strip (two vectors per
+	// row of a 12×32 tile) still give four (AVX2: two) independent chains
+	// per iteration: three registers each, within the 32 Z or 16 Y
+	// registers beside the constants. An odd last row runs alone, four
+	// (two) vectors per iteration.
+	perPair, perRow := 2, 4
+	if !avx512 {
+		perPair, perRow = 1, 2
+	}
+	step := ar.width * 4 // bytes per vector
+	// sweep applies f to one row at each of ps: `per` vectors of each per
+	// iteration, then one vector of each, then the masked tail.
+	sweep := func(id string, ps []GPVirtual, per int) {
+		i := GP64()
+		MOVQ(cols, i)
+		SHRQ(Imm(uint64(bitsOf(ar.width))), i) // full vectors in the row
+		Label(id + "vecs")
+		CMPQ(i, Imm(uint64(per)))
+		JL(LabelRef(id + "vec1"))
+		var xs []VecVirtual
+		var at []Mem
+		for _, p := range ps {
+			for u := 0; u < per; u++ {
+				xs = append(xs, ar.vec())
+				at = append(at, Mem{Base: p, Disp: u * step})
+				VMOVUPS(at[len(at)-1], xs[len(xs)-1])
+			}
+		}
+		f(xs)
+		for u := range xs {
+			VMOVUPS(xs[u], at[u])
+		}
+		for _, p := range ps {
+			ADDQ(U32(per*step), p)
+		}
+		SUBQ(Imm(uint64(per)), i)
+		JMP(LabelRef(id + "vecs"))
+		Label(id + "vec1")
+		if per > 1 {
+			TESTQ(i, i)
+			JZ(LabelRef(id + "tail"))
+			xs = xs[:0]
+			for _, p := range ps {
+				xs = append(xs, ar.vec())
+				VMOVUPS(Mem{Base: p}, xs[len(xs)-1])
+			}
+			f(xs)
+			for u, p := range ps {
+				VMOVUPS(xs[u], Mem{Base: p})
+				ADDQ(U32(step), p)
+			}
+			DECQ(i)
+			JMP(LabelRef(id + "vec1"))
+		}
+		Label(id + "tail")
+		TESTQ(tail, tail)
+		JZ(LabelRef(id + "done"))
+		xs = xs[:0]
+		for _, p := range ps {
+			y := ar.vec()
+			if avx512 {
+				VMOVUPS_Z(Mem{Base: p}, kreg, y)
+			} else {
+				VMASKMOVPS(Mem{Base: p}, vmask, y)
+			}
+			xs = append(xs, y)
+		}
+		f(xs)
+		for u, p := range ps {
+			if avx512 {
+				VMOVUPS(xs[u], kreg, Mem{Base: p})
+			} else {
+				VMASKMOVPS(xs[u], vmask, Mem{Base: p})
+			}
+		}
+		Label(id + "done")
+	}
+	Label("pair")
+	CMPQ(rows, Imm(2))
+	JL(LabelRef("single"))
+	p0, p1 := GP64(), GP64()
+	MOVQ(cRow, p0)
+	LEAQ(Mem{Base: cRow, Index: ldc, Scale: 1}, p1)
+	sweep("pair", []GPVirtual{p0, p1}, perPair)
+	LEAQ(Mem{Base: cRow, Index: ldc, Scale: 2}, cRow)
+	SUBQ(Imm(2), rows)
+	JMP(LabelRef("pair"))
+	Label("single")
+	TESTQ(rows, rows)
+	JZ(LabelRef("ret"))
 	p := GP64()
 	MOVQ(cRow, p)
-	i := GP64()
-	MOVQ(nfull, i)
-	Label("vec")
-	TESTQ(i, i)
-	JZ(LabelRef("tail"))
-	x := ar.vec()
-	VMOVUPS(Mem{Base: p}, x)
-	f(x)
-	VMOVUPS(x, Mem{Base: p})
-	ADDQ(U32(ar.width*4), p)
-	DECQ(i)
-	JMP(LabelRef("vec"))
-	Label("tail")
-	TESTQ(tail, tail)
-	JZ(LabelRef("next"))
-	y := ar.vec()
-	if ar.name == "AVX512" {
-		VMOVUPS_Z(Mem{Base: p}, kreg, y)
-		f(y)
-		VMOVUPS(y, kreg, Mem{Base: p})
-	} else {
-		VMASKMOVPS(Mem{Base: p}, vmask, y)
-		f(y)
-		VMASKMOVPS(y, vmask, Mem{Base: p})
-	}
-	Label("next")
-	ADDQ(ldc, cRow)
-	DECQ(rows)
-	JNZ(LabelRef("row"))
+	sweep("single", []GPVirtual{p}, perRow)
+	Label("ret")
 	VZEROUPPER()
 	RET()
 }
