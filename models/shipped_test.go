@@ -10,7 +10,7 @@ func TestShipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"fraud": FamilyMLP, "fraud_lr": FamilyLogistic, "risk": FamilyLinear}
+	want := map[string]string{"fraud": FamilyMLP, "fraud_lr": FamilyLogistic, "risk": FamilyLinear, "fraud_gru": FamilyGRU}
 	got := map[string]string{}
 	for _, m := range ms {
 		got[m.Name()] = m.Family()
@@ -25,7 +25,7 @@ func TestShipped(t *testing.T) {
 			x[i] = m.mean[i]
 		}
 		out := make([]float32, 1)
-		s.Score(x, 1, out)
+		s.ScoreSeq(x, 1, [][]float32{make([]float32, m.StateSize())}, nil, out)
 		if v := float64(out[0]); math.IsNaN(v) || math.IsInf(v, 0) {
 			t.Errorf("%s: score at the means = %v", m.Ident(), v)
 		}

@@ -211,7 +211,7 @@ func TestReloadMidStream(t *testing.T) {
 		}
 	}()
 	waitFor(t, 60*time.Second*timeScale, "first events scored", func() bool { return p.Stats().Scored.Load() >= 1000 })
-	if err := p.SetModels([]*models.Model{newFraud, ms[1], ms[2]}); err != nil {
+	if err := p.SetModels(append([]*models.Model{newFraud}, ms[1:]...)); err != nil {
 		t.Fatalf("SetModels(new fraud version): %v", err)
 	}
 	swappedAt := p.Stats().Scored.Load()
@@ -228,13 +228,13 @@ func TestReloadMidStream(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return []*models.Model{m, ms[1], ms[2]}, nil
+		return append([]*models.Model{m}, ms[1:]...), nil
 	})
 	if !errors.Is(err, models.ErrDigest) {
 		t.Fatalf("Reload(tampered digest) = %v, want models.ErrDigest", err)
 	}
 	missing := shippedVariant(t, "fraud.json", func(f *models.File) { f.Version += 3; f.Inputs[0].Name = "no_such_feature" })
-	err = p.SetModels([]*models.Model{missing, ms[1], ms[2]})
+	err = p.SetModels(append([]*models.Model{missing}, ms[1:]...))
 	if !errors.Is(err, stream.ErrInvalidModelSet) || !errors.Is(err, models.ErrMissingInput) {
 		t.Fatalf("SetModels(missing input) = %v, want ErrInvalidModelSet and models.ErrMissingInput", err)
 	}
@@ -277,7 +277,7 @@ func TestReloadMidStream(t *testing.T) {
 			if ident != oldFraud.Ident() && ident != newFraud.Ident() {
 				t.Fatalf("tx %s: fraud model %q is neither the old nor the new version", r.TxID, ident)
 			}
-			if len(r.Scores) != 3 || len(r.Models) != 3 {
+			if len(r.Scores) != len(ms) || len(r.Models) != len(ms) {
 				t.Fatalf("tx %s: mangled record %s", r.TxID, m.Value)
 			}
 			if r.Shadow != nil {
@@ -409,9 +409,9 @@ func TestSetModelsValidation(t *testing.T) {
 		want []error
 	}{
 		{"empty set", func() ([]*models.Model, error) { return nil, nil }, []error{stream.ErrInvalidModelSet}},
-		{"missing input", func() ([]*models.Model, error) { return []*models.Model{missing, ms[1], ms[2]}, nil },
+		{"missing input", func() ([]*models.Model, error) { return append([]*models.Model{missing}, ms[1:]...), nil },
 			[]error{stream.ErrInvalidModelSet, models.ErrMissingInput}},
-		{"decision model gone", func() ([]*models.Model, error) { return []*models.Model{ms[1], ms[2]}, nil },
+		{"decision model gone", func() ([]*models.Model, error) { return ms[1:], nil },
 			[]error{stream.ErrInvalidModelSet}},
 		{"duplicate name", func() ([]*models.Model, error) { return []*models.Model{bumped, ms[0]}, nil },
 			[]error{stream.ErrInvalidModelSet}},
@@ -427,7 +427,7 @@ func TestSetModelsValidation(t *testing.T) {
 					t.Errorf("got %v, want %v", err, want)
 				}
 			}
-			if got := p.Models(); len(got) != 3 || got[0] != ms[0] {
+			if got := p.Models(); len(got) != len(ms) || got[0] != ms[0] {
 				t.Errorf("active set changed to %v", got)
 			}
 		})
@@ -441,7 +441,7 @@ func TestSetModelsValidation(t *testing.T) {
 	if active("1") != 1 {
 		t.Errorf("fraud@1 not in the active-model gauge")
 	}
-	if err := p.SetModels([]*models.Model{bumped, ms[1], ms[2]}); err != nil {
+	if err := p.SetModels(append([]*models.Model{bumped}, ms[1:]...)); err != nil {
 		t.Fatal(err)
 	}
 	if active("1") != 0 || active("2") != 1 {
@@ -528,7 +528,7 @@ func TestShadowModels(t *testing.T) {
 		if len(r.Shadow) != 2 || r.ShadowModels["fraud"] != challenger.Ident() || r.ShadowModels["fraud_lr2"] != other.Ident() {
 			t.Fatalf("audit shadow members %v %v", r.Shadow, r.ShadowModels)
 		}
-		if len(r.Scores) != 3 || r.Models["fraud"] != ms[0].Ident() {
+		if len(r.Scores) != len(ms) || r.Models["fraud"] != ms[0].Ident() {
 			t.Fatalf("audit scores %v models %v: shadow models leaked into them", r.Scores, r.Models)
 		}
 		champ := r.Thresholds["fraud"]

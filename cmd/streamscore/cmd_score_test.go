@@ -69,7 +69,7 @@ func TestScoreRange(t *testing.T) {
 		if r.TS.Before(dayFrom) || !r.TS.Before(dayTo) {
 			t.Fatalf("record %s at %v outside [%v, %v)", r.TxID, r.TS, dayFrom, dayTo)
 		}
-		if len(r.Scores) != 3 || r.Decision == "" {
+		if len(r.Scores) != 4 || r.Decision == "" { // the four shipped models
 			t.Fatalf("incomplete record %s", sc.Bytes())
 		}
 		got++
