@@ -29,6 +29,7 @@ type Scorer struct {
 	grad2   []float64
 	contrib []float64
 	order   []int
+	u, usum []float64 // MLP reasons: z·W of the first layer, summed gradients at its pre-activation
 
 	// Sequence families (seq.go).
 	prev     []float32 // rows × StateSize: each row's state before its step
@@ -84,6 +85,8 @@ func (m *Model) Bind(features []string) (*Scorer, error) {
 	}
 	s.grad = make([]float64, n)
 	s.grad2 = make([]float64, n)
+	s.u = make([]float64, m.layers[0].out)
+	s.usum = make([]float64, m.layers[0].out)
 	s.z = make([]float64, len(m.inputs))
 	s.contrib = make([]float64, len(m.inputs))
 	s.order = make([]int, len(m.inputs))
@@ -243,12 +246,44 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 		// training mean): the average gradient along the straight path to z,
 		// by the midpoint rule over igSteps points, times z. The
 		// contributions sum to logit(z) − logit(0) up to the quadrature error.
-		clear(s.contrib)
-		for st := range igSteps {
-			g := s.gradAt(z, (float64(st)+0.5)/igSteps)
-			for i := range s.contrib {
-				s.contrib[i] += g[i]
+		//
+		// The first layer's pre-activation is linear in alpha, b + alpha·(z·W),
+		// and the gradient's last step (back through W) is linear in the
+		// gradient at that pre-activation: z·W is computed once, the layers
+		// above it run per point, and their gradients are summed before one
+		// product with W (the same sum as per-point gradients, ~4x less work).
+		l0 := &m.layers[0]
+		u, sum := s.u[:l0.out], s.usum[:l0.out]
+		clear(u)
+		clear(sum)
+		for i, v := range z {
+			if v == 0 {
+				continue
 			}
+			w := l0.w64[i*l0.out : (i+1)*l0.out]
+			for j := range u {
+				u[j] += v * w[j]
+			}
+		}
+		pre0, h1 := s.pres[0], s.acts[1]
+		for st := range igSteps {
+			alpha := (float64(st) + 0.5) / igSteps
+			for j := range pre0 {
+				pre0[j] = l0.b64[j] + alpha*u[j]
+				h1[j] = act64(l0.act, pre0[j])
+			}
+			g := s.headGradFrom(1)
+			for j := range sum {
+				sum[j] += g[j] * dact64(l0.act, pre0[j], h1[j])
+			}
+		}
+		for i := range s.contrib {
+			w := l0.w64[i*l0.out : (i+1)*l0.out]
+			var c float64
+			for j, d := range sum {
+				c += w[j] * d
+			}
+			s.contrib[i] = c
 		}
 		for i := range s.contrib {
 			s.contrib[i] *= z[i] / igSteps
@@ -288,9 +323,14 @@ func (s *Scorer) gradAt(z []float64, alpha float64) []float64 {
 // headGrad runs the dense layers forward from s.acts[0][:layers[0].in] and
 // returns ∂(output pre-activation)/∂(that input), in a scratch slice valid
 // until the next call.
-func (s *Scorer) headGrad() []float64 {
+func (s *Scorer) headGrad() []float64 { return s.headGradFrom(0) }
+
+// headGradFrom runs the dense layers from layer first on, forward from
+// s.acts[first], and returns ∂(output pre-activation)/∂s.acts[first], in a
+// scratch slice valid until the next call.
+func (s *Scorer) headGradFrom(first int) []float64 {
 	m := s.m
-	for li := range m.layers {
+	for li := first; li < len(m.layers); li++ {
 		l := &m.layers[li]
 		h, pre, next := s.acts[li], s.pres[li], s.acts[li+1]
 		copy(pre, l.b64)
@@ -309,7 +349,7 @@ func (s *Scorer) headGrad() []float64 {
 	}
 	g := s.grad[:1]
 	g[0] = 1
-	for li := len(m.layers) - 1; li >= 0; li-- {
+	for li := len(m.layers) - 1; li >= first; li-- {
 		l := &m.layers[li]
 		if li < len(m.layers)-1 { // through the activation of layer li
 			for j := range g {
