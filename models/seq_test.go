@@ -153,19 +153,6 @@ func refStep(f *File, hist []float64, z []float64) (float64, []float64) {
 	return head[0], next
 }
 
-func parseFile(t testing.TB, f *File) *Model {
-	t.Helper()
-	b, err := f.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 // TestScoreSeqMatchesReference streams interleaved entities through
 // ScoreSeq in batches (an entity several times in one batch, re-delivered
 // rows that must not advance the state) and compares every score with the
@@ -176,7 +163,7 @@ func TestScoreSeqMatchesReference(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%d", fam, seed), func(t *testing.T) {
 				const in, entities, events = 5, 7, 400
 				f := seqFile(fam, in, seed)
-				m := parseFile(t, f)
+				m := mustParse(t, f)
 				if !m.Sequential() {
 					t.Fatal("not sequential")
 				}
@@ -254,7 +241,7 @@ func TestSeqReasons(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%d", fam, seed), func(t *testing.T) {
 				const in = 5
 				f := seqFile(fam, in, seed)
-				m := parseFile(t, f)
+				m := mustParse(t, f)
 				names := m.Inputs()
 				s, _ := m.Bind(names)
 				rng := rand.New(rand.NewPCG(seed, 5))
@@ -377,7 +364,7 @@ func TestSeqFileErrors(t *testing.T) {
 
 // TestScoreOnSequentialPanics: Score cannot silently ignore the state.
 func TestScoreOnSequentialPanics(t *testing.T) {
-	m := parseFile(t, seqFile(FamilyGRU, 3, 1))
+	m := mustParse(t, seqFile(FamilyGRU, 3, 1))
 	s, _ := m.Bind(m.Inputs())
 	defer func() {
 		if recover() == nil {
@@ -429,7 +416,7 @@ func familyFile(family string, in int) *File {
 func BenchmarkFamilies(b *testing.B) {
 	const in = 39
 	for _, fam := range []string{FamilyLinear, FamilyLogistic, FamilyMLP, FamilyCNN, FamilyGRU, FamilyLSTM} {
-		m := parseFile(b, familyFile(fam, in))
+		m := mustParse(b, familyFile(fam, in))
 		for _, rows := range []int{1, 256} {
 			b.Run(fmt.Sprintf("family=%s/batch=%d", fam, rows), func(b *testing.B) {
 				s, _ := m.Bind(m.Inputs())
