@@ -211,7 +211,20 @@ func TestReloadMidStream(t *testing.T) {
 		}
 	}()
 	waitFor(t, 60*time.Second*timeScale, "first events scored", func() bool { return p.Stats().Scored.Load() >= 1000 })
-	if err := p.SetModels(append([]*models.Model{newFraud}, ms[1:]...)); err != nil {
+	// The GRU's new version reads its inputs in another order: its state
+	// shape changed, so every card's GRU state restarts from zero (counted).
+	newGRU := shippedVariant(t, "fraud_gru.json", func(f *models.File) {
+		f.Version++
+		f.Inputs[0], f.Inputs[1] = f.Inputs[1], f.Inputs[0]
+	})
+	set := []*models.Model{newFraud}
+	for _, m := range ms[1:] {
+		if m.Name() == "fraud_gru" {
+			m = newGRU
+		}
+		set = append(set, m)
+	}
+	if err := p.SetModels(set); err != nil {
 		t.Fatalf("SetModels(new fraud version): %v", err)
 	}
 	swappedAt := p.Stats().Scored.Load()
@@ -253,6 +266,14 @@ func TestReloadMidStream(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	done <- nil // for the deferred receive
+	if n := metricValue(t, reg, "streamscore_stream_model_state_resets_total", "model", "fraud_gru"); n == 0 {
+		t.Error("the GRU's state shape changed, but no card's state was reset")
+	} else {
+		t.Logf("%v cards' GRU state reset by the reload", n)
+	}
+	if n := metricValue(t, reg, "streamscore_stream_model_state_resets_total", "model", "fraud"); n != 0 {
+		t.Errorf("%v state resets counted for the stateless fraud model", n)
+	}
 
 	type rec struct {
 		part   int
