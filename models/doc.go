@@ -1,6 +1,8 @@
 // Package models loads, verifies and runs the scoring models of streamscore:
-// the native model file format, the model families (logistic, mlp, linear),
-// batch scoring on the GEMM kernel, decisions and reason codes.
+// the native model file format, the model families (logistic, mlp, linear,
+// and the sequence families cnn, gru, lstm), batch scoring on the GEMM
+// kernel, decisions and reason codes. ONNX graphs come in through the onnx
+// sub-package; training is in train.
 //
 // # Concepts
 //
@@ -27,6 +29,15 @@
 // outputs a value, e.g. the "risk" model's expected loss in currency units.
 // Every input is standardised, z = (x − mean)/std, with the statistics stored
 // in the file.
+//
+// Sequence families keep state per entity (card): "cnn" convolves the card's
+// last Conv.Window standardised input rows ([Conv]); "gru" and "lstm" advance
+// a recurrent cell one step per event from the card's hidden state
+// ([Recurrent]); a dense head (Layers) reads the result. [Model.Sequential],
+// [Model.StateSize] and [Model.StateShape] describe the state, which the
+// caller owns (the stream keeps it beside the card's windows);
+// [Scorer.ScoreSeq] scores a batch against the rows' states and advances
+// them.
 //
 // A [Model] is immutable; its weights are packed once at load into the column
 // panels the kernel reads. [Model.Bind] maps the model's inputs onto a
