@@ -59,7 +59,17 @@
 // their scores go only to the audit records ("shadow", "shadow_models"),
 // never into decisions, score or alert records. Each one's decision at its own
 // thresholds is compared with the scoring model of the same name (or, if
-// none, the final decision) and counted as agree or disagree.
+// none, the final decision) and counted as agree or disagree. ReloadSets
+// replaces the shadow set together with the scoring set.
+//
+// Sequential models (families cnn, gru, lstm) keep state per card: the worker
+// that owns the card keeps each such model's state beside the card's feature
+// state, expiring with the same TTL, and every applied event advances it one
+// step (models.Scorer.ScoreSeq); re-delivered and late events are scored
+// against it without advancing it. A reload keeps a card's state for a model
+// whose new version has the same state shape and resets it (counted, logged)
+// otherwise. Replay warms the states with the history before its range, so
+// offline scores equal the stream's.
 //
 // With WithLabelsTopic, delayed fraud labels are read from every partition of
 // the labels topic, from the start of its retention and without a consumer
