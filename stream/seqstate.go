@@ -8,7 +8,9 @@ import (
 	"github.com/streamscore/streamscore/models"
 )
 
-// seqSweepEvery is the number of events between two sweeps of idle cards.
+// seqSweepEvery is the least number of events between two sweeps of idle
+// cards; a sweep also waits for as many events as there are cards, so its
+// scan costs at most one card per event.
 const seqSweepEvery = 1 << 14
 
 // seqSlot is one sequential model's part of a card's state.
@@ -110,6 +112,11 @@ func (ss *seqStates) card(id string, t int64) *cardSeq {
 		ss.cards[id] = c
 		return c
 	}
+	if ss.clock-c.last > ss.ttl {
+		// Idle past the TTL (the sweep has not reached it yet): it starts
+		// again from zero, as its windows do.
+		c.layout, c.data = ss.layout, make([]float32, ss.layout.size)
+	}
 	c.last = max(c.last, t)
 	if c.layout != ss.layout {
 		ss.migrate(c)
@@ -142,10 +149,12 @@ func (ss *seqStates) state(c *cardSeq, slot int) []float32 {
 	return c.data[sl.off : sl.off+sl.size : sl.off+sl.size]
 }
 
-// sweep drops the cards idle for longer than the TTL, every seqSweepEvery
-// calls. Call it between batches only.
+// sweep drops the cards idle for longer than the TTL, once at least
+// max(seqSweepEvery, cards) events were counted since the last sweep (a card
+// seen again after the TTL but before a sweep is reset by card). Call it
+// between batches only.
 func (ss *seqStates) sweep(events int) {
-	if ss.n += events; ss.n < seqSweepEvery {
+	if ss.n += events; ss.n < max(seqSweepEvery, len(ss.cards)) {
 		return
 	}
 	ss.n = 0

@@ -74,8 +74,13 @@ func TestSeqStatesReload(t *testing.T) {
 	if got := testutil.ToFloat64(resets.WithLabelValues("keep")); got != 0 {
 		t.Fatalf("resets{keep} = %v, want 0", got)
 	}
+	// A card seen again after the TTL, before any sweep, starts from zero.
+	c = ss.card("c1", int64(2*time.Hour))
+	if got := ss.state(c, slots[2]); got[0] != 0 || got[3] != 0 {
+		t.Fatalf("state of a card idle past the TTL: %v, want zeros", got)
+	}
 	// A card idle beyond the TTL is dropped by the sweep.
-	ss.card("c2", int64(3*time.Hour))
+	ss.card("c2", int64(4*time.Hour))
 	ss.sweep(seqSweepEvery)
 	if _, ok := ss.cards["c1"]; ok {
 		t.Fatal("idle card c1 survived the sweep")

@@ -34,7 +34,7 @@ type worker struct {
 
 	set     *modelSet     // the model set of the open batch
 	m       *workerModels // this worker's scorers of set
-	applied map[int]int64 // partition -> highest offset applied to the state
+	applied []int64       // partition/workers -> highest offset applied to the state, -1 none
 	late    uint64        // the Builder's Late() already added to the metric
 
 	seq          *seqStates // per-card state of the sequential models
@@ -42,8 +42,12 @@ type worker struct {
 	shadowSlotOf []int      // per shadow: its state slot, or -1
 
 	decisions [models.DecisionAlert + 1]prometheus.Counter // by decision, resolved once
-	audit     sinks.AuditRecord
-	dl        sinks.DeadLetterRecord
+	// Per-batch tallies of the counters above and of the model set's, added
+	// to the shared counters once per batch rather than once per event.
+	nDecisions               [models.DecisionAlert + 1]int
+	nAlerts, nAgree, nDiffer []int
+	audit                    sinks.AuditRecord
+	dl                       sinks.DeadLetterRecord
 }
 
 // batch is one micro-batch: the input messages, the feature matrix of the
@@ -85,15 +89,14 @@ type span struct {
 
 func newWorker(p *Pipeline, id int) (*worker, error) {
 	w := &worker{
-		p:       p,
-		id:      id,
-		in:      make(chan kafka.Message, p.cfg.queueDepth),
-		out:     make(chan *batch, p.cfg.inFlight),
-		free:    make(chan *batch, p.cfg.inFlight+1),
-		dec:     features.NewDecoder(p.cfg.decoderOpts...),
-		build:   features.NewBuilder(p.shared, p.cfg.featureOpts...),
-		applied: make(map[int]int64),
-		seq:     newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
+		p:     p,
+		id:    id,
+		in:    make(chan kafka.Message, p.cfg.queueDepth),
+		out:   make(chan *batch, p.cfg.inFlight),
+		free:  make(chan *batch, p.cfg.inFlight+1),
+		dec:   features.NewDecoder(p.cfg.decoderOpts...),
+		build: features.NewBuilder(p.shared, p.cfg.featureOpts...),
+		seq:   newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 	}
 	w.width = w.build.Width()
 	if w.width != len(p.names) {
@@ -228,7 +231,13 @@ func (w *worker) add(b *batch, m kafka.Message) {
 	rows := len(b.rowMsg)
 	row := b.x[rows*w.width : (rows+1)*w.width]
 	applied := true
-	if last, ok := w.applied[m.Partition]; ok && m.Offset <= last {
+	// The worker owns the partitions p with p mod workers == id: its
+	// partitions index applied densely as p / workers.
+	pi := m.Partition / w.p.cfg.workers
+	for len(w.applied) <= pi {
+		w.applied = append(w.applied, -1)
+	}
+	if m.Offset <= w.applied[pi] {
 		// Re-delivered (a rebalance restarts partitions at the committed
 		// offset): the event is already in the windows, so score it
 		// against them without applying it twice.
@@ -237,7 +246,7 @@ func (w *worker) add(b *batch, m kafka.Message) {
 		applied = false
 	} else {
 		w.build.Update(ev, row)
-		w.applied[m.Partition] = m.Offset
+		w.applied[pi] = m.Offset
 	}
 	late := w.build.LastLate()
 	b.late = append(b.late, late)
@@ -277,8 +286,30 @@ func (w *worker) flush(b *batch) {
 		}
 	}
 	now := time.Now()
+	w.nDecisions = [models.DecisionAlert + 1]int{}
+	w.nAlerts = resetInts(w.nAlerts, len(wm.scorers))
+	w.nAgree = resetInts(w.nAgree, len(wm.shadows))
+	w.nDiffer = resetInts(w.nDiffer, len(wm.shadows))
 	for r := range rows {
 		w.encodeScore(b, r, now)
+	}
+	for d, n := range w.nDecisions {
+		if n > 0 {
+			w.decisions[d].Add(float64(n))
+		}
+	}
+	for j, n := range w.nAlerts {
+		if n > 0 {
+			wm.alerts[j].Add(float64(n))
+		}
+	}
+	for j := range w.nAgree {
+		if n := w.nAgree[j]; n > 0 {
+			wm.agree[j].Add(float64(n))
+		}
+		if n := w.nDiffer[j]; n > 0 {
+			wm.disagree[j].Add(float64(n))
+		}
 	}
 	for _, d := range b.dead {
 		w.encodeDead(b, d, now)
@@ -308,6 +339,16 @@ func (w *worker) flush(b *batch) {
 	}
 }
 
+// resetInts returns v with length n, zeroed.
+func resetInts(v []int, n int) []int {
+	if cap(v) < n {
+		return make([]int, n)
+	}
+	v = v[:n]
+	clear(v)
+	return v
+}
+
 // score runs one model over the batch: a stateless model on the rows
 // alone, a sequential one (slot >= 0) on the rows and their cards' states,
 // which it advances for the events applied to the feature state.
@@ -333,7 +374,7 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 	wm.rc.rec.Late = b.late[r]
 	for j, d := range wm.rc.decisions {
 		if d == models.DecisionAlert {
-			wm.alerts[j].Inc()
+			w.nAlerts[j]++
 		}
 	}
 	// Shadow models: their decision at their own thresholds against the
@@ -347,13 +388,13 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 			want = wm.rc.decisions[peer]
 		}
 		if s.Decide(v) == want {
-			wm.agree[j].Inc()
+			w.nAgree[j]++
 		} else {
-			wm.disagree[j].Inc()
+			w.nDiffer[j]++
 		}
 	}
 	rec := &wm.rc.rec
-	w.decisions[decision].Inc()
+	w.nDecisions[decision]++
 
 	start := len(b.buf)
 	b.buf = rec.AppendJSON(b.buf)
