@@ -15,8 +15,8 @@ const (
 
 // Dense is a K×N weight matrix packed once into the column panels the GEMM
 // kernels read. It is immutable and safe for concurrent use. Layers of a
-// [Model] are packed the same way at load; Dense exposes the kernel to other
-// model code (recurrent gates, experiments) and to the benchmarks.
+// [Model] are packed the same way at load; Dense exposes the kernel to code
+// outside this module's internals, such as the benchmarks.
 type Dense struct{ p *kernel.Packed }
 
 // PackDense packs the row-major k×n matrix w (len(w) >= k·n). It panics on

@@ -34,7 +34,6 @@ type Scorer struct {
 	// Sequence families (seq.go).
 	prev     []float32 // rows × StateSize: each row's state before its step
 	prevRows int
-	zeros    []float32
 	col      []float32 // CNN im2col: rows·L × Kernel·In
 	convOut  []float32 // rows·L × C
 	headIn   []float32 // rows × head input

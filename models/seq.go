@@ -30,7 +30,6 @@ type recLayer struct {
 	bx       []float32        // G·H
 	wh       []*kernel.Packed // per gate, H × H
 	bh       [][]float32      // per gate, H
-	zero     *kernel.Packed   // 1 × H zeros: applies an activation in place
 	wx64     []float64        // In × G·H
 	wh64     []float64        // H × G·H
 	bx64     []float64
@@ -59,7 +58,6 @@ func newRecLayer(r *Recurrent, in int) *recLayer {
 		lstm: r.Cell == FamilyLSTM, hidden: h, gates: g,
 		wx:   kernel.Pack(in, g*h, r.Wx),
 		bx:   append([]float32(nil), r.Bx...),
-		zero: kernel.Pack(1, h, make([]float32, h)),
 		wx64: f64s(r.Wx), wh64: f64s(r.Wh), bx64: f64s(r.Bx), bh64: f64s(r.Bh),
 	}
 	if rl.lstm { // i, f, g, o
@@ -118,15 +116,6 @@ func (m *Model) StateShape() string {
 		return fmt.Sprintf("%s hidden=%d inputs=%q", m.family, m.rec.hidden, m.inputs)
 	}
 	return ""
-}
-
-// activate applies act in place to the rows×n block of c (leading
-// dimension ldc) with the GEMM kernel's vectorised activations: a GEMM of
-// zeros (k = 1) accumulated onto c.
-func (s *Scorer) activate(act kernel.Activation, rows, n int, c []float32, ldc int, zero *kernel.Packed) {
-	s.zeros = grow(s.zeros, rows)
-	clear(s.zeros)
-	kernel.Gemm(rows, 1, n, s.zeros, 1, zero, nil, act, c, ldc, true)
 }
 
 // ScoreSeq scores rows feature rows of a sequential model (see
@@ -251,37 +240,48 @@ func (s *Scorer) recForward(rows int, states [][]float32, advance []bool) []floa
 
 	// Waves: the k-th row of each entity goes in wave k, so that an entity's
 	// later row reads the state its earlier row wrote.
-	if s.wave == nil {
-		s.wave = make(map[*float32]int)
-	}
-	clear(s.wave)
+	waves := 1
 	s.waveOf = s.waveOf[:0]
-	waves := 0
-	for r := range rows {
-		p := &states[r][0]
-		w := s.wave[p]
-		s.wave[p] = w + 1
-		s.waveOf = append(s.waveOf, w)
-		waves = max(waves, w+1)
+	if rows > 1 {
+		if s.wave == nil {
+			s.wave = make(map[*float32]int)
+		}
+		clear(s.wave)
+		for r := range rows {
+			p := &states[r][0]
+			w := s.wave[p]
+			s.wave[p] = w + 1
+			s.waveOf = append(s.waveOf, w)
+			waves = max(waves, w+1)
+		}
 	}
-	s.hp = grow(s.hp, rows*ss)
-	s.g = grow(s.g, rows*gh)
 	s.bn = grow(s.bn, rows*h)
-	s.idx = s.idx[:0]
 	for w := range waves {
+		// idx: the rows of wave w. With one wave (no entity twice in the
+		// batch, the usual case) they are all rows in order, and the
+		// states before the step (kept in s.prev for Reasons) and the
+		// input part of the gates are used where they are, without a
+		// gather.
 		idx := s.idx[:0]
 		for r := range rows {
-			if s.waveOf[r] == w {
+			if waves == 1 || s.waveOf[r] == w {
 				idx = append(idx, r)
 			}
 		}
 		s.idx = idx
 		nw := len(idx)
-		hp, gb := s.hp[:nw*ss], s.g[:nw*gh]
-		for i, r := range idx {
-			copy(hp[i*ss:(i+1)*ss], states[r])
+		for _, r := range idx {
 			copy(s.prev[r*ss:(r+1)*ss], states[r])
-			copy(gb[i*gh:(i+1)*gh], s.gx[r*gh:(r+1)*gh])
+		}
+		hp, gb := s.prev[:rows*ss], s.gx[:rows*gh]
+		if waves > 1 {
+			s.hp = grow(s.hp, rows*ss)
+			s.g = grow(s.g, rows*gh)
+			hp, gb = s.hp[:nw*ss], s.g[:nw*gh]
+			for i, r := range idx {
+				copy(hp[i*ss:(i+1)*ss], s.prev[r*ss:(r+1)*ss])
+				copy(gb[i*gh:(i+1)*gh], s.gx[r*gh:(r+1)*gh])
+			}
 		}
 		// Recurrent part, gate by gate, accumulated onto the input part
 		// with the gate's activation fused (h is the first H of the state).
@@ -302,7 +302,7 @@ func (s *Scorer) recForward(rows int, states [][]float32, advance []bool) []floa
 			}
 			s.tc = grow(s.tc, nw*h)
 			copy(s.tc, s.bn[:nw*h])
-			s.activate(kernel.Tanh, nw, h, s.tc, h, rc.zero)
+			kernel.Activate(kernel.Tanh, nw, h, s.tc, h)
 			for i, r := range idx {
 				gr, cp, tc := gb[i*gh:(i+1)*gh], s.bn[i*h:(i+1)*h], s.tc[i*h:(i+1)*h]
 				hn := s.headIn[r*h : (r+1)*h]
@@ -323,7 +323,7 @@ func (s *Scorer) recForward(rows int, states [][]float32, advance []bool) []floa
 				gr[2*h+j] += gr[j] * bn[j]
 			}
 		}
-		s.activate(kernel.Tanh, nw, h, gb[2*h:], gh, rc.zero)
+		kernel.Activate(kernel.Tanh, nw, h, gb[2*h:], gh)
 		for i, r := range idx {
 			gr, hv := gb[i*gh:(i+1)*gh], hp[i*ss:i*ss+h]
 			hn := s.headIn[r*h : (r+1)*h]

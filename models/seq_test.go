@@ -454,3 +454,35 @@ func BenchmarkFamilies(b *testing.B) {
 		})
 	}
 }
+
+// TestScoreSeqNoAlloc: once its buffers have grown, ScoreSeq (with entities
+// repeated in the batch, so several waves) and Reasons do not allocate.
+func TestScoreSeqNoAlloc(t *testing.T) {
+	for _, fam := range []string{FamilyCNN, FamilyGRU, FamilyLSTM} {
+		m := mustParse(t, familyFile(fam, 12))
+		s, _ := m.Bind(m.Inputs())
+		const rows = 64
+		cards := make([][]float32, 9)
+		for i := range cards {
+			cards[i] = make([]float32, m.StateSize())
+		}
+		states := make([][]float32, rows)
+		for r := range states {
+			states[r] = cards[r%len(cards)]
+		}
+		x := make([]float32, rows*12)
+		for i := range x {
+			x[i] = float32(i%7) - 3
+		}
+		out := make([]float32, rows)
+		var rs []Reason
+		run := func() {
+			s.ScoreSeq(x, rows, states, nil, out)
+			rs = s.Reasons(x, 5, 3, rs[:0])
+		}
+		run()
+		if n := testing.AllocsPerRun(20, run); n != 0 {
+			t.Errorf("%s: %v allocations per ScoreSeq+Reasons, want 0", fam, n)
+		}
+	}
+}

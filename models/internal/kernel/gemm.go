@@ -168,3 +168,27 @@ func Gemm(m, k, n int, a []float32, lda int, w *Packed, bias []float32, act Acti
 	}
 	gemm(m, k, n, a, lda, w, bias, act, c, ldc, accumulate)
 }
+
+// Activate applies act in place to the m×n block of c (leading dimension
+// ldc), with the same vectorised sigmoid and tanh as Gemm's epilogue (for
+// element-wise steps between GEMMs, e.g. a recurrent cell's candidate
+// state). It does not allocate; it panics on negative sizes, an unknown
+// activation, ldc < n or a short c.
+func Activate(act Activation, m, n int, c []float32, ldc int) {
+	if m < 0 || n < 0 {
+		panic("kernel: negative dimension")
+	}
+	if act > Tanh {
+		panic("kernel: unknown activation")
+	}
+	if m == 0 || n == 0 || act == Identity {
+		return
+	}
+	if ldc < n {
+		panic("kernel: ldc < n")
+	}
+	if len(c) < (m-1)*ldc+n {
+		panic("kernel: c too short")
+	}
+	activate(act, m, n, c, ldc)
+}

@@ -123,6 +123,17 @@ func tile(avx512 bool, r, p int, k int, a *float32, lda int, w *float32, c *floa
 	}
 }
 
+// activate applies act in place with the activation pass of the chosen
+// family (sigmoid, tanh), or the generic epilogue (ReLU, other CPUs).
+func activate(act Activation, m, n int, c []float32, ldc int) {
+	if act == ReLU || !(useAVX512 || useAVX2) {
+		epilogue(m, n, nil, act, c, ldc)
+		return
+	}
+	raceWriteSlice(c[:(m-1)*ldc+n])
+	actTile(useAVX512, act, &c[0], ldc, m, n)
+}
+
 // actTile runs the sigmoid or tanh pass of the chosen family over the
 // rows×cols block of C at c.
 func actTile(avx512 bool, act Activation, c *float32, ldc, rows, cols int) {

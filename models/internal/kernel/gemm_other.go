@@ -9,3 +9,5 @@ func path() string { return "generic" }
 func gemm(m, k, n int, a []float32, lda int, w *Packed, bias []float32, act Activation, c []float32, ldc int, accumulate bool) {
 	gemmGeneric(m, k, n, a, lda, w, bias, act, c, ldc, accumulate)
 }
+
+func activate(act Activation, m, n int, c []float32, ldc int) { epilogue(m, n, nil, act, c, ldc) }

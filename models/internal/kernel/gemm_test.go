@@ -411,3 +411,51 @@ func BenchmarkActivationCost(b *testing.B) {
 		}
 	}
 }
+
+// TestActivate: Activate on every path matches the float64 functions within
+// the SIMD bound, touches only the m×n block, and leaves NaN as NaN.
+func TestActivate(t *testing.T) {
+	forEachPath(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(3, 4))
+		for _, act := range []Activation{ReLU, Sigmoid, Tanh} {
+			for _, sh := range [][3]int{{1, 1, 1}, {1, 17, 17}, {3, 16, 20}, {7, 33, 40}, {12, 128, 130}} {
+				m, n, ldc := sh[0], sh[1], sh[2]
+				c := make([]float32, m*ldc+5)
+				for i := range c {
+					c[i] = float32(r.NormFloat64() * 6)
+				}
+				c[0] = float32(math.NaN())
+				orig := append([]float32(nil), c...)
+				Activate(act, m, n, c, ldc)
+				for idx, v := range c {
+					i, j := idx/ldc, idx%ldc
+					if i >= m || j >= n {
+						if v != orig[idx] && !(v != v && orig[idx] != orig[idx]) {
+							t.Fatalf("%v %v: element %d outside the block changed", act, sh, idx)
+						}
+						continue
+					}
+					x := float64(orig[idx])
+					var want float64
+					switch act {
+					case ReLU:
+						want = math.Max(x, 0)
+					case Sigmoid:
+						want = 1 / (1 + math.Exp(-x))
+					case Tanh:
+						want = math.Tanh(x)
+					}
+					if x != x {
+						if v == v {
+							t.Fatalf("%v: NaN in, %v out", act, v)
+						}
+						continue
+					}
+					if d := math.Abs(float64(v) - want); d > 1e-6 {
+						t.Fatalf("%v %v [%d,%d]: %v, want %v", act, sh, i, j, v, want)
+					}
+				}
+			}
+		}
+	})
+}
