@@ -140,11 +140,7 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	el := make([]eval.Label, len(labels))
-	for i := range labels {
-		el[i] = eval.Label{TxID: labels[i].TxID, TS: labels[i].TS, Fraud: labels[i].Fraud}
-	}
-	truth := eval.NewTruth(el)
+	truth := knownFraud(labels)
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -161,7 +161,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 		return err
 	}
 	fraud := knownFraud(labels)
-	slog.Info("train: history read", "events", len(events), "labels", len(labels), "fraud_labels", len(fraud))
+	slog.Info("train: history read", "events", len(events), "labels", len(labels), "fraud_labels", fraud.Frauds())
 
 	// Replay through the stream's feature code.
 	names := features.Names()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/eval"
 )
 
 // historyFlags are the flags shared by the commands that replay recorded
@@ -90,25 +91,14 @@ func readHistory(eventsPath, labelsPath string) ([]features.Event, []features.La
 }
 
 // knownFraud is the truth as known at the end of a labels file: for each
-// transaction, its latest label (by label time; the later line on a tie).
-func knownFraud(labels []features.Label) map[string]bool {
-	type known struct {
-		ts    time.Time
-		fraud bool
+// transaction, its latest label (by label time; the later line on a tie),
+// as `streamscore eval` counts it (eval.NewTruth).
+func knownFraud(labels []features.Label) eval.Truth {
+	el := make([]eval.Label, len(labels))
+	for i := range labels {
+		el[i] = eval.Label{TxID: labels[i].TxID, TS: labels[i].TS, Fraud: labels[i].Fraud}
 	}
-	latest := make(map[string]known, len(labels))
-	for _, l := range labels {
-		if k, ok := latest[l.TxID]; !ok || !l.TS.Before(k.ts) {
-			latest[l.TxID] = known{l.TS, l.Fraud}
-		}
-	}
-	out := make(map[string]bool, len(latest))
-	for id, k := range latest {
-		if k.fraud {
-			out[id] = true
-		}
-	}
-	return out
+	return eval.NewTruth(el)
 }
 
 // decisionModels is the --decision-models list, or, when it is empty and

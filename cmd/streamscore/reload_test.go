@@ -115,11 +115,7 @@ func shippedFile(t *testing.T, name string, edit func(*models.File)) []byte {
 // as deployments should: a poll never sees a half-written model.
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := writeFileAtomic(path, b); err != nil { // what a deployment tool should do too
 		t.Fatal(err)
 	}
 }

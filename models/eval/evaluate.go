@@ -125,7 +125,7 @@ func Evaluate(s *Scores, truth Truth, opts ...Option) (*Result, error) {
 	m.BaseRate = Float(ratio(m.Fraud, m.Transactions))
 	m.ROCAUC = Float(AUC(res.scores, res.fraud))
 	st, pos, neg := steps(res.scores, res.fraud)
-	m.AveragePrecision = Float(apOf(st, pos, neg))
+	m.AveragePrecision = Float(AveragePrecision(res.scores, res.fraud))
 	res.ROC = rocOf(st, pos, neg)
 	res.PR = prOf(st, pos, neg)
 

@@ -146,25 +146,20 @@ func AUC(scores []float64, fraud []bool) float64 {
 
 // AveragePrecision returns Σ (R_i − R_{i−1}) · P_i over the distinct scores
 // from the highest (R_0 = 0), with R_i and P_i the recall and precision of
-// alerting at score >= the i-th: scikit-learn's average_precision_score.
-// NaN without fraud.
+// alerting at score >= the i-th: scikit-learn's average_precision_score. It
+// is train.AveragePrecision, so training and evaluation report the same
+// number (scores compared as float32, as for AUC). NaN without fraud.
 func AveragePrecision(scores []float64, fraud []bool) float64 {
-	return apOf(steps(scores, fraud))
-}
-
-func apOf(st []step, pos, _ int) float64 {
-	if pos == 0 {
-		return math.NaN()
-	}
-	var ap float64
-	prev := 0
-	for _, s := range st {
-		if s.tp > prev {
-			ap += float64(s.tp-prev) / float64(pos) * float64(s.tp) / float64(s.tp+s.fp)
-			prev = s.tp
+	checkLen(scores, fraud)
+	s32 := make([]float32, len(scores))
+	y := make([]float32, len(scores))
+	for i, v := range scores {
+		s32[i] = float32(v)
+		if fraud[i] {
+			y[i] = 1
 		}
 	}
-	return ap
+	return train.AveragePrecision(s32, y, false)
 }
 
 // Cut is the outcome of alerting at score >= Threshold.

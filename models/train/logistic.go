@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"gonum.org/v1/gonum/mat"
 	"gonum.org/v1/gonum/optimize"
@@ -140,7 +141,7 @@ func (r *progressRecorder) Record(_ *optimize.Location, op optimize.Operation, s
 	return nil
 }
 
-// logisticObjective is penalisedLoss as an optimize.Problem: the mean log
+// logisticObjective is an optimize.Problem: the mean log
 // loss of the rows of z (intercept last) plus l2/2·|w|² over the first nw
 // coefficients, with its gradient and Hessian. It keeps the scores of the
 // last x it saw, since gonum asks for the loss, gradient and Hessian at the
@@ -175,7 +176,7 @@ func newLogisticObjective(z []float64, y []float32, nw int, l2 float64) *logisti
 
 // at computes the scores and probabilities at x unless they are cached.
 func (o *logisticObjective) at(x []float64) {
-	if o.x != nil && equalFloats(o.x, x) {
+	if o.x != nil && slices.Equal(o.x, x) {
 		return
 	}
 	o.x = append(o.x[:0], x...)
@@ -245,41 +246,6 @@ func (o *logisticObjective) Hess(hess *mat.SymDense, x []float64) {
 	for j := 0; j < o.nw; j++ {
 		hess.SetSym(j, j, hess.At(j, j)+o.l2)
 	}
-}
-
-func equalFloats(a, b []float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// penalisedLoss is the mean log loss of the rows of z (stride p, intercept
-// last) plus l2/2·|w|² over the first nw coefficients.
-func penalisedLoss(z []float64, y []float32, beta []float64, p, nw int, l2 float64) float64 {
-	var sum float64
-	for r := range y {
-		row := z[r*p : (r+1)*p]
-		var s float64
-		for j, v := range row {
-			s += v * beta[j]
-		}
-		if y[r] > 0.5 {
-			sum += softplus(-s)
-		} else {
-			sum += softplus(s)
-		}
-	}
-	var reg float64
-	for _, b := range beta[:nw] {
-		reg += b * b
-	}
-	return sum/float64(len(y)) + l2/2*reg
 }
 
 func sigmoid(x float64) float64 {

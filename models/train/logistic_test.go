@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -146,7 +147,7 @@ func TestLogisticIterationCap(t *testing.T) {
 	if got, want := f.Training["termination"], "IterationLimit"; got != want {
 		t.Errorf("termination = %v, want %v", got, want)
 	}
-	if got, want := steps, []int{1, 2, 2, 2}; !equalInts(got, want) {
+	if got, want := steps, []int{1, 2, 2, 2}; !slices.Equal(got, want) {
 		t.Errorf("progress = %v, want %v", got, want)
 	}
 }
@@ -183,16 +184,27 @@ func TestMetricsAP(t *testing.T) {
 	}
 }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
+// penalisedLoss is the mean log loss of the rows of z (stride p, intercept
+// last) plus l2/2·|w|² over the first nw coefficients.
+func penalisedLoss(z []float64, y []float32, beta []float64, p, nw int, l2 float64) float64 {
+	var sum float64
+	for r := range y {
+		row := z[r*p : (r+1)*p]
+		var s float64
+		for j, v := range row {
+			s += v * beta[j]
+		}
+		if y[r] > 0.5 {
+			sum += softplus(-s)
+		} else {
+			sum += softplus(s)
 		}
 	}
-	return true
+	var reg float64
+	for _, b := range beta[:nw] {
+		reg += b * b
+	}
+	return sum/float64(len(y)) + l2/2*reg
 }
 
 func BenchmarkLogistic(b *testing.B) {
