@@ -81,11 +81,9 @@ func newWorld() (*world, error) {
 		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll}
 	defer wr.Close()
 	msgs := make([]kafka.Message, 0, 1000)
-	var produced int
 	err = g.Simulate(start, end, float64(benchEvents)/end.Sub(start).Seconds(), func(tx synth.Tx) error {
 		msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
 		if len(msgs) == cap(msgs) {
-			produced += len(msgs)
 			err := wr.WriteMessages(ctx, msgs...)
 			msgs = msgs[:0]
 			return err
@@ -93,7 +91,6 @@ func newWorld() (*world, error) {
 		return nil
 	})
 	if err == nil && len(msgs) > 0 {
-		produced += len(msgs)
 		err = wr.WriteMessages(ctx, msgs...)
 	}
 	if err != nil {

@@ -20,8 +20,10 @@
 // intervals (t-offset-length, t-offset] relative to each event's own time t:
 // the default ones are 1h, 1d, 7d and 30d ending at t (and including the
 // event), and for terminals 1d, 7d and 30d ending 7 days before t. Aggregates are
-// exact (they equal a recomputation from scratch, up to float64 rounding):
-// there are no sketches or approximations. An out-of-order event up to
+// exact (they equal a recomputation from scratch, up to float64 rounding),
+// except where a spec asks otherwise: windows with tiles (bounded memory,
+// error bound in the spec doc) and distinct counts above their cap (a
+// sketch). An out-of-order event up to
 // WithMaxLateness (default 1h) behind its entity's newest event is inserted
 // at its event time and its own windows are answered by a short scan; a
 // later one is scored against the retained state and not inserted, so it

@@ -90,17 +90,7 @@ func TestLateFlag(t *testing.T) {
 			t.Errorf("%s: late %v (scored %v), want %v", id, got, ok, w)
 		}
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n float64 = -1
-	for _, mf := range mfs {
-		if mf.GetName() == "streamscore_stream_events_late_total" {
-			n = mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	if n != 1 {
+	if n := metricValue(t, reg, "streamscore_stream_events_late_total"); n != 1 {
 		t.Errorf("streamscore_stream_events_late_total %v, want 1", n)
 	}
 }
