@@ -152,13 +152,9 @@ func (c *engineConfig) loadModels() ([]*models.Model, error) {
 
 // loadShadowModels returns the models of --shadow-model.
 func (c *engineConfig) loadShadowModels() ([]*models.Model, error) {
-	var ms []*models.Model
-	for _, path := range c.ShadowModels {
-		m, err := models.Load(path)
-		if err != nil {
-			return nil, fmt.Errorf("shadow model: %w", err)
-		}
-		ms = append(ms, m)
+	ms, err := loadFiles(c.ShadowModels)
+	if err != nil {
+		return nil, fmt.Errorf("shadow model: %w", err)
 	}
 	return ms, nil
 }

@@ -52,15 +52,21 @@ func (s modelSource) load() (ms, shadows []*models.Model, st dirState, err error
 		ms, err := models.Shipped()
 		return ms, nil, nil, err
 	}
-	ms = make([]*models.Model, 0, len(s.files))
-	for _, path := range s.files {
+	ms, err = loadFiles(s.files)
+	return ms, nil, nil, err
+}
+
+// loadFiles loads and verifies the model files at paths, in order.
+func loadFiles(paths []string) ([]*models.Model, error) {
+	ms := make([]*models.Model, 0, len(paths))
+	for _, path := range paths {
 		m, err := models.Load(path)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		ms = append(ms, m)
 	}
-	return ms, nil, nil, nil
+	return ms, nil
 }
 
 // shadowSubdir is the subdirectory of a models dir that holds the shadow
