@@ -53,6 +53,28 @@ type workerModels struct {
 	disagree  []prometheus.Counter // per shadow
 }
 
+// decidingModels returns which of ms make decisions: those named in
+// deciders, or all of them when deciders is empty. A name not among ms is
+// an error.
+func decidingModels(ms []*models.Model, deciders []string) ([]bool, error) {
+	decides := make([]bool, len(ms))
+	for i := range ms {
+		decides[i] = len(deciders) == 0
+	}
+	for _, name := range deciders {
+		found := false
+		for i, m := range ms {
+			if m.Name() == name {
+				decides[i], found = true, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("decision model %q is not among the models", name)
+		}
+	}
+	return decides, nil
+}
+
 // newModelSet validates ms (and the pipeline's shadow models) against the
 // pipeline's feature layout and decision models, and binds one set of
 // scorers per worker. It does the expensive part of a reload (binding,
@@ -70,9 +92,6 @@ func (p *Pipeline) newModelSet(ms, shadows []*models.Model) (*modelSet, error) {
 			return nil, fmt.Errorf("two models named %q", m.Name())
 		}
 		seen[m.Name()] = true
-		if _, err := m.Bind(p.names); err != nil {
-			return nil, err
-		}
 	}
 	seenShadow := map[string]bool{}
 	for _, m := range shadows {
@@ -83,24 +102,10 @@ func (p *Pipeline) newModelSet(ms, shadows []*models.Model) (*modelSet, error) {
 			return nil, fmt.Errorf("two shadow models named %q", m.Name())
 		}
 		seenShadow[m.Name()] = true
-		if _, err := m.Bind(p.names); err != nil {
-			return nil, fmt.Errorf("shadow: %w", err)
-		}
 	}
-	decides := make([]bool, len(ms))
-	for i := range ms {
-		decides[i] = len(p.cfg.deciders) == 0
-	}
-	for _, name := range p.cfg.deciders {
-		found := false
-		for i, m := range ms {
-			if m.Name() == name {
-				decides[i], found = true, true
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("decision model %q is not among the models", name)
-		}
+	decides, err := decidingModels(ms, p.cfg.deciders)
+	if err != nil {
+		return nil, err
 	}
 	s := &modelSet{models: ms, decides: decides, shadows: shadows, workers: make([]*workerModels, p.cfg.workers)}
 	for i := range s.workers {

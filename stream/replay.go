@@ -46,25 +46,16 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 	names := features.NewBuilder(features.NewShared(cfg.featureOpts...), cfg.featureOpts...).Names()
 	width := len(names)
 	scorers := make([]*models.Scorer, len(ms))
-	decides := make([]bool, len(ms))
 	for i, m := range ms {
 		s, err := m.Bind(names)
 		if err != nil {
 			return fmt.Errorf("stream: replay: %w", err) // names the model and its missing inputs
 		}
 		scorers[i] = s
-		decides[i] = len(cfg.deciders) == 0
 	}
-	for _, name := range cfg.deciders {
-		found := false
-		for i, m := range ms {
-			if m.Name() == name {
-				decides[i], found = true, true
-			}
-		}
-		if !found {
-			return fmt.Errorf("stream: replay: decision model %q is not among the loaded models", name)
-		}
+	decides, err := decidingModels(ms, cfg.deciders)
+	if err != nil {
+		return fmt.Errorf("stream: replay: %w", err)
 	}
 	rc := newRecorder(scorers, decides, cfg.reasons)
 	seq := newSeqStates(features.TTL(cfg.featureOpts...), nil, nil)
@@ -117,7 +108,7 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 		evs, cards, emit = evs[:0], cards[:0], emit[:0]
 		return nil
 	}
-	err := features.Replay(hist, labels, cfg.featureOpts, func(e *features.Event, row []float32) error {
+	err = features.Replay(hist, labels, cfg.featureOpts, func(e *features.Event, row []float32) error {
 		before := e.TS.Before(from)
 		if before && !seq.stateful() {
 			return nil
