@@ -31,6 +31,21 @@ func BenchmarkGEMM(b *testing.B) {
 	prev := runtime.GOMAXPROCS(1)
 	b.Cleanup(func() { runtime.GOMAXPROCS(prev) })
 	b.Logf("kernel path: %s; GOMAXPROCS 1 for both implementations (was %d)", models.KernelPath(), prev)
+	// The ceiling: register-only FMAs of the active path, no loads, no
+	// epilogue. streamscore/FMA-peak says how close each shape gets;
+	// FMA-peak/gonum is the largest ratio to gonum any fp32 GEMM can reach
+	// on this core in this run.
+	b.Run("FMA-peak", func(b *testing.B) {
+		const iters = 4096
+		if models.KernelFMAPeak(1) == 0 {
+			b.Skipf("kernel path %s has no FMA loop", models.KernelPath())
+		}
+		flops := 0
+		for b.Loop() {
+			flops += models.KernelFMAPeak(iters)
+		}
+		b.ReportMetric(float64(flops)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	})
 	for _, s := range gemmShapes {
 		m, k, n := s[0], s[1], s[2]
 		r := rand.New(rand.NewPCG(uint64(m), uint64(k*n)))

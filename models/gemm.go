@@ -44,3 +44,10 @@ func (d *Dense) Gemm(m int, a []float32, lda int, bias []float32, act Activation
 // and build: "avx512", "avx2" or "generic" (other CPUs and -tags noasm). It
 // is fixed after init; log it once and export it as a metric.
 func KernelPath() string { return kernel.Path() }
+
+// KernelFMAPeak runs iters iterations of the active kernel path's loop of
+// register-only fused multiply-adds and returns the floating-point
+// operations done (0 on the "generic" path, which has no such loop). Timed
+// beside a GEMM, it is the ceiling the GEMM is measured against (bench's
+// BenchmarkGEMM/FMA-peak); scoring never calls it.
+func KernelFMAPeak(iters int) (flops int) { return kernel.FMAPeak(iters) }

@@ -104,6 +104,14 @@ func alignedFloats(n int) []float32 {
 // init, so callers may log it once and export it as a metric.
 func Path() string { return path() }
 
+// FMAPeak runs iters iterations of the active path's loop of independent,
+// register-only fused multiply-adds (24 Z registers for "avx512", 12 Y for
+// "avx2": the main tile's accumulators, without its loads, epilogue or
+// loop over K) and returns the floating-point operations it did. Timed, it
+// gives the fp32 ceiling of this core in the same run as a GEMM benchmark.
+// The "generic" path has no such loop: it returns 0 at once.
+func FMAPeak(iters int) (flops int) { return fmaPeak(iters) }
+
 // Gemm computes, for i < m and j < n,
 //
 //	C[i*ldc+j] = act(C0 + Σ_k A[i*lda+k]·W[k][j] + bias[j])

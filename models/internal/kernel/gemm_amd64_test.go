@@ -31,3 +31,17 @@ func forcePath(tb testing.TB, p string) {
 		tb.Fatalf("Path() = %q after forcing %q", got, p)
 	}
 }
+
+// TestFMAPeak checks the peak loop of each path runs and counts its flops:
+// 24 Z (16 lanes) or 12 Y (8 lanes) accumulators, two flops per FMA lane.
+func TestFMAPeak(t *testing.T) {
+	want := map[string]int{"generic": 0, "avx2": 12 * 8 * 2, "avx512": 24 * 16 * 2}
+	forEachPath(t, func(t *testing.T) {
+		if got := FMAPeak(3); got != 3*want[Path()] {
+			t.Errorf("FMAPeak(3) = %d flops, want %d", got, 3*want[Path()])
+		}
+		if got := FMAPeak(0); got != 0 {
+			t.Errorf("FMAPeak(0) = %d flops, want 0", got)
+		}
+	})
+}

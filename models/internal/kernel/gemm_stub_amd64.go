@@ -758,6 +758,10 @@ func sigmoidTileAVX512(c *float32, ldc int, rows int, cols int)
 //go:noescape
 func tanhTileAVX512(c *float32, ldc int, rows int, cols int)
 
+// fmaPeakAVX512 runs n iterations of 24 independent register-only VFMADD231PS
+// (16 float32 lanes each): 768 flops per iteration; n >= 1.
+func fmaPeakAVX512(n int)
+
 // gemm1x16AVX2 computes nblk vertically stacked 1×16 tiles of C = act(C0 + A·W + bias),
 // reading 1 rows of A per tile and 1 packed panels of W (panel stride k·16
 // floats). Only the first tail (1..16) columns of the last panel are read from
@@ -937,3 +941,7 @@ func sigmoidTileAVX2(c *float32, ldc int, rows int, cols int)
 //
 //go:noescape
 func tanhTileAVX2(c *float32, ldc int, rows int, cols int)
+
+// fmaPeakAVX2 runs n iterations of 12 independent register-only VFMADD231PS
+// (8 float32 lanes each): 192 flops per iteration; n >= 1.
+func fmaPeakAVX2(n int)

@@ -78,6 +78,7 @@ func main() {
 		}
 		actTile(ar, "sigmoid")
 		actTile(ar, "tanh")
+		peak(ar)
 	}
 	Generate()
 	if *tiles != "" {
@@ -678,6 +679,39 @@ func actTile(ar isa, act string) {
 	MOVQ(cRow, p)
 	sweep("single", []GPVirtual{p}, perRow)
 	Label("ret")
+	VZEROUPPER()
+	RET()
+}
+
+// peakAccumulators is how many independent accumulators the peak loop
+// updates: as many as the main tile (24 Z, 12 Y), more than the FMA
+// latency times the number of FMA units on any current core.
+func peakAccumulators(ar isa) int { return 2 * ar.rows }
+
+// peak generates fmaPeak*: n iterations of one VFMADD231PS into each of
+// peakAccumulators independent registers, with no memory operand. It does
+// the GEMM tile's arithmetic without its loads, epilogue or loop over K, so
+// its rate is the ceiling for any fp32 GEMM on this core, measured in the
+// same run as the GEMM benchmarks.
+func peak(ar isa) {
+	name := "fmaPeak" + ar.name
+	TEXT(name, NOSPLIT, "func(n int)")
+	Doc(fmt.Sprintf("%s runs n iterations of %d independent register-only VFMADD231PS", name, peakAccumulators(ar)),
+		fmt.Sprintf("(%d float32 lanes each): %d flops per iteration; n >= 1.", ar.width, 2*ar.width*peakAccumulators(ar)))
+	n := loadGP("n")
+	acc := make([]VecVirtual, peakAccumulators(ar))
+	x := ar.vec()
+	VXORPS(x, x, x)
+	for i := range acc {
+		acc[i] = ar.vec()
+		VXORPS(acc[i], acc[i], acc[i])
+	}
+	Label("loop")
+	for i := range acc {
+		VFMADD231PS(x, x, acc[i])
+	}
+	DECQ(n)
+	JNZ(LabelRef("loop"))
 	VZEROUPPER()
 	RET()
 }
