@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/streamscore/streamscore/models/internal/modelref"
 )
 
 // testFile builds a valid model of the family with nIn inputs and the
@@ -47,6 +49,16 @@ func testFile(family string, nIn int, hidden []int, seed uint64) *File {
 
 // encodeUnchecked encodes f with a correct digest but without validation,
 // to build invalid files.
+// mustRef returns the float64 reference of f (package modelref).
+func mustRef(t testing.TB, f *File) *modelref.Model {
+	t.Helper()
+	ref, err := modelref.New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
 func encodeUnchecked(t *testing.T, f *File) []byte {
 	t.Helper()
 	f.Digest = ""
@@ -213,29 +225,6 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
-// reference scores one row in float64 straight from the File.
-func reference(f *File, z []float64) (out, pre float64) {
-	h := z
-	for _, l := range f.Layers {
-		next := make([]float64, l.Out)
-		for j := range next {
-			s := float64(l.Bias[j])
-			for i := 0; i < l.In; i++ {
-				s += h[i] * float64(l.Weights[i*l.Out+j])
-			}
-			pre = s
-			next[j] = map[string]func(float64) float64{
-				"relu":     func(v float64) float64 { return math.Max(v, 0) },
-				"sigmoid":  func(v float64) float64 { return 1 / (1 + math.Exp(-v)) },
-				"tanh":     math.Tanh,
-				"identity": func(v float64) float64 { return v },
-			}[l.Activation](s)
-		}
-		h = next
-	}
-	return h[0], pre
-}
-
 // streamLayout returns a feature layout with the model's inputs shuffled
 // among extra columns, and rows of random values in that layout.
 func streamLayout(f *File, rows int, seed uint64) (names []string, x []float32, z [][]float64) {
@@ -291,8 +280,9 @@ func TestScoreMatchesReference(t *testing.T) {
 				if out[rows] != -42 {
 					t.Fatalf("Score wrote past rows")
 				}
+				ref := mustRef(t, f)
 				for r := 0; r < rows; r++ {
-					want, _ := reference(f, z[r])
+					want, _, _ := ref.Step(nil, z[r])
 					if d := math.Abs(float64(out[r]) - want); d > 1e-4*math.Max(1, math.Abs(want)) {
 						t.Errorf("row %d: got %v, want %v", r, out[r], want)
 					}
@@ -331,6 +321,7 @@ func TestLogisticReasonsSumToLogit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			ref := mustRef(t, f)
 			for r := 0; r < 10; r++ {
 				rs := s.Reasons(x, r, 100, nil)
 				if len(rs) != 9 {
@@ -343,7 +334,7 @@ func TestLogisticReasonsSumToLogit(t *testing.T) {
 						t.Errorf("reasons not sorted by |contribution|: %v", rs)
 					}
 				}
-				_, logit := reference(f, z[r])
+				_, logit, _ := ref.Step(nil, z[r])
 				base := float64(f.Layers[0].Bias[0])
 				if d := math.Abs(sum - (logit - base)); d > 1e-4 {
 					t.Errorf("row %d: Σ contributions = %v, want logit − base = %v", r, sum, logit-base)
@@ -381,9 +372,13 @@ func TestMLPReasonsIntegratedGradients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ref := mustRef(t, f)
+	logit := func(z []float64) float64 {
+		_, l, _ := ref.Step(nil, z)
+		return l
+	}
 	const h = 1e-5
-	zero := make([]float64, len(f.Inputs))
-	_, base := reference(f, zero)
+	base := logit(make([]float64, len(f.Inputs)))
 	for r := 0; r < 20; r++ {
 		rs := s.Reasons(x, r, len(f.Inputs), nil)
 		got := make(map[string]float64)
@@ -402,19 +397,17 @@ func TestMLPReasonsIntegratedGradients(t *testing.T) {
 				}
 				zp[i] += h
 				zm[i] -= h
-				_, lp := reference(f, zp)
-				_, lm := reference(f, zm)
-				avg += (lp - lm) / (2 * h)
+				avg += (logit(zp) - logit(zm)) / (2 * h)
 			}
 			want := z[r][i] * avg / igSteps
 			if d := math.Abs(got[in.Name] - want); d > 1e-3*math.Max(1, math.Abs(want)) {
 				t.Errorf("row %d %s: integrated gradients %v, by finite differences %v", r, in.Name, got[in.Name], want)
 			}
 		}
-		_, logit := reference(f, z[r])
+		lz := logit(z[r])
 		// Completeness up to the midpoint rule's error at ReLU kinks.
-		if d := math.Abs(sum - (logit - base)); d > 0.05*math.Max(1, math.Abs(logit-base)) {
-			t.Errorf("row %d: Σ contributions %v, logit(z) − logit(0) = %v", r, sum, logit-base)
+		if d := math.Abs(sum - (lz - base)); d > 0.05*math.Max(1, math.Abs(lz-base)) {
+			t.Errorf("row %d: Σ contributions %v, logit(z) − logit(0) = %v", r, sum, lz-base)
 		}
 	}
 }

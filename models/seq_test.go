@@ -48,111 +48,6 @@ func seqFile(family string, in int, seed uint64) *File {
 	return f
 }
 
-func sig(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
-
-func act(a string, x float64) float64 {
-	switch a {
-	case "relu":
-		return math.Max(x, 0)
-	case "tanh":
-		return math.Tanh(x)
-	case "sigmoid":
-		return sig(x)
-	}
-	return x
-}
-
-// refStep is the streaming semantics of the sequence families written
-// straight from the File documentation, in float64: the logit of the score
-// of the current standardised row z given the entity's state, and the new
-// state. hist holds the CNN's previous rows (oldest first), the recurrent
-// state otherwise.
-func refStep(f *File, hist []float64, z []float64) (float64, []float64) {
-	in := len(f.Inputs)
-	var head []float64
-	var next []float64
-	if c := f.Conv; c != nil {
-		win := append(append([]float64(nil), hist...), z...)
-		l := c.Window - c.Kernel + 1
-		y := make([][]float64, l)
-		for p := range l {
-			y[p] = make([]float64, c.Channels)
-			for ch := range c.Channels {
-				s := float64(c.Bias[ch])
-				for k := range c.Kernel {
-					for i := range in {
-						s += win[(p+k)*in+i] * float64(c.Weights[(k*in+i)*c.Channels+ch])
-					}
-				}
-				y[p][ch] = act(c.Activation, s)
-			}
-		}
-		np := (l-c.PoolSize)/c.PoolStride + 1
-		head = make([]float64, c.Channels*np)
-		for ch := range c.Channels {
-			for p := range np {
-				var v float64
-				if c.Pool == PoolMax {
-					v = math.Inf(-1)
-				}
-				for q := p * c.PoolStride; q < p*c.PoolStride+c.PoolSize; q++ {
-					if c.Pool == PoolMax {
-						v = math.Max(v, y[q][ch])
-					} else {
-						v += y[q][ch] / float64(c.PoolSize)
-					}
-				}
-				head[ch*np+p] = v
-			}
-		}
-		next = win[in:]
-	} else {
-		r := f.Recurrent
-		h, gh := r.Hidden, gates(r.Cell)*r.Hidden
-		a, b := make([]float64, gh), make([]float64, gh)
-		for j := range gh {
-			a[j], b[j] = float64(r.Bx[j]), float64(r.Bh[j])
-			for i := range in {
-				a[j] += z[i] * float64(r.Wx[i*gh+j])
-			}
-			for i := range h {
-				b[j] += hist[i] * float64(r.Wh[i*gh+j])
-			}
-		}
-		head = make([]float64, h)
-		next = make([]float64, len(hist))
-		for j := range h {
-			if r.Cell == FamilyGRU {
-				rg, zg := sig(a[j]+b[j]), sig(a[h+j]+b[h+j])
-				n := math.Tanh(a[2*h+j] + rg*b[2*h+j])
-				head[j] = (1-zg)*n + zg*hist[j]
-				next[j] = head[j]
-				continue
-			}
-			ig, fg := sig(a[j]+b[j]), sig(a[h+j]+b[h+j])
-			gg, og := math.Tanh(a[2*h+j]+b[2*h+j]), sig(a[3*h+j]+b[3*h+j])
-			c := fg*hist[h+j] + ig*gg
-			head[j] = og * math.Tanh(c)
-			next[j], next[h+j] = head[j], c
-		}
-	}
-	for li, l := range f.Layers {
-		out := make([]float64, l.Out)
-		for j := range l.Out {
-			s := float64(l.Bias[j])
-			for i := range l.In {
-				s += head[i] * float64(l.Weights[i*l.Out+j])
-			}
-			if li < len(f.Layers)-1 {
-				s = act(l.Activation, s)
-			}
-			out[j] = s
-		}
-		head = out
-	}
-	return head[0], next
-}
-
 // TestScoreSeqMatchesReference streams interleaved entities through
 // ScoreSeq in batches (an entity several times in one batch, re-delivered
 // rows that must not advance the state) and compares every score with the
@@ -177,12 +72,16 @@ func TestScoreSeqMatchesReference(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				ref := mustRef(t, f)
 				ss := m.StateSize()
+				if ss != ref.StateLen() {
+					t.Fatalf("StateSize %d, reference %d", ss, ref.StateLen())
+				}
 				states := make([][]float32, entities)
-				ref := make([][]float64, entities)
+				refStates := make([][]float64, entities)
 				for e := range states {
 					states[e] = make([]float32, ss)
-					ref[e] = make([]float64, ss)
+					refStates[e] = make([]float64, ss)
 				}
 				rng := rand.New(rand.NewPCG(seed, 99))
 				var worst float64
@@ -203,26 +102,26 @@ func TestScoreSeqMatchesReference(t *testing.T) {
 					out := make([]float32, rows)
 					s.ScoreSeq(x, rows, st, advance, out)
 					for r := range rows {
-						z := make([]float64, in)
+						row := make([]float32, in)
 						for i, c := range s.cols {
-							z[i] = float64((x[r*len(names)+c] - float32(f.Inputs[i].Mean)) * float32(1/f.Inputs[i].Std))
+							row[i] = x[r*len(names)+c]
 						}
-						logit, next := refStep(f, ref[ents[r]], z)
+						want, _, next := ref.Step(refStates[ents[r]], ref.Standardize(row))
 						if advance[r] {
-							ref[ents[r]] = next
+							refStates[ents[r]] = next
 						}
-						d := math.Abs(float64(out[r]) - sig(logit))
+						d := math.Abs(float64(out[r]) - want)
 						worst = max(worst, d)
 						if d > 2e-5 {
-							t.Fatalf("event %d row %d entity %d: score %v, reference %v", done, r, ents[r], out[r], sig(logit))
+							t.Fatalf("event %d row %d entity %d: score %v, reference %v", done, r, ents[r], out[r], want)
 						}
 					}
 					done += rows
 				}
 				for e := range states {
 					for i := range states[e] {
-						if d := math.Abs(float64(states[e][i]) - ref[e][i]); d > 1e-4 {
-							t.Fatalf("entity %d state[%d] %v, reference %v", e, i, states[e][i], ref[e][i])
+						if d := math.Abs(float64(states[e][i]) - refStates[e][i]); d > 1e-4 {
+							t.Fatalf("entity %d state[%d] %v, reference %v", e, i, states[e][i], refStates[e][i])
 						}
 					}
 				}
@@ -244,6 +143,11 @@ func TestSeqReasons(t *testing.T) {
 				m := mustParse(t, f)
 				names := m.Inputs()
 				s, _ := m.Bind(names)
+				ref := mustRef(t, f)
+				logit := func(hist, z []float64) float64 {
+					_, l, _ := ref.Step(hist, z)
+					return l
+				}
 				rng := rand.New(rand.NewPCG(seed, 5))
 				state := make([]float32, m.StateSize())
 				hist := make([]float64, m.StateSize())
@@ -255,12 +159,9 @@ func TestSeqReasons(t *testing.T) {
 					}
 					out := make([]float32, 1)
 					s.ScoreSeq(row, 1, [][]float32{state}, nil, out)
-					z := make([]float64, in)
-					for i := range z {
-						z[i] = float64((row[i] - float32(f.Inputs[i].Mean)) * float32(1/f.Inputs[i].Std))
-					}
+					z := ref.Standardize(row)
 					if step < 4 {
-						_, hist = refStep(f, hist, z)
+						_, _, hist = ref.Step(hist, z)
 						continue
 					}
 					rs := s.Reasons(row, 0, in, nil)
@@ -276,9 +177,7 @@ func TestSeqReasons(t *testing.T) {
 							}
 							zp[i] += eps
 							zm[i] -= eps
-							lp, _ := refStep(f, hist, zp)
-							lm, _ := refStep(f, hist, zm)
-							want[i] += (lp - lm) / (2 * eps) * z[i] / igSteps
+							want[i] += (logit(hist, zp) - logit(hist, zm)) / (2 * eps) * z[i] / igSteps
 						}
 					}
 					var sum float64
@@ -289,8 +188,7 @@ func TestSeqReasons(t *testing.T) {
 							t.Errorf("%s: contribution %v, finite-difference IG %v", r.Feature, r.Contribution, want[i])
 						}
 					}
-					full, _ := refStep(f, hist, z)
-					base, _ := refStep(f, hist, make([]float64, in))
+					full, base := logit(hist, z), logit(hist, make([]float64, in))
 					if d := math.Abs(sum - (full - base)); d > 0.05*math.Abs(full-base)+1e-3 {
 						t.Errorf("completeness: contributions sum to %v, logit difference %v", sum, full-base)
 					}

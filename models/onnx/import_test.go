@@ -273,7 +273,7 @@ func TestNegativeScaleFolded(t *testing.T) {
 		}
 		want[r] = sigmoid(s)
 	}
-	got := refScore(f, x)
+	got := refScore(t, f, x)
 	for r := range want {
 		if d := got[r] - want[r]; d > 1e-6 || d < -1e-6 {
 			t.Fatalf("row %d: %v, want %v (inputs %+v)", r, got[r], want[r], f.Inputs)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/internal/modelref"
 )
 
 // parityTol is the bound on |native − PyTorch| per output.
@@ -99,7 +100,7 @@ func TestParity(t *testing.T) {
 				out := make([]float32, len(fx.Rows))
 				s.Score(flat(fx.Rows), len(fx.Rows), out)
 				for r, row := range fx.Rows {
-					check(out[r], refScore(f, [][]float64{row})[0], fx.Want[r])
+					check(out[r], refScore(t, f, [][]float64{row})[0], fx.Want[r])
 				}
 			}
 			for _, seq := range fx.Sequences {
@@ -113,7 +114,7 @@ func TestParity(t *testing.T) {
 				}
 				out := make([]float32, n)
 				s.ScoreSeq(flat(seq.X), n, states, nil, out)
-				ref := refScore(f, seq.X)
+				ref := refScore(t, f, seq.X)
 				for r := range out {
 					check(out[r], ref[r], seq.Want[r])
 				}
@@ -131,141 +132,25 @@ func TestParity(t *testing.T) {
 	}
 }
 
-// refScore evaluates a File in float64 exactly as its documentation
-// states (models/file.go), independent of the runtime: the rows are one
-// entity's sequence for the sequence families, independent rows otherwise.
-func refScore(f *models.File, rows [][]float64) []float64 {
-	n := len(f.Inputs)
-	z := make([][]float64, len(rows))
-	for r, row := range rows {
-		z[r] = make([]float64, n)
-		for i := range n {
-			z[r][i] = (float64(float32(row[i])) - f.Inputs[i].Mean) / f.Inputs[i].Std
-		}
-	}
-	head := func(x []float64) float64 {
-		for _, l := range f.Layers {
-			y := make([]float64, l.Out)
-			for j := range l.Out {
-				s := float64(l.Bias[j])
-				for i := range l.In {
-					s += x[i] * float64(l.Weights[i*l.Out+j])
-				}
-				y[j] = act(l.Activation, s)
-			}
-			x = y
-		}
-		return x[0]
+// refScore evaluates a File in float64 with the reference of its documented
+// math (package modelref), independent of the runtime, standardising in
+// float64: the rows are one entity's sequence for the sequence families,
+// independent rows otherwise.
+func refScore(t *testing.T, f *models.File, rows [][]float64) []float64 {
+	t.Helper()
+	ref, err := modelref.New(f)
+	if err != nil {
+		t.Fatal(err)
 	}
 	out := make([]float64, len(rows))
-	switch f.Family {
-	case models.FamilyCNN:
-		c := f.Conv
-		for t := range rows {
-			win := make([][]float64, c.Window)
-			for w := range win {
-				src := t - (c.Window - 1) + w
-				win[w] = make([]float64, n)
-				if src >= 0 {
-					copy(win[w], z[src])
-				}
-			}
-			l := c.Window - c.Kernel + 1
-			conv := make([][]float64, c.Channels) // [c][pos]
-			for cc := range c.Channels {
-				conv[cc] = make([]float64, l)
-				for p := range l {
-					s := float64(c.Bias[cc])
-					for k := range c.Kernel {
-						for i := range n {
-							s += win[p+k][i] * float64(c.Weights[(k*n+i)*c.Channels+cc])
-						}
-					}
-					conv[cc][p] = act(c.Activation, s)
-				}
-			}
-			np := (l-c.PoolSize)/c.PoolStride + 1
-			var x []float64
-			for cc := range c.Channels {
-				for p := range np {
-					w := conv[cc][p*c.PoolStride : p*c.PoolStride+c.PoolSize]
-					v := w[0]
-					if c.Pool == models.PoolAvg {
-						v = 0
-						for _, e := range w {
-							v += e
-						}
-						v /= float64(len(w))
-					} else {
-						for _, e := range w {
-							v = max(v, e)
-						}
-					}
-					x = append(x, v)
-				}
-			}
-			out[t] = head(x)
-		}
-	case models.FamilyGRU, models.FamilyLSTM:
-		rc := f.Recurrent
-		h := rc.Hidden
-		g := 3
-		if rc.Cell == models.FamilyLSTM {
-			g = 4
-		}
-		gh := g * h
-		hs, cs := make([]float64, h), make([]float64, h)
-		for t := range rows {
-			a, bb := make([]float64, gh), make([]float64, gh)
-			for j := range gh {
-				a[j], bb[j] = float64(rc.Bx[j]), float64(rc.Bh[j])
-				for i := range n {
-					a[j] += z[t][i] * float64(rc.Wx[i*gh+j])
-				}
-				for k := range h {
-					bb[j] += hs[k] * float64(rc.Wh[k*gh+j])
-				}
-			}
-			nh := make([]float64, h)
-			for j := range h {
-				if rc.Cell == models.FamilyGRU {
-					r := sigmoid(a[j] + bb[j])
-					zz := sigmoid(a[h+j] + bb[h+j])
-					nn := math.Tanh(a[2*h+j] + r*bb[2*h+j])
-					nh[j] = (1-zz)*nn + zz*hs[j]
-					continue
-				}
-				i := sigmoid(a[j] + bb[j])
-				fg := sigmoid(a[h+j] + bb[h+j])
-				gg := math.Tanh(a[2*h+j] + bb[2*h+j])
-				o := sigmoid(a[3*h+j] + bb[3*h+j])
-				cs[j] = fg*cs[j] + i*gg
-				nh[j] = o * math.Tanh(cs[j])
-			}
-			hs = nh
-			out[t] = head(hs)
-		}
-	default:
-		for r := range rows {
-			out[r] = head(z[r])
-		}
+	st := make([]float64, ref.StateLen())
+	for r, row := range rows {
+		out[r], _, st = ref.Step(st, ref.StandardizeExact(flat([][]float64{row})))
 	}
 	return out
 }
 
 func sigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
-
-func act(name string, x float64) float64 {
-	switch name {
-	case "relu":
-		return max(x, 0)
-	case "sigmoid":
-		return sigmoid(x)
-	case "tanh":
-		return math.Tanh(x)
-	}
-	return x
-}
 
 // TestStandardisationFolded: the fixture's (x − mean)/std Sub/Div nodes
 // become the file's input statistics, not a layer.

@@ -64,29 +64,39 @@ func split(d *Dataset, c *config) (int, error) {
 	return n - nv, nil
 }
 
-// standardize returns the inputs with the mean and std of the first rows of
-// d. A constant column gets std 1.
-func standardize(d *Dataset, rows int) []models.Input {
-	w := len(d.Names)
+// standardize returns the inputs named names with the mean and std of the
+// rows of x (row-major, len(names) columns) for which keep(r) is true, or of
+// every row if keep is nil. A constant column gets std 1.
+func standardize(names []string, x []float32, keep func(r int) bool) []models.Input {
+	w := len(names)
 	sum := make([]float64, w)
 	sq := make([]float64, w)
-	for r := 0; r < rows; r++ {
-		for j, v := range d.X[r*w : (r+1)*w] {
+	rows := func(yield func(row []float32) bool) {
+		for r := 0; (r+1)*w <= len(x); r++ {
+			if (keep == nil || keep(r)) && !yield(x[r*w:(r+1)*w]) {
+				return
+			}
+		}
+	}
+	n := 0
+	for row := range rows {
+		n++
+		for j, v := range row {
 			sum[j] += float64(v)
 		}
 	}
 	in := make([]models.Input, w)
 	for j := range in {
-		in[j] = models.Input{Name: d.Names[j], Mean: sum[j] / float64(rows)}
+		in[j] = models.Input{Name: names[j], Mean: sum[j] / float64(n)}
 	}
-	for r := 0; r < rows; r++ {
-		for j, v := range d.X[r*w : (r+1)*w] {
+	for row := range rows {
+		for j, v := range row {
 			dv := float64(v) - in[j].Mean
 			sq[j] += dv * dv
 		}
 	}
 	for j := range in {
-		s := math.Sqrt(sq[j] / float64(rows))
+		s := math.Sqrt(sq[j] / float64(n))
 		if !(s > 1e-12) || float32(s) == 0 {
 			s = 1
 		}

@@ -301,11 +301,36 @@ func quantile(v []float32, q float64) float64 {
 	return float64(s[min(max(i, 0), len(s)-1)])
 }
 
-// finish sets the thresholds from the held-out tail, records the metadata
-// and validation metrics, and checks that the file encodes and parses.
-func finish(f *models.File, d *Dataset, nt int, c *config, md map[string]any) (*models.File, error) {
+// finishDense finishes a model fitted on the first nt rows of d, with the
+// rest of d held out (see finish).
+func finishDense(f *models.File, d *Dataset, nt int, c *config, md map[string]any) (*models.File, error) {
+	w := len(d.Names)
+	valid := &Dataset{Names: d.Names, X: d.X[nt*w:], Y: d.Y[nt:]}
+	split := heldOut{
+		rows: d.Rows(), train: nt, valid: d.Rows() - nt, positives: countPositives(d.Y[:nt]),
+		rule: fmt.Sprintf("last %.4g%% of rows (time order)", c.holdout*100),
+	}
+	return finish(f, c, md, split, func(m *models.Model) ([]float32, []float32, error) {
+		scores, err := Predict(m, valid)
+		return scores, valid.Y, err
+	})
+}
+
+// heldOut is how a fit split its rows, as finish records it.
+type heldOut struct {
+	rows, train, valid int    // all rows, training rows, held-out rows
+	positives          int    // positives among the training rows
+	rule               string // which rows were held out
+}
+
+// finish checks that f encodes and parses, sets its thresholds from the
+// held-out rows' scores and targets (score gets the parsed model), and
+// records c's metadata, md, the split and the validation metrics in
+// f.Training.
+func finish(f *models.File, c *config, md map[string]any, split heldOut, score func(*models.Model) (scores, y []float32, err error)) (*models.File, error) {
+	prob := f.Output == models.OutputProbability
 	f.Format, f.FormatVersion = models.FormatName, models.FormatVersion
-	if f.Output == models.OutputProbability {
+	if prob {
 		f.Thresholds = models.Thresholds{Review: 0, Alert: 1}
 	} else {
 		f.Thresholds = models.Thresholds{Review: 0, Alert: 0}
@@ -318,21 +343,19 @@ func finish(f *models.File, d *Dataset, nt int, c *config, md map[string]any) (*
 	if err != nil {
 		return nil, fmt.Errorf("finish model: %w", err)
 	}
-	w := len(d.Names)
-	valid := &Dataset{Names: d.Names, X: d.X[nt*w:], Y: d.Y[nt:]}
-	scores, err := Predict(m, valid)
+	scores, y, err := score(m)
 	if err != nil {
 		return nil, fmt.Errorf("finish model: %w", err)
 	}
 	var rule string
-	if f.Output == models.OutputProbability {
-		f.Thresholds.Review, f.Thresholds.Alert, rule = probabilityThresholds(scores, valid.Y)
+	if prob {
+		f.Thresholds.Review, f.Thresholds.Alert, rule = probabilityThresholds(scores, y)
 	} else {
 		f.Thresholds.Review = quantile(scores, c.reviewQ)
 		f.Thresholds.Alert = quantile(scores, c.alertQ)
 		rule = fmt.Sprintf("review = q%g, alert = q%g of validation predictions", c.reviewQ*100, c.alertQ*100)
 	}
-	vm := metrics(scores, valid.Y, f.Thresholds.Review, f.Thresholds.Alert, f.Output == models.OutputProbability)
+	vm := metrics(scores, y, f.Thresholds.Review, f.Thresholds.Alert, prob)
 	training := make(map[string]any, len(c.metadata)+len(md)+8)
 	for k, v := range c.metadata {
 		training[k] = v
@@ -341,11 +364,11 @@ func finish(f *models.File, d *Dataset, nt int, c *config, md map[string]any) (*
 		training[k] = v
 	}
 	training["seed"] = c.seed
-	training["rows"] = d.Rows()
-	training["rows_train"] = nt
-	training["rows_validation"] = d.Rows() - nt
-	training["holdout"] = fmt.Sprintf("last %.4g%% of rows (time order)", c.holdout*100)
-	training["positives_train"] = countPositives(d.Y[:nt])
+	training["rows"] = split.rows
+	training["rows_train"] = split.train
+	training["rows_validation"] = split.valid
+	training["holdout"] = split.rule
+	training["positives_train"] = split.positives
 	training["threshold_rule"] = rule
 	training["validation"] = vm.Map()
 	f.Training = training

@@ -34,7 +34,7 @@ func Linear(ctx context.Context, name string, version int, d *Dataset, opts ...O
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("train linear: %w", err)
 	}
-	in := standardize(d, nt)
+	in := standardize(d.Names, d.X[:nt*len(d.Names)], nil)
 	w := len(d.Names)
 	p := w + 1
 	z := zRows(d, in, 0, nt, true)
@@ -67,5 +67,5 @@ func Linear(ctx context.Context, name string, version int, d *Dataset, opts ...O
 		Inputs: in, Layers: []models.Layer{layer},
 	}
 	md := map[string]any{"algorithm": "ridge regression, normal equations", "l2": c.l2}
-	return finish(f, d, nt, &c, md)
+	return finishDense(f, d, nt, &c, md)
 }

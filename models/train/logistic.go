@@ -51,7 +51,7 @@ func Logistic(ctx context.Context, name string, version int, d *Dataset, opts ..
 	if pos == 0 || pos == nt {
 		return nil, fmt.Errorf("train logistic: %d positives in %d training rows, need both classes: %w", pos, nt, ErrData)
 	}
-	in := standardize(d, nt)
+	in := standardize(d.Names, d.X[:nt*len(d.Names)], nil)
 	w := len(d.Names)
 	p := w + 1 // weights + intercept (last)
 	obj := newLogisticObjective(zRows(d, in, 0, nt, true), d.Y[:nt], w, c.l2)
@@ -121,7 +121,7 @@ func Logistic(ctx context.Context, name string, version int, d *Dataset, opts ..
 		"loss":             round(res.F),
 		"class_ratio":      base,
 	}
-	return finish(f, d, nt, &c, md)
+	return finishDense(f, d, nt, &c, md)
 }
 
 // progressRecorder reports each Newton step to WithProgress. Major

@@ -51,7 +51,7 @@ func wide(rows, cols int, seed uint64) *Dataset {
 // gradient and Hessian against central differences.
 func TestLogisticObjective(t *testing.T) {
 	d := separable(300, 4)
-	in := standardize(d, d.Rows())
+	in := standardize(d.Names, d.X, nil)
 	w := len(d.Names)
 	p := w + 1
 	z := zRows(d, in, 0, d.Rows(), true)

@@ -39,7 +39,7 @@ func MLP(ctx context.Context, name string, version int, d *Dataset, opts ...Opti
 	if cw == 0 {
 		cw = math.Sqrt(float64(nt-pos) / float64(pos))
 	}
-	in := standardize(d, nt)
+	in := standardize(d.Names, d.X[:nt*len(d.Names)], nil)
 	w := len(d.Names)
 	zt := zRows(d, in, 0, nt, false)
 	zv := zRows(d, in, nt, d.Rows(), false)
@@ -58,7 +58,7 @@ func MLP(ctx context.Context, name string, version int, d *Dataset, opts ...Opti
 	for i := range perm {
 		perm[i] = i
 	}
-	opt := newAdam(net, c.lr)
+	opt := newAdam(len(net.flat), c.lr)
 	g := net.zeroLike()
 	sc := net.scratch()
 	epochs := 0
@@ -83,7 +83,7 @@ func MLP(ctx context.Context, name string, version int, d *Dataset, opts ...Opti
 				wsum += sw
 				net.backprop(zt[r*w:(r+1)*w], y, sw, sc, g)
 			}
-			opt.step(net, g, 1/wsum, c.l2)
+			opt.step(net.flat, g.flat, net.decay, 1/wsum, c.l2)
 		}
 		loss := net.loss(zv, w, d.Y[nt:], cw, sc)
 		c.report(epoch, c.epochs)
@@ -129,53 +129,90 @@ func MLP(ctx context.Context, name string, version int, d *Dataset, opts ...Opti
 		"class_ratio":           base,
 		"class_weight_bias_fix": "output bias shifted by -log(class_weight) after training",
 	}
-	return finish(f, d, nt, &c, md)
+	return finishDense(f, d, nt, &c, md)
 }
 
-// net is a dense ReLU network with a single sigmoid output, float64.
+// net is a dense ReLU network with a single sigmoid output, float64. Its
+// parameters are one flat vector, layer by layer the weights then the
+// biases, with w and b views into it.
 type net struct {
 	widths []int
+	flat   []float64
+	decay  []float64   // per value of flat: 1 on weights (L2), 0 on biases
 	w, b   [][]float64 // w[l] row-major widths[l]×widths[l+1]
 }
 
-func newNet(widths []int, rng *rand.Rand) *net {
-	n := &net{widths: widths}
+// netSize returns the number of parameters of a net of widths.
+func netSize(widths []int) int {
+	n := 0
 	for l := 0; l+1 < len(widths); l++ {
-		fan := float64(widths[l])
-		w := make([]float64, widths[l]*widths[l+1])
-		for i := range w {
-			w[i] = rng.NormFloat64() * math.Sqrt(2/fan)
-		}
-		n.w = append(n.w, w)
-		n.b = append(n.b, make([]float64, widths[l+1]))
+		n += widths[l]*widths[l+1] + widths[l+1]
 	}
 	return n
 }
 
-func (n *net) zeroLike() *net {
-	z := &net{widths: n.widths}
-	for l := range n.w {
-		z.w = append(z.w, make([]float64, len(n.w[l])))
-		z.b = append(z.b, make([]float64, len(n.b[l])))
-	}
-	return z
+// layout hands out consecutive views of a flat parameter vector and marks
+// the weights (L2) in its decay mask.
+type layout struct {
+	flat, decay []float64
+	off         int
 }
+
+// take returns the next n parameters, weights if weight.
+func (l *layout) take(n int, weight bool) []float64 {
+	v := l.flat[l.off : l.off+n : l.off+n]
+	if weight {
+		for i := l.off; i < l.off+n; i++ {
+			l.decay[i] = 1
+		}
+	}
+	l.off += n
+	return v
+}
+
+// netIn returns the net of widths whose parameters are the next
+// netSize(widths) values of l.
+func netIn(widths []int, l *layout) *net {
+	start := l.off
+	n := &net{widths: widths}
+	for i := 0; i+1 < len(widths); i++ {
+		n.w = append(n.w, l.take(widths[i]*widths[i+1], true))
+		n.b = append(n.b, l.take(widths[i+1], false))
+	}
+	n.flat, n.decay = l.flat[start:l.off:l.off], l.decay[start:l.off:l.off]
+	return n
+}
+
+// newNet returns a net of widths with He-initialised weights and zero
+// biases.
+func newNet(widths []int, rng *rand.Rand) *net {
+	n := newZeroNet(widths)
+	n.initHe(rng)
+	return n
+}
+
+func newZeroNet(widths []int) *net {
+	size := netSize(widths)
+	return netIn(widths, &layout{flat: make([]float64, size), decay: make([]float64, size)})
+}
+
+// initHe draws the weights from He's normal distribution, N(0, 2/fan-in).
+func (n *net) initHe(rng *rand.Rand) {
+	for l, w := range n.w {
+		s := math.Sqrt(2 / float64(n.widths[l]))
+		for i := range w {
+			w[i] = rng.NormFloat64() * s
+		}
+	}
+}
+
+func (n *net) zeroLike() *net { return newZeroNet(n.widths) }
 
 func (n *net) clone() *net { c := n.zeroLike(); c.copyFrom(n); return c }
 
-func (n *net) copyFrom(o *net) {
-	for l := range n.w {
-		copy(n.w[l], o.w[l])
-		copy(n.b[l], o.b[l])
-	}
-}
+func (n *net) copyFrom(o *net) { copy(n.flat, o.flat) }
 
-func (n *net) zero() {
-	for l := range n.w {
-		clear(n.w[l])
-		clear(n.b[l])
-	}
-}
+func (n *net) zero() { clear(n.flat) }
 
 // scratch holds per-row activations and deltas.
 type scratch struct{ h, delta [][]float64 }
@@ -273,33 +310,26 @@ func softplus(x float64) float64 {
 	return math.Log1p(math.Exp(x))
 }
 
-// adam holds Adam's moment estimates.
+// adam is Adam over a flat parameter vector.
 type adam struct {
-	lr     float64
-	t      int
-	m, v   *net
-	b1, b2 float64
+	lr, b1, b2 float64
+	t          int
+	m, v       []float64
 }
 
-func newAdam(n *net, lr float64) *adam {
-	return &adam{lr: lr, m: n.zeroLike(), v: n.zeroLike(), b1: 0.9, b2: 0.999}
+func newAdam(size int, lr float64) *adam {
+	return &adam{lr: lr, b1: 0.9, b2: 0.999, m: make([]float64, size), v: make([]float64, size)}
 }
 
-// step applies one Adam update with gradient g·scale plus L2 on weights.
-func (a *adam) step(n, g *net, scale, l2 float64) {
+// step applies one update with gradient g·scale plus l2·decay[i]·p[i].
+func (a *adam) step(p, g, decay []float64, scale, l2 float64) {
 	a.t++
 	c1 := 1 - math.Pow(a.b1, float64(a.t))
 	c2 := 1 - math.Pow(a.b2, float64(a.t))
-	upd := func(p, gr, m, v []float64, decay float64) {
-		for i := range p {
-			gi := gr[i]*scale + decay*p[i]
-			m[i] = a.b1*m[i] + (1-a.b1)*gi
-			v[i] = a.b2*v[i] + (1-a.b2)*gi*gi
-			p[i] -= a.lr * (m[i] / c1) / (math.Sqrt(v[i]/c2) + 1e-8)
-		}
-	}
-	for l := range n.w {
-		upd(n.w[l], g.w[l], a.m.w[l], a.v.w[l], l2)
-		upd(n.b[l], g.b[l], a.m.b[l], a.v.b[l], 0)
+	for i := range p {
+		gi := g[i]*scale + l2*decay[i]*p[i]
+		a.m[i] = a.b1*a.m[i] + (1-a.b1)*gi
+		a.v[i] = a.b2*a.v[i] + (1-a.b2)*gi*gi
+		p[i] -= a.lr * (a.m[i] / c1) / (math.Sqrt(a.v[i]/c2) + 1e-8)
 	}
 }

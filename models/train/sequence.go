@@ -150,47 +150,7 @@ func (sd *seqData) splitSeq(c *config) error {
 	return nil
 }
 
-// standardizeSeq returns the inputs with the mean and std of the training
-// rows (roleTrain), as standardize does, and sets sd's standardisation.
-func (sd *seqData) standardizeSeq() []models.Input {
-	d, w := sd.d, sd.w
-	sum := make([]float64, w)
-	sq := make([]float64, w)
-	n := 0
-	for r, role := range sd.role {
-		if role != roleTrain {
-			continue
-		}
-		n++
-		for j, v := range d.X[r*w : (r+1)*w] {
-			sum[j] += float64(v)
-		}
-	}
-	in := make([]models.Input, w)
-	for j := range in {
-		in[j] = models.Input{Name: d.Names[j], Mean: sum[j] / float64(n)}
-	}
-	for r, role := range sd.role {
-		if role != roleTrain {
-			continue
-		}
-		for j, v := range d.X[r*w : (r+1)*w] {
-			dv := float64(v) - in[j].Mean
-			sq[j] += dv * dv
-		}
-	}
-	for j := range in {
-		s := math.Sqrt(sq[j] / float64(n))
-		if !(s > 1e-12) || float32(s) == 0 {
-			s = 1
-		}
-		in[j].Mean = float64(float32(in[j].Mean))
-		in[j].Std = float64(float32(s))
-	}
-	sd.setInputs(in)
-	return in
-}
-
+// setInputs sets the standardisation of the model inputs.
 func (sd *seqData) setInputs(in []models.Input) {
 	sd.mean = make([]float32, len(in))
 	sd.inv = make([]float32, len(in))
@@ -231,21 +191,45 @@ type seqArch struct {
 	convL, poolP, convWeights int
 }
 
-func newSeqArch(family string, in int, c *config) (*seqArch, error) {
-	a := &seqArch{family: family, in: in, chunk: c.chunk}
+// newSeqArch returns the shape of a model of family with in inputs: the
+// cell's hidden size (GRU, LSTM) or the convolution cv (CNN; its weights are
+// not read), then a dense head of ReLU layers of widths headHidden and one
+// output.
+func newSeqArch(family string, in, hidden int, cv *models.Conv, headHidden []int) *seqArch {
+	a := &seqArch{family: family, in: in}
+	switch family {
+	case models.FamilyGRU, models.FamilyLSTM:
+		a.hidden, a.stateLen = hidden, hidden
+		if family == models.FamilyLSTM {
+			a.stateLen = 2 * hidden
+		}
+		a.head = []int{hidden}
+	case models.FamilyCNN:
+		a.window, a.kernel, a.channels = cv.Window, cv.Kernel, cv.Channels
+		a.pool, a.poolSize, a.poolStride = cv.Pool, cv.PoolSize, cv.PoolStride
+		a.convL = a.window - a.kernel + 1
+		a.poolP = (a.convL-a.poolSize)/a.poolStride + 1
+		a.convWeights = a.kernel * in * a.channels
+		a.head = []int{a.channels * a.poolP}
+	}
+	a.head = append(a.head, headHidden...)
+	a.head = append(a.head, 1)
+	return a
+}
+
+// archFromConfig returns the shape of the model of family with in inputs
+// that c asks for.
+func archFromConfig(family string, in int, c *config) (*seqArch, error) {
+	var hidden int
 	var headHidden []int
+	var cv *models.Conv
 	switch family {
 	case models.FamilyGRU, models.FamilyLSTM:
 		hid := []int{16, 8}
 		if c.hiddenSet {
 			hid = c.hidden
 		}
-		a.hidden, headHidden = hid[0], hid[1:]
-		a.stateLen = a.hidden
-		if family == models.FamilyLSTM {
-			a.stateLen = 2 * a.hidden
-		}
-		a.head = []int{a.hidden}
+		hidden, headHidden = hid[0], hid[1:]
 	case models.FamilyCNN:
 		if c.hiddenSet {
 			headHidden = c.hidden
@@ -253,22 +237,18 @@ func newSeqArch(family string, in int, c *config) (*seqArch, error) {
 		if c.kernel > c.window {
 			return nil, fmt.Errorf("train cnn: kernel %d > window %d", c.kernel, c.window)
 		}
-		a.window, a.kernel, a.channels = c.window, c.kernel, c.channels
-		a.pool, a.poolStride = c.pool, c.poolStride
-		a.convL = a.window - a.kernel + 1
-		a.poolSize = c.poolSize
-		if a.poolSize == 0 {
-			a.poolSize = a.convL
+		cv = &models.Conv{Window: c.window, Kernel: c.kernel, Channels: c.channels,
+			Pool: c.pool, PoolSize: c.poolSize, PoolStride: c.poolStride}
+		convL := c.window - c.kernel + 1
+		if cv.PoolSize == 0 {
+			cv.PoolSize = convL
 		}
-		if a.poolSize > a.convL {
-			return nil, fmt.Errorf("train cnn: pool size %d > window-kernel+1 = %d positions", a.poolSize, a.convL)
+		if cv.PoolSize > convL {
+			return nil, fmt.Errorf("train cnn: pool size %d > window-kernel+1 = %d positions", cv.PoolSize, convL)
 		}
-		a.poolP = (a.convL-a.poolSize)/a.poolStride + 1
-		a.convWeights = a.kernel * in * a.channels
-		a.head = []int{a.channels * a.poolP}
 	}
-	a.head = append(a.head, headHidden...)
-	a.head = append(a.head, 1)
+	a := newSeqArch(family, in, hidden, cv, headHidden)
+	a.chunk = c.chunk
 	return a, nil
 }
 
@@ -299,36 +279,20 @@ func newSeqParams(a *seqArch) *seqParams {
 	case models.FamilyCNN:
 		size += a.convWeights + a.channels
 	}
-	for l := 0; l+1 < len(a.head); l++ {
-		size += a.head[l]*a.head[l+1] + a.head[l+1]
-	}
+	size += netSize(a.head)
 	p := &seqParams{a: a, flat: make([]float64, size), decay: make([]float64, size)}
-	off := 0
-	take := func(n int, weight bool) []float64 {
-		v := p.flat[off : off+n : off+n]
-		if weight {
-			for i := off; i < off+n; i++ {
-				p.decay[i] = 1
-			}
-		}
-		off += n
-		return v
-	}
+	l := &layout{flat: p.flat, decay: p.decay}
 	switch a.family {
 	case models.FamilyGRU, models.FamilyLSTM:
-		p.wx = take(a.in*a.gh(), true)
-		p.wh = take(a.hidden*a.gh(), true)
-		p.bx = take(a.gh(), false)
-		p.bh = take(a.gh(), false)
+		p.wx = l.take(a.in*a.gh(), true)
+		p.wh = l.take(a.hidden*a.gh(), true)
+		p.bx = l.take(a.gh(), false)
+		p.bh = l.take(a.gh(), false)
 	case models.FamilyCNN:
-		p.cw = take(a.convWeights, true)
-		p.cb = take(a.channels, false)
+		p.cw = l.take(a.convWeights, true)
+		p.cb = l.take(a.channels, false)
 	}
-	p.head = &net{widths: a.head}
-	for l := 0; l+1 < len(a.head); l++ {
-		p.head.w = append(p.head.w, take(a.head[l]*a.head[l+1], true))
-		p.head.b = append(p.head.b, take(a.head[l+1], false))
-	}
+	p.head = netIn(a.head, l)
 	return p
 }
 
@@ -355,12 +319,7 @@ func (p *seqParams) init(rng *rand.Rand) {
 			p.cw[i] = rng.NormFloat64() * s
 		}
 	}
-	for l, w := range p.head.w {
-		s := math.Sqrt(2 / float64(a.head[l]))
-		for i := range w {
-			w[i] = rng.NormFloat64() * s
-		}
-	}
+	p.head.initHe(rng)
 }
 
 // file returns the model file of p (weights rounded to float32), without
@@ -391,46 +350,39 @@ func (p *seqParams) file(name string, version int, in []models.Input) *models.Fi
 // error if f is not a CNN, GRU or LSTM model this package can run (dense
 // head of ReLU layers and a sigmoid output, ReLU convolution).
 func paramsFromFile(f *models.File) (*seqParams, error) {
-	a := &seqArch{family: f.Family, in: len(f.Inputs)}
+	var hidden int
 	switch f.Family {
 	case models.FamilyGRU, models.FamilyLSTM:
 		r := f.Recurrent
 		if r == nil || r.Cell != f.Family {
 			return nil, fmt.Errorf("sequence model: family %s without its cell: %w", f.Family, models.ErrInvalidModel)
 		}
-		a.hidden = r.Hidden
-		a.stateLen = r.Hidden
-		if f.Family == models.FamilyLSTM {
-			a.stateLen *= 2
-		}
+		hidden = r.Hidden
 	case models.FamilyCNN:
-		cv := f.Conv
-		if cv == nil || cv.Activation != "relu" {
+		if cv := f.Conv; cv == nil || cv.Activation != "relu" {
 			return nil, fmt.Errorf("sequence model: cnn without a relu convolution: %w", models.ErrInvalidModel)
 		}
-		a.window, a.kernel, a.channels = cv.Window, cv.Kernel, cv.Channels
-		a.pool, a.poolSize, a.poolStride = cv.Pool, cv.PoolSize, cv.PoolStride
-		a.convL = a.window - a.kernel + 1
-		a.poolP = (a.convL-a.poolSize)/a.poolStride + 1
-		a.convWeights = a.kernel * a.in * a.channels
 	default:
 		return nil, fmt.Errorf("sequence model: family %q is not cnn, gru or lstm: %w", f.Family, models.ErrInvalidModel)
 	}
 	if f.Output != models.OutputProbability || len(f.Layers) == 0 {
 		return nil, fmt.Errorf("sequence model: only probability outputs: %w", models.ErrInvalidModel)
 	}
-	a.head = []int{f.Layers[0].In}
+	var headHidden []int
 	for i, l := range f.Layers {
 		want := "relu"
 		if i == len(f.Layers)-1 {
 			want = "sigmoid"
+		} else {
+			headHidden = append(headHidden, l.Out)
 		}
 		if l.Activation != want {
 			return nil, fmt.Errorf("sequence model: head layer %d activation %q, this trainer runs %q: %w", i, l.Activation, want, models.ErrInvalidModel)
 		}
-		a.head = append(a.head, l.Out)
 	}
-	p := newSeqParams(a)
+	// A head whose widths do not chain from the cell or convolution to one
+	// output fails the parameter counts below.
+	p := newSeqParams(newSeqArch(f.Family, len(f.Inputs), hidden, f.Conv, headHidden))
 	set := func(dst []float64, src []float32) error {
 		if len(dst) != len(src) {
 			return fmt.Errorf("sequence model: %d parameters, want %d: %w", len(src), len(dst), models.ErrInvalidModel)
@@ -853,8 +805,9 @@ func fitSeq(ctx context.Context, family, name string, version int, d *SeqDataset
 	if sd.cw == 0 {
 		sd.cw = math.Sqrt(float64(sd.nt-pos) / float64(pos))
 	}
-	in := sd.standardizeSeq()
-	a, err := newSeqArch(family, len(d.Names), &c)
+	in := standardize(d.Names, d.X, func(r int) bool { return sd.role[r] == roleTrain })
+	sd.setInputs(in)
+	a, err := archFromConfig(family, len(d.Names), &c)
 	if err != nil {
 		return nil, err
 	}
@@ -867,7 +820,7 @@ func fitSeq(ctx context.Context, family, name string, version int, d *SeqDataset
 	ft := newSeqFit(&c, sd, a, p)
 	best := slices.Clone(p.flat)
 	bestLoss, bestEpoch, epochs := math.Inf(1), 0, 0
-	opt := &flatAdam{lr: c.lr, b1: 0.9, b2: 0.999, m: make([]float64, len(p.flat)), v: make([]float64, len(p.flat))}
+	opt := newAdam(len(p.flat), c.lr)
 	var trainLoss float64
 	for epoch := 1; epoch <= c.epochs; epoch++ {
 		epochs = epoch
@@ -926,84 +879,35 @@ func fitSeq(ctx context.Context, family, name string, version int, d *SeqDataset
 		md["algorithm"] = family + " cell per card event (state carried from the card's first event), dense head, mini-batch adam, truncated bptt, early stopping"
 		md["hidden"] = a.hidden
 	}
-	return finishSeq(f, ft, &c, md)
+	return finishSeq(f, ft, &c, md, pos)
 }
 
-// finishSeq sets the thresholds from the held-out rows, scored with the
-// file's own (float32) weights, and records the metadata and validation
-// metrics.
-func finishSeq(f *models.File, ft *seqFit, c *config, md map[string]any) (*models.File, error) {
-	f.Format, f.FormatVersion = models.FormatName, models.FormatVersion
-	f.Thresholds = models.Thresholds{Review: 0, Alert: 1}
-	b, err := f.Encode()
-	if err != nil {
-		return nil, fmt.Errorf("finish model: %w", err)
-	}
-	if _, err := models.Parse(b); err != nil {
-		return nil, fmt.Errorf("finish model: %w", err)
-	}
-	p, err := paramsFromFile(f)
-	if err != nil {
-		return nil, fmt.Errorf("finish model: %w", err)
-	}
-	logits := ft.logits(p)
+// finishSeq finishes a sequence model with pos positives among its
+// training rows (see finish): the held-out rows are scored with the file's
+// own (float32) weights, each card from its first row.
+func finishSeq(f *models.File, ft *seqFit, c *config, md map[string]any, pos int) (*models.File, error) {
 	sd := ft.sd
-	scores := make([]float32, 0, sd.nv)
-	ys := make([]float32, 0, sd.nv)
-	for r := sd.first; r < len(sd.role); r++ {
-		if sd.role[r] == roleValid {
-			scores = append(scores, float32(sigmoid(logits[r])))
-			ys = append(ys, sd.d.Y[r])
+	md["rows_history_only"] = sd.d.Rows() - sd.nt - sd.nv
+	split := heldOut{
+		rows: sd.d.Rows(), train: sd.nt, valid: sd.nv, positives: pos,
+		rule: fmt.Sprintf("last %.4g%% of loss rows (time order), scored with each card's full history", c.holdout*100),
+	}
+	return finish(f, c, md, split, func(*models.Model) ([]float32, []float32, error) {
+		p, err := paramsFromFile(f)
+		if err != nil {
+			return nil, nil, err
 		}
-	}
-	var rule string
-	f.Thresholds.Review, f.Thresholds.Alert, rule = probabilityThresholds(scores, ys)
-	vm := metrics(scores, ys, f.Thresholds.Review, f.Thresholds.Alert, true)
-	training := make(map[string]any, len(c.metadata)+len(md)+10)
-	for k, v := range c.metadata {
-		training[k] = v
-	}
-	for k, v := range md {
-		training[k] = v
-	}
-	pos := 0
-	for r, role := range sd.role {
-		if role == roleTrain && sd.d.Y[r] > 0.5 {
-			pos++
+		logits := ft.logits(p)
+		scores := make([]float32, 0, sd.nv)
+		ys := make([]float32, 0, sd.nv)
+		for r := sd.first; r < len(sd.role); r++ {
+			if sd.role[r] == roleValid {
+				scores = append(scores, float32(sigmoid(logits[r])))
+				ys = append(ys, sd.d.Y[r])
+			}
 		}
-	}
-	training["seed"] = c.seed
-	training["rows"] = sd.d.Rows()
-	training["rows_train"] = sd.nt
-	training["rows_validation"] = sd.nv
-	training["rows_history_only"] = sd.d.Rows() - sd.nt - sd.nv
-	training["holdout"] = fmt.Sprintf("last %.4g%% of loss rows (time order), scored with each card's full history", c.holdout*100)
-	training["positives_train"] = pos
-	training["threshold_rule"] = rule
-	training["validation"] = vm.Map()
-	f.Training = training
-	f.Digest = ""
-	return f, nil
-}
-
-// flatAdam is Adam over a flat parameter vector.
-type flatAdam struct {
-	lr, b1, b2 float64
-	t          int
-	m, v       []float64
-}
-
-// step applies one update with gradient g·scale plus l2·decay[i]·p[i].
-func (a *flatAdam) step(p, g, decay []float64, scale, l2 float64) {
-	a.t++
-	c1 := 1 - math.Pow(a.b1, float64(a.t))
-	c2 := 1 - math.Pow(a.b2, float64(a.t))
-	for i := range p {
-		gi := g[i]*scale + l2*decay[i]*p[i]
-		a.m[i] = a.b1*a.m[i] + (1-a.b1)*gi
-		a.v[i] = a.b2*a.v[i] + (1-a.b2)*gi*gi
-		p[i] -= a.lr * (a.m[i] / c1) / (math.Sqrt(a.v[i]/c2) + 1e-8)
-	}
+		return scores, ys, nil
+	})
 }
 
 // PredictSeq scores every row of d with the sequence model f (family cnn,

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/internal/modelref"
 )
 
 // randomSeqData returns nseq random sequences of F features, every row a
@@ -94,7 +95,7 @@ func TestSeqGradient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, err := newSeqArch(tc.family, 3, &c)
+			a, err := archFromConfig(tc.family, 3, &c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,127 +128,24 @@ func TestSeqGradient(t *testing.T) {
 	}
 }
 
-// refScores scores each row of d from the model file, written straight from
-// the models.Recurrent and models.Conv doc comments, card by card.
-func refScores(f *models.File, d *SeqDataset) []float64 {
-	F := len(f.Inputs)
+// refScores scores each row of d with the float64 reference of f's math
+// (package modelref), card by card from a zero state.
+func refScores(t *testing.T, f *models.File, d *SeqDataset) []float64 {
+	t.Helper()
+	ref, err := modelref.New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := len(d.Names)
+	states := map[int32][]float64{}
 	out := make([]float64, d.Rows())
-	type cardState struct {
-		h, c []float64
-		hist [][]float64
-	}
-	cards := map[int32]*cardState{}
-	act := func(name string, v float64) float64 {
-		switch name {
-		case "relu":
-			return math.Max(v, 0)
-		case "sigmoid":
-			return 1 / (1 + math.Exp(-v))
-		case "tanh":
-			return math.Tanh(v)
+	for r := range d.Rows() {
+		st, ok := states[d.Seq[r]]
+		if !ok {
+			st = make([]float64, ref.StateLen())
 		}
-		return v
-	}
-	sig := func(v float64) float64 { return 1 / (1 + math.Exp(-v)) }
-	for r := 0; r < d.Rows(); r++ {
-		x := make([]float64, F)
-		for i, in := range f.Inputs {
-			x[i] = float64((d.X[r*len(d.Names)+i] - float32(in.Mean)) * float32(1/in.Std))
-		}
-		cs := cards[d.Seq[r]]
-		if cs == nil {
-			cs = &cardState{}
-			cards[d.Seq[r]] = cs
-		}
-		var v []float64
-		if rc := f.Recurrent; rc != nil {
-			H := rc.Hidden
-			G := 3
-			if rc.Cell == models.FamilyLSTM {
-				G = 4
-			}
-			if cs.h == nil {
-				cs.h, cs.c = make([]float64, H), make([]float64, H)
-			}
-			a, b := make([]float64, G*H), make([]float64, G*H)
-			for j := 0; j < G*H; j++ {
-				a[j], b[j] = float64(rc.Bx[j]), float64(rc.Bh[j])
-				for i := 0; i < F; i++ {
-					a[j] += x[i] * float64(rc.Wx[i*G*H+j])
-				}
-				for i := 0; i < H; i++ {
-					b[j] += cs.h[i] * float64(rc.Wh[i*G*H+j])
-				}
-			}
-			nh := make([]float64, H)
-			for j := 0; j < H; j++ {
-				if G == 3 {
-					rg := sig(a[j] + b[j])
-					zg := sig(a[H+j] + b[H+j])
-					n := math.Tanh(a[2*H+j] + rg*b[2*H+j])
-					nh[j] = (1-zg)*n + zg*cs.h[j]
-				} else {
-					i, fg, g, o := sig(a[j]+b[j]), sig(a[H+j]+b[H+j]), math.Tanh(a[2*H+j]+b[2*H+j]), sig(a[3*H+j]+b[3*H+j])
-					cs.c[j] = fg*cs.c[j] + i*g
-					nh[j] = o * math.Tanh(cs.c[j])
-				}
-			}
-			cs.h = nh
-			v = nh
-		} else {
-			cv := f.Conv
-			cs.hist = append(cs.hist, x)
-			win := make([][]float64, cv.Window)
-			for k := range win {
-				if i := len(cs.hist) - cv.Window + k; i >= 0 {
-					win[k] = cs.hist[i]
-				} else {
-					win[k] = make([]float64, F)
-				}
-			}
-			L := cv.Window - cv.Kernel + 1
-			C := cv.Channels
-			P := (L-cv.PoolSize)/cv.PoolStride + 1
-			conv := make([][]float64, L)
-			for l := range conv {
-				conv[l] = make([]float64, C)
-				for c := 0; c < C; c++ {
-					s := float64(cv.Bias[c])
-					for k := 0; k < cv.Kernel; k++ {
-						for i := 0; i < F; i++ {
-							s += win[l+k][i] * float64(cv.Weights[(k*F+i)*C+c])
-						}
-					}
-					conv[l][c] = act(cv.Activation, s)
-				}
-			}
-			v = make([]float64, C*P)
-			for c := 0; c < C; c++ {
-				for p := 0; p < P; p++ {
-					m, sum := math.Inf(-1), 0.0
-					for l := p * cv.PoolStride; l < p*cv.PoolStride+cv.PoolSize; l++ {
-						m = math.Max(m, conv[l][c])
-						sum += conv[l][c]
-					}
-					if cv.Pool == models.PoolAvg {
-						m = sum / float64(cv.PoolSize)
-					}
-					v[c*P+p] = m
-				}
-			}
-		}
-		for _, l := range f.Layers {
-			y := make([]float64, l.Out)
-			for j := range y {
-				s := float64(l.Bias[j])
-				for i := 0; i < l.In; i++ {
-					s += v[i] * float64(l.Weights[i*l.Out+j])
-				}
-				y[j] = act(l.Activation, s)
-			}
-			v = y
-		}
-		out[r] = v[0]
+		z := ref.Standardize(d.X[r*w : (r+1)*w])
+		out[r], _, states[d.Seq[r]] = ref.Step(st, z)
 	}
 	return out
 }
@@ -281,7 +179,7 @@ func TestPredictSeqMatchesReference(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := refScores(f, test)
+				want := refScores(t, f, test)
 				for r := range want {
 					if math.Abs(float64(got[r])-want[r]) > 1e-6 {
 						t.Fatalf("row %d (card %d): PredictSeq %v, reference %v", r, test.Seq[r], got[r], want[r])
