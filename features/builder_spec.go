@@ -1,7 +1,6 @@
 package features
 
 import (
-	"hash/maphash"
 	"math"
 	"reflect"
 	"slices"
@@ -916,16 +915,11 @@ func hashString(s string) uint64 {
 		h ^= uint64(s[i])
 		h *= 1099511628211
 	}
-	h ^= h >> 30
-	h *= 0xbf58476d1ce4e5b9
-	h ^= h >> 27
-	h *= 0x94d049bb133111eb
-	h ^= h >> 31
-	return h
+	return mix64(h)
 }
 
 // hashLabelTx is the tx-id hash ApplyLabel uses for duplicates and corrections.
-func hashLabelTx(s *Shared, tx string) uint64 { return maphash.String(s.seed, tx) }
+func hashLabelTx(s *Shared, tx string) uint64 { return keyedHash(^s.seed, tx) }
 
 // kmv counts distinct hashes: exactly while there are at most k, then with
 // a k-minimum-values sketch: it keeps the k smallest distinct hashes, and

@@ -85,6 +85,33 @@
 // to produce training rows: events in time order, each label applied as soon
 // as its TS is at or before the next event's.
 //
+// # Snapshots
+//
+// State can outlive a process: Shared.WriteState and Builder.WriteState
+// write it (binary, streamed: a 64 KiB buffer, never the whole state in
+// memory), and Shared.ReadState and Builder.ReadState read it back into a
+// Shared and Builders built with the same options. A restored process
+// writes bit-identical rows (Update and Peek, late events, label duplicates
+// and corrections, TTL expiry) to those the writing process would have
+// written had it never stopped, provided the snapshots are one consistent
+// cut (no Update or ApplyLabel between the writes) and the stripe count is
+// the same; with another stripe count, idle entities may expire at a
+// slightly different time. Everything that influences future rows is kept:
+// every entity's points, running aggregates, tiles, labels and head, the
+// expiry maps' clocks and generations, the Shared's hash key and the
+// Builder's counters.
+//
+// A snapshot is a header (magic "SSFSTATE", format version, kind), a body
+// in length-prefixed frames, and a CRC-32C of everything before it. The
+// body begins with a fingerprint of what the state depends on (engine, TTL,
+// max lateness, every feature's definition, the windows of every entity);
+// ReadState refuses a snapshot of other options with an error naming the
+// difference. Every error about the snapshot (options, version, truncation,
+// checksum, a corrupt length or structure) wraps ErrState, and leaves the
+// receiver empty: never a panic, never a partial state. ReadState reads
+// exactly the snapshot's bytes, so snapshots may be concatenated (the
+// Shared's, then each Builder's) in one file.
+//
 // # Features
 //
 // Names returns the default features in row order; names are stable. All
@@ -145,9 +172,12 @@
 //
 // # Concurrency
 //
-// Decoder and Shared are safe for concurrent use. Builder is not: use one
-// per worker; Builders of one process share one Shared. Replay is safe to
-// call concurrently with itself (each call has its own state).
+// Decoder and Shared are safe for concurrent use, except Shared.ReadState,
+// which must run before the Shared's Builders start (Shared.WriteState locks
+// one stripe at a time; pause the workers for a consistent cut). Builder is
+// not: use one per worker; Builders of one process share one Shared.
+// Replay is safe to call concurrently with itself (each call has its own
+// state).
 //
 // # Metrics
 //

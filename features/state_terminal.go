@@ -1,7 +1,9 @@
 package features
 
 import (
-	"hash/maphash"
+	"math/rand/v2"
+
+	"github.com/cespare/xxhash/v2"
 	"slices"
 	"sync"
 	"time"
@@ -65,9 +67,15 @@ type Shared struct {
 	wins     []window // terminalWindows
 	lateness int64
 	retain   int64
-	seed     maphash.Seed
-	stripes  []stripe
-	sp       *specShared // WithSpec, else nil
+	// seed keys the hashes of terminal ids (stripes) and tx ids (labels).
+	// It is random per Shared, and a snapshot carries it (ReadState adopts
+	// it), so that a restored Shared places every entity in the stripe it
+	// had and recognises the labels it holds: with maphash, whose seed
+	// cannot be saved, stripe expiry clocks and label duplicates would
+	// differ after a restart.
+	seed    uint64
+	stripes []stripe
+	sp      *specShared // WithSpec, else nil
 }
 
 // sweepEvery is how many events a Builder applies between two sweeps, each
@@ -96,7 +104,7 @@ func NewShared(opts ...Option) *Shared {
 		cfg:      cfg,
 		wins:     terminalWindows,
 		lateness: int64(cfg.lateness),
-		seed:     maphash.MakeSeed(),
+		seed:     rand.Uint64(),
 		stripes:  make([]stripe, cfg.stripes),
 	}
 	s.retain = maxSpan(s.wins) + s.lateness
@@ -125,7 +133,27 @@ func maxSpan(wins []window) int64 {
 }
 
 func (s *Shared) stripe(id string) *stripe {
-	return &s.stripes[maphash.String(s.seed, id)&uint64(len(s.stripes)-1)]
+	return &s.stripes[keyedHash(s.seed, id)&uint64(len(s.stripes)-1)]
+}
+
+// keyedHash is the 64-bit xxHash of s with seed key: process-independent
+// for a given key, which a snapshot carries (maphash's seed cannot be
+// saved). Not cryptographic; for stripes and label ids.
+func keyedHash(key uint64, s string) uint64 {
+	var d xxhash.Digest
+	d.ResetWithSeed(key)
+	d.WriteString(s)
+	return d.Sum64()
+}
+
+// mix64 is the splitmix64 finalizer.
+func mix64(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
 }
 
 // ApplyLabel records a label. It is safe for concurrent use.
@@ -150,7 +178,7 @@ func (s *Shared) ApplyLabel(l *Label) {
 		return
 	}
 	t := nanos(l.TS)
-	h := maphash.String(s.seed, l.TxID)
+	h := hashLabelTx(s, l.TxID)
 	st := s.stripe(l.TerminalID)
 	st.mu.Lock()
 	defer st.mu.Unlock()

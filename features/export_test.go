@@ -1,0 +1,52 @@
+package features
+
+// Test hooks for the external tests (package features_test, which may
+// import features/synth).
+
+// WithSpecEngine is WithSpec forced onto the spec engine, also for a spec
+// equal to DefaultSpec.
+func WithSpecEngine(spec *Spec) Option { return withSpec(spec, true) }
+
+// SharedEntities returns the entity states s holds: terminals, and with a
+// spec the states of every entity map.
+func SharedEntities(s *Shared) int {
+	n := 0
+	for i := range s.stripes {
+		st := &s.stripes[i]
+		st.mu.Lock()
+		n += st.m.len()
+		for k := range st.spec {
+			n += st.spec[k].len()
+		}
+		st.mu.Unlock()
+	}
+	return n
+}
+
+// CardGenerations returns the number of card states of b in the current
+// and in the old generation of its expiry map.
+func CardGenerations(b *Builder) (cur, old int) {
+	if b.sp != nil {
+		return len(b.sp.loc.cur), len(b.sp.loc.old)
+	}
+	return len(b.cards.cur), len(b.cards.old)
+}
+
+// SharedOld returns the number of entity states of s in the old
+// generations of its stripes.
+func SharedOld(s *Shared) int {
+	n := 0
+	for i := range s.stripes {
+		st := &s.stripes[i]
+		st.mu.Lock()
+		n += len(st.m.old)
+		for k := range st.spec {
+			n += len(st.spec[k].old)
+		}
+		st.mu.Unlock()
+	}
+	return n
+}
+
+// RaceEnabled reports whether the tests run under the race detector.
+const RaceEnabled = raceEnabled
