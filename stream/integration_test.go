@@ -7,54 +7,33 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
-	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
 
-const (
-	txTopic      = "transactions"
-	labelsTopic  = "labels"
-	scoresTopic  = "scores"
-	alertsTopic  = "alerts"
-	auditTopic   = "audit"
-	deadTopic    = "deadletter"
-	scoresSubj   = "streamscore.scores"
-	alertsSubj   = "streamscore.alerts"
-	jsStreamName = "SCORES"
-)
-
 // env is one embedded Kafka cluster and NATS server with the topics and the
 // JetStream stream of the tests.
 type env struct {
-	kafka   *local.Kafka
 	nats    *local.NATS
 	brokers []string
 	js      jetstream.JetStream
-	nc      *nats.Conn
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	k, err := local.StartKafka(map[string]int{
+	brokers := startKafka(t, map[string]int{
 		txTopic: 4, labelsTopic: 1, scoresTopic: 2, alertsTopic: 1, auditTopic: 1, deadTopic: 1,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
 	n, err := local.StartNATS(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -77,16 +56,12 @@ func newEnv(t *testing.T) *env {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return &env{kafka: k, nats: n, brokers: k.Brokers(), js: js, nc: nc}
+	return &env{nats: n, brokers: brokers, js: js}
 }
 
 // newPipeline builds a pipeline with NATS and Kafka sinks behind a fan-out.
 func (e *env) newPipeline(t *testing.T, group string, reg prometheus.Registerer, opts ...stream.Option) *stream.Pipeline {
 	t.Helper()
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
 	nc, err := local.Connect(e.nats.URL(), "sink")
 	if err != nil {
 		t.Fatal(err)
@@ -110,11 +85,7 @@ func (e *env) newPipeline(t *testing.T, group string, reg prometheus.Registerer,
 		stream.WithRegisterer(reg), stream.WithMaxBatch(64), stream.WithMaxDelay(5 * time.Millisecond),
 		stream.WithCommitInterval(50 * time.Millisecond), stream.WithLabelsTopic(labelsTopic),
 	}, opts...)
-	p, err := stream.New(e.brokers, group, txTopic, ms, fan, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return newPipeline(t, e.brokers, group, shippedModels(t), fan, opts...)
 }
 
 // badEvents are invalid inputs and the dead-letter reason each must get.
@@ -175,18 +146,12 @@ func (e *env) produceInput(t *testing.T, n int) input {
 		msgs = append(msgs, kafka.Message{Value: []byte(b.value)})
 	}
 	in.n = len(msgs)
-	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: txTopic, Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, BatchSize: 500, RequiredAcks: kafka.RequireAll}
-	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
+	produce(t, e.brokers, txTopic, msgs...)
 	return in
 }
 
 func (e *env) committedAtEnd(t *testing.T, group string) bool {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ends, err := local.EndOffsets(ctx, e.brokers, txTopic)
@@ -205,17 +170,6 @@ func (e *env) committedAtEnd(t *testing.T, group string) bool {
 	return true
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 type outputs struct {
 	scores   map[string]int // tx_id -> count in the Kafka scores topic
 	alerts   map[string]int
@@ -228,7 +182,7 @@ type outputs struct {
 
 func (e *env) readOutputs(t *testing.T) outputs {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second*timeScale)
+	ctx, cancel := context.WithTimeout(context.Background(), ioBudget)
 	defer cancel()
 	o := outputs{scores: map[string]int{}, alerts: map[string]int{}, audit: map[string]int{},
 		dead: map[string]string{}, natsScr: map[string]int{}, natsAlrt: map[string]int{}}
@@ -247,19 +201,11 @@ func (e *env) readOutputs(t *testing.T) outputs {
 		return r.TxID
 	}
 	for topic, into := range map[string]map[string]int{scoresTopic: o.scores, alertsTopic: o.alerts, auditTopic: o.audit} {
-		msgs, err := local.ReadAll(ctx, e.brokers, topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
+		for _, m := range readAll(t, e.brokers, topic) {
 			into[txID(m.Value)]++
 		}
 	}
-	msgs, err := local.ReadAll(ctx, e.brokers, deadTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range msgs {
+	for _, m := range readAll(t, e.brokers, deadTopic) {
 		var d struct {
 			Topic    string `json:"topic"`
 			Reason   string `json:"reason"`
@@ -305,20 +251,17 @@ func (e *env) readOutputs(t *testing.T) outputs {
 // TestEndToEnd feeds good and bad events through the real protocols and
 // checks the delivery contract: one score record per good event on each
 // sink, one dead letter with the right reason per bad one, committed offsets
-// at the end of the input, and nothing emitted by a second run of the group.
+// at the end of the input, and a second run of the group that resumes there:
+// it scores only an event produced after the first run.
 func TestEndToEnd(t *testing.T) {
 	e := newEnv(t)
 	in := e.produceInput(t, 3000)
 	reg := prometheus.NewPedanticRegistry()
 	p := e.newPipeline(t, "e2e", reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	waitFor(t, 60*time.Second*timeScale, "every offset committed", func() bool {
-		return p.Stats().Scored.Load()+p.Stats().DeadLettered.Load() >= int64(in.n) && e.committedAtEnd(t, "e2e")
-	})
-	cancel()
-	if err := <-done; err != nil {
+	r := runPipeline(t, p)
+	waitHandled(t, p, in.n)
+	waitFor(t, waitBudget, "every offset committed", func() bool { return e.committedAtEnd(t, "e2e") })
+	if err := r.stop(t); err != nil {
 		t.Fatalf("Run after soft stop: %v", err)
 	}
 
@@ -347,27 +290,39 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("alert %s: %d on Kafka, %d on NATS, want 1 each", id, n, o.natsAlrt[id])
 		}
 	}
-	if got := testutil.ToFloat64(mustCounter(t, reg, "streamscore_stream_events_consumed_total")); int(got) != in.n {
+	if got := metricValue(t, reg, "streamscore_stream_events_consumed_total", "topic", txTopic); int(got) != in.n {
 		t.Errorf("events consumed metric %v, want %d", got, in.n)
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("metrics lint: %v %v", err, problems)
 	}
 
-	// A second run of the same group must find nothing to do.
-	reg2 := prometheus.NewRegistry()
-	p2 := e.newPipeline(t, "e2e", reg2)
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel2()
-	if err := p2.Run(ctx2); err != nil {
+	// A second run of the same group must resume at the committed offsets:
+	// given one event produced after the first run, it consumes that event
+	// only (not one if it started at the end, more if before the committed
+	// offsets) and emits its records only. (Running it for a while and
+	// seeing nothing consumed passes as well if it never fetches.)
+	const lateID = "after-restart"
+	produce(t, e.brokers, txTopic, txEvent(lateID, "c-restart", time.Now().Add(-time.Minute)))
+	p2 := e.newPipeline(t, "e2e", prometheus.NewRegistry())
+	r2 := runPipeline(t, p2)
+	waitScored(t, p2, 1)
+	if err := r2.stop(t); err != nil {
 		t.Fatalf("second run: %v", err)
 	}
-	if n := p2.Stats().Consumed.Load(); n != 0 {
-		t.Errorf("second run consumed %d messages, want 0", n)
+	if n := p2.Stats().Consumed.Load(); n != 1 {
+		t.Errorf("second run consumed %d messages, want 1 (the event produced after the first run)", n)
 	}
 	o2 := e.readOutputs(t)
-	if len(o2.scores) != len(o.scores) || o2.deadN != o.deadN || len(o2.natsScr) != len(o.natsScr) {
-		t.Errorf("second run emitted records: scores %d->%d, dead %d->%d", len(o.scores), len(o2.scores), o.deadN, o2.deadN)
+	if len(o2.scores) != len(o.scores)+1 || o2.scores[lateID] != 1 || o2.natsScr[lateID] != 1 ||
+		len(o2.natsScr) != len(o.natsScr)+1 || o2.deadN != o.deadN {
+		t.Errorf("second run: scores %d->%d (Kafka), %d->%d (NATS), dead %d->%d; want one new score record each, no dead letter",
+			len(o.scores), len(o2.scores), len(o.natsScr), len(o2.natsScr), o.deadN, o2.deadN)
+	}
+	for id, n := range o.scores {
+		if o2.scores[id] != n || o2.natsScr[id] != o.natsScr[id] {
+			t.Fatalf("tx %s scored again by the second run", id)
+		}
 	}
 }
 
@@ -378,11 +333,10 @@ func TestKillRestart(t *testing.T) {
 	e := newEnv(t)
 	in := e.produceInput(t, 6000)
 	p := e.newPipeline(t, "kill", prometheus.NewRegistry(), stream.WithMaxBatch(32))
-	done := make(chan error, 1)
-	go func() { done <- p.Run(context.Background()) }()
-	waitFor(t, 60*time.Second*timeScale, "first events scored", func() bool { return p.Stats().Scored.Load() > 1500 })
+	r := runPipeline(t, p)
+	waitScored(t, p, 1501)
 	p.Abort()
-	if err := <-done; !errors.Is(err, stream.ErrAborted) {
+	if err := r.wait(t); !errors.Is(err, stream.ErrAborted) {
 		t.Fatalf("Run after Abort: %v, want ErrAborted", err)
 	}
 	first := p.Stats().Scored.Load() + p.Stats().DeadLettered.Load()
@@ -391,12 +345,9 @@ func TestKillRestart(t *testing.T) {
 	}
 
 	p2 := e.newPipeline(t, "kill", prometheus.NewRegistry())
-	ctx, cancel := context.WithCancel(context.Background())
-	done2 := make(chan error, 1)
-	go func() { done2 <- p2.Run(ctx) }()
-	waitFor(t, 60*time.Second*timeScale, "restarted run committed every offset", func() bool { return e.committedAtEnd(t, "kill") })
-	cancel()
-	if err := <-done2; err != nil {
+	r2 := runPipeline(t, p2)
+	waitFor(t, waitBudget, "restarted run committed every offset", func() bool { return e.committedAtEnd(t, "kill") })
+	if err := r2.stop(t); err != nil {
 		t.Fatalf("second Run: %v", err)
 	}
 	o := e.readOutputs(t)
@@ -416,29 +367,4 @@ func TestKillRestart(t *testing.T) {
 		}
 	}
 	t.Logf("first run handled %d of %d; %d Kafka score records re-emitted after the kill (at-least-once)", first, in.n, dup)
-}
-
-var gatherMu sync.Mutex
-
-func mustCounter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
-	t.Helper()
-	gatherMu.Lock()
-	defer gatherMu.Unlock()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var sum float64
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-			c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sum"})
-			c.Add(sum)
-			return c
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return nil
 }

@@ -5,8 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,12 +15,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
-	"github.com/streamscore/streamscore/stream/local"
 )
 
 // captureSink keeps a copy of every message it acks, in memory.
@@ -70,35 +67,6 @@ type auditJSON struct {
 	ShadowModels map[string]string  `json:"shadow_models"`
 }
 
-// shippedVariant returns the shipped model file name (e.g. "fraud.json")
-// re-encoded after edit, parsed: a new, valid version of a shipped model.
-func shippedVariant(t *testing.T, file string, edit func(f *models.File)) *models.Model {
-	t.Helper()
-	m, err := models.Parse(shippedVariantBytes(t, file, edit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func shippedVariantBytes(t *testing.T, file string, edit func(f *models.File)) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "models", "shipped", file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f models.File
-	if err := json.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
-	edit(&f)
-	out, err := f.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // decide mirrors models.Scorer.Decide for a record's values: float32
 // numbers, which records print in their shortest float32 form.
 func decide(score, review, alert float64) string {
@@ -111,33 +79,6 @@ func decide(score, review, alert float64) string {
 	return "allow"
 }
 
-// produceSynth writes n generated events with tx ids prefix-<i> to topic.
-func produceSynth(t *testing.T, w *kafka.Writer, g *synth.Generator, prefix string, start time.Time, n int) []string {
-	t.Helper()
-	ids, err := writeSynth(w, g, prefix, start, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ids
-}
-
-func writeSynth(w *kafka.Writer, g *synth.Generator, prefix string, start time.Time, n int) ([]string, error) {
-	ids := make([]string, 0, n)
-	msgs := make([]kafka.Message, 0, n)
-	for i := range n {
-		tx := g.Next(start.Add(time.Duration(i) * time.Second))
-		tx.Event.TxID = prefix + "-" + strconv.Itoa(i)
-		ids = append(ids, tx.Event.TxID)
-		msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second*timeScale)
-	defer cancel()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		return nil, fmt.Errorf("produce %s: %w", prefix, err)
-	}
-	return ids, nil
-}
-
 // TestReloadMidStream swaps the decision model for a new version while
 // events flow, then tries two bad reloads, and checks that every event got
 // exactly one score and audit record, each batch scored by one model set
@@ -145,17 +86,8 @@ func writeSynth(w *kafka.Writer, g *synth.Generator, prefix string, start time.T
 // the old version strictly before the new one, and everything produced
 // after the swap scored by the new version.
 func TestReloadMidStream(t *testing.T) {
-	k, err := local.StartKafka(map[string]int{"tx": 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	brokers := k.Brokers()
-
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	brokers := startKafka(t, map[string]int{txTopic: 4})
+	ms := shippedModels(t)
 	var oldFraud *models.Model
 	for _, m := range ms {
 		if m.Name() == "fraud" {
@@ -172,33 +104,23 @@ func TestReloadMidStream(t *testing.T) {
 
 	sink := &captureSink{}
 	reg := prometheus.NewPedanticRegistry()
-	p, err := stream.New(brokers, "reload", "tx", ms, sink,
+	p := newPipeline(t, brokers, "reload", ms, sink,
 		stream.WithRegisterer(reg), stream.WithDecisionModels(models.ShippedDecisionModel),
 		stream.WithMaxBatch(32), stream.WithMaxDelay(2*time.Millisecond), stream.WithCommitInterval(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	r := runPipeline(t, p)
 
 	g, err := synth.New(synth.Config{Seed: 5, Cards: 200, Terminals: 30, FraudRate: 0.05})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "tx", Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, BatchSize: 100, RequiredAcks: kafka.RequireAll}
-	defer w.Close()
+	w := newWriter(t, brokers, txTopic)
 	start := time.Now().Add(-6 * time.Hour)
 
 	// Phase 1: a producer keeps writing while the model is swapped.
 	var phase1 []string
 	var prodErr error
 	prodDone := make(chan struct{})
+	t.Cleanup(func() { <-prodDone }) // before the writer and the cluster close, should the test fail early
 	go func() {
 		defer close(prodDone)
 		for i := range 20 {
@@ -210,7 +132,7 @@ func TestReloadMidStream(t *testing.T) {
 			phase1 = append(phase1, ids...)
 		}
 	}()
-	waitFor(t, 60*time.Second*timeScale, "first events scored", func() bool { return p.Stats().Scored.Load() >= 1000 })
+	waitScored(t, p, 1000)
 	// The GRU's new version reads its inputs in another order: its state
 	// shape changed, so every card's GRU state restarts from zero (counted).
 	newGRU := shippedVariant(t, "fraud_gru.json", func(f *models.File) {
@@ -257,15 +179,13 @@ func TestReloadMidStream(t *testing.T) {
 
 	// Phase 2: produced after every phase-1 event was scored, so it lands
 	// in batches opened after the swap.
-	waitFor(t, 60*time.Second*timeScale, "phase 1 scored", func() bool { return p.Stats().Scored.Load() >= int64(len(phase1)) })
+	waitScored(t, p, len(phase1))
 	phase2 := produceSynth(t, w, g, "b", start.Add(5*time.Hour), 1000)
 	total := len(phase1) + len(phase2)
-	waitFor(t, 60*time.Second*timeScale, "phase 2 scored", func() bool { return p.Stats().Scored.Load() >= int64(total) })
-	cancel()
-	if err := <-done; err != nil {
+	waitScored(t, p, total)
+	if err := r.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	done <- nil // for the deferred receive
 	if n := metricValue(t, reg, "streamscore_stream_model_state_resets_total", "model", "fraud_gru"); n == 0 {
 		t.Error("the GRU's state shape changed, but no card's state was reset")
 	} else {
@@ -368,55 +288,14 @@ func TestReloadMidStream(t *testing.T) {
 	t.Logf("%d events: %d scored by %s, %d by %s (swap requested after %d)", total, nOld, oldFraud.Ident(), nNew, newFraud.Ident(), swappedAt)
 }
 
-// metricValue returns the value of the series of name with label = value.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	gatherMu.Lock()
-	defer gatherMu.Unlock()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
 // TestSetModelsValidation checks, without running the pipeline, that every
 // kind of bad set is refused, counted and leaves the active set (and its
 // active-model gauge) alone, and that a good set replaces it.
 func TestSetModelsValidation(t *testing.T) {
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ms := shippedModels(t)
 	reg := prometheus.NewPedanticRegistry()
-	p, err := stream.New([]string{"127.0.0.1:1"}, "g", "tx", ms, &captureSink{},
+	p := newPipeline(t, []string{"127.0.0.1:1"}, "g", ms, &captureSink{},
 		stream.WithRegisterer(reg), stream.WithDecisionModels("fraud"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	missing := shippedVariant(t, "fraud.json", func(f *models.File) { f.Version = 7; f.Inputs[3].Name = "card_tx_count_1y" })
 	bumped := shippedVariant(t, "fraud.json", func(f *models.File) { f.Version = 2 })
 	tampered := shippedVariantBytes(t, "fraud.json", func(f *models.File) { f.Version = 3 })
@@ -462,8 +341,9 @@ func TestSetModelsValidation(t *testing.T) {
 	if err := p.SetModels(append([]*models.Model{bumped}, ms[1:]...)); err != nil {
 		t.Fatal(err)
 	}
-	if active("1") != 0 || active("2") != 1 {
-		t.Errorf("after the reload: fraud@1 gauge %v, fraud@2 gauge %v; want 0 (deleted) and 1", active("1"), active("2"))
+	assertNoSeries(t, reg, "streamscore_stream_model_active_info", "model", "fraud", "model_version", "1", "role", "scoring")
+	if active("2") != 1 {
+		t.Errorf("after the reload: fraud@2 gauge %v, want 1", active("2"))
 	}
 	if got := metricValue(t, reg, "streamscore_stream_model_reloads_total", "outcome", "ok"); got != 1 {
 		t.Errorf("ok reloads %v, want 1", got)
@@ -480,16 +360,8 @@ func TestSetModelsValidation(t *testing.T) {
 // appear in audit records only, and the agreement metric counts exactly the
 // decision (dis)agreements the audit records show.
 func TestShadowModels(t *testing.T) {
-	k, err := local.StartKafka(map[string]int{"tx": 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	brokers := k.Brokers()
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	brokers := startKafka(t, map[string]int{txTopic: 2})
+	ms := shippedModels(t)
 	// A challenger for "fraud" with stricter thresholds, and a model with a
 	// name of its own (compared with the final decision).
 	challenger := shippedVariant(t, "fraud.json", func(f *models.File) {
@@ -499,27 +371,18 @@ func TestShadowModels(t *testing.T) {
 	other := shippedVariant(t, "fraud_lr.json", func(f *models.File) { f.Name = "fraud_lr2" })
 	sink := &captureSink{}
 	reg := prometheus.NewPedanticRegistry()
-	p, err := stream.New(brokers, "shadow", "tx", ms, sink,
+	p := newPipeline(t, brokers, "shadow", ms, sink,
 		stream.WithRegisterer(reg), stream.WithDecisionModels("fraud"), stream.WithShadowModels(challenger, other),
 		stream.WithMaxBatch(64), stream.WithMaxDelay(2*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
 	g, err := synth.New(synth.Config{Seed: 9, Cards: 100, Terminals: 20, FraudRate: 0.1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "tx", Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
-	defer w.Close()
-	ids := produceSynth(t, w, g, "s", time.Now().Add(-3*time.Hour), 1500)
+	ids := produceSynth(t, newWriter(t, brokers, txTopic), g, "s", time.Now().Add(-3*time.Hour), 1500)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	waitFor(t, 60*time.Second*timeScale, "every event scored", func() bool { return p.Stats().Scored.Load() >= int64(len(ids)) })
-	cancel()
-	if err := <-done; err != nil {
+	r := runPipeline(t, p)
+	waitScored(t, p, len(ids))
+	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
 
@@ -580,16 +443,10 @@ func TestShadowModels(t *testing.T) {
 // scoring ones (a nil shadow set keeps them, an empty one removes them), and
 // a set whose shadow fails to bind leaves both sets serving.
 func TestReloadSetsShadows(t *testing.T) {
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ms := shippedModels(t)
 	reg := prometheus.NewPedanticRegistry()
-	p, err := stream.New([]string{"127.0.0.1:1"}, "g", "tx", ms, &captureSink{},
+	p := newPipeline(t, []string{"127.0.0.1:1"}, "g", ms, &captureSink{},
 		stream.WithRegisterer(reg), stream.WithDecisionModels("fraud"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	challenger := shippedVariant(t, "fraud.json", func(f *models.File) { f.Version = 2 })
 	bad := shippedVariant(t, "fraud.json", func(f *models.File) { f.Version = 3; f.Inputs[0].Name = "no_such_feature" })
 	steps := []struct {
@@ -612,8 +469,14 @@ func TestReloadSetsShadows(t *testing.T) {
 		if len(got) != len(st.want) || (len(got) == 1 && got[0] != st.want[0]) {
 			t.Fatalf("%s: shadows %v, want %v", st.name, got, st.want)
 		}
-	}
-	if v := metricValue(t, reg, "streamscore_stream_model_active_info", "model", "fraud", "model_version", "2", "role", "shadow"); v != 0 {
-		t.Errorf("removed shadow still in the active-model gauge: %v", v)
+		// The active-model gauge lists exactly the serving shadows.
+		for _, m := range []*models.Model{challenger, bad} {
+			labels := []string{"model", m.Name(), "model_version", strconv.Itoa(m.Version()), "role", "shadow"}
+			if !slices.Contains(st.want, m) {
+				assertNoSeries(t, reg, "streamscore_stream_model_active_info", labels...)
+			} else if v := metricValue(t, reg, "streamscore_stream_model_active_info", labels...); v != 1 {
+				t.Errorf("%s: shadow %s in the active-model gauge with %v, want 1", st.name, m.Ident(), v)
+			}
+		}
 	}
 }

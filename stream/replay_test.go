@@ -1,9 +1,7 @@
 package stream_test
 
 import (
-	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -14,7 +12,6 @@ import (
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
-	"github.com/streamscore/streamscore/stream/local"
 )
 
 type scoreJSON struct {
@@ -32,11 +29,7 @@ type scoreJSON struct {
 // order) and through Replay, and requires identical records: scores,
 // decisions and reasons, bit for bit.
 func TestReplayMatchesStream(t *testing.T) {
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
-	replayMatchesStream(t, ms, models.ShippedDecisionModel)
+	replayMatchesStream(t, shippedModels(t), models.ShippedDecisionModel)
 }
 
 // TestReplayMatchesStreamSequential does the same with sequential models
@@ -45,67 +38,15 @@ func TestReplayMatchesStream(t *testing.T) {
 // including a Replay that starts in the middle of the history (its cards'
 // states warmed by the events before from).
 func TestReplayMatchesStreamSequential(t *testing.T) {
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ms := shippedModels(t)
 	for i, fam := range []string{models.FamilyGRU, models.FamilyCNN, models.FamilyLSTM} {
 		ms = append(ms, seqModel(t, fam, "seq_"+fam, uint64(i+1)))
 	}
 	replayMatchesStream(t, ms, models.ShippedDecisionModel, "seq_gru")
 }
 
-// seqModel returns a random sequential model of family fam reading the
-// first 10 default features.
-func seqModel(t testing.TB, fam, name string, seed uint64) *models.Model {
-	t.Helper()
-	rng := rand.New(rand.NewPCG(seed, 3))
-	rnd := func(n int, scale float64) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * scale)
-		}
-		return v
-	}
-	f := &models.File{Name: name, Family: fam, Version: 1, Output: models.OutputProbability,
-		Thresholds: models.Thresholds{Review: 0.5, Alert: 0.7}}
-	for _, n := range features.Names()[:10] {
-		f.Inputs = append(f.Inputs, models.Input{Name: n, Mean: 1, Std: 3})
-	}
-	in, head := len(f.Inputs), 0
-	switch fam {
-	case models.FamilyCNN:
-		f.Conv = &models.Conv{Window: 5, Kernel: 2, Channels: 6, Activation: "relu", Pool: models.PoolMax, PoolSize: 4, PoolStride: 1,
-			Weights: rnd(2*in*6, 0.4), Bias: rnd(6, 0.1)}
-		head = 6
-	default:
-		g := 3
-		if fam == models.FamilyLSTM {
-			g = 4
-		}
-		f.Recurrent = &models.Recurrent{Cell: fam, Hidden: 8, Wx: rnd(in*g*8, 0.4), Wh: rnd(8*g*8, 0.4), Bx: rnd(g*8, 0.1), Bh: rnd(g*8, 0.1)}
-		head = 8
-	}
-	f.Layers = []models.Layer{{In: head, Out: 1, Activation: "sigmoid", Weights: rnd(head, 1), Bias: []float32{0}}}
-	b, err := f.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := models.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 func replayMatchesStream(t *testing.T, ms []*models.Model, deciders ...string) {
-	k, err := local.StartKafka(map[string]int{"tx": 1, "scores": 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	brokers := k.Brokers()
-
+	brokers := startKafka(t, map[string]int{txTopic: 1, scoresTopic: 1})
 	g, err := synth.New(synth.Config{Seed: 11, Cards: 400, Terminals: 40, FraudRate: 0.05})
 	if err != nil {
 		t.Fatal(err)
@@ -121,38 +62,17 @@ func replayMatchesStream(t *testing.T, ms []*models.Model, deciders ...string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second*timeScale)
-	defer cancel()
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "tx", BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
+	produce(t, brokers, txTopic, msgs...)
 
-	ks, err := sinks.NewKafka(brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fan := sinks.NewFanout([]sinks.Sink{ks})
-	defer fan.Close()
 	opts := []stream.Option{stream.WithDecisionModels(deciders...)}
-	p, err := stream.New(brokers, "replay", "tx", ms, fan, append(opts,
-		stream.WithWorkers(1), stream.WithRegisterer(prometheus.NewRegistry()), stream.WithAudit(false))...)
-	if err != nil {
+	p := newPipeline(t, brokers, "replay", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}),
+		append(opts, stream.WithWorkers(1), stream.WithRegisterer(prometheus.NewRegistry()), stream.WithAudit(false))...)
+	r := runPipeline(t, p)
+	waitScored(t, p, len(events))
+	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	rctx, rcancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(rctx) }()
-	waitFor(t, 60*time.Second*timeScale, "every event scored", func() bool { return p.Stats().Scored.Load() >= int64(len(events)) })
-	rcancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	out, err := local.ReadAll(ctx, brokers, "scores")
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := readAll(t, brokers, scoresTopic)
 	streamed := map[string]scoreJSON{}
 	for _, m := range out {
 		var r scoreJSON

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func bind(t *testing.T, ms ...*models.Model) []*models.Scorer {
 // shape is unchanged, resets (and counts) the state of one whose shape
 // changed, and the idle sweep drops cards past the TTL.
 func TestSeqStatesReload(t *testing.T) {
-	resets := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "r"}, []string{"model"})
+	resets := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "r", Help: "Resets."}, []string{"model"})
 	ss := newSeqStates(time.Hour, resets, nil)
 	keep, change := gruModel(t, "keep", 4, "a", "b"), gruModel(t, "change", 4, "a")
 	slots, _ := ss.setModels(bind(t, keep, change), nil)
@@ -68,11 +69,13 @@ func TestSeqStatesReload(t *testing.T) {
 			t.Fatalf("changed model's state[%d] = %v, want zeros of len 6", i, v)
 		}
 	}
-	if got := testutil.ToFloat64(resets.WithLabelValues("change")); got != 1 {
-		t.Fatalf("resets{change} = %v, want 1", got)
-	}
-	if got := testutil.ToFloat64(resets.WithLabelValues("keep")); got != 0 {
-		t.Fatalf("resets{keep} = %v, want 0", got)
+	// Exactly one series: the changed model's (none for "keep" or "new").
+	if err := testutil.CollectAndCompare(resets, strings.NewReader(`
+# HELP r Resets.
+# TYPE r counter
+r{model="change"} 1
+`)); err != nil {
+		t.Fatal(err)
 	}
 	// A card seen again after the TTL, before any sweep, starts from zero.
 	c = ss.card("c1", int64(2*time.Hour))

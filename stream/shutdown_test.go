@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
-	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
@@ -26,72 +26,42 @@ func (downSink) WriteBatch(ctx context.Context, _ []sinks.Message) error {
 }
 func (downSink) Close() error { return nil }
 
-func produceGood(t *testing.T, brokers []string, topic string, n int) {
+// produceGood writes n valid events of 50 cards to txTopic.
+func produceGood(t *testing.T, brokers []string, n int) {
 	t.Helper()
 	now := time.Now().Add(-time.Hour)
 	var msgs []kafka.Message
 	for i := range n {
-		ev := []byte(`{"tx_id":"t-` + itoa(i) + `","ts":` + itoa(int(now.UnixMilli())+i) + `,"card_id":"c-` + itoa(i%50) + `","terminal_id":"m-1","amount":12.5}`)
-		msgs = append(msgs, kafka.Message{Key: []byte("c-" + itoa(i%50)), Value: ev})
+		card := "c-" + strconv.Itoa(i%50)
+		ev := []byte(`{"tx_id":"t-` + strconv.Itoa(i) + `","ts":` + strconv.FormatInt(now.UnixMilli()+int64(i), 10) +
+			`,"card_id":"` + card + `","terminal_id":"m-1","amount":12.5}`)
+		msgs = append(msgs, kafka.Message{Key: []byte(card), Value: ev})
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
-	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func itoa(i int) string { return string(appendInt(nil, i)) }
-func appendInt(b []byte, i int) []byte {
-	if i >= 10 {
-		b = appendInt(b, i/10)
-	}
-	return append(b, byte('0'+i%10))
+	produce(t, brokers, txTopic, msgs...)
 }
 
 // TestSoftStopWithSinkDown: SIGTERM while the only sink is down must return
 // within the drain timeout (ErrDrainTimeout), commit nothing that was not
 // published, and not hang on a full worker queue.
 func TestSoftStopWithSinkDown(t *testing.T) {
-	k, err := local.StartKafka(map[string]int{"tx": 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	produceGood(t, k.Brokers(), "tx", 3000)
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	brokers := startKafka(t, map[string]int{txTopic: 2})
+	produceGood(t, brokers, 3000)
 	fan := sinks.NewFanout([]sinks.Sink{downSink{}}, sinks.WithFanoutBackoff(time.Millisecond, 10*time.Millisecond))
-	defer fan.Close()
-	p, err := stream.New(k.Brokers(), "down", "tx", ms, fan, stream.WithRegisterer(prometheus.NewRegistry()),
+	t.Cleanup(func() { fan.Close() })
+	p := newPipeline(t, brokers, "down", shippedModels(t), fan, stream.WithRegisterer(prometheus.NewRegistry()),
 		stream.WithMaxBatch(16), stream.WithInFlight(1), stream.WithQueueDepth(8), stream.WithDrainTimeout(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	waitFor(t, 30*time.Second*timeScale, "intake to start", func() bool { return p.Stats().Consumed.Load() > 10 })
+	r := runPipeline(t, p)
+	waitFor(t, waitBudget, "intake to start", func() bool { return p.Stats().Consumed.Load() > 10 })
 	time.Sleep(500 * time.Millisecond) // let the queues fill behind the down sink
-	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, stream.ErrDrainTimeout) {
-			t.Fatalf("Run: %v, want ErrDrainTimeout", err)
-		}
-	case <-time.After(10 * time.Second * timeScale):
-		t.Fatal("Run did not return within the drain timeout with the sink down")
+	if err := r.stopWithin(t, 10*time.Second*timeScale); !errors.Is(err, stream.ErrDrainTimeout) {
+		t.Fatalf("Run: %v, want ErrDrainTimeout", err)
 	}
 	if n := p.Stats().Scored.Load(); n != 0 {
 		t.Fatalf("%d events counted as scored with the sink down", n)
 	}
-	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer ccancel()
-	got, err := local.CommittedOffsets(cctx, k.Brokers(), "down", "tx")
+	ctx, cancel := context.WithTimeout(context.Background(), ioBudget)
+	defer cancel()
+	got, err := local.CommittedOffsets(ctx, brokers, "down", txTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,48 +76,22 @@ func TestSoftStopWithSinkDown(t *testing.T) {
 // dead-lettered truncated, with its size and digest, and does not block the
 // partition.
 func TestOversizedDeadLetter(t *testing.T) {
-	k, err := local.StartKafka(map[string]int{"tx": 1, "deadletter": 1, "scores": 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
+	brokers := startKafka(t, map[string]int{txTopic: 1, deadTopic: 1, scoresTopic: 1})
 	big := append([]byte(`{"tx_id":"huge","junk":"`), bytes.Repeat([]byte("x"), 800<<10)...) // truncated JSON
-	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers()...), Topic: "tx", BatchTimeout: time.Millisecond, BatchBytes: 2 << 20}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := w.WriteMessages(ctx, kafka.Message{Value: big}); err != nil {
+	produce(t, brokers, txTopic, kafka.Message{Value: big})
+	produceGood(t, brokers, 100)
+	p := newPipeline(t, brokers, "big", shippedModels(t),
+		kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindDeadLetter: deadTopic, sinks.KindScore: scoresTopic}),
+		stream.WithRegisterer(prometheus.NewRegistry()))
+	r := runPipeline(t, p)
+	waitHandled(t, p, 101)
+	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
-	produceGood(t, k.Brokers(), "tx", 100)
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
+	if s, d := p.Stats().Scored.Load(), p.Stats().DeadLettered.Load(); s != 100 || d != 1 {
+		t.Fatalf("%d events scored, %d dead-lettered; want 100 and 1", s, d)
 	}
-	ks, err := sinks.NewKafka(k.Brokers(), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"), sinks.WithKafkaTopic(sinks.KindScore, "scores"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fan := sinks.NewFanout([]sinks.Sink{ks})
-	defer fan.Close()
-	p, err := stream.New(k.Brokers(), "big", "tx", ms, fan, stream.WithRegisterer(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, rcancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(rctx) }()
-	waitFor(t, 30*time.Second*timeScale, "all 101 messages handled", func() bool {
-		return p.Stats().Scored.Load()+p.Stats().DeadLettered.Load() >= 101
-	})
-	rcancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	out, err := local.ReadAll(ctx, k.Brokers(), "deadletter")
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := readAll(t, brokers, deadTopic)
 	if len(out) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(out))
 	}

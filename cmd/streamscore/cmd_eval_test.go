@@ -141,7 +141,7 @@ func TestEvalCommandModelThresholds(t *testing.T) {
 	clearEnv(t)
 	dir := t.TempDir()
 	scores, labels := evalTestFiles(t, dir)
-	modelPath := filepath.Join("..", "..", "models", "shipped", "fraud.json")
+	modelPath := shippedPath("fraud.json")
 	m, err := models.Load(modelPath)
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +254,7 @@ func TestEvalEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "eval")
-	modelPath := filepath.Join("..", "..", "models", "shipped", "fraud.json")
+	modelPath := shippedPath("fraud.json")
 	var stdout bytes.Buffer
 	if err := runEval(context.Background(), []string{"--scores", scores, "--labels", labPath, "--model", modelPath,
 		"--out", out, "--k", "10"}, &stdout); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,9 +62,11 @@ func TestFeaturesCSV(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := features.Names()
-	if len(recs[0]) != 3+len(names) || recs[0][0] != "tx_id" || recs[0][3] != names[0] {
-		t.Fatalf("header %v", recs[0])
+	wantHead := append([]string{"tx_id", "ts", "label", "card_id", "terminal_id"}, names...)
+	if !slices.Equal(recs[0], wantHead) {
+		t.Fatalf("header %v, want %v", recs[0], wantHead)
 	}
+	const first = 5 // the first feature column
 	fraud := map[string]bool{}
 	for _, l := range labels {
 		fraud[l.TxID] = l.Fraud
@@ -85,13 +88,15 @@ func TestFeaturesCSV(t *testing.T) {
 		}
 		r := recs[i]
 		i++
-		if r[0] != e.TxID || (r[2] == "1") != fraud[e.TxID] {
-			t.Fatalf("row %d: %v, want tx %s fraud %v", i, r[:3], e.TxID, fraud[e.TxID])
+		if r[0] != e.TxID || r[1] != e.TS.Format(time.RFC3339Nano) || (r[2] == "1") != fraud[e.TxID] ||
+			r[3] != e.CardID || r[4] != e.TerminalID {
+			t.Fatalf("row %d: %v, want tx %s at %v, fraud %v, card %s, terminal %s",
+				i, r[:first], e.TxID, e.TS, fraud[e.TxID], e.CardID, e.TerminalID)
 		}
 		for j, v := range row {
-			got, err := strconv.ParseFloat(r[3+j], 32)
+			got, err := strconv.ParseFloat(r[first+j], 32)
 			if err != nil || float32(got) != v {
-				t.Fatalf("tx %s %s: CSV %q, replay %v", e.TxID, names[j], r[3+j], v)
+				t.Fatalf("tx %s %s: CSV %q, replay %v", e.TxID, names[j], r[first+j], v)
 			}
 		}
 		return nil
@@ -196,7 +201,7 @@ func TestFeaturesCustomSpec(t *testing.T) {
 	dir := t.TempDir()
 	ev := filepath.Join(dir, "ev.jsonl")
 	if err := os.WriteFile(ev, []byte(`{"tx_id":"a","ts":"2026-05-01T10:00:00Z","card_id":"c","terminal_id":"m1","amount":10}
-{"tx_id":"b","ts":"2026-05-01T11:00:00Z","card_id":"c","terminal_id":"m2","amount":30}
+{"tx_id":"b","ts":"2026-05-01T11:00:00Z","card_id":"c","terminal_id":"m,2","amount":30}
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +212,9 @@ func TestFeaturesCustomSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(out)
-	want := "tx_id,ts,label,n_1d,terms_1d\na,2026-05-01T10:00:00Z,0,1,1\nb,2026-05-01T11:00:00Z,0,2,2\n"
+	want := "tx_id,ts,label,card_id,terminal_id,n_1d,terms_1d\n" +
+		"a,2026-05-01T10:00:00Z,0,c,m1,1,1\n" +
+		"b,2026-05-01T11:00:00Z,0,c,\"m,2\",2,2\n"
 	if string(b) != want {
 		t.Fatalf("got\n%s\nwant\n%s", b, want)
 	}
@@ -216,5 +223,11 @@ func TestFeaturesCustomSpec(t *testing.T) {
 	err := cmdFeatures(context.Background(), []string{"--events", ev, "--features", bad, "--out", out})
 	if err == nil || !strings.Contains(err.Error(), `feature "x"`) || !strings.Contains(err.Error(), "median") {
 		t.Fatalf("bad spec: %v, want an error naming the feature and the aggregation", err)
+	}
+	clash := filepath.Join(dir, "clash.yaml")
+	os.WriteFile(clash, []byte("features:\n  - {name: card_id, agg: count, entity: card_id, window: 1d}\n"), 0o644)
+	err = cmdFeatures(context.Background(), []string{"--events", ev, "--features", clash, "--out", out})
+	if err == nil || !strings.Contains(err.Error(), `feature "card_id" has the name of an identifying column`) {
+		t.Fatalf("feature named card_id: %v, want an error naming the clash", err)
 	}
 }

@@ -26,7 +26,8 @@ func cmdModels(ctx context.Context, args []string) error {
 			"                        convert a PyTorch ONNX export into a native model file\n"+
 			"  inspect MODEL         verify a model file and print what is inside\n"+
 			"  predict --model M --input rows.csv --out scores.csv\n"+
-			"                        score feature rows from a CSV with a header of feature names\n")
+			"                        score feature rows from a CSV with a header of feature names\n"+
+			"                        (the output of `streamscore features` as is)\n")
 		if len(args) == 0 {
 			return errors.New("models: missing subcommand")
 		}
@@ -129,9 +130,11 @@ func modelsInspect(w io.Writer, args []string) error {
 const predictBatch = 256
 
 // modelsPredict scores the rows of a CSV whose header names feature columns
-// (in any order; columns the model does not read, like ts or label, are
-// ignored) and writes id, score and decision. The CSV of `streamscore
-// features` is a valid input.
+// (in any order; columns the model does not read, like ts, label or
+// terminal_id, are ignored) and writes id, score and decision. The CSV of
+// `streamscore features` is a valid input as is: tx_id is the id and
+// card_id the sequence of a sequence model. A sequence starts from a zero
+// state at its first row and, unlike the stream's, never expires (--ttl).
 func modelsPredict(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("models predict", flag.ContinueOnError)
 	modelPath := fs.String("model", "", "model file (required)")

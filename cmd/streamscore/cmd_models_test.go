@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,9 +21,11 @@ import (
 )
 
 // TestModelsPredictMatchesScore: feature rows written by `features` and
-// scored by `models predict` give exactly the scores `score` gives for the
-// same events (both are the stream's code), and `models inspect` verifies
-// and describes a shipped model.
+// scored by `models predict` with no other flag give exactly the scores
+// `score` gives for the same events (both are the stream's code): the MLP
+// over a range, and the shipped GRU, which keeps a state per card, over the
+// whole history, its sequences taken from the card_id column of the CSV.
+// `models inspect` verifies and describes a shipped model.
 func TestModelsPredictMatchesScore(t *testing.T) {
 	dir := t.TempDir()
 	ev := filepath.Join(dir, "ev.jsonl")
@@ -41,48 +44,60 @@ func TestModelsPredictMatchesScore(t *testing.T) {
 	}
 	w.Flush()
 	f.Close()
-	model := filepath.Join("..", "..", "models", "shipped", "fraud.json")
-	rows, pred, scores := filepath.Join(dir, "rows.csv"), filepath.Join(dir, "pred.csv"), filepath.Join(dir, "scores.jsonl")
 	ctx := context.Background()
-	if err := cmdFeatures(ctx, []string{"--events", ev, "--from", "2026-04-03", "--out", rows}); err != nil {
-		t.Fatal(err)
-	}
-	if err := modelsPredict(ctx, []string{"--model", model, "--input", rows, "--out", pred}); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmdScore(ctx, []string{"--events", ev, "--model", model, "--from", "2026-04-03", "--out", scores}); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]float64{}
-	sf, _ := os.Open(scores)
-	defer sf.Close()
-	sc := bufio.NewScanner(sf)
-	for sc.Scan() {
-		var r struct {
-			TxID   string             `json:"tx_id"`
-			Scores map[string]float64 `json:"scores"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatal(err)
-		}
-		want[r.TxID] = r.Scores["fraud"]
-	}
-	pf, _ := os.Open(pred)
-	defer pf.Close()
-	recs, err := csv.NewReader(pf).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(recs)-1 != len(want) || len(want) < 50 {
-		t.Fatalf("%d predictions, %d score records", len(recs)-1, len(want))
-	}
-	for _, r := range recs[1:] {
-		got, _ := strconv.ParseFloat(r[1], 32)
-		if float32(got) != float32(want[r[0]]) {
-			t.Fatalf("tx %s: predict %v, score %v", r[0], got, want[r[0]])
-		}
+	for _, tc := range []struct {
+		name, model string
+		rangeArgs   []string // --from for both features and score
+	}{
+		{name: "mlp range", model: "fraud.json", rangeArgs: []string{"--from", "2026-04-03"}},
+		// A sequence model's state at --from depends on everything before
+		// it: predict sees only the CSV, so the rows start at the beginning.
+		{name: "gru whole history", model: "fraud_gru.json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			model := shippedPath(tc.model)
+			name := strings.TrimSuffix(tc.model, ".json")
+			rows, pred, scores := filepath.Join(dir, name+"-rows.csv"), filepath.Join(dir, name+"-pred.csv"), filepath.Join(dir, name+"-scores.jsonl")
+			if err := cmdFeatures(ctx, append([]string{"--events", ev, "--out", rows}, tc.rangeArgs...)); err != nil {
+				t.Fatal(err)
+			}
+			if err := modelsPredict(ctx, []string{"--model", model, "--input", rows, "--out", pred}); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmdScore(ctx, append([]string{"--events", ev, "--model", model, "--out", scores}, tc.rangeArgs...)); err != nil {
+				t.Fatal(err)
+			}
+			want := readScoreRecords(t, scores, name)
+			got := readPredictions(t, pred, name)
+			if len(got) != len(want) || len(want) < 50 {
+				t.Fatalf("%d predictions, %d score records", len(got), len(want))
+			}
+			for id, v := range got {
+				if w, ok := want[id]; !ok || v != w {
+					t.Fatalf("tx %s: predict %v, score %v (present %v)", id, v, w, ok)
+				}
+			}
+			if tc.model != "fraud_gru.json" {
+				return
+			}
+			// Not vacuous: with each row its own sequence (every step from a
+			// zero state) most scores change.
+			if err := modelsPredict(ctx, []string{"--model", model, "--input", rows, "--out", pred, "--seq", "tx_id"}); err != nil {
+				t.Fatal(err)
+			}
+			differ := 0
+			for id, v := range readPredictions(t, pred, name) {
+				if v != want[id] {
+					differ++
+				}
+			}
+			if differ < len(want)/2 {
+				t.Fatalf("%d of %d GRU scores change without the card's state", differ, len(want))
+			}
+		})
 	}
 
+	model := shippedPath("fraud.json")
 	var out bytes.Buffer
 	if err := modelsInspect(&out, []string{model}); err != nil {
 		t.Fatal(err)
@@ -93,7 +108,7 @@ func TestModelsPredictMatchesScore(t *testing.T) {
 		}
 	}
 	bad := filepath.Join(dir, "bad.json")
-	b, _ := os.ReadFile(model)
+	b := shippedFile(t, "fraud.json", nil)
 	os.WriteFile(bad, bytes.Replace(b, []byte(`"version": 1`), []byte(`"version": 2`), 1), 0o644)
 	if err := modelsInspect(&out, []string{bad}); err == nil || !strings.Contains(err.Error(), "digest") {
 		t.Fatalf("tampered model: %v, want a digest error", err)
@@ -180,4 +195,65 @@ func TestModelsPredictSequence(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `sequence column "terminal_id"`) {
 		t.Fatalf("missing sequence column: error %v", err)
 	}
+}
+
+// readScoreRecords returns model's score by tx_id from a JSONL file of score
+// records.
+func readScoreRecords(t *testing.T, path, model string) map[string]float32 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]float32{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var r struct {
+			TxID   string             `json:"tx_id"`
+			Scores map[string]float64 `json:"scores"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		v, ok := r.Scores[model]
+		if !ok {
+			t.Fatalf("score record of %s has no score of %s", r.TxID, model)
+		}
+		out[r.TxID] = float32(v)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readPredictions returns the scores by id of a `models predict` output,
+// checking its header.
+func readPredictions(t *testing.T, path, model string) map[string]float32 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"tx_id", model, "decision"}; len(recs) == 0 || !slices.Equal(recs[0], want) {
+		t.Fatalf("predict header %v, want %v", recs[:min(1, len(recs))], want)
+	}
+	out := map[string]float32{}
+	for _, r := range recs[1:] {
+		v, err := strconv.ParseFloat(r[1], 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := out[r[0]]; dup {
+			t.Fatalf("predict wrote tx %s twice", r[0])
+		}
+		out[r[0]] = float32(v)
+	}
+	return out
 }

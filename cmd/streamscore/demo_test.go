@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,47 +13,29 @@ func TestDemoSubprocess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the demo for 20 s; skipped with -short")
 	}
-	bin := streamscoreBinary(t)
 	const duration = 20 * time.Second
-	cmd := exec.Command(bin, "demo",
+	start := time.Now()
+	sub := startStreamscore(t, nil, "demo",
 		"--duration", duration.String(), "--warmup", "24h", "--history", "240h",
 		"--rate", "1000", "--cards", "2000", "--terminals", "200", "--quiet")
-	cmd.Env = cleanEnv()
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if err := sub.wait(duration + 60*time.Second*timeScale); err != nil {
+		t.Fatalf("demo exited with %v, want 0", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	limit := duration + 60*time.Second*timeScale
-	var err error
-	select {
-	case err = <-exited:
-	case <-time.After(limit):
-		cmd.Process.Kill()
-		<-exited
-		t.Fatalf("demo did not exit within %v\nstdout:\n%s\nstderr:\n%s", limit, stdout.String(), stderr.String())
-	}
-	out := stdout.String()
-	if err != nil {
-		t.Fatalf("demo exited with %v, want 0\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
-	}
+	out := sub.stdout.String()
 	t.Logf("demo ran %v", time.Since(start).Round(time.Millisecond))
 
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	last := lines[len(lines)-1]
 	summary := regexp.MustCompile(`^demo: scored \d+ events, \d+ alerts, precision [0-9.]+, recall [0-9.]+, p99 latency [0-9.]+ ms$`)
 	if !summary.MatchString(last) {
-		t.Errorf("last line %q does not match %v\nstdout:\n%s", last, summary, out)
+		t.Errorf("last line %q does not match %v", last, summary)
 	}
 	for _, re := range []*regexp.Regexp{
 		regexp.MustCompile(`(?m)^demo: Kafka broker 127\.0\.0\.1:\d+ \(`),
 		regexp.MustCompile(`(?m)^demo: NATS server nats://127\.0\.0\.1:\d+ \(`),
 	} {
 		if !re.MatchString(out) {
-			t.Errorf("stdout has no line matching %v\nstdout:\n%s", re, out)
+			t.Errorf("stdout has no line matching %v", re)
 		}
 	}
 	if strings.Contains(out, "stopped during the warm-up") {

@@ -5,9 +5,7 @@ package main
 import (
 	"io"
 	"net/http"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,7 +20,6 @@ import (
 // must not stop the process) and POST /-/reload; then a tampered file is
 // refused and the process still exits 0 on SIGTERM.
 func TestRunReloadSubprocess(t *testing.T) {
-	bin := streamscoreBinary(t)
 	k, err := local.StartKafka(map[string]int{"transactions": 2, "scores": 1})
 	if err != nil {
 		t.Fatal(err)
@@ -32,48 +29,11 @@ func TestRunReloadSubprocess(t *testing.T) {
 	for _, name := range []string{"fraud.json", "fraud_lr.json", "risk.json"} {
 		writeFile(t, filepath.Join(dir, name), shippedFile(t, name, nil))
 	}
-	cmd := exec.Command(bin, "run", "--brokers", strings.Join(k.Brokers(), ","), "--nats", "",
+	sub := startStreamscore(t, nil, "run", "--brokers", strings.Join(k.Brokers(), ","), "--nats", "",
 		"--labels-topic", "", "--alerts-topic", "", "--audit-topic", "", "--deadletter-topic", "",
 		"--models-dir", dir, "--models-poll", "50ms", "--decision-models", "fraud",
 		"--metrics-addr", "127.0.0.1:0", "--group", "reload-run")
-	cmd.Env = cleanEnv()
-	var stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	running := true
-	t.Cleanup(func() {
-		if running {
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	defer func() {
-		if t.Failed() {
-			t.Logf("streamscore stderr:\n%s", stderr.String())
-		}
-	}()
-	alive := func() {
-		select {
-		case err := <-exited:
-			running = false
-			t.Fatalf("streamscore run exited: %v", err)
-		default:
-		}
-	}
-	metricsRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
-	var metricsURL string
-	poll(t, 30*time.Second*timeScale, "the metrics listening log line", func() bool {
-		alive()
-		if m := metricsRE.FindStringSubmatch(stderr.String()); m != nil {
-			metricsURL = m[1]
-			return true
-		}
-		return false
-	})
+	metricsURL := sub.metricsURL()
 	reloadURL := strings.TrimSuffix(metricsURL, "/metrics") + "/-/reload"
 	metrics := func() string {
 		resp, err := http.Get(metricsURL)
@@ -87,7 +47,7 @@ func TestRunReloadSubprocess(t *testing.T) {
 	waitMetric := func(what string, want ...string) {
 		t.Helper()
 		poll(t, 20*time.Second*timeScale, what, func() bool {
-			alive()
+			sub.alive()
 			m := metrics()
 			for _, w := range want {
 				if !strings.Contains(m, w) {
@@ -102,9 +62,7 @@ func TestRunReloadSubprocess(t *testing.T) {
 	waitMetric("the directory reload", `streamscore_stream_model_reloads_total{outcome="ok"} 1`,
 		`model="fraud",model_version="2",role="scoring"} 1`)
 
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	sub.signal(syscall.SIGHUP)
 	waitMetric("the SIGHUP reload", `streamscore_stream_model_reloads_total{outcome="ok"} 2`)
 
 	resp, err := http.Post(reloadURL, "", nil)
@@ -122,19 +80,11 @@ func TestRunReloadSubprocess(t *testing.T) {
 	waitMetric("the refused reload", `streamscore_stream_model_reloads_total{outcome="failed"} 1`,
 		`model="fraud",model_version="2",role="scoring"} 1`)
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	sub.signal(syscall.SIGTERM)
+	if err := sub.wait(40 * time.Second * timeScale); err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want 0", err)
 	}
-	select {
-	case err := <-exited:
-		running = false
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v, want 0", err)
-		}
-	case <-time.After(40 * time.Second * timeScale):
-		t.Fatal("streamscore run did not exit after SIGTERM")
-	}
-	if !strings.Contains(stderr.String(), "digest mismatch") {
+	if !strings.Contains(sub.stderr.String(), "digest mismatch") {
 		t.Errorf("the refused reload is not logged with its cause")
 	}
 }

@@ -88,29 +88,6 @@ func (f *fakeTarget) noReload(t *testing.T, d time.Duration, what string) {
 	}
 }
 
-// shippedFile returns a shipped model file, edited and re-encoded (edit may
-// be nil: the file as shipped).
-func shippedFile(t *testing.T, name string, edit func(*models.File)) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "models", "shipped", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if edit == nil {
-		return b
-	}
-	var f models.File
-	if err := json.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
-	edit(&f)
-	out, err := f.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // writeFile replaces path atomically (a temporary file renamed over it),
 // as deployments should: a poll never sees a half-written model.
 func writeFile(t *testing.T, path string, b []byte) {
