@@ -73,9 +73,22 @@
 //
 // With WithLabelsTopic, delayed fraud labels are read from every partition of
 // the labels topic, from the start of its retention and without a consumer
-// group (the feature state is per process and in memory, so every process
-// needs every label, again after a restart), and applied to the shared
-// feature state; bad labels are dead-lettered like bad events.
+// group (the feature state is per process, so every process needs every
+// label, again after a restart), and applied to the shared feature state;
+// bad labels are dead-lettered like bad events. Labels applied twice (after
+// a restore) count once.
+//
+// The state is in memory. With WithStateDir it survives restarts: Run
+// restores the newest snapshot of the directory before the first fetch and
+// writes one when it stops softly, and WithStateInterval writes one
+// periodically, with every worker paused between batches (snapshot.go
+// describes the files). A snapshot holds the Shared terminal state, each
+// worker's card windows and sequential-model states, and per partition the
+// highest offset applied: events Kafka delivers again at or below it are
+// scored with Peek, as after a rebalance, and offsets between it and a
+// partition's first event after the restore (committed after the snapshot)
+// are counted as skipped. A snapshot that does not fit the pipeline is
+// refused, kept aside, and the pipeline starts empty.
 //
 // # Concurrency
 //
@@ -88,7 +101,7 @@
 //
 // Registered with the Registerer of WithRegisterer:
 //
-//	streamscore_stream_events_consumed_total{topic}        messages fetched
+//	streamscore_stream_events_consumed_total{topic}        messages fetched and handed to a worker
 //	streamscore_stream_events_deadlettered_total{reason}   dead letters by reason code
 //	streamscore_stream_batch_size_events                   histogram of messages per batch
 //	streamscore_stream_batch_score_seconds{model}          histogram of batch scoring time per model
@@ -106,4 +119,9 @@
 //	streamscore_stream_shadow_score_seconds{model}         histogram of batch scoring time per shadow model
 //	streamscore_stream_shadow_agreement_total{model,outcome}  shadow decisions that agree or disagree with the scoring model
 //	streamscore_stream_model_state_resets_total{model}     cards whose sequential-model state restarted (a reload changed its shape)
+//	streamscore_stream_state_snapshots_total{outcome}      state snapshots written (ok, error)
+//	streamscore_stream_state_restores_total{outcome}       restores at start (ok, none, failed)
+//	streamscore_stream_state_snapshot_seconds              time the last snapshot took (workers paused)
+//	streamscore_stream_state_snapshot_bytes                size of the last snapshot
+//	streamscore_stream_state_offsets_skipped_total         offsets between a restored state and a partition's first event
 package stream

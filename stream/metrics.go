@@ -26,13 +26,19 @@ type metrics struct {
 	shadowSeconds   *prometheus.HistogramVec // model
 	shadowAgreement *prometheus.CounterVec   // model, outcome
 	stateResets     *prometheus.CounterVec   // model
+
+	snapshots       *prometheus.CounterVec // outcome
+	restores        *prometheus.CounterVec // outcome
+	snapshotSeconds prometheus.Gauge
+	snapshotBytes   prometheus.Gauge
+	stateGap        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamscore_stream_events_consumed_total",
-			Help: "Kafka messages fetched from the input topics.",
+			Help: "Kafka messages fetched from the input topics and handed to a worker.",
 		}, []string{"topic"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamscore_stream_events_deadlettered_total",
@@ -106,13 +112,34 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamscore_stream_model_state_resets_total",
 			Help: "Cards whose state of a sequential model (cnn, gru, lstm) restarted from zero because a reload changed the model's state shape.",
 		}, []string{"model"}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_state_snapshots_total",
+			Help: "State snapshots written to the state directory, by outcome (ok, error).",
+		}, []string{"outcome"}),
+		restores: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_state_restores_total",
+			Help: "State restores at start-up, by outcome (ok; none: no snapshot yet; failed: unusable, started empty).",
+		}, []string{"outcome"}),
+		snapshotSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamscore_stream_state_snapshot_seconds",
+			Help: "Time the last state snapshot took to write (workers are paused meanwhile).",
+		}),
+		snapshotBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamscore_stream_state_snapshot_bytes",
+			Help: "Size of the last state snapshot.",
+		}),
+		stateGap: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_state_offsets_skipped_total",
+			Help: "Offsets between a partition's restored state and its first event after the restore: events (or transaction markers) the restored state does not contain.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
 		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
-		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets} {
+		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
+		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.stateGap} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

@@ -35,6 +35,8 @@ type config struct {
 	startOffset    int64
 	deciders       []string
 	shadows        []*models.Model
+	stateDir       string
+	stateInterval  time.Duration
 }
 
 func defaultConfig() config {
@@ -234,6 +236,39 @@ func WithStartOffset(off int64) Option {
 			return errors.New("stream: start offset must be kafka.FirstOffset or kafka.LastOffset")
 		}
 		c.startOffset = off
+		return nil
+	}
+}
+
+// WithStateDir keeps the pipeline's feature and model state in dir across
+// restarts: Run restores the newest snapshot in dir before the first fetch
+// (or starts empty, saying why, if there is none or it does not fit) and
+// writes a snapshot when it stops softly (not after Abort). dir is created
+// if needed. Without it (the default) state lives in memory only and a
+// restart begins with empty windows. See WithStateInterval for snapshots
+// while running.
+func WithStateDir(dir string) Option {
+	return func(c *config) error {
+		if dir == "" {
+			return errors.New("stream: empty state directory")
+		}
+		c.stateDir = dir
+		return nil
+	}
+}
+
+// WithStateInterval also writes a snapshot every d while the pipeline runs
+// (default 0: only at shutdown), so that a crash loses at most d of state
+// updates: after it, the events committed since the last snapshot are not
+// in the restored state (they are logged and counted, not re-applied).
+// Every worker pauses between batches while a snapshot is written. It needs
+// WithStateDir; d must be >= 1s, or 0.
+func WithStateInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d != 0 && d < time.Second {
+			return fmt.Errorf("stream: state interval %v must be >= 1s, or 0", d)
+		}
+		c.stateInterval = d
 		return nil
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,7 @@ type Pipeline struct {
 
 // Stats are running totals of a pipeline, safe to read while it runs.
 type Stats struct {
-	Consumed     atomic.Int64 // input messages fetched
+	Consumed     atomic.Int64 // input messages fetched and handed to a worker
 	Scored       atomic.Int64 // events whose score records every sink acked
 	DeadLettered atomic.Int64 // messages whose dead-letter records every sink acked
 	Alerts       atomic.Int64 // score records with decision alert, acked
@@ -89,6 +90,8 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 		return nil, errors.New("stream: no models")
 	case sink == nil:
 		return nil, errors.New("stream: nil sink")
+	case cfg.stateInterval > 0 && cfg.stateDir == "":
+		return nil, errors.New("stream: a state interval needs a state directory (WithStateDir)")
 	}
 	met, err := newMetrics(cfg.reg)
 	if err != nil {
@@ -168,6 +171,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		workers[i] = w
 	}
+	if p.cfg.stateDir != "" {
+		if err := os.MkdirAll(p.cfg.stateDir, 0o755); err != nil {
+			reader.Close()
+			return fmt.Errorf("stream: state directory: %w", err)
+		}
+		p.restoreState(workers)
+	}
 	for _, w := range workers {
 		wg.Add(1)
 		go func() { defer wg.Done(); w.run() }()
@@ -221,7 +231,23 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}()
 	defer func() { close(drainDone); <-deadlineDone }()
 
+	var snapStop chan struct{}
+	var snapDone chan struct{}
+	if p.cfg.stateInterval > 0 {
+		snapStop, snapDone = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(snapDone)
+			p.snapshotLoop(workers, snapStop)
+		}()
+	}
+
 	fetchErr := p.fetchLoop(ctx, reader, workers)
+	if snapStop != nil {
+		// Before the workers' input closes: a worker that has returned
+		// would never answer a pause.
+		close(snapStop)
+		<-snapDone
+	}
 
 	// Soft phase: intake stopped, workers flush their open batches and the
 	// senders wait for sink acks; then the final commit. A hard stop (Abort,
@@ -244,6 +270,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	if fetchErr != nil && err == nil {
 		err = fetchErr
+	}
+	if p.cfg.stateDir != "" && !errors.Is(err, ErrAborted) {
+		// Every worker has returned and the labels stopped: the state is
+		// exactly the events applied. After a drain timeout too: events
+		// applied but not committed are re-delivered and scored against it.
+		if serr := p.writeSnapshot(workers, "shutdown"); serr != nil {
+			p.log.Error("state snapshot at shutdown failed: the next start begins with the previous snapshot or empty state", "dir", p.cfg.stateDir, "err", serr)
+		}
 	}
 	p.log.Info("pipeline stopped", "consumed", p.stats.Consumed.Load(), "scored", p.stats.Scored.Load(),
 		"deadlettered", p.stats.DeadLettered.Load(), "err", err)
@@ -289,16 +323,20 @@ func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers 
 			p.met.resets.Inc()
 			p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
 		}
-		consumed.Inc()
-		p.stats.Consumed.Add(1)
 		w := workers[m.Partition%len(workers)]
 		select {
 		case w.in <- m:
 		case <-fctx.Done():
 			// Stopping while the worker's queue is full (a slow or down
-			// sink): m stays tracked and unacked, so no commit passes it.
+			// sink), or kafka-go handed out a buffered message after the
+			// cancel: m stays tracked and unacked, so no commit passes it,
+			// and it is not counted as consumed.
 			return nil
 		}
+		// Counted once a worker has it: at shutdown, consumed = scored +
+		// dead-lettered.
+		consumed.Inc()
+		p.stats.Consumed.Add(1)
 	}
 }
 

@@ -35,7 +35,12 @@ type worker struct {
 	set     *modelSet     // the model set of the open batch
 	m       *workerModels // this worker's scorers of set
 	applied []int64       // partition/workers -> highest offset applied to the state, -1 none
-	late    uint64        // the Builder's Late() already added to the metric
+	// restoredFrom is, per partition/workers, the offset restored from a
+	// state snapshot until the partition's first event was checked
+	// against it (checkGap), else -1; nil without a restore.
+	restoredFrom []int64
+	pause        chan *pauseReq // state snapshots: pause between batches
+	late         uint64         // the Builder's Late() already added to the metric
 
 	seq          *seqStates // per-card state of the sequential models
 	slotOf       []int      // per scorer: its state slot, or -1 (stateless)
@@ -97,6 +102,7 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		dec:   features.NewDecoder(p.cfg.decoderOpts...),
 		build: features.NewBuilder(p.shared, p.cfg.featureOpts...),
 		seq:   newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
+		pause: make(chan *pauseReq),
 	}
 	w.width = w.build.Width()
 	if w.width != len(p.names) {
@@ -205,10 +211,32 @@ func (w *worker) run() {
 				w.flush(cur)
 				cur = nil
 			}
+		case req := <-w.pause:
+			// A state snapshot: close the open batch (sequential models
+			// advance their state when it is scored), then wait while the
+			// state is written.
+			if cur != nil {
+				timer.Stop()
+				w.flush(cur)
+				cur = nil
+			}
+			close(req.paused)
+			select {
+			case <-req.resume:
+			case <-hard:
+				return
+			}
 		case <-hard:
 			return
 		}
 	}
+}
+
+// pauseReq asks a worker to stop between batches until resume is closed;
+// the worker closes paused once it has.
+type pauseReq struct {
+	paused chan struct{}
+	resume <-chan struct{}
 }
 
 // add decodes m and, if it is a valid event, applies it to the feature state
@@ -236,6 +264,9 @@ func (w *worker) add(b *batch, m kafka.Message) {
 	pi := m.Partition / w.p.cfg.workers
 	for len(w.applied) <= pi {
 		w.applied = append(w.applied, -1)
+	}
+	if w.restoredFrom != nil {
+		w.checkGap(pi, m.Partition, m.Offset)
 	}
 	if m.Offset <= w.applied[pi] {
 		// Re-delivered (a rebalance restarts partitions at the committed

@@ -422,6 +422,9 @@ func TestEngineConfigValidate(t *testing.T) {
 		{"negative lateness", func(c *engineConfig) { c.MaxLateness = -time.Second }, []string{"--max-lateness"}},
 		{"zero lateness", func(c *engineConfig) { c.MaxLateness = 0 }, nil},
 		{"negative future skew", func(c *engineConfig) { c.MaxFutureSkew = -time.Second }, []string{"--max-future-skew"}},
+		{"state interval without state dir", func(c *engineConfig) { c.StateInterval = time.Minute }, []string{"--state-interval 1m0s needs --state-dir"}},
+		{"state interval below 1s", func(c *engineConfig) { c.StateDir, c.StateInterval = "/tmp/s", time.Millisecond }, []string{"--state-interval 1ms"}},
+		{"state dir and interval", func(c *engineConfig) { c.StateDir, c.StateInterval = "/tmp/s", time.Minute }, nil},
 		{"several at once", func(c *engineConfig) { c.Group, c.Topic, c.Workers = "", "", 0 }, []string{"--group", "--topic", "--workers"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

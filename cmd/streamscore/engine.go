@@ -53,6 +53,8 @@ type engineConfig struct {
 	FeatureSpec     string
 	MetricsAddr     string
 	StartAtEnd      bool
+	StateDir        string
+	StateInterval   time.Duration
 }
 
 // register defines the engine flags on fs.
@@ -84,6 +86,8 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxLateness, "max-lateness", time.Hour, "an event this far behind its card's or terminal's newest event still updates the windows at its own time; later ones are scored but leave the state alone")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
+	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
+	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile), bounding what a crash loses; 0 = only at shutdown")
 }
 
 // Validate checks the configuration as a whole.
@@ -130,6 +134,9 @@ func (c *engineConfig) Validate() error {
 	}
 	if c.ModelsDir != "" && c.ModelsPoll <= 0 {
 		errs = append(errs, fmt.Errorf("--models-poll %v must be positive", c.ModelsPoll))
+	}
+	if c.StateInterval != 0 && (c.StateDir == "" || c.StateInterval < time.Second) {
+		errs = append(errs, fmt.Errorf("--state-interval %v needs --state-dir and must be >= 1s, or 0", c.StateInterval))
 	}
 	if c.MaxFutureSkew < 0 {
 		errs = append(errs, fmt.Errorf("--max-future-skew %v must not be negative", c.MaxFutureSkew))
@@ -270,6 +277,9 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	}
 	if c.StartAtEnd {
 		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))
+	}
+	if c.StateDir != "" {
+		opts = append(opts, stream.WithStateDir(c.StateDir), stream.WithStateInterval(c.StateInterval))
 	}
 	// With the shipped set, the MLP decides; the logistic baseline and the
 	// expected-loss model are scored and audited.

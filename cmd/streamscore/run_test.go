@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -52,11 +49,10 @@ var runBadEvents = []struct{ value, reason string }{
 
 // TestRunSubprocess runs `streamscore run` against an embedded broker and
 // NATS server, configured through flags, environment and a YAML file; lets
-// it consume a first load fully, then sends SIGTERM while a second load is
-// being produced, and checks the exit code and the commit contract.
+// it consume a first load fully, then sends SIGTERM once it has committed
+// part of a second load (usually with a backlog still unconsumed), and
+// checks the exit code and the commit contract.
 func TestRunSubprocess(t *testing.T) {
-	bin := streamscoreBinary(t)
-
 	k, err := local.StartKafka(map[string]int{
 		runTxTopic: 4, runLabelsTopic: 1, runScoresTopic: 2, runAlertsTopic: 1,
 		runAuditYAML: 1, runAuditTopic: 1, runDeadTopic: 1,
@@ -118,6 +114,7 @@ func TestRunSubprocess(t *testing.T) {
 
 	// Config: every source used, with overrides to check the precedence.
 	cfgPath := filepath.Join(t.TempDir(), "streamscore.yaml")
+	stateDir := filepath.Join(t.TempDir(), "state")
 	yaml := fmt.Sprintf(`# streamscore run test
 brokers: 127.0.0.1:1          # overridden by --brokers
 group: group-yaml             # overridden by env and --group
@@ -129,53 +126,25 @@ audit-topic: %s               # overridden by STREAMSCORE_AUDIT_TOPIC
 max-delay: 5ms
 drain-timeout: %s
 workers: 2
-`, runTxTopic, runLabelsTopic, runScoresTopic, runAlertsTopic, runAuditYAML, runDrain)
+state-dir: %s
+`, runTxTopic, runLabelsTopic, runScoresTopic, runAlertsTopic, runAuditYAML, runDrain, stateDir)
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "run",
+	sub := startStreamscore(t, []string{
+		"STREAMSCORE_GROUP=group-env",
+		"STREAMSCORE_AUDIT_TOPIC=" + runAuditTopic,
+		"STREAMSCORE_DEADLETTER_TOPIC=" + runDeadTopic,
+		"STREAMSCORE_SCORES_SUBJECT=" + runScoresSubj,
+		"STREAMSCORE_ALERTS_SUBJECT=" + runAlertsSubj,
+		"STREAMSCORE_MAX_BATCH=64",
+	}, "run",
 		"--config", cfgPath,
 		"--brokers", strings.Join(brokers, ","),
 		"--nats", ns.URL(),
 		"--group", runGroup,
 		"--metrics-addr", "127.0.0.1:0",
 	)
-	cmd.Env = cleanEnv(
-		"STREAMSCORE_GROUP=group-env",
-		"STREAMSCORE_AUDIT_TOPIC="+runAuditTopic,
-		"STREAMSCORE_DEADLETTER_TOPIC="+runDeadTopic,
-		"STREAMSCORE_SCORES_SUBJECT="+runScoresSubj,
-		"STREAMSCORE_ALERTS_SUBJECT="+runAlertsSubj,
-		"STREAMSCORE_MAX_BATCH=64",
-	)
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	running := true
-	t.Cleanup(func() {
-		if running {
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	defer func() {
-		if t.Failed() {
-			t.Logf("streamscore stderr:\n%s", stderr.String())
-		}
-	}()
-	// failIfExited fails the test if the subprocess has stopped early.
-	failIfExited := func() {
-		select {
-		case err := <-exited:
-			running = false
-			t.Fatalf("streamscore run exited early: %v", err)
-		default:
-		}
-	}
 
 	committed := func() map[int]int64 {
 		t.Helper()
@@ -200,17 +169,7 @@ workers: 2
 		return s
 	}
 
-	// The metrics endpoint, from the log line.
-	metricsRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
-	var metricsURL string
-	poll(t, 30*time.Second*timeScale, "the metrics listening log line", func() bool {
-		failIfExited()
-		if m := metricsRE.FindStringSubmatch(stderr.String()); m != nil {
-			metricsURL = m[1]
-			return true
-		}
-		return false
-	})
+	metricsURL := sub.metricsURL()
 
 	// Wait for the first load to be committed in full.
 	firstEnds := ends(runTxTopic)
@@ -218,7 +177,7 @@ workers: 2
 		t.Fatalf("transactions topic holds %d messages, want %d", got, firstTotal)
 	}
 	poll(t, 60*time.Second*timeScale, "the first load committed", func() bool {
-		failIfExited()
+		sub.alive()
 		c := committed()
 		for p, end := range firstEnds {
 			if c[p] != end {
@@ -290,20 +249,12 @@ workers: 2
 
 	// SIGTERM once the engine has committed part of the second load.
 	poll(t, 60*time.Second*timeScale, "part of the second load committed", func() bool {
-		failIfExited()
+		sub.alive()
 		return sum(committed()) > firstTotal
 	})
 	sigAt := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	var exitErr error
-	select {
-	case exitErr = <-exited:
-		running = false
-	case <-time.After(runDrain + 15*time.Second*timeScale):
-		t.Fatalf("streamscore run did not exit within %v of SIGTERM", runDrain+15*time.Second*timeScale)
-	}
+	sub.signal(syscall.SIGTERM)
+	exitErr := sub.wait(runDrain + 15*time.Second*timeScale)
 	stopProducer()
 	if prodErr != nil {
 		t.Fatalf("produce the second load: %v", prodErr)
@@ -314,18 +265,22 @@ workers: 2
 	t.Logf("exit %v after SIGTERM; %d events produced in the second load", time.Since(sigAt).Round(time.Millisecond), produced)
 
 	// What the engine consumed, from its final log line.
-	m := regexp.MustCompile(`msg="run finished" .*consumed=(\d+) scored=(\d+) deadlettered=(\d+)`).FindStringSubmatch(stderr.String())
+	m := regexp.MustCompile(`msg="run finished" .*consumed=(\d+) scored=(\d+) deadlettered=(\d+)`).FindStringSubmatch(sub.stderr.String())
 	if m == nil {
 		t.Fatalf("no run finished log line with the counts")
 	}
 	consumed, _ := strconv.ParseInt(m[1], 10, 64)
 	scored, _ := strconv.ParseInt(m[2], 10, 64)
 	deadlettered, _ := strconv.ParseInt(m[3], 10, 64)
-	if scored+deadlettered != consumed {
-		t.Errorf("run finished: scored %d + dead-lettered %d != consumed %d", scored, deadlettered, consumed)
+	// Consumed counts what the fetch loop handed to a worker (a message
+	// kafka-go returns after the stop is not counted), and every worker
+	// drains what it was handed: they are equal.
+	processed := scored + deadlettered
+	if consumed != processed {
+		t.Errorf("run finished: consumed %d, scored %d + dead-lettered %d: want them equal", consumed, scored, deadlettered)
 	}
 
-	// Contract: committed offsets cover exactly what was consumed (one
+	// Contract: committed offsets cover exactly what was processed (one
 	// process, group starting at the beginning), never beyond the end, and
 	// every committed offset has its score or dead-letter record.
 	final := committed()
@@ -336,17 +291,38 @@ workers: 2
 		}
 	}
 	switch got := sum(final); {
-	case strings.Contains(stderr.String(), "partition re-delivered"):
-		// A rebalance re-fetched from the last commit, so consumed counts
+	case strings.Contains(sub.stderr.String(), "partition re-delivered"):
+		// A rebalance re-fetched from the last commit, so processed counts
 		// some offsets twice; only the upper bound holds.
-		if got > consumed {
-			t.Errorf("committed offsets sum to %d, more than the %d events consumed", got, consumed)
+		if got > processed {
+			t.Errorf("committed offsets sum to %d, more than the %d events processed", got, processed)
 		}
-	case got != consumed:
-		t.Errorf("committed offsets sum to %d, but the engine consumed %d: a drain that exits 0 must commit everything it consumed", got, consumed)
+	case got != processed:
+		t.Errorf("committed offsets sum to %d, but the engine processed %d: a drain that exits 0 must commit everything it processed", got, processed)
+	}
+	// The shutdown snapshot (state-dir in the YAML): every committed
+	// partition's last applied offset is the one before its commit.
+	var man struct {
+		Reason  string           `json:"reason"`
+		Workers int              `json:"workers"`
+		Applied map[string]int64 `json:"applied"`
+	}
+	if cur, err := os.ReadFile(filepath.Join(stateDir, "CURRENT")); err != nil {
+		t.Errorf("no state snapshot after SIGTERM: %v", err)
+	} else if b, err := os.ReadFile(filepath.Join(stateDir, strings.TrimSpace(string(cur)), "manifest.json")); err != nil {
+		t.Errorf("state snapshot: %v", err)
+	} else if err := json.Unmarshal(b, &man); err != nil {
+		t.Errorf("state snapshot manifest: %v", err)
+	} else if man.Reason != "shutdown" || man.Workers != 2 {
+		t.Errorf("state snapshot: reason %q, %d workers; want shutdown, 2", man.Reason, man.Workers)
+	}
+	for p, c := range final {
+		if c > 0 && man.Applied[strconv.Itoa(p)] != c-1 {
+			t.Errorf("partition %d: committed %d, snapshot applied through %d", p, c, man.Applied[strconv.Itoa(p)])
+		}
 	}
 	if sum(endsNow) > sum(final) {
-		t.Logf("%d of %d events were not consumed before intake stopped and stay uncommitted", sum(endsNow)-sum(final), sum(endsNow))
+		t.Logf("%d of %d events were not processed before intake stopped and stay uncommitted", sum(endsNow)-sum(final), sum(endsNow))
 	}
 
 	covered := map[int]map[int64]string{} // partition -> offset -> kind
@@ -485,41 +461,4 @@ func header(m kafka.Message, key string) string {
 		}
 	}
 	return ""
-}
-
-// fetch GETs url and returns the body; it fails the test on any error or a
-// status other than 200.
-func fetch(t *testing.T, ctx context.Context, url string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second*timeScale)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	return string(b)
-}
-
-// poll calls cond every 50ms until it returns true, and fails the test after d.
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

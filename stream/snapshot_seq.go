@@ -1,0 +1,201 @@
+package stream
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// seqMagic opens a worker's sequential-model state file (format 1):
+//
+//	magic "streamscore-seq\x00", version u32
+//	ttl i64, clock i64 (Unix ns)
+//	slots u32, then per slot: key, shape (strings), size u32
+//	cards u64, then per card: id (string), last i64, size floats (f32 bits)
+//
+// little endian; a string is a u32 length and its bytes. Every card is in
+// the layout of the slots listed (cards still in an older layout are moved
+// to the current one first). The file's integrity is checked by the
+// snapshot manifest's SHA-256, its plausibility here: lengths are bounded,
+// so a corrupt file fails with errSeqState instead of allocating.
+const (
+	seqMagic   = "streamscore-seq\x00"
+	seqVersion = 1
+	maxSeqStr  = 1 << 16
+	maxSeqSize = 1 << 20 // floats of state per card
+)
+
+var errSeqState = errors.New("stream: bad sequential-model state")
+
+// writeState writes the state of every card to w, in the current layout.
+func (ss *seqStates) writeState(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	var b []byte
+	b = append(b, seqMagic...)
+	b = binary.LittleEndian.AppendUint32(b, seqVersion)
+	b = binary.LittleEndian.AppendUint64(b, uint64(ss.ttl))
+	b = binary.LittleEndian.AppendUint64(b, uint64(ss.clock))
+	l := ss.layout
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(l.slots)))
+	for _, sl := range l.slots {
+		b = appendSeqString(b, sl.key)
+		b = appendSeqString(b, sl.shape)
+		b = binary.LittleEndian.AppendUint32(b, uint32(sl.size))
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(ss.cards)))
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	for id, c := range ss.cards {
+		if c.layout != l {
+			ss.migrate(c)
+		}
+		b = appendSeqString(b[:0], id)
+		b = binary.LittleEndian.AppendUint64(b, uint64(c.last))
+		for _, v := range c.data {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+func appendSeqString(b []byte, s string) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+// readState replaces the cards' states with those in r. The cards keep the
+// layout they were written in: the first time each is seen it moves to the
+// current layout, keeping the state of every model whose name, role and
+// state shape did not change (see migrate). It returns the number of cards
+// read, and on error leaves ss without cards.
+func (ss *seqStates) readState(r io.Reader) (int, error) {
+	n, err := ss.read(bufio.NewReaderSize(r, 1<<16))
+	if err != nil {
+		clear(ss.cards)
+		ss.clock = 0
+		return 0, fmt.Errorf("%w: %w", errSeqState, err)
+	}
+	return n, nil
+}
+
+func (ss *seqStates) read(r *bufio.Reader) (int, error) {
+	var magic [len(seqMagic)]byte
+	if _, err := io.ReadFull(r, magic[:]); err != nil {
+		return 0, err
+	}
+	if string(magic[:]) != seqMagic {
+		return 0, errors.New("not a sequential-model state file")
+	}
+	var hdr [20]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, err
+	}
+	if v := binary.LittleEndian.Uint32(hdr[:4]); v != seqVersion {
+		return 0, fmt.Errorf("format version %d, this build reads %d", v, seqVersion)
+	}
+	if ttl := int64(binary.LittleEndian.Uint64(hdr[4:12])); ttl != ss.ttl {
+		return 0, fmt.Errorf("written with TTL %d ns, this pipeline has %d", ttl, ss.ttl)
+	}
+	clock := int64(binary.LittleEndian.Uint64(hdr[12:20]))
+	nSlots, err := readSeqU32(r)
+	if err != nil {
+		return 0, err
+	}
+	if nSlots > 1024 {
+		return 0, fmt.Errorf("%d model slots", nSlots)
+	}
+	l := &seqLayout{}
+	for range nSlots {
+		var sl seqSlot
+		if sl.key, err = readSeqString(r); err != nil {
+			return 0, err
+		}
+		if sl.shape, err = readSeqString(r); err != nil {
+			return 0, err
+		}
+		size, err := readSeqU32(r)
+		if err != nil {
+			return 0, err
+		}
+		sl.off, sl.size = l.size, int(size)
+		if l.size += sl.size; l.size > maxSeqSize {
+			return 0, fmt.Errorf("%d floats of state per card", l.size)
+		}
+		role, name, _ := strings.Cut(sl.key, ":")
+		if role == "" || name == "" {
+			return 0, fmt.Errorf("model slot %q", sl.key)
+		}
+		sl.name = name
+		l.slots = append(l.slots, sl)
+	}
+	var nb [8]byte
+	if _, err := io.ReadFull(r, nb[:]); err != nil {
+		return 0, err
+	}
+	nCards := binary.LittleEndian.Uint64(nb[:])
+	// Each card takes at least 12 bytes: a bound that a corrupt count
+	// cannot turn into a huge map before the reads fail.
+	cards := make(map[string]*cardSeq, min(nCards, 1<<20))
+	buf := make([]byte, 8+4*l.size)
+	for range nCards {
+		id, err := readSeqString(r)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return 0, err
+		}
+		c := &cardSeq{last: int64(binary.LittleEndian.Uint64(buf)), layout: l, data: make([]float32, l.size)}
+		for i := range c.data {
+			c.data[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[8+4*i:]))
+		}
+		if _, dup := cards[id]; dup {
+			return 0, fmt.Errorf("card %q twice", id)
+		}
+		cards[id] = c
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		return 0, errors.New("trailing bytes")
+	}
+	ss.cards, ss.clock = cards, clock
+	if ss.log != nil {
+		for _, o := range l.slots {
+			if sl := ss.layout.find(o.key); sl != nil && sl.shape != o.shape {
+				ss.log.Warn("restored model state has another shape: each card's state of this model restarts from zero",
+					"model", o.name, "key", o.key, "old_shape", o.shape, "new_shape", sl.shape)
+			}
+		}
+	}
+	return len(cards), nil
+}
+
+func readSeqU32(r *bufio.Reader) (uint32, error) {
+	var b [4]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(b[:]), nil
+}
+
+func readSeqString(r *bufio.Reader) (string, error) {
+	n, err := readSeqU32(r)
+	if err != nil {
+		return "", err
+	}
+	if n > maxSeqStr {
+		return "", fmt.Errorf("string of %d bytes", n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
