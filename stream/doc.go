@@ -75,27 +75,31 @@
 // the labels topic, from the start of its retention and without a consumer
 // group (the feature state is per process, so every process needs every
 // label, again after a restart), and applied to the shared feature state;
-// bad labels are dead-lettered like bad events. Labels applied twice (after
-// a restore) count once.
+// bad labels are dead-lettered like bad events.
 //
 // The state is in memory. With WithStateDir it survives restarts: Run
-// restores the newest snapshot of the directory before the first fetch and
-// writes one when it stops softly, and WithStateInterval writes one
-// periodically, with every worker paused between batches (snapshot.go
-// describes the files). A snapshot holds the Shared terminal state, each
-// worker's card windows and sequential-model states, and per partition the
-// highest offset applied: events Kafka delivers again at or below it are
-// scored with Peek, as after a rebalance, and offsets between it and a
-// partition's first event after the restore (committed after the snapshot)
-// are counted as skipped. A snapshot that does not fit the pipeline is
-// refused, kept aside, and the pipeline starts empty.
+// restores the directory's current snapshot before the first fetch and
+// writes one when it stops, and WithStateInterval writes one periodically,
+// with every worker paused between batches and the label consumer waiting
+// (snapshot.go describes the files and their guarantees). A snapshot holds
+// the Shared terminal state, each worker's card windows and
+// sequential-model states, per partition the highest offset applied, and
+// per labels partition the next label offset (the label consumer resumes
+// there instead of applying every label again): events Kafka delivers
+// again at or below the applied offset are scored with Peek, as after a
+// rebalance, and offsets between it and a partition's first message after
+// the restore (committed after the snapshot) are counted as skipped. A
+// snapshot that is corrupt or does not fit the pipeline is set aside and
+// the pipeline starts empty.
 //
 // # Concurrency
 //
 // Run may be called once; Abort, Stats, Models, ShadowModels,
 // SetModels and Reload are safe for concurrent use (reloads are serialised). A pipeline starts, per worker, one batching goroutine and
-// WithInFlight sender goroutines, plus a committer and an optional label
-// consumer; Run joins all of them before it returns.
+// WithInFlight sender goroutines, plus a committer, an optional label
+// consumer (one goroutine per labels partition) and, with
+// WithStateInterval, a snapshot goroutine; Run joins all of them before it
+// returns.
 //
 // # Metrics
 //
@@ -120,8 +124,9 @@
 //	streamscore_stream_shadow_agreement_total{model,outcome}  shadow decisions that agree or disagree with the scoring model
 //	streamscore_stream_model_state_resets_total{model}     cards whose sequential-model state restarted (a reload changed its shape)
 //	streamscore_stream_state_snapshots_total{outcome}      state snapshots written (ok, error)
-//	streamscore_stream_state_restores_total{outcome}       restores at start (ok, none, failed)
+//	streamscore_stream_state_restores_total{outcome}       restores at start (ok, none, failed: set aside, error: unreadable)
 //	streamscore_stream_state_snapshot_seconds              time the last snapshot took (workers paused)
 //	streamscore_stream_state_snapshot_bytes                size of the last snapshot
+//	streamscore_stream_state_snapshot_pause_seconds        how long workers were paused for the last interval snapshot
 //	streamscore_stream_state_offsets_skipped_total         offsets between a restored state and a partition's first event
 package stream

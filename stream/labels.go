@@ -15,10 +15,11 @@ import (
 // labelConsumer feeds delayed fraud labels (chargebacks, analyst verdicts)
 // into the shared feature state.
 //
-// The feature state is per process and in memory, so every process needs
-// every label, and needs them again after a restart: the consumer reads all
-// partitions of the labels topic from the start of their retention, without
-// a consumer group and without commits. Labels are few, so it works one
+// The feature state is per process, so every process needs every label,
+// and needs them again after a restart: the consumer reads all partitions
+// of the labels topic from the start of their retention (or, after a state
+// restore, from the offsets the snapshot recorded), without a consumer
+// group and without commits. Labels are few, so it works one
 // message at a time per partition: decode, then apply or dead-letter. A bad
 // label is dead-lettered again after each restart, with the same record id
 // (kind:topic/partition/offset) for consumers to deduplicate. Partitions
@@ -101,6 +102,17 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 		}),
 	})
 	defer r.Close()
+	// After a restore, the labels before the snapshot's offset are in the
+	// restored state already: applying them again is not exact (a label of
+	// an expired terminal would bring it back).
+	lc.p.labelMu.Lock()
+	next, restored := lc.p.labelNext[part]
+	lc.p.labelMu.Unlock()
+	if restored {
+		if err := r.SetOffset(next); err != nil {
+			lc.p.log.Warn("labels: resume at the restored offset failed; reading from the start", "partition", part, "offset", next, "err", err)
+		}
+	}
 	applied := lc.p.met.labels.WithLabelValues("applied")
 	dead := lc.p.met.labels.WithLabelValues("deadlettered")
 	consumed := lc.p.met.consumed.WithLabelValues(lc.p.cfg.labelsTopic)
@@ -138,9 +150,31 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			}
 			lc.p.met.deadLettered.WithLabelValues(reason).Inc()
 			dead.Inc()
+			lc.done(part, m.Offset)
 			continue
 		}
+		// Under labelMu: a snapshot sees a label applied with its offset
+		// recorded, or neither.
+		lc.p.labelMu.Lock()
 		lc.p.shared.ApplyLabel(&l)
+		lc.p.setLabelNext(part, m.Offset+1)
+		lc.p.labelMu.Unlock()
 		applied.Inc()
 	}
+}
+
+// done records that the label at offset of partition part is handled.
+func (lc *labelConsumer) done(part int, offset int64) {
+	lc.p.labelMu.Lock()
+	lc.p.setLabelNext(part, offset+1)
+	lc.p.labelMu.Unlock()
+}
+
+// setLabelNext records the next label offset of partition part; labelMu
+// must be held.
+func (p *Pipeline) setLabelNext(part int, next int64) {
+	if p.labelNext == nil {
+		p.labelNext = map[int]int64{}
+	}
+	p.labelNext[part] = next
 }

@@ -31,6 +31,7 @@ type metrics struct {
 	restores        *prometheus.CounterVec // outcome
 	snapshotSeconds prometheus.Gauge
 	snapshotBytes   prometheus.Gauge
+	snapshotPause   prometheus.Gauge
 	stateGap        prometheus.Counter
 }
 
@@ -118,7 +119,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"outcome"}),
 		restores: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamscore_stream_state_restores_total",
-			Help: "State restores at start-up, by outcome (ok; none: no snapshot yet; failed: unusable, started empty).",
+			Help: "State restores at start-up, by outcome (ok; none: no snapshot yet; failed: corrupt or not fitting, set aside, started empty; error: unreadable, Run failed).",
 		}, []string{"outcome"}),
 		snapshotSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "streamscore_stream_state_snapshot_seconds",
@@ -127,6 +128,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		snapshotBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "streamscore_stream_state_snapshot_bytes",
 			Help: "Size of the last state snapshot.",
+		}),
+		snapshotPause: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamscore_stream_state_snapshot_pause_seconds",
+			Help: "How long the workers were paused for the last interval snapshot (closing their open batches, then writing).",
 		}),
 		stateGap: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "streamscore_stream_state_offsets_skipped_total",
@@ -139,7 +144,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
 		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
-		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.stateGap} {
+		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

@@ -241,12 +241,15 @@ func WithStartOffset(off int64) Option {
 }
 
 // WithStateDir keeps the pipeline's feature and model state in dir across
-// restarts: Run restores the newest snapshot in dir before the first fetch
-// (or starts empty, saying why, if there is none or it does not fit) and
-// writes a snapshot when it stops softly (not after Abort). dir is created
-// if needed. Without it (the default) state lives in memory only and a
-// restart begins with empty windows. See WithStateInterval for snapshots
-// while running.
+// restarts: Run takes dir (it fails if another process holds it), restores
+// the snapshot dir's CURRENT file names before the first fetch (or starts
+// empty, saying why, if there is none or it is corrupt or does not fit;
+// it fails if the snapshot cannot be read), and writes a snapshot when it
+// returns, after the final commit — unless it was aborted, or a hard stop
+// left a batch unscored (see snapshot.go). Writing it adds to the stop
+// time, after the drain. dir is created if needed. Without it (the
+// default) state lives in memory only and a restart begins with empty
+// windows. See WithStateInterval for snapshots while running.
 func WithStateDir(dir string) Option {
 	return func(c *config) error {
 		if dir == "" {

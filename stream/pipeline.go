@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -46,7 +45,13 @@ type Pipeline struct {
 	setMu        sync.Mutex
 	activeLabels [][4]string
 
-	shared  *features.Shared
+	shared *features.Shared
+	// labelMu serialises label application with state snapshots;
+	// labelNext is, per labels partition, the next offset to read (every
+	// label before it is applied to shared).
+	labelMu   sync.Mutex
+	labelNext map[int]int64
+
 	tracker *commit.Tracker
 	met     *metrics
 	log     *slog.Logger
@@ -172,11 +177,16 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		workers[i] = w
 	}
 	if p.cfg.stateDir != "" {
-		if err := os.MkdirAll(p.cfg.stateDir, 0o755); err != nil {
+		unlock, err := lockStateDir(p.cfg.stateDir)
+		if err != nil {
 			reader.Close()
-			return fmt.Errorf("stream: state directory: %w", err)
+			return err
 		}
-		p.restoreState(workers)
+		defer unlock()
+		if err := p.restoreState(workers); err != nil {
+			reader.Close()
+			return err
+		}
 	}
 	for _, w := range workers {
 		wg.Add(1)
@@ -273,10 +283,22 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	if p.cfg.stateDir != "" && !errors.Is(err, ErrAborted) {
 		// Every worker has returned and the labels stopped: the state is
-		// exactly the events applied. After a drain timeout too: events
-		// applied but not committed are re-delivered and scored against it.
-		if serr := p.writeSnapshot(workers, "shutdown"); serr != nil {
-			p.log.Error("state snapshot at shutdown failed: the next start begins with the previous snapshot or empty state", "dir", p.cfg.stateDir, "err", serr)
+		// the events applied, unless a hard stop (drain timeout, sink
+		// failure) caught a worker with an open batch, whose events are
+		// in the windows but have not stepped the sequential models yet.
+		// Events applied but not committed are re-delivered and scored
+		// against the restored state.
+		torn := 0
+		for _, w := range workers {
+			if w.torn {
+				torn++
+			}
+		}
+		if torn > 0 {
+			p.log.Warn("no state snapshot at shutdown: a hard stop left workers with unscored batches; the last interval snapshot, if any, stays current",
+				"dir", p.cfg.stateDir, "workers", torn)
+		} else if serr := p.writeSnapshot(workers, "shutdown"); serr != nil {
+			p.log.Error("state snapshot at shutdown failed: the next start begins with the current snapshot, if any, or empty state", "dir", p.cfg.stateDir, "err", serr)
 		}
 	}
 	p.log.Info("pipeline stopped", "consumed", p.stats.Consumed.Load(), "scored", p.stats.Scored.Load(),

@@ -22,36 +22,47 @@ import (
 // A snapshot is the pipeline's whole feature and model state at one cut:
 // the Shared terminal state, and per worker its Builder's card state and
 // its sequential models' per-card state, together with the highest offset
-// of every partition applied to that state. It is written while no worker
-// runs (at shutdown, and at every state interval with all workers paused
-// between batches), so the cut is consistent: the state is exactly the
-// events at or below those offsets.
+// of every partition applied to that state and, per labels partition, the
+// next label offset. It is written while no worker runs (at shutdown, and
+// at every state interval with all workers paused between batches, their
+// open batches scored first) and while the label consumer waits, so the cut
+// is consistent: the state is exactly the events at or below those offsets
+// and the labels before those label offsets. A hard stop (drain timeout,
+// sink failure) that catches a worker with an open batch writes no
+// snapshot: that batch's events are in the windows but have not stepped the
+// sequential models.
 //
-// On disk, in the state directory:
+// On disk, in the state directory (0700, files 0600: they hold card and
+// terminal ids):
 //
-//	CURRENT                 name of the newest complete snapshot
+//	LOCK                    flock held by the process using the directory
+//	CURRENT                 "snap-<unix ns> <SHA-256 of its manifest.json>"
 //	snap-<unix ns>/         one snapshot:
 //	    manifest.json       what it is (snapshotManifest), files' SHA-256
 //	    shared.state        features.Shared.WriteState
 //	    worker-<i>.cards    features.Builder.WriteState of worker i
 //	    worker-<i>.seq      seqStates.writeState of worker i
+//	refused-snap-<unix ns>/ a snapshot a start refused, kept for a person
 //
 // A snapshot is written into snap-<unix ns>.tmp, every file synced, the
-// directory renamed, and only then CURRENT replaced (write, sync, rename):
-// a crash at any point leaves the previous snapshot current. Older
-// snapshot directories are removed after CURRENT moved.
+// directory synced and renamed, the rename synced, and only then CURRENT
+// replaced (write, sync, rename, sync): a crash at any point leaves the
+// previous snapshot current. Older snapshot directories are removed after
+// CURRENT moved; a failed write removes its own.
 //
 // Restoring (Run, before the first fetch) reads CURRENT's snapshot into
-// fresh state and installs it only if every file reads back whole, matches
-// its SHA-256 and fits this pipeline (topic, worker count, feature names,
-// TTL and windows; the features package checks its own part). Otherwise
-// the pipeline starts with empty state and says why at error level; the
-// refused snapshot is renamed refused-snap-<unix ns> and left alone. After
-// a restore, events at or below a partition's restored offset are scored
-// against the state without being applied again (as after a rebalance);
-// if the first event of a partition lies beyond its restored offset + 1
-// (events committed after the snapshot, e.g. after a crash), the missing
-// offsets are logged and counted: the state does not contain them.
+// fresh state and installs it only if the manifest matches CURRENT's
+// SHA-256, every file reads back whole and matches the manifest's, and it
+// fits this pipeline (topic, worker count, feature names, TTL and windows;
+// the features package checks its own part). A snapshot that is corrupt or
+// does not fit is renamed refused-snap-<unix ns> and the pipeline starts
+// with empty state, saying why at error level; one that cannot be read (an
+// I/O error) fails Run. After a restore, events at or below a partition's
+// restored offset are scored against the state without being applied again
+// (as after a rebalance); if the first message of a partition lies beyond
+// its restored offset + 1 (events committed after the snapshot, e.g. after
+// a crash; or transaction markers), the missing offsets are logged and
+// counted: the state does not contain them.
 
 const (
 	snapFormat  = 1
@@ -72,9 +83,13 @@ type snapshotManifest struct {
 	// Applied maps a partition (decimal) to the highest offset applied to
 	// the state.
 	Applied map[string]int64 `json:"applied"`
-	Cards   []int            `json:"cards"`     // per worker: cards with feature state
-	SeqCard []int            `json:"seq_cards"` // per worker: cards with sequential-model state
-	Files   []snapshotFile   `json:"files"`
+	// LabelsTopic and LabelsNext: the labels topic and, per partition, the
+	// next offset to read; every label before it is in the Shared state.
+	LabelsTopic string           `json:"labels_topic,omitempty"`
+	LabelsNext  map[string]int64 `json:"labels_next,omitempty"`
+	Cards       []int            `json:"cards"`     // per worker: cards with feature state
+	SeqCard     []int            `json:"seq_cards"` // per worker: cards with sequential-model state
+	Files       []snapshotFile   `json:"files"`
 }
 
 type snapshotFile struct {
@@ -87,27 +102,48 @@ func cardsFile(i int) string { return fmt.Sprintf("worker-%d.cards", i) }
 func seqFile(i int) string   { return fmt.Sprintf("worker-%d.seq", i) }
 
 // writeSnapshot writes the state of p.shared and workers to the state
-// directory. No worker may run while it does.
+// directory. No worker may run while it does; the label consumer waits
+// (labelMu) until it is done, so the labels in the state are exactly those
+// before the recorded label offsets.
 func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 	t0 := time.Now()
 	dir := p.cfg.stateDir
 	name := "snap-" + strconv.FormatInt(t0.UnixNano(), 10)
 	tmp := filepath.Join(dir, name+".tmp")
+	final := filepath.Join(dir, name)
+	renamed, current := false, false
 	defer func() {
 		outcome := "ok"
 		if err != nil {
 			outcome = "error"
-			os.RemoveAll(tmp)
+			switch {
+			case current:
+				// CURRENT names the new snapshot: it is the one in use,
+				// whatever failed after.
+			case renamed:
+				os.RemoveAll(final)
+			default:
+				os.RemoveAll(tmp)
+			}
 		}
 		p.met.snapshots.WithLabelValues(outcome).Inc()
 	}()
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return err
 	}
+	p.labelMu.Lock()
+	defer p.labelMu.Unlock()
 	man := snapshotManifest{
 		Format: snapFormat, WrittenAt: t0.UTC(), Reason: reason,
 		Topic: p.topic, Group: p.group, Workers: len(workers), Features: p.names,
 		Applied: map[string]int64{},
+	}
+	if p.cfg.labelsTopic != "" {
+		man.LabelsTopic = p.cfg.labelsTopic
+		man.LabelsNext = map[string]int64{}
+		for part, next := range p.labelNext {
+			man.LabelsNext[strconv.Itoa(part)] = next
+		}
 	}
 	var total int64
 	write := func(fn string, f func(io.Writer) error) error {
@@ -148,21 +184,31 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 	if err := syncDir(tmp); err != nil {
 		return err
 	}
-	final := filepath.Join(dir, name)
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
-	// CURRENT moves last: until then the previous snapshot stays current.
-	if err := writeFileSync(filepath.Join(dir, currentName+".tmp"), []byte(name+"\n")); err != nil {
+	renamed = true
+	// The rename is made durable before CURRENT names it.
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	// CURRENT moves last, naming the snapshot and its manifest's SHA-256:
+	// until then the previous snapshot stays current.
+	sum256 := sha256.Sum256(mb)
+	line := name + " " + hex.EncodeToString(sum256[:]) + "\n"
+	if err := writeFileSync(filepath.Join(dir, currentName+".tmp"), []byte(line)); err != nil {
 		return err
 	}
 	if err := os.Rename(filepath.Join(dir, currentName+".tmp"), filepath.Join(dir, currentName)); err != nil {
 		return err
 	}
+	current = true
 	if err := syncDir(dir); err != nil {
-		return err
+		return fmt.Errorf("the new snapshot %s is current, but syncing its directory failed: %w", name, err)
 	}
-	removeOldSnapshots(dir, name)
+	if err := removeOldSnapshots(dir, name); err != nil {
+		p.log.Warn("remove old state snapshots", "dir", dir, "err", err)
+	}
 	d := time.Since(t0)
 	p.met.snapshotSeconds.Set(d.Seconds())
 	p.met.snapshotBytes.Set(float64(total + int64(len(mb))))
@@ -181,7 +227,7 @@ func sum(v []int) (s int) {
 // writeSnapFile writes path with f, syncs it and returns its size and
 // SHA-256.
 func writeSnapFile(path string, f func(io.Writer) error) (snapshotFile, error) {
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return snapshotFile{}, err
 	}
@@ -212,7 +258,7 @@ func (c *countWriter) Write(b []byte) (int, error) {
 }
 
 func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -239,68 +285,113 @@ func syncDir(dir string) error {
 }
 
 // removeOldSnapshots removes every snapshot directory of dir but keep
-// (complete or left half-written by a crash).
-func removeOldSnapshots(dir, keep string) {
+// (complete or left half-written by a crash; the state directory belongs to
+// one process, see lockStateDir).
+func removeOldSnapshots(dir, keep string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return
+		return err
 	}
+	var errs []error
 	for _, e := range ents {
 		if n := e.Name(); e.IsDir() && strings.HasPrefix(n, "snap-") && n != keep {
-			os.RemoveAll(filepath.Join(dir, n))
+			errs = append(errs, os.RemoveAll(filepath.Join(dir, n)))
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // errNoSnapshot means the state directory holds no snapshot yet.
 var errNoSnapshot = errors.New("no snapshot")
 
+// maxSnapPartition bounds the partition numbers a manifest may name
+// (Kafka allows far fewer in practice): a corrupt number must not become a
+// huge allocation.
+const maxSnapPartition = 1 << 20
+
+// unusableError marks a snapshot that is there but cannot be used (corrupt,
+// truncated, or written for another configuration), as opposed to an I/O
+// failure reading it.
+type unusableError struct{ err error }
+
+func (e *unusableError) Error() string { return e.err.Error() }
+func (e *unusableError) Unwrap() error { return e.err }
+
+func unusable(format string, args ...any) error {
+	return &unusableError{fmt.Errorf(format, args...)}
+}
+
 // restored is state read from a snapshot, not yet installed.
 type restored struct {
-	name    string
-	man     snapshotManifest
-	shared  *features.Shared
-	builds  []*features.Builder
-	seqs    []*seqStates
-	applied [][]int64 // per worker, indexed by partition/workers
+	name      string
+	man       snapshotManifest
+	shared    *features.Shared
+	builds    []*features.Builder
+	seqs      []*seqStates
+	applied   [][]int64 // per worker, indexed by partition/workers
+	labelNext map[int]int64
+}
+
+// readCurrent returns the snapshot directory CURRENT names and the SHA-256
+// its manifest must have.
+func readCurrent(dir string) (name, manifestSHA string, err error) {
+	cur, err := os.ReadFile(filepath.Join(dir, currentName))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", "", errNoSnapshot
+	}
+	if err != nil {
+		return "", "", err
+	}
+	name, manifestSHA, _ = strings.Cut(strings.TrimSpace(string(cur)), " ")
+	if !strings.HasPrefix(name, "snap-") || strings.ContainsAny(name, `/\.`) || len(manifestSHA) != 64 {
+		return name, "", unusable("CURRENT reads %.80q, not a snapshot name and manifest SHA-256", cur)
+	}
+	return name, manifestSHA, nil
 }
 
 // restoreSnapshot reads the current snapshot of the state directory into
 // fresh state for workers (which have not started) and installs it. It
-// returns errNoSnapshot when there is none; on any other error nothing is
-// installed.
+// returns errNoSnapshot when there is none, an *unusableError when it is
+// corrupt or does not fit, another error when it could not be read; in
+// every error case nothing is installed.
 func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 	dir := p.cfg.stateDir
-	cur, err := os.ReadFile(filepath.Join(dir, currentName))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, errNoSnapshot
-	}
+	name, manifestSHA, err := readCurrent(dir)
 	if err != nil {
 		return nil, err
-	}
-	name := strings.TrimSpace(string(cur))
-	if !strings.HasPrefix(name, "snap-") || strings.ContainsAny(name, `/\`) {
-		return nil, fmt.Errorf("CURRENT names %q, not a snapshot directory", name)
 	}
 	sdir := filepath.Join(dir, name)
 	mb, err := os.ReadFile(filepath.Join(sdir, manifestFn))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, unusable("CURRENT names %s, which has no %s", name, manifestFn)
+	}
 	if err != nil {
 		return nil, err
 	}
+	if got := sha256.Sum256(mb); hex.EncodeToString(got[:]) != manifestSHA {
+		return nil, unusable("%s: SHA-256 %x, CURRENT says %s", manifestFn, got, manifestSHA)
+	}
 	r := &restored{name: sdir}
 	if err := json.Unmarshal(mb, &r.man); err != nil {
-		return nil, fmt.Errorf("%s: %w", manifestFn, err)
+		return nil, unusable("%s: %w", manifestFn, err)
 	}
 	man := &r.man
 	switch {
 	case man.Format != snapFormat:
-		return nil, fmt.Errorf("snapshot format %d, this build reads %d", man.Format, snapFormat)
+		return nil, unusable("snapshot format %d, this build reads %d", man.Format, snapFormat)
 	case man.Topic != p.topic:
-		return nil, fmt.Errorf("snapshot of topic %q, this pipeline reads %q", man.Topic, p.topic)
+		return nil, unusable("snapshot of topic %q, this pipeline reads %q", man.Topic, p.topic)
 	case man.Workers != len(workers):
-		return nil, fmt.Errorf("snapshot written by %d workers, this pipeline has %d (card state lives with the worker of its partition: keep --workers to restore)", man.Workers, len(workers))
+		return nil, unusable("snapshot written by %d workers, this pipeline has %d (card state lives with the worker of its partition: keep --workers to restore)", man.Workers, len(workers))
 	case !slices.Equal(man.Features, p.names):
-		return nil, fmt.Errorf("snapshot has %d features %v, this pipeline %d", len(man.Features), man.Features, len(p.names))
+		return nil, unusable("snapshot has %d features %v, this pipeline %d", len(man.Features), man.Features, len(p.names))
+	}
+	partition := func(what, ps string, off int64) (int, error) {
+		part, err := strconv.Atoi(ps)
+		if err != nil || part < 0 || part > maxSnapPartition || off < 0 {
+			return 0, unusable("%s: partition %q, offset %d", what, ps, off)
+		}
+		return part, nil
 	}
 	files := map[string]snapshotFile{}
 	for _, f := range man.Files {
@@ -309,9 +400,12 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 	read := func(fn string, f func(io.Reader) error) error {
 		sf, ok := files[fn]
 		if !ok {
-			return fmt.Errorf("manifest lists no %s", fn)
+			return unusable("manifest lists no %s", fn)
 		}
 		fh, err := os.Open(filepath.Join(sdir, fn))
+		if errors.Is(err, os.ErrNotExist) {
+			return unusable("%s is missing", fn)
+		}
 		if err != nil {
 			return err
 		}
@@ -319,6 +413,9 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 		h := sha256.New()
 		cr := &countReader{r: io.TeeReader(fh, h)}
 		if err := f(cr); err != nil {
+			if errors.Is(err, features.ErrState) || errors.Is(err, errSeqState) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return unusable("%s: %w", fn, err)
+			}
 			return fmt.Errorf("%s: %w", fn, err)
 		}
 		// Hash what the reader left unread too: a file longer than its
@@ -327,7 +424,7 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 			return fmt.Errorf("%s: %w", fn, err)
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); cr.n != sf.Bytes || got != sf.SHA256 {
-			return fmt.Errorf("%s: %d bytes with SHA-256 %s, the manifest says %d bytes, %s", fn, cr.n, got, sf.Bytes, sf.SHA256)
+			return unusable("%s: %d bytes with SHA-256 %s, the manifest says %d bytes, %s", fn, cr.n, got, sf.Bytes, sf.SHA256)
 		}
 		return nil
 	}
@@ -350,9 +447,9 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 		r.applied = append(r.applied, nil)
 	}
 	for ps, off := range man.Applied {
-		part, err := strconv.Atoi(ps)
-		if err != nil || part < 0 || off < 0 {
-			return nil, fmt.Errorf("applied offset %q: %d", ps, off)
+		part, err := partition("applied", ps, off)
+		if err != nil {
+			return nil, err
 		}
 		wi, pi := part%len(workers), part/len(workers)
 		a := r.applied[wi]
@@ -362,6 +459,18 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 		a[pi] = off
 		r.applied[wi] = a
 	}
+	// The label offsets are used only for the same labels topic: with
+	// another one, every label is read from the start.
+	if p.cfg.labelsTopic != "" && man.LabelsTopic == p.cfg.labelsTopic {
+		r.labelNext = map[int]int64{}
+		for ps, off := range man.LabelsNext {
+			part, err := partition("labels_next", ps, off)
+			if err != nil {
+				return nil, err
+			}
+			r.labelNext[part] = off
+		}
+	}
 	// Everything read back whole: install it.
 	p.shared = r.shared
 	for i, w := range workers {
@@ -369,6 +478,11 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 		w.seq = r.seqs[i]
 		w.applied = r.applied[i]
 		w.restoredFrom = slices.Clone(r.applied[i])
+	}
+	if r.labelNext != nil {
+		p.labelMu.Lock()
+		p.labelNext = r.labelNext
+		p.labelMu.Unlock()
 	}
 	return r, nil
 }
@@ -386,36 +500,62 @@ func (c *countReader) Read(b []byte) (int, error) {
 
 // restoreState restores the state directory's snapshot, if any, into
 // workers before they start, logging and counting the outcome. A snapshot
-// that cannot be used leaves the state empty.
-func (p *Pipeline) restoreState(workers []*worker) {
+// that is corrupt or does not fit is set aside and the state starts empty;
+// one that cannot be read (an I/O error: permissions, a failing disk) is
+// an error, so that the pipeline does not start without the state it
+// should have.
+func (p *Pipeline) restoreState(workers []*worker) error {
 	t0 := time.Now()
 	r, err := p.restoreSnapshot(workers)
+	var bad *unusableError
 	switch {
 	case errors.Is(err, errNoSnapshot):
 		p.met.restores.WithLabelValues("none").Inc()
 		p.log.Info("no state snapshot to restore: starting with empty state", "dir", p.cfg.stateDir)
-	case err != nil:
+	case errors.As(err, &bad):
 		p.met.restores.WithLabelValues("failed").Inc()
 		// Keep the refused snapshot out of the way of the next one (which
 		// would remove it) and of the next start: a wrong flag fixed
 		// later can still use it, by hand.
-		kept := ""
-		if cur, rerr := os.ReadFile(filepath.Join(p.cfg.stateDir, currentName)); rerr == nil {
-			name := strings.TrimSpace(string(cur))
-			if strings.HasPrefix(name, "snap-") && !strings.ContainsAny(name, `/\`) {
-				kept = filepath.Join(p.cfg.stateDir, "refused-"+name)
-				if os.Rename(filepath.Join(p.cfg.stateDir, name), kept) != nil {
-					kept = ""
-				}
-			}
-			os.Remove(filepath.Join(p.cfg.stateDir, currentName))
+		kept, aerr := p.setAside()
+		if aerr != nil {
+			p.log.Warn("set the refused state snapshot aside", "dir", p.cfg.stateDir, "err", aerr)
 		}
 		p.log.Error("state snapshot not restored: starting with empty state", "dir", p.cfg.stateDir, "err", err, "kept_as", kept)
+	case err != nil:
+		p.met.restores.WithLabelValues("error").Inc()
+		return fmt.Errorf("stream: restore state from %s: %w", p.cfg.stateDir, err)
 	default:
 		p.met.restores.WithLabelValues("ok").Inc()
 		p.log.Info("state snapshot restored", "snapshot", r.name, "written_at", r.man.WrittenAt, "reason", r.man.Reason,
-			"cards", sum(r.man.Cards), "partitions", len(r.man.Applied), "took", time.Since(t0).Round(time.Millisecond))
+			"cards", sum(r.man.Cards), "partitions", len(r.man.Applied), "label_partitions", len(r.labelNext),
+			"took", time.Since(t0).Round(time.Millisecond))
 	}
+	return nil
+}
+
+// setAside renames the snapshot CURRENT names to refused-<name> and removes
+// CURRENT; it returns the new path ("" when there was nothing to move).
+func (p *Pipeline) setAside() (string, error) {
+	dir := p.cfg.stateDir
+	name, _, err := readCurrent(dir)
+	var errs []error
+	kept := ""
+	if strings.HasPrefix(name, "snap-") && !strings.ContainsAny(name, `/\.`) {
+		kept = filepath.Join(dir, "refused-"+name)
+		if rerr := os.Rename(filepath.Join(dir, name), kept); rerr != nil {
+			kept = ""
+			if !errors.Is(rerr, os.ErrNotExist) {
+				errs = append(errs, rerr)
+			}
+		}
+	} else if err != nil && !errors.As(err, new(*unusableError)) {
+		errs = append(errs, err)
+	}
+	if rerr := os.Remove(filepath.Join(dir, currentName)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		errs = append(errs, rerr)
+	}
+	return kept, errors.Join(errs...)
 }
 
 // checkGap is called for the first event of each partition after a
@@ -434,10 +574,11 @@ func (w *worker) checkGap(pi int, part int, offset int64) {
 	}
 }
 
-// snapshotLoop writes a snapshot every state interval until stop is
-// closed: it pauses every worker between batches, writes, and resumes them.
+// snapshotLoop writes a snapshot a state interval after the previous one
+// finished, until stop is closed: it pauses every worker between batches,
+// writes, and resumes them.
 func (p *Pipeline) snapshotLoop(workers []*worker, stop <-chan struct{}) {
-	t := time.NewTicker(p.cfg.stateInterval)
+	t := time.NewTimer(p.cfg.stateInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -450,6 +591,7 @@ func (p *Pipeline) snapshotLoop(workers []*worker, stop <-chan struct{}) {
 		if !p.pauseAndSnapshot(workers, stop) {
 			return
 		}
+		t.Reset(p.cfg.stateInterval)
 	}
 }
 
@@ -460,15 +602,20 @@ func (p *Pipeline) pauseAndSnapshot(workers []*worker, stop <-chan struct{}) boo
 	resume := make(chan struct{})
 	defer close(resume)
 	t0 := time.Now()
-	for _, w := range workers {
-		req := &pauseReq{paused: make(chan struct{}), resume: resume}
+	// Ask every worker first, then wait for all: they close their open
+	// batches in parallel.
+	reqs := make([]*pauseReq, len(workers))
+	for i, w := range workers {
+		reqs[i] = &pauseReq{paused: make(chan struct{}), resume: resume}
 		select {
-		case w.pause <- req:
+		case w.pause <- reqs[i]:
 		case <-stop:
 			return false
 		case <-p.hard.Done():
 			return false
 		}
+	}
+	for _, req := range reqs {
 		select {
 		case <-req.paused:
 		case <-p.hard.Done():
@@ -477,8 +624,10 @@ func (p *Pipeline) pauseAndSnapshot(workers []*worker, stop <-chan struct{}) boo
 	}
 	waited := time.Since(t0)
 	if err := p.writeSnapshot(workers, "interval"); err != nil {
-		p.log.Error("state snapshot failed; the previous one stays current", "dir", p.cfg.stateDir, "err", err)
+		p.log.Error("state snapshot failed; the current one, if any, stays current", "dir", p.cfg.stateDir, "err", err)
 	}
-	p.log.Debug("workers paused for a state snapshot", "pause_wait", waited, "paused", time.Since(t0))
+	paused := time.Since(t0)
+	p.met.snapshotPause.Set(paused.Seconds())
+	p.log.Debug("workers paused for a state snapshot", "pause_wait", waited, "paused", paused)
 	return true
 }

@@ -2,7 +2,10 @@ package stream_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -163,10 +166,11 @@ func snapshotRestart(t *testing.T, crash bool) {
 
 // manifest is the part of a snapshot's manifest.json the tests read.
 type manifest struct {
-	Reason  string           `json:"reason"`
-	Workers int              `json:"workers"`
-	Applied map[string]int64 `json:"applied"`
-	Cards   []int            `json:"cards"`
+	LabelsNext map[string]int64 `json:"labels_next"`
+	Reason     string           `json:"reason"`
+	Workers    int              `json:"workers"`
+	Applied    map[string]int64 `json:"applied"`
+	Cards      []int            `json:"cards"`
 }
 
 // currentSnapshot returns the directory of dir's current snapshot.
@@ -176,7 +180,8 @@ func currentSnapshot(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(dir, strings.TrimSpace(string(cur)))
+	name, _, _ := strings.Cut(strings.TrimSpace(string(cur)), " ")
+	return filepath.Join(dir, name)
 }
 
 func readManifest(t *testing.T, dir string, m *manifest) {
@@ -196,7 +201,8 @@ func tryManifest(dir string, m *manifest) bool {
 	if err != nil {
 		return false
 	}
-	b, err := os.ReadFile(filepath.Join(dir, strings.TrimSpace(string(cur)), "manifest.json"))
+	name, _, _ := strings.Cut(strings.TrimSpace(string(cur)), " ")
+	b, err := os.ReadFile(filepath.Join(dir, name, "manifest.json"))
 	return err == nil && json.Unmarshal(b, m) == nil
 }
 
@@ -324,4 +330,184 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// gateSink holds every write until open is closed, then fails it: a sink
+// that breaks for good.
+type gateSink struct{ open chan struct{} }
+
+func (gateSink) Name() string { return "gate" }
+func (g gateSink) WriteBatch(ctx context.Context, _ []sinks.Message) error {
+	select {
+	case <-g.open:
+		return errors.New("sink refused the batch for good")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+func (gateSink) Close() error { return nil }
+
+// TestSnapshotNotAfterTornStop: a sink failure stops the pipeline hard
+// while a worker holds an open batch (its events are in the windows, but
+// the GRU has not stepped for them): no shutdown snapshot is written, since
+// it would not match its offsets, and an earlier snapshot stays current.
+func TestSnapshotNotAfterTornStop(t *testing.T) {
+	brokers := startKafka(t, map[string]int{txTopic: 1})
+	dir := t.TempDir()
+	// A current snapshot from an earlier run with nothing to score.
+	p0 := newPipeline(t, brokers, "torn", shippedModels(t), gateSink{open: make(chan struct{})},
+		stream.WithRegisterer(prometheus.NewRegistry()), stream.WithStateDir(dir), stream.WithWorkers(1))
+	if err := runPipeline(t, p0).stop(t); err != nil {
+		t.Fatal(err)
+	}
+	before := currentSnapshot(t, dir)
+
+	start := time.Now().Add(-time.Hour)
+	var msgs []kafka.Message
+	for i := range 25 {
+		msgs = append(msgs, txEvent(fmt.Sprintf("t-%d", i), "card-1", start.Add(time.Duration(i)*time.Second)))
+	}
+	produce(t, brokers, txTopic, msgs...)
+	gate := gateSink{open: make(chan struct{})}
+	var logs syncBuffer
+	p := newPipeline(t, brokers, "torn", shippedModels(t), gate,
+		stream.WithRegisterer(prometheus.NewRegistry()), stream.WithStateDir(dir), stream.WithWorkers(1),
+		stream.WithMaxBatch(10), stream.WithMaxDelay(time.Minute), stream.WithInFlight(2),
+		stream.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	r := runPipeline(t, p)
+	// Two batches of 10 held at the gate by the two senders, the last 5
+	// events in the open third batch (the pool has in-flight + 1).
+	waitFor(t, waitBudget, "25 events consumed", func() bool { return p.Stats().Consumed.Load() == 25 })
+	time.Sleep(300 * time.Millisecond) // for the worker to take them from its queue
+	close(gate.open)
+	if err := r.wait(t); err == nil || !strings.Contains(err.Error(), "for good") {
+		t.Fatalf("Run: %v, want the sink's error", err)
+	}
+	if got := currentSnapshot(t, dir); got != before {
+		t.Errorf("current snapshot %s after a torn stop, want the earlier %s", got, before)
+	}
+	if !strings.Contains(logs.String(), "no state snapshot at shutdown") {
+		t.Errorf("no log line about the skipped snapshot:\n%s", logs.String())
+	}
+}
+
+// TestSnapshotLabelOffsets: a restored pipeline resumes every labels
+// partition where the snapshot left it instead of applying every label
+// again; labels produced after the snapshot are applied.
+func TestSnapshotLabelOffsets(t *testing.T) {
+	brokers := startKafka(t, map[string]int{txTopic: 1, labelsTopic: 3, deadTopic: 1})
+	ts := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	labels := func(from, n int) []kafka.Message {
+		var msgs []kafka.Message
+		for i := from; i < from+n; i++ {
+			v := fmt.Sprintf(`{"tx_id":"t-%d","card_id":"c-%d","terminal_id":"m-%d","ts":"%s","fraud":true}`, i, i, i%4, ts)
+			msgs = append(msgs, kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte(v)})
+		}
+		return msgs
+	}
+	dir := t.TempDir()
+	const name = "streamscore_stream_labels_total"
+	run := func(want float64) *manifest {
+		reg := prometheus.NewRegistry()
+		p := newPipeline(t, brokers, "labels-snap", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindDeadLetter: deadTopic}),
+			stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic), stream.WithStateDir(dir))
+		r := runPipeline(t, p)
+		waitFor(t, waitBudget, fmt.Sprintf("%v labels applied", want), func() bool {
+			v, _ := seriesValue(t, reg, name, "outcome", "applied")
+			return v >= want
+		})
+		time.Sleep(200 * time.Millisecond) // room for labels that should not come
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		if v := metricValue(t, reg, name, "outcome", "applied"); v != want {
+			t.Fatalf("%v labels applied, want %v", v, want)
+		}
+		var m manifest
+		readManifest(t, dir, &m)
+		return &m
+	}
+	produce(t, brokers, labelsTopic, labels(0, 30)...)
+	m := run(30)
+	total := int64(0)
+	for _, next := range m.LabelsNext {
+		total += next
+	}
+	if len(m.LabelsNext) != 3 || total != 30 {
+		t.Fatalf("labels_next %v, want 3 partitions summing to 30", m.LabelsNext)
+	}
+	produce(t, brokers, labelsTopic, labels(30, 6)...)
+	m = run(6)
+	total = 0
+	for _, next := range m.LabelsNext {
+		total += next
+	}
+	if total != 36 {
+		t.Fatalf("labels_next %v after the restart, want a sum of 36", m.LabelsNext)
+	}
+}
+
+// TestSnapshotTampered: a snapshot whose manifest was edited (CURRENT
+// holds its SHA-256), or whose directory is gone, is refused and the run
+// starts empty; an empty directory, a snapshot written later, works again.
+func TestSnapshotTampered(t *testing.T) {
+	brokers := startKafka(t, map[string]int{txTopic: 1})
+	dir := t.TempDir()
+	run := func(want string) string {
+		reg := prometheus.NewRegistry()
+		var logs syncBuffer
+		p := newPipeline(t, brokers, "tamper", shippedModels(t), gateSink{open: make(chan struct{})},
+			stream.WithRegisterer(reg), stream.WithStateDir(dir), stream.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		if err := runPipeline(t, p).stop(t); err != nil {
+			t.Fatal(err)
+		}
+		if v := metricValue(t, reg, "streamscore_stream_state_restores_total", "outcome", want); v != 1 {
+			t.Errorf("restores{%s} = %v, want 1\n%s", want, v, logs.String())
+		}
+		return logs.String()
+	}
+	run("none")
+	man := filepath.Join(currentSnapshot(t, dir), "manifest.json")
+	b, err := os.ReadFile(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte(`"applied": {}`), []byte(`"applied": {"50000000": 7}`), 1)
+	if err := os.WriteFile(man, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if logs := run("failed"); !strings.Contains(logs, "manifest.json: SHA-256") {
+		t.Errorf("refusal of an edited manifest does not say so:\n%s", logs)
+	}
+	run("ok") // the snapshot written at the refused run's shutdown
+	if err := os.RemoveAll(currentSnapshot(t, dir)); err != nil {
+		t.Fatal(err)
+	}
+	if logs := run("failed"); !strings.Contains(logs, "which has no manifest.json") {
+		t.Errorf("refusal of a missing snapshot does not say so:\n%s", logs)
+	}
+	run("ok")
+}
+
+// TestStateDirLocked: two pipelines cannot share a state directory.
+func TestStateDirLocked(t *testing.T) {
+	brokers := startKafka(t, map[string]int{txTopic: 1})
+	dir := t.TempDir()
+	p1 := newPipeline(t, brokers, "lock", shippedModels(t), gateSink{open: make(chan struct{})},
+		stream.WithRegisterer(prometheus.NewRegistry()), stream.WithStateDir(dir))
+	r1 := runPipeline(t, p1)
+	waitFor(t, waitBudget, "the first pipeline to hold the directory", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "LOCK"))
+		return err == nil
+	})
+	p2 := newPipeline(t, brokers, "lock", shippedModels(t), gateSink{open: make(chan struct{})},
+		stream.WithRegisterer(prometheus.NewRegistry()), stream.WithStateDir(dir))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // bounds Run if the lock fails to hold
+	defer cancel()
+	if err := p2.Run(ctx); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Errorf("second pipeline on the same state directory: %v, want in use", err)
+	}
+	if err := r1.stop(t); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -40,6 +40,7 @@ type worker struct {
 	// against it (checkGap), else -1; nil without a restore.
 	restoredFrom []int64
 	pause        chan *pauseReq // state snapshots: pause between batches
+	torn         bool           // run returned on a hard stop with an open batch
 	late         uint64         // the Builder's Late() already added to the metric
 
 	seq          *seqStates // per-card state of the sequential models
@@ -170,10 +171,15 @@ func (b *batch) reset() {
 // (after flushing the open batch) or when the pipeline is stopped hard.
 func (w *worker) run() {
 	defer close(w.out)
+	var cur *batch
+	defer func() {
+		// On a hard stop an open batch's events are in the windows but
+		// have not been scored: the sequential models have not stepped.
+		w.torn = cur != nil && len(cur.msgs) > 0
+	}()
 	hard := w.p.hard.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var cur *batch
 	for {
 		if w.p.hard.Err() != nil { // select picks at random among ready cases
 			return
@@ -183,6 +189,7 @@ func (w *worker) run() {
 			if !ok {
 				if cur != nil {
 					w.flush(cur)
+					cur = nil
 				}
 				return
 			}
@@ -242,6 +249,9 @@ type pauseReq struct {
 // add decodes m and, if it is a valid event, applies it to the feature state
 // and appends its row to the batch matrix; otherwise it records a dead letter.
 func (w *worker) add(b *batch, m kafka.Message) {
+	if w.restoredFrom != nil {
+		w.checkGap(m.Partition/w.p.cfg.workers, m.Partition, m.Offset)
+	}
 	i := len(b.msgs)
 	b.msgs = append(b.msgs, m)
 	b.events = append(b.events, features.Event{})
@@ -264,9 +274,6 @@ func (w *worker) add(b *batch, m kafka.Message) {
 	pi := m.Partition / w.p.cfg.workers
 	for len(w.applied) <= pi {
 		w.applied = append(w.applied, -1)
-	}
-	if w.restoredFrom != nil {
-		w.checkGap(pi, m.Partition, m.Offset)
 	}
 	if m.Offset <= w.applied[pi] {
 		// Re-delivered (a rebalance restarts partitions at the committed

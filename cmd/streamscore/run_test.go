@@ -309,7 +309,7 @@ state-dir: %s
 	}
 	if cur, err := os.ReadFile(filepath.Join(stateDir, "CURRENT")); err != nil {
 		t.Errorf("no state snapshot after SIGTERM: %v", err)
-	} else if b, err := os.ReadFile(filepath.Join(stateDir, strings.TrimSpace(string(cur)), "manifest.json")); err != nil {
+	} else if b, err := os.ReadFile(filepath.Join(stateDir, strings.Fields(string(cur))[0], "manifest.json")); err != nil {
 		t.Errorf("state snapshot: %v", err)
 	} else if err := json.Unmarshal(b, &man); err != nil {
 		t.Errorf("state snapshot manifest: %v", err)
