@@ -6,9 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
@@ -47,21 +45,7 @@ func TestReplayMatchesStreamSequential(t *testing.T) {
 
 func replayMatchesStream(t *testing.T, ms []*models.Model, deciders ...string) {
 	brokers := startKafka(t, map[string]int{txTopic: 1, scoresTopic: 1})
-	g, err := synth.New(synth.Config{Seed: 11, Cards: 400, Terminals: 40, FraudRate: 0.05})
-	if err != nil {
-		t.Fatal(err)
-	}
-	end := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
-	start := end.Add(-10 * 24 * time.Hour)
-	var events []features.Event
-	var msgs []kafka.Message
-	if err := g.Simulate(start, end, 3000.0/end.Sub(start).Seconds(), func(tx synth.Tx) error {
-		events = append(events, tx.Event)
-		msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	events, msgs, start, end := history(t, 11, 3000)
 	produce(t, brokers, txTopic, msgs...)
 
 	opts := []stream.Option{stream.WithDecisionModels(deciders...)}
