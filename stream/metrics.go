@@ -13,6 +13,7 @@ type metrics struct {
 	scoreSeconds *prometheus.HistogramVec // model
 	latency      prometheus.Histogram
 	commitLag    *prometheus.GaugeVec   // partition
+	commitHeld   *prometheus.GaugeVec   // partition
 	committed    *prometheus.CounterVec // outcome
 	alerts       *prometheus.CounterVec // model
 	decisions    *prometheus.CounterVec // outcome
@@ -63,6 +64,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		commitLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "streamscore_stream_commit_lag_events",
 			Help: "Fetched messages per partition not yet covered by a committed offset.",
+		}, []string{"partition"}),
+		commitHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "streamscore_stream_commit_held_offsets",
+			Help: "With a state interval: offsets per partition handled and acked but not committed because the current state snapshot does not contain them yet (committed at the next snapshot).",
 		}, []string{"partition"}),
 		committed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamscore_stream_commits_total",
@@ -142,7 +147,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
-		m.latency, m.commitLag, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
+		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
 		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap} {
 		if err := reg.Register(c); err != nil {

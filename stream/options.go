@@ -245,9 +245,9 @@ func WithStartOffset(off int64) Option {
 // the snapshot dir's CURRENT file names before the first fetch (or starts
 // empty, saying why, if there is none or it is corrupt or does not fit;
 // it fails if the snapshot cannot be read), and writes a snapshot when it
-// returns, after the final commit — unless it was aborted, or a hard stop
-// left a batch unscored (see snapshot.go). Writing it adds to the stop
-// time, after the drain. dir is created if needed. Without it (the
+// returns, after the drain and before the final commit — unless it was
+// aborted, or a hard stop left a batch unscored (see snapshot.go). Writing
+// it adds to the stop time. dir is created if needed. Without it (the
 // default) state lives in memory only and a restart begins with empty
 // windows. See WithStateInterval for snapshots while running.
 func WithStateDir(dir string) Option {
@@ -261,11 +261,17 @@ func WithStateDir(dir string) Option {
 }
 
 // WithStateInterval also writes a snapshot every d while the pipeline runs
-// (default 0: only at shutdown), so that a crash loses at most d of state
-// updates: after it, the events committed since the last snapshot are not
-// in the restored state (they are logged and counted, not re-applied).
-// Every worker pauses between batches while a snapshot is written. It needs
-// WithStateDir; d must be >= 1s, or 0.
+// (default 0: only at shutdown), and holds offset commits at the current
+// snapshot: a partition's committed offset never passes the events its
+// state holds. After a crash, Kafka re-delivers every event since the
+// snapshot and the restored state applies it again, so the state is
+// exactly what it would have been without the crash; the cost is up to d
+// of events scored twice (with equal records) and a consumer lag, as Kafka
+// sees it, of up to d (streamscore_stream_commit_held_offsets). Every
+// worker pauses between batches while a snapshot is written. It needs
+// WithStateDir; d must be >= 1s, or 0. Without it, a crash restores the
+// last shutdown snapshot and the events committed since are not in it
+// (logged and counted as skipped).
 func WithStateInterval(d time.Duration) Option {
 	return func(c *config) error {
 		if d != 0 && d < time.Second {

@@ -53,8 +53,14 @@ type Pipeline struct {
 	labelNext map[int]int64
 
 	tracker *commit.Tracker
-	met     *metrics
-	log     *slog.Logger
+	// With a state interval, commits never pass the state in the current
+	// snapshot: commitCap is, per partition, the next offset that snapshot
+	// covers (its applied offset + 1); a partition without one commits
+	// nothing. Set by restore and by every snapshot written (capMu).
+	capMu     sync.Mutex
+	commitCap map[int]int64
+	met       *metrics
+	log       *slog.Logger
 
 	started atomic.Bool
 	hard    context.Context // cancelled on Abort or when the drain times out
@@ -260,12 +266,17 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 
 	// Soft phase: intake stopped, workers flush their open batches and the
-	// senders wait for sink acks; then the final commit. A hard stop (Abort,
-	// or the drain deadline) cancels whatever is still waiting.
+	// senders wait for sink acks; then the shutdown snapshot and the final
+	// commit, in that order (with a state interval the commit may only
+	// cover what a snapshot holds). A hard stop (Abort, or the drain
+	// deadline) cancels whatever is still waiting.
 	for _, w := range workers {
 		close(w.in)
 	}
 	wg.Wait()
+	if p.cfg.stateDir != "" && !errors.Is(context.Cause(p.hard), ErrAborted) {
+		p.shutdownSnapshot(workers)
+	}
 	close(stopCommitter)
 	<-committerDone
 	if labelsDone != nil {
@@ -280,26 +291,6 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	if fetchErr != nil && err == nil {
 		err = fetchErr
-	}
-	if p.cfg.stateDir != "" && !errors.Is(err, ErrAborted) {
-		// Every worker has returned and the labels stopped: the state is
-		// the events applied, unless a hard stop (drain timeout, sink
-		// failure) caught a worker with an open batch, whose events are
-		// in the windows but have not stepped the sequential models yet.
-		// Events applied but not committed are re-delivered and scored
-		// against the restored state.
-		torn := 0
-		for _, w := range workers {
-			if w.torn {
-				torn++
-			}
-		}
-		if torn > 0 {
-			p.log.Warn("no state snapshot at shutdown: a hard stop left workers with unscored batches; the last interval snapshot, if any, stays current",
-				"dir", p.cfg.stateDir, "workers", torn)
-		} else if serr := p.writeSnapshot(workers, "shutdown"); serr != nil {
-			p.log.Error("state snapshot at shutdown failed: the next start begins with the current snapshot, if any, or empty state", "dir", p.cfg.stateDir, "err", serr)
-		}
 	}
 	p.log.Info("pipeline stopped", "consumed", p.stats.Consumed.Load(), "scored", p.stats.Scored.Load(),
 		"deadlettered", p.stats.DeadLettered.Load(), "err", err)
@@ -405,6 +396,49 @@ func (p *Pipeline) commitLoop(reader *kafka.Reader, stop <-chan struct{}) {
 	}
 }
 
+// capCommits reports whether commits are held at the current snapshot:
+// with a state interval, so that after a crash Kafka re-delivers every
+// event the restored state lacks (see WithStateInterval).
+func (p *Pipeline) capCommits() bool { return p.cfg.stateDir != "" && p.cfg.stateInterval > 0 }
+
+// setCommitCap records the applied offsets (partition -> highest offset in
+// the state) of the snapshot now current.
+func (p *Pipeline) setCommitCap(applied map[int]int64) {
+	c := make(map[int]int64, len(applied))
+	for part, off := range applied {
+		c[part] = off + 1
+	}
+	p.capMu.Lock()
+	p.commitCap = c
+	p.capMu.Unlock()
+}
+
+// capToSnapshot lowers each commit to its partition's commit cap, dropping
+// those that would not move past the last committed offset, and sets the
+// held-back gauge (offsets acked but above the cap; 0 for a partition not
+// yet in a snapshot, whose start is not known here).
+func (p *Pipeline) capToSnapshot(cs []commit.Commit) []commit.Commit {
+	p.capMu.Lock()
+	defer p.capMu.Unlock()
+	out := cs[:0]
+	for _, c := range cs {
+		held := int64(0)
+		limit, ok := p.commitCap[c.Partition]
+		switch {
+		case !ok:
+			c.Next = -1
+		case c.Next > limit:
+			held = c.Next - limit
+			c.Next = limit
+		}
+		p.met.commitHeld.WithLabelValues(strconv.Itoa(c.Partition)).Set(float64(held))
+		if _, committed := p.tracker.Pending(c.Partition); c.Next > committed {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // commitTimeout bounds one commit request: kafka-go's synchronous commit
 // waits for the group's commit loop, which never runs while the group cannot
 // rejoin (a coordinator outage, a long rebalance).
@@ -413,6 +447,9 @@ const commitTimeout = 5 * time.Second
 func (p *Pipeline) commitOnce(reader *kafka.Reader) (ok bool) {
 	ok = true
 	cs := p.tracker.Committable()
+	if p.capCommits() {
+		cs = p.capToSnapshot(cs)
+	}
 	if len(cs) > 0 {
 		msgs := make([]kafka.Message, len(cs))
 		for i, c := range cs {

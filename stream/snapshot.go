@@ -61,8 +61,16 @@ import (
 // restored offset are scored against the state without being applied again
 // (as after a rebalance); if the first message of a partition lies beyond
 // its restored offset + 1 (events committed after the snapshot, e.g. after
-// a crash; or transaction markers), the missing offsets are logged and
-// counted: the state does not contain them.
+// a crash without a state interval; or transaction markers), the missing
+// offsets are logged and counted: the state does not contain them.
+//
+// With a state interval, commits are held at the current snapshot
+// (Pipeline.commitCap, set by the restore and by every snapshot written):
+// a commit is the lower of the acked prefix and the snapshot's applied
+// offset + 1, so after a crash everything the restored state lacks is
+// re-delivered and applied. The shutdown snapshot is written before the
+// final commit for the same reason. A dead-lettered message counts as
+// applied (it changes no state), so that the snapshot covers it.
 
 const (
 	snapFormat  = 1
@@ -138,6 +146,7 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 		Topic: p.topic, Group: p.group, Workers: len(workers), Features: p.names,
 		Applied: map[string]int64{},
 	}
+	applied := map[int]int64{}
 	if p.cfg.labelsTopic != "" {
 		man.LabelsTopic = p.cfg.labelsTopic
 		man.LabelsNext = map[string]int64{}
@@ -171,6 +180,7 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 		for pi, off := range w.applied {
 			if off >= 0 {
 				man.Applied[strconv.Itoa(pi*len(workers)+w.id)] = off
+				applied[pi*len(workers)+w.id] = off
 			}
 		}
 	}
@@ -203,6 +213,7 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 		return err
 	}
 	current = true
+	p.setCommitCap(applied)
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("the new snapshot %s is current, but syncing its directory failed: %w", name, err)
 	}
@@ -479,12 +490,19 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 	}
 	// Everything read back whole: install it.
 	p.shared = r.shared
+	capped := map[int]int64{}
 	for i, w := range workers {
 		w.build = r.builds[i]
 		w.seq = r.seqs[i]
 		w.applied = r.applied[i]
 		w.restoredFrom = slices.Clone(r.applied[i])
+		for pi, off := range w.applied {
+			if off >= 0 {
+				capped[pi*len(workers)+i] = off
+			}
+		}
 	}
+	p.setCommitCap(capped)
 	if r.labelNext != nil {
 		p.labelMu.Lock()
 		p.labelNext = r.labelNext
@@ -551,6 +569,29 @@ func (p *Pipeline) setAside() (string, error) {
 		errs = append(errs, rerr)
 	}
 	return kept, errors.Join(errs...)
+}
+
+// shutdownSnapshot writes the snapshot at shutdown, once every worker has
+// returned: the state is the events applied, unless a hard stop (drain
+// timeout, sink failure) caught a worker with an open batch, whose events
+// are in the windows but have not stepped the sequential models yet; then
+// none is written. Events applied but not committed are re-delivered and
+// scored against the restored state.
+func (p *Pipeline) shutdownSnapshot(workers []*worker) {
+	torn := 0
+	for _, w := range workers {
+		if w.torn {
+			torn++
+		}
+	}
+	if torn > 0 {
+		p.log.Warn("no state snapshot at shutdown: a hard stop left workers with unscored batches; the last interval snapshot, if any, stays current",
+			"dir", p.cfg.stateDir, "workers", torn)
+		return
+	}
+	if err := p.writeSnapshot(workers, "shutdown"); err != nil {
+		p.log.Error("state snapshot at shutdown failed: the next start begins with the current snapshot, if any, or empty state", "dir", p.cfg.stateDir, "err", err)
+	}
 }
 
 // checkGap is called for the first event of each partition after a

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,17 +45,20 @@ func history(t *testing.T, seed int64, n int) (events []features.Event, msgs []k
 	return events, msgs, start, end
 }
 
-// TestSnapshotRestartMatchesReplay stops a pipeline half-way through a
+// TestSnapshotRestartMatchesReplay stops a pipeline part-way through a
 // history (it writes its state to the state directory), restarts a new one
-// on the same directory and group for the second half, and requires every
-// record of both runs to equal, bit for bit, a Replay of the whole history
-// that never stopped — windows, terminal state and the GRU/CNN/LSTM card
-// states included. A cold replay of the second half alone must differ: the
+// on the same directory and group for the rest, and requires every record
+// of both runs to equal, bit for bit, a Replay of the whole history that
+// never stopped — windows, terminal state and the GRU/CNN/LSTM card states
+// included. A cold replay of the second half alone must differ: the
 // restored state is what makes the records right.
 //
-// In the crash variant the first run writes snapshots every second and is
-// aborted (no snapshot at shutdown) once one holds every event it applied
-// and everything is committed; the second run restores that snapshot.
+// In the crash variant the first run writes a snapshot every 2 s; once one
+// holds the first half, it scores a third of the rest and is aborted (no
+// snapshot at shutdown), normally before the next snapshot. Its commits
+// must not pass the current snapshot, so the second run gets every event
+// the restored state lacks again and applies it: nothing is skipped, and
+// the events scored by both runs have equal records.
 func TestSnapshotRestartMatchesReplay(t *testing.T) {
 	t.Run("shutdown", func(t *testing.T) { snapshotRestart(t, false) })
 	t.Run("crash", func(t *testing.T) { snapshotRestart(t, true) })
@@ -69,72 +74,102 @@ func snapshotRestart(t *testing.T, crash bool) {
 	split := len(events) / 2
 	dir := t.TempDir()
 	opts := []stream.Option{stream.WithDecisionModels(models.ShippedDecisionModel, "seq_gru")}
-	var man manifest
-	run := func(n int, crash bool) prometheus.Gatherer {
+	start1 := func(crash bool) (*stream.Pipeline, *running, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		o := append(opts, stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false), stream.WithStateDir(dir))
 		if crash {
-			o = append(o, stream.WithStateInterval(time.Second))
+			o = append(o, stream.WithStateInterval(2*time.Second))
 		}
 		p := newPipeline(t, brokers, "snap", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}), o...)
-		r := runPipeline(t, p)
-		waitScored(t, p, n)
-		if !crash {
-			if err := r.stop(t); err != nil {
-				t.Fatal(err)
-			}
-			return reg
-		}
-		waitFor(t, waitBudget, "everything committed and in a snapshot", func() bool {
-			lag, ok := seriesValue(t, reg, "streamscore_stream_commit_lag_events", "partition", "0")
-			if !ok || lag != 0 {
-				return false
-			}
-			man = manifest{}
-			return tryManifest(dir, &man) && man.Applied["0"] == int64(n-1)
-		})
-		p.Abort()
-		if err := r.wait(t); err != stream.ErrAborted {
-			t.Fatalf("Run after Abort: %v, want ErrAborted", err)
-		}
-		return reg
+		return p, runPipeline(t, p), reg
 	}
 
 	produce(t, brokers, txTopic, msgs[:split]...)
-	reg1 := run(split, crash)
+	p1, r1, reg1 := start1(crash)
+	waitScored(t, p1, split)
+	var man manifest
+	committed, produced := int64(split), split
+	if !crash {
+		if err := r1.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		readManifest(t, dir, &man)
+		if man.Reason != "shutdown" || man.Applied["0"] != int64(split-1) {
+			t.Fatalf("manifest %+v, want reason shutdown, partition 0 applied to offset %d", man, split-1)
+		}
+	} else {
+		waitFor(t, waitBudget, "a snapshot of the first half, committed", func() bool {
+			man = manifest{}
+			return tryManifest(dir, &man) && man.Applied["0"] == int64(split-1) &&
+				committedOffset(t, brokers, "snap") == int64(split)
+		})
+		third := split + (len(events)-split)/3
+		produce(t, brokers, txTopic, msgs[split:third]...)
+		produced = third
+		waitScored(t, p1, third)
+		time.Sleep(300 * time.Millisecond) // a commit interval and more: the committer runs
+		p1.Abort()
+		if err := r1.wait(t); err != stream.ErrAborted {
+			t.Fatalf("Run after Abort: %v, want ErrAborted", err)
+		}
+		man = manifest{}
+		readManifest(t, dir, &man)
+		committed = committedOffset(t, brokers, "snap")
+		if man.Reason != "interval" || committed > man.Applied["0"]+1 || committed < int64(split) {
+			t.Fatalf("after the crash: committed offset %d, snapshot %+v: want the commit at most one past the snapshot's applied offset, and at least %d", committed, man, split)
+		}
+		if man.Applied["0"] == int64(third-1) {
+			t.Logf("a snapshot was written after the last event before the abort: nothing to re-apply (slow machine)")
+		}
+	}
 	if v := metricValue(t, reg1, "streamscore_stream_state_restores_total", "outcome", "none"); v != 1 {
 		t.Errorf("first run: restores{none} = %v, want 1", v)
 	}
 	if v := metricValue(t, reg1, "streamscore_stream_state_snapshots_total", "outcome", "ok"); v < 1 || (!crash && v != 1) {
 		t.Errorf("first run: snapshots{ok} = %v, want 1 (at least 1 with an interval)", v)
 	}
-	man = manifest{}
-	readManifest(t, dir, &man)
-	reason := map[bool]string{false: "shutdown", true: "interval"}[crash]
-	if man.Reason != reason || len(man.Applied) != 1 || man.Applied["0"] != int64(split-1) || man.Cards[0] == 0 {
-		t.Fatalf("manifest %+v, want reason %s, partition 0 applied to offset %d, cards", man, reason, split-1)
-	}
 
-	produce(t, brokers, txTopic, msgs[split:]...)
-	reg2 := run(len(events)-split, false)
+	produce(t, brokers, txTopic, msgs[produced:]...)
+	// The second run gets every event from the committed offset: those at
+	// or below the snapshot's applied offset are scored against the
+	// restored state (re-delivered), the rest are applied.
+	p2, r2, reg2 := start1(false)
+	waitScored(t, p2, len(events)-int(committed))
+	if err := r2.stop(t); err != nil {
+		t.Fatal(err)
+	}
 	if v := metricValue(t, reg2, "streamscore_stream_state_restores_total", "outcome", "ok"); v != 1 {
 		t.Errorf("second run: restores{ok} = %v, want 1", v)
 	}
-	if v := metricValue(t, reg2, "streamscore_stream_events_redelivered_total"); v != 0 {
-		t.Errorf("second run: %v events redelivered, want 0 (the first run committed everything)", v)
+	if got, want := p2.Stats().Consumed.Load(), int64(len(events))-committed; got != want {
+		t.Errorf("second run consumed %d, want %d (from the committed offset %d)", got, want, committed)
+	}
+	if v, want := metricValue(t, reg2, "streamscore_stream_events_redelivered_total"), float64(man.Applied["0"]+1-committed); v != want {
+		t.Errorf("second run: %v events re-delivered, want %v (between the committed and the snapshot's offsets)", v, want)
 	}
 	if v := metricValue(t, reg2, "streamscore_stream_state_offsets_skipped_total"); v != 0 {
 		t.Errorf("second run: %v offsets skipped, want 0", v)
 	}
 
 	streamed := map[string]scoreJSON{}
+	dups := 0
 	for _, m := range readAll(t, brokers, scoresTopic) {
 		var r scoreJSON
 		if err := json.Unmarshal(m.Value, &r); err != nil {
 			t.Fatal(err)
 		}
+		if prev, ok := streamed[r.TxID]; ok {
+			dups++
+			if !reflect.DeepEqual(prev, r) {
+				t.Fatalf("tx %s scored twice with different records: %+v, then %+v", r.TxID, prev, r)
+			}
+		}
 		streamed[r.TxID] = r
 	}
+	if want := int(p2.Stats().Consumed.Load()) - (len(events) - produced); dups != want {
+		t.Errorf("%d events scored by both runs, want %d", dups, want)
+	}
+	t.Logf("%d events scored by both runs, with equal records", dups)
 	compareReplay(t, events, ms, start, end, streamed, opts)
 
 	// The control: the second half scored from empty state.
@@ -162,6 +197,29 @@ func snapshotRestart(t *testing.T, crash bool) {
 		t.Fatalf("a cold replay of the second half differs from the restarted stream on %d of %d events: the restored state does not matter to this test", differ, n)
 	}
 	t.Logf("cold replay of the second half differs on %d of %d events", differ, n)
+}
+
+// committedOffset returns group's committed offset of txTopic partition 0
+// (-1 when none).
+func committedOffset(t *testing.T, brokers []string, group string) int64 {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+	res, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{
+		GroupID: group, Topics: map[string][]int{txTopic: {0}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != nil {
+		t.Fatal(res.Error)
+	}
+	for _, p := range res.Topics[txTopic] {
+		if p.Error != nil {
+			t.Fatal(p.Error)
+		}
+		return p.CommittedOffset
+	}
+	return -1
 }
 
 // manifest is the part of a snapshot's manifest.json the tests read.
@@ -310,6 +368,39 @@ func TestSnapshotPartitionsAndRefusals(t *testing.T) {
 	}
 	if !strings.Contains(res.logs, "worker-0.cards") {
 		t.Errorf("refusal of the corrupt snapshot does not name the file:\n%s", res.logs)
+	}
+}
+
+// TestSnapshotCoversDeadLetters: a dead-lettered message changes no state,
+// but the snapshot covers its offset, so a restart after it reports no gap.
+func TestSnapshotCoversDeadLetters(t *testing.T) {
+	brokers := startKafka(t, map[string]int{txTopic: 1, scoresTopic: 1, deadTopic: 1})
+	ms := shippedModels(t)
+	dir := t.TempDir()
+	_, msgs, _, _ := history(t, 3, 40)
+	bad := kafka.Message{Key: []byte("c"), Value: []byte(`{"tx_id":"broken"`)}
+	run := func(n int) prometheus.Gatherer {
+		reg := prometheus.NewRegistry()
+		p := newPipeline(t, brokers, "dead", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic, sinks.KindDeadLetter: deadTopic}),
+			stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false), stream.WithStateDir(dir))
+		r := runPipeline(t, p)
+		waitHandled(t, p, n)
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		return reg
+	}
+	produce(t, brokers, txTopic, append(slices.Clone(msgs[:10]), bad, bad)...)
+	run(12)
+	var man manifest
+	readManifest(t, dir, &man)
+	if man.Applied["0"] != 11 {
+		t.Fatalf("snapshot applied offset %d, want 11 (the last dead letter's)", man.Applied["0"])
+	}
+	produce(t, brokers, txTopic, msgs[10:15]...)
+	reg := run(5)
+	if v := metricValue(t, reg, "streamscore_stream_state_offsets_skipped_total"); v != 0 {
+		t.Errorf("restart after dead letters: %v offsets skipped, want 0", v)
 	}
 }
 

@@ -34,7 +34,7 @@ type worker struct {
 
 	set     *modelSet     // the model set of the open batch
 	m       *workerModels // this worker's scorers of set
-	applied []int64       // partition/workers -> highest offset applied to the state, -1 none
+	applied []int64       // partition/workers -> highest offset applied to the state (or dead-lettered), -1 none
 	// restoredFrom is, per partition/workers, the offset restored from a
 	// state snapshot until the partition's first event was checked
 	// against it (checkGap), else -1; nil without a restore.
@@ -264,17 +264,18 @@ func (w *worker) add(b *batch, m kafka.Message) {
 			reason = de.Reason
 		}
 		b.dead = append(b.dead, deadEntry{msg: i, reason: reason, err: err.Error()})
+		// Handled: it changes no state, but a snapshot covers its offset
+		// (no gap after a restore, and commits held at the snapshot
+		// pass it).
+		if pi := w.appliedIndex(m.Partition); m.Offset > w.applied[pi] {
+			w.applied[pi] = m.Offset
+		}
 		return
 	}
 	rows := len(b.rowMsg)
 	row := b.x[rows*w.width : (rows+1)*w.width]
 	applied := true
-	// The worker owns the partitions p with p mod workers == id: its
-	// partitions index applied densely as p / workers.
-	pi := m.Partition / w.p.cfg.workers
-	for len(w.applied) <= pi {
-		w.applied = append(w.applied, -1)
-	}
+	pi := w.appliedIndex(m.Partition)
 	if m.Offset <= w.applied[pi] {
 		// Re-delivered (a rebalance restarts partitions at the committed
 		// offset): the event is already in the windows, so score it
@@ -295,6 +296,17 @@ func (w *worker) add(b *batch, m kafka.Message) {
 		b.adv = append(b.adv, applied && !late)
 	}
 	b.rowMsg = append(b.rowMsg, i)
+}
+
+// appliedIndex returns partition's index in w.applied, growing it. The
+// worker owns the partitions p with p mod workers == id: they index applied
+// densely as p / workers.
+func (w *worker) appliedIndex(partition int) int {
+	pi := partition / w.p.cfg.workers
+	for len(w.applied) <= pi {
+		w.applied = append(w.applied, -1)
+	}
+	return pi
 }
 
 // flush scores the batch with every model, encodes its records and hands it
