@@ -118,6 +118,9 @@ func snapshotRestart(t *testing.T, crash bool) {
 		if man.Reason != "interval" || committed > man.Applied["0"]+1 || committed < int64(split) {
 			t.Fatalf("after the crash: committed offset %d, snapshot %+v: want the commit at most one past the snapshot's applied offset, and at least %d", committed, man, split)
 		}
+		if held := metricValue(t, reg1, "streamscore_stream_commit_held_offsets", "partition", "0"); held != float64(int64(third)-committed) {
+			t.Errorf("commit held back by %v offsets at the abort, want %d (scored %d, committed %d)", held, int64(third)-committed, third, committed)
+		}
 		if man.Applied["0"] == int64(third-1) {
 			t.Logf("a snapshot was written after the last event before the abort: nothing to re-apply (slow machine)")
 		}
