@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/streamscore/streamscore/features"
@@ -154,27 +156,17 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 			man.LabelsNext[strconv.Itoa(part)] = next
 		}
 	}
-	var total int64
-	write := func(fn string, f func(io.Writer) error) error {
-		sf, err := writeSnapFile(filepath.Join(tmp, fn), f)
-		if err != nil {
-			return fmt.Errorf("write %s: %w", fn, err)
-		}
-		sf.Name = fn
-		man.Files = append(man.Files, sf)
-		total += sf.Bytes
-		return nil
+	// The files are written in parallel (one per core at a time): no
+	// worker runs and the labels wait, so the state is only read — except
+	// that a worker's sequential states move cards still in an older
+	// layout, which only that worker's file touches.
+	type task struct {
+		fn string
+		f  func(io.Writer) error
 	}
-	if err := write(sharedFn, p.shared.WriteState); err != nil {
-		return err
-	}
+	tasks := []task{{sharedFn, p.shared.WriteState}}
 	for _, w := range workers {
-		if err := write(cardsFile(w.id), w.build.WriteState); err != nil {
-			return err
-		}
-		if err := write(seqFile(w.id), w.seq.writeState); err != nil {
-			return err
-		}
+		tasks = append(tasks, task{cardsFile(w.id), w.build.WriteState}, task{seqFile(w.id), w.seq.writeState})
 		man.Cards = append(man.Cards, w.build.Cards())
 		man.SeqCard = append(man.SeqCard, len(w.seq.cards))
 		for pi, off := range w.applied {
@@ -183,6 +175,23 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 				applied[pi*len(workers)+w.id] = off
 			}
 		}
+	}
+	man.Files = make([]snapshotFile, len(tasks))
+	errs := parallel(len(tasks), func(i int) error {
+		sf, err := writeSnapFile(filepath.Join(tmp, tasks[i].fn), tasks[i].f)
+		if err != nil {
+			return fmt.Errorf("write %s: %w", tasks[i].fn, err)
+		}
+		sf.Name = tasks[i].fn
+		man.Files[i] = sf
+		return nil
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	var total int64
+	for _, f := range man.Files {
+		total += f.Bytes
 	}
 	mb, err := json.MarshalIndent(&man, "", "  ")
 	if err != nil {
@@ -226,6 +235,24 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 	p.log.Info("state snapshot written", "reason", reason, "dir", final, "bytes", total+int64(len(mb)),
 		"cards", sum(man.Cards), "partitions", len(man.Applied), "took", d.Round(time.Millisecond))
 	return nil
+}
+
+// parallel runs f(0) … f(n-1), at most one per core at a time, and returns
+// their errors.
+func parallel(n int, f func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 func sum(v []int) (s int) {
@@ -449,19 +476,34 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 	if err := read(sharedFn, r.shared.ReadState); err != nil {
 		return nil, err
 	}
+	// The workers' files are read in parallel, each into its own fresh
+	// state (Builder.ReadState does not touch the Shared).
 	for _, w := range workers {
-		b := features.NewBuilder(r.shared, p.cfg.featureOpts...)
-		if err := read(cardsFile(w.id), b.ReadState); err != nil {
-			return nil, err
-		}
 		ss := newSeqStates(time.Duration(w.seq.ttl), p.met.stateResets, p.log)
 		ss.layout = w.seq.layout
-		if err := read(seqFile(w.id), func(rd io.Reader) error { _, err := ss.readState(rd); return err }); err != nil {
-			return nil, err
-		}
-		r.builds = append(r.builds, b)
+		r.builds = append(r.builds, features.NewBuilder(r.shared, p.cfg.featureOpts...))
 		r.seqs = append(r.seqs, ss)
 		r.applied = append(r.applied, nil)
+	}
+	errs := parallel(2*len(workers), func(i int) error {
+		w := workers[i/2]
+		if i%2 == 0 {
+			return read(cardsFile(w.id), r.builds[i/2].ReadState)
+		}
+		return read(seqFile(w.id), func(rd io.Reader) error { _, err := r.seqs[i/2].readState(rd); return err })
+	})
+	// An I/O error fails the start even when another file is corrupt.
+	var first error
+	for _, err := range errs {
+		if err != nil && !errors.As(err, new(*unusableError)) {
+			return nil, err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return nil, first
 	}
 	for ps, off := range man.Applied {
 		part, err := partition("applied", ps, off)
