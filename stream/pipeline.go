@@ -63,6 +63,7 @@ type Pipeline struct {
 	log       *slog.Logger
 
 	started atomic.Bool
+	phase   atomic.Int32 // a Phase
 	hard    context.Context // cancelled on Abort or when the drain times out
 	cancel  context.CancelCauseFunc
 
@@ -129,6 +130,41 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 // Stats returns the pipeline's running totals.
 func (p *Pipeline) Stats() *Stats { return &p.stats }
 
+// Phase is where a pipeline is in its life, for readiness probes and
+// status pages.
+type Phase int32
+
+const (
+	PhaseNew      Phase = iota // Run not called yet
+	PhaseStarting              // Run called: taking the state directory, restoring its snapshot
+	PhaseRunning               // fetching and scoring
+	PhaseDraining              // intake stopped: flushing batches, the shutdown snapshot, the final commit
+	PhaseStopped               // Run returned
+)
+
+func (ph Phase) String() string {
+	switch ph {
+	case PhaseNew:
+		return "new"
+	case PhaseStarting:
+		return "starting"
+	case PhaseRunning:
+		return "running"
+	case PhaseDraining:
+		return "draining"
+	case PhaseStopped:
+		return "stopped"
+	}
+	return fmt.Sprintf("Phase(%d)", int32(ph))
+}
+
+// Phase returns the pipeline's current phase. Only PhaseRunning means it
+// is consuming: a readiness probe should hold a new instance back until
+// then (a large state snapshot takes seconds to restore).
+func (p *Pipeline) Phase() Phase { return Phase(p.phase.Load()) }
+
+func (p *Pipeline) setPhase(ph Phase) { p.phase.Store(int32(ph)) }
+
 // Abort stops the pipeline hard: intake and sink writes are cancelled and no
 // further offset is committed, as if the process had been killed. Events not
 // yet committed are re-delivered to the next member of the group.
@@ -143,6 +179,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if !p.started.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
+	p.setPhase(PhaseStarting)
+	defer p.setPhase(PhaseStopped)
 	defer p.cancel(nil)
 
 	dialer := p.cfg.dialer
@@ -257,7 +295,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}()
 	}
 
+	p.setPhase(PhaseRunning)
 	fetchErr := p.fetchLoop(ctx, reader, workers)
+	p.setPhase(PhaseDraining)
 	if snapStop != nil {
 		// Before the workers' input closes: a worker that has returned
 		// would never answer a pause.

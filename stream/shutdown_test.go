@@ -50,11 +50,22 @@ func TestSoftStopWithSinkDown(t *testing.T) {
 	t.Cleanup(func() { fan.Close() })
 	p := newPipeline(t, brokers, "down", shippedModels(t), fan, stream.WithRegisterer(prometheus.NewRegistry()),
 		stream.WithMaxBatch(16), stream.WithInFlight(1), stream.WithQueueDepth(8), stream.WithDrainTimeout(time.Second))
+	if ph := p.Phase(); ph != stream.PhaseNew {
+		t.Fatalf("phase before Run: %v", ph)
+	}
 	r := runPipeline(t, p)
 	waitFor(t, waitBudget, "intake to start", func() bool { return p.Stats().Consumed.Load() > 10 })
+	if ph := p.Phase(); ph != stream.PhaseRunning {
+		t.Fatalf("phase while consuming: %v", ph)
+	}
 	time.Sleep(500 * time.Millisecond) // let the queues fill behind the down sink
-	if err := r.stopWithin(t, 10*time.Second*timeScale); !errors.Is(err, stream.ErrDrainTimeout) {
+	r.cancel()
+	waitFor(t, waitBudget, "the draining phase", func() bool { return p.Phase() == stream.PhaseDraining })
+	if err := r.waitWithin(t, 10*time.Second*timeScale); !errors.Is(err, stream.ErrDrainTimeout) {
 		t.Fatalf("Run: %v, want ErrDrainTimeout", err)
+	}
+	if ph := p.Phase(); ph != stream.PhaseStopped {
+		t.Fatalf("phase after Run: %v", ph)
 	}
 	if n := p.Stats().Scored.Load(); n != 0 {
 		t.Fatalf("%d events counted as scored with the sink down", n)

@@ -23,6 +23,7 @@ import (
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
+	"github.com/streamscore/streamscore/stream/local"
 )
 
 // history returns n-ish generated events over the 10 days before now and
@@ -206,21 +207,14 @@ func snapshotRestart(t *testing.T, crash bool) {
 // (-1 when none).
 func committedOffset(t *testing.T, brokers []string, group string) int64 {
 	t.Helper()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
-	res, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{
-		GroupID: group, Topics: map[string][]int{txTopic: {0}},
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), ioBudget)
+	defer cancel()
+	got, err := local.CommittedOffsets(ctx, brokers, group, txTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Error != nil {
-		t.Fatal(res.Error)
-	}
-	for _, p := range res.Topics[txTopic] {
-		if p.Error != nil {
-			t.Fatal(p.Error)
-		}
-		return p.CommittedOffset
+	if off, ok := got[0]; ok {
+		return off
 	}
 	return -1
 }

@@ -52,12 +52,13 @@ func cmdRun(ctx context.Context, args []string) error {
 	mctx, mcancel := context.WithCancel(context.Background())
 	defer mcancel()
 	if cfg.MetricsAddr != "" {
-		addr, wait, err := serveMetrics(mctx, cfg.MetricsAddr, reg, log, route{"/-/reload", rl})
+		addr, wait, err := serveMetrics(mctx, cfg.MetricsAddr, reg, log, route{"/-/reload", rl}, route{"/readyz", readyHandler(e.pipeline)})
 		if err != nil {
 			return err
 		}
 		defer wait()
-		log.Info("metrics listening", "addr", "http://"+addr+"/metrics", "reload", "POST http://"+addr+"/-/reload")
+		log.Info("metrics listening", "addr", "http://"+addr+"/metrics", "reload", "POST http://"+addr+"/-/reload",
+			"ready", "http://"+addr+"/readyz")
 	}
 	start := time.Now()
 	err = e.pipeline.Run(ctx)

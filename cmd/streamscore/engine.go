@@ -312,6 +312,21 @@ type route struct {
 	handler http.Handler
 }
 
+// readyHandler is GET /readyz: 200 and "running" while p consumes, else 503
+// and its phase (new, starting — e.g. restoring a state snapshot —,
+// draining, stopped), so that a rolling update waits for a new instance's
+// restore. /healthz, the liveness probe, answers ok whatever the phase.
+func readyHandler(p *stream.Pipeline) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		ph := p.Phase()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if ph != stream.PhaseRunning {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, ph)
+	})
+}
+
 // serveMetrics serves /metrics, /healthz and the extra routes on addr until
 // ctx is done. It returns the bound address (useful with port 0) and a
 // function that waits for the server to stop.

@@ -424,3 +424,23 @@ func TestReloadWiring(t *testing.T) {
 		t.Errorf("/metrics still shows fraud@1 as active")
 	}
 }
+
+// TestReadyzBeforeRun: /readyz answers 503 with the phase until the
+// pipeline consumes (TestRunSubprocess checks the 200 while it does).
+func TestReadyzBeforeRun(t *testing.T) {
+	fs, cfg := newRunFlags()
+	clearEnv(t)
+	if err := parseFlags(fs, []string{"--brokers", "127.0.0.1:1", "--nats", ""}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := buildEngine(cfg, newRegistry(), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	rec := httptest.NewRecorder()
+	readyHandler(e.pipeline).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || rec.Body.String() != "new\n" {
+		t.Fatalf("GET /readyz before Run: %d %q, want 503 \"new\"", rec.Code, rec.Body.String())
+	}
+}

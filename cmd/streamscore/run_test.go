@@ -187,6 +187,9 @@ state-dir: %s
 		return true
 	})
 
+	if got := fetch(t, ctx, strings.TrimSuffix(metricsURL, "/metrics")+"/readyz"); got != "running\n" {
+		t.Errorf("GET /readyz while consuming: %q, want \"running\"", got)
+	}
 	body := fetch(t, ctx, metricsURL)
 	for _, name := range []string{
 		"streamscore_stream_events_consumed_total",
