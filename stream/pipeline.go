@@ -63,7 +63,7 @@ type Pipeline struct {
 	log       *slog.Logger
 
 	started atomic.Bool
-	phase   atomic.Int32 // a Phase
+	phase   atomic.Int32    // a Phase
 	hard    context.Context // cancelled on Abort or when the drain times out
 	cancel  context.CancelCauseFunc
 

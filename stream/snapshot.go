@@ -399,6 +399,36 @@ func readCurrent(dir string) (name, manifestSHA string, err error) {
 // corrupt or does not fit, another error when it could not be read; in
 // every error case nothing is installed.
 func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
+	r, err := p.readSnapshot(workers)
+	if err != nil {
+		return nil, err
+	}
+	p.shared = r.shared
+	capped := map[int]int64{}
+	for i, w := range workers {
+		w.build = r.builds[i]
+		w.seq = r.seqs[i]
+		w.applied = r.applied[i]
+		w.restoredFrom = slices.Clone(r.applied[i])
+		for pi, off := range w.applied {
+			if off >= 0 {
+				capped[pi*len(workers)+i] = off
+			}
+		}
+	}
+	p.setCommitCap(capped)
+	if r.labelNext != nil {
+		p.labelMu.Lock()
+		p.labelNext = r.labelNext
+		p.labelMu.Unlock()
+	}
+	return r, nil
+}
+
+// readSnapshot reads the current snapshot of the state directory into
+// fresh state for workers, without installing it (restoreSnapshot's
+// errors).
+func (p *Pipeline) readSnapshot(workers []*worker) (*restored, error) {
 	dir := p.cfg.stateDir
 	name, manifestSHA, err := readCurrent(dir)
 	if err != nil {
@@ -530,27 +560,106 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 			r.labelNext[part] = off
 		}
 	}
-	// Everything read back whole: install it.
-	p.shared = r.shared
-	capped := map[int]int64{}
-	for i, w := range workers {
-		w.build = r.builds[i]
-		w.seq = r.seqs[i]
-		w.applied = r.applied[i]
-		w.restoredFrom = slices.Clone(r.applied[i])
-		for pi, off := range w.applied {
+	return r, nil
+}
+
+// ErrSnapshotRefused is wrapped by CheckState's error when the state
+// directory's snapshot is corrupt or does not fit the pipeline: Run would
+// set it aside and start with empty state.
+var ErrSnapshotRefused = errors.New("stream: the state snapshot would be refused")
+
+// ErrNoSnapshot is CheckState's error when the state directory holds no
+// snapshot: Run would start with empty state.
+var ErrNoSnapshot = errors.New("stream: no state snapshot")
+
+// StateInfo describes a state snapshot (CheckState).
+type StateInfo struct {
+	Dir       string    // the snapshot's directory
+	WrittenAt time.Time // when it was written
+	Reason    string    // "shutdown" or "interval"
+	Topic     string
+	Group     string
+	Workers   int
+	Features  int
+	Cards     int // cards with window state, all workers
+	SeqCards  int // cards with sequential-model state, all workers
+	Bytes     int64
+	// Applied is, per partition, the highest offset in the state.
+	Applied map[int]int64
+	// LabelsTopic and LabelsNext: per labels partition, the next label
+	// offset to read.
+	LabelsTopic string
+	LabelsNext  map[int]int64
+	// Refused lists the refused-snap-* directories kept in the state
+	// directory.
+	Refused []string
+}
+
+// CheckState reads the snapshot of the pipeline's state directory exactly
+// as Run would restore it — the manifest against CURRENT, every file's
+// SHA-256, every byte decoded into fresh state, and whether it fits this
+// pipeline's topic, workers, features, TTL and lateness — without taking the
+// directory's lock, contacting Kafka or changing anything, so that a
+// configuration can be checked against a snapshot before a deploy. It
+// returns ErrNoSnapshot when there is none, an error wrapping
+// ErrSnapshotRefused when Run would refuse it (the info is then nil), and
+// another error when it cannot be read. A snapshot replaced by a running
+// engine while it is being checked shows as missing files: check again.
+func (p *Pipeline) CheckState() (*StateInfo, error) {
+	if p.cfg.stateDir == "" {
+		return nil, errors.New("stream: no state directory (WithStateDir)")
+	}
+	workers := make([]*worker, p.cfg.workers)
+	for i := range workers {
+		w, err := newWorker(p, i)
+		if err != nil {
+			return nil, err
+		}
+		workers[i] = w
+	}
+	r, err := p.readSnapshot(workers)
+	switch {
+	case errors.Is(err, errNoSnapshot):
+		return nil, ErrNoSnapshot
+	case errors.As(err, new(*unusableError)):
+		return nil, fmt.Errorf("%w: %w", ErrSnapshotRefused, err)
+	case err != nil:
+		return nil, err
+	}
+	m := &r.man
+	info := &StateInfo{
+		Dir: r.name, WrittenAt: m.WrittenAt, Reason: m.Reason, Topic: m.Topic, Group: m.Group,
+		Workers: m.Workers, Features: len(m.Features), Cards: sum(m.Cards), SeqCards: sum(m.SeqCard),
+		Applied: map[int]int64{}, LabelsTopic: m.LabelsTopic,
+	}
+	for _, f := range m.Files {
+		info.Bytes += f.Bytes
+	}
+	for i, a := range r.applied {
+		for pi, off := range a {
 			if off >= 0 {
-				capped[pi*len(workers)+i] = off
+				info.Applied[pi*len(workers)+i] = off
 			}
 		}
 	}
-	p.setCommitCap(capped)
-	if r.labelNext != nil {
-		p.labelMu.Lock()
-		p.labelNext = r.labelNext
-		p.labelMu.Unlock()
+	for ps, off := range m.LabelsNext {
+		if part, err := strconv.Atoi(ps); err == nil {
+			if info.LabelsNext == nil {
+				info.LabelsNext = map[int]int64{}
+			}
+			info.LabelsNext[part] = off
+		}
 	}
-	return r, nil
+	ents, err := os.ReadDir(p.cfg.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "refused-") {
+			info.Refused = append(info.Refused, e.Name())
+		}
+	}
+	return info, nil
 }
 
 // restoreState restores the state directory's snapshot, if any, into

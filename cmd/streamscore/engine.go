@@ -55,6 +55,10 @@ type engineConfig struct {
 	StartAtEnd      bool
 	StateDir        string
 	StateInterval   time.Duration
+
+	// noSinks builds the pipeline without sinks (no connection is made):
+	// for `streamscore state`, which never runs it. Not a flag.
+	noSinks bool
 }
 
 // register defines the engine flags on fs.
@@ -102,7 +106,7 @@ func (c *engineConfig) Validate() error {
 	if c.Topic == "" {
 		errs = append(errs, errors.New("--topic is empty"))
 	}
-	if c.NATS == "" && c.ScoresTopic == "" && c.AlertsTopic == "" && c.AuditTopic == "" {
+	if !c.noSinks && c.NATS == "" && c.ScoresTopic == "" && c.AlertsTopic == "" && c.AuditTopic == "" {
 		errs = append(errs, errors.New("every sink is disabled: set --nats or a Kafka output topic"))
 	}
 	if c.NATS != "" && c.ScoresSubject == "" && c.AlertsSubject == "" {
@@ -213,7 +217,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	}
 	e := &engine{models: ms, modelState: state}
 	var ss []sinks.Sink
-	if c.NATS != "" {
+	if c.NATS != "" && !c.noSinks {
 		nc, err := nats.Connect(c.NATS, nats.Name("streamscore"), nats.MaxReconnects(-1),
 			nats.ReconnectWait(250*time.Millisecond), nats.ReconnectBufSize(64<<20))
 		if err != nil {
@@ -241,7 +245,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			kopts = append(kopts, sinks.WithKafkaTopic(kind, topic))
 		}
 	}
-	if len(kopts) > 1 {
+	if len(kopts) > 1 && !c.noSinks {
 		// kafka-go allocates a batch of BatchSize messages per partition and
 		// write; size it to our micro-batches, not its default of 100 (or
 		// 1000), so a write does not zero megabytes it never fills.

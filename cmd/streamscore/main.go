@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"models":   {cmdModels, "model files: import (ONNX to native), inspect (verify and describe), predict (score rows from a CSV)"},
 	"features": {cmdFeatures, "replay history and write point-in-time feature rows (training data) as CSV"},
 	"score":    {cmdScore, "replay history and write the score records the stream would publish for a time range"},
+	"state":    {cmdState, "check a --state-dir snapshot against run's configuration before a deploy: intact, restorable, what it holds"},
 }
 
 func usage() {
