@@ -52,7 +52,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	mctx, mcancel := context.WithCancel(context.Background())
 	defer mcancel()
 	if cfg.MetricsAddr != "" {
-		addr, wait, err := serveMetrics(mctx, cfg.MetricsAddr, reg, log, route{"/-/reload", rl}, route{"/readyz", readyHandler(e.pipeline)})
+		addr, wait, err := serveMetrics(mctx, cfg.MetricsAddr, reg, log, route{"/-/reload", rl}, route{"/readyz", readyHandler(e.pipeline, e.health)})
 		if err != nil {
 			return err
 		}

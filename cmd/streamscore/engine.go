@@ -176,6 +176,8 @@ type engine struct {
 	sink     *sinks.Fanout
 	nc       *nats.Conn
 	models   []*models.Model
+	// health is the connections' health, for /readyz.
+	health *connHealth
 	// modelState is the state of --models-dir the models were loaded from
 	// (nil without it): the reloader's starting point.
 	modelState dirState
@@ -215,7 +217,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	for _, m := range shadows {
 		log.Info("shadow model loaded", "name", m.Name(), "ident", m.Ident(), "inputs", len(m.Inputs()))
 	}
-	e := &engine{models: ms, modelState: state}
+	e := &engine{models: ms, modelState: state, health: newConnHealth(reg, log)}
 	var ss []sinks.Sink
 	if c.NATS != "" && !c.noSinks {
 		nc, err := nats.Connect(c.NATS, nats.Name("streamscore"), nats.MaxReconnects(-1),
@@ -314,21 +316,6 @@ func newRegistry() *prometheus.Registry {
 type route struct {
 	pattern string
 	handler http.Handler
-}
-
-// readyHandler is GET /readyz: 200 and "running" while p consumes, else 503
-// and its phase (new, starting — e.g. restoring a state snapshot —,
-// draining, stopped), so that a rolling update waits for a new instance's
-// restore. /healthz, the liveness probe, answers ok whatever the phase.
-func readyHandler(p *stream.Pipeline) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		ph := p.Phase()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if ph != stream.PhaseRunning {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		fmt.Fprintln(w, ph)
-	})
 }
 
 // serveMetrics serves /metrics, /healthz and the extra routes on addr until

@@ -439,7 +439,7 @@ func TestReadyzBeforeRun(t *testing.T) {
 	}
 	defer e.Close()
 	rec := httptest.NewRecorder()
-	readyHandler(e.pipeline).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	readyHandler(e.pipeline, e.health).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	if rec.Code != http.StatusServiceUnavailable || rec.Body.String() != "new\n" {
 		t.Fatalf("GET /readyz before Run: %d %q, want 503 \"new\"", rec.Code, rec.Body.String())
 	}
