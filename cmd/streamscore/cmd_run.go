@@ -52,13 +52,19 @@ func cmdRun(ctx context.Context, args []string) error {
 	mctx, mcancel := context.WithCancel(context.Background())
 	defer mcancel()
 	if cfg.MetricsAddr != "" {
-		addr, wait, err := serveMetrics(mctx, cfg.MetricsAddr, reg, log, route{"/-/reload", rl}, route{"/readyz", readyHandler(e.pipeline, e.health)})
+		addr, wait, err := cfg.HTTP.serve(mctx, cfg.MetricsAddr, reg, log,
+			route{"/-/reload", rl, classReload}, route{"/readyz", readyHandler(e.pipeline, e.health), classProbes})
 		if err != nil {
 			return err
 		}
 		defer wait()
-		log.Info("metrics listening", "addr", "http://"+addr+"/metrics", "reload", "POST http://"+addr+"/-/reload",
-			"ready", "http://"+addr+"/readyz")
+		base := cfg.HTTP.scheme() + "://" + addr
+		reload := "POST " + base + "/-/reload (bearer token)"
+		if cfg.HTTP.TokenFile == "" {
+			reload = "off (no --http-token-file)"
+		}
+		log.Info("metrics listening", "addr", base+"/metrics", "reload", reload, "ready", base+"/readyz",
+			"open", cfg.HTTP.Open, "pprof", cfg.HTTP.Pprof)
 	}
 	start := time.Now()
 	err = e.pipeline.Run(ctx)

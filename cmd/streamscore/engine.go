@@ -1,19 +1,15 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
@@ -55,6 +51,8 @@ type engineConfig struct {
 	StartAtEnd      bool
 	StateDir        string
 	StateInterval   time.Duration
+	// HTTP is the HTTP surface of --metrics-addr: token, TLS, pprof.
+	HTTP httpSurface
 
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
@@ -91,6 +89,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
+	c.HTTP.register(fs)
 	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
 }
 
@@ -144,6 +143,9 @@ func (c *engineConfig) Validate() error {
 	}
 	if c.MaxFutureSkew < 0 {
 		errs = append(errs, fmt.Errorf("--max-future-skew %v must not be negative", c.MaxFutureSkew))
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -310,47 +312,4 @@ func newRegistry() *prometheus.Registry {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerKernelPath(reg, slog.Default())
 	return reg
-}
-
-// route is an extra handler of the metrics server, e.g. POST /-/reload.
-type route struct {
-	pattern string
-	handler http.Handler
-}
-
-// serveMetrics serves /metrics, /healthz and the extra routes on addr until
-// ctx is done. It returns the bound address (useful with port 0) and a
-// function that waits for the server to stop.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger, routes ...route) (string, func(), error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	for _, r := range routes {
-		mux.Handle(r.pattern, r.handler)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server", "err", err)
-		}
-	}()
-	stop := context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	})
-	wait := func() {
-		stop()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		<-done
-	}
-	return ln.Addr().String(), wait, nil
 }

@@ -29,10 +29,11 @@ func TestRunReloadSubprocess(t *testing.T) {
 	for _, name := range []string{"fraud.json", "fraud_lr.json", "risk.json"} {
 		writeFile(t, filepath.Join(dir, name), shippedFile(t, name, nil))
 	}
+	token := writeToken(t)
 	sub := startStreamscore(t, nil, "run", "--brokers", strings.Join(k.Brokers(), ","), "--nats", "",
 		"--labels-topic", "", "--alerts-topic", "", "--audit-topic", "", "--deadletter-topic", "",
 		"--models-dir", dir, "--models-poll", "50ms", "--decision-models", "fraud",
-		"--metrics-addr", "127.0.0.1:0", "--group", "reload-run")
+		"--metrics-addr", "127.0.0.1:0", "--group", "reload-run", "--http-token-file", token.file)
 	metricsURL := sub.metricsURL()
 	reloadURL := strings.TrimSuffix(metricsURL, "/metrics") + "/-/reload"
 	metrics := func() string {
@@ -65,7 +66,9 @@ func TestRunReloadSubprocess(t *testing.T) {
 	sub.signal(syscall.SIGHUP)
 	waitMetric("the SIGHUP reload", `streamscore_stream_model_reloads_total{outcome="ok"} 2`)
 
-	resp, err := http.Post(reloadURL, "", nil)
+	req, _ := http.NewRequest(http.MethodPost, reloadURL, nil)
+	req.Header.Set("Authorization", "Bearer "+token.value)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -372,14 +372,18 @@ func TestReloadWiring(t *testing.T) {
 	startReloader(t, r)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, wait, err := serveMetrics(ctx, "127.0.0.1:0", reg, quietLog(), route{"/-/reload", r})
+	token := writeToken(t)
+	srv := &httpSurface{TokenFile: token.file, Open: "metrics,probes"}
+	addr, wait, err := srv.serve(ctx, "127.0.0.1:0", reg, quietLog(), route{"/-/reload", r, classReload})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer wait()
 	post := func() int {
 		t.Helper()
-		resp, err := http.Post("http://"+addr+"/-/reload", "", nil)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/-/reload", nil)
+		req.Header.Set("Authorization", "Bearer "+token.value)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
