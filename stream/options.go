@@ -33,6 +33,7 @@ type config struct {
 	dialer         *kafka.Dialer
 	observe        func(appended time.Time, latency time.Duration)
 	startOffset    int64
+	sessionTimeout time.Duration
 	deciders       []string
 	shadows        []*models.Model
 	stateDir       string
@@ -52,6 +53,7 @@ func defaultConfig() config {
 		audit:          true,
 		log:            slog.Default(),
 		startOffset:    kafka.FirstOffset,
+		sessionTimeout: 30 * time.Second,
 	}
 }
 
@@ -223,6 +225,25 @@ func WithDialer(d *kafka.Dialer) Option {
 func WithLatencyObserver(fn func(appended time.Time, latency time.Duration)) Option {
 	return func(c *config) error {
 		c.observe = fn
+		return nil
+	}
+}
+
+// WithSessionTimeout sets the consumer group session timeout (default 30 s,
+// kafka-go's): how long the group coordinator waits for a member's heartbeat
+// before it declares the member dead and gives its partitions to the others.
+// It is also how long a member restarted after a crash (kill -9, OOM) waits
+// for its partitions: the group rebalances only once the dead member's
+// session has expired. Shorter means faster failover but more spurious
+// rebalances on a stalled process (a long GC pause, a slow disk); the broker
+// bounds it (group.min.session.timeout.ms, 6 s by default). Heartbeats are
+// sent every tenth of it.
+func WithSessionTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d < time.Second || d > 30*time.Minute {
+			return fmt.Errorf("stream: session timeout %v out of range [1s, 30m]", d)
+		}
+		c.sessionTimeout = d
 		return nil
 	}
 }

@@ -188,18 +188,20 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		dialer = &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
 	}
 	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:         p.brokers,
-		GroupID:         p.group,
-		Topic:           p.topic,
-		Dialer:          dialer,
-		MinBytes:        1,
-		MaxBytes:        16 << 20,
-		MaxWait:         2 * time.Second, // the broker answers as soon as MinBytes arrive; kafka-go keeps a quarter as RTT margin
-		QueueCapacity:   p.cfg.maxBatch * 4,
-		CommitInterval:  0, // synchronous commits, issued by our committer only
-		IsolationLevel:  kafka.ReadCommitted,
-		StartOffset:     p.cfg.startOffset,
-		ReadLagInterval: -1,
+		Brokers:           p.brokers,
+		GroupID:           p.group,
+		Topic:             p.topic,
+		Dialer:            dialer,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           2 * time.Second, // the broker answers as soon as MinBytes arrive; kafka-go keeps a quarter as RTT margin
+		QueueCapacity:     p.cfg.maxBatch * 4,
+		CommitInterval:    0, // synchronous commits, issued by our committer only
+		IsolationLevel:    kafka.ReadCommitted,
+		StartOffset:       p.cfg.startOffset,
+		SessionTimeout:    p.cfg.sessionTimeout,
+		HeartbeatInterval: p.cfg.sessionTimeout / 10,
+		ReadLagInterval:   -1,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			p.log.Warn("kafka reader: " + fmt.Sprintf(msg, args...))
 		}),

@@ -49,6 +49,7 @@ type engineConfig struct {
 	FeatureSpec     string
 	MetricsAddr     string
 	StartAtEnd      bool
+	SessionTimeout  time.Duration
 	StateDir        string
 	StateInterval   time.Duration
 	// HTTP is the HTTP surface of --metrics-addr: token, TLS, pprof.
@@ -87,6 +88,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.TTL, "ttl", 35*24*time.Hour, "a card or terminal idle this long (in event time) loses its state: windows and sequence-model state")
 	fs.DurationVar(&c.MaxLateness, "max-lateness", time.Hour, "an event this far behind its card's or terminal's newest event still updates the windows at its own time; later ones are scored but leave the state alone")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", 30*time.Second, "consumer group session timeout: a member silent this long is declared dead and its partitions move; also how long a member restarted after a crash waits for its partitions (the broker allows 6s..5m by default)")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
 	c.HTTP.register(fs)
@@ -270,6 +272,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithMaxDelay(c.MaxDelay),
 		stream.WithInFlight(c.InFlight),
 		stream.WithDrainTimeout(c.DrainTimeout),
+		stream.WithSessionTimeout(c.SessionTimeout),
 		stream.WithLabelsTopic(c.LabelsTopic),
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
