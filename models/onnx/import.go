@@ -650,6 +650,9 @@ func (b *builder) squeeze(n *onnxpb.NodeProto, a attrs, args []*value) ([]*value
 			axes = append(axes, x)
 		}
 	}
+	if len(axes) == 0 {
+		return nil, nodeErr(n, ErrUnsupported, "squeezing every axis (a scalar) is not a layout of rows")
+	}
 	return out(axes), nil
 }
 
@@ -889,6 +892,9 @@ func (b *builder) dense(n *onnxpb.NodeProto, a attrs, args []*value) ([]*value, 
 		return nil, nodeErr(n, ErrUnsupported, "the features are not the last axis")
 	}
 	in := b.width
+	if !b.started() && in != b.n {
+		return nil, nodeErr(n, ErrUnsupported, "the first dense layer does not read the graph input's %d features", b.n)
+	}
 	w, err := constArg(n, args, 1)
 	if err != nil {
 		return nil, err
