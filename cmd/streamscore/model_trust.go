@@ -31,7 +31,7 @@ type modelTrustConfig struct {
 
 // registerTrust defines --model-trust and --allow-unsigned-models on fs.
 func (c *modelTrustConfig) registerTrust(fs *flag.FlagSet) {
-	fs.Var(&c.ModelTrust, "model-trust", "public key file, or directory of *.pub key files, whose signatures (MODEL.json.sig) make a model file acceptable (repeatable; \""+shippedTrust+"\" = the release key built into the binary). Default: the built-in release key only. Give every key of a rotation; removing a key refuses the models only it signed")
+	fs.Var(&c.ModelTrust, "model-trust", "public key file, or directory of *.pub key files, whose signatures (MODEL.json.sig) make a model file acceptable (repeatable; \""+shippedTrust+"\" = the release key built into the binary). Default: the built-in release key; once given, only the keys given (add \""+shippedTrust+"\" to keep it). Give every key of a rotation; removing a key refuses the models only it signed. The models built into the binary are always verified against the built-in key")
 	fs.BoolVar(&c.AllowUnsignedModels, "allow-unsigned-models", false, "accept model files without a valid signature by a trusted key (logged as a warning per file and at start); for development only: anyone who can write a model file then sets the thresholds")
 }
 
