@@ -48,6 +48,22 @@
 // its doc for the attribution units). [Shipped] returns the models built into
 // the binary (models/shipped, re-created as described in its README.md).
 //
+// Signatures: a model file's digest proves only that the file is whole,
+// not who wrote it (anyone can recompute it). A release key signs it:
+// ed25519 over "streamscore-model-v1\n" + name + "\n" + version + "\n" +
+// digest + "\n", stored in a detached file beside the model (fraud.json →
+// fraud.json.sig, one line per signing key) so the model format and its
+// digest stay as they are and a rotation can sign with two keys.
+// [PrivateKey.Sign] signs, [Trust.Verify] and [LoadVerified] check against
+// a set of public keys and refuse with [ErrUnsigned], [ErrBadSignature] or
+// [ErrUntrustedKey] ([SignatureReason] gives the metric label). Key files
+// are one text line (see signature.go); [LoadPrivateKey] refuses a private
+// key file that group or others can access. The shipped models are signed
+// by the release key whose public half is built in ([ShippedKey]), and
+// [Shipped] verifies them. Verification is the caller's decision for files
+// from disk: cmd/streamscore verifies every model it scores with
+// (--model-trust).
+//
 // Hot reload: a Model never changes, so a new version of a model file is
 // parsed and verified ([Load], [Parse]: format, digest, shapes) beside the one
 // serving, and bound ([Model.Bind]: every input must be a stream feature)

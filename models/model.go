@@ -94,7 +94,7 @@ func Load(path string) (*Model, error) {
 	return m, nil
 }
 
-//go:embed shipped/*.json
+//go:embed shipped/*.json shipped/*.json.sig shipped/release.pub
 var shipped embed.FS
 
 // ShippedDecisionModel is the name of the shipped model whose thresholds make
@@ -103,8 +103,28 @@ var shipped embed.FS
 // and audited beside it.
 const ShippedDecisionModel = "fraud"
 
+// shippedKey is the release public key (models/shipped/release.pub).
+var shippedKey = func() PublicKey {
+	b, err := shipped.ReadFile("shipped/release.pub")
+	if err != nil {
+		panic("models: the release key is not built in: " + err.Error())
+	}
+	k, err := ParsePublicKey(b)
+	if err != nil {
+		panic("models: the built-in release key: " + err.Error())
+	}
+	return k
+}()
+
+// ShippedKey returns the release public key built into the binary
+// (models/shipped/release.pub): the key that signs the shipped models, and
+// the one cmd/streamscore trusts when no other is configured.
+func ShippedKey() PublicKey { return shippedKey }
+
 // Shipped parses and returns the models embedded in the binary
-// (models/shipped/*.json), sorted by file name. Each call parses afresh.
+// (models/shipped/*.json), sorted by file name, each verified against its
+// signature (shipped/*.json.sig) by the release key ([ShippedKey]). Each
+// call parses afresh.
 func Shipped() ([]*Model, error) {
 	ents, err := shipped.ReadDir("shipped")
 	if err != nil {
@@ -117,6 +137,10 @@ func Shipped() ([]*Model, error) {
 		}
 	}
 	sort.Strings(names)
+	trust, err := NewTrust(shippedKey)
+	if err != nil {
+		return nil, fmt.Errorf("shipped models: %w", err)
+	}
 	out := make([]*Model, 0, len(names))
 	for _, n := range names {
 		b, err := shipped.ReadFile("shipped/" + n)
@@ -125,6 +149,13 @@ func Shipped() ([]*Model, error) {
 		}
 		m, err := Parse(b)
 		if err != nil {
+			return nil, fmt.Errorf("shipped model %s: %w", n, err)
+		}
+		sig, err := shipped.ReadFile("shipped/" + n + SignatureExt)
+		if err != nil {
+			sig = nil // Verify says: unsigned
+		}
+		if _, err := trust.Verify(m, sig); err != nil {
 			return nil, fmt.Errorf("shipped model %s: %w", n, err)
 		}
 		out = append(out, m)

@@ -138,8 +138,9 @@ func cmdDemo(ctx context.Context, args []string) error {
 		// Event time runs thousands of times faster than the wall clock, so
 		// the workers' event-time clocks drift days apart while they catch
 		// up: allow that much lateness on the shared terminal windows.
-		MaxLateness: 7 * 24 * time.Hour,
-		TTL:         35 * 24 * time.Hour,
+		MaxLateness:    7 * 24 * time.Hour,
+		TTL:            35 * 24 * time.Hour,
+		SessionTimeout: 10 * time.Second,
 	}
 	eng, err := buildEngine(&ecfg, reg, log, stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
 		if t := caughtUp.Load(); t != 0 && appended.UnixNano() >= t {

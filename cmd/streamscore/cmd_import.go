@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -57,7 +58,7 @@ func cmdModelsImport(ctx context.Context, args []string) error {
 	case set["review"] || set["alert"]:
 		return errors.New("models import: give both --review and --alert, or neither")
 	}
-	b, err := os.ReadFile(*src)
+	b, err := readBounded(*src, onnx.MaxFileSize)
 	if err != nil {
 		return fmt.Errorf("read onnx model: %w", err)
 	}
@@ -80,6 +81,25 @@ func cmdModelsImport(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.Info("models import: model written", "path", *out, "model", m.Ident(),
-		"inputs", len(names), "review", f.Thresholds.Review, "alert", f.Thresholds.Alert)
+		"inputs", len(names), "review", f.Thresholds.Review, "alert", f.Thresholds.Alert,
+		"next", "sign it (streamscore models sign --key KEY "+*out+") before run will score with it")
 	return nil
+}
+
+// readBounded reads the file at path, refusing one larger than limit
+// bytes before reading it.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", path, limit, onnx.ErrLimit)
+	}
+	return b, nil
 }

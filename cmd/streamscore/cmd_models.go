@@ -18,16 +18,22 @@ import (
 	"github.com/streamscore/streamscore/models"
 )
 
-// cmdModels groups the model-file tools: import, inspect and predict.
+// cmdModels groups the model-file tools: import, inspect, predict, and
+// signing (keygen, sign, verify).
 func cmdModels(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(os.Stderr, "usage: streamscore models <import|inspect|predict> [flags]\n\n"+
+		fmt.Fprint(os.Stderr, "usage: streamscore models <import|inspect|predict|keygen|sign|verify> [flags]\n\n"+
 			"  import --onnx FILE --inputs NAMES --name NAME --out MODEL\n"+
 			"                        convert a PyTorch ONNX export into a native model file\n"+
 			"  inspect MODEL         verify a model file and print what is inside\n"+
 			"  predict --model M --input rows.csv --out scores.csv\n"+
 			"                        score feature rows from a CSV with a header of feature names\n"+
-			"                        (the output of `streamscore features` as is)\n")
+			"                        (the output of `streamscore features` as is)\n"+
+			"  keygen --out PREFIX   create a model-signing key pair: PREFIX.key (private, 0600), PREFIX.pub\n"+
+			"  sign --key KEY MODEL...\n"+
+			"                        sign model files: writes MODEL.sig beside each (one line per key)\n"+
+			"  verify [--model-trust PUB]... MODEL...\n"+
+			"                        verify model files and their signatures as `run` does\n")
 		if len(args) == 0 {
 			return errors.New("models: missing subcommand")
 		}
@@ -40,8 +46,14 @@ func cmdModels(ctx context.Context, args []string) error {
 		return modelsInspect(os.Stdout, args[1:])
 	case "predict":
 		return modelsPredict(ctx, args[1:])
+	case "keygen":
+		return modelsKeygen(os.Stdout, args[1:])
+	case "sign":
+		return modelsSign(os.Stdout, args[1:])
+	case "verify":
+		return modelsVerify(os.Stdout, args[1:])
 	default:
-		return fmt.Errorf("models: unknown subcommand %q (want import, inspect or predict)", args[0])
+		return fmt.Errorf("models: unknown subcommand %q (want import, inspect, predict, keygen, sign or verify)", args[0])
 	}
 }
 
@@ -50,6 +62,8 @@ func cmdModels(ctx context.Context, args []string) error {
 func modelsInspect(w io.Writer, args []string) error {
 	fs := flag.NewFlagSet("models inspect", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the training metadata as indented JSON")
+	var tc modelTrustConfig
+	fs.Var(&tc.ModelTrust, "model-trust", "public key file or directory of *.pub files to check the signature against (repeatable; default: the built-in release key)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +79,22 @@ func modelsInspect(w io.Writer, args []string) error {
 	if err != nil {
 		return fmt.Errorf("model %s: %w", path, err)
 	}
+	// The signature is reported, not enforced: inspect looks at candidate
+	// models too (`models verify` and the engine refuse).
+	trust, err := loadTrust(tc.ModelTrust)
+	if err != nil {
+		return err
+	}
+	sigLine := ""
+	sig, err := models.ReadSignatureFile(path)
+	if err == nil {
+		var id string
+		id, err = trust.Verify(m, sig)
+		sigLine = "valid, key " + id
+	}
+	if err != nil {
+		sigLine = "NOT VALID (" + models.SignatureReason(err) + "): " + err.Error()
+	}
 	var f models.File
 	if err := json.Unmarshal(b, &f); err != nil {
 		return fmt.Errorf("model %s: %w", path, err)
@@ -73,6 +103,7 @@ func modelsInspect(w io.Writer, args []string) error {
 	review, alert := m.Thresholds()
 	fmt.Fprintf(tw, "model\t%s\n", m.Ident())
 	fmt.Fprintf(tw, "digest\t%s (verified)\n", m.Digest())
+	fmt.Fprintf(tw, "signature\t%s\n", sigLine)
 	fmt.Fprintf(tw, "family\t%s, output %s\n", m.Family(), m.Output())
 	fmt.Fprintf(tw, "thresholds\treview >= %g, alert >= %g\n", review, alert)
 	fmt.Fprintf(tw, "inputs\t%d\n", len(f.Inputs))

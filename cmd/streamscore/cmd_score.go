@@ -23,6 +23,8 @@ func cmdScore(ctx context.Context, args []string) error {
 	var modelPaths listFlag
 	fs.Var(&modelPaths, "model", "model file (repeatable; default: the shipped models)")
 	out := fs.String("out", "-", "output JSONL file of score records (- for stdout)")
+	var trust modelTrustConfig
+	trust.registerTrust(fs)
 	decision := fs.String("decision-models", "", "comma-separated models whose thresholds decide (default: every model; with the shipped models, \"fraud\")")
 	fs.Usage = func() {
 		fs.Output().Write([]byte("usage: streamscore score --events F [--labels F] [--model M ...] [--from T1] [--to T2] [--out F]\n\n" +
@@ -33,7 +35,10 @@ func cmdScore(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg := engineConfig{Models: modelPaths}
+	if err := trust.validateTrust(); err != nil {
+		return err
+	}
+	cfg := engineConfig{Models: modelPaths, modelTrustConfig: trust}
 	ms, err := cfg.loadModels()
 	if err != nil {
 		return fmt.Errorf("load models: %w", err)

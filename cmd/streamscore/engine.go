@@ -55,6 +55,9 @@ type engineConfig struct {
 	// HTTP is the HTTP surface of --metrics-addr: token, TLS, pprof.
 	HTTP httpSurface
 
+	// Model signatures: --model-trust, --allow-unsigned-models.
+	modelTrustConfig
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -93,6 +96,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
 	c.HTTP.register(fs)
 	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
+	c.registerTrust(fs)
 }
 
 // Validate checks the configuration as a whole.
@@ -149,13 +153,16 @@ func (c *engineConfig) Validate() error {
 	if err := c.HTTP.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.validateTrust(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
 // modelSource returns where the scoring models come from: --models-dir,
 // --model files, or the shipped models.
 func (c *engineConfig) modelSource() modelSource {
-	return modelSource{dir: c.ModelsDir, files: c.Models}
+	return modelSource{dir: c.ModelsDir, files: c.Models, verify: c.trustVerifier()}
 }
 
 // loadModels returns the models of --models-dir or --model, or the shipped
@@ -167,7 +174,7 @@ func (c *engineConfig) loadModels() ([]*models.Model, error) {
 
 // loadShadowModels returns the models of --shadow-model.
 func (c *engineConfig) loadShadowModels() ([]*models.Model, error) {
-	ms, err := loadFiles(c.ShadowModels)
+	ms, err := loadFiles(c.ShadowModels, c.trustVerifier())
 	if err != nil {
 		return nil, fmt.Errorf("shadow model: %w", err)
 	}
@@ -199,6 +206,9 @@ func (e *engine) Close() {
 // buildEngine connects the sinks and builds the pipeline.
 func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, extra ...stream.Option) (*engine, error) {
 	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if err := c.trustVerifier().observe(reg, log); err != nil {
 		return nil, err
 	}
 	ms, dirShadows, state, err := c.modelSource().load()

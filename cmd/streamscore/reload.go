@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -32,10 +33,13 @@ var _ modelTarget = (*stream.Pipeline)(nil)
 // directory (every *.json in it), a list of files, or, with neither, the
 // models shipped in the binary. A watched directory may hold a "shadow"
 // subdirectory: its *.json files are the shadow (challenger) models, reloaded
-// with the scoring models.
+// with the scoring models. Every file read from disk must pass verify (its
+// signature, MODEL.json.sig); the shipped models are signed by the release
+// key and verified by models.Shipped.
 type modelSource struct {
-	dir   string
-	files []string
+	dir    string
+	files  []string
+	verify *modelVerifier
 }
 
 // load reads and verifies the models of the source. For a directory it also
@@ -47,20 +51,21 @@ type modelSource struct {
 func (s modelSource) load() (ms, shadows []*models.Model, st dirState, err error) {
 	switch {
 	case s.dir != "":
-		return loadModelDir(s.dir)
+		return loadModelDir(s.dir, s.verify)
 	case len(s.files) == 0:
 		ms, err := models.Shipped()
 		return ms, nil, nil, err
 	}
-	ms, err = loadFiles(s.files)
+	ms, err = loadFiles(s.files, s.verify)
 	return ms, nil, nil, err
 }
 
-// loadFiles loads and verifies the model files at paths, in order.
-func loadFiles(paths []string) ([]*models.Model, error) {
+// loadFiles loads the model files at paths, in order, and verifies their
+// digests and signatures.
+func loadFiles(paths []string, v *modelVerifier) ([]*models.Model, error) {
 	ms := make([]*models.Model, 0, len(paths))
 	for _, path := range paths {
-		m, err := models.Load(path)
+		m, err := v.load(path)
 		if err != nil {
 			return nil, err
 		}
@@ -86,8 +91,8 @@ type fileStamp struct {
 	sum   [sha256.Size]byte
 }
 
-// dirState maps the names of the *.json files of a model directory to their
-// stamps.
+// dirState maps the names of the *.json files of a model directory, and of
+// their signature files (*.json.sig) where present, to their stamps.
 type dirState map[string]fileStamp
 
 // sameContent reports whether a and b hold the same file names with the
@@ -137,6 +142,14 @@ func scanModelDir(dir string, prev dirState) (dirState, error) {
 		}
 	}
 	st := make(dirState, len(names))
+	for _, name := range slices.Clone(names) {
+		// A signature file counts as content: signing a refused model
+		// (or replacing a signature) triggers a reload.
+		sig := name + models.SignatureExt
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(sig))); err == nil {
+			names = append(names, sig)
+		}
+	}
 	for _, name := range names {
 		path := filepath.Join(dir, filepath.FromSlash(name))
 		fi, err := os.Stat(path)
@@ -158,9 +171,10 @@ func scanModelDir(dir string, prev dirState) (dirState, error) {
 
 // loadModelDir parses every *.json file of dir (in name order) as a model:
 // the whole directory is the model set; and those of dir/shadow, if it
-// exists, as the shadow set. It returns the state of the files as read (the
-// bytes parsed are the bytes hashed), also when a model fails.
-func loadModelDir(dir string) (ms, shadows []*models.Model, st dirState, err error) {
+// exists, as the shadow set. Each model must pass v (its signature file
+// beside it). It returns the state of the files as read (the bytes parsed
+// and verified are the bytes hashed), also when a model fails.
+func loadModelDir(dir string, v *modelVerifier) (ms, shadows []*models.Model, st dirState, err error) {
 	names, err := modelFiles(dir)
 	if err != nil {
 		return nil, nil, nil, err
@@ -183,9 +197,31 @@ func loadModelDir(dir string) (ms, shadows []*models.Model, st dirState, err err
 			return nil
 		}
 		st[name] = fileStamp{size: fi.Size(), mtime: fi.ModTime(), sum: sha256.Sum256(b)}
+		// The signature file is stamped whether or not the model parses,
+		// as scanModelDir stamps it: else the state never matches a scan.
+		sigPath := path + models.SignatureExt
+		sig, err := os.ReadFile(sigPath)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			sig = nil
+		case err != nil:
+			errs = append(errs, fmt.Errorf("read model signature: %w", err))
+			return nil
+		default:
+			sfi, err := os.Stat(sigPath)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("stat model signature: %w", err))
+				return nil
+			}
+			st[name+models.SignatureExt] = fileStamp{size: sfi.Size(), mtime: sfi.ModTime(), sum: sha256.Sum256(sig)}
+		}
 		m, err := models.Parse(b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("load model %s: %w", path, err))
+			return nil
+		}
+		if err := v.check(path, m, sig); err != nil {
+			errs = append(errs, err)
 			return nil
 		}
 		return m

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -27,13 +28,14 @@ func TestRunReloadSubprocess(t *testing.T) {
 	t.Cleanup(k.Close)
 	dir := t.TempDir()
 	for _, name := range []string{"fraud.json", "fraud_lr.json", "risk.json"} {
-		writeFile(t, filepath.Join(dir, name), shippedFile(t, name, nil))
+		writeModel(t, filepath.Join(dir, name), shippedFile(t, name, nil))
 	}
 	token := writeToken(t)
 	sub := startStreamscore(t, nil, "run", "--brokers", strings.Join(k.Brokers(), ","), "--nats", "",
 		"--labels-topic", "", "--alerts-topic", "", "--audit-topic", "", "--deadletter-topic", "",
 		"--models-dir", dir, "--models-poll", "50ms", "--decision-models", "fraud",
-		"--metrics-addr", "127.0.0.1:0", "--group", "reload-run", "--http-token-file", token.file)
+		"--metrics-addr", "127.0.0.1:0", "--group", "reload-run", "--http-token-file", token.file,
+		"--model-trust", testPub(t))
 	metricsURL := sub.metricsURL()
 	reloadURL := strings.TrimSuffix(metricsURL, "/metrics") + "/-/reload"
 	metrics := func() string {
@@ -59,7 +61,7 @@ func TestRunReloadSubprocess(t *testing.T) {
 		})
 	}
 
-	writeFile(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 2 }))
+	writeModel(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 2 }))
 	waitMetric("the directory reload", `streamscore_stream_model_reloads_total{outcome="ok"} 1`,
 		`model="fraud",model_version="2",role="scoring"} 1`)
 
@@ -83,11 +85,21 @@ func TestRunReloadSubprocess(t *testing.T) {
 	waitMetric("the refused reload", `streamscore_stream_model_reloads_total{outcome="failed"} 1`,
 		`model="fraud",model_version="2",role="scoring"} 1`)
 
+	// A valid file signed by an untrusted key: refused, counted by reason.
+	fraud := filepath.Join(dir, "fraud.json")
+	writeFile(t, fraud, shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 5; f.Thresholds.Review, f.Thresholds.Alert = 0.005, 0.01 }))
+	signWith(t, fraud, must(models.GenerateKey(rand.Reader)))
+	waitMetric("the untrusted signature", `streamscore_stream_model_reloads_total{outcome="failed"} 2`,
+		`streamscore_models_signature_failures_total{reason="untrusted_key"} 1`,
+		`model="fraud",model_version="2",role="scoring"} 1`)
+
 	sub.signal(syscall.SIGTERM)
 	if err := sub.wait(40 * time.Second * timeScale); err != nil {
 		t.Fatalf("exit after SIGTERM: %v, want 0", err)
 	}
-	if !strings.Contains(sub.stderr.String(), "digest mismatch") {
-		t.Errorf("the refused reload is not logged with its cause")
+	for _, cause := range []string{"digest mismatch", "signed by no trusted key"} {
+		if !strings.Contains(sub.stderr.String(), cause) {
+			t.Errorf("the refused reload is not logged with its cause %q", cause)
+		}
 	}
 }

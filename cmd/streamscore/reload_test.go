@@ -126,11 +126,11 @@ func TestReloaderModelsDir(t *testing.T) {
 	dir := t.TempDir()
 	fraud := filepath.Join(dir, "fraud.json")
 	risk := filepath.Join(dir, "risk.json")
-	writeFile(t, fraud, shippedFile(t, "fraud.json", nil))
-	writeFile(t, risk, shippedFile(t, "risk.json", nil))
+	writeModel(t, fraud, shippedFile(t, "fraud.json", nil))
+	writeModel(t, risk, shippedFile(t, "risk.json", nil))
 	writeFile(t, filepath.Join(dir, "README.md"), []byte("not a model"))
 
-	ms, shadows, state, err := loadModelDir(dir)
+	ms, shadows, state, err := loadModelDir(dir, testVerifier(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,13 +139,13 @@ func TestReloaderModelsDir(t *testing.T) {
 	}
 	target := newFakeTarget()
 	hup := make(chan os.Signal, 1)
-	r := newReloader(target, modelSource{dir: dir}, state, 10*time.Millisecond, hup, quietLog())
+	r := newReloader(target, modelSource{dir: dir, verify: testVerifier(t)}, state, 10*time.Millisecond, hup, quietLog())
 	startReloader(t, r)
 
 	target.noReload(t, 100*time.Millisecond, "nothing changed")
 
 	v2 := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 2; f.Thresholds.Alert = 0.3 })
-	writeFile(t, fraud, v2)
+	writeModel(t, fraud, v2)
 	target.waitReload(t, "fraud v2 written")
 	active, ok, failed, _ := target.snapshot()
 	if ok != 1 || failed != 0 || len(active) != 2 || active[0] != identOf(t, v2) {
@@ -172,13 +172,31 @@ func TestReloaderModelsDir(t *testing.T) {
 
 	// Fixed, plus a new model file: one set of three.
 	v3 := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 3 })
-	writeFile(t, filepath.Join(dir, "fraud_lr.json"), shippedFile(t, "fraud_lr.json", nil))
-	writeFile(t, fraud, v3)
+	writeModel(t, filepath.Join(dir, "fraud_lr.json"), shippedFile(t, "fraud_lr.json", nil))
+	writeModel(t, fraud, v3)
 	for {
 		target.waitReload(t, "fixed file and new file")
 		if active, _, _, _ = target.snapshot(); len(active) == 3 && active[0] == identOf(t, v3) {
 			break
 		}
+	}
+
+	// A changed file with a valid digest but the old signature (what anyone
+	// who can write the directory can produce) is refused, and v3 keeps
+	// serving; its signature arriving afterwards is a change of content,
+	// and the file goes in.
+	v5 := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 5; f.Thresholds.Alert = 0.99 })
+	writeFile(t, fraud, v5)
+	target.waitReload(t, "v5 without its signature")
+	active, _, _, lastErr = target.snapshot()
+	if !errors.Is(lastErr, models.ErrBadSignature) || active[0] != identOf(t, v3) {
+		t.Fatalf("after an unsigned change: active %v, err %v", active, lastErr)
+	}
+	target.noReload(t, 100*time.Millisecond, "the refused file did not change again")
+	signWith(t, fraud, testKey())
+	target.waitReload(t, "v5 signed")
+	if active, _, _, lastErr = target.snapshot(); active[0] != identOf(t, v5) {
+		t.Fatalf("after signing v5: active %v, err %v", active, lastErr)
 	}
 
 	// A signal reloads even though nothing changed.
@@ -194,10 +212,10 @@ func TestReloaderModelsDir(t *testing.T) {
 	target.mu.Lock()
 	target.refuse = errors.New("stream: invalid model set: bind model: missing input")
 	target.mu.Unlock()
-	writeFile(t, fraud, shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 4 }))
+	writeModel(t, fraud, shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 4 }))
 	target.waitReload(t, "v4 written")
 	target.noReload(t, 100*time.Millisecond, "refused set unchanged")
-	if active, _, _, _ = target.snapshot(); active[0] != identOf(t, v3) {
+	if active, _, _, _ = target.snapshot(); active[0] != identOf(t, v5) {
 		t.Fatalf("a refused set replaced the active one: %v", active)
 	}
 }
@@ -206,19 +224,19 @@ func TestReloaderModelsDir(t *testing.T) {
 // shadow set, reloaded with the scoring models when a file in it changes.
 func TestReloaderShadowDir(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", nil))
+	writeModel(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", nil))
 	if err := os.Mkdir(filepath.Join(dir, shadowSubdir), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ms, shadows, state, err := loadModelDir(dir)
+	ms, shadows, state, err := loadModelDir(dir, testVerifier(t))
 	if err != nil || len(ms) != 1 || shadows == nil || len(shadows) != 0 {
 		t.Fatalf("empty shadow dir: %d models, shadows %v, err %v", len(ms), shadows, err)
 	}
 	target := newFakeTarget()
-	r := newReloader(target, modelSource{dir: dir}, state, 10*time.Millisecond, nil, quietLog())
+	r := newReloader(target, modelSource{dir: dir, verify: testVerifier(t)}, state, 10*time.Millisecond, nil, quietLog())
 	startReloader(t, r)
 	challenger := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 9 })
-	writeFile(t, filepath.Join(dir, shadowSubdir, "fraud.json"), challenger)
+	writeModel(t, filepath.Join(dir, shadowSubdir, "fraud.json"), challenger)
 	target.waitReload(t, "shadow written")
 	target.mu.Lock()
 	got := append([]string(nil), target.shadows...)
@@ -244,9 +262,9 @@ func TestReloaderShadowDir(t *testing.T) {
 func TestReloaderHTTP(t *testing.T) {
 	dir := t.TempDir()
 	fraud := filepath.Join(dir, "fraud.json")
-	writeFile(t, fraud, shippedFile(t, "fraud.json", nil))
+	writeModel(t, fraud, shippedFile(t, "fraud.json", nil))
 	target := newFakeTarget()
-	r := newReloader(target, modelSource{files: []string{fraud}}, nil, time.Hour, nil, quietLog())
+	r := newReloader(target, modelSource{files: []string{fraud}, verify: testVerifier(t)}, nil, time.Hour, nil, quietLog())
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -281,7 +299,7 @@ func TestReloaderHTTP(t *testing.T) {
 	}
 
 	v2 := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 2 })
-	writeFile(t, fraud, v2)
+	writeModel(t, fraud, v2)
 	code, res := post()
 	if code != http.StatusOK || res.Outcome != "ok" || len(res.Models) != 1 || res.Models[0] != identOf(t, v2) {
 		t.Fatalf("POST after v2: %d %+v", code, res)
@@ -349,14 +367,14 @@ func TestEngineConfigModelFlags(t *testing.T) {
 func TestReloadWiring(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"fraud.json", "fraud_lr.json", "risk.json"} {
-		writeFile(t, filepath.Join(dir, name), shippedFile(t, name, nil))
+		writeModel(t, filepath.Join(dir, name), shippedFile(t, name, nil))
 	}
 	shadow := filepath.Join(t.TempDir(), "challenger.json")
-	writeFile(t, shadow, shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 9 }))
+	writeModel(t, shadow, shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 9 }))
 	fs, cfg := newRunFlags()
 	clearEnv(t)
 	if err := parseFlags(fs, []string{"--brokers", "127.0.0.1:1", "--nats", "", "--models-dir", dir,
-		"--decision-models", "fraud", "--shadow-model", shadow}); err != nil {
+		"--decision-models", "fraud", "--shadow-model", shadow, "--model-trust", testPub(t)}); err != nil {
 		t.Fatal(err)
 	}
 	reg := newRegistry()
@@ -391,14 +409,14 @@ func TestReloadWiring(t *testing.T) {
 		return resp.StatusCode
 	}
 	v2 := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 2 })
-	writeFile(t, filepath.Join(dir, "fraud.json"), v2)
+	writeModel(t, filepath.Join(dir, "fraud.json"), v2)
 	if code := post(); code != http.StatusOK {
 		t.Fatalf("reload of v2: status %d", code)
 	}
 	if got := e.pipeline.Models()[0].Ident(); got != identOf(t, v2) {
 		t.Fatalf("active fraud model %s, want %s", got, identOf(t, v2))
 	}
-	writeFile(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", func(f *models.File) {
+	writeModel(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", func(f *models.File) {
 		f.Version = 3
 		f.Inputs[0].Name = "no_such_feature"
 	}))

@@ -58,6 +58,26 @@
 // (make_fixtures.py) and PyTorch's own outputs; the tests import them and
 // check the native runtime reproduces those outputs within 1e-5.
 //
+// # Untrusted files
+//
+// An ONNX file may come from anywhere (a vendor, a data-science laptop), so
+// Import treats it as hostile: every bad file is an error naming the
+// problem, never a panic, and a refusal costs about the file's size in
+// memory, not what its headers claim. Before the graph is walked:
+// at most [MaxFileSize] bytes; protobuf nesting at most 32 deep (the
+// decoder's default, 10,000, lets a small file nest graphs in attributes);
+// at most 4,096 nodes, 4,096 initializers, 4,096 graph inputs and outputs,
+// 16 inputs or outputs per node, 64 attributes per node and 64 values per
+// list attribute; names and string attributes at most 4,096 bytes; no
+// subgraph, sparse-tensor or tensor-list attribute (control flow is not a
+// native family); at most 2^26 initializer values in all. Each tensor: rank
+// at most 8, each dimension in [0, 2^24], the element count computed
+// without overflow and at most 2^24, and exactly that many values present
+// in the file (raw or typed) before anything is allocated. Computed values
+// keep rank at most 8 and a recurrent hidden size at most 4,096. A bound
+// that is exceeded wraps [ErrLimit]. FuzzImport (seeded with testdata and
+// a 37-byte file whose dimensions overflow int64) runs in CI.
+//
 // # Concurrency
 //
 // Import is a pure function of its arguments and safe for concurrent use.

@@ -25,7 +25,116 @@ var (
 	// ErrShape: the graph's shapes disagree with each other or with the
 	// input names given.
 	ErrShape = errors.New("onnx: shape mismatch")
+	// ErrLimit: the file exceeds one of the importer's bounds (file size,
+	// nesting depth, node, initializer, input or attribute count, name
+	// length, tensor rank, dimension or value count). The message names
+	// the bound. A file from an untrusted source cannot make Import
+	// allocate much more than its own size or recurse deeply.
+	ErrLimit = errors.New("onnx: file exceeds the importer's limits")
 )
+
+// Bounds on a graph, far above what the native families can express (a
+// model has at most a few dense layers, one convolution or recurrent cell
+// and a standardisation), checked before the work they would cost.
+const (
+	MaxFileSize = 256 << 20 // bytes of the serialized ModelProto
+
+	maxDepth       = 32      // protobuf message nesting (subgraphs, functions)
+	maxNodes       = 4096    // nodes of the main graph
+	maxInits       = 4096    // initializers
+	maxGraphIO     = 4096    // graph inputs (IR < 4 lists initializers) and outputs
+	maxNodeIO      = 16      // inputs or outputs of one node
+	maxAttrs       = 64      // attributes of one node
+	maxAttrInts    = 64      // values of an ints/strings attribute
+	maxName        = 4096    // bytes of a name (node, tensor, value, op type, attribute string)
+	maxRank        = 8       // dimensions of a tensor or a computed value
+	maxDim         = 1 << 24 // one dimension of a tensor
+	maxElements    = 1 << 24 // values of one tensor
+	maxHidden      = 1 << 12 // recurrent hidden size (models.Recurrent's bound)
+	maxTotalValues = 1 << 26 // values of all constants together
+)
+
+// checkName refuses a name longer than maxName.
+func checkName(what, s string) error {
+	if len(s) > maxName {
+		return fmt.Errorf("%s of %d bytes is too long (at most %d): %w", what, len(s), maxName, ErrLimit)
+	}
+	return nil
+}
+
+// checkGraph enforces the structural bounds on the main graph before it
+// is walked: counts, name lengths, and no subgraph or sparse attributes
+// (control flow is not a native family and a subgraph is where a hostile
+// file nests).
+func checkGraph(g *onnxpb.GraphProto) error {
+	switch {
+	case len(g.GetNode()) > maxNodes:
+		return fmt.Errorf("%d nodes (at most %d): %w", len(g.GetNode()), maxNodes, ErrLimit)
+	case len(g.GetInitializer()) > maxInits:
+		return fmt.Errorf("%d initializers (at most %d): %w", len(g.GetInitializer()), maxInits, ErrLimit)
+	case len(g.GetInput()) > maxGraphIO || len(g.GetOutput()) > maxGraphIO:
+		return fmt.Errorf("%d graph inputs and %d outputs (at most %d each): %w", len(g.GetInput()), len(g.GetOutput()), maxGraphIO, ErrLimit)
+	case len(g.GetSparseInitializer()) > 0:
+		return fmt.Errorf("sparse initializers are not supported: %w", ErrUnsupported)
+	}
+	for _, vi := range append(slices.Clip(g.GetInput()), g.GetOutput()...) {
+		if err := checkName("graph input/output name", vi.GetName()); err != nil {
+			return err
+		}
+		if d := len(vi.GetType().GetTensorType().GetShape().GetDim()); d > maxRank {
+			return fmt.Errorf("graph input/output %q: rank %d (at most %d): %w", vi.GetName(), d, maxRank, ErrLimit)
+		}
+	}
+	total := 0
+	for _, ini := range g.GetInitializer() {
+		total += len(ini.GetFloatData()) + len(ini.GetInt32Data()) + len(ini.GetDoubleData()) + len(ini.GetInt64Data()) + len(ini.GetRawData())/4
+	}
+	if total > maxTotalValues {
+		return fmt.Errorf("initializers hold %d values (at most %d): %w", total, maxTotalValues, ErrLimit)
+	}
+	for i, n := range g.GetNode() {
+		for _, c := range []struct {
+			what string
+			s    string
+		}{{"node name", n.GetName()}, {"op type", n.GetOpType()}, {"domain", n.GetDomain()}} {
+			if err := checkName(fmt.Sprintf("node %d: %s", i, c.what), c.s); err != nil {
+				return err
+			}
+		}
+		if len(n.GetInput()) > maxNodeIO || len(n.GetOutput()) > maxNodeIO {
+			return fmt.Errorf("node %d %q: %d inputs and %d outputs (at most %d each): %w", i, n.GetName(), len(n.GetInput()), len(n.GetOutput()), maxNodeIO, ErrLimit)
+		}
+		for _, s := range append(slices.Clip(n.GetInput()), n.GetOutput()...) {
+			if err := checkName(fmt.Sprintf("node %d %q: value name", i, n.GetName()), s); err != nil {
+				return err
+			}
+		}
+		if len(n.GetAttribute()) > maxAttrs {
+			return fmt.Errorf("node %d %q: %d attributes (at most %d): %w", i, n.GetName(), len(n.GetAttribute()), maxAttrs, ErrLimit)
+		}
+		for _, at := range n.GetAttribute() {
+			where := fmt.Sprintf("node %d %q: attribute %q", i, n.GetName(), at.GetName())
+			if err := checkName(where+": name", at.GetName()); err != nil {
+				return err
+			}
+			if at.GetG() != nil || len(at.GetGraphs()) > 0 || at.GetSparseTensor() != nil || len(at.GetSparseTensors()) > 0 || len(at.GetTensors()) > 0 {
+				return nodeErr(n, ErrUnsupported, "attribute %q holds a subgraph, sparse tensor or tensor list", at.GetName())
+			}
+			if len(at.GetInts()) > maxAttrInts || len(at.GetFloats()) > maxAttrInts || len(at.GetStrings()) > maxAttrInts {
+				return fmt.Errorf("%s: more than %d values: %w", where, maxAttrInts, ErrLimit)
+			}
+			if err := checkName(where+": string", string(at.GetS())); err != nil {
+				return err
+			}
+			for _, s := range at.GetStrings() {
+				if err := checkName(where+": string", string(s)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
 
 // axis kinds of a dynamic tensor.
 const (
@@ -112,13 +221,22 @@ func Import(onnxModel []byte, name string, inputs []string, opts ...Option) (*mo
 			return nil, fmt.Errorf("import onnx: %w", err)
 		}
 	}
+	if len(onnxModel) > MaxFileSize {
+		return nil, fmt.Errorf("import onnx: %d bytes (at most %d): %w", len(onnxModel), MaxFileSize, ErrLimit)
+	}
 	var mp onnxpb.ModelProto
-	if err := proto.Unmarshal(onnxModel, &mp); err != nil {
+	// The recursion limit bounds the nesting of messages (graphs in
+	// attributes, functions); the default (10,000) would let a small file
+	// nest deeply.
+	if err := (proto.UnmarshalOptions{RecursionLimit: maxDepth}).Unmarshal(onnxModel, &mp); err != nil {
 		return nil, fmt.Errorf("import onnx: %w: %w", ErrDecode, err)
 	}
 	g := mp.GetGraph()
 	if g == nil || len(g.GetNode()) == 0 {
 		return nil, fmt.Errorf("import onnx: no graph or an empty graph: %w", ErrDecode)
+	}
+	if err := checkGraph(g); err != nil {
+		return nil, fmt.Errorf("import onnx: %w", err)
 	}
 	if len(inputs) == 0 {
 		return nil, fmt.Errorf("import onnx: no input names given: %w", ErrShape)
@@ -481,6 +599,9 @@ func (b *builder) squeeze(n *onnxpb.NodeProto, a attrs, args []*value) ([]*value
 	}
 	if n.GetOpType() == "Unsqueeze" {
 		rank := len(f.axes) + len(ax)
+		if rank > maxRank {
+			return nil, nodeErr(n, ErrLimit, "rank %d after unsqueezing (at most %d)", rank, maxRank)
+		}
 		ins := map[int]bool{}
 		for _, x := range ax {
 			if x < 0 {
@@ -528,6 +649,9 @@ func (b *builder) squeeze(n *onnxpb.NodeProto, a attrs, args []*value) ([]*value
 		if !drop[i] {
 			axes = append(axes, x)
 		}
+	}
+	if len(axes) == 0 {
+		return nil, nodeErr(n, ErrUnsupported, "squeezing every axis (a scalar) is not a layout of rows")
 	}
 	return out(axes), nil
 }
@@ -650,6 +774,9 @@ func vectorOn(c *tensor, axes []axis, at, n int) ([]float64, error) {
 	if along != 1 && along != n {
 		return nil, fmt.Errorf("constant of shape %v has %d values along the features, want %d", c.dims, along, n)
 	}
+	if len(c.v) == 0 {
+		return nil, fmt.Errorf("constant of shape %v has no values", c.dims)
+	}
 	out := make([]float64, n)
 	for i := range out {
 		if along == 1 {
@@ -765,6 +892,9 @@ func (b *builder) dense(n *onnxpb.NodeProto, a attrs, args []*value) ([]*value, 
 		return nil, nodeErr(n, ErrUnsupported, "the features are not the last axis")
 	}
 	in := b.width
+	if !b.started() && in != b.n {
+		return nil, nodeErr(n, ErrUnsupported, "the first dense layer does not read the graph input's %d features", b.n)
+	}
 	w, err := constArg(n, args, 1)
 	if err != nil {
 		return nil, err
@@ -1159,12 +1289,13 @@ func (b *builder) recurrent(n *onnxpb.NodeProto, a attrs, args []*value) ([]*val
 	if cell == models.FamilyLSTM {
 		g = 4
 	}
-	h := int(a.int("hidden_size", 0))
-	if len(r.dims) == 3 && h == 0 {
-		h = int(r.dims[2])
+	h64 := a.int("hidden_size", 0)
+	if len(r.dims) == 3 && h64 == 0 {
+		h64 = r.dims[2]
 	}
-	if h < 1 {
-		return nil, nodeErr(n, ErrShape, "hidden_size %d", h)
+	h := int(min(max(h64, -1), maxHidden+1)) // out of range either way, without wrapping
+	if h < 1 || h > maxHidden {
+		return nil, nodeErr(n, ErrShape, "hidden_size %d: want 1..%d", h, maxHidden)
 	}
 	if !slices.Equal(w.dims, []int64{1, int64(g * h), int64(b.n)}) {
 		return nil, nodeErr(n, ErrShape, "W of shape %v, want [1 %d %d] (%d gates × hidden %d, %d inputs)", w.dims, g*h, b.n, g, h, b.n)

@@ -81,7 +81,11 @@ func attrStr(name, v string) *onnxpb.AttributeProto {
 
 func filled(dims []int64, v float64) *tensor {
 	t := &tensor{dims: dims}
-	t.v = make([]float64, t.size())
+	n := 1
+	for _, d := range dims {
+		n *= int(d)
+	}
+	t.v = make([]float64, n)
 	for i := range t.v {
 		t.v[i] = v + 0.01*float64(i)
 	}

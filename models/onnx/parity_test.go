@@ -28,7 +28,7 @@ type fixture struct {
 	} `json:"sequences"`
 }
 
-func loadFixture(t *testing.T, name string) ([]byte, fixture) {
+func loadFixture(t testing.TB, name string) ([]byte, fixture) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name+".onnx"))
 	if err != nil {

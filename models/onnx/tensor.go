@@ -15,14 +15,6 @@ type tensor struct {
 	v    []float64
 }
 
-func (t *tensor) size() int {
-	n := 1
-	for _, d := range t.dims {
-		n *= int(d)
-	}
-	return n
-}
-
 // ints returns the values as int64 (shape and axes arguments).
 func (t *tensor) ints() []int64 {
 	out := make([]int64, len(t.v))
@@ -33,37 +25,54 @@ func (t *tensor) ints() []int64 {
 }
 
 // decodeTensor reads a TensorProto of element type float, double, int32 or
-// int64, stored in the typed fields or in raw_data (little-endian).
+// int64, stored in the typed fields or in raw_data (little-endian). The
+// shape is checked before anything is allocated: rank <= maxRank, each
+// dimension in [0, maxDim], the product (computed without overflow) <=
+// maxElements, and the values actually present in the file must be exactly
+// that many, so a tensor never costs more memory than twice the bytes that
+// hold it.
 func decodeTensor(p *onnxpb.TensorProto) (*tensor, error) {
 	if p.GetDataLocation() == onnxpb.TensorProto_EXTERNAL {
 		return nil, fmt.Errorf("tensor %q: external data is not supported (save the model with its weights inside)", p.GetName())
 	}
-	t := &tensor{dims: append([]int64(nil), p.GetDims()...)}
-	for _, d := range t.dims {
-		if d < 0 || d > 1<<24 {
-			return nil, fmt.Errorf("tensor %q: dimension %d out of range", p.GetName(), d)
+	if err := checkName("tensor name", p.GetName()); err != nil {
+		return nil, err
+	}
+	if len(p.GetDims()) > maxRank {
+		return nil, fmt.Errorf("tensor %q: rank %d is too large (at most %d): %w", p.GetName(), len(p.GetDims()), maxRank, ErrLimit)
+	}
+	n := 1
+	for _, d := range p.GetDims() {
+		if d < 0 || d > maxDim {
+			return nil, fmt.Errorf("tensor %q: dimension %d out of range [0, %d]: %w", p.GetName(), d, maxDim, ErrLimit)
+		}
+		// n <= maxElements and d <= maxDim: the product fits in 48 bits.
+		n *= int(d)
+		if n > maxElements {
+			return nil, fmt.Errorf("tensor %q: shape %v is too large (more than %d values): %w", p.GetName(), p.GetDims(), maxElements, ErrLimit)
 		}
 	}
-	n := t.size()
-	if n > 1<<24 {
-		return nil, fmt.Errorf("tensor %q: %d values is too large", p.GetName(), n)
-	}
+	t := &tensor{dims: append([]int64(nil), p.GetDims()...)}
 	raw := p.GetRawData()
 	dt := onnxpb.TensorProto_DataType(p.GetDataType())
-	var width int
+	var width, typed int
 	switch dt {
-	case onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_INT32:
-		width = 4
-	case onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_INT64:
-		width = 8
+	case onnxpb.TensorProto_FLOAT:
+		width, typed = 4, len(p.GetFloatData())
+	case onnxpb.TensorProto_INT32:
+		width, typed = 4, len(p.GetInt32Data())
+	case onnxpb.TensorProto_DOUBLE:
+		width, typed = 8, len(p.GetDoubleData())
+	case onnxpb.TensorProto_INT64:
+		width, typed = 8, len(p.GetInt64Data())
 	default:
 		return nil, fmt.Errorf("tensor %q: element type %s is not supported", p.GetName(), dt)
 	}
-	t.v = make([]float64, 0, n)
 	if len(raw) > 0 {
-		if len(raw) != n*width {
-			return nil, fmt.Errorf("tensor %q: %d raw bytes for %d values of %s", p.GetName(), len(raw), n, dt)
+		if len(raw) != n*width || typed > 0 {
+			return nil, fmt.Errorf("tensor %q: %d raw bytes (and %d typed values) for %d values of %s", p.GetName(), len(raw), typed, n, dt)
 		}
+		t.v = make([]float64, 0, n)
 		for i := 0; i < n; i++ {
 			b := raw[i*width:]
 			switch dt {
@@ -79,6 +88,10 @@ func decodeTensor(p *onnxpb.TensorProto) (*tensor, error) {
 		}
 		return t, nil
 	}
+	if typed != n {
+		return nil, fmt.Errorf("tensor %q: %d values for shape %v (%d values)", p.GetName(), typed, t.dims, n)
+	}
+	t.v = make([]float64, 0, n)
 	switch dt {
 	case onnxpb.TensorProto_FLOAT:
 		for _, v := range p.GetFloatData() {
@@ -94,9 +107,6 @@ func decodeTensor(p *onnxpb.TensorProto) (*tensor, error) {
 		for _, v := range p.GetInt64Data() {
 			t.v = append(t.v, float64(v))
 		}
-	}
-	if len(t.v) != n {
-		return nil, fmt.Errorf("tensor %q: %d values for shape %v", p.GetName(), len(t.v), t.dims)
 	}
 	return t, nil
 }

@@ -1,0 +1,1 @@
+streamscore-ed25519-signature c729c475e4b961d8 sha256:184d2f23e6c61a9436dc64769af57a3daa4b5150fefaa8e91e913db719b5cb6f VeDyGWfdNd2Z2QbcLwucA1gbyg7iwfoIcfLt4xcbTX9+dbNIj1qLhznAHMrH9pVLur4tNoKdvMDYV8TsjNVWBg==
