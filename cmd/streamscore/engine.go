@@ -56,6 +56,10 @@ type engineConfig struct {
 	StateDir        string
 	StateInterval   time.Duration
 
+	// kafkaSecurity is TLS and SASL for every Kafka connection
+	// (kafka_security.go).
+	kafkaSecurity
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -91,6 +95,8 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
+	c.kafkaSecurity.register(fs)
+	c.kafkaSecurity.registerCheck(fs)
 	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
 }
 
@@ -144,6 +150,12 @@ func (c *engineConfig) Validate() error {
 	}
 	if c.MaxFutureSkew < 0 {
 		errs = append(errs, fmt.Errorf("--max-future-skew %v must not be negative", c.MaxFutureSkew))
+	}
+	if err := checkBrokerList("--brokers", splitList(c.Brokers)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.kafkaSecurity.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -217,6 +229,13 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	for _, m := range shadows {
 		log.Info("shadow model loaded", "name", m.Name(), "ident", m.Ident(), "inputs", len(m.Inputs()))
 	}
+	if !c.noSinks {
+		// Read the CA, the client key pair, the password and the token
+		// now: a missing or bad file fails the start before any connection.
+		if err := c.kafkaSecurity.load(); err != nil {
+			return nil, err
+		}
+	}
 	e := &engine{models: ms, modelState: state, health: newConnHealth(reg, log)}
 	var ss []sinks.Sink
 	if c.NATS != "" && !c.noSinks {
@@ -247,7 +266,22 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			kopts = append(kopts, sinks.WithKafkaTopic(kind, topic))
 		}
 	}
+	var dialer *kafka.Dialer
+	if !c.noSinks {
+		if dialer, err = c.dialer(); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
 	if len(kopts) > 1 && !c.noSinks {
+		t, err := c.transport()
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		if t != nil {
+			kopts = append(kopts, sinks.WithKafkaTransport(t))
+		}
 		// kafka-go allocates a batch of BatchSize messages per partition and
 		// write; size it to our micro-batches, not its default of 100 (or
 		// 1000), so a write does not zero megabytes it never fills.
@@ -272,6 +306,9 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
 		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness), features.WithTTL(c.TTL)),
+	}
+	if dialer != nil {
+		opts = append(opts, stream.WithDialer(dialer))
 	}
 	if c.FeatureSpec != "" {
 		spec, err := loadSpec(c.FeatureSpec)
