@@ -40,9 +40,10 @@ type genConfig struct {
 	progress     bool
 
 	// Kafka mode.
-	brokers       listFlag
-	topic         string
-	labelsTopic   string
+	brokers     listFlag
+	topic       string
+	labelsTopic string
+
 	kafkaSecurity // TLS and SASL (kafka_security.go)
 
 	// Both.
