@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"flag"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -255,4 +257,263 @@ func TestKafkaCheck(t *testing.T) {
 	}
 }
 
-var _ = kafka.SASLAuthenticationFailed
+func TestKafkaSecurityValidate(t *testing.T) {
+	dir := t.TempDir()
+	pass := writeSecret(t, dir, "pass", "x")
+	for _, tc := range []struct {
+		name string
+		sec  kafkaSecurity
+		env  string // STREAMSCORE_KAFKA_SASL_PASSWORD, when not empty
+		want string // "" = valid
+		tls  bool
+	}{
+		{name: "plaintext"},
+		{name: "tls on", sec: kafkaSecurity{KafkaTLS: onOffOn}, tls: true},
+		{name: "tls implied by ca", sec: kafkaSecurity{KafkaTLSCA: "ca.pem"}, tls: true},
+		{name: "tls implied by server name", sec: kafkaSecurity{KafkaTLSServerName: "kafka"}, tls: true},
+		{name: "tls off with a ca", sec: kafkaSecurity{KafkaTLS: onOffOff, KafkaTLSCA: "ca.pem"}, want: "--kafka-tls-ca is set but --kafka-tls is off"},
+		{name: "cert without key", sec: kafkaSecurity{KafkaTLSCert: "c.pem"}, want: "--kafka-tls-cert and --kafka-tls-key go together", tls: true},
+		{name: "min version 1.3", sec: kafkaSecurity{KafkaTLS: onOffOn, KafkaTLSMinVersion: "1.3"}, tls: true},
+		{name: "min version 1.1", sec: kafkaSecurity{KafkaTLSMinVersion: "1.1"}, want: `--kafka-tls-min-version "1.1": want 1.2 or 1.3`},
+		{name: "scram", sec: kafkaSecurity{KafkaSASLMechanism: "scram-sha-512", KafkaSASLUser: "u", KafkaSASLPassFile: pass}},
+		{name: "upper-case mechanism", sec: kafkaSecurity{KafkaSASLMechanism: "SCRAM-SHA-256", KafkaSASLUser: "u", KafkaSASLPassFile: pass}},
+		{name: "plain, password from env", sec: kafkaSecurity{KafkaSASLMechanism: "plain", KafkaSASLUser: "u"}, env: "x"},
+		{name: "plain without password", sec: kafkaSecurity{KafkaSASLMechanism: "plain", KafkaSASLUser: "u"},
+			want: "needs a password: --kafka-sasl-password-file or $STREAMSCORE_KAFKA_SASL_PASSWORD"},
+		{name: "password in file and env", sec: kafkaSecurity{KafkaSASLMechanism: "plain", KafkaSASLUser: "u", KafkaSASLPassFile: pass}, env: "x",
+			want: "both --kafka-sasl-password-file and $STREAMSCORE_KAFKA_SASL_PASSWORD are set"},
+		{name: "scram without user", sec: kafkaSecurity{KafkaSASLMechanism: "scram-sha-256", KafkaSASLPassFile: pass},
+			want: "--kafka-sasl-mechanism scram-sha-256 needs --kafka-sasl-user"},
+		{name: "scram with a token", sec: kafkaSecurity{KafkaSASLMechanism: "scram-sha-256", KafkaSASLUser: "u", KafkaSASLPassFile: pass, KafkaSASLTokenFile: "t"},
+			want: "--kafka-sasl-token-file is for oauthbearer"},
+		{name: "oauthbearer", sec: kafkaSecurity{KafkaSASLMechanism: "oauthbearer", KafkaSASLTokenFile: "t"}},
+		{name: "oauthbearer without token", sec: kafkaSecurity{KafkaSASLMechanism: "oauthbearer"}, want: "needs --kafka-sasl-token-file"},
+		{name: "oauthbearer with a user", sec: kafkaSecurity{KafkaSASLMechanism: "oauthbearer", KafkaSASLTokenFile: "t", KafkaSASLUser: "u"},
+			want: "are for plain and scram-*, not oauthbearer"},
+		{name: "unknown mechanism", sec: kafkaSecurity{KafkaSASLMechanism: "gssapi"}, want: `--kafka-sasl-mechanism "gssapi": want plain`},
+		{name: "user without mechanism", sec: kafkaSecurity{KafkaSASLUser: "u"}, want: "need --kafka-sasl-mechanism"},
+		{name: "check interval too short", sec: kafkaSecurity{KafkaCheckInterval: 100 * time.Millisecond}, want: "--kafka-check-interval 100ms must be at least 1s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv(envKafkaSASLPassword, tc.env)
+			} else {
+				t.Setenv(envKafkaSASLPassword, "")
+				os.Unsetenv(envKafkaSASLPassword)
+			}
+			err := tc.sec.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Validate: %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Validate: %v, want %q", err, tc.want)
+			}
+			if got := tc.sec.tlsOn(); tc.want == "" && got != tc.tls {
+				t.Errorf("tlsOn: %v, want %v", got, tc.tls)
+			}
+		})
+	}
+}
+
+// TestKafkaSecurityFlags sets the flags from the command line, the
+// environment and YAML, as run does, and checks that no password flag or
+// key exists.
+func TestKafkaSecurityFlags(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := writeSecret(t, dir, "c.yaml", "kafka-tls: on\nkafka-sasl-mechanism: scram-sha-512\nkafka-sasl-user: yaml-user\n")
+	t.Setenv(envPrefix+"KAFKA_TLS_CA", "/etc/ca.pem")
+	var c engineConfig
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	c.register(fs)
+	if err := parseFlags(fs, []string{"--config", cfgPath, "--kafka-tls-server-name", "kafka.internal"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.KafkaTLS != onOffOn || c.KafkaTLSCA != "/etc/ca.pem" || c.KafkaTLSServerName != "kafka.internal" ||
+		c.KafkaSASLMechanism != "scram-sha-512" || c.KafkaSASLUser != "yaml-user" || c.KafkaTLSMinVersion != "1.2" ||
+		c.KafkaCheckInterval != 10*time.Second {
+		t.Errorf("parsed %+v", c.kafkaSecurity)
+	}
+	var off engineConfig
+	fs = flag.NewFlagSet("run", flag.ContinueOnError)
+	off.register(fs)
+	if err := parseFlags(fs, []string{"--kafka-tls=off"}); err != nil || off.KafkaTLS != onOffOff {
+		t.Errorf("--kafka-tls=off: %v, %v", err, off.KafkaTLS)
+	}
+	for _, name := range []string{"kafka-sasl-password", "kafka-password", "kafka-sasl-token"} {
+		if fs.Lookup(name) != nil {
+			t.Errorf("flag --%s exists: secrets must not come from flags", name)
+		}
+	}
+	bad := writeSecret(t, dir, "bad.yaml", "kafka-sasl-password: hunter2\n")
+	fs = flag.NewFlagSet("run", flag.ContinueOnError)
+	(&engineConfig{}).register(fs)
+	if err := parseFlags(fs, []string{"--config", bad}); err == nil || !strings.Contains(err.Error(), `unknown key "kafka-sasl-password"`) {
+		t.Errorf("a password in YAML: %v, want an unknown key error", err)
+	}
+	c = engineConfig{Brokers: "kafka-1:9093,user:hunter2@kafka-2:9093", Group: "g", Topic: "t", ScoresTopic: "s",
+		MaxBatch: 1, MaxDelay: time.Millisecond, Workers: 1, InFlight: 1, DrainTimeout: time.Second, TTL: time.Hour}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--brokers: entry 2 holds credentials") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("credentials in --brokers: %v", err)
+	}
+}
+
+func TestRedactBroker(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"kafka-1:9093", "kafka-1:9093"},
+		{"user:secret@kafka-1:9093", "REDACTED@kafka-1:9093"},
+		{"sasl_ssl://user:secret@kafka-1:9093", "sasl_ssl://REDACTED@kafka-1:9093"},
+	} {
+		if got := redactBroker(tc.in); got != tc.want {
+			t.Errorf("redactBroker(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// rewrite replaces the file at path with v and moves its mtime, so that
+// a rewrite within the file system's timestamp granularity is still seen.
+func rewrite(t *testing.T, path, v string, age time.Duration) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Now().Add(-age)
+	if err := os.Chtimes(path, mt, mt); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "pw")
+	f := &secretFile{path: p, what: "--kafka-sasl-password-file", trim: trimNewline}
+	if _, err := f.get(); err == nil || !strings.Contains(err.Error(), "read --kafka-sasl-password-file") {
+		t.Errorf("missing file: %v", err)
+	}
+	rewrite(t, p, "first\n", time.Hour)
+	if v, err := f.get(); err != nil || v != "first" {
+		t.Errorf("get: %q, %v; want first", v, err)
+	}
+	rewrite(t, p, " second \r\n", 30*time.Minute) // inner spaces are the password's
+	if v, err := f.get(); err != nil || v != " second " {
+		t.Errorf("after a change: %q, %v; want \" second \"", v, err)
+	}
+	rewrite(t, p, "\n", time.Minute)
+	if _, err := f.get(); err == nil || !strings.Contains(err.Error(), "the file is empty") {
+		t.Errorf("empty file: %v, want an error", err)
+	}
+}
+
+func TestUserPassMechanismReload(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "pw")
+	rewrite(t, p, "old-pass", time.Hour)
+	f := &secretFile{path: p, what: "--kafka-sasl-password-file", trim: trimNewline}
+	m := &userPassMechanism{name: "plain", user: "u", password: f.get}
+	ctx := context.Background()
+	_, ir, err := m.Start(ctx)
+	if err != nil || string(ir) != "\x00u\x00old-pass" || m.Name() != "PLAIN" {
+		t.Fatalf("Start: %q, %v (%s)", ir, err, m.Name())
+	}
+	rewrite(t, p, "new-pass\n", time.Minute)
+	if _, ir, err = m.Start(ctx); err != nil || string(ir) != "\x00u\x00new-pass" {
+		t.Errorf("Start after rotation: %q, %v", ir, err)
+	}
+	s := &userPassMechanism{name: "scram-sha-512", user: "u", password: f.get}
+	if _, ir, err = s.Start(ctx); err != nil || !strings.HasPrefix(string(ir), "n,,n=u,r=") || s.Name() != "SCRAM-SHA-512" {
+		t.Errorf("scram Start: %q, %v (%s)", ir, err, s.Name())
+	}
+}
+
+func TestOAuthBearer(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "token")
+	ob := newOAuthBearer(p)
+	ctx := context.Background()
+	if ob.Name() != "OAUTHBEARER" {
+		t.Errorf("Name: %q", ob.Name())
+	}
+	rewrite(t, p, "eyJhbGciOi.eyJzdWIi.c2ln==\n", time.Hour)
+	sm, ir, err := ob.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "n,,\x01auth=Bearer eyJhbGciOi.eyJzdWIi.c2ln==\x01\x01"; string(ir) != want {
+		t.Errorf("client first message %q, want %q", ir, want)
+	}
+	if done, resp, err := sm.Next(ctx, nil); !done || resp != nil || err != nil {
+		t.Errorf("Next(empty): %v %q %v, want done", done, resp, err)
+	}
+	_, err = func() (bool, error) {
+		done, _, err := sm.Next(ctx, []byte(`{"status":"invalid_token","scope":"kafka"}`))
+		return done, err
+	}()
+	if !errors.Is(err, ErrOAuthBearerRejected) || !errors.Is(err, kafka.SASLAuthenticationFailed) || !strings.Contains(err.Error(), `status "invalid_token"`) {
+		t.Errorf("Next(error): %v", err)
+	}
+
+	// The token file changes: the next connection sends the new token.
+	rewrite(t, p, "bmV3LXRva2Vu", time.Minute)
+	if _, ir, err = ob.Start(ctx); err != nil || string(ir) != "n,,\x01auth=Bearer bmV3LXRva2Vu\x01\x01" {
+		t.Errorf("after refresh: %q, %v", ir, err)
+	}
+	rewrite(t, p, "  \n", 30*time.Second)
+	if _, _, err = ob.Start(ctx); err == nil || !strings.Contains(err.Error(), "the file is empty") {
+		t.Errorf("empty token: %v, want an error", err)
+	}
+	rewrite(t, p, "abc\x01def", 10*time.Second)
+	if _, _, err = ob.Start(ctx); err == nil || !strings.Contains(err.Error(), "b64token") || strings.Contains(err.Error(), "abc") {
+		t.Errorf("bad token: %v, want an error without the token", err)
+	}
+}
+
+func TestKeyPairReload(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	first, c1, k1 := ca.issue(t, "first", true)
+	second, c2, k2 := ca.issue(t, "second", true)
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	copyFile := func(dst, src string, age time.Duration) {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rewrite(t, dst, string(b), age)
+	}
+	copyFile(cert, c1, time.Hour)
+	copyFile(key, k1, time.Hour)
+	kp := &keyPairFiles{cert: cert, key: key}
+	got, err := kp.get()
+	if err != nil || !got.Leaf.Equal(first.Leaf) {
+		t.Fatalf("get: %v", err)
+	}
+	copyFile(cert, c2, time.Minute) // half rotated: cert and key do not match
+	if _, err := kp.get(); err == nil {
+		t.Errorf("mismatched pair: no error")
+	}
+	copyFile(key, k2, time.Minute)
+	if got, err = kp.get(); err != nil || !got.Leaf.Equal(second.Leaf) {
+		t.Errorf("after rotation: %v", err)
+	}
+}
+
+// TestClassifyKafkaErr covers the answers of a real broker that kfake does
+// not give.
+func TestClassifyKafkaErr(t *testing.T) {
+	sec := &kafkaSecurity{KafkaSASLMechanism: "scram-sha-512", KafkaSASLUser: "u"}
+	for _, tc := range []struct {
+		err         error
+		cause, hint string
+	}{
+		{fmt.Errorf("handshake: %w", kafka.UnsupportedSASLMechanism), "auth", "does not enable SASL mechanism SCRAM-SHA-512"},
+		{fmt.Errorf("authenticate: %w", kafka.SASLAuthenticationFailed), "auth", `SASL SCRAM-SHA-512 authentication failed for user "u"`},
+		{fmt.Errorf("metadata: %w", kafka.ClusterAuthorizationFailed), "auth", "not authorized"},
+		{fmt.Errorf("start: %w", ErrOAuthBearerRejected), "auth", "OAUTHBEARER authentication failed"},
+		{tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, "tls", "is the listener plaintext?"},
+		{&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}, "tls", "expired"},
+		{errors.New("dial tcp: i/o timeout"), "connect", "cannot reach the broker"},
+	} {
+		err := classifyKafkaErr(context.Background(), sec, "b:9093", tc.err)
+		var ce *kafkaCheckError
+		if !errors.As(err, &ce) || ce.cause != tc.cause || !strings.Contains(ce.Error(), tc.hint) {
+			t.Errorf("classify(%v) = %v, want cause %s and %q", tc.err, err, tc.cause, tc.hint)
+		}
+	}
+}
