@@ -272,8 +272,10 @@ func (k *kafkaSecurity) describe() []any {
 	return []any{"tls", tlsDesc, "sasl", sasl}
 }
 
-// onOff is a boolean flag that remembers whether it was set: --kafka-tls,
-// --kafka-tls=on|off|true|false.
+// onOff is a boolean flag that remembers whether it was set:
+// --kafka-tls on|off (or true|false). It always takes a value: as a
+// stand-alone boolean flag, "--kafka-tls off" would set it on and end the
+// flag parsing at "off", silently dropping every flag after it.
 type onOff int8
 
 const (
@@ -303,9 +305,6 @@ func (o *onOff) Set(s string) error {
 	}
 	return nil
 }
-
-// IsBoolFlag lets --kafka-tls stand alone on the command line.
-func (o *onOff) IsBoolFlag() bool { return true }
 
 // secretFile is a file holding a secret (a password, a token), read again
 // when its size, modification time or identity (a symlink swapped by a

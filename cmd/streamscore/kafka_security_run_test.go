@@ -173,7 +173,7 @@ func TestRunKafkaSecure(t *testing.T) {
 		{name: "mutual-tls+plain, password from env", tls: true, mutual: true, env: true,
 			user: [3]string{"PLAIN", testKafkaUser, testKafkaPass},
 			flags: func(sk *secureKafka, cert, key, _ string) []string {
-				return []string{"--kafka-tls", "--kafka-tls-ca", sk.ca.caFile, "--kafka-tls-cert", cert, "--kafka-tls-key", key,
+				return []string{"--kafka-tls", "on", "--kafka-tls-ca", sk.ca.caFile, "--kafka-tls-cert", cert, "--kafka-tls-key", key,
 					"--kafka-tls-server-name", "localhost", "--kafka-tls-min-version", "1.3",
 					"--kafka-sasl-mechanism", "plain", "--kafka-sasl-user", testKafkaUser}
 			}, want: "tls=mutual sasl=plain"},

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -336,8 +337,14 @@ func TestKafkaSecurityFlags(t *testing.T) {
 	var off engineConfig
 	fs = flag.NewFlagSet("run", flag.ContinueOnError)
 	off.register(fs)
-	if err := parseFlags(fs, []string{"--kafka-tls=off"}); err != nil || off.KafkaTLS != onOffOff {
-		t.Errorf("--kafka-tls=off: %v, %v", err, off.KafkaTLS)
+	if err := parseFlags(fs, []string{"--kafka-tls", "off", "--group", "g2"}); err != nil || off.KafkaTLS != onOffOff || off.Group != "g2" {
+		t.Errorf("--kafka-tls off --group g2: %v, %v, %q", err, off.KafkaTLS, off.Group)
+	}
+	fs = flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	(&engineConfig{}).register(fs)
+	if err := parseFlags(fs, []string{"--kafka-tls", "maybe"}); err == nil {
+		t.Errorf("--kafka-tls maybe: no error")
 	}
 	for _, name := range []string{"kafka-sasl-password", "kafka-password", "kafka-sasl-token"} {
 		if fs.Lookup(name) != nil {
