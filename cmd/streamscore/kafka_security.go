@@ -796,6 +796,9 @@ func checkKafkaAtStart(ctx context.Context, k *kafkaSecurity, brokers, topics []
 	for _, t := range missing {
 		log.Warn("kafka topic does not exist", "topic", t)
 	}
+	if k.mechanism() == "plain" && !k.tlsOn() {
+		log.Warn("SASL PLAIN without TLS: the password crosses the network in clear; set --kafka-tls on")
+	}
 	log.Info("kafka connection checked", append([]any{"brokers", redactBrokers(brokers)}, k.describe()...)...)
 	return nil
 }
