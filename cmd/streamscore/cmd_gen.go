@@ -44,6 +44,8 @@ type genConfig struct {
 	topic       string
 	labelsTopic string
 
+	kafkaSecurity // TLS and SASL (kafka_security.go)
+
 	// Both.
 	rate     float64
 	count    int64
@@ -85,6 +87,7 @@ func (c *genConfig) flags(fs *flag.FlagSet) {
 	fs.Var(&c.brokers, "brokers", "Kafka bootstrap brokers, comma-separated or repeated; selects Kafka mode (real time, ts = wall clock)")
 	fs.StringVar(&c.topic, "topic", "transactions", "Kafka mode: events topic (key = card_id)")
 	fs.StringVar(&c.labelsTopic, "labels-topic", "labels", `Kafka mode: labels topic, produced when each label's delay has elapsed ("": no labels)`)
+	c.kafkaSecurity.register(fs)
 
 	fs.Float64Var(&c.rate, "rate", 0, "events per second: real time with --brokers (default 200); in file mode the simulated mean rate instead of --events-per-day")
 	fs.Int64Var(&c.count, "count", 0, "stop after this many events (0: no limit); Kafka mode then waits for their labels")
@@ -109,6 +112,12 @@ func (c *genConfig) Validate(now time.Time) error {
 	}
 	c.effectiveDelay = c.labelDelay
 	if c.kafkaMode {
+		if err := checkBrokerList("gen: --brokers", c.brokerList); err != nil {
+			return err
+		}
+		if err := c.kafkaSecurity.Validate(); err != nil {
+			return fmt.Errorf("gen: %w", err)
+		}
 		if c.from != "" || c.to != "" || c.eventsPerDay != 0 || c.labelsUntil != "" {
 			return errors.New("gen: --from, --to, --events-per-day and --labels-until are for file mode; Kafka mode runs in real time")
 		}
@@ -408,6 +417,19 @@ func (q *labelQueue) Pop() any {
 const genTick = 10 * time.Millisecond
 
 func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
+	transport, err := c.transport()
+	if err != nil {
+		return fmt.Errorf("gen: %w", err)
+	}
+	// A TLS or authentication failure stops gen here, naming the cause;
+	// missing topics are created by the first write.
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err = kafkaCheck(cctx, &c.kafkaSecurity, c.brokerList, nil)
+	cancel()
+	var ce *kafkaCheckError
+	if err != nil && (!errors.As(err, &ce) || ce.fatal()) {
+		return fmt.Errorf("gen: check kafka: %w", err)
+	}
 	w := &kafka.Writer{
 		Addr:                   kafka.TCP(c.brokerList...),
 		Balancer:               &kafka.Murmur2Balancer{}, // the Java client's default: co-partitions with other producers
@@ -415,6 +437,9 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 		BatchSize:              1000,
 		RequiredAcks:           kafka.RequireAll,
 		AllowAutoTopicCreation: true,
+	}
+	if transport != nil {
+		w.Transport = transport
 	}
 	defer func() {
 		if err := w.Close(); err != nil {
@@ -428,7 +453,7 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 		runCtx, cancel = context.WithTimeout(ctx, c.duration)
 		defer cancel()
 	}
-	slog.Info("gen producing", "brokers", c.brokerList, "topic", c.topic, "labels_topic", c.labelsTopic,
+	slog.Info("gen producing", "brokers", redactBrokers(c.brokerList), "topic", c.topic, "labels_topic", c.labelsTopic,
 		"rate", c.perSecond, "count", c.count, "duration", c.duration, "tx_prefix", c.txPrefix)
 
 	st := newGenStats()

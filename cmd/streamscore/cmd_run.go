@@ -49,6 +49,21 @@ func cmdRun(ctx context.Context, args []string) error {
 	defer rwg.Wait()
 	defer rcancel()
 
+	// Kafka: a TLS or authentication failure fails the start, naming the
+	// cause; while running, the monitor turns /readyz to 503 while a new
+	// connection fails.
+	brokers := splitList(cfg.Brokers)
+	if err := checkKafkaAtStart(ctx, &cfg.kafkaSecurity, brokers, cfg.kafkaTopics(), e.health, log); err != nil {
+		return err
+	}
+	mon := &kafkaMonitor{sec: &cfg.kafkaSecurity, brokers: brokers, topics: cfg.kafkaTopics(), every: cfg.KafkaCheckInterval, health: e.health}
+	monCtx, monCancel := context.WithCancel(context.Background())
+	var monWG sync.WaitGroup
+	monWG.Add(1)
+	go func() { defer monWG.Done(); mon.Run(monCtx) }()
+	defer monWG.Wait()
+	defer monCancel()
+
 	mctx, mcancel := context.WithCancel(context.Background())
 	defer mcancel()
 	if cfg.MetricsAddr != "" {

@@ -58,6 +58,10 @@ type engineConfig struct {
 	// Model signatures: --model-trust, --allow-unsigned-models.
 	modelTrustConfig
 
+	// kafkaSecurity is TLS and SASL for every Kafka connection
+	// (kafka_security.go).
+	kafkaSecurity
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -97,6 +101,8 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	c.HTTP.register(fs)
 	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
 	c.registerTrust(fs)
+	c.kafkaSecurity.register(fs)
+	c.kafkaSecurity.registerCheck(fs)
 }
 
 // Validate checks the configuration as a whole.
@@ -154,6 +160,12 @@ func (c *engineConfig) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.validateTrust(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkBrokerList("--brokers", splitList(c.Brokers)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.kafkaSecurity.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -231,6 +243,13 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	for _, m := range shadows {
 		log.Info("shadow model loaded", "name", m.Name(), "ident", m.Ident(), "inputs", len(m.Inputs()))
 	}
+	if !c.noSinks {
+		// Read the CA, the client key pair, the password and the token
+		// now: a missing or bad file fails the start before any connection.
+		if err := c.kafkaSecurity.load(); err != nil {
+			return nil, err
+		}
+	}
 	e := &engine{models: ms, modelState: state, health: newConnHealth(reg, log)}
 	var ss []sinks.Sink
 	if c.NATS != "" && !c.noSinks {
@@ -261,7 +280,22 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			kopts = append(kopts, sinks.WithKafkaTopic(kind, topic))
 		}
 	}
+	var dialer *kafka.Dialer
+	if !c.noSinks {
+		if dialer, err = c.dialer(); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
 	if len(kopts) > 1 && !c.noSinks {
+		t, err := c.transport()
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		if t != nil {
+			kopts = append(kopts, sinks.WithKafkaTransport(t))
+		}
 		// kafka-go allocates a batch of BatchSize messages per partition and
 		// write; size it to our micro-batches, not its default of 100 (or
 		// 1000), so a write does not zero megabytes it never fills.
@@ -287,6 +321,9 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
 		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness), features.WithTTL(c.TTL)),
+	}
+	if dialer != nil {
+		opts = append(opts, stream.WithDialer(dialer))
 	}
 	if c.FeatureSpec != "" {
 		spec, err := loadSpec(c.FeatureSpec)

@@ -2,21 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -200,38 +191,19 @@ func TestHTTPValidate(t *testing.T) {
 // TestHTTPTLS: with --http-tls-cert the server speaks only TLS; with
 // --http-tls-client-ca a client without a certificate is refused.
 func TestHTTPTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca, caKey := testCA(t)
-	srvCert, srvKey := testLeaf(t, ca, caKey, "127.0.0.1")
-	cliCert, cliKey := testLeaf(t, ca, caKey, "client")
-	write := func(name string, blocks ...*pem.Block) string {
-		p := filepath.Join(dir, name)
-		var b []byte
-		for _, bl := range blocks {
-			b = append(b, pem.EncodeToMemory(bl)...)
-		}
-		writeFile(t, p, b)
-		return p
-	}
-	caFile := write("ca.pem", &pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
-	certFile := write("srv.pem", &pem.Block{Type: "CERTIFICATE", Bytes: srvCert})
-	keyFile := write("srv.key", srvKey)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	ca := newTestCA(t, "http-ca")
+	_, certFile, keyFile := ca.issue(t, "server", false)
+	pair, _, _ := ca.issue(t, "client", true)
 
-	base := serveTest(t, &httpSurface{Open: "metrics,probes", TLSCert: certFile, TLSKey: keyFile, TLSClientCA: caFile}, prometheus.NewRegistry())
+	base := serveTest(t, &httpSurface{Open: "metrics,probes", TLSCert: certFile, TLSKey: keyFile, TLSClientCA: ca.caFile}, prometheus.NewRegistry())
 	if !strings.HasPrefix(base, "https://") {
 		t.Fatalf("base %s", base)
 	}
-	pair, err := tls.X509KeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cliCert}), pem.EncodeToMemory(cliKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	withCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	withCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{pair}}}}
 	if got := status(t, withCert, "GET", base+"/metrics", ""); got != 200 {
 		t.Errorf("mTLS client: %d, want 200", got)
 	}
-	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}}}
 	if _, err := noCert.Get(base + "/metrics"); err == nil {
 		t.Errorf("a client without a certificate was served")
 	}
@@ -243,49 +215,4 @@ func TestHTTPTLS(t *testing.T) {
 			t.Errorf("plain HTTP to the TLS listener: %d, want 400", resp.StatusCode)
 		}
 	}
-}
-
-func testCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca, key
-}
-
-func testLeaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string) ([]byte, *pem.Block) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	if ip := net.ParseIP(name); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	} else {
-		tmpl.DNSNames = []string{name}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der, &pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}
 }

@@ -16,6 +16,7 @@ package local
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -43,6 +44,30 @@ type KafkaOption func(*kafkaConfig)
 type kafkaConfig struct {
 	retentionBytes int64
 	every          time.Duration
+	tls            *tls.Config
+	sasl           []kfake.Opt
+}
+
+// WithTLS makes the cluster's listener TLS with cfg: its Certificates, and
+// ClientAuth with ClientCAs for mutual TLS. Default: plaintext. The trap:
+// the helpers of this package (EndOffsets, ReadAll, ...) speak plaintext
+// only; read a TLS cluster with a client configured for it.
+func WithTLS(cfg *tls.Config) KafkaOption {
+	return func(c *kafkaConfig) { c.tls = cfg }
+}
+
+// WithSASLUser makes the cluster require SASL authentication and adds a
+// superuser with the mechanism ("PLAIN", "SCRAM-SHA-256" or
+// "SCRAM-SHA-512"); give it once per user and mechanism. Default: no
+// authentication. The trap: as with WithTLS, this package's helpers do not
+// authenticate.
+func WithSASLUser(mechanism, user, pass string) KafkaOption {
+	return func(c *kafkaConfig) {
+		if len(c.sasl) == 0 {
+			c.sasl = append(c.sasl, kfake.EnableSASL())
+		}
+		c.sasl = append(c.sasl, kfake.Superuser(mechanism, user, pass))
+	}
 }
 
 // WithRetentionBytes bounds the memory of the cluster: every 5s, the oldest
@@ -69,6 +94,10 @@ func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
 		bcfg["log.retention.bytes"] = fmt.Sprint(kc.retentionBytes)
 	}
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.BrokerConfigs(bcfg)}
+	if kc.tls != nil {
+		opts = append(opts, kfake.TLS(kc.tls))
+	}
+	opts = append(opts, kc.sasl...)
 	byCount := map[int][]string{}
 	for t, n := range topics {
 		if n < 1 {
