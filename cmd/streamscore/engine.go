@@ -55,6 +55,7 @@ type engineConfig struct {
 	StartAtEnd      bool
 	StateDir        string
 	StateInterval   time.Duration
+	natsSecurity    // --nats-tls-*, --nats-user, ... (nats_security.go)
 
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
@@ -91,6 +92,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
+	c.natsSecurity.register(fs)
 	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
 }
 
@@ -112,6 +114,7 @@ func (c *engineConfig) Validate() error {
 	if c.NATS != "" && c.ScoresSubject == "" && c.AlertsSubject == "" {
 		errs = append(errs, errors.New("--nats is set but both --scores-subject and --alerts-subject are empty"))
 	}
+	errs = append(errs, c.natsSecurity.Validate(c.NATS))
 	if c.MaxBatch < 1 || c.MaxBatch > 1<<16 {
 		errs = append(errs, fmt.Errorf("--max-batch %d out of range [1, 65536]", c.MaxBatch))
 	}
@@ -220,10 +223,9 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	e := &engine{models: ms, modelState: state, health: newConnHealth(reg, log)}
 	var ss []sinks.Sink
 	if c.NATS != "" && !c.noSinks {
-		nc, err := nats.Connect(c.NATS, nats.Name("streamscore"), nats.MaxReconnects(-1),
-			nats.ReconnectWait(250*time.Millisecond), nats.ReconnectBufSize(64<<20))
+		nc, err := connectNATS(c, e.health, log)
 		if err != nil {
-			return nil, fmt.Errorf("connect to nats %s: %w", c.NATS, err)
+			return nil, err
 		}
 		e.nc = nc
 		opts := []sinks.NATSOption{sinks.WithNATSRegisterer(reg)}
