@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -27,6 +28,10 @@ const (
 	envNATSPassword = envPrefix + "NATS_PASSWORD"
 	envNATSToken    = envPrefix + "NATS_TOKEN"
 )
+
+// natsReconnectWait is the pause after every server of --nats was tried
+// in vain, plus a random jitter of up to as much again.
+const natsReconnectWait = 250 * time.Millisecond
 
 // natsTransport is the transport name of the NATS connection in connHealth
 // (and in streamscore_transport_failures_total).
@@ -142,6 +147,12 @@ func (s *natsSecurity) method(natsURL string) string {
 	return "none"
 }
 
+// sendsSecret reports whether the authentication sends the secret itself
+// to the server (password, token), rather than a signature (NKey, JWT).
+func (s *natsSecurity) sendsSecret(natsURL string) bool {
+	return s.NATSUser != "" || s.NATSTokenFile != "" || os.Getenv(envNATSToken) != "" || urlsHaveUserInfo(natsURL)
+}
+
 // wantsTLS reports whether TLS is asked for by a flag or a tls:// URL. (A
 // server that requires TLS gets it anyway: nats.go upgrades.)
 func (s *natsSecurity) wantsTLS(natsURL string) bool {
@@ -178,6 +189,7 @@ func (s *natsSecurity) options(log *slog.Logger, red *redactor) ([]nats.Option, 
 		opts = append(opts, nats.ClientCert(s.NATSTLSCert, s.NATSTLSKey))
 	}
 	if s.NATSTLSCA != "" || s.NATSTLSCert != "" {
+		// RootCAs and ClientCert turn TLS on; this states the floor.
 		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
 	}
 
@@ -311,19 +323,31 @@ func connectNATS(c *engineConfig, h *connHealth, log *slog.Logger) (*nats.Conn, 
 	if urlsHaveUserInfo(c.NATS) { // a password, or a token (user without password)
 		log.Warn("the --nats URL carries a secret (redacted in logs); prefer --nats-user with --nats-password-file, --nats-token-file or --nats-creds", "nats", shown)
 	}
-	if s.method(c.NATS) != "none" && !s.wantsTLS(c.NATS) {
-		log.Warn("NATS credentials without TLS (--nats-tls-ca or a tls:// URL): they travel in clear unless the server requires TLS", "nats", shown)
+	if s.sendsSecret(c.NATS) && !s.wantsTLS(c.NATS) {
+		log.Warn("a NATS password or token without TLS (--nats-tls-ca or a tls:// URL): it travels in clear unless the server requires TLS", "nats", shown)
 	}
 	opts, err := s.options(log, red)
 	if err != nil {
 		return nil, fmt.Errorf("configure nats: %w", red.err(err))
 	}
-	var lastServer atomic.Value // redacted URL of the server last connected to
+	var conn atomic.Pointer[nats.Conn] // set once connected
+	var lastServer atomic.Value        // redacted URL of the server last connected to
 	lastServer.Store(shown)
 	opts = append(opts,
 		nats.Name("streamscore"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		// The delay callback runs in the reconnect loop after every server
+		// was tried, outside the connection's lock: the one place where a
+		// failed TLS handshake or authentication of a reconnect is visible
+		// (nats.go calls ReconnectErrHandler only when the dial fails).
+		nats.CustomReconnectDelay(func(int) time.Duration {
+			if nc := conn.Load(); nc != nil {
+				if err := nc.LastError(); err != nil {
+					h.Down(natsTransport, natsCause(err), red.err(describeNATSErr(err, s, c.NATS)))
+				}
+			}
+			return natsReconnectWait + rand.N(natsReconnectWait)
+		}),
 		nats.ReconnectBufSize(64<<20),
 		// nats.go gives up after the same authentication error twice in a
 		// row; a daemon keeps trying (and stays not ready), so that fixing
@@ -334,14 +358,14 @@ func connectNATS(c *engineConfig, h *connHealth, log *slog.Logger) (*nats.Conn, 
 				return // Close at shutdown, not a failure
 			}
 			server := lastServer.Load().(string)
+			cause := "disconnected"
 			if err == nil {
 				err = fmt.Errorf("nats: connection to %s lost", server)
 			} else {
+				if c := natsCause(err); c != "connect" {
+					cause = c
+				}
 				err = fmt.Errorf("nats: connection to %s lost: %w", server, err)
-			}
-			cause := natsCause(err)
-			if cause == "connect" {
-				cause = "disconnected"
 			}
 			h.Down(natsTransport, cause, red.err(err))
 		}),
@@ -356,10 +380,13 @@ func connectNATS(c *engineConfig, h *connHealth, log *slog.Logger) (*nats.Conn, 
 			h.Up(natsTransport)
 			log.Info("nats reconnected", "server", server)
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) {
 			switch {
 			case err == nil:
 			case natsCause(err) == "auth" || natsCause(err) == "tls":
+				if nc.IsReconnecting() {
+					return // reported by the reconnect delay callback
+				}
 				h.Down(natsTransport, natsCause(err), red.err(describeNATSErr(err, s, c.NATS)))
 			case errors.Is(err, nats.ErrPermissionViolation):
 				// The connection stays up; publishes to the subject fail
@@ -383,6 +410,7 @@ func connectNATS(c *engineConfig, h *connHealth, log *slog.Logger) (*nats.Conn, 
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", shown, red.err(describeNATSErr(err, s, c.NATS)))
 	}
+	conn.Store(nc)
 	server := red.text(redactNATSURL(nc.ConnectedUrl()))
 	lastServer.Store(server)
 	_, tlsErr := nc.TLSConnectionState()
@@ -414,7 +442,7 @@ func natsCause(err error) string {
 	switch {
 	case strings.Contains(msg, "authorization violation"), strings.Contains(msg, "authentication"):
 		return "auth"
-	case strings.Contains(msg, "tls"), strings.Contains(msg, "secure connection"):
+	case strings.Contains(msg, "tls: "), strings.Contains(msg, "x509: "), strings.Contains(msg, "secure connection"):
 		return "tls"
 	}
 	return "connect"

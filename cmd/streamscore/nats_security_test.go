@@ -64,6 +64,30 @@ func TestRedactNATSURL(t *testing.T) {
 	}
 }
 
+func TestNATSCause(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"authorization", fmt.Errorf("x: %w", nats.ErrAuthorization), "auth"},
+		{"expired", nats.ErrAuthExpired, "auth"},
+		{"tls sentinel", fmt.Errorf("%w: %w", nats.ErrTLS, errors.New("handshake")), "tls"},
+		{"no tls on server", nats.ErrSecureConnWanted, "tls"},
+		{"unknown authority", fmt.Errorf("x: %w", x509.UnknownAuthorityError{}), "tls"},
+		{"remote alert", &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}, "tls"},
+		{"server -ERR text", errors.New("nats: 'Authorization Violation'"), "auth"},
+		{"refused", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, "connect"},
+		{"tls url is not a tls error", errors.New("nats: connection to tls://127.0.0.1:4222 lost: EOF"), "connect"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := natsCause(tc.err); got != tc.want {
+				t.Errorf("natsCause(%v) = %q, want %q", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestNATSSecurityValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -120,6 +144,7 @@ type testPKI struct {
 	otherCA                      string // a CA that signed nothing here
 	clientKeyPEM                 string // a secret the logs must not show
 	otherClientCert, otherClient string // signed by otherCA
+	otherCert, otherKey          string // a server certificate signed by otherCA
 }
 
 func newTestPKI(t *testing.T) *testPKI {
@@ -195,6 +220,9 @@ func newTestPKI(t *testing.T) *testPKI {
 	oDER, oKey := leaf(other, otherKey, "intruder", x509.ExtKeyUsageClientAuth)
 	p.otherClientCert = write("other-client.pem", &pem.Block{Type: "CERTIFICATE", Bytes: oDER})
 	p.otherClient = write("other-client-key.pem", &pem.Block{Type: "EC PRIVATE KEY", Bytes: oKey})
+	osDER, osKey := leaf(other, otherKey, "impostor", x509.ExtKeyUsageServerAuth)
+	p.otherCert = write("other-server.pem", &pem.Block{Type: "CERTIFICATE", Bytes: osDER})
+	p.otherKey = write("other-server-key.pem", &pem.Block{Type: "EC PRIVATE KEY", Bytes: osKey})
 	return p
 }
 
@@ -202,7 +230,13 @@ func newTestPKI(t *testing.T) *testPKI {
 // checks client certificates (mutual TLS).
 func (p *testPKI) serverTLS(t *testing.T, verify bool) func(*server.Options) {
 	t.Helper()
-	cfg, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: p.certFile, KeyFile: p.keyFile, CaFile: p.caFile, Verify: verify})
+	return p.serverTLSWith(t, p.certFile, p.keyFile, verify)
+}
+
+// serverTLSWith is serverTLS with another server certificate.
+func (p *testPKI) serverTLSWith(t *testing.T, certFile, keyFile string, verify bool) func(*server.Options) {
+	t.Helper()
+	cfg, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: certFile, KeyFile: keyFile, CaFile: p.caFile, Verify: verify})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,10 +576,17 @@ func TestNATSSecureEndToEnd(t *testing.T) {
 			secrets: []string{string(nseed)},
 		},
 		{
-			name:    "mtls and creds (jwt)",
-			server:  []func(*server.Options){pki.serverTLS(t, true), op.opts},
-			scheme:  "tls",
-			args:    []string{"--nats-tls-ca", pki.caFile, "--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.clientKey, "--nats-creds", op.credsFile},
+			name:   "mtls and creds (jwt)",
+			server: []func(*server.Options){pki.serverTLS(t, true), op.opts},
+			scheme: "tls",
+			// As in the README: a YAML file (the URL comes from --nats here).
+			args: []string{"--config", writeConfig(t, fmt.Sprintf(`# NATS with mutual TLS and a .creds file (decentralized JWT auth)
+nats: tls://nats.example.internal:4222
+nats-tls-ca: %s
+nats-tls-cert: %s
+nats-tls-key: %s
+nats-creds: %s
+`, pki.caFile, pki.clientCert, pki.clientKey, op.credsFile))},
 			client:  []nats.Option{nats.RootCAs(pki.caFile), nats.ClientCert(pki.clientCert, pki.clientKey), nats.UserCredentials(op.credsFile)},
 			secrets: append([]string{pki.clientKeyPEM}, op.secrets...),
 		},
@@ -694,12 +735,14 @@ func TestNATSFailClosedAtStart(t *testing.T) {
 	}
 }
 
-// TestNATSRuntimeAuthFailure: while running, the server comes back with a
+// TestNATSRuntimeFailures: while running, the server comes back with a
 // rotated password. The engine logs the authentication failure at error
 // level, counts it, answers 503 on /readyz and keeps retrying; once the
 // password file holds the new password, it reconnects without a restart,
-// /readyz is 200 again and the events produced meanwhile arrive.
-func TestNATSRuntimeAuthFailure(t *testing.T) {
+// /readyz is 200 again and the events produced meanwhile arrive. Then the
+// server comes back with a certificate the engine does not trust: the same,
+// with the TLS cause, until the right certificate is back.
+func TestNATSRuntimeFailures(t *testing.T) {
 	pki := newTestPKI(t)
 	dir := t.TempDir()
 	oldPassword := randSecret(t, "oldpw")
@@ -750,7 +793,7 @@ func TestNATSRuntimeAuthFailure(t *testing.T) {
 	// The server restarts on the same port with a new password.
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	startTestNATS(t, port, store, pki.serverTLS(t, false), withPassword(newPassword))
+	srv2 := startTestNATS(t, port, store, pki.serverTLS(t, false), withPassword(newPassword))
 	authFailures := func() float64 {
 		return testutil.ToFloat64(r.e.health.failures.WithLabelValues(natsTransport, "auth"))
 	}
@@ -760,7 +803,7 @@ func TestNATSRuntimeAuthFailure(t *testing.T) {
 		t.Fatalf("/readyz with a rejected password: %d %q, want 503 with nats down (auth)", code, body)
 	}
 	produce(t, ctx, brokers, g, 30) // scored, held back until NATS is back
-	if !strings.Contains(r.logs.String(), `level=ERROR msg="connection down" transport=nats cause=auth`) {
+	if !strings.Contains(r.logs.String(), `level=ERROR msg="connection down" transport=nats cause=auth err="nats: authentication failed`) {
 		t.Errorf("no error log line for the authentication failure:\n%s", r.logs.String())
 	}
 
@@ -775,6 +818,30 @@ func TestNATSRuntimeAuthFailure(t *testing.T) {
 	})
 	_, st = client(newPassword)
 	waitStored(t, ctx, st, 60, "the events of the outage delivered")
+
+	// The server comes back with a certificate of another CA: TLS fails
+	// on every reconnect, with the cause.
+	srv2.Shutdown()
+	srv2.WaitForShutdown()
+	srv3 := startTestNATS(t, port, store, pki.serverTLSWith(t, pki.otherCert, pki.otherKey, false), withPassword(newPassword))
+	tlsFailures := func() float64 {
+		return testutil.ToFloat64(r.e.health.failures.WithLabelValues(natsTransport, "tls"))
+	}
+	poll(t, 30*time.Second*timeScale, "the TLS failure reported", func() bool { return tlsFailures() >= 2 })
+	if code, body := r.ready(); code != http.StatusServiceUnavailable ||
+		!strings.Contains(body, "nats down (tls): nats: TLS: the server's certificate is not signed by the CA of --nats-tls-ca") {
+		t.Fatalf("/readyz with an untrusted server certificate: %d %q, want 503 with nats down (tls)", code, body)
+	}
+	produce(t, ctx, brokers, g, 20)
+	srv3.Shutdown()
+	srv3.WaitForShutdown()
+	startTestNATS(t, port, store, pki.serverTLS(t, false), withPassword(newPassword))
+	poll(t, 30*time.Second*timeScale, "/readyz 200 with the right certificate", func() bool {
+		code, _ := r.ready()
+		return code == http.StatusOK
+	})
+	_, st = client(newPassword)
+	waitStored(t, ctx, st, 80, "the events of the TLS outage delivered")
 	if err := r.stop(); err != nil {
 		t.Errorf("run: %v", err)
 	}
@@ -791,7 +858,10 @@ func TestNATSRuntimeAuthFailure(t *testing.T) {
 		t.Errorf("the disconnection is not logged with the server:\n%s", logs)
 	}
 	checkNoSecrets(t, []string{oldPassword, newPassword}, logs, body)
-	t.Logf("auth failures counted while the password was wrong: %v", authFailures())
+	if !strings.Contains(logs, `level=ERROR msg="connection down" transport=nats cause=tls err="nats: TLS:`) {
+		t.Errorf("no error log line for the TLS failure:\n%s", logs)
+	}
+	t.Logf("failures counted while the password was wrong: %v, while the certificate was untrusted: %v", authFailures(), tlsFailures())
 }
 
 // TestNATSFailClosedSubprocess: `streamscore run` with a wrong password
