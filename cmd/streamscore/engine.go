@@ -62,6 +62,10 @@ type engineConfig struct {
 	// (kafka_security.go).
 	kafkaSecurity
 
+	// natsSecurity is TLS and authentication for NATS: --nats-tls-*,
+	// --nats-user, ... (nats_security.go).
+	natsSecurity
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -99,6 +103,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
 	c.HTTP.register(fs)
+	c.natsSecurity.register(fs)
 	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
 	c.registerTrust(fs)
 	c.kafkaSecurity.register(fs)
@@ -123,6 +128,7 @@ func (c *engineConfig) Validate() error {
 	if c.NATS != "" && c.ScoresSubject == "" && c.AlertsSubject == "" {
 		errs = append(errs, errors.New("--nats is set but both --scores-subject and --alerts-subject are empty"))
 	}
+	errs = append(errs, c.natsSecurity.Validate(c.NATS))
 	if c.MaxBatch < 1 || c.MaxBatch > 1<<16 {
 		errs = append(errs, fmt.Errorf("--max-batch %d out of range [1, 65536]", c.MaxBatch))
 	}
@@ -253,10 +259,9 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	e := &engine{models: ms, modelState: state, health: newConnHealth(reg, log)}
 	var ss []sinks.Sink
 	if c.NATS != "" && !c.noSinks {
-		nc, err := nats.Connect(c.NATS, nats.Name("streamscore"), nats.MaxReconnects(-1),
-			nats.ReconnectWait(250*time.Millisecond), nats.ReconnectBufSize(64<<20))
+		nc, err := connectNATS(c, e.health, log)
 		if err != nil {
-			return nil, fmt.Errorf("connect to nats %s: %w", c.NATS, err)
+			return nil, err
 		}
 		e.nc = nc
 		opts := []sinks.NATSOption{sinks.WithNATSRegisterer(reg)}

@@ -18,7 +18,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -221,7 +220,7 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 // served without a restart), client certificates required and verified with
 // --http-tls-client-ca.
 func (h *httpSurface) tlsConfig() (*tls.Config, error) {
-	kp := &keyPairFile{cert: h.TLSCert, key: h.TLSKey}
+	kp := &keyPairFiles{cert: h.TLSCert, key: h.TLSKey, flag: "--http-tls", keepOld: true}
 	if _, err := kp.get(); err != nil {
 		return nil, err
 	}
@@ -244,49 +243,6 @@ func (h *httpSurface) tlsConfig() (*tls.Config, error) {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
-}
-
-// keyPairFile is a certificate and key on disk, reloaded when either file's
-// modification time or size changes. Safe for concurrent use.
-type keyPairFile struct {
-	cert, key string
-
-	mu    sync.Mutex
-	stamp string
-	pair  *tls.Certificate
-}
-
-func (k *keyPairFile) get() (*tls.Certificate, error) {
-	stamp, err := pairStamp(k.cert, k.key)
-	if err != nil {
-		return nil, fmt.Errorf("tls certificate: %w", err)
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.pair != nil && stamp == k.stamp {
-		return k.pair, nil
-	}
-	pair, err := tls.LoadX509KeyPair(k.cert, k.key)
-	if err != nil {
-		if k.pair != nil {
-			return k.pair, nil // a half-written renewal: keep serving the old pair
-		}
-		return nil, fmt.Errorf("load tls certificate %s: %w", k.cert, err)
-	}
-	k.pair, k.stamp = &pair, stamp
-	return k.pair, nil
-}
-
-func pairStamp(paths ...string) (string, error) {
-	var b strings.Builder
-	for _, p := range paths {
-		st, err := os.Stat(p)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(&b, "%d/%d;", st.ModTime().UnixNano(), st.Size())
-	}
-	return b.String(), nil
 }
 
 // tokenGate serves next only to requests with "Authorization: Bearer <t>"

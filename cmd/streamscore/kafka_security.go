@@ -188,7 +188,7 @@ func (k *kafkaSecurity) load() error {
 			cfg.RootCAs = pool
 		}
 		if k.KafkaTLSCert != "" {
-			kp := &keyPairFiles{cert: k.KafkaTLSCert, key: k.KafkaTLSKey}
+			kp := &keyPairFiles{cert: k.KafkaTLSCert, key: k.KafkaTLSKey, flag: "--kafka-tls"}
 			if _, err := kp.get(); err != nil {
 				return err
 			}
@@ -329,7 +329,8 @@ func (s fileVersion) same(fi os.FileInfo) bool {
 	return s.info != nil && os.SameFile(s.info, fi) && s.info.Size() == fi.Size() && s.info.ModTime().Equal(fi.ModTime())
 }
 
-func trimNewline(s string) string { return strings.TrimSuffix(strings.TrimSuffix(s, "\n"), "\r") }
+// trimNewline drops the line ends editors leave at the end of a file.
+func trimNewline(s string) string { return strings.TrimRight(s, "\r\n") }
 
 // get returns the secret, reading the file if it changed since last time.
 func (f *secretFile) get() (string, error) {
@@ -357,10 +358,16 @@ func (f *secretFile) get() (string, error) {
 	return v, nil
 }
 
-// keyPairFiles is the client certificate and key of mutual TLS, loaded
-// again when either file changes. Safe for concurrent use.
+// keyPairFiles is a certificate and its key (the client's of mutual TLS to
+// Kafka, the HTTP listener's), loaded again when either file changes. flag
+// names the pair's flags in errors (--kafka-tls: --kafka-tls-cert and
+// --kafka-tls-key). With keepOld, a pair that fails to load while a good one
+// is loaded (a renewal half written: new certificate, old key) leaves the
+// good one in use until the files match again. Safe for concurrent use.
 type keyPairFiles struct {
 	cert, key string
+	flag      string
+	keepOld   bool
 
 	mu                  sync.Mutex
 	certStamp, keyStamp fileVersion
@@ -370,11 +377,11 @@ type keyPairFiles struct {
 func (kp *keyPairFiles) get() (*tls.Certificate, error) {
 	ci, err := os.Stat(kp.cert)
 	if err != nil {
-		return nil, fmt.Errorf("read --kafka-tls-cert: %w", err)
+		return nil, fmt.Errorf("read %s-cert: %w", kp.flag, err)
 	}
 	ki, err := os.Stat(kp.key)
 	if err != nil {
-		return nil, fmt.Errorf("read --kafka-tls-key: %w", err)
+		return nil, fmt.Errorf("read %s-key: %w", kp.flag, err)
 	}
 	kp.mu.Lock()
 	defer kp.mu.Unlock()
@@ -383,8 +390,11 @@ func (kp *keyPairFiles) get() (*tls.Certificate, error) {
 	}
 	pair, err := tls.LoadX509KeyPair(kp.cert, kp.key)
 	if err != nil {
+		if kp.keepOld && kp.pair != nil {
+			return kp.pair, nil
+		}
 		// The error names the files and the problem, never key bytes.
-		return nil, fmt.Errorf("load --kafka-tls-cert and --kafka-tls-key: %w", err)
+		return nil, fmt.Errorf("load %s-cert and %s-key: %w", kp.flag, kp.flag, err)
 	}
 	kp.pair, kp.certStamp, kp.keyStamp = &pair, fileVersion{ci}, fileVersion{ki}
 	return kp.pair, nil
@@ -419,8 +429,10 @@ func (m *userPassMechanism) build() (sasl.Mechanism, error) {
 func scramMechanism(algo scram.Algorithm, user, pass string) (sasl.Mechanism, error) {
 	mech, err := scram.Mechanism(algo, user, pass)
 	if err != nil {
-		// SASLprep rejects some characters; the error does not echo them.
-		return nil, fmt.Errorf("sasl scram: user or password not valid for SCRAM: %w", err)
+		// SASLprep rejects some characters (controls, unassigned code
+		// points). Its error quotes the offending string, the password
+		// included: never pass it on.
+		return nil, errors.New("sasl scram: the user name or password holds a character SCRAM does not allow (SASLprep, RFC 4013: e.g. a control character)")
 	}
 	return mech, nil
 }

@@ -114,6 +114,7 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	}
 }
 
+// writeSecret writes v into a 0600 file of dir.
 func writeSecret(t *testing.T, dir, name, v string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
@@ -428,6 +429,13 @@ func TestUserPassMechanismReload(t *testing.T) {
 	if _, ir, err = s.Start(ctx); err != nil || !strings.HasPrefix(string(ir), "n,,n=u,r=") || s.Name() != "SCRAM-SHA-512" {
 		t.Errorf("scram Start: %q, %v (%s)", ir, err, s.Name())
 	}
+	// A password SASLprep refuses: the error must not quote it (the SCRAM
+	// library's own error does).
+	const bad = "ctl-\x07-secret-pass"
+	rewrite(t, p, bad+"\n\n", time.Second)
+	if _, _, err = s.Start(ctx); err == nil || strings.Contains(err.Error(), "secret-pass") {
+		t.Errorf("scram Start with a control character: %v; want an error that does not quote the password", err)
+	}
 }
 
 func TestOAuthBearer(t *testing.T) {
@@ -486,7 +494,7 @@ func TestKeyPairReload(t *testing.T) {
 	}
 	copyFile(cert, c1, time.Hour)
 	copyFile(key, k1, time.Hour)
-	kp := &keyPairFiles{cert: cert, key: key}
+	kp := &keyPairFiles{cert: cert, key: key, flag: "--kafka-tls"}
 	got, err := kp.get()
 	if err != nil || !got.Leaf.Equal(first.Leaf) {
 		t.Fatalf("get: %v", err)
