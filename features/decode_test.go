@@ -296,6 +296,17 @@ func BenchmarkDecode(b *testing.B) {
 			}
 		}
 	})
+	b.Run("strict_pan_key", func(b *testing.B) {
+		d := NewDecoder(WithPANKey(testPANKey(b, panKeyA)))
+		var e Event
+		b.SetBytes(int64(len(msg)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := d.Decode(msg, &e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("encoding_json", func(b *testing.B) {
 		var v struct {
 			TxID       string    `json:"tx_id"`
