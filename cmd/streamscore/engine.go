@@ -56,6 +56,9 @@ type engineConfig struct {
 	StateDir        string
 	StateInterval   time.Duration
 
+	// Card-number pseudonyms (pan.go).
+	panConfig
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -91,6 +94,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address of the /metrics HTTP endpoint; empty disables")
 	fs.BoolVar(&c.StartAtEnd, "start-at-end", false, "a new consumer group starts at the end of the topic instead of its beginning")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
+	c.panConfig.register(fs)
 	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
 }
 
@@ -273,6 +277,12 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
 		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness), features.WithTTL(c.TTL)),
 	}
+	panOpts, err := c.panConfig.decoderOptions(log)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	opts = append(opts, stream.WithDecoderOptions(panOpts...))
 	if c.FeatureSpec != "" {
 		spec, err := loadSpec(c.FeatureSpec)
 		if err != nil {
