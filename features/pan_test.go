@@ -239,3 +239,85 @@ func TestDecodePANAllocs(t *testing.T) {
 		t.Errorf("Decode with a PAN key: %v allocations per event, want 1 (the strings)", n)
 	}
 }
+
+func TestRedact(t *testing.T) {
+	ka := testPANKey(t, panKeyA)
+	plain := NewDecoder()
+	keyed := NewDecoder(WithPANKey(ka))
+	tests := []struct {
+		name  string
+		d     *Decoder
+		label bool
+		in    string
+		want  string // "" for not redactable
+	}{
+		{"unknown fields dropped", plain, false,
+			`{"tx_id":"t-1","cvv":"123","card_id":"c-1","track2":{"a":1},"amount":-3}`,
+			`{"tx_id":"t-1","card_id":"c-1","amount":-3}`},
+		{"card number masked", plain, false,
+			`{"tx_id":"t-1","card_id":"` + testPAN + `","terminal_id":"4111 1111 1111 1111"}`,
+			`{"tx_id":"t-1","card_id":"[redacted: clear_pan]","terminal_id":"[redacted: clear_pan]"}`},
+		{"number card id masked", plain, false,
+			`{"card_id":` + testPAN + `}`, `{"card_id":"[redacted: clear_pan]"}`},
+		{"card id pseudonymised", keyed, false,
+			`{"card_id":"` + testPAN + `","amount":"12"}`, `{"card_id":"` + ka.Pseudonym(testPAN) + `","amount":"12"}`},
+		{"compound and long values", plain, false,
+			`{"tx_id":["` + testPAN + `"],"mcc":"` + strings.Repeat("x", 300) + `"}`,
+			`{"tx_id":"[redacted: not a scalar]","mcc":"[redacted: 302 bytes]"}`},
+		{"escaped key", plain, false, `{"card\u005fid":"c"}`, `{"card_id":"c"}`},
+		{"label fields", plain, true, `{"tx_id":"t","fraud":"yes","amount":1}`, `{"tx_id":"t","fraud":"yes"}`},
+		{"empty object", plain, false, ` {} `, `{}`},
+		{"malformed", plain, false, `{"tx_id":"t","card_id":"` + testPAN, ""},
+		{"not an object", plain, false, `["` + testPAN + `"]`, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.d.AppendRedactedEvent
+			if tc.label {
+				f = tc.d.AppendRedactedLabel
+			}
+			got, ok := f([]byte("prefix"), []byte(tc.in))
+			if tc.want == "" {
+				if ok || string(got) != "prefix" {
+					t.Errorf("got %s, %v; want nothing", got, ok)
+				}
+				return
+			}
+			if !ok || string(got) != "prefix"+tc.want {
+				t.Errorf("got %s, %v; want %s", got, ok, tc.want)
+			}
+		})
+	}
+}
+
+func TestDigestAndSafeKey(t *testing.T) {
+	ka := testPANKey(t, panKeyA)
+	plain, keyed := NewDecoder(), NewDecoder(WithPANKey(ka))
+	msg := []byte(`{"card_id":"c-1"}`)
+	if d, id, ok := plain.AppendDigest(nil, msg); !ok || id != "" || len(d) != 32 {
+		t.Errorf("plain digest: %x %q %v", d, id, ok)
+	}
+	if d, id, ok := plain.AppendDigest(nil, []byte(`{"card_id":"`+testPAN+`"}`)); ok || len(d) != 0 {
+		t.Errorf("plain digest of a message with a card number: %x %q %v, want none", d, id, ok)
+	}
+	d1, id, ok := keyed.AppendDigest(nil, []byte(`{"card_id":"`+testPAN+`"}`))
+	if !ok || id != "ka" || len(d1) != 32 {
+		t.Errorf("keyed digest: %x %q %v", d1, id, ok)
+	}
+	for _, tc := range []struct {
+		name string
+		d    *Decoder
+		key  string
+		want string
+	}{
+		{"plain key kept", plain, "c-1", "c-1"},
+		{"card number dropped", plain, testPAN, ""},
+		{"keyed: pseudonym", keyed, testPAN, ka.Pseudonym(testPAN)},
+		{"keyed: own pseudonym kept", keyed, ka.Pseudonym(testPAN), ka.Pseudonym(testPAN)},
+		{"empty", keyed, "", ""},
+	} {
+		if got := string(tc.d.AppendSafeKey(nil, []byte(tc.key))); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
