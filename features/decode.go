@@ -24,7 +24,17 @@ const (
 	ReasonInvalidTime    = "invalid_timestamp"
 	ReasonFutureTime     = "future_timestamp"
 	ReasonInvalidGeo     = "invalid_geo" // lat/lon out of range
+	// ReasonClearPAN: a string field holds a card number in clear (13-19
+	// digits passing the Luhn check, see PANIn): card_id without a PAN key,
+	// any other field always.
+	ReasonClearPAN = "clear_pan"
+	// ReasonPseudonymKey: with a PAN key, card_id is a pseudonym under a key
+	// id that is neither the active nor the previous key's.
+	ReasonPseudonymKey = "unknown_pseudonym_key"
 )
+
+// errClearPAN is the text of a ReasonClearPAN error; it never holds the value.
+var errClearPAN = errors.New("holds a card number in clear (13-19 digits passing the Luhn check); configure a PAN key for card_id, never send one in other fields")
 
 // DecodeError is returned by Decode and DecodeLabel for bad input. Reason is
 // one of the Reason* codes; Field names the offending top-level field, or is
@@ -56,6 +66,7 @@ type DecoderOption func(*decoderConfig) error
 type decoderConfig struct {
 	maxSkew time.Duration
 	clock   func() time.Time
+	pan     *PANKey // nil: no pseudonyms, and clear card numbers are refused
 }
 
 // WithMaxFutureSkew sets how far ahead of the decoder's clock an event or
@@ -298,7 +309,11 @@ func (p *parse) object() bool {
 				for _, u := range p.unknown[:p.nUnknown] {
 					if string(s.b[u.start:u.end]) == string(key) {
 						if p.semReason == "" {
-							p.semReason, p.semField, p.semMsg = ReasonDuplicateField, string(key), "duplicate key"
+							name := string(key)
+							if panIn(key) { // the error is logged and dead-lettered
+								name = "[redacted]"
+							}
+							p.semReason, p.semField, p.semMsg = ReasonDuplicateField, name, "duplicate key"
 						}
 						break
 					}
@@ -486,10 +501,42 @@ func (d *Decoder) checkTime(t time.Time) error {
 	return nil
 }
 
+// protect applies the card-number policy to a scanned message: a string
+// field holding a card number in clear is refused (card_id only without a
+// key), and with a key, card_id's pseudonym is appended to dst and returned
+// (nil: keep card_id as it is).
+func (d *Decoder) protect(p *parse, dst []byte) ([]byte, error) {
+	key := d.cfg.pan
+	for f := range nStrFields {
+		if p.present&(1<<f) == 0 || (f == fCardID && key != nil) {
+			continue
+		}
+		if sp := p.str[f]; panIn(p.s.b[sp.start:sp.end]) {
+			return nil, &DecodeError{Reason: ReasonClearPAN, Field: fieldNames[f], Err: errClearPAN}
+		}
+	}
+	if key == nil {
+		return nil, nil
+	}
+	sp := p.str[fCardID]
+	card := p.s.b[sp.start:sp.end]
+	if sp.esc {
+		card = appendUnescaped(nil, card)
+	}
+	if id, ok := pseudonymKeyID(card); ok {
+		if key.accepts(id) {
+			return nil, nil
+		}
+		return nil, &DecodeError{Reason: ReasonPseudonymKey, Field: "card_id",
+			Err: fmt.Errorf("a pseudonym under key id %q, which is not one of the PAN key file's", id)}
+	}
+	return key.appendPseudonym(dst, card), nil
+}
+
 // strings materializes the present string fields with one allocation: all
-// of them share one backing string.
-func (p *parse) strings(out [nStrFields]*string) {
-	total := 0
+// of them share one backing string. card, when not nil, replaces card_id.
+func (p *parse) strings(out [nStrFields]*string, card []byte) {
+	total := len(card)
 	for f := range p.str {
 		total += p.str[f].end - p.str[f].start
 	}
@@ -501,7 +548,9 @@ func (p *parse) strings(out [nStrFields]*string) {
 			continue
 		}
 		bounds[f][0] = sb.Len()
-		if sp.esc {
+		if f == fCardID && card != nil {
+			sb.Write(card)
+		} else if sp.esc {
 			writeUnescaped(&sb, p.s.b[sp.start:sp.end])
 		} else {
 			sb.Write(p.s.b[sp.start:sp.end])
@@ -540,6 +589,11 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 	if err := d.checkTime(p.ts); err != nil {
 		return err
 	}
+	var cardBuf [maxPseudonymLen]byte
+	card, err := d.protect(&p, cardBuf[:0])
+	if err != nil {
+		return err
+	}
 	var ev Event
 	var out [nStrFields]*string
 	out[fTxID], out[fCardID], out[fTerminalID] = &ev.TxID, &ev.CardID, &ev.TerminalID
@@ -548,7 +602,7 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 			out[f] = dst
 		}
 	}
-	p.strings(out)
+	p.strings(out, card)
 	ev.TS = p.ts
 	ev.Amount = p.amount
 	if hasLat {
@@ -569,10 +623,15 @@ func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	if err := d.checkTime(p.ts); err != nil {
 		return err
 	}
+	var cardBuf [maxPseudonymLen]byte
+	card, err := d.protect(&p, cardBuf[:0])
+	if err != nil {
+		return err
+	}
 	var lb Label
 	var out [nStrFields]*string
 	out[fTxID], out[fCardID], out[fTerminalID] = &lb.TxID, &lb.CardID, &lb.TerminalID
-	p.strings(out)
+	p.strings(out, card)
 	lb.TS = p.ts
 	lb.Fraud = p.fraud
 	*l = lb

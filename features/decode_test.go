@@ -253,8 +253,40 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05+01:00","fraud":true}`))
 	f.Add([]byte(`{"amount":1e400}`))
 	f.Add([]byte("{\"tx_id\":\"\xff\"}"))
+	f.Add([]byte(`{"tx_id":"t","ts":"2026-11-28T15:04:05Z","card_id":"4111 1111 1111 1111","terminal_id":"m","amount":1,"cvv":"123"}`))
+	f.Add([]byte(`{"tx_id":"t","ts":"2026-11-28T15:04:05Z","card_id":"p1:ka:AAAAAAAAAAAAAAAAAAAAAAAA","terminal_id":"\u00341111111111111111","amount":1}`))
 	d := NewDecoder(WithClock(func() time.Time { return testNow }))
+	key := testPANKey(f, panKeyA)
+	kd := NewDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(key))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// With a PAN key: the same verdict but for the card-number policy,
+		// card_id always a pseudonym, and a dead letter's redacted form is
+		// valid JSON without a card number in clear.
+		var ke Event
+		if err := kd.Decode(b, &ke); err == nil {
+			if _, ok := PseudonymKeyID(ke.CardID); !ok {
+				t.Fatalf("card_id %q is not a pseudonym", ke.CardID)
+			}
+			for _, s := range []string{ke.TxID, ke.TerminalID, ke.Currency, ke.MCC, ke.Channel, ke.Country} {
+				if PANIn(s) {
+					t.Fatalf("decoded %+v holds a card number", ke)
+				}
+			}
+		}
+		for _, dec := range []*Decoder{d, kd} {
+			if red, ok := dec.AppendRedactedEvent(nil, b); ok {
+				if !json.Valid(red) {
+					t.Fatalf("redacted %q to invalid JSON %s", b, red)
+				}
+				if panIn(red) {
+					t.Fatalf("redacted %q to %s, which holds a card number", b, red)
+				}
+			}
+		}
+		var pe Event
+		if err := d.Decode(b, &pe); err == nil && PANIn(pe.CardID) {
+			t.Fatalf("decoded a card number in clear: %+v", pe)
+		}
 		var e Event
 		if err := d.Decode(b, &e); err == nil {
 			out := e.AppendJSON(nil)
@@ -287,6 +319,17 @@ func BenchmarkDecode(b *testing.B) {
 	msg := []byte(strings.Replace(validEvent, "2026-11-28T15:04:05.123Z", "2026-11-28T10:04:05.123Z", 1))
 	b.Run("strict", func(b *testing.B) {
 		d := NewDecoder()
+		var e Event
+		b.SetBytes(int64(len(msg)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := d.Decode(msg, &e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("strict_pan_key", func(b *testing.B) {
+		d := NewDecoder(WithPANKey(testPANKey(b, panKeyA)))
 		var e Event
 		b.SetBytes(int64(len(msg)))
 		b.ReportAllocs()

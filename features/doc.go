@@ -13,6 +13,39 @@
 // *DecodeError) for the dead-letter record. A successful Decode allocates
 // once. AppendJSON writes both types back in the same layout.
 //
+// # Card numbers
+//
+// No card number (PAN) leaves the Decoder in clear (PCI DSS requirement 3).
+// With WithPANKey (a PANKey loaded from a key file), card_id of events and
+// labels is replaced at decode by the pseudonym "p1:<key-id>:<mac>", the
+// first 144 bits of HMAC-SHA-256(key, card_id) in base64url: state,
+// records, logs, snapshots and dead letters only ever see the pseudonym, and
+// a label reaches its card because it gets the same one. A card_id that
+// already is a pseudonym under the active or the previous key's id passes as
+// it is (pseudonymised upstream, or taken from this engine's records);
+// under another id it is refused (ReasonPseudonymKey). Without a key, an
+// event or label whose card_id holds a card number in clear is refused with
+// ReasonClearPAN; with or without a key, so is one whose other string
+// fields (tx_id, terminal_id, currency, mcc, channel, country) hold one. A
+// card number in clear is a 13-19 digit run passing the Luhn check, plain
+// or grouped as cards print it (PANIn). Members outside the contract are
+// not checked: they are skipped unread and never copied anywhere.
+//
+// Rotation: the key file's first line is the active key, an optional second
+// line the previous one. New pseudonyms are made with the active key only;
+// pseudonyms under either id are accepted. A pseudonym cannot be translated
+// to another key, so state built under the previous key's pseudonyms is not
+// moved: after a rotation each card starts afresh under its new pseudonym,
+// and the old entries expire with the TTL. Score and audit records name
+// the key in "card_key_id".
+//
+// A dead letter never keeps the message: AppendRedactedEvent and
+// AppendRedactedLabel keep only the contract's members, with card_id
+// pseudonymised (with a key) and any value holding a card number replaced;
+// AppendDigest gives the HMAC-SHA-256 of the whole message under the key (or
+// its SHA-256 without one, none when it holds a card number in clear);
+// AppendSafeKey gives the message key as it may be kept.
+//
 // State is kept per entity as a series: a time-ordered deque of (event time,
 // amount) covering the longest window plus the lateness allowance, with a
 // running aggregate (count, sum, sum of squares) per window and head indexes,

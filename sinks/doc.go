@@ -30,7 +30,10 @@
 // hand-written AppendJSON methods: no allocation when the buffer has room,
 // correct string escaping (control characters, U+2028/U+2029; invalid UTF-8
 // becomes U+FFFD), shortest round-trip numbers, and null for NaN or
-// infinity, which JSON cannot express.
+// infinity, which JSON cannot express. A DeadLetterRecord has no member
+// for the original message: only its size, a digest and a redacted form the
+// caller made (card data must never reach a sink in clear); a ScoreRecord's
+// CardKeyID names the key of a pseudonymised card_id.
 //
 // Errors: WriteBatch returns a *BatchError naming the messages that were not
 // acknowledged; IsRetryable tells transient failures (disconnects, timeouts,

@@ -1,42 +1,46 @@
 package sinks
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
 	"time"
 )
 
-// MaxDeadLetterValue is the largest original value a dead-letter record
-// carries whole (512 KiB, 683 KiB in base64, under Kafka's default 1 MiB
-// message limit). A longer value is cut to this many bytes and the record
-// adds "value_truncated":true, "value_size" (the original length) and
-// "value_sha256" (of the whole original), so an oversized poison message can
-// never make its own dead letter unpublishable.
-const MaxDeadLetterValue = 512 << 10
-
-// DeadLetterRecord describes an input message that could not be processed,
-// with its original bytes, so it can be inspected and replayed:
+// DeadLetterRecord describes an input message that could not be processed.
+// It never holds the message itself, which may carry a card number or data
+// outside the event contract (a CVV): only what the caller derived from it
+// as safe to keep (the stream uses the features Decoder's redaction):
 //
-//	{"topic":"transactions","partition":3,"offset":1042,"key":"c-42",
-//	 "key_b64":"Yy00Mg==","reason":"malformed_json",
-//	 "error":"features: decode event: amount: ...","value_b64":"eyJ0eF9pZCI6...",
+//	{"topic":"transactions","partition":3,"offset":1042,"key":"p1:k2:Xq…",
+//	 "key_b64":"cDE6azI6WHHigKY=","reason":"invalid_amount",
+//	 "error":"features: decode event: amount: negative amount",
+//	 "value_size":212,"value_hmac_sha256":"9f86d0…","value_hmac_key_id":"k2",
+//	 "value_redacted":{"tx_id":"t-1","card_id":"p1:k2:Xq…","amount":-3},
 //	 "dead_lettered_at":"2026-11-28T15:04:05.123Z"}
 //
 // "key" is the key as a JSON string for people and queries (invalid UTF-8
-// shows as U+FFFD, so it may be lossy); "key_b64" and "value_b64" are the
-// exact bytes in standard base64 with padding. A nil key or value is
-// written as "". Reason is a stable machine-readable code (the features
-// Reason* constants); Error is the human-readable text. Every member is
-// always present.
+// shows as U+FFFD, so it may be lossy); "key_b64" is its exact bytes in
+// standard base64 with padding; a nil key is written as "". "value_size" is
+// the original message's length. The digest of the whole original message,
+// for finding it upstream, is "value_sha256" (plain SHA-256) or
+// "value_hmac_sha256" with "value_hmac_key_id" (keyed, when DigestKeyID is
+// set), in lower-case hex; neither member is written when Digest is nil.
+// "value_redacted" is written only when Redacted is set, as is: it must be
+// one valid JSON object. Reason is a stable machine-readable code (the
+// features Reason* constants); Error is the human-readable text (it must not
+// hold message content). The other members are always present.
 type DeadLetterRecord struct {
-	Topic      string
-	Partition  int
-	Offset     int64
-	Key, Value []byte
-	Reason     string
-	Error      string
-	At         time.Time
+	Topic       string
+	Partition   int
+	Offset      int64
+	Key         []byte // as it may be kept (the stream pseudonymises or drops it)
+	Reason      string
+	Error       string
+	Size        int    // length of the original message in bytes
+	Digest      []byte // of the original message; nil: none
+	DigestKeyID string // "" for SHA-256, else the id of the HMAC key
+	Redacted    []byte // a JSON object, or nil
+	At          time.Time
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
@@ -57,17 +61,25 @@ func (r *DeadLetterRecord) AppendJSON(dst []byte) []byte {
 	dst = appendString(dst, r.Reason)
 	dst = appendKey(dst, "error", false)
 	dst = appendString(dst, r.Error)
-	dst = appendKey(dst, "value_b64", false)
-	if len(r.Value) > MaxDeadLetterValue {
-		dst = appendBase64(dst, r.Value[:MaxDeadLetterValue])
-		sum := sha256.Sum256(r.Value)
-		dst = append(dst, `,"value_truncated":true,"value_size":`...)
-		dst = strconv.AppendInt(dst, int64(len(r.Value)), 10)
-		dst = append(dst, `,"value_sha256":"`...)
-		dst = hex.AppendEncode(dst, sum[:])
+	dst = appendKey(dst, "value_size", false)
+	dst = strconv.AppendInt(dst, int64(r.Size), 10)
+	if r.Digest != nil {
+		if r.DigestKeyID == "" {
+			dst = appendKey(dst, "value_sha256", false)
+		} else {
+			dst = appendKey(dst, "value_hmac_sha256", false)
+		}
 		dst = append(dst, '"')
-	} else {
-		dst = appendBase64(dst, r.Value)
+		dst = hex.AppendEncode(dst, r.Digest)
+		dst = append(dst, '"')
+		if r.DigestKeyID != "" {
+			dst = appendKey(dst, "value_hmac_key_id", false)
+			dst = appendString(dst, r.DigestKeyID)
+		}
+	}
+	if r.Redacted != nil {
+		dst = appendKey(dst, "value_redacted", false)
+		dst = append(dst, r.Redacted...)
 	}
 	dst = appendKey(dst, "dead_lettered_at", false)
 	dst = appendTime(dst, r.At)

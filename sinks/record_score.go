@@ -44,6 +44,11 @@ type ScoreRecord struct {
 	Models       []NamedModel
 	Reasons      []Reason
 	LatencyMS    float64
+	// CardKeyID is the id of the PAN key that made CardID, when CardID is a
+	// card pseudonym ("p1:<key-id>:<mac>"): written as "card_key_id" right
+	// after card_id, and only then, so downstream systems know which key's
+	// pseudonyms they are joining on (two during a key rotation).
+	CardKeyID string
 	// Late marks an event older than its card's or terminal's newest event
 	// by more than the allowed lateness: it was scored against the state
 	// but not applied to it. Written as "late":true after latency_ms, and
@@ -65,6 +70,10 @@ func (r *ScoreRecord) appendFields(dst []byte) []byte {
 	dst = appendString(dst, r.TxID)
 	dst = appendKey(dst, "card_id", false)
 	dst = appendString(dst, r.CardID)
+	if r.CardKeyID != "" {
+		dst = appendKey(dst, "card_key_id", false)
+		dst = appendString(dst, r.CardKeyID)
+	}
 	dst = appendKey(dst, "ts", false)
 	dst = appendTime(dst, r.TS)
 	dst = appendKey(dst, "scored_at", false)

@@ -2,8 +2,6 @@ package sinks
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -47,9 +45,10 @@ func sampleDeadLetter() DeadLetterRecord {
 	return DeadLetterRecord{
 		Topic: "transactions", Partition: 3, Offset: 1042,
 		Key:    []byte("c-\xff42"),
-		Value:  []byte("{\"tx_id\":\"t-1\",\x00\xfe"),
-		Reason: "malformed_json", Error: "features: decode event: \"amount\": unexpected end\n",
-		At: testTS,
+		Reason: "invalid_amount", Error: "features: decode event: \"amount\": negative amount\n",
+		Size: 212, Digest: bytes.Repeat([]byte{0xab}, 32), DigestKeyID: "k2",
+		Redacted: []byte(`{"tx_id":"t-1","card_id":"p1:k2:AAAAAAAAAAAAAAAAAAAAAAAA","amount":-3}`),
+		At:       testTS,
 	}
 }
 
@@ -81,15 +80,19 @@ type jsonAudit struct {
 }
 
 type jsonDeadLetter struct {
-	Topic     string    `json:"topic"`
-	Partition int       `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Key       string    `json:"key"`
-	KeyB64    []byte    `json:"key_b64"` // encoding/json decodes std base64 into []byte
-	Reason    string    `json:"reason"`
-	Error     string    `json:"error"`
-	ValueB64  []byte    `json:"value_b64"`
-	At        time.Time `json:"dead_lettered_at"`
+	Topic     string          `json:"topic"`
+	Partition int             `json:"partition"`
+	Offset    int64           `json:"offset"`
+	Key       string          `json:"key"`
+	KeyB64    []byte          `json:"key_b64"` // encoding/json decodes std base64 into []byte
+	Reason    string          `json:"reason"`
+	Error     string          `json:"error"`
+	Size      int             `json:"value_size"`
+	SHA       string          `json:"value_sha256"`
+	HMAC      string          `json:"value_hmac_sha256"`
+	HMACKeyID string          `json:"value_hmac_key_id"`
+	Redacted  json.RawMessage `json:"value_redacted"`
+	At        time.Time       `json:"dead_lettered_at"`
 }
 
 func decodeStrict(t *testing.T, b []byte, v any) {
@@ -153,6 +156,12 @@ func TestScoreRecordRoundTrip(t *testing.T) {
 			t.Errorf("member %q missing", k)
 		}
 	}
+	// A pseudonymised card's record names the key right after card_id.
+	keyed := r
+	keyed.CardID, keyed.CardKeyID = "p1:k2:AAAAAAAAAAAAAAAAAAAAAAAA", "k2"
+	if kb := keyed.AppendJSON(nil); !bytes.Contains(kb, []byte(`"card_id":"p1:k2:AAAAAAAAAAAAAAAAAAAAAAAA","card_key_id":"k2","ts":`)) {
+		t.Errorf("record with a card pseudonym: %s", kb)
+	}
 	// A late event's record ends with "late":true.
 	late := r
 	late.Late = true
@@ -201,22 +210,30 @@ func TestDeadLetterRecordRoundTrip(t *testing.T) {
 		got.Reason != r.Reason || got.Error != r.Error || !got.At.Equal(r.At) {
 		t.Errorf("got %+v, want %+v", got, r)
 	}
-	if !bytes.Equal(got.KeyB64, r.Key) || !bytes.Equal(got.ValueB64, r.Value) {
-		t.Errorf("bytes: got key %q value %q, want %q %q", got.KeyB64, got.ValueB64, r.Key, r.Value)
+	if !bytes.Equal(got.KeyB64, r.Key) || got.Size != r.Size || got.HMAC != hex.EncodeToString(r.Digest) ||
+		got.HMACKeyID != r.DigestKeyID || got.SHA != "" || !bytes.Equal(got.Redacted, r.Redacted) {
+		t.Errorf("got %+v, want %+v", got, r)
 	}
 	if want := "c-\ufffd42"; got.Key != want {
 		t.Errorf("key: got %q, want %q", got.Key, want)
 	}
 	var m map[string]any
 	decodeStrict(t, b, &m)
-	if len(m) != 9 {
-		t.Errorf("got %d members, want 9: %v", len(m), m)
+	if len(m) != 12 {
+		t.Errorf("got %d members, want 12: %v", len(m), m)
 	}
 
 	empty := DeadLetterRecord{}
+	got = jsonDeadLetter{}
 	decodeStrict(t, empty.AppendJSON(nil), &got)
-	if got.Key != "" || len(got.KeyB64) != 0 || len(got.ValueB64) != 0 {
+	if got.Key != "" || len(got.KeyB64) != 0 || got.Redacted != nil || got.SHA != "" || got.HMAC != "" {
 		t.Errorf("empty record: got %+v", got)
+	}
+	plain := DeadLetterRecord{Digest: []byte{1, 2}}
+	got = jsonDeadLetter{}
+	decodeStrict(t, plain.AppendJSON(nil), &got)
+	if got.SHA != "0102" || got.HMAC != "" || got.HMACKeyID != "" {
+		t.Errorf("unkeyed digest: got %+v", got)
 	}
 }
 
@@ -406,9 +423,9 @@ func TestRecordStructsMatchMirror(t *testing.T) {
 		record any
 		fields int
 	}{
-		{"score", ScoreRecord{}, 10},
+		{"score", ScoreRecord{}, 11},
 		{"audit", AuditRecord{}, 6},
-		{"deadletter", DeadLetterRecord{}, 8},
+		{"deadletter", DeadLetterRecord{}, 11},
 	} {
 		n := 0
 		for _, f := range reflect.VisibleFields(reflect.TypeOf(tc.record)) {
@@ -466,27 +483,5 @@ func decodeStrictB(b *testing.B, data []byte, v any) {
 	b.Helper()
 	if err := json.Unmarshal(data, v); err != nil {
 		b.Fatal(err)
-	}
-}
-
-func TestDeadLetterTruncatesHugeValues(t *testing.T) {
-	v := bytes.Repeat([]byte("x"), MaxDeadLetterValue+100)
-	r := DeadLetterRecord{Topic: "t", Value: v, Reason: "malformed_json", Error: "e"}
-	var got struct {
-		ValueB64  string `json:"value_b64"`
-		Truncated bool   `json:"value_truncated"`
-		Size      int    `json:"value_size"`
-		SHA       string `json:"value_sha256"`
-	}
-	if err := json.Unmarshal(r.AppendJSON(nil), &got); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := base64.StdEncoding.DecodeString(got.ValueB64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(v)
-	if !got.Truncated || got.Size != len(v) || len(raw) != MaxDeadLetterValue || got.SHA != hex.EncodeToString(sum[:]) {
-		t.Fatalf("truncated=%v size=%d kept=%d sha=%s", got.Truncated, got.Size, len(raw), got.SHA)
 	}
 }

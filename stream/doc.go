@@ -13,8 +13,10 @@
 // workers of the process behind striped locks (package features).
 //
 // A worker decodes each message strictly. A message that is not a valid
-// event becomes a dead-letter record carrying the original bytes and a
-// machine-readable reason; a valid one updates the feature state and appends
+// event becomes a dead-letter record carrying a machine-readable reason and
+// what may safely be kept of the message — its size, a digest, and its
+// contract fields redacted (features.Decoder.AppendRedactedEvent), never the
+// bytes themselves; a valid one updates the feature state and appends
 // its row to the worker's micro-batch, one contiguous float32 matrix reused
 // from a pool. A batch closes at the max batch size or the max delay after
 // its first message, whichever comes first. Every model scores the whole

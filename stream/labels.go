@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -118,6 +119,7 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 	consumed := lc.p.met.consumed.WithLabelValues(lc.p.cfg.labelsTopic)
 	dec := features.NewDecoder(lc.p.cfg.decoderOpts...)
 	var l features.Label
+	var dlBuf []byte
 	for {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
@@ -139,11 +141,9 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			if errors.As(err, &de) {
 				reason = de.Reason
 			}
-			rec := sinks.DeadLetterRecord{
-				Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
-				Key: m.Key, Value: m.Value, Reason: reason, Error: err.Error(), At: time.Now(),
-			}
-			msg := sinks.Message{Kind: sinks.KindDeadLetter, Key: m.Key, Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, &m)}
+			var rec sinks.DeadLetterRecord
+			dlBuf = fillDeadLetter(&rec, dec, &m, true, reason, err.Error(), time.Now(), dlBuf)
+			msg := sinks.Message{Kind: sinks.KindDeadLetter, Key: bytes.Clone(rec.Key), Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, &m)}
 			// Publish under the hard context: a soft stop still finishes this one.
 			if err := lc.p.sink.WriteBatch(lc.p.hard, []sinks.Message{msg}); err != nil {
 				return // stopped hard: the label is read again on restart

@@ -83,9 +83,9 @@ func TestSoftStopWithSinkDown(t *testing.T) {
 	}
 }
 
-// TestOversizedDeadLetter: a bad message too large to dead-letter whole is
-// dead-lettered truncated, with its size and digest, and does not block the
-// partition.
+// TestOversizedDeadLetter: a large bad message is dead-lettered with its size
+// and digest only (a dead letter never keeps the message), and does not
+// block the partition.
 func TestOversizedDeadLetter(t *testing.T) {
 	brokers := startKafka(t, map[string]int{txTopic: 1, deadTopic: 1, scoresTopic: 1})
 	big := append([]byte(`{"tx_id":"huge","junk":"`), bytes.Repeat([]byte("x"), 800<<10)...) // truncated JSON
@@ -107,14 +107,14 @@ func TestOversizedDeadLetter(t *testing.T) {
 		t.Fatalf("%d dead letters, want 1", len(out))
 	}
 	var d struct {
-		Reason    string `json:"reason"`
-		Truncated bool   `json:"value_truncated"`
-		Size      int    `json:"value_size"`
+		Reason string `json:"reason"`
+		Size   int    `json:"value_size"`
+		SHA256 string `json:"value_sha256"`
 	}
 	if err := json.Unmarshal(out[0].Value, &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Reason != "malformed_json" || !d.Truncated || d.Size != len(big) {
-		t.Fatalf("dead letter %+v, want malformed_json, truncated, size %d", d, len(big))
+	if d.Reason != "malformed_json" || d.Size != len(big) || d.SHA256 != sha256Hex(string(big)) || len(out[0].Value) > 1024 {
+		t.Fatalf("dead letter %+v (%d bytes), want malformed_json, size %d, its digest and nothing of the message", d, len(out[0].Value), len(big))
 	}
 }

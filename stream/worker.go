@@ -54,29 +54,32 @@ type worker struct {
 	nAlerts, nAgree, nDiffer []int
 	audit                    sinks.AuditRecord
 	dl                       sinks.DeadLetterRecord
+	dlBuf                    []byte // the dead letter's key, digest and redacted value
 }
 
 // batch is one micro-batch: the input messages, the feature matrix of the
 // decodable ones, and the encoded output records.
 type batch struct {
-	msgs   []kafka.Message
-	events []features.Event
-	rowMsg []int // row -> index in msgs
-	dead   []deadEntry
-	x      []float32    // rows × width, row-major, contiguous
-	scores [][]float32  // per model, per row
-	shadow [][]float32  // per shadow model, per row
-	buf    []byte       // encoded records
-	ids    []byte       // record ids, back to back
-	acks   []commit.Ack // the batch's offsets, for the tracker
-	cards  []*cardSeq   // row -> its card's sequential-model state (when a model is sequential)
-	adv    []bool       // row -> the event was applied (not re-delivered, not late): its step advances the state
-	late   []bool       // row -> the event was beyond the allowed lateness (scored, not applied)
-	states [][]float32  // scratch: row -> one model's state
-	idEnds []int        // end of each span's id in ids
-	spans  []span
-	out    []sinks.Message
-	opened time.Time
+	msgs    []kafka.Message
+	events  []features.Event
+	rowMsg  []int // row -> index in msgs
+	dead    []deadEntry
+	x       []float32    // rows × width, row-major, contiguous
+	scores  [][]float32  // per model, per row
+	shadow  [][]float32  // per shadow model, per row
+	buf     []byte       // encoded records
+	ids     []byte       // record ids, back to back
+	keys    []byte       // record keys, back to back
+	keyEnds []int        // end of each span's key in keys
+	acks    []commit.Ack // the batch's offsets, for the tracker
+	cards   []*cardSeq   // row -> its card's sequential-model state (when a model is sequential)
+	adv     []bool       // row -> the event was applied (not re-delivered, not late): its step advances the state
+	late    []bool       // row -> the event was beyond the allowed lateness (scored, not applied)
+	states  [][]float32  // scratch: row -> one model's state
+	idEnds  []int        // end of each span's id in ids
+	spans   []span
+	out     []sinks.Message
+	opened  time.Time
 
 	alerts int
 }
@@ -90,6 +93,7 @@ type deadEntry struct {
 type span struct {
 	kind       sinks.Kind
 	msg        int
+	row        int // the event's row, or -1 for a dead letter
 	start, end int
 }
 
@@ -367,21 +371,35 @@ func (w *worker) flush(b *batch) {
 	// Every record's id is written into one buffer and turned into one
 	// string per batch; the ids are substrings of it (no allocation per
 	// record).
+	// Keys likewise share one buffer: a record's key is its event's card_id
+	// as decoded (a pseudonym with a PAN key), never the input key, which
+	// may be the card number in clear; a dead letter's is the input key as
+	// the decoder allows it to be kept.
 	b.ids, b.idEnds = b.ids[:0], b.idEnds[:0]
+	b.keys, b.keyEnds = b.keys[:0], b.keyEnds[:0]
 	for _, sp := range b.spans {
 		b.ids = appendMessageID(b.ids, sp.kind, &b.msgs[sp.msg])
 		b.idEnds = append(b.idEnds, len(b.ids))
+		if sp.row >= 0 {
+			b.keys = append(b.keys, b.events[sp.row].CardID...)
+		} else {
+			b.keys = w.dec.AppendSafeKey(b.keys, b.msgs[sp.msg].Key)
+		}
+		b.keyEnds = append(b.keyEnds, len(b.keys))
 	}
-	ids, start := string(b.ids), 0
+	ids, start, kstart := string(b.ids), 0, 0
 	for i, sp := range b.spans {
-		m := &b.msgs[sp.msg]
+		var key []byte
+		if kend := b.keyEnds[i]; kend > kstart {
+			key = b.keys[kstart:kend:kend]
+		}
 		b.out = append(b.out, sinks.Message{
 			Kind:  sp.kind,
-			Key:   m.Key,
+			Key:   key,
 			Value: b.buf[sp.start:sp.end:sp.end],
 			ID:    ids[start:b.idEnds[i]],
 		})
-		start = b.idEnds[i]
+		start, kstart = b.idEnds[i], b.keyEnds[i]
 	}
 	select {
 	case w.out <- b:
@@ -448,9 +466,9 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 
 	start := len(b.buf)
 	b.buf = rec.AppendJSON(b.buf)
-	b.spans = append(b.spans, span{kind: sinks.KindScore, msg: mi, start: start, end: len(b.buf)})
+	b.spans = append(b.spans, span{kind: sinks.KindScore, msg: mi, row: r, start: start, end: len(b.buf)})
 	if decision == models.DecisionAlert {
-		b.spans = append(b.spans, span{kind: sinks.KindAlert, msg: mi, start: start, end: len(b.buf)})
+		b.spans = append(b.spans, span{kind: sinks.KindAlert, msg: mi, row: r, start: start, end: len(b.buf)})
 		b.alerts++
 	}
 	if w.p.cfg.audit {
@@ -458,20 +476,51 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 		w.audit.Features = b.x[r*w.width : (r+1)*w.width]
 		start := len(b.buf)
 		b.buf = w.audit.AppendJSON(b.buf)
-		b.spans = append(b.spans, span{kind: sinks.KindAudit, msg: mi, start: start, end: len(b.buf)})
+		b.spans = append(b.spans, span{kind: sinks.KindAudit, msg: mi, row: r, start: start, end: len(b.buf)})
 	}
 }
 
 func (w *worker) encodeDead(b *batch, d deadEntry, now time.Time) {
 	m := &b.msgs[d.msg]
-	w.dl = sinks.DeadLetterRecord{
-		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
-		Key: m.Key, Value: m.Value, Reason: d.reason, Error: d.err, At: now,
-	}
+	w.dlBuf = fillDeadLetter(&w.dl, w.dec, m, false, d.reason, d.err, now, w.dlBuf)
 	w.p.met.deadLettered.WithLabelValues(d.reason).Inc()
 	start := len(b.buf)
 	b.buf = w.dl.AppendJSON(b.buf)
-	b.spans = append(b.spans, span{kind: sinks.KindDeadLetter, msg: d.msg, start: start, end: len(b.buf)})
+	b.spans = append(b.spans, span{kind: sinks.KindDeadLetter, msg: d.msg, row: -1, start: start, end: len(b.buf)})
+}
+
+// fillDeadLetter sets rec for message m, which dec refused with reason and
+// errText (a label when label is set). The record never holds the message:
+// only its key as dec allows it to be kept (pseudonymised with a PAN key;
+// dropped if it holds a card number in clear), the digest of the message
+// and its redacted contract fields (features.Decoder.AppendRedactedEvent).
+// rec refers to buf, which it returns grown; buf must not change while rec
+// is in use.
+func fillDeadLetter(rec *sinks.DeadLetterRecord, dec *features.Decoder, m *kafka.Message, label bool, reason, errText string, at time.Time, buf []byte) []byte {
+	buf = dec.AppendSafeKey(buf[:0], m.Key)
+	nk := len(buf)
+	buf, keyID, digested := dec.AppendDigest(buf, m.Value)
+	nd := len(buf)
+	var redacted bool
+	if label {
+		buf, redacted = dec.AppendRedactedLabel(buf, m.Value)
+	} else {
+		buf, redacted = dec.AppendRedactedEvent(buf, m.Value)
+	}
+	*rec = sinks.DeadLetterRecord{
+		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+		Reason: reason, Error: errText, Size: len(m.Value), At: at,
+	}
+	if nk > 0 {
+		rec.Key = buf[:nk]
+	}
+	if digested {
+		rec.Digest, rec.DigestKeyID = buf[nk:nd], keyID
+	}
+	if redacted {
+		rec.Redacted = buf[nd:]
+	}
+	return buf
 }
 
 // messageID is the deduplication id of an output record: its kind and the

@@ -95,6 +95,8 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	var c evalConfig
 	c.flags(fs)
+	var pan panConfig // labels may hold card numbers
+	pan.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: streamscore eval --scores F --labels F --name NAME --out DIR [--model MODEL | --thresholds R,A] [--k 100]\n\n")
 		fs.PrintDefaults()
@@ -135,7 +137,11 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	// Generated files run on a simulated clock: no future check.
-	dec := features.NewDecoder(features.WithMaxFutureSkew(-1))
+	panOpts, err := pan.decoderOptions(slog.Default())
+	if err != nil {
+		return err
+	}
+	dec := features.NewDecoder(append([]features.DecoderOption{features.WithMaxFutureSkew(-1)}, panOpts...)...)
 	labels, err := readJSONL(c.labels, func(f *os.File) ([]features.Label, error) { return features.ReadLabels(f, dec) })
 	if err != nil {
 		return err

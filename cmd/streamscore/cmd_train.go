@@ -65,6 +65,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 	chunk := fs.Int("chunk", 32, "cnn/gru/lstm: rows per card chunk (gru/lstm: truncated BPTT length)")
 	holdout := fs.Float64("holdout", 0.2, "fraction of the training rows, the latest, held out for early stopping and thresholds")
 	quiet := fs.Bool("quiet", false, "no progress bars")
+	var pan panConfig
+	pan.register(fs)
 	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec); the stream must run the same spec")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -156,7 +158,11 @@ func cmdTrain(ctx context.Context, args []string) error {
 	}
 
 	// Read history; the target is the label as known at the end of the file.
-	events, labels, err := readHistory(*eventsPath, *labelsPath)
+	panOpts, err := pan.decoderOptions(slog.Default())
+	if err != nil {
+		return err
+	}
+	events, labels, err := readHistory(*eventsPath, *labelsPath, panOpts...)
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,9 @@ type engineConfig struct {
 	// --nats-user, ... (nats_security.go).
 	natsSecurity
 
+	// Card-number pseudonyms (pan.go).
+	panConfig
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -104,6 +107,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory for snapshots of the feature and model state: restored at start, written at shutdown (and every --state-interval); empty keeps state in memory only, so a restart begins with empty windows")
 	c.HTTP.register(fs)
 	c.natsSecurity.register(fs)
+	c.panConfig.register(fs)
 	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
 	c.registerTrust(fs)
 	c.kafkaSecurity.register(fs)
@@ -330,6 +334,12 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	if dialer != nil {
 		opts = append(opts, stream.WithDialer(dialer))
 	}
+	panOpts, err := c.panConfig.decoderOptions(log)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	opts = append(opts, stream.WithDecoderOptions(panOpts...))
 	if c.FeatureSpec != "" {
 		spec, err := loadSpec(c.FeatureSpec)
 		if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -18,6 +19,7 @@ type historyFlags struct {
 	from, to       string
 	spec           string
 	lateness       time.Duration
+	pan            panConfig
 }
 
 func (h *historyFlags) register(fs *flag.FlagSet, labelsHelp string) {
@@ -27,6 +29,7 @@ func (h *historyFlags) register(fs *flag.FlagSet, labelsHelp string) {
 	fs.StringVar(&h.to, "to", "", "end (exclusive) of the range (default: after the last event)")
 	fs.StringVar(&h.spec, "features", "", "feature spec YAML, as the engine's --features (default: the embedded default spec; docs/features.md)")
 	fs.DurationVar(&h.lateness, "max-lateness", time.Hour, "as the engine's --max-lateness (it only matters for out-of-order input)")
+	h.pan.register(fs)
 }
 
 // history is recorded history read for a replay.
@@ -65,17 +68,22 @@ func (h *historyFlags) load(cmd string) (*history, error) {
 		out.opts = append(out.opts, features.WithSpec(spec))
 		out.names = spec.Names()
 	}
-	if out.events, out.labels, err = readHistory(h.events, h.labels); err != nil {
+	panOpts, err := h.pan.decoderOptions(slog.Default())
+	if err != nil {
+		return nil, err
+	}
+	if out.events, out.labels, err = readHistory(h.events, h.labels, panOpts...); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
 // readHistory reads an events file and, if labelsPath is not empty, a
-// labels file. Generated files run on a simulated clock, so timestamps in
-// the future are accepted.
-func readHistory(eventsPath, labelsPath string) ([]features.Event, []features.Label, error) {
-	dec := features.NewDecoder(features.WithMaxFutureSkew(-1))
+// labels file, decoded with opts (the PAN key) as the stream decodes them.
+// Generated files run on a simulated clock, so timestamps in the future are
+// accepted.
+func readHistory(eventsPath, labelsPath string, opts ...features.DecoderOption) ([]features.Event, []features.Label, error) {
+	dec := features.NewDecoder(append([]features.DecoderOption{features.WithMaxFutureSkew(-1)}, opts...)...)
 	events, err := readJSONL(eventsPath, func(f *os.File) ([]features.Event, error) { return features.ReadEvents(f, dec) })
 	if err != nil {
 		return nil, nil, err
