@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ type fakeTarget struct {
 	failed  int
 	lastErr error
 	refuse  error // if set, a loaded set is refused with this error (a failed Bind)
+	tried   []string // idents of the last set loaded, good or refused
 	changed chan struct{}
 }
 
@@ -40,6 +42,10 @@ func (f *fakeTarget) ReloadSets(load func() ([]*models.Model, []*models.Model, e
 		f.mu.Unlock()
 		f.changed <- struct{}{}
 	}()
+	f.tried = f.tried[:0]
+	for _, m := range ms {
+		f.tried = append(f.tried, m.Ident())
+	}
 	if err == nil {
 		err = f.refuse
 	}
@@ -212,8 +218,19 @@ func TestReloaderModelsDir(t *testing.T) {
 	target.mu.Lock()
 	target.refuse = errors.New("stream: invalid model set: bind model: missing input")
 	target.mu.Unlock()
-	writeModel(t, fraud, shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 4 }))
-	target.waitReload(t, "v4 written")
+	v4 := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 4 })
+	writeModel(t, fraud, v4)
+	// A poll between the signature's write and the model's may reload
+	// (and refuse) the old model with the new signature file first.
+	for {
+		target.waitReload(t, "v4 written")
+		target.mu.Lock()
+		tried := slices.Clone(target.tried)
+		target.mu.Unlock()
+		if len(tried) > 0 && tried[0] == identOf(t, v4) {
+			break
+		}
+	}
 	target.noReload(t, 100*time.Millisecond, "refused set unchanged")
 	if active, _, _, _ = target.snapshot(); active[0] != identOf(t, v5) {
 		t.Fatalf("a refused set replaced the active one: %v", active)
