@@ -282,11 +282,12 @@ func WithStateDir(dir string) Option {
 }
 
 // WithStateInterval also writes a snapshot every d while the pipeline runs
-// (default 0: only at shutdown), and holds offset commits at the current
-// snapshot: a partition's committed offset never passes the events its
-// state holds. After a crash, Kafka re-delivers every event since the
-// snapshot and the restored state applies it again, so the state is
-// exactly what it would have been without the crash; the cost is up to d
+// (default 0: only at shutdown), and commits only the offsets of a
+// snapshot (the newest acked one), keeping the snapshots whose offsets may
+// be committed. After a crash, the restore picks the snapshot matching the
+// group's committed offsets, Kafka re-delivers every event since it and
+// the restored state applies it again, so the state is exactly what it
+// would have been without the crash; the cost is up to d
 // of events scored twice (with equal records) and a consumer lag, as Kafka
 // sees it, of up to d (streamscore_stream_commit_held_offsets). Every
 // worker pauses between batches while a snapshot is written. It needs

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -53,12 +54,14 @@ type Pipeline struct {
 	labelNext map[int]int64
 
 	tracker *commit.Tracker
-	// With a state interval, commits never pass the state in the current
-	// snapshot: commitCap is, per partition, the next offset that snapshot
-	// covers (its applied offset + 1); a partition without one commits
-	// nothing. Set by restore and by every snapshot written (capMu).
-	capMu     sync.Mutex
-	commitCap map[int]int64
+	// With a state interval, a commit is always exactly the state of one
+	// snapshot: caps holds, oldest first, the snapshots written (or
+	// restored) whose offsets may still be committed, each with the next
+	// offset it covers per partition (applied + 1); the committer commits
+	// the newest one every partition of which is acked, and drops the older
+	// ones. A partition in no snapshot commits nothing. capMu guards caps.
+	capMu sync.Mutex
+	caps  []snapCap
 	met       *metrics
 	log       *slog.Logger
 
@@ -229,7 +232,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return err
 		}
 		defer unlock()
-		if err := p.restoreState(workers); err != nil {
+		// The committed offsets pick the snapshot to restore; without
+		// them (the brokers unreachable for 10 s) the current one is used.
+		committed, err := p.committedOffsets(ctx, dialer)
+		if err != nil {
+			p.log.Warn("committed offsets unknown: restoring the current state snapshot", "err", err)
+			committed = nil
+		}
+		if err := p.restoreState(workers, committed); err != nil {
 			reader.Close()
 			return err
 		}
@@ -443,39 +453,87 @@ func (p *Pipeline) commitLoop(reader *kafka.Reader, stop <-chan struct{}) {
 // event the restored state lacks (see WithStateInterval).
 func (p *Pipeline) capCommits() bool { return p.cfg.stateDir != "" && p.cfg.stateInterval > 0 }
 
+// snapCap is a snapshot as far as commits are concerned: its directory
+// name and, per partition, the next offset its state covers.
+type snapCap struct {
+	name string
+	next map[int]int64
+}
+
+// maxSnapCaps bounds the snapshots waiting for their offsets to be acked
+// (a sink outage with a short state interval): the oldest are dropped, and
+// only a newer one can then be committed.
+const maxSnapCaps = 4
+
 // setCommitCap records the applied offsets (partition -> highest offset in
-// the state) of the snapshot now current.
-func (p *Pipeline) setCommitCap(applied map[int]int64) {
-	c := make(map[int]int64, len(applied))
+// the state) of the snapshot name, just written or restored.
+func (p *Pipeline) setCommitCap(name string, applied map[int]int64) {
+	c := snapCap{name: name, next: make(map[int]int64, len(applied))}
 	for part, off := range applied {
-		c[part] = off + 1
+		c.next[part] = off + 1
 	}
 	p.capMu.Lock()
-	p.commitCap = c
+	p.caps = append(p.caps, c)
+	if len(p.caps) > maxSnapCaps {
+		p.caps = slices.Delete(p.caps, 0, len(p.caps)-maxSnapCaps)
+	}
 	p.capMu.Unlock()
 }
 
-// capToSnapshot lowers each commit to its partition's commit cap, dropping
-// those that would not move past the last committed offset, and sets the
-// held-back gauge (offsets acked but above the cap; 0 for a partition not
-// yet in a snapshot, whose start is not known here).
+// committedSnapshot returns the name of the oldest snapshot whose offsets
+// may still be the group's committed ones (the last one committed, or one
+// not yet committed), which must stay on disk; "" when there is none.
+func (p *Pipeline) committedSnapshot() string {
+	p.capMu.Lock()
+	defer p.capMu.Unlock()
+	if len(p.caps) == 0 {
+		return ""
+	}
+	return p.caps[0].name
+}
+
+// capToSnapshot replaces the acked prefixes cs by the offsets of the newest
+// snapshot every partition of which is acked — so that a crash always
+// finds, on disk, the snapshot whose state is exactly what Kafka
+// re-delivers after (see restoreState) — dropping those that would not
+// move past the last committed offset, and sets the held-back gauge
+// (offsets acked beyond what is committed).
 func (p *Pipeline) capToSnapshot(cs []commit.Commit) []commit.Commit {
 	p.capMu.Lock()
 	defer p.capMu.Unlock()
+	chosen := -1
+	for j := len(p.caps) - 1; j >= 0 && chosen < 0; j-- {
+		chosen = j
+		for part, next := range p.caps[j].next {
+			if p.tracker.Acked(part) < next {
+				chosen = -1
+				break
+			}
+		}
+	}
+	var target map[int]int64
+	if chosen >= 0 {
+		target = p.caps[chosen].next
+		p.caps = p.caps[chosen:]
+	}
 	out := cs[:0]
 	for _, c := range cs {
-		held := int64(0)
-		limit, ok := p.commitCap[c.Partition]
-		switch {
-		case !ok:
-			c.Next = -1
-		case c.Next > limit:
-			held = c.Next - limit
-			c.Next = limit
+		next, ok := target[c.Partition]
+		held := c.Next - max(next, 0)
+		if !ok {
+			_, committed := p.tracker.Pending(c.Partition)
+			held = c.Next - max(committed, 0)
 		}
-		p.met.commitHeld.WithLabelValues(strconv.Itoa(c.Partition)).Set(float64(held))
-		if _, committed := p.tracker.Pending(c.Partition); c.Next > committed {
-			out = append(out, c)
+		p.met.commitHeld.WithLabelValues(strconv.Itoa(c.Partition)).Set(float64(max(held, 0)))
+	}
+	parts := make([]int, 0, len(target))
+	for part := range target {
+		parts = append(parts, part)
+	}
+	slices.Sort(parts)
+	for _, part := range parts {
+		if _, committed := p.tracker.Pending(part); target[part] > committed {
+			out = append(out, commit.Commit{Partition: part, Next: target[part]})
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 )
 
@@ -50,7 +52,8 @@ import (
 // directory synced and renamed, the rename synced, and only then CURRENT
 // replaced (write, sync, rename, sync): a crash at any point leaves the
 // previous snapshot current. Older snapshot directories are removed after
-// CURRENT moved; a failed write removes its own.
+// CURRENT moved, but for those whose offsets may still be committed (see
+// below); a failed write removes its own.
 //
 // Restoring (Run, before the first fetch) reads CURRENT's snapshot into
 // fresh state and installs it only if the manifest matches CURRENT's
@@ -66,13 +69,22 @@ import (
 // a crash without a state interval; or transaction markers), the missing
 // offsets are logged and counted: the state does not contain them.
 //
-// With a state interval, commits are held at the current snapshot
-// (Pipeline.commitCap, set by the restore and by every snapshot written):
-// a commit is the lower of the acked prefix and the snapshot's applied
-// offset + 1, so after a crash everything the restored state lacks is
-// re-delivered and applied. The shutdown snapshot is written before the
-// final commit for the same reason. A dead-lettered message counts as
-// applied (it changes no state), so that the snapshot covers it.
+// With a state interval, a commit is always exactly one snapshot's
+// offsets (Pipeline.caps, set by the restore and by every snapshot
+// written): the committer commits the applied offsets + 1 of the newest
+// snapshot all of whose offsets are acked, never an acked prefix between
+// two snapshots. The snapshots from the last one committed on are kept on
+// disk (CURRENT names the newest; at most maxSnapCaps wait to be
+// committed), so after a crash — even between a snapshot and the commit
+// of its offsets — the restore finds the group's committed offsets
+// (OffsetFetch, before the first fetch) and installs the snapshot that
+// matches them exactly: Kafka re-delivers exactly what that state lacks,
+// and every event is applied once. Only when no retained snapshot matches
+// (the committed offsets unknown, or committed by a run without a state
+// interval) is CURRENT's restored and the overlap scored against it, as
+// after a rebalance. The shutdown snapshot is written before the final
+// commit for the same reason. A dead-lettered message counts as applied
+// (it changes no state), so that the snapshot covers it.
 
 const (
 	snapFormat  = 1
@@ -222,11 +234,11 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 		return err
 	}
 	current = true
-	p.setCommitCap(applied)
+	p.setCommitCap(name, applied)
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("the new snapshot %s is current, but syncing its directory failed: %w", name, err)
 	}
-	if err := removeOldSnapshots(dir, name); err != nil {
+	if err := removeOldSnapshots(dir, p.retainedSnapshots(name)); err != nil {
 		p.log.Warn("remove old state snapshots", "dir", dir, "err", err)
 	}
 	d := time.Since(t0)
@@ -322,17 +334,30 @@ func syncDir(dir string) error {
 	return err
 }
 
-// removeOldSnapshots removes every snapshot directory of dir but keep
-// (complete or left half-written by a crash; the state directory belongs to
-// one process, see lockStateDir).
-func removeOldSnapshots(dir, keep string) error {
+// retainedSnapshots returns the snapshots to keep on disk beside current:
+// those whose offsets may be (or become) the group's committed offsets,
+// so that after a crash the one matching them can be restored.
+func (p *Pipeline) retainedSnapshots(current string) []string {
+	keep := []string{current}
+	p.capMu.Lock()
+	for _, c := range p.caps {
+		keep = append(keep, c.name)
+	}
+	p.capMu.Unlock()
+	return keep
+}
+
+// removeOldSnapshots removes every snapshot directory of dir but those in
+// keep (complete or left half-written by a crash; the state directory
+// belongs to one process, see lockStateDir).
+func removeOldSnapshots(dir string, keep []string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, e := range ents {
-		if n := e.Name(); e.IsDir() && strings.HasPrefix(n, "snap-") && n != keep {
+		if n := e.Name(); e.IsDir() && strings.HasPrefix(n, "snap-") && !slices.Contains(keep, n) {
 			errs = append(errs, os.RemoveAll(filepath.Join(dir, n)))
 		}
 	}
@@ -393,13 +418,41 @@ func readCurrent(dir string) (name, manifestSHA string, err error) {
 	return name, manifestSHA, nil
 }
 
-// restoreSnapshot reads the current snapshot of the state directory into
-// fresh state for workers (which have not started) and installs it. It
-// returns errNoSnapshot when there is none, an *unusableError when it is
-// corrupt or does not fit, another error when it could not be read; in
-// every error case nothing is installed.
-func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
-	r, err := p.readSnapshot(workers)
+// restoreSnapshot reads a snapshot of the state directory into fresh state
+// for workers (which have not started) and installs it. It returns
+// errNoSnapshot when there is none, an *unusableError when it is corrupt or
+// does not fit, another error when it could not be read; in every error
+// case nothing is installed.
+//
+// The snapshot is CURRENT's unless committed (the group's committed
+// offsets, nil when unknown) says a crash came between a newer snapshot and
+// the commit of its offsets: then the retained snapshot whose offsets are
+// exactly the committed ones is restored, so that what Kafka re-delivers is
+// exactly what that state lacks.
+func (p *Pipeline) restoreSnapshot(workers []*worker, committed map[int]int64) (*restored, error) {
+	dir := p.cfg.stateDir
+	name, sha, err := readCurrent(dir)
+	if err != nil {
+		return nil, err
+	}
+	chosen, chosenSHA := name, sha
+	if committed != nil {
+		if man, err := readManifest(dir, name); err == nil && !manifestAt(man, committed) {
+			if alt := p.snapshotAt(committed, name); alt != "" {
+				chosen, chosenSHA = alt, ""
+				p.log.Info("restoring the snapshot that matches the committed offsets (the newer one's offsets were not committed before the stop)",
+					"snapshot", alt, "current", name)
+			} else if ahead := manifestAhead(man, committed); ahead > 0 {
+				p.log.Warn("no retained state snapshot matches the committed offsets: events re-delivered up to the snapshot's offsets are scored against a state that already holds them",
+					"snapshot", name, "events", ahead)
+			}
+		}
+	}
+	r, err := p.readSnapshotDir(workers, chosen, chosenSHA)
+	if err != nil && chosen != name {
+		p.log.Warn("the snapshot matching the committed offsets cannot be restored; restoring the current one", "snapshot", chosen, "err", err)
+		r, err = p.readSnapshotDir(workers, name, sha)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -416,7 +469,7 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 			}
 		}
 	}
-	p.setCommitCap(capped)
+	p.setCommitCap(filepath.Base(r.name), capped)
 	if r.labelNext != nil {
 		p.labelMu.Lock()
 		p.labelNext = r.labelNext
@@ -425,15 +478,92 @@ func (p *Pipeline) restoreSnapshot(workers []*worker) (*restored, error) {
 	return r, nil
 }
 
+// readManifest reads and parses the manifest of snapshot name in dir,
+// without checking it against CURRENT.
+func readManifest(dir, name string) (*snapshotManifest, error) {
+	mb, err := os.ReadFile(filepath.Join(dir, name, manifestFn))
+	if err != nil {
+		return nil, err
+	}
+	var man snapshotManifest
+	if err := json.Unmarshal(mb, &man); err != nil {
+		return nil, err
+	}
+	return &man, nil
+}
+
+// manifestAt reports whether the committed offsets are exactly those after
+// man's applied ones: Kafka re-delivers exactly what the state lacks.
+func manifestAt(man *snapshotManifest, committed map[int]int64) bool {
+	for ps, off := range man.Applied {
+		part, err := strconv.Atoi(ps)
+		if err != nil || committed[part] != off+1 {
+			return false
+		}
+	}
+	return true
+}
+
+// manifestAhead returns how many offsets man's state holds beyond the
+// committed ones (summed over partitions): events that will be re-delivered
+// though the state has them.
+func manifestAhead(man *snapshotManifest, committed map[int]int64) int64 {
+	var n int64
+	for ps, off := range man.Applied {
+		part, err := strconv.Atoi(ps)
+		if err != nil {
+			continue
+		}
+		c, ok := committed[part]
+		if !ok || c < 0 {
+			c = 0
+		}
+		n += max(off+1-c, 0)
+	}
+	return n
+}
+
+// snapshotAt returns the newest complete snapshot of the state directory
+// other than current whose applied offsets match committed (manifestAt),
+// or "".
+func (p *Pipeline) snapshotAt(committed map[int]int64, current string) string {
+	ents, err := os.ReadDir(p.cfg.stateDir)
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, e := range ents {
+		if n := e.Name(); e.IsDir() && snapshotName(n) && n != current {
+			names = append(names, n)
+		}
+	}
+	// snap-<unix ns>: newest first (same length for centuries).
+	slices.SortFunc(names, func(a, b string) int { return -strings.Compare(a, b) })
+	for _, n := range names {
+		man, err := readManifest(p.cfg.stateDir, n)
+		if err == nil && man.Topic == p.topic && manifestAt(man, committed) {
+			return n
+		}
+	}
+	return ""
+}
+
 // readSnapshot reads the current snapshot of the state directory into
 // fresh state for workers, without installing it (restoreSnapshot's
 // errors).
 func (p *Pipeline) readSnapshot(workers []*worker) (*restored, error) {
-	dir := p.cfg.stateDir
-	name, manifestSHA, err := readCurrent(dir)
+	name, manifestSHA, err := readCurrent(p.cfg.stateDir)
 	if err != nil {
 		return nil, err
 	}
+	return p.readSnapshotDir(workers, name, manifestSHA)
+}
+
+// readSnapshotDir reads snapshot name into fresh state for workers; its
+// manifest must have the SHA-256 manifestSHA unless that is "" (a retained
+// snapshot other than CURRENT's, checked by its files' SHA-256 alone).
+func (p *Pipeline) readSnapshotDir(workers []*worker, name, manifestSHA string) (*restored, error) {
+	dir := p.cfg.stateDir
 	sdir := filepath.Join(dir, name)
 	mb, err := os.ReadFile(filepath.Join(sdir, manifestFn))
 	if errors.Is(err, os.ErrNotExist) {
@@ -442,7 +572,7 @@ func (p *Pipeline) readSnapshot(workers []*worker) (*restored, error) {
 	if err != nil {
 		return nil, err
 	}
-	if got := sha256.Sum256(mb); hex.EncodeToString(got[:]) != manifestSHA {
+	if got := sha256.Sum256(mb); manifestSHA != "" && hex.EncodeToString(got[:]) != manifestSHA {
 		return nil, unusable("%s: SHA-256 %x, CURRENT says %s", manifestFn, got, manifestSHA)
 	}
 	r := &restored{name: sdir}
@@ -668,9 +798,9 @@ func (p *Pipeline) CheckState() (*StateInfo, error) {
 // one that cannot be read (an I/O error: permissions, a failing disk) is
 // an error, so that the pipeline does not start without the state it
 // should have.
-func (p *Pipeline) restoreState(workers []*worker) error {
+func (p *Pipeline) restoreState(workers []*worker, committed map[int]int64) error {
 	t0 := time.Now()
-	r, err := p.restoreSnapshot(workers)
+	r, err := p.restoreSnapshot(workers, committed)
 	var bad *unusableError
 	switch {
 	case errors.Is(err, errNoSnapshot):
@@ -696,6 +826,50 @@ func (p *Pipeline) restoreState(workers []*worker) error {
 			"took", time.Since(t0).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// committedOffsets returns the group's committed offset of every partition
+// of the topic (-1 where none), through a client with the dialer's TLS and
+// SASL settings. The restore uses them to pick the snapshot that matches.
+func (p *Pipeline) committedOffsets(ctx context.Context, d *kafka.Dialer) (map[int]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cl := &kafka.Client{Addr: kafka.TCP(p.brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{
+		Dial: d.DialFunc, DialTimeout: d.Timeout, ClientID: d.ClientID, TLS: d.TLS, SASL: d.SASLMechanism,
+	}}
+	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		return nil, fmt.Errorf("metadata of %q: %v", p.topic, md.Topics)
+	}
+	var parts []int
+	for _, pt := range md.Topics[0].Partitions {
+		parts = append(parts, pt.ID)
+	}
+	res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: p.group, Topics: map[string][]int{p.topic: parts}})
+	if err != nil {
+		return nil, fmt.Errorf("offset fetch: %w", err)
+	}
+	out := make(map[int]int64, len(parts))
+	for _, pt := range parts {
+		out[pt] = -1
+	}
+	if errors.Is(res.Error, kafka.GroupIdNotFound) {
+		return out, nil
+	}
+	if res.Error != nil {
+		return nil, fmt.Errorf("offset fetch: %w", res.Error)
+	}
+	for _, po := range res.Topics[p.topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("offset fetch of partition %d: %w", po.Partition, po.Error)
+		}
+		out[po.Partition] = po.CommittedOffset
+	}
+	return out, nil
 }
 
 // setAside renames the snapshot CURRENT names to refused-<name> and removes

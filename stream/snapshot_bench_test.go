@@ -121,7 +121,7 @@ func BenchmarkSnapshot(b *testing.B) {
 					}
 				}
 				for b.Loop() {
-					r, err := p.restoreSnapshot(fresh)
+					r, err := p.restoreSnapshot(fresh, nil)
 					if err != nil {
 						b.Fatal(err)
 					}

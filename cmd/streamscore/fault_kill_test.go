@@ -163,14 +163,31 @@ func killLoop(t *testing.T, withState bool, kills int) {
 			break
 		}
 		// Some kills before the first state snapshot of the run (interval
-		// 1 s), some after one or more.
-		delays := []int{150, 1400, 2600, 700, 3200}
-		time.Sleep(time.Duration(delays[i%len(delays)]+rng.IntN(200)) * time.Millisecond)
+		// 1 s), some after one or more, and with a state directory some
+		// right after a snapshot is written, before its offsets are
+		// committed (the committer runs every 200 ms): the restart must
+		// then restore the previous snapshot, the one the committed
+		// offsets match.
+		delays := []int{150, -1, 1400, -1, 2600}
+		if d := delays[i%len(delays)]; d >= 0 || !withState {
+			time.Sleep(time.Duration(max(d, 500)+rng.IntN(200)) * time.Millisecond)
+		} else {
+			n := strings.Count(sub.stderr.String(), `msg="state snapshot written"`)
+			deadline := time.Now().Add(10 * time.Second * timeScale)
+			for strings.Count(sub.stderr.String(), `msg="state snapshot written"`) == n && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
 		sub.signal(syscall.SIGKILL)
 		if err := sub.wait(10 * time.Second); err == nil {
 			t.Fatalf("kill %d: the process exited cleanly before SIGKILL", i)
 		}
 		progress = append(progress, committed())
+		for _, l := range strings.Split(sub.stderr.String(), "\n") {
+			if strings.Contains(l, "snapshot restored") || strings.Contains(l, "matches the committed offsets") {
+				t.Logf("run %d: %.260s", i, l)
+			}
+		}
 	}
 	last := startStreamscore(t, nil, args...)
 	poll(t, 30*time.Second*timeScale, "the pipeline to start", func() bool {

@@ -178,6 +178,20 @@ func (t *Tracker) Pending(p int) (pending, committed int64) {
 	return pp.tracked, pp.committed
 }
 
+// Acked returns the end of partition p's acked prefix as far as it is known:
+// the offset after the last acked one, or the last committed offset if that
+// is further (a partition that has seen nothing since it was committed);
+// -1 when neither is known.
+func (t *Tracker) Acked(p int) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pp := t.parts[p]
+	if pp == nil {
+		return -1
+	}
+	return max(pp.next, pp.committed)
+}
+
 // Partitions returns the partitions seen so far, sorted.
 func (t *Tracker) Partitions() []int {
 	t.mu.Lock()
