@@ -62,8 +62,8 @@ type Pipeline struct {
 	// ones. A partition in no snapshot commits nothing. capMu guards caps.
 	capMu sync.Mutex
 	caps  []snapCap
-	met       *metrics
-	log       *slog.Logger
+	met   *metrics
+	log   *slog.Logger
 
 	started atomic.Bool
 	phase   atomic.Int32    // a Phase

@@ -10,8 +10,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +28,7 @@ type fakeTarget struct {
 	ok      int
 	failed  int
 	lastErr error
-	refuse  error // if set, a loaded set is refused with this error (a failed Bind)
+	refuse  error    // if set, a loaded set is refused with this error (a failed Bind)
 	tried   []string // idents of the last set loaded, good or refused
 	changed chan struct{}
 }
