@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,11 +93,15 @@ func (f *Fanout) Name() string { return "fanout" }
 // WriteBatch writes msgs to every sink concurrently and returns nil once all
 // have acknowledged every routed message. It returns ctx's error if ctx ends
 // first (some sinks may then hold part of the batch; replaying it is safe
-// thanks to the IDs), ErrClosed if the Fanout or a sink is closed, and the
-// sink's error if it rejected a message for good (IsPermanent); every other
-// error is retried with backoff, without end. It
-// starts one goroutine per sink beyond the first and joins them all before
-// returning. Safe for concurrent use if the sinks are.
+// thanks to the IDs), ErrClosed if the Fanout or a sink is closed, and a
+// *RejectedError when every message was acknowledged but some that a sink
+// rejected for good, one by one (IsRejection: too large, ...): a message
+// rejected within a larger write is retried alone first, so that a poison
+// message never takes the others of its batch with it. A permanent error
+// that names no message (a whole write refused: authorization, an unknown
+// topic) is returned as is. Every other error is retried with backoff,
+// without end. It starts one goroutine per sink beyond the first and joins
+// them all before returning. Safe for concurrent use if the sinks are.
 func (f *Fanout) WriteBatch(ctx context.Context, msgs []Message) error {
 	select {
 	case <-f.quit:
@@ -116,23 +121,76 @@ func (f *Fanout) WriteBatch(ctx context.Context, msgs []Message) error {
 	}
 	errs[0] = f.write(ctx, 0, msgs)
 	wg.Wait()
+	var rej *RejectedError
 	for _, err := range errs {
-		if err != nil {
+		var r *RejectedError
+		switch {
+		case err == nil:
+		case errors.As(err, &r):
+			if rej == nil {
+				rej = &RejectedError{}
+			}
+			rej.Rejected = append(rej.Rejected, r.Rejected...)
+		default:
 			return err
 		}
+	}
+	if rej != nil {
+		slices.SortStableFunc(rej.Rejected, func(a, b Rejection) int { return a.Index - b.Index })
+		return rej
 	}
 	return nil
 }
 
+// RejectedError is WriteBatch's error when every message was acknowledged
+// except some that a sink rejected for good, each alone: the caller decides
+// what replaces them (the stream writes a dead letter without payload).
+type RejectedError struct {
+	Rejected []Rejection // sorted by Index
+}
+
+// Rejection is one message a sink refused for good.
+type Rejection struct {
+	Index int    // in the msgs given to WriteBatch
+	Sink  string // the sink's Name
+	Err   error
+}
+
+func (e *RejectedError) Error() string {
+	if len(e.Rejected) == 0 {
+		return "sinks: no message rejected"
+	}
+	r := e.Rejected[0]
+	return fmt.Sprintf("sinks: %d message(s) rejected for good, first at index %d by %s: %v", len(e.Rejected), r.Index, r.Sink, r.Err)
+}
+
+// Unwrap returns the rejections' errors.
+func (e *RejectedError) Unwrap() []error {
+	out := make([]error, len(e.Rejected))
+	for i, r := range e.Rejected {
+		out[i] = r.Err
+	}
+	return out
+}
+
 // write writes msgs to sink i, retrying until it acks, ctx ends or the
-// Fanout is closed.
+// Fanout is closed. Messages the sink rejects for good are set aside and
+// written alone once the rest is acknowledged; those it still rejects
+// alone are returned in a *RejectedError.
 func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 	s, m := f.sinks[i], (*sinkMetrics)(nil)
 	if f.metrics != nil {
 		m = f.metrics[i]
 	}
+	all := msgs
+	idx := make([]int, len(msgs)) // position in all of each message of msgs
+	for j := range idx {
+		idx[j] = j
+	}
+	var suspects []int // positions in all rejected for good within a larger write
+	var rejected []Rejection
 	wait := f.cfg.min
-	for {
+	for len(msgs) > 0 {
 		start := time.Now()
 		err := s.WriteBatch(ctx, msgs)
 		if m != nil {
@@ -140,7 +198,7 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		}
 		if err == nil {
 			m.acked(msgs, nil)
-			return nil
+			break
 		}
 		if m != nil {
 			m.errors.Inc()
@@ -155,17 +213,33 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		if errors.Is(err, ErrClosed) {
 			return fmt.Errorf("write to sink %s: %w", s.Name(), err)
 		}
-		if IsPermanent(err) {
-			return fmt.Errorf("write to sink %s: rejected for good: %w", s.Name(), err)
-		}
 		var be *BatchError
-		if errors.As(err, &be) && validIndices(be.Indices, len(msgs)) {
-			m.acked(msgs, be.Indices)
-			retry := make([]Message, len(be.Indices))
-			for j, k := range be.Indices {
-				retry[j] = msgs[k]
+		perMessage := errors.As(err, &be) && validIndices(be.Indices, len(msgs))
+		if !perMessage {
+			if IsPermanent(err) {
+				return fmt.Errorf("write to sink %s: rejected for good: %w", s.Name(), err)
 			}
-			msgs = retry
+		} else {
+			m.acked(msgs, be.Indices)
+			var retry []Message
+			var retryIdx []int
+			for j, k := range be.Indices {
+				switch {
+				case IsRejection(be.Errs[j]) && len(all) == 1:
+					rejected = append(rejected, Rejection{Index: idx[k], Sink: s.Name(), Err: be.Errs[j]})
+				case IsRejection(be.Errs[j]):
+					suspects = append(suspects, idx[k])
+				case IsPermanent(be.Errs[j]):
+					return fmt.Errorf("write to sink %s: rejected for good: %w", s.Name(), be.Errs[j])
+				default:
+					retry = append(retry, msgs[k])
+					retryIdx = append(retryIdx, idx[k])
+				}
+			}
+			msgs, idx = retry, retryIdx
+			if len(msgs) == 0 {
+				break
+			}
 		}
 		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
 		select {
@@ -179,6 +253,27 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		}
 		wait = min(2*wait, f.cfg.max)
 	}
+	// A broker refuses a whole partition batch for one oversized message:
+	// each suspect is tried alone, so only the poison ones are rejected.
+	for _, k := range suspects {
+		err := f.write(ctx, i, all[k:k+1])
+		var r *RejectedError
+		switch {
+		case err == nil:
+		case errors.As(err, &r):
+			for _, x := range r.Rejected {
+				x.Index = k
+				rejected = append(rejected, x)
+			}
+		default:
+			return err
+		}
+	}
+	if len(rejected) > 0 {
+		slices.SortStableFunc(rejected, func(a, b Rejection) int { return a.Index - b.Index })
+		return &RejectedError{Rejected: rejected}
+	}
+	return nil
 }
 
 // validIndices reports whether idx is a non-empty, strictly increasing list

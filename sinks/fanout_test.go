@@ -337,3 +337,69 @@ func TestFanoutStopsOnPermanentError(t *testing.T) {
 		t.Fatal("IsPermanent misclassifies")
 	}
 }
+
+// poisoned is a fake sink that refuses a whole write, message by message,
+// when any message of it is "poison" (as a broker refuses a partition's
+// batch for one oversized record), with err; it records what it accepted.
+type poisoned struct {
+	err      error
+	mu       sync.Mutex
+	accepted []string
+}
+
+func (p *poisoned) Name() string { return "poisoned" }
+func (p *poisoned) Close() error { return nil }
+func (p *poisoned) WriteBatch(_ context.Context, msgs []sinks.Message) error {
+	for _, m := range msgs {
+		if string(m.Value) == "poison" {
+			be := &sinks.BatchError{Sink: "poisoned"}
+			for i := range msgs {
+				be.Indices = append(be.Indices, i)
+				be.Errs = append(be.Errs, fmt.Errorf("write message: %w", p.err))
+			}
+			return be
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range msgs {
+		p.accepted = append(p.accepted, string(m.Value))
+	}
+	return nil
+}
+
+// TestFanoutIsolatesRejections: a message a sink refuses for what it is
+// (too large) takes nothing else of its batch with it: the others are
+// written, and only the poison ones come back in a RejectedError, with
+// their index, whichever sink refused them. A permanent error that is not
+// about the message (authorization) still stops the write.
+func TestFanoutIsolatesRejections(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msgs := []sinks.Message{{Value: []byte("a")}, {Value: []byte("poison")}, {Value: []byte("b")}, {Value: []byte("poison")}, {Value: []byte("c")}}
+	for _, err := range []error{kafka.MessageSizeTooLarge, nats.ErrMaxPayload, kafka.MessageTooLargeError{}} {
+		p, ok := &poisoned{err: err}, &flaky{name: "ok"}
+		f := sinks.NewFanout([]sinks.Sink{p, ok}, fastBackoff())
+		got := f.WriteBatch(ctx, msgs)
+		var rej *sinks.RejectedError
+		if !errors.As(got, &rej) || len(rej.Rejected) != 2 || rej.Rejected[0].Index != 1 || rej.Rejected[1].Index != 3 ||
+			rej.Rejected[0].Sink != "poisoned" || !sinks.IsRejection(rej.Rejected[0].Err) {
+			t.Fatalf("%v: WriteBatch = %v, want the two poison messages rejected", err, got)
+		}
+		if want := []string{"a", "b", "c"}; fmt.Sprint(p.accepted) != fmt.Sprint(want) {
+			t.Errorf("%v: the poisoned sink accepted %v, want %v", err, p.accepted, want)
+		}
+		if n := len(ok.received()); n != len(msgs) {
+			t.Errorf("%v: the other sink got %d messages, want %d", err, n, len(msgs))
+		}
+		f.Close()
+	}
+	p := &poisoned{err: kafka.TopicAuthorizationFailed}
+	f := sinks.NewFanout([]sinks.Sink{p}, fastBackoff())
+	defer f.Close()
+	got := f.WriteBatch(ctx, msgs)
+	var rej *sinks.RejectedError
+	if got == nil || errors.As(got, &rej) || !errors.Is(got, kafka.TopicAuthorizationFailed) {
+		t.Fatalf("authorization refused: WriteBatch = %v, want the error itself, not rejections", got)
+	}
+}

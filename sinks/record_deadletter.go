@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // DeadLetterRecord describes an input message that could not be processed.
@@ -28,12 +29,23 @@ import (
 // "value_redacted" is written only when Redacted is set, as is: it must be
 // one valid JSON object. Reason is a stable machine-readable code (the
 // features Reason* constants); Error is the human-readable text (it must not
-// hold message content). The other members are always present.
+// hold message content). The other members are always present, but
+// "key_size", written only when the caller cut the key to MaxDeadLetterKey
+// bytes (KeySize is then the original length).
+//
+// A dead letter must always fit the dead-letter topic, whatever the input
+// (a poison message must never become a record the broker refuses): the
+// key is cut by the caller to MaxDeadLetterKey bytes, the error text here
+// to MaxDeadLetterError bytes, and the redacted value is bounded by its
+// maker (the features Decoder: contract members only, long values
+// replaced). The largest record is a few tens of KiB, far below Kafka's
+// default 1 MiB message limit and NATS's default 1 MiB payload.
 type DeadLetterRecord struct {
 	Topic       string
 	Partition   int
 	Offset      int64
-	Key         []byte // as it may be kept (the stream pseudonymises or drops it)
+	Key         []byte // as it may be kept (the stream cuts, pseudonymises or drops it)
+	KeySize     int    // the original key's length when Key was cut, else 0
 	Reason      string
 	Error       string
 	Size        int    // length of the original message in bytes
@@ -41,6 +53,30 @@ type DeadLetterRecord struct {
 	DigestKeyID string // "" for SHA-256, else the id of the HMAC key
 	Redacted    []byte // a JSON object, or nil
 	At          time.Time
+}
+
+// Bounds of a dead-letter record's members (see DeadLetterRecord).
+const (
+	// MaxDeadLetterKey is the longest input key a dead letter keeps, in
+	// bytes; the stream cuts longer keys (and keys the record with the cut
+	// key too) and records the original length in "key_size".
+	MaxDeadLetterKey = 256
+	// MaxDeadLetterError is the longest error text a dead letter keeps, in
+	// bytes; longer texts are cut at a character boundary and end in "…".
+	MaxDeadLetterError = 1024
+)
+
+// cutText returns s cut to at most n bytes at a UTF-8 character boundary,
+// ending in "…" when cut.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n - len("…")
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
@@ -57,10 +93,14 @@ func (r *DeadLetterRecord) AppendJSON(dst []byte) []byte {
 	dst = appendString(dst, r.Key)
 	dst = appendKey(dst, "key_b64", false)
 	dst = appendBase64(dst, r.Key)
+	if r.KeySize > len(r.Key) {
+		dst = appendKey(dst, "key_size", false)
+		dst = strconv.AppendInt(dst, int64(r.KeySize), 10)
+	}
 	dst = appendKey(dst, "reason", false)
 	dst = appendString(dst, r.Reason)
 	dst = appendKey(dst, "error", false)
-	dst = appendString(dst, r.Error)
+	dst = appendString(dst, cutText(r.Error, MaxDeadLetterError))
 	dst = appendKey(dst, "value_size", false)
 	dst = strconv.AppendInt(dst, int64(r.Size), 10)
 	if r.Digest != nil {

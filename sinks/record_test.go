@@ -425,7 +425,7 @@ func TestRecordStructsMatchMirror(t *testing.T) {
 	}{
 		{"score", ScoreRecord{}, 11},
 		{"audit", AuditRecord{}, 6},
-		{"deadletter", DeadLetterRecord{}, 11},
+		{"deadletter", DeadLetterRecord{}, 12},
 	} {
 		n := 0
 		for _, f := range reflect.VisibleFields(reflect.TypeOf(tc.record)) {

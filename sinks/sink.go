@@ -217,6 +217,30 @@ func IsPermanent(err error) bool {
 	return false
 }
 
+// IsRejection reports whether err is a sink refusing one message for what it
+// is (too large, an invalid record) rather than for where it goes or who
+// sends it: retrying it cannot succeed, but the sink takes other messages.
+// A Fanout isolates such messages and reports them in a *RejectedError;
+// any other permanent error (authorization, an unknown topic or a bad
+// subject: a configuration error) stops the write.
+func IsRejection(err error) bool {
+	if err == nil {
+		return false
+	}
+	var tooLarge kafka.MessageTooLargeError
+	if errors.As(err, &tooLarge) || errors.Is(err, nats.ErrMaxPayload) {
+		return true
+	}
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		switch ke {
+		case kafka.MessageSizeTooLarge, kafka.RecordListTooLarge, kafka.InvalidRecord, kafka.InvalidTimestamp:
+			return true
+		}
+	}
+	return false
+}
+
 // route maps kinds to destinations ("" = not routed).
 type route [numKinds]string
 

@@ -145,7 +145,23 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			dlBuf = fillDeadLetter(&rec, dec, &m, true, reason, err.Error(), time.Now(), dlBuf)
 			msg := sinks.Message{Kind: sinks.KindDeadLetter, Key: bytes.Clone(rec.Key), Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, &m)}
 			// Publish under the hard context: a soft stop still finishes this one.
-			if err := lc.p.sink.WriteBatch(lc.p.hard, []sinks.Message{msg}); err != nil {
+			err := lc.p.sink.WriteBatch(lc.p.hard, []sinks.Message{msg})
+			var rej *sinks.RejectedError
+			switch {
+			case errors.As(err, &rej):
+				// Bounded, so only a tiny message limit refuses it: the
+				// label's offset is recorded here, and read past.
+				lc.p.met.rejected.WithLabelValues(sinks.KindDeadLetter.String(), rej.Rejected[0].Sink).Inc()
+				lc.p.log.Error("label dead letter refused for good by a sink: the label is skipped, its offset only in this log",
+					"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", reason, "err", err)
+			case err != nil:
+				if lc.p.hard.Err() == nil {
+					// A configuration error (authorization, unknown topic):
+					// stop the pipeline with it rather than end this
+					// partition's reader without a word.
+					lc.p.log.Error("label dead letter cannot be written: stopping", "partition", m.Partition, "offset", m.Offset, "err", err)
+					lc.p.cancel(fmt.Errorf("stream: label dead letter: %w", err))
+				}
 				return // stopped hard: the label is read again on restart
 			}
 			lc.p.met.deadLettered.WithLabelValues(reason).Inc()

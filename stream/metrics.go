@@ -9,6 +9,7 @@ import (
 type metrics struct {
 	consumed     *prometheus.CounterVec   // topic
 	deadLettered *prometheus.CounterVec   // reason
+	rejected     *prometheus.CounterVec   // kind, sink
 	batchSize    prometheus.Histogram     //
 	scoreSeconds *prometheus.HistogramVec // model
 	latency      prometheus.Histogram
@@ -46,6 +47,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamscore_stream_events_deadlettered_total",
 			Help: "Input messages sent to the dead-letter destination, by reason code.",
 		}, []string{"reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_records_rejected_total",
+			Help: "Output records a sink refused for good (too large, invalid), by record kind and sink; each is replaced by a dead letter with reason record_rejected and no payload, and its offset is committed past.",
+		}, []string{"kind", "sink"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "streamscore_stream_batch_size_events",
 			Help:    "Input messages per closed micro-batch.",
@@ -146,7 +151,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.batchSize, m.scoreSeconds,
+	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.rejected, m.batchSize, m.scoreSeconds,
 		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
 		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap} {

@@ -383,7 +383,8 @@ func (w *worker) flush(b *batch) {
 		if sp.row >= 0 {
 			b.keys = append(b.keys, b.events[sp.row].CardID...)
 		} else {
-			b.keys = w.dec.AppendSafeKey(b.keys, b.msgs[sp.msg].Key)
+			key, _ := cutKey(b.msgs[sp.msg].Key)
+			b.keys = w.dec.AppendSafeKey(b.keys, key)
 		}
 		b.keyEnds = append(b.keyEnds, len(b.keys))
 	}
@@ -497,7 +498,8 @@ func (w *worker) encodeDead(b *batch, d deadEntry, now time.Time) {
 // rec refers to buf, which it returns grown; buf must not change while rec
 // is in use.
 func fillDeadLetter(rec *sinks.DeadLetterRecord, dec *features.Decoder, m *kafka.Message, label bool, reason, errText string, at time.Time, buf []byte) []byte {
-	buf = dec.AppendSafeKey(buf[:0], m.Key)
+	key, keySize := cutKey(m.Key)
+	buf = dec.AppendSafeKey(buf[:0], key)
 	nk := len(buf)
 	buf, keyID, digested := dec.AppendDigest(buf, m.Value)
 	nd := len(buf)
@@ -509,7 +511,7 @@ func fillDeadLetter(rec *sinks.DeadLetterRecord, dec *features.Decoder, m *kafka
 	}
 	*rec = sinks.DeadLetterRecord{
 		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
-		Reason: reason, Error: errText, Size: len(m.Value), At: at,
+		Reason: reason, Error: errText, Size: len(m.Value), At: at, KeySize: keySize,
 	}
 	if nk > 0 {
 		rec.Key = buf[:nk]
@@ -521,6 +523,19 @@ func fillDeadLetter(rec *sinks.DeadLetterRecord, dec *features.Decoder, m *kafka
 		rec.Redacted = buf[nd:]
 	}
 	return buf
+}
+
+// cutKey returns an input key as a dead letter may keep it: at most
+// sinks.MaxDeadLetterKey bytes (cut before the card-number check and the
+// pseudonym, which then see exactly what is kept), and the original length
+// when it was cut (else 0). A poison key (hundreds of KiB of control bytes,
+// which JSON escaping grows six-fold) so never makes a record the broker
+// refuses.
+func cutKey(key []byte) ([]byte, int) {
+	if len(key) <= sinks.MaxDeadLetterKey {
+		return key, 0
+	}
+	return key[:sinks.MaxDeadLetterKey], len(key)
 }
 
 // messageID is the deduplication id of an output record: its kind and the
@@ -548,6 +563,10 @@ func (w *worker) send() {
 	for b := range w.out {
 		if w.p.hard.Err() == nil {
 			err := w.p.sink.WriteBatch(w.p.hard, b.out)
+			var rej *sinks.RejectedError
+			if errors.As(err, &rej) {
+				err = w.lastResort(b, rej)
+			}
 			if err == nil {
 				w.ack(b)
 				b.reset()
@@ -568,6 +587,58 @@ func (w *worker) send() {
 		// full for the workers still draining.
 		w.free <- w.newBatch()
 	}
+}
+
+// reasonRecordRejected is the dead-letter reason of an event one of whose
+// records a sink refused for good (too large, invalid).
+const reasonRecordRejected = "record_rejected"
+
+// lastResort handles the records of b that a sink refused for good, each
+// alone (the Fanout isolated them; everything else of b is acknowledged):
+// each is logged at error level and counted, and its event gets a dead
+// letter without payload (reason record_rejected, the sink's error) so that
+// the offset is accounted for; then b is acked and its offsets committed
+// past. A poison message never blocks its partition, and never stops the
+// engine. A dead letter that is itself refused (it is bounded, so this
+// needs a dead-letter topic with a tiny message limit) is logged and
+// counted, nothing more. It returns an error only when the dead letters
+// cannot be written at all (a hard stop, a configuration error).
+func (w *worker) lastResort(b *batch, rej *sinks.RejectedError) error {
+	var dls []sinks.Message
+	seen := map[int]bool{}
+	for _, r := range rej.Rejected {
+		if r.Index < 0 || r.Index >= len(b.spans) {
+			return fmt.Errorf("stream: sink rejection of record %d of a batch of %d: %w", r.Index, len(b.spans), r.Err)
+		}
+		sp := b.spans[r.Index]
+		m := &b.msgs[sp.msg]
+		w.p.met.rejected.WithLabelValues(sp.kind.String(), r.Sink).Inc()
+		w.p.log.Error("record refused for good by a sink: replaced by a dead letter without payload, offset committed past",
+			"kind", sp.kind.String(), "sink", r.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", r.Err)
+		if sp.kind == sinks.KindDeadLetter || seen[sp.msg] {
+			continue
+		}
+		seen[sp.msg] = true
+		rec := sinks.DeadLetterRecord{
+			Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Reason: reasonRecordRejected,
+			Error: fmt.Sprintf("%s record refused by sink %s: %v", sp.kind, r.Sink, r.Err), Size: len(m.Value), At: time.Now(),
+		}
+		dls = append(dls, sinks.Message{Kind: sinks.KindDeadLetter, Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, m)})
+		w.p.met.deadLettered.WithLabelValues(reasonRecordRejected).Inc()
+	}
+	if len(dls) == 0 {
+		return nil
+	}
+	err := w.p.sink.WriteBatch(w.p.hard, dls)
+	var again *sinks.RejectedError
+	if errors.As(err, &again) {
+		for _, r := range again.Rejected {
+			w.p.met.rejected.WithLabelValues(sinks.KindDeadLetter.String(), r.Sink).Inc()
+			w.p.log.Error("the dead letter of a refused record was refused too: the offset is only in this log", "sink", r.Sink, "err", r.Err)
+		}
+		return nil
+	}
+	return err
 }
 
 func (w *worker) ack(b *batch) {
