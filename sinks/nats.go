@@ -14,14 +14,18 @@ import (
 
 // NATS publishes messages to NATS subjects, one subject per Kind.
 //
-// At construction it asks JetStream, once per subject, whether a stream
-// captures the subject. If one does, messages go out with JetStream async
-// publish carrying the "Nats-Msg-Id" header (= Message.ID), and WriteBatch
-// waits for every PubAck: the message is stored, and a replay with the same
-// ID inside the stream's duplicate window is dropped by the server. If none
-// does, messages are core-published and WriteBatch ends with a flush
-// (PING/PONG): "acked" then means the server has received them, not that any
-// subscriber has. A stream created after NewNATS is not noticed.
+// Its mode (WithNATSMode) says how. NATSModeJetStream (the default): at
+// construction it asks JetStream, once per subject, which stream captures
+// the subject, and fails with ErrNoStream if one does not; messages go out
+// with JetStream async publish carrying the "Nats-Msg-Id" header (=
+// Message.ID), and WriteBatch waits for every PubAck: the message is
+// stored, and a replay with the same ID inside the stream's duplicate
+// window is dropped by the server. NATSModeCore: messages are
+// core-published and WriteBatch ends with a flush (PING/PONG): "acked" then
+// means the server has received them, not that any subscriber has — a
+// weaker guarantee the operator chooses explicitly. NATSModeAuto: JetStream
+// for the subjects a stream captures, core for the others (Stream tells
+// which). A stream created after NewNATS is not noticed.
 //
 // NATS does not own the connection: Close does not close nc.
 type NATS struct {
@@ -38,6 +42,7 @@ type NATS struct {
 type NATSOption func(*natsConfig) error
 
 type natsConfig struct {
+	mode          NATSMode
 	name          string
 	route         route
 	reg           prometheus.Registerer
@@ -70,6 +75,59 @@ func WithNATSSubject(k Kind, subject string) NATSOption {
 		if err := validateSubject(subject); err != nil {
 			return fmt.Errorf("sinks: nats subject %q: %w", subject, err)
 		}
+		return nil
+	}
+}
+
+// NATSMode is how a NATS sink publishes: see NATS.
+type NATSMode int
+
+const (
+	NATSModeJetStream NATSMode = iota // every subject in a stream, PubAck per message (default)
+	NATSModeCore                      // core publish and a flush: received by the server, not stored
+	NATSModeAuto                      // JetStream where a stream captures the subject, else core
+)
+
+// ParseNATSMode parses "jetstream", "core" or "auto".
+func ParseNATSMode(s string) (NATSMode, error) {
+	switch s {
+	case "jetstream":
+		return NATSModeJetStream, nil
+	case "core":
+		return NATSModeCore, nil
+	case "auto":
+		return NATSModeAuto, nil
+	}
+	return 0, fmt.Errorf("sinks: nats mode %q: want jetstream, core or auto", s)
+}
+
+func (m NATSMode) String() string {
+	switch m {
+	case NATSModeJetStream:
+		return "jetstream"
+	case NATSModeCore:
+		return "core"
+	case NATSModeAuto:
+		return "auto"
+	}
+	return fmt.Sprintf("NATSMode(%d)", int(m))
+}
+
+// ErrNoStream is NewNATS's error in NATSModeJetStream when no JetStream
+// stream captures a configured subject (or the server or account has no
+// JetStream): publishing there would not be stored, and acks would not mean
+// what the offsets committed on them promise.
+var ErrNoStream = errors.New("sinks: no JetStream stream captures the subject")
+
+// WithNATSMode sets how messages are published (default NATSModeJetStream;
+// see NATS). The trap of NATSModeAuto: a subject whose stream is deleted or
+// misnamed silently falls back to core publish at the next start.
+func WithNATSMode(m NATSMode) NATSOption {
+	return func(c *natsConfig) error {
+		if m < NATSModeJetStream || m > NATSModeAuto {
+			return fmt.Errorf("sinks: unknown nats mode %d", int(m))
+		}
+		c.mode = m
 		return nil
 	}
 }
@@ -162,9 +220,9 @@ func validateSubject(s string) error {
 	return nil
 }
 
-// NewNATS returns a sink publishing on nc. It looks up, once per configured
-// subject, whether a JetStream stream captures it (see NATS). A server
-// without JetStream means core publish for every subject.
+// NewNATS returns a sink publishing on nc. Unless in NATSModeCore, it looks
+// up, once per configured subject, the JetStream stream that captures it
+// (see NATS); in NATSModeJetStream a subject without one is ErrNoStream.
 func NewNATS(nc *nats.Conn, opts ...NATSOption) (*NATS, error) {
 	if nc == nil {
 		return nil, errors.New("sinks: new nats: nil connection")
@@ -182,6 +240,9 @@ func NewNATS(nc *nats.Conn, opts ...NATSOption) (*NATS, error) {
 			return nil, err
 		}
 		n.m = m
+	}
+	if cfg.mode == NATSModeCore {
+		return n, nil
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.maxInFlight),
@@ -203,6 +264,9 @@ func NewNATS(nc *nats.Conn, opts ...NATSOption) (*NATS, error) {
 		stream, err := lookupStream(js, subj, cfg.lookupTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("sinks: look up stream for subject %q: %w", subj, err)
+		}
+		if stream == "" && cfg.mode == NATSModeJetStream {
+			return nil, fmt.Errorf("%w %q (create one, or choose core publish explicitly)", ErrNoStream, subj)
 		}
 		n.stream[k] = stream
 		if stream != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,7 +87,10 @@ func coreTarget(t *testing.T) sinktest.Target {
 	if err := sub.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	sink, err := sinks.NewNATS(connect(t, ns), natsOptions()...)
+	if _, err := sinks.NewNATS(connect(t, ns), natsOptions()...); !errors.Is(err, sinks.ErrNoStream) {
+		t.Fatalf("NewNATS in the default (jetstream) mode on a server without JetStream: %v, want ErrNoStream", err)
+	}
+	sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSMode(sinks.NATSModeCore))...)
 	if err != nil {
 		t.Fatalf("NewNATS: %v", err)
 	}
@@ -261,7 +265,10 @@ func TestNATSMixedRouting(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	sink, err := sinks.NewNATS(connect(t, ns), natsOptions()...)
+	if _, err := sinks.NewNATS(connect(t, ns), natsOptions()...); !errors.Is(err, sinks.ErrNoStream) || !strings.Contains(err.Error(), `"out.alerts"`) {
+		t.Fatalf("NewNATS in the default (jetstream) mode with out.alerts in no stream: %v, want ErrNoStream naming it", err)
+	}
+	sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSMode(sinks.NATSModeAuto))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,6 +373,7 @@ func TestNATSOptions(t *testing.T) {
 		{"window too large", sinks.WithNATSMaxInFlight(4000)},
 		{"zero timeout", sinks.WithNATSAckTimeout(0)},
 		{"empty name", sinks.WithNATSName("")},
+		{"unknown mode", sinks.WithNATSMode(sinks.NATSMode(7))},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -382,7 +390,7 @@ func TestNATSOptions(t *testing.T) {
 func TestNATSClosedConnection(t *testing.T) {
 	ns := startNATS(t, false, 0, "")
 	nc := connect(t, ns)
-	sink, err := sinks.NewNATS(nc, natsOptions()...)
+	sink, err := sinks.NewNATS(nc, natsOptions(sinks.WithNATSMode(sinks.NATSModeCore))...)
 	if err != nil {
 		t.Fatal(err)
 	}

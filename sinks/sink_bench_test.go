@@ -50,7 +50,7 @@ func BenchmarkSinkWriteBatch(b *testing.B) {
 		b.Run(fmt.Sprintf("nats_core/batch=%d", size), func(b *testing.B) {
 			ns := benchNATS(b, false)
 			nc := connectB(b, ns)
-			s, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "out.scores"))
+			s, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "out.scores"), sinks.WithNATSMode(sinks.NATSModeCore))
 			if err != nil {
 				b.Fatal(err)
 			}

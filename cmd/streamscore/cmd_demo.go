@@ -131,7 +131,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 	}
 	ecfg := engineConfig{
 		Brokers: brokers[0], Group: "streamscore-demo", Topic: "transactions", LabelsTopic: "labels",
-		NATS: ns.URL(), ScoresSubject: "streamscore.scores", AlertsSubject: "streamscore.alerts",
+		NATS: ns.URL(), NATSMode: "jetstream", ScoresSubject: "streamscore.scores", AlertsSubject: "streamscore.alerts",
 		ScoresTopic: "scores", AlertsTopic: "alerts", AuditTopic: "audit", DeadLetterTopic: "deadletter",
 		MaxBatch: c.maxBatch, MaxDelay: c.maxDelay, Workers: c.workers, InFlight: 4,
 		DrainTimeout: 30 * time.Second, MaxFutureSkew: 5 * time.Minute,

@@ -27,6 +27,7 @@ type engineConfig struct {
 	Topic           string
 	LabelsTopic     string
 	NATS            string
+	NATSMode        string
 	ScoresSubject   string
 	AlertsSubject   string
 	ScoresTopic     string
@@ -81,6 +82,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Topic, "topic", "transactions", "Kafka topic of transaction events (key = card_id)")
 	fs.StringVar(&c.LabelsTopic, "labels-topic", "labels", "Kafka topic of delayed fraud labels; empty disables label feedback")
 	fs.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS server URL(s); empty disables the NATS sink")
+	fs.StringVar(&c.NATSMode, "nats-mode", "jetstream", "how records go to NATS: jetstream (every subject must be captured by a JetStream stream, else the start fails; each record is acked once stored, and offsets are committed on those acks), core (core publish and a flush: the server received them, nothing is stored; offsets are committed on that weaker ack), or auto (jetstream where a stream captures the subject, else core)")
 	fs.StringVar(&c.ScoresSubject, "scores-subject", "streamscore.scores", "NATS subject for every score record; empty disables")
 	fs.StringVar(&c.AlertsSubject, "alerts-subject", "streamscore.alerts", "NATS subject for alert records; empty disables")
 	fs.StringVar(&c.ScoresTopic, "scores-topic", "scores", "Kafka topic for every score record; empty disables")
@@ -128,6 +130,9 @@ func (c *engineConfig) Validate() error {
 	}
 	if !c.noSinks && c.NATS == "" && c.ScoresTopic == "" && c.AlertsTopic == "" && c.AuditTopic == "" {
 		errs = append(errs, errors.New("every sink is disabled: set --nats or a Kafka output topic"))
+	}
+	if _, err := sinks.ParseNATSMode(c.NATSMode); err != nil {
+		errs = append(errs, fmt.Errorf("--nats-mode: %w", err))
 	}
 	if c.NATS != "" && c.ScoresSubject == "" && c.AlertsSubject == "" {
 		errs = append(errs, errors.New("--nats is set but both --scores-subject and --alerts-subject are empty"))
@@ -275,10 +280,26 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		if c.AlertsSubject != "" {
 			opts = append(opts, sinks.WithNATSSubject(sinks.KindAlert, c.AlertsSubject))
 		}
-		ns, err := sinks.NewNATS(nc, opts...)
+		mode, err := sinks.ParseNATSMode(c.NATSMode)
 		if err != nil {
 			e.Close()
 			return nil, err
+		}
+		ns, err := sinks.NewNATS(nc, append(opts, sinks.WithNATSMode(mode))...)
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("nats sink (--nats-mode %s): %w", mode, err)
+		}
+		for _, k := range []sinks.Kind{sinks.KindScore, sinks.KindAlert} {
+			subj := map[sinks.Kind]string{sinks.KindScore: c.ScoresSubject, sinks.KindAlert: c.AlertsSubject}[k]
+			if subj == "" {
+				continue
+			}
+			if st := ns.Stream(k); st != "" {
+				log.Info("nats output", "kind", k.String(), "subject", subj, "jetstream_stream", st)
+			} else {
+				log.Warn("nats output by core publish: records are not stored, and offsets are committed once the server has received them", "kind", k.String(), "subject", subj, "mode", mode.String())
+			}
 		}
 		ss = append(ss, ns)
 	}
