@@ -28,9 +28,19 @@ type Fanout struct {
 	sinks   []Sink
 	cfg     fanoutConfig
 	metrics []*sinkMetrics // per sink, nil without a registerer
+	health  []sinkHealth   // per sink: failing since, last log line
 	quit    chan struct{}
 	once    sync.Once
 	err     error
+}
+
+// sinkHealth is one sink's failure state, for the observer and the
+// rate-limited log.
+type sinkHealth struct {
+	mu         sync.Mutex
+	failing    bool
+	lastLog    time.Time
+	suppressed int
 }
 
 // FanoutOption configures NewFanout.
@@ -40,6 +50,18 @@ type fanoutConfig struct {
 	min, max time.Duration
 	reg      prometheus.Registerer
 	log      *slog.Logger
+	logEvery time.Duration
+	observe  func(sink string, err error)
+}
+
+// WithFanoutObserver calls f(sink, err) after every failed write to a sink
+// (err the sink's error) and once after the first successful write that
+// follows failures (err nil): the engine turns it into readiness (a sink
+// that keeps failing — down, or a misnamed topic retried without end —
+// makes the instance unready with the cause). f must be quick and safe for
+// concurrent use. Default: none.
+func WithFanoutObserver(f func(sink string, err error)) FanoutOption {
+	return func(c *fanoutConfig) { c.observe = f }
 }
 
 // WithFanoutBackoff sets the first and the largest wait between retries of
@@ -63,20 +85,23 @@ func WithFanoutRegisterer(reg prometheus.Registerer) FanoutOption {
 	return func(c *fanoutConfig) { c.reg = reg }
 }
 
-// WithFanoutLogger logs each failed sink write at Warn level (default: no
-// logging). Failures are otherwise visible only in the metrics, since
-// WriteBatch retries them.
+// WithFanoutLogger logs failed sink writes at Warn level with the cause:
+// the first failure of a sink at once, then at most one line every 10 s
+// per sink while it keeps failing (with the number of failures not
+// logged), and a line at Info when it recovers. Default: no logging;
+// failures are otherwise visible only in the metrics, since WriteBatch
+// retries them.
 func WithFanoutLogger(l *slog.Logger) FanoutOption {
 	return func(c *fanoutConfig) { c.log = l }
 }
 
 // NewFanout returns a Fanout over sinks, which it owns: Close closes them.
 func NewFanout(sinks []Sink, opts ...FanoutOption) *Fanout {
-	cfg := fanoutConfig{min: 10 * time.Millisecond, max: 5 * time.Second}
+	cfg := fanoutConfig{min: 10 * time.Millisecond, max: 5 * time.Second, logEvery: 10 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	f := &Fanout{sinks: append([]Sink(nil), sinks...), cfg: cfg, quit: make(chan struct{})}
+	f := &Fanout{sinks: append([]Sink(nil), sinks...), cfg: cfg, quit: make(chan struct{}), health: make([]sinkHealth, len(sinks))}
 	if cfg.reg != nil {
 		fm := newFanoutMetrics(cfg.reg)
 		f.metrics = make([]*sinkMetrics, len(f.sinks))
@@ -198,15 +223,13 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		}
 		if err == nil {
 			m.acked(msgs, nil)
+			f.succeeded(i)
 			break
 		}
 		if m != nil {
 			m.errors.Inc()
 		}
-		if f.cfg.log != nil {
-			f.cfg.log.Warn("sink write failed", "sink", s.Name(), "messages", len(msgs),
-				"retryable", IsRetryable(err), "retry_in", wait, "err", err)
-		}
+		f.failed(i, len(msgs), wait, err)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -274,6 +297,51 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		return &RejectedError{Rejected: rejected}
 	}
 	return nil
+}
+
+// failed records a failed write to sink i: observer, rate-limited log.
+func (f *Fanout) failed(i, n int, wait time.Duration, err error) {
+	name := f.sinks[i].Name()
+	if f.cfg.observe != nil {
+		f.cfg.observe(name, err)
+	}
+	h := &f.health[i]
+	h.mu.Lock()
+	h.failing = true
+	if f.cfg.log == nil {
+		h.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if !h.lastLog.IsZero() && now.Sub(h.lastLog) < f.cfg.logEvery {
+		h.suppressed++
+		h.mu.Unlock()
+		return
+	}
+	suppressed := h.suppressed
+	h.lastLog, h.suppressed = now, 0
+	h.mu.Unlock()
+	f.cfg.log.Warn("sink write failed", "sink", name, "messages", n, "retryable", IsRetryable(err),
+		"permanent", IsPermanent(err), "retry_in", wait, "failures_not_logged", suppressed, "err", err)
+}
+
+// succeeded records a successful write to sink i: after failures, the
+// observer and the log hear that it recovered.
+func (f *Fanout) succeeded(i int) {
+	h := &f.health[i]
+	h.mu.Lock()
+	was := h.failing
+	h.failing, h.lastLog, h.suppressed = false, time.Time{}, 0
+	h.mu.Unlock()
+	if !was {
+		return
+	}
+	if f.cfg.observe != nil {
+		f.cfg.observe(f.sinks[i].Name(), nil)
+	}
+	if f.cfg.log != nil {
+		f.cfg.log.Info("sink writes succeed again", "sink", f.sinks[i].Name())
+	}
 }
 
 // validIndices reports whether idx is a non-empty, strictly increasing list

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -402,4 +404,62 @@ func TestFanoutIsolatesRejections(t *testing.T) {
 	if got == nil || errors.As(got, &rej) || !errors.Is(got, kafka.TopicAuthorizationFailed) {
 		t.Fatalf("authorization refused: WriteBatch = %v, want the error itself, not rejections", got)
 	}
+}
+
+// TestFanoutObserverAndLog: every failed write reaches the observer with
+// the cause and the recovery once; the log says the first failure at once
+// and then at most one line per interval, never one per retry.
+func TestFanoutObserverAndLog(t *testing.T) {
+	f0 := &flaky{name: "k", fails: 30}
+	var mu sync.Mutex
+	var seen []error
+	var logBuf syncWriter
+	f := sinks.NewFanout([]sinks.Sink{f0}, fastBackoff(),
+		sinks.WithFanoutLogger(slog.New(slog.NewTextHandler(&logBuf, nil))),
+		sinks.WithFanoutObserver(func(sink string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if sink != "k" {
+				t.Errorf("observer: sink %q", sink)
+			}
+			seen = append(seen, err)
+		}))
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.WriteBatch(ctx, []sinks.Message{{Kind: sinks.KindScore, Value: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteBatch(ctx, []sinks.Message{{Kind: sinks.KindScore, Value: []byte("y")}}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 31 || !errors.Is(seen[0], errDown) || seen[30] != nil {
+		t.Fatalf("observer saw %d calls (first %v, last %v), want 30 failures then one recovery", len(seen), seen[0], seen[len(seen)-1])
+	}
+	out := logBuf.String()
+	if n := strings.Count(out, "sink write failed"); n != 1 {
+		t.Errorf("%d 'sink write failed' lines for 30 failures in well under 10 s, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "fake: down") || strings.Count(out, "sink writes succeed again") != 1 {
+		t.Errorf("log lacks the cause or the single recovery line:\n%s", out)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

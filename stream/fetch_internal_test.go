@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -27,5 +28,22 @@ func TestIsFatalFetch(t *testing.T) {
 				t.Errorf("isFatalFetch(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestCloseWithin(t *testing.T) {
+	if err := closeWithin(time.Second, func() error { return nil }); err != nil {
+		t.Errorf("quick close: %v", err)
+	}
+	boom := errors.New("boom")
+	if err := closeWithin(time.Second, func() error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("failing close: %v", err)
+	}
+	release := make(chan struct{})
+	defer close(release)
+	start := time.Now()
+	err := closeWithin(50*time.Millisecond, func() error { <-release; return nil })
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Errorf("hanging close: %v after %v, want an error after 50ms", err, time.Since(start))
 	}
 }

@@ -335,7 +335,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		<-labelsDone
 	}
 	var err error
-	if cerr := reader.Close(); cerr != nil && p.hard.Err() == nil {
+	// kafka-go's Close leaves the group and can hang on a broker that is
+	// gone: it gets a deadline like every other shutdown step.
+	if cerr := closeWithin(readerCloseTimeout, reader.Close); cerr != nil && p.hard.Err() == nil {
 		p.log.Warn("close kafka reader", "err", cerr)
 	}
 	if cause := context.Cause(p.hard); p.hard.Err() != nil && cause != nil {
@@ -402,6 +404,24 @@ func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers 
 		// dead-lettered.
 		consumed.Inc()
 		p.stats.Consumed.Add(1)
+	}
+}
+
+// readerCloseTimeout bounds the Kafka reader's Close at shutdown.
+const readerCloseTimeout = 10 * time.Second
+
+// closeWithin calls close and waits at most d for it: past d it returns an
+// error saying so and leaves close running (the process is stopping).
+func closeWithin(d time.Duration, close func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- close() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("stream: close did not finish within %v; left behind", d)
 	}
 }
 

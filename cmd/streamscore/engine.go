@@ -337,7 +337,17 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		}
 		ss = append(ss, ks)
 	}
-	e.sink = sinks.NewFanout(ss, sinks.WithFanoutRegisterer(reg))
+	// A sink that keeps failing (down, or a misnamed topic retried without
+	// end) is logged with its cause (rate-limited) and makes /readyz 503
+	// until it takes writes again.
+	e.sink = sinks.NewFanout(ss, sinks.WithFanoutRegisterer(reg), sinks.WithFanoutLogger(log),
+		sinks.WithFanoutObserver(func(sink string, err error) {
+			if err == nil {
+				e.health.Up("sink " + sink)
+				return
+			}
+			e.health.Down("sink "+sink, sinkCause(err), err)
+		}))
 	opts := []stream.Option{
 		stream.WithRegisterer(reg),
 		stream.WithLogger(log),
@@ -389,6 +399,23 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	}
 	e.pipeline = p
 	return e, nil
+}
+
+// sinkCause is the bounded cause of a sink failure, for /readyz and
+// streamscore_transport_failures_total: "rejected" (a record refused for
+// what it is), "config" (a permanent refusal: authorization, an unknown
+// topic or subject), "unavailable" (retryable: down, timeouts, leadership
+// changes) or "error".
+func sinkCause(err error) string {
+	switch {
+	case sinks.IsRejection(err):
+		return "rejected"
+	case sinks.IsPermanent(err):
+		return "config"
+	case sinks.IsRetryable(err):
+		return "unavailable"
+	}
+	return "error"
 }
 
 // newRegistry returns the process registry with Go runtime and process
