@@ -45,7 +45,7 @@ type workerModels struct {
 	shadows    []*models.Scorer
 	shadowPeer []int // per shadow: index of the scoring model with its name, or -1 (compare with the final decision)
 	rc         *recorder
-	guards     []*alertGuard // the set's, shared by its workers
+	guards     []*alertGuard      // the set's, shared by its workers
 	thresholds []sinks.Threshold  // audit "thresholds", read-only
 	shadowIDs  []sinks.NamedModel // audit "shadow_models", read-only
 	shadowRec  []sinks.NamedScore // audit "shadow", rewritten per record
