@@ -97,7 +97,7 @@ func cmdScore(ctx context.Context, args []string) error {
 	// from the deciding models' validation figures is worth a look.
 	if n > 0 {
 		rate := float64(alerts) / float64(n)
-		if outside, ok, valid := alertRateOutside(ms, deciders, rate, 5); ok && outside {
+		if outside, ok, valid := alertRateOutside(ms, deciders, n, rate, 5); ok && outside {
 			slog.Warn("alert rate far outside the deciding models' validation alert rate (more than 5x above or below): check the feature spec, the models and the traffic",
 				"alert_rate", rate, "alerts", alerts, "scored", n, "validation_alert_rate", valid)
 		}

@@ -33,7 +33,9 @@ func (c *featureCheckConfig) registerFeatureCheck(fs *flag.FlagSet, guard bool) 
 // streamOptions returns the stream options of c.
 func (c *featureCheckConfig) streamOptions(guard bool) []stream.Option {
 	opts := []stream.Option{stream.WithUnpinnedModels(c.AllowUnpinnedModels)}
-	if guard {
+	// A config whose flags were never registered (demo) has factor 0: the
+	// stream's defaults then apply.
+	if guard && c.AlertGuardFactor != 0 {
 		opts = append(opts, stream.WithAlertRateGuard(c.AlertGuardEvents, c.AlertGuardFactor))
 	}
 	return opts
@@ -63,11 +65,13 @@ func checkModelFeatures(m *models.Model, spec *features.Spec, allowUnpinned bool
 	return err
 }
 
-// alertRateOutside reports whether an observed alert rate is more than
-// factor times above or below the validation alert rates of the deciding
-// models ms (above their sum, below their largest: the decision alerts
-// when any decider does). ok is false when no decider records one.
-func alertRateOutside(ms []*models.Model, deciders []string, rate, factor float64) (outside, ok bool, sum float64) {
+// alertRateOutside reports whether an observed alert rate over n events
+// is more than factor times above or below the validation alert rates of
+// the deciding models ms (above their sum, below their largest: the
+// decision alerts when any decider does). ok is false when a decider
+// records none, or when n is too small to judge (fewer than 20 alerts
+// expected at the validation rate).
+func alertRateOutside(ms []*models.Model, deciders []string, n int64, rate, factor float64) (outside, ok bool, sum float64) {
 	var largest float64
 	for _, m := range ms {
 		if len(deciders) > 0 && !slices.Contains(deciders, m.Name()) {
@@ -80,7 +84,7 @@ func alertRateOutside(ms []*models.Model, deciders []string, rate, factor float6
 		sum += r
 		largest = max(largest, r)
 	}
-	if sum == 0 {
+	if sum == 0 || float64(n)*sum < 20 {
 		return false, false, 0
 	}
 	return rate > sum*factor || rate < largest/factor, true, sum
