@@ -10,7 +10,8 @@
 //
 //	{"format":"streamscore-model","format_version":1,"name":"fraud","family":"mlp","version":3,
 //	 "output":"probability",
-//	 "inputs":[{"name":"card_amount_sum_1h","mean":120.5,"std":88.1}, ...],
+//	 "inputs":[{"name":"card_amount_sum_1h","mean":120.5,"std":88.1,
+//	            "definition_hash":"sha256:520b…","definition":"sum of amount per card_id over 1h"}, ...],
 //	 "layers":[{"in":30,"out":32,"activation":"relu","weights":[...row-major in×out...],"bias":[...]}, ...],
 //	 "thresholds":{"review":0.12,"alert":0.55},
 //	 "training":{...free metadata: data range, rows, metrics, seed, command...},
@@ -23,6 +24,17 @@
 // mismatches between inputs and layers, non-finite weights or means, std <= 0,
 // review > alert, unknown family or activation), with an error naming the
 // field or layer.
+//
+// Feature definitions: each input may record the definition of the feature
+// it was trained on ("definition_hash", the sha256 of the features
+// package's canonical definition, and "definition", the same in words;
+// all inputs or none). [File.PinFeatures] records them (streamscore train
+// always does; models import with --features). [Model.CheckFeatures]
+// compares them with the definitions a pipeline computes and refuses a
+// model whose inputs are defined otherwise ([ErrFeatureMismatch], naming
+// each feature and both definitions) or that records none ([ErrUnpinned]:
+// the caller decides; the stream refuses unless told otherwise). Files
+// without the fields parse as before, with the same digest.
 //
 // Families: "logistic" (one sigmoid layer) and "mlp" (hidden layers and a
 // sigmoid output) output a fraud probability; "linear" (one identity layer)
@@ -66,8 +78,9 @@
 //
 // Hot reload: a Model never changes, so a new version of a model file is
 // parsed and verified ([Load], [Parse]: format, digest, shapes) beside the one
-// serving, and bound ([Model.Bind]: every input must be a stream feature)
-// before anything switches to it. The stream package swaps whole model sets
+// serving, checked against the stream's feature definitions
+// ([Model.CheckFeatures]) and bound ([Model.Bind]: every input must be a
+// stream feature) before anything switches to it. The stream package swaps whole model sets
 // between batches (stream.Pipeline.SetModels); cmd/streamscore watches the
 // files (--models-dir, SIGHUP, POST /-/reload).
 //

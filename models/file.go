@@ -84,10 +84,20 @@ type File struct {
 
 // Input is one model input: a feature name and its standardisation,
 // z = (x - Mean) / Std.
+//
+// DefinitionHash and Definition record what the feature computed when the
+// model was trained (features.Definition: the hash of its canonical
+// definition, and the same in words), so that a model is never scored with
+// features defined otherwise (see [Model.CheckFeatures]). Both are optional
+// so that files written before them still parse (and keep their digest),
+// but a file sets a hash on every input or on none, and a Definition only
+// beside a hash; see [File.PinFeatures].
 type Input struct {
-	Name string  `json:"name"`
-	Mean float64 `json:"mean"`
-	Std  float64 `json:"std"` // > 0
+	Name           string  `json:"name"`
+	Mean           float64 `json:"mean"`
+	Std            float64 `json:"std"`                       // > 0
+	DefinitionHash string  `json:"definition_hash,omitempty"` // "sha256:<64 hex>" of the feature's canonical definition
+	Definition     string  `json:"definition,omitempty"`      // the same in words, e.g. "sum of amount per card_id over 1h"
 }
 
 // Layer is a dense layer y = act(x·W + b) with W stored row-major In×Out.
@@ -372,6 +382,9 @@ func (f *File) validate() error {
 			return invalid("inputs[%d] %q: mean/std out of float32 range", i, in.Name)
 		}
 		seen[in.Name] = true
+	}
+	if err := f.validateDefinitions(); err != nil {
+		return err
 	}
 	if len(f.Layers) == 0 {
 		return invalid("layers: empty")

@@ -18,6 +18,7 @@ type Model struct {
 	version              int
 	digest, ident        string
 	inputs               []string
+	defs                 []FeatureDef // per input; Hash "" when the file records none
 	mean, invStd         []float32
 	layers               []layer
 	conv                 *convLayer // FamilyCNN
@@ -177,6 +178,7 @@ func newModel(f *File) *Model {
 	m.ident = fmt.Sprintf("%s-%s@%d %s", f.Name, f.Family, f.Version, f.Digest[:len("sha256:")+12])
 	for _, in := range f.Inputs {
 		m.inputs = append(m.inputs, in.Name)
+		m.defs = append(m.defs, FeatureDef{Name: in.Name, Text: in.Definition, Hash: in.DefinitionHash})
 		m.mean = append(m.mean, float32(in.Mean))
 		m.invStd = append(m.invStd, float32(1/in.Std))
 	}

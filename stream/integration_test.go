@@ -254,7 +254,9 @@ func TestEndToEnd(t *testing.T) {
 	e := newEnv(t)
 	in := e.produceInput(t, 3000)
 	reg := prometheus.NewPedanticRegistry()
-	p := e.newPipeline(t, "e2e", reg)
+	// The alert-rate guard with windows of 100 events and a factor barely
+	// above 1: nearly every window of every model is counted.
+	p := e.newPipeline(t, "e2e", reg, stream.WithAlertRateGuard(100, 1.0001))
 	r := runPipeline(t, p)
 	waitHandled(t, p, in.n)
 	waitFor(t, waitBudget, "every offset committed", func() bool { return e.committedAtEnd(t, "e2e") })
@@ -292,6 +294,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("metrics lint: %v %v", err, problems)
+	}
+	for _, m := range []string{"fraud", "fraud_lr", "fraud_gru", "risk"} {
+		high, _ := seriesValue(t, reg, "streamscore_stream_alert_rate_anomalies_total", "model", m, "direction", "high")
+		low, _ := seriesValue(t, reg, "streamscore_stream_alert_rate_anomalies_total", "model", m, "direction", "low")
+		if high+low < 1 || high+low > float64(in.n/100) {
+			t.Errorf("model %s: %v high and %v low alert-rate windows of 100 events among %d events", m, high, low, in.n)
+		}
 	}
 
 	// A second run of the same group must resume at the committed offsets:

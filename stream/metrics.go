@@ -35,6 +35,8 @@ type metrics struct {
 	snapshotBytes   prometheus.Gauge
 	snapshotPause   prometheus.Gauge
 	stateGap        prometheus.Counter
+
+	rateAnomalies *prometheus.CounterVec // model, direction
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -148,13 +150,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Offsets between a partition's restored state and its first event after the restore: events (or transaction markers) the restored state does not contain.",
 		}),
 	}
+	m.rateAnomalies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamscore_stream_alert_rate_anomalies_total",
+		Help: "Windows of events (WithAlertRateGuard) in which a model's alert rate was above (direction high) or below (low) its validation alert rate by more than the guard's factor.",
+	}, []string{"model", "direction"})
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.rejected, m.batchSize, m.scoreSeconds,
 		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
-		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap} {
+		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

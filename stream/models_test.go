@@ -66,7 +66,20 @@ func seqModel(t *testing.T, fam, name string, seed uint64) *models.Model {
 		head = 8
 	}
 	f.Layers = []models.Layer{{In: head, Out: 1, Activation: "sigmoid", Weights: rnd(head, 1), Bias: []float32{0}}}
+	pinDefault(t, f)
 	return parseModel(t, encodeModel(t, f))
+}
+
+// pinDefault records the default spec's definitions of f's inputs.
+func pinDefault(t *testing.T, f *models.File) {
+	t.Helper()
+	var defs []models.FeatureDef
+	for _, d := range features.DefaultSpec().Definitions() {
+		defs = append(defs, models.FeatureDef{Name: d.Name, Text: d.Text, Hash: d.Hash})
+	}
+	if err := f.PinFeatures(defs); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func encodeModel(t *testing.T, f *models.File) []byte {

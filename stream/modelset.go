@@ -12,8 +12,10 @@ import (
 
 // ErrInvalidModelSet is wrapped by the errors of New, SetModels and Reload
 // when a model set cannot serve this pipeline (no models, duplicate names, an
-// input the features do not provide, a decision model that is not in the
-// set); after New, the active set keeps serving.
+// input the features do not provide or define otherwise than when the model
+// was trained (models.ErrFeatureMismatch), a model that records no feature
+// definitions without WithUnpinnedModels (models.ErrUnpinned), a decision
+// model that is not in the set); after New, the active set keeps serving.
 var ErrInvalidModelSet = errors.New("stream: invalid model set")
 
 // Outcomes of streamscore_stream_model_reloads_total.
@@ -34,6 +36,7 @@ type modelSet struct {
 	decides []bool
 	shadows []*models.Model
 	workers []*workerModels
+	guards  []*alertGuard // per model (nil: no validation rate), nil when the guard is off
 }
 
 // workerModels is what one worker scores a batch with.
@@ -42,6 +45,7 @@ type workerModels struct {
 	shadows    []*models.Scorer
 	shadowPeer []int // per shadow: index of the scoring model with its name, or -1 (compare with the final decision)
 	rc         *recorder
+	guards     []*alertGuard      // the set's, shared by its workers
 	thresholds []sinks.Threshold  // audit "thresholds", read-only
 	shadowIDs  []sinks.NamedModel // audit "shadow_models", read-only
 	shadowRec  []sinks.NamedScore // audit "shadow", rewritten per record
@@ -107,7 +111,11 @@ func (p *Pipeline) newModelSet(ms, shadows []*models.Model) (*modelSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &modelSet{models: ms, decides: decides, shadows: shadows, workers: make([]*workerModels, p.cfg.workers)}
+	if err := checkDefinitions(ms, shadows, p.defs, p.cfg.allowUnpinned, p.log); err != nil {
+		return nil, err
+	}
+	s := &modelSet{models: ms, decides: decides, shadows: shadows, workers: make([]*workerModels, p.cfg.workers),
+		guards: p.newAlertGuards(ms)}
 	for i := range s.workers {
 		wm, err := p.bindWorker(s)
 		if err != nil {
@@ -120,7 +128,7 @@ func (p *Pipeline) newModelSet(ms, shadows []*models.Model) (*modelSet, error) {
 
 // bindWorker binds a fresh set of scorers for one worker.
 func (p *Pipeline) bindWorker(s *modelSet) (*workerModels, error) {
-	wm := &workerModels{}
+	wm := &workerModels{guards: s.guards}
 	for _, m := range s.models {
 		sc, err := m.Bind(p.names)
 		if err != nil {

@@ -38,6 +38,9 @@ type config struct {
 	shadows        []*models.Model
 	stateDir       string
 	stateInterval  time.Duration
+	allowUnpinned  bool    // WithUnpinnedModels
+	guardEvents    int     // WithAlertRateGuard; 0: off
+	guardFactor    float64 // WithAlertRateGuard
 }
 
 func defaultConfig() config {
@@ -54,6 +57,8 @@ func defaultConfig() config {
 		log:            slog.Default(),
 		startOffset:    kafka.FirstOffset,
 		sessionTimeout: 30 * time.Second,
+		guardEvents:    10000,
+		guardFactor:    5,
 	}
 }
 

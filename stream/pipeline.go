@@ -38,6 +38,7 @@ type Pipeline struct {
 	topic   string
 	sink    sinks.Sink
 	names   []string
+	defs    []models.FeatureDef // the definitions of names, in order
 
 	// set is the active model set; workers load it when they open a batch.
 	// setMu serialises reloads; activeLabels are the label values of the
@@ -120,7 +121,8 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 		log:     cfg.log.With("component", "stream", "topic", topic, "group", group),
 	}
 	// Bind here so a layout mismatch fails at start-up, not in a worker.
-	p.names = features.NewBuilder(p.shared, cfg.featureOpts...).Names()
+	b := features.NewBuilder(p.shared, cfg.featureOpts...)
+	p.names, p.defs = b.Names(), modelFeatureDefs(b.Definitions())
 	set, err := p.newModelSet(ms, cfg.shadows)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidModelSet, err)

@@ -18,8 +18,10 @@ const replayBatch = 256
 // (features.Replay: labels are applied once their own timestamp has passed),
 // and each event with a timestamp in [from, to) is scored by ms and turned
 // into the score record the pipeline publishes, with the same decision rule
-// and reasons (WithDecisionModels, WithReasons and WithFeatureOptions apply;
-// the other options do not). fn receives the records in event-time order; the
+// and reasons (WithDecisionModels, WithReasons, WithFeatureOptions and
+// WithUnpinnedModels apply, and a model whose inputs the features define
+// otherwise than when it was trained is refused as by New; the other
+// options do not). fn receives the records in event-time order; the
 // record is reused after fn returns. A record's scored_at is the event's own
 // time and its latency_ms is 0: offline, the moment of scoring is the moment
 // of the event.
@@ -43,7 +45,11 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 	if !to.After(from) {
 		return fmt.Errorf("stream: replay: empty range [%v, %v)", from, to)
 	}
-	names := features.NewBuilder(features.NewShared(cfg.featureOpts...), cfg.featureOpts...).Names()
+	b := features.NewBuilder(features.NewShared(cfg.featureOpts...), cfg.featureOpts...)
+	names := b.Names()
+	if err := checkDefinitions(ms, nil, modelFeatureDefs(b.Definitions()), cfg.allowUnpinned, cfg.log); err != nil {
+		return fmt.Errorf("stream: replay: %w", err)
+	}
 	width := len(names)
 	scorers := make([]*models.Scorer, len(ms))
 	for i, m := range ms {

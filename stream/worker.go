@@ -356,6 +356,9 @@ func (w *worker) flush(b *batch) {
 		if n > 0 {
 			wm.alerts[j].Add(float64(n))
 		}
+		if wm.guards != nil && wm.guards[j] != nil {
+			wm.guards[j].add(rows, n)
+		}
 	}
 	for j := range w.nAgree {
 		if n := w.nAgree[j]; n > 0 {

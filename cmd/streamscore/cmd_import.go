@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/onnx"
 )
@@ -28,6 +29,7 @@ func cmdModelsImport(ctx context.Context, args []string) error {
 	window := fs.Int("window", 0, "CNN window (transactions) when the graph's sequence length is dynamic; 0: from the graph")
 	review := fs.Float64("review", 0, "review threshold (default 0.5 for a probability, never for a value)")
 	alert := fs.Float64("alert", 0, "alert threshold (default 0.9 for a probability, never for a value)")
+	specPath := fs.String("features", "", "feature spec the graph was trained on: a spec YAML file, or \"default\" for the embedded default spec; its definitions of the inputs are recorded in the model file. Empty: none recorded, and run, score and predict refuse the model unless --allow-unpinned-models")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -68,6 +70,20 @@ func cmdModelsImport(ctx context.Context, args []string) error {
 	f, err := onnx.Import(b, *name, names, opts...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *src, err)
+	}
+	switch *specPath {
+	case "":
+		slog.Warn("models import: no --features: the model records no feature definitions, so run, score and predict refuse it unless --allow-unpinned-models")
+	default:
+		spec := features.DefaultSpec()
+		if *specPath != "default" {
+			if spec, err = loadSpec(*specPath); err != nil {
+				return err
+			}
+		}
+		if err := f.PinFeatures(modelDefs(spec.Definitions())); err != nil {
+			return err
+		}
 	}
 	enc, err := f.Encode()
 	if err != nil {

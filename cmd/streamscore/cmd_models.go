@@ -15,6 +15,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 )
 
@@ -64,11 +65,19 @@ func modelsInspect(w io.Writer, args []string) error {
 	asJSON := fs.Bool("json", false, "print the training metadata as indented JSON")
 	var tc modelTrustConfig
 	fs.Var(&tc.ModelTrust, "model-trust", "public key file or directory of *.pub files to check the signature against (repeatable; default: the built-in release key)")
+	specPath := fs.String("features", "", "feature spec YAML to check the model's recorded feature definitions against, as the engine would (default: the embedded default spec)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return errors.New("models inspect: want exactly one model file")
+	}
+	var spec *features.Spec
+	if *specPath != "" {
+		var err error
+		if spec, err = loadSpec(*specPath); err != nil {
+			return err
+		}
 	}
 	path := fs.Arg(0)
 	b, err := os.ReadFile(path)
@@ -108,7 +117,21 @@ func modelsInspect(w io.Writer, args []string) error {
 	fmt.Fprintf(tw, "thresholds\treview >= %g, alert >= %g\n", review, alert)
 	fmt.Fprintf(tw, "inputs\t%d\n", len(f.Inputs))
 	for _, in := range f.Inputs {
-		fmt.Fprintf(tw, "  %s\tmean %.6g, std %.6g\n", in.Name, in.Mean, in.Std)
+		def := ""
+		if in.DefinitionHash != "" {
+			def = "; " + in.Definition + " (" + in.DefinitionHash[:len("sha256:")+12] + ")"
+		}
+		fmt.Fprintf(tw, "  %s\tmean %.6g, std %.6g%s\n", in.Name, in.Mean, in.Std, def)
+	}
+	// The check the engine makes (reported here, not enforced).
+	specName := "the default spec"
+	if *specPath != "" {
+		specName = *specPath
+	}
+	if err := checkModelFeatures(m, spec, false); err != nil {
+		fmt.Fprintf(tw, "features\tNOT USABLE with %s: %v\n", specName, err)
+	} else {
+		fmt.Fprintf(tw, "features\tdefinitions recorded, all as %s defines them\n", specName)
 	}
 	params := 0
 	if c := f.Conv; c != nil {
@@ -173,6 +196,8 @@ func modelsPredict(ctx context.Context, args []string) error {
 	out := fs.String("out", "-", "output CSV: id, score, decision (- for stdout)")
 	idCol := fs.String("id", "tx_id", "column copied to the output as the row id (if present)")
 	seqCol := fs.String("seq", "card_id", "sequence models (cnn, gru, lstm): the column naming each row's sequence (its card); rows are scored in file order, each advancing its sequence's state")
+	specPath := fs.String("features", "", "feature spec YAML that computed the CSV's columns (as `streamscore features --features`; default: the embedded default spec): the model must record the same definitions of its inputs, or it is refused")
+	allowUnpinned := fs.Bool("allow-unpinned-models", false, "accept a model file that records no feature definitions (a warning); see run --allow-unpinned-models")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -182,6 +207,16 @@ func modelsPredict(ctx context.Context, args []string) error {
 	m, err := models.Load(*modelPath)
 	if err != nil {
 		return err
+	}
+	// The CSV carries column names only: the spec says what they computed.
+	var spec *features.Spec
+	if *specPath != "" {
+		if spec, err = loadSpec(*specPath); err != nil {
+			return err
+		}
+	}
+	if err := checkModelFeatures(m, spec, *allowUnpinned); err != nil {
+		return fmt.Errorf("models predict: %w", err)
 	}
 	var in io.Reader = os.Stdin
 	if *input != "-" {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -170,7 +171,11 @@ func TestModelsPredictSequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	pred := filepath.Join(dir, "pred.csv")
-	if err := modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred}); err != nil {
+	// The model reads "a" and "b", which no spec defines: unpinned.
+	if err := modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred}); !errors.Is(err, models.ErrUnpinned) {
+		t.Fatalf("unpinned model: err = %v, want models.ErrUnpinned", err)
+	}
+	if err := modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--allow-unpinned-models"}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(pred)
@@ -191,7 +196,7 @@ func TestModelsPredictSequence(t *testing.T) {
 			t.Fatalf("%s: predict %v, stepping the sequence alone %v", parts[0], v, want[parts[0]])
 		}
 	}
-	err = modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--seq", "terminal_id"})
+	err = modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--seq", "terminal_id", "--allow-unpinned-models"})
 	if err == nil || !strings.Contains(err.Error(), `sequence column "terminal_id"`) {
 		t.Fatalf("missing sequence column: error %v", err)
 	}

@@ -25,6 +25,8 @@ func cmdScore(ctx context.Context, args []string) error {
 	out := fs.String("out", "-", "output JSONL file of score records (- for stdout)")
 	var trust modelTrustConfig
 	trust.registerTrust(fs)
+	var fc featureCheckConfig
+	fc.registerFeatureCheck(fs, false)
 	decision := fs.String("decision-models", "", "comma-separated models whose thresholds decide (default: every model; with the shipped models, \"fraud\")")
 	fs.Usage = func() {
 		fs.Output().Write([]byte("usage: streamscore score --events F [--labels F] [--model M ...] [--from T1] [--to T2] [--out F]\n\n" +
@@ -80,7 +82,7 @@ func cmdScore(ctx context.Context, args []string) error {
 			bar.Add(1024)
 		}
 		return nil
-	}, stream.WithDecisionModels(deciders...), stream.WithFeatureOptions(h.opts...))
+	}, append(fc.streamOptions(false), stream.WithDecisionModels(deciders...), stream.WithFeatureOptions(h.opts...))...)
 	bar.Finish()
 	if err == nil {
 		err = bw.Flush()
@@ -90,6 +92,15 @@ func cmdScore(ctx context.Context, args []string) error {
 	}
 	if err != nil {
 		return err
+	}
+	// The guard of the engine, over the whole range: an alert rate far
+	// from the deciding models' validation figures is worth a look.
+	if n > 0 {
+		rate := float64(alerts) / float64(n)
+		if outside, ok, valid := alertRateOutside(ms, deciders, n, rate, 5); ok && outside {
+			slog.Warn("alert rate far outside the deciding models' validation alert rate (more than 5x above or below): check the feature spec, the models and the traffic",
+				"alert_rate", rate, "alerts", alerts, "scored", n, "validation_alert_rate", valid)
+		}
 	}
 	slog.Info("score finished", "events", len(events), "labels", len(labels), "scored", n, "alerts", alerts,
 		"from", from.Format(time.RFC3339), "to", to.Format(time.RFC3339), "elapsed", time.Since(start).Round(time.Millisecond))

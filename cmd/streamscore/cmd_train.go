@@ -171,13 +171,14 @@ func cmdTrain(ctx context.Context, args []string) error {
 
 	// Replay through the stream's feature code.
 	names := features.Names()
+	defs := features.DefaultSpec().Definitions()
 	var fopts []features.Option
 	if *specPath != "" {
 		spec, err := loadSpec(*specPath)
 		if err != nil {
 			return err
 		}
-		names, fopts = spec.Names(), []features.Option{features.WithSpec(spec)}
+		names, fopts, defs = spec.Names(), []features.Option{features.WithSpec(spec)}, spec.Definitions()
 	}
 	trainSet := &train.Dataset{Names: names}
 	evalSet := &train.Dataset{Names: names}
@@ -303,6 +304,11 @@ func cmdTrain(ctx context.Context, args []string) error {
 	_ = trainBar.Finish()
 	if err != nil {
 		return fmt.Errorf("fit model: %w", err)
+	}
+	// Record what every input computed, so that no pipeline scores the
+	// model with features defined otherwise.
+	if err := f.PinFeatures(modelDefs(defs)); err != nil {
+		return err
 	}
 	slog.Info("train: fitted", "kind", *kind, "seconds", math.Round(time.Since(start).Seconds()*10)/10,
 		"validation", f.Training["validation"])

@@ -70,6 +70,10 @@ type engineConfig struct {
 	// Card-number pseudonyms (pan.go).
 	panConfig
 
+	// Feature definitions and the alert-rate guard: --allow-unpinned-models,
+	// --alert-guard-* (feature_defs.go).
+	featureCheckConfig
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -114,6 +118,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	c.registerTrust(fs)
 	c.kafkaSecurity.register(fs)
 	c.kafkaSecurity.registerCheck(fs)
+	c.registerFeatureCheck(fs, true)
 }
 
 // Validate checks the configuration as a whole.
@@ -379,6 +384,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		}
 		opts = append(opts, stream.WithFeatureOptions(features.WithSpec(spec)))
 	}
+	opts = append(opts, c.featureCheckConfig.streamOptions(true)...)
 	if c.StartAtEnd {
 		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))
 	}
