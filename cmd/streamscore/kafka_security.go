@@ -792,7 +792,8 @@ func checkBrokerList(flagName string, brokers []string) error {
 // authentication or authorization failure is returned (the process exits
 // non-zero naming the cause); an unreachable cluster is reported down to
 // health and left to the monitor and the readers, which keep retrying.
-// Topics the cluster does not have are logged as warnings.
+// A topic the cluster does not have fails the start too (a configuration
+// error: see the robustness contract in the README's Operations section).
 func checkKafkaAtStart(ctx context.Context, k *kafkaSecurity, brokers, topics []string, health *connHealth, log *slog.Logger) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -805,8 +806,10 @@ func checkKafkaAtStart(ctx context.Context, k *kafkaSecurity, brokers, topics []
 	case err != nil:
 		return fmt.Errorf("check kafka: %w", err)
 	}
-	for _, t := range missing {
-		log.Warn("kafka topic does not exist", "topic", t)
+	if len(missing) > 0 {
+		// A misnamed topic is a configuration error: the input would wait
+		// for ever, an output would be retried without end.
+		return fmt.Errorf("check kafka: the cluster has no topic %s (create it, or fix the flag that names it)", strings.Join(missing, ", "))
 	}
 	if k.mechanism() == "plain" && !k.tlsOn() {
 		log.Warn("SASL PLAIN without TLS: the password crosses the network in clear; set --kafka-tls on")
