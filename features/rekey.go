@@ -56,7 +56,7 @@ func peekCard[V expiring](m *expiryMap[V], e *Event, now int64) (V, bool) {
 
 // rekeyCard moves e's card state to e.CardID (see rekey) in the Builder's
 // card map and, with a spec, in the Shared's card label map, and counts the
-// card in Rekeyed. Update calls it after ticking the card map's clock.
+// card in Rekeyed when its windows moved. Update calls it after ticking the card map's clock.
 func (b *Builder) rekeyCard(e *Event) {
 	if e.CardAlias == "" {
 		return
@@ -67,7 +67,7 @@ func (b *Builder) rekeyCard(e *Event) {
 	} else {
 		moved = rekey(&b.sp.loc, e)
 		if cs := b.sp.cs; cs.local >= 0 && cs.ents[cs.local].lmap >= 0 {
-			moved = b.shared.rekeyLabels(cs.ents[cs.local].lmap, e.CardID, e.CardAlias, nanos(e.TS)) || moved
+			b.shared.rekeyLabels(cs.ents[cs.local].lmap, e.CardID, e.CardAlias, nanos(e.TS))
 		}
 	}
 	if moved {
@@ -75,7 +75,7 @@ func (b *Builder) rekeyCard(e *Event) {
 	}
 }
 
-// Rekeyed returns the number of cards whose state Update moved from their
+// Rekeyed returns the number of cards whose windows Update moved from their
 // pseudonym under the previous PAN key to the one under the active key
 // (Event.CardAlias): during a rotation, one per card seen with state under
 // its old pseudonym only. Monotonic over the Builder's life (a restored
