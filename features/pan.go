@@ -281,9 +281,14 @@ func pseudonymKeyID(b []byte) ([]byte, bool) {
 // A card_id that is already a pseudonym under one of k's key ids is kept; one
 // under another key id is refused with ReasonPseudonymKey. Default: no key,
 // and then an event whose card_id looks like a card number is refused with
-// ReasonClearPAN. The trap: the stream and the offline commands (features,
+// ReasonClearPAN. With a previous key in k, every clear card_id also gets its
+// pseudonym under that key in Event.CardAlias / Label.CardAlias (a second
+// HMAC per event), which moves the card's state to its new pseudonym (see
+// Builder.Rekeyed). The trap: the stream and the offline commands (features,
 // score, train) must use the same key file, or offline rows and models no
-// longer match the stream's cards. k must not be nil.
+// longer match the stream's cards; and removing the previous key before the
+// cards have been seen under the new one drops the state of those not seen
+// yet. k must not be nil.
 func WithPANKey(k *PANKey) DecoderOption {
 	return func(c *decoderConfig) error {
 		if k == nil {
