@@ -66,6 +66,9 @@ func TestDecodeCardAlias(t *testing.T) {
 }
 
 func TestDecodeCardAliasAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under -race, sync.Pool drops pooled HMACs at random")
+	}
 	msg := []byte(strings.Replace(validEvent, `"card_id":"c-42"`, `"card_id":"`+testPAN+`"`, 1))
 	d := NewDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyC+panKeyA)))
 	var e Event
