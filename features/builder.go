@@ -106,6 +106,7 @@ type Builder struct {
 	retain   int64
 	n        uint64       // events applied, paces Shared sweeps
 	late     uint64       // events not inserted into some state (too late)
+	rekeyed  uint64       // cards moved to their new pseudonym (rekey.go)
 	lastLate bool         // the last event Update or Peek was given was late
 	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
 }
@@ -206,6 +207,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 	amt := amount(e)
 
 	b.cards.tick(t)
+	b.rekeyCard(e)
 	c, ok := b.cards.get(e.CardID)
 	if !ok {
 		c = &cardState{}
@@ -313,7 +315,7 @@ func (b *Builder) Peek(e *Event, row []float32) {
 	t := nanos(e.TS)
 	amt := amount(e)
 
-	c, ok := b.cards.peek(e.CardID, t)
+	c, ok := peekCard(&b.cards, e, t)
 	if !ok {
 		var empty cardState // what Update would start from; not stored
 		c = &empty

@@ -398,6 +398,9 @@ func (s *Shared) applyLabelSpec(l *Label) {
 			continue
 		}
 		t := nanos(l.TS)
+		if m.field == sfCard {
+			s.rekeyLabels(mi, id, l.CardAlias, t)
+		}
 		h := hashLabelTx(s, l.TxID)
 		st := s.stripe(id)
 		st.mu.Lock()
@@ -456,6 +459,7 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 	t := nanos(e.TS)
 	amt := amount(e)
 	sb.loc.tick(t)
+	b.rekeyCard(e)
 	late := false
 	for ei := range cs.ents {
 		en := &cs.ents[ei]
@@ -611,7 +615,7 @@ func (b *Builder) peekSpec(e *Event, row []float32) {
 		en := &cs.ents[ei]
 		id := en.field.of(e)
 		if en.local {
-			st, _ := sb.loc.peek(id, t)
+			st, _ := peekCard(&sb.loc, e, t)
 			late = b.peekEnt(en, st, e, t, amt, b.lateness, row) || late
 			continue
 		}
@@ -828,15 +832,23 @@ func (b *Builder) fraudIn(en *cent, st *entState, e *Event, from, to int64) int6
 	if !en.local {
 		return st.fraudIn(from, to)
 	}
+	var buf [8]uint64
+	moved := b.shared.aliasLabels(en.lmap, e, from, to, buf[:0]) // a PAN-key rotation: see rekey.go
 	id := en.field.of(e)
 	s := b.shared.stripe(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ls, ok := s.spec[en.lmap].peek(id, nanos(e.TS))
-	if !ok {
-		return 0
+	var n int64
+	if ok {
+		n = ls.fraudIn(from, to)
 	}
-	return ls.fraudIn(from, to)
+	for _, tx := range moved {
+		if !ok || !slices.ContainsFunc(ls.labels, func(p labelPoint) bool { return p.tx == tx }) {
+			n++
+		}
+	}
+	return n
 }
 
 // ratioZValues returns the ratio and z-score of amt against the events of

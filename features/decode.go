@@ -504,19 +504,21 @@ func (d *Decoder) checkTime(t time.Time) error {
 // protect applies the card-number policy to a scanned message: a string
 // field holding a card number in clear is refused (card_id only without a
 // key), and with a key, card_id's pseudonym is appended to dst and returned
-// (nil: keep card_id as it is).
-func (d *Decoder) protect(p *parse, dst []byte) ([]byte, error) {
+// (nil: keep card_id as it is), followed, when the key has a previous one,
+// by its pseudonym under that key (the alias, else nil). Both share dst's
+// array.
+func (d *Decoder) protect(p *parse, dst []byte) (pseudonym, alias []byte, err error) {
 	key := d.cfg.pan
 	for f := range nStrFields {
 		if p.present&(1<<f) == 0 || (f == fCardID && key != nil) {
 			continue
 		}
 		if sp := p.str[f]; panIn(p.s.b[sp.start:sp.end]) {
-			return nil, &DecodeError{Reason: ReasonClearPAN, Field: fieldNames[f], Err: errClearPAN}
+			return nil, nil, &DecodeError{Reason: ReasonClearPAN, Field: fieldNames[f], Err: errClearPAN}
 		}
 	}
 	if key == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	sp := p.str[fCardID]
 	card := p.s.b[sp.start:sp.end]
@@ -525,18 +527,26 @@ func (d *Decoder) protect(p *parse, dst []byte) ([]byte, error) {
 	}
 	if id, ok := pseudonymKeyID(card); ok {
 		if key.accepts(id) {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return nil, &DecodeError{Reason: ReasonPseudonymKey, Field: "card_id",
+		return nil, nil, &DecodeError{Reason: ReasonPseudonymKey, Field: "card_id",
 			Err: fmt.Errorf("a pseudonym under key id %q, which is not one of the PAN key file's", id)}
 	}
-	return key.appendPseudonym(dst, card), nil
+	dst = key.appendPseudonym(dst, card)
+	if !key.rotating() {
+		return dst, nil, nil
+	}
+	n := len(dst)
+	dst = key.appendAlias(dst, card)
+	return dst[:n:n], dst[n:], nil
 }
 
 // strings materializes the present string fields with one allocation: all
-// of them share one backing string. card, when not nil, replaces card_id.
-func (p *parse) strings(out [nStrFields]*string, card []byte) {
-	total := len(card)
+// of them share one backing string. card, when not nil, replaces card_id;
+// alias, when not nil, is written to *aliasOut (from the same backing
+// string).
+func (p *parse) strings(out [nStrFields]*string, card, alias []byte, aliasOut *string) {
+	total := len(card) + len(alias)
 	for f := range p.str {
 		total += p.str[f].end - p.str[f].start
 	}
@@ -557,11 +567,16 @@ func (p *parse) strings(out [nStrFields]*string, card []byte) {
 		}
 		bounds[f][1] = sb.Len()
 	}
+	aliasAt := sb.Len()
+	sb.Write(alias)
 	all := sb.String()
 	for f, o := range out {
 		if o != nil {
 			*o = all[bounds[f][0]:bounds[f][1]]
 		}
+	}
+	if alias != nil {
+		*aliasOut = all[aliasAt:]
 	}
 }
 
@@ -589,8 +604,8 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 	if err := d.checkTime(p.ts); err != nil {
 		return err
 	}
-	var cardBuf [maxPseudonymLen]byte
-	card, err := d.protect(&p, cardBuf[:0])
+	var cardBuf [2 * maxPseudonymLen]byte
+	card, alias, err := d.protect(&p, cardBuf[:0])
 	if err != nil {
 		return err
 	}
@@ -602,7 +617,7 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 			out[f] = dst
 		}
 	}
-	p.strings(out, card)
+	p.strings(out, card, alias, &ev.CardAlias)
 	ev.TS = p.ts
 	ev.Amount = p.amount
 	if hasLat {
@@ -623,15 +638,15 @@ func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	if err := d.checkTime(p.ts); err != nil {
 		return err
 	}
-	var cardBuf [maxPseudonymLen]byte
-	card, err := d.protect(&p, cardBuf[:0])
+	var cardBuf [2 * maxPseudonymLen]byte
+	card, alias, err := d.protect(&p, cardBuf[:0])
 	if err != nil {
 		return err
 	}
 	var lb Label
 	var out [nStrFields]*string
 	out[fTxID], out[fCardID], out[fTerminalID] = &lb.TxID, &lb.CardID, &lb.TerminalID
-	p.strings(out, card)
+	p.strings(out, card, alias, &lb.CardAlias)
 	lb.TS = p.ts
 	lb.Fraud = p.fraud
 	*l = lb

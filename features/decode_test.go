@@ -339,6 +339,17 @@ func BenchmarkDecode(b *testing.B) {
 			}
 		}
 	})
+	b.Run("strict_pan_key_rotating", func(b *testing.B) { // two keys: a second HMAC (the alias)
+		d := NewDecoder(WithPANKey(testPANKey(b, panKeyC+panKeyA)))
+		var e Event
+		b.SetBytes(int64(len(msg)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := d.Decode(msg, &e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("encoding_json", func(b *testing.B) {
 		var v struct {
 			TxID       string    `json:"tx_id"`

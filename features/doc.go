@@ -33,11 +33,25 @@
 //
 // Rotation: the key file's first line is the active key, an optional second
 // line the previous one. New pseudonyms are made with the active key only;
-// pseudonyms under either id are accepted. A pseudonym cannot be translated
-// to another key, so state built under the previous key's pseudonyms is not
-// moved: after a rotation each card starts afresh under its new pseudonym,
-// and the old entries expire with the TTL. Score and audit records name
-// the key in "card_key_id".
+// pseudonyms under either id are accepted. While a previous key is
+// configured, the Decoder also computes a clear card_id's pseudonym under it
+// (Event.CardAlias, Label.CardAlias; never written anywhere), a second HMAC
+// per event. The first time a card is seen that way, its state is moved
+// (renamed, not copied) from the old pseudonym to the new one, wherever card
+// state lives: the Builder's cards (both engines), the card's labels in the
+// Shared (specs with card fraud features) and, in package stream, the card's
+// sequential-model state. Peek reads the old pseudonym's state without
+// moving it. So a rotation keeps every card's windows, and rows equal those
+// of a run that never rotated, card_id aside; Builder.Rekeyed counts the
+// cards moved. A card_id received already pseudonymised cannot be translated
+// (an HMAC is not invertible), has no alias and keys the state of the
+// pseudonym it carries: a card sent by one producer in clear and by another
+// under the old pseudonym gets two histories after the rotation. A label under the old pseudonym that arrives
+// after its card moved is still read by the card's events (by both
+// pseudonyms, a tx_id once) and moved by the next one; only a correction
+// (fraud=false) under the old pseudonym of a label already moved finds
+// nothing to withdraw. Score and audit records name the key in
+// "card_key_id".
 //
 // A dead letter never keeps the message: AppendRedactedEvent and
 // AppendRedactedLabel keep only the contract's members, with card_id

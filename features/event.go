@@ -15,6 +15,15 @@ type Event struct {
 	Country                  string // optional, "" when absent
 	Lat, Lon                 float64
 	HasGeo                   bool // lat and lon both present
+
+	// CardAlias is, during a PAN-key rotation (WithPANKey with a previous
+	// key), the card's pseudonym under the previous key, and "" otherwise
+	// (no key, no previous key, or a card_id received already
+	// pseudonymised). The Builder and the stream's per-card model state use
+	// it once to move a card's state from its old pseudonym to CardID (see
+	// Builder.Rekeyed), so that a rotation keeps every card's history. It is
+	// never written to any record, snapshot or log: AppendJSON omits it.
+	CardAlias string
 }
 
 // Label is delayed feedback about one transaction.
@@ -22,6 +31,10 @@ type Label struct {
 	TxID, CardID, TerminalID string
 	TS                       time.Time // when the label became known (chargeback time), NOT the tx time
 	Fraud                    bool
+
+	// CardAlias is the card's pseudonym under the previous PAN key during
+	// a rotation, as for Event.CardAlias; AppendJSON omits it.
+	CardAlias string
 }
 
 // AppendJSON appends e as one JSON object in the input contract's layout

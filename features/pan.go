@@ -40,17 +40,22 @@ const (
 // that already is a pseudonym under either key's id is kept as it is (it was
 // pseudonymised upstream, or comes from this engine's own records, such as a
 // label built from an alert); a pseudonym under any other key id is refused
-// (ReasonPseudonymKey). Pseudonyms are not translated from one key to the
-// other (an HMAC cannot be inverted): after a rotation a card's new events
-// build new state under the new pseudonym, and its state under the old one
-// expires with the TTL.
+// (ReasonPseudonymKey).
+//
+// During a rotation (a previous key is configured) the Decoder also computes
+// a clear card number's pseudonym under the previous key (Event.CardAlias,
+// Label.CardAlias), so that the Builder can move the card's state from its
+// old pseudonym to its new one (see Event.CardAlias). A pseudonym received
+// as such cannot be translated from one key to the other (an HMAC cannot be
+// inverted): it has no alias.
 type PANKey struct {
-	ids  []string // ids[0] active, ids[1] previous (optional)
-	pool sync.Pool
+	ids  []string  // ids[0] active, ids[1] previous (optional)
+	pool sync.Pool // *panMAC under the active key
+	prev sync.Pool // *panMAC under the previous key; New is nil without one
 }
 
-// panMAC is one pooled HMAC under the active key with its output buffer, so
-// that a pseudonym costs no allocation.
+// panMAC is one pooled HMAC under one key with its output buffer, so that a
+// pseudonym costs no allocation.
 type panMAC struct {
 	h   hash.Hash
 	sum [sha256.Size]byte
@@ -128,8 +133,9 @@ func ParsePANKey(text []byte) (*PANKey, error) {
 	}
 	active := secrets[0]
 	k.pool.New = func() any { return &panMAC{h: hmac.New(sha256.New, active)} }
-	for _, s := range secrets[1:] {
-		clear(s) // only the active key makes pseudonyms
+	if len(secrets) == 2 {
+		prev := secrets[1] // makes the aliases that carry state over a rotation
+		k.prev.New = func() any { return &panMAC{h: hmac.New(sha256.New, prev)} }
 	}
 	return k, nil
 }
@@ -188,15 +194,28 @@ func (k *PANKey) accepts(id []byte) bool {
 
 // appendPseudonym appends the pseudonym of card under the active key.
 func (k *PANKey) appendPseudonym(dst, card []byte) []byte {
-	m := k.pool.Get().(*panMAC)
+	return appendPseudonymWith(dst, card, &k.pool, k.ids[0])
+}
+
+// rotating reports whether k has a previous key (appendAlias works).
+func (k *PANKey) rotating() bool { return k.prev.New != nil }
+
+// appendAlias appends the pseudonym of card under the previous key. It
+// panics if k has none (see rotating).
+func (k *PANKey) appendAlias(dst, card []byte) []byte {
+	return appendPseudonymWith(dst, card, &k.prev, k.ids[1])
+}
+
+func appendPseudonymWith(dst, card []byte, pool *sync.Pool, id string) []byte {
+	m := pool.Get().(*panMAC)
 	m.h.Reset()
 	m.h.Write(card)
 	sum := m.h.Sum(m.sum[:0])
 	dst = append(dst, PseudonymPrefix...)
-	dst = append(dst, k.ids[0]...)
+	dst = append(dst, id...)
 	dst = append(dst, ':')
 	dst = base64.RawURLEncoding.AppendEncode(dst, sum[:pseudonymMACBytes])
-	k.pool.Put(m)
+	pool.Put(m)
 	return dst
 }
 
@@ -262,9 +281,14 @@ func pseudonymKeyID(b []byte) ([]byte, bool) {
 // A card_id that is already a pseudonym under one of k's key ids is kept; one
 // under another key id is refused with ReasonPseudonymKey. Default: no key,
 // and then an event whose card_id looks like a card number is refused with
-// ReasonClearPAN. The trap: the stream and the offline commands (features,
+// ReasonClearPAN. With a previous key in k, every clear card_id also gets its
+// pseudonym under that key in Event.CardAlias / Label.CardAlias (a second
+// HMAC per event), which moves the card's state to its new pseudonym (see
+// Builder.Rekeyed). The trap: the stream and the offline commands (features,
 // score, train) must use the same key file, or offline rows and models no
-// longer match the stream's cards. k must not be nil.
+// longer match the stream's cards; and removing the previous key before the
+// cards have been seen under the new one drops the state of those not seen
+// yet. k must not be nil.
 func WithPANKey(k *PANKey) DecoderOption {
 	return func(c *decoderConfig) error {
 		if k == nil {

@@ -120,6 +120,7 @@
 //	streamscore_stream_partition_resets_total              re-deliveries from an earlier offset
 //	streamscore_stream_events_redelivered_total            re-delivered events scored without re-applying them
 //	streamscore_stream_events_late_total                   events beyond the max lateness (scored, not applied)
+//	streamscore_stream_cards_rekeyed_total                 cards whose state moved to their new pseudonym after a PAN-key rotation
 //	streamscore_stream_model_reloads_total{outcome}        model set replacements (ok, failed: the active set kept serving)
 //	streamscore_stream_model_active_info{model,model_version,digest,role}  1 per model of the active set (role scoring or shadow)
 //	streamscore_stream_shadow_score_seconds{model}         histogram of batch scoring time per shadow model

@@ -22,6 +22,7 @@ type metrics struct {
 	resets       prometheus.Counter
 	redelivered  prometheus.Counter
 	late         prometheus.Counter
+	rekeyed      prometheus.Counter
 
 	reloads         *prometheus.CounterVec   // outcome
 	activeInfo      *prometheus.GaugeVec     // model, model_version, digest, role
@@ -96,6 +97,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamscore_stream_events_late_total",
 			Help: "Events beyond the max lateness behind their card's or terminal's newest event: scored against the state, not applied to it.",
 		}),
+		rekeyed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_cards_rekeyed_total",
+			Help: "Cards whose state moved from their pseudonym under the previous PAN key to the active key's, on their first event after a key rotation.",
+		}),
 		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "streamscore_stream_events_redelivered_total",
 			Help: "Events delivered again after they were applied to the feature state (scored without applying them twice).",
@@ -158,7 +163,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.rejected, m.batchSize, m.scoreSeconds,
-		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late,
+		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late, m.rekeyed,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
 		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies} {
 		if err := reg.Register(c); err != nil {

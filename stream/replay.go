@@ -123,7 +123,7 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 		// its records dropped): each event advances its card's state, as
 		// in the stream.
 		if seq.stateful() {
-			cards = append(cards, seq.card(e.CardID, e.TS.UnixNano()))
+			cards = append(cards, seq.cardOf(e))
 		}
 		emit = append(emit, !before)
 		copy(x[len(evs)*width:(len(evs)+1)*width], row)

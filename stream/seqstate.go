@@ -2,9 +2,11 @@ package stream
 
 import (
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 )
 
@@ -122,6 +124,33 @@ func (ss *seqStates) card(id string, t int64) *cardSeq {
 		ss.migrate(c)
 	}
 	return c
+}
+
+// cardOf is card for e's card at e's time. During a PAN-key rotation (e
+// has a CardAlias) it first moves the card's state from its pseudonym under
+// the previous key to e.CardID when only the old one has a live state, as
+// the feature Builder does with the card's windows: the card keeps its
+// sequential-model state across the rotation.
+func (ss *seqStates) cardOf(e *features.Event) *cardSeq {
+	t := e.TS.UnixNano()
+	if e.CardAlias != "" && e.CardAlias != e.CardID {
+		ss.rekey(e.CardID, e.CardAlias, t)
+	}
+	return ss.card(e.CardID, t)
+}
+
+// rekey renames the state of alias to id (seen at Unix ns t) when id has
+// none and alias has one within the TTL.
+func (ss *seqStates) rekey(id, alias string, t int64) {
+	if _, ok := ss.cards[id]; ok {
+		return
+	}
+	c, ok := ss.cards[alias]
+	if !ok || max(ss.clock, t)-c.last > ss.ttl {
+		return
+	}
+	delete(ss.cards, alias)
+	ss.cards[strings.Clone(id)] = c
 }
 
 // migrate moves c to the current layout.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 )
 
@@ -90,5 +91,46 @@ r{model="change"} 1
 	}
 	if _, ok := ss.cards["c2"]; !ok {
 		t.Fatal("active card c2 was swept")
+	}
+}
+
+// TestSeqStatesRekey: during a PAN-key rotation a card's model state moves
+// from its old pseudonym (the event's CardAlias) to its new one, once and
+// without a copy; not when the new pseudonym already has state, nor when
+// the old state is idle past the TTL.
+func TestSeqStatesRekey(t *testing.T) {
+	ev := func(id, alias string, t time.Duration) *features.Event {
+		return &features.Event{CardID: id, CardAlias: alias, TS: time.Unix(0, int64(t))}
+	}
+	tests := []struct {
+		name      string
+		setup     []*features.Event
+		ev        *features.Event
+		wantState float32 // the state the event's card gets (0: a fresh one)
+		wantCards int
+	}{
+		{"moved", []*features.Event{ev("old", "", 0)}, ev("new", "old", time.Minute), 1, 1},
+		{"no alias", []*features.Event{ev("old", "", 0)}, ev("new", "", time.Minute), 0, 2},
+		{"new has state", []*features.Event{ev("old", "", 0), ev("new", "", 0)}, ev("new", "old", time.Minute), 2, 2},
+		{"old idle past the TTL", []*features.Event{ev("old", "", 0)}, ev("new", "old", 2*time.Hour), 0, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ss := newSeqStates(time.Hour, nil, nil)
+			slots, _ := ss.setModels(bind(t, gruModel(t, "g", 2, "a")), nil)
+			for i, e := range tc.setup {
+				ss.state(ss.cardOf(e), slots[0])[0] = float32(i + 1)
+			}
+			c := ss.cardOf(tc.ev)
+			if got := ss.state(c, slots[0])[0]; got != tc.wantState {
+				t.Errorf("state %v, want %v", got, tc.wantState)
+			}
+			if got := len(ss.cards); got != tc.wantCards {
+				t.Errorf("%d cards held, want %d", got, tc.wantCards)
+			}
+			if again := ss.cardOf(tc.ev); again != c {
+				t.Error("a second event of the card got another state")
+			}
+		})
 	}
 }

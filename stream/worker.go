@@ -42,6 +42,7 @@ type worker struct {
 	pause        chan *pauseReq // state snapshots: pause between batches
 	torn         bool           // run returned on a hard stop with an open batch
 	late         uint64         // the Builder's Late() already added to the metric
+	rekeyed      uint64         // the Builder's Rekeyed() already added to the metric
 
 	seq          *seqStates // per-card state of the sequential models
 	slotOf       []int      // per scorer: its state slot, or -1 (stateless)
@@ -296,7 +297,7 @@ func (w *worker) add(b *batch, m kafka.Message) {
 	if w.seq.stateful() {
 		// A late event is not applied to the windows; it does not advance
 		// the sequential models' state either.
-		b.cards = append(b.cards, w.seq.card(ev.CardID, ev.TS.UnixNano()))
+		b.cards = append(b.cards, w.seq.cardOf(ev))
 		b.adv = append(b.adv, applied && !late)
 	}
 	b.rowMsg = append(b.rowMsg, i)
@@ -321,6 +322,10 @@ func (w *worker) flush(b *batch) {
 	if late := w.build.Late(); late > w.late {
 		w.p.met.late.Add(float64(late - w.late))
 		w.late = late
+	}
+	if n := w.build.Rekeyed(); n > w.rekeyed {
+		w.p.met.rekeyed.Add(float64(n - w.rekeyed))
+		w.rekeyed = n
 	}
 	wm := w.m
 	if rows > 0 {

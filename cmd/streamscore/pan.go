@@ -19,7 +19,8 @@ type panConfig struct {
 func (c *panConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.PANKeyFile, "pan-key-file", "",
 		"file of the card-number pseudonym key: lines \"<key-id> <hex or base64 key of >= 32 bytes>\", the active key first, "+
-			"the previous one second during a rotation; must not be readable by others (0400/0440). card_id becomes "+
+			"the previous one second during a rotation (each card's state moves to its new pseudonym when it is first seen); "+
+			"must not be readable by others (0400/0440). card_id becomes "+
 			"p1:<key-id>:<HMAC-SHA-256> at decode, before any state, record, log, snapshot or dead letter sees it. "+
 			"Empty: no key, and any event or label holding a card number in clear is dead-lettered (reason clear_pan)")
 }
