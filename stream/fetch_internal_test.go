@@ -47,3 +47,25 @@ func TestCloseWithin(t *testing.T) {
 		t.Errorf("hanging close: %v after %v, want an error after 50ms", err, time.Since(start))
 	}
 }
+
+// TestLabelReaderReport: the labels reader is reported failing while any
+// of its partitions fails, and back once all fetch again.
+func TestLabelReaderReport(t *testing.T) {
+	var got []string
+	p := &Pipeline{}
+	p.cfg.connObserve = func(reader string, err error) {
+		got = append(got, fmt.Sprintf("%s:%v", reader, err != nil))
+	}
+	lc := newLabelConsumer(p, nil)
+	down := errors.New("down")
+	lc.report(0, nil) // fine from the start: nothing said
+	lc.report(0, down)
+	lc.report(1, down)
+	lc.report(0, nil) // partition 1 still fails
+	lc.report(1, nil)
+	lc.report(1, nil)
+	want := []string{"kafka labels reader:true", "kafka labels reader:true", "kafka labels reader:false"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("reports %v, want %v", got, want)
+	}
+}

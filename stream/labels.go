@@ -28,6 +28,36 @@ import (
 type labelConsumer struct {
 	p      *Pipeline
 	dialer *kafka.Dialer
+
+	mu      sync.Mutex
+	failing map[int]bool // partitions whose last fetch failed
+}
+
+// report records partition part's fetch outcome and tells the reader
+// observer when the labels reader as a whole starts or stops failing.
+func (lc *labelConsumer) report(part int, err error) {
+	obs := lc.p.cfg.connObserve
+	if obs == nil {
+		return
+	}
+	lc.mu.Lock()
+	if lc.failing == nil {
+		lc.failing = map[int]bool{}
+	}
+	was := len(lc.failing) > 0
+	if err != nil {
+		lc.failing[part] = true
+	} else {
+		delete(lc.failing, part)
+	}
+	now := len(lc.failing) > 0
+	lc.mu.Unlock()
+	switch {
+	case err != nil:
+		obs("kafka labels reader", fmt.Errorf("partition %d: %w", part, err))
+	case was && !now:
+		obs("kafka labels reader", nil)
+	}
 }
 
 func newLabelConsumer(p *Pipeline, dialer *kafka.Dialer) *labelConsumer {
@@ -102,7 +132,7 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			lc.p.log.Warn("kafka labels reader: " + fmt.Sprintf(msg, args...))
 		}),
 	})
-	defer r.Close()
+	defer closeWithin(readerCloseTimeout, r.Close)
 	// After a restore, the labels before the snapshot's offset are in the
 	// restored state already: applying them again is not exact (a label of
 	// an expired terminal would bring it back).
@@ -126,6 +156,7 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			if ctx.Err() != nil {
 				return
 			}
+			lc.report(part, err)
 			lc.p.log.Warn("fetch label failed, retrying", "partition", part, "err", err)
 			select {
 			case <-ctx.Done():
@@ -135,6 +166,7 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			continue
 		}
 		consumed.Inc()
+		lc.report(part, nil)
 		if err := dec.DecodeLabel(m.Value, &l); err != nil {
 			reason := reasonUndecodable
 			var de *features.DecodeError

@@ -32,6 +32,7 @@ type config struct {
 	featureOpts    []features.Option
 	dialer         *kafka.Dialer
 	observe        func(appended time.Time, latency time.Duration)
+	connObserve    func(reader string, err error)
 	startOffset    int64
 	sessionTimeout time.Duration
 	deciders       []string
@@ -230,6 +231,20 @@ func WithDialer(d *kafka.Dialer) Option {
 func WithLatencyObserver(fn func(appended time.Time, latency time.Duration)) Option {
 	return func(c *config) error {
 		c.observe = fn
+		return nil
+	}
+}
+
+// WithReaderObserver calls fn(reader, err) when a Kafka reader of the
+// pipeline fails to fetch (err: the cause; reader: "kafka reader" for the
+// transactions topic, "kafka labels reader" for the labels topic, failing
+// while any of its partitions fails) and fn(reader, nil) once it fetches
+// again: the engine turns it into readiness. kafka-go retries connection
+// errors inside the reader without a word, so only what reaches the
+// pipeline is seen. fn must be quick and safe for concurrent use.
+func WithReaderObserver(fn func(reader string, err error)) Option {
+	return func(c *config) error {
+		c.connObserve = fn
 		return nil
 	}
 }

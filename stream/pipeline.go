@@ -363,11 +363,16 @@ func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers 
 	defer stop()
 	consumed := p.met.consumed.WithLabelValues(p.topic)
 	backoff := 100 * time.Millisecond
+	failing := false
 	for {
 		m, err := reader.FetchMessage(fctx)
 		if err != nil {
 			if fctx.Err() != nil {
 				return nil
+			}
+			failing = true
+			if p.cfg.connObserve != nil {
+				p.cfg.connObserve("kafka reader", err)
 			}
 			// kafka-go retries connection errors itself; what reaches us is
 			// worth a log line and a pause, not the end of the pipeline,
@@ -388,6 +393,12 @@ func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers 
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if failing {
+			failing = false
+			if p.cfg.connObserve != nil {
+				p.cfg.connObserve("kafka reader", nil)
+			}
+		}
 		if p.tracker.Track(m.Partition, m.Offset) {
 			p.met.resets.Inc()
 			p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)

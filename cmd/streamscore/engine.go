@@ -354,6 +354,13 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			e.health.Down("sink "+sink, sinkCause(err), err)
 		}))
 	opts := []stream.Option{
+		stream.WithReaderObserver(func(reader string, err error) {
+			if err == nil {
+				e.health.Up(reader)
+				return
+			}
+			e.health.Down(reader, "fetch", err)
+		}),
 		stream.WithRegisterer(reg),
 		stream.WithLogger(log),
 		stream.WithWorkers(c.Workers),
