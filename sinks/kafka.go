@@ -27,6 +27,7 @@ import (
 type Kafka struct {
 	cfg    kafkaConfig
 	w      *kafka.Writer
+	own    *kafka.Transport // the transport NewKafka made (none given), closed with the sink
 	closed atomic.Bool
 }
 
@@ -88,7 +89,9 @@ func WithKafkaRegisterer(reg prometheus.Registerer) KafkaOption {
 }
 
 // WithKafkaTransport sets the kafka-go transport (TLS, SASL, a Dial hook for
-// fault injection). Default: kafka.DefaultTransport.
+// fault injection); the caller owns it (Close leaves it open). Default: a
+// transport of the sink's own, whose connections Close closes (not
+// kafka.DefaultTransport, whose pooled connections would outlive the sink).
 func WithKafkaTransport(t kafka.RoundTripper) KafkaOption {
 	return func(c *kafkaConfig) error {
 		c.transport = t
@@ -183,6 +186,11 @@ func NewKafka(brokers []string, opts ...KafkaOption) (*Kafka, error) {
 	if cfg.balancer == nil {
 		cfg.balancer = &kafka.Hash{}
 	}
+	var own *kafka.Transport
+	if cfg.transport == nil {
+		own = &kafka.Transport{}
+		cfg.transport = own
+	}
 	w := &kafka.Writer{
 		Addr:                   kafka.TCP(brokers...),
 		Balancer:               cfg.balancer,
@@ -198,7 +206,7 @@ func NewKafka(brokers []string, opts ...KafkaOption) (*Kafka, error) {
 		Transport:              cfg.transport,
 		AllowAutoTopicCreation: cfg.autoCreate,
 	}
-	k := &Kafka{cfg: cfg, w: w}
+	k := &Kafka{cfg: cfg, w: w, own: own}
 	if cfg.reg != nil {
 		if err := cfg.reg.Register(newKafkaCollector(cfg.name, w)); err != nil {
 			return nil, fmt.Errorf("sinks: register kafka metrics: %w", err)
@@ -271,7 +279,11 @@ func (k *Kafka) Close() error {
 	if !k.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	if err := k.w.Close(); err != nil {
+	err := k.w.Close()
+	if k.own != nil {
+		k.own.CloseIdleConnections()
+	}
+	if err != nil {
 		return fmt.Errorf("close kafka writer: %w", err)
 	}
 	return nil

@@ -57,9 +57,10 @@ func startKafka(t *testing.T, topics map[string]int) []string {
 // writes return once every replica has the batch (acks=all).
 func newWriter(t *testing.T, brokers []string, topic string) *kafka.Writer {
 	t.Helper()
+	tr := &kafka.Transport{}
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, BatchSize: 500, BatchBytes: 2 << 20, RequiredAcks: kafka.RequireAll}
-	t.Cleanup(func() { w.Close() })
+		BatchTimeout: time.Millisecond, BatchSize: 500, BatchBytes: 2 << 20, RequiredAcks: kafka.RequireAll, Transport: tr}
+	t.Cleanup(func() { w.Close(); tr.CloseIdleConnections() })
 	return w
 }
 
@@ -122,7 +123,9 @@ func readAll(t *testing.T, brokers []string, topic string) []kafka.Message {
 	if err != nil {
 		t.Fatalf("read %s: %v", topic, err)
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
 	var out []kafka.Message
 	for _, part := range slices.Sorted(maps.Keys(ends)) {
 		for off := int64(0); off < ends[part]; {

@@ -209,10 +209,19 @@ func (n *NATS) cleanup() {
 	}
 }
 
+// newClient returns a client of brokers with a transport of its own, and a
+// function that closes the transport's connections (kafka-go's default
+// transport keeps them, and their goroutines, for the life of the process).
+func newClient(brokers []string) (*kafka.Client, func()) {
+	tr := &kafka.Transport{}
+	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}, tr.CloseIdleConnections
+}
+
 // EndOffsets returns the end offset (one past the last message) of every
 // partition of topic.
 func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
-	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	cl, done := newClient(brokers)
+	defer done()
 	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, fmt.Errorf("fetch metadata: %w", err)
@@ -249,7 +258,8 @@ func CommittedOffsets(ctx context.Context, brokers []string, group, topic string
 	for p := range ends {
 		parts = append(parts, p)
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	cl, done := newClient(brokers)
+	defer done()
 	res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
 	if err != nil {
 		return nil, fmt.Errorf("fetch committed offsets: %w", err)
