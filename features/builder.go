@@ -108,11 +108,12 @@ type Builder struct {
 	late     uint64       // events not inserted into some state (too late)
 	lastLate bool         // the last event Update or Peek was given was late
 	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
+	maxCards int          // WithMaxCards (0: unbounded); see state_cap.go
 }
 
 // NewBuilder returns a Builder whose terminal features come from s (a nil s
 // gets a private Shared built from opts). Options: WithTTL, WithMaxLateness,
-// WithSpec. It panics if an option is invalid, or if the Builder's spec
+// WithSpec, WithMaxCards. It panics if an option is invalid, or if the Builder's spec
 // (WithSpec, or none) is not s's.
 func NewBuilder(s *Shared, opts ...Option) *Builder {
 	cfg := newConfig(opts)
@@ -136,6 +137,8 @@ func NewBuilder(s *Shared, opts ...Option) *Builder {
 	if cfg.spec != nil {
 		b.sp = newSpecBuilder(cfg.spec, cfg)
 	}
+	b.maxCards = cfg.maxCards
+	b.limitCards(0, 0)
 	return b
 }
 
@@ -197,6 +200,9 @@ func (b *Builder) LastLate() bool { return b.lastLate }
 // Update must be called once per event: for an event that may already have
 // been applied (a re-delivery), use Peek.
 func (b *Builder) Update(e *Event, row []float32) {
+	if len(b.EvictedCards()) > 0 {
+		b.clearEvicted()
+	}
 	if b.sp != nil {
 		b.updateSpec(e, row)
 		return

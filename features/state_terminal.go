@@ -95,7 +95,7 @@ func (s *Shared) sweep(i uint64, now int64) {
 }
 
 // NewShared returns empty terminal state. Options: WithTTL, WithMaxLateness,
-// WithStripes, WithSpec (then it holds the state of the spec's entities other
+// WithStripes, WithMaxTerminals, WithMaxCards (a spec's card labels), WithSpec (then it holds the state of the spec's entities other
 // than card_id, and the fraud labels of its labelled entities). It panics if
 // an option is invalid.
 func NewShared(opts ...Option) *Shared {
@@ -120,6 +120,9 @@ func NewShared(opts ...Option) *Shared {
 				st.spec[k] = newExpiryMap[*entState](int64(cfg.ttl))
 			}
 		}
+	}
+	for i := range s.stripes {
+		s.limitStripe(&s.stripes[i])
 	}
 	return s
 }

@@ -1,0 +1,246 @@
+package features
+
+import (
+	"bytes"
+	"fmt"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+)
+
+// fakeCards drives n made-up card ids (one event each, one second apart,
+// ten terminals) through b and returns the heap growth in bytes.
+func fakeCards(b *Builder, n int) int64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	row := make([]float32, b.Width())
+	for i := range n {
+		e := Event{TxID: fmt.Sprint("tx-", i), CardID: fmt.Sprintf("fake-%09d", i), TerminalID: fmt.Sprint("term-", i%10),
+			TS: t0.Add(time.Duration(i) * time.Second), Amount: 10, Country: "FR"}
+		b.Update(&e, row)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(b)
+	return int64(after.HeapAlloc) - int64(before.HeapAlloc)
+}
+
+// TestMaxCardsFakeIDs is the regression test of the unbounded state: 200,000
+// made-up card ids against a cap of 50,000 keep 50,000 cards, count 150,000
+// evictions, and the heap grows by what 50,000 cards cost, not 200,000.
+func TestMaxCardsFakeIDs(t *testing.T) {
+	const n, limit = 200000, 50000
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{
+		{"builder", nil},
+		{"spec", []Option{withSpec(DefaultSpec(), true)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := append(slices.Clone(tc.opts), WithMaxCards(limit))
+			b := NewBuilder(nil, opts...)
+			heap := fakeCards(b, n)
+			st := b.Stats()
+			if got, want := st.Entities, limit; got != want {
+				t.Errorf("cards held = %d, want %d", got, want)
+			}
+			if got, want := st.EvictedCap, uint64(n-limit); got != want {
+				t.Errorf("cap evictions = %d, want %d", got, want)
+			}
+			if st.EvictedTTL != 0 {
+				t.Errorf("ttl evictions = %d, want 0 (200,000 s is within the TTL)", st.EvictedTTL)
+			}
+			perCard := float64(heap) / limit
+			t.Logf("%d made-up cards, cap %d: heap grew %.1f MB (%.0f bytes per card held)", n, limit, float64(heap)/1e6, perCard)
+			if raceEnabled {
+				return
+			}
+			// Unbounded, the 200,000 cards cost about 4x this (measured:
+			// see the README's memory budget).
+			if perCard > 1500 {
+				t.Errorf("heap grew %d bytes = %.0f per card held, want <= 1500: the cap does not bound memory", heap, perCard)
+			}
+			unbounded := fakeCards(NewBuilder(nil, tc.opts...), n)
+			t.Logf("without a cap: heap grew %.1f MB", float64(unbounded)/1e6)
+			if heap > unbounded/2 {
+				t.Errorf("heap grew %d bytes under the cap, %d without: want under half", heap, unbounded)
+			}
+		})
+	}
+}
+
+// TestMaxCardsEvictsLeastRecentlySeen checks the eviction order: the card
+// with the oldest newest-event time goes first, whatever the arrival order,
+// ties broken by the smaller id; EvictedCards names it, and a returning
+// card starts from empty state.
+func TestMaxCardsEvictsLeastRecentlySeen(t *testing.T) {
+	for _, engine := range []struct {
+		name string
+		opts []Option
+	}{{"builder", nil}, {"spec", []Option{withSpec(DefaultSpec(), true)}}} {
+		t.Run(engine.name, func(t *testing.T) {
+			b := NewBuilder(nil, append(slices.Clone(engine.opts), WithMaxCards(3))...)
+			row := make([]float32, b.Width())
+			count1d := slices.Index(b.Names(), "card_tx_count_1d")
+			steps := []struct {
+				card    string
+				min     int // event time, minutes after t0
+				evicted []string
+				count   float32 // card_tx_count_1d of the event
+			}{
+				{"a", 1, nil, 1},
+				{"b", 2, nil, 1},
+				{"c", 3, nil, 1},
+				{"a", 4, nil, 2},
+				{"d", 5, []string{"b"}, 1}, // b: the oldest (2)
+				{"e", 0, []string{"c"}, 1}, // out of order: c (3) is now the oldest
+				{"f", 6, []string{"e"}, 1}, // e was seen at 0
+				{"g", 6, []string{"a"}, 1}, // a (4)
+				{"h", 7, []string{"d"}, 1}, // d (5)
+				{"b", 8, []string{"f"}, 1}, // f and g both at 6: the smaller id; b starts anew
+				{"b", 9, nil, 2},
+			}
+			for i, s := range steps {
+				e := Event{TxID: fmt.Sprint(i), CardID: s.card, TerminalID: "m", TS: t0.Add(time.Duration(s.min) * time.Minute), Amount: 1}
+				b.Update(&e, row)
+				if got := b.EvictedCards(); !slices.Equal(got, s.evicted) {
+					t.Errorf("step %d (%s at %d): evicted %q, want %q", i, s.card, s.min, got, s.evicted)
+				}
+				if got := row[count1d]; got != s.count {
+					t.Errorf("step %d (%s at %d): card_tx_count_1d = %v, want %v", i, s.card, s.min, got, s.count)
+				}
+				if got := b.Cards(); got > 3 {
+					t.Errorf("step %d: %d cards held, cap 3", i, got)
+				}
+			}
+			if got, want := b.Stats().EvictedCap, uint64(6); got != want {
+				t.Errorf("cap evictions = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+// TestMaxTerminals checks that a Shared keeps at most its cap of terminals
+// (shared among the stripes), and counts the evictions.
+func TestMaxTerminals(t *testing.T) {
+	for _, engine := range []struct {
+		name string
+		opts []Option
+	}{{"builder", nil}, {"spec", []Option{withSpec(DefaultSpec(), true)}}} {
+		t.Run(engine.name, func(t *testing.T) {
+			opts := append(slices.Clone(engine.opts), WithMaxTerminals(64), WithStripes(16))
+			s := NewShared(opts...)
+			b := NewBuilder(s, opts...)
+			row := make([]float32, b.Width())
+			const n = 5000
+			for i := range n {
+				e := Event{TxID: fmt.Sprint(i), CardID: "c", TerminalID: fmt.Sprint("fake-term-", i), TS: t0.Add(time.Duration(i) * time.Second), Amount: 1}
+				b.Update(&e, row)
+			}
+			st := s.Stats()
+			if st.Entities > 64 {
+				t.Errorf("terminals held = %d, want <= 64", st.Entities)
+			}
+			if got, want := st.EvictedCap, uint64(n-st.Entities); got != want {
+				t.Errorf("cap evictions = %d, want %d (held %d)", got, want, st.Entities)
+			}
+		})
+	}
+}
+
+// TestMaxCardsSnapshot checks that caps survive a snapshot: a state written
+// under a larger cap is cut down to the reader's cap (least recently seen
+// first), counters included, and a Builder restored under the same cap then
+// evicts exactly as the one that wrote it.
+func TestMaxCardsSnapshot(t *testing.T) {
+	for _, engine := range []struct {
+		name string
+		opts []Option
+	}{{"builder", nil}, {"spec", []Option{withSpec(DefaultSpec(), true)}}} {
+		t.Run(engine.name, func(t *testing.T) {
+			opts := func(cards int) []Option { return append(slices.Clone(engine.opts), WithMaxCards(cards)) }
+			ev := func(i int) Event {
+				// arrival order is not time order: times shuffle by 7 mod 101
+				return Event{TxID: fmt.Sprint(i), CardID: fmt.Sprintf("card-%04d", i), TerminalID: "m",
+					TS: t0.Add(time.Duration(i*7%101) * time.Minute), Amount: 1}
+			}
+			src := NewBuilder(nil, opts(50)...)
+			row := make([]float32, src.Width())
+			for i := range 80 {
+				e := ev(i)
+				src.Update(&e, row)
+			}
+			var buf bytes.Buffer
+			if err := src.WriteState(&buf); err != nil {
+				t.Fatal(err)
+			}
+			small := NewBuilder(nil, opts(10)...)
+			if err := small.ReadState(bytes.NewReader(buf.Bytes())); err != nil {
+				t.Fatal(err)
+			}
+			if got := small.Cards(); got != 10 {
+				t.Fatalf("restored under cap 10: %d cards", got)
+			}
+			if got, want := small.Stats().EvictedCap, uint64(40); got != want {
+				t.Errorf("restored under cap 10: %d cap evictions, want %d", got, want)
+			}
+			// The 10 kept are the 10 most recently seen of the 50.
+			var held []int64
+			var all []int64
+			for i := range 80 {
+				e := ev(i)
+				ts := e.TS.UnixNano()
+				if src.peekHeld(e.CardID) {
+					all = append(all, ts)
+				}
+				if small.peekHeld(e.CardID) {
+					held = append(held, ts)
+				}
+			}
+			slices.Sort(all)
+			slices.Sort(held)
+			if want := all[len(all)-10:]; !slices.Equal(held, want) {
+				t.Errorf("kept times %v, want the newest %v", held, want)
+			}
+			same := NewBuilder(nil, opts(50)...)
+			if err := same.ReadState(bytes.NewReader(buf.Bytes())); err != nil {
+				t.Fatal(err)
+			}
+			for i := 80; i < 160; i++ {
+				e := ev(i)
+				src.Update(&e, row)
+				want := slices.Clone(src.EvictedCards())
+				same.Update(&e, row)
+				if got := same.EvictedCards(); !slices.Equal(got, want) {
+					t.Fatalf("event %d: restored Builder evicted %q, the writer %q", i, got, want)
+				}
+			}
+		})
+	}
+}
+
+// peekHeld reports whether b holds a state for card id.
+func (b *Builder) peekHeld(id string) bool {
+	if b.sp != nil {
+		return b.sp.loc.cur[id] != nil || b.sp.loc.old[id] != nil
+	}
+	return b.cards.cur[id] != nil || b.cards.old[id] != nil
+}
+
+// BenchmarkMemoryPerCardCapped measures the heap per card of made-up
+// cards with one event each, without a cap and under a cap they never
+// reach: the difference is the cost of the eviction heap.
+func BenchmarkMemoryPerCardCapped(b *testing.B) {
+	const cards = 100000
+	for _, max := range []int{0, 2 * cards} {
+		b.Run(fmt.Sprintf("max=%d", max), func(b *testing.B) {
+			for b.Loop() {
+				heap := fakeCards(NewBuilder(nil, WithMaxCards(max)), cards)
+				b.ReportMetric(float64(heap)/cards, "bytes/card")
+			}
+		})
+	}
+}
