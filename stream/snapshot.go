@@ -641,7 +641,7 @@ func (p *Pipeline) readSnapshotDir(workers []*worker, name, manifestSHA string) 
 	for _, w := range workers {
 		ss := newSeqStates(time.Duration(w.seq.ttl), p.met.stateResets, p.log)
 		ss.layout = w.seq.layout
-		r.builds = append(r.builds, features.NewBuilder(r.shared, p.cfg.featureOpts...))
+		r.builds = append(r.builds, features.NewBuilder(r.shared, p.workerFeatureOpts()...))
 		r.seqs = append(r.seqs, ss)
 		r.applied = append(r.applied, nil)
 	}
