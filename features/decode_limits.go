@@ -40,7 +40,7 @@ func (d *Decoder) checkLengths(p *parse) error {
 			}
 		}
 		return &DecodeError{Reason: ReasonFieldTooLong, Field: fieldNames[f],
-			Err: fmt.Errorf("%d bytes, more than %d", n, d.cfg.maxStr)}
+			Err: fmt.Errorf("too long: %d bytes, the limit is %d", n, d.cfg.maxStr)}
 	}
 	return nil
 }

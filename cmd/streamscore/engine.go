@@ -69,6 +69,10 @@ type engineConfig struct {
 	// Card-number pseudonyms (pan.go).
 	panConfig
 
+	// State caps and field lengths: --max-cards, --max-terminals,
+	// --max-field-bytes (memcap.go).
+	memConfig
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -112,6 +116,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	c.registerTrust(fs)
 	c.kafkaSecurity.register(fs)
 	c.kafkaSecurity.registerCheck(fs)
+	c.memConfig.register(fs)
 }
 
 // Validate checks the configuration as a whole.
@@ -178,6 +183,7 @@ func (c *engineConfig) Validate() error {
 	if err := c.kafkaSecurity.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.memConfig.Validate())
 	return errors.Join(errs...)
 }
 
@@ -330,6 +336,8 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
 		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness), features.WithTTL(c.TTL)),
+		stream.WithFeatureOptions(c.memConfig.featureOptions()...),
+		stream.WithDecoderOptions(c.memConfig.decoderOptions()...),
 	}
 	if dialer != nil {
 		opts = append(opts, stream.WithDialer(dialer))
