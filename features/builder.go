@@ -109,6 +109,7 @@ type Builder struct {
 	lastLate bool         // the last event Update or Peek was given was late
 	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
 	maxCards int          // WithMaxCards (0: unbounded); see state_cap.go
+	maxPts   int32        // WithMaxPoints (0: unbounded)
 }
 
 // NewBuilder returns a Builder whose terminal features come from s (a nil s
@@ -137,7 +138,7 @@ func NewBuilder(s *Shared, opts ...Option) *Builder {
 	if cfg.spec != nil {
 		b.sp = newSpecBuilder(cfg.spec, cfg)
 	}
-	b.maxCards = cfg.maxCards
+	b.maxCards, b.maxPts = cfg.maxCards, int32(cfg.maxPoints)
 	b.limitCards(0, 0)
 	return b
 }
@@ -219,7 +220,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 	}
 	first := !c.s.has()
 	prevTS := c.s.maxTS
-	idx := c.s.add(t, amt, b.wins, len(b.wins), b.lateness, b.retain)
+	idx := c.s.add(t, amt, b.wins, len(b.wins), b.lateness, b.retain, b.maxPts)
 	inserted := idx >= 0
 	inOrder := first || t >= prevTS
 

@@ -3,6 +3,7 @@ package features
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type config struct {
 	spec     *compiledSpec // nil: the hand-written default features
 	// Capacity (0: unbounded): WithMaxCards, WithMaxTerminals.
 	maxCards, maxTerminals int
+	maxPoints              int // WithMaxPoints
 }
 
 func defaultConfig() config {
@@ -121,6 +123,30 @@ func WithMaxTerminals(n int) Option {
 			return fmt.Errorf("%w: max terminals %d must be >= 0", ErrInvalidOption, n)
 		}
 		c.maxTerminals = n
+		return nil
+	}
+}
+
+// WithMaxPoints caps the events (points) each card's and each terminal's
+// history keeps (with WithSpec: each entity's). Default 0: unbounded (a
+// history keeps every event of its longest window plus the max lateness).
+// When an event would exceed the cap, the entity's oldest events are
+// dropped from its history and from every window holding them, as if they
+// had aged out; an out-of-order event older than every event kept by a
+// full history is scored but not inserted (Builder.Late counts it). Windows
+// then count and sum only the newest n events: exact for every entity with
+// fewer events than the cap over the longest window (30 days, 37 for the
+// lagged terminal windows, plus the max lateness), and biased low for the
+// others, the lagged windows first. The trap: a cap below the busiest
+// terminal's 37-day volume makes its features differ from the model's
+// training rows unless they were computed with the same cap. n must be in
+// [0, 2^31).
+func WithMaxPoints(n int) Option {
+	return func(c *config) error {
+		if n < 0 || n > math.MaxInt32 {
+			return fmt.Errorf("%w: max points %d must be in [0, 2^31)", ErrInvalidOption, n)
+		}
+		c.maxPoints = n
 		return nil
 	}
 }

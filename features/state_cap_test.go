@@ -3,8 +3,10 @@ package features
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -243,4 +245,108 @@ func BenchmarkMemoryPerCardCapped(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkBuilderUpdateCapped is BenchmarkBuilderUpdate's large population
+// (100,000 cards, 10,000 terminals) without caps, under caps it never
+// reaches, and under caps of half the population (every other new card or
+// terminal evicts one).
+func BenchmarkBuilderUpdateCapped(b *testing.B) {
+	for _, c := range []struct{ cards, terminals int }{{0, 0}, {200000, 20000}, {50000, 5000}} {
+		b.Run(fmt.Sprintf("max=%d,%d", c.cards, c.terminals), func(b *testing.B) {
+			benchUpdateOpts(b, 100000, 10000, WithMaxCards(c.cards), WithMaxTerminals(c.terminals))
+		})
+	}
+}
+
+// TestMaxPoints checks the points cap: a card and a terminal with 1,000
+// events a minute apart under a cap of 100 keep 100 points each, and the
+// last event's row equals that of an uncapped Builder given only the last
+// 100 events (the windows count and sum the newest 100); an out-of-order
+// event older than every point kept is scored but not inserted.
+func TestMaxPoints(t *testing.T) {
+	for _, engine := range []struct {
+		name string
+		opts []Option
+	}{{"builder", nil}, {"spec", []Option{withSpec(DefaultSpec(), true)}}} {
+		t.Run(engine.name, func(t *testing.T) {
+			const n, cap = 1000, 100
+			ev := func(i int) Event {
+				return Event{TxID: fmt.Sprint(i), CardID: "c", TerminalID: "m", TS: t0.Add(time.Duration(i) * time.Minute),
+					Amount: float64(1 + i%17), Country: "FR"}
+			}
+			capped := NewBuilder(nil, append(slices.Clone(engine.opts), WithMaxPoints(cap))...)
+			whole := NewBuilder(nil, engine.opts...)
+			tail := NewBuilder(nil, engine.opts...)
+			got := make([]float32, capped.Width())
+			uncapped := make([]float32, capped.Width())
+			want := make([]float32, capped.Width())
+			for i := range n {
+				e := ev(i)
+				capped.Update(&e, got)
+				whole.Update(&e, uncapped)
+				if i >= n-cap {
+					tail.Update(&e, want)
+				}
+			}
+			names := capped.Names()
+			for k := range want {
+				if d := math.Abs(float64(got[k] - want[k])); d > 1e-6*max(1, math.Abs(float64(want[k]))) {
+					t.Errorf("%s = %v, want %v (the newest %d events only)", names[k], got[k], want[k], cap)
+				}
+			}
+			// A snapshot of the capped state reads back (its structures are
+			// those Update makes) and scores the next event alike.
+			var buf bytes.Buffer
+			if err := capped.WriteState(&buf); err != nil {
+				t.Fatal(err)
+			}
+			restored := NewBuilder(nil, append(slices.Clone(engine.opts), WithMaxPoints(cap))...)
+			if err := restored.ReadState(&buf); err != nil {
+				t.Fatalf("read a capped state: %v", err)
+			}
+			next := ev(n)
+			a, r := make([]float32, capped.Width()), make([]float32, capped.Width())
+			capped.Peek(&next, a)
+			restored.Peek(&next, r)
+			for k := range a {
+				if a[k] != r[k] && !(names[k] == "terminal_tx_count_1h" || strings.HasPrefix(names[k], "terminal_")) {
+					t.Errorf("after a snapshot, %s = %v, want %v", names[k], r[k], a[k])
+				}
+			}
+			c1d := slices.Index(names, "card_tx_count_1d")
+			if got[c1d] != cap || uncapped[c1d] != n {
+				t.Errorf("card_tx_count_1d %v capped, %v uncapped; want %d and %d", got[c1d], uncapped[c1d], cap, n)
+			}
+			if p := capped.heldPoints("c"); p != cap {
+				t.Errorf("card holds %d points, want %d", p, cap)
+			}
+			old := ev(n - cap - 5) // within the lateness, older than every point kept
+			old.TxID = "old"
+			late := capped.Late()
+			capped.Update(&old, got)
+			if capped.Late() != late+1 || !capped.LastLate() {
+				t.Errorf("an event older than every point of a full history: Late %d -> %d, want +1", late, capped.Late())
+			}
+			mid := ev(n - 10) // out of order, newer than the oldest kept: inserted, the oldest dropped
+			mid.TxID = "mid"
+			capped.Update(&mid, got)
+			// At its own time it sees the kept points up to it: n-cap+1 ..
+			// n-10 (the oldest was dropped for it), and itself.
+			if capped.LastLate() || capped.heldPoints("c") != cap || got[c1d] != cap-10+1 {
+				t.Errorf("out-of-order event inside the kept history: late %v, %d points, count %v; want false, %d, %d",
+					capped.LastLate(), capped.heldPoints("c"), got[c1d], cap, cap-10+1)
+			}
+		})
+	}
+}
+
+// heldPoints returns the live points of card id's history.
+func (b *Builder) heldPoints(id string) int {
+	if b.sp != nil {
+		st := b.sp.loc.cur[id]
+		return len(st.s.pts) - int(st.s.off)
+	}
+	c := b.cards.cur[id]
+	return len(c.s.pts) - int(c.s.off)
 }

@@ -230,7 +230,7 @@ func (s *Shared) observe(id string, t int64, amt float64, row []float32) bool {
 		st.m.put(id, ts)
 	}
 	ts.seen = max(ts.seen, t)
-	inserted := ts.s.add(t, amt, s.wins, terminalSummed, s.lateness, s.retain) >= 0
+	inserted := ts.s.add(t, amt, s.wins, terminalSummed, s.lateness, s.retain, int32(s.cfg.maxPoints)) >= 0
 	s.features(ts, t, amt, inserted, row)
 	ts.evictLabels(s.retain)
 	return inserted

@@ -62,6 +62,7 @@ func TestFeaturesMaxCards(t *testing.T) {
 		{"default cap", nil, []string{"1", "1", "1", "2", "2", "2", "3", "3", "3"}},
 		{"cap 2", []string{"--max-cards", "2"}, []string{"1", "1", "1", "1", "1", "1", "1", "1", "1"}},
 		{"cap 3", []string{"--max-cards", "3"}, []string{"1", "1", "1", "2", "2", "2", "3", "3", "3"}},
+		{"points 2", []string{"--max-points", "2"}, []string{"1", "1", "1", "2", "2", "2", "2", "2", "2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := counts(tc.args...); !slices.Equal(got, tc.want) {
