@@ -350,3 +350,23 @@ func (b *Builder) heldPoints(id string) int {
 	c := b.cards.cur[id]
 	return len(c.s.pts) - int(c.s.off)
 }
+
+// TestEvictionsTTL checks the ttl eviction count, and that a capped map
+// releases the states the TTL dropped (its heap does not pin them).
+func TestEvictionsTTL(t *testing.T) {
+	b := NewBuilder(nil, WithTTL(time.Hour), WithMaxCards(1000))
+	row := make([]float32, b.Width())
+	for i := range 500 {
+		e := Event{TxID: fmt.Sprint(i), CardID: fmt.Sprint("c", i), TerminalID: "m", TS: t0, Amount: 1}
+		b.Update(&e, row)
+	}
+	e := Event{TxID: "late", CardID: "new", TerminalID: "m", TS: t0.Add(3 * time.Hour), Amount: 1}
+	b.Update(&e, row)
+	st := b.Stats()
+	if st.EvictedTTL != 500 || st.EvictedCap != 0 || st.Entities != 1 {
+		t.Errorf("stats %+v, want 500 ttl evictions, none for the cap, 1 card held", st)
+	}
+	if n := len(b.cards.lru); n > 64+1 {
+		t.Errorf("the eviction heap holds %d entries for 1 card: it pins the states the TTL dropped", n)
+	}
+}

@@ -68,7 +68,7 @@ func (m *expiryMap[V]) tick(now int64) {
 	}
 	m.cur = make(map[string]V, len(m.cur)/2)
 	m.rotateAt = now + m.ttl
-	if m.max > 0 && len(m.lru) > 2*m.len()+64 {
+	if m.max > 0 && m.heapGarbage() {
 		m.rebuild() // release the states the rotation dropped
 	}
 }
@@ -128,7 +128,7 @@ func (m *expiryMap[V]) put(key string, v V) {
 		for m.len() >= m.max && m.evictOne() {
 		}
 		m.lru.push(lruEntry[V]{ts: v.lastSeen(), key: k, v: v})
-		if len(m.lru) > 2*(m.len()+1)+64 {
+		if m.heapGarbage() {
 			m.rebuild() // entries of states the TTL dropped
 		}
 	}
@@ -149,6 +149,12 @@ func (m *expiryMap[V]) limit(max int, keep bool) {
 	for m.len() > max && m.evictOne() {
 	}
 }
+
+// heapGarbage reports whether the heap holds enough entries of states no
+// longer held (dropped by the TTL) to rebuild it: a fifth of its entries
+// (they pin their states' memory), so that a rebuild costs O(1) amortized
+// per state dropped.
+func (m *expiryMap[V]) heapGarbage() bool { n := m.len(); return len(m.lru) > n+n/4+64 }
 
 // rebuild makes the heap anew from the entities held.
 func (m *expiryMap[V]) rebuild() {
