@@ -457,6 +457,7 @@ func (p *Pipeline) restoreSnapshot(workers []*worker, committed map[int]int64) (
 		return nil, err
 	}
 	p.shared = r.shared
+	p.counts.shared.Store(r.shared)
 	capped := map[int]int64{}
 	for i, w := range workers {
 		w.build = r.builds[i]

@@ -17,6 +17,9 @@ import (
 type stateCounts struct {
 	cards            []atomic.Int64 // per worker
 	cardTTL, cardCap atomic.Uint64
+	// shared is p.shared for scrapes (a restore replaces p.shared while
+	// the metrics may be read).
+	shared atomic.Pointer[features.Shared]
 }
 
 // registerStateMetrics registers streamscore_stream_state_entities{entity}
@@ -24,6 +27,7 @@ type stateCounts struct {
 // (nil: none).
 func (p *Pipeline) registerStateMetrics(reg prometheus.Registerer) error {
 	p.counts.cards = make([]atomic.Int64, p.cfg.workers)
+	p.counts.shared.Store(p.shared)
 	if reg == nil {
 		return nil
 	}
@@ -49,11 +53,11 @@ func (p *Pipeline) registerStateMetrics(reg prometheus.Registerer) error {
 			}
 			return float64(n)
 		}),
-		gauge("terminal", func() float64 { return float64(p.shared.Stats().Entities) }),
+		gauge("terminal", func() float64 { return float64(p.counts.shared.Load().Stats().Entities) }),
 		counter("card", "ttl", func() float64 { return float64(p.counts.cardTTL.Load()) }),
 		counter("card", "cap", func() float64 { return float64(p.counts.cardCap.Load()) }),
-		counter("terminal", "ttl", func() float64 { return float64(p.shared.Stats().EvictedTTL) }),
-		counter("terminal", "cap", func() float64 { return float64(p.shared.Stats().EvictedCap) }),
+		counter("terminal", "ttl", func() float64 { return float64(p.counts.shared.Load().Stats().EvictedTTL) }),
+		counter("terminal", "cap", func() float64 { return float64(p.counts.shared.Load().Stats().EvictedCap) }),
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
