@@ -27,8 +27,9 @@ func (b *Builder) Stats() StateStats {
 
 // EvictedCards returns the ids of the cards the last Update evicted to make
 // room under WithMaxCards (usually none, at most a few), so that state kept
-// beside the Builder's for the same cards can be dropped with them. The
-// slice is reused by the next Update; ReadState empties it.
+// beside the Builder's for the same cards can be dropped with them; after
+// ReadState, those it evicted to fit a snapshot written under a larger cap.
+// The slice is reused by the next Update or ReadState.
 func (b *Builder) EvictedCards() []string {
 	if b.sp != nil {
 		return b.sp.loc.evicted
@@ -56,9 +57,11 @@ func (b *Builder) cardCounts() (ttl, dropped uint64) {
 }
 
 // limitCards applies the card cap to the card map in use (evicting down to
-// it: a snapshot written under a larger cap) and sets its eviction
-// counters to ttl and dropped plus the evictions this makes.
+// it: a snapshot written under a larger cap; EvictedCards then names them)
+// and sets its eviction counters to ttl and dropped plus the evictions this
+// makes.
 func (b *Builder) limitCards(ttl, dropped uint64) {
+	b.clearEvicted()
 	if b.sp != nil {
 		m := &b.sp.loc
 		m.droppedTTL, m.droppedCap = ttl, dropped
@@ -68,7 +71,6 @@ func (b *Builder) limitCards(ttl, dropped uint64) {
 		m.droppedTTL, m.droppedCap = ttl, dropped
 		m.limit(b.maxCards, true)
 	}
-	b.clearEvicted()
 }
 
 // Stats returns the Shared's statistics: its terminals, and with WithSpec

@@ -189,6 +189,9 @@ func TestMaxCardsSnapshot(t *testing.T) {
 			if got, want := small.Stats().EvictedCap, uint64(40); got != want {
 				t.Errorf("restored under cap 10: %d cap evictions, want %d", got, want)
 			}
+			if got := len(small.EvictedCards()); got != 40 {
+				t.Errorf("restored under cap 10: EvictedCards names %d cards, want 40", got)
+			}
 			// The 10 kept are the 10 most recently seen of the 50.
 			var held []int64
 			var all []int64

@@ -462,6 +462,7 @@ func (p *Pipeline) restoreSnapshot(workers []*worker, committed map[int]int64) (
 	for i, w := range workers {
 		w.build = r.builds[i]
 		w.seq = r.seqs[i]
+		w.evictedCards() // cut to a smaller --max-cards than the snapshot's
 		w.applied = r.applied[i]
 		w.restoredFrom = slices.Clone(r.applied[i])
 		for pi, off := range w.applied {
