@@ -109,11 +109,13 @@ type Builder struct {
 	rekeyed  uint64       // cards moved to their new pseudonym (rekey.go)
 	lastLate bool         // the last event Update or Peek was given was late
 	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
+	maxCards int          // WithMaxCards (0: unbounded); see state_cap.go
+	maxPts   int32        // WithMaxPoints (0: unbounded)
 }
 
 // NewBuilder returns a Builder whose terminal features come from s (a nil s
 // gets a private Shared built from opts). Options: WithTTL, WithMaxLateness,
-// WithSpec. It panics if an option is invalid, or if the Builder's spec
+// WithSpec, WithMaxCards. It panics if an option is invalid, or if the Builder's spec
 // (WithSpec, or none) is not s's.
 func NewBuilder(s *Shared, opts ...Option) *Builder {
 	cfg := newConfig(opts)
@@ -137,6 +139,8 @@ func NewBuilder(s *Shared, opts ...Option) *Builder {
 	if cfg.spec != nil {
 		b.sp = newSpecBuilder(cfg.spec, cfg)
 	}
+	b.maxCards, b.maxPts = cfg.maxCards, int32(cfg.maxPoints)
+	b.limitCards(0, 0)
 	return b
 }
 
@@ -198,6 +202,9 @@ func (b *Builder) LastLate() bool { return b.lastLate }
 // Update must be called once per event: for an event that may already have
 // been applied (a re-delivery), use Peek.
 func (b *Builder) Update(e *Event, row []float32) {
+	if len(b.EvictedCards()) > 0 {
+		b.clearEvicted()
+	}
 	if b.sp != nil {
 		b.updateSpec(e, row)
 		return
@@ -215,7 +222,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 	}
 	first := !c.s.has()
 	prevTS := c.s.maxTS
-	idx := c.s.add(t, amt, b.wins, len(b.wins), b.lateness, b.retain)
+	idx := c.s.add(t, amt, b.wins, len(b.wins), b.lateness, b.retain, b.maxPts)
 	inserted := idx >= 0
 	inOrder := first || t >= prevTS
 

@@ -534,7 +534,11 @@ func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float6
 	if en.hasOf {
 		tag = hashString(en.of.of(e))
 	}
-	idx := st.s.add(point{ts: t, amt: amt}, tag, en.wins, en.nSum, lateness, retain)
+	maxPts := int32(b.shared.cfg.maxPoints)
+	if en.local {
+		maxPts = b.maxPts
+	}
+	idx := st.s.add(point{ts: t, amt: amt}, tag, en.wins, en.nSum, lateness, retain, maxPts)
 	inserted := idx >= 0
 	inOrder := first || t >= prevTS
 	if inserted {

@@ -31,6 +31,9 @@ const (
 	// ReasonPseudonymKey: with a PAN key, card_id is a pseudonym under a key
 	// id that is neither the active nor the previous key's.
 	ReasonPseudonymKey = "unknown_pseudonym_key"
+	// ReasonFieldTooLong: a string field is longer than the decoder's
+	// WithMaxFieldBytes (an id made up to exhaust memory).
+	ReasonFieldTooLong = "field_too_long"
 )
 
 // errClearPAN is the text of a ReasonClearPAN error; it never holds the value.
@@ -67,6 +70,7 @@ type decoderConfig struct {
 	maxSkew time.Duration
 	clock   func() time.Time
 	pan     *PANKey // nil: no pseudonyms, and clear card numbers are refused
+	maxStr  int     // WithMaxFieldBytes
 }
 
 // WithMaxFutureSkew sets how far ahead of the decoder's clock an event or
@@ -101,7 +105,7 @@ type Decoder struct {
 
 // NewDecoder returns a Decoder. It panics if an option is invalid.
 func NewDecoder(opts ...DecoderOption) *Decoder {
-	c := decoderConfig{maxSkew: 5 * time.Minute, clock: time.Now}
+	c := decoderConfig{maxSkew: 5 * time.Minute, clock: time.Now, maxStr: DefaultMaxFieldBytes}
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -604,6 +608,9 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 	if err := d.checkTime(p.ts); err != nil {
 		return err
 	}
+	if err := d.checkLengths(&p); err != nil {
+		return err
+	}
 	var cardBuf [2 * maxPseudonymLen]byte
 	card, alias, err := d.protect(&p, cardBuf[:0])
 	if err != nil {
@@ -636,6 +643,9 @@ func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 		return err
 	}
 	if err := d.checkTime(p.ts); err != nil {
+		return err
+	}
+	if err := d.checkLengths(&p); err != nil {
 		return err
 	}
 	var cardBuf [2 * maxPseudonymLen]byte

@@ -79,6 +79,17 @@
 // Idle entities expire after WithTTL (default 35 days of event time), by
 // rotating two generations of maps (Go maps never shrink).
 //
+// Memory is bounded by caps (all unbounded by default; the engine's flags
+// set them): WithMaxCards and WithMaxTerminals evict the entity least
+// recently seen in event time (smallest newest-event time, ties by id:
+// exact, and independent of arrival order, via a lazy min-heap beside the
+// maps) when a new one would exceed the cap; WithMaxPoints drops an
+// entity's oldest events beyond its cap from its windows; the Decoder's
+// WithMaxFieldBytes refuses long ids (ReasonFieldTooLong). Builder.Stats
+// and Shared.Stats count the states held and the evictions by reason (ttl,
+// cap); Builder.EvictedCards names the cards an Update evicted, so that
+// state kept beside a Builder's follows them.
+//
 // Card state is owned by one Builder (one per worker, which owns the
 // partitions, hence the cards, it is fed); terminal state, which every worker
 // touches, lives in a Shared behind striped locks (WithStripes, default 64).
@@ -157,7 +168,8 @@
 // checksum, a corrupt length or structure) wraps ErrState, and leaves the
 // receiver empty: never a panic, never a partial state. ReadState reads
 // exactly the snapshot's bytes, so snapshots may be concatenated (the
-// Shared's, then each Builder's) in one file.
+// Shared's, then each Builder's) in one file. Caps are not in the
+// fingerprint: a snapshot read under smaller caps is cut down to them.
 //
 // # Features
 //
@@ -230,7 +242,8 @@
 //
 // The package exports no metrics: it does no I/O, and its callers (the
 // stream workers) count decoded events, dead letters by reason and feature
-// latency around it. Builder.Cards reports the card states held for a gauge,
+// latency around it. Builder.Stats and Shared.Stats report the states held
+// (gauges) and the evictions (counters); Builder.Cards reports the card states held for a gauge,
 // Builder.Late the events not inserted for lateness, for a counter, and
 // Builder.LastLate whether the last event was one of them (for its record).
 package features

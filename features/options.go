@@ -3,6 +3,7 @@ package features
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"sync"
 	"time"
@@ -21,6 +22,9 @@ type config struct {
 	lateness time.Duration
 	stripes  int
 	spec     *compiledSpec // nil: the hand-written default features
+	// Capacity (0: unbounded): WithMaxCards, WithMaxTerminals.
+	maxCards, maxTerminals int
+	maxPoints              int // WithMaxPoints
 }
 
 func defaultConfig() config {
@@ -75,6 +79,80 @@ func WithMaxLateness(d time.Duration) Option {
 		return nil
 	}
 }
+
+// WithMaxCards caps the number of card states a Builder holds. Default 0:
+// unbounded. When a new card would exceed the cap, the card least recently
+// seen in event time (the smallest newest-event time; ties: the smaller id)
+// is evicted first, exactly, whatever the arrival order; its next event
+// starts from empty state, as after the TTL. Builder.Stats counts the
+// evictions and Builder.EvictedCards names them (so that state kept beside
+// the Builder's, such as the stream's per-card model state, can follow).
+// The cap is per Builder: the stream gives each of its workers an equal
+// share (MaxCards / workers, rounded up), while Replay's single Builder has
+// it whole, so under cap pressure a stream with several workers evicts
+// other cards than a replay of the same events. With WithSpec, the card
+// labels a Shared keeps are capped by it too (an equal share per stripe).
+// The trap: the cap is a safety valve against made-up card ids, not a model
+// setting; size it above the cards active within the TTL (see the README's
+// memory budget), because every eviction of a real card loses its history.
+// n must be >= 0.
+func WithMaxCards(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("%w: max cards %d must be >= 0", ErrInvalidOption, n)
+		}
+		c.maxCards = n
+		return nil
+	}
+}
+
+// WithMaxTerminals caps the number of terminal states a Shared holds (with
+// WithSpec: the states of each entity kept in the Shared other than card_id,
+// each capped separately). Default 0: unbounded. The cap is split in equal
+// shares among the stripes (WithStripes; rounded up), and each stripe
+// evicts its terminal least recently seen in event time (ties: the smaller
+// id) when a new one would exceed its share; a terminal's stripe depends on
+// the Shared's hash key, and several workers update terminals in an order
+// that depends on timing, so under cap pressure which terminals are evicted
+// is not reproducible by a replay. The trap: as for WithMaxCards, size it
+// above the terminals active within the TTL; an evicted terminal also
+// loses its fraud labels. n must be >= 0.
+func WithMaxTerminals(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("%w: max terminals %d must be >= 0", ErrInvalidOption, n)
+		}
+		c.maxTerminals = n
+		return nil
+	}
+}
+
+// WithMaxPoints caps the events (points) each card's and each terminal's
+// history keeps (with WithSpec: each entity's). Default 0: unbounded (a
+// history keeps every event of its longest window plus the max lateness).
+// When an event would exceed the cap, the entity's oldest events are
+// dropped from its history and from every window holding them, as if they
+// had aged out; an out-of-order event older than every event kept by a
+// full history is scored but not inserted (Builder.Late counts it). Windows
+// then count and sum only the newest n events: exact for every entity with
+// fewer events than the cap over the longest window (30 days, 37 for the
+// lagged terminal windows, plus the max lateness), and biased low for the
+// others, the lagged windows first. The trap: a cap below the busiest
+// terminal's 37-day volume makes its features differ from the model's
+// training rows unless they were computed with the same cap. n must be in
+// [0, 2^31).
+func WithMaxPoints(n int) Option {
+	return func(c *config) error {
+		if n < 0 || n > math.MaxInt32 {
+			return fmt.Errorf("%w: max points %d must be in [0, 2^31)", ErrInvalidOption, n)
+		}
+		c.maxPoints = n
+		return nil
+	}
+}
+
+// MaxCards returns the card cap of opts (WithMaxCards; 0: unbounded).
+func MaxCards(opts ...Option) int { return newConfig(opts).maxCards }
 
 // WithStripes sets the number of lock stripes of a Shared (terminal state).
 // Default 64. n must be a power of two in [1, 4096]. More stripes mean less

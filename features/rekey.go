@@ -34,12 +34,10 @@ func rekey[V expiring](m *expiryMap[V], e *Event) bool {
 	if _, ok := m.get(e.CardID); ok {
 		return false
 	}
-	v, ok := m.get(e.CardAlias) // a live state from old is now in cur
-	if !ok {
+	if _, ok := m.get(e.CardAlias); !ok { // a live state from old is now in cur
 		return false
 	}
-	delete(m.cur, e.CardAlias)
-	m.cur[strings.Clone(e.CardID)] = v
+	m.rename(e.CardAlias, e.CardID)
 	return true
 }
 

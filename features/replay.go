@@ -16,6 +16,14 @@ import (
 // event and its row; row is reused and only valid during the call. Replay
 // stops at and returns fn's first error.
 func Replay(events []Event, labels []Label, opts []Option, fn func(e *Event, row []float32) error) error {
+	return ReplayEvicting(events, labels, opts, func(e *Event, row []float32, _ []string) error { return fn(e, row) })
+}
+
+// ReplayEvicting is Replay, whose fn also receives the ids of the cards
+// applying e evicted under WithMaxCards (Builder.EvictedCards: usually
+// none; only valid during the call), so that state kept beside the
+// features for the same cards can be dropped as the stream drops it.
+func ReplayEvicting(events []Event, labels []Label, opts []Option, fn func(e *Event, row []float32, evicted []string) error) error {
 	shared := NewShared(opts...)
 	b := NewBuilder(shared, opts...)
 	eo := order(len(events), func(i, j int) int { return events[i].TS.Compare(events[j].TS) })
@@ -29,7 +37,7 @@ func Replay(events []Event, labels []Label, opts []Option, fn func(e *Event, row
 			li++
 		}
 		b.Update(e, row)
-		if err := fn(e, row); err != nil {
+		if err := fn(e, row, b.EvictedCards()); err != nil {
 			return err
 		}
 	}

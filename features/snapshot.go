@@ -107,6 +107,8 @@ func (b *Builder) WriteState(w io.Writer) error {
 // not run concurrently with the Builder's other methods.
 func (b *Builder) ReadState(r io.Reader) error {
 	b.resetState()
+	ttl, dropped := b.cardCounts()
+	defer b.limitCards(ttl, dropped)
 	d := newStateReader(r, stateBuilder)
 	d.fingerprint(b.fingerprint(), "Builder")
 	n, late, lastLate := d.u64(), d.u64(), d.flag()
@@ -136,12 +138,14 @@ func (b *Builder) ReadState(r io.Reader) error {
 
 // resetState empties the Builder, as NewBuilder left it.
 func (b *Builder) resetState() {
+	ttl, dropped := b.cardCounts()
 	b.cards = newExpiryMap[*cardState](b.cards.ttl)
 	b.n, b.late, b.lastLate = 0, 0, false
 	if b.sp != nil {
 		b.sp.loc = newExpiryMap[*entState](b.sp.loc.ttl)
 		b.sp.empty = entState{}
 	}
+	b.limitCards(ttl, dropped)
 }
 
 func (b *Builder) fingerprint() stateFP {
@@ -311,10 +315,15 @@ func (s *Shared) readState(r io.Reader) error {
 	for i := range s.stripes {
 		st := &s.stripes[i]
 		st.mu.Lock()
+		fresh[i].m.droppedTTL, fresh[i].m.droppedCap = st.m.droppedTTL, st.m.droppedCap
 		st.m = fresh[i].m
 		if s.sp != nil {
+			for k := range st.spec {
+				fresh[i].spec[k].droppedTTL, fresh[i].spec[k].droppedCap = st.spec[k].droppedTTL, st.spec[k].droppedCap
+			}
 			st.spec = fresh[i].spec
 		}
+		s.limitStripe(st)
 		st.mu.Unlock()
 	}
 	return nil
@@ -327,10 +336,15 @@ func (s *Shared) resetState() {
 	for i := range s.stripes {
 		st := &s.stripes[i]
 		st.mu.Lock()
-		st.m = newExpiryMap[*terminalState](ttl)
+		m := newExpiryMap[*terminalState](ttl)
+		m.droppedTTL, m.droppedCap = st.m.droppedTTL, st.m.droppedCap
+		st.m = m
 		for k := range st.spec {
-			st.spec[k] = newExpiryMap[*entState](ttl)
+			e := newExpiryMap[*entState](ttl)
+			e.droppedTTL, e.droppedCap = st.spec[k].droppedTTL, st.spec[k].droppedCap
+			st.spec[k] = e
 		}
+		s.limitStripe(st)
 		st.mu.Unlock()
 	}
 }

@@ -95,7 +95,7 @@ func (s *Shared) sweep(i uint64, now int64) {
 }
 
 // NewShared returns empty terminal state. Options: WithTTL, WithMaxLateness,
-// WithStripes, WithSpec (then it holds the state of the spec's entities other
+// WithStripes, WithMaxTerminals, WithMaxCards (a spec's card labels), WithSpec (then it holds the state of the spec's entities other
 // than card_id, and the fraud labels of its labelled entities). It panics if
 // an option is invalid.
 func NewShared(opts ...Option) *Shared {
@@ -120,6 +120,9 @@ func NewShared(opts ...Option) *Shared {
 				st.spec[k] = newExpiryMap[*entState](int64(cfg.ttl))
 			}
 		}
+	}
+	for i := range s.stripes {
+		s.limitStripe(&s.stripes[i])
 	}
 	return s
 }
@@ -227,7 +230,7 @@ func (s *Shared) observe(id string, t int64, amt float64, row []float32) bool {
 		st.m.put(id, ts)
 	}
 	ts.seen = max(ts.seen, t)
-	inserted := ts.s.add(t, amt, s.wins, terminalSummed, s.lateness, s.retain) >= 0
+	inserted := ts.s.add(t, amt, s.wins, terminalSummed, s.lateness, s.retain, int32(s.cfg.maxPoints)) >= 0
 	s.features(ts, t, amt, inserted, row)
 	ts.evictLabels(s.retain)
 	return inserted

@@ -117,14 +117,17 @@ func (s *series) sumRange(a *agg, i, j int32) {
 // inserted (add returns -1); otherwise add returns the absolute index the
 // point was inserted at (valid until the next call). retain is the history
 // kept behind maxTS: the longest window span plus lateness. wins[:summed]
-// keep running sums, the others only their counts.
-func (s *series) add(ts int64, amt float64, wins []window, summed int, lateness, retain int64) int32 {
-	return s.addTagged(ts, amt, 0, nil, wins, summed, lateness, retain)
+// keep running sums, the others only their counts. maxPts (> 0) caps the
+// live points: beyond it the oldest are dropped, from the windows too (see
+// WithMaxPoints), and an out-of-order point older than every live point of
+// a full series is not inserted (add returns -1, as for a late one).
+func (s *series) add(ts int64, amt float64, wins []window, summed int, lateness, retain int64, maxPts int32) int32 {
+	return s.addTagged(ts, amt, 0, nil, wins, summed, lateness, retain, maxPts)
 }
 
 // addTagged is add; when tags is not nil, it keeps *tags parallel to pts
 // (same length, same absolute indexes), with tag at the new point's index.
-func (s *series) addTagged(ts int64, amt float64, tag uint64, tags *[]uint64, wins []window, summed int, lateness, retain int64) int32 {
+func (s *series) addTagged(ts int64, amt float64, tag uint64, tags *[]uint64, wins []window, summed int, lateness, retain int64, maxPts int32) int32 {
 	if s.ws == nil {
 		s.ws = make([]winState, len(wins))
 		s.maxTS = ts
@@ -140,10 +143,13 @@ func (s *series) addTagged(ts int64, amt float64, tag uint64, tags *[]uint64, wi
 			s.maxTS = ts
 		}
 		s.advance(wins, summed)
-		return idx - s.evict(retain, tags)
+		return idx - s.evict(retain, maxPts, summed, tags)
 	}
 	if ts < s.maxTS-lateness {
 		return -1
+	}
+	if maxPts > 0 && int32(len(s.pts))-s.off >= maxPts && ts < s.pts[s.off].ts {
+		return -1 // full, and older than every point kept
 	}
 	i := s.upper(ts)
 	s.pts = append(s.pts, point{})
@@ -168,6 +174,14 @@ func (s *series) addTagged(ts int64, amt float64, tag uint64, tags *[]uint64, wi
 				st.sum += amt
 				st.sq += amt * amt
 			}
+		}
+	}
+	if maxPts > 0 {
+		// Not the new point (i > off), unless the cap was lowered since
+		// the series filled (a snapshot restored under a smaller cap).
+		s.dropOldest(int32(len(s.pts))-s.off-maxPts, summed)
+		if i < s.off {
+			return -1
 		}
 	}
 	return i
@@ -255,15 +269,50 @@ func (s *series) resum(summed int) {
 // evict drops points at or before maxTS-retain, and compacts the deque once
 // the dropped prefix is as long as the live part; it returns how far
 // absolute indexes moved down. Tags (when not nil) follow.
-func (s *series) evict(retain int64, tags *[]uint64) int32 {
+func (s *series) evict(retain int64, maxPts int32, summed int, tags *[]uint64) int32 {
 	horizon := s.maxTS - retain
 	for s.off < int32(len(s.pts)) && s.pts[s.off].ts <= horizon {
 		s.off++
+	}
+	if maxPts > 0 {
+		s.dropOldest(int32(len(s.pts))-s.off-maxPts, summed)
 	}
 	if s.off < 16 || s.off < int32(len(s.pts))-s.off {
 		return 0
 	}
 	return s.compact(true, tags)
+}
+
+// dropOldest drops the n (if > 0) oldest live points, which may still be
+// inside windows (the points cap): they leave the windows' counts and
+// running sums as they would leave by time.
+func (s *series) dropOldest(n int32, summed int) {
+	if n <= 0 {
+		return
+	}
+	off := s.off + n
+	for k := range s.ws {
+		st := &s.ws[k]
+		if st.start >= off {
+			continue
+		}
+		if k < summed {
+			for _, p := range s.pts[st.start:min(st.end, off)] {
+				st.sum -= p.amt
+				st.sq -= p.amt * p.amt
+				s.subs++
+			}
+		}
+		st.start = off
+		st.end = max(st.end, off)
+		if k < summed && st.start == st.end {
+			st.sum, st.sq = 0, 0
+		}
+	}
+	s.off = off
+	if s.subs > 64 && s.subs > int32(len(s.pts))-s.off {
+		s.resum(summed)
+	}
 }
 
 // compact moves the live points to the front (into a smaller array when

@@ -15,10 +15,10 @@ type xseries struct {
 }
 
 // add is series.add, keeping tags parallel to pts when tagged.
-func (s *xseries) add(p point, tag uint64, wins []window, summed int, lateness, retain int64) int32 {
+func (s *xseries) add(p point, tag uint64, wins []window, summed int, lateness, retain int64, maxPts int32) int32 {
 	var tags *[]uint64
 	if s.tagged {
 		tags = &s.tags
 	}
-	return s.addTagged(p.ts, p.amt, tag, tags, wins, summed, lateness, retain)
+	return s.addTagged(p.ts, p.amt, tag, tags, wins, summed, lateness, retain, maxPts)
 }

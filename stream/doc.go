@@ -132,4 +132,6 @@
 //	streamscore_stream_state_snapshot_bytes                size of the last snapshot
 //	streamscore_stream_state_snapshot_pause_seconds        how long workers were paused for the last interval snapshot
 //	streamscore_stream_state_offsets_skipped_total         offsets between a restored state and a partition's first event
+//	streamscore_stream_state_entities{entity}              states held: card (all workers), terminal (the shared state)
+//	streamscore_stream_state_evictions_total{entity,reason}  states dropped: reason ttl (idle) or cap (features.WithMaxCards, WithMaxTerminals)
 package stream

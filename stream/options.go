@@ -208,7 +208,11 @@ func WithDecoderOptions(opts ...features.DecoderOption) Option {
 	}
 }
 
-// WithFeatureOptions passes options to the feature state.
+// WithFeatureOptions passes options to the feature state. Default: none
+// (features' defaults: no caps). The card cap (features.WithMaxCards) is
+// divided equally among the workers, each of which has its own Builder;
+// the trap: with several workers, a partition-skewed load evicts on the
+// busiest worker before the total reaches the cap.
 func WithFeatureOptions(opts ...features.Option) Option {
 	return func(c *config) error {
 		c.featureOpts = append(c.featureOpts, opts...)

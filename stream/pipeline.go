@@ -48,6 +48,7 @@ type Pipeline struct {
 	activeLabels [][4]string
 
 	shared *features.Shared
+	counts stateCounts // state size and evictions, for the metrics
 	// labelMu serialises label application with state snapshots;
 	// labelNext is, per labels partition, the next offset to read (every
 	// label before it is applied to shared).
@@ -119,6 +120,9 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 		tracker: commit.New(),
 		met:     met,
 		log:     cfg.log.With("component", "stream", "topic", topic, "group", group),
+	}
+	if err := p.registerStateMetrics(cfg.reg); err != nil {
+		return nil, err
 	}
 	// Bind here so a layout mismatch fails at start-up, not in a worker.
 	b := features.NewBuilder(p.shared, cfg.featureOpts...)

@@ -114,7 +114,10 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 		evs, cards, emit = evs[:0], cards[:0], emit[:0]
 		return nil
 	}
-	err = features.Replay(hist, labels, cfg.featureOpts, func(e *features.Event, row []float32) error {
+	err = features.ReplayEvicting(hist, labels, cfg.featureOpts, func(e *features.Event, row []float32, evicted []string) error {
+		for _, id := range evicted { // as the stream's workers do
+			seq.drop(id)
+		}
 		before := e.TS.Before(from)
 		if before && !seq.stateful() {
 			return nil

@@ -43,14 +43,42 @@ func TestReplayMatchesStreamSequential(t *testing.T) {
 	replayMatchesStream(t, ms, models.ShippedDecisionModel, "seq_gru")
 }
 
+// TestReplayMatchesStreamCapped does the same under a card cap that
+// evicts real cards (400 cards, a cap of 150): the stream's worker and
+// Replay evict the same cards at the same events, windows and sequential
+// model states alike. The metrics count the evictions and the cards held.
+func TestReplayMatchesStreamCapped(t *testing.T) {
+	ms := append(shippedModels(t), seqModel(t, models.FamilyGRU, "seq_gru", 1))
+	reg := prometheus.NewRegistry()
+	const maxCards = 150
+	replayMatchesStreamWith(t, ms, reg, []stream.Option{stream.WithFeatureOptions(features.WithMaxCards(maxCards))},
+		models.ShippedDecisionModel, "seq_gru")
+	evicted := metricValue(t, reg, "streamscore_stream_state_evictions_total", "entity", "card", "reason", "cap")
+	held := metricValue(t, reg, "streamscore_stream_state_entities", "entity", "card")
+	t.Logf("cards held %v, evicted for the cap %v", held, evicted)
+	if evicted < 250 || held != maxCards {
+		t.Errorf("card evictions %v (want >= 250: 400 cards under a cap of %d), cards held %v (want %d)", evicted, maxCards, held, maxCards)
+	}
+	if n := metricValue(t, reg, "streamscore_stream_state_entities", "entity", "terminal"); n < 1 || n > 40 {
+		t.Errorf("terminals held %v, want 1 to 40", n)
+	}
+	if n := metricValue(t, reg, "streamscore_stream_state_evictions_total", "entity", "terminal", "reason", "cap"); n != 0 {
+		t.Errorf("terminal cap evictions %v without a terminal cap", n)
+	}
+}
+
 func replayMatchesStream(t *testing.T, ms []*models.Model, deciders ...string) {
+	replayMatchesStreamWith(t, ms, prometheus.NewRegistry(), nil, deciders...)
+}
+
+func replayMatchesStreamWith(t *testing.T, ms []*models.Model, reg *prometheus.Registry, extra []stream.Option, deciders ...string) {
 	brokers := startKafka(t, map[string]int{txTopic: 1, scoresTopic: 1})
 	events, msgs, start, end := history(t, 11, 3000)
 	produce(t, brokers, txTopic, msgs...)
 
-	opts := []stream.Option{stream.WithDecisionModels(deciders...)}
+	opts := append([]stream.Option{stream.WithDecisionModels(deciders...)}, extra...)
 	p := newPipeline(t, brokers, "replay", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}),
-		append(opts, stream.WithWorkers(1), stream.WithRegisterer(prometheus.NewRegistry()), stream.WithAudit(false))...)
+		append(opts, stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false))...)
 	r := runPipeline(t, p)
 	waitScored(t, p, len(events))
 	if err := r.stop(t); err != nil {

@@ -178,6 +178,9 @@ func (ss *seqStates) state(c *cardSeq, slot int) []float32 {
 	return c.data[sl.off : sl.off+sl.size : sl.off+sl.size]
 }
 
+// drop forgets card id's state (the Builder evicted the card for its cap).
+func (ss *seqStates) drop(id string) { delete(ss.cards, id) }
+
 // sweep drops the cards idle for longer than the TTL, once at least
 // max(seqSweepEvery, cards) events were counted since the last sweep (a card
 // seen again after the TTL but before a sweep is reset by card). Call it

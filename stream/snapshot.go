@@ -457,10 +457,12 @@ func (p *Pipeline) restoreSnapshot(workers []*worker, committed map[int]int64) (
 		return nil, err
 	}
 	p.shared = r.shared
+	p.counts.shared.Store(r.shared)
 	capped := map[int]int64{}
 	for i, w := range workers {
 		w.build = r.builds[i]
 		w.seq = r.seqs[i]
+		w.evictedCards() // cut to a smaller --max-cards than the snapshot's
 		w.applied = r.applied[i]
 		w.restoredFrom = slices.Clone(r.applied[i])
 		for pi, off := range w.applied {
@@ -641,7 +643,7 @@ func (p *Pipeline) readSnapshotDir(workers []*worker, name, manifestSHA string) 
 	for _, w := range workers {
 		ss := newSeqStates(time.Duration(w.seq.ttl), p.met.stateResets, p.log)
 		ss.layout = w.seq.layout
-		r.builds = append(r.builds, features.NewBuilder(r.shared, p.cfg.featureOpts...))
+		r.builds = append(r.builds, features.NewBuilder(r.shared, p.workerFeatureOpts()...))
 		r.seqs = append(r.seqs, ss)
 		r.applied = append(r.applied, nil)
 	}

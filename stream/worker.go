@@ -39,10 +39,11 @@ type worker struct {
 	// state snapshot until the partition's first event was checked
 	// against it (checkGap), else -1; nil without a restore.
 	restoredFrom []int64
-	pause        chan *pauseReq // state snapshots: pause between batches
-	torn         bool           // run returned on a hard stop with an open batch
-	late         uint64         // the Builder's Late() already added to the metric
-	rekeyed      uint64         // the Builder's Rekeyed() already added to the metric
+	pause        chan *pauseReq      // state snapshots: pause between batches
+	torn         bool                // run returned on a hard stop with an open batch
+	late         uint64              // the Builder's Late() already added to the metric
+	rekeyed      uint64              // the Builder's Rekeyed() already added to the metric
+	evicted      features.StateStats // the Builder's Stats() already added to the metrics
 
 	seq          *seqStates // per-card state of the sequential models
 	slotOf       []int      // per scorer: its state slot, or -1 (stateless)
@@ -106,7 +107,7 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 		out:   make(chan *batch, p.cfg.inFlight),
 		free:  make(chan *batch, p.cfg.inFlight+1),
 		dec:   features.NewDecoder(p.cfg.decoderOpts...),
-		build: features.NewBuilder(p.shared, p.cfg.featureOpts...),
+		build: features.NewBuilder(p.shared, p.workerFeatureOpts()...),
 		seq:   newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 		pause: make(chan *pauseReq),
 	}
@@ -291,6 +292,7 @@ func (w *worker) add(b *batch, m kafka.Message) {
 	} else {
 		w.build.Update(ev, row)
 		w.applied[pi] = m.Offset
+		w.evictedCards()
 	}
 	late := w.build.LastLate()
 	b.late = append(b.late, late)
@@ -327,6 +329,7 @@ func (w *worker) flush(b *batch) {
 		w.p.met.rekeyed.Add(float64(n - w.rekeyed))
 		w.rekeyed = n
 	}
+	w.countState()
 	wm := w.m
 	if rows > 0 {
 		x := b.x[:rows*w.width]

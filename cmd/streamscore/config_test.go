@@ -425,6 +425,11 @@ func TestEngineConfigValidate(t *testing.T) {
 		{"state interval without state dir", func(c *engineConfig) { c.StateInterval = time.Minute }, []string{"--state-interval 1m0s needs --state-dir"}},
 		{"state interval below 1s", func(c *engineConfig) { c.StateDir, c.StateInterval = "/tmp/s", time.Millisecond }, []string{"--state-interval 1ms"}},
 		{"state dir and interval", func(c *engineConfig) { c.StateDir, c.StateInterval = "/tmp/s", time.Minute }, nil},
+		{"negative max-cards", func(c *engineConfig) { c.MaxCards = -1 }, []string{"--max-cards -1"}},
+		{"unbounded cards and terminals", func(c *engineConfig) { c.MaxCards, c.MaxTerminals = 0, 0 }, nil},
+		{"negative max-terminals", func(c *engineConfig) { c.MaxTerminals = -1 }, []string{"--max-terminals -1"}},
+		{"negative max-points", func(c *engineConfig) { c.MaxPoints = -1 }, []string{"--max-points -1"}},
+		{"max-field-bytes zero", func(c *engineConfig) { c.MaxFieldBytes = 0 }, []string{"--max-field-bytes 0"}},
 		{"several at once", func(c *engineConfig) { c.Group, c.Topic, c.Workers = "", "", 0 }, []string{"--group", "--topic", "--workers"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -73,6 +73,9 @@ type engineConfig struct {
 	// Feature definitions and the alert-rate guard: --allow-unpinned-models,
 	// --alert-guard-* (feature_defs.go).
 	featureCheckConfig
+	// State caps and field lengths: --max-cards, --max-terminals,
+	// --max-field-bytes (memcap.go).
+	memConfig
 
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
@@ -119,6 +122,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	c.kafkaSecurity.register(fs)
 	c.kafkaSecurity.registerCheck(fs)
 	c.registerFeatureCheck(fs, true)
+	c.memConfig.register(fs)
 }
 
 // Validate checks the configuration as a whole.
@@ -188,6 +192,7 @@ func (c *engineConfig) Validate() error {
 	if err := c.kafkaSecurity.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.memConfig.Validate())
 	return errors.Join(errs...)
 }
 
@@ -373,6 +378,8 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
 		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness), features.WithTTL(c.TTL)),
+		stream.WithFeatureOptions(c.memConfig.featureOptions()...),
+		stream.WithDecoderOptions(c.memConfig.decoderOptions()...),
 	}
 	if dialer != nil {
 		opts = append(opts, stream.WithDialer(dialer))

@@ -20,6 +20,7 @@ type historyFlags struct {
 	spec           string
 	lateness       time.Duration
 	pan            panConfig
+	mem            memConfig // --max-cards, --max-terminals, --max-field-bytes: as the engine's
 }
 
 func (h *historyFlags) register(fs *flag.FlagSet, labelsHelp string) {
@@ -30,6 +31,7 @@ func (h *historyFlags) register(fs *flag.FlagSet, labelsHelp string) {
 	fs.StringVar(&h.spec, "features", "", "feature spec YAML, as the engine's --features (default: the embedded default spec; docs/features.md)")
 	fs.DurationVar(&h.lateness, "max-lateness", time.Hour, "as the engine's --max-lateness (it only matters for out-of-order input)")
 	h.pan.register(fs)
+	h.mem.register(fs)
 }
 
 // history is recorded history read for a replay.
@@ -58,8 +60,11 @@ func (h *historyFlags) load(cmd string) (*history, error) {
 	if !to.After(from) {
 		return nil, fmt.Errorf("%s: --to must be after --from", cmd)
 	}
+	if err := h.mem.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
 	out := &history{from: from, to: to, names: features.Names(),
-		opts: []features.Option{features.WithMaxLateness(h.lateness)}}
+		opts: append([]features.Option{features.WithMaxLateness(h.lateness)}, h.mem.featureOptions()...)}
 	if h.spec != "" {
 		spec, err := loadSpec(h.spec)
 		if err != nil {
@@ -72,7 +77,7 @@ func (h *historyFlags) load(cmd string) (*history, error) {
 	if err != nil {
 		return nil, err
 	}
-	if out.events, out.labels, err = readHistory(h.events, h.labels, panOpts...); err != nil {
+	if out.events, out.labels, err = readHistory(h.events, h.labels, append(panOpts, h.mem.decoderOptions()...)...); err != nil {
 		return nil, err
 	}
 	return out, nil
