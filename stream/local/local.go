@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Kafka is an in-process Kafka-protocol cluster.
@@ -135,6 +136,23 @@ func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
 		}()
 	}
 	return k, nil
+}
+
+// FailProduce makes the cluster drop the connection of every Produce
+// request until until is closed: a Kafka sink outage (writers see
+// connection errors and retry) while fetches, commits and metadata keep
+// working. For fault-injection tests.
+func (k *Kafka) FailProduce(until <-chan struct{}) {
+	k.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-until:
+			k.cluster.DropControl()
+			return nil, nil, false
+		default:
+			k.cluster.KeepControl()
+			return nil, errors.New("local: injected produce outage"), true
+		}
+	})
 }
 
 // Brokers returns the host:port addresses of the cluster.
