@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -297,6 +298,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		defer t.Stop()
 		select {
 		case <-t.C:
+			p.logDrainTimeout(workers)
 			p.cancel(ErrDrainTimeout)
 		case <-drainDone:
 		}
@@ -440,6 +442,25 @@ func closeWithin(d time.Duration, close func() error) error {
 	case <-t.C:
 		return fmt.Errorf("stream: close did not finish within %v; left behind", d)
 	}
+}
+
+// logDrainTimeout says, when the drain deadline passes, what the drain was
+// still waiting for: batches handed to the sinks and not acknowledged, and
+// per partition the offsets fetched and not committed. (The sinks' own
+// failures, with their causes, are logged by the sinks and in /readyz.)
+func (p *Pipeline) logDrainTimeout(workers []*worker) {
+	waiting := 0
+	for _, w := range workers {
+		waiting += len(w.out) + (cap(w.free) - len(w.free))
+	}
+	var pending []string
+	for _, part := range p.tracker.Partitions() {
+		if n, committed := p.tracker.Pending(part); n > 0 {
+			pending = append(pending, fmt.Sprintf("p%d: %d after offset %d", part, n, committed))
+		}
+	}
+	p.log.Error("drain timeout exceeded: stopping hard; uncommitted events are re-delivered on restart",
+		"drain_timeout", p.cfg.drainTimeout, "batches_not_acked", waiting, "uncommitted", strings.Join(pending, ", "))
 }
 
 // isFatalFetch reports whether a fetch error is a refusal retrying cannot fix

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -48,8 +50,10 @@ func TestSoftStopWithSinkDown(t *testing.T) {
 	produceGood(t, brokers, 3000)
 	fan := sinks.NewFanout([]sinks.Sink{downSink{}}, sinks.WithFanoutBackoff(time.Millisecond, 10*time.Millisecond))
 	t.Cleanup(func() { fan.Close() })
+	var logs syncBuffer
 	p := newPipeline(t, brokers, "down", shippedModels(t), fan, stream.WithRegisterer(prometheus.NewRegistry()),
-		stream.WithMaxBatch(16), stream.WithInFlight(1), stream.WithQueueDepth(8), stream.WithDrainTimeout(time.Second))
+		stream.WithMaxBatch(16), stream.WithInFlight(1), stream.WithQueueDepth(8), stream.WithDrainTimeout(time.Second),
+		stream.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if ph := p.Phase(); ph != stream.PhaseNew {
 		t.Fatalf("phase before Run: %v", ph)
 	}
@@ -66,6 +70,10 @@ func TestSoftStopWithSinkDown(t *testing.T) {
 	}
 	if ph := p.Phase(); ph != stream.PhaseStopped {
 		t.Fatalf("phase after Run: %v", ph)
+	}
+	// The timeout says what it was waiting for, not only that it passed.
+	if out := logs.String(); !regexp.MustCompile(`msg="drain timeout exceeded[^"]*" .*batches_not_acked=[1-9].*uncommitted="p\d+: \d+ after offset`).MatchString(out) {
+		t.Errorf("no drain-timeout line naming what was waiting:\n%s", out)
 	}
 	if n := p.Stats().Scored.Load(); n != 0 {
 		t.Fatalf("%d events counted as scored with the sink down", n)

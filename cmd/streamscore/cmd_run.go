@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/streamscore/streamscore/stream"
 )
 
 // cmdRun is the production daemon: it consumes the transactions topic as a
@@ -83,6 +87,10 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	start := time.Now()
 	err = e.pipeline.Run(ctx)
+	if errors.Is(err, stream.ErrDrainTimeout) {
+		// Say why: what the connections and sinks report (their causes).
+		log.Error("drain timeout: what was still failing", "problems", strings.Join(e.health.Problems(), "; "))
+	}
 	rcancel()
 	st := e.pipeline.Stats()
 	log.Info("run finished", "uptime", time.Since(start).Round(time.Millisecond), "consumed", st.Consumed.Load(),
