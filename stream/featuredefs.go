@@ -56,8 +56,9 @@ func WithAlertRateGuard(events int, factor float64) Option {
 	}
 }
 
-// modelFeatureDefs converts feature definitions to the models package's.
-func modelFeatureDefs(defs []features.Definition) []models.FeatureDef {
+// ModelFeatureDefs converts feature definitions (features) to the form model
+// files record and check them in (models), which do not import each other.
+func ModelFeatureDefs(defs []features.Definition) []models.FeatureDef {
 	out := make([]models.FeatureDef, len(defs))
 	for i, d := range defs {
 		out[i] = models.FeatureDef{Name: d.Name, Text: d.Text, Hash: d.Hash}
@@ -65,10 +66,13 @@ func modelFeatureDefs(defs []features.Definition) []models.FeatureDef {
 	return out
 }
 
-// checkDefinitions checks every model of ms and shadows against the
-// pipeline's feature definitions: a mismatch is an error; an unpinned
-// model is an error unless allowUnpinned, then a warning.
-func checkDefinitions(ms, shadows []*models.Model, defs []models.FeatureDef, allowUnpinned bool, log *slog.Logger) error {
+// CheckModelFeatures checks every model of ms and shadows against the
+// feature definitions defs (ModelFeatureDefs of the pipeline's spec): a
+// mismatch is an error naming the feature (models.ErrFeatureMismatch); a
+// model that records no definitions is an error (models.ErrUnpinned) unless
+// allowUnpinned, then a warning on log. The pipeline, Replay and the
+// command line's score, predict and inspect all check through it.
+func CheckModelFeatures(ms, shadows []*models.Model, defs []models.FeatureDef, allowUnpinned bool, log *slog.Logger) error {
 	for i, m := range append(append([]*models.Model(nil), ms...), shadows...) {
 		err := m.CheckFeatures(defs)
 		if errors.Is(err, models.ErrUnpinned) && allowUnpinned {

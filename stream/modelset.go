@@ -111,7 +111,7 @@ func (p *Pipeline) newModelSet(ms, shadows []*models.Model) (*modelSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkDefinitions(ms, shadows, p.defs, p.cfg.allowUnpinned, p.log); err != nil {
+	if err := CheckModelFeatures(ms, shadows, p.defs, p.cfg.allowUnpinned, p.log); err != nil {
 		return nil, err
 	}
 	s := &modelSet{models: ms, decides: decides, shadows: shadows, workers: make([]*workerModels, p.cfg.workers),

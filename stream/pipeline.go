@@ -127,7 +127,7 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 	}
 	// Bind here so a layout mismatch fails at start-up, not in a worker.
 	b := features.NewBuilder(p.shared, cfg.featureOpts...)
-	p.names, p.defs = b.Names(), modelFeatureDefs(b.Definitions())
+	p.names, p.defs = b.Names(), ModelFeatureDefs(b.Definitions())
 	set, err := p.newModelSet(ms, cfg.shadows)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidModelSet, err)

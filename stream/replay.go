@@ -47,7 +47,7 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 	}
 	b := features.NewBuilder(features.NewShared(cfg.featureOpts...), cfg.featureOpts...)
 	names := b.Names()
-	if err := checkDefinitions(ms, nil, modelFeatureDefs(b.Definitions()), cfg.allowUnpinned, cfg.log); err != nil {
+	if err := CheckModelFeatures(ms, nil, ModelFeatureDefs(b.Definitions()), cfg.allowUnpinned, cfg.log); err != nil {
 		return fmt.Errorf("stream: replay: %w", err)
 	}
 	width := len(names)

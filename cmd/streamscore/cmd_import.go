@@ -14,6 +14,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/onnx"
+	"github.com/streamscore/streamscore/stream"
 )
 
 // cmdModelsImport converts an ONNX graph (PyTorch's torch.onnx.export) into
@@ -81,7 +82,7 @@ func cmdModelsImport(ctx context.Context, args []string) error {
 				return err
 			}
 		}
-		if err := f.PinFeatures(modelDefs(spec.Definitions())); err != nil {
+		if err := f.PinFeatures(stream.ModelFeatureDefs(spec.Definitions())); err != nil {
 			return err
 		}
 	}

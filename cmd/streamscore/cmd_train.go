@@ -18,6 +18,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/train"
+	"github.com/streamscore/streamscore/stream"
 )
 
 // errReplayDone stops features.Replay once the events pass the last range.
@@ -307,7 +308,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	}
 	// Record what every input computed, so that no pipeline scores the
 	// model with features defined otherwise.
-	if err := f.PinFeatures(modelDefs(defs)); err != nil {
+	if err := f.PinFeatures(stream.ModelFeatureDefs(defs)); err != nil {
 		return err
 	}
 	slog.Info("train: fitted", "kind", *kind, "seconds", math.Round(time.Since(start).Seconds()*10)/10,

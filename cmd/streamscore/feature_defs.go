@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"log/slog"
 	"slices"
@@ -41,15 +40,6 @@ func (c *featureCheckConfig) streamOptions(guard bool) []stream.Option {
 	return opts
 }
 
-// modelDefs converts feature definitions to the models package's.
-func modelDefs(defs []features.Definition) []models.FeatureDef {
-	out := make([]models.FeatureDef, len(defs))
-	for i, d := range defs {
-		out[i] = models.FeatureDef{Name: d.Name, Text: d.Text, Hash: d.Hash}
-	}
-	return out
-}
-
 // checkModelFeatures checks m against the features of spec (nil: the
 // default spec), as the stream does: a mismatch is an error, an unpinned
 // model an error unless allowUnpinned (then a warning).
@@ -57,12 +47,7 @@ func checkModelFeatures(m *models.Model, spec *features.Spec, allowUnpinned bool
 	if spec == nil {
 		spec = features.DefaultSpec()
 	}
-	err := m.CheckFeatures(modelDefs(spec.Definitions()))
-	if err != nil && allowUnpinned && errors.Is(err, models.ErrUnpinned) {
-		slog.Warn("model records no feature definitions; nothing checks that its inputs are the features it was trained on", "model", m.Ident())
-		return nil
-	}
-	return err
+	return stream.CheckModelFeatures([]*models.Model{m}, nil, stream.ModelFeatureDefs(spec.Definitions()), allowUnpinned, slog.Default())
 }
 
 // alertRateOutside reports whether an observed alert rate over n events
