@@ -46,6 +46,10 @@ type Scorer struct {
 	waveOf   []int
 	idx      []int
 	seq      *seqGrad
+
+	// FamilyGBDT (trees.go, treeshap.go).
+	xrow []float32 // one row's inputs, raw
+	shap treeSHAP
 }
 
 // Bind maps the model's inputs to the columns of a stream's feature layout
@@ -71,6 +75,13 @@ func (m *Model) Bind(features []string) (*Scorer, error) {
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("bind model %s: inputs %q not in the %d stream features: %w", m.ident, missing, len(features), ErrMissingInput)
+	}
+	if m.trees != nil {
+		s.z = make([]float64, len(m.inputs))
+		s.contrib = make([]float64, len(m.inputs))
+		s.order = make([]int, len(m.inputs))
+		s.xrow = make([]float32, len(m.inputs))
+		return s, nil
 	}
 	n := max(len(m.inputs), m.layers[0].in)
 	if m.rec != nil {
@@ -139,6 +150,10 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 	if rows == 0 {
 		return
 	}
+	if s.m.trees != nil {
+		s.scoreTrees(x, rows, out)
+		return
+	}
 	s.standardise(x, rows)
 	s.runLayers(s.xs, rows, out)
 }
@@ -196,6 +211,12 @@ func (s *Scorer) runLayers(a []float32, rows int, out []float32) {
 //     invariance, and cost 32 forward and backward passes of one row, which
 //     is why the stream only asks for the reasons of review and alert
 //     decisions.
+//   - gbdt: exact TreeSHAP values (Lundberg et al. 2018) of the margin
+//     (log-odds for a probability, the value for squared error), the same
+//     as XGBoost's pred_contribs: relative to the expected margin over the
+//     training data the trees' covers describe, and summing exactly (up to
+//     rounding) to margin − that expectation. A missing (NaN) input takes
+//     each split's default direction, as in scoring.
 //   - cnn, gru, lstm: integrated gradients of the same kind over the
 //     current transaction's inputs, with the entity's history held fixed
 //     (the state before this row's step, kept by the last [Scorer.ScoreSeq]):
@@ -219,7 +240,16 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 	for i, c := range s.cols {
 		z[i] = float64((src[c] - m.mean[i]) * m.invStd[i])
 	}
-	if m.Sequential() {
+	if m.trees != nil {
+		for i, c := range s.cols {
+			s.xrow[i] = src[c]
+		}
+		clear(s.contrib)
+		s.shap.contributions(m.trees, s.xrow, s.contrib)
+		for i := range s.order {
+			s.order[i] = i
+		}
+	} else if m.Sequential() {
 		if row >= s.prevRows {
 			panic(fmt.Sprintf("models: Reasons: row %d of a sequential model was not scored by the last ScoreSeq (%d rows)", row, s.prevRows))
 		}
