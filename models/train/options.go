@@ -33,6 +33,14 @@ type config struct {
 	// Set flags: sequence families have their own defaults for these.
 	hiddenSet, epochsSet, batchSet, lrSet, patienceSet bool
 
+	// GBDT.
+	trees          int
+	maxDepth       int
+	maxLeaves      int
+	minChildWeight float64
+	subsample      float64
+	colsample      float64
+
 	// Sequence families (CNN, GRU, LSTM).
 	chunk      int    // rows per sequence chunk (truncated BPTT length)
 	window     int    // CNN window
@@ -63,6 +71,12 @@ func defaultConfig() config {
 		pool:         models.PoolMax,
 		poolSize:     1,
 		poolStride:   1,
+
+		trees:          defaultTrees,
+		maxDepth:       defaultMaxDepth,
+		minChildWeight: defaultMinChildWeight,
+		subsample:      defaultSubsample,
+		colsample:      defaultColsample,
 	}
 }
 
