@@ -257,28 +257,37 @@ func GBDT(ctx context.Context, name string, version int, d *Dataset, opts ...Opt
 // binCuts returns, per feature, the increasing cut points of its bins
 // (at most gbdtBins-1): quantiles of up to gbdtCutSample evenly spaced
 // rows of x (row-major, nf columns). Bin b of a feature holds the values
-// in [cuts[b-1], cuts[b]).
+// in [cuts[b-1], cuts[b]). The features are split between gbdtParts
+// goroutines.
 func binCuts(x []float32, nf int) [][]float32 {
 	rows := len(x) / nf
 	step := max(1, rows/gbdtCutSample)
 	cuts := make([][]float32, nf)
-	vals := make([]float32, 0, rows/step+1)
-	for f := range nf {
-		vals = vals[:0]
-		for r := 0; r < rows; r += step {
-			vals = append(vals, x[r*nf+f])
-		}
-		slices.Sort(vals)
-		var cs []float32
-		for q := 1; q < gbdtBins; q++ {
-			v := vals[q*len(vals)/gbdtBins]
-			// A cut at v sends v right; cuts above the minimum only.
-			if v > vals[0] && (len(cs) == 0 || v > cs[len(cs)-1]) {
-				cs = append(cs, v)
+	var wg sync.WaitGroup
+	for p := range gbdtParts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vals := make([]float32, 0, rows/step+1)
+			for f := p; f < nf; f += gbdtParts {
+				vals = vals[:0]
+				for r := 0; r < rows; r += step {
+					vals = append(vals, x[r*nf+f])
+				}
+				slices.Sort(vals)
+				var cs []float32
+				for q := 1; q < gbdtBins; q++ {
+					v := vals[q*len(vals)/gbdtBins]
+					// A cut at v sends v right; cuts above the minimum only.
+					if v > vals[0] && (len(cs) == 0 || v > cs[len(cs)-1]) {
+						cs = append(cs, v)
+					}
+				}
+				cuts[f] = cs
 			}
-		}
-		cuts[f] = cs
+		}()
 	}
+	wg.Wait()
 	return cuts
 }
 
@@ -333,6 +342,7 @@ type grower struct {
 	grad, hess []float64
 	parts      [gbdtParts][]gh // per-part histogram scratch
 	pool       [][]gh          // free histograms
+	scratch    []int32         // partition scratch
 }
 
 // gh is one bin's gradient and hessian sums.
@@ -501,15 +511,20 @@ func (g *grower) grow(rows []int32, feats []int) (models.Tree, []int32) {
 			}
 			leaves++
 			f := cd.feat
-			// Partition in place: left rows first, order kept on both sides.
-			var left, right []int32
+			// Partition in place, order kept on both sides: left rows
+			// compacted to the front, right rows through the scratch.
+			nl := 0
+			g.scratch = g.scratch[:0]
 			for _, r := range n.rows {
 				if int(g.bins[int(r)*g.nf+f]) < cd.cut {
-					left = append(left, r)
+					n.rows[nl] = r
+					nl++
 				} else {
-					right = append(right, r)
+					g.scratch = append(g.scratch, r)
 				}
 			}
+			copy(n.rows[nl:], g.scratch)
+			left, right := n.rows[:nl], n.rows[nl:]
 			l := &growNode{id: add(), rows: left, g: cd.gl, h: cd.hl}
 			rt := &growNode{id: add(), rows: right, g: n.g - cd.gl, h: n.h - cd.hl}
 			// The smaller child by a pass over its rows, the other by
