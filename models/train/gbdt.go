@@ -159,6 +159,7 @@ func GBDT(ctx context.Context, name string, version int, d *Dataset, opts ...Opt
 
 	base := float64(pos) / float64(nt)
 	init := math.Log(base * cw / (1 - base))
+	logCW := math.Log(cw)
 	margin := make([]float64, n)
 	for i := range margin {
 		margin[i] = init
@@ -196,19 +197,20 @@ func GBDT(ctx context.Context, name string, version int, d *Dataset, opts ...Opt
 		t, cutAt := g.grow(rows, feats)
 		trees = append(trees, t)
 		// Every row's margin, the held-out tail's included, through the
-		// bins (x < cut ⟺ bin < cut's index).
-		var loss, wsum float64
+		// bins (x < cut ⟺ bin < cut's index). Early stopping watches the
+		// held-out log loss of the probabilities the file will give (the
+		// class weight's shift undone), unweighted.
+		var loss float64
 		for r := range n {
 			margin[r] += float64(binLeaf(&t, bins[r*nf:(r+1)*nf], cutAt))
 			if r >= nt {
-				y, w := float64(d.Y[r]), weight(r)
-				p := 1 / (1 + math.Exp(-margin[r]))
+				y := float64(d.Y[r])
+				p := 1 / (1 + math.Exp(-(margin[r] - logCW)))
 				p = min(max(p, 1e-15), 1-1e-15)
-				loss -= w * (y*math.Log(p) + (1-y)*math.Log(1-p))
-				wsum += w
+				loss -= y*math.Log(p) + (1-y)*math.Log(1-p)
 			}
 		}
-		loss /= wsum
+		loss /= float64(n - nt)
 		c.report(round, c.trees)
 		if loss < bestLoss-1e-7 {
 			bestLoss, bestRound = loss, round
@@ -246,7 +248,7 @@ func GBDT(ctx context.Context, name string, version int, d *Dataset, opts ...Opt
 		"colsample":             c.colsample,
 		"patience":              c.patience,
 		"class_weight":          cw,
-		"validation_loss_wtd":   bestLoss,
+		"validation_loss":       bestLoss,
 		"class_ratio":           base,
 		"class_weight_bias_fix": "base score shifted by -log(class_weight) after training",
 		"note":                  "input mean/std are recorded, not applied: trees read raw feature values",
