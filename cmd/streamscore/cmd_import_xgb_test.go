@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
+	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/gbdt"
 )
 
@@ -108,6 +109,29 @@ func TestModelsImportXGBoost(t *testing.T) {
 		}
 	}
 	t.Logf("%d records, %d with reasons", len(want), reasoned)
+
+	// The models directory of hot reload takes it as a scoring and as a
+	// shadow model (the files and their signatures copied).
+	md := filepath.Join(dir, "models")
+	if err := os.MkdirAll(filepath.Join(md, "shadow"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"", "shadow"} {
+		for _, ext := range []string{"", ".sig"} {
+			b, err := os.ReadFile(model + ext)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(md, sub, "fraud_gbdt.json"+ext), b)
+		}
+	}
+	ms, shadows, _, err := loadModelDir(md, testVerifier(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || len(shadows) != 1 || ms[0].Family() != models.FamilyGBDT || shadows[0].Ident() != ms[0].Ident() {
+		t.Fatalf("loadModelDir: %d models, %d shadows", len(ms), len(shadows))
+	}
 
 	// A dart booster is refused by name, and nothing is written.
 	raw, err := os.ReadFile(src)
