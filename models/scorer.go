@@ -137,7 +137,8 @@ func grow(buf []float32, n int) []float32 {
 // len(features) given to Bind), out receives one score per row. It gathers
 // and standardises the model's inputs into a contiguous rows × inputs
 // matrix, then runs each layer through the GEMM kernel with its activation
-// fused; the last layer writes out directly. It panics if x or out is too
+// fused; the last layer writes out directly. A gbdt model gathers the raw
+// inputs and walks its trees instead (trees.go). It panics if x or out is too
 // short (a programmer error).
 func (s *Scorer) Score(x []float32, rows int, out []float32) {
 	if rows < 0 || len(x) < rows*s.width || len(out) < rows {

@@ -1,7 +1,8 @@
 // Package gbdt imports gradient-boosted tree models trained elsewhere into
 // native model files of family "gbdt" (see package models): XGBoost's JSON
-// model format, as written by Booster.save_model("model.json") (XGBoost
-// 1.x, 2.x).
+// model format, as written by Booster.save_model("model.json") (parity
+// tested with XGBoost 1.7; 2.x's one-element vector base_score is read
+// too).
 //
 // Supported: booster "gbtree" with numerical splits, objectives
 // "binary:logistic" (the output is the probability, the margin is
@@ -28,6 +29,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/streamscore/streamscore/models"
 )
@@ -175,7 +177,8 @@ func Import(b []byte, name string, inputs []string, opts ...Option) (*models.Fil
 			}
 		}
 	}
-	bs, err := strconv.ParseFloat(l.LearnerModelParm.BaseScore, 32)
+	// XGBoost 1.x writes "5E-1", 2.x a one-element vector "[5E-1]".
+	bs, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(l.LearnerModelParm.BaseScore, "["), "]"), 32)
 	if err != nil || math.IsNaN(bs) || math.IsInf(bs, 0) {
 		return nil, fmt.Errorf("import xgboost: base_score %q: %w", l.LearnerModelParm.BaseScore, ErrMalformed)
 	}

@@ -2,6 +2,7 @@ package gbdt
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 )
@@ -30,6 +31,7 @@ func TestImportRefuses(t *testing.T) {
 		{"child range", `"right_children":[2,-1,-1]`, `"right_children":[9,-1,-1]`, nil, ErrMalformed, "out of range"},
 		{"lengths", `"sum_hessian":[2,1,1]`, `"sum_hessian":[2,1]`, nil, ErrMalformed, "different lengths"},
 		{"base score", `"base_score":"5E-1"`, `"base_score":"1.5"`, nil, ErrMalformed, "outside (0, 1)"},
+		{"base score vector", `"base_score":"5E-1"`, `"base_score":"[5E-1,1]"`, nil, ErrMalformed, "base_score"},
 		{"default_left", `"default_left":[1,0,0]`, `"default_left":[2,0,0]`, nil, ErrMalformed, "default_left"},
 		{"not json", `{"learner"`, `{"learner"]`, nil, ErrMalformed, ""},
 		{"feature names", `"feature_names":[]`, `"feature_names":["a","z"]`, []string{"a", "b"}, nil, `feature 1 is "z"`},
@@ -56,5 +58,10 @@ func TestImportRefuses(t *testing.T) {
 	}
 	if _, err := Import([]byte(small), "x", []string{"a", "b"}); err != nil {
 		t.Fatalf("the unmodified fixture: %v", err)
+	}
+	// XGBoost 2.x writes the base score as a one-element vector.
+	f, err := Import([]byte(strings.Replace(small, `"5E-1"`, `"[2E-1]"`, 1)), "x", []string{"a", "b"})
+	if err != nil || math.Abs(f.Trees.BaseScore-math.Log(0.25)) > 1e-6 {
+		t.Fatalf("base_score [2E-1]: %v, margin %v, want log(0.2/0.8)", err, f)
 	}
 }
