@@ -6,7 +6,8 @@
 Trains an XGBoost model of 500 trees of depth 6 over 39 features (seeded,
 normal features, a nonlinear label), saves it as JSON in a temporary
 directory, times XGBoost's inplace_predict with one thread at batch 1 and
-256, then runs the Go benchmark BenchmarkXGBoostModel (models/gbdt), which
+256 and its pred_contribs (TreeSHAP) per row, then runs the Go benchmark
+BenchmarkXGBoostModel (models/gbdt), which
 imports the same file and scores rows of the same distribution with
 Scorer.Score. Both print rows/s per core (one thread / GOMAXPROCS=1).
 Batch 1 through Python includes the call overhead of the binding: it is
@@ -46,6 +47,13 @@ def main():
             done += len(rows)
         el = time.perf_counter() - t0
         print(f"xgboost {xgb.__version__} inplace_predict nthread=1 batch={batch}: {done / el:.0f} rows/s")
+    # TreeSHAP: pred_contribs of one row at a time, one thread.
+    d1 = [xgb.DMatrix(rows[i:i + 1]) for i in range(200)]
+    t0 = time.perf_counter()
+    for d in d1:
+        b.predict(d, pred_contribs=True)
+    el = time.perf_counter() - t0
+    print(f"xgboost {xgb.__version__} pred_contribs nthread=1, one row per call: {el / len(d1) * 1e3:.2f} ms/row")
     env = dict(os.environ, STREAMSCORE_XGB_BENCH_MODEL=path, GOMAXPROCS="1")
     subprocess.run(["go", "test", "./models/gbdt", "-run", "^$", "-bench", "BenchmarkXGBoostModel",
                     "-benchtime", "3s"], cwd=ROOT, env=env, check=True)
