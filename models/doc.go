@@ -50,8 +50,9 @@
 // identity for "reg:squarederror"). Trees read the inputs as they are (the
 // stored mean and std are recorded, not applied). Parse bounds the trees
 // (MaxTrees, MaxTreeNodes, MaxTreeDepth) and refuses cycles, shared or
-// unreachable nodes and out-of-range features. Scoring steps blocks of
-// rows through each tree together in a breadth-first layout without
+// unreachable nodes and out-of-range features. Scoring steps blocks of 8
+// rows through each tree together (or, for the rows left over and at batch
+// 1, 8 trees through one row) in a breadth-first layout without
 // data-dependent branches; reasons are exact TreeSHAP values
 // ([Scorer.Reasons]). models/gbdt imports XGBoost's JSON models; train
 // trains them.

@@ -176,7 +176,9 @@ type ensemble struct {
 	nodes    []treeNode // all trees, concatenated
 	roots    []int32    // first node of each tree in nodes
 	depths   []int32    // depth of each tree (steps from root to its deepest leaf)
-	maxDepth int
+	// groupDepth[g] is the largest depth of trees g·block .. g·block+block-1.
+	groupDepth []int32
+	maxDepth   int
 
 	// TreeSHAP (treeshap.go), in the original node numbering of the file
 	// per tree: shap[t].
@@ -211,31 +213,16 @@ func newEnsemble(t *Trees) *ensemble {
 		}
 		st := newShapTree(tr)
 		e.depths = append(e.depths, int32(st.depth))
+		if i%block == 0 {
+			e.groupDepth = append(e.groupDepth, 0)
+		}
+		g := &e.groupDepth[len(e.groupDepth)-1]
+		*g = max(*g, int32(st.depth))
 		e.maxDepth = max(e.maxDepth, st.depth)
 		e.expected += st.mean
 		e.shap = append(e.shap, st)
 	}
 	return e
-}
-
-// leaf returns the leaf value tree t gives the row of inputs x: depth
-// steps, see treeNode.
-func (e *ensemble) leaf(t int, x []float32) float32 {
-	nodes := e.nodes
-	n := e.roots[t]
-	for range e.depths[t] {
-		nd := &nodes[n]
-		v := x[nd.feat]
-		var right int32
-		if v >= nd.thr { // XGBoost: left when v < thr
-			right = 1
-		}
-		if v != v {
-			right = nd.dRight
-		}
-		n = nd.left + right&nd.split
-	}
-	return nodes[n].thr
 }
 
 // margins writes into out the margin of each of rows rows of xs (rows ×
@@ -250,6 +237,9 @@ func (e *ensemble) margins(xs []float32, in, rows int, out []float32) {
 	nodes := e.nodes
 	full := rows &^ (block - 1)
 	for t, root := range e.roots {
+		if full == 0 {
+			break
+		}
 		depth := e.depths[t]
 		// block rows step through the tree together: block independent
 		// chains of loads per level for the CPU to overlap.
@@ -276,9 +266,35 @@ func (e *ensemble) margins(xs []float32, in, rows int, out []float32) {
 				out[r0+k] += nodes[n[k]].thr
 			}
 		}
-		for r := full; r < rows; r++ {
-			out[r] += e.leaf(t, xs[r*in:(r+1)*in])
+	}
+	// The rows left over (all of them at batch 1): block trees step
+	// through together for one row, the leaves added in tree order.
+	for r := full; r < rows; r++ {
+		x := xs[r*in : (r+1)*in]
+		sum := out[r]
+		for t0 := 0; t0 < len(e.roots); t0 += block {
+			k := min(block, len(e.roots)-t0)
+			var n [block]int32
+			copy(n[:k], e.roots[t0:t0+k])
+			for range e.groupDepth[t0/block] {
+				for j := range n[:k] {
+					nd := &nodes[n[j]]
+					v := x[nd.feat]
+					var right int32
+					if v >= nd.thr {
+						right = 1
+					}
+					if v != v {
+						right = nd.dRight
+					}
+					n[j] = nd.left + right&nd.split
+				}
+			}
+			for j := range n[:k] {
+				sum += nodes[n[j]].thr
+			}
 		}
+		out[r] = sum
 	}
 }
 
