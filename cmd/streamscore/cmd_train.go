@@ -32,7 +32,7 @@ var errReplayDone = errors.New("replay done")
 // the rows in [--to, --eval-to) as a later, untouched evaluation range whose
 // metrics are recorded in the model's training metadata.
 //
-// Targets: for logistic and mlp, the fraud label as known at the end of the
+// Targets: for logistic, mlp and gbdt, the fraud label as known at the end of the
 // labels file (an unlabelled transaction is genuine). For linear (the "risk"
 // model), the transaction's loss: its amount if fraud, else 0; the model is a
 // regression of loss, and its score an expected loss in currency units.
