@@ -1,6 +1,7 @@
 // Package models loads, verifies and runs the scoring models of streamscore:
 // the native model file format, the model families (logistic, mlp, linear,
-// and the sequence families cnn, gru, lstm), batch scoring on the GEMM
+// the sequence families cnn, gru, lstm, and gradient-boosted trees gbdt),
+// batch scoring on the GEMM
 // kernel, decisions and reason codes. ONNX graphs come in through the onnx
 // sub-package; training is in train.
 //
@@ -41,6 +42,20 @@
 // outputs a value, e.g. the "risk" model's expected loss in currency units.
 // Every input is standardised, z = (x − mean)/std, with the statistics stored
 // in the file.
+//
+// Family "gbdt" is an ensemble of gradient-boosted regression trees
+// ([Trees], XGBoost's model: a split sends x < threshold left and a
+// missing (NaN) value its default way; the leaves' sum plus a base score
+// is the margin, mapped by the objective: sigmoid for "binary:logistic",
+// identity for "reg:squarederror"). Trees read the inputs as they are (the
+// stored mean and std are recorded, not applied). Parse bounds the trees
+// (MaxTrees, MaxTreeNodes, MaxTreeDepth) and refuses cycles, shared or
+// unreachable nodes and out-of-range features. Scoring steps blocks of 8
+// rows through each tree together (or, for the rows left over and at batch
+// 1, 8 trees through one row) in a breadth-first layout without
+// data-dependent branches; reasons are exact TreeSHAP values
+// ([Scorer.Reasons]). models/gbdt imports XGBoost's JSON models; train
+// trains them.
 //
 // Sequence families keep state per entity (card): "cnn" convolves the card's
 // last Conv.Window standardised input rows ([Conv]); "gru" and "lstm" advance

@@ -29,6 +29,11 @@ const (
 	FamilyCNN  = "cnn"  // 1-D convolution over the card's last Conv.Window transactions
 	FamilyGRU  = "gru"  // GRU cell, hidden state kept per card, one step per event
 	FamilyLSTM = "lstm" // LSTM cell, hidden and cell state kept per card
+
+	// FamilyGBDT is an ensemble of gradient-boosted regression trees
+	// ([Trees]); output "probability" (ObjectiveLogistic) or "value"
+	// (ObjectiveSquared).
+	FamilyGBDT = "gbdt"
 )
 
 // Sequence families' constants.
@@ -70,13 +75,14 @@ type File struct {
 	Format        string         `json:"format"`              // always FormatName
 	FormatVersion int            `json:"format_version"`      // 1
 	Name          string         `json:"name"`                // key in score records, e.g. "fraud"
-	Family        string         `json:"family"`              // FamilyLogistic, FamilyMLP, FamilyLinear, FamilyCNN, FamilyGRU or FamilyLSTM
+	Family        string         `json:"family"`              // FamilyLogistic, FamilyMLP, FamilyLinear, FamilyCNN, FamilyGRU, FamilyLSTM or FamilyGBDT
 	Version       int            `json:"version"`             // >= 1
 	Output        string         `json:"output"`              // OutputProbability or OutputValue
 	Inputs        []Input        `json:"inputs"`              // standardisation, in the order of layer 0's rows
 	Conv          *Conv          `json:"conv,omitempty"`      // FamilyCNN only: the convolution before Layers
 	Recurrent     *Recurrent     `json:"recurrent,omitempty"` // FamilyGRU and FamilyLSTM only: the cell before Layers
-	Layers        []Layer        `json:"layers"`              // dense layers applied in order (the head, for sequence families)
+	Layers        []Layer        `json:"layers"`              // dense layers applied in order (the head, for sequence families); empty for FamilyGBDT
+	Trees         *Trees         `json:"trees,omitempty"`     // FamilyGBDT only: the tree ensemble
 	Thresholds    Thresholds     `json:"thresholds"`          // decision cut-offs on the output
 	Training      map[string]any `json:"training,omitempty"`
 	Digest        string         `json:"digest"` // "sha256:<64 hex>"
@@ -347,8 +353,8 @@ func (f *File) validate() error {
 		wantOut, lastAct = OutputProbability, "sigmoid"
 	case FamilyLinear:
 		wantOut, lastAct = OutputValue, "identity"
-	case FamilyCNN, FamilyGRU, FamilyLSTM:
-		// A sequence model is a fraud probability (sigmoid output) or a
+	case FamilyCNN, FamilyGRU, FamilyLSTM, FamilyGBDT:
+		// A sequence or trees model is a fraud probability (sigmoid output) or a
 		// value (identity output).
 		switch f.Output {
 		case OutputProbability:
@@ -359,7 +365,7 @@ func (f *File) validate() error {
 			return invalid("output %q: want %q or %q", f.Output, OutputProbability, OutputValue)
 		}
 	default:
-		return invalid("family %q: unknown (want logistic, mlp, linear, cnn, gru or lstm)", f.Family)
+		return invalid("family %q: unknown (want logistic, mlp, linear, cnn, gru, lstm or gbdt)", f.Family)
 	}
 	if f.Output != wantOut {
 		return invalid("output %q: family %s has output %q", f.Output, f.Family, wantOut)
@@ -385,6 +391,15 @@ func (f *File) validate() error {
 	}
 	if err := f.validateDefinitions(); err != nil {
 		return err
+	}
+	if f.Trees != nil && f.Family != FamilyGBDT {
+		return invalid("trees: only family gbdt has trees, family is %s", f.Family)
+	}
+	if f.Family == FamilyGBDT {
+		if err := f.validateTrees(); err != nil {
+			return err
+		}
+		return f.validateThresholds()
 	}
 	if len(f.Layers) == 0 {
 		return invalid("layers: empty")
@@ -439,6 +454,10 @@ func (f *File) validate() error {
 	if last.Activation != lastAct {
 		return invalid("layer %d: output activation %q, family %s wants %q", len(f.Layers)-1, last.Activation, f.Family, lastAct)
 	}
+	return f.validateThresholds()
+}
+
+func (f *File) validateThresholds() error {
 	t := f.Thresholds
 	if !finite(t.Review) || !finite(t.Alert) {
 		return invalid("thresholds: review %v / alert %v must be finite", t.Review, t.Alert)

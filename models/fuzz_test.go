@@ -16,6 +16,13 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	for _, obj := range []string{ObjectiveLogistic, ObjectiveSquared} {
+		b, err := gbdtFile(3, 2, 3, obj, 1).Encode()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Add([]byte(`{"format":"streamscore-model","format_version":1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Parse(b)

@@ -23,6 +23,7 @@ type Model struct {
 	layers               []layer
 	conv                 *convLayer // FamilyCNN
 	rec                  *recLayer  // FamilyGRU, FamilyLSTM
+	trees                *ensemble  // FamilyGBDT
 	review, alert        float32
 	training             map[string]any
 }
@@ -188,6 +189,9 @@ func newModel(f *File) *Model {
 	if f.Recurrent != nil {
 		m.rec = newRecLayer(f.Recurrent, len(f.Inputs))
 	}
+	if f.Trees != nil {
+		m.trees = newEnsemble(f.Trees)
+	}
 	for _, l := range f.Layers {
 		act, _ := parseActivation(l.Activation)
 		ly := layer{
@@ -212,7 +216,7 @@ func newModel(f *File) *Model {
 func (m *Model) Name() string { return m.name }
 
 // Family returns the model family (FamilyLogistic, FamilyMLP, FamilyLinear,
-// FamilyCNN, FamilyGRU or FamilyLSTM).
+// FamilyCNN, FamilyGRU, FamilyLSTM or FamilyGBDT).
 func (m *Model) Family() string { return m.family }
 
 // Version returns the model version.

@@ -46,6 +46,10 @@ type Scorer struct {
 	waveOf   []int
 	idx      []int
 	seq      *seqGrad
+
+	// FamilyGBDT (trees.go, treeshap.go).
+	xrow []float32 // one row's inputs, raw
+	shap treeSHAP
 }
 
 // Bind maps the model's inputs to the columns of a stream's feature layout
@@ -71,6 +75,13 @@ func (m *Model) Bind(features []string) (*Scorer, error) {
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("bind model %s: inputs %q not in the %d stream features: %w", m.ident, missing, len(features), ErrMissingInput)
+	}
+	if m.trees != nil {
+		s.z = make([]float64, len(m.inputs))
+		s.contrib = make([]float64, len(m.inputs))
+		s.order = make([]int, len(m.inputs))
+		s.xrow = make([]float32, len(m.inputs))
+		return s, nil
 	}
 	n := max(len(m.inputs), m.layers[0].in)
 	if m.rec != nil {
@@ -126,7 +137,8 @@ func grow(buf []float32, n int) []float32 {
 // len(features) given to Bind), out receives one score per row. It gathers
 // and standardises the model's inputs into a contiguous rows × inputs
 // matrix, then runs each layer through the GEMM kernel with its activation
-// fused; the last layer writes out directly. It panics if x or out is too
+// fused; the last layer writes out directly. A gbdt model gathers the raw
+// inputs and walks its trees instead (trees.go). It panics if x or out is too
 // short (a programmer error).
 func (s *Scorer) Score(x []float32, rows int, out []float32) {
 	if rows < 0 || len(x) < rows*s.width || len(out) < rows {
@@ -137,6 +149,10 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 		panic(fmt.Sprintf("models: Score: model %s is sequential (family %s): use ScoreSeq with the entities' states", s.m.ident, s.m.family))
 	}
 	if rows == 0 {
+		return
+	}
+	if s.m.trees != nil {
+		s.scoreTrees(x, rows, out)
 		return
 	}
 	s.standardise(x, rows)
@@ -196,6 +212,12 @@ func (s *Scorer) runLayers(a []float32, rows int, out []float32) {
 //     invariance, and cost 32 forward and backward passes of one row, which
 //     is why the stream only asks for the reasons of review and alert
 //     decisions.
+//   - gbdt: exact TreeSHAP values (Lundberg et al. 2018) of the margin
+//     (log-odds for a probability, the value for squared error), the same
+//     as XGBoost's pred_contribs: relative to the expected margin over the
+//     training data the trees' covers describe, and summing exactly (up to
+//     rounding) to margin − that expectation. A missing (NaN) input takes
+//     each split's default direction, as in scoring.
 //   - cnn, gru, lstm: integrated gradients of the same kind over the
 //     current transaction's inputs, with the entity's history held fixed
 //     (the state before this row's step, kept by the last [Scorer.ScoreSeq]):
@@ -219,7 +241,16 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 	for i, c := range s.cols {
 		z[i] = float64((src[c] - m.mean[i]) * m.invStd[i])
 	}
-	if m.Sequential() {
+	if m.trees != nil {
+		for i, c := range s.cols {
+			s.xrow[i] = src[c]
+		}
+		clear(s.contrib)
+		s.shap.contributions(m.trees, s.xrow, s.contrib)
+		for i := range s.order {
+			s.order[i] = i
+		}
+	} else if m.Sequential() {
 		if row >= s.prevRows {
 			panic(fmt.Sprintf("models: Reasons: row %d of a sequential model was not scored by the last ScoreSeq (%d rows)", row, s.prevRows))
 		}

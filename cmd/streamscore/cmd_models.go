@@ -147,6 +147,21 @@ func modelsInspect(w io.Writer, args []string) error {
 	if m.Sequential() {
 		fmt.Fprintf(tw, "state\t%d float32 per card (%s)\n", m.StateSize(), m.StateShape())
 	}
+	if tr := f.Trees; tr != nil {
+		nodes, leaves := 0, 0
+		for _, t := range tr.Trees {
+			nodes += len(t.Feature)
+			for _, ft := range t.Feature {
+				if ft < 0 {
+					leaves++
+				}
+			}
+		}
+		params += nodes
+		ev, _ := m.ExpectedMargin()
+		fmt.Fprintf(tw, "trees\t%d trees, %d nodes (%d leaves), objective %s, base score %g, expected margin %.6g\n",
+			len(tr.Trees), nodes, leaves, tr.Objective, tr.BaseScore, ev)
+	}
 	for i, l := range f.Layers {
 		params += len(l.Weights) + len(l.Bias)
 		fmt.Fprintf(tw, "layer %d\t%d -> %d, %s\n", i, l.In, l.Out, l.Activation)

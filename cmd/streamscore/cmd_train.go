@@ -33,7 +33,7 @@ var errReplayDone = errors.New("replay done")
 // the rows in [--to, --eval-to) as a later, untouched evaluation range whose
 // metrics are recorded in the model's training metadata.
 //
-// Targets: for logistic and mlp, the fraud label as known at the end of the
+// Targets: for logistic, mlp and gbdt, the fraud label as known at the end of the
 // labels file (an unlabelled transaction is genuine). For linear (the "risk"
 // model), the transaction's loss: its amount if fraud, else 0; the model is a
 // regression of loss, and its score an expected loss in currency units.
@@ -51,8 +51,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 	fromS := fs.String("from", "", "start of the training range, RFC 3339 or YYYY-MM-DD (default: first event)")
 	toS := fs.String("to", "", "end (exclusive) of the training range (default: after the last event)")
 	evalToS := fs.String("eval-to", "", "end (exclusive) of an evaluation range starting at --to (default: no evaluation)")
-	kind := fs.String("kind", "mlp", "model family: logistic, mlp, linear, cnn, gru or lstm")
-	name := fs.String("name", "", "model name, the key in score records (default: fraud for mlp, fraud_lr for logistic, risk for linear, fraud_<kind> for cnn, gru and lstm)")
+	kind := fs.String("kind", "mlp", "model family: logistic, mlp, linear, cnn, gru, lstm or gbdt")
+	name := fs.String("name", "", "model name, the key in score records (default: fraud for mlp, fraud_lr for logistic, risk for linear, fraud_<kind> for cnn, gru, lstm and gbdt)")
 	version := fs.Int("version", 1, "model version (>= 1)")
 	out := fs.String("out", "", "output model file (required)")
 	seed := fs.Int64("seed", 1, "random seed (initial weights, batch order)")
@@ -66,6 +66,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 	chunk := fs.Int("chunk", 32, "cnn/gru/lstm: rows per card chunk (gru/lstm: truncated BPTT length)")
 	holdout := fs.Float64("holdout", 0.2, "fraction of the training rows, the latest, held out for early stopping and thresholds")
 	quiet := fs.Bool("quiet", false, "no progress bars")
+	var gb gbdtTrainFlags
+	gb.register(fs)
 	var pan panConfig
 	pan.register(fs)
 	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec); the stream must run the same spec")
@@ -154,8 +156,13 @@ func cmdTrain(ctx context.Context, args []string) error {
 		if *name == "" {
 			*name = "risk"
 		}
+	case models.FamilyGBDT:
+		opts = append(opts, gb.options()...)
+		if *name == "" {
+			*name = "fraud_gbdt"
+		}
 	default:
-		return fmt.Errorf("train: --kind %q: want logistic, mlp, linear, cnn, gru or lstm", *kind)
+		return fmt.Errorf("train: --kind %q: want logistic, mlp, linear, cnn, gru, lstm or gbdt", *kind)
 	}
 
 	// Read history; the target is the label as known at the end of the file.
@@ -293,6 +300,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 		f, err = train.MLP(ctx, *name, *version, trainSet, opts...)
 	case models.FamilyLogistic:
 		f, err = train.Logistic(ctx, *name, *version, trainSet, opts...)
+	case models.FamilyGBDT:
+		f, err = train.GBDT(ctx, *name, *version, trainSet, opts...)
 	case models.FamilyLinear:
 		f, err = train.Linear(ctx, *name, *version, trainSet, opts...)
 	case models.FamilyCNN:

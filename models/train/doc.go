@@ -20,6 +20,15 @@
 //     class-weighted log loss (positives weighted sqrt(neg/pos) by default,
 //     the bias shifted back afterwards so scores stay calibrated), early
 //     stopping on the held-out tail. Deterministic for a seed.
+//   - [GBDT]: gradient-boosted trees (family gbdt), second-order boosting
+//     on histogram-binned features as XGBoost's "hist": depth-wise trees
+//     (WithMaxDepth 6, WithMaxLeaves), WithL2 (lambda, 1),
+//     WithMinChildWeight (1), WithLearningRate (0.1), seeded WithSubsample
+//     of rows and features (0.8, 0.8), the MLP's class weighting and bias
+//     fix, early stopping on the held-out tail (WithPatience, 30 rounds,
+//     of WithTrees 500). Histograms are built on 2 goroutines over fixed
+//     row parts and summed in order: the same bytes for a seed on any
+//     machine.
 //
 // Sequence families read a [SeqDataset]: every event of each card in time
 // order, the rows in the training range marked Loss, the earlier ones only
@@ -57,6 +66,7 @@
 // # Concurrency
 //
 // Logistic, Linear and MLP run on the calling goroutine and start none;
+// GBDT starts 2 goroutines per histogram and waits for them;
 // the sequence trainers and PredictSeq start up to 4 goroutines per
 // mini-batch (or pass) and wait for them before returning. Concurrent calls
 // on different datasets are safe. A Dataset must not be modified during a call.

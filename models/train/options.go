@@ -33,6 +33,14 @@ type config struct {
 	// Set flags: sequence families have their own defaults for these.
 	hiddenSet, epochsSet, batchSet, lrSet, patienceSet bool
 
+	// GBDT.
+	trees          int
+	maxDepth       int
+	maxLeaves      int
+	minChildWeight float64
+	subsample      float64
+	colsample      float64
+
 	// Sequence families (CNN, GRU, LSTM).
 	chunk      int    // rows per sequence chunk (truncated BPTT length)
 	window     int    // CNN window
@@ -63,6 +71,12 @@ func defaultConfig() config {
 		pool:         models.PoolMax,
 		poolSize:     1,
 		poolStride:   1,
+
+		trees:          defaultTrees,
+		maxDepth:       defaultMaxDepth,
+		minChildWeight: defaultMinChildWeight,
+		subsample:      defaultSubsample,
+		colsample:      defaultColsample,
 	}
 }
 
@@ -100,7 +114,9 @@ func WithHoldout(frac float64) Option {
 
 // WithL2 sets the L2 penalty on weights (never on biases), per row, in
 // standardised units. Defaults: Logistic 1e-4, Linear 1e-4, MLP, CNN, GRU
-// and LSTM 1e-5. Too large a value shrinks scores towards the base rate.
+// and LSTM 1e-5. For GBDT it is lambda, the L2 penalty on leaf values in
+// the split gain and leaf weights (XGBoost's), default 1. Too large a value
+// shrinks scores towards the base rate.
 func WithL2(lambda float64) Option {
 	return func(c *config) error {
 		if !(lambda >= 0) || math.IsInf(lambda, 0) {
@@ -164,7 +180,8 @@ func WithBatchSize(n int) Option {
 }
 
 // WithLearningRate sets Adam's step size for the MLP. Default 1e-3; 3e-3
-// for the sequence families (larger mini-batches, fewer epochs).
+// for the sequence families (larger mini-batches, fewer epochs). For GBDT
+// it is the shrinkage of each tree's leaf values, default 0.1.
 func WithLearningRate(lr float64) Option {
 	return func(c *config) error {
 		if !(lr > 0 && lr < 1) {
@@ -178,7 +195,8 @@ func WithLearningRate(lr float64) Option {
 
 // WithPatience sets how many epochs without a better validation loss end
 // MLP and sequence training (the best epoch's weights are kept). Default 4;
-// 2 for the sequence families.
+// 2 for the sequence families. For GBDT it counts boosting rounds, default
+// 30 (the best round's trees are kept).
 func WithPatience(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
@@ -190,7 +208,7 @@ func WithPatience(n int) Option {
 	}
 }
 
-// WithClassWeight sets the weight of positive rows in the MLP loss. Default
+// WithClassWeight sets the weight of positive rows in the MLP (and GBDT) loss. Default
 // 0 = automatic, sqrt(negatives/positives). The output bias is shifted by
 // −log(weight) after training, which undoes the prior shift the weight
 // causes, so scores stay calibrated probabilities.
