@@ -1,7 +1,9 @@
 package features
 
 import (
+	"math"
 	"math/rand/v2"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	"slices"
@@ -14,12 +16,19 @@ const (
 	dayNs  = 24 * hourNs
 )
 
-// labelPoint is one fraud label of a terminal, timestamped by the label's
-// own time (Label.TS, when the fraud became known).
+// labelPoint is one fraud label of an entity, timestamped by the label's
+// own time (Label.TS, when the fraud became known) and by its
+// transaction's time (Label.TxTS, or the time found in the terminal's
+// history; noTxTime when unknown).
 type labelPoint struct {
-	ts int64  // Label.TS, Unix ns
-	tx uint64 // hash of the tx id, for duplicate and correction handling
+	ts   int64  // Label.TS, Unix ns
+	txTs int64  // the transaction's time, Unix ns, <= ts; noTxTime when unknown
+	tx   uint64 // hash of the tx id, for duplicate and correction handling
 }
+
+// noTxTime is the txTs of a label whose transaction time is unknown: it
+// lies in no window.
+const noTxTime = math.MinInt64
 
 // terminalState is the state of one terminal: its transaction history and
 // the fraud labels attributed to it.
@@ -76,7 +85,18 @@ type Shared struct {
 	seed    uint64
 	stripes []stripe
 	sp      *specShared // WithSpec, else nil
+	// unplaced counts the fraud labels ApplyLabel could not place by
+	// transaction time (UnplacedLabels).
+	unplaced atomic.Uint64
 }
+
+// UnplacedLabels returns how many fraud labels ApplyLabel could not place
+// by transaction time so far: labels without tx_ts whose transaction it
+// did not find in the terminal's retained history (not seen yet, or
+// already forgotten), or whose tx_ts is after their ts. They count in no
+// transaction-time fraud feature (label-time features count them). Only a
+// Shared with such features (WithSpec) counts them.
+func (s *Shared) UnplacedLabels() uint64 { return s.unplaced.Load() }
 
 // sweepEvery is how many events a Builder applies between two sweeps, each
 // of which advances one stripe's expiry clock to the Builder's event-time
@@ -172,13 +192,22 @@ func mix64(h uint64) uint64 {
 // change nothing. Labels without a terminal_id are ignored. With WithSpec,
 // the same rules apply to the labels of each entity (card_id, terminal_id)
 // that has fraud features, keyed by the label's card_id or terminal_id.
-func (s *Shared) ApplyLabel(l *Label) {
+//
+// With WithSpec, a fraud_count or fraud_rate feature counting by
+// transaction time (label_time: transaction) places a fraud label at its
+// transaction's time: l.TxTS, or, when l carries none, the time of the
+// transaction l.TxID in the retained history of l.TerminalID (the spec
+// must have a terminal_id feature for that). ApplyLabel reports whether it
+// placed l: false for a fraud label such a feature needs and that carries
+// no usable tx time and whose transaction it cannot find (counted by
+// UnplacedLabels; the caller logs it). It is still recorded for the
+// label-time features.
+func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	if s.sp != nil {
-		s.applyLabelSpec(l)
-		return
+		return s.applyLabelSpec(l)
 	}
 	if l.TerminalID == "" {
-		return
+		return true
 	}
 	t := nanos(l.TS)
 	h := hashLabelTx(s, l.TxID)
@@ -189,7 +218,7 @@ func (s *Shared) ApplyLabel(l *Label) {
 	ts, ok := st.m.get(l.TerminalID)
 	if !ok {
 		if !l.Fraud {
-			return
+			return true
 		}
 		ts = &terminalState{seen: t}
 		st.m.put(l.TerminalID, ts)
@@ -200,9 +229,9 @@ func (s *Shared) ApplyLabel(l *Label) {
 		if i >= 0 {
 			ts.labels = slices.Delete(ts.labels, i, i+1)
 		}
-		return
+		return true
 	case i >= 0:
-		return
+		return true
 	}
 	at, _ := slices.BinarySearchFunc(ts.labels, t, func(p labelPoint, x int64) int {
 		if p.ts <= x {
@@ -210,9 +239,22 @@ func (s *Shared) ApplyLabel(l *Label) {
 		}
 		return 1
 	})
-	ts.labels = slices.Insert(ts.labels, at, labelPoint{ts: t, tx: h})
+	ts.labels = slices.Insert(ts.labels, at, labelPoint{ts: t, txTs: labelTxTime(l, t), tx: h})
 	ts.seen = max(ts.seen, t)
 	ts.evictLabels(s.retain)
+	return true
+}
+
+// labelTxTime returns l's transaction time (nanos), or noTxTime when it
+// carries none or one after its own time t.
+func labelTxTime(l *Label, t int64) int64 {
+	if l.TxTS.IsZero() {
+		return noTxTime
+	}
+	if x := nanos(l.TxTS); x <= t {
+		return x
+	}
+	return noTxTime
 }
 
 // observe applies a transaction to its terminal and writes the terminal
