@@ -151,6 +151,7 @@ type compiledSpec struct {
 	// ids for labels without tx_ts), -1 if the spec has none.
 	needTx bool
 	txMap  int
+	txSpan int64 // longest offset+window of the transaction-time fraud features
 }
 
 func compileSpec(s *Spec) (*compiledSpec, error) {
@@ -227,6 +228,9 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 				cf.txTime = f.txTime()
 				en.txTime = en.txTime || cf.txTime
 				cs.needTx = cs.needTx || cf.txTime
+				if cf.txTime {
+					cs.txSpan = max(cs.txSpan, int64(f.Offset+f.Window))
+				}
 			}
 			if cf.kind == kSince || cf.kind == kChanged || cf.kind == kGeo {
 				cf.head = en.nHead
@@ -355,8 +359,10 @@ func (st *entState) fraudIn(txTime bool, from, to, t int64) int64 {
 	if !txTime {
 		return labelsUpTo(st.labels, to) - labelsUpTo(st.labels, from)
 	}
+	// A label's transaction precedes it (txTs <= ts): only labels with ts
+	// in (from, t] can count.
 	var n int64
-	for _, p := range st.labels[:labelsUpTo(st.labels, t)] {
+	for _, p := range st.labels[labelsUpTo(st.labels, from):labelsUpTo(st.labels, t)] {
 		if p.txTs > from && p.txTs <= to {
 			n++
 		}
@@ -400,12 +406,16 @@ func (st *entState) addTx(t int64, tx uint64, retain int64, maxPts int) {
 }
 
 // txTime returns the time of the newest retained transaction with tx-id
-// hash tx (after seen-retain), or noTxTime.
-func (st *entState) txTime(tx uint64, retain int64) int64 {
+// hash tx (after seen-retain), or noTxTime; noTxTime too when that time is
+// after the label's, at (a label cannot precede its transaction).
+func (st *entState) txTime(tx uint64, retain, at int64) int64 {
 	horizon := st.seen - retain
 	for i := len(st.txs) - 1; i >= 0 && st.txs[i].ts > horizon; i-- {
 		if st.txs[i].tx == tx {
-			return st.txs[i].ts
+			if x := st.txs[i].ts; x <= at {
+				return x
+			}
+			return noTxTime
 		}
 	}
 	return noTxTime
@@ -457,10 +467,14 @@ type specShared struct {
 	cs     *compiledSpec
 	retain []int64 // per smap: history kept behind the newest event (labels)
 	pts    []int64 // per smap: history its xseries keeps (pspan + lateness)
+	// txRetain is the history of transaction ids the terminal keeps
+	// behind its newest event (txSpan + lateness): a label's transaction
+	// older than that lies in no transaction-time window of any entity.
+	txRetain int64
 }
 
 func newSpecShared(cs *compiledSpec, lateness int64) *specShared {
-	ss := &specShared{cs: cs, retain: make([]int64, len(cs.smaps)), pts: make([]int64, len(cs.smaps))}
+	ss := &specShared{cs: cs, retain: make([]int64, len(cs.smaps)), pts: make([]int64, len(cs.smaps)), txRetain: cs.txSpan + lateness}
 	for i, m := range cs.smaps {
 		ss.retain[i] = m.span + lateness
 		ss.pts[i] = cs.ents[m.ent].ptsRetain(lateness)
@@ -531,7 +545,8 @@ func (s *Shared) applyLabelSpec(l *Label) (placed bool) {
 }
 
 // findTx returns the time of transaction l.TxID in the retained history
-// of l.TerminalID (cs.txMap), or noTxTime.
+// of l.TerminalID (cs.txMap): its transactions after its newest event
+// minus txRetain; or noTxTime.
 func (s *Shared) findTx(l *Label) int64 {
 	mi := s.sp.cs.txMap
 	if mi < 0 || l.TerminalID == "" {
@@ -544,7 +559,7 @@ func (s *Shared) findTx(l *Label) int64 {
 	if !ok {
 		return noTxTime
 	}
-	return es.txTime(hashLabelTx(s, l.TxID), s.sp.retain[mi])
+	return es.txTime(hashLabelTx(s, l.TxID), s.sp.txRetain, nanos(l.TS))
 }
 
 // specBuilder is the Builder's part for a spec.
@@ -604,9 +619,10 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 			mp.put(id, es)
 		}
 		es.seen = max(es.seen, t)
-		late = !b.applyEnt(en, es, e, t, amt, b.shared.lateness, b.shared.sp.pts[en.smap], row) || late
-		if en.keepTx {
-			es.addTx(t, hashLabelTx(b.shared, e.TxID), b.shared.sp.retain[en.smap], b.shared.cfg.maxPoints)
+		inserted := b.applyEnt(en, es, e, t, amt, b.shared.lateness, b.shared.sp.pts[en.smap], row)
+		late = !inserted || late
+		if en.keepTx && inserted {
+			es.addTx(t, hashLabelTx(b.shared, e.TxID), b.shared.sp.txRetain, b.shared.cfg.maxPoints)
 		}
 		es.evictLabels(b.shared.sp.retain[en.smap])
 		st.mu.Unlock()

@@ -611,7 +611,7 @@ func (e *stateWriter) cardState(c *cardState) {
 }
 
 func (e *stateWriter) terminalState(t *terminalState) {
-	e.series(&t.s, nil, false)
+	e.series(&t.s, t.txs, true)
 	e.labels(t.labels)
 	e.i64(t.seen)
 }
@@ -1038,7 +1038,7 @@ func (d *stateReader) cardState(wins []window) *cardState {
 
 func (d *stateReader) terminalState(wins []window) *terminalState {
 	t := &terminalState{}
-	d.series(&t.s, nil, wins)
+	d.series(&t.s, &t.txs, wins)
 	t.labels = d.labels()
 	t.seen = d.i64()
 	return t

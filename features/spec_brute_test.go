@@ -176,7 +176,7 @@ func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration
 				}
 			case cs.txMap >= 0:
 				r := get("terminal_id", l.TerminalID)
-				if x, ok := r.txs[l.TxID]; ok && x > r.seen-retainOf("terminal_id") {
+				if x, ok := r.txs[l.TxID]; ok && x > r.seen-(cs.txSpan+int64(lateness)) && x <= lt {
 					txT = x
 				}
 			}
@@ -234,10 +234,10 @@ func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration
 				if !r.init || te > r.maxTS {
 					r.maxTS, r.init = te, true
 				}
+				r.txs[e.TxID] = te
 			}
 			if stored && !en.local {
 				r.seen = max(r.seen, te)
-				r.txs[e.TxID] = te
 				for tx, bl := range r.labels {
 					if bl.ts <= r.seen-retain {
 						delete(r.labels, tx)
