@@ -263,7 +263,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 		c.headSince, c.headChanged, c.headKmh = row[offCardSince], changed != 0, row[offCardVelocity]
 	}
 
-	late := !b.shared.observe(e.TerminalID, t, amt, row) || !inserted
+	late := !b.shared.observe(e.TerminalID, e.TxID, t, amt, row) || !inserted
 	if late {
 		b.late++
 	}

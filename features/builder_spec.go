@@ -86,17 +86,18 @@ var kinds = map[string]featKind{
 
 // cfeat is one compiled feature.
 type cfeat struct {
-	kind  featKind
-	ent   int // index in compiledSpec.ents, -1 for value and calendar features
-	win   int // index in the entity's wins, -1 when not windowed
-	w     window
-	log1p bool
-	cap   int
-	field fieldID // changed
-	slot  int     // changed: index in entState.strs
-	head  int     // since, changed, geo: index in entState.headVals; else -1
-	tile  int     // tiled window: index in the entity's tiled; else -1
-	night int
+	kind   featKind
+	ent    int // index in compiledSpec.ents, -1 for value and calendar features
+	win    int // index in the entity's wins, -1 when not windowed
+	w      window
+	log1p  bool
+	cap    int
+	field  fieldID // changed
+	slot   int     // changed: index in entState.strs
+	head   int     // since, changed, geo: index in entState.headVals; else -1
+	tile   int     // tiled window: index in the entity's tiled; else -1
+	night  int
+	txTime bool // fraud_count, fraud_rate: labels placed by transaction time
 }
 
 // cent is one compiled entity: a field keying state, the windows of its
@@ -119,6 +120,8 @@ type cent struct {
 	nHead  int   // since, changed and geo features
 	geo    bool
 	labels bool // has fraud features
+	txTime bool // has fraud features placing labels by transaction time
+	keepTx bool // keeps its transactions' ids (entState.txs): ApplyLabel finds tx times there
 	smap   int  // index of its map in the Shared (non-local entities), else -1
 	lmap   int  // index of the Shared map holding its labels, else -1
 }
@@ -143,13 +146,19 @@ type compiledSpec struct {
 	smaps  []smapDef
 	nWins  int // most windows of any entity
 	nTiled int // most tiled windows of any entity
+	// needTx: some entity places fraud labels by transaction time; txMap
+	// is the smap of the terminal_id entity (which keeps its transactions'
+	// ids for labels without tx_ts), -1 if the spec has none.
+	needTx bool
+	txMap  int
+	txSpan int64 // longest offset+window of the transaction-time fraud features
 }
 
 func compileSpec(s *Spec) (*compiledSpec, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	cs := &compiledSpec{spec: Spec{Features: slices.Clone(s.Features)}, names: s.Names(), local: -1}
+	cs := &compiledSpec{spec: Spec{Features: slices.Clone(s.Features)}, names: s.Names(), local: -1, txMap: -1}
 	for i := range cs.spec.Features { // spell out defaults, so that equal specs compare equal
 		f := &cs.spec.Features[i]
 		if f.Agg == AggNight && f.NightHour == nil {
@@ -159,6 +168,9 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 		if f.Agg == AggDistinct && f.Cap == nil {
 			v := DefaultDistinctCap
 			f.Cap = &v
+		}
+		if f.txTime() {
+			f.LabelTime = LabelTimeTransaction
 		}
 	}
 	entOf := map[fieldID]int{}
@@ -213,6 +225,12 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 				en.geo = true
 			case kFraudCount, kFraudRate:
 				en.labels = true
+				cf.txTime = f.txTime()
+				en.txTime = en.txTime || cf.txTime
+				cs.needTx = cs.needTx || cf.txTime
+				if cf.txTime {
+					cs.txSpan = max(cs.txSpan, int64(f.Offset+f.Window))
+				}
 			}
 			if cf.kind == kSince || cf.kind == kChanged || cf.kind == kGeo {
 				cf.head = en.nHead
@@ -224,6 +242,7 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 	}
 	for i := range cs.ents {
 		en := &cs.ents[i]
+		en.keepTx = cs.needTx && en.field == sfTerminal
 		en.orderWindows(cs.feats)
 		en.pspan = maxSpan(en.wins)
 		en.span = en.pspan
@@ -237,6 +256,9 @@ func compileSpec(s *Spec) (*compiledSpec, error) {
 			en.lmap = -1
 			if en.labels {
 				en.lmap = en.smap
+			}
+			if en.keepTx {
+				cs.txMap = en.smap
 			}
 			cs.smaps = append(cs.smaps, smapDef{ent: i, field: en.field, span: en.span, labels: en.labels})
 		} else if en.labels {
@@ -308,6 +330,7 @@ type entState struct {
 	s        xseries
 	tl       []tiles      // per tiled window of the entity
 	labels   []labelPoint // sorted by ts
+	txs      []txPoint    // keepTx: its transactions, sorted by ts (then as applied)
 	seen     int64        // newest event time (local) or event or label time (shared)
 	strs     []string
 	headVals []float32
@@ -322,8 +345,80 @@ type entState struct {
 
 func (st *entState) lastSeen() int64 { return st.seen }
 
-func (st *entState) fraudIn(from, to int64) int64 {
-	return labelsUpTo(st.labels, to) - labelsUpTo(st.labels, from)
+// txPoint is one transaction of an entity that keeps them (cent.keepTx):
+// its time and the hash of its tx id (hashLabelTx).
+type txPoint struct {
+	ts int64
+	tx uint64
+}
+
+// fraudIn counts the entity's fraud labels in (from, to]: by label time,
+// or, with txTime, by transaction time among the labels known at t
+// (label time <= t).
+func (st *entState) fraudIn(txTime bool, from, to, t int64) int64 {
+	if !txTime {
+		return labelsUpTo(st.labels, to) - labelsUpTo(st.labels, from)
+	}
+	// A label's transaction precedes it (txTs <= ts): only labels with ts
+	// in (from, t] can count.
+	var n int64
+	for _, p := range st.labels[labelsUpTo(st.labels, from):labelsUpTo(st.labels, t)] {
+		if p.txTs > from && p.txTs <= to {
+			n++
+		}
+	}
+	return n
+}
+
+// labelIn reports whether p counts in (from, to] at t (entState.fraudIn).
+func labelIn(p labelPoint, txTime bool, from, to, t int64) bool {
+	if txTime {
+		return p.ts <= t && p.txTs > from && p.txTs <= to
+	}
+	return p.ts > from && p.ts <= to
+}
+
+// addTx records a transaction of a keepTx entity, and forgets those at or
+// before seen-retain (their labels could count in no window) and, past
+// maxPts (> 0), the oldest.
+func (st *entState) addTx(t int64, tx uint64, retain int64, maxPts int) {
+	horizon := st.seen - retain
+	if t > horizon {
+		at := len(st.txs)
+		for at > 0 && st.txs[at-1].ts > t {
+			at--
+		}
+		st.txs = slices.Insert(st.txs, at, txPoint{ts: t, tx: tx})
+	}
+	n := 0
+	for n < len(st.txs) && st.txs[n].ts <= horizon {
+		n++
+	}
+	if maxPts > 0 {
+		n = max(n, len(st.txs)-maxPts)
+	}
+	if n > 0 {
+		st.txs = slices.Delete(st.txs, 0, n)
+		if cap(st.txs) > 16 && len(st.txs) < cap(st.txs)/4 {
+			st.txs = slices.Clip(slices.Clone(st.txs))
+		}
+	}
+}
+
+// txTime returns the time of the newest retained transaction with tx-id
+// hash tx (after seen-retain), or noTxTime; noTxTime too when that time is
+// after the label's, at (a label cannot precede its transaction).
+func (st *entState) txTime(tx uint64, retain, at int64) int64 {
+	horizon := st.seen - retain
+	for i := len(st.txs) - 1; i >= 0 && st.txs[i].ts > horizon; i-- {
+		if st.txs[i].tx == tx {
+			if x := st.txs[i].ts; x <= at {
+				return x
+			}
+			return noTxTime
+		}
+	}
+	return noTxTime
 }
 
 // labelsUpTo returns the number of labels with ts <= x (ls sorted by ts):
@@ -372,10 +467,14 @@ type specShared struct {
 	cs     *compiledSpec
 	retain []int64 // per smap: history kept behind the newest event (labels)
 	pts    []int64 // per smap: history its xseries keeps (pspan + lateness)
+	// txRetain is the history of transaction ids the terminal keeps
+	// behind its newest event (txSpan + lateness): a label's transaction
+	// older than that lies in no transaction-time window of any entity.
+	txRetain int64
 }
 
 func newSpecShared(cs *compiledSpec, lateness int64) *specShared {
-	ss := &specShared{cs: cs, retain: make([]int64, len(cs.smaps)), pts: make([]int64, len(cs.smaps))}
+	ss := &specShared{cs: cs, retain: make([]int64, len(cs.smaps)), pts: make([]int64, len(cs.smaps)), txRetain: cs.txSpan + lateness}
 	for i, m := range cs.smaps {
 		ss.retain[i] = m.span + lateness
 		ss.pts[i] = cs.ents[m.ent].ptsRetain(lateness)
@@ -385,8 +484,20 @@ func newSpecShared(cs *compiledSpec, lateness int64) *specShared {
 
 // applyLabelSpec is ApplyLabel for a spec Shared: the same rules, for the
 // label states of each labelled entity (card_id, terminal_id).
-func (s *Shared) applyLabelSpec(l *Label) {
-	for mi, m := range s.sp.cs.smaps {
+func (s *Shared) applyLabelSpec(l *Label) (placed bool) {
+	cs := s.sp.cs
+	txT := labelTxTime(l, nanos(l.TS))
+	placed = true
+	if l.Fraud && cs.needTx && txT == noTxTime {
+		if l.TxTS.IsZero() {
+			txT = s.findTx(l)
+		}
+		if txT == noTxTime {
+			placed = false
+			s.unplaced.Add(1)
+		}
+	}
+	for mi, m := range cs.smaps {
 		if !m.labels {
 			continue
 		}
@@ -424,12 +535,31 @@ func (s *Shared) applyLabelSpec(l *Label) {
 			}
 		case i < 0:
 			at := labelsUpTo(es.labels, t)
-			es.labels = slices.Insert(es.labels, int(at), labelPoint{ts: t, tx: h})
+			es.labels = slices.Insert(es.labels, int(at), labelPoint{ts: t, txTs: txT, tx: h})
 			es.seen = max(es.seen, t)
 			es.evictLabels(s.sp.retain[mi])
 		}
 		st.mu.Unlock()
 	}
+	return placed
+}
+
+// findTx returns the time of transaction l.TxID in the retained history
+// of l.TerminalID (cs.txMap): its transactions after its newest event
+// minus txRetain; or noTxTime.
+func (s *Shared) findTx(l *Label) int64 {
+	mi := s.sp.cs.txMap
+	if mi < 0 || l.TerminalID == "" {
+		return noTxTime
+	}
+	st := s.stripe(l.TerminalID)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	es, ok := st.spec[mi].peek(l.TerminalID, nanos(l.TS))
+	if !ok {
+		return noTxTime
+	}
+	return es.txTime(hashLabelTx(s, l.TxID), s.sp.txRetain, nanos(l.TS))
 }
 
 // specBuilder is the Builder's part for a spec.
@@ -489,7 +619,11 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 			mp.put(id, es)
 		}
 		es.seen = max(es.seen, t)
-		late = !b.applyEnt(en, es, e, t, amt, b.shared.lateness, b.shared.sp.pts[en.smap], row) || late
+		inserted := b.applyEnt(en, es, e, t, amt, b.shared.lateness, b.shared.sp.pts[en.smap], row)
+		late = !inserted || late
+		if en.keepTx && inserted {
+			es.addTx(t, hashLabelTx(b.shared, e.TxID), b.shared.sp.txRetain, b.shared.cfg.maxPoints)
+		}
 		es.evictLabels(b.shared.sp.retain[en.smap])
 		st.mu.Unlock()
 	}
@@ -806,7 +940,7 @@ func (b *Builder) evalEnt(en *cent, st *entState, e *Event, t int64, amt float64
 		case kGeo:
 			v = f32(hc.kmh)
 		case kFraudCount, kFraudRate:
-			fraud := b.fraudIn(en, st, e, t-f.w.offset-f.w.length, t-f.w.offset)
+			fraud := b.fraudIn(en, st, e, f.txTime, t-f.w.offset-f.w.length, t-f.w.offset, t)
 			if f.kind == kFraudCount {
 				v = float32(fraud)
 			} else {
@@ -829,15 +963,15 @@ func (s *xseries) window(w window, t int64) (lo, hi int32) {
 	return s.upper(t - w.offset - w.length), s.upper(t - w.offset)
 }
 
-// fraudIn counts the entity's fraud labels with TS in (from, to]. A
-// shared entity holds its own labels (the caller holds its stripe lock); a
-// local one's are in the Shared.
-func (b *Builder) fraudIn(en *cent, st *entState, e *Event, from, to int64) int64 {
+// fraudIn counts the entity's fraud labels in (from, to] at t
+// (entState.fraudIn). A shared entity holds its own labels (the caller
+// holds its stripe lock); a local one's are in the Shared.
+func (b *Builder) fraudIn(en *cent, st *entState, e *Event, txTime bool, from, to, t int64) int64 {
 	if !en.local {
-		return st.fraudIn(from, to)
+		return st.fraudIn(txTime, from, to, t)
 	}
 	var buf [8]uint64
-	moved := b.shared.aliasLabels(en.lmap, e, from, to, buf[:0]) // a PAN-key rotation: see rekey.go
+	moved := b.shared.aliasLabels(en.lmap, e, txTime, from, to, t, buf[:0]) // a PAN-key rotation: see rekey.go
 	id := en.field.of(e)
 	s := b.shared.stripe(id)
 	s.mu.Lock()
@@ -845,7 +979,7 @@ func (b *Builder) fraudIn(en *cent, st *entState, e *Event, from, to int64) int6
 	ls, ok := s.spec[en.lmap].peek(id, nanos(e.TS))
 	var n int64
 	if ok {
-		n = ls.fraudIn(from, to)
+		n = ls.fraudIn(txTime, from, to, t)
 	}
 	for _, tx := range moved {
 		if !ok || !slices.ContainsFunc(ls.labels, func(p labelPoint) bool { return p.tx == tx }) {

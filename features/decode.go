@@ -132,12 +132,14 @@ const (
 	fLat
 	fLon
 	fFraud
+	fTxTS
 )
 
 var fieldNames = [...]string{
 	fTxID: "tx_id", fCardID: "card_id", fTerminalID: "terminal_id",
 	fCurrency: "currency", fMCC: "mcc", fChannel: "channel", fCountry: "country",
 	fTS: "ts", fAmount: "amount", fLat: "lat", fLon: "lon", fFraud: "fraud",
+	fTxTS: "tx_ts",
 }
 
 const (
@@ -188,6 +190,8 @@ func labelField(key []byte) int {
 		return fTerminalID
 	case "fraud":
 		return fFraud
+	case "tx_ts":
+		return fTxTS
 	}
 	return -1
 }
@@ -210,6 +214,7 @@ type parse struct {
 	present  uint32 // fields with a non-null value
 	str      [nStrFields]strSpan
 	ts       time.Time
+	txTS     time.Time // label tx_ts, when present
 	amount   float64
 	lat, lon float64
 	fraud    bool
@@ -386,7 +391,9 @@ func (p *parse) value(f int) bool {
 		}
 		return true
 	case f == fTS:
-		return p.timestamp()
+		return p.timestamp(f, &p.ts)
+	case f == fTxTS:
+		return p.timestamp(f, &p.txTS)
 	case f == fFraud:
 		switch c {
 		case 't':
@@ -446,7 +453,9 @@ func (p *parse) value(f int) bool {
 	}
 }
 
-func (p *parse) timestamp() bool {
+// timestamp scans the timestamp of field f (ts, or a label's tx_ts) into
+// *dst: an RFC 3339 string or epoch milliseconds.
+func (p *parse) timestamp(f int, dst *time.Time) bool {
 	s := &p.s
 	switch c := s.peek(); {
 	case c == '"':
@@ -461,14 +470,14 @@ func (p *parse) timestamp() bool {
 		}
 		t, ok := parseRFC3339(raw)
 		if !ok {
-			p.sem(ReasonInvalidTime, fTS, "not an RFC 3339 timestamp")
+			p.sem(ReasonInvalidTime, f, "not an RFC 3339 timestamp")
 			return true
 		}
 		if t.Before(minEventTime) || !t.Before(maxEventTime) {
-			p.sem(ReasonInvalidTime, fTS, "timestamp outside [1970, 2262)")
+			p.sem(ReasonInvalidTime, f, "timestamp outside [1970, 2262)")
 			return true
 		}
-		p.ts = t
+		*dst = t
 	case c == '-' || (c >= '0' && c <= '9'):
 		start, end, isInt, ok := s.num()
 		if !ok {
@@ -476,20 +485,20 @@ func (p *parse) timestamp() bool {
 		}
 		raw := s.b[start:end]
 		if !isInt || raw[0] == '-' || len(raw) > 16 {
-			p.sem(ReasonInvalidTime, fTS, "epoch milliseconds must be a non-negative integer")
+			p.sem(ReasonInvalidTime, f, "epoch milliseconds must be a non-negative integer")
 			return true
 		}
 		ms, _ := digits(raw)
 		if ms >= maxEpochMillis {
-			p.sem(ReasonInvalidTime, fTS, "timestamp outside [1970, 2262)")
+			p.sem(ReasonInvalidTime, f, "timestamp outside [1970, 2262)")
 			return true
 		}
-		p.ts = time.UnixMilli(int64(ms)).UTC()
+		*dst = time.UnixMilli(int64(ms)).UTC()
 	default:
-		p.sem(ReasonWrongType, fTS, "expected an RFC 3339 string or epoch milliseconds")
+		p.sem(ReasonWrongType, f, "expected an RFC 3339 string or epoch milliseconds")
 		return s.skipValue(0)
 	}
-	p.present |= 1 << fTS
+	p.present |= 1 << f
 	return true
 }
 
@@ -636,11 +645,17 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 
 // DecodeLabel decodes one label from b into *l, with the same strictness as
 // Decode. tx_id, card_id, terminal_id, ts and fraud (a JSON boolean) are
-// required; errors are *DecodeError.
+// required; tx_ts (the transaction's time, as ts: RFC 3339 or epoch
+// milliseconds) is optional and may not be after ts (a label cannot
+// precede its transaction). Errors are *DecodeError.
 func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	p := parse{s: scanner{b: b}, required: labelRequired, label: true}
 	if err := p.run(); err != nil {
 		return err
+	}
+	if p.present&(1<<fTxTS) != 0 && p.txTS.After(p.ts) {
+		return &DecodeError{Reason: ReasonInvalidTime, Field: "tx_ts",
+			Err: fmt.Errorf("tx_ts %s is after ts %s: a label cannot precede its transaction", p.txTS.Format(time.RFC3339Nano), p.ts.Format(time.RFC3339Nano))}
 	}
 	if err := d.checkTime(p.ts); err != nil {
 		return err
@@ -658,6 +673,9 @@ func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	out[fTxID], out[fCardID], out[fTerminalID] = &lb.TxID, &lb.CardID, &lb.TerminalID
 	p.strings(out, card, alias, &lb.CardAlias)
 	lb.TS = p.ts
+	if p.present&(1<<fTxTS) != 0 {
+		lb.TxTS = p.txTS
+	}
 	lb.Fraud = p.fraud
 	*l = lb
 	return nil

@@ -189,6 +189,20 @@ func TestDecodeLabel(t *testing.T) {
 		{name: "bad literal", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":tru}`, reason: ReasonMalformedJSON},
 		{name: "future", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2027-11-28T15:04:05Z","fraud":true}`, reason: ReasonFutureTime, field: "ts"},
 		{name: "trailing", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","fraud":true}]`, reason: ReasonTrailingData},
+		{name: "tx_ts", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":"2026-11-28T15:04:05Z","tx_ts":"2026-11-21T10:00:00.5+01:00","fraud":true}`,
+			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.Date(2026, 11, 28, 15, 4, 5, 0, time.UTC), TxTS: time.Date(2026, 11, 21, 9, 0, 0, 5e8, time.UTC), Fraud: true}},
+		{name: "tx_ts epoch ms", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":1795878244999,"fraud":true}`,
+			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245000).UTC(), TxTS: time.UnixMilli(1795878244999).UTC(), Fraud: true}},
+		{name: "tx_ts equal to ts", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":1795878245000,"fraud":true}`,
+			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245000).UTC(), TxTS: time.UnixMilli(1795878245000).UTC(), Fraud: true}},
+		{name: "tx_ts null", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":null,"fraud":true}`,
+			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245000).UTC(), Fraud: true}},
+		{name: "tx_ts after ts", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":1795878245001,"fraud":true}`, reason: ReasonInvalidTime, field: "tx_ts"},
+		{name: "tx_ts not RFC 3339", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":"2026-11-21 10:00","fraud":true}`, reason: ReasonInvalidTime, field: "tx_ts"},
+		{name: "tx_ts negative", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":-1,"fraud":true}`, reason: ReasonInvalidTime, field: "tx_ts"},
+		{name: "tx_ts fraction", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":1.5,"fraud":true}`, reason: ReasonInvalidTime, field: "tx_ts"},
+		{name: "tx_ts bool", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":true,"fraud":true}`, reason: ReasonWrongType, field: "tx_ts"},
+		{name: "tx_ts duplicate", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":1,"tx_ts":2,"fraud":true}`, reason: ReasonDuplicateField, field: "tx_ts"},
 	}
 	d := testDecoder()
 	for _, tc := range tests {
@@ -200,7 +214,7 @@ func TestDecodeLabel(t *testing.T) {
 					t.Fatalf("DecodeLabel: %v", err)
 				}
 				if got.TxID != tc.want.TxID || got.CardID != tc.want.CardID || got.TerminalID != tc.want.TerminalID ||
-					!got.TS.Equal(tc.want.TS) || got.Fraud != tc.want.Fraud {
+					!got.TS.Equal(tc.want.TS) || !got.TxTS.Equal(tc.want.TxTS) || got.TxTS.IsZero() != tc.want.TxTS.IsZero() || got.Fraud != tc.want.Fraud {
 					t.Errorf("got %+v, want %+v", got, tc.want)
 				}
 				return
@@ -239,8 +253,13 @@ func TestAppendJSONRoundTrip(t *testing.T) {
 	if err := d.DecodeLabel(b, &got); err != nil {
 		t.Fatalf("DecodeLabel(%s): %v", b, err)
 	}
-	if got.TxID != l.TxID || !got.TS.Equal(l.TS) || !got.Fraud || got.CardID != l.CardID || got.TerminalID != l.TerminalID {
+	if got.TxID != l.TxID || !got.TS.Equal(l.TS) || !got.Fraud || got.CardID != l.CardID || got.TerminalID != l.TerminalID || !got.TxTS.IsZero() {
 		t.Errorf("label round trip: got %+v, want %+v", got, l)
+	}
+	l.TxTS = time.Date(2025, 12, 30, 1, 2, 3, 4, time.FixedZone("y", -7200))
+	b = l.AppendJSON(nil)
+	if err := d.DecodeLabel(b, &got); err != nil || !got.TxTS.Equal(l.TxTS) || got.TxTS.Location() != time.UTC {
+		t.Errorf("label round trip of %s: got %+v, %v", b, got, err)
 	}
 	if s := string((&Event{TxID: "\xff"}).AppendJSON(nil)); !strings.Contains(s, `"tx_id":"\ufffd"`) {
 		t.Errorf("invalid UTF-8 not replaced: %s", s)

@@ -40,7 +40,10 @@ const DefinitionFormat = "streamscore-feature-definition-v1"
 //	transform=
 //	night_hour=
 //
-// It covers what the value means: name, aggregation, entity, input field,
+// A fraud_count or fraud_rate feature counting by transaction time (its
+// default label_time) has one more line, label_time=transaction; one
+// counting by label time (label_time: label) has none, as before that
+// property existed. It covers what the value means: name, aggregation, entity, input field,
 // distinct field, window, offset, transform and night hour. It leaves out
 // how precisely the engine approximates it (tiles, a distinct feature's
 // cap): a tiled window or a lower cap changes a value only within the
@@ -72,6 +75,13 @@ func (f *FeatureSpec) Canonical() string {
 		b.WriteString(kv[0])
 		b.WriteByte('=')
 		b.WriteString(kv[1])
+	}
+	if f.txTime() {
+		// Added with the transaction-time semantics of fraud_count and
+		// fraud_rate: their earlier (label-time) definitions, which
+		// label_time: label keeps, hash as before, and a model recorded
+		// under them is refused by a pipeline counting by transaction time.
+		b.WriteString("\nlabel_time=" + LabelTimeTransaction)
 	}
 	b.WriteByte('\n')
 	return b.String()
@@ -106,8 +116,14 @@ func (f *FeatureSpec) Describe() string {
 		s = "km/h from the previous event"
 	case AggFraudCount:
 		s = "fraud labels"
+		if f.txTime() {
+			s = "known frauds among the events"
+		}
 	case AggFraudRate:
 		s = "fraud labels / events"
+		if f.txTime() {
+			s = "known frauds among the events / events"
+		}
 	case AggHourSin:
 		s = "sin(2π UTC hour/24)"
 	case AggHourCos:

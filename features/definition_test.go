@@ -1,7 +1,9 @@
 package features_test
 
 import (
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/streamscore/streamscore/features"
@@ -74,6 +76,8 @@ func TestDefinitionsDiffer(t *testing.T) {
 		{"night_hour", "{name: f, agg: night}", "{name: f, agg: night, night_hour: 5}"},
 		{"of", "{name: f, agg: distinct, entity: card_id, of: country, window: 1h}", "{name: f, agg: distinct, entity: card_id, of: mcc, window: 1h}"},
 		{"changed field", "{name: f, agg: changed, entity: card_id, field: country}", "{name: f, agg: changed, entity: card_id, field: mcc}"},
+		{"label_time", "{name: f, agg: fraud_rate, entity: terminal_id, window: 7d, offset: 7d, label_time: label}",
+			"{name: f, agg: fraud_rate, entity: terminal_id, window: 7d, offset: 7d}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			da := mustSpec(t, "features:\n  - "+tc.a+"\n").Definitions()[0]
@@ -118,5 +122,41 @@ func TestBuilderDefinitions(t *testing.T) {
 	}
 	if alt[i].Text != "sum of amount per card_id over 1d" || def[i].Text != "sum of amount per card_id over 1h" {
 		t.Fatalf("texts %q, %q", def[i].Text, alt[i].Text)
+	}
+}
+
+// TestDefinitionLabelTime: a fraud feature counting by transaction time
+// (the default) has a label_time line, and so a hash no model recorded
+// before it can carry; one counting by label time (label_time: label) has
+// the encoding it had before the property existed, so models trained on it
+// stay valid.
+func TestDefinitionLabelTime(t *testing.T) {
+	s := mustSpec(t, `features:
+  - {name: f, agg: fraud_count, entity: terminal_id, window: 1d, offset: 7d, label_time: label}
+  - {name: g, agg: fraud_count, entity: terminal_id, window: 1d, offset: 7d}
+  - {name: h, agg: fraud_count, entity: terminal_id, window: 1d, offset: 7d, label_time: transaction}
+`)
+	old := "streamscore-feature-definition-v1\nname=f\nagg=fraud_count\nentity=terminal_id\nfield=\nof=\nwindow=86400000000000\noffset=604800000000000\ntransform=\nnight_hour=\n"
+	if got := s.Features[0].Canonical(); got != old {
+		t.Fatalf("label-time Canonical:\n%s\nwant:\n%s", got, old)
+	}
+	if got, want := s.Features[1].Canonical(), strings.Replace(old, "name=f", "name=g", 1)+"label_time=transaction\n"; got != want {
+		t.Fatalf("transaction-time Canonical:\n%s\nwant:\n%s", got, want)
+	}
+	d := s.Definitions()
+	if d[1].Hash == d[2].Hash || strings.Replace(s.Features[1].Canonical(), "name=g", "name=h", 1) != s.Features[2].Canonical() {
+		t.Fatalf("label_time transaction and its default differ: %v", d)
+	}
+	if d[0].Text != "fraud labels per terminal_id over 1d, 7d before the event" ||
+		d[1].Text != "known frauds among the events per terminal_id over 1d, 7d before the event" {
+		t.Fatalf("texts %q, %q", d[0].Text, d[1].Text)
+	}
+	for _, bad := range []string{
+		"{name: f, agg: count, entity: terminal_id, window: 1d, label_time: label}",
+		"{name: f, agg: fraud_count, entity: terminal_id, window: 1d, label_time: chargeback}",
+	} {
+		if _, err := features.ParseSpec([]byte("features:\n  - " + bad + "\n")); !errors.Is(err, features.ErrInvalidSpec) || !strings.Contains(err.Error(), "label_time") {
+			t.Errorf("ParseSpec(%s) = %v, want an ErrInvalidSpec naming label_time", bad, err)
+		}
 	}
 }

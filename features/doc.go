@@ -194,8 +194,8 @@
 //	                                  between them (at least 1 s); 0 unless both have lat/lon
 //	terminal_tx_count_{1h,...,30d}    terminal transactions in the window, this one included
 //	terminal_amount_mean_{1h,...,30d} mean of their amounts
-//	terminal_fraud_count_7d_lag7d     fraud labels of the terminal with label TS in
-//	                                  (t-14d, t-7d]
+//	terminal_fraud_count_7d_lag7d     frauds among the terminal's transactions in
+//	                                  (t-14d, t-7d] (transaction time), label TS <= t
 //	terminal_fraud_rate_7d_lag7d      that count / terminal transactions in (t-14d, t-7d],
 //	                                  capped at 1; 0 without transactions
 //	terminal_fraud_count_30d_lag7d    the same over (t-37d, t-7d]
@@ -206,8 +206,8 @@
 //	terminal_tx_count_1d_lag7d        terminal transactions in (t-8d, t-7d]
 //	terminal_tx_count_7d_lag7d        terminal transactions in (t-14d, t-7d]
 //	terminal_tx_count_30d_lag7d       terminal transactions in (t-37d, t-7d]
-//	terminal_fraud_count_1d_lag7d     fraud labels of the terminal with label TS in
-//	                                  (t-8d, t-7d]
+//	terminal_fraud_count_1d_lag7d     frauds among the terminal's transactions in
+//	                                  (t-8d, t-7d], label TS <= t
 //	terminal_fraud_rate_1d_lag7d      that count / terminal_tx_count_1d_lag7d, capped at 1;
 //	                                  0 without transactions
 //

@@ -32,6 +32,14 @@ type Label struct {
 	TS                       time.Time // when the label became known (chargeback time), NOT the tx time
 	Fraud                    bool
 
+	// TxTS is the labelled transaction's own time (tx_ts), the zero Time
+	// when the label does not carry it. Fraud features counting by
+	// transaction time (label_time: transaction, the default) place the
+	// label at TxTS; without it, ApplyLabel looks the transaction up by
+	// TxID in its terminal's retained history, and counts (and logs) the
+	// labels it cannot place (Shared.UnplacedLabels). Not after TS.
+	TxTS time.Time
+
 	// CardAlias is the card's pseudonym under the previous PAN key during
 	// a rotation, as for Event.CardAlias; AppendJSON omits it.
 	CardAlias string
@@ -73,8 +81,8 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// AppendJSON appends l as one JSON object in the label contract's layout and
-// returns the extended buffer.
+// AppendJSON appends l as one JSON object in the label contract's layout
+// (tx_ts only when set) and returns the extended buffer.
 func (l *Label) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"tx_id":`...)
 	dst = appendJSONString(dst, l.TxID)
@@ -84,6 +92,10 @@ func (l *Label) AppendJSON(dst []byte) []byte {
 	dst = appendJSONString(dst, l.TerminalID)
 	dst = append(dst, `,"ts":"`...)
 	dst = l.TS.UTC().AppendFormat(dst, time.RFC3339Nano)
+	if !l.TxTS.IsZero() {
+		dst = append(dst, `","tx_ts":"`...)
+		dst = l.TxTS.UTC().AppendFormat(dst, time.RFC3339Nano)
+	}
 	dst = append(dst, `","fraud":`...)
 	dst = strconv.AppendBool(dst, l.Fraud)
 	return append(dst, '}')

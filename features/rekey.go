@@ -121,11 +121,11 @@ func (s *Shared) rekeyLabels(mi int, id, alias string, t int64) bool {
 	return true
 }
 
-// aliasLabels appends to dst the tx hashes of the fraud labels with TS in
-// (from, to] that e's card has under e.CardAlias in spec map mi: labels that
+// aliasLabels appends to dst the tx hashes of the fraud labels counting in
+// (from, to] at t (labelIn) that e's card has under e.CardAlias in spec map mi: labels that
 // arrived under its old pseudonym after it moved (the caller counts those
 // not also under e.CardID). It takes and releases the alias's stripe lock.
-func (s *Shared) aliasLabels(mi int, e *Event, from, to int64, dst []uint64) []uint64 {
+func (s *Shared) aliasLabels(mi int, e *Event, txTime bool, from, to, t int64, dst []uint64) []uint64 {
 	if e.CardAlias == "" || e.CardAlias == e.CardID {
 		return dst
 	}
@@ -137,7 +137,7 @@ func (s *Shared) aliasLabels(mi int, e *Event, from, to int64, dst []uint64) []u
 		return dst
 	}
 	for _, p := range ls.labels {
-		if p.ts > from && p.ts <= to {
+		if labelIn(p, txTime, from, to, t) {
 			dst = append(dst, p.tx)
 		}
 	}

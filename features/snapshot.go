@@ -15,7 +15,7 @@ import (
 // ReadState (card state), Shared.WriteState and ReadState (terminal state,
 // labels, and a spec's shared entity states).
 //
-// Format (version 1), all integers little endian:
+// Format (version 2), all integers little endian:
 //
 //	header   "SSFSTATE", uint16 version, byte kind ('B' Builder, 'S' Shared)
 //	frames   uint32 n (1..64 KiB), then n bytes of body; repeated
@@ -39,8 +39,12 @@ import (
 var ErrState = errors.New("features: bad state snapshot")
 
 const (
-	stateMagic   = "SSFSTATE"
-	stateVersion = 1
+	stateMagic = "SSFSTATE"
+	// stateVersion 2: a fraud label carries its transaction's time, and
+	// a terminal of a spec counting labels by transaction time its
+	// transactions' ids. Version 1 snapshots are refused (ReadState names
+	// the reason): their labels lack the transaction time.
+	stateVersion = 2
 	stateBuilder = 'B'
 	stateShared  = 'S'
 	stateFrame   = 64 << 10   // largest frame body
@@ -590,6 +594,7 @@ func (e *stateWriter) labels(ls []labelPoint) {
 	e.u32(uint32(len(ls)))
 	for _, l := range ls {
 		e.i64(l.ts)
+		e.i64(l.txTs)
 		e.u64(l.tx)
 	}
 }
@@ -606,7 +611,7 @@ func (e *stateWriter) cardState(c *cardState) {
 }
 
 func (e *stateWriter) terminalState(t *terminalState) {
-	e.series(&t.s, nil, false)
+	e.series(&t.s, t.txs, true)
 	e.labels(t.labels)
 	e.i64(t.seen)
 }
@@ -626,6 +631,11 @@ func (e *stateWriter) entState(en *cent, st *entState) {
 		}
 	}
 	e.labels(st.labels)
+	e.u32(uint32(len(st.txs)))
+	for _, p := range st.txs {
+		e.i64(p.ts)
+		e.u64(p.tx)
+	}
 	e.i64(st.seen)
 	e.u32(uint32(len(st.strs)))
 	for _, s := range st.strs {
@@ -662,6 +672,9 @@ func newStateReader(r io.Reader, kind byte) *stateReader {
 	switch v := binary.LittleEndian.Uint16(h[8:]); {
 	case string(h[:8]) != stateMagic:
 		d.fail("not a features state snapshot (magic %q)", h[:8])
+	case v == 1:
+		d.fail("format version 1, this build reads version %d: its fraud labels lack their transaction's time, "+
+			"which the fraud features now count by; rebuild the state by replaying the history", stateVersion)
 	case v != stateVersion:
 		d.fail("format version %d, this build reads version %d", v, stateVersion)
 	case h[10] != kind:
@@ -1001,9 +1014,12 @@ func (d *stateReader) labels() []labelPoint {
 	}
 	ls := make([]labelPoint, 0, min(n, stateChunk))
 	for i := 0; i < n && d.err == nil; i++ {
-		l := labelPoint{ts: d.i64(), tx: d.u64()}
+		l := labelPoint{ts: d.i64(), txTs: d.i64(), tx: d.u64()}
 		if i > 0 && l.ts < ls[i-1].ts {
 			d.fail("labels out of time order")
+		}
+		if l.txTs > l.ts {
+			d.fail("label transaction time after the label's")
 		}
 		ls = append(ls, l)
 	}
@@ -1022,7 +1038,7 @@ func (d *stateReader) cardState(wins []window) *cardState {
 
 func (d *stateReader) terminalState(wins []window) *terminalState {
 	t := &terminalState{}
-	d.series(&t.s, nil, wins)
+	d.series(&t.s, &t.txs, wins)
 	t.labels = d.labels()
 	t.seen = d.i64()
 	return t
@@ -1053,6 +1069,20 @@ func (d *stateReader) entState(en *cent) *entState {
 		}
 	}
 	st.labels = d.labels()
+	if n := d.length(maxStateLen, "transactions"); n > 0 {
+		if !en.keepTx {
+			d.fail("transactions kept for an entity that keeps none")
+		}
+		txs := make([]txPoint, 0, min(n, stateChunk))
+		for i := 0; i < n && d.err == nil; i++ {
+			p := txPoint{ts: d.i64(), tx: d.u64()}
+			if i > 0 && p.ts < txs[i-1].ts {
+				d.fail("transactions out of time order")
+			}
+			txs = append(txs, p)
+		}
+		st.txs = fitCap(txs, 0)
+	}
 	st.seen = d.i64()
 	if n := int(d.u32()); d.err == nil && n != len(st.strs) {
 		d.fail("%d changed fields, want %d", n, len(st.strs))

@@ -374,6 +374,8 @@ func TestReadStateMismatch(t *testing.T) {
 	p := newPipe(nil, nil)
 	version := slices.Clone(builderSnap)
 	version[8]++
+	v1 := slices.Clone(sharedSnap) // the format before labels carried their transaction's time
+	v1[8], v1[9] = 1, 0
 	for _, tc := range []struct {
 		name string
 		read func() error
@@ -383,7 +385,8 @@ func TestReadStateMismatch(t *testing.T) {
 		{"shared snapshot into a Builder", func() error { return p.b.ReadState(bytes.NewReader(sharedSnap)) }, "snapshot of a Shared, want a Builder"},
 		{"not a snapshot", func() error { return p.b.ReadState(strings.NewReader(`{"tx_id":"t-1"}`)) }, "not a features state snapshot"},
 		{"empty", func() error { return p.b.ReadState(strings.NewReader("")) }, "truncated (at byte 0)"},
-		{"version", func() error { return p.b.ReadState(bytes.NewReader(version)) }, "format version 2, this build reads version 1"},
+		{"version", func() error { return p.b.ReadState(bytes.NewReader(version)) }, "format version 3, this build reads version 2"},
+		{"version 1", func() error { return p.s.ReadState(bytes.NewReader(v1)) }, "format version 1, this build reads version 2: its fraud labels lack their transaction's time"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.read(); !errors.Is(err, features.ErrState) || !strings.Contains(err.Error(), tc.want) {

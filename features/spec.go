@@ -41,6 +41,28 @@ type FeatureSpec struct {
 	// per entity, and an approximation with a documented bound (see
 	// docs/features.md, "Tiled windows"). 0: exact.
 	Tiles int `yaml:"tiles,omitempty"`
+	// LabelTime, for fraud_count and fraud_rate only, says which time of a
+	// fraud label places it in the window: LabelTimeTransaction (the
+	// default, "" means it) counts the frauds among the entity's
+	// transactions whose transaction time lies in the window, known at the
+	// event (label TS <= t); LabelTimeLabel counts the labels whose own TS
+	// (when the fraud became known) lies in the window. See
+	// docs/features.md, "Fraud labels". Trap: the two are different
+	// features (different definition hashes); a model trained on one is
+	// refused by a pipeline computing the other.
+	LabelTime string `yaml:"label_time,omitempty"`
+}
+
+// Label times of fraud_count and fraud_rate (FeatureSpec.LabelTime).
+const (
+	LabelTimeTransaction = "transaction" // the transaction's time (Label.TxTS), label known at the event
+	LabelTimeLabel       = "label"       // the label's own time (Label.TS)
+)
+
+// txTime reports whether f is a fraud feature placing labels by the
+// transaction's time.
+func (f *FeatureSpec) txTime() bool {
+	return (f.Agg == AggFraudCount || f.Agg == AggFraudRate) && f.LabelTime != LabelTimeLabel
 }
 
 // MaxTiles is the largest tiles value a feature may set.
@@ -62,7 +84,7 @@ const (
 	AggZScore      = "zscore"       // (value - mean) / std of the other events in the window
 	AggChanged     = "changed"      // 1 when field differs from the entity's previous event's
 	AggGeoVelocity = "geo_velocity" // km/h from the entity's previous event
-	AggFraudCount  = "fraud_count"  // fraud labels of the entity with label TS in the window
+	AggFraudCount  = "fraud_count"  // frauds among the entity's transactions in the window, known at the event (label_time)
 	AggFraudRate   = "fraud_rate"   // fraud_count / events of the entity in the window, capped at 1
 	AggHourSin     = "hour_sin"     // sin(2π hour/24), UTC
 	AggHourCos     = "hour_cos"     // cos(2π hour/24), UTC
@@ -317,6 +339,14 @@ func (f *FeatureSpec) validate() error {
 		case int64(f.Window)%int64(f.Tiles) != 0:
 			return fmt.Errorf("window %v is not a whole number of nanoseconds per tile (%d tiles)", time.Duration(f.Window), f.Tiles)
 		}
+	}
+	switch f.LabelTime {
+	case "", LabelTimeTransaction, LabelTimeLabel:
+		if f.LabelTime != "" && !info.labels {
+			return fmt.Errorf("agg %s takes no label_time (only fraud_count, fraud_rate)", f.Agg)
+		}
+	default:
+		return fmt.Errorf("unknown label_time %q (%s or %s)", f.LabelTime, LabelTimeTransaction, LabelTimeLabel)
 	}
 	if f.NightHour != nil {
 		if f.Agg != AggNight {

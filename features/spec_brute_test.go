@@ -46,7 +46,9 @@ func randomSpec(rng *rand.Rand) *Spec {
 			f.Offset = Duration(rng.Int64N(int64(5 * 24 * time.Hour)))
 		}
 		switch agg {
-		case AggCount, AggFraudCount, AggFraudRate:
+		case AggFraudCount, AggFraudRate:
+			f.LabelTime = []string{"", LabelTimeTransaction, LabelTimeLabel}[rng.IntN(3)]
+		case AggCount:
 		case AggDistinct:
 			f.Of = ofs[ent]
 		default:
@@ -67,8 +69,13 @@ type bruteEnt struct {
 	maxTS  int64
 	init   bool
 	seen   int64 // series/labels "seen" clock (eviction horizon = seen - retain)
-	labels map[string]int64
+	labels map[string]blabel
+	txs    map[string]int64 // tx id -> time of the events applied (the terminal, when a spec places labels by tx time)
 }
+
+// blabel is the brute-force view of one fraud label: its own time and its
+// transaction's (noTxTime when unplaced).
+type blabel struct{ ts, txTs int64 }
 
 type bpoint struct {
 	ts  int64
@@ -140,14 +147,14 @@ func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration
 	get := func(field, id string) *bruteEnt {
 		k := field + "\x00" + id
 		if ref[k] == nil {
-			ref[k] = &bruteEnt{labels: map[string]int64{}}
+			ref[k] = &bruteEnt{labels: map[string]blabel{}, txs: map[string]int64{}}
 		}
 		return ref[k]
 	}
 	retainOf := func(field string) int64 {
 		return cs.ents[slices.IndexFunc(cs.ents, func(c cent) bool { return stringFields[c.field] == field })].span + int64(lateness)
 	}
-	checked := 0
+	checked, unplaced := 0, uint64(0)
 	for i := range evs {
 		e := &evs[i]
 		te := nanos(e.TS)
@@ -155,7 +162,30 @@ func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration
 			j := rng.IntN(i + 1)
 			l := Label{TxID: evs[j].TxID, CardID: evs[j].CardID, TerminalID: evs[j].TerminalID,
 				TS: e.TS.Add(time.Duration(rng.Int64N(int64(4*time.Hour))) - 2*time.Hour), Fraud: rng.Float64() < 0.85}
-			b.shared.ApplyLabel(&l)
+			if rng.IntN(3) > 0 { // with tx_ts (after ts when the label is about a tx of the last 2h: unplaced)
+				l.TxTS = evs[j].TS
+			}
+			// The label's transaction time, as ApplyLabel places it: tx_ts,
+			// else the tx found in its terminal's retained history.
+			lt := nanos(l.TS)
+			txT := int64(noTxTime)
+			switch {
+			case !l.TxTS.IsZero():
+				if x := nanos(l.TxTS); x <= lt {
+					txT = x
+				}
+			case cs.txMap >= 0:
+				r := get("terminal_id", l.TerminalID)
+				if x, ok := r.txs[l.TxID]; ok && x > r.seen-(cs.txSpan+int64(lateness)) && x <= lt {
+					txT = x
+				}
+			}
+			if l.Fraud && cs.needTx && txT == noTxTime {
+				unplaced++
+			}
+			if placed := b.shared.ApplyLabel(&l); placed != (!l.Fraud || !cs.needTx || txT != noTxTime) {
+				t.Fatalf("label %d: placed %v, want the opposite", i, placed)
+			}
 			for _, en := range cs.ents {
 				if !en.labels {
 					continue
@@ -166,19 +196,18 @@ func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration
 					id = l.CardID
 				}
 				r := get(field, id)
-				lt := nanos(l.TS)
 				_, had := r.labels[l.TxID]
 				switch {
 				case !l.Fraud:
 					delete(r.labels, l.TxID)
 				case !had:
-					r.labels[l.TxID] = lt
+					r.labels[l.TxID] = blabel{lt, txT}
 					r.seen = max(r.seen, lt)
 					if !en.local && len(r.pts) == 0 && !r.init {
 						r.seen = lt
 					}
-					for tx, ts := range r.labels { // eviction
-						if ts <= r.seen-retainOf(field) {
+					for tx, bl := range r.labels { // eviction
+						if bl.ts <= r.seen-retainOf(field) {
 							delete(r.labels, tx)
 						}
 					}
@@ -205,11 +234,12 @@ func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration
 				if !r.init || te > r.maxTS {
 					r.maxTS, r.init = te, true
 				}
+				r.txs[e.TxID] = te
 			}
 			if stored && !en.local {
 				r.seen = max(r.seen, te)
-				for tx, ts := range r.labels {
-					if ts <= r.seen-retain {
+				for tx, bl := range r.labels {
+					if bl.ts <= r.seen-retain {
 						delete(r.labels, tx)
 					}
 				}
@@ -319,9 +349,12 @@ func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration
 						approx(z) // (skip near-constant histories: the floor amplifies rounding)
 					}
 				case kFraudCount, kFraudRate:
+					// By label time: the labels with their own time in the
+					// window. By transaction time: the frauds known at te
+					// among the transactions of the window.
 					fraud := 0
-					for _, ts := range r.labels {
-						if ts > lo && ts <= hi {
+					for _, bl := range r.labels {
+						if (!f.txTime && bl.ts > lo && bl.ts <= hi) || (f.txTime && bl.ts <= te && bl.txTs > lo && bl.txTs <= hi) {
 							fraud++
 						}
 					}
@@ -342,6 +375,9 @@ func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration
 			}
 		}
 	}
-	t.Logf("%d features, lateness %v: %d values checked", len(spec.Features), lateness, checked)
+	if got := b.shared.UnplacedLabels(); got != unplaced {
+		t.Fatalf("%d unplaced labels counted, want %d", got, unplaced)
+	}
+	t.Logf("%d features, lateness %v: %d values checked, %d labels unplaced", len(spec.Features), lateness, checked, unplaced)
 	return lagged, fraudSeen
 }

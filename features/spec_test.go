@@ -271,7 +271,7 @@ features:
 		t.Fatal(err)
 	}
 	b := NewBuilder(nil, WithSpec(s))
-	b.shared.ApplyLabel(&Label{TxID: "old", CardID: "c", TerminalID: "m", TS: t0, Fraud: true})
+	b.shared.ApplyLabel(&Label{TxID: "old", CardID: "c", TerminalID: "m", TS: t0, TxTS: t0.Add(-time.Hour), Fraud: true})
 	row := make([]float32, b.Width())
 	b.Update(&Event{TxID: "t", CardID: "c", TerminalID: "m", Country: "FR", TS: t0.Add(time.Hour), Amount: 1}, row)
 	if want := []float32{0, SinceFirstSeen, 1, 1, 1}; !reflect.DeepEqual(row, want) {

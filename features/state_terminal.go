@@ -1,7 +1,9 @@
 package features
 
 import (
+	"math"
 	"math/rand/v2"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	"slices"
@@ -14,17 +16,25 @@ const (
 	dayNs  = 24 * hourNs
 )
 
-// labelPoint is one fraud label of a terminal, timestamped by the label's
-// own time (Label.TS, when the fraud became known).
+// labelPoint is one fraud label of an entity, timestamped by the label's
+// own time (Label.TS, when the fraud became known) and by its
+// transaction's time (Label.TxTS, or the time found in the terminal's
+// history; noTxTime when unknown).
 type labelPoint struct {
-	ts int64  // Label.TS, Unix ns
-	tx uint64 // hash of the tx id, for duplicate and correction handling
+	ts   int64  // Label.TS, Unix ns
+	txTs int64  // the transaction's time, Unix ns, <= ts; noTxTime when unknown
+	tx   uint64 // hash of the tx id, for duplicate and correction handling
 }
+
+// noTxTime is the txTs of a label whose transaction time is unknown: it
+// lies in no window.
+const noTxTime = math.MinInt64
 
 // terminalState is the state of one terminal: its transaction history and
 // the fraud labels attributed to it.
 type terminalState struct {
 	s      series
+	txs    []uint64     // hashLabelTx of each point's tx id, parallel to s.pts (ApplyLabel finds tx times there)
 	labels []labelPoint // sorted by ts
 	seen   int64        // newest event or label time
 }
@@ -76,7 +86,18 @@ type Shared struct {
 	seed    uint64
 	stripes []stripe
 	sp      *specShared // WithSpec, else nil
+	// unplaced counts the fraud labels ApplyLabel could not place by
+	// transaction time (UnplacedLabels).
+	unplaced atomic.Uint64
 }
+
+// UnplacedLabels returns how many fraud labels ApplyLabel could not place
+// by transaction time so far: labels without tx_ts whose transaction it
+// did not find in the terminal's retained history (not seen yet, or
+// already forgotten), or whose tx_ts is after their ts. They count in no
+// transaction-time fraud feature (label-time features count them). Only a
+// Shared with such features (WithSpec) counts them.
+func (s *Shared) UnplacedLabels() uint64 { return s.unplaced.Load() }
 
 // sweepEvery is how many events a Builder applies between two sweeps, each
 // of which advances one stripe's expiry clock to the Builder's event-time
@@ -161,24 +182,33 @@ func mix64(h uint64) uint64 {
 
 // ApplyLabel records a label. It is safe for concurrent use.
 //
-// A fraud label counts in the terminal's lagged fraud windows at its own
-// time l.TS (when the fraud became known), not at the transaction's time
-// (which a label does not carry). Feature windows for an event at time t end
-// at t-7d, so only labels with TS <= t-7d < t are ever visible to it: the
-// features are point-in-time correct whatever order labels are applied in.
-// A repeated fraud label for the same tx_id (at-least-once delivery) counts
+// A fraud label counts in the terminal's lagged fraud windows
+// (t-7d-w, t-7d] at its transaction's time, among the labels known at t
+// (l.TS <= t): the features are point-in-time correct whatever order
+// labels are applied in. The transaction's time is l.TxTS or, when l
+// carries none, the time of transaction l.TxID in the terminal's retained
+// history (its series); a fraud label placed neither way counts in no
+// window (ApplyLabel returns false; UnplacedLabels). A repeated fraud label for the same tx_id (at-least-once delivery) counts
 // once while it is retained; a non-fraud label for a tx_id previously
 // labelled fraud withdraws that label (a correction); other non-fraud labels
 // change nothing. Labels without a terminal_id are ignored. With WithSpec,
 // the same rules apply to the labels of each entity (card_id, terminal_id)
 // that has fraud features, keyed by the label's card_id or terminal_id.
-func (s *Shared) ApplyLabel(l *Label) {
+//
+// With WithSpec, a fraud_count or fraud_rate feature counting by
+// transaction time (label_time: transaction) places a fraud label the same
+// way (the spec must have a terminal_id feature to find a transaction by
+// its id); one counting by label time (label_time: label) at l.TS.
+// ApplyLabel reports whether it placed l: false for a fraud label that a
+// transaction-time feature needs, that carries no usable tx time and whose
+// transaction it cannot find (counted by UnplacedLabels; the caller logs
+// it). It is still recorded, for the label-time features.
+func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	if s.sp != nil {
-		s.applyLabelSpec(l)
-		return
+		return s.applyLabelSpec(l)
 	}
 	if l.TerminalID == "" {
-		return
+		return true
 	}
 	t := nanos(l.TS)
 	h := hashLabelTx(s, l.TxID)
@@ -187,9 +217,20 @@ func (s *Shared) ApplyLabel(l *Label) {
 	defer st.mu.Unlock()
 	st.m.tick(t)
 	ts, ok := st.m.get(l.TerminalID)
+	txT := labelTxTime(l, t)
+	placed = true
+	if l.Fraud && txT == noTxTime {
+		if l.TxTS.IsZero() && ok {
+			txT = ts.txTime(h, s.retain, t)
+		}
+		if txT == noTxTime {
+			placed = false
+			s.unplaced.Add(1)
+		}
+	}
 	if !ok {
 		if !l.Fraud {
-			return
+			return true
 		}
 		ts = &terminalState{seen: t}
 		st.m.put(l.TerminalID, ts)
@@ -200,9 +241,9 @@ func (s *Shared) ApplyLabel(l *Label) {
 		if i >= 0 {
 			ts.labels = slices.Delete(ts.labels, i, i+1)
 		}
-		return
+		return true
 	case i >= 0:
-		return
+		return placed
 	}
 	at, _ := slices.BinarySearchFunc(ts.labels, t, func(p labelPoint, x int64) int {
 		if p.ts <= x {
@@ -210,16 +251,46 @@ func (s *Shared) ApplyLabel(l *Label) {
 		}
 		return 1
 	})
-	ts.labels = slices.Insert(ts.labels, at, labelPoint{ts: t, tx: h})
+	ts.labels = slices.Insert(ts.labels, at, labelPoint{ts: t, txTs: txT, tx: h})
 	ts.seen = max(ts.seen, t)
 	ts.evictLabels(s.retain)
+	return placed
+}
+
+// txTime returns the time of the newest retained transaction with tx-id
+// hash tx after seen-retain (entState.txTime), or noTxTime; noTxTime too
+// when that time is after the label's, at (a label cannot precede its
+// transaction).
+func (t *terminalState) txTime(tx uint64, retain, at int64) int64 {
+	horizon := t.seen - retain
+	for i := len(t.s.pts) - 1; i >= int(t.s.off) && t.s.pts[i].ts > horizon; i-- {
+		if t.txs[i] == tx {
+			if x := t.s.pts[i].ts; x <= at {
+				return x
+			}
+			return noTxTime
+		}
+	}
+	return noTxTime
+}
+
+// labelTxTime returns l's transaction time (nanos), or noTxTime when it
+// carries none or one after its own time t.
+func labelTxTime(l *Label, t int64) int64 {
+	if l.TxTS.IsZero() {
+		return noTxTime
+	}
+	if x := nanos(l.TxTS); x <= t {
+		return x
+	}
+	return noTxTime
 }
 
 // observe applies a transaction to its terminal and writes the terminal
 // features to row (a full default row: the terminal block and the lagged
 // block). It reports whether the transaction was inserted (false: beyond
 // the max lateness).
-func (s *Shared) observe(id string, t int64, amt float64, row []float32) bool {
+func (s *Shared) observe(id, tx string, t int64, amt float64, row []float32) bool {
 	st := s.stripe(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -230,7 +301,7 @@ func (s *Shared) observe(id string, t int64, amt float64, row []float32) bool {
 		st.m.put(id, ts)
 	}
 	ts.seen = max(ts.seen, t)
-	inserted := ts.s.add(t, amt, s.wins, terminalSummed, s.lateness, s.retain, int32(s.cfg.maxPoints)) >= 0
+	inserted := ts.s.addTagged(t, amt, hashLabelTx(s, tx), &ts.txs, s.wins, terminalSummed, s.lateness, s.retain, int32(s.cfg.maxPoints)) >= 0
 	s.features(ts, t, amt, inserted, row)
 	ts.evictLabels(s.retain)
 	return inserted
@@ -281,16 +352,24 @@ func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool,
 		out[nWindows+k] = f32(a.mean())
 	}
 	// The lagged windows (t-7d-length, t-7d]: transactions from the same
-	// series, fraud labels by label time; all end at t-7d.
+	// series, fraud labels by transaction time among those known at t; all
+	// end at t-7d.
 	to := t - lagNs
-	upTo := labelsUpTo(ts.labels, to)
+	known := ts.labels[:labelsUpTo(ts.labels, t)]
 	for j, k := range lagWindows {
 		w := s.wins[k]
 		var tx int64
 		if ts.s.has() {
 			tx = ts.s.at(k, w, t).n
 		}
-		fraud := upTo - labelsUpTo(ts.labels, to-w.length)
+		// A label's transaction precedes it (txTs <= ts): only labels
+		// with ts after the window's start can count.
+		var fraud int64
+		for _, p := range known[labelsUpTo(known, to-w.length):] {
+			if p.txTs > to-w.length && p.txTs <= to {
+				fraud++
+			}
+		}
 		rate := 0.0
 		if tx > 0 {
 			rate = min(float64(fraud)/float64(tx), 1)

@@ -274,33 +274,48 @@ func TestCardFeatures(t *testing.T) {
 	}
 }
 
+// TestLabelsPointInTime checks the hand-written Builder's lagged terminal
+// fraud features: the frauds among the terminal's transactions whose
+// transaction time is in (t-7d-w, t-7d], counting a label only once known
+// (label TS <= t); tx times from tx_ts or found by tx_id; duplicates,
+// corrections and unplaceable labels.
 func TestLabelsPointInTime(t *testing.T) {
 	s := NewShared()
 	b := NewBuilder(s)
 	row := make([]float32, b.Width())
 	day := 24 * time.Hour
-	// One transaction a day at the terminal for 20 days.
+	at := func(d int) time.Time { return t0.Add(time.Duration(d) * day) }
+	// One transaction a day at the terminal for 20 days: t<d> at day d.
 	for d := range 20 {
-		b.Update(&Event{TxID: fmt.Sprint("t", d), CardID: fmt.Sprint("c", d), TerminalID: "m", TS: t0.Add(time.Duration(d) * day), Amount: 1}, row)
+		b.Update(&Event{TxID: fmt.Sprint("t", d), CardID: fmt.Sprint("c", d), TerminalID: "m", TS: at(d), Amount: 1}, row)
 	}
-	label := func(tx string, at time.Time, fraud bool) {
-		s.ApplyLabel(&Label{TxID: tx, CardID: "c", TerminalID: "m", TS: at, Fraud: fraud})
+	label := func(tx string, ts time.Time, fraud bool, txTS time.Time, wantPlaced bool) {
+		t.Helper()
+		if placed := s.ApplyLabel(&Label{TxID: tx, CardID: "c", TerminalID: "m", TS: ts, TxTS: txTS, Fraud: fraud}); placed != wantPlaced {
+			t.Errorf("label %s: placed %v, want %v", tx, placed, wantPlaced)
+		}
 	}
-	score := func(at time.Time) (c7, r7, c30, r30 float32) {
-		b.Update(&Event{TxID: "probe", CardID: "probe", TerminalID: "m", TS: at, Amount: 1}, row)
+	score := func(ts time.Time) (c7, r7, c30, r30 float32) {
+		b.Update(&Event{TxID: "probe", CardID: "probe", TerminalID: "m", TS: ts, Amount: 1}, row)
 		i := col("terminal_fraud_count_7d_lag7d")
 		return row[i], row[i+1], row[i+2], row[i+3]
 	}
-	evt := t0.Add(20 * day)                            // event time of the probe
-	label("t1", evt.Add(-7*day), true)                 // exactly at the window end: visible
-	label("t2", evt.Add(-7*day+time.Nanosecond), true) // after the lagged window end
-	label("t3", evt.Add(time.Second), true)            // after the event itself: never visible
-	label("t4", evt.Add(-10*day), true)                // inside both windows
-	label("t4", evt.Add(-10*day), true)                // duplicate delivery
-	label("t5", evt.Add(-20*day), true)                // inside 30d lag window only
-	label("t6", evt.Add(-9*day), false)                // genuine: ignored
-	// lag1d checks the 1-day lagged window (t-8d, t-7d] and the lagged
-	// transaction counts of the last score.
+	evt := at(20) // the probe; its windows: 1d (day 12, day 13], 7d (day 6, day 13], 30d (day -17, day 13]
+	var none time.Time
+	label("t13", evt, true, none, true)                        // at the windows' end, known exactly at the probe: visible
+	label("t12", evt.Add(time.Second), true, none, true)       // known after the probe: not yet visible
+	label("t10", at(17), true, none, true)                     // 7d and 30d
+	label("t10", at(17), true, none, true)                     // duplicate delivery
+	label("t3", at(10), true, at(3), true)                     // 30d only (tx_ts given)
+	label("t9", at(15), false, none, true)                     // genuine: ignored
+	label("x", at(15), true, at(6).Add(time.Nanosecond), true) // a tx the terminal never saw, with tx_ts: 7d and 30d
+	label("nope", at(15), true, none, false)                   // no tx_ts, tx not in the history: unplaced
+	label("t18", at(17), true, none, false)                    // before its own transaction: unplaced
+	if n := s.UnplacedLabels(); n != 2 {
+		t.Errorf("UnplacedLabels = %d, want 2", n)
+	}
+	// lag1d checks the 1-day lagged window and the lagged transaction counts
+	// of the last score.
 	lag1d := func(when string, tx1, tx7, tx30, fraud1 float32) {
 		t.Helper()
 		rate1 := float32(0)
@@ -314,33 +329,36 @@ func TestLabelsPointInTime(t *testing.T) {
 		}
 	}
 	c7, r7, c30, r30 := score(evt)
-	if c7 != 2 || c30 != 3 {
-		t.Errorf("fraud counts 7d=%v 30d=%v, want 2 and 3", c7, c30)
+	if c7 != 3 || c30 != 4 { // t13, t10, x; and t3
+		t.Errorf("fraud counts 7d=%v 30d=%v, want 3 and 4", c7, c30)
 	}
-	// tx in (evt-14d, evt-7d]: days 7..13 -> 7 txs; (evt-37d, evt-7d]: days 0..13 -> 14.
-	if !near(r7, 2.0/7) || !near(r30, 3.0/14) {
-		t.Errorf("fraud rates 7d=%v 30d=%v, want %v and %v", r7, r30, 2.0/7, 3.0/14)
+	// tx in (day 6, day 13]: days 7..13 -> 7 txs; (day -17, day 13]: days 0..13 -> 14.
+	if !near(r7, 3.0/7) || !near(r30, 4.0/14) {
+		t.Errorf("fraud rates 7d=%v 30d=%v, want %v and %v", r7, r30, 3.0/7, 4.0/14)
 	}
-	lag1d("probe", 1, 7, 14, 1)         // (evt-8d, evt-7d]: day 13's tx, and t1 at its end
-	label("t4", evt.Add(-6*day), false) // correction withdraws t4
-	if c7, _, c30, _ := score(evt); c7 != 1 || c30 != 2 {
-		t.Errorf("after correction: fraud counts 7d=%v 30d=%v, want 1 and 2", c7, c30)
+	lag1d("probe", 1, 7, 14, 1)             // (day 12, day 13]: t13
+	label("t10", at(21), false, none, true) // correction withdraws t10
+	if c7, _, c30, _ := score(evt); c7 != 2 || c30 != 3 {
+		t.Errorf("after correction: fraud counts 7d=%v 30d=%v, want 2 and 3", c7, c30)
 	}
 	lag1d("after correction", 1, 7, 14, 1)
-	// A week later t2 is in the 7d window, t1 has left it, t3 (after evt) not yet.
-	if c7, _, c30, _ := score(evt.Add(7 * day)); c7 != 1 || c30 != 3 {
-		t.Errorf("a week later: fraud counts 7d=%v 30d=%v, want 1 and 3", c7, c30)
+	// A week later: 7d (day 13, day 20] holds no labelled tx; 30d
+	// (day -10, day 20] holds t13, x, t3 and t12, now known.
+	if c7, _, c30, _ := score(at(27)); c7 != 0 || c30 != 4 {
+		t.Errorf("a week later: fraud counts 7d=%v 30d=%v, want 0 and 4", c7, c30)
 	}
-	// (day 19, day 20]: the two probes at day 20, no label; (day 13, day 20]:
-	// days 14..19 and the probes; (day -10, day 20]: days 0..19 and the probes.
+	// (day 19, day 20]: the two probes at day 20; (day 13, day 20]: days
+	// 14..19 and the probes; (day -10, day 20]: days 0..19 and the probes.
 	lag1d("a week later", 2, 8, 22, 0)
-	// Eight days later t3 has become visible.
-	if c7, _, c30, _ := score(evt.Add(8 * day)); c7 != 1 || c30 != 4 {
-		t.Errorf("eight days later: fraud counts 7d=%v 30d=%v, want 1 and 4", c7, c30)
+	label("t19", at(22), true, at(19), true)
+	// Eight days later: 7d (day 14, day 21] holds t19; 30d (day -9, day 21]
+	// t13, x, t3, t12 and t19.
+	if c7, _, c30, _ := score(at(28)); c7 != 1 || c30 != 5 {
+		t.Errorf("eight days later: fraud counts 7d=%v 30d=%v, want 1 and 5", c7, c30)
 	}
-	// (day 20, day 21]: t3 but no transaction (rate 0); (day 14, day 21]:
-	// days 15..19 and the probes; (day -9, day 21]: days 0..19 and the probes.
-	lag1d("eight days later", 0, 7, 22, 1)
+	// (day 20, day 21]: no transaction (rate 0); (day 14, day 21]: days
+	// 15..19 and the probes; (day -9, day 21]: days 0..19 and the probes.
+	lag1d("eight days later", 0, 7, 22, 0)
 }
 
 func TestTTLExpiry(t *testing.T) {
@@ -450,7 +468,7 @@ func memPerCard(cards, events int) (total, terminal float64) {
 	runtime.KeepAlive(b)
 	b = nil
 	s := NewShared()
-	terminal = measure(func(e *Event) { s.observe(e.TerminalID, nanos(e.TS), e.Amount, row) })
+	terminal = measure(func(e *Event) { s.observe(e.TerminalID, e.TxID, nanos(e.TS), e.Amount, row) })
 	runtime.KeepAlive(s)
 	return total, terminal
 }

@@ -405,7 +405,7 @@ func TestTilesFraudRate(t *testing.T) {
 	nonzero := 0
 	for i, e := range bruteStream(rng, 2000) {
 		if rng.Float64() < 0.3 {
-			b.shared.ApplyLabel(&Label{TxID: fmt.Sprint("l", i), TerminalID: e.TerminalID, TS: e.TS.Add(-time.Hour), Fraud: true})
+			b.shared.ApplyLabel(&Label{TxID: fmt.Sprint("l", i), TerminalID: e.TerminalID, TS: e.TS.Add(-time.Hour), TxTS: e.TS.Add(-time.Duration(rng.Int64N(int64(4 * 24 * time.Hour)))), Fraud: true})
 		}
 		b.Update(&e, row)
 		if row[0] != row[3] {

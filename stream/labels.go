@@ -204,10 +204,18 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 		// Under labelMu: a snapshot sees a label applied with its offset
 		// recorded, or neither.
 		lc.p.labelMu.Lock()
-		lc.p.shared.ApplyLabel(&l)
+		placed := lc.p.shared.ApplyLabel(&l)
 		lc.p.setLabelNext(part, m.Offset+1)
 		lc.p.labelMu.Unlock()
 		applied.Inc()
+		if !placed {
+			// Logged for the first and then every 1000th: a feed of labels
+			// without tx_ts could otherwise flood the log.
+			if n := lc.p.shared.UnplacedLabels(); n == 1 || n%1000 == 0 {
+				lc.p.log.Warn("fraud label without a usable tx_ts whose transaction is not in its terminal's retained history: "+
+					"it counts in no transaction-time fraud feature", "partition", m.Partition, "offset", m.Offset, "unplaced_total", n)
+			}
+		}
 	}
 }
 

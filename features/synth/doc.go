@@ -62,7 +62,8 @@
 // Labels. Generator.LabelFor gives every fraudulent transaction a label, and
 // a Config.GenuineLabelRate sample of genuine ones a fraud:false label. A
 // label's TS is when it becomes known: the transaction time plus a
-// log-normal delay with mean Config.LabelDelay (σ 0.6). Label draws hash the
+// log-normal delay with mean Config.LabelDelay (σ 0.6); its TxTS is the
+// transaction's time (chargeback records carry it). Label draws hash the
 // seed and the TxID, so asking for labels never changes the transactions.
 //
 // The realised fraud rate tracks FraudRate once episodes have played out (a

@@ -38,6 +38,7 @@ func (g *Generator) LabelFor(tx Tx) (features.Label, bool) {
 		CardID:     tx.Event.CardID,
 		TerminalID: tx.Event.TerminalID,
 		TS:         tx.Event.TS.Add(d).Truncate(time.Millisecond),
+		TxTS:       tx.Event.TS,
 		Fraud:      tx.Fraud,
 	}, true
 }
