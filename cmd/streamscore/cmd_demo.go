@@ -394,7 +394,7 @@ type demoProducer struct {
 
 	rng     *rand.Rand
 	w, lw   *kafka.Writer
-	pending labelHeap
+	pending labelQueue
 	msgs    []kafka.Message
 	buf     []byte
 	spans   [][2]int
@@ -532,18 +532,4 @@ func badDemoEvent(rng *rand.Rand, ts time.Time) []byte {
 	default:
 		return []byte(`{"tx_id":"bad","ts":"` + t + `","card_id":"c-1","amount":3}`)
 	}
-}
-
-// labelHeap orders pending labels by their timestamp.
-type labelHeap []features.Label
-
-func (h labelHeap) Len() int           { return len(h) }
-func (h labelHeap) Less(i, j int) bool { return h[i].TS.Before(h[j].TS) }
-func (h labelHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *labelHeap) Push(x any)        { *h = append(*h, x.(features.Label)) }
-func (h *labelHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
 }

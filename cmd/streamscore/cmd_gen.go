@@ -142,13 +142,13 @@ func (c *genConfig) Validate(now time.Time) error {
 	var err error
 	c.toT = now.UTC().Truncate(24 * time.Hour)
 	if c.to != "" {
-		if c.toT, err = parseGenTime(c.to); err != nil {
+		if c.toT, err = parseTime(c.to, time.Time{}); err != nil {
 			return fmt.Errorf("gen: --to: %w", err)
 		}
 	}
 	c.fromT = c.toT.Add(-genDefaultDays * 24 * time.Hour)
 	if c.from != "" {
-		if c.fromT, err = parseGenTime(c.from); err != nil {
+		if c.fromT, err = parseTime(c.from, time.Time{}); err != nil {
 			return fmt.Errorf("gen: --from: %w", err)
 		}
 	}
@@ -157,7 +157,7 @@ func (c *genConfig) Validate(now time.Time) error {
 	case "to":
 		c.labelsUntilT = c.toT
 	default:
-		if c.labelsUntilT, err = parseGenTime(c.labelsUntil); err != nil {
+		if c.labelsUntilT, err = parseTime(c.labelsUntil, time.Time{}); err != nil {
 			return fmt.Errorf("gen: --labels-until: %w", err)
 		}
 	}
@@ -175,18 +175,6 @@ func (c *genConfig) Validate(now time.Time) error {
 		c.perSecond = genDefaultEventsPerDay / 86400.0
 	}
 	return nil
-}
-
-// parseGenTime accepts YYYY-MM-DD (midnight UTC) and RFC 3339.
-func parseGenTime(s string) (time.Time, error) {
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("parse time %q (want YYYY-MM-DD or RFC 3339): %w", s, err)
-	}
-	return t.UTC(), nil
 }
 
 func (c *genConfig) synthConfig() synth.Config {

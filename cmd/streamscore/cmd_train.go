@@ -423,8 +423,10 @@ func newBar(max int64, desc string, quiet bool) *progressbar.ProgressBar {
 	)
 }
 
-// writeFileAtomic writes b to path through a temporary file and a rename,
-// so a reader (hot reload) never sees a half-written model.
+// writeFileAtomic writes b to path through a temporary file, synced, and a
+// rename, itself synced: a reader (hot reload) never sees a half-written
+// file, and a crash right after never leaves an empty or old one behind the
+// name that was reported written.
 func writeFileAtomic(path string, b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".model-*.json")
 	if err != nil {
@@ -432,6 +434,10 @@ func writeFileAtomic(path string, b []byte) error {
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write model: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write model: %w", err)
 	}
@@ -443,6 +449,14 @@ func writeFileAtomic(path string, b []byte) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write model: %w", err)
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("write model: sync directory: %w", err)
 	}
 	return nil
 }
