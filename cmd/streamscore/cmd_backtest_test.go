@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -188,5 +189,40 @@ func TestBacktest(t *testing.T) {
 		if *r.Mean["roc_auc"] < 0.6 {
 			t.Errorf("%s: mean AUC %.3f: the models learn nothing", r.Config, *r.Mean["roc_auc"])
 		}
+	}
+}
+
+func TestBacktestInputErrors(t *testing.T) {
+	dir := t.TempDir()
+	ev, lab := filepath.Join(dir, "ev.jsonl"), filepath.Join(dir, "lab.jsonl")
+	e := features.Event{TxID: "t1", CardID: "c1", TerminalID: "m1", TS: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Amount: 10}
+	if err := os.WriteFile(ev, append(e.AppendJSON(nil), '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lab, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--events", ev, "--labels", lab, "--out", filepath.Join(dir, "out"), "--quiet"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--kinds", "gru"}, `"gru": want logistic, mlp or gbdt`},
+		{[]string{"--folds", "0"}, "want >= 1"},
+		{[]string{"--delay-days", "-1"}, "want >= 0"},
+		{[]string{"--k", "0"}, "--k 0"},
+		{[]string{"--grid", "depth=3"}, `--grid key "depth"`},
+		{[]string{"--grid", "max-depth=x"}, "--grid max-depth=x"},
+		{[]string{"--end", "yesterday"}, "parse --end"},
+		{[]string{"--folds", "1", "--train-days", "1", "--delay-days", "0", "--test-days", "1"}, "before the first event"},
+		{[]string{"--folds", "1", "--train-days", "1", "--delay-days", "0", "--test-days", "1", "--end", "2026-03-03"}, "training and 0 test rows"},
+	} {
+		err := runBacktest(context.Background(), append(append([]string{}, base...), tc.args...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	if err := runBacktest(context.Background(), []string{"--events", ev, "--quiet"}, io.Discard); err == nil || !strings.Contains(err.Error(), "required") {
+		t.Errorf("missing flags: %v", err)
 	}
 }
