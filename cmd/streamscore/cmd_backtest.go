@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -195,8 +196,8 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	var widths []int
 	for _, s := range strings.Split(*hidden, ",") {
-		var w int
-		if _, err := fmt.Sscan(strings.TrimSpace(s), &w); err != nil {
+		w, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
 			return fmt.Errorf("parse --hidden: %w", err)
 		}
 		widths = append(widths, w)
@@ -375,7 +376,7 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("backtest: fold %d has %d training and %d test rows: the history does not cover it", f.Index, f.TrainRows, f.TestRows)
 		}
 		for _, r := range runs {
-			bar.Describe(fmt.Sprintf("fold %d/%d %s", len(fl)-fi, len(fl), r.Name))
+			bar.Describe(fmt.Sprintf("fold %d (%d of %d) %s", f.Index, len(fl)-fi, len(fl), r.Name))
 			mf, err := fitTabular(ctx, r.Kind, "backtest_"+r.Kind, 1, trainSet, r.opts...)
 			if err != nil {
 				return fmt.Errorf("fit %s on fold %d: %w", r.Name, f.Index, err)

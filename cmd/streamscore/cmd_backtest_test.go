@@ -214,6 +214,7 @@ func TestBacktestInputErrors(t *testing.T) {
 		{[]string{"--grid", "depth=3"}, `--grid key "depth"`},
 		{[]string{"--grid", "max-depth=x"}, "--grid max-depth=x"},
 		{[]string{"--end", "yesterday"}, "parse --end"},
+		{[]string{"--hidden", "32x"}, "parse --hidden"},
 		{[]string{"--folds", "1", "--train-days", "1", "--delay-days", "0", "--test-days", "1"}, "before the first event"},
 		{[]string{"--folds", "1", "--train-days", "1", "--delay-days", "0", "--test-days", "1", "--end", "2026-03-03"}, "training and 0 test rows"},
 	} {
