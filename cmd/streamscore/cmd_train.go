@@ -296,14 +296,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 	start := time.Now()
 	var f *models.File
 	switch *kind {
-	case models.FamilyMLP:
-		f, err = train.MLP(ctx, *name, *version, trainSet, opts...)
-	case models.FamilyLogistic:
-		f, err = train.Logistic(ctx, *name, *version, trainSet, opts...)
-	case models.FamilyGBDT:
-		f, err = train.GBDT(ctx, *name, *version, trainSet, opts...)
-	case models.FamilyLinear:
-		f, err = train.Linear(ctx, *name, *version, trainSet, opts...)
+	case models.FamilyMLP, models.FamilyLogistic, models.FamilyGBDT, models.FamilyLinear:
+		f, err = fitTabular(ctx, *kind, *name, *version, trainSet, opts...)
 	case models.FamilyCNN:
 		f, err = train.CNN(ctx, *name, *version, seqTrain, opts...)
 	case models.FamilyGRU:
@@ -375,6 +369,22 @@ func cmdTrain(ctx context.Context, args []string) error {
 	review, alert := m.Thresholds()
 	slog.Info("train: model written", "path", *out, "model", m.Ident(), "review", review, "alert", alert)
 	return nil
+}
+
+// fitTabular fits a model of a row-by-row family (mlp, logistic, gbdt,
+// linear) on ds; train and backtest fit through it.
+func fitTabular(ctx context.Context, kind, name string, version int, ds *train.Dataset, opts ...train.Option) (*models.File, error) {
+	switch kind {
+	case models.FamilyMLP:
+		return train.MLP(ctx, name, version, ds, opts...)
+	case models.FamilyLogistic:
+		return train.Logistic(ctx, name, version, ds, opts...)
+	case models.FamilyGBDT:
+		return train.GBDT(ctx, name, version, ds, opts...)
+	case models.FamilyLinear:
+		return train.Linear(ctx, name, version, ds, opts...)
+	}
+	return nil, fmt.Errorf("fit: kind %q is not a row-by-row family (logistic, mlp, gbdt, linear)", kind)
 }
 
 // parseTime parses RFC 3339 or YYYY-MM-DD (UTC); "" gives def.

@@ -1,0 +1,559 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"image/color"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/eval"
+	"github.com/streamscore/streamscore/models/train"
+)
+
+// backtestGridKinds maps each flag a --grid may vary to the model family
+// that uses it; a grid key multiplies the runs of that family only.
+var backtestGridKinds = map[string]string{
+	"epochs":           models.FamilyMLP,
+	"trees":            models.FamilyGBDT,
+	"max-depth":        models.FamilyGBDT,
+	"max-leaves":       models.FamilyGBDT,
+	"min-child-weight": models.FamilyGBDT,
+	"subsample":        models.FamilyGBDT,
+	"colsample":        models.FamilyGBDT,
+	"learning-rate":    models.FamilyGBDT,
+	"lambda":           models.FamilyGBDT,
+	"early-stop":       models.FamilyGBDT,
+}
+
+// backtestFold is one fold of the prequential protocol: train on
+// [TrainFrom, TrainTo), skip the delay, test on [TestFrom, TestTo).
+type backtestFold struct {
+	Index     int       `json:"fold"` // 0 is the latest
+	TrainFrom time.Time `json:"train_from"`
+	TrainTo   time.Time `json:"train_to"`
+	TestFrom  time.Time `json:"test_from"`
+	TestTo    time.Time `json:"test_to"`
+
+	TrainRows  int `json:"train_rows"`
+	TrainFraud int `json:"train_fraud"` // fraud labels known at TestFrom
+	TestRows   int `json:"test_rows"`   // after the removal of compromised cards
+	TestFraud  int `json:"test_fraud"`  // fraud as known at the end of the labels file
+	// RemovedCards are the test-range cards with a fraud label known
+	// before TestFrom, and RemovedRows their test-range transactions.
+	RemovedCards int `json:"removed_cards"`
+	RemovedRows  int `json:"removed_rows"`
+}
+
+// backtestFolds returns the k folds ending at end: fold i tests on the T
+// days ending i*T days before end, after a delay of D days following N
+// training days (the handbook's chapter 5 protocol).
+func backtestFolds(end time.Time, k, n, d, t int) []backtestFold {
+	day := 24 * time.Hour
+	out := make([]backtestFold, k)
+	for i := range out {
+		testTo := end.Add(-time.Duration(i*t) * day)
+		testFrom := testTo.Add(-time.Duration(t) * day)
+		trainTo := testFrom.Add(-time.Duration(d) * day)
+		out[i] = backtestFold{Index: i, TrainFrom: trainTo.Add(-time.Duration(n) * day), TrainTo: trainTo,
+			TestFrom: testFrom, TestTo: testTo}
+	}
+	return out
+}
+
+// backtestRun is one model configuration: a kind and grid values.
+type backtestRun struct {
+	Name   string            `json:"config"`
+	Kind   string            `json:"kind"`
+	Params map[string]string `json:"params,omitempty"`
+	opts   []train.Option
+
+	AUC  []eval.Float `json:"roc_auc"` // per fold, in fold order
+	AP   []eval.Float `json:"average_precision"`
+	CP   []eval.Float `json:"card_precision"`
+	Mean backtestStat `json:"mean"`
+	Std  backtestStat `json:"std"` // sample standard deviation (n-1), as the handbook's pandas
+}
+
+// backtestStat is one statistic of the three metrics over the folds.
+type backtestStat struct {
+	AUC eval.Float `json:"roc_auc"`
+	AP  eval.Float `json:"average_precision"`
+	CP  eval.Float `json:"card_precision"`
+}
+
+// parseGrid parses "key=v1,v2;key2=v3" into keys in order and their values.
+func parseGrid(s string) ([]string, map[string][]string, error) {
+	vals := map[string][]string{}
+	var keys []string
+	if strings.TrimSpace(s) == "" {
+		return nil, vals, nil
+	}
+	for _, part := range strings.Split(s, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" || strings.TrimSpace(v) == "" {
+			return nil, nil, fmt.Errorf("--grid %q: want key=v1,v2;key2=v3", s)
+		}
+		if _, known := backtestGridKinds[k]; !known {
+			var ks []string
+			for g := range backtestGridKinds {
+				ks = append(ks, g)
+			}
+			slices.Sort(ks)
+			return nil, nil, fmt.Errorf("--grid key %q: want one of %s", k, strings.Join(ks, ", "))
+		}
+		if _, dup := vals[k]; dup {
+			return nil, nil, fmt.Errorf("--grid key %q given twice", k)
+		}
+		keys = append(keys, k)
+		for _, x := range strings.Split(v, ",") {
+			vals[k] = append(vals[k], strings.TrimSpace(x))
+		}
+	}
+	return keys, vals, nil
+}
+
+// cmdBacktest runs the prequential backtest of the Fraud Detection
+// Handbook (chapter 5) over recorded or generated history.
+func cmdBacktest(ctx context.Context, args []string) error {
+	return runBacktest(ctx, args, os.Stdout)
+}
+
+func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("backtest", flag.ContinueOnError)
+	eventsPath := fs.String("events", "", "events JSONL file (required)")
+	labelsPath := fs.String("labels", "", "labels JSONL file (required)")
+	kindsS := fs.String("kinds", "logistic,mlp,gbdt", "model families to compare, comma separated: logistic, mlp, gbdt")
+	folds := fs.Int("folds", 4, "number of folds; each moves the window back by --test-days")
+	trainDays := fs.Int("train-days", 7, "days of the training window")
+	delayDays := fs.Int("delay-days", 7, "days skipped between training and test: the label delay")
+	testDays := fs.Int("test-days", 7, "days of the test window")
+	endS := fs.String("end", "", "end (exclusive) of the latest fold's test window, YYYY-MM-DD or RFC 3339 (default: midnight UTC after the last event)")
+	k := fs.Int("k", eval.DefaultK, "k of card precision top-k: cards the investigators check a day")
+	out := fs.String("out", "", "output directory for metrics.json and backtest.png (required; created if missing)")
+	seed := fs.Int64("seed", 1, "random seed of every fit")
+	hidden := fs.String("hidden", "32,16", "mlp: hidden layer widths, comma separated")
+	epochs := fs.Int("epochs", 40, "mlp: maximum epochs")
+	holdout := fs.Float64("holdout", 0.2, "fraction of each fold's training rows, the latest, held out for early stopping")
+	grid := fs.String("grid", "", "hyper-parameter grid, key=v1,v2;key2=v3 over the flags epochs (mlp) and trees, max-depth, max-leaves, min-child-weight, subsample, colsample, learning-rate, lambda, early-stop (gbdt); each family runs every combination of its keys")
+	quiet := fs.Bool("quiet", false, "no progress bars")
+	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec)")
+	var gb gbdtTrainFlags
+	gb.register(fs)
+	var pan panConfig
+	pan.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var errs []error
+	if *eventsPath == "" || *labelsPath == "" || *out == "" {
+		errs = append(errs, errors.New("--events, --labels and --out are required"))
+	}
+	if *folds < 1 || *trainDays < 1 || *delayDays < 0 || *testDays < 1 {
+		errs = append(errs, fmt.Errorf("--folds %d, --train-days %d, --test-days %d: want >= 1; --delay-days %d: want >= 0",
+			*folds, *trainDays, *testDays, *delayDays))
+	}
+	if *k < 1 {
+		errs = append(errs, fmt.Errorf("--k %d: want at least 1", *k))
+	}
+	kinds := splitList(*kindsS)
+	if len(kinds) == 0 {
+		errs = append(errs, errors.New("--kinds is empty"))
+	}
+	for _, kd := range kinds {
+		switch kd {
+		case models.FamilyLogistic, models.FamilyMLP, models.FamilyGBDT:
+		default:
+			errs = append(errs, fmt.Errorf("--kinds: %q: want logistic, mlp or gbdt", kd))
+		}
+	}
+	gridKeys, gridVals, err := parseGrid(*grid)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("backtest: %w", err)
+	}
+	var widths []int
+	for _, s := range strings.Split(*hidden, ",") {
+		w, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("parse --hidden: %w", err)
+		}
+		widths = append(widths, w)
+	}
+
+	// The runs: every kind, times the combinations of its grid keys. Flag
+	// values are set on fs, then read into options at once.
+	var runs []*backtestRun
+	for _, kd := range kinds {
+		var keys []string
+		for _, g := range gridKeys {
+			if backtestGridKinds[g] == kd {
+				keys = append(keys, g)
+			}
+		}
+		combos := []map[string]string{{}}
+		for _, g := range keys {
+			var next []map[string]string
+			for _, c := range combos {
+				for _, v := range gridVals[g] {
+					m := map[string]string{g: v}
+					for a, b := range c {
+						m[a] = b
+					}
+					next = append(next, m)
+				}
+			}
+			combos = next
+		}
+		for _, c := range combos {
+			name := kd
+			for _, g := range keys {
+				if err := fs.Set(g, c[g]); err != nil {
+					return fmt.Errorf("backtest: --grid %s=%s: %w", g, c[g], err)
+				}
+				name += " " + g + "=" + c[g]
+			}
+			r := &backtestRun{Name: name, Kind: kd, opts: []train.Option{train.WithSeed(*seed), train.WithHoldout(*holdout)}}
+			if len(c) > 0 {
+				r.Params = c
+			}
+			switch kd {
+			case models.FamilyMLP:
+				r.opts = append(r.opts, train.WithHidden(widths...), train.WithEpochs(*epochs))
+			case models.FamilyGBDT:
+				r.opts = append(r.opts, gb.options()...)
+			}
+			runs = append(runs, r)
+		}
+	}
+
+	panOpts, err := pan.decoderOptions(slog.Default())
+	if err != nil {
+		return err
+	}
+	events, labels, err := readHistory(*eventsPath, *labelsPath, panOpts...)
+	if err != nil {
+		return err
+	}
+	if len(events) == 0 {
+		return fmt.Errorf("backtest: no events in %s", *eventsPath)
+	}
+	first, last := events[0].TS, events[0].TS
+	for i := range events {
+		first, last = minTime(first, events[i].TS), maxTime(last, events[i].TS)
+	}
+	end := last.UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+	if *endS != "" {
+		if end, err = parseTime(*endS, time.Time{}); err != nil {
+			return fmt.Errorf("parse --end: %w", err)
+		}
+	}
+	fl := backtestFolds(end, *folds, *trainDays, *delayDays, *testDays)
+	earliest := fl[len(fl)-1].TrainFrom
+	if earliest.Before(first.UTC().Truncate(24 * time.Hour)) {
+		return fmt.Errorf("backtest: the oldest fold trains from %s, before the first event (%s): fewer folds or days, or a later --end",
+			earliest.Format(time.DateOnly), first.Format(time.RFC3339))
+	}
+
+	names := features.Names()
+	var fopts []features.Option
+	if *specPath != "" {
+		spec, err := loadSpec(*specPath)
+		if err != nil {
+			return err
+		}
+		names, fopts = spec.Names(), []features.Option{features.WithSpec(spec)}
+	}
+	// One replay of the history up to end through the stream's feature
+	// code; rows from the oldest training day on are kept.
+	type rowMeta struct {
+		ts           time.Time
+		txID, cardID string
+	}
+	var X []float32
+	var meta []rowMeta
+	w := len(names)
+	bar := newBar(int64(len(events)), "replay", *quiet)
+	n := 0
+	err = features.Replay(events, labels, fopts, func(e *features.Event, row []float32) error {
+		if n++; n%4096 == 0 {
+			_ = bar.Set(n)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if !e.TS.Before(end) {
+			return errReplayDone
+		}
+		if e.TS.Before(earliest) {
+			return nil
+		}
+		X = append(X, row[:w]...)
+		meta = append(meta, rowMeta{ts: e.TS, txID: e.TxID, cardID: e.CardID})
+		return nil
+	})
+	_ = bar.Finish()
+	if err != nil && !errors.Is(err, errReplayDone) {
+		return fmt.Errorf("replay history: %w", err)
+	}
+	truth := knownFraud(labels) // test truth: as known at the end of the file
+
+	bar = newBar(int64(len(fl)*len(runs)), "backtest", *quiet)
+	done := 0
+	// Oldest fold first.
+	for fi := len(fl) - 1; fi >= 0; fi-- {
+		f := &fl[fi]
+		var known []features.Label
+		compromised := map[string]bool{}
+		for _, l := range labels {
+			if l.TS.Before(f.TestFrom) {
+				known = append(known, l)
+				if l.Fraud {
+					compromised[l.CardID] = true
+				}
+			}
+		}
+		// Training target: the labels known at the test start (those of
+		// the delay period's end), not the file's final truth.
+		trainTruth := knownFraud(known)
+		trainSet := &train.Dataset{Names: names}
+		testSet := &train.Dataset{Names: names}
+		var recs []eval.Scored
+		removed := map[string]bool{}
+		for i := range meta {
+			r, ts := X[i*w:(i+1)*w], meta[i].ts
+			switch {
+			case !ts.Before(f.TrainFrom) && ts.Before(f.TrainTo):
+				var y float32
+				if trainTruth[meta[i].txID] {
+					y = 1
+					f.TrainFraud++
+				}
+				trainSet.Append(r, y)
+			case !ts.Before(f.TestFrom) && ts.Before(f.TestTo):
+				if compromised[meta[i].cardID] {
+					removed[meta[i].cardID] = true
+					f.RemovedRows++
+					continue
+				}
+				var y float32
+				if truth[meta[i].txID] {
+					y = 1
+					f.TestFraud++
+				}
+				testSet.Append(r, y)
+				recs = append(recs, eval.Scored{TxID: meta[i].txID, CardID: meta[i].cardID, TS: ts})
+			}
+		}
+		f.TrainRows, f.TestRows, f.RemovedCards = trainSet.Rows(), testSet.Rows(), len(removed)
+		slog.Info("backtest: fold", "fold", f.Index, "train", fmt.Sprintf("[%s, %s)", f.TrainFrom.Format(time.DateOnly), f.TrainTo.Format(time.DateOnly)),
+			"test", fmt.Sprintf("[%s, %s)", f.TestFrom.Format(time.DateOnly), f.TestTo.Format(time.DateOnly)),
+			"train_rows", f.TrainRows, "train_fraud", f.TrainFraud, "test_rows", f.TestRows, "test_fraud", f.TestFraud,
+			"removed_cards", f.RemovedCards)
+		if f.TrainRows == 0 || f.TestRows == 0 {
+			return fmt.Errorf("backtest: fold %d has %d training and %d test rows: the history does not cover it", f.Index, f.TrainRows, f.TestRows)
+		}
+		for _, r := range runs {
+			bar.Describe(fmt.Sprintf("fold %d (%d of %d) %s", f.Index, len(fl)-fi, len(fl), r.Name))
+			mf, err := fitTabular(ctx, r.Kind, "backtest_"+r.Kind, 1, trainSet, r.opts...)
+			if err != nil {
+				return fmt.Errorf("fit %s on fold %d: %w", r.Name, f.Index, err)
+			}
+			b, err := mf.Encode()
+			if err != nil {
+				return fmt.Errorf("encode model: %w", err)
+			}
+			m, err := models.Parse(b)
+			if err != nil {
+				return fmt.Errorf("parse model: %w", err)
+			}
+			scores, err := train.Predict(m, testSet)
+			if err != nil {
+				return fmt.Errorf("score fold %d: %w", f.Index, err)
+			}
+			for i := range recs {
+				recs[i].Score = float64(scores[i])
+			}
+			res, err := eval.Evaluate(&eval.Scores{Model: r.Name, Records: recs}, truth, eval.WithK(*k))
+			if err != nil {
+				return fmt.Errorf("evaluate %s on fold %d: %w", r.Name, f.Index, err)
+			}
+			r.AUC = append(r.AUC, res.Metrics.ROCAUC)
+			r.AP = append(r.AP, res.Metrics.AveragePrecision)
+			r.CP = append(r.CP, res.Metrics.CardPrecision.Mean)
+			done++
+			_ = bar.Set(done)
+		}
+	}
+	_ = bar.Finish()
+	slices.Reverse(fl) // oldest first, as the runs' per-fold values
+	for _, r := range runs {
+		r.Mean.AUC, r.Std.AUC = meanStd(r.AUC)
+		r.Mean.AP, r.Std.AP = meanStd(r.AP)
+		r.Mean.CP, r.Std.CP = meanStd(r.CP)
+	}
+
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	doc := map[string]any{"k": *k, "train_days": *trainDays, "delay_days": *delayDays, "test_days": *testDays,
+		"folds": fl, "runs": runs,
+		"protocol": "prequential (Fraud Detection Handbook ch. 5): training target = labels known at the test start; test truth = labels at the end of the file; cards with a fraud label known before the test start removed from the test set"}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode metrics: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(*out, "metrics.json"), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write metrics: %w", err)
+	}
+	if err := writeBacktestPlot(filepath.Join(*out, "backtest.png"), runs, *k); err != nil {
+		return err
+	}
+	return printBacktestTable(stdout, runs, fl, *k, *out)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// meanStd returns the mean and the sample standard deviation (n-1) of the
+// finite values of v; NaN when there are too few.
+func meanStd(v []eval.Float) (mean, std eval.Float) {
+	var xs []float64
+	for _, x := range v {
+		if f := float64(x); !math.IsNaN(f) && !math.IsInf(f, 0) {
+			xs = append(xs, f)
+		}
+	}
+	if len(xs) == 0 {
+		return eval.Float(math.NaN()), eval.Float(math.NaN())
+	}
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	m := s / float64(len(xs))
+	if len(xs) < 2 {
+		return eval.Float(m), eval.Float(math.NaN())
+	}
+	var ss float64
+	for _, x := range xs {
+		ss += (x - m) * (x - m)
+	}
+	return eval.Float(m), eval.Float(math.Sqrt(ss / float64(len(xs)-1)))
+}
+
+func printBacktestTable(w io.Writer, runs []*backtestRun, fl []backtestFold, k int, dir string) error {
+	pm := func(m, s eval.Float) string {
+		if math.IsNaN(float64(m)) {
+			return "n/a"
+		}
+		if math.IsNaN(float64(s)) {
+			return fmt.Sprintf("%.3f", float64(m))
+		}
+		return fmt.Sprintf("%.3f ± %.3f", float64(m), float64(s))
+	}
+	fmt.Fprintf(w, "backtest: %d folds, tests from %s to %s\n", len(fl), fl[0].TestFrom.Format(time.DateOnly), fl[len(fl)-1].TestTo.Format(time.DateOnly))
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintf(tw, "  model\tROC AUC\taverage precision\tcard precision@%d\t\n", k)
+	for _, r := range runs {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t\n", r.Name, pm(r.Mean.AUC, r.Std.AUC), pm(r.Mean.AP, r.Std.AP), pm(r.Mean.CP, r.Std.CP))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("print table: %w", err)
+	}
+	_, err := fmt.Fprintf(w, "wrote %s, %s\n", filepath.Join(dir, "metrics.json"), filepath.Join(dir, "backtest.png"))
+	return err
+}
+
+// writeBacktestPlot draws, for each run, a box of its per-fold values of
+// each metric.
+func writeBacktestPlot(path string, runs []*backtestRun, k int) error {
+	p := plot.New()
+	p.Title.Text = "backtest: per-fold metrics by model"
+	p.Y.Label.Text = "metric"
+	p.Y.Min, p.Y.Max = 0, 1.2 // room above 1 for the legend
+	p.Add(plotter.NewGrid())
+	metrics := []struct {
+		name string
+		get  func(*backtestRun) []eval.Float
+	}{
+		{"ROC AUC", func(r *backtestRun) []eval.Float { return r.AUC }},
+		{"average precision", func(r *backtestRun) []eval.Float { return r.AP }},
+		{fmt.Sprintf("card precision@%d", k), func(r *backtestRun) []eval.Float { return r.CP }},
+	}
+	names := make([]string, len(runs))
+	width := vg.Points(12)
+	for mi, mt := range metrics {
+		legend := false
+		for ri, r := range runs {
+			names[ri] = r.Name
+			var vals plotter.Values
+			for _, x := range mt.get(r) {
+				if f := float64(x); !math.IsNaN(f) {
+					vals = append(vals, f)
+				}
+			}
+			if len(vals) == 0 {
+				continue
+			}
+			b, err := plotter.NewBoxPlot(width, float64(ri)+float64(mi-1)*0.25, vals)
+			if err != nil {
+				return fmt.Errorf("plot backtest: %w", err)
+			}
+			b.FillColor = plotutil.Color(mi)
+			p.Add(b)
+			legend = true
+		}
+		if legend {
+			p.Legend.Add(mt.name, swatch{plotutil.Color(mi)})
+		}
+	}
+	p.NominalX(names...)
+	p.X.Min, p.X.Max = -0.6, float64(len(runs))-0.4
+	p.Legend.Top = true
+	if err := p.Save(vg.Length(max(7, 2*len(runs)))*vg.Inch, 5*vg.Inch, path); err != nil {
+		return fmt.Errorf("plot backtest: %w", err)
+	}
+	return nil
+}
+
+// swatch is a legend entry: a rectangle of one colour.
+type swatch struct{ c color.Color }
+
+func (s swatch) Thumbnail(c *draw.Canvas) {
+	pts := []vg.Point{{X: c.Min.X, Y: c.Min.Y}, {X: c.Min.X, Y: c.Max.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Max.X, Y: c.Min.Y}}
+	c.FillPolygon(s.c, c.ClipPolygonY(pts))
+}

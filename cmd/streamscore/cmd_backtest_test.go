@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/features/synth"
+)
+
+func TestBacktestFolds(t *testing.T) {
+	d := func(s string) time.Time { v, _ := time.Parse(time.DateOnly, s); return v }
+	got := backtestFolds(d("2026-03-31"), 3, 7, 7, 7)
+	want := [][4]string{
+		{"2026-03-10", "2026-03-17", "2026-03-24", "2026-03-31"},
+		{"2026-03-03", "2026-03-10", "2026-03-17", "2026-03-24"},
+		{"2026-02-24", "2026-03-03", "2026-03-10", "2026-03-17"},
+	}
+	for i, f := range got {
+		g := [4]string{f.TrainFrom.Format(time.DateOnly), f.TrainTo.Format(time.DateOnly), f.TestFrom.Format(time.DateOnly), f.TestTo.Format(time.DateOnly)}
+		if g != want[i] || f.Index != i {
+			t.Errorf("fold %d: %v, want %v", i, g, want[i])
+		}
+	}
+}
+
+func TestParseGrid(t *testing.T) {
+	for _, tc := range []struct {
+		in, err string
+		keys    int
+	}{
+		{"", "", 0},
+		{"learning-rate=0.05,0.1", "", 1},
+		{"learning-rate=0.05,0.1; max-depth=3,6", "", 2},
+		{"learning-rate", "want key=", 0},
+		{"learning-rate=", "want key=", 0},
+		{"hidden=8", `key "hidden"`, 0},
+		{"trees=5;trees=6", "twice", 0},
+	} {
+		keys, _, err := parseGrid(tc.in)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.in, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: error %v, want %q", tc.in, err, tc.err)
+		case tc.err == "" && len(keys) != tc.keys:
+			t.Errorf("%q: keys %v", tc.in, keys)
+		}
+	}
+}
+
+// TestBacktest runs 2 folds of logistic and a 2-point gbdt grid on
+// generated history and checks the folds, the metrics and the removal of
+// the cards known compromised.
+func TestBacktest(t *testing.T) {
+	dir := t.TempDir()
+	evPath, labPath := filepath.Join(dir, "events.jsonl"), filepath.Join(dir, "labels.jsonl")
+	ef, err := os.Create(evPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf, err := os.Create(labPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := synth.New(synth.Config{Seed: 3, Cards: 1500, Terminals: 300, FraudRate: 0.03, LabelDelay: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var events []features.Event
+	var labels []features.Label
+	ew, lw := bufio.NewWriter(ef), bufio.NewWriter(lf)
+	if err := g.Simulate(from, from.AddDate(0, 0, 10), 0.04, func(tx synth.Tx) error {
+		if l, ok := g.LabelFor(tx); ok {
+			labels = append(labels, l)
+			if _, err := lw.Write(append(l.AppendJSON(nil), '\n')); err != nil {
+				return err
+			}
+		}
+		events = append(events, tx.Event)
+		_, err := ew.Write(append(tx.Event.AppendJSON(nil), '\n'))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []func() error{ew.Flush, lw.Flush, ef.Close, lf.Close} {
+		if err := c(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "bt")
+	var stdout bytes.Buffer
+	start := time.Now()
+	if err := runBacktest(context.Background(), []string{"--events", evPath, "--labels", labPath, "--out", out,
+		"--kinds", "logistic,gbdt", "--folds", "2", "--train-days", "3", "--delay-days", "1", "--test-days", "2",
+		"--end", "2026-03-11", "--k", "10", "--trees", "15", "--grid", "max-depth=2,4", "--quiet"}, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s in %v", stdout.String(), time.Since(start))
+	for _, s := range []string{"logistic", "gbdt max-depth=2", "gbdt max-depth=4", "±"} {
+		if !strings.Contains(stdout.String(), s) {
+			t.Errorf("table lacks %q", s)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(out, "backtest.png")); err != nil || fi.Size() < 1000 {
+		t.Fatalf("plot: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "metrics.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Folds []backtestFold `json:"folds"`
+		Runs  []struct {
+			Config    string     `json:"config"`
+			RawAUC    []*float64 `json:"roc_auc"`
+			RawAP     []*float64 `json:"average_precision"`
+			RawCP     []*float64 `json:"card_precision"`
+			Mean, Std map[string]*float64
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	wantFolds := [][4]string{{"2026-03-03", "2026-03-06", "2026-03-07", "2026-03-09"}, {"2026-03-05", "2026-03-08", "2026-03-09", "2026-03-11"}}
+	if len(doc.Folds) != 2 {
+		t.Fatalf("%d folds", len(doc.Folds))
+	}
+	for i, f := range doc.Folds {
+		g := [4]string{f.TrainFrom.Format(time.DateOnly), f.TrainTo.Format(time.DateOnly), f.TestFrom.Format(time.DateOnly), f.TestTo.Format(time.DateOnly)}
+		if g != wantFolds[i] {
+			t.Errorf("fold %d: %v, want %v", i, g, wantFolds[i])
+		}
+		// The compromised-card filter, recomputed from the files.
+		bad := map[string]bool{}
+		for _, l := range labels {
+			if l.Fraud && l.TS.Before(f.TestFrom) {
+				bad[l.CardID] = true
+			}
+		}
+		removed, rows, rowsIn := map[string]bool{}, 0, 0
+		for _, e := range events {
+			if e.TS.Before(f.TestFrom) || !e.TS.Before(f.TestTo) {
+				continue
+			}
+			rowsIn++
+			if bad[e.CardID] {
+				removed[e.CardID] = true
+				rows++
+			}
+		}
+		if len(removed) == 0 || f.RemovedCards != len(removed) || f.RemovedRows != rows || f.TestRows != rowsIn-rows {
+			t.Errorf("fold %d: removed %d cards / %d rows, test %d rows; want %d / %d, %d",
+				i, f.RemovedCards, f.RemovedRows, f.TestRows, len(removed), rows, rowsIn-rows)
+		}
+		if f.TrainFraud < 10 || f.TestFraud < 5 {
+			t.Errorf("fold %d: %d train fraud, %d test fraud: too few to measure", i, f.TrainFraud, f.TestFraud)
+		}
+	}
+	if len(doc.Runs) != 3 {
+		t.Fatalf("%d runs, want 3", len(doc.Runs))
+	}
+	for _, r := range doc.Runs {
+		for _, vs := range [][]*float64{r.RawAUC, r.RawAP, r.RawCP} {
+			if len(vs) != 2 {
+				t.Fatalf("%s: %d folds of values", r.Config, len(vs))
+			}
+			for _, v := range vs {
+				if v == nil || math.IsNaN(*v) || *v < 0 || *v > 1 {
+					t.Errorf("%s: value %v", r.Config, v)
+				}
+			}
+		}
+		for _, m := range []string{"roc_auc", "average_precision", "card_precision"} {
+			if r.Mean[m] == nil || r.Std[m] == nil {
+				t.Errorf("%s: mean/std of %s missing", r.Config, m)
+			}
+		}
+		if *r.Mean["roc_auc"] < 0.6 {
+			t.Errorf("%s: mean AUC %.3f: the models learn nothing", r.Config, *r.Mean["roc_auc"])
+		}
+	}
+}
+
+func TestBacktestInputErrors(t *testing.T) {
+	dir := t.TempDir()
+	ev, lab := filepath.Join(dir, "ev.jsonl"), filepath.Join(dir, "lab.jsonl")
+	e := features.Event{TxID: "t1", CardID: "c1", TerminalID: "m1", TS: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Amount: 10}
+	if err := os.WriteFile(ev, append(e.AppendJSON(nil), '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lab, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--events", ev, "--labels", lab, "--out", filepath.Join(dir, "out"), "--quiet"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--kinds", "gru"}, `"gru": want logistic, mlp or gbdt`},
+		{[]string{"--folds", "0"}, "want >= 1"},
+		{[]string{"--delay-days", "-1"}, "want >= 0"},
+		{[]string{"--k", "0"}, "--k 0"},
+		{[]string{"--grid", "depth=3"}, `--grid key "depth"`},
+		{[]string{"--grid", "max-depth=x"}, "--grid max-depth=x"},
+		{[]string{"--end", "yesterday"}, "parse --end"},
+		{[]string{"--hidden", "32x"}, "parse --hidden"},
+		{[]string{"--folds", "1", "--train-days", "1", "--delay-days", "0", "--test-days", "1"}, "before the first event"},
+		{[]string{"--folds", "1", "--train-days", "1", "--delay-days", "0", "--test-days", "1", "--end", "2026-03-03"}, "training and 0 test rows"},
+	} {
+		err := runBacktest(context.Background(), append(append([]string{}, base...), tc.args...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	if err := runBacktest(context.Background(), []string{"--events", ev, "--quiet"}, io.Discard); err == nil || !strings.Contains(err.Error(), "required") {
+		t.Errorf("missing flags: %v", err)
+	}
+}
