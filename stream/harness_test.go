@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -293,4 +294,49 @@ func waitHandled(t *testing.T, p *stream.Pipeline, n int) {
 	waitFor(t, waitBudget, fmt.Sprintf("%d messages scored or dead-lettered", n), func() bool {
 		return p.Stats().Scored.Load()+p.Stats().DeadLettered.Load() >= int64(n)
 	})
+}
+
+// unscored returns how many of ids have no score record on topic (records
+// deduplicated by tx_id): the events a fault lost.
+func unscored(t *testing.T, brokers []string, topic string, ids []string) int {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, m := range readAll(t, brokers, topic) {
+		var rec struct {
+			TxID string `json:"tx_id"`
+		}
+		if err := json.Unmarshal(m.Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		seen[rec.TxID] = true
+	}
+	lost := 0
+	for _, id := range ids {
+		if !seen[id] {
+			lost++
+		}
+	}
+	return lost
+}
+
+// allCommitted reports whether group has committed every partition of
+// topic to its end.
+func allCommitted(t *testing.T, brokers []string, group, topic string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ioBudget)
+	defer cancel()
+	ends, err := local.EndOffsets(ctx, brokers, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := local.CommittedOffsets(ctx, brokers, group, topic)
+	if err != nil {
+		return false
+	}
+	for part, end := range ends {
+		if committed[part] != end {
+			return false
+		}
+	}
+	return true
 }

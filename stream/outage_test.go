@@ -1,8 +1,6 @@
 package stream_test
 
 import (
-	"context"
-	"encoding/json"
 	"os"
 	"strconv"
 	"testing"
@@ -65,36 +63,9 @@ func TestSinkOutage(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	seen := map[string]bool{}
-	for _, m := range readAll(t, brokers, scoresTopic) {
-		var rec struct {
-			TxID string `json:"tx_id"`
-		}
-		if err := json.Unmarshal(m.Value, &rec); err != nil {
-			t.Fatal(err)
-		}
-		seen[rec.TxID] = true
-	}
-	lost := 0
-	for _, id := range ids {
-		if !seen[id] {
-			lost++
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), ioBudget)
-	defer cancel()
-	ends, err := local.EndOffsets(ctx, brokers, txTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	committed, err := local.CommittedOffsets(ctx, brokers, "outage", txTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for part, end := range ends {
-		if committed[part] != end {
-			t.Errorf("partition %d committed %d, end %d", part, committed[part], end)
-		}
+	lost := unscored(t, brokers, scoresTopic, ids)
+	if !allCommitted(t, brokers, "outage", txTopic) {
+		t.Errorf("not every offset committed after the fault")
 	}
 	if lost > 0 {
 		t.Errorf("%d of %d events have no score record after the outage", lost, n)

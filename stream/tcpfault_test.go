@@ -2,7 +2,6 @@ package stream_test
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"strings"
 	"testing"
@@ -109,51 +108,13 @@ func TestTCPFaults(t *testing.T) {
 	}
 	// Scored counts re-deliveries too (a reset connection makes the reader
 	// start over from the committed offset): wait for the commits instead.
-	ctx, cancel := context.WithTimeout(context.Background(), ioBudget)
-	defer cancel()
-	ends, err := local.EndOffsets(ctx, brokers, txTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, waitBudget, "every offset committed", func() bool {
-		c, err := local.CommittedOffsets(ctx, brokers, "tcp-faults", txTopic)
-		if err != nil {
-			return false
-		}
-		for part, end := range ends {
-			if c[part] != end {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, waitBudget, "every offset committed", func() bool { return allCommitted(t, brokers, "tcp-faults", txTopic) })
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	seen := map[string]bool{}
-	for _, m := range readAll(t, brokers, scoresTopic) {
-		var rec struct {
-			TxID string `json:"tx_id"`
-		}
-		if err := json.Unmarshal(m.Value, &rec); err != nil {
-			t.Fatal(err)
-		}
-		seen[rec.TxID] = true
-	}
-	lost := 0
-	for _, id := range ids {
-		if !seen[id] {
-			lost++
-		}
-	}
-	committed, err := local.CommittedOffsets(ctx, brokers, "tcp-faults", txTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for part, end := range ends {
-		if committed[part] != end {
-			t.Errorf("partition %d committed %d, end %d", part, committed[part], end)
-		}
+	lost := unscored(t, brokers, scoresTopic, ids)
+	if !allCommitted(t, brokers, "tcp-faults", txTopic) {
+		t.Errorf("not every offset committed after the fault")
 	}
 	if lost > 0 {
 		t.Errorf("%d of %d events without a score record", lost, n)

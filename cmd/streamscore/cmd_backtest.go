@@ -295,18 +295,7 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 	var X []float32
 	var meta []rowMeta
 	w := len(names)
-	bar := newBar(int64(len(events)), "replay", *quiet)
-	n := 0
-	err = features.Replay(events, labels, fopts, func(e *features.Event, row []float32) error {
-		if n++; n%4096 == 0 {
-			_ = bar.Set(n)
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		if !e.TS.Before(end) {
-			return errReplayDone
-		}
+	err = replayUntil(ctx, events, labels, fopts, end, *quiet, func(e *features.Event, row []float32) error {
 		if e.TS.Before(earliest) {
 			return nil
 		}
@@ -314,13 +303,12 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 		meta = append(meta, rowMeta{ts: e.TS, txID: e.TxID, cardID: e.CardID})
 		return nil
 	})
-	_ = bar.Finish()
-	if err != nil && !errors.Is(err, errReplayDone) {
-		return fmt.Errorf("replay history: %w", err)
+	if err != nil {
+		return err
 	}
 	truth := knownFraud(labels) // test truth: as known at the end of the file
 
-	bar = newBar(int64(len(fl)*len(runs)), "backtest", *quiet)
+	bar := newBar(int64(len(fl)*len(runs)), "backtest", *quiet)
 	done := 0
 	// Oldest fold first.
 	for fi := len(fl) - 1; fi >= 0; fi-- {

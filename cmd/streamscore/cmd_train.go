@@ -24,6 +24,33 @@ import (
 // errReplayDone stops features.Replay once the events pass the last range.
 var errReplayDone = errors.New("replay done")
 
+// replayUntil replays history through the stream's feature code (as
+// features.Replay) up to the first event at or after end, calling fn for
+// each row, with a progress bar and ctx checked every 4,096 events. It is
+// the replay of train and backtest.
+func replayUntil(ctx context.Context, events []features.Event, labels []features.Label, fopts []features.Option, end time.Time,
+	quiet bool, fn func(e *features.Event, row []float32) error) error {
+	bar := newBar(int64(len(events)), "replay", quiet)
+	n := 0
+	err := features.Replay(events, labels, fopts, func(e *features.Event, row []float32) error {
+		if n++; n%4096 == 0 {
+			_ = bar.Set(n)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if !e.TS.Before(end) {
+			return errReplayDone
+		}
+		return fn(e, row)
+	})
+	_ = bar.Finish()
+	if err != nil && !errors.Is(err, errReplayDone) {
+		return fmt.Errorf("replay history: %w", err)
+	}
+	return nil
+}
+
 // cmdTrain fits a model on a time range of recorded or generated history.
 //
 // It replays every event before the end of the last range through the
@@ -198,18 +225,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	nBefore, nEval := 0, 0
 	cards := map[string]int32{}
 	var first, last time.Time
-	bar := newBar(int64(len(events)), "replay", *quiet)
-	n := 0
-	err = features.Replay(events, labels, fopts, func(e *features.Event, row []float32) error {
-		if n++; n%4096 == 0 {
-			_ = bar.Set(n)
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		if !e.TS.Before(end) {
-			return errReplayDone
-		}
+	err = replayUntil(ctx, events, labels, fopts, end, *quiet, func(e *features.Event, row []float32) error {
 		var y float32
 		isFraud := fraud[e.TxID]
 		switch {
@@ -250,9 +266,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 		}
 		return nil
 	})
-	_ = bar.Finish()
-	if err != nil && !errors.Is(err, errReplayDone) {
-		return fmt.Errorf("replay history: %w", err)
+	if err != nil {
+		return err
 	}
 	if first.IsZero() {
 		return fmt.Errorf("train: no events in [%s, %s)", *fromS, *toS)
