@@ -89,7 +89,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	err = e.pipeline.Run(ctx)
 	if errors.Is(err, stream.ErrDrainTimeout) {
 		// Say why: what the connections and sinks report (their causes).
-		log.Error("drain timeout: what was still failing", "problems", strings.Join(e.health.Problems(), "; "))
+		log.Error("drain timeout: what was still failing", "problems", strings.Join(e.health.Details(), "; "))
 	}
 	rcancel()
 	st := e.pipeline.Stats()

@@ -81,8 +81,22 @@ func (h *connHealth) Up(transport string) {
 }
 
 // Problems returns one line per transport that is down, sorted:
-// "kafka down (tls): <error>".
+// "kafka down (tls)". It names the cause, not the error text: /readyz is
+// usually unauthenticated (--http-open probes) and an error names hosts,
+// files and brokers; the error itself is in the log line of the transition.
 func (h *connHealth) Problems() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.down))
+	for t, d := range h.down {
+		out = append(out, fmt.Sprintf("%s down (%s)", t, d.cause))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Details is Problems with each error's text, for the log.
+func (h *connHealth) Details() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]string, 0, len(h.down))

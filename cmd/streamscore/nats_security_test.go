@@ -788,7 +788,7 @@ func TestNATSRuntimeFailures(t *testing.T) {
 	}
 	poll(t, 30*time.Second*timeScale, "the authentication failure reported", func() bool { return authFailures() >= 2 })
 	code, body := r.ready()
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "nats down (auth): nats: authentication failed") {
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "nats down (auth)") {
 		t.Fatalf("/readyz with a rejected password: %d %q, want 503 with nats down (auth)", code, body)
 	}
 	produce(t, ctx, brokers, g, 30) // scored, held back until NATS is back
@@ -818,7 +818,7 @@ func TestNATSRuntimeFailures(t *testing.T) {
 	}
 	poll(t, 30*time.Second*timeScale, "the TLS failure reported", func() bool { return tlsFailures() >= 2 })
 	if code, body := r.ready(); code != http.StatusServiceUnavailable ||
-		!strings.Contains(body, "nats down (tls): nats: TLS: the server's certificate is not signed by the CA of --nats-tls-ca") {
+		!strings.Contains(body, "nats down (tls)") {
 		t.Fatalf("/readyz with an untrusted server certificate: %d %q, want 503 with nats down (tls)", code, body)
 	}
 	produce(t, ctx, brokers, g, 20)
