@@ -208,9 +208,12 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		m = f.metrics[i]
 	}
 	all := msgs
-	idx := make([]int, len(msgs)) // position in all of each message of msgs
-	for j := range idx {
-		idx[j] = j
+	var idx []int // position in all of each message of msgs; nil: the same position
+	at := func(j int) int {
+		if idx == nil {
+			return j
+		}
+		return idx[j]
 	}
 	var suspects []int // positions in all rejected for good within a larger write
 	var rejected []Rejection
@@ -229,15 +232,19 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		if m != nil {
 			m.errors.Inc()
 		}
-		f.failed(i, len(msgs), wait, err)
+		var be *BatchError
+		perMessage := errors.As(err, &be) && validIndices(be.Indices, len(msgs))
+		if !perMessage || !allRejections(be) {
+			// A sink refusing a record for what it is (too large) is not
+			// a sink in trouble: it says nothing of its health.
+			f.failed(i, len(msgs), wait, err)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if errors.Is(err, ErrClosed) {
 			return fmt.Errorf("write to sink %s: %w", s.Name(), err)
 		}
-		var be *BatchError
-		perMessage := errors.As(err, &be) && validIndices(be.Indices, len(msgs))
 		if !perMessage {
 			if IsPermanent(err) {
 				return fmt.Errorf("write to sink %s: rejected for good: %w", s.Name(), err)
@@ -249,14 +256,14 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 			for j, k := range be.Indices {
 				switch {
 				case IsRejection(be.Errs[j]) && len(all) == 1:
-					rejected = append(rejected, Rejection{Index: idx[k], Sink: s.Name(), Err: be.Errs[j]})
+					rejected = append(rejected, Rejection{Index: at(k), Sink: s.Name(), Err: be.Errs[j]})
 				case IsRejection(be.Errs[j]):
-					suspects = append(suspects, idx[k])
+					suspects = append(suspects, at(k))
 				case IsPermanent(be.Errs[j]):
 					return fmt.Errorf("write to sink %s: rejected for good: %w", s.Name(), be.Errs[j])
 				default:
 					retry = append(retry, msgs[k])
-					retryIdx = append(retryIdx, idx[k])
+					retryIdx = append(retryIdx, at(k))
 				}
 			}
 			msgs, idx = retry, retryIdx
@@ -342,6 +349,17 @@ func (f *Fanout) succeeded(i int) {
 	if f.cfg.log != nil {
 		f.cfg.log.Info("sink writes succeed again", "sink", f.sinks[i].Name())
 	}
+}
+
+// allRejections reports whether every failure of be is a rejection of the
+// message itself (IsRejection).
+func allRejections(be *BatchError) bool {
+	for _, e := range be.Errs {
+		if !IsRejection(e) {
+			return false
+		}
+	}
+	return true
 }
 
 // validIndices reports whether idx is a non-empty, strictly increasing list

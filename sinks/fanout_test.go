@@ -381,7 +381,9 @@ func TestFanoutIsolatesRejections(t *testing.T) {
 	msgs := []sinks.Message{{Value: []byte("a")}, {Value: []byte("poison")}, {Value: []byte("b")}, {Value: []byte("poison")}, {Value: []byte("c")}}
 	for _, err := range []error{kafka.MessageSizeTooLarge, nats.ErrMaxPayload, kafka.MessageTooLargeError{}} {
 		p, ok := &poisoned{err: err}, &flaky{name: "ok"}
-		f := sinks.NewFanout([]sinks.Sink{p, ok}, fastBackoff())
+		var observed atomic.Int32
+		f := sinks.NewFanout([]sinks.Sink{p, ok}, fastBackoff(),
+			sinks.WithFanoutObserver(func(string, error) { observed.Add(1) }))
 		got := f.WriteBatch(ctx, msgs)
 		var rej *sinks.RejectedError
 		if !errors.As(got, &rej) || len(rej.Rejected) != 2 || rej.Rejected[0].Index != 1 || rej.Rejected[1].Index != 3 ||
@@ -393,6 +395,9 @@ func TestFanoutIsolatesRejections(t *testing.T) {
 		}
 		if n := len(ok.received()); n != len(msgs) {
 			t.Errorf("%v: the other sink got %d messages, want %d", err, n, len(msgs))
+		}
+		if n := observed.Load(); n != 0 {
+			t.Errorf("%v: the observer heard %d failures: a refused record is not a sink in trouble (readiness would stay 503)", err, n)
 		}
 		f.Close()
 	}

@@ -150,12 +150,14 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 	dec := features.NewDecoder(lc.p.cfg.decoderOpts...)
 	var l features.Label
 	var dlBuf []byte
+	failing := false // this partition's last fetch failed (reported)
 	for {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
+			failing = true
 			lc.report(part, err)
 			lc.p.log.Warn("fetch label failed, retrying", "partition", part, "err", err)
 			select {
@@ -166,7 +168,10 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			continue
 		}
 		consumed.Inc()
-		lc.report(part, nil)
+		if failing {
+			failing = false
+			lc.report(part, nil)
+		}
 		if err := dec.DecodeLabel(m.Value, &l); err != nil {
 			reason := reasonUndecodable
 			var de *features.DecodeError

@@ -51,7 +51,10 @@ func (c *modelTrustConfig) trustVerifier() *modelVerifier {
 	if c.verifier != nil {
 		return c.verifier
 	}
-	t, _ := models.NewTrust(models.ShippedKey())
+	t, err := models.NewTrust(models.ShippedKey())
+	if err != nil {
+		panic("streamscore: the built-in release key: " + err.Error()) // a constant of the binary
+	}
 	return &modelVerifier{trust: t, failures: newSignatureFailures(), log: slog.Default()}
 }
 
