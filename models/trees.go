@@ -121,6 +121,10 @@ func (t *Tree) validate(in int) error {
 			return fmt.Errorf("node %d: a split has cover > 0, got %v", j, c)
 		case t.Left[j] <= 0 || int(t.Left[j]) >= n || t.Right[j] <= 0 || int(t.Right[j]) >= n || t.Left[j] == t.Right[j]:
 			return fmt.Errorf("node %d: children %d and %d: want two distinct nodes in 1..%d", j, t.Left[j], t.Right[j], n-1)
+		case float64(t.Cover[t.Left[j]])+float64(t.Cover[t.Right[j]]) > float64(c)*(1+1e-3)+1e-6:
+			// TreeSHAP takes a child's share of its parent's cover as a
+			// probability: more than the parent makes every reason wrong.
+			return fmt.Errorf("node %d: children's cover %v + %v exceeds the node's %v", j, t.Cover[t.Left[j]], t.Cover[t.Right[j]], c)
 		}
 	}
 	// Every node reached exactly once from the root, depth bounded: a

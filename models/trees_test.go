@@ -312,7 +312,7 @@ func TestTreesDeepChainRefused(t *testing.T) {
 		tr.Right = append(tr.Right, id+2, -1)
 		tr.DefaultLeft = append(tr.DefaultLeft, false, false)
 		tr.Value = append(tr.Value, 0, 1)
-		tr.Cover = append(tr.Cover, 2, 1)
+		tr.Cover = append(tr.Cover, float32(depth-d+1), 1) // a split covers its two children
 	}
 	tr.Feature = append(tr.Feature, -1)
 	tr.Threshold = append(tr.Threshold, 0)
@@ -393,4 +393,34 @@ func BenchmarkTreesScore(b *testing.B) {
 			rs = s.Reasons(x, 0, 3, rs[:0])
 		}
 	})
+}
+
+// TestTreesCoverChecked: a child covering more than its parent is refused
+// (TreeSHAP reads covers as probabilities), and a leaf of zero cover gives
+// finite reasons (the 0/0 of TreeSHAP's unwound sum is guarded).
+func TestTreesCoverChecked(t *testing.T) {
+	tr := Tree{Feature: []int32{0, -1, -1}, Threshold: []float32{0.5, 0, 0}, Left: []int32{1, -1, -1}, Right: []int32{2, -1, -1},
+		DefaultLeft: []bool{false, false, false}, Value: []float32{0, 1, -1}, Cover: []float32{1, 3, 1}}
+	f := gbdtFile(2, 1, 2, ObjectiveLogistic, 1)
+	f.Trees.Trees[0] = tr
+	if _, err := Parse(encodeUnchecked(t, f)); !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), "exceeds the node's") {
+		t.Fatalf("Parse with a child covering more than its parent = %v", err)
+	}
+	tr.Cover = []float32{1, 0, 1} // all the training rows went right
+	f.Trees.Trees[0] = tr
+	m, err := Parse(encodeUnchecked(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := m.Bind(m.Inputs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range [][]float32{{0, 0}, {1, 0}, {float32(math.NaN()), 0}} {
+		for _, r := range sc.Reasons(x, 0, 2, nil) {
+			if c := float64(r.Contribution); math.IsNaN(c) || math.IsInf(c, 0) {
+				t.Fatalf("reason %+v for %v: not finite", r, x)
+			}
+		}
+	}
 }

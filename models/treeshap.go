@@ -153,7 +153,7 @@ func unwindPath(up []pathElem, depth, k int) {
 			tmp := up[i].pweight
 			up[i].pweight = next * d1 / (float64(i+1) * one)
 			next = tmp - up[i].pweight*zero*float64(depth-i)/d1
-		} else {
+		} else if zero != 0 {
 			up[i].pweight = up[i].pweight * d1 / (zero * float64(depth-i))
 		}
 	}
@@ -172,7 +172,7 @@ func unwoundPathSum(up []pathElem, depth, k int) float64 {
 			tmp := next * d1 / (float64(i+1) * one)
 			total += tmp
 			next = up[i].pweight - tmp*zero*(float64(depth-i)/d1)
-		} else {
+		} else if zero != 0 { // a child of zero cover (XGBoost guards it the same way)
 			total += up[i].pweight / zero / (float64(depth-i) / d1)
 		}
 	}
