@@ -2,7 +2,6 @@ package features
 
 import (
 	"slices"
-	"strings"
 )
 
 // A PAN-key rotation gives every card a new pseudonym. While the key file
@@ -108,7 +107,7 @@ func (s *Shared) rekeyLabels(mi int, id, alias string, t int64) bool {
 	mp.tick(t)
 	to, ok := mp.get(id)
 	if !ok {
-		mp.cur[strings.Clone(id)] = from
+		mp.put(id, from) // through put: under a card cap it gets its heap entry
 		return true
 	}
 	for _, p := range from.labels {

@@ -95,8 +95,10 @@ type Shared struct {
 // by transaction time so far: labels without tx_ts whose transaction it
 // did not find in the terminal's retained history (not seen yet, or
 // already forgotten), or whose tx_ts is after their ts. They count in no
-// transaction-time fraud feature (label-time features count them). Only a
-// Shared with such features (WithSpec) counts them.
+// transaction-time fraud feature (label-time features count them). Both
+// engines count them (a spec without transaction-time fraud features never
+// needs to place a label); a label delivered twice that cannot be placed
+// counts twice: it is a count of deliveries, not of transactions.
 func (s *Shared) UnplacedLabels() uint64 { return s.unplaced.Load() }
 
 // sweepEvery is how many events a Builder applies between two sweeps, each
