@@ -60,12 +60,7 @@ func TestRedefinedWindowRefused(t *testing.T) {
 	// A pipeline of the altered spec serving a model pinned to it refuses the
 	// shipped model on reload and keeps serving.
 	f := shippedFile(t, "fraud.json")
-	defs := alt.Definitions()
-	var md []models.FeatureDef
-	for _, d := range defs {
-		md = append(md, models.FeatureDef{Name: d.Name, Text: d.Text, Hash: d.Hash})
-	}
-	if err := f.PinFeatures(md); err != nil {
+	if err := f.PinFeatures(stream.ModelFeatureDefs(alt.Definitions())); err != nil {
 		t.Fatal(err)
 	}
 	f.Version = 2

@@ -71,9 +71,9 @@ func TestPoisonKey(t *testing.T) {
 	}
 }
 
-// refusing is a sink that refuses for good, one by one, every message
-// whose value holds "poison" (as a sink refuses a record too large for it),
-// and records the others.
+// refusing is a sink that refuses for good, one by one, every score, alert
+// or audit record whose value holds "poison" (as a sink refuses a record too
+// large for it), and records the others (dead letters included).
 type refusing struct {
 	mu  sync.Mutex
 	got []sinks.Message
@@ -86,7 +86,7 @@ func (r *refusing) WriteBatch(_ context.Context, msgs []sinks.Message) error {
 	defer r.mu.Unlock()
 	be := &sinks.BatchError{Sink: "refusing"}
 	for i, m := range msgs {
-		if bytes.Contains(m.Value, []byte("poison")) {
+		if m.Kind != sinks.KindDeadLetter && bytes.Contains(m.Value, []byte("poison")) {
 			be.Indices = append(be.Indices, i)
 			be.Errs = append(be.Errs, fmt.Errorf("publish: %w", nats.ErrMaxPayload))
 			continue

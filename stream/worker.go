@@ -630,11 +630,12 @@ func (w *worker) lastResort(b *batch, rej *sinks.RejectedError) error {
 			continue
 		}
 		seen[sp.msg] = true
-		rec := sinks.DeadLetterRecord{
-			Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Reason: reasonRecordRejected,
-			Error: fmt.Sprintf("%s record refused by sink %s: %v", sp.kind, r.Sink, r.Err), Size: len(m.Value), At: time.Now(),
-		}
-		dls = append(dls, sinks.Message{Kind: sinks.KindDeadLetter, Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, m)})
+		// The same dead letter as a decode failure's (key, digest and
+		// redacted contract fields kept as safe), with the sink's error.
+		var rec sinks.DeadLetterRecord
+		fillDeadLetter(&rec, w.dec, m, false, reasonRecordRejected,
+			fmt.Sprintf("%s record refused by sink %s: %v", sp.kind, r.Sink, r.Err), time.Now(), nil)
+		dls = append(dls, sinks.Message{Kind: sinks.KindDeadLetter, Key: rec.Key, Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, m)})
 		w.p.met.deadLettered.WithLabelValues(reasonRecordRejected).Inc()
 	}
 	if len(dls) == 0 {
