@@ -233,7 +233,7 @@ func (k *PANKey) appendMAC(dst, b []byte) []byte {
 // itself when it already is a pseudonym under one of k's keys. For tools and
 // tests; the Decoder applies it to card_id with WithPANKey.
 func (k *PANKey) Pseudonym(cardID string) string {
-	if id, ok := pseudonymKeyID([]byte(cardID)); ok && k.accepts(id) {
+	if id, ok := pseudonymKeyID(cardID); ok && k.accepts([]byte(id)) {
 		return cardID
 	}
 	var buf [maxPseudonymLen]byte
@@ -243,33 +243,37 @@ func (k *PANKey) Pseudonym(cardID string) string {
 // PseudonymKeyID returns the key id of a card pseudonym
 // ("p1:<key-id>:<mac>") and true, or "" and false when cardID is not one.
 func PseudonymKeyID(cardID string) (string, bool) {
-	if len(cardID) < len(PseudonymPrefix)+2+pseudonymMACChars || cardID[:len(PseudonymPrefix)] != PseudonymPrefix {
-		return "", false
-	}
-	if id, ok := pseudonymKeyID([]byte(cardID)); ok {
-		s := len(PseudonymPrefix)
-		return cardID[s : s+len(id)], true
-	}
-	return "", false
+	return pseudonymKeyID(cardID)
 }
 
 // pseudonymKeyID returns the key id part of b if b has the pseudonym form.
-func pseudonymKeyID(b []byte) ([]byte, bool) {
-	if !bytes.HasPrefix(b, []byte(PseudonymPrefix)) {
-		return nil, false
+// It takes a string or bytes as they are (no conversion: the score record
+// path calls it for every event).
+func pseudonymKeyID[T ~string | ~[]byte](b T) (T, bool) {
+	var zero T
+	n := len(PseudonymPrefix)
+	if len(b) < n || string(b[:n]) != PseudonymPrefix {
+		return zero, false
 	}
-	rest := b[len(PseudonymPrefix):]
-	i := bytes.IndexByte(rest, ':')
-	if i < 1 || i > maxKeyIDLen || !validKeyID(string(rest[:i])) {
-		return nil, false
+	rest := b[n:]
+	i := -1
+	for j := 0; j < len(rest) && j <= maxKeyIDLen; j++ {
+		if rest[j] == ':' {
+			i = j
+			break
+		}
+	}
+	if i < 1 || !validKeyID(string(rest[:i])) {
+		return zero, false
 	}
 	mac := rest[i+1:]
 	if len(mac) != pseudonymMACChars {
-		return nil, false
+		return zero, false
 	}
-	for _, c := range mac {
+	for j := 0; j < len(mac); j++ {
+		c := mac[j]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return nil, false
+			return zero, false
 		}
 	}
 	return rest[:i], true

@@ -324,3 +324,20 @@ func TestDigestAndSafeKey(t *testing.T) {
 		}
 	}
 }
+
+// TestPseudonymKeyIDNoAlloc: the score record of every event asks for its
+// card's key id: no allocation, whatever the key id's length.
+func TestPseudonymKeyIDNoAlloc(t *testing.T) {
+	card := PseudonymPrefix + "rotation-2026-12:" + strings.Repeat("A", pseudonymMACChars)
+	if id, ok := PseudonymKeyID(card); !ok || id != "rotation-2026-12" {
+		t.Fatalf("PseudonymKeyID(%q) = %q, %v", card, id, ok)
+	}
+	if n := testing.AllocsPerRun(100, func() { PseudonymKeyID(card) }); n != 0 {
+		t.Errorf("PseudonymKeyID: %v allocations per call, want 0", n)
+	}
+	for _, bad := range []string{"p1::" + strings.Repeat("A", pseudonymMACChars), "p1:k1:short", "c-42", "p1:k1:" + strings.Repeat("*", pseudonymMACChars)} {
+		if id, ok := PseudonymKeyID(bad); ok {
+			t.Errorf("PseudonymKeyID(%q) = %q, want none", bad, id)
+		}
+	}
+}

@@ -238,8 +238,10 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 	m := s.m
 	src := x[row*s.width : (row+1)*s.width]
 	z := s.z
-	for i, c := range s.cols {
-		z[i] = float64((src[c] - m.mean[i]) * m.invStd[i])
+	if m.trees == nil { // trees read raw values: no standardisation
+		for i, c := range s.cols {
+			z[i] = float64((src[c] - m.mean[i]) * m.invStd[i])
+		}
 	}
 	if m.trees != nil {
 		for i, c := range s.cols {
