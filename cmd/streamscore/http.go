@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -231,13 +230,9 @@ func (h *httpSurface) tlsConfig() (*tls.Config, error) {
 		},
 	}
 	if h.TLSClientCA != "" {
-		pem, err := os.ReadFile(h.TLSClientCA)
+		pool, err := loadCAPool("--http-tls-client-ca", h.TLSClientCA)
 		if err != nil {
-			return nil, fmt.Errorf("read --http-tls-client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--http-tls-client-ca %s holds no PEM certificate", h.TLSClientCA)
+			return nil, err
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert

@@ -177,13 +177,9 @@ func (k *kafkaSecurity) load() error {
 		minV, _ := tlsVersion(k.KafkaTLSMinVersion)
 		cfg := &tls.Config{MinVersion: minV, ServerName: k.KafkaTLSServerName}
 		if k.KafkaTLSCA != "" {
-			b, err := os.ReadFile(k.KafkaTLSCA)
+			pool, err := loadCAPool("--kafka-tls-ca", k.KafkaTLSCA)
 			if err != nil {
-				return fmt.Errorf("read --kafka-tls-ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(b) {
-				return fmt.Errorf("read --kafka-tls-ca %s: no PEM certificate in the file", k.KafkaTLSCA)
+				return err
 			}
 			cfg.RootCAs = pool
 		}
@@ -356,6 +352,21 @@ func (f *secretFile) get() (string, error) {
 	}
 	f.stamp, f.val = fileVersion{fi}, v
 	return v, nil
+}
+
+// loadCAPool reads a PEM bundle of CA certificates named by flag: an error
+// names the flag and the file, or says the file holds no certificate. For
+// Kafka's, NATS's and the HTTP listener's CA flags alike.
+func loadCAPool(flag, path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", flag, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s %s holds no PEM certificate", flag, path)
+	}
+	return pool, nil
 }
 
 // keyPairFiles is a certificate and its key (the client's of mutual TLS to

@@ -173,12 +173,8 @@ func (s *natsSecurity) wantsTLS(natsURL string) bool {
 func (s *natsSecurity) options(log *slog.Logger, red *redactor) ([]nats.Option, error) {
 	var opts []nats.Option
 	if s.NATSTLSCA != "" {
-		b, err := os.ReadFile(s.NATSTLSCA)
-		if err != nil {
-			return nil, fmt.Errorf("read --nats-tls-ca: %w", err)
-		}
-		if !x509.NewCertPool().AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--nats-tls-ca %s holds no PEM certificate", s.NATSTLSCA)
+		if _, err := loadCAPool("--nats-tls-ca", s.NATSTLSCA); err != nil { // named here, not as a failed handshake
+			return nil, err
 		}
 		opts = append(opts, nats.RootCAs(s.NATSTLSCA))
 	}
