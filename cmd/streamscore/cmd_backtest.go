@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -194,13 +193,9 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("backtest: %w", err)
 	}
-	var widths []int
-	for _, s := range strings.Split(*hidden, ",") {
-		w, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil {
-			return fmt.Errorf("parse --hidden: %w", err)
-		}
-		widths = append(widths, w)
+	widths, err := parseHidden(*hidden)
+	if err != nil {
+		return err
 	}
 
 	// The runs: every kind, times the combinations of its grid keys. Flag

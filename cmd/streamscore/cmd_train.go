@@ -24,6 +24,19 @@ import (
 // errReplayDone stops features.Replay once the events pass the last range.
 var errReplayDone = errors.New("replay done")
 
+// parseHidden parses --hidden: comma-separated layer widths.
+func parseHidden(s string) ([]int, error) {
+	var widths []int
+	for _, p := range strings.Split(s, ",") {
+		w, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("parse --hidden: %w", err)
+		}
+		widths = append(widths, w)
+	}
+	return widths, nil
+}
+
 // replayUntil replays history through the stream's feature code (as
 // features.Replay) up to the first event at or after end, calling fn for
 // each row, with a progress bar and ctx checked every 4,096 events. It is
@@ -129,22 +142,11 @@ func cmdTrain(ctx context.Context, args []string) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	parseWidths := func() ([]int, error) {
-		var widths []int
-		for _, s := range strings.Split(*hidden, ",") {
-			w, err := strconv.Atoi(strings.TrimSpace(s))
-			if err != nil {
-				return nil, fmt.Errorf("parse --hidden: %w", err)
-			}
-			widths = append(widths, w)
-		}
-		return widths, nil
-	}
 	var opts []train.Option
 	seq := false
 	switch *kind {
 	case models.FamilyMLP:
-		widths, err := parseWidths()
+		widths, err := parseHidden(*hidden)
 		if err != nil {
 			return err
 		}
@@ -155,7 +157,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	case models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM:
 		seq = true
 		if set["hidden"] {
-			widths, err := parseWidths()
+			widths, err := parseHidden(*hidden)
 			if err != nil {
 				return err
 			}
