@@ -341,3 +341,12 @@ func TestPseudonymKeyIDNoAlloc(t *testing.T) {
 		}
 	}
 }
+
+// TestPANInFakePseudonym: a card number hidden in the form of a pseudonym
+// ("p1:<id>:" and 24 characters) is not taken for one.
+func TestPANInFakePseudonym(t *testing.T) {
+	fake := PseudonymPrefix + "k1:" + testPAN + strings.Repeat("A", pseudonymMACChars-len(testPAN))
+	if id, ok := PseudonymKeyID(fake); ok {
+		t.Fatalf("PseudonymKeyID(%q) = %q: a card number passed as a pseudonym", fake, id)
+	}
+}
