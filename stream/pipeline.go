@@ -49,6 +49,10 @@ type Pipeline struct {
 	activeLabels [][4]string
 
 	shared *features.Shared
+	// nParts is the number of partitions of the topic (learnt at Run; 0
+	// unknown): the card cap is divided among them.
+	nParts int
+	stage  *stage      // Run's feature stage: the partitions' state
 	counts stateCounts // state size and evictions, for the metrics
 	// labelMu serialises label application with state snapshots;
 	// labelNext is, per labels partition, the next offset to read (every
@@ -222,16 +226,25 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		labels = newLabelConsumer(p, dialer)
 	}
 
-	workers := make([]*worker, p.cfg.workers)
-	var wg sync.WaitGroup
-	for i := range workers {
-		w, err := newWorker(p, i)
-		if err != nil {
-			reader.Close()
-			return err
-		}
-		workers[i] = w
+	// The topic's partitions (the card cap is divided among them) and the
+	// group's committed offsets, which pick the snapshot to restore;
+	// without them (the brokers unreachable for 10 s) the current one is
+	// used.
+	committed, err := p.committedOffsets(ctx, dialer)
+	if err != nil {
+		p.log.Warn("committed offsets unknown", "err", err)
+		committed = nil
 	}
+	p.nParts = len(committed)
+	if p.nParts == 0 {
+		p.nParts = p.cfg.workers
+	}
+	workers := make([]*worker, p.cfg.workers)
+	for i := range workers {
+		workers[i] = newWorker(p, i)
+	}
+	st := newStage(p, workers)
+	p.stage = st
 	if p.cfg.stateDir != "" {
 		unlock, err := lockStateDir(p.cfg.stateDir)
 		if err != nil {
@@ -239,18 +252,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return err
 		}
 		defer unlock()
-		// The committed offsets pick the snapshot to restore; without
-		// them (the brokers unreachable for 10 s) the current one is used.
-		committed, err := p.committedOffsets(ctx, dialer)
-		if err != nil {
-			p.log.Warn("committed offsets unknown: restoring the current state snapshot", "err", err)
-			committed = nil
-		}
-		if err := p.restoreState(workers, committed); err != nil {
+		if err := p.restoreState(st, committed); err != nil {
 			reader.Close()
 			return err
 		}
 	}
+	var wg sync.WaitGroup
+	stageDone := make(chan struct{})
+	go func() { defer close(stageDone); st.run() }()
 	for _, w := range workers {
 		wg.Add(1)
 		go func() { defer wg.Done(); w.run() }()
@@ -311,12 +320,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		snapStop, snapDone = make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(snapDone)
-			p.snapshotLoop(workers, snapStop)
+			p.snapshotLoop(st, snapStop)
 		}()
 	}
 
 	p.setPhase(PhaseRunning)
-	fetchErr := p.fetchLoop(ctx, reader, workers)
+	fetchErr := p.fetchLoop(ctx, reader, st)
 	p.setPhase(PhaseDraining)
 	if snapStop != nil {
 		// Before the workers' input closes: a worker that has returned
@@ -330,19 +339,18 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// commit, in that order (with a state interval the commit may only
 	// cover what a snapshot holds). A hard stop (Abort, or the drain
 	// deadline) cancels whatever is still waiting.
-	for _, w := range workers {
-		close(w.in)
-	}
+	close(st.in)
+	<-stageDone
 	wg.Wait()
 	if p.cfg.stateDir != "" && !errors.Is(context.Cause(p.hard), ErrAborted) {
-		p.shutdownSnapshot(workers)
+		p.shutdownSnapshot(st)
 	}
 	close(stopCommitter)
 	<-committerDone
 	if labelsDone != nil {
 		<-labelsDone
 	}
-	var err error
+	err = nil
 	// kafka-go's Close leaves the group and can hang on a broker that is
 	// gone: it gets a deadline like every other shutdown step.
 	if cerr := closeWithin(readerCloseTimeout, reader.Close); cerr != nil && p.hard.Err() == nil {
@@ -360,9 +368,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 }
 
 // fetchLoop fetches until ctx or the hard context is done and hands every
-// message to the worker that owns its partition. It returns an error only if
-// the reader fails for good.
-func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers []*worker) error {
+// message to the feature stage. It returns an error only if the reader fails
+// for good.
+func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, st *stage) error {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(p.hard, cancel)
@@ -409,11 +417,10 @@ func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, workers 
 			p.met.resets.Inc()
 			p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
 		}
-		w := workers[m.Partition%len(workers)]
 		select {
-		case w.in <- m:
+		case st.in <- m:
 		case <-fctx.Done():
-			// Stopping while the worker's queue is full (a slow or down
+			// Stopping while the stage's queue is full (a slow or down
 			// sink), or kafka-go handed out a buffered message after the
 			// cancel: m stays tracked and unacked, so no commit passes it,
 			// and it is not counted as consumed.

@@ -75,16 +75,27 @@ func newSeqStates(ttl time.Duration, resets *prometheus.CounterVec, log *slog.Lo
 // shadows. It returns, per scorer and per shadow, the slot index in the new
 // layout or -1 for a stateless model.
 func (ss *seqStates) setModels(scorers, shadows []*models.Scorer) (slotOf, shadowSlotOf []int) {
-	old := ss.layout
-	l := &seqLayout{}
+	ss.layout, slotOf, shadowSlotOf = newSeqLayout(ss.layout, scorers, shadows, ss.log)
+	return slotOf, shadowSlotOf
+}
+
+// newSeqLayout lays out the states of the sequential models among scorers
+// and shadows, logging the models whose state shape differs from old's (nil:
+// none). It returns the layout and, per scorer and per shadow, the slot
+// index in it or -1 for a stateless model.
+func newSeqLayout(old *seqLayout, scorers, shadows []*models.Scorer, log *slog.Logger) (l *seqLayout, slotOf, shadowSlotOf []int) {
+	if old == nil {
+		old = &seqLayout{}
+	}
+	l = &seqLayout{}
 	add := func(role string, s *models.Scorer) int {
 		m := s.Model()
 		if !m.Sequential() {
 			return -1
 		}
 		sl := seqSlot{name: m.Name(), key: role + ":" + m.Name(), shape: m.StateShape(), off: l.size, size: m.StateSize()}
-		if o := old.find(sl.key); o != nil && o.shape != sl.shape && ss.log != nil {
-			ss.log.Warn("model state shape changed: each card's state of this model restarts from zero",
+		if o := old.find(sl.key); o != nil && o.shape != sl.shape && log != nil {
+			log.Warn("model state shape changed: each card's state of this model restarts from zero",
 				"model", m.Name(), "role", role, "old_shape", o.shape, "new_shape", sl.shape)
 		}
 		l.slots = append(l.slots, sl)
@@ -97,8 +108,7 @@ func (ss *seqStates) setModels(scorers, shadows []*models.Scorer) (slotOf, shado
 	for _, s := range shadows {
 		shadowSlotOf = append(shadowSlotOf, add("shadow", s))
 	}
-	ss.layout = l
-	return slotOf, shadowSlotOf
+	return l, slotOf, shadowSlotOf
 }
 
 // stateful reports whether the current layout keeps any state.

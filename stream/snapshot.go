@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -24,12 +25,13 @@ import (
 // State snapshots (WithStateDir).
 //
 // A snapshot is the pipeline's whole feature and model state at one cut:
-// the Shared terminal state, and per worker its Builder's card state and
-// its sequential models' per-card state, together with the highest offset
-// of every partition applied to that state and, per labels partition, the
-// next label offset. It is written while no worker runs (at shutdown, and
-// at every state interval with all workers paused between batches, their
-// open batches scored first) and while the label consumer waits, so the cut
+// the Shared terminal state, and per partition its cards' feature windows
+// (a features.Builder) and sequential models' per-card state, together with
+// the highest offset of every partition applied to that state and, per
+// labels partition, the next label offset. It is written while neither the
+// feature stage nor any worker runs (at shutdown, and at every state
+// interval with the stage paused and every batch it handed out scored) and
+// while the label consumer waits, so the cut
 // is consistent: the state is exactly the events at or below those offsets
 // and the labels before those label offsets. A hard stop (drain timeout,
 // sink failure) that catches a worker with an open batch writes no
@@ -44,8 +46,8 @@ import (
 //	snap-<unix ns>/         one snapshot:
 //	    manifest.json       what it is (snapshotManifest), files' SHA-256
 //	    shared.state        features.Shared.WriteState
-//	    worker-<i>.cards    features.Builder.WriteState of worker i
-//	    worker-<i>.seq      seqStates.writeState of worker i
+//	    part-<p>.cards      features.Builder.WriteState of partition p
+//	    part-<p>.seq        seqStates.writeState of partition p
 //	refused-snap-<unix ns>/ a snapshot a start refused, kept for a person
 //
 // A snapshot is written into snap-<unix ns>.tmp, every file synced, the
@@ -58,8 +60,10 @@ import (
 // Restoring (Run, before the first fetch) reads CURRENT's snapshot into
 // fresh state and installs it only if the manifest matches CURRENT's
 // SHA-256, every file reads back whole and matches the manifest's, and it
-// fits this pipeline (topic, worker count, feature names, TTL and windows;
-// the features package checks its own part). A snapshot that is corrupt or
+// fits this pipeline (topic, feature names, TTL and windows; the features
+// package checks its own part). The state is per partition, so any worker
+// count restores it. Snapshots of format 1 (before 0.x: state per worker)
+// are refused: the state restarts empty. A snapshot that is corrupt or
 // does not fit is renamed refused-snap-<unix ns> and the pipeline starts
 // with empty state, saying why at error level; one that cannot be read (an
 // I/O error) fails Run. After a restore, events at or below a partition's
@@ -87,7 +91,7 @@ import (
 // (it changes no state), so that the snapshot covers it.
 
 const (
-	snapFormat  = 1
+	snapFormat  = 2
 	currentName = "CURRENT"
 	manifestFn  = "manifest.json"
 	sharedFn    = "shared.state"
@@ -100,7 +104,7 @@ type snapshotManifest struct {
 	Reason    string    `json:"reason"` // "shutdown" or "interval"
 	Topic     string    `json:"topic"`
 	Group     string    `json:"group"`
-	Workers   int       `json:"workers"`
+	Workers   int       `json:"workers"` // informational: any worker count restores a snapshot
 	Features  []string  `json:"features"`
 	// Applied maps a partition (decimal) to the highest offset applied to
 	// the state.
@@ -109,8 +113,8 @@ type snapshotManifest struct {
 	// next offset to read; every label before it is in the Shared state.
 	LabelsTopic string           `json:"labels_topic,omitempty"`
 	LabelsNext  map[string]int64 `json:"labels_next,omitempty"`
-	Cards       []int            `json:"cards"`     // per worker: cards with feature state
-	SeqCard     []int            `json:"seq_cards"` // per worker: cards with sequential-model state
+	Cards       map[string]int   `json:"cards"`     // per partition: cards with feature state
+	SeqCard     map[string]int   `json:"seq_cards"` // per partition: cards with sequential-model state
 	Files       []snapshotFile   `json:"files"`
 }
 
@@ -120,14 +124,15 @@ type snapshotFile struct {
 	SHA256 string `json:"sha256"`
 }
 
-func cardsFile(i int) string { return fmt.Sprintf("worker-%d.cards", i) }
-func seqFile(i int) string   { return fmt.Sprintf("worker-%d.seq", i) }
+func cardsFile(part int) string { return fmt.Sprintf("part-%d.cards", part) }
+func seqFile(part int) string   { return fmt.Sprintf("part-%d.seq", part) }
 
-// writeSnapshot writes the state of p.shared and workers to the state
-// directory. No worker may run while it does; the label consumer waits
+// writeSnapshot writes the state of p.shared and of every partition of st
+// to the state directory. Neither the stage nor a worker may run while it
+// does; the label consumer waits
 // (labelMu) until it is done, so the labels in the state are exactly those
 // before the recorded label offsets.
-func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
+func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 	t0 := time.Now()
 	dir := p.cfg.stateDir
 	name := "snap-" + strconv.FormatInt(t0.UnixNano(), 10)
@@ -157,8 +162,8 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 	defer p.labelMu.Unlock()
 	man := snapshotManifest{
 		Format: snapFormat, WrittenAt: t0.UTC(), Reason: reason,
-		Topic: p.topic, Group: p.group, Workers: len(workers), Features: p.names,
-		Applied: map[string]int64{},
+		Topic: p.topic, Group: p.group, Workers: len(st.workers), Features: p.names,
+		Applied: map[string]int64{}, Cards: map[string]int{}, SeqCard: map[string]int{},
 	}
 	applied := map[int]int64{}
 	if p.cfg.labelsTopic != "" {
@@ -168,25 +173,26 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 			man.LabelsNext[strconv.Itoa(part)] = next
 		}
 	}
-	// The files are written in parallel (one per core at a time): no
-	// worker runs and the labels wait, so the state is only read — except
-	// that a worker's sequential states move cards still in an older
-	// layout, which only that worker's file touches.
+	// The files are written in parallel (one per core at a time): nothing
+	// runs and the labels wait, so the state is only read — except that a
+	// partition's sequential states move cards still in an older layout,
+	// which only that partition's file touches.
 	type task struct {
 		fn string
 		f  func(io.Writer) error
 	}
 	tasks := []task{{sharedFn, p.shared.WriteState}}
-	for _, w := range workers {
-		tasks = append(tasks, task{cardsFile(w.id), w.build.WriteState}, task{seqFile(w.id), w.seq.writeState})
-		man.Cards = append(man.Cards, w.build.Cards())
-		man.SeqCard = append(man.SeqCard, len(w.seq.cards))
-		for pi, off := range w.applied {
-			if off >= 0 {
-				man.Applied[strconv.Itoa(pi*len(workers)+w.id)] = off
-				applied[pi*len(workers)+w.id] = off
-			}
+	for _, part := range slices.Sorted(maps.Keys(st.parts)) {
+		ps := st.parts[part]
+		if ps.applied < 0 {
+			continue // created, never applied: nothing to keep
 		}
+		tasks = append(tasks, task{cardsFile(part), ps.build.WriteState}, task{seqFile(part), ps.seq.writeState})
+		key := strconv.Itoa(part)
+		man.Cards[key] = ps.build.Cards()
+		man.SeqCard[key] = len(ps.seq.cards)
+		man.Applied[key] = ps.applied
+		applied[part] = ps.applied
 	}
 	man.Files = make([]snapshotFile, len(tasks))
 	errs := parallel(len(tasks), func(i int) error {
@@ -245,7 +251,7 @@ func (p *Pipeline) writeSnapshot(workers []*worker, reason string) (err error) {
 	p.met.snapshotSeconds.Set(d.Seconds())
 	p.met.snapshotBytes.Set(float64(total + int64(len(mb))))
 	p.log.Info("state snapshot written", "reason", reason, "dir", final, "bytes", total+int64(len(mb)),
-		"cards", sum(man.Cards), "partitions", len(man.Applied), "took", d.Round(time.Millisecond))
+		"cards", sumMap(man.Cards), "partitions", len(man.Applied), "took", d.Round(time.Millisecond))
 	return nil
 }
 
@@ -267,8 +273,8 @@ func parallel(n int, f func(i int) error) []error {
 	return errs
 }
 
-func sum(v []int) (s int) {
-	for _, x := range v {
+func sumMap(m map[string]int) (s int) {
+	for _, x := range m {
 		s += x
 	}
 	return s
@@ -395,9 +401,7 @@ type restored struct {
 	name      string
 	man       snapshotManifest
 	shared    *features.Shared
-	builds    []*features.Builder
-	seqs      []*seqStates
-	applied   [][]int64 // per worker, indexed by partition/workers
+	parts     map[int]*partState
 	labelNext map[int]int64
 }
 
@@ -419,7 +423,7 @@ func readCurrent(dir string) (name, manifestSHA string, err error) {
 }
 
 // restoreSnapshot reads a snapshot of the state directory into fresh state
-// for workers (which have not started) and installs it. It returns
+// for the stage and workers (which have not started) and installs it. It returns
 // errNoSnapshot when there is none, an *unusableError when it is corrupt or
 // does not fit, another error when it could not be read; in every error
 // case nothing is installed.
@@ -429,7 +433,7 @@ func readCurrent(dir string) (name, manifestSHA string, err error) {
 // the commit of its offsets: then the retained snapshot whose offsets are
 // exactly the committed ones is restored, so that what Kafka re-delivers is
 // exactly what that state lacks.
-func (p *Pipeline) restoreSnapshot(workers []*worker, committed map[int]int64) (*restored, error) {
+func (p *Pipeline) restoreSnapshot(st *stage, committed map[int]int64) (*restored, error) {
 	dir := p.cfg.stateDir
 	name, sha, err := readCurrent(dir)
 	if err != nil {
@@ -448,10 +452,10 @@ func (p *Pipeline) restoreSnapshot(workers []*worker, committed map[int]int64) (
 			}
 		}
 	}
-	r, err := p.readSnapshotDir(workers, chosen, chosenSHA)
+	r, err := p.readSnapshotDir(st, chosen, chosenSHA)
 	if err != nil && chosen != name {
 		p.log.Warn("the snapshot matching the committed offsets cannot be restored; restoring the current one", "snapshot", chosen, "err", err)
-		r, err = p.readSnapshotDir(workers, name, sha)
+		r, err = p.readSnapshotDir(st, name, sha)
 	}
 	if err != nil {
 		return nil, err
@@ -459,17 +463,14 @@ func (p *Pipeline) restoreSnapshot(workers []*worker, committed map[int]int64) (
 	p.shared = r.shared
 	p.counts.shared.Store(r.shared)
 	capped := map[int]int64{}
-	for i, w := range workers {
-		w.build = r.builds[i]
-		w.seq = r.seqs[i]
-		w.evictedCards() // cut to a smaller --max-cards than the snapshot's
-		w.applied = r.applied[i]
-		w.restoredFrom = slices.Clone(r.applied[i])
-		for pi, off := range w.applied {
-			if off >= 0 {
-				capped[pi*len(workers)+i] = off
-			}
+	st.parts = r.parts
+	for part, ps := range r.parts {
+		// Cut to a smaller --max-cards than the snapshot's.
+		for _, id := range ps.build.EvictedCards() {
+			ps.seq.drop(id)
 		}
+		ps.restoredFrom = ps.applied
+		capped[part] = ps.applied
 	}
 	p.setCommitCap(filepath.Base(r.name), capped)
 	if r.labelNext != nil {
@@ -551,20 +552,19 @@ func (p *Pipeline) snapshotAt(committed map[int]int64, current string) string {
 }
 
 // readSnapshot reads the current snapshot of the state directory into
-// fresh state for workers, without installing it (restoreSnapshot's
-// errors).
-func (p *Pipeline) readSnapshot(workers []*worker) (*restored, error) {
+// fresh state for st, without installing it (restoreSnapshot's errors).
+func (p *Pipeline) readSnapshot(st *stage) (*restored, error) {
 	name, manifestSHA, err := readCurrent(p.cfg.stateDir)
 	if err != nil {
 		return nil, err
 	}
-	return p.readSnapshotDir(workers, name, manifestSHA)
+	return p.readSnapshotDir(st, name, manifestSHA)
 }
 
-// readSnapshotDir reads snapshot name into fresh state for workers; its
+// readSnapshotDir reads snapshot name into fresh state for st; its
 // manifest must have the SHA-256 manifestSHA unless that is "" (a retained
 // snapshot other than CURRENT's, checked by its files' SHA-256 alone).
-func (p *Pipeline) readSnapshotDir(workers []*worker, name, manifestSHA string) (*restored, error) {
+func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*restored, error) {
 	dir := p.cfg.stateDir
 	sdir := filepath.Join(dir, name)
 	mb, err := os.ReadFile(filepath.Join(sdir, manifestFn))
@@ -578,17 +578,26 @@ func (p *Pipeline) readSnapshotDir(workers []*worker, name, manifestSHA string) 
 		return nil, unusable("%s: SHA-256 %x, CURRENT says %s", manifestFn, got, manifestSHA)
 	}
 	r := &restored{name: sdir}
+	var format struct {
+		Format int `json:"format"`
+	}
+	if err := json.Unmarshal(mb, &format); err != nil {
+		return nil, unusable("%s: %w", manifestFn, err)
+	}
+	if format.Format != snapFormat {
+		why := ""
+		if format.Format == 1 {
+			why = " (format 1 kept card state per worker; this build keeps it per partition, and cannot tell which of a worker's cards belong to which partition)"
+		}
+		return nil, unusable("snapshot format %d, this build reads %d%s", format.Format, snapFormat, why)
+	}
 	if err := json.Unmarshal(mb, &r.man); err != nil {
 		return nil, unusable("%s: %w", manifestFn, err)
 	}
 	man := &r.man
 	switch {
-	case man.Format != snapFormat:
-		return nil, unusable("snapshot format %d, this build reads %d", man.Format, snapFormat)
 	case man.Topic != p.topic:
 		return nil, unusable("snapshot of topic %q, this pipeline reads %q", man.Topic, p.topic)
-	case man.Workers != len(workers):
-		return nil, unusable("snapshot written by %d workers, this pipeline has %d (card state lives with the worker of its partition: keep --workers to restore)", man.Workers, len(workers))
 	case !slices.Equal(man.Features, p.names):
 		return nil, unusable("snapshot has %d features %v, this pipeline %d", len(man.Features), man.Features, len(p.names))
 	}
@@ -638,21 +647,32 @@ func (p *Pipeline) readSnapshotDir(workers []*worker, name, manifestSHA string) 
 	if err := read(sharedFn, r.shared.ReadState); err != nil {
 		return nil, err
 	}
-	// The workers' files are read in parallel, each into its own fresh
+	// The partitions' files are read in parallel, each into its own fresh
 	// state (Builder.ReadState does not touch the Shared).
-	for _, w := range workers {
-		ss := newSeqStates(time.Duration(w.seq.ttl), p.met.stateResets, p.log)
-		ss.layout = w.seq.layout
-		r.builds = append(r.builds, features.NewBuilder(r.shared, p.workerFeatureOpts()...))
-		r.seqs = append(r.seqs, ss)
-		r.applied = append(r.applied, nil)
-	}
-	errs := parallel(2*len(workers), func(i int) error {
-		w := workers[i/2]
-		if i%2 == 0 {
-			return read(cardsFile(w.id), r.builds[i/2].ReadState)
+	r.parts = map[int]*partState{}
+	var parts []*partState
+	for ps, off := range man.Applied {
+		part, err := partition("applied", ps, off)
+		if err != nil {
+			return nil, err
 		}
-		return read(seqFile(w.id), func(rd io.Reader) error { _, err := r.seqs[i/2].readState(rd); return err })
+		st := &partState{
+			part:         part,
+			build:        features.NewBuilder(r.shared, p.partFeatureOpts()...),
+			seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
+			applied:      off,
+			restoredFrom: -1,
+		}
+		st.seq.layout = stageLayout(stg, part)
+		r.parts[part] = st
+		parts = append(parts, st)
+	}
+	errs := parallel(2*len(parts), func(i int) error {
+		ps := parts[i/2]
+		if i%2 == 0 {
+			return read(cardsFile(ps.part), ps.build.ReadState)
+		}
+		return read(seqFile(ps.part), func(rd io.Reader) error { _, err := ps.seq.readState(rd); return err })
 	})
 	// An I/O error fails the start even when another file is corrupt.
 	var first error
@@ -666,19 +686,6 @@ func (p *Pipeline) readSnapshotDir(workers []*worker, name, manifestSHA string) 
 	}
 	if first != nil {
 		return nil, first
-	}
-	for ps, off := range man.Applied {
-		part, err := partition("applied", ps, off)
-		if err != nil {
-			return nil, err
-		}
-		wi, pi := part%len(workers), part/len(workers)
-		a := r.applied[wi]
-		for len(a) <= pi {
-			a = append(a, -1)
-		}
-		a[pi] = off
-		r.applied[wi] = a
 	}
 	// The label offsets are used only for the same labels topic: with
 	// another one, every label is read from the start.
@@ -713,8 +720,8 @@ type StateInfo struct {
 	Group     string
 	Workers   int
 	Features  int
-	Cards     int // cards with window state, all workers
-	SeqCards  int // cards with sequential-model state, all workers
+	Cards     int // cards with window state, all partitions
+	SeqCards  int // cards with sequential-model state, all partitions
 	Bytes     int64
 	// Applied is, per partition, the highest offset in the state.
 	Applied map[int]int64
@@ -730,7 +737,7 @@ type StateInfo struct {
 // CheckState reads the snapshot of the pipeline's state directory exactly
 // as Run would restore it — the manifest against CURRENT, every file's
 // SHA-256, every byte decoded into fresh state, and whether it fits this
-// pipeline's topic, workers, features, TTL and lateness — without taking the
+// pipeline's topic, features, TTL and lateness — without taking the
 // directory's lock, contacting Kafka or changing anything, so that a
 // configuration can be checked against a snapshot before a deploy. It
 // returns ErrNoSnapshot when there is none, an error wrapping
@@ -743,13 +750,9 @@ func (p *Pipeline) CheckState() (*StateInfo, error) {
 	}
 	workers := make([]*worker, p.cfg.workers)
 	for i := range workers {
-		w, err := newWorker(p, i)
-		if err != nil {
-			return nil, err
-		}
-		workers[i] = w
+		workers[i] = newWorker(p, i)
 	}
-	r, err := p.readSnapshot(workers)
+	r, err := p.readSnapshot(newStage(p, workers))
 	switch {
 	case errors.Is(err, errNoSnapshot):
 		return nil, ErrNoSnapshot
@@ -761,18 +764,14 @@ func (p *Pipeline) CheckState() (*StateInfo, error) {
 	m := &r.man
 	info := &StateInfo{
 		Dir: r.name, WrittenAt: m.WrittenAt, Reason: m.Reason, Topic: m.Topic, Group: m.Group,
-		Workers: m.Workers, Features: len(m.Features), Cards: sum(m.Cards), SeqCards: sum(m.SeqCard),
+		Workers: m.Workers, Features: len(m.Features), Cards: sumMap(m.Cards), SeqCards: sumMap(m.SeqCard),
 		Applied: map[int]int64{}, LabelsTopic: m.LabelsTopic,
 	}
 	for _, f := range m.Files {
 		info.Bytes += f.Bytes
 	}
-	for i, a := range r.applied {
-		for pi, off := range a {
-			if off >= 0 {
-				info.Applied[pi*len(workers)+i] = off
-			}
-		}
+	for part, ps := range r.parts {
+		info.Applied[part] = ps.applied
 	}
 	for ps, off := range m.LabelsNext {
 		if part, err := strconv.Atoi(ps); err == nil {
@@ -795,14 +794,14 @@ func (p *Pipeline) CheckState() (*StateInfo, error) {
 }
 
 // restoreState restores the state directory's snapshot, if any, into
-// workers before they start, logging and counting the outcome. A snapshot
+// the stage before it starts, logging and counting the outcome. A snapshot
 // that is corrupt or does not fit is set aside and the state starts empty;
 // one that cannot be read (an I/O error: permissions, a failing disk) is
 // an error, so that the pipeline does not start without the state it
 // should have.
-func (p *Pipeline) restoreState(workers []*worker, committed map[int]int64) error {
+func (p *Pipeline) restoreState(st *stage, committed map[int]int64) error {
 	t0 := time.Now()
-	r, err := p.restoreSnapshot(workers, committed)
+	r, err := p.restoreSnapshot(st, committed)
 	var bad *unusableError
 	switch {
 	case errors.Is(err, errNoSnapshot):
@@ -824,7 +823,7 @@ func (p *Pipeline) restoreState(workers []*worker, committed map[int]int64) erro
 	default:
 		p.met.restores.WithLabelValues("ok").Inc()
 		p.log.Info("state snapshot restored", "snapshot", r.name, "written_at", r.man.WrittenAt, "reason", r.man.Reason,
-			"cards", sum(r.man.Cards), "partitions", len(r.man.Applied), "label_partitions", len(r.labelNext),
+			"cards", sumMap(r.man.Cards), "partitions", len(r.man.Applied), "label_partitions", len(r.labelNext),
 			"took", time.Since(t0).Round(time.Millisecond))
 	}
 	return nil
@@ -904,43 +903,30 @@ func (p *Pipeline) setAside() (string, error) {
 // are in the windows but have not stepped the sequential models yet; then
 // none is written. Events applied but not committed are re-delivered and
 // scored against the restored state.
-func (p *Pipeline) shutdownSnapshot(workers []*worker) {
+func (p *Pipeline) shutdownSnapshot(st *stage) {
 	torn := 0
-	for _, w := range workers {
+	if st.torn {
+		torn++
+	}
+	for _, w := range st.workers {
 		if w.torn {
 			torn++
 		}
 	}
 	if torn > 0 {
-		p.log.Warn("no state snapshot at shutdown: a hard stop left workers with unscored batches; the last interval snapshot, if any, stays current",
-			"dir", p.cfg.stateDir, "workers", torn)
+		p.log.Warn("no state snapshot at shutdown: a hard stop left batches unscored; the last interval snapshot, if any, stays current",
+			"dir", p.cfg.stateDir, "stages", torn)
 		return
 	}
-	if err := p.writeSnapshot(workers, "shutdown"); err != nil {
+	if err := p.writeSnapshot(st, "shutdown"); err != nil {
 		p.log.Error("state snapshot at shutdown failed: the next start begins with the current snapshot, if any, or empty state", "dir", p.cfg.stateDir, "err", err)
-	}
-}
-
-// checkGap is called for the first event of each partition after a
-// restore: events between the restored offset and this one are not in the
-// state.
-func (w *worker) checkGap(pi int, part int, offset int64) {
-	if pi >= len(w.restoredFrom) || w.restoredFrom[pi] < 0 {
-		return
-	}
-	from := w.restoredFrom[pi]
-	w.restoredFrom[pi] = -1
-	if gap := offset - from - 1; gap > 0 {
-		w.p.met.stateGap.Add(float64(gap))
-		w.p.log.Warn("partition resumes past the restored state: the offsets between are not in it (events committed after the snapshot was written, or transaction markers)",
-			"partition", part, "restored_offset", from, "first_offset", offset, "offsets_skipped", gap)
 	}
 }
 
 // snapshotLoop writes a snapshot a state interval after the previous one
 // finished, until stop is closed: it pauses every worker between batches,
 // writes, and resumes them.
-func (p *Pipeline) snapshotLoop(workers []*worker, stop <-chan struct{}) {
+func (p *Pipeline) snapshotLoop(st *stage, stop <-chan struct{}) {
 	t := time.NewTimer(p.cfg.stateInterval)
 	defer t.Stop()
 	for {
@@ -951,46 +937,40 @@ func (p *Pipeline) snapshotLoop(workers []*worker, stop <-chan struct{}) {
 		case <-p.hard.Done():
 			return
 		}
-		if !p.pauseAndSnapshot(workers, stop) {
+		if !p.pauseAndSnapshot(st, stop) {
 			return
 		}
 		t.Reset(p.cfg.stateInterval)
 	}
 }
 
-// pauseAndSnapshot pauses every worker, writes a snapshot and resumes them.
-// It returns false if stop or the hard stop came first (the workers paused
-// so far are resumed).
-func (p *Pipeline) pauseAndSnapshot(workers []*worker, stop <-chan struct{}) bool {
+// pauseAndSnapshot pauses the feature stage (which closes its open
+// batches and waits until every worker has scored what it was handed),
+// writes a snapshot and resumes. It returns false if stop or the hard stop
+// came first.
+func (p *Pipeline) pauseAndSnapshot(st *stage, stop <-chan struct{}) bool {
 	resume := make(chan struct{})
 	defer close(resume)
 	t0 := time.Now()
-	// Ask every worker first, then wait for all: they close their open
-	// batches in parallel.
-	reqs := make([]*pauseReq, len(workers))
-	for i, w := range workers {
-		reqs[i] = &pauseReq{paused: make(chan struct{}), resume: resume}
-		select {
-		case w.pause <- reqs[i]:
-		case <-stop:
-			return false
-		case <-p.hard.Done():
-			return false
-		}
+	req := &pauseReq{paused: make(chan struct{}), resume: resume}
+	select {
+	case st.pause <- req:
+	case <-stop:
+		return false
+	case <-p.hard.Done():
+		return false
 	}
-	for _, req := range reqs {
-		select {
-		case <-req.paused:
-		case <-p.hard.Done():
-			return false
-		}
+	select {
+	case <-req.paused:
+	case <-p.hard.Done():
+		return false
 	}
 	waited := time.Since(t0)
-	if err := p.writeSnapshot(workers, "interval"); err != nil {
+	if err := p.writeSnapshot(st, "interval"); err != nil {
 		p.log.Error("state snapshot failed; the current one, if any, stays current", "dir", p.cfg.stateDir, "err", err)
 	}
 	paused := time.Since(t0)
 	p.met.snapshotPause.Set(paused.Seconds())
-	p.log.Debug("workers paused for a state snapshot", "pause_wait", waited, "paused", paused)
+	p.log.Debug("stage paused for a state snapshot", "pause_wait", waited, "paused", paused)
 	return true
 }

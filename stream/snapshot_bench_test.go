@@ -23,10 +23,11 @@ func (discardSink) Name() string                                      { return "
 func (discardSink) WriteBatch(context.Context, []sinks.Message) error { return nil }
 func (discardSink) Close() error                                      { return nil }
 
-// snapshotFixture returns a pipeline with the shipped models and two
-// workers holding the state of cards cards (two events each, a day apart,
-// 20,000 terminals) and a sequential-model state per card, as after a run.
-func snapshotFixture(b *testing.B, cards int) (*Pipeline, []*worker) {
+// snapshotFixture returns a pipeline with the shipped models and a stage
+// of two workers holding, in two partitions, the state of cards cards (two
+// events each, a day apart, 20,000 terminals) and a sequential-model state
+// per card, as after a run.
+func snapshotFixture(b *testing.B, cards int) (*Pipeline, *stage) {
 	b.Helper()
 	ms, err := models.Shipped()
 	if err != nil {
@@ -38,42 +39,37 @@ func snapshotFixture(b *testing.B, cards int) (*Pipeline, []*worker) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	workers := make([]*worker, 2)
-	for i := range workers {
-		if workers[i], err = newWorker(p, i); err != nil {
-			b.Fatal(err)
-		}
-		workers[i].applied = []int64{-1}
-	}
-	if !workers[0].seq.stateful() {
+	st := newStage(p, []*worker{newWorker(p, 0), newWorker(p, 1)})
+	if st.workers[0].layout.size == 0 {
 		b.Fatal("the shipped models keep no per-card state")
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	t0 := time.Now().Add(-48 * time.Hour).Truncate(time.Second)
-	row := make([]float32, workers[0].width)
+	row := make([]float32, st.width)
 	var ev features.Event
 	for round := range 2 {
 		for i := range cards {
-			w := workers[i%2]
+			ps := st.part(i % 2)
+			ps.seq.layout = stageLayout(st, ps.part)
 			ev = features.Event{
 				TxID: "t-" + strconv.Itoa(round*cards+i), CardID: "c-" + strconv.Itoa(i),
 				TerminalID: "m-" + strconv.Itoa(rng.IntN(20000)),
 				TS:         t0.Add(time.Duration(round)*24*time.Hour + time.Duration(i)*time.Millisecond),
 				Amount:     float64(rng.IntN(20000)) / 100, Currency: "EUR", MCC: "5411", Channel: "pos", Country: "FR",
 			}
-			w.build.Update(&ev, row)
-			c := w.seq.card(ev.CardID, ev.TS.UnixNano())
+			ps.build.Update(&ev, row)
+			c := ps.seq.card(ev.CardID, ev.TS.UnixNano())
 			for j := range c.data {
 				c.data[j] = rng.Float32()
 			}
-			w.applied[0]++
+			ps.applied++
 		}
 	}
-	return p, workers
+	return p, st
 }
 
 // BenchmarkSnapshot times a whole pipeline state snapshot (Shared, both
-// workers' card windows and GRU states, manifest, fsyncs, CURRENT) and its
+// partitions' card windows and GRU states, manifest, fsyncs, CURRENT) and its
 // restore, for 10,000 and 100,000 cards (STREAMSCORE_SNAPSHOT_CARDS adds
 // another count, e.g. 1000000). The write reports x-raw-write: its time over
 // the time to write and fsync the same bytes as plain files, measured in
@@ -91,14 +87,14 @@ func BenchmarkSnapshot(b *testing.B) {
 	}
 	for _, cards := range counts {
 		b.Run(fmt.Sprintf("cards=%d", cards), func(b *testing.B) {
-			p, workers := snapshotFixture(b, cards)
+			p, st := snapshotFixture(b, cards)
 			b.Run("write", func(b *testing.B) {
 				var snap, raw time.Duration
 				var bytes int64
 				rawDir := b.TempDir()
 				for b.Loop() {
 					t := time.Now()
-					if err := p.writeSnapshot(workers, "bench"); err != nil {
+					if err := p.writeSnapshot(st, "bench"); err != nil {
 						b.Fatal(err)
 					}
 					snap += time.Since(t)
@@ -110,22 +106,16 @@ func BenchmarkSnapshot(b *testing.B) {
 				b.ReportMetric(snap.Seconds()/raw.Seconds(), "x-raw-write")
 			})
 			b.Run("restore", func(b *testing.B) {
-				if err := p.writeSnapshot(workers, "bench"); err != nil {
+				if err := p.writeSnapshot(st, "bench"); err != nil {
 					b.Fatal(err)
 				}
-				fresh := make([]*worker, len(workers))
-				for i := range fresh {
-					var err error
-					if fresh[i], err = newWorker(p, i); err != nil {
-						b.Fatal(err)
-					}
-				}
+				fresh := newStage(p, st.workers)
 				for b.Loop() {
 					r, err := p.restoreSnapshot(fresh, nil)
 					if err != nil {
 						b.Fatal(err)
 					}
-					if got := sum(r.man.Cards); got != cards {
+					if got := sumMap(r.man.Cards); got != cards {
 						b.Fatalf("restored %d cards, want %d", got, cards)
 					}
 				}

@@ -3,6 +3,8 @@ package stream_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -225,7 +227,7 @@ type manifest struct {
 	Reason     string           `json:"reason"`
 	Workers    int              `json:"workers"`
 	Applied    map[string]int64 `json:"applied"`
-	Cards      []int            `json:"cards"`
+	Cards      map[string]int   `json:"cards"`
 }
 
 // currentSnapshot returns the directory of dir's current snapshot.
@@ -266,8 +268,9 @@ func tryManifest(dir string, m *manifest) bool {
 // worker that owns it (a new group re-delivers everything, and every event
 // is scored without being applied again); events committed after the
 // snapshot by a run without it are counted as skipped; a snapshot that
-// does not fit (another worker count, a corrupt file) is refused, kept
-// aside, and the run starts empty.
+// does not fit (an older format, a corrupt file) is refused, kept aside,
+// and the run starts empty. State is per partition: another worker count
+// restores it.
 func TestSnapshotPartitionsAndRefusals(t *testing.T) {
 	brokers := startKafka(t, map[string]int{txTopic: 4, scoresTopic: 1})
 	ms := shippedModels(t)
@@ -332,25 +335,48 @@ func TestSnapshotPartitionsAndRefusals(t *testing.T) {
 		t.Errorf("no log line about the skipped offsets:\n%s", res.logs)
 	}
 
-	// Another worker count: refused, kept aside, started empty.
-	refused := filepath.Base(currentSnapshot(t, dir))
+	// Another worker count: the state is per partition, so it restores.
 	res = run("g3", 1, n1+n2+n3, dir)
+	if v := metricValue(t, res.reg, "streamscore_stream_state_restores_total", "outcome", "ok"); v != 1 {
+		t.Errorf("1 worker on a 2-worker snapshot: restores{ok} = %v, want 1", v)
+	}
+	if v := metricValue(t, res.reg, "streamscore_stream_events_redelivered_total"); v != n1+n2+n3 {
+		t.Errorf("1 worker on a 2-worker snapshot: %v events redelivered, want all %d", v, n1+n2+n3)
+	}
+
+	// A snapshot of format 1 (state per worker, before per-partition
+	// state): refused, saying why, kept aside, started empty.
+	refused := filepath.Base(currentSnapshot(t, dir))
+	manPath := filepath.Join(currentSnapshot(t, dir), "manifest.json")
+	mb, err := os.ReadFile(manPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb = bytes.Replace(mb, []byte(`"format": 2`), []byte(`"format": 1`), 1)
+	if err := os.WriteFile(manPath, mb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(mb)
+	if err := os.WriteFile(filepath.Join(dir, "CURRENT"), []byte(refused+" "+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res = run("g3b", 2, n1+n2+n3, dir)
 	if v := metricValue(t, res.reg, "streamscore_stream_state_restores_total", "outcome", "failed"); v != 1 {
-		t.Errorf("1 worker on a 2-worker snapshot: restores{failed} = %v, want 1", v)
+		t.Errorf("format-1 snapshot: restores{failed} = %v, want 1", v)
 	}
 	if v := metricValue(t, res.reg, "streamscore_stream_events_redelivered_total"); v != 0 {
 		t.Errorf("refused snapshot: %v events redelivered, want 0 (empty state)", v)
 	}
-	if !strings.Contains(res.logs, "snapshot written by 2 workers, this pipeline has 1") {
+	if !strings.Contains(res.logs, "snapshot format 1, this build reads 2 (format 1 kept card state per worker") {
 		t.Errorf("refusal does not say why:\n%s", res.logs)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "refused-"+refused, "manifest.json")); err != nil {
 		t.Errorf("refused snapshot not kept aside: %v", err)
 	}
 
-	// A corrupt file (the 1-worker snapshot just written, one byte
+	// A corrupt file (the snapshot just written, one byte
 	// flipped): refused on its SHA-256 or its own checks.
-	cards := filepath.Join(currentSnapshot(t, dir), "worker-0.cards")
+	cards := filepath.Join(currentSnapshot(t, dir), "part-0.cards")
 	b, err := os.ReadFile(cards)
 	if err != nil {
 		t.Fatal(err)
@@ -363,7 +389,7 @@ func TestSnapshotPartitionsAndRefusals(t *testing.T) {
 	if v := metricValue(t, res.reg, "streamscore_stream_state_restores_total", "outcome", "failed"); v != 1 {
 		t.Errorf("corrupt snapshot: restores{failed} = %v, want 1", v)
 	}
-	if !strings.Contains(res.logs, "worker-0.cards") {
+	if !strings.Contains(res.logs, "part-0.cards") {
 		t.Errorf("refusal of the corrupt snapshot does not name the file:\n%s", res.logs)
 	}
 }

@@ -15,7 +15,7 @@ import (
 // of their Builder's counters once per batch). Terminal figures are read
 // from the Shared when scraped.
 type stateCounts struct {
-	cards            []atomic.Int64 // per worker
+	cards            atomic.Int64 // every partition's Builder, at the stage's last batch
 	cardTTL, cardCap atomic.Uint64
 	// shared is p.shared for scrapes (a restore replaces p.shared while
 	// the metrics may be read).
@@ -26,7 +26,6 @@ type stateCounts struct {
 // and streamscore_stream_state_evictions_total{entity,reason} with reg
 // (nil: none).
 func (p *Pipeline) registerStateMetrics(reg prometheus.Registerer) error {
-	p.counts.cards = make([]atomic.Int64, p.cfg.workers)
 	p.counts.shared.Store(p.shared)
 	if reg == nil {
 		return nil
@@ -46,13 +45,7 @@ func (p *Pipeline) registerStateMetrics(reg prometheus.Registerer) error {
 			ConstLabels: prometheus.Labels{"entity": entity, "reason": reason}}, fn)
 	}
 	cs := []prometheus.Collector{
-		gauge("card", func() float64 {
-			var n int64
-			for i := range p.counts.cards {
-				n += p.counts.cards[i].Load()
-			}
-			return float64(n)
-		}),
+		gauge("card", func() float64 { return float64(p.counts.cards.Load()) }),
 		gauge("terminal", func() float64 { return float64(p.counts.shared.Load().Stats().Entities) }),
 		counter("card", "ttl", func() float64 { return float64(p.counts.cardTTL.Load()) }),
 		counter("card", "cap", func() float64 { return float64(p.counts.cardCap.Load()) }),
@@ -67,36 +60,15 @@ func (p *Pipeline) registerStateMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-// workerFeatureOpts returns the feature options of a worker's Builder: the
-// pipeline's, with the card cap (features.WithMaxCards) divided equally
-// among the workers, rounded up.
-func (p *Pipeline) workerFeatureOpts() []features.Option {
+// partFeatureOpts returns the feature options of a partition's Builder:
+// the pipeline's, with the card cap (features.WithMaxCards) divided
+// equally among the topic's partitions, rounded up (a member owns some of
+// them, and a partition's state moves whole).
+func (p *Pipeline) partFeatureOpts() []features.Option {
 	opts := p.cfg.featureOpts
 	if n := features.MaxCards(opts...); n > 0 {
-		w := p.cfg.workers
-		opts = append(slices.Clone(opts), features.WithMaxCards((n+w-1)/w))
+		parts := max(p.nParts, 1)
+		opts = append(slices.Clone(opts), features.WithMaxCards((n+parts-1)/parts))
 	}
 	return opts
-}
-
-// evictedCards drops the sequential-model state of the cards the last
-// Update evicted, so that it leaves memory with their windows.
-func (w *worker) evictedCards() {
-	for _, id := range w.build.EvictedCards() {
-		w.seq.drop(id)
-	}
-}
-
-// countState publishes the growth of the Builder's state statistics since
-// the last call. Called once per batch.
-func (w *worker) countState() {
-	st := w.build.Stats()
-	w.p.counts.cards[w.id].Store(int64(st.Entities))
-	if st.EvictedTTL > w.evicted.EvictedTTL {
-		w.p.counts.cardTTL.Add(st.EvictedTTL - w.evicted.EvictedTTL)
-	}
-	if st.EvictedCap > w.evicted.EvictedCap {
-		w.p.counts.cardCap.Add(st.EvictedCap - w.evicted.EvictedCap)
-	}
-	w.evicted = st
 }

@@ -3,6 +3,7 @@ package stream
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -18,36 +19,32 @@ import (
 // not carry a reason code of its own (a decoder bug; never expected).
 const reasonUndecodable = "undecodable"
 
-// worker owns the partitions p with p mod workers == id: their card state
-// (a features.Builder), its scorers of the active model set, and a pool of
-// batches. run builds and scores batches; send publishes them and acks their
-// offsets.
+// worker scores the batches of the partitions p with p mod workers == id:
+// the feature stage hands it closed batches, it scores them with its
+// scorers of the batch's model set (advancing the sequential-model state of
+// its partitions' cards) and encodes their records; its senders publish them
+// and ack their offsets.
 type worker struct {
 	p     *Pipeline
 	id    int
-	in    chan kafka.Message
-	out   chan *batch // closed batches waiting for sink acks
+	ready chan *batch // closed batches from the stage, and pause barriers
+	out   chan *batch // scored batches waiting for sink acks
 	free  chan *batch // batch pool: inFlight+1 batches per worker
 	dec   *features.Decoder
-	build *features.Builder
 	width int
 
-	set     *modelSet     // the model set of the open batch
-	m       *workerModels // this worker's scorers of set
-	applied []int64       // partition/workers -> highest offset applied to the state (or dead-lettered), -1 none
-	// restoredFrom is, per partition/workers, the offset restored from a
-	// state snapshot until the partition's first event was checked
-	// against it (checkGap), else -1; nil without a restore.
-	restoredFrom []int64
-	pause        chan *pauseReq      // state snapshots: pause between batches
-	torn         bool                // run returned on a hard stop with an open batch
-	late         uint64              // the Builder's Late() already added to the metric
-	rekeyed      uint64              // the Builder's Rekeyed() already added to the metric
-	evicted      features.StateStats // the Builder's Stats() already added to the metrics
+	set    *modelSet     // the model set of the batch being scored
+	m      *workerModels // this worker's scorers of set
+	layout *seqLayout    // the sequential models' state layout of set
+	// torn reports, once run returned on a hard stop, that batches handed
+	// to it were left unscored (their events are in the windows, but the
+	// sequential models have not stepped).
+	torn bool
 
-	seq          *seqStates // per-card state of the sequential models
-	slotOf       []int      // per scorer: its state slot, or -1 (stateless)
-	shadowSlotOf []int      // per shadow: its state slot, or -1
+	slotOf       []int        // per scorer: its state slot, or -1 (stateless)
+	shadowSlotOf []int        // per shadow: its state slot, or -1
+	swept        []*partState // sweepSeq's scratch: the batch's partitions
+	sweptN       []int        // and their rows
 
 	decisions [models.DecisionAlert + 1]prometheus.Counter // by decision, resolved once
 	// Per-batch tallies of the counters above and of the model set's, added
@@ -77,13 +74,28 @@ type batch struct {
 	cards   []*cardSeq   // row -> its card's sequential-model state (when a model is sequential)
 	adv     []bool       // row -> the event was applied (not re-delivered, not late): its step advances the state
 	late    []bool       // row -> the event was beyond the allowed lateness (scored, not applied)
-	states  [][]float32  // scratch: row -> one model's state
-	idEnds  []int        // end of each span's id in ids
+	rowPart []*partState // row -> its partition's state
+	evicted []evictEntry // cards the stage evicted (card cap), in row order
+	set     *modelSet    // the model set the batch is scored with, fixed when it opened
+	// barrier, on a batch that carries no messages, asks the worker to
+	// pause once every batch before it is scored (a state snapshot).
+	barrier *pauseReq
+	states  [][]float32 // scratch: row -> one model's state
+	idEnds  []int       // end of each span's id in ids
 	spans   []span
 	out     []sinks.Message
 	opened  time.Time
 
 	alerts int
+}
+
+// evictEntry is a card whose windows the stage dropped (features.WithMaxCards)
+// while applying row: its sequential-model state goes too, at that point of
+// the batch.
+type evictEntry struct {
+	row int
+	ps  *partState
+	id  string
 }
 
 type deadEntry struct {
@@ -99,23 +111,17 @@ type span struct {
 	start, end int
 }
 
-func newWorker(p *Pipeline, id int) (*worker, error) {
+func newWorker(p *Pipeline, id int) *worker {
 	w := &worker{
 		p:     p,
 		id:    id,
-		in:    make(chan kafka.Message, p.cfg.queueDepth),
+		ready: make(chan *batch, p.cfg.inFlight+2),
 		out:   make(chan *batch, p.cfg.inFlight),
 		free:  make(chan *batch, p.cfg.inFlight+1),
 		dec:   features.NewDecoder(p.cfg.decoderOpts...),
-		build: features.NewBuilder(p.shared, p.workerFeatureOpts()...),
-		seq:   newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
-		pause: make(chan *pauseReq),
+		width: len(p.names),
 	}
-	w.width = w.build.Width()
-	if w.width != len(p.names) {
-		return nil, fmt.Errorf("stream: worker %d has %d features, the pipeline %d", id, w.width, len(p.names))
-	}
-	w.audit.FeatureNames = w.build.Names()
+	w.audit.FeatureNames = p.names
 	for d := range w.decisions {
 		w.decisions[d] = p.met.decisions.WithLabelValues(models.Decision(d).String())
 	}
@@ -123,17 +129,18 @@ func newWorker(p *Pipeline, id int) (*worker, error) {
 	for range p.cfg.inFlight + 1 {
 		w.free <- w.newBatch()
 	}
-	return w, nil
+	return w
 }
 
 // adopt switches the worker to model set s. It is called between batches
-// only: when the worker opens a batch (and at start).
+// only: when the worker takes a batch opened with another set (and at
+// start).
 func (w *worker) adopt(s *modelSet) {
 	if w.set != nil {
 		w.p.log.Debug("worker switched model set", "worker", w.id, "from", w.set.gen, "to", s.gen)
 	}
 	w.set, w.m = s, s.workers[w.id]
-	w.slotOf, w.shadowSlotOf = w.seq.setModels(w.m.scorers, w.m.shadows)
+	w.layout, w.slotOf, w.shadowSlotOf = newSeqLayout(w.layout, w.m.scorers, w.m.shadows, w.p.log)
 	w.audit.Thresholds = w.m.thresholds
 	w.audit.Shadow = w.m.shadowRec
 	w.audit.ShadowModels = w.m.shadowIDs
@@ -165,6 +172,11 @@ func (b *batch) reset() {
 	b.cards = b.cards[:0]
 	b.adv = b.adv[:0]
 	b.late = b.late[:0]
+	clear(b.rowPart)
+	b.rowPart = b.rowPart[:0]
+	clear(b.evicted)
+	b.evicted = b.evicted[:0]
+	b.set = nil
 	b.dead = b.dead[:0]
 	b.buf = b.buf[:0]
 	b.spans = b.spans[:0]
@@ -173,73 +185,35 @@ func (b *batch) reset() {
 	b.alerts = 0
 }
 
-// run is the worker's batching loop. It returns when its input is closed
-// (after flushing the open batch) or when the pipeline is stopped hard.
+// run is the worker's scoring loop: it scores every batch the stage hands
+// it and passes it to its senders. It returns when its input is closed or
+// when the pipeline is stopped hard.
 func (w *worker) run() {
 	defer close(w.out)
-	var cur *batch
-	defer func() {
-		// On a hard stop an open batch's events are in the windows but
-		// have not been scored: the sequential models have not stepped.
-		w.torn = cur != nil && len(cur.msgs) > 0
-	}()
 	hard := w.p.hard.Done()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
 	for {
 		if w.p.hard.Err() != nil { // select picks at random among ready cases
+			w.torn = len(w.ready) > 0
 			return
 		}
 		select {
-		case m, ok := <-w.in:
+		case b, ok := <-w.ready:
 			if !ok {
-				if cur != nil {
-					w.flush(cur)
-					cur = nil
-				}
 				return
 			}
-			if cur == nil {
+			if b.barrier != nil {
+				// A state snapshot: everything handed before is scored.
+				close(b.barrier.paused)
 				select {
-				case cur = <-w.free: // blocks while every batch is in flight: backpressure
+				case <-b.barrier.resume:
 				case <-hard:
 					return
 				}
-				cur.opened = time.Now()
-				timer.Reset(w.p.cfg.maxDelay)
-				// Between batches: pick up a newly published model set.
-				if s := w.p.set.Load(); s != w.set {
-					w.adopt(s)
-				}
-				cur.fit(len(w.m.scorers), len(w.m.shadows), w.p.cfg.maxBatch)
+				continue
 			}
-			w.add(cur, m)
-			if len(cur.msgs) >= w.p.cfg.maxBatch {
-				timer.Stop()
-				w.flush(cur)
-				cur = nil
-			}
-		case <-timer.C:
-			if cur != nil {
-				w.flush(cur)
-				cur = nil
-			}
-		case req := <-w.pause:
-			// A state snapshot: close the open batch (sequential models
-			// advance their state when it is scored), then wait while the
-			// state is written.
-			if cur != nil {
-				timer.Stop()
-				w.flush(cur)
-				cur = nil
-			}
-			close(req.paused)
-			select {
-			case <-req.resume:
-			case <-hard:
-				return
-			}
+			w.flush(b)
 		case <-hard:
+			w.torn = len(w.ready) > 0
 			return
 		}
 	}
@@ -252,68 +226,46 @@ type pauseReq struct {
 	resume <-chan struct{}
 }
 
-// add decodes m and, if it is a valid event, applies it to the feature state
-// and appends its row to the batch matrix; otherwise it records a dead letter.
-func (w *worker) add(b *batch, m kafka.Message) {
-	if w.restoredFrom != nil {
-		w.checkGap(m.Partition/w.p.cfg.workers, m.Partition, m.Offset)
-	}
-	i := len(b.msgs)
-	b.msgs = append(b.msgs, m)
-	b.events = append(b.events, features.Event{})
-	ev := &b.events[len(b.events)-1]
-	if err := w.dec.Decode(m.Value, ev); err != nil {
-		b.events = b.events[:len(b.events)-1]
-		reason := reasonUndecodable
-		var de *features.DecodeError
-		if errors.As(err, &de) {
-			reason = de.Reason
+// seqCards resolves the sequential-model state of every row's card, in
+// row order, dropping the states of the cards the stage evicted at the
+// point of the batch where it did.
+func (w *worker) seqCards(b *batch, rows int) {
+	stateful := w.layout.size > 0
+	ei := 0
+	for r := range rows {
+		for ; ei < len(b.evicted) && b.evicted[ei].row <= r; ei++ {
+			b.evicted[ei].ps.seq.drop(b.evicted[ei].id)
 		}
-		b.dead = append(b.dead, deadEntry{msg: i, reason: reason, err: err.Error()})
-		// Handled: it changes no state, but a snapshot covers its offset
-		// (no gap after a restore, and commits held at the snapshot
-		// pass it).
-		if pi := w.appliedIndex(m.Partition); m.Offset > w.applied[pi] {
-			w.applied[pi] = m.Offset
+		if !stateful {
+			continue
 		}
-		return
+		ps := b.rowPart[r]
+		if ps.seq.layout != w.layout {
+			ps.seq.layout = w.layout
+		}
+		b.cards = append(b.cards, ps.seq.cardOf(&b.events[r]))
 	}
-	rows := len(b.rowMsg)
-	row := b.x[rows*w.width : (rows+1)*w.width]
-	applied := true
-	pi := w.appliedIndex(m.Partition)
-	if m.Offset <= w.applied[pi] {
-		// Re-delivered (a rebalance restarts partitions at the committed
-		// offset): the event is already in the windows, so score it
-		// against them without applying it twice.
-		w.build.Peek(ev, row)
-		w.p.met.redelivered.Inc()
-		applied = false
-	} else {
-		w.build.Update(ev, row)
-		w.applied[pi] = m.Offset
-		w.evictedCards()
+	for ; ei < len(b.evicted); ei++ {
+		b.evicted[ei].ps.seq.drop(b.evicted[ei].id)
 	}
-	late := w.build.LastLate()
-	b.late = append(b.late, late)
-	if w.seq.stateful() {
-		// A late event is not applied to the windows; it does not advance
-		// the sequential models' state either.
-		b.cards = append(b.cards, w.seq.cardOf(ev))
-		b.adv = append(b.adv, applied && !late)
-	}
-	b.rowMsg = append(b.rowMsg, i)
 }
 
-// appliedIndex returns partition's index in w.applied, growing it. The
-// worker owns the partitions p with p mod workers == id: they index applied
-// densely as p / workers.
-func (w *worker) appliedIndex(partition int) int {
-	pi := partition / w.p.cfg.workers
-	for len(w.applied) <= pi {
-		w.applied = append(w.applied, -1)
+// sweepSeq drops the sequential-model states idle past the TTL in the
+// partitions of the batch (each paced by its own events).
+func (w *worker) sweepSeq(b *batch, rows int) {
+	w.swept, w.sweptN = w.swept[:0], w.sweptN[:0]
+	for r := range rows {
+		i := slices.Index(w.swept, b.rowPart[r]) // a batch holds few partitions
+		if i < 0 {
+			w.swept, w.sweptN = append(w.swept, b.rowPart[r]), append(w.sweptN, 0)
+			i = len(w.swept) - 1
+		}
+		w.sweptN[i]++
 	}
-	return pi
+	for i, ps := range w.swept {
+		ps.seq.sweep(w.sweptN[i])
+	}
+	clear(w.swept)
 }
 
 // flush scores the batch with every model, encodes its records and hands it
@@ -321,16 +273,11 @@ func (w *worker) appliedIndex(partition int) int {
 func (w *worker) flush(b *batch) {
 	rows := len(b.rowMsg)
 	w.p.met.batchSize.Observe(float64(len(b.msgs)))
-	if late := w.build.Late(); late > w.late {
-		w.p.met.late.Add(float64(late - w.late))
-		w.late = late
+	if b.set != w.set {
+		w.adopt(b.set)
 	}
-	if n := w.build.Rekeyed(); n > w.rekeyed {
-		w.p.met.rekeyed.Add(float64(n - w.rekeyed))
-		w.rekeyed = n
-	}
-	w.countState()
 	wm := w.m
+	w.seqCards(b, rows)
 	if rows > 0 {
 		x := b.x[:rows*w.width]
 		for j, s := range wm.scorers {
@@ -343,8 +290,8 @@ func (w *worker) flush(b *batch) {
 			w.score(b, s, w.shadowSlotOf[j], x, rows, b.shadow[j][:rows])
 			wm.shadowObs[j].Observe(time.Since(t0).Seconds())
 		}
-		if w.seq.stateful() {
-			w.seq.sweep(rows)
+		if w.layout.size > 0 {
+			w.sweepSeq(b, rows)
 		}
 	}
 	now := time.Now()
@@ -438,8 +385,9 @@ func (w *worker) score(b *batch, s *models.Scorer, slot int, x []float32, rows i
 		return
 	}
 	b.states = b.states[:0]
+	sl := &w.layout.slots[slot]
 	for r := range rows {
-		b.states = append(b.states, w.seq.state(b.cards[r], slot))
+		b.states = append(b.states, b.cards[r].data[sl.off:sl.off+sl.size:sl.off+sl.size])
 	}
 	s.ScoreSeq(x, rows, b.states, b.adv, out)
 	clear(b.states)
