@@ -24,7 +24,7 @@ func cmdState(_ context.Context, args []string) error {
 // stateCheck is `streamscore state`: it takes run's flags (and environment
 // and YAML), builds the pipeline run would build — without connecting to
 // NATS or Kafka — and reads the --state-dir snapshot as run would restore
-// it, so a configuration change (features, models, --workers, TTL) can be
+// it, so a configuration change (features, models, TTL) can be
 // checked against the state before a deploy. It prints what the snapshot
 // holds and fails if run would start with empty state.
 func stateCheck(w io.Writer, log *slog.Logger, args []string) error {
@@ -36,7 +36,7 @@ func stateCheck(w io.Writer, log *slog.Logger, args []string) error {
 		fs.Output().Write([]byte("usage: streamscore state --state-dir DIR [run's flags]\n\n" +
 			"Checks the state snapshot in --state-dir against the configuration `streamscore run` would\n" +
 			"start with (the same flags, STREAMSCORE_<FLAG> environment and --config YAML): every file's\n" +
-			"SHA-256, every byte decoded, and the fit with the topic, workers, features and models. It\n" +
+			"SHA-256, every byte decoded, and the fit with the topic, features and models. It\n" +
 			"contacts neither Kafka nor NATS and changes nothing. Exit status 1 when run would start\n" +
 			"with empty state (no snapshot, or one it would refuse) or could not read it.\n\n"))
 		fs.PrintDefaults()
@@ -79,7 +79,7 @@ func printStateInfo(w io.Writer, info *stream.StateInfo, now time.Time) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "snapshot   %s\n", info.Dir)
 	fmt.Fprintf(&b, "written    %s (%s ago, at %s)\n", info.WrittenAt.Format(time.RFC3339), now.Sub(info.WrittenAt).Round(time.Second), info.Reason)
-	fmt.Fprintf(&b, "input      topic %s, group %s, %d workers, %d features\n", info.Topic, info.Group, info.Workers, info.Features)
+	fmt.Fprintf(&b, "input      topic %s, group %s, written by %d workers, %d features\n", info.Topic, info.Group, info.Workers, info.Features)
 	size := fmt.Sprintf("%.1f MB", float64(info.Bytes)/(1<<20))
 	if info.Bytes < 1<<20 {
 		size = fmt.Sprintf("%.1f KB", float64(info.Bytes)/(1<<10))

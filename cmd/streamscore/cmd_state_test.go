@@ -81,7 +81,7 @@ func TestStateCheck(t *testing.T) {
 		t.Fatalf("state with run's flags: %v", err)
 	}
 	t.Logf("streamscore state:\n%s", out)
-	for _, want := range []string{"topic transactions, group streamscore, 2 workers, 39 features", "cards with windows", "check      ok"} {
+	for _, want := range []string{"topic transactions, group streamscore, written by 2 workers, 39 features", "cards with windows", "check      ok"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -102,11 +102,14 @@ func TestStateCheck(t *testing.T) {
 		t.Errorf("--json: %+v, want 2 workers, 1-50 cards, %d events applied, reason shutdown", info, n)
 	}
 
+	// State is per partition: another worker count restores it.
+	if _, err := check(append(slices.Clone(base), "--workers", "3")...); err != nil {
+		t.Errorf("state --workers 3 on a 2-worker snapshot: %v, want it restorable", err)
+	}
 	for _, tc := range []struct {
 		args []string
 		why  string
 	}{
-		{[]string{"--workers", "3"}, "written by 2 workers, this pipeline has 3"},
 		{[]string{"--ttl", "240h"}, "TTL"},
 		{[]string{"--topic", "payments"}, `snapshot of topic "transactions"`},
 	} {
