@@ -61,6 +61,7 @@ type stage struct {
 	due     []time.Time // per worker: when its open batch closes
 	in      chan kafka.Message
 	pause   chan *pauseReq
+	spare   []*pending // free list of decoded messages
 	// torn reports, once run returned on a hard stop, that an open batch
 	// held events applied to the windows but not scored (the sequential
 	// models have not stepped).
@@ -242,10 +243,53 @@ func (s *stage) closeBatch(wi int) {
 	}
 }
 
-// add decodes m and, if it is a valid event, applies it to the feature
-// state and appends its row to the open batch of its worker; otherwise it
-// records a dead letter.
+// pending is a fetched message decoded, waiting for its turn in the
+// stage: its event, or why it is a dead letter.
+type pending struct {
+	m      kafka.Message
+	ev     features.Event
+	reason string // dead letter: the reason code ("" for an event)
+	err    string // dead letter: the decoder's error
+}
+
+// decode decodes m into a pending item from the stage's free list.
+func (s *stage) decode(m kafka.Message) *pending {
+	var pd *pending
+	if n := len(s.spare); n > 0 {
+		pd, s.spare = s.spare[n-1], s.spare[:n-1]
+	} else {
+		pd = new(pending)
+	}
+	pd.m = m
+	if err := s.dec.Decode(m.Value, &pd.ev); err != nil {
+		pd.reason = reasonUndecodable
+		var de *features.DecodeError
+		if errors.As(err, &de) {
+			pd.reason = de.Reason
+		}
+		pd.err = err.Error()
+	}
+	return pd
+}
+
+// release returns pd to the free list.
+func (s *stage) release(pd *pending) {
+	*pd = pending{}
+	s.spare = append(s.spare, pd)
+}
+
+// add decodes m and applies it.
 func (s *stage) add(m kafka.Message) {
+	pd := s.decode(m)
+	s.apply(pd)
+	s.release(pd)
+}
+
+// apply applies a decoded message: a valid event to the feature state, its
+// row appended to the open batch of its worker; a dead letter recorded in
+// that batch.
+func (s *stage) apply(pd *pending) {
+	m := &pd.m
 	ps := s.part(m.Partition)
 	if ps.restoredFrom >= 0 {
 		s.checkGap(ps, m.Offset)
@@ -256,22 +300,16 @@ func (s *stage) add(m kafka.Message) {
 		return
 	}
 	i := len(b.msgs)
-	b.msgs = append(b.msgs, m)
-	b.events = append(b.events, features.Event{})
-	ev := &b.events[len(b.events)-1]
-	if err := s.dec.Decode(m.Value, ev); err != nil {
-		b.events = b.events[:len(b.events)-1]
-		reason := reasonUndecodable
-		var de *features.DecodeError
-		if errors.As(err, &de) {
-			reason = de.Reason
-		}
-		b.dead = append(b.dead, deadEntry{msg: i, reason: reason, err: err.Error()})
+	b.msgs = append(b.msgs, *m)
+	if pd.reason != "" {
+		b.dead = append(b.dead, deadEntry{msg: i, reason: pd.reason, err: pd.err})
 		// Handled: it changes no state, but a snapshot covers its offset
 		// (no gap after a restore, and commits held at the snapshot
 		// pass it).
 		ps.applied = max(ps.applied, m.Offset)
 	} else {
+		b.events = append(b.events, pd.ev)
+		ev := &b.events[len(b.events)-1]
 		rows := len(b.rowMsg)
 		row := b.x[rows*s.width : (rows+1)*s.width]
 		applied := true
