@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -70,7 +71,7 @@ func defaultConfig() config {
 		idleWait: 100 * time.Millisecond,
 		lagWait:  10 * time.Second,
 		maxPer:   1024,
-		now:      time.Now,
+		now:      nil, // time.Since(t0): one monotonic clock read
 	}
 }
 
@@ -126,8 +127,9 @@ func WithMaxPerPartition(n int) Option {
 	}
 }
 
-// WithClock sets the wall clock the wait bounds are measured with. Default
-// time.Now. For tests; a clock that goes backwards delays expiries.
+// WithClock sets the clock the wait bounds are measured with. Default: the
+// monotonic clock (time.Since, which skips the wall clock time.Now also
+// reads). For tests; a clock that goes backwards delays expiries.
 func WithClock(now func() time.Time) Option {
 	return func(c *config) error {
 		if now == nil {
@@ -194,6 +196,11 @@ type Aligner[T any] struct {
 	// are past their wait bound and hold nothing back until they deliver.
 	active, idle, lagging partHeap
 
+	// dirty lists the partitions pushed since the clock was last read;
+	// checks counts the Pops that found the head held back.
+	dirty  []*partState
+	checks uint64
+
 	items []entry[T] // min-heap by before
 	seq   uint64
 
@@ -221,16 +228,37 @@ func New[T any](opts ...Option) (*Aligner[T], error) {
 	if cfg.lagWait < cfg.idleWait {
 		return nil, fmt.Errorf("configure aligner: lag wait %v is below idle wait %v", cfg.lagWait, cfg.idleWait)
 	}
+	t0 := time.Now()
+	if cfg.now != nil {
+		t0 = cfg.now()
+	}
 	return &Aligner[T]{
 		cfg:      cfg,
-		t0:       cfg.now(),
+		t0:       t0,
 		idleWait: int64(cfg.idleWait),
 		lagWait:  int64(cfg.lagWait),
 	}, nil
 }
 
-// since returns the clock in ns since t0 (monotonic with time.Now).
-func (a *Aligner[T]) since() int64 { return int64(a.cfg.now().Sub(a.t0)) }
+// read returns the clock in ns since t0 (monotonic with time.Now) and
+// starts the quiet time of the partitions pushed since the previous read.
+// Push does not read the clock (one read costs about as much as a push);
+// the wait bounds of a partition therefore count from the first read after
+// its last push, which the owner's loop makes at the latest in Deadline.
+func (a *Aligner[T]) read() int64 {
+	var now int64
+	if a.cfg.now == nil {
+		now = int64(time.Since(a.t0)) // no wall clock read: half the cost
+	} else {
+		now = int64(a.cfg.now().Sub(a.t0))
+	}
+	for i, q := range a.dirty {
+		q.quiet, q.dirty = now, false
+		a.dirty[i] = nil
+	}
+	a.dirty = a.dirty[:0]
+	return now
+}
 
 func (a *Aligner[T]) part(p int) (*partState, error) {
 	if p < 0 || p > MaxPartition {
@@ -255,7 +283,7 @@ func (a *Aligner[T]) Add(p int) error {
 	for len(a.parts) <= p {
 		a.parts = append(a.parts, nil)
 	}
-	q := &partState{id: p, wm: math.MinInt64, quiet: a.since()}
+	q := &partState{id: p, wm: math.MinInt64, quiet: a.read()}
 	a.parts[p] = q
 	a.nparts++
 	a.active.push(q, inActive)
@@ -313,6 +341,9 @@ func (a *Aligner[T]) Remove(p int, drop func(v T)) (int, error) {
 		}
 	}
 	a.heapOf(q).remove(q.hidx)
+	if q.dirty {
+		a.dirty = slices.DeleteFunc(a.dirty, func(d *partState) bool { return d == q })
+	}
 	a.parts[p] = nil
 	a.nparts--
 	a.stats.Buffered -= n
@@ -340,7 +371,7 @@ func (a *Aligner[T]) MarkCaughtUp(p int) error {
 		a.idle.push(q, inIdle)
 		return nil
 	}
-	q.quiet = a.since()
+	q.quiet = a.read()
 	return nil
 }
 
@@ -357,7 +388,11 @@ func (a *Aligner[T]) Push(p int, ts int64, key string, v T, caughtUp bool) error
 		return fmt.Errorf("push item: %w", err)
 	}
 	q := a.parts[p]
-	q.quiet = a.since()
+	if !q.dirty {
+		q.dirty = true
+		a.dirty = append(a.dirty, q)
+	}
+	q.pushCheck = a.checks
 	q.caughtUp = caughtUp
 	switch q.where {
 	case inActive:
@@ -461,7 +496,8 @@ func (a *Aligner[T]) Pop() (v T, why Reason, ok bool) {
 
 // releasable reports whether no partition could still deliver an item at
 // or before ts, moving the partitions found past their wait bound out of
-// the active heap. The clock is read only if a partition holds ts back.
+// the active heap. The clock is read only if a partition holds ts back
+// and was not pushed since the last read.
 func (a *Aligner[T]) releasable(ts int64) bool {
 	var now int64
 	read := false
@@ -470,10 +506,18 @@ func (a *Aligner[T]) releasable(ts int64) bool {
 		if q.wm > ts {
 			return true
 		}
+		w := a.wait(q)
 		if !read {
-			now, read = a.since(), true
+			a.checks++
+			if q.dirty && w > 0 && q.pushCheck == a.checks-1 {
+				// Pushed since the last check: its quiet time starts at
+				// the next clock read, so it is not past its bound. The
+				// next check reads (liveness without a push).
+				return false
+			}
+			now, read = a.read(), true
 		}
-		if now-q.quiet < a.wait(q) {
+		if now-q.quiet < w {
 			return false
 		}
 		a.active.remove(0)
@@ -496,17 +540,20 @@ func (a *Aligner[T]) wait(q *partState) int64 {
 // Deadline returns when a Pop will succeed if nothing is pushed: a time not
 // after now if one succeeds at once, else the time the last wait bound of
 // the partitions holding the head back expires. ok is false when nothing is
-// buffered. A push or MarkCaughtUp can change the answer.
+// buffered. A push or MarkCaughtUp can change the answer. The owner calls
+// it before each wait: it reads the clock, which starts the quiet time of
+// the partitions pushed since the last read.
 func (a *Aligner[T]) Deadline() (time.Time, bool) {
+	now := a.read()
 	if a.lateCount > 0 {
-		return a.cfg.now(), true
+		return a.t0.Add(time.Duration(now)), true
 	}
 	if len(a.items) == 0 {
 		return time.Time{}, false
 	}
 	ts := a.items[0].ts
 	if len(a.active) == 0 || a.active[0].wm > ts {
-		return a.cfg.now(), true
+		return a.t0.Add(time.Duration(now)), true
 	}
 	// The holders are the active partitions with wm <= ts: a pruned walk
 	// of the heap (a child's wm is not below its parent's).

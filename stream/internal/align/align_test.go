@@ -236,7 +236,11 @@ func TestRandomInterleavingSorted(t *testing.T) {
 				t.Fatalf("seed %d: %v released as %v before the clock moved", seed, o.it, o.why)
 			}
 		}
-		// Every partition is caught up at its end: after IdleWait the rest goes.
+		// Every partition is caught up at its end: after IdleWait the rest
+		// goes. The owner calls Deadline before it waits.
+		if _, ok := a.Deadline(); ok != (a.Len() > 0) {
+			t.Fatalf("seed %d: deadline ok %v with %d buffered", seed, ok, a.Len())
+		}
 		c.advance(testIdle - 1)
 		if v, _, ok := a.Pop(); ok {
 			t.Fatalf("seed %d: %v released before the idle wait", seed, v)
@@ -310,6 +314,7 @@ func TestIdleWait(t *testing.T) {
 	p0At := c.t
 	mustPush(t, a, item{ts: 10, key: "a", part: 0}, false)
 	mustPush(t, a, item{ts: 11, key: "b", part: 0, idx: 1}, true)
+	a.Deadline() // the owner's loop, before it waits
 	c.advance(time.Millisecond)
 	pushAt := c.t
 	mustPush(t, a, item{ts: 20, key: "c", part: 1}, true)
@@ -624,5 +629,48 @@ func TestBackpressureNoDeadlock(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("seed %d: order differs\n got %v\nwant %v", seed, got, want)
 		}
+	}
+}
+
+// TestQuietFromFirstRead: Push does not read the clock; a partition's wait
+// bound counts from the first clock read after its push. An owner that
+// never calls Deadline (a ticker) still gets every item out, at most one
+// loop iteration later than one that does.
+func TestQuietFromFirstRead(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	if err := a.Add(0); err != nil {
+		t.Fatal(err)
+	}
+	mustPush(t, a, item{ts: 10, key: "a", part: 0}, true)
+	if out := drain(a); len(out) != 0 { // held by partition 0 itself
+		t.Fatalf("released %v", out)
+	}
+	c.advance(testIdle)
+	if out := drain(a); len(out) != 0 { // first read: partition 0's quiet starts now
+		t.Fatalf("released %v at the first clock read after the push", out)
+	}
+	c.advance(testIdle - 1)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v before the idle wait from the first read", out)
+	}
+	c.advance(1)
+	if out := drain(a); len(out) != 1 || out[0].why != IdleBound {
+		t.Fatalf("got %v, want ts 10 by the idle bound", out)
+	}
+
+	// A silent holder does not stall a busy partition for ever when the
+	// owner pops after every push and never calls Deadline.
+	if err := a.Add(1); err != nil {
+		t.Fatal(err)
+	}
+	mustPush(t, a, item{ts: 20, key: "a", part: 0, idx: 1}, true) // then silent
+	for i := range 50 {
+		c.advance(10 * time.Millisecond)
+		mustPush(t, a, item{ts: int64(30 + i), key: "b", part: 1, idx: i}, false)
+		drain(a)
+	}
+	if a.Len() > 2 {
+		t.Fatalf("%d items held after 500ms behind a partition silent since its push", a.Len())
 	}
 }

@@ -28,6 +28,13 @@
 //   - lagging: it was not caught up (Kafka has more; the fetch is under
 //     way) and has delivered nothing for LagWait, a larger safety bound.
 //
+// Silence is measured on a monotonic clock from the partition's last push,
+// precisely from the first clock read after it: Push does not read the
+// clock (a read costs about as much as a push); Deadline, Add,
+// MarkCaughtUp and a Pop that finds the head held back do. The owner calls
+// Deadline before each wait, so the difference is at most one turn of its
+// loop, and only ever makes a partition hold longer, never shorter.
+//
 // A newly added partition has no watermark and is lagging until it
 // delivers or is marked caught up. An item released while an idle (lagging)
 // partition whose watermark is not above it was ignored is counted as

@@ -5,10 +5,13 @@ type partState struct {
 	id int
 	// wm is the largest ts delivered; math.MinInt64 before the first.
 	wm int64
-	// quiet is the time (ns since the Aligner's t0) of the last push, of
-	// Add, or of the switch to caught up by MarkCaughtUp: the wait bounds
-	// count from it.
+	// quiet is the time (ns since the Aligner's t0) of the first clock
+	// read after the last push, of Add, or of the switch to caught up by
+	// MarkCaughtUp: the wait bounds count from it.
 	quiet int64
+	// dirty: pushed since the last clock read (quiet not yet set).
+	dirty     bool
+	pushCheck uint64 // Aligner.checks at the last push
 	// n counts the buffered items of the partition (heap and late ring).
 	n int
 	// caughtUp: the last push had caughtUp, or MarkCaughtUp since.
