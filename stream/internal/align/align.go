@@ -530,6 +530,15 @@ func (a *Aligner[T]) releasable(ts int64) bool {
 	return true
 }
 
+// satAdd is x+y for y >= 0, saturated at math.MaxInt64 (a lag wait of
+// centuries means "wait for ever", not a deadline in the past).
+func satAdd(x, y int64) int64 {
+	if x > math.MaxInt64-y {
+		return math.MaxInt64
+	}
+	return x + y
+}
+
 func (a *Aligner[T]) wait(q *partState) int64 {
 	if q.caughtUp {
 		return a.idleWait
@@ -566,7 +575,7 @@ func (a *Aligner[T]) Deadline() (time.Time, bool) {
 			continue
 		}
 		q := a.active[i]
-		at = max(at, q.quiet+a.wait(q))
+		at = max(at, satAdd(q.quiet, a.wait(q)))
 		stack = append(stack, 2*i+1, 2*i+2)
 	}
 	a.walk = stack

@@ -674,3 +674,23 @@ func TestQuietFromFirstRead(t *testing.T) {
 		t.Fatalf("%d items held after 500ms behind a partition silent since its push", a.Len())
 	}
 }
+
+// TestHugeLagWait: a lag wait near the largest Duration means "wait for
+// ever": the deadline is far in the future, not overflowed into the past.
+func TestHugeLagWait(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c, WithLagWait(time.Duration(1<<63-1)))
+	if err := a.Add(0); err != nil {
+		t.Fatal(err)
+	}
+	c.advance(time.Hour)
+	mustPush(t, a, item{ts: 1, key: "a", part: 0}, false)
+	d, ok := a.Deadline()
+	if !ok || !d.After(c.t.Add(100*365*24*time.Hour)) {
+		t.Fatalf("deadline %v %v, want centuries ahead of %v", d, ok, c.t)
+	}
+	c.advance(1000 * time.Hour)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v", out)
+	}
+}
