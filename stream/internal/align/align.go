@@ -240,7 +240,7 @@ func New[T any](opts ...Option) (*Aligner[T], error) {
 	}, nil
 }
 
-// read returns the clock in ns since t0 (monotonic with time.Now) and
+// read returns the clock in ns since t0 (monotonic by default) and
 // starts the quiet time of the partitions pushed since the previous read.
 // Push does not read the clock (one read costs about as much as a push);
 // the wait bounds of a partition therefore count from the first read after

@@ -694,3 +694,42 @@ func TestHugeLagWait(t *testing.T) {
 		t.Fatalf("released %v", out)
 	}
 }
+
+// TestFull: a partition is full at MaxPerPartition buffered items, except
+// while it holds the head back (then reading it is the way forward).
+func TestFull(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c, WithMaxPerPartition(2))
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPush(t, a, item{ts: 10, key: "a", part: 0}, false)
+	mustPush(t, a, item{ts: 20, key: "a", part: 0, idx: 1}, false)
+	mustPush(t, a, item{ts: 5, key: "a", part: 1}, false)
+	mustPush(t, a, item{ts: 5, key: "b", part: 1, idx: 1}, false)
+	tests := []struct {
+		name string
+		p    int
+		want bool
+	}{
+		{"ahead of the head, at the bound", 0, true},
+		{"holds the head (watermark 5 = head ts), at the bound", 1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := a.Full(tc.p); got != tc.want {
+				t.Fatalf("Full(%d) = %v, want %v", tc.p, got, tc.want)
+			}
+		})
+	}
+	mustPush(t, a, item{ts: 5, key: "c", part: 1, idx: 2}, false) // beyond the bound: allowed
+	mustPush(t, a, item{ts: 6, key: "a", part: 1, idx: 3}, false)
+	if out := drain(a); len(out) != 3 {
+		t.Fatalf("got %v, want the three items at ts 5", out)
+	}
+	if !a.Full(0) || a.Full(1) { // 0 still has its two, 1 has one left
+		t.Fatalf("full after the release: %v %v, want true false", a.Full(0), a.Full(1))
+	}
+}
