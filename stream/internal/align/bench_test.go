@@ -3,6 +3,7 @@ package align
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -117,7 +118,9 @@ func TestSteadyStateNoAlloc(t *testing.T) {
 	}
 }
 
-// BenchmarkAlign reports ns per item (one Push and its share of Pops).
+// BenchmarkAlign reports ns per item (one Push and its share of Pops),
+// and the CPU time of the benchmark thread per item (cpu-ns/item: on a
+// shared machine the wall time also counts waiting for a core).
 func BenchmarkAlign(b *testing.B) {
 	for _, mode := range []string{"live", "backlog"} {
 		for _, parts := range []int{4, 16, 64} {
@@ -129,10 +132,16 @@ func BenchmarkAlign(b *testing.B) {
 				a := newBench(b, parts)
 				i := 0
 				s.run(a, &i, 1<<16)
+				runtime.LockOSThread() // threadCPU measures this thread
+				defer runtime.UnlockOSThread()
+				cpu0, cpuOK := threadCPU()
 				b.ReportAllocs()
 				b.ResetTimer()
 				s.run(a, &i, b.N)
 				b.StopTimer()
+				if cpu1, ok := threadCPU(); ok && cpuOK {
+					b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/item")
+				}
 				b.ReportMetric(float64(a.Len()), "buffered")
 			})
 		}
