@@ -733,3 +733,37 @@ func TestFull(t *testing.T) {
 		t.Fatalf("full after the release: %v %v, want true false", a.Full(0), a.Full(1))
 	}
 }
+
+// TestRealClock: with the default monotonic clock, an idle partition
+// holds the head for IdleWait, and Deadline says when it stops.
+func TestRealClock(t *testing.T) {
+	const idle = 20 * time.Millisecond
+	a, err := New[item](WithIdleWait(idle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Add(0); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	mustPush(t, a, item{ts: 1, key: "a", part: 0}, true)
+	for {
+		if v, why, ok := a.Pop(); ok {
+			if el := time.Since(start); el < idle || why != IdleBound {
+				t.Fatalf("%v released as %v after %v, want the idle bound after %v", v, why, el, idle)
+			}
+			return
+		}
+		d, ok := a.Deadline()
+		if !ok {
+			t.Fatal("no deadline with an item buffered")
+		}
+		if time.Until(d) > idle {
+			t.Fatalf("deadline %v ahead, beyond the idle wait %v", time.Until(d), idle)
+		}
+		time.Sleep(time.Until(d))
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("not released after 5s")
+		}
+	}
+}

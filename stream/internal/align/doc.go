@@ -39,15 +39,20 @@
 // delivers or is marked caught up. An item released while an idle (lagging)
 // partition whose watermark is not above it was ignored is counted as
 // released by the idle (lag) bound ([IdleBound], [LagBound]); otherwise it is
-// [Ordered]: exact.
+// [Ordered]: exact. These count exposure, not errors: while a partition
+// stays empty (or silent since an old event) every release is counted
+// IdleBound, though the order is wrong only if that partition wakes up
+// with an event older than what was released, counted [OutOfOrder].
 //
 // An item pushed below the last item already released (an idle partition
 // waking up with an older event, a lagging one past LagWait, a partition not
 // in event-time order) cannot be placed in order any more: it is released
 // by the next Pop, before any buffered item, with the reason [OutOfOrder].
-// Apart from duplicated (ts, key) pairs across partitions, this is the only
-// way the release order departs from the global sort, and it happens only
-// through the two wait bounds or a partition out of event-time order.
+// This is the only way the release order departs from the global sort,
+// and it happens only through the two wait bounds or a partition out of
+// event-time order. (The global sort itself equals features.Replay's stable
+// sort by (ts, tx_id) except for a (ts, tx_id) pair duplicated across
+// partitions, which Replay keeps in input order.)
 //
 // Remove drops a partition (revoked by a consumer-group rebalance) and its
 // buffered items: they are never released. Add starts one.
@@ -69,8 +74,26 @@
 // # Concurrency
 //
 // An Aligner is not safe for concurrent use: one goroutine (the feature
-// stage) owns it, pushes what the partition fetchers deliver, pops, and
-// waits on Deadline. It starts no goroutine.
+// stage) owns it and runs a loop such as
+//
+//	for {
+//		for {
+//			v, why, ok := a.Pop()
+//			if !ok {
+//				break
+//			}
+//			apply(v, why)
+//		}
+//		d, ok := a.Deadline() // before waiting; arm a timer at d if ok
+//		select {
+//		// an item of a partition p with !a.Full(p): a.Push(p, ...)
+//		// a fetch that found p at its high-water mark: a.MarkCaughtUp(p)
+//		// an assignment change: a.Add(p), a.Remove(p, drop)
+//		// the timer
+//		}
+//	}
+//
+// It starts no goroutine.
 //
 // # Metrics
 //
