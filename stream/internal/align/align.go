@@ -1,0 +1,657 @@
+package align
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// Sentinel errors of Add, Remove, Push and MarkCaughtUp.
+var (
+	// ErrUnknownPartition: the partition was never added or was removed.
+	// Items a revoked partition's fetcher still delivers land here; the
+	// caller drops them.
+	ErrUnknownPartition = errors.New("align: unknown partition")
+	// ErrPartitionExists: Add of a partition already added.
+	ErrPartitionExists = errors.New("align: partition already added")
+	// ErrPartitionRange: a partition id outside [0, MaxPartition].
+	ErrPartitionRange = errors.New("align: partition id out of range")
+)
+
+// MaxPartition is the largest partition id accepted. Ids index a slice: the
+// caller maps (topic, partition) pairs to small dense ids if it merges
+// topics.
+const MaxPartition = 1<<20 - 1
+
+// Reason says why an item was released.
+type Reason uint8
+
+const (
+	// Ordered: every partition had moved past the item; the release is
+	// exact.
+	Ordered Reason = iota
+	// IdleBound: released although an idle partition (caught up, silent
+	// for IdleWait) could still have delivered an earlier item.
+	IdleBound
+	// LagBound: released although a lagging partition (Kafka had more,
+	// silent for LagWait) could still have delivered an earlier item.
+	// Takes precedence over IdleBound when both apply.
+	LagBound
+	// OutOfOrder: pushed below an item already released; released at once,
+	// out of event-time order.
+	OutOfOrder
+)
+
+// String returns the reason as a metric label value.
+func (r Reason) String() string {
+	switch r {
+	case Ordered:
+		return "ordered"
+	case IdleBound:
+		return "idle_bound"
+	case LagBound:
+		return "lag_bound"
+	case OutOfOrder:
+		return "out_of_order"
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+type config struct {
+	idleWait time.Duration
+	lagWait  time.Duration
+	maxPer   int
+	now      func() time.Time
+}
+
+func defaultConfig() config {
+	return config{
+		idleWait: 100 * time.Millisecond,
+		lagWait:  10 * time.Second,
+		maxPer:   1024,
+		now:      nil, // time.Since(t0): one monotonic clock read
+	}
+}
+
+// Option configures an Aligner.
+type Option func(*config) error
+
+// WithIdleWait sets how long a caught-up partition that delivers nothing
+// keeps holding the others back. Default 100ms. It is the decision latency
+// a silent partition adds at live rate, and the exactness bound: an event
+// that reaches this process more than IdleWait after the events of other
+// partitions with later event times is applied out of order. 0 makes a
+// caught-up partition hold nothing back (Kafka Streams'
+// max.task.idle.ms=0): cheap, inexact as soon as partitions are fetched
+// unevenly.
+func WithIdleWait(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("align: idle wait %v is negative", d)
+		}
+		c.idleWait = d
+		return nil
+	}
+}
+
+// WithLagWait sets how long a partition that Kafka has more for (its fetch
+// is under way) may deliver nothing and still hold the others back.
+// Default 10s. It must be at least the idle wait and above 0. Too short and
+// a slow broker or a fetch retry makes the partitions diverge (the backlog
+// case this package exists for); too long and a stuck partition stalls all
+// the others for that long.
+func WithLagWait(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("align: lag wait %v is not positive", d)
+		}
+		c.lagWait = d
+		return nil
+	}
+}
+
+// WithMaxPerPartition sets the number of buffered items at which Full
+// reports a partition full. Default 1024. Memory is about P × n items; a
+// partition that holds the head back is never full (see the package doc),
+// so a run of equal event times in one partition can exceed it. Too small
+// and the partitions' fetches stall each other while a backlog is read.
+func WithMaxPerPartition(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("align: max per partition %d is below 1", n)
+		}
+		c.maxPer = n
+		return nil
+	}
+}
+
+// WithClock sets the clock the wait bounds are measured with. Default: the
+// monotonic clock (time.Since, which skips the wall clock time.Now also
+// reads). For tests; a clock that goes backwards delays expiries.
+func WithClock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return errors.New("align: nil clock")
+		}
+		c.now = now
+		return nil
+	}
+}
+
+// Stats are the counters and gauges of an Aligner.
+type Stats struct {
+	// Items released, per reason (counters).
+	Ordered, IdleBound, LagBound, OutOfOrder uint64
+	// Dropped counts items discarded by Remove (counter).
+	Dropped uint64
+	// Buffered is the number of items held (gauge).
+	Buffered int
+	// Partitions, IdlePartitions and LaggingPartitions count the added
+	// partitions, and those currently ignored by the idle and the lag bound
+	// (as last observed by Pop; gauges).
+	Partitions, IdlePartitions, LaggingPartitions int
+	// Watermark is the smallest watermark (ns) over the partitions that
+	// hold items back; valid only when HasWatermark (false when none has
+	// delivered yet or none holds anything back).
+	Watermark    int64
+	HasWatermark bool
+}
+
+// entry is one buffered item.
+type entry[T any] struct {
+	ts   int64
+	key  string
+	part int
+	seq  uint64
+	v    T
+}
+
+// before is the release order: (ts, key, partition, push order).
+func before[T any](a, b *entry[T]) bool {
+	if a.ts != b.ts {
+		return a.ts < b.ts
+	}
+	if a.key != b.key {
+		return a.key < b.key
+	}
+	if a.part != b.part {
+		return a.part < b.part
+	}
+	return a.seq < b.seq
+}
+
+// Aligner merges partitions in event-time order; see the package doc.
+type Aligner[T any] struct {
+	cfg      config
+	t0       time.Time // origin of the monotonic times below
+	idleWait int64
+	lagWait  int64
+
+	parts  []*partState // by id; nil: not added
+	nparts int
+	// Every added partition is in exactly one of these, ordered by
+	// watermark: active ones may hold items back; idle and lagging ones
+	// are past their wait bound and hold nothing back until they deliver.
+	active, idle, lagging partHeap
+
+	// dirty lists the partitions pushed since the clock was last read;
+	// checks counts the Pops that found the head held back.
+	dirty  []*partState
+	checks uint64
+
+	items []entry[T] // min-heap by before
+	seq   uint64
+
+	// late is a FIFO ring of out-of-order items waiting for Pop.
+	late                []entry[T]
+	lateHead, lateCount int
+
+	// last is the last item released in order; hasLast false until one is.
+	last    entry[struct{}]
+	hasLast bool
+
+	walk []int // Deadline's reusable stack
+
+	stats Stats
+}
+
+// New returns an Aligner with no partition.
+func New[T any](opts ...Option) (*Aligner[T], error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, fmt.Errorf("configure aligner: %w", err)
+		}
+	}
+	if cfg.lagWait < cfg.idleWait {
+		return nil, fmt.Errorf("configure aligner: lag wait %v is below idle wait %v", cfg.lagWait, cfg.idleWait)
+	}
+	t0 := time.Now()
+	if cfg.now != nil {
+		t0 = cfg.now()
+	}
+	return &Aligner[T]{
+		cfg:      cfg,
+		t0:       t0,
+		idleWait: int64(cfg.idleWait),
+		lagWait:  int64(cfg.lagWait),
+	}, nil
+}
+
+// read returns the clock in ns since t0 (monotonic by default) and
+// starts the quiet time of the partitions pushed since the previous read.
+// Push does not read the clock (one read costs about as much as a push);
+// the wait bounds of a partition therefore count from the first read after
+// its last push, which the owner's loop makes at the latest in Deadline.
+func (a *Aligner[T]) read() int64 {
+	var now int64
+	if a.cfg.now == nil {
+		now = int64(time.Since(a.t0)) // no wall clock read: half the cost
+	} else {
+		now = int64(a.cfg.now().Sub(a.t0))
+	}
+	for i, q := range a.dirty {
+		q.quiet, q.dirty = now, false
+		a.dirty[i] = nil
+	}
+	a.dirty = a.dirty[:0]
+	return now
+}
+
+func (a *Aligner[T]) part(p int) (*partState, error) {
+	if p < 0 || p > MaxPartition {
+		return nil, fmt.Errorf("%w: %d", ErrPartitionRange, p)
+	}
+	if p >= len(a.parts) || a.parts[p] == nil {
+		return nil, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
+	}
+	return a.parts[p], nil
+}
+
+// Add starts partition p: it has no watermark and holds every item back
+// until it delivers, is marked caught up and stays silent for IdleWait, or
+// stays silent for LagWait.
+func (a *Aligner[T]) Add(p int) error {
+	if p < 0 || p > MaxPartition {
+		return fmt.Errorf("add partition: %w: %d", ErrPartitionRange, p)
+	}
+	if p < len(a.parts) && a.parts[p] != nil {
+		return fmt.Errorf("add partition: %w: %d", ErrPartitionExists, p)
+	}
+	for len(a.parts) <= p {
+		a.parts = append(a.parts, nil)
+	}
+	q := &partState{id: p, wm: math.MinInt64, quiet: a.read()}
+	a.parts[p] = q
+	a.nparts++
+	a.active.push(q, inActive)
+	return nil
+}
+
+// Remove stops partition p and discards its buffered items, which are never
+// released; drop, if not nil, is called with each (to return pooled
+// buffers), in no particular order. It returns the number dropped.
+func (a *Aligner[T]) Remove(p int, drop func(v T)) (int, error) {
+	q, err := a.part(p)
+	if err != nil {
+		return 0, fmt.Errorf("remove partition: %w", err)
+	}
+	n := 0
+	if q.n > 0 {
+		// Filter the heap in place and restore the heap property: O(n),
+		// once per revoked partition.
+		keep := a.items[:0]
+		for i := range a.items {
+			if a.items[i].part == p {
+				if drop != nil {
+					drop(a.items[i].v)
+				}
+				n++
+				continue
+			}
+			keep = append(keep, a.items[i])
+		}
+		clear(a.items[len(keep):])
+		a.items = keep
+		for i := len(a.items)/2 - 1; i >= 0; i-- {
+			a.down(i)
+		}
+		// Filter the late ring, keeping FIFO order.
+		if a.lateCount > 0 {
+			j := 0
+			for i := 0; i < a.lateCount; i++ {
+				e := a.late[(a.lateHead+i)%len(a.late)]
+				if e.part == p {
+					if drop != nil {
+						drop(e.v)
+					}
+					n++
+					continue
+				}
+				// j <= i, and the slot at j was read before: safe in place.
+				a.late[(a.lateHead+j)%len(a.late)] = e
+				j++
+			}
+			for i := j; i < a.lateCount; i++ {
+				a.late[(a.lateHead+i)%len(a.late)] = entry[T]{}
+			}
+			a.lateCount = j
+		}
+	}
+	a.heapOf(q).remove(q.hidx)
+	if q.dirty {
+		a.dirty = slices.DeleteFunc(a.dirty, func(d *partState) bool { return d == q })
+	}
+	a.parts[p] = nil
+	a.nparts--
+	a.stats.Buffered -= n
+	a.stats.Dropped += uint64(n)
+	return n, nil
+}
+
+// MarkCaughtUp records that p has delivered everything Kafka has for it
+// now (a fetch came back empty at the high-water mark): p becomes idle
+// after IdleWait of silence, counted from now if it was not caught up. Call
+// it for a partition that has nothing to deliver at all, or it holds the
+// others back for LagWait.
+func (a *Aligner[T]) MarkCaughtUp(p int) error {
+	q, err := a.part(p)
+	if err != nil {
+		return fmt.Errorf("mark caught up: %w", err)
+	}
+	if q.caughtUp {
+		return nil
+	}
+	q.caughtUp = true
+	if q.where == inLagging {
+		// Already ignored; it is now ignored as idle.
+		a.lagging.remove(q.hidx)
+		a.idle.push(q, inIdle)
+		return nil
+	}
+	q.quiet = a.read()
+	return nil
+}
+
+// Push buffers v, the next item of partition p (in p's offset order), with
+// event time ts (ns) and tie key key (tx_id; not copied, and kept until v
+// is released). caughtUp says the item was the last Kafka had for p when
+// fetched (offset == high-water − 1). An item below the last one released
+// is queued for release at once as OutOfOrder. Push makes p active if it
+// was idle or lagging. It fails only for a partition not added (or
+// removed): the caller drops v.
+func (a *Aligner[T]) Push(p int, ts int64, key string, v T, caughtUp bool) error {
+	if p < 0 || p >= len(a.parts) || a.parts[p] == nil {
+		_, err := a.part(p)
+		return fmt.Errorf("push item: %w", err)
+	}
+	q := a.parts[p]
+	if !q.dirty {
+		q.dirty = true
+		a.dirty = append(a.dirty, q)
+	}
+	q.pushCheck = a.checks
+	q.caughtUp = caughtUp
+	switch q.where {
+	case inActive:
+		if ts > q.wm {
+			q.wm = ts
+			a.active.down(q.hidx) // a key only rises
+		}
+	default:
+		a.heapOf(q).remove(q.hidx)
+		if ts > q.wm {
+			q.wm = ts
+		}
+		a.active.push(q, inActive)
+	}
+	q.n++
+	a.stats.Buffered++
+	a.seq++
+	if a.hasLast && a.belowLast(ts, key, p) {
+		a.pushLate(entry[T]{ts: ts, key: key, part: p, seq: a.seq, v: v})
+		return nil
+	}
+	a.items = append(a.items, entry[T]{ts: ts, key: key, part: p, seq: a.seq, v: v})
+	a.up(len(a.items) - 1)
+	return nil
+}
+
+// belowLast reports whether (ts, key, p) sorts before the last item
+// released in order (a later push of the same partition with the same ts
+// and key does not: its push order is larger).
+func (a *Aligner[T]) belowLast(ts int64, key string, p int) bool {
+	l := &a.last
+	if ts != l.ts {
+		return ts < l.ts
+	}
+	if key != l.key {
+		return key < l.key
+	}
+	return p < l.part
+}
+
+func (a *Aligner[T]) pushLate(e entry[T]) {
+	if a.lateCount == len(a.late) {
+		grown := make([]entry[T], max(8, 2*len(a.late)))
+		for i := 0; i < a.lateCount; i++ {
+			grown[i] = a.late[(a.lateHead+i)%len(a.late)]
+		}
+		a.late, a.lateHead = grown, 0
+	}
+	a.late[(a.lateHead+a.lateCount)%len(a.late)] = e
+	a.lateCount++
+}
+
+// Pop releases the next item if one may go now: first any out-of-order
+// item (in push order), then the smallest buffered item if no partition
+// could still deliver a smaller one (see the package doc). ok is false
+// when nothing may go yet: push more, or wait for Deadline.
+func (a *Aligner[T]) Pop() (v T, why Reason, ok bool) {
+	if a.lateCount > 0 {
+		e := &a.late[a.lateHead]
+		v = e.v
+		a.parts[e.part].n--
+		*e = entry[T]{}
+		a.lateHead = (a.lateHead + 1) % len(a.late)
+		a.lateCount--
+		a.stats.Buffered--
+		a.stats.OutOfOrder++
+		return v, OutOfOrder, true
+	}
+	if len(a.items) == 0 {
+		return v, Ordered, false
+	}
+	h := &a.items[0]
+	if !a.releasable(h.ts) {
+		return v, Ordered, false
+	}
+	why = Ordered
+	switch {
+	case len(a.lagging) > 0 && a.lagging[0].wm <= h.ts:
+		why = LagBound
+		a.stats.LagBound++
+	case len(a.idle) > 0 && a.idle[0].wm <= h.ts:
+		why = IdleBound
+		a.stats.IdleBound++
+	default:
+		a.stats.Ordered++
+	}
+	v = h.v
+	a.last = entry[struct{}]{ts: h.ts, key: h.key, part: h.part, seq: h.seq}
+	a.hasLast = true
+	a.parts[h.part].n--
+	a.stats.Buffered--
+	n := len(a.items) - 1
+	a.items[0] = a.items[n]
+	a.items[n] = entry[T]{}
+	a.items = a.items[:n]
+	if n > 0 {
+		a.down(0)
+	}
+	return v, why, true
+}
+
+// releasable reports whether no partition could still deliver an item at
+// or before ts, moving the partitions found past their wait bound out of
+// the active heap. The clock is read only if a partition holds ts back
+// and was not pushed since the last read.
+func (a *Aligner[T]) releasable(ts int64) bool {
+	var now int64
+	read := false
+	for len(a.active) > 0 {
+		q := a.active[0]
+		if q.wm > ts {
+			return true
+		}
+		w := a.wait(q)
+		if !read {
+			a.checks++
+			if q.dirty && w > 0 && q.pushCheck == a.checks-1 {
+				// Pushed since the last check: its quiet time starts at
+				// the next clock read, so it is not past its bound. The
+				// next check reads (liveness without a push).
+				return false
+			}
+			now, read = a.read(), true
+		}
+		if now-q.quiet < w {
+			return false
+		}
+		a.active.remove(0)
+		if q.caughtUp {
+			a.idle.push(q, inIdle)
+		} else {
+			a.lagging.push(q, inLagging)
+		}
+	}
+	return true
+}
+
+// satAdd is x+y for y >= 0, saturated at math.MaxInt64 (a lag wait of
+// centuries means "wait for ever", not a deadline in the past).
+func satAdd(x, y int64) int64 {
+	if x > math.MaxInt64-y {
+		return math.MaxInt64
+	}
+	return x + y
+}
+
+func (a *Aligner[T]) wait(q *partState) int64 {
+	if q.caughtUp {
+		return a.idleWait
+	}
+	return a.lagWait
+}
+
+// Deadline returns when a Pop will succeed if nothing is pushed: a time not
+// after now if one succeeds at once, else the time the last wait bound of
+// the partitions holding the head back expires. ok is false when nothing is
+// buffered. A push or MarkCaughtUp can change the answer. The owner calls
+// it before each wait: it reads the clock, which starts the quiet time of
+// the partitions pushed since the last read.
+func (a *Aligner[T]) Deadline() (time.Time, bool) {
+	now := a.read()
+	if a.lateCount > 0 {
+		return a.t0.Add(time.Duration(now)), true
+	}
+	if len(a.items) == 0 {
+		return time.Time{}, false
+	}
+	ts := a.items[0].ts
+	if len(a.active) == 0 || a.active[0].wm > ts {
+		return a.t0.Add(time.Duration(now)), true
+	}
+	// The holders are the active partitions with wm <= ts: a pruned walk
+	// of the heap (a child's wm is not below its parent's).
+	var at int64 = math.MinInt64
+	stack := append(a.walk[:0], 0)
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if i >= len(a.active) || a.active[i].wm > ts {
+			continue
+		}
+		q := a.active[i]
+		at = max(at, satAdd(q.quiet, a.wait(q)))
+		stack = append(stack, 2*i+1, 2*i+2)
+	}
+	a.walk = stack
+	return a.t0.Add(time.Duration(at)), true
+}
+
+// Full reports whether the caller should stop reading p: p has
+// MaxPerPartition items or more buffered and does not hold the head back.
+// Unknown partitions are not full.
+func (a *Aligner[T]) Full(p int) bool {
+	if p < 0 || p >= len(a.parts) || a.parts[p] == nil {
+		return false
+	}
+	q := a.parts[p]
+	if q.n < a.cfg.maxPer {
+		return false
+	}
+	// A partition holding the head back must be read for progress.
+	return !(len(a.items) > 0 && q.where == inActive && q.wm <= a.items[0].ts)
+}
+
+// Len returns the number of items buffered.
+func (a *Aligner[T]) Len() int { return a.stats.Buffered }
+
+// Stats returns the counters and gauges.
+func (a *Aligner[T]) Stats() Stats {
+	s := a.stats
+	s.Partitions = a.nparts
+	s.IdlePartitions = len(a.idle)
+	s.LaggingPartitions = len(a.lagging)
+	s.Watermark, s.HasWatermark = math.MinInt64, false
+	if len(a.active) > 0 && a.active[0].wm != math.MinInt64 {
+		s.Watermark, s.HasWatermark = a.active[0].wm, true
+	}
+	return s
+}
+
+func (a *Aligner[T]) heapOf(q *partState) *partHeap {
+	switch q.where {
+	case inIdle:
+		return &a.idle
+	case inLagging:
+		return &a.lagging
+	}
+	return &a.active
+}
+
+// up and down keep a.items a min-heap by before.
+func (a *Aligner[T]) up(i int) {
+	it := a.items
+	for i > 0 {
+		p := (i - 1) / 2
+		if !before(&it[i], &it[p]) {
+			return
+		}
+		it[i], it[p] = it[p], it[i]
+		i = p
+	}
+}
+
+func (a *Aligner[T]) down(i int) {
+	it := a.items
+	n := len(it)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && before(&it[r], &it[l]) {
+			m = r
+		}
+		if !before(&it[m], &it[i]) {
+			return
+		}
+		it[i], it[m] = it[m], it[i]
+		i = m
+	}
+}

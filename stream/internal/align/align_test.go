@@ -1,0 +1,769 @@
+package align
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// clock is a manual clock for the wait bounds.
+type clock struct{ t time.Time }
+
+func newClock() *clock                   { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+const (
+	testIdle = 100 * time.Millisecond
+	testLag  = time.Second
+)
+
+func newTest[T any](t testing.TB, c *clock, opts ...Option) *Aligner[T] {
+	t.Helper()
+	a, err := New[T](append([]Option{WithClock(c.now), WithIdleWait(testIdle), WithLagWait(testLag)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// item is a test item: what Push got, and its index in its partition.
+type item struct {
+	ts   int64
+	key  string
+	part int
+	idx  int
+}
+
+// less is the documented release order.
+func less(a, b item) int {
+	if a.ts != b.ts {
+		return cmpInt(a.ts, b.ts)
+	}
+	if c := strings.Compare(a.key, b.key); c != 0 {
+		return c
+	}
+	if a.part != b.part {
+		return cmpInt(int64(a.part), int64(b.part))
+	}
+	return a.idx - b.idx
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+type popped struct {
+	it  item
+	why Reason
+}
+
+func drain(a *Aligner[item]) []popped {
+	var out []popped
+	for {
+		v, why, ok := a.Pop()
+		if !ok {
+			return out
+		}
+		out = append(out, popped{v, why})
+	}
+}
+
+func mustPush(t testing.TB, a *Aligner[item], it item, caughtUp bool) {
+	t.Helper()
+	if err := a.Push(it.part, it.ts, it.key, it, caughtUp); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []Option
+		want string // error substring; "" for success
+	}{
+		{"defaults", nil, ""},
+		{"zero idle wait", []Option{WithIdleWait(0)}, ""},
+		{"negative idle wait", []Option{WithIdleWait(-time.Second)}, "idle wait -1s is negative"},
+		{"zero lag wait", []Option{WithLagWait(0)}, "lag wait 0s is not positive"},
+		{"lag below idle", []Option{WithIdleWait(time.Second), WithLagWait(time.Millisecond)}, "lag wait 1ms is below idle wait 1s"},
+		{"zero max", []Option{WithMaxPerPartition(0)}, "max per partition 0 is below 1"},
+		{"nil clock", []Option{WithClock(nil)}, "nil clock"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New[int](tc.opts...)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("got %v, want no error", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPartitionErrors(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	if err := a.Add(0); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"add twice", a.Add(0), ErrPartitionExists},
+		{"add negative", a.Add(-1), ErrPartitionRange},
+		{"add too large", a.Add(MaxPartition + 1), ErrPartitionRange},
+		{"push unknown", a.Push(3, 1, "k", item{}, false), ErrUnknownPartition},
+		{"push negative", a.Push(-2, 1, "k", item{}, false), ErrPartitionRange},
+		{"mark unknown", a.MarkCaughtUp(7), ErrUnknownPartition},
+		{"remove unknown", func() error { _, err := a.Remove(9, nil); return err }(), ErrUnknownPartition},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !errors.Is(tc.err, tc.want) {
+				t.Fatalf("got %v, want %v", tc.err, tc.want)
+			}
+		})
+	}
+	if a.Full(5) || a.Full(-1) {
+		t.Fatal("an unknown partition reported full")
+	}
+}
+
+// genPartitions returns per-partition sequences in event-time order, with
+// many equal event times (within and across partitions), tie keys not
+// sorted within an equal event time, and duplicated (ts, key) pairs.
+func genPartitions(r *rand.Rand, parts, maxLen int) [][]item {
+	seqs := make([][]item, parts)
+	for p := range seqs {
+		n := r.IntN(maxLen + 1)
+		ts := int64(r.IntN(5))
+		for i := 0; i < n; i++ {
+			ts += int64(r.IntN(3)) // 0: same event time as the previous item
+			seqs[p] = append(seqs[p], item{ts: ts, key: fmt.Sprintf("k%d", r.IntN(4)), part: p, idx: i})
+		}
+	}
+	return seqs
+}
+
+// TestRandomInterleavingSorted pushes random per-partition sequences in a
+// random interleaving, every item but each partition's last one not caught
+// up, pops after every push, and checks the output is exactly the global
+// sort and that nothing that may go is held back.
+func TestRandomInterleavingSorted(t *testing.T) {
+	for seed := range uint64(400) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		parts := 1 + r.IntN(6)
+		seqs := genPartitions(r, parts, 40)
+		c := newClock()
+		a := newTest[item](t, c)
+		for p := range parts {
+			if err := a.Add(p); err != nil {
+				t.Fatal(err)
+			}
+			if len(seqs[p]) == 0 { // Kafka has nothing for it
+				if err := a.MarkCaughtUp(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var want []item
+		for _, s := range seqs {
+			want = append(want, s...)
+		}
+		slices.SortFunc(want, less)
+
+		pos := make([]int, parts)
+		wm := make([]int64, parts)
+		for p := range wm {
+			wm[p] = -1 << 62
+		}
+		var got []popped
+		buffered := map[item]bool{}
+		for {
+			var open []int
+			for p := range parts {
+				if pos[p] < len(seqs[p]) {
+					open = append(open, p)
+				}
+			}
+			if len(open) == 0 {
+				break
+			}
+			p := open[r.IntN(len(open))]
+			it := seqs[p][pos[p]]
+			pos[p]++
+			mustPush(t, a, it, pos[p] == len(seqs[p]))
+			wm[p] = max(wm[p], it.ts)
+			buffered[it] = true
+			if r.IntN(4) == 0 {
+				continue // let items pile up sometimes
+			}
+			for _, o := range drain(a) {
+				got = append(got, o)
+				delete(buffered, o.it)
+			}
+			// Liveness: what stays buffered is held back by a partition
+			// whose watermark is not above the smallest buffered item.
+			if len(buffered) > 0 {
+				head := slices.MinFunc(mapsKeys(buffered), less)
+				held := false
+				for q := range parts {
+					held = held || wm[q] <= head.ts
+				}
+				if !held {
+					t.Fatalf("seed %d: %v buffered though every partition is past it (wm %v)", seed, head, wm)
+				}
+			}
+		}
+		got = append(got, drain(a)...)
+		for _, o := range got {
+			if o.why != Ordered {
+				t.Fatalf("seed %d: %v released as %v before the clock moved", seed, o.it, o.why)
+			}
+		}
+		// Every partition is caught up at its end: after IdleWait the rest
+		// goes. The owner calls Deadline before it waits.
+		if _, ok := a.Deadline(); ok != (a.Len() > 0) {
+			t.Fatalf("seed %d: deadline ok %v with %d buffered", seed, ok, a.Len())
+		}
+		c.advance(testIdle - 1)
+		if v, _, ok := a.Pop(); ok {
+			t.Fatalf("seed %d: %v released before the idle wait", seed, v)
+		}
+		c.advance(1)
+		for _, o := range drain(a) {
+			if o.why == OutOfOrder || o.why == LagBound {
+				t.Fatalf("seed %d: drained %v as %v", seed, o.it, o.why)
+			}
+			got = append(got, o)
+		}
+		if a.Len() != 0 {
+			t.Fatalf("seed %d: %d items left after the idle wait", seed, a.Len())
+		}
+		gotItems := make([]item, len(got))
+		for i, o := range got {
+			gotItems[i] = o.it
+		}
+		if !slices.Equal(gotItems, want) {
+			t.Fatalf("seed %d: order differs\n got %v\nwant %v", seed, gotItems, want)
+		}
+		st := a.Stats()
+		if n := st.Ordered + st.IdleBound + st.LagBound + st.OutOfOrder; n != uint64(len(want)) {
+			t.Fatalf("seed %d: stats count %d releases, want %d", seed, n, len(want))
+		}
+	}
+}
+
+func mapsKeys(m map[item]bool) []item {
+	out := make([]item, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// TestOwnPartitionTie: an item is not released while its own partition may
+// still deliver the same event time with a smaller tie key.
+func TestOwnPartitionTie(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPush(t, a, item{ts: 50, key: "z", part: 1}, false)
+	mustPush(t, a, item{ts: 10, key: "m", part: 0}, false)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("got %v released while partition 0 may still deliver ts 10 with a smaller key", out)
+	}
+	mustPush(t, a, item{ts: 10, key: "a", part: 0, idx: 1}, false)
+	mustPush(t, a, item{ts: 11, key: "b", part: 0, idx: 2}, false)
+	out := drain(a)
+	if len(out) != 2 || out[0].it.key != "a" || out[1].it.key != "m" {
+		t.Fatalf("got %v, want ts 10 keys a then m", out)
+	}
+}
+
+// TestIdleWait: a caught-up silent partition holds the others back for
+// exactly IdleWait, then not at all until it delivers again; waking up
+// with an older event gives an out-of-order release.
+func TestIdleWait(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p0At := c.t
+	mustPush(t, a, item{ts: 10, key: "a", part: 0}, false)
+	mustPush(t, a, item{ts: 11, key: "b", part: 0, idx: 1}, true)
+	a.Deadline() // the owner's loop, before it waits
+	c.advance(time.Millisecond)
+	pushAt := c.t
+	mustPush(t, a, item{ts: 20, key: "c", part: 1}, true)
+
+	if out := drain(a); len(out) != 1 || out[0].it.ts != 10 || out[0].why != Ordered {
+		t.Fatalf("got %v, want ts 10 ordered", out)
+	}
+	// Head 11 is held by partition 0 (watermark 11) until it is idle.
+	if d, ok := a.Deadline(); !ok || !d.Equal(p0At.Add(testIdle)) {
+		t.Fatalf("deadline %v %v, want %v", d, ok, p0At.Add(testIdle))
+	}
+	c.t = p0At.Add(testIdle - 1)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v before the idle wait", out)
+	}
+	c.advance(1)
+	out := drain(a)
+	if len(out) != 1 || out[0].it.ts != 11 || out[0].why != IdleBound {
+		t.Fatalf("got %v, want ts 11 by the idle bound", out)
+	}
+	// Head 20 is held by its own partition 1 (caught up at 20) until it too
+	// is idle; the exact deadline is partition 1's push + IdleWait.
+	if d, ok := a.Deadline(); !ok || !d.Equal(pushAt.Add(testIdle)) {
+		t.Fatalf("deadline %v %v, want %v", d, ok, pushAt.Add(testIdle))
+	}
+	c.t = pushAt.Add(testIdle)
+	out = drain(a)
+	if len(out) != 1 || out[0].it.ts != 20 || out[0].why != IdleBound {
+		t.Fatalf("got %v, want ts 20 by the idle bound", out)
+	}
+	st := a.Stats()
+	if st.IdlePartitions != 2 || st.HasWatermark {
+		t.Fatalf("stats %+v, want 2 idle partitions and no watermark", st)
+	}
+	// Partition 0 wakes up with an event older than what was released.
+	mustPush(t, a, item{ts: 15, key: "d", part: 0, idx: 2}, true)
+	out = drain(a)
+	if len(out) != 1 || out[0].it.ts != 15 || out[0].why != OutOfOrder {
+		t.Fatalf("got %v, want ts 15 out of order", out)
+	}
+	// ... and is active again: it holds back a later item of partition 1.
+	mustPush(t, a, item{ts: 30, key: "e", part: 1, idx: 1}, true)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v while partition 0 (awake, watermark 15) holds it", out)
+	}
+	st = a.Stats()
+	if st.Ordered != 1 || st.IdleBound != 2 || st.OutOfOrder != 1 || st.LagBound != 0 || st.Buffered != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if !st.HasWatermark || st.Watermark != 15 {
+		t.Fatalf("watermark %d %v, want 15", st.Watermark, st.HasWatermark)
+	}
+}
+
+// TestLagWait: a partition Kafka has more for holds the others back for
+// LagWait; MarkCaughtUp turns an empty partition into an idle one.
+func TestLagWait(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	for p := range 3 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := c.t
+	mustPush(t, a, item{ts: 10, key: "a", part: 0}, false)
+	c.advance(10 * time.Millisecond)
+	mustPush(t, a, item{ts: 99, key: "b", part: 0, idx: 1}, false)
+	if err := a.MarkCaughtUp(2); err != nil { // empty partition: nothing in Kafka
+		t.Fatal(err)
+	}
+	if err := a.MarkCaughtUp(2); err != nil { // again: the idle clock does not restart
+		t.Fatal(err)
+	}
+	// Partition 1 never delivers: it holds ts 10 back for LagWait from Add.
+	if d, ok := a.Deadline(); !ok || !d.Equal(start.Add(testLag)) {
+		t.Fatalf("deadline %v %v, want %v", d, ok, start.Add(testLag))
+	}
+	c.t = start.Add(testLag - 1)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v before the lag wait", out)
+	}
+	c.t = start.Add(testLag)
+	out := drain(a)
+	if len(out) != 1 || out[0].it.ts != 10 || out[0].why != LagBound {
+		t.Fatalf("got %v, want ts 10 by the lag bound", out)
+	}
+	if st := a.Stats(); st.LaggingPartitions != 1 || st.IdlePartitions != 1 {
+		t.Fatalf("stats %+v, want one lagging and one idle partition", st)
+	}
+	// Partition 1 delivers: active again, it holds 99 until past it.
+	mustPush(t, a, item{ts: 50, key: "c", part: 1}, false)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v", out)
+	}
+	mustPush(t, a, item{ts: 120, key: "d", part: 1, idx: 1}, false)
+	out = drain(a)
+	// 50 goes in order (idle partition 2 has no watermark: idle bound);
+	// 99 is then held by its own partition 0.
+	if len(out) != 1 || out[0].it.ts != 50 || out[0].why != IdleBound {
+		t.Fatalf("got %v, want ts 50 by the idle bound", out)
+	}
+}
+
+// TestMarkCaughtUpLagging: a lagging partition past its bound, then marked
+// caught up, stays ignored (as idle) and does not stall the others again.
+func TestMarkCaughtUpLagging(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPush(t, a, item{ts: 1, key: "a", part: 0}, false)
+	mustPush(t, a, item{ts: 2, key: "a", part: 0, idx: 1}, false)
+	c.advance(testLag)
+	mustPush(t, a, item{ts: 3, key: "a", part: 0, idx: 2}, false)
+	if out := drain(a); len(out) != 2 || out[0].why != LagBound {
+		t.Fatalf("got %v, want ts 1 and 2 by the lag bound", out)
+	}
+	if err := a.MarkCaughtUp(1); err != nil {
+		t.Fatal(err)
+	}
+	mustPush(t, a, item{ts: 4, key: "a", part: 0, idx: 3}, false)
+	out := drain(a)
+	if len(out) != 1 || out[0].it.ts != 3 || out[0].why != IdleBound {
+		t.Fatalf("got %v, want ts 3 by the idle bound", out)
+	}
+	if st := a.Stats(); st.IdlePartitions != 1 || st.LaggingPartitions != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPartitionOutOfOrder: a partition whose event times go backwards
+// gets its late items released at once and flagged.
+func TestPartitionOutOfOrder(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPush(t, a, item{ts: 10, key: "a", part: 0}, false)
+	mustPush(t, a, item{ts: 30, key: "a", part: 0, idx: 1}, false)
+	mustPush(t, a, item{ts: 20, key: "a", part: 1}, false)
+	mustPush(t, a, item{ts: 40, key: "a", part: 1, idx: 1}, false)
+	out := drain(a)
+	if len(out) != 2 || out[1].it.ts != 20 {
+		t.Fatalf("got %v, want 10 and 20", out)
+	}
+	mustPush(t, a, item{ts: 15, key: "a", part: 0, idx: 2}, false) // below 20: late
+	mustPush(t, a, item{ts: 20, key: "a", part: 0, idx: 3}, false) // (20,a,0) < (20,a,1): late
+	mustPush(t, a, item{ts: 25, key: "a", part: 0, idx: 4}, false) // above 20: in order
+	out = drain(a)
+	want := []popped{
+		{item{ts: 15, key: "a", part: 0, idx: 2}, OutOfOrder},
+		{item{ts: 20, key: "a", part: 0, idx: 3}, OutOfOrder},
+		{item{ts: 25, key: "a", part: 0, idx: 4}, Ordered},
+	}
+	if !slices.Equal(out, want) {
+		t.Fatalf("got %v, want %v", out, want)
+	}
+	if st := a.Stats(); st.OutOfOrder != 2 || st.Buffered != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestRemove: a removed partition's items are dropped, never released,
+// and it no longer holds the others back.
+func TestRemove(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	for p := range 3 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		mustPush(t, a, item{ts: int64(10 * i), key: "a", part: 0, idx: i}, false)
+		mustPush(t, a, item{ts: int64(10*i + 5), key: "b", part: 1, idx: i}, false)
+	}
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v while partition 2 never delivered", out)
+	}
+	if n, err := a.Remove(2, nil); err != nil || n != 0 {
+		t.Fatalf("remove empty partition: %d %v", n, err)
+	}
+	out := drain(a)
+	if len(out) != 8 { // all but the last of each partition (own-partition hold)
+		t.Fatalf("released %d items after removing the empty partition, want 8: %v", len(out), out)
+	}
+	mustPush(t, a, item{ts: 1, key: "z", part: 1, idx: 5}, false) // late, queued
+	var dropped []item
+	n, err := a.Remove(1, func(v item) { dropped = append(dropped, v) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 || len(dropped) != 2 {
+		t.Fatalf("dropped %d %v, want partition 1's buffered 45 and its late 1", n, dropped)
+	}
+	for _, d := range dropped {
+		if d.part != 1 {
+			t.Fatalf("dropped %v of another partition", d)
+		}
+	}
+	if err := a.Push(1, 100, "x", item{}, false); !errors.Is(err, ErrUnknownPartition) {
+		t.Fatalf("push to a removed partition: %v", err)
+	}
+	c.advance(testLag)
+	out = drain(a)
+	if len(out) != 1 || out[0].it.part != 0 || out[0].it.ts != 40 {
+		t.Fatalf("got %v, want only partition 0's ts 40", out)
+	}
+	st := a.Stats()
+	if st.Dropped != 2 || st.Buffered != 0 || st.Partitions != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Re-adding starts the partition afresh.
+	if err := a.Add(1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBackpressureNoDeadlock simulates a driver that reads only partitions
+// that are not Full, some with runs of equal event times longer than
+// MaxPerPartition, and advances the clock only when it cannot read
+// anything: it must always make progress, never need the lag bound, and
+// produce the global sort.
+func TestBackpressureNoDeadlock(t *testing.T) {
+	const maxPer = 4
+	for seed := range uint64(200) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		parts := 1 + r.IntN(5)
+		seqs := make([][]item, parts)
+		for p := range seqs {
+			ts := int64(r.IntN(3))
+			for i := range r.IntN(60) {
+				if r.IntN(8) != 0 { // runs of equal ts, up to ~3*maxPer long
+					ts += int64(r.IntN(2))
+				}
+				seqs[p] = append(seqs[p], item{ts: ts, key: fmt.Sprintf("k%d", r.IntN(3)), part: p, idx: i})
+			}
+		}
+		var want []item
+		for _, s := range seqs {
+			want = append(want, s...)
+		}
+		slices.SortFunc(want, less)
+
+		c := newClock()
+		a := newTest[item](t, c, WithMaxPerPartition(maxPer))
+		for p := range parts {
+			if err := a.Add(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pos := make([]int, parts)
+		for p := range parts {
+			if len(seqs[p]) == 0 {
+				if err := a.MarkCaughtUp(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var got []item
+		for steps := 0; ; steps++ {
+			if steps > 100000 {
+				t.Fatalf("seed %d: no end after %d steps", seed, steps)
+			}
+			for _, o := range drain(a) {
+				if o.why == LagBound || o.why == OutOfOrder {
+					t.Fatalf("seed %d: %v released as %v", seed, o.it, o.why)
+				}
+				got = append(got, o.it)
+			}
+			var readable []int
+			for p := range parts {
+				if pos[p] < len(seqs[p]) && !a.Full(p) {
+					readable = append(readable, p)
+				}
+			}
+			if len(readable) > 0 {
+				p := readable[r.IntN(len(readable))]
+				pos[p]++
+				mustPush(t, a, seqs[p][pos[p]-1], pos[p] == len(seqs[p]))
+				c.advance(time.Duration(r.IntN(3)) * time.Millisecond)
+				continue
+			}
+			if a.Len() == 0 {
+				break
+			}
+			// Nothing readable and items held: the holders are finished
+			// partitions, released when the deadline passes.
+			d, ok := a.Deadline()
+			if !ok {
+				t.Fatalf("seed %d: %d buffered and no deadline", seed, a.Len())
+			}
+			if d.After(c.t) {
+				c.t = d
+			}
+			v, why, ok := a.Pop()
+			if !ok {
+				t.Fatalf("seed %d: no progress at the deadline with %d buffered (deadlock)", seed, a.Len())
+			}
+			if why != IdleBound {
+				t.Fatalf("seed %d: %v released at the deadline as %v, want idle bound", seed, v, why)
+			}
+			got = append(got, v)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("seed %d: order differs\n got %v\nwant %v", seed, got, want)
+		}
+	}
+}
+
+// TestQuietFromFirstRead: Push does not read the clock; a partition's wait
+// bound counts from the first clock read after its push. An owner that
+// never calls Deadline (a ticker) still gets every item out, at most one
+// loop iteration later than one that does.
+func TestQuietFromFirstRead(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	if err := a.Add(0); err != nil {
+		t.Fatal(err)
+	}
+	mustPush(t, a, item{ts: 10, key: "a", part: 0}, true)
+	if out := drain(a); len(out) != 0 { // held by partition 0 itself
+		t.Fatalf("released %v", out)
+	}
+	c.advance(testIdle)
+	if out := drain(a); len(out) != 0 { // first read: partition 0's quiet starts now
+		t.Fatalf("released %v at the first clock read after the push", out)
+	}
+	c.advance(testIdle - 1)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v before the idle wait from the first read", out)
+	}
+	c.advance(1)
+	if out := drain(a); len(out) != 1 || out[0].why != IdleBound {
+		t.Fatalf("got %v, want ts 10 by the idle bound", out)
+	}
+
+	// A silent holder does not stall a busy partition for ever when the
+	// owner pops after every push and never calls Deadline.
+	if err := a.Add(1); err != nil {
+		t.Fatal(err)
+	}
+	mustPush(t, a, item{ts: 20, key: "a", part: 0, idx: 1}, true) // then silent
+	for i := range 50 {
+		c.advance(10 * time.Millisecond)
+		mustPush(t, a, item{ts: int64(30 + i), key: "b", part: 1, idx: i}, false)
+		drain(a)
+	}
+	if a.Len() > 2 {
+		t.Fatalf("%d items held after 500ms behind a partition silent since its push", a.Len())
+	}
+}
+
+// TestHugeLagWait: a lag wait near the largest Duration means "wait for
+// ever": the deadline is far in the future, not overflowed into the past.
+func TestHugeLagWait(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c, WithLagWait(time.Duration(1<<63-1)))
+	if err := a.Add(0); err != nil {
+		t.Fatal(err)
+	}
+	c.advance(time.Hour)
+	mustPush(t, a, item{ts: 1, key: "a", part: 0}, false)
+	d, ok := a.Deadline()
+	if !ok || !d.After(c.t.Add(100*365*24*time.Hour)) {
+		t.Fatalf("deadline %v %v, want centuries ahead of %v", d, ok, c.t)
+	}
+	c.advance(1000 * time.Hour)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v", out)
+	}
+}
+
+// TestFull: a partition is full at MaxPerPartition buffered items, except
+// while it holds the head back (then reading it is the way forward).
+func TestFull(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c, WithMaxPerPartition(2))
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPush(t, a, item{ts: 10, key: "a", part: 0}, false)
+	mustPush(t, a, item{ts: 20, key: "a", part: 0, idx: 1}, false)
+	mustPush(t, a, item{ts: 5, key: "a", part: 1}, false)
+	mustPush(t, a, item{ts: 5, key: "b", part: 1, idx: 1}, false)
+	tests := []struct {
+		name string
+		p    int
+		want bool
+	}{
+		{"ahead of the head, at the bound", 0, true},
+		{"holds the head (watermark 5 = head ts), at the bound", 1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := a.Full(tc.p); got != tc.want {
+				t.Fatalf("Full(%d) = %v, want %v", tc.p, got, tc.want)
+			}
+		})
+	}
+	mustPush(t, a, item{ts: 5, key: "c", part: 1, idx: 2}, false) // beyond the bound: allowed
+	mustPush(t, a, item{ts: 6, key: "a", part: 1, idx: 3}, false)
+	if out := drain(a); len(out) != 3 {
+		t.Fatalf("got %v, want the three items at ts 5", out)
+	}
+	if !a.Full(0) || a.Full(1) { // 0 still has its two, 1 has one left
+		t.Fatalf("full after the release: %v %v, want true false", a.Full(0), a.Full(1))
+	}
+}
+
+// TestRealClock: with the default monotonic clock, an idle partition
+// holds the head for IdleWait, and Deadline says when it stops.
+func TestRealClock(t *testing.T) {
+	const idle = 20 * time.Millisecond
+	a, err := New[item](WithIdleWait(idle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Add(0); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	mustPush(t, a, item{ts: 1, key: "a", part: 0}, true)
+	for {
+		if v, why, ok := a.Pop(); ok {
+			if el := time.Since(start); el < idle || why != IdleBound {
+				t.Fatalf("%v released as %v after %v, want the idle bound after %v", v, why, el, idle)
+			}
+			return
+		}
+		d, ok := a.Deadline()
+		if !ok {
+			t.Fatal("no deadline with an item buffered")
+		}
+		if time.Until(d) > idle {
+			t.Fatalf("deadline %v ahead, beyond the idle wait %v", time.Until(d), idle)
+		}
+		time.Sleep(time.Until(d))
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("not released after 5s")
+		}
+	}
+}
