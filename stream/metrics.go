@@ -36,6 +36,8 @@ type metrics struct {
 	snapshotBytes   prometheus.Gauge
 	snapshotPause   prometheus.Gauge
 	stateGap        prometheus.Counter
+	aligned         *prometheus.CounterVec
+	alignBuffered   prometheus.Gauge
 
 	rateAnomalies *prometheus.CounterVec // model, direction
 }
@@ -155,6 +157,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Offsets between a partition's restored state and its first event after the restore: events (or transaction markers) the restored state does not contain.",
 		}),
 	}
+	m.aligned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamscore_stream_aligned_events_total",
+		Help: "Events applied in event-time order across the partitions (outcome ordered: exact), released while a quiet partition was ignored (idle_bound) or a slow one (lag_bound) — exposure, not errors —, applied out of order (out_of_order: older than events already applied; shared features may differ from a replay), or applied at shutdown (drained).",
+	}, []string{"outcome"})
+	m.alignBuffered = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "streamscore_stream_align_buffered_events",
+		Help: "Events fetched and waiting for the other partitions to reach their event time.",
+	})
 	m.rateAnomalies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "streamscore_stream_alert_rate_anomalies_total",
 		Help: "Windows of events (WithAlertRateGuard) in which a model's alert rate was above (direction high) or below (low) its validation alert rate by more than the guard's factor.",
@@ -165,7 +175,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.rejected, m.batchSize, m.scoreSeconds,
 		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late, m.rekeyed,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
-		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies} {
+		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies,
+		m.aligned, m.alignBuffered} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

@@ -39,9 +39,11 @@ type config struct {
 	shadows        []*models.Model
 	stateDir       string
 	stateInterval  time.Duration
-	allowUnpinned  bool    // WithUnpinnedModels
-	guardEvents    int     // WithAlertRateGuard; 0: off
-	guardFactor    float64 // WithAlertRateGuard
+	allowUnpinned  bool          // WithUnpinnedModels
+	guardEvents    int           // WithAlertRateGuard; 0: off
+	guardFactor    float64       // WithAlertRateGuard
+	alignIdle      time.Duration // WithAlignIdleWait; negative: no alignment
+	alignLag       time.Duration // WithAlignLagWait
 }
 
 func defaultConfig() config {
@@ -60,12 +62,16 @@ func defaultConfig() config {
 		sessionTimeout: 30 * time.Second,
 		guardEvents:    10000,
 		guardFactor:    5,
+		alignIdle:      100 * time.Millisecond,
+		alignLag:       10 * time.Second,
 	}
 }
 
-// WithWorkers sets the number of partition workers (default 2). Partition p is
-// owned by worker p mod n, which owns the card state of its keys. More workers
-// than assigned partitions leaves the extra ones idle.
+// WithWorkers sets the number of scoring workers (default 2). Partition p is
+// scored by worker p mod n, which keeps the sequential-model state of its
+// cards; the feature state belongs to the partition, so any worker count
+// restores a snapshot. More workers than assigned partitions leaves the
+// extra ones idle.
 func WithWorkers(n int) Option {
 	return func(c *config) error {
 		if n < 1 || n > 1024 {
@@ -249,6 +255,43 @@ func WithLatencyObserver(fn func(appended time.Time, latency time.Duration)) Opt
 func WithReaderObserver(fn func(reader string, err error)) Option {
 	return func(c *config) error {
 		c.connObserve = fn
+		return nil
+	}
+}
+
+// WithAlignIdleWait sets how long a partition that has nothing more to
+// read (caught up) may hold back the events of the others (default 100 ms).
+// The feature stage applies the events of all the partitions it reads in
+// event-time order (ties by tx_id), as `streamscore score` does, so that
+// state shared across partitions (terminals) is exact: an event waits until
+// every partition has delivered a later one. A quiet partition therefore
+// adds up to this wait to the decision latency of every event; past it, the
+// partition is ignored until it delivers again, and an event it then
+// delivers older than what was applied is applied out of order (counted:
+// streamscore_stream_aligned_events_total{outcome="out_of_order"}). 0 never
+// waits for a caught-up partition (lowest latency; live traffic is then
+// applied in arrival order, a backlog still in event-time order); negative
+// turns alignment off altogether (the order of arrival, as before 0.x).
+func WithAlignIdleWait(d time.Duration) Option {
+	return func(c *config) error {
+		if d > time.Minute {
+			return fmt.Errorf("stream: align idle wait %v out of range (at most 1m; negative turns alignment off)", d)
+		}
+		c.alignIdle = d
+		return nil
+	}
+}
+
+// WithAlignLagWait sets how long a partition that Kafka still has events
+// for, but whose fetch delivers nothing (a slow or unreachable partition
+// leader), may hold back the others (default 10 s): a safety bound, past
+// which it is treated as idle (see WithAlignIdleWait).
+func WithAlignLagWait(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 || d > time.Hour {
+			return fmt.Errorf("stream: align lag wait %v out of range (0, 1h]", d)
+		}
+		c.alignLag = d
 		return nil
 	}
 }

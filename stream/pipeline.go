@@ -230,9 +230,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// group's committed offsets, which pick the snapshot to restore;
 	// without them (the brokers unreachable for 10 s) the current one is
 	// used.
-	committed, err := p.committedOffsets(ctx, dialer)
+	committed, first, next, err := p.topicOffsets(ctx, dialer)
 	if err != nil {
-		p.log.Warn("committed offsets unknown", "err", err)
+		p.log.Warn("the topic's offsets are unknown: a state snapshot is restored as it is, and the event-time alignment learns the partitions as they deliver", "err", err)
 		committed = nil
 	}
 	p.nParts = len(committed)
@@ -257,6 +257,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	// Every partition of the topic takes part in the event-time alignment
+	// from the start (a partition that has not delivered yet holds the
+	// others back), but one with nothing to read.
+	st.alignAll(committed, first, next)
 	var wg sync.WaitGroup
 	stageDone := make(chan struct{})
 	go func() { defer close(stageDone); st.run() }()

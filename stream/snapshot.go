@@ -106,9 +106,12 @@ type snapshotManifest struct {
 	Group     string    `json:"group"`
 	Workers   int       `json:"workers"` // informational: any worker count restores a snapshot
 	Features  []string  `json:"features"`
-	// Applied maps a partition (decimal) to the highest offset applied to
-	// the state.
-	Applied map[string]int64 `json:"applied"`
+	// Applied maps a partition (decimal) to the highest offset up to which
+	// every offset is applied to the state; Ahead, to the offsets above it
+	// applied too (events applied in event-time order before an earlier
+	// offset of theirs).
+	Applied map[string]int64   `json:"applied"`
+	Ahead   map[string][]int64 `json:"ahead,omitempty"`
 	// LabelsTopic and LabelsNext: the labels topic and, per partition, the
 	// next offset to read; every label before it is in the Shared state.
 	LabelsTopic string           `json:"labels_topic,omitempty"`
@@ -192,6 +195,12 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 		man.Cards[key] = ps.build.Cards()
 		man.SeqCard[key] = len(ps.seq.cards)
 		man.Applied[key] = ps.applied
+		if a := ps.ahead(); len(a) > 0 {
+			if man.Ahead == nil {
+				man.Ahead = map[string][]int64{}
+			}
+			man.Ahead[key] = a
+		}
 		applied[part] = ps.applied
 	}
 	man.Files = make([]snapshotFile, len(tasks))
@@ -383,6 +392,10 @@ var errNoSnapshot = errors.New("no snapshot")
 // (Kafka allows far fewer in practice): a corrupt number must not become a
 // huge allocation.
 const maxSnapPartition = 1 << 20
+
+// maxSnapAhead bounds the offsets applied ahead of a partition's applied
+// one that a manifest may list (the aligner's buffer bounds them).
+const maxSnapAhead = 1 << 20
 
 // unusableError marks a snapshot that is there but cannot be used (corrupt,
 // truncated, or written for another configuration), as opposed to an I/O
@@ -661,7 +674,15 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 			build:        features.NewBuilder(r.shared, p.partFeatureOpts()...),
 			seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 			applied:      off,
+			seen:         off,
 			restoredFrom: -1,
+		}
+		for _, a := range man.Ahead[ps] {
+			if a <= st.seen || len(st.trail) > maxSnapAhead {
+				return nil, unusable("ahead of partition %s: offset %d not above %d, or more than %d", ps, a, st.seen, maxSnapAhead)
+			}
+			st.trail = append(st.trail, trailEntry{off: a, done: true})
+			st.seen = a
 		}
 		st.seq.layout = stageLayout(stg, part)
 		r.parts[part] = st
@@ -829,10 +850,12 @@ func (p *Pipeline) restoreState(st *stage, committed map[int]int64) error {
 	return nil
 }
 
-// committedOffsets returns the group's committed offset of every partition
-// of the topic (-1 where none), through a client with the dialer's TLS and
-// SASL settings. The restore uses them to pick the snapshot that matches.
-func (p *Pipeline) committedOffsets(ctx context.Context, d *kafka.Dialer) (map[int]int64, error) {
+// topicOffsets returns, for every partition of the topic, the group's
+// committed offset (-1 where none) and the first and next offsets Kafka
+// holds, through a client with the dialer's TLS and SASL settings. The
+// restore uses the committed offsets to pick the snapshot that matches;
+// the aligner, the others to tell a partition with nothing to read.
+func (p *Pipeline) topicOffsets(ctx context.Context, d *kafka.Dialer) (committed, first, next map[int]int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cl := &kafka.Client{Addr: kafka.TCP(p.brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{
@@ -841,10 +864,10 @@ func (p *Pipeline) committedOffsets(ctx context.Context, d *kafka.Dialer) (map[i
 	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
 	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
 	if err != nil {
-		return nil, fmt.Errorf("metadata: %w", err)
+		return nil, nil, nil, fmt.Errorf("metadata: %w", err)
 	}
 	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		return nil, fmt.Errorf("metadata of %q: %v", p.topic, md.Topics)
+		return nil, nil, nil, fmt.Errorf("metadata of %q: %v", p.topic, md.Topics)
 	}
 	var parts []int
 	for _, pt := range md.Topics[0].Partitions {
@@ -852,25 +875,39 @@ func (p *Pipeline) committedOffsets(ctx context.Context, d *kafka.Dialer) (map[i
 	}
 	res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: p.group, Topics: map[string][]int{p.topic: parts}})
 	if err != nil {
-		return nil, fmt.Errorf("offset fetch: %w", err)
+		return nil, nil, nil, fmt.Errorf("offset fetch: %w", err)
 	}
-	out := make(map[int]int64, len(parts))
+	committed = make(map[int]int64, len(parts))
 	for _, pt := range parts {
-		out[pt] = -1
+		committed[pt] = -1
 	}
-	if errors.Is(res.Error, kafka.GroupIdNotFound) {
-		return out, nil
+	if res.Error != nil && !errors.Is(res.Error, kafka.GroupIdNotFound) {
+		return nil, nil, nil, fmt.Errorf("offset fetch: %w", res.Error)
 	}
-	if res.Error != nil {
-		return nil, fmt.Errorf("offset fetch: %w", res.Error)
-	}
-	for _, po := range res.Topics[p.topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("offset fetch of partition %d: %w", po.Partition, po.Error)
+	if res.Error == nil {
+		for _, po := range res.Topics[p.topic] {
+			if po.Error != nil {
+				return nil, nil, nil, fmt.Errorf("offset fetch of partition %d: %w", po.Partition, po.Error)
+			}
+			committed[po.Partition] = po.CommittedOffset
 		}
-		out[po.Partition] = po.CommittedOffset
 	}
-	return out, nil
+	var reqs []kafka.OffsetRequest
+	for _, pt := range parts {
+		reqs = append(reqs, kafka.FirstOffsetOf(pt), kafka.LastOffsetOf(pt))
+	}
+	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{p.topic: reqs}})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("list offsets: %w", err)
+	}
+	first, next = map[int]int64{}, map[int]int64{}
+	for _, po := range lo.Topics[p.topic] {
+		if po.Error != nil {
+			return nil, nil, nil, fmt.Errorf("list offsets of partition %d: %w", po.Partition, po.Error)
+		}
+		first[po.Partition], next[po.Partition] = po.FirstOffset, po.LastOffset
+	}
+	return committed, first, next, nil
 }
 
 // setAside renames the snapshot CURRENT names to refused-<name> and removes

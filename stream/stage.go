@@ -2,10 +2,13 @@ package stream
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/stream/internal/align"
 )
 
 // partState is the state of one input partition: the feature windows of
@@ -21,10 +24,16 @@ type partState struct {
 	part  int
 	build *features.Builder
 	seq   *seqStates
-	// applied is the highest offset applied to the state (or
-	// dead-lettered: it changes no state, but a snapshot covers it), -1
-	// none.
+	// applied is the highest offset up to which every message fetched is
+	// applied to the state (or dead-lettered: it changes no state, but a
+	// snapshot covers it), -1 none. The aligner applies a partition's
+	// events in event-time order, which may differ from offset order:
+	// trail holds the offsets fetched above applied, in offset order, each
+	// applied already (done) or waiting in the aligner.
 	applied int64
+	trail   []trailEntry
+	seen    int64 // the highest offset fetched (or restored), -1 none
+	aligned bool  // added to the stage's aligner
 	// restoredFrom is the offset a restore left applied until the
 	// partition's first message was checked against it (checkGap), else -1.
 	restoredFrom int64
@@ -40,7 +49,96 @@ func (p *Pipeline) newPartState(part int) *partState {
 		build:        features.NewBuilder(p.shared, p.partFeatureOpts()...),
 		seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 		applied:      -1,
+		seen:         -1,
 		restoredFrom: -1,
+	}
+}
+
+type trailEntry struct {
+	off  int64
+	done bool
+}
+
+// isApplied reports whether offset off is in the state already.
+func (ps *partState) isApplied(off int64) bool {
+	if off <= ps.applied {
+		return true
+	}
+	if off > ps.seen {
+		return false
+	}
+	for _, e := range ps.trail {
+		if e.off == off {
+			return e.done
+		}
+	}
+	return false
+}
+
+// fetched records a new offset (above seen), applied already (done) or
+// waiting in the aligner.
+func (ps *partState) fetched(off int64, done bool) {
+	if done && len(ps.trail) == 0 && off > ps.seen {
+		ps.applied, ps.seen = off, off
+		return
+	}
+	// In offset order (a partition fetched again after its waiting
+	// offsets were dropped may deliver below seen).
+	i := len(ps.trail)
+	for i > 0 && ps.trail[i-1].off > off {
+		i--
+	}
+	ps.trail = slices.Insert(ps.trail, i, trailEntry{off: off, done: done})
+	ps.seen = max(ps.seen, off)
+	if done {
+		ps.markApplied(off)
+	}
+}
+
+// markApplied records that the waiting offset off is applied, and moves
+// applied past every leading done offset.
+func (ps *partState) markApplied(off int64) {
+	for i := range ps.trail {
+		if ps.trail[i].off == off {
+			ps.trail[i].done = true
+			break
+		}
+	}
+	n := 0
+	for n < len(ps.trail) && ps.trail[n].done {
+		ps.applied = ps.trail[n].off
+		n++
+	}
+	if n > 0 {
+		ps.trail = append(ps.trail[:0], ps.trail[n:]...)
+	}
+}
+
+// ahead returns the offsets above applied that are in the state (applied
+// before an earlier offset that still waits).
+func (ps *partState) ahead() []int64 {
+	var out []int64
+	for _, e := range ps.trail {
+		if e.done {
+			out = append(out, e.off)
+		}
+	}
+	return out
+}
+
+// dropWaiting forgets the offsets waiting in the aligner (dropped, or the
+// partition revoked): they will be fetched again.
+func (ps *partState) dropWaiting() {
+	keep := ps.trail[:0]
+	for _, e := range ps.trail {
+		if e.done {
+			keep = append(keep, e)
+		}
+	}
+	ps.trail = keep
+	ps.seen = ps.applied
+	if n := len(keep); n > 0 {
+		ps.seen = keep[n-1].off
 	}
 }
 
@@ -62,6 +160,11 @@ type stage struct {
 	in      chan kafka.Message
 	pause   chan *pauseReq
 	spare   []*pending // free list of decoded messages
+	// al orders the events of the partitions this process reads by event
+	// time (then tx_id) before they update the state; nil without
+	// alignment (WithAlignment(false)).
+	al      *align.Aligner[*pending]
+	alStats align.Stats // the aligner's counters already added to the metrics
 	// torn reports, once run returned on a hard stop, that an open batch
 	// held events applied to the windows but not scored (the sequential
 	// models have not stepped).
@@ -69,7 +172,7 @@ type stage struct {
 }
 
 func newStage(p *Pipeline, workers []*worker) *stage {
-	return &stage{
+	s := &stage{
 		p:       p,
 		workers: workers,
 		dec:     features.NewDecoder(p.cfg.decoderOpts...),
@@ -80,7 +183,19 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 		in:      make(chan kafka.Message, p.cfg.queueDepth),
 		pause:   make(chan *pauseReq),
 	}
+	if p.cfg.alignIdle >= 0 {
+		// The options were checked by New.
+		s.al, _ = align.New[*pending](align.WithIdleWait(p.cfg.alignIdle), align.WithLagWait(p.cfg.alignLag))
+	}
+	return s
 }
+
+// alignCap bounds the events the aligner holds. The group reader hands
+// the stage one stream of every partition's messages, so a partition that
+// runs ahead in event time cannot be paused alone: its events wait in the
+// aligner for the others, up to this many (about 40 MB), after which the
+// stage stops reading until the lag bound releases them.
+const alignCap = 1 << 16
 
 // part returns the state of partition part, creating it empty.
 func (s *stage) part(part int) *partState {
@@ -89,12 +204,57 @@ func (s *stage) part(part int) *partState {
 		ps = s.p.newPartState(part)
 		s.parts[part] = ps
 	}
+	if s.al != nil && !ps.aligned {
+		s.alignPart(ps, false)
+	}
 	return ps
 }
 
+// alignAll adds every partition of the topic to the aligner (nil maps:
+// none, the partitions are added as they deliver), each marked caught up
+// when Kafka has nothing for it to read: from its committed offset, or from
+// where the start offset policy starts a group without one.
+func (s *stage) alignAll(committed, first, next map[int]int64) {
+	if s.al == nil {
+		return
+	}
+	for _, part := range slices.Sorted(maps.Keys(committed)) {
+		start := committed[part]
+		if start < 0 {
+			start = first[part]
+			if s.p.cfg.startOffset == kafka.LastOffset {
+				start = next[part]
+			}
+		}
+		ps, ok := s.parts[part]
+		if !ok {
+			ps = s.p.newPartState(part)
+			s.parts[part] = ps
+		}
+		if !ps.aligned {
+			s.alignPart(ps, start >= next[part])
+		}
+	}
+}
+
+// alignPart adds partition ps to the aligner; caughtUp says Kafka has
+// nothing for it beyond what was applied (an empty partition must not hold
+// the others back).
+func (s *stage) alignPart(ps *partState, caughtUp bool) {
+	if err := s.al.Add(ps.part); err != nil {
+		s.p.log.Error("event-time aligner refused a partition: its events are applied in arrival order", "partition", ps.part, "err", err)
+		return
+	}
+	ps.aligned = true
+	if caughtUp {
+		s.al.MarkCaughtUp(ps.part)
+	}
+}
+
 // run is the stage's loop. It returns when its input is closed (after
-// handing every open batch to its worker) or when the pipeline is stopped
-// hard; either way it closes every worker's input.
+// applying every event fetched and handing every open batch to its
+// worker) or when the pipeline is stopped hard; either way it closes every
+// worker's input.
 func (s *stage) run() {
 	defer func() {
 		for _, w := range s.workers {
@@ -104,29 +264,45 @@ func (s *stage) run() {
 	hard := s.p.hard.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	armed := false
+	var armedAt time.Time // zero: not armed
 	for {
 		if s.p.hard.Err() != nil { // select picks at random among ready cases
 			s.stopHard()
 			return
 		}
-		if !armed {
-			if d, ok := s.nextDue(); ok {
-				timer.Reset(time.Until(d))
-				armed = true
+		// One timer for the earliest of the open batches' deadlines and
+		// the aligner's (a silent partition's wait bound).
+		d, ok := s.nextDue()
+		if s.al != nil {
+			if ad, aok := s.al.Deadline(); aok && (!ok || ad.Before(d)) {
+				d, ok = ad, true
 			}
 		}
+		if ok && !d.Equal(armedAt) {
+			timer.Stop()
+			timer.Reset(time.Until(d))
+			armedAt = d
+		}
+		in := s.in
+		if s.al != nil && s.al.Len() >= alignCap {
+			// Bounded memory: stop reading until the aligner lets events
+			// go (a lagging partition past its wait bound at the latest).
+			in = nil
+		}
 		select {
-		case m, ok := <-s.in:
+		case m, ok := <-in:
 			if !ok {
+				s.drainAligner()
 				for wi := range s.open {
 					s.closeBatch(wi)
 				}
 				return
 			}
 			s.add(m)
+			s.release()
 		case <-timer.C:
-			armed = false
+			armedAt = time.Time{}
+			s.release()
 			now := time.Now()
 			for wi, b := range s.open {
 				if b != nil && !now.Before(s.due[wi]) {
@@ -134,10 +310,6 @@ func (s *stage) run() {
 				}
 			}
 		case req := <-s.pause:
-			if armed {
-				timer.Stop()
-				armed = false
-			}
 			if !s.pauseAll(req) {
 				s.stopHard()
 				return
@@ -272,28 +444,82 @@ func (s *stage) decode(m kafka.Message) *pending {
 	return pd
 }
 
-// release returns pd to the free list.
-func (s *stage) release(pd *pending) {
+// recycle returns pd to the free list.
+func (s *stage) recycle(pd *pending) {
 	*pd = pending{}
 	s.spare = append(s.spare, pd)
 }
 
-// add decodes m and applies it.
+// add takes a fetched message: one already in the state (re-delivered
+// after a rebalance or a restore) is scored at once against the state as
+// it is; a dead letter changes no state and is recorded at once; a new
+// event waits in the aligner for its turn (release), or is applied at once
+// without alignment.
 func (s *stage) add(m kafka.Message) {
-	pd := s.decode(m)
-	s.apply(pd)
-	s.release(pd)
-}
-
-// apply applies a decoded message: a valid event to the feature state, its
-// row appended to the open batch of its worker; a dead letter recorded in
-// that batch.
-func (s *stage) apply(pd *pending) {
-	m := &pd.m
 	ps := s.part(m.Partition)
 	if ps.restoredFrom >= 0 {
 		s.checkGap(ps, m.Offset)
 	}
+	pd := s.decode(m)
+	switch {
+	case ps.isApplied(m.Offset):
+		s.apply(pd, ps, false)
+		s.recycle(pd)
+	case pd.reason != "" || !ps.aligned:
+		ps.fetched(m.Offset, true)
+		s.apply(pd, ps, pd.reason == "")
+		s.recycle(pd)
+	default:
+		ps.fetched(m.Offset, false)
+		s.al.Push(m.Partition, pd.ev.TS.UnixNano(), pd.ev.TxID, pd, m.HighWaterMark > 0 && m.Offset == m.HighWaterMark-1)
+	}
+}
+
+// release applies every event the aligner lets go.
+func (s *stage) release() {
+	if s.al == nil {
+		return
+	}
+	for {
+		pd, _, ok := s.al.Pop()
+		if !ok {
+			return
+		}
+		s.applyAligned(pd)
+	}
+}
+
+// drainAligner applies every event still waiting, in the best order
+// possible: the stage stops, and every event fetched is scored.
+func (s *stage) drainAligner() {
+	if s.al == nil {
+		return
+	}
+	for {
+		pd, ok := s.al.Drain()
+		if !ok {
+			return
+		}
+		s.applyAligned(pd)
+	}
+}
+
+func (s *stage) applyAligned(pd *pending) {
+	ps := s.parts[pd.m.Partition]
+	fresh := !ps.isApplied(pd.m.Offset)
+	s.apply(pd, ps, fresh)
+	if fresh {
+		ps.markApplied(pd.m.Offset)
+	}
+	s.recycle(pd)
+}
+
+// apply handles a decoded message of partition ps: a valid event is
+// applied to the feature state (fresh) or scored against it as it is (not
+// fresh: already in it), its row appended to the open batch of its worker;
+// a dead letter is recorded in that batch.
+func (s *stage) apply(pd *pending, ps *partState, fresh bool) {
+	m := &pd.m
 	wi := m.Partition % len(s.workers)
 	b, ok := s.batchOf(wi)
 	if !ok {
@@ -302,27 +528,24 @@ func (s *stage) apply(pd *pending) {
 	i := len(b.msgs)
 	b.msgs = append(b.msgs, *m)
 	if pd.reason != "" {
-		b.dead = append(b.dead, deadEntry{msg: i, reason: pd.reason, err: pd.err})
 		// Handled: it changes no state, but a snapshot covers its offset
-		// (no gap after a restore, and commits held at the snapshot
-		// pass it).
-		ps.applied = max(ps.applied, m.Offset)
+		// (no gap after a restore, and commits held at the snapshot pass
+		// it): the caller counts it applied.
+		b.dead = append(b.dead, deadEntry{msg: i, reason: pd.reason, err: pd.err})
 	} else {
 		b.events = append(b.events, pd.ev)
 		ev := &b.events[len(b.events)-1]
 		rows := len(b.rowMsg)
 		row := b.x[rows*s.width : (rows+1)*s.width]
-		applied := true
-		if m.Offset <= ps.applied {
+		applied := fresh
+		if !fresh {
 			// Re-delivered (a rebalance restarts partitions at the
 			// committed offset): the event is already in the windows, so
 			// score it against them without applying it twice.
 			ps.build.Peek(ev, row)
 			s.p.met.redelivered.Inc()
-			applied = false
 		} else {
 			ps.build.Update(ev, row)
-			ps.applied = m.Offset
 			for _, id := range ps.build.EvictedCards() {
 				b.evicted = append(b.evicted, evictEntry{row: rows, ps: ps, id: id})
 			}
@@ -379,6 +602,23 @@ func (s *stage) countState() {
 		ps.evicted = st
 	}
 	s.p.counts.cards.Store(cards)
+	if s.al != nil {
+		st := s.al.Stats()
+		for _, c := range []struct {
+			outcome   string
+			now, seen uint64
+		}{
+			{"ordered", st.Ordered, s.alStats.Ordered}, {"idle_bound", st.IdleBound, s.alStats.IdleBound},
+			{"lag_bound", st.LagBound, s.alStats.LagBound}, {"out_of_order", st.OutOfOrder, s.alStats.OutOfOrder},
+			{"drained", st.Drained, s.alStats.Drained},
+		} {
+			if c.now > c.seen {
+				s.p.met.aligned.WithLabelValues(c.outcome).Add(float64(c.now - c.seen))
+			}
+		}
+		s.alStats = st
+		s.p.met.alignBuffered.Set(float64(st.Buffered))
+	}
 }
 
 // stageLayout returns the sequential-model state layout of the worker that

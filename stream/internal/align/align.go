@@ -42,6 +42,9 @@ const (
 	// OutOfOrder: pushed below an item already released; released at once,
 	// out of event-time order.
 	OutOfOrder
+	// Drained: released by Drain (the owner stops: whatever is buffered
+	// goes in order, without waiting for any partition).
+	Drained
 )
 
 // String returns the reason as a metric label value.
@@ -55,6 +58,8 @@ func (r Reason) String() string {
 		return "lag_bound"
 	case OutOfOrder:
 		return "out_of_order"
+	case Drained:
+		return "drained"
 	}
 	return fmt.Sprintf("reason(%d)", uint8(r))
 }
@@ -143,7 +148,7 @@ func WithClock(now func() time.Time) Option {
 // Stats are the counters and gauges of an Aligner.
 type Stats struct {
 	// Items released, per reason (counters).
-	Ordered, IdleBound, LagBound, OutOfOrder uint64
+	Ordered, IdleBound, LagBound, OutOfOrder, Drained uint64
 	// Dropped counts items discarded by Remove (counter).
 	Dropped uint64
 	// Buffered is the number of items held (gauge).
@@ -492,6 +497,35 @@ func (a *Aligner[T]) Pop() (v T, why Reason, ok bool) {
 		a.down(0)
 	}
 	return v, why, true
+}
+
+// Drain releases the next item without waiting for any partition: the
+// out-of-order ones first, then the smallest buffered item. The owner calls
+// it when it stops (every item fetched is handled, in the best order still
+// possible). ok is false when nothing is buffered.
+func (a *Aligner[T]) Drain() (v T, ok bool) {
+	if a.lateCount > 0 {
+		v, _, ok = a.Pop()
+		return v, ok
+	}
+	if len(a.items) == 0 {
+		return v, false
+	}
+	h := &a.items[0]
+	v = h.v
+	a.last = entry[struct{}]{ts: h.ts, key: h.key, part: h.part, seq: h.seq}
+	a.hasLast = true
+	a.parts[h.part].n--
+	a.stats.Buffered--
+	a.stats.Drained++
+	n := len(a.items) - 1
+	a.items[0] = a.items[n]
+	a.items[n] = entry[T]{}
+	a.items = a.items[:n]
+	if n > 0 {
+		a.down(0)
+	}
+	return v, true
 }
 
 // releasable reports whether no partition could still deliver an item at

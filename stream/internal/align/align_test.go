@@ -767,3 +767,39 @@ func TestRealClock(t *testing.T) {
 		}
 	}
 }
+
+// TestDrain: Drain releases everything buffered in (ts, key) order, the
+// out-of-order items first, without waiting for a silent partition.
+func TestDrain(t *testing.T) {
+	a, err := New[int]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, ts := range []int64{5, 3, 9} {
+		if err := a.Push(0, ts, "k", i, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, ok := a.Pop(); ok {
+		t.Fatal("Pop released an item while partition 1 is silent and behind")
+	}
+	var got []int
+	for {
+		v, ok := a.Drain()
+		if !ok {
+			break
+		}
+		got = append(got, v)
+	}
+	if want := []int{1, 0, 2}; !slices.Equal(got, want) {
+		t.Fatalf("Drain released %v, want %v", got, want)
+	}
+	if st := a.Stats(); st.Drained != 3 || st.Buffered != 0 {
+		t.Fatalf("stats %+v, want 3 drained, none buffered", st)
+	}
+}
