@@ -51,6 +51,8 @@ type engineConfig struct {
 	MetricsAddr     string
 	StartAtEnd      bool
 	SessionTimeout  time.Duration
+	AlignIdleWait   time.Duration
+	AlignLagWait    time.Duration
 	StateDir        string
 	StateInterval   time.Duration
 	// HTTP is the HTTP surface of --metrics-addr: token, TLS, pprof.
@@ -103,7 +105,9 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DecisionModels, "decision-models", "", "comma-separated names of the models whose thresholds decide allow/review/alert; the others are scored and published but only inform (default: every model given with --model; with the shipped models, \"fraud\")")
 	fs.IntVar(&c.MaxBatch, "max-batch", 256, "close a micro-batch at this many events")
 	fs.DurationVar(&c.MaxDelay, "max-delay", 2*time.Millisecond, "close a micro-batch this long after its first event")
-	fs.IntVar(&c.Workers, "workers", 2, "partition workers (partition p goes to worker p mod workers)")
+	fs.IntVar(&c.Workers, "workers", 2, "scoring workers (partition p is scored by worker p mod workers; any count restores a --state-dir snapshot)")
+	fs.DurationVar(&c.AlignIdleWait, "align-idle-wait", 100*time.Millisecond, "events of all partitions update shared (terminal) state in event-time order, as `score` does; a partition with nothing to read holds the others back at most this long (the latency it adds). 0: never wait for a quiet partition; negative: no alignment (arrival order)")
+	fs.DurationVar(&c.AlignLagWait, "align-lag-wait", 10*time.Second, "a partition Kafka still has events for but that delivers none holds the others back at most this long")
 	fs.IntVar(&c.InFlight, "in-flight", 4, "closed batches per worker waiting for sink acks before intake pauses")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, time allowed to publish and commit in-flight batches")
 	fs.DurationVar(&c.MaxFutureSkew, "max-future-skew", 5*time.Minute, "events timestamped further than this in the future are dead-lettered")
@@ -374,6 +378,8 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithInFlight(c.InFlight),
 		stream.WithDrainTimeout(c.DrainTimeout),
 		stream.WithSessionTimeout(c.SessionTimeout),
+		stream.WithAlignIdleWait(c.AlignIdleWait),
+		stream.WithAlignLagWait(c.AlignLagWait),
 		stream.WithLabelsTopic(c.LabelsTopic),
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
