@@ -5,9 +5,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -109,15 +112,16 @@ func (w *exactWorld) eventsPath() string {
 	return w.events.Name()
 }
 
-// startEngine starts `streamscore run` on the world's topics: one process,
-// the default workers, batches, lateness and models; no labels, no NATS,
-// no alerts topic.
-func (w *exactWorld) startEngine() *proc {
+// startEngine starts `streamscore run` on the world's topics: the default
+// workers, batches, lateness and models; no labels, no NATS, no alerts
+// topic; extra flags last (a later flag overrides an earlier one). Every
+// process started joins the same group.
+func (w *exactWorld) startEngine(extra ...string) *proc {
 	w.t.Helper()
-	return startStreamscore(w.t, nil, "run", "--brokers", strings.Join(w.brokers, ","), "--nats", "",
+	return startStreamscore(w.t, nil, append([]string{"run", "--brokers", strings.Join(w.brokers, ","), "--nats", "",
 		"--group", exactGroup, "--topic", exactTxTopic, "--labels-topic", "",
 		"--scores-topic", exactScores, "--alerts-topic", "", "--audit-topic", exactAudit, "--deadletter-topic", exactDead,
-		"--metrics-addr", "127.0.0.1:0", "--session-timeout", "6s", "--drain-timeout", "20s")
+		"--metrics-addr", "127.0.0.1:0", "--session-timeout", "6s", "--drain-timeout", "20s"}, extra...)...)
 }
 
 // waitCommitted waits until the engine has committed every partition of the
@@ -166,8 +170,8 @@ func (w *exactWorld) stop(p *proc) {
 //
 // It logs both summaries, the events whose terminal counts are below
 // `features`' and the events with a differing card / terminal / other
-// column, pass or fail.
-func (w *exactWorld) check() {
+// column, pass or fail. It returns the engine's score records.
+func (w *exactWorld) check() []exactRecord {
 	w.t.Helper()
 	t, ctx := w.t, w.ctx
 	evPath := w.eventsPath()
@@ -216,6 +220,7 @@ func (w *exactWorld) check() {
 				s.What, s.Mismatches, s.Events, s.Missing, s.Extra, s.Duplicates)
 		}
 	}
+	return scores
 }
 
 // TestBacklogExact is the first "done when" of issue 16: catching up on a
@@ -290,7 +295,7 @@ func TestBacklogExact(t *testing.T) {
 // the order in which the terminal's events are applied. A pipeline that
 // applies them in whatever order its workers reach them scores an event
 // before another worker has applied the same terminal's event of a few
-// milliseconds earlier.
+// milliseconds earlier (or after it has applied a later one).
 func TestLiveExact(t *testing.T) {
 	requireAcceptExact(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
@@ -300,20 +305,65 @@ func TestLiveExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	primed := w.liveTraffic(g, 1500, 5*time.Second)
+	scores := w.check()
+	t.Logf("decision latency (latency_ms: Kafka append to scoring) of the live events: %s", decisionLatency(scores, primed))
+}
+
+// TestLiveLatency measures the decision latency of the engine as the
+// exactness tests run it (one process, default flags; score and audit
+// records to Kafka) under live traffic at 1,000, 5,000 and 20,000 events/s
+// for 5 s each, event time = produce time: the latency_ms of the score
+// records (from the Kafka append of the event to its scoring), p50, p99 and
+// max over the live events. It fails if an event has no score record or
+// more than one. Issue 16 asks what the event-time ordering adds to it:
+// run it before and after.
+func TestLiveLatency(t *testing.T) {
+	requireAcceptExact(t)
+	for _, rate := range []int{1000, 5000, 20000} {
+		t.Run(fmt.Sprintf("%d events per second", rate), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
+			defer cancel()
+			w := newExactWorld(t, ctx)
+			g, err := synth.New(synth.Config{Seed: int64(rate), Cards: 10000, Terminals: 2000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			primed := w.liveTraffic(g, rate, 5*time.Second)
+			scores, err := readTopicRecords(ctx, w.brokers, exactScores)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]int{}
+			for _, r := range scores {
+				seen[r["tx_id"].(string)]++
+			}
+			if len(seen) != w.n || len(scores) != w.n {
+				t.Errorf("%d score records for %d distinct events, want one for each of %d", len(scores), len(seen), w.n)
+			}
+			t.Logf("%d events/s: decision latency %s", rate, decisionLatency(scores, primed))
+		})
+	}
+}
+
+// liveTraffic starts the engine, lets it consume a few priming events
+// (so that it has joined the group and reads at the end of the topic when
+// the live traffic starts; they belong to the history like the others),
+// then produces rate events per second for d, each event's time being the
+// moment it is made, waits until everything is committed and stops the
+// engine. It returns the number of priming events (numbered first).
+func (w *exactWorld) liveTraffic(g *synth.Generator, rate int, d time.Duration) int {
+	w.t.Helper()
 	var prev time.Time
 	next := func() synth.Tx {
 		ts := time.Now().UTC()
-		if !ts.After(prev) {
+		if !ts.After(prev) { // strictly increasing: no ties
 			ts = prev.Add(time.Microsecond)
 		}
 		prev = ts
 		return g.Next(ts)
 	}
-
 	p := w.startEngine()
-	// A few events first, consumed and committed, so that the engine has
-	// joined the group and reads at the end of the topic when the live
-	// traffic starts (they belong to the history like the others).
 	prime := make([]synth.Tx, 40)
 	for i := range prime {
 		prime[i] = next()
@@ -321,15 +371,11 @@ func TestLiveExact(t *testing.T) {
 	w.produce("l", prime)
 	w.waitCommitted(p, 60*time.Second*timeScale)
 
-	const (
-		rate     = 1500 // events per second
-		duration = 5 * time.Second
-		tick     = 10 * time.Millisecond
-	)
+	const tick = 5 * time.Millisecond
 	start := time.Now()
-	sent := 0
-	for total := int(rate * duration.Seconds()); sent < total; {
-		due := min(total, int(time.Since(start).Seconds()*rate))
+	sent, total := 0, int(float64(rate)*d.Seconds())
+	for sent < total {
+		due := min(total, int(time.Since(start).Seconds()*float64(rate)))
 		if due > sent {
 			batch := make([]synth.Tx, due-sent)
 			for i := range batch {
@@ -341,9 +387,33 @@ func TestLiveExact(t *testing.T) {
 		time.Sleep(tick)
 	}
 	elapsed := time.Since(start)
-	t.Logf("live: %d events in %v (%.0f events/s) after %d priming events", sent, elapsed.Round(time.Millisecond),
+	w.t.Logf("live: %d events in %v (%.0f events/s) after %d priming events", sent, elapsed.Round(time.Millisecond),
 		float64(sent)/elapsed.Seconds(), len(prime))
-	w.waitCommitted(p, 60*time.Second*timeScale)
+	w.waitCommitted(p, 120*time.Second*timeScale)
 	w.stop(p)
-	w.check()
+	return len(prime)
+}
+
+// decisionLatency summarises the latency_ms of the score records of the
+// events numbered from skip on (the live ones).
+func decisionLatency(scores []exactRecord, skip int) string {
+	var ms []float64
+	for _, r := range scores {
+		_, num, _ := strings.Cut(r["tx_id"].(string), "-")
+		if n, err := strconv.Atoi(num); err != nil || n < skip {
+			continue
+		}
+		v, _ := r["latency_ms"].(json.Number)
+		f, err := strconv.ParseFloat(string(v), 64)
+		if err != nil {
+			continue
+		}
+		ms = append(ms, f)
+	}
+	if len(ms) == 0 {
+		return "no records"
+	}
+	slices.Sort(ms)
+	q := func(p float64) float64 { return ms[min(len(ms)-1, int(p*float64(len(ms))))] }
+	return fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d events", q(0.5), q(0.99), ms[len(ms)-1], len(ms))
 }
