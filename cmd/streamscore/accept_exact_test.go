@@ -182,30 +182,37 @@ func (w *exactWorld) stop(p *proc) {
 	}
 }
 
-// check compares the engine's records with the replays and fails the test
-// unless they are exactly equal:
+// exactResult is what compareWithReplay found.
+type exactResult struct {
+	Scores   exactSummary   // score records against `score`
+	Features exactSummary   // audit feature rows against `features`
+	Dead     int64          // dead letters
+	Late     int            // engine score records marked late
+	Lower    int            // events whose terminal_tx_count_* are below `features`'
+	ByClass  map[string]int // events with a differing column, per entity (card, terminal, …)
+	Records  []exactRecord  // the engine's score records, in publication order
+}
+
+// compareWithReplay reads what the engine published and compares it with
+// the replays of the events file:
 //   - each score record (scores topic) against `streamscore score` over the
-//     same events file, with the same (default) models and flags: every
-//     member but scored_at and latency_ms (scoreRecordVolatile);
+//     same events, with the same (default) models and flags: every member
+//     but scored_at and latency_ms (scoreRecordVolatile);
 //   - the feature row of each audit record (audit topic) against the row
 //     `streamscore features` writes for the event: every column, by value
-//     (float32, bit for bit);
-//   - no dead letters (every event is valid), and no duplicates (one process,
-//     no fault: each event is scored once).
+//     (float32, bit for bit).
 //
-// It logs both summaries, the events whose terminal counts are below
+// It logs the summaries, the events whose terminal counts are below
 // `features`' and the events with a differing card / terminal / other
-// column, pass or fail. It returns the engine's score records.
-func (w *exactWorld) check() []exactRecord {
+// column. A test of several processes or of faults (duplicates allowed)
+// asserts on the result itself; check asserts for one faultless process.
+func (w *exactWorld) compareWithReplay() exactResult {
 	w.t.Helper()
 	t, ctx := w.t, w.ctx
 	evPath := w.eventsPath()
 	dead, err := local.EndOffsets(ctx, w.brokers, exactDead)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if dead[0] != 0 {
-		t.Errorf("%d dead letters for valid events", dead[0])
 	}
 	scores, err := readTopicRecords(ctx, w.brokers, exactScores)
 	if err != nil {
@@ -226,26 +233,40 @@ func (w *exactWorld) check() []exactRecord {
 	if len(wantScores) != w.n || len(wantRows) != w.n {
 		t.Fatalf("replays: %d score records and %d feature rows for %d events", len(wantScores), len(wantRows), w.n)
 	}
-	late := 0
+	res := exactResult{Dead: dead[0], Records: scores,
+		Scores:   compareExact("score records (engine vs `score`)", scores, wantScores, scoreRecordVolatile),
+		Features: compareExact("audit feature rows (engine vs `features`)", auditFeatures(audit), wantRows, nil)}
 	for _, r := range scores {
 		if r["late"] == true {
-			late++
+			res.Late++
 		}
 	}
-	ss := compareExact("score records (engine vs `score`)", scores, wantScores, scoreRecordVolatile)
-	fs := compareExact("audit feature rows (engine vs `features`)", auditFeatures(audit), wantRows, nil)
-	lower, byClass := featureDrift(audit, wantRows, "terminal_tx_count")
-	t.Logf("%s", ss)
-	t.Logf("%s", fs)
-	t.Logf("engine records marked late: %d of %d; events whose terminal_tx_count_* are below `features`: %d; events with a differing column per entity: %v",
-		late, len(scores), lower, byClass)
-	for _, s := range []exactSummary{ss, fs} {
+	res.Lower, res.ByClass = featureDrift(audit, wantRows, "terminal_tx_count")
+	t.Logf("%s", res.Scores)
+	t.Logf("%s", res.Features)
+	t.Logf("dead letters %d; engine records marked late: %d of %d; events whose terminal_tx_count_* are below `features`: %d; events with a differing column per entity: %v",
+		res.Dead, res.Late, len(scores), res.Lower, res.ByClass)
+	return res
+}
+
+// check is compareWithReplay for one process without faults: it fails the
+// test unless every score record and every feature row equals the
+// replay's, with no dead letter (every event is valid), no duplicate (each
+// event is scored once) and nothing missing or extra. It returns the
+// engine's score records.
+func (w *exactWorld) check() []exactRecord {
+	w.t.Helper()
+	res := w.compareWithReplay()
+	if res.Dead != 0 {
+		w.t.Errorf("%d dead letters for valid events", res.Dead)
+	}
+	for _, s := range []exactSummary{res.Scores, res.Features} {
 		if !s.Exact() || s.Duplicates > 0 {
-			t.Errorf("%s: %d of %d events differ, %d missing, %d extra, %d duplicates; want all equal, none missing, extra or duplicated",
+			w.t.Errorf("%s: %d of %d events differ, %d missing, %d extra, %d duplicates; want all equal, none missing, extra or duplicated",
 				s.What, s.Mismatches, s.Events, s.Missing, s.Extra, s.Duplicates)
 		}
 	}
-	return scores
+	return res.Records
 }
 
 // TestBacklogExact is the first "done when" of issue 16: catching up on a
