@@ -210,12 +210,13 @@ func diffExact(path string, got, want any, out []memberDiff) []memberDiff {
 		if !ok {
 			break
 		}
-		keys := slices.Sorted(maps.Keys(w))
+		keys := slices.Collect(maps.Keys(w))
 		for k := range g {
 			if _, ok := w[k]; !ok {
 				keys = append(keys, k)
 			}
 		}
+		slices.Sort(keys)
 		for _, k := range keys {
 			p := k
 			if path != "" {
