@@ -29,8 +29,8 @@ import (
 
 // scoreRecordVolatile are the members of a score record that legitimately
 // differ between the engine and `score`: scored_at is the moment of scoring
-// (the event's own time in `score`) and latency_ms the time from the Kafka
-// append to the sinks' acks (0 in `score`). Every other member must be
+// (the event's own time in `score`) and latency_ms the time from the
+// event's Kafka append to its scoring (0 in `score`). Every other member must be
 // equal: tx_id, card_id (card_key_id), ts, scores, decision, models,
 // reasons (feature and contribution, in order) and late (absent in both:
 // the inputs are in event-time order, so nothing is late).
