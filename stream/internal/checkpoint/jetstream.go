@@ -84,9 +84,10 @@ func WithJetStreamMemory() JetStreamOption {
 	}
 }
 
-// WithJetStreamChunkSize sets the bytes per chunk message (default 128 KiB,
-// the object store's own). Trap: it must stay under the server's
-// max_payload (1 MiB by default).
+// WithJetStreamChunkSize sets the bytes per chunk message (default 512 KiB,
+// four times the object store's own 128 KiB: on the embedded server it put
+// and restored 10 and 50 MB several times faster). Trap: it must stay under
+// the server's max_payload (1 MiB by default).
 func WithJetStreamChunkSize(n int) JetStreamOption {
 	return func(c *jetStreamConfig) error {
 		if n < minChunkSize || n > 8<<20 {
@@ -109,7 +110,7 @@ func WithJetStreamCreateBucket(create bool) JetStreamOption {
 // NewJetStream opens (or creates) the checkpoint bucket through js. The
 // store does not own js or its connection.
 func NewJetStream(ctx context.Context, js jetstream.JetStream, opts ...JetStreamOption) (*JetStream, error) {
-	cfg := jetStreamConfig{bucket: DefaultJetStreamBucket, replicas: 1, storage: jetstream.FileStorage, create: true}
+	cfg := jetStreamConfig{bucket: DefaultJetStreamBucket, replicas: 1, storage: jetstream.FileStorage, chunkSize: 512 << 10, create: true}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
 			return nil, err
@@ -144,9 +145,7 @@ func (s *JetStream) Put(ctx context.Context, key Key, offset int64, blob io.Read
 			metaVersion:     strconv.Itoa(manifestVersion),
 		},
 	}
-	if s.chunkSize > 0 {
-		meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: s.chunkSize}
-	}
+	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: s.chunkSize}
 	oi, err := s.obs.Put(ctx, meta, blob)
 	if err != nil {
 		return Info{}, fmt.Errorf("put checkpoint of %s: %w", key, err)

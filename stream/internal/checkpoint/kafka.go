@@ -506,6 +506,11 @@ func (s *Kafka) Put(ctx context.Context, key Key, offset int64, blob io.Reader) 
 	if err != nil {
 		return Info{}, fmt.Errorf("put checkpoint of %s: encode manifest: %w", key, err)
 	}
+	if len(mv) > s.maxMsg-chunkOverhead {
+		ks.garbage = append(ks.garbage, m.chunkKeys()...)
+		return Info{}, fmt.Errorf("put checkpoint of %s: manifest of %d chunks is %d bytes, over max.message.bytes %d: raise the chunk size",
+			key, len(m.Chunks), len(mv), s.maxMsg)
+	}
 	last, err := s.produce(ctx, part, kafka.Record{Key: kafka.NewBytes([]byte(manifestKey(id))), Value: kafka.NewBytes(mv)})
 	if err != nil {
 		// If the manifest was appended after all, it is the newest; its
