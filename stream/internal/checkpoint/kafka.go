@@ -674,8 +674,27 @@ type scanResult struct {
 	end     int64     // the partition's end when the scan began
 }
 
+// apply takes a scan's findings into ks. What ks knew before is kept: a
+// backward scan stops at the newest manifest and does not see older chunks
+// that a failed cleanup left, or those of a manifest of ours that another
+// writer superseded.
 func (ks *keyState) apply(sc scanResult) {
-	ks.cur, ks.garbage, ks.known, ks.end = sc.chosen, sc.garbage, true, sc.end
+	garbage := sc.garbage
+	if ks.known {
+		garbage = append(garbage, ks.garbage...)
+		if ks.cur != nil && (sc.chosen == nil || ks.cur.PutID != sc.chosen.PutID) {
+			garbage = append(garbage, ks.cur.chunkKeys()...)
+		}
+	}
+	if sc.chosen != nil {
+		used := make(map[string]bool, len(sc.chosen.Chunks))
+		for _, k := range sc.chosen.chunkKeys() {
+			used[k] = true
+		}
+		garbage = slices.DeleteFunc(garbage, func(k string) bool { return used[k] })
+	}
+	slices.Sort(garbage)
+	ks.cur, ks.garbage, ks.known, ks.end = sc.chosen, slices.Compact(garbage), true, sc.end
 }
 
 // learn brings ks up to the end of the log before a write: a backward scan

@@ -2,6 +2,7 @@ package checkpoint_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/streamscore/streamscore/stream/internal/checkpoint"
 )
@@ -433,4 +435,53 @@ func (l *limitErrReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.n -= n
 	return n, err
+}
+
+// TestKafkaCleanupRetried: when the tombstones after a manifest fail, Put
+// returns ErrCleanup, the new checkpoint is in place, and the next Put
+// tombstones what the failed cleanup left.
+func TestKafkaCleanupRetried(t *testing.T) {
+	ctx := context.Background()
+	c := startKafka(t, 1)
+	s := newKafka(t, c, checkpoint.WithKafkaChunkSize(16<<10), checkpoint.WithKafkaPartitions(1))
+	key := checkpoint.Key{Group: "g", Topic: "tx", Partition: 0, Fingerprint: "f"}
+	if _, err := s.Put(ctx, key, 1, bytes.NewReader(randBlob(1, 48<<10))); err != nil { // 3 chunks
+		t.Fatal(err)
+	}
+	// Fail the next produce request of more than one record: the tombstones.
+	c.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		req := r.(*kmsg.ProduceRequest)
+		raw := req.Topics[0].Partitions[0].Records
+		if len(raw) < 61 || binary.BigEndian.Uint32(raw[57:61]) < 2 { // RecordBatch.NumRecords
+			c.KeepControl()
+			return nil, nil, false
+		}
+		c.DropControl() // one failure only
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = req.Version
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic = req.Topics[0].Topic
+		rp := kmsg.NewProduceResponseTopicPartition()
+		rp.Partition = req.Topics[0].Partitions[0].Partition
+		rp.ErrorCode = 87 // INVALID_RECORD: not retried by the client
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	b := randBlob(2, 32<<10)
+	if _, err := s.Put(ctx, key, 2, bytes.NewReader(b)); !errors.Is(err, checkpoint.ErrCleanup) {
+		t.Fatalf("Put with failing tombstones: %v, want ErrCleanup", err)
+	}
+	if cp, found, err := s.Latest(ctx, key); err != nil || !found || cp.Offset != 2 || !bytes.Equal(cp.Blob, b) {
+		t.Fatalf("Latest after ErrCleanup: offset %d, found %v, err %v; want offset 2", cp.Offset, found, err)
+	}
+	if live, _, _ := liveKeys(t, s, key); len(live) != 1+3+2 {
+		t.Fatalf("live keys after a failed cleanup %v: want the manifest, 3 old and 2 new chunks", live)
+	}
+	if _, err := s.Put(ctx, key, 3, bytes.NewReader(randBlob(3, 16<<10))); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if live, _, _ := liveKeys(t, s, key); len(live) != 1+1 {
+		t.Fatalf("live keys after the next Put %v: want the manifest and 1 chunk", live)
+	}
 }
