@@ -170,6 +170,31 @@ func runConformance(t *testing.T, newTarget func(t *testing.T) target) {
 		}
 	})
 
+	t.Run("concurrent-same-key", func(t *testing.T) {
+		tg := newTarget(t)
+		const writers = 4
+		blobs := make([][]byte, writers)
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			blobs[w] = randBlob(uint64(50+w), tg.big/2+w)
+			wg.Go(func() {
+				if _, err := tg.store.Put(ctx, key(0), int64(w), bytes.NewReader(blobs[w])); err != nil {
+					errs <- fmt.Errorf("writer %d: %w", w, err)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		cp, found, err := tg.store.Latest(ctx, key(0))
+		if err != nil || !found || cp.Offset < 0 || cp.Offset >= writers || !bytes.Equal(cp.Blob, blobs[cp.Offset]) {
+			t.Fatalf("Latest after concurrent Puts of one key: offset %d, found %v, err %v; want one writer's blob whole", cp.Offset, found, err)
+		}
+	})
+
 	t.Run("fingerprint-mismatch", func(t *testing.T) {
 		tg := newTarget(t)
 		blob := randBlob(12, 500)

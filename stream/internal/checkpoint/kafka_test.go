@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -483,5 +484,50 @@ func TestKafkaCleanupRetried(t *testing.T) {
 	}
 	if live, _, _ := liveKeys(t, s, key); len(live) != 1+1 {
 		t.Fatalf("live keys after the next Put %v: want the manifest and 1 chunk", live)
+	}
+}
+
+// TestKafkaSASL: the store authenticates with the Dialer or Transport the
+// pipeline uses (SCRAM here), and fails clearly without it.
+func TestKafkaSASL(t *testing.T) {
+	ctx := context.Background()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "ckpt", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mech, err := scram.Mechanism(scram.SHA512, "ckpt", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if s, err := checkpoint.NewKafka(short, c.ListenAddrs(), checkpoint.WithKafkaTimeout(time.Second)); err == nil {
+		s.Close()
+		t.Fatal("NewKafka without credentials on a SASL cluster: no error")
+	}
+	key := checkpoint.Key{Group: "g", Topic: "t", Partition: 0, Fingerprint: "f"}
+	blob := randBlob(1, 2<<20)
+	tr := &kafka.Transport{SASL: mech}
+	defer tr.CloseIdleConnections()
+	for _, opt := range []checkpoint.KafkaOption{
+		checkpoint.WithKafkaDialer(&kafka.Dialer{Timeout: 5 * time.Second, SASLMechanism: mech}),
+		checkpoint.WithKafkaTransport(tr),
+	} {
+		s, err := checkpoint.NewKafka(ctx, c.ListenAddrs(), opt)
+		if err != nil {
+			t.Fatalf("NewKafka with SASL: %v", err)
+		}
+		if _, err := s.Put(ctx, key, 3, bytes.NewReader(blob)); err != nil {
+			t.Fatalf("Put: %v", err)
+		}
+		if cp, found, err := s.Latest(ctx, key); err != nil || !found || !bytes.Equal(cp.Blob, blob) {
+			t.Fatalf("Latest: found %v, err %v", found, err)
+		}
+		s.Close()
+	}
+	if _, err := checkpoint.NewKafka(ctx, c.ListenAddrs(), checkpoint.WithKafkaTransport(tr),
+		checkpoint.WithKafkaDialer(&kafka.Dialer{})); err == nil {
+		t.Fatal("NewKafka with a transport and a dialer: no error")
 	}
 }
