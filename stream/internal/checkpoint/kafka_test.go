@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -418,6 +419,55 @@ func TestKafkaSizes(t *testing.T) {
 				elapsed.Round(time.Millisecond), mbps(elapsed), cp.ReadBytes)
 		})
 	}
+}
+
+// TestKafkaParallelRestore measures what a member assigned four partitions
+// waits for: four 10 MB checkpoints restored in parallel through one store.
+func TestKafkaParallelRestore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 40 MB to the embedded broker")
+	}
+	ctx := context.Background()
+	c := startKafka(t, 1)
+	s := newKafka(t, c)
+	const parts = 4
+	keys := make([]checkpoint.Key, parts)
+	for p := range keys {
+		keys[p] = checkpoint.Key{Group: "g", Topic: "tx", Partition: p, Fingerprint: "f"}
+		if _, err := s.Put(ctx, keys[p], int64(p), bytes.NewReader(randBlob(uint64(p), 10<<20))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := newKafka(t, c)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, parts)
+	for p, k := range keys {
+		wg.Go(func() {
+			cp, found, err := fresh.Latest(ctx, k)
+			switch {
+			case err != nil:
+				errs[p] = err
+			case !found || !bytes.Equal(cp.Blob, randBlob(uint64(p), 10<<20)):
+				errs[p] = fmt.Errorf("partition %d: found %v, wrong blob", p, found)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d x 10 MB restored in parallel in %v (%.0f MB/s)", parts, elapsed.Round(time.Millisecond), float64(parts*10)/elapsed.Seconds())
+	seq := newKafka(t, c)
+	start = time.Now()
+	for _, k := range keys {
+		if _, _, err := seq.Latest(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := time.Since(start)
+	t.Logf("%d x 10 MB restored one after the other in %v (%.0f MB/s)", parts, one.Round(time.Millisecond), float64(parts*10)/one.Seconds())
 }
 
 // limitErrReader returns n bytes of r, then an error.
