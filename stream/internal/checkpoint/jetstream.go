@@ -31,9 +31,12 @@ const (
 // subject, and only then are the previous chunks purged. A reader verifies
 // the object's SHA-256 digest (the client does, at EOF) and its size.
 //
-// Trap: chunks of a Put that crashed before its meta message stay in the
+// Traps: chunks of a Put that crashed before its meta message stay in the
 // bucket's stream (the object store has no sweeper); they are never read,
-// and are counted in the stream's bytes.
+// and are counted in the stream's bytes. nats.go v1.55.0's ObjectStore.Put
+// can leave one goroutine blocked for good (resetPendingAcksOnReconnect on
+// a nil channel) when Put returns before that goroutine first runs: rare,
+// a few KiB each, an upstream bug (see main_test.go).
 type JetStream struct {
 	obs       jetstream.ObjectStore
 	chunkSize uint32

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"runtime"
 	"testing"
 	"time"
 
@@ -41,18 +40,7 @@ func connectJS(t testing.TB, ns *server.Server) jetstream.JetStream {
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	t.Cleanup(func() {
-		nc.Close()
-		// The client's reconnect listener (started by the object store's
-		// async publishes) exits once it sees the close, asynchronously:
-		// wait for it so goleak does not race it on a loaded machine.
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			buf := make([]byte, 1<<20)
-			if !bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("resetPendingAcksOnReconnect")) {
-				return
-			}
-		}
-	})
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
