@@ -90,11 +90,11 @@ type Info struct {
 	CreatedAt time.Time // when Put began (writer's clock)
 	// Duration is the time Put or Latest took, end to end.
 	Duration time.Duration
-	// ReadBytes is, for Latest, every value byte read from the store to find
-	// and assemble the checkpoint (the blob, manifests, other keys' records
-	// sharing a Kafka partition); for Put, the bytes written including
-	// manifest and tombstones.
-	ReadBytes int64
+	// Transferred counts the bytes moved to or from the store: for Put, the
+	// blob, the manifest and the tombstone keys written; for Latest, every
+	// value byte read to find and assemble the checkpoint (the blob, the
+	// manifest, and records of other keys sharing a Kafka partition).
+	Transferred int64
 	// Skipped counts newer checkpoints of the key that Latest found
 	// incomplete or corrupt and passed over for this one.
 	Skipped int

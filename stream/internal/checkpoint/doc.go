@@ -50,6 +50,6 @@
 // # Metrics
 //
 // The package registers none. Put and Latest return an Info with bytes
-// (Size, ReadBytes), chunks, seconds (Duration) and skipped checkpoints, for
+// (Size, Transferred), chunks, seconds (Duration) and skipped checkpoints, for
 // the caller to export (streamscore_stream_checkpoint_* in package stream).
 package checkpoint

@@ -155,7 +155,7 @@ func (s *JetStream) Put(ctx context.Context, key Key, offset int64, blob io.Read
 	}
 	return Info{
 		Key: key, Offset: offset, Size: int64(oi.Size), Chunks: int(oi.Chunks), CreatedAt: start,
-		Duration: time.Since(start), ReadBytes: int64(oi.Size),
+		Duration: time.Since(start), Transferred: int64(oi.Size),
 	}, nil
 }
 
@@ -215,7 +215,7 @@ func (s *JetStream) latest(ctx context.Context, key Key, start time.Time) (Check
 	return Checkpoint{
 		Info: Info{
 			Key: key, Offset: off, Size: int64(oi.Size), Chunks: int(oi.Chunks), CreatedAt: oi.ModTime,
-			Duration: time.Since(start), ReadBytes: int64(len(blob)),
+			Duration: time.Since(start), Transferred: int64(len(blob)),
 		},
 		Blob: blob,
 	}, true, nil

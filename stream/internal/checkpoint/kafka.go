@@ -72,6 +72,11 @@ const (
 // skipped for the next older one (counted in Info.Skipped); if none is
 // left, Latest returns ErrCorrupt.
 //
+// A store learns which chunks a new checkpoint supersedes from the scan of
+// Latest, then from its own Puts and a forward read of what others appended
+// since; the first Put or Delete of a key without a Latest before it scans
+// back to the newest manifest (up to a few MB more than the tail).
+//
 // # Traps
 //
 // The partition of a key depends on the topic's partition count: never add
@@ -529,7 +534,7 @@ func (s *Kafka) Put(ctx context.Context, key Key, offset int64, blob io.Reader) 
 	n, tlast, err := s.tombstones(ctx, part, dead)
 	written += n
 	ks.end = max(ks.end, tlast+1)
-	info.ReadBytes = written
+	info.Transferred = written
 	info.Duration = time.Since(start)
 	if err != nil {
 		ks.garbage = dead
@@ -615,7 +620,7 @@ func (s *Kafka) Latest(ctx context.Context, key Key) (Checkpoint, bool, error) {
 	return Checkpoint{
 		Info: Info{
 			Key: key, Offset: m.Offset, Size: m.Size, Chunks: len(m.Chunks), CreatedAt: m.CreatedAt,
-			Duration: time.Since(start), ReadBytes: sc.read, Skipped: sc.skipped,
+			Duration: time.Since(start), Transferred: sc.read, Skipped: sc.skipped,
 		},
 		Blob: sc.blob,
 	}, true, nil

@@ -34,7 +34,7 @@ func (s *Memory) Put(ctx context.Context, key Key, offset int64, blob io.Reader)
 	if err := ctx.Err(); err != nil {
 		return Info{}, fmt.Errorf("put checkpoint of %s: %w", key, err)
 	}
-	info := Info{Key: key, Offset: offset, Size: int64(buf.Len()), Chunks: 1, CreatedAt: start, ReadBytes: int64(buf.Len())}
+	info := Info{Key: key, Offset: offset, Size: int64(buf.Len()), Chunks: 1, CreatedAt: start, Transferred: int64(buf.Len())}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -65,7 +65,7 @@ func (s *Memory) Latest(ctx context.Context, key Key) (Checkpoint, bool, error) 
 	}
 	cp.Blob = bytes.Clone(cp.Blob)
 	cp.Duration = time.Since(start)
-	cp.ReadBytes = cp.Size
+	cp.Transferred = cp.Size
 	return cp, true, nil
 }
 
