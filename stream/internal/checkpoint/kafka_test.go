@@ -581,3 +581,46 @@ func TestKafkaSASL(t *testing.T) {
 		t.Fatal("NewKafka with a transport and a dialer: no error")
 	}
 }
+
+// TestKafkaCompactionFreesAll: with tombstones expiring at once
+// (delete.retention.ms=0), compaction leaves exactly one manifest and its
+// chunks of a key that was checkpointed many times.
+func TestKafkaCompactionFreesAll(t *testing.T) {
+	ctx := context.Background()
+	c := startKafka(t, 1)
+	if err := c.CreateTopic(checkpoint.DefaultKafkaTopic, 1, map[string]string{"cleanup.policy": "compact", "delete.retention.ms": "0"}); err != nil {
+		t.Fatal(err)
+	}
+	s := newKafka(t, c, checkpoint.WithKafkaChunkSize(16<<10))
+	key := checkpoint.Key{Group: "g", Topic: "tx", Partition: 0, Fingerprint: "f"}
+	var last []byte
+	for i := range 6 {
+		last = randBlob(uint64(i), (2+i%3)*16<<10) // 2, 3 or 4 chunks
+		if _, err := s.Put(ctx, key, int64(i), bytes.NewReader(last)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := s.RawRecords(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(recs)
+	writeRaw(t, c, kafka.Message{Key: []byte("filler"), Value: []byte("x")})
+	c.Compact()
+	if recs, err = s.RawRecords(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if chunks := len(last) / (16 << 10); len(recs) != 1+chunks {
+		t.Fatalf("after compaction %d of %d records left: %+v; want the manifest and %d chunks", len(recs), before, recs, chunks)
+	}
+	for _, r := range recs {
+		if r.Tombstone {
+			t.Fatalf("tombstone left after compaction with delete.retention.ms=0: %+v", r)
+		}
+	}
+	cp, found, err := newKafka(t, c).Latest(ctx, key)
+	if err != nil || !found || cp.Offset != 5 || !bytes.Equal(cp.Blob, last) {
+		t.Fatalf("Latest after compaction: offset %d, found %v, err %v", cp.Offset, found, err)
+	}
+	t.Logf("%d records before compaction, %d after", before, len(recs))
+}
