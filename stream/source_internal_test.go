@@ -1,0 +1,490 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/stream/local"
+)
+
+// The source conformance suite: one set of contract tests, run against
+// KafkaSource on an embedded kfake broker and against MemBroker.
+
+const (
+	srcTopic = "in"
+	srcParts = 4
+	// srcBudget bounds every wait of the suite; a test that needs it is
+	// broken, not slow.
+	srcBudget = 60 * time.Second
+)
+
+// sourceHarness is one implementation under test, on a fresh broker with
+// topic srcTopic of srcParts partitions.
+type sourceHarness struct {
+	// member returns a new member of group (closed when the test ends).
+	// rebalance is the longest wait of the group for a member to end its
+	// generation; start the start policy.
+	member func(t *testing.T, group string, start int64, rebalance time.Duration) Source
+	// produce appends n records to partition p, values "p<p>-<i>" with i
+	// counting from the partition's current end.
+	produce func(t *testing.T, p, n int)
+	// committed is the group's committed offsets at the broker (absent: none).
+	committed func(t *testing.T, group string) map[int]int64
+	// expire makes the broker drop s (its generation Done, not ended) as it
+	// does after the rebalance timeout; it returns at once, the others' Next
+	// then forms a generation without s.
+	expire func(t *testing.T, s Source)
+}
+
+func kafkaHarness(t *testing.T) sourceHarness {
+	k, err := local.StartKafka(map[string]int{srcTopic: srcParts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	brokers := k.Brokers()
+	tr := &kafka.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: srcTopic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll,
+		Transport: tr, Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition })}
+	t.Cleanup(func() { w.Close() })
+	counts := make([]int, srcParts)
+	return sourceHarness{
+		member: func(t *testing.T, group string, start int64, rebalance time.Duration) Source {
+			s, err := NewKafkaSource(brokers, group, srcTopic, WithSourceStartOffset(start),
+				WithSourceSessionTimeout(6*time.Second), // kfake's group.min.session.timeout.ms
+				WithSourceRebalanceTimeout(rebalance), WithSourceMaxWait(100*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		produce: func(t *testing.T, p, n int) {
+			msgs := make([]kafka.Message, n)
+			for i := range msgs {
+				msgs[i] = kafka.Message{Partition: p, Key: []byte("k"), Value: fmt.Appendf(nil, "p%d-%d", p, counts[p]+i)}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), srcBudget)
+			defer cancel()
+			if err := w.WriteMessages(ctx, msgs...); err != nil {
+				t.Fatal(err)
+			}
+			counts[p] += n
+		},
+		committed: func(t *testing.T, group string) map[int]int64 {
+			ctx, cancel := context.WithTimeout(context.Background(), srcBudget)
+			defer cancel()
+			parts := []int{0, 1, 2, 3}
+			res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{srcTopic: parts}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Error != nil {
+				t.Fatal(res.Error)
+			}
+			out := map[int]int64{}
+			for _, po := range res.Topics[srcTopic] {
+				if po.Error != nil {
+					t.Fatal(po.Error)
+				}
+				if po.CommittedOffset >= 0 {
+					out[po.Partition] = po.CommittedOffset
+				}
+			}
+			return out
+		},
+		expire: func(*testing.T, Source) {}, // the member does not rejoin: kfake drops it after the rebalance timeout
+	}
+}
+
+func memHarness(t *testing.T) sourceHarness {
+	b := NewMemBroker(map[string]int{srcTopic: srcParts})
+	counts := make([]int, srcParts)
+	return sourceHarness{
+		member: func(t *testing.T, group string, start int64, _ time.Duration) Source {
+			s, err := b.NewSource(group, srcTopic, start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		produce: func(t *testing.T, p, n int) {
+			for i := range n {
+				if _, err := b.Append(srcTopic, p, []byte("k"), fmt.Appendf(nil, "p%d-%d", p, counts[p]+i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			counts[p] += n
+		},
+		committed: func(_ *testing.T, group string) map[int]int64 { return b.Committed(group, srcTopic) },
+		expire:    func(_ *testing.T, s Source) { b.Expire(s.(*MemSource)) },
+	}
+}
+
+var sourceHarnesses = []struct {
+	name string
+	make func(t *testing.T) sourceHarness
+}{
+	{"kafka", kafkaHarness},
+	{"mem", memHarness},
+}
+
+// forEachSource runs test against every implementation.
+func forEachSource(t *testing.T, test func(t *testing.T, h sourceHarness)) {
+	for _, impl := range sourceHarnesses {
+		t.Run(impl.name, func(t *testing.T) { test(t, impl.make(t)) })
+	}
+}
+
+func budget(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), srcBudget)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func next(t *testing.T, s Source) Generation {
+	t.Helper()
+	g, err := s.Next(budget(t))
+	if err != nil {
+		t.Fatalf("next generation: %v", err)
+	}
+	return g
+}
+
+func claimed(g Generation) map[int]int64 {
+	out := map[int]int64{}
+	for _, c := range g.Claims() {
+		out[c.Partition()] = c.Start()
+	}
+	return out
+}
+
+func claim(t *testing.T, g Generation, p int) Claim {
+	t.Helper()
+	for _, c := range g.Claims() {
+		if c.Partition() == p {
+			return c
+		}
+	}
+	t.Fatalf("partition %d not claimed in generation %d (%v)", p, g.ID(), claimed(g))
+	return nil
+}
+
+func fetch(t *testing.T, f func(context.Context) (Record, error)) Record {
+	t.Helper()
+	r, err := f(budget(t))
+	if err != nil {
+		t.Fatalf("fetch: %v", err)
+	}
+	return r
+}
+
+func waitDone(t *testing.T, g Generation) {
+	t.Helper()
+	select {
+	case <-g.Done():
+	case <-time.After(srcBudget):
+		t.Fatalf("generation %d not done after %v", g.ID(), srcBudget)
+	}
+}
+
+// nextAsync calls s.Next in a goroutine joined by the returned function.
+func nextAsync(t *testing.T, s Source) func() Generation {
+	var g Generation
+	var err error
+	var wg sync.WaitGroup
+	wg.Go(func() { g, err = s.Next(budget(t)) })
+	return func() Generation {
+		t.Helper()
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("next generation: %v", err)
+		}
+		return g
+	}
+}
+
+func TestSourceOneMemberClaimsAllAtCommitted(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		for p := range srcParts {
+			h.produce(t, p, 3)
+		}
+		a := h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+		ga := next(t, a)
+		if got, want := claimed(ga), map[int]int64{0: 0, 1: 0, 2: 0, 3: 0}; !maps.Equal(got, want) {
+			t.Fatalf("first member claims %v, want %v", got, want)
+		}
+		for _, c := range ga.Claims() {
+			if c.HighWater() != 3 {
+				t.Errorf("partition %d: high water %d at generation start, want 3", c.Partition(), c.HighWater())
+			}
+		}
+		c0 := claim(t, ga, 0)
+		for i := range 2 {
+			r := fetch(t, c0.Fetch)
+			if r.Partition != 0 || r.Offset != int64(i) || string(r.Value) != fmt.Sprintf("p0-%d", i) || string(r.Key) != "k" {
+				t.Fatalf("fetch %d: got %d/%d %q %q", i, r.Partition, r.Offset, r.Key, r.Value)
+			}
+			if r.Time.IsZero() || time.Since(r.Time) > time.Minute {
+				t.Errorf("record time %v, want the append time", r.Time)
+			}
+		}
+		if err := ga.Commit(budget(t), map[int]int64{0: 2, 1: 1}); err != nil {
+			t.Fatal(err)
+		}
+		ga.End()
+		a.Close()
+
+		b := h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+		gb := next(t, b)
+		if got, want := claimed(gb), map[int]int64{0: 2, 1: 1, 2: 0, 3: 0}; !maps.Equal(got, want) {
+			t.Fatalf("next member claims %v, want the committed offsets %v", got, want)
+		}
+		if r := fetch(t, claim(t, gb, 0).Fetch); r.Offset != 2 || string(r.Value) != "p0-2" {
+			t.Fatalf("first record after the commit: %d %q, want 2 p0-2", r.Offset, r.Value)
+		}
+		if r := fetch(t, claim(t, gb, 1).Fetch); r.Offset != 1 || string(r.Value) != "p1-1" {
+			t.Fatalf("first record after the commit: %d %q, want 1 p1-1", r.Offset, r.Value)
+		}
+
+		// Another group starting at the end: Start is the resolved end.
+		c := h.member(t, "late", kafka.LastOffset, 10*time.Second)
+		gc := next(t, c)
+		if got, want := claimed(gc), map[int]int64{0: 3, 1: 3, 2: 3, 3: 3}; !maps.Equal(got, want) {
+			t.Fatalf("LastOffset member claims %v, want %v", got, want)
+		}
+		h.produce(t, 2, 1)
+		if r := fetch(t, claim(t, gc, 2).Fetch); r.Offset != 3 || string(r.Value) != "p2-3" {
+			t.Fatalf("LastOffset member's first record %d %q, want 3 p2-3", r.Offset, r.Value)
+		}
+	})
+}
+
+// splitGroup makes two members share the group: a alone first, then b
+// joins; both generations are returned, with the same id.
+func splitGroup(t *testing.T, h sourceHarness) (a, b Source, ga, gb Generation) {
+	t.Helper()
+	a = h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+	ga1 := next(t, a)
+	if len(ga1.Claims()) != srcParts {
+		t.Fatalf("alone, a claims %v", claimed(ga1))
+	}
+	b = h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+	joinB := nextAsync(t, b)
+	waitDone(t, ga1) // b's join ends a's generation
+	if _, err := claim(t, ga1, 0).Fetch(budget(t)); !errors.Is(err, ErrGenerationEnded) {
+		t.Fatalf("fetch after done: %v, want ErrGenerationEnded", err)
+	}
+	ga1.End()
+	ga = next(t, a)
+	gb = joinB()
+	if ga.ID() != gb.ID() || ga.ID() <= ga1.ID() {
+		t.Fatalf("generations: a %d then %d, b %d", ga1.ID(), ga.ID(), gb.ID())
+	}
+	return a, b, ga, gb
+}
+
+func TestSourceTwoMembersSplit(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		_, _, ga, gb := splitGroup(t, h)
+		pa, pb := claimed(ga), claimed(gb)
+		if len(pa) != 2 || len(pb) != 2 {
+			t.Fatalf("claims a %v, b %v: want two each", pa, pb)
+		}
+		all := slices.Sorted(maps.Keys(pa))
+		all = append(all, slices.Sorted(maps.Keys(pb))...)
+		slices.Sort(all)
+		if !slices.Equal(all, []int{0, 1, 2, 3}) {
+			t.Fatalf("claims a %v, b %v: want a partition of 0..3", pa, pb)
+		}
+		// Each member commits its own partitions, not the other's.
+		mine := slices.Sorted(maps.Keys(pb))[0]
+		theirs := slices.Sorted(maps.Keys(pa))[0]
+		if err := gb.Commit(budget(t), map[int]int64{theirs: 0}); !errors.Is(err, ErrFenced) {
+			t.Fatalf("commit of a partition claimed by the other member: %v, want ErrFenced", err)
+		}
+		if err := gb.Commit(budget(t), map[int]int64{mine: 0}); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.committed(t, "g"); !maps.Equal(got, map[int]int64{mine: 0}) {
+			t.Fatalf("committed %v, want only %d: 0", got, mine)
+		}
+	})
+}
+
+func TestSourceLeaveGivesAllToTheOther(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		h.produce(t, 3, 2)
+		a, b, ga, gb := splitGroup(t, h)
+		_ = a
+		gb.End()
+		b.Close()
+		waitDone(t, ga)
+		ga.End()
+		ga2 := next(t, a)
+		if len(ga2.Claims()) != srcParts || ga2.ID() <= ga.ID() {
+			t.Fatalf("after b left: generation %d claims %v, want all in a generation after %d", ga2.ID(), claimed(ga2), ga.ID())
+		}
+		if r := fetch(t, claim(t, ga2, 3).Fetch); r.Offset != 0 || string(r.Value) != "p3-0" {
+			t.Fatalf("partition 3 after the rebalance: %d %q", r.Offset, r.Value)
+		}
+	})
+}
+
+func TestSourceCommitFenced(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		// Ended generation: refused without the broker.
+		a := h.member(t, "g", kafka.FirstOffset, 2*time.Second)
+		ga := next(t, a)
+		if err := ga.Commit(budget(t), map[int]int64{0: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ga.Commit(budget(t), map[int]int64{0: -3}); err == nil || errors.Is(err, ErrFenced) {
+			t.Fatalf("negative offset: %v, want a plain error", err)
+		}
+		ga.End()
+		if err := ga.Commit(budget(t), map[int]int64{0: 2}); !errors.Is(err, ErrFenced) || !errors.Is(err, ErrGenerationEnded) {
+			t.Fatalf("commit after End: %v, want ErrFenced wrapping ErrGenerationEnded", err)
+		}
+		if _, err := claim(t, ga, 0).Fetch(budget(t)); !errors.Is(err, ErrGenerationEnded) {
+			t.Fatalf("fetch after End: %v, want ErrGenerationEnded", err)
+		}
+
+		// A generation the broker moved on from: a is Done (b joins) but
+		// does not end in time; the broker drops it and refuses its commit.
+		ga = next(t, a)
+		if err := ga.Commit(budget(t), map[int]int64{1: 1}); err != nil {
+			t.Fatal(err)
+		}
+		b := h.member(t, "g", kafka.FirstOffset, 2*time.Second)
+		joinB := nextAsync(t, b)
+		waitDone(t, ga)
+		// Done but not ended: the partitions are still a's, the commit of
+		// its drained work goes through.
+		if err := ga.Commit(budget(t), map[int]int64{1: 2}); err != nil {
+			t.Fatalf("commit between Done and End: %v", err)
+		}
+		h.expire(t, a)
+		gb := joinB()
+		if len(gb.Claims()) != srcParts {
+			t.Fatalf("b claims %v after a was dropped, want all", claimed(gb))
+		}
+		err := ga.Commit(budget(t), map[int]int64{0: 7, 1: 7})
+		var ke kafka.Error
+		if !errors.Is(err, ErrFenced) || !errors.As(err, &ke) {
+			t.Fatalf("commit of a dropped member: %v, want ErrFenced wrapping the broker's error", err)
+		}
+		t.Logf("fenced: %v", err)
+		if got, want := h.committed(t, "g"), map[int]int64{0: 1, 1: 2}; !maps.Equal(got, want) {
+			t.Fatalf("committed %v after the fenced commit, want %v unchanged", got, want)
+		}
+		ga.End()
+		if err := gb.Commit(budget(t), map[int]int64{0: 3}); err != nil {
+			t.Fatalf("commit of the new owner: %v", err)
+		}
+		if got, want := h.committed(t, "g"), map[int]int64{0: 3, 1: 2}; !maps.Equal(got, want) {
+			t.Fatalf("committed %v, want %v", got, want)
+		}
+	})
+}
+
+func TestSourceReadAndHighWater(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		h.produce(t, 1, 5)
+		s := h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+		parts, err := s.Partitions(budget(t), srcTopic)
+		if err != nil || !slices.Equal(parts, []int{0, 1, 2, 3}) {
+			t.Fatalf("partitions: %v %v", parts, err)
+		}
+		if _, err := s.Read(srcTopic, 1, -7); err == nil {
+			t.Fatal("read from offset -7: no error")
+		}
+		r, err := s.Read(srcTopic, 1, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var caught bool
+		for i := int64(2); i < 5; i++ {
+			rec := fetch(t, r.Fetch)
+			if rec.Offset != i || string(rec.Value) != fmt.Sprintf("p1-%d", i) {
+				t.Fatalf("read: %d %q, want %d", rec.Offset, rec.Value, i)
+			}
+			if rec.HighWater != 5 {
+				t.Fatalf("record %d: high water %d, want 5", rec.Offset, rec.HighWater)
+			}
+			caught = rec.Offset == rec.HighWater-1
+		}
+		if !caught {
+			t.Fatal("the last record does not show the reader caught up")
+		}
+		h.produce(t, 1, 2)
+		if rec := fetch(t, r.Fetch); rec.Offset != 5 || rec.HighWater != 7 || rec.Offset == rec.HighWater-1 {
+			t.Fatalf("after two more: %d high water %d, want 5 of 7 (not caught up)", rec.Offset, rec.HighWater)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		fetch(t, r.Fetch) // offset 6
+		if _, err := r.Fetch(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("fetch past the end: %v, want the context's error", err)
+		}
+		r.Close()
+		if _, err := r.Fetch(budget(t)); !errors.Is(err, ErrSourceClosed) {
+			t.Fatalf("fetch after Close: %v, want ErrSourceClosed", err)
+		}
+		// Source.Close closes the readers still open.
+		r2, err := s.Read(srcTopic, 0, kafka.FirstOffset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if _, err := r2.Fetch(budget(t)); !errors.Is(err, ErrSourceClosed) {
+			t.Fatalf("fetch after the source closed: %v, want ErrSourceClosed", err)
+		}
+		if _, err := s.Next(budget(t)); !errors.Is(err, ErrSourceClosed) {
+			t.Fatalf("next after Close: %v, want ErrSourceClosed", err)
+		}
+	})
+}
+
+func TestSourceFetchUnblockedByDone(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		a := h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+		ga := next(t, a)
+		if _, err := a.Next(budget(t)); err == nil {
+			t.Fatal("next before End: no error")
+		}
+		c := claim(t, ga, 2)
+		errc := make(chan error, 1)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			_, err := c.Fetch(budget(t))
+			errc <- err
+		})
+		b := h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+		joinB := nextAsync(t, b)
+		waitDone(t, ga)
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrGenerationEnded) {
+				t.Fatalf("blocked fetch at done: %v, want ErrGenerationEnded", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("blocked fetch still blocked 10s after done")
+		}
+		wg.Wait()
+		ga.End()
+		next(t, a)
+		joinB()
+	})
+}
