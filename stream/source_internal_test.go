@@ -488,3 +488,43 @@ func TestSourceFetchUnblockedByDone(t *testing.T) {
 		joinB()
 	})
 }
+
+// TestKafkaSourceBackpressure: a claim reads ahead at most its buffer (and
+// not at all before its first Fetch), however much the partition holds.
+func TestKafkaSourceBackpressure(t *testing.T) {
+	h := kafkaHarness(t)
+	for _, p := range []int{0, 1} {
+		for range 5 {
+			h.produce(t, p, 1000)
+		}
+	}
+	k := h.member(t, "g", kafka.FirstOffset, 10*time.Second).(*KafkaSource)
+	k.cfg.buffer = 64 // as WithSourceBuffer(64)
+	g := next(t, k)
+	c0, c1 := claim(t, g, 0).(*kafkaClaim), claim(t, g, 1).(*kafkaClaim)
+	if r := fetch(t, c0.Fetch); r.Offset != 0 {
+		t.Fatalf("first record: offset %d", r.Offset)
+	}
+	time.Sleep(time.Second) // room for a reader that does not stop
+	st0, st1 := c0.r.Stats(), c1.r.Stats()
+	t.Logf("read from the broker: partition 0 %d records (%d fetches), partition 1 %d", st0.Messages, st0.Fetches, st1.Messages)
+	// Read from the broker: the fetched record, 64 queued, one in hand.
+	if st0.Messages > 1+64+1 {
+		t.Errorf("partition 0: %d records read ahead of one Fetch with a buffer of 64", st0.Messages)
+	}
+	if st0.Messages < 64 {
+		t.Errorf("partition 0: only %d records read ahead: no read-ahead at all?", st0.Messages)
+	}
+	if st1.Messages != 0 || st1.Dials != 0 {
+		t.Errorf("partition 1, never fetched: %d records, %d dials", st1.Messages, st1.Dials)
+	}
+	// The rest still comes, in order.
+	for i := int64(1); i < 5000; i++ {
+		if r := fetch(t, c0.Fetch); r.Offset != i {
+			t.Fatalf("record %d: offset %d", i, r.Offset)
+		}
+	}
+	t0 := time.Now()
+	g.End()
+	t.Logf("End with one partition reader idle at the broker: %v", time.Since(t0))
+}
