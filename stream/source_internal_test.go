@@ -489,42 +489,59 @@ func TestSourceFetchUnblockedByDone(t *testing.T) {
 	})
 }
 
-// TestKafkaSourceBackpressure: a claim reads ahead at most its buffer (and
-// not at all before its first Fetch), however much the partition holds.
+// TestKafkaSourceBackpressure: a claim reads ahead at most three fetch
+// responses (and nothing before its first Fetch), however much the
+// partition holds.
 func TestKafkaSourceBackpressure(t *testing.T) {
 	h := kafkaHarness(t)
 	for _, p := range []int{0, 1} {
 		for range 5 {
-			h.produce(t, p, 1000)
+			h.produce(t, p, 1000) // in producer batches of 100 records (kafka.Writer's BatchSize)
 		}
 	}
 	k := h.member(t, "g", kafka.FirstOffset, 10*time.Second).(*KafkaSource)
-	k.cfg.buffer = 64 // as WithSourceBuffer(64)
+	k.cfg.maxBytes = 1 << 10 // as WithSourceMaxBytes(1 KiB): one producer batch per fetch
 	g := next(t, k)
 	c0, c1 := claim(t, g, 0).(*kafkaClaim), claim(t, g, 1).(*kafkaClaim)
 	if r := fetch(t, c0.Fetch); r.Offset != 0 {
 		t.Fatalf("first record: offset %d", r.Offset)
 	}
-	time.Sleep(time.Second) // room for a reader that does not stop
-	st0, st1 := c0.r.Stats(), c1.r.Stats()
-	t.Logf("read from the broker: partition 0 %d records (%d fetches), partition 1 %d", st0.Messages, st0.Fetches, st1.Messages)
-	// Read from the broker: the fetched record, 64 queued, one in hand.
-	if st0.Messages > 1+64+1 {
-		t.Errorf("partition 0: %d records read ahead of one Fetch with a buffer of 64", st0.Messages)
+	time.Sleep(time.Second) // room for a fetcher that does not stop
+	read0, read1 := c0.f.read.Load(), c1.f.read.Load()
+	t.Logf("read from the broker: partition 0 %d records, partition 1 %d", read0, read1)
+	// In hand, queued, fetched and waiting: three batches of 100.
+	if read0 > 300 {
+		t.Errorf("partition 0: %d records read ahead of one Fetch", read0)
 	}
-	if st0.Messages < 64 {
-		t.Errorf("partition 0: only %d records read ahead: no read-ahead at all?", st0.Messages)
+	c1.f.mu.Lock()
+	conn1 := c1.f.conn
+	c1.f.mu.Unlock()
+	if read1 != 0 || conn1 != nil {
+		t.Errorf("partition 1, never fetched: %d records read, connection %v", read1, conn1)
 	}
-	if st1.Messages != 0 || st1.Dials != 0 {
-		t.Errorf("partition 1, never fetched: %d records, %d dials", st1.Messages, st1.Dials)
-	}
-	// The rest still comes, in order.
-	for i := int64(1); i < 5000; i++ {
-		if r := fetch(t, c0.Fetch); r.Offset != i {
-			t.Fatalf("record %d: offset %d", i, r.Offset)
+	// The rest still comes, in order, and a cancelled Fetch loses nothing
+	// (it may hand out a record already in hand).
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := int64(1); i < 5000; {
+		f := c0.Fetch
+		if i%500 == 0 {
+			f = func(context.Context) (Record, error) { return c0.Fetch(cancelled) }
 		}
+		r, err := f(budget(t))
+		if errors.Is(err, context.Canceled) {
+			f = c0.Fetch
+			r, err = f(budget(t))
+		}
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if r.Offset != i || string(r.Value) != fmt.Sprintf("p0-%d", i) {
+			t.Fatalf("record %d: offset %d %q", i, r.Offset, r.Value)
+		}
+		i++
 	}
 	t0 := time.Now()
 	g.End()
-	t.Logf("End with one partition reader idle at the broker: %v", time.Since(t0))
+	t.Logf("End with one partition's fetch waiting at the broker: %v", time.Since(t0))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -21,7 +20,6 @@ type sourceConfig struct {
 	sessionTimeout   time.Duration
 	rebalanceTimeout time.Duration
 	startOffset      int64
-	buffer           int
 	maxBytes         int
 	maxWait          time.Duration
 	log              *slog.Logger
@@ -33,7 +31,6 @@ func defaultSourceConfig() sourceConfig {
 		sessionTimeout:   30 * time.Second,
 		rebalanceTimeout: 30 * time.Second,
 		startOffset:      kafka.FirstOffset,
-		buffer:           512,
 		maxBytes:         1 << 20,
 		maxWait:          500 * time.Millisecond,
 		log:              slog.New(slog.DiscardHandler),
@@ -97,23 +94,12 @@ func WithSourceStartOffset(off int64) SourceOption {
 	}
 }
 
-// WithSourceBuffer sets how many records each claimed partition (and each
-// Read reader) reads ahead of Fetch, at most. Default 512. Per partition the
-// source holds at most n records plus one fetch response of
-// WithSourceMaxBytes. The trap: memory is n times the partitions claimed.
-func WithSourceBuffer(n int) SourceOption {
-	return func(c *sourceConfig) error {
-		if n < 1 || n > 1<<20 {
-			return fmt.Errorf("stream: source buffer %d out of range [1, %d]", n, 1<<20)
-		}
-		c.buffer = n
-		return nil
-	}
-}
-
 // WithSourceMaxBytes sets the most bytes one fetch of one partition asks
-// for. Default 1 MiB (Kafka's max.partition.fetch.bytes). The trap: a
-// record larger than it is still returned, alone.
+// for. Default 1 MiB (Kafka's max.partition.fetch.bytes). It also bounds the
+// read-ahead: a partition being fetched holds at most three fetch responses
+// (one being handed out, one queued, one in flight), so about 3×n bytes of
+// records; a partition nobody fetches holds none. The trap: a record larger
+// than n is still returned, alone, and memory is per claimed partition.
 func WithSourceMaxBytes(n int) SourceOption {
 	return func(c *sourceConfig) error {
 		if n < 1<<10 || n > 256<<20 {
@@ -125,9 +111,8 @@ func WithSourceMaxBytes(n int) SourceOption {
 }
 
 // WithSourceMaxWait sets how long a fetch of an idle partition waits at the
-// broker for data. Default 500 ms. The trap: ending a generation or closing
-// a reader waits for a pending fetch, so this bounds End; shorter means
-// more empty fetches of idle partitions.
+// broker for data. Default 500 ms. Fetch returns as soon as a record comes,
+// whatever it is; shorter only means more empty fetches of idle partitions.
 func WithSourceMaxWait(d time.Duration) SourceOption {
 	return func(c *sourceConfig) error {
 		if d < 10*time.Millisecond || d > 30*time.Second {
@@ -152,9 +137,10 @@ func WithSourceLogger(l *slog.Logger) SourceOption {
 
 // KafkaSource is the Source of a Kafka consumer group, on kafka-go's
 // consumer-group API (kafka.ConsumerGroup generations). Each claimed
-// partition is read by its own partition reader (read-committed), started
-// at the claim's Start on its first Fetch; commits go through the
-// generation, so the broker fences them.
+// partition is read by its own connection to the partition's leader
+// (kafka.Conn fetches, read-committed) in a goroutine started by the claim's
+// first Fetch, one fetch response ahead of the caller; commits go through
+// the generation, so the broker fences them.
 type KafkaSource struct {
 	brokers []string
 	group   string
@@ -319,32 +305,9 @@ func (s *KafkaSource) Read(topic string, partition int, offset int64) (Partition
 	if s.closed {
 		return nil, ErrSourceClosed
 	}
-	r := s.newReader(topic, partition)
-	if err := r.SetOffset(offset); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("stream: read %s/%d from %d: %w", topic, partition, offset, err)
-	}
-	pr := &kafkaPartitionReader{s: s, r: r, topic: topic}
+	pr := &kafkaPartitionReader{s: s, f: s.newFetcher(topic, partition, offset, ErrSourceClosed)}
 	s.readers[pr] = struct{}{}
 	return pr, nil
-}
-
-// newReader returns a kafka-go reader of one partition, outside any group.
-// It starts no goroutine before its first FetchMessage.
-func (s *KafkaSource) newReader(topic string, partition int) *kafka.Reader {
-	return kafka.NewReader(kafka.ReaderConfig{
-		Brokers:         s.brokers,
-		Topic:           topic,
-		Partition:       partition,
-		Dialer:          s.cfg.dialer,
-		MinBytes:        1,
-		MaxBytes:        s.cfg.maxBytes,
-		MaxWait:         s.cfg.maxWait,
-		QueueCapacity:   s.cfg.buffer,
-		IsolationLevel:  kafka.ReadCommitted,
-		ReadLagInterval: -1,
-		ErrorLogger:     s.kafkaLogger(fmt.Sprintf("kafka source %s/%d: ", topic, partition)),
-	})
 }
 
 // Close implements Source.
@@ -390,7 +353,7 @@ func (s *KafkaSource) isClosed() bool {
 // kafkaGeneration is a Generation on a kafka-go Generation. A holder
 // function started with kafka-go's Generation.Start keeps the group from
 // rejoining until End releases it; when the generation ends at the group
-// (kafka-go closes its context), the holder cancels the claims' fetches.
+// (kafka-go closes its context), the holder stops the claims' fetching.
 type kafkaGeneration struct {
 	s      *KafkaSource
 	kg     *kafka.Generation
@@ -398,8 +361,6 @@ type kafkaGeneration struct {
 	claims []Claim
 	byPart map[int]*kafkaClaim
 
-	gctx    context.Context // cancelled when the generation ends or End is called
-	gcancel context.CancelFunc
 	release chan struct{} // closed by End: lets the holder return
 	holder  sync.WaitGroup
 
@@ -410,10 +371,8 @@ type kafkaGeneration struct {
 
 func (s *KafkaSource) newGeneration(kg *kafka.Generation) *kafkaGeneration {
 	g := &kafkaGeneration{s: s, kg: kg, release: make(chan struct{}), byPart: map[int]*kafkaClaim{}}
-	g.gctx, g.gcancel = context.WithCancel(context.Background())
 	for _, a := range kg.Assignments[s.topic] {
-		c := &kafkaClaim{g: g, p: a.ID, start: a.Offset}
-		g.byPart[a.ID] = c
+		g.byPart[a.ID] = &kafkaClaim{g: g, p: a.ID, start: a.Offset, f: s.newFetcher(s.topic, a.ID, a.Offset, ErrGenerationEnded)}
 	}
 	ids := make([]int, 0, len(g.byPart))
 	for id := range g.byPart {
@@ -430,7 +389,7 @@ func (s *KafkaSource) newGeneration(kg *kafka.Generation) *kafkaGeneration {
 		doneCh <- ctx.Done()
 		select {
 		case <-ctx.Done():
-			g.gcancel() // Fetch returns ErrGenerationEnded from now on
+			g.stopFetching() // Fetch returns ErrGenerationEnded from now on
 			<-g.release
 		case <-g.release:
 		}
@@ -439,9 +398,18 @@ func (s *KafkaSource) newGeneration(kg *kafka.Generation) *kafkaGeneration {
 	return g
 }
 
+// stopFetching stops every claim's fetching and joins its goroutine.
+func (g *kafkaGeneration) stopFetching() {
+	var wg sync.WaitGroup
+	for _, c := range g.byPart {
+		wg.Go(c.f.close)
+	}
+	wg.Wait()
+}
+
 // resolve turns the claims' start policies (FirstOffset, LastOffset) into
 // absolute offsets and reads every claimed partition's high-water mark, in
-// one ListOffsets request; then it makes the claims' readers.
+// one ListOffsets request. It runs before the generation is handed out.
 func (g *kafkaGeneration) resolve(ctx context.Context) error {
 	if len(g.claims) == 0 {
 		return nil
@@ -468,30 +436,16 @@ func (g *kafkaGeneration) resolve(ctx context.Context) error {
 		}
 		seen++
 		c.hw = po.LastOffset
-		switch {
-		case c.start == kafka.FirstOffset:
+		switch c.start {
+		case kafka.FirstOffset:
 			c.start = po.FirstOffset
-		case c.start == kafka.LastOffset:
+		case kafka.LastOffset:
 			c.start = po.LastOffset
 		}
+		c.f.start = c.start
 	}
 	if seen != len(g.claims) {
 		return fmt.Errorf("stream: list offsets of %q: %d of %d partitions answered", g.s.topic, seen, len(g.claims))
-	}
-	for _, c := range g.byPart {
-		r := g.s.newReader(g.s.topic, c.p)
-		if err := r.SetOffset(c.start); err != nil {
-			r.Close()
-			return fmt.Errorf("stream: start %s/%d at %d: %w", g.s.topic, c.p, c.start, err)
-		}
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			r.Close()
-			return ErrGenerationEnded
-		}
-		c.r = r
-		c.mu.Unlock()
 	}
 	return nil
 }
@@ -555,35 +509,20 @@ func (g *kafkaGeneration) End() {
 		g.mu.Lock() // waits for commits in flight
 		g.ended = true
 		g.mu.Unlock()
-		g.gcancel()
-		var wg sync.WaitGroup
-		for _, c := range g.byPart {
-			wg.Go(c.close)
-		}
-		wg.Wait()
+		g.stopFetching()
 		close(g.release)
 		g.holder.Wait()
 		<-g.done // kafka-go closes it as the holder returns
 	})
 }
 
-// kafkaClaim is a Claim read by its own kafka-go partition reader.
+// kafkaClaim is a Claim of a kafkaGeneration.
 type kafkaClaim struct {
 	g     *kafkaGeneration
 	p     int
 	start int64
 	hw    int64
-
-	// The reader (nil before resolve and after close) and the context Fetch passes to the reader: cancelled when the
-	// generation ends or the caller's ctx is done. Kept while the caller
-	// passes the same ctx, so a Fetch allocates nothing.
-	mu     sync.Mutex
-	r      *kafka.Reader
-	closed bool
-	last   context.Context
-	merged context.Context
-	stop   func() bool
-	cancel context.CancelFunc
+	f     *partitionFetcher
 }
 
 // Partition implements Claim.
@@ -597,103 +536,25 @@ func (c *kafkaClaim) HighWater() int64 { return c.hw }
 
 // Fetch implements Claim.
 func (c *kafkaClaim) Fetch(ctx context.Context) (Record, error) {
-	if c.g.gctx.Err() != nil {
-		return Record{}, ErrGenerationEnded
-	}
-	select {
-	case <-c.g.done:
-		return Record{}, ErrGenerationEnded
-	default:
-	}
-	r, fctx := c.fetchContext(ctx)
-	if r == nil {
-		return Record{}, ErrGenerationEnded
-	}
-	m, err := r.FetchMessage(fctx)
-	if err != nil {
-		switch {
-		case c.g.gctx.Err() != nil, errors.Is(err, io.EOF):
-			return Record{}, ErrGenerationEnded
-		case ctx.Err() != nil:
-			return Record{}, ctx.Err()
-		}
-		return Record{}, fmt.Errorf("stream: fetch %s/%d: %w", c.g.s.topic, c.p, err)
-	}
-	return recordOf(&m), nil
+	return c.f.fetch(ctx, c.g.done)
 }
 
-// fetchContext returns a context done when ctx is or the generation ends,
-// made once per distinct ctx, and the reader; a nil reader once the claim
-// is closed.
-func (c *kafkaClaim) fetchContext(ctx context.Context) (*kafka.Reader, context.Context) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.r == nil {
-		return nil, nil
-	}
-	if c.last == ctx {
-		return c.r, c.merged
-	}
-	c.releaseContext()
-	c.merged, c.cancel = context.WithCancel(c.g.gctx)
-	c.stop = context.AfterFunc(ctx, c.cancel)
-	c.last = ctx
-	return c.r, c.merged
-}
-
-// releaseContext drops the merged context; c.mu is held.
-func (c *kafkaClaim) releaseContext() {
-	if c.stop != nil {
-		c.stop()
-		c.cancel()
-		c.last, c.merged, c.stop, c.cancel = nil, nil, nil, nil
-	}
-}
-
-// close stops the claim's reader and joins its goroutines (it waits for a
-// fetch pending at the broker: at most the max wait).
-func (c *kafkaClaim) close() {
-	c.mu.Lock()
-	r := c.r
-	c.releaseContext()
-	c.r, c.closed = nil, true
-	c.mu.Unlock()
-	if r != nil {
-		r.Close()
-	}
-}
-
-func recordOf(m *kafka.Message) Record {
-	return Record{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time, HighWater: m.HighWaterMark}
-}
-
-// kafkaPartitionReader is a PartitionReader on a kafka-go partition reader.
+// kafkaPartitionReader is a PartitionReader of a KafkaSource.
 type kafkaPartitionReader struct {
-	s     *KafkaSource
-	r     *kafka.Reader
-	topic string
-	once  sync.Once
+	s    *KafkaSource
+	f    *partitionFetcher
+	once sync.Once
 }
 
 // Fetch implements PartitionReader.
 func (pr *kafkaPartitionReader) Fetch(ctx context.Context) (Record, error) {
-	m, err := pr.r.FetchMessage(ctx)
-	if err != nil {
-		switch {
-		case errors.Is(err, io.EOF):
-			return Record{}, ErrSourceClosed
-		case ctx.Err() != nil:
-			return Record{}, ctx.Err()
-		}
-		return Record{}, fmt.Errorf("stream: read %s/%d: %w", pr.topic, pr.r.Config().Partition, err)
-	}
-	return recordOf(&m), nil
+	return pr.f.fetch(ctx, nil)
 }
 
 // Close implements PartitionReader.
 func (pr *kafkaPartitionReader) Close() error {
 	pr.once.Do(func() {
-		pr.r.Close()
+		pr.f.close()
 		pr.s.mu.Lock()
 		delete(pr.s.readers, pr)
 		pr.s.mu.Unlock()
