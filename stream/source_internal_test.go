@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/streamscore/streamscore/stream/local"
 )
 
@@ -395,6 +396,38 @@ func TestSourceCommitFenced(t *testing.T) {
 		if got, want := h.committed(t, "g"), map[int]int64{0: 3, 1: 2}; !maps.Equal(got, want) {
 			t.Fatalf("committed %v, want %v", got, want)
 		}
+
+		// The dropped member joins again: its first Next may report the
+		// broker's refusal of its old member id, which is not fatal.
+		var ga2 Generation
+		var joinErrs []error
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for range 5 {
+				g, err := a.Next(budget(t))
+				if err == nil {
+					ga2 = g
+					return
+				}
+				joinErrs = append(joinErrs, err)
+				if IsFatalSourceError(err) {
+					return
+				}
+			}
+		})
+		waitDone(t, gb)
+		gb.End()
+		gb2 := next(t, b)
+		wg.Wait()
+		if ga2 == nil {
+			t.Fatalf("the dropped member could not join again: %v", joinErrs)
+		}
+		if len(joinErrs) > 0 {
+			t.Logf("rejoin errors: %v", joinErrs)
+		}
+		if len(ga2.Claims()) != 2 || len(gb2.Claims()) != 2 || ga2.ID() != gb2.ID() {
+			t.Fatalf("after the rejoin: a %d %v, b %d %v", ga2.ID(), claimed(ga2), gb2.ID(), claimed(gb2))
+		}
 	})
 }
 
@@ -544,4 +577,86 @@ func TestKafkaSourceBackpressure(t *testing.T) {
 	t0 := time.Now()
 	g.End()
 	t.Logf("End with one partition's fetch waiting at the broker: %v", time.Since(t0))
+}
+
+// TestKafkaSourceSASL: every connection of the source (group, metadata,
+// fetch) authenticates with the dialer's mechanism; a refused one is an
+// error IsFatalSourceError reports, from Next and from Fetch.
+func TestKafkaSourceSASL(t *testing.T) {
+	k, err := local.StartKafka(map[string]int{srcTopic: 2}, local.WithSASLUser("SCRAM-SHA-256", "streamscore", "right"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	source := func(pass string) *KafkaSource {
+		mech, err := scram.Mechanism(scram.SHA256, "streamscore", pass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := NewKafkaSource(k.Brokers(), "g", srcTopic, WithSourceSessionTimeout(6*time.Second),
+			WithSourceDialer(&kafka.Dialer{Timeout: 5 * time.Second, SASLMechanism: mech}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+
+	good := source("right")
+	mech, _ := scram.Mechanism(scram.SHA256, "streamscore", "right")
+	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers()...), Topic: srcTopic, BatchTimeout: time.Millisecond,
+		Transport: &kafka.Transport{SASL: mech}, Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition })}
+	defer w.Transport.(*kafka.Transport).CloseIdleConnections()
+	defer w.Close()
+	if err := w.WriteMessages(budget(t), kafka.Message{Partition: 1, Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	g := next(t, good)
+	if r := fetch(t, claim(t, g, 1).Fetch); string(r.Value) != "v" {
+		t.Fatalf("fetched %q", r.Value)
+	}
+	if err := g.Commit(budget(t), map[int]int64{1: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := source("wrong")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = bad.Next(ctx)
+	if err == nil || !IsFatalSourceError(err) {
+		t.Fatalf("next with a wrong password: %v, want a fatal error", err)
+	}
+	t.Logf("next: %v", err)
+	r, err := bad.Read(srcTopic, 1, kafka.FirstOffset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Fetch(ctx); err == nil || !IsFatalSourceError(err) {
+		t.Fatalf("fetch with a wrong password: %v, want a fatal error", err)
+	}
+}
+
+func TestIsFatalSourceError(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"topic authorization", fmt.Errorf("stream: fetch in/0: %w", kafka.TopicAuthorizationFailed), true},
+		{"group authorization", fmt.Errorf("stream: join group: %w", kafka.GroupAuthorizationFailed), true},
+		{"sasl", fmt.Errorf("stream: connect: %w", kafka.SASLAuthenticationFailed), true},
+		{"closed", ErrSourceClosed, true},
+		{"not leader", fmt.Errorf("stream: fetch: %w", kafka.NotLeaderForPartition), false},
+		{"rebalance", kafka.RebalanceInProgress, false},
+		{"fenced", fmt.Errorf("%w: %w", ErrFenced, kafka.IllegalGeneration), false},
+		{"generation ended", ErrGenerationEnded, false},
+		{"network", fmt.Errorf("stream: connect: %w", context.DeadlineExceeded), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := IsFatalSourceError(tc.err); got != tc.want {
+				t.Fatalf("IsFatalSourceError(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
 }
