@@ -23,6 +23,10 @@ import (
 //		drain in-flight work; gen.Commit(ctx, acked)  // still accepted: see Generation
 //		gen.End()                       // only now may the member rejoin
 //	}
+//	src.Close()                         // leave the group (after End it has rejoined)
+//
+// Implementations: KafkaSource (a Kafka consumer group); MemBroker, in a
+// test file of this package, gives in-memory members for broker-less tests.
 //
 // Offsets in Commit and Start follow Kafka: the offset of the next record to
 // read, not of the last one processed.
@@ -136,11 +140,17 @@ type Generation interface {
 
 	// End tells the source the member is finished with the generation:
 	// in-flight work is drained (or abandoned). It ends the generation if it
-	// was still running (the member then rejoins and the group rebalances),
-	// stops every claim's fetching and joins its goroutines, and only then
-	// lets the source rejoin: the group waits for End before it forms the
-	// next generation, for at most the rebalance timeout, after which the
-	// broker drops this member and fences its commits. Idempotent.
+	// was still running (the group then rebalances), stops every claim's
+	// fetching and joins its goroutines, waits for commits in flight, and
+	// only then lets the source rejoin: the group waits for End before it
+	// forms the next generation, for at most the rebalance timeout, after
+	// which the broker drops this member and fences its commits.
+	//
+	// The trap: after End the member rejoins by itself (kafka-go's group
+	// does, in the background) and is part of the next generation, with
+	// partitions, whether or not Next is called; Next only hands that
+	// generation out. A member that stops consuming must Close the source,
+	// or the group assigns it partitions nobody reads. Idempotent.
 	End()
 }
 

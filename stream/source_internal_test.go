@@ -660,3 +660,167 @@ func TestIsFatalSourceError(t *testing.T) {
 		})
 	}
 }
+
+// member runs the loop the pipeline runs on a Source until stop is closed:
+// per generation, a goroutine per claim fetches and processes (seen), the
+// processed prefix is committed every 20 ms, and at Done the member drains,
+// commits what it processed and ends the generation. It closes s when it
+// returns: a member that only ended its generation is still in the group
+// (kafka-go rejoins by itself after End) and would be assigned partitions
+// nobody reads.
+func member(s Source, seen func(Record), stop <-chan struct{}) error {
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	defer cancel()
+	watch.Go(func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	for {
+		g, err := s.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if IsFatalSourceError(err) {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		var mu sync.Mutex
+		next := map[int]int64{}
+		var wg sync.WaitGroup
+		for _, c := range g.Claims() {
+			wg.Go(func() {
+				for {
+					r, err := c.Fetch(ctx)
+					if err != nil {
+						return
+					}
+					seen(r)
+					mu.Lock()
+					next[r.Partition] = r.Offset + 1
+					mu.Unlock()
+				}
+			})
+		}
+		commit := func() error {
+			mu.Lock()
+			n := maps.Clone(next)
+			mu.Unlock()
+			return g.Commit(context.Background(), n)
+		}
+		tick := time.NewTicker(20 * time.Millisecond)
+	run:
+		for {
+			select {
+			case <-tick.C:
+				if err := commit(); err != nil && !errors.Is(err, ErrFenced) {
+					tick.Stop()
+					return err
+				}
+			case <-g.Done():
+				break run
+			case <-ctx.Done():
+				break run
+			}
+		}
+		tick.Stop()
+		wg.Wait() // the fetches end at Done (ErrGenerationEnded) or at stop
+		err = commit()
+		g.End()
+		if err != nil && !errors.Is(err, ErrFenced) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// TestSourceMemberLoopLosesNothing: members joining and leaving while the
+// topic is consumed; at the end every record was processed and the
+// committed offsets are the ends of the partitions.
+func TestSourceMemberLoopLosesNothing(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		const per = 300
+		for p := range srcParts {
+			h.produce(t, p, per)
+		}
+		var mu sync.Mutex
+		seen := map[[2]int64]int{}
+		count := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(seen)
+		}
+		record := func(r Record) {
+			mu.Lock()
+			seen[[2]int64{int64(r.Partition), r.Offset}]++
+			mu.Unlock()
+			time.Sleep(100 * time.Microsecond) // slow enough for the rebalances to fall mid-stream
+		}
+		waitFor := func(what string, cond func() bool) {
+			t.Helper()
+			deadline := time.Now().Add(srcBudget)
+			for !cond() {
+				if time.Now().After(deadline) {
+					t.Fatalf("waiting for %s: %d records seen, committed %v", what, count(), h.committed(t, "g"))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 3)
+		start := func(s Source) chan struct{} {
+			stop := make(chan struct{})
+			wg.Go(func() { errs <- member(s, record, stop) })
+			return stop
+		}
+		a := h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+		stopA := start(a)
+		waitFor("a to begin", func() bool { return count() >= 100 })
+		b := h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+		stopB := start(b)
+		waitFor("b to share", func() bool { return count() >= 500 })
+		for p := range srcParts {
+			h.produce(t, p, per)
+		}
+		close(stopA) // a leaves mid-stream: b takes everything
+		waitFor("all committed", func() bool {
+			c := h.committed(t, "g")
+			for p := range srcParts {
+				if c[p] != 2*per {
+					return false
+				}
+			}
+			return true
+		})
+		close(stopB)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		dups := 0
+		for p := range srcParts {
+			for o := range int64(2 * per) {
+				n := seen[[2]int64{int64(p), o}]
+				if n == 0 {
+					t.Fatalf("record %d/%d never processed", p, o)
+				}
+				dups += n - 1
+			}
+		}
+		t.Logf("%d records, %d processed twice", srcParts*2*per, dups)
+	})
+}

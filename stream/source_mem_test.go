@@ -21,8 +21,9 @@ import (
 //
 // Eager protocol, as KafkaSource sees it from Kafka: a member that calls
 // Next while others hold a generation closes their Done; the next
-// generation forms once every member of the group is waiting in Next (the
-// others have called End and Next) or has left or been expired. Commits of
+// generation forms once every member of the group has ended its generation
+// (End rejoins by itself, as kafka-go does: the member's next Next returns
+// the generation formed meanwhile), has left (Close) or been expired. Commits of
 // a generation that is Done but not ended are accepted; after End they are
 // refused locally, after Expire by the "broker" (kafka.UnknownMemberId).
 //
@@ -182,7 +183,7 @@ func (b *MemBroker) tryForm(g *memGroup, topic string) {
 		if i < parts%n {
 			hi++
 		}
-		gen := &memGeneration{b: b, s: s, id: g.gen, done: make(chan struct{}), byPart: map[int]*memClaim{}}
+		gen := &memGeneration{b: b, s: s, m: g.members[s], id: g.gen, done: make(chan struct{}), byPart: map[int]*memClaim{}}
 		for p := lo; p < hi; p++ {
 			start, ok := g.committed[topic][p]
 			if !ok {
@@ -234,10 +235,12 @@ func (s *MemSource) Next(ctx context.Context) (Generation, error) {
 	if m.cur != nil && !m.cur.ended {
 		return nil, fmt.Errorf("mem source: next generation asked before generation %d was ended", m.cur.id)
 	}
-	m.joining = true
-	for _, o := range s.g.members {
-		if o.cur != nil {
-			o.cur.finish() // a member joins: everyone rebalances
+	if !m.joining && m.pending == nil {
+		m.joining = true
+		for _, o := range s.g.members {
+			if o.cur != nil {
+				o.cur.finish() // a member joins: everyone rebalances
+			}
 		}
 	}
 	b.tryForm(s.g, s.topic)
@@ -335,6 +338,7 @@ func (s *MemSource) Close() error {
 type memGeneration struct {
 	b        *MemBroker
 	s        *MemSource
+	m        *memMember
 	id       int32
 	claims   []Claim
 	byPart   map[int]*memClaim
@@ -402,7 +406,20 @@ func (g *memGeneration) End() {
 		return
 	}
 	g.ended = true
+	voluntary := !g.finished
 	g.finish()
+	// As kafka-go, the member rejoins by itself once it has ended its
+	// generation; ending a running generation rebalances the others.
+	if m, ok := g.s.g.members[g.s]; ok && m == g.m && !g.s.closed {
+		m.joining = true
+		if voluntary {
+			for _, o := range g.s.g.members {
+				if o.cur != nil {
+					o.cur.finish()
+				}
+			}
+		}
+	}
 	b.tryForm(g.s.g, g.s.topic)
 	b.broadcast()
 }
