@@ -175,10 +175,13 @@ type Claim interface {
 	// Fetch returns the next record of the partition in offset order, from
 	// Start on, blocking until there is one, ctx is done (ctx.Err()), or the
 	// generation ends (ErrGenerationEnded, also returned for every later
-	// call). Records are read ahead into a bounded buffer only once Fetch
-	// has been called: a claim nobody fetches from does not fetch. Other
-	// errors are wrapped broker or network errors; IsFatalSourceError tells
-	// whether retrying can help.
+	// call). A record already read ahead is returned without looking at
+	// ctx, and a Fetch cancelled by ctx loses nothing. Records are read
+	// ahead into a bounded buffer only once Fetch has been called: a claim
+	// nobody fetches from does not fetch. Other errors are wrapped broker or
+	// network errors, returned once each (the source reconnects and the next
+	// Fetch goes on at the same offset); IsFatalSourceError tells whether
+	// retrying can help.
 	Fetch(ctx context.Context) (Record, error)
 }
 
