@@ -2,8 +2,10 @@ package stream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"slices"
@@ -11,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/streamscore/streamscore/stream/local"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The source conformance suite: one set of contract tests, run against
@@ -910,4 +915,135 @@ func TestKafkaSourceFetchSurvivesCutConnections(t *testing.T) {
 		t.Fatalf("only %d cuts", done)
 	}
 	t.Logf("errors seen across %d cuts: %d (%v)", done, len(retried), retried)
+}
+
+// deleteRecords deletes the records of topic/partition below offset at the
+// broker (Kafka's DeleteRecords, as retention does), with a raw request.
+func deleteRecords(t *testing.T, broker, topic string, partition int32, offset int64) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", broker, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	req.Version = 1
+	req.TimeoutMillis = 5000
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Partition, rp.Offset = partition, offset
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	msg := kmsg.NewRequestFormatter().AppendRequest(nil, req, 1)
+	if _, err := conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	var size [4]byte
+	if _, err := io.ReadFull(conn, size[:]); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, binary.BigEndian.Uint32(size[:]))
+	if _, err := io.ReadFull(conn, body); err != nil {
+		t.Fatal(err)
+	}
+	resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
+	resp.Version = req.Version
+	if err := resp.ReadFrom(body[4:]); err != nil { // after the correlation id
+		t.Fatal(err)
+	}
+	for _, tp := range resp.Topics {
+		for _, p := range tp.Partitions {
+			if p.ErrorCode != 0 {
+				t.Fatalf("delete records of %s/%d: %v", tp.Topic, p.Partition, kafka.Error(p.ErrorCode))
+			}
+		}
+	}
+}
+
+// TestKafkaSourceMetricsAndRetentionGap: the metrics count generations,
+// claimed partitions and fenced commits; a committed offset whose records
+// retention deleted starts the claim at the first retained record, and the
+// gap is counted, visible to the caller as a first Offset above Start.
+func TestKafkaSourceMetricsAndRetentionGap(t *testing.T) {
+	k, err := local.StartKafka(map[string]int{srcTopic: srcParts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	reg := prometheus.NewPedanticRegistry()
+	newSource := func(reg prometheus.Registerer) *KafkaSource {
+		opts := []SourceOption{WithSourceSessionTimeout(6 * time.Second)}
+		if reg != nil {
+			opts = append(opts, WithSourceRegisterer(reg))
+		}
+		s, err := NewKafkaSource(k.Brokers(), "g", srcTopic, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers()...), Topic: srcTopic, BatchTimeout: time.Millisecond, Transport: tr,
+		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition })}
+	defer w.Close()
+	for i := range 10 {
+		if err := w.WriteMessages(budget(t), kafka.Message{Partition: 0, Value: fmt.Appendf(nil, "p0-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	first := newSource(nil)
+	g1 := next(t, first)
+	if err := g1.Commit(budget(t), map[int]int64{0: 2}); err != nil {
+		t.Fatal(err)
+	}
+	g1.End()
+	first.Close()
+	deleteRecords(t, k.Brokers()[0], srcTopic, 0, 6)
+
+	s := newSource(reg)
+	g := next(t, s)
+	if got := testutil.ToFloat64(s.met.generations); got != 1 {
+		t.Errorf("generations %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(s.met.claimed); got != srcParts {
+		t.Errorf("partitions claimed %v, want %d", got, srcParts)
+	}
+	c := claim(t, g, 0)
+	if c.Start() != 2 {
+		t.Fatalf("start %d, want the committed 2", c.Start())
+	}
+	if r := fetch(t, c.Fetch); r.Offset != 6 || string(r.Value) != "p0-6" {
+		t.Fatalf("first record %d %q, want the first retained, 6", r.Offset, r.Value)
+	}
+	if got := testutil.ToFloat64(s.met.skipped.WithLabelValues("0")); got != 4 {
+		t.Errorf("records skipped %v, want 4", got)
+	}
+	if err := g.Commit(budget(t), map[int]int64{7: 1}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("commit of partition 7: %v", err)
+	}
+	g.End()
+	if err := g.Commit(budget(t), map[int]int64{0: 7}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("commit after End: %v", err)
+	}
+	if got := testutil.ToFloat64(s.met.fenced); got != 2 {
+		t.Errorf("fenced commits %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(s.met.claimed); got != 0 {
+		t.Errorf("partitions claimed after End %v, want 0", got)
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("metric %s: %s", p.Metric, p.Text)
+	}
+	if _, err := NewKafkaSource(k.Brokers(), "g", srcTopic, WithSourceRegisterer(reg)); err == nil {
+		t.Error("a second source on the same registry: no error")
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -23,6 +24,7 @@ type sourceConfig struct {
 	maxBytes         int
 	maxWait          time.Duration
 	log              *slog.Logger
+	reg              prometheus.Registerer
 }
 
 func defaultSourceConfig() sourceConfig {
@@ -123,6 +125,24 @@ func WithSourceMaxWait(d time.Duration) SourceOption {
 	}
 }
 
+// WithSourceRegisterer registers the source's metrics with reg:
+// streamscore_stream_source_generations_total,
+// streamscore_stream_source_partitions_claimed,
+// streamscore_stream_source_commits_fenced_total,
+// streamscore_stream_source_fetch_errors_total{partition} and
+// streamscore_stream_source_records_skipped_total{partition} (records
+// deleted by retention before this member read them). Default: none. The
+// trap: two sources on one registry fail to register.
+func WithSourceRegisterer(reg prometheus.Registerer) SourceOption {
+	return func(c *sourceConfig) error {
+		if reg == nil {
+			return errors.New("stream: nil source registerer")
+		}
+		c.reg = reg
+		return nil
+	}
+}
+
 // WithSourceLogger sets the logger of the source (kafka-go's errors, group
 // changes). Default: discard.
 func WithSourceLogger(l *slog.Logger) SourceOption {
@@ -148,6 +168,7 @@ type KafkaSource struct {
 	cfg     sourceConfig
 	tr      *kafka.Transport
 	cl      *kafka.Client
+	met     *sourceMetrics
 
 	mu      sync.Mutex
 	cg      *kafka.ConsumerGroup // made by the first Next
@@ -179,17 +200,25 @@ func NewKafkaSource(brokers []string, group, topic string, opts ...SourceOption)
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	met, err := newSourceMetrics(cfg.reg)
+	if err != nil {
+		return nil, err
+	}
 	return &KafkaSource{
-		brokers: slices.Clone(brokers), group: group, topic: topic, cfg: cfg, tr: tr,
+		brokers: slices.Clone(brokers), group: group, topic: topic, cfg: cfg, tr: tr, met: met,
 		cl:      &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: timeout, Transport: tr},
 		readers: map[*kafkaPartitionReader]struct{}{},
 	}, nil
 }
 
 // sourceOptions translates the pipeline's configuration into the options
-// of its KafkaSource: the same dialer, session timeout and start offset.
+// of its KafkaSource: the same dialer, session timeout, start offset,
+// logger and registerer.
 func (c *config) sourceOptions() []SourceOption {
 	opts := []SourceOption{WithSourceSessionTimeout(c.sessionTimeout), WithSourceStartOffset(c.startOffset)}
+	if c.reg != nil {
+		opts = append(opts, WithSourceRegisterer(c.reg))
+	}
 	if c.dialer != nil {
 		opts = append(opts, WithSourceDialer(c.dialer))
 	}
@@ -265,6 +294,8 @@ func (s *KafkaSource) Next(ctx context.Context) (Generation, error) {
 		g.End()
 		return nil, err
 	}
+	s.met.generations.Inc()
+	s.met.claimed.Set(float64(len(g.claims)))
 	s.cfg.log.Info("kafka source: generation", "group", s.group, "generation", kg.ID, "partitions", g.partitions())
 	return g, nil
 }
@@ -372,7 +403,9 @@ type kafkaGeneration struct {
 func (s *KafkaSource) newGeneration(kg *kafka.Generation) *kafkaGeneration {
 	g := &kafkaGeneration{s: s, kg: kg, release: make(chan struct{}), byPart: map[int]*kafkaClaim{}}
 	for _, a := range kg.Assignments[s.topic] {
-		g.byPart[a.ID] = &kafkaClaim{g: g, p: a.ID, start: a.Offset, f: s.newFetcher(s.topic, a.ID, a.Offset, ErrGenerationEnded)}
+		f := s.newFetcher(s.topic, a.ID, a.Offset, ErrGenerationEnded)
+		f.counted = true
+		g.byPart[a.ID] = &kafkaClaim{g: g, p: a.ID, start: a.Offset, f: f}
 	}
 	ids := make([]int, 0, len(g.byPart))
 	for id := range g.byPart {
@@ -481,10 +514,12 @@ func (g *kafkaGeneration) Commit(ctx context.Context, next map[int]int64) error 
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if g.ended {
+		g.s.met.fenced.Inc()
 		return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.kg.ID, ErrGenerationEnded)
 	}
 	for p, off := range next {
 		if _, ok := g.byPart[p]; !ok {
+			g.s.met.fenced.Inc()
 			return fmt.Errorf("%w: partition %d is not claimed in generation %d", ErrFenced, p, g.kg.ID)
 		}
 		if off < 0 {
@@ -496,6 +531,7 @@ func (g *kafkaGeneration) Commit(ctx context.Context, next map[int]int64) error 
 	}
 	if err := g.kg.CommitOffsets(map[string]map[int]int64{g.s.topic: next}); err != nil {
 		if fenceCode(err) {
+			g.s.met.fenced.Inc()
 			return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.kg.ID, err)
 		}
 		return fmt.Errorf("stream: commit offsets of generation %d: %w", g.kg.ID, err)
@@ -509,6 +545,7 @@ func (g *kafkaGeneration) End() {
 		g.mu.Lock() // waits for commits in flight
 		g.ended = true
 		g.mu.Unlock()
+		g.s.met.claimed.Set(0)
 		g.stopFetching()
 		close(g.release)
 		g.holder.Wait()
@@ -560,4 +597,48 @@ func (pr *kafkaPartitionReader) Close() error {
 		pr.s.mu.Unlock()
 	})
 	return nil
+}
+
+// sourceMetrics are a KafkaSource's metrics, registered if a registerer was
+// given.
+type sourceMetrics struct {
+	generations prometheus.Counter
+	claimed     prometheus.Gauge
+	fenced      prometheus.Counter
+	fetchErrors *prometheus.CounterVec // partition
+	skipped     *prometheus.CounterVec // partition
+}
+
+func newSourceMetrics(reg prometheus.Registerer) (*sourceMetrics, error) {
+	m := &sourceMetrics{
+		generations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_generations_total",
+			Help: "Consumer-group generations this member joined (each one follows a rebalance).",
+		}),
+		claimed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamscore_stream_source_partitions_claimed",
+			Help: "Partitions of the input topic claimed in the current generation (0 between generations).",
+		}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_commits_fenced_total",
+			Help: "Commits refused because the member's generation had ended or did not claim the partition; nothing of them was stored.",
+		}),
+		fetchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_fetch_errors_total",
+			Help: "Errors fetching a partition of the input topic (the source reconnects and goes on at the same offset).",
+		}, []string{"partition"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_records_skipped_total",
+			Help: "Records of a partition deleted by retention before this member read them: a gap in the input.",
+		}, []string{"partition"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.generations, m.claimed, m.fenced, m.fetchErrors, m.skipped} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("stream: register source metrics: %w", err)
+		}
+	}
+	return m, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ type partitionFetcher struct {
 	partition int
 	start     int64 // absolute, or FirstOffset/LastOffset; set before the first fetch
 	closedErr error // what fetch returns once closed
+	counted   bool  // a claim of the input topic: counted in the source's metrics
 
 	// Caller side: one goroutine at a time.
 	cur []Record
@@ -194,6 +196,9 @@ func (f *partitionFetcher) loop() {
 			conn = nil
 		}
 		errs++
+		if f.counted {
+			f.s.met.fetchErrors.WithLabelValues(strconv.Itoa(f.partition)).Inc()
+		}
 		return f.send(fetchedBatch{err: err}) && f.sleep(min(100*time.Millisecond<<min(errs-1, 6), 5*time.Second))
 	}
 	for {
@@ -249,8 +254,7 @@ func (f *partitionFetcher) loop() {
 		case errors.Is(err, kafka.OffsetOutOfRange):
 			first, last, oerr := f.offsets(conn)
 			if oerr == nil && offset < first {
-				f.s.cfg.log.Warn("kafka source: records lost to retention, skipping them",
-					"topic", f.topic, "partition", f.partition, "from", offset, "to", first)
+				f.skip(offset, first)
 				offset = first
 				conn.Seek(offset, kafka.SeekAbsolute|kafka.SeekDontCheck)
 				continue
@@ -292,8 +296,7 @@ func (f *partitionFetcher) connect(offset int64) (*kafka.Conn, int64, error) {
 	case offset == kafka.LastOffset:
 		offset = last
 	case offset < first:
-		f.s.cfg.log.Warn("kafka source: records lost to retention, skipping them",
-			"topic", f.topic, "partition", f.partition, "from", offset, "to", first)
+		f.skip(offset, first)
 		offset = first
 	}
 	if _, err := conn.Seek(offset, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
@@ -308,4 +311,14 @@ func (f *partitionFetcher) offsets(conn *kafka.Conn) (first, last int64, err err
 	conn.SetDeadline(time.Now().Add(f.s.cl.Timeout))
 	defer conn.SetDeadline(time.Time{})
 	return conn.ReadOffsets()
+}
+
+// skip reports the records from offset to first (excluded) as lost to
+// retention.
+func (f *partitionFetcher) skip(offset, first int64) {
+	f.s.cfg.log.Warn("kafka source: records deleted by retention before they were read, skipping them",
+		"topic", f.topic, "partition", f.partition, "from", offset, "to", first)
+	if f.counted {
+		f.s.met.skipped.WithLabelValues(strconv.Itoa(f.partition)).Add(float64(first - offset))
+	}
 }
