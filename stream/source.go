@@ -100,7 +100,9 @@ type Source interface {
 	// in-flight work is abandoned: nothing more can be committed through it),
 	// closes the readers still open and joins every goroutine of the source.
 	// It is idempotent and safe to call concurrently with the other methods,
-	// which then return ErrSourceClosed (or ErrGenerationEnded).
+	// which then return ErrSourceClosed (or ErrGenerationEnded). The trap:
+	// a join in progress at the broker cannot be cancelled, so Close during
+	// a rebalance can take up to the rebalance timeout (KafkaSource).
 	Close() error
 }
 

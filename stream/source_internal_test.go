@@ -1047,3 +1047,42 @@ func TestKafkaSourceMetricsAndRetentionGap(t *testing.T) {
 		t.Error("a second source on the same registry: no error")
 	}
 }
+
+// TestSourceCloseDuringJoin: closing a member whose Next waits for a
+// rebalance (another member has not ended its generation) makes Next
+// return ErrSourceClosed; Close returns within the rebalance timeout.
+func TestSourceCloseDuringJoin(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		a := h.member(t, "g", kafka.FirstOffset, 2*time.Second)
+		ga := next(t, a)
+		b := h.member(t, "g", kafka.FirstOffset, 2*time.Second)
+		var err error
+		var wg sync.WaitGroup
+		wg.Go(func() { _, err = b.Next(budget(t)) })
+		waitDone(t, ga) // b is joining; a holds on to its generation
+		t0 := time.Now()
+		b.Close()
+		wg.Wait()
+		if !errors.Is(err, ErrSourceClosed) {
+			t.Fatalf("next of a closed member: %v, want ErrSourceClosed", err)
+		}
+		t.Logf("close during a join: %v", time.Since(t0))
+		if d := time.Since(t0); d > 10*time.Second {
+			t.Fatalf("close took %v", d)
+		}
+		ga.End()
+		// a may have been dropped meanwhile (it held its generation past the
+		// rebalance timeout): its first Next then reports it, not fatal.
+		ga2, err := a.Next(budget(t))
+		if err != nil && !IsFatalSourceError(err) {
+			t.Logf("rejoin: %v", err)
+			ga2, err = a.Next(budget(t))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ga2.Claims()) != srcParts {
+			t.Fatalf("after b closed, a claims %v", claimed(ga2))
+		}
+	})
+}
