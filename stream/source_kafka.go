@@ -1,0 +1,644 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+)
+
+// SourceOption configures a KafkaSource.
+type SourceOption func(*sourceConfig) error
+
+type sourceConfig struct {
+	dialer           *kafka.Dialer
+	sessionTimeout   time.Duration
+	rebalanceTimeout time.Duration
+	startOffset      int64
+	maxBytes         int
+	maxWait          time.Duration
+	log              *slog.Logger
+	reg              prometheus.Registerer
+}
+
+func defaultSourceConfig() sourceConfig {
+	return sourceConfig{
+		dialer:           &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true},
+		sessionTimeout:   30 * time.Second,
+		rebalanceTimeout: 30 * time.Second,
+		startOffset:      kafka.FirstOffset,
+		maxBytes:         1 << 20,
+		maxWait:          500 * time.Millisecond,
+		log:              slog.New(slog.DiscardHandler),
+	}
+}
+
+// WithSourceDialer sets the dialer of every connection of the source (group
+// coordinator, fetches, metadata): TLS, SASL, timeouts. Default: plaintext,
+// no authentication, 10 s dial timeout. The trap: the dialer's Timeout is
+// also the bound of metadata and offset requests.
+func WithSourceDialer(d *kafka.Dialer) SourceOption {
+	return func(c *sourceConfig) error {
+		if d == nil {
+			return errors.New("stream: nil source dialer")
+		}
+		c.dialer = d
+		return nil
+	}
+}
+
+// WithSourceSessionTimeout sets the group session timeout: a member whose
+// heartbeats stop for this long is dropped and its partitions reassigned.
+// Heartbeats are sent every tenth of it. Default 30 s (as WithSessionTimeout).
+// The trap: the broker bounds it (group.min/max.session.timeout.ms).
+func WithSourceSessionTimeout(d time.Duration) SourceOption {
+	return func(c *sourceConfig) error {
+		if d < time.Second || d > 30*time.Minute {
+			return fmt.Errorf("stream: source session timeout %v out of range [1s, 30m]", d)
+		}
+		c.sessionTimeout = d
+		return nil
+	}
+}
+
+// WithSourceRebalanceTimeout sets how long the group waits, once a rebalance
+// began, for every member to rejoin, that is for this member to drain its
+// in-flight work, commit and call Generation.End. Default 30 s. The trap: a
+// member that ends later is dropped from the group and its commits are
+// fenced (ErrFenced); a long value delays every rebalance by a member that
+// died without leaving.
+func WithSourceRebalanceTimeout(d time.Duration) SourceOption {
+	return func(c *sourceConfig) error {
+		if d < 100*time.Millisecond || d > 30*time.Minute {
+			return fmt.Errorf("stream: source rebalance timeout %v out of range [100ms, 30m]", d)
+		}
+		c.rebalanceTimeout = d
+		return nil
+	}
+}
+
+// WithSourceStartOffset sets where a partition without a committed offset
+// starts: kafka.FirstOffset (the default: the whole retained partition) or
+// kafka.LastOffset (only new records). Claim.Start reports it resolved.
+func WithSourceStartOffset(off int64) SourceOption {
+	return func(c *sourceConfig) error {
+		if off != kafka.FirstOffset && off != kafka.LastOffset {
+			return errors.New("stream: source start offset must be kafka.FirstOffset or kafka.LastOffset")
+		}
+		c.startOffset = off
+		return nil
+	}
+}
+
+// WithSourceMaxBytes sets the most bytes one fetch of one partition asks
+// for. Default 1 MiB (Kafka's max.partition.fetch.bytes). It also bounds the
+// read-ahead: a partition being fetched holds at most three fetch responses
+// (one being handed out, one queued, one in flight), so about 3×n bytes of
+// records; a partition nobody fetches holds none. The trap: a record larger
+// than n is still returned, alone, and memory is per claimed partition.
+func WithSourceMaxBytes(n int) SourceOption {
+	return func(c *sourceConfig) error {
+		if n < 1<<10 || n > 256<<20 {
+			return fmt.Errorf("stream: source max bytes %d out of range [1 KiB, 256 MiB]", n)
+		}
+		c.maxBytes = n
+		return nil
+	}
+}
+
+// WithSourceMaxWait sets how long a fetch of an idle partition waits at the
+// broker for data. Default 500 ms. Fetch returns as soon as a record comes,
+// whatever it is; shorter only means more empty fetches of idle partitions.
+func WithSourceMaxWait(d time.Duration) SourceOption {
+	return func(c *sourceConfig) error {
+		if d < 10*time.Millisecond || d > 30*time.Second {
+			return fmt.Errorf("stream: source max wait %v out of range [10ms, 30s]", d)
+		}
+		c.maxWait = d
+		return nil
+	}
+}
+
+// WithSourceRegisterer registers the source's metrics with reg:
+// streamscore_stream_source_generations_total,
+// streamscore_stream_source_partitions_claimed,
+// streamscore_stream_source_commits_fenced_total,
+// streamscore_stream_source_fetch_errors_total{partition} and
+// streamscore_stream_source_records_skipped_total{partition} (records
+// deleted by retention before this member read them). Default: none. The
+// trap: two sources on one registry fail to register.
+func WithSourceRegisterer(reg prometheus.Registerer) SourceOption {
+	return func(c *sourceConfig) error {
+		if reg == nil {
+			return errors.New("stream: nil source registerer")
+		}
+		c.reg = reg
+		return nil
+	}
+}
+
+// WithSourceLogger sets the logger of the source (kafka-go's errors, group
+// changes). Default: discard.
+func WithSourceLogger(l *slog.Logger) SourceOption {
+	return func(c *sourceConfig) error {
+		if l == nil {
+			return errors.New("stream: nil source logger")
+		}
+		c.log = l
+		return nil
+	}
+}
+
+// KafkaSource is the Source of a Kafka consumer group, on kafka-go's
+// consumer-group API (kafka.ConsumerGroup generations). Each claimed
+// partition is read by its own connection to the partition's leader
+// (kafka.Conn fetches, read-committed) in a goroutine started by the claim's
+// first Fetch, one fetch response ahead of the caller; commits go through
+// the generation, so the broker fences them.
+type KafkaSource struct {
+	brokers []string
+	group   string
+	topic   string
+	cfg     sourceConfig
+	tr      *kafka.Transport
+	cl      *kafka.Client
+	met     *sourceMetrics
+
+	mu      sync.Mutex
+	cg      *kafka.ConsumerGroup // made by the first Next
+	gen     *kafkaGeneration     // the last generation handed out
+	readers map[*kafkaPartitionReader]struct{}
+	closed  bool
+}
+
+var _ Source = (*KafkaSource)(nil)
+
+// NewKafkaSource returns a member of consumer group group reading topic on
+// brokers. It connects nothing: the first Next joins the group.
+func NewKafkaSource(brokers []string, group, topic string, opts ...SourceOption) (*KafkaSource, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("stream: source without brokers")
+	}
+	if group == "" || topic == "" {
+		return nil, errors.New("stream: source needs a group and a topic")
+	}
+	cfg := defaultSourceConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	d := cfg.dialer
+	tr := &kafka.Transport{Dial: d.DialFunc, DialTimeout: d.Timeout, ClientID: d.ClientID, TLS: d.TLS, SASL: d.SASLMechanism}
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	met, err := newSourceMetrics(cfg.reg)
+	if err != nil {
+		return nil, err
+	}
+	return &KafkaSource{
+		brokers: slices.Clone(brokers), group: group, topic: topic, cfg: cfg, tr: tr, met: met,
+		cl:      &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: timeout, Transport: tr},
+		readers: map[*kafkaPartitionReader]struct{}{},
+	}, nil
+}
+
+// sourceOptions translates the pipeline's configuration into the options
+// of its KafkaSource: the same dialer, session timeout, start offset,
+// logger and registerer.
+func (c *config) sourceOptions() []SourceOption {
+	opts := []SourceOption{WithSourceSessionTimeout(c.sessionTimeout), WithSourceStartOffset(c.startOffset)}
+	if c.reg != nil {
+		opts = append(opts, WithSourceRegisterer(c.reg))
+	}
+	if c.dialer != nil {
+		opts = append(opts, WithSourceDialer(c.dialer))
+	}
+	if c.log != nil {
+		opts = append(opts, WithSourceLogger(c.log))
+	}
+	return opts
+}
+
+func (s *KafkaSource) kafkaLogger(prefix string) kafka.Logger {
+	return kafka.LoggerFunc(func(msg string, args ...any) {
+		s.cfg.log.Warn(prefix + fmt.Sprintf(msg, args...))
+	})
+}
+
+// Next implements Source.
+func (s *KafkaSource) Next(ctx context.Context) (Generation, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrSourceClosed
+	}
+	if s.gen != nil && !s.gen.isEnded() {
+		id := s.gen.kg.ID
+		s.mu.Unlock()
+		return nil, fmt.Errorf("stream: next generation asked before generation %d was ended", id)
+	}
+	if s.cg == nil {
+		cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+			ID:                s.group,
+			Brokers:           s.brokers,
+			Dialer:            s.cfg.dialer,
+			Topics:            []string{s.topic},
+			HeartbeatInterval: s.cfg.sessionTimeout / 10,
+			SessionTimeout:    s.cfg.sessionTimeout,
+			RebalanceTimeout:  s.cfg.rebalanceTimeout,
+			JoinGroupBackoff:  time.Second,
+			StartOffset:       s.cfg.startOffset,
+			Timeout:           s.cl.Timeout,
+			ErrorLogger:       s.kafkaLogger("kafka source group: "),
+		})
+		if err != nil {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("stream: make consumer group: %w", err)
+		}
+		s.cg = cg
+	}
+	cg := s.cg
+	s.mu.Unlock()
+
+	kg, err := cg.Next(ctx)
+	if err != nil {
+		switch {
+		case errors.Is(err, kafka.ErrGroupClosed):
+			return nil, ErrSourceClosed
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("stream: join group %q: %w", s.group, err)
+	}
+	g := s.newGeneration(kg)
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.gen = g
+	}
+	s.mu.Unlock()
+	if closed {
+		g.End()
+		return nil, ErrSourceClosed
+	}
+	if err := g.resolve(ctx); err != nil {
+		g.End()
+		return nil, err
+	}
+	s.met.generations.Inc()
+	s.met.claimed.Set(float64(len(g.claims)))
+	s.cfg.log.Info("kafka source: generation", "group", s.group, "generation", kg.ID, "partitions", g.partitions())
+	return g, nil
+}
+
+// Partitions implements Source.
+func (s *KafkaSource) Partitions(ctx context.Context, topic string) ([]int, error) {
+	if s.isClosed() {
+		return nil, ErrSourceClosed
+	}
+	md, err := s.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("stream: metadata of %q: %w", topic, err)
+	}
+	if len(md.Topics) != 1 {
+		return nil, fmt.Errorf("stream: metadata of %q: %d topics in the answer", topic, len(md.Topics))
+	}
+	if err := md.Topics[0].Error; err != nil {
+		return nil, fmt.Errorf("stream: metadata of %q: %w", topic, err)
+	}
+	ids := make([]int, 0, len(md.Topics[0].Partitions))
+	for _, p := range md.Topics[0].Partitions {
+		ids = append(ids, p.ID)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Read implements Source.
+func (s *KafkaSource) Read(topic string, partition int, offset int64) (PartitionReader, error) {
+	if topic == "" || partition < 0 {
+		return nil, fmt.Errorf("stream: read topic %q partition %d: bad topic or partition", topic, partition)
+	}
+	if offset < 0 && offset != kafka.FirstOffset && offset != kafka.LastOffset {
+		return nil, fmt.Errorf("stream: read %s/%d: bad offset %d", topic, partition, offset)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrSourceClosed
+	}
+	pr := &kafkaPartitionReader{s: s, f: s.newFetcher(topic, partition, offset, ErrSourceClosed)}
+	s.readers[pr] = struct{}{}
+	return pr, nil
+}
+
+// Close implements Source.
+func (s *KafkaSource) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	g, cg := s.gen, s.cg
+	readers := make([]*kafkaPartitionReader, 0, len(s.readers))
+	for r := range s.readers {
+		readers = append(readers, r)
+	}
+	s.mu.Unlock()
+	// The generation first: kafka-go's group waits for it before leaving.
+	if g != nil {
+		g.End()
+	}
+	var wg sync.WaitGroup
+	for _, r := range readers {
+		wg.Go(func() { r.Close() })
+	}
+	wg.Wait()
+	var err error
+	if cg != nil {
+		err = cg.Close()
+	}
+	s.tr.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("stream: close consumer group: %w", err)
+	}
+	return nil
+}
+
+func (s *KafkaSource) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// kafkaGeneration is a Generation on a kafka-go Generation. A holder
+// function started with kafka-go's Generation.Start keeps the group from
+// rejoining until End releases it; when the generation ends at the group
+// (kafka-go closes its context), the holder stops the claims' fetching.
+type kafkaGeneration struct {
+	s      *KafkaSource
+	kg     *kafka.Generation
+	done   <-chan struct{} // kafka-go's: closed when the generation ends
+	claims []Claim
+	byPart map[int]*kafkaClaim
+
+	release chan struct{} // closed by End: lets the holder return
+	holder  sync.WaitGroup
+
+	mu      sync.RWMutex // held shared by Commit, exclusively by End
+	ended   bool
+	endOnce sync.Once
+}
+
+func (s *KafkaSource) newGeneration(kg *kafka.Generation) *kafkaGeneration {
+	g := &kafkaGeneration{s: s, kg: kg, release: make(chan struct{}), byPart: map[int]*kafkaClaim{}}
+	for _, a := range kg.Assignments[s.topic] {
+		f := s.newFetcher(s.topic, a.ID, a.Offset, ErrGenerationEnded)
+		f.counted = true
+		g.byPart[a.ID] = &kafkaClaim{g: g, p: a.ID, start: a.Offset, f: f}
+	}
+	ids := make([]int, 0, len(g.byPart))
+	for id := range g.byPart {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		g.claims = append(g.claims, g.byPart[id])
+	}
+	doneCh := make(chan (<-chan struct{}), 1)
+	g.holder.Add(1)
+	kg.Start(func(ctx context.Context) {
+		defer g.holder.Done()
+		doneCh <- ctx.Done()
+		select {
+		case <-ctx.Done():
+			g.stopFetching() // Fetch returns ErrGenerationEnded from now on
+			<-g.release
+		case <-g.release:
+		}
+	})
+	g.done = <-doneCh
+	return g
+}
+
+// stopFetching stops every claim's fetching and joins its goroutine.
+func (g *kafkaGeneration) stopFetching() {
+	var wg sync.WaitGroup
+	for _, c := range g.byPart {
+		wg.Go(c.f.close)
+	}
+	wg.Wait()
+}
+
+// resolve turns the claims' start policies (FirstOffset, LastOffset) into
+// absolute offsets and reads every claimed partition's high-water mark, in
+// one ListOffsets request. It runs before the generation is handed out.
+func (g *kafkaGeneration) resolve(ctx context.Context) error {
+	if len(g.claims) == 0 {
+		return nil
+	}
+	reqs := make([]kafka.OffsetRequest, 0, 2*len(g.claims))
+	for _, c := range g.claims {
+		p := c.Partition()
+		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+	}
+	res, err := g.s.cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{g.s.topic: reqs}, IsolationLevel: kafka.ReadCommitted,
+	})
+	if err != nil {
+		return fmt.Errorf("stream: list offsets of %q: %w", g.s.topic, err)
+	}
+	seen := 0
+	for _, po := range res.Topics[g.s.topic] {
+		c, ok := g.byPart[po.Partition]
+		if !ok {
+			continue
+		}
+		if po.Error != nil {
+			return fmt.Errorf("stream: list offsets of %s/%d: %w", g.s.topic, po.Partition, po.Error)
+		}
+		seen++
+		c.hw = po.LastOffset
+		switch c.start {
+		case kafka.FirstOffset:
+			c.start = po.FirstOffset
+		case kafka.LastOffset:
+			c.start = po.LastOffset
+		}
+		c.f.start = c.start
+	}
+	if seen != len(g.claims) {
+		return fmt.Errorf("stream: list offsets of %q: %d of %d partitions answered", g.s.topic, seen, len(g.claims))
+	}
+	return nil
+}
+
+func (g *kafkaGeneration) partitions() []int {
+	ids := make([]int, len(g.claims))
+	for i, c := range g.claims {
+		ids[i] = c.Partition()
+	}
+	return ids
+}
+
+func (g *kafkaGeneration) isEnded() bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.ended
+}
+
+// ID implements Generation.
+func (g *kafkaGeneration) ID() int32 { return g.kg.ID }
+
+// Claims implements Generation.
+func (g *kafkaGeneration) Claims() []Claim { return g.claims }
+
+// Done implements Generation.
+func (g *kafkaGeneration) Done() <-chan struct{} { return g.done }
+
+// Commit implements Generation.
+func (g *kafkaGeneration) Commit(ctx context.Context, next map[int]int64) error {
+	if len(next) == 0 {
+		return nil
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.ended {
+		g.s.met.fenced.Inc()
+		return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.kg.ID, ErrGenerationEnded)
+	}
+	for p, off := range next {
+		if _, ok := g.byPart[p]; !ok {
+			g.s.met.fenced.Inc()
+			return fmt.Errorf("%w: partition %d is not claimed in generation %d", ErrFenced, p, g.kg.ID)
+		}
+		if off < 0 {
+			return fmt.Errorf("stream: commit partition %d: negative offset %d", p, off)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := g.kg.CommitOffsets(map[string]map[int]int64{g.s.topic: next}); err != nil {
+		if fenceCode(err) {
+			g.s.met.fenced.Inc()
+			return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.kg.ID, err)
+		}
+		return fmt.Errorf("stream: commit offsets of generation %d: %w", g.kg.ID, err)
+	}
+	return nil
+}
+
+// End implements Generation.
+func (g *kafkaGeneration) End() {
+	g.endOnce.Do(func() {
+		g.mu.Lock() // waits for commits in flight
+		g.ended = true
+		g.mu.Unlock()
+		g.s.met.claimed.Set(0)
+		g.stopFetching()
+		close(g.release)
+		g.holder.Wait()
+		<-g.done // kafka-go closes it as the holder returns
+	})
+}
+
+// kafkaClaim is a Claim of a kafkaGeneration.
+type kafkaClaim struct {
+	g     *kafkaGeneration
+	p     int
+	start int64
+	hw    int64
+	f     *partitionFetcher
+}
+
+// Partition implements Claim.
+func (c *kafkaClaim) Partition() int { return c.p }
+
+// Start implements Claim.
+func (c *kafkaClaim) Start() int64 { return c.start }
+
+// HighWater implements Claim.
+func (c *kafkaClaim) HighWater() int64 { return c.hw }
+
+// Fetch implements Claim.
+func (c *kafkaClaim) Fetch(ctx context.Context) (Record, error) {
+	return c.f.fetch(ctx, c.g.done)
+}
+
+// kafkaPartitionReader is a PartitionReader of a KafkaSource.
+type kafkaPartitionReader struct {
+	s    *KafkaSource
+	f    *partitionFetcher
+	once sync.Once
+}
+
+// Fetch implements PartitionReader.
+func (pr *kafkaPartitionReader) Fetch(ctx context.Context) (Record, error) {
+	return pr.f.fetch(ctx, nil)
+}
+
+// Close implements PartitionReader.
+func (pr *kafkaPartitionReader) Close() error {
+	pr.once.Do(func() {
+		pr.f.close()
+		pr.s.mu.Lock()
+		delete(pr.s.readers, pr)
+		pr.s.mu.Unlock()
+	})
+	return nil
+}
+
+// sourceMetrics are a KafkaSource's metrics, registered if a registerer was
+// given.
+type sourceMetrics struct {
+	generations prometheus.Counter
+	claimed     prometheus.Gauge
+	fenced      prometheus.Counter
+	fetchErrors *prometheus.CounterVec // partition
+	skipped     *prometheus.CounterVec // partition
+}
+
+func newSourceMetrics(reg prometheus.Registerer) (*sourceMetrics, error) {
+	m := &sourceMetrics{
+		generations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_generations_total",
+			Help: "Consumer-group generations this member joined (each one follows a rebalance).",
+		}),
+		claimed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamscore_stream_source_partitions_claimed",
+			Help: "Partitions of the input topic claimed in the current generation (0 between generations).",
+		}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_commits_fenced_total",
+			Help: "Commits refused because the member's generation had ended or did not claim the partition; nothing of them was stored.",
+		}),
+		fetchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_fetch_errors_total",
+			Help: "Errors fetching a partition of the input topic (the source reconnects and goes on at the same offset).",
+		}, []string{"partition"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_records_skipped_total",
+			Help: "Records of a partition deleted by retention before this member read them: a gap in the input.",
+		}, []string{"partition"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.generations, m.claimed, m.fenced, m.fetchErrors, m.skipped} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("stream: register source metrics: %w", err)
+		}
+	}
+	return m, nil
+}

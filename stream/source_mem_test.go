@@ -1,0 +1,516 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// MemBroker is an in-memory broker for tests without Kafka: topics of
+// partitions you append records to, consumer groups whose members
+// (MemSource, a Source) get generations by range assignment with Kafka's
+// eager protocol, commits fenced by generation, and hooks to end a
+// generation on demand (Rebalance) or drop a member as the broker does after
+// the rebalance timeout (Expire). It is declared in a test file of package
+// stream, so the package's internal and external tests can both use it.
+//
+// Eager protocol, as KafkaSource sees it from Kafka: a member that calls
+// Next while others hold a generation closes their Done; the next
+// generation forms once every member of the group has ended its generation
+// (End rejoins by itself, as kafka-go does: the member's next Next returns
+// the generation formed meanwhile), has left (Close) or been expired. Commits of
+// a generation that is Done but not ended are accepted; after End they are
+// refused locally, after Expire by the "broker" (kafka.UnknownMemberId).
+//
+// All methods are safe for concurrent use.
+type MemBroker struct {
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change
+	logs    map[string][][]Record
+	groups  map[string]*memGroup
+	nextID  int
+}
+
+type memGroup struct {
+	gen       int32
+	members   map[*MemSource]*memMember
+	committed map[string]map[int]int64 // topic -> partition -> next offset
+}
+
+type memMember struct {
+	id      string
+	joining bool           // waiting in Next
+	pending *memGeneration // formed for the member, not yet returned by Next
+	cur     *memGeneration // the last generation returned by Next
+}
+
+// NewMemBroker returns a broker with topics (name -> partitions).
+func NewMemBroker(topics map[string]int) *MemBroker {
+	b := &MemBroker{changed: make(chan struct{}), logs: map[string][][]Record{}, groups: map[string]*memGroup{}}
+	for t, n := range topics {
+		b.logs[t] = make([][]Record, n)
+	}
+	return b
+}
+
+// broadcast wakes every waiter; b.mu is held.
+func (b *MemBroker) broadcast() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// Append appends a record to topic/partition, stamped with the current
+// time, and returns its offset.
+func (b *MemBroker) Append(topic string, partition int, key, value []byte) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	parts, ok := b.logs[topic]
+	if !ok || partition < 0 || partition >= len(parts) {
+		return 0, fmt.Errorf("mem broker: no partition %s/%d", topic, partition)
+	}
+	off := int64(len(parts[partition]))
+	parts[partition] = append(parts[partition], Record{Partition: partition, Offset: off,
+		Key: slices.Clone(key), Value: slices.Clone(value), Time: time.Now().UTC()})
+	b.broadcast()
+	return off, nil
+}
+
+// Committed returns group's committed offsets of topic (partition -> next
+// offset); partitions without a commit are absent.
+func (b *MemBroker) Committed(group, topic string) map[int]int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[int]int64{}
+	if g, ok := b.groups[group]; ok {
+		for p, o := range g.committed[topic] {
+			out[p] = o
+		}
+	}
+	return out
+}
+
+// NewSource returns a new member of group on topic; partitions without a
+// committed offset start at startOffset (kafka.FirstOffset or
+// kafka.LastOffset). It joins at its first Next.
+func (b *MemBroker) NewSource(group, topic string, startOffset int64) (*MemSource, error) {
+	if startOffset != kafka.FirstOffset && startOffset != kafka.LastOffset {
+		return nil, fmt.Errorf("mem broker: start offset %d", startOffset)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.logs[topic]; !ok {
+		return nil, fmt.Errorf("mem broker: no topic %q", topic)
+	}
+	g, ok := b.groups[group]
+	if !ok {
+		g = &memGroup{members: map[*MemSource]*memMember{}, committed: map[string]map[int]int64{}}
+		b.groups[group] = g
+	}
+	return &MemSource{b: b, g: g, group: group, topic: topic, start: startOffset, readers: map[*memReader]struct{}{}}, nil
+}
+
+// Rebalance ends the running generation of every member of group (their
+// Done closes), as a joining member or a lost session does at Kafka.
+func (b *MemBroker) Rebalance(group string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if g, ok := b.groups[group]; ok {
+		for _, m := range g.members {
+			if m.cur != nil {
+				m.cur.finish()
+			}
+		}
+		b.broadcast()
+	}
+}
+
+// Expire drops s from its group as Kafka does with a member that did not
+// rejoin within the rebalance timeout: its generation ends, its commits are
+// refused (kafka.UnknownMemberId), the others may form the next generation
+// without it. Its next Next joins again as a new member.
+func (b *MemBroker) Expire(s *MemSource) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m, ok := s.g.members[s]; ok {
+		b.leave(s, m, kafka.UnknownMemberId)
+	}
+}
+
+// leave removes member s; b.mu is held.
+func (b *MemBroker) leave(s *MemSource, m *memMember, cause error) {
+	delete(s.g.members, s)
+	if m.cur != nil {
+		m.cur.fenced = cause
+		m.cur.finish()
+	}
+	for _, o := range s.g.members {
+		if o.cur != nil {
+			o.cur.finish()
+		}
+	}
+	b.tryForm(s.g, s.topic)
+	b.broadcast()
+}
+
+// tryForm forms the next generation of g if every member waits in Next;
+// b.mu is held.
+func (b *MemBroker) tryForm(g *memGroup, topic string) {
+	if len(g.members) == 0 {
+		return
+	}
+	srcs := make([]*MemSource, 0, len(g.members))
+	for s, m := range g.members {
+		if !m.joining || m.pending != nil {
+			return
+		}
+		srcs = append(srcs, s)
+	}
+	slices.SortFunc(srcs, func(x, y *MemSource) int {
+		return g.members[x].idNum() - g.members[y].idNum()
+	})
+	g.gen++
+	parts := len(b.logs[topic])
+	n := len(srcs)
+	for i, s := range srcs {
+		// Range assignment: the first parts%n members get one more.
+		lo := i*(parts/n) + min(i, parts%n)
+		hi := lo + parts/n
+		if i < parts%n {
+			hi++
+		}
+		gen := &memGeneration{b: b, s: s, m: g.members[s], id: g.gen, done: make(chan struct{}), byPart: map[int]*memClaim{}}
+		for p := lo; p < hi; p++ {
+			start, ok := g.committed[topic][p]
+			if !ok {
+				start = 0
+				if s.start == kafka.LastOffset {
+					start = int64(len(b.logs[topic][p]))
+				}
+			}
+			c := &memClaim{gen: gen, p: p, start: start, next: start, hw: int64(len(b.logs[topic][p]))}
+			gen.byPart[p] = c
+			gen.claims = append(gen.claims, c)
+		}
+		g.members[s].pending = gen
+	}
+}
+
+func (m *memMember) idNum() int {
+	n, _ := strconv.Atoi(m.id[len("member-"):])
+	return n
+}
+
+// MemSource is a member of a MemBroker group: a Source.
+type MemSource struct {
+	b       *MemBroker
+	g       *memGroup
+	group   string
+	topic   string
+	start   int64
+	closed  bool
+	readers map[*memReader]struct{}
+}
+
+var _ Source = (*MemSource)(nil)
+
+// Next implements Source.
+func (s *MemSource) Next(ctx context.Context) (Generation, error) {
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.closed {
+		return nil, ErrSourceClosed
+	}
+	m, ok := s.g.members[s]
+	if !ok {
+		b.nextID++
+		m = &memMember{id: "member-" + strconv.Itoa(b.nextID)}
+		s.g.members[s] = m
+	}
+	if m.cur != nil && !m.cur.ended {
+		return nil, fmt.Errorf("mem source: next generation asked before generation %d was ended", m.cur.id)
+	}
+	if !m.joining && m.pending == nil {
+		m.joining = true
+		for _, o := range s.g.members {
+			if o.cur != nil {
+				o.cur.finish() // a member joins: everyone rebalances
+			}
+		}
+	}
+	b.tryForm(s.g, s.topic)
+	b.broadcast()
+	for m.pending == nil {
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			b.mu.Lock()
+			m.joining = false
+			return nil, ctx.Err()
+		case <-ch:
+		}
+		b.mu.Lock()
+		if s.closed {
+			return nil, ErrSourceClosed
+		}
+		if _, ok := s.g.members[s]; !ok { // expired while waiting: join again
+			s.g.members[s] = m
+			b.tryForm(s.g, s.topic)
+			b.broadcast()
+		}
+	}
+	gen := m.pending
+	m.pending, m.joining, m.cur = nil, false, gen
+	return gen, nil
+}
+
+// Partitions implements Source.
+func (s *MemSource) Partitions(_ context.Context, topic string) ([]int, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if s.closed {
+		return nil, ErrSourceClosed
+	}
+	parts, ok := s.b.logs[topic]
+	if !ok {
+		return nil, fmt.Errorf("mem source: no topic %q", topic)
+	}
+	ids := make([]int, len(parts))
+	for i := range ids {
+		ids[i] = i
+	}
+	return ids, nil
+}
+
+// Read implements Source.
+func (s *MemSource) Read(topic string, partition int, offset int64) (PartitionReader, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if s.closed {
+		return nil, ErrSourceClosed
+	}
+	parts, ok := s.b.logs[topic]
+	if !ok || partition < 0 || partition >= len(parts) {
+		return nil, fmt.Errorf("mem source: read %s/%d: no such partition", topic, partition)
+	}
+	switch {
+	case offset == kafka.FirstOffset:
+		offset = 0
+	case offset == kafka.LastOffset:
+		offset = int64(len(parts[partition]))
+	case offset < 0:
+		return nil, fmt.Errorf("mem source: read %s/%d: bad offset %d", topic, partition, offset)
+	}
+	r := &memReader{s: s, topic: topic, p: partition, next: offset}
+	s.readers[r] = struct{}{}
+	return r, nil
+}
+
+// Close implements Source.
+func (s *MemSource) Close() error {
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	for r := range s.readers {
+		r.closed = true
+	}
+	if m, ok := s.g.members[s]; ok {
+		if m.cur != nil {
+			m.cur.ended = true
+		}
+		b.leave(s, m, ErrGenerationEnded)
+	}
+	b.broadcast()
+	return nil
+}
+
+// memGeneration is a Generation of a MemSource.
+type memGeneration struct {
+	b        *MemBroker
+	s        *MemSource
+	m        *memMember
+	id       int32
+	claims   []Claim
+	byPart   map[int]*memClaim
+	done     chan struct{}
+	finished bool
+	ended    bool
+	fenced   error // set when the member was dropped: the broker's refusal
+}
+
+// finish closes Done; b.mu is held.
+func (g *memGeneration) finish() {
+	if !g.finished {
+		g.finished = true
+		close(g.done)
+	}
+}
+
+func (g *memGeneration) ID() int32             { return g.id }
+func (g *memGeneration) Claims() []Claim       { return g.claims }
+func (g *memGeneration) Done() <-chan struct{} { return g.done }
+
+func (g *memGeneration) Commit(ctx context.Context, next map[int]int64) error {
+	if len(next) == 0 {
+		return nil
+	}
+	b := g.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if g.ended {
+		return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.id, ErrGenerationEnded)
+	}
+	for p, off := range next {
+		if _, ok := g.byPart[p]; !ok {
+			return fmt.Errorf("%w: partition %d is not claimed in generation %d", ErrFenced, p, g.id)
+		}
+		if off < 0 {
+			return fmt.Errorf("stream: commit partition %d: negative offset %d", p, off)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if g.fenced != nil {
+		return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.id, g.fenced)
+	}
+	if g.s.g.gen != g.id {
+		return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.id, kafka.IllegalGeneration)
+	}
+	c := g.s.g.committed[g.s.topic]
+	if c == nil {
+		c = map[int]int64{}
+		g.s.g.committed[g.s.topic] = c
+	}
+	for p, off := range next {
+		c[p] = off
+	}
+	return nil
+}
+
+func (g *memGeneration) End() {
+	b := g.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if g.ended {
+		return
+	}
+	g.ended = true
+	voluntary := !g.finished
+	g.finish()
+	// As kafka-go, the member rejoins by itself once it has ended its
+	// generation; ending a running generation rebalances the others.
+	if m, ok := g.s.g.members[g.s]; ok && m == g.m && !g.s.closed {
+		m.joining = true
+		if voluntary {
+			for _, o := range g.s.g.members {
+				if o.cur != nil {
+					o.cur.finish()
+				}
+			}
+		}
+	}
+	b.tryForm(g.s.g, g.s.topic)
+	b.broadcast()
+}
+
+// memClaim is a Claim of a memGeneration.
+type memClaim struct {
+	gen   *memGeneration
+	p     int
+	start int64
+	hw    int64
+	next  int64 // guarded by b.mu
+}
+
+func (c *memClaim) Partition() int   { return c.p }
+func (c *memClaim) Start() int64     { return c.start }
+func (c *memClaim) HighWater() int64 { return c.hw }
+
+func (c *memClaim) Fetch(ctx context.Context) (Record, error) {
+	b := c.gen.b
+	b.mu.Lock()
+	for {
+		if c.gen.finished {
+			b.mu.Unlock()
+			return Record{}, ErrGenerationEnded
+		}
+		log := b.logs[c.gen.s.topic][c.p]
+		if c.next < int64(len(log)) {
+			r := log[c.next]
+			c.next++
+			b.mu.Unlock()
+			return memRecord(r, int64(len(log))), nil
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return Record{}, ctx.Err()
+		case <-ch:
+		}
+		b.mu.Lock()
+	}
+}
+
+func memRecord(r Record, hw int64) Record {
+	r.Key, r.Value, r.HighWater = slices.Clone(r.Key), slices.Clone(r.Value), hw
+	return r
+}
+
+// memReader is a PartitionReader of a MemSource.
+type memReader struct {
+	s      *MemSource
+	topic  string
+	p      int
+	next   int64
+	closed bool
+}
+
+func (r *memReader) Fetch(ctx context.Context) (Record, error) {
+	b := r.s.b
+	b.mu.Lock()
+	for {
+		if r.closed {
+			b.mu.Unlock()
+			return Record{}, ErrSourceClosed
+		}
+		log := b.logs[r.topic][r.p]
+		if r.next < int64(len(log)) {
+			rec := log[r.next]
+			r.next++
+			b.mu.Unlock()
+			return memRecord(rec, int64(len(log))), nil
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return Record{}, ctx.Err()
+		case <-ch:
+		}
+		b.mu.Lock()
+	}
+}
+
+func (r *memReader) Close() error {
+	b := r.s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !r.closed {
+		r.closed = true
+		delete(r.s.readers, r)
+		b.broadcast()
+	}
+	return nil
+}
