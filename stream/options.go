@@ -42,6 +42,7 @@ type config struct {
 	allowUnpinned  bool          // WithUnpinnedModels
 	guardEvents    int           // WithAlertRateGuard; 0: off
 	guardFactor    float64       // WithAlertRateGuard
+	source         Source        // WithSource; nil: a KafkaSource
 	alignIdle      time.Duration // WithAlignIdleWait; negative: no alignment
 	alignLag       time.Duration // WithAlignLagWait
 }
@@ -255,6 +256,20 @@ func WithLatencyObserver(fn func(appended time.Time, latency time.Duration)) Opt
 func WithReaderObserver(fn func(reader string, err error)) Option {
 	return func(c *config) error {
 		c.connObserve = fn
+		return nil
+	}
+}
+
+// WithSource makes the pipeline consume src instead of a KafkaSource on its
+// brokers, group and topic (tests use an in-memory one). Run closes it. The
+// brokers still serve the topic's committed offsets for a state restore
+// and the labels topic.
+func WithSource(src Source) Option {
+	return func(c *config) error {
+		if src == nil {
+			return errors.New("stream: nil source")
+		}
+		c.source = src
 		return nil
 	}
 }

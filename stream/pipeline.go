@@ -52,7 +52,10 @@ type Pipeline struct {
 	// nParts is the number of partitions of the topic (learnt at Run; 0
 	// unknown): the card cap is divided among them.
 	nParts int
-	stage  *stage      // Run's feature stage: the partitions' state
+	stage  *stage // Run's feature stage: the partitions' state
+	// gen is the consumer-group generation the committer commits through
+	// (nil between generations).
+	gen    atomic.Pointer[genRef]
 	counts stateCounts // state size and evictions, for the metrics
 	// labelMu serialises label application with state snapshots;
 	// labelNext is, per labels partition, the next offset to read (every
@@ -201,25 +204,22 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if dialer == nil {
 		dialer = &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
 	}
-	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:           p.brokers,
-		GroupID:           p.group,
-		Topic:             p.topic,
-		Dialer:            dialer,
-		MinBytes:          1,
-		MaxBytes:          16 << 20,
-		MaxWait:           2 * time.Second, // the broker answers as soon as MinBytes arrive; kafka-go keeps a quarter as RTT margin
-		QueueCapacity:     p.cfg.maxBatch * 4,
-		CommitInterval:    0, // synchronous commits, issued by our committer only
-		IsolationLevel:    kafka.ReadCommitted,
-		StartOffset:       p.cfg.startOffset,
-		SessionTimeout:    p.cfg.sessionTimeout,
-		HeartbeatInterval: p.cfg.sessionTimeout / 10,
-		ReadLagInterval:   -1,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			p.log.Warn("kafka reader: " + fmt.Sprintf(msg, args...))
-		}),
-	})
+	src := p.cfg.source
+	if src == nil {
+		opts := append(p.cfg.sourceOptions(), WithSourceDialer(dialer))
+		ks, err := NewKafkaSource(p.brokers, p.group, p.topic, opts...)
+		if err != nil {
+			return err
+		}
+		src = ks
+	}
+	// Leaving the group can hang on a broker that is gone: it gets a
+	// deadline like every other shutdown step.
+	closeSource := func() {
+		if cerr := closeWithin(readerCloseTimeout, src.Close); cerr != nil && p.hard.Err() == nil {
+			p.log.Warn("close kafka source", "err", cerr)
+		}
+	}
 
 	var labels *labelConsumer
 	if p.cfg.labelsTopic != "" {
@@ -230,13 +230,20 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// group's committed offsets, which pick the snapshot to restore;
 	// without them (the brokers unreachable for 10 s) the current one is
 	// used.
-	committed, first, next, err := p.topicOffsets(ctx, dialer)
-	if err != nil {
-		p.log.Warn("the topic's offsets are unknown: a state snapshot is restored as it is, and the event-time alignment learns the partitions as they deliver", "err", err)
-		committed = nil
+	var committed map[int]int64
+	if p.cfg.stateDir != "" {
+		var err error
+		if committed, _, _, err = p.topicOffsets(ctx, dialer); err != nil {
+			p.log.Warn("committed offsets unknown: restoring the current state snapshot", "err", err)
+			committed = nil
+		}
 	}
-	p.nParts = len(committed)
-	if p.nParts == 0 {
+	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+	parts, err := src.Partitions(pctx, p.topic)
+	pcancel()
+	p.nParts = len(parts)
+	if err != nil || p.nParts == 0 {
+		p.log.Warn("the topic's partitions are unknown: the card cap is divided by the workers", "err", err)
 		p.nParts = p.cfg.workers
 	}
 	workers := make([]*worker, p.cfg.workers)
@@ -248,19 +255,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if p.cfg.stateDir != "" {
 		unlock, err := lockStateDir(p.cfg.stateDir)
 		if err != nil {
-			reader.Close()
+			closeSource()
 			return err
 		}
 		defer unlock()
 		if err := p.restoreState(st, committed); err != nil {
-			reader.Close()
+			closeSource()
 			return err
 		}
 	}
-	// Every partition of the topic takes part in the event-time alignment
-	// from the start (a partition that has not delivered yet holds the
-	// others back), but one with nothing to read.
-	st.alignAll(committed, first, next)
 	var wg sync.WaitGroup
 	stageDone := make(chan struct{})
 	go func() { defer close(stageDone); st.run() }()
@@ -279,7 +282,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	stopCommitter := make(chan struct{})
 	go func() {
 		defer close(committerDone)
-		p.commitLoop(reader, stopCommitter)
+		p.commitLoop(stopCommitter)
 	}()
 
 	var labelsDone chan struct{}
@@ -329,7 +332,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 
 	p.setPhase(PhaseRunning)
-	fetchErr := p.fetchLoop(ctx, reader, st)
+	fetchErr := p.consume(ctx, src, st)
 	p.setPhase(PhaseDraining)
 	if snapStop != nil {
 		// Before the workers' input closes: a worker that has returned
@@ -355,11 +358,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		<-labelsDone
 	}
 	err = nil
-	// kafka-go's Close leaves the group and can hang on a broker that is
-	// gone: it gets a deadline like every other shutdown step.
-	if cerr := closeWithin(readerCloseTimeout, reader.Close); cerr != nil && p.hard.Err() == nil {
-		p.log.Warn("close kafka reader", "err", cerr)
+	if g := p.gen.Swap(nil); g != nil {
+		g.gen.End()
 	}
+	closeSource()
 	if cause := context.Cause(p.hard); p.hard.Err() != nil && cause != nil {
 		err = cause
 	}
@@ -371,73 +373,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	return err
 }
 
-// fetchLoop fetches until ctx or the hard context is done and hands every
-// message to the feature stage. It returns an error only if the reader fails
-// for good.
-func (p *Pipeline) fetchLoop(ctx context.Context, reader *kafka.Reader, st *stage) error {
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(p.hard, cancel)
-	defer stop()
-	consumed := p.met.consumed.WithLabelValues(p.topic)
-	backoff := 100 * time.Millisecond
-	failing := false
-	for {
-		m, err := reader.FetchMessage(fctx)
-		if err != nil {
-			if fctx.Err() != nil {
-				return nil
-			}
-			failing = true
-			if p.cfg.connObserve != nil {
-				p.cfg.connObserve("kafka reader", err)
-			}
-			// kafka-go retries connection errors itself; what reaches us is
-			// worth a log line and a pause, not the end of the pipeline,
-			// unless the cluster refused us for good.
-			if isFatalFetch(err) {
-				// Stop intake; Run drains and commits what is in flight and
-				// returns this error.
-				p.log.Error("fetch refused, stopping", "err", err)
-				return fmt.Errorf("stream: fetch: %w", err)
-			}
-			p.log.Warn("fetch failed, retrying", "err", err, "backoff", backoff)
-			select {
-			case <-fctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		if failing {
-			failing = false
-			if p.cfg.connObserve != nil {
-				p.cfg.connObserve("kafka reader", nil)
-			}
-		}
-		if p.tracker.Track(m.Partition, m.Offset) {
-			p.met.resets.Inc()
-			p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
-		}
-		select {
-		case st.in <- m:
-		case <-fctx.Done():
-			// Stopping while the stage's queue is full (a slow or down
-			// sink), or kafka-go handed out a buffered message after the
-			// cancel: m stays tracked and unacked, so no commit passes it,
-			// and it is not counted as consumed.
-			return nil
-		}
-		// Counted once a worker has it: at shutdown, consumed = scored +
-		// dead-lettered.
-		consumed.Inc()
-		p.stats.Consumed.Add(1)
-	}
-}
-
-// readerCloseTimeout bounds the Kafka reader's Close at shutdown.
+// readerCloseTimeout bounds the Kafka source's Close at shutdown.
 const readerCloseTimeout = 10 * time.Second
 
 // closeWithin calls close and waits at most d for it: past d it returns an
@@ -492,19 +428,19 @@ func isFatalFetch(err error) bool {
 
 // commitLoop commits the acked prefix of every partition each commit
 // interval, and once more when stop is closed (unless stopped hard).
-func (p *Pipeline) commitLoop(reader *kafka.Reader, stop <-chan struct{}) {
+func (p *Pipeline) commitLoop(stop <-chan struct{}) {
 	t := time.NewTicker(p.cfg.commitInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
 			if p.hard.Err() == nil {
-				p.commitOnce(reader)
+				p.commitOnce()
 			}
 		case <-stop:
 			// Final commit: retried until it succeeds or the pipeline is
 			// stopped hard (Abort or the drain deadline).
-			for p.hard.Err() == nil && !p.commitOnce(reader) {
+			for p.hard.Err() == nil && !p.commitOnce() {
 				select {
 				case <-time.After(p.cfg.commitInterval):
 				case <-p.hard.Done():
@@ -613,28 +549,48 @@ func (p *Pipeline) capToSnapshot(cs []commit.Commit) []commit.Commit {
 // rejoin (a coordinator outage, a long rebalance).
 const commitTimeout = 5 * time.Second
 
-func (p *Pipeline) commitOnce(reader *kafka.Reader) (ok bool) {
+// commitOnce commits the acked prefix of every partition the current
+// generation claims (capped at a snapshot's offsets with a state
+// interval), as that generation. It reports false when a commit failed (to
+// be retried) and true when there was nothing to do, no generation, or the
+// commit was fenced (retrying cannot succeed: the partitions are another
+// member's now).
+func (p *Pipeline) commitOnce() (ok bool) {
 	ok = true
 	cs := p.tracker.Committable()
 	if p.capCommits() {
 		cs = p.capToSnapshot(cs)
 	}
+	g := p.gen.Load()
+	if g == nil {
+		cs = nil
+	}
 	if len(cs) > 0 {
-		msgs := make([]kafka.Message, len(cs))
-		for i, c := range cs {
-			// kafka-go commits Offset+1.
-			msgs[i] = kafka.Message{Topic: p.topic, Partition: c.Partition, Offset: c.Next - 1}
+		next := make(map[int]int64, len(cs))
+		kept := cs[:0]
+		for _, c := range cs {
+			if slices.Contains(g.claimed, c.Partition) {
+				next[c.Partition] = c.Next
+				kept = append(kept, c)
+			}
 		}
+		cs = kept
 		ctx, cancel := context.WithTimeout(p.hard, commitTimeout)
-		err := reader.CommitMessages(ctx, msgs...)
+		err := g.gen.Commit(ctx, next)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrFenced):
+			if p.hard.Err() == nil {
+				p.log.Warn("commit fenced: the partitions belong to a newer generation; their uncommitted events are re-delivered to their new owner", "err", err, "commits", fmt.Sprint(cs))
+			}
+			p.met.committed.WithLabelValues("fenced").Inc()
+		case err != nil:
 			ok = false
 			if p.hard.Err() == nil {
 				p.log.Warn("commit offsets", "err", err, "commits", fmt.Sprint(cs))
 			}
 			p.met.committed.WithLabelValues("error").Inc()
-		} else {
+		default:
 			for _, c := range cs {
 				p.tracker.MarkCommitted(c)
 			}

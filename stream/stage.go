@@ -2,10 +2,10 @@ package stream
 
 import (
 	"errors"
-	"maps"
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/stream/internal/align"
@@ -157,9 +157,17 @@ type stage struct {
 	parts   map[int]*partState
 	open    []*batch    // per worker: its open batch, or nil
 	due     []time.Time // per worker: when its open batch closes
-	in      chan kafka.Message
+	in      chan fetched
+	ctl     chan func() // work to run in the stage's goroutine (do)
 	pause   chan *pauseReq
-	spare   []*pending // free list of decoded messages
+	// epoch counts the generations the stage was given (assign, revoke):
+	// a message fetched in another one is dropped. credits are the
+	// current generation's per-partition credits (partitionCredit), one
+	// taken by the fetcher per message, given back when it is applied.
+	epoch    uint64
+	credits  map[int]chan struct{}
+	spare    []*pending // free list of decoded messages
+	consumed prometheus.Counter
 	// al orders the events of the partitions this process reads by event
 	// time (then tx_id) before they update the state; nil without
 	// alignment (WithAlignment(false)).
@@ -180,9 +188,11 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 		parts:   map[int]*partState{},
 		open:    make([]*batch, len(workers)),
 		due:     make([]time.Time, len(workers)),
-		in:      make(chan kafka.Message, p.cfg.queueDepth),
+		in:      make(chan fetched, p.cfg.queueDepth),
+		ctl:     make(chan func()),
 		pause:   make(chan *pauseReq),
 	}
+	s.consumed = p.met.consumed.WithLabelValues(p.topic)
 	if p.cfg.alignIdle >= 0 {
 		// The options were checked by New.
 		s.al, _ = align.New[*pending](align.WithIdleWait(p.cfg.alignIdle), align.WithLagWait(p.cfg.alignLag))
@@ -210,29 +220,91 @@ func (s *stage) part(part int) *partState {
 	return ps
 }
 
-// alignAll adds every partition of the topic to the aligner (nil maps:
-// none, the partitions are added as they deliver), each marked caught up
-// when Kafka has nothing for it to read: from its committed offset, or from
-// where the start offset policy starts a group without one.
-func (s *stage) alignAll(committed, first, next map[int]int64) {
-	if s.al == nil {
-		return
+// do runs fn in the stage's goroutine, between two messages, and waits
+// for it. It reports false on a hard stop (fn may not have run).
+func (s *stage) do(fn func()) bool {
+	done := make(chan struct{})
+	select {
+	case s.ctl <- func() { fn(); close(done) }:
+	case <-s.p.hard.Done():
+		return false
 	}
-	for _, part := range slices.Sorted(maps.Keys(committed)) {
-		start := committed[part]
-		if start < 0 {
-			start = first[part]
-			if s.p.cfg.startOffset == kafka.LastOffset {
-				start = next[part]
-			}
-		}
-		ps, ok := s.parts[part]
+	select {
+	case <-done:
+		return true
+	case <-s.p.hard.Done():
+		return false
+	}
+}
+
+// assign starts a generation: the claimed partitions take part in the
+// event-time alignment (one with nothing to read is caught up from the
+// start), each partition with state from before (a snapshot, or an earlier
+// generation) has its first message checked for a gap, and the stage
+// takes the generation's credits. It returns the generation's epoch.
+func (s *stage) assign(claims []Claim, credits map[int]chan struct{}) uint64 {
+	s.epoch++
+	s.credits = credits
+	for _, c := range claims {
+		ps, ok := s.parts[c.Partition()]
 		if !ok {
-			ps = s.p.newPartState(part)
-			s.parts[part] = ps
+			ps = s.p.newPartState(c.Partition())
+			s.parts[c.Partition()] = ps
+		} else if ps.applied >= 0 && ps.restoredFrom < 0 {
+			ps.restoredFrom = ps.applied
 		}
+		if s.al != nil && !ps.aligned {
+			s.alignPart(ps, c.Start() >= c.HighWater())
+		}
+	}
+	return s.epoch
+}
+
+// revoke ends the stage's part of a generation: what waits in the
+// aligner is dropped (fetched, never applied: it is fetched again, by this
+// member or the next owner), messages still queued from the generation
+// will be dropped, and the open batches go to the workers. It returns the
+// number of messages dropped.
+func (s *stage) revoke() int {
+	s.epoch++
+	s.credits = nil
+	dropped := 0
+	for _, ps := range s.parts {
 		if !ps.aligned {
-			s.alignPart(ps, start >= next[part])
+			continue
+		}
+		n, _ := s.al.Remove(ps.part, s.recycle)
+		dropped += n
+		ps.aligned = false
+		ps.dropWaiting()
+	}
+	if dropped > 0 {
+		s.p.stats.Consumed.Add(int64(-dropped))
+	}
+	for wi := range s.open {
+		s.closeBatch(wi)
+	}
+	return dropped
+}
+
+// idle reports whether every batch the stage handed out has come back
+// from the workers and their senders (safe from any goroutine; call it
+// after revoke).
+func (s *stage) idle() bool {
+	for _, w := range s.workers {
+		if len(w.ready) > 0 || len(w.free) < cap(w.free) {
+			return false
+		}
+	}
+	return true
+}
+
+// credit gives back the credit of a message of partition part.
+func (s *stage) credit(part int) {
+	if c, ok := s.credits[part]; ok {
+		select {
+		case <-c:
+		default:
 		}
 	}
 }
@@ -290,7 +362,7 @@ func (s *stage) run() {
 			in = nil
 		}
 		select {
-		case m, ok := <-in:
+		case f, ok := <-in:
 			if !ok {
 				s.drainAligner()
 				for wi := range s.open {
@@ -298,8 +370,15 @@ func (s *stage) run() {
 				}
 				return
 			}
-			s.add(m)
+			if f.epoch != s.epoch {
+				continue // fetched in a generation that ended: fetched again
+			}
+			s.consumed.Inc()
+			s.p.stats.Consumed.Add(1)
+			s.add(f.m)
 			s.release()
+		case fn := <-s.ctl:
+			fn()
 		case <-timer.C:
 			armedAt = time.Time{}
 			s.release()
@@ -465,10 +544,12 @@ func (s *stage) add(m kafka.Message) {
 	case ps.isApplied(m.Offset):
 		s.apply(pd, ps, false)
 		s.recycle(pd)
+		s.credit(m.Partition)
 	case pd.reason != "" || !ps.aligned:
 		ps.fetched(m.Offset, true)
 		s.apply(pd, ps, pd.reason == "")
 		s.recycle(pd)
+		s.credit(m.Partition)
 	default:
 		ps.fetched(m.Offset, false)
 		s.al.Push(m.Partition, pd.ev.TS.UnixNano(), pd.ev.TxID, pd, m.HighWaterMark > 0 && m.Offset == m.HighWaterMark-1)
@@ -511,6 +592,7 @@ func (s *stage) applyAligned(pd *pending) {
 	if fresh {
 		ps.markApplied(pd.m.Offset)
 	}
+	s.credit(pd.m.Partition)
 	s.recycle(pd)
 }
 

@@ -165,6 +165,14 @@ func (t *Tracker) MarkCommitted(c Commit) {
 	}
 }
 
+// Forget drops partition p: its tracked offsets, acks and committed
+// offset (the partition was revoked; a later claim starts it afresh).
+func (t *Tracker) Forget(p int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.parts, p)
+}
+
 // Pending returns the number of tracked offsets of partition p not yet
 // released (fetched but not covered by the acked prefix), and the last
 // committed offset (-1 when none).

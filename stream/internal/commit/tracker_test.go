@@ -122,3 +122,20 @@ func TestTrackerAckAll(t *testing.T) {
 		t.Fatalf("got %v, want [p0@2 p1@1]", got)
 	}
 }
+
+func TestForget(t *testing.T) {
+	tr := New()
+	tr.Track(0, 5)
+	tr.Track(1, 7)
+	tr.Ack(0, 5)
+	tr.Forget(0)
+	if got := tr.Partitions(); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("partitions after Forget(0): %v, want [1]", got)
+	}
+	if cs := tr.Committable(); len(cs) != 0 {
+		t.Fatalf("committable after Forget: %v, want none", cs)
+	}
+	if n, c := tr.Pending(0); n != 0 || c != -1 {
+		t.Fatalf("Pending(0) after Forget: %d, %d; want 0, -1", n, c)
+	}
+}

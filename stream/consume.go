@@ -1,0 +1,227 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// partitionCredit bounds the messages of one partition handed to the
+// feature stage and not yet applied (queued, or waiting in the aligner for
+// the other partitions): a partition that runs ahead in event time stops
+// fetching, the others go on.
+const partitionCredit = 8192
+
+// revokeTimeout bounds how long a member that lost its partitions in a
+// rebalance waits for its batches in flight before it commits what was
+// acknowledged and lets the group go on (kafka-go's rebalance timeout is
+// 30 s; past it the broker drops the member).
+const revokeTimeout = 15 * time.Second
+
+// fetched is a message on its way to the feature stage, tagged with the
+// generation (epoch) it was fetched in: the stage drops messages of a
+// generation that ended.
+type fetched struct {
+	m     kafka.Message
+	epoch uint64
+}
+
+// consume runs the member's generations until ctx is done or the pipeline
+// is stopped hard: for each, it hands the claims to the stage, fetches
+// every claimed partition in its own goroutine until the generation ends,
+// and on a rebalance drains and commits what was in flight (fenced by the
+// generation) before it lets the group go on. When ctx ends it returns
+// with the last generation still open in p.gen, for the final drain and
+// commit. It returns an error only when the source refuses for good.
+func (p *Pipeline) consume(ctx context.Context, src Source, st *stage) error {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(p.hard, cancel)
+	defer stop()
+	backoff := 100 * time.Millisecond
+	for {
+		gen, err := src.Next(fctx)
+		if err != nil {
+			if fctx.Err() != nil {
+				return nil
+			}
+			if p.cfg.connObserve != nil {
+				p.cfg.connObserve("kafka reader", err)
+			}
+			if IsFatalSourceError(err) {
+				p.log.Error("consumer group refused, stopping", "err", err)
+				return fmt.Errorf("stream: join group: %w", err)
+			}
+			p.log.Warn("join consumer group failed, retrying", "err", err, "backoff", backoff)
+			select {
+			case <-fctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if p.cfg.connObserve != nil {
+			p.cfg.connObserve("kafka reader", nil)
+		}
+		fatal := p.runGeneration(fctx, gen, st)
+		if fctx.Err() != nil && fatal == nil {
+			// Stopping: Run drains, commits through gen and ends it.
+			return nil
+		}
+		p.revoke(gen, st)
+		gen.End()
+		if fatal != nil {
+			return fatal
+		}
+	}
+}
+
+// runGeneration hands gen's claims to the stage and fetches them until the
+// generation ends or ctx is done. It returns a fetch error retrying cannot
+// fix.
+func (p *Pipeline) runGeneration(ctx context.Context, gen Generation, st *stage) error {
+	claims := gen.Claims()
+	parts := make([]int, len(claims))
+	for i, c := range claims {
+		parts[i] = c.Partition()
+	}
+	p.log.Info("consumer group generation", "generation", gen.ID(), "partitions", fmt.Sprint(parts))
+	var epoch uint64
+	credits := map[int]chan struct{}{}
+	for _, c := range claims {
+		credits[c.Partition()] = make(chan struct{}, partitionCredit)
+	}
+	if !st.do(func() { epoch = st.assign(claims, credits) }) {
+		return nil
+	}
+	p.gen.Store(&genRef{gen: gen, claimed: parts})
+
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var fatalOnce sync.Once
+	var fatal error
+	for _, c := range claims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.fetchClaim(gctx, c, st, epoch, credits[c.Partition()]); err != nil {
+				fatalOnce.Do(func() { fatal = err })
+				cancel()
+			}
+		}()
+	}
+	select {
+	case <-gen.Done():
+	case <-gctx.Done():
+	}
+	cancel()
+	wg.Wait()
+	return fatal
+}
+
+// fetchClaim fetches claim c and hands its messages to the stage until ctx
+// is done or the generation ends. It returns an error only when the broker
+// refuses for good.
+func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uint64, credit chan struct{}) error {
+	failing := false
+	for {
+		rec, err := c.Fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrGenerationEnded) || errors.Is(err, ErrSourceClosed) {
+				return nil
+			}
+			if p.cfg.connObserve != nil {
+				p.cfg.connObserve("kafka reader", err)
+			}
+			failing = true
+			if IsFatalSourceError(err) {
+				p.log.Error("fetch refused, stopping", "partition", c.Partition(), "err", err)
+				return fmt.Errorf("stream: fetch: %w", err)
+			}
+			p.log.Warn("fetch failed, retrying", "partition", c.Partition(), "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		if failing {
+			failing = false
+			if p.cfg.connObserve != nil {
+				p.cfg.connObserve("kafka reader", nil)
+			}
+		}
+		select {
+		case credit <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		m := kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
+			Time: rec.Time, HighWaterMark: rec.HighWater}
+		if p.tracker.Track(m.Partition, m.Offset) {
+			p.met.resets.Inc()
+			p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
+		}
+		select {
+		case st.in <- fetched{m: m, epoch: epoch}:
+		case <-ctx.Done():
+			// Tracked and never acked: no commit passes it.
+			return nil
+		}
+	}
+}
+
+// revoke ends the member's work on gen's partitions after a rebalance:
+// the stage drops what waits in the aligner (fetched, never applied: the
+// next owner reads it again), hands its open batches to the workers, and
+// the batches in flight get revokeTimeout to be acknowledged; then the
+// acknowledged offsets are committed as gen (fenced: a member that took
+// too long commits nothing) and the tracker forgets the partitions. The
+// state of the partitions stays in memory: if one comes back, the events
+// another member processed in between are a gap, counted at its first
+// message.
+func (p *Pipeline) revoke(gen Generation, st *stage) {
+	t0 := time.Now()
+	dropped := 0
+	if !st.do(func() { dropped = st.revoke() }) {
+		return
+	}
+	deadline := time.NewTimer(revokeTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	abandoned := false
+wait:
+	for !st.idle() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			abandoned = true
+			break wait
+		case <-p.hard.Done():
+			return
+		}
+	}
+	ok := p.commitOnce()
+	p.gen.Store(nil)
+	for _, part := range p.tracker.Partitions() {
+		p.tracker.Forget(part)
+	}
+	p.log.Info("partitions revoked", "generation", gen.ID(), "dropped_unapplied", dropped,
+		"batches_abandoned", abandoned, "committed", ok, "took", time.Since(t0).Round(time.Millisecond))
+}
+
+// genRef is the generation the committer commits through, and the
+// partitions it claims.
+type genRef struct {
+	gen     Generation
+	claimed []int
+}
