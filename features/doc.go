@@ -140,8 +140,10 @@
 // aggregation, is in docs/features.md.
 //
 // Replay runs the same code over files (ReadEvents, ReadLabels: JSON Lines)
-// to produce training rows: events in time order, each label applied as soon
-// as its TS is at or before the next event's.
+// to produce training rows: events in one total order, by TS then tx_id
+// (CompareEvents: the order in which the stream applies state shared
+// across partitions), each label (by TS then tx_id, CompareLabels) applied
+// as soon as its TS is at or before the next event's.
 //
 // # Snapshots
 //
