@@ -64,7 +64,10 @@ type stripe struct {
 	// spec holds the entity states of a spec Shared, one map per
 	// compiledSpec.smaps entry; nil without a spec.
 	spec []expiryMap[*entState]
-	_    [64]byte
+	// sc is the evaluation scratch of Apply and Peek for the spec's
+	// entities of this stripe (used under mu); nil without a spec.
+	sc *specBuilder
+	_  [64]byte
 }
 
 // Shared holds the terminal state of one process, shared by all its
@@ -89,6 +92,10 @@ type Shared struct {
 	// unplaced counts the fraud labels ApplyLabel could not place by
 	// transaction time (UnplacedLabels).
 	unplaced atomic.Uint64
+	// applied and clock pace the sweeps of Apply (split.go): the events
+	// it applied and the newest event time among them.
+	applied atomic.Uint64
+	clock   atomic.Int64
 }
 
 // UnplacedLabels returns how many fraud labels ApplyLabel could not place
@@ -138,6 +145,7 @@ func NewShared(opts ...Option) *Shared {
 		s.sp = newSpecShared(cfg.spec, s.lateness)
 		for i := range s.stripes {
 			st := &s.stripes[i]
+			st.sc = newSpecScratch(cfg.spec, s)
 			st.spec = make([]expiryMap[*entState], len(cfg.spec.smaps))
 			for k := range st.spec {
 				st.spec[k] = newExpiryMap[*entState](int64(cfg.ttl))
