@@ -169,7 +169,8 @@ func (b *Builder) Cards() int {
 	return b.cards.len()
 }
 
-// Late returns the number of events Update scored but did not insert into
+// Late returns the number of events Update (or UpdateLocal, given
+// Shared.Apply's late flag) scored but did not insert into
 // at least one of their states (card, terminal, or with WithSpec any keyed
 // entity) because they were more than the max lateness (WithMaxLateness)
 // behind that entity's newest event. An event late for several entities

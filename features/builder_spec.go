@@ -485,13 +485,36 @@ func newSpecShared(cs *compiledSpec, lateness int64) *specShared {
 	return ss
 }
 
+// labelSide selects the label maps applyLabelSpec updates: all, those of
+// the shared entities (terminal_id), or the card's (split.go).
+type labelSide uint8
+
+const (
+	sideAll labelSide = iota
+	sideShared
+	sideLocal
+)
+
+// has reports whether the side updates the label map m.
+func (sd labelSide) has(m *smapDef) bool {
+	return sd == sideAll || (m.field == sfCard) == (sd == sideLocal)
+}
+
 // applyLabelSpec is ApplyLabel for a spec Shared: the same rules, for the
-// label states of each labelled entity (card_id, terminal_id).
-func (s *Shared) applyLabelSpec(l *Label) (placed bool) {
+// label states of each labelled entity (card_id, terminal_id) of side. It
+// also returns the transaction time it placed l at (noTxTime: none).
+func (s *Shared) applyLabelSpec(l *Label, side labelSide) (placed bool, txT int64) {
 	cs := s.sp.cs
-	txT := labelTxTime(l, nanos(l.TS))
+	txT = labelTxTime(l, nanos(l.TS))
 	placed = true
-	if l.Fraud && cs.needTx && txT == noTxTime {
+	needTx := cs.needTx // the shared side resolves tx times for both (ApplyLabelShared)
+	if side == sideLocal {
+		needTx = false
+		for _, m := range cs.smaps {
+			needTx = needTx || m.labels && side.has(&m) && cs.ents[m.ent].txTime
+		}
+	}
+	if l.Fraud && needTx && txT == noTxTime {
 		if l.TxTS.IsZero() {
 			txT = s.findTx(l)
 		}
@@ -501,7 +524,7 @@ func (s *Shared) applyLabelSpec(l *Label) (placed bool) {
 		}
 	}
 	for mi, m := range cs.smaps {
-		if !m.labels {
+		if !m.labels || !side.has(&m) {
 			continue
 		}
 		id := l.TerminalID
@@ -544,7 +567,7 @@ func (s *Shared) applyLabelSpec(l *Label) (placed bool) {
 		}
 		st.mu.Unlock()
 	}
-	return placed
+	return placed, txT
 }
 
 // findTx returns the time of transaction l.TxID in the retained history

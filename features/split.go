@@ -2,6 +2,7 @@ package features
 
 import (
 	"slices"
+	"time"
 )
 
 // This file splits a row in two, for a deployment where the state of the
@@ -10,9 +11,19 @@ import (
 // stage calls Shared.Apply (or Shared.Peek) and forwards the columns it
 // wrote (Shared.Columns) with the late flag; the card stage copies them
 // into its row and calls Builder.UpdateLocal (or PeekLocal), which writes
-// all the other columns. Applied in the same order, the two halves write
-// exactly the row Update (Peek) writes, bit for bit, and leave the same
-// state (TestSplitMatchesUpdate).
+// all the other columns. Labels likewise: ApplyLabelShared on the terminal
+// stage, which forwards each label with the transaction time it found, and
+// ApplyLabelLocal on the card stage's Shared. Applied in the same order,
+// the two halves write exactly the row Update (Peek) writes, bit for bit,
+// and leave the same state (TestSplitMatchesUpdate).
+//
+// For rows equal to Replay's, each stage must apply events in CompareEvents
+// order and each label where Replay does: after the events with an earlier
+// TS, before those at or after its TS, labels by CompareLabels. The label
+// rules make rows point-in-time correct whatever that order, but not bit
+// for bit: applying a label advances its entity's expiry clock and newest
+// time (retention, TTL, cap order) to the label's TS, and a label without
+// tx_ts is placed by the terminal history held when it is applied.
 
 // Width returns the number of features in a row of the Shared's spec
 // (WithSpec; else the default features): the Width of its Builders.
@@ -251,4 +262,40 @@ func (b *Builder) PeekLocal(e *Event, row []float32, sharedLate bool) {
 	}
 	b.lastLate = late
 	b.globalSpec(e, amt, row)
+}
+
+// ApplyLabelShared is ApplyLabel for the shared half of a split deployment:
+// it records l in the labels of the shared entities only (terminal_id; a
+// spec's card labels are left to ApplyLabelLocal), and returns, besides
+// whether it placed l, l's transaction time as it placed it: l.TxTS, or
+// the time of transaction l.TxID found in its terminal's history (zero:
+// none). The Shared holding the terminals is the only one that can find
+// it, so forward l to the card half with TxTS set to that time: there
+// ApplyLabelLocal places it exactly where ApplyLabel on one Shared would
+// have. A fraud label that cannot be placed counts in UnplacedLabels (of
+// each half that needed it). Safe for concurrent use.
+func (s *Shared) ApplyLabelShared(l *Label) (placed bool, txTS time.Time) {
+	var txT int64
+	if s.sp != nil {
+		placed, txT = s.applyLabelSpec(l, sideShared)
+	} else {
+		placed, txT = s.applyLabelTerminal(l)
+	}
+	if txT == noTxTime {
+		return placed, time.Time{}
+	}
+	return placed, time.Unix(0, txT).UTC()
+}
+
+// ApplyLabelLocal is ApplyLabel for the card half of a split deployment:
+// it records l in the card labels only (a spec's card fraud features; the
+// default features have none, and nothing is done), moving them on a
+// PAN-key rotation as ApplyLabel does. Give it the label as
+// ApplyLabelShared forwards it (TxTS set). Safe for concurrent use.
+func (s *Shared) ApplyLabelLocal(l *Label) (placed bool) {
+	if s.sp == nil {
+		return true
+	}
+	placed, _ = s.applyLabelSpec(l, sideLocal)
+	return placed
 }

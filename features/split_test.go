@@ -82,8 +82,10 @@ type splitWorld struct {
 // engine on DefaultSpec, on a spec with more shared entities (mcc,
 // channel) and card fraud features, and on random specs. A third world
 // runs the halves on two Shareds (terminal stage, card stage), as the
-// scale-out deployment does: with labels that carry tx_ts its rows are
-// Update's too.
+// scale-out deployment does, labels applied with ApplyLabelShared and,
+// forwarded with the transaction time it found, ApplyLabelLocal: its rows
+// are Update's too, and each stage's Shared holds exactly its side of
+// Update's.
 func TestSplitMatchesUpdate(t *testing.T) {
 	n := 3000
 	if raceEnabled {
@@ -133,13 +135,11 @@ func splitCheck(t *testing.T, rng *rand.Rand, opts []Option, n int, allTxTS bool
 		{name: "update", b: NewBuilder(su, opts...)},
 		{name: "split", t: ss, b: NewBuilder(ss, opts...)},
 	}
-	shareds := []*Shared{su, ss}
-	if allTxTS { // two stages: terminal (td), card (cd)
-		td, cd := NewShared(opts...), NewShared(opts...)
-		td.seed, cd.seed = su.seed, su.seed
-		worlds = append(worlds, &splitWorld{name: "two stages", t: td, b: NewBuilder(cd, opts...)})
-		shareds = append(shareds, td, cd)
-	}
+	// Two stages: terminal (td) and card (cd), labels applied to each
+	// half, the card's with the transaction time the terminal's found.
+	td, cd := NewShared(opts...), NewShared(opts...)
+	td.seed, cd.seed = su.seed, su.seed
+	worlds = append(worlds, &splitWorld{name: "two stages", t: td, b: NewBuilder(cd, opts...)})
 	w0 := worlds[0]
 	width := w0.b.Width()
 	for _, w := range worlds {
@@ -181,9 +181,19 @@ func splitCheck(t *testing.T, rng *rand.Rand, opts []Option, n int, allTxTS bool
 				l.TxTS = evs[j].TS
 			}
 			for range 1 + rng.IntN(2) {
-				for _, s := range shareds {
-					s.ApplyLabel(&l)
+				placed := su.ApplyLabel(&l)
+				if ss.ApplyLabel(&l) != placed {
+					t.Fatalf("label %d: placed differs", i)
 				}
+				p, txTS := td.ApplyLabelShared(&l)
+				if p != placed {
+					t.Fatalf("label %d (%+v): ApplyLabelShared placed %v, ApplyLabel %v", i, l, p, placed)
+				}
+				fwd := l
+				if fwd.TxTS.IsZero() {
+					fwd.TxTS = txTS
+				}
+				cd.ApplyLabelLocal(&fwd)
 			}
 			labelled++
 		}
@@ -247,10 +257,14 @@ func splitCheck(t *testing.T, rng *rand.Rand, opts []Option, n int, allTxTS bool
 			if d := splitStateDiff(w0.b, worlds[1].b, true); d != "" {
 				t.Fatalf("event %d: split state differs from Update's: %s", i, d)
 			}
-			if len(worlds) > 2 {
-				if d := splitStateDiff(w0.b, worlds[2].b, false); d != "" {
-					t.Fatalf("event %d: two-stage card state differs from Update's: %s", i, d)
-				}
+			if d := splitStateDiff(w0.b, worlds[2].b, false); d != "" {
+				t.Fatalf("event %d: two-stage card state differs from Update's: %s", i, d)
+			}
+			if d := sideDiff(su, td, sideShared); d != "" {
+				t.Fatalf("event %d: terminal stage's Shared differs from Update's: %s", i, d)
+			}
+			if d := sideDiff(su, cd, sideLocal); d != "" {
+				t.Fatalf("event %d: card stage's Shared differs from Update's: %s", i, d)
 			}
 		}
 	}
@@ -260,6 +274,23 @@ func splitCheck(t *testing.T, rng *rand.Rand, opts []Option, n int, allTxTS bool
 	if MaxCards(opts...) > 0 && evicted == 0 {
 		t.Fatal("the card cap evicted nothing")
 	}
+}
+
+// sideDiff reports how the maps of one side (sideShared: terminals and
+// shared entities; sideLocal: card labels) of Shared b differ from a's.
+func sideDiff(a, b *Shared, side labelSide) string {
+	for i := range a.stripes {
+		x, y := &a.stripes[i], &b.stripes[i]
+		if side == sideShared && !reflect.DeepEqual(x.m, y.m) {
+			return fmt.Sprintf("stripe %d terminals", i)
+		}
+		for k := range x.spec {
+			if side.has(&a.sp.cs.smaps[k]) && !reflect.DeepEqual(x.spec[k], y.spec[k]) {
+				return fmt.Sprintf("stripe %d spec map %d", i, k)
+			}
+		}
+	}
+	return ""
 }
 
 // splitDiff compares two rows bit for bit, naming the differing features.
@@ -305,14 +336,14 @@ func splitStateDiff(a, b *Builder, shared bool) string {
 }
 
 // TestSplitConcurrentHalves runs the halves as a two-stage pipeline: one
-// goroutine applies events (and labels) to the terminal stage's Shared and
-// forwards each event with its shared columns and late flag through a
-// channel to a second goroutine, which applies it (and the labels, in the
-// same order) to the card stage's Builder. The rows equal Update's, and
-// -race checks the halves share nothing unlocked: once with two Shareds
-// (labels with tx_ts), once with one Shared both halves touch (no labels,
-// the spec's card label maps swept by UpdateLocal while Apply sweeps the
-// others).
+// goroutine applies events and labels to the terminal stage's Shared
+// (Apply, ApplyLabelShared) and forwards each event with its shared columns
+// and late flag, and each label with the transaction time found, through a
+// channel to a second goroutine, which applies them in the same order to
+// the card stage (UpdateLocal, ApplyLabelLocal). The rows equal Update's,
+// and -race checks the halves share nothing unlocked: once with two
+// Shareds, once with one Shared both halves touch (no labels; the spec's
+// card label maps swept by UpdateLocal while Apply sweeps the others).
 func TestSplitConcurrentHalves(t *testing.T) {
 	n := 3000
 	if raceEnabled {
@@ -337,8 +368,12 @@ func TestSplitConcurrentHalves(t *testing.T) {
 			for i := range evs {
 				if tc.labels && rng.Float64() < 0.3 {
 					j := rng.IntN(i + 1)
-					items = append(items, item{l: &Label{TxID: evs[j].TxID, CardID: evs[j].CardID, CardAlias: evs[j].CardAlias,
-						TerminalID: evs[j].TerminalID, TxTS: evs[j].TS, TS: evs[i].TS.Add(-time.Hour), Fraud: rng.IntN(5) > 0}})
+					l := &Label{TxID: evs[j].TxID, CardID: evs[j].CardID, CardAlias: evs[j].CardAlias,
+						TerminalID: evs[j].TerminalID, TS: evs[i].TS.Add(-time.Hour), Fraud: rng.IntN(5) > 0}
+					if rng.IntN(2) == 0 {
+						l.TxTS = evs[j].TS
+					}
+					items = append(items, item{l: l})
 				}
 				items = append(items, item{e: &evs[i]})
 			}
@@ -371,7 +406,15 @@ func TestSplitConcurrentHalves(t *testing.T) {
 				defer close(ch)
 				for _, it := range items {
 					if it.l != nil {
-						td.ApplyLabel(it.l)
+						if tc.one {
+							td.ApplyLabel(it.l)
+						} else { // forward it with the transaction time found here
+							fwd := *it.l
+							if _, txTS := td.ApplyLabelShared(it.l); fwd.TxTS.IsZero() {
+								fwd.TxTS = txTS
+							}
+							it.l = &fwd
+						}
 					} else {
 						it.row = make([]float32, bd.Width())
 						it.late = td.Apply(it.e, it.row)
@@ -388,7 +431,7 @@ func TestSplitConcurrentHalves(t *testing.T) {
 			for it := range ch { // the card stage
 				if it.l != nil {
 					if !tc.one {
-						cd.ApplyLabel(it.l)
+						cd.ApplyLabelLocal(it.l)
 					}
 					continue
 				}
@@ -402,5 +445,45 @@ func TestSplitConcurrentHalves(t *testing.T) {
 				t.Fatalf("%d events, Late %d Rekeyed %d; Update's %d %d", k, bd.Late(), bd.Rekeyed(), bu.Late(), bu.Rekeyed())
 			}
 		})
+	}
+}
+
+// BenchmarkSplitUpdate is BenchmarkBuilderUpdate (and UpdateSpec) through
+// the two halves, Shared.Apply then Builder.UpdateLocal, on one goroutine:
+// the cost of the split against Update's.
+func BenchmarkSplitUpdate(b *testing.B) {
+	for _, eng := range []struct {
+		name string
+		opt  Option
+	}{{"hand-written", nil}, {"spec", withSpec(DefaultSpec(), true)}} {
+		for _, size := range []struct{ cards, terminals int }{{1000, 100}, {100000, 10000}} {
+			b.Run(fmt.Sprintf("%s/cards=%d", eng.name, size.cards), func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(1, 2))
+				const n = 1 << 16
+				evs := make([]Event, n)
+				now := t0
+				for i := range evs {
+					now = now.Add(time.Duration(rng.Int64N(int64(2 * time.Second))))
+					evs[i] = Event{TxID: "t", CardID: fmt.Sprint("c-", rng.IntN(size.cards)), TerminalID: fmt.Sprint("m-", rng.IntN(size.terminals)),
+						TS: now, Amount: rng.ExpFloat64() * 50, Country: "FR", Lat: 48.8, Lon: 2.3, HasGeo: true}
+				}
+				span := now.Sub(t0) + time.Second
+				s := NewShared(eng.opt)
+				bld := NewBuilder(s, eng.opt)
+				row := make([]float32, bld.Width())
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if i > 0 && i%n == 0 {
+						for j := range evs {
+							evs[j].TS = evs[j].TS.Add(span)
+						}
+					}
+					e := &evs[i%n]
+					bld.UpdateLocal(e, row, s.Apply(e, row))
+					i++
+				}
+			})
+		}
 	}
 }

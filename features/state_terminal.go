@@ -215,10 +215,18 @@ func mix64(h uint64) uint64 {
 // it). It is still recorded, for the label-time features.
 func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	if s.sp != nil {
-		return s.applyLabelSpec(l)
+		placed, _ = s.applyLabelSpec(l, sideAll)
+		return placed
 	}
+	placed, _ = s.applyLabelTerminal(l)
+	return placed
+}
+
+// applyLabelTerminal is ApplyLabel without a spec. It also returns the
+// transaction time it placed l at (noTxTime: none).
+func (s *Shared) applyLabelTerminal(l *Label) (placed bool, txT int64) {
 	if l.TerminalID == "" {
-		return true
+		return true, labelTxTime(l, nanos(l.TS))
 	}
 	t := nanos(l.TS)
 	h := hashLabelTx(s, l.TxID)
@@ -227,7 +235,7 @@ func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	defer st.mu.Unlock()
 	st.m.tick(t)
 	ts, ok := st.m.get(l.TerminalID)
-	txT := labelTxTime(l, t)
+	txT = labelTxTime(l, t)
 	placed = true
 	if l.Fraud && txT == noTxTime {
 		if l.TxTS.IsZero() && ok {
@@ -240,7 +248,7 @@ func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	}
 	if !ok {
 		if !l.Fraud {
-			return true
+			return true, txT
 		}
 		ts = &terminalState{seen: t}
 		st.m.put(l.TerminalID, ts)
@@ -251,9 +259,9 @@ func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 		if i >= 0 {
 			ts.labels = slices.Delete(ts.labels, i, i+1)
 		}
-		return true
+		return true, txT
 	case i >= 0:
-		return placed
+		return placed, txT
 	}
 	at, _ := slices.BinarySearchFunc(ts.labels, t, func(p labelPoint, x int64) int {
 		if p.ts <= x {
@@ -264,7 +272,7 @@ func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	ts.labels = slices.Insert(ts.labels, at, labelPoint{ts: t, txTs: txT, tx: h})
 	ts.seen = max(ts.seen, t)
 	ts.evictLabels(s.retain)
-	return placed
+	return placed, txT
 }
 
 // txTime returns the time of the newest retained transaction with tx-id
