@@ -137,7 +137,7 @@ func NewBuilder(s *Shared, opts ...Option) *Builder {
 		panic(fmt.Errorf("%w: the Builder's spec (WithSpec) differs from its Shared's: pass the same WithSpec to NewShared", ErrInvalidOption))
 	}
 	if cfg.spec != nil {
-		b.sp = newSpecBuilder(cfg.spec, cfg)
+		b.sp = newSpecBuilder(cfg.spec, cfg, s)
 	}
 	b.maxCards, b.maxPts = cfg.maxCards, int32(cfg.maxPoints)
 	b.limitCards(0, 0)
@@ -169,7 +169,8 @@ func (b *Builder) Cards() int {
 	return b.cards.len()
 }
 
-// Late returns the number of events Update scored but did not insert into
+// Late returns the number of events Update (or UpdateLocal, given
+// Shared.Apply's late flag) scored but did not insert into
 // at least one of their states (card, terminal, or with WithSpec any keyed
 // entity) because they were more than the max lateness (WithMaxLateness)
 // behind that entity's newest event. An event late for several entities
@@ -212,7 +213,23 @@ func (b *Builder) Update(e *Event, row []float32) {
 	row = row[:width]
 	t := nanos(e.TS)
 	amt := amount(e)
+	inserted := b.applyCard(e, t, amt, row)
+	late := !b.shared.observe(e.TerminalID, e.TxID, t, amt, row) || !inserted
+	if late {
+		b.late++
+	}
+	b.lastLate = late
+	if b.n++; b.n%sweepEvery == 0 {
+		b.shared.sweep(b.n/sweepEvery, b.cards.clock)
+	}
 
+	calendar(e.TS, row)
+}
+
+// applyCard applies e (at t, amount amt) to its card, writing the card
+// columns and amount_log1p: Update's card half. It reports whether e was
+// inserted into the card's windows (false: beyond the max lateness).
+func (b *Builder) applyCard(e *Event, t int64, amt float64, row []float32) (inserted bool) {
 	b.cards.tick(t)
 	b.rekeyCard(e)
 	c, ok := b.cards.get(e.CardID)
@@ -223,7 +240,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 	first := !c.s.has()
 	prevTS := c.s.maxTS
 	idx := c.s.add(t, amt, b.wins, len(b.wins), b.lateness, b.retain, b.maxPts)
-	inserted := idx >= 0
+	inserted = idx >= 0
 	inOrder := first || t >= prevTS
 
 	row[offAmount] = f32(math.Log1p(amt))
@@ -262,17 +279,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 	if inOrder { // e is the new head: remember what it got, for Peek
 		c.headSince, c.headChanged, c.headKmh = row[offCardSince], changed != 0, row[offCardVelocity]
 	}
-
-	late := !b.shared.observe(e.TerminalID, e.TxID, t, amt, row) || !inserted
-	if late {
-		b.late++
-	}
-	b.lastLate = late
-	if b.n++; b.n%sweepEvery == 0 {
-		b.shared.sweep(b.n/sweepEvery, b.cards.clock)
-	}
-
-	calendar(e.TS, row)
+	return inserted
 }
 
 // Peek writes e's feature row to row[:Width()] as Update did when it applied
@@ -322,6 +329,17 @@ func (b *Builder) Peek(e *Event, row []float32) {
 	t := nanos(e.TS)
 	amt := amount(e)
 
+	cardLate := b.peekCardRow(e, t, amt, row)
+	termLate := b.shared.peek(e.TerminalID, t, amt, row)
+	b.lastLate = termLate || cardLate
+
+	calendar(e.TS, row)
+}
+
+// peekCardRow writes e's card columns and amount_log1p as Peek does,
+// changing nothing: Peek's card half. It reports whether e is not in its
+// card's state and is beyond the max lateness there.
+func (b *Builder) peekCardRow(e *Event, t int64, amt float64, row []float32) (late bool) {
 	c, ok := peekCard(&b.cards, e, t)
 	if !ok {
 		var empty cardState // what Update would start from; not stored
@@ -356,11 +374,7 @@ func (b *Builder) Peek(e *Event, row []float32) {
 	}
 
 	ratioZ(a30, amt, row)
-
-	termLate := b.shared.peek(e.TerminalID, t, amt, row)
-	b.lastLate = termLate || (!counted && c.s.tooLate(t, b.lateness))
-
-	calendar(e.TS, row)
+	return !counted && c.s.tooLate(t, b.lateness)
 }
 
 // amount returns e's amount, with a negative or non-finite one as 0.

@@ -471,24 +471,50 @@ type specShared struct {
 	// behind its newest event (txSpan + lateness): a label's transaction
 	// older than that lies in no transaction-time window of any entity.
 	txRetain int64
+	// cardLabels: some smap holds the card entity's labels.
+	cardLabels bool
 }
 
 func newSpecShared(cs *compiledSpec, lateness int64) *specShared {
 	ss := &specShared{cs: cs, retain: make([]int64, len(cs.smaps)), pts: make([]int64, len(cs.smaps)), txRetain: cs.txSpan + lateness}
 	for i, m := range cs.smaps {
+		ss.cardLabels = ss.cardLabels || m.field == sfCard
 		ss.retain[i] = m.span + lateness
 		ss.pts[i] = cs.ents[m.ent].ptsRetain(lateness)
 	}
 	return ss
 }
 
+// labelSide selects the label maps applyLabelSpec updates: all, those of
+// the shared entities (terminal_id), or the card's (split.go).
+type labelSide uint8
+
+const (
+	sideAll labelSide = iota
+	sideShared
+	sideLocal
+)
+
+// has reports whether the side updates the label map m.
+func (sd labelSide) has(m *smapDef) bool {
+	return sd == sideAll || (m.field == sfCard) == (sd == sideLocal)
+}
+
 // applyLabelSpec is ApplyLabel for a spec Shared: the same rules, for the
-// label states of each labelled entity (card_id, terminal_id).
-func (s *Shared) applyLabelSpec(l *Label) (placed bool) {
+// label states of each labelled entity (card_id, terminal_id) of side. It
+// also returns the transaction time it placed l at (noTxTime: none).
+func (s *Shared) applyLabelSpec(l *Label, side labelSide) (placed bool, txT int64) {
 	cs := s.sp.cs
-	txT := labelTxTime(l, nanos(l.TS))
+	txT = labelTxTime(l, nanos(l.TS))
 	placed = true
-	if l.Fraud && cs.needTx && txT == noTxTime {
+	needTx := cs.needTx // the shared side resolves tx times for both (ApplyLabelShared)
+	if side == sideLocal {
+		needTx = false
+		for _, m := range cs.smaps {
+			needTx = needTx || m.labels && side.has(&m) && cs.ents[m.ent].txTime
+		}
+	}
+	if l.Fraud && needTx && txT == noTxTime {
 		if l.TxTS.IsZero() {
 			txT = s.findTx(l)
 		}
@@ -498,7 +524,7 @@ func (s *Shared) applyLabelSpec(l *Label) (placed bool) {
 		}
 	}
 	for mi, m := range cs.smaps {
-		if !m.labels {
+		if !m.labels || !side.has(&m) {
 			continue
 		}
 		id := l.TerminalID
@@ -541,7 +567,7 @@ func (s *Shared) applyLabelSpec(l *Label) (placed bool) {
 		}
 		st.mu.Unlock()
 	}
-	return placed
+	return placed, txT
 }
 
 // findTx returns the time of transaction l.TxID in the retained history
@@ -562,11 +588,16 @@ func (s *Shared) findTx(l *Label) int64 {
 	return es.txTime(hashLabelTx(s, l.TxID), s.sp.txRetain, nanos(l.TS))
 }
 
-// specBuilder is the Builder's part for a spec.
+// specBuilder is the Builder's part for a spec: its local (card) entity
+// states and the scratch of the entity evaluation (applyEnt, peekEnt,
+// evalEnt). A Shared holds one per stripe, without local states, to apply
+// and peek its entities under the stripe lock (Shared.Apply, Shared.Peek).
 type specBuilder struct {
 	cs     *compiledSpec
-	loc    expiryMap[*entState] // local (card_id) entity states
+	shared *Shared              // the Shared of the Builder (or holding the stripe)
+	loc    expiryMap[*entState] // local (card_id) entity states; unused in a Shared's
 	retain int64                // of the local entity's xseries
+	maxPts int32                // WithMaxPoints, for the local entity
 	aggs   []agg                // scratch, per window
 	taggs  []tileAgg            // scratch, per tiled window
 	kmv    []uint64             // scratch, distinct
@@ -574,12 +605,20 @@ type specBuilder struct {
 	empty  entState             // scratch: state of an entity not stored
 }
 
-func newSpecBuilder(cs *compiledSpec, cfg config) *specBuilder {
-	sb := &specBuilder{cs: cs, loc: newExpiryMap[*entState](int64(cfg.ttl)), aggs: make([]agg, cs.nWins), taggs: make([]tileAgg, cs.nTiled)}
+func newSpecBuilder(cs *compiledSpec, cfg config, s *Shared) *specBuilder {
+	sb := newSpecScratch(cs, s)
+	sb.loc = newExpiryMap[*entState](int64(cfg.ttl))
+	sb.maxPts = int32(cfg.maxPoints)
 	if cs.local >= 0 {
 		sb.retain = cs.ents[cs.local].ptsRetain(int64(cfg.lateness))
 	}
 	return sb
+}
+
+// newSpecScratch returns a specBuilder with only the evaluation scratch:
+// a Shared's, for its own entities.
+func newSpecScratch(cs *compiledSpec, s *Shared) *specBuilder {
+	return &specBuilder{cs: cs, shared: s, aggs: make([]agg, cs.nWins), taggs: make([]tileAgg, cs.nTiled)}
 }
 
 func (b *Builder) updateSpec(e *Event, row []float32) {
@@ -600,32 +639,15 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 				st = newEntState(en)
 				sb.loc.put(id, st)
 			}
-			late = !b.applyEnt(en, st, e, t, amt, b.lateness, sb.retain, row) || late
+			late = !sb.applyEnt(en, st, e, t, amt, b.lateness, sb.retain, row) || late
 			st.seen = st.s.maxTS
 			continue
 		}
 		if id == "" && !en.field.required() {
-			b.peekEnt(en, nil, e, t, amt, 0, row)
+			sb.peekEnt(en, nil, e, t, amt, 0, row)
 			continue
 		}
-		st := b.shared.stripe(id)
-		st.mu.Lock()
-		mp := &st.spec[en.smap]
-		mp.tick(t)
-		es, ok := mp.get(id)
-		if !ok {
-			es = newEntState(en)
-			es.seen = t
-			mp.put(id, es)
-		}
-		es.seen = max(es.seen, t)
-		inserted := b.applyEnt(en, es, e, t, amt, b.shared.lateness, b.shared.sp.pts[en.smap], row)
-		late = !inserted || late
-		if en.keepTx && inserted {
-			es.addTx(t, hashLabelTx(b.shared, e.TxID), b.shared.sp.txRetain, b.shared.cfg.maxPoints)
-		}
-		es.evictLabels(b.shared.sp.retain[en.smap])
-		st.mu.Unlock()
+		late = !b.shared.applyEnt(sb, en, id, e, t, amt, row) || late
 	}
 	if late {
 		b.late++
@@ -635,6 +657,49 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 		b.shared.sweep(b.n/sweepEvery, sb.loc.clock)
 	}
 	b.globalSpec(e, amt, row)
+}
+
+// applyEnt applies e to the state of shared entity en keyed id, under its
+// stripe lock, and writes the entity's features with the scratch sb (nil:
+// the stripe's). It reports whether e was inserted (false: beyond the max
+// lateness).
+func (s *Shared) applyEnt(sb *specBuilder, en *cent, id string, e *Event, t int64, amt float64, row []float32) (inserted bool) {
+	st := s.stripe(id)
+	st.mu.Lock()
+	if sb == nil {
+		sb = st.sc
+	}
+	mp := &st.spec[en.smap]
+	mp.tick(t)
+	es, ok := mp.get(id)
+	if !ok {
+		es = newEntState(en)
+		es.seen = t
+		mp.put(id, es)
+	}
+	es.seen = max(es.seen, t)
+	inserted = sb.applyEnt(en, es, e, t, amt, s.lateness, s.sp.pts[en.smap], row)
+	if en.keepTx && inserted {
+		es.addTx(t, hashLabelTx(s, e.TxID), s.sp.txRetain, s.cfg.maxPoints)
+	}
+	es.evictLabels(s.sp.retain[en.smap])
+	st.mu.Unlock()
+	return inserted
+}
+
+// peekEnt is applyEnt's read-only counterpart (peekEnt of the entity's
+// state under its stripe lock). It reports whether e is not in the state
+// and beyond the max lateness.
+func (s *Shared) peekEnt(sb *specBuilder, en *cent, id string, e *Event, t int64, amt float64, row []float32) (late bool) {
+	st := s.stripe(id)
+	st.mu.Lock()
+	if sb == nil {
+		sb = st.sc
+	}
+	es, _ := st.spec[en.smap].peek(id, t)
+	late = sb.peekEnt(en, es, e, t, amt, s.lateness, row)
+	st.mu.Unlock()
+	return late
 }
 
 func newEntState(en *cent) *entState {
@@ -661,16 +726,16 @@ func newEntState(en *cent) *entState {
 // applyEnt inserts e into the entity's state and writes its features; the
 // same steps as Update's for a card. It reports whether e was inserted
 // (false: more than the lateness behind the entity's newest event).
-func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float64, lateness, retain int64, row []float32) bool {
+func (sb *specBuilder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float64, lateness, retain int64, row []float32) bool {
 	first := !st.s.has()
 	prevTS := st.s.maxTS
 	var tag uint64
 	if en.hasOf {
 		tag = hashString(en.of.of(e))
 	}
-	maxPts := int32(b.shared.cfg.maxPoints)
+	maxPts := int32(sb.shared.cfg.maxPoints)
 	if en.local {
-		maxPts = b.maxPts
+		maxPts = sb.maxPts
 	}
 	idx := st.s.add(point{ts: t, amt: amt}, tag, en.wins, en.nSum, lateness, retain, maxPts)
 	inserted := idx >= 0
@@ -681,7 +746,7 @@ func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float6
 		}
 	}
 
-	hc := headCtx{counted: inserted, idx: idx, since: SinceFirstSeen, changed: b.sp.chg[:0]}
+	hc := headCtx{counted: inserted, idx: idx, since: SinceFirstSeen, changed: sb.chg[:0]}
 	switch {
 	case first:
 	case inOrder:
@@ -698,7 +763,7 @@ func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float6
 	}
 	if inOrder && !first {
 		for _, fi := range en.chg {
-			f := &b.sp.cs.feats[fi]
+			f := &sb.cs.feats[fi]
 			hc.changed[f.slot] = changedFlag(st.strs[f.slot], f.field.of(e))
 		}
 		if en.geo && st.hasGeo && e.HasGeo {
@@ -706,17 +771,17 @@ func (b *Builder) applyEnt(en *cent, st *entState, e *Event, t int64, amt float6
 			hc.kmh = haversineKm(st.lat, st.lon, e.Lat, e.Lon) / (secs / 3600)
 		}
 	}
-	b.evalEnt(en, st, e, t, amt, &hc, row)
-	b.sp.chg = hc.changed[:0]
+	sb.evalEnt(en, st, e, t, amt, &hc, row)
+	sb.chg = hc.changed[:0]
 	if inOrder {
 		for _, fi := range en.chg {
-			f := &b.sp.cs.feats[fi]
+			f := &sb.cs.feats[fi]
 			if v := f.field.of(e); st.strs[f.slot] != v {
 				st.strs[f.slot] = strings.Clone(v)
 			}
 		}
 		for _, fi := range en.heads {
-			st.headVals[b.sp.cs.feats[fi].head] = row[fi]
+			st.headVals[sb.cs.feats[fi].head] = row[fi]
 		}
 		if en.geo {
 			st.lat, st.lon, st.hasGeo = e.Lat, e.Lon, e.HasGeo
@@ -754,18 +819,14 @@ func (b *Builder) peekSpec(e *Event, row []float32) {
 		id := en.field.of(e)
 		if en.local {
 			st, _ := peekCard(&sb.loc, e, t)
-			late = b.peekEnt(en, st, e, t, amt, b.lateness, row) || late
+			late = sb.peekEnt(en, st, e, t, amt, b.lateness, row) || late
 			continue
 		}
 		if id == "" && !en.field.required() {
-			b.peekEnt(en, nil, e, t, amt, 0, row)
+			sb.peekEnt(en, nil, e, t, amt, 0, row)
 			continue
 		}
-		st := b.shared.stripe(id)
-		st.mu.Lock()
-		es, _ := st.spec[en.smap].peek(id, t)
-		late = b.peekEnt(en, es, e, t, amt, b.shared.lateness, row) || late
-		st.mu.Unlock()
+		late = b.shared.peekEnt(sb, en, id, e, t, amt, row) || late
 	}
 	b.lastLate = late
 	b.globalSpec(e, amt, row)
@@ -774,18 +835,18 @@ func (b *Builder) peekSpec(e *Event, row []float32) {
 // peekEnt writes the entity's features of e without changing st (nil: an
 // entity with no state). It reports whether e is not in st and is more than
 // lateness behind st's newest event (applyEnt would not insert it now).
-func (b *Builder) peekEnt(en *cent, st *entState, e *Event, t int64, amt float64, lateness int64, row []float32) (late bool) {
+func (sb *specBuilder) peekEnt(en *cent, st *entState, e *Event, t int64, amt float64, lateness int64, row []float32) (late bool) {
 	if st == nil {
-		b.sp.empty = entState{}
-		st = &b.sp.empty
+		sb.empty = entState{}
+		st = &sb.empty
 	}
 	idx := st.s.find(t, amt)
-	hc := headCtx{counted: idx >= 0, idx: idx, since: SinceFirstSeen, changed: b.sp.chg[:0]}
+	hc := headCtx{counted: idx >= 0, idx: idx, since: SinceFirstSeen, changed: sb.chg[:0]}
 	for range en.nStrs {
 		hc.changed = append(hc.changed, 0)
 	}
 	switch {
-	case st.isHead(b.sp.cs, en, e, t, amt):
+	case st.isHead(sb.cs, en, e, t, amt):
 		hc.useHead = true
 	case !st.s.has():
 	case hc.counted:
@@ -793,7 +854,7 @@ func (b *Builder) peekEnt(en *cent, st *entState, e *Event, t int64, amt float64
 	case t >= st.s.maxTS:
 		hc.since = float64(t-st.s.maxTS) / 1e9
 		for _, fi := range en.chg {
-			f := &b.sp.cs.feats[fi]
+			f := &sb.cs.feats[fi]
 			hc.changed[f.slot] = changedFlag(st.strs[f.slot], f.field.of(e))
 		}
 		if en.geo && st.hasGeo && e.HasGeo {
@@ -803,8 +864,8 @@ func (b *Builder) peekEnt(en *cent, st *entState, e *Event, t int64, amt float64
 	default:
 		hc.since = secsSince(&st.s, st.s.upper(t)-1, t)
 	}
-	b.evalEnt(en, st, e, t, amt, &hc, row)
-	b.sp.chg = hc.changed[:0]
+	sb.evalEnt(en, st, e, t, amt, &hc, row)
+	sb.chg = hc.changed[:0]
 	return !hc.counted && st.s.tooLate(t, lateness)
 }
 
@@ -830,8 +891,7 @@ func (st *entState) isHead(cs *compiledSpec, en *cent, e *Event, t int64, amt fl
 // evalEnt writes the features of entity en for e (at t, amount amt) from
 // st, read-only; hc says whether st holds e and carries the head-dependent
 // values.
-func (b *Builder) evalEnt(en *cent, st *entState, e *Event, t int64, amt float64, hc *headCtx, row []float32) {
-	sb := b.sp
+func (sb *specBuilder) evalEnt(en *cent, st *entState, e *Event, t int64, amt float64, hc *headCtx, row []float32) {
 	aggs := sb.aggs[:len(en.wins)]
 	for k, w := range en.wins {
 		var a agg
@@ -940,7 +1000,7 @@ func (b *Builder) evalEnt(en *cent, st *entState, e *Event, t int64, amt float64
 		case kGeo:
 			v = f32(hc.kmh)
 		case kFraudCount, kFraudRate:
-			fraud := b.fraudIn(en, st, e, f.txTime, t-f.w.offset-f.w.length, t-f.w.offset, t)
+			fraud := sb.fraudIn(en, st, e, f.txTime, t-f.w.offset-f.w.length, t-f.w.offset, t)
 			if f.kind == kFraudCount {
 				v = float32(fraud)
 			} else {
@@ -966,14 +1026,14 @@ func (s *xseries) window(w window, t int64) (lo, hi int32) {
 // fraudIn counts the entity's fraud labels in (from, to] at t
 // (entState.fraudIn). A shared entity holds its own labels (the caller
 // holds its stripe lock); a local one's are in the Shared.
-func (b *Builder) fraudIn(en *cent, st *entState, e *Event, txTime bool, from, to, t int64) int64 {
+func (sb *specBuilder) fraudIn(en *cent, st *entState, e *Event, txTime bool, from, to, t int64) int64 {
 	if !en.local {
 		return st.fraudIn(txTime, from, to, t)
 	}
 	var buf [8]uint64
-	moved := b.shared.aliasLabels(en.lmap, e, txTime, from, to, t, buf[:0]) // a PAN-key rotation: see rekey.go
+	moved := sb.shared.aliasLabels(en.lmap, e, txTime, from, to, t, buf[:0]) // a PAN-key rotation: see rekey.go
 	id := en.field.of(e)
-	s := b.shared.stripe(id)
+	s := sb.shared.stripe(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ls, ok := s.spec[en.lmap].peek(id, nanos(e.TS))

@@ -115,6 +115,24 @@
 // scored as Update's "scored but not inserted" path does, so Peek is always
 // safe.
 //
+// A row can also be computed in two halves, for a deployment where the
+// state of the shared entities (terminals; with a spec, every entity other
+// than card_id) is kept by one stage and card state by another: Shared.Apply
+// applies an event to the shared entities and writes only their columns
+// (Shared.Columns), and Builder.UpdateLocal applies it to its card (moving
+// it on a PAN-key rotation, evicting under WithMaxCards) and writes every
+// other column (card features, amount, calendar), taking Apply's late flag
+// for Late and LastLate. Shared.Peek and Builder.PeekLocal are Peek's
+// halves; Shared.ApplyLabelShared and ApplyLabelLocal are ApplyLabel's (the
+// first returns the transaction time it placed the label at, which only
+// the terminals' history can tell: forward the label with it). Apply then
+// UpdateLocal write exactly Update's row, bit for bit, and leave the same
+// state, on one Shared or on one per stage (TestSplitMatchesUpdate, both
+// engines). Apply
+// paces the sweeps of the shared entities' expiry clocks by the events it
+// applies, so a stage that applies the events of every partition in
+// CompareEvents order sweeps as Replay's single Builder does.
+//
 // Features can also be declared: a Spec (YAML, ParseSpec; the embedded
 // DefaultSpec describes the default features below) lists the row's features,
 // each an aggregation (count, sum, mean, min, max, std, distinct, last,
@@ -140,8 +158,10 @@
 // aggregation, is in docs/features.md.
 //
 // Replay runs the same code over files (ReadEvents, ReadLabels: JSON Lines)
-// to produce training rows: events in time order, each label applied as soon
-// as its TS is at or before the next event's.
+// to produce training rows: events in one total order, by TS then tx_id
+// (CompareEvents: the order in which the stream applies state shared
+// across partitions), each label (by TS then tx_id, CompareLabels) applied
+// as soon as its TS is at or before the next event's.
 //
 // # Snapshots
 //
@@ -235,6 +255,11 @@
 // which must run before the Shared's Builders start (Shared.WriteState locks
 // one stripe at a time; pause the workers for a consistent cut). Builder is
 // not: use one per worker; Builders of one process share one Shared.
+// Shared.Apply and Shared.Peek may run in another goroutine than the
+// UpdateLocal and PeekLocal of the Builders of the same Shared (the halves
+// share no state but the card labels, which are under their stripe locks);
+// rows are reproducible only when each half sees its events and labels in
+// one order, Replay's.
 // Replay is safe to call concurrently with itself (each call has its own
 // state).
 //

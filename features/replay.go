@@ -6,15 +6,37 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 )
 
+// CompareEvents orders events as Replay applies them, and as the stream
+// applies state shared across partitions: by TS, then by TxID (byte order).
+// It returns -1, 0 or +1. Events equal under it (same TS and tx_id: a
+// duplicate) keep their input order in Replay.
+func CompareEvents(a, b *Event) int {
+	if c := a.TS.Compare(b.TS); c != 0 {
+		return c
+	}
+	return strings.Compare(a.TxID, b.TxID)
+}
+
+// CompareLabels orders labels as Replay applies them: by TS, then by TxID
+// (byte order). Labels equal under it keep their input order in Replay.
+func CompareLabels(a, b *Label) int {
+	if c := a.TS.Compare(b.TS); c != 0 {
+		return c
+	}
+	return strings.Compare(a.TxID, b.TxID)
+}
+
 // Replay computes the feature row of every event exactly as the stream
-// does, for training data and offline scoring. It orders events by TS
-// (stable; the caller's slices are not reordered), and before each event
-// applies to a fresh Shared, in TS order, every label with TS <= that
-// event's TS; rows come from one Builder built with opts. fn receives each
-// event and its row; row is reused and only valid during the call. Replay
-// stops at and returns fn's first error.
+// does, for training data and offline scoring. It applies events in one
+// total order, CompareEvents (TS, then tx_id; events equal under it in
+// input order; the caller's slices are not reordered), and before each
+// event applies to a fresh Shared, in CompareLabels order, every label with
+// TS <= that event's TS; rows come from one Builder built with opts. fn
+// receives each event and its row; row is reused and only valid during the
+// call. Replay stops at and returns fn's first error.
 func Replay(events []Event, labels []Label, opts []Option, fn func(e *Event, row []float32) error) error {
 	return ReplayEvicting(events, labels, opts, func(e *Event, row []float32, _ []string) error { return fn(e, row) })
 }
@@ -26,8 +48,8 @@ func Replay(events []Event, labels []Label, opts []Option, fn func(e *Event, row
 func ReplayEvicting(events []Event, labels []Label, opts []Option, fn func(e *Event, row []float32, evicted []string) error) error {
 	shared := NewShared(opts...)
 	b := NewBuilder(shared, opts...)
-	eo := order(len(events), func(i, j int) int { return events[i].TS.Compare(events[j].TS) })
-	lo := order(len(labels), func(i, j int) int { return labels[i].TS.Compare(labels[j].TS) })
+	eo := order(len(events), func(i, j int) int { return CompareEvents(&events[i], &events[j]) })
+	lo := order(len(labels), func(i, j int) int { return CompareLabels(&labels[i], &labels[j]) })
 	row := make([]float32, b.Width())
 	li := 0
 	for _, i := range eo {

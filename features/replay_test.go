@@ -75,9 +75,9 @@ func TestReplayMatchesStream(t *testing.T) {
 	}
 
 	sorted := slices.Clone(evs)
-	slices.SortStableFunc(sorted, func(a, b Event) int { return a.TS.Compare(b.TS) })
+	slices.SortStableFunc(sorted, func(a, b Event) int { return CompareEvents(&a, &b) })
 	ls := slices.Clone(labels)
-	slices.SortStableFunc(ls, func(a, b Label) int { return a.TS.Compare(b.TS) })
+	slices.SortStableFunc(ls, func(a, b Label) int { return CompareLabels(&a, &b) })
 	s := NewShared(WithMaxLateness(2 * time.Hour))
 	b := NewBuilder(s, WithMaxLateness(2*time.Hour))
 	row := make([]float32, b.Width())
@@ -111,6 +111,91 @@ func TestReplayMatchesStream(t *testing.T) {
 	})
 	if !errors.Is(err, stop) || n != 10 {
 		t.Errorf("Replay stop: err %v after %d rows", err, n)
+	}
+}
+
+// TestReplayTotalOrder checks that Replay applies events in the total
+// order (TS, tx_id) whatever their input order: on a stream where many
+// events share a timestamp (and a card and terminal, so that the order
+// changes the rows), every permutation of the input gives the same rows in
+// the same order, labels sharing a timestamp included; and events equal
+// under CompareEvents (a duplicate delivery) keep their input order.
+func TestReplayTotalOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	ids := rng.Perm(600) // unique tx ids, in no relation to the time order
+	var evs []Event
+	var labels []Label
+	labelled := map[int]bool{} // one label per tx: two of one tx at one TS apply in input order
+	for i := range 600 {
+		ts := t0.Add(time.Duration(i/6) * 6 * time.Hour) // six events per timestamp
+		evs = append(evs, Event{TxID: fmt.Sprint("t-", ids[i]), CardID: fmt.Sprint("c-", rng.IntN(3)),
+			TerminalID: fmt.Sprint("m-", rng.IntN(2)), TS: ts, Amount: float64(1 + rng.IntN(100))})
+		if j := rng.IntN(len(evs)); i%3 == 0 && !labelled[j] {
+			labelled[j] = true
+			labels = append(labels, Label{TxID: evs[j].TxID, CardID: evs[j].CardID, TerminalID: evs[j].TerminalID,
+				TxTS: evs[j].TS, TS: evs[j].TS.Add(time.Duration(1+rng.IntN(3)) * 24 * time.Hour), Fraud: rng.IntN(4) > 0})
+		}
+	}
+	type out struct {
+		tx  string
+		row []float32
+	}
+	run := func(evs []Event, labels []Label) []out {
+		var got []out
+		if err := Replay(evs, labels, nil, func(e *Event, row []float32) error {
+			got = append(got, out{e.TxID, slices.Clone(row)})
+			return nil
+		}); err != nil {
+			t.Fatalf("Replay: %v", err)
+		}
+		return got
+	}
+	want := run(evs, labels)
+	sorted := slices.Clone(evs)
+	slices.SortFunc(sorted, func(a, b Event) int { return CompareEvents(&a, &b) })
+	differs := false // the tie order changes rows: the test can fail
+	for i := range sorted {
+		if sorted[i].TxID != want[i].tx {
+			t.Fatalf("event %d: replayed %s, want %s", i, want[i].tx, sorted[i].TxID)
+		}
+		if i > 0 && sorted[i].TS.Equal(sorted[i-1].TS) && sorted[i].CardID == sorted[i-1].CardID {
+			c := slices.Index(Names(), "card_tx_count_1h")
+			differs = differs || want[i].row[c] != want[i-1].row[c]
+		}
+	}
+	if !differs {
+		t.Fatal("no tie changes a row: the stream does not exercise the order")
+	}
+	fraud := slices.Index(Names(), "terminal_fraud_count_30d_lag7d")
+	seen := false
+	for _, o := range want {
+		seen = seen || o.row[fraud] > 0
+	}
+	if !seen {
+		t.Fatal("no fraud label visible: the stream does not exercise labels")
+	}
+	for k := range 5 {
+		pe, pl := slices.Clone(evs), slices.Clone(labels)
+		rng.Shuffle(len(pe), func(i, j int) { pe[i], pe[j] = pe[j], pe[i] })
+		rng.Shuffle(len(pl), func(i, j int) { pl[i], pl[j] = pl[j], pl[i] })
+		got := run(pe, pl)
+		for i := range want {
+			if got[i].tx != want[i].tx || !slicesEqualBits(got[i].row, want[i].row) {
+				t.Fatalf("permutation %d, event %d (%s): row differs from the input order's", k, i, want[i].tx)
+			}
+		}
+	}
+
+	// A duplicate (same TS and tx_id) keeps its input order.
+	dup := []Event{
+		{TxID: "b", CardID: "c", TerminalID: "m", TS: t0, Amount: 2},
+		{TxID: "a", CardID: "c", TerminalID: "m", TS: t0, Amount: 1},
+		{TxID: "b", CardID: "c", TerminalID: "m", TS: t0, Amount: 3},
+	}
+	var amts []float64
+	_ = Replay(dup, nil, nil, func(e *Event, _ []float32) error { amts = append(amts, e.Amount); return nil })
+	if !slices.Equal(amts, []float64{1, 2, 3}) {
+		t.Errorf("tie order: amounts %v, want [1 2 3]", amts)
 	}
 }
 

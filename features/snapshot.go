@@ -316,6 +316,8 @@ func (s *Shared) readState(r io.Reader) error {
 		}
 	}
 	s.seed = seed
+	s.applied.Store(0) // Apply's sweep pacing starts afresh (split.go)
+	s.clock.Store(0)
 	for i := range s.stripes {
 		st := &s.stripes[i]
 		st.mu.Lock()

@@ -64,7 +64,10 @@ type stripe struct {
 	// spec holds the entity states of a spec Shared, one map per
 	// compiledSpec.smaps entry; nil without a spec.
 	spec []expiryMap[*entState]
-	_    [64]byte
+	// sc is the evaluation scratch of Apply and Peek for the spec's
+	// entities of this stripe (used under mu); nil without a spec.
+	sc *specBuilder
+	_  [64]byte
 }
 
 // Shared holds the terminal state of one process, shared by all its
@@ -89,6 +92,10 @@ type Shared struct {
 	// unplaced counts the fraud labels ApplyLabel could not place by
 	// transaction time (UnplacedLabels).
 	unplaced atomic.Uint64
+	// applied and clock pace the sweeps of Apply (split.go): the events
+	// it applied and the newest event time among them.
+	applied atomic.Uint64
+	clock   atomic.Int64
 }
 
 // UnplacedLabels returns how many fraud labels ApplyLabel could not place
@@ -138,6 +145,7 @@ func NewShared(opts ...Option) *Shared {
 		s.sp = newSpecShared(cfg.spec, s.lateness)
 		for i := range s.stripes {
 			st := &s.stripes[i]
+			st.sc = newSpecScratch(cfg.spec, s)
 			st.spec = make([]expiryMap[*entState], len(cfg.spec.smaps))
 			for k := range st.spec {
 				st.spec[k] = newExpiryMap[*entState](int64(cfg.ttl))
@@ -207,10 +215,18 @@ func mix64(h uint64) uint64 {
 // it). It is still recorded, for the label-time features.
 func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	if s.sp != nil {
-		return s.applyLabelSpec(l)
+		placed, _ = s.applyLabelSpec(l, sideAll)
+		return placed
 	}
+	placed, _ = s.applyLabelTerminal(l)
+	return placed
+}
+
+// applyLabelTerminal is ApplyLabel without a spec. It also returns the
+// transaction time it placed l at (noTxTime: none).
+func (s *Shared) applyLabelTerminal(l *Label) (placed bool, txT int64) {
 	if l.TerminalID == "" {
-		return true
+		return true, labelTxTime(l, nanos(l.TS))
 	}
 	t := nanos(l.TS)
 	h := hashLabelTx(s, l.TxID)
@@ -219,7 +235,7 @@ func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	defer st.mu.Unlock()
 	st.m.tick(t)
 	ts, ok := st.m.get(l.TerminalID)
-	txT := labelTxTime(l, t)
+	txT = labelTxTime(l, t)
 	placed = true
 	if l.Fraud && txT == noTxTime {
 		if l.TxTS.IsZero() && ok {
@@ -232,7 +248,7 @@ func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	}
 	if !ok {
 		if !l.Fraud {
-			return true
+			return true, txT
 		}
 		ts = &terminalState{seen: t}
 		st.m.put(l.TerminalID, ts)
@@ -243,9 +259,9 @@ func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 		if i >= 0 {
 			ts.labels = slices.Delete(ts.labels, i, i+1)
 		}
-		return true
+		return true, txT
 	case i >= 0:
-		return placed
+		return placed, txT
 	}
 	at, _ := slices.BinarySearchFunc(ts.labels, t, func(p labelPoint, x int64) int {
 		if p.ts <= x {
@@ -256,7 +272,7 @@ func (s *Shared) ApplyLabel(l *Label) (placed bool) {
 	ts.labels = slices.Insert(ts.labels, at, labelPoint{ts: t, txTs: txT, tx: h})
 	ts.seen = max(ts.seen, t)
 	ts.evictLabels(s.retain)
-	return placed
+	return placed, txT
 }
 
 // txTime returns the time of the newest retained transaction with tx-id
