@@ -141,6 +141,8 @@ func cmdDemo(ctx context.Context, args []string) error {
 		MaxLateness:    7 * 24 * time.Hour,
 		TTL:            35 * 24 * time.Hour,
 		SessionTimeout: 10 * time.Second,
+		AlignIdleWait:  100 * time.Millisecond,
+		AlignLagWait:   10 * time.Second,
 		memConfig:      defaultMemConfig(),
 	}
 	eng, err := buildEngine(&ecfg, reg, log, stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
