@@ -463,7 +463,7 @@ func backtestWith(ctx context.Context, args []string, stdout io.Writer, onSeqSco
 			if n > 0 && !meta[n-1].ts.Before(f.TrainTo) {
 				return fmt.Errorf("backtest: replayed rows out of event-time order before %s", f.TrainTo.Format(time.RFC3339))
 			}
-			seqSet.X = X[:n*w : n*w]
+			seqSet.X = X[: n*w : n*w]
 		}
 		testRecs[fi] = recs
 		f.TrainRows, f.TestRows, f.RemovedCards = trainSet.Rows(), testSet.Rows(), len(removed)
