@@ -203,7 +203,8 @@ func TestBacktest(t *testing.T) {
 	}
 }
 
-// TestBacktestSequence backtests gru and cnn on generated history and
+// TestBacktestSequence backtests gru and cnn (a grid of 1 and 2 epochs) on
+// generated history and
 // checks that each fold's test rows are scored as the stream scores them:
 // bit for bit as stream.Replay over the fold's test days, and, computed
 // here with the model's own kernel one row at a time, from each card's
@@ -224,7 +225,7 @@ func TestBacktestSequence(t *testing.T) {
 	start := time.Now()
 	err := backtestWith(context.Background(), []string{"--events", evPath, "--labels", labPath, "--out", filepath.Join(dir, "bt"),
 		"--kinds", "gru,cnn", "--folds", "2", "--train-days", "3", "--delay-days", "1", "--test-days", "2",
-		"--end", "2026-03-11", "--k", "10", "--seq-epochs", "2", "--seq-hidden", "8,4", "--quiet"}, &stdout,
+		"--end", "2026-03-11", "--k", "10", "--grid", "seq-epochs=1,2", "--seq-hidden", "8,4", "--quiet"}, &stdout,
 		func(run string, fold int, m *models.Model, recs []eval.Scored) {
 			got = append(got, scored{run, fold, m, slices.Clone(recs)})
 		})
@@ -232,13 +233,13 @@ func TestBacktestSequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s in %v", stdout.String(), time.Since(start))
-	for _, s := range []string{"gru", "cnn", "±"} {
+	for _, s := range []string{"gru seq-epochs=1", "gru seq-epochs=2", "cnn seq-epochs=1", "cnn seq-epochs=2", "±"} {
 		if !strings.Contains(stdout.String(), s) {
 			t.Errorf("table lacks %q", s)
 		}
 	}
-	if len(got) != 4 {
-		t.Fatalf("%d scored folds, want 2 runs x 2 folds", len(got))
+	if len(got) != 8 {
+		t.Fatalf("%d scored folds, want 4 runs x 2 folds", len(got))
 	}
 	// Every row's feature vector, in event-time order, as the stream
 	// computes it.
