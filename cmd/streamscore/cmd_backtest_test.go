@@ -254,8 +254,56 @@ func TestBacktestSequence(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// metrics.json: per run, the values per fold, oldest fold first.
+	b, err := os.ReadFile(filepath.Join(dir, "bt", "metrics.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Runs []struct {
+			Config string     `json:"config"`
+			Recall []*float64 `json:"recall_at_alert"`
+			Prec   []*float64 `json:"precision_at_alert"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	truth := knownFraud(labels)
 	end := time.Date(2026, 3, 11, 0, 0, 0, 0, time.UTC)
 	for _, g := range got {
+		// Recall and precision at the fold model's alert threshold,
+		// recomputed from its scored test rows.
+		_, alert := g.m.Thresholds()
+		var tp, alerted, pos int
+		for _, rec := range g.recs {
+			if truth[rec.TxID] {
+				pos++
+			}
+			if rec.Score >= float64(alert) {
+				alerted++
+				if truth[rec.TxID] {
+					tp++
+				}
+			}
+		}
+		found := false
+		for _, r := range doc.Runs {
+			if r.Config != g.run {
+				continue
+			}
+			found = true
+			i := 1 - g.fold // oldest first
+			if len(r.Recall) != 2 || r.Recall[i] == nil || *r.Recall[i] != float64(tp)/float64(pos) ||
+				(alerted > 0 && (r.Prec[i] == nil || *r.Prec[i] != float64(tp)/float64(alerted))) {
+				t.Errorf("%s fold %d: recall/precision at alert in metrics.json %s / %s, want %d/%d, %d/%d",
+					g.run, g.fold, string(must(json.Marshal(r.Recall))), string(must(json.Marshal(r.Prec))), tp, pos, tp, alerted)
+			}
+		}
+		if !found {
+			t.Errorf("metrics.json has no run %q", g.run)
+		}
+
 		testFrom := end.AddDate(0, 0, -2*(g.fold+1))
 		testTo := testFrom.AddDate(0, 0, 2)
 		if len(g.recs) < 1000 {
