@@ -27,21 +27,33 @@ import (
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/eval"
 	"github.com/streamscore/streamscore/models/train"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream"
 )
 
-// backtestGridKinds maps each flag a --grid may vary to the model family
-// that uses it; a grid key multiplies the runs of that family only.
-var backtestGridKinds = map[string]string{
-	"epochs":           models.FamilyMLP,
-	"trees":            models.FamilyGBDT,
-	"max-depth":        models.FamilyGBDT,
-	"max-leaves":       models.FamilyGBDT,
-	"min-child-weight": models.FamilyGBDT,
-	"subsample":        models.FamilyGBDT,
-	"colsample":        models.FamilyGBDT,
-	"learning-rate":    models.FamilyGBDT,
-	"lambda":           models.FamilyGBDT,
-	"early-stop":       models.FamilyGBDT,
+var (
+	seqKinds = []string{models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM}
+	gbdtKind = []string{models.FamilyGBDT}
+)
+
+// backtestGridKinds maps each flag a --grid may vary to the model families
+// that use it; a grid key multiplies the runs of those families only.
+var backtestGridKinds = map[string][]string{
+	"epochs":           {models.FamilyMLP},
+	"trees":            gbdtKind,
+	"max-depth":        gbdtKind,
+	"max-leaves":       gbdtKind,
+	"min-child-weight": gbdtKind,
+	"subsample":        gbdtKind,
+	"colsample":        gbdtKind,
+	"learning-rate":    gbdtKind,
+	"lambda":           gbdtKind,
+	"early-stop":       gbdtKind,
+	"seq-epochs":       seqKinds,
+	"chunk":            seqKinds,
+	"window":           {models.FamilyCNN},
+	"kernel":           {models.FamilyCNN},
+	"channels":         {models.FamilyCNN},
 }
 
 // backtestFold is one fold of the prequential protocol: train on
@@ -86,18 +98,52 @@ type backtestRun struct {
 	Params map[string]string `json:"params,omitempty"`
 	opts   []train.Option
 
-	AUC  []eval.Float `json:"roc_auc"` // per fold, in fold order
-	AP   []eval.Float `json:"average_precision"`
-	CP   []eval.Float `json:"card_precision"`
-	Mean backtestStat `json:"mean"`
-	Std  backtestStat `json:"std"` // sample standard deviation (n-1), as the handbook's pandas
+	AUC []eval.Float `json:"roc_auc"` // per fold, in fold order
+	AP  []eval.Float `json:"average_precision"`
+	CP  []eval.Float `json:"card_precision"`
+	// Recall and Precision at the alert threshold each fold's model
+	// picked on its own held-out tail (its operating point).
+	Recall    []eval.Float `json:"recall_at_alert"`
+	Precision []eval.Float `json:"precision_at_alert"`
+	Mean      backtestStat `json:"mean"`
+	Std       backtestStat `json:"std"` // sample standard deviation (n-1), as the handbook's pandas
+
+	// models of a sequence kind, one per fold (index: fold), scored after
+	// all folds are fitted, and their scored test sets.
+	seqModels []*models.Model
+	seqScored [][]eval.Scored
 }
 
-// backtestStat is one statistic of the three metrics over the folds.
+// backtestStat is one statistic of the metrics over the folds.
 type backtestStat struct {
-	AUC eval.Float `json:"roc_auc"`
-	AP  eval.Float `json:"average_precision"`
-	CP  eval.Float `json:"card_precision"`
+	AUC       eval.Float `json:"roc_auc"`
+	AP        eval.Float `json:"average_precision"`
+	CP        eval.Float `json:"card_precision"`
+	Recall    eval.Float `json:"recall_at_alert"`
+	Precision eval.Float `json:"precision_at_alert"`
+}
+
+// add measures the scores of recs (a fold's test set) against truth with
+// model m's thresholds and appends the metrics.
+func (r *backtestRun) add(m *models.Model, recs []eval.Scored, truth eval.Truth, k int) error {
+	review, alert := m.Thresholds()
+	res, err := eval.Evaluate(&eval.Scores{Model: r.Name, Records: recs}, truth, eval.WithK(k),
+		eval.WithThresholds(float64(review), float64(alert), "the fold model's validation"))
+	if err != nil {
+		return err
+	}
+	r.AUC = append(r.AUC, res.Metrics.ROCAUC)
+	r.AP = append(r.AP, res.Metrics.AveragePrecision)
+	r.CP = append(r.CP, res.Metrics.CardPrecision.Mean)
+	cut := eval.Cut{Recall: eval.Float(math.NaN()), Precision: eval.Float(math.NaN())}
+	for _, c := range res.Metrics.Thresholds {
+		if c.Name == "alert" {
+			cut = c
+		}
+	}
+	r.Recall = append(r.Recall, cut.Recall)
+	r.Precision = append(r.Precision, cut.Precision)
+	return nil
 }
 
 // parseGrid parses "key=v1,v2;key2=v3" into keys in order and their values.
@@ -139,10 +185,18 @@ func cmdBacktest(ctx context.Context, args []string) error {
 }
 
 func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
+	return backtestWith(ctx, args, stdout, nil)
+}
+
+// seqScoredFunc receives the model a sequence run fitted on a fold and the
+// fold's test set as it scored it (the tests' window into the scoring).
+type seqScoredFunc func(run string, fold int, m *models.Model, recs []eval.Scored)
+
+func backtestWith(ctx context.Context, args []string, stdout io.Writer, onSeqScored seqScoredFunc) error {
 	fs := flag.NewFlagSet("backtest", flag.ContinueOnError)
 	eventsPath := fs.String("events", "", "events JSONL file (required)")
 	labelsPath := fs.String("labels", "", "labels JSONL file (required)")
-	kindsS := fs.String("kinds", "logistic,mlp,gbdt", "model families to compare, comma separated: logistic, mlp, gbdt")
+	kindsS := fs.String("kinds", "logistic,mlp,gbdt", "model families to compare, comma separated: logistic, mlp, gbdt, cnn, gru, lstm")
 	folds := fs.Int("folds", 4, "number of folds; each moves the window back by --test-days")
 	trainDays := fs.Int("train-days", 7, "days of the training window")
 	delayDays := fs.Int("delay-days", 7, "days skipped between training and test: the label delay")
@@ -154,11 +208,15 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 	hidden := fs.String("hidden", "32,16", "mlp: hidden layer widths, comma separated")
 	epochs := fs.Int("epochs", 40, "mlp: maximum epochs")
 	holdout := fs.Float64("holdout", 0.2, "fraction of each fold's training rows, the latest, held out for early stopping")
-	grid := fs.String("grid", "", "hyper-parameter grid, key=v1,v2;key2=v3 over the flags epochs (mlp) and trees, max-depth, max-leaves, min-child-weight, subsample, colsample, learning-rate, lambda, early-stop (gbdt); each family runs every combination of its keys")
+	seqHidden := fs.String("seq-hidden", "", "cnn/gru/lstm: as train's --hidden for these kinds: gru/lstm hidden size then the head's hidden widths (default 16,8), cnn the head's hidden widths (default none)")
+	seqEpochs := fs.Int("seq-epochs", 8, "cnn/gru/lstm: maximum epochs (early stopping usually ends sooner)")
+	grid := fs.String("grid", "", "hyper-parameter grid, key=v1,v2;key2=v3 over the flags epochs (mlp), trees, max-depth, max-leaves, min-child-weight, subsample, colsample, learning-rate, lambda, early-stop (gbdt), seq-epochs, chunk (cnn, gru, lstm) and window, kernel, channels (cnn); each family runs every combination of its keys")
 	quiet := fs.Bool("quiet", false, "no progress bars")
 	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec)")
 	var gb gbdtTrainFlags
 	gb.register(fs)
+	var sq seqTrainFlags
+	sq.register(fs)
 	var pan panConfig
 	pan.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -181,9 +239,9 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	for _, kd := range kinds {
 		switch kd {
-		case models.FamilyLogistic, models.FamilyMLP, models.FamilyGBDT:
+		case models.FamilyLogistic, models.FamilyMLP, models.FamilyGBDT, models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM:
 		default:
-			errs = append(errs, fmt.Errorf("--kinds: %q: want logistic, mlp or gbdt", kd))
+			errs = append(errs, fmt.Errorf("--kinds: %q: want logistic, mlp, gbdt, cnn, gru or lstm", kd))
 		}
 	}
 	gridKeys, gridVals, err := parseGrid(*grid)
@@ -197,6 +255,13 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var seqWidths []int
+	if *seqHidden != "" {
+		if seqWidths, err = parseHidden(*seqHidden); err != nil {
+			return fmt.Errorf("backtest: --seq-hidden: %w", err)
+		}
+	}
+	withSeq := slices.ContainsFunc(kinds, isSeqKind)
 
 	// The runs: every kind, times the combinations of its grid keys. Flag
 	// values are set on fs, then read into options at once.
@@ -204,7 +269,7 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, kd := range kinds {
 		var keys []string
 		for _, g := range gridKeys {
-			if backtestGridKinds[g] == kd {
+			if slices.Contains(backtestGridKinds[g], kd) {
 				keys = append(keys, g)
 			}
 		}
@@ -239,6 +304,16 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 				r.opts = append(r.opts, train.WithHidden(widths...), train.WithEpochs(*epochs))
 			case models.FamilyGBDT:
 				r.opts = append(r.opts, gb.options()...)
+			case models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM:
+				so, err := sq.options(kd)
+				if err != nil {
+					return fmt.Errorf("backtest: %s: %w", name, err)
+				}
+				r.opts = append(r.opts, so...)
+				r.opts = append(r.opts, train.WithEpochs(*seqEpochs))
+				if seqWidths != nil {
+					r.opts = append(r.opts, train.WithHidden(seqWidths...))
+				}
 			}
 			runs = append(runs, r)
 		}
@@ -273,29 +348,39 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	names := features.Names()
+	defs := features.DefaultSpec().Definitions()
 	var fopts []features.Option
 	if *specPath != "" {
 		spec, err := loadSpec(*specPath)
 		if err != nil {
 			return err
 		}
-		names, fopts = spec.Names(), []features.Option{features.WithSpec(spec)}
+		names, fopts, defs = spec.Names(), []features.Option{features.WithSpec(spec)}, spec.Definitions()
 	}
 	// One replay of the history up to end through the stream's feature
-	// code; rows from the oldest training day on are kept.
+	// code; rows from the oldest training day on are kept, and all rows
+	// when a sequence kind runs: its training warms each card's state with
+	// the card's whole history, as the stream does.
 	type rowMeta struct {
 		ts           time.Time
 		txID, cardID string
+		card         int32 // sequence index of the card
 	}
 	var X []float32
 	var meta []rowMeta
+	cardIdx := map[string]int32{}
 	w := len(names)
 	err = replayUntil(ctx, events, labels, fopts, end, *quiet, func(e *features.Event, row []float32) error {
-		if e.TS.Before(earliest) {
+		if e.TS.Before(earliest) && !withSeq {
 			return nil
 		}
+		id, ok := cardIdx[e.CardID]
+		if !ok {
+			id = int32(len(cardIdx))
+			cardIdx[e.CardID] = id
+		}
 		X = append(X, row[:w]...)
-		meta = append(meta, rowMeta{ts: e.TS, txID: e.TxID, cardID: e.CardID})
+		meta = append(meta, rowMeta{ts: e.TS, txID: e.TxID, cardID: e.CardID, card: id})
 		return nil
 	})
 	if err != nil {
@@ -305,6 +390,11 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 
 	bar := newBar(int64(len(fl)*len(runs)), "backtest", *quiet)
 	done := 0
+	// Per fold (index: fold), the test set after the removal of the cards
+	// known compromised, and those cards: the sequence models score it
+	// after all folds are fitted.
+	testRecs := make([][]eval.Scored, len(fl))
+	compromisedAt := make([]map[string]bool, len(fl))
 	// Oldest fold first.
 	for fi := len(fl) - 1; fi >= 0; fi-- {
 		f := &fl[fi]
@@ -318,17 +408,35 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 				}
 			}
 		}
+		compromisedAt[fi] = compromised
 		// Training target: the labels known at the test start (those of
 		// the delay period's end), not the file's final truth.
 		trainTruth := knownFraud(known)
 		trainSet := &train.Dataset{Names: names}
 		testSet := &train.Dataset{Names: names}
+		// The sequence kinds' training set: every row before the training
+		// end (a prefix: rows are in event-time order), the loss on the
+		// training window's rows.
+		var seqSet *train.SeqDataset
+		if withSeq {
+			seqSet = &train.SeqDataset{Names: names}
+		}
 		var recs []eval.Scored
 		removed := map[string]bool{}
 		for i := range meta {
 			r, ts := X[i*w:(i+1)*w], meta[i].ts
+			inTrain := !ts.Before(f.TrainFrom) && ts.Before(f.TrainTo)
+			if seqSet != nil && ts.Before(f.TrainTo) {
+				var y float32
+				if inTrain && trainTruth[meta[i].txID] {
+					y = 1
+				}
+				seqSet.Y = append(seqSet.Y, y)
+				seqSet.Seq = append(seqSet.Seq, meta[i].card)
+				seqSet.Loss = append(seqSet.Loss, inTrain)
+			}
 			switch {
-			case !ts.Before(f.TrainFrom) && ts.Before(f.TrainTo):
+			case inTrain:
 				var y float32
 				if trainTruth[meta[i].txID] {
 					y = 1
@@ -350,6 +458,14 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 				recs = append(recs, eval.Scored{TxID: meta[i].txID, CardID: meta[i].cardID, TS: ts})
 			}
 		}
+		if seqSet != nil {
+			n := len(seqSet.Y)
+			if n > 0 && !meta[n-1].ts.Before(f.TrainTo) {
+				return fmt.Errorf("backtest: replayed rows out of event-time order before %s", f.TrainTo.Format(time.RFC3339))
+			}
+			seqSet.X = X[: n*w : n*w]
+		}
+		testRecs[fi] = recs
 		f.TrainRows, f.TestRows, f.RemovedCards = trainSet.Rows(), testSet.Rows(), len(removed)
 		slog.Info("backtest: fold", "fold", f.Index, "train", fmt.Sprintf("[%s, %s)", f.TrainFrom.Format(time.DateOnly), f.TrainTo.Format(time.DateOnly)),
 			"test", fmt.Sprintf("[%s, %s)", f.TestFrom.Format(time.DateOnly), f.TestTo.Format(time.DateOnly)),
@@ -358,11 +474,19 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 		if f.TrainRows == 0 || f.TestRows == 0 {
 			return fmt.Errorf("backtest: fold %d has %d training and %d test rows: the history does not cover it", f.Index, f.TrainRows, f.TestRows)
 		}
-		for _, r := range runs {
+		for ri, r := range runs {
 			bar.Describe(fmt.Sprintf("fold %d (%d of %d) %s", f.Index, len(fl)-fi, len(fl), r.Name))
-			mf, err := fitTabular(ctx, r.Kind, "backtest_"+r.Kind, 1, trainSet, r.opts...)
+			var mf *models.File
+			if isSeqKind(r.Kind) {
+				mf, err = fitSeq(ctx, r.Kind, fmt.Sprintf("backtest_%s_%d_fold%d", r.Kind, ri, f.Index), 1, seqSet, r.opts...)
+			} else {
+				mf, err = fitTabular(ctx, r.Kind, "backtest_"+r.Kind, 1, trainSet, r.opts...)
+			}
 			if err != nil {
 				return fmt.Errorf("fit %s on fold %d: %w", r.Name, f.Index, err)
+			}
+			if err := mf.PinFeatures(stream.ModelFeatureDefs(defs)); err != nil {
+				return err
 			}
 			b, err := mf.Encode()
 			if err != nil {
@@ -372,6 +496,17 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("parse model: %w", err)
 			}
+			done++
+			if isSeqKind(r.Kind) {
+				// Scored below, by the stream's own code, once every
+				// fold's model exists.
+				if r.seqModels == nil {
+					r.seqModels = make([]*models.Model, len(fl))
+				}
+				r.seqModels[fi] = m
+				_ = bar.Set(done)
+				continue
+			}
 			scores, err := train.Predict(m, testSet)
 			if err != nil {
 				return fmt.Errorf("score fold %d: %w", f.Index, err)
@@ -379,23 +514,35 @@ func runBacktest(ctx context.Context, args []string, stdout io.Writer) error {
 			for i := range recs {
 				recs[i].Score = float64(scores[i])
 			}
-			res, err := eval.Evaluate(&eval.Scores{Model: r.Name, Records: recs}, truth, eval.WithK(*k))
-			if err != nil {
+			if err := r.add(m, recs, truth, *k); err != nil {
 				return fmt.Errorf("evaluate %s on fold %d: %w", r.Name, f.Index, err)
 			}
-			r.AUC = append(r.AUC, res.Metrics.ROCAUC)
-			r.AP = append(r.AP, res.Metrics.AveragePrecision)
-			r.CP = append(r.CP, res.Metrics.CardPrecision.Mean)
-			done++
 			_ = bar.Set(done)
 		}
 	}
 	_ = bar.Finish()
+	if withSeq {
+		if err := scoreSeqFolds(ctx, events, labels, fopts, fl, runs, testRecs, compromisedAt, *quiet, onSeqScored); err != nil {
+			return err
+		}
+		for fi := len(fl) - 1; fi >= 0; fi-- {
+			for _, r := range runs {
+				if r.seqModels == nil {
+					continue
+				}
+				if err := r.add(r.seqModels[fi], r.seqScored[fi], truth, *k); err != nil {
+					return fmt.Errorf("evaluate %s on fold %d: %w", r.Name, fl[fi].Index, err)
+				}
+			}
+		}
+	}
 	slices.Reverse(fl) // oldest first, as the runs' per-fold values
 	for _, r := range runs {
 		r.Mean.AUC, r.Std.AUC = meanStd(r.AUC)
 		r.Mean.AP, r.Std.AP = meanStd(r.AP)
 		r.Mean.CP, r.Std.CP = meanStd(r.CP)
+		r.Mean.Recall, r.Std.Recall = meanStd(r.Recall)
+		r.Mean.Precision, r.Std.Precision = meanStd(r.Precision)
 	}
 
 	if err := os.MkdirAll(*out, 0o755); err != nil {
@@ -470,9 +617,10 @@ func printBacktestTable(w io.Writer, runs []*backtestRun, fl []backtestFold, k i
 	}
 	fmt.Fprintf(w, "backtest: %d folds, tests from %s to %s\n", len(fl), fl[0].TestFrom.Format(time.DateOnly), fl[len(fl)-1].TestTo.Format(time.DateOnly))
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
-	fmt.Fprintf(tw, "  model\tROC AUC\taverage precision\tcard precision@%d\t\n", k)
+	fmt.Fprintf(tw, "  model\tROC AUC\taverage precision\tcard precision@%d\trecall@alert\tprecision@alert\t\n", k)
 	for _, r := range runs {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t\n", r.Name, pm(r.Mean.AUC, r.Std.AUC), pm(r.Mean.AP, r.Std.AP), pm(r.Mean.CP, r.Std.CP))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, pm(r.Mean.AUC, r.Std.AUC), pm(r.Mean.AP, r.Std.AP), pm(r.Mean.CP, r.Std.CP),
+			pm(r.Mean.Recall, r.Std.Recall), pm(r.Mean.Precision, r.Std.Precision))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("print table: %w", err)
@@ -496,9 +644,10 @@ func writeBacktestPlot(path string, runs []*backtestRun, k int) error {
 		{"ROC AUC", func(r *backtestRun) []eval.Float { return r.AUC }},
 		{"average precision", func(r *backtestRun) []eval.Float { return r.AP }},
 		{fmt.Sprintf("card precision@%d", k), func(r *backtestRun) []eval.Float { return r.CP }},
+		{"recall at alert", func(r *backtestRun) []eval.Float { return r.Recall }},
 	}
 	names := make([]string, len(runs))
-	width := vg.Points(12)
+	width := vg.Points(10)
 	for mi, mt := range metrics {
 		legend := false
 		for ri, r := range runs {
@@ -512,7 +661,7 @@ func writeBacktestPlot(path string, runs []*backtestRun, k int) error {
 			if len(vals) == 0 {
 				continue
 			}
-			b, err := plotter.NewBoxPlot(width, float64(ri)+float64(mi-1)*0.25, vals)
+			b, err := plotter.NewBoxPlot(width, float64(ri)+(float64(mi)-1.5)*0.2, vals)
 			if err != nil {
 				return fmt.Errorf("plot backtest: %w", err)
 			}
@@ -539,4 +688,93 @@ type swatch struct{ c color.Color }
 func (s swatch) Thumbnail(c *draw.Canvas) {
 	pts := []vg.Point{{X: c.Min.X, Y: c.Min.Y}, {X: c.Min.X, Y: c.Max.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Max.X, Y: c.Min.Y}}
 	c.FillPolygon(s.c, c.ClipPolygonY(pts))
+}
+
+// scoreSeqFolds scores each fold's test set (testRecs, index: fold, the
+// latest first; the rows of the cards in compromised[fold] left out) with
+// the fold's model of every sequence run, through the stream's own code:
+// stream.Replay takes every event before the latest test end through the
+// features in event-time order, and each model advances its card's state
+// on every event from the first one, with the stream's TTL and card
+// eviction, so the state each model starts its fold's test days with is
+// the one the stream would have had running it over the same history.
+// Test ranges are disjoint, so one replay serves every fold and run: a
+// model's state does not depend on the other models.
+func scoreSeqFolds(ctx context.Context, events []features.Event, labels []features.Label, fopts []features.Option,
+	fl []backtestFold, runs []*backtestRun, testRecs [][]eval.Scored, compromised []map[string]bool, quiet bool,
+	onScored seqScoredFunc) error {
+	type slot struct {
+		run  *backtestRun
+		fold int
+	}
+	var ms []*models.Model
+	var slots []slot
+	for _, r := range runs {
+		if r.seqModels == nil {
+			continue
+		}
+		r.seqScored = make([][]eval.Scored, len(fl))
+		for fi, m := range r.seqModels {
+			ms = append(ms, m)
+			slots = append(slots, slot{r, fi})
+			r.seqScored[fi] = slices.Clone(testRecs[fi])
+		}
+	}
+	from, to := fl[len(fl)-1].TestFrom, fl[0].TestTo
+	total := 0
+	for _, recs := range testRecs {
+		total += len(recs)
+	}
+	bar := newBar(int64(total), "score sequence models", quiet)
+	bar.Describe(fmt.Sprintf("score %d sequence models (stream replay)", len(ms)))
+	next := make([]int, len(fl)) // per fold, its next test row
+	scored := 0
+	err := stream.Replay(events, labels, ms, from, to, func(rec *sinks.ScoreRecord) error {
+		fi := -1
+		for i := range fl {
+			if !rec.TS.Before(fl[i].TestFrom) && rec.TS.Before(fl[i].TestTo) {
+				fi = i
+			}
+		}
+		if fi < 0 || compromised[fi][rec.CardID] {
+			return nil
+		}
+		k := next[fi]
+		if k >= len(testRecs[fi]) || testRecs[fi][k].TxID != rec.TxID {
+			return fmt.Errorf("backtest: the stream's replay scored tx %q at %s where fold %d's test set has another row",
+				rec.TxID, rec.TS.Format(time.RFC3339Nano), fl[fi].Index)
+		}
+		for j, sl := range slots {
+			if sl.fold != fi {
+				continue
+			}
+			if rec.Scores[j].Name != ms[j].Name() {
+				return fmt.Errorf("backtest: replay score %d is %q, want %q", j, rec.Scores[j].Name, ms[j].Name())
+			}
+			sl.run.seqScored[fi][k].Score = rec.Scores[j].Value
+		}
+		next[fi]++
+		if scored++; scored%4096 == 0 {
+			_ = bar.Set(scored)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, stream.WithFeatureOptions(fopts...), stream.WithReasons(0))
+	_ = bar.Finish()
+	if err != nil {
+		return fmt.Errorf("backtest: score sequence models: %w", err)
+	}
+	for fi := range fl {
+		if next[fi] != len(testRecs[fi]) {
+			return fmt.Errorf("backtest: the stream's replay scored %d of fold %d's %d test rows", next[fi], fl[fi].Index, len(testRecs[fi]))
+		}
+	}
+	if onScored != nil {
+		for _, sl := range slots {
+			onScored(sl.run.Name, fl[sl.fold].Index, sl.run.seqModels[sl.fold], sl.run.seqScored[sl.fold])
+		}
+	}
+	return nil
 }

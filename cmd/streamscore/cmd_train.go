@@ -98,12 +98,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 	seed := fs.Int64("seed", 1, "random seed (initial weights, batch order)")
 	hidden := fs.String("hidden", "32,16", "mlp: hidden layer widths, comma separated; gru/lstm: hidden size then the head's hidden widths (default 16,8); cnn: the head's hidden widths (default none)")
 	epochs := fs.Int("epochs", 40, "mlp: maximum epochs (early stopping usually ends sooner); cnn/gru/lstm default 8")
-	window := fs.Int("window", 8, "cnn: transactions of the card seen, the current one included")
-	kernel := fs.Int("kernel", 3, "cnn: convolution taps in time")
-	channels := fs.Int("channels", 16, "cnn: convolution channels")
-	pool := fs.String("pool", "max", "cnn: pooling over time, max or avg")
-	poolSize := fs.Int("pool-size", 1, "cnn: pooling window in conv positions (1: no pooling; 0: global, one value per channel)")
-	chunk := fs.Int("chunk", 32, "cnn/gru/lstm: rows per card chunk (gru/lstm: truncated BPTT length)")
+	var sq seqTrainFlags
+	sq.register(fs)
 	holdout := fs.Float64("holdout", 0.2, "fraction of the training rows, the latest, held out for early stopping and thresholds")
 	quiet := fs.Bool("quiet", false, "no progress bars")
 	var gb gbdtTrainFlags
@@ -166,14 +162,11 @@ func cmdTrain(ctx context.Context, args []string) error {
 		if set["epochs"] {
 			opts = append(opts, train.WithEpochs(*epochs))
 		}
-		opts = append(opts, train.WithChunkLength(*chunk))
-		if *kind == models.FamilyCNN {
-			if *kernel > *window {
-				return fmt.Errorf("train: --kernel %d must not exceed --window %d", *kernel, *window)
-			}
-			opts = append(opts, train.WithWindow(*window), train.WithKernel(*kernel), train.WithChannels(*channels),
-				train.WithPool(*pool, *poolSize, 1))
+		so, err := sq.options(*kind)
+		if err != nil {
+			return fmt.Errorf("train: %w", err)
 		}
+		opts = append(opts, so...)
 		if *name == "" {
 			*name = "fraud_" + *kind
 		}
@@ -315,12 +308,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 	switch *kind {
 	case models.FamilyMLP, models.FamilyLogistic, models.FamilyGBDT, models.FamilyLinear:
 		f, err = fitTabular(ctx, *kind, *name, *version, trainSet, opts...)
-	case models.FamilyCNN:
-		f, err = train.CNN(ctx, *name, *version, seqTrain, opts...)
-	case models.FamilyGRU:
-		f, err = train.GRU(ctx, *name, *version, seqTrain, opts...)
-	case models.FamilyLSTM:
-		f, err = train.LSTM(ctx, *name, *version, seqTrain, opts...)
+	case models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM:
+		f, err = fitSeq(ctx, *kind, *name, *version, seqTrain, opts...)
 	}
 	_ = trainBar.Finish()
 	if err != nil {
