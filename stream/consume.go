@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -52,11 +53,17 @@ func (p *Pipeline) consume(ctx context.Context, src Source, st *stage) error {
 			if p.cfg.connObserve != nil {
 				p.cfg.connObserve("kafka reader", err)
 			}
-			if IsFatalSourceError(err) {
-				p.log.Error("consumer group refused, stopping", "err", err)
+			if errors.Is(err, ErrSourceClosed) {
 				return fmt.Errorf("stream: join group: %w", err)
 			}
-			p.log.Warn("join consumer group failed, retrying", "err", err, "backoff", backoff)
+			// Refusals (authentication, authorization) are retried too: a
+			// rotated credential or an ACL fixed by an operator brings the
+			// member back; meanwhile /readyz says why it is down.
+			level := slog.LevelWarn
+			if IsFatalSourceError(err) {
+				level = slog.LevelError
+			}
+			p.log.Log(context.Background(), level, "join consumer group failed, retrying", "err", err, "backoff", backoff)
 			select {
 			case <-fctx.Done():
 				return nil
@@ -69,23 +76,19 @@ func (p *Pipeline) consume(ctx context.Context, src Source, st *stage) error {
 		if p.cfg.connObserve != nil {
 			p.cfg.connObserve("kafka reader", nil)
 		}
-		fatal := p.runGeneration(fctx, gen, st)
-		if fctx.Err() != nil && fatal == nil {
+		p.runGeneration(fctx, gen, st)
+		if fctx.Err() != nil {
 			// Stopping: Run drains, commits through gen and ends it.
 			return nil
 		}
 		p.revoke(gen, st)
 		gen.End()
-		if fatal != nil {
-			return fatal
-		}
 	}
 }
 
 // runGeneration hands gen's claims to the stage and fetches them until the
-// generation ends or ctx is done. It returns a fetch error retrying cannot
-// fix.
-func (p *Pipeline) runGeneration(ctx context.Context, gen Generation, st *stage) error {
+// generation ends or ctx is done.
+func (p *Pipeline) runGeneration(ctx context.Context, gen Generation, st *stage) {
 	claims := gen.Claims()
 	parts := make([]int, len(claims))
 	for i, c := range claims {
@@ -98,23 +101,18 @@ func (p *Pipeline) runGeneration(ctx context.Context, gen Generation, st *stage)
 		credits[c.Partition()] = make(chan struct{}, partitionCredit)
 	}
 	if !st.do(func() { epoch = st.assign(claims, credits) }) {
-		return nil
+		return
 	}
 	p.gen.Store(&genRef{gen: gen, claimed: parts})
 
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	var fatalOnce sync.Once
-	var fatal error
 	for _, c := range claims {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.fetchClaim(gctx, c, st, epoch, credits[c.Partition()]); err != nil {
-				fatalOnce.Do(func() { fatal = err })
-				cancel()
-			}
+			p.fetchClaim(gctx, c, st, epoch, credits[c.Partition()])
 		}()
 	}
 	select {
@@ -123,36 +121,39 @@ func (p *Pipeline) runGeneration(ctx context.Context, gen Generation, st *stage)
 	}
 	cancel()
 	wg.Wait()
-	return fatal
 }
 
 // fetchClaim fetches claim c and hands its messages to the stage until ctx
-// is done or the generation ends. It returns an error only when the broker
-// refuses for good.
-func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uint64, credit chan struct{}) error {
+// is done or the generation ends. Errors are retried with a backoff (a
+// refusal too: fixed credentials bring it back), and reported to the
+// reader observer (/readyz).
+func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uint64, credit chan struct{}) {
 	failing := false
+	backoff := 100 * time.Millisecond
 	for {
 		rec, err := c.Fetch(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrGenerationEnded) || errors.Is(err, ErrSourceClosed) {
-				return nil
+				return
 			}
 			if p.cfg.connObserve != nil {
 				p.cfg.connObserve("kafka reader", err)
 			}
 			failing = true
+			level := slog.LevelWarn
 			if IsFatalSourceError(err) {
-				p.log.Error("fetch refused, stopping", "partition", c.Partition(), "err", err)
-				return fmt.Errorf("stream: fetch: %w", err)
+				level = slog.LevelError // refused: retried until fixed, /readyz says why
 			}
-			p.log.Warn("fetch failed, retrying", "partition", c.Partition(), "err", err)
+			p.log.Log(context.Background(), level, "fetch failed, retrying", "partition", c.Partition(), "err", err, "backoff", backoff)
 			select {
 			case <-ctx.Done():
-				return nil
-			case <-time.After(100 * time.Millisecond):
+				return
+			case <-time.After(backoff):
 			}
+			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
+		backoff = 100 * time.Millisecond
 		if failing {
 			failing = false
 			if p.cfg.connObserve != nil {
@@ -162,7 +163,7 @@ func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uin
 		select {
 		case credit <- struct{}{}:
 		case <-ctx.Done():
-			return nil
+			return
 		}
 		m := kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
 			Time: rec.Time, HighWaterMark: rec.HighWater}
@@ -174,7 +175,7 @@ func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uin
 		case st.in <- fetched{m: m, epoch: epoch}:
 		case <-ctx.Done():
 			// Tracked and never acked: no commit passes it.
-			return nil
+			return
 		}
 	}
 }
