@@ -100,6 +100,9 @@ func (p *Pipeline) runGeneration(ctx context.Context, gen Generation, st *stage)
 	for _, c := range claims {
 		credits[c.Partition()] = make(chan struct{}, partitionCredit)
 	}
+	// Partitions whose state this member does not hold are restored from
+	// their checkpoints before anything is fetched.
+	p.restoreClaims(ctx, st, claims)
 	if !st.do(func() { epoch = st.assign(claims, credits) }) {
 		return
 	}
@@ -210,6 +213,11 @@ wait:
 		case <-p.hard.Done():
 			return
 		}
+	}
+	if !abandoned {
+		// The drained state goes to the next owner, and its offsets are
+		// committed: it continues exactly where this member stopped.
+		p.checkpointNow(p.hard, st, true, "revoked")
 	}
 	ok := p.commitOnce()
 	p.gen.Store(nil)

@@ -30,14 +30,17 @@ type metrics struct {
 	shadowAgreement *prometheus.CounterVec   // model, outcome
 	stateResets     *prometheus.CounterVec   // model
 
-	snapshots       *prometheus.CounterVec // outcome
-	restores        *prometheus.CounterVec // outcome
-	snapshotSeconds prometheus.Gauge
-	snapshotBytes   prometheus.Gauge
-	snapshotPause   prometheus.Gauge
-	stateGap        prometheus.Counter
-	aligned         *prometheus.CounterVec
-	alignBuffered   prometheus.Gauge
+	snapshots         *prometheus.CounterVec // outcome
+	restores          *prometheus.CounterVec // outcome
+	snapshotSeconds   prometheus.Gauge
+	snapshotBytes     prometheus.Gauge
+	snapshotPause     prometheus.Gauge
+	stateGap          prometheus.Counter
+	aligned           *prometheus.CounterVec
+	checkpoints       *prometheus.CounterVec
+	checkpointSeconds *prometheus.GaugeVec
+	checkpointBytes   prometheus.Gauge
+	alignBuffered     prometheus.Gauge
 
 	rateAnomalies *prometheus.CounterVec // model, direction
 }
@@ -165,6 +168,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "streamscore_stream_align_buffered_events",
 		Help: "Events fetched and waiting for the other partitions to reach their event time.",
 	})
+	m.checkpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamscore_stream_checkpoints_total",
+		Help: "Partition checkpoints (WithCheckpoints) by op (put, restore) and outcome (ok, error; restore also none: no checkpoint, refused: written for other features or unusable).",
+	}, []string{"op", "outcome"})
+	m.checkpointSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "streamscore_stream_checkpoint_seconds",
+		Help: "Time the last checkpoint round took to store (op put, all partitions of the round) or the last partition took to restore (op restore).",
+	}, []string{"op"})
+	m.checkpointBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "streamscore_stream_checkpoint_bytes",
+		Help: "Bytes stored by the last checkpoint round.",
+	})
 	m.rateAnomalies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "streamscore_stream_alert_rate_anomalies_total",
 		Help: "Windows of events (WithAlertRateGuard) in which a model's alert rate was above (direction high) or below (low) its validation alert rate by more than the guard's factor.",
@@ -176,7 +191,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late, m.rekeyed,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
 		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies,
-		m.aligned, m.alignBuffered} {
+		m.aligned, m.alignBuffered, m.checkpoints, m.checkpointSeconds, m.checkpointBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

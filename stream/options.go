@@ -39,12 +39,13 @@ type config struct {
 	shadows        []*models.Model
 	stateDir       string
 	stateInterval  time.Duration
-	allowUnpinned  bool          // WithUnpinnedModels
-	guardEvents    int           // WithAlertRateGuard; 0: off
-	guardFactor    float64       // WithAlertRateGuard
-	source         Source        // WithSource; nil: a KafkaSource
-	alignIdle      time.Duration // WithAlignIdleWait; negative: no alignment
-	alignLag       time.Duration // WithAlignLagWait
+	allowUnpinned  bool            // WithUnpinnedModels
+	guardEvents    int             // WithAlertRateGuard; 0: off
+	guardFactor    float64         // WithAlertRateGuard
+	source         Source          // WithSource; nil: a KafkaSource
+	ckpt           CheckpointStore // WithCheckpoints
+	alignIdle      time.Duration   // WithAlignIdleWait; negative: no alignment
+	alignLag       time.Duration   // WithAlignLagWait
 }
 
 func defaultConfig() config {
@@ -256,6 +257,29 @@ func WithLatencyObserver(fn func(appended time.Time, latency time.Duration)) Opt
 func WithReaderObserver(fn func(reader string, err error)) Option {
 	return func(c *config) error {
 		c.connObserve = fn
+		return nil
+	}
+}
+
+// WithCheckpoints keeps each partition's state (its cards' windows and
+// sequential-model states) in store, where every member of the group reads
+// it, so that the state follows the partition: a member assigned a
+// partition (a failover, a rebalance, a new member) restores its newest
+// checkpoint before fetching it. Needs WithStateInterval, the checkpoint
+// cadence: every interval the claimed partitions that changed are stored,
+// and the committed offsets move only to stored checkpoints' offsets, so
+// that the next owner restores exactly the state Kafka re-delivers after;
+// revoked partitions and the shutdown are checkpointed (and committed)
+// after their drain. The price is that up to one interval of events is
+// scored again after a crash (same record ids). Terminal state is not in a
+// partition's checkpoint (see checkpoint.go). The pipeline does not close
+// store.
+func WithCheckpoints(store CheckpointStore) Option {
+	return func(c *config) error {
+		if store == nil {
+			return errors.New("stream: nil checkpoint store")
+		}
+		c.ckpt = store
 		return nil
 	}
 }

@@ -55,8 +55,10 @@ type Pipeline struct {
 	stage  *stage // Run's feature stage: the partitions' state
 	// gen is the consumer-group generation the committer commits through
 	// (nil between generations).
-	gen    atomic.Pointer[genRef]
-	counts stateCounts // state size and evictions, for the metrics
+	gen atomic.Pointer[genRef]
+	// restoring counts the partitions being restored from checkpoints.
+	restoring atomic.Int32
+	counts    stateCounts // state size and evictions, for the metrics
 	// labelMu serialises label application with state snapshots;
 	// labelNext is, per labels partition, the next offset to read (every
 	// label before it is applied to shared).
@@ -115,8 +117,10 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 		return nil, errors.New("stream: no models")
 	case sink == nil:
 		return nil, errors.New("stream: nil sink")
-	case cfg.stateInterval > 0 && cfg.stateDir == "":
-		return nil, errors.New("stream: a state interval needs a state directory (WithStateDir)")
+	case cfg.stateInterval > 0 && cfg.stateDir == "" && cfg.ckpt == nil:
+		return nil, errors.New("stream: a state interval needs a state directory (WithStateDir) or checkpoints (WithCheckpoints)")
+	case cfg.ckpt != nil && cfg.stateInterval <= 0:
+		return nil, errors.New("stream: checkpoints need a state interval (WithStateInterval), their cadence")
 	}
 	met, err := newMetrics(cfg.reg)
 	if err != nil {
@@ -174,6 +178,10 @@ func (ph Phase) String() string {
 	}
 	return fmt.Sprintf("Phase(%d)", int32(ph))
 }
+
+// Restoring returns the number of partitions being restored from
+// checkpoints (WithCheckpoints) right now: a readiness probe may say so.
+func (p *Pipeline) Restoring() int { return int(p.restoring.Load()) }
 
 // Phase returns the pipeline's current phase. Only PhaseRunning means it
 // is consuming: a readiness probe should hold a new instance back until
@@ -349,6 +357,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	close(st.in)
 	<-stageDone
 	wg.Wait()
+	if p.cfg.ckpt != nil && p.hard.Err() == nil && !st.torn && !workersTorn(workers) {
+		p.checkpointNow(p.hard, st, false, "shutdown")
+	}
 	if p.cfg.stateDir != "" && !errors.Is(context.Cause(p.hard), ErrAborted) {
 		p.shutdownSnapshot(st)
 	}
@@ -456,7 +467,9 @@ func (p *Pipeline) commitLoop(stop <-chan struct{}) {
 // capCommits reports whether commits are held at the current snapshot:
 // with a state interval, so that after a crash Kafka re-delivers every
 // event the restored state lacks (see WithStateInterval).
-func (p *Pipeline) capCommits() bool { return p.cfg.stateDir != "" && p.cfg.stateInterval > 0 }
+func (p *Pipeline) capCommits() bool {
+	return p.cfg.stateInterval > 0 && (p.cfg.stateDir != "" || p.cfg.ckpt != nil)
+}
 
 // snapCap is a snapshot as far as commits are concerned: its directory
 // name and, per partition, the next offset its state covers.
@@ -603,4 +616,15 @@ func (p *Pipeline) commitOnce() (ok bool) {
 		p.met.commitLag.WithLabelValues(strconv.Itoa(part)).Set(float64(pending))
 	}
 	return ok
+}
+
+// workersTorn reports whether a hard stop left a worker with batches it
+// did not score.
+func workersTorn(workers []*worker) bool {
+	for _, w := range workers {
+		if w.torn {
+			return true
+		}
+	}
+	return false
 }

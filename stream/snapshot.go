@@ -249,7 +249,10 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 		return err
 	}
 	current = true
-	p.setCommitCap(name, applied)
+	if p.cfg.ckpt == nil {
+		// With checkpoints, they set the commit cap.
+		p.setCommitCap(name, applied)
+	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("the new snapshot %s is current, but syncing its directory failed: %w", name, err)
 	}
@@ -987,7 +990,12 @@ func (p *Pipeline) snapshotLoop(st *stage, stop <-chan struct{}) {
 // came first.
 func (p *Pipeline) pauseAndSnapshot(st *stage, stop <-chan struct{}) bool {
 	resume := make(chan struct{})
-	defer close(resume)
+	resumed := false
+	defer func() {
+		if !resumed {
+			close(resume)
+		}
+	}()
 	t0 := time.Now()
 	req := &pauseReq{paused: make(chan struct{}), resume: resume}
 	select {
@@ -1003,11 +1011,21 @@ func (p *Pipeline) pauseAndSnapshot(st *stage, stop <-chan struct{}) bool {
 		return false
 	}
 	waited := time.Since(t0)
-	if err := p.writeSnapshot(st, "interval"); err != nil {
-		p.log.Error("state snapshot failed; the current one, if any, stays current", "dir", p.cfg.stateDir, "err", err)
+	var blobs []ckptBlob
+	if p.cfg.ckpt != nil {
+		blobs = p.encodeClaimed(st)
+	}
+	if p.cfg.stateDir != "" {
+		if err := p.writeSnapshot(st, "interval"); err != nil {
+			p.log.Error("state snapshot failed; the current one, if any, stays current", "dir", p.cfg.stateDir, "err", err)
+		}
 	}
 	paused := time.Since(t0)
+	resumed = true
+	close(resume)
 	p.met.snapshotPause.Set(paused.Seconds())
 	p.log.Debug("stage paused for a state snapshot", "pause_wait", waited, "paused", paused)
+	// Stored while the stage runs again: the serialised state is a copy.
+	p.putCheckpoints(p.hard, st, blobs, true, "interval")
 	return true
 }

@@ -34,6 +34,9 @@ type partState struct {
 	trail   []trailEntry
 	seen    int64 // the highest offset fetched (or restored), -1 none
 	aligned bool  // added to the stage's aligner
+	// ckptApplied is applied as of the partition's newest stored
+	// checkpoint (-1 none): an unchanged partition is not stored again.
+	ckptApplied int64
 	// restoredFrom is the offset a restore left applied until the
 	// partition's first message was checked against it (checkGap), else -1.
 	restoredFrom int64
@@ -51,6 +54,7 @@ func (p *Pipeline) newPartState(part int) *partState {
 		applied:      -1,
 		seen:         -1,
 		restoredFrom: -1,
+		ckptApplied:  -1,
 	}
 }
 

@@ -1,0 +1,152 @@
+package stream_test
+
+import (
+	"encoding/json"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream"
+)
+
+// TestCheckpointsFollowPartitions runs a history through two members of
+// one group sharing a checkpoint store: A alone, then B joins (A's
+// revoked partitions are checkpointed and committed after their drain, B
+// restores them), then A stops (B restores A's remaining partitions). At
+// the end every event has a score, and the card features of each event's
+// last audit record equal, bit for bit, a Replay of the whole history:
+// the card windows followed their partitions from member to member. A
+// member that started its partitions empty instead (no checkpoints) gets
+// them wrong, which the control run checks. (Terminal features are per
+// process and are not compared.)
+func TestCheckpointsFollowPartitions(t *testing.T) {
+	for _, withCkpt := range []bool{true, false} {
+		name := "checkpoints"
+		if !withCkpt {
+			name = "no checkpoints (control)"
+		}
+		t.Run(name, func(t *testing.T) {
+			wrong := followPartitions(t, withCkpt)
+			switch {
+			case withCkpt && wrong > 0:
+				t.Errorf("%d events whose card features differ from the replay", wrong)
+			case !withCkpt && wrong == 0:
+				t.Errorf("without checkpoints every event's card features match: the test does not see the state move")
+			}
+		})
+	}
+}
+
+// followPartitions runs the scenario and returns the number of events
+// whose card features differ from the replay.
+func followPartitions(t *testing.T, withCkpt bool) int {
+	brokers := startKafka(t, map[string]int{txTopic: 4, auditTopic: 1})
+	events, msgs, _, _ := history(t, 21, 3000)
+	ms := shippedModels(t)
+	store := stream.NewMemoryCheckpoints()
+	member := func() (*stream.Pipeline, *running, *prometheus.Registry) {
+		reg := prometheus.NewRegistry()
+		opts := []stream.Option{stream.WithWorkers(2), stream.WithRegisterer(reg),
+			stream.WithSessionTimeout(6 * time.Second)}
+		if withCkpt {
+			opts = append(opts, stream.WithCheckpoints(store), stream.WithStateInterval(time.Second))
+		}
+		p := newPipeline(t, brokers, "follow", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindAudit: auditTopic}), opts...)
+		return p, runPipeline(t, p), reg
+	}
+	n1, n2 := len(msgs)/3, 2*len(msgs)/3
+	produce(t, brokers, txTopic, msgs[:n1]...)
+	a, ra, _ := member()
+	waitAudited(t, brokers, events[:n1])
+	_, rb, regB := member()
+	// B has joined: the partitions are split between the members.
+	waitFor(t, 60*time.Second, "member B to claim partitions", func() bool {
+		mfs, err := regB.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "streamscore_stream_source_partitions_claimed" && len(mf.GetMetric()) > 0 {
+				return mf.GetMetric()[0].GetGauge().GetValue() > 0
+			}
+		}
+		return false
+	})
+	produce(t, brokers, txTopic, msgs[n1:n2]...)
+	waitAudited(t, brokers, events[:n2])
+	if err := ra.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats().Scored.Load() == 0 {
+		t.Fatal("member A scored nothing")
+	}
+	produce(t, brokers, txTopic, msgs[n2:]...)
+	waitAudited(t, brokers, events)
+	if err := rb.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	last := lastAudit(t, brokers)
+	shared := map[int]bool{}
+	for _, c := range features.NewShared().Columns() {
+		shared[c] = true
+	}
+	names := features.NewBuilder(nil).Names()
+	wrong := 0
+	if err := features.Replay(events, nil, nil, func(e *features.Event, row []float32) error {
+		got, ok := last[e.TxID]
+		if !ok {
+			t.Errorf("%s: no audit record", e.TxID)
+			return nil
+		}
+		for i, name := range names {
+			if shared[i] {
+				continue
+			}
+			v, ok := got[name]
+			if !ok || math.Float32bits(float32(v)) != math.Float32bits(row[i]) {
+				if wrong < 3 {
+					t.Logf("%s: %s = %v, replay %v", e.TxID, name, v, row[i])
+				}
+				wrong++
+				return nil
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d events, %d with card features unlike the replay", len(events), wrong)
+	return wrong
+}
+
+// waitAudited waits until the audit topic holds a record of every event.
+func waitAudited(t *testing.T, brokers []string, events []features.Event) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "an audit record of every event", func() bool {
+		last := lastAudit(t, brokers)
+		return !slices.ContainsFunc(events, func(e features.Event) bool { _, ok := last[e.TxID]; return !ok })
+	})
+}
+
+// lastAudit returns the features of the last audit record of every
+// transaction.
+func lastAudit(t *testing.T, brokers []string) map[string]map[string]float64 {
+	t.Helper()
+	out := map[string]map[string]float64{}
+	for _, m := range readAll(t, brokers, auditTopic) {
+		var r struct {
+			TxID     string             `json:"tx_id"`
+			Features map[string]float64 `json:"features"`
+		}
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Fatal(err)
+		}
+		out[r.TxID] = r.Features
+	}
+	return out
+}
