@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/segmentio/kafka-go"
@@ -22,39 +24,42 @@ import (
 // embedded servers). It is translated into package options by build; it is
 // never passed down into packages.
 type engineConfig struct {
-	Brokers         string
-	Group           string
-	Topic           string
-	LabelsTopic     string
-	NATS            string
-	NATSMode        string
-	ScoresSubject   string
-	AlertsSubject   string
-	ScoresTopic     string
-	AlertsTopic     string
-	AuditTopic      string
-	DeadLetterTopic string
-	Models          listFlag
-	ModelsDir       string
-	ModelsPoll      time.Duration
-	ShadowModels    listFlag
-	DecisionModels  string
-	MaxBatch        int
-	MaxDelay        time.Duration
-	Workers         int
-	InFlight        int
-	DrainTimeout    time.Duration
-	MaxFutureSkew   time.Duration
-	MaxLateness     time.Duration
-	TTL             time.Duration
-	FeatureSpec     string
-	MetricsAddr     string
-	StartAtEnd      bool
-	SessionTimeout  time.Duration
-	AlignIdleWait   time.Duration
-	AlignLagWait    time.Duration
-	StateDir        string
-	StateInterval   time.Duration
+	Brokers          string
+	Group            string
+	Topic            string
+	LabelsTopic      string
+	NATS             string
+	NATSMode         string
+	ScoresSubject    string
+	AlertsSubject    string
+	ScoresTopic      string
+	AlertsTopic      string
+	AuditTopic       string
+	DeadLetterTopic  string
+	Models           listFlag
+	ModelsDir        string
+	ModelsPoll       time.Duration
+	ShadowModels     listFlag
+	DecisionModels   string
+	MaxBatch         int
+	MaxDelay         time.Duration
+	Workers          int
+	InFlight         int
+	DrainTimeout     time.Duration
+	MaxFutureSkew    time.Duration
+	MaxLateness      time.Duration
+	TTL              time.Duration
+	FeatureSpec      string
+	MetricsAddr      string
+	StartAtEnd       bool
+	SessionTimeout   time.Duration
+	AlignIdleWait    time.Duration
+	AlignLagWait     time.Duration
+	StateDir         string
+	StateInterval    time.Duration
+	CheckpointStore  string
+	CheckpointTopic  string
+	CheckpointBucket string
 	// HTTP is the HTTP surface of --metrics-addr: token, TLS, pprof.
 	HTTP httpSurface
 
@@ -121,7 +126,10 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	c.HTTP.register(fs)
 	c.natsSecurity.register(fs)
 	c.panConfig.register(fs)
-	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; 0 = only at shutdown")
+	fs.DurationVar(&c.StateInterval, "state-interval", 0, "with --state-dir, also snapshot the state this often while running (workers pause meanwhile) and commit offsets only as far as the last snapshot, so that after a crash Kafka re-delivers what the restored state lacks; with --checkpoint-store, the checkpoint cadence; 0 = only at shutdown")
+	fs.StringVar(&c.CheckpointStore, "checkpoint-store", "none", "where each partition's state is checkpointed for every member of the group, so that it follows the partition on a failover or rebalance: kafka (a compacted topic, --checkpoint-topic), jetstream (the object store, --checkpoint-bucket, through --nats) or none; needs --state-interval")
+	fs.StringVar(&c.CheckpointTopic, "checkpoint-topic", "streamscore-checkpoints", "compacted topic of --checkpoint-store kafka (created compacted when missing; one that deletes records is refused)")
+	fs.StringVar(&c.CheckpointBucket, "checkpoint-bucket", "streamscore-checkpoints", "JetStream object store bucket of --checkpoint-store jetstream (created when missing)")
 	c.registerTrust(fs)
 	c.kafkaSecurity.register(fs)
 	c.kafkaSecurity.registerCheck(fs)
@@ -178,8 +186,20 @@ func (c *engineConfig) Validate() error {
 	if c.ModelsDir != "" && c.ModelsPoll <= 0 {
 		errs = append(errs, fmt.Errorf("--models-poll %v must be positive", c.ModelsPoll))
 	}
-	if c.StateInterval != 0 && (c.StateDir == "" || c.StateInterval < time.Second) {
-		errs = append(errs, fmt.Errorf("--state-interval %v needs --state-dir and must be >= 1s, or 0", c.StateInterval))
+	switch c.CheckpointStore {
+	case "none", "kafka":
+	case "jetstream":
+		if c.NATS == "" {
+			errs = append(errs, errors.New("--checkpoint-store jetstream needs --nats"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--checkpoint-store %q: want kafka, jetstream or none", c.CheckpointStore))
+	}
+	if c.CheckpointStore != "none" && c.StateInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--checkpoint-store %s needs --state-interval (>= 1s): the checkpoint cadence", c.CheckpointStore))
+	}
+	if c.StateInterval != 0 && ((c.StateDir == "" && c.CheckpointStore == "none") || c.StateInterval < time.Second) {
+		errs = append(errs, fmt.Errorf("--state-interval %v needs --state-dir or --checkpoint-store and must be >= 1s, or 0", c.StateInterval))
 	}
 	if c.MaxFutureSkew < 0 {
 		errs = append(errs, fmt.Errorf("--max-future-skew %v must not be negative", c.MaxFutureSkew))
@@ -225,6 +245,7 @@ func (c *engineConfig) loadShadowModels() ([]*models.Model, error) {
 // engine is a built pipeline with the resources it owns.
 type engine struct {
 	pipeline *stream.Pipeline
+	ckpt     stream.CheckpointStore // --checkpoint-store, or nil
 	sink     *sinks.Fanout
 	nc       *nats.Conn
 	models   []*models.Model
@@ -238,6 +259,9 @@ type engine struct {
 func (e *engine) Close() {
 	if e.sink != nil {
 		e.sink.Close()
+	}
+	if e.ckpt != nil {
+		e.ckpt.Close()
 	}
 	if e.nc != nil {
 		e.nc.Close()
@@ -409,7 +433,19 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		opts = append(opts, stream.WithStartOffset(kafka.LastOffset))
 	}
 	if c.StateDir != "" {
-		opts = append(opts, stream.WithStateDir(c.StateDir), stream.WithStateInterval(c.StateInterval))
+		opts = append(opts, stream.WithStateDir(c.StateDir))
+	}
+	if c.StateInterval > 0 {
+		opts = append(opts, stream.WithStateInterval(c.StateInterval))
+	}
+	if c.CheckpointStore != "none" && !c.noSinks {
+		store, err := c.checkpoints(e, dialer)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.ckpt = store
+		opts = append(opts, stream.WithCheckpoints(store))
 	}
 	// With the shipped set, the MLP decides; the logistic baseline and the
 	// expected-loss model are scored and audited.
@@ -425,6 +461,36 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	}
 	e.pipeline = p
 	return e, nil
+}
+
+// checkpoints opens the --checkpoint-store: the compacted topic through the
+// brokers' TLS and SASL settings, or the object store through the NATS
+// connection.
+func (c *engineConfig) checkpoints(e *engine, dialer *kafka.Dialer) (stream.CheckpointStore, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	switch c.CheckpointStore {
+	case "kafka":
+		st, err := stream.NewKafkaCheckpoints(ctx, splitList(c.Brokers), c.CheckpointTopic, dialer)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint store (--checkpoint-store kafka, --checkpoint-topic %s): %w", c.CheckpointTopic, err)
+		}
+		return st, nil
+	case "jetstream":
+		if e.nc == nil {
+			return nil, errors.New("--checkpoint-store jetstream needs --nats")
+		}
+		js, err := jetstream.New(e.nc)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint store: %w", err)
+		}
+		st, err := stream.NewJetStreamCheckpoints(ctx, js, c.CheckpointBucket)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint store (--checkpoint-store jetstream, --checkpoint-bucket %s): %w", c.CheckpointBucket, err)
+		}
+		return st, nil
+	}
+	return nil, nil
 }
 
 // sinkCause is the bounded cause of a sink failure, for /readyz and

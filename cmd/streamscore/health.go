@@ -109,8 +109,9 @@ func (h *connHealth) Details() []string {
 
 // readyHandler is GET /readyz: 200 and "running" while p consumes and every
 // connection h knows of is up, else 503 with the phase (new, starting — e.g.
-// restoring a state snapshot —, draining, stopped) and one line per
-// connection that is down, so that a rolling update waits for a new
+// restoring a state snapshot —, draining, stopped), a line saying how many
+// partitions are being restored from their checkpoints (after an
+// assignment) and one line per connection that is down, so that a rolling update waits for a new
 // instance's restore and a load balancer stops sending to an instance that
 // lost its broker. /healthz, the liveness probe, answers ok whatever the
 // phase. h may be nil.
@@ -118,8 +119,11 @@ func readyHandler(p *stream.Pipeline, h *connHealth) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		ph := p.Phase()
 		var problems []string
+		if n := p.Restoring(); n > 0 {
+			problems = append(problems, fmt.Sprintf("restoring %d partitions from their checkpoints", n))
+		}
 		if h != nil {
-			problems = h.Problems()
+			problems = append(problems, h.Problems()...)
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if ph != stream.PhaseRunning || len(problems) > 0 {
