@@ -135,6 +135,16 @@ func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uin
 	backoff := 100 * time.Millisecond
 	for {
 		rec, err := c.Fetch(ctx)
+		if errors.Is(err, ErrFetchResumed) {
+			backoff = 100 * time.Millisecond
+			if failing {
+				failing = false
+				if p.cfg.connObserve != nil {
+					p.cfg.connObserve("kafka reader", nil)
+				}
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrGenerationEnded) || errors.Is(err, ErrSourceClosed) {
 				return

@@ -47,6 +47,12 @@ var (
 	// ErrFenced by a Commit after End.
 	ErrGenerationEnded = errors.New("stream: generation ended")
 
+	// ErrFetchResumed is returned once by Claim.Fetch (and
+	// PartitionReader.Fetch) after errors, when the partition's fetch works
+	// again but has no record to hand out (an idle partition): the caller
+	// can report the connection up. The next Fetch goes on.
+	ErrFetchResumed = errors.New("stream: fetch resumed")
+
 	// ErrSourceClosed is returned by the methods of a Source (and of the
 	// readers it made) once Close has been called.
 	ErrSourceClosed = errors.New("stream: source closed")

@@ -290,9 +290,27 @@ func (s *KafkaSource) Next(ctx context.Context) (Generation, error) {
 		g.End()
 		return nil, ErrSourceClosed
 	}
-	if err := g.resolve(ctx); err != nil {
-		g.End()
-		return nil, err
+	// A failed ListOffsets (a broker hiccup, a credential being rotated)
+	// is retried within the generation: ending it would make the whole
+	// group rebalance, and a member that cannot leave cleanly would hold
+	// the next join back for a session timeout.
+	backoff := 100 * time.Millisecond
+	for {
+		err := g.resolve(ctx)
+		if err == nil {
+			break
+		}
+		s.cfg.log.Warn("kafka source: resolve the claimed partitions' offsets, retrying", "group", s.group, "generation", kg.ID, "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			g.End()
+			return nil, ctx.Err()
+		case <-g.done:
+			g.End()
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 	s.met.generations.Inc()
 	s.met.claimed.Set(float64(len(g.claims)))

@@ -245,6 +245,15 @@ func (f *partitionFetcher) loop() {
 			return
 		default:
 		}
+		if (err == nil || errors.Is(err, kafka.RequestTimedOut)) && errs > 0 {
+			// A healthy round trip after failures: say so even without
+			// a record (an idle partition), so the caller can report the
+			// connection up again.
+			errs = 0
+			if len(recs) == 0 && !f.send(fetchedBatch{err: ErrFetchResumed}) {
+				return
+			}
+		}
 		switch {
 		case err == nil:
 			errs = 0
