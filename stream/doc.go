@@ -1,18 +1,38 @@
 // Package stream runs the scoring pipeline: a Kafka consumer-group source,
-// partition workers that decode, build features and score micro-batches, a
-// sink stage that publishes the records, and a commit tracker that commits an
-// offset only when everything at or below it is published.
+// a feature stage that applies events to the state in event-time order,
+// scoring workers that score micro-batches, a sink stage that publishes the
+// records, and a commit tracker that commits an offset only when
+// everything at or below it is published.
 //
 // # Concepts
 //
 // A Pipeline is one member of a Kafka consumer group reading the
-// transactions topic (kafka-go FetchMessage; offsets are committed explicitly,
-// never by the reader). Partition p is owned by worker p mod W: the worker
-// owns the card state of the keys in its partitions (the topic is keyed by
-// card_id), so the hot path takes no lock; terminal state is shared by the
-// workers of the process behind striped locks (package features).
+// transactions topic through a Source (source.go): the only Kafka client of
+// the input, KafkaSource, is built on kafka-go's consumer-group API, one
+// generation at a time. For each generation the member fetches every
+// claimed partition in its own goroutine (with per-partition credits: a
+// partition that runs ahead stops fetching, the others go on) and commits
+// through the generation, so a commit is fenced: a member never commits a
+// partition it no longer owns. When a rebalance ends the generation, what
+// was fetched and not applied is dropped, the batches in flight get a
+// bounded time to be acknowledged, the acknowledged offsets (and, with
+// checkpoints, the drained state) are committed, and only then does the
+// member rejoin.
 //
-// A worker decodes each message strictly. A message that is not a valid
+// The feature stage (stage.go) is one goroutine. It decodes every message
+// and, through an event-time aligner (internal/align), applies the events of
+// all the partitions it reads in event-time order, ties by tx_id — the
+// order `streamscore score` uses — so that state shared across partitions
+// (terminals) is exactly what a replay builds, on a backlog as live; a
+// quiet partition holds the others back at most WithAlignIdleWait. Card
+// state belongs to the partition (partState: one features.Builder per
+// partition, all sharing the process's features.Shared terminal state), so
+// any worker count, and with WithCheckpoints any member, restores it. The
+// stage writes each event's feature row into the open batch of the worker
+// of its partition (partition p is scored by worker p mod W) and hands
+// batches over when they close.
+//
+// The stage decodes each message strictly. A message that is not a valid
 // event becomes a dead-letter record carrying a machine-readable reason and
 // what may safely be kept of the message — its size, a digest, and its
 // contract fields redacted (features.Decoder.AppendRedactedEvent), never the
@@ -35,10 +55,17 @@
 // consumers can use to.
 //
 // A consumer-group rebalance restarts every assigned partition at its
-// committed offset, so a worker may see events it already applied to its
-// feature state. It remembers the highest offset it applied per partition and
-// scores such events with features.Builder.Peek, against the state as it is,
-// instead of applying them twice.
+// committed offset, so the stage may see events it already applied to a
+// partition's state. It remembers per partition how far it applied (and the
+// offsets applied ahead of an earlier one) and scores such events with
+// features.Builder.Peek, against the state as it is, instead of applying
+// them twice.
+//
+// With WithCheckpoints (checkpoint.go), each partition's state is stored
+// every state interval where every member reads it (a compacted Kafka
+// topic, the JetStream object store), commits move only to stored
+// checkpoints' offsets, and a member assigned a partition whose state it
+// does not hold restores the newest checkpoint before fetching it.
 //
 // Shutdown has two phases. Cancelling the context given to Run stops intake;
 // open batches are flushed, published and committed within the drain timeout
@@ -50,7 +77,7 @@
 // set off the hot path — every model must bind to the feature layout, names
 // must be distinct, the WithDecisionModels names must still resolve — binds
 // one set of Scorers per worker and publishes the immutable set atomically.
-// Each worker picks up the newest set when it opens its next batch, so the
+// The stage picks up the newest set when it opens a batch, so the
 // swap happens between batches: every record of a batch (scores, decision,
 // reasons, model idents, audit thresholds) comes from one set, and no event
 // is lost or scored twice by the swap. A set that fails validation leaves the
@@ -64,9 +91,9 @@
 // none, the final decision) and counted as agree or disagree. ReloadSets
 // replaces the shadow set together with the scoring set.
 //
-// Sequential models (families cnn, gru, lstm) keep state per card: the worker
-// that owns the card keeps each such model's state beside the card's feature
-// state, expiring with the same TTL, and every applied event advances it one
+// Sequential models (families cnn, gru, lstm) keep state per card, with the
+// card's partition (scored by the partition's worker), expiring with the
+// card's feature state (same TTL), and every applied event advances it one
 // step (models.Scorer.ScoreSeq); re-delivered and late events are scored
 // against it without advancing it. A reload keeps a card's state for a model
 // whose new version has the same state shape and resets it (counted, logged)
@@ -96,10 +123,12 @@
 //
 // # Concurrency
 //
-// Run may be called once; Abort, Stats, Models, ShadowModels,
-// SetModels and Reload are safe for concurrent use (reloads are serialised). A pipeline starts, per worker, one batching goroutine and
-// WithInFlight sender goroutines, plus a committer, an optional label
-// consumer (one goroutine per labels partition) and, with
+// Run may be called once; Abort, Stats, Restoring, Models, ShadowModels,
+// SetModels and Reload are safe for concurrent use (reloads are
+// serialised). A pipeline starts the feature stage, per worker one scoring
+// goroutine and WithInFlight sender goroutines, per claimed partition a
+// fetch goroutine (for the life of a generation), plus a committer, an
+// optional label consumer (one goroutine per labels partition) and, with
 // WithStateInterval, a snapshot goroutine; Run joins all of them before it
 // returns.
 //
@@ -134,4 +163,10 @@
 //	streamscore_stream_state_offsets_skipped_total         offsets between a restored state and a partition's first event
 //	streamscore_stream_state_entities{entity}              states held: card (all workers), terminal (the shared state)
 //	streamscore_stream_state_evictions_total{entity,reason}  states dropped: reason ttl (idle) or cap (features.WithMaxCards, WithMaxTerminals)
+//	streamscore_stream_aligned_events_total{outcome}       events applied in event-time order (ordered), while a partition was ignored (idle_bound, lag_bound), out of order, or drained at shutdown
+//	streamscore_stream_align_buffered_events               events waiting for the other partitions
+//	streamscore_stream_checkpoints_total{op,outcome}       partition checkpoints stored (put) and restored (restore): ok, error, none, refused
+//	streamscore_stream_checkpoint_seconds{op}              time of the last checkpoint round (put) or partition restore
+//	streamscore_stream_checkpoint_bytes                    bytes of the last checkpoint round
+//	streamscore_stream_source_*                            the source's generations, claimed partitions, fenced commits, fetch errors, records skipped
 package stream
