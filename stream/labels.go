@@ -14,14 +14,18 @@ import (
 )
 
 // labelConsumer feeds delayed fraud labels (chargebacks, analyst verdicts)
-// into the shared feature state.
+// to the feature stage, which applies each among the events in event-time
+// order (after every event before its time, before every event at or after
+// it, as Replay does): a label without tx_ts is placed by finding its
+// transaction in its terminal's history, which must hold it by then.
 //
 // The feature state is per process, so every process needs every label,
 // and needs them again after a restart: the consumer reads all partitions
 // of the labels topic from the start of their retention (or, after a state
 // restore, from the offsets the snapshot recorded), without a consumer
 // group and without commits. Labels are few, so it works one
-// message at a time per partition: decode, then apply or dead-letter. A bad
+// message at a time per partition: decode, then hand to the stage or
+// dead-letter (the stage records a dead letter's offset, in order). A bad
 // label is dead-lettered again after each restart, with the same record id
 // (kind:topic/partition/offset) for consumers to deduplicate. Partitions
 // added to the topic while the pipeline runs are read after a restart.
@@ -117,6 +121,7 @@ func (lc *labelConsumer) run(ctx context.Context) {
 }
 
 func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
+	st := lc.p.stage
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:         lc.p.brokers,
 		Topic:           lc.p.cfg.labelsTopic,
@@ -144,12 +149,13 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			lc.p.log.Warn("labels: resume at the restored offset failed; reading from the start", "partition", part, "offset", next, "err", err)
 		}
 	}
-	applied := lc.p.met.labels.WithLabelValues("applied")
 	dead := lc.p.met.labels.WithLabelValues("deadlettered")
 	consumed := lc.p.met.consumed.WithLabelValues(lc.p.cfg.labelsTopic)
 	dec := features.NewDecoder(lc.p.cfg.decoderOpts...)
-	var l features.Label
 	var dlBuf []byte
+	// The partition's credits: labels handed to the stage and not yet
+	// applied (waiting in the aligner for the events before them).
+	credit := make(chan struct{}, labelCredit)
 	failing := false // this partition's last fetch failed (reported)
 	for {
 		m, err := r.FetchMessage(ctx)
@@ -172,7 +178,8 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			failing = false
 			lc.report(part, nil)
 		}
-		if err := dec.DecodeLabel(m.Value, &l); err != nil {
+		lm := &labelMsg{m: m, credit: credit}
+		if err := dec.DecodeLabel(m.Value, &lm.l); err != nil {
 			reason := reasonUndecodable
 			var de *features.DecodeError
 			if errors.As(err, &de) {
@@ -203,33 +210,26 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			}
 			lc.p.met.deadLettered.WithLabelValues(reason).Inc()
 			dead.Inc()
-			lc.done(part, m.Offset)
-			continue
+			lm.dead = true
 		}
-		// Under labelMu: a snapshot sees a label applied with its offset
-		// recorded, or neither.
-		lc.p.labelMu.Lock()
-		placed := lc.p.shared.ApplyLabel(&l)
-		lc.p.setLabelNext(part, m.Offset+1)
-		lc.p.labelMu.Unlock()
-		applied.Inc()
-		if !placed {
-			// Logged for the first and then every 1000th: a feed of labels
-			// without tx_ts could otherwise flood the log.
-			if n := lc.p.shared.UnplacedLabels(); n == 1 || n%1000 == 0 {
-				lc.p.log.Warn("fraud label without a usable tx_ts whose transaction is not in its terminal's retained history: "+
-					"it counts in no transaction-time fraud feature", "partition", m.Partition, "offset", m.Offset, "unplaced_total", n)
-			}
+		// The stage applies it in event-time order among the events (a
+		// dead letter: records its offset as handled, in order).
+		select {
+		case credit <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case st.labels <- lm:
+		case <-ctx.Done():
+			return
 		}
 	}
 }
 
-// done records that the label at offset of partition part is handled.
-func (lc *labelConsumer) done(part int, offset int64) {
-	lc.p.labelMu.Lock()
-	lc.p.setLabelNext(part, offset+1)
-	lc.p.labelMu.Unlock()
-}
+// labelCredit bounds the labels of one labels partition handed to the
+// stage and not yet applied.
+const labelCredit = 4096
 
 // setLabelNext records the next label offset of partition part; labelMu
 // must be held.

@@ -676,9 +676,9 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 			part:         part,
 			build:        features.NewBuilder(r.shared, p.partFeatureOpts()...),
 			seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
-			applied:      off,
-			seen:         off,
+			offTrail:     newOffTrail(off),
 			restoredFrom: -1,
+			ckptApplied:  -1,
 		}
 		for _, a := range man.Ahead[ps] {
 			if a <= st.seen || len(st.trail) > maxSnapAhead {

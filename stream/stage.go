@@ -21,19 +21,11 @@ import (
 // partition mod workers), each touched by that goroutine only (and by a
 // snapshot while both are paused).
 type partState struct {
-	part  int
-	build *features.Builder
-	seq   *seqStates
-	// applied is the highest offset up to which every message fetched is
-	// applied to the state (or dead-lettered: it changes no state, but a
-	// snapshot covers it), -1 none. The aligner applies a partition's
-	// events in event-time order, which may differ from offset order:
-	// trail holds the offsets fetched above applied, in offset order, each
-	// applied already (done) or waiting in the aligner.
-	applied int64
-	trail   []trailEntry
-	seen    int64 // the highest offset fetched (or restored), -1 none
-	aligned bool  // added to the stage's aligner
+	part     int
+	build    *features.Builder
+	seq      *seqStates
+	offTrail      // how far the partition is applied (or dead-lettered: it changes no state, but a snapshot covers it)
+	aligned  bool // added to the stage's aligner
 	// ckptApplied is applied as of the partition's newest stored
 	// checkpoint (-1 none): an unchanged partition is not stored again.
 	ckptApplied int64
@@ -51,12 +43,25 @@ func (p *Pipeline) newPartState(part int) *partState {
 		part:         part,
 		build:        features.NewBuilder(p.shared, p.partFeatureOpts()...),
 		seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
-		applied:      -1,
-		seen:         -1,
+		offTrail:     newOffTrail(-1),
 		restoredFrom: -1,
 		ckptApplied:  -1,
 	}
 }
+
+// offTrail tracks how far a partition's messages are applied when the
+// aligner applies them in event-time order, which may differ from offset
+// order: applied is the highest offset up to which every message fetched
+// is applied (-1 none); trail holds the offsets fetched above it, in offset
+// order, each applied already (done) or waiting in the aligner; seen is the
+// highest offset fetched (or restored).
+type offTrail struct {
+	applied int64
+	trail   []trailEntry
+	seen    int64
+}
+
+func newOffTrail(applied int64) offTrail { return offTrail{applied: applied, seen: applied} }
 
 type trailEntry struct {
 	off  int64
@@ -64,7 +69,7 @@ type trailEntry struct {
 }
 
 // isApplied reports whether offset off is in the state already.
-func (ps *partState) isApplied(off int64) bool {
+func (ps *offTrail) isApplied(off int64) bool {
 	if off <= ps.applied {
 		return true
 	}
@@ -81,7 +86,7 @@ func (ps *partState) isApplied(off int64) bool {
 
 // fetched records a new offset (above seen), applied already (done) or
 // waiting in the aligner.
-func (ps *partState) fetched(off int64, done bool) {
+func (ps *offTrail) fetched(off int64, done bool) {
 	if done && len(ps.trail) == 0 && off > ps.seen {
 		ps.applied, ps.seen = off, off
 		return
@@ -101,7 +106,7 @@ func (ps *partState) fetched(off int64, done bool) {
 
 // markApplied records that the waiting offset off is applied, and moves
 // applied past every leading done offset.
-func (ps *partState) markApplied(off int64) {
+func (ps *offTrail) markApplied(off int64) {
 	for i := range ps.trail {
 		if ps.trail[i].off == off {
 			ps.trail[i].done = true
@@ -120,7 +125,7 @@ func (ps *partState) markApplied(off int64) {
 
 // ahead returns the offsets above applied that are in the state (applied
 // before an earlier offset that still waits).
-func (ps *partState) ahead() []int64 {
+func (ps *offTrail) ahead() []int64 {
 	var out []int64
 	for _, e := range ps.trail {
 		if e.done {
@@ -132,7 +137,7 @@ func (ps *partState) ahead() []int64 {
 
 // dropWaiting forgets the offsets waiting in the aligner (dropped, or the
 // partition revoked): they will be fetched again.
-func (ps *partState) dropWaiting() {
+func (ps *offTrail) dropWaiting() {
 	keep := ps.trail[:0]
 	for _, e := range ps.trail {
 		if e.done {
@@ -168,10 +173,16 @@ type stage struct {
 	// a message fetched in another one is dropped. credits are the
 	// current generation's per-partition credits (partitionCredit), one
 	// taken by the fetcher per message, given back when it is applied.
-	epoch    uint64
-	credits  map[int]chan struct{}
-	spare    []*pending // free list of decoded messages
-	consumed prometheus.Counter
+	epoch   uint64
+	credits map[int]chan struct{}
+	spare   []*pending // free list of decoded messages
+	labels  chan *labelMsg
+	// labelTrail is, per labels partition, how far its labels are applied
+	// (the snapshot's labels_next is applied+1).
+	labelTrail    map[int]*offTrail
+	alLabels      map[int]bool // aligner ids of the labels partitions added
+	labelsApplied prometheus.Counter
+	consumed      prometheus.Counter
 	// al orders the events of the partitions this process reads by event
 	// time (then tx_id) before they update the state; nil without
 	// alignment (WithAlignment(false)).
@@ -185,18 +196,21 @@ type stage struct {
 
 func newStage(p *Pipeline, workers []*worker) *stage {
 	s := &stage{
-		p:       p,
-		workers: workers,
-		dec:     features.NewDecoder(p.cfg.decoderOpts...),
-		width:   len(p.names),
-		parts:   map[int]*partState{},
-		open:    make([]*batch, len(workers)),
-		due:     make([]time.Time, len(workers)),
-		in:      make(chan fetched, p.cfg.queueDepth),
-		ctl:     make(chan func()),
-		pause:   make(chan *pauseReq),
+		p:          p,
+		workers:    workers,
+		dec:        features.NewDecoder(p.cfg.decoderOpts...),
+		width:      len(p.names),
+		parts:      map[int]*partState{},
+		open:       make([]*batch, len(workers)),
+		due:        make([]time.Time, len(workers)),
+		in:         make(chan fetched, p.cfg.queueDepth),
+		ctl:        make(chan func()),
+		labels:     make(chan *labelMsg, 64),
+		labelTrail: map[int]*offTrail{},
+		pause:      make(chan *pauseReq),
 	}
 	s.consumed = p.met.consumed.WithLabelValues(p.topic)
+	s.labelsApplied = p.met.labels.WithLabelValues("applied")
 	if p.cfg.alignIdle >= 0 {
 		// The options were checked by New.
 		s.al, _ = align.New[*pending](align.WithIdleWait(p.cfg.alignIdle), align.WithLagWait(p.cfg.alignLag))
@@ -381,6 +395,9 @@ func (s *stage) run() {
 			s.p.stats.Consumed.Add(1)
 			s.add(f.m)
 			s.release()
+		case lm := <-s.labels:
+			s.addLabel(lm)
+			s.release()
 		case fn := <-s.ctl:
 			fn()
 		case <-timer.C:
@@ -505,16 +522,24 @@ type pending struct {
 	ev     features.Event
 	reason string // dead letter: the reason code ("" for an event)
 	err    string // dead letter: the decoder's error
+	// label, when set, makes the item a label of labels partition
+	// m.Partition (ev, reason and err unused).
+	label *labelMsg
+}
+
+// newPending returns an empty pending item from the stage's free list.
+func (s *stage) newPending() *pending {
+	if n := len(s.spare); n > 0 {
+		pd := s.spare[n-1]
+		s.spare = s.spare[:n-1]
+		return pd
+	}
+	return new(pending)
 }
 
 // decode decodes m into a pending item from the stage's free list.
 func (s *stage) decode(m kafka.Message) *pending {
-	var pd *pending
-	if n := len(s.spare); n > 0 {
-		pd, s.spare = s.spare[n-1], s.spare[:n-1]
-	} else {
-		pd = new(pending)
-	}
+	pd := s.newPending()
 	pd.m = m
 	if err := s.dec.Decode(m.Value, &pd.ev); err != nil {
 		pd.reason = reasonUndecodable
@@ -590,6 +615,11 @@ func (s *stage) drainAligner() {
 }
 
 func (s *stage) applyAligned(pd *pending) {
+	if pd.label != nil {
+		s.applyLabel(pd.label)
+		s.recycle(pd)
+		return
+	}
 	ps := s.parts[pd.m.Partition]
 	fresh := !ps.isApplied(pd.m.Offset)
 	s.apply(pd, ps, fresh)
@@ -711,4 +741,119 @@ func (s *stage) countState() {
 // scores partition part.
 func stageLayout(st *stage, part int) *seqLayout {
 	return st.workers[part%len(st.workers)].layout
+}
+
+// labelAlignBase is added to a labels partition's number to make its id in
+// the aligner (input partitions use their own numbers).
+const labelAlignBase = align.MaxPartition/2 + 1
+
+// labelMsg is a label (or a label's dead letter) on its way to the stage,
+// from the label consumer of its partition.
+type labelMsg struct {
+	m      kafka.Message
+	l      features.Label
+	dead   bool          // dead-lettered by the consumer: only its offset is handled
+	credit chan struct{} // the partition's credits: one given back when handled
+}
+
+// labelTrailOf returns labels partition part's trail, starting after a
+// restored labels_next.
+func (s *stage) labelTrailOf(part int) *offTrail {
+	tr, ok := s.labelTrail[part]
+	if !ok {
+		s.p.labelMu.Lock()
+		next, restored := s.p.labelNext[part]
+		s.p.labelMu.Unlock()
+		t := newOffTrail(-1)
+		if restored {
+			t = newOffTrail(next - 1)
+		}
+		tr = &t
+		s.labelTrail[part] = tr
+	}
+	return tr
+}
+
+// addLabel takes a label: it waits in the aligner for the events before
+// it (a label is applied after every event before its time and before
+// every event at or after it, as Replay applies them), or, a dead letter or
+// without alignment, is handled at once.
+func (s *stage) addLabel(lm *labelMsg) {
+	part := lm.m.Partition
+	tr := s.labelTrailOf(part)
+	if tr.isApplied(lm.m.Offset) {
+		giveBack(lm.credit)
+		return
+	}
+	if lm.dead || s.al == nil {
+		tr.fetched(lm.m.Offset, false)
+		s.applyLabel(lm)
+		return
+	}
+	id := labelAlignBase + part
+	if !s.labelAligned(id) {
+		if err := s.al.Add(id); err != nil {
+			s.p.log.Error("event-time aligner refused a labels partition: its labels are applied on arrival", "partition", part, "err", err)
+			tr.fetched(lm.m.Offset, false)
+			s.applyLabel(lm)
+			return
+		}
+	}
+	tr.fetched(lm.m.Offset, false)
+	pd := s.newPending()
+	pd.label = lm
+	// "\x00" sorts a label before every event of the same time (tx ids
+	// hold no control characters), labels among themselves by tx_id.
+	s.al.Push(id, lm.l.TS.UnixNano(), "\x00"+lm.l.TxID, pd, lm.m.HighWaterMark > 0 && lm.m.Offset == lm.m.HighWaterMark-1)
+}
+
+// labelAligned reports whether aligner id was added (labels partitions
+// join when they first deliver).
+func (s *stage) labelAligned(id int) bool {
+	if s.alLabels == nil {
+		s.alLabels = map[int]bool{}
+	}
+	if s.alLabels[id] {
+		return true
+	}
+	s.alLabels[id] = true
+	return false
+}
+
+// applyLabel applies a label to the shared state (a dead letter's offset
+// only), and records its offset as handled.
+func (s *stage) applyLabel(lm *labelMsg) {
+	part := lm.m.Partition
+	tr := s.labelTrailOf(part)
+	// Under labelMu: a snapshot sees a label applied with its offset
+	// recorded, or neither.
+	s.p.labelMu.Lock()
+	placed := true
+	if !lm.dead {
+		placed = s.p.shared.ApplyLabel(&lm.l)
+	}
+	tr.markApplied(lm.m.Offset)
+	s.p.setLabelNext(part, tr.applied+1)
+	s.p.labelMu.Unlock()
+	giveBack(lm.credit)
+	if lm.dead {
+		return
+	}
+	s.labelsApplied.Inc()
+	if !placed {
+		// Logged for the first and then every 1000th: a feed of labels
+		// without tx_ts could otherwise flood the log.
+		if n := s.p.shared.UnplacedLabels(); n == 1 || n%1000 == 0 {
+			s.p.log.Warn("fraud label without a usable tx_ts whose transaction is not in its terminal's retained history: "+
+				"it counts in no transaction-time fraud feature", "partition", part, "offset", lm.m.Offset, "unplaced_total", n)
+		}
+	}
+}
+
+// giveBack returns one credit of c, if any is taken.
+func giveBack(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+	}
 }

@@ -186,6 +186,9 @@ func (c *engineConfig) Validate() error {
 	if c.ModelsDir != "" && c.ModelsPoll <= 0 {
 		errs = append(errs, fmt.Errorf("--models-poll %v must be positive", c.ModelsPoll))
 	}
+	if c.CheckpointStore == "" {
+		c.CheckpointStore = "none"
+	}
 	switch c.CheckpointStore {
 	case "none", "kafka":
 	case "jetstream":
