@@ -1,0 +1,315 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features/synth"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream/local"
+)
+
+// TestNATSRestart shuts the NATS server down while the engine publishes
+// live traffic to a JetStream stream (file storage), and starts it again a
+// few seconds later on the same port with the same store directory, as an
+// operator restarting the server would. While it is down the engine holds
+// back: /readyz is 503 naming NATS, nothing is acked, no offset is
+// committed, the lag grows in Kafka; and every offset committed by then has
+// its record in the store (checked on a second server opened on the store
+// before the real restart). Once the server is back /readyz turns 200, and
+// at the end every input offset has exactly one score record in the stream
+// — the publishes whose acks the shutdown lost are replayed with their
+// Nats-Msg-Id and dropped by the server as duplicates — and every offset is
+// committed.
+func TestNATSRestart(t *testing.T) {
+	const (
+		group   = "nats-restart"
+		subject = "sec.scores" // natsEngineArgs's scores subject
+		backlog = 3000
+		rate    = 2000 // events per second of live traffic
+		outage  = 4 * time.Second
+	)
+	store := t.TempDir()
+	srv := startTestNATS(t, -1, store)
+	port := natsPort(srv)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	k, err := local.StartKafka(map[string]int{"transactions": 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	brokers := k.Brokers()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second*timeScale)
+	defer cancel()
+	clearEnv(t)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scoresStream(t, ctx, nc) // file storage, 10 min duplicate window
+	nc.Close()
+
+	g, err := synth.New(synth.Config{Seed: 31, Cards: 400, Terminals: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	produce(t, ctx, brokers, g, backlog)
+	r := startTestEngine(t, natsEngineArgs(brokers, url, "--group", group, "--workers", "2", "--max-batch", "64"))
+
+	// Live traffic, in batches every 50 ms, until stopped.
+	live := newLiveProducer(t, ctx, brokers, g, rate)
+	scored := func() int64 { return r.e.pipeline.Stats().Scored.Load() }
+	poll(t, 30*time.Second*timeScale, "the backlog scored", func() bool { return scored() >= backlog })
+	time.Sleep(500 * time.Millisecond) // publishing live traffic, acks in flight
+
+	committed := func() map[int]int64 {
+		c, err := local.CommittedOffsets(ctx, brokers, group, "transactions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	down := time.Now()
+	scoredAtStop := scored()
+	poll(t, 5*time.Second*timeScale, "/readyz 503 naming nats", func() bool {
+		code, body := r.ready()
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "nats down")
+	})
+	_, body := r.ready()
+	t.Logf("/readyz while NATS is down: %q", body)
+	time.Sleep(time.Until(down.Add(1500 * time.Millisecond))) // acks in flight at the stop have failed
+	c1, s1 := committed(), scored()
+	time.Sleep(time.Until(down.Add(outage)))
+	c2, s2 := committed(), scored()
+	_, bodyLate := r.ready()
+	ends, err := local.EndOffsets(ctx, brokers, "transactions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(c1, c2) || s1 != s2 {
+		t.Errorf("while NATS was down: committed %v then %v, scored %d then %d: want no change", c1, c2, s1, s2)
+	}
+	if sum(ends)-sum(c2) < rate {
+		t.Errorf("while NATS was down: lag %d (ends %v, committed %v): the live traffic did not wait in Kafka", sum(ends)-sum(c2), ends, c2)
+	}
+
+	// Every offset committed during the outage is in the store: read it
+	// through a server of its own before NATS comes back on its port.
+	inspect := startTestNATS(t, -1, store)
+	stored := storedIDs(t, ctx, inspect.ClientURL(), "SECSCORES")
+	inspect.Shutdown()
+	inspect.WaitForShutdown()
+	for p, c := range c2 {
+		for o := int64(0); o < c; o++ {
+			if stored[scoreID(p, o)] == 0 {
+				t.Errorf("offset %d/%d committed during the outage but not in the store", p, o)
+			}
+		}
+	}
+	storedAtRestart := len(stored)
+
+	startTestNATS(t, port, store)
+	back := time.Now()
+	poll(t, 15*time.Second*timeScale, "/readyz 200 after the restart", func() bool {
+		code, _ := r.ready()
+		return code == http.StatusOK
+	})
+	readyAfter := time.Since(back)
+	time.Sleep(time.Second) // more live traffic after the restart
+	total := backlog + live.stop()
+	poll(t, 30*time.Second*timeScale, "every offset committed", func() bool {
+		c, err := local.CommittedOffsets(ctx, brokers, group, "transactions")
+		return err == nil && sum(c) == total
+	})
+	if err := r.stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	ends, err = local.EndOffsets(ctx, brokers, "transactions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum(ends) != total || !maps.Equal(committed(), ends) {
+		t.Errorf("committed %v, end offsets %v (%d produced)", committed(), ends, total)
+	}
+
+	// The invariant: one record per input offset, none other.
+	ids := storedIDs(t, ctx, url, "SECSCORES")
+	missing, doubled := 0, 0
+	for _, p := range slices.Sorted(maps.Keys(ends)) {
+		for o := range ends[p] {
+			switch n := ids[scoreID(p, o)]; {
+			case n == 0:
+				missing++
+			case n > 1:
+				doubled++
+			}
+			delete(ids, scoreID(p, o))
+		}
+	}
+	if missing > 0 || doubled > 0 || len(ids) > 0 {
+		t.Errorf("%d offsets without a score record, %d with several, %d records of no input offset", missing, doubled, len(ids))
+	}
+	logs := r.logs.String()
+	for _, want := range []string{`msg="connection down" transport=nats cause=disconnected`, `msg="connection back" transport=nats`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+	disconnects := testutil.ToFloat64(r.e.health.failures.WithLabelValues(natsTransport, "disconnected"))
+	t.Logf("/readyz at the end of the outage: %q", bodyLate)
+	t.Logf("NATS restart: %d events (%d backlog + live at %d/s), server down %v (%d scored before, %d records in the store at the restart), "+
+		"/readyz 200 %v after it came back; missing %d, duplicated %d; nats disconnections counted: %v; acks failed %v, republished %v, replays dropped by Nats-Msg-Id %v",
+		total, backlog, rate, back.Sub(down).Round(100*time.Millisecond), scoredAtStop, storedAtRestart, readyAfter.Round(10*time.Millisecond),
+		missing, doubled, disconnects, metricSum(t, r, "streamscore_sinks_nats_ack_errors_total"),
+		metricSum(t, r, "streamscore_sinks_nats_republishes_total"), metricSum(t, r, "streamscore_sinks_nats_duplicates_total"))
+}
+
+// scoreID is the Nats-Msg-Id of the score record of input offset p/o.
+func scoreID(p int, o int64) string {
+	return fmt.Sprintf("%s:transactions/%d/%d", sinks.KindScore, p, o)
+}
+
+func sum(m map[int]int64) (s int64) {
+	for _, v := range m {
+		s += v
+	}
+	return s
+}
+
+// metricSum is the sum of every series of the named metric in the engine's
+// registry (0 when it has none).
+func metricSum(t *testing.T, r *runningEngine, name string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			s += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return s
+}
+
+// storedIDs reads every message of the JetStream stream on the server at
+// url and counts them by their streamscore id header.
+func storedIDs(t *testing.T, ctx context.Context, url, stream string) map[string]int {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]int{}
+	for read := uint64(0); read < info.State.Msgs; {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			ids[m.Headers().Get(sinks.HeaderID)]++
+			n++
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatalf("read stream %s: %v", stream, err)
+		}
+		if n == 0 {
+			t.Fatalf("read stream %s: %d of %d messages, then nothing", stream, read, info.State.Msgs)
+		}
+		read += uint64(n)
+	}
+	return ids
+}
+
+// liveProducer writes generated events to the transactions topic at a
+// steady rate, in batches every 50 ms, until stop.
+type liveProducer struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	n      int64 // written; read after stop
+	err    error
+	t      *testing.T
+}
+
+func newLiveProducer(t *testing.T, ctx context.Context, brokers []string, g *synth.Generator, rate int) *liveProducer {
+	ctx, cancel := context.WithCancel(ctx)
+	lp := &liveProducer{cancel: cancel, t: t}
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "transactions", Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	lp.wg.Add(1)
+	go func() {
+		defer lp.wg.Done()
+		defer w.Close()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		per := rate / 20
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			msgs := make([]kafka.Message, 0, per)
+			for range per {
+				tx := g.Next(time.Now())
+				msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
+			}
+			// Not ctx: a batch begun is written whole, so that the count is exact.
+			wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := w.WriteMessages(wctx, msgs...)
+			wcancel()
+			if err != nil {
+				lp.err = err
+				return
+			}
+			lp.n += int64(len(msgs))
+		}
+	}()
+	t.Cleanup(func() { lp.stop() })
+	return lp
+}
+
+// stop stops the producer and returns how many events it wrote. Idempotent.
+func (lp *liveProducer) stop() int64 {
+	lp.cancel()
+	lp.wg.Wait()
+	if lp.err != nil {
+		lp.t.Fatalf("live traffic: %v", lp.err)
+	}
+	return lp.n
+}
