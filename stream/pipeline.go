@@ -76,6 +76,9 @@ type Pipeline struct {
 	caps  []snapCap
 	met   *metrics
 	log   *slog.Logger
+	// commitLog rate-limits the warning of failing commits (tried every
+	// commit interval while the coordinator is unreachable).
+	commitLog failureLog
 
 	started atomic.Bool
 	phase   atomic.Int32    // a Phase
@@ -557,6 +560,44 @@ func (p *Pipeline) capToSnapshot(cs []commit.Commit) []commit.Commit {
 	return out
 }
 
+// failureLog rate-limits the log of a failure that repeats (a commit tried
+// every commit interval while the coordinator is unreachable): the first
+// failure is logged at once, then at most one every failureLogEvery with
+// the number not logged; the first success after failures is logged too.
+type failureLog struct {
+	mu       sync.Mutex
+	last     time.Time
+	unlogged int
+	failures int // since the last success
+}
+
+// failureLogEvery is the least time between two log lines of one failure.
+const failureLogEvery = 10 * time.Second
+
+// failed records a failure at now and reports whether to log it, and how
+// many failures were not logged since the last line.
+func (f *failureLog) failed(now time.Time) (log bool, unlogged int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failures++
+	if !f.last.IsZero() && now.Sub(f.last) < failureLogEvery {
+		f.unlogged++
+		return false, 0
+	}
+	unlogged, f.unlogged, f.last = f.unlogged, 0, now
+	return true, unlogged
+}
+
+// succeeded records a success and returns the failures before it (0: none,
+// nothing to log).
+func (f *failureLog) succeeded() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.failures
+	f.failures, f.unlogged, f.last = 0, 0, time.Time{}
+	return n
+}
+
 // commitTimeout bounds one commit request: kafka-go's synchronous commit
 // waits for the group's commit loop, which never runs while the group cannot
 // rejoin (a coordinator outage, a long rebalance).
@@ -599,11 +640,14 @@ func (p *Pipeline) commitOnce() (ok bool) {
 			p.met.committed.WithLabelValues("fenced").Inc()
 		case err != nil:
 			ok = false
-			if p.hard.Err() == nil {
-				p.log.Warn("commit offsets", "err", err, "commits", fmt.Sprint(cs))
+			if log, unlogged := p.commitLog.failed(time.Now()); log && p.hard.Err() == nil {
+				p.log.Warn("commit offsets", "err", err, "commits", fmt.Sprint(cs), "failures_not_logged", unlogged)
 			}
 			p.met.committed.WithLabelValues("error").Inc()
 		default:
+			if failures := p.commitLog.succeeded(); failures > 0 {
+				p.log.Info("commits succeed again", "failed_commits", failures)
+			}
 			for _, c := range cs {
 				p.tracker.MarkCommitted(c)
 			}

@@ -547,12 +547,51 @@ func (g *kafkaGeneration) Commit(ctx context.Context, next map[int]int64) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := g.kg.CommitOffsets(map[string]map[int]int64{g.s.topic: next}); err != nil {
+	err := g.kg.CommitOffsets(map[string]map[int]int64{g.s.topic: next})
+	var ke kafka.Error
+	if err != nil && !errors.As(err, &ke) {
+		// kafka-go commits through the generation's coordinator
+		// connection, which a broker restart or a coordinator move closes
+		// for good ("use of closed network connection" until the
+		// generation ends): commit again on a fresh connection to the
+		// coordinator, as the same member and generation. The broker
+		// accepts it if the generation still stands, fences it otherwise.
+		err = g.commitDirect(ctx, next)
+	}
+	if err != nil {
 		if fenceCode(err) {
 			g.s.met.fenced.Inc()
 			return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.kg.ID, err)
 		}
 		return fmt.Errorf("stream: commit offsets of generation %d: %w", g.kg.ID, err)
+	}
+	return nil
+}
+
+// commitDirect commits next as g's member and generation through the
+// source's client (a connection of its own to the group's coordinator).
+func (g *kafkaGeneration) commitDirect(ctx context.Context, next map[int]int64) error {
+	oc := make([]kafka.OffsetCommit, 0, len(next))
+	for p, off := range next {
+		oc = append(oc, kafka.OffsetCommit{Partition: p, Offset: off})
+	}
+	req := &kafka.OffsetCommitRequest{GroupID: g.kg.GroupID, GenerationID: int(g.kg.ID),
+		MemberID: g.kg.MemberID, Topics: map[string][]kafka.OffsetCommit{g.s.topic: oc}}
+	res, err := g.s.cl.OffsetCommit(ctx, req)
+	if tr, ok := g.s.cl.Transport.(*kafka.Transport); err != nil && ok {
+		// The transport's pooled connections outlive a broker restart and
+		// fail (unexpected EOF) for about a second after it: drop them and
+		// dial again.
+		tr.CloseIdleConnections()
+		res, err = g.s.cl.OffsetCommit(ctx, req)
+	}
+	if err != nil {
+		return fmt.Errorf("commit on a new connection: %w", err)
+	}
+	for _, pr := range res.Topics[g.s.topic] {
+		if pr.Error != nil {
+			return fmt.Errorf("commit partition %d on a new connection: %w", pr.Partition, pr.Error)
+		}
 	}
 	return nil
 }

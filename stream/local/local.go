@@ -6,7 +6,8 @@
 //
 // Kafka is a kfake cluster: it speaks the Kafka wire protocol, so kafka-go,
 // kcat and librdkafka clients talk to it as to a broker; it keeps everything
-// in memory. NATS is a real nats-server (the Go module) with JetStream on a
+// in memory, unless given a data directory (WithDataDir), from which
+// Restart brings it back as a restarted broker. NATS is a real nats-server (the Go module) with JetStream on a
 // temporary store directory. Neither is meant for production data.
 //
 // # Concurrency
@@ -19,8 +20,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,7 +37,11 @@ import (
 
 // Kafka is an in-process Kafka-protocol cluster.
 type Kafka struct {
+	mu      sync.Mutex // guards cluster, replaced by Restart (held while it is down)
 	cluster *kfake.Cluster
+	addrs   []string    // the listen addresses, the same after a restart
+	opts    []kfake.Opt // the cluster's options, for Restart
+	dataDir string
 	once    sync.Once
 	quit    chan struct{}
 	wg      sync.WaitGroup
@@ -47,6 +55,19 @@ type kafkaConfig struct {
 	every          time.Duration
 	tls            *tls.Config
 	sasl           []kfake.Opt
+	dataDir        string
+}
+
+// WithDataDir makes the cluster keep its state in dir — topics, records,
+// committed offsets, group members and their sessions — written as it goes
+// and on Close, so that Restart brings the broker back with its data, as a
+// real broker restarts from its log directory. dir is created if needed;
+// a cluster started on a dir that holds state reloads it (and does not
+// create the topics again). Default: memory only, and Restart refuses. The
+// trap: writes go through the page cache, not fsync, which a restart does
+// not notice but a machine crash would.
+func WithDataDir(dir string) KafkaOption {
+	return func(c *kafkaConfig) { c.dataDir = dir }
 }
 
 // WithTLS makes the cluster's listener TLS with cfg: its Certificates, and
@@ -99,6 +120,9 @@ func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
 		opts = append(opts, kfake.TLS(kc.tls))
 	}
 	opts = append(opts, kc.sasl...)
+	if kc.dataDir != "" {
+		opts = append(opts, kfake.DataDir(kc.dataDir))
+	}
 	byCount := map[int][]string{}
 	for t, n := range topics {
 		if n < 1 {
@@ -118,7 +142,7 @@ func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start kfake cluster: %w", err)
 	}
-	k := &Kafka{cluster: c, quit: make(chan struct{})}
+	k := &Kafka{cluster: c, addrs: c.ListenAddrs(), opts: opts, dataDir: kc.dataDir, quit: make(chan struct{})}
 	if kc.every > 0 {
 		k.wg.Add(1)
 		go func() {
@@ -128,7 +152,7 @@ func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
 			for {
 				select {
 				case <-t.C:
-					c.ApplyRetention()
+					k.current().ApplyRetention()
 				case <-k.quit:
 					return
 				}
@@ -143,27 +167,71 @@ func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
 // connection errors and retry) while fetches, commits and metadata keep
 // working. For fault-injection tests.
 func (k *Kafka) FailProduce(until <-chan struct{}) {
-	k.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+	c := k.current()
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		select {
 		case <-until:
-			k.cluster.DropControl()
+			c.DropControl()
 			return nil, nil, false
 		default:
-			k.cluster.KeepControl()
+			c.KeepControl()
 			return nil, errors.New("local: injected produce outage"), true
 		}
 	})
 }
 
 // Brokers returns the host:port addresses of the cluster.
-func (k *Kafka) Brokers() []string { return k.cluster.ListenAddrs() }
+func (k *Kafka) Brokers() []string { return slices.Clone(k.addrs) }
+
+func (k *Kafka) current() *kfake.Cluster {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.cluster
+}
+
+// Restart restarts the broker as an operator would: the cluster is shut
+// down (its state saved to the WithDataDir directory, every client
+// connection closed, its ports refusing connections) and, after down, a new
+// cluster starts on the same ports from that directory, with the records,
+// the committed offsets and the group members whose session has not expired
+// meanwhile (a member whose session expired must join again, in a new
+// generation). Controls set before (FailProduce) do not survive it. It
+// fails without WithDataDir, or if a port was taken meanwhile. While the
+// broker is down, the other methods but Brokers wait for it.
+func (k *Kafka) Restart(down time.Duration) error {
+	if k.dataDir == "" {
+		return errors.New("local: restart of a cluster without a data dir")
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var ports []int
+	for _, a := range k.addrs {
+		_, p, err := net.SplitHostPort(a)
+		if err != nil {
+			return fmt.Errorf("restart kfake cluster: %w", err)
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("restart kfake cluster: port of %s: %w", a, err)
+		}
+		ports = append(ports, n)
+	}
+	k.cluster.Close()
+	time.Sleep(down)
+	c, err := kfake.NewCluster(append(slices.Clip(k.opts), kfake.Ports(ports...))...)
+	if err != nil {
+		return fmt.Errorf("restart kfake cluster: %w", err)
+	}
+	k.cluster = c
+	return nil
+}
 
 // Close shuts the cluster down. It is idempotent.
 func (k *Kafka) Close() {
 	k.once.Do(func() {
 		close(k.quit)
 		k.wg.Wait()
-		k.cluster.Close()
+		k.current().Close()
 	})
 }
 
