@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -64,11 +67,8 @@ func TestNATSRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	produce(t, ctx, brokers, g, backlog)
+	live := newLiveProducer(t, ctx, brokers, g, backlog, rate)
 	r := startTestEngine(t, natsEngineArgs(brokers, url, "--group", group, "--workers", "2", "--max-batch", "64"))
-
-	// Live traffic, in batches every 50 ms, until stopped.
-	live := newLiveProducer(t, ctx, brokers, g, rate)
 	scored := func() int64 { return r.e.pipeline.Stats().Scored.Load() }
 	poll(t, 30*time.Second*timeScale, "the backlog scored", func() bool { return scored() >= backlog })
 	time.Sleep(500 * time.Millisecond) // publishing live traffic, acks in flight
@@ -109,7 +109,7 @@ func TestNATSRestart(t *testing.T) {
 	// Every offset committed during the outage is in the store: read it
 	// through a server of its own before NATS comes back on its port.
 	inspect := startTestNATS(t, -1, store)
-	stored := storedIDs(t, ctx, inspect.ClientURL(), "SECSCORES")
+	stored, _ := storedRecords(t, ctx, inspect.ClientURL(), "SECSCORES")
 	inspect.Shutdown()
 	inspect.WaitForShutdown()
 	for p, c := range c2 {
@@ -129,7 +129,7 @@ func TestNATSRestart(t *testing.T) {
 	})
 	readyAfter := time.Since(back)
 	time.Sleep(time.Second) // more live traffic after the restart
-	total := backlog + live.stop()
+	total := live.stop()
 	poll(t, 30*time.Second*timeScale, "every offset committed", func() bool {
 		c, err := local.CommittedOffsets(ctx, brokers, group, "transactions")
 		return err == nil && sum(c) == total
@@ -146,7 +146,7 @@ func TestNATSRestart(t *testing.T) {
 	}
 
 	// The invariant: one record per input offset, none other.
-	ids := storedIDs(t, ctx, url, "SECSCORES")
+	ids, recs := storedRecords(t, ctx, url, "SECSCORES")
 	missing, doubled := 0, 0
 	for _, p := range slices.Sorted(maps.Keys(ends)) {
 		for o := range ends[p] {
@@ -162,6 +162,16 @@ func TestNATSRestart(t *testing.T) {
 	if missing > 0 || doubled > 0 || len(ids) > 0 {
 		t.Errorf("%d offsets without a score record, %d with several, %d records of no input offset", missing, doubled, len(ids))
 	}
+	// The scores equal a replay of the same events by `score`: the outage
+	// changed what was published when, not what.
+	want, err := replayScores(ctx, t.TempDir(), live.eventsFile(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmp := compareExact("score records in the stream vs `score`", recs, want, scoreRecordVolatile)
+	if !cmp.Exact() || cmp.Duplicates > 0 {
+		t.Errorf("%s", cmp)
+	}
 	logs := r.logs.String()
 	for _, want := range []string{`msg="connection down" transport=nats cause=disconnected`, `msg="connection back" transport=nats`} {
 		if !strings.Contains(logs, want) {
@@ -171,9 +181,9 @@ func TestNATSRestart(t *testing.T) {
 	disconnects := testutil.ToFloat64(r.e.health.failures.WithLabelValues(natsTransport, "disconnected"))
 	t.Logf("/readyz at the end of the outage: %q", bodyLate)
 	t.Logf("NATS restart: %d events (%d backlog + live at %d/s), server down %v (%d scored before, %d records in the store at the restart), "+
-		"/readyz 200 %v after it came back; missing %d, duplicated %d; nats disconnections counted: %v; acks failed %v, republished %v, replays dropped by Nats-Msg-Id %v",
+		"/readyz 200 %v after it came back; missing %d, duplicated %d, differing from `score` %d; nats disconnections counted: %v; acks failed %v, republished %v, replays dropped by Nats-Msg-Id %v",
 		total, backlog, rate, back.Sub(down).Round(100*time.Millisecond), scoredAtStop, storedAtRestart, readyAfter.Round(10*time.Millisecond),
-		missing, doubled, disconnects, metricSum(t, r, "streamscore_sinks_nats_ack_errors_total"),
+		missing, doubled, cmp.Mismatches, disconnects, metricSum(t, r, "streamscore_sinks_nats_ack_errors_total"),
 		metricSum(t, r, "streamscore_sinks_nats_republishes_total"), metricSum(t, r, "streamscore_sinks_nats_duplicates_total"))
 }
 
@@ -209,9 +219,9 @@ func metricSum(t *testing.T, r *runningEngine, name string) float64 {
 	return s
 }
 
-// storedIDs reads every message of the JetStream stream on the server at
-// url and counts them by their streamscore id header.
-func storedIDs(t *testing.T, ctx context.Context, url, stream string) map[string]int {
+// storedRecords reads every message of the JetStream stream on the server
+// at url, counts them by their streamscore id header and decodes them.
+func storedRecords(t *testing.T, ctx context.Context, url, stream string) (map[string]int, []exactRecord) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -235,6 +245,7 @@ func storedIDs(t *testing.T, ctx context.Context, url, stream string) map[string
 		t.Fatal(err)
 	}
 	ids := map[string]int{}
+	var recs []exactRecord
 	for read := uint64(0); read < info.State.Msgs; {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -243,6 +254,11 @@ func storedIDs(t *testing.T, ctx context.Context, url, stream string) map[string
 		n := 0
 		for m := range batch.Messages() {
 			ids[m.Headers().Get(sinks.HeaderID)]++
+			r, err := decodeExact(m.Data())
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, r)
 			n++
 		}
 		if err := batch.Error(); err != nil {
@@ -253,63 +269,91 @@ func storedIDs(t *testing.T, ctx context.Context, url, stream string) map[string
 		}
 		read += uint64(n)
 	}
-	return ids
+	return ids, recs
 }
 
 // liveProducer writes generated events to the transactions topic at a
 // steady rate, in batches every 50 ms, until stop.
+// A backlog (events from an hour ago, a second apart) is written first,
+// then live events (now) in batches every 50 ms; every event is also kept,
+// in the order written (event-time order), for `score`.
 type liveProducer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	n      int64 // written; read after stop
+	w      *kafka.Writer
+	g      *synth.Generator
+	events [][]byte // every event written; read after stop
 	err    error
 	t      *testing.T
 }
 
-func newLiveProducer(t *testing.T, ctx context.Context, brokers []string, g *synth.Generator, rate int) *liveProducer {
+func newLiveProducer(t *testing.T, ctx context.Context, brokers []string, g *synth.Generator, backlog, rate int) *liveProducer {
 	ctx, cancel := context.WithCancel(ctx)
-	lp := &liveProducer{cancel: cancel, t: t}
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "transactions", Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	lp := &liveProducer{cancel: cancel, t: t, g: g, w: &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "transactions",
+		Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}}
+	start := time.Now().Add(-time.Hour)
+	if err := lp.write(backlog, func(i int) time.Time { return start.Add(time.Duration(i) * time.Second) }); err != nil {
+		t.Fatal(err)
+	}
 	lp.wg.Add(1)
 	go func() {
 		defer lp.wg.Done()
-		defer w.Close()
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
-		per := rate / 20
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
 			}
-			msgs := make([]kafka.Message, 0, per)
-			for range per {
-				tx := g.Next(time.Now())
-				msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
-			}
-			// Not ctx: a batch begun is written whole, so that the count is exact.
-			wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := w.WriteMessages(wctx, msgs...)
-			wcancel()
-			if err != nil {
+			if err := lp.write(rate/20, func(int) time.Time { return time.Now() }); err != nil {
 				lp.err = err
 				return
 			}
-			lp.n += int64(len(msgs))
 		}
 	}()
 	t.Cleanup(func() { lp.stop() })
 	return lp
 }
 
-// stop stops the producer and returns how many events it wrote. Idempotent.
+// write writes n events at the times at(i), with tx ids in writing order.
+func (lp *liveProducer) write(n int, at func(i int) time.Time) error {
+	msgs := make([]kafka.Message, 0, n)
+	for i := range n {
+		tx := lp.g.Next(at(i))
+		tx.Event.TxID = fmt.Sprintf("nr-%07d", len(lp.events))
+		v := tx.Event.AppendJSON(nil)
+		lp.events = append(lp.events, v)
+		msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: v})
+	}
+	// Not the producer's ctx: a batch begun is written whole, so that the
+	// events kept are the events written.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := lp.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("produce %d events: %w", n, err)
+	}
+	return nil
+}
+
+// stop stops the producer and returns how many events it wrote, backlog
+// included. Idempotent.
 func (lp *liveProducer) stop() int64 {
 	lp.cancel()
 	lp.wg.Wait()
+	lp.w.Close()
 	if lp.err != nil {
 		lp.t.Fatalf("live traffic: %v", lp.err)
 	}
-	return lp.n
+	return int64(len(lp.events))
+}
+
+// eventsFile writes the events to dir/events.jsonl and returns its path.
+func (lp *liveProducer) eventsFile(dir string) string {
+	lp.t.Helper()
+	path := filepath.Join(dir, "events.jsonl")
+	if err := os.WriteFile(path, append(bytes.Join(lp.events, []byte("\n")), '\n'), 0o600); err != nil {
+		lp.t.Fatal(err)
+	}
+	return path
 }
