@@ -227,12 +227,15 @@ func TestBrokerRestart(t *testing.T) {
 				t.Errorf("the sink's readiness hook did not hear the broker go down and come back: %s", health)
 			}
 			// Failing commits are logged at once, then at most every
-			// 10 s, and their end is logged.
+			// 10 s, and their end is logged. (There may be none: with the
+			// sink on the same broker nothing new is acked while it is
+			// down, so there may be nothing to commit.)
 			out := logs.String()
-			if n := strings.Count(out, `msg="commit offsets"`); n == 0 || n > 1+int(tc.down/(10*time.Second))+1 {
-				t.Errorf("%d warnings of failing commits over a %v outage, want 1 to %d:\n%s", n, tc.down, 2+int(tc.down/(10*time.Second)), out)
+			warned := strings.Count(out, `msg="commit offsets"`)
+			if most := 1 + int(tc.down/(10*time.Second)) + 1; warned > most {
+				t.Errorf("%d warnings of failing commits over a %v outage, want at most %d:\n%s", warned, tc.down, most, out)
 			}
-			if !strings.Contains(out, `msg="commits succeed again"`) {
+			if warned > 0 && !strings.Contains(out, `msg="commits succeed again"`) {
 				t.Errorf("the recovery of the commits is not logged:\n%s", out)
 			}
 			if t.Failed() {
