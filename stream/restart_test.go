@@ -101,7 +101,7 @@ func TestBrokerRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			const n = 40_000
+			const n = 40_000 / timeScale // the race detector slows the engine 4×
 			start := time.Now().Add(-12 * time.Hour)
 			events := make([]features.Event, 0, n)
 			msgs := make([]kafka.Message, 0, n)
