@@ -585,9 +585,11 @@ func (s *stage) add(m kafka.Message) {
 	}
 }
 
-// release applies every event the aligner lets go.
+// release applies every event (and label) the aligner lets go: only
+// while the member holds a generation, so that labels never run ahead of
+// the event partitions not yet (or no longer) claimed.
 func (s *stage) release() {
-	if s.al == nil {
+	if s.al == nil || s.credits == nil {
 		return
 	}
 	for {
