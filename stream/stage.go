@@ -218,12 +218,6 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 	return s
 }
 
-// alignCap bounds the events the aligner holds. The group reader hands
-// the stage one stream of every partition's messages, so a partition that
-// runs ahead in event time cannot be paused alone: its events wait in the
-// aligner for the others, up to this many (about 40 MB), after which the
-// stage stops reading until the lag bound releases them.
-const alignCap = 1 << 16
 
 // part returns the state of partition part, creating it empty.
 func (s *stage) part(part int) *partState {
@@ -373,14 +367,11 @@ func (s *stage) run() {
 			timer.Reset(time.Until(d))
 			armedAt = d
 		}
-		in := s.in
-		if s.al != nil && s.al.Len() >= alignCap {
-			// Bounded memory: stop reading until the aligner lets events
-			// go (a lagging partition past its wait bound at the latest).
-			in = nil
-		}
+		// The aligner's memory is bounded by the partitions' credits
+		// (partitionCredit, labelCredit): a partition ahead in event time
+		// stops fetching, the one holding it back can always deliver.
 		select {
-		case f, ok := <-in:
+		case f, ok := <-s.in:
 			if !ok {
 				s.drainAligner()
 				for wi := range s.open {
