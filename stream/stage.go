@@ -218,7 +218,6 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 	return s
 }
 
-
 // part returns the state of partition part, creating it empty.
 func (s *stage) part(part int) *partState {
 	ps, ok := s.parts[part]
