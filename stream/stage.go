@@ -29,6 +29,7 @@ type partState struct {
 	// ckptApplied is applied as of the partition's newest stored
 	// checkpoint (-1 none): an unchanged partition is not stored again.
 	ckptApplied int64
+	ckptSlot    int // the checkpoint slot the next one is stored in (see ckptKey)
 	// restoredFrom is the offset a restore left applied until the
 	// partition's first message was checked against it (checkGap), else -1.
 	restoredFrom int64
