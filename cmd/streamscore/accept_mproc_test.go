@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -153,8 +154,9 @@ type feeder struct {
 	txs  []synth.Tx
 	rate int
 	sent atomic.Int64
-	done chan struct{}
-	err  error
+	done chan struct{} // closed when the goroutine has returned
+	quit chan struct{} // closed by the test's cleanup
+	err  error         // set before done is closed
 }
 
 // history generates n events of a 3-day history ending an hour ago (event
@@ -186,8 +188,10 @@ func mprocHistory(t *testing.T, seed int64, n int) []synth.Tx {
 }
 
 // feed starts producing txs at rate events per second (chunks every 50 ms).
+// The test's cleanup stops the feeder and waits for it.
 func (w *exactWorld) feed(txs []synth.Tx, rate int) *feeder {
-	f := &feeder{w: w, txs: txs, rate: rate, done: make(chan struct{})}
+	f := &feeder{w: w, txs: txs, rate: rate, done: make(chan struct{}), quit: make(chan struct{})}
+	w.t.Cleanup(func() { close(f.quit); <-f.done })
 	go func() {
 		defer close(f.done)
 		start := time.Now()
@@ -205,6 +209,9 @@ func (w *exactWorld) feed(txs []synth.Tx, rate int) *feeder {
 			select {
 			case <-w.ctx.Done():
 				f.err = w.ctx.Err()
+				return
+			case <-f.quit:
+				f.err = errors.New("stopped")
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
