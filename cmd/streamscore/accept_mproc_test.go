@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -460,11 +461,27 @@ func (w *exactWorld) assertCardExact(res mprocResult) {
 	}
 }
 
-// logRestores logs every "partition restored from its checkpoint" line of
-// the members after since and returns the longest restore.
-func logRestores(t *testing.T, since time.Time, ms ...*member) time.Duration {
+// ckptStoredLine is logged by a member when it has stored a checkpoint
+// round (the committer then moves the committed offsets to it).
+const ckptStoredLine = `msg="partition checkpoints stored"`
+
+// poll1ms is poll with a 1 ms period, to act right after a log line.
+func poll1ms(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	var longest time.Duration
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// logRestores logs every "partition restored from its checkpoint" line of
+// the members after since; it returns the longest restore and how many
+// restored checkpoints were ahead of the partition's committed offset.
+func logRestores(t *testing.T, since time.Time, ms ...*member) (longest time.Duration, ahead int) {
+	t.Helper()
 	for _, m := range ms {
 		for _, l := range restoredRe.FindAllStringSubmatch(m.p.stderr.String(), -1) {
 			at, err := time.Parse(time.RFC3339Nano, l[1])
@@ -473,6 +490,9 @@ func logRestores(t *testing.T, since time.Time, ms ...*member) time.Duration {
 			}
 			took, _ := time.ParseDuration(l[7])
 			longest = max(longest, took)
+			if l[3] != l[4] {
+				ahead++
+			}
 			t.Logf("%s restored partition %s at %s: checkpoint offset %s, committed %s, %s bytes, %s cards, took %s, %s offsets behind the committed one",
 				m.name, l[2], at.Format("15:04:05.000"), l[3], l[4], l[5], l[6], l[7], l[8])
 		}
@@ -482,7 +502,7 @@ func logRestores(t *testing.T, since time.Time, ms ...*member) time.Duration {
 			}
 		}
 	}
-	return longest
+	return longest, ahead
 }
 
 // resumedAfter returns, for the partitions, the first moment after at
@@ -511,16 +531,50 @@ func resumedAfter(recs []scoreRec, parts []int, at time.Time) (time.Duration, bo
 // checkpoints, Kafka re-delivered what the checkpoints lacked, and the
 // fresh member restored what the graceful handover stored.
 //
+// Two moments of the kill, relative to the victim's checkpoint rounds
+// (every --state-interval a round is stored, then the committer's next
+// tick, within 200 ms, moves the committed offsets to it):
+//   - after a round's commit: the successors restore checkpoints at the
+//     committed offsets, and Kafka re-delivers the events after them;
+//   - between a round's store and its commit (known bug, run with
+//     STREAMSCORE_KNOWN_BUGS=1): the successors restore checkpoints ahead
+//     of the committed offsets, the events in between are re-delivered
+//     and, being in the restored state already, scored with
+//     features.Builder.Peek, whose card_country_changed and
+//     card_geo_velocity_kmh are 0 for any event that is not its card's
+//     newest (and the sequential models' state is past them): about 20 of
+//     4,300 events' card columns differ.
+//
 // Measured and logged, not asserted: the failover time (the kill to the
 // first record of the killed member's partitions scored by a survivor),
-// the restores (from the members' logs), the duplicates (events the killed
-// member scored after its last checkpoint's commit: at most about one
-// --state-interval of its partitions' events), and how many events'
-// terminal columns and score records differ from the single-process
-// replays (terminal state is per process: each member's terminals see the
-// events of its own partitions only).
+// the restores (from the members' logs), and how many events' terminal
+// columns and score records differ from the single-process replays
+// (terminal state is per process: each member's terminals see the events
+// of its own partitions only). The duplicates (events the killed member
+// scored after its last committed checkpoint) are asserted to be on its
+// partitions only and within about three --state-interval of them.
 func TestThreeMembersKill(t *testing.T) {
-	mprocGate(t)
+	for _, tc := range []struct {
+		name        string
+		uncommitted bool
+	}{
+		{"after a checkpoint's commit", false},
+		{"between a checkpoint's store and its commit", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mprocGate(t)
+			if tc.uncommitted && os.Getenv(knownBugsEnv) != "1" {
+				t.Skipf("known bug: a checkpoint ahead of the committed offset makes the re-delivered events' card_country_changed and card_geo_velocity_kmh 0 (Peek); run it with %s=1", knownBugsEnv)
+			}
+			threeMembersKill(t, tc.uncommitted)
+		})
+	}
+}
+
+// knownBugsEnv runs the tests of known, reported bugs.
+const knownBugsEnv = "STREAMSCORE_KNOWN_BUGS"
+
+func threeMembersKill(t *testing.T, uncommitted bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
 	defer cancel()
 	w := newExactWorld(t, ctx, mprocPartitions)
@@ -536,6 +590,52 @@ func TestThreeMembersKill(t *testing.T) {
 	f.waitSent(t, len(txs)/4)
 	victim := members[1]
 	_, lost, _ := victim.generation()
+	committed := func() map[int]int64 {
+		c, err := local.CommittedOffsets(ctx, w.brokers, exactGroup, exactTxTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// The kill lands right after the victim stored a checkpoint round:
+	// at once (uncommitted: most often before its offsets are committed —
+	// the committer's next tick, once the round's events are acked), or
+	// once the committed offsets of its partitions have moved to the
+	// round's and stayed there 400 ms (acks flow all the time: committed
+	// offsets that stop moving have reached the round's cap), before the
+	// next round.
+	stored := func() int { return strings.Count(victim.p.stderr.String(), ckptStoredLine) }
+	for try := 0; ; try++ {
+		if try == 20 {
+			t.Fatal("no checkpoint round of the victim was committed and held for 400 ms before the next one, 20 times")
+		}
+		before := committed()
+		n := stored()
+		poll1ms(t, 10*time.Second*timeScale, "the victim to store a checkpoint round", func() bool {
+			victim.p.alive()
+			return stored() > n
+		})
+		if uncommitted {
+			break
+		}
+		n = stored()
+		last, since := before, time.Now()
+		held := false
+		for stored() == n && time.Since(since) < 2*time.Second {
+			c := committed()
+			if slices.ContainsFunc(lost, func(p int) bool { return c[p] != last[p] }) {
+				last, since = c, time.Now()
+			} else if !slices.ContainsFunc(lost, func(p int) bool { return c[p] == before[p] }) && time.Since(since) >= 400*time.Millisecond {
+				held = true
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if held && stored() == n {
+			t.Logf("killing B with its partitions committed at %v", last)
+			break
+		}
+	}
 	kill := time.Now()
 	victim.p.signal(syscall.SIGKILL)
 	if err := victim.p.wait(10 * time.Second); err == nil {
@@ -570,8 +670,12 @@ func TestThreeMembersKill(t *testing.T) {
 	} else {
 		t.Errorf("the killed member's partitions %v were not scored after the kill", lost)
 	}
-	longest := logRestores(t, kill, live...)
-	t.Logf("longest partition restore after the kill: %v", longest)
+	longest, ahead := logRestores(t, kill, live...)
+	t.Logf("longest partition restore after the kill: %v; restored checkpoints ahead of the committed offset (killed between a checkpoint's store and its commit): %d",
+		longest, ahead)
+	if uncommitted && ahead == 0 {
+		t.Logf("the kill came after the commit: this run did not reproduce a checkpoint ahead of the committed offset")
+	}
 
 	// The duplicates: the events the killed member scored after the
 	// offsets its last checkpoint committed. Bound: one --state-interval
