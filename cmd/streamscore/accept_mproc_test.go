@@ -151,17 +151,15 @@ func (w *exactWorld) waitBalanced(members []*member, d time.Duration) map[string
 // feeder produces a generated history into the transactions topic at a
 // steady rate from its own goroutine, while the test changes the group.
 type feeder struct {
-	w    *exactWorld
-	txs  []synth.Tx
-	rate int
-	sent atomic.Int64
+	sent atomic.Int64  // events produced so far
 	done chan struct{} // closed when the goroutine has returned
 	quit chan struct{} // closed by the test's cleanup
 	err  error         // set before done is closed
 }
 
-// history generates n events of a 3-day history ending an hour ago (event
-// times strictly increasing), for 300 cards sharing 60 terminals.
+// mprocHistory generates about n events of a 3-day history ending an hour
+// ago (event times strictly increasing), for 300 cards sharing 60
+// terminals.
 func mprocHistory(t *testing.T, seed int64, n int) []synth.Tx {
 	t.Helper()
 	g, err := synth.New(synth.Config{Seed: seed, Cards: 300, Terminals: 60})
@@ -191,7 +189,7 @@ func mprocHistory(t *testing.T, seed int64, n int) []synth.Tx {
 // feed starts producing txs at rate events per second (chunks every 50 ms).
 // The test's cleanup stops the feeder and waits for it.
 func (w *exactWorld) feed(txs []synth.Tx, rate int) *feeder {
-	f := &feeder{w: w, txs: txs, rate: rate, done: make(chan struct{}), quit: make(chan struct{})}
+	f := &feeder{done: make(chan struct{}), quit: make(chan struct{})}
 	w.t.Cleanup(func() { close(f.quit); <-f.done })
 	go func() {
 		defer close(f.done)
