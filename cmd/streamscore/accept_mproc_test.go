@@ -518,6 +518,27 @@ func resumedAfter(recs []scoreRec, parts []int, at time.Time) (time.Duration, bo
 	return first.Sub(at), true
 }
 
+// longestPause returns the longest time between two consecutive scorings
+// (scored_at) of one partition's events, and the partition: how long a
+// handover or a failover left a partition unscored while its events kept
+// coming (the history is produced at a steady rate, a few tens of events
+// per partition and second, so the normal gap is tens of milliseconds).
+func longestPause(recs []scoreRec) (part int, pause time.Duration) {
+	byPart := map[int][]time.Time{}
+	for _, r := range recs {
+		byPart[r.part] = append(byPart[r.part], r.scoredAt)
+	}
+	for p, ts := range byPart {
+		slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+		for i := 1; i < len(ts); i++ {
+			if d := ts[i].Sub(ts[i-1]); d > pause {
+				part, pause = p, d
+			}
+		}
+	}
+	return part, pause
+}
+
 // TestThreeMembersKill is the second "done when" of issue 16, for the
 // state that follows its partitions: three members in one group on a
 // 6-partition topic consume a history produced while they run (250
@@ -668,6 +689,9 @@ func threeMembersKill(t *testing.T, uncommitted bool) {
 	} else {
 		t.Errorf("the killed member's partitions %v were not scored after the kill", lost)
 	}
+	if p, d := longestPause(res.scores); d > 0 {
+		t.Logf("longest pause in a partition's scoring: %v (partition %d)", d.Round(time.Millisecond), p)
+	}
 	longest, ahead := logRestores(t, kill, live...)
 	t.Logf("longest partition restore after the kill: %v; restored checkpoints ahead of the committed offset (killed between a checkpoint's store and its commit): %d",
 		longest, ahead)
@@ -752,6 +776,9 @@ func TestRollingRestart(t *testing.T) {
 	res := w.mprocCompare()
 	w.assertCardExact(res)
 	logRestores(t, t0, live...)
+	if p, d := longestPause(res.scores); d > 0 {
+		t.Logf("longest pause in a partition's scoring during the rolling restart: %v (partition %d)", d.Round(time.Millisecond), p)
+	}
 	if res.Scores.Duplicates != 0 {
 		t.Errorf("%d duplicate score records after a rolling restart (graceful handovers): %s", res.Scores.Duplicates, dupSummary(res.dupParts))
 	}
@@ -830,6 +857,9 @@ func rebalance2to3to1(t *testing.T, flags []string) rebalanceResult {
 
 	res := w.mprocCompare()
 	logRestores(t, t0, members...)
+	if p, d := longestPause(res.scores); d > 0 {
+		t.Logf("longest pause in a partition's scoring: %v (partition %d)", d.Round(time.Millisecond), p)
+	}
 	t.Logf("duplicate score records: %d (%s)", res.Scores.Duplicates, dupSummary(res.dupParts))
 	t.Logf("not shared across processes yet: %d of %d events differ in some feature column, %d score records differ from `score`",
 		res.Features.Mismatches, res.Features.Events, res.Scores.Mismatches)
