@@ -3,12 +3,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -23,6 +25,7 @@ import (
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream/local"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // The multi-process acceptance tests of issue 16: several `streamscore run`
@@ -585,7 +588,7 @@ func TestThreeMembersKill(t *testing.T) {
 			if tc.uncommitted && os.Getenv(knownBugsEnv) != "1" {
 				t.Skipf("known bug: a checkpoint ahead of the committed offset makes the re-delivered events' card_country_changed and card_geo_velocity_kmh 0 (Peek); run it with %s=1", knownBugsEnv)
 			}
-			threeMembersKill(t, tc.uncommitted)
+			threeMembersKill(t, tc.uncommitted, 0)
 		})
 	}
 }
@@ -593,15 +596,26 @@ func TestThreeMembersKill(t *testing.T) {
 // knownBugsEnv runs the tests of known, reported bugs.
 const knownBugsEnv = "STREAMSCORE_KNOWN_BUGS"
 
-func threeMembersKill(t *testing.T, uncommitted bool) {
+// threeMembersKill runs the scenario of TestThreeMembersKill and returns
+// the failover time. session is the members' --session-timeout on a broker
+// that allows it (0: startEngine's 6 s on the default broker).
+func threeMembersKill(t *testing.T, uncommitted bool, session time.Duration) time.Duration {
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
 	defer cancel()
-	w := newExactWorld(t, ctx, mprocPartitions)
+	var w *exactWorld
+	var flags []string
+	if session == 0 {
+		w = newExactWorld(t, ctx, mprocPartitions)
+		session = 6 * time.Second
+	} else {
+		w = newExactWorldMinSession(t, ctx, mprocPartitions, time.Second)
+		flags = []string{"--session-timeout", session.String()}
+	}
 	txs := mprocHistory(t, 16, 4000)
 	const rate = 250
 
 	t0 := time.Now()
-	members := []*member{w.startMember("A"), w.startMember("B"), w.startMember("C")}
+	members := []*member{w.startMember("A", flags...), w.startMember("B", flags...), w.startMember("C", flags...)}
 	assign := w.waitBalanced(members, 60*time.Second*timeScale)
 	t.Logf("three members settled in %v: %v", time.Since(t0).Round(time.Millisecond), assign)
 
@@ -669,7 +683,7 @@ func threeMembersKill(t *testing.T, uncommitted bool) {
 	t.Logf("survivors own every partition %v after the kill: %v", moved.Round(time.Millisecond), assign)
 
 	f.waitSent(t, 3*len(txs)/4)
-	fresh := w.startMember("D")
+	fresh := w.startMember("D", flags...)
 	members = append(members, fresh)
 	joined := time.Now()
 	assign = w.waitBalanced(members, 60*time.Second*timeScale)
@@ -683,9 +697,10 @@ func threeMembersKill(t *testing.T, uncommitted bool) {
 
 	res := w.mprocCompare()
 	w.assertCardExact(res)
-	if d, ok := resumedAfter(res.scores, lost, kill); ok {
-		t.Logf("failover: the killed member's partitions %v scored again %v after the kill (group moved them after %v; session timeout 6 s)",
-			lost, d.Round(time.Millisecond), moved.Round(time.Millisecond))
+	failover, ok := resumedAfter(res.scores, lost, kill)
+	if ok {
+		t.Logf("failover: the killed member's partitions %v scored again %v after the kill (group moved them after %v; session timeout %v)",
+			lost, failover.Round(time.Millisecond), moved.Round(time.Millisecond), session)
 	} else {
 		t.Errorf("the killed member's partitions %v were not scored after the kill", lost)
 	}
@@ -726,6 +741,54 @@ func threeMembersKill(t *testing.T, uncommitted bool) {
 	}
 	t.Logf("not shared across processes yet: %d of %d events differ in some feature column (per entity: terminal columns), %d score records differ from `score`",
 		res.Features.Mismatches, res.Features.Events, res.Scores.Mismatches)
+	return failover
+}
+
+// failoverEnv turns on TestFailoverTime, a measurement (about 90 s).
+const failoverEnv = "STREAMSCORE_FAILOVER"
+
+// TestFailoverTime measures how long a killed member's partitions stay
+// unscored as a function of the group session timeout: the scenario of
+// TestThreeMembersKill (kill after a checkpoint's commit, with its
+// assertions) with --session-timeout 2 s, 6 s and 10 s, on a broker that
+// allows 1 s (group.min.session.timeout.ms; Kafka's default is 6 s).
+func TestFailoverTime(t *testing.T) {
+	if os.Getenv(failoverEnv) != "1" {
+		t.Skipf("a failover measurement of about 90 s; run it with %s=1 go test ./cmd/streamscore -run TestFailoverTime -v", failoverEnv)
+	}
+	var rows []string
+	for _, session := range []time.Duration{2 * time.Second, 6 * time.Second, 10 * time.Second} {
+		t.Run(session.String(), func(t *testing.T) {
+			d := threeMembersKill(t, false, session)
+			rows = append(rows, fmt.Sprintf("session %v: failover %v", session, d.Round(10*time.Millisecond)))
+		})
+	}
+	t.Logf("kill -9 to the killed member's partitions scored again: %s", strings.Join(rows, "; "))
+}
+
+// newExactWorldMinSession is newExactWorld on a broker whose group minimum
+// session timeout is minSession (kfake's default, like Kafka's, is 6 s).
+func newExactWorldMinSession(t *testing.T, ctx context.Context, partitions int, minSession time.Duration) *exactWorld {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(minSession),
+		kfake.BrokerConfigs(map[string]string{"log.segment.bytes": fmt.Sprint(8 << 20)}),
+		kfake.SeedTopics(int32(partitions), exactTxTopic), kfake.SeedTopics(1, exactScores, exactAudit, exactDead))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	brokers := c.ListenAddrs()
+	tr := &kafka.Transport{}
+	kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: exactTxTopic, Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll, Transport: tr}
+	t.Cleanup(func() { kw.Close(); tr.CloseIdleConnections() })
+	return &exactWorld{t: t, ctx: ctx, brokers: brokers, dir: dir, events: f, bw: bufio.NewWriter(f), w: kw}
 }
 
 // TestRollingRestart is the third "done when" of issue 16: three members
