@@ -521,6 +521,27 @@ func resumedAfter(recs []scoreRec, parts []int, at time.Time) (time.Duration, bo
 	return first.Sub(at), true
 }
 
+// checkMemberLogs fails the test if a member logged a state gap (a
+// partition resumed past its restored state: events missing from its
+// windows) or an error, and logs the revokes whose batches were abandoned
+// (not drained within the revoke timeout: their events are re-scored by
+// the next owner).
+func checkMemberLogs(t *testing.T, ms ...*member) {
+	t.Helper()
+	for _, m := range ms {
+		for _, l := range strings.Split(m.p.stderr.String(), "\n") {
+			switch {
+			case strings.Contains(l, "partition resumes past the restored state"):
+				t.Errorf("%s: state gap: %s", m.name, l)
+			case strings.Contains(l, "level=ERROR"):
+				t.Errorf("%s: %s", m.name, l)
+			case strings.Contains(l, "batches_abandoned=true"):
+				t.Logf("%s: %s", m.name, l)
+			}
+		}
+	}
+}
+
 // longestPause returns the longest time between two consecutive scorings
 // (scored_at) of one partition's events, and the partition: how long a
 // handover or a failover left a partition unscored while its events kept
@@ -697,6 +718,7 @@ func threeMembersKill(t *testing.T, uncommitted bool, session time.Duration) tim
 
 	res := w.mprocCompare()
 	w.assertCardExact(res)
+	checkMemberLogs(t, members...)
 	failover, ok := resumedAfter(res.scores, lost, kill)
 	if ok {
 		t.Logf("failover: the killed member's partitions %v scored again %v after the kill (group moved them after %v; session timeout %v)",
@@ -838,6 +860,7 @@ func TestRollingRestart(t *testing.T) {
 
 	res := w.mprocCompare()
 	w.assertCardExact(res)
+	checkMemberLogs(t, members...)
 	logRestores(t, t0, live...)
 	if p, d := longestPause(res.scores); d > 0 {
 		t.Logf("longest pause in a partition's scoring during the rolling restart: %v (partition %d)", d.Round(time.Millisecond), p)
@@ -919,6 +942,7 @@ func rebalance2to3to1(t *testing.T, flags []string) rebalanceResult {
 	w.stopMembers(members[2])
 
 	res := w.mprocCompare()
+	checkMemberLogs(t, members...)
 	logRestores(t, t0, members...)
 	if p, d := longestPause(res.scores); d > 0 {
 		t.Logf("longest pause in a partition's scoring: %v (partition %d)", d.Round(time.Millisecond), p)
