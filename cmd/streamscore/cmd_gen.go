@@ -435,4 +435,3 @@ func (q *labelQueue) Pop() any {
 	*q = old[:len(old)-1]
 	return x
 }
-
