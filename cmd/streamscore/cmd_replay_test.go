@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/stream/local"
 )
 
@@ -333,4 +336,52 @@ func TestReplaySASL(t *testing.T) {
 	if !strings.Contains(out, "authentication failed") {
 		t.Errorf("the failure does not name the cause:\n%s", out)
 	}
+}
+
+// TestReplayRunMatchesScore is issue 14's "replay and run give the records
+// of score": 10 days of generated traffic (about 4,300 events; 300 cards
+// sharing 40 terminals) replayed by `streamscore replay --speed 86400`
+// into a 4-partition topic while `run` consumes it live: every score
+// record and audit feature row equals `score`'s and `features`' over the
+// events file (exactWorld.check; scored_at and latency_ms aside).
+func TestReplayRunMatchesScore(t *testing.T) {
+	exactGate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
+	defer cancel()
+	w := newExactWorld(t, ctx, 4)
+	g, err := synth.New(synth.Config{Seed: 14, Cards: 300, Terminals: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := time.Now().Add(-time.Hour).Truncate(time.Second)
+	from := to.Add(-10 * 24 * time.Hour)
+	var prev time.Time
+	if err := g.Simulate(from, to, 4300/to.Sub(from).Seconds(), func(tx synth.Tx) error {
+		if !tx.Event.TS.After(prev) { // strictly increasing: no ties
+			tx.Event.TS = prev.Add(time.Microsecond)
+		}
+		prev = tx.Event.TS
+		tx.Event.TxID = fmt.Sprintf("r-%07d", w.n) // tx_id order is event-time order
+		w.n++
+		_, err := w.bw.Write(append(tx.Event.AppendJSON(nil), '\n'))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	events := w.eventsPath()
+	p := w.startEngine()
+	start := time.Now()
+	rp := startStreamscore(t, nil, "replay", "--brokers", strings.Join(w.brokers, ","), "--topic", exactTxTopic,
+		"--events", events, "--speed", "86400", "--progress=false")
+	if err := rp.wait(60 * time.Second * timeScale); err != nil {
+		t.Fatalf("replay: %v\n%s", err, rp.stderr.String())
+	}
+	took := time.Since(start)
+	t.Logf("replayed %d events of 10 days in %v: %s", w.n, took.Round(time.Millisecond), lastLine(rp.stderr.String()))
+	if took < 9*time.Second || took > 20*time.Second*timeScale {
+		t.Errorf("10 days at 86400x took %v, want about 10 s", took)
+	}
+	w.waitCommitted(p, 60*time.Second*timeScale)
+	w.stop(p)
+	w.check()
 }
