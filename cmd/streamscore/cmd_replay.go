@@ -342,13 +342,17 @@ func replaySummary(p *pacedProducer, st *replayStats) {
 		eff = strconv.FormatFloat(event.Seconds()/wall.Seconds(), 'f', 1, 64) + "x"
 	}
 	attrs := []any{"events", st.events, "labels", st.labels, "bad_lines", st.bad, "produce_errors", p.failed,
-		"out_of_order", p.late}
+		"out_of_order", p.late, "future", p.future}
 	if p.started {
 		attrs = append(attrs, "event_time_from", p.first.UTC().Format(time.RFC3339), "event_time_to", p.clock.UTC().Format(time.RFC3339))
 	}
 	attrs = append(attrs, "event_time_span", event.Round(time.Second), "wall_time", wall.Round(time.Millisecond),
 		"effective_speed", eff, "interrupted", st.interrupted)
 	slog.Info("replay done", attrs...)
+	if p.future > 0 {
+		slog.Warn("replay: records with a ts after the wall clock were produced: run dead-letters those beyond its --max-future-skew (future_timestamp); cut them off with gen --labels-until, or replay older history",
+			"records", p.future)
+	}
 }
 
 // newReplayWriter is the producer of replay and gen's Kafka mode: keyed by

@@ -101,7 +101,7 @@ func TestGenKafkaMatchesFileMode(t *testing.T) {
 		t.Errorf("the paced 10 days took %v to produce, want about 1 s", d)
 	}
 
-	m := regexp.MustCompile(`fraud_rate=([0-9.]+)`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`msg="gen done".* fraud_rate=([0-9.]+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no fraud rate in gen's log:\n%s", out)
 	}

@@ -44,6 +44,7 @@ type pacedProducer struct {
 	produced map[string]int64 // records acknowledged, per topic
 	failed   int64            // records Kafka did not accept
 	late     int64            // records older than the clock when given
+	future   int64            // records whose event time was after the wall clock when given
 	wallEnd  time.Time        // when the last write returned
 }
 
@@ -82,6 +83,9 @@ func (p *pacedProducer) add(ctx context.Context, topic string, key, value []byte
 		p.clock = ts
 	case ts.Before(p.clock):
 		p.late++
+	}
+	if ts.After(time.Now()) {
+		p.future++
 	}
 	if p.speed > 0 {
 		if wait := time.Until(p.due(p.clock)); wait > pacedSlack {
