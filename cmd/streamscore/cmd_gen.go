@@ -70,6 +70,7 @@ const (
 	// genTrainedTxPerDay is the per-card rate of the data the shipped models
 	// were trained on (10,000 cards, 20,000 events a day).
 	genTrainedTxPerDay = 2
+	genDefaultWarmup   = 30 * 24 * time.Hour
 )
 
 func (c *genConfig) flags(fs *flag.FlagSet) {
@@ -92,8 +93,8 @@ func (c *genConfig) flags(fs *flag.FlagSet) {
 	fs.Var(&c.brokers, "brokers", "Kafka bootstrap brokers, comma-separated or repeated; selects Kafka mode (event time compressed: [--from, --to) at --rate events/s, each card at --tx-per-card-day)")
 	fs.StringVar(&c.topic, "topic", "transactions", "Kafka mode: events topic (key = card_id)")
 	fs.StringVar(&c.labelsTopic, "labels-topic", "labels", `Kafka mode: labels topic, each label produced when event time reaches its ts ("": no labels)`)
-	fs.Float64Var(&c.txPerDay, "tx-per-card-day", genTrainedTxPerDay, "Kafka mode: transactions per card per day of event time (the shipped models were trained at 2); with --rate and --cards it sets how fast event time runs")
-	fs.DurationVar(&c.warmup, "warmup", 30*24*time.Hour, "Kafka mode: the first part of event time, produced as fast as Kafka takes it, so the engine's 30-day windows are full when the paced part starts (0: none)")
+	fs.Float64Var(&c.txPerDay, "tx-per-card-day", 0, "Kafka mode: transactions per card per day of event time (default 2, the rate the shipped models were trained at); with --rate and --cards it sets how fast event time runs")
+	fs.DurationVar(&c.warmup, "warmup", genDefaultWarmup, "Kafka mode: the first part of event time, produced as fast as Kafka takes it, so the engine's 30-day windows are full when the paced part starts (0: none)")
 	c.kafkaSecurity.register(fs)
 
 	fs.Float64Var(&c.rate, "rate", 0, "events per second: of wall-clock time after the warm-up with --brokers (default 200); in file mode the simulated mean rate instead of --events-per-day")
@@ -130,6 +131,9 @@ func (c *genConfig) Validate(now time.Time) error {
 		}
 		if c.topic == "" {
 			return errors.New("gen: --topic must not be empty")
+		}
+		if c.txPerDay == 0 {
+			c.txPerDay = genTrainedTxPerDay
 		}
 		if !(c.txPerDay > 0) || math.IsInf(c.txPerDay, 0) || c.warmup < 0 {
 			return errors.New("gen: --tx-per-card-day must be positive and --warmup not negative")
@@ -170,6 +174,9 @@ func (c *genConfig) Validate(now time.Time) error {
 	}
 	if c.duration != 0 {
 		return errors.New("gen: --duration is for Kafka mode; bound file mode with --to or --count")
+	}
+	if c.txPerDay != 0 || c.warmup != genDefaultWarmup {
+		return errors.New("gen: --tx-per-card-day and --warmup are for Kafka mode; file mode's rate is --events-per-day (or --rate)")
 	}
 	var err error
 	c.toT = now.UTC().Truncate(24 * time.Hour)

@@ -385,3 +385,53 @@ func TestReplayRunMatchesScore(t *testing.T) {
 	w.stop(p)
 	w.check()
 }
+
+// TestPacedProducerProduceErrors: writes the broker refuses are counted
+// per record and returned as errProduce (replay and gen stop there);
+// once the broker takes writes again the next flush succeeds.
+func TestPacedProducerProduceErrors(t *testing.T) {
+	k, err := local.StartKafka(map[string]int{"transactions": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second*timeScale)
+	defer cancel()
+	w := newReplayWriter(k.Brokers(), nil)
+	w.MaxAttempts = 1
+	t.Cleanup(func() { w.Close() })
+	p := newPacedProducer(w, 0)
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	add := func(i int) error {
+		return p.add(ctx, "transactions", []byte("c-1"), fmt.Appendf(nil, `{"n":%d}`, i), t0.Add(time.Duration(i)*time.Second))
+	}
+	for i := range 3 {
+		if err := add(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	until := make(chan struct{})
+	k.FailProduce(until)
+	for i := 3; i < 8; i++ {
+		if err := add(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = p.flush(ctx)
+	if !errors.Is(err, errProduce) || p.failed != 5 || p.produced["transactions"] != 3 {
+		t.Fatalf("flush during the outage: %v; failed %d, produced %d; want errProduce, 5 and 3", err, p.failed, p.produced["transactions"])
+	}
+	close(until)
+	if err := add(8); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.flush(ctx); err != nil {
+		t.Fatalf("flush after the outage: %v", err)
+	}
+	if p.produced["transactions"] != 4 || endSum(ctx, k.Brokers(), "transactions") != 4 {
+		t.Errorf("produced %d, topic holds %d; want 4", p.produced["transactions"], endSum(ctx, k.Brokers(), "transactions"))
+	}
+}

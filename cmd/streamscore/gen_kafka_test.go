@@ -142,12 +142,15 @@ func TestGenKafkaValidate(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		name string
+		file bool // no --brokers
 		args []string
 		want string
 	}{
 		{name: "defaults", args: nil},
 		{name: "to in the future", args: []string{"--to", "2026-12-07"}, want: "in the future"},
-		{name: "per-card rate", args: []string{"--tx-per-card-day", "0"}, want: "--tx-per-card-day must be positive"},
+		{name: "per-card rate", args: []string{"--tx-per-card-day", "-1"}, want: "--tx-per-card-day must be positive"},
+		{name: "file mode refuses the per-card rate", file: true, args: []string{"--out-events", "x", "--tx-per-card-day", "3"}, want: "are for Kafka mode"},
+		{name: "file mode refuses the warm-up", file: true, args: []string{"--out-events", "x", "--warmup", "1h"}, want: "are for Kafka mode"},
 		{name: "events-per-day", args: []string{"--events-per-day", "100"}, want: "for file mode"},
 		{name: "empty range", args: []string{"--from", "2026-12-01", "--to", "2026-11-01"}, want: "empty time range"},
 	} {
@@ -155,7 +158,11 @@ func TestGenKafkaValidate(t *testing.T) {
 			var c genConfig
 			fs := flag.NewFlagSet("gen", flag.ContinueOnError)
 			c.flags(fs)
-			if err := fs.Parse(append([]string{"--brokers", "127.0.0.1:9092"}, tc.args...)); err != nil {
+			args := tc.args
+			if !tc.file {
+				args = append([]string{"--brokers", "127.0.0.1:9092"}, args...)
+			}
+			if err := fs.Parse(args); err != nil {
 				t.Fatal(err)
 			}
 			err := c.Validate(now)
@@ -165,7 +172,7 @@ func TestGenKafkaValidate(t *testing.T) {
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("got %v, want an error with %q", err, tc.want)
 			}
-			if tc.want == "" {
+			if tc.want == "" && !tc.file {
 				// 10,000 cards at 2 a day, 200 events/s: 864x.
 				if c.speed != 864 || !c.toT.Equal(now) || !c.fromT.Equal(now.Add(-90*24*time.Hour)) {
 					t.Errorf("speed %v, range %v..%v", c.speed, c.fromT, c.toT)
