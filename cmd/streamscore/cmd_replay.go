@@ -255,7 +255,7 @@ func replay(ctx context.Context, c *replayConfig) error {
 	st := &replayStats{}
 	runErr := replayLoop(ctx, c, p, srcs, topics, st, bar)
 	_ = bar.Finish()
-	if errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded) {
+	if ctx.Err() != nil && (errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded)) {
 		st.interrupted, runErr = true, nil
 	}
 	// What was read is produced, also after an interruption or a bad line.

@@ -54,7 +54,7 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 		defer cancel()
 	}
 	warmEnd := c.fromT.Add(c.warmup)
-	paced := time.Duration(float64(c.toT.Sub(warmEnd)) / c.speed)
+	paced := time.Duration(float64(max(c.toT.Sub(warmEnd), 0)) / c.speed)
 	slog.Info("gen producing", "brokers", redactBrokers(c.brokerList), "topic", c.topic, "labels_topic", c.labelsTopic,
 		"from", c.fromT.Format(time.RFC3339), "to", c.toT.Format(time.RFC3339), "warmup_until", warmEnd.Format(time.RFC3339),
 		"events_per_day", int64(c.perSecond*86400), "tx_per_card_day", c.txPerDay, "rate", c.perSecond*c.speed,

@@ -116,7 +116,8 @@ func (p *pacedProducer) add(ctx context.Context, topic string, key, value []byte
 
 // flush writes the queued records and waits for Kafka's acknowledgements
 // (acks=all). A record Kafka did not accept is counted in failed and the
-// returned error wraps errProduce.
+// returned error wraps errProduce. When ctx ends during the write, flush
+// returns ctx's error and keeps the records queued.
 func (p *pacedProducer) flush(ctx context.Context) error {
 	if len(p.msgs) == 0 {
 		return nil
@@ -127,6 +128,12 @@ func (p *pacedProducer) flush(ctx context.Context) error {
 	}
 	err := p.w.WriteMessages(ctx, p.msgs...)
 	p.wallEnd = time.Now()
+	if err != nil && ctx.Err() != nil {
+		// Interrupted, not refused: the records stay queued for a flush
+		// with a fresh context (some may then be written twice; the
+		// consumers deduplicate by tx_id, as for any kafka-go retry).
+		return ctx.Err()
+	}
 	var werrs kafka.WriteErrors
 	switch {
 	case err == nil:
