@@ -254,13 +254,26 @@ func runPipeline(b *testing.B, w *world, total int64, sink sinks.Sink) {
 }
 
 // reportPublishMeans reports the mean time of one batch write per sink, from
-// the fan-out's histogram.
+// the fan-out's histogram, and the events the event-time alignment released
+// past its idle and lag bounds (of the last iteration).
 func reportPublishMeans(b *testing.B, reg *prometheus.Registry) {
 	mfs, err := reg.Gather()
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, mf := range mfs {
+		if mf.GetName() == "streamscore_stream_aligned_events_total" {
+			// events the event-time alignment released because a partition
+			// was waited for past a bound: each one means the stage stood
+			// still for up to that bound
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "outcome" && (l.GetValue() == "idle_bound" || l.GetValue() == "lag_bound") {
+						b.ReportMetric(m.GetCounter().GetValue(), "align-"+l.GetValue()+"-events")
+					}
+				}
+			}
+		}
 		if mf.GetName() != "streamscore_sinks_publish_seconds" {
 			continue
 		}
