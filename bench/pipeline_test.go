@@ -236,13 +236,27 @@ func runPipeline(b *testing.B, w *world, total int64, sink sinks.Sink) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Minute)
-	for p.Stats().Scored.Load()+p.Stats().DeadLettered.Load() < total {
-		if time.Now().After(deadline) {
+	start := time.Now()
+	deadline := start.Add(5 * time.Minute)
+	var last int64
+	var stall, lastMove = time.Duration(0), start // the longest time without a scored event
+	for {
+		n := p.Stats().Scored.Load() + p.Stats().DeadLettered.Load()
+		now := time.Now()
+		if n != last {
+			last, lastMove = n, now
+		} else {
+			stall = max(stall, now.Sub(lastMove))
+		}
+		if n >= total {
+			break
+		}
+		if now.After(deadline) {
 			b.Fatalf("pipeline scored %d of %d events in 5 minutes", p.Stats().Scored.Load(), total)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	b.Logf("%d events in %v, longest time without a scored event %v", total, time.Since(start).Round(time.Millisecond), stall.Round(time.Millisecond))
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)
@@ -254,13 +268,26 @@ func runPipeline(b *testing.B, w *world, total int64, sink sinks.Sink) {
 }
 
 // reportPublishMeans reports the mean time of one batch write per sink, from
-// the fan-out's histogram.
+// the fan-out's histogram, and the events the event-time alignment released
+// past its idle and lag bounds (of the last iteration).
 func reportPublishMeans(b *testing.B, reg *prometheus.Registry) {
 	mfs, err := reg.Gather()
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, mf := range mfs {
+		if mf.GetName() == "streamscore_stream_aligned_events_total" {
+			// events the event-time alignment released because a partition
+			// was waited for past a bound: each one means the stage stood
+			// still for up to that bound
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "outcome" && (l.GetValue() == "idle_bound" || l.GetValue() == "lag_bound") {
+						b.ReportMetric(m.GetCounter().GetValue(), "align-"+l.GetValue()+"-events")
+					}
+				}
+			}
+		}
 		if mf.GetName() != "streamscore_sinks_publish_seconds" {
 			continue
 		}

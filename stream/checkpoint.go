@@ -77,9 +77,13 @@ const (
 
 var errCheckpoint = errors.New("stream: bad checkpoint")
 
-// ckptKey is the store key of partition part.
-func (p *Pipeline) ckptKey(part int) checkpoint.Key {
-	return checkpoint.Key{Group: p.group, Topic: p.topic, Partition: part, Fingerprint: p.ckptFingerprint()}
+// ckptKey is the store key of partition part's checkpoint slot (0 or 1).
+// A partition's checkpoints alternate between two slots, so that the one
+// whose offset is the committed offset survives a crash between the
+// store of the next one and its commit: the next owner restores exactly
+// the state Kafka re-delivers after.
+func (p *Pipeline) ckptKey(part, slot int) checkpoint.Key {
+	return checkpoint.Key{Group: p.group, Topic: p.topic + "#" + strconv.Itoa(slot), Partition: part, Fingerprint: p.ckptFingerprint()}
 }
 
 // ckptFingerprint names the state format: this build's blob version and
@@ -167,6 +171,7 @@ func (p *Pipeline) decodePartState(st *stage, part int, blob []byte) (*partState
 // ckptBlob is one partition's serialised state, to be stored.
 type ckptBlob struct {
 	part    int
+	slot    int
 	applied int64 // the highest offset up to which every offset is in it
 	blob    []byte
 }
@@ -190,7 +195,7 @@ func (p *Pipeline) encodeClaimed(st *stage) []ckptBlob {
 			p.log.Error("encode a partition's checkpoint", "partition", part, "err", err)
 			continue
 		}
-		out = append(out, ckptBlob{part: part, applied: ps.applied, blob: b})
+		out = append(out, ckptBlob{part: part, slot: ps.ckptSlot, applied: ps.applied, blob: b})
 	}
 	return out
 }
@@ -213,7 +218,7 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			info, err := p.cfg.ckpt.Put(ctx, p.ckptKey(b.part), b.applied+1, bytes.NewReader(b.blob))
+			info, err := p.cfg.ckpt.Put(ctx, p.ckptKey(b.part, b.slot), b.applied+1, bytes.NewReader(b.blob))
 			if errors.Is(err, checkpoint.ErrCleanup) {
 				p.log.Warn("checkpoint stored; superseded chunks not removed yet (retried at the next one)", "partition", b.part, "err", err)
 				err = nil
@@ -226,6 +231,7 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 	}
 	wg.Wait()
 	applied := map[int]int64{}
+	slots := map[int]int{}
 	ok := true
 	for i, b := range blobs {
 		if errs[i] != nil {
@@ -236,6 +242,7 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 		}
 		p.met.checkpoints.WithLabelValues("put", "ok").Inc()
 		applied[b.part] = b.applied
+		slots[b.part] = b.slot
 	}
 	if len(applied) > 0 {
 		// Recorded as stored by the stage (its goroutine owns the
@@ -244,6 +251,9 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 			for part, a := range applied {
 				if ps, ok := st.parts[part]; ok && ps.applied >= a {
 					ps.ckptApplied = max(ps.ckptApplied, a)
+					if ps.ckptSlot == slots[part] {
+						ps.ckptSlot = 1 - slots[part] // the next one overwrites the older
+					}
 				}
 			}
 		}
@@ -336,7 +346,26 @@ func (p *Pipeline) restoreClaims(ctx context.Context, st *stage, claims []Claim)
 func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held int64) {
 	part := c.Partition()
 	t0 := time.Now()
-	cp, found, err := p.cfg.ckpt.Latest(ctx, p.ckptKey(part))
+	// Both slots: the one at the committed offset is exact; the other may
+	// be newer than the commit (a crash between its store and its commit)
+	// or older.
+	var cps [2]checkpoint.Checkpoint
+	var founds [2]bool
+	var err error
+	for slot := range 2 {
+		var e error
+		cps[slot], founds[slot], e = p.cfg.ckpt.Latest(ctx, p.ckptKey(part, slot))
+		if e != nil && err == nil {
+			err = e
+		}
+	}
+	chosen := ckptChoice(founds, [2]int64{cps[0].Offset, cps[1].Offset}, c.Start())
+	found := chosen >= 0
+	var cp checkpoint.Checkpoint
+	if found {
+		cp = cps[chosen]
+		err = nil // a usable slot: the other's error does not matter
+	}
 	switch {
 	case errors.Is(err, checkpoint.ErrFingerprintMismatch):
 		p.met.checkpoints.WithLabelValues("restore", "refused").Inc()
@@ -367,6 +396,11 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 	}
 	ps.restoredFrom = ps.applied
 	ps.ckptApplied = ps.applied
+	ps.ckptSlot = 1 - chosen // the next checkpoint overwrites the other slot
+	if cp.Offset > c.Start() {
+		p.log.Warn("partition checkpoint is ahead of the committed offset (the member that stored it stopped before committing, and no checkpoint matches the commit): the events between are re-delivered and scored against a state that holds them",
+			"partition", part, "checkpoint_offset", cp.Offset, "committed", c.Start())
+	}
 	st.do(func() {
 		if old, ok := st.parts[part]; ok && old.aligned {
 			ps.aligned = true
@@ -379,6 +413,33 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 	ahead := c.Start() - cp.Offset
 	p.log.Info("partition restored from its checkpoint", "partition", part, "offset", cp.Offset, "committed", c.Start(),
 		"bytes", len(cp.Blob), "cards", ps.build.Cards(), "took", d.Round(time.Millisecond), "offsets_behind_committed", max(ahead, 0))
+}
+
+// ckptChoice picks the checkpoint slot to restore for a partition whose
+// committed offset is start: the one at exactly start; else the newest
+// before it (a gap, counted at the first message); else the oldest after
+// it (ahead of the commit); -1 when neither slot holds one.
+func ckptChoice(found [2]bool, off [2]int64, start int64) int {
+	best := -1
+	for slot := range 2 {
+		if found[slot] && off[slot] == start {
+			return slot
+		}
+	}
+	for slot := range 2 {
+		if found[slot] && off[slot] < start && (best < 0 || off[slot] > off[best]) {
+			best = slot
+		}
+	}
+	if best >= 0 {
+		return best
+	}
+	for slot := range 2 {
+		if found[slot] && (best < 0 || off[slot] < off[best]) {
+			best = slot
+		}
+	}
+	return best
 }
 
 // checkpointNow serialises the claimed partitions once every batch is

@@ -15,7 +15,7 @@ import (
 // feature stage and not yet applied (queued, or waiting in the aligner for
 // the other partitions): a partition that runs ahead in event time stops
 // fetching, the others go on.
-const partitionCredit = 8192
+const partitionCredit = 4096
 
 // revokeTimeout bounds how long a member that lost its partitions in a
 // rebalance waits for its batches in flight before it commits what was

@@ -32,6 +32,7 @@ import (
 type labelConsumer struct {
 	p      *Pipeline
 	dialer *kafka.Dialer
+	parts  []int // the labels topic's partitions, when known before run
 
 	mu      sync.Mutex
 	failing map[int]bool // partitions whose last fetch failed
@@ -105,9 +106,12 @@ func (lc *labelConsumer) run(ctx context.Context) {
 	defer cancel()
 	stop := context.AfterFunc(lc.p.hard, cancel)
 	defer stop()
-	parts, err := lc.partitions(fctx)
-	if err != nil {
-		return
+	parts := lc.parts
+	if parts == nil {
+		var err error
+		if parts, err = lc.partitions(fctx); err != nil {
+			return
+		}
 	}
 	var wg sync.WaitGroup
 	for _, part := range parts {

@@ -68,6 +68,9 @@ func TestLabelsAlignedMatchReplay(t *testing.T) {
 	if n := metricValue(t, reg, "streamscore_stream_labels_total", "outcome", "applied"); n != float64(len(labels)) {
 		t.Fatalf("%v labels applied, want %d", n, len(labels))
 	}
+	if v, _ := seriesValue(t, reg, "streamscore_stream_aligned_events_total", "outcome", "out_of_order"); v != 0 {
+		t.Errorf("%v events or labels applied out of order", v)
+	}
 	got := map[string]map[string]float64{}
 	for _, m := range readAll(t, brokers, auditTopic) {
 		var r struct {

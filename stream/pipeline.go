@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -274,6 +275,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			closeSource()
 			return err
 		}
+	}
+	if labels != nil {
+		// The labels partitions take part in the event-time order from the
+		// start (a label must not arrive after the events it precedes): one
+		// with nothing to read from where the consumer resumes is caught up.
+		labels.parts = p.alignLabels(ctx, st, dialer)
 	}
 	var wg sync.WaitGroup
 	stageDone := make(chan struct{})
@@ -671,4 +678,36 @@ func workersTorn(workers []*worker) bool {
 		}
 	}
 	return false
+}
+
+// alignLabels adds every partition of the labels topic to the stage's
+// aligner before anything is fetched, and returns them (nil when unknown:
+// the consumer looks them up and they join as they deliver).
+func (p *Pipeline) alignLabels(ctx context.Context, st *stage, d *kafka.Dialer) []int {
+	_, first, next, err := p.offsetsOf(ctx, d, p.cfg.labelsTopic, "")
+	if err != nil {
+		p.log.Warn("the labels topic's offsets are unknown: its partitions join the event-time order as they deliver", "topic", p.cfg.labelsTopic, "err", err)
+		return nil
+	}
+	parts := slices.Sorted(maps.Keys(next))
+	if st.al == nil {
+		return parts
+	}
+	for _, part := range parts {
+		id := labelAlignBase + part
+		if err := st.al.Add(id); err != nil {
+			continue
+		}
+		st.labelAligned(id)
+		p.labelMu.Lock()
+		start, restored := p.labelNext[part]
+		p.labelMu.Unlock()
+		if !restored {
+			start = first[part]
+		}
+		if start >= next[part] {
+			st.al.MarkCaughtUp(id)
+		}
+	}
+	return parts
 }

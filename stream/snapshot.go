@@ -859,36 +859,44 @@ func (p *Pipeline) restoreState(st *stage, committed map[int]int64) error {
 // restore uses the committed offsets to pick the snapshot that matches;
 // the aligner, the others to tell a partition with nothing to read.
 func (p *Pipeline) topicOffsets(ctx context.Context, d *kafka.Dialer) (committed, first, next map[int]int64, err error) {
+	return p.offsetsOf(ctx, d, p.topic, p.group)
+}
+
+// offsetsOf is topicOffsets for any topic; with group "" the committed
+// offsets are all -1.
+func (p *Pipeline) offsetsOf(ctx context.Context, d *kafka.Dialer, topic, group string) (committed, first, next map[int]int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cl := &kafka.Client{Addr: kafka.TCP(p.brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{
 		Dial: d.DialFunc, DialTimeout: d.Timeout, ClientID: d.ClientID, TLS: d.TLS, SASL: d.SASLMechanism,
 	}}
 	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
-	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("metadata: %w", err)
 	}
 	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		return nil, nil, nil, fmt.Errorf("metadata of %q: %v", p.topic, md.Topics)
+		return nil, nil, nil, fmt.Errorf("metadata of %q: %v", topic, md.Topics)
 	}
 	var parts []int
 	for _, pt := range md.Topics[0].Partitions {
 		parts = append(parts, pt.ID)
 	}
-	res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: p.group, Topics: map[string][]int{p.topic: parts}})
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("offset fetch: %w", err)
-	}
 	committed = make(map[int]int64, len(parts))
 	for _, pt := range parts {
 		committed[pt] = -1
+	}
+	res := &kafka.OffsetFetchResponse{Error: kafka.GroupIdNotFound}
+	if group != "" {
+		if res, err = cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}}); err != nil {
+			return nil, nil, nil, fmt.Errorf("offset fetch: %w", err)
+		}
 	}
 	if res.Error != nil && !errors.Is(res.Error, kafka.GroupIdNotFound) {
 		return nil, nil, nil, fmt.Errorf("offset fetch: %w", res.Error)
 	}
 	if res.Error == nil {
-		for _, po := range res.Topics[p.topic] {
+		for _, po := range res.Topics[topic] {
 			if po.Error != nil {
 				return nil, nil, nil, fmt.Errorf("offset fetch of partition %d: %w", po.Partition, po.Error)
 			}
@@ -899,12 +907,12 @@ func (p *Pipeline) topicOffsets(ctx context.Context, d *kafka.Dialer) (committed
 	for _, pt := range parts {
 		reqs = append(reqs, kafka.FirstOffsetOf(pt), kafka.LastOffsetOf(pt))
 	}
-	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{p.topic: reqs}})
+	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("list offsets: %w", err)
 	}
 	first, next = map[int]int64{}, map[int]int64{}
-	for _, po := range lo.Topics[p.topic] {
+	for _, po := range lo.Topics[topic] {
 		if po.Error != nil {
 			return nil, nil, nil, fmt.Errorf("list offsets of partition %d: %w", po.Partition, po.Error)
 		}

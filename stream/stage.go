@@ -29,6 +29,7 @@ type partState struct {
 	// ckptApplied is applied as of the partition's newest stored
 	// checkpoint (-1 none): an unchanged partition is not stored again.
 	ckptApplied int64
+	ckptSlot    int // the checkpoint slot the next one is stored in (see ckptKey)
 	// restoredFrom is the offset a restore left applied until the
 	// partition's first message was checked against it (checkGap), else -1.
 	restoredFrom int64
@@ -218,13 +219,6 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 	return s
 }
 
-// alignCap bounds the events the aligner holds. The group reader hands
-// the stage one stream of every partition's messages, so a partition that
-// runs ahead in event time cannot be paused alone: its events wait in the
-// aligner for the others, up to this many (about 40 MB), after which the
-// stage stops reading until the lag bound releases them.
-const alignCap = 1 << 16
-
 // part returns the state of partition part, creating it empty.
 func (s *stage) part(part int) *partState {
 	ps, ok := s.parts[part]
@@ -373,14 +367,11 @@ func (s *stage) run() {
 			timer.Reset(time.Until(d))
 			armedAt = d
 		}
-		in := s.in
-		if s.al != nil && s.al.Len() >= alignCap {
-			// Bounded memory: stop reading until the aligner lets events
-			// go (a lagging partition past its wait bound at the latest).
-			in = nil
-		}
+		// The aligner's memory is bounded by the partitions' credits
+		// (partitionCredit, labelCredit): a partition ahead in event time
+		// stops fetching, the one holding it back can always deliver.
 		select {
-		case f, ok := <-in:
+		case f, ok := <-s.in:
 			if !ok {
 				s.drainAligner()
 				for wi := range s.open {
@@ -585,9 +576,11 @@ func (s *stage) add(m kafka.Message) {
 	}
 }
 
-// release applies every event the aligner lets go.
+// release applies every event (and label) the aligner lets go: only
+// while the member holds a generation, so that labels never run ahead of
+// the event partitions not yet (or no longer) claimed.
 func (s *stage) release() {
-	if s.al == nil {
+	if s.al == nil || s.credits == nil {
 		return
 	}
 	for {

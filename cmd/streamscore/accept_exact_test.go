@@ -373,31 +373,56 @@ func liveExact(t *testing.T, partitions int) {
 // max over the live events. It fails if an event has no score record or
 // more than one. Issue 16 asks what the event-time ordering adds to it:
 // run it before and after.
+//
+// STREAMSCORE_LATENCY_ALIGN_IDLE_WAIT (a comma-separated list of
+// --align-idle-wait values, e.g. "100ms,0,-1ms") runs every rate once per
+// value, in the order given, for a side-by-side comparison of the default
+// bounded wait, no wait for quiet partitions (0) and no alignment (-1ms;
+// the flag is a duration, "-1" alone does not parse); unset, the
+// engine runs with its default.
 func TestLiveLatency(t *testing.T) {
 	requireLatencyRun(t)
+	waits := []string{""}
+	if v := os.Getenv(latencyEnv + "_ALIGN_IDLE_WAIT"); v != "" {
+		waits = strings.Split(v, ",")
+		for _, w := range waits {
+			if _, err := time.ParseDuration(w); err != nil {
+				t.Fatalf("%s_ALIGN_IDLE_WAIT: %q is not a duration", latencyEnv, w)
+			}
+		}
+	}
 	for _, rate := range []int{1000, 5000, 20000} {
-		t.Run(fmt.Sprintf("%d events per second", rate), func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
-			defer cancel()
-			w := newExactWorld(t, ctx, 4)
-			g, err := synth.New(synth.Config{Seed: int64(rate), Cards: 10000, Terminals: 2000})
-			if err != nil {
-				t.Fatal(err)
+		for _, wait := range waits {
+			name := fmt.Sprintf("%d events per second", rate)
+			var extra []string
+			if wait != "" {
+				name += "/align-idle-wait=" + wait
+				extra = []string{"--align-idle-wait", wait}
 			}
-			primed := w.liveTraffic(g, rate, 5*time.Second)
-			scores, err := readTopicRecords(ctx, w.brokers, exactScores)
-			if err != nil {
-				t.Fatal(err)
-			}
-			seen := map[string]int{}
-			for _, r := range scores {
-				seen[r["tx_id"].(string)]++
-			}
-			if len(seen) != w.n || len(scores) != w.n {
-				t.Errorf("%d score records for %d distinct events, want one for each of %d", len(scores), len(seen), w.n)
-			}
-			t.Logf("%d events/s: decision latency %s", rate, decisionLatency(scores, primed))
-		})
+			t.Run(name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
+				defer cancel()
+				w := newExactWorld(t, ctx, 4)
+				g, err := synth.New(synth.Config{Seed: int64(rate), Cards: 10000, Terminals: 2000})
+				if err != nil {
+					t.Fatal(err)
+				}
+				primed := w.liveTraffic(g, rate, 5*time.Second, extra...)
+				scores, err := readTopicRecords(ctx, w.brokers, exactScores)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen := map[string]int{}
+				for _, r := range scores {
+					seen[r["tx_id"].(string)]++
+				}
+				if len(seen) != w.n || len(scores) != w.n {
+					t.Errorf("%d score records for %d distinct events, want one for each of %d", len(scores), len(seen), w.n)
+				}
+				t.Logf("%d events/s%s: decision latency %s", rate, strings.TrimPrefix(name, fmt.Sprintf("%d events per second", rate)),
+					decisionLatency(scores, primed))
+			})
+		}
 	}
 }
 
@@ -406,8 +431,9 @@ func TestLiveLatency(t *testing.T) {
 // the live traffic starts; they belong to the history like the others),
 // then produces rate events per second for d, each event's time being the
 // moment it is made, waits until everything is committed and stops the
-// engine. It returns the number of priming events (numbered first).
-func (w *exactWorld) liveTraffic(g *synth.Generator, rate int, d time.Duration) int {
+// engine (started with the extra flags). It returns the number of priming
+// events (numbered first).
+func (w *exactWorld) liveTraffic(g *synth.Generator, rate int, d time.Duration, extra ...string) int {
 	w.t.Helper()
 	var prev time.Time
 	next := func() synth.Tx {
@@ -418,7 +444,7 @@ func (w *exactWorld) liveTraffic(g *synth.Generator, rate int, d time.Duration) 
 		prev = ts
 		return g.Next(ts)
 	}
-	p := w.startEngine()
+	p := w.startEngine(extra...)
 	prime := make([]synth.Tx, 40)
 	for i := range prime {
 		prime[i] = next()

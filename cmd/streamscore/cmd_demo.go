@@ -143,7 +143,9 @@ func cmdDemo(ctx context.Context, args []string) error {
 		SessionTimeout: 10 * time.Second,
 		AlignIdleWait:  100 * time.Millisecond,
 		AlignLagWait:   10 * time.Second,
-		memConfig:      defaultMemConfig(),
+		// One process: no checkpoints shared with other members.
+		CheckpointStore: "none",
+		memConfig:       defaultMemConfig(),
 	}
 	eng, err := buildEngine(&ecfg, reg, log, stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
 		if t := caughtUp.Load(); t != 0 && appended.UnixNano() >= t {

@@ -2,13 +2,13 @@ package main
 
 import (
 	"bufio"
-	"container/heap"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
@@ -43,6 +42,8 @@ type genConfig struct {
 	brokers     listFlag
 	topic       string
 	labelsTopic string
+	txPerDay    float64       // per card, event time
+	warmup      time.Duration // of event time, produced as fast as possible
 
 	kafkaSecurity // TLS and SASL (kafka_security.go)
 
@@ -56,15 +57,20 @@ type genConfig struct {
 	fromT, toT     time.Time
 	labelsUntilT   time.Time // zero: no cut
 	brokerList     []string
-	perSecond      float64
+	perSecond      float64 // events per second of event time
+	speed          float64 // Kafka mode: event time per wall-clock time after the warm-up
 	effectiveDelay time.Duration
 }
 
 const (
 	genDefaultEventsPerDay = 100000
 	genDefaultKafkaRate    = 200
-	genDefaultKafkaDelay   = 30 * time.Second
 	genDefaultDays         = 30
+	genDefaultKafkaDays    = 90
+	// genTrainedTxPerDay is the per-card rate of the data the shipped models
+	// were trained on (10,000 cards, 20,000 events a day).
+	genTrainedTxPerDay = 2
+	genDefaultWarmup   = 30 * 24 * time.Hour
 )
 
 func (c *genConfig) flags(fs *flag.FlagSet) {
@@ -72,26 +78,28 @@ func (c *genConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.cards, "cards", synth.DefaultCards, "cards in the population")
 	fs.IntVar(&c.terminals, "terminals", synth.DefaultTerminals, "terminals in the population (at least 20)")
 	fs.Float64Var(&c.fraudRate, "fraud-rate", synth.DefaultFraudRate, "fraction of transactions that are fraud (negative: none)")
-	fs.DurationVar(&c.labelDelay, "label-delay", 0, "mean delay from a transaction to its label, log-normal jitter (default 168h in file mode, 30s with --brokers)")
+	fs.DurationVar(&c.labelDelay, "label-delay", 0, "mean delay (event time) from a transaction to its label, log-normal jitter (default 168h)")
 	fs.Float64Var(&c.genuineLabelRate, "genuine-label-rate", synth.DefaultGenuineLabelRate, "fraction of genuine transactions that get a fraud:false label (negative: none)")
 	fs.StringVar(&c.txPrefix, "tx-prefix", "", `tx_id prefix (default "t-" in file mode; "t-<start time base 36>-" with --brokers, so reruns into one topic keep ids unique)`)
 
-	fs.StringVar(&c.from, "from", "", "file mode: start of simulated event time, YYYY-MM-DD or RFC 3339 (default: --to minus 30 days)")
-	fs.StringVar(&c.to, "to", "", "file mode: end (exclusive) of simulated event time (default: today 00:00 UTC)")
+	fs.StringVar(&c.from, "from", "", "start of simulated event time, YYYY-MM-DD or RFC 3339 (default: --to minus 30 days; with --brokers minus 90 days)")
+	fs.StringVar(&c.to, "to", "", "end (exclusive) of simulated event time (default: today 00:00 UTC; with --brokers now, and it may not be later)")
 	fs.Float64Var(&c.eventsPerDay, "events-per-day", 0, "file mode: mean events per simulated day (default 100000; or give --rate)")
 	fs.StringVar(&c.outEvents, "out-events", "", `file mode: write events as JSONL to this file ("-": stdout)`)
 	fs.StringVar(&c.outLabels, "out-labels", "", "file mode: write labels as JSONL to this file, sorted by label ts (all labels, also those after --to)")
 	fs.StringVar(&c.labelsUntil, "labels-until", "", `file mode: leave out labels whose ts is at or after this time ("to": --to, i.e. labels known when the range ends; default: all labels)`)
-	fs.BoolVar(&c.progress, "progress", true, "file mode: show a progress bar on stderr")
+	fs.BoolVar(&c.progress, "progress", true, "show a progress bar on stderr (Kafka mode: of event time)")
 
-	fs.Var(&c.brokers, "brokers", "Kafka bootstrap brokers, comma-separated or repeated; selects Kafka mode (real time, ts = wall clock)")
+	fs.Var(&c.brokers, "brokers", "Kafka bootstrap brokers, comma-separated or repeated; selects Kafka mode (event time compressed: [--from, --to) at --rate events/s, each card at --tx-per-card-day)")
 	fs.StringVar(&c.topic, "topic", "transactions", "Kafka mode: events topic (key = card_id)")
-	fs.StringVar(&c.labelsTopic, "labels-topic", "labels", `Kafka mode: labels topic, produced when each label's delay has elapsed ("": no labels)`)
+	fs.StringVar(&c.labelsTopic, "labels-topic", "labels", `Kafka mode: labels topic, each label produced when event time reaches its ts ("": no labels)`)
+	fs.Float64Var(&c.txPerDay, "tx-per-card-day", 0, "Kafka mode: transactions per card per day of event time (default 2, the rate the shipped models were trained at); with --rate and --cards it sets how fast event time runs")
+	fs.DurationVar(&c.warmup, "warmup", genDefaultWarmup, "Kafka mode: the first part of event time, produced as fast as Kafka takes it, so the engine's 30-day windows are full when the paced part starts (0: none)")
 	c.kafkaSecurity.register(fs)
 
-	fs.Float64Var(&c.rate, "rate", 0, "events per second: real time with --brokers (default 200); in file mode the simulated mean rate instead of --events-per-day")
-	fs.Int64Var(&c.count, "count", 0, "stop after this many events (0: no limit); Kafka mode then waits for their labels")
-	fs.DurationVar(&c.duration, "duration", 0, "Kafka mode: stop after this long (0: until interrupted)")
+	fs.Float64Var(&c.rate, "rate", 0, "events per second: of wall-clock time after the warm-up with --brokers (default 200); in file mode the simulated mean rate instead of --events-per-day")
+	fs.Int64Var(&c.count, "count", 0, "stop after this many events (0: no limit); Kafka mode then produces their labels due by now")
+	fs.DurationVar(&c.duration, "duration", 0, "Kafka mode: stop after this long of wall-clock time (0: until event time reaches --to, or interrupted)")
 }
 
 // Validate checks the flags and derives the mode, time range and rates.
@@ -118,19 +126,47 @@ func (c *genConfig) Validate(now time.Time) error {
 		if err := c.kafkaSecurity.Validate(); err != nil {
 			return fmt.Errorf("gen: %w", err)
 		}
-		if c.from != "" || c.to != "" || c.eventsPerDay != 0 || c.labelsUntil != "" {
-			return errors.New("gen: --from, --to, --events-per-day and --labels-until are for file mode; Kafka mode runs in real time")
+		if c.eventsPerDay != 0 || c.labelsUntil != "" {
+			return errors.New("gen: --events-per-day and --labels-until are for file mode; Kafka mode's event rate is --cards × --tx-per-card-day")
 		}
 		if c.topic == "" {
 			return errors.New("gen: --topic must not be empty")
 		}
-		c.perSecond = c.rate
-		if c.perSecond == 0 {
-			c.perSecond = genDefaultKafkaRate
+		if c.txPerDay == 0 {
+			c.txPerDay = genTrainedTxPerDay
 		}
-		if c.effectiveDelay == 0 {
-			c.effectiveDelay = genDefaultKafkaDelay
+		if !(c.txPerDay > 0) || math.IsInf(c.txPerDay, 0) || c.warmup < 0 {
+			return errors.New("gen: --tx-per-card-day must be positive and --warmup not negative")
 		}
+		var err error
+		c.toT = now.UTC()
+		if c.to != "" {
+			if c.toT, err = parseTime(c.to, time.Time{}); err != nil {
+				return fmt.Errorf("gen: --to: %w", err)
+			}
+			if c.toT.After(now) {
+				return fmt.Errorf("gen: --to %s is in the future: the engine dead-letters events from the future", c.toT.Format(time.RFC3339))
+			}
+		}
+		c.fromT = c.toT.Add(-genDefaultKafkaDays * 24 * time.Hour)
+		if c.from != "" {
+			if c.fromT, err = parseTime(c.from, time.Time{}); err != nil {
+				return fmt.Errorf("gen: --from: %w", err)
+			}
+		}
+		if !c.toT.After(c.fromT) {
+			return fmt.Errorf("gen: empty time range [%s, %s)", c.fromT.Format(time.RFC3339), c.toT.Format(time.RFC3339))
+		}
+		cards := c.cards
+		if cards == 0 {
+			cards = synth.DefaultCards
+		}
+		c.perSecond = float64(cards) * c.txPerDay / 86400
+		rate := c.rate
+		if rate == 0 {
+			rate = genDefaultKafkaRate
+		}
+		c.speed = rate / c.perSecond
 		if c.txPrefix == "" {
 			c.txPrefix = "t-" + strconv.FormatInt(now.Unix(), 36) + "-"
 		}
@@ -138,6 +174,9 @@ func (c *genConfig) Validate(now time.Time) error {
 	}
 	if c.duration != 0 {
 		return errors.New("gen: --duration is for Kafka mode; bound file mode with --to or --count")
+	}
+	if c.txPerDay != 0 || c.warmup != genDefaultWarmup {
+		return errors.New("gen: --tx-per-card-day and --warmup are for Kafka mode; file mode's rate is --events-per-day (or --rate)")
 	}
 	var err error
 	c.toT = now.UTC().Truncate(24 * time.Hour)
@@ -229,7 +268,10 @@ func cmdGen(ctx context.Context, args []string) error {
 
 Synthetic payment transactions with ground-truth fraud scenarios and delayed labels.
 File mode (--out-events/--out-labels) simulates [--from, --to) with a daily rhythm.
-Kafka mode (--brokers) produces at --rate events/s in real time, labels when due.
+Kafka mode (--brokers) simulates [--from, --to) the same way, each card at
+--tx-per-card-day (the shipped models' training rate by default), and produces
+it with event time compressed: the warm-up as fast as Kafka takes it, then
+--rate events per second; each label when event time reaches its ts.
 
 flags:
 `)
@@ -399,131 +441,4 @@ func (q *labelQueue) Pop() any {
 	x := old[len(old)-1]
 	*q = old[:len(old)-1]
 	return x
-}
-
-// genTick is the pacing interval of Kafka mode.
-const genTick = 10 * time.Millisecond
-
-func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
-	transport, err := c.transport()
-	if err != nil {
-		return fmt.Errorf("gen: %w", err)
-	}
-	// A TLS or authentication failure stops gen here, naming the cause;
-	// missing topics are created by the first write.
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err = kafkaCheck(cctx, &c.kafkaSecurity, c.brokerList, nil)
-	cancel()
-	var ce *kafkaCheckError
-	if err != nil && (!errors.As(err, &ce) || ce.fatal()) {
-		return fmt.Errorf("gen: check kafka: %w", err)
-	}
-	w := &kafka.Writer{
-		Addr:                   kafka.TCP(c.brokerList...),
-		Balancer:               &kafka.Murmur2Balancer{}, // the Java client's default: co-partitions with other producers
-		BatchTimeout:           time.Millisecond,
-		BatchSize:              1000,
-		RequiredAcks:           kafka.RequireAll,
-		AllowAutoTopicCreation: true,
-	}
-	if transport != nil {
-		w.Transport = transport
-	}
-	defer func() {
-		if err := w.Close(); err != nil {
-			slog.Error("gen: close kafka writer", "err", err)
-		}
-	}()
-
-	runCtx := ctx
-	if c.duration > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, c.duration)
-		defer cancel()
-	}
-	slog.Info("gen producing", "brokers", redactBrokers(c.brokerList), "topic", c.topic, "labels_topic", c.labelsTopic,
-		"rate", c.perSecond, "count", c.count, "duration", c.duration, "tx_prefix", c.txPrefix)
-
-	st := newGenStats()
-	var (
-		queue   labelQueue
-		msgs    []kafka.Message
-		arena   []byte
-		budget  float64 // events owed by the pacing clock
-		last    = time.Now()
-		nextLog = last.Add(10 * time.Second)
-		waiting bool
-	)
-	tick := time.NewTicker(genTick)
-	defer tick.Stop()
-	for {
-		select {
-		case <-runCtx.Done():
-			st.log("kafka")
-			if len(queue) > 0 {
-				slog.Warn("gen: labels not yet due were not produced", "labels", len(queue))
-			}
-			return nil
-		case <-tick.C:
-		}
-		now := time.Now()
-		done := c.count > 0 && st.events >= c.count
-		if !done {
-			// Owe rate × elapsed events; never more than a second's worth,
-			// so a stalled broker does not cause a burst afterwards.
-			budget = min(budget+c.perSecond*now.Sub(last).Seconds(), max(c.perSecond, 1))
-		}
-		last = now
-		msgs, arena = msgs[:0], arena[:0]
-		for ; budget >= 1 && !done; budget-- {
-			tx := g.Next(now)
-			st.add(&tx)
-			off := len(arena)
-			arena = tx.Event.AppendJSON(arena)
-			msgs = append(msgs, kafka.Message{Topic: c.topic, Key: []byte(tx.Event.CardID), Value: arena[off:len(arena):len(arena)], Time: now})
-			if c.labelsTopic != "" {
-				if l, ok := g.LabelFor(tx); ok {
-					heap.Push(&queue, l)
-				}
-			}
-			done = c.count > 0 && st.events >= c.count
-		}
-		for len(queue) > 0 && !queue[0].TS.After(now) {
-			l := heap.Pop(&queue).(features.Label)
-			off := len(arena)
-			arena = l.AppendJSON(arena)
-			msgs = append(msgs, kafka.Message{Topic: c.labelsTopic, Key: []byte(l.CardID), Value: arena[off:len(arena):len(arena)], Time: now})
-			st.labels++
-		}
-		if len(msgs) > 0 {
-			if err := w.WriteMessages(runCtx, msgs...); err != nil {
-				if runCtx.Err() != nil {
-					continue // reported at the top of the loop
-				}
-				return fmt.Errorf("gen: write to kafka: %w", err)
-			}
-		}
-		if done && len(queue) == 0 {
-			st.log("kafka")
-			return nil
-		}
-		if done && !waiting {
-			waiting = true
-			slog.Info("gen: count reached, waiting for labels to fall due", "labels", len(queue), "last_due", latestTS(queue))
-		}
-		if now.After(nextLog) {
-			nextLog = now.Add(10 * time.Second)
-			slog.Info("gen progress", "events", st.events, "fraud", st.fraud, "labels", st.labels, "labels_pending", len(queue))
-		}
-	}
-}
-
-func latestTS(q labelQueue) time.Time {
-	var t time.Time
-	for _, l := range q {
-		if l.TS.After(t) {
-			t = l.TS
-		}
-	}
-	return t
 }

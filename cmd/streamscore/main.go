@@ -23,6 +23,7 @@ var commands = map[string]command{
 	"demo":     {cmdDemo, "embedded Kafka broker + NATS server, generated traffic, the engine, live status"},
 	"run":      {cmdRun, "the scoring daemon against an existing Kafka cluster and NATS server"},
 	"gen":      {cmdGen, "synthetic transactions and delayed fraud labels, to files or Kafka"},
+	"replay":   {cmdReplay, "produce a JSONL file of events (and labels) into Kafka at its own event time, compressed by --speed"},
 	"backtest": {cmdBacktest, "compare model kinds and hyper-parameters by prequential backtest: mean ± std of AUC, AP, card precision@k over folds"},
 	"train":    {cmdTrain, "fit a model on generated or recorded history with the stream's feature code"},
 	"eval":     {cmdEval, "measure a model's scores against labels: AUC, AP, precision/recall at thresholds, card precision@k, plots"},

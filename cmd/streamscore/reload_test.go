@@ -84,6 +84,18 @@ func (f *fakeTarget) waitReload(t *testing.T, what string) {
 	}
 }
 
+// settle consumes the Reload calls of f until none came for d (reloads
+// of intermediate states a test step caused, still queued).
+func (f *fakeTarget) settle(d time.Duration) {
+	for {
+		select {
+		case <-f.changed:
+		case <-time.After(d):
+			return
+		}
+	}
+}
+
 // noReload checks that f sees no Reload call for d.
 func (f *fakeTarget) noReload(t *testing.T, d time.Duration, what string) {
 	t.Helper()
@@ -195,6 +207,8 @@ func TestReloaderModelsDir(t *testing.T) {
 			break
 		}
 	}
+
+	target.settle(150 * time.Millisecond) // the intermediate states' reloads
 
 	// A changed file with a valid digest but the old signature (what anyone
 	// who can write the directory can produce) is refused, and v3 keeps
