@@ -357,7 +357,7 @@ func (s *stage) run() {
 		// One timer for the earliest of the open batches' deadlines and
 		// the aligner's (a silent partition's wait bound).
 		d, ok := s.nextDue()
-		if s.al != nil {
+		if s.al != nil && s.credits != nil { // nothing is released without a generation
 			if ad, aok := s.al.Deadline(); aok && (!ok || ad.Before(d)) {
 				d, ok = ad, true
 			}
