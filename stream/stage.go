@@ -405,6 +405,9 @@ func (s *stage) run() {
 				s.stopHard()
 				return
 			}
+			if s.al != nil {
+				s.al.Resume() // the pause is not the partitions' silence
+			}
 		case <-hard:
 			s.stopHard()
 			return
@@ -476,8 +479,17 @@ func (s *stage) batchOf(wi int) (*batch, bool) {
 	var b *batch
 	select {
 	case b = <-w.free:
-	case <-s.p.hard.Done():
-		return nil, false
+	default:
+		// Every batch of the worker is in flight (a slow or down sink):
+		// wait, and do not count the wait as the partitions' silence.
+		select {
+		case b = <-w.free:
+		case <-s.p.hard.Done():
+			return nil, false
+		}
+		if s.al != nil {
+			s.al.Resume()
+		}
 	}
 	b.opened = time.Now()
 	// Between batches: pick up a newly published model set. Every record
@@ -584,7 +596,15 @@ func (s *stage) release() {
 		return
 	}
 	for {
-		pd, _, ok := s.al.Pop()
+		var pd *pending
+		var ok bool
+		if len(s.in) > 0 {
+			// More messages are queued: their partitions are not silent,
+			// only not read yet, so no wait bound may release anything.
+			pd, ok = s.al.PopExact()
+		} else {
+			pd, _, ok = s.al.Pop()
+		}
 		if !ok {
 			return
 		}

@@ -499,6 +499,30 @@ func (a *Aligner[T]) Pop() (v T, why Reason, ok bool) {
 	return v, why, true
 }
 
+// PopExact is Pop without the wait bounds: it releases the next item only
+// when no active partition could still deliver an earlier one (or an
+// out-of-order item), never because a partition has been silent. The owner
+// uses it while it knows more items are on their way (queued to it, not
+// pushed yet): their partitions are not silent, only not read yet.
+func (a *Aligner[T]) PopExact() (v T, ok bool) {
+	if a.lateCount == 0 && len(a.items) > 0 && len(a.active) > 0 && a.active[0].wm <= a.items[0].ts {
+		return v, false
+	}
+	v, _, ok = a.Pop()
+	return v, ok
+}
+
+// Resume restarts the silence of every active partition from now. The
+// owner calls it after a time in which it could not take items
+// (backpressure from downstream): the partitions were not silent, the owner
+// was not reading them.
+func (a *Aligner[T]) Resume() {
+	now := a.read()
+	for _, q := range a.active {
+		q.quiet = now
+	}
+}
+
 // Drain releases the next item without waiting for any partition: the
 // out-of-order ones first, then the smallest buffered item. The owner calls
 // it when it stops (every item fetched is handled, in the best order still

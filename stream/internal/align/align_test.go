@@ -803,3 +803,40 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("stats %+v, want 3 drained, none buffered", st)
 	}
 }
+
+// TestPopExactAndResume: PopExact never releases on a wait bound; Resume
+// gives the active partitions a fresh wait after the owner stopped reading.
+func TestPopExactAndResume(t *testing.T) {
+	now := time.Unix(0, 0)
+	a, err := New[int](WithIdleWait(100*time.Millisecond), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Push(0, 10, "a", 1, true)
+	a.Push(1, 5, "b", 2, false)
+	a.Push(1, 7, "c", 3, true)
+	if v, ok := a.PopExact(); !ok || v != 2 {
+		t.Fatalf("PopExact = %v, %v; want 2 (both partitions are past 5)", v, ok)
+	}
+	if _, ok := a.PopExact(); ok {
+		t.Fatal("PopExact released 7 while partition 1 may still deliver 7")
+	}
+	a.Deadline() // the quiet times start
+	now = now.Add(time.Second)
+	if _, ok := a.PopExact(); ok {
+		t.Fatal("PopExact released on the idle bound")
+	}
+	a.Resume()
+	if _, _, ok := a.Pop(); ok {
+		t.Fatal("Pop released right after Resume: the silence did not restart")
+	}
+	now = now.Add(200 * time.Millisecond)
+	if v, _, ok := a.Pop(); !ok || v != 3 {
+		t.Fatalf("Pop = %v, %v after the idle wait; want 3", v, ok)
+	}
+}
