@@ -695,10 +695,9 @@ func (p *Pipeline) alignLabels(ctx context.Context, st *stage, d *kafka.Dialer) 
 	}
 	for _, part := range parts {
 		id := labelAlignBase + part
-		if err := st.al.Add(id); err != nil {
+		if err := st.alignLabels(id); err != nil {
 			continue
 		}
-		st.labelAligned(id)
 		p.labelMu.Lock()
 		start, restored := p.labelNext[part]
 		p.labelMu.Unlock()

@@ -120,7 +120,10 @@ func (ps *offTrail) markApplied(off int64) {
 		n++
 	}
 	if n > 0 {
-		ps.trail = append(ps.trail[:0], ps.trail[n:]...)
+		// Drop the head by reslicing, not by moving the rest: a backlog
+		// keeps thousands waiting, and an append that outgrows the
+		// capacity copies only the live entries.
+		ps.trail = ps.trail[n:]
 	}
 }
 
@@ -804,13 +807,11 @@ func (s *stage) addLabel(lm *labelMsg) {
 		return
 	}
 	id := labelAlignBase + part
-	if !s.labelAligned(id) {
-		if err := s.al.Add(id); err != nil {
-			s.p.log.Error("event-time aligner refused a labels partition: its labels are applied on arrival", "partition", part, "err", err)
-			tr.fetched(lm.m.Offset, false)
-			s.applyLabel(lm)
-			return
-		}
+	if err := s.alignLabels(id); err != nil {
+		s.p.log.Error("event-time aligner refused a labels partition: its labels are applied on arrival", "partition", part, "err", err)
+		tr.fetched(lm.m.Offset, false)
+		s.applyLabel(lm)
+		return
 	}
 	tr.fetched(lm.m.Offset, false)
 	pd := s.newPending()
@@ -820,17 +821,21 @@ func (s *stage) addLabel(lm *labelMsg) {
 	s.al.Push(id, lm.l.TS.UnixNano(), "\x00"+lm.l.TxID, pd, lm.m.HighWaterMark > 0 && lm.m.Offset == lm.m.HighWaterMark-1)
 }
 
-// labelAligned reports whether aligner id was added (labels partitions
-// join when they first deliver).
-func (s *stage) labelAligned(id int) bool {
+// alignLabels adds labels partition id to the aligner unless it is in it
+// (labels partitions join before anything is fetched, or when they first
+// deliver); an id the aligner refused is tried again with the next label.
+func (s *stage) alignLabels(id int) error {
+	if s.alLabels[id] {
+		return nil
+	}
+	if err := s.al.Add(id); err != nil {
+		return err
+	}
 	if s.alLabels == nil {
 		s.alLabels = map[int]bool{}
 	}
-	if s.alLabels[id] {
-		return true
-	}
 	s.alLabels[id] = true
-	return false
+	return nil
 }
 
 // applyLabel applies a label to the shared state (a dead letter's offset
