@@ -50,6 +50,17 @@ func (p *Pipeline) consume(ctx context.Context, src Source, st *stage) error {
 			if fctx.Err() != nil {
 				return nil
 			}
+			if rebalancing(err) {
+				// Another member joined or left while this one rejoined:
+				// part of every rebalance, not an outage.
+				p.log.Info("consumer group rebalancing, joining again", "err", err)
+				select {
+				case <-fctx.Done():
+					return nil
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
 			if p.cfg.connObserve != nil {
 				p.cfg.connObserve("kafka reader", err)
 			}
@@ -243,4 +254,11 @@ wait:
 type genRef struct {
 	gen     Generation
 	claimed []int
+}
+
+// rebalancing reports whether a join error is the group rebalancing (a
+// member joined or left meanwhile, or this one was dropped and joins as a
+// new member): the next join goes on.
+func rebalancing(err error) bool {
+	return errors.Is(err, kafka.RebalanceInProgress) || errors.Is(err, kafka.UnknownMemberId)
 }
