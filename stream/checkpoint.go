@@ -197,6 +197,9 @@ func (p *Pipeline) encodeClaimed(st *stage) []ckptBlob {
 		}
 		out = append(out, ckptBlob{part: part, slot: ps.ckptSlot, applied: ps.applied, blob: b})
 	}
+	if sb, ok := p.encodeShared(st); ok {
+		out = append(out, sb)
+	}
 	return out
 }
 
@@ -218,7 +221,11 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			info, err := p.cfg.ckpt.Put(ctx, p.ckptKey(b.part, b.slot), b.applied+1, bytes.NewReader(b.blob))
+			key, off := p.ckptKey(b.part, b.slot), b.applied+1
+			if b.part == sharedCkptPart {
+				key, off = p.sharedKey(b.slot), b.applied // the time it was written
+			}
+			info, err := p.cfg.ckpt.Put(ctx, key, off, bytes.NewReader(b.blob))
 			if errors.Is(err, checkpoint.ErrCleanup) {
 				p.log.Warn("checkpoint stored; superseded chunks not removed yet (retried at the next one)", "partition", b.part, "err", err)
 				err = nil
@@ -233,7 +240,19 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 	applied := map[int]int64{}
 	slots := map[int]int{}
 	ok := true
+	sharedStored := -1
 	for i, b := range blobs {
+		if b.part == sharedCkptPart {
+			outcome := "ok"
+			if errs[i] != nil {
+				outcome = "error"
+				p.log.Error("store the shared-state checkpoint", "err", errs[i])
+			} else {
+				sharedStored = b.slot
+			}
+			p.met.sharedCkpt.WithLabelValues("put", outcome).Inc()
+			continue
+		}
 		if errs[i] != nil {
 			ok = false
 			p.met.checkpoints.WithLabelValues("put", "error").Inc()
@@ -243,6 +262,14 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 		p.met.checkpoints.WithLabelValues("put", "ok").Inc()
 		applied[b.part] = b.applied
 		slots[b.part] = b.slot
+	}
+	if sharedStored >= 0 {
+		flip := func() { st.sharedSlot = 1 - sharedStored }
+		if running {
+			st.do(flip)
+		} else {
+			flip()
+		}
 	}
 	if len(applied) > 0 {
 		// Recorded as stored by the stage (its goroutine owns the
@@ -402,8 +429,11 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 			"partition", part, "checkpoint_offset", cp.Offset, "committed", c.Start())
 	}
 	st.do(func() {
-		if old, ok := st.parts[part]; ok && old.aligned {
-			ps.aligned = true
+		if old, ok := st.parts[part]; ok {
+			// The partition's shared half (read as a replica, or restored
+			// with the shared state) is not in its checkpoint: it stays.
+			ps.aligned = old.aligned
+			ps.shr, ps.shrKnown, ps.cols = old.shr, old.shrKnown, old.cols
 		}
 		st.parts[part] = ps
 	})

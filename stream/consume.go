@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,6 +30,8 @@ const revokeTimeout = 15 * time.Second
 type fetched struct {
 	m     kafka.Message
 	epoch uint64
+	// replica: read outside the claim (replicaRead): not scored.
+	replica bool
 }
 
 // consume runs the member's generations until ctx is done or the pipeline
@@ -43,6 +46,12 @@ func (p *Pipeline) consume(ctx context.Context, src Source, st *stage) error {
 	defer cancel()
 	stop := context.AfterFunc(p.hard, cancel)
 	defer stop()
+	if p.cfg.replicas {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		wg.Go(func() { p.positionsLoop(fctx, src, st) })
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		gen, err := src.Next(fctx)
@@ -87,7 +96,7 @@ func (p *Pipeline) consume(ctx context.Context, src Source, st *stage) error {
 		if p.cfg.connObserve != nil {
 			p.cfg.connObserve("kafka reader", nil)
 		}
-		p.runGeneration(fctx, gen, st)
+		p.runGeneration(fctx, src, gen, st)
 		if fctx.Err() != nil {
 			// Stopping: Run drains, commits through gen and ends it.
 			return nil
@@ -99,7 +108,7 @@ func (p *Pipeline) consume(ctx context.Context, src Source, st *stage) error {
 
 // runGeneration hands gen's claims to the stage and fetches them until the
 // generation ends or ctx is done.
-func (p *Pipeline) runGeneration(ctx context.Context, gen Generation, st *stage) {
+func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation, st *stage) {
 	claims := gen.Claims()
 	parts := make([]int, len(claims))
 	for i, c := range claims {
@@ -111,21 +120,51 @@ func (p *Pipeline) runGeneration(ctx context.Context, gen Generation, st *stage)
 	for _, c := range claims {
 		credits[c.Partition()] = make(chan struct{}, partitionCredit)
 	}
+	// The partitions other members claim are read as shared-state
+	// replicas (WithSharedReplicas).
+	var replicas []int
+	var pos map[int]Position
+	if p.cfg.replicas {
+		if pos = p.positions(ctx, src); pos != nil {
+			for part := range pos {
+				if _, ok := credits[part]; !ok {
+					replicas = append(replicas, part)
+					credits[part] = make(chan struct{}, partitionCredit)
+				}
+			}
+			slices.Sort(replicas)
+		}
+	}
 	// Partitions whose state this member does not hold are restored from
 	// their checkpoints before anything is fetched.
 	p.restoreClaims(ctx, st, claims)
-	if !st.do(func() { epoch = st.assign(claims, credits) }) {
+	var reads []replicaRead
+	if !st.do(func() { epoch, reads = st.assign(claims, replicas, pos, credits) }) {
 		return
 	}
+	prefix := map[int]replicaRead{}
 	p.gen.Store(&genRef{gen: gen, claimed: parts})
 
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	for _, r := range reads {
+		if r.until >= 0 {
+			prefix[r.part] = r
+			continue
+		}
+		wg.Go(func() { p.fetchReplica(gctx, src, r, st, epoch, credits[r.part]) })
+	}
 	for _, c := range claims {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if r, ok := prefix[c.Partition()]; ok {
+				// The shared half first catches up to the committed offset.
+				if !p.fetchReplica(gctx, src, r, st, epoch, credits[c.Partition()]) {
+					return
+				}
+			}
 			p.fetchClaim(gctx, c, st, epoch, credits[c.Partition()])
 		}()
 	}

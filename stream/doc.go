@@ -168,5 +168,9 @@
 //	streamscore_stream_checkpoints_total{op,outcome}       partition checkpoints stored (put) and restored (restore): ok, error, none, refused
 //	streamscore_stream_checkpoint_seconds{op}              time of the last checkpoint round (put) or partition restore
 //	streamscore_stream_checkpoint_bytes                    bytes of the last checkpoint round
+//	streamscore_stream_replica_events_total                events of partitions other members claim, applied to the shared entities only
+//	streamscore_stream_shared_columns_missing_total        events scored after a rebalance without their kept shared columns (may differ from a replay)
+//	streamscore_stream_shared_columns_held_events          events whose shared columns are kept above the group's committed offsets
+//	streamscore_stream_shared_checkpoints_total{op,outcome}  shared-state checkpoints stored (put) and restored (restore)
 //	streamscore_stream_source_*                            the source's generations, claimed partitions, fenced commits, fetch errors, records skipped
 package stream

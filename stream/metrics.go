@@ -41,6 +41,10 @@ type metrics struct {
 	checkpointSeconds *prometheus.GaugeVec
 	checkpointBytes   prometheus.Gauge
 	alignBuffered     prometheus.Gauge
+	replicaEvents     prometheus.Counter
+	sharedColsMissing prometheus.Counter
+	sharedColsHeld    prometheus.Gauge
+	sharedCkpt        *prometheus.CounterVec
 
 	rateAnomalies *prometheus.CounterVec // model, direction
 }
@@ -180,6 +184,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "streamscore_stream_checkpoint_bytes",
 		Help: "Bytes stored by the last checkpoint round.",
 	})
+	m.replicaEvents = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamscore_stream_replica_events_total",
+		Help: "Events of partitions this member does not claim (shared-state replicas, WithSharedReplicas) applied to its shared entities only, never scored.",
+	})
+	m.sharedColsMissing = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamscore_stream_shared_columns_missing_total",
+		Help: "Events scored after a rebalance whose shared half was applied already but whose shared columns were not kept: scored with the shared state as it is (may differ from a replay).",
+	})
+	m.sharedColsHeld = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "streamscore_stream_shared_columns_held_events",
+		Help: "Events whose shared columns are kept above the group's committed offsets (for the next owner of their partition).",
+	})
+	m.sharedCkpt = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamscore_stream_shared_checkpoints_total",
+		Help: "Shared-state checkpoints by op (put, restore) and outcome (ok, error, none, refused).",
+	}, []string{"op", "outcome"})
 	m.rateAnomalies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "streamscore_stream_alert_rate_anomalies_total",
 		Help: "Windows of events (WithAlertRateGuard) in which a model's alert rate was above (direction high) or below (low) its validation alert rate by more than the guard's factor.",
@@ -191,7 +211,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late, m.rekeyed,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
 		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies,
-		m.aligned, m.alignBuffered, m.checkpoints, m.checkpointSeconds, m.checkpointBytes} {
+		m.aligned, m.alignBuffered, m.checkpoints, m.checkpointSeconds, m.checkpointBytes,
+		m.replicaEvents, m.sharedColsMissing, m.sharedColsHeld, m.sharedCkpt} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

@@ -44,6 +44,7 @@ type config struct {
 	guardFactor    float64         // WithAlertRateGuard
 	source         Source          // WithSource; nil: a KafkaSource
 	ckpt           CheckpointStore // WithCheckpoints
+	replicas       bool            // WithSharedReplicas
 	alignIdle      time.Duration   // WithAlignIdleWait; negative: no alignment
 	alignLag       time.Duration   // WithAlignLagWait
 }
@@ -65,6 +66,7 @@ func defaultConfig() config {
 		guardEvents:    10000,
 		guardFactor:    5,
 		alignIdle:      100 * time.Millisecond,
+		replicas:       true,
 		alignLag:       10 * time.Second,
 	}
 }
@@ -280,6 +282,26 @@ func WithCheckpoints(store CheckpointStore) Option {
 			return errors.New("stream: nil checkpoint store")
 		}
 		c.ckpt = store
+		return nil
+	}
+}
+
+// WithSharedReplicas sets whether a member of a group of several reads the
+// partitions it does not claim as shared-state replicas (default true):
+// their events update its shared entities (terminals, and with a spec
+// every entity but card_id) in event-time order with its own, never its
+// cards and never a record, so that every member's terminal features are
+// exactly those of one process reading every partition, through failovers
+// and rebalances (see replica.go). The price: every member reads and
+// decodes every event of the topic (its feature stage then sets the
+// group's ceiling: see the README's sizing table), and keeps the shared
+// columns of the events above the group's committed offsets (a few bytes
+// per feature per event, one state interval's worth). false keeps each
+// member's shared state to the partitions it claims: terminals then see
+// only part of their traffic with several members.
+func WithSharedReplicas(on bool) Option {
+	return func(c *config) error {
+		c.replicas = on
 		return nil
 	}
 }

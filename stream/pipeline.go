@@ -50,6 +50,12 @@ type Pipeline struct {
 	activeLabels [][4]string
 
 	shared *features.Shared
+	// restoredSnapshot: Run restored a state-directory snapshot (the
+	// shared checkpoint is then not restored).
+	restoredSnapshot bool
+	// sharedCols are the row columns of the shared entities
+	// (Shared.Columns).
+	sharedCols []int
 	// nParts is the number of partitions of the topic (learnt at Run; 0
 	// unknown): the card cap is divided among them.
 	nParts int
@@ -143,6 +149,7 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 	// Bind here so a layout mismatch fails at start-up, not in a worker.
 	b := features.NewBuilder(p.shared, cfg.featureOpts...)
 	p.names, p.defs = b.Names(), ModelFeatureDefs(b.Definitions())
+	p.sharedCols = p.shared.Columns()
 	set, err := p.newModelSet(ms, cfg.shadows)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidModelSet, err)
@@ -275,6 +282,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			closeSource()
 			return err
 		}
+	}
+	if p.cfg.ckpt != nil && !p.restoredSnapshot {
+		// The shared entities' state (terminals) as the group holds it:
+		// before anything is applied and before the labels are read.
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Minute)
+		p.restoreShared(rctx, st)
+		rcancel()
 	}
 	if labels != nil {
 		// The labels partitions take part in the event-time order from the

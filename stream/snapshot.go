@@ -112,6 +112,12 @@ type snapshotManifest struct {
 	// offset of theirs).
 	Applied map[string]int64   `json:"applied"`
 	Ahead   map[string][]int64 `json:"ahead,omitempty"`
+	// SharedApplied and SharedAhead: the same for the shared half (the
+	// shared entities' state), per partition whose shared half stands
+	// elsewhere than its cards (a shared-state replica: WithSharedReplicas).
+	// A partition of Applied absent here has both halves there.
+	SharedApplied map[string]int64   `json:"shared_applied,omitempty"`
+	SharedAhead   map[string][]int64 `json:"shared_ahead,omitempty"`
 	// LabelsTopic and LabelsNext: the labels topic and, per partition, the
 	// next offset to read; every label before it is in the Shared state.
 	LabelsTopic string           `json:"labels_topic,omitempty"`
@@ -187,6 +193,18 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 	tasks := []task{{sharedFn, p.shared.WriteState}}
 	for _, part := range slices.Sorted(maps.Keys(st.parts)) {
 		ps := st.parts[part]
+		if ps.shrKnown && ps.shr.applied >= 0 && (ps.shr.applied != ps.applied || !slices.Equal(ps.shr.ahead(), ps.ahead())) {
+			if man.SharedApplied == nil {
+				man.SharedApplied = map[string]int64{}
+			}
+			man.SharedApplied[strconv.Itoa(part)] = ps.shr.applied
+			if a := ps.shr.ahead(); len(a) > 0 {
+				if man.SharedAhead == nil {
+					man.SharedAhead = map[string][]int64{}
+				}
+				man.SharedAhead[strconv.Itoa(part)] = a
+			}
+		}
 		if ps.applied < 0 {
 			continue // created, never applied: nothing to keep
 		}
@@ -679,17 +697,35 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 			offTrail:     newOffTrail(off),
 			restoredFrom: -1,
 			ckptApplied:  -1,
+			cols:         colLog{width: len(p.sharedCols)},
 		}
-		for _, a := range man.Ahead[ps] {
-			if a <= st.seen || len(st.trail) > maxSnapAhead {
-				return nil, unusable("ahead of partition %s: offset %d not above %d, or more than %d", ps, a, st.seen, maxSnapAhead)
-			}
-			st.trail = append(st.trail, trailEntry{off: a, done: true})
-			st.seen = a
+		var err2 error
+		if st.offTrail, err2 = restoredTrail(ps, off, man.Ahead[ps]); err2 != nil {
+			return nil, err2
 		}
+		st.shr, st.shrKnown = st.offTrail, true
+		st.shr.trail = slices.Clone(st.offTrail.trail)
 		st.seq.layout = stageLayout(stg, part)
 		r.parts[part] = st
 		parts = append(parts, st)
+	}
+	for key, off := range man.SharedApplied {
+		part, err := partition("shared_applied", key, off)
+		if err != nil {
+			return nil, err
+		}
+		st, ok := r.parts[part]
+		if !ok {
+			// Read as a replica only: no cards.
+			st = p.newPartState(part)
+			st.build = features.NewBuilder(r.shared, p.partFeatureOpts()...)
+			st.seq.layout = stageLayout(stg, part)
+			r.parts[part] = st
+		}
+		if st.shr, err = restoredTrail(key, off, man.SharedAhead[key]); err != nil {
+			return nil, err
+		}
+		st.shrKnown = true
 	}
 	errs := parallel(2*len(parts), func(i int) error {
 		ps := parts[i/2]
@@ -724,6 +760,20 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 		}
 	}
 	return r, nil
+}
+
+// restoredTrail is the trail of a manifest's applied offset and the
+// offsets applied ahead of it (of partition key).
+func restoredTrail(key string, off int64, ahead []int64) (offTrail, error) {
+	t := newOffTrail(off)
+	for _, a := range ahead {
+		if a <= t.seen || len(t.trail) > maxSnapAhead {
+			return t, unusable("ahead of partition %s: offset %d not above %d, or more than %d", key, a, t.seen, maxSnapAhead)
+		}
+		t.trail = append(t.trail, trailEntry{off: a, done: true})
+		t.seen = a
+	}
+	return t, nil
 }
 
 // ErrSnapshotRefused is wrapped by CheckState's error when the state
@@ -845,6 +895,7 @@ func (p *Pipeline) restoreState(st *stage, committed map[int]int64) error {
 		p.met.restores.WithLabelValues("error").Inc()
 		return fmt.Errorf("stream: restore state from %s: %w", p.cfg.stateDir, err)
 	default:
+		p.restoredSnapshot = true
 		p.met.restores.WithLabelValues("ok").Inc()
 		p.log.Info("state snapshot restored", "snapshot", r.name, "written_at", r.man.WrittenAt, "reason", r.man.Reason,
 			"cards", sumMap(r.man.Cards), "partitions", len(r.man.Applied), "label_partitions", len(r.labelNext),

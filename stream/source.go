@@ -102,6 +102,13 @@ type Source interface {
 	// of the source closes those still open.
 	Read(topic string, partition int, offset int64) (PartitionReader, error)
 
+	// Positions returns where the group stands on every partition of the
+	// input topic: its committed offset and the partition's retained range.
+	// A member reads the partitions it does not claim from there (the
+	// shared-state replicas: WithSharedReplicas), and forgets what it keeps
+	// for the offsets the group has committed.
+	Positions(ctx context.Context) (map[int]Position, error)
+
 	// Close leaves the group, ends a generation that is still open (its
 	// in-flight work is abandoned: nothing more can be committed through it),
 	// closes the readers still open and joins every goroutine of the source.
@@ -110,6 +117,16 @@ type Source interface {
 	// a join in progress at the broker cannot be cancelled, so Close during
 	// a rebalance can take up to the rebalance timeout (KafkaSource).
 	Close() error
+}
+
+// Position is where a consumer group stands on one partition.
+type Position struct {
+	// Committed is the group's committed offset (the next offset to read),
+	// -1 when it has none.
+	Committed int64
+	// First is the partition's first retained offset, HighWater its
+	// high-water mark (the offset of the next record appended).
+	First, HighWater int64
 }
 
 // Generation is one generation of the group as seen by this member: the

@@ -341,6 +341,58 @@ func (s *KafkaSource) Partitions(ctx context.Context, topic string) ([]int, erro
 	return ids, nil
 }
 
+// Positions implements Source: one OffsetFetch and one ListOffsets
+// request.
+func (s *KafkaSource) Positions(ctx context.Context) (map[int]Position, error) {
+	if s.isClosed() {
+		return nil, ErrSourceClosed
+	}
+	parts, err := s.Partitions(ctx, s.topic)
+	if err != nil {
+		return nil, err
+	}
+	of, err := s.cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{s.topic: parts}})
+	if err == nil && of.Error != nil {
+		err = of.Error
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream: committed offsets of group %q: %w", s.group, err)
+	}
+	out := make(map[int]Position, len(parts))
+	for _, p := range parts {
+		out[p] = Position{Committed: -1}
+	}
+	for _, po := range of.Topics[s.topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("stream: committed offset of %s/%d: %w", s.topic, po.Partition, po.Error)
+		}
+		if pos, ok := out[po.Partition]; ok && po.CommittedOffset >= 0 {
+			pos.Committed = po.CommittedOffset
+			out[po.Partition] = pos
+		}
+	}
+	reqs := make([]kafka.OffsetRequest, 0, 2*len(parts))
+	for _, p := range parts {
+		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+	}
+	lo, err := s.cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{s.topic: reqs}, IsolationLevel: kafka.ReadCommitted,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream: list offsets of %q: %w", s.topic, err)
+	}
+	for _, po := range lo.Topics[s.topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("stream: list offsets of %s/%d: %w", s.topic, po.Partition, po.Error)
+		}
+		if pos, ok := out[po.Partition]; ok {
+			pos.First, pos.HighWater = po.FirstOffset, po.LastOffset
+			out[po.Partition] = pos
+		}
+	}
+	return out, nil
+}
+
 // Read implements Source.
 func (s *KafkaSource) Read(topic string, partition int, offset int64) (PartitionReader, error) {
 	if topic == "" || partition < 0 {

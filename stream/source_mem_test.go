@@ -288,6 +288,24 @@ func (s *MemSource) Partitions(_ context.Context, topic string) ([]int, error) {
 	return ids, nil
 }
 
+// Positions implements Source.
+func (s *MemSource) Positions(_ context.Context) (map[int]Position, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if s.closed {
+		return nil, ErrSourceClosed
+	}
+	out := map[int]Position{}
+	for p, l := range s.b.logs[s.topic] {
+		pos := Position{Committed: -1, HighWater: int64(len(l))}
+		if c, ok := s.g.committed[s.topic][p]; ok {
+			pos.Committed = c
+		}
+		out[p] = pos
+	}
+	return out, nil
+}
+
 // Read implements Source.
 func (s *MemSource) Read(topic string, partition int, offset int64) (PartitionReader, error) {
 	s.b.mu.Lock()

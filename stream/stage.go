@@ -34,6 +34,21 @@ type partState struct {
 	// partition's first message was checked against it (checkGap), else -1.
 	restoredFrom int64
 
+	// owned: claimed in the current generation (its events are scored);
+	// else the member reads it as a shared-state replica (WithSharedReplicas):
+	// its events update the shared entities only.
+	owned bool
+	// shr is how far the partition's events are applied to the shared
+	// entities (terminals): with the card trail for a partition applied by
+	// this member throughout, ahead of it for one read as a replica.
+	// shrKnown says the shared state holds a defined prefix of the
+	// partition (restored, or read from a known offset on).
+	shr      offTrail
+	shrKnown bool
+	// cols keeps the shared columns of the partition's events applied to
+	// the shared entities above the group's committed offset (replicas).
+	cols colLog
+
 	// The Builder's counters already added to the metrics.
 	late, rekeyed uint64
 	evicted       features.StateStats
@@ -45,8 +60,10 @@ func (p *Pipeline) newPartState(part int) *partState {
 		build:        features.NewBuilder(p.shared, p.partFeatureOpts()...),
 		seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 		offTrail:     newOffTrail(-1),
+		shr:          newOffTrail(-1),
 		restoredFrom: -1,
 		ckptApplied:  -1,
+		cols:         colLog{width: len(p.sharedCols)},
 	}
 }
 
@@ -192,6 +209,11 @@ type stage struct {
 	// alignment (WithAlignment(false)).
 	al      *align.Aligner[*pending]
 	alStats align.Stats // the aligner's counters already added to the metrics
+	// sharedSlot is the slot the next shared checkpoint is stored in.
+	sharedSlot int
+	// scratch is the row a replica's shared half is written to.
+	scratch       []float32
+	replicaEvents prometheus.Counter
 	// torn reports, once run returned on a hard stop, that an open batch
 	// held events applied to the windows but not scored (the sequential
 	// models have not stepped).
@@ -212,7 +234,9 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 		labels:     make(chan *labelMsg, 64),
 		labelTrail: map[int]*offTrail{},
 		pause:      make(chan *pauseReq),
+		scratch:    make([]float32, len(p.names)),
 	}
+	s.replicaEvents = p.met.replicaEvents
 	s.consumed = p.met.consumed.WithLabelValues(p.topic)
 	s.labelsApplied = p.met.labels.WithLabelValues("applied")
 	if p.cfg.alignIdle >= 0 {
@@ -256,10 +280,17 @@ func (s *stage) do(fn func()) bool {
 // event-time alignment (one with nothing to read is caught up from the
 // start), each partition with state from before (a snapshot, or an earlier
 // generation) has its first message checked for a gap, and the stage
-// takes the generation's credits. It returns the generation's epoch.
-func (s *stage) assign(claims []Claim, credits map[int]chan struct{}) uint64 {
+// takes the generation's credits. The replicas, partitions the member
+// reads outside the group for the shared state (WithSharedReplicas), take
+// part too, from where their shared half stands (pos: the group's
+// positions, for a partition the shared state knows nothing of). It
+// returns the generation's epoch and the reads to start: a replica's, and
+// for a claimed partition whose shared half stands before its committed
+// offset, the part between.
+func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, credits map[int]chan struct{}) (uint64, []replicaRead) {
 	s.epoch++
 	s.credits = credits
+	var reads []replicaRead
 	for _, c := range claims {
 		ps, ok := s.parts[c.Partition()]
 		if !ok {
@@ -268,30 +299,71 @@ func (s *stage) assign(claims []Claim, credits map[int]chan struct{}) uint64 {
 		} else if ps.applied >= 0 && ps.restoredFrom < 0 {
 			ps.restoredFrom = ps.applied
 		}
+		ps.owned = true
+		switch {
+		case !ps.shrKnown:
+			// The shared state knows nothing of the partition: it starts
+			// where its cards do.
+			ps.shr = newOffTrail(c.Start() - 1)
+			ps.shrKnown = true
+		case ps.shr.applied+1 < c.Start() && s.p.cfg.replicas:
+			reads = append(reads, replicaRead{part: c.Partition(), from: ps.shr.applied + 1, until: c.Start()})
+		}
 		if s.al != nil && !ps.aligned {
-			s.alignPart(ps, c.Start() >= c.HighWater())
+			s.alignPart(ps, c.Start() >= c.HighWater() && ps.shr.applied+1 >= c.Start())
 		}
 	}
-	return s.epoch
+	for _, part := range replicas {
+		ps, ok := s.parts[part]
+		if !ok {
+			ps = s.p.newPartState(part)
+			s.parts[part] = ps
+		}
+		ps.owned = false
+		po, known := pos[part]
+		if !ps.shrKnown {
+			from := po.Committed
+			if from < 0 {
+				from = po.First
+				if s.p.cfg.startOffset == kafka.LastOffset {
+					from = po.HighWater
+				}
+			}
+			ps.shr = newOffTrail(from - 1)
+			ps.shrKnown = true
+		}
+		from := ps.shr.applied + 1
+		reads = append(reads, replicaRead{part: part, from: from, until: -1})
+		if s.al != nil && !ps.aligned {
+			s.alignPart(ps, known && from >= po.HighWater)
+		}
+	}
+	return s.epoch, reads
 }
 
 // revoke ends the stage's part of a generation: what waits in the
 // aligner is dropped (fetched, never applied: it is fetched again, by this
 // member or the next owner), messages still queued from the generation
 // will be dropped, and the open batches go to the workers. It returns the
-// number of messages dropped.
+// number of claimed messages dropped.
 func (s *stage) revoke() int {
 	s.epoch++
 	s.credits = nil
 	dropped := 0
+	count := func(pd *pending) {
+		if !pd.replica {
+			dropped++
+		}
+		s.recycle(pd)
+	}
 	for _, ps := range s.parts {
 		if !ps.aligned {
 			continue
 		}
-		n, _ := s.al.Remove(ps.part, s.recycle)
-		dropped += n
+		s.al.Remove(ps.part, count)
 		ps.aligned = false
 		ps.dropWaiting()
+		ps.shr.dropWaiting()
 	}
 	if dropped > 0 {
 		s.p.stats.Consumed.Add(int64(-dropped))
@@ -385,9 +457,11 @@ func (s *stage) run() {
 			if f.epoch != s.epoch {
 				continue // fetched in a generation that ended: fetched again
 			}
-			s.consumed.Inc()
-			s.p.stats.Consumed.Add(1)
-			s.add(f.m)
+			if !f.replica {
+				s.consumed.Inc()
+				s.p.stats.Consumed.Add(1)
+			}
+			s.add(f)
 			s.release()
 		case lm := <-s.labels:
 			s.addLabel(lm)
@@ -531,6 +605,14 @@ type pending struct {
 	// label, when set, makes the item a label of labels partition
 	// m.Partition (ev, reason and err unused).
 	label *labelMsg
+	// replica: read outside the claim (a partition read as a shared-state
+	// replica, or the part of a claimed one before its committed offset
+	// that the shared state lacks): it updates the shared entities only and
+	// is not scored.
+	replica bool
+	// needShared and needLocal: the event's shared half (terminals) and
+	// card half are not in the state yet.
+	needShared, needLocal bool
 }
 
 // newPending returns an empty pending item from the stage's free list.
@@ -564,30 +646,50 @@ func (s *stage) recycle(pd *pending) {
 	s.spare = append(s.spare, pd)
 }
 
-// add takes a fetched message: one already in the state (re-delivered
-// after a rebalance or a restore) is scored at once against the state as
-// it is; a dead letter changes no state and is recorded at once; a new
-// event waits in the aligner for its turn (release), or is applied at once
-// without alignment.
-func (s *stage) add(m kafka.Message) {
+// add takes a fetched message: one whose halves are both in the state
+// already (re-delivered after a rebalance or a restore) is scored at once
+// against the state as it is; a dead letter changes no state and is
+// recorded at once; an event with a half still to apply waits in the
+// aligner for its turn (release), or is applied at once without alignment.
+// A replica message (f.replica, or of a partition this member does not
+// claim) is never scored: only its shared half is applied.
+func (s *stage) add(f fetched) {
+	m := f.m
 	ps := s.part(m.Partition)
-	if ps.restoredFrom >= 0 {
+	replica := f.replica || !ps.owned
+	if ps.restoredFrom >= 0 && !replica {
 		s.checkGap(ps, m.Offset)
 	}
 	pd := s.decode(m)
+	pd.replica = replica
+	pd.needShared = !ps.shr.isApplied(m.Offset)
+	pd.needLocal = !replica && !ps.isApplied(m.Offset)
 	switch {
-	case ps.isApplied(m.Offset):
-		s.apply(pd, ps, false)
+	case !pd.needShared && !pd.needLocal:
+		if !replica {
+			s.apply(pd, ps)
+		}
 		s.recycle(pd)
 		s.credit(m.Partition)
 	case pd.reason != "" || !ps.aligned:
-		ps.fetched(m.Offset, true)
-		s.apply(pd, ps, pd.reason == "")
+		s.fetchedTrails(pd, ps, true)
+		s.apply(pd, ps)
 		s.recycle(pd)
 		s.credit(m.Partition)
 	default:
-		ps.fetched(m.Offset, false)
+		s.fetchedTrails(pd, ps, false)
 		s.al.Push(m.Partition, pd.ev.TS.UnixNano(), pd.ev.TxID, pd, m.HighWaterMark > 0 && m.Offset == m.HighWaterMark-1)
+	}
+}
+
+// fetchedTrails records pd's offset in the trails of the halves it still
+// needs, applied already (done) or waiting.
+func (s *stage) fetchedTrails(pd *pending, ps *partState, done bool) {
+	if pd.needLocal {
+		ps.fetched(pd.m.Offset, done)
+	}
+	if pd.needShared {
+		ps.shr.fetched(pd.m.Offset, done)
 	}
 }
 
@@ -637,20 +739,38 @@ func (s *stage) applyAligned(pd *pending) {
 		return
 	}
 	ps := s.parts[pd.m.Partition]
-	fresh := !ps.isApplied(pd.m.Offset)
-	s.apply(pd, ps, fresh)
-	if fresh {
+	// Re-checked: a revoke and a re-fetch may have applied it meanwhile.
+	pd.needShared = pd.needShared && !ps.shr.isApplied(pd.m.Offset)
+	pd.needLocal = pd.needLocal && !ps.isApplied(pd.m.Offset)
+	if !pd.replica || pd.needShared {
+		s.apply(pd, ps)
+	}
+	if pd.needLocal {
 		ps.markApplied(pd.m.Offset)
+	}
+	if pd.needShared {
+		ps.shr.markApplied(pd.m.Offset)
 	}
 	s.credit(pd.m.Partition)
 	s.recycle(pd)
 }
 
-// apply handles a decoded message of partition ps: a valid event is
-// applied to the feature state (fresh) or scored against it as it is (not
-// fresh: already in it), its row appended to the open batch of its worker;
-// a dead letter is recorded in that batch.
-func (s *stage) apply(pd *pending, ps *partState, fresh bool) {
+// apply handles a decoded message of partition ps. A replica message's
+// event is applied to the shared entities (if pd.needShared) and its
+// columns kept (colLog). Otherwise a valid event's halves still missing
+// from the state are applied (the others read as they are: re-delivered),
+// its row appended to the open batch of its worker; a dead letter is
+// recorded in that batch.
+func (s *stage) apply(pd *pending, ps *partState) {
+	if pd.replica {
+		if pd.reason == "" && pd.needShared {
+			row := s.scratch
+			late := s.p.shared.Apply(&pd.ev, row)
+			s.keepCols(ps, pd.m.Offset, row, late)
+		}
+		s.replicaEvents.Inc()
+		return
+	}
 	m := &pd.m
 	wi := m.Partition % len(s.workers)
 	b, ok := s.batchOf(wi)
@@ -669,24 +789,30 @@ func (s *stage) apply(pd *pending, ps *partState, fresh bool) {
 		ev := &b.events[len(b.events)-1]
 		rows := len(b.rowMsg)
 		row := b.x[rows*s.width : (rows+1)*s.width]
-		applied := fresh
-		if !fresh {
-			// Re-delivered (a rebalance restarts partitions at the
-			// committed offset): the event is already in the windows, so
-			// score it against them without applying it twice.
-			ps.build.Peek(ev, row)
-			s.p.met.redelivered.Inc()
+		var sharedLate bool
+		if pd.needShared {
+			sharedLate = s.p.shared.Apply(ev, row)
+			s.keepCols(ps, m.Offset, row, sharedLate)
 		} else {
-			ps.build.Update(ev, row)
+			sharedLate = s.sharedCols(ps, m.Offset, ev, row)
+		}
+		if pd.needLocal {
+			ps.build.UpdateLocal(ev, row, sharedLate)
 			for _, id := range ps.build.EvictedCards() {
 				b.evicted = append(b.evicted, evictEntry{row: rows, ps: ps, id: id})
 			}
+		} else {
+			// Re-delivered (a rebalance restarts partitions at the
+			// committed offset): the event is already in the windows, so
+			// score it against them without applying it twice.
+			ps.build.PeekLocal(ev, row, sharedLate)
+			s.p.met.redelivered.Inc()
 		}
 		late := ps.build.LastLate()
 		b.late = append(b.late, late)
 		// A late event is not applied to the windows; it does not advance
 		// the sequential models' state either.
-		b.adv = append(b.adv, applied && !late)
+		b.adv = append(b.adv, pd.needLocal && !late)
 		b.rowPart = append(b.rowPart, ps)
 		b.rowMsg = append(b.rowMsg, i)
 	}
