@@ -156,6 +156,16 @@ func (ps *offTrail) ahead() []int64 {
 	return out
 }
 
+// waiting reports whether an offset of the trail waits in the aligner.
+func (ps *offTrail) waiting() bool {
+	for _, e := range ps.trail {
+		if !e.done {
+			return true
+		}
+	}
+	return false
+}
+
 // dropWaiting forgets the offsets waiting in the aligner (dropped, or the
 // partition revoked): they will be fetched again.
 func (ps *offTrail) dropWaiting() {
@@ -478,12 +488,13 @@ func (s *stage) run() {
 				}
 			}
 		case req := <-s.pause:
+			t0 := time.Now()
 			if !s.pauseAll(req) {
 				s.stopHard()
 				return
 			}
 			if s.al != nil {
-				s.al.Resume() // the pause is not the partitions' silence
+				s.al.Resume(time.Since(t0)) // the pause is not the partitions' silence
 			}
 		case <-hard:
 			s.stopHard()
@@ -559,13 +570,14 @@ func (s *stage) batchOf(wi int) (*batch, bool) {
 	default:
 		// Every batch of the worker is in flight (a slow or down sink):
 		// wait, and do not count the wait as the partitions' silence.
+		t0 := time.Now()
 		select {
 		case b = <-w.free:
 		case <-s.p.hard.Done():
 			return nil, false
 		}
 		if s.al != nil {
-			s.al.Resume()
+			s.al.Resume(time.Since(t0))
 		}
 	}
 	b.opened = time.Now()
@@ -671,7 +683,11 @@ func (s *stage) add(f fetched) {
 		}
 		s.recycle(pd)
 		s.credit(m.Partition)
-	case pd.reason != "" || !ps.aligned:
+	case pd.reason != "" || !ps.aligned || (!pd.needShared && !ps.waiting()):
+		// A dead letter changes no state; an event whose shared half is
+		// applied already (read as a replica before this member claimed
+		// the partition) changes only its partition's cards, which follow
+		// the partition's order: neither waits for the other partitions.
 		s.fetchedTrails(pd, ps, true)
 		s.apply(pd, ps)
 		s.recycle(pd)

@@ -55,6 +55,7 @@ type engineConfig struct {
 	SessionTimeout   time.Duration
 	AlignIdleWait    time.Duration
 	AlignLagWait     time.Duration
+	SharedReplicas   bool
 	StateDir         string
 	StateInterval    time.Duration
 	CheckpointStore  string
@@ -113,6 +114,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.Workers, "workers", 2, "scoring workers (partition p is scored by worker p mod workers; any count restores a --state-dir snapshot)")
 	fs.DurationVar(&c.AlignIdleWait, "align-idle-wait", 100*time.Millisecond, "events of all partitions update shared (terminal) state in event-time order, as `score` does; a partition with nothing to read holds the others back at most this long (the latency it adds). 0: never wait for a quiet partition; negative: no alignment (arrival order)")
 	fs.DurationVar(&c.AlignLagWait, "align-lag-wait", 10*time.Second, "a partition Kafka still has events for but that delivers none holds the others back at most this long")
+	fs.BoolVar(&c.SharedReplicas, "shared-replicas", true, "with several members in the group, each also reads the partitions it does not claim to keep terminal (shared-entity) features exact; false: each member's terminals see only its own partitions")
 	fs.IntVar(&c.InFlight, "in-flight", 4, "closed batches per worker waiting for sink acks before intake pauses")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, time allowed to publish and commit in-flight batches")
 	fs.DurationVar(&c.MaxFutureSkew, "max-future-skew", 5*time.Minute, "events timestamped further than this in the future are dead-lettered")
@@ -407,6 +409,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithSessionTimeout(c.SessionTimeout),
 		stream.WithAlignIdleWait(c.AlignIdleWait),
 		stream.WithAlignLagWait(c.AlignLagWait),
+		stream.WithSharedReplicas(c.SharedReplicas),
 		stream.WithLabelsTopic(c.LabelsTopic),
 		stream.WithAudit(c.AuditTopic != ""),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),

@@ -512,14 +512,17 @@ func (a *Aligner[T]) PopExact() (v T, ok bool) {
 	return v, ok
 }
 
-// Resume restarts the silence of every active partition from now. The
-// owner calls it after a time in which it could not take items
-// (backpressure from downstream): the partitions were not silent, the owner
-// was not reading them.
-func (a *Aligner[T]) Resume() {
+// Resume takes blocked, a time in which the owner could not take items
+// (backpressure from downstream, a pause), out of the silence of every
+// active partition: the partitions were not silent, the owner was not
+// reading them. A partition silent for less than blocked restarts its
+// silence from now. Only the blocked time is taken out: an owner that
+// blocks briefly but often (a state snapshot every second) still lets a
+// quiet partition's wait bound expire.
+func (a *Aligner[T]) Resume(blocked time.Duration) {
 	now := a.read()
 	for _, q := range a.active {
-		q.quiet = now
+		q.quiet = min(q.quiet+int64(blocked), now)
 	}
 }
 

@@ -831,12 +831,47 @@ func TestPopExactAndResume(t *testing.T) {
 	if _, ok := a.PopExact(); ok {
 		t.Fatal("PopExact released on the idle bound")
 	}
-	a.Resume()
+	a.Resume(time.Second) // blocked for the whole second
 	if _, _, ok := a.Pop(); ok {
 		t.Fatal("Pop released right after Resume: the silence did not restart")
 	}
 	now = now.Add(200 * time.Millisecond)
 	if v, _, ok := a.Pop(); !ok || v != 3 {
 		t.Fatalf("Pop = %v, %v after the idle wait; want 3", v, ok)
+	}
+}
+
+// TestResumeTakesOutOnlyTheBlockedTime: short, frequent blocks (a state
+// snapshot every second) do not keep a quiet partition's wait bound from
+// expiring.
+func TestResumeTakesOutOnlyTheBlockedTime(t *testing.T) {
+	now := time.Unix(0, 0)
+	a, err := New[int](WithIdleWait(2*time.Second), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Push(0, 10, "a", 1, true)
+	a.Push(1, 5, "b", 2, false)
+	a.Push(1, 6, "c", 3, true)
+	if v, _, ok := a.Pop(); !ok || v != 2 {
+		t.Fatalf("Pop = %v, %v; want 2", v, ok)
+	}
+	a.Deadline() // partition 1's silence starts
+	now = now.Add(time.Second)
+	a.Resume(time.Second) // blocked all along: not silent yet
+	if _, _, ok := a.Pop(); ok {
+		t.Fatal("Pop released after a second in which the owner was blocked throughout")
+	}
+	for range 4 {
+		now = now.Add(time.Second)
+		a.Resume(50 * time.Millisecond) // a 50 ms pause every second
+	}
+	if v, _, ok := a.Pop(); !ok || v != 3 {
+		t.Fatalf("Pop = %v, %v after 4 s with 200 ms blocked; want 3 (partition 1 quiet for 3.8 s > 2 s)", v, ok)
 	}
 }
