@@ -310,10 +310,18 @@ func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, cre
 			ps.restoredFrom = ps.applied
 		}
 		ps.owned = true
+		po, known := pos[c.Partition()]
 		switch {
+		case !ps.shrKnown && s.p.cfg.replicas && s.p.cfg.startOffset == kafka.FirstOffset && known && po.First < c.Start():
+			// The shared state knows nothing of the partition (no shared
+			// checkpoint yet: a new group, or one started at once): with
+			// the start policy "first" it is built from the partition's
+			// first retained event, as the other members' is.
+			ps.shr = newOffTrail(po.First - 1)
+			ps.shrKnown = true
+			reads = append(reads, replicaRead{part: c.Partition(), from: po.First, until: c.Start()})
 		case !ps.shrKnown:
-			// The shared state knows nothing of the partition: it starts
-			// where its cards do.
+			// Else it starts where the partition's cards do.
 			ps.shr = newOffTrail(c.Start() - 1)
 			ps.shrKnown = true
 		case ps.shr.applied+1 < c.Start() && s.p.cfg.replicas:
@@ -332,12 +340,16 @@ func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, cre
 		ps.owned = false
 		po, known := pos[part]
 		if !ps.shrKnown {
+			// Where a member without state would start the partition: its
+			// first retained event with the start policy "first" (the
+			// shared state then holds the same history as the other
+			// members'), else the group's committed offset.
 			from := po.Committed
-			if from < 0 {
+			switch {
+			case s.p.cfg.startOffset == kafka.FirstOffset:
 				from = po.First
-				if s.p.cfg.startOffset == kafka.LastOffset {
-					from = po.HighWater
-				}
+			case from < 0:
+				from = po.HighWater
 			}
 			ps.shr = newOffTrail(from - 1)
 			ps.shrKnown = true

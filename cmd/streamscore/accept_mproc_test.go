@@ -212,13 +212,18 @@ type feeder struct {
 // ago (event times strictly increasing), for 300 cards sharing 60
 // terminals.
 func mprocHistory(t *testing.T, seed int64, n int) []synth.Tx {
+	return mprocHistorySpan(t, seed, n, 72*time.Hour)
+}
+
+// mprocHistorySpan is mprocHistory over span of event time.
+func mprocHistorySpan(t *testing.T, seed int64, n int, span time.Duration) []synth.Tx {
 	t.Helper()
 	g, err := synth.New(synth.Config{Seed: seed, Cards: 300, Terminals: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
 	to := time.Now().Add(-time.Hour).Truncate(time.Second)
-	from := to.Add(-72 * time.Hour)
+	from := to.Add(-span)
 	var txs []synth.Tx
 	var prev time.Time
 	if err := g.Simulate(from, to, float64(n)/to.Sub(from).Seconds(), func(tx synth.Tx) error {
@@ -1012,4 +1017,29 @@ func rebalance2to3to1(t *testing.T, flags []string) rebalanceResult {
 	}
 	t.Logf("duplicate score records: %d (%s)", res.Scores.Duplicates, dupSummary(res.dupParts))
 	return rebalanceResult{res, w}
+}
+
+// TestBacklogThreeMembers is the first "done when" of issue 16 with three
+// processes: two weeks of events (6,000) are in the 6-partition topic
+// before three members start in one group; they catch up in parallel,
+// each reading the partitions the others claim as shared-state replicas,
+// and every event's record equals `score`'s and `features`' bit for bit.
+func TestBacklogThreeMembers(t *testing.T) {
+	mprocGate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
+	defer cancel()
+	w := newExactWorld(t, ctx, mprocPartitions)
+	txs := mprocHistorySpan(t, 19, 6000, 14*24*time.Hour)
+	if err := w.produceErr("k", txs); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	members := []*member{w.startMember("A"), w.startMember("B"), w.startMember("C")}
+	w.waitAllCommitted(members, 120*time.Second*timeScale)
+	t.Logf("%d events of two weeks caught up by three members in %v", w.n, time.Since(t0).Round(time.Millisecond))
+	w.exposure(members...)
+	w.stopMembers(members...)
+	res := w.mprocCompare()
+	w.assertExact(res)
+	checkMemberLogs(t, members...)
 }
