@@ -107,11 +107,20 @@ func cmdTrain(ctx context.Context, args []string) error {
 	var pan panConfig
 	pan.register(fs)
 	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec); the stream must run the same spec")
+	var budget budgetFlags
+	budget.register(fs, "the validation rows (the held-out tail of the training range); logistic, mlp, gbdt and linear")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	reviewBudget, alertBudget, err := budget.parse()
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
 	if *eventsPath == "" || *labelsPath == "" || *out == "" {
 		return errors.New("train: --events, --labels and --out are required")
+	}
+	if budget.given() && (*kind == models.FamilyCNN || *kind == models.FamilyGRU || *kind == models.FamilyLSTM) {
+		return fmt.Errorf("train: --alert-budget/--review-budget: family %s holds its validation out per card, not as a time period; train it, then pick its thresholds with `streamscore models retune`", *kind)
 	}
 	from, err := parseTime(*fromS, time.Time{})
 	if err != nil {
@@ -211,6 +220,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 		names, fopts, defs = spec.Names(), []features.Option{features.WithSpec(spec)}, spec.Definitions()
 	}
 	trainSet := &train.Dataset{Names: names}
+	var trainTS []time.Time // event time of each trainSet row (budgets)
 	evalSet := &train.Dataset{Names: names}
 	// Sequence families: every row before the end with its card, in time
 	// order; seqSet.Loss marks [from, to), evalLoss [to, eval-to), and
@@ -256,6 +266,9 @@ func cmdTrain(ctx context.Context, args []string) error {
 		switch {
 		case inTrain:
 			trainSet.Append(row, y)
+			if budget.given() {
+				trainTS = append(trainTS, e.TS)
+			}
 		case inEval:
 			evalSet.Append(row, y)
 		}
@@ -319,6 +332,13 @@ func cmdTrain(ctx context.Context, args []string) error {
 	// model with features defined otherwise.
 	if err := f.PinFeatures(stream.ModelFeatureDefs(defs)); err != nil {
 		return err
+	}
+	if budget.given() {
+		if err := trainBudgets(f, trainSet, trainTS, *holdout, reviewBudget, alertBudget); err != nil {
+			return err
+		}
+		slog.Info("train: thresholds picked by budget", "rule", f.Training["threshold_rule"],
+			"review", f.Thresholds.Review, "alert", f.Thresholds.Alert, "budget", f.Training["threshold_budget"])
 	}
 	slog.Info("train: fitted", "kind", *kind, "seconds", math.Round(time.Since(start).Seconds()*10)/10,
 		"validation", f.Training["validation"])
