@@ -197,3 +197,88 @@ func TestBudgetErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestEvalOperationsEndToEnd trains a model with an alert budget on
+// generated history, scores a later range as the stream would (records
+// with amounts), and checks that eval shows the money and operations
+// views: the model's budget per day, recall per generator scenario, the
+// per-day table, metrics.json and the plots.
+func TestEvalOperationsEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	ev, lab, events, labels := backtestHistory(t, dir)
+	model := filepath.Join(dir, "lr.json")
+	if err := cmdTrain(context.Background(), []string{"--events", ev, "--labels", lab, "--kind", "logistic", "--from", "2026-03-01",
+		"--to", "2026-03-08", "--holdout", "0.3", "--alert-budget", "15/day", "--out", model, "--quiet"}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := models.Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scores := filepath.Join(dir, "scores.jsonl")
+	var buf []byte
+	from, to := time.Date(2026, 3, 8, 0, 0, 0, 0, time.UTC), time.Date(2026, 3, 11, 0, 0, 0, 0, time.UTC)
+	if err := stream.Replay(events, labels, []*models.Model{m}, from, to, func(rec *sinks.ScoreRecord) error {
+		buf = append(rec.AppendJSON(buf), '\n')
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(scores, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "eval")
+	var stdout bytes.Buffer
+	if err := runEval(context.Background(), []string{"--scores", scores, "--labels", lab, "--model", model, "--out", out, "--alert-cost", "3"}, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	got := stdout.String()
+	for _, want := range []string{"fraud amount (loss if none stopped)", "$ recall", "savings", "top 0.5%",
+		"alert budget 15/day (the model file's threshold_budget)", "account_takeover", "card_testing", "compromised_terminal",
+		"2026-03-08", "2026-03-10", "card precision@100", "money.png", "alerts_per_day.png"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("eval output has no %q:\n%s", want, got)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(out, "metrics.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mt struct {
+		Money struct {
+			FraudAmount *float64 `json:"fraud_amount"`
+			AlertCost   float64  `json:"alert_cost"`
+		} `json:"money"`
+		Days        []map[string]any `json:"days"`
+		AlertBudget *struct {
+			Budget string `json:"budget"`
+		} `json:"alert_budget"`
+		Scenarios []struct {
+			Scenario string `json:"scenario"`
+			Fraud    int    `json:"fraud"`
+		} `json:"scenarios"`
+		Fraud int `json:"fraud"`
+	}
+	if err := json.Unmarshal(b, &mt); err != nil {
+		t.Fatal(err)
+	}
+	if mt.Money.FraudAmount == nil || *mt.Money.FraudAmount <= 0 || mt.Money.AlertCost != 3 || len(mt.Days) != 3 ||
+		mt.AlertBudget == nil || mt.AlertBudget.Budget != "15/day" {
+		t.Errorf("metrics.json: %s", b)
+	}
+	n := 0
+	for _, s := range mt.Scenarios {
+		if s.Scenario == "(unnamed)" {
+			t.Errorf("generated fraud without a scenario: %+v", s)
+		}
+		n += s.Fraud
+	}
+	if n != mt.Fraud || len(mt.Scenarios) < 3 {
+		t.Errorf("scenarios %+v cover %d of %d fraud", mt.Scenarios, n, mt.Fraud)
+	}
+	for _, name := range []string{"roc.png", "money.png", "alerts_per_day.png"} {
+		if st, err := os.Stat(filepath.Join(out, name)); err != nil || st.Size() < 1000 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
