@@ -26,16 +26,20 @@
 //     the trapezoid area under the ROC curve with tied scores as one step
 //     (computed by train.AUC; scores are compared as float32, the precision
 //     the models produce). Undefined (null) without both classes.
+//
 //   - Average precision: Σ (R_i − R_{i−1}) · P_i over the distinct scores
 //     from the highest, with R_i and P_i the recall and precision of
 //     alerting at score ≥ that score — scikit-learn's
 //     average_precision_score, no interpolation.
+//
 //   - At a threshold t a transaction is alerted when score ≥ t (the rule of
 //     models.Scorer.Decide): precision = fraud alerted / alerted (null with
 //     no alert), recall = fraud alerted / P (null without fraud).
+//
 //   - Without thresholds, the quantile rule applies: review and alert are
 //     the scores that alert 1% and 0.5% of the transactions (the score of
 //     rank ⌈share·n⌉ from the top; ties can alert more).
+//
 //   - Card precision top-k (Le Borgne et al., "Reproducible Machine
 //     Learning for Credit Card Fraud Detection — Practical Handbook",
 //     "Precision top-k metrics", function card_precision_top_k): for each
