@@ -106,6 +106,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	gb.register(fs)
 	var pan panConfig
 	pan.register(fs)
+	link := fs.String("link", train.LinkLog, "linear: the link, log (value = exp(x·w+b): an expected loss that cannot go negative) or identity (ridge regression, as models before the log link; can go negative)")
 	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec); the stream must run the same spec")
 	var budget budgetFlags
 	budget.register(fs, "the validation rows (the held-out tail of the training range); logistic, mlp, gbdt and linear")
@@ -187,6 +188,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 		if *name == "" {
 			*name = "risk"
 		}
+		opts = append(opts, train.WithLink(*link))
 	case models.FamilyGBDT:
 		opts = append(opts, gb.options()...)
 		if *name == "" {
@@ -309,6 +311,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	}
 	if *kind == models.FamilyLinear {
 		md["target"] = "loss: amount if fraud (label known at end of file) else 0; score = expected loss in currency units"
+		md["error_units"] = "rmse, mae, mean_value and mean_target are in the amounts' currency"
 	}
 	trainBar := newBar(1, "fit "+*kind, *quiet)
 	opts = append(opts, train.WithSeed(*seed), train.WithHoldout(*holdout), train.WithMetadata(md),
