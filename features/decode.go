@@ -126,6 +126,7 @@ const (
 	fMCC
 	fChannel
 	fCountry
+	fScenario // labels only
 	nStrFields
 	fTS = iota - 1
 	fAmount
@@ -137,7 +138,7 @@ const (
 
 var fieldNames = [...]string{
 	fTxID: "tx_id", fCardID: "card_id", fTerminalID: "terminal_id",
-	fCurrency: "currency", fMCC: "mcc", fChannel: "channel", fCountry: "country",
+	fCurrency: "currency", fMCC: "mcc", fChannel: "channel", fCountry: "country", fScenario: "scenario",
 	fTS: "ts", fAmount: "amount", fLat: "lat", fLon: "lon", fFraud: "fraud",
 	fTxTS: "tx_ts",
 }
@@ -192,6 +193,8 @@ func labelField(key []byte) int {
 		return fFraud
 	case "tx_ts":
 		return fTxTS
+	case "scenario":
+		return fScenario
 	}
 	return -1
 }
@@ -647,7 +650,8 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 // Decode. tx_id, card_id, terminal_id, ts and fraud (a JSON boolean) are
 // required; tx_ts (the transaction's time, as ts: RFC 3339 or epoch
 // milliseconds) is optional and may not be after ts (a label cannot
-// precede its transaction). Errors are *DecodeError.
+// precede its transaction); scenario (a string naming the kind of fraud,
+// e.g. "card_testing") is optional, kept only for evaluation. Errors are *DecodeError.
 func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	p := parse{s: scanner{b: b}, required: labelRequired, label: true}
 	if err := p.run(); err != nil {
@@ -671,6 +675,9 @@ func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	var lb Label
 	var out [nStrFields]*string
 	out[fTxID], out[fCardID], out[fTerminalID] = &lb.TxID, &lb.CardID, &lb.TerminalID
+	if p.present&(1<<fScenario) != 0 && p.str[fScenario].end > p.str[fScenario].start {
+		out[fScenario] = &lb.Scenario
+	}
 	p.strings(out, card, alias, &lb.CardAlias)
 	lb.TS = p.ts
 	if p.present&(1<<fTxTS) != 0 {

@@ -197,6 +197,12 @@ func TestDecodeLabel(t *testing.T) {
 			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245000).UTC(), TxTS: time.UnixMilli(1795878245000).UTC(), Fraud: true}},
 		{name: "tx_ts null", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":null,"fraud":true}`,
 			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245000).UTC(), Fraud: true}},
+		{name: "scenario", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"fraud":true,"scenario":"card\u005ftesting"}`,
+			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245000).UTC(), Fraud: true, Scenario: "card_testing"}},
+		{name: "scenario null", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"fraud":true,"scenario":null}`,
+			want: Label{TxID: "t", CardID: "c", TerminalID: "m", TS: time.UnixMilli(1795878245000).UTC(), Fraud: true}},
+		{name: "scenario not a string", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"fraud":true,"scenario":3}`, reason: ReasonWrongType, field: "scenario"},
+		{name: "scenario duplicate", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"fraud":true,"scenario":"a","scenario":"b"}`, reason: ReasonDuplicateField, field: "scenario"},
 		{name: "tx_ts after ts", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":1795878245001,"fraud":true}`, reason: ReasonInvalidTime, field: "tx_ts"},
 		{name: "tx_ts not RFC 3339", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":"2026-11-21 10:00","fraud":true}`, reason: ReasonInvalidTime, field: "tx_ts"},
 		{name: "tx_ts negative", in: `{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"tx_ts":-1,"fraud":true}`, reason: ReasonInvalidTime, field: "tx_ts"},
@@ -260,6 +266,15 @@ func TestAppendJSONRoundTrip(t *testing.T) {
 	b = l.AppendJSON(nil)
 	if err := d.DecodeLabel(b, &got); err != nil || !got.TxTS.Equal(l.TxTS) || got.TxTS.Location() != time.UTC {
 		t.Errorf("label round trip of %s: got %+v, %v", b, got, err)
+	}
+	l.Scenario = "account_takeover"
+	b = l.AppendJSON(nil)
+	if err := d.DecodeLabel(b, &got); err != nil || got.Scenario != l.Scenario {
+		t.Errorf("label round trip of %s: got scenario %q, want %q (%v)", b, got.Scenario, l.Scenario, err)
+	}
+	var ev Event
+	if err := d.Decode([]byte(`{"tx_id":"t","card_id":"c","terminal_id":"m","ts":1795878245000,"amount":1,"scenario":7}`), &ev); err != nil {
+		t.Errorf("an event's scenario is an unknown field, ignored: %v", err)
 	}
 	if s := string((&Event{TxID: "\xff"}).AppendJSON(nil)); !strings.Contains(s, `"tx_id":"\ufffd"`) {
 		t.Errorf("invalid UTF-8 not replaced: %s", s)

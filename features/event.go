@@ -40,6 +40,12 @@ type Label struct {
 	// labels it cannot place (Shared.UnplacedLabels). Not after TS.
 	TxTS time.Time
 
+	// Scenario names the kind of fraud ("card_testing",
+	// "account_takeover", ...) when the label's source knows it (the
+	// generator's labels do); "" when absent. Only evaluation reads it
+	// (recall per scenario); no feature depends on it.
+	Scenario string
+
 	// CardAlias is the card's pseudonym under the previous PAN key during
 	// a rotation, as for Event.CardAlias; AppendJSON omits it.
 	CardAlias string
@@ -98,6 +104,10 @@ func (l *Label) AppendJSON(dst []byte) []byte {
 	}
 	dst = append(dst, `","fraud":`...)
 	dst = strconv.AppendBool(dst, l.Fraud)
+	if l.Scenario != "" {
+		dst = append(dst, `,"scenario":`...)
+		dst = appendJSONString(dst, l.Scenario)
+	}
 	return append(dst, '}')
 }
 

@@ -38,8 +38,11 @@
 // without the fields parse as before, with the same digest.
 //
 // Families: "logistic" (one sigmoid layer) and "mlp" (hidden layers and a
-// sigmoid output) output a fraud probability; "linear" (one identity layer)
-// outputs a value, e.g. the "risk" model's expected loss in currency units.
+// sigmoid output) output a fraud probability; "linear" (one layer) outputs a
+// value: with an "identity" activation x·W + b, with "exp" (a log link,
+// [ActivationExp]) exp(x·W + b), which cannot go negative, e.g. the "risk"
+// model's expected loss in currency units. The reasons of a log-link model
+// are in log units: they sum to log(value) − b.
 // Every input is standardised, z = (x − mean)/std, with the statistics stored
 // in the file.
 //

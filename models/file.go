@@ -23,7 +23,7 @@ const FormatVersion = 1
 const (
 	FamilyLogistic = "logistic" // one sigmoid layer; output "probability"
 	FamilyMLP      = "mlp"      // hidden layers, sigmoid output; output "probability"
-	FamilyLinear   = "linear"   // one identity layer; output "value"
+	FamilyLinear   = "linear"   // one identity or exp (log-link) layer; output "value"
 
 	// Sequence families: a per-entity (card) state and a dense head.
 	FamilyCNN  = "cnn"  // 1-D convolution over the card's last Conv.Window transactions
@@ -45,6 +45,12 @@ const (
 	// (Window-1) standardised input rows).
 	MaxWindow = 256
 )
+
+// ActivationExp is the output activation of a log-link linear model: the
+// value is exp(x·W + b), never negative (the "risk" model's expected loss
+// since format 1 files gained it; an "identity" linear model can go
+// negative and still loads).
+const ActivationExp = "exp"
 
 // Outputs.
 const (
@@ -110,7 +116,7 @@ type Input struct {
 type Layer struct {
 	In         int       `json:"in"`
 	Out        int       `json:"out"`
-	Activation string    `json:"activation"` // "identity", "relu", "sigmoid", "tanh"
+	Activation string    `json:"activation"` // "identity", "relu", "sigmoid", "tanh"; ActivationExp on a linear model's layer
 	Weights    []float32 `json:"weights"`    // len In*Out, row-major (row = input)
 	Bias       []float32 `json:"bias"`       // len Out
 }
@@ -427,8 +433,10 @@ func (f *File) validate() error {
 		if l.In > 1<<20 || l.Out > 1<<20 {
 			return invalid("layer %d: %d×%d is too large", i, l.In, l.Out)
 		}
-		if _, ok := parseActivation(l.Activation); !ok {
-			return invalid("layer %d: activation %q: unknown (want identity, relu, sigmoid or tanh)", i, l.Activation)
+		if l.Activation == ActivationExp && f.Family == FamilyLinear {
+			// The log link of a linear model; checked below as its output activation.
+		} else if _, ok := parseActivation(l.Activation); !ok {
+			return invalid("layer %d: activation %q: unknown (want identity, relu, sigmoid or tanh; exp only on a linear model)", i, l.Activation)
 		}
 		if len(l.Weights) != l.In*l.Out {
 			return invalid("layer %d: %d weights, want in×out = %d×%d = %d", i, len(l.Weights), l.In, l.Out, l.In*l.Out)
@@ -450,6 +458,9 @@ func (f *File) validate() error {
 	last := f.Layers[len(f.Layers)-1]
 	if last.Out != 1 {
 		return invalid("layer %d: the output layer has out %d, want 1", len(f.Layers)-1, last.Out)
+	}
+	if f.Family == FamilyLinear && last.Activation == ActivationExp {
+		lastAct = ActivationExp // log link: exp(x·W + b) >= 0
 	}
 	if last.Activation != lastAct {
 		return invalid("layer %d: output activation %q, family %s wants %q", len(f.Layers)-1, last.Activation, f.Family, lastAct)

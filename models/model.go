@@ -32,6 +32,7 @@ type Model struct {
 type layer struct {
 	in, out int
 	act     kernel.Activation
+	exp     bool // ActivationExp: the GEMM runs identity, then exp
 	packed  *kernel.Packed
 	bias    []float32
 	w64     []float64 // row-major in×out
@@ -195,7 +196,7 @@ func newModel(f *File) *Model {
 	for _, l := range f.Layers {
 		act, _ := parseActivation(l.Activation)
 		ly := layer{
-			in: l.In, out: l.Out, act: act,
+			in: l.In, out: l.Out, act: act, exp: l.Activation == ActivationExp,
 			packed: kernel.Pack(l.In, l.Out, l.Weights),
 			bias:   append([]float32(nil), l.Bias...),
 			w64:    make([]float64, len(l.Weights)),

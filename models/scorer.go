@@ -191,6 +191,11 @@ func (s *Scorer) runLayers(a []float32, rows int, out []float32) {
 			c = *b
 		}
 		kernel.Gemm(rows, l.in, l.out, a, lda, l.packed, l.bias, l.act, c, l.out, false)
+		if l.exp { // log link (linear models only, out == 1)
+			for i, v := range c[:rows] {
+				c[i] = float32(math.Exp(float64(v)))
+			}
+		}
 		a, lda = c, l.out
 	}
 }
@@ -201,7 +206,8 @@ func (s *Scorer) runLayers(a []float32, rows int, out []float32) {
 // pre-activation output, relative to the input means (z = 0):
 //
 //   - linear: w_i·(x_i−mean_i)/std_i, in output units; they sum exactly to
-//     value − bias.
+//     value − bias. With the log link (ActivationExp) the same in log
+//     units: they sum to log(value) − bias.
 //   - logistic: the same, in logit units (log-odds); they sum exactly to
 //     logit(score) − bias, the base logit of an average transaction.
 //   - mlp: integrated gradients in logit units from the baseline z = 0 (an

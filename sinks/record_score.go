@@ -24,10 +24,15 @@ type Reason struct {
 // and Kafka alike:
 //
 //	{"tx_id":"t-000001","card_id":"c-42","ts":"2026-11-28T15:04:05.123Z",
+//	 "amount":57.2,"currency":"EUR",
 //	 "scored_at":"2026-11-28T15:04:05.1252Z","scores":{"fraud":0.93,"risk":118.4},
 //	 "decision":"alert","models":{"fraud":"fraud-mlp@3 sha256:ab12cd34ef56"},
 //	 "reasons":[{"feature":"card_amount_sum_1h","contribution":1.84}],
 //	 "latency_ms":2.1}
+//
+// Amount is the transaction's amount as decoded from the event (the
+// evaluation's money view reads it); currency follows it only when the event
+// had one.
 //
 // Times are RFC 3339 in UTC with up to nanosecond precision. Numbers use the
 // shortest representation that round-trips (strconv 'g'); a non-finite score,
@@ -39,11 +44,15 @@ type Reason struct {
 type ScoreRecord struct {
 	TxID, CardID string
 	TS, ScoredAt time.Time
-	Scores       []NamedScore
-	Decision     string
-	Models       []NamedModel
-	Reasons      []Reason
-	LatencyMS    float64
+	// Amount and Currency are the event's: "amount" is always written
+	// (right after ts), "currency" only when not empty.
+	Amount    float64
+	Currency  string
+	Scores    []NamedScore
+	Decision  string
+	Models    []NamedModel
+	Reasons   []Reason
+	LatencyMS float64
 	// CardKeyID is the id of the PAN key that made CardID, when CardID is a
 	// card pseudonym ("p1:<key-id>:<mac>"): written as "card_key_id" right
 	// after card_id, and only then, so downstream systems know which key's
@@ -76,6 +85,12 @@ func (r *ScoreRecord) appendFields(dst []byte) []byte {
 	}
 	dst = appendKey(dst, "ts", false)
 	dst = appendTime(dst, r.TS)
+	dst = appendKey(dst, "amount", false)
+	dst = appendFloat(dst, r.Amount, 64)
+	if r.Currency != "" {
+		dst = appendKey(dst, "currency", false)
+		dst = appendString(dst, r.Currency)
+	}
 	dst = appendKey(dst, "scored_at", false)
 	dst = appendTime(dst, r.ScoredAt)
 	dst = appendKey(dst, "scores", false)

@@ -24,6 +24,7 @@ var (
 func sampleScore() ScoreRecord {
 	return ScoreRecord{
 		TxID: "t-000001", CardID: "c-42", TS: testTS, ScoredAt: testScoredAt,
+		Amount: 57.2, Currency: "EUR",
 		Scores:    []NamedScore{{"fraud", 0.93}, {"risk", 118.4}},
 		Decision:  "alert",
 		Models:    []NamedModel{{"fraud", "fraud-mlp@3 sha256:ab12cd34ef56"}, {"risk", "risk-linear@1 sha256:0011223344ff"}},
@@ -57,6 +58,8 @@ type jsonScore struct {
 	TxID     string             `json:"tx_id"`
 	CardID   string             `json:"card_id"`
 	TS       time.Time          `json:"ts"`
+	Amount   *float64           `json:"amount"`
+	Currency string             `json:"currency"`
 	ScoredAt time.Time          `json:"scored_at"`
 	Scores   map[string]float64 `json:"scores"`
 	Decision string             `json:"decision"`
@@ -133,6 +136,9 @@ func checkScore(t *testing.T, r *ScoreRecord, got *jsonScore) {
 			t.Errorf("reason %d: got %+v, want %+v", i, got.Reasons[i], re)
 		}
 	}
+	if got.Amount == nil || *got.Amount != r.Amount || got.Currency != r.Currency {
+		t.Errorf("amount/currency: got %v %q, want %v %q", got.Amount, got.Currency, r.Amount, r.Currency)
+	}
 	if got.LatencyMS == nil || *got.LatencyMS != r.LatencyMS {
 		t.Errorf("latency_ms: got %v, want %v", got.LatencyMS, r.LatencyMS)
 	}
@@ -147,7 +153,7 @@ func TestScoreRecordRoundTrip(t *testing.T) {
 
 	var m map[string]any
 	decodeStrict(t, b, &m)
-	want := []string{"tx_id", "card_id", "ts", "scored_at", "scores", "decision", "models", "reasons", "latency_ms"}
+	want := []string{"tx_id", "card_id", "ts", "amount", "currency", "scored_at", "scores", "decision", "models", "reasons", "latency_ms"}
 	if len(m) != len(want) {
 		t.Errorf("got %d members, want %d: %v", len(m), len(want), m)
 	}
@@ -168,6 +174,12 @@ func TestScoreRecordRoundTrip(t *testing.T) {
 	lb := late.AppendJSON(nil)
 	if !bytes.HasSuffix(lb, []byte(`,"late":true}`)) || !bytes.Equal(lb[:len(b)-1], b[:len(b)-1]) {
 		t.Errorf("late record %s, want the in-time record %s plus \"late\":true", lb, b)
+	}
+	// No currency in the event, none in the record; the amount stays.
+	nocur := r
+	nocur.Currency = ""
+	if nb := nocur.AppendJSON(nil); bytes.Contains(nb, []byte(`"currency"`)) || !bytes.Contains(nb, []byte(`"ts":"2026-11-28T15:04:05.123Z","amount":57.2,"scored_at":`)) {
+		t.Errorf("record without a currency: %s", nb)
 	}
 	if m["ts"] != "2026-11-28T15:04:05.123Z" || m["scored_at"] != "2026-11-28T15:04:05.1252Z" {
 		t.Errorf("times: got %v %v", m["ts"], m["scored_at"])
@@ -270,12 +282,12 @@ func TestRecordGolden(t *testing.T) {
 
 func TestScoreRecordExactLayout(t *testing.T) {
 	r := ScoreRecord{
-		TxID: "t-000001", CardID: "c-42", TS: testTS, ScoredAt: testTS,
+		TxID: "t-000001", CardID: "c-42", TS: testTS, ScoredAt: testTS, Amount: 1250,
 		Scores: []NamedScore{{"fraud", 0.93}, {"risk", 118.4}}, Decision: "alert",
 		Models:  []NamedModel{{"fraud", "fraud-mlp@3 sha256:ab12"}},
 		Reasons: []Reason{{"card_amount_sum_1h", 1.84}}, LatencyMS: 2.1,
 	}
-	want := `{"tx_id":"t-000001","card_id":"c-42","ts":"2026-11-28T15:04:05.123Z","scored_at":"2026-11-28T15:04:05.123Z",` +
+	want := `{"tx_id":"t-000001","card_id":"c-42","ts":"2026-11-28T15:04:05.123Z","amount":1250,"scored_at":"2026-11-28T15:04:05.123Z",` +
 		`"scores":{"fraud":0.93,"risk":118.4},"decision":"alert","models":{"fraud":"fraud-mlp@3 sha256:ab12"},` +
 		`"reasons":[{"feature":"card_amount_sum_1h","contribution":1.84}],"latency_ms":2.1}`
 	if got := string(r.AppendJSON(nil)); got != want {
@@ -423,7 +435,7 @@ func TestRecordStructsMatchMirror(t *testing.T) {
 		record any
 		fields int
 	}{
-		{"score", ScoreRecord{}, 11},
+		{"score", ScoreRecord{}, 13},
 		{"audit", AuditRecord{}, 6},
 		{"deadletter", DeadLetterRecord{}, 12},
 	} {

@@ -57,6 +57,7 @@ func (rc *recorder) fill(ev *features.Event, x []float32, r int, scores [][]floa
 	}
 	rec := &rc.rec
 	rec.TxID, rec.CardID, rec.TS, rec.ScoredAt = ev.TxID, ev.CardID, ev.TS, scoredAt
+	rec.Amount, rec.Currency = ev.Amount, ev.Currency
 	rec.CardKeyID, _ = features.PseudonymKeyID(ev.CardID)
 	rec.Decision = decision.String()
 	rec.LatencyMS = latencyMS

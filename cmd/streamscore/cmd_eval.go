@@ -21,7 +21,32 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/eval"
+	"github.com/streamscore/streamscore/models/train"
 )
+
+// modelAlertBudget returns the alert budget a model file records
+// (training.threshold_budget.alert.budget, written by train and models
+// retune).
+func modelAlertBudget(m *models.Model) (train.Budget, bool) {
+	tb, _ := m.Training()["threshold_budget"].(map[string]any)
+	a, _ := tb["alert"].(map[string]any)
+	s, _ := a["budget"].(string)
+	b, err := train.ParseBudget(s)
+	if err != nil || b.IsZero() {
+		return train.Budget{}, false
+	}
+	return b, true
+}
+
+// labelScenarios returns the fraud scenario of each transaction whose
+// deciding label names one (eval.Scenarios).
+func labelScenarios(labels []features.Label) map[string]string {
+	el := make([]eval.Label, len(labels))
+	for i := range labels {
+		el[i] = eval.Label{TxID: labels[i].TxID, TS: labels[i].TS, Fraud: labels[i].Fraud, Scenario: labels[i].Scenario}
+	}
+	return eval.Scenarios(el)
+}
 
 // evalConfig is the process config of the eval command.
 type evalConfig struct {
@@ -29,6 +54,8 @@ type evalConfig struct {
 	model, thresholds         string
 	k                         int
 	from, to                  string
+	alertBudget               string
+	alertCost                 float64
 }
 
 func (c *evalConfig) flags(fs *flag.FlagSet) {
@@ -41,6 +68,8 @@ func (c *evalConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.k, "k", eval.DefaultK, "k of card precision top-k: cards the investigators check a day")
 	fs.StringVar(&c.from, "from", "", "evaluate transactions with event time at or after this, RFC 3339 or YYYY-MM-DD (default: all)")
 	fs.StringVar(&c.to, "to", "", "and before this (exclusive) (default: all)")
+	fs.StringVar(&c.alertBudget, "alert-budget", "", "alerts a day the team can take (N/day or a share, e.g. 0.5%): each day's alerts are compared with it (default: the --model file's budget, if it was trained or retuned with one)")
+	fs.Float64Var(&c.alertCost, "alert-cost", 0, "cost of handling one alert, in the amounts' currency: savings = fraud amount alerted - cost x alerts (default 0: savings = fraud amount alerted)")
 }
 
 // Validate checks the flags that do not need a file.
@@ -62,6 +91,12 @@ func (c *evalConfig) Validate() error {
 		if _, _, err := parseThresholds(c.thresholds); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if _, err := train.ParseBudget(c.alertBudget); err != nil {
+		errs = append(errs, fmt.Errorf("--alert-budget: %w", err))
+	}
+	if !(c.alertCost >= 0) || math.IsInf(c.alertCost, 0) {
+		errs = append(errs, fmt.Errorf("--alert-cost %v: want a finite cost >= 0", c.alertCost))
 	}
 	return errors.Join(errs...)
 }
@@ -115,7 +150,10 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("parse --to: %w", err)
 	}
-	opts := []eval.Option{eval.WithK(c.k), eval.WithRange(from, to)}
+	opts := []eval.Option{eval.WithK(c.k), eval.WithRange(from, to), eval.WithAlertCost(c.alertCost)}
+	if b, _ := train.ParseBudget(c.alertBudget); !b.IsZero() {
+		opts = append(opts, eval.WithAlertBudget(b, "--alert-budget"))
+	}
 
 	var model *models.Model
 	switch {
@@ -131,6 +169,9 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 		review, alert := model.Thresholds()
 		opts = append(opts, eval.WithThresholds(float64(review), float64(alert),
 			fmt.Sprintf("model %s (%s)", model.Ident(), filepath.Base(c.model))))
+		if b, ok := modelAlertBudget(model); ok && c.alertBudget == "" {
+			opts = append(opts, eval.WithAlertBudget(b, "the model file's threshold_budget"))
+		}
 	case c.thresholds != "":
 		review, alert, _ := parseThresholds(c.thresholds)
 		opts = append(opts, eval.WithThresholds(review, alert, "--thresholds "+c.thresholds))
@@ -147,6 +188,9 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	truth := knownFraud(labels)
+	if sc := labelScenarios(labels); len(sc) > 0 {
+		opts = append(opts, eval.WithScenarios(sc))
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -185,6 +229,8 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 		{"roc.png", res.WriteROC},
 		{"pr.png", res.WritePR},
 		{"scores.png", res.WriteScores},
+		{"money.png", res.WriteMoney},
+		{"alerts_per_day.png", res.WriteAlertsPerDay},
 	}
 	for _, f := range files {
 		var buf bytes.Buffer
@@ -241,15 +287,46 @@ func printEvalTable(w io.Writer, m *eval.Metrics, dir string) error {
 	} {
 		fmt.Fprintf(w, "  %-36s %10s\n", r[0], r[1])
 	}
+	if mo := m.Money; !math.IsNaN(float64(mo.FraudAmount)) {
+		fmt.Fprintf(w, "  %-36s %10s\n", "amount scored", f(mo.TotalAmount, 0))
+		fmt.Fprintf(w, "  %-36s %10s\n", "fraud amount (loss if none stopped)", f(mo.FraudAmount, 0))
+	} else {
+		fmt.Fprintf(w, "  money view: n/a (%d of %d records carry an amount; re-score to get them)\n", mo.WithAmount, m.Transactions)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "  threshold\tscore\talerted\talert rate\tprecision\trecall\t\n")
+	fmt.Fprintf(tw, "  threshold\tscore\talerted\talerts/day\talert rate\tprecision\trecall\t$ recall\tsavings\t\n")
+	cut := func(c eval.Cut) {
+		fmt.Fprintf(tw, "  %s\t%.4g\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Name, c.Threshold, c.Alerted, f(c.AlertsPerDay, 1),
+			f(c.AlertRate, 5), f(c.Precision, 4), f(c.Recall, 4), f(c.AmountRecall, 4), f(c.Savings, 0))
+	}
 	for _, c := range m.Thresholds {
-		fmt.Fprintf(tw, "  %s\t%.4g\t%d\t%s\t%s\t%s\t\n", c.Name, c.Threshold, c.Alerted, f(c.AlertRate, 5), f(c.Precision, 4), f(c.Recall, 4))
+		cut(c)
+	}
+	fmt.Fprintf(tw, "  \t\t\t\t\t\t\t\t\t\n")
+	for _, c := range m.Operating {
+		cut(c)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("print table: %w", err)
 	}
-	fmt.Fprintf(w, "thresholds: %s\n", m.ThresholdSource)
+	fmt.Fprintf(w, "thresholds: %s; savings = fraud amount alerted - %g x alerts\n", m.ThresholdSource, m.Money.AlertCost)
+	if b := m.AlertBudget; b != nil {
+		fmt.Fprintf(w, "alert budget %s (%s): %.1f alerts a day on average, at most %d; %d of %d days over budget\n",
+			b.Budget, b.Source, b.MeanAlerts, b.MaxAlerts, b.DaysOver, b.Days)
+	}
+	if len(m.Scenarios) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "  scenario\tfraud\trecall@review\trecall@alert\tfraud amount\t$ recall@alert\t\n")
+		for _, sc := range m.Scenarios {
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%s\t\n", sc.Scenario, sc.Fraud, f(sc.RecallReview, 4), f(sc.RecallAlert, 4), f(sc.Amount, 0), f(sc.AmountRecall, 4))
+		}
+		if err := tw.Flush(); err != nil {
+			return fmt.Errorf("print table: %w", err)
+		}
+	}
+	if err := printDays(w, m, f); err != nil {
+		return err
+	}
 	var notes []string
 	if m.DuplicateRecords > 0 {
 		notes = append(notes, fmt.Sprintf("%d duplicate records dropped", m.DuplicateRecords))
@@ -268,6 +345,34 @@ func printEvalTable(w io.Writer, m *eval.Metrics, dir string) error {
 	}
 	_, err := fmt.Fprintf(w, "wrote %s\n", strings.Join([]string{
 		filepath.Join(dir, "metrics.json"), filepath.Join(dir, "roc.png"),
-		filepath.Join(dir, "pr.png"), filepath.Join(dir, "scores.png")}, ", "))
+		filepath.Join(dir, "pr.png"), filepath.Join(dir, "scores.png"), filepath.Join(dir, "money.png"),
+		filepath.Join(dir, "alerts_per_day.png")}, ", "))
 	return err
+}
+
+// printDays prints the per-day table: alerts and reviews against the
+// budget, the alerts' precision and recall, and card precision top-k.
+func printDays(w io.Writer, m *eval.Metrics, f func(eval.Float, int) string) error {
+	cards := map[string]eval.CardDay{}
+	for _, d := range m.CardPrecision.Days {
+		cards[d.Day] = d
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "  day\ttx\tfraud\treviews\talerts\tover budget\tprecision@alert\trecall@alert\tcard precision@%d\t\n", m.CardPrecision.K)
+	for _, d := range m.Days {
+		over := ""
+		if d.OverBudget {
+			over = "yes"
+		}
+		cp := "n/a"
+		if c, ok := cards[d.Day]; ok {
+			cp = f(c.Precision, 3)
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", d.Day, d.Transactions, d.Fraud, d.Reviews, d.Alerts, over,
+			f(d.Precision, 3), f(d.Recall, 3), cp)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("print table: %w", err)
+	}
+	return nil
 }

@@ -23,13 +23,15 @@ import (
 // signing (keygen, sign, verify).
 func cmdModels(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(os.Stderr, "usage: streamscore models <import|inspect|predict|keygen|sign|verify> [flags]\n\n"+
+		fmt.Fprint(os.Stderr, "usage: streamscore models <import|inspect|predict|retune|keygen|sign|verify> [flags]\n\n"+
 			"  import --onnx FILE --inputs NAMES --name NAME --out MODEL\n"+
 			"                        convert a PyTorch ONNX export into a native model file\n"+
 			"  inspect MODEL         verify a model file and print what is inside\n"+
 			"  predict --model M --input rows.csv --out scores.csv\n"+
 			"                        score feature rows from a CSV with a header of feature names\n"+
 			"                        (the output of `streamscore features` as is)\n"+
+			"  retune --model M --events F --labels F --from T1 --to T2 --alert-budget 200/day --out M2\n"+
+			"                        re-pick a model's thresholds by alert/review budget on recent history\n"+
 			"  keygen --out PREFIX   create a model-signing key pair: PREFIX.key (private, 0600), PREFIX.pub\n"+
 			"  sign --key KEY MODEL...\n"+
 			"                        sign model files: writes MODEL.sig beside each (one line per key)\n"+
@@ -47,6 +49,8 @@ func cmdModels(ctx context.Context, args []string) error {
 		return modelsInspect(os.Stdout, args[1:])
 	case "predict":
 		return modelsPredict(ctx, args[1:])
+	case "retune":
+		return modelsRetune(ctx, os.Stdout, args[1:])
 	case "keygen":
 		return modelsKeygen(os.Stdout, args[1:])
 	case "sign":
@@ -54,7 +58,7 @@ func cmdModels(ctx context.Context, args []string) error {
 	case "verify":
 		return modelsVerify(os.Stdout, args[1:])
 	default:
-		return fmt.Errorf("models: unknown subcommand %q (want import, inspect, predict, keygen, sign or verify)", args[0])
+		return fmt.Errorf("models: unknown subcommand %q (want import, inspect, predict, retune, keygen, sign or verify)", args[0])
 	}
 }
 

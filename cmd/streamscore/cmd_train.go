@@ -106,12 +106,22 @@ func cmdTrain(ctx context.Context, args []string) error {
 	gb.register(fs)
 	var pan panConfig
 	pan.register(fs)
+	link := fs.String("link", train.LinkLog, "linear: the link, log (value = exp(x·w+b): an expected loss that cannot go negative) or identity (ridge regression, as models before the log link; can go negative)")
 	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec); the stream must run the same spec")
+	var budget budgetFlags
+	budget.register(fs, "the validation rows (the held-out tail of the training range); logistic, mlp, gbdt and linear")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	reviewBudget, alertBudget, err := budget.parse()
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
 	if *eventsPath == "" || *labelsPath == "" || *out == "" {
 		return errors.New("train: --events, --labels and --out are required")
+	}
+	if budget.given() && (*kind == models.FamilyCNN || *kind == models.FamilyGRU || *kind == models.FamilyLSTM) {
+		return fmt.Errorf("train: --alert-budget/--review-budget: family %s holds its validation out per card, not as a time period; train it, then pick its thresholds with `streamscore models retune`", *kind)
 	}
 	from, err := parseTime(*fromS, time.Time{})
 	if err != nil {
@@ -178,6 +188,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 		if *name == "" {
 			*name = "risk"
 		}
+		opts = append(opts, train.WithLink(*link))
 	case models.FamilyGBDT:
 		opts = append(opts, gb.options()...)
 		if *name == "" {
@@ -211,6 +222,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 		names, fopts, defs = spec.Names(), []features.Option{features.WithSpec(spec)}, spec.Definitions()
 	}
 	trainSet := &train.Dataset{Names: names}
+	var trainTS []time.Time // event time of each trainSet row (budgets)
 	evalSet := &train.Dataset{Names: names}
 	// Sequence families: every row before the end with its card, in time
 	// order; seqSet.Loss marks [from, to), evalLoss [to, eval-to), and
@@ -256,6 +268,9 @@ func cmdTrain(ctx context.Context, args []string) error {
 		switch {
 		case inTrain:
 			trainSet.Append(row, y)
+			if budget.given() {
+				trainTS = append(trainTS, e.TS)
+			}
 		case inEval:
 			evalSet.Append(row, y)
 		}
@@ -296,6 +311,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	}
 	if *kind == models.FamilyLinear {
 		md["target"] = "loss: amount if fraud (label known at end of file) else 0; score = expected loss in currency units"
+		md["error_units"] = "rmse, mae, mean_value and mean_target are in the amounts' currency"
 	}
 	trainBar := newBar(1, "fit "+*kind, *quiet)
 	opts = append(opts, train.WithSeed(*seed), train.WithHoldout(*holdout), train.WithMetadata(md),
@@ -319,6 +335,13 @@ func cmdTrain(ctx context.Context, args []string) error {
 	// model with features defined otherwise.
 	if err := f.PinFeatures(stream.ModelFeatureDefs(defs)); err != nil {
 		return err
+	}
+	if budget.given() {
+		if err := trainBudgets(f, trainSet, trainTS, *holdout, reviewBudget, alertBudget); err != nil {
+			return err
+		}
+		slog.Info("train: thresholds picked by budget", "rule", f.Training["threshold_rule"],
+			"review", f.Thresholds.Review, "alert", f.Thresholds.Alert, "budget", f.Training["threshold_budget"])
 	}
 	slog.Info("train: fitted", "kind", *kind, "seconds", math.Round(time.Since(start).Seconds()*10)/10,
 		"validation", f.Training["validation"])

@@ -40,6 +40,7 @@ func (g *Generator) LabelFor(tx Tx) (features.Label, bool) {
 		TS:         tx.Event.TS.Add(d).Truncate(time.Millisecond),
 		TxTS:       tx.Event.TS,
 		Fraud:      tx.Fraud,
+		Scenario:   tx.Scenario,
 	}, true
 }
 

@@ -82,6 +82,12 @@ func TestLabelForDoesNotPerturb(t *testing.T) {
 		if la != lb || oka != okb {
 			t.Fatalf("tx %d: labels differ: %+v/%v vs %+v/%v", i, la, oka, lb, okb)
 		}
+		if oka && la.Scenario != a.Scenario {
+			t.Fatalf("tx %d: label scenario %q, transaction's %q", i, la.Scenario, a.Scenario)
+		}
+		if oka && la.Fraud != (la.Scenario != "") {
+			t.Fatalf("tx %d: fraud %v with scenario %q: a fraud label names its scenario, a genuine one none", i, la.Fraud, la.Scenario)
+		}
 	}
 }
 

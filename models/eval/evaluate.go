@@ -46,6 +46,20 @@ type Metrics struct {
 	Thresholds      []Cut  `json:"thresholds"` // review, then alert
 
 	CardPrecision CardPrecision `json:"card_precision_top_k"`
+
+	// The money and operations views (see the package documentation).
+	Money Money `json:"money"`
+	// Operating is the outcome of alerting the top 0.05%, 0.1%, ... 5% of
+	// the transactions (OperatingShares): precision, recall, alerts a day,
+	// dollar recall and savings at each.
+	Operating []Cut `json:"operating_points"`
+	// Days is each UTC day at the review and alert thresholds.
+	Days []DayOps `json:"days"`
+	// AlertBudget compares the alerts a day with the alert budget, when one
+	// is known (WithAlertBudget); null otherwise.
+	AlertBudget *Budget `json:"alert_budget"`
+	// Scenarios is the recall per fraud scenario, when labels name them.
+	Scenarios []ScenarioRecall `json:"scenarios,omitempty"`
 }
 
 // Result is the outcome of Evaluate: the metrics, the curves behind them and
@@ -57,6 +71,7 @@ type Result struct {
 
 	scores []float64
 	fraud  []bool
+	ops    *evalData
 }
 
 // Evaluate measures s against truth as defined in the package documentation.
@@ -142,6 +157,19 @@ func Evaluate(s *Scores, truth Truth, opts ...Option) (*Result, error) {
 		AtThreshold("alert", res.scores, res.fraud, alert),
 	}
 	m.CardPrecision = CardPrecisionTopK(recs, truth, c.k)
+
+	ops := newEvalData(recs, res.scores, res.fraud, c.alertCost)
+	res.ops = ops
+	for i := range m.Thresholds {
+		ops.moneyCut(&m.Thresholds[i])
+	}
+	m.Money = ops.money()
+	m.Operating = ops.operating()
+	m.Days = ops.perDay(review, alert)
+	if !c.budget.IsZero() {
+		m.AlertBudget = checkBudget(m.Days, c.budget, c.budgetSource)
+	}
+	m.Scenarios = ops.scenarioRecall(recs, c.scenarios, review, alert)
 	res.Metrics = m
 	return res, nil
 }

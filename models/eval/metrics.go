@@ -173,13 +173,21 @@ type Cut struct {
 	AlertRate      Float   `json:"alert_rate"` // alerted / transactions
 	Precision      Float   `json:"precision"`  // true positives / alerted; null without alerts
 	Recall         Float   `json:"recall"`     // true positives / fraud; null without fraud
+	// Operations and money (set by Evaluate; null from AtThreshold alone):
+	// alerts per UTC day of the evaluated period, the fraud amount alerted,
+	// its share of all fraud amount (dollar-weighted recall), and savings =
+	// fraud amount alerted − alert cost × alerted (null without amounts).
+	AlertsPerDay Float `json:"alerts_per_day"`
+	FraudAmount  Float `json:"fraud_amount"`
+	AmountRecall Float `json:"amount_recall"`
+	Savings      Float `json:"savings"`
 }
 
 // AtThreshold returns the outcome of alerting the transactions with score >=
 // t (the rule of models.Scorer.Decide).
 func AtThreshold(name string, scores []float64, fraud []bool, t float64) Cut {
 	checkLen(scores, fraud)
-	c := Cut{Name: name, Threshold: t}
+	c := Cut{Name: name, Threshold: t, AlertsPerDay: nan(), FraudAmount: nan(), AmountRecall: nan(), Savings: nan()}
 	pos := 0
 	for i, s := range scores {
 		if fraud[i] {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/streamscore/streamscore/models/train"
 )
 
 // ErrInvalidOption is returned (wrapped) by Evaluate for an option it cannot
@@ -31,6 +33,10 @@ type config struct {
 	haveThreshold bool
 	k             int
 	from, to      time.Time
+	alertCost     float64
+	budget        train.Budget
+	budgetSource  string
+	scenarios     map[string]string
 }
 
 func defaultConfig() config {
@@ -83,4 +89,40 @@ func WithRange(from, to time.Time) Option {
 		c.from, c.to = from, to
 		return nil
 	}
+}
+
+// WithAlertCost sets the cost of handling one alert, in the currency of the
+// amounts, that savings subtract: savings = fraud amount alerted − cost ×
+// alerts. Default 0, so savings are the fraud amount alerted; the trap: a
+// cost of 0 makes alerting everything look best, so give the team's cost
+// per case when comparing operating points. Must be finite and >= 0.
+func WithAlertCost(cost float64) Option {
+	return func(c *config) error {
+		if !(cost >= 0) || math.IsInf(cost, 0) {
+			return fmt.Errorf("%w: alert cost %v must be finite and >= 0", ErrInvalidOption, cost)
+		}
+		c.alertCost = cost
+		return nil
+	}
+}
+
+// WithAlertBudget sets the alert budget the alerts of each day are
+// compared with (Metrics.AlertBudget); source says where it comes from
+// ("--alert-budget", "model file"). Default: none, and no comparison. A
+// rate budget is applied to each day's own transactions.
+func WithAlertBudget(b train.Budget, source string) Option {
+	return func(c *config) error {
+		if b.PerDay < 0 || b.Rate < 0 || b.Rate > 1 || math.IsNaN(b.PerDay) || math.IsNaN(b.Rate) || math.IsInf(b.PerDay, 0) {
+			return fmt.Errorf("%w: alert budget %+v", ErrInvalidOption, b)
+		}
+		c.budget, c.budgetSource = b, source
+		return nil
+	}
+}
+
+// WithScenarios gives the fraud scenario of each fraudulent transaction
+// (by tx_id, see Scenarios) for the recall per scenario. Default: none,
+// and Metrics.Scenarios is empty.
+func WithScenarios(s map[string]string) Option {
+	return func(c *config) error { c.scenarios = s; return nil }
 }

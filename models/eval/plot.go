@@ -34,17 +34,32 @@ var (
 	colorAlert   = color.RGBA{R: 148, G: 0, B: 211, A: 255}
 )
 
-// WriteROC writes the ROC curve as a PNG image: the curve, the chance
-// diagonal and the operating points of the thresholds.
+// WriteROC writes the ROC curve as a PNG image with the false positive
+// rate on a log axis (from the power of ten at or below half of one
+// genuine transaction's share, at most 10⁻⁶, to 1): the operating points of
+// fraud teams alert well under 1% of the genuine transactions, which a
+// linear axis squeezes against the left edge. It draws the curve, the
+// chance line (recall = false positive rate) and the thresholds.
 func (r *Result) WriteROC(w io.Writer) error {
 	p := plot.New()
 	m := &r.Metrics
 	p.Title.Text = fmt.Sprintf("ROC — %s (AUC %s, %d tx, %d fraud)", m.Model, fmtFloat(m.ROCAUC), m.Transactions, m.Fraud)
-	p.X.Label.Text = "false positive rate"
+	p.X.Label.Text = "false positive rate (log scale)"
 	p.Y.Label.Text = "true positive rate (recall)"
-	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1
+	lo := 1e-6
+	if m.Genuine > 0 {
+		lo = math.Max(lo, math.Pow(10, math.Floor(math.Log10(0.5/float64(m.Genuine)))))
+	}
+	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = lo, 1, 0, 1
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = powerTicks{}
 	p.Add(plotter.NewGrid())
-	chance, err := plotter.NewLine(plotter.XYs{{X: 0, Y: 0}, {X: 1, Y: 1}})
+	var diag plotter.XYs
+	for e := math.Log10(lo); e <= 0; e += 0.05 {
+		diag = append(diag, plotter.XY{X: math.Pow(10, e), Y: math.Pow(10, e)})
+	}
+	diag = append(diag, plotter.XY{X: 1, Y: 1})
+	chance, err := plotter.NewLine(diag)
 	if err != nil {
 		return fmt.Errorf("plot roc: %w", err)
 	}
@@ -52,7 +67,7 @@ func (r *Result) WriteROC(w io.Writer) error {
 	p.Add(chance)
 	p.Legend.Add("chance", chance)
 	if len(r.ROC) > 0 {
-		l, err := plotter.NewLine(thin(r.ROC))
+		l, err := plotter.NewLine(thinLogX(r.ROC, lo))
 		if err != nil {
 			return fmt.Errorf("plot roc: %w", err)
 		}
@@ -64,12 +79,177 @@ func (r *Result) WriteROC(w io.Writer) error {
 		if math.IsNaN(float64(c.Recall)) || m.Genuine == 0 {
 			continue
 		}
-		if err := addMark(p, c, float64(c.FalsePositives)/float64(m.Genuine), float64(c.Recall)); err != nil {
+		if err := addMark(p, c, math.Max(float64(c.FalsePositives)/float64(m.Genuine), lo), float64(c.Recall)); err != nil {
 			return fmt.Errorf("plot roc: %w", err)
 		}
 	}
 	p.Legend.Top, p.Legend.Left = false, false
 	return writePNG(p, w, "roc")
+}
+
+// thinLogX is thin for a log x axis: x is clamped at lo (a log axis has no
+// 0) and points are kept when they move at least maxStep in y or 0.005 in
+// log10(x).
+func thinLogX(pts []Point, lo float64) plotter.XYs {
+	out := make(plotter.XYs, 0, min(len(pts), 4096))
+	for i, pt := range pts {
+		x := math.Max(pt.X, lo)
+		if i > 0 && i < len(pts)-1 {
+			last := out[len(out)-1]
+			if math.Abs(math.Log10(x)-math.Log10(last.X)) < 0.005 && math.Abs(pt.Y-last.Y) < maxStep {
+				continue
+			}
+		}
+		out = append(out, plotter.XY{X: x, Y: pt.Y})
+	}
+	return out
+}
+
+// WriteMoney writes the money and operations view as a PNG image: recall
+// and dollar-weighted recall (share of the fraud amount alerted) against
+// alerts a day on a log axis, one point per distinct threshold, with the
+// review and alert thresholds and the alert budget (when known) marked.
+// Without amounts in the records only the recall is drawn.
+func (r *Result) WriteMoney(w io.Writer) error {
+	p := plot.New()
+	m := &r.Metrics
+	title := fmt.Sprintf("Alerts a day and what they catch — %s", m.Model)
+	if !math.IsNaN(float64(m.Money.FraudAmount)) {
+		title += fmt.Sprintf(" (fraud amount %.0f)", float64(m.Money.FraudAmount))
+	}
+	p.Title.Text = title
+	p.X.Label.Text = fmt.Sprintf("alerts a day (log scale, %d days)", len(m.Days))
+	p.Y.Label.Text = "share of fraud alerted"
+	perDay, recall, amountRecall, _ := r.ops.moneyCurve()
+	lo := 1 / float64(max(len(m.Days), 1))
+	lo = math.Pow(10, math.Floor(math.Log10(lo)))
+	hi := math.Pow(10, math.Ceil(math.Log10(math.Max(perDay[len(perDay)-1], 10*lo))))
+	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = lo, hi, 0, 1
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = powerTicks{}
+	p.Add(plotter.NewGrid())
+	for _, cv := range []struct {
+		name string
+		y    []float64
+		col  color.Color
+	}{{"recall (transactions)", recall, colorGenuine}, {"dollar recall (fraud amount)", amountRecall, colorFraud}} {
+		if math.IsNaN(cv.y[0]) {
+			continue
+		}
+		pts := make([]Point, len(perDay))
+		for i := range perDay {
+			pts[i] = Point{perDay[i], cv.y[i]}
+		}
+		l, err := plotter.NewLine(thinLogX(pts, lo))
+		if err != nil {
+			return fmt.Errorf("plot money: %w", err)
+		}
+		l.Color, l.Width = cv.col, vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(cv.name, l)
+	}
+	for _, c := range m.Thresholds {
+		if math.IsNaN(float64(c.Recall)) || c.Alerted == 0 {
+			continue
+		}
+		if err := addMark(p, c, math.Max(float64(c.AlertsPerDay), lo), float64(c.Recall)); err != nil {
+			return fmt.Errorf("plot money: %w", err)
+		}
+	}
+	if b := m.AlertBudget; b != nil && !math.IsNaN(float64(b.PerDay)) && float64(b.PerDay) >= lo && float64(b.PerDay) <= hi {
+		l, err := plotter.NewLine(plotter.XYs{{X: float64(b.PerDay), Y: 0}, {X: float64(b.PerDay), Y: 1}})
+		if err != nil {
+			return fmt.Errorf("plot money: %w", err)
+		}
+		l.Color, l.Dashes = colorAlert, []vg.Length{vg.Points(3), vg.Points(3)}
+		p.Add(l)
+		p.Legend.Add("alert budget "+b.Budget, l)
+	}
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.YOffs = vg.Points(12)
+	return writePNG(p, w, "money")
+}
+
+// WriteAlertsPerDay writes each day's alerts and reviews as a PNG image,
+// with the alert budget (when known, per day) as a line: what the team
+// would have received.
+func (r *Result) WriteAlertsPerDay(w io.Writer) error {
+	p := plot.New()
+	m := &r.Metrics
+	p.Title.Text = fmt.Sprintf("Alerts and reviews per day — %s", m.Model)
+	p.X.Label.Text = "day"
+	p.Y.Label.Text = "transactions"
+	p.Add(plotter.NewGrid())
+	var alerts, reviews, fraud plotter.XYs
+	ymax := 1.0
+	for i, d := range m.Days {
+		alerts = append(alerts, plotter.XY{X: float64(i), Y: float64(d.Alerts)})
+		reviews = append(reviews, plotter.XY{X: float64(i), Y: float64(d.Reviews)})
+		fraud = append(fraud, plotter.XY{X: float64(i), Y: float64(d.AlertFraud)})
+		ymax = math.Max(ymax, float64(d.Reviews))
+	}
+	for _, s := range []struct {
+		name string
+		xy   plotter.XYs
+		col  color.Color
+	}{{"review or alert", reviews, colorReview}, {"alert", alerts, colorAlert}, {"fraud among alerts", fraud, colorFraud}} {
+		if len(s.xy) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(s.xy)
+		if err != nil {
+			return fmt.Errorf("plot alerts per day: %w", err)
+		}
+		l.Color, l.Width = s.col, vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(s.name, l)
+	}
+	if b := m.AlertBudget; b != nil && !math.IsNaN(float64(b.PerDay)) && len(m.Days) > 0 {
+		l, err := plotter.NewLine(plotter.XYs{{X: 0, Y: float64(b.PerDay)}, {X: float64(len(m.Days) - 1), Y: float64(b.PerDay)}})
+		if err != nil {
+			return fmt.Errorf("plot alerts per day: %w", err)
+		}
+		l.Color, l.Dashes = colorChance, []vg.Length{vg.Points(4), vg.Points(4)}
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("alert budget %s (%d days over)", b.Budget, b.DaysOver), l)
+		ymax = math.Max(ymax, float64(b.PerDay))
+	}
+	p.Y.Min, p.Y.Max = 0, ymax*1.15
+	p.X.Tick.Marker = dayTicks(m.Days)
+	p.Legend.Top, p.Legend.Left = true, true
+	return writePNG(p, w, "alerts per day")
+}
+
+// powerTicks labels a log axis with the powers of ten in its range, and
+// puts minor ticks at 2..9 times each.
+type powerTicks struct{}
+
+func (powerTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		v := math.Pow(10, e)
+		if v >= lo*(1-1e-9) && v <= hi*(1+1e-9) {
+			ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
+		}
+		for k := 2; k < 10; k++ {
+			if m := float64(k) * v; m > lo && m < hi {
+				ticks = append(ticks, plot.Tick{Value: m})
+			}
+		}
+	}
+	return ticks
+}
+
+// dayTicks labels a day axis with about 8 dates.
+type dayTicks []DayOps
+
+func (d dayTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	step := max(1, len(d)/8)
+	for i := 0; i < len(d); i += step {
+		ticks = append(ticks, plot.Tick{Value: float64(i), Label: d[i].Day[5:]})
+	}
+	return ticks
 }
 
 // WritePR writes the precision-recall curve as a PNG image, as steps (the

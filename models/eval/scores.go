@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,11 @@ type Scored struct {
 	// Ident is the identity of the model that scored it, from the record's
 	// "models" object ("fraud-mlp@3 sha256:…"); "" when absent.
 	Ident string
+	// Amount is the transaction's amount (the record's "amount"), valid
+	// when HasAmount; records written before amounts were published have
+	// none, and the money view is then left out.
+	Amount    float64
+	HasAmount bool
 }
 
 // Scores are one model's records from a score-record file.
@@ -50,6 +56,7 @@ type scoreLine struct {
 	TxID   *string             `json:"tx_id"`
 	CardID *string             `json:"card_id"`
 	TS     *string             `json:"ts"`
+	Amount *float64            `json:"amount"`
 	Scores map[string]*float64 `json:"scores"`
 	Models map[string]string   `json:"models"`
 }
@@ -115,6 +122,12 @@ func parseScoreLine(line []byte, model string) (Scored, bool, error) {
 		return Scored{}, false, fmt.Errorf("%w: no score for model %q (the record has: %s)", ErrInvalidRecord, model, strings.Join(have, ", "))
 	}
 	p := Scored{TxID: *l.TxID, CardID: *l.CardID, TS: ts.UTC(), Ident: l.Models[model]}
+	if l.Amount != nil {
+		if a := *l.Amount; a < 0 || math.IsInf(a, 0) {
+			return Scored{}, false, fmt.Errorf("%w: amount %v: want a finite amount >= 0", ErrInvalidRecord, a)
+		}
+		p.Amount, p.HasAmount = *l.Amount, true
+	}
 	if v == nil {
 		return p, true, nil
 	}

@@ -8,6 +8,9 @@ type Label struct {
 	TxID  string
 	TS    time.Time // when the label became known, not the transaction's time
 	Fraud bool
+	// Scenario is the kind of fraud ("card_testing", ...) when the label
+	// names one; "" otherwise.
+	Scenario string
 }
 
 // Truth is the fraud status of the labelled transactions, by tx_id. A
@@ -41,4 +44,24 @@ func (t Truth) Frauds() int {
 		}
 	}
 	return n
+}
+
+// Scenarios returns the fraud scenario of each transaction whose truth (as
+// NewTruth decides it) is fraud and whose deciding label names a scenario.
+func Scenarios(labels []Label) map[string]string {
+	out := map[string]string{}
+	latest := make(map[string]time.Time, len(labels))
+	for i := range labels {
+		l := &labels[i]
+		if ts, ok := latest[l.TxID]; ok && l.TS.Before(ts) {
+			continue
+		}
+		latest[l.TxID] = l.TS
+		if l.Fraud && l.Scenario != "" {
+			out[l.TxID] = l.Scenario
+		} else {
+			delete(out, l.TxID)
+		}
+	}
+	return out
 }

@@ -30,10 +30,17 @@ type Metrics struct {
 	ReviewRate        float64 `json:"review_rate"`
 	// LogLoss is the mean log loss (probability models only).
 	LogLoss float64 `json:"log_loss,omitempty"`
-	// RMSE, MAE and R2 of the value (value models only).
-	RMSE float64 `json:"rmse,omitempty"`
-	MAE  float64 `json:"mae,omitempty"`
-	R2   float64 `json:"r2,omitempty"`
+	// RMSE, MAE and R2 of the value (value models only), in the target's
+	// units (currency for a loss), and the mean value and mean target: for
+	// an expected-loss model, the loss it predicts per transaction against
+	// the loss that happened; Negative counts values below 0 (a loss model
+	// with the identity link has them, the log link never).
+	RMSE       float64 `json:"rmse,omitempty"`
+	MAE        float64 `json:"mae,omitempty"`
+	R2         float64 `json:"r2,omitempty"`
+	MeanValue  float64 `json:"mean_value,omitempty"`
+	MeanTarget float64 `json:"mean_target,omitempty"`
+	Negative   int     `json:"negative_values,omitempty"`
 }
 
 // Map returns the metrics as a JSON-ready map for model metadata.
@@ -48,6 +55,7 @@ func (m Metrics) Map() map[string]any {
 	}
 	if m.RMSE != 0 || m.MAE != 0 {
 		out["rmse"], out["mae"], out["r2"] = round(m.RMSE), round(m.MAE), round(m.R2)
+		out["mean_value"], out["mean_target"], out["negative_values"] = round(m.MeanValue), round(m.MeanTarget), m.Negative
 	}
 	return out
 }
@@ -123,6 +131,10 @@ func metrics(scores, y []float32, review, alert float64, prob bool) Metrics {
 			}
 		} else {
 			dv := float64(s) - float64(y[i])
+			mt.MeanValue += float64(s)
+			if s < 0 {
+				mt.Negative++
+			}
 			se += dv * dv
 			ae += math.Abs(dv)
 			sy += float64(y[i])
@@ -146,6 +158,8 @@ func metrics(scores, y []float32, review, alert float64, prob bool) Metrics {
 	} else {
 		mt.RMSE = math.Sqrt(se / n)
 		mt.MAE = ae / n
+		mt.MeanValue /= n
+		mt.MeanTarget = sy / n
 		if v := syy/n - (sy/n)*(sy/n); v > 0 {
 			mt.R2 = 1 - se/n/v
 		}

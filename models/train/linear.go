@@ -3,16 +3,19 @@ package train
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/streamscore/streamscore/models"
 )
 
-// Linear fits a ridge regression (normal equations (ZᵀZ/n + λI)β = Zᵀy/n in
-// standardised units, intercept not penalised, solved with gonum mat) on
-// the head of d and returns the model file (family "linear", output
-// "value"). The thresholds are quantiles of the validation predictions (see
+// Linear fits a linear model on the head of d and returns the model file
+// (family "linear", output "value"). With the identity link (the default,
+// WithLink) it is a ridge regression (normal equations (ZᵀZ/n + λI)β =
+// Zᵀy/n in standardised units, intercept not penalised, solved with gonum
+// mat), whose value can go negative; with the log link the value is
+// exp(z·w + b), fitted as linearLog says, and is never negative. The thresholds are quantiles of the validation predictions (see
 // WithValueQuantiles). For the shipped "risk" model the target is the loss
 // of the transaction (its amount if fraud, else 0), so the score is an
 // expected loss in currency units.
@@ -35,6 +38,9 @@ func Linear(ctx context.Context, name string, version int, d *Dataset, opts ...O
 		return nil, fmt.Errorf("train linear: %w", err)
 	}
 	in := standardize(d.Names, d.X[:nt*len(d.Names)], nil)
+	if c.link == LinkLog {
+		return linearLog(ctx, name, version, d, &c, nt, in)
+	}
 	w := len(d.Names)
 	p := w + 1
 	z := zRows(d, in, 0, nt, true)
@@ -66,6 +72,119 @@ func Linear(ctx context.Context, name string, version int, d *Dataset, opts ...O
 		Name: name, Family: models.FamilyLinear, Version: version, Output: models.OutputValue,
 		Inputs: in, Layers: []models.Layer{layer},
 	}
-	md := map[string]any{"algorithm": "ridge regression, normal equations", "l2": c.l2}
+	md := map[string]any{"algorithm": "ridge regression, normal equations", "l2": c.l2, "link": LinkIdentity}
 	return finishDense(f, d, nt, &c, md)
+}
+
+// linearLog fits the log-link model E[y|x] = exp(z·w + b) by Newton's
+// method on the Poisson quasi-likelihood, mean(μ − y·η) + λ/2·|w|² with
+// η = z·w + b and μ = exp(η) (the intercept not penalised), which needs
+// only y >= 0 and E[y|x] right, not a Poisson y: for a loss (the amount if
+// fraud, else 0) μ is the expected loss, and it is never negative. Starts
+// at w = 0, b = log(mean y); each step is halved until the objective
+// falls; stops when it falls by less than 1e-10 relatively, or after
+// WithMaxIter steps.
+func linearLog(ctx context.Context, name string, version int, d *Dataset, c *config, nt int, in []models.Input) (*models.File, error) {
+	w := len(d.Names)
+	p := w + 1
+	z := zRows(d, in, 0, nt, true)
+	var ysum float64
+	for i := 0; i < nt; i++ {
+		if d.Y[i] < 0 {
+			return nil, fmt.Errorf("train linear (log link): row %d target %v < 0: a log-link model fits non-negative targets: %w", i, d.Y[i], ErrData)
+		}
+		ysum += float64(d.Y[i])
+	}
+	if ysum <= 0 {
+		return nil, fmt.Errorf("train linear (log link): every target is 0: %w", ErrData)
+	}
+	inv := 1 / float64(nt)
+	beta := make([]float64, p)
+	beta[w] = math.Log(ysum * inv)
+	eta := func(b []float64, r int) float64 {
+		row := z[r*p : (r+1)*p]
+		var e float64
+		for j, v := range row {
+			e += v * b[j]
+		}
+		return min(e, 60) // exp(60) ≈ 1e26: far above any loss, never Inf
+	}
+	objective := func(b []float64) float64 {
+		var o float64
+		for r := 0; r < nt; r++ {
+			e := eta(b, r)
+			o += math.Exp(e) - float64(d.Y[r])*e
+		}
+		o *= inv
+		for j := 0; j < w; j++ {
+			o += c.l2 / 2 * b[j] * b[j]
+		}
+		return o
+	}
+	cur := objective(beta)
+	wz := make([]float64, nt*p)
+	grad := make([]float64, p)
+	steps := 0
+	for it := 0; it < c.maxIter; it++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("train linear (log link): %w", err)
+		}
+		clear(grad)
+		for r := 0; r < nt; r++ {
+			mu := math.Exp(eta(beta, r))
+			res := (mu - float64(d.Y[r])) * inv
+			sq := math.Sqrt(mu * inv)
+			row := z[r*p : (r+1)*p]
+			for j, v := range row {
+				grad[j] += res * v
+				wz[r*p+j] = sq * v
+			}
+		}
+		for j := 0; j < w; j++ {
+			grad[j] += c.l2 * beta[j]
+		}
+		WZ := mat.NewDense(nt, p, wz)
+		var H mat.SymDense
+		H.SymOuterK(1, WZ.T())
+		for j := 0; j < w; j++ {
+			H.SetSym(j, j, H.At(j, j)+c.l2)
+		}
+		var step mat.VecDense
+		if err := step.SolveVec(&H, mat.NewVecDense(p, grad)); err != nil {
+			return nil, fmt.Errorf("train linear (log link): solve newton step: %w", err)
+		}
+		next := make([]float64, p)
+		t, improved := 1.0, false
+		for k := 0; k < 30; k++ {
+			for j := range next {
+				next[j] = beta[j] - t*step.AtVec(j)
+			}
+			if o := objective(next); o < cur {
+				improved = true
+				gain := (cur - o) / math.Max(math.Abs(cur), 1e-300)
+				beta, cur = next, o
+				steps++
+				c.report(it+1, c.maxIter)
+				if gain < 1e-10 {
+					it = c.maxIter
+				}
+				break
+			}
+			t /= 2
+		}
+		if !improved {
+			break
+		}
+	}
+	layer := models.Layer{In: w, Out: 1, Activation: models.ActivationExp, Weights: make([]float32, w), Bias: []float32{float32(beta[w])}}
+	for j := 0; j < w; j++ {
+		layer.Weights[j] = float32(beta[j])
+	}
+	f := &models.File{
+		Name: name, Family: models.FamilyLinear, Version: version, Output: models.OutputValue,
+		Inputs: in, Layers: []models.Layer{layer},
+	}
+	md := map[string]any{"algorithm": "log-link regression: Newton on the Poisson quasi-likelihood, step halving", "l2": c.l2,
+		"link": LinkLog, "newton_steps": steps}
+	return finishDense(f, d, nt, c, md)
 }

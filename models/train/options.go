@@ -29,6 +29,7 @@ type config struct {
 	metadata     map[string]any
 	maxIter      int
 	minValidRows int
+	link         string // Linear: LinkIdentity or LinkLog
 
 	// Set flags: sequence families have their own defaults for these.
 	hiddenSet, epochsSet, batchSet, lrSet, patienceSet bool
@@ -64,6 +65,7 @@ func defaultConfig() config {
 		alertQ:       0.99,
 		maxIter:      30,
 		minValidRows: 10,
+		link:         LinkIdentity,
 		chunk:        32,
 		window:       8,
 		kernel:       3,
@@ -333,5 +335,27 @@ func WithPool(kind string, size, stride int) Option {
 func (c *config) report(done, total int) {
 	if c.progress != nil {
 		c.progress(done, total)
+	}
+}
+
+// Links of Linear (WithLink).
+const (
+	LinkIdentity = "identity" // value = z·w + b (ridge regression); can go negative
+	LinkLog      = "log"      // value = exp(z·w + b) (log-link regression); never negative
+)
+
+// WithLink sets the link of Linear: LinkIdentity (default, ridge
+// regression) or LinkLog (value = exp(z·w + b), for a non-negative target
+// such as a loss; its targets must all be >= 0 and not all 0). The trap:
+// the identity link fits a loss's mean well on average but predicts
+// negative losses for low-risk transactions. The log link takes at most
+// 30 Newton steps. Other families ignore it.
+func WithLink(link string) Option {
+	return func(c *config) error {
+		if link != LinkIdentity && link != LinkLog {
+			return fmt.Errorf("train: link %q: want %q or %q", link, LinkIdentity, LinkLog)
+		}
+		c.link = link
+		return nil
 	}
 }
