@@ -174,6 +174,7 @@ type ckptBlob struct {
 	slot    int
 	applied int64 // the highest offset up to which every offset is in it
 	blob    []byte
+	sig     int64 // the shared checkpoint: what it covers (sharedSig)
 }
 
 // encodeClaimed serialises the claimed partitions that changed since their
@@ -240,9 +241,12 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 	applied := map[int]int64{}
 	slots := map[int]int{}
 	ok := true
-	sharedStored := -1
+	sharedStored, sharedBlobs := -1, 0
+	var sig int64
 	for i, b := range blobs {
 		if b.part == sharedCkptPart {
+			sharedBlobs++
+			sig = b.sig
 			outcome := "ok"
 			if errs[i] != nil {
 				outcome = "error"
@@ -264,7 +268,7 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 		slots[b.part] = b.slot
 	}
 	if sharedStored >= 0 {
-		flip := func() { st.sharedSlot = 1 - sharedStored }
+		flip := func() { st.sharedSlot, st.sharedSig = 1-sharedStored, sig }
 		if running {
 			st.do(flip)
 		} else {
@@ -294,7 +298,7 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 	d := time.Since(t0)
 	p.met.checkpointSeconds.WithLabelValues("put").Set(d.Seconds())
 	p.met.checkpointBytes.Set(float64(total))
-	p.log.Info("partition checkpoints stored", "reason", reason, "partitions", len(applied), "failed", len(blobs)-len(applied),
+	p.log.Info("partition checkpoints stored", "reason", reason, "partitions", len(applied), "failed", len(blobs)-sharedBlobs-len(applied), "shared_state", sharedBlobs > 0 && sharedStored >= 0,
 		"bytes", total, "took", d.Round(time.Millisecond))
 	return ok
 }

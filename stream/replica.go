@@ -336,6 +336,20 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 	if known < p.nParts {
 		return ckptBlob{}, false
 	}
+	// Unchanged since the last one stored (nothing applied, no label):
+	// not stored again.
+	sig := int64(1)
+	for _, part := range parts {
+		sig = sig*31 + st.parts[part].shr.applied + int64(len(st.parts[part].shr.trail))
+	}
+	p.labelMu.Lock()
+	for _, part := range slices.Sorted(maps.Keys(p.labelNext)) {
+		sig = sig*31 + p.labelNext[part]
+	}
+	p.labelMu.Unlock()
+	if sig == st.sharedSig {
+		return ckptBlob{}, false
+	}
 	var b bytes.Buffer
 	b.WriteString(sharedCkptMagic)
 	w := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
@@ -381,7 +395,7 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 		p.log.Error("encode the shared-state checkpoint", "err", err)
 		return ckptBlob{}, false
 	}
-	return ckptBlob{part: sharedCkptPart, slot: st.sharedSlot, applied: at, blob: b.Bytes()}, true
+	return ckptBlob{part: sharedCkptPart, slot: st.sharedSlot, applied: at, blob: b.Bytes(), sig: sig}, true
 }
 
 // restoreShared restores the newest shared checkpoint into the shared

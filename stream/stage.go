@@ -219,8 +219,10 @@ type stage struct {
 	// alignment (WithAlignment(false)).
 	al      *align.Aligner[*pending]
 	alStats align.Stats // the aligner's counters already added to the metrics
-	// sharedSlot is the slot the next shared checkpoint is stored in.
+	// sharedSlot is the slot the next shared checkpoint is stored in;
+	// sharedSig what the last one stored covers (encodeShared).
 	sharedSlot int
+	sharedSig  int64
 	// scratch is the row a replica's shared half is written to.
 	scratch       []float32
 	replicaEvents prometheus.Counter
