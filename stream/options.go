@@ -46,6 +46,8 @@ type config struct {
 	ckpt           CheckpointStore // WithCheckpoints
 	alignIdle      time.Duration   // WithAlignIdleWait; negative: no alignment
 	alignLag       time.Duration   // WithAlignLagWait
+	eventDec       EventDecoder    // WithEventDecoder; nil: JSON
+	labelDec       LabelDecoder    // WithLabelDecoder; nil: JSON
 }
 
 func defaultConfig() config {

@@ -437,7 +437,7 @@ func (d *Decoder) plan(b []byte, label bool) (plan, []byte, error) {
 	}
 	ev, lb := e.event, e.label
 	if n != 1 || idx[0] != 0 {
-		ev, lb = e.otherPlans(d, idx[:n])
+		ev, lb = e.otherPlans(d, idx, n)
 	}
 	if label {
 		return lb, payload, nil
@@ -463,9 +463,11 @@ func (d *Decoder) entryWait(ctx context.Context, id int) (*entry, error) {
 	}
 }
 
-func (e *entry) otherPlans(d *Decoder, idx []int) (plan, plan) {
+// otherPlans returns the plans of the message at index path idx[:n] (idx
+// by value: the common path [0] never gets here, and must not allocate).
+func (e *entry) otherPlans(d *Decoder, idx [maxMessageIndexes]int, n int) (plan, plan) {
 	var key uint64
-	for _, i := range idx {
+	for _, i := range idx[:n] {
 		key = key<<8 | uint64(i+1)
 	}
 	e.mu.Lock()
@@ -473,7 +475,7 @@ func (e *entry) otherPlans(d *Decoder, idx []int) (plan, plan) {
 	if pp := e.other[key]; pp != nil {
 		return pp.event, pp.label
 	}
-	ev, lb := d.protoPlans(e.proto, idx)
+	ev, lb := d.protoPlans(e.proto, idx[:n])
 	if e.other == nil {
 		e.other = map[uint64]*protoPlans{}
 	}

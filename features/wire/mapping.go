@@ -47,7 +47,20 @@ func compileMapping(m Mapping) (paths, error) {
 		}
 		p[f] = segs
 	}
+	for _, r := range []role{eventRole, labelRole} {
+		if _, err := p.trie(r); err != nil {
+			return p, err
+		}
+	}
 	return p, nil
+}
+
+// Check reports whether m names contract fields and maps them to
+// well-formed paths, none the prefix of another. Errors wrap
+// ErrInvalidOption.
+func (m Mapping) Check() error {
+	_, err := compileMapping(m)
+	return err
 }
 
 // trie is the mapped paths of one role (event or label), by record field
