@@ -328,3 +328,112 @@ func wireMetric(t *testing.T, g prometheus.Gatherer, name, label string) float64
 	}
 	return 0
 }
+
+// TestWireInputValidate: bad combinations of the input format flags are
+// refused with a message naming the flag.
+func TestWireInputValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		w    wireInput
+		env  string // STREAMSCORE_SCHEMA_REGISTRY_PASSWORD
+		want string // "" for valid
+	}{
+		{name: "json default", w: wireInput{}},
+		{name: "avro", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr:8081"}},
+		{name: "protobuf events, json labels", w: wireInput{InputFormat: "protobuf", LabelsFormat: "json", SchemaRegistry: "http://sr"}},
+		{name: "user with env password", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr", SchemaRegistryUser: "u"}, env: "p"},
+		{name: "unknown format", w: wireInput{InputFormat: "xml"}, want: "--input-format"},
+		{name: "unknown labels format", w: wireInput{LabelsFormat: "csv", SchemaRegistry: "http://sr"}, want: "--labels-format"},
+		{name: "avro without registry", w: wireInput{InputFormat: "avro"}, want: "need --schema-registry"},
+		{name: "registry without binary format", w: wireInput{SchemaRegistry: "http://sr"}, want: "--schema-registry is set but"},
+		{name: "mapping with json", w: wireInput{InputMapping: "card_id=card"}, want: "--input-mapping is set but"},
+		{name: "bad URL", w: wireInput{InputFormat: "avro", SchemaRegistry: "sr:8081"}, want: "want http(s)"},
+		{name: "password in URL", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://u:secret@sr"}, want: "credentials in the URL"},
+		{name: "cert without key", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr", SchemaRegistryTLSCert: "c.pem"}, want: "go together"},
+		{name: "user without password", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr", SchemaRegistryUser: "u"}, want: "needs a password"},
+		{name: "password without user", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr", SchemaRegistryPassFile: "f"}, want: "--schema-registry-user is empty"},
+		{name: "file and env", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr", SchemaRegistryUser: "u", SchemaRegistryPassFile: "f"}, env: "p", want: "use one"},
+		{name: "bad mapping pair", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr", InputMapping: "card_id"}, want: "contract=path"},
+		{name: "mapping of a non-contract field", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr", InputMapping: "pan=card.pan"}, want: "not a field of the event"},
+		{name: "required field unread", w: wireInput{InputFormat: "avro", SchemaRegistry: "https://sr", InputMapping: "amount=-"}, want: "required field"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			if tc.env != "" {
+				t.Setenv(envRegistryPassword, tc.env)
+			}
+			if tc.w.SchemaRegistryMaxSchema == 0 {
+				tc.w.SchemaRegistryMaxSchema = wire.DefaultMaxSchemas
+			}
+			err := tc.w.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("got %v, want valid", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "secret") {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+// TestGenFormat: gen --format avro|protobuf registers its schemas and
+// writes every event and label in the wire format, which the input
+// decoders read back.
+func TestGenFormat(t *testing.T) {
+	for _, format := range []string{"avro", "protobuf"} {
+		t.Run(format, func(t *testing.T) {
+			k, err := local.StartKafka(map[string]int{"transactions": 2, "labels": 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(k.Close)
+			reg := srfake.New()
+			t.Cleanup(reg.Close)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second*timeScale)
+			defer cancel()
+			to := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+			clearEnv(t)
+			if err := cmdGen(ctx, []string{"--brokers", strings.Join(k.Brokers(), ","), "--format", format, "--schema-registry", reg.URL(),
+				"--seed", "5", "--cards", "200", "--terminals", "40", "--from", to.Add(-20*24*time.Hour).Format(time.RFC3339),
+				"--to", to.Format(time.RFC3339), "--warmup", "480h", "--progress=false", "--count", "1500"}); err != nil {
+				t.Fatal(err)
+			}
+			f, _ := wire.ParseFormat(format)
+			cl, _ := sr.NewClient(sr.URLs(reg.URL()))
+			r, _ := wire.NewRegistry(cl)
+			d, err := wire.New(f, r, features.NewDecoder())
+			if err != nil {
+				t.Fatal(err)
+			}
+			txs := readAllPlain(t, ctx, k.Brokers(), "transactions")
+			if len(txs) != 1500 {
+				t.Fatalf("%d events produced, want 1500", len(txs))
+			}
+			for _, m := range txs {
+				var e features.Event
+				if err := d.Decode(m.Value, &e); err != nil {
+					t.Fatalf("event at offset %d: %v", m.Offset, err)
+				}
+				if string(m.Key) != e.CardID {
+					t.Fatalf("key %q, card %q", m.Key, e.CardID)
+				}
+			}
+			lbs := readAllPlain(t, ctx, k.Brokers(), "labels")
+			if len(lbs) == 0 {
+				t.Fatal("no label produced")
+			}
+			for _, m := range lbs {
+				var l features.Label
+				if err := d.DecodeLabel(m.Value, &l); err != nil {
+					t.Fatalf("label at offset %d: %v", m.Offset, err)
+				}
+			}
+			if !reg.SubjectExists("transactions-value") || !reg.SubjectExists("labels-value") {
+				t.Fatal("schemas not registered under <topic>-value")
+			}
+		})
+	}
+}
