@@ -397,7 +397,7 @@ func TestGenFormat(t *testing.T) {
 			to := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
 			clearEnv(t)
 			if err := cmdGen(ctx, []string{"--brokers", strings.Join(k.Brokers(), ","), "--format", format, "--schema-registry", reg.URL(),
-				"--seed", "5", "--cards", "200", "--terminals", "40", "--from", to.Add(-20*24*time.Hour).Format(time.RFC3339),
+				"--seed", "5", "--cards", "200", "--terminals", "40", "--from", to.Add(-20 * 24 * time.Hour).Format(time.RFC3339),
 				"--to", to.Format(time.RFC3339), "--warmup", "480h", "--progress=false", "--count", "1500"}); err != nil {
 				t.Fatal(err)
 			}
