@@ -45,8 +45,9 @@ type genConfig struct {
 	txPerDay    float64       // per card, event time
 	warmup      time.Duration // of event time, produced as fast as possible
 
-	kafkaSecurity         // TLS and SASL (kafka_security.go)
-	wireOut       genWire // --format avro|protobuf (gen_wire.go)
+	kafkaSecurity // TLS and SASL (kafka_security.go)
+
+	wireOut genWire // --format avro|protobuf (gen_wire.go)
 
 	// Both.
 	rate     float64
