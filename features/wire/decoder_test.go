@@ -132,6 +132,8 @@ func newFake(t *testing.T, opts ...srfake.Option) (*srfake.Registry, *sr.Client)
 		{"ppay-value", 2, 22, protoV2, sr.TypeProtobuf},
 		{"pother-value", 1, 23, protoNoTerminal, sr.TypeProtobuf},
 		{"plabels-value", 1, 24, protoLabel, sr.TypeProtobuf},
+		{"shipped-value", 1, 31, AvroEventSchema, sr.TypeAvro},
+		{"pshipped-value", 1, 32, ProtoSchema, sr.TypeProtobuf},
 	} {
 		reg.SeedSchema(s.subject, s.version, s.id, sr.Schema{Schema: s.text, Type: s.typ})
 	}
