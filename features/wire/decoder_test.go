@@ -3,8 +3,10 @@ package wire
 import (
 	"context"
 	"errors"
+	"math"
 	"math/big"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Writer schemas of the tests: v1 is the contract as JSON has it; v2 is a
@@ -445,5 +448,61 @@ func TestCacheBound(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(r.cached); got != 16 {
 		t.Fatalf("gauge %v, want 16", got)
+	}
+}
+
+// TestReferences: writer schemas that reference others (a .proto import,
+// an Avro named type of another subject) are compiled with them.
+func TestReferences(t *testing.T) {
+	reg := srfake.New()
+	t.Cleanup(reg.Close)
+	const moneyProto = `syntax = "proto3";
+package common;
+message Money { string currency = 1; double value = 2; }`
+	const payProto = `syntax = "proto3";
+package bank;
+import "common/money.proto";
+message Payment { string tx_id = 1; int64 ts = 2; string card_id = 3; string terminal_id = 4; common.Money amount = 5; }`
+	const cardAvro = `{"type":"record","name":"Card","namespace":"common","fields":[{"name":"token","type":"string"}]}`
+	const payAvro = `{"type":"record","name":"Payment","namespace":"bank","fields":[
+		{"name":"tx_id","type":"string"},{"name":"ts","type":"long"},{"name":"card","type":"common.Card"},
+		{"name":"terminal_id","type":"string"},{"name":"amount","type":"double"}]}`
+	reg.SeedSchema("common-money", 1, 1, sr.Schema{Schema: moneyProto, Type: sr.TypeProtobuf})
+	reg.SeedSchema("pay-value", 1, 2, sr.Schema{Schema: payProto, Type: sr.TypeProtobuf,
+		References: []sr.SchemaReference{{Name: "common/money.proto", Subject: "common-money", Version: 1}}})
+	reg.SeedSchema("common-card", 1, 3, sr.Schema{Schema: cardAvro})
+	reg.SeedSchema("apay-value", 1, 4, sr.Schema{Schema: payAvro,
+		References: []sr.SchemaReference{{Name: "common.Card", Subject: "common-card", Version: 1}}})
+	cl, _ := sr.NewClient(sr.URLs(reg.URL()))
+	want := features.Event{TxID: "t-1", TS: t0, CardID: "c-1", TerminalID: "m-1", Amount: 9.5, Currency: "EUR"}
+
+	pd, _ := newDecoder(t, FormatProtobuf, cl, WithMapping(Mapping{"amount": "amount.value", "currency": "amount.currency"}))
+	msg := append(wireHeader(2), 0)
+	msg = protowire.AppendTag(msg, 1, protowire.BytesType)
+	msg = protowire.AppendString(msg, "t-1")
+	msg = protowire.AppendTag(msg, 2, protowire.VarintType)
+	msg = protowire.AppendVarint(msg, uint64(t0.UnixMilli()))
+	msg = protowire.AppendTag(msg, 3, protowire.BytesType)
+	msg = protowire.AppendString(msg, "c-1")
+	msg = protowire.AppendTag(msg, 4, protowire.BytesType)
+	msg = protowire.AppendString(msg, "m-1")
+	var money []byte
+	money = protowire.AppendTag(money, 1, protowire.BytesType)
+	money = protowire.AppendString(money, "EUR")
+	money = protowire.AppendTag(money, 2, protowire.Fixed64Type)
+	money = protowire.AppendFixed64(money, math.Float64bits(9.5))
+	msg = protowire.AppendTag(msg, 5, protowire.BytesType)
+	msg = protowire.AppendBytes(msg, money)
+	var got features.Event
+	if err := pd.Decode(msg, &got); err != nil || got != want {
+		t.Fatalf("protobuf with an import: %+v, %v; want %+v", got, err, want)
+	}
+
+	ad, _ := newDecoder(t, FormatAvro, cl, WithMapping(Mapping{"card_id": "card.token"}))
+	full := strings.Replace(payAvro, `"type":"common.Card"`, `"type":`+cardAvro, 1)
+	amsg := avroRecord(t, 4, full, map[string]any{"tx_id": "t-1", "ts": t0.UnixMilli(), "card": map[string]any{"token": "c-1"}, "terminal_id": "m-1", "amount": 9.5})
+	want.Currency = ""
+	if err := ad.Decode(amsg, &got); err != nil || got != want {
+		t.Fatalf("avro with a referenced type: %+v, %v; want %+v", got, err, want)
 	}
 }
