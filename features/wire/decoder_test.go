@@ -506,3 +506,66 @@ message Payment { string tx_id = 1; int64 ts = 2; string card_id = 3; string ter
 		t.Fatalf("avro with a referenced type: %+v, %v; want %+v", got, err, want)
 	}
 }
+
+// TestProtoWrappers: fields typed with the well-known wrappers
+// (google.protobuf.StringValue, DoubleValue, …) read as optional scalars.
+func TestProtoWrappers(t *testing.T) {
+	reg := srfake.New()
+	t.Cleanup(reg.Close)
+	const text = `syntax = "proto3";
+import "google/protobuf/wrappers.proto";
+message Payment {
+  google.protobuf.StringValue tx_id = 1;
+  google.protobuf.Int64Value ts = 2;
+  string card_id = 3;
+  string terminal_id = 4;
+  google.protobuf.DoubleValue amount = 5;
+  google.protobuf.StringValue currency = 6;
+  google.protobuf.BoolValue mcc = 7;
+}`
+	reg.SeedSchema("w-value", 1, 1, sr.Schema{Schema: text, Type: sr.TypeProtobuf})
+	cl, _ := sr.NewClient(sr.URLs(reg.URL()))
+	d, _ := newDecoder(t, FormatProtobuf, cl, WithMapping(Mapping{"mcc": "-"}))
+	wrap := func(b []byte, num protowire.Number, inner []byte) []byte {
+		b = protowire.AppendTag(b, num, protowire.BytesType)
+		return protowire.AppendBytes(b, inner)
+	}
+	str := func(s string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), s)
+	}
+	base := func() []byte {
+		b := append(wireHeader(1), 0)
+		b = wrap(b, 1, str("t-1"))
+		b = wrap(b, 2, protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), uint64(t0.UnixMilli())))
+		b = protowire.AppendString(protowire.AppendTag(b, 3, protowire.BytesType), "c-1")
+		return protowire.AppendString(protowire.AppendTag(b, 4, protowire.BytesType), "m-1")
+	}
+	for _, tc := range []struct {
+		name   string
+		msg    []byte
+		want   features.Event
+		reason string
+	}{
+		{name: "amount and currency", msg: wrap(wrap(base(), 5, protowire.AppendFixed64(protowire.AppendTag(nil, 1, protowire.Fixed64Type), math.Float64bits(3.5))), 6, str("EUR")),
+			want: features.Event{TxID: "t-1", TS: t0, CardID: "c-1", TerminalID: "m-1", Amount: 3.5, Currency: "EUR"}},
+		{name: "amount wrapper at zero", msg: wrap(base(), 5, nil), want: features.Event{TxID: "t-1", TS: t0, CardID: "c-1", TerminalID: "m-1"}},
+		{name: "no amount wrapper", msg: base(), reason: features.ReasonMissingField},
+		{name: "empty tx_id wrapper", msg: wrap(wrap(append(wireHeader(1), 0), 1, nil), 5, nil), reason: features.ReasonEmptyField},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got features.Event
+			err := d.Decode(tc.msg, &got)
+			if r := reasonOf(err); r != tc.reason {
+				t.Fatalf("got reason %q (%v), want %q", r, err, tc.reason)
+			}
+			if tc.reason == "" && got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	d2, _ := newDecoder(t, FormatProtobuf, cl) // mcc is a BoolValue: not a string
+	var got features.Event
+	if err := d2.Decode(wrap(base(), 5, nil), &got); reasonOf(err) != features.ReasonSchemaMismatch {
+		t.Fatalf("BoolValue mcc: %v, want schema_mismatch", err)
+	}
+}

@@ -98,6 +98,20 @@ func compileProto(md protoreflect.MessageDescriptor, p *paths, r role) (*protoPl
 
 const timestampName = "google.protobuf.Timestamp"
 
+// isWrapper reports whether a message is a well-known wrapper of one
+// scalar (field 1): google.protobuf.DoubleValue, StringValue, ….
+func isWrapper(n protoreflect.FullName) bool {
+	switch n {
+	case "google.protobuf.DoubleValue", "google.protobuf.FloatValue",
+		"google.protobuf.Int64Value", "google.protobuf.UInt64Value",
+		"google.protobuf.Int32Value", "google.protobuf.UInt32Value",
+		"google.protobuf.BoolValue", "google.protobuf.StringValue",
+		"google.protobuf.BytesValue":
+		return true
+	}
+	return false
+}
+
 func compileMsg(md protoreflect.MessageDescriptor, t *trie, found *uint32, depth int) (*pmsg, error) {
 	if depth > maxDepth {
 		return nil, mismatch("mapped paths nest deeper than %d", maxDepth)
@@ -126,6 +140,21 @@ func compileMsg(md protoreflect.MessageDescriptor, t *trie, found *uint32, depth
 		}
 		if fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == timestampName {
 			pf.stamp = true
+		}
+		if fd.Kind() == protoreflect.MessageKind && isWrapper(fd.Message().FullName()) {
+			// google.protobuf.DoubleValue, StringValue, …: an optional
+			// scalar; present with its value at zero when the wrapper is
+			// there without field 1.
+			inner := fd.Message().Fields().ByNumber(1)
+			in := pfield{num: 1, kind: inner.Kind(), target: k.target, implicit: true}
+			if !protoFits(&in, k.target) {
+				return nil, &features.DecodeError{Reason: features.ReasonSchemaMismatch, Field: k.target.String(),
+					Err: fmt.Errorf("writer field %q is %s, which cannot be a %s", name, fd.Message().FullName(), features.KindOf(k.target))}
+			}
+			*found |= 1 << k.target
+			pf.target, pf.sub = -1, &pmsg{fields: []pfield{in}}
+			m.fields = append(m.fields, pf)
+			continue
 		}
 		if fd.Kind() == protoreflect.EnumKind {
 			pf.enum = map[int32][]byte{}
