@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -222,6 +223,9 @@ func (w *wireInput) streamOptions(reg prometheus.Registerer, log *slog.Logger, h
 	if err != nil {
 		return nil, err
 	}
+	if err := w.checkRegistry(cl, health, log); err != nil {
+		return nil, err
+	}
 	r, err := wire.NewRegistry(cl, wire.WithRegisterer(reg))
 	if err != nil {
 		return nil, err
@@ -264,4 +268,41 @@ func (w *wireInput) streamOptions(reg prometheus.Registerer, log *slog.Logger, h
 	}
 	log.Info("input format", "transactions", in, "labels", lb, "schema_registry", strings.Join(splitList(w.SchemaRegistry), ","))
 	return opts, nil
+}
+
+// checkRegistry asks the registry for schema id 0, which none holds: "not
+// found" says it is reachable, speaks our TLS and takes our credentials. A
+// TLS failure or a refusal of the credentials fails the start, naming the
+// cause; a registry that cannot be reached (or answers 5xx) is reported in
+// /readyz and waited for — the partitions hold until it answers.
+func (w *wireInput) checkRegistry(cl *sr.Client, health *connHealth, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := cl.SchemaByID(ctx, 0)
+	var re *sr.ResponseError
+	var verify *tls.CertificateVerificationError
+	var recordHdr tls.RecordHeaderError
+	switch {
+	case err == nil, errors.As(err, &re) && re.StatusCode == http.StatusNotFound:
+	case errors.As(err, &re) && (re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden):
+		return fmt.Errorf("check schema registry: it refused the credentials (HTTP %d): check --schema-registry-user and its password", re.StatusCode)
+	case errors.As(err, &verify), errors.As(err, &recordHdr), isRemoteTLSAlert(err):
+		return fmt.Errorf("check schema registry: TLS: %w", err)
+	default:
+		log.Warn("schema registry unreachable at start: partitions wait for it when they need a schema", "err", err)
+		if health != nil {
+			health.Down(registryTransport, "unavailable", err)
+		}
+		return nil
+	}
+	if w.SchemaRegistryUser != "" {
+		for _, u := range splitList(w.SchemaRegistry) {
+			if strings.HasPrefix(u, "http://") {
+				log.Warn("schema registry basic auth over http: the password crosses the network in clear; use https://", "url", u)
+			}
+		}
+	}
+	log.Info("schema registry checked", "urls", strings.Join(splitList(w.SchemaRegistry), ","), "tls_client_cert", w.SchemaRegistryTLSCert != "",
+		"user", w.SchemaRegistryUser)
+	return nil
 }

@@ -437,3 +437,55 @@ func TestGenFormat(t *testing.T) {
 		})
 	}
 }
+
+// TestSchemaRegistryCheckAtStart: a registry that refuses the credentials
+// or the TLS handshake fails the start naming the cause (never the
+// password); one that is down is reported in /readyz and waited for.
+func TestSchemaRegistryCheckAtStart(t *testing.T) {
+	ca := newTestCA(t, "sr-ca")
+	_, certFile, keyFile := ca.issue(t, "streamscore", true)
+	var down atomic.Bool
+	url := e2eRegistry(t, "avro", ca, "scorer", "right-password", &down)
+	dir := t.TempDir()
+	good, wrong := writeSecret(t, dir, "good", "right-password"), writeSecret(t, dir, "wrong", "wrong-password")
+	for _, tc := range []struct {
+		name string
+		args []string
+		down bool
+		want string // "" for a start
+	}{
+		{name: "ok", args: []string{"--schema-registry-tls-cert", certFile, "--schema-registry-tls-key", keyFile, "--schema-registry-password-file", good}},
+		{name: "wrong password", args: []string{"--schema-registry-tls-cert", certFile, "--schema-registry-tls-key", keyFile, "--schema-registry-password-file", wrong}, want: "refused the credentials"},
+		{name: "no client certificate", args: []string{"--schema-registry-password-file", good}, want: "TLS"},
+		{name: "down", args: []string{"--schema-registry-tls-cert", certFile, "--schema-registry-tls-key", keyFile, "--schema-registry-password-file", good}, down: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			down.Store(tc.down)
+			fs, cfg := newRunFlags()
+			clearEnv(t)
+			args := append([]string{"--brokers", "127.0.0.1:1", "--nats", "", "--input-format", "avro", "--schema-registry", url,
+				"--schema-registry-tls-ca", ca.caFile, "--schema-registry-user", "scorer"}, tc.args...)
+			if err := parseFlags(fs, args); err != nil {
+				t.Fatal(err)
+			}
+			e, err := buildEngine(cfg, prometheus.NewRegistry(), quietLog())
+			if err == nil {
+				defer e.Close()
+			}
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("start: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("start: %v, want an error with %q", err, tc.want)
+			case err != nil && (strings.Contains(err.Error(), "right-password") || strings.Contains(err.Error(), "wrong-password")):
+				t.Fatalf("the error shows the password: %v", err)
+			}
+			if err == nil {
+				problems := strings.Join(e.health.Problems(), ";")
+				if tc.down != strings.Contains(problems, registryTransport) {
+					t.Fatalf("registry down %v, /readyz problems %q", tc.down, problems)
+				}
+			}
+		})
+	}
+}

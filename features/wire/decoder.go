@@ -98,7 +98,7 @@ func WithMaxSchemas(n int) Option {
 
 // WithObserver sets fn to hear the registry's state as seen by Prepare: a
 // non-nil error while the registry cannot be reached (each failed try), nil
-// once a fetch succeeds again. Default: none. fn must be quick and safe for
+// at the first answer and once a fetch succeeds again after failures. Default: none. fn must be quick and safe for
 // concurrent use.
 func WithObserver(fn func(err error)) Option {
 	return func(c *config) error {
@@ -253,11 +253,15 @@ func (d *Decoder) Prepare(ctx context.Context, b []byte) error {
 	for {
 		_, err := d.entry(ctx, id)
 		if err == nil || !errors.Is(err, ErrRegistryUnavailable) {
-			if d.failing.CompareAndSwap(true, false) {
+			back := d.failing.Load() && d.failing.CompareAndSwap(true, false)
+			if back {
 				d.cfg.log.Info("schema registry reachable again", "schema_id", id)
-				if d.cfg.observe != nil {
-					d.cfg.observe(nil)
-				}
+			}
+			// The first answer also clears an outage reported before
+			// (at start).
+			first := !d.observed.Load() && d.observed.CompareAndSwap(false, true)
+			if (back || first) && d.cfg.observe != nil {
+				d.cfg.observe(nil)
 			}
 			return nil
 		}

@@ -408,6 +408,9 @@ func TestRegistryDown(t *testing.T) {
 	if ups.Load() != 1 {
 		t.Fatalf("observer told %d times the registry is back, want 1", ups.Load())
 	}
+	if err := d.Prepare(context.Background(), msg); err != nil || ups.Load() != 1 {
+		t.Fatalf("a second Prepare: %v, %d ups; want nil and no new report", err, ups.Load())
+	}
 	var ev features.Event
 	if err := d.Decode(msg, &ev); err != nil {
 		t.Fatal(err)
