@@ -3,6 +3,7 @@ package wire
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/big"
 	"net/http"
@@ -570,5 +571,48 @@ message Payment {
 	var got features.Event
 	if err := d2.Decode(wrap(base(), 5, nil), &got); reasonOf(err) != features.ReasonSchemaMismatch {
 		t.Fatalf("BoolValue mcc: %v, want schema_mismatch", err)
+	}
+}
+
+// TestAvroRecursive: a recursive type the mapping does not read (a linked
+// list) is skipped whole; nested beyond maxDepth it is a malformed record,
+// not a stack overflow.
+func TestAvroRecursive(t *testing.T) {
+	reg := srfake.New()
+	t.Cleanup(reg.Close)
+	const text = `{"type":"record","name":"Payment","fields":[
+		{"name":"hops","type":["null",{"type":"record","name":"Hop","fields":[{"name":"id","type":"string"},{"name":"next","type":["null","Hop"]}]}]},
+		{"name":"tx_id","type":"string"},{"name":"ts","type":"long"},{"name":"card_id","type":"string"},
+		{"name":"terminal_id","type":"string"},{"name":"amount","type":"double"}]}`
+	reg.SeedSchema("r-value", 1, 1, sr.Schema{Schema: text})
+	cl, _ := sr.NewClient(sr.URLs(reg.URL()))
+	d, _ := newDecoder(t, FormatAvro, cl)
+	chain := func(n int) any {
+		var hop any
+		for i := range n {
+			hop = map[string]any{"Hop": map[string]any{"id": fmt.Sprint(i), "next": hop}}
+		}
+		return hop
+	}
+	for _, tc := range []struct {
+		name   string
+		hops   int
+		reason string
+	}{
+		{"no hop", 0, ""},
+		{"three hops", 3, ""},
+		{"deeper than the bound", maxDepth + 5, features.ReasonMalformedRecord},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := avroRecord(t, 1, text, map[string]any{"hops": chain(tc.hops), "tx_id": "t-1", "ts": t0.UnixMilli(), "card_id": "c", "terminal_id": "m", "amount": 2.0})
+			var got features.Event
+			err := d.Decode(msg, &got)
+			if r := reasonOf(err); r != tc.reason {
+				t.Fatalf("got reason %q (%v), want %q", r, err, tc.reason)
+			}
+			if tc.reason == "" && (got.TxID != "t-1" || got.Amount != 2) {
+				t.Fatalf("got %+v", got)
+			}
+		})
 	}
 }
