@@ -609,6 +609,12 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 	if err := p.run(); err != nil {
 		return err
 	}
+	return d.finishEvent(&p, e)
+}
+
+// finishEvent checks a scanned event (geo pair, time skew, lengths, card
+// numbers) and materializes it into *e.
+func (d *Decoder) finishEvent(p *parse, e *Event) error {
 	hasLat, hasLon := p.present&(1<<fLat) != 0, p.present&(1<<fLon) != 0
 	if hasLat != hasLon {
 		f := "lat"
@@ -620,11 +626,11 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 	if err := d.checkTime(p.ts); err != nil {
 		return err
 	}
-	if err := d.checkLengths(&p); err != nil {
+	if err := d.checkLengths(p); err != nil {
 		return err
 	}
 	var cardBuf [2 * maxPseudonymLen]byte
-	card, alias, err := d.protect(&p, cardBuf[:0])
+	card, alias, err := d.protect(p, cardBuf[:0])
 	if err != nil {
 		return err
 	}
@@ -657,6 +663,12 @@ func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	if err := p.run(); err != nil {
 		return err
 	}
+	return d.finishLabel(&p, l)
+}
+
+// finishLabel checks a scanned label (tx_ts order, time skew, lengths, card
+// numbers) and materializes it into *l.
+func (d *Decoder) finishLabel(p *parse, l *Label) error {
 	if p.present&(1<<fTxTS) != 0 && p.txTS.After(p.ts) {
 		return &DecodeError{Reason: ReasonInvalidTime, Field: "tx_ts",
 			Err: fmt.Errorf("tx_ts %s is after ts %s: a label cannot precede its transaction", p.txTS.Format(time.RFC3339Nano), p.ts.Format(time.RFC3339Nano))}
@@ -664,11 +676,11 @@ func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	if err := d.checkTime(p.ts); err != nil {
 		return err
 	}
-	if err := d.checkLengths(&p); err != nil {
+	if err := d.checkLengths(p); err != nil {
 		return err
 	}
 	var cardBuf [2 * maxPseudonymLen]byte
-	card, alias, err := d.protect(&p, cardBuf[:0])
+	card, alias, err := d.protect(p, cardBuf[:0])
 	if err != nil {
 		return err
 	}

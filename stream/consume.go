@@ -223,6 +223,9 @@ func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uin
 				p.cfg.connObserve("kafka reader", nil)
 			}
 		}
+		if prepare(ctx, p.cfg.eventDec, rec.Value) != nil {
+			return // stopped while the decoder waited (a schema registry down)
+		}
 		select {
 		case credit <- struct{}{}:
 		case <-ctx.Done():

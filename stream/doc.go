@@ -32,7 +32,11 @@
 // of its partition (partition p is scored by worker p mod W) and hands
 // batches over when they close.
 //
-// The stage decodes each message strictly. A message that is not a valid
+// The stage decodes each message strictly, with the JSON decoder or the
+// one given to WithEventDecoder (WithLabelDecoder for labels; Avro and
+// Protobuf from features/wire); a decoder that is a Preparer (a schema to
+// fetch) prepares each message in its partition's fetcher, which a schema
+// registry outage holds there. A message that is not a valid
 // event becomes a dead-letter record carrying a machine-readable reason and
 // what may safely be kept of the message — its size, a digest, and its
 // contract fields redacted (features.Decoder.AppendRedactedEvent), never the

@@ -155,7 +155,8 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 	}
 	dead := lc.p.met.labels.WithLabelValues("deadlettered")
 	consumed := lc.p.met.consumed.WithLabelValues(lc.p.cfg.labelsTopic)
-	dec := features.NewDecoder(lc.p.cfg.decoderOpts...)
+	dec := features.NewDecoder(lc.p.cfg.decoderOpts...) // dead letters' key and digest
+	ldec := lc.p.cfg.labelDecoder(dec)
 	var dlBuf []byte
 	// The partition's credits: labels handed to the stage and not yet
 	// applied (waiting in the aligner for the events before them).
@@ -182,8 +183,11 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 			failing = false
 			lc.report(part, nil)
 		}
+		if prepare(ctx, lc.p.cfg.labelDec, m.Value) != nil {
+			return // stopped while the decoder waited (a schema registry down)
+		}
 		lm := &labelMsg{m: m, credit: credit}
-		if err := dec.DecodeLabel(m.Value, &lm.l); err != nil {
+		if err := ldec.DecodeLabel(m.Value, &lm.l); err != nil {
 			reason := reasonUndecodable
 			var de *features.DecodeError
 			if errors.As(err, &de) {

@@ -47,6 +47,8 @@ type config struct {
 	replicas       bool            // WithSharedReplicas
 	alignIdle      time.Duration   // WithAlignIdleWait; negative: no alignment
 	alignLag       time.Duration   // WithAlignLagWait
+	eventDec       EventDecoder    // WithEventDecoder; nil: JSON
+	labelDec       LabelDecoder    // WithLabelDecoder; nil: JSON
 }
 
 func defaultConfig() config {

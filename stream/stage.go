@@ -192,7 +192,7 @@ func (ps *offTrail) dropWaiting() {
 type stage struct {
 	p       *Pipeline
 	workers []*worker
-	dec     *features.Decoder
+	dec     EventDecoder
 	width   int
 	parts   map[int]*partState
 	open    []*batch    // per worker: its open batch, or nil
@@ -236,7 +236,7 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 	s := &stage{
 		p:          p,
 		workers:    workers,
-		dec:        features.NewDecoder(p.cfg.decoderOpts...),
+		dec:        p.cfg.eventDecoder(),
 		width:      len(p.names),
 		parts:      map[int]*partState{},
 		open:       make([]*batch, len(workers)),

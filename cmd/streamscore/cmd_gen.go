@@ -47,6 +47,8 @@ type genConfig struct {
 
 	kafkaSecurity // TLS and SASL (kafka_security.go)
 
+	wireOut genWire // --format avro|protobuf (gen_wire.go)
+
 	// Both.
 	rate     float64
 	count    int64
@@ -96,6 +98,7 @@ func (c *genConfig) flags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.txPerDay, "tx-per-card-day", 0, "Kafka mode: transactions per card per day of event time (default 2, the rate the shipped models were trained at); with --rate and --cards it sets how fast event time runs")
 	fs.DurationVar(&c.warmup, "warmup", genDefaultWarmup, "Kafka mode: the first part of event time, produced as fast as Kafka takes it, so the engine's 30-day windows are full when the paced part starts (0: none)")
 	c.kafkaSecurity.register(fs)
+	c.wireOut.register(fs)
 
 	fs.Float64Var(&c.rate, "rate", 0, "events per second: of wall-clock time after the warm-up with --brokers (default 200); in file mode the simulated mean rate instead of --events-per-day")
 	fs.Int64Var(&c.count, "count", 0, "stop after this many events (0: no limit); Kafka mode then produces their labels due by now")
@@ -108,6 +111,9 @@ func (c *genConfig) Validate(now time.Time) error {
 		c.brokerList = append(c.brokerList, splitList(b)...)
 	}
 	c.kafkaMode = len(c.brokerList) > 0
+	if err := c.wireOut.Validate(c.kafkaMode); err != nil {
+		return err
+	}
 	switch {
 	case c.kafkaMode && (c.outEvents != "" || c.outLabels != ""):
 		return errors.New("gen: --brokers and --out-events/--out-labels are exclusive")

@@ -78,6 +78,10 @@ type engineConfig struct {
 	// Card-number pseudonyms (pan.go).
 	panConfig
 
+	// Avro and Protobuf input with a schema registry: --input-format,
+	// --schema-registry, ... (wire_input.go).
+	wireInput
+
 	// Feature definitions and the alert-rate guard: --allow-unpinned-models,
 	// --alert-guard-* (feature_defs.go).
 	featureCheckConfig
@@ -137,6 +141,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	c.kafkaSecurity.registerCheck(fs)
 	c.registerFeatureCheck(fs, true)
 	c.memConfig.register(fs)
+	c.wireInput.register(fs)
 }
 
 // Validate checks the configuration as a whole.
@@ -222,6 +227,7 @@ func (c *engineConfig) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.memConfig.Validate())
+	errs = append(errs, c.wireInput.Validate())
 	return errors.Join(errs...)
 }
 
@@ -426,6 +432,13 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		return nil, err
 	}
 	opts = append(opts, stream.WithDecoderOptions(panOpts...))
+	wireOpts, err := c.wireInput.streamOptions(reg, log, e.health,
+		append(append([]features.DecoderOption{features.WithMaxFutureSkew(c.MaxFutureSkew)}, c.memConfig.decoderOptions()...), panOpts...))
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	opts = append(opts, wireOpts...)
 	if c.FeatureSpec != "" {
 		spec, err := loadSpec(c.FeatureSpec)
 		if err != nil {

@@ -40,6 +40,9 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 	if err != nil && (!errors.As(err, &ce) || ce.fatal()) {
 		return fmt.Errorf("gen: check kafka: %w", err)
 	}
+	if err := c.wireOut.setup(ctx, c.topic, c.labelsTopic); err != nil {
+		return err
+	}
 	w := newReplayWriter(c.brokerList, transport)
 	defer func() {
 		if err := w.Close(); err != nil {
@@ -79,7 +82,7 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 		nextLog = time.Now().Add(10 * time.Second)
 	)
 	label := func(ctx context.Context, l features.Label) error {
-		buf = l.AppendJSON(buf[:0])
+		buf = c.wireOut.appendLabel(buf[:0], &l)
 		if err := p.add(ctx, c.labelsTopic, []byte(l.CardID), buf, l.TS); err != nil {
 			return err
 		}
@@ -101,7 +104,7 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 			slog.Info("gen: warm-up produced, pacing", "events", st.events, "labels", st.labels,
 				"took", time.Since(st.start).Round(time.Millisecond))
 		}
-		buf = tx.Event.AppendJSON(buf[:0])
+		buf = c.wireOut.appendEvent(buf[:0], &tx.Event)
 		if err := p.add(runCtx, c.topic, []byte(tx.Event.CardID), buf, ts); err != nil {
 			return err
 		}

@@ -1,0 +1,85 @@
+package stream
+
+import (
+	"context"
+	"errors"
+
+	"github.com/streamscore/streamscore/features"
+)
+
+// EventDecoder decodes the value of a message of the transactions topic.
+// Bad input is a *features.DecodeError, whose Reason is the dead letter's
+// reason; any other error is dead-lettered as "undecodable".
+// *features.Decoder (JSON) is one; features/wire's Decoder (Avro,
+// Protobuf) another. Decode is called from one goroutine (the stage).
+type EventDecoder interface {
+	Decode(value []byte, ev *features.Event) error
+}
+
+// LabelDecoder decodes the value of a message of the labels topic, as
+// EventDecoder. DecodeLabel is called from one goroutine per labels
+// partition, concurrently.
+type LabelDecoder interface {
+	DecodeLabel(value []byte, l *features.Label) error
+}
+
+// Preparer is implemented by decoders that need something before they can
+// decode a message (its writer schema from a registry). Prepare is called
+// by the partition's fetcher before the message is handed to the stage, and
+// may block (a registry down holds that partition); it returns an error
+// only when ctx is done. Safe for concurrent use.
+type Preparer interface {
+	Prepare(ctx context.Context, value []byte) error
+}
+
+// WithEventDecoder sets the decoder of the transactions topic. Default: a
+// features.Decoder (JSON) with WithDecoderOptions. The trap: d applies its
+// own checks (skew, PAN key, field bounds): build it with the same
+// features.Decoder options, since WithDecoderOptions does not reach it
+// (they still govern the dead letters' key and digest). If d is a
+// Preparer, each message is prepared in its partition's fetcher.
+func WithEventDecoder(d EventDecoder) Option {
+	return func(c *config) error {
+		if d == nil {
+			return errors.New("stream: nil event decoder")
+		}
+		c.eventDec = d
+		return nil
+	}
+}
+
+// WithLabelDecoder sets the decoder of the labels topic (WithLabelsTopic),
+// as WithEventDecoder. Default: JSON.
+func WithLabelDecoder(d LabelDecoder) Option {
+	return func(c *config) error {
+		if d == nil {
+			return errors.New("stream: nil label decoder")
+		}
+		c.labelDec = d
+		return nil
+	}
+}
+
+// eventDecoder returns the configured event decoder, or the JSON one.
+func (c *config) eventDecoder() EventDecoder {
+	if c.eventDec != nil {
+		return c.eventDec
+	}
+	return features.NewDecoder(c.decoderOpts...)
+}
+
+// labelDecoder returns the configured label decoder, or json.
+func (c *config) labelDecoder(json *features.Decoder) LabelDecoder {
+	if c.labelDec != nil {
+		return c.labelDec
+	}
+	return json
+}
+
+// prepare runs d's Prepare when it has one.
+func prepare(ctx context.Context, d any, value []byte) error {
+	if p, ok := d.(Preparer); ok {
+		return p.Prepare(ctx, value)
+	}
+	return nil
+}

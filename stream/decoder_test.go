@@ -1,0 +1,102 @@
+package stream_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream"
+)
+
+// gatedDecoder reads "X|" + a JSON event (or label); its Prepare holds
+// every message until gate is closed, as a schema registry that is down.
+type gatedDecoder struct {
+	json     *features.Decoder
+	gate     chan struct{}
+	prepared atomic.Int64
+	decoded  atomic.Int64
+}
+
+func (d *gatedDecoder) Prepare(ctx context.Context, _ []byte) error {
+	select {
+	case <-d.gate:
+		d.prepared.Add(1)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *gatedDecoder) Decode(v []byte, ev *features.Event) error {
+	d.decoded.Add(1)
+	rest, ok := bytes.CutPrefix(v, []byte("X|"))
+	if !ok {
+		return &features.DecodeError{Reason: features.ReasonMalformedRecord, Err: errors.New("no X| prefix")}
+	}
+	return d.json.Decode(rest, ev)
+}
+
+func (d *gatedDecoder) DecodeLabel(v []byte, l *features.Label) error {
+	d.decoded.Add(1)
+	rest, ok := bytes.CutPrefix(v, []byte("X|"))
+	if !ok {
+		return &features.DecodeError{Reason: features.ReasonMalformedRecord, Err: errors.New("no X| prefix")}
+	}
+	return d.json.DecodeLabel(rest, l)
+}
+
+// TestEventDecoder: the pipeline decodes events and labels with the
+// decoders given (WithEventDecoder, WithLabelDecoder), prepares every
+// message in its fetcher first, and while Prepare holds nothing is scored,
+// dead-lettered or committed; once it lets go, every message is handled,
+// the decoder's reasons in the dead letters.
+func TestEventDecoder(t *testing.T) {
+	brokers := startKafka(t, map[string]int{txTopic: 2, labelsTopic: 1, scoresTopic: 1, deadTopic: 1})
+	start := time.Now().Add(-time.Hour)
+	var msgs []kafka.Message
+	for i := range 40 {
+		m := txEvent(fmt.Sprintf("t-%d", i), fmt.Sprintf("c%d", i%5), start.Add(time.Duration(i)*time.Second))
+		m.Value = append([]byte("X|"), m.Value...)
+		msgs = append(msgs, m)
+	}
+	msgs = append(msgs, txEvent("plain-json", "c1", start)) // not X|: the decoder's dead letter
+	produce(t, brokers, txTopic, msgs...)
+	produce(t, brokers, labelsTopic, kafka.Message{Key: []byte("c1"), Value: fmt.Appendf(nil,
+		`X|{"tx_id":"t-1","card_id":"c1","terminal_id":"m1","ts":%q,"tx_ts":%q,"fraud":true}`,
+		start.Add(time.Minute).Format(time.RFC3339Nano), start.Add(time.Second).Format(time.RFC3339Nano))})
+
+	ev := &gatedDecoder{json: features.NewDecoder(), gate: make(chan struct{})}
+	lb := &gatedDecoder{json: features.NewDecoder(), gate: make(chan struct{})}
+	close(lb.gate)
+	sink := kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic, sinks.KindDeadLetter: deadTopic})
+	p := newPipeline(t, brokers, "g-decoder", shippedModels(t), sink, stream.WithLabelsTopic(labelsTopic),
+		stream.WithEventDecoder(ev), stream.WithLabelDecoder(lb))
+	r := runPipeline(t, p)
+	time.Sleep(2 * time.Second)
+	if s, d, n := p.Stats().Scored.Load(), p.Stats().DeadLettered.Load(), ev.decoded.Load(); s+d+n != 0 {
+		t.Fatalf("while Prepare holds: %d scored, %d dead-lettered, %d decoded; want none", s, d, n)
+	}
+	close(ev.gate)
+	waitHandled(t, p, len(msgs))
+	if s, d := p.Stats().Scored.Load(), p.Stats().DeadLettered.Load(); s != 40 || d != 1 {
+		t.Fatalf("scored %d, dead-lettered %d; want 40 and 1", s, d)
+	}
+	if got := ev.prepared.Load(); got != int64(len(msgs)) {
+		t.Fatalf("prepared %d messages, want %d", got, len(msgs))
+	}
+	waitFor(t, waitBudget, "the label decoded by the label decoder", func() bool { return lb.decoded.Load() == 1 && lb.prepared.Load() == 1 })
+	dead := readAll(t, brokers, deadTopic)
+	if len(dead) != 1 || !bytes.Contains(dead[0].Value, []byte(`"reason":"malformed_record"`)) {
+		t.Fatalf("%d dead letters, want one malformed_record", len(dead))
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
