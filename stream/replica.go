@@ -273,6 +273,9 @@ func (p *Pipeline) pumpReplica(ctx context.Context, pr PartitionReader, r replic
 		if r.until >= 0 && rec.Offset >= r.until {
 			return r.until, nil
 		}
+		if err := prepare(ctx, p.cfg.eventDec, rec.Value); err != nil {
+			return from, err // stopped while the decoder waited (a schema registry down)
+		}
 		select {
 		case credit <- struct{}{}:
 		case <-ctx.Done():
