@@ -37,8 +37,10 @@ import (
 // partitions, or the pipeline stops, the drained state is checkpointed and
 // committed first, so the next owner continues where this one stopped.
 //
-// Terminal (shared) state is not in a partition's checkpoint: it is per
-// process (the --state-dir snapshot keeps it across restarts).
+// Terminal (shared) state is not in a partition's checkpoint: every member
+// holds all of it (shared-state replicas, replica.go), and the member that
+// claims partition 0 stores it in the shared checkpoint, which a fresh
+// member restores at start.
 
 // CheckpointStore keeps the newest checkpoint of each partition where every
 // member of the group can read it. NewKafkaCheckpoints,

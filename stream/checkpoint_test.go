@@ -21,29 +21,41 @@ import (
 // last audit record equal, bit for bit, a Replay of the whole history:
 // the card windows followed their partitions from member to member. A
 // member that started its partitions empty instead (no checkpoints) gets
-// them wrong, which the control run checks. (Terminal features are per
-// process and are not compared.)
+// them wrong, which the control run checks. The terminal features are
+// exact too: each member reads the partitions it does not claim as
+// shared-state replicas (WithSharedReplicas); without them each member's
+// terminals see only its own partitions, which the second control checks.
 func TestCheckpointsFollowPartitions(t *testing.T) {
-	for _, withCkpt := range []bool{true, false} {
-		name := "checkpoints"
-		if !withCkpt {
-			name = "no checkpoints (control)"
-		}
-		t.Run(name, func(t *testing.T) {
-			wrong := followPartitions(t, withCkpt)
+	for _, tc := range []struct {
+		name               string
+		withCkpt, replicas bool
+	}{
+		{"checkpoints", true, true},
+		{"no checkpoints (control)", false, true},
+		{"no shared replicas (control)", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wrong, wrongShared := followPartitions(t, tc.withCkpt, tc.replicas)
 			switch {
-			case withCkpt && wrong > 0:
+			case tc.withCkpt && wrong > 0:
 				t.Errorf("%d events whose card features differ from the replay", wrong)
-			case !withCkpt && wrong == 0:
+			case !tc.withCkpt && wrong == 0:
 				t.Errorf("without checkpoints every event's card features match: the test does not see the state move")
+			}
+			switch {
+			case tc.replicas && tc.withCkpt && wrongShared > 0:
+				t.Errorf("%d events whose terminal features differ from the replay", wrongShared)
+			case !tc.replicas && wrongShared == 0:
+				t.Errorf("without shared replicas every event's terminal features match: the test does not see the members' terminals split")
 			}
 		})
 	}
 }
 
 // followPartitions runs the scenario and returns the number of events
-// whose card features differ from the replay.
-func followPartitions(t *testing.T, withCkpt bool) int {
+// whose card features, and whose shared (terminal) features, differ from
+// the replay.
+func followPartitions(t *testing.T, withCkpt, replicas bool) (int, int) {
 	brokers := startKafka(t, map[string]int{txTopic: 4, auditTopic: 1})
 	events, msgs, _, _ := history(t, 21, 3000)
 	ms := shippedModels(t)
@@ -51,7 +63,7 @@ func followPartitions(t *testing.T, withCkpt bool) int {
 	member := func() (*stream.Pipeline, *running, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		opts := []stream.Option{stream.WithWorkers(2), stream.WithRegisterer(reg),
-			stream.WithSessionTimeout(6 * time.Second)}
+			stream.WithSessionTimeout(6 * time.Second), stream.WithSharedReplicas(replicas)}
 		if withCkpt {
 			opts = append(opts, stream.WithCheckpoints(store), stream.WithStateInterval(time.Second))
 		}
@@ -96,32 +108,43 @@ func followPartitions(t *testing.T, withCkpt bool) int {
 		shared[c] = true
 	}
 	names := features.NewBuilder(nil).Names()
-	wrong := 0
+	wrong, wrongShared := 0, 0
 	if err := features.Replay(events, nil, nil, func(e *features.Event, row []float32) error {
 		got, ok := last[e.TxID]
 		if !ok {
 			t.Errorf("%s: no audit record", e.TxID)
 			return nil
 		}
+		card, sh := false, false
 		for i, name := range names {
-			if shared[i] {
+			v, ok := got[name]
+			if ok && math.Float32bits(float32(v)) == math.Float32bits(row[i]) {
 				continue
 			}
-			v, ok := got[name]
-			if !ok || math.Float32bits(float32(v)) != math.Float32bits(row[i]) {
-				if wrong < 3 {
+			if shared[i] {
+				if !sh && wrongShared < 3 {
 					t.Logf("%s: %s = %v, replay %v", e.TxID, name, v, row[i])
 				}
-				wrong++
-				return nil
+				sh = true
+			} else {
+				if !card && wrong < 3 {
+					t.Logf("%s: %s = %v, replay %v", e.TxID, name, v, row[i])
+				}
+				card = true
 			}
+		}
+		if card {
+			wrong++
+		}
+		if sh {
+			wrongShared++
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d events, %d with card features unlike the replay", len(events), wrong)
-	return wrong
+	t.Logf("%d events, %d with card features and %d with terminal features unlike the replay", len(events), wrong, wrongShared)
+	return wrong, wrongShared
 }
 
 // waitAudited waits until the audit topic holds a record of every event.

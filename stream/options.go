@@ -275,8 +275,8 @@ func WithReaderObserver(fn func(reader string, err error)) Option {
 // that the next owner restores exactly the state Kafka re-delivers after;
 // revoked partitions and the shutdown are checkpointed (and committed)
 // after their drain. The price is that up to one interval of events is
-// scored again after a crash (same record ids). Terminal state is not in a
-// partition's checkpoint (see checkpoint.go). The pipeline does not close
+// scored again after a crash (same record ids). Terminal state is in the
+// shared checkpoint, not in a partition's (see checkpoint.go, replica.go). The pipeline does not close
 // store.
 func WithCheckpoints(store CheckpointStore) Option {
 	return func(c *config) error {
