@@ -31,11 +31,13 @@ type replayConfig struct {
 	asFast      bool
 	onBadLine   string
 	progress    bool
+	from, to    string
 
 	kafkaSecurity // TLS and SASL (kafka_security.go)
 
 	// Derived by Validate.
 	brokerList []string
+	fromT, toT time.Time // zero: unbounded
 }
 
 // replayMaxLine is the longest line replay accepts (a longer one is a bad
@@ -52,6 +54,8 @@ func (c *replayConfig) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.asFast, "as-fast-as-possible", false, "ignore event time: produce as fast as Kafka takes it (excludes --speed)")
 	fs.StringVar(&c.onBadLine, "on-bad-line", "stop", `a line that is not a valid event (or label): "stop" (exit 1 naming file and line, after producing the lines before it) or "skip" (count it, log the first 10 with their line numbers, go on)`)
 	fs.BoolVar(&c.progress, "progress", true, "show a progress bar on stderr")
+	fs.StringVar(&c.from, "from", "", "produce only the events and labels whose ts is at or after this, RFC 3339 or YYYY-MM-DD (default: from the first)")
+	fs.StringVar(&c.to, "to", "", "produce only the events and labels whose ts is before this, RFC 3339 or YYYY-MM-DD (default: to the last)")
 	c.kafkaSecurity.register(fs)
 }
 
@@ -83,10 +87,25 @@ func (c *replayConfig) Validate() error {
 	case c.onBadLine != "stop" && c.onBadLine != "skip":
 		return fmt.Errorf(`replay: --on-bad-line %q: want "stop" or "skip"`, c.onBadLine)
 	}
+	var err error
+	if c.fromT, err = parseTime(c.from, time.Time{}); err != nil {
+		return fmt.Errorf("replay: --from: %w", err)
+	}
+	if c.toT, err = parseTime(c.to, time.Time{}); err != nil {
+		return fmt.Errorf("replay: --to: %w", err)
+	}
+	if !c.fromT.IsZero() && !c.toT.IsZero() && !c.toT.After(c.fromT) {
+		return fmt.Errorf("replay: --to %s is not after --from %s", c.to, c.from)
+	}
 	if !c.asFast && c.speed == 0 {
 		c.speed = 1
 	}
 	return nil
+}
+
+// inRange reports whether ts is in [--from, --to).
+func (c *replayConfig) inRange(ts time.Time) bool {
+	return (c.fromT.IsZero() || !ts.Before(c.fromT)) && (c.toT.IsZero() || ts.Before(c.toT))
 }
 
 // errBadLine is wrapped by the error of a line that is not a valid record.
@@ -161,13 +180,14 @@ func (s *jsonlRecords) next() error {
 // replayStats is what replay did, for its summary.
 type replayStats struct {
 	events, labels, bad int64
+	outside             int64 // records outside --from/--to, not produced
 	interrupted         bool
 }
 
 func cmdReplay(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `usage: streamscore replay --brokers B --events events.jsonl [--labels labels.jsonl] [--speed N | --as-fast-as-possible] [flags]
+		fmt.Fprintf(fs.Output(), `usage: streamscore replay --brokers B --events events.jsonl [--labels labels.jsonl] [--speed N | --as-fast-as-possible] [--from T] [--to T] [flags]
 
 Produces a JSONL file of events into Kafka at its own event time, compressed
 by --speed, keyed by card_id; labels go to their topic at their own ts. The
@@ -318,7 +338,9 @@ func replayLoop(ctx context.Context, c *replayConfig, p *pacedProducer, srcs []*
 			return nil
 		}
 		s := srcs[pick]
-		if err := p.add(ctx, topics[pick], []byte(s.key), s.raw, s.ts); err != nil {
+		if !c.inRange(s.ts) {
+			st.outside++
+		} else if err := p.add(ctx, topics[pick], []byte(s.key), s.raw, s.ts); err != nil {
 			return err
 		}
 		if n++; n%1024 == 0 {
@@ -341,7 +363,7 @@ func replaySummary(p *pacedProducer, st *replayStats) {
 	if wall > 0 && event > 0 {
 		eff = strconv.FormatFloat(event.Seconds()/wall.Seconds(), 'f', 1, 64) + "x"
 	}
-	attrs := []any{"events", st.events, "labels", st.labels, "bad_lines", st.bad, "produce_errors", p.failed,
+	attrs := []any{"events", st.events, "labels", st.labels, "bad_lines", st.bad, "outside_range", st.outside, "produce_errors", p.failed,
 		"out_of_order", p.late, "future", p.future}
 	if p.started {
 		attrs = append(attrs, "event_time_from", p.first.UTC().Format(time.RFC3339), "event_time_to", p.clock.UTC().Format(time.RFC3339))

@@ -35,6 +35,9 @@ func TestReplayConfigValidate(t *testing.T) {
 		{name: "speed and as fast", args: []string{"--brokers", "127.0.0.1:9092", "--events", "e", "--speed", "60", "--as-fast-as-possible"}, want: "exclusive"},
 		{name: "labels without topic", args: []string{"--brokers", "127.0.0.1:9092", "--events", "e", "--labels", "l", "--labels-topic", ""}, want: "needs a --labels-topic"},
 		{name: "bad-line policy", args: []string{"--brokers", "127.0.0.1:9092", "--events", "e", "--on-bad-line", "ignore"}, want: `want "stop" or "skip"`},
+		{name: "range", args: []string{"--brokers", "127.0.0.1:9092", "--events", "e", "--from", "2026-03-01", "--to", "2026-04-01T00:00:00Z"}},
+		{name: "bad from", args: []string{"--brokers", "127.0.0.1:9092", "--events", "e", "--from", "March"}, want: "--from: time"},
+		{name: "empty range", args: []string{"--brokers", "127.0.0.1:9092", "--events", "e", "--from", "2026-03-01", "--to", "2026-03-01"}, want: "is not after --from"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c replayConfig
@@ -207,6 +210,42 @@ func TestReplayAsFastAsPossible(t *testing.T) {
 	}
 	if n, l := len(readAllPlain(t, ctx, k.Brokers(), "transactions")), len(readAllPlain(t, ctx, k.Brokers(), "labels")); n != 500 || l != 125 {
 		t.Errorf("%d events, %d labels, want 500 and 125", n, l)
+	}
+}
+
+// TestReplayFromTo: --from/--to produce only the events and labels whose
+// ts is in [from, to): of 500 events 200 ms apart, the 100 of seconds
+// 20-40, and the 25 labels (each 300 ms after its event, one event in four)
+// whose own ts falls there.
+func TestReplayFromTo(t *testing.T) {
+	k, err := local.StartKafka(map[string]int{"transactions": 2, "labels": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second*timeScale)
+	defer cancel()
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	events, labels := replayFixture(t, t.TempDir(), t0, 500)
+	c := replayConfig{brokerList: k.Brokers(), topic: "transactions", events: events, labels: labels,
+		labelsTopic: "labels", onBadLine: "stop", fromT: t0.Add(20 * time.Second), toT: t0.Add(40 * time.Second)}
+	if err := replay(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	evs := readAllPlain(t, ctx, k.Brokers(), "transactions")
+	if n, l := len(evs), len(readAllPlain(t, ctx, k.Brokers(), "labels")); n != 100 || l != 25 {
+		t.Errorf("%d events, %d labels, want 100 and 25", n, l)
+	}
+	for _, m := range evs {
+		var e struct {
+			TS time.Time `json:"ts"`
+		}
+		if err := json.Unmarshal(m.Value, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.TS.Before(c.fromT) || !e.TS.Before(c.toT) {
+			t.Errorf("event at %v produced, outside [%v, %v)", e.TS, c.fromT, c.toT)
+		}
 	}
 }
 
