@@ -30,20 +30,21 @@ type RecordField int
 // The contract's fields. The order is the decoder's own (string fields
 // first).
 const (
-	FieldTxID RecordField = iota
-	FieldCardID
-	FieldTerminalID
-	FieldCurrency
-	FieldMCC
-	FieldChannel
-	FieldCountry
-	FieldTS
-	FieldAmount
-	FieldLat
-	FieldLon
-	FieldFraud
-	FieldTxTS
-	NumRecordFields
+	FieldTxID       = RecordField(fTxID)
+	FieldCardID     = RecordField(fCardID)
+	FieldTerminalID = RecordField(fTerminalID)
+	FieldCurrency   = RecordField(fCurrency)
+	FieldMCC        = RecordField(fMCC)
+	FieldChannel    = RecordField(fChannel)
+	FieldCountry    = RecordField(fCountry)
+	FieldScenario   = RecordField(fScenario) // labels only
+	FieldTS         = RecordField(fTS)
+	FieldAmount     = RecordField(fAmount)
+	FieldLat        = RecordField(fLat)
+	FieldLon        = RecordField(fLon)
+	FieldFraud      = RecordField(fFraud)
+	FieldTxTS       = RecordField(fTxTS)
+	NumRecordFields = RecordField(len(fieldNames))
 )
 
 // String returns the field's name in the JSON contract ("tx_id", "ts", …).
@@ -55,14 +56,14 @@ func (f RecordField) String() string {
 }
 
 // IsString reports whether f holds a string (ids, currency, mcc, channel,
-// country).
+// country, scenario).
 func (f RecordField) IsString() bool { return f >= 0 && f < nStrFields }
 
 // EventFields and LabelFields are the fields of an event and of a label.
 var (
 	EventFields = []RecordField{FieldTxID, FieldCardID, FieldTerminalID, FieldTS, FieldAmount,
 		FieldCurrency, FieldMCC, FieldChannel, FieldCountry, FieldLat, FieldLon}
-	LabelFields = []RecordField{FieldTxID, FieldCardID, FieldTerminalID, FieldTS, FieldFraud, FieldTxTS}
+	LabelFields = []RecordField{FieldTxID, FieldCardID, FieldTerminalID, FieldTS, FieldFraud, FieldTxTS, FieldScenario}
 )
 
 // RequiredEvent and RequiredLabel report whether an event (a label) must

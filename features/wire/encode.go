@@ -35,7 +35,8 @@ const (
 		`{"name":"terminal_id","type":"string"},` +
 		`{"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},` +
 		`{"name":"tx_ts","type":["null",{"type":"long","logicalType":"timestamp-micros"}],"default":null},` +
-		`{"name":"fraud","type":"boolean"}]}`
+		`{"name":"fraud","type":"boolean"},` +
+		`{"name":"scenario","type":["null","string"],"default":null}]}`
 	// ProtoSchema holds both messages: Transaction (index 0) and Label
 	// (index 1).
 	ProtoSchema = `syntax = "proto3";
@@ -61,6 +62,7 @@ message Label {
   google.protobuf.Timestamp ts = 4;
   google.protobuf.Timestamp tx_ts = 5;
   bool fraud = 6;
+  optional string scenario = 7;
 }
 `
 )
@@ -119,9 +121,11 @@ func AppendAvroLabel(dst []byte, id int, l *features.Label) []byte {
 		dst = binary.AppendVarint(append(dst, 2), l.TxTS.UnixMicro())
 	}
 	if l.Fraud {
-		return append(dst, 1)
+		dst = append(dst, 1)
+	} else {
+		dst = append(dst, 0)
 	}
-	return append(dst, 0)
+	return appendAvroOptString(dst, l.Scenario)
 }
 
 func appendProtoString(dst []byte, num protowire.Number, s string) []byte {
@@ -189,5 +193,5 @@ func AppendProtoLabel(dst []byte, id int, l *features.Label) []byte {
 		dst = protowire.AppendTag(dst, 6, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, 1)
 	}
-	return dst
+	return appendProtoString(dst, 7, l.Scenario)
 }
