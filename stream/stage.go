@@ -584,14 +584,19 @@ func (s *stage) batchOf(wi int) (*batch, bool) {
 	default:
 		// Every batch of the worker is in flight (a slow or down sink):
 		// wait, and do not count the wait as the partitions' silence.
-		t0 := time.Now()
 		select {
 		case b = <-w.free:
 		case <-s.p.hard.Done():
 			return nil, false
 		}
 		if s.al != nil {
-			s.al.Resume(time.Since(t0))
+			// Every partition's silence restarts: the stage blocks here
+			// only while it releases events, so this cannot hold a quiet
+			// partition's bound off for ever (a pause, which comes every
+			// state interval whatever the traffic, takes out only its own
+			// time); and after a block the fetchers' messages queue up
+			// behind a burst, on a machine that may be short of CPU.
+			s.al.Resume(restartSilence)
 		}
 	}
 	b.opened = time.Now()
@@ -914,6 +919,9 @@ func (s *stage) countState() {
 func stageLayout(st *stage, part int) *seqLayout {
 	return st.workers[part%len(st.workers)].layout
 }
+
+// restartSilence given to align.Resume restarts every partition's silence.
+const restartSilence = time.Duration(1 << 62)
 
 // labelAlignBase is added to a labels partition's number to make its id in
 // the aligner (input partitions use their own numbers).

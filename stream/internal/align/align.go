@@ -522,7 +522,7 @@ func (a *Aligner[T]) PopExact() (v T, ok bool) {
 func (a *Aligner[T]) Resume(blocked time.Duration) {
 	now := a.read()
 	for _, q := range a.active {
-		q.quiet = min(q.quiet+int64(blocked), now)
+		q.quiet = min(q.quiet+min(int64(blocked), now-q.quiet), now)
 	}
 }
 
