@@ -302,7 +302,25 @@ func TestNATSMixedRouting(t *testing.T) {
 // flight and restarts it on the same port and store: the Fanout keeps
 // retrying, the sink republishes with the same Msg-Ids, and the stream ends
 // up with every message exactly once.
+//
+// A kill that lands after the server has taken and acked the whole batch
+// (possible on a loaded machine) disturbs nothing: the run is repeated, up
+// to three times, and the test fails only if none was disturbed.
 func TestNATSJetStreamServerRestart(t *testing.T) {
+	for try := 1; ; try++ {
+		if natsServerRestart(t) {
+			return
+		}
+		if try == 3 {
+			t.Fatal("the restart did not disturb the batch in 3 runs: the test proves nothing")
+		}
+		t.Logf("run %d: the restart came after the whole batch was acked; again", try)
+	}
+}
+
+// natsServerRestart runs TestNATSJetStreamServerRestart's scenario once and
+// reports whether the restart disturbed the batch.
+func natsServerRestart(t *testing.T) bool {
 	dir := t.TempDir()
 	ns := startNATS(t, true, 0, dir)
 	tcpPort := ns.Addr().(*net.TCPAddr).Port
@@ -351,13 +369,12 @@ func TestNATSJetStreamServerRestart(t *testing.T) {
 	attempts := metricValue(t, reg, "streamscore_sinks_publish_seconds", sink1)
 	t.Logf("ack errors %v, republished %v, fanout attempts %v, duplicates %v", ackErrs, republished, attempts,
 		metricValue(t, reg, "streamscore_sinks_nats_duplicates_total", sink1))
-	if ackErrs <= 0 && attempts <= 1 {
-		t.Error("the restart did not disturb the batch: the test proves nothing")
-	}
+	disturbed := ackErrs > 0 || attempts > 1
 	if acked := metricValue(t, reg, "streamscore_sinks_messages_total", map[string]string{"sink": "nats", "kind": "score"}); acked != float64(want/2) {
 		t.Errorf("messages_total{kind=score} = %v, want %d", acked, want/2)
 	}
 	lint(t, reg)
+	return disturbed
 }
 
 func TestNATSOptions(t *testing.T) {
