@@ -88,6 +88,28 @@ func equalStrings(a, b []string) bool {
 func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = r.ScoreRecord.appendFields(dst)
+	return r.appendRest(dst)
+}
+
+// AppendJSONAfterScore is AppendJSON for a record whose ScoreRecord was
+// just encoded, by ScoreRecord.AppendJSON, as score: it copies the score
+// record's members from score instead of encoding them again (the audit
+// record is the score record plus its own members), so the result is the
+// same bytes as AppendJSON at about two thirds of the cost. The trap: score
+// must be exactly r.ScoreRecord.AppendJSON of the current field values (the
+// worker encodes both from one filled record); anything else produces an
+// audit record that does not match its fields. score may lie in dst's
+// backing array before len(dst) (the worker's batch buffer).
+func (r *AuditRecord) AppendJSONAfterScore(dst, score []byte) []byte {
+	if len(score) < 2 || score[0] != '{' || score[len(score)-1] != '}' {
+		return r.AppendJSON(dst)
+	}
+	dst = append(dst, score[:len(score)-1]...)
+	return r.appendRest(dst)
+}
+
+// appendRest appends the audit record's own members and the closing brace.
+func (r *AuditRecord) appendRest(dst []byte) []byte {
 	dst = appendKey(dst, "features", false)
 	dst = append(dst, '{')
 	n := min(len(r.FeatureNames), len(r.Features))
