@@ -121,7 +121,7 @@ func (r *AuditRecord) appendRest(dst []byte) []byte {
 		}
 		dst = append(dst, keys[start:ends[i]]...)
 		start = ends[i]
-		dst = appendFloat(dst, float64(r.Features[i]), 32)
+		dst = appendFloat32(dst, r.Features[i])
 	}
 	dst = append(dst, '}')
 	dst = appendKey(dst, "thresholds", false)
