@@ -1,5 +1,7 @@
 package sinks
 
+import "slices"
+
 // Threshold holds the decision thresholds of one model:
 // "thresholds":{"<Name>":{"review":<Review>,"alert":<Alert>}}.
 type Threshold struct {
@@ -38,6 +40,10 @@ type AuditRecord struct {
 	ShadowModels []NamedModel // the shadow models' idents; "shadow_models":{...}
 
 	keys featureKeys // encoded `"name":` prefixes of FeatureNames
+	// the encoded "thresholds" object and the Thresholds it encodes
+	// (compared on every record; rebuilt into new slices)
+	thr     []Threshold
+	thrJSON []byte
 }
 
 // featureKeys caches the encoded keys of a feature-name slice, which a worker
@@ -125,6 +131,23 @@ func (r *AuditRecord) appendRest(dst []byte) []byte {
 	}
 	dst = append(dst, '}')
 	dst = appendKey(dst, "thresholds", false)
+	dst = append(dst, r.thresholdsJSON()...)
+	if len(r.Shadow) > 0 {
+		dst = appendKey(dst, "shadow", false)
+		dst = appendScoreMap(dst, r.Shadow)
+		dst = appendKey(dst, "shadow_models", false)
+		dst = appendModelMap(dst, r.ShadowModels)
+	}
+	return append(dst, '}')
+}
+
+// thresholdsJSON returns the encoded "thresholds" object of r.Thresholds,
+// encoding it only when they differ from the last ones encoded.
+func (r *AuditRecord) thresholdsJSON() []byte {
+	if r.thrJSON != nil && slices.Equal(r.thr, r.Thresholds) {
+		return r.thrJSON
+	}
+	dst := make([]byte, 0, 48*len(r.Thresholds)+2)
 	dst = append(dst, '{')
 	for i := range r.Thresholds {
 		if i > 0 {
@@ -137,12 +160,6 @@ func (r *AuditRecord) appendRest(dst []byte) []byte {
 		dst = appendFloat(dst, r.Thresholds[i].Alert, 64)
 		dst = append(dst, '}')
 	}
-	dst = append(dst, '}')
-	if len(r.Shadow) > 0 {
-		dst = appendKey(dst, "shadow", false)
-		dst = appendScoreMap(dst, r.Shadow)
-		dst = appendKey(dst, "shadow_models", false)
-		dst = appendModelMap(dst, r.ShadowModels)
-	}
-	return append(dst, '}')
+	r.thr, r.thrJSON = slices.Clone(r.Thresholds), append(dst, '}')
+	return r.thrJSON
 }

@@ -8,7 +8,7 @@ import (
 // TestRecordEncodingCaches checks that a record reused for a sequence of
 // events — as a worker reuses its one record — encodes each exactly as a
 // fresh record with the same fields does, when the models, the scores'
-// names, the shadow maps or the feature names change between events, and
+// names, the thresholds, the shadow maps or the feature names change between events, and
 // that AppendJSONAfterScore gives AppendJSON's bytes.
 func TestRecordEncodingCaches(t *testing.T) {
 	mutations := []struct {
@@ -34,6 +34,8 @@ func TestRecordEncodingCaches(t *testing.T) {
 			a.Shadow = []NamedScore{{"fraud", 0.41}}
 			a.ShadowModels = []NamedModel{{"fraud", "fraud-mlp@5 sha256:9f"}}
 		}},
+		{name: "threshold changed in place", f: func(a *AuditRecord) { a.Thresholds[1].Alert = 120 }},
+		{name: "other thresholds", f: func(a *AuditRecord) { a.Thresholds = []Threshold{{"fr\"aud", 0.25, 0.5}} }},
 		{name: "feature names", f: func(a *AuditRecord) { a.FeatureNames = []string{"a", "b", "c"} }},
 	}
 	reused := sampleAudit()
@@ -46,7 +48,7 @@ func TestRecordEncodingCaches(t *testing.T) {
 				ScoredAt: reused.ScoredAt, Amount: reused.Amount, Currency: reused.Currency, Decision: reused.Decision,
 				Scores: append([]NamedScore(nil), reused.Scores...), Models: append([]NamedModel(nil), reused.Models...),
 				Reasons: append([]Reason(nil), reused.Reasons...), LatencyMS: reused.LatencyMS, CardKeyID: reused.CardKeyID, Late: reused.Late},
-				FeatureNames: append([]string(nil), reused.FeatureNames...), Features: reused.Features, Thresholds: reused.Thresholds,
+				FeatureNames: append([]string(nil), reused.FeatureNames...), Features: reused.Features, Thresholds: append([]Threshold(nil), reused.Thresholds...),
 				Shadow: reused.Shadow, ShadowModels: reused.ShadowModels}
 			for round := range 2 { // the second round runs on warm caches
 				score := reused.ScoreRecord.AppendJSON(nil)

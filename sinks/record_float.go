@@ -14,7 +14,7 @@ var pow10f = [...]float64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1
 // shortest decimal that parses back to f, in strconv's 'g' form — with a
 // fast path for the common audit-record feature value: a non-integer with
 // 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals) and at most 12
-// decimal places, as long as f·10^d stays below 2^53. It tries d = 1, 2, … places: n = round(f·10^d) is the
+// decimal places, as long as f·10^d stays below 2^52. It tries d = 1, 2, … places: n = round(f·10^d) is the
 // closest d-place decimal, and it is the shortest round-trip decimal at the
 // first d where n/10^d lies in f's rounding interval (ties to even). The
 // test is exact: f·10^d and n − f·10^d are exact in float64, and the
@@ -34,7 +34,8 @@ func appendFloat32(dst []byte, f float32) []byte {
 	mant := bits & (1<<23 - 1)
 	// Half the gap to the next float32 above, and below (half as much at a
 	// power of two, where the gap below is half the one above).
-	halfUp := math.Ldexp(1, int(bits>>23)-127-23-1)
+	// 2^(e−24) for a's unbiased exponent e, built from its bits.
+	halfUp := math.Float64frombits(uint64(int(bits>>23)-127-24+1023) << 52)
 	halfDown := halfUp
 	if mant == 0 {
 		halfDown /= 2
@@ -42,12 +43,13 @@ func appendFloat32(dst []byte, f float32) []byte {
 	x := float64(a)
 	for d := 1; d < len(pow10f); d++ {
 		p := x * pow10f[d]
-		if p >= 1<<53 {
+		if p >= 1<<52 {
 			break
 		}
-		n := math.Round(p)
+		// Round half up (p + 0.5 is exact: p < 2^52 here, or an integer).
+		n := math.Floor(p + 0.5)
 		r := n - p
-		if r == 0.5 || r == -0.5 {
+		if r == 0.5 {
 			break // a tie between two d-place decimals: let strconv choose
 		}
 		lim := halfUp * pow10f[d]
