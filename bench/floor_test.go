@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
@@ -297,12 +298,30 @@ type floorBatch struct {
 // With sink not nil the records go to it instead (impl=floor-discard: the
 // read path and the batching alone, the floor of impl=streamscore-discard).
 func runFloor(b *testing.B, w *world, total int64, sink sinks.Sink) {
+	runFloorOn(b, w, floorRun{topic: "transactions", start: kafka.FirstOffset, total: total, sink: sink})
+}
+
+// floorRun is what runFloorOn reads and how.
+type floorRun struct {
+	topic string
+	start int64 // where the fresh group starts: kafka.FirstOffset or LastOffset
+	total int64 // events to move before it returns
+	sink  sinks.Sink
+	// ready, when set, is called once the group has its partitions (before
+	// anything is read); observe with each event's record time and the
+	// moment every sink acked it.
+	ready   func()
+	observe func(appended time.Time, latency time.Duration)
+}
+
+func runFloorOn(b *testing.B, w *world, fr floorRun) {
 	const workers, inFlight, maxBatch, maxDelay = 2, 4, 256, 2 * time.Millisecond
+	total := fr.total
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	fan, closeFan := floorSinks(b, w, sink)
+	fan, closeFan := floorSinks(b, w, fr.sink)
 	defer closeFan()
-	src, err := stream.NewKafkaSource(w.brokers, nextGroup("floor"), "transactions")
+	src, err := stream.NewKafkaSource(w.brokers, nextGroup("floor"), fr.topic, stream.WithSourceStartOffset(fr.start))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -312,6 +331,9 @@ func runFloor(b *testing.B, w *world, total int64, sink sinks.Sink) {
 		b.Fatal(err)
 	}
 	defer gen.End()
+	if fr.ready != nil {
+		fr.ready()
+	}
 
 	var (
 		wg     sync.WaitGroup
@@ -435,6 +457,12 @@ func runFloor(b *testing.B, w *world, total int64, sink sinks.Sink) {
 							fail(fmt.Errorf("write batch: %w", err))
 						}
 						return
+					}
+					if fr.observe != nil {
+						now := time.Now()
+						for _, r := range fb.recs {
+							fr.observe(r.Time, now.Sub(r.Time))
+						}
 					}
 					mu.Lock()
 					for _, r := range fb.recs {
