@@ -25,9 +25,11 @@ const benchEvents = 100_000
 // transactions (10,000 cards, 2 per card and day, ending now) preloaded into a
 // 4-partition topic.
 type world struct {
-	kafka   *local.Kafka
+	kafka   *local.Kafka // nil when the servers run in a process of their own
 	nats    *local.NATS
 	brokers []string
+	natsURL string
+	pid     int // the servers' process (BenchmarkFloor), 0 when in this one
 }
 
 var (
@@ -46,7 +48,7 @@ func getWorld(b *testing.B) *world {
 }
 
 func newWorld() (*world, error) {
-	k, err := local.StartKafka(map[string]int{"transactions": 4, "scores": 4, "alerts": 1, "audit": 4, "deadletter": 1})
+	k, err := local.StartKafka(map[string]int{"transactions": 4, "live": 4, "scores": 4, "alerts": 1, "audit": 4, "deadletter": 1})
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +57,7 @@ func newWorld() (*world, error) {
 		k.Close()
 		return nil, err
 	}
-	w := &world{kafka: k, nats: n, brokers: k.Brokers()}
+	w := &world{kafka: k, nats: n, brokers: k.Brokers(), natsURL: n.URL()}
 	nc, err := local.Connect(n.URL(), "bench-setup")
 	if err != nil {
 		return nil, err
@@ -201,11 +203,17 @@ func (discard) WriteBatch(ctx context.Context, _ []sinks.Message) error { return
 func (discard) Close() error                                            { return nil }
 
 func runPipeline(b *testing.B, w *world, total int64, sink sinks.Sink) {
+	runPipelineCounted(b, w, total, sink, nil)
+}
+
+// runPipelineCounted is runPipeline with the messages handed to the sinks
+// counted per kind into counts (when not nil).
+func runPipelineCounted(b *testing.B, w *world, total int64, sink sinks.Sink, counts *kindCounts) {
 	ms, err := models.Shipped()
 	if err != nil {
 		b.Fatal(err)
 	}
-	nc, err := local.Connect(w.nats.URL(), "bench-sink")
+	nc, err := local.Connect(w.natsURL, "bench-sink")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -225,8 +233,11 @@ func runPipeline(b *testing.B, w *world, total int64, sink sinks.Sink) {
 	if sink != nil {
 		ss = []sinks.Sink{sink}
 	}
-	fan := sinks.NewFanout(ss, sinks.WithFanoutRegisterer(reg))
+	var fan sinks.Sink = sinks.NewFanout(ss, sinks.WithFanoutRegisterer(reg))
 	defer fan.Close()
+	if counts != nil {
+		fan = &countingSink{Sink: fan, c: counts}
+	}
 	p, err := stream.New(w.brokers, nextGroup("streamscore"), "transactions", ms, fan,
 		stream.WithRegisterer(reg), stream.WithMaxBatch(256),
 		stream.WithDecisionModels(models.ShippedDecisionModel))
@@ -310,7 +321,7 @@ func passthrough(b *testing.B, w *world, total int64) {
 		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 2 * time.Second, StartOffset: kafka.FirstOffset, ReadLagInterval: -1,
 		QueueCapacity: 1024})
 	defer r.Close()
-	nc, err := local.Connect(w.nats.URL(), "bench-pass")
+	nc, err := local.Connect(w.natsURL, "bench-pass")
 	if err != nil {
 		b.Fatal(err)
 	}

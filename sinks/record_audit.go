@@ -1,5 +1,7 @@
 package sinks
 
+import "slices"
+
 // Threshold holds the decision thresholds of one model:
 // "thresholds":{"<Name>":{"review":<Review>,"alert":<Alert>}}.
 type Threshold struct {
@@ -38,6 +40,10 @@ type AuditRecord struct {
 	ShadowModels []NamedModel // the shadow models' idents; "shadow_models":{...}
 
 	keys featureKeys // encoded `"name":` prefixes of FeatureNames
+	// the encoded "thresholds" object and the Thresholds it encodes
+	// (compared on every record; rebuilt into new slices)
+	thr     []Threshold
+	thrJSON []byte
 }
 
 // featureKeys caches the encoded keys of a feature-name slice, which a worker
@@ -88,6 +94,28 @@ func equalStrings(a, b []string) bool {
 func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = r.ScoreRecord.appendFields(dst)
+	return r.appendRest(dst)
+}
+
+// AppendJSONAfterScore is AppendJSON for a record whose ScoreRecord was
+// just encoded, by ScoreRecord.AppendJSON, as score: it copies the score
+// record's members from score instead of encoding them again (the audit
+// record is the score record plus its own members), so the result is the
+// same bytes as AppendJSON at about two thirds of the cost. The trap: score
+// must be exactly r.ScoreRecord.AppendJSON of the current field values (the
+// worker encodes both from one filled record); anything else produces an
+// audit record that does not match its fields. score may lie in dst's
+// backing array before len(dst) (the worker's batch buffer).
+func (r *AuditRecord) AppendJSONAfterScore(dst, score []byte) []byte {
+	if len(score) < 2 || score[0] != '{' || score[len(score)-1] != '}' {
+		return r.AppendJSON(dst)
+	}
+	dst = append(dst, score[:len(score)-1]...)
+	return r.appendRest(dst)
+}
+
+// appendRest appends the audit record's own members and the closing brace.
+func (r *AuditRecord) appendRest(dst []byte) []byte {
 	dst = appendKey(dst, "features", false)
 	dst = append(dst, '{')
 	n := min(len(r.FeatureNames), len(r.Features))
@@ -99,10 +127,27 @@ func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 		}
 		dst = append(dst, keys[start:ends[i]]...)
 		start = ends[i]
-		dst = appendFloat(dst, float64(r.Features[i]), 32)
+		dst = appendFloat32(dst, r.Features[i])
 	}
 	dst = append(dst, '}')
 	dst = appendKey(dst, "thresholds", false)
+	dst = append(dst, r.thresholdsJSON()...)
+	if len(r.Shadow) > 0 {
+		dst = appendKey(dst, "shadow", false)
+		dst = appendScoreMap(dst, r.Shadow)
+		dst = appendKey(dst, "shadow_models", false)
+		dst = appendModelMap(dst, r.ShadowModels)
+	}
+	return append(dst, '}')
+}
+
+// thresholdsJSON returns the encoded "thresholds" object of r.Thresholds,
+// encoding it only when they differ from the last ones encoded.
+func (r *AuditRecord) thresholdsJSON() []byte {
+	if r.thrJSON != nil && slices.Equal(r.thr, r.Thresholds) {
+		return r.thrJSON
+	}
+	dst := make([]byte, 0, 48*len(r.Thresholds)+2)
 	dst = append(dst, '{')
 	for i := range r.Thresholds {
 		if i > 0 {
@@ -115,12 +160,6 @@ func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 		dst = appendFloat(dst, r.Thresholds[i].Alert, 64)
 		dst = append(dst, '}')
 	}
-	dst = append(dst, '}')
-	if len(r.Shadow) > 0 {
-		dst = appendKey(dst, "shadow", false)
-		dst = appendScoreMap(dst, r.Shadow)
-		dst = appendKey(dst, "shadow_models", false)
-		dst = appendModelMap(dst, r.ShadowModels)
-	}
-	return append(dst, '}')
+	r.thr, r.thrJSON = slices.Clone(r.Thresholds), append(dst, '}')
+	return r.thrJSON
 }

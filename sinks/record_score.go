@@ -1,6 +1,9 @@
 package sinks
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // NamedScore is one model's score: "scores":{"<Name>":<Value>,...}.
 type NamedScore struct {
@@ -63,6 +66,65 @@ type ScoreRecord struct {
 	// but not applied to it. Written as "late":true after latency_ms, and
 	// only then (in-time records have no "late" member).
 	Late bool
+
+	enc encodedMaps // Models and the names of Scores, encoded once
+}
+
+// encodedMaps caches the encoding of the parts of a record that a worker
+// reuses for every record — the "models" object and the keys of the
+// "scores" object — rebuilt whenever the slices' contents change (they are
+// compared, element by element, on every record). A rebuild allocates new
+// slices, never writing into the old ones, so copies of a record (which
+// share them) stay correct.
+type encodedMaps struct {
+	models     []NamedModel // the Models encoded in modelsJSON
+	modelsJSON []byte
+	names      []string // the Scores' names encoded in keys
+	keys       []byte   // `"name":` per score, back to back
+	keyEnds    []int
+}
+
+// modelMap returns the encoded "models" object of ms.
+func (c *encodedMaps) modelMap(ms []NamedModel) []byte {
+	if c.modelsJSON == nil || !slices.Equal(c.models, ms) {
+		c.models = slices.Clone(ms)
+		c.modelsJSON = appendModelMap(make([]byte, 0, 64*len(ms)+2), ms)
+	}
+	return c.modelsJSON
+}
+
+// scoreKeys returns the encoded keys of scores' names and their ends.
+func (c *encodedMaps) scoreKeys(scores []NamedScore) ([]byte, []int) {
+	same := c.keyEnds != nil && len(c.names) == len(scores)
+	for i := 0; same && i < len(scores); i++ {
+		same = c.names[i] == scores[i].Name
+	}
+	if !same {
+		c.names, c.keys, c.keyEnds = make([]string, 0, len(scores)), nil, make([]int, 0, len(scores))
+		for i := range scores {
+			c.names = append(c.names, scores[i].Name)
+			c.keys = appendString(c.keys, scores[i].Name)
+			c.keys = append(c.keys, ':')
+			c.keyEnds = append(c.keyEnds, len(c.keys))
+		}
+	}
+	return c.keys, c.keyEnds
+}
+
+// appendScores appends {"name":value,...} with the cached keys.
+func (c *encodedMaps) appendScores(dst []byte, scores []NamedScore) []byte {
+	keys, ends := c.scoreKeys(scores)
+	dst = append(dst, '{')
+	start := 0
+	for i := range scores {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, keys[start:ends[i]]...)
+		start = ends[i]
+		dst = appendFloat(dst, scores[i].Value, 64)
+	}
+	return append(dst, '}')
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
@@ -94,11 +156,11 @@ func (r *ScoreRecord) appendFields(dst []byte) []byte {
 	dst = appendKey(dst, "scored_at", false)
 	dst = appendTime(dst, r.ScoredAt)
 	dst = appendKey(dst, "scores", false)
-	dst = appendScoreMap(dst, r.Scores)
+	dst = r.enc.appendScores(dst, r.Scores)
 	dst = appendKey(dst, "decision", false)
 	dst = appendString(dst, r.Decision)
 	dst = appendKey(dst, "models", false)
-	dst = appendModelMap(dst, r.Models)
+	dst = append(dst, r.enc.modelMap(r.Models)...)
 	dst = appendKey(dst, "reasons", false)
 	dst = append(dst, '[')
 	for i := range r.Reasons {

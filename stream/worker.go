@@ -434,8 +434,11 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 	if w.p.cfg.audit {
 		w.audit.ScoreRecord = *rec
 		w.audit.Features = b.x[r*w.width : (r+1)*w.width]
-		start := len(b.buf)
-		b.buf = w.audit.AppendJSON(b.buf)
+		end := len(b.buf)
+		// The audit record starts with the score record's members: copied
+		// from the bytes just encoded, not encoded again.
+		b.buf = w.audit.AppendJSONAfterScore(b.buf, b.buf[start:end])
+		start := end
 		b.spans = append(b.spans, span{kind: sinks.KindAudit, msg: mi, row: r, start: start, end: len(b.buf)})
 	}
 }

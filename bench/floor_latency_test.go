@@ -1,0 +1,267 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features/synth"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream"
+	"github.com/streamscore/streamscore/stream/local"
+)
+
+// BenchmarkFloorLatency measures end-to-end latency at fixed rates, the
+// floor of the engine's I/O and the engine (defaults, both sinks) in the
+// same command, against the servers in a process of their own (as
+// BenchmarkFloor): a producer in this process writes rate events per second
+// for STREAMSCORE_FLOOR_SECONDS (default 3) into a 4-partition topic, each
+// event's time and Kafka timestamp the moment it is made, and a fresh
+// consumer group reads it from its end. Latency is the client's view, the
+// same for both: from the record's Kafka timestamp to the moment every sink
+// acknowledged its records (the engine's WithLatencyObserver; the floor's
+// senders). Rates: STREAMSCORE_FLOOR_RATES, default 1000,5000,20000.
+//
+//	go test -run '^$' -bench BenchmarkFloorLatency -benchtime 1x ./bench/
+func BenchmarkFloorLatency(b *testing.B) {
+	w := getRemoteWorld(b)
+	secs := 3.0
+	if v := os.Getenv("STREAMSCORE_FLOOR_SECONDS"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0) {
+			b.Fatalf("STREAMSCORE_FLOOR_SECONDS=%q: want a positive number", v)
+		}
+		secs = f
+	}
+	rates := []int{1000, 5000, 20000}
+	if v := os.Getenv("STREAMSCORE_FLOOR_RATES"); v != "" {
+		rates = rates[:0]
+		for f := range strings.SplitSeq(v, ",") {
+			r, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || r <= 0 {
+				b.Fatalf("STREAMSCORE_FLOOR_RATES=%q: want positive integers", v)
+			}
+			rates = append(rates, r)
+		}
+	}
+	d := time.Duration(secs * float64(time.Second))
+	g, err := synth.New(synth.Config{Seed: 5, Cards: 10_000, Terminals: 2_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, rate := range rates {
+		for _, impl := range []string{"floor", "streamscore"} {
+			b.Run(fmt.Sprintf("rate=%d/impl=%s", rate, impl), func(b *testing.B) {
+				var lat latencies
+				var produced time.Duration
+				var n int64
+				for b.Loop() {
+					pr := newPacer(b, w, g, rate, d)
+					if impl == "floor" {
+						runFloorOn(b, w, floorRun{topic: "live", start: kafka.LastOffset, total: pr.total, ready: pr.start, observe: lat.since(&pr.t0)})
+					} else {
+						runEngineLive(b, w, pr, lat.since(&pr.t0))
+					}
+					produced += pr.wait(b)
+					n += pr.total
+				}
+				p50, p99, max := lat.quantiles(b, n)
+				b.ReportMetric(float64(n)/produced.Seconds(), "produced-events/s")
+				b.ReportMetric(p50, "p50-ms")
+				b.ReportMetric(p99, "p99-ms")
+				b.ReportMetric(max, "max-ms")
+			})
+		}
+	}
+}
+
+// latencies collects the latencies of the paced events.
+type latencies struct {
+	mu sync.Mutex
+	v  []time.Duration
+}
+
+// since returns an observer keeping the latencies of the records appended
+// at or after *t0 (the paced phase; set before it starts).
+func (l *latencies) since(t0 *atomic.Int64) func(time.Time, time.Duration) {
+	return func(appended time.Time, d time.Duration) {
+		if s := t0.Load(); s == 0 || appended.UnixNano() < s {
+			return
+		}
+		l.mu.Lock()
+		l.v = append(l.v, d)
+		l.mu.Unlock()
+	}
+}
+
+// quantiles returns p50, p99 and the maximum in milliseconds, failing when
+// fewer than n latencies were seen (an event never acked).
+func (l *latencies) quantiles(b *testing.B, n int64) (p50, p99, max float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if int64(len(l.v)) < n {
+		b.Fatalf("%d latencies for %d paced events", len(l.v), n)
+	}
+	slices.Sort(l.v)
+	q := func(p float64) float64 {
+		return float64(l.v[min(len(l.v)-1, int(p*float64(len(l.v))))].Microseconds()) / 1000
+	}
+	return q(0.5), q(0.99), float64(l.v[len(l.v)-1].Microseconds()) / 1000
+}
+
+// pacer produces rate events per second for d into the live topic, from
+// the moment start is called, in a goroutine joined by wait.
+type pacer struct {
+	w     *world
+	g     *synth.Generator
+	rate  int
+	d     time.Duration
+	total int64
+	t0    atomic.Int64 // UnixNano of the paced phase's start, 0 before
+	done  chan error
+	took  time.Duration
+	wr    *kafka.Writer
+	prev  time.Time
+}
+
+func newPacer(b *testing.B, w *world, g *synth.Generator, rate int, d time.Duration) *pacer {
+	return &pacer{w: w, g: g, rate: rate, d: d, total: int64(float64(rate) * d.Seconds()), done: make(chan error, 1),
+		wr: &kafka.Writer{Addr: kafka.TCP(w.brokers...), Topic: "live", Balancer: &kafka.Hash{},
+			BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll}}
+}
+
+// next returns a message of an event made now (strictly increasing times).
+func (p *pacer) next() kafka.Message {
+	ts := time.Now().UTC()
+	if !ts.After(p.prev) {
+		ts = p.prev.Add(time.Microsecond)
+	}
+	p.prev = ts
+	tx := p.g.Next(ts)
+	return kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil), Time: ts}
+}
+
+// prime writes one event made now (not part of the paced phase).
+func (p *pacer) prime(ctx context.Context) error { return p.wr.WriteMessages(ctx, p.next()) }
+
+// start begins the paced phase in a goroutine.
+func (p *pacer) start() {
+	p.t0.Store(time.Now().UnixNano())
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), p.d+time.Minute)
+		defer cancel()
+		const tick = 2 * time.Millisecond
+		start := time.Now()
+		var sent int64
+		msgs := make([]kafka.Message, 0, 1024)
+		for sent < p.total {
+			due := min(p.total, int64(time.Since(start).Seconds()*float64(p.rate)))
+			msgs = msgs[:0]
+			for ; sent < due; sent++ {
+				msgs = append(msgs, p.next())
+			}
+			if len(msgs) > 0 {
+				if err := p.wr.WriteMessages(ctx, msgs...); err != nil {
+					p.done <- fmt.Errorf("produce: %w", err)
+					return
+				}
+			}
+			time.Sleep(tick)
+		}
+		p.took = time.Since(start)
+		p.done <- nil
+	}()
+}
+
+// wait joins the producer and returns how long the paced phase took.
+func (p *pacer) wait(b *testing.B) time.Duration {
+	err := <-p.done
+	p.wr.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p.took
+}
+
+// runEngineLive runs the engine (defaults, both sinks) on the live topic
+// from its end: it primes it with events until one is scored (the group has
+// formed), starts the paced phase and returns once every paced event is
+// acknowledged by the sinks.
+func runEngineLive(b *testing.B, w *world, pr *pacer, observe func(time.Time, time.Duration)) {
+	ms, err := models.Shipped()
+	if err != nil {
+		b.Fatal(err)
+	}
+	nc, err := local.Connect(w.natsURL, "bench-live")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
+		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
+		sinks.WithKafkaBatch(256, time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	fan := sinks.NewFanout([]sinks.Sink{ns, ks}, sinks.WithFanoutRegisterer(reg))
+	defer fan.Close()
+	var acked atomic.Int64
+	p, err := stream.New(w.brokers, nextGroup("live"), "live", ms, fan,
+		stream.WithRegisterer(reg), stream.WithMaxBatch(256), stream.WithStartOffset(kafka.LastOffset),
+		stream.WithDecisionModels(models.ShippedDecisionModel),
+		stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
+			if s := pr.t0.Load(); s != 0 && appended.UnixNano() >= s {
+				acked.Add(1)
+			}
+			observe(appended, d)
+		}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	stop := func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for p.Stats().Scored.Load() == 0 {
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatal("the engine scored no priming event in a minute")
+		}
+		if err := pr.prime(ctx); err != nil {
+			stop()
+			b.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pr.start()
+	deadline = time.Now().Add(pr.d + 2*time.Minute)
+	for acked.Load() < pr.total {
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatalf("%d of %d paced events acknowledged", acked.Load(), pr.total)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+}

@@ -1,0 +1,126 @@
+package sinks
+
+import "math"
+
+// pow10f holds 10^d for the decimal places appendFloat32 tries; every
+// product of a float32 (24-bit significand) and one of them (5^12 < 2^28)
+// has a significand of at most 52 bits, so it is exact in float64.
+var pow10f = [...]float64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12}
+
+// appendFloat32 appends f as appendFloat(dst, float64(f), 32) does — the
+// shortest decimal that parses back to f, in strconv's 'g' form — with a
+// fast path for the common audit-record feature value: a non-integer with
+// 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals), not a power of two,
+// with at most 12 decimal places and f·10^d below 2^52. For d places, n =
+// round(f·10^d) is the closest d-place decimal; the shortest round-trip
+// decimal is n/10^d at the fewest places d where it lies in f's rounding
+// interval (ties to even), found by bisection over d. The test is exact:
+// f·10^d and n − f·10^d are exact in float64, and the interval's
+// half-width times 10^d is a power of two times 10^d. Everything else
+// (integers, other ranges, powers of two, exact .5 ties of f·10^d, more
+// places) goes to appendFloat. TestAppendFloat32 compares both on every
+// float32 of the range when STREAMSCORE_EXHAUSTIVE is set, and on millions
+// of values otherwise.
+func appendFloat32(dst []byte, f float32) []byte {
+	a := f
+	if a < 0 {
+		a = -a
+	}
+	if !(a >= 1e-4 && a < 1e6) || a == float32(int32(a)) { // NaN fails the first test
+		return appendFloat(dst, float64(f), 32)
+	}
+	bits := math.Float32bits(a)
+	mant := bits & (1<<23 - 1)
+	if mant == 0 {
+		// A power of two: the gap below is half the gap above, and the
+		// closest d-place decimal may lie outside on the narrow side while
+		// another lies inside: rare, left to strconv.
+		return appendFloat(dst, float64(f), 32)
+	}
+	// Half the gap between a and its neighbours, 2^(e−24) for a's unbiased
+	// exponent e, built from its bits.
+	half := math.Float64frombits(uint64(int(bits>>23)-127-24+1023) << 52)
+	x, even := float64(a), mant&1 == 0
+	// fits(d): the closest d-place decimal to a parses back to a. It is
+	// monotone in d (10·n fits at d+1 when n fits at d), so the fewest
+	// places is found by bisection between 1 and the most places for which
+	// x·10^d stays below 2^52.
+	hi := len(pow10f) - 1
+	for x*pow10f[hi] >= 1<<52 {
+		hi--
+	}
+	n, st := fitsAt(x, half, even, hi)
+	if st != fitOK {
+		return appendFloat(dst, float64(f), 32)
+	}
+	lo := 1
+	for lo < hi {
+		mid := (lo + hi) / 2
+		m, st := fitsAt(x, half, even, mid)
+		switch st {
+		case fitOK:
+			hi, n = mid, m
+		case fitNo:
+			lo = mid + 1
+		default:
+			return appendFloat(dst, float64(f), 32)
+		}
+	}
+	return appendFixed(dst, f < 0, uint64(n), hi)
+}
+
+const (
+	fitNo  = iota // round(x·10^d)/10^d does not parse back to x
+	fitOK         // it does
+	fitTie        // x·10^d is halfway between two integers
+)
+
+// fitsAt reports whether n = round(x·10^d) makes a d-place decimal in x's
+// rounding interval (half-width half, ties to even): exact arithmetic,
+// since x·10^d and n − x·10^d are exact in float64 and half·10^d is a power
+// of two times 10^d.
+func fitsAt(x, half float64, even bool, d int) (float64, int) {
+	p := x * pow10f[d]
+	// Round half up: p + 0.5 is exact (p < 2^52) and positive, so the
+	// conversion's truncation is its floor (one instruction, where
+	// math.Floor is a call on GOAMD64=v1).
+	n := float64(int64(p + 0.5))
+	r := n - p
+	if r == 0.5 {
+		return n, fitTie
+	}
+	if r < 0 {
+		r = -r
+	}
+	lim := half * pow10f[d]
+	if r < lim || (r == lim && even) {
+		return n, fitOK
+	}
+	return n, fitNo
+}
+
+// appendFixed appends [-]n/10^d with exactly d decimal places (d >= 1).
+func appendFixed(dst []byte, neg bool, n uint64, d int) []byte {
+	var buf [24]byte
+	i := len(buf)
+	for k := 0; k < d; k++ {
+		i--
+		buf[i] = byte('0' + n%10)
+		n /= 10
+	}
+	i--
+	buf[i] = '.'
+	for {
+		i--
+		buf[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	if neg {
+		i--
+		buf[i] = '-'
+	}
+	return append(dst, buf[i:]...)
+}

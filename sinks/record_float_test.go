@@ -1,0 +1,105 @@
+package sinks
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+)
+
+// TestAppendFloat32 compares appendFloat32 with appendFloat(…, 32) — strconv's
+// shortest round-trip formatting — on the values around every decimal with
+// up to 6 significant digits that audit features take (counts, amounts,
+// rates), on every float32 of two whole binades, and on random float32s;
+// with STREAMSCORE_EXHAUSTIVE=1 on every float32 whose fast path applies.
+func TestAppendFloat32(t *testing.T) {
+	var got, want []byte
+	check := func(f float32) {
+		got = appendFloat32(got[:0], f)
+		want = appendFloat(want[:0], float64(f), 32)
+		if string(got) != string(want) {
+			t.Fatalf("%v (bits %#08x): got %s, want %s", f, math.Float32bits(f), got, want)
+		}
+	}
+	if os.Getenv("STREAMSCORE_EXHAUSTIVE") != "" {
+		lo, hi := math.Float32bits(1e-4), math.Float32bits(1e6)
+		for b := lo - 1; b <= hi+1; b++ {
+			check(math.Float32frombits(b))
+			check(-math.Float32frombits(b))
+		}
+		return
+	}
+	for _, f := range []float32{0, float32(math.Copysign(0, -1)), 1, -1, 0.1, 57.2, 512.5, 1e-4, 9.9999e-5, 999999.94, 1e6, 123456.7,
+		float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), math.MaxFloat32, math.SmallestNonzeroFloat32} {
+		check(f)
+	}
+	// Around decimals of up to 6 significant digits, in every decade used.
+	for scale := 1e-4; scale < 1e6; scale *= 10 {
+		for m := 1; m < 1_000_000; m += 37 {
+			f := float32(float64(m) / 1e5 * scale)
+			b := math.Float32bits(f)
+			for db := uint32(0); db < 3; db++ {
+				check(math.Float32frombits(b + db - 1))
+			}
+		}
+	}
+	// Two whole binades: [1, 2) and [1024, 2048).
+	for _, start := range []float32{1, 1024} {
+		b0 := math.Float32bits(start)
+		for b := b0; b < b0+1<<23; b += 3 {
+			check(math.Float32frombits(b))
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2_000_000 {
+		check(math.Float32frombits(r.Uint32()))
+	}
+	// And what encoding/json-style parsing reads back is the value.
+	for _, f := range []float32{0.3, 1.1, 2.675, 0.0123, 33.333} {
+		got = appendFloat32(got[:0], f)
+		back, err := strconv.ParseFloat(string(got), 32)
+		if err != nil || float32(back) != f {
+			t.Errorf("%v: %s parses back to %v, %v", f, got, back, err)
+		}
+	}
+}
+
+func BenchmarkAppendFloat32(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 3))
+	vals := make([]float32, 1024)
+	for i := range vals {
+		switch i % 4 {
+		case 0:
+			vals[i] = float32(r.IntN(100000)) / 100 // amounts
+		case 1:
+			vals[i] = float32(math.Log1p(r.Float64() * 1000)) // log1p
+		case 2:
+			vals[i] = float32(r.Float64()) // rates
+		default:
+			vals[i] = float32(r.IntN(50)) // counts
+		}
+	}
+	buf := make([]byte, 0, 64)
+	for _, class := range []string{"mix", "amounts", "log1p", "rates"} {
+		for _, bc := range []struct {
+			name string
+			fn   func([]byte, float32) []byte
+		}{
+			{"fast", appendFloat32},
+			{"strconv", func(dst []byte, f float32) []byte { return appendFloat(dst, float64(f), 32) }},
+		} {
+			b.Run(class+"/"+bc.name, func(b *testing.B) {
+				b.ReportAllocs()
+				i, step := 0, 1
+				if class != "mix" {
+					i, step = map[string]int{"amounts": 0, "log1p": 1, "rates": 2}[class], 4
+				}
+				for b.Loop() {
+					buf = bc.fn(buf[:0], vals[i&1023])
+					i += step
+				}
+			})
+		}
+	}
+}
