@@ -41,23 +41,43 @@ var errClearPAN = errors.New("holds a card number in clear (13-19 digits passing
 
 // DecodeError is returned by Decode and DecodeLabel for bad input. Reason is
 // one of the Reason* codes; Field names the offending top-level field, or is
-// empty when the message as a whole is bad.
+// empty when the message as a whole is bad; Label is true when the message
+// was decoded as a label (DecodeLabel, DecodeLabelRecord, AsLabelError).
 type DecodeError struct {
 	Reason, Field string
 	Err           error
+	Label         bool
 }
 
-// Error returns "features: decode event: <field>: <text>" (without the field
-// part when Field is empty).
+// Error returns "features: decode event: <field>: <text>", or "features:
+// decode label: …" for a label (without the field part when Field is empty).
 func (e *DecodeError) Error() string {
 	text := e.Reason
 	if e.Err != nil {
 		text = e.Err.Error()
 	}
-	if e.Field == "" {
-		return "features: decode event: " + text
+	what := "features: decode event: "
+	if e.Label {
+		what = "features: decode label: "
 	}
-	return "features: decode event: " + e.Field + ": " + text
+	if e.Field == "" {
+		return what + text
+	}
+	return what + e.Field + ": " + text
+}
+
+// AsLabelError returns err with a *DecodeError it is (not wraps) marked as
+// a label's: a copy with Label set, so that an error value shared by other
+// callers (a cached schema error) is never changed. Any other error is
+// returned as is. Decoders of other formats call it from their DecodeLabel.
+func AsLabelError(err error) error {
+	de, ok := err.(*DecodeError)
+	if !ok || de.Label {
+		return err
+	}
+	c := *de
+	c.Label = true
+	return &c
 }
 
 // Unwrap returns the underlying error.
@@ -661,9 +681,9 @@ func (d *Decoder) finishEvent(p *parse, e *Event) error {
 func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	p := parse{s: scanner{b: b}, required: labelRequired, label: true}
 	if err := p.run(); err != nil {
-		return err
+		return AsLabelError(err)
 	}
-	return d.finishLabel(&p, l)
+	return AsLabelError(d.finishLabel(&p, l))
 }
 
 // finishLabel checks a scanned label (tx_ts order, time skew, lengths, card
