@@ -123,4 +123,3 @@ func appendJSONFloat(dst []byte, f float64) []byte {
 }
 
 const maxFloat64 = 1.79769313486231570814527423731704356798070e+308
-
