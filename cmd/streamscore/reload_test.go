@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 )
 
@@ -110,7 +111,7 @@ func (f *fakeTarget) noReload(t *testing.T, d time.Duration, what string) {
 // as deployments should: a poll never sees a half-written model.
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
-	if err := writeFileAtomic(path, b); err != nil { // what a deployment tool should do too
+	if err := durable.ReplaceFile(path, b, 0o644); err != nil { // what a deployment tool should do too
 		t.Fatal(err)
 	}
 }
