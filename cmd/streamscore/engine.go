@@ -389,7 +389,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	// A sink that keeps failing (down, or a misnamed topic retried without
 	// end) is logged with its cause (rate-limited) and makes /readyz 503
 	// until it takes writes again.
-	e.sink = sinks.NewFanout(ss, sinks.WithFanoutRegisterer(reg), sinks.WithFanoutLogger(log),
+	fan, err := sinks.MakeFanout(ss, sinks.WithFanoutRegisterer(reg), sinks.WithFanoutLogger(log),
 		sinks.WithFanoutObserver(func(sink string, err error) {
 			if err == nil {
 				e.health.Up("sink " + sink)
@@ -397,6 +397,14 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			}
 			e.health.Down("sink "+sink, sinkCause(err), err)
 		}))
+	if err != nil {
+		for _, s := range ss {
+			s.Close()
+		}
+		e.Close()
+		return nil, fmt.Errorf("build sinks: %w", err)
+	}
+	e.sink = fan
 	opts := []stream.Option{
 		stream.WithReaderObserver(func(reader string, err error) {
 			if err == nil {
