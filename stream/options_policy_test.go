@@ -111,3 +111,26 @@ func TestReplayRejectsOptionsItIgnores(t *testing.T) {
 		t.Errorf("Replay with a bad feature option: got %v, want features.ErrInvalidOption", err)
 	}
 }
+
+func TestCheckOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []stream.Option
+		ok   bool
+	}{
+		{"none", nil, true},
+		{"in range", []stream.Option{stream.WithWorkers(8), stream.WithMaxBatch(1 << 16), stream.WithStateInterval(0)}, true},
+		{"workers", []stream.Option{stream.WithWorkers(0)}, false},
+		{"max delay", []stream.Option{stream.WithMaxDelay(2 * time.Minute)}, false},
+		{"state interval", []stream.Option{stream.WithStateInterval(time.Millisecond)}, false},
+		{"feature option", []stream.Option{stream.WithFeatureOptions(features.WithTTL(0))}, false},
+		{"decoder option", []stream.Option{stream.WithDecoderOptions(features.WithMaxFieldBytes(0))}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := stream.CheckOptions(tc.opts...); (err == nil) != tc.ok {
+				t.Fatalf("got %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+}
