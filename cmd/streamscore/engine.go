@@ -239,7 +239,7 @@ func (c *engineConfig) modelSource() modelSource {
 // loadModels returns the models of --models-dir or --model, or the shipped
 // ones.
 func (c *engineConfig) loadModels() ([]*models.Model, error) {
-	ms, _, _, err := c.modelSource().load()
+	ms, _, _, err := c.modelSource().load(nil)
 	return ms, err
 }
 
@@ -263,7 +263,7 @@ type engine struct {
 	health *connHealth
 	// modelState is the state of --models-dir the models were loaded from
 	// (nil without it): the reloader's starting point.
-	modelState dirState
+	modelState models.DirState
 }
 
 func (e *engine) Close() {
@@ -286,7 +286,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	if err := c.trustVerifier().observe(reg, log); err != nil {
 		return nil, err
 	}
-	ms, dirShadows, state, err := c.modelSource().load()
+	ms, dirShadows, state, err := c.modelSource().load(nil)
 	if err != nil {
 		return nil, fmt.Errorf("load models: %w", err)
 	}
@@ -299,7 +299,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	}
 	if dirShadows != nil {
 		if len(shadows) > 0 {
-			return nil, fmt.Errorf("shadow models: both --shadow-model and %s/%s/ are set: use one", c.ModelsDir, shadowSubdir)
+			return nil, fmt.Errorf("shadow models: both --shadow-model and %s/%s/ are set: use one", c.ModelsDir, models.ShadowDir)
 		}
 		shadows = dirShadows
 	}
