@@ -116,11 +116,27 @@ type Builder struct {
 // NewBuilder returns a Builder whose terminal features come from s (a nil s
 // gets a private Shared built from opts). Options: WithTTL, WithMaxLateness,
 // WithSpec, WithMaxCards. It panics if an option is invalid, or if the Builder's spec
-// (WithSpec, or none) is not s's.
+// (WithSpec, or none) is not s's: it is the Must-style wrapper of
+// MakeBuilder, for options known to be valid.
 func NewBuilder(s *Shared, opts ...Option) *Builder {
-	cfg := newConfig(opts)
+	b, err := MakeBuilder(s, opts...)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// MakeBuilder is NewBuilder returning an error (wrapping ErrInvalidOption)
+// for an invalid option or a spec that is not s's.
+func MakeBuilder(s *Shared, opts ...Option) (*Builder, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	if s == nil {
-		s = NewShared(opts...)
+		if s, err = MakeShared(opts...); err != nil {
+			return nil, err
+		}
 	}
 	b := &Builder{
 		shared:   s,
@@ -134,14 +150,14 @@ func NewBuilder(s *Shared, opts ...Option) *Builder {
 		sharedSpec = s.sp.cs
 	}
 	if !sameSpec(cfg.spec, sharedSpec) {
-		panic(fmt.Errorf("%w: the Builder's spec (WithSpec) differs from its Shared's: pass the same WithSpec to NewShared", ErrInvalidOption))
+		return nil, fmt.Errorf("%w: the Builder's spec (WithSpec) differs from its Shared's: pass the same WithSpec to NewShared", ErrInvalidOption)
 	}
 	if cfg.spec != nil {
 		b.sp = newSpecBuilder(cfg.spec, cfg, s)
 	}
 	b.maxCards, b.maxPts = cfg.maxCards, int32(cfg.maxPoints)
 	b.limitCards(0, 0)
-	return b
+	return b, nil
 }
 
 // Names returns the feature names, in row order.

@@ -41,23 +41,43 @@ var errClearPAN = errors.New("holds a card number in clear (13-19 digits passing
 
 // DecodeError is returned by Decode and DecodeLabel for bad input. Reason is
 // one of the Reason* codes; Field names the offending top-level field, or is
-// empty when the message as a whole is bad.
+// empty when the message as a whole is bad; Label is true when the message
+// was decoded as a label (DecodeLabel, DecodeLabelRecord, AsLabelError).
 type DecodeError struct {
 	Reason, Field string
 	Err           error
+	Label         bool
 }
 
-// Error returns "features: decode event: <field>: <text>" (without the field
-// part when Field is empty).
+// Error returns "features: decode event: <field>: <text>", or "features:
+// decode label: …" for a label (without the field part when Field is empty).
 func (e *DecodeError) Error() string {
 	text := e.Reason
 	if e.Err != nil {
 		text = e.Err.Error()
 	}
-	if e.Field == "" {
-		return "features: decode event: " + text
+	what := "features: decode event: "
+	if e.Label {
+		what = "features: decode label: "
 	}
-	return "features: decode event: " + e.Field + ": " + text
+	if e.Field == "" {
+		return what + text
+	}
+	return what + e.Field + ": " + text
+}
+
+// AsLabelError returns err with a *DecodeError it is (not wraps) marked as
+// a label's: a copy with Label set, so that an error value shared by other
+// callers (a cached schema error) is never changed. Any other error is
+// returned as is. Decoders of other formats call it from their DecodeLabel.
+func AsLabelError(err error) error {
+	de, ok := err.(*DecodeError)
+	if !ok || de.Label {
+		return err
+	}
+	c := *de
+	c.Label = true
+	return &c
 }
 
 // Unwrap returns the underlying error.
@@ -103,18 +123,28 @@ type Decoder struct {
 	cfg decoderConfig
 }
 
-// NewDecoder returns a Decoder. It panics if an option is invalid.
+// NewDecoder returns a Decoder. It panics if an option is invalid: it is
+// the Must-style wrapper of MakeDecoder, for options known to be valid.
 func NewDecoder(opts ...DecoderOption) *Decoder {
+	d, err := MakeDecoder(opts...)
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+
+// MakeDecoder returns a Decoder, or an error for an invalid option.
+func MakeDecoder(opts ...DecoderOption) (*Decoder, error) {
 	c := decoderConfig{maxSkew: 5 * time.Minute, clock: time.Now, maxStr: DefaultMaxFieldBytes}
 	for _, o := range opts {
 		if o == nil {
 			continue
 		}
 		if err := o(&c); err != nil {
-			panic(fmt.Errorf("apply decoder option: %w", err))
+			return nil, fmt.Errorf("apply decoder option: %w", err)
 		}
 	}
-	return &Decoder{cfg: c}
+	return &Decoder{cfg: c}, nil
 }
 
 // Field indexes. The string fields come first so their spans index p.str.
@@ -661,9 +691,9 @@ func (d *Decoder) finishEvent(p *parse, e *Event) error {
 func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	p := parse{s: scanner{b: b}, required: labelRequired, label: true}
 	if err := p.run(); err != nil {
-		return err
+		return AsLabelError(err)
 	}
-	return d.finishLabel(&p, l)
+	return AsLabelError(d.finishLabel(&p, l))
 }
 
 // finishLabel checks a scanned label (tx_ts order, time skew, lengths, card

@@ -320,7 +320,7 @@ func (d *Decoder) DecodeRecord(r *Record, e *Event) error {
 func (d *Decoder) DecodeLabelRecord(r *Record, l *Label) error {
 	p, err := r.parse(labelRequired, true)
 	if err != nil {
-		return err
+		return AsLabelError(err)
 	}
-	return d.finishLabel(&p, l)
+	return AsLabelError(d.finishLabel(&p, l))
 }

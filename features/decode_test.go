@@ -227,9 +227,44 @@ func TestDecodeLabel(t *testing.T) {
 			}
 			var de *DecodeError
 			if !errors.As(err, &de) || de.Reason != tc.reason || de.Field != tc.field {
-				t.Errorf("got %v, want reason %q field %q", err, tc.reason, tc.field)
+				t.Fatalf("got %v, want reason %q field %q", err, tc.reason, tc.field)
+			}
+			if !de.Label || !strings.HasPrefix(err.Error(), "features: decode label: ") {
+				t.Errorf("error text %q (Label %v), want the prefix \"features: decode label: \"", err, de.Label)
 			}
 		})
+	}
+}
+
+func TestDecodeErrorText(t *testing.T) {
+	cause := errors.New("negative amount")
+	shared := &DecodeError{Reason: ReasonInvalidAmount, Field: "amount", Err: cause}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"event", shared, "features: decode event: amount: negative amount"},
+		{"event without field", &DecodeError{Reason: ReasonEmpty}, "features: decode event: empty_message"},
+		{"label", AsLabelError(shared), "features: decode label: amount: negative amount"},
+		{"label twice", AsLabelError(AsLabelError(shared)), "features: decode label: amount: negative amount"},
+		{"label without field", AsLabelError(&DecodeError{Reason: ReasonEmpty}), "features: decode label: empty_message"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.err.Error(); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if shared.Label {
+		t.Error("AsLabelError changed the error it was given (a shared value)")
+	}
+	if err := errors.New("other"); AsLabelError(err) != err {
+		t.Error("AsLabelError changed an error that is not a *DecodeError")
+	}
+	if AsLabelError(nil) != nil {
+		t.Error("AsLabelError(nil) != nil")
 	}
 }
 

@@ -3,7 +3,8 @@ package features
 import (
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/streamscore/streamscore/internal/jsonstr"
 )
 
 // Event is one payment transaction, as decoded from the transactions topic.
@@ -58,13 +59,13 @@ type Label struct {
 // written as U+FFFD; a non-finite Amount, Lat or Lon is written as 0.
 func (e *Event) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"tx_id":`...)
-	dst = appendJSONString(dst, e.TxID)
+	dst = jsonstr.Append(dst, e.TxID)
 	dst = append(dst, `,"ts":"`...)
 	dst = e.TS.UTC().AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, `","card_id":`...)
-	dst = appendJSONString(dst, e.CardID)
+	dst = jsonstr.Append(dst, e.CardID)
 	dst = append(dst, `,"terminal_id":`...)
-	dst = appendJSONString(dst, e.TerminalID)
+	dst = jsonstr.Append(dst, e.TerminalID)
 	dst = append(dst, `,"amount":`...)
 	dst = appendJSONFloat(dst, e.Amount)
 	for _, f := range [...]struct{ k, v string }{
@@ -75,7 +76,7 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	} {
 		if f.v != "" {
 			dst = append(dst, f.k...)
-			dst = appendJSONString(dst, f.v)
+			dst = jsonstr.Append(dst, f.v)
 		}
 	}
 	if e.HasGeo {
@@ -91,11 +92,11 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 // (tx_ts only when set) and returns the extended buffer.
 func (l *Label) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"tx_id":`...)
-	dst = appendJSONString(dst, l.TxID)
+	dst = jsonstr.Append(dst, l.TxID)
 	dst = append(dst, `,"card_id":`...)
-	dst = appendJSONString(dst, l.CardID)
+	dst = jsonstr.Append(dst, l.CardID)
 	dst = append(dst, `,"terminal_id":`...)
-	dst = appendJSONString(dst, l.TerminalID)
+	dst = jsonstr.Append(dst, l.TerminalID)
 	dst = append(dst, `,"ts":"`...)
 	dst = l.TS.UTC().AppendFormat(dst, time.RFC3339Nano)
 	if !l.TxTS.IsZero() {
@@ -106,7 +107,7 @@ func (l *Label) AppendJSON(dst []byte) []byte {
 	dst = strconv.AppendBool(dst, l.Fraud)
 	if l.Scenario != "" {
 		dst = append(dst, `,"scenario":`...)
-		dst = appendJSONString(dst, l.Scenario)
+		dst = jsonstr.Append(dst, l.Scenario)
 	}
 	return append(dst, '}')
 }
@@ -122,47 +123,3 @@ func appendJSONFloat(dst []byte, f float64) []byte {
 }
 
 const maxFloat64 = 1.79769313486231570814527423731704356798070e+308
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string literal.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}

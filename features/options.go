@@ -35,15 +35,26 @@ func defaultConfig() config {
 	}
 }
 
-func newConfig(opts []Option) config {
+// newConfig applies opts over the defaults; the error wraps
+// ErrInvalidOption for an option out of its range.
+func newConfig(opts []Option) (config, error) {
 	c := defaultConfig()
 	for _, o := range opts {
 		if o == nil {
 			continue
 		}
 		if err := o(&c); err != nil {
-			panic(fmt.Errorf("apply option: %w", err))
+			return config{}, fmt.Errorf("apply option: %w", err)
 		}
+	}
+	return c, nil
+}
+
+// mustConfig is newConfig for the Must-style functions: it panics on error.
+func mustConfig(opts []Option) config {
+	c, err := newConfig(opts)
+	if err != nil {
+		panic(err)
 	}
 	return c
 }
@@ -151,8 +162,9 @@ func WithMaxPoints(n int) Option {
 	}
 }
 
-// MaxCards returns the card cap of opts (WithMaxCards; 0: unbounded).
-func MaxCards(opts ...Option) int { return newConfig(opts).maxCards }
+// MaxCards returns the card cap of opts (WithMaxCards; 0: unbounded). It
+// panics if an option is invalid (Must-style: check opts with MakeShared).
+func MaxCards(opts ...Option) int { return mustConfig(opts).maxCards }
 
 // WithStripes sets the number of lock stripes of a Shared (terminal state).
 // Default 64. n must be a power of two in [1, 4096]. More stripes mean less

@@ -46,8 +46,14 @@ func Replay(events []Event, labels []Label, opts []Option, fn func(e *Event, row
 // none; only valid during the call), so that state kept beside the
 // features for the same cards can be dropped as the stream drops it.
 func ReplayEvicting(events []Event, labels []Label, opts []Option, fn func(e *Event, row []float32, evicted []string) error) error {
-	shared := NewShared(opts...)
-	b := NewBuilder(shared, opts...)
+	shared, err := MakeShared(opts...)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	b, err := MakeBuilder(shared, opts...)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
 	eo := order(len(events), func(i, j int) int { return CompareEvents(&events[i], &events[j]) })
 	lo := order(len(labels), func(i, j int) int { return CompareLabels(&labels[i], &labels[j]) })
 	row := make([]float32, b.Width())

@@ -127,9 +127,23 @@ func (s *Shared) sweep(i uint64, now int64) {
 // NewShared returns empty terminal state. Options: WithTTL, WithMaxLateness,
 // WithStripes, WithMaxTerminals, WithMaxCards (a spec's card labels), WithSpec (then it holds the state of the spec's entities other
 // than card_id, and the fraud labels of its labelled entities). It panics if
-// an option is invalid.
+// an option is invalid: it is the Must-style wrapper of MakeShared, for
+// options known to be valid.
 func NewShared(opts ...Option) *Shared {
-	cfg := newConfig(opts)
+	s, err := MakeShared(opts...)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// MakeShared is NewShared returning an error (wrapping ErrInvalidOption)
+// for an invalid option.
+func MakeShared(opts ...Option) (*Shared, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	s := &Shared{
 		cfg:      cfg,
 		wins:     terminalWindows,
@@ -155,7 +169,7 @@ func NewShared(opts ...Option) *Shared {
 	for i := range s.stripes {
 		s.limitStripe(&s.stripes[i])
 	}
-	return s
+	return s, nil
 }
 
 func maxSpan(wins []window) int64 {

@@ -44,7 +44,7 @@ type sinkHealth struct {
 }
 
 // FanoutOption configures NewFanout.
-type FanoutOption func(*fanoutConfig)
+type FanoutOption func(*fanoutConfig) error
 
 type fanoutConfig struct {
 	min, max time.Duration
@@ -61,28 +61,31 @@ type fanoutConfig struct {
 // makes the instance unready with the cause). f must be quick and safe for
 // concurrent use. Default: none.
 func WithFanoutObserver(f func(sink string, err error)) FanoutOption {
-	return func(c *fanoutConfig) { c.observe = f }
+	return func(c *fanoutConfig) error { c.observe = f; return nil }
 }
 
 // WithFanoutBackoff sets the first and the largest wait between retries of
-// a failing sink (default 10ms and 5s; the wait doubles, with jitter). A
-// min <= 0 or max < min keeps the defaults. The trap: a large max delays
-// recovery after a short outage by up to max.
+// a failing sink (default 10ms and 5s; the wait doubles, with jitter).
+// min must be > 0 and max >= min, or MakeFanout fails with
+// ErrInvalidFanoutOption. The trap: a large max delays recovery after a
+// short outage by up to max.
 func WithFanoutBackoff(min, max time.Duration) FanoutOption {
-	return func(c *fanoutConfig) {
-		if min > 0 && max >= min {
-			c.min, c.max = min, max
+	return func(c *fanoutConfig) error {
+		if min <= 0 || max < min {
+			return fmt.Errorf("%w: backoff min %v, max %v: want 0 < min <= max", ErrInvalidFanoutOption, min, max)
 		}
+		c.min, c.max = min, max
+		return nil
 	}
 }
 
 // WithFanoutRegisterer registers the sink metrics (streamscore_sinks_publish_seconds,
 // streamscore_sinks_publish_errors_total, streamscore_sinks_messages_total)
 // with reg. Default: no metrics. Sinks must have distinct names, which
-// become the sink label. NewFanout panics if reg refuses the metrics for a
+// become the sink label. MakeFanout fails if reg refuses the metrics for a
 // reason other than their being already registered (a wiring bug).
 func WithFanoutRegisterer(reg prometheus.Registerer) FanoutOption {
-	return func(c *fanoutConfig) { c.reg = reg }
+	return func(c *fanoutConfig) error { c.reg = reg; return nil }
 }
 
 // WithFanoutLogger logs failed sink writes at Warn level with the cause:
@@ -92,22 +95,43 @@ func WithFanoutRegisterer(reg prometheus.Registerer) FanoutOption {
 // failures are otherwise visible only in the metrics, since WriteBatch
 // retries them.
 func WithFanoutLogger(l *slog.Logger) FanoutOption {
-	return func(c *fanoutConfig) { c.log = l }
+	return func(c *fanoutConfig) error { c.log = l; return nil }
 }
 
-// NewFanout returns a Fanout over sinks, which it owns: Close closes them.
-func NewFanout(sinks []Sink, opts ...FanoutOption) *Fanout {
+// ErrInvalidFanoutOption is wrapped by MakeFanout's error for an option
+// given a value out of its range.
+var ErrInvalidFanoutOption = errors.New("sinks: invalid fanout option")
+
+// MakeFanout returns a Fanout over sinks, which it owns: Close closes them.
+// It fails for an invalid option (ErrInvalidFanoutOption) or metrics the
+// registerer refuses; the sinks are then not closed.
+func MakeFanout(sinks []Sink, opts ...FanoutOption) (*Fanout, error) {
 	cfg := fanoutConfig{min: 10 * time.Millisecond, max: 5 * time.Second, logEvery: 10 * time.Second}
 	for _, o := range opts {
-		o(&cfg)
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
 	}
 	f := &Fanout{sinks: append([]Sink(nil), sinks...), cfg: cfg, quit: make(chan struct{}), health: make([]sinkHealth, len(sinks))}
 	if cfg.reg != nil {
-		fm := newFanoutMetrics(cfg.reg)
+		fm, err := newFanoutMetrics(cfg.reg)
+		if err != nil {
+			return nil, fmt.Errorf("register fanout metrics: %w", err)
+		}
 		f.metrics = make([]*sinkMetrics, len(f.sinks))
 		for i, s := range f.sinks {
 			f.metrics[i] = fm.forSink(s)
 		}
+	}
+	return f, nil
+}
+
+// NewFanout is MakeFanout for options known to be valid (a Must-style
+// wrapper): it panics where MakeFanout returns an error.
+func NewFanout(sinks []Sink, opts ...FanoutOption) *Fanout {
+	f, err := MakeFanout(sinks, opts...)
+	if err != nil {
+		panic(err)
 	}
 	return f
 }
@@ -400,7 +424,7 @@ type fanoutMetrics struct {
 	messages *prometheus.CounterVec
 }
 
-func newFanoutMetrics(reg prometheus.Registerer) *fanoutMetrics {
+func newFanoutMetrics(reg prometheus.Registerer) (*fanoutMetrics, error) {
 	m := &fanoutMetrics{
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "streamscore_sinks_publish_seconds",
@@ -418,15 +442,15 @@ func newFanoutMetrics(reg prometheus.Registerer) *fanoutMetrics {
 	}
 	var err error
 	if m.seconds, err = register(reg, m.seconds); err != nil {
-		panic(err)
+		return nil, err
 	}
 	if m.errors, err = register(reg, m.errors); err != nil {
-		panic(err)
+		return nil, err
 	}
 	if m.messages, err = register(reg, m.messages); err != nil {
-		panic(err)
+		return nil, err
 	}
-	return m
+	return m, nil
 }
 
 // sinkMetrics holds one sink's children of the fanout metrics.

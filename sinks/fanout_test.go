@@ -105,6 +105,53 @@ func fastBackoff() sinks.FanoutOption {
 	return sinks.WithFanoutBackoff(time.Millisecond, 5*time.Millisecond)
 }
 
+func TestMakeFanoutRejectsBadOptions(t *testing.T) {
+	tests := []struct {
+		name     string
+		min, max time.Duration
+		ok       bool
+	}{
+		{"defaults-like", 10 * time.Millisecond, 5 * time.Second, true},
+		{"equal", time.Millisecond, time.Millisecond, true},
+		{"zero min", 0, time.Second, false},
+		{"negative min", -time.Millisecond, time.Second, false},
+		{"max below min", time.Second, time.Millisecond, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := sinks.MakeFanout(nil, sinks.WithFanoutBackoff(tc.min, tc.max))
+			if tc.ok {
+				if err != nil || f == nil {
+					t.Fatalf("got %v, want a fanout", err)
+				}
+				f.Close()
+				return
+			}
+			if !errors.Is(err, sinks.ErrInvalidFanoutOption) || f != nil {
+				t.Fatalf("got %v, %v; want ErrInvalidFanoutOption", f, err)
+			}
+		})
+	}
+	t.Run("NewFanout panics", func(t *testing.T) {
+		defer func() {
+			if recover() == nil {
+				t.Error("NewFanout with a bad backoff did not panic")
+			}
+		}()
+		sinks.NewFanout(nil, sinks.WithFanoutBackoff(0, 0))
+	})
+	t.Run("registerer refusing", func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		// A collector of another type under one of the fanout's names.
+		if err := reg.Register(prometheus.NewGauge(prometheus.GaugeOpts{Name: "streamscore_sinks_publish_errors_total", Help: "x"})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sinks.MakeFanout(nil, sinks.WithFanoutRegisterer(reg)); err == nil {
+			t.Error("MakeFanout with a registerer refusing its metrics returned no error")
+		}
+	})
+}
+
 func TestFanoutRetriesUntilAcked(t *testing.T) {
 	tests := []struct {
 		name      string

@@ -5,76 +5,16 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/streamscore/streamscore/internal/jsonstr"
 )
 
 // The helpers below write JSON values with no allocation when dst has room.
 
-const hexDigits = "0123456789abcdef"
-
-// safeASCII[b] is true when ASCII byte b needs no escaping in a JSON string.
-var safeASCII = func() (t [utf8.RuneSelf]bool) {
-	for b := 0x20; b < utf8.RuneSelf; b++ {
-		t[b] = b != '"' && b != '\\'
-	}
-	return t
-}()
-
-// appendString appends s as a JSON string. Control characters are escaped
-// (\n, \r, \t, \b, \f or \u00XX), as are U+2028 and U+2029 (so the output is
-// also valid JavaScript); each byte of an invalid UTF-8 sequence becomes
-// \ufffd, exactly as encoding/json does.
+// appendString appends s as a JSON string (jsonstr.Append: control
+// characters, U+2028/9 and invalid UTF-8 escaped as encoding/json does).
 func appendString[S string | []byte](dst []byte, s S) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if safeASCII[b] {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '"', '\\':
-				dst = append(dst, '\\', b)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		var buf [utf8.UTFMax]byte
-		n := copy(buf[:], s[i:])
-		r, size := utf8.DecodeRune(buf[:n])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return jsonstr.Append(dst, s)
 }
 
 // appendFloat appends f in strconv 'g' format with the shortest

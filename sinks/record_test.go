@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"testing"
 	"time"
-	"unicode/utf8"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -350,61 +349,6 @@ func TestFloatFormat(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestAppendString(t *testing.T) {
-	tests := []struct {
-		name, in, want string
-	}{
-		{"plain", "abc", `"abc"`},
-		{"empty", "", `""`},
-		{"quote and backslash", `a"b\c`, `"a\"b\\c"`},
-		{"short escapes", "\n\r\t\b\f", `"\n\r\t\b\f"`},
-		{"control", "\x00\x01\x1f", `"\u0000\u0001\u001f"`},
-		{"del passes", "\x7f", "\"\x7f\""},
-		{"html passes", "<a&b>", `"<a&b>"`},
-		{"utf8", "café ✓ 😀", `"café ✓ 😀"`},
-		{"line separators", "a\u2028b\u2029", `"a\u2028b\u2029"`},
-		{"invalid byte", "a\xffb", `"a\ufffdb"`},
-		{"truncated rune", "\xe2\x9c", `"\ufffd\ufffd"`},
-		{"surrogate half", "\xed\xa0\x80", `"\ufffd\ufffd\ufffd"`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := string(appendString(nil, tc.in)); got != tc.want {
-				t.Errorf("string: got %s, want %s", got, tc.want)
-			}
-			if got := string(appendString(nil, []byte(tc.in))); got != tc.want {
-				t.Errorf("bytes: got %s, want %s", got, tc.want)
-			}
-		})
-	}
-}
-
-// FuzzAppendString checks the escaper against encoding/json: the output is
-// valid JSON and decodes to what encoding/json's own encoding decodes to.
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "abc", "\x00\n\"\\", "a\xffb", "\u2028", "😀\xf0\x9f"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		b := appendString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%q -> %s: %v", s, b, err)
-		}
-		ref, _ := json.Marshal(s)
-		var want string
-		if err := json.Unmarshal(ref, &want); err != nil {
-			t.Fatal(err)
-		}
-		if got != want {
-			t.Fatalf("%q: got %q, want %q", s, got, want)
-		}
-		if utf8.ValidString(s) && got != s {
-			t.Fatalf("valid %q changed to %q", s, got)
-		}
-	})
 }
 
 func TestAppendJSONNoAllocs(t *testing.T) {

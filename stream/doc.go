@@ -146,7 +146,9 @@
 //	streamscore_stream_batch_score_seconds{model}          histogram of batch scoring time per model
 //	streamscore_stream_end_to_end_latency_seconds          histogram, Kafka append time to last sink ack
 //	streamscore_stream_commit_lag_events{partition}        fetched messages not yet acked by the sinks
-//	streamscore_stream_commits_total{outcome}              offset commits (ok, error)
+//	streamscore_stream_commit_held_offsets{partition}      offsets acked but held until the next state snapshot (WithStateInterval)
+//	streamscore_stream_commits_total{outcome}              offset commits (ok, error, fenced)
+//	streamscore_stream_records_rejected_total{kind,sink}   records a sink refused for what they are (too large); the event is dead-lettered
 //	streamscore_stream_alerts_total{model}                 events in a model's alert band
 //	streamscore_stream_decisions_total{outcome}            final decisions (allow, review, alert)
 //	streamscore_stream_labels_total{outcome}               labels applied or dead-lettered
@@ -176,5 +178,10 @@
 //	streamscore_stream_shared_columns_missing_total        events scored after a rebalance without their kept shared columns (may differ from a replay)
 //	streamscore_stream_shared_columns_held_events          events whose shared columns are kept above the group's committed offsets
 //	streamscore_stream_shared_checkpoints_total{op,outcome}  shared-state checkpoints stored (put) and restored (restore)
-//	streamscore_stream_source_*                            the source's generations, claimed partitions, fenced commits, fetch errors, records skipped
+//	streamscore_stream_alert_rate_anomalies_total{model,direction}  windows in which a model alerted far above (high) or below (low) its validation rate
+//	streamscore_stream_source_generations_total            consumer-group generations joined (WithSourceRegisterer)
+//	streamscore_stream_source_partitions_claimed           partitions this member holds
+//	streamscore_stream_source_commits_fenced_total         commits refused because the partition moved to another member
+//	streamscore_stream_source_fetch_errors_total{partition}  fetch errors per partition
+//	streamscore_stream_source_records_skipped_total{partition}  records deleted by retention before this member read them
 package stream

@@ -188,11 +188,7 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 		}
 		lm := &labelMsg{m: m, credit: credit}
 		if err := ldec.DecodeLabel(m.Value, &lm.l); err != nil {
-			reason := reasonUndecodable
-			var de *features.DecodeError
-			if errors.As(err, &de) {
-				reason = de.Reason
-			}
+			reason := decodeReason(err)
 			var rec sinks.DeadLetterRecord
 			dlBuf = fillDeadLetter(&rec, dec, &m, true, reason, err.Error(), time.Now(), dlBuf)
 			msg := sinks.Message{Kind: sinks.KindDeadLetter, Key: bytes.Clone(rec.Key), Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, &m)}

@@ -483,3 +483,25 @@ func WithShadowModels(ms ...*models.Model) Option {
 		return nil
 	}
 }
+
+// CheckOptions reports whether opts are valid: each applied over the
+// defaults, and the feature and decoder options they carry checked as New
+// checks them. It is what New would refuse of opts alone (not the checks
+// that relate options to each other or to New's arguments), for callers
+// that validate their configuration before building a pipeline, such as a
+// command line that names the flag behind each option.
+func CheckOptions(opts ...Option) error {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return err
+		}
+	}
+	if _, err := features.MakeShared(cfg.featureOpts...); err != nil {
+		return fmt.Errorf("stream: feature options: %w", err)
+	}
+	if _, err := features.MakeDecoder(cfg.decoderOpts...); err != nil {
+		return fmt.Errorf("stream: decoder options: %w", err)
+	}
+	return nil
+}

@@ -132,13 +132,22 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 	case cfg.ckpt != nil && cfg.stateInterval <= 0:
 		return nil, errors.New("stream: checkpoints need a state interval (WithStateInterval), their cadence")
 	}
+	// The feature and decoder options are checked here, once: the workers
+	// build their Builders and Decoders later from the same options.
+	shared, err := features.MakeShared(cfg.featureOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("stream: feature options: %w", err)
+	}
+	if _, err := features.MakeDecoder(cfg.decoderOpts...); err != nil {
+		return nil, fmt.Errorf("stream: decoder options: %w", err)
+	}
 	met, err := newMetrics(cfg.reg)
 	if err != nil {
 		return nil, err
 	}
 	p := &Pipeline{
 		cfg: cfg, brokers: brokers, group: group, topic: topic, sink: sink,
-		shared:  features.NewShared(cfg.featureOpts...),
+		shared:  shared,
 		tracker: commit.New(),
 		met:     met,
 		log:     cfg.log.With("component", "stream", "topic", topic, "group", group),
@@ -147,7 +156,10 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 		return nil, err
 	}
 	// Bind here so a layout mismatch fails at start-up, not in a worker.
-	b := features.NewBuilder(p.shared, cfg.featureOpts...)
+	b, err := features.MakeBuilder(p.shared, cfg.featureOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("stream: feature options: %w", err)
+	}
 	p.names, p.defs = b.Names(), ModelFeatureDefs(b.Definitions())
 	p.sharedCols = p.shared.Columns()
 	set, err := p.newModelSet(ms, cfg.shadows)

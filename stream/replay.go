@@ -3,6 +3,7 @@ package stream
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/streamscore/streamscore/features"
@@ -13,15 +14,65 @@ import (
 // replayBatch is the number of rows Replay scores at once.
 const replayBatch = 256
 
+// ErrReplayOption is wrapped by Replay's error for an Option it cannot
+// honour offline (the message names them).
+var ErrReplayOption = errors.New("stream: replay: option has no effect offline")
+
+// replayIgnored names the options set in c (away from their defaults) that
+// Replay does not honour.
+func (c *config) replayIgnored() []string {
+	d := defaultConfig()
+	var out []string
+	for _, o := range []struct {
+		name string
+		set  bool
+	}{
+		{"WithWorkers", c.workers != d.workers},
+		{"WithMaxBatch", c.maxBatch != d.maxBatch},
+		{"WithMaxDelay", c.maxDelay != d.maxDelay},
+		{"WithInFlight", c.inFlight != d.inFlight},
+		{"WithQueueDepth", c.queueDepth != d.queueDepth},
+		{"WithDrainTimeout", c.drainTimeout != d.drainTimeout},
+		{"WithCommitInterval", c.commitInterval != d.commitInterval},
+		{"WithLabelsTopic", c.labelsTopic != d.labelsTopic},
+		{"WithAudit", c.audit != d.audit},
+		{"WithRegisterer", c.reg != nil},
+		{"WithDecoderOptions", len(c.decoderOpts) > 0},
+		{"WithDialer", c.dialer != nil},
+		{"WithLatencyObserver", c.observe != nil},
+		{"WithReaderObserver", c.connObserve != nil},
+		{"WithStartOffset", c.startOffset != d.startOffset},
+		{"WithSessionTimeout", c.sessionTimeout != d.sessionTimeout},
+		{"WithShadowModels", len(c.shadows) > 0},
+		{"WithStateDir", c.stateDir != d.stateDir},
+		{"WithStateInterval", c.stateInterval != d.stateInterval},
+		{"WithAlertRateGuard", c.guardEvents != d.guardEvents || c.guardFactor != d.guardFactor},
+		{"WithSource", c.source != nil},
+		{"WithCheckpoints", c.ckpt != nil},
+		{"WithSharedReplicas", c.replicas != d.replicas},
+		{"WithAlignIdleWait", c.alignIdle != d.alignIdle},
+		{"WithAlignLagWait", c.alignLag != d.alignLag},
+		{"WithEventDecoder", c.eventDec != nil},
+		{"WithLabelDecoder", c.labelDec != nil},
+	} {
+		if o.set {
+			out = append(out, o.name)
+		}
+	}
+	return out
+}
+
 // Replay scores recorded history exactly as the stream would have: every
 // event before to goes through the same feature code in event-time order
 // (features.Replay: labels are applied once their own timestamp has passed),
 // and each event with a timestamp in [from, to) is scored by ms and turned
 // into the score record the pipeline publishes, with the same decision rule
-// and reasons (WithDecisionModels, WithReasons, WithFeatureOptions and
-// WithUnpinnedModels apply, and a model whose inputs the features define
-// otherwise than when it was trained is refused as by New; the other
-// options do not). fn receives the records in event-time order; the
+// and reasons (WithDecisionModels, WithReasons, WithFeatureOptions,
+// WithUnpinnedModels and WithLogger apply, and a model whose inputs the
+// features define otherwise than when it was trained is refused as by New).
+// Any other option is an error naming it (ErrReplayOption): it has no
+// meaning offline, and an option that is silently ignored misleads; one
+// that leaves its setting at the default is not detected. fn receives the records in event-time order; the
 // record is reused after fn returns. A record's scored_at is the event's own
 // time and its latency_ms is 0: offline, the moment of scoring is the moment
 // of the event.
@@ -39,13 +90,23 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 			return err
 		}
 	}
+	if ignored := cfg.replayIgnored(); len(ignored) > 0 {
+		return fmt.Errorf("%w: %s", ErrReplayOption, strings.Join(ignored, ", "))
+	}
 	if len(ms) == 0 {
 		return errors.New("stream: replay: no models")
 	}
 	if !to.After(from) {
 		return fmt.Errorf("stream: replay: empty range [%v, %v)", from, to)
 	}
-	b := features.NewBuilder(features.NewShared(cfg.featureOpts...), cfg.featureOpts...)
+	shared, err := features.MakeShared(cfg.featureOpts...)
+	if err != nil {
+		return fmt.Errorf("stream: replay: feature options: %w", err)
+	}
+	b, err := features.MakeBuilder(shared, cfg.featureOpts...)
+	if err != nil {
+		return fmt.Errorf("stream: replay: feature options: %w", err)
+	}
 	names := b.Names()
 	if err := CheckModelFeatures(ms, nil, ModelFeatureDefs(b.Definitions()), cfg.allowUnpinned, cfg.log); err != nil {
 		return fmt.Errorf("stream: replay: %w", err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/internal/durable"
 )
 
 // State snapshots (WithStateDir).
@@ -242,10 +243,10 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(tmp, manifestFn), mb); err != nil {
+	if err := durable.WriteFile(filepath.Join(tmp, manifestFn), mb, 0o600); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := durable.SyncDir(tmp); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {
@@ -253,14 +254,14 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 	}
 	renamed = true
 	// The rename is made durable before CURRENT names it.
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return err
 	}
 	// CURRENT moves last, naming the snapshot and its manifest's SHA-256:
 	// until then the previous snapshot stays current.
 	sum256 := sha256.Sum256(mb)
 	line := name + " " + hex.EncodeToString(sum256[:]) + "\n"
-	if err := writeFileSync(filepath.Join(dir, currentName+".tmp"), []byte(line)); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, currentName+".tmp"), []byte(line), 0o600); err != nil {
 		return err
 	}
 	if err := os.Rename(filepath.Join(dir, currentName+".tmp"), filepath.Join(dir, currentName)); err != nil {
@@ -271,7 +272,7 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 		// With checkpoints, they set the commit cap.
 		p.setCommitCap(name, applied)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return fmt.Errorf("the new snapshot %s is current, but syncing its directory failed: %w", name, err)
 	}
 	if err := removeOldSnapshots(dir, p.retainedSnapshots(name)); err != nil {
@@ -341,33 +342,6 @@ func (c *countWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n += int64(n)
 	return n, err
-}
-
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // retainedSnapshots returns the snapshots to keep on disk beside current:

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
 )
@@ -150,7 +151,7 @@ func rawWrite(b *testing.B, stateDir, dst string, acc time.Duration) (int64, tim
 	var n int64
 	t := time.Now()
 	for i, e := range ents {
-		if err := writeFileSync(filepath.Join(dst, e.Name()), data[i]); err != nil {
+		if err := durable.WriteFile(filepath.Join(dst, e.Name()), data[i], 0o600); err != nil {
 			b.Fatal(err)
 		}
 		n += int64(len(data[i]))

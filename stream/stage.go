@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"errors"
 	"slices"
 	"time"
 
@@ -661,11 +660,7 @@ func (s *stage) decode(m kafka.Message) *pending {
 	pd := s.newPending()
 	pd.m = m
 	if err := s.dec.Decode(m.Value, &pd.ev); err != nil {
-		pd.reason = reasonUndecodable
-		var de *features.DecodeError
-		if errors.As(err, &de) {
-			pd.reason = de.Reason
-		}
+		pd.reason = decodeReason(err)
 		pd.err = err.Error()
 	}
 	return pd

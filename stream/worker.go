@@ -19,6 +19,15 @@ import (
 // not carry a reason code of its own (a decoder bug; never expected).
 const reasonUndecodable = "undecodable"
 
+// decodeReason is the dead-letter reason of a decode error: the
+// *features.DecodeError's Reason, or reasonUndecodable.
+func decodeReason(err error) string {
+	if de, ok := errors.AsType[*features.DecodeError](err); ok {
+		return de.Reason
+	}
+	return reasonUndecodable
+}
+
 // worker scores the batches of the partitions p with p mod workers == id:
 // the feature stage hands it closed batches, it scores them with its
 // scorers of the batch's model set (advancing the sequential-model state of

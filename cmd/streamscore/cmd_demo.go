@@ -397,22 +397,19 @@ type demoProducer struct {
 	simNanos     atomic.Int64
 
 	rng     *rand.Rand
-	w, lw   *kafka.Writer
+	out     *pacedProducer // unpaced (speed 0): run paces by the wall clock
 	pending labelQueue
-	msgs    []kafka.Message
 	buf     []byte
-	spans   [][2]int
+	key     []byte
 }
 
 func (p *demoProducer) clock() time.Time { return time.Unix(0, p.simNanos.Load()).UTC() }
 
 func (p *demoProducer) run(ctx context.Context) error {
-	p.w = &kafka.Writer{Addr: kafka.TCP(p.brokers...), Topic: "transactions", Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll}
-	defer p.w.Close()
-	p.lw = &kafka.Writer{Addr: kafka.TCP(p.brokers...), Topic: "labels", Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
-	defer p.lw.Close()
+	w := &kafka.Writer{Addr: kafka.TCP(p.brokers...), Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, BatchSize: pacedBatch, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	p.out = newPacedProducer(w, 0)
 	p.rng = rand.New(rand.NewPCG(uint64(p.seed), 99))
 	now := time.Now()
 	p.simNanos.Store(now.Add(-p.cfg.history).UnixNano())
@@ -463,11 +460,11 @@ func (p *demoProducer) run(ctx context.Context) error {
 }
 
 // produce writes n transactions (some malformed, at the bad rate), advancing
-// event time up to limit, then the labels that became due.
+// event time up to limit, then the labels that became due. It returns nil
+// when ctx ends.
 func (p *demoProducer) produce(ctx context.Context, n int, limit time.Time) error {
 	live := p.live.Load()
 	sim := p.clock()
-	p.msgs, p.buf, p.spans = p.msgs[:0], p.buf[:0], p.spans[:0]
 	for range n {
 		// Quiet nights pass quickly, busy evenings slowly, so each card sees
 		// a realistic day.
@@ -475,11 +472,9 @@ func (p *demoProducer) produce(ctx context.Context, n int, limit time.Time) erro
 		if sim.After(limit) {
 			sim = limit
 		}
-		start := len(p.buf)
-		var key string
 		if p.rng.Float64() < p.cfg.badRate {
-			p.buf = append(p.buf, badDemoEvent(p.rng, sim)...)
-			key = "bad"
+			p.buf = append(p.buf[:0], badDemoEvent(p.rng, sim)...)
+			p.key = append(p.key[:0], "bad"...)
 		} else {
 			tx := p.gen.Next(sim)
 			if tx.Fraud && live {
@@ -488,39 +483,42 @@ func (p *demoProducer) produce(ctx context.Context, n int, limit time.Time) erro
 			if l, ok := p.gen.LabelFor(tx); ok {
 				heap.Push(&p.pending, l)
 			}
-			p.buf = tx.Event.AppendJSON(p.buf)
-			key = tx.Event.CardID
+			p.buf = tx.Event.AppendJSON(p.buf[:0])
+			p.key = append(p.key[:0], tx.Event.CardID...)
 		}
-		p.spans = append(p.spans, [2]int{start, len(p.buf)})
-		p.msgs = append(p.msgs, kafka.Message{Key: []byte(key)})
-	}
-	for i := range p.msgs {
-		p.msgs[i].Value = p.buf[p.spans[i][0]:p.spans[i][1]]
-	}
-	if err := p.w.WriteMessages(ctx, p.msgs...); err != nil {
-		if ctx.Err() != nil {
-			return nil
+		if err := p.out.add(ctx, "transactions", p.key, p.buf, sim); err != nil {
+			return demoProduceErr(ctx, "transactions", err)
 		}
-		return fmt.Errorf("produce transactions: %w", err)
 	}
-	p.produced.Add(int64(len(p.msgs)))
+	if err := p.out.flush(ctx); err != nil {
+		return demoProduceErr(ctx, "transactions", err)
+	}
+	p.produced.Add(int64(n))
 	p.simNanos.Store(sim.UnixNano())
 
-	var labels []kafka.Message
+	labels := 0
 	for len(p.pending) > 0 && !p.pending[0].TS.After(sim) {
 		l := heap.Pop(&p.pending).(features.Label)
-		labels = append(labels, kafka.Message{Key: []byte(l.CardID), Value: l.AppendJSON(nil)})
-	}
-	if len(labels) > 0 {
-		if err := p.lw.WriteMessages(ctx, labels...); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("produce labels: %w", err)
+		p.buf = l.AppendJSON(p.buf[:0])
+		if err := p.out.add(ctx, "labels", []byte(l.CardID), p.buf, l.TS); err != nil {
+			return demoProduceErr(ctx, "labels", err)
 		}
-		p.labels.Add(int64(len(labels)))
+		labels++
 	}
+	if err := p.out.flush(ctx); err != nil {
+		return demoProduceErr(ctx, "labels", err)
+	}
+	p.labels.Add(int64(labels))
 	return nil
+}
+
+// demoProduceErr is nil when ctx ended (the demo stops), else err naming
+// what was produced.
+func demoProduceErr(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("produce %s: %w", what, err)
 }
 
 // badDemoEvent returns one of a few kinds of malformed input.

@@ -38,16 +38,6 @@ func modelAlertBudget(m *models.Model) (train.Budget, bool) {
 	return b, true
 }
 
-// labelScenarios returns the fraud scenario of each transaction whose
-// deciding label names one (eval.Scenarios).
-func labelScenarios(labels []features.Label) map[string]string {
-	el := make([]eval.Label, len(labels))
-	for i := range labels {
-		el[i] = eval.Label{TxID: labels[i].TxID, TS: labels[i].TS, Fraud: labels[i].Fraud, Scenario: labels[i].Scenario}
-	}
-	return eval.Scenarios(el)
-}
-
 // evalConfig is the process config of the eval command.
 type evalConfig struct {
 	scores, labels, name, out string
@@ -187,8 +177,9 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	truth := knownFraud(labels)
-	if sc := labelScenarios(labels); len(sc) > 0 {
+	fb := feedback(labels)
+	truth := fb.Truth()
+	if sc := fb.Scenarios(); len(sc) > 0 {
 		opts = append(opts, eval.WithScenarios(sc))
 	}
 	if err := ctx.Err(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/gbdt"
 	"github.com/streamscore/streamscore/models/onnx"
@@ -139,8 +140,8 @@ func writeImported(f *models.File, specPath, out string, inputs int) error {
 	if err != nil {
 		return fmt.Errorf("parse imported model: %w", err)
 	}
-	if err := writeFileAtomic(out, enc); err != nil {
-		return err
+	if err := durable.ReplaceFile(out, enc, 0o644); err != nil {
+		return fmt.Errorf("write model: %w", err)
 	}
 	slog.Info("models import: model written", "path", out, "model", m.Ident(),
 		"inputs", inputs, "review", f.Thresholds.Review, "alert", f.Thresholds.Alert,

@@ -125,7 +125,7 @@ func TestModelsImportXGBoost(t *testing.T) {
 			writeFile(t, filepath.Join(md, sub, "fraud_gbdt.json"+ext), b)
 		}
 	}
-	ms, shadows, _, err := loadModelDir(md, testVerifier(t))
+	ms, shadows, _, err := models.LoadDir(md, nil, testVerifier(t).check)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/train"
 	"github.com/streamscore/streamscore/sinks"
@@ -142,8 +143,8 @@ func modelsRetune(ctx context.Context, w io.Writer, args []string) error {
 	if err != nil {
 		return fmt.Errorf("models retune: %w", err)
 	}
-	if err := writeFileAtomic(*out, b); err != nil {
-		return err
+	if err := durable.ReplaceFile(*out, b, 0o644); err != nil {
+		return fmt.Errorf("write model: %w", err)
 	}
 	fmt.Fprintf(w, "retuned %s -> %s (%s)\n  period %s: %d transactions, %d fraud, %.2f days\n",
 		m.Ident(), nm.Ident(), *out, p.what, len(scores), countFraud(y), p.days)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 )
 
@@ -95,7 +96,7 @@ func modelsSign(w io.Writer, args []string) error {
 			}
 		}
 		sigs = append(sigs, k.Sign(m))
-		if err := writeFileAtomic(path+models.SignatureExt, models.MarshalSignatures(sigs)); err != nil {
+		if err := durable.ReplaceFile(path+models.SignatureExt, models.MarshalSignatures(sigs), 0o644); err != nil {
 			return fmt.Errorf("models sign: %w", err)
 		}
 		fmt.Fprintf(w, "signed %s (%s) with key %s: %s%s, %d signature(s)\n", path, m.Ident(), k.ID(), path, models.SignatureExt, len(sigs))

@@ -16,6 +16,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/train"
 	"github.com/streamscore/streamscore/stream"
@@ -388,8 +389,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("encode model: %w", err)
 	}
-	if err := writeFileAtomic(*out, b); err != nil {
-		return err
+	if err := durable.ReplaceFile(*out, b, 0o644); err != nil {
+		return fmt.Errorf("write model: %w", err)
 	}
 	m, err := models.Parse(b)
 	if err != nil {
@@ -460,42 +461,4 @@ func newBar(max int64, desc string, quiet bool) *progressbar.ProgressBar {
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)
-}
-
-// writeFileAtomic writes b to path through a temporary file, synced, and a
-// rename, itself synced: a reader (hot reload) never sees a half-written
-// file, and a crash right after never leaves an empty or old one behind the
-// name that was reported written.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".model-*.json")
-	if err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write model: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write model: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
-	defer dir.Close()
-	if err := dir.Sync(); err != nil {
-		return fmt.Errorf("write model: sync directory: %w", err)
-	}
-	return nil
 }

@@ -166,26 +166,25 @@ func (c *engineConfig) Validate() error {
 		errs = append(errs, errors.New("--nats is set but both --scores-subject and --alerts-subject are empty"))
 	}
 	errs = append(errs, c.natsSecurity.Validate(c.NATS))
-	if c.MaxBatch < 1 || c.MaxBatch > 1<<16 {
-		errs = append(errs, fmt.Errorf("--max-batch %d out of range [1, 65536]", c.MaxBatch))
-	}
-	if c.MaxDelay <= 0 || c.MaxDelay > time.Minute {
-		errs = append(errs, fmt.Errorf("--max-delay %v out of range (0, 1m]", c.MaxDelay))
-	}
-	if c.Workers < 1 || c.Workers > 1024 {
-		errs = append(errs, fmt.Errorf("--workers %d out of range [1, 1024]", c.Workers))
-	}
-	if c.InFlight < 1 || c.InFlight > 64 {
-		errs = append(errs, fmt.Errorf("--in-flight %d out of range [1, 64]", c.InFlight))
-	}
-	if c.DrainTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("--drain-timeout %v must be positive", c.DrainTimeout))
-	}
-	if c.TTL <= 0 {
-		errs = append(errs, fmt.Errorf("--ttl %v must be positive", c.TTL))
-	}
-	if c.MaxLateness < 0 {
-		errs = append(errs, fmt.Errorf("--max-lateness %v must not be negative", c.MaxLateness))
+	// The ranges are stream's and features': each flag's option is checked
+	// by the package that applies it, and the error names the flag.
+	for _, f := range []struct {
+		flag  string
+		value any
+		opt   stream.Option
+	}{
+		{"--max-batch", c.MaxBatch, stream.WithMaxBatch(c.MaxBatch)},
+		{"--max-delay", c.MaxDelay, stream.WithMaxDelay(c.MaxDelay)},
+		{"--workers", c.Workers, stream.WithWorkers(c.Workers)},
+		{"--in-flight", c.InFlight, stream.WithInFlight(c.InFlight)},
+		{"--drain-timeout", c.DrainTimeout, stream.WithDrainTimeout(c.DrainTimeout)},
+		{"--state-interval", c.StateInterval, stream.WithStateInterval(c.StateInterval)},
+		{"--ttl", c.TTL, stream.WithFeatureOptions(features.WithTTL(c.TTL))},
+		{"--max-lateness", c.MaxLateness, stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness))},
+	} {
+		if err := stream.CheckOptions(f.opt); err != nil {
+			errs = append(errs, fmt.Errorf("%s %v: %w", f.flag, f.value, err))
+		}
 	}
 	if c.ModelsDir != "" && len(c.Models) > 0 {
 		errs = append(errs, errors.New("--models-dir and --model are exclusive: the directory is the whole model set"))
@@ -208,8 +207,8 @@ func (c *engineConfig) Validate() error {
 	if c.CheckpointStore != "none" && c.StateInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--checkpoint-store %s needs --state-interval (>= 1s): the checkpoint cadence", c.CheckpointStore))
 	}
-	if c.StateInterval != 0 && ((c.StateDir == "" && c.CheckpointStore == "none") || c.StateInterval < time.Second) {
-		errs = append(errs, fmt.Errorf("--state-interval %v needs --state-dir or --checkpoint-store and must be >= 1s, or 0", c.StateInterval))
+	if c.StateInterval != 0 && c.StateDir == "" && c.CheckpointStore == "none" {
+		errs = append(errs, fmt.Errorf("--state-interval %v needs --state-dir or --checkpoint-store", c.StateInterval))
 	}
 	if c.MaxFutureSkew < 0 {
 		errs = append(errs, fmt.Errorf("--max-future-skew %v must not be negative", c.MaxFutureSkew))
@@ -240,7 +239,7 @@ func (c *engineConfig) modelSource() modelSource {
 // loadModels returns the models of --models-dir or --model, or the shipped
 // ones.
 func (c *engineConfig) loadModels() ([]*models.Model, error) {
-	ms, _, _, err := c.modelSource().load()
+	ms, _, _, err := c.modelSource().load(nil)
 	return ms, err
 }
 
@@ -264,7 +263,7 @@ type engine struct {
 	health *connHealth
 	// modelState is the state of --models-dir the models were loaded from
 	// (nil without it): the reloader's starting point.
-	modelState dirState
+	modelState models.DirState
 }
 
 func (e *engine) Close() {
@@ -287,7 +286,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	if err := c.trustVerifier().observe(reg, log); err != nil {
 		return nil, err
 	}
-	ms, dirShadows, state, err := c.modelSource().load()
+	ms, dirShadows, state, err := c.modelSource().load(nil)
 	if err != nil {
 		return nil, fmt.Errorf("load models: %w", err)
 	}
@@ -300,7 +299,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	}
 	if dirShadows != nil {
 		if len(shadows) > 0 {
-			return nil, fmt.Errorf("shadow models: both --shadow-model and %s/%s/ are set: use one", c.ModelsDir, shadowSubdir)
+			return nil, fmt.Errorf("shadow models: both --shadow-model and %s/%s/ are set: use one", c.ModelsDir, models.ShadowDir)
 		}
 		shadows = dirShadows
 	}
@@ -389,7 +388,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	// A sink that keeps failing (down, or a misnamed topic retried without
 	// end) is logged with its cause (rate-limited) and makes /readyz 503
 	// until it takes writes again.
-	e.sink = sinks.NewFanout(ss, sinks.WithFanoutRegisterer(reg), sinks.WithFanoutLogger(log),
+	fan, err := sinks.MakeFanout(ss, sinks.WithFanoutRegisterer(reg), sinks.WithFanoutLogger(log),
 		sinks.WithFanoutObserver(func(sink string, err error) {
 			if err == nil {
 				e.health.Up("sink " + sink)
@@ -397,6 +396,14 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			}
 			e.health.Down("sink "+sink, sinkCause(err), err)
 		}))
+	if err != nil {
+		for _, s := range ss {
+			s.Close()
+		}
+		e.Close()
+		return nil, fmt.Errorf("build sinks: %w", err)
+	}
+	e.sink = fan
 	opts := []stream.Option{
 		stream.WithReaderObserver(func(reader string, err error) {
 			if err == nil {

@@ -105,13 +105,19 @@ func readHistory(eventsPath, labelsPath string, opts ...features.DecoderOption) 
 
 // knownFraud is the truth as known at the end of a labels file: for each
 // transaction, its latest label (by label time; the later line on a tie),
-// as `streamscore eval` counts it (eval.NewTruth).
+// as `streamscore eval` counts it (eval.Feedback).
 func knownFraud(labels []features.Label) eval.Truth {
-	el := make([]eval.Label, len(labels))
+	return feedback(labels).Truth()
+}
+
+// feedback feeds labels, in file order, to an eval.Feedback.
+func feedback(labels []features.Label) *eval.Feedback {
+	var fb eval.Feedback
 	for i := range labels {
-		el[i] = eval.Label{TxID: labels[i].TxID, TS: labels[i].TS, Fraud: labels[i].Fraud}
+		l := &labels[i]
+		fb.Add(l.TxID, l.TS, l.Fraud, l.Scenario)
 	}
-	return eval.NewTruth(el)
+	return &fb
 }
 
 // decisionModels is the --decision-models list, or, when it is empty and

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 
 	"github.com/streamscore/streamscore/features"
 )
@@ -47,21 +46,34 @@ func (c *memConfig) register(fs *flag.FlagSet) {
 
 // Validate checks the bounds.
 func (c *memConfig) Validate() error {
+	// The ranges are features': each flag's option is checked by the
+	// constructor that applies it, and the error names the flag.
 	var errs []error
-	if c.MaxCards < 0 {
-		errs = append(errs, fmt.Errorf("--max-cards %d must not be negative (0 = unbounded)", c.MaxCards))
+	for _, f := range []struct {
+		flag  string
+		value int
+		opt   features.Option
+	}{
+		{"--max-cards", c.MaxCards, features.WithMaxCards(c.MaxCards)},
+		{"--max-terminals", c.MaxTerminals, features.WithMaxTerminals(c.MaxTerminals)},
+		{"--max-points", c.MaxPoints, features.WithMaxPoints(c.MaxPoints)},
+	} {
+		if _, err := features.MakeShared(f.opt); err != nil {
+			errs = append(errs, fmt.Errorf("%s %d: %w", f.flag, f.value, err))
+		}
 	}
-	if c.MaxTerminals < 0 {
-		errs = append(errs, fmt.Errorf("--max-terminals %d must not be negative (0 = unbounded)", c.MaxTerminals))
-	}
-	if c.MaxPoints < 0 || c.MaxPoints > math.MaxInt32 {
-		errs = append(errs, fmt.Errorf("--max-points %d out of range [0, 2147483647]", c.MaxPoints))
-	}
-	if c.MaxFieldBytes < 1 || c.MaxFieldBytes > 1<<20 {
-		errs = append(errs, fmt.Errorf("--max-field-bytes %d out of range [1, 1048576]", c.MaxFieldBytes))
+	if _, err := features.MakeDecoder(features.WithMaxFieldBytes(c.MaxFieldBytes)); err != nil {
+		errs = append(errs, fmt.Errorf("--max-field-bytes %d: %w", c.MaxFieldBytes, err))
+	} else if c.MaxFieldBytes > maxFieldBytesFlag {
+		// The command's own bound (the package has none): a field this long
+		// is never an id.
+		errs = append(errs, fmt.Errorf("--max-field-bytes %d above %d", c.MaxFieldBytes, maxFieldBytesFlag))
 	}
 	return errors.Join(errs...)
 }
+
+// maxFieldBytesFlag is the largest --max-field-bytes the command accepts.
+const maxFieldBytesFlag = 1 << 20
 
 func (c *memConfig) featureOptions() []features.Option {
 	return []features.Option{features.WithMaxCards(c.MaxCards), features.WithMaxTerminals(c.MaxTerminals), features.WithMaxPoints(c.MaxPoints)}

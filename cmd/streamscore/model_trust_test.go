@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 )
 
@@ -75,7 +76,7 @@ func signWith(t *testing.T, path string, keys ...models.PrivateKey) {
 	for _, k := range keys {
 		sigs = append(sigs, k.Sign(m))
 	}
-	if err := writeFileAtomic(path+models.SignatureExt, models.MarshalSignatures(sigs)); err != nil {
+	if err := durable.ReplaceFile(path+models.SignatureExt, models.MarshalSignatures(sigs), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -99,7 +100,7 @@ func writeModel(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 	sigs = append(sigs, testKey().Sign(m))
-	if err := writeFileAtomic(path+models.SignatureExt, models.MarshalSignatures(sigs)); err != nil {
+	if err := durable.ReplaceFile(path+models.SignatureExt, models.MarshalSignatures(sigs), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, path, b)

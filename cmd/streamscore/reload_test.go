@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 )
 
@@ -110,7 +111,7 @@ func (f *fakeTarget) noReload(t *testing.T, d time.Duration, what string) {
 // as deployments should: a poll never sees a half-written model.
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
-	if err := writeFileAtomic(path, b); err != nil { // what a deployment tool should do too
+	if err := durable.ReplaceFile(path, b, 0o644); err != nil { // what a deployment tool should do too
 		t.Fatal(err)
 	}
 }
@@ -148,7 +149,7 @@ func TestReloaderModelsDir(t *testing.T) {
 	writeModel(t, risk, shippedFile(t, "risk.json", nil))
 	writeFile(t, filepath.Join(dir, "README.md"), []byte("not a model"))
 
-	ms, shadows, state, err := loadModelDir(dir, testVerifier(t))
+	ms, shadows, state, err := models.LoadDir(dir, nil, testVerifier(t).check)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,10 +266,10 @@ func TestReloaderModelsDir(t *testing.T) {
 func TestReloaderShadowDir(t *testing.T) {
 	dir := t.TempDir()
 	writeModel(t, filepath.Join(dir, "fraud.json"), shippedFile(t, "fraud.json", nil))
-	if err := os.Mkdir(filepath.Join(dir, shadowSubdir), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(dir, models.ShadowDir), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ms, shadows, state, err := loadModelDir(dir, testVerifier(t))
+	ms, shadows, state, err := models.LoadDir(dir, nil, testVerifier(t).check)
 	if err != nil || len(ms) != 1 || shadows == nil || len(shadows) != 0 {
 		t.Fatalf("empty shadow dir: %d models, shadows %v, err %v", len(ms), shadows, err)
 	}
@@ -276,7 +277,7 @@ func TestReloaderShadowDir(t *testing.T) {
 	r := newReloader(target, modelSource{dir: dir, verify: testVerifier(t)}, state, 10*time.Millisecond, nil, quietLog())
 	startReloader(t, r)
 	challenger := shippedFile(t, "fraud.json", func(f *models.File) { f.Version = 9 })
-	writeModel(t, filepath.Join(dir, shadowSubdir, "fraud.json"), challenger)
+	writeModel(t, filepath.Join(dir, models.ShadowDir, "fraud.json"), challenger)
 	target.waitReload(t, "shadow written")
 	target.mu.Lock()
 	got := append([]string(nil), target.shadows...)
@@ -284,7 +285,7 @@ func TestReloaderShadowDir(t *testing.T) {
 	if len(got) != 1 || got[0] != identOf(t, challenger) {
 		t.Fatalf("shadows after the write: %v, want [%s]", got, identOf(t, challenger))
 	}
-	if err := os.Remove(filepath.Join(dir, shadowSubdir, "fraud.json")); err != nil {
+	if err := os.Remove(filepath.Join(dir, models.ShadowDir, "fraud.json")); err != nil {
 		t.Fatal(err)
 	}
 	target.waitReload(t, "shadow removed")

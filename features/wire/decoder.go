@@ -536,10 +536,10 @@ func (d *Decoder) Decode(b []byte, e *features.Event) error {
 func (d *Decoder) DecodeLabel(b []byte, l *features.Label) error {
 	p, payload, err := d.plan(b, true)
 	if err != nil {
-		return err
+		return features.AsLabelError(err)
 	}
 	if ep, ok := p.(errPlan); ok {
-		return ep.err
+		return features.AsLabelError(ep.err)
 	}
 	rec := d.pool.Get().(*features.Record)
 	rec.Reset()

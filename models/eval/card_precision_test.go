@@ -6,9 +6,26 @@ import (
 	"time"
 )
 
-func TestNewTruthLatestWins(t *testing.T) {
+// label is one fed label, for tests.
+type label struct {
+	TxID     string
+	TS       time.Time
+	Fraud    bool
+	Scenario string
+}
+
+// feed returns the Feedback of labels, added in order.
+func feed(labels ...label) *Feedback {
+	var f Feedback
+	for _, l := range labels {
+		f.Add(l.TxID, l.TS, l.Fraud, l.Scenario)
+	}
+	return &f
+}
+
+func TestFeedbackLatestWins(t *testing.T) {
 	d := func(day int) time.Time { return time.Date(2026, 3, day, 12, 0, 0, 0, time.UTC) }
-	truth := NewTruth([]Label{
+	truth := feed([]label{
 		{TxID: "t1", TS: d(5), Fraud: true},  // later, comes first in the feed: still wins
 		{TxID: "t1", TS: d(2), Fraud: false}, //
 		{TxID: "t2", TS: d(1), Fraud: true},  // cleared by a later correction
@@ -17,7 +34,7 @@ func TestNewTruthLatestWins(t *testing.T) {
 		{TxID: "t3", TS: d(4), Fraud: false}, //
 		{TxID: "t4", TS: d(1), Fraud: true},
 		{TxID: "t5", TS: d(1), Fraud: false},
-	})
+	}...).Truth()
 	for _, tc := range []struct {
 		tx          string
 		fraud, have bool
@@ -32,6 +49,10 @@ func TestNewTruthLatestWins(t *testing.T) {
 	}
 	if got := truth.Frauds(); got != 2 {
 		t.Errorf("Frauds() = %d, want 2", got)
+	}
+	var empty Feedback
+	if empty.Truth() == nil || empty.Scenarios() == nil || len(empty.Truth()) != 0 {
+		t.Error("the zero Feedback must give an empty, non-nil truth and scenarios")
 	}
 }
 

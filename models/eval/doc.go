@@ -10,10 +10,10 @@
 // Inputs are the stream's own contracts, read back from files: score records
 // ([ReadScores]: {"tx_id","card_id","ts","scores":{NAME:value,...},...}, one
 // JSON object a line) and labels, which the caller decodes (the features
-// package owns that contract) and passes as [Label] values. [NewTruth] turns
-// the labels into the truth of each transaction as known at the end of the
-// label feed: the label with the latest TS wins (equal TS: the later in the
-// feed), and a transaction without a label is genuine.
+// package owns that contract) and adds to a [Feedback], field by field.
+// Feedback turns the labels into the truth of each transaction as known at
+// the end of the label feed: the label with the latest TS wins (equal TS:
+// the later in the feed), and a transaction without a label is genuine.
 //
 // A transaction is counted once: of score records with the same tx_id (the
 // stream delivers at least once) the first in the file is kept and the rest
@@ -24,7 +24,7 @@
 //
 //   - ROC AUC: the Mann-Whitney statistic, ties counted one half, which is
 //     the trapezoid area under the ROC curve with tied scores as one step
-//     (computed by train.AUC; scores are compared as float32, the precision
+//     (the measure training reports too; scores are compared as float32, the precision
 //     the models produce). Undefined (null) without both classes.
 //
 //   - Average precision: Σ (R_i − R_{i−1}) · P_i over the distinct scores

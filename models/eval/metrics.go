@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/streamscore/streamscore/models/train"
+	"github.com/streamscore/streamscore/models/internal/ranking"
 )
 
 // Float is a metric value. NaN means undefined (precision without alerts,
@@ -82,6 +82,15 @@ func steps(scores []float64, fraud []bool) (st []step, pos, neg int) {
 }
 
 // checkLen panics on mismatched inputs: a programmer error.
+// float32s returns scores rounded to float32, the precision models produce.
+func float32s(scores []float64) []float32 {
+	out := make([]float32, len(scores))
+	for i, v := range scores {
+		out[i] = float32(v)
+	}
+	return out
+}
+
 func checkLen(scores []float64, fraud []bool) {
 	if len(scores) != len(fraud) {
 		panic("eval: len(scores) != len(fraud)")
@@ -127,39 +136,23 @@ func prOf(st []step, pos, _ int) []Point {
 }
 
 // AUC returns the area under the ROC curve, ties counted one half: the
-// Mann-Whitney statistic, equal to the trapezoid area under ROC. It is
-// train.AUC, so training and evaluation report the same number; scores are
-// compared as float32, the precision models produce. NaN without both
-// classes.
+// Mann-Whitney statistic, equal to the trapezoid area under ROC. Training
+// reports the same measure of its held-out rows (one implementation);
+// scores are compared as float32, the precision models produce. NaN
+// without both classes.
 func AUC(scores []float64, fraud []bool) float64 {
 	checkLen(scores, fraud)
-	s32 := make([]float32, len(scores))
-	y := make([]float32, len(scores))
-	for i, v := range scores {
-		s32[i] = float32(v)
-		if fraud[i] {
-			y[i] = 1
-		}
-	}
-	return train.AUC(s32, y, false)
+	return ranking.AUC(float32s(scores), fraud)
 }
 
 // AveragePrecision returns Σ (R_i − R_{i−1}) · P_i over the distinct scores
 // from the highest (R_0 = 0), with R_i and P_i the recall and precision of
-// alerting at score >= the i-th: scikit-learn's average_precision_score. It
-// is train.AveragePrecision, so training and evaluation report the same
-// number (scores compared as float32, as for AUC). NaN without fraud.
+// alerting at score >= the i-th: scikit-learn's average_precision_score.
+// Training reports the same measure (one implementation; scores compared
+// as float32, as for AUC). NaN without fraud.
 func AveragePrecision(scores []float64, fraud []bool) float64 {
 	checkLen(scores, fraud)
-	s32 := make([]float32, len(scores))
-	y := make([]float32, len(scores))
-	for i, v := range scores {
-		s32[i] = float32(v)
-		if fraud[i] {
-			y[i] = 1
-		}
-	}
-	return train.AveragePrecision(s32, y, false)
+	return ranking.AveragePrecision(float32s(scores), fraud)
 }
 
 // Cut is the outcome of alerting at score >= Threshold.

@@ -164,16 +164,16 @@ func TestOperationOptionErrors(t *testing.T) {
 	}
 }
 
-func TestScenarios(t *testing.T) {
+func TestFeedbackScenarios(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	got := Scenarios([]Label{
+	got := feed([]label{
 		{TxID: "a", TS: t0, Fraud: true, Scenario: "card_testing"},
 		{TxID: "b", TS: t0, Fraud: true, Scenario: "account_takeover"},
 		{TxID: "b", TS: t0.Add(time.Hour), Fraud: false}, // corrected: not fraud
 		{TxID: "c", TS: t0.Add(time.Hour), Fraud: true},  // fraud, no scenario
 		{TxID: "d", TS: t0.Add(time.Hour), Fraud: true, Scenario: "merchant_collusion"},
 		{TxID: "d", TS: t0, Fraud: true, Scenario: "stale"}, // older: loses
-	})
+	}...).Scenarios()
 	want := map[string]string{"a": "card_testing", "d": "merchant_collusion"}
 	if len(got) != len(want) {
 		t.Fatalf("got %v, want %v", got, want)

@@ -121,7 +121,7 @@ func WithAlertBudget(b train.Budget, source string) Option {
 }
 
 // WithScenarios gives the fraud scenario of each fraudulent transaction
-// (by tx_id, see Scenarios) for the recall per scenario. Default: none,
+// (by tx_id, see Feedback.Scenarios) for the recall per scenario. Default: none,
 // and Metrics.Scenarios is empty.
 func WithScenarios(s map[string]string) Option {
 	return func(c *config) error { c.scenarios = s; return nil }

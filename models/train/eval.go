@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/internal/ranking"
 )
 
 // Metrics are a model's quality on a dataset. For probability models the
@@ -17,7 +18,7 @@ type Metrics struct {
 	Rows      int     `json:"rows"`
 	Positives int     `json:"positives"`
 	AUC       float64 `json:"auc"`
-	// AP is the average precision (see AveragePrecision).
+	// AP is the average precision (see eval.AveragePrecision).
 	AP float64 `json:"ap"`
 	// At the model's alert threshold: precision and recall of the alerts,
 	// and the share of rows alerted. The same at the review threshold
@@ -145,8 +146,12 @@ func metrics(scores, y []float32, review, alert float64, prob bool) Metrics {
 	if n == 0 {
 		return mt
 	}
-	mt.AUC = AUC(scores, y, !prob)
-	mt.AP = AveragePrecision(scores, y, !prob)
+	positive := make([]bool, len(y))
+	for i, v := range y {
+		positive[i] = v > 0.5 || !prob && v > 0
+	}
+	mt.AUC = ranking.AUC(scores, positive)
+	mt.AP = ranking.AveragePrecision(scores, positive)
 	mt.PrecisionAtAlert = ratio(tpA, tpA+fpA)
 	mt.RecallAtAlert = ratio(tpA, mt.Positives)
 	mt.AlertRate = float64(tpA+fpA) / n
@@ -172,79 +177,6 @@ func ratio(a, b int) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
-}
-
-// AUC returns the area under the ROC curve of scores against the positives
-// of y (y > 0.5, or y > 0 if anyPositive), ties counted as one half (the
-// Mann-Whitney statistic). It returns NaN without both classes.
-func AUC(scores, y []float32, anyPositive bool) float64 {
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] < scores[idx[b]] })
-	var rankSum float64
-	var npos int
-	for i := 0; i < len(idx); {
-		j := i
-		for j < len(idx) && scores[idx[j]] == scores[idx[i]] {
-			j++
-		}
-		avg := float64(i+j+1) / 2 // ranks i+1..j
-		for _, k := range idx[i:j] {
-			if (anyPositive && y[k] > 0) || (!anyPositive && y[k] > 0.5) {
-				rankSum += avg
-				npos++
-			}
-		}
-		i = j
-	}
-	nneg := len(idx) - npos
-	if npos == 0 || nneg == 0 {
-		return math.NaN()
-	}
-	return (rankSum - float64(npos)*float64(npos+1)/2) / (float64(npos) * float64(nneg))
-}
-
-// AveragePrecision returns Σ (R_n − R_{n−1}) · P_n over the distinct scores
-// from the highest down (R_0 = 0), where R_n and P_n are the recall and
-// precision of alerting at score >= the n-th: the area under the
-// precision-recall curve as scikit-learn's average_precision_score, with
-// equal scores taken as one threshold. Positives are the rows with y > 0.5,
-// or y > 0 if anyPositive. It returns NaN without positives.
-func AveragePrecision(scores, y []float32, anyPositive bool) float64 {
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] > scores[idx[b]] })
-	npos := 0
-	for _, v := range y {
-		if (anyPositive && v > 0) || (!anyPositive && v > 0.5) {
-			npos++
-		}
-	}
-	if npos == 0 {
-		return math.NaN()
-	}
-	var ap float64
-	tp, fp, prevTP := 0, 0, 0
-	for i := 0; i < len(idx); {
-		j := i
-		for ; j < len(idx) && scores[idx[j]] == scores[idx[i]]; j++ {
-			if v := y[idx[j]]; (anyPositive && v > 0) || (!anyPositive && v > 0.5) {
-				tp++
-			} else {
-				fp++
-			}
-		}
-		if tp > prevTP {
-			ap += float64(tp-prevTP) / float64(npos) * float64(tp) / float64(tp+fp)
-			prevTP = tp
-		}
-		i = j
-	}
-	return ap
 }
 
 // probabilityThresholds picks the cut-offs from validation scores:

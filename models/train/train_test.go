@@ -218,30 +218,6 @@ func TestLinearRecoversCoefficients(t *testing.T) {
 	}
 }
 
-func TestAUC(t *testing.T) {
-	tests := []struct {
-		name   string
-		scores []float32
-		y      []float32
-		want   float64
-	}{
-		{"perfect", []float32{0.1, 0.2, 0.8, 0.9}, []float32{0, 0, 1, 1}, 1},
-		{"inverted", []float32{0.9, 0.8, 0.2, 0.1}, []float32{0, 0, 1, 1}, 0},
-		{"ties", []float32{0.5, 0.5, 0.5, 0.5}, []float32{0, 1, 0, 1}, 0.5},
-		{"mixed", []float32{0.1, 0.4, 0.35, 0.8}, []float32{0, 0, 1, 1}, 0.75},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := AUC(tc.scores, tc.y, false); math.Abs(got-tc.want) > 1e-12 {
-				t.Errorf("AUC = %v, want %v", got, tc.want)
-			}
-		})
-	}
-	if got := AUC([]float32{1, 2}, []float32{0, 0}, false); !math.IsNaN(got) {
-		t.Errorf("AUC(one class) = %v, want NaN", got)
-	}
-}
-
 func TestDataErrors(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {

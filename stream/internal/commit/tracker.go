@@ -30,8 +30,9 @@ type Tracker struct {
 }
 
 type partition struct {
-	// pending holds tracked, not yet committable offsets in fetch order;
-	// head is the index of the first one still in use (a queue over a slice).
+	// offsets holds the tracked, not yet committable offsets in fetch order
+	// and acked whether each was acknowledged (the same index); head is the
+	// index of the first one still in use (a queue over a slice).
 	offsets []int64
 	acked   []bool
 	head    int

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # check.sh fails if `go generate` in models/internal/kernel does not
-# reproduce the committed generated files byte for byte (STYLE.md rule 30).
+# reproduce the committed generated files byte for byte (as
+# models/internal/kernel/doc.go promises; .ci/run runs this check).
 # It regenerates in place and restores the originals afterwards, so a dirty
 # tree is reported, never left behind. Run from anywhere:
 #
