@@ -26,6 +26,76 @@ import (
 // and terminals included — equals Replay's, bit for bit.
 func TestLabelsAlignedMatchReplay(t *testing.T) {
 	brokers := startKafka(t, map[string]int{txTopic: 4, labelsTopic: 2, auditTopic: 1})
+	events, labels, produceAll := labelsBacklog(t, brokers)
+	produceAll()
+
+	reg := prometheus.NewRegistry()
+	p := newPipeline(t, brokers, "labels-aligned", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindAudit: auditTopic}),
+		stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic))
+	r := runPipeline(t, p)
+	waitScored(t, p, len(events))
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if n := metricValue(t, reg, "streamscore_stream_labels_total", "outcome", "applied"); n != float64(len(labels)) {
+		t.Fatalf("%v labels applied, want %d", n, len(labels))
+	}
+	if v, _ := seriesValue(t, reg, "streamscore_stream_aligned_events_total", "outcome", "out_of_order"); v != 0 {
+		t.Errorf("%v events or labels applied out of order", v)
+	}
+	compareLabelledReplay(t, brokers, events, labels)
+}
+
+// TestLabelsAlignedTwoMembers: the same backlog consumed by two members of
+// one group started together (shared-state replicas, checkpoints in
+// memory): every member reads every label and every partition, so each
+// event's last audit record — label-delayed fraud features of terminals
+// included — equals Replay's, whichever member scored it.
+func TestLabelsAlignedTwoMembers(t *testing.T) {
+	brokers := startKafka(t, map[string]int{txTopic: 4, labelsTopic: 2, auditTopic: 1})
+	events, labels, produceAll := labelsBacklog(t, brokers)
+	store := stream.NewMemoryCheckpoints()
+	var runs []*running
+	var ps []*stream.Pipeline
+	var regs []*prometheus.Registry
+	for range 2 {
+		reg := prometheus.NewRegistry()
+		regs = append(regs, reg)
+		p := newPipeline(t, brokers, "labels-two", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindAudit: auditTopic}),
+			stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(2),
+			stream.WithCheckpoints(store), stream.WithStateInterval(time.Second), stream.WithSessionTimeout(6*time.Second),
+			stream.WithAlignIdleWait(2*time.Second))
+		runs = append(runs, runPipeline(t, p))
+		ps = append(ps, p)
+	}
+	// The history goes in once the partitions are split between the two.
+	waitFor(t, 60*time.Second, "both members to claim partitions", func() bool {
+		for _, reg := range regs {
+			if v, _ := seriesValue(t, reg, "streamscore_stream_source_partitions_claimed"); v == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	produceAll()
+	waitAudited(t, brokers, events)
+	for _, r := range runs {
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("scored by the members: %d and %d", ps[0].Stats().Scored.Load(), ps[1].Stats().Scored.Load())
+	if ps[0].Stats().Scored.Load() == 0 || ps[1].Stats().Scored.Load() == 0 {
+		t.Fatal("one member scored nothing: the test does not see two members")
+	}
+	compareLabelledReplay(t, brokers, events, labels)
+}
+
+// labelsBacklog makes ten days of events and their delayed fraud labels
+// (without tx_ts), and a function that produces them into txTopic and
+// labelsTopic.
+func labelsBacklog(t *testing.T, brokers []string) ([]features.Event, []features.Label, func()) {
+	t.Helper()
 	g, err := synth.New(synth.Config{Seed: 31, Cards: 300, Terminals: 30, FraudRate: 0.05, LabelDelay: 2 * 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -54,23 +124,17 @@ func TestLabelsAlignedMatchReplay(t *testing.T) {
 	for i := range labels {
 		lmsgs = append(lmsgs, kafka.Message{Key: []byte(labels[i].TxID), Value: labels[i].AppendJSON(nil)})
 	}
-	produce(t, brokers, txTopic, msgs...)
-	produce(t, brokers, labelsTopic, lmsgs...)
+	return events, labels, func() {
+		produce(t, brokers, txTopic, msgs...)
+		produce(t, brokers, labelsTopic, lmsgs...)
+	}
+}
 
-	reg := prometheus.NewRegistry()
-	p := newPipeline(t, brokers, "labels-aligned", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindAudit: auditTopic}),
-		stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic))
-	r := runPipeline(t, p)
-	waitScored(t, p, len(events))
-	if err := r.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	if n := metricValue(t, reg, "streamscore_stream_labels_total", "outcome", "applied"); n != float64(len(labels)) {
-		t.Fatalf("%v labels applied, want %d", n, len(labels))
-	}
-	if v, _ := seriesValue(t, reg, "streamscore_stream_aligned_events_total", "outcome", "out_of_order"); v != 0 {
-		t.Errorf("%v events or labels applied out of order", v)
-	}
+// compareLabelledReplay fails the test unless every event's last audit
+// record's features equal Replay's over events and labels, and some event
+// has a non-zero fraud feature.
+func compareLabelledReplay(t *testing.T, brokers []string, events []features.Event, labels []features.Label) {
+	t.Helper()
 	got := map[string]map[string]float64{}
 	for _, m := range readAll(t, brokers, auditTopic) {
 		var r struct {
