@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -51,6 +52,18 @@ const (
 // since format 1 files gained it; an "identity" linear model can go
 // negative and still loads).
 const ActivationExp = "exp"
+
+// ActivationSigmoidAmount is the output activation of a linear model whose
+// value is a fraud probability times the transaction's amount:
+// sigmoid(x·W + b) × expm1(amount_log1p), an expected loss bounded by
+// [0, amount] (WithLink(LinkProbAmount) in models/train). The model must
+// have the input AmountInput; the GEMM runs identity and the scorer applies
+// the rest with the row's raw amount_log1p.
+const ActivationSigmoidAmount = "sigmoid_amount"
+
+// AmountInput is the input ActivationSigmoidAmount reads the amount from
+// (log1p of the amount, as the features write it).
+const AmountInput = "amount_log1p"
 
 // Outputs.
 const (
@@ -433,10 +446,11 @@ func (f *File) validate() error {
 		if l.In > 1<<20 || l.Out > 1<<20 {
 			return invalid("layer %d: %d×%d is too large", i, l.In, l.Out)
 		}
-		if l.Activation == ActivationExp && f.Family == FamilyLinear {
-			// The log link of a linear model; checked below as its output activation.
+		if (l.Activation == ActivationExp || l.Activation == ActivationSigmoidAmount) && f.Family == FamilyLinear {
+			// The log link or the probability × amount of a linear model;
+			// checked below as its output activation.
 		} else if _, ok := parseActivation(l.Activation); !ok {
-			return invalid("layer %d: activation %q: unknown (want identity, relu, sigmoid or tanh; exp only on a linear model)", i, l.Activation)
+			return invalid("layer %d: activation %q: unknown (want identity, relu, sigmoid or tanh; exp and sigmoid_amount only on a linear model)", i, l.Activation)
 		}
 		if len(l.Weights) != l.In*l.Out {
 			return invalid("layer %d: %d weights, want in×out = %d×%d = %d", i, len(l.Weights), l.In, l.Out, l.In*l.Out)
@@ -461,6 +475,12 @@ func (f *File) validate() error {
 	}
 	if f.Family == FamilyLinear && last.Activation == ActivationExp {
 		lastAct = ActivationExp // log link: exp(x·W + b) >= 0
+	}
+	if f.Family == FamilyLinear && last.Activation == ActivationSigmoidAmount {
+		lastAct = ActivationSigmoidAmount // sigmoid(x·W + b) × amount, in [0, amount]
+		if !slices.ContainsFunc(f.Inputs, func(in Input) bool { return in.Name == AmountInput }) {
+			return invalid("output activation %q needs the input %q (the amount it multiplies)", ActivationSigmoidAmount, AmountInput)
+		}
 	}
 	if last.Activation != lastAct {
 		return invalid("layer %d: output activation %q, family %s wants %q", len(f.Layers)-1, last.Activation, f.Family, lastAct)

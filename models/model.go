@@ -33,6 +33,7 @@ type layer struct {
 	in, out int
 	act     kernel.Activation
 	exp     bool // ActivationExp: the GEMM runs identity, then exp
+	sigAmt  bool // ActivationSigmoidAmount: the GEMM runs identity, then the scorer applies sigmoid × amount
 	packed  *kernel.Packed
 	bias    []float32
 	w64     []float64 // row-major in×out
@@ -196,7 +197,7 @@ func newModel(f *File) *Model {
 	for _, l := range f.Layers {
 		act, _ := parseActivation(l.Activation)
 		ly := layer{
-			in: l.In, out: l.Out, act: act, exp: l.Activation == ActivationExp,
+			in: l.In, out: l.Out, act: act, exp: l.Activation == ActivationExp, sigAmt: l.Activation == ActivationSigmoidAmount,
 			packed: kernel.Pack(l.In, l.Out, l.Weights),
 			bias:   append([]float32(nil), l.Bias...),
 			w64:    make([]float64, len(l.Weights)),

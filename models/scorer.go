@@ -161,6 +161,15 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 	}
 	s.standardise(x, rows)
 	s.runLayers(s.xs, rows, out)
+	if s.m.layers[len(s.m.layers)-1].sigAmt {
+		// Probability × amount (linear models only): the row's raw
+		// amount_log1p, not the standardised input.
+		col := s.cols[slices.Index(s.m.inputs, AmountInput)]
+		for r, v := range out[:rows] {
+			amt := math.Expm1(float64(x[r*s.width+col]))
+			out[r] = float32(amt / (1 + math.Exp(-float64(v))))
+		}
+	}
 }
 
 // standardise gathers and standardises the model's inputs of rows rows of x
@@ -211,7 +220,10 @@ func (s *Scorer) runLayers(a []float32, rows int, out []float32) {
 //
 //   - linear: w_i·(x_i−mean_i)/std_i, in output units; they sum exactly to
 //     value − bias. With the log link (ActivationExp) the same in log
-//     units: they sum to log(value) − bias.
+//     units: they sum to log(value) − bias; with probability × amount
+//     (ActivationSigmoidAmount) in logit units of the fraud probability:
+//     they sum to logit(value/amount) − bias (the amount itself is the
+//     other factor, not attributed).
 //   - logistic: the same, in logit units (log-odds); they sum exactly to
 //     logit(score) − bias, the base logit of an average transaction.
 //   - mlp: integrated gradients in logit units from the baseline z = 0 (an

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"gonum.org/v1/gonum/mat"
 
@@ -38,7 +39,7 @@ func Linear(ctx context.Context, name string, version int, d *Dataset, opts ...O
 		return nil, fmt.Errorf("train linear: %w", err)
 	}
 	in := standardize(d.Names, d.X[:nt*len(d.Names)], nil)
-	if c.link == LinkLog {
+	if c.link == LinkLog || c.link == LinkProbAmount {
 		return linearLog(ctx, name, version, d, &c, nt, in)
 	}
 	w := len(d.Names)
@@ -84,23 +85,68 @@ func Linear(ctx context.Context, name string, version int, d *Dataset, opts ...O
 // at w = 0, b = log(mean y); each step is halved until the objective
 // falls; stops when it falls by less than 1e-10 relatively, or after
 // WithMaxIter steps.
+//
+// With LinkProbAmount the same Newton method fits a logistic regression of
+// target > 0 (the Bernoulli likelihood: mean(log(1+e^η) − y·η), weights
+// μ(1−μ) with μ = sigmoid(η)), started at b = logit(share of positives);
+// the model's value is then sigmoid(η) × the row's amount
+// (models.ActivationSigmoidAmount).
 func linearLog(ctx context.Context, name string, version int, d *Dataset, c *config, nt int, in []models.Input) (*models.File, error) {
 	w := len(d.Names)
 	p := w + 1
 	z := zRows(d, in, 0, nt, true)
+	bern := c.link == LinkProbAmount
+	what := "train linear (log link)"
+	if bern {
+		what = "train linear (probability × amount)"
+		if !slices.Contains(d.Names, models.AmountInput) {
+			return nil, fmt.Errorf("%s: no feature %q to multiply by: %w", what, models.AmountInput, ErrData)
+		}
+	}
 	var ysum float64
+	ys := make([]float64, nt) // the fitted target: y, or 1 if y > 0 (Bernoulli)
 	for i := 0; i < nt; i++ {
 		if d.Y[i] < 0 {
-			return nil, fmt.Errorf("train linear (log link): row %d target %v < 0: a log-link model fits non-negative targets: %w", i, d.Y[i], ErrData)
+			return nil, fmt.Errorf("%s: row %d target %v < 0: it fits non-negative targets: %w", what, i, d.Y[i], ErrData)
 		}
-		ysum += float64(d.Y[i])
+		ys[i] = float64(d.Y[i])
+		if bern && ys[i] > 0 {
+			ys[i] = 1
+		}
+		ysum += ys[i]
 	}
 	if ysum <= 0 {
-		return nil, fmt.Errorf("train linear (log link): every target is 0: %w", ErrData)
+		return nil, fmt.Errorf("%s: every target is 0: %w", what, ErrData)
 	}
 	inv := 1 / float64(nt)
 	beta := make([]float64, p)
 	beta[w] = math.Log(ysum * inv)
+	if bern {
+		if ysum >= float64(nt) {
+			return nil, fmt.Errorf("%s: every target is positive: %w", what, ErrData)
+		}
+		beta[w] = math.Log(ysum / (float64(nt) - ysum))
+	}
+	// mean and weight of η, and the loss term of a row with target y.
+	mean := func(e float64) float64 {
+		if bern {
+			return 1 / (1 + math.Exp(-e))
+		}
+		return math.Exp(e)
+	}
+	weight := func(mu float64) float64 {
+		if bern {
+			return mu * (1 - mu)
+		}
+		return mu
+	}
+	loss := func(e, y float64) float64 {
+		if bern {
+			// log(1 + e^η) − y·η, without overflow.
+			return max(e, 0) + math.Log1p(math.Exp(-math.Abs(e))) - y*e
+		}
+		return math.Exp(e) - y*e
+	}
 	eta := func(b []float64, r int) float64 {
 		row := z[r*p : (r+1)*p]
 		var e float64
@@ -112,8 +158,7 @@ func linearLog(ctx context.Context, name string, version int, d *Dataset, c *con
 	objective := func(b []float64) float64 {
 		var o float64
 		for r := 0; r < nt; r++ {
-			e := eta(b, r)
-			o += math.Exp(e) - float64(d.Y[r])*e
+			o += loss(eta(b, r), ys[r])
 		}
 		o *= inv
 		for j := 0; j < w; j++ {
@@ -127,13 +172,13 @@ func linearLog(ctx context.Context, name string, version int, d *Dataset, c *con
 	steps := 0
 	for it := 0; it < c.maxIter; it++ {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("train linear (log link): %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		clear(grad)
 		for r := 0; r < nt; r++ {
-			mu := math.Exp(eta(beta, r))
-			res := (mu - float64(d.Y[r])) * inv
-			sq := math.Sqrt(mu * inv)
+			mu := mean(eta(beta, r))
+			res := (mu - ys[r]) * inv
+			sq := math.Sqrt(weight(mu) * inv)
 			row := z[r*p : (r+1)*p]
 			for j, v := range row {
 				grad[j] += res * v
@@ -151,7 +196,7 @@ func linearLog(ctx context.Context, name string, version int, d *Dataset, c *con
 		}
 		var step mat.VecDense
 		if err := step.SolveVec(&H, mat.NewVecDense(p, grad)); err != nil {
-			return nil, fmt.Errorf("train linear (log link): solve newton step: %w", err)
+			return nil, fmt.Errorf("%s: solve newton step: %w", what, err)
 		}
 		next := make([]float64, p)
 		t, improved := 1.0, false
@@ -176,7 +221,11 @@ func linearLog(ctx context.Context, name string, version int, d *Dataset, c *con
 			break
 		}
 	}
-	layer := models.Layer{In: w, Out: 1, Activation: models.ActivationExp, Weights: make([]float32, w), Bias: []float32{float32(beta[w])}}
+	act := models.ActivationExp
+	if bern {
+		act = models.ActivationSigmoidAmount
+	}
+	layer := models.Layer{In: w, Out: 1, Activation: act, Weights: make([]float32, w), Bias: []float32{float32(beta[w])}}
 	for j := 0; j < w; j++ {
 		layer.Weights[j] = float32(beta[j])
 	}
@@ -186,5 +235,9 @@ func linearLog(ctx context.Context, name string, version int, d *Dataset, c *con
 	}
 	md := map[string]any{"algorithm": "log-link regression: Newton on the Poisson quasi-likelihood, step halving", "l2": c.l2,
 		"link": LinkLog, "newton_steps": steps}
+	if bern {
+		md["algorithm"] = "probability × amount: logistic regression of target > 0 by Newton on the Bernoulli likelihood, step halving; value = sigmoid × amount"
+		md["link"] = LinkProbAmount
+	}
 	return finishDense(f, d, nt, c, md)
 }

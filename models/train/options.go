@@ -342,18 +342,28 @@ func (c *config) report(done, total int) {
 const (
 	LinkIdentity = "identity" // value = z·w + b (ridge regression); can go negative
 	LinkLog      = "log"      // value = exp(z·w + b) (log-link regression); never negative
+	// LinkProbAmount: value = sigmoid(z·w + b) × amount, a fraud
+	// probability times the transaction's amount (logistic regression on
+	// target > 0): an expected loss in [0, amount]. Needs the feature
+	// amount_log1p.
+	LinkProbAmount = "prob_amount"
 )
 
 // WithLink sets the link of Linear: LinkIdentity (default, ridge
 // regression) or LinkLog (value = exp(z·w + b), for a non-negative target
-// such as a loss; its targets must all be >= 0 and not all 0). The trap:
-// the identity link fits a loss's mean well on average but predicts
-// negative losses for low-risk transactions. The log link takes at most
-// 30 Newton steps. Other families ignore it.
+// such as a loss; its targets must all be >= 0 and not all 0) or
+// LinkProbAmount (value = P(fraud) × amount, for a loss that is the amount
+// if fraud, else 0). The traps: the identity link fits a loss's mean well
+// on average but predicts negative losses for low-risk transactions; the
+// log link is unbounded above (on the shipped data it predicted more than
+// the amount for 238 of 419,511 transactions, once 18 times it);
+// probability × amount is bounded by the amount. The log and
+// probability × amount links take at most 30 Newton steps. Other families
+// ignore it.
 func WithLink(link string) Option {
 	return func(c *config) error {
-		if link != LinkIdentity && link != LinkLog {
-			return fmt.Errorf("train: link %q: want %q or %q", link, LinkIdentity, LinkLog)
+		if link != LinkIdentity && link != LinkLog && link != LinkProbAmount {
+			return fmt.Errorf("train: link %q: want %q, %q or %q", link, LinkIdentity, LinkLog, LinkProbAmount)
 		}
 		c.link = link
 		return nil
