@@ -108,18 +108,14 @@ func trimRule(s string) string {
 	return s
 }
 
-// trainBudgets applies budgets to a freshly fitted row-by-row model: on the
-// validation rows the trainer held out (the last round(holdout·n) rows of
-// ds, times ts), then re-measures the validation metrics at the new
-// thresholds.
-func trainBudgets(f *models.File, ds *train.Dataset, ts []time.Time, holdout float64, reviewB, alertB train.Budget) error {
-	n := ds.Rows()
-	nv := int(math.Round(float64(n) * holdout))
-	if nv < 1 || len(ts) != n {
+// trainBudgets applies budgets to a freshly fitted row-by-row model on
+// the validation rows the trainer held out (valid, event times ts), then
+// re-measures the validation metrics at the new thresholds.
+func trainBudgets(f *models.File, valid *train.Dataset, ts []time.Time, reviewB, alertB train.Budget) error {
+	n := valid.Rows()
+	if n < 1 || len(ts) != n {
 		return errors.New("train: budgets: no validation rows")
 	}
-	w := len(ds.Names)
-	valid := &train.Dataset{Names: ds.Names, X: ds.X[(n-nv)*w:], Y: ds.Y[n-nv:]}
 	m, err := parseFile(f)
 	if err != nil {
 		return err
@@ -128,7 +124,7 @@ func trainBudgets(f *models.File, ds *train.Dataset, ts []time.Time, holdout flo
 	if err != nil {
 		return fmt.Errorf("train: budgets: %w", err)
 	}
-	first, last := ts[n-nv], ts[n-1]
+	first, last := ts[0], ts[n-1]
 	p := budgetPeriod{scores: scores, y: valid.Y, days: periodDays(first, last, time.Time{}, time.Time{}),
 		what: fmt.Sprintf("the validation rows [%s, %s]", first.Format(time.RFC3339), last.Format(time.RFC3339))}
 	if _, _, err := applyBudgets(f, p, reviewB, alertB); err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/eval"
 	"github.com/streamscore/streamscore/models/train"
+	trainhistory "github.com/streamscore/streamscore/models/train/history"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
 )
@@ -370,19 +371,22 @@ func backtestWith(ctx context.Context, args []string, stdout io.Writer, onSeqSco
 	var meta []rowMeta
 	cardIdx := map[string]int32{}
 	w := len(names)
-	err = replayUntil(ctx, events, labels, fopts, end, *quiet, func(e *features.Event, row []float32) error {
-		if e.TS.Before(earliest) && !withSeq {
+	replayBar := newBar(int64(len(events)), "replay", *quiet)
+	err = trainhistory.Replay(ctx, trainhistory.Source{Events: events, Labels: labels, Features: fopts}, end,
+		func(done, _ int) { _ = replayBar.Set(done) }, func(e *features.Event, row []float32) error {
+			if e.TS.Before(earliest) && !withSeq {
+				return nil
+			}
+			id, ok := cardIdx[e.CardID]
+			if !ok {
+				id = int32(len(cardIdx))
+				cardIdx[e.CardID] = id
+			}
+			X = append(X, row[:w]...)
+			meta = append(meta, rowMeta{ts: e.TS, txID: e.TxID, cardID: e.CardID, card: id})
 			return nil
-		}
-		id, ok := cardIdx[e.CardID]
-		if !ok {
-			id = int32(len(cardIdx))
-			cardIdx[e.CardID] = id
-		}
-		X = append(X, row[:w]...)
-		meta = append(meta, rowMeta{ts: e.TS, txID: e.TxID, cardID: e.CardID, card: id})
-		return nil
-	})
+		})
+	_ = replayBar.Finish()
 	if err != nil {
 		return err
 	}
@@ -478,9 +482,9 @@ func backtestWith(ctx context.Context, args []string, stdout io.Writer, onSeqSco
 			bar.Describe(fmt.Sprintf("fold %d (%d of %d) %s", f.Index, len(fl)-fi, len(fl), r.Name))
 			var mf *models.File
 			if isSeqKind(r.Kind) {
-				mf, err = fitSeq(ctx, r.Kind, fmt.Sprintf("backtest_%s_%d_fold%d", r.Kind, ri, f.Index), 1, seqSet, r.opts...)
+				mf, err = train.FitSeq(ctx, r.Kind, fmt.Sprintf("backtest_%s_%d_fold%d", r.Kind, ri, f.Index), 1, seqSet, r.opts...)
 			} else {
-				mf, err = fitTabular(ctx, r.Kind, "backtest_"+r.Kind, 1, trainSet, r.opts...)
+				mf, err = train.Fit(ctx, r.Kind, "backtest_"+r.Kind, 1, trainSet, r.opts...)
 			}
 			if err != nil {
 				return fmt.Errorf("fit %s on fold %d: %w", r.Name, f.Index, err)

@@ -15,15 +15,12 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/train"
+	trainhistory "github.com/streamscore/streamscore/models/train/history"
 	"github.com/streamscore/streamscore/stream"
 )
-
-// errReplayDone stops features.Replay once the events pass the last range.
-var errReplayDone = errors.New("replay done")
 
 // parseHidden parses --hidden: comma-separated layer widths.
 func parseHidden(s string) ([]int, error) {
@@ -36,33 +33,6 @@ func parseHidden(s string) ([]int, error) {
 		widths = append(widths, w)
 	}
 	return widths, nil
-}
-
-// replayUntil replays history through the stream's feature code (as
-// features.Replay) up to the first event at or after end, calling fn for
-// each row, with a progress bar and ctx checked every 4,096 events. It is
-// the replay of train and backtest.
-func replayUntil(ctx context.Context, events []features.Event, labels []features.Label, fopts []features.Option, end time.Time,
-	quiet bool, fn func(e *features.Event, row []float32) error) error {
-	bar := newBar(int64(len(events)), "replay", quiet)
-	n := 0
-	err := features.Replay(events, labels, fopts, func(e *features.Event, row []float32) error {
-		if n++; n%4096 == 0 {
-			_ = bar.Set(n)
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		if !e.TS.Before(end) {
-			return errReplayDone
-		}
-		return fn(e, row)
-	})
-	_ = bar.Finish()
-	if err != nil && !errors.Is(err, errReplayDone) {
-		return fmt.Errorf("replay history: %w", err)
-	}
-	return nil
 }
 
 // cmdTrain fits a model on a time range of recorded or generated history.
@@ -87,10 +57,8 @@ func replayUntil(ctx context.Context, events []features.Event, labels []features
 // card's whole history (train.EvaluateSeq), not the runtime.
 func cmdTrain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
-	eventsPath := fs.String("events", "", "events JSONL file (required)")
-	labelsPath := fs.String("labels", "", "labels JSONL file (required)")
-	fromS := fs.String("from", "", "start of the training range, RFC 3339 or YYYY-MM-DD (default: first event)")
-	toS := fs.String("to", "", "end (exclusive) of the training range (default: after the last event)")
+	var h historyFlags
+	h.register(fs, "labels JSONL file (required)")
 	evalToS := fs.String("eval-to", "", "end (exclusive) of an evaluation range starting at --to (default: no evaluation)")
 	kind := fs.String("kind", "mlp", "model family: logistic, mlp, linear, cnn, gru, lstm or gbdt")
 	name := fs.String("name", "", "model name, the key in score records (default: fraud for mlp, fraud_lr for logistic, risk for linear, fraud_<kind> for cnn, gru, lstm and gbdt)")
@@ -105,10 +73,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	quiet := fs.Bool("quiet", false, "no progress bars")
 	var gb gbdtTrainFlags
 	gb.register(fs)
-	var pan panConfig
-	pan.register(fs)
 	link := fs.String("link", train.LinkLog, "linear: the link, log (value = exp(x·w+b): an expected loss that cannot go negative) or identity (ridge regression, as models before the log link; can go negative)")
-	specPath := fs.String("features", "", "feature spec YAML (default: the embedded default spec); the stream must run the same spec")
 	var budget budgetFlags
 	budget.register(fs, "the validation rows (the held-out tail of the training range); logistic, mlp, gbdt and linear")
 	if err := parseFlags(fs, args); err != nil {
@@ -118,39 +83,15 @@ func cmdTrain(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
-	if *eventsPath == "" || *labelsPath == "" || *out == "" {
+	if h.events == "" || h.labels == "" || *out == "" {
 		return errors.New("train: --events, --labels and --out are required")
 	}
-	if budget.given() && (*kind == models.FamilyCNN || *kind == models.FamilyGRU || *kind == models.FamilyLSTM) {
+	if budget.given() && train.IsSeqKind(*kind) {
 		return fmt.Errorf("train: --alert-budget/--review-budget: family %s holds its validation out per card, not as a time period; train it, then pick its thresholds with `streamscore models retune`", *kind)
-	}
-	from, err := parseTime(*fromS, time.Time{})
-	if err != nil {
-		return fmt.Errorf("parse --from: %w", err)
-	}
-	maxTime := time.Unix(1<<62, 0)
-	to, err := parseTime(*toS, maxTime)
-	if err != nil {
-		return fmt.Errorf("parse --to: %w", err)
-	}
-	end := to
-	evalTo := time.Time{}
-	if *evalToS != "" {
-		if evalTo, err = parseTime(*evalToS, maxTime); err != nil {
-			return fmt.Errorf("parse --eval-to: %w", err)
-		}
-		if !evalTo.After(to) {
-			return fmt.Errorf("train: --eval-to %s must be after --to %s", *evalToS, *toS)
-		}
-		end = evalTo
-	}
-	if !to.After(from) {
-		return fmt.Errorf("train: --to must be after --from")
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var opts []train.Option
-	seq := false
 	switch *kind {
 	case models.FamilyMLP:
 		widths, err := parseHidden(*hidden)
@@ -162,7 +103,6 @@ func cmdTrain(ctx context.Context, args []string) error {
 			*name = "fraud"
 		}
 	case models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM:
-		seq = true
 		if set["hidden"] {
 			widths, err := parseHidden(*hidden)
 			if err != nil {
@@ -198,189 +138,86 @@ func cmdTrain(ctx context.Context, args []string) error {
 	default:
 		return fmt.Errorf("train: --kind %q: want logistic, mlp, linear, cnn, gru, lstm or gbdt", *kind)
 	}
+	var evalTo time.Time
+	if *evalToS != "" {
+		if evalTo, err = parseTime(*evalToS, time.Time{}); err != nil {
+			return fmt.Errorf("parse --eval-to: %w", err)
+		}
+	}
 
 	// Read history; the target is the label as known at the end of the file.
-	panOpts, err := pan.decoderOptions(slog.Default())
+	hist, err := h.load("train")
 	if err != nil {
 		return err
 	}
-	events, labels, err := readHistory(*eventsPath, *labelsPath, panOpts...)
-	if err != nil {
-		return err
+	if *evalToS != "" && !evalTo.After(hist.to) {
+		return fmt.Errorf("train: --eval-to %s must be after --to %s", *evalToS, h.to)
 	}
-	fraud := knownFraud(labels)
-	slog.Info("train: history read", "events", len(events), "labels", len(labels), "fraud_labels", fraud.Frauds())
+	fraud := knownFraud(hist.labels)
+	slog.Info("train: history read", "events", len(hist.events), "labels", len(hist.labels), "fraud_labels", fraud.Frauds())
 
-	// Replay through the stream's feature code.
-	names := features.Names()
-	defs := features.DefaultSpec().Definitions()
-	var fopts []features.Option
-	if *specPath != "" {
-		spec, err := loadSpec(*specPath)
-		if err != nil {
-			return err
-		}
-		names, fopts, defs = spec.Names(), []features.Option{features.WithSpec(spec)}, spec.Definitions()
-	}
-	trainSet := &train.Dataset{Names: names}
-	var trainTS []time.Time // event time of each trainSet row (budgets)
-	evalSet := &train.Dataset{Names: names}
-	// Sequence families: every row before the end with its card, in time
-	// order; seqSet.Loss marks [from, to), evalLoss [to, eval-to), and
-	// nBefore counts the rows before --to (the training prefix).
-	seqSet := &train.SeqDataset{Names: names}
-	var evalLoss []bool
-	nBefore, nEval := 0, 0
-	cards := map[string]int32{}
-	var first, last time.Time
-	err = replayUntil(ctx, events, labels, fopts, end, *quiet, func(e *features.Event, row []float32) error {
-		var y float32
-		isFraud := fraud[e.TxID]
-		switch {
-		case *kind == models.FamilyLinear && isFraud:
-			y = float32(e.Amount)
-		case *kind != models.FamilyLinear && isFraud:
-			y = 1
-		}
-		inTrain := !e.TS.Before(from) && e.TS.Before(to)
-		inEval := !e.TS.Before(to) && e.TS.Before(evalTo)
-		if inTrain {
-			if first.IsZero() {
-				first = e.TS
-			}
-			last = e.TS
-		}
-		if seq {
-			id, ok := cards[e.CardID]
-			if !ok {
-				id = int32(len(cards))
-				cards[e.CardID] = id
-			}
-			seqSet.Append(id, row, y, inTrain)
-			evalLoss = append(evalLoss, inEval)
-			if e.TS.Before(to) {
-				nBefore++
-			}
-			if inEval {
-				nEval++
-			}
-			return nil
-		}
-		switch {
-		case inTrain:
-			trainSet.Append(row, y)
-			if budget.given() {
-				trainTS = append(trainTS, e.TS)
-			}
-		case inEval:
-			evalSet.Append(row, y)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if first.IsZero() {
-		return fmt.Errorf("train: no events in [%s, %s)", *fromS, *toS)
-	}
-	// The sequence training set is the prefix of rows before --to (rows are
-	// in time order): nothing after the training range reaches the trainer.
-	seqTrain := &train.SeqDataset{Names: names, X: seqSet.X[:nBefore*len(names)], Y: seqSet.Y[:nBefore],
-		Seq: seqSet.Seq[:nBefore], Loss: seqSet.Loss[:nBefore]}
-	if seq {
-		slog.Info("train: sequence rows built", "rows_before_to", nBefore, "cards", len(cards),
-			"eval_rows", nEval, "train_first", first.Format(time.RFC3339), "train_last", last.Format(time.RFC3339))
-	} else {
-		slog.Info("train: rows built", "train_rows", trainSet.Rows(), "eval_rows", evalSet.Rows(),
-			"train_first", first.Format(time.RFC3339), "train_last", last.Format(time.RFC3339))
-	}
-
-	// Fit.
 	md := map[string]any{
 		"command":      "streamscore train " + strings.Join(args, " "),
-		"events_file":  filepath.Base(*eventsPath),
-		"labels_file":  filepath.Base(*labelsPath),
-		"train_from":   first.Format(time.RFC3339Nano),
-		"train_to":     last.Format(time.RFC3339Nano),
-		"range":        fmt.Sprintf("[%s, %s)", orOpen(*fromS), orOpen(*toS)),
-		"features":     len(names),
+		"events_file":  filepath.Base(h.events),
+		"labels_file":  filepath.Base(h.labels),
+		"range":        fmt.Sprintf("[%s, %s)", orOpen(h.from), orOpen(h.to)),
+		"features":     len(hist.names),
 		"target":       "fraud label known at the end of the labels file (unlabelled = genuine)",
 		"feature_code": "features.Replay (labels applied at their chargeback time)",
 	}
-	if *specPath != "" {
-		md["feature_spec"] = filepath.Base(*specPath)
+	if h.spec != "" {
+		md["feature_spec"] = filepath.Base(h.spec)
 	}
 	if *kind == models.FamilyLinear {
 		md["target"] = "loss: amount if fraud (label known at end of file) else 0; score = expected loss in currency units"
 		md["error_units"] = "rmse, mae, mean_value and mean_target are in the amounts' currency"
 	}
-	trainBar := newBar(1, "fit "+*kind, *quiet)
-	opts = append(opts, train.WithSeed(*seed), train.WithHoldout(*holdout), train.WithMetadata(md),
-		train.WithProgress(func(done, total int) {
-			trainBar.ChangeMax(total)
-			_ = trainBar.Set(done)
-		}))
-	start := time.Now()
-	var f *models.File
-	switch *kind {
-	case models.FamilyMLP, models.FamilyLogistic, models.FamilyGBDT, models.FamilyLinear:
-		f, err = fitTabular(ctx, *kind, *name, *version, trainSet, opts...)
-	case models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM:
-		f, err = fitSeq(ctx, *kind, *name, *version, seqTrain, opts...)
+	replayBar := newBar(int64(len(hist.events)), "replay", *quiet)
+	var trainBar *progressbar.ProgressBar
+	opts = append(opts, train.WithSeed(*seed), train.WithProgress(func(done, total int) {
+		if trainBar == nil {
+			_ = replayBar.Finish()
+			trainBar = newBar(int64(total), "fit "+*kind, *quiet)
+		}
+		trainBar.ChangeMax(total)
+		_ = trainBar.Set(done)
+	}))
+	plan := trainhistory.Plan{Kind: *kind, Name: *name, Version: *version, From: hist.from, To: hist.to, EvalTo: evalTo,
+		EvalRange: fmt.Sprintf("[%s, %s)", orOpen(h.to), *evalToS), Names: hist.names,
+		Fraud: func(txID string) bool { return fraud[txID] }, Holdout: *holdout, Options: opts, Metadata: md,
+		Pins:           stream.ModelFeatureDefs(hist.defs),
+		ReplayProgress: func(done, _ int) { _ = replayBar.Set(done) }}
+	if budget.given() {
+		plan.Thresholds = func(f *models.File, valid *train.Dataset, ts []time.Time) error {
+			return trainBudgets(f, valid, ts, reviewBudget, alertBudget)
+		}
 	}
-	_ = trainBar.Finish()
+	res, err := trainhistory.Train(ctx, trainhistory.Source{Events: hist.events, Labels: hist.labels, Features: hist.opts}, plan)
+	_ = replayBar.Finish()
+	if trainBar != nil {
+		_ = trainBar.Finish()
+	}
+	if errors.Is(err, trainhistory.ErrNoRows) {
+		return fmt.Errorf("train: no events in [%s, %s)", h.from, h.to)
+	}
 	if err != nil {
-		return fmt.Errorf("fit model: %w", err)
+		return fmt.Errorf("train: %w", err)
 	}
-	// Record what every input computed, so that no pipeline scores the
-	// model with features defined otherwise.
-	if err := f.PinFeatures(stream.ModelFeatureDefs(defs)); err != nil {
-		return err
+	f := res.File
+	if train.IsSeqKind(*kind) {
+		slog.Info("train: sequence rows built", "rows_before_to", res.TrainRows, "cards", res.Cards,
+			"eval_rows", res.EvalRows, "train_first", res.First.Format(time.RFC3339), "train_last", res.Last.Format(time.RFC3339))
+	} else {
+		slog.Info("train: rows built", "train_rows", res.TrainRows, "eval_rows", res.EvalRows,
+			"train_first", res.First.Format(time.RFC3339), "train_last", res.Last.Format(time.RFC3339))
 	}
 	if budget.given() {
-		if err := trainBudgets(f, trainSet, trainTS, *holdout, reviewBudget, alertBudget); err != nil {
-			return err
-		}
 		slog.Info("train: thresholds picked by budget", "rule", f.Training["threshold_rule"],
 			"review", f.Thresholds.Review, "alert", f.Thresholds.Alert, "budget", f.Training["threshold_budget"])
 	}
-	slog.Info("train: fitted", "kind", *kind, "seconds", math.Round(time.Since(start).Seconds()*10)/10,
+	slog.Info("train: fitted", "kind", *kind, "seconds", math.Round(res.Fit.Seconds()*10)/10,
 		"validation", f.Training["validation"])
-
-	// Sequence models: evaluate on the later range with the trainer's float64
-	// forward pass over each card's whole history (the file's float32
-	// weights); the stateless runtime Score does not apply to them.
-	if seq && nEval > 0 {
-		evalSet := &train.SeqDataset{Names: names, X: seqSet.X, Y: seqSet.Y, Seq: seqSet.Seq, Loss: evalLoss}
-		mt, err := train.EvaluateSeq(f, evalSet)
-		if err != nil {
-			return fmt.Errorf("evaluate model: %w", err)
-		}
-		ev := mt.Map()
-		ev["range"] = fmt.Sprintf("[%s, %s)", orOpen(*toS), *evalToS)
-		ev["scored_by"] = "train.EvaluateSeq: float64 forward over each card's history, float32 weights"
-		f.Training["evaluation"] = ev
-		slog.Info("train: evaluated", "range", ev["range"], "auc", ev["auc"],
-			"precision_at_alert", ev["precision_at_alert"], "recall_at_alert", ev["recall_at_alert"])
-	}
-
-	// Evaluate on the later range, with the model exactly as it will be loaded.
-	if !seq && evalSet.Rows() > 0 {
-		b, err := f.Encode()
-		if err != nil {
-			return fmt.Errorf("encode model: %w", err)
-		}
-		m, err := models.Parse(b)
-		if err != nil {
-			return fmt.Errorf("parse model: %w", err)
-		}
-		mt, err := train.Evaluate(m, evalSet)
-		if err != nil {
-			return fmt.Errorf("evaluate model: %w", err)
-		}
-		ev := mt.Map()
-		ev["range"] = fmt.Sprintf("[%s, %s)", orOpen(*toS), *evalToS)
-		f.Training["evaluation"] = ev
+	if ev := res.Evaluation; ev != nil {
 		slog.Info("train: evaluated", "range", ev["range"], "auc", ev["auc"],
 			"precision_at_alert", ev["precision_at_alert"], "recall_at_alert", ev["recall_at_alert"])
 	}
@@ -399,22 +236,6 @@ func cmdTrain(ctx context.Context, args []string) error {
 	review, alert := m.Thresholds()
 	slog.Info("train: model written", "path", *out, "model", m.Ident(), "review", review, "alert", alert)
 	return nil
-}
-
-// fitTabular fits a model of a row-by-row family (mlp, logistic, gbdt,
-// linear) on ds; train and backtest fit through it.
-func fitTabular(ctx context.Context, kind, name string, version int, ds *train.Dataset, opts ...train.Option) (*models.File, error) {
-	switch kind {
-	case models.FamilyMLP:
-		return train.MLP(ctx, name, version, ds, opts...)
-	case models.FamilyLogistic:
-		return train.Logistic(ctx, name, version, ds, opts...)
-	case models.FamilyGBDT:
-		return train.GBDT(ctx, name, version, ds, opts...)
-	case models.FamilyLinear:
-		return train.Linear(ctx, name, version, ds, opts...)
-	}
-	return nil, fmt.Errorf("fit: kind %q is not a row-by-row family (logistic, mlp, gbdt, linear)", kind)
 }
 
 // parseTime parses RFC 3339 or YYYY-MM-DD (UTC); "" gives def.

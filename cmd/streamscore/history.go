@@ -41,6 +41,7 @@ type history struct {
 	from, to time.Time
 	opts     []features.Option // lateness and spec, for the Builder
 	names    []string          // feature names of the spec
+	defs     []features.Definition
 }
 
 // load validates the flags and reads the files; cmd names the command in
@@ -63,7 +64,7 @@ func (h *historyFlags) load(cmd string) (*history, error) {
 	if err := h.mem.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd, err)
 	}
-	out := &history{from: from, to: to, names: features.Names(),
+	out := &history{from: from, to: to, names: features.Names(), defs: features.DefaultSpec().Definitions(),
 		opts: append([]features.Option{features.WithMaxLateness(h.lateness)}, h.mem.featureOptions()...)}
 	if h.spec != "" {
 		spec, err := loadSpec(h.spec)
@@ -71,7 +72,7 @@ func (h *historyFlags) load(cmd string) (*history, error) {
 			return nil, err
 		}
 		out.opts = append(out.opts, features.WithSpec(spec))
-		out.names = spec.Names()
+		out.names, out.defs = spec.Names(), spec.Definitions()
 	}
 	panOpts, err := h.pan.decoderOptions(slog.Default())
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 
@@ -44,24 +43,4 @@ func (q *seqTrainFlags) options(kind string) ([]train.Option, error) {
 }
 
 // isSeqKind reports whether kind is a sequence family (per-card state).
-func isSeqKind(kind string) bool {
-	switch kind {
-	case models.FamilyCNN, models.FamilyGRU, models.FamilyLSTM:
-		return true
-	}
-	return false
-}
-
-// fitSeq fits a model of a sequence family on ds; train and backtest fit
-// through it.
-func fitSeq(ctx context.Context, kind, name string, version int, ds *train.SeqDataset, opts ...train.Option) (*models.File, error) {
-	switch kind {
-	case models.FamilyCNN:
-		return train.CNN(ctx, name, version, ds, opts...)
-	case models.FamilyGRU:
-		return train.GRU(ctx, name, version, ds, opts...)
-	case models.FamilyLSTM:
-		return train.LSTM(ctx, name, version, ds, opts...)
-	}
-	return nil, fmt.Errorf("fit: kind %q is not a sequence family (cnn, gru, lstm)", kind)
-}
+func isSeqKind(kind string) bool { return train.IsSeqKind(kind) }

@@ -63,6 +63,12 @@
 // recall at the alert and review thresholds, log loss, or RMSE/MAE/R² for
 // values), scoring it exactly as the stream does.
 //
+// [Fit] and [FitSeq] dispatch on a family name (models.FamilyMLP, ...), as
+// `streamscore train --kind` does. Package history (models/train/history)
+// builds the datasets from recorded events and labels through the
+// stream's feature code and fits, pins and evaluates a model in one call
+// (history.Train): `streamscore train` without its flags.
+//
 // # Concurrency
 //
 // Logistic, Linear and MLP run on the calling goroutine and start none;
