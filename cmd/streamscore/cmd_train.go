@@ -73,7 +73,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	quiet := fs.Bool("quiet", false, "no progress bars")
 	var gb gbdtTrainFlags
 	gb.register(fs)
-	link := fs.String("link", train.LinkLog, "linear: the link, log (value = exp(x·w+b): an expected loss that cannot go negative) or identity (ridge regression, as models before the log link; can go negative)")
+	link := fs.String("link", train.LinkProbAmount, "linear: the link, prob_amount (value = P(fraud) × amount: an expected loss in [0, amount], for a loss that is the amount if fraud), log (value = exp(x·w+b): never negative, unbounded above) or identity (ridge regression, as models before 2026-12; can go negative)")
 	var budget budgetFlags
 	budget.register(fs, "the validation rows (the held-out tail of the training range); logistic, mlp, gbdt and linear")
 	if err := parseFlags(fs, args); err != nil {
