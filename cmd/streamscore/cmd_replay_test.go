@@ -378,7 +378,10 @@ func TestReplaySASL(t *testing.T) {
 }
 
 // TestReplayRunMatchesScore is issue 14's "replay and run give the records
-// of score": a month (30 days) of generated traffic (about 4,300 events; 300 cards
+// of score": a month (30 days) of generated traffic (about 12,900 events: the
+// 10-day rate of earlier runs, about 110 events/s per partition at --speed
+// 86400, so that a partition is rarely quiet for the default 100 ms
+// --align-idle-wait; 300 cards
 // sharing 40 terminals) replayed by `streamscore replay --speed 86400`
 // into a 4-partition topic while `run` consumes it live: every score
 // record and audit feature row equals `score`'s and `features`' over the
@@ -395,7 +398,7 @@ func TestReplayRunMatchesScore(t *testing.T) {
 	to := time.Now().Add(-time.Hour).Truncate(time.Second)
 	from := to.Add(-30 * 24 * time.Hour)
 	var prev time.Time
-	if err := g.Simulate(from, to, 4300/to.Sub(from).Seconds(), func(tx synth.Tx) error {
+	if err := g.Simulate(from, to, 12900/to.Sub(from).Seconds(), func(tx synth.Tx) error {
 		if !tx.Event.TS.After(prev) { // strictly increasing: no ties
 			tx.Event.TS = prev.Add(time.Microsecond)
 		}
