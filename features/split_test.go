@@ -450,8 +450,15 @@ func TestSplitConcurrentHalves(t *testing.T) {
 
 // BenchmarkSplitUpdate is BenchmarkBuilderUpdate (and UpdateSpec) through
 // the two halves, Shared.Apply then Builder.UpdateLocal, on one goroutine:
-// the cost of the split against Update's.
-func BenchmarkSplitUpdate(b *testing.B) {
+// the cost of the split against Update's. BenchmarkSharedApply is the
+// shared half alone: what a shared-state replica's event costs the stage
+// in features (stream's WithSharedReplicas), against a claimed event's.
+func BenchmarkSplitUpdate(b *testing.B) { benchSplit(b, false) }
+
+// BenchmarkSharedApply: see BenchmarkSplitUpdate.
+func BenchmarkSharedApply(b *testing.B) { benchSplit(b, true) }
+
+func benchSplit(b *testing.B, sharedOnly bool) {
 	for _, eng := range []struct {
 		name string
 		opt  Option
@@ -480,7 +487,11 @@ func BenchmarkSplitUpdate(b *testing.B) {
 						}
 					}
 					e := &evs[i%n]
-					bld.UpdateLocal(e, row, s.Apply(e, row))
+					if sharedOnly {
+						s.Apply(e, row)
+					} else {
+						bld.UpdateLocal(e, row, s.Apply(e, row))
+					}
 					i++
 				}
 			})
