@@ -1,0 +1,42 @@
+package sinks_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/streamscore/streamscore/sinks"
+)
+
+// printSink acknowledges every message at once, printing it.
+type printSink struct{}
+
+func (printSink) Name() string { return "print" }
+func (printSink) WriteBatch(_ context.Context, msgs []sinks.Message) error {
+	for _, m := range msgs {
+		fmt.Printf("%s %s\n", m.ID, m.Value)
+	}
+	return nil
+}
+func (printSink) Close() error { return nil }
+
+// A Fanout writes every batch to all its sinks (NATS, Kafka, or any
+// Sink), retrying a failing one with backoff until each has acknowledged
+// every message, or ctx ends.
+func ExampleMakeFanout() {
+	f, err := sinks.MakeFanout([]sinks.Sink{printSink{}}, sinks.WithFanoutBackoff(10*time.Millisecond, time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	err = f.WriteBatch(context.Background(), []sinks.Message{
+		{Kind: sinks.KindScore, ID: "transactions/0/41", Value: []byte(`{"tx_id":"t-1"}`)},
+		{Kind: sinks.KindScore, ID: "transactions/0/42", Value: []byte(`{"tx_id":"t-2"}`)},
+	})
+	fmt.Println("acknowledged:", err == nil)
+	// Output:
+	// transactions/0/41 {"tx_id":"t-1"}
+	// transactions/0/42 {"tx_id":"t-2"}
+	// acknowledged: true
+}
