@@ -19,6 +19,7 @@ type config struct {
 	workers        int
 	maxBatch       int
 	maxDelay       time.Duration
+	holdBatches    bool // WithHoldBatches
 	inFlight       int
 	queueDepth     int
 	drainTimeout   time.Duration
@@ -101,8 +102,24 @@ func WithMaxBatch(n int) Option {
 	}
 }
 
+// WithHoldBatches sets whether a micro-batch stays open until it is full
+// or --max-delay has passed even when the feature stage has nothing more
+// to read (default false: it goes to its worker at once, so a lone event at
+// a low rate is scored without waiting; under load the input is never
+// empty and batches fill, and while every batch of a worker is in flight
+// the next one gathers what queues meanwhile). true trades latency for
+// fewer, larger sink writes at moderate rates.
+func WithHoldBatches(hold bool) Option {
+	return func(c *config) error {
+		c.holdBatches = hold
+		return nil
+	}
+}
+
 // WithMaxDelay sets how long a micro-batch stays open after its first message
-// (default 2ms). It bounds the latency that batching adds when traffic is low.
+// (default 2ms). It bounds the latency that batching adds when traffic is low:
+// by default a batch also closes as soon as the feature stage has nothing
+// more to read (WithHoldBatches).
 func WithMaxDelay(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 || d > time.Minute {

@@ -30,6 +30,7 @@ func (c *config) replayIgnored() []string {
 		{"WithWorkers", c.workers != d.workers},
 		{"WithMaxBatch", c.maxBatch != d.maxBatch},
 		{"WithMaxDelay", c.maxDelay != d.maxDelay},
+		{"WithHoldBatches", c.holdBatches != d.holdBatches},
 		{"WithInFlight", c.inFlight != d.inFlight},
 		{"WithQueueDepth", c.queueDepth != d.queueDepth},
 		{"WithDrainTimeout", c.drainTimeout != d.drainTimeout},

@@ -486,7 +486,7 @@ func TestSnapshotNotAfterTornStop(t *testing.T) {
 	var logs syncBuffer
 	p := newPipeline(t, brokers, "torn", shippedModels(t), gate,
 		stream.WithRegisterer(prometheus.NewRegistry()), stream.WithStateDir(dir), stream.WithWorkers(1),
-		stream.WithMaxBatch(10), stream.WithMaxDelay(time.Minute), stream.WithInFlight(2),
+		stream.WithMaxBatch(10), stream.WithMaxDelay(time.Minute), stream.WithHoldBatches(true), stream.WithInFlight(2),
 		stream.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	r := runPipeline(t, p)
 	// Two batches of 10 held at the gate by the two senders, the last 5

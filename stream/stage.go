@@ -452,6 +452,19 @@ func (s *stage) run() {
 			s.stopHard()
 			return
 		}
+		if !s.p.cfg.holdBatches && len(s.in) == 0 && len(s.labels) == 0 {
+			// Nothing more to read now: the open batches go to their
+			// workers at once rather than at --max-delay, so a lone event
+			// at a low rate is scored without waiting. Under load the
+			// input is never empty and batches fill; when every batch of a
+			// worker is in flight, the stage waits (batchOf) and the next
+			// batch gathers what queued meanwhile.
+			for wi, b := range s.open {
+				if b != nil && len(b.msgs) > 0 {
+					s.closeBatch(wi)
+				}
+			}
+		}
 		// One timer for the earliest of the open batches' deadlines and
 		// the aligner's (a silent partition's wait bound).
 		d, ok := s.nextDue()

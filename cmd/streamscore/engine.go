@@ -43,6 +43,7 @@ type engineConfig struct {
 	DecisionModels   string
 	MaxBatch         int
 	MaxDelay         time.Duration
+	HoldBatches      bool
 	Workers          int
 	InFlight         int
 	DrainTimeout     time.Duration
@@ -114,7 +115,8 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.ShadowModels, "shadow-model", "shadow (challenger) model file (repeatable): scored beside the models, its scores go only to audit records and to the agreement metric, never into decisions")
 	fs.StringVar(&c.DecisionModels, "decision-models", "", "comma-separated names of the models whose thresholds decide allow/review/alert; the others are scored and published but only inform (default: every model given with --model; with the shipped models, \"fraud\")")
 	fs.IntVar(&c.MaxBatch, "max-batch", 256, "close a micro-batch at this many events")
-	fs.DurationVar(&c.MaxDelay, "max-delay", 2*time.Millisecond, "close a micro-batch this long after its first event")
+	fs.DurationVar(&c.MaxDelay, "max-delay", 2*time.Millisecond, "close a micro-batch this long after its first event (at the latest: by default it closes as soon as there is nothing more to read)")
+	fs.BoolVar(&c.HoldBatches, "hold-batches", false, "keep a micro-batch open until it is full or --max-delay has passed even when there is nothing more to read (fewer, larger sink writes at moderate rates; more latency)")
 	fs.IntVar(&c.Workers, "workers", 2, "scoring workers (partition p is scored by worker p mod workers; any count restores a --state-dir snapshot)")
 	fs.DurationVar(&c.AlignIdleWait, "align-idle-wait", 100*time.Millisecond, "events of all partitions update shared (terminal) state in event-time order, as `score` does; a partition with nothing to read holds the others back at most this long (the latency it adds). 0: never wait for a quiet partition; negative: no alignment (arrival order)")
 	fs.DurationVar(&c.AlignLagWait, "align-lag-wait", 10*time.Second, "a partition Kafka still has events for but that delivers none holds the others back at most this long")
@@ -417,6 +419,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithWorkers(c.Workers),
 		stream.WithMaxBatch(c.MaxBatch),
 		stream.WithMaxDelay(c.MaxDelay),
+		stream.WithHoldBatches(c.HoldBatches),
 		stream.WithInFlight(c.InFlight),
 		stream.WithDrainTimeout(c.DrainTimeout),
 		stream.WithSessionTimeout(c.SessionTimeout),
