@@ -174,6 +174,8 @@ func (s *stage) trimCols(pos map[int]Position) {
 func (p *Pipeline) positionsLoop(ctx context.Context, src Source, st *stage) {
 	t := time.NewTicker(positionsInterval)
 	defer t.Stop()
+	var failing time.Time // when the reads began to fail (zero: they work)
+	var warned time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -184,10 +186,24 @@ func (p *Pipeline) positionsLoop(ctx context.Context, src Source, st *stage) {
 		pos, err := src.Positions(pctx)
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
-				p.log.Debug("read the group's positions (shared columns kept until the next read)", "err", err)
+			if ctx.Err() != nil {
+				continue
+			}
+			// Shared columns pile up (to maxColLog per partition) while
+			// the reads fail: said at once, then every 5 minutes.
+			if failing.IsZero() {
+				failing = time.Now()
+			}
+			if time.Since(warned) >= 5*time.Minute {
+				warned = time.Now()
+				p.log.Warn("cannot read the group's committed offsets: the shared columns of every event are kept until it can (capped per partition; check the group ACL: Describe)",
+					"failing_for", time.Since(failing).Round(time.Second), "err", err)
 			}
 			continue
+		}
+		if !failing.IsZero() {
+			p.log.Info("the group's committed offsets are readable again", "failed_for", time.Since(failing).Round(time.Second))
+			failing, warned = time.Time{}, time.Time{}
 		}
 		st.do(func() { st.trimCols(pos) })
 	}
@@ -491,7 +507,7 @@ func (p *Pipeline) decodeShared(st *stage, blob []byte) (map[int]*partState, map
 		if err != nil {
 			return nil, nil, bad(err.Error())
 		}
-		if !rd(&nCols) || nCols > maxColLog || !rd(&width) || int(width) != len(p.sharedCols) || int(nCols)*(13+4*int(width)) > r.Len() {
+		if !rd(&nCols) || nCols > maxColLog || !rd(&width) || int(width) != len(p.sharedCols) || int(nCols)*(9+4*int(width)) > r.Len() {
 			return nil, nil, bad("shared columns")
 		}
 		ps := p.newPartState(int(part))

@@ -1,0 +1,97 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/sinks"
+)
+
+type nopSink struct{}
+
+func (nopSink) Name() string                                     { return "nop" }
+func (nopSink) WriteBatch(context.Context, []sinks.Message) error { return nil }
+func (nopSink) Close() error                                     { return nil }
+
+// TestSharedCheckpointRoundTrip: the shared checkpoint the member claiming
+// partition 0 writes — the terminal state, each partition's shared trail
+// (with offsets applied ahead) and kept columns, the labels' offsets —
+// reads back whole into a fresh member, with many kept columns and a small
+// terminal state (the column count's bound must not refuse it), and a
+// truncated blob is refused.
+func TestSharedCheckpointRoundTrip(t *testing.T) {
+	ms, err := models.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := func() (*Pipeline, *stage) {
+		p, err := New([]string{"127.0.0.1:1"}, "g", "tx", ms, nopSink{}, WithLabelsTopic("labels"),
+			WithCheckpoints(NewMemoryCheckpoints()), WithStateInterval(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.nParts = 2
+		return p, newStage(p, []*worker{newWorker(p, 0)})
+	}
+	p, st := member()
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	row := make([]float32, len(p.names))
+	for part := range 2 {
+		ps := p.newPartState(part)
+		ps.shr, ps.shrKnown = newOffTrail(-1), true
+		for off := int64(0); off < 3000; off++ {
+			e := features.Event{TxID: fmt.Sprint("t-", part, "-", off), TS: t0.Add(time.Duration(off) * time.Minute),
+				CardID: "c", TerminalID: fmt.Sprint("m-", off%3), Amount: float64(off)}
+			late := false
+			if off < 20 { // a small terminal state beside many kept columns
+				late = p.shared.Apply(&e, row)
+			}
+			if off == 2998 { // 2999 applied before 2998: ahead
+				continue
+			}
+			ps.shr.fetched(off, true)
+			ps.cols.add(off, late, row, p.sharedCols)
+		}
+		st.parts[part] = ps
+	}
+	p.labelNext = map[int]int64{0: 17}
+	p.gen.Store(&genRef{claimed: []int{0}})
+	blob, ok := p.encodeShared(st)
+	if !ok {
+		t.Fatal("no shared checkpoint from the member claiming partition 0")
+	}
+
+	q, qst := member()
+	parts, labels, err := q.decodeShared(qst, blob.blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if labels[0] != 17 || len(labels) != 1 {
+		t.Errorf("labels %v, want partition 0 at 17", labels)
+	}
+	for part, want := range st.parts {
+		got := parts[part]
+		if got == nil || got.shr.applied != want.shr.applied || !slices.Equal(got.shr.ahead(), want.shr.ahead()) {
+			t.Fatalf("partition %d: trail %+v, want %+v", part, got, want.shr)
+		}
+		if !slices.Equal(got.cols.offs, want.cols.offs) || !slices.Equal(got.cols.vals, want.cols.vals) || !slices.Equal(got.cols.late, want.cols.late) {
+			t.Errorf("partition %d: kept columns differ", part)
+		}
+	}
+	e := features.Event{TxID: "probe", TS: t0.Add(30 * time.Minute), CardID: "c", TerminalID: "m-1", Amount: 5}
+	a, b := make([]float32, len(row)), make([]float32, len(row))
+	p.shared.Peek(&e, a)
+	q.shared.Peek(&e, b)
+	if !slices.Equal(a, b) {
+		t.Errorf("the restored terminal state scores a probe differently")
+	}
+
+	if _, _, err := q.decodeShared(qst, blob.blob[:len(blob.blob)/2]); err == nil {
+		t.Error("a truncated shared checkpoint was accepted")
+	}
+}
