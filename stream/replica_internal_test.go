@@ -14,9 +14,9 @@ import (
 
 type nopSink struct{}
 
-func (nopSink) Name() string                                     { return "nop" }
+func (nopSink) Name() string                                      { return "nop" }
 func (nopSink) WriteBatch(context.Context, []sinks.Message) error { return nil }
-func (nopSink) Close() error                                     { return nil }
+func (nopSink) Close() error                                      { return nil }
 
 // TestSharedCheckpointRoundTrip: the shared checkpoint the member claiming
 // partition 0 writes — the terminal state, each partition's shared trail
