@@ -313,7 +313,8 @@ func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, cre
 		ps.owned = true
 		po, known := pos[c.Partition()]
 		switch {
-		case !ps.shrKnown && s.p.cfg.replicas && s.p.cfg.startOffset == kafka.FirstOffset && known && po.First < c.Start():
+		case !ps.shrKnown && s.p.cfg.replicas && s.p.cfg.startOffset == kafka.FirstOffset && known && po.First < c.Start() &&
+			s.rebuildable(c.Partition(), c.Start()-po.First):
 			// The shared state knows nothing of the partition (no shared
 			// checkpoint yet: a new group, or one started at once): with
 			// the start policy "first" it is built from the partition's
@@ -347,7 +348,7 @@ func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, cre
 			// members'), else the group's committed offset.
 			from := po.Committed
 			switch {
-			case s.p.cfg.startOffset == kafka.FirstOffset:
+			case s.p.cfg.startOffset == kafka.FirstOffset && (from < 0 || s.rebuildable(part, from-po.First)):
 				from = po.First
 			case from < 0:
 				from = po.HighWater
@@ -362,6 +363,26 @@ func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, cre
 		}
 	}
 	return s.epoch, reads
+}
+
+// maxSharedRebuild bounds the events of one partition a member without
+// shared state reads from the partition's first retained event to build
+// its terminals (a new group, or every member started together): beyond
+// it (a restart of a deployment that keeps no state: no --state-dir, no
+// checkpoint store) the partition's shared half starts at the group's
+// committed offset, as its cards do, rather than holding scoring back
+// while the whole retained topic is read (about 2 µs an event).
+const maxSharedRebuild = 1_000_000
+
+// rebuildable reports whether n events of partition part are few enough
+// to build the shared state from (maxSharedRebuild), logging when not.
+func (s *stage) rebuildable(part int, n int64) bool {
+	if n <= maxSharedRebuild {
+		return true
+	}
+	s.p.log.Warn("no shared state for the partition and too much history to rebuild it before scoring: its terminals start at the group's committed offset (keep state with --checkpoint-store or --state-dir)",
+		"partition", part, "events", n, "max", maxSharedRebuild)
+	return false
 }
 
 // revoke ends the stage's part of a generation: what waits in the
