@@ -39,6 +39,7 @@ const (
 	exactScores  = "scores"
 	exactAudit   = "audit"
 	exactDead    = "deadletter"
+	exactLabels  = "labels"
 	exactGroup   = "accept-exact"
 )
 
@@ -75,11 +76,14 @@ type exactWorld struct {
 	bw      *bufio.Writer
 	w       *kafka.Writer
 	n       int
+	// labels, when set (feedLabelled), is the labels file the replays read
+	// beside the events: the members read the same labels from exactLabels.
+	labels string
 }
 
 func newExactWorld(t *testing.T, ctx context.Context, partitions int) *exactWorld {
 	t.Helper()
-	k, err := local.StartKafka(map[string]int{exactTxTopic: partitions, exactScores: 1, exactAudit: 1, exactDead: 1})
+	k, err := local.StartKafka(map[string]int{exactTxTopic: partitions, exactScores: 1, exactAudit: 1, exactDead: 1, exactLabels: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +130,15 @@ func (w *exactWorld) eventsPath() string {
 		w.t.Fatal(err)
 	}
 	return w.events.Name()
+}
+
+// replayArgs are the replays' flags beyond the events: the labels file,
+// if the world has one.
+func (w *exactWorld) replayArgs() []string {
+	if w.labels == "" {
+		return nil
+	}
+	return []string{"--labels", w.labels}
 }
 
 // startEngine starts `streamscore run` on the world's topics: the default
@@ -213,11 +226,11 @@ func (w *exactWorld) compareWithReplay() exactResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantScores, err := replayScores(ctx, w.dir, evPath)
+	wantScores, err := replayScores(ctx, w.dir, evPath, w.replayArgs()...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRows, err := replayFeatures(ctx, w.dir, evPath)
+	wantRows, err := replayFeatures(ctx, w.dir, evPath, w.replayArgs()...)
 	if err != nil {
 		t.Fatal(err)
 	}
