@@ -10,12 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream"
-	"github.com/streamscore/streamscore/stream/local"
 )
 
 // TestCheckpointsFollowPartitions runs a history through two members of
@@ -205,20 +203,7 @@ func followPartitions(t *testing.T, withCkpt, replicas bool, storeKind string) (
 // checkpoint store in its object store.
 func jetStreamCheckpoints(t *testing.T) stream.CheckpointStore {
 	t.Helper()
-	n, err := local.StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
-	nc, err := local.Connect(n.URL(), "checkpoints")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := startJetStream(t, "checkpoints")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	store, err := stream.NewJetStreamCheckpoints(ctx, js, "streamscore-test-ckpt")

@@ -500,35 +500,7 @@ func (w *exactWorld) mprocCompare() mprocResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantScores, err := replayScores(ctx, w.dir, evPath, w.replayArgs()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantRows, err := replayFeatures(ctx, w.dir, evPath, w.replayArgs()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(wantScores) != w.n || len(wantRows) != w.n {
-		t.Fatalf("replays: %d score records and %d feature rows for %d events", len(wantScores), len(wantRows), w.n)
-	}
-	if w.labels != "" {
-		// The labels must reach the features, or their order could not
-		// make a record differ.
-		labelled := 0
-		for _, r := range wantRows {
-			fm, _ := r["features"].(map[string]any)
-			for k, v := range fm {
-				if f, err := strconv.ParseFloat(fmt.Sprint(v), 64); err == nil && f != 0 && strings.Contains(k, "fraud") {
-					labelled++
-					break
-				}
-			}
-		}
-		if labelled < len(wantRows)/20 {
-			t.Fatalf("%d of %d events have a non-zero label-derived (fraud) feature in the replay: too few for the labels' order to be tested", labelled, len(wantRows))
-		}
-		t.Logf("%d of %d events have a non-zero label-derived feature", labelled, len(wantRows))
-	}
+	wantScores, wantRows := w.replays(evPath)
 	names := features.NewBuilder(nil).Names()
 	shared := map[string]bool{}
 	for _, c := range features.NewShared().Columns() {
