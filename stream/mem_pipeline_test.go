@@ -32,6 +32,8 @@ var noBrokers = []string{"127.0.0.1:1"}
 type memSink struct {
 	mu      sync.Mutex
 	msgs    []sinks.Message
+	scores  []int       // score records per acknowledged batch
+	acked   []time.Time // when each acknowledged batch was written
 	refuse  func([]sinks.Message) bool
 	refused atomic.Int64
 }
@@ -45,15 +47,29 @@ func (s *memSink) WriteBatch(_ context.Context, msgs []sinks.Message) error {
 		s.refused.Add(1)
 		return errors.New("memSink: refused")
 	}
+	n := 0
 	for _, m := range msgs {
 		m.Key = append([]byte(nil), m.Key...)
 		m.Value = append([]byte(nil), m.Value...)
 		s.msgs = append(s.msgs, m)
+		if m.Kind == sinks.KindScore {
+			n++
+		}
 	}
+	s.scores = append(s.scores, n)
+	s.acked = append(s.acked, time.Now())
 	return nil
 }
 
 func (s *memSink) Close() error { return nil }
+
+// batches returns the score records of every acknowledged batch and when
+// each was written.
+func (s *memSink) batches() ([]int, []time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.scores...), append([]time.Time(nil), s.acked...)
+}
 
 // kind returns copies of the messages of kind k acknowledged so far.
 func (s *memSink) kind(k sinks.Kind) []sinks.Message {
@@ -204,6 +220,57 @@ func TestMemPipelineBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAgainstReplay(t, sink, events, 0)
+	sizes, _ := sink.batches()
+	largest := 0
+	for _, n := range sizes {
+		largest = max(largest, n)
+	}
+	if largest > 64 {
+		t.Errorf("a batch of %d events, above the max batch of 64", largest)
+	}
+	if len(sizes) >= len(events)/4 {
+		t.Errorf("%d batches for %d events of a backlog: the batches do not fill", len(sizes), len(events))
+	}
+	t.Logf("%d batches, the largest of %d events", len(sizes), largest)
+}
+
+// TestMemPipelineLoneEvent: a lone event at a low rate is scored at once,
+// not after --max-delay (here 2 s): its batch closes as soon as the
+// feature stage has nothing more to read. With WithHoldBatches it waits for
+// the delay, the old behaviour kept as an option.
+func TestMemPipelineLoneEvent(t *testing.T) {
+	const delay = 2 * time.Second
+	for _, hold := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hold=%v", hold), func(t *testing.T) {
+			b := stream.NewMemBroker(map[string]int{txTopic: 1})
+			_, msgs, _, _ := history(t, 45, 50)
+			sink := &memSink{}
+			// The aligner would hold a lone partition's event for its idle
+			// wait: 0 takes it out of what this test measures.
+			r := runPipeline(t, memMember(t, b, "mem-lone", sink, stream.WithMaxDelay(delay),
+				stream.WithHoldBatches(hold), stream.WithAlignIdleWait(0)))
+			var took []time.Duration
+			for i := range 3 {
+				t0 := time.Now()
+				ends := appendAll(t, b, 1, msgs[i:i+1])
+				waitCommittedTo(t, b, "mem-lone", ends)
+				_, at := sink.batches()
+				took = append(took, at[len(at)-1].Sub(t0))
+			}
+			if err := r.stop(t); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("a lone event written to the sink after %v", took)
+			for _, d := range took {
+				if !hold && d >= delay/2 {
+					t.Errorf("a lone event waited %v for its batch (max delay %v): the batch did not close when the stage went idle", d, delay)
+				}
+				if hold && d < delay*9/10 {
+					t.Errorf("with WithHoldBatches a lone event waited %v, less than the max delay %v", d, delay)
+				}
+			}
+		})
+	}
 }
 
 // TestMemPipelineCommitCapping refuses, for a while, every sink batch
