@@ -17,7 +17,11 @@
 // was fetched and not applied is dropped, the batches in flight get a
 // bounded time to be acknowledged, the acknowledged offsets (and, with
 // checkpoints, the drained state) are committed, and only then does the
-// member rejoin.
+// member rejoin. Any Source will do (WithSource): the package's tests run
+// whole pipelines — batching, commit capping under a refusing sink,
+// rebalances with checkpoints, a member's crash, hostile input — on an
+// in-memory broker with eager generations and fenced commits, without
+// Kafka.
 //
 // The feature stage (stage.go) is one goroutine. It decodes every message
 // and, through an event-time aligner (internal/align), applies the events of
