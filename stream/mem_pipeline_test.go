@@ -250,11 +250,11 @@ func TestMemPipelineBacklog(t *testing.T) {
 }
 
 // TestMemPipelineLoneEvent: a lone event at a low rate is scored at once,
-// not after --max-delay (here 2 s): its batch closes as soon as the
+// not after --max-delay (here 1 s): its batch closes as soon as the
 // feature stage has nothing more to read. With WithHoldBatches it waits for
 // the delay, the old behaviour kept as an option.
 func TestMemPipelineLoneEvent(t *testing.T) {
-	const delay = 2 * time.Second
+	const delay = time.Second
 	for _, hold := range []bool{false, true} {
 		t.Run(fmt.Sprintf("hold=%v", hold), func(t *testing.T) {
 			b := stream.NewMemBroker(map[string]int{txTopic: 1})
