@@ -127,3 +127,86 @@ func TestSeqStateGoldenV1(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointGoldenV1: partition and shared checkpoint blobs stored
+// before the container (internal/frame) decode into the state they were
+// encoded from; this build's blobs are in the container, decode alike, and
+// a flipped byte anywhere in them is refused.
+func TestCheckpointGoldenV1(t *testing.T) {
+	src, sst := compatMember(t)
+	compatState(src, sst)
+	src.gen.Store(&genRef{claimed: []int{0}})
+	part, err := encodePartState(sst.parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, ok := src.encodeShared(sst)
+	if !ok {
+		t.Fatal("no shared checkpoint")
+	}
+	read := func(fn string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", fn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name          string
+		part, shared  []byte
+		wantContainer bool
+	}{
+		{"v1", read("ckpt-part-v1.bin"), read("ckpt-shared-v1.bin"), false},
+		{"this build", part, shared.blob, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := bytes.HasPrefix(tc.part, []byte(ckptFrameMagic)) && bytes.HasPrefix(tc.shared, []byte(ckptFrameMagic)); got != tc.wantContainer {
+				t.Fatalf("blobs in the container: %v, want %v", got, tc.wantContainer)
+			}
+			q, qst := compatMember(t)
+			parts, labels, err := q.decodeShared(qst, tc.shared)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if labels[0] != 17 || len(parts) != 2 {
+				t.Errorf("labels %v, %d partitions; want partition 0 at 17, 2", labels, len(parts))
+			}
+			for p, want := range sst.parts {
+				got := parts[p]
+				if got == nil || got.shr.applied != want.shr.applied || !slices.Equal(got.shr.ahead(), want.shr.ahead()) ||
+					!slices.Equal(got.cols.offs, want.cols.offs) || !slices.Equal(got.cols.vals, want.cols.vals) {
+					t.Fatalf("partition %d: shared half differs", p)
+				}
+			}
+			ps, err := q.decodePartState(qst, 1, tc.part)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := sst.parts[1]
+			if ps.applied != want.applied || !slices.Equal(ps.ahead(), want.ahead()) || ps.build.Cards() != want.build.Cards() {
+				t.Fatalf("partition 1: applied %d ahead %v cards %d; want %d %v %d", ps.applied, ps.ahead(), ps.build.Cards(),
+					want.applied, want.ahead(), want.build.Cards())
+			}
+			// The restored state scores a probe as the one encoded.
+			e := features.Event{TxID: "probe", TS: compatT0.Add(50 * time.Minute), CardID: "c-1", TerminalID: "m-1", Amount: 5}
+			a, b := make([]float32, len(src.names)), make([]float32, len(src.names))
+			want.build.Peek(&e, a)
+			ps.build.Peek(&e, b)
+			if !slices.Equal(a, b) {
+				t.Errorf("the restored partition scores a probe differently:\n got %v\nwant %v", b, a)
+			}
+		})
+	}
+	q, qst := compatMember(t)
+	for _, blob := range [][]byte{part, shared.blob} {
+		for i := 0; i < len(blob); i += 1 + i/50 {
+			bad := bytes.Clone(blob)
+			bad[i] ^= 0x10
+			_, err1 := q.decodePartState(qst, 1, bad)
+			_, _, err2 := q.decodeShared(qst, bad)
+			if err1 == nil || err2 == nil {
+				t.Fatalf("a blob of %d bytes with byte %d flipped was accepted", len(blob), i)
+			}
+		}
+	}
+}
