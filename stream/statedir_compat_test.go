@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 )
@@ -108,5 +109,78 @@ func TestStateDirGoldenV2(t *testing.T) {
 				t.Fatalf("partition %d card %d: row %v, want %v", part, i, b, a)
 			}
 		}
+	}
+}
+
+// TestRestoreOutcomes runs the restore of Run (restoreState) on copies of
+// the golden state directory as a crash or a person leaves them, without a
+// broker: an intact snapshot is installed; a corrupt one is set aside as
+// refused-snap-… and the state starts empty; an unreadable one fails the
+// start and stays current; none starts empty.
+func TestRestoreOutcomes(t *testing.T) {
+	golden := filepath.Join("testdata", "statedir-v2")
+	ents, err := os.ReadDir(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap string
+	for _, e := range ents {
+		if e.IsDir() {
+			snap = e.Name()
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		damage  func(t *testing.T, dir string)
+		outcome string
+		wantErr bool
+	}{
+		{"intact", func(*testing.T, string) {}, "ok", false},
+		{"no CURRENT", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "CURRENT")) }, "none", false},
+		{"flipped byte", func(t *testing.T, dir string) {
+			fn := filepath.Join(dir, snap, "part-1.seq")
+			b, _ := os.ReadFile(fn)
+			b[len(b)/2] ^= 1
+			os.WriteFile(fn, b, 0o600)
+		}, "failed", false},
+		{"torn manifest", func(t *testing.T, dir string) { os.Truncate(filepath.Join(dir, snap, "manifest.json"), 100) }, "failed", false},
+		{"unreadable file", func(t *testing.T, dir string) {
+			fn := filepath.Join(dir, snap, "part-0.cards")
+			os.Remove(fn)
+			os.Mkdir(fn, 0o700)
+		}, "error", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.CopyFS(dir, os.DirFS(golden)); err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, dir)
+			p, _ := compatDirFixture(t, dir)
+			st := newStage(p, []*worker{newWorker(p, 0), newWorker(p, 1)})
+			err := p.restoreState(st, nil)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("restoreState: %v, want an error: %v", err, tc.wantErr)
+			}
+			if v := testutil.ToFloat64(p.met.restores.WithLabelValues(tc.outcome)); v != 1 {
+				t.Errorf("restores{%s} = %v, want 1", tc.outcome, v)
+			}
+			_, refusedErr := os.Stat(filepath.Join(dir, "refused-"+snap))
+			_, currentErr := os.Stat(filepath.Join(dir, "CURRENT"))
+			switch tc.outcome {
+			case "ok":
+				if len(st.parts) != 2 || st.parts[0].build.Cards() != 30 || !p.restoredSnapshot {
+					t.Errorf("installed %d partitions, restored %v", len(st.parts), p.restoredSnapshot)
+				}
+			case "failed":
+				if refusedErr != nil || currentErr == nil || len(st.parts) != 0 {
+					t.Errorf("set aside: %v, CURRENT removed: %v, %d partitions installed", refusedErr, currentErr, len(st.parts))
+				}
+			case "error":
+				if refusedErr == nil || currentErr != nil || len(st.parts) != 0 {
+					t.Errorf("an unreadable snapshot was set aside (%v) or CURRENT removed (%v), or %d partitions installed", refusedErr, currentErr, len(st.parts))
+				}
+			}
+		})
 	}
 }
