@@ -17,10 +17,11 @@ import (
 // labels, and a spec's shared entity states).
 //
 // Format (version 2): the container of internal/frame (header, frames of
-// at most 64 KiB, end frame, CRC-32C), magic "SSFSTATE", kind 'B' (Builder)
-// or 'S' (Shared). The body is one byte stream cut into frames: a fingerprint (engine,
-// TTL, max lateness, the canonical form of every feature, the window
-// layout of every entity), the state, and a closing marker. Framing lets
+// at most 64 KiB, end frame, CRC-32C), magic "SSFSTATE", kind 'B'
+// (Builder) or 'S' (Shared). The body is one byte stream cut into frames:
+// a fingerprint (engine, TTL, max lateness, the canonical form of every
+// feature, the window layout of every entity), the state, and a closing
+// marker. Framing lets
 // ReadState read exactly the snapshot's bytes (no read-ahead past it), so
 // snapshots can follow one another in one stream, and bounds what a corrupt
 // length can make it read at once. A state is written field by field
