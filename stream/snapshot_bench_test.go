@@ -16,6 +16,7 @@ import (
 	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/stream/internal/statedir"
 )
 
 type discardSink struct{}
@@ -133,7 +134,7 @@ func BenchmarkSnapshot(b *testing.B) {
 // clock starts.
 func rawWrite(b *testing.B, stateDir, dst string, acc time.Duration) (int64, time.Duration) {
 	b.Helper()
-	name, _, err := readCurrent(stateDir)
+	name, _, err := statedir.Current(stateDir)
 	if err != nil {
 		b.Fatal(err)
 	}
