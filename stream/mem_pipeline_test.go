@@ -490,8 +490,8 @@ func TestMemPipelineMemberCrash(t *testing.T) {
 
 // TestMemPipelineBurstAfterIdle: the pipeline has consumed half a history
 // and every partition has been quiet past --align-idle-wait when the other
-// half (five days of event time) is written at once, as producers resuming
-// after an outage flush their backlog. The first partition fetched must
+// half (five days of event time) is written, message by message, as
+// producers resuming after an outage flush their backlog. The first partition fetched must
 // not race through its burst past the others' older events: before the
 // aligner woke the idle partitions (align's burst rule), 159 to 1,466 of
 // the 1,514 events were scored with wrong terminal features, with one
@@ -507,12 +507,16 @@ func TestMemPipelineBurstAfterIdle(t *testing.T) {
 			sink := &memSink{}
 			var rs []*running
 			for range members {
-				rs = append(rs, runPipeline(t, memMember(t, b, "mem-burst", sink, stream.WithMaxBatch(64))))
+				// A woken partition gets another idle wait to deliver its
+				// backlog: 500 ms, so that a loaded machine's scheduling
+				// does not pass it (the documented bound, not the rule).
+				rs = append(rs, runPipeline(t, memMember(t, b, "mem-burst", sink, stream.WithMaxBatch(64),
+					stream.WithAlignIdleWait(500*time.Millisecond))))
 			}
 			n1 := len(msgs) / 2
 			ends := appendAll(t, b, parts, msgs[:n1])
 			waitCommittedTo(t, b, "mem-burst", ends)
-			time.Sleep(300 * time.Millisecond) // past the default 100 ms idle wait
+			time.Sleep(time.Second) // every partition idle
 			for p, e := range appendAll(t, b, parts, msgs[n1:]) {
 				ends[p] = e
 			}

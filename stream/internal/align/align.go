@@ -192,10 +192,14 @@ func before[T any](a, b *entry[T]) bool {
 
 // Aligner merges partitions in event-time order; see the package doc.
 type Aligner[T any] struct {
-	cfg      config
-	t0       time.Time // origin of the monotonic times below
-	idleWait int64
-	lagWait  int64
+	cfg   config
+	t0    time.Time // origin of the monotonic times below
+	wall0 int64     // t0 in ns since the Unix epoch (event times' scale)
+	// lastRead is the time of the last clock read, lastWall the same on
+	// the event times' scale.
+	lastRead, lastWall int64
+	idleWait           int64
+	lagWait            int64
 
 	parts  []*partState // by id; nil: not added
 	nparts int
@@ -243,6 +247,8 @@ func New[T any](opts ...Option) (*Aligner[T], error) {
 	return &Aligner[T]{
 		cfg:      cfg,
 		t0:       t0,
+		wall0:    t0.UnixNano(),
+		lastWall: t0.UnixNano(),
 		idleWait: int64(cfg.idleWait),
 		lagWait:  int64(cfg.lagWait),
 	}, nil
@@ -265,6 +271,7 @@ func (a *Aligner[T]) read() int64 {
 		a.dirty[i] = nil
 	}
 	a.dirty = a.dirty[:0]
+	a.lastRead, a.lastWall = now, a.wall0+now
 	return now
 }
 
@@ -396,7 +403,7 @@ func (a *Aligner[T]) Push(p int, ts int64, key string, v T, caughtUp bool) error
 		return fmt.Errorf("push item: %w", err)
 	}
 	q := a.parts[p]
-	if q.caughtUp && !caughtUp {
+	if (!caughtUp || ts < a.lastWall-backlogAge) && a.wasIdle(q) {
 		a.wakeIdle(q)
 	}
 	if !q.dirty {
@@ -430,25 +437,33 @@ func (a *Aligner[T]) Push(p int, ts int64, key string, v T, caughtUp bool) error
 	return nil
 }
 
-// wakeIdle is called when q, caught up at its last delivery, delivers
-// with more behind it: a burst after quiet (a backlog written at once, a
-// producer resuming after an outage). If q was silent past IdleWait, the
-// other caught-up partitions silent past it may have had their burst
-// written at the same moment, which their fetches are about to deliver:
-// each restarts its silence now and holds the others back again, until it
-// delivers or for another IdleWait. Without it, the first partition
-// fetched would race through its burst past the others' older events
-// (released out of order, each a wrong shared state for the events after
-// it). It costs a burst at most one IdleWait, and live traffic nothing: a
-// partition woken by a single event (caught up again) wakes no one.
+// backlogAge is how far behind the clock an item's event time must be for
+// a partition waking from idle with it to count as a backlog (wakeIdle).
+const backlogAge = int64(5 * time.Second)
+
+// wasIdle reports whether q was silent past IdleWait, caught up, as of the
+// last clock read (no read here: Push does not read the clock; the time
+// since the last read only makes the silence longer).
+func (a *Aligner[T]) wasIdle(q *partState) bool {
+	if q.where == inIdle {
+		return true
+	}
+	return q.where == inActive && q.caughtUp && !q.dirty && a.lastRead-q.quiet >= a.idleWait
+}
+
+// wakeIdle is called when q, idle, delivers a backlog: an item that is not
+// the last Kafka has (a burst: producers resuming after an outage, a
+// backlog written at once) or whose event time is more than backlogAge
+// behind the clock (a backlog written gradually). The other idle
+// partitions may have had theirs written at the same moment, on its way:
+// each restarts its silence and holds the others back again, until it
+// delivers or for another IdleWait. Without it, the first partition fetched
+// would race through its backlog past the others' older items (released
+// out of order, each a wrong shared state for the events after it). It
+// costs a backlog at most one IdleWait, and live traffic (a fresh event
+// alone) nothing.
 func (a *Aligner[T]) wakeIdle(q *partState) {
-	if q.dirty {
-		return // pushed since the last clock read: not silent
-	}
 	now := a.read()
-	if q.where != inIdle && now-q.quiet < a.idleWait {
-		return
-	}
 	for _, o := range a.parts {
 		if o == nil || o == q || !o.caughtUp {
 			continue

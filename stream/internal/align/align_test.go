@@ -876,12 +876,13 @@ func TestResumeTakesOutOnlyTheBlockedTime(t *testing.T) {
 	}
 }
 
-// TestBurstAfterIdleWakesQuietPartitions: a caught-up partition that wakes
-// from idle with a burst (its first item not the last Kafka has) makes the
-// other quiet, caught-up partitions hold the others back again for
-// another IdleWait, or until they deliver: a backlog written to every
-// partition at once is merged in order although the partitions were idle.
-// A partition woken by a single item (caught up again) wakes no one.
+// TestBurstAfterIdleWakesQuietPartitions: a partition that wakes from idle
+// with a backlog — an item that is not the last Kafka has, or one older
+// than the clock by more than backlogAge — makes the other quiet, caught-up
+// partitions hold the others back again for another IdleWait, or until
+// they deliver: a backlog written to every partition at once is merged in
+// order although the partitions were idle. A fresh item alone (live
+// traffic) wakes no one.
 func TestBurstAfterIdleWakesQuietPartitions(t *testing.T) {
 	c := newClock()
 	a := newTest[string](t, c)
@@ -890,6 +891,8 @@ func TestBurstAfterIdleWakesQuietPartitions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Event times on the clock's scale: fresh ones are the clock's now.
+	fresh := func() int64 { return c.now().UnixNano() }
 	pop := func() (string, Reason, bool) {
 		a.Deadline() // the owner's clock read before each wait
 		return a.Pop()
@@ -907,10 +910,14 @@ func TestBurstAfterIdleWakesQuietPartitions(t *testing.T) {
 			t.Fatalf("Pop = %q %v, want nothing released", v, r)
 		}
 	}
-	for p, ts := range []int64{10, 20, 30} {
-		if err := a.Push(p, ts, fmt.Sprint("k", ts), fmt.Sprint("first", p), true); err != nil {
+	push := func(p int, ts int64, v string, caughtUp bool) {
+		t.Helper()
+		if err := a.Push(p, ts, v, v, caughtUp); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for p := range 3 {
+		push(p, fresh()+int64(p), fmt.Sprint("first", p), true)
 	}
 	a.Deadline()
 	c.advance(testIdle)
@@ -919,32 +926,29 @@ func TestBurstAfterIdleWakesQuietPartitions(t *testing.T) {
 	must("first2", IdleBound)
 	c.advance(10 * testIdle) // every partition silent, caught up
 
-	// A single item wakes no one: it goes at once past the idle others.
-	if err := a.Push(0, 40, "k40", "single", true); err != nil {
-		t.Fatal(err)
-	}
+	// A fresh item alone wakes no one: it goes at once past the idle others.
+	push(0, fresh(), "single", true)
 	a.Deadline()
 	c.advance(testIdle)
 	must("single", IdleBound)
 	c.advance(10 * testIdle)
-	woken := a.Stats().Woken
+	if w := a.Stats().Woken; w != 0 {
+		t.Fatalf("Woken = %d after a fresh single item, want 0", w)
+	}
 
 	// A burst on partition 0: partitions 1 and 2 hold it back again.
-	for i, ts := range []int64{100, 200, 300} {
-		if err := a.Push(0, ts, fmt.Sprint("k", ts), fmt.Sprint("burst0-", i), i == 2); err != nil {
-			t.Fatal(err)
-		}
+	base := fresh()
+	for i := range 3 {
+		push(0, base+int64(i+1)*100, fmt.Sprint("burst0-", i), i == 2)
 	}
-	if got := a.Stats().Woken - woken; got != 2 {
-		t.Errorf("Woken grew by %d, want 2", got)
+	if w := a.Stats().Woken; w != 2 {
+		t.Errorf("Woken = %d after a burst, want 2", w)
 	}
 	none()
 	c.advance(testIdle / 2)
 	none()
 	// Partition 1 delivers its burst: its older item goes first, in order.
-	if err := a.Push(1, 150, "k150", "burst1", true); err != nil {
-		t.Fatal(err)
-	}
+	push(1, base+150, "burst1", true)
 	none() // partition 2 still holds everything back
 	c.advance(testIdle/2 - time.Millisecond)
 	none() // its new wait started at the wake-up, not at its last item
@@ -954,4 +958,53 @@ func TestBurstAfterIdleWakesQuietPartitions(t *testing.T) {
 	must("burst1", IdleBound)
 	must("burst0-1", IdleBound)
 	must("burst0-2", IdleBound)
+}
+
+// TestGradualBacklogWakesQuietPartitions: a backlog written gradually (the
+// waking partition's fetch finds only its first item, caught up) is
+// recognised by its event time, more than backlogAge behind the clock.
+func TestGradualBacklogWakesQuietPartitions(t *testing.T) {
+	c := newClock()
+	a := newTest[string](t, c)
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := c.now().Add(-time.Hour).UnixNano() // a backlog an hour old
+	push := func(p int, ts int64, v string) {
+		t.Helper()
+		if err := a.Push(p, ts, v, v, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pop := func() (string, Reason, bool) {
+		a.Deadline()
+		return a.Pop()
+	}
+	push(0, old, "a0")
+	push(1, old+1, "b0")
+	a.Deadline()
+	c.advance(testIdle)
+	for _, want := range []string{"a0", "b0"} {
+		if v, _, ok := pop(); !ok || v != want {
+			t.Fatalf("Pop = %q %v, want %q", v, ok, want)
+		}
+	}
+	c.advance(10 * testIdle) // both idle
+	push(1, old+100, "b1")   // caught up, but an hour old: a backlog
+	if w := a.Stats().Woken; w != 1 {
+		t.Errorf("Woken = %d, want 1", w)
+	}
+	if v, r, ok := pop(); ok {
+		t.Fatalf("Pop = %q %v, want partition 0 to hold it back", v, r)
+	}
+	push(0, old+50, "a1") // partition 0's part of the backlog: older, first
+	a.Deadline()
+	c.advance(testIdle)
+	for _, want := range []string{"a1", "b1"} {
+		if v, r, ok := pop(); !ok || v != want {
+			t.Fatalf("Pop = %q %v %v, want %q", v, r, ok, want)
+		}
+	}
 }
