@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -75,7 +75,7 @@ func followPartitions(t *testing.T, withCkpt, replicas bool) (int, int) {
 		if withCkpt {
 			opts = append(opts, stream.WithCheckpoints(store), stream.WithStateInterval(time.Second))
 		}
-		p := newPipeline(t, brokers, "follow", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindAudit: auditTopic}), opts...)
+		p := newPipeline(t, brokers, "follow", ms, kafkaSink(t, brokers, map[output.Kind]string{output.KindAudit: auditTopic}), opts...)
 		return p, runPipeline(t, p), reg
 	}
 	n1, n2 := len(msgs)/3, 2*len(msgs)/3

@@ -11,7 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -75,7 +75,7 @@ func TestEventDecoder(t *testing.T) {
 	ev := &gatedDecoder{json: features.NewDecoder(), gate: make(chan struct{})}
 	lb := &gatedDecoder{json: features.NewDecoder(), gate: make(chan struct{})}
 	close(lb.gate)
-	sink := kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic, sinks.KindDeadLetter: deadTopic})
+	sink := kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic, output.KindDeadLetter: deadTopic})
 	p := newPipeline(t, brokers, "g-decoder", shippedModels(t), sink, stream.WithLabelsTopic(labelsTopic),
 		stream.WithEventDecoder(ev), stream.WithLabelDecoder(lb))
 	r := runPipeline(t, p)

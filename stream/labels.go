@@ -10,7 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // labelConsumer feeds delayed fraud labels (chargebacks, analyst verdicts)
@@ -189,17 +189,17 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 		lm := &labelMsg{m: m, credit: credit}
 		if err := ldec.DecodeLabel(m.Value, &lm.l); err != nil {
 			reason := decodeReason(err)
-			var rec sinks.DeadLetterRecord
+			var rec output.DeadLetterRecord
 			dlBuf = fillDeadLetter(&rec, dec, &m, true, reason, err.Error(), time.Now(), dlBuf)
-			msg := sinks.Message{Kind: sinks.KindDeadLetter, Key: bytes.Clone(rec.Key), Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, &m)}
+			msg := output.Message{Kind: output.KindDeadLetter, Key: bytes.Clone(rec.Key), Value: rec.AppendJSON(nil), ID: messageID(output.KindDeadLetter, &m)}
 			// Publish under the hard context: a soft stop still finishes this one.
-			err := lc.p.sink.WriteBatch(lc.p.hard, []sinks.Message{msg})
-			var rej *sinks.RejectedError
+			err := lc.p.sink.WriteBatch(lc.p.hard, []output.Message{msg})
+			var rej *output.RejectedError
 			switch {
 			case errors.As(err, &rej):
 				// Bounded, so only a tiny message limit refuses it: the
 				// label's offset is recorded here, and read past.
-				lc.p.met.rejected.WithLabelValues(sinks.KindDeadLetter.String(), rej.Rejected[0].Sink).Inc()
+				lc.p.met.rejected.WithLabelValues(output.KindDeadLetter.String(), rej.Rejected[0].Sink).Inc()
 				lc.p.log.Error("label dead letter refused for good by a sink: the label is skipped, its offset only in this log",
 					"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", reason, "err", err)
 			case err != nil:

@@ -16,7 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream/internal/commit"
 )
 
@@ -38,7 +38,7 @@ type Pipeline struct {
 	brokers []string
 	group   string
 	topic   string
-	sink    sinks.Sink
+	sink    output.Sink
 	names   []string
 	defs    []models.FeatureDef // the definitions of names, in order
 
@@ -106,10 +106,10 @@ type Stats struct {
 
 // New returns a pipeline that reads topic as member of group on brokers,
 // scores every event with each of ms and writes the records to sink (usually
-// a sinks.Fanout). The models must all bind to the feature layout; New fails
+// a output.Fanout). The models must all bind to the feature layout; New fails
 // naming the first input a model needs that the features do not provide.
 // SetModels and Reload replace the models while the pipeline runs.
-func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.Sink, opts ...Option) (*Pipeline, error) {
+func New(brokers []string, group, topic string, ms []*models.Model, sink output.Sink, opts ...Option) (*Pipeline, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {

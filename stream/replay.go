@@ -8,7 +8,7 @@ import (
 
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // replayBatch is the number of rows Replay scores at once.
@@ -84,7 +84,7 @@ func (c *config) replayIgnored() []string {
 // point of its input than their timestamp, or events a worker applied out of
 // event-time order beyond the allowed lateness.
 func Replay(events []features.Event, labels []features.Label, ms []*models.Model, from, to time.Time,
-	fn func(*sinks.ScoreRecord) error, opts ...Option) error {
+	fn func(*output.ScoreRecord) error, opts ...Option) error {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -61,7 +61,7 @@ func TestPANRotationKeepsState(t *testing.T) {
 	opts := []stream.Option{stream.WithDecisionModels(models.ShippedDecisionModel, "seq_gru")}
 	run := func(key *features.PANKey, n int) *prometheus.Registry {
 		reg := prometheus.NewRegistry()
-		p := newPipeline(t, brokers, "rotate", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}),
+		p := newPipeline(t, brokers, "rotate", ms, kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic}),
 			append(opts, stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false), stream.WithStateDir(dir),
 				stream.WithDecoderOptions(features.WithPANKey(key)))...)
 		r := runPipeline(t, p)

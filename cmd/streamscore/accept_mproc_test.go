@@ -24,7 +24,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream/local"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -415,7 +415,7 @@ func (w *exactWorld) mprocCompare() mprocResult {
 			t.Fatal(err)
 		}
 		scores = append(scores, r)
-		id := header(m, sinks.HeaderID)
+		id := header(m, output.HeaderID)
 		var sr scoreRec
 		sr.txID = r["tx_id"].(string)
 		_, pos, _ := strings.Cut(id, ":")

@@ -28,7 +28,7 @@ import (
 	"github.com/streamscore/streamscore/models/eval"
 	"github.com/streamscore/streamscore/models/train"
 	trainhistory "github.com/streamscore/streamscore/models/train/history"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -733,7 +733,7 @@ func scoreSeqFolds(ctx context.Context, events []features.Event, labels []featur
 	bar.Describe(fmt.Sprintf("score %d sequence models (stream replay)", len(ms)))
 	next := make([]int, len(fl)) // per fold, its next test row
 	scored := 0
-	err := stream.Replay(events, labels, ms, from, to, func(rec *sinks.ScoreRecord) error {
+	err := stream.Replay(events, labels, ms, from, to, func(rec *output.ScoreRecord) error {
 		fi := -1
 		for i := range fl {
 			if !rec.TS.Before(fl[i].TestFrom) && rec.TS.Before(fl[i].TestTo) {

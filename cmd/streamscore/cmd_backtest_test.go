@@ -18,7 +18,7 @@ import (
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/eval"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -311,7 +311,7 @@ func TestBacktestSequence(t *testing.T) {
 		}
 		// The stream's replay over the fold's test days alone.
 		want := map[string]float64{}
-		if err := stream.Replay(events, labels, []*models.Model{g.m}, testFrom, testTo, func(r *sinks.ScoreRecord) error {
+		if err := stream.Replay(events, labels, []*models.Model{g.m}, testFrom, testTo, func(r *output.ScoreRecord) error {
 			want[r.TxID] = r.Scores[0].Value
 			return nil
 		}, stream.WithReasons(0)); err != nil {
