@@ -123,18 +123,8 @@ type Decoder struct {
 	cfg decoderConfig
 }
 
-// NewDecoder returns a Decoder. It panics if an option is invalid: it is
-// the Must-style wrapper of MakeDecoder, for options known to be valid.
-func NewDecoder(opts ...DecoderOption) *Decoder {
-	d, err := MakeDecoder(opts...)
-	if err != nil {
-		panic(err)
-	}
-	return d
-}
-
-// MakeDecoder returns a Decoder, or an error for an invalid option.
-func MakeDecoder(opts ...DecoderOption) (*Decoder, error) {
+// NewDecoder returns a Decoder, or an error for an invalid option.
+func NewDecoder(opts ...DecoderOption) (*Decoder, error) {
 	c := decoderConfig{maxSkew: 5 * time.Minute, clock: time.Now, maxStr: DefaultMaxFieldBytes}
 	for _, o := range opts {
 		if o == nil {

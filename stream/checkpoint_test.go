@@ -133,10 +133,14 @@ func followPartitions(t *testing.T, withCkpt, replicas bool) (int, int) {
 	}
 	last := lastAudit(t, brokers)
 	shared := map[int]bool{}
-	for _, c := range features.NewShared().Columns() {
+	defaultShared, err := features.NewShared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range defaultShared.Columns() {
 		shared[c] = true
 	}
-	names := features.NewBuilder(nil).Names()
+	names := features.Names()
 	wrong, wrongShared := 0, 0
 	if err := features.Replay(events, nil, nil, func(e *features.Event, row []float32) error {
 		got, ok := last[e.TxID]

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/sinks/output"
 )
 
@@ -155,7 +154,7 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 	}
 	dead := lc.p.met.labels.WithLabelValues("deadlettered")
 	consumed := lc.p.met.consumed.WithLabelValues(lc.p.cfg.labelsTopic)
-	dec := features.NewDecoder(lc.p.cfg.decoderOpts...) // dead letters' key and digest
+	dec := lc.p.dec // dead letters' key and digest
 	ldec := lc.p.cfg.labelDecoder(dec)
 	var dlBuf []byte
 	// The partition's credits: labels handed to the stage and not yet

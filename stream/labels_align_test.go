@@ -146,7 +146,7 @@ func compareLabelledReplay(t *testing.T, brokers []string, events []features.Eve
 		}
 		got[r.TxID] = r.Features
 	}
-	names := features.NewBuilder(nil).Names()
+	names := features.Names()
 	wrong, fraudNonZero := 0, 0
 	if err := features.Replay(events, labels, nil, func(e *features.Event, row []float32) error {
 		fs, ok := got[e.TxID]

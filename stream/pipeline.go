@@ -39,6 +39,7 @@ type Pipeline struct {
 	group   string
 	topic   string
 	sink    output.Sink
+	dec     *features.Decoder // the JSON decoder, of cfg.decoderOpts (safe for concurrent use)
 	names   []string
 	defs    []models.FeatureDef // the definitions of names, in order
 
@@ -134,11 +135,12 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 	}
 	// The feature and decoder options are checked here, once: the workers
 	// build their Builders and Decoders later from the same options.
-	shared, err := features.MakeShared(cfg.featureOpts...)
+	shared, err := features.NewShared(cfg.featureOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("stream: feature options: %w", err)
 	}
-	if _, err := features.MakeDecoder(cfg.decoderOpts...); err != nil {
+	dec, err := features.NewDecoder(cfg.decoderOpts...)
+	if err != nil {
 		return nil, fmt.Errorf("stream: decoder options: %w", err)
 	}
 	met, err := newMetrics(cfg.reg)
@@ -148,6 +150,7 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 	p := &Pipeline{
 		cfg: cfg, brokers: brokers, group: group, topic: topic, sink: sink,
 		shared:  shared,
+		dec:     dec,
 		tracker: commit.New(),
 		met:     met,
 		log:     cfg.log.With("component", "stream", "topic", topic, "group", group),
@@ -156,7 +159,7 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 		return nil, err
 	}
 	// Bind here so a layout mismatch fails at start-up, not in a worker.
-	b, err := features.MakeBuilder(p.shared, cfg.featureOpts...)
+	b, err := features.NewBuilder(p.shared, cfg.featureOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("stream: feature options: %w", err)
 	}

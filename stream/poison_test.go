@@ -84,7 +84,7 @@ func (r *refusing) Name() string { return "refusing" }
 
 // Classify classifies as the NATS sink does (its refusal is NATS's).
 func (r *refusing) Classify(err error) output.Class { return sinks.Classify(err) }
-func (r *refusing) Close() error { return nil }
+func (r *refusing) Close() error                    { return nil }
 func (r *refusing) WriteBatch(_ context.Context, msgs []output.Message) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

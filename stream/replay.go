@@ -100,11 +100,11 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 	if !to.After(from) {
 		return fmt.Errorf("stream: replay: empty range [%v, %v)", from, to)
 	}
-	shared, err := features.MakeShared(cfg.featureOpts...)
+	shared, err := features.NewShared(cfg.featureOpts...)
 	if err != nil {
 		return fmt.Errorf("stream: replay: feature options: %w", err)
 	}
-	b, err := features.MakeBuilder(shared, cfg.featureOpts...)
+	b, err := features.NewBuilder(shared, cfg.featureOpts...)
 	if err != nil {
 		return fmt.Errorf("stream: replay: feature options: %w", err)
 	}

@@ -47,7 +47,10 @@ func TestPANRotationKeepsState(t *testing.T) {
 	_, msgs, start, end := history(t, 11, 3000)
 	split := len(msgs) / 2
 	decode := func(key *features.PANKey) []features.Event {
-		d := features.NewDecoder(features.WithPANKey(key))
+		d, err := features.NewDecoder(features.WithPANKey(key))
+		if err != nil {
+			t.Fatal(err)
+		}
 		evs := make([]features.Event, len(msgs))
 		for i, m := range msgs {
 			if err := d.Decode(m.Value, &evs[i]); err != nil {

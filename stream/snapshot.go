@@ -651,7 +651,9 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 		}
 		return nil
 	}
-	r.shared = features.NewShared(p.cfg.featureOpts...)
+	if r.shared, err = features.NewShared(p.cfg.featureOpts...); err != nil {
+		return nil, fmt.Errorf("stream: feature options: %w", err)
+	}
 	if err := read(sharedFn, r.shared.ReadState); err != nil {
 		return nil, err
 	}
@@ -666,7 +668,7 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 		}
 		st := &partState{
 			part:         part,
-			build:        features.NewBuilder(r.shared, p.partFeatureOpts()...),
+			build:        p.partBuilder(r.shared),
 			seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 			offTrail:     newOffTrail(off),
 			restoredFrom: -1,
@@ -692,7 +694,7 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 		if !ok {
 			// Read as a replica only: no cards.
 			st = p.newPartState(part)
-			st.build = features.NewBuilder(r.shared, p.partFeatureOpts()...)
+			st.build = p.partBuilder(r.shared)
 			st.seq.layout = stageLayout(stg, part)
 			r.parts[part] = st
 		}

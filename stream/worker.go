@@ -127,7 +127,7 @@ func newWorker(p *Pipeline, id int) *worker {
 		ready: make(chan *batch, p.cfg.inFlight+2),
 		out:   make(chan *batch, p.cfg.inFlight),
 		free:  make(chan *batch, p.cfg.inFlight+1),
-		dec:   features.NewDecoder(p.cfg.decoderOpts...),
+		dec:   p.dec,
 		width: len(p.names),
 	}
 	w.audit.FeatureNames = p.names

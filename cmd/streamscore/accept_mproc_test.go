@@ -443,9 +443,13 @@ func (w *exactWorld) mprocCompare() mprocResult {
 	if len(wantScores) != w.n || len(wantRows) != w.n {
 		t.Fatalf("replays: %d score records and %d feature rows for %d events", len(wantScores), len(wantRows), w.n)
 	}
-	names := features.NewBuilder(nil).Names()
+	names := features.Names()
 	shared := map[string]bool{}
-	for _, c := range features.NewShared().Columns() {
+	defaultShared, err := features.NewShared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range defaultShared.Columns() {
 		shared[names[c]] = true
 	}
 	if len(shared) == 0 || len(shared) == len(names) {
