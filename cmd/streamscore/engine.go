@@ -392,6 +392,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	// end) is logged with its cause (rate-limited) and makes /readyz 503
 	// until it takes writes again.
 	fan, err := output.NewFanout(ss, output.WithFanoutRegisterer(reg), output.WithFanoutLogger(log),
+		output.WithFanoutClassifier(sinks.Classify), // for any sink that does not classify its own errors
 		output.WithFanoutObserver(func(sink string, err error) {
 			if err == nil {
 				e.health.Up("sink " + sink)

@@ -54,6 +54,7 @@ type fanoutConfig struct {
 	log      *slog.Logger
 	logEvery time.Duration
 	observe  func(sink string, err error)
+	classify func(err error) Class
 }
 
 // WithFanoutObserver calls f(sink, err) after every failed write to a sink
@@ -64,6 +65,17 @@ type fanoutConfig struct {
 // concurrent use. Default: none.
 func WithFanoutObserver(f func(sink string, err error)) FanoutOption {
 	return func(c *fanoutConfig) error { c.observe = f; return nil }
+}
+
+// WithFanoutClassifier classifies the errors of the sinks that do not
+// implement Classifier themselves (a sink wrapped in a type of the
+// caller's, or one of another package), e.g. with sinks.Classify. f must
+// be quick and safe for concurrent use. Default: none, and such a sink's
+// errors are all retried (backpressure). The trap: without it, a wrapper
+// that hides its sink's Classify also hides that a record was refused for
+// good, and the Fanout retries that record without end.
+func WithFanoutClassifier(f func(err error) Class) FanoutOption {
+	return func(c *fanoutConfig) error { c.classify = f; return nil }
 }
 
 // WithFanoutBackoff sets the first and the largest wait between retries of
@@ -381,14 +393,20 @@ func (f *Fanout) allRejections(i int, be *BatchError) bool {
 	return true
 }
 
-// class is what sink i says of err (Classifier), or nothing (the zero
-// Class: retried) for a sink that does not classify its errors.
+// class is what sink i says of err (Classifier), else what the
+// WithFanoutClassifier function says, else nothing (the zero Class:
+// retried).
 func (f *Fanout) class(i int, err error) Class {
-	cl, ok := f.sinks[i].(Classifier)
-	if !ok || err == nil {
+	if err == nil {
 		return 0
 	}
-	return cl.Classify(err)
+	if cl, ok := f.sinks[i].(Classifier); ok {
+		return cl.Classify(err)
+	}
+	if f.cfg.classify != nil {
+		return f.cfg.classify(err)
+	}
+	return 0
 }
 
 // validIndices reports whether idx is a non-empty, strictly increasing list

@@ -374,3 +374,87 @@ func (w *syncWriter) String() string {
 	defer w.mu.Unlock()
 	return w.b.String()
 }
+
+// errTooBig stands for a transport's "message too large".
+var errTooBig = errors.New("fake: too big")
+
+// refuser refuses, one by one, every message whose value is "poison",
+// with errTooBig; it classifies its errors only when classify is set.
+type refuser struct {
+	classify bool
+	calls    atomic.Int32
+}
+
+func (r *refuser) Name() string { return "refuser" }
+func (r *refuser) Close() error { return nil }
+func (r *refuser) WriteBatch(_ context.Context, msgs []output.Message) error {
+	r.calls.Add(1)
+	be := &output.BatchError{Sink: "refuser"}
+	for i, m := range msgs {
+		if string(m.Value) == "poison" {
+			be.Add(i, fmt.Errorf("publish: %w", errTooBig))
+		}
+	}
+	if len(be.Indices) > 0 {
+		return be
+	}
+	return nil
+}
+
+// classifiedRefuser is a refuser that classifies its own errors.
+type classifiedRefuser struct{ refuser }
+
+func (*classifiedRefuser) Classify(err error) output.Class {
+	if errors.Is(err, errTooBig) {
+		return output.ClassPermanent | output.ClassRejection
+	}
+	return 0
+}
+
+func tooBig(err error) output.Class {
+	if errors.Is(err, errTooBig) {
+		return output.ClassRejection
+	}
+	return 0
+}
+
+// TestFanoutClassifier: a refused message is isolated when the sink
+// classifies its errors, or when WithFanoutClassifier does for a sink that
+// does not (the sink's own Classify first); with neither, its error says
+// nothing and the Fanout retries until ctx ends.
+func TestFanoutClassifier(t *testing.T) {
+	msgs := []output.Message{{Value: []byte("a")}, {Value: []byte("poison")}, {Value: []byte("b")}}
+	tests := []struct {
+		name     string
+		sink     output.Sink
+		opts     []output.FanoutOption
+		rejected bool
+	}{
+		{"sink classifies", &classifiedRefuser{}, nil, true},
+		{"option classifies", &refuser{}, []output.FanoutOption{output.WithFanoutClassifier(tooBig)}, true},
+		{"sink before option", &classifiedRefuser{}, []output.FanoutOption{output.WithFanoutClassifier(func(error) output.Class { return 0 })}, true},
+		{"nobody classifies", &refuser{}, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := output.NewFanout([]output.Sink{tc.sink}, append(tc.opts, fastBackoff())...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			err = f.WriteBatch(ctx, msgs)
+			var rej *output.RejectedError
+			if tc.rejected {
+				if !errors.As(err, &rej) || len(rej.Rejected) != 1 || rej.Rejected[0].Index != 1 || !errors.Is(rej.Rejected[0].Err, errTooBig) {
+					t.Fatalf("WriteBatch = %v, want message 1 rejected", err)
+				}
+				return
+			}
+			if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &rej) {
+				t.Fatalf("WriteBatch = %v, want the retries cut by the deadline", err)
+			}
+		})
+	}
+}

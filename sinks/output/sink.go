@@ -159,10 +159,11 @@ func (c Class) Has(f Class) bool { return c&f == f }
 // Classifier is an optional interface of a Sink whose transport errors
 // only it can tell apart: Fanout calls Classify with an error WriteBatch
 // returned, or with one message's error from a *BatchError. Classify must
-// be quick and safe for concurrent use. The trap: Fanout cannot know
-// anything of the errors of a Sink that does not implement it (it retries
-// them all, without end), so a sink that refuses a poison record without
-// classifying the error stalls the pipeline on it.
+// be quick and safe for concurrent use. The trap: Fanout knows nothing of
+// the errors of a Sink that does not implement it (it retries them all,
+// without end, unless WithFanoutClassifier says otherwise), so a sink that
+// refuses a poison record without classifying the error stalls the
+// pipeline on it; a wrapper around a sink must forward Classify.
 type Classifier interface {
 	Classify(err error) Class
 }
