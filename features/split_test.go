@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -496,5 +497,49 @@ func benchSplit(b *testing.B, sharedOnly bool) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkSharedMemory measures the live heap of the shared (terminal)
+// state alone, which every member of a group holds whole when it
+// replicates the partitions it does not claim: terminals with 10, 100 and
+// 1,000 events each inside the 30-day windows. B/terminal is the heap per
+// terminal; the slope between two sizes is the cost of an event kept.
+func BenchmarkSharedMemory(b *testing.B) {
+	const terminals = 2000
+	for _, per := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("events-per-terminal=%d", per), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(3, 4))
+			n := terminals * per
+			step := 30 * 24 * time.Hour / time.Duration(n) // every event inside the 30-day windows
+			evs := make([]Event, n)
+			ids := make([]string, terminals)
+			for k := range ids {
+				ids[k] = fmt.Sprint("m-", k)
+			}
+			for i := range evs {
+				evs[i] = Event{TxID: "t", CardID: "c", TerminalID: ids[rng.IntN(terminals)],
+					TS: t0.Add(time.Duration(i) * step), Amount: rng.ExpFloat64() * 50, Country: "FR"}
+			}
+			var perTerminal float64
+			for b.Loop() {
+				s := MustShared()
+				row := make([]float32, MustBuilder(s).Width())
+				var m0, m1 runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&m0)
+				for i := range evs {
+					s.Apply(&evs[i], row)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&m1)
+				perTerminal = float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / terminals
+				if st := s.Stats(); st.Entities == 0 {
+					b.Fatalf("no terminal in the state: %+v", st)
+				}
+				runtime.KeepAlive(s)
+			}
+			b.ReportMetric(perTerminal, "B/terminal")
+		})
 	}
 }

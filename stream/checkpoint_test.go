@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -27,17 +28,24 @@ import (
 // exact too: each member reads the partitions it does not claim as
 // shared-state replicas (WithSharedReplicas); without them each member's
 // terminals see only its own partitions, which the second control checks.
+// B starts once A has stored the shared checkpoint and restores it; the
+// JetStream case runs the scenario on the object-store checkpoints.
 func TestCheckpointsFollowPartitions(t *testing.T) {
 	for _, tc := range []struct {
 		name               string
 		withCkpt, replicas bool
+		store              string
 	}{
-		{"checkpoints", true, true},
-		{"no checkpoints (control)", false, true},
-		{"no shared replicas (control)", true, false},
+		{"checkpoints", true, true, "memory"},
+		{"checkpoints in JetStream", true, true, "jetstream"},
+		{"no checkpoints (control)", false, true, ""},
+		{"no shared replicas (control)", true, false, "memory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wrong, wrongShared := followPartitions(t, tc.withCkpt, tc.replicas)
+			if tc.store == "jetstream" && (testing.Short() || timeScale > 1) {
+				t.Skip("the memory-store case covers the protocol under -short and the race detector")
+			}
+			wrong, wrongShared := followPartitions(t, tc.withCkpt, tc.replicas, tc.store)
 			switch {
 			case tc.withCkpt && wrong > 0:
 				t.Errorf("%d events whose card features differ from the replay", wrong)
@@ -57,11 +65,14 @@ func TestCheckpointsFollowPartitions(t *testing.T) {
 // followPartitions runs the scenario and returns the number of events
 // whose card features, and whose shared (terminal) features, differ from
 // the replay.
-func followPartitions(t *testing.T, withCkpt, replicas bool) (int, int) {
+func followPartitions(t *testing.T, withCkpt, replicas bool, storeKind string) (int, int) {
 	brokers := startKafka(t, map[string]int{txTopic: 4, auditTopic: 1})
 	events, msgs, _, _ := history(t, 21, 3000)
 	ms := shippedModels(t)
 	store := stream.NewMemoryCheckpoints()
+	if storeKind == "jetstream" {
+		store = jetStreamCheckpoints(t)
+	}
 	member := func() (*stream.Pipeline, *running, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		opts := []stream.Option{stream.WithWorkers(2), stream.WithRegisterer(reg),
@@ -82,6 +93,13 @@ func followPartitions(t *testing.T, withCkpt, replicas bool) (int, int) {
 	produce(t, brokers, txTopic, msgs[:n1]...)
 	a, ra, regA := member()
 	waitAudited(t, brokers, events[:n1])
+	if withCkpt && replicas {
+		// A claims partition 0: it stores the shared checkpoint, which B
+		// restores when it starts.
+		waitFor(t, 30*time.Second, "member A to store the shared checkpoint", func() bool {
+			return counterOr0(t, regA, "streamscore_stream_shared_checkpoints_total", "op", "put", "outcome", "ok") > 0
+		})
+	}
 	_, rb, regB := member()
 	// B has joined: the partitions are split between the members.
 	waitFor(t, 60*time.Second, "member B to claim partitions", func() bool {
@@ -131,6 +149,11 @@ func followPartitions(t *testing.T, withCkpt, replicas bool) (int, int) {
 		}
 		t.Logf("member %s: %s", name, strings.Join(parts, " "))
 	}
+	if withCkpt && replicas {
+		if n := counterOr0(t, regB, "streamscore_stream_shared_checkpoints_total", "op", "restore", "outcome", "ok"); n != 1 {
+			t.Errorf("member B restored the shared checkpoint %v times, want once", n)
+		}
+	}
 	last := lastAudit(t, brokers)
 	shared := map[int]bool{}
 	defaultShared, err := features.NewShared()
@@ -178,6 +201,34 @@ func followPartitions(t *testing.T, withCkpt, replicas bool) (int, int) {
 	}
 	t.Logf("%d events, %d with card features and %d with terminal features unlike the replay", len(events), wrong, wrongShared)
 	return wrong, wrongShared
+}
+
+// jetStreamCheckpoints starts a NATS server with JetStream and returns a
+// checkpoint store in its object store.
+func jetStreamCheckpoints(t *testing.T) stream.CheckpointStore {
+	t.Helper()
+	_, js := startJetStream(t, "checkpoints")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	store, err := stream.NewJetStreamCheckpoints(ctx, js, "streamscore-test-ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
+
+// counterOr0 is metricValue, 0 while the series does not exist yet.
+func counterOr0(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	fam, ok := gatherFamily(t, reg, name)
+	if !ok {
+		return 0
+	}
+	ss := fam.match(t, labels)
+	if len(ss) != 1 {
+		return 0
+	}
+	return ss[0].value
 }
 
 // waitAudited waits until the audit topic holds a record of every event.

@@ -36,20 +36,7 @@ func newEnv(t *testing.T) *env {
 	brokers := startKafka(t, map[string]int{
 		txTopic: 4, labelsTopic: 1, scoresTopic: 2, alertsTopic: 1, auditTopic: 1, deadTopic: 1,
 	})
-	n, err := local.StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
-	nc, err := local.Connect(n.URL(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, js := startJetStream(t, "test")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
@@ -59,6 +46,28 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	return &env{nats: n, brokers: brokers, js: js}
+}
+
+// startJetStream starts a NATS server with JetStream (stopped by the
+// test's cleanup) and returns it and a JetStream context of a connection
+// named name.
+func startJetStream(t *testing.T, name string) (*local.NATS, jetstream.JetStream) {
+	t.Helper()
+	n, err := local.StartNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	nc, err := local.Connect(n.URL(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, js
 }
 
 // newPipeline builds a pipeline with NATS and Kafka sinks behind a fan-out.

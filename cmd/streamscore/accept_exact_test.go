@@ -39,6 +39,7 @@ const (
 	exactScores  = "scores"
 	exactAudit   = "audit"
 	exactDead    = "deadletter"
+	exactLabels  = "labels"
 	exactGroup   = "accept-exact"
 )
 
@@ -75,11 +76,14 @@ type exactWorld struct {
 	bw      *bufio.Writer
 	w       *kafka.Writer
 	n       int
+	// labels, when set (feedLabelled), is the labels file the replays read
+	// beside the events: the members read the same labels from exactLabels.
+	labels string
 }
 
 func newExactWorld(t *testing.T, ctx context.Context, partitions int) *exactWorld {
 	t.Helper()
-	k, err := local.StartKafka(map[string]int{exactTxTopic: partitions, exactScores: 1, exactAudit: 1, exactDead: 1})
+	k, err := local.StartKafka(map[string]int{exactTxTopic: partitions, exactScores: 1, exactAudit: 1, exactDead: 1, exactLabels: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +130,54 @@ func (w *exactWorld) eventsPath() string {
 		w.t.Fatal(err)
 	}
 	return w.events.Name()
+}
+
+// replays runs `streamscore score` and `streamscore features` over the
+// events file (and the labels file, if the world has one) and returns one
+// score record and one feature row per event. With labels, it fails the
+// test unless at least 5% of the events have a non-zero label-derived
+// feature: otherwise the labels' order could not make a record differ.
+func (w *exactWorld) replays(evPath string) (wantScores, wantRows []exactRecord) {
+	w.t.Helper()
+	t := w.t
+	var err error
+	wantScores, err = replayScores(w.ctx, w.dir, evPath, w.replayArgs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRows, err = replayFeatures(w.ctx, w.dir, evPath, w.replayArgs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wantScores) != w.n || len(wantRows) != w.n {
+		t.Fatalf("replays: %d score records and %d feature rows for %d events", len(wantScores), len(wantRows), w.n)
+	}
+	if w.labels != "" {
+		labelled := 0
+		for _, r := range wantRows {
+			fm, _ := r["features"].(map[string]any)
+			for k, v := range fm {
+				if f, err := strconv.ParseFloat(fmt.Sprint(v), 64); err == nil && f != 0 && strings.Contains(k, "fraud") {
+					labelled++
+					break
+				}
+			}
+		}
+		if labelled < len(wantRows)/20 {
+			t.Fatalf("%d of %d events have a non-zero label-derived (fraud) feature in the replay: too few for the labels' order to be tested", labelled, len(wantRows))
+		}
+		t.Logf("%d of %d events have a non-zero label-derived feature", labelled, len(wantRows))
+	}
+	return wantScores, wantRows
+}
+
+// replayArgs are the replays' flags beyond the events: the labels file,
+// if the world has one.
+func (w *exactWorld) replayArgs() []string {
+	if w.labels == "" {
+		return nil
+	}
+	return []string{"--labels", w.labels}
 }
 
 // startEngine starts `streamscore run` on the world's topics: the default
@@ -213,17 +265,7 @@ func (w *exactWorld) compareWithReplay() exactResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantScores, err := replayScores(ctx, w.dir, evPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantRows, err := replayFeatures(ctx, w.dir, evPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(wantScores) != w.n || len(wantRows) != w.n {
-		t.Fatalf("replays: %d score records and %d feature rows for %d events", len(wantScores), len(wantRows), w.n)
-	}
+	wantScores, wantRows := w.replays(evPath)
 	res := exactResult{Dead: dead[0], Records: scores,
 		Scores:   compareExact("score records (engine vs `score`)", scores, wantScores, scoreRecordVolatile),
 		Features: compareExact("audit feature rows (engine vs `features`)", auditFeatures(audit), wantRows, nil)}

@@ -218,7 +218,43 @@ func mprocHistory(t *testing.T, seed int64, n int) []synth.Tx {
 // mprocHistorySpan is mprocHistory over span of event time.
 func mprocHistorySpan(t *testing.T, seed int64, n int, span time.Duration) []synth.Tx {
 	t.Helper()
-	g, err := synth.New(synth.Config{Seed: seed, Cards: 300, Terminals: 60})
+	txs, _ := mprocHistoryOf(t, synth.Config{Seed: seed, Cards: 300, Terminals: 60}, n, span)
+	return txs
+}
+
+// mprocLabelledHistory is mprocHistory over 16 days (the label-derived
+// features count the frauds of their terminal 7 days back and more) with
+// 10% fraud and its labels, about 12 hours after their transactions (mean),
+// as the labels topic delivers
+// them (features.CompareLabels); labels later than the last transaction are
+// left out. The transactions carry the tx_ids the feeder gives them
+// ("m-<n>"), which the labels name. The labels have no tx_ts: a label is
+// placed by finding its transaction in its terminal's history, so the
+// order in which a member applies labels and events matters.
+func mprocLabelledHistory(t *testing.T, seed int64, n int) ([]synth.Tx, []features.Label) {
+	t.Helper()
+	txs, g := mprocHistoryOf(t, synth.Config{Seed: seed, Cards: 300, Terminals: 60, FraudRate: 0.1, LabelDelay: 12 * time.Hour}, n, 16*24*time.Hour)
+	last := txs[len(txs)-1].Event.TS
+	var labels []features.Label
+	for i := range txs {
+		txs[i].Event.TxID = fmt.Sprintf("m-%07d", i)
+		if l, ok := g.LabelFor(txs[i]); ok && !l.TS.After(last) {
+			l.TxTS = time.Time{}
+			labels = append(labels, l)
+		}
+	}
+	slices.SortStableFunc(labels, func(a, b features.Label) int { return features.CompareLabels(&a, &b) })
+	if len(labels) < n/100 {
+		t.Fatalf("only %d labels for %d events", len(labels), len(txs))
+	}
+	return txs, labels
+}
+
+// mprocHistoryOf generates about n events of cfg's population over span of
+// event time ending an hour ago, event times strictly increasing.
+func mprocHistoryOf(t *testing.T, cfg synth.Config, n int, span time.Duration) ([]synth.Tx, *synth.Generator) {
+	t.Helper()
+	g, err := synth.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,18 +275,40 @@ func mprocHistorySpan(t *testing.T, seed int64, n int, span time.Duration) []syn
 	if len(txs) < n/2 {
 		t.Fatalf("only %d events generated", len(txs))
 	}
-	return txs
+	return txs, g
 }
 
 // feed starts producing txs at rate events per second (chunks every 50 ms).
 // The test's cleanup stops the feeder and waits for it.
 func (w *exactWorld) feed(txs []synth.Tx, rate int) *feeder {
+	return w.feedLabelled(txs, nil, rate)
+}
+
+// feedLabelled is feed with labels: after each chunk of events, the labels
+// whose time has come (at or before the chunk's last event) go to the
+// labels topic; the labels file the replays read holds them all.
+func (w *exactWorld) feedLabelled(txs []synth.Tx, labels []features.Label, rate int) *feeder {
+	var lw *kafka.Writer
+	if len(labels) > 0 {
+		w.labels = filepath.Join(w.dir, "labels.jsonl")
+		var buf []byte
+		for i := range labels {
+			buf = append(labels[i].AppendJSON(buf), '\n')
+		}
+		if err := os.WriteFile(w.labels, buf, 0o600); err != nil {
+			w.t.Fatal(err)
+		}
+		tr := &kafka.Transport{}
+		lw = &kafka.Writer{Addr: kafka.TCP(w.brokers...), Topic: exactLabels, BatchTimeout: time.Millisecond,
+			RequiredAcks: kafka.RequireAll, Transport: tr}
+		w.t.Cleanup(func() { lw.Close(); tr.CloseIdleConnections() })
+	}
 	f := &feeder{done: make(chan struct{}), quit: make(chan struct{})}
 	w.t.Cleanup(func() { close(f.quit); <-f.done })
 	go func() {
 		defer close(f.done)
 		start := time.Now()
-		sent := 0
+		sent, lsent := 0, 0
 		for sent < len(txs) {
 			due := min(len(txs), int(time.Since(start).Seconds()*float64(rate))+1)
 			if due > sent {
@@ -260,6 +318,16 @@ func (w *exactWorld) feed(txs []synth.Tx, rate int) *feeder {
 				}
 				sent = due
 				f.sent.Store(int64(sent))
+				var lmsgs []kafka.Message
+				for ; lsent < len(labels) && !labels[lsent].TS.After(txs[due-1].Event.TS); lsent++ {
+					lmsgs = append(lmsgs, kafka.Message{Key: []byte(labels[lsent].TxID), Value: labels[lsent].AppendJSON(nil)})
+				}
+				if len(lmsgs) > 0 {
+					if err := lw.WriteMessages(w.ctx, lmsgs...); err != nil {
+						f.err = fmt.Errorf("produce %d labels: %w", len(lmsgs), err)
+						return
+					}
+				}
 			}
 			select {
 			case <-w.ctx.Done():
@@ -432,17 +500,7 @@ func (w *exactWorld) mprocCompare() mprocResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantScores, err := replayScores(ctx, w.dir, evPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantRows, err := replayFeatures(ctx, w.dir, evPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(wantScores) != w.n || len(wantRows) != w.n {
-		t.Fatalf("replays: %d score records and %d feature rows for %d events", len(wantScores), len(wantRows), w.n)
-	}
+	wantScores, wantRows := w.replays(evPath)
 	names := features.Names()
 	shared := map[string]bool{}
 	defaultShared, err := features.NewShared()
@@ -646,13 +704,18 @@ func longestPause(recs []scoreRec) (part int, pause time.Duration) {
 // TestThreeMembersKill is the second "done when" of issue 16, for the
 // state that follows its partitions: three members in one group on a
 // 6-partition topic consume a history produced while they run (250
-// events/s); one of them is killed with SIGKILL mid-stream, and once its
-// partitions have moved (its session expired: 6 s) a fresh member joins.
-// At the end every event has a score record, and the card feature columns
-// of every event's last audit record equal `streamscore features` bit for
-// bit: the survivors restored the killed member's partitions from their
-// checkpoints, Kafka re-delivered what the checkpoints lacked, and the
-// fresh member restored what the graceful handover stored.
+// events/s, with its fraud labels on a labels topic at their own time);
+// one of them is killed with SIGKILL mid-stream, and once its partitions
+// have moved (its session expired: 6 s) a fresh member joins. At the end
+// every event has a score record, and every event's last score record
+// equals `streamscore score`'s and its last audit record's feature row
+// `streamscore features`' over the same events and labels, bit for bit —
+// card and terminal windows, the label-delayed fraud features, the GRU's
+// state: the survivors restored the killed member's partitions from their
+// checkpoints, Kafka re-delivered what the checkpoints lacked, the fresh
+// member restored what the graceful handover stored, and every member
+// applied every partition's events and every label to its terminals in
+// event-time order.
 //
 // Two moments of the kill, relative to the victim's checkpoint rounds
 // (every --state-interval a round is stored, then the committer's next
@@ -667,12 +730,9 @@ func longestPause(recs []scoreRec) (part int, pause time.Duration) {
 //     scored with features.Builder.Peek: about 20 of 4,300 events' card
 //     columns differed.
 //
-// Measured and logged, not asserted: the failover time (the kill to the
-// first record of the killed member's partitions scored by a survivor),
-// the restores (from the members' logs), and how many events' terminal
-// columns and score records differ from the single-process replays
-// (terminal state is per process: each member's terminals see the events
-// of its own partitions only). The duplicates (events the killed member
+// Measured and logged: the failover time (the kill to the first record of
+// the killed member's partitions scored by a survivor) and the restores
+// (from the members' logs). The duplicates (events the killed member
 // scored after its last committed checkpoint) are asserted to be on its
 // partitions only and within about three --state-interval of them.
 func TestThreeMembersKill(t *testing.T) {
@@ -705,7 +765,11 @@ func threeMembersKill(t *testing.T, uncommitted bool, session time.Duration) tim
 		w = newExactWorldMinSession(t, ctx, mprocPartitions, time.Second)
 		flags = []string{"--session-timeout", session.String()}
 	}
-	txs := mprocHistory(t, 16, 4000)
+	// With fraud labels, about 12 h after their transactions: the members
+	// read every label, the label-delayed features of cards and terminals
+	// must follow the partitions too.
+	txs, labels := mprocLabelledHistory(t, 16, 4000)
+	flags = append(flags, "--labels-topic", exactLabels)
 	const rate = 250
 
 	t0 := time.Now()
@@ -713,7 +777,8 @@ func threeMembersKill(t *testing.T, uncommitted bool, session time.Duration) tim
 	assign := w.waitBalanced(members, 60*time.Second*timeScale)
 	t.Logf("three members settled in %v: %v", time.Since(t0).Round(time.Millisecond), assign)
 
-	f := w.feed(txs, rate)
+	f := w.feedLabelled(txs, labels, rate)
+	t.Logf("%d events and %d labels to feed", len(txs), len(labels))
 	f.waitSent(t, len(txs)/4)
 	victim := members[1]
 	_, lost, _ := victim.generation()

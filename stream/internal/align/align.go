@@ -151,6 +151,9 @@ type Stats struct {
 	Ordered, IdleBound, LagBound, OutOfOrder, Drained uint64
 	// Dropped counts items discarded by Remove (counter).
 	Dropped uint64
+	// Woken counts the idle partitions made to hold the others back again
+	// because another woke up from idle with a burst (counter).
+	Woken uint64
 	// Buffered is the number of items held (gauge).
 	Buffered int
 	// Partitions, IdlePartitions and LaggingPartitions count the added
@@ -393,6 +396,9 @@ func (a *Aligner[T]) Push(p int, ts int64, key string, v T, caughtUp bool) error
 		return fmt.Errorf("push item: %w", err)
 	}
 	q := a.parts[p]
+	if q.caughtUp && !caughtUp {
+		a.wakeIdle(q)
+	}
 	if !q.dirty {
 		q.dirty = true
 		a.dirty = append(a.dirty, q)
@@ -422,6 +428,42 @@ func (a *Aligner[T]) Push(p int, ts int64, key string, v T, caughtUp bool) error
 	a.items = append(a.items, entry[T]{ts: ts, key: key, part: p, seq: a.seq, v: v})
 	a.up(len(a.items) - 1)
 	return nil
+}
+
+// wakeIdle is called when q, caught up at its last delivery, delivers
+// with more behind it: a burst after quiet (a backlog written at once, a
+// producer resuming after an outage). If q was silent past IdleWait, the
+// other caught-up partitions silent past it may have had their burst
+// written at the same moment, which their fetches are about to deliver:
+// each restarts its silence now and holds the others back again, until it
+// delivers or for another IdleWait. Without it, the first partition
+// fetched would race through its burst past the others' older events
+// (released out of order, each a wrong shared state for the events after
+// it). It costs a burst at most one IdleWait, and live traffic nothing: a
+// partition woken by a single event (caught up again) wakes no one.
+func (a *Aligner[T]) wakeIdle(q *partState) {
+	if q.dirty {
+		return // pushed since the last clock read: not silent
+	}
+	now := a.read()
+	if q.where != inIdle && now-q.quiet < a.idleWait {
+		return
+	}
+	for _, o := range a.parts {
+		if o == nil || o == q || !o.caughtUp {
+			continue
+		}
+		switch {
+		case o.where == inIdle:
+			a.idle.remove(o.hidx)
+			o.quiet = now
+			a.active.push(o, inActive)
+			a.stats.Woken++
+		case o.where == inActive && now-o.quiet >= a.idleWait:
+			o.quiet = now
+			a.stats.Woken++
+		}
+	}
 }
 
 // belowLast reports whether (ts, key, p) sorts before the last item

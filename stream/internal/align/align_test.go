@@ -875,3 +875,83 @@ func TestResumeTakesOutOnlyTheBlockedTime(t *testing.T) {
 		t.Fatalf("Pop = %v, %v after 4 s with 200 ms blocked; want 3 (partition 1 quiet for 3.8 s > 2 s)", v, ok)
 	}
 }
+
+// TestBurstAfterIdleWakesQuietPartitions: a caught-up partition that wakes
+// from idle with a burst (its first item not the last Kafka has) makes the
+// other quiet, caught-up partitions hold the others back again for
+// another IdleWait, or until they deliver: a backlog written to every
+// partition at once is merged in order although the partitions were idle.
+// A partition woken by a single item (caught up again) wakes no one.
+func TestBurstAfterIdleWakesQuietPartitions(t *testing.T) {
+	c := newClock()
+	a := newTest[string](t, c)
+	for p := range 3 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pop := func() (string, Reason, bool) {
+		a.Deadline() // the owner's clock read before each wait
+		return a.Pop()
+	}
+	must := func(want string, why Reason) {
+		t.Helper()
+		v, r, ok := pop()
+		if !ok || v != want || r != why {
+			t.Fatalf("Pop = %q %v %v, want %q %v", v, r, ok, want, why)
+		}
+	}
+	none := func() {
+		t.Helper()
+		if v, r, ok := pop(); ok {
+			t.Fatalf("Pop = %q %v, want nothing released", v, r)
+		}
+	}
+	for p, ts := range []int64{10, 20, 30} {
+		if err := a.Push(p, ts, fmt.Sprint("k", ts), fmt.Sprint("first", p), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Deadline()
+	c.advance(testIdle)
+	must("first0", IdleBound)
+	must("first1", IdleBound)
+	must("first2", IdleBound)
+	c.advance(10 * testIdle) // every partition silent, caught up
+
+	// A single item wakes no one: it goes at once past the idle others.
+	if err := a.Push(0, 40, "k40", "single", true); err != nil {
+		t.Fatal(err)
+	}
+	a.Deadline()
+	c.advance(testIdle)
+	must("single", IdleBound)
+	c.advance(10 * testIdle)
+	woken := a.Stats().Woken
+
+	// A burst on partition 0: partitions 1 and 2 hold it back again.
+	for i, ts := range []int64{100, 200, 300} {
+		if err := a.Push(0, ts, fmt.Sprint("k", ts), fmt.Sprint("burst0-", i), i == 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := a.Stats().Woken - woken; got != 2 {
+		t.Errorf("Woken grew by %d, want 2", got)
+	}
+	none()
+	c.advance(testIdle / 2)
+	none()
+	// Partition 1 delivers its burst: its older item goes first, in order.
+	if err := a.Push(1, 150, "k150", "burst1", true); err != nil {
+		t.Fatal(err)
+	}
+	none() // partition 2 still holds everything back
+	c.advance(testIdle/2 - time.Millisecond)
+	none() // its new wait started at the wake-up, not at its last item
+	c.advance(time.Millisecond)
+	must("burst0-0", IdleBound) // partition 2 silent for another IdleWait: passed
+	c.advance(testIdle)
+	must("burst1", IdleBound)
+	must("burst0-1", IdleBound)
+	must("burst0-2", IdleBound)
+}

@@ -57,6 +57,16 @@
 // Remove drops a partition (revoked by a consumer-group rebalance) and its
 // buffered items: they are never released. Add starts one.
 //
+// A burst after quiet: when an idle partition delivers an item that is not
+// the last Kafka has (not caught up: a backlog written at once, producers
+// resuming after an outage), every other caught-up partition silent past
+// IdleWait is made to hold the others back again — its silence restarts
+// at the wake-up — until it delivers or for another IdleWait (counted in
+// Stats.Woken): its own burst may have been written at the same moment and
+// be on its way. Otherwise the first partition fetched would race through
+// its burst past the others' older items. A partition woken by a single
+// item (caught up again: live traffic) wakes no one.
+//
 // Backpressure: Full(p) reports that p has MaxPerPartition items buffered
 // and the caller should stop reading p. A partition that holds the head back
 // (watermark not above the head's ts) is never Full, whatever it buffers, so

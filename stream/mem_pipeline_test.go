@@ -1,0 +1,464 @@
+package stream_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
+	"github.com/streamscore/streamscore/sinks/output"
+	"github.com/streamscore/streamscore/stream"
+)
+
+// The pipeline on the in-memory broker (MemBroker): batching, commit
+// capping, rebalances and the checkpoints that carry state between members,
+// with no Kafka at all. The brokers the pipeline is given are an address
+// nothing listens on: a test that needed them would hang or fail.
+
+// noBrokers is where the pipeline would find Kafka, if it looked.
+var noBrokers = []string{"127.0.0.1:1"}
+
+// memSink keeps every message it acknowledges; while refuse returns true for
+// a batch, WriteBatch fails it (the pipeline retries it) instead.
+type memSink struct {
+	mu      sync.Mutex
+	msgs    []output.Message
+	scores  []int       // score records per acknowledged batch
+	acked   []time.Time // when each acknowledged batch was written
+	refuse  func([]output.Message) bool
+	refused atomic.Int64
+}
+
+func (s *memSink) Name() string { return "mem" }
+
+func (s *memSink) WriteBatch(_ context.Context, msgs []output.Message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refuse != nil && s.refuse(msgs) {
+		s.refused.Add(1)
+		return errors.New("memSink: refused")
+	}
+	n := 0
+	for _, m := range msgs {
+		m.Key = append([]byte(nil), m.Key...)
+		m.Value = append([]byte(nil), m.Value...)
+		s.msgs = append(s.msgs, m)
+		if m.Kind == output.KindScore {
+			n++
+		}
+	}
+	s.scores = append(s.scores, n)
+	s.acked = append(s.acked, time.Now())
+	return nil
+}
+
+func (s *memSink) Close() error { return nil }
+
+// batches returns the score records of every acknowledged batch and when
+// each was written.
+func (s *memSink) batches() ([]int, []time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.scores...), append([]time.Time(nil), s.acked...)
+}
+
+// kind returns copies of the messages of kind k acknowledged so far.
+func (s *memSink) kind(k output.Kind) []output.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []output.Message
+	for _, m := range s.msgs {
+		if m.Kind == k {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// memPartition is the partition a keyed message goes to (any fixed hash
+// does: a card's events stay in one partition, in order).
+func memPartition(key []byte, partitions int) int {
+	return int(crc32.ChecksumIEEE(key) % uint32(partitions))
+}
+
+// appendAll appends msgs to the broker's transactions topic and returns the
+// end offset of every partition.
+func appendAll(t *testing.T, b *stream.MemBroker, partitions int, msgs []kafka.Message) map[int]int64 {
+	t.Helper()
+	ends := map[int]int64{}
+	for _, m := range msgs {
+		p := memPartition(m.Key, partitions)
+		off, err := b.Append(txTopic, p, m.Key, m.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends[p] = off + 1
+	}
+	return ends
+}
+
+// memMember builds a pipeline consuming the broker as a new member of group.
+func memMember(t *testing.T, b *stream.MemBroker, group string, sink output.Sink, opts ...stream.Option) *stream.Pipeline {
+	t.Helper()
+	p, _ := memMemberSource(t, b, group, sink, opts...)
+	return p
+}
+
+// memMemberSource is memMember, returning the member's source too.
+func memMemberSource(t *testing.T, b *stream.MemBroker, group string, sink output.Sink, opts ...stream.Option) (*stream.Pipeline, *stream.MemSource) {
+	t.Helper()
+	src, err := b.NewSource(group, txTopic, kafka.FirstOffset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newPipeline(t, noBrokers, group, shippedModels(t), sink,
+		append([]stream.Option{stream.WithSource(src), stream.WithWorkers(2)}, opts...)...), src
+}
+
+// waitCommittedTo waits until the group has committed every partition to
+// its end offset.
+func waitCommittedTo(t *testing.T, b *stream.MemBroker, group string, ends map[int]int64) {
+	t.Helper()
+	waitFor(t, waitBudget, "every partition committed to its end", func() bool {
+		c := b.Committed(group, txTopic)
+		for p, end := range ends {
+			if c[p] != end {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkAgainstReplay fails the test unless every event has a score record,
+// at most dupBound events have more than one, and the features of every
+// event's last audit record equal a Replay of events, bit for bit.
+func checkAgainstReplay(t *testing.T, sink *memSink, events []features.Event, dupBound int) {
+	t.Helper()
+	scored := map[string]int{}
+	for _, m := range sink.kind(output.KindScore) {
+		var r struct {
+			TxID string `json:"tx_id"`
+		}
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Fatal(err)
+		}
+		scored[r.TxID]++
+	}
+	last := map[string]map[string]float64{}
+	for _, m := range sink.kind(output.KindAudit) {
+		var r struct {
+			TxID     string             `json:"tx_id"`
+			Features map[string]float64 `json:"features"`
+		}
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Fatal(err)
+		}
+		last[r.TxID] = r.Features
+	}
+	dups := 0
+	for _, e := range events {
+		switch n := scored[e.TxID]; {
+		case n == 0:
+			t.Errorf("%s: no score record", e.TxID)
+		case n > 1:
+			dups++
+		}
+	}
+	if dups > dupBound {
+		t.Errorf("%d events scored more than once, want at most %d", dups, dupBound)
+	}
+	names := features.Names()
+	wrong := 0
+	if err := features.Replay(events, nil, nil, func(e *features.Event, row []float32) error {
+		got, ok := last[e.TxID]
+		if !ok {
+			t.Errorf("%s: no audit record", e.TxID)
+			return nil
+		}
+		for i, name := range names {
+			if v, ok := got[name]; !ok || math.Float32bits(float32(v)) != math.Float32bits(row[i]) {
+				if wrong < 3 {
+					t.Logf("%s: %s = %v, replay %v", e.TxID, name, v, row[i])
+				}
+				wrong++
+				return nil
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d events: %d scored twice or more, %d with features unlike the replay", len(events), dups, wrong)
+	if wrong > 0 {
+		t.Errorf("%d events whose features differ from the replay", wrong)
+	}
+}
+
+// TestMemPipelineBacklog consumes a backlog of ten days over four
+// partitions of the in-memory broker: every event is scored once, every
+// feature row equals the replay's (the aligner applies the partitions in
+// event-time order), and the group's commits reach every partition's end.
+func TestMemPipelineBacklog(t *testing.T) {
+	const parts = 4
+	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	events, msgs, _, _ := history(t, 41, 3000)
+	ends := appendAll(t, b, parts, msgs)
+	sink := &memSink{}
+	r := runPipeline(t, memMember(t, b, "mem-backlog", sink, stream.WithMaxBatch(64)))
+	waitCommittedTo(t, b, "mem-backlog", ends)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstReplay(t, sink, events, 0)
+	sizes, _ := sink.batches()
+	largest := 0
+	for _, n := range sizes {
+		largest = max(largest, n)
+	}
+	if largest > 64 {
+		t.Errorf("a batch of %d events, above the max batch of 64", largest)
+	}
+	if len(sizes) >= len(events)/4 {
+		t.Errorf("%d batches for %d events of a backlog: the batches do not fill", len(sizes), len(events))
+	}
+	t.Logf("%d batches, the largest of %d events", len(sizes), largest)
+}
+
+// TestMemPipelineLoneEvent: a lone event at a low rate is scored at once,
+// not after --max-delay (here 2 s): its batch closes as soon as the
+// feature stage has nothing more to read. With WithHoldBatches it waits for
+// the delay, the old behaviour kept as an option.
+func TestMemPipelineLoneEvent(t *testing.T) {
+	const delay = 2 * time.Second
+	for _, hold := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hold=%v", hold), func(t *testing.T) {
+			b := stream.NewMemBroker(map[string]int{txTopic: 1})
+			_, msgs, _, _ := history(t, 45, 50)
+			sink := &memSink{}
+			// The aligner would hold a lone partition's event for its idle
+			// wait: 0 takes it out of what this test measures.
+			r := runPipeline(t, memMember(t, b, "mem-lone", sink, stream.WithMaxDelay(delay),
+				stream.WithHoldBatches(hold), stream.WithAlignIdleWait(0)))
+			var took []time.Duration
+			for i := range 3 {
+				t0 := time.Now()
+				ends := appendAll(t, b, 1, msgs[i:i+1])
+				waitCommittedTo(t, b, "mem-lone", ends)
+				_, at := sink.batches()
+				took = append(took, at[len(at)-1].Sub(t0))
+			}
+			if err := r.stop(t); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("a lone event written to the sink after %v", took)
+			for _, d := range took {
+				if !hold && d >= delay/2 {
+					t.Errorf("a lone event waited %v for its batch (max delay %v): the batch did not close when the stage went idle", d, delay)
+				}
+				if hold && d < delay*9/10 {
+					t.Errorf("with WithHoldBatches a lone event waited %v, less than the max delay %v", d, delay)
+				}
+			}
+		})
+	}
+}
+
+// TestMemPipelineCommitCapping refuses, for a while, every sink batch
+// holding one event's records: the pipeline retries the batch, and no
+// commit of that event's partition passes the event meanwhile. Once the
+// sink takes it, every partition's commit reaches its end, and no event is
+// lost or scored twice (a refused batch is retried whole, never
+// acknowledged in part).
+func TestMemPipelineCommitCapping(t *testing.T) {
+	const parts = 4
+	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	events, msgs, _, _ := history(t, 42, 2000)
+	victim := events[len(events)/3].TxID
+	vPart := memPartition(msgs[len(events)/3].Key, parts)
+	var holding atomic.Bool
+	holding.Store(true)
+	sink := &memSink{refuse: func(batch []output.Message) bool {
+		if !holding.Load() {
+			return false
+		}
+		for _, m := range batch {
+			if m.Kind == output.KindScore && strings.Contains(string(m.Value), `"tx_id":"`+victim+`"`) {
+				return true
+			}
+		}
+		return false
+	}}
+	ends := appendAll(t, b, parts, msgs)
+	vOff := int64(-1)
+	for _, m := range msgs[:len(events)/3+1] {
+		if memPartition(m.Key, parts) == vPart {
+			vOff++
+		}
+	}
+	// Behind a Fanout, as the engine runs its sinks: it retries the refused
+	// batch.
+	fan, err := output.NewFanout([]output.Sink{sink}, output.WithFanoutBackoff(5*time.Millisecond, 20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runPipeline(t, memMember(t, b, "mem-capping", fan, stream.WithMaxBatch(32)))
+	// The refused batch is retried (a sink's failure is backpressure: the
+	// stage stops taking events once the worker's batches are all in
+	// flight); the victim's partition stays at or below the victim's
+	// offset meanwhile.
+	waitFor(t, waitBudget, "the victim's batch refused three times", func() bool { return sink.refused.Load() >= 3 })
+	for range 20 {
+		if c := b.Committed("mem-capping", txTopic)[vPart]; c > vOff {
+			t.Fatalf("partition %d committed to %d while the record of offset %d (%s) is refused by the sink", vPart, c, vOff, victim)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("partition %d held at %d (the refused event is at %d) after %d refusals", vPart, b.Committed("mem-capping", txTopic)[vPart], vOff, sink.refused.Load())
+	holding.Store(false)
+	waitCommittedTo(t, b, "mem-capping", ends)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstReplay(t, sink, events, 0)
+}
+
+// TestMemPipelineRebalanceCheckpoints runs a history through two members
+// sharing a memory checkpoint store on the in-memory broker: A alone, then
+// B joins, then A leaves, with the broker's eager rebalances. Every event is
+// scored, none twice (graceful hand-overs), and every event's features
+// equal the replay's: card state followed its partitions through the
+// checkpoints, and each member's terminals saw every partition (replicas
+// read through Source.Read).
+func TestMemPipelineRebalanceCheckpoints(t *testing.T) {
+	const parts = 4
+	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	events, msgs, _, _ := history(t, 43, 3000)
+	store := stream.NewMemoryCheckpoints()
+	sink := &memSink{}
+	opts := []stream.Option{stream.WithCheckpoints(store), stream.WithStateInterval(time.Second),
+		stream.WithAlignIdleWait(2 * time.Second), stream.WithMaxBatch(64)}
+	n1, n2 := len(msgs)/3, 2*len(msgs)/3
+	ends := appendAll(t, b, parts, msgs[:n1])
+	ra := runPipeline(t, memMember(t, b, "mem-rebalance", sink, opts...))
+	waitCommittedTo(t, b, "mem-rebalance", ends)
+	rb := runPipeline(t, memMember(t, b, "mem-rebalance", sink, opts...))
+	for p, e := range appendAll(t, b, parts, msgs[n1:n2]) {
+		ends[p] = e
+	}
+	waitCommittedTo(t, b, "mem-rebalance", ends)
+	if err := ra.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	for p, e := range appendAll(t, b, parts, msgs[n2:]) {
+		ends[p] = e
+	}
+	waitCommittedTo(t, b, "mem-rebalance", ends)
+	if err := rb.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstReplay(t, sink, events, 0)
+}
+
+// TestMemPipelineMemberCrash: two members share a memory checkpoint
+// store; one is aborted mid-stream (as if killed: no drain, no checkpoint,
+// no commit after) and the broker expires it. The survivor restores the
+// dead member's partitions from their last checkpoints and Kafka's
+// re-delivery covers the rest: every event is scored, the duplicates are
+// the dead member's events after its last committed checkpoint, and every
+// event's last features equal the replay's.
+func TestMemPipelineMemberCrash(t *testing.T) {
+	const parts = 4
+	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	events, msgs, _, _ := history(t, 44, 3000)
+	store := stream.NewMemoryCheckpoints()
+	sink := &memSink{}
+	opts := []stream.Option{stream.WithCheckpoints(store), stream.WithStateInterval(time.Second),
+		stream.WithAlignIdleWait(2 * time.Second), stream.WithMaxBatch(64)}
+	pa, srcA := memMemberSource(t, b, "mem-crash", sink, opts...)
+	ra := runPipeline(t, pa)
+	rb := runPipeline(t, memMember(t, b, "mem-crash", sink, opts...))
+	n1 := len(msgs) / 2
+	ends := appendAll(t, b, parts, msgs[:n1])
+	waitCommittedTo(t, b, "mem-crash", ends)
+	// More events, then the crash a little later: some of them are scored
+	// by A and not committed.
+	for p, e := range appendAll(t, b, parts, msgs[n1:n1+n1/2]) {
+		ends[p] = e
+	}
+	time.Sleep(300 * time.Millisecond)
+	pa.Abort()
+	if err := ra.wait(t); !errors.Is(err, stream.ErrAborted) {
+		t.Fatalf("Run after Abort: %v, want ErrAborted", err)
+	}
+	b.Expire(srcA)
+	for p, e := range appendAll(t, b, parts, msgs[n1+n1/2:]) {
+		ends[p] = e
+	}
+	waitCommittedTo(t, b, "mem-crash", ends)
+	if err := rb.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	// Duplicates: at most what A scored in its last state interval and a
+	// half (its partitions at the rate they were appended: all at once).
+	checkAgainstReplay(t, sink, events, n1)
+}
+
+// TestMemPipelineBurstAfterIdle: the pipeline has consumed half a history
+// and every partition has been quiet past --align-idle-wait when the other
+// half (five days of event time) is written at once, as producers resuming
+// after an outage flush their backlog. The first partition fetched must
+// not race through its burst past the others' older events: before the
+// aligner woke the idle partitions (align's burst rule), 159 to 1,466 of
+// the 1,514 events were scored with wrong terminal features, with one
+// member or two (each reading the other's partitions as replicas),
+// depending on which fetch returned first. Every event must equal the
+// replay.
+func TestMemPipelineBurstAfterIdle(t *testing.T) {
+	for _, members := range []int{1, 2} {
+		t.Run(fmt.Sprintf("members=%d", members), func(t *testing.T) {
+			const parts = 4
+			b := stream.NewMemBroker(map[string]int{txTopic: parts})
+			events, msgs, _, _ := history(t, 44, 3000)
+			sink := &memSink{}
+			var rs []*running
+			for range members {
+				rs = append(rs, runPipeline(t, memMember(t, b, "mem-burst", sink, stream.WithMaxBatch(64))))
+			}
+			n1 := len(msgs) / 2
+			ends := appendAll(t, b, parts, msgs[:n1])
+			waitCommittedTo(t, b, "mem-burst", ends)
+			time.Sleep(300 * time.Millisecond) // past the default 100 ms idle wait
+			for p, e := range appendAll(t, b, parts, msgs[n1:]) {
+				ends[p] = e
+			}
+			waitCommittedTo(t, b, "mem-burst", ends)
+			for _, r := range rs {
+				if err := r.stop(t); err != nil {
+					t.Fatal(err)
+				}
+			}
+			checkAgainstReplay(t, sink, events, 0)
+		})
+	}
+}
+
+// TestMemPipelineNoBroker: the address the tests above give as brokers has
+// no Kafka behind it (a sanity check of the premise).
+func TestMemPipelineNoBroker(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if c, err := (&kafka.Dialer{}).DialContext(ctx, "tcp", noBrokers[0]); err == nil {
+		c.Close()
+		t.Fatal(fmt.Sprintf("something listens on %s", noBrokers[0]))
+	}
+}
