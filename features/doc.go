@@ -183,8 +183,9 @@
 // expiry maps' clocks and generations, the Shared's hash key and the
 // Builder's counters.
 //
-// A snapshot is a header (magic "SSFSTATE", format version, kind), a body
-// in length-prefixed frames, and a CRC-32C of everything before it. The
+// A snapshot is a container of the module's internal/frame: a header
+// (magic "SSFSTATE", format version, kind), a body in length-prefixed
+// frames, and a CRC-32C of everything before it. The
 // body begins with a fingerprint of what the state depends on (engine, TTL,
 // max lateness, every feature's definition, the windows of every entity);
 // ReadState refuses a snapshot of other options with an error naming the

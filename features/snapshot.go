@@ -4,27 +4,24 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math"
 	"strings"
 	"time"
+
+	"github.com/streamscore/streamscore/internal/frame"
 )
 
 // This file writes and reads state snapshots: Builder.WriteState and
 // ReadState (card state), Shared.WriteState and ReadState (terminal state,
 // labels, and a spec's shared entity states).
 //
-// Format (version 2), all integers little endian:
-//
-//	header   "SSFSTATE", uint16 version, byte kind ('B' Builder, 'S' Shared)
-//	frames   uint32 n (1..64 KiB), then n bytes of body; repeated
-//	end      uint32 0 (the empty frame)
-//	trailer  uint32 CRC-32C (Castagnoli) of every byte before it
-//
-// The body is one byte stream cut into frames: a fingerprint (engine,
-// TTL, max lateness, the canonical form of every feature, the window
-// layout of every entity), the state, and a closing marker. Framing lets
+// Format (version 2): the container of internal/frame (header, frames of
+// at most 64 KiB, end frame, CRC-32C), magic "SSFSTATE", kind 'B'
+// (Builder) or 'S' (Shared). The body is one byte stream cut into frames:
+// a fingerprint (engine, TTL, max lateness, the canonical form of every
+// feature, the window layout of every entity), the state, and a closing
+// marker. Framing lets
 // ReadState read exactly the snapshot's bytes (no read-ahead past it), so
 // snapshots can follow one another in one stream, and bounds what a corrupt
 // length can make it read at once. A state is written field by field
@@ -47,8 +44,8 @@ const (
 	stateVersion = 2
 	stateBuilder = 'B'
 	stateShared  = 'S'
-	stateFrame   = 64 << 10   // largest frame body
-	stateEnd     = 0x21444e45 // "END!", closes the body
+	stateFrame   = frame.MaxBody // largest frame body
+	stateEnd     = 0x21444e45    // "END!", closes the body
 
 	// Limits: a length above one is corrupt. Slices are allocated in chunks
 	// as their elements arrive, so a corrupt length below a limit costs at
@@ -60,8 +57,6 @@ const (
 	stateChunk      = 4096    // elements allocated ahead of the data
 	stateMapHint    = 1 << 16 // largest map size hint taken from a snapshot
 )
-
-var stateCRC = crc32.MakeTable(crc32.Castagnoli)
 
 // WriteState writes the Builder's card state to w, in the format ReadState
 // reads: every card held (live or awaiting release by the TTL rotation, with
@@ -440,52 +435,32 @@ func (a expiryMeta) merge(x expiryMeta) expiryMeta {
 	return expiryMeta{started: true, clock: max(a.clock, x.clock), rotateAt: max(a.rotateAt, x.rotateAt)}
 }
 
-// stateWriter writes the framed body of a snapshot to w.
+// stateWriter writes the framed body of a snapshot to w. It fills frames
+// in its own buffer and hands each whole to the frame.Writer (no copy).
 type stateWriter struct {
-	w   io.Writer
-	buf []byte // the frame being filled; buf[:4] is reserved for its length
-	crc uint32
+	fw  *frame.Writer
+	buf []byte // the frame being filled; buf[:frame.Reserve] is for its length
 	err error
 }
 
 func newStateWriter(w io.Writer, kind byte) *stateWriter {
-	e := &stateWriter{w: w, buf: make([]byte, 4, 4+stateFrame)}
-	var h [11]byte
-	copy(h[:], stateMagic)
-	binary.LittleEndian.PutUint16(h[8:], stateVersion)
-	h[10] = kind
-	e.write(h[:], true)
-	return e
-}
-
-func (e *stateWriter) write(p []byte, sum bool) {
-	if e.err != nil {
-		return
+	return &stateWriter{
+		fw:  frame.NewWriter(w, frame.Header{Magic: stateMagic, Version: stateVersion, Kind: kind}),
+		buf: make([]byte, frame.Reserve, frame.Reserve+stateFrame),
 	}
-	if sum {
-		e.crc = crc32.Update(e.crc, stateCRC, p)
-	}
-	_, e.err = e.w.Write(p)
 }
 
 // flush writes the frame filled so far.
 func (e *stateWriter) flush() {
-	if len(e.buf) == 4 {
-		return
-	}
-	binary.LittleEndian.PutUint32(e.buf, uint32(len(e.buf)-4))
-	e.write(e.buf, true)
-	e.buf = e.buf[:4]
+	e.err = e.fw.WriteFrame(e.buf)
+	e.buf = e.buf[:frame.Reserve]
 }
 
 // close ends the body and writes the end frame and the checksum.
 func (e *stateWriter) close() error {
 	e.u32(stateEnd)
 	e.flush()
-	var z [4]byte
-	e.write(z[:], true)
-	binary.LittleEndian.PutUint32(z[:], e.crc)
-	e.write(z[:], false)
+	e.err = e.fw.Close()
 	return e.err
 }
 
@@ -656,31 +631,30 @@ func (e *stateWriter) entState(en *cent, st *entState) {
 // frame, never past the trailer. Its first error sticks: later reads return
 // zero values, and loops stop on it.
 type stateReader struct {
-	r   io.Reader
-	buf []byte // the current frame's body
+	fr  *frame.Reader
+	buf []byte // the current frame's body (the frame.Reader's)
 	pos int    // read position in buf
-	crc uint32
-	off int64 // bytes read from r
 	err error
 	tmp [8]byte
 }
 
 func newStateReader(r io.Reader, kind byte) *stateReader {
-	d := &stateReader{r: r}
-	var h [11]byte
-	if !d.readFull(h[:], true) {
+	d := &stateReader{fr: frame.NewReader(r)}
+	h, err := d.fr.ReadHeader()
+	if err != nil {
+		d.frameErr(err)
 		return d
 	}
-	switch v := binary.LittleEndian.Uint16(h[8:]); {
-	case string(h[:8]) != stateMagic:
-		d.fail("not a features state snapshot (magic %q)", h[:8])
+	switch v := h.Version; {
+	case h.Magic != stateMagic:
+		d.fail("not a features state snapshot (magic %q)", h.Magic)
 	case v == 1:
 		d.fail("format version 1, this build reads version %d: its fraud labels lack their transaction's time, "+
 			"which the fraud features now count by; rebuild the state by replaying the history", stateVersion)
 	case v != stateVersion:
 		d.fail("format version %d, this build reads version %d", v, stateVersion)
-	case h[10] != kind:
-		d.fail("snapshot of a %s, want a %s", kindName(h[10]), kindName(kind))
+	case h.Kind != kind:
+		d.fail("snapshot of a %s, want a %s", kindName(h.Kind), kindName(kind))
 	}
 	return d
 }
@@ -698,50 +672,39 @@ func kindName(k byte) string {
 // fail records a corrupt or incompatible snapshot (the first error sticks).
 func (d *stateReader) fail(format string, args ...any) {
 	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s (at byte %d)", ErrState, fmt.Sprintf(format, args...), d.off)
+		d.err = fmt.Errorf("%w: %s (at byte %d)", ErrState, fmt.Sprintf(format, args...), d.fr.Offset())
 	}
 }
 
-func (d *stateReader) readFull(p []byte, sum bool) bool {
-	if d.err != nil {
-		return false
+// frameErr records an error of the frame.Reader: the container's fault
+// wraps ErrState, the underlying reader's is kept as it is.
+func (d *stateReader) frameErr(err error) {
+	var ce *frame.CorruptError
+	switch {
+	case d.err != nil:
+	case errors.As(err, &ce):
+		d.err = fmt.Errorf("%w: %s (at byte %d)", ErrState, ce.Reason, ce.Off)
+	default:
+		d.err = err
 	}
-	n, err := io.ReadFull(d.r, p)
-	d.off += int64(n)
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			d.fail("truncated")
-		} else {
-			d.err = fmt.Errorf("read at byte %d: %w", d.off, err)
-		}
-		return false
-	}
-	if sum {
-		d.crc = crc32.Update(d.crc, stateCRC, p)
-	}
-	return true
 }
 
 // nextFrame reads the next frame of the body.
 func (d *stateReader) nextFrame() bool {
-	var h [4]byte
-	if !d.readFull(h[:], true) {
+	if d.err != nil {
 		return false
 	}
-	n := binary.LittleEndian.Uint32(h[:])
+	b, err := d.fr.Next()
 	switch {
-	case n == 0:
+	case err == io.EOF:
 		d.fail("body ends early")
 		return false
-	case n > stateFrame:
-		d.fail("frame of %d bytes, at most %d", n, stateFrame)
+	case err != nil:
+		d.frameErr(err)
 		return false
 	}
-	if d.buf == nil {
-		d.buf = make([]byte, 0, stateFrame)
-	}
-	d.buf, d.pos = d.buf[:n], 0
-	return d.readFull(d.buf, true)
+	d.buf, d.pos = b, 0
+	return true
 }
 
 // bytes returns the next n <= 8 bytes of the body (zeros after an error),
@@ -867,14 +830,12 @@ func (d *stateReader) finish() error {
 	if d.err == nil && d.pos != len(d.buf) {
 		d.fail("%d bytes after the end marker", len(d.buf)-d.pos)
 	}
-	var h [4]byte
-	if d.readFull(h[:], true) && binary.LittleEndian.Uint32(h[:]) != 0 {
-		d.fail("data after the end of the state")
-	}
-	sum := d.crc
-	if d.readFull(h[:], false) {
-		if got := binary.LittleEndian.Uint32(h[:]); got != sum {
-			d.fail("checksum %08x, computed %08x", got, sum)
+	if d.err == nil {
+		switch _, err := d.fr.Next(); {
+		case err == nil:
+			d.fail("data after the end of the state")
+		case err != io.EOF:
+			d.frameErr(err)
 		}
 	}
 	return d.err

@@ -119,12 +119,16 @@ func encodePartState(ps *partState) ([]byte, error) {
 	if err := ps.seq.writeState(&b); err != nil {
 		return nil, err
 	}
-	return b.Bytes(), nil
+	return sealCkpt(ckptFramePart, b.Bytes()), nil // checkpoint_frame.go
 }
 
 // decodePartState reads a blob of encodePartState into a fresh state for
 // partition part of the stage.
 func (p *Pipeline) decodePartState(st *stage, part int, blob []byte) (*partState, error) {
+	blob, err := openCkpt(ckptFramePart, blob)
+	if err != nil {
+		return nil, err
+	}
 	r := bytes.NewReader(blob)
 	magic := make([]byte, len(ckptMagic))
 	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != ckptMagic {

@@ -17,7 +17,11 @@
 // was fetched and not applied is dropped, the batches in flight get a
 // bounded time to be acknowledged, the acknowledged offsets (and, with
 // checkpoints, the drained state) are committed, and only then does the
-// member rejoin.
+// member rejoin. Any Source will do (WithSource): the package's tests run
+// whole pipelines — batching, commit capping under a refusing sink,
+// rebalances with checkpoints, a member's crash, hostile input — on an
+// in-memory broker with eager generations and fenced commits, without
+// Kafka.
 //
 // The feature stage (stage.go) is one goroutine. It decodes every message
 // and, through an event-time aligner (internal/align), applies the events of
@@ -114,8 +118,10 @@
 // restores the directory's current snapshot before the first fetch and
 // writes one when it stops, and WithStateInterval writes one periodically,
 // with every worker paused between batches and the label consumer waiting
-// (snapshot.go describes the files and their guarantees). A snapshot holds
-// the Shared terminal state, each worker's card windows and
+// (snapshot.go describes the files, internal/statedir the crash-safe
+// directory protocol; every binary state file and checkpoint blob is an
+// internal/frame container, CRC-32C included). A snapshot holds
+// the Shared terminal state, each partition's card windows and
 // sequential-model states, per partition the highest offset applied, and
 // per labels partition the next label offset (the label consumer resumes
 // there instead of applying every label again): events Kafka delivers

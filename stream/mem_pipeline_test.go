@@ -94,16 +94,31 @@ func memPartition(key []byte, partitions int) int {
 // end offset of every partition.
 func appendAll(t *testing.T, b *stream.MemBroker, partitions int, msgs []kafka.Message) map[int]int64 {
 	t.Helper()
+	ends, _ := appendAt(t, b, partitions, msgs)
+	return ends
+}
+
+// memPos is a message's place in the topic.
+type memPos struct {
+	part int
+	off  int64
+}
+
+// appendAt is appendAll, also returning where each message went.
+func appendAt(t *testing.T, b *stream.MemBroker, partitions int, msgs []kafka.Message) (map[int]int64, []memPos) {
+	t.Helper()
 	ends := map[int]int64{}
-	for _, m := range msgs {
+	pos := make([]memPos, len(msgs))
+	for i, m := range msgs {
 		p := memPartition(m.Key, partitions)
 		off, err := b.Append(txTopic, p, m.Key, m.Value)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ends[p] = off + 1
+		pos[i] = memPos{p, off}
 	}
-	return ends
+	return ends, pos
 }
 
 // memMember builds a pipeline consuming the broker as a new member of group.
@@ -235,11 +250,11 @@ func TestMemPipelineBacklog(t *testing.T) {
 }
 
 // TestMemPipelineLoneEvent: a lone event at a low rate is scored at once,
-// not after --max-delay (here 2 s): its batch closes as soon as the
+// not after --max-delay (here 1 s): its batch closes as soon as the
 // feature stage has nothing more to read. With WithHoldBatches it waits for
 // the delay, the old behaviour kept as an option.
 func TestMemPipelineLoneEvent(t *testing.T) {
-	const delay = 2 * time.Second
+	const delay = time.Second
 	for _, hold := range []bool{false, true} {
 		t.Run(fmt.Sprintf("hold=%v", hold), func(t *testing.T) {
 			b := stream.NewMemBroker(map[string]int{txTopic: 1})
@@ -338,28 +353,54 @@ func TestMemPipelineCommitCapping(t *testing.T) {
 // scored, none twice (graceful hand-overs), and every event's features
 // equal the replay's: card state followed its partitions through the
 // checkpoints, and each member's terminals saw every partition (replicas
-// read through Source.Read).
+// read through Source.Read). The hostile-input catalogue is mixed in: each
+// message ends as exactly one dead letter with its reason, whichever member
+// owns or replicates its partition.
 func TestMemPipelineRebalanceCheckpoints(t *testing.T) {
 	const parts = 4
 	b := stream.NewMemBroker(map[string]int{txTopic: parts})
 	events, msgs, _, _ := history(t, 43, 3000)
+	var reasons []string // of the hostile messages, by their index in msgs
+	{
+		var mixed []kafka.Message
+		hostile := hostileEvents(time.Now())
+		for i, m := range msgs {
+			if i%100 == 50 && len(hostile) > 0 {
+				h := hostile[0]
+				hostile = hostile[1:]
+				if h.reason != "" { // the valid one would change a replay's terminal
+					mixed = append(mixed, h.msg)
+					reasons = append(reasons, h.reason)
+				}
+			}
+			mixed = append(mixed, m)
+			reasons = append(reasons, "")
+		}
+		msgs = mixed
+	}
 	store := stream.NewMemoryCheckpoints()
 	sink := &memSink{}
 	opts := []stream.Option{stream.WithCheckpoints(store), stream.WithStateInterval(time.Second),
 		stream.WithAlignIdleWait(2 * time.Second), stream.WithMaxBatch(64)}
 	n1, n2 := len(msgs)/3, 2*len(msgs)/3
-	ends := appendAll(t, b, parts, msgs[:n1])
+	var pos []memPos
+	appendPart := func(part []kafka.Message) map[int]int64 {
+		ends, at := appendAt(t, b, parts, part)
+		pos = append(pos, at...)
+		return ends
+	}
+	ends := appendPart(msgs[:n1])
 	ra := runPipeline(t, memMember(t, b, "mem-rebalance", sink, opts...))
 	waitCommittedTo(t, b, "mem-rebalance", ends)
 	rb := runPipeline(t, memMember(t, b, "mem-rebalance", sink, opts...))
-	for p, e := range appendAll(t, b, parts, msgs[n1:n2]) {
+	for p, e := range appendPart(msgs[n1:n2]) {
 		ends[p] = e
 	}
 	waitCommittedTo(t, b, "mem-rebalance", ends)
 	if err := ra.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	for p, e := range appendAll(t, b, parts, msgs[n2:]) {
+	for p, e := range appendPart(msgs[n2:]) {
 		ends[p] = e
 	}
 	waitCommittedTo(t, b, "mem-rebalance", ends)
@@ -367,6 +408,40 @@ func TestMemPipelineRebalanceCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAgainstReplay(t, sink, events, 0)
+
+	got := map[memPos][]string{}
+	for _, m := range sink.kind(output.KindDeadLetter) {
+		var rec struct {
+			Partition int    `json:"partition"`
+			Offset    int64  `json:"offset"`
+			Reason    string `json:"reason"`
+		}
+		if err := json.Unmarshal(m.Value, &rec); err != nil {
+			t.Fatalf("dead letter %.200s: %v", m.Value, err)
+		}
+		got[memPos{rec.Partition, rec.Offset}] = append(got[memPos{rec.Partition, rec.Offset}], rec.Reason)
+	}
+	hostile := 0
+	for i, want := range reasons {
+		rs := got[pos[i]]
+		delete(got, pos[i])
+		switch {
+		case want == "" && len(rs) > 0:
+			t.Errorf("valid message at %+v dead-lettered: %v", pos[i], rs)
+		case want == "":
+		case len(rs) != 1 || rs[0] != want:
+			t.Errorf("hostile message at %+v: dead letters %v, want one %q", pos[i], rs, want)
+		default:
+			hostile++
+		}
+	}
+	if len(got) > 0 {
+		t.Errorf("dead letters at unknown places: %v", got)
+	}
+	t.Logf("%d hostile messages, each one dead letter with its reason", hostile)
+	if hostile < 15 {
+		t.Errorf("only %d hostile messages checked", hostile)
+	}
 }
 
 // TestMemPipelineMemberCrash: two members share a memory checkpoint

@@ -414,7 +414,7 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 		p.log.Error("encode the shared-state checkpoint", "err", err)
 		return ckptBlob{}, false
 	}
-	return ckptBlob{part: sharedCkptPart, slot: st.sharedSlot, applied: at, blob: b.Bytes(), sig: sig}, true
+	return ckptBlob{part: sharedCkptPart, slot: st.sharedSlot, applied: at, blob: sealCkpt(ckptFrameShared, b.Bytes()), sig: sig}, true
 }
 
 // restoreShared restores the newest shared checkpoint into the shared
@@ -471,6 +471,10 @@ func (p *Pipeline) restoreShared(ctx context.Context, st *stage) bool {
 // p.shared; it returns the partitions' states (shared half only) and the
 // labels' next offsets (nil for another labels topic).
 func (p *Pipeline) decodeShared(st *stage, blob []byte) (map[int]*partState, map[int]int64, error) {
+	blob, err := openCkpt(ckptFrameShared, blob)
+	if err != nil {
+		return nil, nil, err
+	}
 	r := bytes.NewReader(blob)
 	bad := func(what string) error { return fmt.Errorf("%w: shared checkpoint: %s", errCheckpoint, what) }
 	magic := make([]byte, len(sharedCkptMagic))

@@ -2,25 +2,21 @@ package stream
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/internal/durable"
+	"github.com/streamscore/streamscore/stream/internal/statedir"
 )
 
 // State snapshots (WithStateDir).
@@ -39,24 +35,20 @@ import (
 // snapshot: that batch's events are in the windows but have not stepped the
 // sequential models.
 //
-// On disk, in the state directory (0700, files 0600: they hold card and
-// terminal ids):
+// On disk, the state directory follows the crash-safe protocol of
+// stream/internal/statedir (LOCK, CURRENT naming a snap-<unix ns>/ and its
+// manifest's SHA-256, refused-snap-<unix ns>/ for a snapshot a start
+// refused, kept for a person; a crash at any point leaves the previous
+// snapshot current). A snapshot directory holds:
 //
-//	LOCK                    flock held by the process using the directory
-//	CURRENT                 "snap-<unix ns> <SHA-256 of its manifest.json>"
-//	snap-<unix ns>/         one snapshot:
-//	    manifest.json       what it is (snapshotManifest), files' SHA-256
-//	    shared.state        features.Shared.WriteState
-//	    part-<p>.cards      features.Builder.WriteState of partition p
-//	    part-<p>.seq        seqStates.writeState of partition p
-//	refused-snap-<unix ns>/ a snapshot a start refused, kept for a person
+//	manifest.json       what it is (snapshotManifest), files' SHA-256
+//	shared.state        features.Shared.WriteState
+//	part-<p>.cards      features.Builder.WriteState of partition p
+//	part-<p>.seq        seqStates.writeState of partition p
 //
-// A snapshot is written into snap-<unix ns>.tmp, every file synced, the
-// directory synced and renamed, the rename synced, and only then CURRENT
-// replaced (write, sync, rename, sync): a crash at any point leaves the
-// previous snapshot current. Older snapshot directories are removed after
-// CURRENT moved, but for those whose offsets may still be committed (see
-// below); a failed write removes its own.
+// Older snapshot directories are removed after CURRENT moved, but for
+// those whose offsets may still be committed (see below); a failed write
+// removes its own.
 //
 // Restoring (Run, before the first fetch) reads CURRENT's snapshot into
 // fresh state and installs it only if the manifest matches CURRENT's
@@ -92,10 +84,9 @@ import (
 // (it changes no state), so that the snapshot covers it.
 
 const (
-	snapFormat  = 2
-	currentName = "CURRENT"
-	manifestFn  = "manifest.json"
-	sharedFn    = "shared.state"
+	snapFormat = 2
+	manifestFn = statedir.ManifestName
+	sharedFn   = "shared.state"
 )
 
 // snapshotManifest describes one snapshot directory.
@@ -128,11 +119,8 @@ type snapshotManifest struct {
 	Files       []snapshotFile   `json:"files"`
 }
 
-type snapshotFile struct {
-	Name   string `json:"name"`
-	Bytes  int64  `json:"bytes"`
-	SHA256 string `json:"sha256"`
-}
+// snapshotFile is a file of the manifest, with its size and SHA-256.
+type snapshotFile = statedir.File
 
 func cardsFile(part int) string { return fmt.Sprintf("part-%d.cards", part) }
 func seqFile(part int) string   { return fmt.Sprintf("part-%d.seq", part) }
@@ -145,29 +133,16 @@ func seqFile(part int) string   { return fmt.Sprintf("part-%d.seq", part) }
 func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 	t0 := time.Now()
 	dir := p.cfg.stateDir
-	name := "snap-" + strconv.FormatInt(t0.UnixNano(), 10)
-	tmp := filepath.Join(dir, name+".tmp")
-	final := filepath.Join(dir, name)
-	renamed, current := false, false
-	defer func() {
-		outcome := "ok"
-		if err != nil {
-			outcome = "error"
-			switch {
-			case current:
-				// CURRENT names the new snapshot: it is the one in use,
-				// whatever failed after.
-			case renamed:
-				os.RemoveAll(final)
-			default:
-				os.RemoveAll(tmp)
-			}
-		}
-		p.met.snapshots.WithLabelValues(outcome).Inc()
-	}()
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
+	outcome := "error"
+	defer func() { p.met.snapshots.WithLabelValues(outcome).Inc() }()
+	sw, err := statedir.Create(dir, t0)
+	if err != nil {
 		return err
 	}
+	// Removes what was written unless CURRENT names it (then it is the
+	// one in use, whatever failed after).
+	defer sw.Abort()
+	name := sw.Name()
 	p.labelMu.Lock()
 	defer p.labelMu.Unlock()
 	man := snapshotManifest{
@@ -224,13 +199,9 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 	}
 	man.Files = make([]snapshotFile, len(tasks))
 	errs := parallel(len(tasks), func(i int) error {
-		sf, err := writeSnapFile(filepath.Join(tmp, tasks[i].fn), tasks[i].f)
-		if err != nil {
-			return fmt.Errorf("write %s: %w", tasks[i].fn, err)
-		}
-		sf.Name = tasks[i].fn
+		sf, err := sw.WriteFile(tasks[i].fn, tasks[i].f)
 		man.Files[i] = sf
-		return nil
+		return err
 	})
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -243,45 +214,25 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := durable.WriteFile(filepath.Join(tmp, manifestFn), mb, 0o600); err != nil {
+	err = sw.Commit(mb)
+	if !sw.Current() {
 		return err
 	}
-	if err := durable.SyncDir(tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	renamed = true
-	// The rename is made durable before CURRENT names it.
-	if err := durable.SyncDir(dir); err != nil {
-		return err
-	}
-	// CURRENT moves last, naming the snapshot and its manifest's SHA-256:
-	// until then the previous snapshot stays current.
-	sum256 := sha256.Sum256(mb)
-	line := name + " " + hex.EncodeToString(sum256[:]) + "\n"
-	if err := durable.WriteFile(filepath.Join(dir, currentName+".tmp"), []byte(line), 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(filepath.Join(dir, currentName+".tmp"), filepath.Join(dir, currentName)); err != nil {
-		return err
-	}
-	current = true
 	if p.cfg.ckpt == nil {
 		// With checkpoints, they set the commit cap.
 		p.setCommitCap(name, applied)
 	}
-	if err := durable.SyncDir(dir); err != nil {
-		return fmt.Errorf("the new snapshot %s is current, but syncing its directory failed: %w", name, err)
+	if err != nil {
+		return err
 	}
-	if err := removeOldSnapshots(dir, p.retainedSnapshots(name)); err != nil {
+	outcome = "ok"
+	if err := statedir.RemoveExcept(dir, p.retainedSnapshots(name)); err != nil {
 		p.log.Warn("remove old state snapshots", "dir", dir, "err", err)
 	}
 	d := time.Since(t0)
 	p.met.snapshotSeconds.Set(d.Seconds())
 	p.met.snapshotBytes.Set(float64(total + int64(len(mb))))
-	p.log.Info("state snapshot written", "reason", reason, "dir", final, "bytes", total+int64(len(mb)),
+	p.log.Info("state snapshot written", "reason", reason, "dir", sw.Path(), "bytes", total+int64(len(mb)),
 		"cards", sumMap(man.Cards), "partitions", len(man.Applied), "took", d.Round(time.Millisecond))
 	return nil
 }
@@ -311,39 +262,6 @@ func sumMap(m map[string]int) (s int) {
 	return s
 }
 
-// writeSnapFile writes path with f, syncs it and returns its size and
-// SHA-256.
-func writeSnapFile(path string, f func(io.Writer) error) (snapshotFile, error) {
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return snapshotFile{}, err
-	}
-	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(fh, h)}
-	err = f(cw)
-	if err == nil {
-		err = fh.Sync()
-	}
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return snapshotFile{}, err
-	}
-	return snapshotFile{Bytes: cw.n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
-}
-
 // retainedSnapshots returns the snapshots to keep on disk beside current:
 // those whose offsets may be (or become) the group's committed offsets,
 // so that after a crash the one matching them can be restored.
@@ -357,31 +275,8 @@ func (p *Pipeline) retainedSnapshots(current string) []string {
 	return keep
 }
 
-// removeOldSnapshots removes every snapshot directory of dir but those in
-// keep (complete or left half-written by a crash; the state directory
-// belongs to one process, see lockStateDir).
-func removeOldSnapshots(dir string, keep []string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range ents {
-		if n := e.Name(); e.IsDir() && strings.HasPrefix(n, "snap-") && !slices.Contains(keep, n) {
-			errs = append(errs, os.RemoveAll(filepath.Join(dir, n)))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// snapshotName reports whether name is a complete snapshot's directory
-// name, snap-<unix ns> (not a path, not a .tmp).
-func snapshotName(name string) bool {
-	return strings.HasPrefix(name, "snap-") && !strings.ContainsAny(name, `/\.`)
-}
-
 // errNoSnapshot means the state directory holds no snapshot yet.
-var errNoSnapshot = errors.New("no snapshot")
+var errNoSnapshot = statedir.ErrNoSnapshot
 
 // maxSnapPartition bounds the partition numbers a manifest may name
 // (Kafka allows far fewer in practice): a corrupt number must not become a
@@ -392,16 +287,21 @@ const maxSnapPartition = 1 << 20
 // one that a manifest may list (the aligner's buffer bounds them).
 const maxSnapAhead = 1 << 20
 
-// unusableError marks a snapshot that is there but cannot be used (corrupt,
-// truncated, or written for another configuration), as opposed to an I/O
-// failure reading it.
-type unusableError struct{ err error }
+// unusableError marks a snapshot that is there but cannot be used
+// (corrupt, truncated, or written for another configuration), as opposed to
+// an I/O failure reading it.
+type unusableError = statedir.UnusableError
 
-func (e *unusableError) Error() string { return e.err.Error() }
-func (e *unusableError) Unwrap() error { return e.err }
+func unusable(format string, args ...any) error { return statedir.Unusable(format, args...) }
 
-func unusable(format string, args ...any) error {
-	return &unusableError{fmt.Errorf(format, args...)}
+// lockStateDir creates the state directory if needed and locks it for the
+// life of the pipeline (statedir.Lock).
+func lockStateDir(dir string) (unlock func(), err error) {
+	unlock, err = statedir.Lock(dir)
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
+	}
+	return unlock, nil
 }
 
 // restored is state read from a snapshot, not yet installed.
@@ -411,23 +311,6 @@ type restored struct {
 	shared    *features.Shared
 	parts     map[int]*partState
 	labelNext map[int]int64
-}
-
-// readCurrent returns the snapshot directory CURRENT names and the SHA-256
-// its manifest must have.
-func readCurrent(dir string) (name, manifestSHA string, err error) {
-	cur, err := os.ReadFile(filepath.Join(dir, currentName))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", "", errNoSnapshot
-	}
-	if err != nil {
-		return "", "", err
-	}
-	name, manifestSHA, _ = strings.Cut(strings.TrimSpace(string(cur)), " ")
-	if !snapshotName(name) || len(manifestSHA) != 64 {
-		return name, "", unusable("CURRENT reads %.80q, not a snapshot name and manifest SHA-256", cur)
-	}
-	return name, manifestSHA, nil
 }
 
 // restoreSnapshot reads a snapshot of the state directory into fresh state
@@ -443,7 +326,7 @@ func readCurrent(dir string) (name, manifestSHA string, err error) {
 // exactly what that state lacks.
 func (p *Pipeline) restoreSnapshot(st *stage, committed map[int]int64) (*restored, error) {
 	dir := p.cfg.stateDir
-	name, sha, err := readCurrent(dir)
+	name, sha, err := statedir.Current(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -492,7 +375,7 @@ func (p *Pipeline) restoreSnapshot(st *stage, committed map[int]int64) (*restore
 // readManifest reads and parses the manifest of snapshot name in dir,
 // without checking it against CURRENT.
 func readManifest(dir, name string) (*snapshotManifest, error) {
-	mb, err := os.ReadFile(filepath.Join(dir, name, manifestFn))
+	mb, err := statedir.ReadManifest(dir, name, "")
 	if err != nil {
 		return nil, err
 	}
@@ -538,19 +421,14 @@ func manifestAhead(man *snapshotManifest, committed map[int]int64) int64 {
 // other than current whose applied offsets match committed (manifestAt),
 // or "".
 func (p *Pipeline) snapshotAt(committed map[int]int64, current string) string {
-	ents, err := os.ReadDir(p.cfg.stateDir)
+	names, err := statedir.Snapshots(p.cfg.stateDir)
 	if err != nil {
 		return ""
 	}
-	var names []string
-	for _, e := range ents {
-		if n := e.Name(); e.IsDir() && snapshotName(n) && n != current {
-			names = append(names, n)
-		}
-	}
-	// snap-<unix ns>: newest first (same length for centuries).
-	slices.SortFunc(names, func(a, b string) int { return -strings.Compare(a, b) })
 	for _, n := range names {
+		if n == current {
+			continue
+		}
 		man, err := readManifest(p.cfg.stateDir, n)
 		if err == nil && man.Topic == p.topic && manifestAt(man, committed) {
 			return n
@@ -562,7 +440,7 @@ func (p *Pipeline) snapshotAt(committed map[int]int64, current string) string {
 // readSnapshot reads the current snapshot of the state directory into
 // fresh state for st, without installing it (restoreSnapshot's errors).
 func (p *Pipeline) readSnapshot(st *stage) (*restored, error) {
-	name, manifestSHA, err := readCurrent(p.cfg.stateDir)
+	name, manifestSHA, err := statedir.Current(p.cfg.stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -575,15 +453,9 @@ func (p *Pipeline) readSnapshot(st *stage) (*restored, error) {
 func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*restored, error) {
 	dir := p.cfg.stateDir
 	sdir := filepath.Join(dir, name)
-	mb, err := os.ReadFile(filepath.Join(sdir, manifestFn))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, unusable("CURRENT names %s, which has no %s", name, manifestFn)
-	}
+	mb, err := statedir.ReadManifest(dir, name, manifestSHA)
 	if err != nil {
 		return nil, err
-	}
-	if got := sha256.Sum256(mb); manifestSHA != "" && hex.EncodeToString(got[:]) != manifestSHA {
-		return nil, unusable("%s: SHA-256 %x, CURRENT says %s", manifestFn, got, manifestSHA)
 	}
 	r := &restored{name: sdir}
 	var format struct {
@@ -625,31 +497,13 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 		if !ok {
 			return unusable("manifest lists no %s", fn)
 		}
-		fh, err := os.Open(filepath.Join(sdir, fn))
-		if errors.Is(err, os.ErrNotExist) {
-			return unusable("%s is missing", fn)
-		}
-		if err != nil {
-			return err
-		}
-		defer fh.Close()
-		h := sha256.New()
-		cr := io.TeeReader(fh, h)
-		if err := f(cr); err != nil {
+		return statedir.ReadFile(dir, name, sf, func(rd io.Reader) error {
+			err := f(rd)
 			if errors.Is(err, features.ErrState) || errors.Is(err, errSeqState) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return unusable("%s: %w", fn, err)
+				return unusable("%w", err)
 			}
-			return fmt.Errorf("%s: %w", fn, err)
-		}
-		// Hash what the reader left unread too: a file longer than its
-		// content is as corrupt as a shorter one.
-		if _, err := io.Copy(io.Discard, cr); err != nil {
-			return fmt.Errorf("%s: %w", fn, err)
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != sf.SHA256 {
-			return unusable("%s: SHA-256 %s, the manifest says %s", fn, got, sf.SHA256)
-		}
-		return nil
+			return err
+		})
 	}
 	if r.shared, err = features.NewShared(p.cfg.featureOpts...); err != nil {
 		return nil, fmt.Errorf("stream: feature options: %w", err)
@@ -750,97 +604,6 @@ func restoredTrail(key string, off int64, ahead []int64) (offTrail, error) {
 		t.seen = a
 	}
 	return t, nil
-}
-
-// ErrSnapshotRefused is wrapped by CheckState's error when the state
-// directory's snapshot is corrupt or does not fit the pipeline: Run would
-// set it aside and start with empty state.
-var ErrSnapshotRefused = errors.New("stream: the state snapshot would be refused")
-
-// ErrNoSnapshot is CheckState's error when the state directory holds no
-// snapshot: Run would start with empty state.
-var ErrNoSnapshot = errors.New("stream: no state snapshot")
-
-// StateInfo describes a state snapshot (CheckState).
-type StateInfo struct {
-	Dir       string    // the snapshot's directory
-	WrittenAt time.Time // when it was written
-	Reason    string    // "shutdown" or "interval"
-	Topic     string
-	Group     string
-	Workers   int
-	Features  int
-	Cards     int // cards with window state, all partitions
-	SeqCards  int // cards with sequential-model state, all partitions
-	Bytes     int64
-	// Applied is, per partition, the highest offset in the state.
-	Applied map[int]int64
-	// LabelsTopic and LabelsNext: per labels partition, the next label
-	// offset to read.
-	LabelsTopic string
-	LabelsNext  map[int]int64
-	// Refused lists the refused-snap-* directories kept in the state
-	// directory.
-	Refused []string
-}
-
-// CheckState reads the snapshot of the pipeline's state directory exactly
-// as Run would restore it — the manifest against CURRENT, every file's
-// SHA-256, every byte decoded into fresh state, and whether it fits this
-// pipeline's topic, features, TTL and lateness — without taking the
-// directory's lock, contacting Kafka or changing anything, so that a
-// configuration can be checked against a snapshot before a deploy. It
-// returns ErrNoSnapshot when there is none, an error wrapping
-// ErrSnapshotRefused when Run would refuse it (the info is then nil), and
-// another error when it cannot be read. A snapshot replaced by a running
-// engine while it is being checked shows as missing files: check again.
-func (p *Pipeline) CheckState() (*StateInfo, error) {
-	if p.cfg.stateDir == "" {
-		return nil, errors.New("stream: no state directory (WithStateDir)")
-	}
-	workers := make([]*worker, p.cfg.workers)
-	for i := range workers {
-		workers[i] = newWorker(p, i)
-	}
-	r, err := p.readSnapshot(newStage(p, workers))
-	switch {
-	case errors.Is(err, errNoSnapshot):
-		return nil, ErrNoSnapshot
-	case errors.As(err, new(*unusableError)):
-		return nil, fmt.Errorf("%w: %w", ErrSnapshotRefused, err)
-	case err != nil:
-		return nil, err
-	}
-	m := &r.man
-	info := &StateInfo{
-		Dir: r.name, WrittenAt: m.WrittenAt, Reason: m.Reason, Topic: m.Topic, Group: m.Group,
-		Workers: m.Workers, Features: len(m.Features), Cards: sumMap(m.Cards), SeqCards: sumMap(m.SeqCard),
-		Applied: map[int]int64{}, LabelsTopic: m.LabelsTopic,
-	}
-	for _, f := range m.Files {
-		info.Bytes += f.Bytes
-	}
-	for part, ps := range r.parts {
-		info.Applied[part] = ps.applied
-	}
-	for ps, off := range m.LabelsNext {
-		if part, err := strconv.Atoi(ps); err == nil {
-			if info.LabelsNext == nil {
-				info.LabelsNext = map[int]int64{}
-			}
-			info.LabelsNext[part] = off
-		}
-	}
-	ents, err := os.ReadDir(p.cfg.stateDir)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "refused-") {
-			info.Refused = append(info.Refused, e.Name())
-		}
-	}
-	return info, nil
 }
 
 // restoreState restores the state directory's snapshot, if any, into
@@ -948,29 +711,9 @@ func (p *Pipeline) offsetsOf(ctx context.Context, d *kafka.Dialer, topic, group 
 	return committed, first, next, nil
 }
 
-// setAside renames the snapshot CURRENT names to refused-<name> and removes
-// CURRENT; it returns the new path ("" when there was nothing to move).
-func (p *Pipeline) setAside() (string, error) {
-	dir := p.cfg.stateDir
-	name, _, err := readCurrent(dir)
-	var errs []error
-	kept := ""
-	if snapshotName(name) {
-		kept = filepath.Join(dir, "refused-"+name)
-		if rerr := os.Rename(filepath.Join(dir, name), kept); rerr != nil {
-			kept = ""
-			if !errors.Is(rerr, os.ErrNotExist) {
-				errs = append(errs, rerr)
-			}
-		}
-	} else if err != nil && !errors.As(err, new(*unusableError)) {
-		errs = append(errs, err)
-	}
-	if rerr := os.Remove(filepath.Join(dir, currentName)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-		errs = append(errs, rerr)
-	}
-	return kept, errors.Join(errs...)
-}
+// setAside sets the snapshot CURRENT names aside (statedir.SetAside); it
+// returns its new path ("" when there was nothing to move).
+func (p *Pipeline) setAside() (string, error) { return statedir.SetAside(p.cfg.stateDir) }
 
 // shutdownSnapshot writes the snapshot at shutdown, once every worker has
 // returned: the state is the events applied, unless a hard stop (drain

@@ -15,6 +15,8 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/stream/internal/statedir"
+
 	"github.com/streamscore/streamscore/sinks/output"
 )
 
@@ -133,7 +135,7 @@ func BenchmarkSnapshot(b *testing.B) {
 // clock starts.
 func rawWrite(b *testing.B, stateDir, dst string, acc time.Duration) (int64, time.Duration) {
 	b.Helper()
-	name, _, err := readCurrent(stateDir)
+	name, _, err := statedir.Current(stateDir)
 	if err != nil {
 		b.Fatal(err)
 	}

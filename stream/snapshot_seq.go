@@ -2,41 +2,50 @@ package stream
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"strings"
+
+	"github.com/streamscore/streamscore/internal/frame"
 )
 
-// seqMagic opens a worker's sequential-model state file (format 1):
+// A partition's sequential-model state (format 2) is a container of
+// internal/frame (magic "SSQSTATE", kind 'Q': frames of at most 64 KiB and
+// a CRC-32C) whose body is
 //
-//	magic "streamscore-seq\x00", version u32
 //	ttl i64, clock i64 (Unix ns)
 //	slots u32, then per slot: key, shape (strings), size u32
 //	cards u64, then per card: id (string), last i64, size floats (f32 bits)
 //
 // little endian; a string is a u32 length and its bytes. Every card is in
 // the layout of the slots listed (cards still in an older layout are moved
-// to the current one first). The file's integrity is checked by the
-// snapshot manifest's SHA-256, its plausibility here: lengths are bounded,
-// so a corrupt file fails with errSeqState instead of allocating.
+// to the current one first). Lengths are bounded, so a corrupt file fails
+// with errSeqState instead of allocating.
+//
+// Format 1 (magic "streamscore-seq\x00", version u32 1, then the same body,
+// no framing and no CRC: its integrity rested on the snapshot manifest's
+// SHA-256) is still read, from the snapshots and checkpoints written
+// before format 2; it is no longer written.
 const (
-	seqMagic   = "streamscore-seq\x00"
-	seqVersion = 1
-	maxSeqStr  = 1 << 16
-	maxSeqSize = 1 << 20 // floats of state per card
+	seqMagic     = "SSQSTATE"
+	seqVersion   = 2
+	seqKind      = 'Q'
+	seqMagicV1   = "streamscore-seq\x00"
+	seqVersionV1 = 1
+	maxSeqStr    = 1 << 16
+	maxSeqSize   = 1 << 20 // floats of state per card
 )
 
 var errSeqState = errors.New("stream: bad sequential-model state")
 
 // writeState writes the state of every card to w, in the current layout.
 func (ss *seqStates) writeState(w io.Writer) error {
-	bw := bufio.NewWriterSize(w, 1<<16)
+	fw := frame.NewWriter(w, frame.Header{Magic: seqMagic, Version: seqVersion, Kind: seqKind})
 	var b []byte
-	b = append(b, seqMagic...)
-	b = binary.LittleEndian.AppendUint32(b, seqVersion)
 	b = binary.LittleEndian.AppendUint64(b, uint64(ss.ttl))
 	b = binary.LittleEndian.AppendUint64(b, uint64(ss.clock))
 	l := ss.layout
@@ -47,7 +56,7 @@ func (ss *seqStates) writeState(w io.Writer) error {
 		b = binary.LittleEndian.AppendUint32(b, uint32(sl.size))
 	}
 	b = binary.LittleEndian.AppendUint64(b, uint64(len(ss.cards)))
-	if _, err := bw.Write(b); err != nil {
+	if _, err := fw.Write(b); err != nil {
 		return err
 	}
 	for id, c := range ss.cards {
@@ -59,11 +68,11 @@ func (ss *seqStates) writeState(w io.Writer) error {
 		for _, v := range c.data {
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
 		}
-		if _, err := bw.Write(b); err != nil {
+		if _, err := fw.Write(b); err != nil {
 			return err
 		}
 	}
-	return bw.Flush()
+	return fw.Close()
 }
 
 func appendSeqString(b []byte, s string) []byte {
@@ -77,7 +86,7 @@ func appendSeqString(b []byte, s string) []byte {
 // state shape did not change (see migrate). It returns the number of cards
 // read, and on error leaves ss without cards.
 func (ss *seqStates) readState(r io.Reader) (int, error) {
-	n, err := ss.read(bufio.NewReaderSize(r, 1<<16))
+	n, err := ss.readAny(r)
 	if err != nil {
 		clear(ss.cards)
 		ss.clock = 0
@@ -86,25 +95,61 @@ func (ss *seqStates) readState(r io.Reader) (int, error) {
 	return n, nil
 }
 
-func (ss *seqStates) read(r *bufio.Reader) (int, error) {
-	var magic [len(seqMagic)]byte
-	if _, err := io.ReadFull(r, magic[:]); err != nil {
+// readAny reads format 2, or format 1 (told apart by their first 8 bytes),
+// reading from r no more than the state's bytes but for one byte checked to
+// be the end.
+func (ss *seqStates) readAny(r io.Reader) (int, error) {
+	var head [frame.MagicLen]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
 		return 0, err
 	}
-	if string(magic[:]) != seqMagic {
-		return 0, errors.New("not a sequential-model state file")
+	full := io.MultiReader(bytes.NewReader(head[:]), r)
+	if string(head[:]) == seqMagicV1[:frame.MagicLen] {
+		br := bufio.NewReaderSize(full, 1<<16)
+		var hdr [len(seqMagicV1) + 4]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return 0, err
+		}
+		if string(hdr[:len(seqMagicV1)]) != seqMagicV1 {
+			return 0, errors.New("not a sequential-model state file")
+		}
+		if v := binary.LittleEndian.Uint32(hdr[len(seqMagicV1):]); v != seqVersionV1 {
+			return 0, fmt.Errorf("format version %d, this build reads %d and %d", v, seqVersionV1, seqVersion)
+		}
+		return ss.read(br)
 	}
-	var hdr [20]byte
+	fr := frame.NewReader(full)
+	h, err := fr.ReadHeader()
+	switch {
+	case err != nil:
+		return 0, err
+	case h.Magic != seqMagic || h.Kind != seqKind:
+		return 0, fmt.Errorf("not a sequential-model state file (magic %q, kind %q)", h.Magic, h.Kind)
+	case h.Version != seqVersion:
+		return 0, fmt.Errorf("format version %d, this build reads %d and %d", h.Version, seqVersionV1, seqVersion)
+	}
+	n, err := ss.read(bufio.NewReaderSize(fr, 1<<16))
+	if err != nil {
+		return 0, err
+	}
+	// The container ended (its CRC matched): nothing may follow it.
+	if k, _ := r.Read(head[:1]); k != 0 {
+		return 0, errors.New("trailing bytes")
+	}
+	return n, nil
+}
+
+// read reads the body (both formats) from r, up to its end: r must then
+// be at EOF (format 2: the container's end and CRC checked).
+func (ss *seqStates) read(r *bufio.Reader) (int, error) {
+	var hdr [16]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, err
 	}
-	if v := binary.LittleEndian.Uint32(hdr[:4]); v != seqVersion {
-		return 0, fmt.Errorf("format version %d, this build reads %d", v, seqVersion)
-	}
-	if ttl := int64(binary.LittleEndian.Uint64(hdr[4:12])); ttl != ss.ttl {
+	if ttl := int64(binary.LittleEndian.Uint64(hdr[0:8])); ttl != ss.ttl {
 		return 0, fmt.Errorf("written with TTL %d ns, this pipeline has %d", ttl, ss.ttl)
 	}
-	clock := int64(binary.LittleEndian.Uint64(hdr[12:20]))
+	clock := int64(binary.LittleEndian.Uint64(hdr[8:16]))
 	nSlots, err := readSeqU32(r)
 	if err != nil {
 		return 0, err
@@ -162,8 +207,11 @@ func (ss *seqStates) read(r *bufio.Reader) (int, error) {
 		}
 		cards[id] = c
 	}
-	if _, err := r.ReadByte(); err != io.EOF {
+	switch _, err := r.ReadByte(); {
+	case err == nil:
 		return 0, errors.New("trailing bytes")
+	case err != io.EOF:
+		return 0, err
 	}
 	ss.cards, ss.clock = cards, clock
 	if ss.log != nil {

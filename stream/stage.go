@@ -836,7 +836,7 @@ func (s *stage) apply(pd *pending, ps *partState) {
 		return
 	}
 	m := &pd.m
-	wi := m.Partition % len(s.workers)
+	wi := s.place().worker(m.Partition)
 	b, ok := s.batchOf(wi)
 	if !ok {
 		return
@@ -946,7 +946,7 @@ func (s *stage) countState() {
 // stageLayout returns the sequential-model state layout of the worker that
 // scores partition part.
 func stageLayout(st *stage, part int) *seqLayout {
-	return st.workers[part%len(st.workers)].layout
+	return st.workers[st.place().worker(part)].layout
 }
 
 // restartSilence given to align.Resume restarts every partition's silence.

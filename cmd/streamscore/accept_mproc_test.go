@@ -736,6 +736,7 @@ func longestPause(recs []scoreRec) (part int, pause time.Duration) {
 // scored after its last committed checkpoint) are asserted to be on its
 // partitions only and within about three --state-interval of them.
 func TestThreeMembersKill(t *testing.T) {
+	t.Parallel() // subprocesses and a broker of its own: overlaps with the other long ones
 	for _, tc := range []struct {
 		name        string
 		uncommitted bool
@@ -960,6 +961,7 @@ func newExactWorldMinSession(t *testing.T, ctx context.Context, partitions int, 
 // scored twice: no event is missing, none has two score records, and the
 // card columns of every event equal `streamscore features` bit for bit.
 func TestRollingRestart(t *testing.T) {
+	t.Parallel() // subprocesses and a broker of its own: overlaps with the other long ones
 	mprocGate(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
 	defer cancel()
@@ -1017,6 +1019,7 @@ func TestRollingRestart(t *testing.T) {
 // new owner starts its cards empty) is the control: its card columns must
 // differ, or the comparison does not see the state move.
 func TestRebalance2to3to1(t *testing.T) {
+	t.Parallel() // subprocesses and a broker of its own: overlaps with the other long ones
 	for _, tc := range []struct {
 		name    string
 		control bool

@@ -50,6 +50,7 @@ var killBadEvents = []string{
 // One partition: across partitions the shared terminal state is applied in
 // the order the workers reach it, which a restart changes.
 func TestKillLoop(t *testing.T) {
+	t.Parallel() // subprocesses and a broker of its own: overlaps with the other long ones
 	if testing.Short() {
 		t.Skip("kills subprocesses in a loop; not in -short")
 	}
