@@ -17,6 +17,7 @@ import (
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -207,18 +208,21 @@ func runEngineLive(b *testing.B, w *world, pr *pacer, observe func(time.Time, ti
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "streamscore.scores"), sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
-		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
+	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
+		sinks.WithKafkaTopic(output.KindAudit, "audit"), sinks.WithKafkaTopic(output.KindDeadLetter, "deadletter"),
 		sinks.WithKafkaBatch(256, time.Millisecond))
 	if err != nil {
 		b.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	fan := sinks.NewFanout([]sinks.Sink{ns, ks}, sinks.WithFanoutRegisterer(reg))
+	fan, err := output.NewFanout([]output.Sink{ns, ks}, output.WithFanoutRegisterer(reg))
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer fan.Close()
 	var acked atomic.Int64
 	p, err := stream.New(w.brokers, nextGroup("live"), "live", ms, fan,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -123,16 +124,16 @@ func procCPU(pid int) time.Duration {
 // kindCounts counts the messages (and their bytes) handed to the sinks per
 // kind.
 type kindCounts struct {
-	n, bytes [4]atomic.Int64 // by sinks.Kind: score, alert, audit, dead letter
+	n, bytes [4]atomic.Int64 // by output.Kind: score, alert, audit, dead letter
 }
 
 // countingSink counts what goes through a sink.
 type countingSink struct {
-	sinks.Sink
+	output.Sink
 	c *kindCounts
 }
 
-func (s *countingSink) WriteBatch(ctx context.Context, msgs []sinks.Message) error {
+func (s *countingSink) WriteBatch(ctx context.Context, msgs []output.Message) error {
 	for i := range msgs {
 		if k := int(msgs[i].Kind); k >= 0 && k < len(s.c.n) {
 			s.c.n[k].Add(1)
@@ -238,14 +239,14 @@ func BenchmarkFloor(b *testing.B) {
 // more than 10% (in size, or in the share of alert records) from what the
 // floor writes.
 func checkShape(b *testing.B, c *kindCounts) {
-	n := c.n[sinks.KindScore].Load()
+	n := c.n[output.KindScore].Load()
 	if n == 0 {
 		b.Fatal("the engine wrote no score records")
 	}
-	got := floorShape{scoreBytes: int(c.bytes[sinks.KindScore].Load() / n),
-		auditBytes: int(c.bytes[sinks.KindAudit].Load() / max(1, c.n[sinks.KindAudit].Load())),
-		alertBytes: int(c.bytes[sinks.KindAlert].Load() / max(1, c.n[sinks.KindAlert].Load())),
-		alertEvery: float64(c.n[sinks.KindAlert].Load()) / float64(n)}
+	got := floorShape{scoreBytes: int(c.bytes[output.KindScore].Load() / n),
+		auditBytes: int(c.bytes[output.KindAudit].Load() / max(1, c.n[output.KindAudit].Load())),
+		alertBytes: int(c.bytes[output.KindAlert].Load() / max(1, c.n[output.KindAlert].Load())),
+		alertEvery: float64(c.n[output.KindAlert].Load()) / float64(n)}
 	b.Logf("engine records per event: score %d B, audit %d B, alert %d B for %.3f of the events (floor: %d, %d, %d B, %.3f)",
 		got.scoreBytes, got.auditBytes, got.alertBytes, got.alertEvery, shape.scoreBytes, shape.auditBytes, shape.alertBytes, shape.alertEvery)
 	off := func(a, b float64) bool { return a < 0.9*b || a > 1.1*b }
@@ -257,29 +258,35 @@ func checkShape(b *testing.B, c *kindCounts) {
 
 // floorSinks returns the fan-out of the engine's sinks with the engine's
 // settings, or of sink alone when it is not nil, and its closer.
-func floorSinks(b *testing.B, w *world, sink sinks.Sink) (*sinks.Fanout, func()) {
+func floorSinks(b *testing.B, w *world, sink output.Sink) (*output.Fanout, func()) {
 	if sink != nil {
-		fan := sinks.NewFanout([]sinks.Sink{sink})
+		fan, err := output.NewFanout([]output.Sink{sink})
+		if err != nil {
+			b.Fatal(err)
+		}
 		return fan, func() { fan.Close() }
 	}
 	nc, err := local.Connect(w.natsURL, "bench-floor")
 	if err != nil {
 		b.Fatal(err)
 	}
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "streamscore.scores"), sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts"))
 	if err != nil {
 		nc.Close()
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
-		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
+	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
+		sinks.WithKafkaTopic(output.KindAudit, "audit"), sinks.WithKafkaTopic(output.KindDeadLetter, "deadletter"),
 		sinks.WithKafkaBatch(256, time.Millisecond))
 	if err != nil {
 		ns.Close()
 		nc.Close()
 		b.Fatal(err)
 	}
-	fan := sinks.NewFanout([]sinks.Sink{ns, ks})
+	fan, err := output.NewFanout([]output.Sink{ns, ks})
+	if err != nil {
+		b.Fatal(err)
+	}
 	return fan, func() { fan.Close(); nc.Close() }
 }
 
@@ -287,7 +294,7 @@ func floorSinks(b *testing.B, w *world, sink sinks.Sink) (*sinks.Fanout, func())
 // written for them, and the arena their payloads live in.
 type floorBatch struct {
 	recs  []stream.Record
-	out   []sinks.Message
+	out   []output.Message
 	arena []byte
 }
 
@@ -297,7 +304,7 @@ type floorBatch struct {
 //
 // With sink not nil the records go to it instead (impl=floor-discard: the
 // read path and the batching alone, the floor of impl=streamscore-discard).
-func runFloor(b *testing.B, w *world, total int64, sink sinks.Sink) {
+func runFloor(b *testing.B, w *world, total int64, sink output.Sink) {
 	runFloorOn(b, w, floorRun{topic: "transactions", start: kafka.FirstOffset, total: total, sink: sink})
 }
 
@@ -306,7 +313,7 @@ type floorRun struct {
 	topic string
 	start int64 // where the fresh group starts: kafka.FirstOffset or LastOffset
 	total int64 // events to move before it returns
-	sink  sinks.Sink
+	sink  output.Sink
 	// ready, when set, is called once the group has its partitions (before
 	// anything is read); observe with each event's record time and the
 	// moment every sink acked it.
@@ -433,11 +440,11 @@ func runFloorOn(b *testing.B, w *world, fr floorRun) {
 				for _, r := range fb.recs {
 					id := strconv.Itoa(r.Partition) + "/" + strconv.FormatInt(r.Offset, 10)
 					fb.out = append(fb.out,
-						sinks.Message{Kind: sinks.KindScore, Key: r.Key, Value: payload(r.Value, shape.scoreBytes), ID: "s" + id},
-						sinks.Message{Kind: sinks.KindAudit, Key: r.Key, Value: payload(r.Value, shape.auditBytes), ID: "u" + id})
+						output.Message{Kind: output.KindScore, Key: r.Key, Value: payload(r.Value, shape.scoreBytes), ID: "s" + id},
+						output.Message{Kind: output.KindAudit, Key: r.Key, Value: payload(r.Value, shape.auditBytes), ID: "u" + id})
 					if alertDebt += shape.alertEvery; alertDebt >= 1 {
 						alertDebt--
-						fb.out = append(fb.out, sinks.Message{Kind: sinks.KindAlert, Key: r.Key, Value: payload(r.Value, shape.alertBytes), ID: "a" + id})
+						fb.out = append(fb.out, output.Message{Kind: output.KindAlert, Key: r.Key, Value: payload(r.Value, shape.alertBytes), ID: "a" + id})
 					}
 				}
 				select {

@@ -13,6 +13,7 @@ import (
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -198,17 +199,17 @@ func rawRead(b *testing.B, w *world, total int64) {
 // commits) without the servers' share of the two cores.
 type discard struct{}
 
-func (discard) Name() string                                            { return "discard" }
-func (discard) WriteBatch(ctx context.Context, _ []sinks.Message) error { return ctx.Err() }
-func (discard) Close() error                                            { return nil }
+func (discard) Name() string                                             { return "discard" }
+func (discard) WriteBatch(ctx context.Context, _ []output.Message) error { return ctx.Err() }
+func (discard) Close() error                                             { return nil }
 
-func runPipeline(b *testing.B, w *world, total int64, sink sinks.Sink) {
+func runPipeline(b *testing.B, w *world, total int64, sink output.Sink) {
 	runPipelineCounted(b, w, total, sink, nil)
 }
 
 // runPipelineCounted is runPipeline with the messages handed to the sinks
 // counted per kind into counts (when not nil).
-func runPipelineCounted(b *testing.B, w *world, total int64, sink sinks.Sink, counts *kindCounts) {
+func runPipelineCounted(b *testing.B, w *world, total int64, sink output.Sink, counts *kindCounts) {
 	ms, err := models.Shipped()
 	if err != nil {
 		b.Fatal(err)
@@ -218,22 +219,26 @@ func runPipelineCounted(b *testing.B, w *world, total int64, sink sinks.Sink, co
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "streamscore.scores"), sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
-		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
+	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
+		sinks.WithKafkaTopic(output.KindAudit, "audit"), sinks.WithKafkaTopic(output.KindDeadLetter, "deadletter"),
 		sinks.WithKafkaBatch(256, time.Millisecond))
 	if err != nil {
 		b.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	ss := []sinks.Sink{ns, ks}
+	ss := []output.Sink{ns, ks}
 	if sink != nil {
-		ss = []sinks.Sink{sink}
+		ss = []output.Sink{sink}
 	}
-	var fan sinks.Sink = sinks.NewFanout(ss, sinks.WithFanoutRegisterer(reg))
+	fanout, err := output.NewFanout(ss, output.WithFanoutRegisterer(reg))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var fan output.Sink = fanout
 	defer fan.Close()
 	if counts != nil {
 		fan = &countingSink{Sink: fan, c: counts}
@@ -326,22 +331,25 @@ func passthrough(b *testing.B, w *world, total int64) {
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"))
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "streamscore.scores"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAudit, "audit"),
+	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAudit, "audit"),
 		sinks.WithKafkaBatch(256, time.Millisecond))
 	if err != nil {
 		b.Fatal(err)
 	}
-	fan := sinks.NewFanout([]sinks.Sink{ns, ks})
+	fan, err := output.NewFanout([]output.Sink{ns, ks})
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer fan.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var n int64
 	batch := make([]kafka.Message, 0, 256)
-	out := make([]sinks.Message, 0, 512)
+	out := make([]output.Message, 0, 512)
 	for n < total {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
@@ -355,8 +363,8 @@ func passthrough(b *testing.B, w *world, total int64) {
 		out = out[:0]
 		for i := range batch {
 			id := fmt.Sprintf("%d/%d", batch[i].Partition, batch[i].Offset)
-			out = append(out, sinks.Message{Kind: sinks.KindScore, Key: batch[i].Key, Value: batch[i].Value, ID: "s" + id},
-				sinks.Message{Kind: sinks.KindAudit, Key: batch[i].Key, Value: batch[i].Value, ID: "a" + id})
+			out = append(out, output.Message{Kind: output.KindScore, Key: batch[i].Key, Value: batch[i].Value, ID: "s" + id},
+				output.Message{Kind: output.KindAudit, Key: batch[i].Key, Value: batch[i].Value, ID: "a" + id})
 		}
 		if err := fan.WriteBatch(ctx, out); err != nil {
 			b.Fatal(err)

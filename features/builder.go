@@ -115,26 +115,16 @@ type Builder struct {
 
 // NewBuilder returns a Builder whose terminal features come from s (a nil s
 // gets a private Shared built from opts). Options: WithTTL, WithMaxLateness,
-// WithSpec, WithMaxCards. It panics if an option is invalid, or if the Builder's spec
-// (WithSpec, or none) is not s's: it is the Must-style wrapper of
-// MakeBuilder, for options known to be valid.
-func NewBuilder(s *Shared, opts ...Option) *Builder {
-	b, err := MakeBuilder(s, opts...)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// MakeBuilder is NewBuilder returning an error (wrapping ErrInvalidOption)
-// for an invalid option or a spec that is not s's.
-func MakeBuilder(s *Shared, opts ...Option) (*Builder, error) {
+// WithSpec, WithMaxCards. It returns an error wrapping ErrInvalidOption for
+// an invalid option, or for a Builder's spec (WithSpec, or none) that is
+// not s's.
+func NewBuilder(s *Shared, opts ...Option) (*Builder, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
 	}
 	if s == nil {
-		if s, err = MakeShared(opts...); err != nil {
+		if s, err = NewShared(opts...); err != nil {
 			return nil, err
 		}
 	}

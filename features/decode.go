@@ -123,18 +123,8 @@ type Decoder struct {
 	cfg decoderConfig
 }
 
-// NewDecoder returns a Decoder. It panics if an option is invalid: it is
-// the Must-style wrapper of MakeDecoder, for options known to be valid.
-func NewDecoder(opts ...DecoderOption) *Decoder {
-	d, err := MakeDecoder(opts...)
-	if err != nil {
-		panic(err)
-	}
-	return d
-}
-
-// MakeDecoder returns a Decoder, or an error for an invalid option.
-func MakeDecoder(opts ...DecoderOption) (*Decoder, error) {
+// NewDecoder returns a Decoder, or an error for an invalid option.
+func NewDecoder(opts ...DecoderOption) (*Decoder, error) {
 	c := decoderConfig{maxSkew: 5 * time.Minute, clock: time.Now, maxStr: DefaultMaxFieldBytes}
 	for _, o := range opts {
 		if o == nil {
@@ -642,8 +632,8 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 	return d.finishEvent(&p, e)
 }
 
-// finishEvent checks a scanned event (geo pair, time skew, lengths, card
-// numbers) and materializes it into *e.
+// finishEvent checks a scanned event (geo pair, then what finish checks)
+// and materializes it into *e.
 func (d *Decoder) finishEvent(p *parse, e *Event) error {
 	hasLat, hasLon := p.present&(1<<fLat) != 0, p.present&(1<<fLon) != 0
 	if hasLat != hasLon {
@@ -653,26 +643,13 @@ func (d *Decoder) finishEvent(p *parse, e *Event) error {
 		}
 		return &DecodeError{Reason: ReasonInvalidGeo, Field: f, Err: errors.New("lat and lon must be given together")}
 	}
-	if err := d.checkTime(p.ts); err != nil {
-		return err
-	}
-	if err := d.checkLengths(p); err != nil {
-		return err
-	}
-	var cardBuf [2 * maxPseudonymLen]byte
-	card, alias, err := d.protect(p, cardBuf[:0])
-	if err != nil {
-		return err
-	}
 	var ev Event
 	var out [nStrFields]*string
 	out[fTxID], out[fCardID], out[fTerminalID] = &ev.TxID, &ev.CardID, &ev.TerminalID
-	for f, dst := range [...]*string{fCurrency: &ev.Currency, fMCC: &ev.MCC, fChannel: &ev.Channel, fCountry: &ev.Country} {
-		if f >= fCurrency && p.present&(1<<f) != 0 && p.str[f].end > p.str[f].start {
-			out[f] = dst
-		}
+	out[fCurrency], out[fMCC], out[fChannel], out[fCountry] = &ev.Currency, &ev.MCC, &ev.Channel, &ev.Country
+	if err := d.finish(p, out, &ev.CardAlias); err != nil {
+		return err
 	}
-	p.strings(out, card, alias, &ev.CardAlias)
 	ev.TS = p.ts
 	ev.Amount = p.amount
 	if hasLat {
@@ -696,13 +673,34 @@ func (d *Decoder) DecodeLabel(b []byte, l *Label) error {
 	return AsLabelError(d.finishLabel(&p, l))
 }
 
-// finishLabel checks a scanned label (tx_ts order, time skew, lengths, card
-// numbers) and materializes it into *l.
+// finishLabel checks a scanned label (tx_ts order, then what finish
+// checks) and materializes it into *l.
 func (d *Decoder) finishLabel(p *parse, l *Label) error {
 	if p.present&(1<<fTxTS) != 0 && p.txTS.After(p.ts) {
 		return &DecodeError{Reason: ReasonInvalidTime, Field: "tx_ts",
 			Err: fmt.Errorf("tx_ts %s is after ts %s: a label cannot precede its transaction", p.txTS.Format(time.RFC3339Nano), p.ts.Format(time.RFC3339Nano))}
 	}
+	var lb Label
+	var out [nStrFields]*string
+	out[fTxID], out[fCardID], out[fTerminalID] = &lb.TxID, &lb.CardID, &lb.TerminalID
+	out[fScenario] = &lb.Scenario
+	if err := d.finish(p, out, &lb.CardAlias); err != nil {
+		return err
+	}
+	lb.TS = p.ts
+	if p.present&(1<<fTxTS) != 0 {
+		lb.TxTS = p.txTS
+	}
+	lb.Fraud = p.fraud
+	*l = lb
+	return nil
+}
+
+// finish runs the checks events and labels share (time skew, field
+// lengths, card numbers: pseudonym and alias) and writes the string fields
+// of out: the required ones always, the others only when present and not
+// empty (their destination is left as is otherwise).
+func (d *Decoder) finish(p *parse, out [nStrFields]*string, cardAlias *string) error {
 	if err := d.checkTime(p.ts); err != nil {
 		return err
 	}
@@ -714,18 +712,11 @@ func (d *Decoder) finishLabel(p *parse, l *Label) error {
 	if err != nil {
 		return err
 	}
-	var lb Label
-	var out [nStrFields]*string
-	out[fTxID], out[fCardID], out[fTerminalID] = &lb.TxID, &lb.CardID, &lb.TerminalID
-	if p.present&(1<<fScenario) != 0 && p.str[fScenario].end > p.str[fScenario].start {
-		out[fScenario] = &lb.Scenario
+	for f := range out {
+		if f != fTxID && f != fCardID && f != fTerminalID && (p.present&(1<<f) == 0 || p.str[f].end <= p.str[f].start) {
+			out[f] = nil
+		}
 	}
-	p.strings(out, card, alias, &lb.CardAlias)
-	lb.TS = p.ts
-	if p.present&(1<<fTxTS) != 0 {
-		lb.TxTS = p.txTS
-	}
-	lb.Fraud = p.fraud
-	*l = lb
+	p.strings(out, card, alias, cardAlias)
 	return nil
 }

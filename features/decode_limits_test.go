@@ -41,7 +41,7 @@ func TestDecodeFieldTooLong(t *testing.T) {
 			if tc.max > 0 {
 				opts = append(opts, WithMaxFieldBytes(tc.max))
 			}
-			d := NewDecoder(opts...)
+			d := MustDecoder(opts...)
 			var e Event
 			err := d.Decode([]byte(tc.in), &e)
 			var de *DecodeError
@@ -68,5 +68,5 @@ func TestDecodeFieldTooLong(t *testing.T) {
 			t.Fatal("WithMaxFieldBytes(0) did not panic")
 		}
 	}()
-	NewDecoder(WithMaxFieldBytes(0))
+	MustDecoder(WithMaxFieldBytes(0))
 }

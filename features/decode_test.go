@@ -11,7 +11,7 @@ import (
 var testNow = time.Date(2026, 11, 28, 15, 10, 0, 0, time.UTC)
 
 func testDecoder() *Decoder {
-	return NewDecoder(WithClock(func() time.Time { return testNow }))
+	return MustDecoder(WithClock(func() time.Time { return testNow }))
 }
 
 const validEvent = `{"tx_id":"t-1","ts":"2026-11-28T15:04:05.123Z","card_id":"c-42","terminal_id":"m-7","amount":57.20,"currency":"EUR","mcc":"5411","channel":"pos","country":"FR","lat":48.85,"lon":2.35}`
@@ -158,7 +158,7 @@ func TestDecodeReasons(t *testing.T) {
 }
 
 func TestDecodeFutureSkewDisabled(t *testing.T) {
-	d := NewDecoder(WithMaxFutureSkew(-1), WithClock(func() time.Time { return testNow }))
+	d := MustDecoder(WithMaxFutureSkew(-1), WithClock(func() time.Time { return testNow }))
 	in := strings.Replace(validEvent, "2026-11-28", "2030-01-01", 1)
 	var e Event
 	if err := d.Decode([]byte(in), &e); err != nil {
@@ -269,7 +269,7 @@ func TestDecodeErrorText(t *testing.T) {
 }
 
 func TestAppendJSONRoundTrip(t *testing.T) {
-	d := NewDecoder(WithMaxFutureSkew(-1))
+	d := MustDecoder(WithMaxFutureSkew(-1))
 	events := []Event{
 		{TxID: "t-1", CardID: "c\"\\\n\x01😀", TerminalID: "m", TS: time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC), Amount: 1e-7},
 		{TxID: "t-2", CardID: "c", TerminalID: "m", TS: time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600)), Amount: 123456.78,
@@ -324,9 +324,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("{\"tx_id\":\"\xff\"}"))
 	f.Add([]byte(`{"tx_id":"t","ts":"2026-11-28T15:04:05Z","card_id":"4111 1111 1111 1111","terminal_id":"m","amount":1,"cvv":"123"}`))
 	f.Add([]byte(`{"tx_id":"t","ts":"2026-11-28T15:04:05Z","card_id":"p1:ka:AAAAAAAAAAAAAAAAAAAAAAAA","terminal_id":"\u00341111111111111111","amount":1}`))
-	d := NewDecoder(WithClock(func() time.Time { return testNow }))
+	d := MustDecoder(WithClock(func() time.Time { return testNow }))
 	key := testPANKey(f, panKeyA)
-	kd := NewDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(key))
+	kd := MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(key))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// With a PAN key: the same verdict but for the card-number policy,
 		// card_id always a pseudonym, and a dead letter's redacted form is
@@ -387,7 +387,7 @@ func FuzzDecode(f *testing.F) {
 func BenchmarkDecode(b *testing.B) {
 	msg := []byte(strings.Replace(validEvent, "2026-11-28T15:04:05.123Z", "2026-11-28T10:04:05.123Z", 1))
 	b.Run("strict", func(b *testing.B) {
-		d := NewDecoder()
+		d := MustDecoder()
 		var e Event
 		b.SetBytes(int64(len(msg)))
 		b.ReportAllocs()
@@ -398,7 +398,7 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	})
 	b.Run("strict_pan_key", func(b *testing.B) {
-		d := NewDecoder(WithPANKey(testPANKey(b, panKeyA)))
+		d := MustDecoder(WithPANKey(testPANKey(b, panKeyA)))
 		var e Event
 		b.SetBytes(int64(len(msg)))
 		b.ReportAllocs()
@@ -409,7 +409,7 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	})
 	b.Run("strict_pan_key_rotating", func(b *testing.B) { // two keys: a second HMAC (the alias)
-		d := NewDecoder(WithPANKey(testPANKey(b, panKeyC+panKeyA)))
+		d := MustDecoder(WithPANKey(testPANKey(b, panKeyC+panKeyA)))
 		var e Event
 		b.SetBytes(int64(len(msg)))
 		b.ReportAllocs()

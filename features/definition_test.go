@@ -94,7 +94,7 @@ func TestDefinitionsDiffer(t *testing.T) {
 // reports that spec's.
 func TestBuilderDefinitions(t *testing.T) {
 	def := features.DefaultSpec().Definitions()
-	got := features.NewBuilder(nil).Definitions()
+	got := features.MustBuilder(nil).Definitions()
 	if !slices.Equal(got, def) {
 		t.Fatal("default Builder's definitions differ from DefaultSpec's")
 	}
@@ -107,14 +107,14 @@ func TestBuilderDefinitions(t *testing.T) {
 		}
 	}
 	// The same spec through the generic engine.
-	if g := features.NewBuilder(nil, features.WithSpecEngine(features.DefaultSpec())).Definitions(); !slices.Equal(g, def) {
+	if g := features.MustBuilder(nil, features.WithSpecEngine(features.DefaultSpec())).Definitions(); !slices.Equal(g, def) {
 		t.Fatal("spec engine's definitions of the default spec differ")
 	}
 	// One window redefined: only that feature's hash changes.
 	s := features.DefaultSpec()
 	i := slices.Index(s.Names(), "card_amount_sum_1h")
 	s.Features[i].Window = features.Duration(24 * 3600e9)
-	alt := features.NewBuilder(nil, features.WithSpec(s)).Definitions()
+	alt := features.MustBuilder(nil, features.WithSpec(s)).Definitions()
 	for j := range alt {
 		if (alt[j] != def[j]) != (j == i) {
 			t.Fatalf("feature %s: changed %v", alt[j].Name, alt[j] != def[j])

@@ -254,6 +254,12 @@
 // the same transactions. A repeated fraud label (same tx_id) counts once; a
 // non-fraud label for a tx_id labelled fraud withdraws it.
 //
+// Constructors that can fail are named New* and return an error
+// (NewShared, NewBuilder, NewDecoder: an invalid option wraps
+// ErrInvalidOption); none panics on its input. TTL and MaxCards, which read
+// options back, panic on an invalid option: check them with NewShared
+// first.
+//
 // # Concurrency
 //
 // Decoder and Shared are safe for concurrent use, except Shared.ReadState,

@@ -2,6 +2,7 @@ package features_test
 
 import (
 	"fmt"
+	"log"
 	"slices"
 	"time"
 
@@ -12,8 +13,14 @@ import (
 // the terminals of a Shared (one per process): Update applies the event and
 // writes its row.
 func ExampleNewBuilder() {
-	shared := features.NewShared()
-	b := features.NewBuilder(shared)
+	shared, err := features.NewShared()
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, err := features.NewBuilder(shared)
+	if err != nil {
+		log.Fatal(err)
+	}
 	names := b.Names()
 	count := slices.Index(names, "card_tx_count_1h")
 	sum := slices.Index(names, "card_amount_sum_1h")

@@ -50,3 +50,31 @@ func SharedOld(s *Shared) int {
 
 // RaceEnabled reports whether the tests run under the race detector.
 const RaceEnabled = raceEnabled
+
+// MustShared is NewShared for the tests' options, which are valid: it
+// panics on error (a test failure).
+func MustShared(opts ...Option) *Shared {
+	s, err := NewShared(opts...)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// MustBuilder is NewBuilder for the tests' options: it panics on error.
+func MustBuilder(s *Shared, opts ...Option) *Builder {
+	b, err := NewBuilder(s, opts...)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// MustDecoder is NewDecoder for the tests' options: it panics on error.
+func MustDecoder(opts ...DecoderOption) *Decoder {
+	d, err := NewDecoder(opts...)
+	if err != nil {
+		panic(err)
+	}
+	return d
+}

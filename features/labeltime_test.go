@@ -83,8 +83,8 @@ func TestTxTimeFraudOnSynth(t *testing.T) {
 	slices.SortStableFunc(arr, func(a, b arrival) int { return a.at.Compare(b.at) })
 
 	opts := []features.Option{features.WithSpec(spec), features.WithMaxLateness(time.Hour)}
-	sh := features.NewShared(opts...)
-	b := features.NewBuilder(sh, opts...)
+	sh := features.MustShared(opts...)
+	b := features.MustBuilder(sh, opts...)
 	row := make([]float32, b.Width())
 	type fraud struct{ ts, txTS time.Time }
 	labels := map[string]map[string]fraud{} // "card_id\x00c-1" -> tx id -> fraud label

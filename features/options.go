@@ -163,7 +163,7 @@ func WithMaxPoints(n int) Option {
 }
 
 // MaxCards returns the card cap of opts (WithMaxCards; 0: unbounded). It
-// panics if an option is invalid (Must-style: check opts with MakeShared).
+// panics if an option is invalid (check opts with NewShared first).
 func MaxCards(opts ...Option) int { return mustConfig(opts).maxCards }
 
 // WithStripes sets the number of lock stripes of a Shared (terminal state).

@@ -185,7 +185,7 @@ func TestDecodePAN(t *testing.T) {
 			if tc.key != nil {
 				opts = append(opts, WithPANKey(tc.key))
 			}
-			d := NewDecoder(opts...)
+			d := MustDecoder(opts...)
 			var e Event
 			err := d.Decode([]byte(tc.in), &e)
 			if tc.reason != "" {
@@ -233,7 +233,7 @@ func TestDecodePANAllocs(t *testing.T) {
 		t.Skip("under -race, sync.Pool drops pooled HMACs at random")
 	}
 	msg := []byte(strings.Replace(validEvent, `"card_id":"c-42"`, `"card_id":"`+testPAN+`"`, 1))
-	d := NewDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyA)))
+	d := MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyA)))
 	var e Event
 	if err := d.Decode(msg, &e); err != nil {
 		t.Fatal(err)
@@ -245,8 +245,8 @@ func TestDecodePANAllocs(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	ka := testPANKey(t, panKeyA)
-	plain := NewDecoder()
-	keyed := NewDecoder(WithPANKey(ka))
+	plain := MustDecoder()
+	keyed := MustDecoder(WithPANKey(ka))
 	tests := []struct {
 		name  string
 		d     *Decoder
@@ -295,7 +295,7 @@ func TestRedact(t *testing.T) {
 
 func TestDigestAndSafeKey(t *testing.T) {
 	ka := testPANKey(t, panKeyA)
-	plain, keyed := NewDecoder(), NewDecoder(WithPANKey(ka))
+	plain, keyed := MustDecoder(), MustDecoder(WithPANKey(ka))
 	msg := []byte(`{"card_id":"c-1"}`)
 	if d, id, ok := plain.AppendDigest(nil, msg); !ok || id != "" || len(d) != 32 {
 		t.Errorf("plain digest: %x %q %v", d, id, ok)

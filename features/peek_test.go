@@ -56,9 +56,9 @@ func peekStream(rng *rand.Rand, n, cards, terminals int, late bool) []Event {
 // twinBuilders returns two Builders with separate but identically seeded
 // Shareds: fed the same Updates they hold equal state.
 func twinBuilders(opts ...Option) (a, b *Builder) {
-	sa, sb := NewShared(opts...), NewShared(opts...)
+	sa, sb := MustShared(opts...), MustShared(opts...)
 	sb.seed = sa.seed
-	return NewBuilder(sa, opts...), NewBuilder(sb, opts...)
+	return MustBuilder(sa, opts...), MustBuilder(sb, opts...)
 }
 
 // sameState reports whether two twin Builders hold equal state: card maps,
@@ -192,7 +192,7 @@ func TestPeekRedelivery(t *testing.T) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 13))
 			evs := peekStream(rng, n, 4, 3, false)
-			b := NewBuilder(nil)
+			b := MustBuilder(nil)
 			rows := make([][]float32, n)
 			newest := map[string]int{} // card -> index of its newest event
 			peek := make([]float32, width)
@@ -378,8 +378,8 @@ func TestPeekUnusedBuilder(t *testing.T) {
 // TestPeekLabels: terminal fraud features of Peek read the labels applied
 // so far, like Update, and Peek does not evict labels.
 func TestPeekLabels(t *testing.T) {
-	s := NewShared()
-	b := NewBuilder(s)
+	s := MustShared()
+	b := MustBuilder(s)
 	row, peek := make([]float32, width), make([]float32, width)
 	day := 24 * time.Hour
 	for d := range 20 {
@@ -405,7 +405,7 @@ func TestPeekLabels(t *testing.T) {
 // after Update must equal Update's (the card is the worker's own); terminal
 // features may differ (other workers), but every value is finite.
 func TestPeekConcurrent(t *testing.T) {
-	s := NewShared(WithStripes(4))
+	s := MustShared(WithStripes(4))
 	const workers = 4
 	n := 4000
 	if raceEnabled {
@@ -414,7 +414,7 @@ func TestPeekConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			b := NewBuilder(s)
+			b := MustBuilder(s)
 			row, peek := make([]float32, b.Width()), make([]float32, b.Width())
 			rng := rand.New(rand.NewPCG(uint64(w), 5))
 			evs := peekStream(rng, n, 50, 10, true)
@@ -447,7 +447,7 @@ func TestPeekConcurrent(t *testing.T) {
 func BenchmarkBuilderPeek(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	evs := peekStream(rng, 1<<14, 1000, 100, false)
-	bld := NewBuilder(nil)
+	bld := MustBuilder(nil)
 	row := make([]float32, bld.Width())
 	for i := range evs {
 		bld.Update(&evs[i], row)
@@ -468,7 +468,7 @@ func TestLastLate(t *testing.T) {
 	for _, generic := range []bool{false, true} {
 		t.Run(fmt.Sprint("generic=", generic), func(t *testing.T) {
 			opts := []Option{WithMaxLateness(time.Hour), withSpec(DefaultSpec(), generic)}
-			b := NewBuilder(NewShared(opts...), opts...)
+			b := MustBuilder(MustShared(opts...), opts...)
 			if (b.sp != nil) != generic {
 				t.Fatal("wrong engine")
 			}

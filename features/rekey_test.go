@@ -37,7 +37,7 @@ func TestDecodeCardAlias(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := NewDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(tc.key))
+			d := MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(tc.key))
 			var e Event
 			if err := d.Decode(card(tc.in), &e); err != nil {
 				t.Fatal(err)
@@ -70,7 +70,7 @@ func TestDecodeCardAliasAllocs(t *testing.T) {
 		t.Skip("under -race, sync.Pool drops pooled HMACs at random")
 	}
 	msg := []byte(strings.Replace(validEvent, `"card_id":"c-42"`, `"card_id":"`+testPAN+`"`, 1))
-	d := NewDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyC+panKeyA)))
+	d := MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyC+panKeyA)))
 	var e Event
 	if err := d.Decode(msg, &e); err != nil || e.CardAlias == "" {
 		t.Fatalf("%v, alias %q", err, e.CardAlias)
@@ -169,11 +169,11 @@ func TestRotationKeepsCardState(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			events, labels, labelAt := rotationStream(rand.New(rand.NewPCG(7, 7)), n, start, k1)
 			decOpts := []DecoderOption{WithMaxFutureSkew(-1)}
-			decA := NewDecoder(append(decOpts, WithPANKey(k1))...)
+			decA := MustDecoder(append(decOpts, WithPANKey(k1))...)
 			decB := decA
 			rot := n / 2
 			cut := rot + n/4 // B's snapshot, after the rotation
-			newProc := func() *Builder { return NewBuilder(NewShared(tc.opts...), tc.opts...) }
+			newProc := func() *Builder { return MustBuilder(MustShared(tc.opts...), tc.opts...) }
 			a, b, cold := newProc(), newProc(), newProc()
 			w := a.Width()
 			rowA, rowB, rowC := make([]float32, w), make([]float32, w), make([]float32, w)
@@ -182,7 +182,7 @@ func TestRotationKeepsCardState(t *testing.T) {
 			var moved uint64
 			for i, msg := range events {
 				if i == rot {
-					decB = NewDecoder(append(decOpts, WithPANKey(k21))...)
+					decB = MustDecoder(append(decOpts, WithPANKey(k21))...)
 				}
 				if i == cut {
 					moved = b.Rekeyed() // a snapshot does not carry the counter
@@ -284,7 +284,7 @@ func restore(t *testing.T, b *Builder, opts []Option) *Builder {
 	if err := b.WriteState(&bb); err != nil {
 		t.Fatal(err)
 	}
-	to := NewBuilder(NewShared(opts...), opts...)
+	to := MustBuilder(MustShared(opts...), opts...)
 	if err := to.shared.ReadState(&sb); err != nil {
 		t.Fatal(err)
 	}

@@ -46,11 +46,11 @@ func Replay(events []Event, labels []Label, opts []Option, fn func(e *Event, row
 // none; only valid during the call), so that state kept beside the
 // features for the same cards can be dropped as the stream drops it.
 func ReplayEvicting(events []Event, labels []Label, opts []Option, fn func(e *Event, row []float32, evicted []string) error) error {
-	shared, err := MakeShared(opts...)
+	shared, err := NewShared(opts...)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
-	b, err := MakeBuilder(shared, opts...)
+	b, err := NewBuilder(shared, opts...)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
@@ -90,7 +90,10 @@ const maxLine = 16 << 20
 // line number and wrapping the *DecodeError.
 func ReadEvents(r io.Reader, d *Decoder) ([]Event, error) {
 	if d == nil {
-		d = NewDecoder()
+		var err error
+		if d, err = NewDecoder(); err != nil {
+			return nil, err
+		}
 	}
 	var out []Event
 	err := readLines(r, func(line []byte) error {
@@ -107,7 +110,10 @@ func ReadEvents(r io.Reader, d *Decoder) ([]Event, error) {
 // ReadEvents.
 func ReadLabels(r io.Reader, d *Decoder) ([]Label, error) {
 	if d == nil {
-		d = NewDecoder()
+		var err error
+		if d, err = NewDecoder(); err != nil {
+			return nil, err
+		}
 	}
 	var out []Label
 	err := readLines(r, func(line []byte) error {

@@ -78,8 +78,8 @@ func TestReplayMatchesStream(t *testing.T) {
 	slices.SortStableFunc(sorted, func(a, b Event) int { return CompareEvents(&a, &b) })
 	ls := slices.Clone(labels)
 	slices.SortStableFunc(ls, func(a, b Label) int { return CompareLabels(&a, &b) })
-	s := NewShared(WithMaxLateness(2 * time.Hour))
-	b := NewBuilder(s, WithMaxLateness(2*time.Hour))
+	s := MustShared(WithMaxLateness(2 * time.Hour))
+	b := MustBuilder(s, WithMaxLateness(2*time.Hour))
 	row := make([]float32, b.Width())
 	li := 0
 	fraudSeen := false
@@ -200,7 +200,7 @@ func TestReplayTotalOrder(t *testing.T) {
 }
 
 func ExampleReplay() {
-	d := NewDecoder(WithMaxFutureSkew(-1))
+	d := MustDecoder(WithMaxFutureSkew(-1))
 	events, _ := ReadEvents(strings.NewReader(
 		`{"tx_id":"t-1","ts":"2026-11-28T15:04:05Z","card_id":"c-42","terminal_id":"m-7","amount":57.20}`+"\n"+
 			`{"tx_id":"t-2","ts":"2026-11-28T15:34:05Z","card_id":"c-42","terminal_id":"m-7","amount":42.80}`+"\n"), d)

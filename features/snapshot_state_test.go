@@ -66,14 +66,14 @@ func TestSnapshotStateEqual(t *testing.T) {
 				opts := tc.opts(rng)
 				evs := bruteStream(rng, n)
 				var labels []Label
-				ps := []*Builder{NewBuilder(NewShared(opts...), opts...)}
+				ps := []*Builder{MustBuilder(MustShared(opts...), opts...)}
 				rows := [][]float32{make([]float32, ps[0].Width())}
 				cuts := []int{n / 3, 2 * n / 3}
 				for i := range evs {
 					if len(cuts) > 0 && i == cuts[0] {
 						cuts = cuts[1:]
 						from := ps[len(ps)-1]
-						to := NewBuilder(NewShared(opts...), opts...)
+						to := MustBuilder(MustShared(opts...), opts...)
 						var buf bytes.Buffer
 						if err := from.shared.WriteState(&buf); err != nil {
 							t.Fatal(err)

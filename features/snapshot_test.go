@@ -107,8 +107,8 @@ type pipe struct {
 }
 
 func newPipe(opts, sharedOpts []features.Option) *pipe {
-	s := features.NewShared(append(slices.Clone(opts), sharedOpts...)...)
-	b := features.NewBuilder(s, opts...)
+	s := features.MustShared(append(slices.Clone(opts), sharedOpts...)...)
+	b := features.MustBuilder(s, opts...)
 	return &pipe{s: s, b: b, row: make([]float32, b.Width())}
 }
 
@@ -698,13 +698,13 @@ func (w *countWriter) Write(p []byte) (int, error) {
 func TestSharedWriteStateConcurrent(t *testing.T) {
 	tr := smallTraffic()
 	for _, opts := range [][]features.Option{nil, {features.WithSpec(customSpec()), features.WithStripes(4)}} {
-		s := features.NewShared(opts...)
+		s := features.MustShared(opts...)
 		var wg sync.WaitGroup
 		for w := range 2 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				b := features.NewBuilder(s, opts...)
+				b := features.MustBuilder(s, opts...)
 				row := make([]float32, b.Width())
 				for _, o := range tr.ops {
 					switch {
@@ -726,7 +726,7 @@ func TestSharedWriteStateConcurrent(t *testing.T) {
 		}
 		wg.Wait()
 		for i, snap := range snaps {
-			if err := features.NewShared(opts...).ReadState(bytes.NewReader(snap)); err != nil {
+			if err := features.MustShared(opts...).ReadState(bytes.NewReader(snap)); err != nil {
 				t.Fatalf("snapshot %d: %v", i, err)
 			}
 		}

@@ -136,7 +136,7 @@ func TestDefaultSpecMatchesBruteForce(t *testing.T) {
 // features with labels in their window, it checked.
 func bruteCheck(t *testing.T, rng *rand.Rand, spec *Spec, lateness time.Duration, n int, generic bool) (lagged, fraudSeen int) {
 	t.Helper()
-	b := NewBuilder(nil, withSpec(spec, generic), WithMaxLateness(lateness), WithTTL(10000*24*time.Hour))
+	b := MustBuilder(nil, withSpec(spec, generic), WithMaxLateness(lateness), WithTTL(10000*24*time.Hour))
 	cs := defaultCompiled()
 	if b.sp != nil {
 		cs = b.sp.cs

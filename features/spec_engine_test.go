@@ -36,11 +36,11 @@ func TestSpecDefaultMatchesBuilder(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/seed%d", tc.name, seed), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, 11))
 				evs := peekStream(rng, n, 6, 4, true)
-				sa := NewShared(tc.opts...)
+				sa := MustShared(tc.opts...)
 				sopts := append(slices.Clone(tc.opts), withSpec(spec, true)) // forced onto the spec engine
-				sb := NewShared(sopts...)
+				sb := MustShared(sopts...)
 				sb.seed = sa.seed
-				ba, bb := NewBuilder(sa, tc.opts...), NewBuilder(sb, sopts...)
+				ba, bb := MustBuilder(sa, tc.opts...), MustBuilder(sb, sopts...)
 				if ba.sp != nil || bb.sp == nil {
 					t.Fatal("not comparing the hand-written Builder with the spec engine")
 				}

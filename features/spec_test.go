@@ -118,10 +118,10 @@ func TestWithSpecMismatchPanics(t *testing.T) {
 		name string
 		fn   func()
 	}{
-		{"spec builder, plain shared", func() { NewBuilder(NewShared(), WithSpec(other)) }},
-		{"plain builder, spec shared", func() { NewBuilder(NewShared(WithSpec(other))) }},
-		{"different specs", func() { NewBuilder(NewShared(WithSpec(other)), WithSpec(DefaultSpec())) }},
-		{"invalid spec", func() { NewBuilder(nil, WithSpec(&Spec{})) }},
+		{"spec builder, plain shared", func() { MustBuilder(MustShared(), WithSpec(other)) }},
+		{"plain builder, spec shared", func() { MustBuilder(MustShared(WithSpec(other))) }},
+		{"different specs", func() { MustBuilder(MustShared(WithSpec(other)), WithSpec(DefaultSpec())) }},
+		{"invalid spec", func() { MustBuilder(nil, WithSpec(&Spec{})) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +135,7 @@ func TestWithSpecMismatchPanics(t *testing.T) {
 		})
 	}
 	// Equal specs from separate parses are the same spec.
-	NewBuilder(NewShared(WithSpec(DefaultSpec())), WithSpec(DefaultSpec()))
+	MustBuilder(MustShared(WithSpec(DefaultSpec())), WithSpec(DefaultSpec()))
 }
 
 // TestSpecFeatures checks the aggregations the brute-force test does not:
@@ -156,7 +156,7 @@ features:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewBuilder(nil, WithSpec(s))
+	b := MustBuilder(nil, WithSpec(s))
 	row := make([]float32, b.Width())
 	up := func(d time.Duration, mcc, country string, amt float64, geo ...float64) {
 		e := Event{TxID: "t", CardID: "c", TerminalID: "m", MCC: mcc, Country: country, TS: t0.Add(d), Amount: amt}
@@ -214,7 +214,7 @@ features:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewBuilder(nil, WithSpec(s))
+	b := MustBuilder(nil, WithSpec(s))
 	got, want := make([]float32, b.Width()), make([]float32, b.Width())
 	rng := rand.New(rand.NewPCG(5, 5))
 	evs := peekStream(rng, 3000, 8, 5, true)
@@ -270,7 +270,7 @@ features:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewBuilder(nil, WithSpec(s))
+	b := MustBuilder(nil, WithSpec(s))
 	b.shared.ApplyLabel(&Label{TxID: "old", CardID: "c", TerminalID: "m", TS: t0, TxTS: t0.Add(-time.Hour), Fraud: true})
 	row := make([]float32, b.Width())
 	b.Update(&Event{TxID: "t", CardID: "c", TerminalID: "m", Country: "FR", TS: t0.Add(time.Hour), Amount: 1}, row)
@@ -304,7 +304,7 @@ func TestWithSpecDispatch(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := NewBuilder(nil, tc.opts...)
+			b := MustBuilder(nil, tc.opts...)
 			if got := b.sp == nil; got != tc.handWritten {
 				t.Errorf("hand-written = %v, want %v", got, tc.handWritten)
 			}

@@ -129,18 +129,18 @@ func TestSplitMatchesUpdate(t *testing.T) {
 
 func splitCheck(t *testing.T, rng *rand.Rand, opts []Option, n int, allTxTS bool) {
 	t.Helper()
-	su := NewShared(opts...)
-	ss := NewShared(opts...)
+	su := MustShared(opts...)
+	ss := MustShared(opts...)
 	ss.seed = su.seed
 	worlds := []*splitWorld{
-		{name: "update", b: NewBuilder(su, opts...)},
-		{name: "split", t: ss, b: NewBuilder(ss, opts...)},
+		{name: "update", b: MustBuilder(su, opts...)},
+		{name: "split", t: ss, b: MustBuilder(ss, opts...)},
 	}
 	// Two stages: terminal (td) and card (cd), labels applied to each
 	// half, the card's with the transaction time the terminal's found.
-	td, cd := NewShared(opts...), NewShared(opts...)
+	td, cd := MustShared(opts...), MustShared(opts...)
 	td.seed, cd.seed = su.seed, su.seed
-	worlds = append(worlds, &splitWorld{name: "two stages", t: td, b: NewBuilder(cd, opts...)})
+	worlds = append(worlds, &splitWorld{name: "two stages", t: td, b: MustBuilder(cd, opts...)})
 	w0 := worlds[0]
 	width := w0.b.Width()
 	for _, w := range worlds {
@@ -378,8 +378,8 @@ func TestSplitConcurrentHalves(t *testing.T) {
 				}
 				items = append(items, item{e: &evs[i]})
 			}
-			su := NewShared(opts...)
-			bu := NewBuilder(su, opts...)
+			su := MustShared(opts...)
+			bu := MustBuilder(su, opts...)
 			want := make([][]float32, 0, n)
 			for _, it := range items {
 				if it.l != nil {
@@ -391,14 +391,14 @@ func TestSplitConcurrentHalves(t *testing.T) {
 				want = append(want, row)
 			}
 
-			td := NewShared(opts...)
+			td := MustShared(opts...)
 			td.seed = su.seed
 			cd := td
 			if !tc.one {
-				cd = NewShared(opts...)
+				cd = MustShared(opts...)
 				cd.seed = su.seed
 			}
-			bd := NewBuilder(cd, opts...)
+			bd := MustBuilder(cd, opts...)
 			ch := make(chan item, 64)
 			done := make(chan struct{})
 			var wg sync.WaitGroup
@@ -476,8 +476,8 @@ func benchSplit(b *testing.B, sharedOnly bool) {
 						TS: now, Amount: rng.ExpFloat64() * 50, Country: "FR", Lat: 48.8, Lon: 2.3, HasGeo: true}
 				}
 				span := now.Sub(t0) + time.Second
-				s := NewShared(eng.opt)
-				bld := NewBuilder(s, eng.opt)
+				s := MustShared(eng.opt)
+				bld := MustBuilder(s, eng.opt)
 				row := make([]float32, bld.Width())
 				b.ReportAllocs()
 				i := 0
@@ -523,8 +523,8 @@ func BenchmarkSharedMemory(b *testing.B) {
 			}
 			var perTerminal float64
 			for b.Loop() {
-				s := NewShared()
-				row := make([]float32, NewBuilder(s).Width())
+				s := MustShared()
+				row := make([]float32, MustBuilder(s).Width())
 				var m0, m1 runtime.MemStats
 				runtime.GC()
 				runtime.ReadMemStats(&m0)

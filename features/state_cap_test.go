@@ -43,7 +43,7 @@ func TestMaxCardsFakeIDs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := append(slices.Clone(tc.opts), WithMaxCards(limit))
-			b := NewBuilder(nil, opts...)
+			b := MustBuilder(nil, opts...)
 			heap := fakeCards(b, n)
 			st := b.Stats()
 			if got, want := st.Entities, limit; got != want {
@@ -65,7 +65,7 @@ func TestMaxCardsFakeIDs(t *testing.T) {
 			if perCard > 1500 {
 				t.Errorf("heap grew %d bytes = %.0f per card held, want <= 1500: the cap does not bound memory", heap, perCard)
 			}
-			unbounded := fakeCards(NewBuilder(nil, tc.opts...), n)
+			unbounded := fakeCards(MustBuilder(nil, tc.opts...), n)
 			t.Logf("without a cap: heap grew %.1f MB", float64(unbounded)/1e6)
 			if heap > unbounded/2 {
 				t.Errorf("heap grew %d bytes under the cap, %d without: want under half", heap, unbounded)
@@ -84,7 +84,7 @@ func TestMaxCardsEvictsLeastRecentlySeen(t *testing.T) {
 		opts []Option
 	}{{"builder", nil}, {"spec", []Option{withSpec(DefaultSpec(), true)}}} {
 		t.Run(engine.name, func(t *testing.T) {
-			b := NewBuilder(nil, append(slices.Clone(engine.opts), WithMaxCards(3))...)
+			b := MustBuilder(nil, append(slices.Clone(engine.opts), WithMaxCards(3))...)
 			row := make([]float32, b.Width())
 			count1d := slices.Index(b.Names(), "card_tx_count_1d")
 			steps := []struct {
@@ -134,8 +134,8 @@ func TestMaxTerminals(t *testing.T) {
 	}{{"builder", nil}, {"spec", []Option{withSpec(DefaultSpec(), true)}}} {
 		t.Run(engine.name, func(t *testing.T) {
 			opts := append(slices.Clone(engine.opts), WithMaxTerminals(64), WithStripes(16))
-			s := NewShared(opts...)
-			b := NewBuilder(s, opts...)
+			s := MustShared(opts...)
+			b := MustBuilder(s, opts...)
 			row := make([]float32, b.Width())
 			const n = 5000
 			for i := range n {
@@ -169,7 +169,7 @@ func TestMaxCardsSnapshot(t *testing.T) {
 				return Event{TxID: fmt.Sprint(i), CardID: fmt.Sprintf("card-%04d", i), TerminalID: "m",
 					TS: t0.Add(time.Duration(i*7%101) * time.Minute), Amount: 1}
 			}
-			src := NewBuilder(nil, opts(50)...)
+			src := MustBuilder(nil, opts(50)...)
 			row := make([]float32, src.Width())
 			for i := range 80 {
 				e := ev(i)
@@ -179,7 +179,7 @@ func TestMaxCardsSnapshot(t *testing.T) {
 			if err := src.WriteState(&buf); err != nil {
 				t.Fatal(err)
 			}
-			small := NewBuilder(nil, opts(10)...)
+			small := MustBuilder(nil, opts(10)...)
 			if err := small.ReadState(bytes.NewReader(buf.Bytes())); err != nil {
 				t.Fatal(err)
 			}
@@ -210,7 +210,7 @@ func TestMaxCardsSnapshot(t *testing.T) {
 			if want := all[len(all)-10:]; !slices.Equal(held, want) {
 				t.Errorf("kept times %v, want the newest %v", held, want)
 			}
-			same := NewBuilder(nil, opts(50)...)
+			same := MustBuilder(nil, opts(50)...)
 			if err := same.ReadState(bytes.NewReader(buf.Bytes())); err != nil {
 				t.Fatal(err)
 			}
@@ -243,7 +243,7 @@ func BenchmarkMemoryPerCardCapped(b *testing.B) {
 	for _, max := range []int{0, 2 * cards} {
 		b.Run(fmt.Sprintf("max=%d", max), func(b *testing.B) {
 			for b.Loop() {
-				heap := fakeCards(NewBuilder(nil, WithMaxCards(max)), cards)
+				heap := fakeCards(MustBuilder(nil, WithMaxCards(max)), cards)
 				b.ReportMetric(float64(heap)/cards, "bytes/card")
 			}
 		})
@@ -278,9 +278,9 @@ func TestMaxPoints(t *testing.T) {
 				return Event{TxID: fmt.Sprint(i), CardID: "c", TerminalID: "m", TS: t0.Add(time.Duration(i) * time.Minute),
 					Amount: float64(1 + i%17), Country: "FR"}
 			}
-			capped := NewBuilder(nil, append(slices.Clone(engine.opts), WithMaxPoints(cap))...)
-			whole := NewBuilder(nil, engine.opts...)
-			tail := NewBuilder(nil, engine.opts...)
+			capped := MustBuilder(nil, append(slices.Clone(engine.opts), WithMaxPoints(cap))...)
+			whole := MustBuilder(nil, engine.opts...)
+			tail := MustBuilder(nil, engine.opts...)
 			got := make([]float32, capped.Width())
 			uncapped := make([]float32, capped.Width())
 			want := make([]float32, capped.Width())
@@ -304,7 +304,7 @@ func TestMaxPoints(t *testing.T) {
 			if err := capped.WriteState(&buf); err != nil {
 				t.Fatal(err)
 			}
-			restored := NewBuilder(nil, append(slices.Clone(engine.opts), WithMaxPoints(cap))...)
+			restored := MustBuilder(nil, append(slices.Clone(engine.opts), WithMaxPoints(cap))...)
 			if err := restored.ReadState(&buf); err != nil {
 				t.Fatalf("read a capped state: %v", err)
 			}
@@ -357,7 +357,7 @@ func (b *Builder) heldPoints(id string) int {
 // TestEvictionsTTL checks the ttl eviction count, and that a capped map
 // releases the states the TTL dropped (its heap does not pin them).
 func TestEvictionsTTL(t *testing.T) {
-	b := NewBuilder(nil, WithTTL(time.Hour), WithMaxCards(1000))
+	b := MustBuilder(nil, WithTTL(time.Hour), WithMaxCards(1000))
 	row := make([]float32, b.Width())
 	for i := range 500 {
 		e := Event{TxID: fmt.Sprint(i), CardID: fmt.Sprint("c", i), TerminalID: "m", TS: t0, Amount: 1}

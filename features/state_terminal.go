@@ -125,21 +125,11 @@ func (s *Shared) sweep(i uint64, now int64) {
 }
 
 // NewShared returns empty terminal state. Options: WithTTL, WithMaxLateness,
-// WithStripes, WithMaxTerminals, WithMaxCards (a spec's card labels), WithSpec (then it holds the state of the spec's entities other
-// than card_id, and the fraud labels of its labelled entities). It panics if
-// an option is invalid: it is the Must-style wrapper of MakeShared, for
-// options known to be valid.
-func NewShared(opts ...Option) *Shared {
-	s, err := MakeShared(opts...)
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
-
-// MakeShared is NewShared returning an error (wrapping ErrInvalidOption)
-// for an invalid option.
-func MakeShared(opts ...Option) (*Shared, error) {
+// WithStripes, WithMaxTerminals, WithMaxCards (a spec's card labels),
+// WithSpec (then it holds the state of the spec's entities other than
+// card_id, and the fraud labels of its labelled entities). It returns an
+// error wrapping ErrInvalidOption for an invalid option.
+func NewShared(opts ...Option) (*Shared, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err

@@ -26,7 +26,7 @@ func col(name string) int {
 
 func TestNames(t *testing.T) {
 	names := Names()
-	if len(names) != NewBuilder(nil).Width() {
+	if len(names) != MustBuilder(nil).Width() {
 		t.Fatalf("len(Names()) = %d, want Width %d", len(names), width)
 	}
 	seen := map[string]bool{}
@@ -126,7 +126,7 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			evs := randomStream(rng, n, 4, 3)
-			b := NewBuilder(NewShared())
+			b := MustBuilder(MustShared())
 			lateness := int64(time.Hour)
 			cardRetain := maxSpan(cardWindows) + lateness
 			termRetain := maxSpan(terminalWindows) + lateness
@@ -218,7 +218,7 @@ func (s *Shared) lagTxCount(id string, k int, t int64) int64 {
 }
 
 func TestCardFeatures(t *testing.T) {
-	b := NewBuilder(nil)
+	b := MustBuilder(nil)
 	row := make([]float32, b.Width())
 	ev := func(d time.Duration, amt float64, country string, geo ...float64) {
 		e := Event{TxID: "t", CardID: "c", TerminalID: "m", TS: t0.Add(d), Amount: amt, Country: country}
@@ -280,8 +280,8 @@ func TestCardFeatures(t *testing.T) {
 // (label TS <= t); tx times from tx_ts or found by tx_id; duplicates,
 // corrections and unplaceable labels.
 func TestLabelsPointInTime(t *testing.T) {
-	s := NewShared()
-	b := NewBuilder(s)
+	s := MustShared()
+	b := MustBuilder(s)
 	row := make([]float32, b.Width())
 	day := 24 * time.Hour
 	at := func(d int) time.Time { return t0.Add(time.Duration(d) * day) }
@@ -363,7 +363,7 @@ func TestLabelsPointInTime(t *testing.T) {
 
 func TestTTLExpiry(t *testing.T) {
 	day := 24 * time.Hour
-	b := NewBuilder(nil, WithTTL(35*day), WithStripes(4))
+	b := MustBuilder(nil, WithTTL(35*day), WithStripes(4))
 	row := make([]float32, b.Width())
 	up := func(card string, at time.Duration) {
 		b.Update(&Event{TxID: "t", CardID: card, TerminalID: "m-" + card, TS: t0.Add(at), Amount: 5}, row)
@@ -396,7 +396,7 @@ func TestTTLExpiry(t *testing.T) {
 }
 
 func TestSharedConcurrent(t *testing.T) {
-	s := NewShared(WithStripes(4))
+	s := MustShared(WithStripes(4))
 	const workers = 4
 	n := 5000
 	if raceEnabled {
@@ -407,7 +407,7 @@ func TestSharedConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b := NewBuilder(s)
+			b := MustBuilder(s)
 			row := make([]float32, b.Width())
 			rng := rand.New(rand.NewPCG(uint64(w), 1))
 			for _, e := range randomStream(rng, n, 50, 20) {
@@ -463,11 +463,11 @@ func memPerCard(cards, events int) (total, terminal float64) {
 		runtime.ReadMemStats(&after)
 		return float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(cards)
 	}
-	b := NewBuilder(nil)
+	b := MustBuilder(nil)
 	total = measure(func(e *Event) { b.Update(e, row) })
 	runtime.KeepAlive(b)
 	b = nil
-	s := NewShared()
+	s := MustShared()
 	terminal = measure(func(e *Event) { s.observe(e.TerminalID, e.TxID, nanos(e.TS), e.Amount, row) })
 	runtime.KeepAlive(s)
 	return total, terminal
@@ -517,7 +517,7 @@ func benchUpdateOpts(b *testing.B, cards, terminals int, opts ...Option) {
 			TS: now, Amount: rng.ExpFloat64() * 50, Country: "FR", Lat: 48.8, Lon: 2.3, HasGeo: true}
 	}
 	span := now.Sub(t0) + time.Second
-	bld := NewBuilder(NewShared(opts...), opts...)
+	bld := MustBuilder(MustShared(opts...), opts...)
 	row := make([]float32, bld.Width())
 	b.ReportAllocs()
 	runtime.LockOSThread() // for threadCPU
@@ -547,10 +547,10 @@ func TestInvalidOptionsPanic(t *testing.T) {
 		name string
 		fn   func()
 	}{
-		{"zero ttl", func() { NewShared(WithTTL(0)) }},
-		{"negative lateness", func() { NewBuilder(nil, WithMaxLateness(-time.Second)) }},
-		{"stripes not a power of two", func() { NewShared(WithStripes(3)) }},
-		{"nil clock", func() { NewDecoder(WithClock(nil)) }},
+		{"zero ttl", func() { MustShared(WithTTL(0)) }},
+		{"negative lateness", func() { MustBuilder(nil, WithMaxLateness(-time.Second)) }},
+		{"stripes not a power of two", func() { MustShared(WithStripes(3)) }},
+		{"nil clock", func() { MustDecoder(WithClock(nil)) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -68,7 +68,7 @@ func TestTilesBound(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			spec := tiledSpec(rng)
 			lateness := []time.Duration{0, time.Hour, 3 * time.Hour}[rng.IntN(3)]
-			b := NewBuilder(nil, WithSpec(spec), WithMaxLateness(lateness), WithTTL(10000*24*time.Hour))
+			b := MustBuilder(nil, WithSpec(spec), WithMaxLateness(lateness), WithTTL(10000*24*time.Hour))
 			cs := b.sp.cs
 			row := make([]float32, b.Width())
 			peekRow := make([]float32, b.Width())
@@ -237,7 +237,7 @@ func TestTilesUniformRelativeError(t *testing.T) {
 		{Name: "c", Agg: AggCount, Entity: "terminal_id", Window: Duration(10 * 24 * time.Hour), Tiles: 30},
 		{Name: "x", Agg: AggCount, Entity: "terminal_id", Window: Duration(10 * 24 * time.Hour)},
 	}}
-	b := NewBuilder(nil, WithSpec(spec))
+	b := MustBuilder(nil, WithSpec(spec))
 	row := make([]float32, b.Width())
 	worst := 0.0
 	for i, e := range busyTerminal(10000, 30*24*time.Hour) {
@@ -262,7 +262,7 @@ func TestTilesMemoryBounded(t *testing.T) {
 		{Name: "c", Agg: AggCount, Entity: "terminal_id", Window: Duration(30 * 24 * time.Hour), Tiles: 30},
 		{Name: "m", Agg: AggMean, Field: "amount", Entity: "terminal_id", Window: Duration(7 * 24 * time.Hour), Offset: Duration(7 * 24 * time.Hour), Tiles: 7},
 	}}
-	b := NewBuilder(nil, WithSpec(spec))
+	b := MustBuilder(nil, WithSpec(spec))
 	row := make([]float32, b.Width())
 	for _, e := range busyTerminal(10000, 60*24*time.Hour) {
 		b.Update(&e, row)
@@ -324,8 +324,8 @@ func BenchmarkTilesMemory(b *testing.B) {
 			b.ReportAllocs()
 			var perEntity float64
 			for b.Loop() {
-				s := NewShared(WithSpec(spec))
-				bl := NewBuilder(s, WithSpec(spec))
+				s := MustShared(WithSpec(spec))
+				bl := MustBuilder(s, WithSpec(spec))
 				row := make([]float32, bl.Width())
 				var m0, m1 runtime.MemStats
 				runtime.GC()
@@ -357,7 +357,7 @@ func TestBuilderLate(t *testing.T) {
 		{"spec", []Option{WithSpec(spec)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := NewBuilder(nil, append(tc.opts, WithMaxLateness(time.Hour))...)
+			b := MustBuilder(nil, append(tc.opts, WithMaxLateness(time.Hour))...)
 			row := make([]float32, b.Width())
 			ev := func(card, term string, at time.Duration) *Event {
 				return &Event{TxID: "x", CardID: card, TerminalID: term, MCC: "5411", TS: t0.Add(at), Amount: 10}
@@ -399,7 +399,7 @@ func TestTilesFraudRate(t *testing.T) {
 		{Name: "fr", Agg: AggFraudRate, Entity: "terminal_id", Window: w, Offset: d, Tiles: 6},
 		{Name: "fx", Agg: AggFraudCount, Entity: "terminal_id", Window: w, Offset: d},
 	}}
-	b := NewBuilder(nil, WithSpec(spec))
+	b := MustBuilder(nil, WithSpec(spec))
 	row := make([]float32, b.Width())
 	rng := rand.New(rand.NewPCG(3, 4))
 	nonzero := 0

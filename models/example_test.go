@@ -16,7 +16,7 @@ func ExampleLoad() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	names := features.NewBuilder(features.NewShared()).Names()
+	names := features.Names() // the columns of a default Builder's rows
 	s, err := m.Bind(names)
 	if err != nil {
 		log.Fatal(err)

@@ -1,14 +1,17 @@
-// Package sinks publishes the engine's output records — scores, alerts,
-// audit records and dead letters — to NATS (core or JetStream) and Kafka,
-// and returns only once the downstream side has acknowledged them, so that
-// the stream package can commit input offsets behind the acks.
+// Package sinks publishes the engine's output records to NATS (core or
+// JetStream) and Kafka, and returns only once the downstream side has
+// acknowledged them, so that the stream package can commit input offsets
+// behind the acks. The records, the Sink contract and the Fanout that
+// drives several sinks are in package output, which imports no transport;
+// this package holds the transports and what they know of their errors.
 //
 // # Concepts
 //
-// A Message is one encoded record with a Kind, a partitioning Key and a
-// deduplication ID. A Sink writes batches of messages; each sink maps kinds
-// to destinations (WithNATSSubject, WithKafkaTopic) and skips the kinds it
-// has no destination for, counting them as acknowledged.
+// Each sink maps kinds to destinations (WithNATSSubject, WithKafkaTopic)
+// and skips the kinds it has no destination for, counting them as
+// acknowledged. Both implement output.Sink, output.Classifier (Classify)
+// and output.Router (Routes), so an output.Fanout isolates the records they
+// refuse and counts only the kinds they route.
 //
 //   - NATS publishes with JetStream, awaiting every PubAck, when a stream
 //     captures the subject (decided once, in NewNATS), and with core publish
@@ -17,48 +20,29 @@
 //   - Kafka produces with one kafka-go Writer, acks=all, keyed partitioning,
 //     the ID in the "streamscore-id" header. kafka-go has no idempotent
 //     producer: a retried write can store a record twice.
-//   - Fanout writes each batch to several sinks concurrently, retries a
-//     failing sink with capped exponential backoff until it acknowledges or
-//     the context ends (backpressure, never loss), and records the metrics.
 //
-// Delivery is at least once: a retry after a failure (or a crash before the
-// input offset is committed) sends messages again. Every message carries
-// its ID in the "streamscore-id" header on both transports (and the record
-// its tx_id), which is what consumers deduplicate on.
-//
-// The records — ScoreRecord, AuditRecord, DeadLetterRecord — have
-// hand-written AppendJSON methods: no allocation when the buffer has room,
-// correct string escaping (control characters, U+2028/U+2029; invalid UTF-8
-// becomes U+FFFD), shortest round-trip numbers, and null for NaN or
-// infinity, which JSON cannot express. A DeadLetterRecord has no member
-// for the original message: only its size, a digest and a redacted form the
-// caller made (card data must never reach a sink in clear); a ScoreRecord's
-// CardKeyID names the key of a pseudonymised card_id.
-//
-// Errors: WriteBatch returns a *BatchError naming the messages that were not
-// acknowledged; IsRetryable tells transient failures (disconnects, timeouts,
-// leader changes) from permanent ones (closed sink, oversized message, bad
-// subject). The trap: Kafka reports a missing topic as retryable
-// (UNKNOWN_TOPIC_OR_PARTITION), so a misconfigured topic stalls a Fanout
-// instead of failing it; the publish_errors metric and the log show it.
+// Errors: WriteBatch returns an *output.BatchError naming the messages that
+// were not acknowledged; IsRetryable tells transient failures (disconnects,
+// timeouts, leader changes) from permanent ones (closed sink, oversized
+// message, bad subject), IsPermanent and IsRejection the refusals, and
+// Classify sums the three up as an output.Class. The trap: Kafka reports a
+// missing topic as retryable (UNKNOWN_TOPIC_OR_PARTITION), so a
+// misconfigured topic stalls a Fanout instead of failing it; the
+// publish_errors metric and the log show it.
 //
 // # Concurrency
 //
-// NATS, Kafka and Fanout are safe for concurrent use: partition workers may
-// call WriteBatch at the same time (JetStream's in-flight window and
-// kafka-go's batches are shared by the callers). The messages passed to
+// NATS and Kafka are safe for concurrent use: partition workers may call
+// WriteBatch at the same time (JetStream's in-flight window and kafka-go's
+// batches are shared by the callers). The messages passed to
 // WriteBatch are not copied and must not be modified until it returns.
 // Close may be called concurrently with WriteBatch, which then fails with
-// ErrClosed. The record types are plain values: AppendJSON reads the record
-// and may run concurrently on distinct destination buffers.
+// output.ErrClosed.
 //
 // # Metrics
 //
-// With WithFanoutRegisterer (the one metrics wrapper around all sinks):
-//
-//	streamscore_sinks_publish_seconds{sink}        histogram, one WriteBatch attempt
-//	streamscore_sinks_publish_errors_total{sink}   failed attempts (each retried)
-//	streamscore_sinks_messages_total{sink,kind}    messages acknowledged
+// The publish latency, errors and acknowledged messages of every sink are
+// recorded by output.Fanout (output.WithFanoutRegisterer).
 //
 // With WithNATSRegisterer:
 //

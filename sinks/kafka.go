@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // Kafka produces messages to Kafka topics, one topic per Kind, through one
@@ -62,7 +64,7 @@ func defaultKafkaConfig() kafkaConfig {
 
 // WithKafkaTopic routes messages of kind k to topic. Kinds without a topic
 // are skipped (counted as acked). No default.
-func WithKafkaTopic(k Kind, topic string) KafkaOption {
+func WithKafkaTopic(k output.Kind, topic string) KafkaOption {
 	return func(c *kafkaConfig) error { return c.route.set(k, topic) }
 }
 
@@ -218,16 +220,14 @@ func NewKafka(brokers []string, opts ...KafkaOption) (*Kafka, error) {
 // Name returns the sink name ("kafka" unless set by WithKafkaName).
 func (k *Kafka) Name() string { return k.cfg.name }
 
-func (k *Kafka) routes(kind Kind) bool { return k.cfg.route.routes(kind) }
-
 // WriteBatch writes the routed messages with one WriteMessages call and
 // returns once every one is acknowledged by all in-sync replicas. On partial
 // failure it returns a *BatchError naming the failed messages; IsRetryable
 // classifies it. Safe for concurrent use (the Writer batches across
 // callers).
-func (k *Kafka) WriteBatch(ctx context.Context, msgs []Message) error {
+func (k *Kafka) WriteBatch(ctx context.Context, msgs []output.Message) error {
 	if k.closed.Load() {
-		return ErrClosed
+		return output.ErrClosed
 	}
 	kms := make([]kafka.Message, 0, len(msgs))
 	idx := make([]int, 0, len(msgs))
@@ -239,7 +239,7 @@ func (k *Kafka) WriteBatch(ctx context.Context, msgs []Message) error {
 		}
 		km := kafka.Message{Topic: topic, Key: m.Key, Value: m.Value}
 		if m.ID != "" {
-			km.Headers = []kafka.Header{{Key: HeaderID, Value: []byte(m.ID)}}
+			km.Headers = []kafka.Header{{Key: output.HeaderID, Value: []byte(m.ID)}}
 		}
 		kms = append(kms, km)
 		idx = append(idx, i)
@@ -251,12 +251,12 @@ func (k *Kafka) WriteBatch(ctx context.Context, msgs []Message) error {
 	if err == nil {
 		return nil
 	}
-	be := &BatchError{Sink: k.cfg.name}
+	be := &output.BatchError{Sink: k.cfg.name}
 	var we kafka.WriteErrors
 	if errors.As(err, &we) && len(we) == len(kms) {
 		for j, e := range we {
 			if e != nil {
-				be.add(idx[j], fmt.Errorf("write message: %w", e))
+				be.Add(idx[j], fmt.Errorf("write message: %w", e))
 			}
 		}
 		if len(be.Indices) > 0 {
@@ -265,10 +265,10 @@ func (k *Kafka) WriteBatch(ctx context.Context, msgs []Message) error {
 		return nil
 	}
 	if k.closed.Load() && errors.Is(err, io.ErrClosedPipe) {
-		err = ErrClosed
+		err = output.ErrClosed
 	}
 	for _, i := range idx {
-		be.add(i, fmt.Errorf("write messages: %w", err))
+		be.Add(i, fmt.Errorf("write messages: %w", err))
 	}
 	return be
 }

@@ -12,12 +12,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/sinks/sinktest"
 )
 
 const kafkaPartitions = 3
 
-var kafkaTopics = map[sinks.Kind]string{sinks.KindScore: "scores", sinks.KindAlert: "alerts", sinks.KindAudit: "audit"}
+var kafkaTopics = map[output.Kind]string{output.KindScore: "scores", output.KindAlert: "alerts", output.KindAudit: "audit"}
 
 func startKafkaB(t testing.TB) *kfake.Cluster { return startKafka(t, "scores") }
 
@@ -39,7 +40,7 @@ type received struct {
 
 // readAll reads every partition of the topics from the start until stopped;
 // it is owned by the test (stopped and joined in Cleanup).
-func readAll(t *testing.T, addrs []string, topics map[sinks.Kind]string) <-chan received {
+func readAll(t *testing.T, addrs []string, topics map[output.Kind]string) <-chan received {
 	ch := make(chan received, 100000)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -57,7 +58,7 @@ func readAll(t *testing.T, addrs []string, topics map[sinks.Kind]string) <-chan 
 					}
 					var id string
 					for _, h := range m.Headers {
-						if h.Key == sinks.HeaderID {
+						if h.Key == output.HeaderID {
 							id = string(h.Value)
 						}
 					}
@@ -74,9 +75,9 @@ func kafkaTarget(t *testing.T) sinktest.Target {
 	c := startKafka(t, "scores", "alerts", "audit")
 	ch := readAll(t, c.ListenAddrs(), kafkaTopics)
 	sink, err := sinks.NewKafka(c.ListenAddrs(),
-		sinks.WithKafkaTopic(sinks.KindScore, "scores"),
-		sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
-		sinks.WithKafkaTopic(sinks.KindAudit, "audit"))
+		sinks.WithKafkaTopic(output.KindScore, "scores"),
+		sinks.WithKafkaTopic(output.KindAlert, "alerts"),
+		sinks.WithKafkaTopic(output.KindAudit, "audit"))
 	if err != nil {
 		t.Fatalf("NewKafka: %v", err)
 	}
@@ -84,7 +85,7 @@ func kafkaTarget(t *testing.T) sinktest.Target {
 	partOf := map[string]int{} // key -> partition
 	return sinktest.Target{
 		Sink:     sink,
-		Routed:   []sinks.Kind{sinks.KindScore, sinks.KindAlert, sinks.KindAudit},
+		Routed:   []output.Kind{output.KindScore, output.KindAlert, output.KindAudit},
 		KeepsKey: true,
 		Collect: func(t *testing.T, n int, timeout time.Duration) []sinktest.Received {
 			deadline := time.After(timeout)
@@ -110,14 +111,14 @@ func TestKafkaConformance(t *testing.T) { sinktest.Run(t, kafkaTarget) }
 
 func TestKafkaLatency(t *testing.T) {
 	c := startKafka(t, "scores")
-	sink, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(sinks.KindScore, "scores"))
+	sink, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(output.KindScore, "scores"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sink.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	msgs, _ := sinktest.Batch("lat", 10, map[sinks.Kind]bool{sinks.KindScore: true})
+	msgs, _ := sinktest.Batch("lat", 10, map[output.Kind]bool{output.KindScore: true})
 	if err := sink.WriteBatch(ctx, msgs); err != nil { // warm up: metadata, connections
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestKafkaLatency(t *testing.T) {
 func TestKafkaMissingTopic(t *testing.T) {
 	c := startKafka(t, "scores")
 	reg := prometheus.NewPedanticRegistry()
-	sink, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(sinks.KindScore, "nope"),
+	sink, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(output.KindScore, "nope"),
 		sinks.WithKafkaRetries(1, 2*time.Second), sinks.WithKafkaRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
@@ -145,15 +146,15 @@ func TestKafkaMissingTopic(t *testing.T) {
 	defer sink.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	msgs := []sinks.Message{{Kind: sinks.KindAlert, ID: "a"}, {Kind: sinks.KindScore, Key: []byte("k"), Value: []byte("v"), ID: "s"}}
+	msgs := []output.Message{{Kind: output.KindAlert, ID: "a"}, {Kind: output.KindScore, Key: []byte("k"), Value: []byte("v"), ID: "s"}}
 	err = sink.WriteBatch(ctx, msgs)
-	var be *sinks.BatchError
+	var be *output.BatchError
 	if !errors.As(err, &be) || be.Failed(1) == nil || be.Failed(0) != nil {
 		t.Fatalf("got %v, want a BatchError for index 1 only", err)
 	}
 	t.Logf("missing topic: %v (retryable %v)", err, sinks.IsRetryable(err))
-	lint(t, reg)
-	if v := metricValue(t, reg, "streamscore_sinks_kafka_errors_total", map[string]string{"sink": "kafka"}); v < 0 {
+	sinktest.Lint(t, reg)
+	if v := sinktest.MetricValue(t, reg, "streamscore_sinks_kafka_errors_total", map[string]string{"sink": "kafka"}); v < 0 {
 		t.Error("kafka errors metric missing")
 	}
 }
@@ -165,7 +166,7 @@ func TestKafkaOptions(t *testing.T) {
 		opt     sinks.KafkaOption
 	}{
 		{"no brokers", nil, sinks.WithKafkaAutoCreateTopics(true)},
-		{"empty topic", []string{"x:1"}, sinks.WithKafkaTopic(sinks.KindScore, "")},
+		{"empty topic", []string{"x:1"}, sinks.WithKafkaTopic(output.KindScore, "")},
 		{"bad batch", []string{"x:1"}, sinks.WithKafkaBatch(0, time.Millisecond)},
 		{"bad retries", []string{"x:1"}, sinks.WithKafkaRetries(0, time.Second)},
 		{"nil balancer", []string{"x:1"}, sinks.WithKafkaBalancer(nil)},

@@ -10,6 +10,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamscore/streamscore/internal/promreg"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // NATS publishes messages to NATS subjects, one subject per Kind.
@@ -31,9 +34,9 @@ import (
 type NATS struct {
 	cfg    natsConfig
 	nc     *nats.Conn
-	js     jetstream.JetStream // nil when no subject is captured by a stream
-	stream [numKinds]string    // stream capturing the kind's subject, "" = core
-	window chan struct{}       // JetStream in-flight slots shared by all callers
+	js     jetstream.JetStream     // nil when no subject is captured by a stream
+	stream [output.NumKinds]string // stream capturing the kind's subject, "" = core
+	window chan struct{}           // JetStream in-flight slots shared by all callers
 	m      *natsMetrics
 	closed atomic.Bool
 }
@@ -67,7 +70,7 @@ func defaultNATSConfig() natsConfig {
 // WithNATSSubject routes messages of kind k to subject. Kinds without a
 // subject are skipped (counted as acked). No default: a NATS sink with no
 // subject publishes nothing.
-func WithNATSSubject(k Kind, subject string) NATSOption {
+func WithNATSSubject(k output.Kind, subject string) NATSOption {
 	return func(c *natsConfig) error {
 		if err := c.route.set(k, subject); err != nil {
 			return err
@@ -256,7 +259,7 @@ func NewNATS(nc *nats.Conn, opts ...NATSOption) (*NATS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sinks: new jetstream: %w", err)
 	}
-	for k := range numKinds {
+	for k := range output.NumKinds {
 		subj := cfg.route[k]
 		if subj == "" {
 			continue
@@ -303,14 +306,12 @@ func (n *NATS) Name() string { return n.cfg.name }
 
 // Stream returns the JetStream stream that captures kind k's subject, or ""
 // when k is core-published or not routed. Useful for a start-up log line.
-func (n *NATS) Stream(k Kind) string {
-	if int(k) < numKinds {
+func (n *NATS) Stream(k output.Kind) string {
+	if int(k) < output.NumKinds {
 		return n.stream[k]
 	}
 	return ""
 }
-
-func (n *NATS) routes(k Kind) bool { return n.cfg.route.routes(k) }
 
 // WriteBatch publishes the routed messages and returns nil once every one is
 // acknowledged (PubAck for JetStream subjects, flush for core ones). On
@@ -318,11 +319,11 @@ func (n *NATS) routes(k Kind) bool { return n.cfg.route.routes(k) }
 // IsRetryable classifies it. After a failed call some messages may have been
 // delivered: core NATS redelivers them on retry, JetStream drops the
 // replays by Msg-Id. Safe for concurrent use.
-func (n *NATS) WriteBatch(ctx context.Context, msgs []Message) error {
+func (n *NATS) WriteBatch(ctx context.Context, msgs []output.Message) error {
 	if n.closed.Load() {
-		return ErrClosed
+		return output.ErrClosed
 	}
-	be := &BatchError{Sink: n.cfg.name}
+	be := &output.BatchError{Sink: n.cfg.name}
 	var core, js []int
 	for i := range msgs {
 		k := msgs[i].Kind
@@ -335,7 +336,7 @@ func (n *NATS) WriteBatch(ctx context.Context, msgs []Message) error {
 			continue
 		}
 		if err := n.nc.PublishMsg(natsMsg(subj, &msgs[i])); err != nil {
-			be.add(i, fmt.Errorf("publish: %w", err))
+			be.Add(i, fmt.Errorf("publish: %w", err))
 			continue
 		}
 		core = append(core, i)
@@ -343,7 +344,7 @@ func (n *NATS) WriteBatch(ctx context.Context, msgs []Message) error {
 	if len(core) > 0 {
 		if err := n.flush(ctx); err != nil {
 			for _, i := range core {
-				be.add(i, fmt.Errorf("flush: %w", err))
+				be.Add(i, fmt.Errorf("flush: %w", err))
 			}
 		}
 	}
@@ -351,7 +352,7 @@ func (n *NATS) WriteBatch(ctx context.Context, msgs []Message) error {
 		n.publishJetStream(ctx, msgs, js, be)
 	}
 	if len(be.Indices) > 0 {
-		be.sort()
+		be.Sort()
 		return be
 	}
 	return nil
@@ -367,11 +368,11 @@ func (n *NATS) flush(ctx context.Context) error {
 }
 
 // natsMsg builds the NATS message for m; the ID travels in both headers.
-func natsMsg(subj string, m *Message) *nats.Msg {
+func natsMsg(subj string, m *output.Message) *nats.Msg {
 	msg := &nats.Msg{Subject: subj, Data: m.Value}
 	if m.ID != "" {
 		id := []string{m.ID}
-		msg.Header = nats.Header{jetstream.MsgIDHeader: id, HeaderID: id}
+		msg.Header = nats.Header{jetstream.MsgIDHeader: id, output.HeaderID: id}
 	}
 	return msg
 }
@@ -384,7 +385,7 @@ type pending struct {
 
 // publishJetStream publishes msgs[idx] with a sliding window of in-flight
 // acks, republishing retryable failures, and records the final failures in be.
-func (n *NATS) publishJetStream(ctx context.Context, msgs []Message, idx []int, be *BatchError) {
+func (n *NATS) publishJetStream(ctx context.Context, msgs []output.Message, idx []int, be *output.BatchError) {
 	wait := n.cfg.retryWait
 	for attempt := 0; ; attempt++ {
 		retry, ctxErr := n.publishOnce(ctx, msgs, idx, be, attempt == n.cfg.retries)
@@ -402,7 +403,7 @@ func (n *NATS) publishJetStream(ctx context.Context, msgs []Message, idx []int, 
 		}
 		if ctxErr != nil {
 			for _, i := range retry {
-				be.add(i, ctxErr)
+				be.Add(i, ctxErr)
 			}
 			return
 		}
@@ -416,13 +417,13 @@ func (n *NATS) publishJetStream(ctx context.Context, msgs []Message, idx []int, 
 // publishOnce makes one pass over idx. It returns the indices to republish
 // (retryable failures, unless last) and, if ctx ended, its error; every
 // other failure is added to be.
-func (n *NATS) publishOnce(ctx context.Context, msgs []Message, idx []int, be *BatchError, last bool) (retry []int, ctxErr error) {
+func (n *NATS) publishOnce(ctx context.Context, msgs []output.Message, idx []int, be *output.BatchError, last bool) (retry []int, ctxErr error) {
 	fail := func(i int, err error) {
 		if !last && IsRetryable(err) {
 			retry = append(retry, i)
 			return
 		}
-		be.add(i, err)
+		be.Add(i, err)
 	}
 	inflight := make([]pending, 0, min(len(idx), cap(n.window)))
 	head := 0
@@ -437,13 +438,13 @@ func (n *NATS) publishOnce(ctx context.Context, msgs []Message, idx []int, be *B
 			fail(p.i, fmt.Errorf("await pub ack: %w", err))
 		case <-ctx.Done():
 			ctxErr = ctx.Err()
-			be.add(p.i, ctxErr)
+			be.Add(p.i, ctxErr)
 		}
 	}
 	for pos, i := range idx {
 		if ctxErr != nil {
 			for _, j := range idx[pos:] {
-				be.add(j, ctxErr)
+				be.Add(j, ctxErr)
 			}
 			break
 		}
@@ -451,7 +452,7 @@ func (n *NATS) publishOnce(ctx context.Context, msgs []Message, idx []int, be *B
 		case n.window <- struct{}{}:
 		case <-ctx.Done():
 			ctxErr = ctx.Err()
-			be.add(i, ctxErr) // the rest fail at the top of the loop
+			be.Add(i, ctxErr) // the rest fail at the top of the loop
 			continue
 		default:
 			if head < len(inflight) { // our own oldest ack frees a slot soonest
@@ -462,7 +463,7 @@ func (n *NATS) publishOnce(ctx context.Context, msgs []Message, idx []int, be *B
 			case n.window <- struct{}{}:
 			case <-ctx.Done():
 				ctxErr = ctx.Err()
-				be.add(i, ctxErr)
+				be.Add(i, ctxErr)
 				continue
 			}
 		}
@@ -479,7 +480,7 @@ func (n *NATS) publishOnce(ctx context.Context, msgs []Message, idx []int, be *B
 	for _, p := range inflight[head:] {
 		if ctxErr != nil {
 			<-n.window // the library times the ack out on its own
-			be.add(p.i, ctxErr)
+			be.Add(p.i, ctxErr)
 			continue
 		}
 		await(p)
@@ -521,29 +522,14 @@ func newNATSMetrics(reg prometheus.Registerer, name string) (*natsMetrics, error
 		}),
 	}
 	var err error
-	if m.ackErrors, err = register(reg, m.ackErrors); err != nil {
+	if m.ackErrors, err = promreg.Register(reg, m.ackErrors); err != nil {
 		return nil, err
 	}
-	if m.republishes, err = register(reg, m.republishes); err != nil {
+	if m.republishes, err = promreg.Register(reg, m.republishes); err != nil {
 		return nil, err
 	}
-	if m.duplicates, err = register(reg, m.duplicates); err != nil {
+	if m.duplicates, err = promreg.Register(reg, m.duplicates); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// the same description (two sinks sharing one registry share the metric).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("sinks: register metric: %w", err)
-	}
-	return c, nil
 }

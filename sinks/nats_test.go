@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/sinks/sinktest"
 )
 
@@ -55,23 +56,23 @@ func connect(t testing.TB, ns *server.Server, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-var natsSubjects = map[sinks.Kind]string{sinks.KindScore: "out.scores", sinks.KindAlert: "out.alerts"}
+var natsSubjects = map[output.Kind]string{output.KindScore: "out.scores", output.KindAlert: "out.alerts"}
 
 func natsOptions(extra ...sinks.NATSOption) []sinks.NATSOption {
 	opts := []sinks.NATSOption{
-		sinks.WithNATSSubject(sinks.KindScore, natsSubjects[sinks.KindScore]),
-		sinks.WithNATSSubject(sinks.KindAlert, natsSubjects[sinks.KindAlert]),
+		sinks.WithNATSSubject(output.KindScore, natsSubjects[output.KindScore]),
+		sinks.WithNATSSubject(output.KindAlert, natsSubjects[output.KindAlert]),
 	}
 	return append(opts, extra...)
 }
 
-func kindOfSubject(subj string) sinks.Kind {
+func kindOfSubject(subj string) output.Kind {
 	for k, s := range natsSubjects {
 		if s == subj {
 			return k
 		}
 	}
-	return sinks.Kind(255)
+	return output.Kind(255)
 }
 
 // coreTarget: a server without JetStream and a subscriber on every subject.
@@ -102,14 +103,14 @@ func coreTarget(t *testing.T) sinktest.Target {
 	var got []sinktest.Received
 	return sinktest.Target{
 		Sink:   sink,
-		Routed: []sinks.Kind{sinks.KindScore, sinks.KindAlert},
+		Routed: []output.Kind{output.KindScore, output.KindAlert},
 		Collect: func(t *testing.T, n int, timeout time.Duration) []sinktest.Received {
 			deadline := time.After(timeout)
 			for len(got) < n {
 				select {
 				case m := <-ch:
 					got = append(got, sinktest.Received{
-						Kind: kindOfSubject(m.Subject), Value: m.Data, ID: m.Header.Get(sinks.HeaderID),
+						Kind: kindOfSubject(m.Subject), Value: m.Data, ID: m.Header.Get(output.HeaderID),
 					})
 				case <-deadline:
 					return got
@@ -138,7 +139,7 @@ func jetStreamTarget(t *testing.T) sinktest.Target {
 	var cons jetstream.Consumer
 	return sinktest.Target{
 		Sink:   sink,
-		Routed: []sinks.Kind{sinks.KindScore, sinks.KindAlert},
+		Routed: []output.Kind{output.KindScore, output.KindAlert},
 		Collect: func(t *testing.T, n int, timeout time.Duration) []sinktest.Received {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
@@ -154,11 +155,11 @@ func jetStreamTarget(t *testing.T) sinktest.Target {
 					break
 				}
 				for m := range batch.Messages() {
-					if m.Headers().Get(jetstream.MsgIDHeader) != m.Headers().Get(sinks.HeaderID) {
-						t.Errorf("Nats-Msg-Id %q != %s %q", m.Headers().Get(jetstream.MsgIDHeader), sinks.HeaderID, m.Headers().Get(sinks.HeaderID))
+					if m.Headers().Get(jetstream.MsgIDHeader) != m.Headers().Get(output.HeaderID) {
+						t.Errorf("Nats-Msg-Id %q != %s %q", m.Headers().Get(jetstream.MsgIDHeader), output.HeaderID, m.Headers().Get(output.HeaderID))
 					}
 					got = append(got, sinktest.Received{
-						Kind: kindOfSubject(m.Subject()), Value: m.Data(), ID: m.Headers().Get(sinks.HeaderID),
+						Kind: kindOfSubject(m.Subject()), Value: m.Data(), ID: m.Headers().Get(output.HeaderID),
 					})
 				}
 			}
@@ -225,7 +226,7 @@ func TestNATSJetStreamDedupe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	routed := map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true}
+	routed := map[output.Kind]bool{output.KindScore: true, output.KindAlert: true}
 	msgs, want := sinktest.Batch("dup", 3000, routed) // more than the in-flight window
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -237,11 +238,11 @@ func TestNATSJetStreamDedupe(t *testing.T) {
 	if got := streamMsgs(t, stream); got != uint64(want) {
 		t.Errorf("stream holds %d messages, want %d (each ID once)", got, want)
 	}
-	dups := metricValue(t, reg, "streamscore_sinks_nats_duplicates_total", map[string]string{"sink": "nats"})
+	dups := sinktest.MetricValue(t, reg, "streamscore_sinks_nats_duplicates_total", map[string]string{"sink": "nats"})
 	if dups != float64(want) {
 		t.Errorf("duplicates_total = %v, want %d", dups, want)
 	}
-	lint(t, reg)
+	sinktest.Lint(t, reg)
 }
 
 func TestNATSMixedRouting(t *testing.T) {
@@ -273,13 +274,13 @@ func TestNATSMixedRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	if sink.Stream(sinks.KindScore) != "SCORES" || sink.Stream(sinks.KindAlert) != "" || sink.Stream(sinks.KindAudit) != "" {
-		t.Fatalf("streams: score %q alert %q audit %q", sink.Stream(sinks.KindScore), sink.Stream(sinks.KindAlert), sink.Stream(sinks.KindAudit))
+	if sink.Stream(output.KindScore) != "SCORES" || sink.Stream(output.KindAlert) != "" || sink.Stream(output.KindAudit) != "" {
+		t.Fatalf("streams: score %q alert %q audit %q", sink.Stream(output.KindScore), sink.Stream(output.KindAlert), sink.Stream(output.KindAudit))
 	}
-	msgs := []sinks.Message{
-		{Kind: sinks.KindScore, Value: []byte("s1"), ID: "s1"},
-		{Kind: sinks.KindAlert, Value: []byte("a1"), ID: "a1"},
-		{Kind: sinks.KindAudit, Value: []byte("x1"), ID: "x1"},
+	msgs := []output.Message{
+		{Kind: output.KindScore, Value: []byte("s1"), ID: "s1"},
+		{Kind: output.KindAlert, Value: []byte("a1"), ID: "a1"},
+		{Kind: output.KindAudit, Value: []byte("x1"), ID: "x1"},
 	}
 	if err := sink.WriteBatch(ctx, msgs); err != nil {
 		t.Fatal(err)
@@ -290,7 +291,7 @@ func TestNATSMixedRouting(t *testing.T) {
 	}
 	select {
 	case m := <-ch:
-		if string(m.Data) != "a1" || m.Header.Get(sinks.HeaderID) != "a1" || m.Header.Get(jetstream.MsgIDHeader) != "a1" {
+		if string(m.Data) != "a1" || m.Header.Get(output.HeaderID) != "a1" || m.Header.Get(jetstream.MsgIDHeader) != "a1" {
 			t.Errorf("alert: got %q headers %v", m.Data, m.Header)
 		}
 	case <-time.After(5 * time.Second):
@@ -332,11 +333,14 @@ func natsServerRestart(t *testing.T) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := sinks.NewFanout([]sinks.Sink{sink}, sinks.WithFanoutBackoff(20*time.Millisecond, 200*time.Millisecond),
-		sinks.WithFanoutRegisterer(reg))
+	f, err := output.NewFanout([]output.Sink{sink}, output.WithFanoutBackoff(20*time.Millisecond, 200*time.Millisecond),
+		output.WithFanoutRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer f.Close()
 
-	routed := map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true}
+	routed := map[output.Kind]bool{output.KindScore: true, output.KindAlert: true}
 	msgs, want := sinktest.Batch("restart", 60000, routed) // large enough that the kill always lands mid-batch
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
@@ -364,16 +368,16 @@ func natsServerRestart(t *testing.T) bool {
 		t.Errorf("stream holds %d messages, want %d", got, want)
 	}
 	sink1 := map[string]string{"sink": "nats"}
-	ackErrs := metricValue(t, reg, "streamscore_sinks_nats_ack_errors_total", sink1)
-	republished := metricValue(t, reg, "streamscore_sinks_nats_republishes_total", sink1)
-	attempts := metricValue(t, reg, "streamscore_sinks_publish_seconds", sink1)
+	ackErrs := sinktest.MetricValue(t, reg, "streamscore_sinks_nats_ack_errors_total", sink1)
+	republished := sinktest.MetricValue(t, reg, "streamscore_sinks_nats_republishes_total", sink1)
+	attempts := sinktest.MetricValue(t, reg, "streamscore_sinks_publish_seconds", sink1)
 	t.Logf("ack errors %v, republished %v, fanout attempts %v, duplicates %v", ackErrs, republished, attempts,
-		metricValue(t, reg, "streamscore_sinks_nats_duplicates_total", sink1))
+		sinktest.MetricValue(t, reg, "streamscore_sinks_nats_duplicates_total", sink1))
 	disturbed := ackErrs > 0 || attempts > 1
-	if acked := metricValue(t, reg, "streamscore_sinks_messages_total", map[string]string{"sink": "nats", "kind": "score"}); acked != float64(want/2) {
+	if acked := sinktest.MetricValue(t, reg, "streamscore_sinks_messages_total", map[string]string{"sink": "nats", "kind": "score"}); acked != float64(want/2) {
 		t.Errorf("messages_total{kind=score} = %v, want %d", acked, want/2)
 	}
-	lint(t, reg)
+	sinktest.Lint(t, reg)
 	return disturbed
 }
 
@@ -384,9 +388,9 @@ func TestNATSOptions(t *testing.T) {
 		name string
 		opt  sinks.NATSOption
 	}{
-		{"wildcard subject", sinks.WithNATSSubject(sinks.KindScore, "out.*")},
-		{"empty subject", sinks.WithNATSSubject(sinks.KindScore, "")},
-		{"unknown kind", sinks.WithNATSSubject(sinks.Kind(9), "x")},
+		{"wildcard subject", sinks.WithNATSSubject(output.KindScore, "out.*")},
+		{"empty subject", sinks.WithNATSSubject(output.KindScore, "")},
+		{"unknown kind", sinks.WithNATSSubject(output.Kind(9), "x")},
 		{"window too large", sinks.WithNATSMaxInFlight(4000)},
 		{"zero timeout", sinks.WithNATSAckTimeout(0)},
 		{"empty name", sinks.WithNATSName("")},
@@ -412,8 +416,8 @@ func TestNATSClosedConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc.Close()
-	err = sink.WriteBatch(context.Background(), []sinks.Message{{Kind: sinks.KindScore, Value: []byte("x"), ID: "x"}})
-	var be *sinks.BatchError
+	err = sink.WriteBatch(context.Background(), []output.Message{{Kind: output.KindScore, Value: []byte("x"), ID: "x"}})
+	var be *output.BatchError
 	if !errors.As(err, &be) || be.Failed(0) == nil || !errors.Is(err, nats.ErrConnectionClosed) || sinks.IsRetryable(err) {
 		t.Errorf("got %v (retryable %v), want a non-retryable BatchError for index 0", err, sinks.IsRetryable(err))
 	}

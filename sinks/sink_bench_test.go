@@ -9,24 +9,25 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // benchBatch is a pipeline-sized batch of score-record-sized messages.
-func benchBatch(n int) []sinks.Message {
-	msgs := make([]sinks.Message, n)
+func benchBatch(n int) []output.Message {
+	msgs := make([]output.Message, n)
 	value := make([]byte, 300)
 	for i := range value {
 		value[i] = 'x'
 	}
 	for i := range msgs {
-		msgs[i] = sinks.Message{Kind: sinks.KindScore, Key: fmt.Appendf(nil, "c-%d", i%1000), Value: value, ID: fmt.Sprintf("t-%d", i)}
+		msgs[i] = output.Message{Kind: output.KindScore, Key: fmt.Appendf(nil, "c-%d", i%1000), Value: value, ID: fmt.Sprintf("t-%d", i)}
 	}
 	return msgs
 }
 
 // runSinkBench writes b.N batches; IDs are re-stamped per batch so
 // JetStream does not deduplicate them.
-func runSinkBench(b *testing.B, s sinks.Sink, size int) {
+func runSinkBench(b *testing.B, s output.Sink, size int) {
 	msgs := benchBatch(size)
 	ctx := context.Background()
 	b.SetBytes(int64(size * len(msgs[0].Value)))
@@ -50,7 +51,7 @@ func BenchmarkSinkWriteBatch(b *testing.B) {
 		b.Run(fmt.Sprintf("nats_core/batch=%d", size), func(b *testing.B) {
 			ns := benchNATS(b, false)
 			nc := connectB(b, ns)
-			s, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "out.scores"), sinks.WithNATSMode(sinks.NATSModeCore))
+			s, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "out.scores"), sinks.WithNATSMode(sinks.NATSModeCore))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -60,7 +61,7 @@ func BenchmarkSinkWriteBatch(b *testing.B) {
 			ns := benchNATS(b, true)
 			nc := connectB(b, ns)
 			createStreamB(b, nc)
-			s, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "out.scores"))
+			s, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "out.scores"))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -68,7 +69,7 @@ func BenchmarkSinkWriteBatch(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("kafka_kfake/batch=%d", size), func(b *testing.B) {
 			c := startKafkaB(b)
-			s, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(sinks.KindScore, "scores"))
+			s, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(output.KindScore, "scores"))
 			if err != nil {
 				b.Fatal(err)
 			}

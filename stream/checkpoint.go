@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
-	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/stream/internal/checkpoint"
 )
 
@@ -159,7 +158,7 @@ func (p *Pipeline) decodePartState(st *stage, part int, blob []byte) (*partState
 		return nil, fmt.Errorf("%w: card state length", errCheckpoint)
 	}
 	cards := blob[len(blob)-r.Len():][:n]
-	ps.build = features.NewBuilder(p.shared, p.partFeatureOpts()...)
+	ps.build = p.partBuilder(p.shared)
 	if err := ps.build.ReadState(bytes.NewReader(cards)); err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -86,7 +86,7 @@ func followPartitions(t *testing.T, withCkpt, replicas bool, storeKind string) (
 		if withCkpt {
 			opts = append(opts, stream.WithCheckpoints(store), stream.WithStateInterval(time.Second))
 		}
-		p := newPipeline(t, brokers, "follow", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindAudit: auditTopic}), opts...)
+		p := newPipeline(t, brokers, "follow", ms, kafkaSink(t, brokers, map[output.Kind]string{output.KindAudit: auditTopic}), opts...)
 		return p, runPipeline(t, p), reg
 	}
 	n1, n2 := len(msgs)/3, 2*len(msgs)/3
@@ -156,10 +156,14 @@ func followPartitions(t *testing.T, withCkpt, replicas bool, storeKind string) (
 	}
 	last := lastAudit(t, brokers)
 	shared := map[int]bool{}
-	for _, c := range features.NewShared().Columns() {
+	defaultShared, err := features.NewShared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range defaultShared.Columns() {
 		shared[c] = true
 	}
-	names := features.NewBuilder(nil).Names()
+	names := features.Names()
 	wrong, wrongShared := 0, 0
 	if err := features.Replay(events, nil, nil, func(e *features.Event, row []float32) error {
 		got, ok := last[e.TxID]

@@ -61,11 +61,11 @@ func WithLabelDecoder(d LabelDecoder) Option {
 }
 
 // eventDecoder returns the configured event decoder, or the JSON one.
-func (c *config) eventDecoder() EventDecoder {
-	if c.eventDec != nil {
-		return c.eventDec
+func (p *Pipeline) eventDecoder() EventDecoder {
+	if p.cfg.eventDec != nil {
+		return p.cfg.eventDec
 	}
-	return features.NewDecoder(c.decoderOpts...)
+	return p.dec
 }
 
 // labelDecoder returns the configured label decoder, or json.

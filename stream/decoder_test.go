@@ -11,7 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -72,10 +72,14 @@ func TestEventDecoder(t *testing.T) {
 		`X|{"tx_id":"t-1","card_id":"c1","terminal_id":"m1","ts":%q,"tx_ts":%q,"fraud":true}`,
 		start.Add(time.Minute).Format(time.RFC3339Nano), start.Add(time.Second).Format(time.RFC3339Nano))})
 
-	ev := &gatedDecoder{json: features.NewDecoder(), gate: make(chan struct{})}
-	lb := &gatedDecoder{json: features.NewDecoder(), gate: make(chan struct{})}
+	json, err := features.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &gatedDecoder{json: json, gate: make(chan struct{})}
+	lb := &gatedDecoder{json: json, gate: make(chan struct{})}
 	close(lb.gate)
-	sink := kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic, sinks.KindDeadLetter: deadTopic})
+	sink := kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic, output.KindDeadLetter: deadTopic})
 	p := newPipeline(t, brokers, "g-decoder", shippedModels(t), sink, stream.WithLabelsTopic(labelsTopic),
 		stream.WithEventDecoder(ev), stream.WithLabelDecoder(lb))
 	r := runPipeline(t, p)

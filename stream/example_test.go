@@ -9,6 +9,7 @@ import (
 
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -25,8 +26,8 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	sink, err := sinks.NewKafka(brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"),
-		sinks.WithKafkaTopic(sinks.KindAudit, "audit"))
+	sink, err := sinks.NewKafka(brokers, sinks.WithKafkaTopic(output.KindScore, "scores"),
+		sinks.WithKafkaTopic(output.KindAudit, "audit"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -36,7 +37,12 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	p, err := stream.New(brokers, "streamscore", "transactions", ms, sinks.NewFanout([]sinks.Sink{sink}),
+	fan, err := output.NewFanout([]output.Sink{sink})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer fan.Close()
+	p, err := stream.New(brokers, "streamscore", "transactions", ms, fan,
 		stream.WithCheckpoints(store), stream.WithStateInterval(10*time.Second),
 		stream.WithLabelsTopic("labels"))
 	if err != nil {

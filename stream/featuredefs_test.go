@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -78,7 +78,7 @@ func TestRedefinedWindowRefused(t *testing.T) {
 
 	// Replay (the score command) refuses too, and the default spec accepts.
 	ev := []features.Event{{TxID: "t1", CardID: "c1", TerminalID: "p1", Amount: 10, TS: time.Unix(1.7e9, 0)}}
-	noop := func(*sinks.ScoreRecord) error { return nil }
+	noop := func(*output.ScoreRecord) error { return nil }
 	err = stream.Replay(ev, nil, ms, ev[0].TS, ev[0].TS.Add(time.Second), noop, stream.WithFeatureOptions(features.WithSpec(alt)))
 	check("Replay", err)
 	if err := stream.Replay(ev, nil, ms, ev[0].TS, ev[0].TS.Add(time.Second), noop); err != nil {

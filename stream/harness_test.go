@@ -16,6 +16,7 @@ import (
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -177,7 +178,7 @@ func readBytes(t *testing.T, b kafka.Bytes) []byte {
 
 // kafkaSink returns a fan-out over one Kafka sink that writes each kind of
 // record in topics to its topic; it is closed when the test ends.
-func kafkaSink(t *testing.T, brokers []string, topics map[sinks.Kind]string) *sinks.Fanout {
+func kafkaSink(t *testing.T, brokers []string, topics map[output.Kind]string) *output.Fanout {
 	t.Helper()
 	var kopts []sinks.KafkaOption
 	for kind, topic := range topics {
@@ -187,7 +188,10 @@ func kafkaSink(t *testing.T, brokers []string, topics map[sinks.Kind]string) *si
 	if err != nil {
 		t.Fatal(err)
 	}
-	fan := sinks.NewFanout([]sinks.Sink{ks})
+	fan, err := output.NewFanout([]output.Sink{ks})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { fan.Close() })
 	return fan
 }
@@ -204,7 +208,7 @@ func shippedModels(t *testing.T) []*models.Model {
 
 // newPipeline returns a pipeline that consumes txTopic on brokers as member
 // of group, scores with ms and writes to sink.
-func newPipeline(t *testing.T, brokers []string, group string, ms []*models.Model, sink sinks.Sink, opts ...stream.Option) *stream.Pipeline {
+func newPipeline(t *testing.T, brokers []string, group string, ms []*models.Model, sink output.Sink, opts ...stream.Option) *stream.Pipeline {
 	t.Helper()
 	p, err := stream.New(brokers, group, txTopic, ms, sink, opts...)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -108,7 +108,7 @@ func TestHostileInputs(t *testing.T) {
 		kafka.Message{Key: bytes.Repeat([]byte{2}, 100_000), Value: []byte(`{"tx_id":`)},
 	)
 
-	sink := kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic, sinks.KindDeadLetter: deadTopic})
+	sink := kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic, output.KindDeadLetter: deadTopic})
 	p := newPipeline(t, brokers, "hostile", shippedModels(t), sink, stream.WithLabelsTopic(labelsTopic),
 		stream.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		stream.WithDecoderOptions(features.WithMaxFieldBytes(256)))

@@ -18,6 +18,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -77,19 +78,22 @@ func (e *env) newPipeline(t *testing.T, group string, reg prometheus.Registerer,
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, scoresSubj), sinks.WithNATSSubject(sinks.KindAlert, alertsSubj),
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, scoresSubj), sinks.WithNATSSubject(output.KindAlert, alertsSubj),
 		sinks.WithNATSRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ks, err := sinks.NewKafka(e.brokers,
-		sinks.WithKafkaTopic(sinks.KindScore, scoresTopic), sinks.WithKafkaTopic(sinks.KindAlert, alertsTopic),
-		sinks.WithKafkaTopic(sinks.KindAudit, auditTopic), sinks.WithKafkaTopic(sinks.KindDeadLetter, deadTopic),
+		sinks.WithKafkaTopic(output.KindScore, scoresTopic), sinks.WithKafkaTopic(output.KindAlert, alertsTopic),
+		sinks.WithKafkaTopic(output.KindAudit, auditTopic), sinks.WithKafkaTopic(output.KindDeadLetter, deadTopic),
 		sinks.WithKafkaRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fan := sinks.NewFanout([]sinks.Sink{ns, ks}, sinks.WithFanoutRegisterer(reg))
+	fan, err := output.NewFanout([]output.Sink{ns, ks}, output.WithFanoutRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { fan.Close() })
 	opts = append([]stream.Option{
 		stream.WithRegisterer(reg), stream.WithMaxBatch(64), stream.WithMaxDelay(5 * time.Millisecond),

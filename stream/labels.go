@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // labelConsumer feeds delayed fraud labels (chargebacks, analyst verdicts)
@@ -155,7 +154,7 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 	}
 	dead := lc.p.met.labels.WithLabelValues("deadlettered")
 	consumed := lc.p.met.consumed.WithLabelValues(lc.p.cfg.labelsTopic)
-	dec := features.NewDecoder(lc.p.cfg.decoderOpts...) // dead letters' key and digest
+	dec := lc.p.dec // dead letters' key and digest
 	ldec := lc.p.cfg.labelDecoder(dec)
 	var dlBuf []byte
 	// The partition's credits: labels handed to the stage and not yet
@@ -189,17 +188,17 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 		lm := &labelMsg{m: m, credit: credit}
 		if err := ldec.DecodeLabel(m.Value, &lm.l); err != nil {
 			reason := decodeReason(err)
-			var rec sinks.DeadLetterRecord
+			var rec output.DeadLetterRecord
 			dlBuf = fillDeadLetter(&rec, dec, &m, true, reason, err.Error(), time.Now(), dlBuf)
-			msg := sinks.Message{Kind: sinks.KindDeadLetter, Key: bytes.Clone(rec.Key), Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, &m)}
+			msg := output.Message{Kind: output.KindDeadLetter, Key: bytes.Clone(rec.Key), Value: rec.AppendJSON(nil), ID: messageID(output.KindDeadLetter, &m)}
 			// Publish under the hard context: a soft stop still finishes this one.
-			err := lc.p.sink.WriteBatch(lc.p.hard, []sinks.Message{msg})
-			var rej *sinks.RejectedError
+			err := lc.p.sink.WriteBatch(lc.p.hard, []output.Message{msg})
+			var rej *output.RejectedError
 			switch {
 			case errors.As(err, &rej):
 				// Bounded, so only a tiny message limit refuses it: the
 				// label's offset is recorded here, and read past.
-				lc.p.met.rejected.WithLabelValues(sinks.KindDeadLetter.String(), rej.Rejected[0].Sink).Inc()
+				lc.p.met.rejected.WithLabelValues(output.KindDeadLetter.String(), rej.Rejected[0].Sink).Inc()
 				lc.p.log.Error("label dead letter refused for good by a sink: the label is skipped, its offset only in this log",
 					"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", reason, "err", err)
 			case err != nil:

@@ -12,7 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -30,7 +30,7 @@ func TestLabelsAlignedMatchReplay(t *testing.T) {
 	produceAll()
 
 	reg := prometheus.NewRegistry()
-	p := newPipeline(t, brokers, "labels-aligned", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindAudit: auditTopic}),
+	p := newPipeline(t, brokers, "labels-aligned", shippedModels(t), kafkaSink(t, brokers, map[output.Kind]string{output.KindAudit: auditTopic}),
 		stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic))
 	r := runPipeline(t, p)
 	waitScored(t, p, len(events))
@@ -61,7 +61,7 @@ func TestLabelsAlignedTwoMembers(t *testing.T) {
 	for range 2 {
 		reg := prometheus.NewRegistry()
 		regs = append(regs, reg)
-		p := newPipeline(t, brokers, "labels-two", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindAudit: auditTopic}),
+		p := newPipeline(t, brokers, "labels-two", shippedModels(t), kafkaSink(t, brokers, map[output.Kind]string{output.KindAudit: auditTopic}),
 			stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(2),
 			stream.WithCheckpoints(store), stream.WithStateInterval(time.Second), stream.WithSessionTimeout(6*time.Second),
 			stream.WithAlignIdleWait(2*time.Second))
@@ -146,7 +146,7 @@ func compareLabelledReplay(t *testing.T, brokers []string, events []features.Eve
 		}
 		got[r.TxID] = r.Features
 	}
-	names := features.NewBuilder(nil).Names()
+	names := features.Names()
 	wrong, fraudNonZero := 0, 0
 	if err := features.Replay(events, labels, nil, func(e *features.Event, row []float32) error {
 		fs, ok := got[e.TxID]

@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -28,7 +28,7 @@ func TestLabelsAllPartitions(t *testing.T) {
 	ms := shippedModels(t)
 	const name = "streamscore_stream_labels_total"
 	for run := range 2 {
-		fan := kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindDeadLetter: deadTopic})
+		fan := kafkaSink(t, brokers, map[output.Kind]string{output.KindDeadLetter: deadTopic})
 		reg := prometheus.NewRegistry()
 		p := newPipeline(t, brokers, "labels-test", ms, fan, stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic))
 		r := runPipeline(t, p)

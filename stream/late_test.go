@@ -9,7 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -26,7 +26,7 @@ func TestLateFlag(t *testing.T) {
 	produce(t, brokers, txTopic, msgs...)
 
 	reg := prometheus.NewRegistry()
-	p := newPipeline(t, brokers, "late", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}),
+	p := newPipeline(t, brokers, "late", shippedModels(t), kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic}),
 		stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false),
 		stream.WithDecisionModels(models.ShippedDecisionModel), stream.WithAlignIdleWait(-1),
 		stream.WithFeatureOptions(features.WithMaxLateness(5*time.Minute)))
@@ -75,7 +75,7 @@ func TestLateAligned(t *testing.T) {
 	produce(t, brokers, txTopic, msgs...)
 
 	reg := prometheus.NewRegistry()
-	p := newPipeline(t, brokers, "late-aligned", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}),
+	p := newPipeline(t, brokers, "late-aligned", shippedModels(t), kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic}),
 		stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false),
 		stream.WithDecisionModels(models.ShippedDecisionModel), stream.WithAlignIdleWait(50*time.Millisecond),
 		stream.WithFeatureOptions(features.WithMaxLateness(5*time.Minute)))

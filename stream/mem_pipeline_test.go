@@ -15,7 +15,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -31,16 +31,16 @@ var noBrokers = []string{"127.0.0.1:1"}
 // a batch, WriteBatch fails it (the pipeline retries it) instead.
 type memSink struct {
 	mu      sync.Mutex
-	msgs    []sinks.Message
+	msgs    []output.Message
 	scores  []int       // score records per acknowledged batch
 	acked   []time.Time // when each acknowledged batch was written
-	refuse  func([]sinks.Message) bool
+	refuse  func([]output.Message) bool
 	refused atomic.Int64
 }
 
 func (s *memSink) Name() string { return "mem" }
 
-func (s *memSink) WriteBatch(_ context.Context, msgs []sinks.Message) error {
+func (s *memSink) WriteBatch(_ context.Context, msgs []output.Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.refuse != nil && s.refuse(msgs) {
@@ -52,7 +52,7 @@ func (s *memSink) WriteBatch(_ context.Context, msgs []sinks.Message) error {
 		m.Key = append([]byte(nil), m.Key...)
 		m.Value = append([]byte(nil), m.Value...)
 		s.msgs = append(s.msgs, m)
-		if m.Kind == sinks.KindScore {
+		if m.Kind == output.KindScore {
 			n++
 		}
 	}
@@ -72,10 +72,10 @@ func (s *memSink) batches() ([]int, []time.Time) {
 }
 
 // kind returns copies of the messages of kind k acknowledged so far.
-func (s *memSink) kind(k sinks.Kind) []sinks.Message {
+func (s *memSink) kind(k output.Kind) []output.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []sinks.Message
+	var out []output.Message
 	for _, m := range s.msgs {
 		if m.Kind == k {
 			out = append(out, m)
@@ -122,14 +122,14 @@ func appendAt(t *testing.T, b *stream.MemBroker, partitions int, msgs []kafka.Me
 }
 
 // memMember builds a pipeline consuming the broker as a new member of group.
-func memMember(t *testing.T, b *stream.MemBroker, group string, sink sinks.Sink, opts ...stream.Option) *stream.Pipeline {
+func memMember(t *testing.T, b *stream.MemBroker, group string, sink output.Sink, opts ...stream.Option) *stream.Pipeline {
 	t.Helper()
 	p, _ := memMemberSource(t, b, group, sink, opts...)
 	return p
 }
 
 // memMemberSource is memMember, returning the member's source too.
-func memMemberSource(t *testing.T, b *stream.MemBroker, group string, sink sinks.Sink, opts ...stream.Option) (*stream.Pipeline, *stream.MemSource) {
+func memMemberSource(t *testing.T, b *stream.MemBroker, group string, sink output.Sink, opts ...stream.Option) (*stream.Pipeline, *stream.MemSource) {
 	t.Helper()
 	src, err := b.NewSource(group, txTopic, kafka.FirstOffset)
 	if err != nil {
@@ -160,7 +160,7 @@ func waitCommittedTo(t *testing.T, b *stream.MemBroker, group string, ends map[i
 func checkAgainstReplay(t *testing.T, sink *memSink, events []features.Event, dupBound int) {
 	t.Helper()
 	scored := map[string]int{}
-	for _, m := range sink.kind(sinks.KindScore) {
+	for _, m := range sink.kind(output.KindScore) {
 		var r struct {
 			TxID string `json:"tx_id"`
 		}
@@ -170,7 +170,7 @@ func checkAgainstReplay(t *testing.T, sink *memSink, events []features.Event, du
 		scored[r.TxID]++
 	}
 	last := map[string]map[string]float64{}
-	for _, m := range sink.kind(sinks.KindAudit) {
+	for _, m := range sink.kind(output.KindAudit) {
 		var r struct {
 			TxID     string             `json:"tx_id"`
 			Features map[string]float64 `json:"features"`
@@ -192,7 +192,7 @@ func checkAgainstReplay(t *testing.T, sink *memSink, events []features.Event, du
 	if dups > dupBound {
 		t.Errorf("%d events scored more than once, want at most %d", dups, dupBound)
 	}
-	names := features.NewBuilder(nil).Names()
+	names := features.Names()
 	wrong := 0
 	if err := features.Replay(events, nil, nil, func(e *features.Event, row []float32) error {
 		got, ok := last[e.TxID]
@@ -302,12 +302,12 @@ func TestMemPipelineCommitCapping(t *testing.T) {
 	vPart := memPartition(msgs[len(events)/3].Key, parts)
 	var holding atomic.Bool
 	holding.Store(true)
-	sink := &memSink{refuse: func(batch []sinks.Message) bool {
+	sink := &memSink{refuse: func(batch []output.Message) bool {
 		if !holding.Load() {
 			return false
 		}
 		for _, m := range batch {
-			if m.Kind == sinks.KindScore && strings.Contains(string(m.Value), `"tx_id":"`+victim+`"`) {
+			if m.Kind == output.KindScore && strings.Contains(string(m.Value), `"tx_id":"`+victim+`"`) {
 				return true
 			}
 		}
@@ -322,7 +322,7 @@ func TestMemPipelineCommitCapping(t *testing.T) {
 	}
 	// Behind a Fanout, as the engine runs its sinks: it retries the refused
 	// batch.
-	fan, err := sinks.MakeFanout([]sinks.Sink{sink}, sinks.WithFanoutBackoff(5*time.Millisecond, 20*time.Millisecond))
+	fan, err := output.NewFanout([]output.Sink{sink}, output.WithFanoutBackoff(5*time.Millisecond, 20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +410,7 @@ func TestMemPipelineRebalanceCheckpoints(t *testing.T) {
 	checkAgainstReplay(t, sink, events, 0)
 
 	got := map[memPos][]string{}
-	for _, m := range sink.kind(sinks.KindDeadLetter) {
+	for _, m := range sink.kind(output.KindDeadLetter) {
 		var rec struct {
 			Partition int    `json:"partition"`
 			Offset    int64  `json:"offset"`

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // ErrInvalidModelSet is wrapped by the errors of New, SetModels and Reload
@@ -45,10 +45,10 @@ type workerModels struct {
 	shadows    []*models.Scorer
 	shadowPeer []int // per shadow: index of the scoring model with its name, or -1 (compare with the final decision)
 	rc         *recorder
-	guards     []*alertGuard      // the set's, shared by its workers
-	thresholds []sinks.Threshold  // audit "thresholds", read-only
-	shadowIDs  []sinks.NamedModel // audit "shadow_models", read-only
-	shadowRec  []sinks.NamedScore // audit "shadow", rewritten per record
+	guards     []*alertGuard       // the set's, shared by its workers
+	thresholds []output.Threshold  // audit "thresholds", read-only
+	shadowIDs  []output.NamedModel // audit "shadow_models", read-only
+	shadowRec  []output.NamedScore // audit "shadow", rewritten per record
 
 	scoreObs  []prometheus.Observer
 	shadowObs []prometheus.Observer
@@ -136,7 +136,7 @@ func (p *Pipeline) bindWorker(s *modelSet) (*workerModels, error) {
 		}
 		wm.scorers = append(wm.scorers, sc)
 		r, a := m.Thresholds()
-		wm.thresholds = append(wm.thresholds, sinks.Threshold{Name: m.Name(), Review: float64(r), Alert: float64(a)})
+		wm.thresholds = append(wm.thresholds, output.Threshold{Name: m.Name(), Review: float64(r), Alert: float64(a)})
 		wm.scoreObs = append(wm.scoreObs, p.met.scoreSeconds.WithLabelValues(m.Name()))
 		wm.alerts = append(wm.alerts, p.met.alerts.WithLabelValues(m.Name()))
 	}
@@ -153,8 +153,8 @@ func (p *Pipeline) bindWorker(s *modelSet) (*workerModels, error) {
 			}
 		}
 		wm.shadowPeer = append(wm.shadowPeer, peer)
-		wm.shadowIDs = append(wm.shadowIDs, sinks.NamedModel{Name: m.Name(), Ident: m.Ident()})
-		wm.shadowRec = append(wm.shadowRec, sinks.NamedScore{Name: m.Name()})
+		wm.shadowIDs = append(wm.shadowIDs, output.NamedModel{Name: m.Name(), Ident: m.Ident()})
+		wm.shadowRec = append(wm.shadowRec, output.NamedScore{Name: m.Name()})
 		wm.shadowObs = append(wm.shadowObs, p.met.shadowSeconds.WithLabelValues(m.Name()))
 		wm.agree = append(wm.agree, p.met.shadowAgreement.WithLabelValues(m.Name(), "agree"))
 		wm.disagree = append(wm.disagree, p.met.shadowAgreement.WithLabelValues(m.Name(), "disagree"))

@@ -514,10 +514,10 @@ func CheckOptions(opts ...Option) error {
 			return err
 		}
 	}
-	if _, err := features.MakeShared(cfg.featureOpts...); err != nil {
+	if _, err := features.NewShared(cfg.featureOpts...); err != nil {
 		return fmt.Errorf("stream: feature options: %w", err)
 	}
-	if _, err := features.MakeDecoder(cfg.decoderOpts...); err != nil {
+	if _, err := features.NewDecoder(cfg.decoderOpts...); err != nil {
 		return fmt.Errorf("stream: decoder options: %w", err)
 	}
 	return nil

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -65,7 +65,7 @@ func TestReplayRejectsOptionsItIgnores(t *testing.T) {
 	}
 	ev := []features.Event{{TxID: "t1", CardID: "c1", TerminalID: "p1", Amount: 10, TS: time.Unix(1.7e9, 0)}}
 	n := 0
-	count := func(*sinks.ScoreRecord) error { n++; return nil }
+	count := func(*output.ScoreRecord) error { n++; return nil }
 	replay := func(opts ...stream.Option) error {
 		return stream.Replay(ev, nil, ms, ev[0].TS, ev[0].TS.Add(time.Second), count, opts...)
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/streamscore/streamscore/features/synth"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -43,7 +43,7 @@ func TestSinkOutage(t *testing.T) {
 
 	back := make(chan struct{})
 	k.FailProduce(back)
-	sink := kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic})
+	sink := kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic})
 	const workers, inFlight, maxBatch, queue = 2, 2, 64, 256
 	reg := prometheus.NewRegistry()
 	p := newPipeline(t, brokers, "outage", shippedModels(t), sink, stream.WithWorkers(workers), stream.WithRegisterer(reg),

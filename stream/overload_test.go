@@ -17,7 +17,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -175,10 +175,10 @@ type throttledSink struct {
 
 func (s *throttledSink) Name() string { return "throttled" }
 
-func (s *throttledSink) WriteBatch(ctx context.Context, msgs []sinks.Message) error {
+func (s *throttledSink) WriteBatch(ctx context.Context, msgs []output.Message) error {
 	n := 0
 	for _, m := range msgs {
-		if m.Kind == sinks.KindScore {
+		if m.Kind == output.KindScore {
 			n++
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream/internal/commit"
 )
 
@@ -38,7 +38,8 @@ type Pipeline struct {
 	brokers []string
 	group   string
 	topic   string
-	sink    sinks.Sink
+	sink    output.Sink
+	dec     *features.Decoder // the JSON decoder, of cfg.decoderOpts (safe for concurrent use)
 	names   []string
 	defs    []models.FeatureDef // the definitions of names, in order
 
@@ -106,10 +107,10 @@ type Stats struct {
 
 // New returns a pipeline that reads topic as member of group on brokers,
 // scores every event with each of ms and writes the records to sink (usually
-// a sinks.Fanout). The models must all bind to the feature layout; New fails
+// a output.Fanout). The models must all bind to the feature layout; New fails
 // naming the first input a model needs that the features do not provide.
 // SetModels and Reload replace the models while the pipeline runs.
-func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.Sink, opts ...Option) (*Pipeline, error) {
+func New(brokers []string, group, topic string, ms []*models.Model, sink output.Sink, opts ...Option) (*Pipeline, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -134,11 +135,12 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 	}
 	// The feature and decoder options are checked here, once: the workers
 	// build their Builders and Decoders later from the same options.
-	shared, err := features.MakeShared(cfg.featureOpts...)
+	shared, err := features.NewShared(cfg.featureOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("stream: feature options: %w", err)
 	}
-	if _, err := features.MakeDecoder(cfg.decoderOpts...); err != nil {
+	dec, err := features.NewDecoder(cfg.decoderOpts...)
+	if err != nil {
 		return nil, fmt.Errorf("stream: decoder options: %w", err)
 	}
 	met, err := newMetrics(cfg.reg)
@@ -148,6 +150,7 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 	p := &Pipeline{
 		cfg: cfg, brokers: brokers, group: group, topic: topic, sink: sink,
 		shared:  shared,
+		dec:     dec,
 		tracker: commit.New(),
 		met:     met,
 		log:     cfg.log.With("component", "stream", "topic", topic, "group", group),
@@ -156,7 +159,7 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink sinks.S
 		return nil, err
 	}
 	// Bind here so a layout mismatch fails at start-up, not in a worker.
-	b, err := features.MakeBuilder(p.shared, cfg.featureOpts...)
+	b, err := features.NewBuilder(p.shared, cfg.featureOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("stream: feature options: %w", err)
 	}

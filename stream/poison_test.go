@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -23,7 +24,7 @@ import (
 // escaping grows it six-fold) and an undecodable value used to make a dead
 // letter larger than the broker takes: the write failed for good, the
 // engine exited, and every restart met the same uncommitted message. Now
-// the dead letter keeps the first sinks.MaxDeadLetterKey bytes of the key
+// the dead letter keeps the first output.MaxDeadLetterKey bytes of the key
 // and its length, is written, and the events after it are scored and
 // committed.
 func TestPoisonKey(t *testing.T) {
@@ -38,7 +39,7 @@ func TestPoisonKey(t *testing.T) {
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	sink := kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic, sinks.KindDeadLetter: deadTopic})
+	sink := kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic, output.KindDeadLetter: deadTopic})
 	p := newPipeline(t, brokers, "poison-key", shippedModels(t), sink, stream.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	r := runPipeline(t, p)
 	waitHandled(t, p, 3)
@@ -63,8 +64,8 @@ func TestPoisonKey(t *testing.T) {
 	if err := json.Unmarshal(dead[0].Value, &dl); err != nil {
 		t.Fatal(err)
 	}
-	if dl.KeySize != len(key) || dl.Reason != "malformed_json" || len(dead[0].Key) != sinks.MaxDeadLetterKey {
-		t.Errorf("dead letter %s (key %d bytes), want the key cut to %d bytes and key_size %d", dead[0].Value, len(dead[0].Key), sinks.MaxDeadLetterKey, len(key))
+	if dl.KeySize != len(key) || dl.Reason != "malformed_json" || len(dead[0].Key) != output.MaxDeadLetterKey {
+		t.Errorf("dead letter %s (key %d bytes), want the key cut to %d bytes and key_size %d", dead[0].Value, len(dead[0].Key), output.MaxDeadLetterKey, len(key))
 	}
 	if scores := readAll(t, brokers, scoresTopic); len(scores) != 2 {
 		t.Errorf("%d score records, want 2", len(scores))
@@ -76,17 +77,20 @@ func TestPoisonKey(t *testing.T) {
 // large for it), and records the others (dead letters included).
 type refusing struct {
 	mu  sync.Mutex
-	got []sinks.Message
+	got []output.Message
 }
 
 func (r *refusing) Name() string { return "refusing" }
-func (r *refusing) Close() error { return nil }
-func (r *refusing) WriteBatch(_ context.Context, msgs []sinks.Message) error {
+
+// Classify classifies as the NATS sink does (its refusal is NATS's).
+func (r *refusing) Classify(err error) output.Class { return sinks.Classify(err) }
+func (r *refusing) Close() error                    { return nil }
+func (r *refusing) WriteBatch(_ context.Context, msgs []output.Message) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	be := &sinks.BatchError{Sink: "refusing"}
+	be := &output.BatchError{Sink: "refusing"}
 	for i, m := range msgs {
-		if m.Kind != sinks.KindDeadLetter && bytes.Contains(m.Value, []byte("poison")) {
+		if m.Kind != output.KindDeadLetter && bytes.Contains(m.Value, []byte("poison")) {
 			be.Indices = append(be.Indices, i)
 			be.Errs = append(be.Errs, fmt.Errorf("publish: %w", nats.ErrMaxPayload))
 			continue
@@ -117,7 +121,10 @@ func TestRecordRejected(t *testing.T) {
 	}
 	produce(t, brokers, txTopic, msgs...)
 	ref := &refusing{}
-	fan := sinks.NewFanout([]sinks.Sink{ref}, sinks.WithFanoutBackoff(time.Millisecond, 10*time.Millisecond))
+	fan, err := output.NewFanout([]output.Sink{ref}, output.WithFanoutBackoff(time.Millisecond, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { fan.Close() })
 	reg := prometheus.NewRegistry()
 	p := newPipeline(t, brokers, "rejected", shippedModels(t), fan, stream.WithRegisterer(reg), stream.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
@@ -135,9 +142,9 @@ func TestRecordRejected(t *testing.T) {
 	scores, dead := 0, 0
 	for _, m := range ref.got {
 		switch m.Kind {
-		case sinks.KindScore:
+		case output.KindScore:
 			scores++
-		case sinks.KindDeadLetter:
+		case output.KindDeadLetter:
 			dead++
 			if !strings.Contains(string(m.Value), `"reason":"record_rejected"`) || !strings.Contains(string(m.Value), `"offset":7`) ||
 				m.ID != "dead_letter:"+txTopic+"/0/7" {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // recorder turns the model outputs of one event into its score record: the
@@ -19,7 +19,7 @@ type recorder struct {
 	firstDecider int // the driver when every decision is allow
 	reasons      int
 
-	rec       sinks.ScoreRecord
+	rec       output.ScoreRecord
 	rs        []models.Reason
 	decisions []models.Decision // per model, for the last record
 }
@@ -32,11 +32,11 @@ func newRecorder(scorers []*models.Scorer, decides []bool, reasons int) *recorde
 			break
 		}
 	}
-	rc.rec.Scores = make([]sinks.NamedScore, len(scorers))
-	rc.rec.Models = make([]sinks.NamedModel, len(scorers))
+	rc.rec.Scores = make([]output.NamedScore, len(scorers))
+	rc.rec.Models = make([]output.NamedModel, len(scorers))
 	for j, s := range scorers {
 		rc.rec.Scores[j].Name = s.Model().Name()
-		rc.rec.Models[j] = sinks.NamedModel{Name: s.Model().Name(), Ident: s.Model().Ident()}
+		rc.rec.Models[j] = output.NamedModel{Name: s.Model().Name(), Ident: s.Model().Ident()}
 	}
 	return rc
 }
@@ -65,7 +65,7 @@ func (rc *recorder) fill(ev *features.Event, x []float32, r int, scores [][]floa
 	if rc.reasons > 0 && decision != models.DecisionAllow {
 		rc.rs = rc.scorers[driver].Reasons(x, r, rc.reasons, rc.rs[:0])
 		for _, rs := range rc.rs {
-			rec.Reasons = append(rec.Reasons, sinks.Reason{Feature: rs.Feature, Contribution: float64(rs.Contribution)})
+			rec.Reasons = append(rec.Reasons, output.Reason{Feature: rs.Feature, Contribution: float64(rs.Contribution)})
 		}
 	}
 	return decision

@@ -17,18 +17,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
 // captureSink keeps a copy of every message it acks, in memory.
 type captureSink struct {
 	mu   sync.Mutex
-	msgs []sinks.Message
+	msgs []output.Message
 }
 
 func (s *captureSink) Name() string { return "capture" }
-func (s *captureSink) WriteBatch(_ context.Context, msgs []sinks.Message) error {
+func (s *captureSink) WriteBatch(_ context.Context, msgs []output.Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range msgs {
@@ -41,10 +41,10 @@ func (s *captureSink) WriteBatch(_ context.Context, msgs []sinks.Message) error 
 }
 func (s *captureSink) Close() error { return nil }
 
-func (s *captureSink) byKind(k sinks.Kind) []sinks.Message {
+func (s *captureSink) byKind(k output.Kind) []output.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []sinks.Message
+	var out []output.Message
 	for _, m := range s.msgs {
 		if m.Kind == k {
 			out = append(out, m)
@@ -198,7 +198,7 @@ func TestReloadMidStream(t *testing.T) {
 		ident  string
 		record auditJSON
 	}
-	check := func(kind sinks.Kind) map[string]rec {
+	check := func(kind output.Kind) map[string]rec {
 		got := map[string]rec{}
 		for _, m := range sink.byKind(kind) {
 			var r auditJSON
@@ -225,7 +225,7 @@ func TestReloadMidStream(t *testing.T) {
 		}
 		return got
 	}
-	scores, audits := check(sinks.KindScore), check(sinks.KindAudit)
+	scores, audits := check(output.KindScore), check(output.KindAudit)
 	if len(scores) != total || len(audits) != total {
 		t.Fatalf("%d score and %d audit records, want %d each", len(scores), len(audits), total)
 	}
@@ -386,7 +386,7 @@ func TestShadowModels(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, kind := range []sinks.Kind{sinks.KindScore, sinks.KindAlert} {
+	for _, kind := range []output.Kind{output.KindScore, output.KindAlert} {
 		for _, m := range sink.byKind(kind) {
 			if strings.Contains(string(m.Value), "shadow") || strings.Contains(string(m.Value), "fraud_lr2") ||
 				strings.Contains(string(m.Value), challenger.Ident()) {
@@ -397,7 +397,7 @@ func TestShadowModels(t *testing.T) {
 	cr, ca := challenger.Thresholds()
 	or, oa := other.Thresholds()
 	disagree := map[string]int{}
-	audits := sink.byKind(sinks.KindAudit)
+	audits := sink.byKind(output.KindAudit)
 	if len(audits) != len(ids) {
 		t.Fatalf("%d audit records, want %d", len(audits), len(ids))
 	}

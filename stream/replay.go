@@ -8,7 +8,7 @@ import (
 
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // replayBatch is the number of rows Replay scores at once.
@@ -84,7 +84,7 @@ func (c *config) replayIgnored() []string {
 // point of its input than their timestamp, or events a worker applied out of
 // event-time order beyond the allowed lateness.
 func Replay(events []features.Event, labels []features.Label, ms []*models.Model, from, to time.Time,
-	fn func(*sinks.ScoreRecord) error, opts ...Option) error {
+	fn func(*output.ScoreRecord) error, opts ...Option) error {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -100,11 +100,11 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 	if !to.After(from) {
 		return fmt.Errorf("stream: replay: empty range [%v, %v)", from, to)
 	}
-	shared, err := features.MakeShared(cfg.featureOpts...)
+	shared, err := features.NewShared(cfg.featureOpts...)
 	if err != nil {
 		return fmt.Errorf("stream: replay: feature options: %w", err)
 	}
-	b, err := features.MakeBuilder(shared, cfg.featureOpts...)
+	b, err := features.NewBuilder(shared, cfg.featureOpts...)
 	if err != nil {
 		return fmt.Errorf("stream: replay: feature options: %w", err)
 	}

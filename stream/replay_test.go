@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -77,7 +77,7 @@ func replayMatchesStreamWith(t *testing.T, ms []*models.Model, reg *prometheus.R
 	produce(t, brokers, txTopic, msgs...)
 
 	opts := append([]stream.Option{stream.WithDecisionModels(deciders...)}, extra...)
-	p := newPipeline(t, brokers, "replay", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}),
+	p := newPipeline(t, brokers, "replay", ms, kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic}),
 		append(opts, stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false))...)
 	r := runPipeline(t, p)
 	waitScored(t, p, len(events))
@@ -132,7 +132,7 @@ func compareReplay(t *testing.T, events []features.Event, ms []*models.Model, fr
 	}
 	var replayed int
 	var alerts int
-	err := stream.Replay(events, nil, ms, from, end.Add(time.Millisecond), func(rec *sinks.ScoreRecord) error {
+	err := stream.Replay(events, nil, ms, from, end.Add(time.Millisecond), func(rec *output.ScoreRecord) error {
 		replayed++
 		var got scoreJSON
 		if err := json.Unmarshal(rec.AppendJSON(nil), &got); err != nil {

@@ -548,7 +548,7 @@ func (p *Pipeline) decodeShared(st *stage, blob []byte) (map[int]*partState, map
 		return nil, nil, err
 	}
 	for _, ps := range parts {
-		ps.build = features.NewBuilder(p.shared, p.partFeatureOpts()...)
+		ps.build = p.partBuilder(p.shared)
 		ps.seq.layout = stageLayout(st, ps.part)
 	}
 	return parts, labels, nil

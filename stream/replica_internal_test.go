@@ -9,14 +9,14 @@ import (
 
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 type nopSink struct{}
 
-func (nopSink) Name() string                                      { return "nop" }
-func (nopSink) WriteBatch(context.Context, []sinks.Message) error { return nil }
-func (nopSink) Close() error                                      { return nil }
+func (nopSink) Name() string                                       { return "nop" }
+func (nopSink) WriteBatch(context.Context, []output.Message) error { return nil }
+func (nopSink) Close() error                                       { return nil }
 
 // TestSharedCheckpointRoundTrip: the shared checkpoint the member claiming
 // partition 0 writes — the terminal state, each partition's shared trail

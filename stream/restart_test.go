@@ -15,6 +15,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -115,12 +116,15 @@ func TestBrokerRestart(t *testing.T) {
 			produce(t, brokers, txTopic, msgs...)
 
 			health := newHealthLog()
-			ks, err := sinks.NewKafka(brokers, sinks.WithKafkaTopic(sinks.KindScore, scoresTopic))
+			ks, err := sinks.NewKafka(brokers, sinks.WithKafkaTopic(output.KindScore, scoresTopic))
 			if err != nil {
 				t.Fatal(err)
 			}
-			fan := sinks.NewFanout([]sinks.Sink{ks}, sinks.WithFanoutBackoff(10*time.Millisecond, 500*time.Millisecond),
-				sinks.WithFanoutObserver(func(sink string, err error) { health.observe("sink "+sink, err) }))
+			fan, err := output.NewFanout([]output.Sink{ks}, output.WithFanoutBackoff(10*time.Millisecond, 500*time.Millisecond),
+				output.WithFanoutObserver(func(sink string, err error) { health.observe("sink "+sink, err) }))
+			if err != nil {
+				t.Fatal(err)
+			}
 			t.Cleanup(func() { fan.Close() })
 			reg := prometheus.NewRegistry()
 			var logs syncBuffer
@@ -162,7 +166,7 @@ func TestBrokerRestart(t *testing.T) {
 			// fenced commit, is scored against the state as it is then:
 			// a consumer keeps the first of each id.)
 			differ := 0
-			if err := stream.Replay(events, nil, shippedModels(t), start, start.Add(n*time.Second), func(rec *sinks.ScoreRecord) error {
+			if err := stream.Replay(events, nil, shippedModels(t), start, start.Add(n*time.Second), func(rec *output.ScoreRecord) error {
 				var want scoreJSON
 				if err := json.Unmarshal(rec.AppendJSON(nil), &want); err != nil {
 					return err

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -47,7 +47,10 @@ func TestPANRotationKeepsState(t *testing.T) {
 	_, msgs, start, end := history(t, 11, 3000)
 	split := len(msgs) / 2
 	decode := func(key *features.PANKey) []features.Event {
-		d := features.NewDecoder(features.WithPANKey(key))
+		d, err := features.NewDecoder(features.WithPANKey(key))
+		if err != nil {
+			t.Fatal(err)
+		}
 		evs := make([]features.Event, len(msgs))
 		for i, m := range msgs {
 			if err := d.Decode(m.Value, &evs[i]); err != nil {
@@ -61,7 +64,7 @@ func TestPANRotationKeepsState(t *testing.T) {
 	opts := []stream.Option{stream.WithDecisionModels(models.ShippedDecisionModel, "seq_gru")}
 	run := func(key *features.PANKey, n int) *prometheus.Registry {
 		reg := prometheus.NewRegistry()
-		p := newPipeline(t, brokers, "rotate", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}),
+		p := newPipeline(t, brokers, "rotate", ms, kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic}),
 			append(opts, stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false), stream.WithStateDir(dir),
 				stream.WithDecoderOptions(features.WithPANKey(key)))...)
 		r := runPipeline(t, p)

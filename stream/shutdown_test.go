@@ -13,7 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -23,7 +23,7 @@ import (
 type downSink struct{}
 
 func (downSink) Name() string { return "down" }
-func (downSink) WriteBatch(ctx context.Context, _ []sinks.Message) error {
+func (downSink) WriteBatch(ctx context.Context, _ []output.Message) error {
 	return errors.Join(errors.New("dial tcp: connection refused"), ctx.Err())
 }
 func (downSink) Close() error { return nil }
@@ -48,7 +48,10 @@ func produceGood(t *testing.T, brokers []string, n int) {
 func TestSoftStopWithSinkDown(t *testing.T) {
 	brokers := startKafka(t, map[string]int{txTopic: 2})
 	produceGood(t, brokers, 3000)
-	fan := sinks.NewFanout([]sinks.Sink{downSink{}}, sinks.WithFanoutBackoff(time.Millisecond, 10*time.Millisecond))
+	fan, err := output.NewFanout([]output.Sink{downSink{}}, output.WithFanoutBackoff(time.Millisecond, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { fan.Close() })
 	var logs syncBuffer
 	p := newPipeline(t, brokers, "down", shippedModels(t), fan, stream.WithRegisterer(prometheus.NewRegistry()),
@@ -100,7 +103,7 @@ func TestOversizedDeadLetter(t *testing.T) {
 	produce(t, brokers, txTopic, kafka.Message{Value: big})
 	produceGood(t, brokers, 100)
 	p := newPipeline(t, brokers, "big", shippedModels(t),
-		kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindDeadLetter: deadTopic, sinks.KindScore: scoresTopic}),
+		kafkaSink(t, brokers, map[output.Kind]string{output.KindDeadLetter: deadTopic, output.KindScore: scoresTopic}),
 		stream.WithRegisterer(prometheus.NewRegistry()))
 	r := runPipeline(t, p)
 	waitHandled(t, p, 101)

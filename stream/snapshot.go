@@ -505,7 +505,9 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 			return err
 		})
 	}
-	r.shared = features.NewShared(p.cfg.featureOpts...)
+	if r.shared, err = features.NewShared(p.cfg.featureOpts...); err != nil {
+		return nil, fmt.Errorf("stream: feature options: %w", err)
+	}
 	if err := read(sharedFn, r.shared.ReadState); err != nil {
 		return nil, err
 	}
@@ -520,7 +522,7 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 		}
 		st := &partState{
 			part:         part,
-			build:        features.NewBuilder(r.shared, p.partFeatureOpts()...),
+			build:        p.partBuilder(r.shared),
 			seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 			offTrail:     newOffTrail(off),
 			restoredFrom: -1,
@@ -546,7 +548,7 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 		if !ok {
 			// Read as a replica only: no cards.
 			st = p.newPartState(part)
-			st.build = features.NewBuilder(r.shared, p.partFeatureOpts()...)
+			st.build = p.partBuilder(r.shared)
 			st.seq.layout = stageLayout(stg, part)
 			r.parts[part] = st
 		}

@@ -15,15 +15,16 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/stream/internal/statedir"
+
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 type discardSink struct{}
 
-func (discardSink) Name() string                                      { return "discard" }
-func (discardSink) WriteBatch(context.Context, []sinks.Message) error { return nil }
-func (discardSink) Close() error                                      { return nil }
+func (discardSink) Name() string                                       { return "discard" }
+func (discardSink) WriteBatch(context.Context, []output.Message) error { return nil }
+func (discardSink) Close() error                                       { return nil }
 
 // snapshotFixture returns a pipeline with the shipped models and a stage
 // of two workers holding, in two partitions, the state of cards cards (two

@@ -23,7 +23,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -83,7 +83,7 @@ func snapshotRestart(t *testing.T, crash bool) {
 		if crash {
 			o = append(o, stream.WithStateInterval(2*time.Second))
 		}
-		p := newPipeline(t, brokers, "snap", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}), o...)
+		p := newPipeline(t, brokers, "snap", ms, kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic}), o...)
 		return p, runPipeline(t, p), reg
 	}
 
@@ -181,7 +181,7 @@ func snapshotRestart(t *testing.T, crash bool) {
 	// The control: the second half scored from empty state.
 	differ, n := 0, 0
 	splitAt := events[split].TS
-	err := stream.Replay(events[split:], nil, ms, splitAt, end.Add(time.Millisecond), func(rec *sinks.ScoreRecord) error {
+	err := stream.Replay(events[split:], nil, ms, splitAt, end.Add(time.Millisecond), func(rec *output.ScoreRecord) error {
 		var got scoreJSON
 		if err := json.Unmarshal(rec.AppendJSON(nil), &got); err != nil {
 			return err
@@ -294,7 +294,7 @@ func TestSnapshotPartitionsAndRefusals(t *testing.T) {
 		if stateDir != "" {
 			o = append(o, stream.WithStateDir(stateDir))
 		}
-		p := newPipeline(t, brokers, group, ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic}), o...)
+		p := newPipeline(t, brokers, group, ms, kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic}), o...)
 		r := runPipeline(t, p)
 		waitHandled(t, p, n)
 		if err := r.stop(t); err != nil {
@@ -404,7 +404,7 @@ func TestSnapshotCoversDeadLetters(t *testing.T) {
 	bad := kafka.Message{Key: []byte("c"), Value: []byte(`{"tx_id":"broken"`)}
 	run := func(n int) prometheus.Gatherer {
 		reg := prometheus.NewRegistry()
-		p := newPipeline(t, brokers, "dead", ms, kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindScore: scoresTopic, sinks.KindDeadLetter: deadTopic}),
+		p := newPipeline(t, brokers, "dead", ms, kafkaSink(t, brokers, map[output.Kind]string{output.KindScore: scoresTopic, output.KindDeadLetter: deadTopic}),
 			stream.WithWorkers(1), stream.WithRegisterer(reg), stream.WithAudit(false), stream.WithStateDir(dir))
 		r := runPipeline(t, p)
 		waitHandled(t, p, n)
@@ -451,7 +451,7 @@ func (s *syncBuffer) String() string {
 type gateSink struct{ open chan struct{} }
 
 func (gateSink) Name() string { return "gate" }
-func (g gateSink) WriteBatch(ctx context.Context, _ []sinks.Message) error {
+func (g gateSink) WriteBatch(ctx context.Context, _ []output.Message) error {
 	select {
 	case <-g.open:
 		return errors.New("sink refused the batch for good")
@@ -523,7 +523,7 @@ func TestSnapshotLabelOffsets(t *testing.T) {
 	const name = "streamscore_stream_labels_total"
 	run := func(want float64) *manifest {
 		reg := prometheus.NewRegistry()
-		p := newPipeline(t, brokers, "labels-snap", shippedModels(t), kafkaSink(t, brokers, map[sinks.Kind]string{sinks.KindDeadLetter: deadTopic}),
+		p := newPipeline(t, brokers, "labels-snap", shippedModels(t), kafkaSink(t, brokers, map[output.Kind]string{output.KindDeadLetter: deadTopic}),
 			stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic), stream.WithStateDir(dir))
 		r := runPipeline(t, p)
 		waitFor(t, waitBudget, fmt.Sprintf("%v labels applied", want), func() bool {

@@ -56,7 +56,7 @@ type partState struct {
 func (p *Pipeline) newPartState(part int) *partState {
 	return &partState{
 		part:         part,
-		build:        features.NewBuilder(p.shared, p.partFeatureOpts()...),
+		build:        p.partBuilder(p.shared),
 		seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
 		offTrail:     newOffTrail(-1),
 		shr:          newOffTrail(-1),
@@ -235,7 +235,7 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 	s := &stage{
 		p:          p,
 		workers:    workers,
-		dec:        p.cfg.eventDecoder(),
+		dec:        p.eventDecoder(),
 		width:      len(p.names),
 		parts:      map[int]*partState{},
 		open:       make([]*batch, len(workers)),

@@ -72,3 +72,16 @@ func (p *Pipeline) partFeatureOpts() []features.Option {
 	}
 	return opts
 }
+
+// partBuilder returns a partition's Builder over s (p.shared, or the Shared
+// of a restored snapshot). New built a Builder from the same options and
+// refused the pipeline if they were invalid, and the card cap
+// partFeatureOpts divides stays in range, so an error here is a bug in
+// this package: it panics rather than run without a partition's state.
+func (p *Pipeline) partBuilder(s *features.Shared) *features.Builder {
+	b, err := features.NewBuilder(s, p.partFeatureOpts()...)
+	if err != nil {
+		panic(fmt.Sprintf("stream: partition builder from options New accepted: %v", err))
+	}
+	return b
+}

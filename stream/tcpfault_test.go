@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
 )
@@ -79,11 +80,14 @@ func TestTCPFaults(t *testing.T) {
 	dialer := &kafka.Dialer{Timeout: 5 * time.Second, DialFunc: fp.dial}
 	tr := &kafka.Transport{Dial: fp.dial, DialTimeout: 5 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
-	ks, err := sinks.NewKafka(brokers, sinks.WithKafkaTopic(sinks.KindScore, scoresTopic), sinks.WithKafkaTransport(tr))
+	ks, err := sinks.NewKafka(brokers, sinks.WithKafkaTopic(output.KindScore, scoresTopic), sinks.WithKafkaTransport(tr))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fan := sinks.NewFanout([]sinks.Sink{ks}, sinks.WithFanoutBackoff(10*time.Millisecond, 500*time.Millisecond))
+	fan, err := output.NewFanout([]output.Sink{ks}, output.WithFanoutBackoff(10*time.Millisecond, 500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { fan.Close() })
 	p := newPipeline(t, brokers, "tcp-faults", shippedModels(t), fan, stream.WithDialer(dialer), stream.WithMaxBatch(64),
 		stream.WithDrainTimeout(60*time.Second))

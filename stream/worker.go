@@ -11,7 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream/internal/commit"
 )
 
@@ -60,8 +60,8 @@ type worker struct {
 	// to the shared counters once per batch rather than once per event.
 	nDecisions               [models.DecisionAlert + 1]int
 	nAlerts, nAgree, nDiffer []int
-	audit                    sinks.AuditRecord
-	dl                       sinks.DeadLetterRecord
+	audit                    output.AuditRecord
+	dl                       output.DeadLetterRecord
 	dlBuf                    []byte // the dead letter's key, digest and redacted value
 }
 
@@ -92,7 +92,7 @@ type batch struct {
 	states  [][]float32 // scratch: row -> one model's state
 	idEnds  []int       // end of each span's id in ids
 	spans   []span
-	out     []sinks.Message
+	out     []output.Message
 	opened  time.Time
 
 	alerts int
@@ -114,7 +114,7 @@ type deadEntry struct {
 }
 
 type span struct {
-	kind       sinks.Kind
+	kind       output.Kind
 	msg        int
 	row        int // the event's row, or -1 for a dead letter
 	start, end int
@@ -127,7 +127,7 @@ func newWorker(p *Pipeline, id int) *worker {
 		ready: make(chan *batch, p.cfg.inFlight+2),
 		out:   make(chan *batch, p.cfg.inFlight),
 		free:  make(chan *batch, p.cfg.inFlight+1),
-		dec:   features.NewDecoder(p.cfg.decoderOpts...),
+		dec:   p.dec,
 		width: len(p.names),
 	}
 	w.audit.FeatureNames = p.names
@@ -361,7 +361,7 @@ func (w *worker) flush(b *batch) {
 		if kend := b.keyEnds[i]; kend > kstart {
 			key = b.keys[kstart:kend:kend]
 		}
-		b.out = append(b.out, sinks.Message{
+		b.out = append(b.out, output.Message{
 			Kind:  sp.kind,
 			Key:   key,
 			Value: b.buf[sp.start:sp.end:sp.end],
@@ -435,9 +435,9 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 
 	start := len(b.buf)
 	b.buf = rec.AppendJSON(b.buf)
-	b.spans = append(b.spans, span{kind: sinks.KindScore, msg: mi, row: r, start: start, end: len(b.buf)})
+	b.spans = append(b.spans, span{kind: output.KindScore, msg: mi, row: r, start: start, end: len(b.buf)})
 	if decision == models.DecisionAlert {
-		b.spans = append(b.spans, span{kind: sinks.KindAlert, msg: mi, row: r, start: start, end: len(b.buf)})
+		b.spans = append(b.spans, span{kind: output.KindAlert, msg: mi, row: r, start: start, end: len(b.buf)})
 		b.alerts++
 	}
 	if w.p.cfg.audit {
@@ -448,7 +448,7 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 		// from the bytes just encoded, not encoded again.
 		b.buf = w.audit.AppendJSONAfterScore(b.buf, b.buf[start:end])
 		start := end
-		b.spans = append(b.spans, span{kind: sinks.KindAudit, msg: mi, row: r, start: start, end: len(b.buf)})
+		b.spans = append(b.spans, span{kind: output.KindAudit, msg: mi, row: r, start: start, end: len(b.buf)})
 	}
 }
 
@@ -458,7 +458,7 @@ func (w *worker) encodeDead(b *batch, d deadEntry, now time.Time) {
 	w.p.met.deadLettered.WithLabelValues(d.reason).Inc()
 	start := len(b.buf)
 	b.buf = w.dl.AppendJSON(b.buf)
-	b.spans = append(b.spans, span{kind: sinks.KindDeadLetter, msg: d.msg, row: -1, start: start, end: len(b.buf)})
+	b.spans = append(b.spans, span{kind: output.KindDeadLetter, msg: d.msg, row: -1, start: start, end: len(b.buf)})
 }
 
 // fillDeadLetter sets rec for message m, which dec refused with reason and
@@ -468,7 +468,7 @@ func (w *worker) encodeDead(b *batch, d deadEntry, now time.Time) {
 // and its redacted contract fields (features.Decoder.AppendRedactedEvent).
 // rec refers to buf, which it returns grown; buf must not change while rec
 // is in use.
-func fillDeadLetter(rec *sinks.DeadLetterRecord, dec *features.Decoder, m *kafka.Message, label bool, reason, errText string, at time.Time, buf []byte) []byte {
+func fillDeadLetter(rec *output.DeadLetterRecord, dec *features.Decoder, m *kafka.Message, label bool, reason, errText string, at time.Time, buf []byte) []byte {
 	key, keySize := cutKey(m.Key)
 	buf = dec.AppendSafeKey(buf[:0], key)
 	nk := len(buf)
@@ -480,7 +480,7 @@ func fillDeadLetter(rec *sinks.DeadLetterRecord, dec *features.Decoder, m *kafka
 	} else {
 		buf, redacted = dec.AppendRedactedEvent(buf, m.Value)
 	}
-	*rec = sinks.DeadLetterRecord{
+	*rec = output.DeadLetterRecord{
 		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
 		Reason: reason, Error: errText, Size: len(m.Value), At: at, KeySize: keySize,
 	}
@@ -497,27 +497,27 @@ func fillDeadLetter(rec *sinks.DeadLetterRecord, dec *features.Decoder, m *kafka
 }
 
 // cutKey returns an input key as a dead letter may keep it: at most
-// sinks.MaxDeadLetterKey bytes (cut before the card-number check and the
+// output.MaxDeadLetterKey bytes (cut before the card-number check and the
 // pseudonym, which then see exactly what is kept), and the original length
 // when it was cut (else 0). A poison key (hundreds of KiB of control bytes,
 // which JSON escaping grows six-fold) so never makes a record the broker
 // refuses.
 func cutKey(key []byte) ([]byte, int) {
-	if len(key) <= sinks.MaxDeadLetterKey {
+	if len(key) <= output.MaxDeadLetterKey {
 		return key, 0
 	}
-	return key[:sinks.MaxDeadLetterKey], len(key)
+	return key[:output.MaxDeadLetterKey], len(key)
 }
 
 // messageID is the deduplication id of an output record: its kind and the
 // input position it came from, so a re-delivered event yields the same ids
 // (JetStream drops the duplicates inside its dedupe window).
-func messageID(k sinks.Kind, m *kafka.Message) string {
+func messageID(k output.Kind, m *kafka.Message) string {
 	var buf [96]byte
 	return string(appendMessageID(buf[:0], k, m))
 }
 
-func appendMessageID(b []byte, k sinks.Kind, m *kafka.Message) []byte {
+func appendMessageID(b []byte, k output.Kind, m *kafka.Message) []byte {
 	b = append(b, k.String()...)
 	b = append(b, ':')
 	b = append(b, m.Topic...)
@@ -534,7 +534,7 @@ func (w *worker) send() {
 	for b := range w.out {
 		if w.p.hard.Err() == nil {
 			err := w.p.sink.WriteBatch(w.p.hard, b.out)
-			var rej *sinks.RejectedError
+			var rej *output.RejectedError
 			if errors.As(err, &rej) {
 				err = w.lastResort(b, rej)
 			}
@@ -574,8 +574,8 @@ const reasonRecordRejected = "record_rejected"
 // needs a dead-letter topic with a tiny message limit) is logged and
 // counted, nothing more. It returns an error only when the dead letters
 // cannot be written at all (a hard stop, a configuration error).
-func (w *worker) lastResort(b *batch, rej *sinks.RejectedError) error {
-	var dls []sinks.Message
+func (w *worker) lastResort(b *batch, rej *output.RejectedError) error {
+	var dls []output.Message
 	seen := map[int]bool{}
 	for _, r := range rej.Rejected {
 		if r.Index < 0 || r.Index >= len(b.spans) {
@@ -586,26 +586,26 @@ func (w *worker) lastResort(b *batch, rej *sinks.RejectedError) error {
 		w.p.met.rejected.WithLabelValues(sp.kind.String(), r.Sink).Inc()
 		w.p.log.Error("record refused for good by a sink: replaced by a dead letter without payload, offset committed past",
 			"kind", sp.kind.String(), "sink", r.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", r.Err)
-		if sp.kind == sinks.KindDeadLetter || seen[sp.msg] {
+		if sp.kind == output.KindDeadLetter || seen[sp.msg] {
 			continue
 		}
 		seen[sp.msg] = true
 		// The same dead letter as a decode failure's (key, digest and
 		// redacted contract fields kept as safe), with the sink's error.
-		var rec sinks.DeadLetterRecord
+		var rec output.DeadLetterRecord
 		fillDeadLetter(&rec, w.dec, m, false, reasonRecordRejected,
 			fmt.Sprintf("%s record refused by sink %s: %v", sp.kind, r.Sink, r.Err), time.Now(), nil)
-		dls = append(dls, sinks.Message{Kind: sinks.KindDeadLetter, Key: rec.Key, Value: rec.AppendJSON(nil), ID: messageID(sinks.KindDeadLetter, m)})
+		dls = append(dls, output.Message{Kind: output.KindDeadLetter, Key: rec.Key, Value: rec.AppendJSON(nil), ID: messageID(output.KindDeadLetter, m)})
 		w.p.met.deadLettered.WithLabelValues(reasonRecordRejected).Inc()
 	}
 	if len(dls) == 0 {
 		return nil
 	}
 	err := w.p.sink.WriteBatch(w.p.hard, dls)
-	var again *sinks.RejectedError
+	var again *output.RejectedError
 	if errors.As(err, &again) {
 		for _, r := range again.Rejected {
-			w.p.met.rejected.WithLabelValues(sinks.KindDeadLetter.String(), r.Sink).Inc()
+			w.p.met.rejected.WithLabelValues(output.KindDeadLetter.String(), r.Sink).Inc()
 			w.p.log.Error("the dead letter of a refused record was refused too: the offset is only in this log", "sink", r.Sink, "err", r.Err)
 		}
 		return nil

@@ -10,7 +10,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // TestWorkerPathAllocs checks that the worker's path — scoring a batch of
@@ -75,7 +75,7 @@ func TestWorkerPathAllocs(t *testing.T) {
 	flush() // grows the buffers
 	var decided int
 	for _, m := range b.out {
-		if m.Kind == sinks.KindAlert {
+		if m.Kind == output.KindAlert {
 			decided++
 		}
 	}

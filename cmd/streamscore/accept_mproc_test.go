@@ -24,7 +24,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream/local"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -483,7 +483,7 @@ func (w *exactWorld) mprocCompare() mprocResult {
 			t.Fatal(err)
 		}
 		scores = append(scores, r)
-		id := header(m, sinks.HeaderID)
+		id := header(m, output.HeaderID)
 		var sr scoreRec
 		sr.txID = r["tx_id"].(string)
 		_, pos, _ := strings.Cut(id, ":")
@@ -501,9 +501,13 @@ func (w *exactWorld) mprocCompare() mprocResult {
 		t.Fatal(err)
 	}
 	wantScores, wantRows := w.replays(evPath)
-	names := features.NewBuilder(nil).Names()
+	names := features.Names()
 	shared := map[string]bool{}
-	for _, c := range features.NewShared().Columns() {
+	defaultShared, err := features.NewShared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range defaultShared.Columns() {
 		shared[names[c]] = true
 	}
 	if len(shared) == 0 || len(shared) == len(names) {

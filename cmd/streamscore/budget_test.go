@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -50,7 +50,7 @@ func replayAlerts(t *testing.T, evPath, labPath string, m *models.Model, from, t
 	}
 	truth := knownFraud(labels)
 	review, alert := m.Thresholds()
-	err = stream.Replay(events, labels, []*models.Model{m}, from, to, func(rec *sinks.ScoreRecord) error {
+	err = stream.Replay(events, labels, []*models.Model{m}, from, to, func(rec *output.ScoreRecord) error {
 		s := float32(rec.Scores[0].Value)
 		if truth[rec.TxID] {
 			fraud++
@@ -218,7 +218,7 @@ func TestEvalOperationsEndToEnd(t *testing.T) {
 	scores := filepath.Join(dir, "scores.jsonl")
 	var buf []byte
 	from, to := time.Date(2026, 3, 8, 0, 0, 0, 0, time.UTC), time.Date(2026, 3, 11, 0, 0, 0, 0, time.UTC)
-	if err := stream.Replay(events, labels, []*models.Model{m}, from, to, func(rec *sinks.ScoreRecord) error {
+	if err := stream.Replay(events, labels, []*models.Model{m}, from, to, func(rec *output.ScoreRecord) error {
 		buf = append(rec.AppendJSON(buf), '\n')
 		return nil
 	}); err != nil {

@@ -28,7 +28,7 @@ import (
 	"github.com/streamscore/streamscore/models/eval"
 	"github.com/streamscore/streamscore/models/train"
 	trainhistory "github.com/streamscore/streamscore/models/train/history"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -57,14 +57,10 @@ var backtestGridKinds = map[string][]string{
 	"channels":         {models.FamilyCNN},
 }
 
-// backtestFold is one fold of the prequential protocol: train on
-// [TrainFrom, TrainTo), skip the delay, test on [TestFrom, TestTo).
+// backtestFold is one fold of the prequential protocol
+// (trainhistory.Fold) with what its data was.
 type backtestFold struct {
-	Index     int       `json:"fold"` // 0 is the latest
-	TrainFrom time.Time `json:"train_from"`
-	TrainTo   time.Time `json:"train_to"`
-	TestFrom  time.Time `json:"test_from"`
-	TestTo    time.Time `json:"test_to"`
+	trainhistory.Fold
 
 	TrainRows  int `json:"train_rows"`
 	TrainFraud int `json:"train_fraud"` // fraud labels known at TestFrom
@@ -74,22 +70,6 @@ type backtestFold struct {
 	// before TestFrom, and RemovedRows their test-range transactions.
 	RemovedCards int `json:"removed_cards"`
 	RemovedRows  int `json:"removed_rows"`
-}
-
-// backtestFolds returns the k folds ending at end: fold i tests on the T
-// days ending i*T days before end, after a delay of D days following N
-// training days (the handbook's chapter 5 protocol).
-func backtestFolds(end time.Time, k, n, d, t int) []backtestFold {
-	day := 24 * time.Hour
-	out := make([]backtestFold, k)
-	for i := range out {
-		testTo := end.Add(-time.Duration(i*t) * day)
-		testFrom := testTo.Add(-time.Duration(t) * day)
-		trainTo := testFrom.Add(-time.Duration(d) * day)
-		out[i] = backtestFold{Index: i, TrainFrom: trainTo.Add(-time.Duration(n) * day), TrainTo: trainTo,
-			TestFrom: testFrom, TestTo: testTo}
-	}
-	return out
 }
 
 // backtestRun is one model configuration: a kind and grid values.
@@ -341,7 +321,14 @@ func backtestWith(ctx context.Context, args []string, stdout io.Writer, onSeqSco
 			return fmt.Errorf("parse --end: %w", err)
 		}
 	}
-	fl := backtestFolds(end, *folds, *trainDays, *delayDays, *testDays)
+	hfl, err := trainhistory.Folds(end, *folds, *trainDays, *delayDays, *testDays)
+	if err != nil {
+		return fmt.Errorf("backtest: %w", err)
+	}
+	fl := make([]backtestFold, len(hfl))
+	for i, f := range hfl {
+		fl[i].Fold = f
+	}
 	earliest := fl[len(fl)-1].TrainFrom
 	if earliest.Before(first.UTC().Truncate(24 * time.Hour)) {
 		return fmt.Errorf("backtest: the oldest fold trains from %s, before the first event (%s): fewer folds or days, or a later --end",
@@ -362,28 +349,14 @@ func backtestWith(ctx context.Context, args []string, stdout io.Writer, onSeqSco
 	// code; rows from the oldest training day on are kept, and all rows
 	// when a sequence kind runs: its training warms each card's state with
 	// the card's whole history, as the stream does.
-	type rowMeta struct {
-		ts           time.Time
-		txID, cardID string
-		card         int32 // sequence index of the card
-	}
-	var X []float32
-	var meta []rowMeta
-	cardIdx := map[string]int32{}
-	w := len(names)
+	rows := trainhistory.NewRows(names)
 	replayBar := newBar(int64(len(events)), "replay", *quiet)
 	err = trainhistory.Replay(ctx, trainhistory.Source{Events: events, Labels: labels, Features: fopts}, end,
 		func(done, _ int) { _ = replayBar.Set(done) }, func(e *features.Event, row []float32) error {
 			if e.TS.Before(earliest) && !withSeq {
 				return nil
 			}
-			id, ok := cardIdx[e.CardID]
-			if !ok {
-				id = int32(len(cardIdx))
-				cardIdx[e.CardID] = id
-			}
-			X = append(X, row[:w]...)
-			meta = append(meta, rowMeta{ts: e.TS, txID: e.TxID, cardID: e.CardID, card: id})
+			rows.Append(e, row)
 			return nil
 		})
 	_ = replayBar.Finish()
@@ -416,58 +389,46 @@ func backtestWith(ctx context.Context, args []string, stdout io.Writer, onSeqSco
 		// Training target: the labels known at the test start (those of
 		// the delay period's end), not the file's final truth.
 		trainTruth := knownFraud(known)
-		trainSet := &train.Dataset{Names: names}
-		testSet := &train.Dataset{Names: names}
+		trainY := func(i int) float32 {
+			if rows.In(i, f.TrainFrom, f.TrainTo) && trainTruth[rows.TxID[i]] {
+				return 1
+			}
+			return 0
+		}
+		trainSet := rows.Set(f.TrainFrom, f.TrainTo, trainY)
+		for _, y := range trainSet.Y {
+			if y > 0 {
+				f.TrainFraud++
+			}
+		}
 		// The sequence kinds' training set: every row before the training
-		// end (a prefix: rows are in event-time order), the loss on the
-		// training window's rows.
+		// end, the loss on the training window's rows.
 		var seqSet *train.SeqDataset
 		if withSeq {
-			seqSet = &train.SeqDataset{Names: names}
+			if seqSet, err = rows.SeqSet(f.TrainFrom, f.TrainTo, trainY); err != nil {
+				return fmt.Errorf("backtest: %w", err)
+			}
 		}
+		testSet := &train.Dataset{Names: names}
 		var recs []eval.Scored
 		removed := map[string]bool{}
-		for i := range meta {
-			r, ts := X[i*w:(i+1)*w], meta[i].ts
-			inTrain := !ts.Before(f.TrainFrom) && ts.Before(f.TrainTo)
-			if seqSet != nil && ts.Before(f.TrainTo) {
-				var y float32
-				if inTrain && trainTruth[meta[i].txID] {
-					y = 1
-				}
-				seqSet.Y = append(seqSet.Y, y)
-				seqSet.Seq = append(seqSet.Seq, meta[i].card)
-				seqSet.Loss = append(seqSet.Loss, inTrain)
+		for i := range rows.Len() {
+			if !rows.In(i, f.TestFrom, f.TestTo) {
+				continue
 			}
-			switch {
-			case inTrain:
-				var y float32
-				if trainTruth[meta[i].txID] {
-					y = 1
-					f.TrainFraud++
-				}
-				trainSet.Append(r, y)
-			case !ts.Before(f.TestFrom) && ts.Before(f.TestTo):
-				if compromised[meta[i].cardID] {
-					removed[meta[i].cardID] = true
-					f.RemovedRows++
-					continue
-				}
-				var y float32
-				if truth[meta[i].txID] {
-					y = 1
-					f.TestFraud++
-				}
-				testSet.Append(r, y)
-				recs = append(recs, eval.Scored{TxID: meta[i].txID, CardID: meta[i].cardID, TS: ts})
+			card := rows.CardID[i]
+			if compromised[card] {
+				removed[card] = true
+				f.RemovedRows++
+				continue
 			}
-		}
-		if seqSet != nil {
-			n := len(seqSet.Y)
-			if n > 0 && !meta[n-1].ts.Before(f.TrainTo) {
-				return fmt.Errorf("backtest: replayed rows out of event-time order before %s", f.TrainTo.Format(time.RFC3339))
+			var y float32
+			if truth[rows.TxID[i]] {
+				y = 1
+				f.TestFraud++
 			}
-			seqSet.X = X[: n*w : n*w]
+			testSet.Append(rows.Row(i), y)
+			recs = append(recs, eval.Scored{TxID: rows.TxID[i], CardID: card, TS: rows.TS[i]})
 		}
 		testRecs[fi] = recs
 		f.TrainRows, f.TestRows, f.RemovedCards = trainSet.Rows(), testSet.Rows(), len(removed)
@@ -733,7 +694,7 @@ func scoreSeqFolds(ctx context.Context, events []features.Event, labels []featur
 	bar.Describe(fmt.Sprintf("score %d sequence models (stream replay)", len(ms)))
 	next := make([]int, len(fl)) // per fold, its next test row
 	scored := 0
-	err := stream.Replay(events, labels, ms, from, to, func(rec *sinks.ScoreRecord) error {
+	err := stream.Replay(events, labels, ms, from, to, func(rec *output.ScoreRecord) error {
 		fi := -1
 		for i := range fl {
 			if !rec.TS.Before(fl[i].TestFrom) && rec.TS.Before(fl[i].TestTo) {

@@ -18,25 +18,9 @@ import (
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/eval"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
-
-func TestBacktestFolds(t *testing.T) {
-	d := func(s string) time.Time { v, _ := time.Parse(time.DateOnly, s); return v }
-	got := backtestFolds(d("2026-03-31"), 3, 7, 7, 7)
-	want := [][4]string{
-		{"2026-03-10", "2026-03-17", "2026-03-24", "2026-03-31"},
-		{"2026-03-03", "2026-03-10", "2026-03-17", "2026-03-24"},
-		{"2026-02-24", "2026-03-03", "2026-03-10", "2026-03-17"},
-	}
-	for i, f := range got {
-		g := [4]string{f.TrainFrom.Format(time.DateOnly), f.TrainTo.Format(time.DateOnly), f.TestFrom.Format(time.DateOnly), f.TestTo.Format(time.DateOnly)}
-		if g != want[i] || f.Index != i {
-			t.Errorf("fold %d: %v, want %v", i, g, want[i])
-		}
-	}
-}
 
 func TestParseGrid(t *testing.T) {
 	for _, tc := range []struct {
@@ -311,7 +295,7 @@ func TestBacktestSequence(t *testing.T) {
 		}
 		// The stream's replay over the fold's test days alone.
 		want := map[string]float64{}
-		if err := stream.Replay(events, labels, []*models.Model{g.m}, testFrom, testTo, func(r *sinks.ScoreRecord) error {
+		if err := stream.Replay(events, labels, []*models.Model{g.m}, testFrom, testTo, func(r *output.ScoreRecord) error {
 			want[r.TxID] = r.Scores[0].Value
 			return nil
 		}, stream.WithReasons(0)); err != nil {

@@ -172,7 +172,10 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dec := features.NewDecoder(append([]features.DecoderOption{features.WithMaxFutureSkew(-1)}, panOpts...)...)
+	dec, err := features.NewDecoder(append([]features.DecoderOption{features.WithMaxFutureSkew(-1)}, panOpts...)...)
+	if err != nil {
+		return err
+	}
 	labels, err := readJSONL(c.labels, func(f *os.File) ([]features.Label, error) { return features.ReadLabels(f, dec) })
 	if err != nil {
 		return err

@@ -16,7 +16,7 @@ import (
 	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/models/train"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -90,7 +90,7 @@ func modelsRetune(ctx context.Context, w io.Writer, args []string) error {
 	truth := knownFraud(h.labels)
 	var scores, y []float32
 	var first, last time.Time
-	err = stream.Replay(h.events, h.labels, []*models.Model{m}, h.from, h.to, func(rec *sinks.ScoreRecord) error {
+	err = stream.Replay(h.events, h.labels, []*models.Model{m}, h.from, h.to, func(rec *output.ScoreRecord) error {
 		if len(scores)%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}

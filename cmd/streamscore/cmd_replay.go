@@ -130,9 +130,10 @@ type jsonlRecords struct {
 	lb  features.Label
 }
 
-func newJSONLRecords(path string, r io.Reader, label bool) *jsonlRecords {
-	return &jsonlRecords{path: path, label: label, r: bufio.NewReaderSize(r, replayMaxLine),
-		dec: features.NewDecoder(features.WithMaxFutureSkew(-1))}
+// newJSONLRecords reads the records of r with dec (a Decoder is safe to
+// share).
+func newJSONLRecords(path string, r io.Reader, label bool, dec *features.Decoder) *jsonlRecords {
+	return &jsonlRecords{path: path, label: label, r: bufio.NewReaderSize(r, replayMaxLine), dec: dec}
 }
 
 // next reads the next line. It returns io.EOF at the end, an error
@@ -216,7 +217,12 @@ func replay(ctx context.Context, c *replayConfig) error {
 	}
 	defer ev.Close()
 	total := fileSize(ev)
-	srcs := []*jsonlRecords{newJSONLRecords(c.events, ev, false)}
+	// Generated files run on a simulated clock: no future check.
+	dec, err := features.NewDecoder(features.WithMaxFutureSkew(-1))
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	srcs := []*jsonlRecords{newJSONLRecords(c.events, ev, false, dec)}
 	topics := []string{c.topic}
 	if c.labels != "" {
 		lf, err := os.Open(c.labels)
@@ -232,7 +238,7 @@ func replay(ctx context.Context, c *replayConfig) error {
 			}
 		}
 		// Labels first: on a tie the label is known when the event happens.
-		srcs = []*jsonlRecords{newJSONLRecords(c.labels, lf, true), srcs[0]}
+		srcs = []*jsonlRecords{newJSONLRecords(c.labels, lf, true, dec), srcs[0]}
 		topics = []string{c.labelsTopic, c.topic}
 	}
 

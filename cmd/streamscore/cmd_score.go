@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/streamscore/streamscore/models"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -66,7 +66,7 @@ func cmdScore(ctx context.Context, args []string) error {
 	bar := newBar(inRange, "scoring", *out == "-")
 	var n, alerts int64
 	var buf []byte
-	err = stream.Replay(events, labels, ms, from, to, func(rec *sinks.ScoreRecord) error {
+	err = stream.Replay(events, labels, ms, from, to, func(rec *output.ScoreRecord) error {
 		if n%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}

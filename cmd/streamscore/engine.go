@@ -16,6 +16,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
 
@@ -258,7 +259,7 @@ func (c *engineConfig) loadShadowModels() ([]*models.Model, error) {
 type engine struct {
 	pipeline *stream.Pipeline
 	ckpt     stream.CheckpointStore // --checkpoint-store, or nil
-	sink     *sinks.Fanout
+	sink     *output.Fanout
 	nc       *nats.Conn
 	models   []*models.Model
 	// health is the connections' health, for /readyz.
@@ -316,7 +317,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		}
 	}
 	e := &engine{models: ms, modelState: state, health: newConnHealth(reg, log)}
-	var ss []sinks.Sink
+	var ss []output.Sink
 	if c.NATS != "" && !c.noSinks {
 		nc, err := connectNATS(c, e.health, log)
 		if err != nil {
@@ -325,10 +326,10 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		e.nc = nc
 		opts := []sinks.NATSOption{sinks.WithNATSRegisterer(reg)}
 		if c.ScoresSubject != "" {
-			opts = append(opts, sinks.WithNATSSubject(sinks.KindScore, c.ScoresSubject))
+			opts = append(opts, sinks.WithNATSSubject(output.KindScore, c.ScoresSubject))
 		}
 		if c.AlertsSubject != "" {
-			opts = append(opts, sinks.WithNATSSubject(sinks.KindAlert, c.AlertsSubject))
+			opts = append(opts, sinks.WithNATSSubject(output.KindAlert, c.AlertsSubject))
 		}
 		mode, err := sinks.ParseNATSMode(c.NATSMode)
 		if err != nil {
@@ -340,8 +341,8 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			e.Close()
 			return nil, fmt.Errorf("nats sink (--nats-mode %s): %w", mode, err)
 		}
-		for _, k := range []sinks.Kind{sinks.KindScore, sinks.KindAlert} {
-			subj := map[sinks.Kind]string{sinks.KindScore: c.ScoresSubject, sinks.KindAlert: c.AlertsSubject}[k]
+		for _, k := range []output.Kind{output.KindScore, output.KindAlert} {
+			subj := map[output.Kind]string{output.KindScore: c.ScoresSubject, output.KindAlert: c.AlertsSubject}[k]
 			if subj == "" {
 				continue
 			}
@@ -354,8 +355,8 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		ss = append(ss, ns)
 	}
 	kopts := []sinks.KafkaOption{sinks.WithKafkaRegisterer(reg)}
-	for kind, topic := range map[sinks.Kind]string{sinks.KindScore: c.ScoresTopic, sinks.KindAlert: c.AlertsTopic,
-		sinks.KindAudit: c.AuditTopic, sinks.KindDeadLetter: c.DeadLetterTopic} {
+	for kind, topic := range map[output.Kind]string{output.KindScore: c.ScoresTopic, output.KindAlert: c.AlertsTopic,
+		output.KindAudit: c.AuditTopic, output.KindDeadLetter: c.DeadLetterTopic} {
 		if topic != "" {
 			kopts = append(kopts, sinks.WithKafkaTopic(kind, topic))
 		}
@@ -390,8 +391,9 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	// A sink that keeps failing (down, or a misnamed topic retried without
 	// end) is logged with its cause (rate-limited) and makes /readyz 503
 	// until it takes writes again.
-	fan, err := sinks.MakeFanout(ss, sinks.WithFanoutRegisterer(reg), sinks.WithFanoutLogger(log),
-		sinks.WithFanoutObserver(func(sink string, err error) {
+	fan, err := output.NewFanout(ss, output.WithFanoutRegisterer(reg), output.WithFanoutLogger(log),
+		output.WithFanoutClassifier(sinks.Classify), // for any sink that does not classify its own errors
+		output.WithFanoutObserver(func(sink string, err error) {
 			if err == nil {
 				e.health.Up("sink " + sink)
 				return

@@ -19,7 +19,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features/synth"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream/local"
 )
 
@@ -214,7 +214,7 @@ func killLoop(t *testing.T, withState bool, kills int) {
 			t.Fatal(err)
 		}
 		for _, m := range out {
-			id := header(m, sinks.HeaderID)
+			id := header(m, output.HeaderID)
 			var part int
 			var off int64
 			kind, pos, _ := strings.Cut(id, ":")

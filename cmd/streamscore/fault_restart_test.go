@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features/synth"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream/local"
 )
 
@@ -193,7 +193,7 @@ func TestNATSRestart(t *testing.T) {
 
 // scoreID is the Nats-Msg-Id of the score record of input offset p/o.
 func scoreID(p int, o int64) string {
-	return fmt.Sprintf("%s:transactions/%d/%d", sinks.KindScore, p, o)
+	return fmt.Sprintf("%s:transactions/%d/%d", output.KindScore, p, o)
 }
 
 func sum(m map[int]int64) (s int64) {
@@ -257,7 +257,7 @@ func storedRecords(t *testing.T, ctx context.Context, url, stream string) (map[s
 		}
 		n := 0
 		for m := range batch.Messages() {
-			ids[m.Headers().Get(sinks.HeaderID)]++
+			ids[m.Headers().Get(output.HeaderID)]++
 			r, err := decodeExact(m.Data())
 			if err != nil {
 				t.Fatal(err)

@@ -63,7 +63,10 @@ func TestGenKafkaMatchesFileMode(t *testing.T) {
 	var gotEv []string
 	var firstPaced, lastPaced time.Time
 	warmEnd := from.Add(240 * time.Hour)
-	dec := features.NewDecoder(features.WithMaxFutureSkew(-1))
+	dec, err := features.NewDecoder(features.WithMaxFutureSkew(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var e features.Event
 	for _, m := range txs {
 		gotEv = append(gotEv, string(m.Value))

@@ -89,7 +89,10 @@ func (h *historyFlags) load(cmd string) (*history, error) {
 // Generated files run on a simulated clock, so timestamps in the future are
 // accepted.
 func readHistory(eventsPath, labelsPath string, opts ...features.DecoderOption) ([]features.Event, []features.Label, error) {
-	dec := features.NewDecoder(append([]features.DecoderOption{features.WithMaxFutureSkew(-1)}, opts...)...)
+	dec, err := features.NewDecoder(append([]features.DecoderOption{features.WithMaxFutureSkew(-1)}, opts...)...)
+	if err != nil {
+		return nil, nil, err
+	}
 	events, err := readJSONL(eventsPath, func(f *os.File) ([]features.Event, error) { return features.ReadEvents(f, dec) })
 	if err != nil {
 		return nil, nil, err

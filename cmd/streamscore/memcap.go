@@ -58,11 +58,11 @@ func (c *memConfig) Validate() error {
 		{"--max-terminals", c.MaxTerminals, features.WithMaxTerminals(c.MaxTerminals)},
 		{"--max-points", c.MaxPoints, features.WithMaxPoints(c.MaxPoints)},
 	} {
-		if _, err := features.MakeShared(f.opt); err != nil {
+		if _, err := features.NewShared(f.opt); err != nil {
 			errs = append(errs, fmt.Errorf("%s %d: %w", f.flag, f.value, err))
 		}
 	}
-	if _, err := features.MakeDecoder(features.WithMaxFieldBytes(c.MaxFieldBytes)); err != nil {
+	if _, err := features.NewDecoder(features.WithMaxFieldBytes(c.MaxFieldBytes)); err != nil {
 		errs = append(errs, fmt.Errorf("--max-field-bytes %d: %w", c.MaxFieldBytes, err))
 	} else if c.MaxFieldBytes > maxFieldBytesFlag {
 		// The command's own bound (the package has none): a field this long

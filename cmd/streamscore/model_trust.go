@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/streamscore/streamscore/internal/promreg"
 	"github.com/streamscore/streamscore/models"
 )
 
@@ -128,13 +128,11 @@ func (v *modelVerifier) observe(reg prometheus.Registerer, log *slog.Logger) err
 	for _, r := range []string{"unsigned", "bad_signature", "untrusted_key"} {
 		v.failures.WithLabelValues(r)
 	}
-	if err := reg.Register(v.failures); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return fmt.Errorf("register model signature metrics: %w", err)
-		}
-		v.failures = are.ExistingCollector.(*prometheus.CounterVec)
+	failures, err := promreg.Register(reg, v.failures)
+	if err != nil {
+		return fmt.Errorf("register model signature metrics: %w", err)
 	}
+	v.failures = failures
 	if v.allowUnsigned {
 		v.log.Warn("--allow-unsigned-models: model files are accepted without a valid signature; anyone who can write them sets the decisions",
 			"trusted_keys", v.trust.KeyIDs())

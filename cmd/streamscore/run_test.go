@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features/synth"
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream/local"
 )
 
@@ -339,7 +339,7 @@ state-dir: %s
 			t.Fatal(err)
 		}
 		for _, r := range recs {
-			id := header(r, sinks.HeaderID)
+			id := header(r, output.HeaderID)
 			rest, ok := strings.CutPrefix(id, kind+":"+runTxTopic+"/")
 			if !ok {
 				t.Fatalf("%s record with id %q, want %s:%s/<partition>/<offset>", topic, id, kind, runTxTopic)

@@ -244,7 +244,10 @@ func (w *wireInput) streamOptions(reg prometheus.Registerer, log *slog.Logger, h
 		}
 		health.Down(registryTransport, "unavailable", err)
 	}
-	jsonDec := features.NewDecoder(decOpts...)
+	jsonDec, err := features.NewDecoder(decOpts...)
+	if err != nil {
+		return nil, err
+	}
 	in, lb := w.formats()
 	decoders := map[string]*wire.Decoder{}
 	for _, f := range []string{in, lb} {

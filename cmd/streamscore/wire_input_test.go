@@ -404,7 +404,11 @@ func TestGenFormat(t *testing.T) {
 			f, _ := wire.ParseFormat(format)
 			cl, _ := sr.NewClient(sr.URLs(reg.URL()))
 			r, _ := wire.NewRegistry(cl)
-			d, err := wire.New(f, r, features.NewDecoder())
+			jd, err := features.NewDecoder()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := wire.New(f, r, jd)
 			if err != nil {
 				t.Fatal(err)
 			}

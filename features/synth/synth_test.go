@@ -206,7 +206,10 @@ func TestEventsValid(t *testing.T) {
 		t.Fatal("no transactions")
 	}
 	last := time.Now().Add(24 * time.Hour)
-	dec := features.NewDecoder(features.WithClock(func() time.Time { return last }))
+	dec, err := features.NewDecoder(features.WithClock(func() time.Time { return last }))
+	if err != nil {
+		t.Fatal(err)
+	}
 	seen := make(map[string]bool, len(txs))
 	var buf []byte
 	prev := time.Time{}

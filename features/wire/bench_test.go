@@ -18,7 +18,7 @@ func BenchmarkDecode(b *testing.B) {
 	jsonMsg := ev.AppendJSON(nil)
 	avroMsg := AppendAvroEvent(nil, 31, &ev)
 	protoMsg := AppendProtoEvent(nil, 32, &ev)
-	jd := features.NewDecoder(features.WithMaxFutureSkew(-1))
+	jd := jsonDecoder(b, features.WithMaxFutureSkew(-1))
 	ad, _ := newDecoder(t, FormatAvro, cl)
 	pd, _ := newDecoder(t, FormatProtobuf, cl)
 	for _, bc := range []struct {

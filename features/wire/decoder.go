@@ -517,16 +517,10 @@ func messageIndexes(b []byte, idx *[maxMessageIndexes]int) (int, []byte, error) 
 // than WithMissWait for a schema not prepared is an error wrapping
 // ErrRegistryUnavailable.
 func (d *Decoder) Decode(b []byte, e *features.Event) error {
-	p, payload, err := d.plan(b, false)
+	rec, err := d.record(b, false)
 	if err != nil {
 		return err
 	}
-	if ep, ok := p.(errPlan); ok {
-		return ep.err
-	}
-	rec := d.pool.Get().(*features.Record)
-	rec.Reset()
-	p.decode(payload, rec)
 	err = d.dec.DecodeRecord(rec, e)
 	d.pool.Put(rec)
 	return err
@@ -534,17 +528,28 @@ func (d *Decoder) Decode(b []byte, e *features.Event) error {
 
 // DecodeLabel decodes one label from b into *l, as Decode.
 func (d *Decoder) DecodeLabel(b []byte, l *features.Label) error {
-	p, payload, err := d.plan(b, true)
+	rec, err := d.record(b, true)
 	if err != nil {
 		return features.AsLabelError(err)
 	}
+	err = d.dec.DecodeLabelRecord(rec, l)
+	d.pool.Put(rec)
+	return err
+}
+
+// record reads the fields of b's payload (an event, or a label) into a
+// Record from the pool, which the caller puts back, or returns why b
+// cannot be read (an unknown or unusable schema, a bad frame).
+func (d *Decoder) record(b []byte, label bool) (*features.Record, error) {
+	p, payload, err := d.plan(b, label)
+	if err != nil {
+		return nil, err
+	}
 	if ep, ok := p.(errPlan); ok {
-		return features.AsLabelError(ep.err)
+		return nil, ep.err
 	}
 	rec := d.pool.Get().(*features.Record)
 	rec.Reset()
 	p.decode(payload, rec)
-	err = d.dec.DecodeLabelRecord(rec, l)
-	d.pool.Put(rec)
-	return err
+	return rec, nil
 }

@@ -148,13 +148,24 @@ func newFake(t *testing.T, opts ...srfake.Option) (*srfake.Registry, *sr.Client)
 	return reg, cl
 }
 
+// jsonDecoder returns the JSON decoder the wire decoders hand their
+// events to.
+func jsonDecoder(t testing.TB, opts ...features.DecoderOption) *features.Decoder {
+	t.Helper()
+	d, err := features.NewDecoder(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func newDecoder(t *testing.T, f Format, cl *sr.Client, opts ...Option) (*Decoder, *Registry) {
 	t.Helper()
 	r, err := NewRegistry(cl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(f, r, features.NewDecoder(features.WithMaxFutureSkew(-1)), opts...)
+	d, err := New(f, r, jsonDecoder(t, features.WithMaxFutureSkew(-1)), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +351,7 @@ func TestMapping(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _ := NewRegistry(cl)
-			_, err := New(FormatAvro, r, features.NewDecoder(), WithMapping(tc.m))
+			_, err := New(FormatAvro, r, jsonDecoder(t), WithMapping(tc.m))
 			if !errors.Is(err, ErrInvalidOption) || !errors.Is(tc.m.Check(), ErrInvalidOption) {
 				t.Fatalf("got %v, want ErrInvalidOption", err)
 			}
@@ -367,7 +378,7 @@ func TestRegistryDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(FormatAvro, r, features.NewDecoder(features.WithMaxFutureSkew(-1)), WithBackoff(5*time.Millisecond, 20*time.Millisecond),
+	d, err := New(FormatAvro, r, jsonDecoder(t, features.WithMaxFutureSkew(-1)), WithBackoff(5*time.Millisecond, 20*time.Millisecond),
 		WithObserver(func(err error) {
 			if err != nil {
 				fails.Add(1)
@@ -422,7 +433,7 @@ func TestRegistryDown(t *testing.T) {
 	// Decode without Prepare, registry down: an error that is not a
 	// dead-letter reason.
 	down.Store(true)
-	d2, _ := New(FormatAvro, r, features.NewDecoder(), WithBackoff(time.Millisecond, time.Millisecond), WithMissWait(20*time.Millisecond))
+	d2, _ := New(FormatAvro, r, jsonDecoder(t), WithBackoff(time.Millisecond, time.Millisecond), WithMissWait(20*time.Millisecond))
 	if err := d2.Decode(msg, &ev); !errors.Is(err, ErrRegistryUnavailable) || reasonOf(err) == features.ReasonUnknownSchema {
 		t.Fatalf("got %v, want ErrRegistryUnavailable", err)
 	}

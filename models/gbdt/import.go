@@ -32,6 +32,7 @@ import (
 	"strings"
 
 	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/internal/importopt"
 )
 
 // MaxFileSize bounds an XGBoost JSON model file (bytes).
@@ -47,50 +48,31 @@ var (
 type Option func(*config) error
 
 type config struct {
-	version       int
-	review, alert float64
-	thresholds    bool
-	training      map[string]any
+	importopt.Config
 }
 
 // WithVersion sets the model version written to the file (default 1); it
 // must be >= 1. Bump it per import of a retrained model so that score
 // records tell them apart.
 func WithVersion(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return fmt.Errorf("version %d: must be >= 1", n)
-		}
-		c.version = n
-		return nil
-	}
+	return func(c *config) error { return c.SetVersion(n) }
 }
 
-// WithThresholds sets the decision cut-offs (review <= alert). Default:
-// review 0.5 and alert 0.9 for binary:logistic; for reg:squarederror both
-// at the largest float32, i.e. the model never reviews or alerts until
-// real cut-offs are given — an imported value has no natural scale.
+// WithThresholds sets the decision cut-offs (review <= alert, both
+// finite). Default: review 0.5 and alert 0.9 for binary:logistic; for
+// reg:squarederror both at the largest float32, i.e. the model never
+// reviews or alerts until real cut-offs are given — an imported value has
+// no natural scale.
 func WithThresholds(review, alert float64) Option {
-	return func(c *config) error {
-		if math.IsNaN(review) || math.IsNaN(alert) || math.IsInf(review, 0) || math.IsInf(alert, 0) {
-			return errors.New("thresholds must be finite")
-		}
-		if review > alert {
-			return fmt.Errorf("thresholds: review %v > alert %v", review, alert)
-		}
-		c.review, c.alert, c.thresholds = review, alert, true
-		return nil
-	}
+	return func(c *config) error { return c.SetThresholds(review, alert) }
 }
 
-// WithTraining sets the free training metadata of the file (default: the
-// XGBoost version and objective only). The importer adds "xgboost_version"
-// and "objective" to it.
+// WithTraining adds free metadata to the file's training map (default: the
+// XGBoost version and objective only; a later call's keys win). The
+// importer sets "xgboost_version" and "objective" after it: those two keys
+// given here are replaced.
 func WithTraining(m map[string]any) Option {
-	return func(c *config) error {
-		c.training = m
-		return nil
-	}
+	return func(c *config) error { c.AddTraining(m); return nil }
 }
 
 // The parts of XGBoost's JSON model that matter here.
@@ -137,7 +119,7 @@ type xgbTree struct {
 // feature definitions: pin them with [models.File.PinFeatures] before
 // encoding. Inputs get mean 0 and std 1 (trees do not standardise).
 func Import(b []byte, name string, inputs []string, opts ...Option) (*models.File, error) {
-	cfg := config{version: 1}
+	cfg := config{importopt.Default()}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
 			return nil, fmt.Errorf("import xgboost: %w", err)
@@ -183,7 +165,7 @@ func Import(b []byte, name string, inputs []string, opts ...Option) (*models.Fil
 		return nil, fmt.Errorf("import xgboost: base_score %q: %w", l.LearnerModelParm.BaseScore, ErrMalformed)
 	}
 	f := &models.File{
-		Name: name, Family: models.FamilyGBDT, Version: cfg.version,
+		Name: name, Family: models.FamilyGBDT, Version: cfg.Version,
 		Trees: &models.Trees{Objective: l.Objective.Name},
 	}
 	switch l.Objective.Name {
@@ -196,17 +178,13 @@ func Import(b []byte, name string, inputs []string, opts ...Option) (*models.Fil
 		p := float32(bs)
 		f.Trees.BaseScore = float64(float32(-math.Log(float64(1/p - 1))))
 		f.Output = models.OutputProbability
-		f.Thresholds = models.Thresholds{Review: 0.5, Alert: 0.9}
 	case models.ObjectiveSquared:
 		f.Trees.BaseScore = float64(float32(bs))
 		f.Output = models.OutputValue
-		f.Thresholds = models.Thresholds{Review: math.MaxFloat32, Alert: math.MaxFloat32}
 	default:
 		return nil, fmt.Errorf("import xgboost: objective %q: want %s or %s: %w", l.Objective.Name, models.ObjectiveLogistic, models.ObjectiveSquared, ErrUnsupported)
 	}
-	if cfg.thresholds {
-		f.Thresholds = models.Thresholds{Review: cfg.review, Alert: cfg.alert}
-	}
+	f.Thresholds = cfg.Thresholds(f.Output)
 	for _, in := range inputs {
 		f.Inputs = append(f.Inputs, models.Input{Name: in, Mean: 0, Std: 1})
 	}
@@ -222,7 +200,7 @@ func Import(b []byte, name string, inputs []string, opts ...Option) (*models.Fil
 		f.Trees.Trees = append(f.Trees.Trees, t)
 	}
 	tr := map[string]any{}
-	for k, v := range cfg.training {
+	for k, v := range cfg.Training {
 		tr[k] = v
 	}
 	tr["objective"] = l.Objective.Name

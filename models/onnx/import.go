@@ -247,18 +247,11 @@ func Import(onnxModel []byte, name string, inputs []string, opts ...Option) (*mo
 		return nil, fmt.Errorf("import onnx: %w", err)
 	}
 	f.Name = name
-	f.Version = cfg.version
+	f.Version = cfg.Version
 	for i, in := range inputs {
 		f.Inputs[i].Name = in
 	}
-	switch {
-	case cfg.thresholds:
-		f.Thresholds = models.Thresholds{Review: cfg.review, Alert: cfg.alert}
-	case f.Output == models.OutputProbability:
-		f.Thresholds = models.Thresholds{Review: 0.5, Alert: 0.9}
-	default:
-		f.Thresholds = models.Thresholds{Review: math.MaxFloat32, Alert: math.MaxFloat32}
-	}
+	f.Thresholds = cfg.Thresholds(f.Output)
 	sum := sha256.Sum256(onnxModel)
 	f.Training = map[string]any{
 		"source":        "onnx",
@@ -270,7 +263,7 @@ func Import(onnxModel []byte, name string, inputs []string, opts ...Option) (*mo
 			f.Training["onnx_opset"] = op.GetVersion()
 		}
 	}
-	for k, v := range cfg.training {
+	for k, v := range cfg.Training {
 		f.Training[k] = v
 	}
 	return f, nil

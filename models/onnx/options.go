@@ -1,39 +1,29 @@
 package onnx
 
 import (
-	"errors"
 	"fmt"
-	"math"
 
 	"github.com/streamscore/streamscore/models"
+	"github.com/streamscore/streamscore/models/internal/importopt"
 )
 
 // Option tunes [Import].
 type Option func(*config) error
 
 type config struct {
-	version       int
-	window        int
-	review, alert float64
-	thresholds    bool
-	training      map[string]any
+	importopt.Config
+	window int
 }
 
 func defaultConfig() config {
-	return config{version: 1}
+	return config{Config: importopt.Default()}
 }
 
 // WithVersion sets the model version written to the file (default 1). It
 // must be >= 1; bump it for each import of a retrained graph so score
 // records tell the versions apart.
 func WithVersion(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return fmt.Errorf("version %d: must be >= 1", n)
-		}
-		c.version = n
-		return nil
-	}
+	return func(c *config) error { return c.SetVersion(n) }
 }
 
 // WithWindow sets the window (transactions seen per step) of a CNN whose
@@ -50,34 +40,19 @@ func WithWindow(n int) Option {
 	}
 }
 
-// WithThresholds sets the decision cut-offs (review <= alert). Default:
-// review 0.5 and alert 0.9 for a probability; for a value output, both at
-// the largest float32, i.e. the model never reviews or alerts until real
-// cut-offs are given — an imported value has no natural scale.
+// WithThresholds sets the decision cut-offs (review <= alert, both
+// finite). Default: review 0.5 and alert 0.9 for a probability; for a
+// value output, both at the largest float32, i.e. the model never reviews
+// or alerts until real cut-offs are given — an imported value has no
+// natural scale.
 func WithThresholds(review, alert float64) Option {
-	return func(c *config) error {
-		if math.IsNaN(review) || math.IsNaN(alert) || math.IsInf(review, 0) || math.IsInf(alert, 0) {
-			return errors.New("thresholds must be finite")
-		}
-		if review > alert {
-			return fmt.Errorf("thresholds: review %v > alert %v", review, alert)
-		}
-		c.review, c.alert, c.thresholds = review, alert, true
-		return nil
-	}
+	return func(c *config) error { return c.SetThresholds(review, alert) }
 }
 
 // WithTraining adds free metadata to the file's training map (e.g. the
-// command that imported it). Import always records the source graph's
-// producer, opset and sha256; keys given here win.
+// command that imported it; a later call's keys win). Import always
+// records the source graph's producer, opset and sha256; keys given here
+// win.
 func WithTraining(meta map[string]any) Option {
-	return func(c *config) error {
-		if c.training == nil {
-			c.training = map[string]any{}
-		}
-		for k, v := range meta {
-			c.training[k] = v
-		}
-		return nil
-	}
+	return func(c *config) error { c.AddTraining(meta); return nil }
 }

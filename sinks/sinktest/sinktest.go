@@ -1,5 +1,5 @@
 // Package sinktest is a conformance suite for implementations of
-// sinks.Sink: run it from the implementation's tests against a real (or
+// output.Sink: run it from the implementation's tests against a real (or
 // embedded) downstream system.
 //
 // # Concepts
@@ -9,7 +9,7 @@
 // delivers every routed message (value, ID and, where the transport keeps
 // it, key), skips unrouted kinds, is safe for concurrent use, never reports
 // success for messages that did not arrive, and that Close is idempotent
-// and makes WriteBatch fail with sinks.ErrClosed.
+// and makes WriteBatch fail with output.ErrClosed.
 //
 // # Concurrency
 //
@@ -17,7 +17,8 @@
 //
 // # Metrics
 //
-// None.
+// None of its own. MetricValue and Lint read and check what a sink
+// registered on a prometheus.Gatherer.
 package sinktest
 
 import (
@@ -28,12 +29,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // Received is a message as the downstream side holds it.
 type Received struct {
-	Kind  sinks.Kind // from the destination it arrived on
+	Kind  output.Kind // from the destination it arrived on
 	Key   []byte
 	Value []byte
 	ID    string // from the streamscore-id header
@@ -41,10 +42,10 @@ type Received struct {
 
 // Target is one sink under test.
 type Target struct {
-	Sink sinks.Sink
+	Sink output.Sink
 	// Routed lists the kinds Sink has a destination for (at least one).
 	// Every other kind must be skipped.
-	Routed []sinks.Kind
+	Routed []output.Kind
 	// Collect returns every message delivered since the Target was
 	// created, waiting up to timeout for at least n of them.
 	Collect func(t *testing.T, n int, timeout time.Duration) []Received
@@ -74,24 +75,24 @@ func Run(t *testing.T, newTarget func(t *testing.T) Target) {
 	t.Run("Close", func(t *testing.T) { testClose(t, newTarget(t)) })
 }
 
-func routedSet(tg Target) map[sinks.Kind]bool {
-	m := make(map[sinks.Kind]bool)
+func routedSet(tg Target) map[output.Kind]bool {
+	m := make(map[output.Kind]bool)
 	for _, k := range tg.Routed {
 		m[k] = true
 	}
 	return m
 }
 
-var allKinds = []sinks.Kind{sinks.KindScore, sinks.KindAlert, sinks.KindAudit, sinks.KindDeadLetter}
+var allKinds = []output.Kind{output.KindScore, output.KindAlert, output.KindAudit, output.KindDeadLetter}
 
 // Batch returns n messages cycling over every kind, with distinct IDs
 // prefixed by prefix, and the number of them whose kind is in routed.
-func Batch(prefix string, n int, routed map[sinks.Kind]bool) ([]sinks.Message, int) {
-	msgs := make([]sinks.Message, n)
+func Batch(prefix string, n int, routed map[output.Kind]bool) ([]output.Message, int) {
+	msgs := make([]output.Message, n)
 	want := 0
 	for i := range msgs {
 		k := allKinds[i%len(allKinds)]
-		msgs[i] = sinks.Message{
+		msgs[i] = output.Message{
 			Kind:  k,
 			Key:   fmt.Appendf(nil, "c-%d", i%7),
 			Value: fmt.Appendf(nil, `{"tx_id":"%s-%d","n":%d}`, prefix, i, i),
@@ -106,9 +107,9 @@ func Batch(prefix string, n int, routed map[sinks.Kind]bool) ([]sinks.Message, i
 
 // Check asserts that got holds each routed message of msgs exactly once
 // (by ID, with its kind, value and, if keepsKey, key) and nothing else.
-func Check(t *testing.T, msgs []sinks.Message, routed map[sinks.Kind]bool, got []Received, keepsKey bool) {
+func Check(t *testing.T, msgs []output.Message, routed map[output.Kind]bool, got []Received, keepsKey bool) {
 	t.Helper()
-	byID := make(map[string]*sinks.Message, len(msgs))
+	byID := make(map[string]*output.Message, len(msgs))
 	for i := range msgs {
 		byID[msgs[i].ID] = &msgs[i]
 	}
@@ -136,7 +137,7 @@ func Check(t *testing.T, msgs []sinks.Message, routed map[sinks.Kind]bool, got [
 	}
 }
 
-func closeSink(t *testing.T, s sinks.Sink) {
+func closeSink(t *testing.T, s output.Sink) {
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
@@ -166,13 +167,13 @@ func testEmpty(t *testing.T, tg Target) {
 		t.Errorf("WriteBatch(nil): %v", err)
 	}
 	routed := routedSet(tg)
-	var unrouted []sinks.Message
+	var unrouted []output.Message
 	for _, k := range allKinds {
 		if !routed[k] {
-			unrouted = append(unrouted, sinks.Message{Kind: k, Value: []byte("x"), ID: "unrouted-" + k.String()})
+			unrouted = append(unrouted, output.Message{Kind: k, Value: []byte("x"), ID: "unrouted-" + k.String()})
 		}
 	}
-	unrouted = append(unrouted, sinks.Message{Kind: sinks.Kind(200), Value: []byte("x"), ID: "unknown-kind"})
+	unrouted = append(unrouted, output.Message{Kind: output.Kind(200), Value: []byte("x"), ID: "unknown-kind"})
 	if err := tg.Sink.WriteBatch(ctx, unrouted); err != nil {
 		t.Errorf("WriteBatch(unrouted kinds): %v", err)
 	}
@@ -185,9 +186,9 @@ func testConcurrent(t *testing.T, tg Target) {
 	defer closeSink(t, tg.Sink)
 	routed := routedSet(tg)
 	const writers, per = 4, 50
-	var all []sinks.Message
+	var all []output.Message
 	want := 0
-	batches := make([][]sinks.Message, writers)
+	batches := make([][]output.Message, writers)
 	for w := range batches {
 		var n int
 		batches[w], n = Batch(fmt.Sprintf("w%d", w), per, routed)
@@ -257,7 +258,7 @@ func testClose(t *testing.T, tg Target) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), tg.timeout())
 	defer cancel()
-	if err := tg.Sink.WriteBatch(ctx, msgs); !errors.Is(err, sinks.ErrClosed) {
-		t.Errorf("WriteBatch after Close: got %v, want sinks.ErrClosed", err)
+	if err := tg.Sink.WriteBatch(ctx, msgs); !errors.Is(err, output.ErrClosed) {
+		t.Errorf("WriteBatch after Close: got %v, want output.ErrClosed", err)
 	}
 }

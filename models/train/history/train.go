@@ -142,12 +142,10 @@ func Train(ctx context.Context, src Source, p Plan) (*Result, error) {
 	var trainTS []time.Time // event time of each trainSet row (thresholds)
 	evalSet := &train.Dataset{Names: names}
 	// Sequence families: every row before the end with its card, in time
-	// order; seqSet.Loss marks [From, To), evalLoss [To, EvalTo), and
-	// nBefore counts the rows before To (the training prefix).
-	seqSet := &train.SeqDataset{Names: names}
-	var evalLoss []bool
-	nBefore, nEval := 0, 0
-	cards := map[string]int32{}
+	// order; the training set is the prefix before To (loss on [From,
+	// To)), the evaluation set all of them (loss on [To, EvalTo)).
+	rows := NewRows(names)
+	nEval := 0
 	var first, last time.Time
 	err := Replay(ctx, src, end, p.ReplayProgress, func(e *features.Event, row []float32) error {
 		var y float32
@@ -167,16 +165,7 @@ func Train(ctx context.Context, src Source, p Plan) (*Result, error) {
 			last = e.TS
 		}
 		if seq {
-			id, ok := cards[e.CardID]
-			if !ok {
-				id = int32(len(cards))
-				cards[e.CardID] = id
-			}
-			seqSet.Append(id, row, y, inTrain)
-			evalLoss = append(evalLoss, inEval)
-			if e.TS.Before(p.To) {
-				nBefore++
-			}
+			rows.Append(e, row)
 			if inEval {
 				nEval++
 			}
@@ -200,8 +189,20 @@ func Train(ctx context.Context, src Source, p Plan) (*Result, error) {
 		return nil, fmt.Errorf("%w [%s, %s)", ErrNoRows, p.From.Format(time.RFC3339), p.To.Format(time.RFC3339))
 	}
 	res := &Result{First: first, Last: last}
+	// The sequence target: fraud or not (FamilyLinear is row by row).
+	seqY := func(i int) float32 {
+		if p.Fraud(rows.TxID[i]) {
+			return 1
+		}
+		return 0
+	}
+	var seqTrain *train.SeqDataset
 	if seq {
-		res.TrainRows, res.EvalRows, res.Cards = nBefore, nEval, len(cards)
+		// Nothing after the training range reaches the trainer.
+		if seqTrain, err = rows.SeqSet(p.From, p.To, seqY); err != nil {
+			return nil, err
+		}
+		res.TrainRows, res.EvalRows, res.Cards = seqTrain.Rows(), nEval, rows.Cards()
 	} else {
 		res.TrainRows, res.EvalRows = trainSet.Rows(), evalSet.Rows()
 	}
@@ -216,12 +217,6 @@ func Train(ctx context.Context, src Source, p Plan) (*Result, error) {
 	start := time.Now()
 	var f *models.File
 	if seq {
-		// The training set is the prefix of rows before To (rows are in
-		// time order): nothing after the training range reaches the
-		// trainer.
-		w := len(names)
-		seqTrain := &train.SeqDataset{Names: names, X: seqSet.X[:nBefore*w], Y: seqSet.Y[:nBefore],
-			Seq: seqSet.Seq[:nBefore], Loss: seqSet.Loss[:nBefore]}
 		f, err = train.FitSeq(ctx, p.Kind, p.Name, p.Version, seqTrain, opts...)
 	} else {
 		f, err = train.Fit(ctx, p.Kind, p.Name, p.Version, trainSet, opts...)
@@ -257,7 +252,10 @@ func Train(ctx context.Context, src Source, p Plan) (*Result, error) {
 		// The trainer's float64 forward pass over each card's whole history
 		// (the file's float32 weights); the stateless runtime Score does
 		// not apply to sequence models.
-		ev := &train.SeqDataset{Names: names, X: seqSet.X, Y: seqSet.Y, Seq: seqSet.Seq, Loss: evalLoss}
+		ev, err := rows.SeqSet(p.To, p.EvalTo, seqY)
+		if err != nil {
+			return nil, err
+		}
 		mt, err := train.EvaluateSeq(f, ev)
 		if err != nil {
 			return nil, fmt.Errorf("evaluate model: %w", err)

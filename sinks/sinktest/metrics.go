@@ -1,4 +1,4 @@
-package sinks_test
+package sinktest
 
 import (
 	"testing"
@@ -7,9 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
-// metricValue returns the value of the counter, or the sample count of the
+// MetricValue returns the value of the counter, or the sample count of the
 // histogram, named name whose labels include want (-1 if absent).
-func metricValue(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
+func MetricValue(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -39,8 +39,8 @@ func metricValue(t *testing.T, g prometheus.Gatherer, name string, want map[stri
 	return -1
 }
 
-// lint runs promlint over everything reg gathers.
-func lint(t *testing.T, g prometheus.Gatherer) {
+// Lint runs promlint over everything g gathers and fails t for each problem.
+func Lint(t *testing.T, g prometheus.Gatherer) {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {

@@ -1,4 +1,4 @@
-package sinks_test
+package output_test
 
 import (
 	"context"
@@ -6,14 +6,14 @@ import (
 	"log"
 	"time"
 
-	"github.com/streamscore/streamscore/sinks"
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // printSink acknowledges every message at once, printing it.
 type printSink struct{}
 
 func (printSink) Name() string { return "print" }
-func (printSink) WriteBatch(_ context.Context, msgs []sinks.Message) error {
+func (printSink) WriteBatch(_ context.Context, msgs []output.Message) error {
 	for _, m := range msgs {
 		fmt.Printf("%s %s\n", m.ID, m.Value)
 	}
@@ -24,15 +24,15 @@ func (printSink) Close() error { return nil }
 // A Fanout writes every batch to all its sinks (NATS, Kafka, or any
 // Sink), retrying a failing one with backoff until each has acknowledged
 // every message, or ctx ends.
-func ExampleMakeFanout() {
-	f, err := sinks.MakeFanout([]sinks.Sink{printSink{}}, sinks.WithFanoutBackoff(10*time.Millisecond, time.Second))
+func ExampleNewFanout() {
+	f, err := output.NewFanout([]output.Sink{printSink{}}, output.WithFanoutBackoff(10*time.Millisecond, time.Second))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer f.Close()
-	err = f.WriteBatch(context.Background(), []sinks.Message{
-		{Kind: sinks.KindScore, ID: "transactions/0/41", Value: []byte(`{"tx_id":"t-1"}`)},
-		{Kind: sinks.KindScore, ID: "transactions/0/42", Value: []byte(`{"tx_id":"t-2"}`)},
+	err = f.WriteBatch(context.Background(), []output.Message{
+		{Kind: output.KindScore, ID: "transactions/0/41", Value: []byte(`{"tx_id":"t-1"}`)},
+		{Kind: output.KindScore, ID: "transactions/0/42", Value: []byte(`{"tx_id":"t-2"}`)},
 	})
 	fmt.Println("acknowledged:", err == nil)
 	// Output:

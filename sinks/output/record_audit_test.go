@@ -1,9 +1,7 @@
-package sinks
+package output
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -61,18 +59,5 @@ func TestAuditRecordShadow(t *testing.T) {
 
 func TestAuditRecordShadowGolden(t *testing.T) {
 	r := sampleShadowAudit()
-	got := append(r.AppendJSON(nil), '\n')
-	path := filepath.Join("testdata", "audit_shadow.golden.json")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run with -update to create): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("got\n%s\nwant\n%s", got, want)
-	}
+	checkGolden(t, "audit_shadow", r.AppendJSON(nil))
 }

@@ -1,4 +1,4 @@
-package sinks
+package output
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamscore/streamscore/internal/promreg"
 )
 
 // Fanout writes every batch to several sinks concurrently and is itself a
@@ -52,6 +54,7 @@ type fanoutConfig struct {
 	log      *slog.Logger
 	logEvery time.Duration
 	observe  func(sink string, err error)
+	classify func(err error) Class
 }
 
 // WithFanoutObserver calls f(sink, err) after every failed write to a sink
@@ -64,9 +67,20 @@ func WithFanoutObserver(f func(sink string, err error)) FanoutOption {
 	return func(c *fanoutConfig) error { c.observe = f; return nil }
 }
 
+// WithFanoutClassifier classifies the errors of the sinks that do not
+// implement Classifier themselves (a sink wrapped in a type of the
+// caller's, or one of another package), e.g. with sinks.Classify. f must
+// be quick and safe for concurrent use. Default: none, and such a sink's
+// errors are all retried (backpressure). The trap: without it, a wrapper
+// that hides its sink's Classify also hides that a record was refused for
+// good, and the Fanout retries that record without end.
+func WithFanoutClassifier(f func(err error) Class) FanoutOption {
+	return func(c *fanoutConfig) error { c.classify = f; return nil }
+}
+
 // WithFanoutBackoff sets the first and the largest wait between retries of
 // a failing sink (default 10ms and 5s; the wait doubles, with jitter).
-// min must be > 0 and max >= min, or MakeFanout fails with
+// min must be > 0 and max >= min, or NewFanout fails with
 // ErrInvalidFanoutOption. The trap: a large max delays recovery after a
 // short outage by up to max.
 func WithFanoutBackoff(min, max time.Duration) FanoutOption {
@@ -82,7 +96,7 @@ func WithFanoutBackoff(min, max time.Duration) FanoutOption {
 // WithFanoutRegisterer registers the sink metrics (streamscore_sinks_publish_seconds,
 // streamscore_sinks_publish_errors_total, streamscore_sinks_messages_total)
 // with reg. Default: no metrics. Sinks must have distinct names, which
-// become the sink label. MakeFanout fails if reg refuses the metrics for a
+// become the sink label. NewFanout fails if reg refuses the metrics for a
 // reason other than their being already registered (a wiring bug).
 func WithFanoutRegisterer(reg prometheus.Registerer) FanoutOption {
 	return func(c *fanoutConfig) error { c.reg = reg; return nil }
@@ -98,14 +112,14 @@ func WithFanoutLogger(l *slog.Logger) FanoutOption {
 	return func(c *fanoutConfig) error { c.log = l; return nil }
 }
 
-// ErrInvalidFanoutOption is wrapped by MakeFanout's error for an option
+// ErrInvalidFanoutOption is wrapped by NewFanout's error for an option
 // given a value out of its range.
 var ErrInvalidFanoutOption = errors.New("sinks: invalid fanout option")
 
-// MakeFanout returns a Fanout over sinks, which it owns: Close closes them.
+// NewFanout returns a Fanout over sinks, which it owns: Close closes them.
 // It fails for an invalid option (ErrInvalidFanoutOption) or metrics the
 // registerer refuses; the sinks are then not closed.
-func MakeFanout(sinks []Sink, opts ...FanoutOption) (*Fanout, error) {
+func NewFanout(sinks []Sink, opts ...FanoutOption) (*Fanout, error) {
 	cfg := fanoutConfig{min: 10 * time.Millisecond, max: 5 * time.Second, logEvery: 10 * time.Second}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -126,16 +140,6 @@ func MakeFanout(sinks []Sink, opts ...FanoutOption) (*Fanout, error) {
 	return f, nil
 }
 
-// NewFanout is MakeFanout for options known to be valid (a Must-style
-// wrapper): it panics where MakeFanout returns an error.
-func NewFanout(sinks []Sink, opts ...FanoutOption) *Fanout {
-	f, err := MakeFanout(sinks, opts...)
-	if err != nil {
-		panic(err)
-	}
-	return f
-}
-
 // Name returns "fanout".
 func (f *Fanout) Name() string { return "fanout" }
 
@@ -144,9 +148,10 @@ func (f *Fanout) Name() string { return "fanout" }
 // first (some sinks may then hold part of the batch; replaying it is safe
 // thanks to the IDs), ErrClosed if the Fanout or a sink is closed, and a
 // *RejectedError when every message was acknowledged but some that a sink
-// rejected for good, one by one (IsRejection: too large, ...): a message
-// rejected within a larger write is retried alone first, so that a poison
-// message never takes the others of its batch with it. A permanent error
+// rejected for good, one by one (Classifier: ClassRejection, such as a
+// message too large): a message rejected within a larger write is retried
+// alone first, so that a poison message never takes the others of its
+// batch with it. A permanent error
 // that names no message (a whole write refused: authorization, an unknown
 // topic) is returned as is. Every other error is retried with backoff,
 // without end. It starts one goroutine per sink beyond the first and joins
@@ -258,7 +263,7 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 		}
 		var be *BatchError
 		perMessage := errors.As(err, &be) && validIndices(be.Indices, len(msgs))
-		if !perMessage || !allRejections(be) {
+		if !perMessage || !f.allRejections(i, be) {
 			// A sink refusing a record for what it is (too large) is not
 			// a sink in trouble: it says nothing of its health.
 			f.failed(i, len(msgs), wait, err)
@@ -270,7 +275,7 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 			return fmt.Errorf("write to sink %s: %w", s.Name(), err)
 		}
 		if !perMessage {
-			if IsPermanent(err) {
+			if f.class(i, err).Has(ClassPermanent) {
 				return fmt.Errorf("write to sink %s: rejected for good: %w", s.Name(), err)
 			}
 		} else {
@@ -278,12 +283,13 @@ func (f *Fanout) write(ctx context.Context, i int, msgs []Message) error {
 			var retry []Message
 			var retryIdx []int
 			for j, k := range be.Indices {
+				c := f.class(i, be.Errs[j])
 				switch {
-				case IsRejection(be.Errs[j]) && len(all) == 1:
+				case c.Has(ClassRejection) && len(all) == 1:
 					rejected = append(rejected, Rejection{Index: at(k), Sink: s.Name(), Err: be.Errs[j]})
-				case IsRejection(be.Errs[j]):
+				case c.Has(ClassRejection):
 					suspects = append(suspects, at(k))
-				case IsPermanent(be.Errs[j]):
+				case c.Has(ClassPermanent):
 					return fmt.Errorf("write to sink %s: rejected for good: %w", s.Name(), be.Errs[j])
 				default:
 					retry = append(retry, msgs[k])
@@ -352,8 +358,9 @@ func (f *Fanout) failed(i, n int, wait time.Duration, err error) {
 	suppressed := h.suppressed
 	h.lastLog, h.suppressed = now, 0
 	h.mu.Unlock()
-	f.cfg.log.Warn("sink write failed", "sink", name, "messages", n, "retryable", IsRetryable(err),
-		"permanent", IsPermanent(err), "retry_in", wait, "failures_not_logged", suppressed, "err", err)
+	c := f.class(i, err)
+	f.cfg.log.Warn("sink write failed", "sink", name, "messages", n, "retryable", c.Has(ClassRetryable),
+		"permanent", c.Has(ClassPermanent), "retry_in", wait, "failures_not_logged", suppressed, "err", err)
 }
 
 // succeeded records a successful write to sink i: after failures, the
@@ -375,15 +382,31 @@ func (f *Fanout) succeeded(i int) {
 	}
 }
 
-// allRejections reports whether every failure of be is a rejection of the
-// message itself (IsRejection).
-func allRejections(be *BatchError) bool {
+// allRejections reports whether sink i classifies every failure of be as
+// a rejection of the message itself.
+func (f *Fanout) allRejections(i int, be *BatchError) bool {
 	for _, e := range be.Errs {
-		if !IsRejection(e) {
+		if !f.class(i, e).Has(ClassRejection) {
 			return false
 		}
 	}
 	return true
+}
+
+// class is what sink i says of err (Classifier), else what the
+// WithFanoutClassifier function says, else nothing (the zero Class:
+// retried).
+func (f *Fanout) class(i int, err error) Class {
+	if err == nil {
+		return 0
+	}
+	if cl, ok := f.sinks[i].(Classifier); ok {
+		return cl.Classify(err)
+	}
+	if f.cfg.classify != nil {
+		return f.cfg.classify(err)
+	}
+	return 0
 }
 
 // validIndices reports whether idx is a non-empty, strictly increasing list
@@ -441,13 +464,13 @@ func newFanoutMetrics(reg prometheus.Registerer) (*fanoutMetrics, error) {
 		}, []string{"sink", "kind"}),
 	}
 	var err error
-	if m.seconds, err = register(reg, m.seconds); err != nil {
+	if m.seconds, err = promreg.Register(reg, m.seconds); err != nil {
 		return nil, err
 	}
-	if m.errors, err = register(reg, m.errors); err != nil {
+	if m.errors, err = promreg.Register(reg, m.errors); err != nil {
 		return nil, err
 	}
-	if m.messages, err = register(reg, m.messages); err != nil {
+	if m.messages, err = promreg.Register(reg, m.messages); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -457,12 +480,8 @@ func newFanoutMetrics(reg prometheus.Registerer) (*fanoutMetrics, error) {
 type sinkMetrics struct {
 	seconds prometheus.Observer
 	errors  prometheus.Counter
-	kinds   [numKinds]prometheus.Counter // nil for kinds the sink does not route
+	kinds   [NumKinds]prometheus.Counter // nil for kinds the sink does not route
 }
-
-// router is implemented by the sinks of this package; other sinks are
-// assumed to route every kind.
-type router interface{ routes(Kind) bool }
 
 func (fm *fanoutMetrics) forSink(s Sink) *sinkMetrics {
 	name := s.Name()
@@ -470,9 +489,9 @@ func (fm *fanoutMetrics) forSink(s Sink) *sinkMetrics {
 		seconds: fm.seconds.WithLabelValues(name),
 		errors:  fm.errors.WithLabelValues(name),
 	}
-	r, _ := s.(router)
-	for k := range Kind(numKinds) {
-		if r == nil || r.routes(k) {
+	r, _ := s.(Router)
+	for k := range Kind(NumKinds) {
+		if r == nil || r.Routes(k) {
 			m.kinds[k] = fm.messages.WithLabelValues(name, k.String())
 		}
 	}
@@ -485,13 +504,13 @@ func (m *sinkMetrics) acked(msgs []Message, failed []int) {
 	if m == nil {
 		return
 	}
-	var n [numKinds]int
+	var n [NumKinds]int
 	for i := range msgs {
 		if len(failed) > 0 && failed[0] == i {
 			failed = failed[1:]
 			continue
 		}
-		if k := msgs[i].Kind; int(k) < numKinds {
+		if k := msgs[i].Kind; int(k) < NumKinds {
 			n[k]++
 		}
 	}
