@@ -514,23 +514,28 @@ func (s *stage) run() {
 		// stops fetching, the one holding it back can always deliver.
 		select {
 		case f, ok := <-s.in:
-			if !ok {
-				s.drainAligner()
-				for wi := range s.open {
-					s.closeBatch(wi)
+			// Then the messages queued behind it, up to inBurst, with a
+			// receive of its own each (one channel's lock, not the
+			// select's six): under load most messages come this way.
+			for n := 0; ; n++ {
+				if !ok {
+					s.drainAligner()
+					for wi := range s.open {
+						s.closeBatch(wi)
+					}
+					return
 				}
-				return
+				s.take(f)
+				if n == inBurst || s.p.hard.Err() != nil {
+					break
+				}
+				select {
+				case f, ok = <-s.in:
+					continue
+				default:
+				}
+				break
 			}
-			if f.epoch != s.epoch {
-				s.recycle(f.pd)
-				continue // fetched in a generation that ended: fetched again
-			}
-			if !f.replica {
-				s.consumed.Inc()
-				s.p.stats.Consumed.Add(1)
-			}
-			s.add(f)
-			s.release()
 		case lm := <-s.labels:
 			s.addLabel(lm)
 			s.release()
@@ -559,6 +564,25 @@ func (s *stage) run() {
 			return
 		}
 	}
+}
+
+// inBurst bounds the messages the stage takes from its input in a row
+// without looking at its other inputs (work to run, pauses, timers,
+// labels): about 0.2 ms of work.
+const inBurst = 64
+
+// take handles a message from the stage's input.
+func (s *stage) take(f fetched) {
+	if f.epoch != s.epoch {
+		s.recycle(f.pd) // fetched in a generation that ended: fetched again
+		return
+	}
+	if !f.replica {
+		s.consumed.Inc()
+		s.p.stats.Consumed.Add(1)
+	}
+	s.add(f)
+	s.release()
 }
 
 func (s *stage) stopHard() {
