@@ -103,6 +103,9 @@ func TestWorkerPathAllocs(t *testing.T) {
 // further); 2.45 when the offset trails dropped their head by reslicing
 // only (each append then reallocated sooner or later).
 func TestStagePathAllocs(t *testing.T) {
+	if raceBuild {
+		t.Skip("the race detector makes sync.Pool drop items at random: the pooled pending items allocate")
+	}
 	ms, err := models.Shipped()
 	if err != nil {
 		t.Fatal(err)
