@@ -3,6 +3,7 @@ package stream
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -208,8 +209,11 @@ type stage struct {
 	open    []*batch    // per worker: its open batch, or nil
 	due     []time.Time // per worker: when its open batch closes
 	in      chan fetched
-	ctl     chan func() // work to run in the stage's goroutine (do)
-	pause   chan *pauseReq
+	// decoding counts the messages the fetchers are decoding (decode):
+	// on their way to in.
+	decoding atomic.Int64
+	ctl      chan func() // work to run in the stage's goroutine (do)
+	pause    chan *pauseReq
 	// epoch counts the generations the stage was given (assign, revoke):
 	// a message fetched in another one is dropped. credits are the
 	// current generation's per-partition credits (partitionCredit), one
@@ -514,28 +518,23 @@ func (s *stage) run() {
 		// stops fetching, the one holding it back can always deliver.
 		select {
 		case f, ok := <-s.in:
-			// Then the messages queued behind it, up to inBurst, with a
-			// receive of its own each (one channel's lock, not the
-			// select's six): under load most messages come this way.
-			for n := 0; ; n++ {
-				if !ok {
-					s.drainAligner()
-					for wi := range s.open {
-						s.closeBatch(wi)
-					}
-					return
+			if !ok {
+				s.drainAligner()
+				for wi := range s.open {
+					s.closeBatch(wi)
 				}
-				s.take(f)
-				if n == inBurst || s.p.hard.Err() != nil {
-					break
-				}
-				select {
-				case f, ok = <-s.in:
-					continue
-				default:
-				}
-				break
+				return
 			}
+			if f.epoch != s.epoch {
+				s.recycle(f.pd)
+				continue // fetched in a generation that ended: fetched again
+			}
+			if !f.replica {
+				s.consumed.Inc()
+				s.p.stats.Consumed.Add(1)
+			}
+			s.add(f)
+			s.release()
 		case lm := <-s.labels:
 			s.addLabel(lm)
 			s.release()
@@ -564,25 +563,6 @@ func (s *stage) run() {
 			return
 		}
 	}
-}
-
-// inBurst bounds the messages the stage takes from its input in a row
-// without looking at its other inputs (work to run, pauses, timers,
-// labels): about 0.2 ms of work.
-const inBurst = 64
-
-// take handles a message from the stage's input.
-func (s *stage) take(f fetched) {
-	if f.epoch != s.epoch {
-		s.recycle(f.pd) // fetched in a generation that ended: fetched again
-		return
-	}
-	if !f.replica {
-		s.consumed.Inc()
-		s.p.stats.Consumed.Add(1)
-	}
-	s.add(f)
-	s.release()
 }
 
 func (s *stage) stopHard() {
@@ -728,6 +708,10 @@ func (s *stage) newPending() *pending { return pendingPool.Get().(*pending) }
 // instead of in the stage's one goroutine: safe for concurrent use (the
 // decoder is: see EventDecoder).
 func (s *stage) decode(m kafka.Message) *pending {
+	// Counted while it decodes: the message is on its way, so its
+	// partition is not silent (release).
+	s.decoding.Add(1)
+	defer s.decoding.Add(-1)
 	pd := s.newPending()
 	pd.m = m
 	if err := s.dec.Decode(m.Value, &pd.ev); err != nil {
@@ -804,9 +788,13 @@ func (s *stage) release() {
 	for {
 		var pd *pending
 		var ok bool
-		if len(s.in) > 0 {
-			// More messages are queued: their partitions are not silent,
-			// only not read yet, so no wait bound may release anything.
+		if len(s.in) > 0 || s.decoding.Load() > 0 {
+			// More messages are queued (or being decoded by their
+			// fetchers, on their way to the queue): their partitions are
+			// not silent, only not read yet, so no wait bound may release
+			// anything. Without the decoding count, a fetcher starved of
+			// CPU mid-decode let the others' events pass its partition's
+			// (TestReplayRunMatchesScore with the machine's cores busy).
 			pd, ok = s.al.PopExact()
 		} else {
 			pd, _, ok = s.al.Pop()
