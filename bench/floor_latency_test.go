@@ -33,6 +33,16 @@ import (
 // acknowledged its records (the engine's WithLatencyObserver; the floor's
 // senders). Rates: STREAMSCORE_FLOOR_RATES, default 1000,5000,20000.
 //
+// Implementations, in this order (STREAMSCORE_FLOOR_IMPLS picks some):
+// produce (the producer alone: its CPU is taken out of the others'),
+// floor, streamscore (defaults: a batch goes to its worker as soon as the
+// stage has nothing more to read) and streamscore-hold (WithHoldBatches:
+// batches wait for 256 events or --max-delay). cpu-µs/event is this
+// process's CPU from the paced phase's start until every paced event is
+// acknowledged, per paced event; reader-cpu-µs/event the same minus the
+// producer's (impl=produce of the same rate); x-floor-cpu and
+// p50-over-floor-ms compare with impl=floor of the same rate.
+//
 //	go test -run '^$' -bench BenchmarkFloorLatency -benchtime 1x ./bench/
 func BenchmarkFloorLatency(b *testing.B) {
 	w := getRemoteWorld(b)
@@ -55,32 +65,73 @@ func BenchmarkFloorLatency(b *testing.B) {
 			rates = append(rates, r)
 		}
 	}
+	impls := []string{"produce", "floor", "streamscore", "streamscore-hold"}
+	if v := os.Getenv("STREAMSCORE_FLOOR_IMPLS"); v != "" {
+		impls = impls[:0]
+		for f := range strings.SplitSeq(v, ",") {
+			switch f = strings.TrimSpace(f); f {
+			case "produce", "floor", "streamscore", "streamscore-hold":
+				impls = append(impls, f)
+			default:
+				b.Fatalf("STREAMSCORE_FLOOR_IMPLS=%q: %q is not one of produce, floor, streamscore, streamscore-hold", v, f)
+			}
+		}
+	}
 	d := time.Duration(secs * float64(time.Second))
 	g, err := synth.New(synth.Config{Seed: 5, Cards: 10_000, Terminals: 2_000})
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, rate := range rates {
-		for _, impl := range []string{"floor", "streamscore"} {
+		var produceCPU, floorCPU, floorP50 float64
+		for _, impl := range impls {
 			b.Run(fmt.Sprintf("rate=%d/impl=%s", rate, impl), func(b *testing.B) {
 				var lat latencies
-				var produced time.Duration
+				var produced, cpu time.Duration
 				var n int64
 				for b.Loop() {
 					pr := newPacer(b, w, g, rate, d)
-					if impl == "floor" {
-						runFloorOn(b, w, floorRun{topic: "live", start: kafka.LastOffset, total: pr.total, ready: pr.start, observe: lat.since(&pr.t0)})
-					} else {
-						runEngineLive(b, w, pr, lat.since(&pr.t0))
+					pr.cpu = &cpu
+					switch impl {
+					case "produce":
+						pr.start()
+					case "floor":
+						var acked atomic.Int64
+						obs := lat.since(&pr.t0)
+						runFloorOn(b, w, floorRun{topic: "live", start: kafka.LastOffset, total: pr.total, ready: pr.start,
+							observe: func(appended time.Time, d time.Duration) {
+								obs(appended, d)
+								if s := pr.t0.Load(); s != 0 && appended.UnixNano() >= s && acked.Add(1) == pr.total {
+									pr.finish()
+								}
+							}})
+					default:
+						runEngineLive(b, w, pr, impl == "streamscore-hold", lat.since(&pr.t0))
 					}
 					produced += pr.wait(b)
 					n += pr.total
 				}
-				p50, p99, max := lat.quantiles(b, n)
+				perEvent := float64(cpu.Microseconds()) / float64(n)
 				b.ReportMetric(float64(n)/produced.Seconds(), "produced-events/s")
+				b.ReportMetric(perEvent, "cpu-µs/event")
+				if impl == "produce" {
+					produceCPU = perEvent
+					return
+				}
+				p50, p99, max := lat.quantiles(b, n)
 				b.ReportMetric(p50, "p50-ms")
 				b.ReportMetric(p99, "p99-ms")
 				b.ReportMetric(max, "max-ms")
+				own := perEvent - produceCPU // the reader's CPU: the producer's taken out
+				if produceCPU > 0 {
+					b.ReportMetric(own, "reader-cpu-µs/event")
+				}
+				if impl == "floor" {
+					floorCPU, floorP50 = own, p50
+				} else if floorCPU > 0 {
+					b.ReportMetric(own/floorCPU, "x-floor-cpu")
+					b.ReportMetric(p50-floorP50, "p50-over-floor-ms")
+				}
 			})
 		}
 	}
@@ -133,6 +184,21 @@ type pacer struct {
 	took  time.Duration
 	wr    *kafka.Writer
 	prev  time.Time
+	// cpu, when set, gets the process's CPU from start to finish (the
+	// first call; wait calls it if nobody did).
+	cpu      *time.Duration
+	cpu0     time.Duration
+	finished sync.Once
+}
+
+// finish ends the paced phase's CPU measurement: call it once every paced
+// event is acknowledged.
+func (p *pacer) finish() {
+	p.finished.Do(func() {
+		if p.cpu != nil {
+			*p.cpu += cpuTime() - p.cpu0
+		}
+	})
 }
 
 func newPacer(b *testing.B, w *world, g *synth.Generator, rate int, d time.Duration) *pacer {
@@ -157,6 +223,7 @@ func (p *pacer) prime(ctx context.Context) error { return p.wr.WriteMessages(ctx
 
 // start begins the paced phase in a goroutine.
 func (p *pacer) start() {
+	p.cpu0 = cpuTime()
 	p.t0.Store(time.Now().UnixNano())
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), p.d+time.Minute)
@@ -187,6 +254,7 @@ func (p *pacer) start() {
 // wait joins the producer and returns how long the paced phase took.
 func (p *pacer) wait(b *testing.B) time.Duration {
 	err := <-p.done
+	p.finish()
 	p.wr.Close()
 	if err != nil {
 		b.Fatal(err)
@@ -198,7 +266,7 @@ func (p *pacer) wait(b *testing.B) time.Duration {
 // from its end: it primes it with events until one is scored (the group has
 // formed), starts the paced phase and returns once every paced event is
 // acknowledged by the sinks.
-func runEngineLive(b *testing.B, w *world, pr *pacer, observe func(time.Time, time.Duration)) {
+func runEngineLive(b *testing.B, w *world, pr *pacer, hold bool, observe func(time.Time, time.Duration)) {
 	ms, err := models.Shipped()
 	if err != nil {
 		b.Fatal(err)
@@ -227,7 +295,7 @@ func runEngineLive(b *testing.B, w *world, pr *pacer, observe func(time.Time, ti
 	var acked atomic.Int64
 	p, err := stream.New(w.brokers, nextGroup("live"), "live", ms, fan,
 		stream.WithRegisterer(reg), stream.WithMaxBatch(256), stream.WithStartOffset(kafka.LastOffset),
-		stream.WithDecisionModels(models.ShippedDecisionModel),
+		stream.WithDecisionModels(models.ShippedDecisionModel), stream.WithHoldBatches(hold),
 		stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
 			if s := pr.t0.Load(); s != 0 && appended.UnixNano() >= s {
 				acked.Add(1)
@@ -267,5 +335,6 @@ func runEngineLive(b *testing.B, w *world, pr *pacer, observe func(time.Time, ti
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	pr.finish()
 	stop()
 }

@@ -28,7 +28,7 @@ const revokeTimeout = 15 * time.Second
 // generation (epoch) it was fetched in: the stage drops messages of a
 // generation that ended.
 type fetched struct {
-	m     kafka.Message
+	pd    *pending // decoded by the fetching goroutine (stage.decode)
 	epoch uint64
 	// replica: read outside the claim (replicaRead): not scored.
 	replica bool
@@ -238,7 +238,7 @@ func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uin
 			p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
 		}
 		select {
-		case st.in <- fetched{m: m, epoch: epoch}:
+		case st.in <- fetched{pd: st.decode(m), epoch: epoch}:
 		case <-ctx.Done():
 			// Tracked and never acked: no commit passes it.
 			return

@@ -11,7 +11,11 @@ import (
 // Bad input is a *features.DecodeError, whose Reason is the dead letter's
 // reason; any other error is dead-lettered as "undecodable".
 // *features.Decoder (JSON) is one; features/wire's Decoder (Avro,
-// Protobuf) another. Decode is called from one goroutine (the stage).
+// Protobuf) another, both safe for concurrent use. The trap: Decode is
+// called concurrently, from the fetching goroutine of each partition (so
+// that decoding runs in parallel rather than in the feature stage's one
+// goroutine), and must be safe for concurrent use, as
+// LabelDecoder.DecodeLabel.
 type EventDecoder interface {
 	Decode(value []byte, ev *features.Event) error
 }
@@ -33,7 +37,9 @@ type Preparer interface {
 }
 
 // WithEventDecoder sets the decoder of the transactions topic. Default: a
-// features.Decoder (JSON) with WithDecoderOptions. The trap: d applies its
+// features.Decoder (JSON) with WithDecoderOptions. d must be safe for
+// concurrent use (each partition's fetcher decodes its messages). The
+// trap: d applies its
 // own checks (skew, PAN key, field bounds): build it with the same
 // features.Decoder options, since WithDecoderOptions does not reach it
 // (they still govern the dead letters' key and digest). If d is a

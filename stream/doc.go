@@ -23,8 +23,9 @@
 // in-memory broker with eager generations and fenced commits, without
 // Kafka.
 //
-// The feature stage (stage.go) is one goroutine. It decodes every message
-// and, through an event-time aligner (internal/align), applies the events of
+// The feature stage (stage.go) is one goroutine. It takes every message
+// decoded by its partition's fetching goroutine (decoding runs in
+// parallel, one goroutine per partition) and, through an event-time aligner (internal/align), applies the events of
 // all the partitions it reads in event-time order, ties by tx_id — the
 // order `streamscore score` uses — so that state shared across partitions
 // (terminals) is exactly what a replay builds, on a backlog as live; a
@@ -36,7 +37,7 @@
 // of its partition (partition p is scored by worker p mod W) and hands
 // batches over when they close.
 //
-// The stage decodes each message strictly, with the JSON decoder or the
+// Each message is decoded strictly, with the JSON decoder or the
 // one given to WithEventDecoder (WithLabelDecoder for labels; Avro and
 // Protobuf from features/wire); a decoder that is a Preparer (a schema to
 // fetch) prepares each message in its partition's fetcher, which a schema

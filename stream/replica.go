@@ -300,7 +300,7 @@ func (p *Pipeline) pumpReplica(ctx context.Context, pr PartitionReader, r replic
 		m := kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
 			Time: rec.Time, HighWaterMark: rec.HighWater}
 		select {
-		case st.in <- fetched{m: m, epoch: epoch, replica: true}:
+		case st.in <- fetched{pd: st.decode(m), epoch: epoch, replica: true}:
 		case <-ctx.Done():
 			return from, ctx.Err()
 		}
