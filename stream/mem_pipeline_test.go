@@ -505,13 +505,16 @@ func TestMemPipelineBurstAfterIdle(t *testing.T) {
 			b := stream.NewMemBroker(map[string]int{txTopic: parts})
 			events, msgs, _, _ := history(t, 44, 3000)
 			sink := &memSink{}
+			// A woken partition gets another idle wait to deliver its
+			// backlog: 500 ms, so that a loaded machine's scheduling does
+			// not pass it (the documented bound, not the rule). Two members
+			// share checkpoints: the second may join after the first has
+			// scored events of the partitions it takes over.
+			opts := []stream.Option{stream.WithMaxBatch(64), stream.WithAlignIdleWait(500 * time.Millisecond),
+				stream.WithCheckpoints(stream.NewMemoryCheckpoints()), stream.WithStateInterval(time.Second)}
 			var rs []*running
 			for range members {
-				// A woken partition gets another idle wait to deliver its
-				// backlog: 500 ms, so that a loaded machine's scheduling
-				// does not pass it (the documented bound, not the rule).
-				rs = append(rs, runPipeline(t, memMember(t, b, "mem-burst", sink, stream.WithMaxBatch(64),
-					stream.WithAlignIdleWait(500*time.Millisecond))))
+				rs = append(rs, runPipeline(t, memMember(t, b, "mem-burst", sink, opts...)))
 			}
 			n1 := len(msgs) / 2
 			ends := appendAll(t, b, parts, msgs[:n1])

@@ -752,6 +752,15 @@ func (s *stage) add(f fetched) {
 		}
 		s.credit(m.Partition) // before recycle: m is pd's
 		s.recycle(pd)
+	case pd.reason != "" && pd.needLocal && ps.aligned && ps.waiting():
+		// A dead letter behind events of its partition still waiting in
+		// the aligner waits behind them (at the partition's watermark,
+		// keyed after every tx_id): recorded before them, a revoke that
+		// drops them would leave the committed offset below it, and the
+		// next owner would dead-letter it again.
+		wm, _ := s.al.Watermark(m.Partition)
+		s.fetchedTrails(pd, ps, false)
+		s.al.Push(m.Partition, wm, deadLetterKey, pd, m.HighWaterMark > 0 && m.Offset == m.HighWaterMark-1)
 	case pd.reason != "" || !ps.aligned || (!pd.needShared && !ps.waiting()):
 		// A dead letter changes no state; an event whose shared half is
 		// applied already (read as a replica before this member claimed
@@ -766,6 +775,10 @@ func (s *stage) add(f fetched) {
 		s.al.Push(m.Partition, pd.ev.TS.UnixNano(), pd.ev.TxID, pd, m.HighWaterMark > 0 && m.Offset == m.HighWaterMark-1)
 	}
 }
+
+// deadLetterKey is the aligner key of a dead letter: above every tx_id (a
+// tx_id is valid UTF-8, whose bytes never reach 0xff).
+const deadLetterKey = "\xff"
 
 // fetchedTrails records pd's offset in the trails of the halves it still
 // needs, applied already (done) or waiting.

@@ -700,6 +700,17 @@ func (a *Aligner[T]) Deadline() (time.Time, bool) {
 	return a.t0.Add(time.Duration(at)), true
 }
 
+// Watermark returns p's watermark: the largest ts it has delivered (ok
+// false for an unknown partition, math.MinInt64 before its first item). An
+// item pushed at it with a key above every real key is released after
+// every item of p already pushed.
+func (a *Aligner[T]) Watermark(p int) (int64, bool) {
+	if p < 0 || p >= len(a.parts) || a.parts[p] == nil {
+		return 0, false
+	}
+	return a.parts[p].wm, true
+}
+
 // Full reports whether the caller should stop reading p: p has
 // MaxPerPartition items or more buffered and does not hold the head back.
 // Unknown partitions are not full.
