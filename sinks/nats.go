@@ -33,6 +33,7 @@ type NATS struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream // nil when no subject is captured by a stream
 	stream [numKinds]string    // stream capturing the kind's subject, "" = core
+	batch  [numKinds]NATSBatch // how the kind's JetStream messages are acked
 	window chan struct{}       // JetStream in-flight slots shared by all callers
 	m      *natsMetrics
 	closed atomic.Bool
@@ -43,6 +44,7 @@ type NATSOption func(*natsConfig) error
 
 type natsConfig struct {
 	mode          NATSMode
+	batch         NATSBatch
 	name          string
 	route         route
 	reg           prometheus.Registerer
@@ -273,6 +275,23 @@ func NewNATS(nc *nats.Conn, opts ...NATSOption) (*NATS, error) {
 			n.js = js
 		}
 	}
+	allows := map[string]bool{}
+	for k := range numKinds {
+		st := n.stream[k]
+		if st == "" || cfg.batch == NATSBatchNone {
+			continue
+		}
+		ok, seen := allows[st]
+		if !seen {
+			if ok, err = streamAllows(js, st, cfg.batch, &cfg); err != nil {
+				return nil, err
+			}
+			allows[st] = ok
+		}
+		if ok {
+			n.batch[k] = cfg.batch
+		}
+	}
 	return n, nil
 }
 
@@ -346,6 +365,9 @@ func (n *NATS) WriteBatch(ctx context.Context, msgs []Message) error {
 				be.add(i, fmt.Errorf("flush: %w", err))
 			}
 		}
+	}
+	if len(js) > 0 && n.cfg.batch != NATSBatchNone {
+		js = n.publishBatches(ctx, msgs, js)
 	}
 	if len(js) > 0 {
 		n.publishJetStream(ctx, msgs, js, be)
@@ -498,7 +520,7 @@ func (n *NATS) Close() error {
 }
 
 type natsMetrics struct {
-	ackErrors, republishes, duplicates prometheus.Counter
+	ackErrors, republishes, duplicates, batchFallbacks prometheus.Counter
 }
 
 func newNATSMetrics(reg prometheus.Registerer, name string) (*natsMetrics, error) {
@@ -519,8 +541,16 @@ func newNATSMetrics(reg prometheus.Registerer, name string) (*natsMetrics, error
 			ConstLabels: l,
 			Help:        "PubAcks flagged duplicate: replays the stream dropped by Nats-Msg-Id.",
 		}),
+		batchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "streamscore_sinks_nats_batch_fallbacks_total",
+			ConstLabels: l,
+			Help:        "JetStream batches (fast or atomic) that failed and were republished message by message.",
+		}),
 	}
 	var err error
+	if m.batchFallbacks, err = register(reg, m.batchFallbacks); err != nil {
+		return nil, err
+	}
 	if m.ackErrors, err = register(reg, m.ackErrors); err != nil {
 		return nil, err
 	}

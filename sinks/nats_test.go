@@ -122,16 +122,25 @@ func coreTarget(t *testing.T) sinktest.Target {
 
 // jetStreamTarget: a stream capturing every output subject, read back with
 // an ordered consumer.
-func jetStreamTarget(t *testing.T) sinktest.Target {
+func jetStreamTarget(t *testing.T) sinktest.Target { return jetStreamBatchTarget(t, sinks.NATSBatchNone) }
+
+// jetStreamBatchTarget is jetStreamTarget with a stream that allows batch
+// publishing and a sink that uses batch mode b.
+func jetStreamBatchTarget(t *testing.T, b sinks.NATSBatch) sinktest.Target {
 	ns := startNATS(t, true, 0, "")
-	_, stream := createStream(t, connect(t, ns))
-	sink, err := sinks.NewNATS(connect(t, ns), natsOptions()...)
+	_, stream := createStreamWith(t, connect(t, ns), func(c *jetstream.StreamConfig) {
+		c.AllowAtomicPublish, c.AllowBatchPublish = true, true
+	})
+	sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSBatch(b))...)
 	if err != nil {
 		t.Fatalf("NewNATS: %v", err)
 	}
 	for k := range natsSubjects {
 		if st := sink.Stream(k); st != "OUT" {
 			t.Fatalf("kind %s: stream %q, want OUT", k, st)
+		}
+		if got := sink.Batch(k); got != b {
+			t.Fatalf("kind %s: batch %v, want %v", k, got, b)
 		}
 	}
 	var got []sinktest.Received
@@ -187,15 +196,26 @@ func createStreamB(t testing.TB, nc *nats.Conn) {
 
 func createStream(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
+	return createStreamWith(t, nc, nil)
+}
+
+// createStreamWith creates stream OUT (file storage, 1 min duplicate
+// window), its configuration changed by edit when not nil.
+func createStreamWith(t *testing.T, nc *nats.Conn, edit func(*jetstream.StreamConfig)) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.CreateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name: "OUT", Subjects: []string{"out.>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	s, err := js.CreateStream(ctx, cfg)
 	if err != nil {
 		t.Fatalf("create stream: %v", err)
 	}
@@ -204,6 +224,12 @@ func createStream(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.S
 
 func TestNATSCoreConformance(t *testing.T)      { sinktest.Run(t, coreTarget) }
 func TestNATSJetStreamConformance(t *testing.T) { sinktest.Run(t, jetStreamTarget) }
+func TestNATSFastBatchConformance(t *testing.T) {
+	sinktest.Run(t, func(t *testing.T) sinktest.Target { return jetStreamBatchTarget(t, sinks.NATSBatchFast) })
+}
+func TestNATSAtomicBatchConformance(t *testing.T) {
+	sinktest.Run(t, func(t *testing.T) sinktest.Target { return jetStreamBatchTarget(t, sinks.NATSBatchAtomic) })
+}
 
 func streamMsgs(t *testing.T, s jetstream.Stream) uint64 {
 	t.Helper()
@@ -416,5 +442,108 @@ func TestNATSClosedConnection(t *testing.T) {
 	var be *sinks.BatchError
 	if !errors.As(err, &be) || be.Failed(0) == nil || !errors.Is(err, nats.ErrConnectionClosed) || sinks.IsRetryable(err) {
 		t.Errorf("got %v (retryable %v), want a non-retryable BatchError for index 0", err, sinks.IsRetryable(err))
+	}
+}
+
+// TestNATSBatchPublish: with a stream that allows it, a WriteBatch goes out
+// as batches (no fallback), every message stored once; the same batch again
+// (a replay) stores nothing new and still succeeds; a stream that does not
+// allow the mode gets one PubAck per message.
+func TestNATSBatchPublish(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode sinks.NATSBatch
+	}{
+		{"fast", sinks.NATSBatchFast},
+		{"atomic", sinks.NATSBatchAtomic},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := startNATS(t, true, 0, "")
+			_, stream := createStreamWith(t, connect(t, ns), func(c *jetstream.StreamConfig) {
+				c.AllowAtomicPublish, c.AllowBatchPublish = true, true
+			})
+			reg := prometheus.NewPedanticRegistry()
+			sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSBatch(tc.mode), sinks.WithNATSRegisterer(reg),
+				sinks.WithNATSAckTimeout(time.Second))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			if got := sink.Batch(sinks.KindScore); got != tc.mode {
+				t.Fatalf("Batch(score) = %v, want %v", got, tc.mode)
+			}
+			routed := map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true}
+			msgs, want := sinktest.Batch("b", 2600, routed) // 1300 routed: two atomic batches
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := sink.WriteBatch(ctx, msgs); err != nil {
+				t.Fatalf("WriteBatch: %v", err)
+			}
+			if got := streamMsgs(t, stream); got != uint64(want) {
+				t.Fatalf("stream holds %d messages, want %d", got, want)
+			}
+			fb := map[string]string{"sink": "nats"}
+			if got := metricValue(t, reg, "streamscore_sinks_nats_batch_fallbacks_total", fb); got != 0 {
+				t.Fatalf("batch_fallbacks_total = %v after a first write, want 0", got)
+			}
+			if err := sink.WriteBatch(ctx, msgs); err != nil {
+				t.Fatalf("WriteBatch (replay): %v", err)
+			}
+			if got := streamMsgs(t, stream); got != uint64(want) {
+				t.Errorf("stream holds %d messages after a replay, want %d (each ID once)", got, want)
+			}
+			// Half replayed, half new: every new one stored once.
+			more, _ := sinktest.Batch("c", 400, routed)
+			mixed := append(msgs[:400:400], more...)
+			if err := sink.WriteBatch(ctx, mixed); err != nil {
+				t.Fatalf("WriteBatch (mixed): %v", err)
+			}
+			if got := streamMsgs(t, stream); got != uint64(want+200) {
+				t.Errorf("stream holds %d messages after a mixed replay, want %d", got, want+200)
+			}
+			t.Logf("fallbacks: %v", metricValue(t, reg, "streamscore_sinks_nats_batch_fallbacks_total", fb))
+			lint(t, reg)
+		})
+	}
+	t.Run("not-allowed", func(t *testing.T) {
+		ns := startNATS(t, true, 0, "")
+		_, stream := createStream(t, connect(t, ns))
+		sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSBatch(sinks.NATSBatchFast))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		if got := sink.Batch(sinks.KindScore); got != sinks.NATSBatchNone {
+			t.Fatalf("Batch(score) = %v on a stream without allow_batched, want none", got)
+		}
+		msgs, want := sinktest.Batch("n", 100, map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true})
+		if err := sink.WriteBatch(context.Background(), msgs); err != nil {
+			t.Fatal(err)
+		}
+		if got := streamMsgs(t, stream); got != uint64(want) {
+			t.Errorf("stream holds %d, want %d", got, want)
+		}
+	})
+}
+
+func TestParseNATSBatch(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want sinks.NATSBatch
+		err  bool
+	}{
+		{"none", sinks.NATSBatchNone, false},
+		{"fast", sinks.NATSBatchFast, false},
+		{"atomic", sinks.NATSBatchAtomic, false},
+		{"Fast", 0, true},
+		{"", 0, true},
+	} {
+		got, err := sinks.ParseNATSBatch(tc.in)
+		if (err != nil) != tc.err || (err == nil && got != tc.want) {
+			t.Errorf("ParseNATSBatch(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+		if err == nil && got.String() != tc.in {
+			t.Errorf("%v.String() = %q, want %q", got, got.String(), tc.in)
+		}
 	}
 }
