@@ -122,7 +122,9 @@ func coreTarget(t *testing.T) sinktest.Target {
 
 // jetStreamTarget: a stream capturing every output subject, read back with
 // an ordered consumer.
-func jetStreamTarget(t *testing.T) sinktest.Target { return jetStreamBatchTarget(t, sinks.NATSBatchNone) }
+func jetStreamTarget(t *testing.T) sinktest.Target {
+	return jetStreamBatchTarget(t, sinks.NATSBatchNone)
+}
 
 // jetStreamBatchTarget is jetStreamTarget with a stream that allows batch
 // publishing and a sink that uses batch mode b.
