@@ -191,6 +191,9 @@ func BenchmarkFloor(b *testing.B) {
 		run  func(*testing.B)
 	}{
 		{"floor", func(b *testing.B) { runFloor(b, w, total, nil) }},
+		// The I/O variants: the floor with one sink option changed.
+		{"floor-nats=fast", func(b *testing.B) { runFloorIO(b, w, total, floorIO{natsBatch: sinks.NATSBatchFast}) }},
+		{"floor-nats=atomic", func(b *testing.B) { runFloorIO(b, w, total, floorIO{natsBatch: sinks.NATSBatchAtomic}) }},
 		{"floor-discard", func(b *testing.B) { runFloor(b, w, total, discard{}) }},
 		{"streamscore-discard", func(b *testing.B) { runPipeline(b, w, total, discard{}) }},
 		{"streamscore", func(b *testing.B) { runPipelineCounted(b, w, total, nil, &counts) }},
@@ -257,7 +260,7 @@ func checkShape(b *testing.B, c *kindCounts) {
 
 // floorSinks returns the fan-out of the engine's sinks with the engine's
 // settings, or of sink alone when it is not nil, and its closer.
-func floorSinks(b *testing.B, w *world, sink sinks.Sink) (*sinks.Fanout, func()) {
+func floorSinks(b *testing.B, w *world, sink sinks.Sink, io floorIO) (*sinks.Fanout, func()) {
 	if sink != nil {
 		fan := sinks.NewFanout([]sinks.Sink{sink})
 		return fan, func() { fan.Close() }
@@ -266,14 +269,16 @@ func floorSinks(b *testing.B, w *world, sink sinks.Sink) (*sinks.Fanout, func())
 	if err != nil {
 		b.Fatal(err)
 	}
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"),
+		sinks.WithNATSBatch(io.natsBatch))
 	if err != nil {
 		nc.Close()
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
+	kopts := []sinks.KafkaOption{sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
 		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
-		sinks.WithKafkaBatch(256, time.Millisecond))
+		sinks.WithKafkaBatch(256, time.Millisecond)}
+	ks, err := sinks.NewKafka(w.brokers, append(kopts, io.kafka...)...)
 	if err != nil {
 		ns.Close()
 		nc.Close()
@@ -301,12 +306,25 @@ func runFloor(b *testing.B, w *world, total int64, sink sinks.Sink) {
 	runFloorOn(b, w, floorRun{topic: "transactions", start: kafka.FirstOffset, total: total, sink: sink})
 }
 
+// floorIO is a sink setting of the floor's I/O variants (the zero value:
+// the engine's defaults).
+type floorIO struct {
+	natsBatch sinks.NATSBatch
+	kafka     []sinks.KafkaOption // after the floor's own
+}
+
+// runFloorIO is runFloor with the engine's sinks set by io.
+func runFloorIO(b *testing.B, w *world, total int64, io floorIO) {
+	runFloorOn(b, w, floorRun{topic: "transactions", start: kafka.FirstOffset, total: total, io: io})
+}
+
 // floorRun is what runFloorOn reads and how.
 type floorRun struct {
 	topic string
 	start int64 // where the fresh group starts: kafka.FirstOffset or LastOffset
 	total int64 // events to move before it returns
 	sink  sinks.Sink
+	io    floorIO // the sinks' settings when sink is nil
 	// ready, when set, is called once the group has its partitions (before
 	// anything is read); observe with each event's record time and the
 	// moment every sink acked it.
@@ -319,7 +337,7 @@ func runFloorOn(b *testing.B, w *world, fr floorRun) {
 	total := fr.total
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	fan, closeFan := floorSinks(b, w, fr.sink)
+	fan, closeFan := floorSinks(b, w, fr.sink, fr.io)
 	defer closeFan()
 	src, err := stream.NewKafkaSource(w.brokers, nextGroup("floor"), fr.topic, stream.WithSourceStartOffset(fr.start))
 	if err != nil {

@@ -70,7 +70,8 @@ func newWorld() (*world, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCORES", Subjects: []string{"streamscore.scores", "streamscore.alerts"},
-		Storage: jetstream.MemoryStorage, MaxBytes: 512 << 20, Discard: jetstream.DiscardOld}); err != nil {
+		Storage: jetstream.MemoryStorage, MaxBytes: 512 << 20, Discard: jetstream.DiscardOld,
+		AllowBatchPublish: true, AllowAtomicPublish: true}); err != nil { // for the floor's NATS batch variants
 		return nil, err
 	}
 	g, err := synth.New(synth.Config{Seed: 1, Cards: 10_000, Terminals: 2_000})

@@ -3,7 +3,11 @@ package sinks_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,13 +74,15 @@ func readAll(t *testing.T, addrs []string, topics map[sinks.Kind]string) <-chan 
 	return ch
 }
 
-func kafkaTarget(t *testing.T) sinktest.Target {
+func kafkaTarget(t *testing.T) sinktest.Target { return kafkaTargetWith(t) }
+
+func kafkaTargetWith(t *testing.T, opts ...sinks.KafkaOption) sinktest.Target {
 	c := startKafka(t, "scores", "alerts", "audit")
 	ch := readAll(t, c.ListenAddrs(), kafkaTopics)
-	sink, err := sinks.NewKafka(c.ListenAddrs(),
+	sink, err := sinks.NewKafka(c.ListenAddrs(), append([]sinks.KafkaOption{
 		sinks.WithKafkaTopic(sinks.KindScore, "scores"),
 		sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
-		sinks.WithKafkaTopic(sinks.KindAudit, "audit"))
+		sinks.WithKafkaTopic(sinks.KindAudit, "audit")}, opts...)...)
 	if err != nil {
 		t.Fatalf("NewKafka: %v", err)
 	}
@@ -107,6 +113,70 @@ func kafkaTarget(t *testing.T) sinktest.Target {
 }
 
 func TestKafkaConformance(t *testing.T) { sinktest.Run(t, kafkaTarget) }
+
+func TestKafkaWriterConformance(t *testing.T) {
+	sinktest.Run(t, func(t *testing.T) sinktest.Target {
+		return kafkaTargetWith(t, sinks.WithKafkaProducer(sinks.KafkaProducerWriter))
+	})
+}
+
+// The audit records compressed (each codec), the others not: every record
+// read back intact (kafka-go's reader decompresses).
+func TestKafkaKindCompressionConformance(t *testing.T) {
+	for _, codec := range []string{"lz4", "zstd", "snappy", "gzip"} {
+		t.Run(codec, func(t *testing.T) {
+			c, err := sinks.ParseKafkaCompression(codec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sinktest.Run(t, func(t *testing.T) sinktest.Target {
+				return kafkaTargetWith(t, sinks.WithKafkaKindCompression(sinks.KindAudit, c))
+			})
+		})
+	}
+}
+
+// TestKafkaProducersPartitionAlike: the direct producer puts every key in
+// the partition kafka-go's Writer puts it in (the same balancer), so
+// switching producers keeps each card's records in one partition.
+func TestKafkaProducersPartitionAlike(t *testing.T) {
+	c := startKafka(t, "scores")
+	ch := readAll(t, c.ListenAddrs(), map[sinks.Kind]string{sinks.KindScore: "scores"})
+	const n = 300
+	for _, tc := range []struct {
+		name string
+		p    sinks.KafkaProducer
+	}{{"writer", sinks.KafkaProducerWriter}, {"direct", sinks.KafkaProducerDirect}} {
+		sink, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaProducer(tc.p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs := make([]sinks.Message, n)
+		for i := range msgs {
+			msgs[i] = sinks.Message{Kind: sinks.KindScore, Key: fmt.Appendf(nil, "card-%d", i%50), Value: []byte(tc.name), ID: fmt.Sprintf("%s-%d", tc.name, i)}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = sink.WriteBatch(ctx, msgs)
+		cancel()
+		sink.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+	}
+	part := map[string]int{}
+	deadline := time.After(10 * time.Second)
+	for seen := 0; seen < 2*n; seen++ {
+		select {
+		case r := <-ch:
+			if p, ok := part[string(r.Key)]; ok && p != r.Partition {
+				t.Fatalf("key %s in partitions %d and %d (last by %s)", r.Key, p, r.Partition, r.Value)
+			}
+			part[string(r.Key)] = r.Partition
+		case <-deadline:
+			t.Fatalf("read %d of %d records", seen, 2*n)
+		}
+	}
+}
 
 func TestKafkaLatency(t *testing.T) {
 	c := startKafka(t, "scores")
@@ -170,6 +240,9 @@ func TestKafkaOptions(t *testing.T) {
 		{"bad retries", []string{"x:1"}, sinks.WithKafkaRetries(0, time.Second)},
 		{"nil balancer", []string{"x:1"}, sinks.WithKafkaBalancer(nil)},
 		{"bad batch bytes", []string{"x:1"}, sinks.WithKafkaBatchBytes(0)},
+		{"unknown producer", []string{"x:1"}, sinks.WithKafkaProducer(sinks.KafkaProducer(7))},
+		{"unknown codec", []string{"x:1"}, sinks.WithKafkaKindCompression(sinks.KindAudit, kafka.Compression(9))},
+		{"unknown kind", []string{"x:1"}, sinks.WithKafkaKindCompression(sinks.Kind(9), kafka.Lz4)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -177,5 +250,89 @@ func TestKafkaOptions(t *testing.T) {
 				t.Error("got nil error")
 			}
 		})
+	}
+	t.Run("kind compression with the writer", func(t *testing.T) {
+		_, err := sinks.NewKafka([]string{"x:1"}, sinks.WithKafkaProducer(sinks.KafkaProducerWriter),
+			sinks.WithKafkaKindCompression(sinks.KindAudit, kafka.Zstd))
+		if err == nil || !strings.Contains(err.Error(), "direct producer") {
+			t.Errorf("got %v, want an error naming the direct producer", err)
+		}
+	})
+	for _, tc := range []struct {
+		in   string
+		want kafka.Compression
+		err  bool
+	}{
+		{"none", 0, false}, {"lz4", kafka.Lz4, false}, {"zstd", kafka.Zstd, false}, {"LZ4", 0, true}, {"", 0, true},
+	} {
+		got, err := sinks.ParseKafkaCompression(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ParseKafkaCompression(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// countingConn counts the bytes written to the broker.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestKafkaKindCompressionBytes: audit records compressed with lz4 or zstd
+// put a fraction of their bytes on the wire; the other kinds are untouched.
+func TestKafkaKindCompressionBytes(t *testing.T) {
+	c := startKafka(t, "audit")
+	value := []byte(strings.Repeat(`{"feature":"card_amount_sum_1h","value":12.5},`, 40)) // ~1.9 KB, repetitive like an audit record
+	wire := func(t *testing.T, opts ...sinks.KafkaOption) int64 {
+		var n atomic.Int64
+		d := &net.Dialer{}
+		tr := &kafka.Transport{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{conn, &n}, nil
+		}}
+		defer tr.CloseIdleConnections()
+		sink, err := sinks.NewKafka(c.ListenAddrs(), append([]sinks.KafkaOption{sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTransport(tr)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		msgs := make([]sinks.Message, 500)
+		for i := range msgs {
+			msgs[i] = sinks.Message{Kind: sinks.KindAudit, Key: fmt.Appendf(nil, "c-%d", i), Value: value, ID: fmt.Sprint(i)}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := sink.WriteBatch(ctx, msgs[:1]); err != nil { // metadata and connections
+			t.Fatal(err)
+		}
+		before := n.Load()
+		if err := sink.WriteBatch(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+		return n.Load() - before
+	}
+	plain := wire(t)
+	if plain < 500*int64(len(value)) {
+		t.Fatalf("uncompressed write put %d bytes on the wire, want at least %d", plain, 500*len(value))
+	}
+	for _, codec := range []kafka.Compression{kafka.Lz4, kafka.Zstd} {
+		got := wire(t, sinks.WithKafkaKindCompression(sinks.KindAudit, codec))
+		t.Logf("%s: %d bytes on the wire, uncompressed %d (%.3f)", codec, got, plain, float64(got)/float64(plain))
+		if got > plain/4 {
+			t.Errorf("%s: %d bytes on the wire, uncompressed %d: not compressed", codec, got, plain)
+		}
+		// Compressing another kind leaves the audit records alone.
+		if other := wire(t, sinks.WithKafkaKindCompression(sinks.KindScore, codec)); other < plain*9/10 {
+			t.Errorf("%s on scores: audit write put %d bytes on the wire, uncompressed %d", codec, other, plain)
+		}
 	}
 }
