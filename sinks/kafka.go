@@ -26,8 +26,8 @@ import (
 // duplicates by the streamscore-id header (or by tx_id in the value).
 type Kafka struct {
 	cfg    kafkaConfig
-	w      *kafka.Writer // KafkaProducerWriter
-	prod   *producer     // KafkaProducerDirect
+	w      *kafka.Writer    // KafkaProducerWriter
+	prod   *producer        // KafkaProducerDirect
 	own    *kafka.Transport // the transport NewKafka made (none given), closed with the sink
 	closed atomic.Bool
 }
@@ -327,7 +327,7 @@ func (k *Kafka) Close() error {
 // kafkaCollector turns the Writer's statistics (which reset on every read)
 // into cumulative counters.
 type kafkaCollector struct {
-	stats                                    func() [5]int64 // since the last call
+	stats func() [5]int64 // since the last call
 
 	writes, messages, bytes, errors, retries *prometheus.Desc
 
