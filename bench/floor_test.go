@@ -191,12 +191,9 @@ func BenchmarkFloor(b *testing.B) {
 		run  func(*testing.B)
 	}{
 		{"floor", func(b *testing.B) { runFloor(b, w, total, nil) }},
-		// The I/O variants: the floor with one sink option changed.
-		{"floor-nats=fast", func(b *testing.B) { runFloorIO(b, w, total, floorIO{natsBatch: sinks.NATSBatchFast}) }},
-		{"floor-nats=atomic", func(b *testing.B) { runFloorIO(b, w, total, floorIO{natsBatch: sinks.NATSBatchAtomic}) }},
 		{"floor-discard", func(b *testing.B) { runFloor(b, w, total, discard{}) }},
 		{"streamscore-discard", func(b *testing.B) { runPipeline(b, w, total, discard{}) }},
-		{"streamscore", func(b *testing.B) { runPipelineCounted(b, w, total, nil, &counts) }},
+		{"streamscore", func(b *testing.B) { runPipelineCounted(b, w, total, nil, &counts, floorIO{}) }},
 	} {
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			var busy, cpu, scpu time.Duration
@@ -269,8 +266,8 @@ func floorSinks(b *testing.B, w *world, sink sinks.Sink, io floorIO) (*sinks.Fan
 	if err != nil {
 		b.Fatal(err)
 	}
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"),
-		sinks.WithNATSBatch(io.natsBatch))
+	ns, err := sinks.NewNATS(nc, append([]sinks.NATSOption{sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"),
+		sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts")}, io.nats...)...)
 	if err != nil {
 		nc.Close()
 		b.Fatal(err)
@@ -278,14 +275,28 @@ func floorSinks(b *testing.B, w *world, sink sinks.Sink, io floorIO) (*sinks.Fan
 	kopts := []sinks.KafkaOption{sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
 		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
 		sinks.WithKafkaBatch(256, time.Millisecond)}
+	var tr *kafka.Transport
+	if io.wire != nil {
+		tr = countingTransport(io.wire)
+		kopts = append(kopts, sinks.WithKafkaTransport(tr))
+	}
 	ks, err := sinks.NewKafka(w.brokers, append(kopts, io.kafka...)...)
 	if err != nil {
+		if tr != nil {
+			tr.CloseIdleConnections()
+		}
 		ns.Close()
 		nc.Close()
 		b.Fatal(err)
 	}
 	fan := sinks.NewFanout([]sinks.Sink{ns, ks})
-	return fan, func() { fan.Close(); nc.Close() }
+	return fan, func() {
+		fan.Close()
+		nc.Close()
+		if tr != nil {
+			tr.CloseIdleConnections()
+		}
+	}
 }
 
 // floorBatch is one batch of the floor: the records read, the messages
@@ -306,16 +317,13 @@ func runFloor(b *testing.B, w *world, total int64, sink sinks.Sink) {
 	runFloorOn(b, w, floorRun{topic: "transactions", start: kafka.FirstOffset, total: total, sink: sink})
 }
 
-// floorIO is a sink setting of the floor's I/O variants (the zero value:
-// the engine's defaults).
+// floorIO is the sink settings of an I/O variant (BenchmarkFloorIO); the
+// zero value is the engine's defaults.
 type floorIO struct {
-	natsBatch sinks.NATSBatch
-	kafka     []sinks.KafkaOption // after the floor's own
-}
-
-// runFloorIO is runFloor with the engine's sinks set by io.
-func runFloorIO(b *testing.B, w *world, total int64, io floorIO) {
-	runFloorOn(b, w, floorRun{topic: "transactions", start: kafka.FirstOffset, total: total, io: io})
+	nats  []sinks.NATSOption  // after the floor's own
+	kafka []sinks.KafkaOption // after the floor's own
+	// wire, when set, counts the bytes the Kafka sink writes to the broker.
+	wire *atomic.Int64
 }
 
 // floorRun is what runFloorOn reads and how.

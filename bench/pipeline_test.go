@@ -204,12 +204,12 @@ func (discard) WriteBatch(ctx context.Context, _ []sinks.Message) error { return
 func (discard) Close() error                                            { return nil }
 
 func runPipeline(b *testing.B, w *world, total int64, sink sinks.Sink) {
-	runPipelineCounted(b, w, total, sink, nil)
+	runPipelineCounted(b, w, total, sink, nil, floorIO{})
 }
 
 // runPipelineCounted is runPipeline with the messages handed to the sinks
 // counted per kind into counts (when not nil).
-func runPipelineCounted(b *testing.B, w *world, total int64, sink sinks.Sink, counts *kindCounts) {
+func runPipelineCounted(b *testing.B, w *world, total int64, sink sinks.Sink, counts *kindCounts, io floorIO) {
 	ms, err := models.Shipped()
 	if err != nil {
 		b.Fatal(err)
@@ -219,13 +219,14 @@ func runPipelineCounted(b *testing.B, w *world, total int64, sink sinks.Sink, co
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, append([]sinks.NATSOption{sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"),
+		sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts")}, io.nats...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
+	ks, err := sinks.NewKafka(w.brokers, append([]sinks.KafkaOption{sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
 		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
-		sinks.WithKafkaBatch(256, time.Millisecond))
+		sinks.WithKafkaBatch(256, time.Millisecond)}, io.kafka...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

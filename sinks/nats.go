@@ -58,6 +58,7 @@ type natsConfig struct {
 func defaultNATSConfig() natsConfig {
 	return natsConfig{
 		name:          "nats",
+		batch:         NATSBatchFast,
 		maxInFlight:   1024,
 		ackTimeout:    5 * time.Second,
 		lookupTimeout: 5 * time.Second,

@@ -16,12 +16,13 @@ type NATSBatch int
 
 const (
 	// NATSBatchNone: async publish, one PubAck per message, a sliding window
-	// of WithNATSMaxInFlight publishes awaiting theirs (default).
+	// of WithNATSMaxInFlight publishes awaiting theirs.
 	NATSBatchNone NATSBatch = iota
 	// NATSBatchFast: nats-server's fast batch publish (2.14+, stream option
 	// allow_batched): messages are stored as they arrive, the server sends a
 	// flow acknowledgement every 100 and one PubAck at the commit, which
-	// says every message of the batch up to it is stored (gaps fail the batch).
+	// says every message of the batch up to it is stored (gaps fail the
+	// batch). The default.
 	NATSBatchFast
 	// NATSBatchAtomic: nats-server's atomic batch publish (2.12+, stream
 	// option allow_atomic): the batch is staged and stored all or nothing
@@ -60,8 +61,8 @@ func (b NATSBatch) String() string {
 const maxAtomicBatch = 1000
 
 // WithNATSBatch sets how the JetStream messages of one WriteBatch are
-// acknowledged (default NATSBatchNone: one PubAck per message). With
-// NATSBatchFast or NATSBatchAtomic, the messages of one WriteBatch bound
+// acknowledged (default NATSBatchFast). With NATSBatchFast or
+// NATSBatchAtomic, the messages of one WriteBatch bound
 // for one stream go out as one batch with one acknowledgement, when the
 // stream allows it (NewNATS reads the stream's configuration once: allow_batched
 // for fast, allow_atomic for atomic; Batch tells what each kind got); a stream

@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/streamscore/streamscore/sinks"
+)
+
+// countingTransport is a kafka-go transport counting the bytes written to
+// the brokers into n.
+func countingTransport(n *atomic.Int64) *kafka.Transport {
+	d := &net.Dialer{}
+	return &kafka.Transport{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{c, n}, nil
+	}}
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// before is the sinks' settings before issue 13's I/O work: a PubAck per
+// JetStream message, kafka-go's Writer.
+var before = floorIO{
+	nats:  []sinks.NATSOption{sinks.WithNATSBatch(sinks.NATSBatchNone)},
+	kafka: []sinks.KafkaOption{sinks.WithKafkaProducer(sinks.KafkaProducerWriter)},
+}
+
+// BenchmarkFloorIO measures the sink settings on the floor of
+// BenchmarkFloor (same servers' process, same reads, same records), each
+// against impl=floor-before — the settings before issue 13's I/O work (a
+// PubAck per JetStream message, kafka-go's Writer) — measured in the same
+// run:
+//
+//   - floor-before, floor (today's defaults: JetStream fast batches, the
+//     direct Kafka producer);
+//   - one setting changed from the defaults: nats=none, nats=atomic,
+//     kafka=writer, audit=lz4, audit=zstd;
+//   - the engine with both sinks, with the previous and today's settings
+//     (streamscore-before, streamscore).
+//
+// Each reports events/s, cpu-µs/event (this process), servers-cpu-µs/event,
+// kafka-wire-B/event (bytes written to the broker; floor variants only) and
+// its ratios to floor-before (x-before-cpu, x-before-rate); streamscore to
+// streamscore-before.
+//
+//	go test -run '^$' -bench BenchmarkFloorIO -benchtime 3x ./bench/
+func BenchmarkFloorIO(b *testing.B) {
+	w := getRemoteWorld(b)
+	total := w.total(b)
+	variants := []struct {
+		name   string
+		io     floorIO
+		engine bool
+		ref    string
+	}{
+		{"floor-before", before, false, ""},
+		{"floor", floorIO{}, false, "floor-before"},
+		{"floor-nats=none", floorIO{nats: []sinks.NATSOption{sinks.WithNATSBatch(sinks.NATSBatchNone)}}, false, "floor-before"},
+		{"floor-nats=atomic", floorIO{nats: []sinks.NATSOption{sinks.WithNATSBatch(sinks.NATSBatchAtomic)}}, false, "floor-before"},
+		{"floor-kafka=writer", floorIO{kafka: []sinks.KafkaOption{sinks.WithKafkaProducer(sinks.KafkaProducerWriter)}}, false, "floor-before"},
+		{"floor-audit=lz4", floorIO{kafka: []sinks.KafkaOption{sinks.WithKafkaKindCompression(sinks.KindAudit, kafka.Lz4)}}, false, "floor-before"},
+		{"floor-audit=zstd", floorIO{kafka: []sinks.KafkaOption{sinks.WithKafkaKindCompression(sinks.KindAudit, kafka.Zstd)}}, false, "floor-before"},
+		{"streamscore-before", before, true, ""},
+		{"streamscore", floorIO{}, true, "streamscore-before"},
+	}
+	type fig struct{ cpu, rate float64 }
+	figs := map[string]fig{}
+	for _, v := range variants {
+		b.Run("impl="+v.name, func(b *testing.B) {
+			var busy, cpu, scpu time.Duration
+			var wire atomic.Int64
+			io := v.io
+			if !v.engine {
+				io.wire = &wire
+			}
+			var n int
+			for b.Loop() {
+				n++
+				c0, s0, start := cpuTime(), procCPU(w.pid), time.Now()
+				if v.engine {
+					runPipelineCounted(b, w, total, nil, nil, io)
+				} else {
+					runFloorOn(b, w, floorRun{topic: "transactions", start: kafka.FirstOffset, total: total, io: io})
+				}
+				busy += time.Since(start)
+				cpu += cpuTime() - c0
+				scpu += procCPU(w.pid) - s0
+			}
+			events := float64(total) * float64(n)
+			f := fig{cpu: float64(cpu.Microseconds()) / events, rate: events / busy.Seconds()}
+			figs[v.name] = f
+			b.ReportMetric(f.rate, "events/s")
+			b.ReportMetric(f.cpu, "cpu-µs/event")
+			b.ReportMetric(float64(scpu.Microseconds())/events, "servers-cpu-µs/event")
+			if !v.engine {
+				b.ReportMetric(float64(wire.Load())/events, "kafka-wire-B/event")
+			}
+			if ref, ok := figs[v.ref]; ok && ref.cpu > 0 {
+				b.ReportMetric(f.cpu/ref.cpu, "x-before-cpu")
+				b.ReportMetric(f.rate/ref.rate, "x-before-rate")
+			}
+		})
+	}
+}
