@@ -31,6 +31,8 @@ import (
 // same for both: from the record's Kafka timestamp to the moment every sink
 // acknowledged its records (the engine's WithLatencyObserver; the floor's
 // senders). Rates: STREAMSCORE_FLOOR_RATES, default 1000,5000,20000.
+// impl=floor-before is the floor with the sink settings before issue 13's
+// I/O work (a PubAck per JetStream message, kafka-go's Writer).
 //
 //	go test -run '^$' -bench BenchmarkFloorLatency -benchtime 1x ./bench/
 func BenchmarkFloorLatency(b *testing.B) {
@@ -60,16 +62,21 @@ func BenchmarkFloorLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, rate := range rates {
-		for _, impl := range []string{"floor", "streamscore"} {
+		for _, impl := range []string{"floor", "floor-before", "streamscore"} {
 			b.Run(fmt.Sprintf("rate=%d/impl=%s", rate, impl), func(b *testing.B) {
 				var lat latencies
 				var produced time.Duration
 				var n int64
 				for b.Loop() {
 					pr := newPacer(b, w, g, rate, d)
-					if impl == "floor" {
-						runFloorOn(b, w, floorRun{topic: "live", start: kafka.LastOffset, total: pr.total, ready: pr.start, observe: lat.since(&pr.t0)})
-					} else {
+					switch impl {
+					case "floor", "floor-before":
+						fr := floorRun{topic: "live", start: kafka.LastOffset, total: pr.total, ready: pr.start, observe: lat.since(&pr.t0)}
+						if impl == "floor-before" {
+							fr.io = before // the sink settings before issue 13's I/O work
+						}
+						runFloorOn(b, w, fr)
+					default:
 						runEngineLive(b, w, pr, lat.since(&pr.t0))
 					}
 					produced += pr.wait(b)

@@ -224,9 +224,15 @@ func runPipelineCounted(b *testing.B, w *world, total int64, sink sinks.Sink, co
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, append([]sinks.KafkaOption{sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
+	kopts := append([]sinks.KafkaOption{sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
 		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
-		sinks.WithKafkaBatch(256, time.Millisecond)}, io.kafka...)...)
+		sinks.WithKafkaBatch(256, time.Millisecond)}, io.kafka...)
+	if io.wire != nil {
+		tr := countingTransport(io.wire)
+		defer tr.CloseIdleConnections()
+		kopts = append(kopts, sinks.WithKafkaTransport(tr))
+	}
+	ks, err := sinks.NewKafka(w.brokers, kopts...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -182,7 +182,7 @@ func (n *NATS) publishFast(ctx context.Context, msgs []Message, idx []int) error
 	if len(idx) == 1 {
 		return n.publishOne(ctx, &msgs[idx[0]])
 	}
-	fp, err := jetstreamext.NewFastPublisher(n.js, jetstreamext.FastPublishFlowControl{AckTimeout: n.cfg.ackTimeout})
+	fp, err := jetstreamext.NewFastPublisher(n.js, jetstreamext.FastPublishFlowControl{AckTimeout: n.cfg.ackTimeout, MaxOutstandingAcks: fastMaxOutstandingAcks})
 	if err != nil {
 		return fmt.Errorf("new fast publisher: %w", err)
 	}
@@ -248,3 +248,9 @@ func (n *NATS) jsMsg(m *Message) *nats.Msg {
 	}
 	return msg
 }
+
+// fastMaxOutstandingAcks is the flow acknowledgements (one per 100 messages
+// by default) a fast batch may await before it stalls: 10 lets a
+// micro-batch of up to 1,000 records go out without waiting mid-batch (the
+// library's default, 2, stalls every 200).
+const fastMaxOutstandingAcks = 10

@@ -335,30 +335,37 @@ func TestNATSMixedRouting(t *testing.T) {
 // (possible on a loaded machine) disturbs nothing: the run is repeated, up
 // to three times, and the test fails only if none was disturbed.
 func TestNATSJetStreamServerRestart(t *testing.T) {
-	for try := 1; ; try++ {
-		if natsServerRestart(t) {
-			return
-		}
-		if try == 3 {
-			t.Fatal("the restart did not disturb the batch in 3 runs: the test proves nothing")
-		}
-		t.Logf("run %d: the restart came after the whole batch was acked; again", try)
+	for _, mode := range []sinks.NATSBatch{sinks.NATSBatchNone, sinks.NATSBatchFast} {
+		t.Run("batch="+mode.String(), func(t *testing.T) {
+			for try := 1; ; try++ {
+				if natsServerRestart(t, mode) {
+					return
+				}
+				if try == 3 {
+					t.Fatal("the restart did not disturb the batch in 3 runs: the test proves nothing")
+				}
+				t.Logf("run %d: the restart came after the whole batch was acked; again", try)
+			}
+		})
 	}
 }
 
 // natsServerRestart runs TestNATSJetStreamServerRestart's scenario once and
 // reports whether the restart disturbed the batch.
-func natsServerRestart(t *testing.T) bool {
+func natsServerRestart(t *testing.T, mode sinks.NATSBatch) bool {
 	dir := t.TempDir()
 	ns := startNATS(t, true, 0, dir)
 	tcpPort := ns.Addr().(*net.TCPAddr).Port
-	_, stream := createStream(t, connect(t, ns))
+	_, stream := createStreamWith(t, connect(t, ns), func(c *jetstream.StreamConfig) { c.AllowBatchPublish = true })
 	nc := connect(t, ns, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1), nats.ReconnectJitter(0, 0))
 	reg := prometheus.NewPedanticRegistry()
 	sink, err := sinks.NewNATS(nc, natsOptions(sinks.WithNATSAckTimeout(time.Second),
-		sinks.WithNATSRetries(2, 20*time.Millisecond), sinks.WithNATSRegisterer(reg))...)
+		sinks.WithNATSRetries(2, 20*time.Millisecond), sinks.WithNATSRegisterer(reg), sinks.WithNATSBatch(mode))...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := sink.Batch(sinks.KindScore); got != mode {
+		t.Fatalf("Batch(score) = %v, want %v", got, mode)
 	}
 	f := sinks.NewFanout([]sinks.Sink{sink}, sinks.WithFanoutBackoff(20*time.Millisecond, 200*time.Millisecond),
 		sinks.WithFanoutRegisterer(reg))
@@ -395,9 +402,10 @@ func natsServerRestart(t *testing.T) bool {
 	ackErrs := metricValue(t, reg, "streamscore_sinks_nats_ack_errors_total", sink1)
 	republished := metricValue(t, reg, "streamscore_sinks_nats_republishes_total", sink1)
 	attempts := metricValue(t, reg, "streamscore_sinks_publish_seconds", sink1)
-	t.Logf("ack errors %v, republished %v, fanout attempts %v, duplicates %v", ackErrs, republished, attempts,
+	fallbacks := metricValue(t, reg, "streamscore_sinks_nats_batch_fallbacks_total", sink1)
+	t.Logf("ack errors %v, republished %v, batch fallbacks %v, fanout attempts %v, duplicates %v", ackErrs, republished, fallbacks, attempts,
 		metricValue(t, reg, "streamscore_sinks_nats_duplicates_total", sink1))
-	disturbed := ackErrs > 0 || attempts > 1
+	disturbed := ackErrs > 0 || attempts > 1 || fallbacks > 0
 	if acked := metricValue(t, reg, "streamscore_sinks_messages_total", map[string]string{"sink": "nats", "kind": "score"}); acked != float64(want/2) {
 		t.Errorf("messages_total{kind=score} = %v, want %d", acked, want/2)
 	}

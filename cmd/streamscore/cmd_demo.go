@@ -320,6 +320,7 @@ func demoStreams(ctx context.Context, url string) error {
 		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
 			Name: name, Subjects: []string{subj}, Storage: jetstream.MemoryStorage,
 			MaxBytes: 256 << 20, Discard: jetstream.DiscardOld, Duplicates: 2 * time.Minute,
+			AllowBatchPublish: true, // --nats-batch fast
 		}); err != nil {
 			return fmt.Errorf("create stream %s: %w", name, err)
 		}
