@@ -146,6 +146,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 		// One process: no checkpoints shared with other members.
 		CheckpointStore: "none",
 		memConfig:       defaultMemConfig(),
+		sinkIO:          defaultSinkIO(),
 	}
 	eng, err := buildEngine(&ecfg, reg, log, stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
 		if t := caughtUp.Load(); t != 0 && appended.UnixNano() >= t {

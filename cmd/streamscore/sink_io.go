@@ -19,16 +19,23 @@ type sinkIO struct {
 	AuditCompression string
 }
 
+// defaultSinkIO is the flags' defaults, for configurations built without
+// flags (demo).
+func defaultSinkIO() sinkIO {
+	return sinkIO{NATSBatch: "fast", KafkaProducer: "direct", AuditCompression: "none"}
+}
+
 func (c *sinkIO) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.NATSBatch, "nats-batch", "fast",
+	d := defaultSinkIO()
+	fs.StringVar(&c.NATSBatch, "nats-batch", d.NATSBatch,
 		"how JetStream acknowledges the records of one micro-batch: fast (one acknowledgement per batch and stream through nats-server's fast batch publish, "+
 			"for streams created with allow_batched, nats-server 2.14+; other streams get one per record), atomic (atomic batch publish, all or nothing, "+
 			"for streams with allow_atomic; slower here), or none (one acknowledgement per record). Every record keeps its Nats-Msg-Id; "+
 			"a batch that fails is republished record by record")
-	fs.StringVar(&c.KafkaProducer, "kafka-producer", "direct",
+	fs.StringVar(&c.KafkaProducer, "kafka-producer", d.KafkaProducer,
 		"how records are produced to Kafka: direct (one produce request per topic-partition of each micro-batch, records read in place) or writer "+
 			"(kafka-go's Writer, which copies every record into batches it allocates); both acks=all")
-	fs.StringVar(&c.AuditCompression, "audit-compression", "none",
+	fs.StringVar(&c.AuditCompression, "audit-compression", d.AuditCompression,
 		"compression of the audit topic's record batches: none, lz4, zstd, snappy or gzip (lz4 and zstd cut the audit bytes on the wire and on the brokers' "+
 			"disks several times for some producer CPU; consumers decompress). Needs --kafka-producer direct")
 }

@@ -17,7 +17,7 @@ func TestSinkIOFlags(t *testing.T) {
 		wantErr string
 		want    sinkIO
 	}{
-		{name: "defaults", want: sinkIO{NATSBatch: "fast", KafkaProducer: "direct", AuditCompression: "none"}},
+		{name: "defaults", want: defaultSinkIO()},
 		{name: "flags", args: []string{"--nats-batch", "atomic", "--kafka-producer", "writer"},
 			want: sinkIO{NATSBatch: "atomic", KafkaProducer: "writer", AuditCompression: "none"}},
 		{name: "env", env: map[string]string{"STREAMSCORE_AUDIT_COMPRESSION": "zstd", "STREAMSCORE_NATS_BATCH": "none"},
