@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,6 +119,78 @@ func BenchmarkFloorIO(b *testing.B) {
 				b.ReportMetric(f.cpu/ref.cpu, "x-ref-cpu")
 				b.ReportMetric(f.rate/ref.rate, "x-ref-rate")
 			}
+		})
+	}
+}
+
+// auditCapture is a sink that acks at once and keeps a copy of the first
+// audit records it sees.
+type auditCapture struct {
+	mu   sync.Mutex
+	max  int
+	recs [][]byte
+}
+
+func (*auditCapture) Name() string { return "audit-capture" }
+func (*auditCapture) Close() error { return nil }
+func (c *auditCapture) WriteBatch(ctx context.Context, msgs []sinks.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range msgs {
+		if msgs[i].Kind == sinks.KindAudit && len(c.recs) < c.max {
+			c.recs = append(c.recs, bytes.Clone(msgs[i].Value))
+		}
+	}
+	return ctx.Err()
+}
+
+// BenchmarkAuditCompression measures the CPU and the size of compressing
+// the engine's own audit records (captured from a run over the preloaded
+// events) with each of kafka-go's codecs, in groups of 64 records — about
+// what one produce request per partition carries at the default micro-batch
+// of 256 over 4 partitions. Reports ns/record to compress, the compressed
+// bytes per record and the ratio to the uncompressed bytes.
+//
+//	go test -run '^$' -bench BenchmarkAuditCompression ./bench/
+func BenchmarkAuditCompression(b *testing.B) {
+	w := getRemoteWorld(b)
+	capture := &auditCapture{max: 8192}
+	runPipelineCounted(b, w, w.total(b), capture, nil, floorIO{})
+	recs := capture.recs
+	if len(recs) < 1024 {
+		b.Fatalf("captured %d audit records", len(recs))
+	}
+	var raw int64
+	for _, r := range recs {
+		raw += int64(len(r))
+	}
+	const group = 64
+	for _, codec := range []kafka.Compression{kafka.Lz4, kafka.Zstd, kafka.Snappy, kafka.Gzip} {
+		b.Run("codec="+codec.String(), func(b *testing.B) {
+			var buf bytes.Buffer
+			var out int64
+			var n int
+			for b.Loop() {
+				n++
+				out = 0
+				for start := 0; start < len(recs); start += group {
+					buf.Reset()
+					zw := codec.Codec().NewWriter(&buf)
+					for _, r := range recs[start:min(len(recs), start+group)] {
+						if _, err := zw.Write(r); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if err := zw.Close(); err != nil {
+						b.Fatal(err)
+					}
+					out += int64(buf.Len())
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*len(recs)), "ns/record")
+			b.ReportMetric(float64(raw)/float64(len(recs)), "raw-B/record")
+			b.ReportMetric(float64(out)/float64(len(recs)), "compressed-B/record")
+			b.ReportMetric(float64(out)/float64(raw), "ratio")
 		})
 	}
 }
