@@ -186,16 +186,27 @@ func (n *NATS) publishFast(ctx context.Context, msgs []Message, idx []int) error
 	if err != nil {
 		return fmt.Errorf("new fast publisher: %w", err)
 	}
+	// One message and header map for the whole batch: the publisher
+	// serialises each message before AddMsg returns and keeps none.
+	id := []string{""}
+	reused := &nats.Msg{Header: nats.Header{jetstream.MsgIDHeader: id, HeaderID: id}}
+	msgFor := func(m *Message) *nats.Msg {
+		if m.ID == "" {
+			return n.jsMsg(m)
+		}
+		reused.Subject, reused.Data, reused.Reply, id[0] = n.cfg.route.get(m.Kind), m.Value, "", m.ID
+		return reused
+	}
 	last := len(idx) - 1
 	for _, i := range idx[:last] {
-		if _, err := fp.AddMsg(n.jsMsg(&msgs[i])); err != nil {
+		if _, err := fp.AddMsg(msgFor(&msgs[i])); err != nil {
 			if !fp.IsClosed() {
 				fp.Close(ctx) // ends the batch on the server and drops the subscription
 			}
 			return fmt.Errorf("add to fast batch: %w", err)
 		}
 	}
-	ack, err := fp.CommitMsg(ctx, n.jsMsg(&msgs[idx[last]]))
+	ack, err := fp.CommitMsg(ctx, msgFor(&msgs[idx[last]]))
 	if err != nil {
 		return fmt.Errorf("commit fast batch: %w", err)
 	}
