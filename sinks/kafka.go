@@ -13,8 +13,10 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// Kafka produces messages to Kafka topics, one topic per Kind, through one
-// kafka-go Writer (acks=all, messages carry their own topic).
+// Kafka produces messages to Kafka topics, one topic per Kind, acks=all:
+// by default each WriteBatch sends one produce request per topic-partition
+// it touches, through kafka-go's Client (KafkaProducerDirect), or through
+// one kafka-go Writer (KafkaProducerWriter; see WithKafkaProducer).
 //
 // Message.Key is the record key and picks the partition (Hash balancer by
 // default: all records of a card land in one partition, in order);
@@ -128,9 +130,10 @@ func WithKafkaAutoCreateTopics(on bool) KafkaOption {
 	}
 }
 
-// WithKafkaBatch sets the Writer's per-partition batch limits: size messages
-// (default 1000, match the pipeline's micro-batch) and timeout (default
-// 1ms). The trap: kafka-go's own default timeout is 1s, and every
+// WithKafkaBatch sets the Writer's per-partition batch limits
+// (KafkaProducerWriter only; the direct producer keeps no batch open): size
+// messages (default 1000, match the pipeline's micro-batch) and timeout
+// (default 1ms). The trap: kafka-go's own default timeout is 1s, and every
 // WriteBatch whose last partition batch is not full waits that long.
 func WithKafkaBatch(size int, timeout time.Duration) KafkaOption {
 	return func(c *kafkaConfig) error {
@@ -142,9 +145,9 @@ func WithKafkaBatch(size int, timeout time.Duration) KafkaOption {
 	}
 }
 
-// WithKafkaBatchBytes caps the bytes of one produce batch (default 1 MiB,
-// the broker's default message.max.bytes). A single larger message fails
-// with a permanent error.
+// WithKafkaBatchBytes caps the bytes of one produce request per partition
+// (default 1 MiB, the broker's default message.max.bytes; counted before
+// compression). A single larger message fails with a permanent error.
 func WithKafkaBatchBytes(n int64) KafkaOption {
 	return func(c *kafkaConfig) error {
 		if n < 1 {
@@ -168,7 +171,8 @@ func WithKafkaRetries(attempts int, writeTimeout time.Duration) KafkaOption {
 	}
 }
 
-// WithKafkaCompression sets the batch compression (default none).
+// WithKafkaCompression sets the batch compression of every kind (default
+// none); WithKafkaKindCompression overrides it per kind.
 func WithKafkaCompression(codec kafka.Compression) KafkaOption {
 	return func(c *kafkaConfig) error {
 		c.compression = codec
@@ -249,8 +253,10 @@ func (k *Kafka) Name() string { return k.cfg.name }
 
 func (k *Kafka) routes(kind Kind) bool { return k.cfg.route.routes(kind) }
 
-// WriteBatch writes the routed messages with one WriteMessages call and
-// returns once every one is acknowledged by all in-sync replicas. On partial
+// WriteBatch writes the routed messages (one produce request per
+// topic-partition, sent concurrently, or one WriteMessages call with the
+// Writer) and returns once every one is acknowledged by all in-sync
+// replicas. On partial
 // failure it returns a *BatchError naming the failed messages; IsRetryable
 // classifies it. Safe for concurrent use (the Writer batches across
 // callers).
