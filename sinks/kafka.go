@@ -256,10 +256,10 @@ func (k *Kafka) routes(kind Kind) bool { return k.cfg.route.routes(kind) }
 // WriteBatch writes the routed messages (one produce request per
 // topic-partition, sent concurrently, or one WriteMessages call with the
 // Writer) and returns once every one is acknowledged by all in-sync
-// replicas. On partial
-// failure it returns a *BatchError naming the failed messages; IsRetryable
-// classifies it. Safe for concurrent use (the Writer batches across
-// callers).
+// replicas. On partial failure it returns a *BatchError naming the failed
+// messages; IsRetryable classifies it. Safe for concurrent use (the Writer
+// batches across callers; the direct producer sends each call's records
+// on their own).
 func (k *Kafka) WriteBatch(ctx context.Context, msgs []Message) error {
 	if k.closed.Load() {
 		return ErrClosed
