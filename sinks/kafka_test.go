@@ -13,7 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/streamscore/streamscore/sinks"
 	"github.com/streamscore/streamscore/sinks/sinktest"
@@ -334,5 +336,126 @@ func TestKafkaKindCompressionBytes(t *testing.T) {
 		if other := wire(t, sinks.WithKafkaKindCompression(sinks.KindScore, codec)); other < plain*9/10 {
 			t.Errorf("%s on scores: audit write put %d bytes on the wire, uncompressed %d", codec, other, plain)
 		}
+	}
+}
+
+// TestKafkaDirectBatchBytes: the direct producer splits a partition's
+// records over requests of at most WithKafkaBatchBytes, and fails only the
+// record that alone exceeds it, permanently.
+func TestKafkaDirectBatchBytes(t *testing.T) {
+	c := startKafka(t, "scores")
+	ch := readAll(t, c.ListenAddrs(), map[sinks.Kind]string{sinks.KindScore: "scores"})
+	reg := prometheus.NewPedanticRegistry()
+	sink, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(sinks.KindScore, "scores"),
+		sinks.WithKafkaBatchBytes(4096), sinks.WithKafkaRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	value := []byte(strings.Repeat("x", 1000))
+	msgs := make([]sinks.Message, 40)
+	for i := range msgs {
+		msgs[i] = sinks.Message{Kind: sinks.KindScore, Key: []byte("one-card"), Value: value, ID: fmt.Sprint(i)}
+	}
+	msgs[17].Value = []byte(strings.Repeat("y", 5000)) // alone over the limit
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = sink.WriteBatch(ctx, msgs)
+	var be *sinks.BatchError
+	if !errors.As(err, &be) || len(be.Indices) != 1 || be.Indices[0] != 17 || !sinks.IsPermanent(err) {
+		t.Fatalf("got %v, want a permanent BatchError for index 17 only", err)
+	}
+	for seen := 0; seen < len(msgs)-1; seen++ {
+		select {
+		case r := <-ch:
+			if r.ID == "17" {
+				t.Fatal("the oversized record was written")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("read %d of %d records", seen, len(msgs)-1)
+		}
+	}
+	// 39 records of about 1 KB in one partition, at most 4 KB a request.
+	if got := metricValue(t, reg, "streamscore_sinks_kafka_requests_total", map[string]string{"sink": "kafka"}); got < 10 {
+		t.Errorf("requests_total = %v for 39 records of 1 KB with a 4 KB limit, want at least 10", got)
+	}
+}
+
+// TestKafkaDirectRetries: a produce request refused with a retryable error
+// (NOT_LEADER_FOR_PARTITION, twice) is retried by the direct producer and
+// the records land once; a permanent refusal is not retried.
+func TestKafkaDirectRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		code      int16
+		refusals  int
+		wantErr   bool
+		wantTries float64 // produce requests
+	}{
+		{"retryable", kerr.NotLeaderForPartition.Code, 2, false, 3},
+		{"permanent", kerr.MessageTooLarge.Code, 1, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := startKafka(t, "scores")
+			var refused int
+			c.ControlKey(kmsg.Produce.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+				if refused >= tc.refusals {
+					return nil, nil, false
+				}
+				c.KeepControl()
+				refused++
+				pr := req.(*kmsg.ProduceRequest)
+				resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+				for _, rt := range pr.Topics {
+					st := kmsg.NewProduceResponseTopic()
+					st.Topic = rt.Topic
+					for _, rp := range rt.Partitions {
+						sp := kmsg.NewProduceResponseTopicPartition()
+						sp.Partition, sp.ErrorCode = rp.Partition, tc.code
+						st.Partitions = append(st.Partitions, sp)
+					}
+					resp.Topics = append(resp.Topics, st)
+				}
+				return resp, nil, true
+			})
+			ch := readAll(t, c.ListenAddrs(), map[sinks.Kind]string{sinks.KindScore: "scores"})
+			reg := prometheus.NewPedanticRegistry()
+			sink, err := sinks.NewKafka(c.ListenAddrs(), sinks.WithKafkaTopic(sinks.KindScore, "scores"),
+				sinks.WithKafkaRetries(3, 5*time.Second), sinks.WithKafkaRegisterer(reg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			msgs := []sinks.Message{{Kind: sinks.KindScore, Key: []byte("k"), Value: []byte("v"), ID: "only"}}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = sink.WriteBatch(ctx, msgs)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("WriteBatch: %v, want error %v", err, tc.wantErr)
+			}
+			sinkL := map[string]string{"sink": "kafka"}
+			if got := metricValue(t, reg, "streamscore_sinks_kafka_requests_total", sinkL); got != tc.wantTries {
+				t.Errorf("requests_total = %v, want %v", got, tc.wantTries)
+			}
+			if tc.wantErr {
+				if !sinks.IsPermanent(err) {
+					t.Errorf("%v: not permanent", err)
+				}
+				return
+			}
+			select {
+			case r := <-ch:
+				if r.ID != "only" {
+					t.Errorf("read %q", r.ID)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("record not written")
+			}
+			select {
+			case r := <-ch:
+				t.Errorf("record written twice: %q", r.ID)
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
 	}
 }
