@@ -31,8 +31,9 @@ import (
 // same for both: from the record's Kafka timestamp to the moment every sink
 // acknowledged its records (the engine's WithLatencyObserver; the floor's
 // senders). Rates: STREAMSCORE_FLOOR_RATES, default 1000,5000,20000.
-// impl=floor-before is the floor with the sink settings before issue 13's
-// I/O work (a PubAck per JetStream message, kafka-go's Writer).
+// impl=floor-before and impl=streamscore-before use the sink settings
+// before issue 13's I/O work (a PubAck per JetStream message, kafka-go's
+// Writer).
 //
 //	go test -run '^$' -bench BenchmarkFloorLatency -benchtime 1x ./bench/
 func BenchmarkFloorLatency(b *testing.B) {
@@ -62,7 +63,7 @@ func BenchmarkFloorLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, rate := range rates {
-		for _, impl := range []string{"floor", "floor-before", "streamscore"} {
+		for _, impl := range []string{"floor", "floor-before", "streamscore", "streamscore-before"} {
 			b.Run(fmt.Sprintf("rate=%d/impl=%s", rate, impl), func(b *testing.B) {
 				var lat latencies
 				var produced time.Duration
@@ -76,8 +77,10 @@ func BenchmarkFloorLatency(b *testing.B) {
 							fr.io = before // the sink settings before issue 13's I/O work
 						}
 						runFloorOn(b, w, fr)
+					case "streamscore-before":
+						runEngineLive(b, w, pr, lat.since(&pr.t0), before)
 					default:
-						runEngineLive(b, w, pr, lat.since(&pr.t0))
+						runEngineLive(b, w, pr, lat.since(&pr.t0), floorIO{})
 					}
 					produced += pr.wait(b)
 					n += pr.total
@@ -200,11 +203,11 @@ func (p *pacer) wait(b *testing.B) time.Duration {
 	return p.took
 }
 
-// runEngineLive runs the engine (defaults, both sinks) on the live topic
+// runEngineLive runs the engine (defaults, both sinks with io) on the live topic
 // from its end: it primes it with events until one is scored (the group has
 // formed), starts the paced phase and returns once every paced event is
 // acknowledged by the sinks.
-func runEngineLive(b *testing.B, w *world, pr *pacer, observe func(time.Time, time.Duration)) {
+func runEngineLive(b *testing.B, w *world, pr *pacer, observe func(time.Time, time.Duration), io floorIO) {
 	ms, err := models.Shipped()
 	if err != nil {
 		b.Fatal(err)
@@ -214,13 +217,14 @@ func runEngineLive(b *testing.B, w *world, pr *pacer, observe func(time.Time, ti
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"), sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, append([]sinks.NATSOption{sinks.WithNATSSubject(sinks.KindScore, "streamscore.scores"),
+		sinks.WithNATSSubject(sinks.KindAlert, "streamscore.alerts")}, io.nats...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
+	ks, err := sinks.NewKafka(w.brokers, append([]sinks.KafkaOption{sinks.WithKafkaTopic(sinks.KindScore, "scores"), sinks.WithKafkaTopic(sinks.KindAlert, "alerts"),
 		sinks.WithKafkaTopic(sinks.KindAudit, "audit"), sinks.WithKafkaTopic(sinks.KindDeadLetter, "deadletter"),
-		sinks.WithKafkaBatch(256, time.Millisecond))
+		sinks.WithKafkaBatch(256, time.Millisecond)}, io.kafka...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

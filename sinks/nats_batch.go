@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -143,28 +144,53 @@ func (n *NATS) groupByStream(msgs []Message, idx []int) []jsGroup {
 	return groups
 }
 
-// publishBatches publishes the groups that have a batch mode as batches and
-// returns the indices left to publish one by one: the groups without a
-// batch mode and those whose batch failed.
+// publishBatches publishes the groups that have a batch mode as batches
+// (one goroutine per stream when there are several, joined before it
+// returns, so that their round trips overlap) and returns the indices left
+// to publish one by one: the groups without a batch mode and those whose
+// batch failed.
 func (n *NATS) publishBatches(ctx context.Context, msgs []Message, idx []int) []int {
-	var rest []int
-	for _, g := range n.groupByStream(msgs, idx) {
-		var err error
+	groups := n.groupByStream(msgs, idx)
+	errs := make([]error, len(groups))
+	publish := func(g *jsGroup, errp *error) {
 		switch g.batch {
 		case NATSBatchFast:
-			err = n.publishFast(ctx, msgs, g.idx)
+			*errp = n.publishFast(ctx, msgs, g.idx)
 		case NATSBatchAtomic:
-			for start := 0; start < len(g.idx) && err == nil; start += maxAtomicBatch {
+			for start := 0; start < len(g.idx); start += maxAtomicBatch {
 				chunk := g.idx[start:min(len(g.idx), start+maxAtomicBatch)]
-				if err = n.publishAtomic(ctx, msgs, chunk); err != nil {
-					g.idx = g.idx[start:] // the chunks before are stored
+				if err := n.publishAtomic(ctx, msgs, chunk); err != nil {
+					g.idx, *errp = g.idx[start:], err // the chunks before are stored
+					return
 				}
 			}
-		default:
-			rest = append(rest, g.idx...)
-			continue
 		}
-		if err != nil {
+	}
+	batched := 0
+	for i := range groups {
+		if groups[i].batch != NATSBatchNone {
+			batched++
+		}
+	}
+	if batched > 1 {
+		var wg sync.WaitGroup
+		for i := range groups {
+			if groups[i].batch != NATSBatchNone {
+				wg.Go(func() { publish(&groups[i], &errs[i]) })
+			}
+		}
+		wg.Wait()
+	} else {
+		for i := range groups {
+			publish(&groups[i], &errs[i])
+		}
+	}
+	var rest []int
+	for i, g := range groups {
+		switch {
+		case g.batch == NATSBatchNone:
+			rest = append(rest, g.idx...)
+		case errs[i] != nil:
 			if n.m != nil {
 				n.m.batchFallbacks.Inc()
 			}

@@ -515,6 +515,55 @@ func TestNATSBatchPublish(t *testing.T) {
 			lint(t, reg)
 		})
 	}
+	t.Run("two-streams", func(t *testing.T) { // one fast batch per stream, concurrently
+		ns := startNATS(t, true, 0, "")
+		js, err := jetstream.New(connect(t, ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		streams := map[sinks.Kind]jetstream.Stream{}
+		for k, name := range map[sinks.Kind]string{sinks.KindScore: "S", sinks.KindAlert: "A"} {
+			st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{natsSubjects[k]},
+				Storage: jetstream.MemoryStorage, Duplicates: time.Minute, AllowBatchPublish: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			streams[k] = st
+		}
+		reg := prometheus.NewPedanticRegistry()
+		sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSRegisterer(reg))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		for k := range streams {
+			if sink.Batch(k) != sinks.NATSBatchFast {
+				t.Fatalf("Batch(%s) = %v, want fast (the default)", k, sink.Batch(k))
+			}
+		}
+		msgs, _ := sinktest.Batch("two", 1000, map[sinks.Kind]bool{sinks.KindScore: true, sinks.KindAlert: true})
+		for range 2 { // the second time, all duplicates
+			if err := sink.WriteBatch(ctx, msgs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for k, st := range streams {
+			want := 0
+			for _, m := range msgs {
+				if m.Kind == k {
+					want++
+				}
+			}
+			if got := streamMsgs(t, st); got != uint64(want) {
+				t.Errorf("stream of %s holds %d, want %d", k, got, want)
+			}
+		}
+		if got := metricValue(t, reg, "streamscore_sinks_nats_batch_fallbacks_total", map[string]string{"sink": "nats"}); got != 0 {
+			t.Errorf("batch_fallbacks_total = %v, want 0", got)
+		}
+	})
 	t.Run("not-allowed", func(t *testing.T) {
 		ns := startNATS(t, true, 0, "")
 		_, stream := createStream(t, connect(t, ns))
