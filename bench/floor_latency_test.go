@@ -32,6 +32,9 @@ import (
 // same for both: from the record's Kafka timestamp to the moment every sink
 // acknowledged its records (the engine's WithLatencyObserver; the floor's
 // senders). Rates: STREAMSCORE_FLOOR_RATES, default 1000,5000,20000.
+// impl=floor-before and impl=streamscore-before use the sink settings
+// before issue 13's I/O work (a PubAck per JetStream message, kafka-go's
+// Writer).
 //
 // Implementations, in this order (STREAMSCORE_FLOOR_IMPLS picks some):
 // produce (the producer alone: its CPU is taken out of the others'),
@@ -65,15 +68,15 @@ func BenchmarkFloorLatency(b *testing.B) {
 			rates = append(rates, r)
 		}
 	}
-	impls := []string{"produce", "floor", "streamscore", "streamscore-hold"}
+	impls := []string{"produce", "floor", "floor-before", "streamscore", "streamscore-hold", "streamscore-before"}
 	if v := os.Getenv("STREAMSCORE_FLOOR_IMPLS"); v != "" {
 		impls = impls[:0]
 		for f := range strings.SplitSeq(v, ",") {
 			switch f = strings.TrimSpace(f); f {
-			case "produce", "floor", "streamscore", "streamscore-hold":
+			case "produce", "floor", "floor-before", "streamscore", "streamscore-hold", "streamscore-before":
 				impls = append(impls, f)
 			default:
-				b.Fatalf("STREAMSCORE_FLOOR_IMPLS=%q: %q is not one of produce, floor, streamscore, streamscore-hold", v, f)
+				b.Fatalf("STREAMSCORE_FLOOR_IMPLS=%q: %q is not one of produce, floor, floor-before, streamscore, streamscore-hold, streamscore-before", v, f)
 			}
 		}
 	}
@@ -95,18 +98,24 @@ func BenchmarkFloorLatency(b *testing.B) {
 					switch impl {
 					case "produce":
 						pr.start()
-					case "floor":
+					case "floor", "floor-before":
 						var acked atomic.Int64
 						obs := lat.since(&pr.t0)
-						runFloorOn(b, w, floorRun{topic: "live", start: kafka.LastOffset, total: pr.total, ready: pr.start,
+						fr := floorRun{topic: "live", start: kafka.LastOffset, total: pr.total, ready: pr.start,
 							observe: func(appended time.Time, d time.Duration) {
 								obs(appended, d)
 								if s := pr.t0.Load(); s != 0 && appended.UnixNano() >= s && acked.Add(1) == pr.total {
 									pr.finish()
 								}
-							}})
+							}}
+						if impl == "floor-before" {
+							fr.io = before // the sink settings before issue 13's I/O work
+						}
+						runFloorOn(b, w, fr)
+					case "streamscore-before":
+						runEngineLive(b, w, pr, false, lat.since(&pr.t0), before)
 					default:
-						runEngineLive(b, w, pr, impl == "streamscore-hold", lat.since(&pr.t0))
+						runEngineLive(b, w, pr, impl == "streamscore-hold", lat.since(&pr.t0), floorIO{})
 					}
 					produced += pr.wait(b)
 					n += pr.total
@@ -262,11 +271,11 @@ func (p *pacer) wait(b *testing.B) time.Duration {
 	return p.took
 }
 
-// runEngineLive runs the engine (defaults, both sinks) on the live topic
+// runEngineLive runs the engine (defaults, both sinks with io) on the live topic
 // from its end: it primes it with events until one is scored (the group has
 // formed), starts the paced phase and returns once every paced event is
 // acknowledged by the sinks.
-func runEngineLive(b *testing.B, w *world, pr *pacer, hold bool, observe func(time.Time, time.Duration)) {
+func runEngineLive(b *testing.B, w *world, pr *pacer, hold bool, observe func(time.Time, time.Duration), io floorIO) {
 	ms, err := models.Shipped()
 	if err != nil {
 		b.Fatal(err)
@@ -276,13 +285,14 @@ func runEngineLive(b *testing.B, w *world, pr *pacer, hold bool, observe func(ti
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "streamscore.scores"), sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, append([]sinks.NATSOption{sinks.WithNATSSubject(output.KindScore, "streamscore.scores"),
+		sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts")}, io.nats...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
+	ks, err := sinks.NewKafka(w.brokers, append([]sinks.KafkaOption{sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
 		sinks.WithKafkaTopic(output.KindAudit, "audit"), sinks.WithKafkaTopic(output.KindDeadLetter, "deadletter"),
-		sinks.WithKafkaBatch(256, time.Millisecond))
+		sinks.WithKafkaBatch(256, time.Millisecond)}, io.kafka...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

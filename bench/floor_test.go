@@ -18,9 +18,10 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/sinks"
-	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
+
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // serversEnv makes TestBenchServers the servers' process of BenchmarkFloor.
@@ -194,7 +195,7 @@ func BenchmarkFloor(b *testing.B) {
 		{"floor", func(b *testing.B) { runFloor(b, w, total, nil) }},
 		{"floor-discard", func(b *testing.B) { runFloor(b, w, total, discard{}) }},
 		{"streamscore-discard", func(b *testing.B) { runPipeline(b, w, total, discard{}) }},
-		{"streamscore", func(b *testing.B) { runPipelineCounted(b, w, total, nil, &counts) }},
+		{"streamscore", func(b *testing.B) { runPipelineCounted(b, w, total, nil, &counts, floorIO{}) }},
 	} {
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			var busy, cpu, scpu time.Duration
@@ -258,7 +259,7 @@ func checkShape(b *testing.B, c *kindCounts) {
 
 // floorSinks returns the fan-out of the engine's sinks with the engine's
 // settings, or of sink alone when it is not nil, and its closer.
-func floorSinks(b *testing.B, w *world, sink output.Sink) (*output.Fanout, func()) {
+func floorSinks(b *testing.B, w *world, sink output.Sink, io floorIO) (*output.Fanout, func()) {
 	if sink != nil {
 		fan, err := output.NewFanout([]output.Sink{sink})
 		if err != nil {
@@ -270,15 +271,25 @@ func floorSinks(b *testing.B, w *world, sink output.Sink) (*output.Fanout, func(
 	if err != nil {
 		b.Fatal(err)
 	}
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "streamscore.scores"), sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, append([]sinks.NATSOption{sinks.WithNATSSubject(output.KindScore, "streamscore.scores"),
+		sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts")}, io.nats...)...)
 	if err != nil {
 		nc.Close()
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
+	kopts := []sinks.KafkaOption{sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
 		sinks.WithKafkaTopic(output.KindAudit, "audit"), sinks.WithKafkaTopic(output.KindDeadLetter, "deadletter"),
-		sinks.WithKafkaBatch(256, time.Millisecond))
+		sinks.WithKafkaBatch(256, time.Millisecond)}
+	var tr *kafka.Transport
+	if io.wire != nil {
+		tr = countingTransport(io.wire)
+		kopts = append(kopts, sinks.WithKafkaTransport(tr))
+	}
+	ks, err := sinks.NewKafka(w.brokers, append(kopts, io.kafka...)...)
 	if err != nil {
+		if tr != nil {
+			tr.CloseIdleConnections()
+		}
 		ns.Close()
 		nc.Close()
 		b.Fatal(err)
@@ -287,7 +298,13 @@ func floorSinks(b *testing.B, w *world, sink output.Sink) (*output.Fanout, func(
 	if err != nil {
 		b.Fatal(err)
 	}
-	return fan, func() { fan.Close(); nc.Close() }
+	return fan, func() {
+		fan.Close()
+		nc.Close()
+		if tr != nil {
+			tr.CloseIdleConnections()
+		}
+	}
 }
 
 // floorBatch is one batch of the floor: the records read, the messages
@@ -308,12 +325,22 @@ func runFloor(b *testing.B, w *world, total int64, sink output.Sink) {
 	runFloorOn(b, w, floorRun{topic: "transactions", start: kafka.FirstOffset, total: total, sink: sink})
 }
 
+// floorIO is the sink settings of an I/O variant (BenchmarkFloorIO); the
+// zero value is the engine's defaults.
+type floorIO struct {
+	nats  []sinks.NATSOption  // after the floor's own
+	kafka []sinks.KafkaOption // after the floor's own
+	// wire, when set, counts the bytes the Kafka sink writes to the broker.
+	wire *atomic.Int64
+}
+
 // floorRun is what runFloorOn reads and how.
 type floorRun struct {
 	topic string
 	start int64 // where the fresh group starts: kafka.FirstOffset or LastOffset
 	total int64 // events to move before it returns
 	sink  output.Sink
+	io    floorIO // the sinks' settings when sink is nil
 	// ready, when set, is called once the group has its partitions (before
 	// anything is read); observe with each event's record time and the
 	// moment every sink acked it.
@@ -326,7 +353,7 @@ func runFloorOn(b *testing.B, w *world, fr floorRun) {
 	total := fr.total
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	fan, closeFan := floorSinks(b, w, fr.sink)
+	fan, closeFan := floorSinks(b, w, fr.sink, fr.io)
 	defer closeFan()
 	src, err := stream.NewKafkaSource(w.brokers, nextGroup("floor"), fr.topic, stream.WithSourceStartOffset(fr.start))
 	if err != nil {

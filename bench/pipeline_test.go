@@ -13,9 +13,10 @@ import (
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
-	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 	"github.com/streamscore/streamscore/stream/local"
+
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // benchEvents is the number of transactions each iteration of the end-to-end
@@ -71,7 +72,8 @@ func newWorld() (*world, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCORES", Subjects: []string{"streamscore.scores", "streamscore.alerts"},
-		Storage: jetstream.MemoryStorage, MaxBytes: 512 << 20, Discard: jetstream.DiscardOld}); err != nil {
+		Storage: jetstream.MemoryStorage, MaxBytes: 512 << 20, Discard: jetstream.DiscardOld,
+		AllowBatchPublish: true, AllowAtomicPublish: true}); err != nil { // for the floor's NATS batch variants
 		return nil, err
 	}
 	g, err := synth.New(synth.Config{Seed: 1, Cards: 10_000, Terminals: 2_000})
@@ -204,12 +206,12 @@ func (discard) WriteBatch(ctx context.Context, _ []output.Message) error { retur
 func (discard) Close() error                                             { return nil }
 
 func runPipeline(b *testing.B, w *world, total int64, sink output.Sink) {
-	runPipelineCounted(b, w, total, sink, nil)
+	runPipelineCounted(b, w, total, sink, nil, floorIO{})
 }
 
 // runPipelineCounted is runPipeline with the messages handed to the sinks
 // counted per kind into counts (when not nil).
-func runPipelineCounted(b *testing.B, w *world, total int64, sink output.Sink, counts *kindCounts) {
+func runPipelineCounted(b *testing.B, w *world, total int64, sink output.Sink, counts *kindCounts, io floorIO) {
 	ms, err := models.Shipped()
 	if err != nil {
 		b.Fatal(err)
@@ -219,13 +221,20 @@ func runPipelineCounted(b *testing.B, w *world, total int64, sink output.Sink, c
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	ns, err := sinks.NewNATS(nc, sinks.WithNATSSubject(output.KindScore, "streamscore.scores"), sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts"))
+	ns, err := sinks.NewNATS(nc, append([]sinks.NATSOption{sinks.WithNATSSubject(output.KindScore, "streamscore.scores"),
+		sinks.WithNATSSubject(output.KindAlert, "streamscore.alerts")}, io.nats...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := sinks.NewKafka(w.brokers, sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
+	kopts := append([]sinks.KafkaOption{sinks.WithKafkaTopic(output.KindScore, "scores"), sinks.WithKafkaTopic(output.KindAlert, "alerts"),
 		sinks.WithKafkaTopic(output.KindAudit, "audit"), sinks.WithKafkaTopic(output.KindDeadLetter, "deadletter"),
-		sinks.WithKafkaBatch(256, time.Millisecond))
+		sinks.WithKafkaBatch(256, time.Millisecond)}, io.kafka...)
+	if io.wire != nil {
+		tr := countingTransport(io.wire)
+		defer tr.CloseIdleConnections()
+		kopts = append(kopts, sinks.WithKafkaTransport(tr))
+	}
+	ks, err := sinks.NewKafka(w.brokers, kopts...)
 	if err != nil {
 		b.Fatal(err)
 	}

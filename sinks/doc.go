@@ -13,13 +13,19 @@
 // and output.Router (Routes), so an output.Fanout isolates the records they
 // refuse and counts only the kinds they route.
 //
-//   - NATS publishes with JetStream, awaiting every PubAck, when a stream
-//     captures the subject (decided once, in NewNATS), and with core publish
-//     plus a flush otherwise. The ID goes in the "Nats-Msg-Id" header, so the
-//     server drops replays within the stream's duplicate window.
-//   - Kafka produces with one kafka-go Writer, acks=all, keyed partitioning,
-//     the ID in the "streamscore-id" header. kafka-go has no idempotent
-//     producer: a retried write can store a record twice.
+//   - NATS publishes with JetStream when a stream captures the subject
+//     (decided once, in NewNATS), and with core publish plus a flush
+//     otherwise. The messages of one WriteBatch bound for one stream go out
+//     as one fast batch with one acknowledgement where the stream allows it
+//     (allow_batched; WithNATSBatch), else with one PubAck per message. The
+//     ID goes in the "Nats-Msg-Id" header, so the server drops replays
+//     within the stream's duplicate window.
+//   - Kafka produces acks=all with keyed partitioning, the ID in the
+//     "streamscore-id" header: by default one produce request per
+//     topic-partition of each WriteBatch, records read in place
+//     (WithKafkaProducer; kafka-go's Writer as the alternative), with
+//     per-kind compression (WithKafkaKindCompression). kafka-go has no
+//     idempotent producer: a retried write can store a record twice.
 //
 // Errors: WriteBatch returns an *output.BatchError naming the messages that
 // were not acknowledged; IsRetryable tells transient failures (disconnects,
@@ -33,11 +39,11 @@
 // # Concurrency
 //
 // NATS and Kafka are safe for concurrent use: partition workers may call
-// WriteBatch at the same time (JetStream's in-flight window and kafka-go's
-// batches are shared by the callers). The messages passed to
-// WriteBatch are not copied and must not be modified until it returns.
-// Close may be called concurrently with WriteBatch, which then fails with
-// output.ErrClosed.
+// WriteBatch at the same time (JetStream's in-flight window is shared by
+// the callers; each call sends its own batches and produce requests). The
+// messages passed to WriteBatch are not copied and must not be modified
+// until it returns. Close may be called concurrently with WriteBatch, which
+// then fails with output.ErrClosed.
 //
 // # Metrics
 //
@@ -49,8 +55,9 @@
 //	streamscore_sinks_nats_ack_errors_total{sink}   async publishes that failed
 //	streamscore_sinks_nats_republishes_total{sink}  republished with the same Msg-Id
 //	streamscore_sinks_nats_duplicates_total{sink}   PubAcks flagged duplicate
+//	streamscore_sinks_nats_batch_fallbacks_total{sink} batches republished one by one
 //
-// With WithKafkaRegisterer (from the kafka-go Writer statistics):
+// With WithKafkaRegisterer (the producer's statistics):
 //
 //	streamscore_sinks_kafka_requests_total{sink}
 //	streamscore_sinks_kafka_messages_total{sink}

@@ -15,8 +15,10 @@ import (
 	"github.com/streamscore/streamscore/sinks/output"
 )
 
-// Kafka produces messages to Kafka topics, one topic per Kind, through one
-// kafka-go Writer (acks=all, messages carry their own topic).
+// Kafka produces messages to Kafka topics, one topic per Kind, acks=all:
+// by default each WriteBatch sends one produce request per topic-partition
+// it touches, through kafka-go's Client (KafkaProducerDirect), or through
+// one kafka-go Writer (KafkaProducerWriter; see WithKafkaProducer).
 //
 // Message.Key is the record key and picks the partition (Hash balancer by
 // default: all records of a card land in one partition, in order);
@@ -28,7 +30,8 @@ import (
 // duplicates by the streamscore-id header (or by tx_id in the value).
 type Kafka struct {
 	cfg    kafkaConfig
-	w      *kafka.Writer
+	w      *kafka.Writer    // KafkaProducerWriter
+	prod   *producer        // KafkaProducerDirect
 	own    *kafka.Transport // the transport NewKafka made (none given), closed with the sink
 	closed atomic.Bool
 }
@@ -49,6 +52,10 @@ type kafkaConfig struct {
 	writeTimeout time.Duration
 	maxAttempts  int
 	compression  kafka.Compression
+	producer     KafkaProducer
+
+	kindCompression    [output.NumKinds]kafka.Compression
+	kindCompressionSet [output.NumKinds]bool
 }
 
 func defaultKafkaConfig() kafkaConfig {
@@ -125,9 +132,10 @@ func WithKafkaAutoCreateTopics(on bool) KafkaOption {
 	}
 }
 
-// WithKafkaBatch sets the Writer's per-partition batch limits: size messages
-// (default 1000, match the pipeline's micro-batch) and timeout (default
-// 1ms). The trap: kafka-go's own default timeout is 1s, and every
+// WithKafkaBatch sets the Writer's per-partition batch limits
+// (KafkaProducerWriter only; the direct producer keeps no batch open): size
+// messages (default 1000, match the pipeline's micro-batch) and timeout
+// (default 1ms). The trap: kafka-go's own default timeout is 1s, and every
 // WriteBatch whose last partition batch is not full waits that long.
 func WithKafkaBatch(size int, timeout time.Duration) KafkaOption {
 	return func(c *kafkaConfig) error {
@@ -139,9 +147,9 @@ func WithKafkaBatch(size int, timeout time.Duration) KafkaOption {
 	}
 }
 
-// WithKafkaBatchBytes caps the bytes of one produce batch (default 1 MiB,
-// the broker's default message.max.bytes). A single larger message fails
-// with a permanent error.
+// WithKafkaBatchBytes caps the bytes of one produce request per partition
+// (default 1 MiB, the broker's default message.max.bytes; counted before
+// compression). A single larger message fails with a permanent error.
 func WithKafkaBatchBytes(n int64) KafkaOption {
 	return func(c *kafkaConfig) error {
 		if n < 1 {
@@ -165,7 +173,8 @@ func WithKafkaRetries(attempts int, writeTimeout time.Duration) KafkaOption {
 	}
 }
 
-// WithKafkaCompression sets the batch compression (default none).
+// WithKafkaCompression sets the batch compression of every kind (default
+// none); WithKafkaKindCompression overrides it per kind.
 func WithKafkaCompression(codec kafka.Compression) KafkaOption {
 	return func(c *kafkaConfig) error {
 		c.compression = codec
@@ -193,6 +202,30 @@ func NewKafka(brokers []string, opts ...KafkaOption) (*Kafka, error) {
 		own = &kafka.Transport{}
 		cfg.transport = own
 	}
+	if cfg.producer == KafkaProducerWriter {
+		for k := range output.NumKinds {
+			if cfg.kindCompressionSet[k] {
+				return nil, fmt.Errorf("sinks: new kafka: compression for kind %s needs the direct producer", output.Kind(k))
+			}
+		}
+	}
+	for k := range output.NumKinds {
+		if !cfg.kindCompressionSet[k] {
+			cfg.kindCompression[k] = cfg.compression
+		}
+	}
+	if cfg.producer == KafkaProducerDirect {
+		k := &Kafka{cfg: cfg, own: own, prod: &producer{
+			client: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: cfg.transport, Timeout: cfg.writeTimeout},
+			parts:  map[string]topicParts{},
+		}}
+		if cfg.reg != nil {
+			if err := cfg.reg.Register(newKafkaCollector(cfg.name, k.prod.stats)); err != nil {
+				return nil, fmt.Errorf("sinks: register kafka metrics: %w", err)
+			}
+		}
+		return k, nil
+	}
 	w := &kafka.Writer{
 		Addr:                   kafka.TCP(brokers...),
 		Balancer:               cfg.balancer,
@@ -210,7 +243,7 @@ func NewKafka(brokers []string, opts ...KafkaOption) (*Kafka, error) {
 	}
 	k := &Kafka{cfg: cfg, w: w, own: own}
 	if cfg.reg != nil {
-		if err := cfg.reg.Register(newKafkaCollector(cfg.name, w)); err != nil {
+		if err := cfg.reg.Register(newKafkaCollector(cfg.name, writerStats(w))); err != nil {
 			return nil, fmt.Errorf("sinks: register kafka metrics: %w", err)
 		}
 	}
@@ -220,14 +253,19 @@ func NewKafka(brokers []string, opts ...KafkaOption) (*Kafka, error) {
 // Name returns the sink name ("kafka" unless set by WithKafkaName).
 func (k *Kafka) Name() string { return k.cfg.name }
 
-// WriteBatch writes the routed messages with one WriteMessages call and
-// returns once every one is acknowledged by all in-sync replicas. On partial
-// failure it returns a *BatchError naming the failed messages; IsRetryable
-// classifies it. Safe for concurrent use (the Writer batches across
-// callers).
+// WriteBatch writes the routed messages (one produce request per
+// topic-partition, sent concurrently, or one WriteMessages call with the
+// Writer) and returns once every one is acknowledged by all in-sync
+// replicas. On partial failure it returns a *BatchError naming the failed
+// messages; IsRetryable classifies it. Safe for concurrent use (the Writer
+// batches across callers; the direct producer sends each call's records
+// on their own).
 func (k *Kafka) WriteBatch(ctx context.Context, msgs []output.Message) error {
 	if k.closed.Load() {
 		return output.ErrClosed
+	}
+	if k.prod != nil {
+		return k.writeDirect(ctx, msgs)
 	}
 	kms := make([]kafka.Message, 0, len(msgs))
 	idx := make([]int, 0, len(msgs))
@@ -279,7 +317,10 @@ func (k *Kafka) Close() error {
 	if !k.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	err := k.w.Close()
+	var err error
+	if k.w != nil {
+		err = k.w.Close()
+	}
 	if k.own != nil {
 		k.own.CloseIdleConnections()
 	}
@@ -292,25 +333,39 @@ func (k *Kafka) Close() error {
 // kafkaCollector turns the Writer's statistics (which reset on every read)
 // into cumulative counters.
 type kafkaCollector struct {
-	w                                        *kafka.Writer
+	stats func() [5]int64 // since the last call
+
 	writes, messages, bytes, errors, retries *prometheus.Desc
 
 	mu sync.Mutex
 	st [5]float64
 }
 
-func newKafkaCollector(name string, w *kafka.Writer) *kafkaCollector {
+// writerStats reads w's statistics (which reset on every read).
+func writerStats(w *kafka.Writer) func() [5]int64 {
+	return func() [5]int64 {
+		s := w.Stats()
+		return [5]int64{s.Writes, s.Messages, s.Bytes, s.Errors, s.Retries}
+	}
+}
+
+// stats returns the direct producer's statistics since the last call.
+func (p *producer) stats() [5]int64 {
+	return [5]int64{p.writes.Swap(0), p.messages.Swap(0), p.bytes.Swap(0), p.errors.Swap(0), p.retries.Swap(0)}
+}
+
+func newKafkaCollector(name string, stats func() [5]int64) *kafkaCollector {
 	l := prometheus.Labels{"sink": name}
 	d := func(n, help string) *prometheus.Desc {
 		return prometheus.NewDesc("streamscore_sinks_kafka_"+n, help, nil, l)
 	}
 	return &kafkaCollector{
-		w:        w,
-		writes:   d("requests_total", "Produce requests sent by the Kafka writer."),
-		messages: d("messages_total", "Messages written by the Kafka writer, retries included."),
-		bytes:    d("written_bytes_total", "Message bytes written by the Kafka writer."),
-		errors:   d("errors_total", "Errors seen by the Kafka writer, retried ones included."),
-		retries:  d("retries_total", "Batch write retries by the Kafka writer (each may duplicate records)."),
+		stats:    stats,
+		writes:   d("requests_total", "Produce requests sent by the Kafka producer."),
+		messages: d("messages_total", "Messages written by the Kafka producer."),
+		bytes:    d("written_bytes_total", "Message bytes written by the Kafka producer (before compression)."),
+		errors:   d("errors_total", "Errors seen by the Kafka producer, retried ones included."),
+		retries:  d("retries_total", "Produce request retries by the Kafka producer (each may duplicate records)."),
 	}
 }
 
@@ -323,13 +378,10 @@ func (c *kafkaCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *kafkaCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.w.Stats()
 	c.mu.Lock()
-	c.st[0] += float64(s.Writes)
-	c.st[1] += float64(s.Messages)
-	c.st[2] += float64(s.Bytes)
-	c.st[3] += float64(s.Errors)
-	c.st[4] += float64(s.Retries)
+	for i, v := range c.stats() {
+		c.st[i] += float64(v)
+	}
 	st := c.st
 	c.mu.Unlock()
 	for i, d := range []*prometheus.Desc{c.writes, c.messages, c.bytes, c.errors, c.retries} {

@@ -11,8 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/streamscore/streamscore/internal/promreg"
 	"github.com/streamscore/streamscore/sinks/output"
+
+	"github.com/streamscore/streamscore/internal/promreg"
 )
 
 // NATS publishes messages to NATS subjects, one subject per Kind.
@@ -34,9 +35,10 @@ import (
 type NATS struct {
 	cfg    natsConfig
 	nc     *nats.Conn
-	js     jetstream.JetStream     // nil when no subject is captured by a stream
-	stream [output.NumKinds]string // stream capturing the kind's subject, "" = core
-	window chan struct{}           // JetStream in-flight slots shared by all callers
+	js     jetstream.JetStream        // nil when no subject is captured by a stream
+	stream [output.NumKinds]string    // stream capturing the kind's subject, "" = core
+	batch  [output.NumKinds]NATSBatch // how the kind's JetStream messages are acked
+	window chan struct{}              // JetStream in-flight slots shared by all callers
 	m      *natsMetrics
 	closed atomic.Bool
 }
@@ -46,6 +48,7 @@ type NATSOption func(*natsConfig) error
 
 type natsConfig struct {
 	mode          NATSMode
+	batch         NATSBatch
 	name          string
 	route         route
 	reg           prometheus.Registerer
@@ -59,6 +62,7 @@ type natsConfig struct {
 func defaultNATSConfig() natsConfig {
 	return natsConfig{
 		name:          "nats",
+		batch:         NATSBatchFast,
 		maxInFlight:   1024,
 		ackTimeout:    5 * time.Second,
 		lookupTimeout: 5 * time.Second,
@@ -276,6 +280,23 @@ func NewNATS(nc *nats.Conn, opts ...NATSOption) (*NATS, error) {
 			n.js = js
 		}
 	}
+	allows := map[string]bool{}
+	for k := range output.NumKinds {
+		st := n.stream[k]
+		if st == "" || cfg.batch == NATSBatchNone {
+			continue
+		}
+		ok, seen := allows[st]
+		if !seen {
+			if ok, err = streamAllows(js, st, cfg.batch, &cfg); err != nil {
+				return nil, err
+			}
+			allows[st] = ok
+		}
+		if ok {
+			n.batch[k] = cfg.batch
+		}
+	}
 	return n, nil
 }
 
@@ -347,6 +368,9 @@ func (n *NATS) WriteBatch(ctx context.Context, msgs []output.Message) error {
 				be.Add(i, fmt.Errorf("flush: %w", err))
 			}
 		}
+	}
+	if len(js) > 0 && n.cfg.batch != NATSBatchNone {
+		js = n.publishBatches(ctx, msgs, js)
 	}
 	if len(js) > 0 {
 		n.publishJetStream(ctx, msgs, js, be)
@@ -499,7 +523,7 @@ func (n *NATS) Close() error {
 }
 
 type natsMetrics struct {
-	ackErrors, republishes, duplicates prometheus.Counter
+	ackErrors, republishes, duplicates, batchFallbacks prometheus.Counter
 }
 
 func newNATSMetrics(reg prometheus.Registerer, name string) (*natsMetrics, error) {
@@ -520,8 +544,16 @@ func newNATSMetrics(reg prometheus.Registerer, name string) (*natsMetrics, error
 			ConstLabels: l,
 			Help:        "PubAcks flagged duplicate: replays the stream dropped by Nats-Msg-Id.",
 		}),
+		batchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "streamscore_sinks_nats_batch_fallbacks_total",
+			ConstLabels: l,
+			Help:        "JetStream batches (fast or atomic) that failed and were republished message by message.",
+		}),
 	}
 	var err error
+	if m.batchFallbacks, err = promreg.Register(reg, m.batchFallbacks); err != nil {
+		return nil, err
+	}
 	if m.ackErrors, err = promreg.Register(reg, m.ackErrors); err != nil {
 		return nil, err
 	}

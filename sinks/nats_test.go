@@ -14,8 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/streamscore/streamscore/sinks"
-	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/sinks/sinktest"
+
+	"github.com/streamscore/streamscore/sinks/output"
 )
 
 // startNATS starts an embedded server on a free port; port > 0 and dir
@@ -124,15 +125,26 @@ func coreTarget(t *testing.T) sinktest.Target {
 // jetStreamTarget: a stream capturing every output subject, read back with
 // an ordered consumer.
 func jetStreamTarget(t *testing.T) sinktest.Target {
+	return jetStreamBatchTarget(t, sinks.NATSBatchNone)
+}
+
+// jetStreamBatchTarget is jetStreamTarget with a stream that allows batch
+// publishing and a sink that uses batch mode b.
+func jetStreamBatchTarget(t *testing.T, b sinks.NATSBatch) sinktest.Target {
 	ns := startNATS(t, true, 0, "")
-	_, stream := createStream(t, connect(t, ns))
-	sink, err := sinks.NewNATS(connect(t, ns), natsOptions()...)
+	_, stream := createStreamWith(t, connect(t, ns), func(c *jetstream.StreamConfig) {
+		c.AllowAtomicPublish, c.AllowBatchPublish = true, true
+	})
+	sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSBatch(b))...)
 	if err != nil {
 		t.Fatalf("NewNATS: %v", err)
 	}
 	for k := range natsSubjects {
 		if st := sink.Stream(k); st != "OUT" {
 			t.Fatalf("kind %s: stream %q, want OUT", k, st)
+		}
+		if got := sink.Batch(k); got != b {
+			t.Fatalf("kind %s: batch %v, want %v", k, got, b)
 		}
 	}
 	var got []sinktest.Received
@@ -188,15 +200,26 @@ func createStreamB(t testing.TB, nc *nats.Conn) {
 
 func createStream(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
+	return createStreamWith(t, nc, nil)
+}
+
+// createStreamWith creates stream OUT (file storage, 1 min duplicate
+// window), its configuration changed by edit when not nil.
+func createStreamWith(t *testing.T, nc *nats.Conn, edit func(*jetstream.StreamConfig)) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.CreateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name: "OUT", Subjects: []string{"out.>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	s, err := js.CreateStream(ctx, cfg)
 	if err != nil {
 		t.Fatalf("create stream: %v", err)
 	}
@@ -205,6 +228,12 @@ func createStream(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.S
 
 func TestNATSCoreConformance(t *testing.T)      { sinktest.Run(t, coreTarget) }
 func TestNATSJetStreamConformance(t *testing.T) { sinktest.Run(t, jetStreamTarget) }
+func TestNATSFastBatchConformance(t *testing.T) {
+	sinktest.Run(t, func(t *testing.T) sinktest.Target { return jetStreamBatchTarget(t, sinks.NATSBatchFast) })
+}
+func TestNATSAtomicBatchConformance(t *testing.T) {
+	sinktest.Run(t, func(t *testing.T) sinktest.Target { return jetStreamBatchTarget(t, sinks.NATSBatchAtomic) })
+}
 
 func streamMsgs(t *testing.T, s jetstream.Stream) uint64 {
 	t.Helper()
@@ -308,30 +337,37 @@ func TestNATSMixedRouting(t *testing.T) {
 // (possible on a loaded machine) disturbs nothing: the run is repeated, up
 // to three times, and the test fails only if none was disturbed.
 func TestNATSJetStreamServerRestart(t *testing.T) {
-	for try := 1; ; try++ {
-		if natsServerRestart(t) {
-			return
-		}
-		if try == 3 {
-			t.Fatal("the restart did not disturb the batch in 3 runs: the test proves nothing")
-		}
-		t.Logf("run %d: the restart came after the whole batch was acked; again", try)
+	for _, mode := range []sinks.NATSBatch{sinks.NATSBatchNone, sinks.NATSBatchFast} {
+		t.Run("batch="+mode.String(), func(t *testing.T) {
+			for try := 1; ; try++ {
+				if natsServerRestart(t, mode) {
+					return
+				}
+				if try == 3 {
+					t.Fatal("the restart did not disturb the batch in 3 runs: the test proves nothing")
+				}
+				t.Logf("run %d: the restart came after the whole batch was acked; again", try)
+			}
+		})
 	}
 }
 
 // natsServerRestart runs TestNATSJetStreamServerRestart's scenario once and
 // reports whether the restart disturbed the batch.
-func natsServerRestart(t *testing.T) bool {
+func natsServerRestart(t *testing.T, mode sinks.NATSBatch) bool {
 	dir := t.TempDir()
 	ns := startNATS(t, true, 0, dir)
 	tcpPort := ns.Addr().(*net.TCPAddr).Port
-	_, stream := createStream(t, connect(t, ns))
+	_, stream := createStreamWith(t, connect(t, ns), func(c *jetstream.StreamConfig) { c.AllowBatchPublish = true })
 	nc := connect(t, ns, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1), nats.ReconnectJitter(0, 0))
 	reg := prometheus.NewPedanticRegistry()
 	sink, err := sinks.NewNATS(nc, natsOptions(sinks.WithNATSAckTimeout(time.Second),
-		sinks.WithNATSRetries(2, 20*time.Millisecond), sinks.WithNATSRegisterer(reg))...)
+		sinks.WithNATSRetries(2, 20*time.Millisecond), sinks.WithNATSRegisterer(reg), sinks.WithNATSBatch(mode))...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := sink.Batch(output.KindScore); got != mode {
+		t.Fatalf("Batch(score) = %v, want %v", got, mode)
 	}
 	f, err := output.NewFanout([]output.Sink{sink}, output.WithFanoutBackoff(20*time.Millisecond, 200*time.Millisecond),
 		output.WithFanoutRegisterer(reg))
@@ -371,9 +407,10 @@ func natsServerRestart(t *testing.T) bool {
 	ackErrs := sinktest.MetricValue(t, reg, "streamscore_sinks_nats_ack_errors_total", sink1)
 	republished := sinktest.MetricValue(t, reg, "streamscore_sinks_nats_republishes_total", sink1)
 	attempts := sinktest.MetricValue(t, reg, "streamscore_sinks_publish_seconds", sink1)
-	t.Logf("ack errors %v, republished %v, fanout attempts %v, duplicates %v", ackErrs, republished, attempts,
+	fallbacks := sinktest.MetricValue(t, reg, "streamscore_sinks_nats_batch_fallbacks_total", sink1)
+	t.Logf("ack errors %v, republished %v, batch fallbacks %v, fanout attempts %v, duplicates %v", ackErrs, republished, fallbacks, attempts,
 		sinktest.MetricValue(t, reg, "streamscore_sinks_nats_duplicates_total", sink1))
-	disturbed := ackErrs > 0 || attempts > 1
+	disturbed := ackErrs > 0 || attempts > 1 || fallbacks > 0
 	if acked := sinktest.MetricValue(t, reg, "streamscore_sinks_messages_total", map[string]string{"sink": "nats", "kind": "score"}); acked != float64(want/2) {
 		t.Errorf("messages_total{kind=score} = %v, want %d", acked, want/2)
 	}
@@ -420,5 +457,157 @@ func TestNATSClosedConnection(t *testing.T) {
 	var be *output.BatchError
 	if !errors.As(err, &be) || be.Failed(0) == nil || !errors.Is(err, nats.ErrConnectionClosed) || sinks.IsRetryable(err) {
 		t.Errorf("got %v (retryable %v), want a non-retryable BatchError for index 0", err, sinks.IsRetryable(err))
+	}
+}
+
+// TestNATSBatchPublish: with a stream that allows it, a WriteBatch goes out
+// as batches (no fallback), every message stored once; the same batch again
+// (a replay) stores nothing new and still succeeds; a stream that does not
+// allow the mode gets one PubAck per message.
+func TestNATSBatchPublish(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode sinks.NATSBatch
+	}{
+		{"fast", sinks.NATSBatchFast},
+		{"atomic", sinks.NATSBatchAtomic},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := startNATS(t, true, 0, "")
+			_, stream := createStreamWith(t, connect(t, ns), func(c *jetstream.StreamConfig) {
+				c.AllowAtomicPublish, c.AllowBatchPublish = true, true
+			})
+			reg := prometheus.NewPedanticRegistry()
+			sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSBatch(tc.mode), sinks.WithNATSRegisterer(reg),
+				sinks.WithNATSAckTimeout(time.Second))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			if got := sink.Batch(output.KindScore); got != tc.mode {
+				t.Fatalf("Batch(score) = %v, want %v", got, tc.mode)
+			}
+			routed := map[output.Kind]bool{output.KindScore: true, output.KindAlert: true}
+			msgs, want := sinktest.Batch("b", 2600, routed) // 1300 routed: two atomic batches
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := sink.WriteBatch(ctx, msgs); err != nil {
+				t.Fatalf("WriteBatch: %v", err)
+			}
+			if got := streamMsgs(t, stream); got != uint64(want) {
+				t.Fatalf("stream holds %d messages, want %d", got, want)
+			}
+			fb := map[string]string{"sink": "nats"}
+			if got := sinktest.MetricValue(t, reg, "streamscore_sinks_nats_batch_fallbacks_total", fb); got != 0 {
+				t.Fatalf("batch_fallbacks_total = %v after a first write, want 0", got)
+			}
+			if err := sink.WriteBatch(ctx, msgs); err != nil {
+				t.Fatalf("WriteBatch (replay): %v", err)
+			}
+			if got := streamMsgs(t, stream); got != uint64(want) {
+				t.Errorf("stream holds %d messages after a replay, want %d (each ID once)", got, want)
+			}
+			// Half replayed, half new: every new one stored once.
+			more, _ := sinktest.Batch("c", 400, routed)
+			mixed := append(msgs[:400:400], more...)
+			if err := sink.WriteBatch(ctx, mixed); err != nil {
+				t.Fatalf("WriteBatch (mixed): %v", err)
+			}
+			if got := streamMsgs(t, stream); got != uint64(want+200) {
+				t.Errorf("stream holds %d messages after a mixed replay, want %d", got, want+200)
+			}
+			t.Logf("fallbacks: %v", sinktest.MetricValue(t, reg, "streamscore_sinks_nats_batch_fallbacks_total", fb))
+			sinktest.Lint(t, reg)
+		})
+	}
+	t.Run("two-streams", func(t *testing.T) { // one fast batch per stream, concurrently
+		ns := startNATS(t, true, 0, "")
+		js, err := jetstream.New(connect(t, ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		streams := map[output.Kind]jetstream.Stream{}
+		for k, name := range map[output.Kind]string{output.KindScore: "S", output.KindAlert: "A"} {
+			st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{natsSubjects[k]},
+				Storage: jetstream.MemoryStorage, Duplicates: time.Minute, AllowBatchPublish: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			streams[k] = st
+		}
+		reg := prometheus.NewPedanticRegistry()
+		sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSRegisterer(reg))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		for k := range streams {
+			if sink.Batch(k) != sinks.NATSBatchFast {
+				t.Fatalf("Batch(%s) = %v, want fast (the default)", k, sink.Batch(k))
+			}
+		}
+		msgs, _ := sinktest.Batch("two", 1000, map[output.Kind]bool{output.KindScore: true, output.KindAlert: true})
+		for range 2 { // the second time, all duplicates
+			if err := sink.WriteBatch(ctx, msgs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for k, st := range streams {
+			want := 0
+			for _, m := range msgs {
+				if m.Kind == k {
+					want++
+				}
+			}
+			if got := streamMsgs(t, st); got != uint64(want) {
+				t.Errorf("stream of %s holds %d, want %d", k, got, want)
+			}
+		}
+		if got := sinktest.MetricValue(t, reg, "streamscore_sinks_nats_batch_fallbacks_total", map[string]string{"sink": "nats"}); got != 0 {
+			t.Errorf("batch_fallbacks_total = %v, want 0", got)
+		}
+	})
+	t.Run("not-allowed", func(t *testing.T) {
+		ns := startNATS(t, true, 0, "")
+		_, stream := createStream(t, connect(t, ns))
+		sink, err := sinks.NewNATS(connect(t, ns), natsOptions(sinks.WithNATSBatch(sinks.NATSBatchFast))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		if got := sink.Batch(output.KindScore); got != sinks.NATSBatchNone {
+			t.Fatalf("Batch(score) = %v on a stream without allow_batched, want none", got)
+		}
+		msgs, want := sinktest.Batch("n", 100, map[output.Kind]bool{output.KindScore: true, output.KindAlert: true})
+		if err := sink.WriteBatch(context.Background(), msgs); err != nil {
+			t.Fatal(err)
+		}
+		if got := streamMsgs(t, stream); got != uint64(want) {
+			t.Errorf("stream holds %d, want %d", got, want)
+		}
+	})
+}
+
+func TestParseNATSBatch(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want sinks.NATSBatch
+		err  bool
+	}{
+		{"none", sinks.NATSBatchNone, false},
+		{"fast", sinks.NATSBatchFast, false},
+		{"atomic", sinks.NATSBatchAtomic, false},
+		{"Fast", 0, true},
+		{"", 0, true},
+	} {
+		got, err := sinks.ParseNATSBatch(tc.in)
+		if (err != nil) != tc.err || (err == nil && got != tc.want) {
+			t.Errorf("ParseNATSBatch(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+		if err == nil && got.String() != tc.in {
+			t.Errorf("%v.String() = %q, want %q", got, got.String(), tc.in)
+		}
 	}
 }

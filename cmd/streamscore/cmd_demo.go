@@ -146,6 +146,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 		// One process: no checkpoints shared with other members.
 		CheckpointStore: "none",
 		memConfig:       defaultMemConfig(),
+		sinkIO:          defaultSinkIO(),
 	}
 	eng, err := buildEngine(&ecfg, reg, log, stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
 		if t := caughtUp.Load(); t != 0 && appended.UnixNano() >= t {
@@ -320,6 +321,7 @@ func demoStreams(ctx context.Context, url string) error {
 		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
 			Name: name, Subjects: []string{subj}, Storage: jetstream.MemoryStorage,
 			MaxBytes: 256 << 20, Discard: jetstream.DiscardOld, Duplicates: 2 * time.Minute,
+			AllowBatchPublish: true, // --nats-batch fast
 		}); err != nil {
 			return fmt.Errorf("create stream %s: %w", name, err)
 		}

@@ -91,6 +91,10 @@ type engineConfig struct {
 	// --max-field-bytes (memcap.go).
 	memConfig
 
+	// JetStream batches, the Kafka producer, audit compression:
+	// --nats-batch, --kafka-producer, --audit-compression (sink_io.go).
+	sinkIO
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -144,6 +148,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	c.kafkaSecurity.registerCheck(fs)
 	c.registerFeatureCheck(fs, true)
 	c.memConfig.register(fs)
+	c.sinkIO.register(fs)
 	c.wireInput.register(fs)
 }
 
@@ -229,6 +234,7 @@ func (c *engineConfig) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.memConfig.Validate())
+	errs = append(errs, c.sinkIO.Validate())
 	errs = append(errs, c.wireInput.Validate())
 	return errors.Join(errs...)
 }
@@ -336,7 +342,12 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 			e.Close()
 			return nil, err
 		}
-		ns, err := sinks.NewNATS(nc, append(opts, sinks.WithNATSMode(mode))...)
+		nio, err := c.sinkIO.natsOptions()
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		ns, err := sinks.NewNATS(nc, append(append(opts, nio...), sinks.WithNATSMode(mode))...)
 		if err != nil {
 			e.Close()
 			return nil, fmt.Errorf("nats sink (--nats-mode %s): %w", mode, err)
@@ -347,7 +358,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 				continue
 			}
 			if st := ns.Stream(k); st != "" {
-				log.Info("nats output", "kind", k.String(), "subject", subj, "jetstream_stream", st)
+				log.Info("nats output", "kind", k.String(), "subject", subj, "jetstream_stream", st, "batch", ns.Batch(k).String())
 			} else {
 				log.Warn("nats output by core publish: records are not stored, and offsets are committed once the server has received them", "kind", k.String(), "subject", subj, "mode", mode.String())
 			}
@@ -377,11 +388,17 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		if t != nil {
 			kopts = append(kopts, sinks.WithKafkaTransport(t))
 		}
-		// kafka-go allocates a batch of BatchSize messages per partition and
-		// write; size it to our micro-batches, not its default of 100 (or
-		// 1000), so a write does not zero megabytes it never fills.
+		// With --kafka-producer writer, kafka-go allocates a batch of
+		// BatchSize messages per partition and write; size it to our
+		// micro-batches, not its default of 100 (or 1000), so a write does
+		// not zero megabytes it never fills.
 		kopts = append(kopts, sinks.WithKafkaBatch(c.MaxBatch, time.Millisecond))
-		ks, err := sinks.NewKafka(splitList(c.Brokers), kopts...)
+		kio, err := c.sinkIO.kafkaOptions()
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		ks, err := sinks.NewKafka(splitList(c.Brokers), append(kopts, kio...)...)
 		if err != nil {
 			e.Close()
 			return nil, err

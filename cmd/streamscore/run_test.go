@@ -81,6 +81,7 @@ func TestRunSubprocess(t *testing.T) {
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "SCORES", Subjects: []string{runScoresSubj, runAlertsSubj},
 		Storage: jetstream.MemoryStorage, Duplicates: 10 * time.Minute,
+		AllowBatchPublish: true, // --nats-batch fast (the default) is used
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +125,7 @@ scores-topic: %s
 alerts-topic: %s
 audit-topic: %s               # overridden by STREAMSCORE_AUDIT_TOPIC
 max-delay: 5ms
+audit-compression: zstd       # the audit records read back below are decompressed
 drain-timeout: %s
 workers: 2
 state-dir: %s
@@ -267,6 +269,9 @@ state-dir: %s
 	}
 	t.Logf("exit %v after SIGTERM; %d events produced in the second load", time.Since(sigAt).Round(time.Millisecond), produced)
 
+	if !regexp.MustCompile(`msg="nats output" .*batch=fast`).MatchString(sub.stderr.String()) {
+		t.Errorf("no nats output log line with batch=fast")
+	}
 	// What the engine consumed, from its final log line.
 	m := regexp.MustCompile(`msg="run finished" .*consumed=(\d+) scored=(\d+) deadlettered=(\d+)`).FindStringSubmatch(sub.stderr.String())
 	if m == nil {
