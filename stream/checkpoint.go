@@ -491,7 +491,7 @@ func (p *Pipeline) checkpointNow(ctx context.Context, st *stage, running bool, r
 	}
 	var blobs []ckptBlob
 	if running {
-		if !st.do(func() { blobs = p.encodeClaimed(st) }) {
+		if !st.do(func() { st.syncWorkers(); blobs = p.encodeClaimed(st) }) {
 			return
 		}
 	} else {

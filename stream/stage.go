@@ -444,6 +444,21 @@ func (s *stage) idle() bool {
 	return true
 }
 
+// syncWorkers takes every batch waiting in the workers' free lists and
+// puts it back. Run by the stage goroutine once idle reported every batch
+// back (idle reads only the channels' lengths, which orders nothing): the
+// receive orders the workers' and senders' last writes — the sequence
+// states of the batches they scored — before what the stage does next
+// (encoding the state for a checkpoint).
+func (s *stage) syncWorkers() {
+	for _, w := range s.workers {
+		for range len(w.free) {
+			b := <-w.free
+			w.free <- b
+		}
+	}
+}
+
 // credit gives back the credit of a message of partition part.
 func (s *stage) credit(part int) {
 	if c, ok := s.credits[part]; ok {
