@@ -182,17 +182,20 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 // reader observer (/readyz).
 func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uint64, credit chan struct{}) {
 	failing := false
-	backoff := 100 * time.Millisecond
+	b := firstBackoff
+	recovered := func() {
+		b = firstBackoff
+		if failing {
+			failing = false
+			if p.cfg.connObserve != nil {
+				p.cfg.connObserve("kafka reader", nil)
+			}
+		}
+	}
 	for {
 		rec, err := c.Fetch(ctx)
 		if errors.Is(err, ErrFetchResumed) {
-			backoff = 100 * time.Millisecond
-			if failing {
-				failing = false
-				if p.cfg.connObserve != nil {
-					p.cfg.connObserve("kafka reader", nil)
-				}
-			}
+			recovered()
 			continue
 		}
 		if err != nil {
@@ -203,46 +206,68 @@ func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uin
 				p.cfg.connObserve("kafka reader", err)
 			}
 			failing = true
-			level := slog.LevelWarn
-			if IsFatalSourceError(err) {
-				level = slog.LevelError // refused: retried until fixed, /readyz says why
-			}
-			p.log.Log(context.Background(), level, "fetch failed, retrying", "partition", c.Partition(), "err", err, "backoff", backoff)
-			select {
-			case <-ctx.Done():
+			if !p.retry(ctx, &b, "fetch failed, retrying", err, "partition", c.Partition()) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
-		if failing {
-			failing = false
-			if p.cfg.connObserve != nil {
-				p.cfg.connObserve("kafka reader", nil)
-			}
+		recovered()
+		if p.handOff(ctx, st, rec, fetched{epoch: epoch}, credit) != nil {
+			return // stopped (tracked and never acked: no commit passes it)
 		}
-		if prepare(ctx, p.cfg.eventDec, rec.Value) != nil {
-			return // stopped while the decoder waited (a schema registry down)
-		}
-		select {
-		case credit <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		m := kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
-			Time: rec.Time, HighWaterMark: rec.HighWater}
-		if p.tracker.Track(m.Partition, m.Offset) {
-			p.met.resets.Inc()
-			p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
-		}
-		select {
-		case st.in <- fetched{pd: st.decode(m), epoch: epoch}:
-		case <-ctx.Done():
-			// Tracked and never acked: no commit passes it.
-			return
-		}
+	}
+}
+
+// backoff paces a fetch loop's retries: 100 ms, doubling up to 5 s, back to
+// 100 ms after a success.
+type backoff time.Duration
+
+const firstBackoff = backoff(100 * time.Millisecond)
+
+// retry logs a failed fetch (at error level when the source refused it:
+// retried until fixed, /readyz says why) and waits out the backoff, which
+// it then doubles; false if ctx ended meanwhile.
+func (p *Pipeline) retry(ctx context.Context, b *backoff, msg string, err error, attrs ...any) bool {
+	level := slog.LevelWarn
+	if IsFatalSourceError(err) {
+		level = slog.LevelError
+	}
+	p.log.Log(context.Background(), level, msg, append(attrs, "err", err, "backoff", time.Duration(*b))...)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Duration(*b)):
+	}
+	*b = min(*b*2, backoff(5*time.Second))
+	return true
+}
+
+// handOff hands rec, decoded, to the stage as f (its epoch and whether it
+// is a replica read set): it prepares the decoder (a schema lookup may
+// wait), takes a credit of the partition, tracks a claimed record's offset
+// for the commits, and sends. It fails only when ctx ends (or the
+// decoder's preparation does, a schema registry down while stopping).
+func (p *Pipeline) handOff(ctx context.Context, st *stage, rec Record, f fetched, credit chan struct{}) error {
+	if err := prepare(ctx, p.cfg.eventDec, rec.Value); err != nil {
+		return err
+	}
+	select {
+	case credit <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	m := kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
+		Time: rec.Time, HighWaterMark: rec.HighWater}
+	if !f.replica && p.tracker.Track(m.Partition, m.Offset) {
+		p.met.resets.Inc()
+		p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
+	}
+	f.pd = st.decode(m)
+	select {
+	case st.in <- f:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"slices"
 	"sort"
 	"strconv"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/stream/internal/checkpoint"
 )
@@ -239,39 +237,28 @@ func (p *Pipeline) positions(ctx context.Context, src Source) map[int]Position {
 // partition before its committed offset, until r.until); then it returns
 // true when r was read to its end.
 func (p *Pipeline) fetchReplica(ctx context.Context, src Source, r replicaRead, st *stage, epoch uint64, credit chan struct{}) bool {
-	backoff := 100 * time.Millisecond
+	b := firstBackoff
 	from := r.from
 	for {
 		if r.until >= 0 && from >= r.until {
 			return true
 		}
+		msg := "open a shared-state replica read, retrying"
 		pr, err := src.Read(p.topic, r.part, from)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, ErrSourceClosed) {
-				return false
-			}
-			p.log.Warn("open a shared-state replica read, retrying", "partition", r.part, "offset", from, "err", err, "backoff", backoff)
-		} else {
+		if err == nil {
+			msg = "shared-state replica read failed, retrying"
 			from, err = p.pumpReplica(ctx, pr, r, from, st, epoch, credit)
 			pr.Close()
 			if err == nil {
 				return true
 			}
-			if ctx.Err() != nil || errors.Is(err, ErrSourceClosed) {
-				return false
-			}
-			level := slog.LevelWarn
-			if IsFatalSourceError(err) {
-				level = slog.LevelError
-			}
-			p.log.Log(context.Background(), level, "shared-state replica read failed, retrying", "partition", r.part, "offset", from, "err", err, "backoff", backoff)
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil || errors.Is(err, ErrSourceClosed) {
 			return false
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		if !p.retry(ctx, &b, msg, err, "partition", r.part, "offset", from) {
+			return false
+		}
 	}
 }
 
@@ -289,20 +276,8 @@ func (p *Pipeline) pumpReplica(ctx context.Context, pr PartitionReader, r replic
 		if r.until >= 0 && rec.Offset >= r.until {
 			return r.until, nil
 		}
-		if err := prepare(ctx, p.cfg.eventDec, rec.Value); err != nil {
-			return from, err // stopped while the decoder waited (a schema registry down)
-		}
-		select {
-		case credit <- struct{}{}:
-		case <-ctx.Done():
-			return from, ctx.Err()
-		}
-		m := kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
-			Time: rec.Time, HighWaterMark: rec.HighWater}
-		select {
-		case st.in <- fetched{pd: st.decode(m), epoch: epoch, replica: true}:
-		case <-ctx.Done():
-			return from, ctx.Err()
+		if err := p.handOff(ctx, st, rec, fetched{epoch: epoch, replica: true}, credit); err != nil {
+			return from, err
 		}
 		from = rec.Offset + 1
 		if r.until >= 0 && from >= r.until {
