@@ -75,13 +75,7 @@ func (s *memSink) batches() ([]int, []time.Time) {
 func (s *memSink) kind(k output.Kind) []output.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []output.Message
-	for _, m := range s.msgs {
-		if m.Kind == k {
-			out = append(out, m)
-		}
-	}
-	return out
+	return ofKind(s.msgs, k)
 }
 
 // memPartition is the partition a keyed message goes to (any fixed hash

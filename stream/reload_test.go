@@ -44,8 +44,13 @@ func (s *captureSink) Close() error { return nil }
 func (s *captureSink) byKind(k output.Kind) []output.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return ofKind(s.msgs, k)
+}
+
+// ofKind returns the messages of kind k among msgs.
+func ofKind(msgs []output.Message, k output.Kind) []output.Message {
 	var out []output.Message
-	for _, m := range s.msgs {
+	for _, m := range msgs {
 		if m.Kind == k {
 			out = append(out, m)
 		}

@@ -32,32 +32,50 @@ func (discardSink) Close() error                                       { return 
 // per card, as after a run.
 func snapshotFixture(b *testing.B, cards int) (*Pipeline, *stage) {
 	b.Helper()
-	ms, err := models.Shipped()
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := New([]string{"127.0.0.1:1"}, "bench", "transactions", ms, discardSink{},
-		WithWorkers(2), WithRegisterer(prometheus.NewRegistry()), WithStateDir(b.TempDir()),
-		WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	st := newStage(p, []*worker{newWorker(p, 0), newWorker(p, 1)})
+	p, st := stateFixture(b, "bench", b.TempDir(), stateFill{cards: cards, terminals: 20000, seed: 1,
+		t0: time.Now().Add(-48 * time.Hour).Truncate(time.Second), step: time.Millisecond})
 	if st.workers[0].layout.size == 0 {
 		b.Fatal("the shipped models keep no per-card state")
 	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	t0 := time.Now().Add(-48 * time.Hour).Truncate(time.Second)
+	return p, st
+}
+
+// stateFill is what stateFixture puts in the state: cards cards of two
+// events a day apart (step apart within a day) at terminals terminals, the
+// random draws seeded by seed.
+type stateFill struct {
+	cards, terminals int
+	seed             uint64
+	t0               time.Time
+	step             time.Duration
+}
+
+// stateFixture returns a pipeline on stateDir with the shipped models and
+// a stage of two workers holding, in two partitions, the cards of fill and
+// a random sequential-model state per card, as after a run.
+func stateFixture(tb testing.TB, group, stateDir string, fill stateFill) (*Pipeline, *stage) {
+	tb.Helper()
+	ms, err := models.Shipped()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := New([]string{"127.0.0.1:1"}, group, "transactions", ms, discardSink{},
+		WithWorkers(2), WithRegisterer(prometheus.NewRegistry()), WithStateDir(stateDir),
+		WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st := newStage(p, []*worker{newWorker(p, 0), newWorker(p, 1)})
+	rng := rand.New(rand.NewPCG(fill.seed, fill.seed+1))
 	row := make([]float32, st.width)
-	var ev features.Event
 	for round := range 2 {
-		for i := range cards {
+		for i := range fill.cards {
 			ps := st.part(i % 2)
 			ps.seq.layout = stageLayout(st, ps.part)
-			ev = features.Event{
-				TxID: "t-" + strconv.Itoa(round*cards+i), CardID: "c-" + strconv.Itoa(i),
-				TerminalID: "m-" + strconv.Itoa(rng.IntN(20000)),
-				TS:         t0.Add(time.Duration(round)*24*time.Hour + time.Duration(i)*time.Millisecond),
+			ev := features.Event{
+				TxID: "t-" + strconv.Itoa(round*fill.cards+i), CardID: "c-" + strconv.Itoa(i),
+				TerminalID: "m-" + strconv.Itoa(rng.IntN(fill.terminals)),
+				TS:         fill.t0.Add(time.Duration(round)*24*time.Hour + time.Duration(i)*fill.step),
 				Amount:     float64(rng.IntN(20000)) / 100, Currency: "EUR", MCC: "5411", Channel: "pos", Country: "FR",
 			}
 			ps.build.Update(&ev, row)

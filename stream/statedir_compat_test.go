@@ -1,9 +1,7 @@
 package stream
 
 import (
-	"log/slog"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/streamscore/streamscore/features"
-	"github.com/streamscore/streamscore/models"
 )
 
 // compatDirFixture returns a pipeline on stateDir with the shipped models
@@ -23,38 +19,7 @@ import (
 // state every time.
 func compatDirFixture(tb testing.TB, stateDir string) (*Pipeline, *stage) {
 	tb.Helper()
-	ms, err := models.Shipped()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p, err := New([]string{"127.0.0.1:1"}, "compat", "transactions", ms, discardSink{},
-		WithWorkers(2), WithRegisterer(prometheus.NewRegistry()), WithStateDir(stateDir),
-		WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	st := newStage(p, []*worker{newWorker(p, 0), newWorker(p, 1)})
-	rng := rand.New(rand.NewPCG(3, 4))
-	row := make([]float32, st.width)
-	for round := range 2 {
-		for i := range 60 {
-			ps := st.part(i % 2)
-			ps.seq.layout = stageLayout(st, ps.part)
-			ev := features.Event{
-				TxID: "t-" + strconv.Itoa(round*60+i), CardID: "c-" + strconv.Itoa(i),
-				TerminalID: "m-" + strconv.Itoa(rng.IntN(7)),
-				TS:         compatT0.Add(time.Duration(round)*24*time.Hour + time.Duration(i)*time.Second),
-				Amount:     float64(rng.IntN(20000)) / 100, Currency: "EUR", MCC: "5411", Channel: "pos", Country: "FR",
-			}
-			ps.build.Update(&ev, row)
-			c := ps.seq.card(ev.CardID, ev.TS.UnixNano())
-			for j := range c.data {
-				c.data[j] = rng.Float32()
-			}
-			ps.applied++
-		}
-	}
-	return p, st
+	return stateFixture(tb, "compat", stateDir, stateFill{cards: 60, terminals: 7, seed: 3, t0: compatT0, step: time.Second})
 }
 
 // TestStateDirGoldenV2: a state directory written by the build before
