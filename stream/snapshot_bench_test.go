@@ -40,6 +40,23 @@ func snapshotFixture(b *testing.B, cards int) (*Pipeline, *stage) {
 	return p, st
 }
 
+// shippedPipeline returns a pipeline of the shipped models on a broker
+// address nothing listens on (the tests drive its stage and workers by
+// hand), with a registry and a discarded log of its own, opts last.
+func shippedPipeline(tb testing.TB, group string, opts ...Option) *Pipeline {
+	tb.Helper()
+	ms, err := models.Shipped()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := New([]string{"127.0.0.1:1"}, group, "transactions", ms, discardSink{},
+		append([]Option{WithRegisterer(prometheus.NewRegistry()), WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
 // stateFill is what stateFixture puts in the state: cards cards of two
 // events a day apart (step apart within a day) at terminals terminals, the
 // random draws seeded by seed.
@@ -55,16 +72,7 @@ type stateFill struct {
 // a random sequential-model state per card, as after a run.
 func stateFixture(tb testing.TB, group, stateDir string, fill stateFill) (*Pipeline, *stage) {
 	tb.Helper()
-	ms, err := models.Shipped()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p, err := New([]string{"127.0.0.1:1"}, group, "transactions", ms, discardSink{},
-		WithWorkers(2), WithRegisterer(prometheus.NewRegistry()), WithStateDir(stateDir),
-		WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	p := shippedPipeline(tb, group, WithWorkers(2), WithStateDir(stateDir))
 	st := newStage(p, []*worker{newWorker(p, 0), newWorker(p, 1)})
 	rng := rand.New(rand.NewPCG(fill.seed, fill.seed+1))
 	row := make([]float32, st.width)

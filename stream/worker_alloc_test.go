@@ -1,12 +1,10 @@
 package stream
 
 import (
-	"log/slog"
 	"runtime"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
@@ -21,16 +19,7 @@ import (
 // its buffers have grown: at most one allocation per batch (the string the
 // record ids share).
 func TestWorkerPathAllocs(t *testing.T) {
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New([]string{"127.0.0.1:1"}, "allocs", "transactions", ms, discardSink{},
-		WithWorkers(1), WithRegisterer(prometheus.NewRegistry()), WithStateDir(t.TempDir()),
-		WithLogger(slog.New(slog.DiscardHandler)), WithDecisionModels(models.ShippedDecisionModel))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := shippedPipeline(t, "allocs", WithWorkers(1), WithStateDir(t.TempDir()), WithDecisionModels(models.ShippedDecisionModel))
 	st := newStage(p, []*worker{newWorker(p, 0)})
 	w := st.workers[0]
 	ps := st.part(0)
@@ -106,16 +95,7 @@ func TestStagePathAllocs(t *testing.T) {
 	if raceBuild {
 		t.Skip("the race detector makes sync.Pool drop items at random: the pooled pending items allocate")
 	}
-	ms, err := models.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New([]string{"127.0.0.1:1"}, "allocs", "transactions", ms, discardSink{},
-		WithWorkers(1), WithRegisterer(prometheus.NewRegistry()), WithStateDir(t.TempDir()),
-		WithLogger(slog.New(slog.DiscardHandler)), WithDecisionModels(models.ShippedDecisionModel))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := shippedPipeline(t, "allocs", WithWorkers(1), WithStateDir(t.TempDir()), WithDecisionModels(models.ShippedDecisionModel))
 	st := newStage(p, []*worker{newWorker(p, 0)})
 	w := st.workers[0]
 	st.credits = map[int]chan struct{}{} // a generation: the aligner releases
