@@ -525,15 +525,11 @@ func BenchmarkSharedMemory(b *testing.B) {
 			for b.Loop() {
 				s := MustShared()
 				row := make([]float32, MustBuilder(s).Width())
-				var m0, m1 runtime.MemStats
-				runtime.GC()
-				runtime.ReadMemStats(&m0)
-				for i := range evs {
-					s.Apply(&evs[i], row)
-				}
-				runtime.GC()
-				runtime.ReadMemStats(&m1)
-				perTerminal = float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / terminals
+				perTerminal = float64(heapGrowth(func() {
+					for i := range evs {
+						s.Apply(&evs[i], row)
+					}
+				})) / terminals
 				if st := s.Stats(); st.Entities == 0 {
 					b.Fatalf("no terminal in the state: %+v", st)
 				}

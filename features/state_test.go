@@ -448,20 +448,16 @@ func memPerCard(cards, events int) (total, terminal float64) {
 	}
 	row := make([]float32, width)
 	measure := func(apply func(e *Event)) float64 {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		e := Event{TxID: "t", Amount: 12.5}
-		for j := range events {
-			for i, id := range ids {
-				e.CardID, e.TerminalID = id, terms[i]
-				e.TS = t0.Add(time.Duration(j)*time.Hour + time.Duration(i)*time.Microsecond)
-				apply(&e)
+		return float64(heapGrowth(func() {
+			e := Event{TxID: "t", Amount: 12.5}
+			for j := range events {
+				for i, id := range ids {
+					e.CardID, e.TerminalID = id, terms[i]
+					e.TS = t0.Add(time.Duration(j)*time.Hour + time.Duration(i)*time.Microsecond)
+					apply(&e)
+				}
 			}
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		return float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(cards)
+		})) / float64(cards)
 	}
 	b := MustBuilder(nil)
 	total = measure(func(e *Event) { b.Update(e, row) })

@@ -327,15 +327,11 @@ func BenchmarkTilesMemory(b *testing.B) {
 				s := MustShared(WithSpec(spec))
 				bl := MustBuilder(s, WithSpec(spec))
 				row := make([]float32, bl.Width())
-				var m0, m1 runtime.MemStats
-				runtime.GC()
-				runtime.ReadMemStats(&m0)
-				for i := range evs {
-					bl.Update(&evs[i], row)
-				}
-				runtime.GC()
-				runtime.ReadMemStats(&m1)
-				perEntity = float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / terminals
+				perEntity = float64(heapGrowth(func() {
+					for i := range evs {
+						bl.Update(&evs[i], row)
+					}
+				})) / terminals
 				runtime.KeepAlive(bl)
 			}
 			b.ReportMetric(perEntity, "B/terminal")
