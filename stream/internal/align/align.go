@@ -464,18 +464,27 @@ func (a *Aligner[T]) wasIdle(q *partState) bool {
 // alone) nothing.
 func (a *Aligner[T]) wakeIdle(q *partState) {
 	now := a.read()
-	for _, o := range a.parts {
-		if o == nil || o == q || !o.caughtUp {
+	// Only the partitions added: ids index a sparse slice (the labels'
+	// start at MaxPartition/2+1), so walking a.parts would cost half a
+	// million slots.
+	qIdle := false
+	for n := len(a.idle); n > 0; n = len(a.idle) {
+		o := a.idle[n-1]
+		a.idle.remove(n - 1) // the last: no reordering
+		if o == q {
+			qIdle = true
 			continue
 		}
-		switch {
-		case o.where == inIdle:
-			a.idle.remove(o.hidx)
-			o.quiet = now
-			a.active.push(o, inActive)
-			a.stats.Woken++
-		case o.where == inActive && now-o.quiet >= a.idleWait:
-			o.quiet = now
+		o.quiet = now
+		a.active.push(o, inActive)
+		a.stats.Woken++
+	}
+	if qIdle {
+		a.idle.push(q, inIdle) // Push moves it next
+	}
+	for _, o := range a.active {
+		if o != q && o.caughtUp && now-o.quiet >= a.idleWait {
+			o.quiet = now // the heap is ordered by watermark: unchanged
 			a.stats.Woken++
 		}
 	}

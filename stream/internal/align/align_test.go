@@ -1008,3 +1008,42 @@ func TestGradualBacklogWakesQuietPartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestWakeIdleSparseIDs: the wake-up walks the partitions added, not the
+// id space: with a labels-style id near MaxPartition/2 it wakes exactly the
+// idle ones, and the sleeper with the highest id too.
+func TestWakeIdleSparseIDs(t *testing.T) {
+	c := newClock()
+	a := newTest[string](t, c)
+	high := MaxPartition/2 + 1
+	for _, p := range []int{0, 1, high} {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := c.now().Add(-time.Hour).UnixNano()
+	for i, p := range []int{0, 1, high} {
+		if err := a.Push(p, old+int64(i), fmt.Sprint(i), "first", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Deadline()
+	c.advance(testIdle)
+	for range 3 {
+		a.Deadline()
+		if _, _, ok := a.Pop(); !ok {
+			t.Fatal("the first items were not released past the idle bound")
+		}
+	}
+	c.advance(10 * testIdle)
+	if err := a.Push(0, old+10, "a", "burst", false); err != nil {
+		t.Fatal(err)
+	}
+	if w := a.Stats().Woken; w != 2 {
+		t.Fatalf("Woken = %d, want 2 (partition 1 and the high id)", w)
+	}
+	a.Deadline()
+	if v, r, ok := a.Pop(); ok {
+		t.Fatalf("Pop = %q %v: the woken partitions did not hold it back", v, r)
+	}
+}
