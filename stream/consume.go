@@ -262,11 +262,13 @@ func (p *Pipeline) handOff(ctx context.Context, st *stage, rec Record, f fetched
 		p.met.resets.Inc()
 		p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
 	}
+	st.inFlight.Add(1) // until the stage receives it (release)
 	f.pd = st.decode(m)
 	select {
 	case st.in <- f:
 		return nil
 	case <-ctx.Done():
+		st.inFlight.Add(-1)
 		return ctx.Err()
 	}
 }

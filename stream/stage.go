@@ -209,9 +209,10 @@ type stage struct {
 	open    []*batch    // per worker: its open batch, or nil
 	due     []time.Time // per worker: when its open batch closes
 	in      chan fetched
-	// decoding counts the messages the fetchers are decoding (decode):
-	// on their way to in.
-	decoding atomic.Int64
+	// inFlight counts the messages a fetcher has started to hand over
+	// (handOff: decoding, then waiting to send) and the stage has not
+	// received yet: their partitions are not silent.
+	inFlight atomic.Int64
 	ctl      chan func() // work to run in the stage's goroutine (do)
 	pause    chan *pauseReq
 	// epoch counts the generations the stage was given (assign, revoke):
@@ -540,6 +541,7 @@ func (s *stage) run() {
 				}
 				return
 			}
+			s.inFlight.Add(-1)
 			if f.epoch != s.epoch {
 				s.recycle(f.pd)
 				continue // fetched in a generation that ended: fetched again
@@ -723,10 +725,6 @@ func (s *stage) newPending() *pending { return pendingPool.Get().(*pending) }
 // instead of in the stage's one goroutine: safe for concurrent use (the
 // decoder is: see EventDecoder).
 func (s *stage) decode(m kafka.Message) *pending {
-	// Counted while it decodes: the message is on its way, so its
-	// partition is not silent (release).
-	s.decoding.Add(1)
-	defer s.decoding.Add(-1)
 	pd := s.newPending()
 	pd.m = m
 	if err := s.dec.Decode(m.Value, &pd.ev); err != nil {
@@ -816,13 +814,14 @@ func (s *stage) release() {
 	for {
 		var pd *pending
 		var ok bool
-		if len(s.in) > 0 || s.decoding.Load() > 0 {
-			// More messages are queued (or being decoded by their
-			// fetchers, on their way to the queue): their partitions are
-			// not silent, only not read yet, so no wait bound may release
-			// anything. Without the decoding count, a fetcher starved of
-			// CPU mid-decode let the others' events pass its partition's
-			// (TestReplayRunMatchesScore with the machine's cores busy).
+		if s.inFlight.Load() > 0 {
+			// More messages are on their way (being decoded by their
+			// fetchers, or queued): their partitions are not silent, only
+			// not read yet, so no wait bound may release anything.
+			// Counted until the stage receives them: a fetcher starved of
+			// CPU mid-decode, or between decoding and sending, let the
+			// others' events pass its partition's (TestReplayRunMatchesScore
+			// with the machine's cores busy).
 			pd, ok = s.al.PopExact()
 		} else {
 			pd, _, ok = s.al.Pop()
