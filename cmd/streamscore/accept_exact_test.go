@@ -43,6 +43,10 @@ const (
 	exactGroup   = "accept-exact"
 )
 
+// exactSideTopics are the one-partition topics of every exactness world
+// (one partition each, so that their order is the order of publication).
+var exactSideTopics = []string{exactScores, exactAudit, exactDead, exactLabels}
+
 // exactCases are the transactions topic's partition counts the exactness
 // tests run with. One partition is the control: the comparison finds no
 // difference where events reach the state in order anyway. Four
@@ -83,7 +87,11 @@ type exactWorld struct {
 
 func newExactWorld(t *testing.T, ctx context.Context, partitions int) *exactWorld {
 	t.Helper()
-	k, err := local.StartKafka(map[string]int{exactTxTopic: partitions, exactScores: 1, exactAudit: 1, exactDead: 1, exactLabels: 1})
+	topics := map[string]int{exactTxTopic: partitions}
+	for _, tp := range exactSideTopics {
+		topics[tp] = 1
+	}
+	k, err := local.StartKafka(topics)
 	if err != nil {
 		t.Fatal(err)
 	}
