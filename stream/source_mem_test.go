@@ -218,6 +218,22 @@ type MemSource struct {
 
 var _ Source = (*MemSource)(nil)
 
+// Claimed returns the partitions of the member's current generation
+// (none before it has joined, or once the generation ended).
+func (s *MemSource) Claimed() []int {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	m := s.g.members[s]
+	if m == nil || m.cur == nil || m.cur.ended || m.cur.finished {
+		return nil
+	}
+	parts := make([]int, 0, len(m.cur.byPart))
+	for p := range m.cur.byPart {
+		parts = append(parts, p)
+	}
+	return parts
+}
+
 // Next implements Source.
 func (s *MemSource) Next(ctx context.Context) (Generation, error) {
 	b := s.b
