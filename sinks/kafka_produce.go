@@ -89,21 +89,14 @@ func WithKafkaKindCompression(k output.Kind, codec kafka.Compression) KafkaOptio
 	}
 }
 
-// ParseKafkaCompression parses "none", "gzip", "snappy", "lz4" or "zstd".
+// ParseKafkaCompression parses a codec name as kafka-go names them:
+// "none" (or "uncompressed"), "gzip", "snappy", "lz4" or "zstd".
 func ParseKafkaCompression(s string) (kafka.Compression, error) {
-	switch s {
-	case "none":
-		return 0, nil
-	case "gzip":
-		return kafka.Gzip, nil
-	case "snappy":
-		return kafka.Snappy, nil
-	case "lz4":
-		return kafka.Lz4, nil
-	case "zstd":
-		return kafka.Zstd, nil
+	var c kafka.Compression
+	if err := c.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("sinks: kafka compression %q: %w", s, err)
 	}
-	return 0, fmt.Errorf("sinks: kafka compression %q: want none, gzip, snappy, lz4 or zstd", s)
+	return c, nil
 }
 
 // metadataTTL is how long the direct producer trusts a topic's partition
@@ -135,7 +128,6 @@ type produceGroup struct {
 	codec     kafka.Compression
 	idx       []int
 	err       error
-	errs      map[int]error // per message index, from the broker's record errors
 }
 
 // produceScratch is the per-call state of WriteBatch, pooled.
@@ -156,7 +148,7 @@ func (s *produceScratch) group(topic string, partition int, codec kafka.Compress
 	}
 	g := &s.groups[s.n]
 	s.n++
-	g.topic, g.partition, g.codec, g.idx, g.err, g.errs = topic, partition, codec, g.idx[:0], nil, nil
+	g.topic, g.partition, g.codec, g.idx, g.err = topic, partition, codec, g.idx[:0], nil
 	return g
 }
 
@@ -174,18 +166,21 @@ func (k *Kafka) partitions(ctx context.Context, topic string, fresh bool) ([]int
 		TopicNames: []string{topic}, AllowAutoTopicCreation: k.cfg.autoCreate,
 	})
 	if err != nil {
+		p.errors.Add(1)
 		return nil, fmt.Errorf("read metadata of topic %q: %w", topic, err)
 	}
 	n := -1
 	for _, t := range r.(*metadataAPI.Response).Topics {
 		if t.Name == topic {
 			if t.ErrorCode != 0 {
+				p.errors.Add(1)
 				return nil, fmt.Errorf("read metadata of topic %q: %w", topic, kafka.Error(t.ErrorCode))
 			}
 			n = len(t.Partitions)
 		}
 	}
 	if n <= 0 {
+		p.errors.Add(1)
 		return nil, fmt.Errorf("read metadata of topic %q: %w", topic, kafka.UnknownTopicOrPartition)
 	}
 	ids := make([]int, n)
@@ -207,7 +202,7 @@ func (k *Kafka) writeDirect(ctx context.Context, msgs []output.Message) error {
 	}
 	defer func() {
 		for i := range sc.groups[:sc.n] {
-			sc.groups[i].err, sc.groups[i].errs = nil, nil
+			sc.groups[i].err = nil
 		}
 		sc.n, sc.msg = 0, kafka.Message{}
 		p.scratch.Put(sc)
@@ -263,12 +258,6 @@ func (k *Kafka) writeDirect(ctx context.Context, msgs []output.Message) error {
 			for _, j := range g.idx {
 				fail(j, fmt.Errorf("write messages: %w", g.err))
 			}
-		case g.errs != nil:
-			for _, j := range g.idx {
-				if err := g.errs[j]; err != nil {
-					fail(j, fmt.Errorf("write message: %w", err))
-				}
-			}
 		}
 	}
 	if be != nil {
@@ -279,8 +268,8 @@ func (k *Kafka) writeDirect(ctx context.Context, msgs []output.Message) error {
 }
 
 // produceGroup writes g's messages with as many produce requests as the
-// byte limit needs, retrying retryable failures; it sets g.err (or
-// g.errs) on failure.
+// byte limit needs, retrying retryable failures; it sets g.err on
+// failure.
 func (k *Kafka) produceGroup(ctx context.Context, msgs []output.Message, g *produceGroup) {
 	for start := 0; start < len(g.idx); {
 		end, size := start, int64(0)
@@ -319,14 +308,13 @@ func (k *Kafka) produce(ctx context.Context, msgs []output.Message, g *produceGr
 			err = res.Error
 		}
 		if err == nil && len(res.RecordErrors) > 0 {
-			p.errors.Add(1)
-			g.errs = make(map[int]error, len(res.RecordErrors))
-			for j, e := range res.RecordErrors {
-				if j >= 0 && j < len(idx) {
-					g.errs[idx[j]] = e
-				}
-			}
-			return nil
+			// The broker stores none of a request whose records it refuses
+			// (they come with a partition error): the whole group fails,
+			// and the Fanout retries the suspects one by one.
+			err = kafka.InvalidRecord
+		}
+		if err != nil && res != nil && len(res.RecordErrors) > 0 {
+			err = fmt.Errorf("%w (the broker's record errors: %v)", err, res.RecordErrors)
 		}
 		if err == nil {
 			p.messages.Add(int64(len(idx)))

@@ -38,9 +38,12 @@ type NATS struct {
 	js     jetstream.JetStream        // nil when no subject is captured by a stream
 	stream [output.NumKinds]string    // stream capturing the kind's subject, "" = core
 	batch  [output.NumKinds]NATSBatch // how the kind's JetStream messages are acked
-	window chan struct{}              // JetStream in-flight slots shared by all callers
-	m      *natsMetrics
-	closed atomic.Bool
+	// anyBatch: some kind is batched (a stream allows it); otherwise
+	// WriteBatch skips the batch step.
+	anyBatch bool
+	window   chan struct{} // JetStream in-flight slots shared by all callers
+	m        *natsMetrics
+	closed   atomic.Bool
 }
 
 // NATSOption configures NewNATS.
@@ -295,6 +298,7 @@ func NewNATS(nc *nats.Conn, opts ...NATSOption) (*NATS, error) {
 		}
 		if ok {
 			n.batch[k] = cfg.batch
+			n.anyBatch = true
 		}
 	}
 	return n, nil
@@ -369,7 +373,7 @@ func (n *NATS) WriteBatch(ctx context.Context, msgs []output.Message) error {
 			}
 		}
 	}
-	if len(js) > 0 && n.cfg.batch != NATSBatchNone {
+	if len(js) > 0 && n.anyBatch {
 		js = n.publishBatches(ctx, msgs, js)
 	}
 	if len(js) > 0 {
