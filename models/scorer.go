@@ -17,6 +17,9 @@ type Scorer struct {
 	m     *Model
 	width int   // len of the stream's feature vector
 	cols  []int // cols[i] = column of model input i in the stream's row
+	// amtCol is the row's amount_log1p column when the output is
+	// probability × amount (sigmoid_amount), else -1.
+	amtCol int
 
 	xs   []float32    // rows × len(inputs), standardised
 	bufs [2][]float32 // ping-pong outputs of hidden layers
@@ -76,6 +79,10 @@ func (m *Model) Bind(features []string) (*Scorer, error) {
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("bind model %s: inputs %q not in the %d stream features: %w", m.ident, missing, len(features), ErrMissingInput)
+	}
+	s.amtCol = -1
+	if m.trees == nil && m.layers[len(m.layers)-1].sigAmt {
+		s.amtCol = s.cols[slices.Index(m.inputs, AmountInput)]
 	}
 	if m.trees != nil {
 		s.z = make([]float64, len(m.inputs))
@@ -161,10 +168,9 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 	}
 	s.standardise(x, rows)
 	s.runLayers(s.xs, rows, out)
-	if s.m.layers[len(s.m.layers)-1].sigAmt {
+	if col := s.amtCol; col >= 0 {
 		// Probability × amount (linear models only): the row's raw
 		// amount_log1p, not the standardised input.
-		col := s.cols[slices.Index(s.m.inputs, AmountInput)]
 		for r, v := range out[:rows] {
 			amt := math.Expm1(float64(x[r*s.width+col]))
 			out[r] = float32(amt / (1 + math.Exp(-float64(v))))

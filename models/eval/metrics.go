@@ -81,7 +81,6 @@ func steps(scores []float64, fraud []bool) (st []step, pos, neg int) {
 	return st, tp, fp
 }
 
-// checkLen panics on mismatched inputs: a programmer error.
 // float32s returns scores rounded to float32, the precision models produce.
 func float32s(scores []float64) []float32 {
 	out := make([]float32, len(scores))
@@ -91,6 +90,7 @@ func float32s(scores []float64) []float32 {
 	return out
 }
 
+// checkLen panics on mismatched inputs: a programmer error.
 func checkLen(scores []float64, fraud []bool) {
 	if len(scores) != len(fraud) {
 		panic("eval: len(scores) != len(fraud)")
