@@ -256,9 +256,8 @@
 //
 // Constructors that can fail are named New* and return an error
 // (NewShared, NewBuilder, NewDecoder: an invalid option wraps
-// ErrInvalidOption); none panics on its input. TTL and MaxCards, which read
-// options back, panic on an invalid option: check them with NewShared
-// first.
+// ErrInvalidOption); none panics on its input. What the options set is
+// read back from the Shared they made (Shared.TTL, Shared.MaxCards).
 //
 // # Concurrency
 //

@@ -50,15 +50,6 @@ func newConfig(opts []Option) (config, error) {
 	return c, nil
 }
 
-// mustConfig is newConfig for the Must-style functions: it panics on error.
-func mustConfig(opts []Option) config {
-	c, err := newConfig(opts)
-	if err != nil {
-		panic(err)
-	}
-	return c
-}
-
 // WithTTL sets how long, in event time, an idle card or terminal keeps its
 // state. Default 35 days. An entity idle for longer than the TTL is forgotten
 // (its next event starts from empty state); memory of idle entities is
@@ -161,10 +152,6 @@ func WithMaxPoints(n int) Option {
 		return nil
 	}
 }
-
-// MaxCards returns the card cap of opts (WithMaxCards; 0: unbounded). It
-// panics if an option is invalid (check opts with NewShared first).
-func MaxCards(opts ...Option) int { return mustConfig(opts).maxCards }
 
 // WithStripes sets the number of lock stripes of a Shared (terminal state).
 // Default 64. n must be a power of two in [1, 4096]. More stripes mean less

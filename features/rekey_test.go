@@ -240,7 +240,7 @@ func TestRotationKeepsCardState(t *testing.T) {
 			if a.Cards() != b.Cards() {
 				t.Errorf("cards held: %d after the rotation, %d without: state copied, not moved", b.Cards(), a.Cards())
 			}
-			if ttl := TTL(tc.opts...); ttl > 20*24*time.Hour {
+			if ttl := MustShared(tc.opts...).TTL(); ttl > 20*24*time.Hour {
 				both := 0
 				for c := range after {
 					if before[c] {

@@ -272,7 +272,7 @@ func splitCheck(t *testing.T, rng *rand.Rand, opts []Option, n int, allTxTS bool
 	if late == 0 || labelled == 0 || w0.b.Rekeyed() == 0 {
 		t.Fatalf("the stream did not exercise lateness, labels or rekeying: %d %d %d", late, labelled, w0.b.Rekeyed())
 	}
-	if MaxCards(opts...) > 0 && evicted == 0 {
+	if MustShared(opts...).MaxCards() > 0 && evicted == 0 {
 		t.Fatal("the card cap evicted nothing")
 	}
 }

@@ -126,7 +126,7 @@ func Replay(events []features.Event, labels []features.Label, ms []*models.Model
 		return fmt.Errorf("stream: replay: %w", err)
 	}
 	rc := newRecorder(scorers, decides, cfg.reasons)
-	seq := newSeqStates(features.TTL(cfg.featureOpts...), nil, nil)
+	seq := newSeqStates(shared.TTL(), nil, nil)
 	slotOf, _ := seq.setModels(scorers, nil)
 	var cards []*cardSeq
 	var emit []bool

@@ -523,7 +523,7 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 		st := &partState{
 			part:         part,
 			build:        p.partBuilder(r.shared),
-			seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
+			seq:          newSeqStates(p.shared.TTL(), p.met.stateResets, p.log),
 			offTrail:     newOffTrail(off),
 			restoredFrom: -1,
 			ckptApplied:  -1,

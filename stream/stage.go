@@ -59,7 +59,7 @@ func (p *Pipeline) newPartState(part int) *partState {
 	return &partState{
 		part:         part,
 		build:        p.partBuilder(p.shared),
-		seq:          newSeqStates(features.TTL(p.cfg.featureOpts...), p.met.stateResets, p.log),
+		seq:          newSeqStates(p.shared.TTL(), p.met.stateResets, p.log),
 		offTrail:     newOffTrail(-1),
 		shr:          newOffTrail(-1),
 		restoredFrom: -1,

@@ -66,7 +66,7 @@ func (p *Pipeline) registerStateMetrics(reg prometheus.Registerer) error {
 // them, and a partition's state moves whole).
 func (p *Pipeline) partFeatureOpts() []features.Option {
 	opts := p.cfg.featureOpts
-	if n := features.MaxCards(opts...); n > 0 {
+	if n := p.shared.MaxCards(); n > 0 {
 		parts := max(p.nParts, 1)
 		opts = append(slices.Clone(opts), features.WithMaxCards((n+parts-1)/parts))
 	}
