@@ -11,11 +11,11 @@ import (
 // Bad input is a *features.DecodeError, whose Reason is the dead letter's
 // reason; any other error is dead-lettered as "undecodable".
 // *features.Decoder (JSON) is one; features/wire's Decoder (Avro,
-// Protobuf) another, both safe for concurrent use. The trap: Decode is
-// called concurrently, from the fetching goroutine of each partition (so
-// that decoding runs in parallel rather than in the feature stage's one
-// goroutine), and must be safe for concurrent use, as
-// LabelDecoder.DecodeLabel.
+// Protobuf) another. The trap: Decode is called concurrently, from the
+// fetching goroutine of each partition (decoding runs in parallel, not in
+// the feature stage's one goroutine), so it must be safe for concurrent
+// use — a change from builds before 2026-12-06, which called it from one
+// goroutine.
 type EventDecoder interface {
 	Decode(value []byte, ev *features.Event) error
 }
@@ -39,8 +39,8 @@ type Preparer interface {
 // WithEventDecoder sets the decoder of the transactions topic. Default: a
 // features.Decoder (JSON) with WithDecoderOptions. d must be safe for
 // concurrent use (each partition's fetcher decodes its messages). The
-// trap: d applies its
-// own checks (skew, PAN key, field bounds): build it with the same
+// trap: d applies its own checks (skew, PAN key, field bounds): build it
+// with the same
 // features.Decoder options, since WithDecoderOptions does not reach it
 // (they still govern the dead letters' key and digest). If d is a
 // Preparer, each message is prepared in its partition's fetcher.
