@@ -299,3 +299,42 @@ func (s *Shared) ApplyLabelLocal(l *Label) (placed bool) {
 	placed, _ = s.applyLabelSpec(l, sideLocal)
 	return placed
 }
+
+// SharedFields returns the event fields that name the shared entities,
+// in the spec's order: terminal_id for the default features; with a spec,
+// each entity field other than card_id its features use (none: the spec
+// keeps only card state). A deployment that moves the shared state to
+// another stage routes each event by these fields (SharedID).
+func (s *Shared) SharedFields() []string {
+	if s.sp == nil {
+		return []string{"terminal_id"}
+	}
+	var fs []string
+	for _, en := range s.sp.cs.ents {
+		if !en.local {
+			fs = append(fs, stringFields[en.field])
+		}
+	}
+	return fs
+}
+
+// SharedID returns e's id for the i-th field of SharedFields ("" when the
+// event leaves an optional field empty). It panics if i is out of range.
+func (s *Shared) SharedID(e *Event, i int) string {
+	if s.sp == nil {
+		if i != 0 {
+			panic("features: SharedID: index out of range")
+		}
+		return e.TerminalID
+	}
+	for _, en := range s.sp.cs.ents {
+		if en.local {
+			continue
+		}
+		if i == 0 {
+			return en.field.of(e)
+		}
+		i--
+	}
+	panic("features: SharedID: index out of range")
+}

@@ -539,3 +539,25 @@ func BenchmarkSharedMemory(b *testing.B) {
 		})
 	}
 }
+
+func TestSharedFields(t *testing.T) {
+	s := MustShared()
+	if got := s.SharedFields(); !slices.Equal(got, []string{"terminal_id"}) {
+		t.Fatalf("default SharedFields %v", got)
+	}
+	e := Event{TerminalID: "T1", CardID: "C1", MCC: "5411", Channel: "ecom"}
+	if id := s.SharedID(&e, 0); id != "T1" {
+		t.Fatalf("SharedID %q", id)
+	}
+	sp := MustShared(WithSpec(thirdEntitySpec()))
+	fs := sp.SharedFields()
+	if len(fs) != 3 || slices.Contains(fs, "card_id") {
+		t.Fatalf("spec SharedFields %v, want terminal_id, mcc, channel", fs)
+	}
+	for i, f := range fs {
+		want := map[string]string{"terminal_id": "T1", "mcc": "5411", "channel": "ecom"}[f]
+		if id := sp.SharedID(&e, i); id != want {
+			t.Fatalf("SharedID(%d) (%s) = %q, want %q", i, f, id, want)
+		}
+	}
+}

@@ -403,6 +403,43 @@ func (a *Aligner[T]) Push(p int, ts int64, key string, v T, caughtUp bool) error
 		return fmt.Errorf("push item: %w", err)
 	}
 	q := a.parts[p]
+	a.deliver(q, ts, caughtUp)
+	q.n++
+	a.stats.Buffered++
+	a.seq++
+	if a.hasLast && a.belowLast(ts, key, p) {
+		a.pushLate(entry[T]{ts: ts, key: key, part: p, seq: a.seq, v: v})
+		return nil
+	}
+	a.items = append(a.items, entry[T]{ts: ts, key: key, part: p, seq: a.seq, v: v})
+	a.up(len(a.items) - 1)
+	return nil
+}
+
+// Advance is a delivery without an item: p's source reports that it has
+// gone past its last item, up to event time ts, with caughtUp as Push's
+// (a watermark record of a source whose items went elsewhere: the
+// terminal stage of a repartitioned topic hears every source's progress
+// this way). It counts as a delivery — p becomes active, its silence
+// restarts, an idle p wakes the others as Push would — and raises p's
+// watermark to ts if ts is above it. The caller calls it only for real
+// progress (the source read further); a report that repeats the last one
+// must not be passed on, or a quiet source would never turn idle (use
+// MarkCaughtUp when only caughtUp changed to true). It fails only for a
+// partition not added (or removed).
+func (a *Aligner[T]) Advance(p int, ts int64, caughtUp bool) error {
+	if p < 0 || p >= len(a.parts) || a.parts[p] == nil {
+		_, err := a.part(p)
+		return fmt.Errorf("advance: %w", err)
+	}
+	a.deliver(a.parts[p], ts, caughtUp)
+	return nil
+}
+
+// deliver is the bookkeeping of a delivery by q (Push, Advance): an idle q
+// delivering a backlog wakes the others, q's silence restarts, it becomes
+// active and its watermark rises to ts.
+func (a *Aligner[T]) deliver(q *partState, ts int64, caughtUp bool) {
 	if (!caughtUp || ts < a.lastWall-backlogAge) && a.wasIdle(q) {
 		a.wakeIdle(q)
 	}
@@ -425,16 +462,6 @@ func (a *Aligner[T]) Push(p int, ts int64, key string, v T, caughtUp bool) error
 		}
 		a.active.push(q, inActive)
 	}
-	q.n++
-	a.stats.Buffered++
-	a.seq++
-	if a.hasLast && a.belowLast(ts, key, p) {
-		a.pushLate(entry[T]{ts: ts, key: key, part: p, seq: a.seq, v: v})
-		return nil
-	}
-	a.items = append(a.items, entry[T]{ts: ts, key: key, part: p, seq: a.seq, v: v})
-	a.up(len(a.items) - 1)
-	return nil
 }
 
 // backlogAge is how far behind the clock an item's event time must be for

@@ -1047,3 +1047,70 @@ func TestWakeIdleSparseIDs(t *testing.T) {
 		t.Fatalf("Pop = %q %v: the woken partitions did not hold it back", v, r)
 	}
 }
+
+// TestAdvance: a watermark report without an item releases what the
+// source's watermark held back, counts as a delivery (an idle source is
+// active again and holds later items), and an unknown partition is an
+// error.
+func TestAdvance(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	for p := range 2 {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPush(t, a, item{ts: 10, key: "a", part: 0}, false)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v while partition 1 has no watermark", out)
+	}
+	// Source 1's items went elsewhere; it reports it is past ts 12.
+	if err := a.Advance(1, 12, false); err != nil {
+		t.Fatal(err)
+	}
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v while partition 0's own watermark (10) holds its head", out)
+	}
+	mustPush(t, a, item{ts: 11, key: "b", part: 0, idx: 1}, false)
+	out := drain(a)
+	if len(out) != 1 || out[0].it.ts != 10 || out[0].why != Ordered {
+		t.Fatalf("got %v, want ts 10 ordered", out)
+	}
+	// Partition 1 turns idle: caught up and silent past the idle wait.
+	if err := a.Advance(1, 12, true); err != nil {
+		t.Fatal(err)
+	}
+	a.Deadline()
+	c.advance(testIdle)
+	mustPush(t, a, item{ts: 20, key: "c", part: 0, idx: 2}, false)
+	mustPush(t, a, item{ts: 21, key: "c", part: 0, idx: 3}, false)
+	out = drain(a)
+	if len(out) != 2 || out[0].it.ts != 11 || out[0].why != Ordered || out[1].it.ts != 20 || out[1].why != IdleBound {
+		t.Fatalf("got %v, want 11 ordered and 20 by the idle bound", out)
+	}
+	if st := a.Stats(); st.IdlePartitions != 1 {
+		t.Fatalf("stats %+v, want partition 1 idle", st)
+	}
+	// An advance makes it active: it holds back partition 0's next item
+	// until its watermark passes it.
+	if err := a.Advance(1, 25, false); err != nil {
+		t.Fatal(err)
+	}
+	mustPush(t, a, item{ts: 30, key: "d", part: 0, idx: 4}, false)
+	if out := drain(a); len(out) != 1 || out[0].it.ts != 21 || out[0].why != Ordered {
+		t.Fatalf("got %v, want ts 21 ordered (partition 1 active at 25)", out)
+	}
+	mustPush(t, a, item{ts: 32, key: "e", part: 0, idx: 5}, false)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v past partition 1's watermark 25", out)
+	}
+	if err := a.Advance(1, 31, false); err != nil {
+		t.Fatal(err)
+	}
+	if out := drain(a); len(out) != 1 || out[0].it.ts != 30 || out[0].why != Ordered {
+		t.Fatalf("got %v, want ts 30 ordered", out)
+	}
+	if err := a.Advance(7, 1, false); err == nil {
+		t.Fatal("advance of a partition never added: no error")
+	}
+}
