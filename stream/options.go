@@ -40,16 +40,17 @@ type config struct {
 	shadows        []*models.Model
 	stateDir       string
 	stateInterval  time.Duration
-	allowUnpinned  bool            // WithUnpinnedModels
-	guardEvents    int             // WithAlertRateGuard; 0: off
-	guardFactor    float64         // WithAlertRateGuard
-	source         Source          // WithSource; nil: a KafkaSource
-	ckpt           CheckpointStore // WithCheckpoints
-	replicas       bool            // WithSharedReplicas
-	alignIdle      time.Duration   // WithAlignIdleWait; negative: no alignment
-	alignLag       time.Duration   // WithAlignLagWait
-	eventDec       EventDecoder    // WithEventDecoder; nil: JSON
-	labelDec       LabelDecoder    // WithLabelDecoder; nil: JSON
+	allowUnpinned  bool               // WithUnpinnedModels
+	guardEvents    int                // WithAlertRateGuard; 0: off
+	guardFactor    float64            // WithAlertRateGuard
+	source         Source             // WithSource; nil: a KafkaSource
+	ckpt           CheckpointStore    // WithCheckpoints
+	replicas       bool               // WithSharedReplicas
+	alignIdle      time.Duration      // WithAlignIdleWait; negative: no alignment
+	alignLag       time.Duration      // WithAlignLagWait
+	eventDec       EventDecoder       // WithEventDecoder; nil: JSON
+	labelDec       LabelDecoder       // WithLabelDecoder; nil: JSON
+	repart         *RepartitionConfig // WithRepartition; nil: shared state in-process
 }
 
 func defaultConfig() config {
