@@ -143,6 +143,11 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 		return
 	}
 	prefix := map[int]replicaRead{}
+	if p.joins != nil {
+		// The E readers outlive the generation's fetchers: its batches
+		// wait on them until revoke has drained them.
+		p.joins.begin(p.hard, src, claims)
+	}
 	p.gen.Store(&genRef{gen: gen, claimed: parts})
 
 	gctx, cancel := context.WithCancel(ctx)
@@ -264,6 +269,13 @@ func (p *Pipeline) handOff(ctx context.Context, st *stage, rec Record, f fetched
 	}
 	st.inFlight.Add(1) // until the stage receives it (release)
 	f.pd = st.decode(m)
+	if p.router != nil && !f.replica {
+		if err := p.router.route(ctx, &f.pd.m, f.pd); err != nil {
+			st.inFlight.Add(-1)
+			st.recycle(f.pd)
+			return err
+		}
+	}
 	select {
 	case st.in <- f:
 		return nil

@@ -182,6 +182,10 @@
 //	streamscore_stream_checkpoint_seconds{op}              time of the last checkpoint round (put) or partition restore
 //	streamscore_stream_checkpoint_bytes                    bytes of the last checkpoint round
 //	streamscore_stream_replica_events_total                events of partitions other members claim, applied to the shared entities only
+//	streamscore_stream_repartition_records_total           records written to the repartition topic (events, watermarks; WithRepartition)
+//	streamscore_stream_repartition_write_errors_total      failed writes to the repartition topic (retried)
+//	streamscore_stream_enriched_records_refused_total      enriched-topic records the card stage could not use (skipped)
+//	streamscore_stream_enriched_join_abandoned_events_total  events of batches given up when their generation ended before their shared columns came
 //	streamscore_stream_shared_columns_missing_total        events scored after a rebalance without their kept shared columns (may differ from a replay)
 //	streamscore_stream_shared_columns_held_events          events whose shared columns are kept above the group's committed offsets
 //	streamscore_stream_shared_checkpoints_total{op,outcome}  shared-state checkpoints stored (put) and restored (restore)

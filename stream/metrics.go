@@ -42,6 +42,11 @@ type metrics struct {
 	checkpointBytes   prometheus.Gauge
 	alignBuffered     prometheus.Gauge
 	replicaEvents     prometheus.Counter
+	// The repartition mode's card side (repart_card.go).
+	routed            prometheus.Counter
+	routeErrors       prometheus.Counter
+	joinBad           prometheus.Counter
+	joinAbandoned     prometheus.Counter
 	sharedColsMissing prometheus.Counter
 	sharedColsHeld    prometheus.Gauge
 	sharedCkpt        *prometheus.CounterVec
@@ -188,6 +193,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "streamscore_stream_replica_events_total",
 		Help: "Events of partitions this member does not claim (shared-state replicas, WithSharedReplicas) applied to its shared entities only, never scored.",
 	})
+	m.routed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamscore_stream_repartition_records_total",
+		Help: "Records the card stage wrote to the repartition topic (events and watermark records; WithRepartition).",
+	})
+	m.routeErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamscore_stream_repartition_write_errors_total",
+		Help: "Failed writes to the repartition topic (retried until they succeed).",
+	})
+	m.joinBad = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamscore_stream_enriched_records_refused_total",
+		Help: "Records of the enriched topic the card stage could not use (another build's format, a corrupt topic): skipped.",
+	})
+	m.joinAbandoned = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamscore_stream_enriched_join_abandoned_events_total",
+		Help: "Events of batches given up because their partition's generation ended before the terminal stage's columns came (re-delivered to the partition's next owner).",
+	})
 	m.sharedColsMissing = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "streamscore_stream_shared_columns_missing_total",
 		Help: "Events scored after a rebalance whose shared half was applied already but whose shared columns were not kept: scored with the shared state as it is (may differ from a replay).",
@@ -212,7 +233,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
 		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies,
 		m.aligned, m.alignBuffered, m.checkpoints, m.checkpointSeconds, m.checkpointBytes,
-		m.replicaEvents, m.sharedColsMissing, m.sharedColsHeld, m.sharedCkpt} {
+		m.replicaEvents, m.routed, m.routeErrors, m.joinBad, m.joinAbandoned, m.sharedColsMissing, m.sharedColsHeld, m.sharedCkpt} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}

@@ -61,6 +61,10 @@ type Pipeline struct {
 	// unknown): the card cap is divided among them.
 	nParts int
 	stage  *stage // Run's feature stage: the partitions' state
+	// router and joins: the card side of the repartition mode
+	// (WithRepartition), nil without it.
+	router *router
+	joins  *joiner
 	// gen is the consumer-group generation the committer commits through
 	// (nil between generations).
 	gen atomic.Pointer[genRef]
@@ -162,6 +166,17 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 	b, err := features.NewBuilder(p.shared, cfg.featureOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("stream: feature options: %w", err)
+	}
+	if err := checkRepartition(&cfg, shared); err != nil {
+		return nil, err
+	}
+	if cfg.repart != nil {
+		// The terminal stage holds the shared state: no replicas; the card
+		// stage applies each partition in its own order (cards live in one
+		// partition), without waiting for the others.
+		cfg.replicas = false
+		cfg.alignIdle = -1
+		p.cfg = cfg
 	}
 	p.names, p.defs = b.Names(), ModelFeatureDefs(b.Definitions())
 	p.sharedCols = p.shared.Columns()
@@ -280,6 +295,18 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.log.Warn("the topic's partitions are unknown: the card cap is divided by the workers", "err", err)
 		p.nParts = p.cfg.workers
 	}
+	stopRepart, err := p.startRepartition(ctx, src)
+	if err != nil {
+		closeSource()
+		return err
+	}
+	repartStopped := false
+	defer func() {
+		if !repartStopped { // an early return
+			stopRepart()
+	repartStopped = true
+		}
+	}()
 	workers := make([]*worker, p.cfg.workers)
 	for i := range workers {
 		workers[i] = newWorker(p, i)
@@ -298,7 +325,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if p.cfg.ckpt != nil && !p.restoredSnapshot {
+	if p.cfg.ckpt != nil && !p.restoredSnapshot && p.cfg.repart == nil {
 		// The shared entities' state (terminals) as the group holds it:
 		// before anything is applied and before the labels are read.
 		rctx, rcancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -396,6 +423,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	close(st.in)
 	<-stageDone
 	wg.Wait()
+	// Every batch is scored (or given up): the router and the E readers
+	// are done, and the terminal stage stores its state and leaves.
+	stopRepart()
 	if p.cfg.ckpt != nil && p.hard.Err() == nil && !st.torn && !workersTorn(workers) {
 		p.checkpointNow(p.hard, st, false, "shutdown")
 	}
@@ -666,7 +696,14 @@ func (p *Pipeline) commitOnce() (ok bool) {
 		}
 		cs = kept
 		ctx, cancel := context.WithTimeout(p.hard, commitTimeout)
-		err := g.gen.Commit(ctx, next)
+		var err error
+		if sc, ok := g.gen.(SideCommitter); ok && p.joins != nil {
+			// With T's offsets, in the same fenced request, the E offsets
+			// the next owner of each partition reads its shared columns from.
+			err = sc.CommitWith(ctx, next, map[string]map[int]int64{p.cfg.repart.Enriched: p.joins.anchors(next)})
+		} else {
+			err = g.gen.Commit(ctx, next)
+		}
 		cancel()
 		switch {
 		case errors.Is(err, ErrFenced):

@@ -317,7 +317,7 @@ func (p *Pipeline) sharedKey(slot int) checkpoint.Key {
 // stage and the workers must be paused (or idle); labelMu is taken.
 func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 	g := p.gen.Load()
-	if g == nil || !slices.Contains(g.claimed, 0) {
+	if g == nil || !slices.Contains(g.claimed, 0) || p.cfg.repart != nil {
 		return ckptBlob{}, false
 	}
 	parts := slices.Sorted(maps.Keys(st.parts))

@@ -756,7 +756,9 @@ func (s *stage) add(f fetched) {
 		s.checkGap(ps, m.Offset)
 	}
 	pd.replica = replica
-	pd.needShared = !ps.shr.isApplied(m.Offset)
+	// In the repartition mode the shared half is the terminal stage's
+	// (joined by the worker): the card stage applies the card half only.
+	pd.needShared = s.p.cfg.repart == nil && !ps.shr.isApplied(m.Offset)
 	pd.needLocal = !replica && !ps.isApplied(m.Offset)
 	switch {
 	case !pd.needShared && !pd.needLocal:
@@ -906,10 +908,14 @@ func (s *stage) apply(pd *pending, ps *partState) {
 		rows := len(b.rowMsg)
 		row := b.x[rows*s.width : (rows+1)*s.width]
 		var sharedLate bool
-		if pd.needShared {
+		switch {
+		case s.p.cfg.repart != nil:
+			// The shared columns and their late flag are joined from E
+			// before the batch is scored (joiner.fill).
+		case pd.needShared:
 			sharedLate = s.p.shared.Apply(ev, row)
 			s.keepCols(ps, m.Offset, row, sharedLate)
-		} else {
+		default:
 			sharedLate = s.sharedCols(ps, m.Offset, ev, row)
 		}
 		if pd.needLocal {
@@ -1092,7 +1098,12 @@ func (s *stage) applyLabel(lm *labelMsg) {
 	// recorded, or neither.
 	s.p.labelMu.Lock()
 	placed := true
-	if !lm.dead {
+	switch {
+	case lm.dead:
+	case s.p.cfg.repart != nil:
+		// The terminal stage applies the shared half (its terminals').
+		placed = s.p.shared.ApplyLabelLocal(&lm.l)
+	default:
 		placed = s.p.shared.ApplyLabel(&lm.l)
 	}
 	tr.markApplied(lm.m.Offset)

@@ -95,6 +95,10 @@ type engineConfig struct {
 	// --nats-batch, --kafka-producer, --audit-compression (sink_io.go).
 	sinkIO
 
+	// Where terminal state is kept with several members: --terminal-stage,
+	// --repartition-topic, ... (terminal_stage.go).
+	terminalStage
+
 	// noSinks builds the pipeline without sinks (no connection is made):
 	// for `streamscore state`, which never runs it. Not a flag.
 	noSinks bool
@@ -149,6 +153,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	c.registerFeatureCheck(fs, true)
 	c.memConfig.register(fs)
 	c.sinkIO.register(fs)
+	c.terminalStage.register(fs)
 	c.wireInput.register(fs)
 }
 
@@ -235,6 +240,10 @@ func (c *engineConfig) Validate() error {
 	}
 	errs = append(errs, c.memConfig.Validate())
 	errs = append(errs, c.sinkIO.Validate())
+	errs = append(errs, c.terminalStage.Validate(c.Topic))
+	if c.repartition() && c.CheckpointStore == "none" {
+		errs = append(errs, errors.New("--terminal-stage repartition needs --checkpoint-store (the terminal state lives in the checkpoints of the repartition topic's partitions)"))
+	}
 	errs = append(errs, c.wireInput.Validate())
 	return errors.Join(errs...)
 }
@@ -494,6 +503,25 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		}
 		e.ckpt = store
 		opts = append(opts, stream.WithCheckpoints(store))
+		if c.repartition() {
+			rt, err := c.transport()
+			if err != nil {
+				e.Close()
+				return nil, err
+			}
+			var trt kafka.RoundTripper
+			if rt != nil {
+				trt = rt
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err = c.terminalStage.ensureTopics(ctx, splitList(c.Brokers), trt, c.Topic)
+			cancel()
+			if err != nil {
+				e.Close()
+				return nil, fmt.Errorf("--terminal-stage repartition: %w", err)
+			}
+			opts = append(opts, c.terminalStage.streamOption())
+		}
 	}
 	// With the shipped set, the MLP decides; the logistic baseline and the
 	// expected-loss model are scored and audited.
