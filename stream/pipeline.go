@@ -304,7 +304,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer func() {
 		if !repartStopped { // an early return
 			stopRepart()
-	repartStopped = true
+			repartStopped = true
 		}
 	}()
 	workers := make([]*worker, p.cfg.workers)
