@@ -143,6 +143,9 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 		return
 	}
 	prefix := map[int]replicaRead{}
+	if p.router != nil {
+		p.router.claim(ctx, parts)
+	}
 	if p.joins != nil {
 		// The E readers outlive the generation's fetchers: its batches
 		// wait on them until revoke has drained them.

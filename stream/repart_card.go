@@ -60,13 +60,14 @@ type router struct {
 	topic string
 	nR    int
 	in    chan routed
+	owned chan []int // a generation's claimed partitions (claim)
 	srcs  map[int]*srcProgress
 	buf   []OutRecord
 	start time.Time // when the first buffered record came
 }
 
 func newRouter(p *Pipeline, w RecordWriter, nR int) *router {
-	return &router{p: p, w: w, topic: p.cfg.repart.Topic, nR: nR, in: make(chan routed, 4096), srcs: map[int]*srcProgress{}}
+	return &router{p: p, w: w, topic: p.cfg.repart.Topic, nR: nR, in: make(chan routed, 4096), owned: make(chan []int), srcs: map[int]*srcProgress{}}
 }
 
 // route hands the message of m (decoded into pd) to the router; called by
@@ -87,6 +88,18 @@ func (rt *router) route(ctx context.Context, m *kafka.Message, pd *pending) erro
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// claim tells the router a generation's claimed partitions: it stops
+// reporting the progress of the others (another member owns them now; a
+// stale report of this one's could tell a terminal stage that a source
+// the new owner is still catching up on has caught up). It returns when
+// the router has taken it, or ctx ends.
+func (rt *router) claim(ctx context.Context, parts []int) {
+	select {
+	case rt.owned <- parts:
+	case <-ctx.Done():
 	}
 }
 
@@ -127,6 +140,22 @@ func (rt *router) run(ctx context.Context) {
 		case <-lingerC:
 			lingerC = nil
 			rt.flush(ctx)
+		case parts := <-rt.owned:
+			// What the previous generation's fetchers queued first.
+		queued:
+			for {
+				select {
+				case r := <-rt.in:
+					rt.add(r)
+				default:
+					break queued
+				}
+			}
+			for part := range rt.srcs {
+				if !slices.Contains(parts, part) {
+					delete(rt.srcs, part)
+				}
+			}
 		case now := <-marks.C:
 			beat := now.Sub(lastBeat) >= heartbeatEvery
 			if beat {
