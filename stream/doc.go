@@ -195,4 +195,6 @@
 //	streamscore_stream_source_commits_fenced_total         commits refused because the partition moved to another member
 //	streamscore_stream_source_fetch_errors_total{partition}  fetch errors per partition
 //	streamscore_stream_source_records_skipped_total{partition}  records deleted by retention before this member read them
+//	streamscore_stream_source_records_written_total{topic}  records WriteRecords stored (repartition and enriched topics)
+//	streamscore_stream_source_write_errors_total{topic}    produce requests of WriteRecords that failed (retried ones included)
 package stream

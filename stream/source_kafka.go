@@ -23,6 +23,7 @@ type sourceConfig struct {
 	startOffset      int64
 	maxBytes         int
 	maxWait          time.Duration
+	writeBytes       int
 	log              *slog.Logger
 	reg              prometheus.Registerer
 }
@@ -35,6 +36,7 @@ func defaultSourceConfig() sourceConfig {
 		startOffset:      kafka.FirstOffset,
 		maxBytes:         1 << 20,
 		maxWait:          500 * time.Millisecond,
+		writeBytes:       1_000_000,
 		log:              slog.New(slog.DiscardHandler),
 	}
 }
@@ -129,9 +131,12 @@ func WithSourceMaxWait(d time.Duration) SourceOption {
 // streamscore_stream_source_generations_total,
 // streamscore_stream_source_partitions_claimed,
 // streamscore_stream_source_commits_fenced_total,
-// streamscore_stream_source_fetch_errors_total{partition} and
+// streamscore_stream_source_fetch_errors_total{partition},
 // streamscore_stream_source_records_skipped_total{partition} (records
-// deleted by retention before this member read them). Default: none. The
+// deleted by retention before this member read them),
+// streamscore_stream_source_records_written_total{topic} and
+// streamscore_stream_source_write_errors_total{topic} (WriteRecords).
+// Default: none. The
 // trap: two sources on one registry fail to register.
 func WithSourceRegisterer(reg prometheus.Registerer) SourceOption {
 	return func(c *sourceConfig) error {
@@ -169,6 +174,8 @@ type KafkaSource struct {
 	tr      *kafka.Transport
 	cl      *kafka.Client
 	met     *sourceMetrics
+
+	writeScratch sync.Pool // *writeScratch, per WriteRecords call
 
 	mu      sync.Mutex
 	cg      *kafka.ConsumerGroup // made by the first Next
@@ -351,24 +358,15 @@ func (s *KafkaSource) Positions(ctx context.Context) (map[int]Position, error) {
 	if err != nil {
 		return nil, err
 	}
-	of, err := s.cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{s.topic: parts}})
-	if err == nil && of.Error != nil {
-		err = of.Error
-	}
+	committed, err := s.committed(ctx, s.topic, parts)
 	if err != nil {
-		return nil, fmt.Errorf("stream: committed offsets of group %q: %w", s.group, err)
+		return nil, err
 	}
 	out := make(map[int]Position, len(parts))
 	for _, p := range parts {
 		out[p] = Position{Committed: -1}
-	}
-	for _, po := range of.Topics[s.topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("stream: committed offset of %s/%d: %w", s.topic, po.Partition, po.Error)
-		}
-		if pos, ok := out[po.Partition]; ok && po.CommittedOffset >= 0 {
-			pos.Committed = po.CommittedOffset
-			out[po.Partition] = pos
+		if off, ok := committed[p]; ok {
+			out[p] = Position{Committed: off}
 		}
 	}
 	reqs := make([]kafka.OffsetRequest, 0, 2*len(parts))
@@ -576,9 +574,28 @@ func (g *kafkaGeneration) Claims() []Claim { return g.claims }
 // Done implements Generation.
 func (g *kafkaGeneration) Done() <-chan struct{} { return g.done }
 
-// Commit implements Generation.
+// Commit implements Generation: CommitWith without side offsets.
 func (g *kafkaGeneration) Commit(ctx context.Context, next map[int]int64) error {
-	if len(next) == 0 {
+	return g.CommitWith(ctx, next, nil)
+}
+
+// CommitWith implements SideCommitter: next (the input topic) and side
+// (topic -> partition -> offset) in one OffsetCommit request, as this
+// generation, fenced as Commit is. Every partition id of side must be
+// claimed in the generation (as an input partition: side topics are
+// co-partitioned with the input), or the whole commit is refused with
+// ErrFenced without contacting the broker; the input topic, or an empty
+// topic name, as a side topic is an error. The broker stores the request's
+// offsets together (one append to its offsets log); a side partition the
+// topic does not have is refused by the broker
+// (kafka.UnknownTopicOrPartition, returned wrapped, not ErrFenced) while
+// the request's other offsets are stored. Empty next and side: a no-op.
+func (g *kafkaGeneration) CommitWith(ctx context.Context, next map[int]int64, side map[string]map[int]int64) error {
+	n := len(next)
+	for _, parts := range side {
+		n += len(parts)
+	}
+	if n == 0 {
 		return nil
 	}
 	g.mu.RLock()
@@ -587,19 +604,30 @@ func (g *kafkaGeneration) Commit(ctx context.Context, next map[int]int64) error 
 		g.s.met.fenced.Inc()
 		return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.kg.ID, ErrGenerationEnded)
 	}
-	for p, off := range next {
-		if _, ok := g.byPart[p]; !ok {
-			g.s.met.fenced.Inc()
-			return fmt.Errorf("%w: partition %d is not claimed in generation %d", ErrFenced, p, g.kg.ID)
+	if err := g.checkClaimed(g.s.topic, next); err != nil {
+		return err
+	}
+	for topic, parts := range side {
+		if topic == "" || topic == g.s.topic {
+			return fmt.Errorf("stream: commit: side topic %q is empty or the input topic", topic)
 		}
-		if off < 0 {
-			return fmt.Errorf("stream: commit partition %d: negative offset %d", p, off)
+		if err := g.checkClaimed(topic, parts); err != nil {
+			return err
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := g.kg.CommitOffsets(map[string]map[int]int64{g.s.topic: next})
+	offsets := make(map[string]map[int]int64, 1+len(side))
+	if len(next) > 0 {
+		offsets[g.s.topic] = next
+	}
+	for topic, parts := range side {
+		if len(parts) > 0 {
+			offsets[topic] = parts
+		}
+	}
+	err := g.kg.CommitOffsets(offsets)
 	var ke kafka.Error
 	if err != nil && !errors.As(err, &ke) {
 		// kafka-go commits through the generation's coordinator
@@ -608,7 +636,7 @@ func (g *kafkaGeneration) Commit(ctx context.Context, next map[int]int64) error 
 		// generation ends): commit again on a fresh connection to the
 		// coordinator, as the same member and generation. The broker
 		// accepts it if the generation still stands, fences it otherwise.
-		err = g.commitDirect(ctx, next)
+		err = g.commitDirect(ctx, offsets)
 	}
 	if err != nil {
 		if fenceCode(err) {
@@ -620,15 +648,34 @@ func (g *kafkaGeneration) Commit(ctx context.Context, next map[int]int64) error 
 	return nil
 }
 
-// commitDirect commits next as g's member and generation through the
+// checkClaimed refuses (ErrFenced) a partition of offsets that is not
+// claimed in g, and a negative offset (a plain error).
+func (g *kafkaGeneration) checkClaimed(topic string, offsets map[int]int64) error {
+	for p, off := range offsets {
+		if _, ok := g.byPart[p]; !ok {
+			g.s.met.fenced.Inc()
+			return fmt.Errorf("%w: %s partition %d is not claimed in generation %d", ErrFenced, topic, p, g.kg.ID)
+		}
+		if off < 0 {
+			return fmt.Errorf("stream: commit %s partition %d: negative offset %d", topic, p, off)
+		}
+	}
+	return nil
+}
+
+// commitDirect commits offsets as g's member and generation through the
 // source's client (a connection of its own to the group's coordinator).
-func (g *kafkaGeneration) commitDirect(ctx context.Context, next map[int]int64) error {
-	oc := make([]kafka.OffsetCommit, 0, len(next))
-	for p, off := range next {
-		oc = append(oc, kafka.OffsetCommit{Partition: p, Offset: off})
+func (g *kafkaGeneration) commitDirect(ctx context.Context, offsets map[string]map[int]int64) error {
+	topics := make(map[string][]kafka.OffsetCommit, len(offsets))
+	for topic, parts := range offsets {
+		oc := make([]kafka.OffsetCommit, 0, len(parts))
+		for p, off := range parts {
+			oc = append(oc, kafka.OffsetCommit{Partition: p, Offset: off})
+		}
+		topics[topic] = oc
 	}
 	req := &kafka.OffsetCommitRequest{GroupID: g.kg.GroupID, GenerationID: int(g.kg.ID),
-		MemberID: g.kg.MemberID, Topics: map[string][]kafka.OffsetCommit{g.s.topic: oc}}
+		MemberID: g.kg.MemberID, Topics: topics}
 	res, err := g.s.cl.OffsetCommit(ctx, req)
 	if tr, ok := g.s.cl.Transport.(*kafka.Transport); err != nil && ok {
 		// The transport's pooled connections outlive a broker restart and
@@ -640,9 +687,11 @@ func (g *kafkaGeneration) commitDirect(ctx context.Context, next map[int]int64) 
 	if err != nil {
 		return fmt.Errorf("commit on a new connection: %w", err)
 	}
-	for _, pr := range res.Topics[g.s.topic] {
-		if pr.Error != nil {
-			return fmt.Errorf("commit partition %d on a new connection: %w", pr.Partition, pr.Error)
+	for topic, prs := range res.Topics {
+		for _, pr := range prs {
+			if pr.Error != nil {
+				return fmt.Errorf("commit %s partition %d on a new connection: %w", topic, pr.Partition, pr.Error)
+			}
 		}
 	}
 	return nil
@@ -716,6 +765,8 @@ type sourceMetrics struct {
 	fenced      prometheus.Counter
 	fetchErrors *prometheus.CounterVec // partition
 	skipped     *prometheus.CounterVec // partition
+	written     *prometheus.CounterVec // topic
+	writeErrors *prometheus.CounterVec // topic
 }
 
 func newSourceMetrics(reg prometheus.Registerer) (*sourceMetrics, error) {
@@ -740,11 +791,19 @@ func newSourceMetrics(reg prometheus.Registerer) (*sourceMetrics, error) {
 			Name: "streamscore_stream_source_records_skipped_total",
 			Help: "Records of a partition deleted by retention before this member read them: a gap in the input.",
 		}, []string{"partition"}),
+		written: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_records_written_total",
+			Help: "Records WriteRecords stored (acks=all) in a topic (the repartition and enriched topics).",
+		}, []string{"topic"}),
+		writeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_source_write_errors_total",
+			Help: "Produce requests of WriteRecords that failed, retried ones included.",
+		}, []string{"topic"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.generations, m.claimed, m.fenced, m.fetchErrors, m.skipped} {
+	for _, c := range []prometheus.Collector{m.generations, m.claimed, m.fenced, m.fetchErrors, m.skipped, m.written, m.writeErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("stream: register source metrics: %w", err)
 		}

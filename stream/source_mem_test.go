@@ -27,6 +27,16 @@ import (
 // a generation that is Done but not ended are accepted; after End they are
 // refused locally, after Expire by the "broker" (kafka.UnknownMemberId).
 //
+// The repartition mode's seams, as KafkaSource has them: MemSource writes
+// records (RecordWriter: the records of one call are appended under one
+// lock, so a partition's records of a call are contiguous, in order, and
+// nothing of a call with a bad record is stored), commits side topics'
+// offsets with its input's, all or nothing (SideCommitter: a side partition
+// must be claimed, as an input partition, in the generation), and reads its
+// group's committed offsets of any topic (CommittedReader: partitions
+// without a commit absent). Committed offsets are kept per group and
+// topic, whatever topics the group consumes.
+//
 // All methods are safe for concurrent use.
 type MemBroker struct {
 	mu      sync.Mutex
@@ -216,7 +226,62 @@ type MemSource struct {
 	readers map[*memReader]struct{}
 }
 
-var _ Source = (*MemSource)(nil)
+var (
+	_ Source          = (*MemSource)(nil)
+	_ RecordWriter    = (*MemSource)(nil)
+	_ CommittedReader = (*MemSource)(nil)
+	_ SideCommitter   = (*memGeneration)(nil)
+)
+
+// WriteRecords implements RecordWriter: every record is checked (topic and
+// partition exist) before any is appended, and all are appended under one
+// lock, stamped with the current time.
+func (s *MemSource) WriteRecords(ctx context.Context, topic string, recs []OutRecord) error {
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.closed {
+		return ErrSourceClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	parts, ok := b.logs[topic]
+	if !ok {
+		return fmt.Errorf("mem source: write %q: %w", topic, kafka.UnknownTopicOrPartition)
+	}
+	for i, r := range recs {
+		if r.Partition < 0 || r.Partition >= len(parts) {
+			return fmt.Errorf("mem source: write %s/%d: record %d: %w", topic, r.Partition, i, kafka.UnknownTopicOrPartition)
+		}
+	}
+	now := time.Now().UTC()
+	for _, r := range recs {
+		l := parts[r.Partition]
+		parts[r.Partition] = append(l, Record{Partition: r.Partition, Offset: int64(len(l)),
+			Key: slices.Clone(r.Key), Value: slices.Clone(r.Value), Time: now})
+	}
+	if len(recs) > 0 {
+		b.broadcast()
+	}
+	return nil
+}
+
+// Committed implements CommittedReader (MemBroker.Committed, for the
+// member's group; an unknown topic is an error).
+func (s *MemSource) Committed(_ context.Context, topic string) (map[int]int64, error) {
+	s.b.mu.Lock()
+	closed := s.closed
+	_, ok := s.b.logs[topic]
+	s.b.mu.Unlock()
+	switch {
+	case closed:
+		return nil, ErrSourceClosed
+	case !ok:
+		return nil, fmt.Errorf("mem source: committed offsets of %q: %w", topic, kafka.UnknownTopicOrPartition)
+	}
+	return s.b.Committed(s.group, topic), nil
+}
 
 // Claimed returns the partitions of the member's current generation
 // (none before it has joined, or once the generation ended).
@@ -395,7 +460,18 @@ func (g *memGeneration) Claims() []Claim       { return g.claims }
 func (g *memGeneration) Done() <-chan struct{} { return g.done }
 
 func (g *memGeneration) Commit(ctx context.Context, next map[int]int64) error {
-	if len(next) == 0 {
+	return g.CommitWith(ctx, next, nil)
+}
+
+// CommitWith implements SideCommitter, fenced as KafkaSource's: after End,
+// or with a partition (input or side) not claimed in the generation,
+// nothing is stored.
+func (g *memGeneration) CommitWith(ctx context.Context, next map[int]int64, side map[string]map[int]int64) error {
+	n := len(next)
+	for _, parts := range side {
+		n += len(parts)
+	}
+	if n == 0 {
 		return nil
 	}
 	b := g.b
@@ -404,12 +480,31 @@ func (g *memGeneration) Commit(ctx context.Context, next map[int]int64) error {
 	if g.ended {
 		return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.id, ErrGenerationEnded)
 	}
-	for p, off := range next {
-		if _, ok := g.byPart[p]; !ok {
-			return fmt.Errorf("%w: partition %d is not claimed in generation %d", ErrFenced, p, g.id)
+	check := func(topic string, offsets map[int]int64) error {
+		for p, off := range offsets {
+			if _, ok := g.byPart[p]; !ok {
+				return fmt.Errorf("%w: %s partition %d is not claimed in generation %d", ErrFenced, topic, p, g.id)
+			}
+			if off < 0 {
+				return fmt.Errorf("stream: commit %s partition %d: negative offset %d", topic, p, off)
+			}
 		}
-		if off < 0 {
-			return fmt.Errorf("stream: commit partition %d: negative offset %d", p, off)
+		return nil
+	}
+	if err := check(g.s.topic, next); err != nil {
+		return err
+	}
+	for topic, parts := range side {
+		if topic == "" || topic == g.s.topic {
+			return fmt.Errorf("stream: commit: side topic %q is empty or the input topic", topic)
+		}
+		if err := check(topic, parts); err != nil {
+			return err
+		}
+		for p := range parts {
+			if p >= len(b.logs[topic]) {
+				return fmt.Errorf("mem source: commit %s/%d: %w", topic, p, kafka.UnknownTopicOrPartition)
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -421,13 +516,22 @@ func (g *memGeneration) Commit(ctx context.Context, next map[int]int64) error {
 	if g.s.g.gen != g.id {
 		return fmt.Errorf("%w: generation %d: %w", ErrFenced, g.id, kafka.IllegalGeneration)
 	}
-	c := g.s.g.committed[g.s.topic]
-	if c == nil {
-		c = map[int]int64{}
-		g.s.g.committed[g.s.topic] = c
+	store := func(topic string, offsets map[int]int64) {
+		if len(offsets) == 0 {
+			return
+		}
+		c := g.s.g.committed[topic]
+		if c == nil {
+			c = map[int]int64{}
+			g.s.g.committed[topic] = c
+		}
+		for p, off := range offsets {
+			c[p] = off
+		}
 	}
-	for p, off := range next {
-		c[p] = off
+	store(g.s.topic, next)
+	for topic, parts := range side {
+		store(topic, parts)
 	}
 	return nil
 }
