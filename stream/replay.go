@@ -55,6 +55,7 @@ func (c *config) replayIgnored() []string {
 		{"WithAlignLagWait", c.alignLag != d.alignLag},
 		{"WithEventDecoder", c.eventDec != nil},
 		{"WithLabelDecoder", c.labelDec != nil},
+		{"WithRepartition", c.repart != nil},
 	} {
 		if o.set {
 			out = append(out, o.name)
