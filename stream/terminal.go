@@ -51,6 +51,10 @@ const terminalCredit = 16384
 // hold the events back for the aligner's lag wait).
 const terminalLabelProbe = 200 * time.Millisecond
 
+// finalGrace bounds the final checkpoint and commit of a stop when the
+// stage has no hard-stop context.
+const finalGrace = 30 * time.Second
+
 // terminalConfig configures a terminal stage (newTerminalStage).
 type terminalConfig struct {
 	// src is a member of the terminal group on R: its claims are R
@@ -80,6 +84,8 @@ type terminalConfig struct {
 	// alignIdle and alignLag are the aligner's wait bounds (0: align's
 	// defaults, 100 ms and 10 s).
 	alignIdle, alignLag time.Duration
+	// credit is terminalCredit (0) or, in tests, a smaller bound.
+	credit int
 	// hard ends the stage at once (the pipeline's hard stop): nothing more
 	// is written or committed. Nil: the final checkpoint of a stop gets 30 s.
 	hard context.Context
@@ -124,6 +130,9 @@ func newTerminalStage(cfg terminalConfig) (*terminalStage, error) {
 	if cfg.interval == 0 {
 		cfg.interval = time.Second
 	}
+	if cfg.credit <= 0 {
+		cfg.credit = terminalCredit
+	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
 	}
@@ -163,7 +172,7 @@ func alignOpts(cfg terminalConfig) []align.Option {
 		opts = append(opts, align.WithLagWait(cfg.alignLag))
 	}
 	// Backpressure is the partition's credits (terminalCredit), not Full.
-	return append(opts, align.WithMaxPerPartition(terminalCredit))
+	return append(opts, align.WithMaxPerPartition(max(cfg.credit, 1)))
 }
 
 // restoring returns the number of R partitions being restored now.
@@ -253,7 +262,7 @@ func (t *terminalStage) newPart(c Claim) (*termPart, error) {
 	}
 	tp := &termPart{r: c.Partition(), claim: c, shared: sh, row: make([]float32, t.width), al: al,
 		srcs: make([]termSrc, t.cfg.inputParts), labels: map[int]*offTrail{},
-		rTrail: newOffTrail(c.Start() - 1), credit: make(chan struct{}, terminalCredit)}
+		rTrail: newOffTrail(c.Start() - 1), credit: make(chan struct{}, t.cfg.credit)}
 	tp.enr.Cols = make([]float32, len(t.cols))
 	for i := range tp.srcs {
 		tp.srcs[i] = termSrc{trail: newOffTrail(-1), through: -1}
@@ -267,7 +276,11 @@ func (t *terminalStage) newPart(c Claim) (*termPart, error) {
 func (t *terminalStage) run(ctx context.Context) error {
 	hard := t.cfg.hard
 	if hard == nil {
-		hard = context.WithoutCancel(ctx)
+		// The final checkpoint and commit of a stop get finalGrace.
+		h, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer hcancel()
+		defer context.AfterFunc(ctx, func() { time.AfterFunc(finalGrace, hcancel) })()
+		hard = h
 	}
 	wctx, wcancel := context.WithCancel(hard)
 	var wg sync.WaitGroup
@@ -279,9 +292,9 @@ func (t *terminalStage) run(ctx context.Context) error {
 	stop := context.AfterFunc(hard, cancel)
 	defer stop()
 
-	nR, labelParts, ok := t.topics(fctx)
-	if !ok {
-		return nil
+	nR, labelParts, err := t.topics(fctx)
+	if err != nil || fctx.Err() != nil {
+		return err
 	}
 	backoff := 100 * time.Millisecond
 	for {
@@ -322,28 +335,39 @@ func (t *terminalStage) run(ctx context.Context) error {
 	}
 }
 
-// topics looks up R's partition count (labels are routed by it) and the
-// labels topic's partitions, retrying until ctx ends (ok false).
-func (t *terminalStage) topics(ctx context.Context) (nR int, labelParts []int, ok bool) {
+// topics looks up R's partition count (labels are routed by it), the
+// labels topic's partitions and E's partition count, retrying until ctx
+// ends (nothing returned). E must have the input topic's partition count:
+// another is an error (an E record of a source beyond it could never be
+// written).
+func (t *terminalStage) topics(ctx context.Context) (nR int, labelParts []int, err error) {
 	b := 100 * time.Millisecond
 	for {
-		rp, err := t.cfg.src.Partitions(ctx, t.cfg.rTopic)
+		var rp, ep []int
+		rp, err = t.cfg.src.Partitions(ctx, t.cfg.rTopic)
 		if err == nil && len(rp) == 0 {
 			err = fmt.Errorf("topic %q has no partitions", t.cfg.rTopic)
+		}
+		if err == nil {
+			ep, err = t.cfg.src.Partitions(ctx, t.cfg.eTopic)
+		}
+		if err == nil && len(ep) != t.cfg.inputParts {
+			return 0, nil, fmt.Errorf("stream: terminal stage: the enriched topic %q has %d partitions, the input topic %d: they must be equal",
+				t.cfg.eTopic, len(ep), t.cfg.inputParts)
 		}
 		if err == nil && t.cfg.labelsTopic != "" {
 			labelParts, err = t.cfg.src.Partitions(ctx, t.cfg.labelsTopic)
 		}
 		if err == nil {
-			return len(rp), labelParts, true
+			return len(rp), labelParts, nil
 		}
 		if ctx.Err() != nil {
-			return 0, nil, false
+			return 0, nil, nil
 		}
-		t.cfg.log.Warn("look up the repartition and labels topics, retrying", "err", err, "backoff", b)
+		t.cfg.log.Warn("look up the repartition, enriched and labels topics, retrying", "err", err, "backoff", b)
 		select {
 		case <-ctx.Done():
-			return 0, nil, false
+			return 0, nil, nil
 		case <-time.After(b):
 		}
 		b = min(2*b, 5*time.Second)

@@ -263,11 +263,11 @@ type termRound struct {
 func (l *termLoop) snapshot(final bool) termRound {
 	t := l.t
 	var rd termRound
+	t0 := time.Now()
 	for _, tp := range l.parts {
 		if tp.version == tp.ckptVersion {
 			continue
 		}
-		t0 := time.Now()
 		b, err := encodeTermPart(tp)
 		if err != nil {
 			t.met.checkpoints.WithLabelValues("put", "error").Inc()
@@ -275,8 +275,10 @@ func (l *termLoop) snapshot(final bool) termRound {
 			continue
 		}
 		rd.blobs = append(rd.blobs, termBlob{r: tp.r, rPos: tp.rPos(), version: tp.version, blob: b})
-		if !final {
-			tp.al.Resume(time.Since(t0)) // the stage was busy, the sources were not silent
+	}
+	if d := time.Since(t0); !final && d > time.Millisecond {
+		for _, tp := range l.parts {
+			tp.al.Resume(d) // the stage was busy, the sources were not silent
 		}
 	}
 	rd.eMark = t.w.mark()

@@ -169,6 +169,9 @@ func (rt *termRouter) sendUntil(rng *rand.Rand, until time.Time) {
 func (rt *termRouter) finish() {
 	for src := range termSrcs {
 		last := int64(len(rt.h.bySrc[src]) - 1)
+		if last < 0 {
+			continue // a source absent from R
+		}
 		for r := range termRParts {
 			rt.append(r, repart.Head{Kind: repart.KindMark, Src: src, Offset: last, TS: rt.lastTS[src], CaughtUp: true}, nil)
 		}
@@ -574,6 +577,59 @@ func TestTerminalRestart(t *testing.T) {
 		testutil.ToFloat64(second.st.met.duplicates))
 }
 
+// TestTerminalAbsentSource: a source that writes nothing to R at all (its
+// card stage is down) while R holds a backlog larger than the stage's
+// credits: the stage does not wait for R to catch up (it cannot, its
+// credits are taken) but for the lag wait, then goes on without the source;
+// the other sources' E records equal the reference without it.
+func TestTerminalAbsentSource(t *testing.T) {
+	full := termHistory(t, 47, 1500, 3, false)
+	h := &termHist{bySrc: make([][]int, termSrcs)}
+	for i, e := range full.events {
+		if full.src[i] == termSrcs-1 {
+			continue
+		}
+		h.bySrc[full.src[i]] = append(h.bySrc[full.src[i]], len(h.events))
+		h.events = append(h.events, e)
+		h.src = append(h.src, full.src[i])
+		h.off = append(h.off, full.off[i])
+	}
+	ref := termReference(t, h)
+	b := newTermBroker()
+	rt := &termRouter{t: t, b: b, h: h}
+	rt.sendUntil(rand.New(rand.NewPCG(15, 16)), time.Time{})
+	rt.finish()
+	m := startTerm(t, b, NewMemoryCheckpoints(), func(c *terminalConfig) {
+		c.credit = 64
+		c.alignLag = 200 * time.Millisecond
+	})
+	termWait(t, "an E record per event", func() bool { return termEvents(b) >= len(h.events) })
+	waitRCommitted(t, b)
+	m.stop(t)
+	if dups := termCompare(t, b, h, ref); dups > 0 {
+		t.Errorf("%d events with more than one E record, want none", dups)
+	}
+	if got := testutil.ToFloat64(m.st.met.aligned.WithLabelValues("lag_bound")); got == 0 {
+		t.Error("no event released by the lag bound: the absent source held nothing back?")
+	}
+}
+
+// TestTerminalEnrichedPartitions: an enriched topic with another partition
+// count than the input topic's is an error of run, not a stage that
+// retries writes forever.
+func TestTerminalEnrichedPartitions(t *testing.T) {
+	b := NewMemBroker(map[string]int{termR: termRParts, termE: termSrcs - 1})
+	m := startTerm(t, b, NewMemoryCheckpoints(), nil)
+	select {
+	case err := <-m.err:
+		if err == nil || !strings.Contains(err.Error(), "partitions") {
+			t.Errorf("run: %v, want an error about E's partitions", err)
+		}
+	case <-time.After(termBudget):
+		t.Fatal("run did not return")
+	}
+}
+
 // TestTerminalMetricsLint: the terminal stage's metrics pass promlint.
 func TestTerminalMetricsLint(t *testing.T) {
 	reg := prometheus.NewRegistry()
@@ -775,4 +831,3 @@ func TestTerminalCheckpointCodec(t *testing.T) {
 		}
 	}
 }
-
