@@ -43,7 +43,11 @@ import (
 // other sources). When a partition's credits are all taken, releases stop
 // waiting for R's fetch to catch up (PopExact) and take the aligner's wait
 // bounds (Pop), so a source that is absent from a backlog costs at most
-// LagWait, never unbounded memory.
+// LagWait, never unbounded memory. The trap: the fetch being blocked, every
+// source looks silent then, so the release is exact only if the sources
+// are within terminalCredit records of each other in event time in R (card
+// stages that keep their partitions aligned write it so); otherwise it is
+// counted lag_bound (and out_of_order for what comes after).
 const terminalCredit = 16384
 
 // terminalLabelProbe is how long a labels reader waits for a label before

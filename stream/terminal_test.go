@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -161,6 +162,23 @@ func (rt *termRouter) sendUntil(rng *rand.Rand, until time.Time) {
 			return
 		}
 		rt.send(ready[rng.IntN(len(ready))])
+	}
+}
+
+// sendOrdered sends every event in event-time order across the sources
+// (as card stages that keep their partitions aligned write R).
+func (rt *termRouter) sendOrdered() {
+	for {
+		best := -1
+		for src := range termSrcs {
+			if rt.left(src) && (best < 0 || features.CompareEvents(&rt.h.events[rt.h.bySrc[src][rt.next[src]]], &rt.h.events[rt.h.bySrc[best][rt.next[best]]]) < 0) {
+				best = src
+			}
+		}
+		if best < 0 {
+			return
+		}
+		rt.send(best)
 	}
 }
 
@@ -545,43 +563,162 @@ func TestTerminalResends(t *testing.T) {
 // applied ahead of the committed offset are skipped, the dropped ones read
 // again), equal to the reference.
 func TestTerminalRestart(t *testing.T) {
-	h := termHistory(t, 17, 3000, 3, false)
-	ref := termReference(t, h)
+	for _, tc := range []struct {
+		name   string
+		labels bool
+	}{
+		{"events", false},
+		{"labels", true}, // the labels applied are not applied again, those dropped are read again
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			days := 3
+			if tc.labels {
+				days = 10
+			}
+			h := termHistory(t, 17, 3000, days, tc.labels)
+			ref := termReference(t, h)
+			b := newTermBroker()
+			termLabelsTopic(t, b, h)
+			edit := func(c *terminalConfig) {
+				if tc.labels {
+					c.labelsTopic = termLabels
+				}
+			}
+			store := NewMemoryCheckpoints()
+			rt := &termRouter{t: t, b: b, h: h}
+			rng := rand.New(rand.NewPCG(7, 8))
+			rt.sendUntil(rng, h.events[len(h.events)/2].TS)
+			first := startTerm(t, b, store, edit)
+			termWait(t, "E records for 40% of the events", func() bool { return termEvents(b) >= len(h.events)*2/5 })
+			first.stop(t)
+			stopped := termEvents(b)
+			committed := b.Committed(termGroup, termR)
+			ends := rEnds(b)
+			if len(committed) != termRParts || sum(committed) >= sum(ends) {
+				t.Fatalf("the stopped stage committed %v of %v: want every partition, not to the end", committed, ends)
+			}
+			rt.sendUntil(rng, time.Time{})
+			rt.finish()
+			second := startTerm(t, b, store, edit)
+			termWait(t, "an E record per event", func() bool { return termEvents(b) >= len(h.events) })
+			waitRCommitted(t, b)
+			second.stop(t)
+			if dups := termCompare(t, b, h, ref); dups > 0 {
+				t.Errorf("%d events with more than one E record, want none", dups)
+			}
+			if got := testutil.ToFloat64(second.st.met.checkpoints.WithLabelValues("restore", "ok")); got != termRParts {
+				t.Errorf("partitions restored = %v, want %d", got, termRParts)
+			}
+			l1, l2 := testutil.ToFloat64(first.st.met.labels), testutil.ToFloat64(second.st.met.labels)
+			if tc.labels && (l1 == 0 || l2 == 0 || l1+l2 < float64(len(h.labels))) {
+				t.Errorf("labels applied: %v then %v, want some by each and %d in all", l1, l2, len(h.labels))
+			}
+			t.Logf("first stage: %d E records, %v labels, committed %v of %v; second: %v duplicates skipped, %v labels", stopped, l1, committed, ends,
+				testutil.ToFloat64(second.st.met.duplicates), l2)
+		})
+	}
+}
+
+// termLabelsTopic writes h's labels to the labels topic, by tx_id.
+func termLabelsTopic(t *testing.T, b *MemBroker, h *termHist) {
+	t.Helper()
+	for _, l := range h.labels {
+		p := int(crc32.ChecksumIEEE([]byte(l.TxID)) % 2)
+		if _, err := b.Append(termLabels, p, []byte(l.TxID), l.AppendJSON(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTerminalHardStop: a stage stopped hard commits nothing more (no
+// final checkpoint, no commit); stopped softly it checkpoints and commits.
+func TestTerminalHardStop(t *testing.T) {
+	h := termHistory(t, 19, 1500, 3, false)
+	for _, tc := range []struct {
+		name   string
+		hard   bool
+		commit bool
+	}{
+		{"hard", true, false},
+		{"soft", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newTermBroker()
+			store := NewMemoryCheckpoints()
+			rt := &termRouter{t: t, b: b, h: h}
+			rt.sendUntil(rand.New(rand.NewPCG(17, 18)), time.Time{})
+			rt.finish()
+			m := startTerm(t, b, store, func(c *terminalConfig) { c.interval = time.Hour })
+			termWait(t, "an E record per event", func() bool { return termEvents(b) >= len(h.events) })
+			if c := b.Committed(termGroup, termR); len(c) != 0 {
+				t.Fatalf("committed %v before any checkpoint", c)
+			}
+			if tc.hard {
+				m.crash()
+			}
+			m.stop(t)
+			c := b.Committed(termGroup, termR)
+			if got := len(c) > 0; got != tc.commit {
+				t.Errorf("committed %v after the stop, want a commit: %v", c, tc.commit)
+			}
+			_, found, err := store.Latest(context.Background(), checkpoint.Key{Group: termGroup, Topic: termR, Partition: 0, Fingerprint: "test:features"})
+			if err != nil || found != tc.commit {
+				t.Errorf("checkpoint of R[0] found %v (err %v), want %v", found, err, tc.commit)
+			}
+		})
+	}
+}
+
+// failingStore is a checkpoint store whose Puts fail while fail is set.
+type failingStore struct {
+	CheckpointStore
+	fail atomic.Bool
+}
+
+func (s *failingStore) Put(ctx context.Context, key checkpoint.Key, offset int64, blob io.Reader) (checkpoint.Info, error) {
+	if s.fail.Load() {
+		return checkpoint.Info{}, errors.New("failingStore: refused")
+	}
+	return s.CheckpointStore.Put(ctx, key, offset, blob)
+}
+
+// TestTerminalCommitAtCheckpoints: while checkpoints cannot be stored, R
+// is not committed; once they can, it is, to the checkpoints' offsets.
+func TestTerminalCommitAtCheckpoints(t *testing.T) {
+	h := termHistory(t, 29, 1500, 3, false)
 	b := newTermBroker()
-	store := NewMemoryCheckpoints()
+	store := &failingStore{CheckpointStore: NewMemoryCheckpoints()}
+	store.fail.Store(true)
 	rt := &termRouter{t: t, b: b, h: h}
-	rng := rand.New(rand.NewPCG(7, 8))
-	rt.sendUntil(rng, h.events[len(h.events)/2].TS)
-	first := startTerm(t, b, store, nil)
-	termWait(t, "E records for 40% of the events", func() bool { return termEvents(b) >= len(h.events)*2/5 })
-	first.stop(t)
-	stopped := termEvents(b)
-	committed := b.Committed(termGroup, termR)
-	ends := rEnds(b)
-	if len(committed) != termRParts || sum(committed) >= sum(ends) {
-		t.Fatalf("the stopped stage committed %v of %v: want every partition, not to the end", committed, ends)
-	}
-	rt.sendUntil(rng, time.Time{})
+	rt.sendUntil(rand.New(rand.NewPCG(19, 20)), time.Time{})
 	rt.finish()
-	second := startTerm(t, b, store, nil)
+	m := startTerm(t, b, store, nil)
 	termWait(t, "an E record per event", func() bool { return termEvents(b) >= len(h.events) })
+	termWait(t, "failed checkpoint rounds", func() bool {
+		return testutil.ToFloat64(m.st.met.checkpoints.WithLabelValues("put", "error")) >= 2*termRParts
+	})
+	if c := b.Committed(termGroup, termR); len(c) != 0 {
+		t.Fatalf("committed %v while no checkpoint could be stored", c)
+	}
+	store.fail.Store(false)
 	waitRCommitted(t, b)
-	second.stop(t)
-	if dups := termCompare(t, b, h, ref); dups > 0 {
-		t.Errorf("%d events with more than one E record, want none", dups)
+	m.stop(t)
+	for r, end := range rEnds(b) {
+		cp, found, err := store.Latest(context.Background(), checkpoint.Key{Group: termGroup, Topic: termR, Partition: r, Fingerprint: "test:features"})
+		if err != nil || !found || cp.Offset != end {
+			t.Errorf("checkpoint of R[%d]: offset %d found %v err %v, want offset %d (the committed one)", r, cp.Offset, found, err, end)
+		}
 	}
-	if got := testutil.ToFloat64(second.st.met.checkpoints.WithLabelValues("restore", "ok")); got != termRParts {
-		t.Errorf("partitions restored = %v, want %d", got, termRParts)
-	}
-	t.Logf("first stage: %d E records, committed %v of %v; second: %v duplicates skipped", stopped, committed, ends,
-		testutil.ToFloat64(second.st.met.duplicates))
 }
 
 // TestTerminalAbsentSource: a source that writes nothing to R at all (its
 // card stage is down) while R holds a backlog larger than the stage's
 // credits: the stage does not wait for R to catch up (it cannot, its
 // credits are taken) but for the lag wait, then goes on without the source;
-// the other sources' E records equal the reference without it.
+// the other sources, written to R in event-time order (card stages keep
+// their partitions aligned), have E records equal to the reference without
+// it. (Sources far apart in event time within R would be released by the
+// lag bound too, out of order: the price of bounded memory.)
 func TestTerminalAbsentSource(t *testing.T) {
 	full := termHistory(t, 47, 1500, 3, false)
 	h := &termHist{bySrc: make([][]int, termSrcs)}
@@ -597,7 +734,7 @@ func TestTerminalAbsentSource(t *testing.T) {
 	ref := termReference(t, h)
 	b := newTermBroker()
 	rt := &termRouter{t: t, b: b, h: h}
-	rt.sendUntil(rand.New(rand.NewPCG(15, 16)), time.Time{})
+	rt.sendOrdered()
 	rt.finish()
 	m := startTerm(t, b, NewMemoryCheckpoints(), func(c *terminalConfig) {
 		c.credit = 64
@@ -663,12 +800,7 @@ func TestTerminalLabels(t *testing.T) {
 	}
 	ref := termReference(t, h)
 	b := newTermBroker()
-	for _, l := range h.labels {
-		p := int(crc32.ChecksumIEEE([]byte(l.TxID)) % 2)
-		if _, err := b.Append(termLabels, p, []byte(l.TxID), l.AppendJSON(nil)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	termLabelsTopic(t, b, h)
 	rt := &termRouter{t: t, b: b, h: h}
 	rt.sendUntil(rand.New(rand.NewPCG(9, 10)), time.Time{})
 	rt.finish()
