@@ -233,6 +233,9 @@ type termPart struct {
 	// version moves with every change a checkpoint holds; ckptVersion is
 	// the version of the last stored checkpoint.
 	version, ckptVersion uint64
+	// unknown: the restore was cut short by a stop; the state is never
+	// stored (it would replace the checkpoint that holds the history).
+	unknown bool
 }
 
 // rPos is the R position to commit: every record below it is handled.
@@ -409,6 +412,8 @@ func (t *terminalStage) generation(ctx, hard context.Context, gen Generation, nR
 				tp.labels[lp] = &tr
 			}
 		}
+	}
+	for _, tp := range parts {
 		wg.Go(func() { t.fetch(gctx, tp, in) })
 		for _, lp := range labelParts {
 			start := tp.labels[lp].applied + 1
@@ -600,6 +605,16 @@ func (l *termLoop) loop(ctx, hard context.Context, done <-chan struct{}, in <-ch
 	defer tick.Stop()
 	var armedAt time.Time
 	for {
+		// Checked first: select picks at random among ready cases, and a
+		// record must not be applied once the generation or the stage
+		// ended.
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
 		var d time.Time
 		ok := false
 		for _, tp := range l.parts {

@@ -30,6 +30,10 @@ const (
 	ckptFrameTerminal = 'T'
 	// maxTermLabelParts bounds the labels partitions a checkpoint lists.
 	maxTermLabelParts = 1 << 16
+	// restoreTries is how many times a checkpoint read that failed (the
+	// store unreachable, not a checkpoint refused) is tried, 1 s, 2 s
+	// apart, before the partition starts empty.
+	restoreTries = 3
 )
 
 func appendTrail(b []byte, tr *offTrail) []byte {
@@ -209,7 +213,22 @@ func (t *terminalStage) restorePart(ctx context.Context, c Claim) (*termPart, er
 	r := c.Partition()
 	t0 := time.Now()
 	cp, found, err := t.cfg.ckpt.Latest(ctx, t.key(r))
+	for try := 1; try < restoreTries && err != nil && ctx.Err() == nil &&
+		!errors.Is(err, checkpoint.ErrFingerprintMismatch) && !errors.Is(err, checkpoint.ErrCorrupt); try++ {
+		// The store unreachable: starting empty would lose the
+		// partition's history for good (its next checkpoint replaces
+		// the one that could not be read), so it is asked again.
+		t.cfg.log.Warn("read a terminal checkpoint failed, retrying", "partition", r, "err", err, "try", try)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(try) * time.Second):
+		}
+		cp, found, err = t.cfg.ckpt.Latest(ctx, t.key(r))
+	}
 	switch {
+	case err != nil && ctx.Err() != nil:
+		tp.unknown = true // stopping: its state is unknown, never stored
+		return tp, nil
 	case errors.Is(err, checkpoint.ErrFingerprintMismatch):
 		t.met.checkpoints.WithLabelValues("restore", "refused").Inc()
 		t.cfg.log.Error("terminal checkpoint written for other features: the partition's shared entities start empty", "partition", r, "err", err)
@@ -265,7 +284,7 @@ func (l *termLoop) snapshot(final bool) termRound {
 	var rd termRound
 	t0 := time.Now()
 	for _, tp := range l.parts {
-		if tp.version == tp.ckptVersion {
+		if tp.version == tp.ckptVersion || tp.unknown {
 			continue
 		}
 		b, err := encodeTermPart(tp)

@@ -669,10 +669,19 @@ func TestTerminalHardStop(t *testing.T) {
 	}
 }
 
-// failingStore is a checkpoint store whose Puts fail while fail is set.
+// failingStore is a checkpoint store whose Puts fail while fail is set,
+// and whose next failLatest Latest calls fail.
 type failingStore struct {
 	CheckpointStore
-	fail atomic.Bool
+	fail       atomic.Bool
+	failLatest atomic.Int64
+}
+
+func (s *failingStore) Latest(ctx context.Context, key checkpoint.Key) (checkpoint.Checkpoint, bool, error) {
+	if s.failLatest.Add(-1) >= 0 {
+		return checkpoint.Checkpoint{}, false, errors.New("failingStore: unreachable")
+	}
+	return s.CheckpointStore.Latest(ctx, key)
 }
 
 func (s *failingStore) Put(ctx context.Context, key checkpoint.Key, offset int64, blob io.Reader) (checkpoint.Info, error) {
@@ -680,6 +689,35 @@ func (s *failingStore) Put(ctx context.Context, key checkpoint.Key, offset int64
 		return checkpoint.Info{}, errors.New("failingStore: refused")
 	}
 	return s.CheckpointStore.Put(ctx, key, offset, blob)
+}
+
+// TestTerminalRestoreRetried: a checkpoint read that fails (the store
+// unreachable) is tried again rather than starting the partition empty,
+// whose next checkpoint would replace the history for good.
+func TestTerminalRestoreRetried(t *testing.T) {
+	h := termHistory(t, 37, 1200, 3, false)
+	ref := termReference(t, h)
+	b := newTermBroker()
+	store := &failingStore{CheckpointStore: NewMemoryCheckpoints()}
+	rt := &termRouter{t: t, b: b, h: h}
+	rng := rand.New(rand.NewPCG(21, 22))
+	rt.sendUntil(rng, h.events[len(h.events)/2].TS)
+	first := startTerm(t, b, store, nil)
+	termWait(t, "E records for 40% of the events", func() bool { return termEvents(b) >= len(h.events)*2/5 })
+	first.stop(t)
+	rt.sendUntil(rng, time.Time{})
+	rt.finish()
+	store.failLatest.Store(1)
+	second := startTerm(t, b, store, nil)
+	termWait(t, "an E record per event", func() bool { return termEvents(b) >= len(h.events) })
+	waitRCommitted(t, b)
+	second.stop(t)
+	if dups := termCompare(t, b, h, ref); dups > 0 {
+		t.Errorf("%d events with more than one E record, want none", dups)
+	}
+	if got := testutil.ToFloat64(second.st.met.checkpoints.WithLabelValues("restore", "ok")); got != termRParts {
+		t.Errorf("partitions restored = %v, want %d", got, termRParts)
+	}
 }
 
 // TestTerminalCommitAtCheckpoints: while checkpoints cannot be stored, R
