@@ -229,7 +229,8 @@ type termPart struct {
 	// inFlight counts the records the fetcher has taken a credit for and
 	// the stage has not received: while > 0, R is not caught up.
 	inFlight atomic.Int64
-	behind   bool // the last R record received was not the last R had
+	behind   bool      // the last R record received was not the last R had
+	lastRecv time.Time // when the last R record was received
 	// version moves with every change a checkpoint holds; ckptVersion is
 	// the version of the last stored checkpoint.
 	version, ckptVersion uint64
@@ -618,7 +619,18 @@ func (l *termLoop) loop(ctx, hard context.Context, done <-chan struct{}, in <-ch
 		var d time.Time
 		ok := false
 		for _, tp := range l.parts {
-			if ad, aok := tp.al.Deadline(); aok && (!ok || ad.Before(d)) {
+			ad, aok := tp.al.Deadline()
+			if !aok {
+				continue
+			}
+			if l.exact(tp) {
+				// Nothing goes by a wait bound while R's fetch is behind:
+				// not before the fetch has stalled for the lag wait.
+				if w := tp.lastRecv.Add(t.lagWait()); w.After(ad) {
+					ad = w
+				}
+			}
+			if !ok || ad.Before(d) {
 				d, ok = ad, true
 			}
 		}
@@ -675,6 +687,9 @@ func (l *termLoop) handle(ctx, hard context.Context, tp *termPart, m *termMsg) b
 	}
 	tp.inFlight.Add(-1)
 	tp.behind = m.hw > 0 && m.off < m.hw-1
+	if tp.behind {
+		tp.lastRecv = time.Now()
+	}
 	if m.err != nil {
 		t.met.bad.WithLabelValues(m.reason).Inc()
 		if n := t.bad.Add(1); n == 1 || n%1000 == 0 {
@@ -763,7 +778,7 @@ func (l *termLoop) release(hard context.Context, tp *termPart) bool {
 	for {
 		var m *termMsg
 		var ok bool
-		if (tp.behind || tp.inFlight.Load() > 0) && len(tp.credit) < cap(tp.credit) {
+		if l.exact(tp) {
 			m, ok = tp.al.PopExact()
 		} else {
 			m, _, ok = tp.al.Pop()
@@ -780,6 +795,26 @@ func (l *termLoop) release(hard context.Context, tp *termPart) bool {
 		l.countAlign(tp)
 	}
 	return true
+}
+
+// exact reports whether tp's releases must wait for R's fetch: records
+// are on their way to the stage, or the last one received was not R's
+// last and the fetch has delivered within the lag wait (a fetch stalled
+// longer is the sources' silence too, as a lagging partition's is); and
+// credits are left (see terminalCredit).
+func (l *termLoop) exact(tp *termPart) bool {
+	if len(tp.credit) >= cap(tp.credit) {
+		return false
+	}
+	return tp.inFlight.Load() > 0 || (tp.behind && time.Since(tp.lastRecv) < l.t.lagWait())
+}
+
+// lagWait is the aligner's lag wait.
+func (t *terminalStage) lagWait() time.Duration {
+	if t.cfg.alignLag > 0 {
+		return t.cfg.alignLag
+	}
+	return 10 * time.Second // align's default
 }
 
 // apply applies a released event (or label) to tp's Shared and queues the
