@@ -521,6 +521,43 @@ func TestTerminalFailover(t *testing.T) {
 	}
 }
 
+// TestTerminalRebalance: two members while the history is written live,
+// and the group rebalanced three times mid-way (no crash): every revoked
+// partition is checkpointed and committed before the next owner restores
+// it, so E holds exactly one record per event, equal to the reference.
+func TestTerminalRebalance(t *testing.T) {
+	h := termHistory(t, 59, 3000, 3, false)
+	ref := termReference(t, h)
+	b := newTermBroker()
+	store := NewMemoryCheckpoints()
+	a := startTerm(t, b, store, nil)
+	c := startTerm(t, b, store, nil)
+	rt := &termRouter{t: t, b: b, h: h}
+	rng := rand.New(rand.NewPCG(23, 24))
+	from := h.events[0].TS
+	for i := 1; i <= 12; i++ {
+		rt.sendUntil(rng, from.Add(time.Duration(i)*6*time.Hour))
+		time.Sleep(20 * time.Millisecond)
+		if i%4 == 0 {
+			b.Rebalance(termGroup)
+		}
+	}
+	rt.sendUntil(rng, time.Time{})
+	rt.finish()
+	termWait(t, "an E record per event", func() bool { return len(termEnriched(t, b)) >= len(h.events) })
+	waitRCommitted(t, b)
+	a.stop(t)
+	c.stop(t)
+	if dups := termCompare(t, b, h, ref); dups > 0 {
+		t.Errorf("%d events with more than one E record, want none", dups)
+	}
+	restored := testutil.ToFloat64(a.st.met.checkpoints.WithLabelValues("restore", "ok")) +
+		testutil.ToFloat64(c.st.met.checkpoints.WithLabelValues("restore", "ok"))
+	if restored < termRParts {
+		t.Errorf("%v partitions restored from checkpoints, want at least %d: the test does not cover the hand-over", restored, termRParts)
+	}
+}
+
 // TestTerminalResends: a source re-sends from an earlier offset (a card
 // stage failing over): its events are skipped as duplicates and E holds
 // one record per event, equal to the reference.
