@@ -37,6 +37,18 @@ import (
 // (fenced). R is never committed past a stored checkpoint; a crash between
 // the store and the commit re-reads records the checkpoint holds, skipped
 // as duplicates.
+//
+// Labels: every member reads every labels partition outside the group,
+// per claimed r from r's checkpointed label offsets; a label whose
+// Route(terminal_id) is r waits in r's aligner (a labels partition is an
+// aligner partition, ids from inputParts on) and is applied with
+// ApplyLabelShared; the others only advance their partition. Bad labels
+// are counted (the card stage dead-letters them).
+//
+// Goroutines (all joined by run): the stage loop (run's own), one E writer
+// for run's life, and per generation one fetcher per claimed R partition,
+// one labels reader per (claimed R partition, labels partition) and at most
+// one checkpoint round in flight.
 
 // terminalCredit bounds, per claimed R partition, the records fetched and
 // not yet handled (queued to the stage, or waiting in the aligner for the
