@@ -190,6 +190,17 @@
 //	streamscore_stream_shared_columns_held_events          events whose shared columns are kept above the group's committed offsets
 //	streamscore_stream_shared_checkpoints_total{op,outcome}  shared-state checkpoints stored (put) and restored (restore)
 //	streamscore_stream_alert_rate_anomalies_total{model,direction}  windows in which a model alerted far above (high) or below (low) its validation rate
+//	streamscore_stream_terminal_events_applied_total        repartition mode: events the terminal stage applied to the shared entities (an E record each)
+//	streamscore_stream_terminal_duplicates_total            repartition events skipped as already applied (re-sent by a card stage, re-read after a restore)
+//	streamscore_stream_terminal_marks_total                 repartition watermark records read
+//	streamscore_stream_terminal_bad_records_total{reason}   records the terminal stage skipped: record, payload, source, label
+//	streamscore_stream_terminal_labels_applied_total        labels applied by the terminal stage
+//	streamscore_stream_terminal_enriched_written_total      enriched (E) records stored
+//	streamscore_stream_terminal_enriched_write_errors_total  failed E writes (retried)
+//	streamscore_stream_terminal_checkpoints_total{op,outcome}  terminal checkpoints: put, restore (ok, error, none, refused), commit (ok, error, fenced)
+//	streamscore_stream_terminal_partitions_claimed          repartition partitions this member's terminal stage holds
+//	streamscore_stream_terminal_aligned_events_total{outcome}  as aligned_events_total, for the terminal stage
+//	streamscore_stream_terminal_align_buffered_events       events and labels the terminal stage holds for the other sources
 //	streamscore_stream_source_generations_total            consumer-group generations joined (WithSourceRegisterer)
 //	streamscore_stream_source_partitions_claimed           partitions this member holds
 //	streamscore_stream_source_commits_fenced_total         commits refused because the partition moved to another member

@@ -240,3 +240,78 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// terminalMetrics are the terminal stage's (terminal.go): the repartition
+// mode's shared half, registered with the Registerer the stage is given.
+type terminalMetrics struct {
+	applied     prometheus.Counter     // events applied to the shared entities
+	duplicates  prometheus.Counter     // R events already applied (re-sent)
+	marks       prometheus.Counter     // watermark records read
+	bad         *prometheus.CounterVec // reason: record, payload, source, label
+	labels      prometheus.Counter     // labels applied
+	written     prometheus.Counter     // E records stored
+	writeErrors prometheus.Counter     // failed E writes (retried)
+	checkpoints *prometheus.CounterVec // op, outcome
+	claimed     prometheus.Gauge
+	aligned     *prometheus.CounterVec // outcome
+	buffered    prometheus.Gauge
+}
+
+func newTerminalMetrics(reg prometheus.Registerer) (*terminalMetrics, error) {
+	m := &terminalMetrics{
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_events_applied_total",
+			Help: "Events of the repartition topic applied to the shared entities by the terminal stage (each one's shared columns written to the enriched topic).",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_duplicates_total",
+			Help: "Events of the repartition topic skipped because their source offset was applied (or waits) already: re-sent after a card-stage failover, or re-read after a restore.",
+		}),
+		marks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_marks_total",
+			Help: "Watermark records of the repartition topic read (a source's progress without an event for this partition).",
+		}),
+		bad: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_bad_records_total",
+			Help: "Records skipped by the terminal stage, by reason: record (not a repartition record), payload (an event that does not decode), source (a source partition beyond the input topic's), label (a label that does not decode).",
+		}, []string{"reason"}),
+		labels: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_labels_applied_total",
+			Help: "Fraud labels applied to the shared entities of the terminal stage's partitions.",
+		}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_enriched_written_total",
+			Help: "Enriched records (an event's shared columns) stored in the enriched topic.",
+		}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_enriched_write_errors_total",
+			Help: "Failed writes of a batch of enriched records (retried with a backoff until stored or stopped hard).",
+		}),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_checkpoints_total",
+			Help: "Terminal-stage checkpoints of repartition partitions by op (put, restore, commit) and outcome (ok, error; restore also none, refused: written for other features or unusable; commit also fenced).",
+		}, []string{"op", "outcome"}),
+		claimed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamscore_stream_terminal_partitions_claimed",
+			Help: "Repartition-topic partitions this member's terminal stage holds.",
+		}),
+		aligned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_aligned_events_total",
+			Help: "Events and labels the terminal stage applied in event-time order across the sources (ordered), while a source was ignored (idle_bound, lag_bound), or out of order; as streamscore_stream_aligned_events_total.",
+		}, []string{"outcome"}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamscore_stream_terminal_align_buffered_events",
+			Help: "Events and labels the terminal stage holds for the other sources to reach their event time.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.applied, m.duplicates, m.marks, m.bad, m.labels, m.written, m.writeErrors,
+		m.checkpoints, m.claimed, m.aligned, m.buffered} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register terminal stage metrics: %w", err)
+		}
+	}
+	return m, nil
+}
