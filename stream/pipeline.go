@@ -63,8 +63,12 @@ type Pipeline struct {
 	stage  *stage // Run's feature stage: the partitions' state
 	// router and joins: the card side of the repartition mode
 	// (WithRepartition), nil without it.
-	router *router
-	joins  *joiner
+	router   *router
+	joins    *joiner
+	terminal atomic.Pointer[terminalStage]
+	// termAlignIdle is WithAlignIdleWait for the terminal stage (the card
+	// stage does not align in the repartition mode).
+	termAlignIdle time.Duration
 	// gen is the consumer-group generation the committer commits through
 	// (nil between generations).
 	gen atomic.Pointer[genRef]
@@ -175,6 +179,7 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 		// stage applies each partition in its own order (cards live in one
 		// partition), without waiting for the others.
 		cfg.replicas = false
+		p.termAlignIdle = max(cfg.alignIdle, 0)
 		cfg.alignIdle = -1
 		p.cfg = cfg
 	}
@@ -222,7 +227,13 @@ func (ph Phase) String() string {
 
 // Restoring returns the number of partitions being restored from
 // checkpoints (WithCheckpoints) right now: a readiness probe may say so.
-func (p *Pipeline) Restoring() int { return int(p.restoring.Load()) }
+func (p *Pipeline) Restoring() int {
+	n := int(p.restoring.Load())
+	if ts := p.terminal.Load(); ts != nil {
+		n += ts.restoring() // the repartition mode's terminal stage
+	}
+	return n
+}
 
 // Phase returns the pipeline's current phase. Only PhaseRunning means it
 // is consuming: a readiness probe should hold a new instance back until
@@ -295,7 +306,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.log.Warn("the topic's partitions are unknown: the card cap is divided by the workers", "err", err)
 		p.nParts = p.cfg.workers
 	}
-	stopRepart, err := p.startRepartition(ctx, src)
+	stopRepart, err := p.startRepartition(ctx, src, dialer)
 	if err != nil {
 		closeSource()
 		return err

@@ -478,7 +478,7 @@ func checkRepartition(cfg *config, shared *features.Shared) error {
 // stage) for Run; the returned stop ends them once the workers have
 // drained: until then the open batches need them. Without the mode it
 // does nothing.
-func (p *Pipeline) startRepartition(ctx context.Context, src Source) (stop func(), err error) {
+func (p *Pipeline) startRepartition(ctx context.Context, src Source, dialer *kafka.Dialer) (stop func(), err error) {
 	if p.cfg.repart == nil {
 		return func() {}, nil
 	}
@@ -501,6 +501,35 @@ func (p *Pipeline) startRepartition(ctx context.Context, src Source) (stop func(
 	if err != nil || len(eparts) != p.nParts {
 		return nil, fmt.Errorf("stream: the enriched topic %q must have the input topic's %d partitions: %d, err %v", p.cfg.repart.Enriched, p.nParts, len(eparts), err)
 	}
+	tsrc := p.cfg.repart.Source
+	if tsrc == nil {
+		// The terminal group's member: the same connection settings, no
+		// metrics of its own (its names would clash with the input's
+		// source; the terminal stage exports its own).
+		opts := []SourceOption{WithSourceSessionTimeout(p.cfg.sessionTimeout), WithSourceStartOffset(kafka.FirstOffset), WithSourceDialer(dialer)}
+		if p.cfg.log != nil {
+			opts = append(opts, WithSourceLogger(p.cfg.log))
+		}
+		ks, err := NewKafkaSource(p.brokers, p.terminalGroup(), p.cfg.repart.Topic, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("stream: the terminal stage's source: %w", err)
+		}
+		tsrc = ks
+	}
+	ts, err := newTerminalStage(terminalConfig{
+		src: tsrc, out: w, group: p.terminalGroup(), rTopic: p.cfg.repart.Topic, eTopic: p.cfg.repart.Enriched,
+		inputParts: p.nParts,
+		newShared:  func() (*features.Shared, error) { return features.NewShared(p.cfg.featureOpts...) },
+		ckpt:       p.cfg.ckpt, fingerprint: p.ckptFingerprint() + "/terminal", interval: p.cfg.stateInterval,
+		labelsTopic: p.cfg.labelsTopic, labelDec: p.cfg.labelDec,
+		alignIdle: p.termAlignIdle, alignLag: p.cfg.alignLag,
+		hard: p.hard, log: p.log, reg: p.cfg.reg,
+	})
+	if err != nil {
+		tsrc.Close()
+		return nil, err
+	}
+	p.terminal.Store(ts)
 	p.router = newRouter(p, w, len(rparts))
 	p.joins = &joiner{p: p}
 	// Not ctx: the router and the terminal stage outlive intake until the
@@ -509,12 +538,24 @@ func (p *Pipeline) startRepartition(ctx context.Context, src Source) (stop func(
 	unhook := context.AfterFunc(p.hard, rcancel)
 	var wg sync.WaitGroup
 	wg.Go(func() { p.router.run(rctx) })
+	wg.Go(func() {
+		if err := ts.run(rctx); err != nil {
+			p.log.Error("terminal stage stopped: the pipeline stops", "err", err)
+			p.cancel(err)
+		}
+	})
 	p.log.Info("repartition mode: shared state through the repartition topic", "repartition_topic", p.cfg.repart.Topic,
-		"repartition_partitions", len(rparts), "enriched_topic", p.cfg.repart.Enriched)
+		"repartition_partitions", len(rparts), "enriched_topic", p.cfg.repart.Enriched, "terminal_group", p.terminalGroup())
 	return func() {
 		p.joins.end()
 		rcancel()
 		unhook()
 		wg.Wait()
+		if err := closeWithin(readerCloseTimeout, tsrc.Close); err != nil && p.hard.Err() == nil {
+			p.log.Warn("close the terminal stage's source", "err", err)
+		}
 	}, nil
 }
+
+// terminalGroup is the consumer group of the terminal stages.
+func (p *Pipeline) terminalGroup() string { return p.group + ".terminals" }

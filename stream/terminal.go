@@ -717,7 +717,10 @@ func (l *termLoop) handle(ctx, hard context.Context, tp *termPart, m *termMsg) b
 		if m.h.Offset > s.through {
 			s.through, s.caughtUp = m.h.Offset, m.h.CaughtUp
 			tp.al.Advance(m.h.Src, m.h.TS, m.h.CaughtUp)
-		} else if m.h.CaughtUp && !s.caughtUp {
+		} else if m.h.Offset == s.through && m.h.CaughtUp && !s.caughtUp {
+			// Only a report of the source's last position: a stale one (an
+			// earlier owner's) must not declare caught up a source its new
+			// owner is catching up on.
 			s.caughtUp = true
 			tp.al.MarkCaughtUp(m.h.Src)
 		}
