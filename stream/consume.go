@@ -303,6 +303,11 @@ func (p *Pipeline) revoke(gen Generation, st *stage) {
 	if !st.do(func() { dropped = st.revoke() }) {
 		return
 	}
+	if p.joins != nil {
+		// A batch still waiting for its shared columns is given up: see
+		// joiner.end.
+		p.joins.end()
+	}
 	deadline := time.NewTimer(revokeTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -318,6 +323,11 @@ wait:
 		case <-p.hard.Done():
 			return
 		}
+	}
+	if torn := p.tornPartitions(st); len(torn) > 0 {
+		abandoned = true
+		p.log.Info("batches given up at the revoke (their shared columns had not come): the partitions' state is dropped, the next owner restores their last checkpoint and re-scores from the committed offset",
+			"partitions", fmt.Sprint(torn))
 	}
 	if !abandoned {
 		// The drained state goes to the next owner, and its offsets are

@@ -433,11 +433,23 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// deadline) cancels whatever is still waiting.
 	close(st.in)
 	<-stageDone
+	torn := false
+	if p.joins != nil {
+		// The batches waiting for their shared columns get a moment, then
+		// are given up (joiner.end: the columns may wait for this very
+		// member's partitions to move on).
+		p.awaitIdle(st, joinGrace)
+		p.joins.end()
+		torn = len(p.joins.takeTorn()) > 0
+	}
 	wg.Wait()
 	// Every batch is scored (or given up): the router and the E readers
 	// are done, and the terminal stage stores its state and leaves.
 	stopRepart()
-	if p.cfg.ckpt != nil && p.hard.Err() == nil && !st.torn && !workersTorn(workers) {
+	if torn {
+		p.log.Info("batches given up at shutdown (their shared columns had not come): no shutdown checkpoint; the partitions' next owner restores the last one and re-scores from the committed offset")
+	}
+	if p.cfg.ckpt != nil && p.hard.Err() == nil && !st.torn && !workersTorn(workers) && !torn {
 		p.checkpointNow(p.hard, st, false, "shutdown")
 	}
 	if p.cfg.stateDir != "" && !errors.Is(context.Cause(p.hard), ErrAborted) {

@@ -259,6 +259,11 @@ type joiner struct {
 	tables map[int]*joinTable
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// torn are the partitions of batches given up (fill false): their
+	// cards hold events no record was written for (and the sequential
+	// models never stepped through), so their state must not be
+	// checkpointed or kept.
+	torn map[int]bool
 }
 
 // begin stops the previous generation's readers (after its revoke: its
@@ -267,6 +272,14 @@ type joiner struct {
 // without a commit).
 func (j *joiner) begin(ctx context.Context, src Source, claims []Claim) {
 	j.end()
+	j.mu.Lock()
+	for _, t := range j.tables {
+		t.mu.Lock()
+		clear(t.recs)
+		t.mu.Unlock()
+	}
+	j.tables = nil
+	j.mu.Unlock()
 	var anchors map[int]int64
 	if cr, ok := src.(CommittedReader); ok {
 		for b := firstBackoff; ; {
@@ -295,12 +308,18 @@ func (j *joiner) begin(ctx context.Context, src Source, claims []Claim) {
 	j.mu.Unlock()
 }
 
-// end stops the readers and closes the tables: a worker waiting on one
-// gives its batch up (abandoned).
+// end stops the readers and closes the tables: a worker waiting on a
+// record not read gives its batch up (abandoned); the records read stay
+// for the batches that need them and for the anchors of the last commits,
+// until the next begin. The intake has stopped when it is called (a
+// revoke, a shutdown): a batch waiting for its shared columns could wait
+// for good — the terminal stages may hold them back until the sources of
+// this member's partitions deliver again, which only their next owner
+// does once this member has let them go.
 func (j *joiner) end() {
 	j.mu.Lock()
 	tables, cancel := j.tables, j.cancel
-	j.tables, j.cancel = nil, nil
+	j.cancel = nil
 	j.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -308,10 +327,38 @@ func (j *joiner) end() {
 	j.wg.Wait()
 	for _, t := range tables {
 		t.mu.Lock()
-		t.closed = true
-		close(t.wake)
+		if !t.closed {
+			t.closed = true
+			close(t.wake)
+		}
 		t.mu.Unlock()
 	}
+}
+
+// abandoned records the partitions of b, given up.
+func (j *joiner) abandoned(b *batch) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.torn == nil {
+		j.torn = map[int]bool{}
+	}
+	for _, ri := range b.rowMsg {
+		j.torn[b.msgs[ri].Partition] = true
+	}
+}
+
+// takeTorn returns the partitions of the batches given up since the last
+// call, in increasing order.
+func (j *joiner) takeTorn() []int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []int
+	for part := range j.torn {
+		out = append(out, part)
+	}
+	clear(j.torn)
+	slices.Sort(out)
+	return out
 }
 
 // table returns partition part's table in the current generation.
@@ -559,3 +606,35 @@ func (p *Pipeline) startRepartition(ctx context.Context, src Source, dialer *kaf
 
 // terminalGroup is the consumer group of the terminal stages.
 func (p *Pipeline) terminalGroup() string { return p.group + ".terminals" }
+
+// tornPartitions drops the state of the partitions whose batches were
+// given up (joiner.abandoned) and returns them: their cards hold events no
+// record was written for, so this member restores them from their
+// checkpoints if it claims them again. Called once the batches are back
+// (or abandoned).
+func (p *Pipeline) tornPartitions(st *stage) []int {
+	if p.joins == nil {
+		return nil
+	}
+	torn := p.joins.takeTorn()
+	if len(torn) > 0 {
+		st.do(func() {
+			for _, part := range torn {
+				delete(st.parts, part)
+			}
+		})
+	}
+	return torn
+}
+
+// joinGrace is how long a shutdown waits for the batches waiting for their
+// shared columns before it gives them up.
+const joinGrace = time.Second
+
+// awaitIdle waits until every batch is back from the workers, at most d.
+func (p *Pipeline) awaitIdle(st *stage, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for !st.idle() && time.Now().Before(deadline) && p.hard.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+}

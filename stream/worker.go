@@ -291,6 +291,7 @@ func (w *worker) flush(b *batch) {
 		// terminal stage's columns came: the batch is given up, never
 		// acked (its events go to the partition's next owner).
 		w.p.met.joinAbandoned.Add(float64(rows))
+		j.abandoned(b)
 		b.reset()
 		w.free <- b
 		return
