@@ -193,7 +193,7 @@ func (p *Pipeline) encodeClaimed(st *stage) []ckptBlob {
 	var out []ckptBlob
 	for _, part := range g.claimed {
 		ps, ok := st.parts[part]
-		if !ok || ps.applied < 0 || ps.applied == ps.ckptApplied {
+		if !ok || ps.applied < 0 || ps.applied == ps.ckptApplied || p.keepsCommitSlot(part, ps) {
 			continue
 		}
 		b, err := encodePartState(ps)
@@ -287,6 +287,7 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 			for part, a := range applied {
 				if ps, ok := st.parts[part]; ok && ps.applied >= a {
 					ps.ckptApplied = max(ps.ckptApplied, a)
+					ps.ckptOff[slots[part]] = a + 1
 					if ps.ckptSlot == slots[part] {
 						ps.ckptSlot = 1 - slots[part] // the next one overwrites the older
 					}
@@ -433,6 +434,10 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 	ps.restoredFrom = ps.applied
 	ps.ckptApplied = ps.applied
 	ps.ckptSlot = 1 - chosen // the next checkpoint overwrites the other slot
+	ps.ckptOff[chosen] = cp.Offset
+	if founds[1-chosen] {
+		ps.ckptOff[1-chosen] = cps[1-chosen].Offset
+	}
 	if cp.Offset > c.Start() {
 		p.log.Warn("partition checkpoint is ahead of the committed offset (the member that stored it stopped before committing, and no checkpoint matches the commit): the events between are re-delivered and scored against a state that holds them",
 			"partition", part, "checkpoint_offset", cp.Offset, "committed", c.Start())
@@ -454,10 +459,29 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 		"bytes", len(cp.Blob), "cards", ps.build.Cards(), "took", d.Round(time.Millisecond), "offsets_behind_committed", max(ahead, 0))
 }
 
+// keepsCommitSlot reports whether ps's next checkpoint must wait: the slot
+// it would overwrite holds the checkpoint at the group's committed offset
+// (the other does not), and the commit has not moved past it yet (its
+// events not all scored and acknowledged). Overwritten, a member restoring
+// the partition would find only checkpoints ahead of the commit, whose
+// events are then re-delivered and scored against a state that holds them
+// already (Builder.Peek: the card's country change and velocity of such an
+// event are not recomputed); kept, it restores the one the commit matches.
+func (p *Pipeline) keepsCommitSlot(part int, ps *partState) bool {
+	committed := ps.startOff
+	if _, c := p.tracker.Pending(part); c > committed {
+		committed = c
+	}
+	dest := ps.ckptSlot
+	return committed >= 0 && ps.ckptOff[dest] == committed && ps.ckptOff[1-dest] != committed
+}
+
 // ckptChoice picks the checkpoint slot to restore for a partition whose
 // committed offset is start: the one at exactly start; else the newest
-// before it (a gap, counted at the first message); else the oldest after
-// it (ahead of the commit); -1 when neither slot holds one.
+// before it (a gap, counted at the first message); else, for a partition
+// committed at its very start (offset 0: nothing was scored for good yet),
+// none (empty state is exact); else the oldest after it (ahead of the
+// commit); -1 when neither slot holds one.
 func ckptChoice(found [2]bool, off [2]int64, start int64) int {
 	best := -1
 	for slot := range 2 {
@@ -470,7 +494,7 @@ func ckptChoice(found [2]bool, off [2]int64, start int64) int {
 			best = slot
 		}
 	}
-	if best >= 0 {
+	if best >= 0 || start == 0 {
 		return best
 	}
 	for slot := range 2 {

@@ -300,13 +300,14 @@ func (p *Pipeline) handOff(ctx context.Context, st *stage, rec Record, f fetched
 func (p *Pipeline) revoke(gen Generation, st *stage) {
 	t0 := time.Now()
 	dropped := 0
+	if p.joins != nil {
+		// A batch still waiting for its shared columns gets a moment, then
+		// is given up (joiner.end): from now on, also while the stage hands
+		// its open batches to the workers below.
+		defer time.AfterFunc(joinGrace, p.joins.end).Stop()
+	}
 	if !st.do(func() { dropped = st.revoke() }) {
 		return
-	}
-	if p.joins != nil {
-		// A batch still waiting for its shared columns is given up: see
-		// joiner.end.
-		p.joins.end()
 	}
 	deadline := time.NewTimer(revokeTimeout)
 	defer deadline.Stop()
@@ -324,9 +325,8 @@ wait:
 			return
 		}
 	}
-	if torn := p.tornPartitions(st); len(torn) > 0 {
-		abandoned = true
-		p.log.Info("batches given up at the revoke (their shared columns had not come): the partitions' state is dropped, the next owner restores their last checkpoint and re-scores from the committed offset",
+	if torn := p.tornPartitions(st, true); len(torn) > 0 {
+		p.log.Info("batches given up at the revoke (their shared columns had not come): the partitions' state is dropped, their next owner restores their last checkpoint and re-scores from the committed offset",
 			"partitions", fmt.Sprint(torn))
 	}
 	if !abandoned {

@@ -431,25 +431,25 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// commit, in that order (with a state interval the commit may only
 	// cover what a snapshot holds). A hard stop (Abort, or the drain
 	// deadline) cancels whatever is still waiting.
-	close(st.in)
-	<-stageDone
-	torn := false
 	if p.joins != nil {
 		// The batches waiting for their shared columns get a moment, then
 		// are given up (joiner.end: the columns may wait for this very
-		// member's partitions to move on).
-		p.awaitIdle(st, joinGrace)
-		p.joins.end()
-		torn = len(p.joins.takeTorn()) > 0
+		// member's partitions to move on), also while the stage hands its
+		// open batches over.
+		t := time.AfterFunc(joinGrace, p.joins.end)
+		defer t.Stop()
 	}
+	close(st.in)
+	<-stageDone
 	wg.Wait()
+	if torn := p.tornPartitions(st, false); len(torn) > 0 {
+		p.log.Info("batches given up at shutdown (their shared columns had not come): those partitions get no shutdown checkpoint; their next owner restores the last one and re-scores from the committed offset",
+			"partitions", fmt.Sprint(torn))
+	}
 	// Every batch is scored (or given up): the router and the E readers
 	// are done, and the terminal stage stores its state and leaves.
 	stopRepart()
-	if torn {
-		p.log.Info("batches given up at shutdown (their shared columns had not come): no shutdown checkpoint; the partitions' next owner restores the last one and re-scores from the committed offset")
-	}
-	if p.cfg.ckpt != nil && p.hard.Err() == nil && !st.torn && !workersTorn(workers) && !torn {
+	if p.cfg.ckpt != nil && p.hard.Err() == nil && !st.torn && !workersTorn(workers) {
 		p.checkpointNow(p.hard, st, false, "shutdown")
 	}
 	if p.cfg.stateDir != "" && !errors.Is(context.Cause(p.hard), ErrAborted) {

@@ -612,29 +612,27 @@ func (p *Pipeline) terminalGroup() string { return p.group + ".terminals" }
 // record was written for, so this member restores them from their
 // checkpoints if it claims them again. Called once the batches are back
 // (or abandoned).
-func (p *Pipeline) tornPartitions(st *stage) []int {
+func (p *Pipeline) tornPartitions(st *stage, running bool) []int {
 	if p.joins == nil {
 		return nil
 	}
 	torn := p.joins.takeTorn()
-	if len(torn) > 0 {
-		st.do(func() {
-			for _, part := range torn {
-				delete(st.parts, part)
-			}
-		})
+	if len(torn) == 0 {
+		return nil
+	}
+	drop := func() {
+		for _, part := range torn {
+			delete(st.parts, part)
+		}
+	}
+	if running {
+		st.do(drop)
+	} else {
+		drop() // the stage and the workers are done
 	}
 	return torn
 }
 
-// joinGrace is how long a shutdown waits for the batches waiting for their
-// shared columns before it gives them up.
+// joinGrace is how long a revoke or a shutdown lets the batches waiting
+// for their shared columns wait before it gives them up.
 const joinGrace = time.Second
-
-// awaitIdle waits until every batch is back from the workers, at most d.
-func (p *Pipeline) awaitIdle(st *stage, d time.Duration) {
-	deadline := time.Now().Add(d)
-	for !st.idle() && time.Now().Before(deadline) && p.hard.Err() == nil {
-		time.Sleep(5 * time.Millisecond)
-	}
-}

@@ -527,6 +527,8 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 			offTrail:     newOffTrail(off),
 			restoredFrom: -1,
 			ckptApplied:  -1,
+			ckptOff:      [2]int64{-1, -1},
+			startOff:     -1,
 			cols:         colLog{width: len(p.sharedCols)},
 		}
 		var err2 error

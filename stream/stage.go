@@ -31,6 +31,12 @@ type partState struct {
 	// checkpoint (-1 none): an unchanged partition is not stored again.
 	ckptApplied int64
 	ckptSlot    int // the checkpoint slot the next one is stored in (see ckptKey)
+	// ckptOff is the offset each slot's checkpoint is stored at (-1: none
+	// known), and startOff the generation's start of the partition (the
+	// group's committed offset): a slot that holds the group's commit is
+	// not overwritten before the commit has moved on (keepsCommitSlot).
+	ckptOff  [2]int64
+	startOff int64
 	// restoredFrom is the offset a restore left applied until the
 	// partition's first message was checked against it (checkGap), else -1.
 	restoredFrom int64
@@ -64,6 +70,8 @@ func (p *Pipeline) newPartState(part int) *partState {
 		shr:          newOffTrail(-1),
 		restoredFrom: -1,
 		ckptApplied:  -1,
+		ckptOff:      [2]int64{-1, -1},
+		startOff:     -1,
 		cols:         colLog{width: len(p.sharedCols)},
 	}
 }
@@ -326,6 +334,7 @@ func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, cre
 			ps.restoredFrom = ps.applied
 		}
 		ps.owned = true
+		ps.startOff = c.Start()
 		po, known := pos[c.Partition()]
 		switch {
 		case !ps.shrKnown && s.p.cfg.replicas && s.p.cfg.startOffset == kafka.FirstOffset && known && po.First < c.Start() &&
