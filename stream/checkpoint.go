@@ -357,7 +357,12 @@ func (p *Pipeline) restoreClaims(ctx context.Context, st *stage, claims []Claim)
 			if ps, ok := st.parts[c.Partition()]; ok {
 				applied = ps.applied
 			}
-			if applied+1 < c.Start() || applied < 0 {
+			// Behind the commit (or nothing held), or ahead of it: its
+			// events from the commit on are re-delivered, and a checkpoint
+			// exactly at the commit re-applies them exactly (the state held
+			// would score them with Peek, the sequential models not
+			// stepping): restoreClaim decides.
+			if applied+1 != c.Start() || applied < 0 {
 				needs = append(needs, need{c, applied})
 			}
 		}
@@ -416,8 +421,8 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 		p.met.checkpoints.WithLabelValues("restore", "none").Inc()
 		p.log.Info("no checkpoint for the partition: its cards start with empty state", "partition", part, "start", c.Start())
 		return
-	case cp.Offset-1 <= held:
-		return // what this member holds is as new
+	case cp.Offset-1 <= held && !(held >= c.Start() && cp.Offset == c.Start()):
+		return // what this member holds is as new, and no better than the commit's
 	}
 	ps, err := p.decodePartState(st, part, cp.Blob)
 	if err != nil {

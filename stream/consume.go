@@ -331,7 +331,10 @@ wait:
 	}
 	if !abandoned {
 		// The drained state goes to the next owner, and its offsets are
-		// committed: it continues exactly where this member stopped.
+		// committed: it continues exactly where this member stopped. The
+		// commit first catches up with the last checkpoint (a checkpoint
+		// does not overwrite the one the commit matches: keepsCommitSlot).
+		p.commitOnce()
 		p.checkpointNow(p.hard, st, true, "revoked")
 	}
 	ok := p.commitOnce()

@@ -1098,7 +1098,25 @@ func rebalance2to3to1(t *testing.T, flags []string) rebalanceResult {
 // each reading the partitions the others claim as shared-state replicas,
 // and every event's record equals `score`'s and `features`' bit for bit.
 func TestBacklogThreeMembers(t *testing.T) {
-	mprocGate(t)
+	for _, mode := range terminalModes {
+		t.Run(mode.name, func(t *testing.T) {
+			mprocGate(t)
+			backlogThreeMembers(t, mode.flags)
+		})
+	}
+}
+
+// terminalModes are the two places terminal state is kept with several
+// members (--terminal-stage): the multi-process tests run in both.
+var terminalModes = []struct {
+	name  string
+	flags []string
+}{
+	{"replicas", nil},
+	{"repartition", []string{"--terminal-stage", "repartition", "--repartition-partitions", "4"}},
+}
+
+func backlogThreeMembers(t *testing.T, flags []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
 	defer cancel()
 	w := newExactWorld(t, ctx, mprocPartitions)
@@ -1107,7 +1125,7 @@ func TestBacklogThreeMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	members := []*member{w.startMember("A"), w.startMember("B"), w.startMember("C")}
+	members := []*member{w.startMember("A", flags...), w.startMember("B", flags...), w.startMember("C", flags...)}
 	w.waitAllCommitted(members, 120*time.Second*timeScale)
 	t.Logf("%d events of two weeks caught up by three members in %v", w.n, time.Since(t0).Round(time.Millisecond))
 	w.exposure(members...)
