@@ -300,11 +300,12 @@ func (p *Pipeline) handOff(ctx context.Context, st *stage, rec Record, f fetched
 func (p *Pipeline) revoke(gen Generation, st *stage) {
 	t0 := time.Now()
 	dropped := 0
-	if p.joins != nil {
-		// A batch still waiting for its shared columns gets a moment, then
-		// is given up (joiner.end): from now on, also while the stage hands
-		// its open batches to the workers below.
-		defer time.AfterFunc(joinGrace, p.joins.end).Stop()
+	if p.router != nil {
+		// Its fetchers have stopped: what the router knows of its sources
+		// (caught up) is stale from now on, so it stops reporting them —
+		// the terminal stages hold them as lagging until their next owner
+		// routes them (terminalConfig.deadAfter).
+		p.router.claim(p.hard, nil)
 	}
 	if !st.do(func() { dropped = st.revoke() }) {
 		return
@@ -324,10 +325,6 @@ wait:
 		case <-p.hard.Done():
 			return
 		}
-	}
-	if torn := p.tornPartitions(st, true); len(torn) > 0 {
-		p.log.Info("batches given up at the revoke (their shared columns had not come): the partitions' state is dropped, their next owner restores their last checkpoint and re-scores from the committed offset",
-			"partitions", fmt.Sprint(torn))
 	}
 	if !abandoned {
 		// The drained state goes to the next owner, and its offsets are

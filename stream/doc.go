@@ -185,7 +185,6 @@
 //	streamscore_stream_repartition_records_total           records written to the repartition topic (events, watermarks; WithRepartition)
 //	streamscore_stream_repartition_write_errors_total      failed writes to the repartition topic (retried)
 //	streamscore_stream_enriched_records_refused_total      enriched-topic records the card stage could not use (skipped)
-//	streamscore_stream_enriched_join_abandoned_events_total  events of batches given up when their generation ended before their shared columns came
 //	streamscore_stream_shared_columns_missing_total        events scored after a rebalance without their kept shared columns (may differ from a replay)
 //	streamscore_stream_shared_columns_held_events          events whose shared columns are kept above the group's committed offsets
 //	streamscore_stream_shared_checkpoints_total{op,outcome}  shared-state checkpoints stored (put) and restored (restore)
@@ -200,6 +199,8 @@
 //	streamscore_stream_terminal_checkpoints_total{op,outcome}  terminal checkpoints: put, restore (ok, error, none, refused), commit (ok, error, fenced)
 //	streamscore_stream_terminal_partitions_claimed          repartition partitions this member's terminal stage holds
 //	streamscore_stream_terminal_aligned_events_total{outcome}  as aligned_events_total, for the terminal stage
+//	streamscore_stream_terminal_sources_suspected_total    caught-up sources unheard for the idle wait (owner gone?), held as lagging
+//	streamscore_stream_terminal_sources_revived_total      suspected sources heard again
 //	streamscore_stream_terminal_align_buffered_events       events and labels the terminal stage holds for the other sources
 //	streamscore_stream_source_generations_total            consumer-group generations joined (WithSourceRegisterer)
 //	streamscore_stream_source_partitions_claimed           partitions this member holds

@@ -46,7 +46,6 @@ type metrics struct {
 	routed            prometheus.Counter
 	routeErrors       prometheus.Counter
 	joinBad           prometheus.Counter
-	joinAbandoned     prometheus.Counter
 	sharedColsMissing prometheus.Counter
 	sharedColsHeld    prometheus.Gauge
 	sharedCkpt        *prometheus.CounterVec
@@ -205,10 +204,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "streamscore_stream_enriched_records_refused_total",
 		Help: "Records of the enriched topic the card stage could not use (another build's format, a corrupt topic): skipped.",
 	})
-	m.joinAbandoned = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "streamscore_stream_enriched_join_abandoned_events_total",
-		Help: "Events of batches given up because their partition's generation ended before the terminal stage's columns came (re-delivered to the partition's next owner).",
-	})
 	m.sharedColsMissing = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "streamscore_stream_shared_columns_missing_total",
 		Help: "Events scored after a rebalance whose shared half was applied already but whose shared columns were not kept: scored with the shared state as it is (may differ from a replay).",
@@ -233,7 +228,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
 		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies,
 		m.aligned, m.alignBuffered, m.checkpoints, m.checkpointSeconds, m.checkpointBytes,
-		m.replicaEvents, m.routed, m.routeErrors, m.joinBad, m.joinAbandoned, m.sharedColsMissing, m.sharedColsHeld, m.sharedCkpt} {
+		m.replicaEvents, m.routed, m.routeErrors, m.joinBad, m.sharedColsMissing, m.sharedColsHeld, m.sharedCkpt} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}
@@ -255,6 +250,8 @@ type terminalMetrics struct {
 	claimed     prometheus.Gauge
 	aligned     *prometheus.CounterVec // outcome
 	buffered    prometheus.Gauge
+	suspected   prometheus.Counter // caught-up sources unheard past deadAfter
+	revived     prometheus.Counter // suspected sources heard again
 }
 
 func newTerminalMetrics(reg prometheus.Registerer) (*terminalMetrics, error) {
@@ -303,12 +300,20 @@ func newTerminalMetrics(reg prometheus.Registerer) (*terminalMetrics, error) {
 			Name: "streamscore_stream_terminal_align_buffered_events",
 			Help: "Events and labels the terminal stage holds for the other sources to reach their event time.",
 		}),
+		suspected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_sources_suspected_total",
+			Help: "Caught-up sources (input partitions) unheard for the align idle wait (no event, watermark or heartbeat: their owner may be gone), held as lagging until heard again.",
+		}),
+		revived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_terminal_sources_revived_total",
+			Help: "Suspected sources heard again (a new owner, or a late heartbeat).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.applied, m.duplicates, m.marks, m.bad, m.labels, m.written, m.writeErrors,
-		m.checkpoints, m.claimed, m.aligned, m.buffered} {
+		m.checkpoints, m.claimed, m.aligned, m.buffered, m.suspected, m.revived} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register terminal stage metrics: %w", err)
 		}

@@ -431,25 +431,20 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// commit, in that order (with a state interval the commit may only
 	// cover what a snapshot holds). A hard stop (Abort, or the drain
 	// deadline) cancels whatever is still waiting.
-	if p.joins != nil {
-		// The batches waiting for their shared columns get a moment, then
-		// are given up (joiner.end: the columns may wait for this very
-		// member's partitions to move on), also while the stage hands its
-		// open batches over.
-		t := time.AfterFunc(joinGrace, p.joins.end)
-		defer t.Stop()
+	if p.router != nil {
+		p.router.claim(p.hard, nil) // intake stopped: see revoke
 	}
 	close(st.in)
 	<-stageDone
 	wg.Wait()
-	if torn := p.tornPartitions(st, false); len(torn) > 0 {
-		p.log.Info("batches given up at shutdown (their shared columns had not come): those partitions get no shutdown checkpoint; their next owner restores the last one and re-scores from the committed offset",
-			"partitions", fmt.Sprint(torn))
-	}
 	// Every batch is scored (or given up): the router and the E readers
 	// are done, and the terminal stage stores its state and leaves.
 	stopRepart()
 	if p.cfg.ckpt != nil && p.hard.Err() == nil && !st.torn && !workersTorn(workers) {
+		// The commit first catches up with the last checkpoint (a
+		// checkpoint does not overwrite the one the commit matches:
+		// keepsCommitSlot), so that this one is stored and committed.
+		p.commitOnce()
 		p.checkpointNow(p.hard, st, false, "shutdown")
 	}
 	if p.cfg.stateDir != "" && !errors.Is(context.Cause(p.hard), ErrAborted) {

@@ -28,7 +28,8 @@ const (
 	markEvery = 50 * time.Millisecond
 	// heartbeatEvery is how often a source reports its position to every R
 	// partition even without progress: a terminal stage that restarted
-	// learns every source's watermark within it.
+	// learns every source's watermark within it. A caught-up source does
+	// more often (router.liveEvery): see terminalConfig.deadAfter.
 	heartbeatEvery = time.Second
 )
 
@@ -62,12 +63,16 @@ type router struct {
 	in    chan routed
 	owned chan []int // a generation's claimed partitions (claim)
 	srcs  map[int]*srcProgress
-	buf   []OutRecord
-	start time.Time // when the first buffered record came
+	// liveEvery is how often a caught-up source's heartbeat goes to every
+	// R partition (Pipeline.liveEvery).
+	liveEvery time.Duration
+	buf       []OutRecord
+	start     time.Time // when the first buffered record came
 }
 
 func newRouter(p *Pipeline, w RecordWriter, nR int) *router {
-	return &router{p: p, w: w, topic: p.cfg.repart.Topic, nR: nR, in: make(chan routed, 4096), owned: make(chan []int), srcs: map[int]*srcProgress{}}
+	return &router{p: p, w: w, topic: p.cfg.repart.Topic, nR: nR, in: make(chan routed, 4096), owned: make(chan []int), srcs: map[int]*srcProgress{},
+		liveEvery: p.liveEvery()}
 }
 
 // route hands the message of m (decoded into pd) to the router; called by
@@ -106,9 +111,9 @@ func (rt *router) claim(ctx context.Context, parts []int) {
 // run writes what route hands it until ctx ends (then what is buffered is
 // dropped: the next owner re-sends from the committed offset).
 func (rt *router) run(ctx context.Context) {
-	marks := time.NewTicker(markEvery)
+	marks := time.NewTicker(min(markEvery, rt.liveEvery))
 	defer marks.Stop()
-	lastBeat := time.Now()
+	lastBeat, lastLive := time.Now(), time.Now()
 	var linger *time.Timer
 	var lingerC <-chan time.Time
 	for {
@@ -161,7 +166,11 @@ func (rt *router) run(ctx context.Context) {
 			if beat {
 				lastBeat = now
 			}
-			rt.addMarks(beat)
+			live := now.Sub(lastLive) >= rt.liveEvery
+			if live {
+				lastLive = now
+			}
+			rt.addMarks(beat, live)
 			rt.flush(ctx)
 		}
 	}
@@ -195,14 +204,16 @@ func (rt *router) add(r routed) {
 }
 
 // addMarks buffers a watermark record to every R partition a source has
-// not reported its last offset to (all of them on a heartbeat).
-func (rt *router) addMarks(beat bool) {
+// not reported its last offset to; to all of them on a heartbeat (beat),
+// and for a caught-up source on a liveness heartbeat (live).
+func (rt *router) addMarks(beat, live bool) {
 	for part, sp := range rt.srcs {
 		if !sp.hasTS {
 			continue // no event yet: nothing to report a time for
 		}
+		all := beat || (live && sp.caughtUp)
 		for to, sent := range sp.sent {
-			if sent >= sp.off && !beat {
+			if sent >= sp.off && !all {
 				continue
 			}
 			sp.sent[to] = sp.off
@@ -244,12 +255,10 @@ type joinRec struct {
 // joinTable holds the E records of one claimed partition read and not yet
 // passed by a commit, by source offset.
 type joinTable struct {
-	mu     sync.Mutex
-	recs   map[int64]joinRec
-	next   int64 // E offset of the next record the reader reads
-	floor  int64 // source offsets below it are not needed (committed)
-	closed bool
-	wake   chan struct{} // closed (and replaced) when a record comes or the table closes
+	mu    sync.Mutex
+	recs  map[int64]joinRec
+	next  int64 // E offset of the next record the reader reads
+	floor int64 // source offsets below it are not needed (committed)
 }
 
 // joiner is the current generation's join tables and their readers.
@@ -259,11 +268,9 @@ type joiner struct {
 	tables map[int]*joinTable
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// torn are the partitions of batches given up (fill false): their
-	// cards hold events no record was written for (and the sequential
-	// models never stepped through), so their state must not be
-	// checkpointed or kept.
-	torn map[int]bool
+	// notify is signalled (without blocking) when a reader adds a
+	// record: the stage drains the partitions waiting for one.
+	notify chan struct{}
 }
 
 // begin stops the previous generation's readers (after its revoke: its
@@ -299,7 +306,7 @@ func (j *joiner) begin(ctx context.Context, src Source, claims []Claim) {
 		if !ok || at < 0 {
 			at = kafka.FirstOffset
 		}
-		t := &joinTable{recs: map[int64]joinRec{}, next: at, floor: c.Start(), wake: make(chan struct{})}
+		t := &joinTable{recs: map[int64]joinRec{}, next: at, floor: c.Start()}
 		tables[c.Partition()] = t
 		j.wg.Go(func() { j.read(rctx, src, c.Partition(), t) })
 	}
@@ -308,57 +315,17 @@ func (j *joiner) begin(ctx context.Context, src Source, claims []Claim) {
 	j.mu.Unlock()
 }
 
-// end stops the readers and closes the tables: a worker waiting on a
-// record not read gives its batch up (abandoned); the records read stay
-// for the batches that need them and for the anchors of the last commits,
-// until the next begin. The intake has stopped when it is called (a
-// revoke, a shutdown): a batch waiting for its shared columns could wait
-// for good — the terminal stages may hold them back until the sources of
-// this member's partitions deliver again, which only their next owner
-// does once this member has let them go.
+// end stops the readers. Their tables stay, for the anchors of the
+// generation's last commits, until the next begin.
 func (j *joiner) end() {
 	j.mu.Lock()
-	tables, cancel := j.tables, j.cancel
+	cancel := j.cancel
 	j.cancel = nil
 	j.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
 	j.wg.Wait()
-	for _, t := range tables {
-		t.mu.Lock()
-		if !t.closed {
-			t.closed = true
-			close(t.wake)
-		}
-		t.mu.Unlock()
-	}
-}
-
-// abandoned records the partitions of b, given up.
-func (j *joiner) abandoned(b *batch) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.torn == nil {
-		j.torn = map[int]bool{}
-	}
-	for _, ri := range b.rowMsg {
-		j.torn[b.msgs[ri].Partition] = true
-	}
-}
-
-// takeTorn returns the partitions of the batches given up since the last
-// call, in increasing order.
-func (j *joiner) takeTorn() []int {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	var out []int
-	for part := range j.torn {
-		out = append(out, part)
-	}
-	clear(j.torn)
-	slices.Sort(out)
-	return out
 }
 
 // table returns partition part's table in the current generation.
@@ -414,34 +381,21 @@ func (j *joiner) read(ctx context.Context, src Source, part int, t *joinTable) {
 		t.next = rec.Offset + 1
 		if _, dup := t.recs[e.Offset]; !dup && e.Offset >= t.floor {
 			t.recs[e.Offset] = joinRec{eOff: rec.Offset, late: e.Late, cols: slices.Clone(e.Cols)}
-			close(t.wake)
-			t.wake = make(chan struct{})
 		}
 		t.mu.Unlock()
+		select {
+		case j.notify <- struct{}{}:
+		default: // signalled already
+		}
 	}
 }
 
-// wait returns the shared half of source offset off, waiting for it
-// until it comes, the table closes (ok false: the generation is over) or
-// the pipeline stops hard.
-func (t *joinTable) wait(off int64, hard <-chan struct{}) (joinRec, bool) {
-	for {
-		t.mu.Lock()
-		r, ok := t.recs[off]
-		closed, wake := t.closed, t.wake
-		t.mu.Unlock()
-		if ok {
-			return r, true
-		}
-		if closed {
-			return joinRec{}, false
-		}
-		select {
-		case <-wake:
-		case <-hard:
-			return joinRec{}, false
-		}
-	}
+// lookup returns the shared half of source offset off, if it has come.
+func (t *joinTable) lookup(off int64) (joinRec, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.recs[off]
+	return r, ok
 }
 
 // anchor forgets the records below source offset next (committed) and
@@ -463,32 +417,6 @@ func (t *joinTable) anchor(next int64) (int64, bool) {
 		at = min(at, r.eOff)
 	}
 	return at, true
-}
-
-// fill writes the shared columns of every row of b, waiting for those not
-// read yet. It reports false when a row's generation ended first (the
-// batch is abandoned: its offsets are never acked) or on a hard stop.
-func (j *joiner) fill(b *batch, cols []int, width int, hard <-chan struct{}) bool {
-	for r := range b.rowMsg {
-		m := &b.msgs[b.rowMsg[r]]
-		t := j.table(m.Partition)
-		if t == nil {
-			return false
-		}
-		rec, ok := t.wait(m.Offset, hard)
-		if !ok {
-			return false
-		}
-		row := b.x[r*width : (r+1)*width]
-		for i, c := range cols {
-			row[c] = rec.cols[i]
-		}
-		if rec.late {
-			b.late[r] = true
-			b.adv[r] = false
-		}
-	}
-	return true
 }
 
 // anchors returns, for the partitions of next, the E offsets to commit
@@ -569,7 +497,7 @@ func (p *Pipeline) startRepartition(ctx context.Context, src Source, dialer *kaf
 		newShared:  func() (*features.Shared, error) { return features.NewShared(p.cfg.featureOpts...) },
 		ckpt:       p.cfg.ckpt, fingerprint: p.ckptFingerprint() + "/terminal", interval: p.cfg.stateInterval,
 		labelsTopic: p.cfg.labelsTopic, labelDec: p.cfg.labelDec,
-		alignIdle: p.termAlignIdle, alignLag: p.cfg.alignLag,
+		alignIdle: p.termAlignIdle, alignLag: p.terminalLagWait(), deadAfter: p.deadAfter(),
 		hard: p.hard, log: p.log, reg: p.cfg.reg,
 	})
 	if err != nil {
@@ -578,7 +506,7 @@ func (p *Pipeline) startRepartition(ctx context.Context, src Source, dialer *kaf
 	}
 	p.terminal.Store(ts)
 	p.router = newRouter(p, w, len(rparts))
-	p.joins = &joiner{p: p}
+	p.joins = &joiner{p: p, notify: make(chan struct{}, 1)}
 	// Not ctx: the router and the terminal stage outlive intake until the
 	// drain is over; a hard stop ends them at once.
 	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -604,35 +532,101 @@ func (p *Pipeline) startRepartition(ctx context.Context, src Source, dialer *kaf
 	}, nil
 }
 
+// terminalLagWait is how long a terminal stage waits for a source that is
+// not caught up and silent: WithAlignLagWait plus three session timeouts.
+// A member's crash silences the sources of its partitions until the group
+// has moved them (the session timeout, then a rebalance) and their next
+// owner routes them again; released earlier, the other sources' events
+// would be applied ahead of theirs (out of order: wrong terminal features
+// for a while). The price: the terminal columns of every partition wait
+// for the failover (replicas do not: every member reads every partition).
+func (p *Pipeline) terminalLagWait() time.Duration {
+	return p.cfg.alignLag + 3*p.cfg.sessionTimeout
+}
+
+// liveEvery is how often a router heartbeats a caught-up source to every R
+// partition: a quarter of the align idle wait, 10 ms to 1 s.
+func (p *Pipeline) liveEvery() time.Duration {
+	return min(max(p.termAlignIdle/4, 10*time.Millisecond), time.Second)
+}
+
+// deadAfter is how long a terminal stage lets a caught-up source go
+// unheard before it holds the others back again (terminalConfig.deadAfter):
+// three heartbeats, three quarters of the idle wait. A source busy until
+// its owner died is suspected before its silence makes it idle: nothing
+// passes it. One idle already (silent, heartbeating) when its owner died
+// is passed for at most deadAfter — the events written to its partition
+// in that time may come after later ones of the others were applied (out
+// of order, as an idle partition's new event in one process may be for
+// the time it takes to fetch it). 0 (no idle wait): no check.
+func (p *Pipeline) deadAfter() time.Duration {
+	if p.termAlignIdle <= 0 {
+		return 0
+	}
+	return 3 * p.liveEvery()
+}
+
 // terminalGroup is the consumer group of the terminal stages.
 func (p *Pipeline) terminalGroup() string { return p.group + ".terminals" }
 
-// tornPartitions drops the state of the partitions whose batches were
-// given up (joiner.abandoned) and returns them: their cards hold events no
-// record was written for, so this member restores them from their
-// checkpoints if it claims them again. Called once the batches are back
-// (or abandoned).
-func (p *Pipeline) tornPartitions(st *stage, running bool) []int {
-	if p.joins == nil {
+// joined is the channel the E readers signal when shared columns come
+// back (nil without the repartition mode: never ready).
+func (s *stage) joined() <-chan struct{} {
+	if s.p.joins == nil {
 		return nil
 	}
-	torn := p.joins.takeTorn()
-	if len(torn) == 0 {
-		return nil
-	}
-	drop := func() {
-		for _, part := range torn {
-			delete(st.parts, part)
-		}
-	}
-	if running {
-		st.do(drop)
-	} else {
-		drop() // the stage and the workers are done
-	}
-	return torn
+	return s.p.joins.notify
 }
 
-// joinGrace is how long a revoke or a shutdown lets the batches waiting
-// for their shared columns wait before it gives them up.
-const joinGrace = time.Second
+// drainJoin applies ps's waiting messages in offset order while the head
+// has its shared columns (a dead letter needs none). A card's events are
+// all in its partition, so its state needs only the partition's order;
+// the terminals' order is the terminal stage's. Waiting here, before
+// anything is applied, a revoke or a stop drops what has not come back
+// (fetched again by the partition's next owner) and the partition's state
+// never holds an event that was not scored.
+func (s *stage) drainJoin(ps *partState) {
+	n := 0
+	for ; n < len(ps.joinq); n++ {
+		pd := ps.joinq[n]
+		if pd.reason == "" {
+			t := s.p.joins.table(ps.part)
+			if t == nil {
+				break
+			}
+			rec, ok := t.lookup(pd.m.Offset)
+			if !ok {
+				break
+			}
+			pd.join = rec
+		}
+		if pd.needLocal {
+			ps.fetched(pd.m.Offset, true)
+		}
+		s.apply(pd, ps)
+		s.credit(ps.part) // before recycle: m is pd's
+		s.recycle(pd)
+		ps.joinq[n] = nil
+	}
+	if n > 0 {
+		ps.joinq = append(ps.joinq[:0], ps.joinq[n:]...)
+	}
+}
+
+// dropJoinq drops every message waiting for its shared columns (the stage
+// stops: they are not applied, not scored, not acknowledged).
+func (s *stage) dropJoinq() {
+	dropped := 0
+	for _, ps := range s.parts {
+		for _, pd := range ps.joinq {
+			dropped++
+			s.recycle(pd)
+		}
+		clear(ps.joinq)
+		ps.joinq = ps.joinq[:0]
+	}
+	if dropped > 0 {
+		s.p.stats.Consumed.Add(int64(-dropped))
+		s.p.log.Info("events waiting for their terminal columns at the stop: not scored, re-delivered to their partition's next owner", "events", dropped)
+	}
+}

@@ -56,6 +56,11 @@ type partState struct {
 	// the shared entities above the group's committed offset (replicas).
 	cols colLog
 
+	// joinq holds, in the repartition mode, the partition's messages in
+	// offset order from the first whose shared columns have not come back
+	// from the terminal stage (see stage.drainJoin).
+	joinq []*pending
+
 	// The Builder's counters already added to the metrics.
 	late, rekeyed uint64
 	evicted       features.StateStats
@@ -425,6 +430,11 @@ func (s *stage) revoke() int {
 		s.recycle(pd)
 	}
 	for _, ps := range s.parts {
+		for _, pd := range ps.joinq {
+			count(pd) // not applied: fetched again, by this member or the next owner
+		}
+		clear(ps.joinq)
+		ps.joinq = ps.joinq[:0]
 		if !ps.aligned {
 			continue
 		}
@@ -542,8 +552,15 @@ func (s *stage) run() {
 		// (partitionCredit, labelCredit): a partition ahead in event time
 		// stops fetching, the one holding it back can always deliver.
 		select {
+		case <-s.joined():
+			for _, ps := range s.parts {
+				if len(ps.joinq) > 0 {
+					s.drainJoin(ps)
+				}
+			}
 		case f, ok := <-s.in:
 			if !ok {
+				s.dropJoinq()
 				s.drainAligner()
 				for wi := range s.open {
 					s.closeBatch(wi)
@@ -718,6 +735,9 @@ type pending struct {
 	// needShared and needLocal: the event's shared half (terminals) and
 	// card half are not in the state yet.
 	needShared, needLocal bool
+	// join is the event's shared half from the terminal stage (the
+	// repartition mode: WithRepartition).
+	join joinRec
 }
 
 // pendingPool holds the pending items the stage is done with: they are
@@ -765,6 +785,15 @@ func (s *stage) add(f fetched) {
 		s.checkGap(ps, m.Offset)
 	}
 	pd.replica = replica
+	if s.p.joins != nil {
+		// The repartition mode: in offset order, each once its shared
+		// columns are back (a dead letter needs none, but keeps its
+		// place: see the dead-letter case below).
+		pd.needLocal = !ps.isApplied(m.Offset)
+		ps.joinq = append(ps.joinq, pd)
+		s.drainJoin(ps)
+		return
+	}
 	// In the repartition mode the shared half is the terminal stage's
 	// (joined by the worker): the card stage applies the card half only.
 	pd.needShared = s.p.cfg.repart == nil && !ps.shr.isApplied(m.Offset)
@@ -918,9 +947,12 @@ func (s *stage) apply(pd *pending, ps *partState) {
 		row := b.x[rows*s.width : (rows+1)*s.width]
 		var sharedLate bool
 		switch {
-		case s.p.cfg.repart != nil:
-			// The shared columns and their late flag are joined from E
-			// before the batch is scored (joiner.fill).
+		case s.p.joins != nil:
+			// The terminal stage's columns (drainJoin waited for them).
+			for i, c := range s.p.sharedCols {
+				row[c] = pd.join.cols[i]
+			}
+			sharedLate = pd.join.late
 		case pd.needShared:
 			sharedLate = s.p.shared.Apply(ev, row)
 			s.keepCols(ps, m.Offset, row, sharedLate)

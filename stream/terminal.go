@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,6 +103,14 @@ type terminalConfig struct {
 	alignIdle, alignLag time.Duration
 	// credit is terminalCredit (0) or, in tests, a smaller bound.
 	credit int
+	// deadAfter is how long a caught-up source may stay unheard (no
+	// event, mark or heartbeat) before it holds the others back again as
+	// a lagging one: its owner may have died, and the events written to
+	// its partition since are not routed until a new owner takes it.
+	// Give the align idle wait (the routers heartbeat several times per
+	// idle wait): a dead source is then never taken for an idle one. 0:
+	// no check.
+	deadAfter time.Duration
 	// hard ends the stage at once (the pipeline's hard stop): nothing more
 	// is written or committed. Nil: the final checkpoint of a stop gets 30 s.
 	hard context.Context
@@ -221,6 +230,11 @@ type termSrc struct {
 	// lastTS is the event time of the last event applied (hasTS).
 	lastTS int64
 	hasTS  bool
+	// heard is when the last record of the source came (an event, a mark,
+	// a heartbeat); suspect that it fell silent past deadAfter while
+	// caught up (its owner may be gone: see checkLive).
+	heard   time.Time
+	suspect bool
 }
 
 // termPart is the state of one claimed R partition; the stage goroutine
@@ -711,6 +725,11 @@ func (l *termLoop) handle(ctx, hard context.Context, tp *termPart, m *termMsg) b
 		return l.release(hard, tp)
 	}
 	s := &tp.srcs[m.h.Src]
+	s.heard = time.Now()
+	if s.suspect {
+		s.suspect = false
+		t.met.revived.Inc()
+	}
 	switch m.h.Kind {
 	case repart.KindMark:
 		t.met.marks.Inc()
@@ -789,6 +808,7 @@ func (l *termLoop) addLabel(hard context.Context, tp *termPart, m *termMsg) bool
 // (PopExact: the sources' silence is R's lag); else with the wait bounds.
 // False when stopped hard while an E record waited to be queued.
 func (l *termLoop) release(hard context.Context, tp *termPart) bool {
+	l.checkLive(tp)
 	n := 0
 	for {
 		var m *termMsg
@@ -810,6 +830,30 @@ func (l *termLoop) release(hard context.Context, tp *termPart) bool {
 		l.countAlign(tp)
 	}
 	return true
+}
+
+// checkLive makes every caught-up source of tp unheard for deadAfter hold
+// the others back again (a lagging source: for the lag wait at most, or
+// until it reports again): a caught-up source is ignored after the idle
+// wait, which is right while its owner is there to route what comes next
+// at once, and wrong when the owner died — the events written to its
+// partition meanwhile come only after the failover, older than what the
+// idle bound let through. The routers heartbeat every caught-up source
+// several times per idle wait, so a live one is never suspected for long.
+func (l *termLoop) checkLive(tp *termPart) {
+	if l.t.cfg.deadAfter <= 0 {
+		return
+	}
+	now := time.Now()
+	for src := range tp.srcs {
+		s := &tp.srcs[src]
+		if !s.caughtUp || s.suspect || s.heard.IsZero() || now.Sub(s.heard) < l.t.cfg.deadAfter {
+			continue
+		}
+		s.suspect, s.caughtUp = true, false
+		tp.al.Advance(src, math.MinInt64, false) // not caught up: it holds the others back
+		l.t.met.suspected.Inc()
+	}
 }
 
 // exact reports whether tp's releases must wait for R's fetch: records

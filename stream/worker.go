@@ -286,16 +286,6 @@ func (w *worker) flush(b *batch) {
 		w.adopt(b.set)
 	}
 	wm := w.m
-	if j := w.p.joins; j != nil && rows > 0 && !j.fill(b, w.p.sharedCols, w.width, w.p.hard.Done()) {
-		// The generation of one of its partitions ended before the
-		// terminal stage's columns came: the batch is given up, never
-		// acked (its events go to the partition's next owner).
-		w.p.met.joinAbandoned.Add(float64(rows))
-		j.abandoned(b)
-		b.reset()
-		w.free <- b
-		return
-	}
 	w.seqCards(b, rows)
 	if rows > 0 {
 		x := b.x[:rows*w.width]
