@@ -441,37 +441,54 @@ func TestLiveLatency(t *testing.T) {
 			}
 		}
 	}
+	// STREAMSCORE_LATENCY_TERMINAL_STAGE=replicas,repartition measures
+	// both places of the terminal state (the repartition mode's two extra
+	// hops: R and E).
+	stages := []string{""}
+	if v := os.Getenv(latencyEnv + "_TERMINAL_STAGE"); v != "" {
+		stages = strings.Split(v, ",")
+	}
 	for _, rate := range []int{1000, 5000, 20000} {
-		for _, wait := range waits {
-			name := fmt.Sprintf("%d events per second", rate)
-			var extra []string
-			if wait != "" {
-				name += "/align-idle-wait=" + wait
-				extra = []string{"--align-idle-wait", wait}
+		for _, stage := range stages {
+			for _, wait := range waits {
+				name := fmt.Sprintf("%d events per second", rate)
+				var extra []string
+				if wait != "" {
+					name += "/align-idle-wait=" + wait
+					extra = []string{"--align-idle-wait", wait}
+				}
+				switch stage {
+				case "", "replicas":
+				case "repartition":
+					name += "/terminal-stage=repartition"
+					extra = append(extra, "--terminal-stage", "repartition", "--checkpoint-store", "kafka", "--state-interval", "1s")
+				default:
+					t.Fatalf("%s_TERMINAL_STAGE: %q is not replicas or repartition", latencyEnv, stage)
+				}
+				t.Run(name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
+					defer cancel()
+					w := newExactWorld(t, ctx, 4)
+					g, err := synth.New(synth.Config{Seed: int64(rate), Cards: 10000, Terminals: 2000})
+					if err != nil {
+						t.Fatal(err)
+					}
+					primed := w.liveTraffic(g, rate, 5*time.Second, extra...)
+					scores, err := readTopicRecords(ctx, w.brokers, exactScores)
+					if err != nil {
+						t.Fatal(err)
+					}
+					seen := map[string]int{}
+					for _, r := range scores {
+						seen[r["tx_id"].(string)]++
+					}
+					if len(seen) != w.n || len(scores) != w.n {
+						t.Errorf("%d score records for %d distinct events, want one for each of %d", len(scores), len(seen), w.n)
+					}
+					t.Logf("%d events/s%s: decision latency %s", rate, strings.TrimPrefix(name, fmt.Sprintf("%d events per second", rate)),
+						decisionLatency(scores, primed))
+				})
 			}
-			t.Run(name, func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second*timeScale)
-				defer cancel()
-				w := newExactWorld(t, ctx, 4)
-				g, err := synth.New(synth.Config{Seed: int64(rate), Cards: 10000, Terminals: 2000})
-				if err != nil {
-					t.Fatal(err)
-				}
-				primed := w.liveTraffic(g, rate, 5*time.Second, extra...)
-				scores, err := readTopicRecords(ctx, w.brokers, exactScores)
-				if err != nil {
-					t.Fatal(err)
-				}
-				seen := map[string]int{}
-				for _, r := range scores {
-					seen[r["tx_id"].(string)]++
-				}
-				if len(seen) != w.n || len(scores) != w.n {
-					t.Errorf("%d score records for %d distinct events, want one for each of %d", len(scores), len(seen), w.n)
-				}
-				t.Logf("%d events/s%s: decision latency %s", rate, strings.TrimPrefix(name, fmt.Sprintf("%d events per second", rate)),
-					decisionLatency(scores, primed))
-			})
 		}
 	}
 }
