@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/stream/internal/commit"
 )
 
 // partitionCredit bounds the messages of one partition handed to the
@@ -143,6 +144,15 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 		return
 	}
 	prefix := map[int]replicaRead{}
+	for _, c := range claims {
+		// The group's committed offset is where each claim starts: a
+		// partition that delivers nothing this generation (nothing new, or
+		// all of it still waiting) is acked up to there, and holds back no
+		// snapshot's commit cap of the others (capToSnapshot).
+		if c.Start() >= 0 {
+			p.tracker.MarkCommitted(commit.Commit{Partition: c.Partition(), Next: c.Start()})
+		}
+	}
 	if p.router != nil {
 		p.router.claim(ctx, parts)
 	}

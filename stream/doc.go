@@ -70,6 +70,16 @@
 // features.Builder.Peek, against the state as it is, instead of applying
 // them twice.
 //
+// With WithRepartition (repart.go, repart_card.go, terminal.go), the
+// shared entities' state leaves the members' feature stages: each member
+// routes its partitions' events, keyed by their shared entity, to a
+// repartition topic, whose partitions the members' terminal stages (a
+// second consumer group) apply in event-time order across the sources
+// and answer with each event's shared columns on an enriched topic
+// co-partitioned with the input; the feature stage applies an event's card
+// half once its columns are back, in its partition's order, without the
+// cross-partition alignment (a card lives in one partition).
+//
 // With WithCheckpoints (checkpoint.go), each partition's state is stored
 // every state interval where every member reads it (a compacted Kafka
 // topic, the JetStream object store), commits move only to stored

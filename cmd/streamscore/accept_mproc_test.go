@@ -83,7 +83,8 @@ var (
 )
 
 // mprocLogsEnv names a directory where a failed multi-process test
-// writes every member's log (STREAMSCORE_MPROC_LOGS=/tmp/logs).
+// writes every member's log (STREAMSCORE_MPROC_LOGS=/tmp/logs); with
+// STREAMSCORE_MPROC_LOGS_ALL set too, every test does.
 const mprocLogsEnv = "STREAMSCORE_MPROC_LOGS"
 
 // startMember starts a member with mprocFlags and extra (later flags
@@ -94,7 +95,7 @@ func (w *exactWorld) startMember(name string, extra ...string) *member {
 	if dir := os.Getenv(mprocLogsEnv); dir != "" {
 		// A failed test's member logs, whole, for a post-mortem.
 		w.t.Cleanup(func() {
-			if w.t.Failed() {
+			if w.t.Failed() || os.Getenv(mprocLogsEnv+"_ALL") != "" {
 				f := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(w.t.Name())+"-"+name+".log")
 				if err := os.WriteFile(f, []byte(p.stderr.String()), 0o644); err != nil {
 					w.t.Logf("write %s: %v", f, err)
