@@ -273,10 +273,11 @@ type joiner struct {
 	notify chan struct{}
 }
 
-// begin stops the previous generation's readers (after its revoke: its
-// batches are back, or abandoned) and starts one per claim, each at the
-// group's committed E offset for the partition (the first retained one
-// without a commit).
+// begin stops the previous generation's readers (its revoke is over: what
+// waited for its shared columns was dropped), forgets their records, and
+// starts one reader per claim, each at the group's committed E offset for
+// the partition (the first retained one without a commit: on a group's
+// first start, the whole retained enriched partition is read once).
 func (j *joiner) begin(ctx context.Context, src Source, claims []Claim) {
 	j.end()
 	j.mu.Lock()
