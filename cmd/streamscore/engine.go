@@ -240,7 +240,7 @@ func (c *engineConfig) Validate() error {
 	}
 	errs = append(errs, c.memConfig.Validate())
 	errs = append(errs, c.sinkIO.Validate())
-	errs = append(errs, c.terminalStage.Validate(c.Topic))
+	errs = append(errs, c.terminalStage.Validate(c.Group, c.Topic))
 	if c.repartition() && c.CheckpointStore == "none" {
 		errs = append(errs, errors.New("--terminal-stage repartition needs --checkpoint-store (the terminal state lives in the checkpoints of the repartition topic's partitions)"))
 	}

@@ -27,30 +27,39 @@ type terminalStage struct {
 
 func (t *terminalStage) register(fs *flag.FlagSet) {
 	fs.StringVar(&t.TerminalStage, "terminal-stage", "replicas", "where the terminal (shared-entity) state is kept with several members: replicas (each member also reads the partitions it does not claim; exact, every member holds every terminal) or repartition (events go through --repartition-topic keyed by terminal to the terminal stage owning it, whose columns come back through --enriched-topic; exact, terminals shared out among the members; needs --checkpoint-store; two more Kafka hops of latency)")
-	fs.StringVar(&t.RepartitionTopic, "repartition-topic", "", "with --terminal-stage repartition, the topic the events go to keyed by terminal (default <topic>.repartition; created with --repartition-partitions when missing)")
-	fs.StringVar(&t.EnrichedTopic, "enriched-topic", "", "with --terminal-stage repartition, the topic the terminal stages write each event's terminal columns to (default <topic>.enriched; created with the input topic's partition count when missing)")
+	fs.StringVar(&t.RepartitionTopic, "repartition-topic", "", "with --terminal-stage repartition, the topic the events go to keyed by terminal (default <group>.<topic>.repartition; created with --repartition-partitions when missing)")
+	fs.StringVar(&t.EnrichedTopic, "enriched-topic", "", "with --terminal-stage repartition, the topic the terminal stages write each event's terminal columns to (default <group>.<topic>.enriched; created with the input topic's partition count when missing)")
 	fs.IntVar(&t.RepartitionPartitions, "repartition-partitions", 0, "partitions of a --repartition-topic created by the engine (how many terminal stages share the work); 0: the input topic's count")
 	fs.DurationVar(&t.RepartitionRetention, "repartition-retention", 7*24*time.Hour, "retention of the repartition and enriched topics the engine creates: at least the longest outage a terminal stage or a member may need to catch up on")
 }
 
-// Validate checks the flags; topic defaults are filled in from topic.
-func (t *terminalStage) Validate(topic string) error {
+// Validate checks the flags; topic defaults are filled in from the group
+// and the topic (internal topics belong to a group, as Kafka Streams'
+// <application.id>-...-repartition do: a second group on the same input, a
+// canary, must not share them).
+func (t *terminalStage) Validate(group, topic string) error {
+	if t.TerminalStage == "" {
+		t.TerminalStage = "replicas" // an engine built without flags (demo)
+	}
 	switch t.TerminalStage {
 	case "replicas", "repartition":
 	default:
 		return fmt.Errorf("--terminal-stage %q: want replicas or repartition", t.TerminalStage)
 	}
 	if t.RepartitionTopic == "" {
-		t.RepartitionTopic = topic + ".repartition"
+		t.RepartitionTopic = group + "." + topic + ".repartition"
 	}
 	if t.EnrichedTopic == "" {
-		t.EnrichedTopic = topic + ".enriched"
+		t.EnrichedTopic = group + "." + topic + ".enriched"
 	}
 	if t.RepartitionPartitions < 0 {
 		return fmt.Errorf("--repartition-partitions %d is negative", t.RepartitionPartitions)
 	}
 	if t.RepartitionTopic == topic || t.EnrichedTopic == topic || t.RepartitionTopic == t.EnrichedTopic {
 		return fmt.Errorf("--topic %q, --repartition-topic %q and --enriched-topic %q must differ", topic, t.RepartitionTopic, t.EnrichedTopic)
+	}
+	if t.RepartitionRetention == 0 {
+		t.RepartitionRetention = 7 * 24 * time.Hour // an engine built without flags (demo)
 	}
 	if t.RepartitionRetention < time.Hour {
 		return fmt.Errorf("--repartition-retention %v: at least 1h", t.RepartitionRetention)
