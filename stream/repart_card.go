@@ -250,6 +250,10 @@ type joinRec struct {
 	eOff int64 // its offset in E (the anchor committed with T's offset)
 	late bool
 	cols []float32
+	// refused: the terminal stage could not read the event, or this stage
+	// could not read its record (another build's width): dead-lettered.
+	refused bool
+	why     string
 }
 
 // joinTable holds the E records of one claimed partition read and not yet
@@ -366,9 +370,12 @@ func (j *joiner) read(ctx context.Context, src Source, part int, t *joinTable) {
 			continue
 		}
 		b = firstBackoff
-		if err := repart.ParseEnriched(rec.Value, &e); err != nil || e.Src != part || len(e.Cols) != width {
+		err = repart.ParseEnriched(rec.Value, &e)
+		jr := joinRec{eOff: rec.Offset, late: e.Late, refused: e.Refused}
+		switch {
+		case err != nil || e.Src != part:
 			if err == nil {
-				err = fmt.Errorf("source partition %d, %d columns (want %d, %d)", e.Src, len(e.Cols), part, width)
+				err = fmt.Errorf("source partition %d, this is %d", e.Src, part)
 			}
 			j.p.met.joinBad.Inc()
 			j.p.log.Error("enriched record refused (another build's terminal stage, or a corrupt topic): skipped",
@@ -377,11 +384,21 @@ func (j *joiner) read(ctx context.Context, src Source, part int, t *joinTable) {
 			t.next = rec.Offset + 1
 			t.mu.Unlock()
 			continue
+		case e.Refused:
+			jr.why = "the terminal stage could not decode the event's repartition record"
+		case len(e.Cols) != width:
+			// Its event is known: dead-lettered, not waited for for good.
+			j.p.met.joinBad.Inc()
+			j.p.log.Error("enriched record of another width (another build's features): its event is dead-lettered",
+				"partition", part, "offset", rec.Offset, "source_offset", e.Offset, "columns", len(e.Cols), "want", width)
+			jr.refused, jr.why = true, fmt.Sprintf("its enriched record has %d terminal columns, this build %d", len(e.Cols), width)
+		default:
+			jr.cols = slices.Clone(e.Cols)
 		}
 		t.mu.Lock()
 		t.next = rec.Offset + 1
 		if _, dup := t.recs[e.Offset]; !dup && e.Offset >= t.floor {
-			t.recs[e.Offset] = joinRec{eOff: rec.Offset, late: e.Late, cols: slices.Clone(e.Cols)}
+			t.recs[e.Offset] = jr
 		}
 		t.mu.Unlock()
 		select {
@@ -570,6 +587,11 @@ func (p *Pipeline) deadAfter() time.Duration {
 // terminalGroup is the consumer group of the terminal stages.
 func (p *Pipeline) terminalGroup() string { return p.group + ".terminals" }
 
+// reasonTerminalRefused is the dead-letter reason of an event whose
+// terminal columns cannot be had (the repartition mode): the terminal
+// stage could not decode it, or its enriched record is another build's.
+const reasonTerminalRefused = "terminal_refused"
+
 // joined is the channel the E readers signal when shared columns come
 // back (nil without the repartition mode: never ready).
 func (s *stage) joined() <-chan struct{} {
@@ -600,6 +622,9 @@ func (s *stage) drainJoin(ps *partState) {
 				break
 			}
 			pd.join = rec
+			if rec.refused {
+				pd.reason, pd.err = reasonTerminalRefused, rec.why
+			}
 		}
 		if pd.needLocal {
 			ps.fetched(pd.m.Offset, true)

@@ -166,7 +166,11 @@ func newTerminalStage(cfg terminalConfig) (*terminalStage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream: terminal stage: make shared state: %w", err)
 	}
-	dec, err := features.NewDecoder(features.WithMaxFutureSkew(-1))
+	// The card stage checked the event with the pipeline's decoder (its
+	// field bounds, its future skew): the payload is its AppendJSON, read
+	// back without those bounds. One the stage still refuses gets a
+	// refused E record (the card stage dead-letters it).
+	dec, err := features.NewDecoder(features.WithMaxFutureSkew(-1), features.WithMaxFieldBytes(1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("stream: terminal stage: %w", err)
 	}
@@ -721,6 +725,9 @@ func (l *termLoop) handle(ctx, hard context.Context, tp *termPart, m *termMsg) b
 		if n := t.bad.Add(1); n == 1 || n%1000 == 0 {
 			t.cfg.log.Error("repartition record skipped", "partition", tp.r, "offset", m.off, "reason", m.reason, "err", m.err, "skipped_total", n)
 		}
+		if m.reason == "payload" && !l.refuse(hard, tp, m) {
+			return false
+		}
 		l.done(tp, m)
 		return l.release(hard, tp)
 	}
@@ -908,6 +915,21 @@ func (l *termLoop) apply(hard context.Context, tp *termPart, m *termMsg) bool {
 		tp.al.Resume(d) // the enriched topic held the stage, not the sources
 	}
 	return true
+}
+
+// refuse answers an event whose payload does not decode with a refused E
+// record, once per source offset: its card stage dead-letters it rather
+// than wait for its columns for good (which would stop its partition).
+// False when stopped hard.
+func (l *termLoop) refuse(hard context.Context, tp *termPart, m *termMsg) bool {
+	s := &tp.srcs[m.h.Src]
+	if trailHolds(&s.trail, m.h.Offset) {
+		return true
+	}
+	s.trail.fetched(m.h.Offset, true)
+	s.through = max(s.through, m.h.Offset)
+	e := repart.Enriched{Src: m.h.Src, Offset: m.h.Offset, Refused: true}
+	return l.t.w.add(hard, OutRecord{Partition: m.h.Src, Value: repart.AppendEnriched(nil, &e)})
 }
 
 // countAlign publishes the growth of tp's aligner counters.

@@ -15,7 +15,9 @@
 // kind is KindEvent (payload: the event, in the input contract's JSON) or
 // KindMark (no payload: the source is past offset, at event time ts).
 // flags bit 0: caught up (R: the source's reader was at its high-water
-// mark; E: late, the event was beyond the max lateness for a shared entity).
+// mark; E: late, the event was beyond the max lateness for a shared entity);
+// E bit 1: refused (the terminal stage could not decode the event: no
+// columns; the card stage dead-letters it instead of waiting for good).
 package repart
 
 import (
@@ -42,7 +44,8 @@ const (
 	magicE  = 'E'
 	version = 1
 
-	flagBit = 1
+	flagBit     = 1
+	flagRefused = 2
 )
 
 // Head is an R record's header.
@@ -144,6 +147,8 @@ type Enriched struct {
 	// Late: the event was beyond the max lateness for one of its shared
 	// entities (scored, not inserted there).
 	Late bool
+	// Refused: the terminal stage could not decode the event (Cols empty).
+	Refused bool
 	// Cols are the values of the Shared's columns (features.Shared.Columns),
 	// in that order.
 	Cols []float32
@@ -158,6 +163,9 @@ func AppendEnriched(dst []byte, e *Enriched) []byte {
 	var f byte
 	if e.Late {
 		f |= flagBit
+	}
+	if e.Refused {
+		f |= flagRefused
 	}
 	dst = append(dst, f)
 	dst = binary.AppendUvarint(dst, uint64(len(e.Cols)))
@@ -189,7 +197,7 @@ func ParseEnriched(b []byte, e *Enriched) error {
 	if len(b) < 1 {
 		return fmt.Errorf("%w: truncated", ErrFormat)
 	}
-	e.Src, e.Offset, e.Late = int(src), off, b[0]&flagBit != 0
+	e.Src, e.Offset, e.Late, e.Refused = int(src), off, b[0]&flagBit != 0, b[0]&flagRefused != 0
 	b = b[1:]
 	nc, n := binary.Uvarint(b)
 	if n <= 0 || nc > uint64(len(b)-n)/4 {

@@ -33,14 +33,19 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestEnrichedRoundTrip(t *testing.T) {
-	e := Enriched{Src: 7, Offset: 99, Late: true, Cols: []float32{0, 1.5, float32(math.Inf(-1)), -0, 3e-38}}
-	b := AppendEnriched(nil, &e)
-	var got Enriched
-	if err := ParseEnriched(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	if got.Src != e.Src || got.Offset != e.Offset || got.Late != e.Late || !slices.EqualFunc(got.Cols, e.Cols, func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }) {
-		t.Fatalf("got %+v, want %+v", got, e)
+	for _, e := range []Enriched{
+		{Src: 7, Offset: 99, Late: true, Cols: []float32{0, 1.5, float32(math.Inf(-1)), -0, 3e-38}},
+		{Src: 3, Offset: 5, Refused: true},
+	} {
+		b := AppendEnriched(nil, &e)
+		var got Enriched
+		if err := ParseEnriched(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Src != e.Src || got.Offset != e.Offset || got.Late != e.Late || got.Refused != e.Refused ||
+			!slices.EqualFunc(got.Cols, e.Cols, func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }) {
+			t.Fatalf("got %+v, want %+v", got, e)
+		}
 	}
 }
 
