@@ -154,12 +154,12 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 		}
 	}
 	if p.router != nil {
-		p.router.claim(ctx, parts)
+		p.router.claim(claimStarts(claims))
 	}
 	if p.joins != nil {
 		// The E readers outlive the generation's fetchers: its batches
 		// wait on them until revoke has drained them.
-		p.joins.begin(p.hard, src, claims)
+		p.joins.begin(ctx, src, claims)
 	}
 	p.gen.Store(&genRef{gen: gen, claimed: parts})
 
@@ -315,7 +315,7 @@ func (p *Pipeline) revoke(gen Generation, st *stage) {
 		// (caught up) is stale from now on, so it stops reporting them —
 		// the terminal stages hold them as lagging until their next owner
 		// routes them (terminalConfig.deadAfter).
-		p.router.claim(p.hard, nil)
+		p.router.claim(nil)
 	}
 	if !st.do(func() { dropped = st.revoke() }) {
 		return

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
 )
@@ -152,4 +153,36 @@ func TestMemRepartCrash(t *testing.T) {
 	}
 	t.Logf("%d events uncommitted at the crash", uncommitted)
 	checkAgainstReplay(t, sink, events, int(uncommitted))
+}
+
+// TestMemRepartQuietPartition: one input partition has nothing at all to
+// read. Its owner still reports it to every terminal stage (a caught-up
+// source from its start): without that, the terminal stages would take it
+// for a lagging source and hold every other partition's terminal columns
+// back for their lag wait (here minutes: three session timeouts).
+func TestMemRepartQuietPartition(t *testing.T) {
+	const parts = 4
+	b := repartBroker(parts, 3)
+	events, msgs, _, _ := history(t, 48, 1500)
+	var kept []kafka.Message
+	var keptEv []features.Event
+	for i, m := range msgs {
+		if memPartition(m.Key, parts) != 3 {
+			kept = append(kept, m)
+			keptEv = append(keptEv, events[i])
+		}
+	}
+	ends := appendAll(t, b, parts, kept)
+	sink := &memSink{}
+	p, _ := repartMember(t, b, "mem-repart-quiet", sink, stream.NewMemoryCheckpoints())
+	r := runPipeline(t, p)
+	t0 := time.Now()
+	waitCommittedTo(t, b, "mem-repart-quiet", ends)
+	if d := time.Since(t0); d > 20*time.Second {
+		t.Errorf("took %v: the quiet partition held the others back", d)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstReplay(t, sink, keptEv, 0)
 }

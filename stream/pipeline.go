@@ -432,7 +432,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// cover what a snapshot holds). A hard stop (Abort, or the drain
 	// deadline) cancels whatever is still waiting.
 	if p.router != nil {
-		p.router.claim(p.hard, nil) // intake stopped: see revoke
+		p.router.claim(nil) // intake stopped: see revoke
 	}
 	close(st.in)
 	<-stageDone

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -61,7 +62,7 @@ type router struct {
 	topic string
 	nR    int
 	in    chan routed
-	owned chan []int // a generation's claimed partitions (claim)
+	owned chan []claimStart // a generation's claims (claim): the latest wins
 	srcs  map[int]*srcProgress
 	// liveEvery is how often a caught-up source's heartbeat goes to every
 	// R partition (Pipeline.liveEvery).
@@ -71,7 +72,7 @@ type router struct {
 }
 
 func newRouter(p *Pipeline, w RecordWriter, nR int) *router {
-	return &router{p: p, w: w, topic: p.cfg.repart.Topic, nR: nR, in: make(chan routed, 4096), owned: make(chan []int), srcs: map[int]*srcProgress{},
+	return &router{p: p, w: w, topic: p.cfg.repart.Topic, nR: nR, in: make(chan routed, 4096), owned: make(chan []claimStart, 1), srcs: map[int]*srcProgress{},
 		liveEvery: p.liveEvery()}
 }
 
@@ -96,22 +97,79 @@ func (rt *router) route(ctx context.Context, m *kafka.Message, pd *pending) erro
 	}
 }
 
-// claim tells the router a generation's claimed partitions: it stops
-// reporting the progress of the others (another member owns them now; a
+// claimStart is a claimed partition and where the generation starts it.
+type claimStart struct {
+	part     int
+	start    int64 // the group's committed offset
+	caughtUp bool  // nothing to read at the start (start >= high-water)
+}
+
+// claimStarts returns the starts of claims (nil: none, intake stopped).
+func claimStarts(claims []Claim) []claimStart {
+	out := make([]claimStart, 0, len(claims))
+	for _, c := range claims {
+		out = append(out, claimStart{part: c.Partition(), start: c.Start(), caughtUp: c.Start() >= c.HighWater()})
+	}
+	return out
+}
+
+// claim tells the router a generation's claims (none: intake stopped): it
+// stops reporting the progress of the other partitions and drops the
+// watermarks of theirs it still holds (another member owns them now; a
 // stale report of this one's could tell a terminal stage that a source
-// the new owner is still catching up on has caught up). It returns when
-// the router has taken it, or ctx ends.
-func (rt *router) claim(ctx context.Context, parts []int) {
+// the new owner is still catching up on has caught up), and reports each
+// claimed partition from its start on, even one with nothing new to read
+// (a terminal stage must hear of every source, or it holds the others
+// back for its lag wait). It does not block: the router takes the latest
+// claims when it can (it may be retrying a write).
+func (rt *router) claim(claims []claimStart) {
 	select {
-	case rt.owned <- parts:
-	case <-ctx.Done():
+	case <-rt.owned: // not taken yet: superseded
+	default:
+	}
+	rt.owned <- claims // the one sender, the buffer just emptied
+}
+
+// takeClaims applies claims (see claim) once what the previous
+// generation's fetchers queued is in.
+func (rt *router) takeClaims(claims []claimStart) {
+queued:
+	for {
+		select {
+		case r := <-rt.in:
+			rt.add(r)
+		default:
+			break queued
+		}
+	}
+	owned := map[int]claimStart{}
+	for _, c := range claims {
+		owned[c.part] = c
+	}
+	for part := range rt.srcs {
+		if _, ok := owned[part]; !ok {
+			delete(rt.srcs, part)
+		}
+	}
+	rt.buf = slices.DeleteFunc(rt.buf, func(r OutRecord) bool {
+		h, _, err := repart.ParseRecord(r.Value)
+		_, ok := owned[h.Src]
+		return err == nil && h.Kind == repart.KindMark && !ok
+	})
+	for _, c := range claims {
+		if _, ok := rt.srcs[c.part]; !ok {
+			// Known from its start: reported (and heartbeated if caught up)
+			// before it delivers anything, at no event time yet.
+			rt.srcs[c.part] = &srcProgress{off: c.start - 1, caughtUp: c.caughtUp, sent: slices.Repeat([]int64{-1}, rt.nR)}
+		}
 	}
 }
 
 // run writes what route hands it until ctx ends (then what is buffered is
 // dropped: the next owner re-sends from the committed offset).
 func (rt *router) run(ctx context.Context) {
-	marks := time.NewTicker(min(markEvery, rt.liveEvery))
+	tick := min(markEvery, rt.liveEvery/2)
+	marks := time.NewTicker(tick)
 	defer marks.Stop()
 	lastBeat, lastLive := time.Now(), time.Now()
 	var linger *time.Timer
@@ -145,28 +203,14 @@ func (rt *router) run(ctx context.Context) {
 		case <-lingerC:
 			lingerC = nil
 			rt.flush(ctx)
-		case parts := <-rt.owned:
-			// What the previous generation's fetchers queued first.
-		queued:
-			for {
-				select {
-				case r := <-rt.in:
-					rt.add(r)
-				default:
-					break queued
-				}
-			}
-			for part := range rt.srcs {
-				if !slices.Contains(parts, part) {
-					delete(rt.srcs, part)
-				}
-			}
+		case claims := <-rt.owned:
+			rt.takeClaims(claims)
 		case now := <-marks.C:
 			beat := now.Sub(lastBeat) >= heartbeatEvery
 			if beat {
 				lastBeat = now
 			}
-			live := now.Sub(lastLive) >= rt.liveEvery
+			live := now.Sub(lastLive) >= rt.liveEvery-tick/2 // ticks jitter
 			if live {
 				lastLive = now
 			}
@@ -208,8 +252,9 @@ func (rt *router) add(r routed) {
 // and for a caught-up source on a liveness heartbeat (live).
 func (rt *router) addMarks(beat, live bool) {
 	for part, sp := range rt.srcs {
+		ts := sp.ts
 		if !sp.hasTS {
-			continue // no event yet: nothing to report a time for
+			ts = math.MinInt64 // no event yet: progress without a time (Advance never lowers a watermark)
 		}
 		all := beat || (live && sp.caughtUp)
 		for to, sent := range sp.sent {
@@ -218,7 +263,7 @@ func (rt *router) addMarks(beat, live bool) {
 			}
 			sp.sent[to] = sp.off
 			rt.buf = append(rt.buf, OutRecord{Partition: to, Value: repart.AppendRecord(nil, repart.Head{
-				Kind: repart.KindMark, Src: part, Offset: sp.off, TS: sp.ts, CaughtUp: sp.caughtUp,
+				Kind: repart.KindMark, Src: part, Offset: sp.off, TS: ts, CaughtUp: sp.caughtUp,
 			}, nil)})
 		}
 	}
@@ -239,6 +284,11 @@ func (rt *router) flush(ctx context.Context) {
 		rt.p.met.routeErrors.Inc()
 		if ctx.Err() != nil || !rt.p.retry(ctx, &b, "write to the repartition topic failed, retrying", err, "topic", rt.topic) {
 			return
+		}
+		select {
+		case claims := <-rt.owned: // a revoke meanwhile: its stale watermarks go
+			rt.takeClaims(claims)
+		default:
 		}
 	}
 	clear(rt.buf)
@@ -565,6 +615,9 @@ func (p *Pipeline) terminalLagWait() time.Duration {
 // liveEvery is how often a router heartbeats a caught-up source to every R
 // partition: a quarter of the align idle wait, 10 ms to 1 s.
 func (p *Pipeline) liveEvery() time.Duration {
+	if p.termAlignIdle <= 0 {
+		return heartbeatEvery // no liveness check (deadAfter 0): the slow heartbeat only
+	}
 	return min(max(p.termAlignIdle/4, 10*time.Millisecond), time.Second)
 }
 

@@ -54,7 +54,7 @@ type Head struct {
 	// Src is the input partition the record comes from.
 	Src int
 	// Offset is the event's offset in Src (KindEvent), or the offset the
-	// source has read through (KindMark).
+	// source has read through (KindMark; -1: nothing yet).
 	Offset int64
 	// TS is the event's time (ns since the Unix epoch), or the source's
 	// watermark: the time of its last event (KindMark).
@@ -120,7 +120,7 @@ func ParseRecord(b []byte) (h Head, payload []byte, err error) {
 	}
 	b = b[n:]
 	off, n := binary.Varint(b)
-	if n <= 0 || off < 0 {
+	if n <= 0 || off < -1 || (off < 0 && h.Kind == KindEvent) {
 		return h, nil, fmt.Errorf("%w: bad source offset", ErrFormat)
 	}
 	b = b[n:]
