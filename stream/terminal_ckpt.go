@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"time"
@@ -30,9 +31,11 @@ const (
 	ckptFrameTerminal = 'T'
 	// maxTermLabelParts bounds the labels partitions a checkpoint lists.
 	maxTermLabelParts = 1 << 16
-	// restoreTries is how many times a checkpoint read that failed (the
-	// store unreachable, not a checkpoint refused) is tried, 1 s, 2 s
-	// apart, before the partition starts empty.
+	// restoreTries is how many failed checkpoint reads (the store
+	// unreachable, not a checkpoint refused) are logged as warnings; the
+	// next ones are errors. A read is tried until it answers or the stage
+	// stops (1 s, 2 s, ... 5 s apart): starting empty would lose the
+	// partition's history for good.
 	restoreTries = 3
 )
 
@@ -213,15 +216,21 @@ func (t *terminalStage) restorePart(ctx context.Context, c Claim) (*termPart, er
 	r := c.Partition()
 	t0 := time.Now()
 	cp, found, err := t.cfg.ckpt.Latest(ctx, t.key(r))
-	for try := 1; try < restoreTries && err != nil && ctx.Err() == nil &&
+	for try := 1; err != nil && ctx.Err() == nil &&
 		!errors.Is(err, checkpoint.ErrFingerprintMismatch) && !errors.Is(err, checkpoint.ErrCorrupt); try++ {
 		// The store unreachable: starting empty would lose the
 		// partition's history for good (its next checkpoint replaces
-		// the one that could not be read), so it is asked again.
-		t.cfg.log.Warn("read a terminal checkpoint failed, retrying", "partition", r, "err", err, "try", try)
+		// the one that could not be read), so it is asked again until it
+		// answers or the stage stops (/readyz says restoring meanwhile;
+		// the partition's terminal columns wait).
+		level := slog.LevelWarn
+		if try >= restoreTries {
+			level = slog.LevelError
+		}
+		t.cfg.log.Log(ctx, level, "read a terminal checkpoint failed, retrying", "partition", r, "err", err, "try", try)
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Duration(try) * time.Second):
+		case <-time.After(min(time.Duration(try)*time.Second, 5*time.Second)):
 		}
 		cp, found, err = t.cfg.ckpt.Latest(ctx, t.key(r))
 	}
