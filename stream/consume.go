@@ -157,8 +157,8 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 		p.router.claim(claimStarts(claims))
 	}
 	if p.joins != nil {
-		// The E readers outlive the generation's fetchers: its batches
-		// wait on them until revoke has drained them.
+		// The E readers of the generation's claims (the previous ones
+		// stop: the revoke dropped what waited for them).
 		p.joins.begin(ctx, src, claims)
 	}
 	p.gen.Store(&genRef{gen: gen, claimed: parts})

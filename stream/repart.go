@@ -68,7 +68,8 @@ type RepartitionConfig struct {
 	Enriched string
 	// Source is this member's terminal-stage member: a consumer group on
 	// Topic. Nil: a KafkaSource on the pipeline's brokers, group
-	// "<group>.terminals", Topic. It must implement RecordWriter (E).
+	// "<group>.terminals", Topic. Run closes it. (E is written through the
+	// pipeline's own source, which must implement RecordWriter.)
 	Source Source
 }
 

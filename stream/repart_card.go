@@ -16,8 +16,9 @@ import (
 
 // The card stage's side of the repartition mode (see repart.go): the
 // router writes every claimed event to R and reports each source's progress
-// with watermark records; the joiner reads E[p] for every claimed p and
-// hands each event's shared columns to the worker that scores it.
+// with watermark records; the joiner reads E[p] for every claimed p, and
+// the feature stage applies each event once its shared columns are read
+// (stage.drainJoin).
 
 const (
 	// routeLinger is how long the router gathers records before a write.
@@ -519,8 +520,9 @@ func checkRepartition(cfg *config, shared *features.Shared) error {
 
 // startRepartition starts the repartition mode's router (and the terminal
 // stage) for Run; the returned stop ends them once the workers have
-// drained: until then the open batches need them. Without the mode it
-// does nothing.
+// drained (the terminal stage stores its state and leaves its group last:
+// the other members' partitions may still need its columns) and closes
+// the terminal stage's source. Without the mode it does nothing.
 func (p *Pipeline) startRepartition(ctx context.Context, src Source, dialer *kafka.Dialer) (stop func(), err error) {
 	if p.cfg.repart == nil {
 		return func() {}, nil

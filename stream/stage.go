@@ -794,9 +794,7 @@ func (s *stage) add(f fetched) {
 		s.drainJoin(ps)
 		return
 	}
-	// In the repartition mode the shared half is the terminal stage's
-	// (joined by the worker): the card stage applies the card half only.
-	pd.needShared = s.p.cfg.repart == nil && !ps.shr.isApplied(m.Offset)
+	pd.needShared = !ps.shr.isApplied(m.Offset)
 	pd.needLocal = !replica && !ps.isApplied(m.Offset)
 	switch {
 	case !pd.needShared && !pd.needLocal:

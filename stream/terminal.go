@@ -107,9 +107,10 @@ type terminalConfig struct {
 	// event, mark or heartbeat) before it holds the others back again as
 	// a lagging one: its owner may have died, and the events written to
 	// its partition since are not routed until a new owner takes it.
-	// Give the align idle wait (the routers heartbeat several times per
-	// idle wait): a dead source is then never taken for an idle one. 0:
-	// no check.
+	// The pipeline gives three quarters of the align idle wait (its
+	// routers heartbeat four times per idle wait: Pipeline.deadAfter): a
+	// source busy until its owner died is suspected before it could turn
+	// idle. 0: no check.
 	deadAfter time.Duration
 	// hard ends the stage at once (the pipeline's hard stop): nothing more
 	// is written or committed. Nil: the final checkpoint of a stop gets 30 s.
