@@ -66,6 +66,9 @@ type Pipeline struct {
 	router   *router
 	joins    *joiner
 	terminal atomic.Pointer[terminalStage]
+	// noSideCommit: the warning that the source cannot commit E's
+	// offsets was logged.
+	noSideCommit atomic.Bool
 	// termAlignIdle is WithAlignIdleWait for the terminal stage (the card
 	// stage does not align in the repartition mode).
 	termAlignIdle time.Duration
@@ -715,11 +718,17 @@ func (p *Pipeline) commitOnce() (ok bool) {
 		cs = kept
 		ctx, cancel := context.WithTimeout(p.hard, commitTimeout)
 		var err error
-		if sc, ok := g.gen.(SideCommitter); ok && p.joins != nil {
+		sc, side := g.gen.(SideCommitter)
+		switch {
+		case side && p.joins != nil:
 			// With T's offsets, in the same fenced request, the E offsets
 			// the next owner of each partition reads its shared columns from.
 			err = sc.CommitWith(ctx, next, map[string]map[int]int64{p.cfg.repart.Enriched: p.joins.anchors(next)})
-		} else {
+		case p.joins != nil && p.noSideCommit.CompareAndSwap(false, true):
+			p.log.Error("the source's generations cannot commit the enriched topic's offsets (SideCommitter): each partition's next owner reads the enriched topic from its first retained record",
+				"source", fmt.Sprintf("%T", g.gen))
+			fallthrough
+		default:
 			err = g.gen.Commit(ctx, next)
 		}
 		cancel()
