@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,7 +164,8 @@ func TestRunKafkaSecure(t *testing.T) {
 		user   [3]string // mechanism, user, password for the cluster; empty: no SASL
 		env    bool      // password from the environment rather than a file
 		flags  func(sk *secureKafka, cert, key, passFile string) []string
-		want   string // the "kafka connection checked" log line's security
+		want   string   // the "kafka connection checked" log line's security
+		extra  []string // more run flags
 	}{
 		{name: "tls+scram-sha-512", tls: true, user: [3]string{"SCRAM-SHA-512", testKafkaUser, testKafkaPass},
 			flags: func(sk *secureKafka, _, _, pass string) []string {
@@ -177,6 +179,13 @@ func TestRunKafkaSecure(t *testing.T) {
 					"--kafka-tls-server-name", "localhost", "--kafka-tls-min-version", "1.3",
 					"--kafka-sasl-mechanism", "plain", "--kafka-sasl-user", testKafkaUser}
 			}, want: "tls=mutual sasl=plain"},
+		{name: "tls+scram-sha-512, repartition mode (R, E, checkpoints and side commits over the secured connection)",
+			tls: true, user: [3]string{"SCRAM-SHA-512", testKafkaUser, testKafkaPass},
+			flags: func(sk *secureKafka, _, _, pass string) []string {
+				return []string{"--kafka-tls-ca", sk.ca.caFile, "--kafka-sasl-mechanism", "scram-sha-512",
+					"--kafka-sasl-user", testKafkaUser, "--kafka-sasl-password-file", pass}
+			}, want: "tls=on sasl=scram-sha-512",
+			extra: []string{"--terminal-stage", "repartition", "--checkpoint-store", "kafka", "--state-interval", "1s"}},
 		{name: "scram-sha-256 without tls", user: [3]string{"SCRAM-SHA-256", testKafkaUser, testKafkaPass},
 			flags: func(_ *secureKafka, _, _, pass string) []string {
 				return []string{"--kafka-sasl-mechanism", "scram-sha-256", "--kafka-sasl-user", testKafkaUser, "--kafka-sasl-password-file", pass}
@@ -222,7 +231,7 @@ func TestRunKafkaSecure(t *testing.T) {
 				t.Fatalf("gen produced %v transactions and %v labels, want 300 and some", txEnds, labelEnds)
 			}
 
-			run := startStreamscore(t, env, runSecureArgs(sk.brokers, flags...)...)
+			run := startStreamscore(t, env, runSecureArgs(sk.brokers, append(slices.Clone(flags), tc.extra...)...)...)
 			metricsURL := run.metricsURL()
 			poll(t, 60*time.Second*timeScale, "every transaction scored", func() bool {
 				run.alive()
@@ -243,6 +252,10 @@ func TestRunKafkaSecure(t *testing.T) {
 			noSecret(t, "run's output", out, testKafkaPass)
 			if !strings.Contains(out, tc.want) {
 				t.Errorf("run's log has no %q", tc.want)
+			}
+			if slices.Contains(tc.extra, "repartition") && (!strings.Contains(out, `msg="repartition mode: shared state through the repartition topic"`) ||
+				!strings.Contains(out, `msg="terminal partitions released"`)) {
+				t.Errorf("run's log shows no repartition mode with a terminal stage")
 			}
 
 			// Every transaction has exactly one score record (the run
