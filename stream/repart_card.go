@@ -83,12 +83,16 @@ func newRouter(p *Pipeline, w RecordWriter, nR int) *router {
 func (rt *router) route(ctx context.Context, m *kafka.Message, pd *pending) error {
 	r := routed{part: m.Partition, off: m.Offset, caughtUp: m.HighWaterMark > 0 && m.Offset == m.HighWaterMark-1}
 	if pd.reason == "" {
+		// One allocation: the key, then the record with its payload
+		// encoded in place (both kept until the write).
 		r.ts = pd.ev.TS.UnixNano()
-		r.key = []byte(rt.p.shared.SharedID(&pd.ev, 0))
-		payload := pd.ev.AppendJSON(make([]byte, 0, 256))
-		r.rec = repart.AppendRecord(make([]byte, 0, len(payload)+24), repart.Head{
+		buf := append(make([]byte, 0, 320), rt.p.shared.SharedID(&pd.ev, 0)...)
+		k := len(buf)
+		buf = repart.AppendRecord(buf, repart.Head{
 			Kind: repart.KindEvent, Src: m.Partition, Offset: m.Offset, TS: r.ts, CaughtUp: r.caughtUp,
-		}, payload)
+		}, nil)
+		buf = pd.ev.AppendJSON(buf)
+		r.key, r.rec = buf[:k:k], buf[k:]
 	}
 	select {
 	case rt.in <- r:
@@ -664,11 +668,11 @@ func (s *stage) joined() <-chan struct{} {
 // (fetched again by the partition's next owner) and the partition's state
 // never holds an event that was not scored.
 func (s *stage) drainJoin(ps *partState) {
+	t := s.p.joins.table(ps.part) // one lock of the joiner per drain, not per event
 	n := 0
 	for ; n < len(ps.joinq); n++ {
 		pd := ps.joinq[n]
 		if pd.reason == "" {
-			t := s.p.joins.table(ps.part)
 			if t == nil {
 				break
 			}

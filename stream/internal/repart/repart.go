@@ -84,7 +84,9 @@ func Route(id string, n int) int {
 }
 
 // AppendRecord appends the R record of h and payload (KindEvent only) to
-// dst and returns the extended buffer.
+// dst and returns the extended buffer. To encode the payload in place
+// instead of copying it, append it after AppendRecord(dst, h, nil) of a
+// KindEvent head: the payload is the rest of the record.
 func AppendRecord(dst []byte, h Head, payload []byte) []byte {
 	dst = append(dst, magicR, version, byte(h.Kind))
 	dst = binary.AppendUvarint(dst, uint64(h.Src))

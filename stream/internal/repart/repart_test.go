@@ -120,3 +120,14 @@ func TestRouteStable(t *testing.T) {
 		t.Fatalf("Route with one partition = %d", got)
 	}
 }
+
+// TestAppendInPlace: a payload appended after the head of a KindEvent
+// record is the record's payload, byte for byte as AppendRecord copies it.
+func TestAppendInPlace(t *testing.T) {
+	h := Head{Kind: KindEvent, Src: 2, Offset: 77, TS: 5, CaughtUp: true}
+	payload := []byte(`{"tx_id":"t1"}`)
+	inPlace := append(AppendRecord([]byte("key"), h, nil), payload...)[3:]
+	if want := AppendRecord(nil, h, payload); string(inPlace) != string(want) {
+		t.Fatalf("in place %q, copied %q", inPlace, want)
+	}
+}
