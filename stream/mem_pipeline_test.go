@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,8 +352,14 @@ func TestMemPipelineCommitCapping(t *testing.T) {
 // message ends as exactly one dead letter with its reason, whichever member
 // owns or replicates its partition.
 func TestMemPipelineRebalanceCheckpoints(t *testing.T) {
+	for _, mode := range memModes {
+		t.Run(mode, func(t *testing.T) { memRebalanceCheckpoints(t, mode) })
+	}
+}
+
+func memRebalanceCheckpoints(t *testing.T, mode string) {
 	const parts = 4
-	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	b := repartBroker(parts, 3)
 	events, msgs, _, _ := history(t, 43, 3000)
 	var reasons []string // of the hostile messages, by their index in msgs
 	{
@@ -384,9 +391,9 @@ func TestMemPipelineRebalanceCheckpoints(t *testing.T) {
 		return ends
 	}
 	ends := appendPart(msgs[:n1])
-	ra := runPipeline(t, memMember(t, b, "mem-rebalance", sink, opts...))
+	ra := runPipeline(t, memMember(t, b, "mem-rebalance", sink, withMode(t, b, "mem-rebalance", mode, opts)...))
 	waitCommittedTo(t, b, "mem-rebalance", ends)
-	pb, srcB := memMemberSource(t, b, "mem-rebalance", sink, opts...)
+	pb, srcB := memMemberSource(t, b, "mem-rebalance", sink, withMode(t, b, "mem-rebalance", mode, opts)...)
 	rb := runPipeline(t, pb)
 	// B has joined (the partitions are split) before the middle third: the
 	// split ownership and the replica reads are what the test walks.
@@ -450,16 +457,23 @@ func TestMemPipelineRebalanceCheckpoints(t *testing.T) {
 // the dead member's events after its last committed checkpoint, and every
 // event's last features equal the replay's.
 func TestMemPipelineMemberCrash(t *testing.T) {
+	for _, mode := range memModes {
+		t.Run(mode, func(t *testing.T) { memMemberCrash(t, mode) })
+	}
+}
+
+func memMemberCrash(t *testing.T, mode string) {
 	const parts = 4
-	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	b := repartBroker(parts, 3)
 	events, msgs, _, _ := history(t, 44, 3000)
 	store := stream.NewMemoryCheckpoints()
 	sink := &memSink{}
 	opts := []stream.Option{stream.WithCheckpoints(store), stream.WithStateInterval(time.Second),
 		stream.WithAlignIdleWait(2 * time.Second), stream.WithMaxBatch(64)}
-	pa, srcA := memMemberSource(t, b, "mem-crash", sink, opts...)
+	aOpts, tsrcA := modeOpts(t, b, "mem-crash", mode)
+	pa, srcA := memMemberSource(t, b, "mem-crash", sink, append(slices.Clone(opts), aOpts...)...)
 	ra := runPipeline(t, pa)
-	rb := runPipeline(t, memMember(t, b, "mem-crash", sink, opts...))
+	rb := runPipeline(t, memMember(t, b, "mem-crash", sink, withMode(t, b, "mem-crash", mode, opts)...))
 	n1 := len(msgs) / 2
 	ends := appendAll(t, b, parts, msgs[:n1])
 	waitCommittedTo(t, b, "mem-crash", ends)
@@ -488,6 +502,9 @@ func TestMemPipelineMemberCrash(t *testing.T) {
 		t.Fatal("the crash landed after every commit: nothing is re-delivered, the test does not walk the crash")
 	}
 	b.Expire(srcA)
+	if tsrcA != nil {
+		b.Expire(tsrcA) // its terminal stage died with it
+	}
 	for p, e := range appendAll(t, b, parts, msgs[n1+n1/2:]) {
 		ends[p] = e
 	}
