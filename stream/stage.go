@@ -675,6 +675,13 @@ func (s *stage) batchOf(wi int) (*batch, bool) {
 	default:
 		// Every batch of the worker is in flight (a slow or down sink):
 		// wait, and do not count the wait as the partitions' silence.
+		// The aligner's gauge is brought up to date first (it is set per
+		// batch, and the events pushed since the last one wait here too:
+		// an operator looking during an outage, or TestSinkOutage's bound,
+		// would see them as held nowhere).
+		if s.al != nil {
+			s.p.met.alignBuffered.Set(float64(s.al.Len()))
+		}
 		select {
 		case b = <-w.free:
 		case <-s.p.hard.Done():
