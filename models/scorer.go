@@ -17,6 +17,10 @@ type Scorer struct {
 	m     *Model
 	width int   // len of the stream's feature vector
 	cols  []int // cols[i] = column of model input i in the stream's row
+	// first is cols[0] when the inputs are consecutive columns
+	// (cols[i] = first+i: the engine's case, the model trained on the
+	// spec's features in order), else -1.
+	first int
 	// amtCol is the row's amount_log1p column when the output is
 	// probability × amount (sigmoid_amount), else -1.
 	amtCol int
@@ -79,6 +83,16 @@ func (m *Model) Bind(features []string) (*Scorer, error) {
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("bind model %s: inputs %q not in the %d stream features: %w", m.ident, missing, len(features), ErrMissingInput)
+	}
+	s.first = -1
+	if len(s.cols) > 0 {
+		s.first = s.cols[0]
+		for i, c := range s.cols {
+			if c != s.first+i {
+				s.first = -1
+				break
+			}
+		}
 	}
 	s.amtCol = -1
 	if m.trees == nil && m.layers[len(m.layers)-1].sigAmt {
@@ -185,6 +199,19 @@ func (s *Scorer) standardise(x []float32, rows int) {
 	in := len(m.inputs)
 	s.xs = grow(s.xs, rows*in)
 	xs, cols, mean, inv := s.xs, s.cols, m.mean[:in], m.invStd[:in]
+	if s.first >= 0 {
+		// Consecutive columns: the same arithmetic without the gather,
+		// its bounds checks hoisted out of the loop (18 against 38–48 ns
+		// per row of 39 inputs: BenchmarkStandardise).
+		for r := 0; r < rows; r++ {
+			src := x[r*s.width+s.first:][:in]
+			dst := xs[r*in:][:in]
+			for i := range dst {
+				dst[i] = (src[i] - mean[i]) * inv[i]
+			}
+		}
+		return
+	}
 	for r := 0; r < rows; r++ {
 		src := x[r*s.width : (r+1)*s.width]
 		dst := xs[r*in : (r+1)*in]
