@@ -40,7 +40,10 @@ import (
 // produce (the producer alone: its CPU is taken out of the others'),
 // floor, streamscore (defaults: a batch goes to its worker as soon as the
 // stage has nothing more to read) and streamscore-hold (WithHoldBatches:
-// batches wait for 256 events or --max-delay). cpu-µs/event is this
+// batches wait for 256 events or --max-delay); streamscore-idle0
+// (WithAlignIdleWait(0): no wait for a caught-up partition, live events
+// applied in arrival order — what the engine adds besides the event-time
+// alignment's wait) is run only when named. cpu-µs/event is this
 // process's CPU from the paced phase's start until every paced event is
 // acknowledged, per paced event; reader-cpu-µs/event the same minus the
 // producer's (impl=produce of the same rate); x-floor-cpu and
@@ -69,15 +72,15 @@ func BenchmarkFloorLatency(b *testing.B) {
 		}
 	}
 	impls := []string{"produce", "floor", "floor-before", "streamscore", "streamscore-hold", "streamscore-before"}
+	known := append(slices.Clone(impls), "streamscore-idle0")
 	if v := os.Getenv("STREAMSCORE_FLOOR_IMPLS"); v != "" {
 		impls = impls[:0]
 		for f := range strings.SplitSeq(v, ",") {
-			switch f = strings.TrimSpace(f); f {
-			case "produce", "floor", "floor-before", "streamscore", "streamscore-hold", "streamscore-before":
-				impls = append(impls, f)
-			default:
-				b.Fatalf("STREAMSCORE_FLOOR_IMPLS=%q: %q is not one of produce, floor, floor-before, streamscore, streamscore-hold, streamscore-before", v, f)
+			f = strings.TrimSpace(f)
+			if !slices.Contains(known, f) {
+				b.Fatalf("STREAMSCORE_FLOOR_IMPLS=%q: %q is not one of %s", v, f, strings.Join(known, ", "))
 			}
+			impls = append(impls, f)
 		}
 	}
 	d := time.Duration(secs * float64(time.Second))
@@ -113,9 +116,16 @@ func BenchmarkFloorLatency(b *testing.B) {
 						}
 						runFloorOn(b, w, fr)
 					case "streamscore-before":
-						runEngineLive(b, w, pr, false, lat.since(&pr.t0), before)
+						runEngineLive(b, w, pr, nil, lat.since(&pr.t0), before)
 					default:
-						runEngineLive(b, w, pr, impl == "streamscore-hold", lat.since(&pr.t0), floorIO{})
+						var opts []stream.Option
+						switch impl {
+						case "streamscore-hold":
+							opts = append(opts, stream.WithHoldBatches(true))
+						case "streamscore-idle0":
+							opts = append(opts, stream.WithAlignIdleWait(0))
+						}
+						runEngineLive(b, w, pr, opts, lat.since(&pr.t0), floorIO{})
 					}
 					produced += pr.wait(b)
 					n += pr.total
@@ -275,7 +285,7 @@ func (p *pacer) wait(b *testing.B) time.Duration {
 // from its end: it primes it with events until one is scored (the group has
 // formed), starts the paced phase and returns once every paced event is
 // acknowledged by the sinks.
-func runEngineLive(b *testing.B, w *world, pr *pacer, hold bool, observe func(time.Time, time.Duration), io floorIO) {
+func runEngineLive(b *testing.B, w *world, pr *pacer, extra []stream.Option, observe func(time.Time, time.Duration), io floorIO) {
 	ms, err := models.Shipped()
 	if err != nil {
 		b.Fatal(err)
@@ -304,14 +314,14 @@ func runEngineLive(b *testing.B, w *world, pr *pacer, hold bool, observe func(ti
 	defer fan.Close()
 	var acked atomic.Int64
 	p, err := stream.New(w.brokers, nextGroup("live"), "live", ms, fan,
-		stream.WithRegisterer(reg), stream.WithMaxBatch(256), stream.WithStartOffset(kafka.LastOffset),
-		stream.WithDecisionModels(models.ShippedDecisionModel), stream.WithHoldBatches(hold),
-		stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
-			if s := pr.t0.Load(); s != 0 && appended.UnixNano() >= s {
-				acked.Add(1)
-			}
-			observe(appended, d)
-		}))
+		append([]stream.Option{stream.WithRegisterer(reg), stream.WithMaxBatch(256), stream.WithStartOffset(kafka.LastOffset),
+			stream.WithDecisionModels(models.ShippedDecisionModel),
+			stream.WithLatencyObserver(func(appended time.Time, d time.Duration) {
+				if s := pr.t0.Load(); s != 0 && appended.UnixNano() >= s {
+					acked.Add(1)
+				}
+				observe(appended, d)
+			})}, extra...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
