@@ -176,6 +176,8 @@ var shape = floorShape{scoreBytes: 511, alertBytes: 668, auditBytes: 1848, alert
 //   - impl=streamscore-discard: the engine with a sink that acks at once
 //     (its own work: decode, features, four models, reasons, encoding);
 //     own-cpu-µs/event is its CPU per event minus floor-discard's;
+//   - impl=streamscore-discard-auditpb: the same with --audit-format
+//     protobuf (audit records without decimal formatting);
 //   - impl=streamscore: the engine with both sinks, defaults.
 //
 // Every sub-benchmark reports events/s and cpu-µs/event (and the servers'
@@ -196,6 +198,9 @@ func BenchmarkFloor(b *testing.B) {
 		{"floor", func(b *testing.B) { runFloor(b, w, total, nil) }},
 		{"floor-discard", func(b *testing.B) { runFloor(b, w, total, discard{}) }},
 		{"streamscore-discard", func(b *testing.B) { runPipeline(b, w, total, discard{}) }},
+		{"streamscore-discard-auditpb", func(b *testing.B) {
+			runPipelineCounted(b, w, total, discard{}, nil, floorIO{engine: []stream.Option{stream.WithAuditFormat(stream.AuditProtobuf)}})
+		}},
 		{"streamscore", func(b *testing.B) { runPipelineCounted(b, w, total, nil, &counts, floorIO{}) }},
 	} {
 		b.Run("impl="+impl.name, func(b *testing.B) {
@@ -220,7 +225,7 @@ func BenchmarkFloor(b *testing.B) {
 				floorCPU, floorRate = perEvent, rate
 			case "floor-discard":
 				readCPU, readRate = perEvent, rate
-			case "streamscore-discard":
+			case "streamscore-discard", "streamscore-discard-auditpb":
 				if readCPU > 0 {
 					b.ReportMetric(perEvent/readCPU, "x-floor-cpu")
 					b.ReportMetric(rate/readRate, "x-floor-rate")
@@ -333,6 +338,8 @@ type floorIO struct {
 	kafka []sinks.KafkaOption // after the floor's own
 	// wire, when set, counts the bytes the Kafka sink writes to the broker.
 	wire *atomic.Int64
+	// engine holds the engine's options after the benchmark's own.
+	engine []stream.Option
 }
 
 // floorRun is what runFloorOn reads and how.

@@ -253,8 +253,8 @@ func runPipelineCounted(b *testing.B, w *world, total int64, sink output.Sink, c
 		fan = &countingSink{Sink: fan, c: counts}
 	}
 	p, err := stream.New(w.brokers, nextGroup("streamscore"), "transactions", ms, fan,
-		stream.WithRegisterer(reg), stream.WithMaxBatch(256),
-		stream.WithDecisionModels(models.ShippedDecisionModel))
+		append([]stream.Option{stream.WithRegisterer(reg), stream.WithMaxBatch(256),
+			stream.WithDecisionModels(models.ShippedDecisionModel)}, io.engine...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -444,9 +444,13 @@ func (w *worker) encodeScore(b *batch, r int, now time.Time) {
 		w.audit.ScoreRecord = *rec
 		w.audit.Features = b.x[r*w.width : (r+1)*w.width]
 		end := len(b.buf)
-		// The audit record starts with the score record's members: copied
-		// from the bytes just encoded, not encoded again.
-		b.buf = w.audit.AppendJSONAfterScore(b.buf, b.buf[start:end])
+		if w.p.cfg.auditProto {
+			b.buf = w.audit.AppendProto(b.buf)
+		} else {
+			// The audit record starts with the score record's members:
+			// copied from the bytes just encoded, not encoded again.
+			b.buf = w.audit.AppendJSONAfterScore(b.buf, b.buf[start:end])
+		}
 		start := end
 		b.spans = append(b.spans, span{kind: output.KindAudit, msg: mi, row: r, start: start, end: len(b.buf)})
 	}

@@ -456,6 +456,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithSharedReplicas(c.SharedReplicas),
 		stream.WithLabelsTopic(c.LabelsTopic),
 		stream.WithAudit(c.AuditTopic != ""),
+		stream.WithAuditFormat(stream.AuditFormat(c.AuditFormat)),
 		stream.WithDecoderOptions(features.WithMaxFutureSkew(c.MaxFutureSkew)),
 		stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness), features.WithTTL(c.TTL)),
 		stream.WithFeatureOptions(c.memConfig.featureOptions()...),

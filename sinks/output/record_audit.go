@@ -39,7 +39,8 @@ type AuditRecord struct {
 	Shadow       []NamedScore // shadow model scores; "shadow":{...}, omitted when empty
 	ShadowModels []NamedModel // the shadow models' idents; "shadow_models":{...}
 
-	keys featureKeys // encoded `"name":` prefixes of FeatureNames
+	keys   featureKeys // encoded `"name":` prefixes of FeatureNames
+	pbKeys protoKeys   // encoded feature_names members (AppendProto)
 	// the encoded "thresholds" object and the Thresholds it encodes
 	// (compared on every record; rebuilt into new slices)
 	thr     []Threshold
