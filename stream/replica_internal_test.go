@@ -95,3 +95,41 @@ func TestSharedCheckpointRoundTrip(t *testing.T) {
 		t.Error("a truncated shared checkpoint was accepted")
 	}
 }
+
+// TestColLogSteadyAllocs: a partition applied and committed at a steady
+// pace (add, then trim below the commit) reuses the log's slices: no
+// allocation once they have grown, and what is kept is intact.
+func TestColLogSteadyAllocs(t *testing.T) {
+	cols := []int{0, 2}
+	l := colLog{width: len(cols)}
+	row := []float32{0, 0, 0}
+	off := int64(0)
+	cycle := func() {
+		for range 100 {
+			row[0], row[2] = float32(off), float32(-off)
+			l.add(off, off%3 == 0, row, cols)
+			off++
+		}
+		l.trim(off - 50) // the commit trails the applied offsets
+	}
+	for range 20 {
+		cycle()
+	}
+	if !raceBuild {
+		if n := testing.AllocsPerRun(50, cycle); n != 0 {
+			t.Errorf("%v allocations per cycle of 100 events, want 0", n)
+		}
+	}
+	if l.len() != 50 {
+		t.Fatalf("%d kept, want 50", l.len())
+	}
+	for o := off - 50; o < off; o++ {
+		late, ok := l.get(o, row, cols)
+		if !ok || late != (o%3 == 0) || row[0] != float32(o) || row[2] != float32(-o) {
+			t.Fatalf("offset %d: ok %v late %v row %v", o, ok, late, row)
+		}
+	}
+	if _, ok := l.get(off-51, row, cols); ok {
+		t.Fatal("an offset below the trim is still kept")
+	}
+}
