@@ -210,6 +210,19 @@ type Claim interface {
 	Fetch(ctx context.Context) (Record, error)
 }
 
+// BatchFetcher is implemented by a Claim or a PartitionReader that can hand
+// out several records per call; the pipeline then hands them to its feature
+// stage in slices (one channel operation per slice instead of one per
+// record). Optional: without it the pipeline calls Fetch once per record.
+type BatchFetcher interface {
+	// FetchBatch appends to dst the next records in offset order, at least
+	// one and at most max(1, cap(dst)-len(dst)): every record already read
+	// ahead (up to that bound), blocking only when there is none, as Fetch
+	// does. Errors are Fetch's, with dst returned unchanged; a record is
+	// never both returned and lost. For the Fetch caller's goroutine.
+	FetchBatch(ctx context.Context, dst []Record) ([]Record, error)
+}
+
 // PartitionReader reads one partition outside the group (Source.Read).
 type PartitionReader interface {
 	// Fetch returns the next record in offset order, blocking until there
