@@ -283,3 +283,67 @@ func TestHandOffSlices(t *testing.T) {
 		t.Fatalf("in flight %d, consumed %d after a stale slice; want 0 and 3", got, p.stats.Consumed.Load())
 	}
 }
+
+// TestPumpReplicaUntil: a replica read of the part of a claimed partition
+// before its committed offset hands the stage exactly the records below
+// r.until, in slices marked replica (the reader's batches run past it),
+// and returns r.until; the records are not tracked for the commits.
+func TestPumpReplicaUntil(t *testing.T) {
+	b := NewMemBroker(map[string]int{"transactions": 1})
+	t0 := time.Now().Add(-time.Hour)
+	for i := range 100 {
+		ev := features.Event{TxID: fmt.Sprintf("t-%d", i), CardID: "c-1", TerminalID: "m-1", Amount: 1, TS: t0.Add(time.Duration(i) * time.Second)}
+		if _, err := b.Append("transactions", 0, []byte("c-1"), ev.AppendJSON(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := b.NewSource("g", "transactions", kafka.FirstOffset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	p := shippedPipeline(t, "replica", WithWorkers(1), WithQueueDepth(16*maxHandOff))
+	st := newStage(p, []*worker{newWorker(p, 0)})
+	for _, tc := range []struct {
+		name        string
+		from, until int64
+	}{
+		{"within one batch", 2, 7},
+		{"across batches", 5, 90},
+		{"at a batch's end", 0, 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, err := src.Read("transactions", 0, tc.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pr.Close()
+			r := replicaRead{part: 0, from: tc.from, until: tc.until}
+			next, err := p.pumpReplica(budget(t), pr, r, tc.from, st, st.epoch, newCredit(partitionCredit))
+			if err != nil || next != tc.until {
+				t.Fatalf("pumpReplica: next %d, %v; want %d", next, err, tc.until)
+			}
+			want := tc.from
+			for len(st.in) > 0 {
+				h := <-st.in
+				if !h.replica || len(h.pds) > maxHandOff {
+					t.Fatalf("slice of %d, replica %v", len(h.pds), h.replica)
+				}
+				for _, pd := range h.pds {
+					if pd.m.Offset != want {
+						t.Fatalf("offset %d, want %d", pd.m.Offset, want)
+					}
+					want++
+				}
+				st.inFlight.Add(-int64(len(h.pds)))
+				h.reset()
+			}
+			if want != tc.until || st.inFlight.Load() != 0 {
+				t.Fatalf("handed up to %d (in flight %d), want up to %d", want, st.inFlight.Load(), tc.until)
+			}
+			if got := p.tracker.Partitions(); len(got) != 0 {
+				t.Fatalf("replica records tracked for the commits: %v", got)
+			}
+		})
+	}
+}
