@@ -181,7 +181,8 @@ type Generation interface {
 
 // Claim is one partition of the input topic claimed in a generation. Fetch
 // is for one goroutine at a time; the other methods are safe for concurrent
-// use.
+// use. A Claim that is also a BatchFetcher hands out what it has read ahead
+// several records per call (KafkaSource's claims and readers are).
 type Claim interface {
 	// Partition is the partition id.
 	Partition() int
