@@ -29,6 +29,10 @@ const revokeTimeout = 15 * time.Second
 // one channel operation (handOff): a slice of what its claim has fetched
 // already, so that the fetcher, the stage's input channel and the stage's
 // select cost one operation per slice instead of one per message.
+// Measured against one message per hand-off (BenchmarkFloor, 6 alternating
+// rounds at load 5-6, medians): the engine's own work 7.38 -> 6.53 µs per
+// event (per-round ratio 0.875), runtime.selectgo 0.65 -> 0.22 µs, the
+// fetchers 1.27 -> 0.92, the stage 2.87 -> 2.57 (ratio 0.92).
 const maxHandOff = 64
 
 // fetched is a message taken by the feature stage (stage.add), tagged with
