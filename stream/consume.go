@@ -25,14 +25,52 @@ const partitionCredit = 4096
 // 30 s; past it the broker drops the member).
 const revokeTimeout = 15 * time.Second
 
-// fetched is a message on its way to the feature stage, tagged with the
-// generation (epoch) it was fetched in: the stage drops messages of a
+// maxHandOff bounds the messages a fetcher hands to the feature stage in
+// one channel operation (handOff): a slice of what its claim has fetched
+// already, so that the fetcher, the stage's input channel and the stage's
+// select cost one operation per slice instead of one per message.
+// Measured against one message per hand-off (BenchmarkFloor, 6 alternating
+// rounds at load 5-6, medians): the engine's own work 7.38 -> 6.53 µs per
+// event (per-round ratio 0.875), runtime.selectgo 0.65 -> 0.22 µs, the
+// fetchers 1.27 -> 0.92, the stage 2.87 -> 2.57 (ratio 0.92).
+const maxHandOff = 64
+
+// fetched is a message taken by the feature stage (stage.add), tagged with
+// the generation (epoch) it was fetched in: the stage drops messages of a
 // generation that ended.
 type fetched struct {
 	pd    *pending // decoded by the fetching goroutine (stage.decode)
 	epoch uint64
 	// replica: read outside the claim (replicaRead): not scored.
 	replica bool
+}
+
+// handoff is a slice of messages of one partition, in offset order, on its
+// way from the partition's fetcher to the feature stage, each decoded and
+// holding a credit of the partition. Pooled: the stage gives it back once
+// it has taken every message (stage.take).
+type handoff struct {
+	pds     []*pending
+	epoch   uint64
+	replica bool
+}
+
+var handoffPool = sync.Pool{New: func() any { return &handoff{pds: make([]*pending, 0, maxHandOff)} }}
+
+// fetchBatch fetches from r (a Claim or a PartitionReader): everything
+// already read ahead, appended to dst up to its capacity, when r is a
+// BatchFetcher; else one record.
+func fetchBatch(ctx context.Context, r interface {
+	Fetch(context.Context) (Record, error)
+}, dst []Record) ([]Record, error) {
+	if b, ok := r.(BatchFetcher); ok {
+		return b.FetchBatch(ctx, dst)
+	}
+	rec, err := r.Fetch(ctx)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, rec), nil
 }
 
 // consume runs the member's generations until ctx is done or the pipeline
@@ -117,9 +155,9 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 	}
 	p.log.Info("consumer group generation", "generation", gen.ID(), "partitions", fmt.Sprint(parts))
 	var epoch uint64
-	credits := map[int]chan struct{}{}
+	credits := map[int]*credit{}
 	for _, c := range claims {
-		credits[c.Partition()] = make(chan struct{}, partitionCredit)
+		credits[c.Partition()] = newCredit(partitionCredit)
 	}
 	// The partitions other members claim are read as shared-state
 	// replicas (WithSharedReplicas).
@@ -130,7 +168,7 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 			for part := range pos {
 				if _, ok := credits[part]; !ok {
 					replicas = append(replicas, part)
-					credits[part] = make(chan struct{}, partitionCredit)
+					credits[part] = newCredit(partitionCredit)
 				}
 			}
 			slices.Sort(replicas)
@@ -198,7 +236,7 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 // is done or the generation ends. Errors are retried with a backoff (a
 // refusal too: fixed credentials bring it back), and reported to the
 // reader observer (/readyz).
-func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uint64, credit chan struct{}) {
+func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uint64, cr *credit) {
 	failing := false
 	b := firstBackoff
 	recovered := func() {
@@ -210,8 +248,9 @@ func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uin
 			}
 		}
 	}
+	buf := make([]Record, 0, st.handMax)
 	for {
-		rec, err := c.Fetch(ctx)
+		recs, err := fetchBatch(ctx, c, buf[:0])
 		if errors.Is(err, ErrFetchResumed) {
 			recovered()
 			continue
@@ -230,8 +269,12 @@ func (p *Pipeline) fetchClaim(ctx context.Context, c Claim, st *stage, epoch uin
 			continue
 		}
 		recovered()
-		if p.handOff(ctx, st, rec, fetched{epoch: epoch}, credit) != nil {
-			return // stopped (tracked and never acked: no commit passes it)
+		for len(recs) > 0 {
+			n, err := p.handOff(ctx, st, recs, epoch, false, cr)
+			if err != nil {
+				return // stopped (tracked and never acked: no commit passes it)
+			}
+			recs = recs[n:]
 		}
 	}
 }
@@ -260,42 +303,72 @@ func (p *Pipeline) retry(ctx context.Context, b *backoff, msg string, err error,
 	return true
 }
 
-// handOff hands rec, decoded, to the stage as f (its epoch and whether it
-// is a replica read set): it prepares the decoder (a schema lookup may
-// wait), takes a credit of the partition, tracks a claimed record's offset
-// for the commits, and sends. It fails only when ctx ends (or the
-// decoder's preparation does, a schema registry down while stopping).
-func (p *Pipeline) handOff(ctx context.Context, st *stage, rec Record, f fetched, credit chan struct{}) error {
-	if err := prepare(ctx, p.cfg.eventDec, rec.Value); err != nil {
-		return err
+// handOff hands the first n of recs (records of one partition in offset
+// order, at most st.handMax), decoded, to the stage in one slice, n as
+// many as the partition has credits free (at least 1: it waits for one).
+// It prepares the decoder for each (a schema lookup may wait), takes the
+// credits, tracks a claimed record's offset for the commits, counts the
+// slice as in flight (st.inFlight: the stage applies no wait bound while a
+// message is being decoded or queued), decodes and, in the repartition
+// mode, routes each message, and sends. It fails only when ctx ends (or
+// the decoder's preparation does, a schema registry down while stopping).
+func (p *Pipeline) handOff(ctx context.Context, st *stage, recs []Record, epoch uint64, replica bool, cr *credit) (int, error) {
+	for i := range recs {
+		if err := prepare(ctx, p.cfg.eventDec, recs[i].Value); err != nil {
+			return 0, err
+		}
 	}
-	select {
-	case credit <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	n, err := cr.take(ctx, len(recs))
+	if err != nil {
+		return 0, err
 	}
-	m := kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
-		Time: rec.Time, HighWaterMark: rec.HighWater}
-	if !f.replica && p.tracker.Track(m.Partition, m.Offset) {
-		p.met.resets.Inc()
-		p.log.Info("partition re-delivered from an earlier offset", "partition", m.Partition, "offset", m.Offset)
+	recs = recs[:n]
+	if !replica {
+		for i := range recs {
+			if p.tracker.Track(recs[i].Partition, recs[i].Offset) {
+				p.met.resets.Inc()
+				p.log.Info("partition re-delivered from an earlier offset", "partition", recs[i].Partition, "offset", recs[i].Offset)
+			}
+		}
 	}
-	st.inFlight.Add(1) // until the stage receives it (release)
-	f.pd = st.decode(m)
-	if p.router != nil && !f.replica {
-		if err := p.router.route(ctx, &f.pd.m, f.pd); err != nil {
-			st.inFlight.Add(-1)
-			st.recycle(f.pd)
-			return err
+	// Counted from before the first is decoded until the stage has taken
+	// the last (stage.take).
+	st.inFlight.Add(int64(n))
+	h := handoffPool.Get().(*handoff)
+	h.epoch, h.replica = epoch, replica
+	drop := func() {
+		st.inFlight.Add(-int64(n))
+		for _, pd := range h.pds {
+			st.recycle(pd)
+		}
+		h.reset()
+	}
+	for i := range recs {
+		rec := &recs[i]
+		pd := st.decode(kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
+			Time: rec.Time, HighWaterMark: rec.HighWater})
+		h.pds = append(h.pds, pd)
+		if p.router != nil && !replica {
+			if err := p.router.route(ctx, &pd.m, pd); err != nil {
+				drop()
+				return 0, err
+			}
 		}
 	}
 	select {
-	case st.in <- f:
-		return nil
+	case st.in <- h:
+		return n, nil
 	case <-ctx.Done():
-		st.inFlight.Add(-1)
-		return ctx.Err()
+		drop()
+		return 0, ctx.Err()
 	}
+}
+
+// reset empties h and gives it back to the pool.
+func (h *handoff) reset() {
+	clear(h.pds)
+	h.pds = h.pds[:0]
+	handoffPool.Put(h)
 }
 
 // revoke ends the member's work on gen's partitions after a rebalance:

@@ -25,7 +25,9 @@
 //
 // The feature stage (stage.go) is one goroutine. It takes every message
 // decoded by its partition's fetching goroutine (decoding runs in
-// parallel, one goroutine per partition) and, through an event-time aligner (internal/align), applies the events of
+// parallel, one goroutine per partition), handed over in slices of what
+// the partition's fetch has read ahead (up to 64 messages per channel
+// operation; a Claim that is a BatchFetcher hands them out), and, through an event-time aligner (internal/align), applies the events of
 // all the partitions it reads in event-time order, ties by tx_id — the
 // order `streamscore score` uses — so that state shared across partitions
 // (terminals) is exactly what a replay builds, on a backlog as live; a

@@ -504,6 +504,8 @@ func WithDecisionModels(names ...string) Option {
 // partition and blocks when that worker's queue is full; a deep queue lets it
 // run ahead through a long run of one partition's messages while the other
 // workers still have work. Memory is bounded by depth × workers messages.
+// The fetchers hand messages over in slices of up to min(64, depth), and the
+// queue holds max(1, depth/64) slices: at most depth messages wait in it.
 func WithQueueDepth(n int) Option {
 	return func(c *config) error {
 		if n < 1 || n > 1<<20 {

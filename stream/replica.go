@@ -241,7 +241,7 @@ func (p *Pipeline) positions(ctx context.Context, src Source) map[int]Position {
 // stage, marked replica, until ctx is done (or, for the part of a claimed
 // partition before its committed offset, until r.until); then it returns
 // true when r was read to its end.
-func (p *Pipeline) fetchReplica(ctx context.Context, src Source, r replicaRead, st *stage, epoch uint64, credit chan struct{}) bool {
+func (p *Pipeline) fetchReplica(ctx context.Context, src Source, r replicaRead, st *stage, epoch uint64, cr *credit) bool {
 	b := firstBackoff
 	from := r.from
 	for {
@@ -252,7 +252,7 @@ func (p *Pipeline) fetchReplica(ctx context.Context, src Source, r replicaRead, 
 		pr, err := src.Read(p.topic, r.part, from)
 		if err == nil {
 			msg = "shared-state replica read failed, retrying"
-			from, err = p.pumpReplica(ctx, pr, r, from, st, epoch, credit)
+			from, err = p.pumpReplica(ctx, pr, r, from, st, epoch, cr)
 			pr.Close()
 			if err == nil {
 				return true
@@ -269,24 +269,35 @@ func (p *Pipeline) fetchReplica(ctx context.Context, src Source, r replicaRead, 
 
 // pumpReplica hands pr's records to the stage until r.until (nil error),
 // ctx is done or a fetch fails; it returns the next offset to read.
-func (p *Pipeline) pumpReplica(ctx context.Context, pr PartitionReader, r replicaRead, from int64, st *stage, epoch uint64, credit chan struct{}) (int64, error) {
+func (p *Pipeline) pumpReplica(ctx context.Context, pr PartitionReader, r replicaRead, from int64, st *stage, epoch uint64, cr *credit) (int64, error) {
+	buf := make([]Record, 0, st.handMax)
 	for {
-		rec, err := pr.Fetch(ctx)
+		recs, err := fetchBatch(ctx, pr, buf[:0])
 		if errors.Is(err, ErrFetchResumed) {
 			continue
 		}
 		if err != nil {
 			return from, err
 		}
-		if r.until >= 0 && rec.Offset >= r.until {
-			return r.until, nil
+		end := false
+		if r.until >= 0 {
+			// Only the records below r.until (in offset order).
+			n := len(recs)
+			for n > 0 && recs[n-1].Offset >= r.until {
+				n--
+			}
+			recs, end = recs[:n], n < len(recs)
 		}
-		if err := p.handOff(ctx, st, rec, fetched{epoch: epoch, replica: true}, credit); err != nil {
-			return from, err
+		for len(recs) > 0 {
+			n, err := p.handOff(ctx, st, recs, epoch, true, cr)
+			if err != nil {
+				return from, err
+			}
+			from = recs[n-1].Offset + 1
+			recs = recs[n:]
 		}
-		from = rec.Offset + 1
-		if r.until >= 0 && from >= r.until {
-			return from, nil
+		if end || (r.until >= 0 && from >= r.until) {
+			return max(from, r.until), nil
 		}
 	}
 }

@@ -181,7 +181,8 @@ type Generation interface {
 
 // Claim is one partition of the input topic claimed in a generation. Fetch
 // is for one goroutine at a time; the other methods are safe for concurrent
-// use.
+// use. A Claim that is also a BatchFetcher hands out what it has read ahead
+// several records per call (KafkaSource's claims and readers are).
 type Claim interface {
 	// Partition is the partition id.
 	Partition() int
@@ -208,6 +209,19 @@ type Claim interface {
 	// Fetch goes on at the same offset); IsFatalSourceError tells whether
 	// retrying can help.
 	Fetch(ctx context.Context) (Record, error)
+}
+
+// BatchFetcher is implemented by a Claim or a PartitionReader that can hand
+// out several records per call; the pipeline then hands them to its feature
+// stage in slices (one channel operation per slice instead of one per
+// record). Optional: without it the pipeline calls Fetch once per record.
+type BatchFetcher interface {
+	// FetchBatch appends to dst the next records in offset order, at least
+	// one and at most max(1, cap(dst)-len(dst)): every record already read
+	// ahead (up to that bound), blocking only when there is none, as Fetch
+	// does. Errors are Fetch's, with dst returned unchanged; a record is
+	// never both returned and lost. For the Fetch caller's goroutine.
+	FetchBatch(ctx context.Context, dst []Record) ([]Record, error)
 }
 
 // PartitionReader reads one partition outside the group (Source.Read).

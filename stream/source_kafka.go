@@ -734,6 +734,12 @@ func (c *kafkaClaim) Fetch(ctx context.Context) (Record, error) {
 	return c.f.fetch(ctx, c.g.done)
 }
 
+// FetchBatch implements BatchFetcher: the rest of the fetch response in
+// hand.
+func (c *kafkaClaim) FetchBatch(ctx context.Context, dst []Record) ([]Record, error) {
+	return c.f.fetchBatch(ctx, c.g.done, dst)
+}
+
 // kafkaPartitionReader is a PartitionReader of a KafkaSource.
 type kafkaPartitionReader struct {
 	s    *KafkaSource
@@ -744,6 +750,11 @@ type kafkaPartitionReader struct {
 // Fetch implements PartitionReader.
 func (pr *kafkaPartitionReader) Fetch(ctx context.Context) (Record, error) {
 	return pr.f.fetch(ctx, nil)
+}
+
+// FetchBatch implements BatchFetcher.
+func (pr *kafkaPartitionReader) FetchBatch(ctx context.Context, dst []Record) ([]Record, error) {
+	return pr.f.fetchBatch(ctx, nil, dst)
 }
 
 // Close implements PartitionReader.

@@ -102,6 +102,22 @@ func (f *partitionFetcher) fetch(ctx context.Context, done <-chan struct{}) (Rec
 	}
 }
 
+// fetchBatch appends to dst the next record (as fetch) and the rest of
+// the response in hand, up to cap(dst) records in all (at least one).
+func (f *partitionFetcher) fetchBatch(ctx context.Context, done <-chan struct{}, dst []Record) ([]Record, error) {
+	r, err := f.fetch(ctx, done)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, r)
+	n := min(cap(dst)-len(dst), len(f.cur)-f.pos)
+	if n > 0 {
+		dst = append(dst, f.cur[f.pos:f.pos+n]...)
+		f.pos += n
+	}
+	return dst, nil
+}
+
 func (f *partitionFetcher) startLoop() {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -601,6 +601,28 @@ func (c *memClaim) Fetch(ctx context.Context) (Record, error) {
 	}
 }
 
+// FetchBatch implements BatchFetcher: every record of the log past next,
+// up to dst's capacity.
+func (c *memClaim) FetchBatch(ctx context.Context, dst []Record) ([]Record, error) {
+	r, err := c.Fetch(ctx)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, r)
+	b := c.gen.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c.gen.finished {
+		return dst, nil // the next Fetch says so
+	}
+	log := b.logs[c.gen.s.topic][c.p]
+	for len(dst) < cap(dst) && c.next < int64(len(log)) {
+		dst = append(dst, memRecord(log[c.next], int64(len(log))))
+		c.next++
+	}
+	return dst, nil
+}
+
 func memRecord(r Record, hw int64) Record {
 	r.Key, r.Value, r.HighWater = slices.Clone(r.Key), slices.Clone(r.Value), hw
 	return r
@@ -639,6 +661,27 @@ func (r *memReader) Fetch(ctx context.Context) (Record, error) {
 		}
 		b.mu.Lock()
 	}
+}
+
+// FetchBatch implements BatchFetcher.
+func (r *memReader) FetchBatch(ctx context.Context, dst []Record) ([]Record, error) {
+	rec, err := r.Fetch(ctx)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, rec)
+	b := r.s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.closed {
+		return dst, nil
+	}
+	log := b.logs[r.topic][r.p]
+	for len(dst) < cap(dst) && r.next < int64(len(log)) {
+		dst = append(dst, memRecord(log[r.next], int64(len(log))))
+		r.next++
+	}
+	return dst, nil
 }
 
 func (r *memReader) Close() error {

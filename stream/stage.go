@@ -221,11 +221,19 @@ type stage struct {
 	parts   map[int]*partState
 	open    []*batch    // per worker: its open batch, or nil
 	due     []time.Time // per worker: when its open batch closes
-	in      chan fetched
+	// in carries the fetchers' slices of messages (handOff), at most
+	// handMax each: its capacity is the queue depth in slices
+	// (WithQueueDepth ÷ handMax), so that what waits in it stays within
+	// the queue depth in messages.
+	in      chan *handoff
+	handMax int
 	// inFlight counts the messages a fetcher has started to hand over
 	// (handOff: decoding, then waiting to send) and the stage has not
-	// received yet: their partitions are not silent.
+	// received yet: their partitions are not silent. holding counts those
+	// of the slice the stage is taking (take) not added yet: received, so
+	// no longer in inFlight, but not in the aligner either.
 	inFlight atomic.Int64
+	holding  int
 	ctl      chan func() // work to run in the stage's goroutine (do)
 	pause    chan *pauseReq
 	// epoch counts the generations the stage was given (assign, revoke):
@@ -233,7 +241,7 @@ type stage struct {
 	// current generation's per-partition credits (partitionCredit), one
 	// taken by the fetcher per message, given back when it is applied.
 	epoch   uint64
-	credits map[int]chan struct{}
+	credits map[int]*credit
 	labels  chan *labelMsg
 	// labelTrail is, per labels partition, how far its labels are applied
 	// (the snapshot's labels_next is applied+1).
@@ -268,7 +276,8 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 		parts:      map[int]*partState{},
 		open:       make([]*batch, len(workers)),
 		due:        make([]time.Time, len(workers)),
-		in:         make(chan fetched, p.cfg.queueDepth),
+		in:         make(chan *handoff, max(1, p.cfg.queueDepth/maxHandOff)),
+		handMax:    min(maxHandOff, p.cfg.queueDepth),
 		ctl:        make(chan func()),
 		labels:     make(chan *labelMsg, 64),
 		labelTrail: map[int]*offTrail{},
@@ -326,7 +335,7 @@ func (s *stage) do(fn func()) bool {
 // returns the generation's epoch and the reads to start: a replica's, and
 // for a claimed partition whose shared half stands before its committed
 // offset, the part between.
-func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, credits map[int]chan struct{}) (uint64, []replicaRead) {
+func (s *stage) assign(claims []Claim, replicas []int, pos map[int]Position, credits map[int]*credit) (uint64, []replicaRead) {
 	s.epoch++
 	s.credits = credits
 	var reads []replicaRead
@@ -482,10 +491,7 @@ func (s *stage) syncWorkers() {
 // credit gives back the credit of a message of partition part.
 func (s *stage) credit(part int) {
 	if c, ok := s.credits[part]; ok {
-		select {
-		case <-c:
-		default:
-		}
+		c.give()
 	}
 }
 
@@ -558,7 +564,7 @@ func (s *stage) run() {
 					s.drainJoin(ps)
 				}
 			}
-		case f, ok := <-s.in:
+		case h, ok := <-s.in:
 			if !ok {
 				s.dropJoinq()
 				s.drainAligner()
@@ -567,17 +573,7 @@ func (s *stage) run() {
 				}
 				return
 			}
-			s.inFlight.Add(-1)
-			if f.epoch != s.epoch {
-				s.recycle(f.pd)
-				continue // fetched in a generation that ended: fetched again
-			}
-			if !f.replica {
-				s.consumed.Inc()
-				s.p.stats.Consumed.Add(1)
-			}
-			s.add(f)
-			s.release()
+			s.take(h)
 		case lm := <-s.labels:
 			s.addLabel(lm)
 			s.release()
@@ -606,6 +602,33 @@ func (s *stage) run() {
 			return
 		}
 	}
+}
+
+// take takes a fetcher's slice of messages: each, unless fetched in a
+// generation that ended (then dropped: fetched again), is added and the
+// aligner releases what it may, as if each came alone. The messages of
+// the slice not added yet count as queued (holding) for release.
+func (s *stage) take(h *handoff) {
+	n := len(h.pds)
+	s.inFlight.Add(-int64(n))
+	if h.epoch != s.epoch {
+		for _, pd := range h.pds {
+			s.recycle(pd)
+		}
+		h.reset()
+		return
+	}
+	s.holding = n
+	for _, pd := range h.pds {
+		s.holding--
+		if !h.replica {
+			s.consumed.Inc()
+			s.p.stats.Consumed.Add(1)
+		}
+		s.add(fetched{pd: pd, epoch: h.epoch, replica: h.replica})
+		s.release()
+	}
+	h.reset()
 }
 
 func (s *stage) stopHard() {
@@ -859,14 +882,15 @@ func (s *stage) release() {
 	for {
 		var pd *pending
 		var ok bool
-		if s.inFlight.Load() > 0 {
+		if s.holding > 0 || s.inFlight.Load() > 0 {
 			// More messages are on their way (being decoded by their
-			// fetchers, or queued): their partitions are not silent, only
-			// not read yet, so no wait bound may release anything.
-			// Counted until the stage receives them: a fetcher starved of
-			// CPU mid-decode, or between decoding and sending, let the
-			// others' events pass its partition's (TestReplayRunMatchesScore
-			// with the machine's cores busy).
+			// fetchers, queued, or behind this one in the slice being
+			// taken): their partitions are not silent, only not read
+			// yet, so no wait bound may release anything. Counted until
+			// the stage adds them: a fetcher starved of CPU mid-decode,
+			// or between decoding and sending, let the others' events
+			// pass its partition's (TestReplayRunMatchesScore with the
+			// machine's cores busy).
 			pd, ok = s.al.PopExact()
 		} else {
 			pd, _, ok = s.al.Pop()

@@ -98,7 +98,7 @@ func TestStagePathAllocs(t *testing.T) {
 	p := shippedPipeline(t, "allocs", WithWorkers(1), WithStateDir(t.TempDir()), WithDecisionModels(models.ShippedDecisionModel))
 	st := newStage(p, []*worker{newWorker(p, 0)})
 	w := st.workers[0]
-	st.credits = map[int]chan struct{}{} // a generation: the aligner releases
+	st.credits = map[int]*credit{} // a generation: the aligner releases
 	for part := range 2 {
 		ps := st.part(part)
 		ps.owned, ps.shrKnown = true, true
@@ -150,9 +150,27 @@ func TestStagePathAllocs(t *testing.T) {
 			if pd.reason != "" {
 				t.Fatalf("message %d dead-lettered: %s", next+i, pd.err)
 			}
-			st.consumed.Inc()
-			st.add(fetched{pd: pd, epoch: st.epoch})
-			st.release()
+		}
+		// In the fetchers' slices (handOff), as the stage's loop takes
+		// them; one partition's each, as a fetcher's.
+		for part := range 2 {
+			h := handoffPool.Get().(*handoff)
+			h.epoch = st.epoch
+			for _, pd := range pds {
+				if pd.m.Partition != part {
+					continue
+				}
+				h.pds = append(h.pds, pd)
+				if len(h.pds) == maxHandOff {
+					st.inFlight.Add(int64(len(h.pds)))
+					st.take(h)
+					recycle()
+					h = handoffPool.Get().(*handoff)
+					h.epoch = st.epoch
+				}
+			}
+			st.inFlight.Add(int64(len(h.pds)))
+			st.take(h)
 			recycle()
 		}
 		runtime.ReadMemStats(&m2)
