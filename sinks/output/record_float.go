@@ -7,20 +7,45 @@ import "math"
 // has a significand of at most 52 bits, so it is exact in float64.
 var pow10f = [...]float64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12}
 
+// placesFor[b] is, for the float32s of biased exponent b, the fewest
+// decimal places D at which every one of them has a D-place decimal in its
+// rounding interval: the interval's width 2^(b−150) times 10^D exceeds 1.
+// 0 where no D <= 12 does (below 2^-16, outside the fast path).
+var placesFor = func() (t [256]int8) {
+	for b := range t {
+		w := math.Ldexp(1, b-150)
+		for d := 1; d < len(pow10f); d++ {
+			if w*pow10f[d] > 1 {
+				t[b] = int8(d)
+				break
+			}
+		}
+	}
+	return t
+}()
+
 // appendFloat32 appends f as appendFloat(dst, float64(f), 32) does — the
 // shortest decimal that parses back to f, in strconv's 'g' form — with a
 // fast path for the common audit-record feature value: a non-integer with
-// 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals), not a power of two,
-// with at most 12 decimal places and f·10^d below 2^52. For d places, n =
-// round(f·10^d) is the closest d-place decimal; the shortest round-trip
-// decimal is n/10^d at the fewest places d where it lies in f's rounding
-// interval (ties to even), found by trying d = 1, 2, ... in turn. The test is exact:
-// f·10^d and n − f·10^d are exact in float64, and the interval's
-// half-width times 10^d is a power of two times 10^d. Everything else
-// (integers, other ranges, powers of two, exact .5 ties of f·10^d, more
-// places) goes to appendFloat. TestAppendFloat32 compares both on every
-// float32 of the range when STREAMSCORE_EXHAUSTIVE is set, and on millions
-// of values otherwise.
+// 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals), not a power of two.
+//
+// For d places, n = round(f·10^d) is the closest d-place decimal; the
+// shortest round-trip decimal is n/10^d at the fewest places d where it
+// lies in f's rounding interval (ties to even). fits(d) is exact: f·10^d
+// and n − f·10^d are exact in float64 (24 + 28 bits), and the interval's
+// half-width times 10^d is a power of two times 10^d. The answer takes at
+// most two such tests, whatever the value: D = placesFor[exponent] places
+// always fit (the interval is wider than 10^−D), and at D−1 places the
+// interval is narrower than 10^−(D−1) (its width, a power of two times a
+// power of ten, is never exactly 1), so at most one (D−1)-place decimal
+// lies in it. Hence: if round(f·10^(D−1)) fits, it is the only candidate
+// of D−1 places or fewer, and the shortest is it with its trailing zeros
+// dropped (a value with cents: 57.2 at D−1 = 3 is 57200, two zeros); if it
+// does not, the answer is round(f·10^D) (a log or a ratio). Everything else
+// (integers, other ranges, powers of two, exact .5 ties of f·10^d) goes to
+// appendFloat. TestAppendFloat32 compares both on every float32 of the
+// range when STREAMSCORE_EXHAUSTIVE is set, and on millions of values
+// otherwise.
 func appendFloat32(dst []byte, f float32) []byte {
 	a := f
 	if a < 0 {
@@ -39,32 +64,33 @@ func appendFloat32(dst []byte, f float32) []byte {
 	}
 	// Half the gap between a and its neighbours, 2^(e−24) for a's unbiased
 	// exponent e, built from its bits.
-	half := math.Float64frombits(uint64(int(bits>>23)-127-24+1023) << 52)
+	exp := bits >> 23
+	half := math.Float64frombits(uint64(int(exp)-127-24+1023) << 52)
 	x, even := float64(a), mant&1 == 0
-	// fits(d): the closest d-place decimal to a parses back to a. It is
-	// monotone in d (10·n fits at d+1 when n fits at d); d goes up to the
-	// most places for which x·10^d stays below 2^52.
-	hi := len(pow10f) - 1
-	for x*pow10f[hi] >= 1<<52 {
-		hi--
-	}
-	// The fewest places by a linear scan from 1, not a bisection: the
-	// steps are independent of each other, so the processor runs them
-	// ahead in parallel, and the loop's branch mispredicts once (at the
-	// exit), where a bisection's data-dependent branches mispredict
-	// often (cachegrind --branch-sim on BenchmarkAppendFloat32's mix:
-	// 390 instructions and 4.6 simulated mispredictions per value
-	// against 431 and 5.6 for the bisection).
-	for d := 1; d <= hi; d++ {
-		n, st := fitsAt(x, half, even, d)
+	d := int(placesFor[exp]) // 2..12 in the fast path's range
+	if d > 1 {
+		n, st := fitsAt(x, half, even, d-1)
 		switch st {
 		case fitOK:
-			return appendFixed(dst, f < 0, uint64(n), d)
+			u := uint64(n)
+			d--
+			for u%10 == 0 && d > 1 {
+				u /= 10
+				d--
+			}
+			if u%10 == 0 { // an integer in the interval: not in this range
+				return appendFloat(dst, float64(f), 32)
+			}
+			return appendFixed(dst, f < 0, u, d)
 		case fitTie:
 			return appendFloat(dst, float64(f), 32)
 		}
 	}
-	return appendFloat(dst, float64(f), 32)
+	n, st := fitsAt(x, half, even, d)
+	if st != fitOK { // a tie (fitNo cannot happen at placesFor)
+		return appendFloat(dst, float64(f), 32)
+	}
+	return appendFixed(dst, f < 0, uint64(n), d)
 }
 
 const (
@@ -97,28 +123,72 @@ func fitsAt(x, half float64, even bool, d int) (float64, int) {
 	return n, fitNo
 }
 
-// appendFixed appends [-]n/10^d with exactly d decimal places (d >= 1).
+// digitPairs holds "00" to "99", two digits per entry.
+const digitPairs = "00010203040506070809" +
+	"10111213141516171819" +
+	"20212223242526272829" +
+	"30313233343536373839" +
+	"40414243444546474849" +
+	"50515253545556575859" +
+	"60616263646566676869" +
+	"70717273747576777879" +
+	"80818283848586878889" +
+	"90919293949596979899"
+
+// appendFixed appends [-]n/10^d with exactly d decimal places (1 <= d <=
+// 12, n < 10^17): the digits two at a time, right to left, into dst's
+// spare capacity when it has room for the widest (20 bytes), else into a
+// buffer on the stack.
 func appendFixed(dst []byte, neg bool, n uint64, d int) []byte {
-	var buf [24]byte
+	var tmp [24]byte
+	var buf []byte
+	l := len(dst)
+	if cap(dst)-l >= len(tmp) {
+		buf = dst[l : l+len(tmp)]
+	} else {
+		buf = tmp[:]
+	}
 	i := len(buf)
-	for k := 0; k < d; k++ {
+	// The fraction: d digits, pairs first.
+	k := d
+	for ; k >= 2; k -= 2 {
+		q := n / 100
+		j := (n - q*100) * 2
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
+		n = q
+	}
+	if k == 1 {
+		q := n / 10
 		i--
-		buf[i] = byte('0' + n%10)
-		n /= 10
+		buf[i] = byte('0' + n - q*10)
+		n = q
 	}
 	i--
 	buf[i] = '.'
-	for {
+	// The integer part: at least one digit.
+	for n >= 100 {
+		q := n / 100
+		j := (n - q*100) * 2
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
+		n = q
+	}
+	if n >= 10 {
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[n*2], digitPairs[n*2+1]
+	} else {
 		i--
-		buf[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			break
-		}
+		buf[i] = byte('0' + n)
 	}
 	if neg {
 		i--
 		buf[i] = '-'
 	}
-	return append(dst, buf[i:]...)
+	if &buf[0] == &tmp[0] {
+		return append(dst, buf[i:]...)
+	}
+	// In place: move the digits down to len(dst).
+	m := copy(dst[l:cap(dst)], buf[i:])
+	return dst[:l+m]
 }

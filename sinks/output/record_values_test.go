@@ -2,6 +2,7 @@ package output
 
 import (
 	"bufio"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -140,4 +141,85 @@ func BenchmarkRecordsRealistic(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestValuesRealistic checks the encoders on the captured values against
+// strconv (appendFloatRef): every feature value as a float32, every score,
+// amount and latency as the float64 the records carry.
+func TestValuesRealistic(t *testing.T) {
+	vs := loadValues(t)
+	var got, want []byte
+	for _, e := range vs.events {
+		for _, f := range e.row {
+			got = appendFloat32(got[:0], f)
+			want = appendFloatRef(want[:0], float64(f), 32)
+			if string(got) != string(want) {
+				t.Fatalf("feature %v: got %s, want %s", f, got, want)
+			}
+		}
+		for _, v := range append([]float64{e.amount, e.latency}, e.scores...) {
+			got = appendFloat(got[:0], v, 64)
+			want = appendFloatRef(want[:0], v, 64)
+			if string(got) != string(want) {
+				t.Fatalf("%v: got %s, want %s", v, got, want)
+			}
+		}
+	}
+}
+
+// appendFloatRef is appendFloat without fast paths: strconv alone, the
+// oracle of the encoders' numbers.
+func appendFloatRef(dst []byte, f float64, bitSize int) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(dst, "null"...)
+	}
+	if bitSize == 64 && float64(float32(f)) == f {
+		bitSize = 32
+	}
+	return strconv.AppendFloat(dst, f, 'g', -1, bitSize)
+}
+
+// BenchmarkFloatsRealistic encodes the captured feature values (features)
+// and scores (scores), ns/op per value, with the encoder (fast), the
+// linear-scan encoder it replaced (scan) and strconv (strconv).
+func BenchmarkFloatsRealistic(b *testing.B) {
+	vs := loadValues(b)
+	var feats []float32
+	var scores []float64
+	for _, e := range vs.events {
+		feats = append(feats, e.row...)
+		scores = append(scores, e.scores...)
+	}
+	buf := make([]byte, 0, 64)
+	for _, bc := range []struct {
+		name string
+		fn   func([]byte, float32) []byte
+	}{
+		{"fast", appendFloat32},
+		{"scan", appendFloat32Scan},
+		{"strconv", func(dst []byte, f float32) []byte { return appendFloatRef(dst, float64(f), 32) }},
+	} {
+		b.Run("features/"+bc.name, func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				buf = bc.fn(buf[:0], feats[i%len(feats)])
+				i++
+			}
+		})
+	}
+	for _, bc := range []struct {
+		name string
+		fn   func([]byte, float64, int) []byte
+	}{
+		{"fast", appendFloat},
+		{"strconv", appendFloatRef},
+	} {
+		b.Run("scores/"+bc.name, func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				buf = bc.fn(buf[:0], scores[i%len(scores)], 64)
+				i++
+			}
+		})
+	}
 }
