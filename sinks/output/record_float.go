@@ -1,6 +1,9 @@
 package output
 
-import "math"
+import (
+	"math"
+	"strconv"
+)
 
 // pow10f holds 10^d for the decimal places appendFloat32 tries; every
 // product of a float32 (24-bit significand) and one of them (5^12 < 2^28)
@@ -24,7 +27,7 @@ var placesFor = func() (t [256]int8) {
 	return t
 }()
 
-// appendFloat32 appends f as appendFloat(dst, float64(f), 32) does — the
+// appendFloat32 appends f as appendFloatStrconv(dst, float64(f), 32) does — the
 // shortest decimal that parses back to f, in strconv's 'g' form — with a
 // fast path for the common audit-record feature value: a non-integer with
 // 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals), not a power of two.
@@ -42,17 +45,24 @@ var placesFor = func() (t [256]int8) {
 // of D−1 places or fewer, and the shortest is it with its trailing zeros
 // dropped (a value with cents: 57.2 at D−1 = 3 is 57200, two zeros); if it
 // does not, the answer is round(f·10^D) (a log or a ratio). Everything else
-// (integers, other ranges, powers of two, exact .5 ties of f·10^d) goes to
-// appendFloat. TestAppendFloat32 compares both on every float32 of the
-// range when STREAMSCORE_EXHAUSTIVE is set, and on millions of values
-// otherwise.
+// (other ranges, powers of two, exact .5 ties of f·10^d) goes to
+// appendFloatStrconv; 0 and integers go to strconv.AppendInt at once.
+// TestAppendFloat32 compares appendFloat32 and appendFloat with strconv
+// alone on every float32 of the range when STREAMSCORE_EXHAUSTIVE is set,
+// and on millions of values otherwise.
 func appendFloat32(dst []byte, f float32) []byte {
 	a := f
 	if a < 0 {
 		a = -a
 	}
-	if !(a >= 1e-4 && a < 1e6) || a == float32(int32(a)) { // NaN fails the first test
-		return appendFloat(dst, float64(f), 32)
+	if !(a >= 1e-4 && a < 1e6) { // NaN fails
+		if f == 0 && math.Float32bits(f) == 0 { // 0, not -0
+			return append(dst, '0')
+		}
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	if i := int32(f); float32(i) == f {
+		return strconv.AppendInt(dst, int64(i), 10)
 	}
 	bits := math.Float32bits(a)
 	mant := bits & (1<<23 - 1)
@@ -60,7 +70,7 @@ func appendFloat32(dst []byte, f float32) []byte {
 		// A power of two: the gap below is half the gap above, and the
 		// closest d-place decimal may lie outside on the narrow side while
 		// another lies inside: rare, left to strconv.
-		return appendFloat(dst, float64(f), 32)
+		return appendFloatStrconv(dst, float64(f), 32)
 	}
 	// Half the gap between a and its neighbours, 2^(e−24) for a's unbiased
 	// exponent e, built from its bits.
@@ -79,16 +89,16 @@ func appendFloat32(dst []byte, f float32) []byte {
 				d--
 			}
 			if u%10 == 0 { // an integer in the interval: not in this range
-				return appendFloat(dst, float64(f), 32)
+				return appendFloatStrconv(dst, float64(f), 32)
 			}
 			return appendFixed(dst, f < 0, u, d)
 		case fitTie:
-			return appendFloat(dst, float64(f), 32)
+			return appendFloatStrconv(dst, float64(f), 32)
 		}
 	}
 	n, st := fitsAt(x, half, even, d)
 	if st != fitOK { // a tie (fitNo cannot happen at placesFor)
-		return appendFloat(dst, float64(f), 32)
+		return appendFloatStrconv(dst, float64(f), 32)
 	}
 	return appendFixed(dst, f < 0, uint64(n), d)
 }

@@ -12,7 +12,7 @@ func appendFloat32Scan(dst []byte, f float32) []byte {
 		a = -a
 	}
 	if !(a >= 1e-4 && a < 1e6) || a == float32(int32(a)) { // NaN fails the first test
-		return appendFloat(dst, float64(f), 32)
+		return appendFloatStrconv(dst, float64(f), 32)
 	}
 	bits := math.Float32bits(a)
 	mant := bits & (1<<23 - 1)
@@ -20,7 +20,7 @@ func appendFloat32Scan(dst []byte, f float32) []byte {
 		// A power of two: the gap below is half the gap above, and the
 		// closest d-place decimal may lie outside on the narrow side while
 		// another lies inside: rare, left to strconv.
-		return appendFloat(dst, float64(f), 32)
+		return appendFloatStrconv(dst, float64(f), 32)
 	}
 	// Half the gap between a and its neighbours, 2^(e−24) for a's unbiased
 	// exponent e, built from its bits.
@@ -46,10 +46,10 @@ func appendFloat32Scan(dst []byte, f float32) []byte {
 		case fitOKScan:
 			return appendFixedScan(dst, f < 0, uint64(n), d)
 		case fitTieScan:
-			return appendFloat(dst, float64(f), 32)
+			return appendFloatStrconv(dst, float64(f), 32)
 		}
 	}
-	return appendFloat(dst, float64(f), 32)
+	return appendFloatStrconv(dst, float64(f), 32)
 }
 
 const (

@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// TestAppendFloat32 compares appendFloat32 with appendFloat(…, 32) — strconv's
-// shortest round-trip formatting — on the values around every decimal with
+// TestAppendFloat32 compares appendFloat32, and appendFloat of the widened
+// value, with appendFloatRef — strconv's shortest round-trip formatting
+// alone — on the values around every decimal with
 // up to 6 significant digits that audit features take (counts, amounts,
 // rates), on every float32 of two whole binades, and on random float32s;
 // with STREAMSCORE_EXHAUSTIVE=1 on every float32 whose fast path applies.
@@ -17,9 +18,14 @@ func TestAppendFloat32(t *testing.T) {
 	var got, want []byte
 	check := func(f float32) {
 		got = appendFloat32(got[:0], f)
-		want = appendFloat(want[:0], float64(f), 32)
+		want = appendFloatRef(want[:0], float64(f), 32)
 		if string(got) != string(want) {
 			t.Fatalf("%v (bits %#08x): got %s, want %s", f, math.Float32bits(f), got, want)
+		}
+		// A score: the float32 widened, printed at 64 bits.
+		got = appendFloat(got[:0], float64(f), 64)
+		if string(got) != string(want) {
+			t.Fatalf("appendFloat(%v, 64) (bits %#08x): got %s, want %s", f, math.Float32bits(f), got, want)
 		}
 	}
 	if os.Getenv("STREAMSCORE_EXHAUSTIVE") != "" {
@@ -87,7 +93,8 @@ func BenchmarkAppendFloat32(b *testing.B) {
 			fn   func([]byte, float32) []byte
 		}{
 			{"fast", appendFloat32},
-			{"strconv", func(dst []byte, f float32) []byte { return appendFloat(dst, float64(f), 32) }},
+			{"scan", appendFloat32Scan},
+			{"strconv", func(dst []byte, f float32) []byte { return appendFloatRef(dst, float64(f), 32) }},
 		} {
 			b.Run(class+"/"+bc.name, func(b *testing.B) {
 				b.ReportAllocs()

@@ -22,9 +22,19 @@ func appendString[S string | []byte](dst []byte, s S) []byte {
 // values, so 0.1f prints as 0.1). A float64 that holds a float32 value
 // exactly (the model scores and features, widened) is printed as that
 // float32: 0.93, not 0.9300000071525574; parsed back as float32 it is the
-// same number. Integers below 1e6 take a fast path with the same output.
+// same number. Such values take appendFloat32's fast paths, the others
+// appendFloatStrconv, with the same output.
 // JSON has no NaN or infinity: non-finite values are written as null.
 func appendFloat(dst []byte, f float64, bitSize int) []byte {
+	if f32 := float32(f); float64(f32) == f { // NaN fails
+		return appendFloat32(dst, f32)
+	}
+	return appendFloatStrconv(dst, f, bitSize)
+}
+
+// appendFloatStrconv is appendFloat through strconv, with a fast path for
+// integers below 1e6 (same output).
+func appendFloatStrconv(dst []byte, f float64, bitSize int) []byte {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return append(dst, "null"...)
 	}
