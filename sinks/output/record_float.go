@@ -27,18 +27,19 @@ var placesFor = func() (t [256]int8) {
 	return t
 }()
 
-// appendFloat32 appends f as appendFloatStrconv(dst, float64(f), 32) does — the
-// shortest decimal that parses back to f, in strconv's 'g' form — with a
-// fast path for the common audit-record feature value: a non-integer with
+// appendFloat32 appends f as appendFloatStrconv(dst, float64(f), 32)
+// does — the shortest decimal that parses back to f, in strconv's 'g'
+// form — with a fast path for the common audit-record feature value: a non-integer with
 // 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals), not a power of two.
 //
 // For d places, n = round(f·10^d) is the closest d-place decimal; the
 // shortest round-trip decimal is n/10^d at the fewest places d where it
-// lies in f's rounding interval (ties to even). fits(d) is exact: f·10^d
-// and n − f·10^d are exact in float64 (24 + 28 bits), and the interval's
-// half-width times 10^d is a power of two times 10^d. The answer takes at
-// most two such tests, whatever the value: D = placesFor[exponent] places
-// always fit (the interval is wider than 10^−D), and at D−1 places the
+// lies in f's rounding interval (ties to even). The test fits(d) is exact:
+// f·10^d and n − f·10^d are exact in float64 (24 + 28 bits), and the
+// interval's half-width times 10^d is a power of two times 10^d. The
+// answer takes two such tests, whatever the value: D =
+// placesFor[exponent] places always fit (the interval is wider than
+// 10^−D), and at D−1 places the
 // interval is narrower than 10^−(D−1) (its width, a power of two times a
 // power of ten, is never exactly 1), so at most one (D−1)-place decimal
 // lies in it. Hence: if round(f·10^(D−1)) fits, it is the only candidate
@@ -77,60 +78,35 @@ func appendFloat32(dst []byte, f float32) []byte {
 	exp := bits >> 23
 	half := math.Float64frombits(uint64(int(exp)-127-24+1023) << 52)
 	x, even := float64(a), mant&1 == 0
+	// D−1 and D places, both at once: the two tests are independent, so
+	// the processor runs them in parallel, and the choice between them (a
+	// coin toss for the logs and ratios) is a conditional move, not a
+	// mispredicted branch.
 	d := int(placesFor[exp]) // 2..12 in the fast path's range
-	if d > 1 {
-		n, st := fitsAt(x, half, even, d-1)
-		switch st {
-		case fitOK:
-			u := uint64(n)
-			d--
-			for u%10 == 0 && d > 1 {
-				u /= 10
-				d--
-			}
-			if u%10 == 0 { // an integer in the interval: not in this range
-				return appendFloatStrconv(dst, float64(f), 32)
-			}
-			return appendFixed(dst, f < 0, u, d)
-		case fitTie:
-			return appendFloatStrconv(dst, float64(f), 32)
-		}
-	}
-	n, st := fitsAt(x, half, even, d)
-	if st != fitOK { // a tie (fitNo cannot happen at placesFor)
-		return appendFloatStrconv(dst, float64(f), 32)
-	}
-	return appendFixed(dst, f < 0, uint64(n), d)
-}
-
-const (
-	fitNo  = iota // round(x·10^d)/10^d does not parse back to x
-	fitOK         // it does
-	fitTie        // x·10^d is halfway between two integers
-)
-
-// fitsAt reports whether n = round(x·10^d) makes a d-place decimal in x's
-// rounding interval (half-width half, ties to even): exact arithmetic,
-// since x·10^d and n − x·10^d are exact in float64 and half·10^d is a power
-// of two times 10^d.
-func fitsAt(x, half float64, even bool, d int) (float64, int) {
-	p := x * pow10f[d]
+	p1, p0 := x*pow10f[d-1], x*pow10f[d]
 	// Round half up: p + 0.5 is exact (p < 2^52) and positive, so the
 	// conversion's truncation is its floor (one instruction, where
 	// math.Floor is a call on GOAMD64=v1).
-	n := float64(int64(p + 0.5))
-	r := n - p
-	if r == 0.5 {
-		return n, fitTie
+	n1, n0 := float64(int64(p1+0.5)), float64(int64(p0+0.5))
+	r1, r0 := n1-p1, n0-p0
+	if r1 == 0.5 || r0 == 0.5 { // f·10^d halfway between two decimals
+		return appendFloatStrconv(dst, float64(f), 32)
 	}
-	if r < 0 {
-		r = -r
+	r1 = math.Abs(r1)
+	lim1 := half * pow10f[d-1]
+	u := uint64(n0)
+	if r1 < lim1 || (r1 == lim1 && even) { // D−1 places fit
+		u = uint64(n1)
+		d--
 	}
-	lim := half * pow10f[d]
-	if r < lim || (r == lim && even) {
-		return n, fitOK
+	for u%10 == 0 && u != 0 { // trailing zeros (never all of u: f is no integer)
+		u /= 10
+		d--
 	}
-	return n, fitNo
+	if d < 1 {
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	return appendFixed(dst, f < 0, u, d)
 }
 
 // digitPairs holds "00" to "99", two digits per entry.
