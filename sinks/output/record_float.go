@@ -12,13 +12,14 @@ var pow10f = [...]float64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1
 
 // placesFor[b] is, for the float32s of biased exponent b, the fewest
 // decimal places D at which every one of them has a D-place decimal in its
-// rounding interval: the interval's width 2^(b−150) times 10^D exceeds 1.
-// 0 where no D <= 12 does (below 2^-16, outside the fast path).
+// rounding interval: the interval's width 2^(b−150) times 10^D exceeds 1
+// (exact: 5^D·2^(b−150+D)). 0 where no D <= 17 does (below 2^-33, outside
+// the fast paths).
 var placesFor = func() (t [256]int8) {
 	for b := range t {
 		w := math.Ldexp(1, b-150)
-		for d := 1; d < len(pow10f); d++ {
-			if w*pow10f[d] > 1 {
+		for d := 1; d <= 17; d++ {
+			if w*math.Pow10(d) > 1 {
 				t[b] = int8(d)
 				break
 			}
@@ -26,6 +27,11 @@ var placesFor = func() (t [256]int8) {
 	}
 	return t
 }()
+
+// pow5 holds 5^d for the places appendFloat32Exp tries: a 24-bit
+// significand times 5^17 (< 2^40) stays below 2^64.
+var pow5 = [...]uint64{1, 5, 25, 125, 625, 3125, 15625, 78125, 390625, 1953125, 9765625, 48828125,
+	244140625, 1220703125, 6103515625, 30517578125, 152587890625, 762939453125}
 
 // appendFloat32 appends f as appendFloatStrconv(dst, float64(f), 32)
 // does — the shortest decimal that parses back to f, in strconv's 'g'
@@ -59,6 +65,9 @@ func appendFloat32(dst []byte, f float32) []byte {
 	if !(a >= 1e-4 && a < 1e6) { // NaN fails
 		if f == 0 && math.Float32bits(f) == 0 { // 0, not -0
 			return append(dst, '0')
+		}
+		if a < 1e-4 && a >= 0x1p-33 { // a small score: 1.1004223e-05
+			return appendFloat32Exp(dst, f)
 		}
 		return appendFloatStrconv(dst, float64(f), 32)
 	}
@@ -107,6 +116,77 @@ func appendFloat32(dst []byte, f float32) []byte {
 		return appendFloatStrconv(dst, float64(f), 32)
 	}
 	return appendFixed(dst, f < 0, u, d)
+}
+
+// appendFloat32Exp is appendFloat32 for 2^-33 <= |f| < 1e-4, which 'g'
+// prints in exponent form (1.1004223e-05): the same two tests at D−1 and D
+// places, D from 5 to 17, in integers since f·10^d is no longer exact in
+// float64. With f = m·2^k (m the 24-bit significand), f·10^d = M·2^−s for
+// M = m·5^d (below 2^64) and s = −(k+d) > 0; n = round(f·10^d) is
+// (M + 2^(s−1)) >> s, and n fits when |n·2^s − M|, in units of 2^−s, is
+// below the interval's half-width there, 5^d/2 (or equal, ties to even).
+// Powers of two and exact ties go to appendFloatStrconv.
+func appendFloat32Exp(dst []byte, f float32) []byte {
+	bits := math.Float32bits(f) &^ (1 << 31)
+	mant := bits & (1<<23 - 1)
+	exp := bits >> 23
+	d := int(placesFor[exp])
+	if mant == 0 || d < 2 {
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	m := uint64(mant | 1<<23)
+	k := int(exp) - 150
+	s1, s0 := uint(-(k + d - 1)), uint(-(k + d))
+	M1, M0 := m*pow5[d-1], m*pow5[d]
+	n1, n0 := (M1+1<<(s1-1))>>s1, (M0+1<<(s0-1))>>s0
+	// n·2^s − M: in [−2^(s−1)+1, 2^(s−1)] (round half up), 2^(s−1) a tie.
+	e1, e0 := n1<<s1-M1, n0<<s0-M0
+	if e1 == 1<<(s1-1) || e0 == 1<<(s0-1) {
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	if int64(e1) < 0 {
+		e1 = -e1
+	}
+	u := n0
+	if lim := pow5[d-1]; 2*e1 < lim || (2*e1 == lim && m&1 == 0) { // D−1 places fit
+		u = n1
+		d--
+	}
+	for u%10 == 0 && u != 0 {
+		u /= 10
+		d--
+	}
+	// u·10^−d with u's first digit at 10^(digits−1): the exponent is
+	// digits−1−d, from −5 to −11 here.
+	var buf [24]byte
+	i := len(buf)
+	for u >= 100 {
+		q := u / 100
+		j := (u - q*100) * 2
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
+		u = q
+	}
+	if u >= 10 {
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[u*2], digitPairs[u*2+1]
+	} else {
+		i--
+		buf[i] = byte('0' + u)
+	}
+	x := d - (len(buf) - i - 1) // −exponent
+	if x <= 4 || x >= 100 {
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	if f < 0 {
+		dst = append(dst, '-')
+	}
+	dst = append(dst, buf[i])
+	if i+1 < len(buf) {
+		dst = append(dst, '.')
+		dst = append(dst, buf[i+1:]...)
+	}
+	return append(dst, 'e', '-', digitPairs[x*2], digitPairs[x*2+1])
 }
 
 // digitPairs holds "00" to "99", two digits per entry.

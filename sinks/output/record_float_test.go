@@ -10,10 +10,11 @@ import (
 
 // TestAppendFloat32 compares appendFloat32, and appendFloat of the widened
 // value, with appendFloatRef — strconv's shortest round-trip formatting
-// alone — on the values around every decimal with
-// up to 6 significant digits that audit features take (counts, amounts,
-// rates), on every float32 of two whole binades, and on random float32s;
-// with STREAMSCORE_EXHAUSTIVE=1 on every float32 whose fast path applies.
+// alone — on the values around every decimal with up to 6 significant
+// digits that audit features and scores take (counts, amounts, rates,
+// small probabilities), on every float32 of two whole binades, and on
+// random float32s; with STREAMSCORE_EXHAUSTIVE=1 on every float32 whose
+// fast paths apply (2^-33 <= |f| <= 1e6, both signs).
 func TestAppendFloat32(t *testing.T) {
 	var got, want []byte
 	check := func(f float32) {
@@ -29,7 +30,7 @@ func TestAppendFloat32(t *testing.T) {
 		}
 	}
 	if os.Getenv("STREAMSCORE_EXHAUSTIVE") != "" {
-		lo, hi := math.Float32bits(1e-4), math.Float32bits(1e6)
+		lo, hi := math.Float32bits(0x1p-33), math.Float32bits(1e6)
 		for b := lo - 1; b <= hi+1; b++ {
 			check(math.Float32frombits(b))
 			check(-math.Float32frombits(b))
@@ -40,8 +41,9 @@ func TestAppendFloat32(t *testing.T) {
 		float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), math.MaxFloat32, math.SmallestNonzeroFloat32} {
 		check(f)
 	}
-	// Around decimals of up to 6 significant digits, in every decade used.
-	for scale := 1e-4; scale < 1e6; scale *= 10 {
+	// Around decimals of up to 6 significant digits, in every decade used
+	// (scores go down to 1e-10).
+	for scale := 1e-10; scale < 1e6; scale *= 10 {
 		for m := 1; m < 1_000_000; m += 37 {
 			f := float32(float64(m) / 1e5 * scale)
 			b := math.Float32bits(f)
