@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"math"
 	"strconv"
-	"time"
 
 	"github.com/streamscore/streamscore/internal/jsonstr"
 )
@@ -45,14 +44,6 @@ func appendFloatStrconv(dst []byte, f float64, bitSize int) []byte {
 		bitSize = 32
 	}
 	return strconv.AppendFloat(dst, f, 'g', -1, bitSize)
-}
-
-// appendTime appends t in UTC as an RFC 3339 string with nanoseconds
-// (trailing zeros trimmed), e.g. "2026-11-28T15:04:05.123Z".
-func appendTime(dst []byte, t time.Time) []byte {
-	dst = append(dst, '"')
-	dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
-	return append(dst, '"')
 }
 
 // appendBase64 appends b as a JSON string in standard base64 (with padding).
