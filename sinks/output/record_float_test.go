@@ -112,3 +112,39 @@ func BenchmarkAppendFloat32(b *testing.B) {
 		}
 	}
 }
+
+// TestAppendFloat64 compares appendFloat at 64 bits with appendFloatRef
+// (strconv alone) on float64s of up to 4 decimals and their neighbours,
+// in every decade from 1e-4 to 1e6 (the three-decimal fast path and its
+// edges), and on random float64s.
+func TestAppendFloat64(t *testing.T) {
+	var got, want []byte
+	check := func(f float64) {
+		got = appendFloat(got[:0], f, 64)
+		want = appendFloatRef(want[:0], f, 64)
+		if string(got) != string(want) {
+			t.Fatalf("%v (bits %#016x): got %s, want %s", f, math.Float64bits(f), got, want)
+		}
+	}
+	for _, f := range []float64{1e-3, 0.0015, 999999.999, 999999.9995, 1e6, 1e6 + 0.5, 0.1 + 0.2, 57.2, 2.675, 1.005, 0.000999} {
+		check(f)
+		check(-f)
+	}
+	r := rand.New(rand.NewPCG(6, 4))
+	for places := 1; places <= 4; places++ {
+		for scale := 1e-4; scale < 1e6; scale *= 10 {
+			for range 50_000 {
+				// The float64 closest to a decimal of at most places
+				// places below 10·scale.
+				f := math.Round(float64(r.Int64N(1_000_000))*scale/1e5*math.Pow10(places)) / math.Pow10(places)
+				check(f)
+				check(math.Nextafter(f, 0))
+				check(math.Nextafter(f, math.Inf(1)))
+			}
+		}
+	}
+	for range 2_000_000 {
+		check(math.Float64frombits(r.Uint64()))
+		check(r.Float64() * 1e6)
+	}
+}
