@@ -148,3 +148,39 @@ func TestAppendFloat64(t *testing.T) {
 		check(r.Float64() * 1e6)
 	}
 }
+
+// TestAppendFixed compares appendFixed with the digits of
+// strconv.FormatUint, the point placed by hand, around every power of ten
+// and for every place count, in a buffer with room and one without.
+func TestAppendFixed(t *testing.T) {
+	want := func(neg bool, n uint64, d int) string {
+		s := strconv.FormatUint(n, 10)
+		if d > 0 {
+			for len(s) <= d {
+				s = "0" + s
+			}
+			s = s[:len(s)-d] + "." + s[len(s)-d:]
+		}
+		if neg {
+			s = "-" + s
+		}
+		return s
+	}
+	roomy := make([]byte, 0, 64)
+	for d := 1; d <= 17; d++ {
+		for p, p10 := 0, uint64(1); p <= 18; p, p10 = p+1, p10*10 {
+			for _, delta := range []int64{-1, 0, 1, 7} {
+				n := uint64(int64(p10) + delta)
+				for _, neg := range []bool{false, true} {
+					w := want(neg, n, d)
+					if got := appendFixed([]byte("x"), neg, n, d); string(got) != "x"+w {
+						t.Fatalf("appendFixed(%v, %d, %d) = %q, want %q", neg, n, d, got, "x"+w)
+					}
+					if got := appendFixed(roomy[:0], neg, n, d); string(got) != w {
+						t.Fatalf("appendFixed(%v, %d, %d) with room = %q, want %q", neg, n, d, got, w)
+					}
+				}
+			}
+		}
+	}
+}
