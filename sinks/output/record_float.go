@@ -120,7 +120,7 @@ func appendFloat32(dst []byte, f float32) []byte {
 
 // appendFloat32Exp is appendFloat32 for 2^-33 <= |f| < 1e-4, which 'g'
 // prints in exponent form (1.1004223e-05): the same two tests at D−1 and D
-// places, D from 5 to 17, in integers since f·10^d is no longer exact in
+// places, D from 12 to 17, in integers since f·10^d is no longer exact in
 // float64. With f = m·2^k (m the 24-bit significand), f·10^d = M·2^−s for
 // M = m·5^d (below 2^64) and s = −(k+d) > 0; n = round(f·10^d) is
 // (M + 2^(s−1)) >> s, and n fits when |n·2^s − M|, in units of 2^−s, is
@@ -157,7 +157,7 @@ func appendFloat32Exp(dst []byte, f float32) []byte {
 		d--
 	}
 	// u·10^−d with u's first digit at 10^(digits−1): the exponent is
-	// digits−1−d, from −5 to −11 here.
+	// digits−1−d, from −5 to −10 here.
 	var buf [24]byte
 	i := len(buf)
 	for u >= 100 {
