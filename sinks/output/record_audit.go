@@ -48,7 +48,8 @@ type AuditRecord struct {
 }
 
 // featureKeys caches the encoded keys of a feature-name slice, which a worker
-// reuses for every record; rebuilt when the names change.
+// reuses for every record; rebuilt when the names change. Each key but the
+// first starts with the comma that separates it from the value before.
 type featureKeys struct {
 	buf   []byte
 	ends  []int
@@ -56,8 +57,8 @@ type featureKeys struct {
 	names []string
 }
 
-// featureKeys returns the encoded keys of FeatureNames, building them when
-// the names are not the ones cached.
+// featureKeys returns the encoded keys of FeatureNames (`"a":`, `,"b":`,
+// …) and their ends, building them when the names are not the ones cached.
 func (r *AuditRecord) featureKeys() ([]byte, []int) {
 	k := &r.keys
 	if len(r.FeatureNames) == 0 {
@@ -67,7 +68,10 @@ func (r *AuditRecord) featureKeys() ([]byte, []int) {
 		return k.buf, k.ends
 	}
 	k.buf, k.ends = k.buf[:0], k.ends[:0]
-	for _, name := range r.FeatureNames {
+	for i, name := range r.FeatureNames {
+		if i > 0 {
+			k.buf = append(k.buf, ',')
+		}
 		k.buf = appendString(k.buf, name)
 		k.buf = append(k.buf, ':')
 		k.ends = append(k.ends, len(k.buf))
@@ -123,10 +127,8 @@ func (r *AuditRecord) appendRest(dst []byte) []byte {
 	keys, ends := r.featureKeys()
 	start := 0
 	for i := 0; i < n; i++ {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, keys[start:ends[i]]...)
+		dst = append(dst, keys[start:ends[i]]...) // the comma included
+
 		start = ends[i]
 		dst = appendFloat32(dst, r.Features[i])
 	}

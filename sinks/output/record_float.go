@@ -1,33 +1,78 @@
 package output
 
-import "math"
+import (
+	"math"
+	"strconv"
+)
 
 // pow10f holds 10^d for the decimal places appendFloat32 tries; every
 // product of a float32 (24-bit significand) and one of them (5^12 < 2^28)
 // has a significand of at most 52 bits, so it is exact in float64.
 var pow10f = [...]float64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12}
 
-// appendFloat32 appends f as appendFloat(dst, float64(f), 32) does — the
-// shortest decimal that parses back to f, in strconv's 'g' form — with a
-// fast path for the common audit-record feature value: a non-integer with
-// 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals), not a power of two,
-// with at most 12 decimal places and f·10^d below 2^52. For d places, n =
-// round(f·10^d) is the closest d-place decimal; the shortest round-trip
-// decimal is n/10^d at the fewest places d where it lies in f's rounding
-// interval (ties to even), found by trying d = 1, 2, ... in turn. The test is exact:
-// f·10^d and n − f·10^d are exact in float64, and the interval's
-// half-width times 10^d is a power of two times 10^d. Everything else
-// (integers, other ranges, powers of two, exact .5 ties of f·10^d, more
-// places) goes to appendFloat. TestAppendFloat32 compares both on every
-// float32 of the range when STREAMSCORE_EXHAUSTIVE is set, and on millions
-// of values otherwise.
+// placesFor[b] is, for the float32s of biased exponent b, the fewest
+// decimal places D at which every one of them has a D-place decimal in its
+// rounding interval: the interval's width 2^(b−150) times 10^D exceeds 1
+// (exact: 5^D·2^(b−150+D)). 0 where no D <= 17 does (below 2^-33, outside
+// the fast paths).
+var placesFor = func() (t [256]int8) {
+	for b := range t {
+		w := math.Ldexp(1, b-150)
+		for d := 1; d <= 17; d++ {
+			if w*math.Pow10(d) > 1 {
+				t[b] = int8(d)
+				break
+			}
+		}
+	}
+	return t
+}()
+
+// pow5 holds 5^d for the places appendFloat32Exp tries: a 24-bit
+// significand times 5^17 (< 2^40) stays below 2^64.
+var pow5 = [...]uint64{1, 5, 25, 125, 625, 3125, 15625, 78125, 390625, 1953125, 9765625, 48828125,
+	244140625, 1220703125, 6103515625, 30517578125, 152587890625, 762939453125}
+
+// appendFloat32 appends f as appendFloatStrconv(dst, float64(f), 32)
+// does — the shortest decimal that parses back to f, in strconv's 'g'
+// form — with a fast path for the common audit-record feature value: a non-integer with
+// 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals), not a power of two.
+//
+// For d places, n = round(f·10^d) is the closest d-place decimal; the
+// shortest round-trip decimal is n/10^d at the fewest places d where it
+// lies in f's rounding interval (ties to even). The test fits(d) is exact:
+// f·10^d and n − f·10^d are exact in float64 (24 + 28 bits), and the
+// interval's half-width times 10^d is a power of two times 10^d. The
+// answer takes two such tests, whatever the value: D =
+// placesFor[exponent] places always fit (the interval is wider than
+// 10^−D), and at D−1 places the
+// interval is narrower than 10^−(D−1) (its width, a power of two times a
+// power of ten, is never exactly 1), so at most one (D−1)-place decimal
+// lies in it. Hence: if round(f·10^(D−1)) fits, it is the only candidate
+// of D−1 places or fewer, and the shortest is it with its trailing zeros
+// dropped (a value with cents: 57.2 at D−1 = 3 is 57200, two zeros); if it
+// does not, the answer is round(f·10^D) (a log or a ratio). Everything else
+// (other ranges, powers of two, exact .5 ties of f·10^d) goes to
+// appendFloatStrconv; 0 and integers go to strconv.AppendInt at once.
+// TestAppendFloat32 compares appendFloat32 and appendFloat with strconv
+// alone on every float32 of the range when STREAMSCORE_EXHAUSTIVE is set,
+// and on millions of values otherwise.
 func appendFloat32(dst []byte, f float32) []byte {
 	a := f
 	if a < 0 {
 		a = -a
 	}
-	if !(a >= 1e-4 && a < 1e6) || a == float32(int32(a)) { // NaN fails the first test
-		return appendFloat(dst, float64(f), 32)
+	if !(a >= 1e-4 && a < 1e6) { // NaN fails
+		if f == 0 && math.Float32bits(f) == 0 { // 0, not -0
+			return append(dst, '0')
+		}
+		if a < 1e-4 && a >= 0x1p-33 { // a small score: 1.1004223e-05
+			return appendFloat32Exp(dst, f)
+		}
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	if i := int32(f); float32(i) == f {
+		return strconv.AppendInt(dst, int64(i), 10)
 	}
 	bits := math.Float32bits(a)
 	mant := bits & (1<<23 - 1)
@@ -35,90 +80,181 @@ func appendFloat32(dst []byte, f float32) []byte {
 		// A power of two: the gap below is half the gap above, and the
 		// closest d-place decimal may lie outside on the narrow side while
 		// another lies inside: rare, left to strconv.
-		return appendFloat(dst, float64(f), 32)
+		return appendFloatStrconv(dst, float64(f), 32)
 	}
 	// Half the gap between a and its neighbours, 2^(e−24) for a's unbiased
 	// exponent e, built from its bits.
-	half := math.Float64frombits(uint64(int(bits>>23)-127-24+1023) << 52)
+	exp := bits >> 23
+	half := math.Float64frombits(uint64(int(exp)-127-24+1023) << 52)
 	x, even := float64(a), mant&1 == 0
-	// fits(d): the closest d-place decimal to a parses back to a. It is
-	// monotone in d (10·n fits at d+1 when n fits at d); d goes up to the
-	// most places for which x·10^d stays below 2^52.
-	hi := len(pow10f) - 1
-	for x*pow10f[hi] >= 1<<52 {
-		hi--
-	}
-	// The fewest places by a linear scan from 1, not a bisection: the
-	// steps are independent of each other, so the processor runs them
-	// ahead in parallel, and the loop's branch mispredicts once (at the
-	// exit), where a bisection's data-dependent branches mispredict
-	// often (cachegrind --branch-sim on BenchmarkAppendFloat32's mix:
-	// 390 instructions and 4.6 simulated mispredictions per value
-	// against 431 and 5.6 for the bisection).
-	for d := 1; d <= hi; d++ {
-		n, st := fitsAt(x, half, even, d)
-		switch st {
-		case fitOK:
-			return appendFixed(dst, f < 0, uint64(n), d)
-		case fitTie:
-			return appendFloat(dst, float64(f), 32)
-		}
-	}
-	return appendFloat(dst, float64(f), 32)
-}
-
-const (
-	fitNo  = iota // round(x·10^d)/10^d does not parse back to x
-	fitOK         // it does
-	fitTie        // x·10^d is halfway between two integers
-)
-
-// fitsAt reports whether n = round(x·10^d) makes a d-place decimal in x's
-// rounding interval (half-width half, ties to even): exact arithmetic,
-// since x·10^d and n − x·10^d are exact in float64 and half·10^d is a power
-// of two times 10^d.
-func fitsAt(x, half float64, even bool, d int) (float64, int) {
-	p := x * pow10f[d]
+	// D−1 and D places, both at once: the two tests are independent, so
+	// the processor runs them in parallel, and the choice between them (a
+	// coin toss for the logs and ratios) is a conditional move, not a
+	// mispredicted branch.
+	d := int(placesFor[exp]) // 2..12 in the fast path's range
+	p1, p0 := x*pow10f[d-1], x*pow10f[d]
 	// Round half up: p + 0.5 is exact (p < 2^52) and positive, so the
 	// conversion's truncation is its floor (one instruction, where
 	// math.Floor is a call on GOAMD64=v1).
-	n := float64(int64(p + 0.5))
-	r := n - p
-	if r == 0.5 {
-		return n, fitTie
+	n1, n0 := float64(int64(p1+0.5)), float64(int64(p0+0.5))
+	r1, r0 := n1-p1, n0-p0
+	if r1 == 0.5 || r0 == 0.5 { // f·10^d halfway between two decimals
+		return appendFloatStrconv(dst, float64(f), 32)
 	}
-	if r < 0 {
-		r = -r
+	r1 = math.Abs(r1)
+	lim1 := half * pow10f[d-1]
+	u := uint64(n0)
+	if r1 < lim1 || (r1 == lim1 && even) { // D−1 places fit
+		u = uint64(n1)
+		d--
 	}
-	lim := half * pow10f[d]
-	if r < lim || (r == lim && even) {
-		return n, fitOK
+	for u%10 == 0 && u != 0 { // trailing zeros (never all of u: f is no integer)
+		u /= 10
+		d--
 	}
-	return n, fitNo
+	if d < 1 {
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	return appendFixed(dst, f < 0, u, d)
 }
 
-// appendFixed appends [-]n/10^d with exactly d decimal places (d >= 1).
-func appendFixed(dst []byte, neg bool, n uint64, d int) []byte {
+// appendFloat32Exp is appendFloat32 for 2^-33 <= |f| < 1e-4, which 'g'
+// prints in exponent form (1.1004223e-05): the same two tests at D−1 and D
+// places, D from 12 to 17, in integers since f·10^d is no longer exact in
+// float64. With f = m·2^k (m the 24-bit significand), f·10^d = M·2^−s for
+// M = m·5^d (below 2^64) and s = −(k+d) > 0; n = round(f·10^d) is
+// (M + 2^(s−1)) >> s, and n fits when |n·2^s − M|, in units of 2^−s, is
+// below the interval's half-width there, 5^d/2 (or equal, ties to even).
+// Powers of two and exact ties go to appendFloatStrconv.
+func appendFloat32Exp(dst []byte, f float32) []byte {
+	bits := math.Float32bits(f) &^ (1 << 31)
+	mant := bits & (1<<23 - 1)
+	exp := bits >> 23
+	d := int(placesFor[exp])
+	if mant == 0 || d < 2 {
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	m := uint64(mant | 1<<23)
+	k := int(exp) - 150
+	s1, s0 := uint(-(k + d - 1)), uint(-(k + d))
+	M1, M0 := m*pow5[d-1], m*pow5[d]
+	n1, n0 := (M1+1<<(s1-1))>>s1, (M0+1<<(s0-1))>>s0
+	// n·2^s − M: in [−2^(s−1)+1, 2^(s−1)] (round half up), 2^(s−1) a tie.
+	e1, e0 := n1<<s1-M1, n0<<s0-M0
+	if e1 == 1<<(s1-1) || e0 == 1<<(s0-1) {
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	if int64(e1) < 0 {
+		e1 = -e1
+	}
+	u := n0
+	if lim := pow5[d-1]; 2*e1 < lim || (2*e1 == lim && m&1 == 0) { // D−1 places fit
+		u = n1
+		d--
+	}
+	for u%10 == 0 && u != 0 {
+		u /= 10
+		d--
+	}
+	// u·10^−d with u's first digit at 10^(digits−1): the exponent is
+	// digits−1−d, from −5 to −10 here.
 	var buf [24]byte
 	i := len(buf)
-	for k := 0; k < d; k++ {
+	for u >= 100 {
+		q := u / 100
+		j := (u - q*100) * 2
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
+		u = q
+	}
+	if u >= 10 {
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[u*2], digitPairs[u*2+1]
+	} else {
 		i--
-		buf[i] = byte('0' + n%10)
-		n /= 10
+		buf[i] = byte('0' + u)
+	}
+	x := d - (len(buf) - i - 1) // −exponent
+	if x <= 4 || x >= 100 {
+		return appendFloatStrconv(dst, float64(f), 32)
+	}
+	if f < 0 {
+		dst = append(dst, '-')
+	}
+	dst = append(dst, buf[i])
+	if i+1 < len(buf) {
+		dst = append(dst, '.')
+		dst = append(dst, buf[i+1:]...)
+	}
+	return append(dst, 'e', '-', digitPairs[x*2], digitPairs[x*2+1])
+}
+
+// digitPairs holds "00" to "99", two digits per entry.
+const digitPairs = "00010203040506070809" +
+	"10111213141516171819" +
+	"20212223242526272829" +
+	"30313233343536373839" +
+	"40414243444546474849" +
+	"50515253545556575859" +
+	"60616263646566676869" +
+	"70717273747576777879" +
+	"80818283848586878889" +
+	"90919293949596979899"
+
+// appendFixed appends [-]n/10^d with exactly d decimal places (1 <= d <=
+// 12, n < 10^17): the digits two at a time, right to left, into dst's
+// spare capacity when it has room for the widest (20 bytes), else into a
+// buffer on the stack.
+func appendFixed(dst []byte, neg bool, n uint64, d int) []byte {
+	var tmp [24]byte
+	var buf []byte
+	l := len(dst)
+	if cap(dst)-l >= len(tmp) {
+		buf = dst[l : l+len(tmp)]
+	} else {
+		buf = tmp[:]
+	}
+	i := len(buf)
+	// The fraction: d digits, pairs first.
+	k := d
+	for ; k >= 2; k -= 2 {
+		q := n / 100
+		j := (n - q*100) * 2
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
+		n = q
+	}
+	if k == 1 {
+		q := n / 10
+		i--
+		buf[i] = byte('0' + n - q*10)
+		n = q
 	}
 	i--
 	buf[i] = '.'
-	for {
+	// The integer part: at least one digit.
+	for n >= 100 {
+		q := n / 100
+		j := (n - q*100) * 2
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
+		n = q
+	}
+	if n >= 10 {
+		i -= 2
+		buf[i], buf[i+1] = digitPairs[n*2], digitPairs[n*2+1]
+	} else {
 		i--
-		buf[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			break
-		}
+		buf[i] = byte('0' + n)
 	}
 	if neg {
 		i--
 		buf[i] = '-'
 	}
-	return append(dst, buf[i:]...)
+	if &buf[0] == &tmp[0] {
+		return append(dst, buf[i:]...)
+	}
+	// In place: move the digits down to len(dst).
+	m := copy(dst[l:cap(dst)], buf[i:])
+	return dst[:l+m]
 }

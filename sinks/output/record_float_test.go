@@ -8,22 +8,29 @@ import (
 	"testing"
 )
 
-// TestAppendFloat32 compares appendFloat32 with appendFloat(…, 32) — strconv's
-// shortest round-trip formatting — on the values around every decimal with
-// up to 6 significant digits that audit features take (counts, amounts,
-// rates), on every float32 of two whole binades, and on random float32s;
-// with STREAMSCORE_EXHAUSTIVE=1 on every float32 whose fast path applies.
+// TestAppendFloat32 compares appendFloat32, and appendFloat of the widened
+// value, with appendFloatRef — strconv's shortest round-trip formatting
+// alone — on the values around every decimal with up to 6 significant
+// digits that audit features and scores take (counts, amounts, rates,
+// small probabilities), on every float32 of two whole binades, and on
+// random float32s; with STREAMSCORE_EXHAUSTIVE=1 on every float32 whose
+// fast paths apply (2^-33 <= |f| <= 1e6, both signs).
 func TestAppendFloat32(t *testing.T) {
 	var got, want []byte
 	check := func(f float32) {
 		got = appendFloat32(got[:0], f)
-		want = appendFloat(want[:0], float64(f), 32)
+		want = appendFloatRef(want[:0], float64(f), 32)
 		if string(got) != string(want) {
 			t.Fatalf("%v (bits %#08x): got %s, want %s", f, math.Float32bits(f), got, want)
 		}
+		// A score: the float32 widened, printed at 64 bits.
+		got = appendFloat(got[:0], float64(f), 64)
+		if string(got) != string(want) {
+			t.Fatalf("appendFloat(%v, 64) (bits %#08x): got %s, want %s", f, math.Float32bits(f), got, want)
+		}
 	}
 	if os.Getenv("STREAMSCORE_EXHAUSTIVE") != "" {
-		lo, hi := math.Float32bits(1e-4), math.Float32bits(1e6)
+		lo, hi := math.Float32bits(0x1p-33), math.Float32bits(1e6)
 		for b := lo - 1; b <= hi+1; b++ {
 			check(math.Float32frombits(b))
 			check(-math.Float32frombits(b))
@@ -34,8 +41,9 @@ func TestAppendFloat32(t *testing.T) {
 		float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), math.MaxFloat32, math.SmallestNonzeroFloat32} {
 		check(f)
 	}
-	// Around decimals of up to 6 significant digits, in every decade used.
-	for scale := 1e-4; scale < 1e6; scale *= 10 {
+	// Around decimals of up to 6 significant digits, in every decade used
+	// (scores go down to 1e-10).
+	for scale := 1e-10; scale < 1e6; scale *= 10 {
 		for m := 1; m < 1_000_000; m += 37 {
 			f := float32(float64(m) / 1e5 * scale)
 			b := math.Float32bits(f)
@@ -87,7 +95,8 @@ func BenchmarkAppendFloat32(b *testing.B) {
 			fn   func([]byte, float32) []byte
 		}{
 			{"fast", appendFloat32},
-			{"strconv", func(dst []byte, f float32) []byte { return appendFloat(dst, float64(f), 32) }},
+			{"scan", appendFloat32Scan},
+			{"strconv", func(dst []byte, f float32) []byte { return appendFloatRef(dst, float64(f), 32) }},
 		} {
 			b.Run(class+"/"+bc.name, func(b *testing.B) {
 				b.ReportAllocs()
@@ -100,6 +109,78 @@ func BenchmarkAppendFloat32(b *testing.B) {
 					i += step
 				}
 			})
+		}
+	}
+}
+
+// TestAppendFloat64 compares appendFloat at 64 bits with appendFloatRef
+// (strconv alone) on float64s of up to 4 decimals and their neighbours,
+// in every decade from 1e-4 to 1e6 (the three-decimal fast path and its
+// edges), and on random float64s.
+func TestAppendFloat64(t *testing.T) {
+	var got, want []byte
+	check := func(f float64) {
+		got = appendFloat(got[:0], f, 64)
+		want = appendFloatRef(want[:0], f, 64)
+		if string(got) != string(want) {
+			t.Fatalf("%v (bits %#016x): got %s, want %s", f, math.Float64bits(f), got, want)
+		}
+	}
+	for _, f := range []float64{1e-3, 0.0015, 999999.999, 999999.9995, 1e6, 1e6 + 0.5, 0.1 + 0.2, 57.2, 2.675, 1.005, 0.000999} {
+		check(f)
+		check(-f)
+	}
+	r := rand.New(rand.NewPCG(6, 4))
+	for places := 1; places <= 4; places++ {
+		for scale := 1e-4; scale < 1e6; scale *= 10 {
+			for range 50_000 {
+				// The float64 closest to a decimal of at most places
+				// places below 10·scale.
+				f := math.Round(float64(r.Int64N(1_000_000))*scale/1e5*math.Pow10(places)) / math.Pow10(places)
+				check(f)
+				check(math.Nextafter(f, 0))
+				check(math.Nextafter(f, math.Inf(1)))
+			}
+		}
+	}
+	for range 2_000_000 {
+		check(math.Float64frombits(r.Uint64()))
+		check(r.Float64() * 1e6)
+	}
+}
+
+// TestAppendFixed compares appendFixed with the digits of
+// strconv.FormatUint, the point placed by hand, around every power of ten
+// and for every place count, in a buffer with room and one without.
+func TestAppendFixed(t *testing.T) {
+	want := func(neg bool, n uint64, d int) string {
+		s := strconv.FormatUint(n, 10)
+		if d > 0 {
+			for len(s) <= d {
+				s = "0" + s
+			}
+			s = s[:len(s)-d] + "." + s[len(s)-d:]
+		}
+		if neg {
+			s = "-" + s
+		}
+		return s
+	}
+	roomy := make([]byte, 0, 64)
+	for d := 1; d <= 17; d++ {
+		for p, p10 := 0, uint64(1); p <= 18; p, p10 = p+1, p10*10 {
+			for _, delta := range []int64{-1, 0, 1, 7} {
+				n := uint64(int64(p10) + delta)
+				for _, neg := range []bool{false, true} {
+					w := want(neg, n, d)
+					if got := appendFixed([]byte("x"), neg, n, d); string(got) != "x"+w {
+						t.Fatalf("appendFixed(%v, %d, %d) = %q, want %q", neg, n, d, got, "x"+w)
+					}
+					if got := appendFixed(roomy[:0], neg, n, d); string(got) != w {
+						t.Fatalf("appendFixed(%v, %d, %d) with room = %q, want %q", neg, n, d, got, w)
+					}
+				}
+			}
 		}
 	}
 }

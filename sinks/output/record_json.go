@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"math"
 	"strconv"
-	"time"
 
 	"github.com/streamscore/streamscore/internal/jsonstr"
 )
@@ -22,9 +21,40 @@ func appendString[S string | []byte](dst []byte, s S) []byte {
 // values, so 0.1f prints as 0.1). A float64 that holds a float32 value
 // exactly (the model scores and features, widened) is printed as that
 // float32: 0.93, not 0.9300000071525574; parsed back as float32 it is the
-// same number. Integers below 1e6 take a fast path with the same output.
+// same number. Such values take appendFloat32's fast paths; a float64
+// with at most three decimals (an amount in cents, a latency in whole
+// microseconds) takes appendFloat's own; the others appendFloatStrconv;
+// all with the same output.
 // JSON has no NaN or infinity: non-finite values are written as null.
 func appendFloat(dst []byte, f float64, bitSize int) []byte {
+	if f32 := float32(f); float64(f32) == f { // NaN fails
+		return appendFloat32(dst, f32)
+	}
+	// At most three decimals, 1e-3 <= |f| < 1e6 (plain decimals in 'g'):
+	// n = round(|f|·1000), then n/1000 (one correctly rounded division,
+	// as ParseFloat rounds) must give |f| back. Decimals of three places
+	// or fewer are 10^-3 apart, far more than f's rounding interval, so at
+	// most one lies in it: that one is the shortest, n without its
+	// trailing zeros. TestAppendFloat64 compares with strconv.
+	if a := math.Abs(f); bitSize == 64 && a >= 1e-3 && a < 1e6 {
+		n := float64(int64(a*1000 + 0.5))
+		if n/1000 == a {
+			u, d := uint64(n), 3
+			for u%10 == 0 && d > 0 {
+				u /= 10
+				d--
+			}
+			if d > 0 {
+				return appendFixed(dst, f < 0, u, d)
+			}
+		}
+	}
+	return appendFloatStrconv(dst, f, bitSize)
+}
+
+// appendFloatStrconv is appendFloat through strconv, with a fast path for
+// integers below 1e6 (same output).
+func appendFloatStrconv(dst []byte, f float64, bitSize int) []byte {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return append(dst, "null"...)
 	}
@@ -35,14 +65,6 @@ func appendFloat(dst []byte, f float64, bitSize int) []byte {
 		bitSize = 32
 	}
 	return strconv.AppendFloat(dst, f, 'g', -1, bitSize)
-}
-
-// appendTime appends t in UTC as an RFC 3339 string with nanoseconds
-// (trailing zeros trimmed), e.g. "2026-11-28T15:04:05.123Z".
-func appendTime(dst []byte, t time.Time) []byte {
-	dst = append(dst, '"')
-	dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
-	return append(dst, '"')
 }
 
 // appendBase64 appends b as a JSON string in standard base64 (with padding).
