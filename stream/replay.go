@@ -37,6 +37,7 @@ func (c *config) replayIgnored() []string {
 		{"WithCommitInterval", c.commitInterval != d.commitInterval},
 		{"WithLabelsTopic", c.labelsTopic != d.labelsTopic},
 		{"WithAudit", c.audit != d.audit},
+		{"WithAuditFormat", c.auditProto != d.auditProto},
 		{"WithRegisterer", c.reg != nil},
 		{"WithDecoderOptions", len(c.decoderOpts) > 0},
 		{"WithDialer", c.dialer != nil},
