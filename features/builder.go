@@ -30,6 +30,8 @@ var (
 
 const (
 	nWindows = 4 // offset-0 windows, same for cards and terminals
+	// nTerminalWindows is len(terminalWindows).
+	nTerminalWindows = nWindows + nLagged
 
 	// Row layout.
 	offAmount       = 0
@@ -244,6 +246,9 @@ func (b *Builder) applyCard(e *Event, t int64, amt float64, row []float32) (inse
 		b.cards.put(e.CardID, c)
 	}
 	first := !c.s.has()
+	if first {
+		c.inlineWins(t) // what add would do, with the windows inline
+	}
 	prevTS := c.s.maxTS
 	idx := c.s.add(t, amt, b.wins, len(b.wins), b.lateness, b.retain, b.maxPts)
 	inserted = idx >= 0

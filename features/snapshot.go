@@ -992,6 +992,9 @@ func (d *stateReader) labels() []labelPoint {
 func (d *stateReader) cardState(wins []window) *cardState {
 	c := &cardState{}
 	d.series(&c.s, nil, wins)
+	if d.err == nil && c.s.has() {
+		c.inlineWins(0)
+	}
 	c.country = d.str(maxStateString, "country")
 	c.lat, c.lon = d.f64(), d.f64()
 	c.hasGeo, c.headChanged = d.flag(), d.flag()
@@ -1002,6 +1005,9 @@ func (d *stateReader) cardState(wins []window) *cardState {
 func (d *stateReader) terminalState(wins []window) *terminalState {
 	t := &terminalState{}
 	d.series(&t.s, &t.txs, wins)
+	if d.err == nil && t.s.has() {
+		t.inlineWins(0)
+	}
 	t.labels = d.labels()
 	t.seen = d.i64()
 	return t

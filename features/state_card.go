@@ -9,8 +9,14 @@ package features
 // card_geo_velocity_kmh values Update wrote for the head, so that Peek can
 // reproduce them after the head's predecessor has been overwritten or
 // evicted. They fit in the padding of the struct (no extra memory).
+//
+// ws is the storage of s.ws (see inlineWins): the windows' state in the
+// same allocation as the card's, rather than one of its own, saves the
+// feature stage a pointer chase (a cache miss) per event and costs no
+// memory (the struct's size class holds what the two took).
 type cardState struct {
 	s           series
+	ws          [nWindows]winState
 	country     string // country of the head
 	lat, lon    float64
 	hasGeo      bool
@@ -20,6 +26,19 @@ type cardState struct {
 }
 
 func (c *cardState) lastSeen() int64 { return c.s.maxTS }
+
+// inlineWins moves the series' window states into c.ws (see cardState):
+// before the first point (it then sets what series.add would, the windows
+// and maxTS = t), or after a snapshot was read.
+func (c *cardState) inlineWins(t int64) {
+	switch {
+	case c.s.ws == nil:
+		c.s.ws, c.s.maxTS = c.ws[:], t
+	case len(c.s.ws) == len(c.ws) && &c.s.ws[0] != &c.ws[0]:
+		copy(c.ws[:], c.s.ws)
+		c.s.ws = c.ws[:]
+	}
+}
 
 // isHead reports whether e (at Unix ns t, with clamped amount amt) is the
 // card's head: the newest in-order transaction, with the same time, amount,

@@ -32,14 +32,28 @@ const noTxTime = math.MinInt64
 
 // terminalState is the state of one terminal: its transaction history and
 // the fraud labels attributed to it.
+//
+// ws is the storage of s.ws, as in cardState (inlineWins).
 type terminalState struct {
 	s      series
+	ws     [nTerminalWindows]winState
 	txs    []uint64     // hashLabelTx of each point's tx id, parallel to s.pts (ApplyLabel finds tx times there)
 	labels []labelPoint // sorted by ts
 	seen   int64        // newest event or label time
 }
 
 func (t *terminalState) lastSeen() int64 { return t.seen }
+
+// inlineWins is cardState.inlineWins for a terminal.
+func (t *terminalState) inlineWins(at int64) {
+	switch {
+	case t.s.ws == nil:
+		t.s.ws, t.s.maxTS = t.ws[:], at
+	case len(t.s.ws) == len(t.ws) && &t.s.ws[0] != &t.ws[0]:
+		copy(t.ws[:], t.s.ws)
+		t.s.ws = t.ws[:]
+	}
+}
 
 // evictLabels drops labels at or before seen-retain.
 func (t *terminalState) evictLabels(retain int64) {
@@ -323,6 +337,9 @@ func (s *Shared) observe(id, tx string, t int64, amt float64, row []float32) boo
 		st.m.put(id, ts)
 	}
 	ts.seen = max(ts.seen, t)
+	if !ts.s.has() {
+		ts.inlineWins(t) // what addTagged would do, with the windows inline
+	}
 	inserted := ts.s.addTagged(t, amt, hashLabelTx(s, tx), &ts.txs, s.wins, terminalSummed, s.lateness, s.retain, int32(s.cfg.maxPoints)) >= 0
 	s.features(ts, t, amt, inserted, row)
 	ts.evictLabels(s.retain)

@@ -560,3 +560,14 @@ func TestInvalidOptionsPanic(t *testing.T) {
 		})
 	}
 }
+
+// TestInlineWindows checks that the window states kept inline in the card
+// and terminal states (inlineWins) are as long as the windows they serve.
+func TestInlineWindows(t *testing.T) {
+	if got, want := len(cardState{}.ws), len(cardWindows); got != want {
+		t.Errorf("cardState.ws holds %d windows, want %d", got, want)
+	}
+	if got, want := len(terminalState{}.ws), len(terminalWindows); got != want {
+		t.Errorf("terminalState.ws holds %d windows, want %d", got, want)
+	}
+}

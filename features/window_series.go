@@ -210,47 +210,66 @@ func (s *series) grow(tags *[]uint64) {
 }
 
 // advance moves every window to the current maxTS.
+//
+// The hot loop of the feature stage (every event advances its card's and
+// its terminal's windows): it works on local copies of the points, the
+// window bounds and the subtraction count, so that the compiler keeps them
+// in registers and drops the bounds checks (writes through st would
+// otherwise make it reload s.pts at every step), and stores each window
+// back once. The floating-point operations and their order are those of a
+// plain loop over the points: the running sums are bit for bit the same.
 func (s *series) advance(wins []window, summed int) {
-	n := int32(len(s.pts))
-	for k, w := range wins[summed:] { // count only
-		st := &s.ws[summed+k]
-		end := s.maxTS - w.offset
-		for st.end < n && s.pts[st.end].ts <= end {
-			st.end++
+	pts := s.pts
+	ws := s.ws[:len(wins)]
+	maxTS := s.maxTS
+	for k := summed; k < len(wins); k++ { // count only
+		w := wins[k]
+		st := &ws[k]
+		lo, hi := uint(st.start), uint(st.end) // never negative
+		end := maxTS - w.offset
+		for hi < uint(len(pts)) && pts[hi].ts <= end {
+			hi++
 		}
 		start := end - w.length
-		for st.start < st.end && s.pts[st.start].ts <= start {
-			st.start++
+		for lo < hi && pts[lo].ts <= start {
+			lo++
 		}
+		st.start, st.end = int32(lo), int32(hi)
 	}
-	for k, w := range wins[:summed] {
-		st := &s.ws[k]
-		end := s.maxTS - w.offset
-		for st.end < n && s.pts[st.end].ts <= end {
-			v := s.pts[st.end].amt
-			st.sum += v
-			st.sq += v * v
-			st.end++
+	subs := s.subs
+	for k := range summed {
+		w := wins[k]
+		st := &ws[k]
+		lo, hi := uint(st.start), uint(st.end) // never negative
+		sum, sq := st.sum, st.sq
+		end := maxTS - w.offset
+		for hi < uint(len(pts)) && pts[hi].ts <= end {
+			v := pts[hi].amt
+			sum += v
+			sq += v * v
+			hi++
 		}
 		start := end - w.length
 		removed := false
-		for st.start < st.end && s.pts[st.start].ts <= start {
-			v := s.pts[st.start].amt
-			st.sum -= v
-			st.sq -= v * v
-			st.start++
-			s.subs++
+		for lo < hi && pts[lo].ts <= start {
+			v := pts[lo].amt
+			sum -= v
+			sq -= v * v
+			lo++
+			subs++
 			removed = true
 		}
 		if removed {
-			if st.start == st.end {
-				st.sum, st.sq = 0, 0
-			} else if math.IsInf(st.sum, 0) || math.IsNaN(st.sum) || math.IsInf(st.sq, 0) || math.IsNaN(st.sq) {
-				s.subs = math.MaxInt32
+			if lo == hi {
+				sum, sq = 0, 0
+			} else if math.IsInf(sum, 0) || math.IsNaN(sum) || math.IsInf(sq, 0) || math.IsNaN(sq) {
+				subs = math.MaxInt32
 			}
 		}
+		st.start, st.end, st.sum, st.sq = int32(lo), int32(hi), sum, sq
 	}
-	if s.subs > 64 && s.subs > n-s.off {
+	s.subs = subs
+	if subs > 64 && subs > int32(len(pts))-s.off {
 		s.resum(summed)
 	}
 }
