@@ -482,6 +482,9 @@ func benchSplit(b *testing.B, sharedOnly bool) {
 				bld := MustBuilder(s, eng.opt)
 				row := make([]float32, bld.Width())
 				b.ReportAllocs()
+				runtime.LockOSThread() // for threadCPU
+				defer runtime.UnlockOSThread()
+				cpu0, cpuOK := threadCPU()
 				i := 0
 				for b.Loop() {
 					if i > 0 && i%n == 0 {
@@ -496,6 +499,11 @@ func benchSplit(b *testing.B, sharedOnly bool) {
 						bld.UpdateLocal(e, row, s.Apply(e, row))
 					}
 					i++
+				}
+				if cpu1, ok := threadCPU(); ok && cpuOK && cpu1 > cpu0 {
+					// this thread's CPU time per event: steadier than ns/op
+					// on a shared machine (see benchUpdateOpts)
+					b.ReportMetric(float64(cpu1-cpu0)/float64(i), "cpu-ns/event")
 				}
 			})
 		}
