@@ -113,6 +113,7 @@ type Builder struct {
 	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
 	maxCards int          // WithMaxCards (0: unbounded); see state_cap.go
 	maxPts   int32        // WithMaxPoints (0: unbounded)
+	cal      calCache     // the calendar features of the last second
 }
 
 // NewBuilder returns a Builder whose terminal features come from s (a nil s
@@ -231,7 +232,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 		b.shared.sweep(b.n/sweepEvery, b.cards.clock)
 	}
 
-	calendar(e.TS, row)
+	b.cal.write(e.TS, row)
 }
 
 // applyCard applies e (at t, amount amt) to its card, writing the card
@@ -344,7 +345,7 @@ func (b *Builder) Peek(e *Event, row []float32) {
 	termLate := b.shared.peek(e.TerminalID, t, amt, row)
 	b.lastLate = termLate || cardLate
 
-	calendar(e.TS, row)
+	b.cal.write(e.TS, row)
 }
 
 // peekCardRow writes e's card columns and amount_log1p as Peek does,
@@ -456,15 +457,36 @@ func ratioZ(a30 agg, amt float64, row []float32) {
 	row[offCardZ] = f32(z)
 }
 
-// calendar writes the calendar features of ts.
-func calendar(ts time.Time, row []float32) {
+// calCache holds the calendar features of the last second a Builder
+// computed them for: the events of one second (all of them, at a rate of a
+// few per second and more) share them, and their sine and cosine are the
+// dearest part of a row after the windows. Not state: Peek uses it too.
+type calCache struct {
+	sec  int64 // Unix seconds of vals, when set
+	set  bool
+	vals [4]float32
+}
+
+// write writes the calendar features of ts, as calendar does. They depend
+// on ts's UTC clock and weekday, which are those of its Unix second.
+func (c *calCache) write(ts time.Time, row []float32) {
+	if sec := ts.Unix(); !c.set || sec != c.sec {
+		calendarTo(&c.vals, ts)
+		c.sec, c.set = sec, true
+	}
+	*(*[4]float32)(row[offCalendar : offCalendar+4]) = c.vals
+}
+
+// calendarTo writes the calendar features of ts to out: hour_sin,
+// hour_cos, is_weekend, is_night.
+func calendarTo(out *[4]float32, ts time.Time) {
 	u := ts.UTC()
 	h, m, s := u.Clock()
 	hour := float64(h) + float64(m)/60 + float64(s)/3600
-	row[offCalendar+0] = float32(math.Sin(2 * math.Pi * hour / 24))
-	row[offCalendar+1] = float32(math.Cos(2 * math.Pi * hour / 24))
-	row[offCalendar+2] = flag(u.Weekday() == time.Saturday || u.Weekday() == time.Sunday)
-	row[offCalendar+3] = flag(h <= 6)
+	out[0] = float32(math.Sin(2 * math.Pi * hour / 24))
+	out[1] = float32(math.Cos(2 * math.Pi * hour / 24))
+	out[2] = flag(u.Weekday() == time.Saturday || u.Weekday() == time.Sunday)
+	out[3] = flag(h <= 6)
 }
 
 // minStd floors the standard deviation and mean used as denominators (one

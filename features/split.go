@@ -211,7 +211,7 @@ func (b *Builder) UpdateLocal(e *Event, row []float32, sharedLate bool) {
 	if b.sp != nil {
 		b.globalSpec(e, amt, row)
 	} else {
-		calendar(e.TS, row)
+		b.cal.write(e.TS, row)
 	}
 }
 
@@ -250,7 +250,7 @@ func (b *Builder) PeekLocal(e *Event, row []float32, sharedLate bool) {
 		row = row[:width]
 		late = b.peekCardRow(e, t, amt, row) || late
 		b.lastLate = late
-		calendar(e.TS, row)
+		b.cal.write(e.TS, row)
 		return
 	}
 	sb := b.sp

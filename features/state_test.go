@@ -571,3 +571,37 @@ func TestInlineWindows(t *testing.T) {
 		t.Errorf("terminalState.ws holds %d windows, want %d", got, want)
 	}
 }
+
+// TestCalendarCache checks that the calendar features a Builder reuses
+// within one second (calCache) are those computed afresh, whatever the
+// order of the times (re-deliveries, late events, time zones).
+func TestCalendarCache(t *testing.T) {
+	sat := time.Date(2026, 3, 7, 6, 59, 59, 0, time.UTC) // Saturday, night
+	paris := time.FixedZone("CET", 3600)
+	tests := []struct {
+		name string
+		ts   time.Time
+	}{
+		{"first", sat},
+		{"same second, later", sat.Add(999 * time.Millisecond)},
+		{"next second: 07:00, day", sat.Add(time.Second)},
+		{"back a second", sat.Add(500 * time.Millisecond)},
+		{"same instant in another zone", sat.Add(500 * time.Millisecond).In(paris)},
+		{"next day: Sunday midnight", sat.Add(17*time.Hour + time.Second)},
+		{"Monday", sat.Add(41 * time.Hour)},
+		{"before 1970", time.Date(1969, 12, 31, 23, 59, 59, 500, time.UTC)},
+		{"the second after", time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)},
+	}
+	var c calCache
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			row := make([]float32, width)
+			c.write(tc.ts, row)
+			var want [4]float32
+			calendarTo(&want, tc.ts)
+			if got := [4]float32(row[offCalendar : offCalendar+4]); got != want {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
+	}
+}
