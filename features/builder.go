@@ -502,15 +502,16 @@ func flag(b bool) float32 {
 
 // f32 converts to float32, mapping NaN to 0 and clamping to the finite range.
 func f32(v float64) float32 {
+	if v >= -math.MaxFloat32 && v <= math.MaxFloat32 { // the usual case (one test less: NaN fails both)
+		return float32(v)
+	}
 	switch {
 	case v != v:
 		return 0
-	case v > math.MaxFloat32:
+	case v > 0:
 		return math.MaxFloat32
-	case v < -math.MaxFloat32:
-		return -math.MaxFloat32
 	}
-	return float32(v)
+	return -math.MaxFloat32
 }
 
 // nanos returns t as Unix nanoseconds, clamped to the supported event-time

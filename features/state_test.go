@@ -605,3 +605,31 @@ func TestCalendarCache(t *testing.T) {
 		})
 	}
 }
+
+func TestF32(t *testing.T) {
+	tests := []struct {
+		name string
+		v    float64
+		want float32
+	}{
+		{"zero", 0, 0},
+		{"negative zero", math.Copysign(0, -1), float32(math.Copysign(0, -1))},
+		{"ordinary", 1.1, float32(1.1)},
+		{"largest float32", math.MaxFloat32, math.MaxFloat32},
+		{"just above, rounds to it", math.Nextafter(math.MaxFloat32, math.Inf(1)), math.MaxFloat32},
+		{"beyond", 1e300, math.MaxFloat32},
+		{"+Inf", math.Inf(1), math.MaxFloat32},
+		{"-largest", -math.MaxFloat32, -math.MaxFloat32},
+		{"-beyond", -1e300, -math.MaxFloat32},
+		{"-Inf", math.Inf(-1), -math.MaxFloat32},
+		{"NaN", math.NaN(), 0},
+		{"tiny, to zero", 1e-300, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := f32(tc.v); math.Float32bits(got) != math.Float32bits(tc.want) {
+				t.Errorf("f32(%v) = %v, want %v", tc.v, got, tc.want)
+			}
+		})
+	}
+}
