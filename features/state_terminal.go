@@ -404,9 +404,11 @@ func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool,
 		// A label's transaction precedes it (txTs <= ts): only labels
 		// with ts after the window's start can count.
 		var fraud int64
-		for _, p := range known[labelsUpTo(known, to-w.length):] {
-			if p.txTs > to-w.length && p.txTs <= to {
-				fraud++
+		if len(known) > 0 { // (most terminals know no label: skip the search)
+			for _, p := range known[labelsUpTo(known, to-w.length):] {
+				if p.txTs > to-w.length && p.txTs <= to {
+					fraud++
+				}
 			}
 		}
 		rate := 0.0

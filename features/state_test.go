@@ -633,3 +633,38 @@ func TestF32(t *testing.T) {
 		})
 	}
 }
+
+// TestSeriesOverflowResum checks that running sums that overflowed (an
+// amount whose square is +Inf) are recomputed exactly once the huge
+// amounts have left the window, rather than staying Inf or NaN.
+func TestSeriesOverflowResum(t *testing.T) {
+	wins := []window{{0, hourNs}, {0, dayNs}}
+	tests := []struct {
+		name string
+		huge float64
+	}{
+		{"square overflows", 1e200},
+		{"sum and square overflow", math.MaxFloat64},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var s series
+			retain := maxSpan(wins)
+			ts := int64(0)
+			for i := range 3 {
+				s.add(ts, tc.huge, wins, len(wins), 0, retain, 0)
+				ts += int64(i+1) * int64(time.Minute)
+			}
+			for i := range 200 { // the huge ones leave the hour window
+				s.add(ts, float64(i%7)+0.25, wins, len(wins), 0, retain, 0)
+				ts += int64(time.Minute)
+			}
+			st := s.ws[0]
+			var want agg
+			s.sumRange(&want, st.start, st.end)
+			if st.sum != want.sum || st.sq != want.sq {
+				t.Errorf("hour window: running sum %v, sq %v; want %v, %v", st.sum, st.sq, want.sum, want.sq)
+			}
+		})
+	}
+}

@@ -262,7 +262,7 @@ func (s *series) advance(wins []window, summed int) {
 		if removed {
 			if lo == hi {
 				sum, sq = 0, 0
-			} else if math.IsInf(sum, 0) || math.IsNaN(sum) || math.IsInf(sq, 0) || math.IsNaN(sq) {
+			} else if !(sum-sum == 0 && sq-sq == 0) { // Inf or NaN (x-x is NaN), in one test each
 				subs = math.MaxInt32
 			}
 		}
