@@ -2,10 +2,10 @@ package features
 
 import (
 	"math"
-	"math/bits"
 	"math/rand/v2"
 	"sync/atomic"
 
+	"github.com/cespare/xxhash/v2"
 	"slices"
 	"sync"
 	"time"
@@ -191,73 +191,11 @@ func (s *Shared) stripe(id string) *stripe {
 // keyedHash is the 64-bit xxHash of s with seed key: process-independent
 // for a given key, which a snapshot carries (maphash's seed cannot be
 // saved). Not cryptographic; for stripes and label ids.
-//
-// It is XXH64 in one pass over s (the feature stage hashes two ids per
-// event: a terminal's stripe and a transaction's label hash), equal to
-// xxhash.Digest's ResetWithSeed, WriteString, Sum64 bit for bit
-// (TestKeyedHash), without the Digest's buffering.
 func keyedHash(key uint64, s string) uint64 {
-	const (
-		prime1 uint64 = 11400714785074694791
-		prime2 uint64 = 14029467366897019727
-		prime3 uint64 = 1609587929392839161
-		prime4 uint64 = 9650029242287828579
-		prime5 uint64 = 2870177450012600261
-	)
-	round := func(acc, in uint64) uint64 {
-		return bits.RotateLeft64(acc+in*prime2, 31) * prime1
-	}
-	n := len(s)
-	p := 0
-	var h uint64
-	if n >= 32 {
-		v1, v2, v3, v4 := key+prime1+prime2, key+prime2, key, key-prime1
-		for ; n-p >= 32; p += 32 {
-			v1 = round(v1, le64(s[p:]))
-			v2 = round(v2, le64(s[p+8:]))
-			v3 = round(v3, le64(s[p+16:]))
-			v4 = round(v4, le64(s[p+24:]))
-		}
-		h = bits.RotateLeft64(v1, 1) + bits.RotateLeft64(v2, 7) + bits.RotateLeft64(v3, 12) + bits.RotateLeft64(v4, 18)
-		for _, v := range [4]uint64{v1, v2, v3, v4} {
-			h ^= round(0, v)
-			h = h*prime1 + prime4
-		}
-	} else {
-		h = key + prime5
-	}
-	h += uint64(n)
-	for ; n-p >= 8; p += 8 {
-		h ^= round(0, le64(s[p:]))
-		h = bits.RotateLeft64(h, 27)*prime1 + prime4
-	}
-	if n-p >= 4 {
-		h ^= uint64(le32(s[p:])) * prime1
-		h = bits.RotateLeft64(h, 23)*prime2 + prime3
-		p += 4
-	}
-	for ; p < n; p++ {
-		h ^= uint64(s[p]) * prime5
-		h = bits.RotateLeft64(h, 11) * prime1
-	}
-	h ^= h >> 33
-	h *= prime2
-	h ^= h >> 29
-	h *= prime3
-	h ^= h >> 32
-	return h
-}
-
-// le64 and le32 read the first 8 and 4 bytes of s, little-endian.
-func le64(s string) uint64 {
-	_ = s[7]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
-}
-
-func le32(s string) uint32 {
-	_ = s[3]
-	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+	var d xxhash.Digest
+	d.ResetWithSeed(key)
+	d.WriteString(s)
+	return d.Sum64()
 }
 
 // mix64 is the splitmix64 finalizer.

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -668,27 +666,5 @@ func TestSeriesOverflowResum(t *testing.T) {
 				t.Errorf("hour window: running sum %v, sq %v; want %v, %v", st.sum, st.sq, want.sum, want.sq)
 			}
 		})
-	}
-}
-
-// TestKeyedHash checks the one-pass keyedHash against xxhash's Digest
-// (which it must equal bit for bit: snapshots carry stripes and label
-// hashes), for every length around its 4-, 8- and 32-byte steps.
-func TestKeyedHash(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	buf := make([]byte, 200)
-	for i := range buf {
-		buf[i] = byte(rng.Uint32())
-	}
-	for _, seed := range []uint64{0, 1, math.MaxUint64, rng.Uint64(), rng.Uint64()} {
-		for n := 0; n <= len(buf); n++ {
-			s := string(buf[len(buf)-n:])
-			var d xxhash.Digest
-			d.ResetWithSeed(seed)
-			d.WriteString(s)
-			if got, want := keyedHash(seed, s), d.Sum64(); got != want {
-				t.Fatalf("seed %#x, %d bytes: got %#x, want %#x", seed, n, got, want)
-			}
-		}
 	}
 }
