@@ -125,15 +125,31 @@ func (l *colLog) trim(below int64) {
 	if i == 0 {
 		return
 	}
+	n := len(l.offs) - i
+	if c := cap(l.offs); c > colLogShrinkMin && c > 4*n {
+		// After a burst (commits stalled while a sink was down, up to
+		// maxColLog entries): new slices of twice what is left, so the
+		// memory goes back once the commits move again.
+		offs, late, vals := make([]int64, n, 2*n), make([]bool, n, 2*n), make([]float32, n*l.width, 2*n*l.width)
+		copy(offs, l.offs[i:])
+		copy(late, l.late[i:])
+		copy(vals, l.vals[i*l.width:])
+		l.offs, l.late, l.vals = offs, late, vals
+		return
+	}
 	// Moved to the front, not resliced away: the slices keep their
 	// capacity, so the appends of a partition read at a steady rate stop
 	// allocating (reslicing made every append reallocate sooner or later:
 	// colLog.add's growslice was 2% of the engine's CPU).
-	n := copy(l.offs, l.offs[i:])
+	copy(l.offs, l.offs[i:])
 	l.offs = l.offs[:n]
 	l.late = l.late[:copy(l.late, l.late[i:])]
 	l.vals = l.vals[:copy(l.vals, l.vals[i*l.width:])]
 }
+
+// colLogShrinkMin is the capacity (entries) below which a trimmed colLog
+// keeps its slices whatever is left in them.
+const colLogShrinkMin = 4096
 
 func (l *colLog) len() int { return len(l.offs) }
 

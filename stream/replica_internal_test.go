@@ -133,3 +133,32 @@ func TestColLogSteadyAllocs(t *testing.T) {
 		t.Fatal("an offset below the trim is still kept")
 	}
 }
+
+// TestColLogShrinks: after a burst (commits stalled), a trim that leaves a
+// small part of a large log gives the memory back.
+func TestColLogShrinks(t *testing.T) {
+	cols := []int{0}
+	l := colLog{width: 1}
+	row := []float32{0}
+	const burst = 1 << 16
+	for off := range int64(burst) {
+		row[0] = float32(off)
+		l.add(off, false, row, cols)
+	}
+	l.trim(burst - 100)
+	for off := int64(burst); off < burst+10; off++ {
+		row[0] = float32(off)
+		l.add(off, false, row, cols)
+	}
+	if c := cap(l.offs); c >= colLogShrinkMin {
+		t.Errorf("capacity %d after trimming a burst of %d to 110 entries, want < %d", c, burst, colLogShrinkMin)
+	}
+	if l.len() != 110 {
+		t.Fatalf("%d kept, want 110", l.len())
+	}
+	for off := int64(burst - 100); off < burst+10; off++ {
+		if _, ok := l.get(off, row, cols); !ok || row[0] != float32(off) {
+			t.Fatalf("offset %d: ok %v, value %v", off, ok, row[0])
+		}
+	}
+}
