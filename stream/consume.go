@@ -306,14 +306,22 @@ func (p *Pipeline) retry(ctx context.Context, b *backoff, msg string, err error,
 // handOff hands the first n of recs (records of one partition in offset
 // order, at most st.handMax), decoded, to the stage in one slice, n as
 // many as the partition has credits free (at least 1: it waits for one).
-// It prepares the decoder for each (a schema lookup may wait), takes the
-// credits, tracks a claimed record's offset for the commits, counts the
+// It prepares the decoder for each (a schema lookup may wait; the slice
+// is cut before a message whose preparation may wait, which then leads
+// the next: preparedNow), takes the credits, tracks a claimed record's offset for the commits, counts the
 // slice as in flight (st.inFlight: the stage applies no wait bound while a
 // message is being decoded or queued), decodes and, in the repartition
 // mode, routes each message, and sends. It fails only when ctx ends (or
 // the decoder's preparation does, a schema registry down while stopping).
 func (p *Pipeline) handOff(ctx context.Context, st *stage, recs []Record, epoch uint64, replica bool, cr *credit) (int, error) {
 	for i := range recs {
+		if i > 0 && !preparedNow(p.cfg.eventDec, recs[i].Value) {
+			// Its preparation may wait (a schema lookup): the ones
+			// before it go now, counted in flight, and it leads the
+			// next slice (a slice's messages count only once taken).
+			recs = recs[:i]
+			break
+		}
 		if err := prepare(ctx, p.cfg.eventDec, recs[i].Value); err != nil {
 			return 0, err
 		}

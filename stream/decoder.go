@@ -31,7 +31,13 @@ type LabelDecoder interface {
 // decode a message (its writer schema from a registry). Prepare is called
 // by the partition's fetcher before the message is handed to the stage, and
 // may block (a registry down holds that partition); it returns an error
-// only when ctx is done. Safe for concurrent use.
+// only when ctx is done. Safe for concurrent use. A Preparer may also have
+// a method Prepared(value []byte) bool reporting, without blocking,
+// whether Prepare(value) would return at once (features/wire.Decoder has
+// it): then a fetcher hands the stage several messages per slice, cut
+// before one that has to wait; without it, one message per slice (the
+// messages already read must reach the stage while one waits, or the
+// event-time alignment would not see them).
 type Preparer interface {
 	Prepare(ctx context.Context, value []byte) error
 }
@@ -88,4 +94,17 @@ func prepare(ctx context.Context, d any, value []byte) error {
 		return p.Prepare(ctx, value)
 	}
 	return nil
+}
+
+// preparedNow reports whether value needs no waiting preparation by d: d
+// is no Preparer, or it says so (Prepared). A Preparer without Prepared
+// may always wait.
+func preparedNow(d any, value []byte) bool {
+	if _, ok := d.(Preparer); !ok {
+		return true
+	}
+	if pc, ok := d.(interface{ Prepared(value []byte) bool }); ok {
+		return pc.Prepared(value)
+	}
+	return false
 }

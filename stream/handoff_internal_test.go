@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -343,6 +345,84 @@ func TestPumpReplicaUntil(t *testing.T) {
 			}
 			if got := p.tracker.Partitions(); len(got) != 0 {
 				t.Fatalf("replica records tracked for the commits: %v", got)
+			}
+		})
+	}
+}
+
+// preparingDecoder is the JSON decoder with a Preparer that says a message
+// whose value starts with "{\"tx_id\":\"t-2\"" may wait (when prepared is
+// set), counting the Prepare calls.
+type preparingDecoder struct {
+	*features.Decoder
+	calls    int
+	prepared bool // has Prepared
+}
+
+func (d *preparingDecoder) Prepare(context.Context, []byte) error { d.calls++; return nil }
+
+type preparedDecoder struct{ *preparingDecoder }
+
+func (d preparedDecoder) Prepared(v []byte) bool {
+	return !strings.HasPrefix(string(v), `{"tx_id":"t-2"`)
+}
+
+// TestHandOffCutsBeforeWaitingPreparation: a slice is cut before a
+// message whose preparation may wait (a schema lookup), so the messages
+// already read reach the stage, counted, while it waits; a Preparer that
+// cannot tell hands one message per slice.
+func TestHandOffCutsBeforeWaitingPreparation(t *testing.T) {
+	dec, err := features.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour)
+	recs := make([]Record, 4)
+	for i := range recs {
+		ev := features.Event{TxID: fmt.Sprintf("t-%d", i), CardID: "c-1", TerminalID: "m-1", Amount: 10, TS: t0.Add(time.Duration(i) * time.Second)}
+		recs[i] = Record{Partition: 0, Offset: int64(i), Key: []byte("c-1"), Value: ev.AppendJSON(nil), Time: ev.TS, HighWater: 4}
+	}
+	for _, tc := range []struct {
+		name  string
+		dec   EventDecoder
+		want  []int // slice sizes
+		calls int   // Prepare calls
+	}{
+		{"json", dec, []int{4}, 0},
+		{"prepared", preparedDecoder{&preparingDecoder{Decoder: dec}}, []int{2, 2}, 4},
+		{"cannot-tell", &preparingDecoder{Decoder: dec}, []int{1, 1, 1, 1}, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := shippedPipeline(t, "handoff-prep", WithWorkers(1), WithAlignIdleWait(-1), WithEventDecoder(tc.dec))
+			st := newStage(p, []*worker{newWorker(p, 0)})
+			cr := newCredit(16)
+			st.credits = map[int]*credit{0: cr}
+			var sizes []int
+			rest := recs
+			for len(rest) > 0 {
+				n, err := p.handOff(context.Background(), st, rest, st.epoch, false, cr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := <-st.in
+				if len(h.pds) != n || h.pds[0].m.Offset != rest[0].Offset {
+					t.Fatalf("slice of %d from offset %d, handOff said %d from %d", len(h.pds), h.pds[0].m.Offset, n, rest[0].Offset)
+				}
+				sizes = append(sizes, n)
+				rest = rest[n:]
+			}
+			if !slices.Equal(sizes, tc.want) {
+				t.Errorf("slices %v, want %v", sizes, tc.want)
+			}
+			calls := 0
+			switch d := tc.dec.(type) {
+			case preparedDecoder:
+				calls = d.calls
+			case *preparingDecoder:
+				calls = d.calls
+			}
+			if calls != tc.calls {
+				t.Errorf("%d Prepare calls, want %d", calls, tc.calls)
 			}
 		})
 	}

@@ -283,6 +283,19 @@ func (d *Decoder) Prepare(ctx context.Context, b []byte) error {
 	}
 }
 
+// Prepared reports, without blocking, whether Prepare(b) would return at
+// once: b is not in the wire format (left to Decode) or the writer schema
+// its id names is cached. A fetcher hands the stage the messages before
+// one that is not prepared first, so that a registry lookup never holds
+// back messages it has already read.
+func (d *Decoder) Prepared(b []byte) bool {
+	id, _, err := header(b)
+	if err != nil {
+		return true
+	}
+	return d.cached(id) != nil
+}
+
 // entry returns schema id's entry, fetching and compiling it on a miss
 // (one fetch per id at a time).
 func (d *Decoder) entry(ctx context.Context, id int) (*entry, error) {

@@ -391,9 +391,18 @@ func TestRegistryDown(t *testing.T) {
 	}
 	msg := avroRecord(t, 1, avroV1, map[string]any{"tx_id": "t-1", "ts": t0, "card_id": "c", "terminal_id": "m", "amount": 1.0, "currency": nil, "mcc": nil})
 
+	if d.Prepared(msg) {
+		t.Fatal("Prepared before the schema was ever fetched")
+	}
+	if !d.Prepared([]byte(`{"tx_id":"t-1"}`)) {
+		t.Fatal("a message not in the wire format needs no preparation (Decode refuses it), Prepared = false")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	err = d.Prepare(ctx, msg)
 	cancel()
+	if d.Prepared(msg) {
+		t.Fatal("Prepared while the registry is down")
+	}
 	if !errors.Is(err, context.DeadlineExceeded) || fails.Load() == 0 {
 		t.Fatalf("Prepare with the registry down: %v, %d failures observed; want to be held until the deadline", err, fails.Load())
 	}
@@ -422,6 +431,9 @@ func TestRegistryDown(t *testing.T) {
 	}
 	if err := d.Prepare(context.Background(), msg); err != nil || ups.Load() != 1 {
 		t.Fatalf("a second Prepare: %v, %d ups; want nil and no new report", err, ups.Load())
+	}
+	if !d.Prepared(msg) {
+		t.Fatal("not Prepared once its schema is cached")
 	}
 	var ev features.Event
 	if err := d.Decode(msg, &ev); err != nil {
