@@ -74,5 +74,5 @@ func (c *credit) give() {
 	}
 }
 
-// held returns the credits taken (tests, and the stage's accounting).
+// held returns the credits taken (for tests).
 func (c *credit) held() int { return int(c.taken.Load()) }

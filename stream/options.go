@@ -499,13 +499,12 @@ func WithDecisionModels(names ...string) Option {
 	}
 }
 
-// WithQueueDepth sets how many fetched messages may wait for each worker
-// (default 4096). The fetch loop hands messages to the worker owning their
-// partition and blocks when that worker's queue is full; a deep queue lets it
-// run ahead through a long run of one partition's messages while the other
-// workers still have work. Memory is bounded by depth × workers messages.
-// The fetchers hand messages over in slices of up to min(64, depth), and the
-// queue holds max(1, depth/64) slices: at most depth messages wait in it.
+// WithQueueDepth sets how many fetched, decoded messages may wait in the
+// feature stage's input queue (default 4096): the partitions' fetchers
+// hand their messages over in slices of up to min(64, depth), and the
+// queue holds max(1, depth/64) slices, so at most depth messages wait in
+// it; a fetcher blocks while it is full. What each partition may have in
+// flight beyond the queue is bounded by its credits (4096 messages).
 func WithQueueDepth(n int) Option {
 	return func(c *config) error {
 		if n < 1 || n > 1<<20 {

@@ -95,7 +95,9 @@ func equalStrings(a, b []string) bool {
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
-// returns the extended slice. It does not allocate when dst has capacity.
+// returns the extended slice. It does not allocate when dst has capacity;
+// it may use up to 24 bytes of dst's spare capacity past what it appends
+// as scratch (numbers are written there and moved down).
 func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = r.ScoreRecord.appendFields(dst)

@@ -12,8 +12,10 @@ import (
 // the JSON audit record, for archives and consumers that would rather not
 // parse 39 decimal numbers per event. Feature values are the float32s the
 // models saw, bit for bit (packed fixed32), the names beside them in the
-// same order; scores, thresholds and reasons are doubles holding the values
-// the JSON record prints. A Score's model is the ident the JSON record
+// same order; scores, thresholds and reasons are the record's float64
+// values (a score is a float32 widened: 0.93 in JSON, which prints
+// float32-exact values in float32's shortest form, is 0.9300000071525574
+// here; narrow it to float32 to compare). A Score's model is the ident the JSON record
 // writes under "models" (or "shadow_models") for that name. Fields are only
 // ever added to this message, never renumbered.
 const AuditProtoSchema = `syntax = "proto3";

@@ -117,7 +117,8 @@ func TestAuditAppendProto(t *testing.T) {
 	shadow.Shadow = []NamedScore{{"fraud", 0.41}}
 	shadow.ShadowModels = []NamedModel{{"fraud", "fraud-mlp@4 sha256:9f00aa11bb22"}}
 	shadow.Late, shadow.CardKeyID = true, "k2"
-	shadow.Features = []float32{float32(math.NaN()), float32(math.Inf(-1)), -0.0}
+	shadow.Features = []float32{float32(math.NaN()), float32(math.Inf(-1)), float32(math.Copysign(0, -1))}
+	shadow.Reasons = append(shadow.Reasons, Reason{"negative_zero", math.Copysign(0, -1)})
 	tests := []struct {
 		name string
 		rec  AuditRecord

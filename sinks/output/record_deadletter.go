@@ -80,7 +80,9 @@ func cutText(s string, n int) string {
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
-// returns the extended slice. It does not allocate when dst has capacity.
+// returns the extended slice. It does not allocate when dst has capacity;
+// it may use up to 24 bytes of dst's spare capacity past what it appends
+// as scratch (numbers are written there and moved down).
 func (r *DeadLetterRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = appendKey(dst, "topic", true)

@@ -51,9 +51,12 @@ var pow5 = [...]uint64{1, 5, 25, 125, 625, 3125, 15625, 78125, 390625, 1953125, 
 // lies in it. Hence: if round(f·10^(D−1)) fits, it is the only candidate
 // of D−1 places or fewer, and the shortest is it with its trailing zeros
 // dropped (a value with cents: 57.2 at D−1 = 3 is 57200, two zeros); if it
-// does not, the answer is round(f·10^D) (a log or a ratio). Everything else
-// (other ranges, powers of two, exact .5 ties of f·10^d) goes to
-// appendFloatStrconv; 0 and integers go to strconv.AppendInt at once.
+// does not, the answer is round(f·10^D) (a log or a ratio). Values with
+// 2^-33 <= |f| < 1e-4 (printed with an exponent) go to appendFloat32Exp,
+// the same two tests in integers; +0 is written at once and the integers
+// of the range go to strconv.AppendInt; everything else (−0, other
+// ranges, powers of two, exact .5 ties of f·10^d) goes to
+// appendFloatStrconv.
 // TestAppendFloat32 compares appendFloat32 and appendFloat with strconv
 // alone on every float32 of the range when STREAMSCORE_EXHAUSTIVE is set,
 // and on millions of values otherwise.

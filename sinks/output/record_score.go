@@ -128,7 +128,9 @@ func (c *encodedMaps) appendScores(dst []byte, scores []NamedScore) []byte {
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
-// returns the extended slice. It does not allocate when dst has capacity.
+// returns the extended slice. It does not allocate when dst has capacity;
+// it may use up to 24 bytes of dst's spare capacity past what it appends
+// as scratch (numbers are written there and moved down).
 func (r *ScoreRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = r.appendFields(dst)
