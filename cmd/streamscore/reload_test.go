@@ -175,6 +175,11 @@ func TestReloaderModelsDir(t *testing.T) {
 			break
 		}
 	}
+	// Both reloads (signature first, then the model) may have run before
+	// the snapshot above, the second's notice still queued: consume it,
+	// or the next step's "no reload" sees it.
+	target.settle(100 * time.Millisecond)
+	active, ok, failed, _ = target.snapshot()
 	okV2 := ok
 	if ok < 1 || ok > 2 || failed != 0 {
 		t.Fatalf("after v2: active %v, ok %d, failed %d", active, ok, failed)
