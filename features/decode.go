@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -439,7 +438,7 @@ func (p *parse) value(f int) bool {
 		if !ok {
 			return false
 		}
-		v, err := strconv.ParseFloat(string(s.b[start:end]), 64)
+		v, err := parseNumber(s.b[start:end])
 		reason := ReasonInvalidGeo
 		if f == fAmount {
 			reason = ReasonInvalidAmount

@@ -1,6 +1,9 @@
 package features
 
 import (
+	"encoding/binary"
+	"math/bits"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -23,6 +26,36 @@ var strSpecial = func() (t [256]uint8) {
 	}
 	return t
 }()
+
+// Bytes repeated in each lane of a word, for skipPlain.
+const (
+	lanes01 = 0x0101010101010101
+	lanes20 = 0x2020202020202020
+	lanes80 = 0x8080808080808080
+	lanesQ  = lanes01 * '"'
+	lanesBS = lanes01 * '\\'
+)
+
+// skipPlain returns the index of the first byte at or after i that
+// strSpecial marks, or len(b). It tests eight bytes at a time: a lane's high
+// bit is set in m for a byte >= 0x80, < 0x20, '"' or '\\'. A subtraction's
+// borrow can only set bits in lanes above a lane that is itself marked, so
+// the lowest set bit is exact.
+func skipPlain(b []byte, i int) int {
+	for i+8 <= len(b) {
+		w := binary.LittleEndian.Uint64(b[i:])
+		q, bs := w^lanesQ, w^lanesBS
+		m := ((w-lanes20)&^w | (q-lanes01)&^q | (bs-lanes01)&^bs | w) & lanes80
+		if m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+		i += 8
+	}
+	for i < len(b) && strSpecial[b[i]] == 0 {
+		i++
+	}
+	return i
+}
 
 // scanner is a single-pass JSON tokenizer over one message. It records the
 // first syntax error (reason, text and offset) and never panics.
@@ -75,9 +108,7 @@ func (s *scanner) str() (start, end int, esc, ok bool) {
 	start = i
 	high := false
 	for {
-		for i < len(b) && strSpecial[b[i]] == 0 {
-			i++
-		}
+		i = skipPlain(b, i)
 		if i >= len(b) {
 			s.i = i
 			return 0, 0, false, s.fail(ReasonMalformedJSON, "unterminated string")
@@ -424,11 +455,31 @@ func parseRFC3339(b []byte) (time.Time, bool) {
 	default:
 		return time.Time{}, false
 	}
-	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC)
-	if offset != 0 {
-		t = t.Add(-time.Duration(offset) * time.Second)
+	unix := daysSinceEpoch(year, month, day)*86400 + int64(hour*3600+minute*60+sec-offset)
+	return time.Unix(unix, int64(nsec)).UTC(), true
+}
+
+// daysSinceEpoch returns the number of days from 1970-01-01 to the given
+// valid date of the proleptic Gregorian calendar (negative before it): the
+// days_from_civil algorithm of H. Hinnant, with March as the year's first
+// month so that February's leap day comes last. The result is the Time
+// time.Date(year, month, day, …, time.UTC) makes, without its
+// normalisation, which a validated date does not need.
+func daysSinceEpoch(year, month, day int) int64 {
+	y := int64(year)
+	if month <= 2 {
+		y--
 	}
-	return t, true
+	era := y
+	if era < 0 {
+		era -= 399
+	}
+	era /= 400
+	yoe := y - era*400                     // [0, 399]
+	mp := int64(month+9) % 12              // March = 0
+	doy := (153*mp+2)/5 + int64(day) - 1   // [0, 365]
+	doe := yoe*365 + yoe/4 - yoe/100 + doy // [0, 146096]
+	return era*146097 + doe - 719468
 }
 
 func digits(b []byte) (int, bool) {
@@ -453,4 +504,88 @@ func daysIn(month, year int) int {
 		return 30
 	}
 	return 31
+}
+
+// float64pow10 holds the powers of ten a float64 represents exactly.
+var float64pow10 = [...]float64{
+	1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
+	1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+	1e20, 1e21, 1e22,
+}
+
+// parseNumber converts a number num has validated, with the result and
+// error of strconv.ParseFloat(string(b), 64). Numbers of at most 15
+// significant digits and a decimal exponent within ±22 (amounts,
+// coordinates) are converted in place: the mantissa and the power of ten
+// are both exact float64s, so the one multiplication or division rounds
+// correctly, as ParseFloat does; the others go to ParseFloat.
+func parseNumber(b []byte) (float64, error) {
+	if v, ok := exactNumber(b); ok {
+		return v, nil
+	}
+	return strconv.ParseFloat(string(b), 64)
+}
+
+// exactNumber is parseNumber's fast path; ok is false when it does not
+// apply.
+func exactNumber(b []byte) (v float64, ok bool) {
+	i, neg := 0, false
+	if len(b) > 0 && b[0] == '-' {
+		neg, i = true, 1
+	}
+	var mant uint64
+	nd, e10 := 0, 0 // significant digits, decimal exponent
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		if mant == 0 && b[i] == '0' {
+			continue
+		}
+		mant = mant*10 + uint64(b[i]-'0')
+		nd++
+	}
+	if i < len(b) && b[i] == '.' {
+		for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+			e10--
+			if mant == 0 && b[i] == '0' {
+				continue
+			}
+			mant = mant*10 + uint64(b[i]-'0')
+			nd++
+		}
+	}
+	if nd > 15 {
+		return 0, false
+	}
+	if i < len(b) { // 'e' or 'E'
+		i++
+		eneg := false
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			eneg = b[i] == '-'
+			i++
+		}
+		x := 0
+		for ; i < len(b); i++ {
+			if x > 1000 {
+				return 0, false
+			}
+			x = x*10 + int(b[i]-'0')
+		}
+		if eneg {
+			x = -x
+		}
+		e10 += x
+	}
+	v = float64(mant)
+	switch {
+	case mant == 0:
+	case e10 >= 0 && e10 < len(float64pow10):
+		v *= float64pow10[e10]
+	case e10 < 0 && -e10 < len(float64pow10):
+		v /= float64pow10[-e10]
+	default:
+		return 0, false
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
 }
