@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -339,23 +338,6 @@ func appendUnescaped(dst, raw []byte) []byte {
 		start = i
 	}
 	return append(dst, raw[start:]...)
-}
-
-// writeUnescaped is appendUnescaped for a strings.Builder.
-func writeUnescaped(w *strings.Builder, raw []byte) {
-	start := 0
-	for i := 0; i < len(raw); {
-		if raw[i] != '\\' {
-			i++
-			continue
-		}
-		w.Write(raw[start:i])
-		var r rune
-		r, i = unescapeAt(raw, i)
-		w.WriteRune(r)
-		start = i
-	}
-	w.Write(raw[start:])
 }
 
 // unescapeAt decodes the validated escape at raw[i] and returns the rune and
