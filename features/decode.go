@@ -591,10 +591,11 @@ func (p *parse) strings(out [nStrFields]*string, card, alias []byte, aliasOut *s
 	// strings.Builder.String does, without the Builder's checks per Write.
 	buf := make([]byte, 0, total)
 	var bounds [nStrFields][2]int
-	for f, sp := range p.str {
+	for f := range p.str { // by index: ranging over the array would copy it
 		if out[f] == nil {
 			continue
 		}
+		sp := &p.str[f]
 		bounds[f][0] = len(buf)
 		if f == fCardID && card != nil {
 			buf = append(buf, card...)

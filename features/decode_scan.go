@@ -75,6 +75,9 @@ func (s *scanner) fail(reason, msg string) bool {
 
 func (s *scanner) ws() {
 	i := s.i
+	if i < len(s.b) && s.b[i] > ' ' { // compact JSON: no whitespace at all
+		return
+	}
 	for i < len(s.b) {
 		switch s.b[i] {
 		case ' ', '\t', '\n', '\r':
@@ -448,20 +451,19 @@ func parseRFC3339(b []byte) (time.Time, bool) {
 // time.Date(year, month, day, …, time.UTC) makes, without its
 // normalisation, which a validated date does not need.
 func daysSinceEpoch(year, month, day int) int64 {
-	y := int64(year)
+	// Counted from 1 March of year -400 so that every quantity is
+	// unsigned (cheaper divisions): year is 0-9999 (four digits).
+	y := uint64(year + 400)
+	mp := uint64(month - 3) // March = 0
 	if month <= 2 {
 		y--
+		mp = uint64(month + 9)
 	}
-	era := y
-	if era < 0 {
-		era -= 399
-	}
-	era /= 400
-	yoe := y - era*400                     // [0, 399]
-	mp := int64(month+9) % 12              // March = 0
-	doy := (153*mp+2)/5 + int64(day) - 1   // [0, 365]
-	doe := yoe*365 + yoe/4 - yoe/100 + doy // [0, 146096]
-	return era*146097 + doe - 719468
+	era := y / 400
+	yoe := y - era*400                             // [0, 399]
+	doy := (153*mp+2)/5 + uint64(day) - 1          // [0, 365]
+	doe := yoe*365 + yoe/4 - yoe/100 + doy         // [0, 146096]
+	return int64(era*146097+doe) - 719468 - 146097 // 146097 days: the 400 years added
 }
 
 func digits(b []byte) (int, bool) {
