@@ -438,7 +438,7 @@ func (p *parse) value(f int) bool {
 		if !ok {
 			return false
 		}
-		v, err := parseNumber(s.b[start:end])
+		v, err := s.parseNumber(s.b[start:end])
 		reason := ReasonInvalidGeo
 		if f == fAmount {
 			reason = ReasonInvalidAmount

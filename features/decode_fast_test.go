@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,7 +15,11 @@ import (
 
 func checkParseNumber(t *testing.T, s string) {
 	t.Helper()
-	got, gerr := parseNumber([]byte(s))
+	sc := scanner{b: []byte(s)}
+	if start, end, _, ok := sc.num(); !ok || start != 0 || end != len(s) {
+		t.Fatalf("num(%q) = %d, %d, %v", s, start, end, ok)
+	}
+	got, gerr := sc.parseNumber(sc.b)
 	want, werr := strconv.ParseFloat(s, 64)
 	if math.Float64bits(got) != math.Float64bits(want) || (gerr == nil) != (werr == nil) || (gerr != nil && gerr.Error() != werr.Error()) {
 		t.Fatalf("parseNumber(%q) = %v (%#x), %v; ParseFloat: %v (%#x), %v", s, got, math.Float64bits(got), gerr, want, math.Float64bits(want), werr)
@@ -32,6 +37,11 @@ func TestParseNumberMatchesParseFloat(t *testing.T) {
 	} {
 		checkParseNumber(t, s)
 	}
+	// An exponent beyond the count of num (and of strconv, which stops
+	// counting at 10,000 too, and so returns 1 for the first), offset by as
+	// many fraction digits.
+	checkParseNumber(t, "0."+strings.Repeat("0", 9999)+"1e100000")
+	checkParseNumber(t, "0."+strings.Repeat("0", 9999)+"1e10000")
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 200000 {
 		var b []byte

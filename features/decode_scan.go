@@ -64,6 +64,18 @@ type scanner struct {
 	reason string
 	msg    string
 	pos    int
+	num10  decimal // the last number num scanned
+}
+
+// decimal is a number as num reads it, for decimal.float: mant holds its
+// significant digits (nd of them; wrapped when nd > 19) and e10 the power
+// of ten that scales mant to the value; big is true when the exponent
+// written has more than four digits' worth (e10 is then not exact).
+type decimal struct {
+	mant    uint64
+	nd, e10 int
+	neg     bool
+	big     bool
 }
 
 func (s *scanner) fail(reason, msg string) bool {
@@ -199,12 +211,14 @@ func hex4(b []byte) (rune, bool) {
 }
 
 // num scans a JSON number and reports whether it is an integer (no fraction,
-// no exponent).
+// no exponent). It leaves the number's digits in s.num10.
 func (s *scanner) num() (start, end int, isInt, ok bool) {
 	b := s.b
 	start = s.i
 	i := s.i
+	d := decimal{}
 	if i < len(b) && b[i] == '-' {
+		d.neg = true
 		i++
 	}
 	switch {
@@ -212,6 +226,8 @@ func (s *scanner) num() (start, end int, isInt, ok bool) {
 		i++
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			d.mant = d.mant*10 + uint64(b[i]-'0')
+			d.nd++
 			i++
 		}
 	default:
@@ -221,32 +237,50 @@ func (s *scanner) num() (start, end int, isInt, ok bool) {
 	isInt = true
 	if i < len(b) && b[i] == '.' {
 		i++
-		d := i
+		f := i
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			if d.mant != 0 || b[i] != '0' { // leading zeros are not significant
+				d.mant = d.mant*10 + uint64(b[i]-'0')
+				d.nd++
+			}
 			i++
 		}
-		if i == d {
+		if i == f {
 			s.i = i
 			return 0, 0, false, s.fail(ReasonMalformedJSON, "invalid number")
 		}
+		d.e10 = f - i
 		isInt = false
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		i++
+		eneg := false
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			eneg = b[i] == '-'
 			i++
 		}
-		d := i
+		f := i
+		x := 0
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			if x < 10000 {
+				x = x*10 + int(b[i]-'0')
+			} else {
+				d.big = true
+			}
 			i++
 		}
-		if i == d {
+		if i == f {
 			s.i = i
 			return 0, 0, false, s.fail(ReasonMalformedJSON, "invalid number")
 		}
+		if eneg {
+			x = -x
+		}
+		d.e10 += x
 		isInt = false
 	}
 	s.i = i
+	s.num10 = d
 	return start, i, isInt, true
 }
 
@@ -497,79 +531,37 @@ var float64pow10 = [...]float64{
 	1e20, 1e21, 1e22,
 }
 
-// parseNumber converts a number num has validated, with the result and
-// error of strconv.ParseFloat(string(b), 64). Numbers of at most 15
-// significant digits and a decimal exponent within ±22 (amounts,
-// coordinates) are converted in place: the mantissa and the power of ten
-// are both exact float64s, so the one multiplication or division rounds
-// correctly, as ParseFloat does; the others go to ParseFloat.
-func parseNumber(b []byte) (float64, error) {
-	if v, ok := exactNumber(b); ok {
-		return v, nil
-	}
-	return strconv.ParseFloat(string(b), 64)
-}
-
-// exactNumber is parseNumber's fast path; ok is false when it does not
-// apply.
-func exactNumber(b []byte) (v float64, ok bool) {
-	i, neg := 0, false
-	if len(b) > 0 && b[0] == '-' {
-		neg, i = true, 1
-	}
-	var mant uint64
-	nd, e10 := 0, 0 // significant digits, decimal exponent
-	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		if mant == 0 && b[i] == '0' {
-			continue
-		}
-		mant = mant*10 + uint64(b[i]-'0')
-		nd++
-	}
-	if i < len(b) && b[i] == '.' {
-		for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-			e10--
-			if mant == 0 && b[i] == '0' {
-				continue
-			}
-			mant = mant*10 + uint64(b[i]-'0')
-			nd++
-		}
-	}
-	if nd > 15 {
+// float returns the number d holds and true when a float64 division or
+// multiplication gives it exactly as strconv.ParseFloat would (at most 15
+// significant digits, a decimal exponent within ±22: the mantissa and the
+// power of ten are both exact float64s, so the one operation rounds
+// correctly, as ParseFloat does), and false otherwise (amounts and
+// coordinates nearly always fit).
+func (d *decimal) float() (float64, bool) {
+	if d.nd > 15 || d.big {
 		return 0, false
 	}
-	if i < len(b) { // 'e' or 'E'
-		i++
-		eneg := false
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			eneg = b[i] == '-'
-			i++
-		}
-		x := 0
-		for ; i < len(b); i++ {
-			if x > 1000 {
-				return 0, false
-			}
-			x = x*10 + int(b[i]-'0')
-		}
-		if eneg {
-			x = -x
-		}
-		e10 += x
-	}
-	v = float64(mant)
-	switch {
-	case mant == 0:
-	case e10 >= 0 && e10 < len(float64pow10):
-		v *= float64pow10[e10]
-	case e10 < 0 && -e10 < len(float64pow10):
-		v /= float64pow10[-e10]
+	v := float64(d.mant)
+	switch e := d.e10; {
+	case d.mant == 0:
+	case e >= 0 && e < len(float64pow10):
+		v *= float64pow10[e]
+	case e < 0 && -e < len(float64pow10):
+		v /= float64pow10[-e]
 	default:
 		return 0, false
 	}
-	if neg {
+	if d.neg {
 		v = -v
 	}
 	return v, true
+}
+
+// parseNumber returns the value and error of strconv.ParseFloat(b) for a
+// number that num has just scanned into s.num10 from b.
+func (s *scanner) parseNumber(b []byte) (float64, error) {
+	if v, ok := s.num10.float(); ok {
+		return v, nil
+	}
+	return strconv.ParseFloat(string(b), 64)
 }
