@@ -4,10 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Stable machine-readable reason codes for dead letters.
@@ -439,7 +438,7 @@ func (p *parse) value(f int) bool {
 		if !ok {
 			return false
 		}
-		v, err := strconv.ParseFloat(string(s.b[start:end]), 64)
+		v, err := s.parseNumber(s.b[start:end])
 		reason := ReasonInvalidGeo
 		if f == fAmount {
 			reason = ReasonInvalidAmount
@@ -549,7 +548,9 @@ func (d *Decoder) protect(p *parse, dst []byte) (pseudonym, alias []byte, err er
 		if p.present&(1<<f) == 0 || (f == fCardID && key != nil) {
 			continue
 		}
-		if sp := p.str[f]; panIn(p.s.b[sp.start:sp.end]) {
+		// Shorter than minPANDigits bytes, a value cannot hold that many
+		// digits (nor escapes of them): panIn's own first test, without the call.
+		if sp := p.str[f]; sp.end-sp.start >= minPANDigits && panIn(p.s.b[sp.start:sp.end]) {
 			return nil, nil, &DecodeError{Reason: ReasonClearPAN, Field: fieldNames[f], Err: errClearPAN}
 		}
 	}
@@ -586,26 +587,28 @@ func (p *parse) strings(out [nStrFields]*string, card, alias []byte, aliasOut *s
 	for f := range p.str {
 		total += p.str[f].end - p.str[f].start
 	}
-	var sb strings.Builder
-	sb.Grow(total)
+	// buf is never written after the string is made from it: this is what
+	// strings.Builder.String does, without the Builder's checks per Write.
+	buf := make([]byte, 0, total)
 	var bounds [nStrFields][2]int
-	for f, sp := range p.str {
+	for f := range p.str { // by index: ranging over the array would copy it
 		if out[f] == nil {
 			continue
 		}
-		bounds[f][0] = sb.Len()
+		sp := &p.str[f]
+		bounds[f][0] = len(buf)
 		if f == fCardID && card != nil {
-			sb.Write(card)
+			buf = append(buf, card...)
 		} else if sp.esc {
-			writeUnescaped(&sb, p.s.b[sp.start:sp.end])
+			buf = appendUnescaped(buf, p.s.b[sp.start:sp.end])
 		} else {
-			sb.Write(p.s.b[sp.start:sp.end])
+			buf = append(buf, p.s.b[sp.start:sp.end]...)
 		}
-		bounds[f][1] = sb.Len()
+		bounds[f][1] = len(buf)
 	}
-	aliasAt := sb.Len()
-	sb.Write(alias)
-	all := sb.String()
+	aliasAt := len(buf)
+	buf = append(buf, alias...)
+	all := unsafe.String(unsafe.SliceData(buf), len(buf))
 	for f, o := range out {
 		if o != nil {
 			*o = all[bounds[f][0]:bounds[f][1]]

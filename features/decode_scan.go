@@ -1,7 +1,9 @@
 package features
 
 import (
-	"strings"
+	"encoding/binary"
+	"math/bits"
+	"strconv"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -24,6 +26,36 @@ var strSpecial = func() (t [256]uint8) {
 	return t
 }()
 
+// Bytes repeated in each lane of a word, for skipPlain.
+const (
+	lanes01 = 0x0101010101010101
+	lanes20 = 0x2020202020202020
+	lanes80 = 0x8080808080808080
+	lanesQ  = lanes01 * '"'
+	lanesBS = lanes01 * '\\'
+)
+
+// skipPlain returns the index of the first byte at or after i that
+// strSpecial marks, or len(b). It tests eight bytes at a time: a lane's high
+// bit is set in m for a byte >= 0x80, < 0x20, '"' or '\\'. A subtraction's
+// borrow can only set bits in lanes above a lane that is itself marked, so
+// the lowest set bit is exact.
+func skipPlain(b []byte, i int) int {
+	for i+8 <= len(b) {
+		w := binary.LittleEndian.Uint64(b[i:])
+		q, bs := w^lanesQ, w^lanesBS
+		m := ((w-lanes20)&^w | (q-lanes01)&^q | (bs-lanes01)&^bs | w) & lanes80
+		if m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+		i += 8
+	}
+	for i < len(b) && strSpecial[b[i]] == 0 {
+		i++
+	}
+	return i
+}
+
 // scanner is a single-pass JSON tokenizer over one message. It records the
 // first syntax error (reason, text and offset) and never panics.
 type scanner struct {
@@ -32,6 +64,18 @@ type scanner struct {
 	reason string
 	msg    string
 	pos    int
+	num10  decimal // the last number num scanned
+}
+
+// decimal is a number as num reads it, for decimal.float: mant holds its
+// significant digits (nd of them; wrapped when nd > 19) and e10 the power
+// of ten that scales mant to the value; big is true when the exponent
+// written has more than four digits' worth (e10 is then not exact).
+type decimal struct {
+	mant    uint64
+	nd, e10 int
+	neg     bool
+	big     bool
 }
 
 func (s *scanner) fail(reason, msg string) bool {
@@ -43,6 +87,9 @@ func (s *scanner) fail(reason, msg string) bool {
 
 func (s *scanner) ws() {
 	i := s.i
+	if i < len(s.b) && s.b[i] > ' ' { // compact JSON: no whitespace at all
+		return
+	}
 	for i < len(s.b) {
 		switch s.b[i] {
 		case ' ', '\t', '\n', '\r':
@@ -75,9 +122,7 @@ func (s *scanner) str() (start, end int, esc, ok bool) {
 	start = i
 	high := false
 	for {
-		for i < len(b) && strSpecial[b[i]] == 0 {
-			i++
-		}
+		i = skipPlain(b, i)
 		if i >= len(b) {
 			s.i = i
 			return 0, 0, false, s.fail(ReasonMalformedJSON, "unterminated string")
@@ -166,12 +211,14 @@ func hex4(b []byte) (rune, bool) {
 }
 
 // num scans a JSON number and reports whether it is an integer (no fraction,
-// no exponent).
+// no exponent). It leaves the number's digits in s.num10.
 func (s *scanner) num() (start, end int, isInt, ok bool) {
 	b := s.b
 	start = s.i
 	i := s.i
+	d := decimal{}
 	if i < len(b) && b[i] == '-' {
+		d.neg = true
 		i++
 	}
 	switch {
@@ -179,6 +226,8 @@ func (s *scanner) num() (start, end int, isInt, ok bool) {
 		i++
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			d.mant = d.mant*10 + uint64(b[i]-'0')
+			d.nd++
 			i++
 		}
 	default:
@@ -188,32 +237,50 @@ func (s *scanner) num() (start, end int, isInt, ok bool) {
 	isInt = true
 	if i < len(b) && b[i] == '.' {
 		i++
-		d := i
+		f := i
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			if d.mant != 0 || b[i] != '0' { // leading zeros are not significant
+				d.mant = d.mant*10 + uint64(b[i]-'0')
+				d.nd++
+			}
 			i++
 		}
-		if i == d {
+		if i == f {
 			s.i = i
 			return 0, 0, false, s.fail(ReasonMalformedJSON, "invalid number")
 		}
+		d.e10 = f - i
 		isInt = false
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		i++
+		eneg := false
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			eneg = b[i] == '-'
 			i++
 		}
-		d := i
+		f := i
+		x := 0
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			if x < 10000 {
+				x = x*10 + int(b[i]-'0')
+			} else {
+				d.big = true
+			}
 			i++
 		}
-		if i == d {
+		if i == f {
 			s.i = i
 			return 0, 0, false, s.fail(ReasonMalformedJSON, "invalid number")
 		}
+		if eneg {
+			x = -x
+		}
+		d.e10 += x
 		isInt = false
 	}
 	s.i = i
+	s.num10 = d
 	return start, i, isInt, true
 }
 
@@ -308,23 +375,6 @@ func appendUnescaped(dst, raw []byte) []byte {
 		start = i
 	}
 	return append(dst, raw[start:]...)
-}
-
-// writeUnescaped is appendUnescaped for a strings.Builder.
-func writeUnescaped(w *strings.Builder, raw []byte) {
-	start := 0
-	for i := 0; i < len(raw); {
-		if raw[i] != '\\' {
-			i++
-			continue
-		}
-		w.Write(raw[start:i])
-		var r rune
-		r, i = unescapeAt(raw, i)
-		w.WriteRune(r)
-		start = i
-	}
-	w.Write(raw[start:])
 }
 
 // unescapeAt decodes the validated escape at raw[i] and returns the rune and
@@ -424,11 +474,30 @@ func parseRFC3339(b []byte) (time.Time, bool) {
 	default:
 		return time.Time{}, false
 	}
-	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC)
-	if offset != 0 {
-		t = t.Add(-time.Duration(offset) * time.Second)
+	unix := daysSinceEpoch(year, month, day)*86400 + int64(hour*3600+minute*60+sec-offset)
+	return time.Unix(unix, int64(nsec)).UTC(), true
+}
+
+// daysSinceEpoch returns the number of days from 1970-01-01 to the given
+// valid date of the proleptic Gregorian calendar (negative before it): the
+// days_from_civil algorithm of H. Hinnant, with March as the year's first
+// month so that February's leap day comes last. The result is the Time
+// time.Date(year, month, day, …, time.UTC) makes, without its
+// normalisation, which a validated date does not need.
+func daysSinceEpoch(year, month, day int) int64 {
+	// Counted from 1 March of year -400 so that every quantity is
+	// unsigned (cheaper divisions): year is 0-9999 (four digits).
+	y := uint64(year + 400)
+	mp := uint64(month - 3) // March = 0
+	if month <= 2 {
+		y--
+		mp = uint64(month + 9)
 	}
-	return t, true
+	era := y / 400
+	yoe := y - era*400                             // [0, 399]
+	doy := (153*mp+2)/5 + uint64(day) - 1          // [0, 365]
+	doe := yoe*365 + yoe/4 - yoe/100 + doy         // [0, 146096]
+	return int64(era*146097+doe) - 719468 - 146097 // 146097 days: the 400 years added
 }
 
 func digits(b []byte) (int, bool) {
@@ -453,4 +522,46 @@ func daysIn(month, year int) int {
 		return 30
 	}
 	return 31
+}
+
+// float64pow10 holds the powers of ten a float64 represents exactly.
+var float64pow10 = [...]float64{
+	1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
+	1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+	1e20, 1e21, 1e22,
+}
+
+// float returns the number d holds and true when a float64 division or
+// multiplication gives it exactly as strconv.ParseFloat would (at most 15
+// significant digits, a decimal exponent within ±22: the mantissa and the
+// power of ten are both exact float64s, so the one operation rounds
+// correctly, as ParseFloat does), and false otherwise (amounts and
+// coordinates nearly always fit).
+func (d *decimal) float() (float64, bool) {
+	if d.nd > 15 || d.big {
+		return 0, false
+	}
+	v := float64(d.mant)
+	switch e := d.e10; {
+	case d.mant == 0:
+	case e >= 0 && e < len(float64pow10):
+		v *= float64pow10[e]
+	case e < 0 && -e < len(float64pow10):
+		v /= float64pow10[-e]
+	default:
+		return 0, false
+	}
+	if d.neg {
+		v = -v
+	}
+	return v, true
+}
+
+// parseNumber returns the value and error of strconv.ParseFloat(b) for a
+// number that num has just scanned into s.num10 from b.
+func (s *scanner) parseNumber(b []byte) (float64, error) {
+	if v, ok := s.num10.float(); ok {
+		return v, nil
+	}
+	return strconv.ParseFloat(string(b), 64)
 }
