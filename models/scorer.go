@@ -348,15 +348,7 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 		u, sum := s.u[:l0.out], s.usum[:l0.out]
 		clear(u)
 		clear(sum)
-		for i, v := range z {
-			if v == 0 {
-				continue
-			}
-			w := l0.w64[i*l0.out : (i+1)*l0.out]
-			for j := range u {
-				u[j] += v * w[j]
-			}
-		}
+		zw(u, z, l0.w64, s.order)
 		scale := 1.0
 		if s.pwl != nil {
 			// Piecewise linear along the path: the exact integral.
@@ -376,14 +368,7 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 			}
 			scale = 1.0 / igSteps
 		}
-		for i := range s.contrib {
-			w := l0.w64[i*l0.out : (i+1)*l0.out]
-			var c float64
-			for j, d := range sum {
-				c += w[j] * d
-			}
-			s.contrib[i] = c
-		}
+		wDot(s.contrib, l0.w64, sum)
 		for i := range s.contrib {
 			s.contrib[i] *= z[i] * scale
 			s.order[i] = i
@@ -393,6 +378,72 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 		dst = append(dst, Reason{Feature: m.inputs[i], Contribution: float32(s.contrib[i])})
 	}
 	return dst
+}
+
+// zw adds to u (len out) the product z·W of the row z with W (len(z) ×
+// out, row-major), row by row in increasing order, skipping the rows whose
+// z is 0 — the sums of the plain loop
+//
+//	for i, v := range z { if v != 0 { for j := range u { u[j] += v*W[i,j] } } }
+//
+// bit for bit, with four rows per pass over u (u[j] stays in a register
+// for four additions instead of one). nz is scratch of len(z) ints.
+func zw(u, z, w []float64, nz []int) {
+	out := len(u)
+	nz = nz[:0]
+	for i, v := range z {
+		if v != 0 {
+			nz = append(nz, i)
+		}
+	}
+	k := 0
+	for ; k+4 <= len(nz); k += 4 {
+		i0, i1, i2, i3 := nz[k], nz[k+1], nz[k+2], nz[k+3]
+		v0, v1, v2, v3 := z[i0], z[i1], z[i2], z[i3]
+		w0, w1, w2, w3 := w[i0*out:][:out], w[i1*out:][:out], w[i2*out:][:out], w[i3*out:][:out]
+		for j, a := range u {
+			a += v0 * w0[j]
+			a += v1 * w1[j]
+			a += v2 * w2[j]
+			a += v3 * w3[j]
+			u[j] = a
+		}
+	}
+	for ; k < len(nz); k++ {
+		i := nz[k]
+		v, wi := z[i], w[i*out:][:out]
+		for j := range u {
+			u[j] += v * wi[j]
+		}
+	}
+}
+
+// wDot sets c[i] to the dot product of row i of W (len(c) × len(d),
+// row-major) with d, each summed in order from j = 0 — the plain loop's
+// rounding — four rows at a time so that their chains of dependent
+// additions overlap.
+func wDot(c, w, d []float64) {
+	n := len(d)
+	i := 0
+	for ; i+4 <= len(c); i += 4 {
+		w0, w1, w2, w3 := w[i*n:][:n], w[(i+1)*n:][:n], w[(i+2)*n:][:n], w[(i+3)*n:][:n]
+		var s0, s1, s2, s3 float64
+		for j, v := range d {
+			s0 += w0[j] * v
+			s1 += w1[j] * v
+			s2 += w2[j] * v
+			s3 += w3[j] * v
+		}
+		c[i], c[i+1], c[i+2], c[i+3] = s0, s1, s2, s3
+	}
+	for ; i < len(c); i++ {
+		wi := w[i*n:][:n]
+		var s float64
+		for j, v := range d {
+			s += wi[j] * v
+		}
+		c[i] = s
+	}
 }
 
 // topAbs reorders order (the indices 0..len(c)-1 in increasing order) so
