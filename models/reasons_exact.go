@@ -76,23 +76,31 @@ func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 	relu := l.act == kernel.ReLU
 	n := len(g)
 	p0, p1 = p0[:n], p1[:n]
-	sc.kinks = append(sc.kinks[:0], a)
+	kinks := sc.kinks[:n+2] // capacity n+2: a, up to n kinks, c
+	kinks[0] = a
+	nk := 1
 	if relu {
 		for j, d := range p1 {
-			// t = -p0/d > a >= 0 needs p0 and d of opposite signs (p0 = 0
-			// gives t = ±0, same signs t <= 0, a NaN fails both tests):
-			// the division, the loop's main cost, is skipped otherwise.
-			q := p0[j]
-			if d == 0 || (q < 0) == (d < 0) || q == 0 {
-				continue
+			// Unit j's kink t = -p0/d, kept when a < t < c. With d = 0
+			// (the unit never switches on the interval) t is ±Inf or NaN,
+			// which fails that test as a skipped unit would: every t is
+			// written and the count advanced by conditional moves, without
+			// a branch a predictor cannot guess.
+			t := -p0[j] / d
+			var gt, lt int
+			if t > a {
+				gt = 1
 			}
-			if t := -q / d; t > a && t < c {
-				sc.kinks = append(sc.kinks, t)
+			if t < c {
+				lt = 1
 			}
+			kinks[nk] = t
+			nk += gt & lt
 		}
-		sortKinks(sc.kinks[1:])
+		sortKinks(kinks[1:nk])
 	}
-	sc.kinks = append(sc.kinks, c)
+	kinks[nk] = c
+	kinks = kinks[:nk+1]
 	mask := sc.mask[:n]
 	if !last {
 		clear(mask)
@@ -100,7 +108,6 @@ func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 		clear(sc.q1)
 		clear(sc.t)
 	}
-	kinks := sc.kinks
 	for k := 1; k < len(kinks); k++ {
 		lo, hi := kinks[k-1], kinks[k]
 		if hi <= lo {
