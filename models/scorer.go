@@ -25,8 +25,12 @@ type Scorer struct {
 	// probability × amount (sigmoid_amount), else -1.
 	amtCol int
 
-	xs   []float32    // rows × len(inputs), standardised
-	bufs [2][]float32 // ping-pong outputs of hidden layers
+	xs []float32 // rows × len(inputs), standardised
+	// xsOf and xsRows are the x (its first element) and rows that xs was
+	// standardised from, for ScoreFrom's check.
+	xsOf   *float32
+	xsRows int
+	bufs   [2][]float32 // ping-pong outputs of hidden layers
 
 	// Reasons scratch, one row at a time, float64.
 	acts    [][]float64 // acts[0] = z, acts[l+1] = output of layer l
@@ -166,6 +170,17 @@ func grow(buf []float32, n int) []float32 {
 // inputs and walks its trees instead (trees.go). It panics if x or out is too
 // short (a programmer error).
 func (s *Scorer) Score(x []float32, rows int, out []float32) {
+	s.ScoreFrom(nil, x, rows, out)
+}
+
+// ScoreFrom is [Scorer.Score] taking the standardised inputs from src, a
+// scorer with the same inputs ([Scorer.SameInputs]) whose last call was a
+// Score, ScoreSeq, ScoreFrom or ScoreSeqFrom of the same x and rows, with x
+// unchanged since: they are copied, not computed again (the results are the
+// same bit for bit). The trap: x rewritten in place between the two calls
+// is not noticed. A nil src is Score. It panics if src does not have the
+// same inputs or its last call was on another x or number of rows.
+func (s *Scorer) ScoreFrom(src *Scorer, x []float32, rows int, out []float32) {
 	if rows < 0 || len(x) < rows*s.width || len(out) < rows {
 		panic(fmt.Sprintf("models: Score: %d rows need len(x) >= %d and len(out) >= %d, got %d and %d",
 			rows, rows*s.width, rows, len(x), len(out)))
@@ -180,7 +195,7 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 		s.scoreTrees(x, rows, out)
 		return
 	}
-	s.standardise(x, rows)
+	s.inputsFrom(src, x, rows)
 	s.runLayers(s.xs, rows, out)
 	if col := s.amtCol; col >= 0 {
 		// Probability × amount (linear models only): the row's raw
@@ -192,12 +207,59 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 	}
 }
 
+// SameInputs reports whether s and o gather and standardise a row the
+// same way, bit for bit: the same columns of the same row width, the same
+// means and scales (float32), and neither a gbdt model (whose inputs are
+// raw). Models trained on one feature spec and training set (the shipped
+// ones) have the same inputs; a worker then standardises each batch once
+// ([Scorer.ScoreFrom]).
+func (s *Scorer) SameInputs(o *Scorer) bool {
+	if s == o || s.m.trees != nil || o.m.trees != nil || s.width != o.width || !slices.Equal(s.cols, o.cols) {
+		return false
+	}
+	in := len(s.cols)
+	return bitsEqual(s.m.mean[:in], o.m.mean[:in]) && bitsEqual(s.m.invStd[:in], o.m.invStd[:in])
+}
+
+// bitsEqual reports whether a and b hold the same float32 bit patterns.
+func bitsEqual(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i, v := range a {
+		if math.Float32bits(v) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// inputsFrom sets s.xs to the standardised inputs of rows rows of x:
+// computed, or copied from src (see ScoreFrom).
+func (s *Scorer) inputsFrom(src *Scorer, x []float32, rows int) {
+	if src == nil {
+		s.standardise(x, rows)
+		return
+	}
+	if !s.SameInputs(src) {
+		panic(fmt.Sprintf("models: ScoreFrom: model %s does not have the inputs of model %s", s.m.ident, src.m.ident))
+	}
+	if src.xsOf != &x[0] || src.xsRows != rows {
+		panic(fmt.Sprintf("models: ScoreFrom: model %s did not standardise these %d rows last", src.m.ident, rows))
+	}
+	n := rows * len(s.cols)
+	s.xs = grow(s.xs, n)
+	copy(s.xs, src.xs[:n])
+	s.xsOf, s.xsRows = &x[0], rows
+}
+
 // standardise gathers and standardises the model's inputs of rows rows of x
 // into s.xs (rows × inputs).
 func (s *Scorer) standardise(x []float32, rows int) {
 	m := s.m
 	in := len(m.inputs)
 	s.xs = grow(s.xs, rows*in)
+	s.xsOf, s.xsRows = &x[0], rows
 	xs, cols, mean, inv := s.xs, s.cols, m.mean[:in], m.invStd[:in]
 	if s.first >= 0 {
 		// Consecutive columns: the same arithmetic without the gather,
