@@ -61,8 +61,7 @@ func newPWLScratch(m *Model) []pwlScratch {
 
 // pwlGrad adds to g (len layers[li].out) the integral over α ∈ [a, c] of
 // ∂(output pre-activation)/∂(pre-activation of hidden layer li), where that
-// pre-activation is p0 + α·p1 on the interval. 0 <= a (the path starts at
-// α = 0 and each level only narrows the interval).
+// pre-activation is p0 + α·p1 on the interval.
 //
 // Its arithmetic is fixed: every sum is taken in the same order as the
 // plain loops of the first version (kept in reasons_exact_ref_test.go), so

@@ -10,8 +10,8 @@ import (
 )
 
 // refContribMLP is the exact integrated-gradient contributions of an MLP
-// (z·W, pwlGrad, the product back through W, times z) as first written: one
-// unrolled-free loop per formula, kept here as the reference that the
+// (z·W, pwlGrad, the product back through W, times z) as first written, in
+// plain loops, kept here as the reference that the
 // optimised code must match bit for bit (the stream's reasons are part of
 // its records, and a replay must reproduce them).
 func refContribMLP(s *Scorer, z []float64) []float64 {
