@@ -1,7 +1,7 @@
 package models
 
 import (
-	"slices"
+	"math"
 
 	"github.com/streamscore/streamscore/models/internal/kernel"
 )
@@ -62,45 +62,80 @@ func newPWLScratch(m *Model) []pwlScratch {
 // pwlGrad adds to g (len layers[li].out) the integral over α ∈ [a, c] of
 // ∂(output pre-activation)/∂(pre-activation of hidden layer li), where that
 // pre-activation is p0 + α·p1 on the interval.
+//
+// Its arithmetic is fixed: every sum is taken in the same order as the
+// plain loops of the first version (kept in reasons_exact_ref_test.go), so
+// that the reasons stay bit for bit what they were; the loops are only
+// arranged for the CPU (TestMLPReasonsBitExact).
 func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 	m := s.m
 	l, next := &m.layers[li], &m.layers[li+1]
 	last := li+1 == len(m.layers)-1
 	sc := &s.pwl[li]
-	sc.kinks = append(sc.kinks[:0], a)
-	if l.act == kernel.ReLU {
+	relu := l.act == kernel.ReLU
+	n := len(g)
+	p0, p1 = p0[:n], p1[:n]
+	kinks := sc.kinks[:n+2] // capacity n+2: a, up to n kinks, c
+	kinks[0] = a
+	nk := 1
+	if relu {
 		for j, d := range p1 {
-			if d == 0 {
-				continue
+			// Unit j's kink t = -p0/d, kept when a < t < c. With d = 0
+			// (the unit never switches on the interval) t is ±Inf or NaN,
+			// which fails that test as a skipped unit would: every t is
+			// written and the count advanced by conditional moves, without
+			// a branch a predictor cannot guess.
+			t := -p0[j] / d
+			var gt, lt int
+			if t > a {
+				gt = 1
 			}
-			if t := -p0[j] / d; t > a && t < c {
-				sc.kinks = append(sc.kinks, t)
+			if t < c {
+				lt = 1
 			}
+			kinks[nk] = t
+			nk += gt & lt
 		}
-		slices.Sort(sc.kinks[1:])
+		sortKinks(kinks[1:nk])
 	}
-	sc.kinks = append(sc.kinks, c)
-	mask := sc.mask
+	kinks[nk] = c
+	kinks = kinks[:nk+1]
+	mask := sc.mask[:n]
 	if !last {
 		clear(mask)
 		copy(sc.q0, next.b64)
 		clear(sc.q1)
 		clear(sc.t)
 	}
-	for k := 1; k < len(sc.kinks); k++ {
-		lo, hi := sc.kinks[k-1], sc.kinks[k]
+	for k := 1; k < len(kinks); k++ {
+		lo, hi := kinks[k-1], kinks[k]
 		if hi <= lo {
 			continue // equal kinks
 		}
 		mid := 0.5 * (lo + hi)
 		if last {
 			// The output's pre-activation is linear in this layer's output:
-			// its gradient is the weight column, masked.
-			w := next.w64 // in×1
-			for j := range g {
-				if l.act != kernel.ReLU || p0[j]+mid*p1[j] > 0 {
-					g[j] += (hi - lo) * w[j]
+			// its gradient is the weight column, masked. Adding -0 is the
+			// identity of IEEE addition (x + -0 = x for every x, -0
+			// included): a unit that is off adds -0 instead of branching
+			// on its mask, which a predictor cannot guess.
+			w := next.w64[:n] // in×1
+			span := hi - lo
+			if !relu {
+				for j := range g {
+					g[j] += span * w[j]
 				}
+				continue
+			}
+			for j := range g {
+				// sel is all ones when the unit is on: a conditional move,
+				// not a branch.
+				var sel uint64
+				if p0[j]+mid*p1[j] > 0 {
+					sel = ^uint64(0)
+				}
+				v := math.Float64bits(span * w[j])
+				g[j] += math.Float64frombits(v&sel | negZeroBits&^sel)
 			}
 			continue
 		}
@@ -109,15 +144,20 @@ func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 		// Unit j's gradient integral is W[j,:]·(the next layer's integral
 		// over the pieces where j is on): t runs over all pieces, and a unit
 		// subtracts W[j,:]·t when it turns on and adds it when it turns off.
+		no := next.out
+		t, q0, q1 := sc.t[:no], sc.q0[:no], sc.q1[:no]
 		for j := range mask {
-			on := l.act != kernel.ReLU || p0[j]+mid*p1[j] > 0
+			on := true
+			if relu {
+				on = p0[j]+mid*p1[j] > 0
+			}
 			if on == mask[j] {
 				continue
 			}
 			mask[j] = on
-			w := next.w64[j*next.out : (j+1)*next.out]
+			w := next.w64[j*no:][:no]
 			c0, c1, wt := p0[j], p1[j], 0.0
-			for o, v := range sc.t {
+			for o, v := range t {
 				wt += w[o] * v
 			}
 			if on {
@@ -126,9 +166,9 @@ func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 				c0, c1 = -c0, -c1
 				g[j] += wt
 			}
-			for o := range sc.q0 {
-				sc.q0[o] += c0 * w[o]
-				sc.q1[o] += c1 * w[o]
+			for o, v := range w {
+				q0[o] += c0 * v
+				q1[o] += c1 * v
 			}
 		}
 		s.pwlGrad(li+1, lo, hi, sc.q0, sc.q1, sc.t)
@@ -136,15 +176,66 @@ func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 	if last {
 		return
 	}
-	for j, on := range mask {
-		if !on {
+	// g[j] += W[j,:]·t for the units on at the end, four dot products at a
+	// time: each is summed in order (the same rounding), but the four
+	// chains of additions overlap.
+	no := next.out
+	t := sc.t[:no]
+	ws := next.w64[:n*no]
+	j := 0
+	for ; j+4 <= n; j += 4 {
+		if !mask[j] && !mask[j+1] && !mask[j+2] && !mask[j+3] {
 			continue
 		}
-		w := next.w64[j*next.out : (j+1)*next.out]
+		w0, w1, w2, w3 := ws[j*no:][:no], ws[(j+1)*no:][:no], ws[(j+2)*no:][:no], ws[(j+3)*no:][:no]
+		var s0, s1, s2, s3 float64
+		for o, v := range t {
+			s0 += w0[o] * v
+			s1 += w1[o] * v
+			s2 += w2[o] * v
+			s3 += w3[o] * v
+		}
+		if mask[j] {
+			g[j] += s0
+		}
+		if mask[j+1] {
+			g[j+1] += s1
+		}
+		if mask[j+2] {
+			g[j+2] += s2
+		}
+		if mask[j+3] {
+			g[j+3] += s3
+		}
+	}
+	for ; j < n; j++ {
+		if !mask[j] {
+			continue
+		}
+		w := ws[j*no:][:no]
 		var wt float64
-		for o, v := range sc.t {
+		for o, v := range t {
 			wt += w[o] * v
 		}
 		g[j] += wt
+	}
+}
+
+// negZeroBits is -0.0, the identity of floating-point addition.
+const negZeroBits = 1 << 63
+
+// sortKinks sorts the few kinks of one interval in increasing order: an
+// insertion sort (they are at most a layer's width, a handful in practice;
+// any correct sort gives the same slice, since equal kinks are equal
+// values and no kink is NaN).
+func sortKinks(v []float64) {
+	for i := 1; i < len(v); i++ {
+		x := v[i]
+		k := i
+		for k > 0 && v[k-1] > x {
+			v[k] = v[k-1]
+			k--
+		}
+		v[k] = x
 	}
 }

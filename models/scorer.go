@@ -25,8 +25,12 @@ type Scorer struct {
 	// probability × amount (sigmoid_amount), else -1.
 	amtCol int
 
-	xs   []float32    // rows × len(inputs), standardised
-	bufs [2][]float32 // ping-pong outputs of hidden layers
+	xs []float32 // rows × len(inputs), standardised
+	// xsOf and xsRows are the x (its first element) and rows that xs was
+	// standardised from, for ScoreFrom's check.
+	xsOf   *float32
+	xsRows int
+	bufs   [2][]float32 // ping-pong outputs of hidden layers
 
 	// Reasons scratch, one row at a time, float64.
 	acts    [][]float64 // acts[0] = z, acts[l+1] = output of layer l
@@ -166,6 +170,17 @@ func grow(buf []float32, n int) []float32 {
 // inputs and walks its trees instead (trees.go). It panics if x or out is too
 // short (a programmer error).
 func (s *Scorer) Score(x []float32, rows int, out []float32) {
+	s.ScoreFrom(nil, x, rows, out)
+}
+
+// ScoreFrom is [Scorer.Score] taking the standardised inputs from src, a
+// scorer with the same inputs ([Scorer.SameInputs]) whose last call was a
+// Score, ScoreSeq, ScoreFrom or ScoreSeqFrom of the same x and rows, with x
+// unchanged since: they are copied, not computed again (the results are the
+// same bit for bit). The trap: x rewritten in place between the two calls
+// is not noticed. A nil src is Score. It panics if src does not have the
+// same inputs or its last call was on another x or number of rows.
+func (s *Scorer) ScoreFrom(src *Scorer, x []float32, rows int, out []float32) {
 	if rows < 0 || len(x) < rows*s.width || len(out) < rows {
 		panic(fmt.Sprintf("models: Score: %d rows need len(x) >= %d and len(out) >= %d, got %d and %d",
 			rows, rows*s.width, rows, len(x), len(out)))
@@ -180,7 +195,7 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 		s.scoreTrees(x, rows, out)
 		return
 	}
-	s.standardise(x, rows)
+	s.inputsFrom(src, x, rows)
 	s.runLayers(s.xs, rows, out)
 	if col := s.amtCol; col >= 0 {
 		// Probability × amount (linear models only): the row's raw
@@ -192,12 +207,59 @@ func (s *Scorer) Score(x []float32, rows int, out []float32) {
 	}
 }
 
+// SameInputs reports whether s and o gather and standardise a row the
+// same way, bit for bit: the same columns of the same row width, the same
+// means and scales (float32), and neither a gbdt model (whose inputs are
+// raw). Models trained on one feature spec and training set (the shipped
+// ones) have the same inputs; a worker then standardises each batch once
+// ([Scorer.ScoreFrom]).
+func (s *Scorer) SameInputs(o *Scorer) bool {
+	if s == o || s.m.trees != nil || o.m.trees != nil || s.width != o.width || !slices.Equal(s.cols, o.cols) {
+		return false
+	}
+	in := len(s.cols)
+	return bitsEqual(s.m.mean[:in], o.m.mean[:in]) && bitsEqual(s.m.invStd[:in], o.m.invStd[:in])
+}
+
+// bitsEqual reports whether a and b hold the same float32 bit patterns.
+func bitsEqual(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i, v := range a {
+		if math.Float32bits(v) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// inputsFrom sets s.xs to the standardised inputs of rows rows of x:
+// computed, or copied from src (see ScoreFrom).
+func (s *Scorer) inputsFrom(src *Scorer, x []float32, rows int) {
+	if src == nil {
+		s.standardise(x, rows)
+		return
+	}
+	if !s.SameInputs(src) {
+		panic(fmt.Sprintf("models: ScoreFrom: model %s does not have the inputs of model %s", s.m.ident, src.m.ident))
+	}
+	if src.xsOf != &x[0] || src.xsRows != rows {
+		panic(fmt.Sprintf("models: ScoreFrom: model %s did not standardise these %d rows last", src.m.ident, rows))
+	}
+	n := rows * len(s.cols)
+	s.xs = grow(s.xs, n)
+	copy(s.xs, src.xs[:n])
+	s.xsOf, s.xsRows = &x[0], rows
+}
+
 // standardise gathers and standardises the model's inputs of rows rows of x
 // into s.xs (rows × inputs).
 func (s *Scorer) standardise(x []float32, rows int) {
 	m := s.m
 	in := len(m.inputs)
 	s.xs = grow(s.xs, rows*in)
+	s.xsOf, s.xsRows = &x[0], rows
 	xs, cols, mean, inv := s.xs, s.cols, m.mean[:in], m.invStd[:in]
 	if s.first >= 0 {
 		// Consecutive columns: the same arithmetic without the gather,
@@ -348,15 +410,7 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 		u, sum := s.u[:l0.out], s.usum[:l0.out]
 		clear(u)
 		clear(sum)
-		for i, v := range z {
-			if v == 0 {
-				continue
-			}
-			w := l0.w64[i*l0.out : (i+1)*l0.out]
-			for j := range u {
-				u[j] += v * w[j]
-			}
-		}
+		zw(u, z, l0.w64, s.order)
 		scale := 1.0
 		if s.pwl != nil {
 			// Piecewise linear along the path: the exact integral.
@@ -376,14 +430,7 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 			}
 			scale = 1.0 / igSteps
 		}
-		for i := range s.contrib {
-			w := l0.w64[i*l0.out : (i+1)*l0.out]
-			var c float64
-			for j, d := range sum {
-				c += w[j] * d
-			}
-			s.contrib[i] = c
-		}
+		wDot(s.contrib, l0.w64, sum)
 		for i := range s.contrib {
 			s.contrib[i] *= z[i] * scale
 			s.order[i] = i
@@ -393,6 +440,72 @@ func (s *Scorer) Reasons(x []float32, row, k int, dst []Reason) []Reason {
 		dst = append(dst, Reason{Feature: m.inputs[i], Contribution: float32(s.contrib[i])})
 	}
 	return dst
+}
+
+// zw adds to u (len out) the product z·W of the row z with W (len(z) ×
+// out, row-major), row by row in increasing order, skipping the rows whose
+// z is 0 — the sums of the plain loop
+//
+//	for i, v := range z { if v != 0 { for j := range u { u[j] += v*W[i,j] } } }
+//
+// bit for bit, with four rows per pass over u (u[j] stays in a register
+// for four additions instead of one). nz is scratch of len(z) ints.
+func zw(u, z, w []float64, nz []int) {
+	out := len(u)
+	nz = nz[:0]
+	for i, v := range z {
+		if v != 0 {
+			nz = append(nz, i)
+		}
+	}
+	k := 0
+	for ; k+4 <= len(nz); k += 4 {
+		i0, i1, i2, i3 := nz[k], nz[k+1], nz[k+2], nz[k+3]
+		v0, v1, v2, v3 := z[i0], z[i1], z[i2], z[i3]
+		w0, w1, w2, w3 := w[i0*out:][:out], w[i1*out:][:out], w[i2*out:][:out], w[i3*out:][:out]
+		for j, a := range u {
+			a += v0 * w0[j]
+			a += v1 * w1[j]
+			a += v2 * w2[j]
+			a += v3 * w3[j]
+			u[j] = a
+		}
+	}
+	for ; k < len(nz); k++ {
+		i := nz[k]
+		v, wi := z[i], w[i*out:][:out]
+		for j := range u {
+			u[j] += v * wi[j]
+		}
+	}
+}
+
+// wDot sets c[i] to the dot product of row i of W (len(c) × len(d),
+// row-major) with d, each summed in order from j = 0 — the plain loop's
+// rounding — four rows at a time so that their chains of dependent
+// additions overlap.
+func wDot(c, w, d []float64) {
+	n := len(d)
+	i := 0
+	for ; i+4 <= len(c); i += 4 {
+		w0, w1, w2, w3 := w[i*n:][:n], w[(i+1)*n:][:n], w[(i+2)*n:][:n], w[(i+3)*n:][:n]
+		var s0, s1, s2, s3 float64
+		for j, v := range d {
+			s0 += w0[j] * v
+			s1 += w1[j] * v
+			s2 += w2[j] * v
+			s3 += w3[j] * v
+		}
+		c[i], c[i+1], c[i+2], c[i+3] = s0, s1, s2, s3
+	}
+	for ; i < len(c); i++ {
+		wi := w[i*n:][:n]
+		var s float64
+		for j, v := range d {
+			s += wi[j] * v
+		}
+		c[i] = s
+	}
 }
 
 // topAbs reorders order (the indices 0..len(c)-1 in increasing order) so

@@ -133,9 +133,16 @@ func (m *Model) StateShape() string {
 // For a stateless model it is [Scorer.Score] (states and advance ignored).
 // It panics on length misuse.
 func (s *Scorer) ScoreSeq(x []float32, rows int, states [][]float32, advance []bool, out []float32) {
+	s.ScoreSeqFrom(nil, x, rows, states, advance, out)
+}
+
+// ScoreSeqFrom is [Scorer.ScoreSeq] taking the standardised inputs from
+// src, as [Scorer.ScoreFrom] does (same conditions, same trap). A nil src
+// is ScoreSeq.
+func (s *Scorer) ScoreSeqFrom(src *Scorer, x []float32, rows int, states [][]float32, advance []bool, out []float32) {
 	m := s.m
 	if !m.Sequential() {
-		s.Score(x, rows, out)
+		s.ScoreFrom(src, x, rows, out)
 		return
 	}
 	if rows < 0 || len(x) < rows*s.width || len(out) < rows || len(states) < rows || (advance != nil && len(advance) < rows) {
@@ -151,7 +158,7 @@ func (s *Scorer) ScoreSeq(x []float32, rows int, states [][]float32, advance []b
 	if rows == 0 {
 		return
 	}
-	s.standardise(x, rows)
+	s.inputsFrom(src, x, rows)
 	s.prev = grow(s.prev, rows*ss)
 	s.prevRows = rows
 	var head []float32

@@ -320,6 +320,7 @@ func (e *ensemble) finish(out []float32) {
 func (s *Scorer) scoreTrees(x []float32, rows int, out []float32) {
 	in := len(s.m.inputs)
 	s.xs = grow(s.xs, rows*in)
+	s.xsOf = nil // raw values: never the inputs of another scorer
 	xs, cols := s.xs, s.cols
 	for r := 0; r < rows; r++ {
 		src := x[r*s.width : (r+1)*s.width]

@@ -54,6 +54,11 @@ type worker struct {
 	shadowSlotOf []int        // per shadow: its state slot, or -1
 	swept        []*partState // sweepSeq's scratch: the batch's partitions
 	sweptN       []int        // and their rows
+	// inputsOf and shadowInputsOf are, per scorer and per shadow, the
+	// scorer scored before it whose standardised inputs it copies (the same
+	// inputs: models.Scorer.SameInputs), or nil: a batch is standardised
+	// once per distinct input layout, not once per model.
+	inputsOf, shadowInputsOf []*models.Scorer
 
 	decisions [models.DecisionAlert + 1]prometheus.Counter // by decision, resolved once
 	// Per-batch tallies of the counters above and of the model set's, added
@@ -150,6 +155,7 @@ func (w *worker) adopt(s *modelSet) {
 	}
 	w.set, w.m = s, s.workers[w.id]
 	w.layout, w.slotOf, w.shadowSlotOf = newSeqLayout(w.layout, w.m.scorers, w.m.shadows, w.p.log)
+	w.inputsOf, w.shadowInputsOf = sharedInputs(w.m.scorers, w.m.shadows)
 	w.audit.Thresholds = w.m.thresholds
 	w.audit.Shadow = w.m.shadowRec
 	w.audit.ShadowModels = w.m.shadowIDs
@@ -291,12 +297,12 @@ func (w *worker) flush(b *batch) {
 		x := b.x[:rows*w.width]
 		for j, s := range wm.scorers {
 			t0 := time.Now()
-			w.score(b, s, w.slotOf[j], x, rows, b.scores[j][:rows])
+			w.score(b, s, w.inputsOf[j], w.slotOf[j], x, rows, b.scores[j][:rows])
 			wm.scoreObs[j].Observe(time.Since(t0).Seconds())
 		}
 		for j, s := range wm.shadows {
 			t0 := time.Now()
-			w.score(b, s, w.shadowSlotOf[j], x, rows, b.shadow[j][:rows])
+			w.score(b, s, w.shadowInputsOf[j], w.shadowSlotOf[j], x, rows, b.shadow[j][:rows])
 			wm.shadowObs[j].Observe(time.Since(t0).Seconds())
 		}
 		if w.layout.size > 0 {
@@ -385,12 +391,37 @@ func resetInts(v []int, n int) []int {
 	return v
 }
 
+// sharedInputs returns, per scorer and per shadow (scored in that order,
+// scorers first), the first scorer before it with the same standardised
+// inputs, or nil.
+func sharedInputs(scorers, shadows []*models.Scorer) (inputsOf, shadowInputsOf []*models.Scorer) {
+	find := func(s *models.Scorer, before []*models.Scorer) *models.Scorer {
+		for _, o := range before {
+			if s.SameInputs(o) {
+				return o
+			}
+		}
+		return nil
+	}
+	inputsOf = make([]*models.Scorer, len(scorers))
+	for j, s := range scorers {
+		inputsOf[j] = find(s, scorers[:j])
+	}
+	shadowInputsOf = make([]*models.Scorer, len(shadows))
+	for j, s := range shadows {
+		shadowInputsOf[j] = find(s, scorers)
+	}
+	return inputsOf, shadowInputsOf
+}
+
 // score runs one model over the batch: a stateless model on the rows
 // alone, a sequential one (slot >= 0) on the rows and their cards' states,
-// which it advances for the events applied to the feature state.
-func (w *worker) score(b *batch, s *models.Scorer, slot int, x []float32, rows int, out []float32) {
+// which it advances for the events applied to the feature state. src, when
+// not nil, is a scorer already run on this batch whose standardised inputs
+// s copies.
+func (w *worker) score(b *batch, s, src *models.Scorer, slot int, x []float32, rows int, out []float32) {
 	if slot < 0 {
-		s.Score(x, rows, out)
+		s.ScoreFrom(src, x, rows, out)
 		return
 	}
 	b.states = b.states[:0]
@@ -398,7 +429,7 @@ func (w *worker) score(b *batch, s *models.Scorer, slot int, x []float32, rows i
 	for r := range rows {
 		b.states = append(b.states, b.cards[r].data[sl.off:sl.off+sl.size:sl.off+sl.size])
 	}
-	s.ScoreSeq(x, rows, b.states, b.adv, out)
+	s.ScoreSeqFrom(src, x, rows, b.states, b.adv, out)
 	clear(b.states)
 }
 
