@@ -303,12 +303,12 @@ func (rt *router) flush(ctx context.Context) {
 // joinRec is the shared half of one event, read from E.
 type joinRec struct {
 	eOff int64 // its offset in E (the anchor committed with T's offset)
-	late bool
 	cols []float32
+	why  string
+	late bool
 	// refused: the terminal stage could not read the event, or this stage
 	// could not read its record (another build's width): dead-lettered.
 	refused bool
-	why     string
 }
 
 // joinTable holds the E records of one claimed partition read and not yet
