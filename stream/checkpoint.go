@@ -454,7 +454,7 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 			ps.aligned = old.aligned
 			ps.shr, ps.shrKnown, ps.cols = old.shr, old.shrKnown, old.cols
 		}
-		st.parts[part] = ps
+		st.setPart(part, ps)
 	})
 	d := time.Since(t0)
 	p.met.checkpoints.WithLabelValues("restore", "ok").Inc()

@@ -460,7 +460,7 @@ func (p *Pipeline) restoreShared(ctx context.Context, st *stage) bool {
 		return false
 	}
 	for part, ps := range parts {
-		st.parts[part] = ps
+		st.setPart(part, ps)
 	}
 	if labels != nil {
 		p.labelMu.Lock()

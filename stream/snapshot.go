@@ -354,7 +354,7 @@ func (p *Pipeline) restoreSnapshot(st *stage, committed map[int]int64) (*restore
 	p.shared = r.shared
 	p.counts.shared.Store(r.shared)
 	capped := map[int]int64{}
-	st.parts = r.parts
+	st.parts, st.lastPart = r.parts, nil
 	for part, ps := range r.parts {
 		// Cut to a smaller --max-cards than the snapshot's.
 		for _, id := range ps.build.EvictedCards() {

@@ -219,7 +219,9 @@ type stage struct {
 	dec     EventDecoder
 	width   int
 	parts   map[int]*partState
-	// lastPart is the partition part returned last (see part).
+	// lastPart is the partition state part returned last (see part);
+	// whatever replaces a partition's state in parts (a checkpoint
+	// restore) goes through setPart, which forgets it.
 	lastPart *partState
 	open     []*batch    // per worker: its open batch, or nil
 	due      []time.Time // per worker: when its open batch closes
@@ -297,10 +299,18 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 	return s
 }
 
+// setPart makes ps the state of partition part, replacing any (a
+// checkpoint restore), and forgets the one part returned last.
+func (s *stage) setPart(part int, ps *partState) {
+	s.parts[part] = ps
+	s.lastPart = nil
+}
+
 // part returns the state of partition part, creating it empty.
 func (s *stage) part(part int) *partState {
 	// A fetcher's slice is of one partition: the one before is most often
-	// the one asked for (a partition's state is never replaced once made).
+	// the one asked for (a restore that replaces its state clears
+	// lastPart: setPart).
 	if ps := s.lastPart; ps != nil && ps.part == part && (s.al == nil || ps.aligned) {
 		return ps
 	}

@@ -44,3 +44,21 @@ func TestPendingLayout(t *testing.T) {
 
 // pendingSink makes TestPendingLayout's items escape to the heap.
 var pendingSink *pending
+
+// TestStagePartReplaced: with alignment off (part's shortcut does not
+// depend on the aligned flag), a partition whose state a checkpoint
+// restore replaced is served the new state, not the one part returned
+// last.
+func TestStagePartReplaced(t *testing.T) {
+	p := shippedPipeline(t, "part-replaced", WithWorkers(1), WithAlignIdleWait(-1))
+	st := newStage(p, []*worker{newWorker(p, 0)})
+	old := st.part(3)
+	if st.part(3) != old {
+		t.Fatal("part(3) changed between two calls")
+	}
+	restored := p.newPartState(3)
+	st.setPart(3, restored)
+	if got := st.part(3); got != restored {
+		t.Fatalf("part(3) after the restore: the replaced state (%p), want the restored one (%p)", got, restored)
+	}
+}
