@@ -304,6 +304,9 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 	if err := c.trustVerifier().observe(reg, log); err != nil {
 		return nil, err
 	}
+	if c.AuditFormat != string(stream.AuditJSON) && c.AuditTopic == "" {
+		log.Warn("--audit-format has no effect: --audit-topic is empty, so no audit records are written", "audit_format", c.AuditFormat)
+	}
 	ms, dirShadows, state, err := c.modelSource().load(nil)
 	if err != nil {
 		return nil, fmt.Errorf("load models: %w", err)

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/streamscore/streamscore/stream/local"
 )
 
 // TestSinkIOFlags: the sink I/O flags parse from the command line and the
@@ -57,6 +59,44 @@ func TestSinkIOFlags(t *testing.T) {
 			}
 			if cfg.sinkIO != tc.want {
 				t.Errorf("got %+v, want %+v", cfg.sinkIO, tc.want)
+			}
+		})
+	}
+}
+
+// TestAuditFormatWithoutTopic: --audit-format protobuf with no audit
+// topic starts, and says at start that it does nothing.
+func TestAuditFormatWithoutTopic(t *testing.T) {
+	k, err := local.StartKafka(map[string]int{"transactions": 1, "scores": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		warns bool
+	}{
+		{"protobuf without topic", []string{"--audit-format", "protobuf", "--audit-topic", ""}, true},
+		{"protobuf with topic", []string{"--audit-format", "protobuf", "--audit-topic", "audit"}, false},
+		{"json without topic", []string{"--audit-topic", ""}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			fs, cfg := newRunFlags()
+			args := append([]string{"--brokers", k.Brokers()[0], "--nats", "", "--scores-topic", "scores", "--alerts-topic", "",
+				"--deadletter-topic", "", "--labels-topic", ""}, tc.args...)
+			if err := parseFlags(fs, args); err != nil {
+				t.Fatal(err)
+			}
+			var logs logBuffer
+			e, err := buildEngine(cfg, newRegistry(), logs.logger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Close()
+			if got := strings.Contains(logs.String(), "--audit-format has no effect"); got != tc.warns {
+				t.Errorf("warning logged: %v, want %v; logs:\n%s", got, tc.warns, logs.String())
 			}
 		})
 	}
