@@ -1,7 +1,5 @@
 package features
 
-import "math"
-
 // window is an event-time window relative to a reference time t: it covers
 // the half-open interval (t-offset-length, t-offset]. Offset 0 windows end at
 // (and include) t; lagged windows (offset > 0) serve delayed-feedback
@@ -236,7 +234,7 @@ func (s *series) advance(wins []window, summed int) {
 		}
 		st.start, st.end = int32(lo), int32(hi)
 	}
-	subs := s.subs
+	subs, inexact := s.subs, false
 	for k := range summed {
 		w := wins[k]
 		st := &ws[k]
@@ -263,13 +261,13 @@ func (s *series) advance(wins []window, summed int) {
 			if lo == hi {
 				sum, sq = 0, 0
 			} else if !(sum-sum == 0 && sq-sq == 0) { // Inf or NaN (x-x is NaN), in one test each
-				subs = math.MaxInt32
+				inexact = true
 			}
 		}
 		st.start, st.end, st.sum, st.sq = int32(lo), int32(hi), sum, sq
 	}
 	s.subs = subs
-	if subs > 64 && subs > int32(len(pts))-s.off {
+	if inexact || subs > 64 && subs > int32(len(pts))-s.off {
 		s.resum(summed)
 	}
 }

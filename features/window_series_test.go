@@ -1,0 +1,49 @@
+package features
+
+import (
+	"math"
+	"testing"
+)
+
+// TestSeriesResumAfterOverflow: an amount whose square overflows (1e200 is
+// a valid amount) makes a window's running sum of squares NaN once the
+// point leaves it; the advance must recompute it exactly even when a later
+// window of the series subtracts in the same advance. (The subtraction count used
+// to be set to MaxInt32 as the signal and wrapped negative on the later
+// window's subtraction: no recomputation, and none after 64 more
+// subtractions either.)
+func TestSeriesResumAfterOverflow(t *testing.T) {
+	const s = int64(1e9)
+	wins := []window{{0, 20 * s}, {0, 10 * s}}
+	var se series
+	for _, p := range []struct {
+		ts  int64
+		amt float64
+	}{{0, 1e200}, {11 * s, 1}, {21 * s, 2}} {
+		if se.add(p.ts, p.amt, wins, len(wins), 0, 40*s, 0) < 0 {
+			t.Fatalf("point %d refused", p.ts)
+		}
+	}
+	for k, want := range []agg{{n: 2, sum: 3, sq: 5}, {n: 1, sum: 2, sq: 4}} {
+		st := se.ws[k]
+		var got agg
+		se.sumRange(&got, st.start, st.end)
+		got.sum, got.sq = st.sum, st.sq
+		if got != want {
+			t.Errorf("window %d: n, sum, sq = %v, %v, %v; want %v, %v, %v", k, got.n, got.sum, got.sq, want.n, want.sum, want.sq)
+		}
+	}
+	if se.subs < 0 {
+		t.Errorf("subtraction count %d: wrapped", se.subs)
+	}
+	// 64 more subtractions must still trigger the exact recomputation.
+	for i := range int64(200) {
+		se.add(22*s+i*s, 1, wins, len(wins), 0, 40*s, 0)
+	}
+	if se.subs > 64 && se.subs > int32(len(se.pts))-se.off {
+		t.Errorf("subtraction count %d past the recomputation threshold", se.subs)
+	}
+	if math.IsNaN(se.ws[0].sq) || math.IsNaN(se.ws[1].sq) {
+		t.Errorf("sums of squares NaN: %v %v", se.ws[0].sq, se.ws[1].sq)
+	}
+}
