@@ -28,6 +28,8 @@ import (
 type pwlScratch struct {
 	kinks  []float64
 	mask   []uint64  // bit j%64 of word j/64: unit j is on
+	on     []uint64  // … its computed pre-activation is > 0 at both ends of the interval
+	vary   []uint64  // … is > 0 at one end only
 	q0, q1 []float64 // next layer's pre-activation q0 + α·q1
 	t      []float64 // ∫ ∂logit/∂(next layer's pre-activation) from the interval's start
 	sum    []float64 // W[j,:]·t for every unit j
@@ -55,6 +57,7 @@ func newPWLScratch(m *Model) []pwlScratch {
 	for li, l := range hidden {
 		next := m.layers[li+1].out
 		ps[li] = pwlScratch{kinks: make([]float64, 0, l.out+2), mask: make([]uint64, (l.out+63)/64),
+			on: make([]uint64, (l.out+63)/64), vary: make([]uint64, (l.out+63)/64),
 			q0: make([]float64, next), q1: make([]float64, next), t: make([]float64, next),
 			sum: make([]float64, l.out)}
 	}
@@ -78,6 +81,9 @@ func newPWLScratch(m *Model) []pwlScratch {
 //     their computed values weakly so (a computed p0 + α·d keeps its exact
 //     value's sign or is 0). A unit computed > 0 at both ends, or < 0 at
 //     both, has no kink to keep and is not divided.
+//   - The computed p0 + α·p1 is monotone in α, so a unit whose computed
+//     sign is the same at a and at c has it at every mid in between: the
+//     last layer evaluates only the others piece by piece.
 //   - Before the first piece's recursion the next layer's integral t is +0
 //     everywhere and the weights are finite, so W[j,:]·t is +0 and
 //     g[j] − (+0) is g[j]: the first piece's switches skip that product.
@@ -94,10 +100,12 @@ func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 	kinks := sc.kinks[:n+2] // capacity n+2: a, up to n kinks, c
 	kinks[0] = a
 	nk := 1
+	onw, varyw := sc.on, sc.vary
 	if relu {
 		for base := 0; base < n; base += 64 {
 			q0, q1 := p0[base:min(n, base+64)], p1[base:min(n, base+64)]
 			pa, pc, na, nc := kernel.SignBits(q0, q1, a, c)
+			onw[base/64], varyw[base/64] = pa&pc, pa^pc
 			cand := ^(pa&pc | na&nc)
 			if len(q1) < 64 {
 				cand &= 1<<len(q1) - 1
@@ -131,9 +139,18 @@ func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 				}
 				continue
 			}
+			// The computed p0 + α·p1 is monotone in α (each rounding is)
+			// and mid lies in [a, c]: a unit > 0 at both ends is on at
+			// mid, one ≤ 0 at both is off; only the others are evaluated.
 			mid := 0.5 * (lo + hi)
-			for base := 0; base < n; base += 64 {
-				on, _, _, _ := kernel.SignBits(p0[base:], p1[base:min(n, base+64)], mid, mid)
+			for b, on := range onw {
+				base := b * 64
+				for v := varyw[b]; v != 0; v &= v - 1 {
+					j := bits.TrailingZeros64(v)
+					if p0[base+j]+mid*p1[base+j] > 0 {
+						on |= 1 << j
+					}
+				}
 				for ; on != 0; on &= on - 1 {
 					j := base + bits.TrailingZeros64(on)
 					g[j] += span * w[j]

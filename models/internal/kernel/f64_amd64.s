@@ -101,6 +101,66 @@ TEXT ·mulAddRowsAVX2(SB), NOSPLIT, $0-48
 	VXORPD X15, X15, X15
 	XORQ   CX, CX
 
+rows32:
+	LEAQ    32(CX), AX
+	CMPQ    AX, BX
+	JGT     rows16
+	VMOVUPD (DI)(CX*8), Y0
+	VMOVUPD 32(DI)(CX*8), Y1
+	VMOVUPD 64(DI)(CX*8), Y2
+	VMOVUPD 96(DI)(CX*8), Y3
+	VMOVUPD 128(DI)(CX*8), Y4
+	VMOVUPD 160(DI)(CX*8), Y5
+	VMOVUPD 192(DI)(CX*8), Y6
+	VMOVUPD 224(DI)(CX*8), Y7
+	LEAQ    (SI)(CX*8), R11
+	XORQ    DX, DX
+
+row32:
+	CMPQ         DX, R10
+	JGE          store32
+	VMOVSD       (R9)(DX*8), X14
+	UCOMISD      X15, X14
+	JNE          do32
+	JPS          do32
+	JMP          next32
+
+do32:
+	VBROADCASTSD X14, Y14
+	VMULPD       (R11), Y14, Y8
+	VADDPD       Y8, Y0, Y0
+	VMULPD       32(R11), Y14, Y9
+	VADDPD       Y9, Y1, Y1
+	VMULPD       64(R11), Y14, Y10
+	VADDPD       Y10, Y2, Y2
+	VMULPD       96(R11), Y14, Y11
+	VADDPD       Y11, Y3, Y3
+	VMULPD       128(R11), Y14, Y8
+	VADDPD       Y8, Y4, Y4
+	VMULPD       160(R11), Y14, Y9
+	VADDPD       Y9, Y5, Y5
+	VMULPD       192(R11), Y14, Y10
+	VADDPD       Y10, Y6, Y6
+	VMULPD       224(R11), Y14, Y11
+	VADDPD       Y11, Y7, Y7
+
+next32:
+	ADDQ R8, R11
+	INCQ DX
+	JMP  row32
+
+store32:
+	VMOVUPD Y0, (DI)(CX*8)
+	VMOVUPD Y1, 32(DI)(CX*8)
+	VMOVUPD Y2, 64(DI)(CX*8)
+	VMOVUPD Y3, 96(DI)(CX*8)
+	VMOVUPD Y4, 128(DI)(CX*8)
+	VMOVUPD Y5, 160(DI)(CX*8)
+	VMOVUPD Y6, 192(DI)(CX*8)
+	VMOVUPD Y7, 224(DI)(CX*8)
+	ADDQ    $32, CX
+	JMP     rows32
+
 rows16:
 	LEAQ    16(CX), AX
 	CMPQ    AX, BX
