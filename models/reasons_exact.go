@@ -183,7 +183,7 @@ func (s *Scorer) pwlGrad(li int, a, c float64, p0, p1, g []float64) {
 			base := b * 64
 			var on uint64
 			if relu {
-				on, _, _, _ = kernel.SignBits(p0[base:], p1[base:min(n, base+64)], mid, mid)
+				on = kernel.PosBits(p0[base:], p1[base:min(n, base+64)], mid)
 			} else {
 				on = ^uint64(0) >> (64 - (min(n, base+64) - base))
 			}

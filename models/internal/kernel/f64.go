@@ -19,6 +19,9 @@ func Axpy64(y, x []float64, a float64) {
 		raceRead64(x[:n])
 		raceWrite64(y[:n])
 		axpy64AVX2(&y[0], &x[0], n, a)
+		if n == len(x) {
+			return
+		}
 	}
 	axpy64Generic(y[n:], x[n:], a)
 }
@@ -70,7 +73,9 @@ func mulAddRowsGeneric(u, w []float64, ld int, z []float64) {
 // as the Go expression rounds it: the product, then the sum). x must be at
 // least as long as d; units from 64 on are ignored.
 func SignBits(x, d []float64, a, c float64) (pa, pc, na, nc uint64) {
-	d = d[:min(len(d), 64)]
+	if len(d) > 64 {
+		d = d[:64]
+	}
 	x = x[:len(d)]
 	n := 0
 	if useF64AVX2 && len(d) >= 4 {
@@ -78,6 +83,9 @@ func SignBits(x, d []float64, a, c float64) (pa, pc, na, nc uint64) {
 		raceRead64(x[:n])
 		raceRead64(d[:n])
 		pa, pc, na, nc = signBitsAVX2(&x[0], &d[0], n, a, c)
+		if n == len(d) {
+			return pa, pc, na, nc
+		}
 	}
 	qa, qc, ma, mc := signBitsGeneric(x[n:], d[n:], a, c)
 	return pa | qa<<n, pc | qc<<n, na | ma<<n, nc | mc<<n
@@ -93,6 +101,35 @@ func signBitsGeneric(x, d []float64, a, c float64) (pa, pc, na, nc uint64) {
 		nc = nc<<1 | b2u(fc < 0)
 	}
 	return pa, pc, na, nc
+}
+
+// PosBits returns, for unit j < min(len(d), 64), bit j set when
+// x[j] + m·d[j] > 0 (the product, then the sum, each rounded): SignBits's pa
+// at one point. x must be at least as long as d.
+func PosBits(x, d []float64, m float64) (p uint64) {
+	if len(d) > 64 {
+		d = d[:64]
+	}
+	x = x[:len(d)]
+	n := 0
+	if useF64AVX2 && len(d) >= 4 {
+		n = len(d) &^ 3
+		raceRead64(x[:n])
+		raceRead64(d[:n])
+		p = posBitsAVX2(&x[0], &d[0], n, m)
+		if n == len(d) {
+			return p
+		}
+	}
+	return p | posBitsGeneric(x[n:], d[n:], m)<<n
+}
+
+func posBitsGeneric(x, d []float64, m float64) (p uint64) {
+	x = x[:len(d)]
+	for j := len(d) - 1; j >= 0; j-- {
+		p = p<<1 | b2u(x[j]+m*d[j] > 0)
+	}
+	return p
 }
 
 // b2u is 1 for true and 0 for false (a SETcc, not a branch).

@@ -11,8 +11,8 @@ var useF64AVX2 = useAVX2
 //go:noescape
 func axpy64AVX2(y, x *float64, n int, a float64)
 
-// signBitsAVX2 is signBitsGeneric over x[:n], d[:n], n a multiple of 4 and
-// at most 64.
+// signBitsAVX2 is signBitsGeneric over x[:n], d[:n], n a multiple of 4
+// from 4 to 64.
 //
 //go:noescape
 func signBitsAVX2(x, d *float64, n int, a, c float64) (pa, pc, na, nc uint64)
@@ -22,3 +22,9 @@ func signBitsAVX2(x, d *float64, n int, a, c float64) (pa, pc, na, nc uint64)
 //
 //go:noescape
 func mulAddRowsAVX2(u *float64, n int, w *float64, ld int, z *float64, rows int)
+
+// posBitsAVX2 is posBitsGeneric over x[:n], d[:n], n a multiple of 4 from 4
+// to 64.
+//
+//go:noescape
+func posBitsAVX2(x, d *float64, n int, m float64) (p uint64)

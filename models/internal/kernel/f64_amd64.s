@@ -40,6 +40,7 @@ axpydone:
 	RET
 
 // func signBitsAVX2(x, d *float64, n int, a, c float64) (pa, pc, na, nc uint64)
+// n is a multiple of 4, at least 4.
 TEXT ·signBitsAVX2(SB), NOSPLIT, $0-72
 	MOVQ         x+0(FP), SI
 	MOVQ         d+8(FP), DI
@@ -53,9 +54,7 @@ TEXT ·signBitsAVX2(SB), NOSPLIT, $0-72
 	XORQ         R11, R11
 	XORQ         CX, CX
 
-signs4:
-	CMPQ      CX, BX
-	JGE       signsdone
+signs4: // n >= 4
 	VMOVUPD   (SI)(CX*8), Y3
 	VMOVUPD   (DI)(CX*8), Y4
 	VMULPD    Y4, Y0, Y5
@@ -79,9 +78,9 @@ signs4:
 	SHLQ      CX, AX
 	ORQ       AX, R11
 	ADDQ      $4, CX
-	JMP       signs4
+	CMPQ      CX, BX
+	JLT       signs4
 
-signsdone:
 	MOVQ R8, pa+40(FP)
 	MOVQ R9, pc+48(FP)
 	MOVQ R10, na+56(FP)
@@ -237,5 +236,30 @@ store4:
 	JMP     rows4
 
 rowsdone:
+	VZEROUPPER
+	RET
+
+// func posBitsAVX2(x, d *float64, n int, m float64) (p uint64)
+// n is a multiple of 4, at least 4.
+TEXT ·posBitsAVX2(SB), NOSPLIT, $0-40
+	MOVQ         x+0(FP), SI
+	MOVQ         d+8(FP), DI
+	MOVQ         n+16(FP), BX
+	VBROADCASTSD m+24(FP), Y0
+	VXORPD       Y2, Y2, Y2
+	XORQ         R8, R8
+	XORQ         CX, CX
+
+pos4:
+	VMULPD    (DI)(CX*8), Y0, Y5
+	VADDPD    (SI)(CX*8), Y5, Y5
+	VCMPPD    $0x1e, Y2, Y5, Y7 // x + m·d > 0 (GT_OQ)
+	VMOVMSKPD Y7, AX
+	SHLQ      CX, AX
+	ORQ       AX, R8
+	ADDQ      $4, CX
+	CMPQ      CX, BX
+	JLT       pos4
+	MOVQ      R8, p+32(FP)
 	VZEROUPPER
 	RET

@@ -16,3 +16,7 @@ func signBitsAVX2(x, d *float64, n int, a, c float64) (pa, pc, na, nc uint64) {
 func mulAddRowsAVX2(u *float64, n int, w *float64, ld int, z *float64, rows int) {
 	panic("kernel: no AVX2 float64 kernels in this build")
 }
+
+func posBitsAVX2(x, d *float64, n int, m float64) (p uint64) {
+	panic("kernel: no AVX2 float64 kernels in this build")
+}

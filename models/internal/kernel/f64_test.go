@@ -27,7 +27,7 @@ func f64Value(r *rand.Rand) float64 {
 	return r.NormFloat64() * math.Pow(10, float64(r.IntN(7)-3))
 }
 
-// TestF64MatchesGeneric checks the AVX2 forms of Axpy64, MulAddRows64 and SignBits
+// TestF64MatchesGeneric checks the AVX2 forms of Axpy64, MulAddRows64, SignBits and PosBits
 // against their pure-Go forms bit for bit, over every length up to 70 (the
 // vector bodies and the tails). Without AVX2 (or under -tags noasm) both
 // sides are the pure-Go form and the test checks the tail stitching only.
@@ -82,6 +82,9 @@ func TestF64MatchesGeneric(t *testing.T) {
 		qa, qc, ma, mc := signBitsGeneric(x[:m], d[:m], a, c)
 		if pa != qa || pc != qc || na != ma || nc != mc {
 			t.Fatalf("trial %d n %d: SignBits = %#x %#x %#x %#x, generic %#x %#x %#x %#x", trial, n, pa, pc, na, nc, qa, qc, ma, mc)
+		}
+		if p := PosBits(x, d, a); p != qa {
+			t.Fatalf("trial %d n %d: PosBits = %#x, SignBits's pa %#x", trial, n, p, qa)
 		}
 		for j := range m { // the generic form against its definition
 			fa, fc := x[j]+a*d[j], x[j]+c*d[j]
