@@ -40,21 +40,18 @@ func axpy64Generic(y, x []float64, a float64) {
 func MulAddRows64(u, w, z []float64) {
 	n, rows := len(u), len(z)
 	w = w[:rows*n]
-	k := 0
-	if useF64AVX2 && n >= 4 && rows > 0 {
-		k = n &^ 3
+	if useF64AVX2 && n > 0 && rows > 0 {
 		raceRead64(w)
 		raceRead64(z)
-		raceWrite64(u[:k])
-		mulAddRowsAVX2(&u[0], k, &w[0], n, &z[0], rows)
+		raceWrite64(u)
+		mulAddRowsAVX2(&u[0], n, &w[0], n, &z[0], rows)
+		return
 	}
-	if k < n {
-		mulAddRowsGeneric(u[k:], w[k:], n, z)
-	}
+	mulAddRowsGeneric(u, w, n, z)
 }
 
-// mulAddRowsGeneric is MulAddRows64 for the columns u (a suffix of the
-// output) of a W whose rows start ld apart at w.
+// mulAddRowsGeneric is MulAddRows64 for the columns u of a W whose rows
+// start ld apart at w.
 func mulAddRowsGeneric(u, w []float64, ld int, z []float64) {
 	for i, v := range z {
 		if v == 0 {

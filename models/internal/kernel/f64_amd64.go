@@ -17,8 +17,9 @@ func axpy64AVX2(y, x *float64, n int, a float64)
 //go:noescape
 func signBitsAVX2(x, d *float64, n int, a, c float64) (pa, pc, na, nc uint64)
 
-// mulAddRowsAVX2 is mulAddRowsGeneric over u[:n] (n a multiple of 4), rows
-// of W ld apart.
+// mulAddRowsAVX2 is mulAddRowsGeneric over u[:n], rows of W ld apart; the
+// last n%4 columns are read and written under a lane mask (VMASKMOVPD), never
+// past their end.
 //
 //go:noescape
 func mulAddRowsAVX2(u *float64, n int, w *float64, ld int, z *float64, rows int)

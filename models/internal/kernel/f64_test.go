@@ -43,8 +43,17 @@ func TestF64MatchesGeneric(t *testing.T) {
 		if trial%3 == 0 {
 			a, c = r.Float64(), r.Float64() // the interval ends of the stream's calls
 		}
-		got := append([]float64(nil), y...)
+		got := append(make([]float64, 0, n+8), y...)
+		guard := got[n : n+8]
+		for i := range guard {
+			guard[i] = float64(1000 + i)
+		}
 		Axpy64(got, x, a)
+		for i, v := range guard {
+			if v != float64(1000+i) {
+				t.Fatalf("trial %d n %d: Axpy64 wrote %v past y's end (+%d)", trial, n, v, i)
+			}
+		}
 		want := append([]float64(nil), y...)
 		axpy64Generic(want, x, a)
 		for i := range want {
@@ -61,8 +70,18 @@ func TestF64MatchesGeneric(t *testing.T) {
 		for i := range z {
 			z[i] = f64Value(r)
 		}
-		got = append(got[:0], y...)
+		// u is followed by guard values that no call may write.
+		guarded := make([]float64, n+8)
+		for i := range guarded {
+			guarded[i] = float64(1000 + i)
+		}
+		got = append(guarded[:0], y...)
 		MulAddRows64(got, w, z)
+		for i, v := range guarded[n:] {
+			if v != float64(1000+n+i) {
+				t.Fatalf("trial %d n %d rows %d: MulAddRows64 wrote %v past u's end (+%d)", trial, n, rows, v, i)
+			}
+		}
 		want = append(want[:0], y...)
 		for i, v := range z { // the definition
 			if v == 0 {
