@@ -19,7 +19,11 @@ import (
 // beyond float64 rounding, and the contributions sum to logit(z) − logit(0)
 // exactly (completeness). It costs one pass over the kinks the path crosses
 // (at most the hidden units of each layer per enclosing piece) instead of
-// igSteps forward and backward passes.
+// igSteps forward and backward passes: for the shipped fraud model about a
+// tenth of the midpoint rule's time (BenchmarkShippedReasons,
+// BenchmarkShippedReasonsMidpoint), on float64 AVX2 kernels
+// (kernel.SignBits, PosBits, MulAddRows64, Axpy64) that leave every sum
+// bit for bit as the pure-Go loops compute it.
 
 // pwlScratch is the per-level scratch of exact integrated gradients: for
 // hidden layer li, the kinks of its pre-activation in the current interval,
