@@ -37,6 +37,7 @@ type layer struct {
 	packed  *kernel.Packed
 	bias    []float32
 	w64     []float64 // row-major in×out
+	w64T    []float64 // w64 transposed: row-major out×in
 	b64     []float64
 }
 
@@ -201,10 +202,12 @@ func newModel(f *File) *Model {
 			packed: kernel.Pack(l.In, l.Out, l.Weights),
 			bias:   append([]float32(nil), l.Bias...),
 			w64:    make([]float64, len(l.Weights)),
+			w64T:   make([]float64, len(l.Weights)),
 			b64:    make([]float64, len(l.Bias)),
 		}
 		for i, w := range l.Weights {
 			ly.w64[i] = float64(w)
+			ly.w64T[i%l.Out*l.In+i/l.Out] = float64(w)
 		}
 		for i, b := range l.Bias {
 			ly.b64[i] = float64(b)

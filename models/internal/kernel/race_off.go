@@ -7,3 +7,7 @@ package kernel
 func raceReadSlice(s []float32) {}
 
 func raceWriteSlice(s []float32) {}
+
+func raceRead64(s []float64) {}
+
+func raceWrite64(s []float64) {}

@@ -20,3 +20,17 @@ func raceWriteSlice(s []float32) {
 		runtime.RaceWriteRange(unsafe.Pointer(&s[0]), len(s)*4)
 	}
 }
+
+// raceRead64 tells the race detector that assembly reads s.
+func raceRead64(s []float64) {
+	if len(s) > 0 {
+		runtime.RaceReadRange(unsafe.Pointer(&s[0]), len(s)*8)
+	}
+}
+
+// raceWrite64 tells the race detector that assembly writes s.
+func raceWrite64(s []float64) {
+	if len(s) > 0 {
+		runtime.RaceWriteRange(unsafe.Pointer(&s[0]), len(s)*8)
+	}
+}

@@ -8,7 +8,7 @@
 #	models/internal/kernel/_asm/check.sh
 set -euo pipefail
 kdir="$(cd "$(dirname "$0")/.." && pwd)"
-files=(gemm_amd64.s gemm_stub_amd64.go gemm_tiles_amd64.go)
+files=(gemm_amd64.s gemm_stub_amd64.go gemm_tiles_amd64.go f64_amd64.s f64_stub_amd64.go)
 tmp="$(mktemp -d)"
 trap 'for f in "${files[@]}"; do cp "$tmp/$f" "$kdir/$f"; done; rm -rf "$tmp"' EXIT
 for f in "${files[@]}"; do cp "$kdir/$f" "$tmp/$f"; done

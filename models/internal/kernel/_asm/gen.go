@@ -1,8 +1,11 @@
 // Command gen generates the AVX-512 and AVX2+FMA GEMM kernels of package
 // kernel (../gemm_amd64.s, their Go declarations ../gemm_stub_amd64.go) and
-// the Go switch that picks a tile kernel by shape (../gemm_tiles_amd64.go).
+// the Go switch that picks a tile kernel by shape (../gemm_tiles_amd64.go);
+// with -f64, the float64 AVX2 primitives instead (../f64_amd64.s and
+// ../f64_stub_amd64.go, see f64.go).
 //
-// Run it through go generate in the kernel package (see gemm.go):
+// Run it through go generate in the kernel package (see gemm.go and
+// ../f64.go):
 //
 //	go generate ./models/internal/kernel
 //
@@ -66,6 +69,11 @@ var avx2 = isa{
 func main() {
 	flag.Parse()
 	ConstraintExpr("amd64,gc,!noasm")
+	if *f64 {
+		f64Kernels()
+		Generate()
+		return
+	}
 
 	constants()
 	var tileList [][3]any
