@@ -43,6 +43,9 @@ type partitionFetcher struct {
 	responses chan fetchedBatch // capacity 1
 	free      chan []Record     // buffers back from the caller, capacity 2
 	read      atomic.Int64      // records read from the broker (tests)
+	// most is the largest response (records) the loop has read: a new
+	// buffer is made that large, not grown to it record by record.
+	most int
 
 	mu     sync.Mutex // guards conn and closed, for close
 	conn   *kafka.Conn
@@ -184,12 +187,19 @@ func (f *partitionFetcher) sleep(d time.Duration) bool {
 	}
 }
 
+// buffer returns a buffer for the next response: one the caller gave
+// back, or a new one with room for the largest response read so far (a
+// response of maxBytes holds thousands of small records: grown from 256
+// by appends, each new buffer's copies were the fetch loop's largest
+// cost after kafka-go's own in a BenchmarkFloor run). The loop holds at
+// most three buffers per partition (queued, in the caller's hands, being
+// filled).
 func (f *partitionFetcher) buffer() []Record {
 	select {
 	case b := <-f.free:
 		return b
 	default:
-		return make([]Record, 0, 256)
+		return make([]Record, 0, max(256, f.most))
 	}
 }
 
@@ -244,6 +254,7 @@ func (f *partitionFetcher) loop() {
 			recs = append(recs, Record{Partition: f.partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time, HighWater: hw})
 		}
 		err := batch.Close()
+		f.most = max(f.most, len(recs))
 		if n := len(recs); n > 0 {
 			offset = recs[n-1].Offset + 1
 			f.read.Add(int64(n))
