@@ -1,6 +1,9 @@
 package output
 
-import "slices"
+import (
+	"slices"
+	"unsafe"
+)
 
 // Threshold holds the decision thresholds of one model:
 // "thresholds":{"<Name>":{"review":<Review>,"alert":<Alert>}}.
@@ -76,6 +79,8 @@ func (r *AuditRecord) featureKeys() ([]byte, []int) {
 		k.buf = append(k.buf, ':')
 		k.ends = append(k.ends, len(k.buf))
 	}
+	// Room for appendRest's words past the last key.
+	k.buf = slices.Grow(k.buf, keyWords)
 	k.first = &r.FeatureNames[0]
 	k.names = append(k.names[:0], r.FeatureNames...)
 	return k.buf, k.ends
@@ -86,8 +91,12 @@ func equalStrings(a, b []string) bool {
 		return false
 	}
 	for i := range a {
-		// Same backing string: pointer-equal, so this is cheap.
-		if a[i] != b[i] {
+		// The same backing string (the worker's names, every record):
+		// equal without the call to compare the bytes.
+		if len(a[i]) != len(b[i]) {
+			return false
+		}
+		if unsafe.StringData(a[i]) != unsafe.StringData(b[i]) && a[i] != b[i] {
 			return false
 		}
 	}
@@ -121,22 +130,45 @@ func (r *AuditRecord) AppendJSONAfterScore(dst, score []byte) []byte {
 	return r.appendRest(dst)
 }
 
+// keyWords is the length of the feature keys appendRest copies as whole
+// words.
+const keyWords = 48
+
 // appendRest appends the audit record's own members and the closing brace.
+// The features, most of the record, are written into room made once: each
+// cached key of up to keyWords bytes (with its comma and colon: a name of
+// up to 44 bytes) as three 16-byte words, whatever its length (the key
+// buffer and the room both have keyWords bytes to spare; the value
+// overwrites what the words copied past the key), a longer one by copy,
+// each value by putFloat32.
 func (r *AuditRecord) appendRest(dst []byte) []byte {
-	dst = appendKey(dst, "features", false)
-	dst = append(dst, '{')
 	n := min(len(r.FeatureNames), len(r.Features))
 	keys, ends := r.featureKeys()
+	thr := r.thresholdsJSON()
+	const open, close = `,"features":{`, `},"thresholds":`
+	dst = slices.Grow(dst, len(open)+len(keys)+keyWords+n*floatRoom+len(close)+len(thr)+1)
+	dst = append(dst, open...)
+	b, p := dst[:cap(dst)], len(dst)
+	kb := keys[:cap(keys)]
 	start := 0
-	for i := 0; i < n; i++ {
-		dst = append(dst, keys[start:ends[i]]...) // the comma included
-
-		start = ends[i]
-		dst = appendFloat32(dst, r.Features[i])
+	for i, f := range r.Features[:n] {
+		end := ends[i]
+		if end-start <= keyWords {
+			// Three words, whatever the key's length: no branch on it,
+			// and indices the compiler checks once.
+			src, out := kb[start:][:keyWords], b[p:][:keyWords]
+			*(*[16]byte)(out) = *(*[16]byte)(src)
+			*(*[16]byte)(out[16:]) = *(*[16]byte)(src[16:])
+			*(*[16]byte)(out[32:]) = *(*[16]byte)(src[32:])
+		} else {
+			copy(b[p:], keys[start:end])
+		}
+		p += end - start
+		start = end
+		p += putFloat32(b[p:], f)
 	}
-	dst = append(dst, '}')
-	dst = appendKey(dst, "thresholds", false)
-	dst = append(dst, r.thresholdsJSON()...)
+	dst = append(b[:p], close...)
+	dst = append(dst, thr...)
 	if len(r.Shadow) > 0 {
 		dst = appendKey(dst, "shadow", false)
 		dst = appendScoreMap(dst, r.Shadow)

@@ -1,8 +1,10 @@
 package output
 
 import (
+	"encoding/binary"
 	"math"
-	"strconv"
+	"math/bits"
+	"slices"
 )
 
 // pow10f holds 10^d for the decimal places appendFloat32 tries; every
@@ -34,9 +36,28 @@ var pow5 = [...]uint64{1, 5, 25, 125, 625, 3125, 15625, 78125, 390625, 1953125, 
 	244140625, 1220703125, 6103515625, 30517578125, 152587890625, 762939453125}
 
 // appendFloat32 appends f as appendFloatStrconv(dst, float64(f), 32)
-// does — the shortest decimal that parses back to f, in strconv's 'g'
-// form — with a fast path for the common audit-record feature value: a non-integer with
-// 1e-4 <= |f| < 1e6 (where 'g' prints plain decimals), not a power of two.
+// does: the shortest decimal that parses back to f, in strconv's 'g'
+// form. It is putFloat32 into dst's spare capacity, grown first when it
+// has less than floatRoom bytes.
+func appendFloat32(dst []byte, f float32) []byte {
+	if cap(dst)-len(dst) < floatRoom {
+		dst = slices.Grow(dst, floatRoom)
+	}
+	l := len(dst)
+	return dst[:l+putFloat32(dst[l:cap(dst)], f)]
+}
+
+// floatRoom is the room putFloat32 and putDecimal need in b: the longest
+// plain decimal they write as whole words (sign, eight integer digits,
+// point, sixteen fraction digits). Every other form is shorter (strconv's
+// longest float32 is 15 bytes, "-1.1754942e-38").
+const floatRoom = 26
+
+// putFloat32 writes f as appendFloat32 does to b, which must have room
+// for floatRoom bytes (it may write all of them as scratch), and returns
+// the number of bytes of the number. The fast path is for the common
+// audit-record feature value: 1e-4 <= |f| < 1e6 (where 'g' prints plain
+// decimals), not a power of two.
 //
 // For d places, n = round(f·10^d) is the closest d-place decimal; the
 // shortest round-trip decimal is n/10^d at the fewest places d where it
@@ -51,31 +72,39 @@ var pow5 = [...]uint64{1, 5, 25, 125, 625, 3125, 15625, 78125, 390625, 1953125, 
 // lies in it. Hence: if round(f·10^(D−1)) fits, it is the only candidate
 // of D−1 places or fewer, and the shortest is it with its trailing zeros
 // dropped (a value with cents: 57.2 at D−1 = 3 is 57200, two zeros); if it
-// does not, the answer is round(f·10^D) (a log or a ratio). Values with
-// 2^-33 <= |f| < 1e-4 (printed with an exponent) go to appendFloat32Exp,
-// the same two tests in integers; +0 is written at once and the integers
-// of the range go to strconv.AppendInt; everything else (−0, other
-// ranges, powers of two, exact .5 ties of f·10^d) goes to
-// appendFloatStrconv.
+// does not, the answer is round(f·10^D) (a log or a ratio). The interval
+// holds no integer (f is none, and its neighbours are at least a whole
+// gap away), so the decimal's integer part is f's, int32(f), and its
+// fraction n − int32(f)·10^d; putDecimal writes both and drops the
+// fraction's trailing zeros without a loop.
+//
+// Integers of the range are written by putDecimal's integer half; values
+// with 2^-33 <= |f| < 1e-4 (printed with an exponent) go to
+// appendFloat32Exp, the same two tests in integers; +0 is written at
+// once; everything else (−0, other ranges, powers of two, exact .5 ties
+// of f·10^d) goes to appendFloatStrconv.
 // TestAppendFloat32 compares appendFloat32 and appendFloat with strconv
 // alone on every float32 of the range when STREAMSCORE_EXHAUSTIVE is set,
 // and on millions of values otherwise.
-func appendFloat32(dst []byte, f float32) []byte {
+func putFloat32(b []byte, f float32) int {
+	b = b[:floatRoom]
 	a := f
 	if a < 0 {
 		a = -a
 	}
 	if !(a >= 1e-4 && a < 1e6) { // NaN fails
 		if f == 0 && math.Float32bits(f) == 0 { // 0, not -0
-			return append(dst, '0')
+			b[0] = '0'
+			return 1
 		}
 		if a < 1e-4 && a >= 0x1p-33 { // a small score: 1.1004223e-05
-			return appendFloat32Exp(dst, f)
+			return len(appendFloat32Exp(b[:0], f))
 		}
-		return appendFloatStrconv(dst, float64(f), 32)
+		return len(appendFloatStrconv(b[:0], float64(f), 32))
 	}
-	if i := int32(f); float32(i) == f {
-		return strconv.AppendInt(dst, int64(i), 10)
+	ip := uint64(int32(a))
+	if float32(ip) == a {
+		return putInt(b, f < 0, ip)
 	}
 	bits := math.Float32bits(a)
 	mant := bits & (1<<23 - 1)
@@ -83,7 +112,7 @@ func appendFloat32(dst []byte, f float32) []byte {
 		// A power of two: the gap below is half the gap above, and the
 		// closest d-place decimal may lie outside on the narrow side while
 		// another lies inside: rare, left to strconv.
-		return appendFloatStrconv(dst, float64(f), 32)
+		return len(appendFloatStrconv(b[:0], float64(f), 32))
 	}
 	// Half the gap between a and its neighbours, 2^(e−24) for a's unbiased
 	// exponent e, built from its bits.
@@ -102,7 +131,7 @@ func appendFloat32(dst []byte, f float32) []byte {
 	n1, n0 := float64(int64(p1+0.5)), float64(int64(p0+0.5))
 	r1, r0 := n1-p1, n0-p0
 	if r1 == 0.5 || r0 == 0.5 { // f·10^d halfway between two decimals
-		return appendFloatStrconv(dst, float64(f), 32)
+		return len(appendFloatStrconv(b[:0], float64(f), 32))
 	}
 	r1 = math.Abs(r1)
 	lim1 := half * pow10f[d-1]
@@ -111,14 +140,75 @@ func appendFloat32(dst []byte, f float32) []byte {
 		u = uint64(n1)
 		d--
 	}
-	for u%10 == 0 && u != 0 { // trailing zeros (never all of u: f is no integer)
-		u /= 10
-		d--
+	return putDecimal(b, f < 0, ip, u-ip*pow10u[d&15], d)
+}
+
+// pow10u holds 10^d for d < 16 (the masks in the indices, d&15, prove
+// them in range to the compiler; d is 0..15 there).
+var pow10u = [16]uint64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
+
+// asciiZeros is '0' in each byte of a word.
+const asciiZeros = 0x3030303030303030
+
+// digits8 returns the eight decimal digits of n < 10^8, with leading
+// zeros, one a byte, as the values 0 to 9: the most significant in the
+// lowest byte, so that the word stored little-endian (plus asciiZeros) is
+// the digits in reading order. No loop and no division: n/10^4 by the
+// compiler's multiplication, then both halves split into pairs and the
+// pairs into digits at once, one lane each (x/100 = x·10486 >> 20 for x <
+// 10^4, x/10 = x·103 >> 10 for x < 100; the products stay inside their
+// lanes). TestDigits8 checks every n < 10^8.
+func digits8(n uint64) uint64 {
+	hi := n / 10000
+	v := hi | (n-hi*10000)<<32
+	q := (v * 10486 >> 20) & 0x0000007f_0000007f
+	v = q | (v-q*100)<<16
+	q = (v * 103 >> 10) & 0x000f000f_000f000f
+	return q | (v-q*10)<<8
+}
+
+// putInt writes [-]n (n < 10^8) to b (at least 9 bytes, all of which
+// it may write) and returns its length.
+func putInt(b []byte, neg bool, n uint64) int {
+	b[0] = '-'
+	i := 0
+	if neg {
+		i = 1
 	}
-	if d < 1 {
-		return appendFloatStrconv(dst, float64(f), 32)
+	w := digits8(n)
+	// The leading zeros are the low zero bytes; at least one digit stays.
+	k := 8 - bits.TrailingZeros64(w|1<<56)/8
+	binary.LittleEndian.PutUint64(b[i:], (w+asciiZeros)>>(64-8*k))
+	return i + k
+}
+
+// putDecimal writes [-]ip.frac to b, where frac < 10^d (d from 1 to 16)
+// is the fraction's d places and ip < 10^8, without the fraction's
+// trailing zeros, and returns its length; frac is not 0. It writes whole
+// words: b must have floatRoom bytes, all of which it may write.
+// TestPutDecimal checks it against strconv.
+func putDecimal(b []byte, neg bool, ip, frac uint64, d int) int {
+	b = b[:floatRoom]
+	i := putInt(b, neg, ip)
+	b[i] = '.'
+	if d <= 8 {
+		// One word: the fraction scaled to eight places.
+		w := digits8(frac * pow10u[(8-d)&15])
+		binary.LittleEndian.PutUint64(b[i+1:], w+asciiZeros)
+		// The trailing zeros are its high zero bytes (not all: frac > 0).
+		return i + 9 - bits.LeadingZeros64(w)/8
 	}
-	return appendFixed(dst, f < 0, u, d)
+	s := frac * pow10u[(16-d)&15]
+	hi := s / 1e8
+	wh, wl := digits8(hi), digits8(s-hi*1e8)
+	binary.LittleEndian.PutUint64(b[i+1:], wh+asciiZeros)
+	binary.LittleEndian.PutUint64(b[i+9:], wl+asciiZeros)
+	// The trailing zeros are the high zero bytes of wl, then of wh.
+	z := bits.LeadingZeros64(wl) / 8
+	if wl == 0 {
+		z += bits.LeadingZeros64(wh) / 8
+	}
+	return i + 17 - z
 }
 
 // appendFloat32Exp is appendFloat32 for 2^-33 <= |f| < 1e-4, which 'g'
@@ -203,64 +293,3 @@ const digitPairs = "00010203040506070809" +
 	"70717273747576777879" +
 	"80818283848586878889" +
 	"90919293949596979899"
-
-// appendFixed appends [-]n/10^d with exactly d decimal places (1 <= d <=
-// 12, n < 10^17): the digits two at a time, right to left, into dst's
-// spare capacity when it has room for the widest (20 bytes), else into a
-// buffer on the stack.
-func appendFixed(dst []byte, neg bool, n uint64, d int) []byte {
-	var tmp [24]byte
-	var buf []byte
-	l := len(dst)
-	if cap(dst)-l >= len(tmp) {
-		buf = dst[l : l+len(tmp)]
-	} else {
-		buf = tmp[:]
-	}
-	i := len(buf)
-	// The fraction: d digits, pairs first.
-	k := d
-	for ; k >= 2; k -= 2 {
-		q := n / 100
-		j := (n - q*100) * 2
-		i -= 2
-		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
-		n = q
-	}
-	if k == 1 {
-		q := n / 10
-		i--
-		buf[i] = byte('0' + n - q*10)
-		n = q
-	}
-	i--
-	buf[i] = '.'
-	// The integer part: at least one digit. (appendFloat32Exp writes its
-	// digits with the same loop: a shared function is not inlined, cost
-	// 86 against the budget of 80, and cost 3% per feature value in
-	// BenchmarkFloatsRealistic, so each keeps its copy.)
-	for n >= 100 {
-		q := n / 100
-		j := (n - q*100) * 2
-		i -= 2
-		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
-		n = q
-	}
-	if n >= 10 {
-		i -= 2
-		buf[i], buf[i+1] = digitPairs[n*2], digitPairs[n*2+1]
-	} else {
-		i--
-		buf[i] = byte('0' + n)
-	}
-	if neg {
-		i--
-		buf[i] = '-'
-	}
-	if &buf[0] == &tmp[0] {
-		return append(dst, buf[i:]...)
-	}
-	// In place: move the digits down to len(dst).
-	m := copy(dst[l:cap(dst)], buf[i:])
-	return dst[:l+m]
-}
