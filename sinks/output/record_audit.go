@@ -105,8 +105,8 @@ func equalStrings(a, b []string) bool {
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
 // returns the extended slice. It does not allocate when dst has capacity;
-// it may use up to 24 bytes of dst's spare capacity past what it appends
-// as scratch (numbers are written there and moved down).
+// it may use up to 48 bytes of dst's spare capacity past what it appends
+// as scratch (feature keys and numbers are written there as whole words).
 func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = r.ScoreRecord.appendFields(dst)
@@ -135,12 +135,9 @@ func (r *AuditRecord) AppendJSONAfterScore(dst, score []byte) []byte {
 const keyWords = 48
 
 // appendRest appends the audit record's own members and the closing brace.
-// The features, most of the record, are written into room made once: each
-// cached key of up to keyWords bytes (with its comma and colon: a name of
-// up to 44 bytes) as three 16-byte words, whatever its length (the key
-// buffer and the room both have keyWords bytes to spare; the value
-// overwrites what the words copied past the key), a longer one by copy,
-// each value by putFloat32.
+// The features, most of the record, are written by putFloats into room
+// made once: each cached key as one keyWords-byte block (the key buffer
+// has the bytes to spare), each value as whole words.
 func (r *AuditRecord) appendRest(dst []byte) []byte {
 	n := min(len(r.FeatureNames), len(r.Features))
 	keys, ends := r.featureKeys()
@@ -148,26 +145,9 @@ func (r *AuditRecord) appendRest(dst []byte) []byte {
 	const open, close = `,"features":{`, `},"thresholds":`
 	dst = slices.Grow(dst, len(open)+len(keys)+keyWords+n*floatRoom+len(close)+len(thr)+1)
 	dst = append(dst, open...)
-	b, p := dst[:cap(dst)], len(dst)
-	kb := keys[:cap(keys)]
-	start := 0
-	for i, f := range r.Features[:n] {
-		end := ends[i]
-		if end-start <= keyWords {
-			// Three words, whatever the key's length: no branch on it,
-			// and indices the compiler checks once.
-			src, out := kb[start:][:keyWords], b[p:][:keyWords]
-			*(*[16]byte)(out) = *(*[16]byte)(src)
-			*(*[16]byte)(out[16:]) = *(*[16]byte)(src[16:])
-			*(*[16]byte)(out[32:]) = *(*[16]byte)(src[32:])
-		} else {
-			copy(b[p:], keys[start:end])
-		}
-		p += end - start
-		start = end
-		p += putFloat32(b[p:], f)
-	}
-	dst = append(b[:p], close...)
+	l := len(dst)
+	dst = dst[:l+putFloats(dst[l:cap(dst)], r.Features[:n], keys, ends)]
+	dst = append(dst, close...)
 	dst = append(dst, thr...)
 	if len(r.Shadow) > 0 {
 		dst = appendKey(dst, "shadow", false)

@@ -55,9 +55,26 @@ const floatRoom = 26
 
 // putFloat32 writes f as appendFloat32 does to b, which must have room
 // for floatRoom bytes (it may write all of them as scratch), and returns
-// the number of bytes of the number. The fast path is for the common
-// audit-record feature value: 1e-4 <= |f| < 1e6 (where 'g' prints plain
-// decimals), not a power of two.
+// the number of bytes of the number: putFloats of the one value.
+func putFloat32(b []byte, f float32) int {
+	fs := [1]float32{f}
+	return putFloats(b, fs[:], nil, nil)
+}
+
+// putFloats writes each value of fs as appendFloat32 does, preceded by
+// its key keys[ends[i−1]:ends[i]] (from 0 for the first) when keys is not
+// nil, to b and returns the number of bytes written. b must have room
+// for len(keys) + keyWords + len(fs)·floatRoom bytes, and keys keyWords
+// bytes of capacity past its length: keys of up to keyWords bytes are
+// copied as one keyWords-byte block whatever their length (no branch on
+// it; the value overwrites what the block copied past the key), and
+// numbers are written as whole words; both write past what they keep,
+// up to keyWords bytes beyond the result.
+//
+// The loop holds the whole fast path, so that no call (and none of the
+// spills a call costs) is on it: values with 1e-4 <= |f| < 1e6, where
+// 'g' prints plain decimals, but powers of two, and +0. The others go to
+// putFloat32Other.
 //
 // For d places, n = round(f·10^d) is the closest d-place decimal; the
 // shortest round-trip decimal is n/10^d at the fewest places d where it
@@ -75,72 +92,129 @@ const floatRoom = 26
 // does not, the answer is round(f·10^D) (a log or a ratio). The interval
 // holds no integer (f is none, and its neighbours are at least a whole
 // gap away), so the decimal's integer part is f's, int32(f), and its
-// fraction n − int32(f)·10^d; putDecimal writes both and drops the
-// fraction's trailing zeros without a loop.
-//
-// Integers of the range are written by putDecimal's integer half; values
+// fraction n − int32(f)·10^d. Both are written by digits8, whole words
+// at a time, the fraction's trailing zeros dropped by counting its zero
+// bytes: no loop, no division by a variable.
+// TestAppendFloat32 compares appendFloat32 (which is this function) and
+// appendFloat with strconv alone on every float32 of the range when
+// STREAMSCORE_EXHAUSTIVE is set, and on millions of values otherwise;
+// TestAuditRecordsRealistic compares the features written with keys.
+func putFloats(b []byte, fs []float32, keys []byte, ends []int) int {
+	kb := keys[:cap(keys)]
+	p, start := 0, 0
+	for i, f := range fs {
+		if keys != nil {
+			end := ends[i]
+			if end-start <= keyWords && p+keyWords <= len(b) && start+keyWords <= len(kb) {
+				// (The conditions always hold but for long keys; they
+				// spare the copy its own bounds checks. Three 16-byte
+				// moves: a [48]byte assignment is a call to memmove.)
+				src, dst := kb[start:start+keyWords], b[p:p+keyWords]
+				*(*[16]byte)(dst) = *(*[16]byte)(src)
+				*(*[16]byte)(dst[16:]) = *(*[16]byte)(src[16:])
+				*(*[16]byte)(dst[32:]) = *(*[16]byte)(src[32:])
+			} else {
+				copy(b[p:], keys[start:end])
+			}
+			p += end - start
+			start = end
+		}
+		v := b[p:][:floatRoom]
+		a := f
+		if a < 0 {
+			a = -a
+		}
+		fb := math.Float32bits(a)
+		mant := fb & (1<<23 - 1)
+		if !(a >= 1e-4 && a < 1e6) || mant == 0 { // NaN fails
+			if math.Float32bits(f) == 0 { // 0, not -0
+				v[0] = '0'
+				p++
+				continue
+			}
+			if mant != 0 || !(a >= 1 && a < 1e6) {
+				p += putFloat32Other(v, f)
+				continue
+			}
+			// An integral power of two (1, 2, 4, …): an integer below.
+		}
+		// The sign and the integer part, int32(a), first, for integers
+		// and decimals alike.
+		ip := uint64(int32(a))
+		v[0] = '-'
+		j := 0
+		if f < 0 {
+			j = 1
+		}
+		w := digits8(ip)
+		k := 8 - bits.TrailingZeros64(w|1<<56)/8
+		binary.LittleEndian.PutUint64(v[j:], (w+asciiZeros)>>(64-8*k))
+		j += k
+		if float32(ip) == a {
+			p += j
+			continue
+		}
+		// Half the gap between a and its neighbours, 2^(e−24) for a's
+		// unbiased exponent e, built from its bits.
+		exp := fb >> 23
+		half := math.Float64frombits(uint64(int(exp)-127-24+1023) << 52)
+		x, even := float64(a), mant&1 == 0
+		// D−1 and D places, both at once: the two tests are independent,
+		// so the processor runs them in parallel, and the choice between
+		// them (a coin toss for the logs and ratios) is a conditional
+		// move, not a mispredicted branch.
+		d := int(placesFor[exp]) // 2..12 in the fast path's range
+		p1, p0 := x*pow10f[d-1], x*pow10f[d]
+		// Round half up: p + 0.5 is exact (p < 2^52) and positive, so the
+		// conversion's truncation is its floor (one instruction, where
+		// math.Floor is a call on GOAMD64=v1).
+		n1, n0 := float64(int64(p1+0.5)), float64(int64(p0+0.5))
+		r1, r0 := n1-p1, n0-p0
+		if r1 == 0.5 || r0 == 0.5 { // f·10^d halfway between two decimals
+			p += putFloat32Other(v, f)
+			continue
+		}
+		r1 = math.Abs(r1)
+		lim1 := half * pow10f[d-1]
+		u := uint64(n0)
+		if r1 < lim1 || (r1 == lim1 && even) { // D−1 places fit
+			u = uint64(n1)
+			d--
+		}
+		// The point and the fraction's d places, its trailing zeros (the
+		// high zero bytes of its last word) dropped.
+		frac := u - ip*pow10u[d&15]
+		v[j] = '.'
+		if d <= 8 {
+			w := digits8(frac * pow10u[(8-d)&15])
+			binary.LittleEndian.PutUint64(v[j+1:], w+asciiZeros)
+			p += j + 9 - bits.LeadingZeros64(w)/8
+			continue
+		}
+		sc := frac * pow10u[(16-d)&15]
+		hi := sc / 1e8
+		wh, wl := digits8(hi), digits8(sc-hi*1e8)
+		binary.LittleEndian.PutUint64(v[j+1:], wh+asciiZeros)
+		binary.LittleEndian.PutUint64(v[j+9:], wl+asciiZeros)
+		z := bits.LeadingZeros64(wl) / 8
+		if wl == 0 {
+			z += bits.LeadingZeros64(wh) / 8
+		}
+		p += j + 17 - z
+	}
+	return p
+}
+
+// putFloat32Other is putFloats for the values off its fast path: values
 // with 2^-33 <= |f| < 1e-4 (printed with an exponent) go to
-// appendFloat32Exp, the same two tests in integers; +0 is written at
-// once; everything else (−0, other ranges, powers of two, exact .5 ties
-// of f·10^d) goes to appendFloatStrconv.
-// TestAppendFloat32 compares appendFloat32 and appendFloat with strconv
-// alone on every float32 of the range when STREAMSCORE_EXHAUSTIVE is set,
-// and on millions of values otherwise.
-func putFloat32(b []byte, f float32) int {
-	b = b[:floatRoom]
-	a := f
-	if a < 0 {
-		a = -a
+// appendFloat32Exp, the same two tests in integers; everything else
+// (−0, other ranges, powers of two, exact .5 ties of f·10^d) goes to
+// appendFloatStrconv.
+func putFloat32Other(b []byte, f float32) int {
+	if a := math.Abs(float64(f)); a < 1e-4 && a >= 0x1p-33 { // a small score: 1.1004223e-05
+		return len(appendFloat32Exp(b[:0], f))
 	}
-	if !(a >= 1e-4 && a < 1e6) { // NaN fails
-		if f == 0 && math.Float32bits(f) == 0 { // 0, not -0
-			b[0] = '0'
-			return 1
-		}
-		if a < 1e-4 && a >= 0x1p-33 { // a small score: 1.1004223e-05
-			return len(appendFloat32Exp(b[:0], f))
-		}
-		return len(appendFloatStrconv(b[:0], float64(f), 32))
-	}
-	ip := uint64(int32(a))
-	if float32(ip) == a {
-		return putInt(b, f < 0, ip)
-	}
-	bits := math.Float32bits(a)
-	mant := bits & (1<<23 - 1)
-	if mant == 0 {
-		// A power of two: the gap below is half the gap above, and the
-		// closest d-place decimal may lie outside on the narrow side while
-		// another lies inside: rare, left to strconv.
-		return len(appendFloatStrconv(b[:0], float64(f), 32))
-	}
-	// Half the gap between a and its neighbours, 2^(e−24) for a's unbiased
-	// exponent e, built from its bits.
-	exp := bits >> 23
-	half := math.Float64frombits(uint64(int(exp)-127-24+1023) << 52)
-	x, even := float64(a), mant&1 == 0
-	// D−1 and D places, both at once: the two tests are independent, so
-	// the processor runs them in parallel, and the choice between them (a
-	// coin toss for the logs and ratios) is a conditional move, not a
-	// mispredicted branch.
-	d := int(placesFor[exp]) // 2..12 in the fast path's range
-	p1, p0 := x*pow10f[d-1], x*pow10f[d]
-	// Round half up: p + 0.5 is exact (p < 2^52) and positive, so the
-	// conversion's truncation is its floor (one instruction, where
-	// math.Floor is a call on GOAMD64=v1).
-	n1, n0 := float64(int64(p1+0.5)), float64(int64(p0+0.5))
-	r1, r0 := n1-p1, n0-p0
-	if r1 == 0.5 || r0 == 0.5 { // f·10^d halfway between two decimals
-		return len(appendFloatStrconv(b[:0], float64(f), 32))
-	}
-	r1 = math.Abs(r1)
-	lim1 := half * pow10f[d-1]
-	u := uint64(n0)
-	if r1 < lim1 || (r1 == lim1 && even) { // D−1 places fit
-		u = uint64(n1)
-		d--
-	}
-	return putDecimal(b, f < 0, ip, u-ip*pow10u[d&15], d)
+	return len(appendFloatStrconv(b[:0], float64(f), 32))
 }
 
 // pow10u holds 10^d for d < 16 (the masks in the indices, d&15, prove
