@@ -53,37 +53,47 @@ type AuditRecord struct {
 // featureKeys caches the encoded keys of a feature-name slice, which a worker
 // reuses for every record; rebuilt when the names change. Each key but the
 // first starts with the comma that separates it from the value before.
+// Keys of up to keyWords bytes are also kept one a block, zero-padded, for
+// putFloats to copy whole; a longer one has len(blocks) cut before it.
 type featureKeys struct {
-	buf   []byte
-	ends  []int
-	first *string
-	names []string
+	buf    []byte
+	ends   []int
+	blocks [][keyWords]byte
+	first  *string
+	names  []string
 }
 
-// featureKeys returns the encoded keys of FeatureNames (`"a":`, `,"b":`,
-// …) and their ends, building them when the names are not the ones cached.
-func (r *AuditRecord) featureKeys() ([]byte, []int) {
+// featureKeys returns the encoded keys of FeatureNames, building them when
+// the names are not the ones cached.
+func (r *AuditRecord) featureKeys() *featureKeys {
 	k := &r.keys
 	if len(r.FeatureNames) == 0 {
-		return nil, nil
+		return k
 	}
 	if k.first == &r.FeatureNames[0] && equalStrings(k.names, r.FeatureNames) {
-		return k.buf, k.ends
+		return k
 	}
-	k.buf, k.ends = k.buf[:0], k.ends[:0]
+	// New slices: copies of the record share the old ones.
+	k.buf, k.ends, k.blocks = nil, make([]int, 0, len(r.FeatureNames)), make([][keyWords]byte, 0, len(r.FeatureNames))
+	long := false
 	for i, name := range r.FeatureNames {
+		start := len(k.buf)
 		if i > 0 {
 			k.buf = append(k.buf, ',')
 		}
 		k.buf = appendString(k.buf, name)
 		k.buf = append(k.buf, ':')
 		k.ends = append(k.ends, len(k.buf))
+		long = long || len(k.buf)-start > keyWords
+		if !long {
+			var blk [keyWords]byte
+			copy(blk[:], k.buf[start:])
+			k.blocks = append(k.blocks, blk)
+		}
 	}
-	// Room for appendRest's words past the last key.
-	k.buf = slices.Grow(k.buf, keyWords)
 	k.first = &r.FeatureNames[0]
-	k.names = append(k.names[:0], r.FeatureNames...)
-	return k.buf, k.ends
+	k.names = slices.Clone(r.FeatureNames)
+	return k
 }
 
 func equalStrings(a, b []string) bool {
@@ -136,17 +146,17 @@ const keyWords = 48
 
 // appendRest appends the audit record's own members and the closing brace.
 // The features, most of the record, are written by putFloats into room
-// made once: each cached key as one keyWords-byte block (the key buffer
-// has the bytes to spare), each value as whole words.
+// made once: each cached key as one keyWords-byte block, each value as
+// whole words.
 func (r *AuditRecord) appendRest(dst []byte) []byte {
 	n := min(len(r.FeatureNames), len(r.Features))
-	keys, ends := r.featureKeys()
+	keys := r.featureKeys()
 	thr := r.thresholdsJSON()
 	const open, close = `,"features":{`, `},"thresholds":`
-	dst = slices.Grow(dst, len(open)+len(keys)+keyWords+n*floatRoom+len(close)+len(thr)+1)
+	dst = slices.Grow(dst, len(open)+len(keys.buf)+keyWords+n*floatRoom+len(close)+len(thr)+1)
 	dst = append(dst, open...)
 	l := len(dst)
-	dst = dst[:l+putFloats(dst[l:cap(dst)], r.Features[:n], keys, ends)]
+	dst = dst[:l+putFloats(dst[l:cap(dst)], r.Features[:n], keys)]
 	dst = append(dst, close...)
 	dst = append(dst, thr...)
 	if len(r.Shadow) > 0 {

@@ -38,8 +38,12 @@ var pow5 = [...]uint64{1, 5, 25, 125, 625, 3125, 15625, 78125, 390625, 1953125, 
 // appendFloat32 appends f as appendFloatStrconv(dst, float64(f), 32)
 // does: the shortest decimal that parses back to f, in strconv's 'g'
 // form. It is putFloat32 into dst's spare capacity, grown first when it
-// has less than floatRoom bytes.
+// has less than floatRoom bytes, but for the small values of
+// appendFloat32Exp (scores, mostly), which go there at once.
 func appendFloat32(dst []byte, f float32) []byte {
+	if a := math.Abs(float64(f)); a < 1e-4 && a >= 0x1p-33 { // a small score: 1.1004223e-05
+		return appendFloat32Exp(dst, f)
+	}
 	if cap(dst)-len(dst) < floatRoom {
 		dst = slices.Grow(dst, floatRoom)
 	}
@@ -58,18 +62,17 @@ const floatRoom = 26
 // the number of bytes of the number: putFloats of the one value.
 func putFloat32(b []byte, f float32) int {
 	fs := [1]float32{f}
-	return putFloats(b, fs[:], nil, nil)
+	return putFloats(b, fs[:], nil)
 }
 
 // putFloats writes each value of fs as appendFloat32 does, preceded by
-// its key keys[ends[i−1]:ends[i]] (from 0 for the first) when keys is not
-// nil, to b and returns the number of bytes written. b must have room
-// for len(keys) + keyWords + len(fs)·floatRoom bytes, and keys keyWords
-// bytes of capacity past its length: keys of up to keyWords bytes are
-// copied as one keyWords-byte block whatever their length (no branch on
-// it; the value overwrites what the block copied past the key), and
-// numbers are written as whole words; both write past what they keep,
-// up to keyWords bytes beyond the result.
+// its key (keys.buf[keys.ends[i−1]:keys.ends[i]], from 0 for the first)
+// when keys is not nil, to b and returns the number of bytes written. b
+// must have room for len(keys.buf) + keyWords + len(fs)·floatRoom bytes.
+// Keys are copied from their blocks as keyWords bytes whatever their
+// length (no branch on it; the value overwrites what the block copied
+// past the key), and numbers are written as whole words: both write past
+// what they keep, up to keyWords bytes beyond the result.
 //
 // The loop holds the whole fast path, so that no call (and none of the
 // spills a call costs) is on it: values with 1e-4 <= |f| < 1e6, where
@@ -99,22 +102,28 @@ func putFloat32(b []byte, f float32) int {
 // appendFloat with strconv alone on every float32 of the range when
 // STREAMSCORE_EXHAUSTIVE is set, and on millions of values otherwise;
 // TestAuditRecordsRealistic compares the features written with keys.
-func putFloats(b []byte, fs []float32, keys []byte, ends []int) int {
-	kb := keys[:cap(keys)]
+func putFloats(b []byte, fs []float32, keys *featureKeys) int {
+	var (
+		buf    []byte
+		ends   []int
+		blocks [][keyWords]byte
+	)
+	if keys != nil {
+		buf, ends, blocks = keys.buf, keys.ends[:len(fs)], keys.blocks
+	}
 	p, start := 0, 0
 	for i, f := range fs {
 		if keys != nil {
 			end := ends[i]
-			if end-start <= keyWords && p+keyWords <= len(b) && start+keyWords <= len(kb) {
-				// (The conditions always hold but for long keys; they
-				// spare the copy its own bounds checks. Three 16-byte
-				// moves: a [48]byte assignment is a call to memmove.)
-				src, dst := kb[start:start+keyWords], b[p:p+keyWords]
-				*(*[16]byte)(dst) = *(*[16]byte)(src)
-				*(*[16]byte)(dst[16:]) = *(*[16]byte)(src[16:])
-				*(*[16]byte)(dst[32:]) = *(*[16]byte)(src[32:])
+			if dst := b[p:]; i < len(blocks) && len(dst) >= keyWords {
+				// Three 16-byte moves (a [48]byte assignment is a call
+				// to memmove), their bounds proven by the test above.
+				blk := &blocks[i]
+				*(*[16]byte)(dst) = *(*[16]byte)(blk[:16])
+				*(*[16]byte)(dst[16:]) = *(*[16]byte)(blk[16:32])
+				*(*[16]byte)(dst[32:]) = *(*[16]byte)(blk[32:])
 			} else {
-				copy(b[p:], keys[start:end])
+				copy(dst, buf[start:end])
 			}
 			p += end - start
 			start = end
@@ -150,7 +159,7 @@ func putFloats(b []byte, fs []float32, keys []byte, ends []int) int {
 		k := 8 - bits.TrailingZeros64(w|1<<56)/8
 		binary.LittleEndian.PutUint64(v[j:], (w+asciiZeros)>>(64-8*k))
 		j += k
-		if float32(ip) == a {
+		if float32(int32(a)) == a {
 			p += j
 			continue
 		}
@@ -294,9 +303,9 @@ func putDecimal(b []byte, neg bool, ip, frac uint64, d int) int {
 // below the interval's half-width there, 5^d/2 (or equal, ties to even).
 // Powers of two and exact ties go to appendFloatStrconv.
 func appendFloat32Exp(dst []byte, f float32) []byte {
-	bits := math.Float32bits(f) &^ (1 << 31)
-	mant := bits & (1<<23 - 1)
-	exp := bits >> 23
+	fb := math.Float32bits(f) &^ (1 << 31)
+	mant := fb & (1<<23 - 1)
+	exp := fb >> 23
 	d := int(placesFor[exp])
 	if mant == 0 || d < 2 {
 		return appendFloatStrconv(dst, float64(f), 32)
@@ -319,41 +328,42 @@ func appendFloat32Exp(dst []byte, f float32) []byte {
 		u = n1
 		d--
 	}
-	for u%10 == 0 && u != 0 {
-		u /= 10
-		d--
+	// u (below 2·10^8, so at most nine digits) as its first digit and
+	// the rest, most significant first, one a byte, trailing zeros in the
+	// high bytes: no loop. The value is u·10^−d, its exponent nd−1−d for
+	// nd digits.
+	hi := u / 1e8
+	w := digits8(u - hi*1e8)
+	first, rest, nd := hi, w, 9
+	if hi == 0 {
+		lead := bits.TrailingZeros64(w|1<<56) / 8 // u > 0: a digit is left
+		w >>= 8 * lead
+		first, rest, nd = w&0xff, w>>8, 8-lead
 	}
-	// u·10^−d with u's first digit at 10^(digits−1): the exponent is
-	// digits−1−d, from −5 to −10 here.
-	var buf [24]byte
-	i := len(buf)
-	for u >= 100 {
-		q := u / 100
-		j := (u - q*100) * 2
-		i -= 2
-		buf[i], buf[i+1] = digitPairs[j], digitPairs[j+1]
-		u = q
-	}
-	if u >= 10 {
-		i -= 2
-		buf[i], buf[i+1] = digitPairs[u*2], digitPairs[u*2+1]
-	} else {
-		i--
-		buf[i] = byte('0' + u)
-	}
-	x := d - (len(buf) - i - 1) // −exponent
+	x := d - (nd - 1) // −exponent
 	if x <= 4 || x >= 100 {
 		return appendFloatStrconv(dst, float64(f), 32)
 	}
+	// sign, first digit, point, up to eight digits, "e-xx": 14 bytes.
+	if cap(dst)-len(dst) < 16 {
+		dst = slices.Grow(dst, 16)
+	}
+	l := len(dst)
+	b := dst[l:cap(dst)][:16]
+	b[0] = '-'
+	j := 0
 	if f < 0 {
-		dst = append(dst, '-')
+		j = 1
 	}
-	dst = append(dst, buf[i])
-	if i+1 < len(buf) {
-		dst = append(dst, '.')
-		dst = append(dst, buf[i+1:]...)
+	b[j] = byte('0' + first)
+	j++
+	if rest != 0 {
+		b[j] = '.'
+		binary.LittleEndian.PutUint64(b[j+1:], rest+asciiZeros)
+		j += 9 - bits.LeadingZeros64(rest)/8
 	}
-	return append(dst, 'e', '-', digitPairs[x*2], digitPairs[x*2+1])
+	b[j], b[j+1], b[j+2], b[j+3] = 'e', '-', digitPairs[x*2], digitPairs[x*2+1]
+	return dst[:l+j+4]
 }
 
 // digitPairs holds "00" to "99", two digits per entry.

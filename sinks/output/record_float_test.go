@@ -18,11 +18,17 @@ import (
 // fast paths apply (2^-33 <= |f| <= 1e6, both signs).
 func TestAppendFloat32(t *testing.T) {
 	var got, want []byte
+	var room [floatRoom]byte
 	check := func(f float32) {
 		got = appendFloat32(got[:0], f)
 		want = appendFloatRef(want[:0], float64(f), 32)
 		if string(got) != string(want) {
 			t.Fatalf("%v (bits %#08x): got %s, want %s", f, math.Float32bits(f), got, want)
+		}
+		// putFloats (the audit record's features), which appendFloat32
+		// passes by for small values.
+		if n := putFloat32(room[:], f); string(room[:n]) != string(want) {
+			t.Fatalf("putFloat32(%v) (bits %#08x): got %s, want %s", f, math.Float32bits(f), room[:n], want)
 		}
 		// A score: the float32 widened, printed at 64 bits.
 		got = appendFloat(got[:0], float64(f), 64)
