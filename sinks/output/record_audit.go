@@ -100,13 +100,19 @@ func equalStrings(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	for i := range a {
-		// The same backing string (the worker's names, every record):
-		// equal without the call to compare the bytes.
-		if len(a[i]) != len(b[i]) {
-			return false
+	// The same backing strings (the worker's names, every record): the
+	// string headers, pointers and lengths, are the same bytes, compared
+	// at once (39 names: one call instead of a compare each).
+	if len(a) > 0 {
+		const hdr = int(unsafe.Sizeof(""))
+		ha := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(a))), len(a)*hdr)
+		hb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b)*hdr)
+		if string(ha) == string(hb) {
+			return true
 		}
-		if unsafe.StringData(a[i]) != unsafe.StringData(b[i]) && a[i] != b[i] {
+	}
+	for i := range a {
+		if a[i] != b[i] {
 			return false
 		}
 	}

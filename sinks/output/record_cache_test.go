@@ -2,6 +2,7 @@ package output
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -37,6 +38,16 @@ func TestRecordEncodingCaches(t *testing.T) {
 		{name: "threshold changed in place", f: func(a *AuditRecord) { a.Thresholds[1].Alert = 120 }},
 		{name: "other thresholds", f: func(a *AuditRecord) { a.Thresholds = []Threshold{{"fr\"aud", 0.25, 0.5}} }},
 		{name: "feature names", f: func(a *AuditRecord) { a.FeatureNames = []string{"a", "b", "c"} }},
+		{name: "feature renamed in place", f: func(a *AuditRecord) { a.FeatureNames[1] = "b_2" }},
+		{name: "feature names, equal strings elsewhere", f: func(a *AuditRecord) {
+			a.FeatureNames = []string{string([]byte("a")), string([]byte("b_2")), string([]byte("c"))}
+		}},
+		{name: "feature names longer than a block", f: func(a *AuditRecord) {
+			a.FeatureNames = []string{"a", strings.Repeat("long_", 9) + "x", "c"}
+		}},
+		{name: "feature keys of 48 and 49 bytes, escaped", f: func(a *AuditRecord) {
+			a.FeatureNames = []string{strings.Repeat("n", 45), strings.Repeat("m", 44), "q\\" + strings.Repeat("o", 44)}
+		}},
 	}
 	reused := sampleAudit()
 	var buf []byte
