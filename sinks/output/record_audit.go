@@ -53,14 +53,21 @@ type AuditRecord struct {
 // featureKeys caches the encoded keys of a feature-name slice, which a worker
 // reuses for every record; rebuilt when the names change. Each key but the
 // first starts with the comma that separates it from the value before.
-// Keys of up to keyWords bytes are also kept one a block, zero-padded, for
-// putFloats to copy whole; a longer one has len(blocks) cut before it.
+// Each key is a block of keyWords bytes, zero-padded, with its length, for
+// putFloats to copy whole; when a key is longer than keyWords, blocks is
+// nil and buf and ends hold the keys (back to back, and their ends).
 type featureKeys struct {
+	blocks []keyBlock
 	buf    []byte
 	ends   []int
-	blocks [][keyWords]byte
 	first  *string
 	names  []string
+}
+
+// keyBlock is one encoded feature key, zero-padded.
+type keyBlock struct {
+	b [keyWords]byte
+	n int
 }
 
 // featureKeys returns the encoded keys of FeatureNames, building them when
@@ -74,7 +81,7 @@ func (r *AuditRecord) featureKeys() *featureKeys {
 		return k
 	}
 	// New slices: copies of the record share the old ones.
-	k.buf, k.ends, k.blocks = nil, make([]int, 0, len(r.FeatureNames)), make([][keyWords]byte, 0, len(r.FeatureNames))
+	k.buf, k.ends, k.blocks = nil, make([]int, 0, len(r.FeatureNames)), make([]keyBlock, 0, len(r.FeatureNames))
 	long := false
 	for i, name := range r.FeatureNames {
 		start := len(k.buf)
@@ -84,12 +91,15 @@ func (r *AuditRecord) featureKeys() *featureKeys {
 		k.buf = appendString(k.buf, name)
 		k.buf = append(k.buf, ':')
 		k.ends = append(k.ends, len(k.buf))
+		var blk keyBlock
+		blk.n = copy(blk.b[:], k.buf[start:])
+		k.blocks = append(k.blocks, blk)
 		long = long || len(k.buf)-start > keyWords
-		if !long {
-			var blk [keyWords]byte
-			copy(blk[:], k.buf[start:])
-			k.blocks = append(k.blocks, blk)
-		}
+	}
+	if long {
+		k.blocks = nil
+	} else {
+		k.buf, k.ends = nil, nil
 	}
 	k.first = &r.FeatureNames[0]
 	k.names = slices.Clone(r.FeatureNames)
@@ -153,16 +163,26 @@ const keyWords = 48
 // appendRest appends the audit record's own members and the closing brace.
 // The features, most of the record, are written by putFloats into room
 // made once: each cached key as one keyWords-byte block, each value as
-// whole words.
+// whole words (keys longer than a block, one at a time by append).
 func (r *AuditRecord) appendRest(dst []byte) []byte {
 	n := min(len(r.FeatureNames), len(r.Features))
 	keys := r.featureKeys()
 	thr := r.thresholdsJSON()
 	const open, close = `,"features":{`, `},"thresholds":`
-	dst = slices.Grow(dst, len(open)+len(keys.buf)+keyWords+n*floatRoom+len(close)+len(thr)+1)
+	dst = slices.Grow(dst, len(open)+n*(keyWords+floatRoom)+len(keys.buf)+len(close)+len(thr)+1)
 	dst = append(dst, open...)
-	l := len(dst)
-	dst = dst[:l+putFloats(dst[l:cap(dst)], r.Features[:n], keys)]
+	if keys.blocks != nil || n == 0 {
+		l := len(dst)
+		dst = dst[:l+putFloats(dst[l:cap(dst)], r.Features[:n], keys.blocks[:n])]
+	} else {
+		// A key longer than a block: one at a time.
+		start := 0
+		for i, f := range r.Features[:n] {
+			dst = append(dst, keys.buf[start:keys.ends[i]]...)
+			start = keys.ends[i]
+			dst = appendFloat32(dst, f)
+		}
+	}
 	dst = append(dst, close...)
 	dst = append(dst, thr...)
 	if len(r.Shadow) > 0 {

@@ -66,13 +66,13 @@ func putFloat32(b []byte, f float32) int {
 }
 
 // putFloats writes each value of fs as appendFloat32 does, preceded by
-// its key (keys.buf[keys.ends[i−1]:keys.ends[i]], from 0 for the first)
-// when keys is not nil, to b and returns the number of bytes written. b
-// must have room for len(keys.buf) + keyWords + len(fs)·floatRoom bytes.
-// Keys are copied from their blocks as keyWords bytes whatever their
-// length (no branch on it; the value overwrites what the block copied
-// past the key), and numbers are written as whole words: both write past
-// what they keep, up to keyWords bytes beyond the result.
+// its key blocks[i] when blocks is not nil (then len(blocks) >= len(fs)),
+// to b and returns the number of bytes written. b must have room for
+// len(fs)·(keyWords+floatRoom) bytes. Keys are copied as their whole
+// blocks whatever their length (no branch on it; the value overwrites
+// what the block copied past the key), and numbers are written as whole
+// words: both write past what they keep, up to keyWords bytes beyond the
+// result.
 //
 // The loop holds the whole fast path, so that no call (and none of the
 // spills a call costs) is on it: values with 1e-4 <= |f| < 1e6, where
@@ -102,31 +102,17 @@ func putFloat32(b []byte, f float32) int {
 // appendFloat with strconv alone on every float32 of the range when
 // STREAMSCORE_EXHAUSTIVE is set, and on millions of values otherwise;
 // TestAuditRecordsRealistic compares the features written with keys.
-func putFloats(b []byte, fs []float32, keys *featureKeys) int {
-	var (
-		buf    []byte
-		ends   []int
-		blocks [][keyWords]byte
-	)
-	if keys != nil {
-		buf, ends, blocks = keys.buf, keys.ends[:len(fs)], keys.blocks
-	}
-	p, start := 0, 0
+func putFloats(b []byte, fs []float32, blocks []keyBlock) int {
+	p := 0
 	for i, f := range fs {
-		if keys != nil {
-			end := ends[i]
-			if dst := b[p:]; i < len(blocks) && len(dst) >= keyWords {
-				// Three 16-byte moves (a [48]byte assignment is a call
-				// to memmove), their bounds proven by the test above.
-				blk := &blocks[i]
-				*(*[16]byte)(dst) = *(*[16]byte)(blk[:16])
-				*(*[16]byte)(dst[16:]) = *(*[16]byte)(blk[16:32])
-				*(*[16]byte)(dst[32:]) = *(*[16]byte)(blk[32:])
-			} else {
-				copy(dst, buf[start:end])
-			}
-			p += end - start
-			start = end
+		if blocks != nil {
+			// Three 16-byte moves (a [48]byte assignment is a call to
+			// memmove), one bounds check.
+			blk, dst := &blocks[i], b[p:][:keyWords]
+			*(*[16]byte)(dst) = *(*[16]byte)(blk.b[:16])
+			*(*[16]byte)(dst[16:]) = *(*[16]byte)(blk.b[16:32])
+			*(*[16]byte)(dst[32:]) = *(*[16]byte)(blk.b[32:])
+			p += blk.n
 		}
 		v := b[p:][:floatRoom]
 		a := f
