@@ -1,6 +1,7 @@
 package output
 
 import (
+	"math"
 	"slices"
 	"unsafe"
 )
@@ -107,26 +108,26 @@ func (r *AuditRecord) featureKeys() *featureKeys {
 }
 
 func equalStrings(a, b []string) bool {
+	// The same backing strings (the worker's names, every record): the
+	// same string headers, compared at once (39 names: one call instead
+	// of a compare each).
+	return sameMemory(a, b) || slices.Equal(a, b)
+}
+
+// sameMemory reports whether a and b hold the same bytes: for the cached
+// element types (strings and float64s, no padding) the same values,
+// strings by pointer and length, so false does not mean unequal (callers
+// then compare the values) while true does; floats compare by their bits.
+func sameMemory[T any](a, b []T) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	// The same backing strings (the worker's names, every record): the
-	// string headers, pointers and lengths, are the same bytes, compared
-	// at once (39 names: one call instead of a compare each).
-	if len(a) > 0 {
-		const hdr = int(unsafe.Sizeof(""))
-		ha := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(a))), len(a)*hdr)
-		hb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b)*hdr)
-		if string(ha) == string(hb) {
-			return true
-		}
+	if len(a) == 0 {
+		return true
 	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	n := len(a) * int(unsafe.Sizeof(a[0]))
+	return string(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(a))), n)) ==
+		string(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), n))
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
@@ -197,7 +198,7 @@ func (r *AuditRecord) appendRest(dst []byte) []byte {
 // thresholdsJSON returns the encoded "thresholds" object of r.Thresholds,
 // encoding it only when they differ from the last ones encoded.
 func (r *AuditRecord) thresholdsJSON() []byte {
-	if r.thrJSON != nil && slices.Equal(r.thr, r.Thresholds) {
+	if r.thrJSON != nil && (sameMemory(r.thr, r.Thresholds) || equalThresholds(r.thr, r.Thresholds)) {
 		return r.thrJSON
 	}
 	dst := make([]byte, 0, 48*len(r.Thresholds)+2)
@@ -215,4 +216,14 @@ func (r *AuditRecord) thresholdsJSON() []byte {
 	}
 	r.thr, r.thrJSON = slices.Clone(r.Thresholds), append(dst, '}')
 	return r.thrJSON
+}
+
+// equalThresholds reports whether a and b have the same names and the
+// same threshold bits (not ==: -0 and 0 are encoded differently, and NaN
+// is encoded as null every time).
+func equalThresholds(a, b []Threshold) bool {
+	return slices.EqualFunc(a, b, func(x, y Threshold) bool {
+		return x.Name == y.Name && math.Float64bits(x.Review) == math.Float64bits(y.Review) &&
+			math.Float64bits(x.Alert) == math.Float64bits(y.Alert)
+	})
 }

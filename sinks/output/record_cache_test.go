@@ -2,6 +2,7 @@ package output
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 )
@@ -36,6 +37,9 @@ func TestRecordEncodingCaches(t *testing.T) {
 			a.ShadowModels = []NamedModel{{"fraud", "fraud-mlp@5 sha256:9f"}}
 		}},
 		{name: "threshold changed in place", f: func(a *AuditRecord) { a.Thresholds[1].Alert = 120 }},
+		{name: "threshold changed to -0 in place", f: func(a *AuditRecord) { a.Thresholds[1].Review = math.Copysign(0, -1) }},
+		{name: "threshold -0 to 0 in place", f: func(a *AuditRecord) { a.Thresholds[1].Review = 0 }},
+		{name: "threshold NaN in place", f: func(a *AuditRecord) { a.Thresholds[0].Alert = math.NaN() }},
 		{name: "other thresholds", f: func(a *AuditRecord) { a.Thresholds = []Threshold{{"fr\"aud", 0.25, 0.5}} }},
 		{name: "feature names", f: func(a *AuditRecord) { a.FeatureNames = []string{"a", "b", "c"} }},
 		{name: "feature renamed in place", f: func(a *AuditRecord) { a.FeatureNames[1] = "b_2" }},

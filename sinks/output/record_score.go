@@ -3,6 +3,7 @@ package output
 import (
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // NamedScore is one model's score: "scores":{"<Name>":<Value>,...}.
@@ -86,7 +87,7 @@ type encodedMaps struct {
 
 // modelMap returns the encoded "models" object of ms.
 func (c *encodedMaps) modelMap(ms []NamedModel) []byte {
-	if c.modelsJSON == nil || !slices.Equal(c.models, ms) {
+	if c.modelsJSON == nil || !(sameMemory(c.models, ms) || slices.Equal(c.models, ms)) {
 		c.models = slices.Clone(ms)
 		c.modelsJSON = appendModelMap(make([]byte, 0, 64*len(ms)+2), ms)
 	}
@@ -97,7 +98,9 @@ func (c *encodedMaps) modelMap(ms []NamedModel) []byte {
 func (c *encodedMaps) scoreKeys(scores []NamedScore) ([]byte, []int) {
 	same := c.keyEnds != nil && len(c.names) == len(scores)
 	for i := 0; same && i < len(scores); i++ {
-		same = c.names[i] == scores[i].Name
+		// The same string (the worker's names) without a call first.
+		a, b := c.names[i], scores[i].Name
+		same = len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 	}
 	if !same {
 		c.names, c.keys, c.keyEnds = make([]string, 0, len(scores)), nil, make([]int, 0, len(scores))
