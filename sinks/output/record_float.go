@@ -141,9 +141,20 @@ func putFloats(b []byte, fs []float32, blocks []keyBlock) int {
 		if f < 0 {
 			j = 1
 		}
-		w := digits8(ip)
-		k := 8 - bits.TrailingZeros64(w|1<<56)/8
-		binary.LittleEndian.PutUint64(v[j:], (w+asciiZeros)>>(64-8*k))
+		var iw uint64 // the integer's digits, first in the lowest byte
+		k := 2
+		if ip < 100 {
+			// Counts, flags, ratios (0.x): a pair from the table.
+			iw = uint64(digitPairs[2*ip]) | uint64(digitPairs[2*ip+1])<<8
+			if ip < 10 {
+				iw, k = iw>>8, 1
+			}
+		} else {
+			w := digits8(ip)
+			k = 8 - bits.TrailingZeros64(w)/8 // ip >= 100: not 0
+			iw = (w + asciiZeros) >> (64 - 8*k)
+		}
+		binary.LittleEndian.PutUint64(v[j:], iw)
 		j += k
 		if float32(int32(a)) == a {
 			p += j
