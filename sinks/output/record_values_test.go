@@ -254,7 +254,9 @@ func appendFloatRef(dst []byte, f float64, bitSize int) []byte {
 
 // BenchmarkFloatsRealistic encodes the captured feature values (features)
 // and scores (scores), ns/op per value, with the encoder (fast), the
-// linear-scan encoder it replaced (scan) and strconv (strconv).
+// linear-scan encoder it replaced (scan) and strconv (strconv); and the
+// feature rows with their keys as the audit record writes them
+// (features/rows, ns/op per row and ns/value).
 func BenchmarkFloatsRealistic(b *testing.B) {
 	vs := loadValues(b)
 	var feats []float32
@@ -280,6 +282,23 @@ func BenchmarkFloatsRealistic(b *testing.B) {
 			}
 		})
 	}
+	// The audit record's loop: whole rows with their keys, ns/op per value.
+	b.Run("features/rows", func(b *testing.B) {
+		rec := AuditRecord{FeatureNames: vs.names}
+		keys := rec.featureKeys()
+		if keys.blocks == nil {
+			b.Fatal("values.txt: a feature key longer than a block")
+		}
+		room := make([]byte, len(vs.names)*(keyWords+floatRoom))
+		i, n := 0, 0
+		for b.Loop() {
+			row := vs.events[i%len(vs.events)].row
+			putFloats(room, row, keys.blocks[:len(row)])
+			i++
+			n += len(row)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/value")
+	})
 	for _, bc := range []struct {
 		name string
 		fn   func([]byte, float64, int) []byte
