@@ -95,13 +95,15 @@ func putFloat32(b []byte, f float32) int {
 // does not, the answer is round(f·10^D) (a log or a ratio). The interval
 // holds no integer (f is none, and its neighbours are at least a whole
 // gap away), so the decimal's integer part is f's, int32(f), and its
-// fraction n − int32(f)·10^d. Both are written by digits8, whole words
-// at a time, the fraction's trailing zeros dropped by counting its zero
+// fraction n − int32(f)·10^d. Both are written whole words at a time
+// (an integer part below 100 from the digit-pair table, the rest by
+// digits8), the fraction's trailing zeros dropped by counting its zero
 // bytes: no loop, no division by a variable.
-// TestAppendFloat32 compares appendFloat32 (which is this function) and
-// appendFloat with strconv alone on every float32 of the range when
-// STREAMSCORE_EXHAUSTIVE is set, and on millions of values otherwise;
-// TestAuditRecordsRealistic compares the features written with keys.
+// TestAppendFloat32 compares putFloat32 (this function on one value),
+// appendFloat32 and appendFloat with strconv alone on every float32 of
+// the range when STREAMSCORE_EXHAUSTIVE is set, and on millions of values
+// otherwise; TestAuditRecordsRealistic compares the features written
+// with their keys.
 func putFloats(b []byte, fs []float32, blocks []keyBlock) int {
 	p := 0
 	for i, f := range fs {
