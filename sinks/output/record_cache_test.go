@@ -2,6 +2,8 @@ package output
 
 import (
 	"bytes"
+	"math"
+	"strings"
 	"testing"
 )
 
@@ -35,8 +37,21 @@ func TestRecordEncodingCaches(t *testing.T) {
 			a.ShadowModels = []NamedModel{{"fraud", "fraud-mlp@5 sha256:9f"}}
 		}},
 		{name: "threshold changed in place", f: func(a *AuditRecord) { a.Thresholds[1].Alert = 120 }},
+		{name: "threshold changed to -0 in place", f: func(a *AuditRecord) { a.Thresholds[1].Review = math.Copysign(0, -1) }},
+		{name: "threshold -0 to 0 in place", f: func(a *AuditRecord) { a.Thresholds[1].Review = 0 }},
+		{name: "threshold NaN in place", f: func(a *AuditRecord) { a.Thresholds[0].Alert = math.NaN() }},
 		{name: "other thresholds", f: func(a *AuditRecord) { a.Thresholds = []Threshold{{"fr\"aud", 0.25, 0.5}} }},
 		{name: "feature names", f: func(a *AuditRecord) { a.FeatureNames = []string{"a", "b", "c"} }},
+		{name: "feature renamed in place", f: func(a *AuditRecord) { a.FeatureNames[1] = "b_2" }},
+		{name: "feature names, equal strings elsewhere", f: func(a *AuditRecord) {
+			a.FeatureNames = []string{string([]byte("a")), string([]byte("b_2")), string([]byte("c"))}
+		}},
+		{name: "feature names longer than a block", f: func(a *AuditRecord) {
+			a.FeatureNames = []string{"a", strings.Repeat("long_", 9) + "x", "c"}
+		}},
+		{name: "feature keys of 48 and 49 bytes, escaped", f: func(a *AuditRecord) {
+			a.FeatureNames = []string{strings.Repeat("n", 45), strings.Repeat("m", 44), "q\\" + strings.Repeat("o", 44)}
+		}},
 	}
 	reused := sampleAudit()
 	var buf []byte

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -17,11 +18,17 @@ import (
 // fast paths apply (2^-33 <= |f| <= 1e6, both signs).
 func TestAppendFloat32(t *testing.T) {
 	var got, want []byte
+	var room [floatRoom]byte
 	check := func(f float32) {
 		got = appendFloat32(got[:0], f)
 		want = appendFloatRef(want[:0], float64(f), 32)
 		if string(got) != string(want) {
 			t.Fatalf("%v (bits %#08x): got %s, want %s", f, math.Float32bits(f), got, want)
+		}
+		// putFloats (the audit record's features), which appendFloat32
+		// passes by for small values.
+		if n := putFloat32(room[:], f); string(room[:n]) != string(want) {
+			t.Fatalf("putFloat32(%v) (bits %#08x): got %s, want %s", f, math.Float32bits(f), room[:n], want)
 		}
 		// A score: the float32 widened, printed at 64 bits.
 		got = appendFloat(got[:0], float64(f), 64)
@@ -149,35 +156,60 @@ func TestAppendFloat64(t *testing.T) {
 	}
 }
 
-// TestAppendFixed compares appendFixed with the digits of
-// strconv.FormatUint, the point placed by hand, around every power of ten
-// and for every place count, in a buffer with room and one without.
-func TestAppendFixed(t *testing.T) {
-	want := func(neg bool, n uint64, d int) string {
-		s := strconv.FormatUint(n, 10)
-		if d > 0 {
-			for len(s) <= d {
-				s = "0" + s
+// TestDigits8 checks digits8 on every n < 10^8: eight digits 0–9, most
+// significant first, that make n.
+func TestDigits8(t *testing.T) {
+	for n := uint64(0); n < 1e8; n++ {
+		w, back := digits8(n), uint64(0)
+		for k := range 8 {
+			dg := w >> (8 * k) & 0xff
+			if dg > 9 {
+				t.Fatalf("digits8(%d) = %#016x: byte %d is %d", n, w, k, dg)
 			}
-			s = s[:len(s)-d] + "." + s[len(s)-d:]
+			back = back*10 + dg
 		}
-		if neg {
-			s = "-" + s
+		if back != n {
+			t.Fatalf("digits8(%d) = %#016x, which reads %d", n, w, back)
 		}
-		return s
 	}
-	roomy := make([]byte, 0, 64)
-	for d := 1; d <= 17; d++ {
-		for p, p10 := 0, uint64(1); p <= 18; p, p10 = p+1, p10*10 {
-			for _, delta := range []int64{-1, 0, 1, 7} {
-				n := uint64(int64(p10) + delta)
-				for _, neg := range []bool{false, true} {
-					w := want(neg, n, d)
-					if got := appendFixed([]byte("x"), neg, n, d); string(got) != "x"+w {
-						t.Fatalf("appendFixed(%v, %d, %d) = %q, want %q", neg, n, d, got, "x"+w)
+}
+
+// TestPutDecimal compares putDecimal and putInt with the digits of
+// strconv.FormatUint (the fraction's d places, trailing zeros dropped)
+// around every power of ten of both parts, for every d, in a buffer of
+// exactly floatRoom bytes (a write past it panics).
+func TestPutDecimal(t *testing.T) {
+	var near []uint64
+	for p10 := uint64(1); p10 <= 1e16; p10 *= 10 {
+		for _, delta := range []int64{-1, 0, 1, 7, 1234567} {
+			if v := int64(p10) + delta; v >= 0 {
+				near = append(near, uint64(v))
+			}
+		}
+	}
+	b := make([]byte, floatRoom)
+	for _, ip := range near {
+		if ip >= 1e8 {
+			continue
+		}
+		for _, neg := range []bool{false, true} {
+			sign := ""
+			if neg {
+				sign = "-"
+			}
+			if got, want := string(b[:putInt(b, neg, ip)]), sign+strconv.FormatUint(ip, 10); got != want {
+				t.Fatalf("putInt(%v, %d) = %q, want %q", neg, ip, got, want)
+			}
+			for d := 1; d <= 16; d++ {
+				for _, frac := range near {
+					if frac == 0 || frac >= pow10u[d&15] && d < 16 || frac >= 1e16 {
+						continue
 					}
-					if got := appendFixed(roomy[:0], neg, n, d); string(got) != w {
-						t.Fatalf("appendFixed(%v, %d, %d) with room = %q, want %q", neg, n, d, got, w)
+					fs := strconv.FormatUint(frac, 10)
+					fs = strings.TrimRight(strings.Repeat("0", d-len(fs))+fs, "0")
+					want := sign + strconv.FormatUint(ip, 10) + "." + fs
+					if got := string(b[:putDecimal(b, neg, ip, frac, d)]); got != want {
+						t.Fatalf("putDecimal(%v, %d, %d, %d) = %q, want %q", neg, ip, frac, d, got, want)
 					}
 				}
 			}

@@ -3,6 +3,7 @@ package output
 import (
 	"encoding/base64"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/streamscore/streamscore/internal/jsonstr"
@@ -35,17 +36,19 @@ func appendFloat(dst []byte, f float64, bitSize int) []byte {
 	// as ParseFloat rounds) must give |f| back. Decimals of three places
 	// or fewer are 10^-3 apart, far more than f's rounding interval, so at
 	// most one lies in it: that one is the shortest, n without its
-	// trailing zeros. TestAppendFloat64 compares with strconv.
+	// trailing zeros (putDecimal drops them). TestAppendFloat64 compares
+	// with strconv.
 	if a := math.Abs(f); bitSize == 64 && a >= 1e-3 && a < 1e6 {
 		n := float64(int64(a*1000 + 0.5))
 		if n/1000 == a {
-			u, d := uint64(n), 3
-			for u%10 == 0 && d > 0 {
-				u /= 10
-				d--
-			}
-			if d > 0 {
-				return appendFixed(dst, f < 0, u, d)
+			u := uint64(n)
+			ip := u / 1000
+			if frac := u - ip*1000; frac != 0 {
+				if cap(dst)-len(dst) < floatRoom {
+					dst = slices.Grow(dst, floatRoom)
+				}
+				l := len(dst)
+				return dst[:l+putDecimal(dst[l:cap(dst)], f < 0, ip, frac, 3)]
 			}
 		}
 	}

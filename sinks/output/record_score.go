@@ -3,6 +3,7 @@ package output
 import (
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // NamedScore is one model's score: "scores":{"<Name>":<Value>,...}.
@@ -86,7 +87,7 @@ type encodedMaps struct {
 
 // modelMap returns the encoded "models" object of ms.
 func (c *encodedMaps) modelMap(ms []NamedModel) []byte {
-	if c.modelsJSON == nil || !slices.Equal(c.models, ms) {
+	if c.modelsJSON == nil || !(sameMemory(c.models, ms) || slices.Equal(c.models, ms)) {
 		c.models = slices.Clone(ms)
 		c.modelsJSON = appendModelMap(make([]byte, 0, 64*len(ms)+2), ms)
 	}
@@ -97,7 +98,9 @@ func (c *encodedMaps) modelMap(ms []NamedModel) []byte {
 func (c *encodedMaps) scoreKeys(scores []NamedScore) ([]byte, []int) {
 	same := c.keyEnds != nil && len(c.names) == len(scores)
 	for i := 0; same && i < len(scores); i++ {
-		same = c.names[i] == scores[i].Name
+		// The same string (the worker's names) without a call first.
+		a, b := c.names[i], scores[i].Name
+		same = len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 	}
 	if !same {
 		c.names, c.keys, c.keyEnds = make([]string, 0, len(scores)), nil, make([]int, 0, len(scores))
@@ -137,33 +140,35 @@ func (r *ScoreRecord) AppendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// appendFields appends the members of r without the enclosing braces.
+// appendFields appends the members of r without the enclosing braces (the
+// keys as whole constant strings: one move each, not appendKey's four
+// appends).
 func (r *ScoreRecord) appendFields(dst []byte) []byte {
-	dst = appendKey(dst, "tx_id", true)
+	dst = append(dst, `"tx_id":`...)
 	dst = appendString(dst, r.TxID)
-	dst = appendKey(dst, "card_id", false)
+	dst = append(dst, `,"card_id":`...)
 	dst = appendString(dst, r.CardID)
 	if r.CardKeyID != "" {
-		dst = appendKey(dst, "card_key_id", false)
+		dst = append(dst, `,"card_key_id":`...)
 		dst = appendString(dst, r.CardKeyID)
 	}
-	dst = appendKey(dst, "ts", false)
+	dst = append(dst, `,"ts":`...)
 	dst = appendTime(dst, r.TS)
-	dst = appendKey(dst, "amount", false)
+	dst = append(dst, `,"amount":`...)
 	dst = appendFloat(dst, r.Amount, 64)
 	if r.Currency != "" {
-		dst = appendKey(dst, "currency", false)
+		dst = append(dst, `,"currency":`...)
 		dst = appendString(dst, r.Currency)
 	}
-	dst = appendKey(dst, "scored_at", false)
+	dst = append(dst, `,"scored_at":`...)
 	dst = appendTime(dst, r.ScoredAt)
-	dst = appendKey(dst, "scores", false)
+	dst = append(dst, `,"scores":`...)
 	dst = r.enc.appendScores(dst, r.Scores)
-	dst = appendKey(dst, "decision", false)
+	dst = append(dst, `,"decision":`...)
 	dst = appendString(dst, r.Decision)
-	dst = appendKey(dst, "models", false)
+	dst = append(dst, `,"models":`...)
 	dst = append(dst, r.enc.modelMap(r.Models)...)
-	dst = appendKey(dst, "reasons", false)
+	dst = append(dst, `,"reasons":`...)
 	dst = append(dst, '[')
 	for i := range r.Reasons {
 		if i > 0 {
@@ -171,15 +176,15 @@ func (r *ScoreRecord) appendFields(dst []byte) []byte {
 		}
 		dst = append(dst, `{"feature":`...)
 		dst = appendString(dst, r.Reasons[i].Feature)
-		dst = appendKey(dst, "contribution", false)
+		dst = append(dst, `,"contribution":`...)
 		dst = appendFloat(dst, r.Reasons[i].Contribution, 64)
 		dst = append(dst, '}')
 	}
 	dst = append(dst, ']')
-	dst = appendKey(dst, "latency_ms", false)
+	dst = append(dst, `,"latency_ms":`...)
 	dst = appendFloat(dst, r.LatencyMS, 64)
 	if r.Late {
-		dst = appendKey(dst, "late", false)
+		dst = append(dst, `,"late":`...)
 		dst = append(dst, "true"...)
 	}
 	return dst

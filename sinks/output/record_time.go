@@ -1,6 +1,10 @@
 package output
 
-import "time"
+import (
+	"encoding/binary"
+	"math/bits"
+	"time"
+)
 
 // maxFastUnix is 10000-01-01T00:00:00Z: appendTime's own path covers the
 // years 1970 to 9999.
@@ -53,19 +57,17 @@ func appendTime(dst []byte, t time.Time) []byte {
 	b[18], b[19] = digitPairs[ss*2], digitPairs[ss*2+1]
 	n := 20
 	if ns := uint64(t.Nanosecond()); ns != 0 {
+		// Nine digits: the first eight at once (digits8), then the last;
+		// the trailing zeros dropped by counting zero bytes, no loop.
 		b[20] = '.'
-		// Nine digits, the last one first, then the trailing zeros dropped.
 		q := ns / 10
-		b[29] = byte('0' + ns - q*10)
-		for i := 27; i > 20; i -= 2 {
-			p := q / 100
-			j := (q - p*100) * 2
-			b[i], b[i+1] = digitPairs[j], digitPairs[j+1]
-			q = p
-		}
+		r := ns - q*10
+		w := digits8(q)
+		binary.LittleEndian.PutUint64(b[21:], w+asciiZeros)
+		b[29] = byte('0' + r)
 		n = 30
-		for b[n-1] == '0' {
-			n--
+		if r == 0 {
+			n = 29 - bits.LeadingZeros64(w)/8 // w != 0: ns is not 0
 		}
 	}
 	b[n], b[n+1] = 'Z', '"'

@@ -167,6 +167,79 @@ func TestValuesRealistic(t *testing.T) {
 	}
 }
 
+// TestAuditRecordsRealistic compares the score and audit records of the
+// captured values, encoded as the worker encodes them (one reused record,
+// both into one buffer), with an encoding by strconv and
+// time.AppendFormat alone: every number, timestamp and key of them.
+func TestAuditRecordsRealistic(t *testing.T) {
+	vs := loadValues(t)
+	recs := vs.records()
+	var rec AuditRecord
+	buf := make([]byte, 0, 64) // grown by the encoders
+	for i := range recs {
+		src := &recs[i]
+		caches := rec.ScoreRecord.enc
+		rec.ScoreRecord = src.ScoreRecord
+		rec.ScoreRecord.enc = caches
+		rec.FeatureNames, rec.Features, rec.Thresholds = src.FeatureNames, src.Features, src.Thresholds
+		buf = rec.ScoreRecord.AppendJSON(buf[:0])
+		n := len(buf)
+		buf = rec.AppendJSONAfterScore(buf, buf[:n])
+		score, audit := refScoreJSON(&src.ScoreRecord), refAuditRest(src)
+		if string(buf[:n]) != score+"}" {
+			t.Fatalf("event %d: score record\n got %s\nwant %s}", i, buf[:n], score)
+		}
+		if string(buf[n:]) != score+audit {
+			t.Fatalf("event %d: audit record\n got %s\nwant %s%s", i, buf[n:], score, audit)
+		}
+	}
+}
+
+// refScoreJSON is the score record r without its closing brace, by
+// strconv and AppendFormat (for records without reasons, card key or
+// lateness, with plain names).
+func refScoreJSON(r *ScoreRecord) string {
+	num := func(f float64) string { return string(appendFloatRef(nil, f, 64)) }
+	tm := func(t time.Time) string { return `"` + t.UTC().Format(time.RFC3339Nano) + `"` }
+	s := `{"tx_id":"` + r.TxID + `","card_id":"` + r.CardID + `","ts":` + tm(r.TS) + `,"amount":` + num(r.Amount) +
+		`,"currency":"` + r.Currency + `","scored_at":` + tm(r.ScoredAt) + `,"scores":{`
+	for i, sc := range r.Scores {
+		if i > 0 {
+			s += ","
+		}
+		s += `"` + sc.Name + `":` + num(sc.Value)
+	}
+	s += `},"decision":"` + r.Decision + `","models":{`
+	for i, m := range r.Models {
+		if i > 0 {
+			s += ","
+		}
+		s += `"` + m.Name + `":"` + m.Ident + `"`
+	}
+	return s + `},"reasons":[],"latency_ms":` + num(r.LatencyMS)
+}
+
+// refAuditRest is the audit record's own members after the score
+// record's, by strconv alone.
+func refAuditRest(r *AuditRecord) string {
+	s := `,"features":{`
+	for i, name := range r.FeatureNames {
+		if i > 0 {
+			s += ","
+		}
+		s += `"` + name + `":` + string(appendFloatRef(nil, float64(r.Features[i]), 32))
+	}
+	s += `},"thresholds":{`
+	for i, th := range r.Thresholds {
+		if i > 0 {
+			s += ","
+		}
+		s += `"` + th.Name + `":{"review":` + string(appendFloatRef(nil, th.Review, 64)) +
+			`,"alert":` + string(appendFloatRef(nil, th.Alert, 64)) + `}`
+	}
+	return s + "}}"
+}
+
 // appendFloatRef is appendFloat without fast paths: strconv alone, the
 // oracle of the encoders' numbers.
 func appendFloatRef(dst []byte, f float64, bitSize int) []byte {
@@ -181,7 +254,9 @@ func appendFloatRef(dst []byte, f float64, bitSize int) []byte {
 
 // BenchmarkFloatsRealistic encodes the captured feature values (features)
 // and scores (scores), ns/op per value, with the encoder (fast), the
-// linear-scan encoder it replaced (scan) and strconv (strconv).
+// linear-scan encoder it replaced (scan) and strconv (strconv); and the
+// feature rows with their keys as the audit record writes them
+// (features/rows, ns/op per row and ns/value).
 func BenchmarkFloatsRealistic(b *testing.B) {
 	vs := loadValues(b)
 	var feats []float32
@@ -207,6 +282,23 @@ func BenchmarkFloatsRealistic(b *testing.B) {
 			}
 		})
 	}
+	// The audit record's loop: whole rows with their keys, ns/op per value.
+	b.Run("features/rows", func(b *testing.B) {
+		rec := AuditRecord{FeatureNames: vs.names}
+		keys := rec.featureKeys()
+		if keys.blocks == nil {
+			b.Fatal("values.txt: a feature key longer than a block")
+		}
+		room := make([]byte, len(vs.names)*(keyWords+floatRoom))
+		i, n := 0, 0
+		for b.Loop() {
+			row := vs.events[i%len(vs.events)].row
+			putFloats(room, row, keys.blocks[:len(row)])
+			i++
+			n += len(row)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/value")
+	})
 	for _, bc := range []struct {
 		name string
 		fn   func([]byte, float64, int) []byte
