@@ -308,6 +308,7 @@ func (s *series) dropOldest(n int32, summed int) {
 		return
 	}
 	off := s.off + n
+	inexact := false
 	for k := range s.ws {
 		st := &s.ws[k]
 		if st.start >= off {
@@ -322,12 +323,16 @@ func (s *series) dropOldest(n int32, summed int) {
 		}
 		st.start = off
 		st.end = max(st.end, off)
-		if k < summed && st.start == st.end {
-			st.sum, st.sq = 0, 0
+		if k < summed {
+			if st.start == st.end {
+				st.sum, st.sq = 0, 0
+			} else if !(st.sum-st.sum == 0 && st.sq-st.sq == 0) { // Inf or NaN: as in advance
+				inexact = true
+			}
 		}
 	}
 	s.off = off
-	if s.subs > 64 && s.subs > int32(len(s.pts))-s.off {
+	if inexact || s.subs > 64 && s.subs > int32(len(s.pts))-s.off {
 		s.resum(summed)
 	}
 }

@@ -47,3 +47,18 @@ func TestSeriesResumAfterOverflow(t *testing.T) {
 		t.Errorf("sums of squares NaN: %v %v", se.ws[0].sq, se.ws[1].sq)
 	}
 }
+
+// TestSeriesResumAfterOverflowCap: the same through the points cap, which
+// drops the oldest points while they are still inside a window.
+func TestSeriesResumAfterOverflowCap(t *testing.T) {
+	const s = int64(1e9)
+	wins := []window{{0, 100 * s}}
+	var se series
+	for i, amt := range []float64{1e200, 1, 2, 3} {
+		se.add(int64(i)*s, amt, wins, len(wins), 0, 200*s, 3)
+	}
+	st := se.ws[0]
+	if n := st.end - st.start; n != 3 || st.sum != 6 || st.sq != 14 {
+		t.Errorf("n, sum, sq = %d, %v, %v; want 3, 6, 14", n, st.sum, st.sq)
+	}
+}
