@@ -88,7 +88,7 @@ func TestF64MatchesGeneric(t *testing.T) {
 				continue
 			}
 			for j := range want {
-				want[j] += v * w[i*n+j]
+				want[j] += float64(v * w[i*n+j])
 			}
 		}
 		for i := range want {
@@ -106,7 +106,7 @@ func TestF64MatchesGeneric(t *testing.T) {
 			t.Fatalf("trial %d n %d: PosBits = %#x, SignBits's pa %#x", trial, n, p, qa)
 		}
 		for j := range m { // the generic form against its definition
-			fa, fc := x[j]+a*d[j], x[j]+c*d[j]
+			fa, fc := x[j]+float64(a*d[j]), x[j]+float64(c*d[j])
 			if pa>>j&1 != b2u(fa > 0) || pc>>j&1 != b2u(fc > 0) || na>>j&1 != b2u(fa < 0) || nc>>j&1 != b2u(fc < 0) {
 				t.Fatalf("trial %d unit %d: bits %d%d%d%d for %v, %v", trial, j, pa>>j&1, pc>>j&1, na>>j&1, nc>>j&1, fa, fc)
 			}
