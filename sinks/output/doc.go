@@ -51,8 +51,9 @@
 // may call WriteBatch at the same time. The messages passed to WriteBatch
 // are not copied and must not be modified until it returns. Close may be
 // called concurrently with WriteBatch, which then fails with ErrClosed.
-// The record types are plain values: AppendJSON reads the record and may
-// run concurrently on distinct destination buffers.
+// The record types are plain values, not safe for concurrent use: AppendJSON
+// keeps encoding caches in the record (feature keys, models, thresholds), so
+// concurrent calls need a record each (the worker fills one per worker).
 //
 // # Metrics
 //

@@ -114,11 +114,20 @@ func equalStrings(a, b []string) bool {
 	return sameMemory(a, b) || slices.Equal(a, b)
 }
 
+// cachedElem are the element types sameMemory may compare: strings and
+// structs of strings and float64s, with no padding and nothing a pointer
+// reaches but immutable string bytes. A field that is a pointer, slice, map
+// or interface would make an equal header mean nothing about the value it
+// points to (and a stale cache): add no type here without that check.
+type cachedElem interface {
+	string | Threshold | NamedModel
+}
+
 // sameMemory reports whether a and b hold the same bytes: for the cached
-// element types (strings and float64s, no padding) the same values,
-// strings by pointer and length, so false does not mean unequal (callers
-// then compare the values) while true does; floats compare by their bits.
-func sameMemory[T any](a, b []T) bool {
+// element types the same values, strings by pointer and length, so false
+// does not mean unequal (callers then compare the values) while true does;
+// floats compare by their bits.
+func sameMemory[T cachedElem](a, b []T) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -131,9 +140,12 @@ func sameMemory[T any](a, b []T) bool {
 }
 
 // AppendJSON appends the record as one JSON object (no trailing newline) and
-// returns the extended slice. It does not allocate when dst has capacity;
-// it may use up to 48 bytes of dst's spare capacity past what it appends
-// as scratch (feature keys and numbers are written there as whole words).
+// returns the extended slice. It does not allocate when dst has room for
+// the worst case (the members, plus 74 bytes per feature: its key block and
+// the longest number), which the worker's reused batch buffer reaches after
+// its first records; it may use up to 48 bytes of dst's spare capacity past
+// what it appends as scratch (feature keys and numbers are written there as
+// whole words).
 func (r *AuditRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = r.ScoreRecord.appendFields(dst)

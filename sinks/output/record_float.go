@@ -76,8 +76,8 @@ func putFloat32(b []byte, f float32) int {
 //
 // The loop holds the whole fast path, so that no call (and none of the
 // spills a call costs) is on it: values with 1e-4 <= |f| < 1e6, where
-// 'g' prints plain decimals, but powers of two, and +0. The others go to
-// putFloat32Other.
+// 'g' prints plain decimals, but powers of two below 1, and +0. The
+// others go to putFloat32Other.
 //
 // For d places, n = round(f·10^d) is the closest d-place decimal; the
 // shortest round-trip decimal is n/10^d at the fewest places d where it
@@ -216,7 +216,7 @@ func putFloats(b []byte, fs []float32, blocks []keyBlock) int {
 // putFloat32Other is putFloats for the values off its fast path: values
 // with 2^-33 <= |f| < 1e-4 (printed with an exponent) go to
 // appendFloat32Exp, the same two tests in integers; everything else
-// (−0, other ranges, powers of two, exact .5 ties of f·10^d) goes to
+// (−0, other ranges, powers of two below 1, exact .5 ties of f·10^d) goes to
 // appendFloatStrconv.
 func putFloat32Other(b []byte, f float32) int {
 	if a := math.Abs(float64(f)); a < 1e-4 && a >= 0x1p-33 { // a small score: 1.1004223e-05

@@ -133,7 +133,7 @@ func (c *encodedMaps) appendScores(dst []byte, scores []NamedScore) []byte {
 // AppendJSON appends the record as one JSON object (no trailing newline) and
 // returns the extended slice. It does not allocate when dst has capacity;
 // it may use up to 24 bytes of dst's spare capacity past what it appends
-// as scratch (numbers are written there and moved down).
+// as scratch (numbers are written as whole words, past their last digit).
 func (r *ScoreRecord) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = r.appendFields(dst)
