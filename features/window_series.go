@@ -1,5 +1,7 @@
 package features
 
+import "math"
+
 // window is an event-time window relative to a reference time t: it covers
 // the half-open interval (t-offset-length, t-offset]. Offset 0 windows end at
 // (and include) t; lagged windows (offset > 0) serve delayed-feedback
@@ -248,19 +250,21 @@ func (s *series) advance(wins []window, summed int) {
 			hi++
 		}
 		start := end - w.length
-		removed := false
+		big := -1.0 // the largest |amount| removed; negative: none
 		for lo < hi && pts[lo].ts <= start {
 			v := pts[lo].amt
 			sum -= v
 			sq -= v * v
+			if a := math.Abs(v); a > big {
+				big = a
+			}
 			lo++
 			subs++
-			removed = true
 		}
-		if removed {
+		if big >= 0 {
 			if lo == hi {
 				sum, sq = 0, 0
-			} else if !(sum-sum == 0 && sq-sq == 0) { // Inf or NaN (x-x is NaN), in one test each
+			} else if cancelled(sum, sq, big) {
 				inexact = true
 			}
 		}
@@ -270,6 +274,23 @@ func (s *series) advance(wins []window, summed int) {
 	if inexact || subs > 64 && subs > int32(len(pts))-s.off {
 		s.resum(summed)
 	}
+}
+
+// cancelRatio bounds how much larger than what is left of a running sum an
+// amount taken out of it may be before the sum is recomputed: taking out a
+// leaves an error of up to about a·2^-53 per operation, so past 2^26 the
+// error could reach 2^-27 of the sum, near float32's resolution (the
+// features are float32). Amounts of ordinary traffic never come near it;
+// one absurd amount does (1e150 beside amounts of 1-3: once it leaves,
+// the sum left would read 0 instead of 6, and every amount feature of the
+// card or terminal with it, until the next exact recomputation).
+const cancelRatio = 0x1p26
+
+// cancelled reports whether the running sums left after taking out amounts
+// of at most big in magnitude must be recomputed: they are Inf or NaN, or
+// big dwarfs them (cancelRatio). One test each for Inf and NaN: x-x is NaN.
+func cancelled(sum, sq, big float64) bool {
+	return !(sum-sum == 0 && sq-sq == 0) || big > cancelRatio*math.Abs(sum) || big*big > cancelRatio*sq
 }
 
 // resum recomputes the running aggregates of the summed windows exactly.
@@ -314,19 +335,21 @@ func (s *series) dropOldest(n int32, summed int) {
 		if st.start >= off {
 			continue
 		}
+		big := -1.0
 		if k < summed {
 			for _, p := range s.pts[st.start:min(st.end, off)] {
 				st.sum -= p.amt
 				st.sq -= p.amt * p.amt
+				big = max(big, math.Abs(p.amt))
 				s.subs++
 			}
 		}
 		st.start = off
 		st.end = max(st.end, off)
-		if k < summed {
+		if k < summed && big >= 0 {
 			if st.start == st.end {
 				st.sum, st.sq = 0, 0
-			} else if !(st.sum-st.sum == 0 && st.sq-st.sq == 0) { // Inf or NaN: as in advance
+			} else if cancelled(st.sum, st.sq, big) {
 				inexact = true
 			}
 		}

@@ -62,3 +62,31 @@ func TestSeriesResumAfterOverflowCap(t *testing.T) {
 		t.Errorf("n, sum, sq = %d, %v, %v; want 3, 6, 14", n, st.sum, st.sq)
 	}
 }
+
+// TestSeriesResumAfterCancellation: an absurd but finite amount (1e150:
+// its square is finite) absorbs the others in the running sums; once it
+// leaves the window, the sums left must be the exact ones, not what the
+// subtraction leaves (0), through advance and through the points cap.
+func TestSeriesResumAfterCancellation(t *testing.T) {
+	const s = int64(1e9)
+	for _, tc := range []struct {
+		name   string
+		wins   []window
+		maxPts int32
+		ts     []int64
+	}{
+		{"advance", []window{{0, 10 * s}}, 0, []int64{0, 11 * s, 12 * s, 13 * s}},
+		{"points cap", []window{{0, 100 * s}}, 3, []int64{0, 1 * s, 2 * s, 3 * s}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var se series
+			for i, amt := range []float64{1e150, 1, 2, 3} {
+				se.add(tc.ts[i], amt, tc.wins, len(tc.wins), 0, 200*s, tc.maxPts)
+			}
+			st := se.ws[0]
+			if n := st.end - st.start; n != 3 || st.sum != 6 || st.sq != 14 {
+				t.Errorf("n, sum, sq = %d, %v, %v; want 3, 6, 14", n, st.sum, st.sq)
+			}
+		})
+	}
+}
