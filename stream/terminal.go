@@ -46,6 +46,11 @@ import (
 // ApplyLabelShared; the others only advance their partition. Bad labels
 // are counted (the card stage dead-letters them).
 //
+// The fetchers and labels readers hand their records to the stage in
+// slices (termBatch: what the claim or reader has read ahead, up to
+// maxHandOff, parsed and decoded by the fetcher), taking the slice's
+// credits in one step; messages and slices are pooled.
+//
 // Goroutines (all joined by run): the stage loop (run's own), one E writer
 // for run's life, and per generation one fetcher per claimed R partition,
 // one labels reader per (claimed R partition, labels partition) and at most
@@ -1012,7 +1017,8 @@ func (l *termLoop) checkLive(tp *termPart) {
 }
 
 // exact reports whether tp's releases must wait for R's fetch: records
-// are on their way to the stage, or the last one received was not R's
+// are on their way to the stage (inFlight) or left in the slice it is
+// taking (holding), or the last one received was not R's
 // last and the fetch has delivered within the lag wait (a fetch stalled
 // longer is the sources' silence too, as a lagging partition's is); and
 // credits are left (see terminalCredit).
