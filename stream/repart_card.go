@@ -410,8 +410,17 @@ func (j *joiner) read(ctx context.Context, src Source, part int, t *joinTable) {
 	defer rd.Close()
 	var e repart.Enriched
 	width := len(j.p.sharedCols)
+	buf := make([]Record, 0, maxHandOff)
+	type joinIn struct {
+		srcOff int64
+		jr     joinRec
+		ok     bool // false: skipped (only the reader's position moves)
+	}
+	got := make([]joinIn, 0, maxHandOff)
 	for {
-		rec, err := rd.Fetch(ctx)
+		// What E's reader has read ahead, up to maxHandOff records: the
+		// table's lock and the stage's signal once per slice.
+		recs, err := fetchBatch(ctx, rd, buf[:0])
 		if errors.Is(err, ErrFetchResumed) {
 			continue
 		}
@@ -425,35 +434,48 @@ func (j *joiner) read(ctx context.Context, src Source, part int, t *joinTable) {
 			continue
 		}
 		b = firstBackoff
-		err = repart.ParseEnriched(rec.Value, &e)
-		jr := joinRec{eOff: rec.Offset, late: e.Late, refused: e.Refused}
-		switch {
-		case err != nil || e.Src != part:
-			if err == nil {
-				err = fmt.Errorf("source partition %d, this is %d", e.Src, part)
+		// The slice's columns share one allocation (a record's stay
+		// referenced until its offset is committed).
+		slab := make([]float32, 0, len(recs)*width)
+		got = got[:0]
+		for i := range recs {
+			rec := &recs[i]
+			err := repart.ParseEnriched(rec.Value, &e)
+			jr := joinRec{eOff: rec.Offset, late: e.Late, refused: e.Refused}
+			switch {
+			case err != nil || e.Src != part:
+				if err == nil {
+					err = fmt.Errorf("source partition %d, this is %d", e.Src, part)
+				}
+				j.p.met.joinBad.Inc()
+				j.p.log.Error("enriched record refused (another build's terminal stage, or a corrupt topic): skipped",
+					"partition", part, "offset", rec.Offset, "err", err)
+				got = append(got, joinIn{})
+				continue
+			case e.Refused:
+				jr.why = "the terminal stage could not decode the event's repartition record"
+			case len(e.Cols) != width:
+				// Its event is known: dead-lettered, not waited for for good.
+				j.p.met.joinBad.Inc()
+				j.p.log.Error("enriched record of another width (another build's features): its event is dead-lettered",
+					"partition", part, "offset", rec.Offset, "source_offset", e.Offset, "columns", len(e.Cols), "want", width)
+				jr.refused, jr.why = true, fmt.Sprintf("its enriched record has %d terminal columns, this build %d", len(e.Cols), width)
+			default:
+				n := len(slab)
+				slab = append(slab, e.Cols...)
+				jr.cols = slab[n:len(slab):len(slab)]
 			}
-			j.p.met.joinBad.Inc()
-			j.p.log.Error("enriched record refused (another build's terminal stage, or a corrupt topic): skipped",
-				"partition", part, "offset", rec.Offset, "err", err)
-			t.mu.Lock()
-			t.next = rec.Offset + 1
-			t.mu.Unlock()
-			continue
-		case e.Refused:
-			jr.why = "the terminal stage could not decode the event's repartition record"
-		case len(e.Cols) != width:
-			// Its event is known: dead-lettered, not waited for for good.
-			j.p.met.joinBad.Inc()
-			j.p.log.Error("enriched record of another width (another build's features): its event is dead-lettered",
-				"partition", part, "offset", rec.Offset, "source_offset", e.Offset, "columns", len(e.Cols), "want", width)
-			jr.refused, jr.why = true, fmt.Sprintf("its enriched record has %d terminal columns, this build %d", len(e.Cols), width)
-		default:
-			jr.cols = slices.Clone(e.Cols)
+			got = append(got, joinIn{srcOff: e.Offset, jr: jr, ok: true})
 		}
 		t.mu.Lock()
-		t.next = rec.Offset + 1
-		if _, dup := t.recs[e.Offset]; !dup && e.Offset >= t.floor {
-			t.recs[e.Offset] = jr
+		t.next = recs[len(recs)-1].Offset + 1
+		for _, g := range got {
+			if !g.ok {
+				continue
+			}
+			if _, dup := t.recs[g.srcOff]; !dup && g.srcOff >= t.floor {
+				t.recs[g.srcOff] = g.jr
+			}
 		}
 		t.mu.Unlock()
 		select {

@@ -46,6 +46,11 @@ import (
 // ApplyLabelShared; the others only advance their partition. Bad labels
 // are counted (the card stage dead-letters them).
 //
+// The fetchers and labels readers hand their records to the stage in
+// slices (termBatch: what the claim or reader has read ahead, up to
+// maxHandOff, parsed and decoded by the fetcher), taking the slice's
+// credits in one step; messages and slices are pooled.
+//
 // Goroutines (all joined by run): the stage loop (run's own), one E writer
 // for run's life, and per generation one fetcher per claimed R partition,
 // one labels reader per (claimed R partition, labels partition) and at most
@@ -67,6 +72,10 @@ const terminalCredit = 16384
 // it reports its partition caught up (an empty labels partition must not
 // hold the events back for the aligner's lag wait).
 const terminalLabelProbe = 200 * time.Millisecond
+
+// terminalQueue is the depth, in messages, of the stage's input channel
+// (what the fetchers and labels readers have handed over, not yet taken).
+const terminalQueue = 256
 
 // finalGrace bounds the final checkpoint and commit of a stop when the
 // stage has no hard-stop context.
@@ -221,7 +230,66 @@ type termMsg struct {
 	reason string // bad: record, payload, source, label
 	lp     int    // labels partition
 	l      features.Label
-	credit chan struct{} // one credit given back when handled
+	credit *credit // one credit given back when handled
+}
+
+// termMsgPool holds the messages the stage is done with: taken by the
+// fetchers and the labels readers, given back by the stage (free).
+var termMsgPool = sync.Pool{New: func() any { return new(termMsg) }}
+
+// newTermMsg returns an empty message. Safe for concurrent use.
+func newTermMsg() *termMsg { return termMsgPool.Get().(*termMsg) }
+
+// free gives m back to the pool: the stage is done with it (handled
+// without waiting in the aligner, or applied). Its credit is given back
+// before (giveCredit).
+func (m *termMsg) free() {
+	*m = termMsg{}
+	termMsgPool.Put(m)
+}
+
+// giveCredit gives m's credit back, once.
+func (m *termMsg) giveCredit() {
+	if m.credit != nil {
+		m.credit.give()
+		m.credit = nil
+	}
+}
+
+// termBatch is a slice of messages of one R partition (r records, in
+// offset order) or of one labels partition, on its way from its fetcher
+// or labels reader to the stage, each holding a credit: one channel
+// operation per slice (at most maxHandOff) instead of one per record.
+// Pooled: the stage gives it back once it has taken every message.
+// Measured against one record per hand-off (BenchmarkTerminalStage, 5
+// alternating rounds, medians of the stage ÷ the same run's reference):
+// 5.34 -> 3.61 (0.68x); allocations 212,935 -> 193,374 per 20,000 events.
+// An R slice counts in its partition's inFlight from before its first
+// record is decoded until the stage has taken it, then in holding until
+// the stage has handled its last message (termLoop.take).
+type termBatch struct {
+	r    int
+	rec  bool // R records (else labels)
+	msgs []*termMsg
+}
+
+var termBatchPool = sync.Pool{New: func() any { return &termBatch{msgs: make([]*termMsg, 0, maxHandOff)} }}
+
+// drop frees the messages of b from i on, giving back their credits
+// (none applied), and b itself.
+func (b *termBatch) drop(i int) {
+	for _, m := range b.msgs[i:] {
+		m.giveCredit()
+		m.free()
+	}
+	b.put()
+}
+
+// put gives b back to the pool (its messages are the stage's or freed).
+func (b *termBatch) put() {
+	clear(b.msgs)
+	b.msgs = b.msgs[:0]
+	termBatchPool.Put(b)
 }
 
 // termSrc is one source partition as seen by an R partition.
@@ -256,10 +324,13 @@ type termPart struct {
 	labels map[int]*offTrail // labels partition -> label offsets applied (done) or waiting
 	// rTrail: how far R[r] is handled; the R position is applied+1.
 	rTrail offTrail
-	credit chan struct{}
+	credit *credit
 	// inFlight counts the records the fetcher has taken a credit for and
-	// the stage has not received: while > 0, R is not caught up.
+	// the stage has not taken (termLoop.take): while > 0, R is not caught
+	// up. holding counts those of the slice the stage is taking that it
+	// has not handled yet (the stage's own).
 	inFlight atomic.Int64
+	holding  int
 	behind   bool      // the last R record received was not the last R had
 	lastRecv time.Time // when the last R record was received
 	// version moves with every change a checkpoint holds; ckptVersion is
@@ -301,7 +372,7 @@ func (t *terminalStage) newPart(c Claim) (*termPart, error) {
 	}
 	tp := &termPart{r: c.Partition(), claim: c, shared: sh, row: make([]float32, t.width), al: al,
 		srcs: make([]termSrc, t.cfg.inputParts), labels: map[int]*offTrail{},
-		rTrail: newOffTrail(c.Start() - 1), credit: make(chan struct{}, t.cfg.credit)}
+		rTrail: newOffTrail(c.Start() - 1), credit: newCredit(t.cfg.credit)}
 	tp.enr.Cols = make([]float32, len(t.cols))
 	for i := range tp.srcs {
 		tp.srcs[i] = termSrc{trail: newOffTrail(-1), through: -1}
@@ -431,7 +502,8 @@ func (t *terminalStage) generation(ctx, hard context.Context, gen Generation, nR
 	}
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	in := make(chan *termMsg, 256)
+	// Its capacity is terminalQueue messages in slices of maxHandOff.
+	in := make(chan *termBatch, max(1, terminalQueue/maxHandOff))
 	var wg sync.WaitGroup
 	for _, tp := range parts {
 		for _, lp := range labelParts {
@@ -482,12 +554,15 @@ func (t *terminalStage) generation(ctx, hard context.Context, gen Generation, nR
 	return nil
 }
 
-// fetch fetches R[tp.r] and hands each record, parsed and decoded, to the
-// stage until ctx ends or the generation does.
-func (t *terminalStage) fetch(ctx context.Context, tp *termPart, in chan<- *termMsg) {
+// fetch fetches R[tp.r] and hands its records, parsed and decoded, to the
+// stage in slices (termBatch: what the claim has read ahead, up to
+// maxHandOff and the credits free, at least one) until ctx ends or the
+// generation does.
+func (t *terminalStage) fetch(ctx context.Context, tp *termPart, in chan<- *termBatch) {
 	b := 100 * time.Millisecond
+	buf := make([]Record, 0, maxHandOff)
 	for {
-		rec, err := tp.claim.Fetch(ctx)
+		recs, err := fetchBatch(ctx, tp.claim, buf[:0])
 		if errors.Is(err, ErrFetchResumed) {
 			continue
 		}
@@ -505,40 +580,57 @@ func (t *terminalStage) fetch(ctx context.Context, tp *termPart, in chan<- *term
 			continue
 		}
 		b = 100 * time.Millisecond
-		m := &termMsg{r: tp.r, kind: 'r', off: rec.Offset, hw: rec.HighWater, credit: tp.credit}
-		var payload []byte
-		m.h, payload, m.err = repart.ParseRecord(rec.Value)
-		switch {
-		case m.err != nil:
-			m.reason = "record"
-		case m.h.Src >= t.cfg.inputParts:
-			m.reason = "source"
-			m.err = fmt.Errorf("source partition %d, the input topic has %d", m.h.Src, t.cfg.inputParts)
-		case m.h.Kind == repart.KindEvent:
-			if err := t.dec.Decode(payload, &m.ev); err != nil {
-				m.reason, m.err = "payload", err
+		for len(recs) > 0 {
+			n, err := tp.credit.take(ctx, len(recs))
+			if err != nil {
+				return
 			}
-		}
-		select {
-		case tp.credit <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		tp.inFlight.Add(1)
-		select {
-		case in <- m:
-		case <-ctx.Done():
-			tp.inFlight.Add(-1)
-			return
+			// In flight from before the first is decoded until the stage
+			// has taken the slice: R is not caught up meanwhile.
+			tp.inFlight.Add(int64(n))
+			bt := termBatchPool.Get().(*termBatch)
+			bt.r, bt.rec = tp.r, true
+			for i := range recs[:n] {
+				bt.msgs = append(bt.msgs, t.parse(tp, &recs[i]))
+			}
+			select {
+			case in <- bt:
+			case <-ctx.Done():
+				tp.inFlight.Add(-int64(n))
+				bt.drop(0)
+				return
+			}
+			recs = recs[n:]
 		}
 	}
 }
 
+// parse returns R record rec of tp as a message: its head parsed, an
+// event's payload decoded, or the reason it is bad.
+func (t *terminalStage) parse(tp *termPart, rec *Record) *termMsg {
+	m := newTermMsg()
+	m.r, m.kind, m.off, m.hw, m.credit = tp.r, 'r', rec.Offset, rec.HighWater, tp.credit
+	var payload []byte
+	m.h, payload, m.err = repart.ParseRecord(rec.Value)
+	switch {
+	case m.err != nil:
+		m.reason = "record"
+	case m.h.Src >= t.cfg.inputParts:
+		m.reason = "source"
+		m.err = fmt.Errorf("source partition %d, the input topic has %d", m.h.Src, t.cfg.inputParts)
+	case m.h.Kind == repart.KindEvent:
+		if err := t.dec.Decode(payload, &m.ev); err != nil {
+			m.reason, m.err = "payload", err
+		}
+	}
+	return m
+}
+
 // readLabels reads labels partition lp from start for R partition r and
-// hands every label to the stage (which keeps those routed to r), and,
-// when the partition has nothing more for terminalLabelProbe, reports it
-// caught up.
-func (t *terminalStage) readLabels(ctx context.Context, r, lp int, start int64, nR int, in chan<- *termMsg) {
+// hands its labels to the stage in slices (which keeps those routed to r),
+// and, when the partition has nothing more for terminalLabelProbe, reports
+// it caught up.
+func (t *terminalStage) readLabels(ctx context.Context, r, lp int, start int64, nR int, in chan<- *termBatch) {
 	var rd PartitionReader
 	b := 100 * time.Millisecond
 	for {
@@ -555,25 +647,46 @@ func (t *terminalStage) readLabels(ctx context.Context, r, lp int, start int64, 
 		b = min(2*b, 5*time.Second)
 	}
 	defer rd.Close()
-	credit := make(chan struct{}, labelCredit)
+	cr := newCredit(labelCredit)
 	quiet := false
-	send := func(m *termMsg) bool {
-		select {
-		case credit <- struct{}{}:
-		case <-ctx.Done():
-			return false
+	// send hands the first n of recs (all when recs is empty: a caught-up
+	// report) to the stage, n as many as credits are free, at least one.
+	send := func(recs []Record) (int, bool) {
+		n, err := cr.take(ctx, max(1, len(recs)))
+		if err != nil {
+			return 0, false
+		}
+		bt := termBatchPool.Get().(*termBatch)
+		bt.r, bt.rec = r, false
+		if len(recs) == 0 {
+			m := newTermMsg()
+			m.r, m.kind, m.lp, m.credit = r, 'q', lp, cr
+			bt.msgs = append(bt.msgs, m)
+		}
+		for i := range recs[:min(n, len(recs))] {
+			rec := &recs[i]
+			m := newTermMsg()
+			m.r, m.kind, m.off, m.hw, m.lp, m.credit = r, 'l', rec.Offset, rec.HighWater, lp, cr
+			if err := t.ldec.DecodeLabel(rec.Value, &m.l); err != nil {
+				m.reason, m.err = "label", err
+			} else if repart.Route(m.l.TerminalID, nR) != r {
+				m.reason = "other" // another R partition's: only its progress counts here
+			}
+			bt.msgs = append(bt.msgs, m)
 		}
 		select {
-		case in <- m:
-			return true
+		case in <- bt:
+			return n, true
 		case <-ctx.Done():
-			return false
+			bt.drop(0)
+			return 0, false
 		}
 	}
+	buf := make([]Record, 0, maxHandOff)
 	b = 100 * time.Millisecond
 	for {
 		pctx, pcancel := context.WithTimeout(ctx, terminalLabelProbe)
-		rec, err := rd.Fetch(pctx)
+		recs, err := fetchBatch(pctx, rd, buf[:0])
 		pcancel()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrSourceClosed) {
@@ -582,7 +695,7 @@ func (t *terminalStage) readLabels(ctx context.Context, r, lp int, start int64, 
 			if errors.Is(err, context.DeadlineExceeded) {
 				if !quiet {
 					quiet = true
-					if !send(&termMsg{r: r, kind: 'q', lp: lp, credit: credit}) {
+					if _, ok := send(nil); !ok {
 						return
 					}
 				}
@@ -599,14 +712,12 @@ func (t *terminalStage) readLabels(ctx context.Context, r, lp int, start int64, 
 		}
 		b = 100 * time.Millisecond
 		quiet = false
-		m := &termMsg{r: r, kind: 'l', off: rec.Offset, hw: rec.HighWater, lp: lp, credit: credit}
-		if err := t.ldec.DecodeLabel(rec.Value, &m.l); err != nil {
-			m.reason, m.err = "label", err
-		} else if repart.Route(m.l.TerminalID, nR) != r {
-			m.reason = "other" // another R partition's: only its progress counts here
-		}
-		if !send(m) {
-			return
+		for len(recs) > 0 {
+			n, ok := send(recs)
+			if !ok {
+				return
+			}
+			recs = recs[n:]
 		}
 	}
 }
@@ -627,7 +738,7 @@ type termLoop struct {
 
 // loop handles records, releases, timers and checkpoint rounds until done
 // closes or ctx ends.
-func (l *termLoop) loop(ctx, hard context.Context, done <-chan struct{}, in <-chan *termMsg) {
+func (l *termLoop) loop(ctx, hard context.Context, done <-chan struct{}, in <-chan *termBatch) {
 	t := l.t
 	l.roundDone = make(chan []termBlob, 1)
 	timer := time.NewTimer(time.Hour)
@@ -671,13 +782,8 @@ func (l *termLoop) loop(ctx, hard context.Context, done <-chan struct{}, in <-ch
 			armedAt = d
 		}
 		select {
-		case m := <-in:
-			tp := l.byR[m.r]
-			if tp == nil {
-				giveBack(m.credit)
-				continue
-			}
-			if !l.handle(ctx, hard, tp, m) {
+		case bt := <-in:
+			if !l.take(ctx, hard, done, bt) {
 				return
 			}
 		case <-timer.C:
@@ -705,18 +811,62 @@ func (l *termLoop) loop(ctx, hard context.Context, done <-chan struct{}, in <-ch
 	}
 }
 
-// handle takes one record of tp; false when stopped hard meanwhile.
-func (l *termLoop) handle(ctx, hard context.Context, tp *termPart, m *termMsg) bool {
+// take handles the messages of slice bt in order; false when the
+// generation or the stage ended (checked before each message: none is
+// handled after) or it was stopped hard meanwhile. An R slice stops
+// counting in inFlight and counts in holding until its last message is
+// handled: releases wait for R's fetch while any of it is left.
+func (l *termLoop) take(ctx, hard context.Context, done <-chan struct{}, bt *termBatch) bool {
+	tp := l.byR[bt.r]
+	if tp == nil {
+		bt.drop(0)
+		return true
+	}
+	if bt.rec {
+		tp.inFlight.Add(-int64(len(bt.msgs)))
+		tp.holding = len(bt.msgs)
+	}
+	for i, m := range bt.msgs {
+		if closed(done) || closed(ctx.Done()) {
+			tp.holding = 0
+			bt.drop(i)
+			return false
+		}
+		if bt.rec {
+			tp.holding--
+		}
+		if !l.handle(hard, tp, m) {
+			tp.holding = 0
+			bt.drop(i + 1)
+			return false
+		}
+	}
+	bt.put()
+	return true
+}
+
+// closed reports whether ch is closed (never blocks).
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// handle takes one message of tp; false when stopped hard meanwhile.
+func (l *termLoop) handle(hard context.Context, tp *termPart, m *termMsg) bool {
 	t := l.t
 	switch m.kind {
 	case 'q':
 		tp.al.MarkCaughtUp(t.cfg.inputParts + m.lp)
-		giveBack(m.credit)
+		m.giveCredit()
+		m.free()
 		return true
 	case 'l':
 		return l.addLabel(hard, tp, m)
 	}
-	tp.inFlight.Add(-1)
 	tp.behind = m.hw > 0 && m.off < m.hw-1
 	if tp.behind {
 		tp.lastRecv = time.Now()
@@ -766,11 +916,13 @@ func (l *termLoop) handle(ctx, hard context.Context, tp *termPart, m *termMsg) b
 	return l.release(hard, tp)
 }
 
-// done records R record m as handled without waiting in the aligner.
+// done records R record m as handled without waiting in the aligner, and
+// frees m.
 func (l *termLoop) done(tp *termPart, m *termMsg) {
 	tp.rTrail.fetched(m.off, true)
 	tp.version++
-	giveBack(m.credit)
+	m.giveCredit()
+	m.free()
 }
 
 // addLabel takes a label of tp: one routed to tp's R partition waits in
@@ -781,7 +933,8 @@ func (l *termLoop) addLabel(hard context.Context, tp *termPart, m *termMsg) bool
 	t := l.t
 	tr := tp.labels[m.lp]
 	if tr == nil || trailHolds(tr, m.off) {
-		giveBack(m.credit)
+		m.giveCredit()
+		m.free()
 		return true
 	}
 	id := t.cfg.inputParts + m.lp
@@ -797,12 +950,14 @@ func (l *termLoop) addLabel(hard context.Context, tp *termPart, m *termMsg) bool
 		if caughtUp {
 			tp.al.MarkCaughtUp(id)
 		}
-		giveBack(m.credit)
+		m.giveCredit()
+		m.free()
 	case m.reason != "":
 		tr.fetched(m.off, true)
 		tp.version++
 		tp.al.Advance(id, m.l.TS.UnixNano(), caughtUp)
-		giveBack(m.credit)
+		m.giveCredit()
+		m.free()
 	default:
 		tr.fetched(m.off, false)
 		// "\x00" sorts a label before every event of its time.
@@ -865,15 +1020,16 @@ func (l *termLoop) checkLive(tp *termPart) {
 }
 
 // exact reports whether tp's releases must wait for R's fetch: records
-// are on their way to the stage, or the last one received was not R's
+// are on their way to the stage (inFlight) or left in the slice it is
+// taking (holding), or the last one received was not R's
 // last and the fetch has delivered within the lag wait (a fetch stalled
 // longer is the sources' silence too, as a lagging partition's is); and
 // credits are left (see terminalCredit).
 func (l *termLoop) exact(tp *termPart) bool {
-	if len(tp.credit) >= cap(tp.credit) {
+	if tp.credit.taken.Load() >= tp.credit.max {
 		return false
 	}
-	return tp.inFlight.Load() > 0 || (tp.behind && time.Since(tp.lastRecv) < l.t.lagWait())
+	return tp.holding > 0 || tp.inFlight.Load() > 0 || (tp.behind && time.Since(tp.lastRecv) < l.t.lagWait())
 }
 
 // lagWait is the aligner's lag wait.
@@ -889,10 +1045,11 @@ func (t *terminalStage) lagWait() time.Duration {
 func (l *termLoop) apply(hard context.Context, tp *termPart, m *termMsg) bool {
 	t := l.t
 	tp.version++
-	giveBack(m.credit)
+	m.giveCredit()
 	if m.kind == 'l' {
 		tp.shared.ApplyLabelShared(&m.l)
 		tp.labels[m.lp].markApplied(m.off)
+		m.free()
 		t.met.labels.Inc()
 		return true
 	}
@@ -907,6 +1064,7 @@ func (l *termLoop) apply(hard context.Context, tp *termPart, m *termMsg) bool {
 	s.trail.markApplied(m.h.Offset)
 	s.lastTS, s.hasTS = m.ev.TS.UnixNano(), true
 	tp.rTrail.markApplied(m.off)
+	m.free()
 	t.met.applied.Inc()
 	blocked := time.Now()
 	if !t.w.add(hard, rec) {
