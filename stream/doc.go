@@ -188,7 +188,7 @@
 //	streamscore_stream_state_offsets_skipped_total         offsets between a restored state and a partition's first event
 //	streamscore_stream_state_entities{entity}              states held: card (all workers), terminal (the shared state)
 //	streamscore_stream_state_evictions_total{entity,reason}  states dropped: reason ttl (idle) or cap (features.WithMaxCards, WithMaxTerminals)
-//	streamscore_stream_aligned_events_total{outcome}       events applied in event-time order (ordered), while a partition was ignored (idle_bound, lag_bound), out of order, or drained at shutdown
+//	streamscore_stream_aligned_events_total{outcome}       events applied in event-time order (ordered), while a partition was ignored (idle_bound, lag_bound), or out of order
 //	streamscore_stream_align_buffered_events               events waiting for the other partitions
 //	streamscore_stream_checkpoints_total{op,outcome}       partition checkpoints stored (put) and restored (restore): ok, error, none, refused
 //	streamscore_stream_checkpoint_seconds{op}              time of the last checkpoint round (put) or partition restore

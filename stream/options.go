@@ -389,6 +389,8 @@ func WithSource(src Source) Option {
 // waits for a caught-up partition (lowest latency; live traffic is then
 // applied in arrival order, a backlog still in event-time order); negative
 // turns alignment off altogether (the order of arrival, as before 0.x).
+// It may not exceed the lag wait (WithAlignLagWait, 10 s by default): New
+// refuses the pair.
 func WithAlignIdleWait(d time.Duration) Option {
 	return func(c *config) error {
 		if d > time.Minute {

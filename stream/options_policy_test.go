@@ -30,6 +30,9 @@ func TestNewRejectsBadFeatureOptions(t *testing.T) {
 		{"ttl", stream.WithFeatureOptions(features.WithTTL(-time.Hour)), features.ErrInvalidOption, "feature options"},
 		{"stripes", stream.WithFeatureOptions(features.WithStripes(3)), features.ErrInvalidOption, "feature options"},
 		{"max field bytes", stream.WithDecoderOptions(features.WithMaxFieldBytes(-1)), nil, "decoder options"},
+		// The aligner refuses an idle wait above the lag wait (10 s by
+		// default); the pipeline ran without alignment, silently.
+		{"align idle above lag", stream.WithAlignIdleWait(time.Minute), nil, "align idle wait"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

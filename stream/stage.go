@@ -586,7 +586,9 @@ func (s *stage) run() {
 		case h, ok := <-s.in:
 			if !ok {
 				s.dropJoinq()
-				s.drainAligner()
+				if n := s.settleAligner(); n > 0 {
+					s.p.log.Info("events not applied at stop, left for the next start", "events", n)
+				}
 				for wi := range s.open {
 					s.closeBatch(wi)
 				}
@@ -958,19 +960,48 @@ func (s *stage) release() {
 	}
 }
 
-// drainAligner applies every event still waiting, in the best order
-// possible: the stage stops, and every event fetched is scored.
-func (s *stage) drainAligner() {
+// settleAligner ends the aligner's work at a stop: what it can release
+// now is applied (in event-time order, or past a partition's wait bound,
+// as while running); the rest is dropped as a revoke drops it (fetched,
+// never applied, its offsets not committed: fetched again at the next
+// start, by this member or the next owner), labels waiting in it too. It
+// used to apply everything buffered: a partition ahead of another (a
+// backlog fetched unevenly) then had its events applied before the other's
+// older ones, which the next process found behind the terminal windows, as
+// late events, for good. It returns the number of claimed messages dropped.
+func (s *stage) settleAligner() int {
 	if s.al == nil {
-		return
+		return 0
 	}
-	for {
-		pd, ok := s.al.Drain()
-		if !ok {
-			return
+	s.release()
+	dropped := 0
+	for _, ps := range s.parts {
+		if !ps.aligned {
+			continue
 		}
-		s.applyAligned(pd)
+		s.al.Remove(ps.part, func(pd *pending) {
+			if !pd.replica {
+				dropped++
+			}
+			s.recycle(pd)
+		})
+		ps.aligned = false
+		ps.dropWaiting()
+		ps.shr.dropWaiting()
 	}
+	for id := range s.alLabels {
+		part := id - labelAlignBase
+		s.al.Remove(id, func(pd *pending) {
+			giveBack(pd.label.credit)
+			s.recycle(pd)
+		})
+		s.labelTrailOf(part).dropWaiting()
+	}
+	clear(s.alLabels)
+	if dropped > 0 {
+		s.p.stats.Consumed.Add(int64(-dropped))
+	}
+	return dropped
 }
 
 func (s *stage) applyAligned(pd *pending) {
@@ -1116,7 +1147,6 @@ func (s *stage) countState() {
 		}{
 			{"ordered", st.Ordered, s.alStats.Ordered}, {"idle_bound", st.IdleBound, s.alStats.IdleBound},
 			{"lag_bound", st.LagBound, s.alStats.LagBound}, {"out_of_order", st.OutOfOrder, s.alStats.OutOfOrder},
-			{"drained", st.Drained, s.alStats.Drained},
 		} {
 			if c.now > c.seen {
 				s.p.met.aligned.WithLabelValues(c.outcome).Add(float64(c.now - c.seen))
