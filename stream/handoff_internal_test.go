@@ -427,3 +427,33 @@ func TestHandOffCutsBeforeWaitingPreparation(t *testing.T) {
 		})
 	}
 }
+
+// TestStageHardStopWithoutBatch: a message the stage takes after a hard
+// stop (the drain deadline) while every batch of its worker is in flight
+// (a sink down) lands in no batch and not in the state, though its offset
+// is counted applied: the stage must report itself torn, so that no
+// shutdown snapshot or checkpoint records it (it did not: the next start
+// restored a state that claimed the event and never applied it).
+func TestStageHardStopWithoutBatch(t *testing.T) {
+	p := shippedPipeline(t, "torn", WithWorkers(1), WithAlignIdleWait(-1))
+	w := newWorker(p, 0)
+	st := newStage(p, []*worker{w})
+	cr := newCredit(8)
+	st.credits = map[int]*credit{0: cr}
+	ps := st.part(0)
+	ps.owned, ps.shrKnown = true, true
+	ps.seq.layout = stageLayout(st, 0)
+	for len(w.free) > 0 {
+		<-w.free // every batch in flight
+	}
+	ev := features.Event{TxID: "t-0", CardID: "c-1", TerminalID: "m-1", Amount: 10, TS: time.Now().Add(-time.Hour)}
+	recs := []Record{{Partition: 0, Offset: 0, Key: []byte("c-1"), Value: ev.AppendJSON(nil), Time: ev.TS, HighWater: 1}}
+	if n, err := p.handOff(context.Background(), st, recs, st.epoch, false, cr); n != 1 || err != nil {
+		t.Fatalf("handOff: %d, %v", n, err)
+	}
+	p.cancel(ErrDrainTimeout)
+	st.take(<-st.in)
+	if !st.torn {
+		t.Fatalf("stage not torn after a message found no batch (applied through %d, %d cards)", ps.applied, ps.build.Cards())
+	}
+}

@@ -143,9 +143,10 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 		return nil, errors.New("stream: a state interval needs a state directory (WithStateDir) or checkpoints (WithCheckpoints)")
 	case cfg.ckpt != nil && cfg.stateInterval <= 0:
 		return nil, errors.New("stream: checkpoints need a state interval (WithStateInterval), their cadence")
-	case cfg.alignIdle > cfg.alignLag:
+	case cfg.alignIdle > cfg.alignLag && cfg.repart == nil:
 		// The aligner refuses it; the stage used to drop the error and
-		// run without alignment, silently.
+		// run without alignment, silently. (In the repartition mode the
+		// terminal stage aligns, with a longer lag wait: terminalLagWait.)
 		return nil, fmt.Errorf("stream: align idle wait %v above the align lag wait %v (a partition with more to read would hold the others back for less than an idle one)", cfg.alignIdle, cfg.alignLag)
 	}
 	// The feature and decoder options are checked here, once: the workers

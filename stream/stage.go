@@ -268,7 +268,8 @@ type stage struct {
 	replicaEvents prometheus.Counter
 	// torn reports, once run returned on a hard stop, that an open batch
 	// held events applied to the windows but not scored (the sequential
-	// models have not stepped).
+	// models have not stepped), or that a message counted applied found no
+	// batch (apply).
 	torn bool
 }
 
@@ -937,7 +938,7 @@ func (s *stage) release() {
 	if s.al == nil || s.credits == nil {
 		return
 	}
-	for {
+	for s.p.hard.Err() == nil {
 		var pd *pending
 		var ok bool
 		if s.holding > 0 || s.inFlight.Load() > 0 {
@@ -1047,6 +1048,10 @@ func (s *stage) apply(pd *pending, ps *partState) {
 	wi := s.place().worker(m.Partition)
 	b, ok := s.batchOf(wi)
 	if !ok {
+		// A hard stop while every batch of the worker was in flight: the
+		// message is in no batch and not in the state, though the caller
+		// counts it applied; no snapshot or checkpoint may say so.
+		s.torn = true
 		return
 	}
 	i := len(b.msgs)

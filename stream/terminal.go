@@ -877,6 +877,8 @@ func (l *termLoop) handle(hard context.Context, tp *termPart, m *termMsg) bool {
 			t.cfg.log.Error("repartition record skipped", "partition", tp.r, "offset", m.off, "reason", m.reason, "err", m.err, "skipped_total", n)
 		}
 		if m.reason == "payload" && !l.refuse(hard, tp, m) {
+			m.giveCredit() // a hard stop: the caller drops the rest of the slice
+			m.free()
 			return false
 		}
 		l.done(tp, m)

@@ -430,6 +430,13 @@ func TestEngineConfigValidate(t *testing.T) {
 		{"negative max-terminals", func(c *engineConfig) { c.MaxTerminals = -1 }, []string{"--max-terminals -1"}},
 		{"negative max-points", func(c *engineConfig) { c.MaxPoints = -1 }, []string{"--max-points -1"}},
 		{"max-field-bytes zero", func(c *engineConfig) { c.MaxFieldBytes = 0 }, []string{"--max-field-bytes 0"}},
+		{"align idle wait above the lag wait", func(c *engineConfig) { c.AlignIdleWait = 30 * time.Second }, []string{"--align-idle-wait 30s", "--align-lag-wait 10s"}},
+		{"align idle wait out of range", func(c *engineConfig) { c.AlignIdleWait, c.AlignLagWait = 2*time.Minute, time.Hour }, []string{"--align-idle-wait 2m0s"}},
+		{"align idle and lag waits raised together", func(c *engineConfig) { c.AlignIdleWait, c.AlignLagWait = 30*time.Second, time.Minute }, nil},
+		{"align idle wait above the lag wait, repartition mode", func(c *engineConfig) {
+			c.AlignIdleWait, c.TerminalStage = 30*time.Second, "repartition"
+			c.CheckpointStore, c.StateInterval = "kafka", time.Second
+		}, nil},
 		{"several at once", func(c *engineConfig) { c.Group, c.Topic, c.Workers = "", "", 0 }, []string{"--group", "--topic", "--workers"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -194,10 +194,17 @@ func (c *engineConfig) Validate() error {
 		{"--state-interval", c.StateInterval, stream.WithStateInterval(c.StateInterval)},
 		{"--ttl", c.TTL, stream.WithFeatureOptions(features.WithTTL(c.TTL))},
 		{"--max-lateness", c.MaxLateness, stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness))},
+		{"--align-idle-wait", c.AlignIdleWait, stream.WithAlignIdleWait(c.AlignIdleWait)},
+		{"--align-lag-wait", c.AlignLagWait, stream.WithAlignLagWait(c.AlignLagWait)},
 	} {
 		if err := stream.CheckOptions(f.opt); err != nil {
 			errs = append(errs, fmt.Errorf("%s %v: %w", f.flag, f.value, err))
 		}
+	}
+	if c.AlignIdleWait > c.AlignLagWait && c.TerminalStage != "repartition" {
+		// The repartition mode's terminal stage waits longer for a lagging
+		// source (the lag wait plus three session timeouts).
+		errs = append(errs, fmt.Errorf("--align-idle-wait %v is above --align-lag-wait %v: a quiet partition would hold the others back longer than a lagging one; raise --align-lag-wait or lower --align-idle-wait", c.AlignIdleWait, c.AlignLagWait))
 	}
 	if c.ModelsDir != "" && len(c.Models) > 0 {
 		errs = append(errs, errors.New("--models-dir and --model are exclusive: the directory is the whole model set"))
