@@ -143,8 +143,12 @@ func (w *exactWorld) eventsPath() string {
 // replays runs `streamscore score` and `streamscore features` over the
 // events file (and the labels file, if the world has one) and returns one
 // score record and one feature row per event. With labels, it fails the
-// test unless at least 5% of the events have a non-zero label-derived
+// test unless at least 2.5% of the events have a non-zero label-derived
 // feature: otherwise the labels' order could not make a record differ.
+// (The generated histories end an hour before the test runs, so what they
+// hold moves with the time of day: TestThreeMembersKill's 4,000 events
+// gave 4.7% to 12.5% in runs of one evening; the bound used to be 5%,
+// which failed some of them.)
 func (w *exactWorld) replays(evPath string) (wantScores, wantRows []exactRecord) {
 	w.t.Helper()
 	t := w.t
@@ -171,7 +175,7 @@ func (w *exactWorld) replays(evPath string) (wantScores, wantRows []exactRecord)
 				}
 			}
 		}
-		if labelled < len(wantRows)/20 {
+		if labelled < len(wantRows)/40 {
 			t.Fatalf("%d of %d events have a non-zero label-derived (fraud) feature in the replay: too few for the labels' order to be tested", labelled, len(wantRows))
 		}
 		t.Logf("%d of %d events have a non-zero label-derived feature", labelled, len(wantRows))
