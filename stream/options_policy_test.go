@@ -32,7 +32,7 @@ func TestNewRejectsBadFeatureOptions(t *testing.T) {
 		{"max field bytes", stream.WithDecoderOptions(features.WithMaxFieldBytes(-1)), nil, "decoder options"},
 		// The aligner refuses an idle wait above the lag wait (10 s by
 		// default); the pipeline ran without alignment, silently.
-		{"align idle above lag", stream.WithAlignIdleWait(time.Minute), nil, "align idle wait"},
+		{"align idle above lag", stream.WithAlignIdleWait(time.Minute), nil, "event-time alignment"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

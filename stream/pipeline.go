@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/streamscore/streamscore/stream/internal/align"
 	"log/slog"
 	"maps"
 	"slices"
@@ -143,11 +144,16 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 		return nil, errors.New("stream: a state interval needs a state directory (WithStateDir) or checkpoints (WithCheckpoints)")
 	case cfg.ckpt != nil && cfg.stateInterval <= 0:
 		return nil, errors.New("stream: checkpoints need a state interval (WithStateInterval), their cadence")
-	case cfg.alignIdle > cfg.alignLag && cfg.repart == nil:
-		// The aligner refuses it; the stage used to drop the error and
-		// run without alignment, silently. (In the repartition mode the
-		// terminal stage aligns, with a longer lag wait: terminalLagWait.)
-		return nil, fmt.Errorf("stream: align idle wait %v above the align lag wait %v (a partition with more to read would hold the others back for less than an idle one)", cfg.alignIdle, cfg.alignLag)
+	}
+	if cfg.alignIdle >= 0 && cfg.repart == nil {
+		// The stage's aligner, with the options newStage gives it: a
+		// refusal here (an idle wait above the lag wait) stops New instead
+		// of leaving the stage without alignment, silently. (In the
+		// repartition mode the terminal stage aligns, with a longer lag
+		// wait: terminalLagWait.)
+		if _, err := align.New[*pending](align.WithIdleWait(cfg.alignIdle), align.WithLagWait(cfg.alignLag)); err != nil {
+			return nil, fmt.Errorf("stream: event-time alignment: %w", err)
+		}
 	}
 	// The feature and decoder options are checked here, once: the workers
 	// build their Builders and Decoders later from the same options.
