@@ -193,7 +193,10 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 		// stage applies each partition in its own order (cards live in one
 		// partition), without waiting for the others.
 		cfg.replicas = false
-		p.termAlignIdle = max(cfg.alignIdle, 0)
+		if cfg.alignIdle < 0 {
+			return nil, fmt.Errorf("stream: the repartition mode applies the terminal state in event-time order always: an align idle wait of %v (no alignment) is not supported; 0 gives the lowest latency", cfg.alignIdle)
+		}
+		p.termAlignIdle = cfg.alignIdle
 		cfg.alignIdle = -1
 		p.cfg = cfg
 	}

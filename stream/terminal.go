@@ -107,8 +107,9 @@ type terminalConfig struct {
 	// labelsTopic ("": none) and labelDec (nil: JSON) read the labels.
 	labelsTopic string
 	labelDec    LabelDecoder
-	// alignIdle and alignLag are the aligner's wait bounds (0: align's
-	// defaults, 100 ms and 10 s).
+	// alignIdle is the aligner's idle wait, as given (0: a caught-up
+	// source never holds the others back: WithAlignIdleWait(0)); alignLag
+	// its lag wait (0: align's default, 10 s).
 	alignIdle, alignLag time.Duration
 	// credit is terminalCredit (0) or, in tests, a smaller bound.
 	credit int
@@ -203,10 +204,7 @@ func newTerminalStage(cfg terminalConfig) (*terminalStage, error) {
 }
 
 func alignOpts(cfg terminalConfig) []align.Option {
-	var opts []align.Option
-	if cfg.alignIdle > 0 {
-		opts = append(opts, align.WithIdleWait(cfg.alignIdle))
-	}
+	opts := []align.Option{align.WithIdleWait(cfg.alignIdle)}
 	if cfg.alignLag > 0 {
 		opts = append(opts, align.WithLagWait(cfg.alignLag))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -31,7 +32,7 @@ func TestTerminalSliceAccounting(t *testing.T) {
 	defer src.Close()
 	st, err := newTerminalStage(terminalConfig{src: src, out: &termTestWriter{b: b}, group: termGroup, rTopic: termR, eTopic: termE,
 		inputParts: termSrcs, newShared: func() (*features.Shared, error) { return features.NewShared() },
-		ckpt: NewMemoryCheckpoints(), fingerprint: "fp", reg: prometheus.NewRegistry()})
+		ckpt: NewMemoryCheckpoints(), fingerprint: "fp", alignIdle: 100 * time.Millisecond, reg: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

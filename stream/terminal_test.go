@@ -366,7 +366,7 @@ func startTerm(t *testing.T, b *MemBroker, store CheckpointStore, edit func(*ter
 	cfg := terminalConfig{src: src, out: w, group: termGroup, rTopic: termR, eTopic: termE, inputParts: termSrcs,
 		newShared: func() (*features.Shared, error) { return features.NewShared() },
 		ckpt:      store, fingerprint: "test:features", interval: 30 * time.Millisecond,
-		alignLag: 30 * time.Second, log: termLog(), reg: prometheus.NewRegistry()}
+		alignIdle: 100 * time.Millisecond, alignLag: 30 * time.Second, log: termLog(), reg: prometheus.NewRegistry()}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -1004,7 +1004,7 @@ func TestTerminalCheckpointRefused(t *testing.T) {
 func TestTerminalCheckpointCodec(t *testing.T) {
 	st, err := newTerminalStage(terminalConfig{src: &MemSource{}, out: &termTestWriter{}, group: "g", rTopic: "R", eTopic: "E",
 		inputParts: 2, newShared: func() (*features.Shared, error) { return features.NewShared() },
-		ckpt: NewMemoryCheckpoints(), fingerprint: "fp"})
+		ckpt: NewMemoryCheckpoints(), fingerprint: "fp", alignIdle: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

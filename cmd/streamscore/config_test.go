@@ -437,6 +437,14 @@ func TestEngineConfigValidate(t *testing.T) {
 			c.AlignIdleWait, c.TerminalStage = 30*time.Second, "repartition"
 			c.CheckpointStore, c.StateInterval = "kafka", time.Second
 		}, nil},
+		{"no alignment, repartition mode", func(c *engineConfig) {
+			c.AlignIdleWait, c.TerminalStage = -time.Millisecond, "repartition"
+			c.CheckpointStore, c.StateInterval = "kafka", time.Second
+		}, []string{"--align-idle-wait -1ms", "--terminal-stage repartition"}},
+		{"no idle wait, repartition mode", func(c *engineConfig) {
+			c.AlignIdleWait, c.TerminalStage = 0, "repartition"
+			c.CheckpointStore, c.StateInterval = "kafka", time.Second
+		}, nil},
 		{"several at once", func(c *engineConfig) { c.Group, c.Topic, c.Workers = "", "", 0 }, []string{"--group", "--topic", "--workers"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -206,6 +206,9 @@ func (c *engineConfig) Validate() error {
 		// source (the lag wait plus three session timeouts).
 		errs = append(errs, fmt.Errorf("--align-idle-wait %v is above --align-lag-wait %v: a quiet partition would hold the others back longer than a lagging one; raise --align-lag-wait or lower --align-idle-wait", c.AlignIdleWait, c.AlignLagWait))
 	}
+	if c.AlignIdleWait < 0 && c.TerminalStage == "repartition" {
+		errs = append(errs, fmt.Errorf("--align-idle-wait %v (no alignment) with --terminal-stage repartition: the terminal stage always applies events in event-time order; --align-idle-wait 0 gives the lowest latency", c.AlignIdleWait))
+	}
 	if c.ModelsDir != "" && len(c.Models) > 0 {
 		errs = append(errs, errors.New("--models-dir and --model are exclusive: the directory is the whole model set"))
 	}
