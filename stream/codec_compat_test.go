@@ -164,7 +164,7 @@ func TestCheckpointGoldenV1(t *testing.T) {
 				t.Fatalf("blobs in the container: %v, want %v", got, tc.wantContainer)
 			}
 			q, qst := compatMember(t)
-			parts, labels, err := q.decodeShared(qst, tc.shared)
+			parts, labels, _, err := q.decodeShared(qst, tc.shared)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -203,7 +203,7 @@ func TestCheckpointGoldenV1(t *testing.T) {
 			bad := bytes.Clone(blob)
 			bad[i] ^= 0x10
 			_, err1 := q.decodePartState(qst, 1, bad)
-			_, _, err2 := q.decodeShared(qst, bad)
+			_, _, _, err2 := q.decodeShared(qst, bad)
 			if err1 == nil || err2 == nil {
 				t.Fatalf("a blob of %d bytes with byte %d flipped was accepted", len(blob), i)
 			}

@@ -234,11 +234,25 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 // stage and not yet applied.
 const labelCredit = 4096
 
-// setLabelNext records the next label offset of partition part; labelMu
-// must be held.
-func (p *Pipeline) setLabelNext(part int, next int64) {
+// setLabelNext records how far labels partition part is applied (the next
+// offset to read, and the offsets applied above it) from its trail;
+// labelMu must be held.
+func (p *Pipeline) setLabelNext(part int, tr *offTrail) {
 	if p.labelNext == nil {
 		p.labelNext = map[int]int64{}
 	}
-	p.labelNext[part] = next
+	p.labelNext[part] = tr.applied + 1
+	var ahead []int64
+	if len(tr.trail) > 0 { // labels in event-time order: empty, no allocation
+		ahead = tr.ahead()
+	}
+	switch {
+	case len(ahead) > 0:
+		if p.labelAhead == nil {
+			p.labelAhead = map[int][]int64{}
+		}
+		p.labelAhead[part] = ahead
+	case p.labelAhead != nil:
+		delete(p.labelAhead, part)
+	}
 }

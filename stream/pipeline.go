@@ -84,6 +84,12 @@ type Pipeline struct {
 	// label before it is applied to shared).
 	labelMu   sync.Mutex
 	labelNext map[int]int64
+	// labelAhead is, per labels partition, the label offsets above
+	// labelNext that are applied too (a label of an earlier event time
+	// applied before one still waiting: labels out of event-time order in
+	// their partition). Snapshots and checkpoints keep them, so that a
+	// restart skips them instead of applying them twice.
+	labelAhead map[int][]int64
 
 	tracker *commit.Tracker
 	// With a state interval, a commit is always exactly the state of one

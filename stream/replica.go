@@ -330,11 +330,13 @@ func (p *Pipeline) pumpReplica(ctx context.Context, pr PartitionReader, r replic
 //	partitions u32, each: part u32, applied i64, ahead u32 + i64 each,
 //	  cols u32 count, width u32, offsets i64 each, late flags 1 byte each,
 //	  values f32 each;
-//	labels u32, each: part u32, next i64;
+//	labels u32, each: part u32, next i64, (version 2) ahead u32 + i64 each;
 //	then features.Shared.WriteState.
+//
+// Version 1 had no label offsets applied ahead (this build reads it).
 const (
 	sharedCkptMagic   = "streamscore-shared\x00"
-	sharedCkptVersion = 1
+	sharedCkptVersion = 2
 	// sharedCkptPart marks the shared checkpoint among a round's blobs.
 	sharedCkptPart = -1
 )
@@ -370,7 +372,7 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 	}
 	p.labelMu.Lock()
 	for _, part := range slices.Sorted(maps.Keys(p.labelNext)) {
-		sig = sig*31 + p.labelNext[part]
+		sig = sig*31 + p.labelNext[part] + int64(len(p.labelAhead[part]))
 	}
 	p.labelMu.Unlock()
 	if sig == st.sharedSig {
@@ -414,6 +416,9 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 	for _, part := range labels {
 		w(uint32(part))
 		w(p.labelNext[part])
+		ahead := p.labelAhead[part]
+		w(uint32(len(ahead)))
+		w(ahead)
 	}
 	err := p.shared.WriteState(&b)
 	p.labelMu.Unlock()
@@ -452,7 +457,7 @@ func (p *Pipeline) restoreShared(ctx context.Context, st *stage) bool {
 		p.log.Info("no shared-state checkpoint: terminals start empty")
 		return false
 	}
-	parts, labels, err := p.decodeShared(st, best.Blob)
+	parts, labels, labelsAhead, err := p.decodeShared(st, best.Blob)
 	if err != nil {
 		p.met.sharedCkpt.WithLabelValues("restore", "refused").Inc()
 		p.log.Error("shared-state checkpoint unusable: terminals start empty", "err", err)
@@ -464,7 +469,7 @@ func (p *Pipeline) restoreShared(ctx context.Context, st *stage) bool {
 	}
 	if labels != nil {
 		p.labelMu.Lock()
-		p.labelNext = labels
+		p.labelNext, p.labelAhead = labels, labelsAhead
 		p.labelMu.Unlock()
 	}
 	st.sharedSlot = 1 - bestSlot
@@ -477,49 +482,49 @@ func (p *Pipeline) restoreShared(ctx context.Context, st *stage) bool {
 // decodeShared reads a shared checkpoint blob: the shared state goes into
 // p.shared; it returns the partitions' states (shared half only) and the
 // labels' next offsets (nil for another labels topic).
-func (p *Pipeline) decodeShared(st *stage, blob []byte) (map[int]*partState, map[int]int64, error) {
+func (p *Pipeline) decodeShared(st *stage, blob []byte) (map[int]*partState, map[int]int64, map[int][]int64, error) {
 	blob, err := openCkpt(ckptFrameShared, blob)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	r := bytes.NewReader(blob)
 	bad := func(what string) error { return fmt.Errorf("%w: shared checkpoint: %s", errCheckpoint, what) }
 	magic := make([]byte, len(sharedCkptMagic))
 	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != sharedCkptMagic {
-		return nil, nil, bad("no magic")
+		return nil, nil, nil, bad("no magic")
 	}
 	rd := func(v any) bool { return binary.Read(r, binary.LittleEndian, v) == nil }
 	var v, n uint32
-	if !rd(&v) || v != sharedCkptVersion {
-		return nil, nil, bad(fmt.Sprintf("version %d, this build reads %d", v, sharedCkptVersion))
+	if !rd(&v) || v < 1 || v > sharedCkptVersion {
+		return nil, nil, nil, bad(fmt.Sprintf("version %d, this build reads %d", v, sharedCkptVersion))
 	}
 	if !rd(&n) || int(n) > r.Len() {
-		return nil, nil, bad("labels topic")
+		return nil, nil, nil, bad("labels topic")
 	}
 	topic := make([]byte, n)
 	io.ReadFull(r, topic)
 	var at int64
 	var nParts uint32
 	if !rd(&at) || !rd(&nParts) || nParts > maxSnapPartition {
-		return nil, nil, bad("header")
+		return nil, nil, nil, bad("header")
 	}
 	parts := map[int]*partState{}
 	for range nParts {
 		var part, nAhead, nCols, width uint32
 		var applied int64
 		if !rd(&part) || part > maxSnapPartition || !rd(&applied) || applied < -1 || !rd(&nAhead) || nAhead > maxSnapAhead {
-			return nil, nil, bad("partition header")
+			return nil, nil, nil, bad("partition header")
 		}
 		ahead := make([]int64, nAhead)
 		if !rd(ahead) {
-			return nil, nil, bad("offsets ahead")
+			return nil, nil, nil, bad("offsets ahead")
 		}
 		tr, err := restoredTrail(strconv.Itoa(int(part)), applied, ahead)
 		if err != nil {
-			return nil, nil, bad(err.Error())
+			return nil, nil, nil, bad(err.Error())
 		}
 		if !rd(&nCols) || nCols > maxColLog || !rd(&width) || int(width) != len(p.sharedCols) || int(nCols)*(9+4*int(width)) > r.Len() {
-			return nil, nil, bad("shared columns")
+			return nil, nil, nil, bad("shared columns")
 		}
 		ps := p.newPartState(int(part))
 		ps.shr, ps.shrKnown = tr, true
@@ -528,7 +533,7 @@ func (p *Pipeline) decodeShared(st *stage, blob []byte) (map[int]*partState, map
 		ps.cols.vals = make([]float32, int(nCols)*int(width))
 		flags := make([]byte, nCols)
 		if !rd(ps.cols.offs) || !rd(flags) || !rd(ps.cols.vals) || !slices.IsSorted(ps.cols.offs) {
-			return nil, nil, bad("shared columns")
+			return nil, nil, nil, bad("shared columns")
 		}
 		for i, f := range flags {
 			ps.cols.late[i] = f != 0
@@ -537,26 +542,44 @@ func (p *Pipeline) decodeShared(st *stage, blob []byte) (map[int]*partState, map
 	}
 	var nLabels uint32
 	if !rd(&nLabels) || nLabels > maxSnapPartition {
-		return nil, nil, bad("labels")
+		return nil, nil, nil, bad("labels")
 	}
 	labels := map[int]int64{}
+	ahead := map[string][]int64{}
 	for range nLabels {
-		var part uint32
+		var part, nAhead uint32
 		var next int64
-		if !rd(&part) || !rd(&next) || next < 0 {
-			return nil, nil, bad("labels")
+		if !rd(&part) || part > maxSnapPartition || !rd(&next) || next < 0 {
+			return nil, nil, nil, bad("labels")
 		}
 		labels[int(part)] = next
+		if v < 2 {
+			continue
+		}
+		if !rd(&nAhead) || nAhead > maxSnapAhead {
+			return nil, nil, nil, bad("labels ahead")
+		}
+		if nAhead > 0 {
+			a := make([]int64, nAhead)
+			if !rd(a) {
+				return nil, nil, nil, bad("labels ahead")
+			}
+			ahead[strconv.Itoa(int(part))] = a
+		}
+	}
+	labelsAhead, err := restoredLabels(labels, ahead)
+	if err != nil {
+		return nil, nil, nil, bad(err.Error())
 	}
 	if string(topic) != p.cfg.labelsTopic {
-		labels = nil
+		labels, labelsAhead = nil, nil
 	}
 	if err := p.shared.ReadState(r); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for _, ps := range parts {
 		ps.build = p.partBuilder(p.shared)
 		ps.seq.layout = stageLayout(st, ps.part)
 	}
-	return parts, labels, nil
+	return parts, labels, labelsAhead, nil
 }

@@ -60,6 +60,7 @@ func TestSharedCheckpointRoundTrip(t *testing.T) {
 		st.parts[part] = ps
 	}
 	p.labelNext = map[int]int64{0: 17}
+	p.labelAhead = map[int][]int64{0: {19, 23}} // labels applied ahead of 17 (out of event-time order)
 	p.gen.Store(&genRef{claimed: []int{0}})
 	blob, ok := p.encodeShared(st)
 	if !ok {
@@ -67,12 +68,12 @@ func TestSharedCheckpointRoundTrip(t *testing.T) {
 	}
 
 	q, qst := member()
-	parts, labels, err := q.decodeShared(qst, blob.blob)
+	parts, labels, labelsAhead, err := q.decodeShared(qst, blob.blob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if labels[0] != 17 || len(labels) != 1 {
-		t.Errorf("labels %v, want partition 0 at 17", labels)
+	if labels[0] != 17 || len(labels) != 1 || !slices.Equal(labelsAhead[0], []int64{19, 23}) || len(labelsAhead) != 1 {
+		t.Errorf("labels %v ahead %v, want partition 0 at 17 with 19 and 23 ahead", labels, labelsAhead)
 	}
 	for part, want := range st.parts {
 		got := parts[part]
@@ -91,7 +92,7 @@ func TestSharedCheckpointRoundTrip(t *testing.T) {
 		t.Errorf("the restored terminal state scores a probe differently")
 	}
 
-	if _, _, err := q.decodeShared(qst, blob.blob[:len(blob.blob)/2]); err == nil {
+	if _, _, _, err := q.decodeShared(qst, blob.blob[:len(blob.blob)/2]); err == nil {
 		t.Error("a truncated shared checkpoint was accepted")
 	}
 }

@@ -114,9 +114,13 @@ type snapshotManifest struct {
 	// next offset to read; every label before it is in the Shared state.
 	LabelsTopic string           `json:"labels_topic,omitempty"`
 	LabelsNext  map[string]int64 `json:"labels_next,omitempty"`
-	Cards       map[string]int   `json:"cards"`     // per partition: cards with feature state
-	SeqCard     map[string]int   `json:"seq_cards"` // per partition: cards with sequential-model state
-	Files       []snapshotFile   `json:"files"`
+	// LabelsAhead: per labels partition, the offsets above LabelsNext
+	// whose labels are in the Shared state too (applied before an earlier
+	// offset's label of a later event time).
+	LabelsAhead map[string][]int64 `json:"labels_ahead,omitempty"`
+	Cards       map[string]int     `json:"cards"`     // per partition: cards with feature state
+	SeqCard     map[string]int     `json:"seq_cards"` // per partition: cards with sequential-model state
+	Files       []snapshotFile     `json:"files"`
 }
 
 // snapshotFile is a file of the manifest, with its size and SHA-256.
@@ -156,6 +160,12 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 		man.LabelsNext = map[string]int64{}
 		for part, next := range p.labelNext {
 			man.LabelsNext[strconv.Itoa(part)] = next
+		}
+		for part, ahead := range p.labelAhead {
+			if man.LabelsAhead == nil {
+				man.LabelsAhead = map[string][]int64{}
+			}
+			man.LabelsAhead[strconv.Itoa(part)] = slices.Clone(ahead)
 		}
 	}
 	// The files are written in parallel (one per core at a time): nothing
@@ -306,11 +316,12 @@ func lockStateDir(dir string) (unlock func(), err error) {
 
 // restored is state read from a snapshot, not yet installed.
 type restored struct {
-	name      string
-	man       snapshotManifest
-	shared    *features.Shared
-	parts     map[int]*partState
-	labelNext map[int]int64
+	name       string
+	man        snapshotManifest
+	shared     *features.Shared
+	parts      map[int]*partState
+	labelNext  map[int]int64
+	labelAhead map[int][]int64
 }
 
 // restoreSnapshot reads a snapshot of the state directory into fresh state
@@ -366,7 +377,7 @@ func (p *Pipeline) restoreSnapshot(st *stage, committed map[int]int64) (*restore
 	p.setCommitCap(filepath.Base(r.name), capped)
 	if r.labelNext != nil {
 		p.labelMu.Lock()
-		p.labelNext = r.labelNext
+		p.labelNext, p.labelAhead = r.labelNext, r.labelAhead
 		p.labelMu.Unlock()
 	}
 	return r, nil
@@ -590,6 +601,10 @@ func (p *Pipeline) readSnapshotDir(stg *stage, name, manifestSHA string) (*resto
 			}
 			r.labelNext[part] = off
 		}
+		var err error
+		if r.labelAhead, err = restoredLabels(r.labelNext, man.LabelsAhead); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
@@ -606,6 +621,32 @@ func restoredTrail(key string, off int64, ahead []int64) (offTrail, error) {
 		t.seen = a
 	}
 	return t, nil
+}
+
+// restoredLabels checks the label offsets applied ahead of each labels
+// partition's next offset (keyed by partition, decimal) and returns them
+// by partition: in increasing order above next-1, at most maxSnapAhead,
+// of a partition with a next offset.
+func restoredLabels(next map[int]int64, ahead map[string][]int64) (map[int][]int64, error) {
+	var out map[int][]int64
+	for ps, offs := range ahead {
+		part, err := strconv.Atoi(ps)
+		n, ok := next[part]
+		if err != nil {
+			return nil, unusable("labels_ahead: partition %q", ps)
+		}
+		if !ok {
+			return nil, unusable("labels_ahead of partition %s without its labels_next", ps)
+		}
+		if _, err := restoredTrail("labels "+ps, n-1, offs); err != nil {
+			return nil, err
+		}
+		if out == nil {
+			out = map[int][]int64{}
+		}
+		out[part] = offs
+	}
+	return out, nil
 }
 
 // restoreState restores the state directory's snapshot, if any, into

@@ -223,11 +223,12 @@ func committedOffset(t *testing.T, brokers []string, group string) int64 {
 
 // manifest is the part of a snapshot's manifest.json the tests read.
 type manifest struct {
-	LabelsNext map[string]int64 `json:"labels_next"`
-	Reason     string           `json:"reason"`
-	Workers    int              `json:"workers"`
-	Applied    map[string]int64 `json:"applied"`
-	Cards      map[string]int   `json:"cards"`
+	LabelsNext  map[string]int64   `json:"labels_next"`
+	LabelsAhead map[string][]int64 `json:"labels_ahead"`
+	Reason      string             `json:"reason"`
+	Workers     int                `json:"workers"`
+	Applied     map[string]int64   `json:"applied"`
+	Cards       map[string]int     `json:"cards"`
 }
 
 // currentSnapshot returns the directory of dir's current snapshot.

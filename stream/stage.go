@@ -2,6 +2,7 @@ package stream
 
 import (
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1185,16 +1186,18 @@ type labelMsg struct {
 }
 
 // labelTrailOf returns labels partition part's trail, starting after a
-// restored labels_next.
+// restored labels_next, with the offsets restored as applied above it.
 func (s *stage) labelTrailOf(part int) *offTrail {
 	tr, ok := s.labelTrail[part]
 	if !ok {
 		s.p.labelMu.Lock()
 		next, restored := s.p.labelNext[part]
+		ahead := s.p.labelAhead[part]
 		s.p.labelMu.Unlock()
 		t := newOffTrail(-1)
 		if restored {
-			t = newOffTrail(next - 1)
+			// Checked when restored (restoredLabels): in order, bounded.
+			t, _ = restoredTrail("labels "+strconv.Itoa(part), next-1, ahead)
 		}
 		tr = &t
 		s.labelTrail[part] = tr
@@ -1209,16 +1212,27 @@ func (s *stage) labelTrailOf(part int) *offTrail {
 func (s *stage) addLabel(lm *labelMsg) {
 	part := lm.m.Partition
 	tr := s.labelTrailOf(part)
+	id := labelAlignBase + part
+	caughtUp := lm.m.HighWaterMark > 0 && lm.m.Offset == lm.m.HighWaterMark-1
 	if tr.isApplied(lm.m.Offset) {
+		// In the restored state already (applied ahead of an earlier
+		// offset before a restart): not again, but it is the partition's
+		// progress, as a push would have been — without it, the partition
+		// would hold the others back as one still to deliver.
+		if s.al != nil && s.alignLabels(id) == nil {
+			s.al.Advance(id, lm.l.TS.UnixNano(), caughtUp)
+		}
 		giveBack(lm.credit)
 		return
 	}
 	if lm.dead || s.al == nil {
 		tr.fetched(lm.m.Offset, false)
 		s.applyLabel(lm)
+		if caughtUp && s.al != nil && s.alignLabels(id) == nil {
+			s.al.MarkCaughtUp(id) // the partition's last: it holds nothing back
+		}
 		return
 	}
-	id := labelAlignBase + part
 	if err := s.alignLabels(id); err != nil {
 		s.p.log.Error("event-time aligner refused a labels partition: its labels are applied on arrival", "partition", part, "err", err)
 		tr.fetched(lm.m.Offset, false)
@@ -1230,7 +1244,7 @@ func (s *stage) addLabel(lm *labelMsg) {
 	pd.label = lm
 	// "\x00" sorts a label before every event of the same time (tx ids
 	// hold no control characters), labels among themselves by tx_id.
-	s.al.Push(id, lm.l.TS.UnixNano(), "\x00"+lm.l.TxID, pd, lm.m.HighWaterMark > 0 && lm.m.Offset == lm.m.HighWaterMark-1)
+	s.al.Push(id, lm.l.TS.UnixNano(), "\x00"+lm.l.TxID, pd, caughtUp)
 }
 
 // alignLabels adds labels partition id to the aligner unless it is in it
@@ -1268,7 +1282,7 @@ func (s *stage) applyLabel(lm *labelMsg) {
 		placed = s.p.shared.ApplyLabel(&lm.l)
 	}
 	tr.markApplied(lm.m.Offset)
-	s.p.setLabelNext(part, tr.applied+1)
+	s.p.setLabelNext(part, tr)
 	s.p.labelMu.Unlock()
 	giveBack(lm.credit)
 	if lm.dead {
