@@ -3,6 +3,7 @@ package stream
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,8 +18,8 @@ func TestNewCardSeq(t *testing.T) {
 	for _, n := range []int{0, 1, 8, 9, 16, 17, 32, 33, 64, 65, 300} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			l := &seqLayout{slots: []seqSlot{{name: "m", key: "score:m", shape: "s", size: n}}, size: n}
-			c := newCardSeq(42, l)
-			if len(c.data) != n || cap(c.data) != n || c.last != 42 || c.layout != l {
+			c := newCardSeq(42, l, "c-42")
+			if len(c.data) != n || cap(c.data) != n || c.last != 42 || c.layout != l || c.id != "c-42" {
 				t.Fatalf("len %d cap %d last %d layout %p, want %d %d 42 %p", len(c.data), cap(c.data), c.last, c.layout, n, n, l)
 			}
 			for i, v := range c.data {
@@ -55,7 +56,9 @@ func TestNewCardSeq(t *testing.T) {
 // BenchmarkSeqStatesCard measures the worker's per-row state lookup
 // (seqCards: seqStates.cardOf) and a read of the state (the GRU's copy of
 // it), over 200,000 cards seen in random order (a state that no longer
-// fits the caches), GRU state of 16 values.
+// fits the caches), GRU state of 16 values. Each look-up is made with an id
+// of its own bytes, as a decoded event's is (not the string the card was
+// first stored under, which a string compare would match by its pointer).
 func BenchmarkSeqStatesCard(b *testing.B) {
 	const cards = 200_000
 	ss := newSeqStates(time.Hour, nil, nil)
@@ -65,6 +68,9 @@ func BenchmarkSeqStatesCard(b *testing.B) {
 	for i := range evs {
 		evs[i] = features.Event{CardID: fmt.Sprintf("c-%08d", i), TS: t0}
 		ss.cardOf(&evs[i])
+	}
+	for i := range evs {
+		evs[i].CardID = strings.Clone(evs[i].CardID)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	order := r.Perm(cards)
