@@ -112,12 +112,11 @@ func TestSeqStateGoldenV1(t *testing.T) {
 		got := newSeqStates(time.Hour, nil, nil)
 		got.layout = want.layout
 		n, err := got.readState(bytes.NewReader(b))
-		if err != nil || n != want.cards.len() || got.clock != want.clock {
-			t.Fatalf("%s: %d cards, clock %d, %v; want %d, %d", name, n, got.clock, err, want.cards.len(), want.clock)
+		if err != nil || n != len(want.cards) || got.clock != want.clock {
+			t.Fatalf("%s: %d cards, clock %d, %v; want %d, %d", name, n, got.clock, err, len(want.cards), want.clock)
 		}
-		for w := range want.cards.all() {
-			id := w.id
-			c := got.cards.get(id)
+		for id, w := range want.cards {
+			c := got.cards[id]
 			if c == nil || c.last != w.last || !slices.EqualFunc(c.data, w.data, func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }) {
 				t.Fatalf("%s: card %s: %+v, want %+v", name, id, c, w)
 			}

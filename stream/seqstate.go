@@ -46,52 +46,42 @@ type cardSeq struct {
 	last   int64 // newest event time seen, Unix ns
 	layout *seqLayout
 	data   []float32
-	id     string // the card's id; its bytes in this allocation (inlineID)
 }
 
-// newCardSeq returns the state of card id in layout l, last seen at Unix ns
-// t, its data zero. A small state (up to 64 values: a GRU of 64 units, a
-// few small models) is allocated with the card's header and its id, in one
-// object: one allocation instead of three, and the look-up that checks the
-// id and reads the header finds the state in the next cache line rather
-// than a cache miss away.
-func newCardSeq(t int64, l *seqLayout, id string) *cardSeq {
+// newCardSeq returns a card's state in layout l, last seen at Unix ns t, its
+// data zero. A small state (up to 64 values: a GRU of 64 units, a few small
+// models) is allocated with the card's header, in one object: one
+// allocation instead of two, and the lookup that reads the header finds
+// the state in the next cache line rather than a cache miss away.
+func newCardSeq(t int64, l *seqLayout) *cardSeq {
 	var c *cardSeq
 	switch n := l.size; {
 	case n <= 8:
 		p := new(struct {
 			c   cardSeq
 			buf [8]float32
-			idb [cardIDInline]byte
 		})
-		c, p.c.data, p.c.id = &p.c, p.buf[:n:n], inlineID(p.idb[:], id)
+		c, p.c.data = &p.c, p.buf[:n:n]
 	case n <= 16:
 		p := new(struct {
 			c   cardSeq
 			buf [16]float32
-			idb [cardIDInline]byte
 		})
-		c, p.c.data, p.c.id = &p.c, p.buf[:n:n], inlineID(p.idb[:], id)
+		c, p.c.data = &p.c, p.buf[:n:n]
 	case n <= 32:
 		p := new(struct {
 			c   cardSeq
 			buf [32]float32
-			idb [cardIDInline]byte
 		})
-		c, p.c.data, p.c.id = &p.c, p.buf[:n:n], inlineID(p.idb[:], id)
+		c, p.c.data = &p.c, p.buf[:n:n]
 	case n <= 64:
 		p := new(struct {
 			c   cardSeq
 			buf [64]float32
-			idb [cardIDInline]byte
 		})
-		c, p.c.data, p.c.id = &p.c, p.buf[:n:n], inlineID(p.idb[:], id)
+		c, p.c.data = &p.c, p.buf[:n:n]
 	default:
-		p := new(struct {
-			c   cardSeq
-			idb [cardIDInline]byte
-		})
-		c, p.c.data, p.c.id = &p.c, make([]float32, n), inlineID(p.idb[:], id)
+		c = &cardSeq{data: make([]float32, n)}
 	}
 	c.last, c.layout = t, l
 	return c
@@ -110,14 +100,14 @@ type seqStates struct {
 	ttl    int64
 	clock  int64
 	n      int
-	cards  cardTable
+	cards  map[string]*cardSeq
 	layout *seqLayout
 	resets *prometheus.CounterVec // by model; may be nil
 	log    *slog.Logger
 }
 
 func newSeqStates(ttl time.Duration, resets *prometheus.CounterVec, log *slog.Logger) *seqStates {
-	return &seqStates{ttl: int64(ttl), cards: newCardTable(0), layout: &seqLayout{}, resets: resets, log: log}
+	return &seqStates{ttl: int64(ttl), cards: make(map[string]*cardSeq), layout: &seqLayout{}, resets: resets, log: log}
 }
 
 // setModels lays out the states of the sequential models among scorers and
@@ -167,10 +157,10 @@ func (ss *seqStates) stateful() bool { return ss.layout.size > 0 }
 // layout.
 func (ss *seqStates) card(id string, t int64) *cardSeq {
 	ss.clock = max(ss.clock, t)
-	c := ss.cards.get(id)
-	if c == nil {
-		c = newCardSeq(t, ss.layout, id)
-		ss.cards.put(c)
+	c, ok := ss.cards[id]
+	if !ok {
+		c = newCardSeq(t, ss.layout)
+		ss.cards[id] = c
 		return c
 	}
 	if ss.clock-c.last > ss.ttl {
@@ -208,16 +198,15 @@ func (ss *seqStates) cardOf(e *features.Event) *cardSeq {
 // rekey renames the state of alias to id (seen at Unix ns t) when id has
 // none and alias has one within the TTL.
 func (ss *seqStates) rekey(id, alias string, t int64) {
-	if ss.cards.get(id) != nil {
+	if _, ok := ss.cards[id]; ok {
 		return
 	}
-	c := ss.cards.get(alias)
-	if c == nil || max(ss.clock, t)-c.last > ss.ttl {
+	c, ok := ss.cards[alias]
+	if !ok || max(ss.clock, t)-c.last > ss.ttl {
 		return
 	}
-	ss.cards.del(alias)
-	c.id = strings.Clone(id) // its bytes now apart from c: rare (a rotation)
-	ss.cards.put(c)
+	delete(ss.cards, alias)
+	ss.cards[strings.Clone(id)] = c
 }
 
 // migrate moves c to the current layout.
@@ -246,16 +235,20 @@ func (ss *seqStates) state(c *cardSeq, slot int) []float32 {
 }
 
 // drop forgets card id's state (the Builder evicted the card for its cap).
-func (ss *seqStates) drop(id string) { ss.cards.del(id) }
+func (ss *seqStates) drop(id string) { delete(ss.cards, id) }
 
 // sweep drops the cards idle for longer than the TTL, once at least
 // max(seqSweepEvery, cards) events were counted since the last sweep (a card
 // seen again after the TTL but before a sweep is reset by card). Call it
 // between batches only.
 func (ss *seqStates) sweep(events int) {
-	if ss.n += events; ss.n < max(seqSweepEvery, ss.cards.len()) {
+	if ss.n += events; ss.n < max(seqSweepEvery, len(ss.cards)) {
 		return
 	}
 	ss.n = 0
-	ss.cards.deleteIf(func(c *cardSeq) bool { return ss.clock-c.last > ss.ttl })
+	for id, c := range ss.cards {
+		if ss.clock-c.last > ss.ttl {
+			delete(ss.cards, id)
+		}
+	}
 }

@@ -18,8 +18,8 @@ func TestNewCardSeq(t *testing.T) {
 	for _, n := range []int{0, 1, 8, 9, 16, 17, 32, 33, 64, 65, 300} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			l := &seqLayout{slots: []seqSlot{{name: "m", key: "score:m", shape: "s", size: n}}, size: n}
-			c := newCardSeq(42, l, "c-42")
-			if len(c.data) != n || cap(c.data) != n || c.last != 42 || c.layout != l || c.id != "c-42" {
+			c := newCardSeq(42, l)
+			if len(c.data) != n || cap(c.data) != n || c.last != 42 || c.layout != l {
 				t.Fatalf("len %d cap %d last %d layout %p, want %d %d 42 %p", len(c.data), cap(c.data), c.last, c.layout, n, n, l)
 			}
 			for i, v := range c.data {

@@ -86,10 +86,10 @@ r{model="change"} 1
 	// A card idle beyond the TTL is dropped by the sweep.
 	ss.card("c2", int64(4*time.Hour))
 	ss.sweep(seqSweepEvery)
-	if ss.cards.get("c1") != nil {
+	if _, ok := ss.cards["c1"]; ok {
 		t.Fatal("idle card c1 survived the sweep")
 	}
-	if ss.cards.get("c2") == nil {
+	if _, ok := ss.cards["c2"]; !ok {
 		t.Fatal("active card c2 was swept")
 	}
 }
@@ -125,7 +125,7 @@ func TestSeqStatesRekey(t *testing.T) {
 			if got := ss.state(c, slots[0])[0]; got != tc.wantState {
 				t.Errorf("state %v, want %v", got, tc.wantState)
 			}
-			if got := ss.cards.len(); got != tc.wantCards {
+			if got := len(ss.cards); got != tc.wantCards {
 				t.Errorf("%d cards held, want %d", got, tc.wantCards)
 			}
 			if again := ss.cardOf(tc.ev); again != c {

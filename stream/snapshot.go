@@ -187,7 +187,7 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 		tasks = append(tasks, task{cardsFile(part), ps.build.WriteState}, task{seqFile(part), ps.seq.writeState})
 		key := strconv.Itoa(part)
 		man.Cards[key] = ps.build.Cards()
-		man.SeqCard[key] = ps.seq.cards.len()
+		man.SeqCard[key] = len(ps.seq.cards)
 		man.Applied[key] = ps.applied
 		if a := ps.ahead(); len(a) > 0 {
 			if man.Ahead == nil {

@@ -55,15 +55,15 @@ func (ss *seqStates) writeState(w io.Writer) error {
 		b = appendSeqString(b, sl.shape)
 		b = binary.LittleEndian.AppendUint32(b, uint32(sl.size))
 	}
-	b = binary.LittleEndian.AppendUint64(b, uint64(ss.cards.len()))
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(ss.cards)))
 	if _, err := fw.Write(b); err != nil {
 		return err
 	}
-	for c := range ss.cards.all() {
+	for id, c := range ss.cards {
 		if c.layout != l {
 			ss.migrate(c)
 		}
-		b = appendSeqString(b[:0], c.id)
+		b = appendSeqString(b[:0], id)
 		b = binary.LittleEndian.AppendUint64(b, uint64(c.last))
 		for _, v := range c.data {
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
@@ -88,7 +88,7 @@ func appendSeqString(b []byte, s string) []byte {
 func (ss *seqStates) readState(r io.Reader) (int, error) {
 	n, err := ss.readAny(r)
 	if err != nil {
-		ss.cards.clear()
+		clear(ss.cards)
 		ss.clock = 0
 		return 0, fmt.Errorf("%w: %w", errSeqState, err)
 	}
@@ -188,8 +188,7 @@ func (ss *seqStates) read(r *bufio.Reader) (int, error) {
 	nCards := binary.LittleEndian.Uint64(nb[:])
 	// Each card takes at least 12 bytes: a bound that a corrupt count
 	// cannot turn into a huge map before the reads fail.
-	cards := newCardTable(int(min(nCards, 1<<20)))
-	cards.testHash = ss.cards.testHash
+	cards := make(map[string]*cardSeq, min(nCards, 1<<20))
 	buf := make([]byte, 8+4*l.size)
 	for range nCards {
 		id, err := readSeqString(r)
@@ -199,14 +198,14 @@ func (ss *seqStates) read(r *bufio.Reader) (int, error) {
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return 0, err
 		}
-		if cards.get(id) != nil {
-			return 0, fmt.Errorf("card %q twice", id)
-		}
-		c := newCardSeq(int64(binary.LittleEndian.Uint64(buf)), l, id)
+		c := &cardSeq{last: int64(binary.LittleEndian.Uint64(buf)), layout: l, data: make([]float32, l.size)}
 		for i := range c.data {
 			c.data[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[8+4*i:]))
 		}
-		cards.put(c)
+		if _, dup := cards[id]; dup {
+			return 0, fmt.Errorf("card %q twice", id)
+		}
+		cards[id] = c
 	}
 	switch _, err := r.ReadByte(); {
 	case err == nil:
@@ -223,7 +222,7 @@ func (ss *seqStates) read(r *bufio.Reader) (int, error) {
 			}
 		}
 	}
-	return cards.len(), nil
+	return len(cards), nil
 }
 
 func readSeqU32(r *bufio.Reader) (uint32, error) {

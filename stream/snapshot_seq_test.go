@@ -47,11 +47,10 @@ func TestSeqStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != ss.cards.len() || got.cards.len() != ss.cards.len() || got.clock != ss.clock {
-		t.Fatalf("read %d cards (map %d), clock %d; want %d cards, clock %d", n, got.cards.len(), got.clock, ss.cards.len(), ss.clock)
+	if n != len(ss.cards) || len(got.cards) != len(ss.cards) || got.clock != ss.clock {
+		t.Fatalf("read %d cards (map %d), clock %d; want %d cards, clock %d", n, len(got.cards), got.clock, len(ss.cards), ss.clock)
 	}
-	for want := range ss.cards.all() {
-		id := want.id
+	for id, want := range ss.cards {
 		c := got.card(id, want.last)
 		if c.last != want.last || len(c.data) != len(want.data) {
 			t.Fatalf("card %s: last %d, %d floats; want %d, %d", id, c.last, len(c.data), want.last, len(want.data))
@@ -118,8 +117,8 @@ func TestSeqStateReadErrors(t *testing.T) {
 	}
 	for cut := range len(good) {
 		got, err := read(good[:cut], time.Hour)
-		if !errors.Is(err, errSeqState) || got.cards.len() != 0 {
-			t.Fatalf("cut at %d of %d: err %v, %d cards; want errSeqState and none", cut, len(good), err, got.cards.len())
+		if !errors.Is(err, errSeqState) || len(got.cards) != 0 {
+			t.Fatalf("cut at %d of %d: err %v, %d cards; want errSeqState and none", cut, len(good), err, len(got.cards))
 		}
 	}
 	// A flipped byte anywhere fails (the container's CRC-32C), never a
@@ -128,8 +127,8 @@ func TestSeqStateReadErrors(t *testing.T) {
 		b := bytes.Clone(good)
 		b[i] ^= 0xa5
 		got, err := read(b, time.Hour)
-		if !errors.Is(err, errSeqState) || got.cards.len() != 0 {
-			t.Fatalf("flip at %d: err %v, %d cards; want errSeqState and none", i, err, got.cards.len())
+		if !errors.Is(err, errSeqState) || len(got.cards) != 0 {
+			t.Fatalf("flip at %d: err %v, %d cards; want errSeqState and none", i, err, len(got.cards))
 		}
 	}
 }

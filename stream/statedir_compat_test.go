@@ -54,13 +54,12 @@ func TestStateDirGoldenV2(t *testing.T) {
 	}
 	for part, w := range wst.parts {
 		g := r.parts[part]
-		if g.applied != w.applied || g.build.Cards() != w.build.Cards() || g.seq.cards.len() != w.seq.cards.len() {
+		if g.applied != w.applied || g.build.Cards() != w.build.Cards() || len(g.seq.cards) != len(w.seq.cards) {
 			t.Fatalf("partition %d: applied %d, %d cards, %d sequential; want %d, %d, %d", part,
-				g.applied, g.build.Cards(), g.seq.cards.len(), w.applied, w.build.Cards(), w.seq.cards.len())
+				g.applied, g.build.Cards(), len(g.seq.cards), w.applied, w.build.Cards(), len(w.seq.cards))
 		}
-		for wc := range w.seq.cards.all() {
-			id := wc.id
-			gc := g.seq.cards.get(id)
+		for id, wc := range w.seq.cards {
+			gc := g.seq.cards[id]
 			if gc == nil || gc.last != wc.last || !slices.EqualFunc(gc.data, wc.data, func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }) {
 				t.Fatalf("partition %d card %s: sequential state differs", part, id)
 			}
