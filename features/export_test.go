@@ -27,9 +27,9 @@ func SharedEntities(s *Shared) int {
 // and in the old generation of its expiry map.
 func CardGenerations(b *Builder) (cur, old int) {
 	if b.sp != nil {
-		return b.sp.loc.cur.len(), b.sp.loc.old.len()
+		return len(b.sp.loc.cur), len(b.sp.loc.old)
 	}
-	return b.cards.cur.len(), b.cards.old.len()
+	return len(b.cards.cur), len(b.cards.old)
 }
 
 // SharedOld returns the number of entity states of s in the old
@@ -39,9 +39,9 @@ func SharedOld(s *Shared) int {
 	for i := range s.stripes {
 		st := &s.stripes[i]
 		st.mu.Lock()
-		n += st.m.old.len()
+		n += len(st.m.old)
 		for k := range st.spec {
-			n += st.spec[k].old.len()
+			n += len(st.spec[k].old)
 		}
 		st.mu.Unlock()
 	}

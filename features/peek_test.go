@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -64,11 +65,11 @@ func twinBuilders(opts ...Option) (a, b *Builder) {
 // expiry clocks and generations, sweep counter and every stripe of their
 // Shareds.
 func sameState(a, b *Builder) bool {
-	if a.n != b.n || !sameExpiry(&a.cards, &b.cards) {
+	if a.n != b.n || !reflect.DeepEqual(a.cards, b.cards) {
 		return false
 	}
 	for i := range a.shared.stripes {
-		if !sameExpiry(&a.shared.stripes[i].m, &b.shared.stripes[i].m) {
+		if !reflect.DeepEqual(a.shared.stripes[i].m, b.shared.stripes[i].m) {
 			return false
 		}
 	}

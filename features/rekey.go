@@ -94,7 +94,7 @@ func (s *Shared) rekeyLabels(mi int, id, alias string, t int64) bool {
 	mp.tick(t)
 	from, ok := mp.get(alias)
 	if ok {
-		mp.cur.del(mp.hash(alias), alias)
+		delete(mp.cur, alias)
 	}
 	st.mu.Unlock()
 	if !ok {

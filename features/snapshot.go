@@ -524,10 +524,10 @@ func writeExpiry[V expiring](e *stateWriter, m *expiryMap[V], put func(V)) {
 	e.flag(m.started)
 	e.i64(m.clock)
 	e.i64(m.rotateAt)
-	e.u64(uint64(m.cur.len()))
-	e.u64(uint64(m.old.len()))
-	for _, gen := range [2]*idTable[V]{&m.cur, &m.old} {
-		for k, v := range gen.all() {
+	e.u64(uint64(len(m.cur)))
+	e.u64(uint64(len(m.old)))
+	for _, gen := range [2]map[string]V{m.cur, m.old} {
+		for k, v := range gen {
 			if e.err != nil {
 				return
 			}
@@ -876,23 +876,27 @@ func readExpiryInto[V expiring](d *stateReader, ttl int64, what string, read fun
 		return m
 	}
 	m.setMeta(meta)
-	m.cur = newIDTable[V](int(min(nCur, stateMapHint)))
+	m.cur = make(map[string]V, min(nCur, stateMapHint))
 	readExpiryEntries(d, nCur, nOld, what, read, func(old bool, key string, v V) { putGen(d, &m, old, key, v, what) })
 	return m
 }
 
 // putGen stores v under key in m's generation, failing on a duplicate key.
 func putGen[V expiring](d *stateReader, m *expiryMap[V], old bool, key string, v V, what string) {
-	h := m.hash(key)
-	if m.cur.index(h, key) >= 0 || m.old.index(h, key) >= 0 {
+	_, inCur := m.cur[key]
+	_, inOld := m.old[key]
+	if inCur || inOld {
 		d.fail("%s %q twice", what, key)
 		return
 	}
 	if !old {
-		m.cur.set(h, key, v)
+		m.cur[key] = v
 		return
 	}
-	m.old.set(h, key, v)
+	if m.old == nil {
+		m.old = make(map[string]V)
+	}
+	m.old[key] = v
 }
 
 // series reads a series written by stateWriter.series into s (and *tags,

@@ -183,7 +183,7 @@ func diffExpiry[V expiring](what string, a, b *expiryMap[V], norm func(V) any) e
 		return fmt.Errorf("%s map clock %v/%d/%d/%d, restored %v/%d/%d/%d", what,
 			a.started, a.clock, a.rotateAt, a.ttl, b.started, b.clock, b.rotateAt, b.ttl)
 	}
-	for g, pair := range [2][2]map[string]V{{a.cur.asMap(), b.cur.asMap()}, {a.old.asMap(), b.old.asMap()}} {
+	for g, pair := range [2][2]map[string]V{{a.cur, b.cur}, {a.old, b.old}} {
 		x, y := pair[0], pair[1]
 		if len(x) != len(y) {
 			return fmt.Errorf("%s generation %d: %d entries, restored %d", what, g, len(x), len(y))
@@ -290,13 +290,13 @@ func heldBytes(b *Builder) int {
 			n += cap(tl.ts) * 48
 		}
 	}
-	for _, gen := range [2]map[string]*cardState{b.cards.cur.asMap(), b.cards.old.asMap()} {
+	for _, gen := range [2]map[string]*cardState{b.cards.cur, b.cards.old} {
 		for _, c := range gen {
 			ser(&c.s)
 		}
 	}
 	if b.sp != nil {
-		for _, gen := range [2]map[string]*entState{b.sp.loc.cur.asMap(), b.sp.loc.old.asMap()} {
+		for _, gen := range [2]map[string]*entState{b.sp.loc.cur, b.sp.loc.old} {
 			for _, st := range gen {
 				ent(st)
 			}
@@ -304,14 +304,14 @@ func heldBytes(b *Builder) int {
 	}
 	for i := range b.shared.stripes {
 		x := &b.shared.stripes[i]
-		for _, gen := range [2]map[string]*terminalState{x.m.cur.asMap(), x.m.old.asMap()} {
+		for _, gen := range [2]map[string]*terminalState{x.m.cur, x.m.old} {
 			for _, t := range gen {
 				ser(&t.s)
 				n += cap(t.labels) * 16
 			}
 		}
 		for k := range x.spec {
-			for _, gen := range [2]map[string]*entState{x.spec[k].cur.asMap(), x.spec[k].old.asMap()} {
+			for _, gen := range [2]map[string]*entState{x.spec[k].cur, x.spec[k].old} {
 				for _, st := range gen {
 					ent(st)
 				}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"slices"
 	"sync"
@@ -281,11 +282,11 @@ func splitCheck(t *testing.T, rng *rand.Rand, opts []Option, n int, allTxTS bool
 func sideDiff(a, b *Shared, side labelSide) string {
 	for i := range a.stripes {
 		x, y := &a.stripes[i], &b.stripes[i]
-		if side == sideShared && !sameExpiry(&x.m, &y.m) {
+		if side == sideShared && !reflect.DeepEqual(x.m, y.m) {
 			return fmt.Sprintf("stripe %d terminals", i)
 		}
 		for k := range x.spec {
-			if side.has(&a.sp.cs.smaps[k]) && !sameExpiry(&x.spec[k], &y.spec[k]) {
+			if side.has(&a.sp.cs.smaps[k]) && !reflect.DeepEqual(x.spec[k], y.spec[k]) {
 				return fmt.Sprintf("stripe %d spec map %d", i, k)
 			}
 		}
@@ -312,10 +313,10 @@ func splitStateDiff(a, b *Builder, shared bool) string {
 	if a.n != b.n || a.late != b.late || a.rekeyed != b.rekeyed {
 		return fmt.Sprintf("counters n %d/%d late %d/%d rekeyed %d/%d", a.n, b.n, a.late, b.late, a.rekeyed, b.rekeyed)
 	}
-	if a.sp == nil && !sameExpiry(&a.cards, &b.cards) {
+	if a.sp == nil && !reflect.DeepEqual(a.cards, b.cards) {
 		return "card map"
 	}
-	if a.sp != nil && !sameExpiry(&a.sp.loc, &b.sp.loc) {
+	if a.sp != nil && !reflect.DeepEqual(a.sp.loc, b.sp.loc) {
 		return "spec card map"
 	}
 	if !shared {
@@ -323,11 +324,11 @@ func splitStateDiff(a, b *Builder, shared bool) string {
 	}
 	for i := range a.shared.stripes {
 		x, y := &a.shared.stripes[i], &b.shared.stripes[i]
-		if !sameExpiry(&x.m, &y.m) {
+		if !reflect.DeepEqual(x.m, y.m) {
 			return fmt.Sprintf("stripe %d terminals", i)
 		}
 		for k := range x.spec {
-			if !sameExpiry(&x.spec[k], &y.spec[k]) {
+			if !reflect.DeepEqual(x.spec[k], y.spec[k]) {
 				return fmt.Sprintf("stripe %d spec map %d", i, k)
 			}
 		}

@@ -240,9 +240,9 @@ func TestMaxCardsSnapshot(t *testing.T) {
 // peekHeld reports whether b holds a state for card id.
 func (b *Builder) peekHeld(id string) bool {
 	if b.sp != nil {
-		return b.sp.loc.inCur(id) != nil || b.sp.loc.inOld(id) != nil
+		return b.sp.loc.cur[id] != nil || b.sp.loc.old[id] != nil
 	}
-	return b.cards.inCur(id) != nil || b.cards.inOld(id) != nil
+	return b.cards.cur[id] != nil || b.cards.old[id] != nil
 }
 
 // BenchmarkMemoryPerCardCapped measures the heap per card of made-up
@@ -357,10 +357,10 @@ func TestMaxPoints(t *testing.T) {
 // heldPoints returns the live points of card id's history.
 func (b *Builder) heldPoints(id string) int {
 	if b.sp != nil {
-		st := b.sp.loc.inCur(id)
+		st := b.sp.loc.cur[id]
 		return len(st.s.pts) - int(st.s.off)
 	}
-	c := b.cards.inCur(id)
+	c := b.cards.cur[id]
 	return len(c.s.pts) - int(c.s.off)
 }
 

@@ -1,9 +1,6 @@
 package features
 
-import (
-	"hash/maphash"
-	"strings"
-)
+import "strings"
 
 // expiring is implemented by entity states kept in an expiryMap: pointers
 // (compared by identity).
@@ -24,14 +21,9 @@ type expiring interface {
 // is released between one and two ttl after its last event, and a state idle
 // for more than ttl is never used.
 //
-// The generations are idTables hashing the ids with the map's own random
-// seed (both generations with the same: get hashes an id once).
-//
 // Not safe for concurrent use.
 type expiryMap[V expiring] struct {
-	cur, old idTable[V]
-	seed     maphash.Seed
-	testHash func(string) uint64 // replaces maphash when not nil: tests force collisions
+	cur, old map[string]V
 	ttl      int64
 	clock    int64 // newest event time seen
 	rotateAt int64
@@ -49,18 +41,7 @@ type expiryMap[V expiring] struct {
 }
 
 func newExpiryMap[V expiring](ttl int64) expiryMap[V] {
-	return expiryMap[V]{seed: maphash.MakeSeed(), ttl: ttl}
-}
-
-// hash returns key's hash for the map's tables.
-func (m *expiryMap[V]) hash(key string) uint64 {
-	if m.testHash != nil {
-		return idHash(m.testHash(key))
-	}
-	if m.seed == (maphash.Seed{}) { // a zero expiryMap: seeded on first use
-		m.seed = maphash.MakeSeed()
-	}
-	return idHash(maphash.String(m.seed, key))
+	return expiryMap[V]{cur: make(map[string]V), ttl: ttl}
 }
 
 // tick advances the event-time clock and rotates the generations when due.
@@ -78,15 +59,14 @@ func (m *expiryMap[V]) tick(now int64) {
 	if now < m.rotateAt {
 		return
 	}
-	n := m.cur.len()
 	if now >= m.rotateAt+m.ttl {
-		m.droppedTTL += uint64(m.old.len() + m.cur.len())
-		m.old = idTable[V]{} // everything is older than ttl
+		m.droppedTTL += uint64(len(m.old) + len(m.cur))
+		m.old = nil // everything is older than ttl
 	} else {
-		m.droppedTTL += uint64(m.old.len())
+		m.droppedTTL += uint64(len(m.old))
 		m.old = m.cur
 	}
-	m.cur = newIDTable[V](n / 2)
+	m.cur = make(map[string]V, len(m.cur)/2)
 	m.rotateAt = now + m.ttl
 	if m.max > 0 && m.heapGarbage() {
 		m.rebuild() // release the states the rotation dropped
@@ -97,26 +77,21 @@ func (m *expiryMap[V]) tick(now int64) {
 // it has expired).
 func (m *expiryMap[V]) get(key string) (v V, ok bool) {
 	var zero V
-	if m.cur.n == 0 && m.old.n == 0 {
-		return zero, false
-	}
-	h := m.hash(key)
-	if v, ok = m.cur.get(h, key); ok {
+	if v, ok = m.cur[key]; ok {
 		if m.clock-v.lastSeen() > m.ttl { // only after late events
-			m.cur.del(h, key)
+			delete(m.cur, key)
 			m.droppedTTL++
 			return zero, false
 		}
 		return v, true
 	}
-	if i := m.old.index(h, key); i >= 0 {
-		k, v := m.old.slots[i].id, m.old.slots[i].v
-		m.old.del(h, key)
+	if v, ok = m.old[key]; ok {
+		delete(m.old, key)
 		if m.clock-v.lastSeen() > m.ttl {
 			m.droppedTTL++
 			return zero, false
 		}
-		m.cur.set(h, k, v) // k: the map's own copy
+		m.cur[strings.Clone(key)] = v
 		return v, true
 	}
 	return zero, false
@@ -131,11 +106,8 @@ func (m *expiryMap[V]) peek(key string, now int64) (v V, ok bool) {
 	if m.started {
 		clock = max(m.clock, now)
 	}
-	if m.cur.n != 0 || m.old.n != 0 {
-		h := m.hash(key)
-		if v, ok = m.cur.get(h, key); !ok {
-			v, ok = m.old.get(h, key)
-		}
+	if v, ok = m.cur[key]; !ok {
+		v, ok = m.old[key]
 	}
 	if !ok || clock-v.lastSeen() > m.ttl {
 		var zero V
@@ -160,7 +132,7 @@ func (m *expiryMap[V]) put(key string, v V) {
 			m.rebuild() // entries of states the TTL dropped
 		}
 	}
-	m.cur.set(m.hash(k), k, v)
+	m.cur[k] = v
 }
 
 // rename moves the state under from (which must be in cur, as after get)
@@ -168,11 +140,10 @@ func (m *expiryMap[V]) put(key string, v V) {
 // goes stale (evictOne skips it) and the state gets one under its new key,
 // so a renamed state can still be evicted.
 func (m *expiryMap[V]) rename(from, to string) {
-	h := m.hash(from)
-	v, _ := m.cur.get(h, from)
-	m.cur.del(h, from)
+	v := m.cur[from]
+	delete(m.cur, from)
 	k := strings.Clone(to)
-	m.cur.set(m.hash(k), k, v)
+	m.cur[k] = v
 	if m.max > 0 {
 		m.lru.push(lruEntry[V]{ts: v.lastSeen(), key: k, v: v})
 	}
@@ -202,8 +173,8 @@ func (m *expiryMap[V]) heapGarbage() bool { n := m.len(); return len(m.lru) > n+
 // rebuild makes the heap anew from the entities held.
 func (m *expiryMap[V]) rebuild() {
 	h := m.lru[:0]
-	for _, gen := range [2]*idTable[V]{&m.cur, &m.old} {
-		for k, v := range gen.all() {
+	for _, gen := range [2]map[string]V{m.cur, m.old} {
+		for k, v := range gen {
 			h = append(h, lruEntry[V]{ts: v.lastSeen(), key: k, v: v})
 		}
 	}
@@ -222,13 +193,13 @@ func (m *expiryMap[V]) rebuild() {
 func (m *expiryMap[V]) evictOne() bool {
 	for len(m.lru) > 0 {
 		e := m.lru.pop()
-		h := m.hash(e.key)
-		var gen *idTable[V]
-		if v, ok := m.cur.get(h, e.key); ok && v == e.v {
-			gen = &m.cur
-		} else if v, ok := m.old.get(h, e.key); ok && v == e.v {
-			gen = &m.old
-		} else {
+		var gen map[string]V
+		switch {
+		case m.cur[e.key] == e.v:
+			gen = m.cur
+		case m.old != nil && m.old[e.key] == e.v:
+			gen = m.old
+		default:
 			continue // dropped by the TTL (or replaced)
 		}
 		if ts := e.v.lastSeen(); ts > e.ts {
@@ -236,7 +207,7 @@ func (m *expiryMap[V]) evictOne() bool {
 			m.lru.push(e)
 			continue
 		}
-		gen.del(h, e.key)
+		delete(gen, e.key)
 		m.droppedCap++
 		if m.keep {
 			m.evicted = append(m.evicted, e.key)
@@ -312,4 +283,4 @@ func (h lruHeap[V]) down(i int) {
 }
 
 // len returns the number of entities held (live or awaiting release).
-func (m *expiryMap[V]) len() int { return m.cur.len() + m.old.len() }
+func (m *expiryMap[V]) len() int { return len(m.cur) + len(m.old) }

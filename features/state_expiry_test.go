@@ -35,7 +35,7 @@ func BenchmarkExpiryMapGet(b *testing.B) {
 			for b.Loop() {
 				if old && i == 0 {
 					b.StopTimer()
-					m.old, m.cur = m.cur, newIDTable[*cardState](cards) // a rotation
+					m.old, m.cur = m.cur, make(map[string]*cardState, cards) // a rotation
 					b.StartTimer()
 				}
 				if c, ok := m.get(ids[order[i]]); ok {

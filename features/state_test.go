@@ -210,9 +210,9 @@ func (s *Shared) lagTxCount(id string, k int, t int64) int64 {
 	st := s.stripe(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	ts := st.m.inCur(id)
-	if ts == nil {
-		ts = st.m.inOld(id)
+	ts, ok := st.m.cur[id]
+	if !ok {
+		ts = st.m.old[id]
 	}
 	return ts.s.at(k, s.wins[k], t).n
 }
