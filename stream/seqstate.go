@@ -160,7 +160,9 @@ func (ss *seqStates) card(id string, t int64) *cardSeq {
 	c, ok := ss.cards[id]
 	if !ok {
 		c = newCardSeq(t, ss.layout)
-		ss.cards[id] = c
+		// A copy of id: a decoded event's id shares one backing string
+		// with the event's other fields, which the key would keep alive.
+		ss.cards[strings.Clone(id)] = c
 		return c
 	}
 	if ss.clock-c.last > ss.ttl {

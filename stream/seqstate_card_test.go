@@ -3,8 +3,10 @@ package stream
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/streamscore/streamscore/features"
 )
@@ -55,7 +57,9 @@ func TestNewCardSeq(t *testing.T) {
 // BenchmarkSeqStatesCard measures the worker's per-row state lookup
 // (seqCards: seqStates.cardOf) and a read of the state (the GRU's copy of
 // it), over 200,000 cards seen in random order (a state that no longer
-// fits the caches), GRU state of 16 values.
+// fits the caches), GRU state of 16 values. Each look-up is made with an id
+// of its own bytes, as a decoded event's is (not the string the card was
+// first stored under, which a string compare would match by its pointer).
 func BenchmarkSeqStatesCard(b *testing.B) {
 	const cards = 200_000
 	ss := newSeqStates(time.Hour, nil, nil)
@@ -65,6 +69,9 @@ func BenchmarkSeqStatesCard(b *testing.B) {
 	for i := range evs {
 		evs[i] = features.Event{CardID: fmt.Sprintf("c-%08d", i), TS: t0}
 		ss.cardOf(&evs[i])
+	}
+	for i := range evs {
+		evs[i].CardID = strings.Clone(evs[i].CardID)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	order := r.Perm(cards)
@@ -78,4 +85,30 @@ func BenchmarkSeqStatesCard(b *testing.B) {
 		}
 	}
 	_ = sum
+}
+
+// TestSeqStatesKeyOwnBytes checks that a card's state is stored under a
+// copy of its id: a decoded event's CardID is part of one string holding
+// all of the event's fields, which a key sharing it would keep alive for
+// as long as the card's state.
+func TestSeqStatesKeyOwnBytes(t *testing.T) {
+	ss := newSeqStates(time.Hour, nil, nil)
+	ss.layout = &seqLayout{slots: []seqSlot{{name: "gru", key: "score:gru", shape: "gru:2", size: 2}}, size: 2}
+	fields := "t-000001c-42m-7EUR5411posFR"
+	e := features.Event{TxID: fields[:8], CardID: fields[8:12], TerminalID: fields[12:15], TS: time.Unix(1, 0)}
+	ss.cardOf(&e)
+	e.CardID, e.CardAlias = fields[15:20], fields[8:12] // a rotation: the state moves to another id
+	ss.cardOf(&e)
+	e.CardID, e.CardAlias = fields[20:24], ""
+	ss.cardOf(&e)
+	lo := uintptr(unsafe.Pointer(unsafe.StringData(fields)))
+	hi := lo + uintptr(len(fields))
+	for k := range ss.cards {
+		if p := uintptr(unsafe.Pointer(unsafe.StringData(k))); p >= lo && p < hi {
+			t.Errorf("card %q is stored under the event's own string", k)
+		}
+	}
+	if len(ss.cards) != 2 {
+		t.Errorf("%d cards, want 2", len(ss.cards))
+	}
 }
