@@ -403,9 +403,13 @@ func amount(e *Event) float64 {
 // amt is added). Read-only.
 func (b *Builder) cardWindows(s *series, t int64, amt float64, counted bool, row []float32) agg {
 	var a30 agg
+	has, now := s.has(), s.has() && t == s.maxTS // now: at's common case, inline
 	for k, w := range b.wins {
 		var a agg
-		if s.has() {
+		switch {
+		case now:
+			a = s.ws[k].agg()
+		case has:
 			a = s.at(k, w, t)
 		}
 		if !counted {

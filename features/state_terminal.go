@@ -379,9 +379,13 @@ var fraudCols = [nLagged]int{offLagged + nLagged, offTerminal + 2*nWindows, offT
 // windows). Read-only; the caller holds the stripe lock.
 func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool, row []float32) {
 	out := row[offTerminal : offTerminal+terminalWidth]
+	has, now := ts.s.has(), ts.s.has() && t == ts.s.maxTS // now: at's common case, inline
 	for k := range nWindows {
 		var a agg
-		if ts.s.has() {
+		switch {
+		case now:
+			a = ts.s.ws[k].agg()
+		case has:
 			a = ts.s.at(k, s.wins[k], t)
 		}
 		if !counted {
@@ -398,7 +402,10 @@ func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool,
 	for j, k := range lagWindows {
 		w := s.wins[k]
 		var tx int64
-		if ts.s.has() {
+		switch {
+		case now:
+			tx = ts.s.ws[k].agg().n
+		case has:
 			tx = ts.s.at(k, w, t).n
 		}
 		// A label's transaction precedes it (txTs <= ts): only labels
