@@ -746,3 +746,40 @@ func BenchmarkCalendarTo(b *testing.B) {
 		})
 	}
 }
+
+// TestNanosRange: nanos clamps to [minEventTime, maxEventTime) exactly at
+// the bounds, whatever the time's zone or monotonic reading, as the
+// comparisons with time.Time's Before did.
+func TestNanosRange(t *testing.T) {
+	maxNs := maxEventTime.UnixNano() - 1
+	if maxEventTime.Unix() != maxEventSec || minEventTime.Unix() != minEventSec {
+		t.Fatalf("bounds %d, %d s; want %d, %d", minEventTime.Unix(), maxEventTime.Unix(), minEventSec, maxEventSec)
+	}
+	zone := time.FixedZone("X", 5*3600)
+	now := time.Now() // with a monotonic reading
+	tests := []struct {
+		name string
+		ts   time.Time
+		want int64
+	}{
+		{"epoch", minEventTime, 0},
+		{"a nanosecond before", minEventTime.Add(-1), 0},
+		{"a second before", minEventTime.Add(-time.Second), 0},
+		{"a nanosecond after", minEventTime.Add(1), 1},
+		{"year 1", time.Time{}, 0},
+		{"in range", time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC), time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC).UnixNano()},
+		{"in range, other zone", time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC).In(zone), time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC).UnixNano()},
+		{"with a monotonic reading", now, now.Round(0).UnixNano()},
+		{"a nanosecond before the end", maxEventTime.Add(-1), maxNs},
+		{"the end", maxEventTime, maxNs},
+		{"after the end", maxEventTime.Add(time.Hour), maxNs},
+		{"year 9999", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), maxNs},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nanos(tc.ts); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
