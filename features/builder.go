@@ -403,9 +403,13 @@ func amount(e *Event) float64 {
 // amt is added). Read-only.
 func (b *Builder) cardWindows(s *series, t int64, amt float64, counted bool, row []float32) agg {
 	var a30 agg
+	has, now := s.has(), s.has() && t == s.maxTS // now: at's common case, inline
 	for k, w := range b.wins {
 		var a agg
-		if s.has() {
+		switch {
+		case now:
+			a = s.ws[k].agg()
+		case has:
 			a = s.at(k, w, t)
 		}
 		if !counted {
@@ -478,14 +482,30 @@ func (c *calCache) write(ts time.Time, row []float32) {
 }
 
 // calendarTo writes the calendar features of ts to out: hour_sin,
-// hour_cos, is_weekend, is_night.
+// hour_cos, is_weekend, is_night. The UTC clock and weekday come from ts's
+// Unix second by integer arithmetic (what time.Time's Clock and Weekday
+// compute, without their calendar work), and the sine and cosine from one
+// math.Sincos, which shares its argument reduction and returns math.Sin's
+// and math.Cos's values bit for bit (TestCalendarToAllSeconds checks every
+// second of a day): calendarTo runs for every event of a new second, which
+// at one event per second or fewer is every event.
 func calendarTo(out *[4]float32, ts time.Time) {
-	u := ts.UTC()
-	h, m, s := u.Clock()
+	const daySecs = 24 * 60 * 60
+	sec := ts.Unix()
+	day, sod := sec/daySecs, sec%daySecs
+	if sod < 0 { // before 1970: floor, not truncation
+		day, sod = day-1, sod+daySecs
+	}
+	h, m, s := sod/3600, sod/60%60, sod%60
 	hour := float64(h) + float64(m)/60 + float64(s)/3600
-	out[0] = float32(math.Sin(2 * math.Pi * hour / 24))
-	out[1] = float32(math.Cos(2 * math.Pi * hour / 24))
-	out[2] = flag(u.Weekday() == time.Saturday || u.Weekday() == time.Sunday)
+	sin, cos := math.Sincos(2 * math.Pi * hour / 24)
+	out[0] = float32(sin)
+	out[1] = float32(cos)
+	wd := (day + 4) % 7 // 1970-01-01 was a Thursday (time.Weekday 4)
+	if wd < 0 {
+		wd += 7
+	}
+	out[2] = flag(wd == int64(time.Saturday) || wd == int64(time.Sunday))
 	out[3] = flag(h <= 6)
 }
 
@@ -515,16 +535,24 @@ func f32(v float64) float32 {
 }
 
 // nanos returns t as Unix nanoseconds, clamped to the supported event-time
-// range [1970-01-01, 2262-01-01).
+// range [1970-01-01, 2262-01-01). Both bounds are whole seconds, so t's
+// Unix second places it (what time.Time's Before against them computes,
+// with one conversion instead of three: nanos runs twice per event).
 func nanos(t time.Time) int64 {
-	switch {
-	case t.Before(minEventTime):
+	switch sec := t.Unix(); {
+	case sec < minEventSec:
 		return 0
-	case !t.Before(maxEventTime):
-		return maxEventTime.UnixNano() - 1
+	case sec >= maxEventSec:
+		return maxEventSec*1e9 - 1
 	}
 	return t.UnixNano()
 }
+
+// The event-time range in Unix seconds (minEventTime, maxEventTime).
+const (
+	minEventSec = 0
+	maxEventSec = 9214646400 // 2262-01-01T00:00:00Z
+)
 
 const earthRadiusKm = 6371.0088
 

@@ -2,6 +2,7 @@ package features
 
 import (
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"sync/atomic"
 
@@ -191,12 +192,54 @@ func (s *Shared) stripe(id string) *stripe {
 // keyedHash is the 64-bit xxHash of s with seed key: process-independent
 // for a given key, which a snapshot carries (maphash's seed cannot be
 // saved). Not cryptographic; for stripes and label ids.
+//
+// Ids under 32 bytes (terminal and tx ids: two per event) are hashed here
+// in one pass, xxHash64's short-input path written out: xxhash.Digest
+// copies them into its buffer first and cost about three times the
+// instructions. Longer ones go through the Digest. The values are the
+// Digest's, bit for bit (TestKeyedHashIsXXHash, FuzzKeyedHash): snapshots
+// hold label hashes and place entities in stripes by them.
 func keyedHash(key uint64, s string) uint64 {
-	var d xxhash.Digest
-	d.ResetWithSeed(key)
-	d.WriteString(s)
-	return d.Sum64()
+	if len(s) >= 32 {
+		var d xxhash.Digest
+		d.ResetWithSeed(key)
+		d.WriteString(s)
+		return d.Sum64()
+	}
+	h := key + xxPrime5 + uint64(len(s))
+	for ; len(s) >= 8; s = s[8:] {
+		k := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+			uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+		k = bits.RotateLeft64(k*xxPrime2, 31) * xxPrime1
+		h ^= k
+		h = bits.RotateLeft64(h, 27)*xxPrime1 + xxPrime4
+	}
+	if len(s) >= 4 {
+		k := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
+		h ^= k * xxPrime1
+		h = bits.RotateLeft64(h, 23)*xxPrime2 + xxPrime3
+		s = s[4:]
+	}
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i]) * xxPrime5
+		h = bits.RotateLeft64(h, 11) * xxPrime1
+	}
+	h ^= h >> 33
+	h *= xxPrime2
+	h ^= h >> 29
+	h *= xxPrime3
+	h ^= h >> 32
+	return h
 }
+
+// xxHash64's primes (keyedHash).
+const (
+	xxPrime1 uint64 = 11400714785074694791
+	xxPrime2 uint64 = 14029467366897019727
+	xxPrime3 uint64 = 1609587929392839161
+	xxPrime4 uint64 = 9650029242287828579
+	xxPrime5 uint64 = 2870177450012600261
+)
 
 // mix64 is the splitmix64 finalizer.
 func mix64(h uint64) uint64 {
@@ -379,9 +422,13 @@ var fraudCols = [nLagged]int{offLagged + nLagged, offTerminal + 2*nWindows, offT
 // windows). Read-only; the caller holds the stripe lock.
 func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool, row []float32) {
 	out := row[offTerminal : offTerminal+terminalWidth]
+	has, now := ts.s.has(), ts.s.has() && t == ts.s.maxTS // now: at's common case, inline
 	for k := range nWindows {
 		var a agg
-		if ts.s.has() {
+		switch {
+		case now:
+			a = ts.s.ws[k].agg()
+		case has:
 			a = ts.s.at(k, s.wins[k], t)
 		}
 		if !counted {
@@ -398,7 +445,10 @@ func (s *Shared) features(ts *terminalState, t int64, amt float64, counted bool,
 	for j, k := range lagWindows {
 		w := s.wins[k]
 		var tx int64
-		if ts.s.has() {
+		switch {
+		case now:
+			tx = ts.s.ws[k].agg().n
+		case has:
 			tx = ts.s.at(k, w, t).n
 		}
 		// A label's transaction precedes it (txTs <= ts): only labels

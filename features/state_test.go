@@ -668,3 +668,118 @@ func TestSeriesOverflowResum(t *testing.T) {
 		})
 	}
 }
+
+// calendarRef is calendarTo as written first, from time.Time's own
+// calendar (Clock, Weekday) and math.Sin and math.Cos: the reference
+// calendarTo must match bit for bit.
+func calendarRef(out *[4]float32, ts time.Time) {
+	u := ts.UTC()
+	h, m, s := u.Clock()
+	hour := float64(h) + float64(m)/60 + float64(s)/3600
+	out[0] = float32(math.Sin(2 * math.Pi * hour / 24))
+	out[1] = float32(math.Cos(2 * math.Pi * hour / 24))
+	out[2] = flag(u.Weekday() == time.Saturday || u.Weekday() == time.Sunday)
+	out[3] = flag(h <= 6)
+}
+
+// TestCalendarToAllSeconds: calendarTo's integer clock and math.Sincos
+// give calendarRef's features bit for bit, for every second of a day (the
+// features depend only on the second of the day and the weekday), on days
+// of every weekday before and after 1970, at second boundaries and inside
+// a second, in other zones too.
+func TestCalendarToAllSeconds(t *testing.T) {
+	tests := []struct {
+		name string
+		day  time.Time
+	}{
+		{"2026, Sunday to Saturday", time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)},
+		{"1970", time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"1969, before the epoch", time.Date(1969, 12, 25, 0, 0, 0, 0, time.UTC)},
+		{"year 1", time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"2261, the end of the event range", time.Date(2261, 12, 24, 0, 0, 0, 0, time.UTC)},
+		{"9999, past it", time.Date(9999, 12, 20, 0, 0, 0, 0, time.UTC)},
+	}
+	zone := time.FixedZone("X", -(5*3600 + 30*60))
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for d := range 8 { // every weekday, and one again
+				base := tc.day.AddDate(0, 0, d)
+				step := 1
+				if d > 0 {
+					step = 61 // every second on the first day, a sample on the others
+				}
+				for sec := 0; sec < 24*3600; sec += step {
+					for _, ts := range []time.Time{
+						base.Add(time.Duration(sec) * time.Second),
+						base.Add(time.Duration(sec)*time.Second + 999_999_999).In(zone),
+					} {
+						var got, want [4]float32
+						calendarTo(&got, ts)
+						calendarRef(&want, ts)
+						for k := range got {
+							if math.Float32bits(got[k]) != math.Float32bits(want[k]) {
+								t.Fatalf("%v: got %v, want %v", ts, got, want)
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCalendarTo: calendarTo against calendarRef (time.Time's
+// calendar, math.Sin and math.Cos), over consecutive seconds (calCache
+// misses on every one).
+func BenchmarkCalendarTo(b *testing.B) {
+	for _, fn := range []struct {
+		name string
+		f    func(*[4]float32, time.Time)
+	}{{"ref", calendarRef}, {"calendarTo", calendarTo}} {
+		b.Run(fn.name, func(b *testing.B) {
+			var out [4]float32
+			ts := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+			for b.Loop() {
+				fn.f(&out, ts)
+				ts = ts.Add(time.Second)
+			}
+		})
+	}
+}
+
+// TestNanosRange: nanos clamps to [minEventTime, maxEventTime) exactly at
+// the bounds, whatever the time's zone or monotonic reading, as the
+// comparisons with time.Time's Before did.
+func TestNanosRange(t *testing.T) {
+	maxNs := maxEventTime.UnixNano() - 1
+	if maxEventTime.Unix() != maxEventSec || minEventTime.Unix() != minEventSec {
+		t.Fatalf("bounds %d, %d s; want %d, %d", minEventTime.Unix(), maxEventTime.Unix(), minEventSec, maxEventSec)
+	}
+	zone := time.FixedZone("X", 5*3600)
+	now := time.Now() // with a monotonic reading
+	tests := []struct {
+		name string
+		ts   time.Time
+		want int64
+	}{
+		{"epoch", minEventTime, 0},
+		{"a nanosecond before", minEventTime.Add(-1), 0},
+		{"a second before", minEventTime.Add(-time.Second), 0},
+		{"a nanosecond after", minEventTime.Add(1), 1},
+		{"year 1", time.Time{}, 0},
+		{"in range", time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC), time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC).UnixNano()},
+		{"in range, other zone", time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC).In(zone), time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC).UnixNano()},
+		{"with a monotonic reading", now, now.Round(0).UnixNano()},
+		{"a nanosecond before the end", maxEventTime.Add(-1), maxNs},
+		{"the end", maxEventTime, maxNs},
+		{"after the end", maxEventTime.Add(time.Hour), maxNs},
+		{"year 9999", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), maxNs},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nanos(tc.ts); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

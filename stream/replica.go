@@ -67,6 +67,9 @@ type colLog struct {
 	offs  []int64
 	late  []bool
 	vals  []float32 // len(offs) * width
+	// peak is the largest length since the last trim, prevPeak the one
+	// of the interval before: what trim sizes the slices by.
+	peak, prevPeak int
 }
 
 // add keeps the shared columns of offset off (cols: the row's values at
@@ -91,9 +94,12 @@ func (l *colLog) add(off int64, late bool, row []float32, cols []int) {
 	if i == n {
 		l.offs = append(l.offs, off)
 		l.late = append(l.late, late)
-		for _, c := range cols {
-			l.vals = append(l.vals, row[c])
+		v := len(l.vals)
+		l.vals = slices.Grow(l.vals, len(cols))[:v+len(cols)]
+		for k, c := range cols {
+			l.vals[v+k] = row[c]
 		}
+		l.peak = max(l.peak, n+1)
 		return
 	}
 	l.offs = slices.Insert(l.offs, i, off)
@@ -103,6 +109,7 @@ func (l *colLog) add(off int64, late bool, row []float32, cols []int) {
 		v[k] = row[c]
 	}
 	l.vals = slices.Insert(l.vals, i*l.width, v...)
+	l.peak = max(l.peak, n+1)
 }
 
 // get writes the kept columns of offset off into row and reports its late
@@ -126,11 +133,21 @@ func (l *colLog) trim(below int64) {
 		return
 	}
 	n := len(l.offs) - i
-	if c := cap(l.offs); c > colLogShrinkMin && c > 4*n {
-		// After a burst (commits stalled while a sink was down, up to
-		// maxColLog entries): new slices of twice what is left, so the
-		// memory goes back once the commits move again.
-		offs, late, vals := make([]int64, n, 2*n), make([]bool, n, 2*n), make([]float32, n*l.width, 2*n*l.width)
+	// The log of a busy partition fills to what one interval between
+	// trims (positionsInterval) brings, and is trimmed back to the few
+	// entries above the commit: sized by what is left, it would grow
+	// again from there every interval (growslice copies the log over and
+	// over). So the slices shrink only when they are also far larger than
+	// the previous interval needed: after a burst (commits stalled while
+	// a sink was down, up to maxColLog entries), to twice what is left or
+	// that interval's peak, so the memory goes back once the commits move
+	// again (at the first trim that finds entries to drop; the second when
+	// the burst filled the log to maxColLog, whose own trims count).
+	before := l.prevPeak
+	l.prevPeak, l.peak = l.peak, n
+	if c := cap(l.offs); c > colLogShrinkMin && c > 4*max(n, before) {
+		m := max(2*n, before)
+		offs, late, vals := make([]int64, n, m), make([]bool, n, m), make([]float32, n*l.width, m*l.width)
 		copy(offs, l.offs[i:])
 		copy(late, l.late[i:])
 		copy(vals, l.vals[i*l.width:])

@@ -135,6 +135,54 @@ func TestColLogSteadyAllocs(t *testing.T) {
 	}
 }
 
+// TestColLogSteadyBusy: a busy partition (more entries per interval than
+// colLogShrinkMin) trimmed back to a few entries at every interval keeps
+// its slices: no allocation per interval once they have grown (sized by
+// what was left, they regrew from there every interval); a burst after it
+// (commits stalled) gives its memory back at the next trim, down to what
+// an interval needs, and what is kept is intact.
+func TestColLogSteadyBusy(t *testing.T) {
+	cols := []int{0, 1}
+	l := colLog{width: len(cols)}
+	row := []float32{0, 0}
+	off := int64(0)
+	fill := func(n int) {
+		for range n {
+			row[0], row[1] = float32(off), float32(-off)
+			l.add(off, off%5 == 0, row, cols)
+			off++
+		}
+	}
+	const perInterval = 4 * colLogShrinkMin
+	interval := func() {
+		fill(perInterval)
+		l.trim(off - 100) // the commit trails the applied offsets
+	}
+	for range 5 {
+		interval()
+	}
+	if !raceBuild {
+		if n := testing.AllocsPerRun(5, interval); n != 0 {
+			t.Errorf("%v allocations per interval of %d events, want 0", n, perInterval)
+		}
+	}
+	steady := cap(l.offs)
+	fill(8 * perInterval) // a burst: no trim finds anything to drop
+	l.trim(off - 100)
+	if c := cap(l.offs); c > steady {
+		t.Errorf("capacity %d after the burst's trim, want at most the steady %d", c, steady)
+	}
+	if l.len() != 100 {
+		t.Fatalf("%d kept, want 100", l.len())
+	}
+	for o := off - 100; o < off; o++ {
+		late, ok := l.get(o, row, cols)
+		if !ok || late != (o%5 == 0) || row[0] != float32(o) || row[1] != float32(-o) {
+			t.Fatalf("offset %d: ok %v late %v row %v", o, ok, late, row)
+		}
+	}
+}
+
 // TestColLogShrinks: after a burst (commits stalled), a trim that leaves a
 // small part of a large log gives the memory back.
 func TestColLogShrinks(t *testing.T) {
@@ -160,6 +208,27 @@ func TestColLogShrinks(t *testing.T) {
 	for off := int64(burst - 100); off < burst+10; off++ {
 		if _, ok := l.get(off, row, cols); !ok || row[0] != float32(off) {
 			t.Fatalf("offset %d: ok %v, value %v", off, ok, row[0])
+		}
+	}
+}
+
+// BenchmarkColLogBusy: the cost per event of keeping a busy partition's
+// shared columns (add, with a trim to the commit every 16,384 events),
+// the default features' 17 columns.
+func BenchmarkColLogBusy(b *testing.B) {
+	cols := make([]int, 17)
+	for i := range cols {
+		cols[i] = i
+	}
+	l := colLog{width: len(cols)}
+	row := make([]float32, len(cols))
+	b.ReportAllocs()
+	off := int64(0)
+	for b.Loop() {
+		l.add(off, false, row, cols)
+		off++
+		if off%(4*colLogShrinkMin) == 0 {
+			l.trim(off - 100)
 		}
 	}
 }
