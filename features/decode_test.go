@@ -1,11 +1,14 @@
 package features
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var testNow = time.Date(2026, 11, 28, 15, 10, 0, 0, time.UTC)
@@ -57,6 +60,16 @@ func TestDecodeValid(t *testing.T) {
 			}
 			if !eventsEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+			// The same event without copying, and then with the
+			// message's bytes gone: the copied fields stay as decoded.
+			msg := []byte(tc.in)
+			var shared Event
+			if err := d.DecodeShared(msg, &shared, d.Now()); err != nil {
+				t.Fatalf("DecodeShared: %v", err)
+			}
+			if !eventsEqual(shared, tc.want) {
+				t.Errorf("DecodeShared: got %+v, want %+v", shared, tc.want)
 			}
 		})
 	}
@@ -163,6 +176,126 @@ func TestDecodeFutureSkewDisabled(t *testing.T) {
 	var e Event
 	if err := d.Decode([]byte(in), &e); err != nil {
 		t.Fatalf("Decode: %v", err)
+	}
+}
+
+// TestDecodeAtClock checks the clock readings of the future-skew check:
+// Decode reads the decoder's clock once per event, DecodeAt and
+// DecodeShared compare against the reading given (the zero Time: one
+// read of their own), and Now reads nothing when the check is disabled.
+func TestDecodeAtClock(t *testing.T) {
+	ahead := []byte(strings.Replace(validEvent, "2026-11-28T15:04:05.123Z", "2026-11-28T15:15:01Z", 1)) // testNow + 5m1s
+	tests := []struct {
+		name      string
+		skew      time.Duration
+		decode    func(d *Decoder, e *Event) error
+		now       time.Time // given to the decode
+		reads     int       // clock reads by the decode
+		wantAhead string    // the reason for ahead, "" if accepted
+	}{
+		{"Decode", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.Decode(ahead, e) }, time.Time{}, 1, ReasonFutureTime},
+		{"DecodeAt now", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, testNow) }, testNow, 0, ReasonFutureTime},
+		{"DecodeAt later", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, testNow.Add(time.Second)) }, testNow.Add(time.Second), 0, ""},
+		{"DecodeAt zero reads", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, time.Time{}) }, time.Time{}, 1, ReasonFutureTime},
+		{"DecodeShared now", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeShared(ahead, e, testNow) }, testNow, 0, ReasonFutureTime},
+		{"DecodeShared later", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeShared(ahead, e, testNow.Add(time.Second)) }, testNow.Add(time.Second), 0, ""},
+		{"disabled", -1, func(d *Decoder, e *Event) error { return d.DecodeShared(ahead, e, d.Now()) }, time.Time{}, 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			reads := 0
+			d := MustDecoder(WithMaxFutureSkew(tc.skew), WithClock(func() time.Time { reads++; return testNow }))
+			if tc.name == "disabled" {
+				if now := d.Now(); !now.IsZero() || reads != 0 {
+					t.Fatalf("Now with the check disabled: %v after %d clock reads, want the zero Time and none", now, reads)
+				}
+			}
+			var e Event
+			err := tc.decode(d, &e)
+			if reads != tc.reads {
+				t.Errorf("%d clock reads, want %d", reads, tc.reads)
+			}
+			var de *DecodeError
+			switch {
+			case tc.wantAhead == "" && err != nil:
+				t.Errorf("decode: %v, want success", err)
+			case tc.wantAhead != "" && (!errors.As(err, &de) || de.Reason != tc.wantAhead || de.Field != "ts"):
+				t.Errorf("decode: %v, want %s on ts", err, tc.wantAhead)
+			}
+		})
+	}
+}
+
+// TestDecodeSharedAllocs checks what DecodeShared allocates: nothing for
+// an event written without escapes, one backing string for the fields it
+// must copy (an escape; card_id replaced by its pseudonym), as Decode for
+// every event.
+func TestDecodeSharedAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under the race detector")
+	}
+	plain := []byte(validEvent)
+	escaped := []byte(strings.Replace(validEvent, `"m-7"`, `"m\u002d7"`, 1))
+	tests := []struct {
+		name string
+		dec  *Decoder
+		msg  []byte
+		want float64
+	}{
+		{"plain", testDecoder(), plain, 0},
+		{"escaped", testDecoder(), escaped, 1},
+		{"pan key", MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyA))), plain, 1},
+		{"pan key rotating", MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyC+panKeyA))), plain, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var e Event
+			if got := testing.AllocsPerRun(100, func() {
+				if err := tc.dec.DecodeShared(tc.msg, &e, testNow); err != nil {
+					t.Fatal(err)
+				}
+			}); got != tc.want {
+				t.Errorf("DecodeShared: %v allocations, want %v", got, tc.want)
+			}
+			if got := testing.AllocsPerRun(100, func() {
+				if err := tc.dec.Decode(tc.msg, &e); err != nil {
+					t.Fatal(err)
+				}
+			}); got != 1 {
+				t.Errorf("Decode: %v allocations, want 1", got)
+			}
+		})
+	}
+}
+
+// TestDecodeSharedStrings checks which of DecodeShared's strings are the
+// message's bytes: the fields written as decoded, and not the escaped
+// ones nor a pseudonym.
+func TestDecodeSharedStrings(t *testing.T) {
+	msg := []byte(strings.Replace(validEvent, `"m-7"`, `"m\u002d7"`, 1))
+	within := func(s string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		b := uintptr(unsafe.Pointer(unsafe.SliceData(msg)))
+		return p >= b && p < b+uintptr(len(msg))
+	}
+	var e Event
+	if err := testDecoder().DecodeShared(msg, &e, testNow); err != nil {
+		t.Fatal(err)
+	}
+	if e.TerminalID != "m-7" || within(e.TerminalID) {
+		t.Errorf("terminal_id %q (in the message: %v), want m-7 copied", e.TerminalID, within(e.TerminalID))
+	}
+	for _, s := range []string{e.TxID, e.CardID, e.Currency, e.MCC, e.Channel, e.Country} {
+		if !within(s) {
+			t.Errorf("%q was copied, want the message's bytes", s)
+		}
+	}
+	kd := MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyA)))
+	if err := kd.DecodeShared(msg, &e, testNow); err != nil {
+		t.Fatal(err)
+	}
+	if within(e.CardID) || !within(e.TxID) {
+		t.Errorf("with a PAN key: card_id %q in the message %v, tx_id in it %v; want a copied pseudonym and a shared tx_id", e.CardID, within(e.CardID), within(e.TxID))
 	}
 }
 
@@ -350,6 +483,20 @@ func FuzzDecode(f *testing.F) {
 				if panIn(red) {
 					t.Fatalf("redacted %q to %s, which holds a card number", b, red)
 				}
+			}
+		}
+		// DecodeAt against the clock's reading and DecodeShared give
+		// Decode's verdict and event, with and without a PAN key.
+		for _, dec := range []*Decoder{d, kd} {
+			var want, at, shared Event
+			werr := dec.Decode(b, &want)
+			aerr := dec.DecodeAt(b, &at, dec.Now())
+			serr := dec.DecodeShared(bytes.Clone(b), &shared, dec.Now())
+			if fmt.Sprint(werr) != fmt.Sprint(aerr) || fmt.Sprint(werr) != fmt.Sprint(serr) {
+				t.Fatalf("Decode %v, DecodeAt %v, DecodeShared %v", werr, aerr, serr)
+			}
+			if werr == nil && (!eventsEqual(want, at) || !eventsEqual(want, shared)) {
+				t.Fatalf("Decode %+v, DecodeAt %+v, DecodeShared %+v", want, at, shared)
 			}
 		}
 		var pe Event

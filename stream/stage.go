@@ -217,8 +217,12 @@ type stage struct {
 	p       *Pipeline
 	workers []*worker
 	dec     EventDecoder
-	width   int
-	parts   map[int]*partState
+	// sdec is dec when it decodes a slice of messages against one clock
+	// reading and without copying (*features.Decoder: sliceDecoder),
+	// else nil.
+	sdec  sliceDecoder
+	width int
+	parts map[int]*partState
 	// lastPart is the partition state part returned last (see part);
 	// whatever replaces a partition's state in parts (a checkpoint
 	// restore) goes through setPart, which forgets it.
@@ -278,6 +282,7 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 		p:          p,
 		workers:    workers,
 		dec:        p.eventDecoder(),
+		sdec:       asSliceDecoder(p.eventDecoder()),
 		width:      len(p.names),
 		parts:      map[int]*partState{},
 		open:       make([]*batch, len(workers)),
@@ -836,15 +841,50 @@ var pendingPool = sync.Pool{New: func() any { return new(pending) }}
 // newPending returns an empty pending item. Safe for concurrent use.
 func (s *stage) newPending() *pending { return pendingPool.Get().(*pending) }
 
+// sliceDecoder is an EventDecoder that checks a slice of messages against
+// one reading of its clock, taken by the caller (Now), and decodes each
+// without copying what it can share with the message (DecodeShared):
+// *features.Decoder.
+type sliceDecoder interface {
+	Now() time.Time
+	DecodeShared(value []byte, ev *features.Event, now time.Time) error
+}
+
+// asSliceDecoder returns d as a sliceDecoder, or nil.
+func asSliceDecoder(d EventDecoder) sliceDecoder {
+	sd, _ := d.(sliceDecoder)
+	return sd
+}
+
+// now returns the clock reading the messages of one fetched slice are
+// decoded against (decode): the decoder's (sliceDecoder.Now), read once
+// per slice instead of once per message; the zero Time for a decoder that
+// reads its own.
+func (s *stage) now() time.Time {
+	if s.sdec == nil {
+		return time.Time{}
+	}
+	return s.sdec.Now()
+}
+
 // decode decodes m into a pending item for the stage. It is called by
 // the fetching goroutine of m's partition, before m is handed to the
 // stage, so that decoding runs in parallel, one goroutine per partition,
 // instead of in the stage's one goroutine: safe for concurrent use (the
-// decoder is: see EventDecoder).
-func (s *stage) decode(m kafka.Message) *pending {
+// decoder is: see EventDecoder). now is the slice's clock reading (see
+// stage.now). The event's strings share m.Value's bytes where they can
+// (features.Decoder.DecodeShared): m is the stage's for good (a Source
+// never reuses a Record's Value), and nothing changes a message's bytes.
+func (s *stage) decode(m kafka.Message, now time.Time) *pending {
 	pd := s.newPending()
 	pd.m = m
-	if err := s.dec.Decode(m.Value, &pd.ev); err != nil {
+	var err error
+	if s.sdec != nil {
+		err = s.sdec.DecodeShared(m.Value, &pd.ev, now)
+	} else {
+		err = s.dec.Decode(m.Value, &pd.ev)
+	}
+	if err != nil {
 		pd.reason = decodeReason(err)
 		pd.err = err.Error()
 	}
