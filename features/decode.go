@@ -167,6 +167,43 @@ const (
 	labelRequired = 1<<fTxID | 1<<fCardID | 1<<fTerminalID | 1<<fTS | 1<<fFraud
 )
 
+// keyOrder is a canonical order of a message's known keys (Event and
+// Label AppendJSON's, the order producers mostly keep), each quoted as it
+// is written without escapes, for object's fast path: a key is first
+// compared with those after the one matched last, and only scanned and
+// looked up (eventField, labelField) when none of them is written there.
+type keyOrder struct {
+	field  []int
+	quoted []string
+}
+
+func newKeyOrder(fields ...int) keyOrder {
+	o := keyOrder{field: fields}
+	for _, f := range fields {
+		o.quoted = append(o.quoted, `"`+fieldNames[f]+`"`)
+	}
+	return o
+}
+
+var (
+	eventKeyOrder = newKeyOrder(fTxID, fTS, fCardID, fTerminalID, fAmount, fCurrency, fMCC, fChannel, fCountry, fLat, fLon)
+	labelKeyOrder = newKeyOrder(fTxID, fCardID, fTerminalID, fTS, fTxTS, fFraud, fScenario)
+)
+
+// match returns the field of the key written at b[i:] (from its opening
+// quote) when it is one of the order's from next on, as written there
+// (quoted, no escape), and the index after it in the order; f < 0 if
+// none.
+func (o *keyOrder) match(b []byte, i, next int) (f, after int) {
+	rest := b[i:]
+	for j := next; j < len(o.quoted); j++ {
+		if q := o.quoted[j]; len(rest) >= len(q) && string(rest[:len(q)]) == q {
+			return o.field[j], j + 1
+		}
+	}
+	return -1, next
+}
+
 // requiredOrder is the order missing fields are reported in.
 var requiredOrder = [...]int{fTxID, fTS, fCardID, fTerminalID, fAmount, fFraud}
 
@@ -313,15 +350,33 @@ func (p *parse) object() bool {
 		return true
 	}
 	var keyBuf [32]byte
+	order := &eventKeyOrder
+	if p.label {
+		order = &labelKeyOrder
+	}
+	next := 0 // in order: the keys after the last one matched
 	for {
 		s.ws()
-		ks, ke, kesc, ok := s.str()
-		if !ok {
-			return false
-		}
-		key := s.b[ks:ke]
-		if kesc {
-			key = appendUnescaped(keyBuf[:0], key)
+		// The fast path: a known key as the canonical order has it next
+		// (a quoted name is exactly what str would scan).
+		f, after := order.match(s.b, s.i, next)
+		matched := f >= 0
+		var key []byte
+		var ks, ke int
+		var kesc bool
+		if matched {
+			next = after
+			s.i += len(fieldNames[f]) + 2
+		} else {
+			var ok bool
+			ks, ke, kesc, ok = s.str()
+			if !ok {
+				return false
+			}
+			key = s.b[ks:ke]
+			if kesc {
+				key = appendUnescaped(keyBuf[:0], key)
+			}
 		}
 		s.ws()
 		if s.peek() != ':' {
@@ -329,10 +384,11 @@ func (p *parse) object() bool {
 		}
 		s.i++
 		s.ws()
-		var f int
-		if p.label {
+		switch {
+		case matched:
+		case p.label:
 			f = labelField(key)
-		} else {
+		default:
 			f = eventField(key)
 		}
 		if f < 0 {
