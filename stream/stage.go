@@ -875,9 +875,14 @@ func (s *stage) now() time.Time {
 // stage.now). The event's strings share m.Value's bytes where they can
 // (features.Decoder.DecodeShared): m is the stage's for good (a Source
 // never reuses a Record's Value), and nothing changes a message's bytes.
-func (s *stage) decode(m kafka.Message, now time.Time) *pending {
+func (s *stage) decode(topic string, rec *Record, now time.Time) *pending {
 	pd := s.newPending()
-	pd.m = m
+	// Field by field into the pooled item: not a kafka.Message built by
+	// the caller and copied in whole (one copy of its pointers fewer, each
+	// under the write barrier while the GC marks).
+	m := &pd.m
+	m.Topic, m.Partition, m.Offset, m.HighWaterMark = topic, rec.Partition, rec.Offset, rec.HighWater
+	m.Key, m.Value, m.Time = rec.Key, rec.Value, rec.Time
 	var err error
 	if s.sdec != nil {
 		err = s.sdec.DecodeShared(m.Value, &pd.ev, now)
