@@ -54,8 +54,8 @@ func BenchmarkDecodeSynth(b *testing.B) {
 			}
 		})
 		// As the stream's fetchers decode: one clock reading per slice
-		// of 64 messages, strings shared with the message.
-		b.Run(c.name+"_shared_slice64", func(b *testing.B) {
+		// of 64 messages.
+		b.Run(c.name+"_slice64", func(b *testing.B) {
 			d, err := features.NewDecoder(c.opts...)
 			if err != nil {
 				b.Fatal(err)
@@ -69,7 +69,7 @@ func BenchmarkDecodeSynth(b *testing.B) {
 				if i%64 == 0 {
 					now = d.Now()
 				}
-				if err := d.DecodeShared(msgs[i%len(msgs)], &e, now); err != nil {
+				if err := d.DecodeAt(msgs[i%len(msgs)], &e, now); err != nil {
 					b.Fatal(err)
 				}
 				i++

@@ -1,14 +1,12 @@
 package features
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 )
 
 var testNow = time.Date(2026, 11, 28, 15, 10, 0, 0, time.UTC)
@@ -61,15 +59,13 @@ func TestDecodeValid(t *testing.T) {
 			if !eventsEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
-			// The same event without copying, and then with the
-			// message's bytes gone: the copied fields stay as decoded.
-			msg := []byte(tc.in)
-			var shared Event
-			if err := d.DecodeShared(msg, &shared, d.Now()); err != nil {
-				t.Fatalf("DecodeShared: %v", err)
+			// The same event against a clock reading taken before.
+			var at Event
+			if err := d.DecodeAt([]byte(tc.in), &at, d.Now()); err != nil {
+				t.Fatalf("DecodeAt: %v", err)
 			}
-			if !eventsEqual(shared, tc.want) {
-				t.Errorf("DecodeShared: got %+v, want %+v", shared, tc.want)
+			if !eventsEqual(at, tc.want) {
+				t.Errorf("DecodeAt: got %+v, want %+v", at, tc.want)
 			}
 		})
 	}
@@ -180,9 +176,9 @@ func TestDecodeFutureSkewDisabled(t *testing.T) {
 }
 
 // TestDecodeAtClock checks the clock readings of the future-skew check:
-// Decode reads the decoder's clock once per event, DecodeAt and
-// DecodeShared compare against the reading given (the zero Time: one
-// read of their own), and Now reads nothing when the check is disabled.
+// Decode reads the decoder's clock once per event, DecodeAt compares
+// against the reading given (the zero Time: one read of its own), and Now
+// reads nothing when the check is disabled.
 func TestDecodeAtClock(t *testing.T) {
 	ahead := []byte(strings.Replace(validEvent, "2026-11-28T15:04:05.123Z", "2026-11-28T15:15:01Z", 1)) // testNow + 5m1s
 	tests := []struct {
@@ -197,9 +193,7 @@ func TestDecodeAtClock(t *testing.T) {
 		{"DecodeAt now", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, testNow) }, testNow, 0, ReasonFutureTime},
 		{"DecodeAt later", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, testNow.Add(time.Second)) }, testNow.Add(time.Second), 0, ""},
 		{"DecodeAt zero reads", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, time.Time{}) }, time.Time{}, 1, ReasonFutureTime},
-		{"DecodeShared now", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeShared(ahead, e, testNow) }, testNow, 0, ReasonFutureTime},
-		{"DecodeShared later", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeShared(ahead, e, testNow.Add(time.Second)) }, testNow.Add(time.Second), 0, ""},
-		{"disabled", -1, func(d *Decoder, e *Event) error { return d.DecodeShared(ahead, e, d.Now()) }, time.Time{}, 0, ""},
+		{"disabled", -1, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, d.Now()) }, time.Time{}, 0, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -226,11 +220,10 @@ func TestDecodeAtClock(t *testing.T) {
 	}
 }
 
-// TestDecodeSharedAllocs checks what DecodeShared allocates: nothing for
-// an event written without escapes, one backing string for the fields it
-// must copy (an escape; card_id replaced by its pseudonym), as Decode for
-// every event.
-func TestDecodeSharedAllocs(t *testing.T) {
+// TestDecodeAtAllocs checks that DecodeAt allocates as Decode: once (the
+// backing string of all the string fields), escapes and pseudonyms
+// included.
+func TestDecodeAtAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts differ under the race detector")
 	}
@@ -240,62 +233,32 @@ func TestDecodeSharedAllocs(t *testing.T) {
 		name string
 		dec  *Decoder
 		msg  []byte
-		want float64
 	}{
-		{"plain", testDecoder(), plain, 0},
-		{"escaped", testDecoder(), escaped, 1},
-		{"pan key", MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyA))), plain, 1},
-		{"pan key rotating", MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyC+panKeyA))), plain, 1},
+		{"plain", testDecoder(), plain},
+		{"escaped", testDecoder(), escaped},
+		{"pan key", MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyA))), plain},
+		{"pan key rotating", MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyC+panKeyA))), plain},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var e Event
-			if got := testing.AllocsPerRun(100, func() {
-				if err := tc.dec.DecodeShared(tc.msg, &e, testNow); err != nil {
-					t.Fatal(err)
+			for name, decode := range map[string]func(){
+				"DecodeAt": func() {
+					if err := tc.dec.DecodeAt(tc.msg, &e, testNow); err != nil {
+						t.Fatal(err)
+					}
+				},
+				"Decode": func() {
+					if err := tc.dec.Decode(tc.msg, &e); err != nil {
+						t.Fatal(err)
+					}
+				},
+			} {
+				if got := testing.AllocsPerRun(100, decode); got != 1 {
+					t.Errorf("%s: %v allocations, want 1", name, got)
 				}
-			}); got != tc.want {
-				t.Errorf("DecodeShared: %v allocations, want %v", got, tc.want)
-			}
-			if got := testing.AllocsPerRun(100, func() {
-				if err := tc.dec.Decode(tc.msg, &e); err != nil {
-					t.Fatal(err)
-				}
-			}); got != 1 {
-				t.Errorf("Decode: %v allocations, want 1", got)
 			}
 		})
-	}
-}
-
-// TestDecodeSharedStrings checks which of DecodeShared's strings are the
-// message's bytes: the fields written as decoded, and not the escaped
-// ones nor a pseudonym.
-func TestDecodeSharedStrings(t *testing.T) {
-	msg := []byte(strings.Replace(validEvent, `"m-7"`, `"m\u002d7"`, 1))
-	within := func(s string) bool {
-		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
-		b := uintptr(unsafe.Pointer(unsafe.SliceData(msg)))
-		return p >= b && p < b+uintptr(len(msg))
-	}
-	var e Event
-	if err := testDecoder().DecodeShared(msg, &e, testNow); err != nil {
-		t.Fatal(err)
-	}
-	if e.TerminalID != "m-7" || within(e.TerminalID) {
-		t.Errorf("terminal_id %q (in the message: %v), want m-7 copied", e.TerminalID, within(e.TerminalID))
-	}
-	for _, s := range []string{e.TxID, e.CardID, e.Currency, e.MCC, e.Channel, e.Country} {
-		if !within(s) {
-			t.Errorf("%q was copied, want the message's bytes", s)
-		}
-	}
-	kd := MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyA)))
-	if err := kd.DecodeShared(msg, &e, testNow); err != nil {
-		t.Fatal(err)
-	}
-	if within(e.CardID) || !within(e.TxID) {
-		t.Errorf("with a PAN key: card_id %q in the message %v, tx_id in it %v; want a copied pseudonym and a shared tx_id", e.CardID, within(e.CardID), within(e.TxID))
 	}
 }
 
@@ -485,18 +448,17 @@ func FuzzDecode(f *testing.F) {
 				}
 			}
 		}
-		// DecodeAt against the clock's reading and DecodeShared give
-		// Decode's verdict and event, with and without a PAN key.
+		// DecodeAt against the clock's reading gives Decode's verdict
+		// and event, with and without a PAN key.
 		for _, dec := range []*Decoder{d, kd} {
-			var want, at, shared Event
+			var want, at Event
 			werr := dec.Decode(b, &want)
 			aerr := dec.DecodeAt(b, &at, dec.Now())
-			serr := dec.DecodeShared(bytes.Clone(b), &shared, dec.Now())
-			if fmt.Sprint(werr) != fmt.Sprint(aerr) || fmt.Sprint(werr) != fmt.Sprint(serr) {
-				t.Fatalf("Decode %v, DecodeAt %v, DecodeShared %v", werr, aerr, serr)
+			if fmt.Sprint(werr) != fmt.Sprint(aerr) {
+				t.Fatalf("Decode %v, DecodeAt %v", werr, aerr)
 			}
-			if werr == nil && (!eventsEqual(want, at) || !eventsEqual(want, shared)) {
-				t.Fatalf("Decode %+v, DecodeAt %+v, DecodeShared %+v", want, at, shared)
+			if werr == nil && !eventsEqual(want, at) {
+				t.Fatalf("Decode %+v, DecodeAt %+v", want, at)
 			}
 		}
 		var pe Event

@@ -8,10 +8,10 @@ import (
 	"github.com/streamscore/streamscore/features/synth"
 )
 
-// perMessageDecoder hides a features.Decoder's DecodeShared and Now from
+// perMessageDecoder hides a features.Decoder's DecodeAt and Now from
 // the stage (it is then no sliceDecoder): the stage decodes each message
-// with Decode, reading the clock and copying the strings per message, as
-// builds before 2026-12-06 (evening) did.
+// with Decode, reading the clock per message, as builds before
+// 2026-12-06 (evening) did.
 type perMessageDecoder struct{ d *features.Decoder }
 
 func (p perMessageDecoder) Decode(value []byte, ev *features.Event) error {
@@ -21,10 +21,9 @@ func (p perMessageDecoder) Decode(value []byte, ev *features.Event) error {
 // BenchmarkStageDecode measures the fetchers' decoding (stage.decode) of
 // the generator's events in slices of maxHandOff, the pending items given
 // back to the pool after each slice: per_message decodes each with its own
-// clock reading (time.Now) and copy of the strings; slice_shared reads the
-// clock once per slice and shares the strings with the message
-// (features.Decoder.DecodeShared), as handOff does. Both in one run, so
-// that their ratio holds on a busy machine.
+// clock reading (time.Now); slice reads the clock once per slice
+// (features.Decoder.DecodeAt), as handOff does. Both in one run, so that
+// their ratio holds on a busy machine.
 //
 //	go test ./stream -run '^$' -bench BenchmarkStageDecode -count 5
 func BenchmarkStageDecode(b *testing.B) {
@@ -39,13 +38,13 @@ func BenchmarkStageDecode(b *testing.B) {
 		recs[i] = Record{Partition: 0, Offset: int64(i), Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil), Time: tx.Event.TS}
 	}
 	for _, c := range []struct {
-		name   string
-		shared bool
-	}{{"per_message", false}, {"slice_shared", true}} {
+		name  string
+		slice bool
+	}{{"per_message", false}, {"slice", true}} {
 		b.Run(c.name, func(b *testing.B) {
 			p := shippedPipeline(b, "decode")
 			st := newStage(p, nil)
-			if !c.shared {
+			if !c.slice {
 				st.dec, st.sdec = perMessageDecoder{p.dec}, nil
 			}
 			pds := make([]*pending, 0, maxHandOff)

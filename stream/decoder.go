@@ -16,10 +16,9 @@ import (
 // the feature stage's one goroutine), so it must be safe for concurrent
 // use — a change from builds before 2026-12-06, which called it from one
 // goroutine. A decoder that also has Now() time.Time and
-// DecodeShared(value, ev, now) error (features.Decoder) is called through
-// them instead: Now once per slice of fetched messages, DecodeShared per
-// message with that reading, its event's strings allowed to share the
-// message's bytes (which nothing changes afterwards).
+// DecodeAt(value, ev, now) error (features.Decoder) is called through
+// them instead: Now once per slice of fetched messages, DecodeAt per
+// message with that reading.
 type EventDecoder interface {
 	Decode(value []byte, ev *features.Event) error
 }

@@ -46,8 +46,7 @@
 // registry outage holds there. The JSON decoder checks a fetched slice's
 // timestamps against one reading of its clock (features.Decoder.DecodeAt:
 // the future-skew check is stricter by the slice's decoding time,
-// microseconds) and leaves the event's strings in the message's bytes
-// (DecodeShared: no allocation per event). A message that is not a valid
+// microseconds). A message that is not a valid
 // event becomes a dead-letter record carrying a machine-readable reason and
 // what may safely be kept of the message — its size, a digest, and its
 // contract fields redacted (features.Decoder.AppendRedactedEvent), never the

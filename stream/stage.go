@@ -218,8 +218,7 @@ type stage struct {
 	workers []*worker
 	dec     EventDecoder
 	// sdec is dec when it decodes a slice of messages against one clock
-	// reading and without copying (*features.Decoder: sliceDecoder),
-	// else nil.
+	// reading (*features.Decoder: sliceDecoder), else nil.
 	sdec  sliceDecoder
 	width int
 	parts map[int]*partState
@@ -842,12 +841,11 @@ var pendingPool = sync.Pool{New: func() any { return new(pending) }}
 func (s *stage) newPending() *pending { return pendingPool.Get().(*pending) }
 
 // sliceDecoder is an EventDecoder that checks a slice of messages against
-// one reading of its clock, taken by the caller (Now), and decodes each
-// without copying what it can share with the message (DecodeShared):
-// *features.Decoder.
+// one reading of its clock, taken by the caller (Now) and given to each
+// DecodeAt: *features.Decoder.
 type sliceDecoder interface {
 	Now() time.Time
-	DecodeShared(value []byte, ev *features.Event, now time.Time) error
+	DecodeAt(value []byte, ev *features.Event, now time.Time) error
 }
 
 // asSliceDecoder returns d as a sliceDecoder, or nil.
@@ -872,9 +870,7 @@ func (s *stage) now() time.Time {
 // stage, so that decoding runs in parallel, one goroutine per partition,
 // instead of in the stage's one goroutine: safe for concurrent use (the
 // decoder is: see EventDecoder). now is the slice's clock reading (see
-// stage.now). The event's strings share m.Value's bytes where they can
-// (features.Decoder.DecodeShared): m is the stage's for good (a Source
-// never reuses a Record's Value), and nothing changes a message's bytes.
+// stage.now).
 func (s *stage) decode(topic string, rec *Record, now time.Time) *pending {
 	pd := s.newPending()
 	// Field by field into the pooled item: not a kafka.Message built by
@@ -885,7 +881,7 @@ func (s *stage) decode(topic string, rec *Record, now time.Time) *pending {
 	m.Key, m.Value, m.Time = rec.Key, rec.Value, rec.Time
 	var err error
 	if s.sdec != nil {
-		err = s.sdec.DecodeShared(m.Value, &pd.ev, now)
+		err = s.sdec.DecodeAt(m.Value, &pd.ev, now)
 	} else {
 		err = s.dec.Decode(m.Value, &pd.ev)
 	}
