@@ -865,9 +865,9 @@ func (s *stage) now() time.Time {
 	return s.sdec.Now()
 }
 
-// decode decodes m into a pending item for the stage. It is called by
-// the fetching goroutine of m's partition, before m is handed to the
-// stage, so that decoding runs in parallel, one goroutine per partition,
+// decode decodes rec, a record of topic, into a pending item for the
+// stage (its message pd.m). It is called by the fetching goroutine of
+// rec's partition, before the item is handed to the stage, so that decoding runs in parallel, one goroutine per partition,
 // instead of in the stage's one goroutine: safe for concurrent use (the
 // decoder is: see EventDecoder). now is the slice's clock reading (see
 // stage.now).
