@@ -312,7 +312,7 @@ func (d *Decoder) DecodeRecord(r *Record, e *Event) error {
 	if err != nil {
 		return err
 	}
-	return d.finishEvent(&p, e)
+	return d.finishEvent(&p, e, time.Time{})
 }
 
 // DecodeLabelRecord checks the label in r and materializes it into *l with

@@ -53,6 +53,28 @@ func BenchmarkDecodeSynth(b *testing.B) {
 				i++
 			}
 		})
+		// As the stream's fetchers decode: one clock reading per slice
+		// of 64 messages.
+		b.Run(c.name+"_slice64", func(b *testing.B) {
+			d, err := features.NewDecoder(c.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var e features.Event
+			b.SetBytes(int64(size / len(msgs)))
+			b.ReportAllocs()
+			i := 0
+			var now time.Time
+			for b.Loop() {
+				if i%64 == 0 {
+					now = d.Now()
+				}
+				if err := d.DecodeAt(msgs[i%len(msgs)], &e, now); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package features
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,14 @@ func TestDecodeValid(t *testing.T) {
 			}
 			if !eventsEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+			// The same event against a clock reading taken before.
+			var at Event
+			if err := d.DecodeAt([]byte(tc.in), &at, d.Now()); err != nil {
+				t.Fatalf("DecodeAt: %v", err)
+			}
+			if !eventsEqual(at, tc.want) {
+				t.Errorf("DecodeAt: got %+v, want %+v", at, tc.want)
 			}
 		})
 	}
@@ -163,6 +172,93 @@ func TestDecodeFutureSkewDisabled(t *testing.T) {
 	var e Event
 	if err := d.Decode([]byte(in), &e); err != nil {
 		t.Fatalf("Decode: %v", err)
+	}
+}
+
+// TestDecodeAtClock checks the clock readings of the future-skew check:
+// Decode reads the decoder's clock once per event, DecodeAt compares
+// against the reading given (the zero Time: one read of its own), and Now
+// reads nothing when the check is disabled.
+func TestDecodeAtClock(t *testing.T) {
+	ahead := []byte(strings.Replace(validEvent, "2026-11-28T15:04:05.123Z", "2026-11-28T15:15:01Z", 1)) // testNow + 5m1s
+	tests := []struct {
+		name      string
+		skew      time.Duration
+		decode    func(d *Decoder, e *Event) error
+		now       time.Time // given to the decode
+		reads     int       // clock reads by the decode
+		wantAhead string    // the reason for ahead, "" if accepted
+	}{
+		{"Decode", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.Decode(ahead, e) }, time.Time{}, 1, ReasonFutureTime},
+		{"DecodeAt now", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, testNow) }, testNow, 0, ReasonFutureTime},
+		{"DecodeAt later", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, testNow.Add(time.Second)) }, testNow.Add(time.Second), 0, ""},
+		{"DecodeAt zero reads", 5 * time.Minute, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, time.Time{}) }, time.Time{}, 1, ReasonFutureTime},
+		{"disabled", -1, func(d *Decoder, e *Event) error { return d.DecodeAt(ahead, e, d.Now()) }, time.Time{}, 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			reads := 0
+			d := MustDecoder(WithMaxFutureSkew(tc.skew), WithClock(func() time.Time { reads++; return testNow }))
+			if tc.name == "disabled" {
+				if now := d.Now(); !now.IsZero() || reads != 0 {
+					t.Fatalf("Now with the check disabled: %v after %d clock reads, want the zero Time and none", now, reads)
+				}
+			}
+			var e Event
+			err := tc.decode(d, &e)
+			if reads != tc.reads {
+				t.Errorf("%d clock reads, want %d", reads, tc.reads)
+			}
+			var de *DecodeError
+			switch {
+			case tc.wantAhead == "" && err != nil:
+				t.Errorf("decode: %v, want success", err)
+			case tc.wantAhead != "" && (!errors.As(err, &de) || de.Reason != tc.wantAhead || de.Field != "ts"):
+				t.Errorf("decode: %v, want %s on ts", err, tc.wantAhead)
+			}
+		})
+	}
+}
+
+// TestDecodeAtAllocs checks that DecodeAt allocates as Decode: once (the
+// backing string of all the string fields), escapes and pseudonyms
+// included.
+func TestDecodeAtAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under the race detector")
+	}
+	plain := []byte(validEvent)
+	escaped := []byte(strings.Replace(validEvent, `"m-7"`, `"m\u002d7"`, 1))
+	tests := []struct {
+		name string
+		dec  *Decoder
+		msg  []byte
+	}{
+		{"plain", testDecoder(), plain},
+		{"escaped", testDecoder(), escaped},
+		{"pan key", MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyA))), plain},
+		{"pan key rotating", MustDecoder(WithClock(func() time.Time { return testNow }), WithPANKey(testPANKey(t, panKeyC+panKeyA))), plain},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var e Event
+			for name, decode := range map[string]func(){
+				"DecodeAt": func() {
+					if err := tc.dec.DecodeAt(tc.msg, &e, testNow); err != nil {
+						t.Fatal(err)
+					}
+				},
+				"Decode": func() {
+					if err := tc.dec.Decode(tc.msg, &e); err != nil {
+						t.Fatal(err)
+					}
+				},
+			} {
+				if got := testing.AllocsPerRun(100, decode); got != 1 {
+					t.Errorf("%s: %v allocations, want 1", name, got)
+				}
+			}
+		})
 	}
 }
 
@@ -350,6 +446,19 @@ func FuzzDecode(f *testing.F) {
 				if panIn(red) {
 					t.Fatalf("redacted %q to %s, which holds a card number", b, red)
 				}
+			}
+		}
+		// DecodeAt against the clock's reading gives Decode's verdict
+		// and event, with and without a PAN key.
+		for _, dec := range []*Decoder{d, kd} {
+			var want, at Event
+			werr := dec.Decode(b, &want)
+			aerr := dec.DecodeAt(b, &at, dec.Now())
+			if fmt.Sprint(werr) != fmt.Sprint(aerr) {
+				t.Fatalf("Decode %v, DecodeAt %v", werr, aerr)
+			}
+			if werr == nil && !eventsEqual(want, at) {
+				t.Fatalf("Decode %+v, DecodeAt %+v", want, at)
 			}
 		}
 		var pe Event

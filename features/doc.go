@@ -11,7 +11,9 @@
 // trailing data, mistyped or null required fields are rejected, each with a
 // stable machine-readable reason (the Reason* constants, carried by
 // *DecodeError) for the dead-letter record. A successful Decode allocates
-// once. AppendJSON writes both types back in the same layout. Decoders of
+// once and reads the decoder's clock once; DecodeAt takes a clock reading
+// made once for many messages (the stream's fetchers: one per slice).
+// AppendJSON writes both types back in the same layout. Decoders of
 // binary formats (features/wire: Avro, Protobuf) fill a Record field by
 // field and call DecodeRecord or DecodeLabelRecord, which apply exactly the
 // checks after the JSON scan (required fields, ranges, skew, lengths, card

@@ -351,10 +351,10 @@ func (p *Pipeline) handOff(ctx context.Context, st *stage, recs []Record, epoch 
 		}
 		h.reset()
 	}
+	now := st.now() // one clock reading for the slice (stage.decode)
 	for i := range recs {
 		rec := &recs[i]
-		pd := st.decode(kafka.Message{Topic: p.topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
-			Time: rec.Time, HighWaterMark: rec.HighWater})
+		pd := st.decode(p.topic, rec, now)
 		h.pds = append(h.pds, pd)
 		if p.router != nil && !replica {
 			if err := p.router.route(ctx, &pd.m, pd); err != nil {

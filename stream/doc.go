@@ -43,7 +43,10 @@
 // one given to WithEventDecoder (WithLabelDecoder for labels; Avro and
 // Protobuf from features/wire); a decoder that is a Preparer (a schema to
 // fetch) prepares each message in its partition's fetcher, which a schema
-// registry outage holds there. A message that is not a valid
+// registry outage holds there. The JSON decoder checks a fetched slice's
+// timestamps against one reading of its clock (features.Decoder.DecodeAt:
+// the future-skew check is stricter by the slice's decoding time,
+// microseconds). A message that is not a valid
 // event becomes a dead-letter record carrying a machine-readable reason and
 // what may safely be kept of the message — its size, a digest, and its
 // contract fields redacted (features.Decoder.AppendRedactedEvent), never the

@@ -218,8 +218,11 @@ type stage struct {
 	p       *Pipeline
 	workers []*worker
 	dec     EventDecoder
-	width   int
-	parts   map[int]*partState
+	// sdec is dec when it decodes a slice of messages against one clock
+	// reading (*features.Decoder: sliceDecoder), else nil.
+	sdec  sliceDecoder
+	width int
+	parts map[int]*partState
 	// lastPart is the partition state part returned last (see part);
 	// whatever replaces a partition's state in parts (a checkpoint
 	// restore) goes through setPart, which forgets it.
@@ -279,6 +282,7 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 		p:          p,
 		workers:    workers,
 		dec:        p.eventDecoder(),
+		sdec:       asSliceDecoder(p.eventDecoder()),
 		width:      len(p.names),
 		parts:      map[int]*partState{},
 		open:       make([]*batch, len(workers)),
@@ -837,15 +841,52 @@ var pendingPool = sync.Pool{New: func() any { return new(pending) }}
 // newPending returns an empty pending item. Safe for concurrent use.
 func (s *stage) newPending() *pending { return pendingPool.Get().(*pending) }
 
-// decode decodes m into a pending item for the stage. It is called by
-// the fetching goroutine of m's partition, before m is handed to the
-// stage, so that decoding runs in parallel, one goroutine per partition,
+// sliceDecoder is an EventDecoder that checks a slice of messages against
+// one reading of its clock, taken by the caller (Now) and given to each
+// DecodeAt: *features.Decoder.
+type sliceDecoder interface {
+	Now() time.Time
+	DecodeAt(value []byte, ev *features.Event, now time.Time) error
+}
+
+// asSliceDecoder returns d as a sliceDecoder, or nil.
+func asSliceDecoder(d EventDecoder) sliceDecoder {
+	sd, _ := d.(sliceDecoder)
+	return sd
+}
+
+// now returns the clock reading the messages of one fetched slice are
+// decoded against (decode): the decoder's (sliceDecoder.Now), read once
+// per slice instead of once per message; the zero Time for a decoder that
+// reads its own.
+func (s *stage) now() time.Time {
+	if s.sdec == nil {
+		return time.Time{}
+	}
+	return s.sdec.Now()
+}
+
+// decode decodes rec, a record of topic, into a pending item for the
+// stage (its message pd.m). It is called by the fetching goroutine of
+// rec's partition, before the item is handed to the stage, so that decoding runs in parallel, one goroutine per partition,
 // instead of in the stage's one goroutine: safe for concurrent use (the
-// decoder is: see EventDecoder).
-func (s *stage) decode(m kafka.Message) *pending {
+// decoder is: see EventDecoder). now is the slice's clock reading (see
+// stage.now).
+func (s *stage) decode(topic string, rec *Record, now time.Time) *pending {
 	pd := s.newPending()
-	pd.m = m
-	if err := s.dec.Decode(m.Value, &pd.ev); err != nil {
+	// Field by field into the pooled item: not a kafka.Message built by
+	// the caller and copied in whole (one copy of its pointers fewer, each
+	// under the write barrier while the GC marks).
+	m := &pd.m
+	m.Topic, m.Partition, m.Offset, m.HighWaterMark = topic, rec.Partition, rec.Offset, rec.HighWater
+	m.Key, m.Value, m.Time = rec.Key, rec.Value, rec.Time
+	var err error
+	if s.sdec != nil {
+		err = s.sdec.DecodeAt(m.Value, &pd.ev, now)
+	} else {
+		err = s.dec.Decode(m.Value, &pd.ev)
+	}
+	if err != nil {
 		pd.reason = decodeReason(err)
 		pd.err = err.Error()
 	}
