@@ -257,8 +257,13 @@ func checkShape(b *testing.B, c *kindCounts) {
 	b.Logf("engine records per event: score %d B, audit %d B, alert %d B for %.3f of the events (floor: %d, %d, %d B, %.3f)",
 		got.scoreBytes, got.auditBytes, got.alertBytes, got.alertEvery, shape.scoreBytes, shape.auditBytes, shape.alertBytes, shape.alertEvery)
 	off := func(a, b float64) bool { return a < 0.9*b || a > 1.1*b }
+	// The alert share within 25%: the world's history ends at the clock
+	// and its label-derived features move with the time of day (0.041 to
+	// 0.046 on one day); a quarter of a 4% share is 1% of the floor's
+	// records, well inside the run-to-run spread of its CPU.
+	offShare := func(a, b float64) bool { return a < 0.75*b || a > 1.25*b }
 	if off(float64(got.scoreBytes), float64(shape.scoreBytes)) || off(float64(got.auditBytes), float64(shape.auditBytes)) ||
-		off(float64(got.alertBytes), float64(shape.alertBytes)) || off(got.alertEvery, shape.alertEvery) {
+		off(float64(got.alertBytes), float64(shape.alertBytes)) || offShare(got.alertEvery, shape.alertEvery) {
 		b.Fatal("the floor's records no longer match the engine's: update shape")
 	}
 }
