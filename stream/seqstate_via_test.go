@@ -205,3 +205,39 @@ func TestSeqStatesCardViaStale(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkSeqStatesCardVia is BenchmarkSeqStatesCard with each card's
+// state reached through its slot (cardVia, as seqCards does), the slots
+// filled by a first pass: one slot per card, each in a 224-byte object
+// of its own (the feature card state's size), so that loading it costs
+// what it costs in the worker, a cache miss.
+func BenchmarkSeqStatesCardVia(b *testing.B) {
+	const cards = 200_000
+	ss := newSeqStates(time.Hour, nil, nil)
+	ss.layout = &seqLayout{slots: []seqSlot{{name: "gru", key: "score:gru", shape: "gru:16", size: 16}}, size: 16}
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	type cardState struct {
+		_    [216 - unsafe.Sizeof(features.CardSlot{})]byte
+		slot features.CardSlot
+	}
+	evs := make([]features.Event, cards)
+	states := make([]*cardState, cards)
+	for i := range evs {
+		evs[i] = features.Event{CardID: fmt.Sprintf("c-%08d", i), TS: t0}
+		states[i] = new(cardState)
+		ss.cardVia(&evs[i], &states[i].slot)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	order := r.Perm(cards)
+	var sum float32
+	i := 0
+	for b.Loop() {
+		k := order[i]
+		c := ss.cardVia(&evs[k], &states[k].slot)
+		sum += c.data[3]
+		if i++; i == cards {
+			i = 0
+		}
+	}
+	_ = sum
+}
