@@ -210,7 +210,10 @@ func TestSeqStatesCardViaStale(t *testing.T) {
 // state reached through its slot (cardVia, as seqCards does), the slots
 // filled by a first pass: one slot per card, each in a 224-byte object
 // of its own (the feature card state's size), so that loading it costs
-// what it costs in the worker, a cache miss.
+// what it costs in the worker, a cache miss. Measured 2026-12-06 (2 shared
+// cores, old and new builds alternated, 5 rounds, medians): 112 ns/op,
+// against 311 ns/op for BenchmarkSeqStatesCard before this path existed
+// (350 now: card's second half became a call, touch, shared with cardVia).
 func BenchmarkSeqStatesCardVia(b *testing.B) {
 	const cards = 200_000
 	ss := newSeqStates(time.Hour, nil, nil)
