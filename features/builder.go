@@ -110,6 +110,7 @@ type Builder struct {
 	late     uint64       // events not inserted into some state (too late)
 	rekeyed  uint64       // cards moved to their new pseudonym (rekey.go)
 	lastLate bool         // the last event Update or Peek was given was late
+	lastSlot *CardSlot    // the slot of the last event's card state (LastCardSlot), or nil
 	sp       *specBuilder // WithSpec: the spec-driven engine, else nil
 	maxCards int          // WithMaxCards (0: unbounded); see state_cap.go
 	maxPts   int32        // WithMaxPoints (0: unbounded)
@@ -199,6 +200,18 @@ func (b *Builder) Late() uint64 { return b.late }
 // before the next.
 func (b *Builder) LastLate() bool { return b.lastLate }
 
+// LastCardSlot returns the CardSlot of the card state that the last
+// Update, UpdateLocal, Peek or PeekLocal call read e's card columns from,
+// stored under e.CardID; nil when there was none (Peek of a card not in
+// the state, a spec without a card_id entity) or when Peek(Local) was
+// given an event with a CardAlias (it may have read the state of the
+// previous pseudonym, which Peek does not move). After an Update(Local)
+// of an event with a CardAlias it is the slot of the state now under
+// e.CardID, which may have been renamed from e.CardAlias by that very call.
+// Like Update, not safe for concurrent use: read it from the Builder's
+// goroutine, after the call and before the next.
+func (b *Builder) LastCardSlot() *CardSlot { return b.lastSlot }
+
 // Update applies e to the card and terminal state and writes e's feature
 // row to row[:Width()]. Every value written is finite. It panics if
 // len(row) < Width().
@@ -215,6 +228,7 @@ func (b *Builder) Update(e *Event, row []float32) {
 	if len(b.EvictedCards()) > 0 {
 		b.clearEvicted()
 	}
+	b.lastSlot = nil
 	if b.sp != nil {
 		b.updateSpec(e, row)
 		return
@@ -246,6 +260,7 @@ func (b *Builder) applyCard(e *Event, t int64, amt float64, row []float32) (inse
 		c = &cardState{}
 		b.cards.put(e.CardID, c)
 	}
+	b.lastSlot = &c.slot
 	first := !c.s.has()
 	if first {
 		c.inlineWins(t) // what add would do, with the windows inline
@@ -333,6 +348,7 @@ func (b *Builder) applyCard(e *Event, t int64, amt float64, row []float32) (inse
 // LastLate then reports whether e was scored on that path because it is
 // more than the max lateness behind its card's or terminal's newest event.
 func (b *Builder) Peek(e *Event, row []float32) {
+	b.lastSlot = nil
 	if b.sp != nil {
 		b.peekSpec(e, row)
 		return
@@ -356,6 +372,8 @@ func (b *Builder) peekCardRow(e *Event, t int64, amt float64, row []float32) (la
 	if !ok {
 		var empty cardState // what Update would start from; not stored
 		c = &empty
+	} else if e.CardAlias == "" {
+		b.lastSlot = &c.slot
 	}
 	idx := c.s.find(t, amt)
 	counted := idx >= 0

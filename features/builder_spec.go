@@ -336,6 +336,9 @@ type entState struct {
 	headVals []float32
 	lat, lon float64
 	hasGeo   bool
+	// slot is the CardSlot of a card_id entity's state (see
+	// Builder.LastCardSlot); free: 288 bytes are the size class of 280.
+	slot CardSlot
 	// Inline backing for strs and headVals in the common case (one changed
 	// feature, up to four head features): no extra allocation, and no
 	// extra cache miss per event.
@@ -639,6 +642,7 @@ func (b *Builder) updateSpec(e *Event, row []float32) {
 				st = newEntState(en)
 				sb.loc.put(id, st)
 			}
+			b.lastSlot = &st.slot
 			late = !sb.applyEnt(en, st, e, t, amt, b.lateness, sb.retain, row) || late
 			st.seen = st.s.maxTS
 			continue
@@ -818,7 +822,10 @@ func (b *Builder) peekSpec(e *Event, row []float32) {
 		en := &cs.ents[ei]
 		id := en.field.of(e)
 		if en.local {
-			st, _ := peekCard(&sb.loc, e, t)
+			st, ok := peekCard(&sb.loc, e, t)
+			if ok && e.CardAlias == "" {
+				b.lastSlot = &st.slot
+			}
 			late = sb.peekEnt(en, st, e, t, amt, b.lateness, row) || late
 			continue
 		}

@@ -273,7 +273,9 @@
 // rows are reproducible only when each half sees its events and labels in
 // one order, Replay's.
 // Replay is safe to call concurrently with itself (each call has its own
-// state).
+// state). A card state's CardSlot (Builder.LastCardSlot) is the one thing
+// of a Builder another goroutine may touch while the Builder runs: the
+// Builder never reads or writes its value, and Load and Store are atomic.
 //
 // # Metrics
 //

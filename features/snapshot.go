@@ -139,7 +139,7 @@ func (b *Builder) ReadState(r io.Reader) error {
 func (b *Builder) resetState() {
 	ttl, dropped := b.cardCounts()
 	b.cards = newExpiryMap[*cardState](b.cards.ttl)
-	b.n, b.late, b.lastLate = 0, 0, false
+	b.n, b.late, b.lastLate, b.lastSlot = 0, 0, false, nil
 	if b.sp != nil {
 		b.sp.loc = newExpiryMap[*entState](b.sp.loc.ttl)
 		b.sp.empty = entState{}

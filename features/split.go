@@ -191,6 +191,7 @@ func (b *Builder) UpdateLocal(e *Event, row []float32, sharedLate bool) {
 	if len(b.EvictedCards()) > 0 {
 		b.clearEvicted()
 	}
+	b.lastSlot = nil
 	t := nanos(e.TS)
 	amt := amount(e)
 	late := sharedLate
@@ -232,6 +233,7 @@ func (b *Builder) applyLocalSpec(e *Event, t int64, amt float64, row []float32) 
 		st = newEntState(en)
 		sb.loc.put(id, st)
 	}
+	b.lastSlot = &st.slot
 	inserted = sb.applyEnt(en, st, e, t, amt, b.lateness, sb.retain, row)
 	st.seen = st.s.maxTS
 	return inserted
@@ -243,6 +245,7 @@ func (b *Builder) applyLocalSpec(e *Event, t int64, amt float64, row []float32) 
 // after Peek. Shared.Peek followed by PeekLocal writes exactly Peek's row.
 // Like Peek, not safe for concurrent use with the Builder's other methods.
 func (b *Builder) PeekLocal(e *Event, row []float32, sharedLate bool) {
+	b.lastSlot = nil
 	t := nanos(e.TS)
 	amt := amount(e)
 	late := sharedLate
@@ -257,7 +260,10 @@ func (b *Builder) PeekLocal(e *Event, row []float32, sharedLate bool) {
 	row = row[:len(sb.cs.feats)]
 	if sb.cs.local >= 0 {
 		en := &sb.cs.ents[sb.cs.local]
-		st, _ := peekCard(&sb.loc, e, t)
+		st, ok := peekCard(&sb.loc, e, t)
+		if ok && e.CardAlias == "" {
+			b.lastSlot = &st.slot
+		}
 		late = sb.peekEnt(en, st, e, t, amt, b.lateness, row) || late
 	}
 	b.lastLate = late

@@ -1,5 +1,35 @@
 package features
 
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// CardSlot is an opaque per-card slot that the Builder keeps in each
+// card's state for another package: package stream stores there a pointer
+// to the card's sequential-model state, so that its worker reaches it
+// through the card state the feature stage has just found (the Builder's
+// LastCardSlot) instead of looking the card up a second time.
+//
+// The Builder never reads or writes a slot's value: it only allocates it
+// (empty, with the card's state) and hands out its address. A new card
+// state, one restored from a snapshot (ReadState), or one recreated after
+// an eviction starts empty. A card state renamed during a PAN-key rotation
+// (Event.CardAlias) keeps its slot: the user must not trust a value stored
+// under the previous pseudonym (package stream empties the slot of every
+// row that carries an alias). Load and Store are atomic; the value's
+// meaning and its lifetime are the user's, and a stored pointer keeps its
+// target alive for as long as the card's state lives.
+type CardSlot struct {
+	p unsafe.Pointer
+}
+
+// Load returns the pointer last stored in s (nil: none).
+func (s *CardSlot) Load() unsafe.Pointer { return atomic.LoadPointer(&s.p) }
+
+// Store sets s's value to p (nil empties it).
+func (s *CardSlot) Store(p unsafe.Pointer) { atomic.StorePointer(&s.p, p) }
+
 // cardState is the state of one card, owned by one Builder.
 //
 // The head is the card's newest transaction applied in order (its point is
@@ -23,6 +53,10 @@ type cardState struct {
 	headChanged bool
 	headSince   float32
 	headKmh     float32
+	// slot is the card's CardSlot (see Builder.LastCardSlot). It costs
+	// 16 bytes a card: 208 bytes were a size class of their own, 216 are
+	// allocated as 224.
+	slot CardSlot
 }
 
 func (c *cardState) lastSeen() int64 { return c.s.maxTS }

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamscore/streamscore/features"
@@ -46,6 +47,15 @@ type cardSeq struct {
 	last   int64 // newest event time seen, Unix ns
 	layout *seqLayout
 	data   []float32
+	// link is the address of the features.CardSlot through which the
+	// worker may reach this state (see cardVia), 0 for none: a slot
+	// holding c is valid only while c.link is its address. Set when the
+	// slot is filled; cleared when c leaves its map (drop, sweep, a
+	// restore replacing the map) or moves to another id (rekey). An
+	// address, not a pointer: a card state the Builder dropped is not kept
+	// alive by it (a freed slot is never compared: the batch that hands a
+	// slot to the worker holds it).
+	link uintptr
 }
 
 // newCardSeq returns a card's state in layout l, last seen at Unix ns t, its
@@ -165,6 +175,13 @@ func (ss *seqStates) card(id string, t int64) *cardSeq {
 		ss.cards[strings.Clone(id)] = c
 		return c
 	}
+	return ss.touch(c, t)
+}
+
+// touch is card for a card state c found in ss.cards, seen at Unix ns t
+// (ss.clock already advanced to t): it resets c past the TTL, and moves it
+// to the current layout.
+func (ss *seqStates) touch(c *cardSeq, t int64) *cardSeq {
 	if ss.clock-c.last > ss.ttl {
 		// Idle past the TTL (the sweep has not reached it yet): it starts
 		// again from zero, as its windows do.
@@ -197,6 +214,42 @@ func (ss *seqStates) cardOf(e *features.Event) *cardSeq {
 	return ss.card(e.CardID, t)
 }
 
+// cardVia is cardOf for e reached through slot, the features.CardSlot of
+// e's card state in the partition's Builder (Builder.LastCardSlot; nil:
+// none): when the slot holds a state linked to it (c.link), that state is
+// e's card's, found without a look-up in ss.cards; else cardOf finds it and
+// the slot is filled. The result, and every effect on ss, are cardOf's.
+//
+// A slot is filled only with the state of the id its card state is stored
+// under in the Builder, and only by the one worker that owns ss: a linked
+// slot is right until its state leaves ss.cards or changes id (both clear
+// c.link) or its card state changes id in the Builder, which happens only
+// for an event with a CardAlias: such an event empties its slot and takes
+// the look-up (a PAN-key rotation saves nothing).
+func (ss *seqStates) cardVia(e *features.Event, slot *features.CardSlot) *cardSeq {
+	if slot == nil {
+		return ss.cardOf(e)
+	}
+	if e.CardAlias != "" && e.CardAlias != e.CardID {
+		// The Builder may just have renamed this card state from the alias:
+		// what the slot holds may be the alias's model state.
+		if slot.Load() != nil {
+			slot.Store(nil)
+		}
+		return ss.cardOf(e)
+	}
+	t := e.TS.UnixNano()
+	addr := uintptr(unsafe.Pointer(slot))
+	if c := (*cardSeq)(slot.Load()); c != nil && c.link == addr {
+		ss.clock = max(ss.clock, t)
+		return ss.touch(c, t)
+	}
+	c := ss.card(e.CardID, t)
+	c.link = addr
+	slot.Store(unsafe.Pointer(c))
+	return c
+}
+
 // rekey renames the state of alias to id (seen at Unix ns t) when id has
 // none and alias has one within the TTL.
 func (ss *seqStates) rekey(id, alias string, t int64) {
@@ -208,6 +261,7 @@ func (ss *seqStates) rekey(id, alias string, t int64) {
 		return
 	}
 	delete(ss.cards, alias)
+	c.link = 0 // a slot holding c is the alias's card state's
 	ss.cards[strings.Clone(id)] = c
 }
 
@@ -237,7 +291,20 @@ func (ss *seqStates) state(c *cardSeq, slot int) []float32 {
 }
 
 // drop forgets card id's state (the Builder evicted the card for its cap).
-func (ss *seqStates) drop(id string) { delete(ss.cards, id) }
+func (ss *seqStates) drop(id string) {
+	if c, ok := ss.cards[id]; ok {
+		c.link = 0
+		delete(ss.cards, id)
+	}
+}
+
+// unlinkAll clears the link of every card state: ss.cards is about to be
+// replaced.
+func (ss *seqStates) unlinkAll() {
+	for _, c := range ss.cards {
+		c.link = 0
+	}
+}
 
 // sweep drops the cards idle for longer than the TTL, once at least
 // max(seqSweepEvery, cards) events were counted since the last sweep (a card
@@ -250,6 +317,7 @@ func (ss *seqStates) sweep(events int) {
 	ss.n = 0
 	for id, c := range ss.cards {
 		if ss.clock-c.last > ss.ttl {
+			c.link = 0
 			delete(ss.cards, id)
 		}
 	}

@@ -88,6 +88,7 @@ func appendSeqString(b []byte, s string) []byte {
 func (ss *seqStates) readState(r io.Reader) (int, error) {
 	n, err := ss.readAny(r)
 	if err != nil {
+		ss.unlinkAll()
 		clear(ss.cards)
 		ss.clock = 0
 		return 0, fmt.Errorf("%w: %w", errSeqState, err)
@@ -213,6 +214,7 @@ func (ss *seqStates) read(r *bufio.Reader) (int, error) {
 	case err != io.EOF:
 		return 0, err
 	}
+	ss.unlinkAll() // restored states are reached by look-up first (cardVia)
 	ss.cards, ss.clock = cards, clock
 	if ss.log != nil {
 		for _, o := range l.slots {

@@ -1140,6 +1140,7 @@ func (s *stage) apply(pd *pending, ps *partState) {
 		// the sequential models' state either.
 		b.adv = append(b.adv, pd.needLocal && !late)
 		b.rowPart = append(b.rowPart, ps)
+		b.slots = append(b.slots, ps.build.LastCardSlot())
 		b.rowMsg = append(b.rowMsg, i)
 	}
 	if len(b.msgs) >= s.p.cfg.maxBatch {

@@ -77,20 +77,21 @@ type batch struct {
 	events  []features.Event
 	rowMsg  []int // row -> index in msgs
 	dead    []deadEntry
-	x       []float32    // rows × width, row-major, contiguous
-	scores  [][]float32  // per model, per row
-	shadow  [][]float32  // per shadow model, per row
-	buf     []byte       // encoded records
-	ids     []byte       // record ids, back to back
-	keys    []byte       // record keys, back to back
-	keyEnds []int        // end of each span's key in keys
-	acks    []commit.Ack // the batch's offsets, for the tracker
-	cards   []*cardSeq   // row -> its card's sequential-model state (when a model is sequential)
-	adv     []bool       // row -> the event was applied (not re-delivered, not late): its step advances the state
-	late    []bool       // row -> the event was beyond the allowed lateness (scored, not applied)
-	rowPart []*partState // row -> its partition's state
-	evicted []evictEntry // cards the stage evicted (card cap), in row order
-	set     *modelSet    // the model set the batch is scored with, fixed when it opened
+	x       []float32            // rows × width, row-major, contiguous
+	scores  [][]float32          // per model, per row
+	shadow  [][]float32          // per shadow model, per row
+	buf     []byte               // encoded records
+	ids     []byte               // record ids, back to back
+	keys    []byte               // record keys, back to back
+	keyEnds []int                // end of each span's key in keys
+	acks    []commit.Ack         // the batch's offsets, for the tracker
+	cards   []*cardSeq           // row -> its card's sequential-model state (when a model is sequential)
+	slots   []*features.CardSlot // row -> its card state's slot in the partition's Builder, or nil (see seqStates.cardVia)
+	adv     []bool               // row -> the event was applied (not re-delivered, not late): its step advances the state
+	late    []bool               // row -> the event was beyond the allowed lateness (scored, not applied)
+	rowPart []*partState         // row -> its partition's state
+	evicted []evictEntry         // cards the stage evicted (card cap), in row order
+	set     *modelSet            // the model set the batch is scored with, fixed when it opened
 	// barrier, on a batch that carries no messages, asks the worker to
 	// pause once every batch before it is scored (a state snapshot).
 	barrier *pauseReq
@@ -185,6 +186,8 @@ func (b *batch) reset() {
 	b.rowMsg = b.rowMsg[:0]
 	clear(b.cards)
 	b.cards = b.cards[:0]
+	clear(b.slots)
+	b.slots = b.slots[:0]
 	b.adv = b.adv[:0]
 	b.late = b.late[:0]
 	clear(b.rowPart)
@@ -243,7 +246,9 @@ type pauseReq struct {
 
 // seqCards resolves the sequential-model state of every row's card, in
 // row order, dropping the states of the cards the stage evicted at the
-// point of the batch where it did.
+// point of the batch where it did. A row's card is reached through its
+// card state's slot when the slot is linked (seqStates.cardVia), else
+// looked up.
 func (w *worker) seqCards(b *batch, rows int) {
 	stateful := w.layout.size > 0
 	ei := 0
@@ -258,7 +263,7 @@ func (w *worker) seqCards(b *batch, rows int) {
 		if ps.seq.layout != w.layout {
 			ps.seq.layout = w.layout
 		}
-		b.cards = append(b.cards, ps.seq.cardOf(&b.events[r]))
+		b.cards = append(b.cards, ps.seq.cardVia(&b.events[r], b.slots[r]))
 	}
 	for ; ei < len(b.evicted); ei++ {
 		b.evicted[ei].ps.seq.drop(b.evicted[ei].id)

@@ -55,6 +55,7 @@ func TestWorkerPathAllocs(t *testing.T) {
 		b.late = append(b.late, false)
 		b.adv = append(b.adv, true)
 		b.rowPart = append(b.rowPart, ps)
+		b.slots = append(b.slots, ps.build.LastCardSlot())
 		b.rowMsg = append(b.rowMsg, i)
 	}
 	flush := func() {
