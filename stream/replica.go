@@ -350,7 +350,8 @@ func (p *Pipeline) pumpReplica(ctx context.Context, pr PartitionReader, r replic
 //	labels u32, each: part u32, next i64, (version 2) ahead u32 + i64 each;
 //	then features.Shared.WriteState.
 //
-// Version 1 had no label offsets applied ahead (this build reads it).
+// Version 1 has no label offsets applied ahead; this build reads it, and
+// writes it while no label is applied ahead (see encodeShared).
 const (
 	sharedCkptMagic   = "streamscore-shared\x00"
 	sharedCkptVersion = 2
@@ -391,6 +392,13 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 	for _, part := range slices.Sorted(maps.Keys(p.labelNext)) {
 		sig = sig*31 + p.labelNext[part] + int64(len(p.labelAhead[part]))
 	}
+	// Version 1 while no label is applied ahead (labels in event-time
+	// order, the common case): a member of the previous build, during a
+	// rolling upgrade, still reads it.
+	version := uint32(1)
+	if len(p.labelAhead) > 0 {
+		version = sharedCkptVersion
+	}
 	p.labelMu.Unlock()
 	if sig == st.sharedSig {
 		return ckptBlob{}, false
@@ -398,7 +406,7 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 	var b bytes.Buffer
 	b.WriteString(sharedCkptMagic)
 	w := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
-	w(uint32(sharedCkptVersion))
+	w(version)
 	w(uint32(len(p.cfg.labelsTopic)))
 	b.WriteString(p.cfg.labelsTopic)
 	at := time.Now().UnixNano()
@@ -433,9 +441,11 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 	for _, part := range labels {
 		w(uint32(part))
 		w(p.labelNext[part])
-		ahead := p.labelAhead[part]
-		w(uint32(len(ahead)))
-		w(ahead)
+		if version >= 2 {
+			ahead := p.labelAhead[part]
+			w(uint32(len(ahead)))
+			w(ahead)
+		}
 	}
 	err := p.shared.WriteState(&b)
 	p.labelMu.Unlock()

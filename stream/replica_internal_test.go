@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"testing"
@@ -74,6 +75,29 @@ func TestSharedCheckpointRoundTrip(t *testing.T) {
 	}
 	if labels[0] != 17 || len(labels) != 1 || !slices.Equal(labelsAhead[0], []int64{19, 23}) || len(labelsAhead) != 1 {
 		t.Errorf("labels %v ahead %v, want partition 0 at 17 with 19 and 23 ahead", labels, labelsAhead)
+	}
+	// Without labels applied ahead it is written as version 1, which the
+	// previous build reads (a rolling upgrade); with them, version 2.
+	version := func(blob []byte) uint32 {
+		raw, err := openCkpt(ckptFrameShared, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return binary.LittleEndian.Uint32(raw[len(sharedCkptMagic):])
+	}
+	if v := version(blob.blob); v != 2 {
+		t.Errorf("with labels ahead: version %d, want 2", v)
+	}
+	p.labelAhead = nil
+	blob1, ok := p.encodeShared(st)
+	if !ok {
+		t.Fatal("no shared checkpoint without labels ahead")
+	}
+	if v := version(blob1.blob); v != 1 {
+		t.Errorf("without labels ahead: version %d, want 1", v)
+	}
+	if _, labels1, ahead1, err := q.decodeShared(qst, blob1.blob); err != nil || labels1[0] != 17 || len(ahead1) != 0 {
+		t.Errorf("version 1: labels %v ahead %v err %v, want partition 0 at 17, none ahead", labels1, ahead1, err)
 	}
 	for part, want := range st.parts {
 		got := parts[part]
