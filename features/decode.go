@@ -718,7 +718,8 @@ func (d *Decoder) Decode(b []byte, e *Event) error {
 // the check is as strict as the clock was when now was read, so the later
 // messages of the slice are checked against a clock behind the real one
 // by the time spent since, which makes the check stricter by that much
-// (microseconds against the minutes of the skew), never looser. The zero
+// (microseconds against the minutes of the skew, unless the caller waits
+// between messages), never looser. The zero
 // Time reads the clock, as Decode.
 func (d *Decoder) DecodeAt(b []byte, e *Event, now time.Time) error {
 	return d.decodeEvent(b, e, now)

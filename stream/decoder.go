@@ -15,10 +15,10 @@ import (
 // fetching goroutine of each partition (decoding runs in parallel, not in
 // the feature stage's one goroutine), so it must be safe for concurrent
 // use — a change from builds before 2026-12-06, which called it from one
-// goroutine. A decoder that also has Now() time.Time and
-// DecodeAt(value, ev, now) error (features.Decoder) is called through
-// them instead: Now once per slice of fetched messages, DecodeAt per
-// message with that reading.
+// goroutine. The JSON decoder itself (*features.Decoder, not a type
+// embedding it) is called through Now and DecodeAt instead: Now once per
+// slice of fetched messages, DecodeAt per message with that reading. A
+// type that embeds it and overrides Decode is called through Decode.
 type EventDecoder interface {
 	Decode(value []byte, ev *features.Event) error
 }

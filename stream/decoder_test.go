@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,5 +103,56 @@ func TestEventDecoder(t *testing.T) {
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// vetoDecoder is the JSON decoder (embedded: its methods are promoted,
+// DecodeAt and Now among them) with a Decode of its own that refuses
+// transactions whose id starts with "veto".
+type vetoDecoder struct {
+	*features.Decoder
+	calls atomic.Int64
+}
+
+func (d *vetoDecoder) Decode(v []byte, ev *features.Event) error {
+	d.calls.Add(1)
+	if err := d.Decoder.Decode(v, ev); err != nil {
+		return err
+	}
+	if strings.HasPrefix(ev.TxID, "veto") {
+		return &features.DecodeError{Reason: features.ReasonMalformedRecord, Field: "tx_id", Err: errors.New("vetoed")}
+	}
+	return nil
+}
+
+// TestEventDecoderEmbeddingJSON: a WithEventDecoder type that embeds the
+// JSON decoder and overrides Decode is called for every message; the
+// fetchers' per-slice path (the JSON decoder's DecodeAt, promoted to the
+// wrapper) must not bypass it.
+func TestEventDecoderEmbeddingJSON(t *testing.T) {
+	b := stream.NewMemBroker(map[string]int{txTopic: 2})
+	start := time.Now().Add(-time.Hour)
+	var msgs []kafka.Message
+	for i := range 30 {
+		id := fmt.Sprintf("t-%d", i)
+		if i%3 == 0 {
+			id = fmt.Sprintf("veto-%d", i)
+		}
+		msgs = append(msgs, txEvent(id, fmt.Sprintf("c%d", i%4), start.Add(time.Duration(i)*time.Second)))
+	}
+	appendAll(t, b, 2, msgs)
+	json, err := features.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := &vetoDecoder{Decoder: json}
+	p := memMember(t, b, "g-veto", &memSink{}, stream.WithEventDecoder(dec))
+	r := runPipeline(t, p)
+	waitHandled(t, p, len(msgs))
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if s, d, n := p.Stats().Scored.Load(), p.Stats().DeadLettered.Load(), dec.calls.Load(); s != 20 || d != 10 || n != 30 {
+		t.Fatalf("scored %d, dead-lettered %d, the decoder's Decode called %d times; want 20, 10, 30", s, d, n)
 	}
 }

@@ -45,8 +45,9 @@
 // fetch) prepares each message in its partition's fetcher, which a schema
 // registry outage holds there. The JSON decoder checks a fetched slice's
 // timestamps against one reading of its clock (features.Decoder.DecodeAt:
-// the future-skew check is stricter by the slice's decoding time,
-// microseconds). A message that is not a valid
+// the future-skew check is stricter by the time the slice takes to decode
+// — microseconds, or in the repartition mode as long as routing it waits
+// for the repartition topic — never looser). A message that is not a valid
 // event becomes a dead-letter record carrying a machine-readable reason and
 // what may safely be kept of the message — its size, a digest, and its
 // contract fields redacted (features.Decoder.AppendRedactedEvent), never the

@@ -234,25 +234,45 @@ func (lc *labelConsumer) runPartition(ctx context.Context, part int) {
 // stage and not yet applied.
 const labelCredit = 4096
 
-// setLabelNext records how far labels partition part is applied (the next
-// offset to read, and the offsets applied above it) from its trail;
-// labelMu must be held.
-func (p *Pipeline) setLabelNext(part int, tr *offTrail) {
+// setLabelNext records the next label offset of partition part; labelMu
+// must be held.
+func (p *Pipeline) setLabelNext(part int, next int64) {
 	if p.labelNext == nil {
 		p.labelNext = map[int]int64{}
 	}
-	p.labelNext[part] = tr.applied + 1
-	var ahead []int64
-	if len(tr.trail) > 0 { // labels in event-time order: empty, no allocation
-		ahead = tr.ahead()
-	}
-	switch {
-	case len(ahead) > 0:
-		if p.labelAhead == nil {
-			p.labelAhead = map[int][]int64{}
+	p.labelNext[part] = next
+}
+
+// labelsAhead returns, per labels partition, the label offsets above its
+// next offset that are applied too, for a snapshot or checkpoint: from the
+// stage's trail of the partition, or, for one the stage has no trail of
+// yet, as restored. Computed here, when the state is stored, not as each
+// label is applied (a labels backlog applied ahead of one waiting label
+// made that quadratic). At most maxSnapAhead per partition (what a restore
+// accepts): the lowest; the labels above are applied again after a
+// restart, as before labels_ahead existed (logged). The stage must be
+// paused or stopped; labelMu must be held.
+func (p *Pipeline) labelsAhead(st *stage) map[int][]int64 {
+	var out map[int][]int64
+	for part := range p.labelNext {
+		var a []int64
+		if tr, ok := st.labelTrail[part]; ok {
+			a = tr.ahead()
+		} else {
+			a = p.labelAhead[part]
 		}
-		p.labelAhead[part] = ahead
-	case p.labelAhead != nil:
-		delete(p.labelAhead, part)
+		if len(a) == 0 {
+			continue
+		}
+		if len(a) > maxSnapAhead {
+			p.log.Warn("more labels applied ahead of a waiting one than a snapshot keeps: the rest are applied again after a restart",
+				"labels_partition", part, "ahead", len(a), "kept", maxSnapAhead)
+			a = a[:maxSnapAhead]
+		}
+		if out == nil {
+			out = map[int][]int64{}
+		}
+		out[part] = a
 	}
+	return out
 }

@@ -388,7 +388,9 @@ func WithSource(src Source) Option {
 // streamscore_stream_aligned_events_total{outcome="out_of_order"}). 0 never
 // waits for a caught-up partition (lowest latency; live traffic is then
 // applied in arrival order, a backlog still in event-time order); negative
-// turns alignment off altogether (the order of arrival, as before 0.x).
+// turns alignment off altogether (the order of arrival, as before 0.x),
+// except in the repartition mode (WithRepartition), whose terminal stage
+// always aligns: New refuses a negative wait there.
 // It may not exceed the lag wait (WithAlignLagWait, 10 s by default): New
 // refuses the pair.
 func WithAlignIdleWait(d time.Duration) Option {

@@ -85,10 +85,12 @@ type Pipeline struct {
 	labelMu   sync.Mutex
 	labelNext map[int]int64
 	// labelAhead is, per labels partition, the label offsets above
-	// labelNext that are applied too (a label of an earlier event time
-	// applied before one still waiting: labels out of event-time order in
-	// their partition). Snapshots and checkpoints keep them, so that a
-	// restart skips them instead of applying them twice.
+	// labelNext that a restored snapshot or checkpoint holds as applied (a
+	// label of an earlier event time applied before one still waiting:
+	// labels out of event-time order in their partition): the stage's
+	// trail of the partition starts with them (labelTrailOf), so that a
+	// restart skips them instead of applying them twice. Snapshots and
+	// checkpoints take them from the trails (labelsAhead).
 	labelAhead map[int][]int64
 
 	tracker *commit.Tracker

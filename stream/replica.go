@@ -389,14 +389,15 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 		sig = sig*31 + st.parts[part].shr.applied + int64(len(st.parts[part].shr.trail))
 	}
 	p.labelMu.Lock()
+	labelsAhead := p.labelsAhead(st)
 	for _, part := range slices.Sorted(maps.Keys(p.labelNext)) {
-		sig = sig*31 + p.labelNext[part] + int64(len(p.labelAhead[part]))
+		sig = sig*31 + p.labelNext[part] + int64(len(labelsAhead[part]))
 	}
 	// Version 1 while no label is applied ahead (labels in event-time
 	// order, the common case): a member of the previous build, during a
 	// rolling upgrade, still reads it.
 	version := uint32(1)
-	if len(p.labelAhead) > 0 {
+	if len(labelsAhead) > 0 {
 		version = sharedCkptVersion
 	}
 	p.labelMu.Unlock()
@@ -442,7 +443,7 @@ func (p *Pipeline) encodeShared(st *stage) (ckptBlob, bool) {
 		w(uint32(part))
 		w(p.labelNext[part])
 		if version >= 2 {
-			ahead := p.labelAhead[part]
+			ahead := labelsAhead[part]
 			w(uint32(len(ahead)))
 			w(ahead)
 		}

@@ -161,7 +161,7 @@ func (p *Pipeline) writeSnapshot(st *stage, reason string) (err error) {
 		for part, next := range p.labelNext {
 			man.LabelsNext[strconv.Itoa(part)] = next
 		}
-		for part, ahead := range p.labelAhead {
+		for part, ahead := range p.labelsAhead(st) {
 			if man.LabelsAhead == nil {
 				man.LabelsAhead = map[string][]int64{}
 			}

@@ -849,10 +849,15 @@ type sliceDecoder interface {
 	DecodeAt(value []byte, ev *features.Event, now time.Time) error
 }
 
-// asSliceDecoder returns d as a sliceDecoder, or nil.
+// asSliceDecoder returns d as a sliceDecoder when it is the JSON decoder
+// itself, else nil. Not any type with the two methods: a WithEventDecoder
+// type that embeds *features.Decoder and overrides Decode has them too
+// (promoted), and DecodeAt would bypass its Decode.
 func asSliceDecoder(d EventDecoder) sliceDecoder {
-	sd, _ := d.(sliceDecoder)
-	return sd
+	if fd, ok := d.(*features.Decoder); ok {
+		return fd
+	}
+	return nil
 }
 
 // now returns the clock reading the messages of one fetched slice are
@@ -1324,7 +1329,7 @@ func (s *stage) applyLabel(lm *labelMsg) {
 		placed = s.p.shared.ApplyLabel(&lm.l)
 	}
 	tr.markApplied(lm.m.Offset)
-	s.p.setLabelNext(part, tr)
+	s.p.setLabelNext(part, tr.applied+1)
 	s.p.labelMu.Unlock()
 	giveBack(lm.credit)
 	if lm.dead {
