@@ -618,15 +618,8 @@ func (a *Aligner[T]) popRoot() {
 		it[i] = it[m]
 		i = m
 	}
-	for i > 0 {
-		p := (i - 1) / 2
-		if !before(&x, &it[p]) {
-			break
-		}
-		it[i] = it[p]
-		i = p
-	}
 	it[i] = x
+	a.up(i)
 }
 
 // PopExact is Pop without the wait bounds: it releases the next item only
