@@ -437,6 +437,7 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 		return
 	}
 	ps.restoredFrom = ps.applied
+	p.stateRestored.Store(true)
 	ps.ckptApplied = ps.applied
 	ps.ckptSlot = 1 - chosen // the next checkpoint overwrites the other slot
 	ps.ckptOff[chosen] = cp.Offset

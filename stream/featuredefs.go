@@ -94,14 +94,19 @@ func CheckModelFeatures(ms, shadows []*models.Model, defs []models.FeatureDef, a
 // events and compares it with the model's validation alert rate. Shared by
 // the workers of one model set.
 type alertGuard struct {
-	model    string
-	valid    float64
-	window   int64
-	factor   float64
-	high     prometheus.Counter
-	low      prometheus.Counter
-	log      *slog.Logger
-	now      func() time.Time
+	model  string
+	valid  float64
+	window int64
+	factor float64
+	high   prometheus.Counter
+	low    prometheus.Counter
+	log    *slog.Logger
+	now    func() time.Time
+	// restored reports whether the pipeline started from a stored state
+	// (a snapshot or a checkpoint); scored counts the events it scored
+	// since it started. Both only for the warning's context (nil: none).
+	restored func() bool
+	scored   func() int64
 	mu       sync.Mutex
 	events   int64
 	alerts   int64
@@ -126,6 +131,7 @@ func (p *Pipeline) newAlertGuards(ms []*models.Model) []*alertGuard {
 			high: p.met.rateAnomalies.WithLabelValues(m.Name(), "high"),
 			low:  p.met.rateAnomalies.WithLabelValues(m.Name(), "low"),
 			log:  p.log, now: time.Now,
+			restored: p.stateRestored.Load, scored: p.stats.Scored.Load,
 		}
 	}
 	return gs
@@ -160,8 +166,17 @@ func (g *alertGuard) add(events, alerts int) {
 		g.unlogged++
 		return
 	}
-	g.log.Warn("alert rate far outside the model's validation rate: check the feature spec, the model and the traffic",
-		"model", g.model, "direction", dir, "alert_rate", rate, "alerts", a, "events", n,
-		"validation_alert_rate", g.valid, "factor", g.factor, "anomalous_windows_not_logged", g.unlogged)
+	msg := "alert rate far outside the model's validation rate: check the feature spec, the model and the traffic"
+	attrs := []any{"model", g.model, "direction", dir, "alert_rate", rate, "alerts", a, "events", n,
+		"validation_alert_rate", g.valid, "factor", g.factor, "anomalous_windows_not_logged", g.unlogged}
+	if g.restored != nil && g.scored != nil {
+		restored := g.restored()
+		if !restored && dir == "high" {
+			// The usual cause on a first start: not a broken model.
+			msg = "alert rate far outside the model's validation rate: the state started empty (no snapshot or checkpoint restored), so every card and terminal looks new until its windows fill, which raises scores for a while; if it persists, check the feature spec, the model and the traffic"
+		}
+		attrs = append(attrs, "state_restored", restored, "scored_since_start", g.scored())
+	}
+	g.log.Warn(msg, attrs...)
 	g.lastLog, g.unlogged = now, 0
 }

@@ -55,3 +55,41 @@ func TestAlertGuard(t *testing.T) {
 		t.Fatalf("the second log line does not count the window not logged:\n%s", logs.String())
 	}
 }
+
+// TestAlertGuardColdState: a high alert rate after a start without a
+// restored state is reported as what it usually is (every card looks new
+// until its windows fill), with the state's origin and the events scored
+// since the start; after a restore, or for a low rate, the warning is the
+// plain one.
+func TestAlertGuardColdState(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	met, err := newMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		restored bool
+		alerts   int
+		cold     bool
+		attrs    string
+	}{
+		{"empty start, high", false, 900, true, "state_restored=false scored_since_start=4242"},
+		{"empty start, low", false, 0, false, "state_restored=false"},
+		{"restored, high", true, 900, false, "state_restored=true"},
+	} {
+		var logs bytes.Buffer
+		g := &alertGuard{model: "fraud-mlp@1", valid: 0.01, window: 1000, factor: 5,
+			high: met.rateAnomalies.WithLabelValues("fraud", "high"), low: met.rateAnomalies.WithLabelValues("fraud", "low"),
+			log: slog.New(slog.NewTextHandler(&logs, nil)), now: time.Now,
+			restored: func() bool { return tc.restored }, scored: func() int64 { return 4242 }}
+		g.add(1000, tc.alerts)
+		out := logs.String()
+		if got := strings.Contains(out, "the state started empty"); got != tc.cold {
+			t.Errorf("%s: cold-state wording %v, want %v:\n%s", tc.name, got, tc.cold, out)
+		}
+		if !strings.Contains(out, "alert rate far outside") || !strings.Contains(out, tc.attrs) {
+			t.Errorf("%s: want the warning with %q:\n%s", tc.name, tc.attrs, out)
+		}
+	}
+}

@@ -84,6 +84,10 @@ type Pipeline struct {
 	// label before it is applied to shared).
 	labelMu   sync.Mutex
 	labelNext map[int]int64
+	// stateRestored is set once any state was restored at a start (a
+	// snapshot, or a partition's or the shared checkpoint): the alert-rate
+	// guard says when the state started empty instead.
+	stateRestored atomic.Bool
 	// labelAhead is, per labels partition, the label offsets above
 	// labelNext that a restored snapshot or checkpoint holds as applied (a
 	// label of an earlier event time applied before one still waiting:

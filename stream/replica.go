@@ -501,6 +501,7 @@ func (p *Pipeline) restoreShared(ctx context.Context, st *stage) bool {
 		p.labelMu.Unlock()
 	}
 	st.sharedSlot = 1 - bestSlot
+	p.stateRestored.Store(true)
 	p.met.sharedCkpt.WithLabelValues("restore", "ok").Inc()
 	p.log.Info("shared state restored from its checkpoint", "bytes", len(best.Blob), "partitions", len(parts),
 		"written_at", time.Unix(0, best.Offset).UTC(), "took", time.Since(t0).Round(time.Millisecond))

@@ -372,6 +372,7 @@ func (p *Pipeline) restoreSnapshot(st *stage, committed map[int]int64) (*restore
 			ps.seq.drop(id)
 		}
 		ps.restoredFrom = ps.applied
+		p.stateRestored.Store(true)
 		capped[part] = ps.applied
 	}
 	p.setCommitCap(filepath.Base(r.name), capped)
