@@ -9,7 +9,7 @@ import (
 )
 
 // perMessageDecoder hides a features.Decoder's DecodeAt and Now from
-// the stage (it is then no sliceDecoder): the stage decodes each message
+// the stage (it is then not the JSON decoder itself): the stage decodes each message
 // with Decode, reading the clock per message, as builds before
 // 2026-12-06 (evening) did.
 type perMessageDecoder struct{ d *features.Decoder }

@@ -218,9 +218,9 @@ type stage struct {
 	p       *Pipeline
 	workers []*worker
 	dec     EventDecoder
-	// sdec is dec when it decodes a slice of messages against one clock
-	// reading (*features.Decoder: sliceDecoder), else nil.
-	sdec  sliceDecoder
+	// sdec is dec when it is the JSON decoder itself, which decodes a
+	// slice of messages against one clock reading (decode), else nil.
+	sdec  *features.Decoder
 	width int
 	parts map[int]*partState
 	// lastPart is the partition state part returned last (see part);
@@ -282,7 +282,7 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 		p:          p,
 		workers:    workers,
 		dec:        p.eventDecoder(),
-		sdec:       asSliceDecoder(p.eventDecoder()),
+		sdec:       jsonDecoder(p.eventDecoder()),
 		width:      len(p.names),
 		parts:      map[int]*partState{},
 		open:       make([]*batch, len(workers)),
@@ -841,27 +841,17 @@ var pendingPool = sync.Pool{New: func() any { return new(pending) }}
 // newPending returns an empty pending item. Safe for concurrent use.
 func (s *stage) newPending() *pending { return pendingPool.Get().(*pending) }
 
-// sliceDecoder is an EventDecoder that checks a slice of messages against
-// one reading of its clock, taken by the caller (Now) and given to each
-// DecodeAt: *features.Decoder.
-type sliceDecoder interface {
-	Now() time.Time
-	DecodeAt(value []byte, ev *features.Event, now time.Time) error
-}
-
-// asSliceDecoder returns d as a sliceDecoder when it is the JSON decoder
-// itself, else nil. Not any type with the two methods: a WithEventDecoder
-// type that embeds *features.Decoder and overrides Decode has them too
-// (promoted), and DecodeAt would bypass its Decode.
-func asSliceDecoder(d EventDecoder) sliceDecoder {
-	if fd, ok := d.(*features.Decoder); ok {
-		return fd
-	}
-	return nil
+// jsonDecoder returns d when it is the JSON decoder itself, else nil. Not
+// any type with its Now and DecodeAt: a WithEventDecoder type that embeds
+// *features.Decoder and overrides Decode has them too (promoted), and
+// DecodeAt would bypass its Decode.
+func jsonDecoder(d EventDecoder) *features.Decoder {
+	fd, _ := d.(*features.Decoder)
+	return fd
 }
 
 // now returns the clock reading the messages of one fetched slice are
-// decoded against (decode): the decoder's (sliceDecoder.Now), read once
+// decoded against (decode): the JSON decoder's (features.Decoder.Now), read once
 // per slice instead of once per message; the zero Time for a decoder that
 // reads its own.
 func (s *stage) now() time.Time {
@@ -1267,7 +1257,12 @@ func (s *stage) addLabel(lm *labelMsg) {
 		// progress, as a push would have been — without it, the partition
 		// would hold the others back as one still to deliver.
 		if s.al != nil && s.alignLabels(id) == nil {
-			s.al.Advance(id, lm.l.TS.UnixNano(), caughtUp)
+			switch {
+			case !lm.dead:
+				s.al.Advance(id, lm.l.TS.UnixNano(), caughtUp)
+			case caughtUp: // a dead letter has no time of its own
+				s.al.MarkCaughtUp(id)
+			}
 		}
 		giveBack(lm.credit)
 		return
