@@ -89,6 +89,25 @@ func TestMemRepartBacklog(t *testing.T) {
 	checkAgainstReplay(t, sink, events, 0)
 }
 
+// TestMemRepartBacklogNoIdleWait: the same backlog with WithAlignIdleWait(0),
+// which reaches the terminal stage's aligner as 0 (it used to become the
+// default 100 ms): a backlog is still applied in event-time order (only a
+// caught-up, silent source stops holding the others back).
+func TestMemRepartBacklogNoIdleWait(t *testing.T) {
+	const parts = 4
+	b := repartBroker(parts, 3)
+	events, msgs, _, _ := history(t, 46, 3000)
+	ends := appendAll(t, b, parts, msgs)
+	sink := &memSink{}
+	p, _ := repartMember(t, b, "mem-repart-idle0", sink, stream.NewMemoryCheckpoints(), stream.WithAlignIdleWait(0))
+	r := runPipeline(t, p)
+	waitCommittedTo(t, b, "mem-repart-idle0", ends)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstReplay(t, sink, events, 0)
+}
+
 // TestMemRepartQuietPartition: one input partition has nothing at all to
 // read. Its owner still reports it to every terminal stage (a caught-up
 // source from its start): without that, the terminal stages would take it
