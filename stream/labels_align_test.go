@@ -189,8 +189,15 @@ func compareLabelledReplay(t *testing.T, brokers []string, events []features.Eve
 // the events before its time. The snapshot records offset 1 as applied
 // ahead of labels_next 0, and the next start reads the partition from 0
 // but applies only offset 0: applied twice, a label can bring back a
-// terminal that had expired (and counts twice in the metrics).
+// terminal that had expired (and counts twice in the metrics). In the
+// crash variant the first run is killed (Abort: no shutdown snapshot) once
+// an interval snapshot holds offset 1 as applied ahead.
 func TestLabelsAheadSurviveRestart(t *testing.T) {
+	t.Run("shutdown", func(t *testing.T) { labelsAheadRestart(t, false) })
+	t.Run("crash", func(t *testing.T) { labelsAheadRestart(t, true) })
+}
+
+func labelsAheadRestart(t *testing.T, crash bool) {
 	brokers := startKafka(t, map[string]int{txTopic: 1, labelsTopic: 1})
 	events, msgs, _, _ := history(t, 61, 400)
 	n := len(events)
@@ -205,11 +212,15 @@ func TestLabelsAheadSurviveRestart(t *testing.T) {
 	produce(t, brokers, labelsTopic, label(3*n/4-5, 3*n/4), label(n/4-5, n/4))
 	produce(t, brokers, txTopic, msgs[:split]...)
 	dir := t.TempDir()
+	var interval time.Duration // snapshots at shutdown only
+	if crash {
+		interval = time.Second
+	}
 	start := func(idle time.Duration) (*stream.Pipeline, *running, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		p := newPipeline(t, brokers, "labels-ahead", shippedModels(t), &memSink{},
 			stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(1), stream.WithStateDir(dir),
-			stream.WithAlignIdleWait(idle), stream.WithAlignLagWait(2*time.Minute))
+			stream.WithAlignIdleWait(idle), stream.WithAlignLagWait(2*time.Minute), stream.WithStateInterval(interval))
 		return p, runPipeline(t, p), reg
 	}
 	// The first run: a quiet partition holds the others back for a minute,
@@ -220,10 +231,20 @@ func TestLabelsAheadSurviveRestart(t *testing.T) {
 		v, _ := seriesValue(t, reg1, "streamscore_stream_labels_total", "outcome", "applied")
 		return v == 1
 	})
-	if err := r1.stop(t); err != nil {
+	var man manifest
+	if crash {
+		waitFor(t, waitBudget, "an interval snapshot with offset 1 applied ahead", func() bool {
+			man = manifest{}
+			return tryManifest(dir, &man) && slices.Equal(man.LabelsAhead["0"], []int64{1})
+		})
+		p1.Abort()
+		if err := r1.wait(t); err != stream.ErrAborted {
+			t.Fatalf("Run after Abort: %v, want ErrAborted", err)
+		}
+	} else if err := r1.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	var man manifest
+	man = manifest{}
 	readManifest(t, dir, &man)
 	if man.LabelsNext["0"] != 0 || !slices.Equal(man.LabelsAhead["0"], []int64{1}) {
 		t.Fatalf("snapshot: labels_next %v, labels_ahead %v; want partition 0 at 0 with offset 1 ahead", man.LabelsNext, man.LabelsAhead)
