@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/sinks/output"
@@ -622,4 +623,62 @@ func TestMemPipelineStopMidBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAgainstReplay(t, sink, events, 0)
+}
+
+// positionsOnce is a MemSource whose group positions can be read once
+// (the generation's start) and never after: positionsLoop's reads all
+// fail, so it never forgets a kept shared column.
+type positionsOnce struct {
+	*stream.MemSource
+	calls atomic.Int32
+}
+
+func (s *positionsOnce) Positions(ctx context.Context) (map[int]stream.Position, error) {
+	if s.calls.Add(1) > 1 {
+		return nil, errors.New("positions unreadable (test)")
+	}
+	return s.MemSource.Positions(ctx)
+}
+
+// TestMemPipelineOwnCommitsTrimCols: a member forgets the shared columns
+// it keeps for the partitions it claims (for their next owner) at its own
+// commits, without waiting for its read of the group's positions every
+// 2 s — here those reads all fail, and the columns of a 3,000-event
+// backlog are still all forgotten once it is committed
+// (streamscore_stream_shared_columns_held_events, published once per
+// batch, back to 0). Before, a new process kept every event's columns
+// until the first read of the positions, and a busy one up to 2 s of its
+// traffic.
+func TestMemPipelineOwnCommitsTrimCols(t *testing.T) {
+	const parts = 4
+	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	_, msgs, _, _ := history(t, 43, 3000)
+	ends := appendAll(t, b, parts, msgs)
+	mem, err := b.NewSource("mem-trim", txTopic, kafka.FirstOffset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &positionsOnce{MemSource: mem}
+	reg := prometheus.NewRegistry()
+	p := newPipeline(t, noBrokers, "mem-trim", shippedModels(t), &memSink{},
+		stream.WithSource(src), stream.WithWorkers(2), stream.WithRegisterer(reg), stream.WithMaxBatch(64))
+	r := runPipeline(t, p)
+	waitCommittedTo(t, b, "mem-trim", ends)
+	held := -1.0
+	waitFor(t, waitBudget, "the shared columns of the committed events forgotten", func() bool {
+		held = counterOr0(t, reg, "streamscore_stream_shared_columns_held_events")
+		if held > 0 {
+			// Published once per batch: one more batch publishes what the
+			// trims that followed the last commits left.
+			if _, err := b.Append(txTopic, 0, nil, []byte("not json")); err != nil {
+				t.Fatal(err)
+			}
+			ends[0]++
+			waitCommittedTo(t, b, "mem-trim", ends)
+		}
+		return held == 0
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -777,6 +777,7 @@ func (p *Pipeline) commitOnce() (ok bool) {
 			for _, c := range cs {
 				p.tracker.MarkCommitted(c)
 			}
+			p.noteCommitted(next)
 			p.met.committed.WithLabelValues("ok").Inc()
 			p.stats.Committed.Add(1)
 		}

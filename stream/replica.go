@@ -204,6 +204,39 @@ func (s *stage) trimCols(pos map[int]Position) {
 	s.p.met.sharedColsHeld.Set(float64(held))
 }
 
+// trimOwnCols forgets the shared columns below the offsets this member
+// committed for partitions it claims (next: partition -> committed
+// offset). The group's committed offset of a claimed partition is this
+// member's own, so it need not wait for positionsLoop's read of the group,
+// every positionsInterval: the columns of a partition read at a steady
+// rate are kept for about a commit interval (200 ms) instead of up to
+// ten times that, and a new process stops growing its logs once its
+// first commits are in.
+func (s *stage) trimOwnCols(next map[int]int64) {
+	held := 0
+	for part, ps := range s.parts {
+		if off, ok := next[part]; ok && off > 0 {
+			ps.cols.trim(off)
+		}
+		held += ps.cols.len()
+	}
+	s.p.met.sharedColsHeld.Set(float64(held))
+}
+
+// noteCommitted hands the offsets of a successful commit to the stage
+// (trimOwnCols) without waiting for it: when the stage has not taken the
+// previous ones yet, these are dropped, and the next commit's, never
+// lower, will do.
+func (p *Pipeline) noteCommitted(next map[int]int64) {
+	if !p.cfg.replicas || p.stage == nil {
+		return
+	}
+	select {
+	case p.stage.committed <- next:
+	default:
+	}
+}
+
 // positionsLoop reads the group's positions every positionsInterval and
 // has the stage forget the shared columns below the committed offsets,
 // until ctx is done.

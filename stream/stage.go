@@ -244,7 +244,11 @@ type stage struct {
 	holding  int
 	warmSum  int64       // see warm
 	ctl      chan func() // work to run in the stage's goroutine (do)
-	pause    chan *pauseReq
+	// committed carries the offsets this member just committed for the
+	// partitions it claims (commitOnce; the newest waiting is enough):
+	// their shared columns below are forgotten (trimOwnCols).
+	committed chan map[int]int64
+	pause     chan *pauseReq
 	// epoch counts the generations the stage was given (assign, revoke):
 	// a message fetched in another one is dropped. credits are the
 	// current generation's per-partition credits (partitionCredit), one
@@ -290,6 +294,7 @@ func newStage(p *Pipeline, workers []*worker) *stage {
 		in:         make(chan *handoff, max(1, p.cfg.queueDepth/maxHandOff)),
 		handMax:    min(maxHandOff, p.cfg.queueDepth),
 		ctl:        make(chan func()),
+		committed:  make(chan map[int]int64, 1),
 		labels:     make(chan *labelMsg, 64),
 		labelTrail: map[int]*offTrail{},
 		pause:      make(chan *pauseReq),
@@ -606,6 +611,8 @@ func (s *stage) run() {
 			s.release()
 		case fn := <-s.ctl:
 			fn()
+		case next := <-s.committed:
+			s.trimOwnCols(next)
 		case <-timer.C:
 			armedAt = time.Time{}
 			s.release()
@@ -1157,11 +1164,13 @@ func (s *stage) checkGap(ps *partState, offset int64) {
 }
 
 // countState publishes the growth of every partition Builder's counters
-// (late events, rekeyed cards, evictions) and the cards held. Called once
-// per batch.
+// (late events, rekeyed cards, evictions), the cards held and the shared
+// columns kept (colLog). Called once per batch.
 func (s *stage) countState() {
 	var cards int64
+	held := 0
 	for _, ps := range s.parts {
+		held += ps.cols.len()
 		b := ps.build
 		if n := b.Late(); n > ps.late {
 			s.p.met.late.Add(float64(n - ps.late))
@@ -1182,6 +1191,9 @@ func (s *stage) countState() {
 		ps.evicted = st
 	}
 	s.p.counts.cards.Store(cards)
+	if s.p.cfg.replicas {
+		s.p.met.sharedColsHeld.Set(float64(held))
+	}
 	if s.al != nil {
 		st := s.al.Stats()
 		for _, c := range []struct {

@@ -68,6 +68,12 @@ type worker struct {
 	audit                    output.AuditRecord
 	dl                       output.DeadLetterRecord
 	dlBuf                    []byte // the dead letter's key, digest and redacted value
+	// rowBytes is the record bytes per scored row of the last batch that
+	// had rows: flush sizes a batch's buffer by it once, instead of letting
+	// each of the worker's batches grow it by doubling from empty (a copy
+	// of every record written so far at each step, on memory never
+	// touched before).
+	rowBytes int
 }
 
 // batch is one micro-batch: the input messages, the feature matrix of the
@@ -319,8 +325,15 @@ func (w *worker) flush(b *batch) {
 	w.nAlerts = resetInts(w.nAlerts, len(wm.scorers))
 	w.nAgree = resetInts(w.nAgree, len(wm.shadows))
 	w.nDiffer = resetInts(w.nDiffer, len(wm.shadows))
+	start := len(b.buf)
+	if need := rows * (w.rowBytes + w.rowBytes/8); cap(b.buf)-start < need {
+		b.buf = slices.Grow(b.buf, need)
+	}
 	for r := range rows {
 		w.encodeScore(b, r, now)
+	}
+	if rows > 0 {
+		w.rowBytes = (len(b.buf) - start) / rows
 	}
 	for d, n := range w.nDecisions {
 		if n > 0 {
