@@ -352,7 +352,8 @@ func WithCheckpoints(store CheckpointStore) Option {
 // decodes every event of the topic (its feature stage then sets the
 // group's ceiling: see the README's sizing table), and keeps the shared
 // columns of the events above the group's committed offsets (a few bytes
-// per feature per event, one state interval's worth). false keeps each
+// per feature per event: about a commit interval's worth for the
+// partitions it claims, up to 2 s of the others'). false keeps each
 // member's shared state to the partitions it claims: terminals then see
 // only part of their traffic with several members.
 func WithSharedReplicas(on bool) Option {

@@ -34,8 +34,8 @@ import (
 // it read it as a replica, beyond the group's committed offset where the
 // new owner starts scoring. For those events the member takes the shared
 // columns from what it kept (colLog: every event's shared columns above the
-// group's committed offset, polled from the group every positionsInterval)
-// and applies the card half only (Builder.UpdateLocal): the rows are those
+// group's committed offset: for the partitions it claims its own commits,
+// for the others the group's, polled every positionsInterval) and applies the card half only (Builder.UpdateLocal): the rows are those
 // a single process writes. The other direction — a claimed partition whose
 // shared half stands before its committed offset (a shared checkpoint
 // older than the partition's) — is read from there as a replica up to the
