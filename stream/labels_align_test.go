@@ -192,12 +192,20 @@ func compareLabelledReplay(t *testing.T, brokers []string, events []features.Eve
 // terminal that had expired (and counts twice in the metrics). In the
 // crash variant the first run is killed (Abort: no shutdown snapshot) once
 // an interval snapshot holds offset 1 as applied ahead.
+//
+// In the checkpoints variant the state lives in a checkpoint store, not in
+// a state directory: the first process is killed once a shared checkpoint
+// written after offset 1 was applied is stored, and a second process of
+// the group, with no state of its own, restores it (the shared
+// checkpoint's labels section, format version 2) and applies only offset
+// 0.
 func TestLabelsAheadSurviveRestart(t *testing.T) {
-	t.Run("shutdown", func(t *testing.T) { labelsAheadRestart(t, false) })
-	t.Run("crash", func(t *testing.T) { labelsAheadRestart(t, true) })
+	t.Run("shutdown", func(t *testing.T) { labelsAheadRestart(t, false, false) })
+	t.Run("crash", func(t *testing.T) { labelsAheadRestart(t, true, false) })
+	t.Run("checkpoints", func(t *testing.T) { labelsAheadRestart(t, true, true) })
 }
 
-func labelsAheadRestart(t *testing.T, crash bool) {
+func labelsAheadRestart(t *testing.T, crash, ckpt bool) {
 	brokers := startKafka(t, map[string]int{txTopic: 1, labelsTopic: 1})
 	events, msgs, _, _ := history(t, 61, 400)
 	n := len(events)
@@ -216,10 +224,15 @@ func labelsAheadRestart(t *testing.T, crash bool) {
 	if crash {
 		interval = time.Second
 	}
+	store := stream.NewMemoryCheckpoints()
 	start := func(idle time.Duration) (*stream.Pipeline, *running, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
+		state := stream.WithStateDir(dir)
+		if ckpt {
+			state = stream.WithCheckpoints(store)
+		}
 		p := newPipeline(t, brokers, "labels-ahead", shippedModels(t), &memSink{},
-			stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(1), stream.WithStateDir(dir),
+			stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(1), state,
 			stream.WithAlignIdleWait(idle), stream.WithAlignLagWait(2*time.Minute), stream.WithStateInterval(interval))
 		return p, runPipeline(t, p), reg
 	}
@@ -232,7 +245,28 @@ func labelsAheadRestart(t *testing.T, crash bool) {
 		return v == 1
 	})
 	var man manifest
-	if crash {
+	switch {
+	case ckpt:
+		// A shared checkpoint is stored at each interval when the state
+		// changed since the last one (the label applied ahead changes
+		// it); a put under way when the label was applied may have taken
+		// the state before it. So: one put after, then none for 2.5
+		// intervals (the state no longer changes: the events wait behind
+		// the quiet partition).
+		puts := counterOr0(t, reg1, "streamscore_stream_shared_checkpoints_total", "op", "put", "outcome", "ok")
+		last, since := puts, time.Now()
+		waitFor(t, waitBudget, "the shared checkpoints stored after offset 1 was applied", func() bool {
+			n := counterOr0(t, reg1, "streamscore_stream_shared_checkpoints_total", "op", "put", "outcome", "ok")
+			if n != last {
+				last, since = n, time.Now()
+			}
+			return n > puts && time.Since(since) >= 5*interval/2
+		})
+		p1.Abort()
+		if err := r1.wait(t); err != stream.ErrAborted {
+			t.Fatalf("Run after Abort: %v, want ErrAborted", err)
+		}
+	case crash:
 		waitFor(t, waitBudget, "an interval snapshot with offset 1 applied ahead", func() bool {
 			man = manifest{}
 			return tryManifest(dir, &man) && slices.Equal(man.LabelsAhead["0"], []int64{1})
@@ -241,13 +275,17 @@ func labelsAheadRestart(t *testing.T, crash bool) {
 		if err := r1.wait(t); err != stream.ErrAborted {
 			t.Fatalf("Run after Abort: %v, want ErrAborted", err)
 		}
-	} else if err := r1.stop(t); err != nil {
-		t.Fatal(err)
+	default:
+		if err := r1.stop(t); err != nil {
+			t.Fatal(err)
+		}
 	}
-	man = manifest{}
-	readManifest(t, dir, &man)
-	if man.LabelsNext["0"] != 0 || !slices.Equal(man.LabelsAhead["0"], []int64{1}) {
-		t.Fatalf("snapshot: labels_next %v, labels_ahead %v; want partition 0 at 0 with offset 1 ahead", man.LabelsNext, man.LabelsAhead)
+	if !ckpt {
+		man = manifest{}
+		readManifest(t, dir, &man)
+		if man.LabelsNext["0"] != 0 || !slices.Equal(man.LabelsAhead["0"], []int64{1}) {
+			t.Fatalf("snapshot: labels_next %v, labels_ahead %v; want partition 0 at 0 with offset 1 ahead", man.LabelsNext, man.LabelsAhead)
+		}
 	}
 
 	produce(t, brokers, txTopic, msgs[split:]...)
@@ -263,6 +301,12 @@ func labelsAheadRestart(t *testing.T, crash bool) {
 	}
 	if v := metricValue(t, reg2, "streamscore_stream_labels_total", "outcome", "applied"); v != 1 {
 		t.Fatalf("second run applied %v labels, want 1 (offset 0 only: offset 1 is in the restored state)", v)
+	}
+	if ckpt {
+		if v := counterOr0(t, reg2, "streamscore_stream_shared_checkpoints_total", "op", "restore", "outcome", "ok"); v != 1 {
+			t.Fatalf("second run restored %v shared checkpoints, want 1", v)
+		}
+		return
 	}
 	man = manifest{}
 	readManifest(t, dir, &man)
