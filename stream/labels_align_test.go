@@ -64,7 +64,11 @@ func TestLabelsAlignedTwoMembers(t *testing.T) {
 		p := newPipeline(t, brokers, "labels-two", shippedModels(t), kafkaSink(t, brokers, map[output.Kind]string{output.KindAudit: auditTopic}),
 			stream.WithRegisterer(reg), stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(2),
 			stream.WithCheckpoints(store), stream.WithStateInterval(time.Second), stream.WithSessionTimeout(6*time.Second),
-			stream.WithAlignIdleWait(2*time.Second))
+			// The history is written once both members run: the labels
+			// partitions, empty at the start, must hold the events back
+			// until their labels come (live labels are applied on
+			// arrival by default).
+			stream.WithAlignIdleWait(2*time.Second), stream.WithLabelsAlignIdleWait(2*time.Second))
 		runs = append(runs, runPipeline(t, p))
 		ps = append(ps, p)
 	}
@@ -313,4 +317,74 @@ func labelsAheadRestart(t *testing.T, crash, ckpt bool) {
 	if man.LabelsNext["0"] != 2 || len(man.LabelsAhead) != 0 {
 		t.Fatalf("final snapshot: labels_next %v, labels_ahead %v; want partition 0 at 2, none ahead", man.LabelsNext, man.LabelsAhead)
 	}
+}
+
+// TestLabelsIdleWaitLatency: a live label holds the events after it only
+// for the labels partitions' own idle wait (WithLabelsAlignIdleWait,
+// default 0), not for the events' (WithAlignIdleWait, here 1 s): a few
+// labels a second would otherwise make most events wait for the next
+// label or for the whole wait. Three times, a label made now and then an
+// event made now are written; the event is scored at once with the
+// default, and only after the wait with WithLabelsAlignIdleWait(1s) (the
+// control: the labels partition does hold the events back).
+func TestLabelsIdleWaitLatency(t *testing.T) {
+	const wait = time.Second
+	for _, tc := range []struct {
+		name   string
+		labels time.Duration
+	}{{"default", 0}, {"labels wait as events'", wait}} {
+		t.Run(tc.name, func(t *testing.T) {
+			worst := labelsHoldEvents(t, wait, tc.labels)
+			switch {
+			case tc.labels == 0 && worst >= wait/2:
+				t.Errorf("an event after a live label took %v to score, want well under the events' idle wait %v", worst, wait)
+			case tc.labels > 0 && worst < tc.labels*3/4:
+				t.Errorf("an event after a live label took %v to score with a labels idle wait of %v: the control does not see the labels hold the events", worst, tc.labels)
+			}
+			t.Logf("slowest of the events after a label: %v", worst)
+		})
+	}
+}
+
+func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) time.Duration {
+	brokers := startKafka(t, map[string]int{txTopic: 1, labelsTopic: 1})
+	events, msgs, _, _ := history(t, 71, 100)
+	if len(events) < 40 {
+		t.Fatalf("%d events generated, want 40", len(events))
+	}
+	// The history: scored before the live part.
+	produce(t, brokers, txTopic, msgs[:20]...)
+	opts := []stream.Option{stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(1), stream.WithAlignIdleWait(idle)}
+	if labelsIdle > 0 {
+		opts = append(opts, stream.WithLabelsAlignIdleWait(labelsIdle))
+	}
+	p := newPipeline(t, brokers, "labels-idle", shippedModels(t), &memSink{}, opts...)
+	r := runPipeline(t, p)
+	waitScored(t, p, 19) // the last waits for the partition's own idle wait
+	scored := p.Stats().Scored.Load()
+	var worst time.Duration
+	for i := range 3 {
+		time.Sleep(idle + idle/2) // every partition idle again
+		now := time.Now().UTC()
+		tx := &events[i]
+		l := features.Label{TxID: tx.TxID, CardID: tx.CardID, TerminalID: tx.TerminalID, TS: now, TxTS: tx.TS, Fraud: true}
+		produce(t, brokers, labelsTopic, kafka.Message{Key: []byte(tx.CardID), Value: l.AppendJSON(nil)})
+		e := events[20+i]
+		e.TS = now.Add(time.Millisecond)
+		t0 := time.Now()
+		produce(t, brokers, txTopic, kafka.Message{Key: []byte(e.CardID), Value: e.AppendJSON(nil)})
+		// Scored once a later event passes it or the events partition's
+		// own idle wait ends: a second event, right behind it, passes it.
+		f := events[30+i]
+		f.TS = e.TS.Add(time.Millisecond)
+		produce(t, brokers, txTopic, kafka.Message{Key: []byte(f.CardID), Value: f.AppendJSON(nil)})
+		scored++
+		waitFor(t, waitBudget, "the event after the label scored", func() bool { return p.Stats().Scored.Load() >= scored })
+		worst = max(worst, time.Since(t0))
+		scored++ // f, scored after the events partition's idle wait
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	return worst
 }

@@ -167,6 +167,9 @@ func New(brokers []string, group, topic string, ms []*models.Model, sink output.
 			return nil, fmt.Errorf("stream: event-time alignment: %w", err)
 		}
 	}
+	if cfg.labelsIdle > cfg.alignLag {
+		return nil, fmt.Errorf("stream: event-time alignment: the labels' idle wait %v is above the lag wait %v", cfg.labelsIdle, cfg.alignLag)
+	}
 	// The feature and decoder options are checked here, once: the workers
 	// build their Builders and Decoders later from the same options.
 	shared, err := features.NewShared(cfg.featureOpts...)

@@ -54,6 +54,7 @@ func (c *config) replayIgnored() []string {
 		{"WithSharedReplicas", c.replicas != d.replicas},
 		{"WithAlignIdleWait", c.alignIdle != d.alignIdle},
 		{"WithAlignLagWait", c.alignLag != d.alignLag},
+		{"WithLabelsAlignIdleWait", c.labelsIdle != d.labelsIdle},
 		{"WithEventDecoder", c.eventDec != nil},
 		{"WithLabelDecoder", c.labelDec != nil},
 		{"WithRepartition", c.repart != nil},

@@ -9,7 +9,7 @@ import (
 // Option) must be sorted into those Replay honours and those it refuses
 // (replayIgnored), then counted here.
 func TestReplayOptionsComplete(t *testing.T) {
-	if got, want := reflect.TypeFor[config]().NumField(), 36; got != want {
+	if got, want := reflect.TypeFor[config]().NumField(), 37; got != want {
 		t.Fatalf("config has %d fields, was %d: decide whether Replay honours the new option (replayIgnored) and update this count", got, want)
 	}
 	c := defaultConfig()

@@ -1311,6 +1311,9 @@ func (s *stage) alignLabels(id int) error {
 	if err := s.al.Add(id); err != nil {
 		return err
 	}
+	if err := s.al.SetIdleWait(id, s.p.cfg.labelsIdle); err != nil {
+		return err // New checks it against the lag wait: not reached
+	}
 	if s.alLabels == nil {
 		s.alLabels = map[int]bool{}
 	}

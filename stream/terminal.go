@@ -111,6 +111,9 @@ type terminalConfig struct {
 	// source never holds the others back: WithAlignIdleWait(0)); alignLag
 	// its lag wait (0: align's default, 10 s).
 	alignIdle, alignLag time.Duration
+	// labelsIdle is the labels partitions' idle wait
+	// (WithLabelsAlignIdleWait), at most alignLag.
+	labelsIdle time.Duration
 	// credit is terminalCredit (0) or, in tests, a smaller bound.
 	credit int
 	// deadAfter is how long a caught-up source may stay unheard (no
@@ -508,6 +511,9 @@ func (t *terminalStage) generation(ctx, hard context.Context, gen Generation, nR
 			id := t.cfg.inputParts + lp
 			if err := tp.al.Add(id); err != nil {
 				return fmt.Errorf("stream: terminal stage: add labels partition %d to the aligner: %w", lp, err)
+			}
+			if err := tp.al.SetIdleWait(id, t.cfg.labelsIdle); err != nil {
+				return fmt.Errorf("stream: terminal stage: labels partition %d: %w", lp, err)
 			}
 			if _, ok := tp.labels[lp]; !ok {
 				tr := newOffTrail(-1)

@@ -57,6 +57,7 @@ type engineConfig struct {
 	SessionTimeout   time.Duration
 	AlignIdleWait    time.Duration
 	AlignLagWait     time.Duration
+	LabelsIdleWait   time.Duration
 	SharedReplicas   bool
 	StateDir         string
 	StateInterval    time.Duration
@@ -129,6 +130,7 @@ func (c *engineConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.Workers, "workers", 2, "scoring workers (partition p is scored by worker p mod workers; any count restores a --state-dir snapshot)")
 	fs.DurationVar(&c.AlignIdleWait, "align-idle-wait", 100*time.Millisecond, "events of all partitions update shared (terminal) state in event-time order, as `score` does; a partition with nothing to read holds the others back at most this long (the latency it adds). 0: never wait for a quiet partition; negative: no alignment (arrival order; refused with --terminal-stage repartition)")
 	fs.DurationVar(&c.AlignLagWait, "align-lag-wait", 10*time.Second, "a partition Kafka still has events for but that delivers none holds the others back at most this long")
+	fs.DurationVar(&c.LabelsIdleWait, "labels-align-idle-wait", 0, "--align-idle-wait for the partitions of --labels-topic: a labels partition with nothing to read holds the events back at most this long. 0: never (a live label is applied when it arrives; a labels backlog is still applied in event-time order); give it a wait when live labels must be placed as a replay places them (event time faster than the clock)")
 	fs.BoolVar(&c.SharedReplicas, "shared-replicas", true, "with several members in the group, each also reads the partitions it does not claim to keep terminal (shared-entity) features exact; false: each member's terminals see only its own partitions")
 	fs.IntVar(&c.InFlight, "in-flight", 4, "closed batches per worker waiting for sink acks before intake pauses")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, time allowed to publish and commit in-flight batches")
@@ -196,6 +198,7 @@ func (c *engineConfig) Validate() error {
 		{"--max-lateness", c.MaxLateness, stream.WithFeatureOptions(features.WithMaxLateness(c.MaxLateness))},
 		{"--align-idle-wait", c.AlignIdleWait, stream.WithAlignIdleWait(c.AlignIdleWait)},
 		{"--align-lag-wait", c.AlignLagWait, stream.WithAlignLagWait(c.AlignLagWait)},
+		{"--labels-align-idle-wait", c.LabelsIdleWait, stream.WithLabelsAlignIdleWait(c.LabelsIdleWait)},
 	} {
 		if err := stream.CheckOptions(f.opt); err != nil {
 			errs = append(errs, fmt.Errorf("%s %v: %w", f.flag, f.value, err))
@@ -205,6 +208,9 @@ func (c *engineConfig) Validate() error {
 		// The repartition mode's terminal stage waits longer for a lagging
 		// source (the lag wait plus three session timeouts).
 		errs = append(errs, fmt.Errorf("--align-idle-wait %v is above --align-lag-wait %v: a quiet partition would hold the others back longer than a lagging one; raise --align-lag-wait or lower --align-idle-wait", c.AlignIdleWait, c.AlignLagWait))
+	}
+	if c.LabelsIdleWait > c.AlignLagWait {
+		errs = append(errs, fmt.Errorf("--labels-align-idle-wait %v is above --align-lag-wait %v: raise --align-lag-wait or lower --labels-align-idle-wait", c.LabelsIdleWait, c.AlignLagWait))
 	}
 	if c.AlignIdleWait < 0 && c.TerminalStage == "repartition" {
 		errs = append(errs, fmt.Errorf("--align-idle-wait %v (no alignment) with --terminal-stage repartition: the terminal stage always applies events in event-time order; --align-idle-wait 0 gives the lowest latency", c.AlignIdleWait))
@@ -466,6 +472,7 @@ func buildEngine(c *engineConfig, reg prometheus.Registerer, log *slog.Logger, e
 		stream.WithSessionTimeout(c.SessionTimeout),
 		stream.WithAlignIdleWait(c.AlignIdleWait),
 		stream.WithAlignLagWait(c.AlignLagWait),
+		stream.WithLabelsAlignIdleWait(c.LabelsIdleWait),
 		stream.WithSharedReplicas(c.SharedReplicas),
 		stream.WithLabelsTopic(c.LabelsTopic),
 		stream.WithAudit(c.AuditTopic != ""),

@@ -298,10 +298,30 @@ func (a *Aligner[T]) Add(p int) error {
 	for len(a.parts) <= p {
 		a.parts = append(a.parts, nil)
 	}
-	q := &partState{id: p, wm: math.MinInt64, quiet: a.read()}
+	q := &partState{id: p, wm: math.MinInt64, quiet: a.read(), idleWait: a.idleWait}
 	a.parts[p] = q
 	a.nparts++
 	a.active.push(q, inActive)
+	return nil
+}
+
+// SetIdleWait gives partition p an idle wait of its own, in place of the
+// Aligner's (WithIdleWait): how long it holds the others back once caught
+// up and silent. It must not be negative or above the lag wait. A source of
+// sparse items — fraud labels, a few a second at most, each one the last
+// its partition has — holds every other partition back after each item
+// until the next one or for its idle wait; 0 makes it hold nothing back
+// once caught up (its items arriving after later ones were released come
+// out of order, at once), while its backlog is still ordered (LagWait).
+func (a *Aligner[T]) SetIdleWait(p int, d time.Duration) error {
+	q, err := a.part(p)
+	if err != nil {
+		return fmt.Errorf("set idle wait: %w", err)
+	}
+	if d < 0 || int64(d) > a.lagWait {
+		return fmt.Errorf("set idle wait of partition %d: %v is negative or above the lag wait %v", p, d, time.Duration(a.lagWait))
+	}
+	q.idleWait = int64(d)
 	return nil
 }
 
@@ -475,7 +495,7 @@ func (a *Aligner[T]) wasIdle(q *partState) bool {
 	if q.where == inIdle {
 		return true
 	}
-	return q.where == inActive && q.caughtUp && !q.dirty && a.lastRead-q.quiet >= a.idleWait
+	return q.where == inActive && q.caughtUp && !q.dirty && a.lastRead-q.quiet >= q.idleWait
 }
 
 // wakeIdle is called when q, idle, delivers a backlog: an item that is not
@@ -510,7 +530,7 @@ func (a *Aligner[T]) wakeIdle(q *partState) {
 		a.idle.push(q, inIdle) // Push moves it next
 	}
 	for _, o := range a.active {
-		if o != q && o.caughtUp && now-o.quiet >= a.idleWait {
+		if o != q && o.caughtUp && now-o.quiet >= o.idleWait {
 			o.quiet = now // the heap is ordered by watermark: unchanged
 			a.stats.Woken++
 		}
@@ -725,7 +745,7 @@ func satAdd(x, y int64) int64 {
 
 func (a *Aligner[T]) wait(q *partState) int64 {
 	if q.caughtUp {
-		return a.idleWait
+		return q.idleWait
 	}
 	return a.lagWait
 }

@@ -1114,3 +1114,79 @@ func TestAdvance(t *testing.T) {
 		t.Fatal("advance of a partition never added: no error")
 	}
 }
+
+// TestSetIdleWait: a partition with an idle wait of its own (a sparse
+// source: labels) holds the others back, once caught up and silent, for
+// its own wait, not the Aligner's: 0 releases the others' later items at
+// once, and its next item, older than what was released, comes out of
+// order; a lagging partition (a backlog) still holds them for the lag
+// wait. Out of range values are refused.
+func TestSetIdleWait(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	const events, labels = 0, 1
+	for _, p := range []int{events, labels} {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.SetIdleWait(labels, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []time.Duration{-1, testLag + 1} {
+		if err := a.SetIdleWait(labels, d); err == nil {
+			t.Errorf("SetIdleWait(%v) accepted with a lag wait of %v", d, testLag)
+		}
+	}
+	if err := a.SetIdleWait(7, 0); !errors.Is(err, ErrUnknownPartition) {
+		t.Errorf("SetIdleWait of an unknown partition: %v", err)
+	}
+	mustPush(t, a, item{ts: 10, key: "l", part: labels}, true)
+	mustPush(t, a, item{ts: 20, key: "a", part: events}, false)
+	mustPush(t, a, item{ts: 30, key: "b", part: events, idx: 1}, true)
+	a.Deadline()
+	// The label (10) and the event at 20 go without any wait: the labels
+	// partition, caught up at 10, holds nothing back; 30 is the events
+	// partition's own last (held by its own idle wait, 100 ms).
+	out := drain(a)
+	if len(out) != 2 || out[0].it.ts != 10 || out[1].it.ts != 20 {
+		t.Fatalf("got %v, want ts 10 and 20 at once", out)
+	}
+	// A label older than what was released: out of order, at once.
+	mustPush(t, a, item{ts: 15, key: "l2", part: labels, idx: 1}, true)
+	out = drain(a)
+	if len(out) != 1 || out[0].it.ts != 15 || out[0].why != OutOfOrder {
+		t.Fatalf("got %v, want the label at 15 out of order", out)
+	}
+	// A labels backlog (not caught up) holds the events back: ordered.
+	mustPush(t, a, item{ts: 25, key: "l3", part: labels, idx: 2}, false)
+	mustPush(t, a, item{ts: 40, key: "c", part: events, idx: 2}, true)
+	a.Deadline()
+	c.advance(testIdle) // past any idle wait, short of the lag wait
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("got %v, want nothing: the labels partition, lagging at 25, holds everything from 25 on", out)
+	}
+	mustPush(t, a, item{ts: 50, key: "l4", part: labels, idx: 3}, true)
+	out = drain(a)
+	// (40 is its own partition's last: released past that partition's
+	// idle wait, which has passed.)
+	if len(out) < 3 || out[0].it.ts != 25 || out[1].it.ts != 30 || out[2].it.ts != 40 ||
+		out[0].why != Ordered || out[1].why != Ordered {
+		t.Fatalf("got %v, want 25 and 30 in order, then 40, once the labels partition passed them", out)
+	}
+	// Without SetIdleWait the same label holds the events for the
+	// Aligner's idle wait.
+	b := newTest[item](t, c)
+	for _, p := range []int{events, labels} {
+		if err := b.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPush(t, b, item{ts: 10, key: "l", part: labels}, true)
+	mustPush(t, b, item{ts: 20, key: "a", part: events}, false)
+	mustPush(t, b, item{ts: 30, key: "b", part: events, idx: 1}, true)
+	b.Deadline()
+	if out := drain(b); len(out) != 1 || out[0].it.ts != 10 {
+		t.Fatalf("aligner's idle wait: got %v, want only ts 10 before the labels partition's wait", out)
+	}
+}

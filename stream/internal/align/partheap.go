@@ -16,6 +16,9 @@ type partState struct {
 	n int
 	// caughtUp: the last push had caughtUp, or MarkCaughtUp since.
 	caughtUp bool
+	// idleWait is the partition's idle wait (ns): the Aligner's, or what
+	// SetIdleWait gave it.
+	idleWait int64
 	where    heapID
 	hidx     int // index in the heap named by where
 }
