@@ -175,6 +175,7 @@
 //	streamscore_stream_alerts_total{model}                 events in a model's alert band
 //	streamscore_stream_decisions_total{outcome}            final decisions (allow, review, alert)
 //	streamscore_stream_labels_total{outcome}               labels applied or dead-lettered
+//	streamscore_stream_labels_late_total                   live labels applied on arrival, after later events
 //	streamscore_stream_partition_resets_total              re-deliveries from an earlier offset
 //	streamscore_stream_events_redelivered_total            re-delivered events scored without re-applying them
 //	streamscore_stream_events_late_total                   events beyond the max lateness (scored, not applied)

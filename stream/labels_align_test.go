@@ -354,7 +354,8 @@ func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) time.Duratio
 	}
 	// The history: scored before the live part.
 	produce(t, brokers, txTopic, msgs[:20]...)
-	opts := []stream.Option{stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(1), stream.WithAlignIdleWait(idle)}
+	reg := prometheus.NewRegistry()
+	opts := []stream.Option{stream.WithLabelsTopic(labelsTopic), stream.WithWorkers(1), stream.WithAlignIdleWait(idle), stream.WithRegisterer(reg)}
 	if labelsIdle > 0 {
 		opts = append(opts, stream.WithLabelsAlignIdleWait(labelsIdle))
 	}
@@ -382,6 +383,30 @@ func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) time.Duratio
 		waitFor(t, waitBudget, "the event after the label scored", func() bool { return p.Stats().Scored.Load() >= scored })
 		worst = max(worst, time.Since(t0))
 		scored++ // f, scored after the events partition's idle wait
+	}
+	if labelsIdle == 0 {
+		// A label that arrives after an event of a later time was
+		// applied: applied on arrival, counted as a late label, not as an
+		// event out of order.
+		waitScored(t, p, int(scored))
+		now := time.Now().UTC()
+		e := events[23]
+		e.TS = now
+		produce(t, brokers, txTopic, kafka.Message{Key: []byte(e.CardID), Value: e.AppendJSON(nil)})
+		waitScored(t, p, int(scored)+1)
+		tx := &events[3]
+		l := features.Label{TxID: tx.TxID, CardID: tx.CardID, TerminalID: tx.TerminalID, TS: now.Add(-time.Second), TxTS: tx.TS, Fraud: true}
+		produce(t, brokers, labelsTopic, kafka.Message{Key: []byte(tx.CardID), Value: l.AppendJSON(nil)})
+		waitFor(t, waitBudget, "the late label applied", func() bool {
+			v, _ := seriesValue(t, reg, "streamscore_stream_labels_total", "outcome", "applied")
+			return v == 4
+		})
+		if v := metricValue(t, reg, "streamscore_stream_labels_late_total"); v != 1 {
+			t.Errorf("streamscore_stream_labels_late_total %v, want 1", v)
+		}
+		if v, _ := seriesValue(t, reg, "streamscore_stream_aligned_events_total", "outcome", "out_of_order"); v != 0 {
+			t.Errorf("aligned_events_total{out_of_order} %v, want 0: a late label is counted apart", v)
+		}
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)

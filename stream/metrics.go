@@ -19,6 +19,7 @@ type metrics struct {
 	alerts       *prometheus.CounterVec // model
 	decisions    *prometheus.CounterVec // outcome
 	labels       *prometheus.CounterVec // outcome
+	labelsLate   prometheus.Counter
 	resets       prometheus.Counter
 	redelivered  prometheus.Counter
 	late         prometheus.Counter
@@ -106,6 +107,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamscore_stream_labels_total",
 			Help: "Fraud feedback labels consumed, by outcome (applied, deadlettered).",
 		}, []string{"outcome"}),
+		labelsLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamscore_stream_labels_late_total",
+			Help: "Live labels applied on arrival, after events of a later event time had been applied (--labels-align-idle-wait): those events' label-derived features differ from a replay's; the state after is the same. Not in streamscore_stream_aligned_events_total{outcome=\"out_of_order\"}.",
+		}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "streamscore_stream_events_late_total",
 			Help: "Events beyond the max lateness behind their card's or terminal's newest event: scored against the state, not applied to it.",
@@ -170,7 +175,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.aligned = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "streamscore_stream_aligned_events_total",
-		Help: "Events applied in event-time order across the partitions (outcome ordered: exact), released while a quiet partition was ignored (idle_bound) or a slow one (lag_bound) — exposure, not errors —, or applied out of order (out_of_order: older than events already applied; shared features may differ from a replay). Events still waiting at a stop are not applied: the next start fetches them again.",
+		Help: "Events applied in event-time order across the partitions (outcome ordered: exact), released while a quiet partition was ignored (idle_bound) or a slow one (lag_bound) — exposure, not errors —, or applied out of order (out_of_order: older than events already applied; shared features may differ from a replay; live labels applied on arrival are counted in streamscore_stream_labels_late_total instead). Events still waiting at a stop are not applied: the next start fetches them again.",
 	}, []string{"outcome"})
 	m.alignBuffered = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "streamscore_stream_align_buffered_events",
@@ -224,7 +229,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.deadLettered, m.rejected, m.batchSize, m.scoreSeconds,
-		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.resets, m.redelivered, m.late, m.rekeyed,
+		m.latency, m.commitLag, m.commitHeld, m.committed, m.alerts, m.decisions, m.labels, m.labelsLate, m.resets, m.redelivered, m.late, m.rekeyed,
 		m.reloads, m.activeInfo, m.shadowSeconds, m.shadowAgreement, m.stateResets,
 		m.snapshots, m.restores, m.snapshotSeconds, m.snapshotBytes, m.snapshotPause, m.stateGap, m.rateAnomalies,
 		m.aligned, m.alignBuffered, m.checkpoints, m.checkpointSeconds, m.checkpointBytes,

@@ -412,13 +412,12 @@ func WithAlignIdleWait(d time.Duration) Option {
 // so under the events' idle wait each label would hold every event behind
 // it until the next label or for the whole wait: with labels at a few a
 // second, most events would wait for it (the demo's decision latency was 25
-// ms at p50 and 100 ms at p99 that way, against 5 and 15 with 0). With 0 a
+// ms at p50 and 100 ms at p99 that way, against 4 and 15 with 0). With 0 a
 // live label is applied when it arrives: the events of the milliseconds
 // between its time and its arrival were applied without it (a replay
-// applies it before them; counted as out_of_order in
-// streamscore_stream_aligned_events_total), which only the label-derived
-// features of those events see; the state after is the same (a label is
-// kept at its own time). A labels backlog (a restart, a topic read from
+// applies it before them; counted in streamscore_stream_labels_late_total),
+// which only their label-derived features show; the state after is the
+// same (a label is kept at its own time). A labels backlog (a restart, a topic read from
 // its start) is still applied in event-time order among the events, the
 // wait for a partition Kafka has more for being the lag wait. Give it a
 // wait when live labels must be placed as a replay places them, e.g. for

@@ -267,6 +267,9 @@ type stage struct {
 	// alignment (WithAlignment(false)).
 	al      *align.Aligner[*pending]
 	alStats align.Stats // the aligner's counters already added to the metrics
+	// labelsLate counts the labels the aligner released out of order: in
+	// its OutOfOrder, not in the events' out_of_order metric.
+	labelsLate uint64
 	// sharedSlot is the slot the next shared checkpoint is stored in;
 	// sharedSig what the last one stored covers (encodeShared).
 	sharedSlot int
@@ -984,6 +987,7 @@ func (s *stage) release() {
 	}
 	for s.p.hard.Err() == nil {
 		var pd *pending
+		var why align.Reason
 		var ok bool
 		if s.holding > 0 || s.inFlight.Load() > 0 {
 			// More messages are on their way (being decoded by their
@@ -994,12 +998,18 @@ func (s *stage) release() {
 			// or between decoding and sending, let the others' events
 			// pass its partition's (TestReplayRunMatchesScore with the
 			// machine's cores busy).
-			pd, ok = s.al.PopExact()
+			pd, why, ok = s.al.PopExact()
 		} else {
-			pd, _, ok = s.al.Pop()
+			pd, why, ok = s.al.Pop()
 		}
 		if !ok {
 			return
+		}
+		if why == align.OutOfOrder && pd.label != nil {
+			// A live label applied on arrival (the labels' idle wait):
+			// counted apart from the events out of order.
+			s.labelsLate++
+			s.p.met.labelsLate.Inc()
 		}
 		s.applyAligned(pd)
 	}
@@ -1196,6 +1206,7 @@ func (s *stage) countState() {
 	}
 	if s.al != nil {
 		st := s.al.Stats()
+		st.OutOfOrder -= s.labelsLate // the events' only: labelsLate counts the labels'
 		for _, c := range []struct {
 			outcome   string
 			now, seen uint64

@@ -983,7 +983,7 @@ func (l *termLoop) release(hard context.Context, tp *termPart) bool {
 		var m *termMsg
 		var ok bool
 		if l.exact(tp) {
-			m, ok = tp.al.PopExact()
+			m, _, ok = tp.al.PopExact()
 		} else {
 			m, _, ok = tp.al.Pop()
 		}

@@ -647,12 +647,11 @@ func (a *Aligner[T]) popRoot() {
 // out-of-order item), never because a partition has been silent. The owner
 // uses it while it knows more items are on their way (queued to it, not
 // pushed yet): their partitions are not silent, only not read yet.
-func (a *Aligner[T]) PopExact() (v T, ok bool) {
+func (a *Aligner[T]) PopExact() (v T, why Reason, ok bool) {
 	if a.lateCount == 0 && len(a.items) > 0 && len(a.active) > 0 && a.active[0].wm <= a.items[0].ts {
-		return v, false
+		return v, Ordered, false
 	}
-	v, _, ok = a.Pop()
-	return v, ok
+	return a.Pop()
 }
 
 // Resume takes blocked, a time in which the owner could not take items

@@ -820,15 +820,15 @@ func TestPopExactAndResume(t *testing.T) {
 	a.Push(0, 10, "a", 1, true)
 	a.Push(1, 5, "b", 2, false)
 	a.Push(1, 7, "c", 3, true)
-	if v, ok := a.PopExact(); !ok || v != 2 {
+	if v, _, ok := a.PopExact(); !ok || v != 2 {
 		t.Fatalf("PopExact = %v, %v; want 2 (both partitions are past 5)", v, ok)
 	}
-	if _, ok := a.PopExact(); ok {
+	if _, _, ok := a.PopExact(); ok {
 		t.Fatal("PopExact released 7 while partition 1 may still deliver 7")
 	}
 	a.Deadline() // the quiet times start
 	now = now.Add(time.Second)
-	if _, ok := a.PopExact(); ok {
+	if _, _, ok := a.PopExact(); ok {
 		t.Fatal("PopExact released on the idle bound")
 	}
 	a.Resume(time.Second) // blocked for the whole second
@@ -1186,7 +1186,12 @@ func TestSetIdleWait(t *testing.T) {
 	mustPush(t, b, item{ts: 20, key: "a", part: events}, false)
 	mustPush(t, b, item{ts: 30, key: "b", part: events, idx: 1}, true)
 	b.Deadline()
-	if out := drain(b); len(out) != 1 || out[0].it.ts != 10 {
-		t.Fatalf("aligner's idle wait: got %v, want only ts 10 before the labels partition's wait", out)
+	if out := drain(b); len(out) != 0 {
+		t.Fatalf("aligner's idle wait: got %v before the labels partition's wait, want nothing", out)
+	}
+	c.advance(testIdle)
+	// (Both partitions are past it: 30 goes too.)
+	if out := drain(b); len(out) != 3 || out[0].it.ts != 10 || out[1].it.ts != 20 {
+		t.Fatalf("aligner's idle wait: got %v after it, want ts 10, 20 and 30", out)
 	}
 }
