@@ -417,11 +417,14 @@ func WithAlignIdleWait(d time.Duration) Option {
 // between its time and its arrival were applied without it (a replay
 // applies it before them; counted in streamscore_stream_labels_late_total),
 // which only their label-derived features show; the state after is the
-// same (a label is kept at its own time). A labels backlog (a restart, a topic read from
-// its start) is still applied in event-time order among the events, the
-// wait for a partition Kafka has more for being the lag wait. Give it a
-// wait when live labels must be placed as a replay places them, e.g. for
-// event time that runs faster than the clock (a replay at high speed).
+// same (a label is kept at its own time). A labels backlog (a restart, a
+// topic read from its start, labels written during an outage) is still
+// applied in event-time order among the events: a labels partition Kafka
+// has more for holds them for the lag wait, and a quiet one woken by
+// another partition's backlog for WithAlignIdleWait, as any woken
+// partition. Give it a wait when live labels must be placed as a replay
+// places them, e.g. for event time that runs faster than the clock (a
+// replay at high speed).
 // It may not exceed the lag wait (WithAlignLagWait): New refuses the pair.
 // Without alignment (a negative WithAlignIdleWait) it has no effect.
 func WithLabelsAlignIdleWait(d time.Duration) Option {

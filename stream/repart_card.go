@@ -593,7 +593,7 @@ func (p *Pipeline) startRepartition(ctx context.Context, src Source, dialer *kaf
 		newShared:  func() (*features.Shared, error) { return features.NewShared(p.cfg.featureOpts...) },
 		ckpt:       p.cfg.ckpt, fingerprint: p.ckptFingerprint() + "/terminal", interval: p.cfg.stateInterval,
 		labelsTopic: p.cfg.labelsTopic, labelDec: p.cfg.labelDec,
-		alignIdle: p.termAlignIdle, alignLag: p.terminalLagWait(), labelsIdle: p.cfg.labelsIdle, deadAfter: p.deadAfter(),
+		alignIdle: p.termAlignIdle, alignLag: p.terminalLagWait(), labelsIdle: p.cfg.labelsIdle, labelsLate: p.met.labelsLate, deadAfter: p.deadAfter(),
 		hard: p.hard, log: p.log, reg: p.cfg.reg,
 	})
 	if err != nil {

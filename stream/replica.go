@@ -225,14 +225,27 @@ func (s *stage) trimOwnCols(next map[int]int64) {
 
 // noteCommitted hands the offsets of a successful commit to the stage
 // (trimOwnCols) without waiting for it: when the stage has not taken the
-// previous ones yet, these are dropped, and the next commit's, never
-// lower, will do.
+// previous ones yet, these replace them.
 func (p *Pipeline) noteCommitted(next map[int]int64) {
 	if !p.cfg.replicas || p.stage == nil {
 		return
 	}
+	ch := p.stage.committed
 	select {
-	case p.stage.committed <- next:
+	case ch <- next:
+		return
+	default:
+	}
+	// The previous offsets are still waiting: these replace them. Two
+	// commits ending at once (the commit loop's and a generation's end)
+	// can leave the older of the two waiting instead, which only trims
+	// less: a trim below offsets already trimmed does nothing.
+	select {
+	case <-ch:
+	default:
+	}
+	select {
+	case ch <- next:
 	default:
 	}
 }
@@ -265,7 +278,7 @@ func (p *Pipeline) positionsLoop(ctx context.Context, src Source, st *stage) {
 			}
 			if time.Since(warned) >= 5*time.Minute {
 				warned = time.Now()
-				p.log.Warn("cannot read the group's committed offsets: the shared columns of every event are kept until it can (capped per partition; check the group ACL: Describe)",
+				p.log.Warn("cannot read the group's committed offsets: the shared columns of the events of the partitions this member reads as replicas are kept until it can (capped per partition; check the group ACL: Describe)",
 					"failing_for", time.Since(failing).Round(time.Second), "err", err)
 			}
 			continue

@@ -114,6 +114,9 @@ type terminalConfig struct {
 	// labelsIdle is the labels partitions' idle wait
 	// (WithLabelsAlignIdleWait), at most alignLag.
 	labelsIdle time.Duration
+	// labelsLate counts the live labels applied on arrival
+	// (streamscore_stream_labels_late_total); nil: not counted.
+	labelsLate prometheus.Counter
 	// credit is terminalCredit (0) or, in tests, a smaller bound.
 	credit int
 	// deadAfter is how long a caught-up source may stay unheard (no
@@ -321,8 +324,11 @@ type termPart struct {
 	enr    repart.Enriched
 	al     *align.Aligner[*termMsg]
 	stats  align.Stats // the aligner's counters already counted
-	srcs   []termSrc
-	labels map[int]*offTrail // labels partition -> label offsets applied (done) or waiting
+	// labelsLate counts the labels released out of order (in the
+	// aligner's OutOfOrder; counted apart from the events').
+	labelsLate uint64
+	srcs       []termSrc
+	labels     map[int]*offTrail // labels partition -> label offsets applied (done) or waiting
 	// rTrail: how far R[r] is handled; the R position is applied+1.
 	rTrail offTrail
 	credit *credit
@@ -982,13 +988,20 @@ func (l *termLoop) release(hard context.Context, tp *termPart) bool {
 	for {
 		var m *termMsg
 		var ok bool
+		var why align.Reason
 		if l.exact(tp) {
-			m, _, ok = tp.al.PopExact()
+			m, why, ok = tp.al.PopExact()
 		} else {
-			m, _, ok = tp.al.Pop()
+			m, why, ok = tp.al.Pop()
 		}
 		if !ok {
 			break
+		}
+		if why == align.OutOfOrder && m.kind == 'l' {
+			tp.labelsLate++
+			if l.t.cfg.labelsLate != nil {
+				l.t.cfg.labelsLate.Inc()
+			}
 		}
 		n++
 		if !l.apply(hard, tp, m) {
@@ -1100,6 +1113,7 @@ func (l *termLoop) refuse(hard context.Context, tp *termPart, m *termMsg) bool {
 // countAlign publishes the growth of tp's aligner counters.
 func (l *termLoop) countAlign(tp *termPart) {
 	st := tp.al.Stats()
+	st.OutOfOrder -= tp.labelsLate // the events' only
 	for _, c := range []struct {
 		outcome   string
 		now, seen uint64

@@ -469,6 +469,7 @@ func (a *Aligner[T]) deliver(q *partState, ts int64, caughtUp bool) {
 	}
 	q.pushCheck = a.checks
 	q.caughtUp = caughtUp
+	q.woken = false
 	switch q.where {
 	case inActive:
 		if ts > q.wm {
@@ -491,11 +492,12 @@ const backlogAge = int64(5 * time.Second)
 // wasIdle reports whether q was silent past IdleWait, caught up, as of the
 // last clock read (no read here: Push does not read the clock; the time
 // since the last read only makes the silence longer).
+//
+// Silent past the Aligner's idle wait, not the partition's own: a source
+// with a shorter one (labels, 0) is idle a moment after each item, and its
+// next item is no sign that a backlog is on its way everywhere.
 func (a *Aligner[T]) wasIdle(q *partState) bool {
-	if q.where == inIdle {
-		return true
-	}
-	return q.where == inActive && q.caughtUp && !q.dirty && a.lastRead-q.quiet >= q.idleWait
+	return (q.where == inIdle || q.where == inActive) && q.caughtUp && !q.dirty && a.lastRead-q.quiet >= a.idleWait
 }
 
 // wakeIdle is called when q, idle, delivers a backlog: an item that is not
@@ -522,7 +524,7 @@ func (a *Aligner[T]) wakeIdle(q *partState) {
 			qIdle = true
 			continue
 		}
-		o.quiet = now
+		o.quiet, o.woken = now, true
 		a.active.push(o, inActive)
 		a.stats.Woken++
 	}
@@ -531,7 +533,7 @@ func (a *Aligner[T]) wakeIdle(q *partState) {
 	}
 	for _, o := range a.active {
 		if o != q && o.caughtUp && now-o.quiet >= o.idleWait {
-			o.quiet = now // the heap is ordered by watermark: unchanged
+			o.quiet, o.woken = now, true // the heap is ordered by watermark: unchanged
 			a.stats.Woken++
 		}
 	}
@@ -724,6 +726,7 @@ func (a *Aligner[T]) releasable(ts int64) bool {
 			return false
 		}
 		a.active.remove(0)
+		q.woken = false
 		if q.caughtUp {
 			a.idle.push(q, inIdle)
 		} else {
@@ -744,6 +747,13 @@ func satAdd(x, y int64) int64 {
 
 func (a *Aligner[T]) wait(q *partState) int64 {
 	if q.caughtUp {
+		if q.woken {
+			// Another partition's backlog may have one for q on its way:
+			// held as any woken partition is (a labels partition whose
+			// own wait is 0 would otherwise let the events' backlog run
+			// past the labels written in the same outage).
+			return max(q.idleWait, a.idleWait)
+		}
 		return q.idleWait
 	}
 	return a.lagWait

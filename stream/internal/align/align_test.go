@@ -1195,3 +1195,66 @@ func TestSetIdleWait(t *testing.T) {
 		t.Fatalf("aligner's idle wait: got %v after it, want ts 10, 20 and 30", out)
 	}
 }
+
+// TestSetIdleWaitWoken: a partition with an own idle wait of 0 (labels)
+// woken by another partition's backlog holds the others back for the
+// Aligner's idle wait, as any woken partition does: after an outage the
+// events' backlog, fetched first, does not run past the labels written in
+// the same outage; once it delivers, its own wait applies again. And its
+// own items, each the last its partition has, do not wake the others.
+func TestSetIdleWaitWoken(t *testing.T) {
+	c := newClock()
+	a := newTest[item](t, c)
+	const events, labels = 0, 1
+	for _, p := range []int{events, labels} {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.MarkCaughtUp(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.SetIdleWait(labels, 0); err != nil {
+		t.Fatal(err)
+	}
+	a.Deadline()
+	c.advance(10 * time.Second) // both quiet: an outage
+	a.Deadline()                // the owner's loop reads the clock
+	// The events' backlog comes first.
+	for i, ts := range []int64{1000, 2000, 3000, 4000} {
+		mustPush(t, a, item{ts: ts, key: "e", part: events, idx: i}, i == 3)
+	}
+	a.Deadline()
+	c.advance(10 * time.Millisecond)
+	if out := drain(a); len(out) != 0 {
+		t.Fatalf("released %v while the woken labels partition may still deliver its backlog", out)
+	}
+	mustPush(t, a, item{ts: 2500, key: "\x00l", part: labels}, true)
+	out := drain(a)
+	var got []int64
+	for _, o := range out {
+		if o.why == OutOfOrder {
+			t.Errorf("%v out of order", o.it)
+		}
+		got = append(got, o.it.ts)
+	}
+	// 4000 is the events partition's own last: held by its own wait.
+	if !slices.Equal(got, []int64{1000, 2000, 2500, 3000}) {
+		t.Fatalf("released %v, want 1000 2000 2500 3000 (the label in its place)", got)
+	}
+	if st := a.Stats(); st.Woken != 1 {
+		t.Errorf("woken %d, want 1 (the labels partition)", st.Woken)
+	}
+	// The labels partition's own wait again: a later label, caught up,
+	// holds nothing back, and wakes nobody.
+	mustPush(t, a, item{ts: 5000, key: "e", part: events, idx: 4}, true)
+	mustPush(t, a, item{ts: 4500, key: "\x00l2", part: labels, idx: 1}, true)
+	a.Deadline()
+	out = drain(a)
+	if len(out) != 2 || out[0].it.ts != 4000 || out[1].it.ts != 4500 {
+		t.Fatalf("got %v, want 4000 and 4500 at once", out)
+	}
+	if st := a.Stats(); st.Woken != 1 {
+		t.Errorf("woken %d after a live label, want still 1", st.Woken)
+	}
+}

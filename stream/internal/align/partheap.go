@@ -19,8 +19,12 @@ type partState struct {
 	// idleWait is the partition's idle wait (ns): the Aligner's, or what
 	// SetIdleWait gave it.
 	idleWait int64
-	where    heapID
-	hidx     int // index in the heap named by where
+	// woken: woken by another partition's backlog (wakeIdle) and not
+	// heard since: it holds the others back for at least the Aligner's
+	// idle wait, whatever its own.
+	woken bool
+	where heapID
+	hidx  int // index in the heap named by where
 }
 
 type heapID uint8
