@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/features/synth"
 	"github.com/streamscore/streamscore/models"
 	"github.com/streamscore/streamscore/sinks"
@@ -43,7 +44,13 @@ import (
 // batches wait for 256 events or --max-delay); streamscore-idle0
 // (WithAlignIdleWait(0): no wait for a caught-up partition, live events
 // applied in arrival order — what the engine adds besides the event-time
-// alignment's wait) is run only when named. cpu-µs/event is this
+// alignment's wait) is run only when named, and so are
+// streamscore-labels (the engine with a labels topic: the producer also
+// writes a fraud label for one event in labelsEvery, made the moment it is
+// written, into a 1-partition live-labels topic) and
+// streamscore-labels-hold (the same with WithLabelsAlignIdleWait(100ms):
+// labels partitions held the events as the events' partitions do, the
+// behaviour before 2026-12-07). cpu-µs/event is this
 // process's CPU from the paced phase's start until every paced event is
 // acknowledged, per paced event; reader-cpu-µs/event the same minus the
 // producer's (impl=produce of the same rate); x-floor-cpu and
@@ -72,7 +79,7 @@ func BenchmarkFloorLatency(b *testing.B) {
 		}
 	}
 	impls := []string{"produce", "floor", "floor-before", "streamscore", "streamscore-hold", "streamscore-before"}
-	known := append(slices.Clone(impls), "streamscore-idle0")
+	known := append(slices.Clone(impls), "streamscore-idle0", "streamscore-labels", "streamscore-labels-hold")
 	if v := os.Getenv("STREAMSCORE_FLOOR_IMPLS"); v != "" {
 		impls = impls[:0]
 		for f := range strings.SplitSeq(v, ",") {
@@ -124,6 +131,12 @@ func BenchmarkFloorLatency(b *testing.B) {
 							opts = append(opts, stream.WithHoldBatches(true))
 						case "streamscore-idle0":
 							opts = append(opts, stream.WithAlignIdleWait(0))
+						case "streamscore-labels", "streamscore-labels-hold":
+							pr.labels(w)
+							opts = append(opts, stream.WithLabelsTopic("live-labels"))
+							if impl == "streamscore-labels-hold" {
+								opts = append(opts, stream.WithLabelsAlignIdleWait(100*time.Millisecond))
+							}
 						}
 						runEngineLive(b, w, pr, opts, lat.since(&pr.t0), floorIO{})
 					}
@@ -203,6 +216,10 @@ type pacer struct {
 	took  time.Duration
 	wr    *kafka.Writer
 	prev  time.Time
+	// lw, when set (labels), gets a fraud label for one paced event in
+	// labelsEvery.
+	lw   *kafka.Writer
+	made int64
 	// cpu, when set, gets the process's CPU from start to finish (the
 	// first call; wait calls it if nobody did).
 	cpu      *time.Duration
@@ -226,19 +243,40 @@ func newPacer(b *testing.B, w *world, g *synth.Generator, rate int, d time.Durat
 			BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll}}
 }
 
-// next returns a message of an event made now (strictly increasing times).
-func (p *pacer) next() kafka.Message {
+// labelsEvery is one label per this many paced events with labels: 1%,
+// about the demo's share (its chargebacks are 0.75% of the transactions,
+// each labelled once, plus analysts' verdicts).
+const labelsEvery = 100
+
+// labels makes the pacer write labels to the live-labels topic too.
+func (p *pacer) labels(w *world) {
+	p.lw = &kafka.Writer{Addr: kafka.TCP(w.brokers...), Topic: "live-labels", Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll}
+}
+
+// next returns a message of an event made now (strictly increasing times),
+// and with labels, for one in labelsEvery, a label of it (made after it).
+func (p *pacer) next() (kafka.Message, *kafka.Message) {
 	ts := time.Now().UTC()
 	if !ts.After(p.prev) {
 		ts = p.prev.Add(time.Microsecond)
 	}
 	p.prev = ts
 	tx := p.g.Next(ts)
-	return kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil), Time: ts}
+	m := kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil), Time: ts}
+	if p.made++; p.lw == nil || p.made%labelsEvery != 0 {
+		return m, nil
+	}
+	e := &tx.Event
+	l := features.Label{TxID: e.TxID, CardID: e.CardID, TerminalID: e.TerminalID, TS: ts.Add(time.Microsecond), TxTS: ts, Fraud: true}
+	return m, &kafka.Message{Key: []byte(e.CardID), Value: l.AppendJSON(nil), Time: l.TS}
 }
 
 // prime writes one event made now (not part of the paced phase).
-func (p *pacer) prime(ctx context.Context) error { return p.wr.WriteMessages(ctx, p.next()) }
+func (p *pacer) prime(ctx context.Context) error {
+	m, _ := p.next()
+	return p.wr.WriteMessages(ctx, m)
+}
 
 // start begins the paced phase in a goroutine.
 func (p *pacer) start() {
@@ -251,15 +289,26 @@ func (p *pacer) start() {
 		start := time.Now()
 		var sent int64
 		msgs := make([]kafka.Message, 0, 1024)
+		var labels []kafka.Message
 		for sent < p.total {
 			due := min(p.total, int64(time.Since(start).Seconds()*float64(p.rate)))
-			msgs = msgs[:0]
+			msgs, labels = msgs[:0], labels[:0]
 			for ; sent < due; sent++ {
-				msgs = append(msgs, p.next())
+				m, l := p.next()
+				msgs = append(msgs, m)
+				if l != nil {
+					labels = append(labels, *l)
+				}
 			}
 			if len(msgs) > 0 {
 				if err := p.wr.WriteMessages(ctx, msgs...); err != nil {
 					p.done <- fmt.Errorf("produce: %w", err)
+					return
+				}
+			}
+			if len(labels) > 0 {
+				if err := p.lw.WriteMessages(ctx, labels...); err != nil {
+					p.done <- fmt.Errorf("produce labels: %w", err)
 					return
 				}
 			}
@@ -275,6 +324,9 @@ func (p *pacer) wait(b *testing.B) time.Duration {
 	err := <-p.done
 	p.finish()
 	p.wr.Close()
+	if p.lw != nil {
+		p.lw.Close()
+	}
 	if err != nil {
 		b.Fatal(err)
 	}

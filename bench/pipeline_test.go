@@ -50,7 +50,7 @@ func getWorld(b *testing.B) *world {
 }
 
 func newWorld() (*world, error) {
-	k, err := local.StartKafka(map[string]int{"transactions": 4, "live": 4, "scores": 4, "alerts": 1, "audit": 4, "deadletter": 1})
+	k, err := local.StartKafka(map[string]int{"transactions": 4, "live": 4, "live-labels": 1, "scores": 4, "alerts": 1, "audit": 4, "deadletter": 1})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -337,19 +338,21 @@ func TestLabelsIdleWaitLatency(t *testing.T) {
 		labels time.Duration
 	}{{"default", 0}, {"labels wait as events'", wait}} {
 		t.Run(tc.name, func(t *testing.T) {
-			worst := labelsHoldEvents(t, wait, tc.labels)
+			worst, diag := labelsHoldEvents(t, wait, tc.labels)
 			switch {
 			case tc.labels == 0 && worst >= wait/2:
 				t.Errorf("an event after a live label took %v to score, want well under the events' idle wait %v", worst, wait)
-			case tc.labels > 0 && worst < tc.labels*3/4:
-				t.Errorf("an event after a live label took %v to score with a labels idle wait of %v: the control does not see the labels hold the events", worst, tc.labels)
+			case tc.labels > 0 && worst < tc.labels/2: // the hold runs from the label's arrival, 300 ms before the event
+				t.Errorf("an event after a live label took %v to score with a labels idle wait of %v: the control does not see the labels hold the events (%s)", worst, tc.labels, diag)
 			}
 			t.Logf("slowest of the events after a label: %v", worst)
 		})
 	}
 }
 
-func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) time.Duration {
+// labelsHoldEvents returns the slowest of the events after a label and, for
+// a failure's message, the pipeline's alignment and labels counters.
+func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) (time.Duration, string) {
 	brokers := startKafka(t, map[string]int{txTopic: 1, labelsTopic: 1})
 	events, msgs, _, _ := history(t, 71, 100)
 	if len(events) < 40 {
@@ -379,7 +382,9 @@ func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) time.Duratio
 			v, _ := seriesValue(t, reg, "streamscore_stream_events_consumed_total", "topic", labelsTopic)
 			return v == float64(i+1)
 		})
-		time.Sleep(50 * time.Millisecond) // counted just before it is handed to the stage
+		// Counted just before it is decoded and handed to the stage: time
+		// for that, generous on a loaded machine.
+		time.Sleep(300 * time.Millisecond)
 		e := events[20+i]
 		e.TS = now.Add(time.Millisecond)
 		t0 := time.Now()
@@ -418,8 +423,14 @@ func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) time.Duratio
 			t.Errorf("aligned_events_total{out_of_order} %v, want 0: a late label is counted apart", v)
 		}
 	}
+	var diag []string
+	for _, name := range []string{"streamscore_stream_aligned_events_total", "streamscore_stream_labels_total", "streamscore_stream_labels_late_total", "streamscore_stream_source_generations_total"} {
+		if f, ok := gatherFamily(t, reg, name); ok {
+			diag = append(diag, fmt.Sprintf("%s %v", name, f.series))
+		}
+	}
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	return worst
+	return worst, strings.Join(diag, "; ")
 }
