@@ -17,7 +17,7 @@ import (
 	"github.com/streamscore/streamscore/stream"
 )
 
-// TestLabelsAlignedMatchReplay: a backlog of ten days of events in four
+// TestLabelsAlignedMatchReplay: a backlog of 14 days of events in four
 // partitions and their delayed fraud labels (without tx_ts: each is placed
 // by finding its transaction in the terminal's history) in two partitions
 // of the labels topic, all in Kafka before the engine starts. The stage applies
@@ -108,12 +108,18 @@ func labelsBacklog(t *testing.T, brokers []string) ([]features.Event, []features
 	if err != nil {
 		t.Fatal(err)
 	}
+	// 14 days: the fraud features count labels of transactions 7 days
+	// and more before an event, so 7 days of events can see them. Over 10
+	// days (3,000 events) whether any event did depended on the time of
+	// day the test ran (0 to 103 events with a non-zero fraud feature over
+	// 13 runs half an hour apart: the check below failed at 02:49 UTC);
+	// over 14 days (4,200 events) at least 206 over 24 times a week apart.
 	end := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
-	start := end.Add(-10 * 24 * time.Hour)
+	start := end.Add(-14 * 24 * time.Hour)
 	var events []features.Event
 	var labels []features.Label
 	var msgs []kafka.Message
-	if err := g.Simulate(start, end, 3000/end.Sub(start).Seconds(), func(tx synth.Tx) error {
+	if err := g.Simulate(start, end, 4200/end.Sub(start).Seconds(), func(tx synth.Tx) error {
 		events = append(events, tx.Event)
 		msgs = append(msgs, kafka.Message{Key: []byte(tx.Event.CardID), Value: tx.Event.AppendJSON(nil)})
 		if l, ok := g.LabelFor(tx); ok && l.TS.Before(end) {
