@@ -47,6 +47,16 @@ func TestLabelsAlignedMatchReplay(t *testing.T) {
 	if v := metricValue(t, reg, "streamscore_stream_labels_late_total"); v != 0 {
 		t.Errorf("%v labels applied late (a backlog: every label in its place)", v)
 	}
+	// The events' counter counts the events, each once, not the labels.
+	aligned := 0.0
+	if f, ok := gatherFamily(t, reg, "streamscore_stream_aligned_events_total"); ok {
+		for _, ser := range f.series {
+			aligned += ser.value
+		}
+	}
+	if aligned != float64(len(events)) {
+		t.Errorf("aligned_events_total sums to %v, want the %d events", aligned, len(events))
+	}
 	compareLabelledReplay(t, brokers, events, labels)
 }
 

@@ -175,7 +175,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.aligned = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "streamscore_stream_aligned_events_total",
-		Help: "Events applied in event-time order across the partitions (outcome ordered: exact), released while a quiet partition was ignored (idle_bound) or a slow one (lag_bound) — exposure, not errors —, or applied out of order (out_of_order: older than events already applied; shared features may differ from a replay; live labels applied on arrival are counted in streamscore_stream_labels_late_total instead). Events still waiting at a stop are not applied: the next start fetches them again.",
+		Help: "Events applied in event-time order across the partitions (outcome ordered: exact), released while a quiet partition was ignored (idle_bound) or a slow one (lag_bound) — exposure, not errors —, or applied out of order (out_of_order: older than events already applied; shared features may differ from a replay). Labels are not counted here: streamscore_stream_labels_total, and streamscore_stream_labels_late_total for live labels applied on arrival. Events still waiting at a stop are not applied: the next start fetches them again.",
 	}, []string{"outcome"})
 	m.alignBuffered = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "streamscore_stream_align_buffered_events",

@@ -267,9 +267,9 @@ type stage struct {
 	// alignment (WithAlignment(false)).
 	al      *align.Aligner[*pending]
 	alStats align.Stats // the aligner's counters already added to the metrics
-	// labelsLate counts the labels the aligner released out of order: in
-	// its OutOfOrder, not in the events' out_of_order metric.
-	labelsLate uint64
+	// labelsBy counts the labels the aligner released, by reason: in its
+	// counters, taken out of the events' (aligned_events_total).
+	labelsBy [align.Drained + 1]uint64
 	// sharedSlot is the slot the next shared checkpoint is stored in;
 	// sharedSig what the last one stored covers (encodeShared).
 	sharedSlot int
@@ -1005,11 +1005,13 @@ func (s *stage) release() {
 		if !ok {
 			return
 		}
-		if why == align.OutOfOrder && pd.label != nil {
-			// A live label applied on arrival (the labels' idle wait):
-			// counted apart from the events out of order.
-			s.labelsLate++
-			s.p.met.labelsLate.Inc()
+		if pd.label != nil {
+			s.labelsBy[why]++
+			if why == align.OutOfOrder {
+				// A live label applied on arrival (the labels' idle
+				// wait): counted apart from the events out of order.
+				s.p.met.labelsLate.Inc()
+			}
 		}
 		s.applyAligned(pd)
 	}
@@ -1206,7 +1208,12 @@ func (s *stage) countState() {
 	}
 	if s.al != nil {
 		st := s.al.Stats()
-		st.OutOfOrder -= s.labelsLate // the events' only: labelsLate counts the labels'
+		// The events' only: the labels' are in labels_total and
+		// labels_late_total.
+		st.Ordered -= s.labelsBy[align.Ordered]
+		st.IdleBound -= s.labelsBy[align.IdleBound]
+		st.LagBound -= s.labelsBy[align.LagBound]
+		st.OutOfOrder -= s.labelsBy[align.OutOfOrder]
 		for _, c := range []struct {
 			outcome   string
 			now, seen uint64
