@@ -123,7 +123,8 @@ func labelsBacklog(t *testing.T, brokers []string) ([]features.Event, []features
 	// days (3,000 events) whether any event did depended on the time of
 	// day the test ran (0 to 103 events with a non-zero fraud feature over
 	// 13 runs half an hour apart: the check below failed at 02:49 UTC);
-	// over 14 days (4,200 events) at least 206 over 24 times a week apart.
+	// over 14 days (4,200 events) at least 206 over 24 ends 7 hours apart
+	// (a week).
 	end := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	start := end.Add(-14 * 24 * time.Hour)
 	var events []features.Event

@@ -299,7 +299,7 @@ func newTerminalMetrics(reg prometheus.Registerer) (*terminalMetrics, error) {
 		}),
 		aligned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamscore_stream_terminal_aligned_events_total",
-			Help: "Events and labels the terminal stage applied in event-time order across the sources (ordered), while a source was ignored (idle_bound, lag_bound), or events out of order (live labels applied on arrival: streamscore_stream_labels_late_total); as streamscore_stream_aligned_events_total.",
+			Help: "Events the terminal stage applied in event-time order across the sources (ordered), while a source was ignored (idle_bound, lag_bound), or out of order; as streamscore_stream_aligned_events_total (labels are not counted here: live labels applied on arrival are in streamscore_stream_labels_late_total).",
 		}, []string{"outcome"}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "streamscore_stream_terminal_align_buffered_events",

@@ -412,7 +412,7 @@ func WithAlignIdleWait(d time.Duration) Option {
 // so under the events' idle wait each label would hold every event behind
 // it until the next label or for the whole wait: with labels at a few a
 // second, most events would wait for it (the demo's decision latency was 25
-// ms at p50 and 100 ms at p99 that way, against 4 and 15 with 0). With 0 a
+// ms at p50 and 100 ms at p99 that way, against 4 and 16 with 0). With 0 a
 // live label is applied when it arrives: the events of the milliseconds
 // between its time and its arrival were applied without it (a replay
 // applies it before them; counted in streamscore_stream_labels_late_total),

@@ -35,7 +35,8 @@ import (
 // new owner starts scoring. For those events the member takes the shared
 // columns from what it kept (colLog: every event's shared columns above the
 // group's committed offset: for the partitions it claims its own commits,
-// for the others the group's, polled every positionsInterval) and applies the card half only (Builder.UpdateLocal): the rows are those
+// for the others the group's, polled every positionsInterval) and applies
+// the card half only (Builder.UpdateLocal): the rows are those
 // a single process writes. The other direction — a claimed partition whose
 // shared half stands before its committed offset (a shared checkpoint
 // older than the partition's) — is read from there as a replica up to the
@@ -192,30 +193,19 @@ func (s *stage) sharedCols(ps *partState, off int64, ev *features.Event, row []f
 	return s.p.shared.Peek(ev, row)
 }
 
-// trimCols forgets the shared columns below the group's committed offsets.
-func (s *stage) trimCols(pos map[int]Position) {
+// trimCols forgets the shared columns below the committed offsets below
+// (partition -> the group's committed offset): the group's, read every
+// positionsInterval (positionsLoop), or this member's own for the
+// partitions it claims, at each of its commits (noteCommitted). A claimed
+// partition's committed offset is this member's, so it need not wait for
+// the read of the group: the columns of a partition read at a steady rate
+// are kept for about a commit interval (200 ms) instead of up to ten times
+// that, and a new process stops growing its logs once its first commits
+// are in.
+func (s *stage) trimCols(below map[int]int64) {
 	held := 0
 	for part, ps := range s.parts {
-		if po, ok := pos[part]; ok && po.Committed > 0 {
-			ps.cols.trim(po.Committed)
-		}
-		held += ps.cols.len()
-	}
-	s.p.met.sharedColsHeld.Set(float64(held))
-}
-
-// trimOwnCols forgets the shared columns below the offsets this member
-// committed for partitions it claims (next: partition -> committed
-// offset). The group's committed offset of a claimed partition is this
-// member's own, so it need not wait for positionsLoop's read of the group,
-// every positionsInterval: the columns of a partition read at a steady
-// rate are kept for about a commit interval (200 ms) instead of up to
-// ten times that, and a new process stops growing its logs once its
-// first commits are in.
-func (s *stage) trimOwnCols(next map[int]int64) {
-	held := 0
-	for part, ps := range s.parts {
-		if off, ok := next[part]; ok && off > 0 {
+		if off, ok := below[part]; ok && off > 0 {
 			ps.cols.trim(off)
 		}
 		held += ps.cols.len()
@@ -224,7 +214,7 @@ func (s *stage) trimOwnCols(next map[int]int64) {
 }
 
 // noteCommitted hands the offsets of a successful commit to the stage
-// (trimOwnCols) without waiting for it: when the stage has not taken the
+// (trimCols) without waiting for it: when the stage has not taken the
 // previous ones yet, these replace them.
 func (p *Pipeline) noteCommitted(next map[int]int64) {
 	if !p.cfg.replicas || p.stage == nil {
@@ -287,7 +277,11 @@ func (p *Pipeline) positionsLoop(ctx context.Context, src Source, st *stage) {
 			p.log.Info("the group's committed offsets are readable again", "failed_for", time.Since(failing).Round(time.Second))
 			failing, warned = time.Time{}, time.Time{}
 		}
-		st.do(func() { st.trimCols(pos) })
+		committed := make(map[int]int64, len(pos))
+		for part, po := range pos {
+			committed[part] = po.Committed
+		}
+		st.do(func() { st.trimCols(committed) })
 	}
 }
 

@@ -246,7 +246,7 @@ type stage struct {
 	ctl      chan func() // work to run in the stage's goroutine (do)
 	// committed carries the offsets this member just committed for the
 	// partitions it claims (commitOnce; the newest waiting is enough):
-	// their shared columns below are forgotten (trimOwnCols).
+	// their shared columns below are forgotten (trimCols).
 	committed chan map[int]int64
 	pause     chan *pauseReq
 	// epoch counts the generations the stage was given (assign, revoke):
@@ -265,11 +265,9 @@ type stage struct {
 	// al orders the events of the partitions this process reads by event
 	// time (then tx_id) before they update the state; nil without
 	// alignment (WithAlignment(false)).
-	al      *align.Aligner[*pending]
-	alStats align.Stats // the aligner's counters already added to the metrics
-	// labelsBy counts the labels the aligner released, by reason: in its
-	// counters, taken out of the events' (aligned_events_total).
-	labelsBy [align.Drained + 1]uint64
+	al        *align.Aligner[*pending]
+	alStats   align.Stats   // the aligner's counters already added to the metrics
+	labelsOut labelReleases // the labels the aligner released (alStats: events only)
 	// sharedSlot is the slot the next shared checkpoint is stored in;
 	// sharedSig what the last one stored covers (encodeShared).
 	sharedSlot int
@@ -615,7 +613,7 @@ func (s *stage) run() {
 		case fn := <-s.ctl:
 			fn()
 		case next := <-s.committed:
-			s.trimOwnCols(next)
+			s.trimCols(next)
 		case <-timer.C:
 			armedAt = time.Time{}
 			s.release()
@@ -1006,12 +1004,7 @@ func (s *stage) release() {
 			return
 		}
 		if pd.label != nil {
-			s.labelsBy[why]++
-			if why == align.OutOfOrder {
-				// A live label applied on arrival (the labels' idle
-				// wait): counted apart from the events out of order.
-				s.p.met.labelsLate.Inc()
-			}
+			s.labelsOut.released(why, s.p.met.labelsLate)
 		}
 		s.applyAligned(pd)
 	}
@@ -1207,13 +1200,7 @@ func (s *stage) countState() {
 		s.p.met.sharedColsHeld.Set(float64(held))
 	}
 	if s.al != nil {
-		st := s.al.Stats()
-		// The events' only: the labels' are in labels_total and
-		// labels_late_total.
-		st.Ordered -= s.labelsBy[align.Ordered]
-		st.IdleBound -= s.labelsBy[align.IdleBound]
-		st.LagBound -= s.labelsBy[align.LagBound]
-		st.OutOfOrder -= s.labelsBy[align.OutOfOrder]
+		st := s.labelsOut.eventsOnly(s.al.Stats())
 		for _, c := range []struct {
 			outcome   string
 			now, seen uint64
@@ -1238,6 +1225,29 @@ func stageLayout(st *stage, part int) *seqLayout {
 
 // restartSilence given to align.Resume restarts every partition's silence.
 const restartSilence = time.Duration(1 << 62)
+
+// labelReleases counts the labels an aligner released, by reason: its
+// Stats count them with the events, and the aligned-events metric counts
+// events only (the labels have theirs: labels_total, labels_late_total).
+type labelReleases [align.Drained + 1]uint64
+
+// released counts a label released for why; one released out of order (a
+// live label applied on arrival: the labels' idle wait) counts in late.
+func (r *labelReleases) released(why align.Reason, late prometheus.Counter) {
+	r[why]++
+	if why == align.OutOfOrder && late != nil {
+		late.Inc()
+	}
+}
+
+// eventsOnly returns st with the labels' releases taken out.
+func (r *labelReleases) eventsOnly(st align.Stats) align.Stats {
+	st.Ordered -= r[align.Ordered]
+	st.IdleBound -= r[align.IdleBound]
+	st.LagBound -= r[align.LagBound]
+	st.OutOfOrder -= r[align.OutOfOrder]
+	return st
+}
 
 // labelAlignBase is added to a labels partition's number to make its id in
 // the aligner (input partitions use their own numbers).

@@ -324,11 +324,10 @@ type termPart struct {
 	enr    repart.Enriched
 	al     *align.Aligner[*termMsg]
 	stats  align.Stats // the aligner's counters already counted
-	// labelsLate counts the labels released out of order (in the
-	// aligner's OutOfOrder; counted apart from the events').
-	labelsLate uint64
-	srcs       []termSrc
-	labels     map[int]*offTrail // labels partition -> label offsets applied (done) or waiting
+	// released: the labels the aligner released (stats: events only).
+	released labelReleases
+	srcs     []termSrc
+	labels   map[int]*offTrail // labels partition -> label offsets applied (done) or waiting
 	// rTrail: how far R[r] is handled; the R position is applied+1.
 	rTrail offTrail
 	credit *credit
@@ -997,11 +996,8 @@ func (l *termLoop) release(hard context.Context, tp *termPart) bool {
 		if !ok {
 			break
 		}
-		if why == align.OutOfOrder && m.kind == 'l' {
-			tp.labelsLate++
-			if l.t.cfg.labelsLate != nil {
-				l.t.cfg.labelsLate.Inc()
-			}
+		if m.kind == 'l' {
+			tp.released.released(why, l.t.cfg.labelsLate)
 		}
 		n++
 		if !l.apply(hard, tp, m) {
@@ -1112,8 +1108,7 @@ func (l *termLoop) refuse(hard context.Context, tp *termPart, m *termMsg) bool {
 
 // countAlign publishes the growth of tp's aligner counters.
 func (l *termLoop) countAlign(tp *termPart) {
-	st := tp.al.Stats()
-	st.OutOfOrder -= tp.labelsLate // the events' only
+	st := tp.released.eventsOnly(tp.al.Stats())
 	for _, c := range []struct {
 		outcome   string
 		now, seen uint64

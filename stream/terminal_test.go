@@ -914,6 +914,14 @@ func TestTerminalLabels(t *testing.T) {
 	if applied == 0 || applied > float64(len(h.labels)) {
 		t.Errorf("labels applied = %v, want between 1 and %d", applied, len(h.labels))
 	}
+	// The aligned counter counts the events, each once, not the labels.
+	aligned := 0.0
+	for _, o := range []string{"ordered", "idle_bound", "lag_bound", "out_of_order"} {
+		aligned += testutil.ToFloat64(m.st.met.aligned.WithLabelValues(o))
+	}
+	if aligned != float64(len(h.events)) {
+		t.Errorf("terminal aligned_events_total sums to %v, want the %d events", aligned, len(h.events))
+	}
 }
 
 // TestTerminalBadRecords: records that are not R records, an unknown

@@ -497,7 +497,7 @@ const backlogAge = int64(5 * time.Second)
 // with a shorter one (labels, 0) is idle a moment after each item, and its
 // next item is no sign that a backlog is on its way everywhere.
 func (a *Aligner[T]) wasIdle(q *partState) bool {
-	return (q.where == inIdle || q.where == inActive) && q.caughtUp && !q.dirty && a.lastRead-q.quiet >= a.idleWait
+	return q.where != inLagging && q.caughtUp && !q.dirty && a.lastRead-q.quiet >= a.idleWait
 }
 
 // wakeIdle is called when q, idle, delivers a backlog: an item that is not

@@ -1115,6 +1115,16 @@ func TestAdvance(t *testing.T) {
 	}
 }
 
+// addParts adds partitions ps to a.
+func addParts(t *testing.T, a *Aligner[item], ps ...int) {
+	t.Helper()
+	for _, p := range ps {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestSetIdleWait: a partition with an idle wait of its own (a sparse
 // source: labels) holds the others back, once caught up and silent, for
 // its own wait, not the Aligner's: 0 releases the others' later items at
@@ -1125,11 +1135,7 @@ func TestSetIdleWait(t *testing.T) {
 	c := newClock()
 	a := newTest[item](t, c)
 	const events, labels = 0, 1
-	for _, p := range []int{events, labels} {
-		if err := a.Add(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addParts(t, a, events, labels)
 	if err := a.SetIdleWait(labels, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -1177,11 +1183,7 @@ func TestSetIdleWait(t *testing.T) {
 	// Without SetIdleWait the same label holds the events for the
 	// Aligner's idle wait.
 	b := newTest[item](t, c)
-	for _, p := range []int{events, labels} {
-		if err := b.Add(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addParts(t, b, events, labels)
 	mustPush(t, b, item{ts: 10, key: "l", part: labels}, true)
 	mustPush(t, b, item{ts: 20, key: "a", part: events}, false)
 	mustPush(t, b, item{ts: 30, key: "b", part: events, idx: 1}, true)
@@ -1206,10 +1208,8 @@ func TestSetIdleWaitWoken(t *testing.T) {
 	c := newClock()
 	a := newTest[item](t, c)
 	const events, labels = 0, 1
+	addParts(t, a, events, labels)
 	for _, p := range []int{events, labels} {
-		if err := a.Add(p); err != nil {
-			t.Fatal(err)
-		}
 		if err := a.MarkCaughtUp(p); err != nil {
 			t.Fatal(err)
 		}
