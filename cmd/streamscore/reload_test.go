@@ -31,17 +31,21 @@ type fakeTarget struct {
 	lastErr error
 	refuse  error    // if set, a loaded set is refused with this error (a failed Bind)
 	tried   []string // idents of the last set loaded, good or refused
-	changed chan struct{}
+	// changed gets the idents each Reload call loaded (tried), in order:
+	// a test reads what that call did from its notice, not from tried,
+	// which a later call may already have replaced.
+	changed chan []string
 }
 
-func newFakeTarget() *fakeTarget { return &fakeTarget{changed: make(chan struct{}, 100)} }
+func newFakeTarget() *fakeTarget { return &fakeTarget{changed: make(chan []string, 100)} }
 
 func (f *fakeTarget) ReloadSets(load func() ([]*models.Model, []*models.Model, error)) error {
 	ms, shadows, err := load()
 	f.mu.Lock()
 	defer func() {
+		tried := slices.Clone(f.tried)
 		f.mu.Unlock()
-		f.changed <- struct{}{}
+		f.changed <- tried
 	}()
 	f.tried = f.tried[:0]
 	for _, m := range ms {
@@ -75,13 +79,16 @@ func (f *fakeTarget) snapshot() (active []string, ok, failed int, lastErr error)
 	return append([]string(nil), f.active...), f.ok, f.failed, f.lastErr
 }
 
-// waitReload waits for the next Reload call of f.
-func (f *fakeTarget) waitReload(t *testing.T, what string) {
+// waitReload waits for the next Reload call of f and returns the idents
+// that call loaded, good or refused.
+func (f *fakeTarget) waitReload(t *testing.T, what string) []string {
 	t.Helper()
 	select {
-	case <-f.changed:
+	case tried := <-f.changed:
+		return tried
 	case <-time.After(10 * time.Second * timeScale):
 		t.Fatalf("timed out waiting for a reload: %s", what)
+		return nil
 	}
 }
 
@@ -251,12 +258,12 @@ func TestReloaderModelsDir(t *testing.T) {
 	writeModel(t, fraud, v4)
 	// A poll between the signature's write and the model's may reload
 	// (and refuse) the old model with the new signature file first.
+	// Each notice is read for what its own call loaded: reading
+	// target.tried after the first notice could see the second call's set
+	// (it replaces tried before it sends its notice), leaving that notice
+	// for the check below.
 	for {
-		target.waitReload(t, "v4 written")
-		target.mu.Lock()
-		tried := slices.Clone(target.tried)
-		target.mu.Unlock()
-		if len(tried) > 0 && tried[0] == identOf(t, v4) {
+		if tried := target.waitReload(t, "v4 written"); len(tried) > 0 && tried[0] == identOf(t, v4) {
 			break
 		}
 	}
