@@ -367,6 +367,19 @@ func TestLabelsIdleWaitLatency(t *testing.T) {
 	}
 }
 
+// hasScore reports whether sink acknowledged a score record of txID.
+func hasScore(sink *memSink, txID string) bool {
+	for _, m := range sink.kind(output.KindScore) {
+		var rec struct {
+			TxID string `json:"tx_id"`
+		}
+		if json.Unmarshal(m.Value, &rec) == nil && rec.TxID == txID {
+			return true
+		}
+	}
+	return false
+}
+
 // labelsHoldEvents returns the slowest of the events after a label and, for
 // a failure's message, the pipeline's alignment and labels counters.
 func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) (time.Duration, string) {
@@ -382,9 +395,13 @@ func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) (time.Durati
 	if labelsIdle > 0 {
 		opts = append(opts, stream.WithLabelsAlignIdleWait(labelsIdle))
 	}
-	p := newPipeline(t, brokers, "labels-idle", shippedModels(t), &memSink{}, opts...)
+	sink := &memSink{}
+	p := newPipeline(t, brokers, "labels-idle", shippedModels(t), sink, opts...)
 	r := runPipeline(t, p)
-	waitScored(t, p, 19) // the last waits for the partition's own idle wait
+	// Every event of the history, the last after the events partition's
+	// own idle wait: the rounds below wait for their own event's score
+	// record, not for a count the history's last event could meet.
+	waitScored(t, p, 20)
 	scored := p.Stats().Scored.Load()
 	var worst time.Duration
 	for i := range 3 {
@@ -411,10 +428,9 @@ func labelsHoldEvents(t *testing.T, idle, labelsIdle time.Duration) (time.Durati
 		f := events[30+i]
 		f.TS = e.TS.Add(time.Millisecond)
 		produce(t, brokers, txTopic, kafka.Message{Key: []byte(f.CardID), Value: f.AppendJSON(nil)})
-		scored++
-		waitFor(t, waitBudget, "the event after the label scored", func() bool { return p.Stats().Scored.Load() >= scored })
+		waitFor(t, waitBudget, "the event after the label scored", func() bool { return hasScore(sink, e.TxID) })
 		worst = max(worst, time.Since(t0))
-		scored++ // f, scored after the events partition's idle wait
+		scored += 2 // e, and f after the events partition's idle wait
 	}
 	if labelsIdle == 0 {
 		// A label that arrives after an event of a later time was
