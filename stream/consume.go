@@ -137,7 +137,7 @@ func (p *Pipeline) consume(ctx context.Context, src Source, st *stage) error {
 		}
 		p.runGeneration(fctx, src, gen, st)
 		if fctx.Err() != nil {
-			// Stopping: Run drains, commits through gen and ends it.
+			// Stopping: Run drains and commits through gen; the source's Close ends it.
 			return nil
 		}
 		p.revoke(gen, st)

@@ -488,9 +488,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		<-labelsDone
 	}
 	err = nil
-	if g := p.gen.Swap(nil); g != nil {
-		g.gen.End()
-	}
+	// The source's Close ends the generation after it has closed the
+	// group: ended first, the member would rejoin before leaving (see
+	// KafkaSource.Close).
+	p.gen.Swap(nil)
 	closeSource()
 	if cause := context.Cause(p.hard); p.hard.Err() != nil && cause != nil {
 		err = cause

@@ -21,9 +21,15 @@ import (
 //		for _, c := range gen.Claims() { restore c.Partition() up to c.Start(); go fetch(c) }
 //		<-gen.Done()                    // a rebalance, leaving, or the session lost
 //		drain in-flight work; gen.Commit(ctx, acked)  // still accepted: see Generation
+//		if stopping { break }           // gen still open: Close ends it
 //		gen.End()                       // only now may the member rejoin
 //	}
-//	src.Close()                         // leave the group (after End it has rejoined)
+//	src.Close()                         // leave the group, then end the open generation
+//
+// A stopping member leaves its last generation open for Close: ended
+// first, a KafkaSource rejoins the group before it leaves (a rebalance
+// the others wait in, and, if kafka-go's rejoin is refused while it
+// closes, no leave at all: see KafkaSource.Close).
 //
 // Implementations: KafkaSource (a Kafka consumer group); MemBroker, in a
 // test file of this package, gives in-memory members for broker-less tests.

@@ -1086,3 +1086,46 @@ func TestSourceCloseDuringJoin(t *testing.T) {
 		}
 	})
 }
+
+// TestSourceCloseLeavesAtOnce: a member closed in its generation, as a
+// stopping pipeline closes it, leaves the group at once, though the other
+// member holds on to its generation (revoking, checkpointing): it does not
+// rejoin first — a join in a rebalance waits for every member, and a
+// kafka-go group closed while its rejoin is refused (RebalanceInProgress)
+// returns without leaving, so that the others wait for the closed member
+// until its session or rebalance timeout.
+func TestSourceCloseLeavesAtOnce(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		for _, closeA := range []bool{true, false} { // the group's leader, then the other
+			name := "close b"
+			if closeA {
+				name = "close a"
+			}
+			t.Run(name, func(t *testing.T) {
+				a, b, ga, gb := splitGroup(t, h)
+				stay, gstay, gone := a, ga, b
+				if closeA {
+					stay, gstay, gone = b, gb, a
+				}
+				t0 := time.Now()
+				if err := gone.Close(); err != nil {
+					t.Fatal(err)
+				}
+				closed := time.Since(t0)
+				waitDone(t, gstay) // the closed member left
+				gstay.End()
+				g2 := next(t, stay)
+				t.Logf("close %v, the other's next generation %v after it", closed, time.Since(t0))
+				if len(g2.Claims()) != srcParts {
+					t.Fatalf("after the other closed: claims %v, want all", claimed(g2))
+				}
+				// splitGroup's rebalance timeout is 10 s: a rejoin before
+				// leaving waits for it.
+				if d := time.Since(t0); d > 5*time.Second {
+					t.Fatalf("the group formed again %v after a member closed, want well under the 10 s rebalance timeout", d)
+				}
+				g2.End()
+			})
+		}
+	})
+}

@@ -410,6 +410,20 @@ func (s *KafkaSource) Read(topic string, partition int, offset int64) (Partition
 }
 
 // Close implements Source.
+//
+// The group is closed before the generation is ended. Ended first (as a
+// member between generations does), kafka-go would rejoin at once: the
+// closing member takes part in a rebalance, its Close waits in that join
+// for every other member (up to the rebalance timeout), and a join or sync
+// refused with RebalanceInProgress while the group closes makes kafka-go
+// return without leaving, so that the others wait for the closed member
+// until its rebalance or session timeout (CI: a member stopped in a
+// rolling change held the group's next generation for 40 s). Closed
+// first, kafka-go sees the close while it waits on the live generation,
+// and leaves once the generation's goroutine returns. A member closed
+// between generations (its generation already ended: kafka-go may be
+// rejoining) is then removed by a LeaveGroup of its own, which kafka-go's
+// own leave makes a no-op (unknown member).
 func (s *KafkaSource) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -423,9 +437,14 @@ func (s *KafkaSource) Close() error {
 		readers = append(readers, r)
 	}
 	s.mu.Unlock()
-	// The generation first: kafka-go's group waits for it before leaving.
+	var cgDone chan error
+	if cg != nil {
+		cgDone = make(chan error, 1)
+		go func() { cgDone <- cg.Close() }()
+		awaitGroupClosed(cg)
+	}
 	if g != nil {
-		g.End()
+		g.End() // kafka-go's group waits for it before leaving
 	}
 	var wg sync.WaitGroup
 	for _, r := range readers {
@@ -434,13 +453,57 @@ func (s *KafkaSource) Close() error {
 	wg.Wait()
 	var err error
 	if cg != nil {
-		err = cg.Close()
+		err = <-cgDone
+		if g != nil {
+			s.leave(g.kg.MemberID)
+		}
 	}
 	s.tr.CloseIdleConnections()
 	if err != nil {
 		return fmt.Errorf("stream: close consumer group: %w", err)
 	}
 	return nil
+}
+
+// awaitGroupClosed returns once cg's Close has closed it (its Next says
+// so), or after closeWait. Next hands out nothing else meanwhile but an
+// error or a generation formed just then, which kafka-go ends and leaves
+// itself once closed.
+func awaitGroupClosed(cg *kafka.ConsumerGroup) {
+	ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+	defer cancel()
+	for {
+		if _, err := cg.Next(ctx); errors.Is(err, kafka.ErrGroupClosed) || ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// closeWait bounds each wait of Close on kafka-go.
+const closeWait = 5 * time.Second
+
+// leave removes member from the group at the broker, whether or not
+// kafka-go left already (then the broker answers that it does not know the
+// member: nothing to do). Best effort: a failure is logged, and the broker
+// drops the member after its session timeout.
+func (s *KafkaSource) leave(member string) {
+	if member == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+	defer cancel()
+	res, err := s.cl.LeaveGroup(ctx, &kafka.LeaveGroupRequest{GroupID: s.group, Members: []kafka.LeaveGroupRequestMember{{ID: member}}})
+	if err == nil {
+		err = res.Error
+		for _, m := range res.Members {
+			if err == nil {
+				err = m.Error
+			}
+		}
+	}
+	if err != nil && !errors.Is(err, kafka.UnknownMemberId) {
+		s.cfg.log.Warn("kafka source: leave the group; the broker drops this member after its session timeout", "group", s.group, "member", member, "err", err)
+	}
 }
 
 func (s *KafkaSource) isClosed() bool {

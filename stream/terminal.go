@@ -441,12 +441,15 @@ func (t *terminalStage) run(ctx context.Context) error {
 		}
 		backoff = 100 * time.Millisecond
 		err = t.generation(fctx, hard, gen, nR, labelParts)
+		if err == nil && fctx.Err() != nil {
+			// Stopping: the source's Close ends gen after it has closed
+			// the group (ended first, the member would rejoin before
+			// leaving: see KafkaSource.Close).
+			return nil
+		}
 		gen.End()
 		if err != nil {
 			return err
-		}
-		if fctx.Err() != nil {
-			return nil
 		}
 	}
 }
