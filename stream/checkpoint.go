@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -393,20 +394,36 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 	// or older.
 	var cps [2]checkpoint.Checkpoint
 	var founds [2]bool
-	var err error
+	var errs [2]error
 	for slot := range 2 {
-		var e error
-		cps[slot], founds[slot], e = p.cfg.ckpt.Latest(ctx, p.ckptKey(part, slot))
-		if e != nil && err == nil {
-			err = e
-		}
+		cps[slot], founds[slot], errs[slot] = p.readCkptSlot(ctx, part, slot)
+	}
+	err := errors.Join(errs[0], errs[1])
+	if err != nil && ctx.Err() != nil {
+		// Stopping, or the generation ended, while the store failed: what
+		// the partition's state should be is unknown. The state this
+		// member holds of it (behind or ahead of the commit) is let go,
+		// so that no checkpoint of it replaces the ones not read.
+		st.do(func() {
+			if old, ok := st.parts[part]; ok && old.applied >= 0 {
+				st.setPart(part, p.withoutCards(part, old))
+			}
+		})
+		p.log.Warn("partition checkpoint not read before the generation ended; the partition's state is let go", "partition", part, "err", err)
+		return
 	}
 	chosen := ckptChoice(founds, [2]int64{cps[0].Offset, cps[1].Offset}, c.Start())
 	found := chosen >= 0
 	var cp checkpoint.Checkpoint
 	if found {
 		cp = cps[chosen]
-		err = nil // a usable slot: the other's error does not matter
+		if errs[1-chosen] != nil && cp.Offset != c.Start() {
+			// The other slot is unusable (written for other features,
+			// or corrupt): it may have been the one at the commit.
+			p.log.Warn("one partition checkpoint slot unusable: restoring the other, which is not at the committed offset", "partition", part,
+				"checkpoint_offset", cp.Offset, "committed", c.Start(), "err", errs[1-chosen])
+		}
+		err = nil // a usable slot: the other's error is logged above when it matters
 	}
 	switch {
 	case errors.Is(err, checkpoint.ErrFingerprintMismatch):
@@ -452,8 +469,7 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 		if old, ok := st.parts[part]; ok {
 			// The partition's shared half (read as a replica, or restored
 			// with the shared state) is not in its checkpoint: it stays.
-			ps.aligned = old.aligned
-			ps.shr, ps.shrKnown, ps.cols = old.shr, old.shrKnown, old.cols
+			keepShared(ps, old)
 		}
 		st.setPart(part, ps)
 	})
@@ -463,6 +479,47 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 	ahead := c.Start() - cp.Offset
 	p.log.Info("partition restored from its checkpoint", "partition", part, "offset", cp.Offset, "committed", c.Start(),
 		"bytes", len(cp.Blob), "cards", ps.build.Cards(), "took", d.Round(time.Millisecond), "offsets_behind_committed", max(ahead, 0))
+}
+
+// readCkptSlot reads slot of partition part's checkpoint. A failed read
+// (the store unreachable, a leader moving) is asked again until it
+// answers or ctx ends: taken as "no checkpoint", the partition would start
+// without its history, and its next checkpoints would replace the ones that
+// could not be read (the terminal stage's restorePart does the same).
+// A checkpoint of other features or a corrupt one is not asked again.
+func (p *Pipeline) readCkptSlot(ctx context.Context, part, slot int) (checkpoint.Checkpoint, bool, error) {
+	key := p.ckptKey(part, slot)
+	cp, found, err := p.cfg.ckpt.Latest(ctx, key)
+	for try := 1; err != nil && ctx.Err() == nil &&
+		!errors.Is(err, checkpoint.ErrFingerprintMismatch) && !errors.Is(err, checkpoint.ErrCorrupt); try++ {
+		level := slog.LevelWarn
+		if try >= restoreTries {
+			level = slog.LevelError
+		}
+		p.log.Log(ctx, level, "read a partition checkpoint failed, retrying", "partition", part, "slot", slot, "err", err, "try", try)
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(try)*time.Second, 5*time.Second)):
+		}
+		cp, found, err = p.cfg.ckpt.Latest(ctx, key)
+	}
+	return cp, found, err
+}
+
+// withoutCards returns a state of partition part with old's shared half
+// (read as a replica, or restored with the shared state) and no card
+// state: nothing applied, restored again at its next claim.
+func (p *Pipeline) withoutCards(part int, old *partState) *partState {
+	ps := p.newPartState(part)
+	keepShared(ps, old)
+	return ps
+}
+
+// keepShared gives ps, a partition's new card state, old's shared half:
+// it is not in a partition's checkpoint.
+func keepShared(ps, old *partState) {
+	ps.aligned = old.aligned
+	ps.shr, ps.shrKnown, ps.cols = old.shr, old.shrKnown, old.cols
 }
 
 // keepsCommitSlot reports whether ps's next checkpoint must wait: the slot

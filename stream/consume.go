@@ -176,7 +176,18 @@ func (p *Pipeline) runGeneration(ctx context.Context, src Source, gen Generation
 	}
 	// Partitions whose state this member does not hold are restored from
 	// their checkpoints before anything is fetched.
-	p.restoreClaims(ctx, st, claims)
+	// A restore asks a failing store again until it answers, the member
+	// stops or the generation ends.
+	rctx, rcancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-gen.Done():
+			rcancel()
+		case <-rctx.Done():
+		}
+	}()
+	p.restoreClaims(rctx, st, claims)
+	rcancel()
 	var reads []replicaRead
 	if !st.do(func() { epoch, reads = st.assign(claims, replicas, pos, credits) }) {
 		return

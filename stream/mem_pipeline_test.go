@@ -19,6 +19,7 @@ import (
 	"github.com/streamscore/streamscore/features"
 	"github.com/streamscore/streamscore/sinks/output"
 	"github.com/streamscore/streamscore/stream"
+	"github.com/streamscore/streamscore/stream/internal/checkpoint"
 )
 
 // The pipeline on the in-memory broker (MemBroker): batching, commit
@@ -681,4 +682,58 @@ func TestMemPipelineOwnCommitsTrimCols(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// unreachableStore is a checkpoint store whose next failLatest reads fail,
+// as a store does while it is unreachable (a leader moving, a network
+// partition).
+type unreachableStore struct {
+	stream.CheckpointStore
+	failLatest atomic.Int64
+}
+
+func (s *unreachableStore) Latest(ctx context.Context, key checkpoint.Key) (checkpoint.Checkpoint, bool, error) {
+	if s.failLatest.Add(-1) >= 0 {
+		return checkpoint.Checkpoint{}, false, errors.New("unreachableStore: unreachable")
+	}
+	return s.CheckpointStore.Latest(ctx, key)
+}
+
+// TestMemPipelineRestoreRetried: a member takes over a group whose
+// checkpoints it cannot read at first (the store unreachable for its
+// first reads). It asks again rather than starting those partitions empty
+// (or from the slot older than the commit): every event of the second
+// half has the replay's features. Before, the partitions whose reads
+// failed started without their cards' history, and their next
+// checkpoints replaced the ones that could not be read.
+func TestMemPipelineRestoreRetried(t *testing.T) {
+	const parts = 4
+	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	events, msgs, _, _ := history(t, 45, 2000)
+	store := &unreachableStore{CheckpointStore: stream.NewMemoryCheckpoints()}
+	sink := &memSink{}
+	opts := []stream.Option{stream.WithCheckpoints(store), stream.WithStateInterval(time.Second),
+		stream.WithAlignIdleWait(2 * time.Second), stream.WithMaxBatch(64)}
+	n1 := len(msgs) / 2
+	ends := appendAll(t, b, parts, msgs[:n1])
+	ra := runPipeline(t, memMember(t, b, "mem-restore", sink, opts...))
+	waitCommittedTo(t, b, "mem-restore", ends)
+	if err := ra.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	// Both slots of two partitions and one slot of a third, whichever
+	// the restores ask first.
+	store.failLatest.Store(5)
+	rb := runPipeline(t, memMember(t, b, "mem-restore", sink, opts...))
+	for p, e := range appendAll(t, b, parts, msgs[n1:]) {
+		ends[p] = e
+	}
+	waitCommittedTo(t, b, "mem-restore", ends)
+	if err := rb.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if n := store.failLatest.Load(); n >= 0 {
+		t.Fatalf("%d of the failed reads left: the restores did not meet them", n+1)
+	}
+	checkAgainstReplay(t, sink, events, 0)
 }
