@@ -576,6 +576,8 @@ func (p *Pipeline) checkpointNow(ctx context.Context, st *stage, running bool, r
 	if p.cfg.ckpt == nil {
 		return
 	}
+	p.ckptRound.Lock() // after the interval's round in flight, if any
+	defer p.ckptRound.Unlock()
 	var blobs []ckptBlob
 	if running {
 		if !st.do(func() { st.syncWorkers(); blobs = p.encodeClaimed(st) }) {

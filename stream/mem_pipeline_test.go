@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -736,4 +737,86 @@ func TestMemPipelineRestoreRetried(t *testing.T) {
 		t.Fatalf("%d of the failed reads left: the restores did not meet them", n+1)
 	}
 	checkAgainstReplay(t, sink, events, 0)
+}
+
+// slowStore is a checkpoint store whose Puts of partitions' checkpoints
+// take delay, counting those begun while another of the same partition was
+// in flight.
+type slowStore struct {
+	stream.CheckpointStore
+	delay    time.Duration
+	mu       sync.Mutex
+	inflight map[int]int
+	overlaps atomic.Int64
+	puts     atomic.Int64
+}
+
+func (s *slowStore) Put(ctx context.Context, key checkpoint.Key, offset int64, blob io.Reader) (checkpoint.Info, error) {
+	if strings.HasSuffix(key.Topic, "#shared") { // the group's shared-state checkpoint: not a partition's
+		return s.CheckpointStore.Put(ctx, key, offset, blob)
+	}
+	s.mu.Lock()
+	s.inflight[key.Partition]++
+	if s.inflight[key.Partition] > 1 {
+		s.overlaps.Add(1)
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight[key.Partition]--
+		s.mu.Unlock()
+	}()
+	s.puts.Add(1)
+	time.Sleep(s.delay)
+	return s.CheckpointStore.Put(ctx, key, offset, blob)
+}
+
+// TestMemPipelineCheckpointRoundsDoNotOverlap: a member's interval
+// checkpoint round and the round of a revoke (another member joining or
+// leaving) never store a partition's checkpoint at the same time. They
+// did: the revoke's round encoded the partition into the slot the
+// interval's was still storing, the two stores could land in either
+// order, and each recorded the other's slot, so that the checkpoint at
+// the committed offset could be overwritten (a kill then restored the
+// wrong one). With a store slow enough for the rounds to meet (a put takes
+// 700 ms, a round every second) and members joining and leaving, no put of
+// a partition may begin while another of it is in flight; and every event
+// still ends with the replay's features.
+func TestMemPipelineCheckpointRoundsDoNotOverlap(t *testing.T) {
+	const parts = 4
+	b := stream.NewMemBroker(map[string]int{txTopic: parts})
+	events, msgs, _, _ := history(t, 46, 3000)
+	store := &slowStore{CheckpointStore: stream.NewMemoryCheckpoints(), delay: 700 * time.Millisecond, inflight: map[int]int{}}
+	sink := &memSink{}
+	opts := []stream.Option{stream.WithCheckpoints(store), stream.WithStateInterval(time.Second),
+		stream.WithAlignIdleWait(2 * time.Second), stream.WithMaxBatch(64)}
+	ra := runPipeline(t, memMember(t, b, "mem-rounds", sink, opts...))
+	ends := map[int]int64{}
+	step := len(msgs) / 6
+	for i := 0; i < 6; i++ {
+		for p, e := range appendAll(t, b, parts, msgs[i*step:min((i+1)*step, len(msgs))]) {
+			ends[p] = e
+		}
+		// A second member joins and leaves while the first's rounds run.
+		time.Sleep(time.Duration(300+150*i) * time.Millisecond)
+		rb := runPipeline(t, memMember(t, b, "mem-rounds", sink, opts...))
+		time.Sleep(1200 * time.Millisecond)
+		if err := rb.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(msgs) > 6*step {
+		for p, e := range appendAll(t, b, parts, msgs[6*step:]) {
+			ends[p] = e
+		}
+	}
+	waitCommittedTo(t, b, "mem-rounds", ends)
+	if err := ra.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d checkpoint puts, %d begun while another of the same partition was in flight", store.puts.Load(), store.overlaps.Load())
+	if n := store.overlaps.Load(); n > 0 {
+		t.Errorf("%d checkpoint puts of a partition begun while another of it was in flight", n)
+	}
+	checkAgainstReplay(t, sink, events, 0) // graceful hand-overs: no duplicates
 }

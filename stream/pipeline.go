@@ -76,6 +76,16 @@ type Pipeline struct {
 	// gen is the consumer-group generation the committer commits through
 	// (nil between generations).
 	gen atomic.Pointer[genRef]
+	// ckptRound serialises checkpoint rounds (encode, store, record the
+	// slots, set the commit cap): the interval's, run by the snapshot
+	// loop, and a revoke's, run by the consumer. Overlapping, both
+	// encoded a partition into the same slot, could store in either
+	// order and recorded each other's slots, so that the slot at the
+	// committed offset was not kept. commitMu serialises commits (the
+	// committer's and a revoke's), so that an older cap computed before a
+	// revoke's is not sent after it, moving the group's offset back.
+	ckptRound sync.Mutex
+	commitMu  sync.Mutex
 	// restoring counts the partitions being restored from checkpoints.
 	restoring atomic.Int32
 	counts    stateCounts // state size and evictions, for the metrics
@@ -727,6 +737,8 @@ const commitTimeout = 5 * time.Second
 // commit was fenced (retrying cannot succeed: the partitions are another
 // member's now).
 func (p *Pipeline) commitOnce() (ok bool) {
+	p.commitMu.Lock()
+	defer p.commitMu.Unlock()
 	ok = true
 	cs := p.tracker.Committable()
 	if p.capCommits() {

@@ -811,6 +811,10 @@ func (p *Pipeline) snapshotLoop(st *stage, stop <-chan struct{}) {
 // writes a snapshot and resumes. It returns false if stop or the hard stop
 // came first.
 func (p *Pipeline) pauseAndSnapshot(st *stage, stop <-chan struct{}) bool {
+	// One checkpoint round at a time: a revoke's waits for this one's
+	// store and record (ckptRound).
+	p.ckptRound.Lock()
+	defer p.ckptRound.Unlock()
 	resume := make(chan struct{})
 	resumed := false
 	defer func() {
