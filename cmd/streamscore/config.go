@@ -62,7 +62,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	var doc map[string]any
+	// Nodes, not decoded values: a flag gets the value as written, as
+	// from the command line or the environment (decoded, an unquoted date
+	// became a time printed in Go's format, 0755 an integer in decimal).
+	var doc map[string]yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return fmt.Errorf("parse config %s: %w", path, err)
 	}
@@ -72,7 +75,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	sort.Strings(keys) // errors in a stable order
 	for _, key := range keys {
-		raw := doc[key]
+		node := unalias(doc[key])
 		f := fs.Lookup(key)
 		if f == nil || key == "config" {
 			errs = append(errs, fmt.Errorf("config %s: unknown key %q", path, key))
@@ -83,27 +86,27 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 		_, repeatable := f.Value.(*listFlag)
 		var vals []string
-		switch v := raw.(type) {
-		case []any:
+		switch {
+		case node.Kind == yaml.SequenceNode:
 			if !repeatable {
 				errs = append(errs, fmt.Errorf("config %s: key %q takes one value, not a list", path, key))
 				continue
 			}
-			for _, e := range v {
-				if !isScalar(e) {
+			for _, e := range node.Content {
+				e = unaliasPtr(e)
+				if e.Kind != yaml.ScalarNode || e.Tag == "!!null" {
 					errs = append(errs, fmt.Errorf("config %s: key %q: list items must be plain values", path, key))
 					continue
 				}
-				vals = append(vals, fmt.Sprint(e))
+				vals = append(vals, e.Value)
 			}
-		case nil:
+		case node.Kind == yaml.ScalarNode && node.Tag == "!!null":
 			continue
+		case node.Kind == yaml.ScalarNode:
+			vals = []string{node.Value}
 		default:
-			if !isScalar(v) {
-				errs = append(errs, fmt.Errorf("config %s: key %q takes a plain value, not a mapping", path, key))
-				continue
-			}
-			vals = []string{fmt.Sprint(v)}
+			errs = append(errs, fmt.Errorf("config %s: key %q takes a plain value, not a mapping", path, key))
+			continue
 		}
 		for _, v := range vals {
 			if err := f.Value.Set(v); err != nil {
@@ -114,14 +117,19 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return errors.Join(errs...)
 }
 
-// isScalar reports whether a decoded YAML value is a plain value (string,
-// number, bool or time), not a mapping or a sequence.
-func isScalar(v any) bool {
-	switch v.(type) {
-	case map[string]any, map[any]any, []any:
-		return false
+// unalias returns the node an alias (*name) stands for, or n.
+func unalias(n yaml.Node) yaml.Node {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return *unaliasPtr(n.Alias)
 	}
-	return true
+	return n
+}
+
+func unaliasPtr(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
 }
 
 func envName(flagName string) string {

@@ -368,6 +368,31 @@ func TestParseFlagsAddsConfig(t *testing.T) {
 	}
 }
 
+// TestParseFlagsYAMLAsWritten: a YAML value reaches its flag as written,
+// as from the command line: an unquoted date (which YAML decodes as a
+// time), a number with a leading zero, a float's trailing zero, an alias.
+func TestParseFlagsYAMLAsWritten(t *testing.T) {
+	clearEnv(t)
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	from := fs.String("from", "", "")
+	to := fs.String("to", "", "")
+	mode := fs.String("mode", "", "")
+	rate := fs.String("rate", "", "")
+	var list listFlag
+	fs.Var(&list, "model", "")
+	path := writeConfig(t, "from: 2026-02-01\nto: &end 2026-02-08T00:00:00Z\nmode: 0755\nrate: 0.10\nmodel: [*end, b.json]\n")
+	if err := parseFlags(fs, []string{"--config", path}); err != nil {
+		t.Fatal(err)
+	}
+	if *from != "2026-02-01" || *to != "2026-02-08T00:00:00Z" || *mode != "0755" || *rate != "0.10" {
+		t.Errorf("from %q, to %q, mode %q, rate %q: want the values as written", *from, *to, *mode, *rate)
+	}
+	if !slices.Equal([]string(list), []string{"2026-02-08T00:00:00Z", "b.json"}) {
+		t.Errorf("model %q", list)
+	}
+}
+
 func TestSplitList(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string
