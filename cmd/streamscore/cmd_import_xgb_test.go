@@ -65,7 +65,11 @@ func TestModelsImportXGBoost(t *testing.T) {
 	if err := cmdFeatures(ctx, []string{"--events", ev, "--out", rows}); err != nil {
 		t.Fatal(err)
 	}
-	if err := modelsPredict(ctx, []string{"--model", model, "--input", rows, "--out", pred}); err != nil {
+	// Signed by the test key: refused until that key is trusted, as score refuses it.
+	if err := modelsPredict(ctx, []string{"--model", model, "--input", rows, "--out", pred}); !errors.Is(err, models.ErrUntrustedKey) {
+		t.Fatalf("predict with a model signed by an untrusted key: %v, want ErrUntrustedKey", err)
+	}
+	if err := modelsPredict(ctx, []string{"--model", model, "--input", rows, "--out", pred, "--model-trust", testPub(t)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmdScore(ctx, []string{"--events", ev, "--model", model, "--model-trust", testPub(t), "--out", scores}); err != nil {

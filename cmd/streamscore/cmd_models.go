@@ -27,7 +27,7 @@ func cmdModels(ctx context.Context, args []string) error {
 			"  import --onnx FILE --inputs NAMES --name NAME --out MODEL\n"+
 			"                        convert a PyTorch ONNX export into a native model file\n"+
 			"  inspect MODEL         verify a model file and print what is inside\n"+
-			"  predict --model M --input rows.csv --out scores.csv\n"+
+			"  predict --model M --input rows.csv --out scores.csv [--model-trust PUB]\n"+
 			"                        score feature rows from a CSV with a header of feature names\n"+
 			"                        (the output of `streamscore features` as is)\n"+
 			"  retune --model M --events F --labels F --from T1 --to T2 --alert-budget 200/day --out M2\n"+
@@ -217,15 +217,22 @@ func modelsPredict(ctx context.Context, args []string) error {
 	seqCol := fs.String("seq", "card_id", "sequence models (cnn, gru, lstm): the column naming each row's sequence (its card); rows are scored in file order, each advancing its sequence's state")
 	specPath := fs.String("features", "", "feature spec YAML that computed the CSV's columns (as `streamscore features --features`; default: the embedded default spec): the model must record the same definitions of its inputs, or it is refused")
 	allowUnpinned := fs.Bool("allow-unpinned-models", false, "accept a model file that records no feature definitions (a warning); see run --allow-unpinned-models")
+	// A model scores only with a valid signature by a trusted key, here
+	// as in run and score: a decision is only as good as its thresholds.
+	var trust modelTrustConfig
+	trust.registerTrust(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *modelPath == "" || *input == "" {
 		return errors.New("models predict: --model and --input are required")
 	}
-	m, err := models.Load(*modelPath)
+	if err := trust.validateTrust(); err != nil {
+		return fmt.Errorf("models predict: %w", err)
+	}
+	m, err := trust.trustVerifier().load(*modelPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("models predict: %w", err)
 	}
 	// The CSV carries column names only: the spec says what they computed.
 	var spec *features.Spec

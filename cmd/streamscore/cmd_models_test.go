@@ -171,11 +171,15 @@ func TestModelsPredictSequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	pred := filepath.Join(dir, "pred.csv")
+	// Unsigned: refused as score refuses it.
+	if err := modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--allow-unpinned-models"}); !errors.Is(err, models.ErrUnsigned) {
+		t.Fatalf("unsigned model: err = %v, want models.ErrUnsigned", err)
+	}
 	// The model reads "a" and "b", which no spec defines: unpinned.
-	if err := modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred}); !errors.Is(err, models.ErrUnpinned) {
+	if err := modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--allow-unsigned-models"}); !errors.Is(err, models.ErrUnpinned) {
 		t.Fatalf("unpinned model: err = %v, want models.ErrUnpinned", err)
 	}
-	if err := modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--allow-unpinned-models"}); err != nil {
+	if err := modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--allow-unpinned-models", "--allow-unsigned-models"}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(pred)
@@ -196,7 +200,7 @@ func TestModelsPredictSequence(t *testing.T) {
 			t.Fatalf("%s: predict %v, stepping the sequence alone %v", parts[0], v, want[parts[0]])
 		}
 	}
-	err = modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--seq", "terminal_id", "--allow-unpinned-models"})
+	err = modelsPredict(context.Background(), []string{"--model", model, "--input", rows, "--out", pred, "--seq", "terminal_id", "--allow-unpinned-models", "--allow-unsigned-models"})
 	if err == nil || !strings.Contains(err.Error(), `sequence column "terminal_id"`) {
 		t.Fatalf("missing sequence column: error %v", err)
 	}
