@@ -284,11 +284,14 @@ loop:
 	time.Sleep(100 * time.Millisecond) // let the alert handler finish the last messages
 
 	st := eng.pipeline.Stats()
-	tp, alerts, frauds := truth.counts()
 	if !measuring {
-		fmt.Fprintln(out, "demo: stopped during the warm-up; the numbers below include it")
-		liveScored0 = 0
+		// Precision, recall and latency are of the live phase: there are
+		// none to give.
+		fmt.Fprintf(out, "demo: stopped during the warm-up: scored %d events; precision, recall and latency are measured in the live phase, which this run did not reach (give it a longer --duration)\n",
+			st.Scored.Load())
+		return nil
 	}
+	tp, alerts, frauds := truth.counts()
 	precision, recall := ratio(tp, alerts), ratio(tp, frauds)
 	fmt.Fprintf(out, "demo: scored %d events, %d alerts, precision %.3f, recall %.3f, p99 latency %.2f ms\n",
 		st.Scored.Load()-liveScored0, alerts, precision, recall, ms(lat.Quantile(0.99)))

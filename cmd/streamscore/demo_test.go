@@ -39,7 +39,31 @@ func TestDemoSubprocess(t *testing.T) {
 		}
 	}
 	if strings.Contains(out, "stopped during the warm-up") {
-		t.Errorf("demo never left the warm-up in %v; the summary covers the warm-up only", duration)
+		t.Errorf("demo never left the warm-up in %v: no live-phase summary", duration)
 	}
 	t.Logf("%s", last)
+}
+
+// TestDemoStoppedInWarmup: a demo stopped before its live phase says so
+// and gives no precision, recall or latency (those are of the live phase:
+// it once printed zeros for them, as if measured).
+func TestDemoStoppedInWarmup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo; skipped with -short")
+	}
+	sub := startStreamscore(t, nil, "demo",
+		"--duration", "3s", "--warmup", "2160h", "--history", "2184h",
+		"--rate", "1000", "--cards", "2000", "--terminals", "200", "--quiet")
+	if err := sub.wait(60 * time.Second * timeScale); err != nil {
+		t.Fatalf("demo exited with %v, want 0", err)
+	}
+	out := strings.TrimRight(sub.stdout.String(), "\n")
+	last := out[strings.LastIndexByte(out, '\n')+1:]
+	want := regexp.MustCompile(`^demo: stopped during the warm-up: scored \d+ events; precision, recall and latency are measured in the live phase`)
+	if !want.MatchString(last) {
+		t.Errorf("last line %q does not match %v", last, want)
+	}
+	if strings.Contains(out, "precision 0.000") {
+		t.Errorf("a warm-up-only run printed a precision:\n%s", out)
+	}
 }
