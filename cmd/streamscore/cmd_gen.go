@@ -90,7 +90,7 @@ func (c *genConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.outEvents, "out-events", "", `file mode: write events as JSONL to this file ("-": stdout)`)
 	fs.StringVar(&c.outLabels, "out-labels", "", "file mode: write labels as JSONL to this file, sorted by label ts (all labels, also those after --to)")
 	fs.StringVar(&c.labelsUntil, "labels-until", "", `file mode: leave out labels whose ts is at or after this time ("to": --to, i.e. labels known when the range ends; default: all labels)`)
-	fs.BoolVar(&c.progress, "progress", true, "show a progress bar on stderr (Kafka mode: of event time)")
+	fs.BoolVar(&c.progress, "progress", true, "show a progress bar on stderr when it is a terminal (Kafka mode: of event time)")
 
 	fs.Var(&c.brokers, "brokers", "Kafka bootstrap brokers, comma-separated or repeated; selects Kafka mode (event time compressed: [--from, --to) at --rate events/s, each card at --tx-per-card-day)")
 	fs.StringVar(&c.topic, "topic", "transactions", "Kafka mode: events topic (key = card_id)")
@@ -326,7 +326,7 @@ func genFiles(ctx context.Context, c *genConfig, g *synth.Generator) error {
 	}
 	bar := progressbar.NewOptions64(expected,
 		progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetVisibility(c.progress),
+		progressbar.OptionSetVisibility(showProgress(c.progress)),
 		progressbar.OptionSetDescription("gen"),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),

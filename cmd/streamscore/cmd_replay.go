@@ -53,7 +53,7 @@ func (c *replayConfig) flags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.speed, "speed", 0, "event time per wall-clock time: 1 = real time, 3600 = an hour of event time per second, 86400 = a day per second (default 1)")
 	fs.BoolVar(&c.asFast, "as-fast-as-possible", false, "ignore event time: produce as fast as Kafka takes it (excludes --speed)")
 	fs.StringVar(&c.onBadLine, "on-bad-line", "stop", `a line that is not a valid event (or label): "stop" (exit 1 naming file and line, after producing the lines before it) or "skip" (count it, log the first 10 with their line numbers, go on)`)
-	fs.BoolVar(&c.progress, "progress", true, "show a progress bar on stderr")
+	fs.BoolVar(&c.progress, "progress", true, "show a progress bar on stderr when it is a terminal")
 	fs.StringVar(&c.from, "from", "", "produce only the events and labels whose ts is at or after this, RFC 3339 or YYYY-MM-DD (default: from the first)")
 	fs.StringVar(&c.to, "to", "", "produce only the events and labels whose ts is before this, RFC 3339 or YYYY-MM-DD (default: to the last)")
 	c.kafkaSecurity.register(fs)
@@ -271,7 +271,7 @@ func replay(ctx context.Context, c *replayConfig) error {
 
 	bar := progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetVisibility(c.progress),
+		progressbar.OptionSetVisibility(showProgress(c.progress)),
 		progressbar.OptionSetDescription("replay"),
 		progressbar.OptionShowBytes(true),
 		progressbar.OptionThrottle(100*time.Millisecond),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 
 	"github.com/streamscore/streamscore/internal/durable"
 	"github.com/streamscore/streamscore/models"
@@ -273,11 +274,20 @@ func readJSONL[T any](path string, read func(*os.File) ([]T, error)) ([]T, error
 	return v, nil
 }
 
+// showProgress reports whether a progress bar is drawn: asked for, and
+// stderr a terminal. Written to a file or a pipe (a CI log, a service's
+// journal), a bar is a trail of partial renderings — the last one short of
+// 100%, as the bar clears itself when done — not progress; the command's
+// own log lines say what was done.
+func showProgress(want bool) bool {
+	return want && term.IsTerminal(int(os.Stderr.Fd()))
+}
+
 func newBar(max int64, desc string, quiet bool) *progressbar.ProgressBar {
 	return progressbar.NewOptions64(max,
 		progressbar.OptionSetWriter(os.Stderr),
 		progressbar.OptionSetDescription(desc),
-		progressbar.OptionSetVisibility(!quiet),
+		progressbar.OptionSetVisibility(showProgress(!quiet)),
 		progressbar.OptionShowCount(),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),

@@ -70,7 +70,7 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 	}
 	bar := progressbar.NewOptions64(int64(c.toT.Sub(c.fromT)/time.Second),
 		progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetVisibility(c.progress),
+		progressbar.OptionSetVisibility(showProgress(c.progress)),
 		progressbar.OptionSetDescription("gen (event time)"),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),

@@ -245,3 +245,23 @@ func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestProgressBarsOnlyOnTerminals: with stderr a file or a pipe (a CI log,
+// a service's journal), gen and score draw no progress bar: it was a trail
+// of partial renderings there, the last short of 100%.
+func TestProgressBarsOnlyOnTerminals(t *testing.T) {
+	dir := t.TempDir()
+	ev, lab := filepath.Join(dir, "ev.jsonl"), filepath.Join(dir, "lab.jsonl")
+	for _, args := range [][]string{
+		{"gen", "--seed", "3", "--from", "2026-01-01", "--to", "2026-01-08", "--events-per-day", "3000", "--out-events", ev, "--out-labels", lab},
+		{"score", "--events", ev, "--labels", lab, "--out", filepath.Join(dir, "scores.jsonl")},
+	} {
+		p := startStreamscore(t, nil, args...)
+		if err := p.wait(120 * time.Second * timeScale); err != nil {
+			t.Fatalf("%s: %v\n%s", args[0], err, p.stderr.String())
+		}
+		if s := p.stderr.String(); strings.Contains(s, "█") || strings.Contains(s, "%|") || strings.Contains(s, "% |") {
+			t.Errorf("%s drew a progress bar on a stderr that is not a terminal:\n%s", args[0], s)
+		}
+	}
+}
