@@ -253,9 +253,16 @@ func (s *genStats) add(tx *synth.Tx) {
 	}
 }
 
-func (s *genStats) log(mode string) {
+// log logs the run's totals; ended says how it ended ("done", "duration",
+// "interrupted", "failed": the events counted were generated, not all
+// written, when it failed).
+func (s *genStats) log(mode, ended string) {
 	el := time.Since(s.start)
-	attrs := []any{"mode", mode, "events", s.events, "fraud", s.fraud}
+	msg := "gen done"
+	if ended == "failed" {
+		msg = "gen failed"
+	}
+	attrs := []any{"mode", mode, "ended", ended, "events", s.events, "fraud", s.fraud}
 	if s.events > 0 {
 		attrs = append(attrs, "fraud_rate", strconv.FormatFloat(float64(s.fraud)/float64(s.events), 'f', 5, 64))
 	}
@@ -264,7 +271,7 @@ func (s *genStats) log(mode string) {
 	}
 	attrs = append(attrs, "labels", s.labels, "elapsed", el.Round(time.Millisecond),
 		"events_per_sec", int64(float64(s.events)/max(el.Seconds(), 1e-9)))
-	slog.Info("gen done", attrs...)
+	slog.Info(msg, attrs...)
 }
 
 func cmdGen(ctx context.Context, args []string) error {
@@ -388,7 +395,7 @@ func genFiles(ctx context.Context, c *genConfig, g *synth.Generator) error {
 		}
 		st.labels = int64(len(labels))
 	}
-	st.log("file")
+	st.log("file", "done")
 	return nil
 }
 

@@ -182,6 +182,7 @@ func (s *jsonlRecords) next() error {
 type replayStats struct {
 	events, labels, bad int64
 	outside             int64 // records outside --from/--to, not produced
+	first, last         time.Time // the event times of the records read
 	interrupted         bool
 }
 
@@ -344,6 +345,12 @@ func replayLoop(ctx context.Context, c *replayConfig, p *pacedProducer, srcs []*
 			return nil
 		}
 		s := srcs[pick]
+		if st.first.IsZero() || s.ts.Before(st.first) {
+			st.first = s.ts
+		}
+		if s.ts.After(st.last) {
+			st.last = s.ts
+		}
 		if !c.inRange(s.ts) {
 			st.outside++
 		} else if err := p.add(ctx, topics[pick], []byte(s.key), s.raw, s.ts); err != nil {
@@ -377,6 +384,10 @@ func replaySummary(p *pacedProducer, st *replayStats) {
 	attrs = append(attrs, "event_time_span", event.Round(time.Second), "wall_time", wall.Round(time.Millisecond),
 		"effective_speed", eff, "interrupted", st.interrupted)
 	slog.Info("replay done", attrs...)
+	if st.events == 0 && st.labels == 0 && st.outside > 0 {
+		slog.Warn("replay: no record is in the range --from/--to: nothing was produced",
+			"records_from", st.first.UTC().Format(time.RFC3339), "records_to", st.last.UTC().Format(time.RFC3339), "outside_range", st.outside)
+	}
 	if p.future > 0 {
 		slog.Warn("replay: records with a ts after the wall clock were produced: run dead-letters those beyond its --max-future-skew (future_timestamp); cut them off with gen --labels-until, or replay older history",
 			"records", p.future)

@@ -3,11 +3,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -246,6 +248,20 @@ func TestReplayFromTo(t *testing.T) {
 		if e.TS.Before(c.fromT) || !e.TS.Before(c.toT) {
 			t.Errorf("event at %v produced, outside [%v, %v)", e.TS, c.fromT, c.toT)
 		}
+	}
+
+	// A range the files do not reach produces nothing, and says so with
+	// the files' own span (it exited 0 with only outside_range=… before).
+	var logged bytes.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	defer slog.SetDefault(prev)
+	c.fromT, c.toT = t0.AddDate(1, 0, 0), t0.AddDate(1, 1, 0)
+	if err := replay(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logged.String(), "no record is in the range --from/--to") || !strings.Contains(logged.String(), "records_from=2026-03-01T00:00:00Z") {
+		t.Errorf("a replay of a range outside the files logged no warning with their span:\n%s", logged.String())
 	}
 }
 

@@ -148,10 +148,20 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 	}
 	_ = bar.Finish()
 	event, wall := p.span()
-	st.log("kafka")
+	// How the run ended: --duration's end is not an interruption.
+	ended := "done"
+	switch {
+	case ctx.Err() != nil:
+		ended = "interrupted"
+	case interrupted:
+		ended = "duration"
+	case err != nil:
+		ended = "failed"
+	}
+	st.log("kafka", ended)
 	slog.Info("gen kafka", "produced_events", p.produced[c.topic], "produced_labels", p.produced[c.labelsTopic],
 		"labels_not_due", len(queue), "produce_errors", p.failed, "event_time_span", event.Round(time.Second),
-		"wall_time", wall.Round(time.Millisecond), "interrupted", interrupted)
+		"wall_time", wall.Round(time.Millisecond), "ended", ended)
 	if err != nil {
 		return fmt.Errorf("gen: %w", err)
 	}
