@@ -52,6 +52,7 @@ type KafkaOption func(*kafkaConfig)
 
 type kafkaConfig struct {
 	retentionBytes int64
+	topicRetention map[string]int64 // per topic, over retentionBytes
 	every          time.Duration
 	tls            *tls.Config
 	sasl           []kfake.Opt
@@ -99,6 +100,22 @@ func WithRetentionBytes(n int64) KafkaOption {
 	return func(c *kafkaConfig) { c.retentionBytes, c.every = n, 5*time.Second }
 }
 
+// WithTopicRetentionBytes bounds topic's partitions at n bytes each, as
+// WithRetentionBytes does every topic (over it for this one): an output
+// topic nothing reads back can keep little. Topics only, not their
+// records, are kept on a data dir restart.
+func WithTopicRetentionBytes(topic string, n int64) KafkaOption {
+	return func(c *kafkaConfig) {
+		if c.topicRetention == nil {
+			c.topicRetention = map[string]int64{}
+		}
+		c.topicRetention[topic] = n
+		if c.every == 0 {
+			c.every = 5 * time.Second
+		}
+	}
+}
+
 // segmentBytes is the log segment size of the embedded broker. kfake keeps
 // segments in growing in-memory buffers, so the 100 MiB default costs
 // gigabytes of copying under load; small segments also let retention work.
@@ -128,6 +145,9 @@ func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
 		if n < 1 {
 			return nil, fmt.Errorf("local: topic %q: %d partitions", t, n)
 		}
+		if _, own := kc.topicRetention[t]; own {
+			continue // created below, with its retention
+		}
 		byCount[n] = append(byCount[n], t)
 	}
 	counts := make([]int, 0, len(byCount))
@@ -141,6 +161,16 @@ func StartKafka(topics map[string]int, kopts ...KafkaOption) (*Kafka, error) {
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("start kfake cluster: %w", err)
+	}
+	for t, n := range kc.topicRetention {
+		parts, ok := topics[t]
+		if !ok || c.TopicInfo(t) != nil { // not asked for, or reloaded from the data dir
+			continue
+		}
+		if err := c.CreateTopic(t, int32(parts), map[string]string{"retention.bytes": strconv.FormatInt(n, 10)}); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("create topic %s: %w", t, err)
+		}
 	}
 	k := &Kafka{cluster: c, addrs: c.ListenAddrs(), opts: opts, dataDir: kc.dataDir, quit: make(chan struct{})}
 	if kc.every > 0 {
