@@ -181,7 +181,7 @@ func (s *jsonlRecords) next() error {
 // replayStats is what replay did, for its summary.
 type replayStats struct {
 	events, labels, bad int64
-	outside             int64 // records outside --from/--to, not produced
+	outside             int64     // records outside --from/--to, not produced
 	first, last         time.Time // the event times of the records read
 	interrupted         bool
 }
