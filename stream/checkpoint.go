@@ -247,6 +247,7 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 	applied := map[int]int64{}
 	slots := map[int]int{}
 	ok := true
+	cutShort := 0
 	sharedStored, sharedBlobs := -1, 0
 	var sig int64
 	for i, b := range blobs {
@@ -254,10 +255,13 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 			sharedBlobs++
 			sig = b.sig
 			outcome := "ok"
-			if errs[i] != nil {
+			switch {
+			case errs[i] != nil && ctx.Err() != nil && p.hard.Err() == nil:
+				outcome = "error" // cut short by a revoke, whose round stores it
+			case errs[i] != nil:
 				outcome = "error"
 				p.log.Error("store the shared-state checkpoint", "err", errs[i])
-			} else {
+			default:
 				sharedStored = b.slot
 			}
 			p.met.sharedCkpt.WithLabelValues("put", outcome).Inc()
@@ -265,6 +269,10 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 		}
 		if errs[i] != nil {
 			ok = false
+			if ctx.Err() != nil && p.hard.Err() == nil {
+				cutShort++ // a revoke's round stores it
+				continue
+			}
 			p.met.checkpoints.WithLabelValues("put", "error").Inc()
 			p.log.Error("store a partition's checkpoint: its committed offset stays at the previous one", "partition", b.part, "err", errs[i])
 			continue
@@ -305,8 +313,8 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 	d := time.Since(t0)
 	p.met.checkpointSeconds.WithLabelValues("put").Set(d.Seconds())
 	p.met.checkpointBytes.Set(float64(total))
-	p.log.Info("partition checkpoints stored", "reason", reason, "partitions", len(applied), "failed", len(blobs)-sharedBlobs-len(applied), "shared_state", sharedBlobs > 0 && sharedStored >= 0,
-		"bytes", total, "took", d.Round(time.Millisecond))
+	p.log.Info("partition checkpoints stored", "reason", reason, "partitions", len(applied), "failed", len(blobs)-sharedBlobs-len(applied)-cutShort,
+		"cut_short_by_revoke", cutShort, "shared_state", sharedBlobs > 0 && sharedStored >= 0, "bytes", total, "took", d.Round(time.Millisecond))
 	return ok
 }
 
@@ -486,12 +494,13 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 // answers or ctx ends: taken as "no checkpoint", the partition would start
 // without its history, and its next checkpoints would replace the ones that
 // could not be read (the terminal stage's restorePart does the same).
-// A checkpoint of other features or a corrupt one is not asked again.
+// A checkpoint of other features or a corrupt one is not asked again, nor
+// a closed store.
 func (p *Pipeline) readCkptSlot(ctx context.Context, part, slot int) (checkpoint.Checkpoint, bool, error) {
 	key := p.ckptKey(part, slot)
 	cp, found, err := p.cfg.ckpt.Latest(ctx, key)
-	for try := 1; err != nil && ctx.Err() == nil &&
-		!errors.Is(err, checkpoint.ErrFingerprintMismatch) && !errors.Is(err, checkpoint.ErrCorrupt); try++ {
+	for try := 1; err != nil && ctx.Err() == nil && !errors.Is(err, checkpoint.ErrFingerprintMismatch) &&
+		!errors.Is(err, checkpoint.ErrCorrupt) && !errors.Is(err, checkpoint.ErrClosed); try++ {
 		level := slog.LevelWarn
 		if try >= restoreTries {
 			level = slog.LevelError
@@ -575,6 +584,16 @@ func ckptChoice(found [2]bool, off [2]int64, start int64) int {
 func (p *Pipeline) checkpointNow(ctx context.Context, st *stage, running bool, reason string) {
 	if p.cfg.ckpt == nil {
 		return
+	}
+	if running {
+		// A revoke: the interval round in flight, if any, stops storing
+		// (what it did not store, this round does) rather than spend the
+		// rebalance timeout.
+		p.cutMu.Lock()
+		if p.cutInterval != nil {
+			p.cutInterval()
+		}
+		p.cutMu.Unlock()
 	}
 	p.ckptRound.Lock() // after the interval's round in flight, if any
 	defer p.ckptRound.Unlock()

@@ -86,6 +86,11 @@ type Pipeline struct {
 	// revoke's is not sent after it, moving the group's offset back.
 	ckptRound sync.Mutex
 	commitMu  sync.Mutex
+	// cutInterval cancels the store of the interval round in flight (nil
+	// when none): a revoke waiting for ckptRound has the rebalance timeout
+	// to finish in, and stores the same partitions again anyway.
+	cutMu       sync.Mutex
+	cutInterval context.CancelFunc
 	// restoring counts the partitions being restored from checkpoints.
 	restoring atomic.Int32
 	counts    stateCounts // state size and evictions, for the metrics

@@ -852,6 +852,16 @@ func (p *Pipeline) pauseAndSnapshot(st *stage, stop <-chan struct{}) bool {
 	p.met.snapshotPause.Set(paused.Seconds())
 	p.log.Debug("stage paused for a state snapshot", "pause_wait", waited, "paused", paused)
 	// Stored while the stage runs again: the serialised state is a copy.
-	p.putCheckpoints(p.hard, st, blobs, true, "interval")
+	// A revoke cuts the store short (its own round stores what this one
+	// did not).
+	ctx, cut := context.WithCancel(p.hard)
+	p.cutMu.Lock()
+	p.cutInterval = cut
+	p.cutMu.Unlock()
+	p.putCheckpoints(ctx, st, blobs, true, "interval")
+	p.cutMu.Lock()
+	p.cutInterval = nil
+	p.cutMu.Unlock()
+	cut()
 	return true
 }

@@ -1129,3 +1129,47 @@ func TestSourceCloseLeavesAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestSourceCloseAfterGenerationEnded: a member closed after the group
+// ended its generation (a third member joining), before or after it ended
+// the generation itself (kafka-go then rejoins without looking at the
+// close), leaves at once too: the other two form a generation without it
+// well inside the 10 s rebalance timeout, and its Close does not wait for
+// that rebalance.
+func TestSourceCloseAfterGenerationEnded(t *testing.T) {
+	forEachSource(t, func(t *testing.T, h sourceHarness) {
+		for _, endFirst := range []bool{false, true} {
+			name := "generation open"
+			if endFirst {
+				name = "generation ended"
+			}
+			t.Run(name, func(t *testing.T) {
+				a, b, ga, gb := splitGroup(t, h)
+				c := h.member(t, "g", kafka.FirstOffset, 10*time.Second)
+				joinC := nextAsync(t, c)
+				waitDone(t, ga) // c's join ends both generations
+				waitDone(t, gb)
+				if endFirst {
+					gb.End()
+				}
+				t0 := time.Now()
+				if err := b.Close(); err != nil {
+					t.Fatal(err)
+				}
+				closed := time.Since(t0)
+				ga.End()
+				ga2 := next(t, a)
+				gc := joinC()
+				t.Logf("close %v, a and c in a generation %v after it", closed, time.Since(t0))
+				if n := len(ga2.Claims()) + len(gc.Claims()); n != srcParts || ga2.ID() != gc.ID() {
+					t.Fatalf("a claims %v, c %v (generations %d, %d): want every partition between them", claimed(ga2), claimed(gc), ga2.ID(), gc.ID())
+				}
+				if d := time.Since(t0); d > 5*time.Second {
+					t.Fatalf("a and c formed a generation %v after b closed, want well under the 10 s rebalance timeout", d)
+				}
+				ga2.End()
+				gc.End()
+			})
+		}
+	})
+}

@@ -237,6 +237,12 @@ func (c *config) sourceOptions() []SourceOption {
 
 func (s *KafkaSource) kafkaLogger(prefix string) kafka.Logger {
 	return kafka.LoggerFunc(func(msg string, args ...any) {
+		if s.isClosed() {
+			// The teardown's own errors: a join or leave refused because
+			// Close left the group first.
+			s.cfg.log.Debug(prefix + fmt.Sprintf(msg, args...))
+			return
+		}
 		s.cfg.log.Warn(prefix + fmt.Sprintf(msg, args...))
 	})
 }
@@ -420,10 +426,10 @@ func (s *KafkaSource) Read(topic string, partition int, offset int64) (Partition
 // until its rebalance or session timeout (CI: a member stopped in a
 // rolling change held the group's next generation for 40 s). Closed
 // first, kafka-go sees the close while it waits on the live generation,
-// and leaves once the generation's goroutine returns. A member closed
-// between generations (its generation already ended: kafka-go may be
-// rejoining) is then removed by a LeaveGroup of its own, which kafka-go's
-// own leave makes a no-op (unknown member).
+// and leaves once the generation's goroutine returns. A member whose
+// generation already ended (at the group, or by End: kafka-go rejoins
+// without looking at the close) leaves by a LeaveGroup of its own first,
+// so that kafka-go's join fails at once.
 func (s *KafkaSource) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -441,7 +447,18 @@ func (s *KafkaSource) Close() error {
 	if cg != nil {
 		cgDone = make(chan error, 1)
 		go func() { cgDone <- cg.Close() }()
-		awaitGroupClosed(cg)
+		if g != nil && !g.isEnded() && !g.endedAtGroup() {
+			// kafka-go waits on the live generation: once it sees the
+			// close, it ends it and leaves.
+			awaitGroupClosed(cg)
+		}
+		if g != nil && (g.isEnded() || g.endedAtGroup()) {
+			// kafka-go rejoins, or is about to (the generation ended at
+			// the group, or between generations): it does not look at the
+			// close first. Leaving now makes that join fail at once
+			// (unknown member), and the others need not wait for it.
+			s.leave(g.kg.MemberID)
+		}
 	}
 	if g != nil {
 		g.End() // kafka-go's group waits for it before leaving
@@ -454,15 +471,23 @@ func (s *KafkaSource) Close() error {
 	var err error
 	if cg != nil {
 		err = <-cgDone
-		if g != nil {
-			s.leave(g.kg.MemberID)
-		}
 	}
 	s.tr.CloseIdleConnections()
 	if err != nil {
 		return fmt.Errorf("stream: close consumer group: %w", err)
 	}
 	return nil
+}
+
+// endedAtGroup reports whether the group ended g (a rebalance, the session
+// lost) — kafka-go then rejoins as soon as g's goroutine returns.
+func (g *kafkaGeneration) endedAtGroup() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // awaitGroupClosed returns once cg's Close has closed it (its Next says

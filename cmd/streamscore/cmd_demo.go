@@ -98,8 +98,9 @@ func cmdDemo(ctx context.Context, args []string) error {
 		// The broker's and NATS's records are most of the demo's heap, and
 		// their churn made the heap (twice the live one between
 		// collections) peak at 3.3 GB of RSS in the warm-up; a soft limit
-		// has the collector run earlier instead.
-		debug.SetMemoryLimit(demoMemLimit)
+		// has the collector run earlier instead (scaled with what they may
+		// retain: below the live heap, the collector would run non-stop).
+		debug.SetMemoryLimit(demoMemLimit(c.partitions))
 	}
 	kfk, err := local.StartKafka(map[string]int{
 		"transactions": c.partitions, "labels": 1, "scores": c.partitions, "alerts": 1, "audit": c.partitions, "deadletter": 1,
@@ -319,10 +320,18 @@ const (
 	demoRetention       = 64 << 20
 	demoOutputRetention = 16 << 20
 	demoStreamBytes     = 64 << 20
-	// demoMemLimit is the demo's soft memory limit (GOMEMLIMIT overrides
-	// it): about twice the live heap of a 90 s run (0.7-1.3 GB).
-	demoMemLimit = 1536 << 20
 )
+
+// demoMemLimit is the demo's soft memory limit (GOMEMLIMIT overrides it)
+// with partitions partitions of the transactions topic: twice what the
+// broker and NATS may retain, plus room for the engine and the generator,
+// and at least 1.5 GiB (the default 4 partitions: 1.6 GiB; a 90 s run's
+// live heap was 0.7-1.3 GB).
+func demoMemLimit(partitions int) int64 {
+	inputs := int64(partitions+1) * demoRetention          // transactions, labels
+	outputs := int64(2*partitions+2) * demoOutputRetention // scores, audit, alerts, deadletter
+	return max(1536<<20, 2*(inputs+outputs+3*demoStreamBytes)+256<<20)
+}
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 

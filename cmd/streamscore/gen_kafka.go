@@ -151,12 +151,12 @@ func genKafka(ctx context.Context, c *genConfig, g *synth.Generator) error {
 	// How the run ended: --duration's end is not an interruption.
 	ended := "done"
 	switch {
+	case err != nil:
+		ended = "failed"
 	case ctx.Err() != nil:
 		ended = "interrupted"
 	case interrupted:
 		ended = "duration"
-	case err != nil:
-		ended = "failed"
 	}
 	st.log("kafka", ended)
 	slog.Info("gen kafka", "produced_events", p.produced[c.topic], "produced_labels", p.produced[c.labelsTopic],

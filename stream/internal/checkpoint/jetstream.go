@@ -173,6 +173,10 @@ func (s *JetStream) Latest(ctx context.Context, key Key) (Checkpoint, bool, erro
 		}
 		lastErr = err
 	}
+	if !errors.Is(lastErr, ErrCorrupt) {
+		// The object's digest fails every read: corrupt, not in flux.
+		lastErr = fmt.Errorf("%w: %w", ErrCorrupt, lastErr)
+	}
 	return Checkpoint{}, false, lastErr
 }
 
