@@ -248,6 +248,7 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 	slots := map[int]int{}
 	ok := true
 	cutShort := 0
+	cut := ctx.Err() != nil && p.hard.Err() == nil // a revoke cut the round short: its own round stores these
 	sharedStored, sharedBlobs := -1, 0
 	var sig int64
 	for i, b := range blobs {
@@ -256,21 +257,21 @@ func (p *Pipeline) putCheckpoints(ctx context.Context, st *stage, blobs []ckptBl
 			sig = b.sig
 			outcome := "ok"
 			switch {
-			case errs[i] != nil && ctx.Err() != nil && p.hard.Err() == nil:
-				outcome = "error" // cut short by a revoke, whose round stores it
-			case errs[i] != nil:
+			case errs[i] == nil:
+				sharedStored = b.slot
+			case cut:
+				outcome = "error"
+			default:
 				outcome = "error"
 				p.log.Error("store the shared-state checkpoint", "err", errs[i])
-			default:
-				sharedStored = b.slot
 			}
 			p.met.sharedCkpt.WithLabelValues("put", outcome).Inc()
 			continue
 		}
 		if errs[i] != nil {
 			ok = false
-			if ctx.Err() != nil && p.hard.Err() == nil {
-				cutShort++ // a revoke's round stores it
+			if cut {
+				cutShort++
 				continue
 			}
 			p.met.checkpoints.WithLabelValues("put", "error").Inc()
@@ -404,7 +405,7 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 	var founds [2]bool
 	var errs [2]error
 	for slot := range 2 {
-		cps[slot], founds[slot], errs[slot] = p.readCkptSlot(ctx, part, slot)
+		cps[slot], founds[slot], errs[slot] = latestRetrying(ctx, p.cfg.ckpt, p.ckptKey(part, slot), p.log.With("partition", part))
 	}
 	err := errors.Join(errs[0], errs[1])
 	if err != nil && ctx.Err() != nil {
@@ -489,28 +490,27 @@ func (p *Pipeline) restoreClaim(ctx context.Context, st *stage, c Claim, held in
 		"bytes", len(cp.Blob), "cards", ps.build.Cards(), "took", d.Round(time.Millisecond), "offsets_behind_committed", max(ahead, 0))
 }
 
-// readCkptSlot reads slot of partition part's checkpoint. A failed read
-// (the store unreachable, a leader moving) is asked again until it
-// answers or ctx ends: taken as "no checkpoint", the partition would start
-// without its history, and its next checkpoints would replace the ones that
-// could not be read (the terminal stage's restorePart does the same).
-// A checkpoint of other features or a corrupt one is not asked again, nor
-// a closed store.
-func (p *Pipeline) readCkptSlot(ctx context.Context, part, slot int) (checkpoint.Checkpoint, bool, error) {
-	key := p.ckptKey(part, slot)
-	cp, found, err := p.cfg.ckpt.Latest(ctx, key)
+// latestRetrying reads key's newest checkpoint from store. A failed read
+// (the store unreachable, a leader moving) is asked again until it answers
+// or ctx ends: taken as "no checkpoint", the partition would start without
+// its history, and its next checkpoints would replace the ones that could
+// not be read. A checkpoint of other features, a corrupt one and a closed
+// store are not asked again. log gets each retry (an error from the
+// restoreTries-th on).
+func latestRetrying(ctx context.Context, store CheckpointStore, key checkpoint.Key, log *slog.Logger) (checkpoint.Checkpoint, bool, error) {
+	cp, found, err := store.Latest(ctx, key)
 	for try := 1; err != nil && ctx.Err() == nil && !errors.Is(err, checkpoint.ErrFingerprintMismatch) &&
 		!errors.Is(err, checkpoint.ErrCorrupt) && !errors.Is(err, checkpoint.ErrClosed); try++ {
 		level := slog.LevelWarn
 		if try >= restoreTries {
 			level = slog.LevelError
 		}
-		p.log.Log(ctx, level, "read a partition checkpoint failed, retrying", "partition", part, "slot", slot, "err", err, "try", try)
+		log.Log(ctx, level, "read a checkpoint failed, retrying", "key", key.String(), "err", err, "try", try)
 		select {
 		case <-ctx.Done():
 		case <-time.After(min(time.Duration(try)*time.Second, 5*time.Second)):
 		}
-		cp, found, err = p.cfg.ckpt.Latest(ctx, key)
+		cp, found, err = store.Latest(ctx, key)
 	}
 	return cp, found, err
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"time"
@@ -215,25 +214,8 @@ func (t *terminalStage) restorePart(ctx context.Context, c Claim) (*termPart, er
 	}
 	r := c.Partition()
 	t0 := time.Now()
-	cp, found, err := t.cfg.ckpt.Latest(ctx, t.key(r))
-	for try := 1; err != nil && ctx.Err() == nil &&
-		!errors.Is(err, checkpoint.ErrFingerprintMismatch) && !errors.Is(err, checkpoint.ErrCorrupt); try++ {
-		// The store unreachable: starting empty would lose the
-		// partition's history for good (its next checkpoint replaces
-		// the one that could not be read), so it is asked again until it
-		// answers or the stage stops (/readyz says restoring meanwhile;
-		// the partition's terminal columns wait).
-		level := slog.LevelWarn
-		if try >= restoreTries {
-			level = slog.LevelError
-		}
-		t.cfg.log.Log(ctx, level, "read a terminal checkpoint failed, retrying", "partition", r, "err", err, "try", try)
-		select {
-		case <-ctx.Done():
-		case <-time.After(min(time.Duration(try)*time.Second, 5*time.Second)):
-		}
-		cp, found, err = t.cfg.ckpt.Latest(ctx, t.key(r))
-	}
+	// The partition's terminal columns wait meanwhile (/readyz: restoring).
+	cp, found, err := latestRetrying(ctx, t.cfg.ckpt, t.key(r), t.cfg.log.With("partition", r))
 	switch {
 	case err != nil && ctx.Err() != nil:
 		tp.unknown = true // stopping: its state is unknown, never stored
