@@ -447,12 +447,15 @@ func (s *KafkaSource) Close() error {
 	if cg != nil {
 		cgDone = make(chan error, 1)
 		go func() { cgDone <- cg.Close() }()
-		if g != nil && !g.isEnded() && !g.endedAtGroup() {
+		// Decided once, before the close: kafka-go ends the generation
+		// itself once it sees the close, which would read as "ended" below.
+		switch {
+		case g == nil:
+		case !g.isEnded() && !g.endedAtGroup():
 			// kafka-go waits on the live generation: once it sees the
 			// close, it ends it and leaves.
 			awaitGroupClosed(cg)
-		}
-		if g != nil && (g.isEnded() || g.endedAtGroup()) {
+		default:
 			// kafka-go rejoins, or is about to (the generation ended at
 			// the group, or between generations): it does not look at the
 			// close first. Leaving now makes that join fail at once
