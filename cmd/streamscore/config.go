@@ -75,7 +75,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	sort.Strings(keys) // errors in a stable order
 	for _, key := range keys {
-		node := unalias(doc[key])
+		n := doc[key]
+		node := unalias(&n)
 		f := fs.Lookup(key)
 		if f == nil || key == "config" {
 			errs = append(errs, fmt.Errorf("config %s: unknown key %q", path, key))
@@ -93,7 +94,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 				continue
 			}
 			for _, e := range node.Content {
-				e = unaliasPtr(e)
+				e = unalias(e)
 				if e.Kind != yaml.ScalarNode || e.Tag == "!!null" {
 					errs = append(errs, fmt.Errorf("config %s: key %q: list items must be plain values", path, key))
 					continue
@@ -118,14 +119,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // unalias returns the node an alias (*name) stands for, or n.
-func unalias(n yaml.Node) yaml.Node {
-	if n.Kind == yaml.AliasNode && n.Alias != nil {
-		return *unaliasPtr(n.Alias)
-	}
-	return n
-}
-
-func unaliasPtr(n *yaml.Node) *yaml.Node {
+func unalias(n *yaml.Node) *yaml.Node {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}

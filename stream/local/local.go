@@ -102,8 +102,9 @@ func WithRetentionBytes(n int64) KafkaOption {
 
 // WithTopicRetentionBytes bounds topic's partitions at n bytes each, as
 // WithRetentionBytes does every topic (over it for this one): an output
-// topic nothing reads back can keep little. Topics only, not their
-// records, are kept on a data dir restart.
+// topic nothing reads back can keep little. The topic is created with
+// retention.bytes set; one that exists already (reloaded from a
+// WithDataDir directory) is left as it is.
 func WithTopicRetentionBytes(topic string, n int64) KafkaOption {
 	return func(c *kafkaConfig) {
 		if c.topicRetention == nil {
